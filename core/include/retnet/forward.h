@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// The three computation forms of retention and the engine's backend interface.
+//
+// A Backend runs a Model and owns its recurrent state. forward() consumes tokens starting at the
+// current state position and advances the state, whatever the form: a prompt can be prefilled in
+// the parallel or chunkwise form and then continued token by token in the recurrent form
+// (state handoff). Backends: the naive double-precision reference (core/src/reference), the fast
+// float CPU backend (core/src/cpu) and the CUDA backend (kernels/).
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "retnet/model.h"
+#include "retnet/tensor.h"
+
+namespace retnet {
+
+enum class Form { Parallel, Recurrent, Chunkwise };
+
+const char* form_name(Form form);
+Form parse_form(const std::string& name);  // "parallel" | "recurrent" | "chunkwise"; throws otherwise
+
+struct ForwardOptions {
+    Form form = Form::Parallel;
+    int chunk_size = 0;  // chunkwise only; 0 = the config's chunk_size
+    // Replaces config.norm_eps in the per-head norm only (the equivalence view's "eps = 0" switch).
+    std::optional<double> head_norm_eps;
+};
+
+// The recurrent state of all layers, K-first for both families:
+//   fla:        S = Σ_m γ^(n−m) k̃_m v_mᵀ            (raw, no 1/√Dk: q carries it)
+//   torchscale: S = Σ_m γ^(n−m) k̃_m v_mᵀ / √r_n     (k̃ carries 1/√Dk; r_n = Σ_{i≤n} γ^i in `scale`)
+struct LayerState {
+    std::vector<float> S;      // (H, Dk, Dv)
+    std::vector<double> scale; // (H) torchscale r_n; unused (empty) for fla
+};
+
+struct RecurrentState {
+    std::vector<LayerState> layers;  // L
+    int64_t position = 0;            // tokens consumed so far
+
+    bool empty() const { return position == 0; }
+};
+
+RecurrentState make_empty_state(const ModelConfig& config);
+
+// Opt-in introspection. Nothing is computed or copied unless requested; results are filled by
+// forward() for the tokens of that call.
+struct Introspection {
+    bool want_layer_outputs = false;  // -> layer_outputs
+    bool want_state_norms = false;    // -> state_norms
+    int score_layer = -1;             // >= 0 with score_head: -> scores
+    int score_head = -1;
+    bool want_all_head_scores = false;  // with score_layer >= 0 only: every head of that layer
+
+    std::vector<Tensor> layer_outputs;  // L × (T, d): residual stream after each layer
+    Tensor state_norms;                 // (T, L, H): ‖S‖_F after each token, in the family's scaling
+    Tensor scores;                      // (T, T) or (H, T, T): signed retention scores after decay and
+                                        // the form's normalization; row n = query n (within the call)
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual std::string name() const = 0;
+    virtual const Model& model() const = 0;
+
+    // Runs `tokens` (T ≥ 1, each in [0, V)) from the current state and advances it.
+    // Returns logits (T, V). Throws retnet::Error on bad input.
+    virtual Tensor forward(std::span<const int32_t> tokens, const ForwardOptions& options,
+                           Introspection* introspection = nullptr) = 0;
+
+    virtual void reset() = 0;                            // back to the empty state
+    virtual RecurrentState snapshot() const = 0;         // copy of the state (host memory)
+    virtual void restore(const RecurrentState& state) = 0;
+};
+
+// Backends share the model read-only; each owns its own state.
+std::unique_ptr<Backend> make_reference_backend(std::shared_ptr<const Model> model);  // double, naive
+std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model);  // float, BLAS, threads
+
+// Devices beyond "cpu" and "reference" (the CUDA backend) register themselves at start-up, so
+// core never depends on them. A factory throws retnet::Error when its device is unusable.
+using BackendFactory = std::function<std::unique_ptr<Backend>(std::shared_ptr<const Model>)>;
+void register_backend(const std::string& device, BackendFactory factory);
+std::vector<std::string> available_devices();
+// Throws retnet::Error for an unknown device, listing the known ones.
+std::unique_ptr<Backend> make_backend(const std::string& device, std::shared_ptr<const Model> model);
+// As make_backend, but falls back to "cpu" when the device cannot be used; `notice` then holds
+// the one-line reason ("CUDA unavailable (no device found); using the CPU backend").
+std::unique_ptr<Backend> make_backend_or_cpu(const std::string& device,
+                                             std::shared_ptr<const Model> model,
+                                             std::string* notice);
+
+// Validates tokens against the vocabulary and the options against the model (chunk size ≥ 1 …).
+void check_forward_inputs(const Model& model, std::span<const int32_t> tokens,
+                          const ForwardOptions& options);
+
+}  // namespace retnet

@@ -1,0 +1,71 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// A RetNet language model in memory: its config and its weights in float32, in one layout for
+// both families. Linear weights keep PyTorch's [out_features, in_features] layout (y = x Wᵀ).
+// Family differences that are not weights (rotary variant, where 1/√Dk sits, the in-retention
+// normalization) are decided by config.family at run time.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "retnet/config.h"
+#include "retnet/tensor.h"
+
+namespace retnet {
+
+struct LayerWeights {
+    Tensor attn_norm;  // (d)        RMSNorm before retention
+    Tensor q_proj;     // (H*Dk, d)
+    Tensor k_proj;     // (H*Dk, d)
+    Tensor v_proj;     // (H*Dv, d)
+    Tensor g_proj;     // (H*Dv, d)  swish output gate
+    Tensor o_proj;     // (d, H*Dv)
+    Tensor head_norm;  // (Dv)       fla: shared per-head RMSNorm weight; empty = no weight (torchscale)
+    Tensor ffn_norm;   // (d)        RMSNorm before the FFN
+    Tensor ffn_act;    // (F, d)     branch that goes through the activation (fc1 / gate_proj)
+    Tensor ffn_lin;    // (F, d)     linear branch (gate / up_proj)
+    Tensor ffn_out;    // (d, F)     (fc2 / down_proj)
+};
+
+struct ModelWeights {
+    Tensor embed;           // (V, d)
+    Tensor embed_norm;      // (d)  torchscale layernorm_embedding; empty otherwise
+    std::vector<LayerWeights> layers;  // L
+    Tensor final_norm;      // (d)
+    Tensor lm_head;         // (V, d); empty when tied to embed (use output_matrix())
+    std::vector<float> log_decay;     // (H)     log γ_h, float32 as both references compute it
+    std::vector<float> rotary_theta;  // (Dk/2)  rotation frequency of pair i
+
+    const Tensor& output_matrix() const { return lm_head.empty() ? embed : lm_head; }
+};
+
+struct Model {
+    ModelConfig config;
+    ModelWeights weights;
+    std::string directory;  // where it was loaded from ("" for models made in memory)
+
+    int64_t parameter_count() const;
+};
+
+// γ_h = 1 − 2^(−5−h), as log γ rounded through float32 exactly as torchscale and fla compute it.
+std::vector<float> default_log_decay(int n_heads);
+// torchscale: θ_i = 10000^(−i/(Dk/2−1)) (linspace); fla: θ_i = 10000^(−2i/Dk).
+std::vector<float> default_rotary_theta(Family family, int head_dim_k);
+
+// Allocates every tensor with the config's shapes, filled with zeros (norm weights with ones).
+Model make_empty_model(const ModelConfig& config);
+// The reference implementation's initialization (torchscale §2.11 / fla §3.7), deterministic in seed.
+Model make_random_model(const ModelConfig& config, uint64_t seed);
+
+// Reports load progress in [0, 1]; returning false cancels (throws retnet::Cancelled).
+using ProgressCallback = std::function<bool(double fraction)>;
+
+// Loads a model directory: config.json + model.safetensors (or a sharded
+// model.safetensors.index.json). Validates every tensor's presence and shape against the config
+// before allocating; throws retnet::Error naming the file and the problem.
+Model load_model(const std::string& directory, const ProgressCallback& progress = {});
+// Writes config.json + model.safetensors (float32) in the model's family layout, atomically.
+void save_model(const Model& model, const std::string& directory);
+
+}  // namespace retnet

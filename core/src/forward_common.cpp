@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Form names, state construction, input validation and the backend registry.
+#include <map>
+#include <mutex>
+
+#include "retnet/error.h"
+#include "retnet/forward.h"
+
+namespace retnet {
+
+const char* form_name(Form form) {
+    switch (form) {
+        case Form::Parallel: return "parallel";
+        case Form::Recurrent: return "recurrent";
+        case Form::Chunkwise: return "chunkwise";
+    }
+    return "?";
+}
+
+Form parse_form(const std::string& name) {
+    if (name == "parallel") return Form::Parallel;
+    if (name == "recurrent") return Form::Recurrent;
+    if (name == "chunkwise") return Form::Chunkwise;
+    throw Error("unknown mode '" + name + "' (expected parallel, recurrent or chunkwise)");
+}
+
+RecurrentState make_empty_state(const ModelConfig& config) {
+    RecurrentState state;
+    const size_t H = static_cast<size_t>(config.n_heads);
+    state.layers.resize(static_cast<size_t>(config.n_layers));
+    for (LayerState& layer : state.layers) {
+        layer.S.assign(H * static_cast<size_t>(config.head_dim_k()) *
+                           static_cast<size_t>(config.head_dim_v()),
+                       0.0f);
+        if (config.family == Family::TorchScale) layer.scale.assign(H, 0.0);
+    }
+    return state;
+}
+
+void check_forward_inputs(const Model& model, std::span<const int32_t> tokens,
+                          const ForwardOptions& options) {
+    if (tokens.empty()) throw Error("no tokens to run (the input is empty)");
+    const int V = model.config.vocab_size;
+    for (size_t i = 0; i < tokens.size(); ++i) {
+        if (tokens[i] < 0 || tokens[i] >= V)
+            throw Error("token id " + std::to_string(tokens[i]) + " at position " +
+                        std::to_string(i) + " is outside the vocabulary [0, " + std::to_string(V) +
+                        ")");
+    }
+    if (options.form == Form::Chunkwise && options.chunk_size < 0)
+        throw Error("chunk size must be at least 1 (got " + std::to_string(options.chunk_size) + ")");
+    if (options.head_norm_eps && !(*options.head_norm_eps >= 0.0))
+        throw Error("head-norm eps must be >= 0");
+}
+
+// ---- registry ------------------------------------------------------------------------------
+
+namespace {
+std::mutex g_registry_mutex;
+std::map<std::string, BackendFactory>& registry() {
+    static std::map<std::string, BackendFactory> factories = {
+        {"cpu", [](std::shared_ptr<const Model> m) { return make_cpu_backend(std::move(m)); }},
+        {"reference",
+         [](std::shared_ptr<const Model> m) { return make_reference_backend(std::move(m)); }},
+    };
+    return factories;
+}
+}  // namespace
+
+void register_backend(const std::string& device, BackendFactory factory) {
+    std::lock_guard lock(g_registry_mutex);
+    registry()[device] = std::move(factory);
+}
+
+std::vector<std::string> available_devices() {
+    std::lock_guard lock(g_registry_mutex);
+    std::vector<std::string> out;
+    for (const auto& [name, factory] : registry()) out.push_back(name);
+    return out;
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& device,
+                                      std::shared_ptr<const Model> model) {
+    BackendFactory factory;
+    {
+        std::lock_guard lock(g_registry_mutex);
+        auto it = registry().find(device);
+        if (it != registry().end()) factory = it->second;
+    }
+    if (!factory) {
+        std::string known;
+        for (const std::string& name : available_devices()) known += (known.empty() ? "" : ", ") + name;
+        if (device == "cuda")
+            throw Error("device 'cuda' is not available: this build has no CUDA backend (known: " +
+                        known + ")");
+        throw Error("unknown device '" + device + "' (known: " + known + ")");
+    }
+    return factory(std::move(model));
+}
+
+std::unique_ptr<Backend> make_backend_or_cpu(const std::string& device,
+                                             std::shared_ptr<const Model> model,
+                                             std::string* notice) {
+    try {
+        return make_backend(device, model);
+    } catch (const Error& e) {
+        if (device == "cpu" || device == "reference") throw;
+        if (notice) *notice = std::string(e.what()) + "; using the CPU backend";
+        return make_cpu_backend(std::move(model));
+    }
+}
+
+}  // namespace retnet

@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "retnet/model.h"
+
+#include <cmath>
+#include <random>
+
+#include "retnet/error.h"
+
+namespace retnet {
+
+std::vector<float> default_log_decay(int n_heads) {
+    // Both references compute log(1 − 2^(−5−h)) in float32: heads h ≥ 20 round to γ = 1 exactly.
+    std::vector<float> out(static_cast<size_t>(n_heads));
+    for (int h = 0; h < n_heads; ++h) {
+        const float gamma = 1.0f - std::exp2(static_cast<float>(-5 - h));
+        out[static_cast<size_t>(h)] = std::log(gamma);
+    }
+    return out;
+}
+
+std::vector<float> default_rotary_theta(Family family, int head_dim_k) {
+    const int half = head_dim_k / 2;
+    std::vector<float> theta(static_cast<size_t>(half));
+    for (int i = 0; i < half; ++i) {
+        float exponent;
+        if (family == Family::TorchScale) {
+            // torch.linspace(0, 1, half) in float32, then 1 / 10000^x.
+            exponent = half == 1 ? 0.0f : static_cast<float>(i) / static_cast<float>(half - 1);
+            theta[static_cast<size_t>(i)] = 1.0f / std::pow(10000.0f, exponent);
+        } else {
+            // fla: inv_freq = 1 / base^(arange(0, dim, 2) / dim)
+            exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim_k);
+            theta[static_cast<size_t>(i)] = 1.0f / std::pow(10000.0f, exponent);
+        }
+    }
+    return theta;
+}
+
+int64_t Model::parameter_count() const {
+    int64_t n = weights.embed.numel() + weights.embed_norm.numel() + weights.final_norm.numel() +
+                weights.lm_head.numel();
+    for (const LayerWeights& l : weights.layers) {
+        for (const Tensor* t : {&l.attn_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.g_proj, &l.o_proj,
+                                &l.head_norm, &l.ffn_norm, &l.ffn_act, &l.ffn_lin, &l.ffn_out})
+            n += t->numel();
+    }
+    return n;
+}
+
+Model make_empty_model(const ModelConfig& config) {
+    config.validate();
+    const int64_t V = config.vocab_size, d = config.d_model, K = config.key_dim,
+                  Vd = config.value_dim, F = config.ffn_dim;
+    Model m;
+    m.config = config;
+    ModelWeights& w = m.weights;
+    w.embed = Tensor({V, d});
+    if (config.layernorm_embedding) w.embed_norm = Tensor({d}, 1.0f);
+    w.final_norm = Tensor({d}, 1.0f);
+    if (!config.tie_embeddings) w.lm_head = Tensor({V, d});
+    w.layers.resize(static_cast<size_t>(config.n_layers));
+    for (LayerWeights& l : w.layers) {
+        l.attn_norm = Tensor({d}, 1.0f);
+        l.q_proj = Tensor({K, d});
+        l.k_proj = Tensor({K, d});
+        l.v_proj = Tensor({Vd, d});
+        l.g_proj = Tensor({Vd, d});
+        l.o_proj = Tensor({d, Vd});
+        if (config.family == Family::Fla && config.head_norm_affine)
+            l.head_norm = Tensor({config.head_dim_v()}, 1.0f);
+        l.ffn_norm = Tensor({d}, 1.0f);
+        l.ffn_act = Tensor({F, d});
+        l.ffn_lin = Tensor({F, d});
+        l.ffn_out = Tensor({d, F});
+    }
+    w.log_decay = default_log_decay(config.n_heads);
+    w.rotary_theta = default_rotary_theta(config.family, config.head_dim_k());
+    return m;
+}
+
+namespace {
+
+void fill_normal(Tensor& t, std::mt19937_64& rng, double stddev) {
+    std::normal_distribution<double> dist(0.0, stddev);
+    for (float& x : t.data) x = static_cast<float>(dist(rng));
+}
+
+void fill_uniform(Tensor& t, std::mt19937_64& rng, double bound) {
+    std::uniform_real_distribution<double> dist(-bound, bound);
+    for (float& x : t.data) x = static_cast<float>(dist(rng));
+}
+
+// torch.nn.init.xavier_uniform_ for a [out, in] weight.
+void xavier_uniform(Tensor& t, std::mt19937_64& rng, double gain) {
+    const double fan_out = static_cast<double>(t.dim(0)), fan_in = static_cast<double>(t.dim(1));
+    fill_uniform(t, rng, gain * std::sqrt(6.0 / (fan_in + fan_out)));
+}
+
+// nn.Linear's default init: kaiming_uniform(a=√5) = U(±1/√fan_in).
+void linear_default(Tensor& t, std::mt19937_64& rng) {
+    fill_uniform(t, rng, 1.0 / std::sqrt(static_cast<double>(t.dim(1))));
+}
+
+}  // namespace
+
+Model make_random_model(const ModelConfig& config, uint64_t seed) {
+    Model m = make_empty_model(config);
+    std::mt19937_64 rng(seed);
+    ModelWeights& w = m.weights;
+    const double d = config.d_model;
+    if (config.family == Family::TorchScale) {
+        fill_normal(w.embed, rng, 1.0 / std::sqrt(d));
+        if (!w.lm_head.empty()) fill_normal(w.lm_head, rng, 1.0 / std::sqrt(d));
+        for (LayerWeights& l : w.layers) {
+            const double g = std::pow(2.0, -2.5);
+            xavier_uniform(l.q_proj, rng, g);
+            xavier_uniform(l.k_proj, rng, g);
+            xavier_uniform(l.v_proj, rng, g);
+            xavier_uniform(l.g_proj, rng, g);
+            xavier_uniform(l.o_proj, rng, std::pow(2.0, -1.0));
+            linear_default(l.ffn_act, rng);
+            linear_default(l.ffn_lin, rng);
+            linear_default(l.ffn_out, rng);
+        }
+    } else {
+        const double range = 0.02;  // fla initializer_range
+        fill_normal(w.embed, rng, range);
+        if (!w.lm_head.empty()) fill_normal(w.lm_head, rng, range);
+        for (LayerWeights& l : w.layers) {
+            for (Tensor* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.g_proj, &l.o_proj, &l.ffn_act,
+                              &l.ffn_lin, &l.ffn_out})
+                fill_normal(*t, rng, range);
+        }
+    }
+    return m;
+}
+
+}  // namespace retnet

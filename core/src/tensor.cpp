@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "retnet/tensor.h"
+
+#include "retnet/error.h"
+
+namespace retnet {
+
+int64_t shape_numel(const std::vector<int64_t>& shape) {
+    int64_t n = 1;
+    for (int64_t s : shape) {
+        if (s < 0) throw Error("negative dimension in shape " + shape_to_string(shape));
+        n *= s;
+    }
+    return n;
+}
+
+std::string shape_to_string(const std::vector<int64_t>& shape) {
+    std::string out = "[";
+    for (size_t i = 0; i < shape.size(); ++i) {
+        if (i) out += ", ";
+        out += std::to_string(shape[i]);
+    }
+    return out + "]";
+}
+
+Tensor::Tensor(std::vector<int64_t> shape_, float fill)
+    : shape(std::move(shape_)), data(static_cast<size_t>(shape_numel(shape)), fill) {}
+
+std::string Tensor::shape_string() const { return shape_to_string(shape); }
+
+}  // namespace retnet
