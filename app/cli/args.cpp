@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "args.h"
+
+#include <charconv>
+#include <cmath>
+
+#include "retnet/error.h"
+
+namespace retnet::cli {
+
+Args::Args(std::vector<std::string> argv, std::set<std::string> flags) {
+    for (size_t i = 0; i < argv.size(); ++i) {
+        const std::string& arg = argv[i];
+        if (arg.size() < 3 || arg.rfind("--", 0) != 0)
+            throw Error("unexpected argument '" + arg + "' (options look like --name value)");
+        std::string name = arg.substr(2), value;
+        if (auto eq = name.find('='); eq != std::string::npos) {
+            value = name.substr(eq + 1);
+            name = name.substr(0, eq);
+        } else if (flags.count(name)) {
+            value = "1";
+        } else {
+            if (i + 1 >= argv.size()) throw Error("option --" + name + " needs a value");
+            value = argv[++i];
+        }
+        for (const auto& [existing, v] : values_)
+            if (existing == name) throw Error("option --" + name + " given twice");
+        values_.emplace_back(name, value);
+    }
+}
+
+bool Args::has(const std::string& name) { return get(name).has_value(); }
+
+std::optional<std::string> Args::get(const std::string& name) {
+    consumed_.insert(name);
+    for (const auto& [n, v] : values_)
+        if (n == name) return v;
+    return std::nullopt;
+}
+
+std::string Args::get_or(const std::string& name, const std::string& fallback) {
+    return get(name).value_or(fallback);
+}
+
+std::string Args::require(const std::string& name) {
+    auto v = get(name);
+    if (!v) throw Error("missing required option --" + name);
+    return *v;
+}
+
+int64_t Args::get_int(const std::string& name, int64_t fallback, int64_t min, int64_t max) {
+    auto v = get(name);
+    if (!v) return fallback;
+    int64_t out = 0;
+    auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), out);
+    if (ec != std::errc() || end != v->data() + v->size())
+        throw Error("option --" + name + " expects an integer, got '" + *v + "'");
+    if (out < min || out > max)
+        throw Error("option --" + name + " must be in [" + std::to_string(min) + ", " +
+                    std::to_string(max) + "], got " + *v);
+    return out;
+}
+
+double Args::get_double(const std::string& name, double fallback, double min, double max) {
+    auto v = get(name);
+    if (!v) return fallback;
+    double out = 0;
+    try {
+        size_t used = 0;
+        out = std::stod(*v, &used);
+        if (used != v->size()) throw std::invalid_argument("trailing");
+    } catch (const std::exception&) {
+        throw Error("option --" + name + " expects a number, got '" + *v + "'");
+    }
+    if (!std::isfinite(out) || out < min || out > max)
+        throw Error("option --" + name + " must be in [" + std::to_string(min) + ", " +
+                    std::to_string(max) + "], got " + *v);
+    return out;
+}
+
+void Args::finish() const {
+    for (const auto& [n, v] : values_)
+        if (!consumed_.count(n)) throw Error("unknown option --" + n);
+}
+
+std::vector<int32_t> parse_token_list(const std::string& text) {
+    std::vector<int32_t> out;
+    size_t pos = 0;
+    while (pos <= text.size()) {
+        size_t comma = text.find(',', pos);
+        if (comma == std::string::npos) comma = text.size();
+        std::string item = text.substr(pos, comma - pos);
+        int32_t id = 0;
+        auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), id);
+        if (item.empty() || ec != std::errc() || end != item.data() + item.size())
+            throw Error("bad token list '" + text + "': '" + item + "' is not an integer id");
+        out.push_back(id);
+        pos = comma + 1;
+    }
+    return out;
+}
+
+}  // namespace retnet::cli
