@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// Sizes a user wants to know before running a model: parameters, weight memory, and the fixed
+// recurrent state next to the KV cache a Transformer of the same shape would need.
+#include <cstdint>
+#include <string>
+
+#include "retnet/model.h"
+
+namespace retnet {
+
+struct ModelStats {
+    int64_t parameters = 0;
+    int64_t weight_bytes_fp32 = 0;
+    int64_t state_bytes_fp32 = 0;                // L·H·Dk·Dv·4, independent of the length
+    int64_t kv_cache_bytes_per_token_fp32 = 0;   // L·(H·Dk + H·Dv)·4
+    int64_t kv_cache_bytes_at_context_fp32 = 0;  // per token × context
+};
+
+ModelStats model_stats(const Model& model, int64_t context_tokens);
+
+std::string format_bytes(int64_t bytes);  // "1.5 MiB"
+std::string format_count(int64_t n);      // "12.3M"
+
+}  // namespace retnet

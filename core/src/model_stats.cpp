@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "retnet/model_stats.h"
+
+#include <cstdio>
+
+namespace retnet {
+
+ModelStats model_stats(const Model& model, int64_t context_tokens) {
+    const ModelConfig& c = model.config;
+    ModelStats s;
+    s.parameters = model.parameter_count();
+    s.weight_bytes_fp32 = s.parameters * 4;
+    s.state_bytes_fp32 = int64_t(c.n_layers) * c.n_heads * c.head_dim_k() * c.head_dim_v() * 4;
+    s.kv_cache_bytes_per_token_fp32 = int64_t(c.n_layers) * (c.key_dim + c.value_dim) * 4;
+    s.kv_cache_bytes_at_context_fp32 = s.kv_cache_bytes_per_token_fp32 * context_tokens;
+    return s;
+}
+
+std::string format_bytes(int64_t bytes) {
+    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = static_cast<double>(bytes);
+    int u = 0;
+    while (v >= 1024.0 && u < 4) {
+        v /= 1024.0;
+        ++u;
+    }
+    char buf[32];
+    std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+    return buf;
+}
+
+std::string format_count(int64_t n) {
+    char buf[32];
+    if (n >= 1000000000) std::snprintf(buf, sizeof buf, "%.2fB", n / 1e9);
+    else if (n >= 1000000) std::snprintf(buf, sizeof buf, "%.2fM", n / 1e6);
+    else if (n >= 1000) std::snprintf(buf, sizeof buf, "%.1fK", n / 1e3);
+    else std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(n));
+    return buf;
+}
+
+}  // namespace retnet
