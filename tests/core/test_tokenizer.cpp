@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// SentencePiece tokenizer: training with byte fallback, exact round trips on Unicode text, and
+// streaming detokenization that never emits a broken UTF-8 sequence.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "retnet/error.h"
+#include "retnet/tokenizer.h"
+
+namespace retnet {
+namespace {
+
+const std::string kCorpusPath = std::string(RETNET_TEST_DATA_DIR) + "/tokenizer/corpus.txt";
+
+std::vector<std::string> corpus_lines() {
+    std::ifstream in(kCorpusPath);
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+}
+
+// Trained once for the whole suite (about a second).
+const Tokenizer& bpe() {
+    static const Tokenizer tokenizer = [] {
+        TokenizerTrainOptions options;
+        options.vocab_size = 420;
+        return Tokenizer::from_serialized(train_tokenizer(corpus_lines(), options));
+    }();
+    return tokenizer;
+}
+
+// Text the corpus never shows: emoji (ZWJ sequence, skin tone, flag), combining marks,
+// scripts not in the training text, controls and odd whitespace.
+const std::vector<std::string> kUnicodeSamples = {
+    "Hello, world!",
+    "The robot counted \xF0\x9F\xA4\x96 tokens \xF0\x9F\x98\x80\xF0\x9F\x98\x80.",         // 🤖 😀😀
+    "family: \xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA7",  // 👩‍👩‍👧
+    "thumbs \xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD and flag \xF0\x9F\x87\xAB\xF0\x9F\x87\xB7",  // 👍🏽 🇫🇷
+    "decomposed e\xCC\x81 vs composed \xC3\xA9; Z\xCC\xA4\xCD\x94\xCD\xA7\xCC\x91",       // é é Z̤͔ͧ̑
+    "\xD8\xA7\xD9\x84\xD8\xB9\xD8\xB1\xD8\xA8\xD9\x8A\xD8\xA9 and \xED\x95\x9C\xEA\xB5\xAD\xEC\x96\xB4",  // العربية 한국어
+    "  leading spaces, trailing spaces  ",
+    "tab\tnew\nline\r\nbell\x07 escape\x1b[31m null-free controls\x01",
+    "\xE2\x80\x8B zero width, \xEF\xBB\xBF BOM, \xF4\x8F\xBF\xBF max code point",
+};
+
+TEST(Tokenizer, TrainedModelHasByteFallbackAndSpecialIds) {
+    const Tokenizer& t = bpe();
+    EXPECT_EQ(t.vocab_size(), 420);
+    EXPECT_EQ(t.unk_id(), 0);
+    EXPECT_EQ(t.bos_id(), 1);
+    EXPECT_EQ(t.eos_id(), 2);
+    EXPECT_TRUE(t.is_control(1));
+    EXPECT_TRUE(t.is_control(2));
+    int byte_pieces = 0;
+    for (int id = 0; id < t.vocab_size(); ++id) byte_pieces += t.is_byte(id);
+    EXPECT_EQ(byte_pieces, 256);
+    EXPECT_EQ(t.piece(-1), "");
+    EXPECT_EQ(t.piece(t.vocab_size()), "");
+}
+
+TEST(Tokenizer, RoundTripsUnicodeExactly) {
+    const Tokenizer& t = bpe();
+    for (const std::string& text : kUnicodeSamples) {
+        const std::vector<int32_t> ids = t.encode(text);
+        ASSERT_FALSE(ids.empty()) << text;
+        for (int32_t id : ids) EXPECT_NE(id, t.unk_id()) << "byte fallback should avoid <unk> in: " << text;
+        EXPECT_EQ(t.decode(ids), text);
+    }
+}
+
+TEST(Tokenizer, UnseenEmojiIsEncodedAsByteTokens) {
+    const Tokenizer& t = bpe();
+    const std::vector<int32_t> ids = t.encode("\xF0\x9F\xA4\x96");  // 🤖, not in the corpus
+    int bytes = 0;
+    for (int32_t id : ids) bytes += t.is_byte(id);
+    EXPECT_EQ(bytes, 4);
+    EXPECT_EQ(t.display_piece(ids.back()), "<0x96>");
+}
+
+TEST(Tokenizer, StreamDecoderEmitsOnlyCompleteCharacters) {
+    const Tokenizer& t = bpe();
+    for (const std::string& text : kUnicodeSamples) {
+        const std::vector<int32_t> ids = t.encode(text);
+        StreamDecoder decoder(t);
+        std::string streamed;
+        int empty_pushes = 0;
+        for (int32_t id : ids) {
+            const std::string piece = decoder.push(id);
+            ASSERT_TRUE(is_valid_utf8(piece)) << text;
+            streamed += piece;
+            ASSERT_TRUE(is_valid_utf8(streamed)) << "prefix broke UTF-8 in: " << text;
+            empty_pushes += piece.empty();
+        }
+        EXPECT_FALSE(decoder.has_pending());
+        streamed += decoder.flush();
+        EXPECT_EQ(streamed, text);
+        EXPECT_EQ(streamed, t.decode(ids));
+        if (text.find("\xF0\x9F\xA4\x96") != std::string::npos) {
+            EXPECT_GE(empty_pushes, 3) << "the 4 byte tokens of an emoji should give 3 empty pushes";
+        }
+    }
+}
+
+TEST(Tokenizer, StreamDecoderSkipsControlsAndKeepsInnerSpaces) {
+    const Tokenizer& t = bpe();
+    std::vector<int32_t> ids = t.encode("the robot");
+    ids.insert(ids.begin(), t.bos_id());
+    ids.push_back(t.eos_id());
+    StreamDecoder decoder(t);
+    std::string streamed;
+    for (int32_t id : ids) streamed += decoder.push(id);
+    EXPECT_EQ(streamed, "the robot");
+    EXPECT_EQ(t.decode(ids), "the robot");
+
+    // Continuing after earlier text keeps the space that starts the next word.
+    StreamDecoder continuation(t, /*at_text_start=*/false);
+    std::string more;
+    for (int32_t id : t.encode("robot")) more += continuation.push(id);
+    EXPECT_EQ(more, " robot");
+}
+
+TEST(Tokenizer, UnfinishedCharacterAtEndBecomesReplacementOnFlush) {
+    const Tokenizer& t = bpe();
+    const std::vector<int32_t> ids = t.encode("\xF0\x9F\xA4\x96");
+    StreamDecoder decoder(t);
+    std::string streamed;
+    for (size_t i = 0; i + 1 < ids.size(); ++i) streamed += decoder.push(ids[i]);
+    EXPECT_EQ(streamed, "");
+    EXPECT_TRUE(decoder.has_pending());
+    EXPECT_EQ(decoder.flush(), "\xEF\xBF\xBD");
+}
+
+TEST(Tokenizer, DisplayPieceShowsSpaces) {
+    const Tokenizer& t = bpe();
+    const std::vector<int32_t> ids = t.encode("hello the");
+    const std::string last = t.display_piece(ids.back());
+    EXPECT_EQ(last.front(), ' ') << "word-initial piece should show its space: '" << last << "'";
+    EXPECT_EQ(t.display_piece(t.eos_id()), "</s>");
+}
+
+TEST(Tokenizer, RejectsInvalidUtf8WithOffset) {
+    try {
+        bpe().encode("ok \xC3(");
+        FAIL() << "invalid UTF-8 accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("byte offset 3"), std::string::npos) << e.what();
+    }
+}
+
+TEST(Tokenizer, UnigramTrainsAndRoundTrips) {
+    TokenizerTrainOptions options;
+    options.type = "unigram";
+    options.vocab_size = 400;
+    const Tokenizer t = Tokenizer::from_serialized(train_tokenizer(corpus_lines(), options));
+    for (const std::string& text : kUnicodeSamples) EXPECT_EQ(t.decode(t.encode(text)), text);
+}
+
+TEST(Tokenizer, TrainFileWritesLoadableModel) {
+    const auto dir = std::filesystem::temp_directory_path() / "retnet_test_tokenizer_train";
+    std::filesystem::remove_all(dir);
+    TokenizerTrainOptions options;
+    options.vocab_size = 420;
+    const Tokenizer trained = train_tokenizer_file(kCorpusPath, options, dir.string());
+    auto loaded = Tokenizer::load_from_model_dir(dir.string());
+    ASSERT_NE(loaded, nullptr);
+    EXPECT_EQ(loaded->encode(kUnicodeSamples[1]), trained.encode(kUnicodeSamples[1]));
+    EXPECT_EQ(loaded->serialized(), trained.serialized());
+    EXPECT_FALSE(std::filesystem::exists(dir / "tokenizer.model.tmp"));
+    std::filesystem::remove_all(dir);
+    EXPECT_EQ(Tokenizer::load_from_model_dir(dir.string()), nullptr);
+}
+
+TEST(Tokenizer, BadInputsGiveOneLineErrors) {
+    auto message = [](auto&& f) {
+        try {
+            f();
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    const std::string too_big = message([] {
+        TokenizerTrainOptions options;
+        options.vocab_size = 100000;
+        train_tokenizer(corpus_lines(), options);
+    });
+    EXPECT_NE(too_big.find("tokenizer training failed"), std::string::npos) << too_big;
+    EXPECT_EQ(too_big.find('\n'), std::string::npos) << too_big;
+
+    EXPECT_EQ(message([] {
+                  TokenizerTrainOptions options;
+                  options.vocab_size = 400;
+                  options.type = "wordpiece";
+                  train_tokenizer(corpus_lines(), options);
+              }),
+              "unknown tokenizer type 'wordpiece' (expected bpe or unigram)");
+    EXPECT_EQ(message([] { Tokenizer::load("/nonexistent/tokenizer.model"); }),
+              "/nonexistent/tokenizer.model: cannot open file");
+    const std::string garbage = message([] { Tokenizer::from_serialized("not a model", "x.model"); });
+    EXPECT_EQ(garbage.rfind("x.model: not a SentencePiece tokenizer model", 0), 0u) << garbage;
+    const std::string bad_line = message([] {
+        TokenizerTrainOptions options;
+        options.vocab_size = 400;
+        std::vector<std::string> lines = {"fine", "bro\xFFken"};
+        train_tokenizer(lines, options);
+    });
+    EXPECT_EQ(bad_line, "training text line 2: invalid UTF-8 at byte offset 3 (byte 0xFF)");
+}
+
+}  // namespace
+}  // namespace retnet
