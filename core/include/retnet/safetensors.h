@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// The safetensors format (https://huggingface.co/docs/safetensors): an 8-byte little-endian header
+// length N, N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__":
+// {str: str}}, then the data section; offsets are relative to the data section.
+// Files are memory-mapped and the whole header is validated when a file is opened, so a corrupt
+// file fails with one line naming the file and the problem before any tensor is read.
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "retnet/tensor.h"
+
+namespace retnet {
+
+enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, Bool };
+
+const char* dtype_name(DType dtype);  // as written in the header: "F32", "BF16", ...
+int dtype_size(DType dtype);          // bytes per element
+
+struct TensorInfo {
+    std::string name;
+    DType dtype = DType::F32;
+    std::vector<int64_t> shape;
+    uint64_t begin = 0;  // byte range in the data section
+    uint64_t end = 0;
+
+    int64_t numel() const { return shape_numel(shape); }
+};
+
+// One memory-mapped .safetensors file, read-only.
+class SafetensorsFile {
+public:
+    explicit SafetensorsFile(const std::string& path);
+    ~SafetensorsFile();
+    SafetensorsFile(const SafetensorsFile&) = delete;
+    SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+    const std::string& path() const { return path_; }
+    const std::map<std::string, std::string>& metadata() const { return metadata_; }
+    const std::vector<TensorInfo>& tensors() const { return tensors_; }  // in data-offset order
+    bool contains(const std::string& name) const { return index_.count(name) != 0; }
+    // Throws retnet::Error naming the file if the tensor is absent.
+    const TensorInfo& info(const std::string& name) const;
+
+    // Converts to float32 (F64/integers are rounded to the nearest float).
+    Tensor read(const std::string& name) const;
+    // dst must hold info(name).numel() floats.
+    void read_into(const std::string& name, float* dst) const;
+    // The tensor's bytes as stored (little-endian).
+    std::pair<const unsigned char*, size_t> raw(const std::string& name) const;
+
+private:
+    void parse_header();
+
+    std::string path_;
+    const unsigned char* map_ = nullptr;  // whole file
+    size_t size_ = 0;
+    size_t data_start_ = 0;  // 8 + header length
+    std::vector<TensorInfo> tensors_;
+    std::map<std::string, size_t> index_;
+    std::map<std::string, std::string> metadata_;
+};
+
+// The tensors of a model directory: model.safetensors, or the shards that
+// model.safetensors.index.json ({"weight_map": {tensor: file}}) names.
+class SafetensorsSet {
+public:
+    // Opens `directory`/model.safetensors.index.json if present, else `directory`/model.safetensors.
+    static SafetensorsSet open_directory(const std::string& directory);
+    // Opens a single file or an index file (recognised by its .json extension).
+    static SafetensorsSet open(const std::string& path);
+
+    std::vector<std::string> names() const;  // sorted
+    bool contains(const std::string& name) const { return where_.count(name) != 0; }
+    const TensorInfo& info(const std::string& name) const;
+    // The file that holds the tensor (for error messages).
+    const std::string& file_of(const std::string& name) const;
+    Tensor read(const std::string& name) const;
+    void read_into(const std::string& name, float* dst) const;
+    // The file that describes the set: model.safetensors or the index.
+    const std::string& source() const { return source_; }
+
+private:
+    std::string source_;
+    std::vector<std::shared_ptr<SafetensorsFile>> files_;
+    std::map<std::string, size_t> where_;  // tensor name -> index into files_
+};
+
+struct NamedTensor {
+    std::string name;
+    const Tensor* tensor;
+};
+
+// Writes `tensors` in the given order as F32 or BF16 (round to nearest even), atomically: the data
+// goes to `path`.tmp, which is renamed over `path` only when complete. On failure the temporary
+// file is removed, `path` is left as it was, and retnet::Error is thrown.
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata = {}, DType dtype = DType::F32);
+
+// IEEE binary16 / bfloat16 bits <-> float. float_to_* round to nearest even and keep NaN a NaN.
+float half_to_float(uint16_t bits);
+float bf16_to_float(uint16_t bits);
+uint16_t float_to_half(float value);
+uint16_t float_to_bf16(float value);
+
+}  // namespace retnet
