@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// Next-token sampling: greedy, temperature, top-k, top-p, min-p and repetition penalty, drawn
+// with our own xoshiro256** generator so that one seed gives one output on every platform
+// (std:: distributions are implementation-defined). All arithmetic is in double.
+//
+// Pipeline: logits -> repetition penalty -> (greedy: argmax) -> / temperature -> top-k ->
+// softmax -> top-p -> min-p -> renormalize -> draw. Candidates are ordered by probability, then
+// by id, so ties never depend on sort stability.
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace retnet {
+
+// xoshiro256** (Blackman & Vigna), seeded through splitmix64.
+class Rng {
+public:
+    explicit Rng(uint64_t seed = 0) { reseed(seed); }
+    void reseed(uint64_t seed);
+    uint64_t next();
+    double uniform();  // [0, 1), 53 random bits
+    bool operator==(const Rng&) const = default;
+
+private:
+    uint64_t s_[4] = {};
+};
+
+struct SamplerParams {
+    double temperature = 1.0;     // <= 0 means greedy
+    int top_k = 0;                // 0 = off
+    double top_p = 1.0;           // 1 = off; in (0, 1]
+    double min_p = 0.0;           // 0 = off; in [0, 1]
+    double repeat_penalty = 1.0;  // 1 = off; > 0. Divides positive logits, multiplies negative ones
+    int repeat_last_n = 64;       // how many recent tokens the penalty looks at; -1 = all
+    uint64_t seed = 0;
+
+    bool greedy() const { return temperature <= 0.0; }
+    // Throws retnet::Error naming the first bad field ("top-p must be in (0, 1], got 1.5").
+    void validate() const;
+    bool operator==(const SamplerParams&) const = default;
+};
+
+struct TokenProb {
+    int32_t id = 0;
+    double prob = 0.0;
+    float logit = 0.0f;  // raw model logit
+};
+
+struct SampleDetails {
+    std::vector<TokenProb> top;           // softmax of the raw logits, best first
+    std::vector<TokenProb> top_filtered;  // the distribution actually drawn from, best first
+    int candidates_kept = 0;              // tokens left after every filter
+};
+
+class Sampler {
+public:
+    explicit Sampler(SamplerParams params = {});
+    const SamplerParams& params() const { return params_; }
+
+    // Picks the next token from `logits` (V). `history` holds the sequence so far (for the
+    // repetition penalty). When `details` is given, fills its lists with up to `n_top` entries.
+    int32_t sample(std::span<const float> logits, std::span<const int32_t> history,
+                   SampleDetails* details = nullptr, int n_top = 10);
+
+    // The generator's position, so a forked or continued generation can resume it.
+    const Rng& rng() const { return rng_; }
+    void set_rng(const Rng& rng) { rng_ = rng; }
+
+private:
+    SamplerParams params_;
+    Rng rng_;
+    std::vector<double> work_logits_;  // (V)
+    std::vector<int32_t> order_;       // (V) candidate ids
+};
+
+// Softmax of raw logits, top `n` by probability (ties by lower id). Used for forced tokens too.
+std::vector<TokenProb> top_probabilities(std::span<const float> logits, int n);
+
+}  // namespace retnet

@@ -1,0 +1,202 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The sampling pipeline of sampler.h. One RNG draw per sampled token (none when greedy), so a
+// seed fixes the whole sequence of draws whatever the filters keep.
+#include "retnet/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <unordered_set>
+
+#include "retnet/error.h"
+
+namespace retnet {
+namespace {
+
+uint64_t splitmix64(uint64_t& x) {
+    uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+void check_logits(std::span<const float> logits) {
+    if (logits.empty()) throw Error("sampler: no logits (empty vocabulary)");
+    for (size_t i = 0; i < logits.size(); ++i)
+        if (std::isnan(logits[i]) || logits[i] == std::numeric_limits<float>::infinity())
+            throw Error("sampler: the model produced a non-finite logit (" + std::to_string(logits[i]) +
+                        ") for token " + std::to_string(i));
+}
+
+// Higher value first, then lower id: a total order, so results never depend on sort stability.
+struct ByValueThenId {
+    const double* values;
+    bool operator()(int32_t a, int32_t b) const {
+        if (values[a] != values[b]) return values[a] > values[b];
+        return a < b;
+    }
+};
+
+}  // namespace
+
+void Rng::reseed(uint64_t seed) {
+    uint64_t x = seed;
+    for (uint64_t& word : s_) word = splitmix64(x);
+}
+
+uint64_t Rng::next() {
+    const uint64_t result = rotl(s_[1] * 5, 7) * 9;
+    const uint64_t t = s_[1] << 17;
+    s_[2] ^= s_[0];
+    s_[3] ^= s_[1];
+    s_[1] ^= s_[2];
+    s_[0] ^= s_[3];
+    s_[2] ^= t;
+    s_[3] = rotl(s_[3], 45);
+    return result;
+}
+
+double Rng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+
+void SamplerParams::validate() const {
+    if (!std::isfinite(temperature)) throw Error("temperature must be a finite number");
+    if (top_k < 0) throw Error("top-k must be >= 0 (0 = off), got " + std::to_string(top_k));
+    if (!(top_p > 0.0 && top_p <= 1.0)) throw Error("top-p must be in (0, 1], got " + std::to_string(top_p));
+    if (!(min_p >= 0.0 && min_p <= 1.0)) throw Error("min-p must be in [0, 1], got " + std::to_string(min_p));
+    if (!(repeat_penalty > 0.0) || !std::isfinite(repeat_penalty))
+        throw Error("repeat penalty must be > 0 (1 = off), got " + std::to_string(repeat_penalty));
+    if (repeat_last_n < -1) throw Error("repeat-last-n must be >= -1 (-1 = whole sequence)");
+}
+
+std::vector<TokenProb> top_probabilities(std::span<const float> logits, int n) {
+    check_logits(logits);
+    const auto V = static_cast<int32_t>(logits.size());
+    std::vector<double> values(logits.begin(), logits.end());
+    const double max_logit = *std::max_element(values.begin(), values.end());
+    double sum = 0.0;
+    for (double v : values) sum += std::exp(v - max_logit);
+    std::vector<int32_t> ids(static_cast<size_t>(V));
+    for (int32_t i = 0; i < V; ++i) ids[static_cast<size_t>(i)] = i;
+    const auto count = static_cast<size_t>(std::clamp(n, 0, V));
+    std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(count), ids.end(),
+                      ByValueThenId{values.data()});
+    std::vector<TokenProb> out;
+    out.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+        const int32_t id = ids[i];
+        out.push_back({id, std::exp(values[static_cast<size_t>(id)] - max_logit) / sum, logits[static_cast<size_t>(id)]});
+    }
+    return out;
+}
+
+Sampler::Sampler(SamplerParams params) : params_(params), rng_(params.seed) { params_.validate(); }
+
+int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history,
+                        SampleDetails* details, int n_top) {
+    check_logits(logits);
+    const auto V = static_cast<int32_t>(logits.size());
+    work_logits_.assign(logits.begin(), logits.end());
+
+    if (params_.repeat_penalty != 1.0) {
+        const size_t window = params_.repeat_last_n < 0
+                                  ? history.size()
+                                  : std::min(history.size(), static_cast<size_t>(params_.repeat_last_n));
+        std::unordered_set<int32_t> seen(history.end() - static_cast<ptrdiff_t>(window), history.end());
+        for (int32_t id : seen) {
+            if (id < 0 || id >= V) continue;
+            double& logit = work_logits_[static_cast<size_t>(id)];
+            logit = logit > 0.0 ? logit / params_.repeat_penalty : logit * params_.repeat_penalty;
+        }
+    }
+    if (details) {
+        details->top = top_probabilities(logits, n_top);
+        details->top_filtered.clear();
+    }
+
+    if (params_.greedy()) {
+        int32_t best = 0;
+        for (int32_t i = 1; i < V; ++i)
+            if (work_logits_[static_cast<size_t>(i)] > work_logits_[static_cast<size_t>(best)]) best = i;
+        if (details) {
+            details->top_filtered = {{best, 1.0, logits[static_cast<size_t>(best)]}};
+            details->candidates_kept = 1;
+        }
+        return best;
+    }
+
+    // Candidates: every token with a finite logit (a -inf logit is a hard mask).
+    order_.clear();
+    for (int32_t i = 0; i < V; ++i) {
+        double& value = work_logits_[static_cast<size_t>(i)];
+        if (std::isfinite(value)) {
+            value /= params_.temperature;
+            order_.push_back(i);
+        }
+    }
+    if (order_.empty()) throw Error("sampler: every token is masked (all logits are -inf)");
+    const ByValueThenId by_value{work_logits_.data()};
+    auto kept = order_.size();
+    if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < kept) {
+        kept = static_cast<size_t>(params_.top_k);
+        std::nth_element(order_.begin(), order_.begin() + static_cast<ptrdiff_t>(kept) - 1, order_.end(), by_value);
+        order_.resize(kept);
+    }
+    const bool sorted = params_.top_p < 1.0;
+    if (sorted) std::sort(order_.begin(), order_.end(), by_value);
+
+    // Softmax over the candidates; probabilities overwrite the scaled logits in place.
+    double max_value = -std::numeric_limits<double>::infinity();
+    for (int32_t id : order_) max_value = std::max(max_value, work_logits_[static_cast<size_t>(id)]);
+    double sum = 0.0;
+    for (int32_t id : order_) {
+        double& value = work_logits_[static_cast<size_t>(id)];
+        value = std::exp(value - max_value);
+        sum += value;
+    }
+    for (int32_t id : order_) work_logits_[static_cast<size_t>(id)] /= sum;
+
+    if (sorted) {
+        double cumulative = 0.0;
+        size_t keep = 0;
+        while (keep < order_.size()) {
+            cumulative += work_logits_[static_cast<size_t>(order_[keep++])];
+            if (cumulative >= params_.top_p) break;
+        }
+        order_.resize(keep);
+    }
+    if (params_.min_p > 0.0) {
+        double max_prob = 0.0;
+        for (int32_t id : order_) max_prob = std::max(max_prob, work_logits_[static_cast<size_t>(id)]);
+        const double threshold = params_.min_p * max_prob;
+        std::erase_if(order_, [&](int32_t id) { return work_logits_[static_cast<size_t>(id)] < threshold; });
+    }
+
+    double total = 0.0;
+    for (int32_t id : order_) total += work_logits_[static_cast<size_t>(id)];
+    const double target = rng_.uniform() * total;
+    int32_t chosen = order_.back();
+    double cumulative = 0.0;
+    for (int32_t id : order_) {
+        cumulative += work_logits_[static_cast<size_t>(id)];
+        if (target < cumulative) {
+            chosen = id;
+            break;
+        }
+    }
+
+    if (details) {
+        details->candidates_kept = static_cast<int>(order_.size());
+        const auto count = std::min(order_.size(), static_cast<size_t>(std::max(n_top, 0)));
+        std::partial_sort(order_.begin(), order_.begin() + static_cast<ptrdiff_t>(count), order_.end(), by_value);
+        for (size_t i = 0; i < count; ++i) {
+            const int32_t id = order_[i];
+            details->top_filtered.push_back(
+                {id, work_logits_[static_cast<size_t>(id)] / total, logits[static_cast<size_t>(id)]});
+        }
+    }
+    return chosen;
+}
+
+}  // namespace retnet

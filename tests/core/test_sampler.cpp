@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Sampler: the PRNG's reference values, each filter's effect on the drawn distribution
+// (chi-square goodness of fit with fixed seeds, so the tests are deterministic), and determinism.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+
+#include "retnet/error.h"
+#include "retnet/sampler.h"
+
+namespace retnet {
+namespace {
+
+std::vector<float> logits_from_probs(const std::vector<double>& probs) {
+    std::vector<float> logits;
+    for (double p : probs) logits.push_back(static_cast<float>(std::log(p)));
+    return logits;
+}
+
+std::vector<int> histogram(Sampler& sampler, const std::vector<float>& logits, int draws) {
+    std::vector<int> counts(logits.size(), 0);
+    for (int i = 0; i < draws; ++i) ++counts[static_cast<size_t>(sampler.sample(logits, {}))];
+    return counts;
+}
+
+// Pearson's chi-square of observed counts against expected probabilities; tokens with
+// probability 0 must never be drawn.
+double chi_square(const std::vector<int>& counts, const std::vector<double>& expected, int draws) {
+    double chi2 = 0.0;
+    for (size_t i = 0; i < counts.size(); ++i) {
+        if (expected[i] == 0.0) {
+            EXPECT_EQ(counts[i], 0) << "token " << i << " should have been filtered out";
+            continue;
+        }
+        const double e = expected[i] * draws;
+        chi2 += (counts[i] - e) * (counts[i] - e) / e;
+    }
+    return chi2;
+}
+
+// Critical values of chi-square at p = 0.001 by degrees of freedom: a correct sampler passes with
+// probability 0.999 per test, and the fixed seeds make the outcome fixed.
+double critical_001(int dof) {
+    const double table[] = {0, 10.83, 13.82, 16.27, 18.47, 20.52, 22.46};
+    return table[dof];
+}
+
+std::vector<double> normalized(std::vector<double> v) {
+    double sum = 0;
+    for (double x : v) sum += x;
+    for (double& x : v) x /= sum;
+    return v;
+}
+
+const std::vector<double> kProbs = {0.40, 0.25, 0.15, 0.10, 0.06, 0.04};
+constexpr int kDraws = 40000;
+
+TEST(Rng, MatchesReferenceXoshiro256StarStar) {
+    // Values from an independent implementation of splitmix64 seeding + xoshiro256**.
+    Rng zero(0);
+    EXPECT_EQ(zero.next(), 0x99ec5f36cb75f2b4ull);
+    EXPECT_EQ(zero.next(), 0xbf6e1f784956452aull);
+    EXPECT_EQ(zero.next(), 0x1a5f849d4933e6e0ull);
+    Rng answer(42);
+    EXPECT_EQ(answer.next(), 0x15780b2e0c2ec716ull);
+    EXPECT_EQ(answer.next(), 0x6104d9866d113a7eull);
+}
+
+TEST(Rng, UniformIsInUnitIntervalWithMeanOneHalf) {
+    Rng rng(7);
+    double sum = 0;
+    for (int i = 0; i < 100000; ++i) {
+        const double u = rng.uniform();
+        ASSERT_GE(u, 0.0);
+        ASSERT_LT(u, 1.0);
+        sum += u;
+    }
+    // Standard error of the mean is sqrt(1/12/1e5) ≈ 0.0009; 5 sigma.
+    EXPECT_NEAR(sum / 100000, 0.5, 0.0046);
+}
+
+TEST(Sampler, PlainSamplingFollowsTheSoftmax) {
+    Sampler sampler({.temperature = 1.0, .seed = 1});
+    const auto counts = histogram(sampler, logits_from_probs(kProbs), kDraws);
+    EXPECT_LT(chi_square(counts, kProbs, kDraws), critical_001(5));
+}
+
+TEST(Sampler, TemperatureSharpensAsPowerOfProbabilities) {
+    // softmax(log p / T) ∝ p^(1/T); T = 0.5 squares the probabilities.
+    Sampler sampler({.temperature = 0.5, .seed = 2});
+    std::vector<double> expected;
+    for (double p : kProbs) expected.push_back(p * p);
+    expected = normalized(expected);
+    const auto counts = histogram(sampler, logits_from_probs(kProbs), kDraws);
+    EXPECT_LT(chi_square(counts, expected, kDraws), critical_001(5));
+}
+
+TEST(Sampler, TopKKeepsTheKBestRenormalized) {
+    Sampler sampler({.top_k = 3, .seed = 3});
+    const auto expected = normalized({0.40, 0.25, 0.15, 0, 0, 0});
+    const auto counts = histogram(sampler, logits_from_probs(kProbs), kDraws);
+    EXPECT_LT(chi_square(counts, expected, kDraws), critical_001(2));
+}
+
+TEST(Sampler, TopPKeepsTheSmallestPrefixReachingP) {
+    // Cumulative: 0.40, 0.65, 0.80, 0.90 -> p = 0.7 keeps three tokens.
+    Sampler sampler({.top_p = 0.7, .seed = 4});
+    const auto expected = normalized({0.40, 0.25, 0.15, 0, 0, 0});
+    const auto counts = histogram(sampler, logits_from_probs(kProbs), kDraws);
+    EXPECT_LT(chi_square(counts, expected, kDraws), critical_001(2));
+}
+
+TEST(Sampler, MinPDropsTokensBelowAFractionOfTheBest) {
+    // threshold = 0.3 * 0.40 = 0.12 -> keeps 0.40, 0.25, 0.15.
+    Sampler sampler({.min_p = 0.3, .seed = 5});
+    const auto expected = normalized({0.40, 0.25, 0.15, 0, 0, 0});
+    const auto counts = histogram(sampler, logits_from_probs(kProbs), kDraws);
+    EXPECT_LT(chi_square(counts, expected, kDraws), critical_001(2));
+}
+
+TEST(Sampler, FiltersCompose) {
+    // T = 0.5 squares: .16 .0625 .0225 .01 .0036 .0016. top-k 4 keeps .16 .0625 .0225 .01,
+    // renormalized .6275 .2451 .0882 .0392 (cumulative .6275, .8725): top-p 0.85 keeps two.
+    Sampler sampler({.temperature = 0.5, .top_k = 4, .top_p = 0.85, .seed = 6});
+    const auto expected = normalized({0.16, 0.0625, 0, 0, 0, 0});
+    const auto counts = histogram(sampler, logits_from_probs(kProbs), kDraws);
+    EXPECT_LT(chi_square(counts, expected, kDraws), critical_001(1));
+}
+
+TEST(Sampler, ADistributionWrongByTwoPercentFailsTheTest) {
+    // Guards the statistical tests themselves: with 40000 draws, moving 2% of mass from the first
+    // token to the last is detected.
+    Sampler sampler({.seed = 1});
+    const auto counts = histogram(sampler, logits_from_probs(kProbs), kDraws);
+    std::vector<double> wrong = kProbs;
+    wrong[0] -= 0.02;
+    wrong[5] += 0.02;
+    EXPECT_GT(chi_square(counts, wrong, kDraws), critical_001(5));
+}
+
+TEST(Sampler, GreedyTakesTheArgmaxAndBreaksTiesByLowestId) {
+    Sampler sampler({.temperature = 0.0});
+    EXPECT_EQ(sampler.sample(std::vector<float>{0.1f, 3.0f, -2.0f, 3.0f}, {}), 1);
+    SampleDetails details;
+    EXPECT_EQ(sampler.sample(std::vector<float>{0.0f, 1.0f, 5.0f}, {}, &details), 2);
+    ASSERT_EQ(details.top_filtered.size(), 1u);
+    EXPECT_EQ(details.top_filtered[0].id, 2);
+    EXPECT_DOUBLE_EQ(details.top_filtered[0].prob, 1.0);
+    // Greedy never touches the random stream.
+    EXPECT_EQ(sampler.rng(), Rng(0));
+}
+
+TEST(Sampler, RepetitionPenaltyDividesPositiveAndMultipliesNegativeLogits) {
+    Sampler sampler({.temperature = 0.0, .repeat_penalty = 2.0});
+    const std::vector<float> logits = {2.0f, 1.9f, -1.0f, -1.1f};
+    const std::vector<int32_t> used_first = {0};
+    EXPECT_EQ(sampler.sample(logits, used_first), 1);  // 2.0 / 2 = 1.0 < 1.9
+    const std::vector<float> negative = {-5.0f, -5.0f, -1.0f, -1.1f};
+    const std::vector<int32_t> used_third = {2};
+    EXPECT_EQ(sampler.sample(negative, used_third), 3);  // -1.0 * 2 = -2.0 < -1.1
+    // The window only looks at the last repeat_last_n tokens.
+    Sampler windowed({.temperature = 0.0, .repeat_penalty = 2.0, .repeat_last_n = 1});
+    const std::vector<int32_t> old_use = {0, 3};
+    EXPECT_EQ(windowed.sample(logits, old_use), 0);
+}
+
+TEST(Sampler, DetailsListRawAndFilteredDistributions) {
+    Sampler sampler({.top_k = 2, .seed = 9});
+    SampleDetails details;
+    const auto logits = logits_from_probs(kProbs);
+    const int32_t id = sampler.sample(logits, {}, &details, 4);
+    ASSERT_EQ(details.top.size(), 4u);
+    for (size_t i = 0; i < 4; ++i) {
+        EXPECT_EQ(details.top[i].id, static_cast<int32_t>(i));
+        EXPECT_NEAR(details.top[i].prob, kProbs[i], 1e-6);  // float logits: ~1e-7 relative
+        EXPECT_EQ(details.top[i].logit, logits[i]);
+    }
+    ASSERT_EQ(details.top_filtered.size(), 2u);
+    EXPECT_EQ(details.candidates_kept, 2);
+    EXPECT_NEAR(details.top_filtered[0].prob, 0.40 / 0.65, 1e-6);
+    EXPECT_NEAR(details.top_filtered[1].prob, 0.25 / 0.65, 1e-6);
+    EXPECT_TRUE(id == 0 || id == 1);
+}
+
+TEST(Sampler, SameSeedSameSequenceDifferentSeedDifferentSequence) {
+    std::vector<float> logits(500);
+    for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>(std::sin(i * 0.37) * 3);
+    auto run = [&](uint64_t seed) {
+        Sampler sampler({.temperature = 0.9, .top_p = 0.95, .min_p = 0.01, .seed = seed});
+        std::vector<int32_t> out;
+        for (int i = 0; i < 300; ++i) out.push_back(sampler.sample(logits, out));
+        return out;
+    };
+    EXPECT_EQ(run(1234), run(1234));
+    EXPECT_NE(run(1234), run(1235));
+}
+
+TEST(Sampler, MaskedTokensAreNeverDrawnAndNanIsAnError) {
+    const float inf = std::numeric_limits<float>::infinity();
+    Sampler sampler({.temperature = 5.0, .seed = 11});
+    const std::vector<float> logits = {-inf, 0.0f, -inf, 0.0f};
+    for (int i = 0; i < 1000; ++i) {
+        const int32_t id = sampler.sample(logits, {});
+        ASSERT_TRUE(id == 1 || id == 3);
+    }
+    const std::vector<float> nan_logits = {0.0f, std::nanf(""), 1.0f};
+    EXPECT_THROW(sampler.sample(nan_logits, {}), Error);
+    const std::vector<float> all_masked = {-inf, -inf};
+    EXPECT_THROW(sampler.sample(all_masked, {}), Error);
+}
+
+TEST(Sampler, InvalidParamsAreRejectedWithTheFieldName) {
+    auto message = [](SamplerParams params) {
+        try {
+            Sampler sampler(params);
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("no error");
+    };
+    EXPECT_EQ(message({.top_p = 1.5}).rfind("top-p must be in (0, 1]", 0), 0u);
+    EXPECT_EQ(message({.top_p = 0.0}).rfind("top-p must be in (0, 1]", 0), 0u);
+    EXPECT_EQ(message({.top_k = -1}).rfind("top-k must be >= 0", 0), 0u);
+    EXPECT_EQ(message({.min_p = -0.1}).rfind("min-p must be in [0, 1]", 0), 0u);
+    EXPECT_EQ(message({.repeat_penalty = 0.0}).rfind("repeat penalty must be > 0", 0), 0u);
+    EXPECT_EQ(message({.temperature = std::nan("")}), "temperature must be a finite number");
+    EXPECT_EQ(message({.temperature = 0.7, .top_k = 40, .top_p = 0.9, .min_p = 0.05}), "no error");
+}
+
+}  // namespace
+}  // namespace retnet
