@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// Host launchers of the CUDA kernels. Every pointer is device memory (d_ prefix); every launcher
+// enqueues work on `stream` and checks the launch. Shapes are written where each argument is
+// declared. Layouts:
+//   token-major  (T, H*D):  row t holds every head, head h at columns [h*D, (h+1)*D)
+//   head-major   (H, Tp, D): what the retention kernels read; Tp >= T rows, rows [T, Tp) are zero
+//                            padding (the chunkwise form pads to a whole number of chunks)
+// The math of each family is in /work/shared/spec/retnet-reference.md §2 (torchscale) and §3 (fla).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace retnet::cuda {
+
+// ---- elementwise / normalization -------------------------------------------------------------
+
+// x[t] = scale * E[tokens[t]]                         E (V, d), x (T, d)
+void launch_embedding(const int32_t* d_tokens, const float* d_embed, float* d_x, int T, int d,
+                      float scale, cudaStream_t stream);
+
+// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w   (w may be null: no weight)   x, y (rows, cols)
+void launch_rmsnorm(const float* d_x, const float* d_weight, float* d_y, int rows, int cols,
+                    float eps, cudaStream_t stream);
+
+// Rotates q or k at absolute positions pos0 + t and writes them head-major, multiplied by `scale`
+// (the family's 1/sqrt(Dk) on k for torchscale, on q for fla). Interleaved pairs (2i, 2i+1) for
+// torchscale, half-split pairs (i, i + Dk/2) for fla. The angle (pos * theta_i) is formed in
+// float32 as both reference implementations do, and sin/cos are taken in double.
+//   src (T, H*Dk) token-major, theta (Dk/2), dst (H, Tp, Dk) head-major (rows >= T zeroed)
+void launch_rotary_to_head_major(const float* d_src, const float* d_theta, float* d_dst, int T,
+                                 int Tp, int H, int Dk, int64_t pos0, float scale,
+                                 bool interleaved, cudaStream_t stream);
+
+// dst (H, Tp, D) head-major <- src (T, H*D) token-major; rows >= T zeroed.
+void launch_to_head_major(const float* d_src, float* d_dst, int T, int Tp, int H, int D,
+                          cudaStream_t stream);
+
+// Per head: y = RMSNorm_Dv(o) * w ⊙ silu(g)   (w null: no weight; one w shared by heads)
+//   o (H, Tp, Dv) head-major, g (T, H*Dv), y (T, H*Dv) token-major
+void launch_head_norm_gate(const float* d_o, const float* d_g, const float* d_weight, float* d_y,
+                           int T, int Tp, int H, int Dv, float eps, cudaStream_t stream);
+
+// h = act(a) ⊙ b, act = gelu (exact erf) or swish; a, b, h (n)
+void launch_glu(const float* d_a, const float* d_b, float* d_h, int64_t n, bool gelu,
+                cudaStream_t stream);
+
+void launch_float_to_bf16(const float* d_src, __nv_bfloat16* d_dst, int64_t n, cudaStream_t stream);
+
+// ---- retention --------------------------------------------------------------------------------
+
+// Parallel form, after scores = Q Kᵀ (H, T, T). In place: A[n,m] = γ^(n−m)·A[n,m]·row_scale[h,n]
+// for m <= n, 0 above the diagonal. With abs_sum_cap > 0 (torchscale), each row is then divided
+// by c_n = clamp(Σ_m |A[n,m]|, 1, abs_sum_cap). row_factor (H, T) receives the row's total
+// multiplier of the decayed raw score (row_scale / c_n).
+//   scores (H, T, T), log_decay (H), row_scale (H, T), row_factor (H, T)
+void launch_parallel_decay_normalize(float* d_scores, const float* d_log_decay,
+                                     const float* d_row_scale, float* d_row_factor, int H, int T,
+                                     float abs_sum_cap, cudaStream_t stream);
+
+// Chunkwise form, after scores = Q_c K_cᵀ per (head, chunk): (H*nC, C, C). In place:
+// A[i,j] = γ^(i−j)·A[i,j] / (torchscale ? sqrt(ρ_i) : 1) for j <= i, 0 above; torchscale also
+// writes a_i = clamp(Σ_j |A[i,j]|, 1) to row_abs (H, nC*C) (ignored for fla: may be null).
+void launch_chunk_decay_mask(float* d_scores, const float* d_log_decay, float* d_row_abs, int H,
+                             int nC, int C, bool torchscale, cudaStream_t stream);
+
+// dst[h, t] = src[h, t] * factor[h, t]      src, dst (H, Tp, D), factor (H, Tp)
+void launch_scale_rows(const float* d_src, const float* d_factor, float* d_dst, int H, int Tp,
+                       int D, cudaStream_t stream);
+
+// S[h] *= factor[h]                          S (H, n_per_head)
+void launch_scale_per_head(float* d_S, const float* d_factor, int H, int64_t n_per_head,
+                           cudaStream_t stream);
+
+// Chunk scan: on entry U[h, c] = the chunk's own contribution (Dk, Dv) and state[h] = raw S
+// before the call; on exit U[h, c] = raw state before chunk c and state = raw state after the
+// last chunk: state <- chunk_decay[h, c] * state + U[h, c].
+//   U (H, nC, Dk, Dv), state (H, Dk, Dv), chunk_decay (H, nC)
+void launch_chunk_state_scan(float* d_U, float* d_state, const float* d_chunk_decay, int H, int nC,
+                             int64_t DkDv, cudaStream_t stream);
+
+// torchscale s_c = clamp(max_v Σ_k |state_c[k, v]| / S_B, 1) per (head, chunk).
+//   states (H, nC, Dk, Dv), out (H, nC)
+void launch_chunk_state_abs_max(const float* d_states, float* d_out, int H, int nC, int Dk, int Dv,
+                                float inv_SB, cudaStream_t stream);
+
+// Chunkwise output: o = inner + γ^(i+1)·cross (fla) or
+// o = (inner + γ^(i+1)/sqrt(ρ_i)·cross) / max(a_t, s_c) (torchscale), i = t mod C.
+// row_factor (H, Tp) receives the multiplier of the decayed raw score of row t.
+//   inner, cross, o (H, Tp, Dv); row_abs (H, Tp); state_abs (H, nC)
+void launch_chunk_combine(const float* d_inner, const float* d_cross, const float* d_log_decay,
+                          const float* d_row_abs, const float* d_state_abs, float* d_o,
+                          float* d_row_factor, int H, int Tp, int C, int Dv, bool torchscale,
+                          cudaStream_t stream);
+
+// o[h, t] += coef[h, t] * cross[h, t]        o, cross (H, Tp, Dv), coef (H, Tp)
+void launch_add_scaled_rows(float* d_o, const float* d_cross, const float* d_coef, int H, int Tp,
+                            int Dv, cudaStream_t stream);
+
+// The recurrent form, fused over T steps in one launch, state kept on chip in fp32:
+//   S_t = a[t,h]·S_{t−1} + b[t,h]·k_t v_tᵀ;  o_t = q_tᵀ S_t
+// q, k (H, Tp, Dk), v, o (H, Tp, Dv), S (H, Dk, Dv) in/out, a, b (T, H).
+// o may be null (state only). norms_sq (T, H), if not null, receives ‖S_t‖_F² (it must be zeroed).
+void launch_recurrent_scan(const float* d_q, const float* d_k, const float* d_v, float* d_S,
+                           const float* d_a, const float* d_b, float* d_o, float* d_norms_sq,
+                           int H, int T, int Tp, int Dk, int Dv, cudaStream_t stream);
+
+// ‖S[h]‖_F² for every head: S (H, Dk*Dv), out (H)
+void launch_state_norm_sq(const float* d_S, float* d_out, int H, int64_t n_per_head,
+                          cudaStream_t stream);
+
+// Introspection: out[hi, n, m] = γ^(n−m)·(q_n·k_m)·row_factor[h, n] for m <= n (0 above), for
+// heads h = head_begin + hi, hi < n_heads_out.  q, k (H, Tp, Dk); row_factor (H, Tp);
+// out (n_heads_out, T, T)
+void launch_retention_scores(const float* d_q, const float* d_k, const float* d_log_decay,
+                             const float* d_row_factor, float* d_out, int head_begin,
+                             int n_heads_out, int T, int Tp, int Dk, cudaStream_t stream);
+
+// ---- sampling ---------------------------------------------------------------------------------
+
+// Samples one token from logits (V) with temperature, top-k (0 = off) and top-p (1 = off), using
+// the uniform number u in [0, 1) given by the caller (so the host's RNG decides, reproducibly).
+// temperature <= 0 means greedy (argmax). With top_p < 1 the nucleus is taken from at most the
+// 1024 most likely tokens (top_k is capped there too). Writes the id to d_token (1).
+void launch_sample_top_k_top_p(const float* d_logits, int V, float temperature, int top_k,
+                               float top_p, float u, int32_t* d_token, cudaStream_t stream);
+
+// ---- GEMM (cuBLAS; row-major views) ------------------------------------------------------------
+
+}  // namespace retnet::cuda

@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// Shared helpers of the CUDA tests: the skip-without-GPU fixture, random data, device round trips
+// and a scale-aware error measure.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "device_buffer.h"
+#include "retnet/cuda/backend_cuda.h"
+
+namespace retnet::cuda::test {
+
+// Every CUDA test derives from this: no device (or no driver) means SKIPPED, not failed.
+class CudaTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        std::string why;
+        if (!cuda_device_available(&why)) GTEST_SKIP() << "CUDA unavailable: " << why;
+        stream_ = std::make_unique<CudaStream>();
+    }
+    cudaStream_t stream() const { return stream_->get(); }
+    void sync() const { stream_->synchronize(); }
+
+    std::unique_ptr<CudaStream> stream_;
+};
+
+inline std::vector<float> random_vector(size_t n, uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> dist(lo, hi);
+    std::vector<float> v(n);
+    for (float& x : v) x = dist(rng);
+    return v;
+}
+
+template <typename T>
+DeviceBuffer<T> to_device(const std::vector<T>& host, cudaStream_t stream) {
+    DeviceBuffer<T> d(host.size());
+    d.upload(host, stream);
+    return d;
+}
+
+template <typename T>
+std::vector<T> to_host(const DeviceBuffer<T>& d, cudaStream_t stream, size_t n = 0) {
+    std::vector<T> host(n ? n : d.size());
+    d.download(host.data(), host.size(), stream);
+    RETNET_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return host;
+}
+
+// max|a − b| / max|ref|: the error relative to the data's scale (0/0 counts as 0).
+template <typename A, typename B>
+double rel_max_error(const std::vector<A>& got, const std::vector<B>& ref) {
+    EXPECT_EQ(got.size(), ref.size());
+    double err = 0.0, scale = 0.0;
+    for (size_t i = 0; i < std::min(got.size(), ref.size()); ++i) {
+        const double g = static_cast<double>(got[i]), r = static_cast<double>(ref[i]);
+        if (!std::isfinite(g)) return INFINITY;
+        err = std::max(err, std::abs(g - r));
+        scale = std::max(scale, std::abs(r));
+    }
+    return scale > 0 ? err / scale : err;
+}
+
+// ‖a − b‖₂ / ‖ref‖₂
+template <typename A, typename B>
+double rel_l2_error(const std::vector<A>& got, const std::vector<B>& ref) {
+    double err = 0.0, scale = 0.0;
+    for (size_t i = 0; i < std::min(got.size(), ref.size()); ++i) {
+        const double g = static_cast<double>(got[i]), r = static_cast<double>(ref[i]);
+        if (!std::isfinite(g)) return INFINITY;
+        err += (g - r) * (g - r);
+        scale += r * r;
+    }
+    return scale > 0 ? std::sqrt(err / scale) : std::sqrt(err);
+}
+
+}  // namespace retnet::cuda::test

@@ -1,0 +1,431 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Every CUDA kernel against its naive double twin (naive_ops.h). fp32 kernels must agree within
+// 1e-5 of the data's scale (float32 rounding of sums of at most a few hundred terms is ~1e-6);
+// bf16 GEMMs within 1e-2 (bf16 keeps 8 significant bits: 2^-9 ≈ 2e-3 per operand).
+#include <gtest/gtest.h>
+
+#include "cuda_test_util.h"
+#include "gemm.h"
+#include "naive_ops.h"
+#include "ops.h"
+
+namespace retnet::cuda::test {
+namespace {
+
+constexpr double kF32Tol = 1e-5;
+
+class KernelTest : public CudaTest {};
+
+TEST_F(KernelTest, EmbeddingScalesRows) {
+    const int V = 11, d = 37, T = 5;
+    const auto E = random_vector(static_cast<size_t>(V) * d, 1);
+    const std::vector<int32_t> tokens = {3, 0, 10, 3, 7};
+    auto dE = to_device(E, stream());
+    auto dtok = to_device(tokens, stream());
+    DeviceBuffer<float> dx(static_cast<size_t>(T) * d);
+    launch_embedding(dtok.get(), dE.get(), dx.get(), T, d, 2.5f, stream());
+    const auto x = to_host(dx, stream());
+    for (int t = 0; t < T; ++t)
+        for (int i = 0; i < d; ++i) EXPECT_FLOAT_EQ(x[t * d + i], 2.5f * E[tokens[t] * d + i]);
+}
+
+TEST_F(KernelTest, RmsNormWithAndWithoutWeight) {
+    const int rows = 5, cols = 257;
+    const auto x = random_vector(static_cast<size_t>(rows) * cols, 2, -3.0f, 3.0f);
+    const auto w = random_vector(cols, 3);
+    auto dx = to_device(x, stream());
+    auto dw = to_device(w, stream());
+    DeviceBuffer<float> dy(x.size());
+    for (bool weighted : {true, false}) {
+        launch_rmsnorm(dx.get(), weighted ? dw.get() : nullptr, dy.get(), rows, cols, 1e-6f, stream());
+        const auto ref = naive::rmsnorm(x, weighted ? w : std::vector<float>{}, rows, cols, 1e-6);
+        EXPECT_LT(rel_max_error(to_host(dy, stream()), ref), kF32Tol) << "weighted=" << weighted;
+    }
+}
+
+struct RotaryCase {
+    int Dk;
+    bool interleaved;
+};
+
+class RotaryTest : public CudaTest, public ::testing::WithParamInterface<RotaryCase> {};
+
+TEST_P(RotaryTest, MatchesTwinAndZeroesPadding) {
+    const auto [Dk, interleaved] = GetParam();
+    const int T = 5, Tp = 8, H = 3;
+    const int64_t pos0 = 1234;  // large positions: the float32 angle must be formed as the twin does
+    const auto src = random_vector(static_cast<size_t>(T) * H * Dk, 4);
+    std::vector<float> theta(Dk / 2);
+    for (int i = 0; i < Dk / 2; ++i) theta[i] = 1.0f / std::pow(10000.0f, 2.0f * i / Dk);
+    auto dsrc = to_device(src, stream());
+    auto dtheta = to_device(theta, stream());
+    DeviceBuffer<float> ddst(static_cast<size_t>(H) * Tp * Dk);
+    std::vector<float> poison(ddst.size(), 7.0f);
+    ddst.upload(poison, stream());
+    const float scale = 1.0f / std::sqrt(static_cast<float>(Dk));
+    launch_rotary_to_head_major(dsrc.get(), dtheta.get(), ddst.get(), T, Tp, H, Dk, pos0, scale, interleaved,
+                                stream());
+    const auto got = to_host(ddst, stream());
+    const auto ref = naive::rotary(src, theta, T, Tp, H, Dk, pos0, scale, interleaved);
+    EXPECT_LT(rel_max_error(got, ref), kF32Tol);
+    for (int h = 0; h < H; ++h)
+        for (int t = T; t < Tp; ++t)
+            for (int i = 0; i < Dk; ++i) ASSERT_EQ(got[(static_cast<size_t>(h) * Tp + t) * Dk + i], 0.0f);
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDims, RotaryTest,
+                         ::testing::Values(RotaryCase{64, true}, RotaryCase{64, false}, RotaryCase{100, true},
+                                           RotaryCase{100, false}, RotaryCase{128, true}, RotaryCase{256, false}));
+
+TEST_F(KernelTest, ToHeadMajorTransposesAndPads) {
+    const int T = 3, Tp = 4, H = 2, D = 5;
+    const auto src = random_vector(static_cast<size_t>(T) * H * D, 5);
+    auto dsrc = to_device(src, stream());
+    DeviceBuffer<float> ddst(static_cast<size_t>(H) * Tp * D);
+    launch_to_head_major(dsrc.get(), ddst.get(), T, Tp, H, D, stream());
+    const auto got = to_host(ddst, stream());
+    for (int h = 0; h < H; ++h)
+        for (int t = 0; t < Tp; ++t)
+            for (int i = 0; i < D; ++i)
+                EXPECT_EQ(got[(h * Tp + t) * D + i], t < T ? src[(t * H + h) * D + i] : 0.0f);
+}
+
+TEST_F(KernelTest, HeadNormGateWithSharedWeightAndWithout) {
+    const int T = 3, Tp = 4, H = 2, Dv = 100;
+    const auto o = random_vector(static_cast<size_t>(H) * Tp * Dv, 6, -0.01f, 0.01f);  // near eps
+    const auto g = random_vector(static_cast<size_t>(T) * H * Dv, 7, -4.0f, 4.0f);
+    const auto w = random_vector(Dv, 8);
+    auto d_o = to_device(o, stream());
+    auto dg = to_device(g, stream());
+    auto dw = to_device(w, stream());
+    DeviceBuffer<float> dy(g.size());
+    for (bool weighted : {true, false}) {
+        launch_head_norm_gate(d_o.get(), dg.get(), weighted ? dw.get() : nullptr, dy.get(), T, Tp, H, Dv, 1e-6f,
+                              stream());
+        const auto ref = naive::head_norm_gate(o, g, weighted ? w : std::vector<float>{}, T, Tp, H, Dv, 1e-6);
+        EXPECT_LT(rel_max_error(to_host(dy, stream()), ref), kF32Tol) << "weighted=" << weighted;
+    }
+}
+
+TEST_F(KernelTest, GluGeluAndSwish) {
+    const int n = 1001;
+    const auto a = random_vector(n, 9, -5.0f, 5.0f), b = random_vector(n, 10);
+    auto da = to_device(a, stream());
+    auto db = to_device(b, stream());
+    DeviceBuffer<float> dh(n);
+    for (bool gelu : {true, false}) {
+        launch_glu(da.get(), db.get(), dh.get(), n, gelu, stream());
+        std::vector<double> ref(n);
+        for (int i = 0; i < n; ++i) ref[i] = (gelu ? naive::gelu(a[i]) : naive::silu(a[i])) * b[i];
+        EXPECT_LT(rel_max_error(to_host(dh, stream()), ref), kF32Tol) << "gelu=" << gelu;
+    }
+}
+
+class GemmTest : public CudaTest {
+protected:
+    void SetUp() override {
+        CudaTest::SetUp();
+        if (IsSkipped()) return;
+        handle_ = std::make_unique<CublasHandle>();
+        RETNET_CUBLAS_CHECK(cublasSetStream(handle_->get(), stream()));
+        RETNET_CUBLAS_CHECK(cublasSetMathMode(handle_->get(), CUBLAS_PEDANTIC_MATH));
+    }
+    std::unique_ptr<CublasHandle> handle_;
+};
+
+TEST_F(GemmTest, LinearF32WithAccumulate) {
+    const int M = 7, N = 33, K = 100;
+    const auto X = random_vector(static_cast<size_t>(M) * K, 11), W = random_vector(static_cast<size_t>(N) * K, 12);
+    const auto Y0 = random_vector(static_cast<size_t>(M) * N, 13);
+    auto dX = to_device(X, stream());
+    auto dW = to_device(W, stream());
+    auto dY = to_device(Y0, stream());
+    linear_f32(handle_->get(), dX.get(), dW.get(), dY.get(), M, N, K, 1.0f);
+    auto ref = naive::linear(X, W, M, N, K);
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] += Y0[i];
+    EXPECT_LT(rel_max_error(to_host(dY, stream()), ref), kF32Tol);
+}
+
+TEST_F(GemmTest, LinearBf16WithinBf16Rounding) {
+    const int M = 9, N = 64, K = 256;
+    const auto X = random_vector(static_cast<size_t>(M) * K, 14), W = random_vector(static_cast<size_t>(N) * K, 15);
+    auto dX = to_device(X, stream());
+    auto dW = to_device(W, stream());
+    DeviceBuffer<__nv_bfloat16> dXb(X.size()), dWb(W.size());
+    launch_float_to_bf16(dX.get(), dXb.get(), static_cast<int64_t>(X.size()), stream());
+    launch_float_to_bf16(dW.get(), dWb.get(), static_cast<int64_t>(W.size()), stream());
+    DeviceBuffer<float> dY(static_cast<size_t>(M) * N);
+    linear_bf16(handle_->get(), dXb.get(), dWb.get(), dY.get(), M, N, K, 0.0f);
+    const auto ref = naive::linear(X, W, M, N, K);
+    const double err = rel_l2_error(to_host(dY, stream()), ref);
+    EXPECT_LT(err, 1e-2);
+    EXPECT_GT(err, 0.0);  // it really ran in bf16
+}
+
+TEST_F(GemmTest, StridedBatchedTransposes) {
+    const int M = 5, N = 6, K = 7, batch = 3;
+    for (bool ta : {false, true})
+        for (bool tb : {false, true}) {
+            const auto A = random_vector(static_cast<size_t>(batch) * M * K, 16), B = random_vector(static_cast<size_t>(batch) * K * N, 17);
+            auto dA = to_device(A, stream());
+            auto dB = to_device(B, stream());
+            DeviceBuffer<float> dC(static_cast<size_t>(batch) * M * N);
+            gemm_strided_batched(handle_->get(), ta, tb, M, N, K, 1.0f, dA.get(), ta ? M : K, M * K, dB.get(),
+                                 tb ? K : N, K * N, 0.0f, dC.get(), N, M * N, batch);
+            std::vector<double> ref(static_cast<size_t>(batch) * M * N, 0.0);
+            for (int b = 0; b < batch; ++b)
+                for (int m = 0; m < M; ++m)
+                    for (int n = 0; n < N; ++n)
+                        for (int k = 0; k < K; ++k) {
+                            const double a = ta ? A[b * M * K + k * M + m] : A[b * M * K + m * K + k];
+                            const double bb = tb ? B[b * K * N + n * K + k] : B[b * K * N + k * N + n];
+                            ref[(b * M + m) * N + n] += a * bb;
+                        }
+            EXPECT_LT(rel_max_error(to_host(dC, stream()), ref), kF32Tol) << ta << tb;
+        }
+}
+
+// ---- retention --------------------------------------------------------------------------------
+
+struct ScanCase {
+    int Dk, Dv, T;
+};
+
+class RecurrentScanTest : public CudaTest, public ::testing::WithParamInterface<ScanCase> {};
+
+TEST_P(RecurrentScanTest, OutputsFinalStateAndNorms) {
+    const auto [Dk, Dv, T] = GetParam();
+    const int H = 2, Tp = T + 3;
+    const auto q = random_vector(static_cast<size_t>(H) * Tp * Dk, 20), k = random_vector(q.size(), 21);
+    const auto v = random_vector(static_cast<size_t>(H) * Tp * Dv, 22);
+    const auto S0 = random_vector(static_cast<size_t>(H) * Dk * Dv, 23);  // non-zero initial state
+    std::vector<float> a(static_cast<size_t>(T) * H), b(a.size());
+    for (int t = 0; t < T; ++t)
+        for (int h = 0; h < H; ++h) {
+            a[t * H + h] = h ? 0.96875f : 0.5f + 0.01f * t;
+            b[t * H + h] = h ? 1.0f : 1.0f / std::sqrt(1.0f + t);
+        }
+    auto dq = to_device(q, stream()), dk = to_device(k, stream()), dv = to_device(v, stream());
+    auto dS = to_device(S0, stream()), da = to_device(a, stream()), db = to_device(b, stream());
+    DeviceBuffer<float> d_o(static_cast<size_t>(H) * Tp * Dv), dn(static_cast<size_t>(T) * H);
+    dn.zero(stream());
+    launch_recurrent_scan(dq.get(), dk.get(), dv.get(), dS.get(), da.get(), db.get(), d_o.get(), dn.get(), H, T, Tp,
+                          Dk, Dv, stream());
+    std::vector<double> S(S0.begin(), S0.end()), norms;
+    const auto ref_o = naive::recurrent(q, k, v, S, a, b, H, T, Tp, Dk, Dv, &norms);
+    auto got_o = to_host(d_o, stream());
+    // only rows < T are outputs
+    std::vector<float> got_rows;
+    std::vector<double> ref_rows;
+    for (int h = 0; h < H; ++h)
+        for (int t = 0; t < T; ++t)
+            for (int j = 0; j < Dv; ++j) {
+                got_rows.push_back(got_o[(static_cast<size_t>(h) * Tp + t) * Dv + j]);
+                ref_rows.push_back(ref_o[(static_cast<size_t>(h) * Tp + t) * Dv + j]);
+            }
+    EXPECT_LT(rel_max_error(got_rows, ref_rows), kF32Tol);
+    EXPECT_LT(rel_max_error(to_host(dS, stream()), S), kF32Tol);
+    EXPECT_LT(rel_max_error(to_host(dn, stream()), norms), kF32Tol);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, RecurrentScanTest,
+                         ::testing::Values(ScanCase{64, 64, 1}, ScanCase{100, 100, 37}, ScanCase{128, 256, 9},
+                                           ScanCase{256, 128, 17}, ScanCase{256, 100, 1}, ScanCase{64, 33, 64}));
+
+TEST_F(KernelTest, ParallelDecayNormalizeBothFamilies) {
+    const int H = 2, T = 37;
+    const auto scores0 = random_vector(static_cast<size_t>(H) * T * T, 30, -2.0f, 2.0f);
+    const std::vector<float> log_decay = {std::log(0.96875f), std::log(0.5f)};
+    const auto row_scale = random_vector(static_cast<size_t>(H) * T, 31, 0.1f, 1.0f);
+    auto dld = to_device(log_decay, stream()), drs = to_device(row_scale, stream());
+    DeviceBuffer<float> drf(static_cast<size_t>(H) * T);
+    for (float cap : {0.0f, 5e4f, 3.0f}) {
+        auto ds = to_device(scores0, stream());
+        launch_parallel_decay_normalize(ds.get(), dld.get(), drs.get(), drf.get(), H, T, cap, stream());
+        std::vector<double> ref(scores0.size(), 0.0), ref_factor(static_cast<size_t>(H) * T);
+        for (int h = 0; h < H; ++h)
+            for (int n = 0; n < T; ++n) {
+                double abs_sum = 0;
+                for (int m = 0; m <= n; ++m) {
+                    const double a = scores0[(h * T + n) * T + m] * naive::decay_pow(log_decay[h], n - m) *
+                                     row_scale[h * T + n];
+                    ref[(h * T + n) * T + m] = a;
+                    abs_sum += std::abs(a);
+                }
+                double c = cap > 0 ? std::clamp(abs_sum, 1.0, double(cap)) : 1.0;
+                for (int m = 0; m <= n; ++m) ref[(h * T + n) * T + m] /= c;
+                ref_factor[h * T + n] = row_scale[h * T + n] / c;
+            }
+        EXPECT_LT(rel_max_error(to_host(ds, stream()), ref), kF32Tol) << "cap=" << cap;
+        EXPECT_LT(rel_max_error(to_host(drf, stream()), ref_factor), kF32Tol) << "cap=" << cap;
+    }
+}
+
+// ρ_i = Σ_{j≤i} γ^j
+double rho(float log_decay, int i) {
+    double s = 0;
+    for (int j = 0; j <= i; ++j) s += naive::decay_pow(log_decay, j);
+    return s;
+}
+
+TEST_F(KernelTest, ChunkDecayMaskBothFamilies) {
+    const int H = 2, nC = 3, C = 16;
+    const auto scores0 = random_vector(static_cast<size_t>(H) * nC * C * C, 40, -2.0f, 2.0f);
+    const std::vector<float> log_decay = {std::log(0.96875f), std::log(0.75f)};
+    auto dld = to_device(log_decay, stream());
+    DeviceBuffer<float> dabs(static_cast<size_t>(H) * nC * C);
+    for (bool ts : {false, true}) {
+        auto ds = to_device(scores0, stream());
+        launch_chunk_decay_mask(ds.get(), dld.get(), dabs.get(), H, nC, C, ts, stream());
+        std::vector<double> ref(scores0.size(), 0.0), ref_abs(static_cast<size_t>(H) * nC * C);
+        for (int h = 0; h < H; ++h)
+            for (int c = 0; c < nC; ++c)
+                for (int i = 0; i < C; ++i) {
+                    double abs_sum = 0;
+                    const size_t row = ((static_cast<size_t>(h) * nC + c) * C + i) * C;
+                    for (int j = 0; j <= i; ++j) {
+                        double a = scores0[row + j] * naive::decay_pow(log_decay[h], i - j);
+                        if (ts) a /= std::sqrt(rho(log_decay[h], i));
+                        ref[row + j] = a;
+                        abs_sum += std::abs(a);
+                    }
+                    ref_abs[(static_cast<size_t>(h) * nC + c) * C + i] = std::max(abs_sum, 1.0);
+                }
+        EXPECT_LT(rel_max_error(to_host(ds, stream()), ref), kF32Tol) << "ts=" << ts;
+        if (ts) {
+            EXPECT_LT(rel_max_error(to_host(dabs, stream()), ref_abs), kF32Tol);
+        }
+    }
+}
+
+TEST_F(KernelTest, ChunkStateScanKeepsStatesBeforeEachChunk) {
+    const int H = 2, nC = 4;
+    const int64_t DkDv = 100 * 3;
+    const auto U0 = random_vector(static_cast<size_t>(H) * nC * DkDv, 50), S0 = random_vector(static_cast<size_t>(H) * DkDv, 51);
+    const std::vector<float> decay = {0.9f, 0.8f, 0.7f, 0.6f, 0.5f, 0.4f, 0.3f, 0.2f};  // (H, nC)
+    auto dU = to_device(U0, stream()), dS = to_device(S0, stream()), dd = to_device(decay, stream());
+    launch_chunk_state_scan(dU.get(), dS.get(), dd.get(), H, nC, DkDv, stream());
+    std::vector<double> refU(U0.size()), refS(S0.begin(), S0.end());
+    for (int h = 0; h < H; ++h)
+        for (int c = 0; c < nC; ++c)
+            for (int64_t e = 0; e < DkDv; ++e) {
+                double& s = refS[h * DkDv + e];
+                refU[(h * nC + c) * DkDv + e] = s;
+                s = decay[h * nC + c] * s + U0[(h * nC + c) * DkDv + e];
+            }
+    EXPECT_LT(rel_max_error(to_host(dU, stream()), refU), kF32Tol);
+    EXPECT_LT(rel_max_error(to_host(dS, stream()), refS), kF32Tol);
+}
+
+TEST_F(KernelTest, ChunkStateAbsMaxIsLargestColumnSum) {
+    const int H = 2, nC = 3, Dk = 64, Dv = 100;
+    const auto S = random_vector(static_cast<size_t>(H) * nC * Dk * Dv, 60, -0.2f, 0.2f);
+    auto dS = to_device(S, stream());
+    DeviceBuffer<float> dout(static_cast<size_t>(H) * nC);
+    const float inv_SB = 0.25f;
+    launch_chunk_state_abs_max(dS.get(), dout.get(), H, nC, Dk, Dv, inv_SB, stream());
+    std::vector<double> ref(static_cast<size_t>(H) * nC);
+    for (int b = 0; b < H * nC; ++b) {
+        double best = 0;
+        for (int v = 0; v < Dv; ++v) {
+            double col = 0;
+            for (int k = 0; k < Dk; ++k) col += std::abs(S[(static_cast<size_t>(b) * Dk + k) * Dv + v]);
+            best = std::max(best, col);
+        }
+        ref[b] = std::max(best * inv_SB, 1.0);
+    }
+    EXPECT_LT(rel_max_error(to_host(dout, stream()), ref), kF32Tol);
+}
+
+TEST_F(KernelTest, ChunkCombineBothFamilies) {
+    const int H = 2, C = 8, nC = 3, Tp = C * nC, Dv = 20;
+    const auto inner = random_vector(static_cast<size_t>(H) * Tp * Dv, 70), cross = random_vector(inner.size(), 71);
+    const auto row_abs = random_vector(static_cast<size_t>(H) * Tp, 72, 1.0f, 3.0f);
+    const auto state_abs = random_vector(static_cast<size_t>(H) * nC, 73, 1.0f, 3.0f);
+    const std::vector<float> log_decay = {std::log(0.96875f), std::log(0.75f)};
+    auto di = to_device(inner, stream()), dc = to_device(cross, stream()), dra = to_device(row_abs, stream());
+    auto dsa = to_device(state_abs, stream()), dld = to_device(log_decay, stream());
+    DeviceBuffer<float> d_o(inner.size()), drf(static_cast<size_t>(H) * Tp);
+    for (bool ts : {false, true}) {
+        launch_chunk_combine(di.get(), dc.get(), dld.get(), dra.get(), dsa.get(), d_o.get(), drf.get(), H, Tp, C, Dv,
+                             ts, stream());
+        std::vector<double> ref(inner.size()), ref_factor(static_cast<size_t>(H) * Tp);
+        for (int h = 0; h < H; ++h)
+            for (int t = 0; t < Tp; ++t) {
+                const int i = t % C, c = t / C;
+                const double g = naive::decay_pow(log_decay[h], i + 1);
+                double ci = 1, cc = g, f = 1;
+                if (ts) {
+                    const double all = std::max<double>(row_abs[h * Tp + t], state_abs[h * nC + c]);
+                    const double sr = std::sqrt(rho(log_decay[h], i));
+                    ci = 1 / all;
+                    cc = g / (sr * all);
+                    f = 1 / (sr * all);
+                }
+                for (int j = 0; j < Dv; ++j) {
+                    const size_t idx = (static_cast<size_t>(h) * Tp + t) * Dv + j;
+                    ref[idx] = ci * inner[idx] + cc * cross[idx];
+                }
+                ref_factor[h * Tp + t] = f;
+            }
+        EXPECT_LT(rel_max_error(to_host(d_o, stream()), ref), kF32Tol) << "ts=" << ts;
+        EXPECT_LT(rel_max_error(to_host(drf, stream()), ref_factor), kF32Tol) << "ts=" << ts;
+    }
+}
+
+TEST_F(KernelTest, ScaleRowsPerHeadAndAddScaledRows) {
+    const int H = 2, Tp = 5, D = 7;
+    const auto x = random_vector(static_cast<size_t>(H) * Tp * D, 80), f = random_vector(static_cast<size_t>(H) * Tp, 81);
+    const auto y = random_vector(x.size(), 82);
+    auto dx = to_device(x, stream()), df = to_device(f, stream()), dy = to_device(y, stream());
+    DeviceBuffer<float> dz(x.size());
+    launch_scale_rows(dx.get(), df.get(), dz.get(), H, Tp, D, stream());
+    launch_add_scaled_rows(dy.get(), dx.get(), df.get(), H, Tp, D, stream());
+    const auto z = to_host(dz, stream()), y2 = to_host(dy, stream());
+    for (size_t i = 0; i < x.size(); ++i) {
+        EXPECT_FLOAT_EQ(z[i], x[i] * f[i / D]);
+        EXPECT_NEAR(y2[i], y[i] + f[i / D] * x[i], 1e-6);
+    }
+    const std::vector<float> hf = {2.0f, -0.5f};
+    auto dhf = to_device(hf, stream());
+    launch_scale_per_head(dx.get(), dhf.get(), H, static_cast<int64_t>(Tp) * D, stream());
+    const auto xs = to_host(dx, stream());
+    for (size_t i = 0; i < x.size(); ++i) EXPECT_FLOAT_EQ(xs[i], x[i] * hf[i / (Tp * D)]);
+}
+
+TEST_F(KernelTest, StateNormSquared) {
+    const int H = 3;
+    const int64_t n = 64 * 100;
+    const auto S = random_vector(static_cast<size_t>(H) * n, 90);
+    auto dS = to_device(S, stream());
+    DeviceBuffer<float> dout(H);
+    launch_state_norm_sq(dS.get(), dout.get(), H, n, stream());
+    std::vector<double> ref(H, 0.0);
+    for (int h = 0; h < H; ++h)
+        for (int64_t i = 0; i < n; ++i) ref[h] += double(S[h * n + i]) * S[h * n + i];
+    EXPECT_LT(rel_max_error(to_host(dout, stream()), ref), kF32Tol);
+}
+
+TEST_F(KernelTest, RetentionScoresOfSelectedHeads) {
+    const int H = 3, T = 9, Tp = 12, Dk = 100;
+    const auto q = random_vector(static_cast<size_t>(H) * Tp * Dk, 100), k = random_vector(q.size(), 101);
+    const auto rf = random_vector(static_cast<size_t>(H) * Tp, 102, 0.1f, 1.0f);
+    const std::vector<float> log_decay = {std::log(0.9f), std::log(0.8f), 0.0f};
+    auto dq = to_device(q, stream()), dk = to_device(k, stream()), drf = to_device(rf, stream());
+    auto dld = to_device(log_decay, stream());
+    DeviceBuffer<float> dout(static_cast<size_t>(2) * T * T);
+    launch_retention_scores(dq.get(), dk.get(), dld.get(), drf.get(), dout.get(), 1, 2, T, Tp, Dk, stream());
+    std::vector<double> ref(dout.size(), 0.0);
+    for (int hi = 0; hi < 2; ++hi)
+        for (int n = 0; n < T; ++n)
+            for (int m = 0; m <= n; ++m) {
+                const int h = 1 + hi;
+                double dot = 0;
+                for (int i = 0; i < Dk; ++i) dot += double(q[(h * Tp + n) * Dk + i]) * k[(h * Tp + m) * Dk + i];
+                ref[(hi * T + n) * T + m] = dot * naive::decay_pow(log_decay[h], n - m) * rf[h * Tp + n];
+            }
+    EXPECT_LT(rel_max_error(to_host(dout, stream()), ref), kF32Tol);
+}
+
+}  // namespace
+}  // namespace retnet::cuda::test
