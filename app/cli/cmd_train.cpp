@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// retnet train: trains an fla-layout RetNet on a text file with the CPU trainer. Ctrl-C saves a
+// checkpoint and exits; --resume continues from it exactly.
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+
+#include "args.h"
+#include "command.h"
+#include "retnet/trainer.h"
+
+namespace retnet::cli {
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_sigint(int) { g_stop.store(true); }
+
+std::string format_duration(double seconds) {
+    const long s = static_cast<long>(seconds + 0.5);
+    char buf[32];
+    if (s >= 3600)
+        std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
+    else
+        std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+    return buf;
+}
+
+int run_train(const std::vector<std::string>& argv) {
+    Args args(argv, {"resume"});
+    train::TrainOptions o;
+    o.data_path = args.require("data");
+    o.config_path = args.require("config");
+    o.out_dir = args.require("out");
+    o.resume = args.has("resume");
+    o.tokenizer_path = args.get_or("tokenizer", "");
+    o.steps = args.get_int("steps", o.steps, 1, int64_t(1) << 40);
+    o.batch = static_cast<int>(args.get_int("batch", o.batch, 1, 1 << 16));
+    o.seq_len = static_cast<int>(args.get_int("seq-len", o.seq_len, 1, 1 << 20));
+    o.lr = args.get_double("lr", o.lr, 0.0, 10.0);
+    o.min_lr_ratio = args.get_double("min-lr-ratio", o.min_lr_ratio, 0.0, 1.0);
+    o.warmup = args.get_int("warmup", o.warmup, 0, int64_t(1) << 40);
+    o.adamw.beta1 = args.get_double("beta1", o.adamw.beta1, 0.0, 0.999999);
+    o.adamw.beta2 = args.get_double("beta2", o.adamw.beta2, 0.0, 0.999999);
+    o.adamw.eps = args.get_double("adam-eps", o.adamw.eps, 0.0, 1.0);
+    o.adamw.weight_decay = args.get_double("weight-decay", o.adamw.weight_decay, 0.0, 10.0);
+    o.grad_clip = args.get_double("grad-clip", o.grad_clip, 0.0, 1e9);
+    o.chunk = static_cast<int>(args.get_int("chunk", o.chunk, 0, 1 << 20));
+    o.seed = static_cast<uint64_t>(args.get_int("seed", 1, 0, INT64_MAX));
+    o.validation_fraction = args.get_double("val-fraction", o.validation_fraction, 1e-6, 0.999999);
+    o.log_every = args.get_int("log-every", o.log_every, 1, int64_t(1) << 40);
+    o.eval_every = args.get_int("eval-every", o.eval_every, 0, int64_t(1) << 40);
+    o.save_every = args.get_int("save-every", o.save_every, 0, int64_t(1) << 40);
+    o.eval_window = static_cast<int>(args.get_int("eval-window", o.eval_window, 1, 1 << 20));
+    o.time_limit_s = args.get_double("time-limit", 0.0, 0.0, 1e9);
+    o.threads = static_cast<int>(args.get_int("threads", 0, 0, 4096));
+    args.finish();
+
+    g_stop.store(false);
+    std::signal(SIGINT, on_sigint);
+    const auto on_progress = [](const train::TrainProgress& p) {
+        if (p.is_validation) {
+            std::printf("step %6lld/%lld  validation loss %.4f  bits/char %.4f%s%s\n",
+                        static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.val_loss,
+                        p.val_bpc, p.message.empty() ? "" : "  ", p.message.c_str());
+        } else if (!p.message.empty()) {
+            std::printf("step %6lld/%lld  %s\n", static_cast<long long>(p.step),
+                        static_cast<long long>(p.total_steps), p.message.c_str());
+        } else {
+            std::printf("step %6lld/%lld  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  elapsed %s  ETA %s\n",
+                        static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, p.lr,
+                        p.grad_norm, p.tokens_per_s, format_duration(p.elapsed_s).c_str(),
+                        format_duration(p.eta_s).c_str());
+        }
+        std::fflush(stdout);
+    };
+    const train::TrainResult r = train::run_training(o, on_progress, &g_stop);
+    std::signal(SIGINT, SIG_DFL);
+    if (r.interrupted) {
+        std::printf("interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
+                    static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), o.out_dir.c_str());
+        return 130;
+    }
+    std::printf("done: %lld steps in %s, last loss %.4f, best validation loss %.4f (%.4f bits/char) in %s/best\n",
+                static_cast<long long>(r.steps_done), format_duration(r.elapsed_s).c_str(), r.last_loss,
+                r.best_val_loss, r.best_val_bpc, o.out_dir.c_str());
+    return 0;
+}
+
+const Command reg("train",
+                  "retnet train --data FILE --config CONFIG.json --out DIR [--tokenizer MODEL] [--steps N] "
+                  "[--batch B] [--seq-len T] [--lr LR] [--warmup N] [--weight-decay W] [--grad-clip C] "
+                  "[--chunk C] [--eval-every N] [--save-every N] [--time-limit SECONDS] [--threads N] [--resume]",
+                  &run_train);
+
+}  // namespace
+}  // namespace retnet::cli

@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// The training loop behind `retnet train`, and the evaluation behind `retnet eval`.
+//
+// Data: a UTF-8 text file; the last `validation_fraction` of its characters is the validation
+// part, the rest is the training part; each is tokenized on its own. Batches are random
+// contiguous windows of seq_len + 1 tokens of the training part.
+//
+// Output directory:
+//   checkpoint/  config.json, model.safetensors, tokenizer.model (a loadable model directory)
+//                + optimizer.safetensors (AdamW moments) + trainer_state.json (step, schedule,
+//                data RNG, options). Written as checkpoint.tmp/ and swapped in by rename, so a
+//                crash leaves the previous complete checkpoint.
+//   best/        the model files at the lowest validation loss seen so far (same swap).
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "retnet/model.h"
+#include "retnet/tokenizer.h"
+#include "retnet/train.h"
+
+namespace retnet::train {
+
+// Number of Unicode code points of valid UTF-8 text.
+int64_t count_characters(std::string_view text);
+// Splits text so that the second part holds the last `tail_fraction` of its characters
+// (the cut falls on a character boundary). fraction in (0, 1).
+std::pair<std::string_view, std::string_view> split_tail(std::string_view text, double tail_fraction);
+
+struct EvalResult {
+    double loss_per_token = 0;   // nats, mean over predicted tokens
+    double bits_per_char = 0;    // total bits / characters those tokens cover
+    int64_t tokens = 0;          // predicted tokens
+    int64_t characters = 0;      // characters covered by the predicted tokens
+};
+
+// Loss of predicting tokens[1..] of `text`'s tokenization, in consecutive windows of `window`
+// tokens (each window starts from an empty state; window w predicts its tokens from the ones
+// before it inside the window). The first token is context only: its characters are not counted.
+EvalResult evaluate_text(const ModelConfig& config, const ParamLayout& layout, const float* params,
+                         const Tokenizer& tokenizer, std::string_view text, int window, int batch = 8);
+
+// Reads an fla model directory written by the trainer (config.json + model.safetensors) into the
+// flat parameter vector of `layout` (made from the returned config).
+struct LoadedWeights {
+    ModelConfig config;
+    ParamLayout layout;
+    std::vector<float> params;
+};
+LoadedWeights load_trained_weights(const std::string& directory);
+// Writes config.json + model.safetensors (F32, fla state_dict names) into `directory`.
+void save_trained_weights(const ModelConfig& config, const ParamLayout& layout,
+                          std::span<const float> params, const std::string& directory);
+
+struct TrainOptions {
+    std::string data_path;       // UTF-8 text
+    std::string config_path;     // model config.json (fla keys); vocab_size must match the tokenizer
+    std::string tokenizer_path;  // tokenizer.model (on --resume: the checkpoint's when empty)
+    std::string out_dir;
+    bool resume = false;
+
+    int64_t steps = 1000;
+    int batch = 16;
+    int seq_len = 256;
+    double lr = 1e-3;
+    double min_lr_ratio = 0.1;
+    int64_t warmup = 100;
+    AdamWConfig adamw;
+    double grad_clip = 1.0;
+    int chunk = 0;  // 0: parallel retention; > 0: chunkwise with this chunk size
+    uint64_t seed = 1;
+    double validation_fraction = 0.1;
+
+    int64_t log_every = 10;
+    int64_t eval_every = 100;     // 0: only at the end
+    int64_t save_every = 100;     // 0: only at the end (and on interruption)
+    int eval_window = 256;        // tokens per validation window
+    double time_limit_s = 0;      // > 0: shrink the schedule so training ends within this time
+    int threads = 0;              // element-wise and per-head threads (0 = all cores)
+};
+
+struct TrainProgress {
+    int64_t step = 0, total_steps = 0;
+    double loss = 0, lr = 0, grad_norm = 0;
+    double tokens_per_s = 0, elapsed_s = 0, eta_s = 0;
+    bool is_validation = false;  // val_* are set
+    double val_loss = 0, val_bpc = 0;
+    std::string message;  // "checkpoint saved", "schedule set to N steps", ...
+};
+
+struct TrainResult {
+    int64_t steps_done = 0, total_steps = 0;
+    double last_loss = 0;
+    double best_val_loss = 0, best_val_bpc = 0;
+    double elapsed_s = 0;
+    bool interrupted = false;
+};
+
+// Runs (or, with options.resume, continues) training. `stop` is polled after every step: when it
+// becomes true the loop saves a checkpoint and returns with interrupted = true.
+TrainResult run_training(const TrainOptions& options,
+                         const std::function<void(const TrainProgress&)>& on_progress,
+                         const std::atomic<bool>* stop = nullptr);
+
+}  // namespace retnet::train
