@@ -11,6 +11,7 @@
 //   chunkwise  per chunk: inner = masked scores · V, cross = Q · state_c, chunk states by a scan
 //   recurrent  a fused scan over the tokens with the state on chip
 // and the state after the call is always the recurrent form's (state handoff between forms).
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "gemm.h"
 #include "ops.h"
 #include "retnet/cuda/backend_cuda.h"
+#include "backend_cuda_internal.h"
 #include "retnet/error.h"
 
 namespace retnet {
@@ -50,14 +52,54 @@ struct Workspace {
     DeviceBuffer<float> chunk_states;         // (H, nC, Dk, Dv)
     DeviceBuffer<float> ffa, ffb;             // (T, F)
     DeviceBuffer<float> logits;               // (T, V)
-    DeviceBuffer<float> row_scale, row_factor, row_abs, row_coef;  // (H, Tp)
-    DeviceBuffer<float> chunk_decay, state_abs;                    // (H, nC)
-    DeviceBuffer<float> coef_a, coef_b;                            // (T, H)
-    DeviceBuffer<float> head_factor;                               // (H)
+    DeviceBuffer<float> row_factor, row_abs;                       // (H, Tp)
+    DeviceBuffer<float> state_abs;                                 // (H, nC)
     DeviceBuffer<float> norms_sq;                                  // (T, H)
     DeviceBuffer<float> state_copy;                                // (H, Dk, Dv)
     DeviceBuffer<float> intro_scores;                              // (H', T, T)
     DeviceBuffer<__nv_bfloat16> act_bf16;                          // largest GEMM input
+};
+
+// Per-call parameters computed on the host (decay coefficients, torchscale's √r bookkeeping) go to
+// the device through one pinned buffer: a copy from pageable memory would wait for the stream
+// and stall the host between launches, which dominates a one-token decoding step.
+class ParamStaging {
+public:
+    ParamStaging() = default;
+    ~ParamStaging() {
+        if (host_) RETNET_CUDA_CHECK_PRINT(cudaFreeHost(host_));
+    }
+    ParamStaging(const ParamStaging&) = delete;
+    ParamStaging& operator=(const ParamStaging&) = delete;
+
+    // Starts a call that stages at most `floats` values; the stream must have no staged copy
+    // pending (it is synchronized here, which costs nothing between calls).
+    void begin(size_t floats, cudaStream_t stream) {
+        RETNET_CUDA_CHECK(cudaStreamSynchronize(stream));
+        if (floats > capacity_) {
+            if (host_) RETNET_CUDA_CHECK(cudaFreeHost(host_));
+            host_ = nullptr;
+            RETNET_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_), floats * sizeof(float)));
+            device_.resize(floats);
+            capacity_ = floats;
+        }
+        used_ = 0;
+    }
+    // Copies `values` to the device (asynchronously, in stream order); returns the device copy.
+    const float* stage(const std::vector<float>& values, cudaStream_t stream) {
+        const size_t n = values.size(), padded = (n + 63) / 64 * 64;  // 256-byte aligned slots
+        if (used_ + n > capacity_) throw Error("CUDA backend: parameter staging overflow (internal error)");
+        std::copy(values.begin(), values.end(), host_ + used_);
+        float* d = device_.get() + used_;
+        if (n) RETNET_CUDA_CHECK(cudaMemcpyAsync(d, host_ + used_, n * sizeof(float), cudaMemcpyHostToDevice, stream));
+        used_ = std::min(capacity_, used_ + padded);
+        return d;
+    }
+
+private:
+    float* host_ = nullptr;  // pinned
+    DeviceBuffer<float> device_;
+    size_t capacity_ = 0, used_ = 0;
 };
 
 class CudaBackend final : public Backend {
@@ -164,6 +206,11 @@ private:
     int64_t position_ = 0;
 
     Workspace ws_;
+    ParamStaging staging_;
+    cuda::CudaEvent forward_start_, forward_stop_;  // around the device work of forward()
+
+public:
+    double last_device_ms_ = 0.0;  // device time of the last forward(), logits copy excluded
 };
 
 void CudaBackend::upload_linear(const Tensor& w, DeviceLinear& out, DeviceBuffer<float>& staging) {
@@ -237,13 +284,8 @@ void CudaBackend::ensure_workspace(int T, int Tp, int C, Form form) {
     ws_.ffa.reserve(t * static_cast<size_t>(c.ffn_dim));
     ws_.ffb.reserve(t * static_cast<size_t>(c.ffn_dim));
     ws_.logits.reserve(t * static_cast<size_t>(c.vocab_size));
-    ws_.row_scale.reserve(H * tp);
     ws_.row_factor.reserve(H * tp);
     ws_.row_abs.reserve(H * tp);
-    ws_.row_coef.reserve(H * tp);
-    ws_.coef_a.reserve(t * H);
-    ws_.coef_b.reserve(t * H);
-    ws_.head_factor.reserve(H);
     if (form != Form::Recurrent) {
         ws_.kd.reserve(H * tp * Dk);
         ws_.cross.reserve(H * tp * Dv);
@@ -254,7 +296,6 @@ void CudaBackend::ensure_workspace(int T, int Tp, int C, Form form) {
         ws_.scores.reserve(H * tp * static_cast<size_t>(C));
         ws_.inner.reserve(H * tp * Dv);
         ws_.chunk_states.reserve(H * nC * Dk * Dv);
-        ws_.chunk_decay.reserve(H * nC);
         ws_.state_abs.reserve(H * nC);
     }
 }
@@ -315,11 +356,11 @@ void CudaBackend::retention_parallel(int layer, int T) {
             static_cast<float>(std::pow(gamma, T) * (ts ? std::sqrt(r0) * inject : 1.0));
         if (ts) r[static_cast<size_t>(h)] = rn;
     }
-    ws_.row_scale.upload(row_scale, stream());
+    const float* d_row_scale = staging_.stage(row_scale, stream());
 
     cuda::gemm_strided_batched(handle, false, true, T, T, Dk, 1.0f, ws_.qh.get(), Dk, sk, ws_.kh.get(), Dk, sk,
                                0.0f, ws_.scores.get(), T, ss, H);
-    cuda::launch_parallel_decay_normalize(ws_.scores.get(), log_decay_.get(), ws_.row_scale.get(),
+    cuda::launch_parallel_decay_normalize(ws_.scores.get(), log_decay_.get(), d_row_scale,
                                           ws_.row_factor.get(), H, T, ts ? 5e4f : 0.0f, stream());
     cuda::gemm_strided_batched(handle, false, false, T, Dv, T, 1.0f, ws_.scores.get(), T, ss, ws_.vh.get(), Dv,
                                sv, 0.0f, ws_.oh.get(), Dv, sv, H);
@@ -328,14 +369,12 @@ void CudaBackend::retention_parallel(int layer, int T) {
     if (!ts) {  // the state's contribution: o_t += γ^(t+1) q_t S0 (also after a restore at position 0)
         cuda::gemm_strided_batched(handle, false, false, T, Dv, Dk, 1.0f, ws_.qh.get(), Dk, sk, S, Dv, sS, 0.0f,
                                    ws_.cross.get(), Dv, sv, H);
-        ws_.row_coef.upload(cross_coef, stream());
-        cuda::launch_add_scaled_rows(ws_.oh.get(), ws_.cross.get(), ws_.row_coef.get(), H, T, Dv, stream());
+        cuda::launch_add_scaled_rows(ws_.oh.get(), ws_.cross.get(), staging_.stage(cross_coef, stream()), H, T, Dv,
+                                     stream());
     }
     // State: S ← γ^T S + Σ_m (γ^(T−1−m)·inject) k_m v_mᵀ
-    ws_.head_factor.upload(head_factor, stream());
-    cuda::launch_scale_per_head(S, ws_.head_factor.get(), H, sS, stream());
-    ws_.row_coef.upload(k_decay, stream());
-    cuda::launch_scale_rows(ws_.kh.get(), ws_.row_coef.get(), ws_.kd.get(), H, T, Dk, stream());
+    cuda::launch_scale_per_head(S, staging_.stage(head_factor, stream()), H, sS, stream());
+    cuda::launch_scale_rows(ws_.kh.get(), staging_.stage(k_decay, stream()), ws_.kd.get(), H, T, Dk, stream());
     cuda::gemm_strided_batched(handle, true, false, Dk, Dv, T, 1.0f, ws_.kd.get(), Dk, sk, ws_.vh.get(), Dv, sv,
                                1.0f, S, Dv, sS, H);
 }
@@ -379,16 +418,14 @@ void CudaBackend::retention_chunkwise(int layer, int T, int Tp, int C) {
     cuda::launch_chunk_decay_mask(ws_.scores.get(), log_decay_.get(), ws_.row_abs.get(), H, nC, C, ts, stream());
     cuda::gemm_strided_batched(handle, false, false, C, Dv, C, 1.0f, ws_.scores.get(), C, cc, ws_.vh.get(), Dv, cv,
                                0.0f, ws_.inner.get(), Dv, cv, H * nC);
-    ws_.row_coef.upload(k_decay, stream());
-    cuda::launch_scale_rows(ws_.kh.get(), ws_.row_coef.get(), ws_.kd.get(), H, Tp, Dk, stream());
+    cuda::launch_scale_rows(ws_.kh.get(), staging_.stage(k_decay, stream()), ws_.kd.get(), H, Tp, Dk, stream());
     cuda::gemm_strided_batched(handle, true, false, Dk, Dv, C, 1.0f, ws_.kd.get(), Dk, ck, ws_.vh.get(), Dv, cv,
                                0.0f, ws_.chunk_states.get(), Dv, sS, H * nC);
     if (ts) {
-        ws_.head_factor.upload(to_raw, stream());
-        cuda::launch_scale_per_head(S, ws_.head_factor.get(), H, sS, stream());
+        cuda::launch_scale_per_head(S, staging_.stage(to_raw, stream()), H, sS, stream());
     }
-    ws_.chunk_decay.upload(chunk_decay, stream());
-    cuda::launch_chunk_state_scan(ws_.chunk_states.get(), S, ws_.chunk_decay.get(), H, nC, sS, stream());
+    cuda::launch_chunk_state_scan(ws_.chunk_states.get(), S, staging_.stage(chunk_decay, stream()), H, nC, sS,
+                                  stream());
     cuda::gemm_strided_batched(handle, false, false, C, Dv, Dk, 1.0f, ws_.qh.get(), Dk, ck, ws_.chunk_states.get(),
                                Dv, sS, 0.0f, ws_.cross.get(), Dv, cv, H * nC);
     if (ts) {
@@ -404,8 +441,7 @@ void CudaBackend::retention_chunkwise(int layer, int T, int Tp, int C) {
     cuda::launch_chunk_combine(ws_.inner.get(), ws_.cross.get(), log_decay_.get(), ws_.row_abs.get(),
                                ws_.state_abs.get(), ws_.oh.get(), ws_.row_factor.get(), H, Tp, C, Dv, ts, stream());
     if (ts) {
-        ws_.head_factor.upload(from_raw, stream());
-        cuda::launch_scale_per_head(S, ws_.head_factor.get(), H, sS, stream());
+        cuda::launch_scale_per_head(S, staging_.stage(from_raw, stream()), H, sS, stream());
     }
 }
 
@@ -413,16 +449,17 @@ void CudaBackend::retention_recurrent(int layer, int T, float* d_norms_sq) {
     const ModelConfig& c = model_->config;
     std::vector<float> a, b;
     const std::vector<double> r_after = recurrent_coefficients(layer, T, a, b);
-    ws_.coef_a.upload(a, stream());
-    ws_.coef_b.upload(b, stream());
+    const float* d_a = staging_.stage(a, stream());
+    const float* d_b = staging_.stage(b, stream());
     // Row factor of the scores: 1/√r_n after each update (torchscale), 1 (fla) = b, head-major.
     std::vector<float> factor(static_cast<size_t>(c.n_heads) * T);
     for (int h = 0; h < c.n_heads; ++h)
         for (int t = 0; t < T; ++t)
             factor[static_cast<size_t>(h) * T + t] = b[static_cast<size_t>(t) * c.n_heads + h];
-    ws_.row_factor.upload(factor, stream());
+    RETNET_CUDA_CHECK(cudaMemcpyAsync(ws_.row_factor.get(), staging_.stage(factor, stream()),
+                                      factor.size() * sizeof(float), cudaMemcpyDeviceToDevice, stream()));
     cuda::launch_recurrent_scan(ws_.qh.get(), ws_.kh.get(), ws_.vh.get(), state_[static_cast<size_t>(layer)].get(),
-                                ws_.coef_a.get(), ws_.coef_b.get(), ws_.oh.get(), d_norms_sq, c.n_heads, T, T,
+                                d_a, d_b, ws_.oh.get(), d_norms_sq, c.n_heads, T, T,
                                 c.head_dim_k(), c.head_dim_v(), stream());
     if (c.family == Family::TorchScale) scale_[static_cast<size_t>(layer)] = r_after;
 }
@@ -491,7 +528,13 @@ Tensor CudaBackend::forward(std::span<const int32_t> tokens, const ForwardOption
         ws_.state_copy.reserve(static_cast<size_t>(H) * Dk * Dv);
     }
 
+    {
+        const size_t nC = static_cast<size_t>(Tp / C), per_layer = 5 * static_cast<size_t>(H) * Tp +
+                                                                    static_cast<size_t>(H) * nC + 2 * H + 16 * 64;
+        staging_.begin(per_layer * static_cast<size_t>(L), stream());
+    }
     ws_.tokens.upload(tokens.data(), tokens.size(), stream());
+    forward_start_.record(stream());
     const float embed_scale = c.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(d))) : 1.0f;
     cuda::launch_embedding(ws_.tokens.get(), embed_.get(), ws_.x.get(), T, d, embed_scale, stream());
     if (c.layernorm_embedding)
@@ -518,10 +561,9 @@ Tensor CudaBackend::forward(std::span<const int32_t> tokens, const ForwardOption
                                                   sizeof(float) * H * Dk * Dv, cudaMemcpyDeviceToDevice, stream()));
                 std::vector<float> a, b;
                 recurrent_coefficients(l, T, a, b);
-                ws_.coef_a.upload(a, stream());
-                ws_.coef_b.upload(b, stream());
-                cuda::launch_recurrent_scan(ws_.qh.get(), ws_.kh.get(), ws_.vh.get(), ws_.state_copy.get(),
-                                            ws_.coef_a.get(), ws_.coef_b.get(), nullptr, ws_.norms_sq.get(), H, T,
+                const float* d_a = staging_.stage(a, stream());
+                const float* d_b = staging_.stage(b, stream());
+                cuda::launch_recurrent_scan(ws_.qh.get(), ws_.kh.get(), ws_.vh.get(), ws_.state_copy.get(), d_a, d_b, nullptr, ws_.norms_sq.get(), H, T,
                                             Tp, Dk, Dv, stream());
             }
         }
@@ -551,15 +593,22 @@ Tensor CudaBackend::forward(std::span<const int32_t> tokens, const ForwardOption
     position_ += T;
     cuda::launch_rmsnorm(ws_.x.get(), final_norm_.get(), ws_.xn.get(), T, d, norm_eps, stream());
     linear(ws_.xn.get(), lm_head_, ws_.logits.get(), T, 0.0f);
+    forward_stop_.record(stream());
     Tensor logits({T, V});
     ws_.logits.download(logits.ptr(), logits.data.size(), stream());
     stream_->synchronize();
+    last_device_ms_ = forward_stop_.elapsed_ms_since(forward_start_);
     return logits;
 }
 
 std::once_flag g_register_once;
 
 }  // namespace
+
+double cuda_last_forward_device_ms(const Backend& backend) {
+    const auto* cuda = dynamic_cast<const CudaBackend*>(&backend);
+    return cuda ? cuda->last_device_ms_ : -1.0;
+}
 
 bool cuda_device_available(std::string* why) {
     int count = 0;

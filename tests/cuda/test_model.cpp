@@ -5,8 +5,9 @@
 // non-zero state, and the introspection results.
 //
 // Tolerance: fp32 through L = 2 layers of GEMMs (K ≤ 256), RMSNorms and the retention sums lands
-// near 1e-6 of the logit scale; 5e-5 leaves room for the per-head RMSNorm, which amplifies relative
-// error where a head's output is small next to eps (random small-weight models do that).
+// near 1e-6 of the logit scale (worst seen on the H200: 3.5e-6 over every case here); 2e-5 leaves
+// room for the per-head RMSNorm, which amplifies relative error where a head's output is small next
+// to eps, while a wrong decay, divisor or rotary pair misses by orders of magnitude.
 #include <gtest/gtest.h>
 
 #include <iostream>
@@ -19,7 +20,7 @@
 namespace retnet::cuda::test {
 namespace {
 
-constexpr double kModelTol = 5e-5;
+constexpr double kModelTol = 2e-5;
 
 struct ModelCase {
     const char* name;

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "backend_cuda_internal.h"
 #include "device_buffer.h"
 #include "ops.h"
 #include "retnet/cuda/backend_cuda.h"
@@ -25,17 +26,25 @@ double median(std::vector<double> v) {
     return v[v.size() / 2];
 }
 
-double time_forward_ms(Backend& b, const std::vector<int32_t>& tokens, const ForwardOptions& o, int reps,
-                       bool reset_each) {
-    std::vector<double> ms;
+struct Timing {
+    double wall_ms, device_ms;
+};
+
+// Median wall time of forward() (logits copied to the host included) and median device time.
+Timing time_forward(Backend& b, const std::vector<int32_t>& tokens, const ForwardOptions& o, int reps,
+                    bool reset_each) {
+    std::vector<double> ms, dev;
     for (int i = 0; i < reps + 2; ++i) {  // two warm-up calls
         if (reset_each) b.reset();
         const auto t0 = std::chrono::steady_clock::now();
         b.forward(tokens, o);
         const auto t1 = std::chrono::steady_clock::now();
-        if (i >= 2) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        if (i >= 2) {
+            ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+            dev.push_back(cuda_last_forward_device_ms(b));
+        }
     }
-    return median(ms);
+    return {median(ms), median(dev)};
 }
 
 void bench_recurrent_kernel(int H, int Dk, int Dv, int T) {
@@ -108,8 +117,9 @@ int main(int argc, char** argv) {
                 for (Form f : {Form::Parallel, Form::Chunkwise, Form::Recurrent}) {
                     ForwardOptions o;
                     o.form = f;
-                    const double ms = time_forward_ms(*backend, tokens, o, 5, true);
-                    std::printf("%s %-9s T=%-5d %9.2f ms  %9.0f tokens/s\n", name, form_name(f), T, ms, T / ms * 1000.0);
+                    const Timing tm = time_forward(*backend, tokens, o, 5, true);
+                    std::printf("%s %-9s T=%-5d device %8.2f ms (%8.0f tokens/s)   with logits to host %8.2f ms\n", name,
+                                form_name(f), T, tm.device_ms, T / tm.device_ms * 1000.0, tm.wall_ms);
                 }
             }
             // Decode: one token at a time after a 512-token chunkwise prefill.
@@ -120,9 +130,9 @@ int main(int argc, char** argv) {
             backend->forward(prompt, pre);
             ForwardOptions step;
             step.form = Form::Recurrent;
-            const double ms = time_forward_ms(*backend, one, step, 50, false);
-            std::printf("%s decode step (recurrent, T=1, incl. logits copy) %8.3f ms  %7.0f tokens/s\n", name, ms,
-                        1000.0 / ms);
+            const Timing tm = time_forward(*backend, one, step, 50, false);
+            std::printf("%s decode step (recurrent, T=1): device %7.3f ms, wall incl. logits %7.3f ms (%5.0f tokens/s)\n",
+                        name, tm.device_ms, tm.wall_ms, 1000.0 / tm.wall_ms);
         }
         return 0;
     } catch (const std::exception& e) {

@@ -1,0 +1,13 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// For the benchmark and tests only: facts about a CUDA backend that the Backend interface does not
+// carry.
+#include "retnet/forward.h"
+
+namespace retnet {
+
+// Device time (CUDA events) of the last forward() of a CUDA backend, from the token upload to the
+// end of the output projection: the logits' copy to the host is not included. −1 for other backends.
+double cuda_last_forward_device_ms(const Backend& backend);
+
+}  // namespace retnet
