@@ -48,6 +48,8 @@ struct RotaryCase {
     bool interleaved;
 };
 
+void PrintTo(const RotaryCase& c, std::ostream* os) { *os << "Dk=" << c.Dk << (c.interleaved ? " interleaved" : " half-split"); }
+
 class RotaryTest : public CudaTest, public ::testing::WithParamInterface<RotaryCase> {};
 
 TEST_P(RotaryTest, MatchesTwinAndZeroesPadding) {
@@ -190,6 +192,8 @@ TEST_F(GemmTest, StridedBatchedTransposes) {
 struct ScanCase {
     int Dk, Dv, T;
 };
+
+void PrintTo(const ScanCase& c, std::ostream* os) { *os << "Dk=" << c.Dk << " Dv=" << c.Dv << " T=" << c.T; }
 
 class RecurrentScanTest : public CudaTest, public ::testing::WithParamInterface<ScanCase> {};
 

@@ -30,6 +30,8 @@ struct ModelCase {
     bool extras = false;  // torchscale: √d embedding scale + embedding RMSNorm + gelu; fla: no head-norm weight
 };
 
+void PrintTo(const ModelCase& mc, std::ostream* os) { *os << mc.name; }
+
 ModelConfig make_config(const ModelCase& mc) {
     ModelConfig c;
     c.family = mc.family;
