@@ -93,5 +93,12 @@ if [ "$MODE" != quick ]; then
   timeout 240 "$BUILD/bin/retnet_cuda_bench" "${BENCH_LAYERS:-4}" >"$OUT/bench.log" 2>&1
   cat "$OUT/bench.log" | tee -a "$OUT/summary.txt"
 fi
+# ---- memory checker on a subset (SANITIZE=1) --------------------------------------------------------
+if [ -n "${SANITIZE:-}" ] && command -v compute-sanitizer >/dev/null; then
+  timeout 200 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUILD/bin/retnet_cuda_tests" \
+    --gtest_filter='KernelTest.*:RecurrentScan*:SamplingTest.*:*EveryForm*/fla_dk64*:*EveryForm*/ts_dk100*:*Introspection*/ts_dk64*' \
+    --gtest_brief=1 >"$OUT/memcheck.log" 2>&1
+  log "compute-sanitizer memcheck exit $? ($(grep -c 'Invalid' "$OUT/memcheck.log") invalid accesses); $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)"
+fi
 echo "== ctest exit code $CTEST_RC"
 exit $CTEST_RC
