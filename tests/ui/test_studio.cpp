@@ -1,0 +1,505 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// GUI tests on the offscreen platform: the controller and engine thread with the CPU backend and
+// a tiny random model, every view fed real engine output and checked against the engine run
+// directly, exports written, the main window and --screenshot end to end.
+#include <gtest/gtest.h>
+
+#include <QDir>
+#include <QFileInfo>
+#include <QProcess>
+#include <QSignalSpy>
+#include <QTemporaryDir>
+#include <QTest>
+
+#include <cmath>
+#include <memory>
+
+#include "engine_controller.h"
+#include "main_window.h"
+#include "retnet/equivalence.h"
+#include "retnet/generate.h"
+#include "retnet/model.h"
+#include "screenshot.h"
+#include "views/decay_view.h"
+#include "views/equivalence_view.h"
+#include "views/generate_view.h"
+#include "views/retention_view.h"
+#include "views/state_view.h"
+
+namespace {
+
+using namespace retnet::ui;
+
+constexpr int kWaitMs = 60000;
+
+retnet::ModelConfig tinyConfig(retnet::Family family) {
+    retnet::ModelConfig c;
+    c.family = family;
+    c.vocab_size = 40;
+    c.d_model = 16;
+    c.n_layers = 2;
+    c.n_heads = 2;
+    c.key_dim = 16;
+    c.value_dim = 16;
+    c.ffn_dim = 32;
+    c.chunk_size = 4;
+    if (family == retnet::Family::TorchScale) {
+        c.head_norm_affine = false;
+        c.ffn_activation = retnet::Activation::Gelu;
+    }
+    return c;
+}
+
+std::shared_ptr<const retnet::Model> tinyModel(retnet::Family family = retnet::Family::Fla) {
+    return std::make_shared<const retnet::Model>(retnet::make_random_model(tinyConfig(family), 11));
+}
+
+const QString kPrompt = QStringLiteral("1 5 9 2 6 10 3 7 11");
+const std::vector<int32_t> kPromptIds = {1, 5, 9, 2, 6, 10, 3, 7, 11};
+
+GenerateRequest greedy(int tokens) {
+    GenerateRequest r;
+    r.prompt = kPrompt;
+    r.sampler.temperature = 0.0;
+    r.maxTokens = tokens;
+    return r;
+}
+
+// A controller with the tiny model installed.
+struct Engine {
+    EngineController controller;
+    std::shared_ptr<const retnet::Model> model;
+
+    explicit Engine(retnet::Family family = retnet::Family::Fla) : model(tinyModel(family)) {
+        QSignalSpy ready(&controller, &EngineController::modelLoaded);
+        controller.useModel(model, nullptr, QStringLiteral("cpu"));
+        EXPECT_TRUE(ready.wait(kWaitMs));
+    }
+
+    // Runs a request and collects its events until generationFinished.
+    std::vector<TokenEvent> run(const GenerateRequest& request, GenerationStats* stats = nullptr) {
+        std::vector<TokenEvent> events;
+        auto c = QObject::connect(&controller, &EngineController::tokenGenerated,
+                                  [&](const TokenEvent& e) { events.push_back(e); });
+        QSignalSpy done(&controller, &EngineController::generationFinished);
+        controller.generate(request);
+        EXPECT_TRUE(done.count() > 0 || done.wait(kWaitMs));
+        QObject::disconnect(c);
+        if (stats && !done.isEmpty()) *stats = done.last().at(0).value<GenerationStats>();
+        return events;
+    }
+};
+
+std::vector<int32_t> greedyReference(const std::shared_ptr<const retnet::Model>& model, int tokens) {
+    auto backend = retnet::make_backend("cpu", model);
+    retnet::Generator generator(*backend, nullptr);
+    retnet::GenerationParams params;
+    params.max_new_tokens = tokens;
+    params.sampler.temperature = 0.0;
+    return generator.generate(kPromptIds, params).tokens;
+}
+
+qint64 fileSize(const QString& path) { return QFileInfo(path).size(); }
+
+// ---- controller and worker -----------------------------------------------------------------
+
+TEST(Controller, ModelInfoDescribesTheModel) {
+    Engine engine;
+    const ModelInfo& info = engine.controller.modelInfo();
+    EXPECT_EQ(info.family, QStringLiteral("fla"));
+    EXPECT_EQ(info.layers, 2);
+    EXPECT_EQ(info.heads, 2);
+    EXPECT_EQ(info.headDimK, 8);
+    EXPECT_EQ(info.parameters, engine.model->parameter_count());
+    EXPECT_EQ(info.stateBytes, 2 * 2 * 8 * 8 * 4);
+    EXPECT_EQ(info.kvCacheBytes(100), 100 * 2 * (8 + 8) * 2 * 4);
+    EXPECT_EQ(info.device, QStringLiteral("cpu"));
+    ASSERT_EQ(info.logDecay.size(), 2u);
+    EXPECT_FLOAT_EQ(info.logDecay[0], std::log(0.96875f));
+    EXPECT_FALSE(info.hasTokenizer);
+}
+
+TEST(Controller, GreedyGenerationMatchesTheEngine) {
+    Engine engine;
+    GenerationStats stats;
+    const std::vector<TokenEvent> events = engine.run(greedy(8), &stats);
+    ASSERT_EQ(events.size(), kPromptIds.size() + 8);
+    for (size_t i = 0; i < kPromptIds.size(); ++i) {
+        EXPECT_TRUE(events[i].prompt);
+        EXPECT_EQ(events[i].id, kPromptIds[i]);
+        EXPECT_EQ(events[i].position, int64_t(i));
+    }
+    const std::vector<int32_t> expected = greedyReference(engine.model, 8);
+    for (size_t i = 0; i < 8; ++i) {
+        const TokenEvent& e = events[kPromptIds.size() + i];
+        EXPECT_FALSE(e.prompt);
+        EXPECT_EQ(e.id, expected[i]) << "token " << i;
+        EXPECT_EQ(e.position, int64_t(kPromptIds.size() + i));
+        ASSERT_FALSE(e.top.empty());
+        EXPECT_EQ(e.top.front().id, e.id);  // greedy picks the most likely token
+        double sum = 0.0;
+        for (const TokenCandidate& c : e.top) sum += c.prob;
+        EXPECT_LE(sum, 1.0 + 1e-9);
+        EXPECT_EQ(e.text, QStringLiteral("[%1] ").arg(e.id));
+    }
+    EXPECT_TRUE(stats.finished);
+    EXPECT_EQ(stats.generated, 8);
+    EXPECT_EQ(stats.promptTokens, int(kPromptIds.size()));
+    EXPECT_GT(stats.prefillMs, 0.0);
+    EXPECT_EQ(stats.stopReason, QStringLiteral("length"));
+    EXPECT_FALSE(engine.controller.isGenerating());
+}
+
+TEST(Controller, StopEndsALongGeneration) {
+    Engine engine;
+    GenerateRequest r = greedy(100000);
+    QObject::connect(&engine.controller, &EngineController::tokenGenerated, &engine.controller,
+                     [&](const TokenEvent& e) {
+                         if (!e.prompt) engine.controller.stopGeneration();
+                     });
+    GenerationStats stats;
+    const auto events = engine.run(r, &stats);
+    EXPECT_EQ(stats.stopReason, QStringLiteral("stopped"));
+    EXPECT_LT(stats.generated, 1000);
+    EXPECT_GE(stats.generated, 1);
+    EXPECT_EQ(int(events.size()), int(kPromptIds.size()) + stats.generated);
+}
+
+TEST(Controller, ForkReplacesATokenAndContinuesFromItsState) {
+    Engine engine;
+    engine.run(greedy(6));
+    const int64_t p = int64_t(kPromptIds.size()) + 2;
+    QSignalSpy truncated(&engine.controller, &EngineController::sequenceTruncated);
+    GenerateRequest fork = greedy(4);
+    fork.forkPosition = p;
+    fork.forkToken = 33;
+    const auto events = engine.run(fork);
+    ASSERT_GE(truncated.count(), 1);
+    EXPECT_EQ(truncated.last().at(0).value<int64_t>(), p);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.front().position, p);
+    EXPECT_EQ(events.front().id, 33);
+
+    // The same continuation computed directly: prompt + 2 greedy tokens + 33, then greedy.
+    auto backend = retnet::make_backend("cpu", engine.model);
+    retnet::Generator generator(*backend, nullptr);
+    retnet::GenerationParams params;
+    params.sampler.temperature = 0.0;
+    params.max_new_tokens = 6;
+    generator.generate(kPromptIds, params);
+    params.max_new_tokens = 4;
+    const auto expected = generator.fork(p, 33, params).tokens;
+    ASSERT_EQ(events.size(), expected.size());
+    for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(events[i].id, expected[i]);
+}
+
+TEST(Controller, ContinueExtendsTheSequence) {
+    Engine engine;
+    engine.run(greedy(3));
+    GenerateRequest more = greedy(3);
+    more.continuePrevious = true;
+    const auto events = engine.run(more);
+    ASSERT_EQ(events.size(), 3u);
+    EXPECT_EQ(events.front().position, int64_t(kPromptIds.size()) + 3);
+    const auto expected = greedyReference(engine.model, 6);
+    for (size_t i = 0; i < 3; ++i) EXPECT_EQ(events[i].id, expected[3 + i]);
+}
+
+TEST(Controller, BadPromptReportsAnError) {
+    Engine engine;
+    QSignalSpy errors(&engine.controller, &EngineController::errorOccurred);
+    GenerateRequest r = greedy(2);
+    r.prompt = QStringLiteral("hello");
+    engine.run(r);
+    ASSERT_GE(errors.count(), 1);
+    EXPECT_TRUE(errors.last().at(1).toString().contains(QStringLiteral("token ids")));
+}
+
+TEST(Controller, StaleRetentionResultsAreDropped) {
+    Engine engine;
+    std::vector<int> layers;
+    QObject::connect(&engine.controller, &EngineController::retentionReady,
+                     [&](const RetentionMatrix& m) { layers.push_back(m.layer); });
+    QSignalSpy ready(&engine.controller, &EngineController::retentionReady);
+    RetentionRequest r;
+    r.text = kPrompt;
+    r.layer = 0;
+    engine.controller.requestRetention(r);
+    r.layer = 1;
+    engine.controller.requestRetention(r);  // before the first can be answered
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    QTest::qWait(200);
+    ASSERT_EQ(layers.size(), 1u);
+    EXPECT_EQ(layers.front(), 1);
+}
+
+TEST(Controller, LoadsAModelDirectoryAndReportsBadOnes) {
+    QTemporaryDir dir;
+    ASSERT_TRUE(dir.isValid());
+    const auto model = tinyModel();
+    retnet::save_model(*model, dir.path().toStdString());
+    EngineController controller;
+    QSignalSpy progress(&controller, &EngineController::loadProgress);
+    QSignalSpy ready(&controller, &EngineController::modelLoaded);
+    controller.openModelDirectory(dir.path());
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    EXPECT_EQ(controller.modelInfo().parameters, model->parameter_count());
+    EXPECT_EQ(controller.modelInfo().directory, dir.path());
+
+    QSignalSpy failed(&controller, &EngineController::loadFailed);
+    controller.openModelDirectory(dir.path() + QStringLiteral("/missing"));
+    ASSERT_TRUE(failed.wait(kWaitMs));
+    EXPECT_TRUE(failed.last().at(0).toString().contains(QStringLiteral("missing")));
+}
+
+// ---- views fed real engine output ----------------------------------------------------------
+
+TEST(Views, EquivalenceMatchesCoreAndExports) {
+    Engine engine;
+    EquivalenceView view;
+    view.resize(900, 700);
+    view.setModelInfo(engine.controller.modelInfo());
+    QSignalSpy ready(&engine.controller, &EngineController::equivalenceReady);
+    const EquivalenceRequest request = view.request(kPrompt);
+    EXPECT_EQ(request.chunkSize, 4);
+    engine.controller.requestEquivalence(request);
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    const auto result = ready.last().at(0).value<EquivalenceResult>();
+    view.setResult(result);
+
+    auto backend = retnet::make_backend("cpu", engine.model);
+    retnet::EquivalenceOptions options;
+    options.chunk_size = 4;
+    const auto direct = retnet::compare_forms(*backend, kPromptIds, options);
+    ASSERT_EQ(result.report->pairs.size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+        EXPECT_EQ(result.report->pairs[i].max_abs, direct.pairs[i].max_abs);
+        EXPECT_EQ(view.badgeText(int(i)), direct.pairs[i].passed() ? QStringLiteral("PASS") : QStringLiteral("FAIL"));
+    }
+    EXPECT_EQ(result.labels.size(), qsizetype(kPromptIds.size()));
+    EXPECT_EQ(result.sweep.size(), request.sweepSizes.size());
+
+    QTemporaryDir out;
+    QString error;
+    ASSERT_TRUE(view.exportImage(out.filePath(QStringLiteral("eq.png")), &error)) << error.toStdString();
+    ASSERT_TRUE(view.exportImage(out.filePath(QStringLiteral("eq.pdf")), &error)) << error.toStdString();
+    ASSERT_TRUE(view.exportCsv(out.filePath(QStringLiteral("eq.csv")), QStringLiteral("model: tiny"), &error));
+    EXPECT_GT(fileSize(out.filePath(QStringLiteral("eq.png"))), 1000);
+    EXPECT_GT(fileSize(out.filePath(QStringLiteral("eq.pdf"))), 1000);
+    QFile csv(out.filePath(QStringLiteral("eq.csv")));
+    ASSERT_TRUE(csv.open(QIODevice::ReadOnly));
+    const QString text = QString::fromUtf8(csv.readAll());
+    EXPECT_TRUE(text.startsWith(QStringLiteral("# model: tiny\n")));
+    // one heat row per pair, position and column (L layers + logits), plus summaries and sweep
+    EXPECT_EQ(text.count(QStringLiteral("\nheat,")), 3 * 9 * 3);
+}
+
+TEST(Views, TorchscaleFormsAgreeOnlyWithZeroEps) {
+    Engine engine(retnet::Family::TorchScale);
+    EquivalenceView view;
+    view.setModelInfo(engine.controller.modelInfo());
+    QSignalSpy ready(&engine.controller, &EngineController::equivalenceReady);
+    view.setZeroEps(true);
+    engine.controller.requestEquivalence(view.request(kPrompt));
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    const auto zero = ready.last().at(0).value<EquivalenceResult>();
+    EXPECT_EQ(zero.report->head_norm_eps, 0.0);
+    for (const auto& p : zero.report->pairs) EXPECT_LT(p.rel, 1e-4);
+}
+
+TEST(Views, RetentionShowsTheBackendScores) {
+    Engine engine;
+    RetentionView view;
+    view.resize(900, 700);
+    view.setModelInfo(engine.controller.modelInfo());
+    QSignalSpy ready(&engine.controller, &EngineController::retentionReady);
+    QSignalSpy overview(&engine.controller, &EngineController::overviewReady);
+    RetentionRequest r;
+    r.text = kPrompt;
+    r.layer = 1;
+    engine.controller.requestRetention(r);
+    r.overview = true;
+    engine.controller.requestRetention(r);
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    ASSERT_TRUE(overview.count() > 0 || overview.wait(kWaitMs));
+    const auto matrix = ready.last().at(0).value<RetentionMatrix>();
+    view.setMatrix(matrix);
+    view.setOverview(overview.last().at(0).value<RetentionOverview>());
+    EXPECT_TRUE(view.hasOverview());
+    EXPECT_EQ(view.layer(), 1);
+    const int T = int(kPromptIds.size());
+    ASSERT_EQ(matrix.size, T);
+    EXPECT_EQ(matrix.stride, 1);
+    EXPECT_EQ(matrix.labels.front(), QStringLiteral("[1]"));
+
+    auto backend = retnet::make_backend("cpu", engine.model);
+    retnet::Introspection probe;
+    probe.score_layer = 1;
+    probe.score_head = 0;
+    probe.want_all_head_scores = true;
+    backend->forward(kPromptIds, {}, &probe);
+    ASSERT_EQ(probe.scores.numel(), int64_t(2 * T * T));
+    for (int64_t i = 0; i < probe.scores.numel(); ++i) EXPECT_EQ((*matrix.scores)[size_t(i)], probe.scores.data[size_t(i)]);
+
+    view.setLayerHead(1, 1);
+    QTemporaryDir out;
+    QString error;
+    ASSERT_TRUE(view.exportCsv(out.filePath(QStringLiteral("r.csv")), QString(), &error));
+    QFile csv(out.filePath(QStringLiteral("r.csv")));
+    ASSERT_TRUE(csv.open(QIODevice::ReadOnly));
+    const QStringList lines = QString::fromUtf8(csv.readAll()).split(QLatin1Char('\n'), Qt::SkipEmptyParts);
+    ASSERT_EQ(lines.size(), T + 1);
+    // Row 3 of head 1, key 2.
+    EXPECT_FLOAT_EQ(lines[4].split(QLatin1Char(','))[3].toFloat(), probe.scores.data[size_t(T * T + 3 * T + 2)]);
+    ASSERT_TRUE(view.exportImage(out.filePath(QStringLiteral("r.png")), &error));
+    EXPECT_GT(fileSize(out.filePath(QStringLiteral("r.png"))), 1000);
+}
+
+TEST(Views, RetentionDownsamplesLongTexts) {
+    Engine engine;
+    QSignalSpy ready(&engine.controller, &EngineController::retentionReady);
+    QStringList ids;
+    for (int i = 0; i < 100; ++i) ids << QString::number(i % 40);
+    RetentionRequest r;
+    r.text = ids.join(QLatin1Char(' '));
+    r.maxCells = 32;
+    engine.controller.requestRetention(r);
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    const auto m = ready.last().at(0).value<RetentionMatrix>();
+    EXPECT_EQ(m.tokens, 100);
+    EXPECT_EQ(m.stride, 4);
+    EXPECT_EQ(m.size, 25);
+    EXPECT_EQ(m.scores->size(), size_t(2 * 25 * 25));
+}
+
+TEST(Views, StateViewHoldsTheNormsOfTheGeneration) {
+    Engine engine;
+    StateView view;
+    view.setModelInfo(engine.controller.modelInfo());
+    QObject::connect(&engine.controller, &EngineController::stateNormsReady, &view, &StateView::addFrames);
+    engine.run(greedy(5));
+    // The last sampled token is not fed yet: the state has consumed prompt + 4 tokens.
+    const auto expected = greedyReference(engine.model, 5);
+    std::vector<int32_t> sequence = kPromptIds;
+    sequence.insert(sequence.end(), expected.begin(), expected.end() - 1);
+    ASSERT_EQ(view.positions(), int64_t(sequence.size()));
+
+    auto backend = retnet::make_backend("cpu", engine.model);
+    retnet::Introspection probe;
+    probe.want_state_norms = true;
+    backend->forward(sequence, {}, &probe);
+    for (int64_t t = 0; t < view.positions(); ++t)
+        for (int l = 0; l < 2; ++l)
+            for (int h = 0; h < 2; ++h)
+                EXPECT_NEAR(view.norm(t, l, h), probe.state_norms.data[size_t((t * 2 + l) * 2 + h)],
+                            1e-5 * (1 + std::abs(view.norm(t, l, h))))
+                    << "t=" << t << " l=" << l << " h=" << h;
+    QTemporaryDir out;
+    QString error;
+    ASSERT_TRUE(view.exportImage(out.filePath(QStringLiteral("s.pdf")), &error));
+    ASSERT_TRUE(view.exportCsv(out.filePath(QStringLiteral("s.csv")), QString(), &error));
+    EXPECT_GT(fileSize(out.filePath(QStringLiteral("s.pdf"))), 1000);
+    EXPECT_GT(fileSize(out.filePath(QStringLiteral("s.csv"))), 100);
+}
+
+TEST(Views, DecayStatisticsAndExport) {
+    const DecayStats s = decayStats(std::log(0.96875f), 0.01);
+    EXPECT_NEAR(s.halfLife, std::log(0.5) / std::log(0.96875), 1e-4);
+    EXPECT_NEAR(s.span, std::log(0.01) / std::log(0.96875), 1e-3);
+    EXPECT_TRUE(std::isinf(decayStats(0.0f, 0.01).halfLife));  // γ = 1 in float32 for h ≥ 20
+
+    DecayView view;
+    view.resize(800, 600);
+    view.setDecay(retnet::default_log_decay(4));
+    view.setTextLength(50);
+    QTemporaryDir out;
+    QString error;
+    ASSERT_TRUE(view.exportImage(out.filePath(QStringLiteral("d.png")), &error));
+    ASSERT_TRUE(view.exportCsv(out.filePath(QStringLiteral("d.csv")), QString(), &error));
+    QFile csv(out.filePath(QStringLiteral("d.csv")));
+    ASSERT_TRUE(csv.open(QIODevice::ReadOnly));
+    const QStringList lines = QString::fromUtf8(csv.readAll()).split(QLatin1Char('\n'), Qt::SkipEmptyParts);
+    EXPECT_EQ(lines.front(), QStringLiteral("n,head0,head1,head2,head3"));
+    const QStringList second = lines[2].split(QLatin1Char(','));  // n = step
+    const double n = second[0].toDouble();
+    EXPECT_NEAR(second[1].toDouble(), std::pow(0.96875, n), 1e-6);
+}
+
+TEST(Views, GenerateViewShowsTokensAndForks) {
+    Engine engine;
+    GenerateView view;
+    view.setModelInfo(engine.controller.modelInfo());
+    QObject::connect(&engine.controller, &EngineController::tokenGenerated, &view, &GenerateView::appendToken);
+    QObject::connect(&engine.controller, &EngineController::sequenceTruncated, &view, &GenerateView::truncate);
+    view.setPrompt(kPrompt);
+    GenerateRequest r = view.request();
+    r.sampler.temperature = 0.0;
+    r.maxTokens = 4;
+    engine.run(r);
+    view.flushPending();
+    ASSERT_EQ(view.sequenceLength(), int64_t(kPromptIds.size() + 4));
+    EXPECT_TRUE(view.outputText().startsWith(QStringLiteral("[1] [5] [9] ")));
+
+    const int64_t p = int64_t(kPromptIds.size()) + 1;
+    QSignalSpy fork(&view, &GenerateView::forkRequested);
+    view.selectToken(p);
+    EXPECT_EQ(view.selectedPosition(), int(p));
+    QTemporaryDir out;
+    QString error;
+    ASSERT_TRUE(view.exportCsv(out.filePath(QStringLiteral("g.csv")), QString(), &error));
+    ASSERT_TRUE(view.exportImage(out.filePath(QStringLiteral("g.png")), &error));
+    EXPECT_GT(fileSize(out.filePath(QStringLiteral("g.png"))), 1000);
+
+    view.truncate(p);
+    EXPECT_EQ(view.sequenceLength(), p);
+    EXPECT_EQ(view.selectedPosition(), -1);
+}
+
+// ---- main window -----------------------------------------------------------------------------
+
+TEST(MainWindowTest, RandomModelThemesAndViews) {
+    MainWindow window;
+    window.setQuiet(true);
+    window.show();
+    QSignalSpy ready(window.controller(), &EngineController::modelLoaded);
+    window.useRandomModel(3);
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    QSignalSpy done(window.controller(), &EngineController::generationFinished);
+    window.generateView()->setMaxTokens(6);
+    emit window.generateView()->generateRequested();
+    ASSERT_TRUE(done.wait(kWaitMs));
+    QSignalSpy data(&window, &MainWindow::viewDataReady);
+    window.showView(QStringLiteral("equivalence"));  // stale: computes on show
+    ASSERT_TRUE(data.wait(kWaitMs));
+    EXPECT_EQ(data.last().at(0).toString(), QStringLiteral("equivalence"));
+    EXPECT_TRUE(window.equivalenceView()->hasData());
+    EXPECT_EQ(window.equivalenceView()->result().labels.size(), 16 + 6);
+
+    window.setDarkTheme(true);
+    EXPECT_LT(QApplication::palette().color(QPalette::Window).lightness(), 128);
+    window.setDarkTheme(false);
+    EXPECT_GT(QApplication::palette().color(QPalette::Window).lightness(), 128);
+    EXPECT_TRUE(window.exportMetadata().contains(QStringLiteral("family: fla")));
+    EXPECT_TRUE(window.lastError().isEmpty()) << window.lastError().toStdString();
+}
+
+TEST(MainWindowTest, ScreenshotRunnerSavesEveryView) {
+    QTemporaryDir out;
+    for (const char* view : {"generate", "equivalence", "decay", "retention", "state"}) {
+        MainWindow window;
+        ScreenshotOptions options;
+        options.path = out.filePath(QStringLiteral("%1.png").arg(QLatin1String(view)));
+        options.view = QLatin1String(view);
+        options.maxTokens = 6;
+        options.timeoutMs = kWaitMs;
+        ScreenshotRunner runner(&window, options);
+        QSignalSpy finished(&runner, &ScreenshotRunner::finished);
+        options.randomModel = true;  // fast and independent of the bundled model
+        runner.start();
+        ASSERT_TRUE(finished.count() > 0 || finished.wait(kWaitMs)) << view;
+        EXPECT_TRUE(finished.last().at(0).toBool()) << view << ": " << finished.last().at(1).toString().toStdString();
+        EXPECT_GT(fileSize(options.path), 10000) << view;
+    }
+}
+
+}  // namespace

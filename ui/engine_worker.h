@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// The only object that touches the engine. It lives on the engine thread (EngineController owns
+// that thread); its slots run there, one at a time, and results leave as value snapshots in
+// signals. Long jobs check the shared JobFlags between tokens, so "stop" and "a newer request of
+// the same kind arrived" both end them early.
+#include <QObject>
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <optional>
+
+#include "retnet/forward.h"
+#include "retnet/generate.h"
+#include "retnet/model.h"
+#include "retnet/sampler.h"
+#include "retnet/tokenizer.h"
+#include "snapshots.h"
+
+namespace retnet::ui {
+
+enum class Job { Load, Generate, Equivalence, Retention, Overview, Count };
+
+// Shared between the GUI thread (writes) and the engine thread (reads).
+struct JobFlags {
+    std::atomic<bool> stopGeneration{false};
+    std::atomic<bool> cancelLoad{false};
+    std::array<std::atomic<uint64_t>, size_t(Job::Count)> latest{};
+
+    bool stale(Job job, uint64_t id) const { return latest[size_t(job)].load() != id; }
+};
+
+class EngineWorker : public QObject {
+    Q_OBJECT
+public:
+    explicit EngineWorker(std::shared_ptr<JobFlags> flags);
+    ~EngineWorker() override;
+
+    // All of these run on the engine thread (called through queued invocations).
+    void loadModelDirectory(uint64_t id, const QString& directory, const QString& device);
+    void useModel(uint64_t id, std::shared_ptr<const retnet::Model> model,
+                  std::shared_ptr<const retnet::Tokenizer> tokenizer, const QString& device);
+    void setDevice(uint64_t id, const QString& device);
+    void generate(uint64_t id, const GenerateRequest& request);
+    void computeEquivalence(uint64_t id, const EquivalenceRequest& request);
+    void computeRetention(uint64_t id, const RetentionRequest& request);
+
+signals:
+    void loadProgress(uint64_t id, double fraction);
+    void modelReady(uint64_t id, const retnet::ui::ModelInfo& info);
+    void tokenGenerated(const retnet::ui::TokenEvent& event);
+    void sequenceTruncated(uint64_t id, int64_t length);  // tokens at ≥ length were dropped
+    void statsUpdated(const retnet::ui::GenerationStats& stats);
+    void stateNormsReady(const retnet::ui::StateNormFrames& frames);
+    void retentionReady(const retnet::ui::RetentionMatrix& matrix);
+    void overviewReady(const retnet::ui::RetentionOverview& overview);
+    void equivalenceReady(const retnet::ui::EquivalenceResult& result);
+    void failed(uint64_t id, const QString& task, const QString& message);
+
+private:
+    void installModel(std::shared_ptr<const retnet::Model> model,
+                      std::shared_ptr<const retnet::Tokenizer> tokenizer, const QString& directory,
+                      const QString& device);
+    ModelInfo describeModel(const QString& notice) const;
+    std::vector<int32_t> encode(const QString& text) const;
+    std::vector<int32_t> tokensFor(const QString& text) const;  // text, or the current sequence
+    QString pieceOf(int32_t id) const;
+    QStringList labelsFor(const std::vector<int32_t>& tokens) const;
+    TokenEvent convert(uint64_t id, const retnet::TokenEvent& event) const;
+
+    std::shared_ptr<JobFlags> m_flags;
+    std::shared_ptr<const retnet::Model> m_model;
+    std::shared_ptr<const retnet::Tokenizer> m_tokenizer;
+    std::unique_ptr<retnet::Backend> m_backend;
+    // Wraps m_backend for the generator: every forward also reports ‖S‖ per layer and head.
+    std::unique_ptr<retnet::Backend> m_tap;
+    std::unique_ptr<retnet::Generator> m_generator;
+    uint64_t m_generateId = 0;  // the request the tap's frames belong to
+    QString m_directory;
+    QString m_notice;  // why the requested device was not used
+};
+
+}  // namespace retnet::ui

@@ -1,0 +1,573 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "main_window.h"
+
+#include <QAction>
+#include <QActionGroup>
+#include <QApplication>
+#include <QComboBox>
+#include <QDialog>
+#include <QDialogButtonBox>
+#include <QDir>
+#include <QDockWidget>
+#include <QFile>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QLocale>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSplitter>
+#include <QStackedWidget>
+#include <QStatusBar>
+#include <QStyleFactory>
+#include <QTabWidget>
+#include <QTableWidget>
+#include <QTextBrowser>
+#include <QVBoxLayout>
+
+#include <cstdio>
+
+#include "retnet/model.h"
+#include "views/decay_view.h"
+#include "views/equivalence_view.h"
+#include "views/generate_view.h"
+#include "views/retention_view.h"
+#include "views/state_view.h"
+
+namespace retnet::ui {
+
+QString defaultModelDirectory() {
+    const QStringList candidates = {
+        qEnvironmentVariable("RETNET_STUDIO_MODEL"),
+        QCoreApplication::applicationDirPath() + QStringLiteral("/../share/retnet-studio/models/default"),
+        QStringLiteral(RETNET_DEFAULT_MODEL_DIR),
+    };
+    for (const QString& dir : candidates)
+        if (!dir.isEmpty() && QFileInfo::exists(dir + QStringLiteral("/config.json")))
+            return QDir(dir).absolutePath();
+    return {};
+}
+
+MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
+    setWindowTitle(tr("RetNet Studio"));
+    resize(1400, 900);
+    m_controller = new EngineController(this);
+
+    m_generate = new GenerateView;
+    m_equivalence = new EquivalenceView;
+    m_decay = new DecayView;
+    m_retention = new RetentionView;
+    m_state = new StateView;
+    m_views = {m_generate, m_equivalence, m_decay, m_retention, m_state};
+
+    m_tabs = new QTabWidget;
+    m_tabs->setDocumentMode(true);
+    for (ViewBase* v : m_views) m_tabs->addTab(wrapWithLearnPanel(v), v->title());
+
+    auto* empty = new QWidget;
+    auto* emptyLayout = new QVBoxLayout(empty);
+    auto* emptyText = new QLabel(
+        tr("<h2>No model is open</h2><p>Open a model directory (config.json + "
+           "model.safetensors, torchscale or fla layout), or try the views with a small random "
+           "model.</p>"));
+    emptyText->setAlignment(Qt::AlignCenter);
+    emptyText->setWordWrap(true);
+    auto* openButton = new QPushButton(tr("Open model…"));
+    auto* randomButton = new QPushButton(tr("Use a small random model"));
+    connect(openButton, &QPushButton::clicked, this, [this] {
+        const QString dir = QFileDialog::getExistingDirectory(this, tr("Open model directory"));
+        if (!dir.isEmpty()) openModelDirectory(dir);
+    });
+    connect(randomButton, &QPushButton::clicked, this, [this] { useRandomModel(); });
+    emptyLayout->addStretch();
+    emptyLayout->addWidget(emptyText);
+    auto* emptyButtons = new QHBoxLayout;
+    emptyButtons->addStretch();
+    emptyButtons->addWidget(openButton);
+    emptyButtons->addWidget(randomButton);
+    emptyButtons->addStretch();
+    emptyLayout->addLayout(emptyButtons);
+    emptyLayout->addStretch();
+
+    m_stack = new QStackedWidget;
+    m_stack->addWidget(empty);
+    m_stack->addWidget(m_tabs);
+    setCentralWidget(m_stack);
+
+    m_statusModel = new QLabel(tr("No model"));
+    m_progress = new QProgressBar;
+    m_progress->setRange(0, 1000);
+    m_progress->setMaximumWidth(220);
+    m_progress->setVisible(false);
+    m_cancelLoad = new QPushButton(tr("Cancel"));
+    m_cancelLoad->setVisible(false);
+    connect(m_cancelLoad, &QPushButton::clicked, m_controller, &EngineController::cancelLoad);
+    statusBar()->addPermanentWidget(m_progress);
+    statusBar()->addPermanentWidget(m_cancelLoad);
+    statusBar()->addPermanentWidget(m_statusModel);
+
+    buildModelDock();
+    buildMenus();
+    connectController();
+    setDarkTheme(false);
+}
+
+MainWindow::~MainWindow() = default;
+
+QWidget* MainWindow::wrapWithLearnPanel(ViewBase* view) {
+    auto* learn = new QTextBrowser;
+    learn->setOpenExternalLinks(true);
+    learn->setObjectName(QStringLiteral("learn-") + view->viewId());
+    QFile file(QStringLiteral(":/retnet/learn/%1.html").arg(view->viewId()));
+    if (file.open(QIODevice::ReadOnly))
+        learn->setHtml(QString::fromUtf8(file.readAll()));
+    else
+        learn->setPlainText(tr("No explanation for this view."));
+    learn->setMinimumWidth(220);
+    m_learnPanels.push_back(learn);
+    auto* splitter = new QSplitter(Qt::Horizontal);
+    splitter->addWidget(view);
+    splitter->addWidget(learn);
+    splitter->setStretchFactor(0, 4);
+    splitter->setStretchFactor(1, 1);
+    splitter->setSizes({1100, 300});
+    return splitter;
+}
+
+void MainWindow::buildModelDock() {
+    auto* dock = new QDockWidget(tr("Model"), this);
+    dock->setObjectName(QStringLiteral("modelDock"));
+    auto* body = new QWidget;
+    auto* layout = new QVBoxLayout(body);
+    m_device = new QComboBox;
+    m_device->setToolTip(tr("Where and in which precision the engine runs: cpu and cuda compute "
+                            "in float32; reference is the naive float64 CPU implementation "
+                            "(slow, for checking)."));
+    connect(m_device, &QComboBox::activated, this, [this] {
+        m_controller->setDevice(m_device->currentData().toString());
+    });
+    auto* form = new QFormLayout;
+    form->addRow(tr("Device / precision"), m_device);
+    layout->addLayout(form);
+    m_modelPanel = new QLabel(tr("No model is open."));
+    m_modelPanel->setWordWrap(true);
+    m_modelPanel->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_modelPanel->setAlignment(Qt::AlignTop | Qt::AlignLeft);
+    layout->addWidget(m_modelPanel, 1);
+    dock->setWidget(body);
+    addDockWidget(Qt::LeftDockWidgetArea, dock);
+    resizeDocks({dock}, {250}, Qt::Horizontal);
+}
+
+void MainWindow::buildMenus() {
+    auto add = [this](QMenu* menu, const QString& text, const QKeySequence& key, auto slot) {
+        QAction* a = menu->addAction(text);
+        if (!key.isEmpty()) a->setShortcut(key);
+        a->setShortcutVisibleInContextMenu(true);
+        connect(a, &QAction::triggered, this, slot);
+        return a;
+    };
+    QMenu* file = menuBar()->addMenu(tr("&File"));
+    add(file, tr("&Open model…"), QKeySequence::Open, [this] {
+        const QString dir = QFileDialog::getExistingDirectory(this, tr("Open model directory"));
+        if (!dir.isEmpty()) openModelDirectory(dir);
+    });
+    add(file, tr("Open &default model"), QKeySequence(), [this] {
+        if (!openDefaultModel()) showError(tr("Open default model"), tr("No default model is installed."));
+    });
+    add(file, tr("Use a small &random model"), QKeySequence(), [this] { useRandomModel(); });
+    file->addSeparator();
+    add(file, tr("Export view as &PNG…"), QKeySequence(tr("Ctrl+E")), [this] { exportCurrent(QStringLiteral("png")); });
+    add(file, tr("Export view as P&DF…"), QKeySequence(tr("Ctrl+Shift+E")), [this] { exportCurrent(QStringLiteral("pdf")); });
+    add(file, tr("Export view data as &CSV…"), QKeySequence(tr("Ctrl+Shift+C")), [this] { exportCurrent(QStringLiteral("csv")); });
+    file->addSeparator();
+    add(file, tr("&Quit"), QKeySequence::Quit, [this] { close(); });
+
+    QMenu* gen = menuBar()->addMenu(tr("&Generate"));
+    add(gen, tr("&Generate"), QKeySequence(tr("Ctrl+Return")), [this] { emit m_generate->generateRequested(); });
+    add(gen, tr("&Stop"), QKeySequence(Qt::Key_Escape), [this] { m_controller->stopGeneration(); });
+    add(gen, tr("&Continue"), QKeySequence(tr("Ctrl+Shift+Return")), [this] { emit m_generate->continueRequested(); });
+    add(gen, tr("&Regenerate (next seed)"), QKeySequence(tr("Ctrl+R")), [this] { emit m_generate->regenerateRequested(); });
+
+    QMenu* view = menuBar()->addMenu(tr("&View"));
+    for (size_t i = 0; i < m_views.size(); ++i) {
+        const QString id = m_views[i]->viewId();
+        add(view, m_views[i]->title(), QKeySequence(QStringLiteral("Ctrl+%1").arg(i + 1)), [this, id] { showView(id); });
+    }
+    view->addSeparator();
+    add(view, tr("&Recompute this view"), QKeySequence(Qt::Key_F5), [this] { refreshCurrentView(); });
+    m_learnAction = add(view, tr("Show &learn panel"), QKeySequence(Qt::Key_F1), [this](bool on) {
+        for (QTextBrowser* b : m_learnPanels) b->setVisible(on);
+    });
+    m_learnAction->setCheckable(true);
+    m_learnAction->setChecked(true);
+    m_darkAction = add(view, tr("&Dark theme"), QKeySequence(tr("Ctrl+T")), [this](bool on) { setDarkTheme(on); });
+    m_darkAction->setCheckable(true);
+
+    QMenu* help = menuBar()->addMenu(tr("&Help"));
+    add(help, tr("&Keyboard shortcuts"), QKeySequence(tr("Ctrl+/")), [this] { showShortcuts(); });
+    add(help, tr("&About RetNet Studio"), QKeySequence(), [this] { showAbout(); });
+}
+
+void MainWindow::connectController() {
+    EngineController* c = m_controller;
+    connect(c, &EngineController::loadStarted, this, [this](const QString& dir) {
+        m_progress->setValue(0);
+        m_progress->setVisible(true);
+        m_cancelLoad->setVisible(true);
+        statusBar()->showMessage(tr("Loading %1…").arg(dir));
+    });
+    connect(c, &EngineController::loadProgress, this, [this](double f) { m_progress->setValue(int(f * 1000)); });
+    auto loadEnded = [this] {
+        m_progress->setVisible(false);
+        m_cancelLoad->setVisible(false);
+    };
+    connect(c, &EngineController::modelLoaded, this, [this, loadEnded](const ModelInfo& info) {
+        loadEnded();
+        onModelLoaded(info);
+    });
+    connect(c, &EngineController::loadFailed, this, [this, loadEnded](const QString& message) {
+        loadEnded();
+        showError(tr("Could not open the model"), message);
+    });
+    connect(c, &EngineController::loadCancelled, this, [this, loadEnded] {
+        loadEnded();
+        statusBar()->showMessage(tr("Loading cancelled."), 5000);
+    });
+    connect(c, &EngineController::errorOccurred, this, [this](const QString& task, const QString& message) {
+        if (task == QLatin1String("Open model")) return;  // shown by loadFailed
+        showError(task, message);
+    });
+
+    connect(c, &EngineController::generationStarted, this, [this] { m_generate->setGenerating(true); });
+    connect(c, &EngineController::tokenGenerated, m_generate, &GenerateView::appendToken);
+    connect(c, &EngineController::sequenceTruncated, this, [this](int64_t length) {
+        m_generate->truncate(length);
+        m_state->truncate(length);
+    });
+    connect(c, &EngineController::statsUpdated, m_generate, &GenerateView::showStats);
+    connect(c, &EngineController::generationFinished, this, [this](const GenerationStats&) {
+        m_generate->setGenerating(false);
+        m_state->redraw();
+        markAnalysesStale();
+        if (m_tabs->currentWidget() && currentView() != m_generate && currentView() != m_state)
+            refreshCurrentView();
+    });
+    connect(c, &EngineController::stateNormsReady, m_state, &StateView::addFrames);
+    connect(c, &EngineController::retentionReady, this, [this](const RetentionMatrix& m) {
+        m_retention->setMatrix(m);
+        m_retentionStale = false;
+        emit viewDataReady(QStringLiteral("retention"));
+    });
+    connect(c, &EngineController::overviewReady, this, [this](const RetentionOverview& o) {
+        m_retention->setOverview(o);
+        m_overviewStale = false;
+        emit viewDataReady(QStringLiteral("retention-overview"));
+    });
+    connect(c, &EngineController::equivalenceReady, this, [this](const EquivalenceResult& r) {
+        m_equivalence->setResult(r);
+        m_equivalenceStale = false;
+        emit viewDataReady(QStringLiteral("equivalence"));
+    });
+
+    connect(m_generate, &GenerateView::generateRequested, this, [this] {
+        if (!m_controller->hasModel()) return showError(tr("Generate"), tr("Open a model first."));
+        m_controller->generate(m_generate->request());
+    });
+    connect(m_generate, &GenerateView::regenerateRequested, this, [this] {
+        if (!m_controller->hasModel()) return;
+        m_generate->setSeed(m_generate->request().sampler.seed + 1);
+        m_controller->generate(m_generate->request());
+    });
+    connect(m_generate, &GenerateView::continueRequested, this, [this] {
+        if (!m_controller->hasModel()) return;
+        GenerateRequest r = m_generate->request();
+        r.continuePrevious = true;
+        m_controller->generate(r);
+    });
+    connect(m_generate, &GenerateView::stopRequested, m_controller, &EngineController::stopGeneration);
+    connect(m_generate, &GenerateView::forkRequested, this, [this](int64_t position, int32_t token) {
+        GenerateRequest r = m_generate->request();
+        r.forkPosition = position;
+        r.forkToken = token;
+        m_controller->generate(r);
+    });
+    connect(m_generate, &GenerateView::sequenceChanged, this, [this] {
+        m_decay->setTextLength(m_generate->sequenceLength());
+        updateModelPanel();
+    });
+    connect(m_equivalence, &EquivalenceView::runRequested, this, [this] {
+        if (m_controller->hasModel())
+            m_controller->requestEquivalence(m_equivalence->request(analysisText()));
+    });
+    connect(m_retention, &RetentionView::layerRequested, this, &MainWindow::requestRetention);
+    connect(m_tabs, &QTabWidget::currentChanged, this, [this] {
+        if (!m_controller->hasModel() || m_controller->isGenerating()) return;
+        ViewBase* v = currentView();
+        if ((v == m_equivalence && m_equivalenceStale) ||
+            (v == m_retention && (m_retentionStale || m_overviewStale)))
+            refreshCurrentView();
+    });
+}
+
+void MainWindow::onModelLoaded(const ModelInfo& info) {
+    m_stack->setCurrentIndex(1);
+    {
+        QSignalBlocker block(m_device);
+        m_device->clear();
+        for (const QString& d : info.devices) {
+            const QString label = d == QLatin1String("reference") ? tr("reference — float64 (exact, slow)")
+                                                                  : tr("%1 — float32").arg(d);
+            m_device->addItem(label, d);
+        }
+        m_device->setCurrentIndex(std::max(0, m_device->findData(info.device)));
+    }
+    m_generate->setModelInfo(info);
+    m_equivalence->setModelInfo(info);
+    m_decay->setDecay(info.logDecay);
+    m_decay->setTextLength(0);
+    m_retention->setModelInfo(info);
+    m_state->setModelInfo(info);
+    markAnalysesStale();
+    updateModelPanel();
+    m_statusModel->setText(tr("%1 · %2").arg(info.name, info.device));
+    statusBar()->showMessage(info.notice.isEmpty() ? tr("Model ready.") : info.notice, 8000);
+}
+
+void MainWindow::updateModelPanel() {
+    if (!m_controller->hasModel()) return;
+    const ModelInfo& i = m_controller->modelInfo();
+    const QLocale locale;
+    const int64_t T = std::max<int64_t>(m_generate->sequenceLength(), 1);
+    auto row = [](const QString& k, const QString& v) {
+        return QStringLiteral("<tr><td><b>%1</b></td><td>%2</td></tr>").arg(k, v);
+    };
+    QString html = QStringLiteral("<table cellspacing=3>");
+    html += row(tr("Model"), i.name.toHtmlEscaped());
+    if (!i.directory.isEmpty()) html += row(tr("Directory"), i.directory.toHtmlEscaped());
+    html += row(tr("Family"), i.family);
+    html += row(tr("Device"), i.device);
+    html += row(tr("Parameters"), locale.toString(qlonglong(i.parameters)));
+    html += row(tr("Layers × heads"), QStringLiteral("%1 × %2").arg(i.layers).arg(i.heads));
+    html += row(tr("d_model"), QString::number(i.dModel));
+    html += row(tr("Head dims Dk, Dv"), QStringLiteral("%1, %2").arg(i.headDimK).arg(i.headDimV));
+    html += row(tr("FFN width"), QString::number(i.ffnDim));
+    html += row(tr("Vocabulary"), locale.toString(i.vocabSize) + (i.hasTokenizer ? QString() : tr(" (no tokenizer)")));
+    html += row(tr("Norm eps"), QString::number(i.normEps, 'g', 3));
+    html += row(tr("Chunk size"), QString::number(i.chunkSize));
+    html += row(tr("Weights"), locale.formattedDataSize(i.weightBytes));
+    html += row(tr("State (fixed)"), locale.formattedDataSize(i.stateBytes));
+    html += row(tr("KV cache at %1 tokens").arg(T), locale.formattedDataSize(i.kvCacheBytes(T)) +
+                    tr(" (a Transformer of the same shape)"));
+    html += row(tr("Estimated memory"), locale.formattedDataSize(i.estimatedBytes(T)) +
+                    tr(" (weights + state + parallel prefill of %1 tokens)").arg(T));
+    html += QStringLiteral("</table>");
+    if (!i.notice.isEmpty()) html += QStringLiteral("<p><i>%1</i></p>").arg(i.notice.toHtmlEscaped());
+    m_modelPanel->setText(html);
+}
+
+ViewBase* MainWindow::view(const QString& id) const {
+    for (ViewBase* v : m_views)
+        if (v->viewId() == id) return v;
+    return nullptr;
+}
+
+ViewBase* MainWindow::currentView() const {
+    const int i = m_tabs->currentIndex();
+    return i >= 0 && i < int(m_views.size()) ? m_views[size_t(i)] : nullptr;
+}
+
+void MainWindow::showView(const QString& id) {
+    for (size_t i = 0; i < m_views.size(); ++i)
+        if (m_views[i]->viewId() == id) m_tabs->setCurrentIndex(int(i));
+}
+
+void MainWindow::openModelDirectory(const QString& directory) {
+    m_controller->openModelDirectory(directory, m_device->count() ? m_device->currentData().toString()
+                                                                  : QStringLiteral("cpu"));
+}
+
+bool MainWindow::openDefaultModel() {
+    const QString dir = defaultModelDirectory();
+    if (dir.isEmpty()) return false;
+    openModelDirectory(dir);
+    return true;
+}
+
+void MainWindow::useRandomModel(uint64_t seed) {
+    retnet::ModelConfig c;
+    c.family = retnet::Family::Fla;
+    c.vocab_size = 64;
+    c.d_model = 32;
+    c.n_layers = 2;
+    c.n_heads = 4;
+    c.key_dim = 32;
+    c.value_dim = 64;
+    c.ffn_dim = 64;
+    c.chunk_size = 8;
+    auto model = std::make_shared<const retnet::Model>(retnet::make_random_model(c, seed));
+    m_controller->useModel(model, nullptr);
+    if (m_generate->prompt().isEmpty())
+        m_generate->setPrompt(QStringLiteral("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16"));
+}
+
+void MainWindow::setDarkTheme(bool dark) {
+    m_dark = dark;
+    if (m_darkAction && m_darkAction->isChecked() != dark) m_darkAction->setChecked(dark);
+    qApp->setStyle(QStyleFactory::create(QStringLiteral("Fusion")));
+    QPalette pal;
+    if (dark) {
+        pal.setColor(QPalette::Window, QColor(37, 37, 40));
+        pal.setColor(QPalette::WindowText, QColor(225, 225, 228));
+        pal.setColor(QPalette::Base, QColor(28, 28, 30));
+        pal.setColor(QPalette::AlternateBase, QColor(45, 45, 48));
+        pal.setColor(QPalette::Text, QColor(225, 225, 228));
+        pal.setColor(QPalette::PlaceholderText, QColor(140, 140, 150));
+        pal.setColor(QPalette::Button, QColor(50, 50, 54));
+        pal.setColor(QPalette::ButtonText, QColor(225, 225, 228));
+        pal.setColor(QPalette::Highlight, QColor(42, 130, 218));
+        pal.setColor(QPalette::HighlightedText, Qt::white);
+        pal.setColor(QPalette::ToolTipBase, QColor(50, 50, 54));
+        pal.setColor(QPalette::ToolTipText, QColor(225, 225, 228));
+        pal.setColor(QPalette::Mid, QColor(80, 80, 85));
+        pal.setColor(QPalette::Link, QColor(100, 170, 255));
+    } else {
+        pal = qApp->style()->standardPalette();
+        pal.setColor(QPalette::PlaceholderText, QColor(120, 120, 130));
+    }
+    qApp->setPalette(pal);
+    QFile qss(dark ? QStringLiteral(":/retnet/dark.qss") : QStringLiteral(":/retnet/light.qss"));
+    qApp->setStyleSheet(qss.open(QIODevice::ReadOnly) ? QString::fromUtf8(qss.readAll()) : QString());
+    for (ViewBase* v : m_views) v->updateTheme();
+}
+
+QString MainWindow::analysisText() const {
+    // The generated sequence when there is one (the worker keeps it), else the prompt.
+    return m_generate->sequenceLength() > 0 ? QString() : m_generate->prompt();
+}
+
+void MainWindow::markAnalysesStale() {
+    m_equivalenceStale = m_retentionStale = m_overviewStale = true;
+}
+
+void MainWindow::requestRetention(int layer) {
+    if (!m_controller->hasModel()) return;
+    RetentionRequest r;
+    r.text = analysisText();
+    r.layer = layer;
+    m_controller->requestRetention(r);
+}
+
+void MainWindow::refreshCurrentView() {
+    if (!m_controller->hasModel()) return;
+    ViewBase* v = currentView();
+    if (v == m_equivalence) {
+        m_controller->requestEquivalence(m_equivalence->request(analysisText()));
+    } else if (v == m_retention) {
+        requestRetention(m_retention->layer());
+        RetentionRequest overview;
+        overview.text = analysisText();
+        overview.overview = true;
+        m_controller->requestRetention(overview);
+    } else if (v == m_decay) {
+        m_decay->setTextLength(m_generate->sequenceLength());
+        emit viewDataReady(QStringLiteral("decay"));
+    } else if (v == m_state) {
+        m_state->redraw();
+        emit viewDataReady(QStringLiteral("state"));
+    } else if (v == m_generate) {
+        emit viewDataReady(QStringLiteral("generate"));
+    }
+}
+
+QString MainWindow::exportMetadata() const {
+    QStringList lines;
+    lines << QStringLiteral("tool: RetNet Studio %1").arg(QCoreApplication::applicationVersion());
+    if (m_controller->hasModel()) {
+        const ModelInfo& i = m_controller->modelInfo();
+        lines << QStringLiteral("model: %1").arg(i.directory.isEmpty() ? i.name : i.directory);
+        lines << QStringLiteral("family: %1").arg(i.family);
+        lines << QStringLiteral("device: %1").arg(i.device);
+    }
+    if (ViewBase* v = currentView()) lines << QStringLiteral("view: %1").arg(v->viewId());
+    lines << QStringLiteral("sampler: %1").arg(m_generate->samplerSummary());
+    lines << QStringLiteral("tokens: %1").arg(m_generate->sequenceLength());
+    return lines.join(QLatin1Char('\n'));
+}
+
+void MainWindow::exportCurrent(const QString& kind) {
+    ViewBase* v = currentView();
+    if (!v) return;
+    const QString filter = kind == QLatin1String("png")   ? tr("PNG image (*.png)")
+                           : kind == QLatin1String("pdf") ? tr("PDF document (*.pdf)")
+                                                          : tr("CSV data (*.csv)");
+    QString path = QFileDialog::getSaveFileName(this, tr("Export %1").arg(v->title()),
+                                                QStringLiteral("retnet-%1.%2").arg(v->viewId(), kind), filter);
+    if (path.isEmpty()) return;
+    if (QFileInfo(path).suffix().isEmpty()) path += QLatin1Char('.') + kind;
+    QString error;
+    const bool ok = kind == QLatin1String("csv") ? v->exportCsv(path, exportMetadata(), &error)
+                                                 : v->exportImage(path, &error);
+    if (ok)
+        statusBar()->showMessage(tr("Saved %1").arg(path), 5000);
+    else
+        showError(tr("Export"), error);
+}
+
+void MainWindow::showError(const QString& title, const QString& message) {
+    m_lastError = title + QStringLiteral(": ") + message;
+    statusBar()->showMessage(m_lastError, 10000);
+    if (m_quiet) {
+        std::fprintf(stderr, "retnet-studio: %s\n", qPrintable(m_lastError));
+        return;
+    }
+    auto* box = new QMessageBox(QMessageBox::Warning, title, message, QMessageBox::Ok, this);
+    box->setAttribute(Qt::WA_DeleteOnClose);
+    box->open();
+}
+
+void MainWindow::showShortcuts() {
+    auto* dialog = new QDialog(this);
+    dialog->setWindowTitle(tr("Keyboard shortcuts"));
+    dialog->setAttribute(Qt::WA_DeleteOnClose);
+    auto* table = new QTableWidget(0, 2);
+    table->setHorizontalHeaderLabels({tr("Action"), tr("Shortcut")});
+    table->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
+    table->verticalHeader()->setVisible(false);
+    auto addRow = [table](const QString& action, const QString& keys) {
+        const int r = table->rowCount();
+        table->insertRow(r);
+        table->setItem(r, 0, new QTableWidgetItem(action));
+        table->setItem(r, 1, new QTableWidgetItem(keys));
+    };
+    for (QAction* menu : menuBar()->actions())
+        for (QAction* a : menu->menu()->actions())
+            if (!a->shortcut().isEmpty())
+                addRow(a->text().remove(QLatin1Char('&')), a->shortcut().toString(QKeySequence::NativeText));
+    addRow(tr("Retention: previous / next layer"), tr("PgUp / PgDn"));
+    addRow(tr("Retention: previous / next head"), tr("[ / ]"));
+    addRow(tr("Retention overview: move selection"), tr("Arrow keys"));
+    auto* layout = new QVBoxLayout(dialog);
+    layout->addWidget(table);
+    auto* buttons = new QDialogButtonBox(QDialogButtonBox::Close);
+    connect(buttons, &QDialogButtonBox::rejected, dialog, &QDialog::close);
+    layout->addWidget(buttons);
+    dialog->resize(480, 480);
+    dialog->open();
+}
+
+void MainWindow::showAbout() {
+    QString devices;
+    for (const std::string& d : retnet::available_devices()) devices += QString::fromStdString(d) + QLatin1Char(' ');
+    QMessageBox::about(this, tr("About RetNet Studio"),
+                       tr("<h3>RetNet Studio %1</h3><p>Retentive Networks (Sun et al. 2023) in "
+                          "their three forms: parallel, recurrent and chunkwise.</p>"
+                          "<p>Backends in this build: %2</p><p>GPL-3.0-or-later.</p>")
+                           .arg(QCoreApplication::applicationVersion(), devices.toHtmlEscaped()));
+}
+
+}  // namespace retnet::ui

@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// Value types that cross from the engine thread to the UI in queued signals. They own their data
+// (large arrays behind shared_ptr<const …>, so a queued signal copies a pointer); nothing in them
+// points into the engine. Every result carries the id of the request it answers, so the
+// controller can drop results that a newer request has made stale.
+#include <QMetaType>
+#include <QString>
+#include <QStringList>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "retnet/equivalence.h"
+#include "retnet/forward.h"
+#include "retnet/sampler.h"
+
+namespace retnet::ui {
+
+struct ModelInfo {
+    QString directory;  // "" for a model made in memory
+    QString name;       // directory name or "random model"
+    QString family;
+    QString device;     // backend name in use
+    QStringList devices;
+    QString notice;     // e.g. "CUDA unavailable; using the CPU backend"
+    bool hasTokenizer = false;
+    int vocabSize = 0, dModel = 0, layers = 0, heads = 0, headDimK = 0, headDimV = 0, ffnDim = 0;
+    int chunkSize = 64;
+    double normEps = 0.0;
+    int64_t parameters = 0;
+    int64_t weightBytes = 0;   // float32 weights in memory
+    int64_t stateBytes = 0;    // the whole recurrent state (all layers), fixed size
+    std::vector<float> logDecay;  // (H) log γ_h
+
+    // A Transformer with the same layers and projection widths keeps K and V of every token.
+    int64_t kvCacheBytes(int64_t tokens) const {
+        return tokens * layers * int64_t(headDimK + headDimV) * heads * int64_t(sizeof(float));
+    }
+    // Weights + state + the largest transient buffers of a parallel prefill of `tokens`.
+    int64_t estimatedBytes(int64_t tokens) const {
+        const int64_t scores = int64_t(heads) * tokens * tokens * int64_t(sizeof(float));
+        const int64_t activations = tokens * (4 * int64_t(dModel) + ffnDim + vocabSize) * 4;
+        return weightBytes + stateBytes + scores + activations;
+    }
+};
+
+struct TokenCandidate {
+    int32_t id = 0;
+    QString text;  // display piece
+    double prob = 0.0;
+};
+
+// One token of the sequence (prompt or generated).
+struct TokenEvent {
+    uint64_t requestId = 0;
+    int64_t position = 0;  // index in the whole sequence
+    int32_t id = 0;
+    QString piece;       // as shown in candidate lists
+    QString text;        // the text it adds to the output (may be empty for a split character)
+    bool prompt = false; // part of the prompt (no candidates)
+    bool forkable = false;  // a state snapshot exists before this token
+    std::vector<TokenCandidate> top;          // model distribution (softmax of raw logits)
+    std::vector<TokenCandidate> topFiltered;  // after the sampler's filters
+};
+
+struct GenerationStats {
+    uint64_t requestId = 0;
+    QString form;
+    int promptTokens = 0;
+    double prefillMs = 0.0;
+    int generated = 0;
+    double decodeMs = 0.0;
+    bool finished = false;
+    QString stopReason;  // "length", "eos", "stopped"
+    double decodeTokensPerSecond() const { return decodeMs > 0 ? generated * 1000.0 / decodeMs : 0.0; }
+    double prefillTokensPerSecond() const {
+        return prefillMs > 0 ? promptTokens * 1000.0 / prefillMs : 0.0;
+    }
+};
+
+// ‖S‖_F per layer and head for consecutive positions.
+struct StateNormFrames {
+    uint64_t requestId = 0;
+    bool reset = false;        // a new sequence starts (drop earlier frames)
+    int64_t firstPosition = 0;
+    int count = 0, layers = 0, heads = 0;
+    std::vector<float> norms;  // (count, L, H)
+};
+
+// Signed retention scores of one layer, all heads, maybe downsampled.
+struct RetentionMatrix {
+    uint64_t requestId = 0;
+    int layer = 0, heads = 0;
+    int tokens = 0;  // T of the text
+    int size = 0;    // n shown (≤ T)
+    int stride = 1;  // each shown cell covers stride × stride positions (max |·| kept, with sign)
+    QString form;
+    QStringList labels;  // (n) token labels of shown rows/columns
+    std::shared_ptr<const std::vector<float>> scores;  // (H, n, n)
+};
+
+// Small thumbnails of every layer and head.
+struct RetentionOverview {
+    uint64_t requestId = 0;
+    int layers = 0, heads = 0, size = 0;  // each thumbnail is size × size
+    std::shared_ptr<const std::vector<float>> scores;  // (L, H, size, size)
+};
+
+struct EquivalenceResult {
+    uint64_t requestId = 0;
+    QStringList labels;  // (T)
+    double tolerance = 0.0;
+    std::shared_ptr<const retnet::EquivalenceReport> report;
+    std::vector<retnet::ChunkSweepPoint> sweep;
+};
+
+struct GenerateRequest {
+    QString prompt;
+    retnet::SamplerParams sampler;
+    int maxTokens = 64;
+    retnet::Form form = retnet::Form::Parallel;  // of the prefill
+    int chunkSize = 0;
+    bool continuePrevious = false;  // continue from the current end of the sequence
+    std::optional<int64_t> forkPosition;  // replace the token at this position…
+    int32_t forkToken = -1;               // …with this one, then continue
+};
+
+struct EquivalenceRequest {
+    QString text;
+    int chunkSize = 0;
+    bool zeroEps = false;
+    double tolerance = 1e-4;
+    std::vector<int> sweepSizes;
+};
+
+struct RetentionRequest {
+    QString text;
+    int layer = 0;
+    retnet::Form form = retnet::Form::Parallel;
+    int chunkSize = 0;
+    int maxCells = 256;  // per side, before downsampling
+    bool overview = false;
+};
+
+}  // namespace retnet::ui
+
+Q_DECLARE_METATYPE(retnet::ui::ModelInfo)
+Q_DECLARE_METATYPE(retnet::ui::TokenEvent)
+Q_DECLARE_METATYPE(retnet::ui::GenerationStats)
+Q_DECLARE_METATYPE(retnet::ui::StateNormFrames)
+Q_DECLARE_METATYPE(retnet::ui::RetentionMatrix)
+Q_DECLARE_METATYPE(retnet::ui::RetentionOverview)
+Q_DECLARE_METATYPE(retnet::ui::EquivalenceResult)

@@ -1,0 +1,504 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "views/generate_view.h"
+
+#include <QCheckBox>
+#include <QComboBox>
+#include <QDoubleSpinBox>
+#include <QFormLayout>
+#include <QGroupBox>
+#include <QHeaderView>
+#include <QLabel>
+#include <QPlainTextEdit>
+#include <QPushButton>
+#include <QScrollBar>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QTableWidget>
+#include <QTextBrowser>
+#include <QToolTip>
+#include <QVBoxLayout>
+
+#include <qcustomplot.h>
+
+#include "plot_utils.h"
+
+namespace retnet::ui {
+
+namespace {
+
+QString csvField(QString s) {
+    s.replace(QLatin1Char('"'), QLatin1String("\"\""));
+    return QLatin1Char('"') + s + QLatin1Char('"');
+}
+
+QString visible(const QString& piece) {
+    QString s = piece;
+    s.replace(QLatin1Char('\n'), QStringLiteral("\\n"));
+    return s.toHtmlEscaped();
+}
+
+}  // namespace
+
+GenerateView::GenerateView(QWidget* parent) : ViewBase(parent) {
+    buildUi();
+    m_flushTimer.setInterval(40);
+    m_flushTimer.setSingleShot(true);
+    connect(&m_flushTimer, &QTimer::timeout, this, &GenerateView::flushPending);
+    setGenerating(false);
+}
+
+void GenerateView::buildUi() {
+    // ---- left: prompt and controls
+    m_prompt = new QPlainTextEdit;
+    m_prompt->setPlaceholderText(tr("Type a prompt…"));
+    m_prompt->setToolTip(tr("The prompt. Generate runs it through the model (prefill) and then "
+                            "samples new tokens one at a time with the recurrent form."));
+    m_prompt->setTabChangesFocus(true);
+
+    auto* sampling = new QGroupBox(tr("Sampling"));
+    auto* form = new QFormLayout(sampling);
+    m_temperature = new QDoubleSpinBox;
+    m_temperature->setRange(0.0, 5.0);
+    m_temperature->setSingleStep(0.05);
+    m_temperature->setValue(0.8);
+    m_temperature->setToolTip(tr("<b>Temperature</b> T divides the logits before the softmax: "
+                                 "p ∝ exp(z/T). T &lt; 1 sharpens the distribution, T &gt; 1 "
+                                 "flattens it. 0 = greedy (always the most likely token)."));
+    m_topK = new QSpinBox;
+    m_topK->setRange(0, 100000);
+    m_topK->setValue(40);
+    m_topK->setToolTip(tr("<b>Top-k</b> keeps only the k most likely tokens before drawing. "
+                          "0 = off."));
+    m_topP = new QDoubleSpinBox;
+    m_topP->setRange(0.01, 1.0);
+    m_topP->setSingleStep(0.05);
+    m_topP->setValue(0.95);
+    m_topP->setToolTip(tr("<b>Top-p</b> (nucleus) keeps the smallest set of most likely tokens "
+                          "whose probabilities add up to at least p. 1 = off."));
+    m_minP = new QDoubleSpinBox;
+    m_minP->setRange(0.0, 1.0);
+    m_minP->setSingleStep(0.01);
+    m_minP->setDecimals(3);
+    m_minP->setValue(0.0);
+    m_minP->setToolTip(tr("<b>Min-p</b> drops tokens whose probability is below min-p × the "
+                          "probability of the most likely token. 0 = off."));
+    m_repeatPenalty = new QDoubleSpinBox;
+    m_repeatPenalty->setRange(0.5, 3.0);
+    m_repeatPenalty->setSingleStep(0.05);
+    m_repeatPenalty->setValue(1.1);
+    m_repeatPenalty->setToolTip(tr("<b>Repetition penalty</b> r makes tokens seen in the last 64 "
+                                   "tokens less likely: positive logits are divided by r, "
+                                   "negative ones multiplied. 1 = off."));
+    m_seed = new QSpinBox;
+    m_seed->setRange(0, std::numeric_limits<int>::max());
+    m_seed->setValue(1);
+    m_seed->setToolTip(tr("<b>Seed</b> of the random generator: the same seed, prompt and "
+                          "settings give the same text on every machine."));
+    m_maxTokens = new QSpinBox;
+    m_maxTokens->setRange(1, 100000);
+    m_maxTokens->setValue(64);
+    m_maxTokens->setToolTip(tr("How many tokens to generate at most."));
+    m_form = new QComboBox;
+    m_form->addItem(tr("parallel"), int(retnet::Form::Parallel));
+    m_form->addItem(tr("recurrent"), int(retnet::Form::Recurrent));
+    m_form->addItem(tr("chunkwise"), int(retnet::Form::Chunkwise));
+    m_form->setToolTip(tr("Form of retention used for the prompt (prefill). All three give the "
+                          "same result; they differ in cost: parallel O(T²), recurrent O(T) "
+                          "steps, chunkwise O(T·C). Decoding is always recurrent."));
+    m_chunk = new QSpinBox;
+    m_chunk->setRange(1, 4096);
+    m_chunk->setValue(64);
+    m_chunk->setToolTip(tr("Chunk size C of the chunkwise form."));
+    connect(m_form, &QComboBox::currentIndexChanged, this, [this] {
+        m_chunk->setEnabled(m_form->currentData().toInt() == int(retnet::Form::Chunkwise));
+    });
+    m_chunk->setEnabled(false);
+    form->addRow(tr("Temperature"), m_temperature);
+    form->addRow(tr("Top-k"), m_topK);
+    form->addRow(tr("Top-p"), m_topP);
+    form->addRow(tr("Min-p"), m_minP);
+    form->addRow(tr("Repetition penalty"), m_repeatPenalty);
+    form->addRow(tr("Seed"), m_seed);
+    form->addRow(tr("Max tokens"), m_maxTokens);
+    form->addRow(tr("Prefill form"), m_form);
+    form->addRow(tr("Chunk size"), m_chunk);
+
+    m_generate = new QPushButton(tr("Generate"));
+    m_generate->setToolTip(tr("Run the prompt and generate (Ctrl+Return)"));
+    m_stop = new QPushButton(tr("Stop"));
+    m_stop->setToolTip(tr("Stop after the current token (Esc)"));
+    m_continue = new QPushButton(tr("Continue"));
+    m_continue->setToolTip(tr("Generate more from where the text ends: the recurrent state is "
+                              "kept, so nothing is recomputed (Ctrl+Shift+Return)"));
+    m_regenerate = new QPushButton(tr("Regenerate"));
+    m_regenerate->setToolTip(tr("Run the same prompt again with the next seed (Ctrl+R)"));
+    connect(m_generate, &QPushButton::clicked, this, &GenerateView::generateRequested);
+    connect(m_stop, &QPushButton::clicked, this, &GenerateView::stopRequested);
+    connect(m_continue, &QPushButton::clicked, this, &GenerateView::continueRequested);
+    connect(m_regenerate, &QPushButton::clicked, this, &GenerateView::regenerateRequested);
+    auto* buttons = new QGridLayout;
+    buttons->addWidget(m_generate, 0, 0);
+    buttons->addWidget(m_stop, 0, 1);
+    buttons->addWidget(m_continue, 1, 0);
+    buttons->addWidget(m_regenerate, 1, 1);
+
+    auto* left = new QWidget;
+    auto* leftLayout = new QVBoxLayout(left);
+    leftLayout->setContentsMargins(0, 0, 0, 0);
+    leftLayout->addWidget(new QLabel(tr("Prompt")));
+    leftLayout->addWidget(m_prompt, 1);
+    leftLayout->addLayout(buttons);
+    leftLayout->addWidget(sampling);
+
+    // ---- centre: output
+    m_output = new QTextBrowser;
+    m_output->setOpenLinks(false);
+    m_output->setOpenExternalLinks(false);
+    m_output->setObjectName(QStringLiteral("generationOutput"));
+    m_output->setToolTip(QString());
+    connect(m_output, &QTextBrowser::anchorClicked, this, [this](const QUrl& url) {
+        bool ok = false;
+        const int pos = url.path().toInt(&ok);
+        if (ok) selectToken(pos);
+    });
+    connect(m_output, &QTextBrowser::highlighted, this, [this](const QUrl& url) {
+        bool ok = false;
+        const int pos = url.path().toInt(&ok);
+        if (!ok || pos < 0 || pos >= int(m_tokens.size())) {
+            QToolTip::hideText();
+            return;
+        }
+        QToolTip::showText(QCursor::pos(), tooltipFor(m_tokens[size_t(pos)]), m_output);
+    });
+    m_follow = new QCheckBox(tr("Follow output"));
+    m_follow->setChecked(true);
+    m_follow->setToolTip(tr("Keep the newest text in view while generating. Scrolling up pauses "
+                            "following until you scroll back to the end."));
+    m_stats = new QLabel(tr("No generation yet."));
+    m_stats->setTextInteractionFlags(Qt::TextSelectableByMouse);
+    m_stats->setWordWrap(true);
+    auto* centre = new QWidget;
+    auto* centreLayout = new QVBoxLayout(centre);
+    centreLayout->setContentsMargins(0, 0, 0, 0);
+    auto* outputHeader = new QHBoxLayout;
+    outputHeader->addWidget(new QLabel(tr("Output — hover a token for its candidates, click to "
+                                          "select it")));
+    outputHeader->addStretch();
+    outputHeader->addWidget(m_follow);
+    centreLayout->addLayout(outputHeader);
+    centreLayout->addWidget(m_output, 1);
+    centreLayout->addWidget(m_stats);
+
+    // ---- right: candidates of the selected token
+    m_selectedLabel = new QLabel(tr("Select a token in the output."));
+    m_selectedLabel->setWordWrap(true);
+    m_candidates = new QTableWidget(0, 3);
+    m_candidates->setHorizontalHeaderLabels({tr("Token"), tr("p model"), tr("p sampler")});
+    m_candidates->horizontalHeaderItem(1)->setToolTip(
+        tr("Softmax of the raw logits: what the model predicts."));
+    m_candidates->horizontalHeaderItem(2)->setToolTip(
+        tr("The distribution actually drawn from, after repetition penalty, temperature, top-k, "
+           "top-p and min-p."));
+    m_candidates->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+    m_candidates->verticalHeader()->setVisible(false);
+    m_candidates->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    m_candidates->setSelectionBehavior(QAbstractItemView::SelectRows);
+    m_candidates->setSelectionMode(QAbstractItemView::SingleSelection);
+    m_fork = new QPushButton(tr("Fork from this alternative"));
+    m_fork->setToolTip(tr("Replace the selected token with the chosen alternative and continue "
+                          "from the state snapshot taken before it (RetNet's state is O(1), "
+                          "so a fork costs one state copy). Double-clicking a row does the same."));
+    m_fork->setEnabled(false);
+    auto fork = [this] {
+        const int row = m_candidates->currentRow();
+        if (m_selected < 0 || row < 0) return;
+        const TokenEvent& e = m_tokens[size_t(m_selected)];
+        if (!e.forkable || row >= int(e.top.size())) return;
+        emit forkRequested(e.position, e.top[size_t(row)].id);
+    };
+    connect(m_fork, &QPushButton::clicked, this, fork);
+    connect(m_candidates, &QTableWidget::cellDoubleClicked, this, fork);
+    connect(m_candidates, &QTableWidget::currentCellChanged, this, [this] {
+        m_fork->setEnabled(m_selected >= 0 && m_selected < int(m_tokens.size()) &&
+                           m_tokens[size_t(m_selected)].forkable && m_candidates->currentRow() >= 0);
+    });
+
+    m_probPlot = new QCustomPlot;
+    m_probPlot->setMinimumHeight(140);
+    m_probPlot->xAxis->setLabel(tr("position"));
+    m_probPlot->yAxis->setLabel(tr("p(token)"));
+    m_probPlot->yAxis->setRange(0, 1);
+    auto* bars = new QCPBars(m_probPlot->xAxis, m_probPlot->yAxis);
+    bars->setWidthType(QCPBars::wtPlotCoords);
+    bars->setWidth(0.8);
+    bars->setName(tr("probability of the chosen token"));
+
+    auto* right = new QWidget;
+    auto* rightLayout = new QVBoxLayout(right);
+    rightLayout->setContentsMargins(0, 0, 0, 0);
+    rightLayout->addWidget(m_selectedLabel);
+    rightLayout->addWidget(m_candidates, 1);
+    rightLayout->addWidget(m_fork);
+    rightLayout->addWidget(new QLabel(tr("Model probability of each token")));
+    rightLayout->addWidget(m_probPlot);
+
+    auto* splitter = new QSplitter(Qt::Horizontal);
+    splitter->addWidget(left);
+    splitter->addWidget(centre);
+    splitter->addWidget(right);
+    splitter->setStretchFactor(0, 2);
+    splitter->setStretchFactor(1, 4);
+    splitter->setStretchFactor(2, 2);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(4, 4, 4, 4);
+    layout->addWidget(splitter);
+    updateTheme();
+}
+
+void GenerateView::updateTheme() {
+    applyPlotTheme(m_probPlot);
+    if (m_probPlot->plottableCount() > 0) {
+        auto* bars = static_cast<QCPBars*>(m_probPlot->plottable(0));
+        bars->setBrush(seriesColor(0));
+        bars->setPen(Qt::NoPen);
+    }
+    m_probPlot->replot(QCustomPlot::rpQueuedReplot);
+    rebuildOutput();
+}
+
+GenerateRequest GenerateView::request() const {
+    GenerateRequest r;
+    r.prompt = m_prompt->toPlainText();
+    r.sampler.temperature = m_temperature->value();
+    r.sampler.top_k = m_topK->value();
+    r.sampler.top_p = m_topP->value();
+    r.sampler.min_p = m_minP->value();
+    r.sampler.repeat_penalty = m_repeatPenalty->value();
+    r.sampler.seed = uint64_t(m_seed->value());
+    r.maxTokens = m_maxTokens->value();
+    r.form = retnet::Form(m_form->currentData().toInt());
+    r.chunkSize = m_chunk->value();
+    return r;
+}
+
+QString GenerateView::prompt() const { return m_prompt->toPlainText(); }
+void GenerateView::setPrompt(const QString& text) { m_prompt->setPlainText(text); }
+void GenerateView::setMaxTokens(int n) { m_maxTokens->setValue(n); }
+void GenerateView::setSeed(uint64_t seed) { m_seed->setValue(int(seed)); }
+
+QString GenerateView::samplerSummary() const {
+    const GenerateRequest r = request();
+    return QStringLiteral("temperature=%1 top_k=%2 top_p=%3 min_p=%4 repeat_penalty=%5 seed=%6 "
+                          "prefill=%7 chunk=%8")
+        .arg(r.sampler.temperature)
+        .arg(r.sampler.top_k)
+        .arg(r.sampler.top_p)
+        .arg(r.sampler.min_p)
+        .arg(r.sampler.repeat_penalty)
+        .arg(r.sampler.seed)
+        .arg(QString::fromLatin1(retnet::form_name(r.form)))
+        .arg(r.chunkSize);
+}
+
+void GenerateView::setModelInfo(const ModelInfo& info) {
+    m_chunk->setValue(info.chunkSize);
+    truncate(0);
+    m_stats->setText(info.hasTokenizer ? tr("Model ready.")
+                                       : tr("This model has no tokenizer.model: type the prompt "
+                                            "as token ids separated by spaces."));
+}
+
+void GenerateView::setGenerating(bool generating) {
+    m_generate->setEnabled(!generating);
+    m_regenerate->setEnabled(!generating);
+    m_continue->setEnabled(!generating && !m_tokens.empty());
+    m_stop->setEnabled(generating);
+    if (!generating) flushPending();
+}
+
+QString GenerateView::outputText() const {
+    QString text;
+    for (const TokenEvent& e : m_tokens) text += e.text;
+    for (const TokenEvent& e : m_pending) text += e.text;
+    return text;
+}
+
+void GenerateView::appendToken(const TokenEvent& event) {
+    m_pending.push_back(event);
+    if (!m_flushTimer.isActive()) m_flushTimer.start();
+}
+
+void GenerateView::flushPending() {
+    if (m_pending.empty()) return;
+    QScrollBar* bar = m_output->verticalScrollBar();
+    const bool atEnd = bar->value() >= bar->maximum() - 4;
+    const int keep = bar->value();
+    for (TokenEvent& e : m_pending) {
+        if (e.position != int64_t(m_tokens.size())) continue;  // out of order: a truncation won
+        m_tokens.push_back(std::move(e));
+        insertToken(m_tokens.back());
+    }
+    m_pending.clear();
+    // Never steal the reader's place: follow only when asked and already at the end.
+    if (m_follow->isChecked() && atEnd)
+        bar->setValue(bar->maximum());
+    else
+        bar->setValue(keep);
+    updateProbabilityPlot();
+    m_continue->setEnabled(!m_stop->isEnabled() && !m_tokens.empty());
+    emit sequenceChanged();
+}
+
+void GenerateView::insertToken(const TokenEvent& e) {
+    if (e.text.isEmpty()) return;
+    QTextCursor cursor(m_output->document());
+    cursor.movePosition(QTextCursor::End);
+    QTextCharFormat format;
+    format.setAnchor(true);
+    format.setAnchorHref(QStringLiteral("tok:%1").arg(e.position));
+    const QPalette pal = palette();
+    format.setForeground(e.prompt ? pal.color(QPalette::PlaceholderText) : pal.color(QPalette::Text));
+    if (e.position == m_selected) format.setBackground(pal.color(QPalette::Highlight).lighter(150));
+    format.setToolTip(QString());
+    cursor.insertText(e.text, format);
+}
+
+void GenerateView::rebuildOutput() {
+    if (!m_output) return;
+    QScrollBar* bar = m_output->verticalScrollBar();
+    const int keep = bar->value();
+    m_output->clear();
+    for (const TokenEvent& e : m_tokens) insertToken(e);
+    bar->setValue(keep);
+}
+
+void GenerateView::truncate(int64_t length) {
+    m_pending.erase(std::remove_if(m_pending.begin(), m_pending.end(),
+                                   [length](const TokenEvent& e) { return e.position >= length; }),
+                    m_pending.end());
+    if (int64_t(m_tokens.size()) > length) m_tokens.resize(size_t(length));
+    if (m_selected >= length) {
+        m_selected = -1;
+        showCandidates(-1);
+    }
+    rebuildOutput();
+    updateProbabilityPlot();
+    emit sequenceChanged();
+}
+
+void GenerateView::selectToken(int64_t position) {
+    flushPending();
+    if (position < 0 || position >= int64_t(m_tokens.size())) return;
+    m_selected = int(position);
+    rebuildOutput();
+    showCandidates(position);
+}
+
+void GenerateView::showCandidates(int64_t position) {
+    m_candidates->setRowCount(0);
+    m_fork->setEnabled(false);
+    if (position < 0 || position >= int64_t(m_tokens.size())) {
+        m_selectedLabel->setText(tr("Select a token in the output."));
+        return;
+    }
+    const TokenEvent& e = m_tokens[size_t(position)];
+    m_selectedLabel->setText(
+        tr("Position %1: <b>%2</b> (id %3)%4")
+            .arg(e.position)
+            .arg(visible(e.piece))
+            .arg(e.id)
+            .arg(e.prompt ? tr(" — prompt token; candidates are what the model expected here")
+                          : (e.forkable ? tr(" — pick an alternative to fork") : QString())));
+    m_candidates->setRowCount(int(e.top.size()));
+    for (size_t i = 0; i < e.top.size(); ++i) {
+        const TokenCandidate& c = e.top[i];
+        auto* token = new QTableWidgetItem(QStringLiteral("%1  (%2)").arg(c.text).arg(c.id));
+        if (c.id == e.id) {
+            QFont f = token->font();
+            f.setBold(true);
+            token->setFont(f);
+        }
+        m_candidates->setItem(int(i), 0, token);
+        m_candidates->setItem(int(i), 1, new QTableWidgetItem(QString::number(c.prob, 'f', 4)));
+        double filtered = 0.0;
+        for (const TokenCandidate& f : e.topFiltered)
+            if (f.id == c.id) filtered = f.prob;
+        m_candidates->setItem(int(i), 2, new QTableWidgetItem(
+            e.prompt ? QStringLiteral("–") : QString::number(filtered, 'f', 4)));
+    }
+}
+
+QString GenerateView::tooltipFor(const TokenEvent& e) const {
+    QString html = QStringLiteral("<b>%1</b> (id %2, position %3)").arg(visible(e.piece)).arg(e.id).arg(e.position);
+    if (e.top.empty()) return html + tr("<br>no prediction (first token)");
+    html += QStringLiteral("<table>");
+    for (const TokenCandidate& c : e.top) {
+        const bool chosen = c.id == e.id;
+        html += QStringLiteral("<tr><td>%1%2%3</td><td align=right>%4</td></tr>")
+                    .arg(chosen ? QStringLiteral("<b>") : QString())
+                    .arg(visible(c.text))
+                    .arg(chosen ? QStringLiteral("</b>") : QString())
+                    .arg(QString::number(c.prob, 'f', 4));
+    }
+    return html + QStringLiteral("</table>");
+}
+
+void GenerateView::updateProbabilityPlot() {
+    auto* bars = static_cast<QCPBars*>(m_probPlot->plottable(0));
+    QVector<double> keys, values;
+    for (const TokenEvent& e : m_tokens) {
+        if (e.top.empty()) continue;
+        double p = 0.0;
+        for (const TokenCandidate& c : e.top)
+            if (c.id == e.id) p = c.prob;
+        keys << double(e.position);
+        values << p;
+    }
+    bars->setData(keys, values, true);
+    m_probPlot->xAxis->setRange(-0.5, std::max<double>(8.0, double(m_tokens.size())) - 0.5);
+    m_probPlot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+void GenerateView::showStats(const GenerationStats& s) {
+    QString text;
+    if (s.promptTokens > 0)
+        text += tr("Prompt: %1 tokens, prefill %2 ms (%3, %4 tok/s). ")
+                    .arg(s.promptTokens)
+                    .arg(s.prefillMs, 0, 'f', 1)
+                    .arg(s.form)
+                    .arg(s.prefillTokensPerSecond(), 0, 'f', 0);
+    text += tr("Decode: %1 tokens in %2 ms, %3 tok/s (recurrent).")
+                .arg(s.generated)
+                .arg(s.decodeMs, 0, 'f', 1)
+                .arg(s.decodeTokensPerSecond(), 0, 'f', 1);
+    if (s.finished) {
+        const QString reason = s.stopReason == QLatin1String("eos")       ? tr("end of text")
+                               : s.stopReason == QLatin1String("stopped") ? tr("stopped")
+                               : s.stopReason == QLatin1String("error")   ? tr("error")
+                                                                          : tr("length limit");
+        text += tr(" Finished: %1.").arg(reason);
+    }
+    m_stats->setText(text);
+}
+
+QString GenerateView::csv() const {
+    QString out = QStringLiteral("position,id,piece,prompt,p_model,top_candidates\n");
+    for (const TokenEvent& e : m_tokens) {
+        double p = 0.0;
+        QStringList cands;
+        for (const TokenCandidate& c : e.top) {
+            if (c.id == e.id) p = c.prob;
+            cands << QStringLiteral("%1:%2").arg(c.id).arg(c.prob, 0, 'g', 6);
+        }
+        out += QStringLiteral("%1,%2,%3,%4,%5,%6\n")
+                   .arg(e.position)
+                   .arg(e.id)
+                   .arg(csvField(e.piece))
+                   .arg(e.prompt ? 1 : 0)
+                   .arg(e.top.empty() ? QString() : QString::number(p, 'g', 8))
+                   .arg(csvField(cands.join(QLatin1Char(' '))));
+    }
+    return out;
+}
+
+}  // namespace retnet::ui

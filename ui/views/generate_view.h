@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// Prompt editor, sampling controls, streamed output with per-token candidates, forks, timings.
+#include <QTimer>
+
+#include <vector>
+
+#include "snapshots.h"
+#include "views/view_base.h"
+
+class QCheckBox;
+class QComboBox;
+class QDoubleSpinBox;
+class QLabel;
+class QPlainTextEdit;
+class QPushButton;
+class QSpinBox;
+class QTableWidget;
+class QTextBrowser;
+class QCustomPlot;
+
+namespace retnet::ui {
+
+class GenerateView : public ViewBase {
+    Q_OBJECT
+public:
+    explicit GenerateView(QWidget* parent = nullptr);
+
+    QString viewId() const override { return QStringLiteral("generate"); }
+    QString title() const override { return tr("Generate"); }
+    bool hasData() const override { return !m_tokens.empty(); }
+    QString csv() const override;
+    void updateTheme() override;
+
+    GenerateRequest request() const;  // a fresh generation from the prompt
+    QString prompt() const;
+    void setPrompt(const QString& text);
+    void setMaxTokens(int n);
+    void setSeed(uint64_t seed);
+    QString outputText() const;         // prompt + generated text as shown
+    int64_t sequenceLength() const { return int64_t(m_tokens.size()); }
+    const std::vector<TokenEvent>& tokens() const { return m_tokens; }
+    QString samplerSummary() const;     // for export metadata
+    int selectedPosition() const { return m_selected; }
+    void selectToken(int64_t position);
+
+public slots:
+    void setModelInfo(const retnet::ui::ModelInfo& info);
+    void appendToken(const retnet::ui::TokenEvent& event);
+    void truncate(int64_t length);
+    void showStats(const retnet::ui::GenerationStats& stats);
+    void setGenerating(bool generating);
+    void flushPending();  // append buffered tokens now (the timer does it every 40 ms)
+
+signals:
+    void generateRequested();
+    void stopRequested();
+    void continueRequested();
+    void regenerateRequested();
+    void forkRequested(int64_t position, int32_t token);
+    void sequenceChanged();  // tokens were appended or dropped (throttled)
+
+protected:
+    QCustomPlot* mainPlot() const override { return nullptr; }
+
+private:
+    void buildUi();
+    void rebuildOutput();
+    void insertToken(const TokenEvent& e);
+    void showCandidates(int64_t position);
+    void updateProbabilityPlot();
+    QString tooltipFor(const TokenEvent& e) const;
+
+    QPlainTextEdit* m_prompt = nullptr;
+    QDoubleSpinBox* m_temperature = nullptr;
+    QSpinBox* m_topK = nullptr;
+    QDoubleSpinBox* m_topP = nullptr;
+    QDoubleSpinBox* m_minP = nullptr;
+    QDoubleSpinBox* m_repeatPenalty = nullptr;
+    QSpinBox* m_seed = nullptr;
+    QSpinBox* m_maxTokens = nullptr;
+    QComboBox* m_form = nullptr;
+    QSpinBox* m_chunk = nullptr;
+    QPushButton* m_generate = nullptr;
+    QPushButton* m_stop = nullptr;
+    QPushButton* m_continue = nullptr;
+    QPushButton* m_regenerate = nullptr;
+    QTextBrowser* m_output = nullptr;
+    QCheckBox* m_follow = nullptr;
+    QLabel* m_stats = nullptr;
+    QLabel* m_selectedLabel = nullptr;
+    QTableWidget* m_candidates = nullptr;
+    QPushButton* m_fork = nullptr;
+    QCustomPlot* m_probPlot = nullptr;
+
+    std::vector<TokenEvent> m_tokens;   // the whole sequence, by position
+    std::vector<TokenEvent> m_pending;  // received, not yet shown
+    QTimer m_flushTimer;
+    int m_selected = -1;
+};
+
+}  // namespace retnet::ui

@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "views/retention_view.h"
+
+#include <QHBoxLayout>
+#include <QKeyEvent>
+#include <QLabel>
+#include <QMouseEvent>
+#include <QPainter>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QToolTip>
+#include <QVBoxLayout>
+
+#include <cmath>
+
+#include <qcustomplot.h>
+
+#include "plot_utils.h"
+
+namespace retnet::ui {
+
+namespace {
+constexpr int kCell = 40;  // thumbnail side in pixels
+constexpr int kGap = 4;
+constexpr int kLabel = 22;
+
+QString shown(const QString& label) {
+    QString s = label;
+    s.replace(QLatin1Char('\n'), QStringLiteral("\\n"));
+    return s.size() > 12 ? s.left(11) + QChar(0x2026) : s;
+}
+}  // namespace
+
+// ---- HeadGrid --------------------------------------------------------------------------------
+
+HeadGrid::HeadGrid(QWidget* parent) : QWidget(parent) {
+    setFocusPolicy(Qt::StrongFocus);
+    setToolTip(tr("Every layer (rows) and head (columns). Click one, or use the arrow keys, to "
+                  "show it large."));
+}
+
+QSize HeadGrid::sizeHint() const {
+    const int L = std::max(1, m_overview.layers), H = std::max(1, m_overview.heads);
+    return {kLabel + H * (kCell + kGap), kLabel + L * (kCell + kGap)};
+}
+
+QRect HeadGrid::cellRect(int layer, int head) const {
+    return {kLabel + head * (kCell + kGap), kLabel + layer * (kCell + kGap), kCell, kCell};
+}
+
+void HeadGrid::setOverview(const RetentionOverview& overview) {
+    m_overview = overview;
+    m_images.clear();
+    const int n = overview.size;
+    QCPColorGradient gradient = divergingGradient();
+    for (int l = 0; l < overview.layers; ++l)
+        for (int h = 0; h < overview.heads; ++h) {
+            const float* s = overview.scores->data() + (size_t(l) * overview.heads + h) * n * n;
+            float peak = 0.0f;
+            for (int i = 0; i < n * n; ++i) peak = std::max(peak, std::abs(s[i]));
+            QImage image(n, n, QImage::Format_RGB32);
+            QVector<QRgb> line(n);
+            for (int r = 0; r < n; ++r) {
+                QVector<double> row(n);
+                for (int c = 0; c < n; ++c) row[c] = peak > 0 ? s[r * n + c] / peak : 0.0;
+                gradient.colorize(row.constData(), QCPRange(-1, 1), line.data(), n);
+                for (int c = 0; c < n; ++c) image.setPixel(c, r, line[c]);
+            }
+            m_images.push_back(image);
+        }
+    updateGeometry();
+    update();
+}
+
+void HeadGrid::setSelected(int layer, int head) {
+    m_layer = layer;
+    m_head = head;
+    update();
+}
+
+void HeadGrid::paintEvent(QPaintEvent*) {
+    QPainter p(this);
+    p.fillRect(rect(), palette().color(QPalette::Base));
+    p.setPen(palette().color(QPalette::WindowText));
+    if (!hasData()) {
+        p.drawText(rect(), Qt::AlignCenter | Qt::TextWordWrap, tr("Overview appears here"));
+        return;
+    }
+    for (int h = 0; h < m_overview.heads; ++h)
+        p.drawText(QRect(cellRect(0, h).left(), 0, kCell, kLabel), Qt::AlignCenter, QStringLiteral("h%1").arg(h));
+    for (int l = 0; l < m_overview.layers; ++l) {
+        p.drawText(QRect(0, cellRect(l, 0).top(), kLabel, kCell), Qt::AlignCenter, QStringLiteral("L%1").arg(l));
+        for (int h = 0; h < m_overview.heads; ++h) {
+            const QRect r = cellRect(l, h);
+            p.drawImage(r, m_images[size_t(l * m_overview.heads + h)]);
+            if (l == m_layer && h == m_head) {
+                p.setPen(QPen(palette().color(QPalette::Highlight), 3));
+                p.drawRect(r.adjusted(-2, -2, 1, 1));
+                p.setPen(palette().color(QPalette::WindowText));
+            }
+        }
+    }
+}
+
+void HeadGrid::mousePressEvent(QMouseEvent* event) {
+    for (int l = 0; l < m_overview.layers; ++l)
+        for (int h = 0; h < m_overview.heads; ++h)
+            if (cellRect(l, h).contains(event->position().toPoint())) {
+                setSelected(l, h);
+                emit headClicked(l, h);
+                return;
+            }
+}
+
+void HeadGrid::keyPressEvent(QKeyEvent* event) {
+    int l = m_layer, h = m_head;
+    switch (event->key()) {
+        case Qt::Key_Left: --h; break;
+        case Qt::Key_Right: ++h; break;
+        case Qt::Key_Up: --l; break;
+        case Qt::Key_Down: ++l; break;
+        default: QWidget::keyPressEvent(event); return;
+    }
+    if (l < 0 || h < 0 || l >= m_overview.layers || h >= m_overview.heads) return;
+    setSelected(l, h);
+    emit headClicked(l, h);
+}
+
+// ---- RetentionView ---------------------------------------------------------------------------
+
+RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
+    m_grid = new HeadGrid;
+    m_plot = new QCustomPlot;
+    m_plot->setMinimumSize(320, 320);
+    m_map = new QCPColorMap(m_plot->xAxis, m_plot->yAxis);
+    m_map->setGradient(divergingGradient());
+    m_map->setInterpolate(false);
+    auto* scale = new QCPColorScale(m_plot);
+    scale->setLabel(tr("retention score (signed)"));
+    m_plot->plotLayout()->addElement(0, 1, scale);
+    m_map->setColorScale(scale);
+    auto* margins = new QCPMarginGroup(m_plot);
+    m_plot->axisRect()->setMarginGroup(QCP::msBottom | QCP::msTop, margins);
+    scale->setMarginGroup(QCP::msBottom | QCP::msTop, margins);
+    m_plot->xAxis->setLabel(tr("key position m"));
+    m_plot->yAxis->setLabel(tr("query position n"));
+    m_plot->yAxis->setRangeReversed(true);
+    m_plot->setMouseTracking(true);
+    connect(m_plot, &QCustomPlot::mouseMove, this, &RetentionView::showHover);
+
+    m_layer = new QSpinBox;
+    m_head = new QSpinBox;
+    m_layer->setToolTip(tr("Layer (PgUp / PgDn)"));
+    m_head->setToolTip(tr("Head ([ / ])"));
+    connect(m_layer, &QSpinBox::valueChanged, this, [this](int l) {
+        m_grid->setSelected(l, m_head->value());
+        if (!m_matrix.scores || m_matrix.layer != l) emit layerRequested(l);
+    });
+    connect(m_head, &QSpinBox::valueChanged, this, [this](int h) {
+        m_grid->setSelected(m_layer->value(), h);
+        showHead();
+    });
+    connect(m_grid, &HeadGrid::headClicked, this, &RetentionView::setLayerHead);
+    auto addShortcut = [this](const QKeySequence& key, auto fn) {
+        auto* a = new QAction(this);
+        a->setShortcut(key);
+        a->setShortcutContext(Qt::WidgetWithChildrenShortcut);
+        connect(a, &QAction::triggered, this, fn);
+        addAction(a);
+    };
+    addShortcut(QKeySequence(Qt::Key_PageUp), [this] { m_layer->setValue(m_layer->value() - 1); });
+    addShortcut(QKeySequence(Qt::Key_PageDown), [this] { m_layer->setValue(m_layer->value() + 1); });
+    addShortcut(QKeySequence(Qt::Key_BracketLeft), [this] { m_head->setValue(m_head->value() - 1); });
+    addShortcut(QKeySequence(Qt::Key_BracketRight), [this] { m_head->setValue(m_head->value() + 1); });
+
+    m_note = new QLabel(tr("Generate or type a prompt to see its retention scores."));
+    m_note->setWordWrap(true);
+    auto* controls = new QHBoxLayout;
+    controls->addWidget(new QLabel(tr("Layer")));
+    controls->addWidget(m_layer);
+    controls->addWidget(new QLabel(tr("Head")));
+    controls->addWidget(m_head);
+    controls->addWidget(m_note, 1);
+
+    auto* gridBox = new QWidget;
+    auto* gridLayout = new QVBoxLayout(gridBox);
+    gridLayout->setContentsMargins(0, 0, 0, 0);
+    gridLayout->addWidget(new QLabel(tr("All layers × heads")));
+    auto* scroll = new QScrollArea;
+    scroll->setWidget(m_grid);
+    scroll->setWidgetResizable(true);
+    gridLayout->addWidget(scroll, 1);
+    auto* splitter = new QSplitter(Qt::Horizontal);
+    splitter->addWidget(gridBox);
+    splitter->addWidget(m_plot);
+    splitter->setStretchFactor(0, 1);
+    splitter->setStretchFactor(1, 3);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(4, 4, 4, 4);
+    layout->addLayout(controls);
+    layout->addWidget(splitter, 1);
+    updateTheme();
+}
+
+void RetentionView::setModelInfo(const ModelInfo& info) {
+    m_matrix = RetentionMatrix();
+    QSignalBlocker a(m_layer), b(m_head);
+    m_layer->setRange(0, std::max(0, info.layers - 1));
+    m_head->setRange(0, std::max(0, info.heads - 1));
+    m_layer->setValue(0);
+    m_head->setValue(0);
+    m_grid->setOverview(RetentionOverview());
+    m_map->data()->clear();
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+int RetentionView::layer() const { return m_layer->value(); }
+int RetentionView::head() const { return m_head->value(); }
+
+void RetentionView::setLayerHead(int layer, int head) {
+    QSignalBlocker block(m_head);
+    m_head->setValue(head);
+    if (m_layer->value() != layer)
+        m_layer->setValue(layer);  // requests the layer
+    else
+        showHead();
+    m_grid->setSelected(layer, head);
+}
+
+void RetentionView::setMatrix(const RetentionMatrix& matrix) {
+    m_matrix = matrix;
+    if (matrix.layer != m_layer->value()) {
+        QSignalBlocker block(m_layer);
+        m_layer->setValue(matrix.layer);
+    }
+    showHead();
+}
+
+void RetentionView::setOverview(const RetentionOverview& overview) {
+    m_grid->setOverview(overview);
+    m_grid->setSelected(m_layer->value(), m_head->value());
+}
+
+void RetentionView::updateTheme() {
+    applyPlotTheme(m_plot);
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
+    m_grid->update();
+}
+
+void RetentionView::showHead() {
+    if (!m_matrix.scores) return;
+    const int n = m_matrix.size;
+    const int h = std::clamp(m_head->value(), 0, m_matrix.heads - 1);
+    const float* s = m_matrix.scores->data() + size_t(h) * n * n;
+    m_map->data()->setSize(n, n);
+    m_map->data()->setRange(QCPRange(0, n - 1), QCPRange(0, n - 1));
+    float peak = 0.0f;
+    for (int q = 0; q < n; ++q)
+        for (int k = 0; k < n; ++k) {
+            const float v = s[q * n + k];
+            // Causal: scores above the diagonal do not exist; leave them at 0 (white).
+            m_map->data()->setCell(k, q, double(v));
+            peak = std::max(peak, std::abs(v));
+        }
+    m_map->setDataRange(QCPRange(-std::max(peak, 1e-12f), std::max(peak, 1e-12f)));
+    if (n <= 48 && m_matrix.labels.size() == n) {
+        QSharedPointer<QCPAxisTickerText> xt(new QCPAxisTickerText), yt(new QCPAxisTickerText);
+        for (int i = 0; i < n; ++i) {
+            xt->addTick(i, shown(m_matrix.labels[i]));
+            yt->addTick(i, shown(m_matrix.labels[i]));
+        }
+        m_plot->xAxis->setTicker(xt);
+        m_plot->yAxis->setTicker(yt);
+        m_plot->xAxis->setTickLabelRotation(60);
+    } else {
+        m_plot->xAxis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
+        m_plot->yAxis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
+        m_plot->xAxis->setTickLabelRotation(0);
+    }
+    m_plot->xAxis->setRange(-0.5, n - 0.5);
+    m_plot->yAxis->setRange(-0.5, n - 0.5);
+    QString note = tr("Layer %1, head %2, %3 form, %4 tokens. Red = positive, blue = negative: no "
+                      "softmax, so scores are signed.")
+                       .arg(m_matrix.layer).arg(h).arg(m_matrix.form).arg(m_matrix.tokens);
+    if (m_matrix.stride > 1)
+        note += tr(" Downsampled: each cell covers %1×%1 positions and shows the score of largest "
+                   "magnitude in it.").arg(m_matrix.stride);
+    m_note->setText(note);
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+void RetentionView::showHover(QMouseEvent* event) {
+    if (!m_matrix.scores) return;
+    const double x = m_plot->xAxis->pixelToCoord(event->position().x());
+    const double y = m_plot->yAxis->pixelToCoord(event->position().y());
+    const int k = int(std::lround(x)), q = int(std::lround(y)), n = m_matrix.size;
+    if (k < 0 || q < 0 || k >= n || q >= n) {
+        QToolTip::hideText();
+        return;
+    }
+    const int h = std::clamp(m_head->value(), 0, m_matrix.heads - 1);
+    const float v = (*m_matrix.scores)[size_t(h) * n * n + size_t(q) * n + size_t(k)];
+    const int stride = m_matrix.stride;
+    QString text = tr("query %1 ‘%2’ ← key %3 ‘%4’<br>score %5")
+                       .arg(q * stride)
+                       .arg(shown(m_matrix.labels.value(q)).toHtmlEscaped())
+                       .arg(k * stride)
+                       .arg(shown(m_matrix.labels.value(k)).toHtmlEscaped())
+                       .arg(double(v), 0, 'g', 5);
+    if (k > q) text += tr("<br>(future key: masked by D)");
+    QToolTip::showText(event->globalPosition().toPoint(), text, m_plot);
+}
+
+QString RetentionView::csv() const {
+    if (!m_matrix.scores) return {};
+    const int n = m_matrix.size;
+    const int h = std::clamp(m_head->value(), 0, m_matrix.heads - 1);
+    QString out = QStringLiteral("query\\key");
+    for (int k = 0; k < n; ++k) out += QStringLiteral(",%1").arg(k * m_matrix.stride);
+    out += QLatin1Char('\n');
+    for (int q = 0; q < n; ++q) {
+        out += QString::number(q * m_matrix.stride);
+        for (int k = 0; k < n; ++k)
+            out += QLatin1Char(',') +
+                   QString::number(double((*m_matrix.scores)[size_t(h) * n * n + size_t(q) * n + size_t(k)]), 'g', 8);
+        out += QLatin1Char('\n');
+    }
+    return out;
+}
+
+}  // namespace retnet::ui

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// ‖S_t‖_F per head and layer over positions, streamed during generation, with a layer × head
+// strip of the newest values.
+#include <QTimer>
+
+#include <vector>
+
+#include "snapshots.h"
+#include "views/view_base.h"
+
+class QComboBox;
+class QLabel;
+class QCustomPlot;
+class QCPColorMap;
+
+namespace retnet::ui {
+
+class StateView : public ViewBase {
+    Q_OBJECT
+public:
+    explicit StateView(QWidget* parent = nullptr);
+
+    QString viewId() const override { return QStringLiteral("state"); }
+    QString title() const override { return tr("State"); }
+    bool hasData() const override { return m_positions > 0; }
+    QString csv() const override;
+    void updateTheme() override;
+
+    void setModelInfo(const retnet::ui::ModelInfo& info);
+    int64_t positions() const { return m_positions; }
+    float norm(int64_t position, int layer, int head) const;
+
+public slots:
+    void addFrames(const retnet::ui::StateNormFrames& frames);
+    void truncate(int64_t length);
+    void redraw();  // replot now (the timer does it at most every 40 ms)
+
+protected:
+    QCustomPlot* mainPlot() const override { return m_plot; }
+
+private:
+    void scheduleRedraw();
+
+    QCustomPlot* m_plot = nullptr;
+    QCPColorMap* m_strip = nullptr;
+    QComboBox* m_layer = nullptr;
+    QLabel* m_info = nullptr;
+    QTimer m_redrawTimer;
+    int m_layers = 0, m_heads = 0;
+    int64_t m_positions = 0;
+    std::vector<float> m_norms;  // (positions, L, H)
+    ModelInfo m_model;
+};
+
+}  // namespace retnet::ui
