@@ -6,6 +6,9 @@
 
 #include "command.h"
 #include "retnet/error.h"
+#ifdef RETNET_HAVE_CUDA
+#include "retnet/cuda/backend_cuda.h"
+#endif
 
 namespace retnet::cli {
 std::vector<CommandInfo>& command_table() {
@@ -24,6 +27,9 @@ void print_usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef RETNET_HAVE_CUDA
+    retnet::register_cuda_backend();  // registers "cuda"; it reports a missing GPU when used
+#endif
     if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
         print_usage();
         return argc < 2 ? 2 : 0;

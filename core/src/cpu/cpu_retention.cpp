@@ -242,7 +242,10 @@ void retention_scores(double gamma, const HeadInputs& in, const std::vector<doub
     scores_qk(in.q.data(), in.k.data(), T, T, in.Dk, scores);
     for (int n = 0; n < T; ++n) {
         const float inv = static_cast<float>(1.0 / row_divisor[static_cast<size_t>(n)]);
-        for (int m = 0; m < T; ++m) scores[static_cast<size_t>(n) * T + m] *= m <= n ? p[static_cast<size_t>(n - m)] * inv : 0.0f;
+        for (int m = 0; m < T; ++m) {
+            float& s = scores[static_cast<size_t>(n) * T + m];
+            s = m <= n ? s * p[static_cast<size_t>(n - m)] * inv : 0.0f;
+        }
     }
 }
 

@@ -1,0 +1,27 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// What several subcommands share: finding and loading the model, choosing the backend.
+#include <memory>
+#include <string>
+
+#include "args.h"
+#include "retnet/forward.h"
+#include "retnet/model.h"
+
+namespace retnet::cli {
+
+// The bundled default model: $RETNET_DEFAULT_MODEL, else resources/models/default next to the
+// source tree the executable was built from, else the installed share/ path. "" if none exists.
+std::string default_model_dir();
+
+// --model DIR, or the bundled default model when the option is absent.
+std::shared_ptr<const Model> load_model_option(Args& args);
+
+// --device cpu|cuda|reference (default cpu). A CUDA request on a machine without a usable GPU
+// falls back to the CPU with a one-line notice on stderr.
+std::unique_ptr<Backend> make_backend_option(Args& args, std::shared_ptr<const Model> model);
+
+// --tokens 5,17,933 (required unless `optional`).
+std::vector<int32_t> tokens_option(Args& args);
+
+}  // namespace retnet::cli

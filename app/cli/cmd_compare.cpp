@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// retnet compare: run the three forms on the same tokens and report how far apart they are.
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_common.h"
+#include "command.h"
+#include "retnet/equivalence.h"
+
+namespace retnet::cli {
+namespace {
+
+nlohmann::json pair_json(const PairReport& p) {
+    return {{"a", form_name(p.a)},
+            {"b", form_name(p.b)},
+            {"max_abs", p.max_abs},
+            {"rel", p.rel},
+            {"nmse", p.nmse},
+            {"tolerance_abs", p.tolerance_abs},
+            {"first_bad_position", p.first_bad_position},
+            {"state_max_abs", p.state_max_abs},
+            {"per_layer_max_abs", p.per_layer_max_abs},
+            {"passed", p.passed()}};
+}
+
+int run_compare(const std::vector<std::string>& argv) {
+    Args args(argv, {"json"});
+    const bool json = args.has("json");
+    const std::vector<int32_t> tokens = tokens_option(args);
+    EquivalenceOptions options;
+    options.chunk_size = static_cast<int>(args.get_int("chunk-size", 0, 1, 1 << 20));
+    options.tolerance = args.get_double("tolerance", 1e-4, 0.0, 1.0);
+    if (args.has("head-norm-eps")) options.head_norm_eps = args.get_double("head-norm-eps", 0, 0, 1);
+    auto model = load_model_option(args);
+    auto backend = make_backend_option(args, model);
+    args.finish();
+
+    const EquivalenceReport report = compare_forms(*backend, tokens, options);
+    if (json) {
+        nlohmann::json j = {{"family", family_name(model->config.family)}, {"device", backend->name()},
+                            {"tokens", tokens.size()}, {"chunk_size", report.chunk_size},
+                            {"head_norm_eps", report.head_norm_eps}, {"tolerance_rel", options.tolerance},
+                            {"passed", report.passed()}};
+        for (const PairReport& p : report.pairs) j["pairs"].push_back(pair_json(p));
+        std::printf("%s\n", j.dump(2).c_str());
+        return 0;
+    }
+    std::printf("%s model, %zu tokens, chunk size %d, head-norm eps %g, %s backend, tolerance %g x max|logit|\n",
+                family_name(model->config.family), tokens.size(), report.chunk_size, report.head_norm_eps,
+                backend->name().c_str(), options.tolerance);
+    std::printf("%-22s %12s %12s %12s %10s  %s\n", "pair", "max-abs", "rel", "nmse", "first bad", "per-layer max-abs");
+    for (const PairReport& p : report.pairs) {
+        std::string layers;
+        for (double e : p.per_layer_max_abs) {
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "%s%.2e", layers.empty() ? "" : " ", e);
+            layers += buf;
+        }
+        const std::string name = std::string(form_name(p.a)) + " vs " + form_name(p.b);
+        std::printf("%-22s %12.3e %12.3e %12.3e %10s  %s  %s\n", name.c_str(), p.max_abs, p.rel, p.nmse,
+                    p.first_bad_position < 0 ? "-" : std::to_string(p.first_bad_position).c_str(), layers.c_str(),
+                    p.passed() ? "PASS" : "FAIL");
+    }
+    if (model->config.family == Family::TorchScale && !report.passed() && !options.head_norm_eps)
+        std::printf("note: torchscale's forms differ by a per-row scale that the head RMSNorm removes only when "
+                    "its eps is 0; try --head-norm-eps 0\n");
+    return 0;
+}
+
+const Command reg("compare",
+                  "retnet compare [--model DIR] --tokens 5,17,933 [--chunk-size N] [--head-norm-eps E] "
+                  "[--tolerance REL] [--device cpu|cuda] [--json]",
+                  &run_compare);
+
+}  // namespace
+}  // namespace retnet::cli

@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// retnet info: what a model is, and what its recurrent state costs next to a Transformer KV cache.
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_common.h"
+#include "command.h"
+#include "retnet/model_stats.h"
+
+namespace retnet::cli {
+namespace {
+
+int run_info(const std::vector<std::string>& argv) {
+    Args args(argv, {"json"});
+    const bool json = args.has("json");
+    const int64_t context = args.get_int("context", 2048, 1, int64_t(1) << 30);
+    auto model = load_model_option(args);
+    args.finish();
+    const ModelConfig& c = model->config;
+    const ModelStats s = model_stats(*model, context);
+    if (json) {
+        nlohmann::json j = {{"family", family_name(c.family)}, {"directory", model->directory},
+                            {"vocab_size", c.vocab_size}, {"d_model", c.d_model}, {"layers", c.n_layers},
+                            {"heads", c.n_heads}, {"head_dim_k", c.head_dim_k()}, {"head_dim_v", c.head_dim_v()},
+                            {"ffn_dim", c.ffn_dim}, {"parameters", s.parameters},
+                            {"weight_bytes_fp32", s.weight_bytes_fp32},
+                            {"state_bytes_fp32", s.state_bytes_fp32},
+                            {"kv_cache_bytes_fp32_per_token", s.kv_cache_bytes_per_token_fp32},
+                            {"context", context}, {"kv_cache_bytes_fp32_at_context", s.kv_cache_bytes_at_context_fp32}};
+        std::printf("%s\n", j.dump(2).c_str());
+        return 0;
+    }
+    std::printf("model        %s\n", model->directory.c_str());
+    std::printf("family       %s\n", family_name(c.family));
+    std::printf("shape        d=%d  layers=%d  heads=%d  Dk=%d  Dv=%d  ffn=%d  vocab=%d\n", c.d_model, c.n_layers,
+                c.n_heads, c.head_dim_k(), c.head_dim_v(), c.ffn_dim, c.vocab_size);
+    std::printf("parameters   %s (%s in fp32)\n", format_count(s.parameters).c_str(),
+                format_bytes(s.weight_bytes_fp32).c_str());
+    std::printf("state        %s per sequence, whatever its length (L x H x Dk x Dv fp32)\n",
+                format_bytes(s.state_bytes_fp32).c_str());
+    std::printf("KV cache     a Transformer of the same shape needs %s per token, %s at %lld tokens\n",
+                format_bytes(s.kv_cache_bytes_per_token_fp32).c_str(),
+                format_bytes(s.kv_cache_bytes_at_context_fp32).c_str(), static_cast<long long>(context));
+    return 0;
+}
+
+const Command reg("info", "retnet info [--model DIR] [--context N] [--json]", &run_info);
+
+}  // namespace
+}  // namespace retnet::cli
