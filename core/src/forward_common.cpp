@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // Form names, state construction, input validation and the backend registry.
+#include <algorithm>
 #include <map>
 #include <mutex>
 
@@ -101,6 +102,9 @@ std::unique_ptr<Backend> make_backend(const std::string& device,
 std::unique_ptr<Backend> make_backend_or_cpu(const std::string& device,
                                              std::shared_ptr<const Model> model,
                                              std::string* notice) {
+    const std::vector<std::string> known = available_devices();
+    const bool registered = std::find(known.begin(), known.end(), device) != known.end();
+    if (!registered && device != "cuda") return make_backend(device, std::move(model));  // throws: unknown
     try {
         return make_backend(device, model);
     } catch (const Error& e) {

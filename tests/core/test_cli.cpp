@@ -1,0 +1,156 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The `retnet` executable end to end: outputs of the happy paths, and for every broken input a
+// non-zero exit with exactly one line on stderr that names the problem.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "retnet/npy.h"
+#include "retnet/safetensors.h"
+
+namespace retnet {
+namespace {
+namespace fs = std::filesystem;
+
+const std::string kFixtures = std::string(RETNET_TEST_DATA_DIR) + "/reference/";
+
+struct Result {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+Result run_cli(const std::string& arguments) {
+    static int counter = 0;
+    const fs::path dir = fs::temp_directory_path() / ("retnet_cli_test_" + std::to_string(getpid()));
+    fs::create_directories(dir);
+    const fs::path out = dir / ("out" + std::to_string(counter)), err = dir / ("err" + std::to_string(counter++));
+    const std::string cmd = std::string(RETNET_CLI_PATH) + " " + arguments + " >" + out.string() + " 2>" + err.string();
+    const int status = std::system(cmd.c_str());
+    Result r;
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    r.out = slurp(out);
+    r.err = slurp(err);
+    return r;
+}
+
+void expect_one_line_error(const Result& r, const std::string& needle) {
+    EXPECT_NE(r.exit_code, 0);
+    ASSERT_FALSE(r.err.empty());
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
+}
+
+// A copy of a fixture model whose files the test may break.
+fs::path copy_fixture(const std::string& name, const std::string& tag) {
+    const fs::path dst = fs::temp_directory_path() / ("retnet_cli_model_" + tag + "_" + std::to_string(getpid()));
+    fs::remove_all(dst);
+    fs::create_directories(dst);
+    for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(kFixtures + name + "/" + f, dst / f);
+    return dst;
+}
+
+void rewrite_weights(const fs::path& dir, const std::string& drop, const std::string& reshape) {
+    SafetensorsFile file((dir / "model.safetensors").string());
+    std::vector<Tensor> kept;
+    std::vector<std::string> names;
+    for (const TensorInfo& info : file.tensors()) {
+        if (info.name == drop) continue;
+        Tensor t = file.read(info.name);
+        if (info.name == reshape) t = Tensor({t.numel()});
+        kept.push_back(std::move(t));
+        names.push_back(info.name);
+    }
+    std::vector<NamedTensor> named;
+    for (size_t i = 0; i < kept.size(); ++i) named.push_back({names[i], &kept[i]});
+    write_safetensors((dir / "model.safetensors").string(), named);
+}
+
+TEST(Cli, LogitsWritesTheNpyOfTheRequestedShape) {
+    const std::string out = (fs::temp_directory_path() / "retnet_cli_logits.npy").string();
+    const Result r = run_cli("logits --model " + kFixtures + "fla_small --tokens 3,1,4,1,5 --mode chunkwise --chunk-size 2 --out " + out);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const Tensor t = read_npy(out);
+    EXPECT_EQ(t.shape, (std::vector<int64_t>{5, 97}));
+}
+
+TEST(Cli, CompareJsonReportsThePairsAndTheirVerdicts) {
+    const Result r = run_cli("compare --model " + kFixtures + "ts_eps_sensitive --tokens 1,2,3,4,5,6,7,8,9,10,11 --chunk-size 4 --head-norm-eps 0 --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("\"passed\": true"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("\"per_layer_max_abs\""), std::string::npos);
+    const Result with_eps = run_cli("compare --model " + kFixtures + "ts_eps_sensitive --tokens 1,2,3,4,5,6,7,8,9,10,11 --chunk-size 4");
+    ASSERT_EQ(with_eps.exit_code, 0);
+    EXPECT_NE(with_eps.out.find("FAIL"), std::string::npos) << with_eps.out;
+}
+
+TEST(Cli, InfoPrintsFamilyAndStateSize) {
+    const Result r = run_cli("info --model " + kFixtures + "ts_small");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("torchscale"), std::string::npos);
+    EXPECT_NE(r.out.find("6.0 KiB"), std::string::npos) << r.out;  // 2 layers × 2 heads × 16 × 24 × 4 B
+}
+
+TEST(Cli, InspectJsonHasTheScoresOfTheChosenHead) {
+    const Result r = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3 --layer 1 --head 1 --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("\"scores\":[["), std::string::npos);
+    EXPECT_NE(r.out.find("\"state_norms\""), std::string::npos);
+}
+
+TEST(CliErrors, MissingModelDirectory) {
+    expect_one_line_error(run_cli("info --model /nonexistent/model"), "config.json");
+}
+
+TEST(CliErrors, ConfigIsNotJson) {
+    const fs::path dir = copy_fixture("fla_small", "badjson");
+    std::ofstream(dir / "config.json") << "{ \"hidden_size\": 32,";
+    expect_one_line_error(run_cli("info --model " + dir.string()), "config.json");
+}
+
+TEST(CliErrors, UnknownFamily) {
+    const fs::path dir = copy_fixture("fla_small", "family");
+    std::ofstream(dir / "config.json") << "{\"model_type\": \"llama\", \"hidden_size\": 32}";
+    expect_one_line_error(run_cli("info --model " + dir.string()), "config.json");
+}
+
+TEST(CliErrors, MissingTensor) {
+    const fs::path dir = copy_fixture("fla_small", "missing");
+    rewrite_weights(dir, "model.layers.1.attn.k_proj.weight", "");
+    expect_one_line_error(run_cli("info --model " + dir.string()), "model.layers.1.attn.k_proj.weight");
+}
+
+TEST(CliErrors, MisshapenTensor) {
+    const fs::path dir = copy_fixture("ts_small", "shape");
+    rewrite_weights(dir, "", "layers.0.retention.q_proj.weight");
+    expect_one_line_error(run_cli("info --model " + dir.string()), "layers.0.retention.q_proj.weight");
+}
+
+TEST(CliErrors, TruncatedWeights) {
+    const fs::path dir = copy_fixture("fla_small", "truncated");
+    fs::resize_file(dir / "model.safetensors", fs::file_size(dir / "model.safetensors") / 2);
+    expect_one_line_error(run_cli("info --model " + dir.string()), "model.safetensors");
+}
+
+TEST(CliErrors, BadOptions) {
+    const std::string model = "--model " + kFixtures + "fla_small ";
+    expect_one_line_error(run_cli("logits " + model + "--tokens 1,2 --mode sideways --out /tmp/x.npy"), "unknown mode");
+    expect_one_line_error(run_cli("logits " + model + "--tokens 1,x --out /tmp/x.npy"), "bad token list");
+    expect_one_line_error(run_cli("logits " + model + "--tokens 1,97 --out /tmp/x.npy"), "outside the vocabulary");
+    expect_one_line_error(run_cli("logits " + model + "--tokens 1,2 --mode chunkwise --chunk-size 0 --out /tmp/x.npy"), "chunk-size");
+    expect_one_line_error(run_cli("info " + model + "--bogus 1"), "unknown option --bogus");
+    expect_one_line_error(run_cli("inspect " + model + "--tokens 1 --layer 9"), "--layer 9");
+    expect_one_line_error(run_cli("logits " + model + "--tokens 1 --device tpu --out /tmp/x.npy"), "unknown device 'tpu'");
+}
+
+}  // namespace
+}  // namespace retnet
