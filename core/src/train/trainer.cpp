@@ -275,14 +275,14 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
         const int64_t done_here = s.adam.step - first_step;
         if (o.time_limit_s > 0 && !s.schedule_fixed && done_here == 10) {
             const double per_step = std::chrono::duration<double>(clock::now() - session_start).count() / 10.0;
-            // Keep room for the final validation and checkpoint, and for evaluations on the way.
             // A validation pass is a forward over the validation tokens: about a third of a
-            // training step's work per token; count half to stay on the safe side.
+            // training step's work per token; count half to stay on the safe side, plus a second
+            // for the checkpoint written with it. Solve steps·per_step + evals·eval_cost ≤ budget.
             const double val_tokens = static_cast<double>(tokenizer.encode(val_text).size());
-            const double eval_cost = per_step * 0.5 * val_tokens / static_cast<double>(tokens_per_step);
-            const int64_t evals = o.eval_every > 0 ? s.total_steps / o.eval_every + 1 : 1;
-            const double budget = o.time_limit_s - elapsed() - 20.0 - eval_cost * static_cast<double>(evals);
-            const int64_t fit = s.adam.step + std::max<int64_t>(0, static_cast<int64_t>(budget / per_step));
+            const double eval_cost = 1.0 + per_step * 0.5 * val_tokens / static_cast<double>(tokens_per_step);
+            const double budget = o.time_limit_s - elapsed() - 10.0 - eval_cost;
+            const double cost_per_step = per_step + (o.eval_every > 0 ? eval_cost / static_cast<double>(o.eval_every) : 0.0);
+            const int64_t fit = s.adam.step + std::max<int64_t>(0, static_cast<int64_t>(budget / cost_per_step));
             if (fit < s.total_steps) {
                 s.total_steps = std::max<int64_t>(s.adam.step + 1, fit);
                 if (on_progress) {
