@@ -119,7 +119,7 @@ private:
 std::string npy_bytes(const float* data, const std::vector<int64_t>& shape) {
     const size_t n = static_cast<size_t>(shape_numel(shape));
     std::string out = preamble(shape);
-    out.append(reinterpret_cast<const char*>(data), n * sizeof(float));
+    if (n) out.append(reinterpret_cast<const char*>(data), n * sizeof(float));
     return out;
 }
 
@@ -210,6 +210,7 @@ Tensor read_npy(const std::string& path) {
 
     Tensor out(shape);
     const char* src = bytes.data() + header_start + header_len;
+    if (out.data.empty()) return out;
     if (elem == 4) {
         std::memcpy(out.ptr(), src, out.data.size() * 4);
     } else {

@@ -270,6 +270,7 @@ void SafetensorsFile::read_into(const std::string& name, float* dst) const {
     const TensorInfo& t = info(name);
     const unsigned char* src = map_ + data_start_ + t.begin;
     const size_t n = static_cast<size_t>(t.numel());
+    if (n == 0) return;  // dst may be null for an empty tensor
     switch (t.dtype) {
         case DType::F32: std::memcpy(dst, src, n * 4); break;
         case DType::F16:

@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Model directories: config.json + safetensors weights, in the torchscale key layout (spec §2.9)
+// or the fla layout (spec §3.6). See docs/model-format.md.
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "io/atomic_file.h"
+#include "retnet/error.h"
+#include "retnet/model.h"
+#include "retnet/safetensors.h"
+
+namespace retnet {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Optional extras of our native (fla-layout) files, written only when a model's decay or rotary
+// frequencies differ from fla's fixed ones, so that a save/load round trip is exact. fla itself
+// ignores unknown keys with a warning.
+constexpr const char* kNativeLogDecay = "retnet.log_decay";
+constexpr const char* kNativeRotaryTheta = "retnet.rotary_theta";
+
+using Shape = std::vector<int64_t>;
+
+// Where one file tensor goes in ModelWeights. `rows` splits a tensor along its first dimension
+// over several destinations (the old fused fla gate_proj [2F, d]).
+struct Slot {
+    std::string name;
+    Shape shape;
+    std::vector<std::function<Tensor&(ModelWeights&)>> targets;  // one, or one per row block
+};
+
+std::function<Tensor&(ModelWeights&)> global(Tensor ModelWeights::*member) {
+    return [member](ModelWeights& w) -> Tensor& { return w.*member; };
+}
+std::function<Tensor&(ModelWeights&)> layer(size_t i, Tensor LayerWeights::*member) {
+    return [i, member](ModelWeights& w) -> Tensor& { return w.layers[i].*member; };
+}
+
+std::string layer_prefix(Family family, size_t i) {
+    return (family == Family::TorchScale ? "layers." : "model.layers.") + std::to_string(i) + ".";
+}
+
+bool ignorable(const std::string& name) {
+    // Buffers some writers keep that carry nothing we use: the rotary cache of older fla
+    // versions (recomputed from Dk), fairseq's format version.
+    auto ends_with = [&](const std::string& suffix) {
+        return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    return ends_with(".inv_freq") || name == "version" || name == "decoder.version";
+}
+
+struct Layout {
+    std::vector<Slot> slots;
+    std::string decay_name;  // "" if the family's file has none
+    std::string angle_name;
+    std::set<std::string> tolerated;  // present or not, read or not (e.g. a duplicate of a tied matrix)
+};
+
+// The file layout of a model with this config. `names` (the file's tensors, when loading)
+// resolves the variants a family allows; when saving it is null and the canonical names are used.
+Layout make_layout(const ModelConfig& c, const SafetensorsSet* names) {
+    const int64_t V = c.vocab_size, d = c.d_model, K = c.key_dim, Vd = c.value_dim, F = c.ffn_dim;
+    const auto has = [&](const std::string& n) { return names && names->contains(n); };
+    Layout out;
+    auto add = [&](std::string name, Shape shape, std::function<Tensor&(ModelWeights&)> target) {
+        out.slots.push_back(Slot{std::move(name), std::move(shape), {std::move(target)}});
+    };
+
+    if (c.family == Family::TorchScale) {
+        // fairseq's RetNetLanguageModel prefixes every key with "decoder.".
+        const bool fairseq = has("decoder.embed_tokens.weight") || has("decoder.output_projection.weight") ||
+                             has("decoder.layer_norm.weight");
+        const std::string p = fairseq ? "decoder." : "";
+        const std::string embed = p + "embed_tokens.weight", output = p + "output_projection.weight";
+        if (!c.tie_embeddings) {
+            add(embed, {V, d}, global(&ModelWeights::embed));
+            add(output, {V, d}, global(&ModelWeights::lm_head));
+        } else if (names && !has(embed) && has(output)) {
+            add(output, {V, d}, global(&ModelWeights::embed));  // a tied file may keep only this name
+        } else {
+            add(embed, {V, d}, global(&ModelWeights::embed));
+            out.tolerated.insert(output);
+        }
+        if (c.layernorm_embedding) add(p + "layernorm_embedding.weight", {d}, global(&ModelWeights::embed_norm));
+        for (size_t i = 0; i < static_cast<size_t>(c.n_layers); ++i) {
+            const std::string l = p + layer_prefix(c.family, i);
+            add(l + "retention.q_proj.weight", {K, d}, layer(i, &LayerWeights::q_proj));
+            add(l + "retention.k_proj.weight", {K, d}, layer(i, &LayerWeights::k_proj));
+            add(l + "retention.v_proj.weight", {Vd, d}, layer(i, &LayerWeights::v_proj));
+            add(l + "retention.g_proj.weight", {Vd, d}, layer(i, &LayerWeights::g_proj));
+            add(l + "retention.out_proj.weight", {d, Vd}, layer(i, &LayerWeights::o_proj));
+            add(l + "retention_layer_norm.weight", {d}, layer(i, &LayerWeights::attn_norm));
+            add(l + "ffn.fc1.weight", {F, d}, layer(i, &LayerWeights::ffn_act));
+            add(l + "ffn.gate.weight", {F, d}, layer(i, &LayerWeights::ffn_lin));
+            add(l + "ffn.fc2.weight", {d, F}, layer(i, &LayerWeights::ffn_out));
+            add(l + "final_layer_norm.weight", {d}, layer(i, &LayerWeights::ffn_norm));
+        }
+        add(p + "layer_norm.weight", {d}, global(&ModelWeights::final_norm));
+        out.decay_name = p + "retnet_rel_pos.decay";
+        out.angle_name = p + "retnet_rel_pos.angle";
+        return out;
+    }
+
+    add("model.embeddings.weight", {V, d}, global(&ModelWeights::embed));
+    for (size_t i = 0; i < static_cast<size_t>(c.n_layers); ++i) {
+        const std::string l = layer_prefix(c.family, i);
+        add(l + "attn_norm.weight", {d}, layer(i, &LayerWeights::attn_norm));
+        add(l + "attn.q_proj.weight", {K, d}, layer(i, &LayerWeights::q_proj));
+        add(l + "attn.k_proj.weight", {K, d}, layer(i, &LayerWeights::k_proj));
+        add(l + "attn.v_proj.weight", {Vd, d}, layer(i, &LayerWeights::v_proj));
+        add(l + "attn.g_proj.weight", {Vd, d}, layer(i, &LayerWeights::g_proj));
+        add(l + "attn.o_proj.weight", {d, Vd}, layer(i, &LayerWeights::o_proj));
+        if (c.head_norm_affine) {
+            // fla names it g_norm_swish_gate on its fused path and g_norm otherwise (spec §3.6).
+            const bool unfused = has(l + "attn.g_norm.weight") && !has(l + "attn.g_norm_swish_gate.weight");
+            add(l + (unfused ? "attn.g_norm.weight" : "attn.g_norm_swish_gate.weight"), {c.head_dim_v()},
+                layer(i, &LayerWeights::head_norm));
+        }
+        add(l + "mlp_norm.weight", {d}, layer(i, &LayerWeights::ffn_norm));
+        const std::string gate = l + "mlp.gate_proj.weight", up = l + "mlp.up_proj.weight";
+        if (has(gate) && !has(up) && names->info(gate).shape == Shape{2 * F, d}) {
+            // Before 2025-02 fla fused both branches: rows [0, F) gate (SiLU), rows [F, 2F) up.
+            out.slots.push_back(
+                Slot{gate, {2 * F, d}, {layer(i, &LayerWeights::ffn_act), layer(i, &LayerWeights::ffn_lin)}});
+        } else {
+            add(gate, {F, d}, layer(i, &LayerWeights::ffn_act));
+            add(up, {F, d}, layer(i, &LayerWeights::ffn_lin));
+        }
+        add(l + "mlp.down_proj.weight", {d, F}, layer(i, &LayerWeights::ffn_out));
+    }
+    add("model.norm.weight", {d}, global(&ModelWeights::final_norm));
+    if (c.tie_embeddings)
+        out.tolerated.insert("lm_head.weight");  // HF omits it when tied; a copy, if present, is unused
+    else
+        add("lm_head.weight", {V, d}, global(&ModelWeights::lm_head));
+    out.decay_name = kNativeLogDecay;
+    out.angle_name = kNativeRotaryTheta;
+    return out;
+}
+
+void check_finite(const float* data, size_t n, const std::string& file, const std::string& name) {
+    for (size_t i = 0; i < n; ++i)
+        if (!std::isfinite(data[i]))
+            throw Error(file + ": tensor '" + name + "' contains " + (std::isnan(data[i]) ? "NaN" : "Inf") +
+                        " at index " + std::to_string(i));
+}
+
+std::vector<float> read_vector(const SafetensorsSet& set, const std::string& name) {
+    const Tensor t = set.read(name);
+    check_finite(t.ptr(), t.data.size(), set.file_of(name), name);
+    return t.data;
+}
+
+}  // namespace
+
+Model load_model(const std::string& directory, const ProgressCallback& progress) {
+    const std::string config_path = (fs::path(directory) / "config.json").string();
+    const ModelConfig config = load_config(config_path);
+    const SafetensorsSet set = SafetensorsSet::open_directory(directory);
+    const Layout layout = make_layout(config, &set);
+
+    // Everything is checked against the config before any allocation or data read.
+    std::set<std::string> used(layout.tolerated.begin(), layout.tolerated.end());
+    uint64_t total_values = 0;
+    for (const Slot& s : layout.slots) {
+        if (!set.contains(s.name))
+            throw Error(set.source() + ": missing tensor '" + s.name + "' (expected " + shape_to_string(s.shape) +
+                        " from " + config_path + ")");
+        const Shape& found = set.info(s.name).shape;
+        if (found != s.shape)
+            throw Error(set.file_of(s.name) + ": tensor '" + s.name + "' has shape " + shape_to_string(found) +
+                        ", expected " + shape_to_string(s.shape) + " from " + config_path);
+        used.insert(s.name);
+        total_values += static_cast<uint64_t>(shape_numel(s.shape));
+    }
+    const int64_t H = config.n_heads, Dk = config.head_dim_k();
+    const Shape decay_shape{H};
+    const Shape angle_shape = config.family == Family::TorchScale ? Shape{Dk} : Shape{Dk / 2};
+    for (const auto& [name, shape] : {std::pair{layout.decay_name, decay_shape}, std::pair{layout.angle_name, angle_shape}}) {
+        if (!set.contains(name)) continue;
+        if (set.info(name).shape != shape)
+            throw Error(set.file_of(name) + ": tensor '" + name + "' has shape " +
+                        shape_to_string(set.info(name).shape) + ", expected " + shape_to_string(shape) + " from " +
+                        config_path);
+        used.insert(name);
+    }
+    size_t unexpected = 0;
+    std::string first_unexpected;
+    for (const std::string& name : set.names())
+        if (!used.count(name) && !ignorable(name) && unexpected++ == 0) first_unexpected = name;
+    if (unexpected)
+        throw Error(set.file_of(first_unexpected) + ": unexpected tensor '" + first_unexpected + "'" +
+                    (unexpected > 1 ? " (and " + std::to_string(unexpected - 1) + " more)" : std::string()) +
+                    " for a " + family_name(config.family) + " model as described by " + config_path);
+
+    Model model = make_empty_model(config);
+    model.directory = directory;
+    uint64_t done_values = 0;
+    std::vector<float> buffer;
+    for (const Slot& s : layout.slots) {
+        const std::string& file = set.file_of(s.name);
+        if (s.targets.size() == 1) {
+            Tensor& dst = s.targets[0](model.weights);
+            set.read_into(s.name, dst.ptr());
+            check_finite(dst.ptr(), dst.data.size(), file, s.name);
+        } else {
+            buffer.resize(static_cast<size_t>(shape_numel(s.shape)));
+            set.read_into(s.name, buffer.data());
+            check_finite(buffer.data(), buffer.size(), file, s.name);
+            const size_t block = buffer.size() / s.targets.size();
+            for (size_t k = 0; k < s.targets.size(); ++k) {
+                Tensor& dst = s.targets[k](model.weights);
+                std::copy_n(buffer.begin() + static_cast<std::ptrdiff_t>(k * block), block, dst.data.begin());
+            }
+        }
+        done_values += static_cast<uint64_t>(shape_numel(s.shape));
+        if (progress && !progress(static_cast<double>(done_values) / static_cast<double>(total_values)))
+            throw Cancelled();
+    }
+    if (set.contains(layout.decay_name)) model.weights.log_decay = read_vector(set, layout.decay_name);
+    if (set.contains(layout.angle_name)) {
+        std::vector<float> angle = read_vector(set, layout.angle_name);
+        if (config.family == Family::TorchScale) {
+            // torchscale stores θ interleaved-duplicated: [θ0, θ0, θ1, θ1, ...].
+            std::vector<float> theta(angle.size() / 2);
+            for (size_t i = 0; i < theta.size(); ++i) {
+                if (angle[2 * i] != angle[2 * i + 1])
+                    throw Error(set.file_of(layout.angle_name) + ": tensor '" + layout.angle_name +
+                                "' is not of the form [θ0, θ0, θ1, θ1, ...] (entries " + std::to_string(2 * i) +
+                                " and " + std::to_string(2 * i + 1) + " differ)");
+                theta[i] = angle[2 * i];
+            }
+            angle = std::move(theta);
+        }
+        model.weights.rotary_theta = std::move(angle);
+    }
+    return model;
+}
+
+void save_model(const Model& model, const std::string& directory) {
+    const ModelConfig& config = model.config;
+    config.validate();
+    const Layout layout = make_layout(config, nullptr);
+    ModelWeights& weights = const_cast<ModelWeights&>(model.weights);  // the slots only read here
+
+    const std::string where = "cannot save to " + directory + ": ";
+    if (weights.layers.size() != static_cast<size_t>(config.n_layers))
+        throw Error(where + "the model has " + std::to_string(weights.layers.size()) + " layers but its config says " +
+                    std::to_string(config.n_layers));
+    std::vector<NamedTensor> tensors;
+    for (const Slot& s : layout.slots) {
+        const Tensor& t = s.targets[0](weights);
+        if (t.shape != s.shape || t.numel() != shape_numel(s.shape))
+            throw Error(where + "tensor '" + s.name + "' has shape " + t.shape_string() + ", expected " +
+                        shape_to_string(s.shape) + " from the config");
+        tensors.push_back({s.name, &t});
+    }
+    if (weights.log_decay.size() != static_cast<size_t>(config.n_heads) ||
+        weights.rotary_theta.size() != static_cast<size_t>(config.head_dim_k() / 2))
+        throw Error(where + "log_decay must have " + std::to_string(config.n_heads) + " values and rotary_theta " +
+                    std::to_string(config.head_dim_k() / 2));
+
+    Tensor decay({config.n_heads}), angle;
+    decay.data = weights.log_decay;
+    if (config.family == Family::TorchScale) {
+        angle = Tensor({config.head_dim_k()});
+        for (size_t i = 0; i < weights.rotary_theta.size(); ++i)
+            angle.data[2 * i] = angle.data[2 * i + 1] = weights.rotary_theta[i];
+        tensors.push_back({layout.angle_name, &angle});
+        tensors.push_back({layout.decay_name, &decay});
+    } else {
+        angle = Tensor({config.head_dim_k() / 2});
+        angle.data = weights.rotary_theta;
+        if (weights.log_decay != default_log_decay(config.n_heads)) tensors.push_back({layout.decay_name, &decay});
+        if (weights.rotary_theta != default_rotary_theta(config.family, config.head_dim_k()))
+            tensors.push_back({layout.angle_name, &angle});
+    }
+
+    std::error_code ec;
+    fs::create_directories(directory, ec);
+    if (ec) throw Error(where + ec.message());
+    // A leftover index would take precedence over the file written here when loading.
+    if (fs::exists(fs::path(directory) / "model.safetensors.index.json"))
+        throw Error(where + "it holds a sharded model (model.safetensors.index.json); choose another directory");
+
+    write_safetensors((fs::path(directory) / "model.safetensors").string(), tensors,
+                      {{"format", "pt"}, {"producer", "retnet-studio"}, {"family", family_name(config.family)}});
+    io::AtomicFile config_file((fs::path(directory) / "config.json").string());
+    config_file.write(config_to_json(config).dump(2) + "\n");
+    config_file.commit();
+}
+
+}  // namespace retnet
