@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet generate: prefill a prompt in the chosen form, decode recurrently, stream text to stdout
 // as it is produced (or one JSON object per token), then a one-line summary on stderr.
-#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -112,14 +111,6 @@ int run_generate(const std::vector<std::string>& argv) {
     sampler.seed = static_cast<uint64_t>(args.get_int("seed", 0, 0, INT64_MAX));
     if (auto stop = args.get("stop")) params.stop_strings = parse_stop_strings(*stop);
     const bool add_bos = !args.has("no-bos");
-    // An unknown device is a typo, not a reason to fall back: only a known but unusable one
-    // (cuda without a GPU) falls back to the CPU.
-    if (auto device = args.get("device")) {
-        std::vector<std::string> known = available_devices();
-        known.push_back("cuda");
-        if (std::find(known.begin(), known.end(), *device) == known.end())
-            throw Error("unknown device '" + *device + "' (expected cpu, cuda or reference)");
-    }
     auto model = std::make_shared<const Model>(load_model(model_dir));
     auto backend = make_backend_option(args, model);
     args.finish();

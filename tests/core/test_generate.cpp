@@ -4,7 +4,14 @@
 // (so states compare exactly); the real CPU and reference backends check the form handoff.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "retnet/error.h"
 #include "retnet/generate.h"
@@ -367,6 +374,19 @@ TEST(Generate, CheckpointRestoredInAnotherGeneratorContinuesIdentically) {
               std::vector<int32_t>(a.tokens().begin(), a.tokens().begin() + 18));
 }
 
+TEST(Generate, StateRebuiltAfterSomeoneElseUsedTheBackend) {
+    HistoryBackend backend(64), reference_backend(64);
+    Generator generator(backend, nullptr), reference(reference_backend, nullptr);
+    const auto expected = reference.generate(kPrompt, greedy_params(20)).tokens;
+    auto tokens = generator.generate(kPrompt, greedy_params(8)).tokens;
+    backend.reset();  // an analysis ran other tokens on the same backend
+    backend.forward(std::vector<int32_t>{9, 9, 9}, {});
+    generator.backend_state_changed();
+    const auto rest = generator.continue_generation(greedy_params(12)).tokens;
+    tokens.insert(tokens.end(), rest.begin(), rest.end());
+    EXPECT_EQ(tokens, expected);
+}
+
 TEST(Generate, EncodePromptHandlesBosEmptyInvalidAndLongPrompts) {
     const Tokenizer& tokenizer = test_tokenizer();
     HistoryBackend backend(tokenizer.vocab_size());
@@ -489,6 +509,184 @@ INSTANTIATE_TEST_SUITE_P(Backends, GenerateOnRealBackend,
                              return std::get<0>(test_info.param) + "_" +
                                     (std::get<1>(test_info.param) == Family::Fla ? "fla" : "torchscale");
                          });
+
+
+// ---- the CLI ------------------------------------------------------------------------------
+
+struct CliRun {
+    int exit_code = -1;
+    std::string out, err;
+};
+
+std::string read_all(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream buffer;
+    buffer << in.rdbuf();
+    return buffer.str();
+}
+
+std::string shell_quote(const std::string& s) {
+    std::string out = "'";
+    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    return out + "'";
+}
+
+class GenerateCli : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        dir_ = std::filesystem::temp_directory_path() / "retnet_test_generate_cli";
+        std::filesystem::remove_all(dir_);
+        ModelConfig config = test::small_config(Family::Fla);
+        config.vocab_size = test_tokenizer().vocab_size();
+        config.bos_token_id = 1;
+        config.eos_token_id = 2;
+        model_ = std::make_shared<Model>(make_random_model(config, 11));
+        save_model(*model_, (dir_ / "model").string());
+        std::ofstream(dir_ / "model" / "tokenizer.model", std::ios::binary) << test_tokenizer().serialized();
+    }
+    static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
+
+    // `arguments` are already shell-quoted where needed.
+    static CliRun run(const std::string& arguments, const std::string& environment = "") {
+        const auto out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
+        const std::string command = environment + " " + shell_quote(RETNET_CLI_PATH) + " " + arguments + " >" +
+                                    shell_quote(out.string()) + " 2>" + shell_quote(err.string());
+        const int status = std::system(command.c_str());
+        CliRun result;
+        result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        result.out = read_all(out);
+        result.err = read_all(err);
+        return result;
+    }
+    static std::string model_arg() { return "generate --model " + shell_quote((dir_ / "model").string()); }
+
+    static inline std::filesystem::path dir_;
+    static inline std::shared_ptr<Model> model_;
+};
+
+TEST_F(GenerateCli, StreamsTheSameTextAsTheLibraryAndSummarizesOnStderr) {
+    const CliRun r = run(model_arg() + " --prompt 'the robot' --max-new-tokens 20 --greedy --ignore-eos");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto backend = make_backend("cpu", model_);
+    Generator generator(*backend, &test_tokenizer());
+    GenerationParams params = greedy_params(20);
+    const auto expected = generator.generate(generator.encode_prompt("the robot", 4096), params);
+    EXPECT_EQ(r.out, expected.text + "\n");
+    EXPECT_NE(r.err.find("20 tokens"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("tokens/s"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("stopped: max-tokens"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+}
+
+TEST_F(GenerateCli, JsonEmitsOneObjectPerTokenThenASummary) {
+    const CliRun r = run(model_arg() + " --prompt 'Once upon a time' --max-new-tokens 12 --seed 5 --top-n 4 "
+                                       "--ignore-eos --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::istringstream lines(r.out);
+    std::vector<nlohmann::json> objects;
+    for (std::string line; std::getline(lines, line);) objects.push_back(nlohmann::json::parse(line));
+    ASSERT_EQ(objects.size(), 13u);
+    std::string text;
+    for (size_t i = 0; i < 12; ++i) {
+        const auto& token = objects[i];
+        EXPECT_EQ(token["type"], "token");
+        EXPECT_EQ(token["top"].size(), 4u);
+        EXPECT_FALSE(token["top_filtered"].empty());
+        EXPECT_TRUE(token["top"][0].contains("piece"));
+        EXPECT_EQ(token["id"], objects.back()["tokens"][i]);
+        text += token["text"].get<std::string>();
+    }
+    const auto& summary = objects.back();
+    EXPECT_EQ(summary["type"], "summary");
+    EXPECT_EQ(summary["generated_tokens"], 12);
+    EXPECT_EQ(summary["stop_reason"], "max-tokens");
+    EXPECT_EQ(summary["text"], text);
+    EXPECT_GT(summary["tokens_per_s"].get<double>(), 0.0);
+}
+
+TEST_F(GenerateCli, SameSeedSameOutputOnEveryFormAndDevice) {
+    const std::string common = model_arg() + " --prompt 'The decay of each head' --max-new-tokens 16 --seed 42 "
+                                             "--temperature 0.9 --ignore-eos --chunk-size 3";
+    const CliRun reference = run(common + " --mode parallel");
+    ASSERT_EQ(reference.exit_code, 0) << reference.err;
+    for (const std::string variant : {" --mode chunkwise", " --mode recurrent", " --device reference"}) {
+        const CliRun r = run(common + variant);
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        EXPECT_EQ(r.out, reference.out) << variant;
+    }
+    EXPECT_NE(run(model_arg() + " --prompt 'The decay of each head' --max-new-tokens 16 --seed 43 --temperature 0.9 "
+                                "--ignore-eos").out,
+              reference.out);
+}
+
+TEST_F(GenerateCli, BadInputsGiveOneClearLine) {
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {" --prompt \"$(printf 'caf\\303')\"", "prompt: invalid UTF-8 at byte offset 3 (byte 0xC3)"},
+        {" --prompt 'the robot counted' --max-prompt-tokens 2", "more than the limit of 2"},
+        {" --prompt x --mode sideways", "unknown mode 'sideways'"},
+        {" --prompt x --device tpu", "unknown device 'tpu'"},
+        {" --prompt x --tokens 1,2", "give either --prompt or --tokens, not both"},
+        {" --tokens 1,2,99999", "outside the vocabulary"},
+        {" --prompt x --stop ''", "empty stop string"},
+        {" --prompt x --top-p 1.5", "--top-p"},
+        {" --prompt x --bogus 1", "unknown option --bogus"},
+    };
+    for (const auto& [arguments, expected] : cases) {
+        const CliRun direct = run(model_arg() + arguments);
+        EXPECT_EQ(direct.exit_code, 1) << arguments;
+        EXPECT_NE(direct.err.find(expected), std::string::npos) << arguments << " -> " << direct.err;
+        EXPECT_EQ(std::count(direct.err.begin(), direct.err.end(), '\n'), 1) << direct.err;
+    }
+}
+
+TEST_F(GenerateCli, EmptyPromptStartsFromBosAndStopStringsEndTheOutput) {
+    const CliRun r = run(model_arg() + " --prompt '' --max-new-tokens 5 --greedy --ignore-eos");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("prefill 1 tokens"), std::string::npos) << r.err;
+
+    // Whatever the model writes first becomes the stop string: the output is then empty.
+    const CliRun first = run(model_arg() + " --prompt 'the' --max-new-tokens 3 --greedy --ignore-eos --json");
+    std::istringstream lines(first.out);
+    std::string line;
+    std::getline(lines, line);
+    const std::string first_text = nlohmann::json::parse(line)["text"];
+    ASSERT_FALSE(first_text.empty());
+    const CliRun stopped = run(model_arg() + " --prompt 'the' --max-new-tokens 3 --greedy --ignore-eos --stop " +
+                               shell_quote(first_text));
+    EXPECT_EQ(stopped.exit_code, 0) << stopped.err;
+    EXPECT_EQ(stopped.out, "\n");
+    EXPECT_NE(stopped.err.find("stopped: stop-string"), std::string::npos) << stopped.err;
+}
+
+TEST_F(GenerateCli, MissingDefaultModelIsAClearError) {
+    const auto bundled = std::filesystem::path(RETNET_TEST_DATA_DIR) / "../../resources/models/default/config.json";
+    const CliRun r = run("generate --prompt hello --max-new-tokens 2", "env -u RETNET_DEFAULT_MODEL");
+    if (std::filesystem::exists(bundled)) {
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+    } else {
+        EXPECT_EQ(r.exit_code, 1);
+        EXPECT_NE(r.err.find("no --model given and no bundled default model found at"), std::string::npos) << r.err;
+    }
+}
+
+TEST_F(GenerateCli, TokenizerTrainEncodeDecode) {
+    const auto out = dir_ / "trained";
+    const CliRun train = run("tokenizer train --text " + shell_quote(std::string(RETNET_TEST_DATA_DIR) + "/tokenizer/corpus.txt") +
+                             " --vocab-size 400 --out " + shell_quote(out.string()));
+    ASSERT_EQ(train.exit_code, 0) << train.err;
+    EXPECT_TRUE(std::filesystem::exists(out / "tokenizer.model"));
+    const std::string text = "the robot \xF0\x9F\xA4\x96 counted";
+    const CliRun encode = run("tokenizer encode --model " + shell_quote(out.string()) + " --text " + shell_quote(text));
+    ASSERT_EQ(encode.exit_code, 0) << encode.err;
+    std::string ids = encode.out;
+    ids.pop_back();  // newline
+    const CliRun decode = run("tokenizer decode --model " + shell_quote(out.string()) + " --tokens " + ids);
+    ASSERT_EQ(decode.exit_code, 0) << decode.err;
+    EXPECT_EQ(decode.out, text + "\n");
+    const CliRun bad = run("tokenizer train --text /nonexistent.txt --vocab-size 400 --out " + shell_quote(out.string()));
+    EXPECT_EQ(bad.exit_code, 1);
+    EXPECT_NE(bad.err.find("/nonexistent.txt: cannot open training text"), std::string::npos) << bad.err;
+}
 
 }  // namespace
 }  // namespace retnet

@@ -136,6 +136,13 @@ public:
     // The text of tokens [from, length), decoded as a stream (complete characters only).
     std::string text(int64_t from) const;
 
+    // Call after anything else ran the backend without restoring its state: the next call then
+    // rebuilds the state from the generator's own checkpoints instead of trusting the backend.
+    void backend_state_changed() {
+        backend_position_ = -1;
+        logits_.clear();
+    }
+
 private:
     struct Saved {
         RecurrentState state;
