@@ -73,20 +73,35 @@ void SamplerParams::validate() const {
 std::vector<TokenProb> top_probabilities(std::span<const float> logits, int n) {
     check_logits(logits);
     const auto V = static_cast<int32_t>(logits.size());
-    std::vector<double> values(logits.begin(), logits.end());
-    const double max_logit = *std::max_element(values.begin(), values.end());
+    const double max_logit = *std::max_element(logits.begin(), logits.end());
     double sum = 0.0;
-    for (double v : values) sum += std::exp(v - max_logit);
-    std::vector<int32_t> ids(static_cast<size_t>(V));
-    for (int32_t i = 0; i < V; ++i) ids[static_cast<size_t>(i)] = i;
+    for (float v : logits) sum += std::exp(static_cast<double>(v) - max_logit);
+
+    // Selection with a size-n heap whose top is the worst kept candidate: O(V log n), no
+    // V-sized buffers (this runs for every generated token).
     const auto count = static_cast<size_t>(std::clamp(n, 0, V));
-    std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(count), ids.end(),
-                      ByValueThenId{values.data()});
+    const auto better = [&logits](int32_t a, int32_t b) {
+        const float la = logits[static_cast<size_t>(a)], lb = logits[static_cast<size_t>(b)];
+        return la != lb ? la > lb : a < b;
+    };
+    std::vector<int32_t> heap;
+    heap.reserve(count + 1);
+    for (int32_t id = 0; id < V && count > 0; ++id) {
+        if (heap.size() < count) {
+            heap.push_back(id);
+            std::push_heap(heap.begin(), heap.end(), better);
+        } else if (better(id, heap.front())) {
+            std::pop_heap(heap.begin(), heap.end(), better);
+            heap.back() = id;
+            std::push_heap(heap.begin(), heap.end(), better);
+        }
+    }
+    std::sort_heap(heap.begin(), heap.end(), better);  // best first
     std::vector<TokenProb> out;
     out.reserve(count);
-    for (size_t i = 0; i < count; ++i) {
-        const int32_t id = ids[i];
-        out.push_back({id, std::exp(values[static_cast<size_t>(id)] - max_logit) / sum, logits[static_cast<size_t>(id)]});
+    for (int32_t id : heap) {
+        const float logit = logits[static_cast<size_t>(id)];
+        out.push_back({id, std::exp(static_cast<double>(logit) - max_logit) / sum, logit});
     }
     return out;
 }
@@ -143,8 +158,7 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
         std::nth_element(order_.begin(), order_.begin() + static_cast<ptrdiff_t>(kept) - 1, order_.end(), by_value);
         order_.resize(kept);
     }
-    const bool sorted = params_.top_p < 1.0;
-    if (sorted) std::sort(order_.begin(), order_.end(), by_value);
+    const bool top_p_active = params_.top_p < 1.0;
 
     // Softmax over the candidates; probabilities overwrite the scaled logits in place.
     double max_value = -std::numeric_limits<double>::infinity();
@@ -157,14 +171,22 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
     }
     for (int32_t id : order_) work_logits_[static_cast<size_t>(id)] /= sum;
 
-    if (sorted) {
-        double cumulative = 0.0;
-        size_t keep = 0;
-        while (keep < order_.size()) {
-            cumulative += work_logits_[static_cast<size_t>(order_[keep++])];
-            if (cumulative >= params_.top_p) break;
+    if (top_p_active) {
+        // Sort only as far as needed: the mass is usually in the first few hundred tokens, and a
+        // full sort of a 32k vocabulary would cost more than the rest of the step.
+        size_t sorted = std::min<size_t>(order_.size(), 256);
+        for (;;) {
+            std::partial_sort(order_.begin(), order_.begin() + static_cast<ptrdiff_t>(sorted), order_.end(), by_value);
+            double cumulative = 0.0;
+            size_t keep = 0;
+            while (keep < sorted && cumulative < params_.top_p)
+                cumulative += work_logits_[static_cast<size_t>(order_[keep++])];
+            if (cumulative >= params_.top_p || sorted == order_.size()) {
+                order_.resize(keep);
+                break;
+            }
+            sorted = std::min(order_.size(), sorted * 8);
         }
-        order_.resize(keep);
     }
     if (params_.min_p > 0.0) {
         double max_prob = 0.0;
