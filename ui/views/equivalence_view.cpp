@@ -57,10 +57,13 @@ EquivalenceView::EquivalenceView(QWidget* parent) : ViewBase(parent) {
     controls->addWidget(m_run);
 
     m_table = new QTableWidget(0, 7);
-    m_table->setHorizontalHeaderLabels({tr("pair"), tr("max |Δ|"), tr("NMSE"), tr("max |Δ| / max|logit|"),
-                                        tr("first position over tolerance"), tr("state max |Δ|"),
+    m_table->setHorizontalHeaderLabels({tr("pair"), tr("max |Δ|"), tr("NMSE"), tr("relative"),
+                                        tr("first > tol."), tr("state max |Δ|"),
                                         tr("verdict")});
     m_table->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
+    m_table->horizontalHeaderItem(3)->setToolTip(tr("max |Δ| / max|logit|"));
+    m_table->horizontalHeaderItem(4)->setToolTip(tr("first position whose logits differ by more than the tolerance"));
+    m_table->horizontalHeaderItem(5)->setToolTip(tr("largest difference of the final recurrent states"));
     m_table->verticalHeader()->setVisible(false);
     m_table->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_table->setMaximumHeight(130);
@@ -88,6 +91,7 @@ EquivalenceView::EquivalenceView(QWidget* parent) : ViewBase(parent) {
     m_heat->setGradient(errorGradient());
     m_heat->setInterpolate(false);
     m_heat->setColorScale(scale);
+    scale->setGradient(errorGradient());  // the scale owns the gradient once linked
     scale->setLabel(tr("log₁₀ max |Δ|"));
     m_sweepRect->axis(QCPAxis::atBottom)->setLabel(tr("chunk size C"));
     m_sweepRect->axis(QCPAxis::atLeft)->setLabel(tr("max |Δ logits|, chunkwise vs parallel"));
@@ -198,18 +202,23 @@ void EquivalenceView::showPair() {
     const int T = int(p.heat.dim(0)), cols = int(p.heat.dim(1));
     m_heat->data()->setSize(T, cols);
     m_heat->data()->setRange(QCPRange(0, std::max(0, T - 1)), QCPRange(0, std::max(0, cols - 1)));
+    // Exact agreement (0) has no logarithm: it is drawn with the colour of the smallest error.
     double lo = 0.0, hi = -12.0;
     bool any = false;
-    for (int t = 0; t < T; ++t)
-        for (int c = 0; c < cols; ++c) {
-            const double e = double(p.heat.data[size_t(t) * cols + c]);
-            const double v = std::log10(std::max(e, 1e-12));
-            m_heat->data()->setCell(t, c, v);
-            if (!any || v < lo) lo = v;
+    for (float e : p.heat.data)
+        if (e > 0.0f) {
+            const double v = std::log10(double(e));
+            lo = any ? std::min(lo, v) : v;
             hi = std::max(hi, v);
             any = true;
         }
+    if (!any) lo = hi = -12.0;
     if (hi - lo < 1.0) lo = hi - 1.0;
+    for (int t = 0; t < T; ++t)
+        for (int c = 0; c < cols; ++c) {
+            const double e = double(p.heat.data[size_t(t) * cols + c]);
+            m_heat->data()->setCell(t, c, e > 0.0 ? std::log10(e) : lo);
+        }
     m_heat->setDataRange(QCPRange(lo, hi));
     QSharedPointer<QCPAxisTickerText> yt(new QCPAxisTickerText);
     for (int c = 0; c + 1 < cols; ++c) yt->addTick(c, tr("L%1").arg(c));

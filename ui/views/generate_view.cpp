@@ -200,6 +200,8 @@ void GenerateView::buildUi() {
         tr("The distribution actually drawn from, after repetition penalty, temperature, top-k, "
            "top-p and min-p."));
     m_candidates->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+    m_candidates->horizontalHeader()->setSectionResizeMode(1, QHeaderView::ResizeToContents);
+    m_candidates->horizontalHeader()->setSectionResizeMode(2, QHeaderView::ResizeToContents);
     m_candidates->verticalHeader()->setVisible(false);
     m_candidates->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_candidates->setSelectionBehavior(QAbstractItemView::SelectRows);
@@ -412,7 +414,8 @@ void GenerateView::showCandidates(int64_t position) {
     m_candidates->setRowCount(int(e.top.size()));
     for (size_t i = 0; i < e.top.size(); ++i) {
         const TokenCandidate& c = e.top[i];
-        auto* token = new QTableWidgetItem(QStringLiteral("%1  (%2)").arg(c.text).arg(c.id));
+        const QString id = QString::number(c.id);
+        auto* token = new QTableWidgetItem(c.text.contains(id) ? c.text : QStringLiteral("%1  (%2)").arg(c.text, id));
         if (c.id == e.id) {
             QFont f = token->font();
             f.setBold(true);

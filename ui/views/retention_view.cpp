@@ -139,6 +139,7 @@ RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
     scale->setLabel(tr("retention score (signed)"));
     m_plot->plotLayout()->addElement(0, 1, scale);
     m_map->setColorScale(scale);
+    scale->setGradient(divergingGradient());  // the scale owns the gradient once linked
     auto* margins = new QCPMarginGroup(m_plot);
     m_plot->axisRect()->setMarginGroup(QCP::msBottom | QCP::msTop, margins);
     scale->setMarginGroup(QCP::msBottom | QCP::msTop, margins);
@@ -189,6 +190,7 @@ RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
     auto* scroll = new QScrollArea;
     scroll->setWidget(m_grid);
     scroll->setWidgetResizable(true);
+    scroll->setMinimumWidth(2 * kLabel + 4 * (kCell + kGap));
     gridLayout->addWidget(scroll, 1);
     auto* splitter = new QSplitter(Qt::Horizontal);
     splitter->addWidget(gridBox);

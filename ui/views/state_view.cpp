@@ -34,6 +34,7 @@ StateView::StateView(QWidget* parent) : ViewBase(parent) {
     m_plot->plotLayout()->addElement(1, 1, scale);
     scale->setLabel(tr("newest ‖S‖"));
     m_strip->setColorScale(scale);
+    scale->setGradient(sequentialGradient());  // the scale owns the gradient once linked
     auto* legend = new QCPLegend;
     curves->insetLayout()->addElement(legend, Qt::AlignTop | Qt::AlignLeft);
     legend->setLayer(QStringLiteral("legend"));
@@ -143,6 +144,12 @@ void StateView::redraw() {
             for (int h = 0; h < m_heads; ++h) m_strip->data()->setCell(h, l, norm(m_positions - 1, l, h));
     m_strip->rescaleDataRange(true);
     QCPAxisRect* strip = m_plot->axisRect(1);
+    for (QCPAxis* axis : {strip->axis(QCPAxis::atBottom), strip->axis(QCPAxis::atLeft)}) {
+        QSharedPointer<QCPAxisTickerFixed> integers(new QCPAxisTickerFixed);
+        integers->setTickStep(1.0);
+        integers->setScaleStrategy(QCPAxisTickerFixed::ssMultiples);
+        axis->setTicker(integers);
+    }
     strip->axis(QCPAxis::atBottom)->setRange(-0.5, std::max(0, m_heads - 1) + 0.5);
     strip->axis(QCPAxis::atLeft)->setRange(-0.5, std::max(0, m_layers - 1) + 0.5);
     m_plot->replot(QCustomPlot::rpQueuedReplot);
