@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -534,7 +535,8 @@ std::string shell_quote(const std::string& s) {
 class GenerateCli : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
-        dir_ = std::filesystem::temp_directory_path() / "retnet_test_generate_cli";
+        // One directory per process: ctest -j runs the tests of this suite side by side.
+        dir_ = std::filesystem::temp_directory_path() / ("retnet_test_generate_cli_" + std::to_string(getpid()));
         std::filesystem::remove_all(dir_);
         ModelConfig config = test::small_config(Family::Fla);
         config.vocab_size = test_tokenizer().vocab_size();

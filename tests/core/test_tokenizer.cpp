@@ -2,6 +2,7 @@
 // SentencePiece tokenizer: training with byte fallback, exact round trips on Unicode text, and
 // streaming detokenization that never emits a broken UTF-8 sequence.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -44,6 +45,7 @@ const std::vector<std::string> kUnicodeSamples = {
     "  leading spaces, trailing spaces  ",
     "tab\tnew\nline\r\nbell\x07 escape\x1b[31m null-free controls\x01",
     "\xE2\x80\x8B zero width, \xEF\xBB\xBF BOM, \xF4\x8F\xBF\xBF max code point",
+    std::string("NUL \0 and DEL \x7F inside", 22),  // 22 bytes: the NUL is part of the text
 };
 
 TEST(Tokenizer, TrainedModelHasByteFallbackAndSpecialIds) {
@@ -159,7 +161,7 @@ TEST(Tokenizer, UnigramTrainsAndRoundTrips) {
 }
 
 TEST(Tokenizer, TrainFileWritesLoadableModel) {
-    const auto dir = std::filesystem::temp_directory_path() / "retnet_test_tokenizer_train";
+    const auto dir = std::filesystem::temp_directory_path() / ("retnet_test_tokenizer_train_" + std::to_string(getpid()));
     std::filesystem::remove_all(dir);
     TokenizerTrainOptions options;
     options.vocab_size = 420;
