@@ -611,7 +611,9 @@ TEST_F(GenerateCli, SameSeedSameOutputOnEveryFormAndDevice) {
                                              "--temperature 0.9 --ignore-eos --chunk-size 3";
     const CliRun reference = run(common + " --mode parallel");
     ASSERT_EQ(reference.exit_code, 0) << reference.err;
-    for (const std::string variant : {" --mode chunkwise", " --mode recurrent", " --device reference"}) {
+    // "cuda" runs on the GPU where there is one and falls back to the CPU (with a notice) elsewhere.
+    for (const std::string variant : {" --mode chunkwise", " --mode recurrent", " --device reference",
+                                      " --device cuda", " --device cuda --mode recurrent"}) {
         const CliRun r = run(common + variant);
         ASSERT_EQ(r.exit_code, 0) << r.err;
         EXPECT_EQ(r.out, reference.out) << variant;
