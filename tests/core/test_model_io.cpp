@@ -67,7 +67,7 @@ Model random_model(const ModelConfig& c, uint64_t seed) {
 
 bool same_bits(const Tensor& a, const Tensor& b) {
     return a.shape == b.shape && a.data.size() == b.data.size() &&
-           std::memcmp(a.data.data(), b.data.data(), a.data.size() * sizeof(float)) == 0;
+           (a.data.empty() || std::memcmp(a.data.data(), b.data.data(), a.data.size() * sizeof(float)) == 0);
 }
 
 void expect_same_model(const Model& a, const Model& b) {
