@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// Training the fla-layout RetNet on one GPU: the same loss, gradient, clipping and AdamW as the CPU
+// trainer (retnet/train.h), over the same flat parameter vector (ParamLayout), with the parameters,
+// the AdamW moments, the gradient and every activation resident on the device. No CUDA types here,
+// so the CLI includes it without the toolkit's headers.
+//
+// Precision: every tensor is stored in fp32 (the parameters are the fp32 master weights). The
+// GEMMs run in fp32 (Fp32: no TF32, the parity mode the tests use), TF32 tensor cores (Tf32), or
+// bf16 tensor cores with fp32 accumulation (Bf16: cuBLAS rounds the fp32 operands to bf16 inside
+// the GEMM, CUBLAS_COMPUTE_32F_FAST_16BF). Norms, softmax, rotary, decay and the optimizer are fp32
+// everywhere.
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "retnet/train.h"
+
+namespace retnet::cuda {
+
+enum class TrainPrecision { Fp32, Tf32, Bf16 };
+
+struct CudaTrainerOptions {
+    int device = 0;  // CUDA device ordinal
+    TrainPrecision precision = TrainPrecision::Fp32;
+    int chunk = 0;  // 0: parallel retention (one T×T block per head); > 0: chunkwise, this chunk size
+};
+
+class CudaTrainer {
+public:
+    // Allocates the parameters, gradient and moments on the device (zeros; call upload next).
+    // Throws retnet::Error when no device is usable or the config is not trainable.
+    CudaTrainer(const ModelConfig& config, const train::ParamLayout& layout, CudaTrainerOptions options = {});
+    ~CudaTrainer();
+    CudaTrainer(const CudaTrainer&) = delete;
+    CudaTrainer& operator=(const CudaTrainer&) = delete;
+
+    // Copies the parameters and the optimizer state (moments and step count) to the device.
+    void upload(std::span<const float> params, const train::AdamWState& state);
+    void upload_params(std::span<const float> params);
+    // Copies them back (resizing the vectors to layout.total).
+    void download(std::vector<float>& params, train::AdamWState& state) const;
+    std::vector<float> download_params() const;
+
+    // Forward + backward of one batch: returns the mean cross-entropy (nats) and leaves ∂loss/∂params
+    // in the device gradient (overwritten). With want_gradient = false only the loss is computed.
+    double loss_and_gradient(const train::BatchView& batch, bool want_gradient = true);
+    std::vector<float> download_gradient() const;
+    // The (B·T, V) logits of the last loss_and_gradient call without the gradient.
+    std::vector<float> download_logits() const;
+
+    // Scales the device gradient so its global L2 norm is at most max_norm (≤ 0: no clipping);
+    // returns the norm before clipping.
+    double clip_grad_norm(double max_norm);
+    // One AdamW update of the device parameters with the device gradient (as train::adamw_update).
+    void adamw_step(const train::AdamWConfig& config, double lr);
+    int64_t adamw_steps() const;
+
+    // loss_and_gradient + clip_grad_norm + adamw_step; *grad_norm gets the norm before clipping.
+    double train_step(const train::BatchView& batch, double max_norm, const train::AdamWConfig& config,
+                      double lr, double* grad_norm = nullptr);
+
+    const CudaTrainerOptions& options() const;
+    std::string device_name() const;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+// "cuda" → Fp32, "cuda-tf32" → Tf32, "cuda-bf16" → Bf16; throws retnet::Error otherwise.
+TrainPrecision train_precision_from_device(const std::string& device);
+
+}  // namespace retnet::cuda

@@ -1,0 +1,534 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// CudaTrainer: the CPU trainer's loss_and_gradient (core/src/train/model_grad.cpp) step for step
+// on the device — cuBLAS GEMMs for every projection and the retention products, the kernels of
+// train_kernels.h for the rest — plus gradient clipping and AdamW on the device.
+#include "retnet/cuda/cuda_trainer.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+
+#include "../cuda_check.h"
+#include "../device_buffer.h"
+#include "retnet/cuda/backend_cuda.h"
+#include "retnet/error.h"
+#include "train_kernels.h"
+
+namespace retnet::cuda {
+
+namespace tk = train_kernels;
+using train::BatchView;
+using train::LayerOffsets;
+
+TrainPrecision train_precision_from_device(const std::string& device) {
+    if (device == "cuda") return TrainPrecision::Fp32;
+    if (device == "cuda-tf32") return TrainPrecision::Tf32;
+    if (device == "cuda-bf16") return TrainPrecision::Bf16;
+    throw Error("unknown CUDA training device '" + device + "' (expected cuda, cuda-tf32 or cuda-bf16)");
+}
+
+namespace {
+
+// Activations of one layer kept for the backward. N = B·T rows; head-major tensors are
+// (B·H, Tp, D) with Tp = n_chunks·C.
+struct LayerBuffers {
+    DeviceBuffer<float> x_in;     // (N, d) residual stream entering the layer
+    DeviceBuffer<float> rstd1;    // (N)
+    DeviceBuffer<float> xn1;      // (N, d)
+    DeviceBuffer<float> qh, kh;   // (B·H, Tp, Dk) rotated; q also scaled by Dk^−½
+    DeviceBuffer<float> vh;       // (B·H, Tp, Dv)
+    DeviceBuffer<float> states;   // (B·H·n_chunks, Dk, Dv) state before each chunk (chunkwise only)
+    DeviceBuffer<float> g;        // (N, H·Dv)
+    DeviceBuffer<float> o;        // (N, H·Dv) retention output
+    DeviceBuffer<float> rstd_h;   // (N, H)
+    DeviceBuffer<float> y;        // (N, H·Dv) normed and gated, input of o_proj
+    DeviceBuffer<float> x_mid;    // (N, d) after the retention residual
+    DeviceBuffer<float> rstd2;    // (N)
+    DeviceBuffer<float> xn2;      // (N, d)
+    DeviceBuffer<float> a, b;     // (N, F) gate and up projections
+    DeviceBuffer<float> hidden;   // (N, F) silu(a) ⊙ b
+};
+
+}  // namespace
+
+struct CudaTrainer::Impl {
+    ModelConfig config;
+    train::ParamLayout layout;
+    CudaTrainerOptions options;
+    std::unique_ptr<CudaStream> stream_owner;
+    std::unique_ptr<CublasHandle> cublas_owner;
+    cudaStream_t stream = nullptr;
+    cublasHandle_t cublas = nullptr;
+    cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+
+    DeviceBuffer<float> params, grad, m, v;  // (layout.total) each
+    DeviceBuffer<uint8_t> decays;            // (layout.total) 1 where AdamW decays the weight
+    DeviceBuffer<double> sum_sq;             // (1)
+    int64_t adam_step = 0;
+
+    // Per batch shape.
+    int B = 0, T = 0, C = 0, n_chunks = 0, Tp = 0;
+    DeviceBuffer<float> cos_sin;  // (T, Dk/2, 2)
+    DeviceBuffer<float> decay;    // (H, C + 1) γ_h^k
+    DeviceBuffer<int32_t> inputs, targets;  // (N)
+    std::vector<LayerBuffers> layers;
+    DeviceBuffer<float> x_final, rstd_f, xf;  // (N, d), (N), (N, d)
+    DeviceBuffer<float> logits;               // (N, V); the gradient after a backward
+    DeviceBuffer<float> row_loss;             // (N)
+    bool logits_valid = false;  // false before a forward and after a backward overwrote them
+    // Scratch shared by the layers.
+    DeviceBuffer<float> lin;       // (N, max(K, H·Dv)) projection before the layout change
+    DeviceBuffer<float> oh;        // (B·H, Tp, Dv)
+    DeviceBuffer<float> scores;    // (B·H·n_chunks, C, C)
+    DeviceBuffer<float> dscores;   // (B·H·n_chunks, C, C)
+    DeviceBuffer<float> rows_k;    // (B·H·n_chunks, C, Dk) decay-scaled q or k
+    DeviceBuffer<float> rows_v;    // (B·H·n_chunks, C, Dv) decay-scaled v or dO
+    DeviceBuffer<float> contrib;   // (B·H·n_chunks, Dk, Dv)
+    DeviceBuffer<float> after;     // (B·H·n_chunks, Dk, Dv) ∂loss/∂(state after chunk c)
+    DeviceBuffer<float> dx, dxn;   // (N, d)
+    DeviceBuffer<float> dhidden, da, db;  // (N, F)
+    DeviceBuffer<float> dy, d_o, dg;      // (N, H·Dv)
+    DeviceBuffer<float> dOh, dVh;         // (B·H, Tp, Dv)
+    DeviceBuffer<float> dQh, dKh;         // (B·H, Tp, Dk)
+
+    int d() const { return config.d_model; }
+    int H() const { return config.n_heads; }
+    int Dk() const { return config.head_dim_k(); }
+    int Dv() const { return config.head_dim_v(); }
+    int64_t N() const { return static_cast<int64_t>(B) * T; }
+    int n_mats() const { return B * H() * n_chunks; }
+
+    // Row-major C_b = alpha·op(A_b)·op(B_b) + beta·C_b (cuBLAS sees the transposes).
+    void gemm(bool ta, bool tb, int M, int Nn, int K, float alpha, const float* A, int lda, int64_t sa,
+              const float* Bm, int ldb, int64_t sb, float beta, float* Cm, int ldc, int64_t sc, int batch = 1) {
+        if (M == 0 || Nn == 0 || batch == 0) return;
+        const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+        const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+        if (batch == 1)
+            RETNET_CUBLAS_CHECK(cublasGemmEx(cublas, op_b, op_a, Nn, M, K, &alpha, Bm, CUDA_R_32F, ldb, A,
+                                             CUDA_R_32F, lda, &beta, Cm, CUDA_R_32F, ldc, compute,
+                                             CUBLAS_GEMM_DEFAULT));
+        else
+            RETNET_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas, op_b, op_a, Nn, M, K, &alpha, Bm, CUDA_R_32F,
+                                                           ldb, sb, A, CUDA_R_32F, lda, sa, &beta, Cm,
+                                                           CUDA_R_32F, ldc, sc, batch, compute,
+                                                           CUBLAS_GEMM_DEFAULT));
+    }
+    // y (rows, out) = x (rows, in) · Wᵀ + beta·y
+    void linear(const float* x, const float* W, float* y, int64_t rows, int in, int out, float beta = 0.0f) {
+        gemm(false, true, static_cast<int>(rows), out, in, 1.0f, x, in, 0, W, in, 0, beta, y, out, 0);
+    }
+    // dx (rows, in) = dy · W (+= when accumulate); dW (out, in) += dyᵀ · x
+    void linear_backward(const float* x, const float* W, const float* dyp, int64_t rows, int in, int out,
+                         float* dxp, bool accumulate, float* dW) {
+        const int r = static_cast<int>(rows);
+        gemm(false, false, r, in, out, 1.0f, dyp, out, 0, W, in, 0, accumulate ? 1.0f : 0.0f, dxp, in, 0);
+        gemm(true, false, out, in, r, 1.0f, dyp, out, 0, x, in, 0, 1.0f, dW, in, 0);
+    }
+
+    void prepare(int batch, int seq_len);
+    void forward(const BatchView& batch, bool want_gradient);
+    void backward();
+    void retention_forward(LayerBuffers& L);
+    void retention_backward(LayerBuffers& L);
+    double read_loss();
+};
+
+void CudaTrainer::Impl::prepare(int batch, int seq_len) {
+    if (batch == B && seq_len == T) return;
+    B = batch;
+    T = seq_len;
+    C = options.chunk > 0 ? std::min(options.chunk, T) : T;
+    n_chunks = (T + C - 1) / C;
+    Tp = n_chunks * C;
+    const int64_t n = N();
+    const int dd = d(), h = H(), dk = Dk(), dv = Dv(), K = config.key_dim, Vd = config.value_dim,
+              F = config.ffn_dim, V = config.vocab_size;
+    const int64_t heads_k = static_cast<int64_t>(B) * h * Tp * dk, heads_v = static_cast<int64_t>(B) * h * Tp * dv;
+    const int64_t mats = n_mats();
+    const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
+
+    // Tables, in double on the host as the CPU trainer computes them.
+    const std::vector<float> theta = default_rotary_theta(Family::Fla, dk);
+    std::vector<float> cs(sz(static_cast<int64_t>(T) * dk));
+    for (int t = 0; t < T; ++t)
+        for (int i = 0; i < dk / 2; ++i) {
+            const double angle = static_cast<double>(t) * static_cast<double>(theta[sz(i)]);
+            cs[sz((static_cast<int64_t>(t) * (dk / 2) + i) * 2)] = static_cast<float>(std::cos(angle));
+            cs[sz((static_cast<int64_t>(t) * (dk / 2) + i) * 2 + 1)] = static_cast<float>(std::sin(angle));
+        }
+    cos_sin.resize(cs.size());
+    cos_sin.upload(cs, stream);
+    const std::vector<float> log_decay = default_log_decay(h);
+    std::vector<float> pw(sz(static_cast<int64_t>(h) * (C + 1)));
+    for (int hh = 0; hh < h; ++hh)
+        for (int k = 0; k <= C; ++k)
+            pw[sz(static_cast<int64_t>(hh) * (C + 1) + k)] =
+                static_cast<float>(std::exp(static_cast<double>(k) * static_cast<double>(log_decay[sz(hh)])));
+    decay.resize(pw.size());
+    decay.upload(pw, stream);
+
+    inputs.resize(sz(n));
+    targets.resize(sz(n));
+    layers.resize(layout.layers.size());
+    for (LayerBuffers& L : layers) {
+        L.x_in.resize(sz(n * dd));
+        L.rstd1.resize(sz(n));
+        L.xn1.resize(sz(n * dd));
+        L.qh.resize(sz(heads_k));
+        L.kh.resize(sz(heads_k));
+        L.vh.resize(sz(heads_v));
+        L.states.resize(n_chunks > 1 ? sz(mats * dk * dv) : 0);
+        L.g.resize(sz(n * Vd));
+        L.o.resize(sz(n * Vd));
+        L.rstd_h.resize(sz(n * h));
+        L.y.resize(sz(n * Vd));
+        L.x_mid.resize(sz(n * dd));
+        L.rstd2.resize(sz(n));
+        L.xn2.resize(sz(n * dd));
+        L.a.resize(sz(n * F));
+        L.b.resize(sz(n * F));
+        L.hidden.resize(sz(n * F));
+    }
+    x_final.resize(sz(n * dd));
+    rstd_f.resize(sz(n));
+    xf.resize(sz(n * dd));
+    logits.resize(sz(n * V));
+    row_loss.resize(sz(n));
+    lin.resize(sz(n * std::max(K, Vd)));
+    oh.resize(sz(heads_v));
+    scores.resize(sz(mats * C * C));
+    dscores.resize(sz(mats * C * C));
+    rows_k.resize(n_chunks > 1 ? sz(mats * C * dk) : 0);
+    rows_v.resize(n_chunks > 1 ? sz(mats * C * dv) : 0);
+    contrib.resize(n_chunks > 1 ? sz(mats * dk * dv) : 0);
+    after.resize(n_chunks > 1 ? sz(mats * dk * dv) : 0);
+    dx.resize(sz(n * dd));
+    dxn.resize(sz(n * dd));
+    dhidden.resize(sz(n * F));
+    da.resize(sz(n * F));
+    db.resize(sz(n * F));
+    dy.resize(sz(n * Vd));
+    d_o.resize(sz(n * Vd));
+    dg.resize(sz(n * Vd));
+    dOh.resize(sz(heads_v));
+    dVh.resize(sz(heads_v));
+    dQh.resize(sz(heads_k));
+    dKh.resize(sz(heads_k));
+}
+
+// O = ((Q Kᵀ) ⊙ D) V within each chunk, plus diag(γ^(i+1)) Q_c S_c from the state before it.
+void CudaTrainer::Impl::retention_forward(LayerBuffers& L) {
+    const int dk = Dk(), dv = Dv(), mats = n_mats();
+    const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
+                  ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
+    gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores.get(), C, ss, mats);
+    tk::apply_decay_mask(scores.get(), decay.get(), mats, n_chunks, H(), C, stream);
+    gemm(false, false, C, dv, C, 1.0f, scores.get(), C, ss, L.vh.get(), dv, sv, 0.0f, oh.get(), dv, sv, mats);
+    if (n_chunks == 1) return;
+    // contrib_c = K_cᵀ diag(γ^(C−1−j)) V_c; states = scan; O_c += diag(γ^(i+1)) Q_c S_c
+    tk::scale_chunk_rows(L.vh.get(), rows_v.get(), decay.get(), mats, n_chunks, H(), C, dv, tk::RowDecay::Tail, stream);
+    gemm(true, false, dk, dv, C, 1.0f, L.kh.get(), dk, sk, rows_v.get(), dv, sv, 0.0f, contrib.get(), dv, se, mats);
+    tk::state_scan_forward(contrib.get(), L.states.get(), decay.get(), B * H(), n_chunks, H(), C, dk * dv, stream);
+    tk::scale_chunk_rows(L.qh.get(), rows_k.get(), decay.get(), mats, n_chunks, H(), C, dk, tk::RowDecay::Head, stream);
+    gemm(false, false, C, dv, dk, 1.0f, rows_k.get(), dk, sk, L.states.get(), dv, se, 1.0f, oh.get(), dv, sv, mats);
+}
+
+// From dOh (head-major): dQh, dKh, dVh.
+void CudaTrainer::Impl::retention_backward(LayerBuffers& L) {
+    const int dk = Dk(), dv = Dv(), mats = n_mats();
+    const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
+                  ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
+    gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores.get(), C, ss, mats);
+    tk::apply_decay_mask(scores.get(), decay.get(), mats, n_chunks, H(), C, stream);
+    gemm(false, true, C, C, dv, 1.0f, dOh.get(), dv, sv, L.vh.get(), dv, sv, 0.0f, dscores.get(), C, ss, mats);
+    tk::apply_decay_mask(dscores.get(), decay.get(), mats, n_chunks, H(), C, stream);
+    // dV = Aᵀ dO, dQ = dA K, dK = dAᵀ Q (within chunks)
+    gemm(true, false, C, dv, C, 1.0f, scores.get(), C, ss, dOh.get(), dv, sv, 0.0f, dVh.get(), dv, sv, mats);
+    gemm(false, false, C, dk, C, 1.0f, dscores.get(), C, ss, L.kh.get(), dk, sk, 0.0f, dQh.get(), dk, sk, mats);
+    gemm(true, false, C, dk, C, 1.0f, dscores.get(), C, ss, L.qh.get(), dk, sk, 0.0f, dKh.get(), dk, sk, mats);
+    if (n_chunks == 1) return;
+    // Through the states: dO_s = diag(γ^(i+1)) dO_c; contrib_c = Q_cᵀ dO_s (∂/∂S_c via the outputs)
+    tk::scale_chunk_rows(dOh.get(), rows_v.get(), decay.get(), mats, n_chunks, H(), C, dv, tk::RowDecay::Head, stream);
+    gemm(true, false, dk, dv, C, 1.0f, L.qh.get(), dk, sk, rows_v.get(), dv, sv, 0.0f, contrib.get(), dv, se, mats);
+    tk::state_scan_backward(contrib.get(), after.get(), decay.get(), B * H(), n_chunks, H(), C, dk * dv, stream);
+    // dQ_c += dO_s S_cᵀ
+    gemm(false, true, C, dk, dv, 1.0f, rows_v.get(), dv, sv, L.states.get(), dv, se, 1.0f, dQh.get(), dk, sk, mats);
+    // dV_c += diag(γ^(C−1−j)) K_c G_c;  dK_c += diag(γ^(C−1−j)) V_c G_cᵀ  (G_c = after[c])
+    tk::scale_chunk_rows(L.kh.get(), rows_k.get(), decay.get(), mats, n_chunks, H(), C, dk, tk::RowDecay::Tail, stream);
+    gemm(false, false, C, dv, dk, 1.0f, rows_k.get(), dk, sk, after.get(), dv, se, 1.0f, dVh.get(), dv, sv, mats);
+    tk::scale_chunk_rows(L.vh.get(), rows_v.get(), decay.get(), mats, n_chunks, H(), C, dv, tk::RowDecay::Tail, stream);
+    gemm(false, true, C, dk, dv, 1.0f, rows_v.get(), dv, sv, after.get(), dv, se, 1.0f, dKh.get(), dk, sk, mats);
+}
+
+void CudaTrainer::Impl::forward(const BatchView& batch, bool want_gradient) {
+    const int64_t V = config.vocab_size;
+    if (batch.batch < 1 || batch.seq_len < 1) throw Error("CUDA training: empty batch");
+    const int64_t n_tokens = static_cast<int64_t>(batch.batch) * batch.seq_len;
+    for (int64_t i = 0; i < n_tokens; ++i)
+        if (batch.inputs[i] < 0 || batch.inputs[i] >= V || batch.targets[i] < 0 || batch.targets[i] >= V)
+            throw Error("CUDA training: token id out of range [0, " + std::to_string(V) + ")");
+    prepare(batch.batch, batch.seq_len);
+    const int64_t n = N();
+    const int dd = d(), h = H(), dk = Dk(), dv = Dv(), K = config.key_dim, Vd = config.value_dim,
+              F = config.ffn_dim;
+    const float eps = static_cast<float>(config.norm_eps);
+    const float q_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dk)));
+    const float* P = params.get();
+    inputs.upload(batch.inputs, static_cast<size_t>(n), stream);
+    targets.upload(batch.targets, static_cast<size_t>(n), stream);
+
+    tk::embedding_forward(inputs.get(), P + layout.embed, layers.empty() ? x_final.get() : layers[0].x_in.get(),
+                          n, dd, stream);
+    for (size_t li = 0; li < layers.size(); ++li) {
+        const LayerOffsets& lo = layout.layers[li];
+        LayerBuffers& L = layers[li];
+        tk::rmsnorm_forward(L.x_in.get(), P + lo.attn_norm, n, dd, eps, L.xn1.get(), L.rstd1.get(), stream);
+        linear(L.xn1.get(), P + lo.q_proj, lin.get(), n, dd, K);
+        tk::rotary_rows_to_heads(lin.get(), cos_sin.get(), L.qh.get(), B, T, Tp, h, dk, q_scale, stream);
+        linear(L.xn1.get(), P + lo.k_proj, lin.get(), n, dd, K);
+        tk::rotary_rows_to_heads(lin.get(), cos_sin.get(), L.kh.get(), B, T, Tp, h, dk, 1.0f, stream);
+        linear(L.xn1.get(), P + lo.v_proj, lin.get(), n, dd, Vd);
+        tk::rows_to_heads(lin.get(), L.vh.get(), B, T, Tp, h, dv, stream);
+        linear(L.xn1.get(), P + lo.g_proj, L.g.get(), n, dd, Vd);
+        retention_forward(L);
+        tk::heads_to_rows(oh.get(), L.o.get(), B, T, Tp, h, dv, stream);
+        tk::head_norm_gate_forward(L.o.get(), L.g.get(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr, n, h, dv,
+                                   eps, L.y.get(), L.rstd_h.get(), stream);
+        RETNET_CUDA_CHECK(cudaMemcpyAsync(L.x_mid.get(), L.x_in.get(), L.x_in.bytes(), cudaMemcpyDeviceToDevice, stream));
+        linear(L.y.get(), P + lo.o_proj, L.x_mid.get(), n, Vd, dd, 1.0f);
+        tk::rmsnorm_forward(L.x_mid.get(), P + lo.ffn_norm, n, dd, eps, L.xn2.get(), L.rstd2.get(), stream);
+        linear(L.xn2.get(), P + lo.ffn_act, L.a.get(), n, dd, F);
+        linear(L.xn2.get(), P + lo.ffn_lin, L.b.get(), n, dd, F);
+        tk::swiglu_forward(L.a.get(), L.b.get(), n * F, L.hidden.get(), stream);
+        float* next = li + 1 < layers.size() ? layers[li + 1].x_in.get() : x_final.get();
+        RETNET_CUDA_CHECK(cudaMemcpyAsync(next, L.x_mid.get(), L.x_mid.bytes(), cudaMemcpyDeviceToDevice, stream));
+        linear(L.hidden.get(), P + lo.ffn_out, next, n, F, dd, 1.0f);
+    }
+    tk::rmsnorm_forward(x_final.get(), P + layout.final_norm, n, dd, eps, xf.get(), rstd_f.get(), stream);
+    linear(xf.get(), P + layout.lm_head, logits.get(), n, dd, static_cast<int>(V));
+    tk::cross_entropy(logits.get(), targets.get(), n, static_cast<int>(V), row_loss.get(), want_gradient,
+                      static_cast<float>(1.0 / static_cast<double>(n)), stream);
+    logits_valid = !want_gradient;
+}
+
+void CudaTrainer::Impl::backward() {
+    const int64_t n = N();
+    const int dd = d(), h = H(), dk = Dk(), dv = Dv(), K = config.key_dim, Vd = config.value_dim,
+              F = config.ffn_dim, V = config.vocab_size;
+    const float q_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dk)));
+    const float* P = params.get();
+    float* G = grad.get();
+    grad.zero(stream);
+    // dxn serves as ∂loss/∂xf here.
+    linear_backward(xf.get(), P + layout.lm_head, logits.get(), n, dd, V, dxn.get(), false, G + layout.lm_head);
+    dx.zero(stream);
+    tk::rmsnorm_backward(x_final.get(), P + layout.final_norm, rstd_f.get(), dxn.get(), n, dd, dx.get(),
+                         G + layout.final_norm, stream);
+    for (size_t li = layers.size(); li-- > 0;) {
+        const LayerOffsets& lo = layout.layers[li];
+        LayerBuffers& L = layers[li];
+        // FFN branch.
+        linear_backward(L.hidden.get(), P + lo.ffn_out, dx.get(), n, F, dd, dhidden.get(), false, G + lo.ffn_out);
+        tk::swiglu_backward(L.a.get(), L.b.get(), dhidden.get(), n * F, da.get(), db.get(), stream);
+        linear_backward(L.xn2.get(), P + lo.ffn_act, da.get(), n, dd, F, dxn.get(), false, G + lo.ffn_act);
+        linear_backward(L.xn2.get(), P + lo.ffn_lin, db.get(), n, dd, F, dxn.get(), true, G + lo.ffn_lin);
+        tk::rmsnorm_backward(L.x_mid.get(), P + lo.ffn_norm, L.rstd2.get(), dxn.get(), n, dd, dx.get(),
+                             G + lo.ffn_norm, stream);
+        // Retention branch.
+        linear_backward(L.y.get(), P + lo.o_proj, dx.get(), n, Vd, dd, dy.get(), false, G + lo.o_proj);
+        tk::head_norm_gate_backward(L.o.get(), L.g.get(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr,
+                                    L.rstd_h.get(), dy.get(), n, h, dv, d_o.get(), dg.get(),
+                                    lo.head_norm >= 0 ? G + lo.head_norm : nullptr, stream);
+        tk::rows_to_heads(d_o.get(), dOh.get(), B, T, Tp, h, dv, stream);
+        retention_backward(L);
+        tk::rotary_heads_to_rows_transposed(dQh.get(), cos_sin.get(), lin.get(), B, T, Tp, h, dk, q_scale, stream);
+        linear_backward(L.xn1.get(), P + lo.q_proj, lin.get(), n, dd, K, dxn.get(), false, G + lo.q_proj);
+        tk::rotary_heads_to_rows_transposed(dKh.get(), cos_sin.get(), lin.get(), B, T, Tp, h, dk, 1.0f, stream);
+        linear_backward(L.xn1.get(), P + lo.k_proj, lin.get(), n, dd, K, dxn.get(), true, G + lo.k_proj);
+        tk::heads_to_rows(dVh.get(), lin.get(), B, T, Tp, h, dv, stream);
+        linear_backward(L.xn1.get(), P + lo.v_proj, lin.get(), n, dd, Vd, dxn.get(), true, G + lo.v_proj);
+        linear_backward(L.xn1.get(), P + lo.g_proj, dg.get(), n, dd, Vd, dxn.get(), true, G + lo.g_proj);
+        tk::rmsnorm_backward(L.x_in.get(), P + lo.attn_norm, L.rstd1.get(), dxn.get(), n, dd, dx.get(),
+                             G + lo.attn_norm, stream);
+    }
+    tk::embedding_backward(inputs.get(), dx.get(), G + layout.embed, n, dd, stream);
+}
+
+double CudaTrainer::Impl::read_loss() {
+    std::vector<float> losses(static_cast<size_t>(N()));
+    row_loss.download(losses.data(), losses.size(), stream);
+    RETNET_CUDA_CHECK(cudaStreamSynchronize(stream));
+    double sum = 0.0;
+    for (float l : losses) sum += l;
+    return sum / static_cast<double>(losses.size());
+}
+
+CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& layout, CudaTrainerOptions options)
+    : impl_(std::make_unique<Impl>()) {
+    std::string why;
+    if (!cuda_device_available(&why)) throw Error("CUDA training unavailable: " + why);
+    if (options.chunk < 0) throw Error("CUDA training: chunk size must be ≥ 0");
+    const train::ParamLayout expected = train::make_param_layout(config);  // validates the config
+    if (expected.total != layout.total || expected.layers.size() != layout.layers.size())
+        throw Error("CUDA training: the parameter layout does not match the model config");
+    Impl& s = *impl_;
+    s.config = config;
+    s.layout = layout;
+    s.options = options;
+    RETNET_CUDA_CHECK(cudaSetDevice(options.device));
+    s.stream_owner = std::make_unique<CudaStream>();
+    s.cublas_owner = std::make_unique<CublasHandle>();
+    s.stream = s.stream_owner->get();
+    s.cublas = s.cublas_owner->get();
+    RETNET_CUBLAS_CHECK(cublasSetStream(s.cublas, s.stream));
+    switch (options.precision) {
+        case TrainPrecision::Fp32:
+            RETNET_CUBLAS_CHECK(cublasSetMathMode(s.cublas, CUBLAS_PEDANTIC_MATH));
+            s.compute = CUBLAS_COMPUTE_32F;
+            break;
+        case TrainPrecision::Tf32: s.compute = CUBLAS_COMPUTE_32F_FAST_TF32; break;
+        case TrainPrecision::Bf16: s.compute = CUBLAS_COMPUTE_32F_FAST_16BF; break;
+    }
+    const size_t n = static_cast<size_t>(layout.total);
+    s.params.resize(n);
+    s.grad.resize(n);
+    s.m.resize(n);
+    s.v.resize(n);
+    s.params.zero(s.stream);
+    s.grad.zero(s.stream);
+    s.m.zero(s.stream);
+    s.v.zero(s.stream);
+    std::vector<uint8_t> decays(n, 0);
+    for (const train::ParamTensor& t : layout.tensors)
+        if (t.weight_decay) std::fill(decays.begin() + t.offset, decays.begin() + t.offset + t.size, uint8_t{1});
+    s.decays.resize(n);
+    s.decays.upload(decays, s.stream);
+    s.sum_sq.resize(1);
+    s.stream_owner->synchronize();
+}
+
+CudaTrainer::~CudaTrainer() = default;
+
+void CudaTrainer::upload_params(std::span<const float> params) {
+    Impl& s = *impl_;
+    if (static_cast<int64_t>(params.size()) != s.layout.total)
+        throw Error("CUDA training: parameter vector has " + std::to_string(params.size()) + " values, expected " +
+                    std::to_string(s.layout.total));
+    s.params.upload(params.data(), params.size(), s.stream);
+    s.stream_owner->synchronize();
+}
+
+void CudaTrainer::upload(std::span<const float> params, const train::AdamWState& state) {
+    Impl& s = *impl_;
+    const size_t n = static_cast<size_t>(s.layout.total);
+    if (state.m.size() != n || state.v.size() != n)
+        throw Error("CUDA training: AdamW moments do not match the parameter count");
+    upload_params(params);
+    s.m.upload(state.m.data(), n, s.stream);
+    s.v.upload(state.v.data(), n, s.stream);
+    s.adam_step = state.step;
+    s.stream_owner->synchronize();
+}
+
+void CudaTrainer::download(std::vector<float>& params, train::AdamWState& state) const {
+    const Impl& s = *impl_;
+    const size_t n = static_cast<size_t>(s.layout.total);
+    params.resize(n);
+    state.m.resize(n);
+    state.v.resize(n);
+    s.params.download(params.data(), n, s.stream);
+    s.m.download(state.m.data(), n, s.stream);
+    s.v.download(state.v.data(), n, s.stream);
+    s.stream_owner->synchronize();
+    state.step = s.adam_step;
+}
+
+std::vector<float> CudaTrainer::download_params() const {
+    const Impl& s = *impl_;
+    std::vector<float> out(static_cast<size_t>(s.layout.total));
+    s.params.download(out.data(), out.size(), s.stream);
+    s.stream_owner->synchronize();
+    return out;
+}
+
+double CudaTrainer::loss_and_gradient(const BatchView& batch, bool want_gradient) {
+    Impl& s = *impl_;
+    s.forward(batch, want_gradient);
+    if (want_gradient) s.backward();
+    return s.read_loss();
+}
+
+std::vector<float> CudaTrainer::download_gradient() const {
+    const Impl& s = *impl_;
+    std::vector<float> out(static_cast<size_t>(s.layout.total));
+    s.grad.download(out.data(), out.size(), s.stream);
+    s.stream_owner->synchronize();
+    return out;
+}
+
+std::vector<float> CudaTrainer::download_logits() const {
+    const Impl& s = *impl_;
+    if (!s.logits_valid)
+        throw Error("CUDA training: no logits to read (none computed, or overwritten by their gradient); call loss_and_gradient(batch, false) first");
+    std::vector<float> out(static_cast<size_t>(s.N()) * static_cast<size_t>(s.config.vocab_size));
+    s.logits.download(out.data(), out.size(), s.stream);
+    s.stream_owner->synchronize();
+    return out;
+}
+
+double CudaTrainer::clip_grad_norm(double max_norm) {
+    Impl& s = *impl_;
+    tk::sum_of_squares(s.grad.get(), s.layout.total, s.sum_sq.get(), s.stream);
+    tk::clip_by_norm(s.grad.get(), s.layout.total, s.sum_sq.get(), max_norm, s.stream);
+    double ss = 0.0;
+    s.sum_sq.download(&ss, 1, s.stream);
+    s.stream_owner->synchronize();
+    return std::sqrt(ss);
+}
+
+void CudaTrainer::adamw_step(const train::AdamWConfig& c, double lr) {
+    Impl& s = *impl_;
+    s.adam_step += 1;
+    const double bc1 = 1.0 - std::pow(c.beta1, static_cast<double>(s.adam_step));
+    const double bc2 = 1.0 - std::pow(c.beta2, static_cast<double>(s.adam_step));
+    tk::AdamWScalars k{};
+    k.beta1 = static_cast<float>(c.beta1);
+    k.beta2 = static_cast<float>(c.beta2);
+    k.eps = static_cast<float>(c.eps);
+    k.decay = static_cast<float>(lr * c.weight_decay);
+    k.step_size = static_cast<float>(lr / bc1);
+    k.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+    tk::adamw(s.params.get(), s.grad.get(), s.m.get(), s.v.get(), s.decays.get(), s.layout.total, k, s.stream);
+}
+
+int64_t CudaTrainer::adamw_steps() const { return impl_->adam_step; }
+
+double CudaTrainer::train_step(const BatchView& batch, double max_norm, const train::AdamWConfig& config, double lr,
+                               double* grad_norm) {
+    Impl& s = *impl_;
+    s.forward(batch, true);
+    s.backward();
+    // The norm and the loss are read after the update is queued: one wait per step.
+    tk::sum_of_squares(s.grad.get(), s.layout.total, s.sum_sq.get(), s.stream);
+    tk::clip_by_norm(s.grad.get(), s.layout.total, s.sum_sq.get(), max_norm, s.stream);
+    adamw_step(config, lr);
+    double ss = 0.0;
+    s.sum_sq.download(&ss, 1, s.stream);
+    const double loss = s.read_loss();  // synchronizes
+    if (grad_norm) *grad_norm = std::sqrt(ss);
+    return loss;
+}
+
+const CudaTrainerOptions& CudaTrainer::options() const { return impl_->options; }
+
+std::string CudaTrainer::device_name() const {
+    cudaDeviceProp prop{};
+    RETNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, impl_->options.device));
+    return prop.name;
+}
+
+}  // namespace retnet::cuda
