@@ -236,4 +236,25 @@ TEST(EquivalenceReference, TorchscaleFormsAgreeWithZeroEps) {
         EXPECT_LT(p.rel, 1e-5) << form_name(p.a) << "-" << form_name(p.b);
 }
 
+// The torchscale fixture whose head-norm eps is comparable to mean(R²/r) (spec §2.7): the forms
+// differ visibly with its eps and agree once eps = 0, which the equivalence view demonstrates.
+TEST(EquivalenceReference, TorchscaleEpsSensitiveFixture) {
+    auto model = std::make_shared<const Model>(
+        load_model(std::string(RETNET_TEST_DATA_DIR) + "/reference/ts_eps_sensitive"));
+    auto backend = make_cpu_backend(model);
+    std::vector<int32_t> tokens;
+    for (int t = 3; t <= 50; ++t) tokens.push_back(t);
+    EquivalenceOptions options;
+    options.chunk_size = 4;
+    const EquivalenceReport with_eps = compare_forms(*backend, tokens, options);
+    EXPECT_FALSE(with_eps.passed());
+    EXPECT_GT(with_eps.pairs[1].rel, 1e-2);  // parallel–chunkwise
+    EXPECT_GE(with_eps.pairs[1].first_bad_position, 0);
+    options.head_norm_eps = 0.0;
+    const EquivalenceReport without = compare_forms(*backend, tokens, options);
+    EXPECT_TRUE(without.passed());
+    // float32 CPU backend: rounding of ~1e-7 relative per op, a few thousand ops deep.
+    for (const PairReport& p : without.pairs) EXPECT_LT(p.rel, 1e-5);
+}
+
 }  // namespace
