@@ -83,7 +83,7 @@ grep -E "rel (l2 )?err" "$OUT/cuda_tests_verbose.log" | sort -t: -k3 -g | tail -
   "$BUILD/bin/retnet" logits --model "$ROOT/tests/data/reference/fla_small" --tokens 1,2,3,4,5 --device cuda --out /tmp/l.npy 2>&1 && echo "logits OK"
   if "$BUILD/bin/retnet" 2>&1 | grep -q generate; then
     echo "--- retnet generate --device cuda"
-    "$BUILD/bin/retnet" generate --model "$ROOT/tests/data/reference/fla_small" --tokens 1,2,3 --max-tokens 8 --device cuda 2>&1 | tail -5
+    "$BUILD/bin/retnet" generate --model "$ROOT/tests/data/reference/fla_small" --tokens 1,2,3 --max-new-tokens 8 --device cuda 2>&1 | tail -5
   fi
 } >"$OUT/cli.log" 2>&1
 grep -E "vs|PASS|FAIL|error" "$OUT/cli.log" | head -30 >>"$OUT/summary.txt"
