@@ -151,6 +151,14 @@ void check_finite(const float* data, size_t n, const std::string& file, const st
                         " at index " + std::to_string(i));
 }
 
+// Integer or boolean data (a quantized export, a mask) would silently become integral weights.
+void check_float_dtype(const SafetensorsSet& set, const std::string& name) {
+    const DType dtype = set.info(name).dtype;
+    if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16 && dtype != DType::F64)
+        throw Error(set.file_of(name) + ": tensor '" + name + "' has dtype " + dtype_name(dtype) +
+                    "; weights must be F32, F16, BF16 or F64");
+}
+
 std::vector<float> read_vector(const SafetensorsSet& set, const std::string& name) {
     const Tensor t = set.read(name);
     check_finite(t.ptr(), t.data.size(), set.file_of(name), name);
@@ -176,6 +184,7 @@ Model load_model(const std::string& directory, const ProgressCallback& progress)
         if (found != s.shape)
             throw Error(set.file_of(s.name) + ": tensor '" + s.name + "' has shape " + shape_to_string(found) +
                         ", expected " + shape_to_string(s.shape) + " from " + config_path);
+        check_float_dtype(set, s.name);
         used.insert(s.name);
         total_values += static_cast<uint64_t>(shape_numel(s.shape));
     }
@@ -188,6 +197,7 @@ Model load_model(const std::string& directory, const ProgressCallback& progress)
             throw Error(set.file_of(name) + ": tensor '" + name + "' has shape " +
                         shape_to_string(set.info(name).shape) + ", expected " + shape_to_string(shape) + " from " +
                         config_path);
+        check_float_dtype(set, name);
         used.insert(name);
     }
     size_t unexpected = 0;

@@ -1,0 +1,219 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Prompts and options that `retnet generate` must survive (issue "Robustness"): each bad one is a
+// non-zero exit with one line on stderr naming the problem; odd but valid ones (empty prompt,
+// control characters, a chunk larger than the prompt) generate normally. Ctrl-C (SIGINT) during
+// generation and training stops cleanly, and training resumes from the checkpoint it saved.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "test_robustness_util.h"
+
+namespace retnet {
+namespace {
+
+using namespace robustness;
+
+// One small model with a tokenizer for the whole file (a process: ctest runs each test alone).
+const fs::path& model_dir() {
+    static ScratchDir dir("cli_model");
+    static bool written = [] {
+        write_small_model(dir.path());
+        return true;
+    }();
+    (void)written;
+    return dir.path();
+}
+
+CliResult generate(std::vector<std::string> extra) {
+    std::vector<std::string> args{"generate", "--model", model_dir().string(), "--seed", "3"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_retnet(args);
+}
+
+void expect_one_line_error(const CliResult& r, const std::string& needle) {
+    EXPECT_EQ(r.signal, 0) << "crashed with signal " << r.signal;
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_EQ(r.err_lines(), 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
+}
+
+// The last line of --json output: the summary object.
+nlohmann::json json_summary(const std::string& out) {
+    std::string text = out;
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    const size_t start = text.rfind('\n');
+    const auto summary = nlohmann::json::parse(text.substr(start == std::string::npos ? 0 : start + 1));
+    EXPECT_EQ(summary["type"], "summary");
+    return summary;
+}
+
+// A successful run: exit 0, the summary line on stderr.
+void expect_generated(const CliResult& r) {
+    EXPECT_EQ(r.signal, 0);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("retnet generate: "), std::string::npos) << r.err;
+}
+
+TEST(RobustPrompt, EmptyPromptStartsFromBos) {
+    const CliResult r = generate({"--prompt", "", "--max-new-tokens", "4", "--ignore-eos", "--json"});
+    expect_generated(r);
+    const auto summary = json_summary(r.out);
+    EXPECT_EQ(summary["prompt_tokens"], 1);  // BOS only
+    EXPECT_EQ(summary["generated_tokens"], 4);
+}
+
+TEST(RobustPrompt, EmptyPromptWithoutBosIsAnError) {
+    expect_one_line_error(generate({"--prompt", "", "--no-bos"}), "the prompt is empty");
+    expect_one_line_error(generate({"--tokens", ""}), "token");
+}
+
+TEST(RobustPrompt, InvalidUtf8NamesTheOffset) {
+    expect_one_line_error(generate({"--prompt", "ok \xC3\x28 bad"}), "invalid UTF-8 at byte offset 3");
+    expect_one_line_error(generate({"--prompt", "\xED\xA0\x80"}), "invalid UTF-8 at byte offset 0");  // a surrogate
+    expect_one_line_error(generate({"--prompt", "cut \xF0\x9F\xA4"}), "invalid UTF-8 at byte offset 4");
+}
+
+TEST(RobustPrompt, ControlCharactersAreEncodedAndOutputStaysTerminalSafe) {
+    const CliResult r = generate({"--prompt", "bell\x07 esc\x1b[31m del\x7f tab\t", "--max-new-tokens", "8", "--json"});
+    expect_generated(r);
+    const auto summary = json_summary(r.out);
+    EXPECT_GT(summary["prompt_tokens"].get<int>(), 10);
+    // The plain-text stream never passes an escape byte to the terminal.
+    const CliResult text = generate({"--prompt", "esc\x1b[31m", "--max-new-tokens", "30", "--ignore-eos", "--temperature", "5"});
+    expect_generated(text);
+    EXPECT_EQ(text.out.find('\x1b'), std::string::npos);
+}
+
+TEST(RobustPrompt, PromptLongerThanTheLimitIsRefusedBeforeRunning) {
+    std::string long_prompt;
+    for (int i = 0; i < 3000; ++i) long_prompt += "robot ";
+    expect_one_line_error(generate({"--prompt", long_prompt, "--max-prompt-tokens", "1000"}),
+                          "more than the limit of 1000 (raise --max-prompt-tokens)");
+    std::string ids = "1";
+    for (int i = 0; i < 20; ++i) ids += ",5";
+    expect_one_line_error(generate({"--tokens", ids, "--max-prompt-tokens", "8"}), "more than the limit of 8");
+}
+
+TEST(RobustPrompt, TokenIdsOutOfRangeOrMalformed) {
+    expect_one_line_error(generate({"--tokens", "1,400"}), "400");
+    expect_one_line_error(generate({"--tokens", "1,-3"}), "-3");
+    expect_one_line_error(generate({"--tokens", "1,99999999999999999999"}), "token");
+    expect_one_line_error(generate({"--tokens", "1,,2"}), "token");
+    expect_one_line_error(generate({"--tokens", "1,x"}), "token");
+}
+
+TEST(RobustOptions, ChunkSizeZeroIsAnErrorAndLargerThanThePromptIsOneChunk) {
+    expect_one_line_error(generate({"--tokens", "1,5,6", "--mode", "chunkwise", "--chunk-size", "0"}), "chunk-size");
+    expect_one_line_error(generate({"--tokens", "1,5,6", "--mode", "chunkwise", "--chunk-size", "-4"}), "chunk-size");
+    // A chunk larger than T holds the whole prompt: the same tokens as the parallel form.
+    const CliResult chunked = generate({"--tokens", "1,5,6,7", "--mode", "chunkwise", "--chunk-size", "1000",
+                                        "--greedy", "--max-new-tokens", "6", "--ignore-eos"});
+    const CliResult parallel = generate({"--tokens", "1,5,6,7", "--mode", "parallel", "--greedy",
+                                         "--max-new-tokens", "6", "--ignore-eos"});
+    expect_generated(chunked);
+    expect_generated(parallel);
+    EXPECT_FALSE(chunked.out.empty());
+    EXPECT_EQ(chunked.out, parallel.out);
+}
+
+TEST(RobustOptions, UnknownModeDeviceAndOption) {
+    expect_one_line_error(generate({"--tokens", "1", "--mode", "sideways"}), "sideways");
+    expect_one_line_error(generate({"--tokens", "1", "--device", "tpu"}), "unknown device 'tpu'");
+    expect_one_line_error(generate({"--tokens", "1", "--temprature", "1"}), "unknown option --temprature");
+    expect_one_line_error(generate({"--tokens", "1", "--max-new-tokens"}), "max-new-tokens");
+    expect_one_line_error(generate({"--tokens", "1", "--max-new-tokens", "ten"}), "max-new-tokens");
+    // An unknown command is followed by the list of commands.
+    const CliResult unknown = run_retnet({"generat"});
+    EXPECT_EQ(unknown.exit_code, 2);
+    EXPECT_EQ(unknown.err.rfind("retnet: unknown command 'generat'\n", 0), 0u) << unknown.err;
+}
+
+TEST(RobustOptions, ContradictingOrOutOfRangeOptions) {
+    expect_one_line_error(generate({"--tokens", "1", "--prompt", "hi"}), "either --prompt or --tokens");
+    expect_one_line_error(generate({"--tokens", "1", "--top-p", "0"}), "top-p");
+    expect_one_line_error(generate({"--tokens", "1", "--temperature", "-1"}), "temperature");
+    expect_one_line_error(generate({"--tokens", "1", "--max-new-tokens", "-1"}), "max-new-tokens");
+    expect_one_line_error(generate({"--tokens", "1", "--stop", "a,,b"}), "empty stop string");
+    expect_one_line_error(generate({"--tokens", "1", "--stop", "\xFF"}), "UTF-8");
+}
+
+TEST(RobustOptions, ModelWithoutTokenizerNeedsTokenIds) {
+    ScratchDir dir("no_tokenizer");
+    write_small_model(dir.path(), /*with_tokenizer=*/false);
+    expect_one_line_error(run_retnet({"generate", "--model", dir.path().string(), "--prompt", "hello"}), "--tokens");
+    const CliResult ids = run_retnet({"generate", "--model", dir.path().string(), "--tokens", "1,5", "--max-new-tokens", "3"});
+    expect_generated(ids);
+}
+
+// ---- Ctrl-C ---------------------------------------------------------------------------------
+
+TEST(RobustInterrupt, SigintDuringGenerationStopsCleanly) {
+    // Effectively endless: 10M tokens with EOS ignored; interrupted once tokens stream.
+    RunningRetnet child({"generate", "--model", model_dir().string(), "--tokens", "1,5,6", "--max-new-tokens", "10000000",
+                         "--ignore-eos", "--json", "--top-n", "0"});
+    ASSERT_TRUE(child.wait_for_output("\"type\":\"token\"", 60)) << child.output();
+    child.send(SIGINT);
+    const CliResult r = child.finish(30);
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 130) << r.err;
+    // The summary is still written, well-formed, and says why it stopped.
+    const auto summary = json_summary(r.out);
+    EXPECT_EQ(summary["stop_reason"], "cancelled");
+    EXPECT_GT(summary["generated_tokens"].get<int64_t>(), 0);
+    EXPECT_LT(summary["generated_tokens"].get<int64_t>(), 10000000);
+    EXPECT_NE(r.err.find("stopped: cancelled"), std::string::npos) << r.err;
+}
+
+TEST(RobustInterrupt, SigintDuringTrainingSavesACheckpointAndResumes) {
+    ScratchDir dir("train_interrupt");
+    write_small_model(dir / "model");  // for its tokenizer.model
+    const fs::path text = dir / "text.txt", config = dir / "config.json", out = dir / "run";
+    std::string corpus;
+    for (const std::string& line : tokenizer_corpus_lines()) corpus += line + "\n";
+    spit(text, corpus + corpus + corpus);
+    const nlohmann::json c = {{"model_type", "retnet"}, {"hidden_size", 16},     {"num_heads", 2},
+                              {"num_hidden_layers", 1}, {"expand_k", 1},         {"expand_v", 1},
+                              {"intermediate_size", 32}, {"vocab_size", 400},    {"bos_token_id", 1},
+                              {"eos_token_id", 2}};
+    spit(config, c.dump());
+    const std::vector<std::string> args{"train", "--data", text.string(), "--config", config.string(), "--tokenizer",
+                                        (dir / "model" / "tokenizer.model").string(), "--out", out.string(),
+                                        "--steps", "1000000", "--batch", "2", "--seq-len", "16", "--threads", "1",
+                                        "--log-every", "1", "--eval-every", "0", "--save-every", "0", "--val-fraction", "0.2"};
+    int64_t first_stop = 0;
+    {
+        RunningRetnet child(args);
+        ASSERT_TRUE(child.wait_for_output("loss", 60)) << child.output();
+        child.send(SIGINT);
+        const CliResult r = child.finish(60);
+        EXPECT_EQ(r.signal, 0);
+        EXPECT_EQ(r.exit_code, 130) << r.out << r.err;
+        const size_t at = r.out.find("interrupted at step ");
+        ASSERT_NE(at, std::string::npos) << r.out;
+        first_stop = std::stoll(r.out.substr(at + 20));
+        EXPECT_GT(first_stop, 0);
+        EXPECT_TRUE(fs::exists(out / "checkpoint" / "model.safetensors"));
+        EXPECT_TRUE(fs::exists(out / "checkpoint" / "trainer_state.json"));
+    }
+    // The checkpoint is a loadable model directory.
+    const CliResult info = run_retnet({"info", "--model", (out / "checkpoint").string()});
+    EXPECT_EQ(info.exit_code, 0) << info.err;
+    // --resume continues from that step (interrupted again, it must be further along).
+    std::vector<std::string> resume = args;
+    resume.push_back("--resume");
+    RunningRetnet child(resume);
+    ASSERT_TRUE(child.wait_for_output("step " + std::string(6 - std::min<size_t>(6, std::to_string(first_stop + 1).size()), ' ') +
+                                          std::to_string(first_stop + 1) + "/",
+                                      60))
+        << child.output();
+    child.send(SIGINT);
+    const CliResult r = child.finish(60);
+    EXPECT_EQ(r.exit_code, 130) << r.out << r.err;
+    const size_t at = r.out.find("interrupted at step ");
+    ASSERT_NE(at, std::string::npos) << r.out;
+    EXPECT_GT(std::stoll(r.out.substr(at + 20)), first_stop);
+}
+
+}  // namespace
+}  // namespace retnet

@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Saving when the output cannot be written (issue "Robustness"): a full disk, a path that is not
+// a directory, an unwritable directory. Every writer (write_npy, write_safetensors, save_model,
+// the CLI's --out) fails with one line naming the file and the reason, and the file that was
+// there before is left byte-for-byte intact, with no temporary file left behind.
+//
+// The tests run as root on CI, where permissions do not stop writes, so the failures are made
+// with the kernel's own devices instead: the writers' temporary file `<path>.tmp` is made a
+// symlink to /dev/full (every write fails with ENOSPC, exactly as on a full disk), or the
+// directory is a path below a regular file (ENOTDIR). The permission test runs only as non-root.
+#include <gtest/gtest.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "retnet/error.h"
+#include "retnet/model.h"
+#include "retnet/npy.h"
+#include "retnet/safetensors.h"
+#include "test_robustness_util.h"
+
+namespace retnet {
+namespace {
+
+using namespace robustness;
+
+std::string error_of(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const Error& e) {
+        return e.what();
+    } catch (const std::exception& e) {
+        return std::string("NOT A retnet::Error: ") + e.what();
+    }
+    return "(no error)";
+}
+
+void expect_error(const std::string& message, const std::string& names, const std::string& reason) {
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    EXPECT_NE(message.find(names), std::string::npos) << message;
+    EXPECT_NE(message.find(reason), std::string::npos) << message;
+}
+
+bool dev_full_works() {
+    FILE* f = std::fopen("/dev/full", "w");
+    if (!f) return false;
+    const bool full = std::fputc('x', f) != EOF && std::fflush(f) != 0;
+    std::fclose(f);
+    return full;
+}
+
+// Makes `<path>.tmp` a symlink to /dev/full: the writer's data then meets a full disk.
+void make_disk_full_for(const fs::path& path) {
+    fs::path tmp = path;
+    tmp += ".tmp";
+    fs::remove(tmp);
+    fs::create_symlink("/dev/full", tmp);
+}
+
+bool temp_file_left(const fs::path& path) {
+    fs::path tmp = path;
+    tmp += ".tmp";
+    return fs::exists(fs::symlink_status(tmp));
+}
+
+Tensor sample_tensor(float base) {
+    Tensor t({3, 5});
+    for (int64_t i = 0; i < t.numel(); ++i) t.data[static_cast<size_t>(i)] = base + static_cast<float>(i);
+    return t;
+}
+
+TEST(RobustWrite, NpyOnAFullDiskKeepsThePreviousFile) {
+    if (!dev_full_works()) GTEST_SKIP() << "/dev/full is not available";
+    ScratchDir dir("npy_full");
+    const fs::path file = dir / "logits.npy";
+    write_npy(file.string(), sample_tensor(1.0f));
+    const std::string before = slurp(file);
+    make_disk_full_for(file);
+    expect_error(error_of([&] { write_npy(file.string(), sample_tensor(100.0f)); }), file.string(),
+                 "No space left on device");
+    EXPECT_EQ(slurp(file), before);
+    EXPECT_FALSE(temp_file_left(file));
+    EXPECT_EQ(read_npy(file.string()).data, sample_tensor(1.0f).data);
+}
+
+TEST(RobustWrite, SafetensorsOnAFullDiskKeepsThePreviousFile) {
+    if (!dev_full_works()) GTEST_SKIP() << "/dev/full is not available";
+    ScratchDir dir("st_full");
+    const fs::path file = dir / "model.safetensors";
+    const Tensor old_tensor = sample_tensor(1.0f), new_tensor = sample_tensor(-7.0f);
+    write_safetensors(file.string(), {{"w", &old_tensor}});
+    const std::string before = slurp(file);
+    for (DType dtype : {DType::F32, DType::BF16}) {
+        make_disk_full_for(file);
+        expect_error(error_of([&] { write_safetensors(file.string(), {{"w", &new_tensor}}, {}, dtype); }),
+                     file.string(), "No space left on device");
+        EXPECT_EQ(slurp(file), before);
+        EXPECT_FALSE(temp_file_left(file));
+    }
+    EXPECT_EQ(SafetensorsFile(file.string()).read("w").data, old_tensor.data);
+}
+
+TEST(RobustWrite, SaveModelOnAFullDiskKeepsTheLoadableModel) {
+    if (!dev_full_works()) GTEST_SKIP() << "/dev/full is not available";
+    ScratchDir dir("save_full");
+    write_small_model(dir.path(), /*with_tokenizer=*/false);
+    const std::string weights_before = slurp(dir / "model.safetensors"), config_before = slurp(dir / "config.json");
+    const Model other = make_random_model(small_chat_config(), 99);
+    make_disk_full_for(dir / "model.safetensors");
+    expect_error(error_of([&] { save_model(other, dir.path().string()); }), (dir / "model.safetensors").string(),
+                 "No space left on device");
+    EXPECT_EQ(slurp(dir / "model.safetensors"), weights_before);
+    EXPECT_EQ(slurp(dir / "config.json"), config_before);
+    // Full again, this time when config.json is written (after the weights).
+    make_disk_full_for(dir / "config.json");
+    expect_error(error_of([&] { save_model(other, dir.path().string()); }), (dir / "config.json").string(),
+                 "No space left on device");
+    EXPECT_EQ(slurp(dir / "config.json"), config_before);
+    EXPECT_FALSE(temp_file_left(dir / "config.json"));
+    EXPECT_NO_THROW(load_model(dir.path().string()));  // same config: still a consistent model
+}
+
+TEST(RobustWrite, OutputBelowARegularFile) {
+    ScratchDir dir("not_a_dir");
+    const fs::path file = dir / "plain";
+    spit(file, "x");
+    const Tensor t = sample_tensor(0.0f);
+    const std::string target = (file / "out.npy").string();
+    expect_error(error_of([&] { write_npy(target, t); }), target, "Not a directory");
+    expect_error(error_of([&] { write_safetensors((file / "m.safetensors").string(), {{"w", &t}}); }),
+                 (file / "m.safetensors").string(), "Not a directory");
+    expect_error(error_of([&] { save_model(make_random_model(small_chat_config(), 1), (file / "model").string()); }),
+                 (file / "model").string(), "");
+    expect_error(error_of([&] { write_npy("/dev/null/x.npy", t); }), "/dev/null/x.npy", "Not a directory");
+    EXPECT_EQ(slurp(file), "x");
+}
+
+TEST(RobustWrite, TempNameTakenByADirectory) {
+    ScratchDir dir("tmp_is_dir");
+    const fs::path file = dir / "a.npy";
+    write_npy(file.string(), sample_tensor(2.0f));
+    const std::string before = slurp(file);
+    fs::create_directory(dir / "a.npy.tmp");
+    expect_error(error_of([&] { write_npy(file.string(), sample_tensor(3.0f)); }), file.string(), "Is a directory");
+    EXPECT_EQ(slurp(file), before);
+}
+
+TEST(RobustWrite, ReadOnlyDirectoryForNonRoot) {
+    if (::geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions; covered by /dev/full and ENOTDIR";
+    ScratchDir dir("read_only");
+    const fs::path file = dir / "a.npy";
+    write_npy(file.string(), sample_tensor(2.0f));
+    const std::string before = slurp(file);
+    fs::permissions(dir.path(), fs::perms::owner_read | fs::perms::owner_exec);
+    expect_error(error_of([&] { write_npy(file.string(), sample_tensor(3.0f)); }), file.string(), "Permission denied");
+    fs::permissions(dir.path(), fs::perms::owner_all);
+    EXPECT_EQ(slurp(file), before);
+}
+
+TEST(RobustWrite, CliOutputOnAFullDiskIsOneLineAndKeepsTheOldFile) {
+    if (!dev_full_works()) GTEST_SKIP() << "/dev/full is not available";
+    ScratchDir dir("cli_full");
+    write_small_model(dir / "model", /*with_tokenizer=*/false);
+    const fs::path out = dir / "logits.npy";
+    const std::vector<std::string> args{"logits", "--model", (dir / "model").string(), "--tokens", "1,5,6", "--out", out.string()};
+    ASSERT_EQ(run_retnet(args).exit_code, 0);
+    const std::string before = slurp(out);
+    make_disk_full_for(out);
+    const CliResult r = run_retnet(args);
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err_lines(), 1) << r.err;
+    EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
+    EXPECT_EQ(slurp(out), before);
+    EXPECT_FALSE(temp_file_left(out));
+}
+
+}  // namespace
+}  // namespace retnet

@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// Helpers of the robustness tests: scratch directories, running the `retnet` executable with an
+// exact argv (prompts may hold any bytes, so no shell), a child that can be interrupted, and a
+// small model directory with a tokenizer.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "retnet/config.h"
+#include "retnet/model.h"
+#include "retnet/tokenizer.h"
+
+namespace retnet::robustness {
+
+namespace fs = std::filesystem;
+
+inline std::string slurp(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+inline void spit(const fs::path& p, const std::string& bytes) {
+    std::ofstream out(p, std::ios::binary | std::ios::trunc);
+    out << bytes;
+}
+
+// A fresh directory under /tmp, unique per process (ctest runs tests in parallel), removed after.
+class ScratchDir {
+public:
+    explicit ScratchDir(const std::string& tag) {
+        static int counter = 0;
+        path_ = fs::temp_directory_path() /
+                ("retnet_robust_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+        fs::remove_all(path_);
+        fs::create_directories(path_);
+    }
+    ~ScratchDir() {
+        std::error_code ec;
+        fs::remove_all(path_, ec);
+    }
+    ScratchDir(const ScratchDir&) = delete;
+    ScratchDir& operator=(const ScratchDir&) = delete;
+    const fs::path& path() const { return path_; }
+    fs::path operator/(const std::string& name) const { return path_ / name; }
+
+private:
+    fs::path path_;
+};
+
+struct CliResult {
+    int exit_code = -1;  // -1: killed by a signal (a crash), see signal
+    int signal = 0;
+    std::string out, err;
+
+    int err_lines() const { return static_cast<int>(std::count(err.begin(), err.end(), '\n')); }
+};
+
+// Runs `retnet args...` with stdin from /dev/null and waits (at most `timeout_s`, then SIGKILL).
+inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s = 120) {
+    static int counter = 0;
+    const fs::path dir = fs::temp_directory_path() / ("retnet_robust_cli_" + std::to_string(::getpid()));
+    fs::create_directories(dir);
+    const fs::path out = dir / ("out" + std::to_string(counter)), err = dir / ("err" + std::to_string(counter++));
+    std::vector<std::string> argv_strings{RETNET_CLI_PATH};
+    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& s : argv_strings) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+        const int in_fd = ::open("/dev/null", O_RDONLY);
+        const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        const int err_fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(in_fd, 0);
+        ::dup2(out_fd, 1);
+        ::dup2(err_fd, 2);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    CliResult r;
+    int status = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+    while (::waitpid(pid, &status, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, &status, 0);
+            r.err = "(timed out)";
+            return r;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+    if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+    r.out = slurp(out);
+    r.err = slurp(err);
+    fs::remove(out);
+    fs::remove(err);
+    return r;
+}
+
+// `retnet args...` running in the background with its stdout on a pipe, so a test can wait for
+// some output, then send a signal.
+class RunningRetnet {
+public:
+    explicit RunningRetnet(const std::vector<std::string>& args) {
+        err_path_ = fs::temp_directory_path() / ("retnet_robust_bg_" + std::to_string(::getpid()) + ".err");
+        std::vector<std::string> argv_strings{RETNET_CLI_PATH};
+        argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+        std::vector<char*> argv;
+        for (std::string& s : argv_strings) argv.push_back(s.data());
+        argv.push_back(nullptr);
+        int pipe_fds[2];
+        if (::pipe(pipe_fds) != 0) return;
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            const int in_fd = ::open("/dev/null", O_RDONLY);
+            const int err_fd = ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            ::dup2(in_fd, 0);
+            ::dup2(pipe_fds[1], 1);
+            ::dup2(err_fd, 2);
+            ::close(pipe_fds[0]);
+            ::execv(argv[0], argv.data());
+            ::_exit(127);
+        }
+        ::close(pipe_fds[1]);
+        out_fd_ = pipe_fds[0];
+    }
+    ~RunningRetnet() {
+        if (pid_ > 0 && !reaped_) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        if (out_fd_ >= 0) ::close(out_fd_);
+        std::error_code ec;
+        fs::remove(err_path_, ec);
+    }
+
+    // Reads stdout until it contains `needle` (true) or the child ends / the time is up (false).
+    bool wait_for_output(const std::string& needle, int timeout_s) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+        while (out_.find(needle) == std::string::npos) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0 || !read_some(static_cast<int>(left.count()))) return false;
+        }
+        return true;
+    }
+
+    void send(int signal) { ::kill(pid_, signal); }
+
+    // Waits for the exit (SIGKILL after `timeout_s`) and collects the rest of the output.
+    CliResult finish(int timeout_s) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+        CliResult r;
+        while (true) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0) {
+                ::kill(pid_, SIGKILL);
+                r.err = "(timed out)";
+                break;
+            }
+            if (!read_some(static_cast<int>(left.count()))) break;  // EOF: the child closed stdout
+        }
+        int status = 0;
+        ::waitpid(pid_, &status, 0);
+        reaped_ = true;
+        if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+        if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+        r.out = out_;
+        r.err += slurp(err_path_);
+        return r;
+    }
+
+    const std::string& output() const { return out_; }
+
+private:
+    bool read_some(int timeout_ms) {
+        pollfd p{out_fd_, POLLIN, 0};
+        if (::poll(&p, 1, timeout_ms) <= 0) return false;
+        char buffer[4096];
+        const ssize_t n = ::read(out_fd_, buffer, sizeof buffer);
+        if (n <= 0) return false;
+        out_.append(buffer, static_cast<size_t>(n));
+        return true;
+    }
+
+    pid_t pid_ = -1;
+    int out_fd_ = -1;
+    bool reaped_ = false;
+    std::string out_;
+    fs::path err_path_;
+};
+
+inline std::vector<std::string> tokenizer_corpus_lines() {
+    std::ifstream in(std::string(RETNET_TEST_DATA_DIR) + "/tokenizer/corpus.txt");
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+}
+
+// A small fla model (d = 32, 2 heads, 2 layers) with a 400-piece byte-fallback tokenizer,
+// BOS 1 and EOS 2: enough for `retnet generate --prompt` and fast on any machine.
+inline ModelConfig small_chat_config() {
+    ModelConfig c;
+    c.family = Family::Fla;
+    c.vocab_size = 400;
+    c.d_model = 32;
+    c.n_layers = 2;
+    c.n_heads = 2;
+    c.key_dim = 32;
+    c.value_dim = 64;
+    c.ffn_dim = 64;
+    c.bos_token_id = 1;
+    c.eos_token_id = 2;
+    return c;
+}
+
+inline void write_small_model(const fs::path& dir, bool with_tokenizer = true) {
+    save_model(make_random_model(small_chat_config(), 7), dir.string());
+    if (!with_tokenizer) return;
+    static const std::string serialized = [] {
+        TokenizerTrainOptions options;
+        options.vocab_size = 400;
+        return train_tokenizer(tokenizer_corpus_lines(), options);
+    }();
+    spit(dir / "tokenizer.model", serialized);
+}
+
+}  // namespace retnet::robustness
