@@ -15,6 +15,7 @@
 #include "../device_buffer.h"
 #include "retnet/cuda/backend_cuda.h"
 #include "retnet/error.h"
+#include "retnet/train_device.h"
 #include "train_kernels.h"
 
 namespace retnet::cuda {
@@ -529,6 +530,49 @@ std::string CudaTrainer::device_name() const {
     cudaDeviceProp prop{};
     RETNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, impl_->options.device));
     return prop.name;
+}
+
+}  // namespace retnet::cuda
+
+namespace retnet::cuda {
+
+namespace {
+
+class CudaTrainDevice final : public train::TrainDevice {
+public:
+    CudaTrainDevice(const std::string& name, const ModelConfig& config, const train::ParamLayout& layout,
+                    const CudaTrainerOptions& options)
+        : name_(name), trainer_(config, layout, options) {}
+    std::string description() const override { return name_ + " (" + trainer_.device_name() + ")"; }
+    void upload(std::span<const float> params, const train::AdamWState& state) override {
+        trainer_.upload(params, state);
+    }
+    void download(std::vector<float>& params, train::AdamWState& state) override {
+        trainer_.download(params, state);
+    }
+    double step(const train::BatchView& batch, double max_norm, const train::AdamWConfig& adamw, double lr,
+                double* grad_norm) override {
+        return trainer_.train_step(batch, max_norm, adamw, lr, grad_norm);
+    }
+
+private:
+    std::string name_;
+    CudaTrainer trainer_;
+};
+
+}  // namespace
+
+void register_cuda_trainer() {
+    for (const char* name : {"cuda", "cuda-tf32", "cuda-bf16"}) {
+        const std::string device = name;
+        train::register_train_device(device, [device](const ModelConfig& config, const train::ParamLayout& layout,
+                                                      const train::TrainDeviceOptions& o) {
+            CudaTrainerOptions options;
+            options.precision = train_precision_from_device(device);
+            options.chunk = o.chunk;
+            return std::unique_ptr<train::TrainDevice>(new CudaTrainDevice(device, config, layout, options));
+        });
+    }
 }
 
 }  // namespace retnet::cuda

@@ -73,4 +73,8 @@ private:
 // "cuda" → Fp32, "cuda-tf32" → Tf32, "cuda-bf16" → Bf16; throws retnet::Error otherwise.
 TrainPrecision train_precision_from_device(const std::string& device);
 
+// Registers the training devices "cuda", "cuda-tf32" and "cuda-bf16" (retnet/train_device.h).
+// Idempotent; the CLI calls it at start-up. Using one without a GPU throws a one-line error.
+void register_cuda_trainer();
+
 }  // namespace retnet::cuda

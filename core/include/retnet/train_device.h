@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// Training devices beyond the CPU: a device holds its own copy of the parameters and the AdamW
+// state and runs whole steps (loss and gradient, clipping, AdamW) — the same math as
+// loss_and_gradient + clip_grad_norm + adamw_update. Devices (the CUDA trainer) register
+// themselves at start-up, so core never depends on them; "cpu" is the trainer in core.
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "retnet/train.h"
+
+namespace retnet::train {
+
+class TrainDevice {
+public:
+    virtual ~TrainDevice() = default;
+    // One line for logs, e.g. "cuda-bf16 (NVIDIA H200)".
+    virtual std::string description() const = 0;
+    virtual void upload(std::span<const float> params, const AdamWState& state) = 0;
+    virtual void download(std::vector<float>& params, AdamWState& state) = 0;
+    // One step; returns the loss before the update, *grad_norm the gradient norm before clipping.
+    virtual double step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
+                        double* grad_norm) = 0;
+};
+
+struct TrainDeviceOptions {
+    int chunk = 0;  // 0: parallel retention; > 0: chunkwise with this chunk size
+};
+
+using TrainDeviceFactory = std::function<std::unique_ptr<TrainDevice>(
+    const ModelConfig&, const ParamLayout&, const TrainDeviceOptions&)>;
+void register_train_device(const std::string& name, TrainDeviceFactory factory);
+// "cpu" first, then the registered devices in name order.
+std::vector<std::string> train_devices();
+// nullptr for "cpu" (the caller runs the CPU trainer). Throws retnet::Error for an unknown name
+// (listing the known ones) or when the device cannot be used (the factory's message).
+std::unique_ptr<TrainDevice> make_train_device(const std::string& name, const ModelConfig& config,
+                                               const ParamLayout& layout, const TrainDeviceOptions& options);
+
+}  // namespace retnet::train

@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The CUDA trainer against the CPU trainer's double-precision loss_and_gradient (which the core
+// tests check against finite differences), AdamW and clipping against the CPU's, and a few steps
+// of training. Skipped without a GPU.
+//
+// Tolerances. fp32 (no TF32): every op rounds at 6e-8 relative; the longest accumulations are the
+// GEMM sums (≤ a few hundred terms here) and the T×T retention sums, so the gradient lands within
+// ~1e-6 of the double one norm-wise — 1e-4 leaves room for unlucky cancellation, while a wrong
+// decay power, a missing state term or a dropped gradient path misses by 1e-2 or more (the
+// chunkwise cases cross chunk boundaries, partial last chunk included). bf16 GEMM operands carry
+// 8 significant bits (3.9e-3 relative): the loss, a mean over positions, stays within 1e-2.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "cuda_test_util.h"
+#include "retnet/cuda/cuda_trainer.h"
+#include "retnet/train.h"
+
+namespace retnet::cuda::test {
+namespace {
+
+using train::AdamWConfig;
+using train::AdamWState;
+using train::BatchView;
+using train::LossOptions;
+using train::ParamLayout;
+
+struct TrainCase {
+    std::string name;
+    bool tied = false;
+    bool head_norm_weight = true;
+    int seq_len = 13;
+    int chunk = 0;
+};
+
+ModelConfig small_config(const TrainCase& c) {
+    ModelConfig m;
+    m.family = Family::Fla;
+    m.vocab_size = 37;
+    m.d_model = 24;
+    m.n_layers = 2;
+    m.n_heads = 2;
+    m.key_dim = 16;    // Dk = 8
+    m.value_dim = 32;  // Dv = 16
+    m.ffn_dim = 40;
+    m.tie_embeddings = c.tied;
+    m.head_norm_affine = c.head_norm_weight;
+    m.bos_token_id = 1;
+    m.eos_token_id = 2;
+    return m;
+}
+
+// Weights well away from the 0.02 initialization, so every path carries a sizeable gradient
+// (norm weights around 1, as the core gradient tests do).
+std::vector<float> random_params(const ParamLayout& layout, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_real_distribution<float> dist(-0.4f, 0.4f);
+    std::vector<float> p(static_cast<size_t>(layout.total));
+    for (float& x : p) x = dist(rng);
+    for (const train::ParamTensor& t : layout.tensors)
+        if (t.shape.size() == 1)
+            for (int64_t i = 0; i < t.size; ++i) p[static_cast<size_t>(t.offset + i)] += 1.0f;
+    return p;
+}
+
+struct Tokens {
+    std::vector<int32_t> inputs, targets;
+    BatchView view(int batch, int seq_len) const { return {inputs.data(), targets.data(), batch, seq_len}; }
+};
+
+Tokens random_tokens(int n, int vocab, uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<int32_t> tok(0, vocab - 1);
+    Tokens t;
+    t.inputs.resize(static_cast<size_t>(n));
+    t.targets.resize(static_cast<size_t>(n));
+    for (auto& x : t.inputs) x = tok(rng);
+    for (auto& x : t.targets) x = tok(rng);
+    return t;
+}
+
+class CudaTrainGradient : public CudaTest, public ::testing::WithParamInterface<TrainCase> {};
+
+TEST_P(CudaTrainGradient, LossGradientAndLogitsMatchTheCpuDoubleReference) {
+    const TrainCase& c = GetParam();
+    const ModelConfig config = small_config(c);
+    const ParamLayout layout = train::make_param_layout(config);
+    const std::vector<float> params = random_params(layout, 7);
+    const int B = 3;
+    const Tokens tokens = random_tokens(B * c.seq_len, config.vocab_size, 11);
+    const BatchView batch = tokens.view(B, c.seq_len);
+
+    const std::vector<double> params_d(params.begin(), params.end());
+    std::vector<double> grad_ref(params.size());
+    std::vector<double> logits_ref;
+    LossOptions lo;
+    lo.chunk = c.chunk;
+    const double loss_ref = train::loss_and_gradient<double>(config, layout, params_d.data(), batch,
+                                                             grad_ref.data(), lo, &logits_ref);
+
+    CudaTrainerOptions options;
+    options.chunk = c.chunk;
+    CudaTrainer trainer(config, layout, options);
+    trainer.upload_params(params);
+    const double loss_no_grad = trainer.loss_and_gradient(batch, false);
+    const std::vector<float> logits = trainer.download_logits();
+    const double loss = trainer.loss_and_gradient(batch, true);
+    const std::vector<float> grad = trainer.download_gradient();
+
+    const double grad_err = rel_l2_error(grad, grad_ref);
+    const double logit_err = rel_max_error(logits, logits_ref);
+    std::printf("[%s] loss %.8f (cpu double %.8f), gradient rel l2 err %.3e, logits rel max err %.3e\n",
+                c.name.c_str(), loss, loss_ref, grad_err, logit_err);
+    EXPECT_NEAR(loss, loss_ref, 1e-5 * loss_ref);
+    EXPECT_NEAR(loss_no_grad, loss_ref, 1e-5 * loss_ref);
+    EXPECT_LT(logit_err, 1e-5);
+    EXPECT_LT(grad_err, 1e-4);
+    // Every tensor's gradient, not only the vector as a whole (a small tensor could hide in the norm).
+    for (const train::ParamTensor& t : layout.tensors) {
+        const auto first = static_cast<size_t>(t.offset), last = static_cast<size_t>(t.offset + t.size);
+        const std::vector<float> g(grad.begin() + first, grad.begin() + last);
+        const std::vector<double> r(grad_ref.begin() + first, grad_ref.begin() + last);
+        EXPECT_LT(rel_l2_error(g, r), 1e-3) << t.name;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, CudaTrainGradient,
+    ::testing::Values(TrainCase{"parallel", false, true, 13, 0}, TrainCase{"parallel_tied_no_head_weight", true, false, 13, 0},
+                      TrainCase{"chunkwise_c4_partial_last_chunk", false, true, 13, 4},
+                      TrainCase{"chunkwise_c8_exact_chunks", true, true, 32, 8},
+                      TrainCase{"chunk_longer_than_sequence", false, true, 9, 64}),
+    [](const auto& case_info) { return case_info.param.name; });
+
+class CudaTrainerTest : public CudaTest {};
+
+TEST_F(CudaTrainerTest, Bf16LossIsWithinOnePercentOfTheDoubleReference) {
+    const TrainCase c{"bf16", false, true, 48, 16};
+    const ModelConfig config = small_config(c);
+    const ParamLayout layout = train::make_param_layout(config);
+    const std::vector<float> params = random_params(layout, 3);
+    const int B = 4;
+    const Tokens tokens = random_tokens(B * c.seq_len, config.vocab_size, 5);
+    const BatchView batch = tokens.view(B, c.seq_len);
+    const std::vector<double> params_d(params.begin(), params.end());
+    std::vector<double> grad_ref(params.size());
+    LossOptions lo;
+    lo.chunk = c.chunk;
+    const double loss_ref = train::loss_and_gradient<double>(config, layout, params_d.data(), batch, grad_ref.data(), lo);
+    for (TrainPrecision precision : {TrainPrecision::Bf16, TrainPrecision::Tf32}) {
+        CudaTrainerOptions options;
+        options.chunk = c.chunk;
+        options.precision = precision;
+        CudaTrainer trainer(config, layout, options);
+        trainer.upload_params(params);
+        const double loss = trainer.loss_and_gradient(batch);
+        const double grad_err = rel_l2_error(trainer.download_gradient(), grad_ref);
+        std::printf("[%s] loss %.6f (cpu double %.6f, rel %.2e), gradient rel l2 err %.3e\n",
+                    precision == TrainPrecision::Bf16 ? "bf16" : "tf32", loss, loss_ref,
+                    std::abs(loss - loss_ref) / loss_ref, grad_err);
+        EXPECT_NEAR(loss, loss_ref, 1e-2 * loss_ref);
+        // The gradient direction survives the 8-bit mantissa (a wrong path would be off by O(1)).
+        EXPECT_LT(grad_err, 0.1);
+    }
+}
+
+TEST_F(CudaTrainerTest, ClippingAndAdamWMatchTheCpuOptimizer) {
+    const TrainCase c{"adamw", false, true, 16, 0};
+    const ModelConfig config = small_config(c);
+    const ParamLayout layout = train::make_param_layout(config);
+    std::vector<float> params = random_params(layout, 21);
+    const int B = 2;
+    const Tokens tokens = random_tokens(B * c.seq_len, config.vocab_size, 22);
+    const BatchView batch = tokens.view(B, c.seq_len);
+    AdamWConfig adam;
+    adam.weight_decay = 0.3;  // large enough to show in one step
+    CudaTrainer trainer(config, layout);
+    AdamWState state = train::make_adamw_state(layout);
+    trainer.upload(params, state);
+    for (int step = 0; step < 3; ++step) {
+        const double lr = 1e-2 * (step + 1);
+        trainer.loss_and_gradient(batch);
+        std::vector<float> grad = trainer.download_gradient();
+        const double max_norm = 0.5;
+        std::vector<float> clipped_cpu = grad;
+        const double norm_cpu = train::clip_grad_norm(clipped_cpu, max_norm);
+        const double norm = trainer.clip_grad_norm(max_norm);
+        ASSERT_GT(norm_cpu, max_norm) << "the test must exercise clipping";
+        EXPECT_NEAR(norm, norm_cpu, 1e-6 * norm_cpu);
+        const std::vector<float> clipped = trainer.download_gradient();
+        EXPECT_LT(rel_max_error(clipped, clipped_cpu), 1e-6);
+        // The CPU update from the device's clipped gradient: the same float operations.
+        train::adamw_update(params, clipped, state, layout, adam, lr);
+        trainer.adamw_step(adam, lr);
+        std::vector<float> got_params;
+        AdamWState got_state;
+        trainer.download(got_params, got_state);
+        EXPECT_EQ(got_state.step, state.step);
+        EXPECT_LT(rel_max_error(got_params, params), 1e-6) << "step " << step;
+        EXPECT_LT(rel_max_error(got_state.m, state.m), 1e-6) << "step " << step;
+        EXPECT_LT(rel_max_error(got_state.v, state.v), 1e-6) << "step " << step;
+        params = got_params;  // continue from the device's values
+        state = got_state;
+    }
+    // A state round trip: uploading the downloaded state continues exactly.
+    CudaTrainer again(config, layout);
+    again.upload(params, state);
+    EXPECT_EQ(again.adamw_steps(), 3);
+}
+
+TEST_F(CudaTrainerTest, AFewStepsOfTrainingLowerTheLoss) {
+    const TrainCase c{"train", false, true, 32, 8};
+    const ModelConfig config = small_config(c);
+    const ParamLayout layout = train::make_param_layout(config);
+    const std::vector<float> params = train::flatten_weights(make_random_model(config, 5), layout);
+    // A learnable stream: token t+1 = (3·token t + 1) mod V.
+    const int B = 4, V = config.vocab_size;
+    Tokens tokens;
+    for (int b = 0; b < B; ++b) {
+        int32_t x = b + 3;
+        for (int t = 0; t < c.seq_len; ++t) {
+            const int32_t next = (3 * x + 1) % V;
+            tokens.inputs.push_back(x);
+            tokens.targets.push_back(next);
+            x = next;
+        }
+    }
+    const BatchView batch = tokens.view(B, c.seq_len);
+    for (TrainPrecision precision : {TrainPrecision::Fp32, TrainPrecision::Bf16}) {
+        CudaTrainerOptions options;
+        options.chunk = c.chunk;
+        options.precision = precision;
+        CudaTrainer trainer(config, layout, options);
+        trainer.upload(params, train::make_adamw_state(layout));
+        AdamWConfig adam;
+        double first = 0, last = 0, norm = 0;
+        for (int step = 0; step < 60; ++step) {
+            const double lr = train::learning_rate(step, 60, 5, 1e-2, 0.1);
+            last = trainer.train_step(batch, 1.0, adam, lr, &norm);
+            if (step == 0) first = last;
+            ASSERT_TRUE(std::isfinite(last));
+        }
+        std::printf("[%s] loss %.4f -> %.4f after 60 steps (ln V = %.4f)\n",
+                    precision == TrainPrecision::Bf16 ? "bf16" : "fp32", first, last, std::log(V));
+        EXPECT_NEAR(first, std::log(V), 0.3);  // near-uniform predictions at initialization
+        EXPECT_LT(last, 0.5 * first);
+        // The trained parameters reproduce the reported loss on the CPU.
+        const std::vector<float> trained = trainer.download_params();
+        LossOptions lo;
+        lo.chunk = c.chunk;
+        const double cpu = train::loss_and_gradient<float>(config, layout, trained.data(), batch, nullptr, lo);
+        EXPECT_LT(cpu, 0.5 * first);
+    }
+}
+
+TEST_F(CudaTrainerTest, RejectsBadTokensAndMismatchedState) {
+    const TrainCase c{"errors"};
+    const ModelConfig config = small_config(c);
+    const ParamLayout layout = train::make_param_layout(config);
+    CudaTrainer trainer(config, layout);
+    Tokens tokens = random_tokens(4, config.vocab_size, 1);
+    tokens.inputs[2] = config.vocab_size;
+    EXPECT_THROW(trainer.loss_and_gradient(tokens.view(1, 4)), Error);
+    EXPECT_THROW(trainer.upload_params(std::vector<float>(3)), Error);
+    EXPECT_THROW(trainer.download_logits(), Error);  // nothing computed yet
+    EXPECT_THROW(train_precision_from_device("cuda-fp8"), Error);
+    EXPECT_EQ(train_precision_from_device("cuda-bf16"), TrainPrecision::Bf16);
+}
+
+}  // namespace
+}  // namespace retnet::cuda::test
