@@ -54,6 +54,7 @@ int run_train(const std::vector<std::string>& argv) {
     o.eval_window = static_cast<int>(args.get_int("eval-window", o.eval_window, 1, 1 << 20));
     o.time_limit_s = args.get_double("time-limit", 0.0, 0.0, 1e9);
     o.threads = static_cast<int>(args.get_int("threads", 0, 0, 4096));
+    o.device = args.get_or("device", "cpu");
     args.finish();
 
     g_stop.store(false);
@@ -90,7 +91,7 @@ int run_train(const std::vector<std::string>& argv) {
 const Command reg("train",
                   "retnet train --data FILE --config CONFIG.json --out DIR [--tokenizer MODEL] [--steps N] "
                   "[--batch B] [--seq-len T] [--lr LR] [--warmup N] [--weight-decay W] [--grad-clip C] "
-                  "[--chunk C] [--eval-every N] [--save-every N] [--time-limit SECONDS] [--threads N] [--resume]",
+                  "[--chunk C] [--device cpu|cuda|cuda-tf32|cuda-bf16] [--eval-every N] [--save-every N] [--time-limit SECONDS] [--threads N] [--resume]",
                   &run_train);
 
 }  // namespace

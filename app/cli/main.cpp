@@ -8,6 +8,7 @@
 #include "retnet/error.h"
 #ifdef RETNET_HAVE_CUDA
 #include "retnet/cuda/backend_cuda.h"
+#include "retnet/cuda/cuda_trainer.h"
 #endif
 
 namespace retnet::cli {
@@ -29,6 +30,7 @@ void print_usage() {
 int main(int argc, char** argv) {
 #ifdef RETNET_HAVE_CUDA
     retnet::register_cuda_backend();  // registers "cuda"; it reports a missing GPU when used
+    retnet::cuda::register_cuda_trainer();  // `retnet train --device cuda|cuda-tf32|cuda-bf16`
 #endif
     if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
         print_usage();

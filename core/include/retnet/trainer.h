@@ -82,6 +82,7 @@ struct TrainOptions {
     int eval_window = 256;        // tokens per validation window
     double time_limit_s = 0;      // > 0: shrink the schedule so training ends within this time
     int threads = 0;              // element-wise and per-head threads (0 = all cores)
+    std::string device = "cpu";   // "cpu" or a registered training device (retnet/train_device.h)
 };
 
 struct TrainProgress {

@@ -13,6 +13,7 @@
 #include "io/atomic_file.h"
 #include "retnet/error.h"
 #include "retnet/safetensors.h"
+#include "retnet/train_device.h"
 #include "retnet/train_ops.h"
 #include "retnet/trainer.h"
 #include "retnet/utf8.h"
@@ -203,6 +204,13 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
         s.total_steps = o.steps;
     }
     if (o.resume && !s.schedule_fixed && o.steps != s.total_steps) s.total_steps = o.steps;
+    // A device other than the CPU holds the parameters and moments between host syncs (before
+    // validation and checkpoints); s.adam.step mirrors its step count.
+    std::unique_ptr<TrainDevice> device = make_train_device(o.device, config, layout, TrainDeviceOptions{o.chunk});
+    if (device) device->upload(s.params, s.adam);
+    auto sync_from_device = [&] {
+        if (device) device->download(s.params, s.adam);
+    };
 
     TrainResult result;
     std::vector<float> grad(static_cast<size_t>(layout.total));
@@ -262,11 +270,19 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
         const BatchView batch{inputs.data(), targets.data(), o.batch, o.seq_len};
         LossOptions lo;
         lo.chunk = o.chunk;
-        const double loss = loss_and_gradient<float>(config, layout, s.params.data(), batch, grad.data(), lo);
-        if (!std::isfinite(loss)) throw Error("training diverged: loss is " + std::to_string(loss) + " at step " + std::to_string(step));
-        const double norm = clip_grad_norm(grad, o.grad_clip);
         const double lr = learning_rate(step, s.total_steps, o.warmup, o.lr, o.min_lr_ratio);
-        adamw_update(s.params, grad, s.adam, layout, o.adamw, lr);
+        double loss = 0, norm = 0;
+        if (device) {
+            loss = device->step(batch, o.grad_clip, o.adamw, lr, &norm);
+            s.adam.step += 1;
+        } else {
+            loss = loss_and_gradient<float>(config, layout, s.params.data(), batch, grad.data(), lo);
+        }
+        if (!std::isfinite(loss)) throw Error("training diverged: loss is " + std::to_string(loss) + " at step " + std::to_string(step));
+        if (!device) {
+            norm = clip_grad_norm(grad, o.grad_clip);
+            adamw_update(s.params, grad, s.adam, layout, o.adamw, lr);
+        }
         result.last_loss = loss;
         window_loss += loss;
         window_steps += 1;
@@ -315,11 +331,17 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
         }
         // Validation and checkpoints are not training time: keep them out of tokens/s and the ETA.
         const auto pause_start = clock::now();
-        if ((o.eval_every > 0 && s.adam.step % o.eval_every == 0) || last) validate(s.adam.step);
-        if ((o.save_every > 0 && s.adam.step % o.save_every == 0) || last) checkpoint();
+        const bool want_eval = (o.eval_every > 0 && s.adam.step % o.eval_every == 0) || last;
+        const bool want_save = (o.save_every > 0 && s.adam.step % o.save_every == 0) || last;
+        if (want_eval || want_save) sync_from_device();
+        if (want_eval) validate(s.adam.step);
+        if (want_save) checkpoint();
         window_start += clock::now() - pause_start;
     }
-    if (result.interrupted) checkpoint();
+    if (result.interrupted) {
+        sync_from_device();
+        checkpoint();
+    }
     result.steps_done = s.adam.step;
     result.total_steps = s.total_steps;
     result.best_val_loss = s.best_val_loss;
