@@ -77,9 +77,16 @@ public:
     void begin(size_t floats, cudaStream_t stream) {
         RETNET_CUDA_CHECK(cudaStreamSynchronize(stream));
         if (floats > capacity_) {
+            // Empty until both buffers exist, so a failed allocation leaves no half-made staging.
+            capacity_ = 0;
             if (host_) RETNET_CUDA_CHECK(cudaFreeHost(host_));
             host_ = nullptr;
-            RETNET_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_), floats * sizeof(float)));
+            if (cudaMallocHost(reinterpret_cast<void**>(&host_), floats * sizeof(float)) != cudaSuccess) {
+                (void)cudaGetLastError();
+                host_ = nullptr;
+                throw Error("out of pinned host memory: the CUDA parameter staging needs " +
+                            cuda::mebibytes(floats * sizeof(float)));
+            }
             device_.resize(floats);
             capacity_ = floats;
         }
@@ -631,6 +638,22 @@ bool cuda_device_available(std::string* why) {
     return true;
 }
 
+// Device bytes of the uploaded weights: embeddings and norms in fp32, projections in fp32 or bf16
+// (the output matrix is a separate copy even when tied).
+static size_t device_weight_bytes(const Model& model, bool bf16) {
+    const ModelWeights& w = model.weights;
+    const size_t linear_size = bf16 ? 2 : 4;
+    auto bytes = [](const Tensor& t, size_t element) { return static_cast<size_t>(t.numel()) * element; };
+    size_t total = bytes(w.embed, 4) + bytes(w.embed_norm, 4) + bytes(w.final_norm, 4) +
+                   bytes(w.output_matrix(), linear_size) + (w.log_decay.size() + w.rotary_theta.size()) * 4;
+    for (const LayerWeights& l : w.layers) {
+        total += bytes(l.attn_norm, 4) + bytes(l.head_norm, 4) + bytes(l.ffn_norm, 4);
+        for (const Tensor* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.g_proj, &l.o_proj, &l.ffn_act, &l.ffn_lin, &l.ffn_out})
+            total += bytes(*t, linear_size);
+    }
+    return total;
+}
+
 std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, CudaOptions options) {
     if (!model) throw Error("no model");
     std::string why;
@@ -640,14 +663,17 @@ std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, C
     if (options.device < 0 || options.device >= count)
         throw Error("CUDA device " + std::to_string(options.device) + " does not exist (found " +
                     std::to_string(count) + ")");
-    try {
-        return std::make_unique<CudaBackend>(std::move(model), options);
-    } catch (const Error& e) {
-        const std::string what = e.what();
-        if (what.find("cudaErrorMemoryAllocation") != std::string::npos)
-            throw Error("the model does not fit in the GPU's memory (" + what + ")");
-        throw;
-    }
+    // Refuse a model whose weights cannot fit before allocating anything; a failure later (the
+    // workspace, cuBLAS) is reported the same way, and the members already made are freed.
+    RETNET_CUDA_CHECK(cudaSetDevice(options.device));
+    const size_t needed = device_weight_bytes(*model, options.bf16_weights);
+    size_t free_bytes = 0, total_bytes = 0;
+    RETNET_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    if (needed > free_bytes)
+        throw Error("out of GPU memory: the model's weights need " + cuda::mebibytes(needed) + " but device " +
+                    std::to_string(options.device) + " has " + cuda::mebibytes(free_bytes) + " of " +
+                    cuda::mebibytes(total_bytes) + " free");
+    return std::make_unique<CudaBackend>(std::move(model), options);
 }
 
 void register_cuda_backend() {

@@ -19,6 +19,18 @@ void throw_cuda_error(cudaError_t status, const char* expr, const char* file, in
                 cudaGetErrorString(status) + ") in " + expr + " at " + where(file, line));
 }
 
+std::string mebibytes(size_t bytes) { return std::to_string((bytes + (1u << 20) - 1) >> 20) + " MiB"; }
+
+void throw_out_of_gpu_memory(size_t bytes, const std::string& what) {
+    (void)cudaGetLastError();
+    size_t free_bytes = 0, total_bytes = 0;
+    std::string memory;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
+        memory = " (" + mebibytes(free_bytes) + " of " + mebibytes(total_bytes) + " free)";
+    (void)cudaGetLastError();
+    throw Error("out of GPU memory: " + what + " needs " + mebibytes(bytes) + memory);
+}
+
 void print_cuda_error(cudaError_t status, const char* expr, const char* file, int line) {
     std::fprintf(stderr, "CUDA error %s (%s) in %s at %s\n", cudaGetErrorName(status),
                  cudaGetErrorString(status), expr, where(file, line).c_str());
@@ -41,6 +53,8 @@ const char* cublas_status_name(cublasStatus_t status) {
 }
 
 void throw_cublas_error(cublasStatus_t status, const char* expr, const char* file, int line) {
+    if (status == CUBLAS_STATUS_ALLOC_FAILED)
+        throw Error(std::string("out of GPU memory: cuBLAS could not allocate its workspace in ") + expr);
     throw Error(std::string("cuBLAS error ") + cublas_status_name(status) + " in " + expr + " at " +
                 where(file, line));
 }

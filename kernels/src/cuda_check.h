@@ -16,6 +16,12 @@ namespace retnet::cuda {
 [[noreturn]] void throw_cublas_error(cublasStatus_t status, const char* expr, const char* file,
                                      int line);
 void print_cuda_error(cudaError_t status, const char* expr, const char* file, int line);
+// A failed device allocation of `bytes` for `what`: clears the runtime's last-error slot (so the
+// next kernel launch check does not report this failure again; the backend stays usable) and
+// throws "out of GPU memory: <what> needs X MiB (Y MiB of Z MiB free)".
+[[noreturn]] void throw_out_of_gpu_memory(size_t bytes, const std::string& what);
+// "1234 MiB" (rounded up), for messages.
+std::string mebibytes(size_t bytes);
 const char* cublas_status_name(cublasStatus_t status);
 
 }  // namespace retnet::cuda

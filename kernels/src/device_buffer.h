@@ -6,7 +6,9 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -37,7 +39,14 @@ public:
     void resize(size_t count) {
         if (count == count_) return;
         release();
-        if (count > 0) RETNET_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T)));
+        if (count == 0) return;
+        if (count > SIZE_MAX / sizeof(T)) throw_out_of_gpu_memory(SIZE_MAX, "a device buffer");
+        const cudaError_t status = cudaMalloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T));
+        if (status == cudaErrorMemoryAllocation) {
+            ptr_ = nullptr;  // stays empty: the next resize() starts clean
+            throw_out_of_gpu_memory(count * sizeof(T), "a device buffer of " + std::to_string(count) + " elements");
+        }
+        if (status != cudaSuccess) throw_cuda_error(status, "cudaMalloc", __FILE__, __LINE__);
         count_ = count;
     }
     // Grows (never shrinks) so that at least `count` elements fit.
