@@ -46,7 +46,7 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DRETNET_BUILD_APP=OFF -
   -DCMAKE_EXE_LINKER_FLAGS="$LINK" -DCMAKE_SHARED_LINKER_FLAGS="$LINK" \
   >"$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; log "configure FAILED"; exit 1; }
 [ -n "${CONFIGURE_ONLY:-}" ] && { log "configured"; exit 0; }
-cmake --build "$BUILD" -j16 --target retnet_cuda_tests retnet_cuda_bench >"$OUT/build.log" 2>&1 \
+cmake --build "$BUILD" -j16 --target retnet_cuda_tests retnet_cuda_oom_tests retnet_cuda_bench >"$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; log "build FAILED"; exit 1; }
 # The CLI and the core tests come from other parts of the tree: a failure there is logged, not fatal.
 OTHER="retnet"
