@@ -188,7 +188,9 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
     // Data.
     const std::string text = read_file(o.data_path);
     check_utf8(text, o.data_path);
-    const auto [train_text, val_text] = split_tail(text, o.validation_fraction);
+    // Not a structured binding: clang before 16 cannot capture those in the lambdas below.
+    const std::pair<std::string_view, std::string_view> split = split_tail(text, o.validation_fraction);
+    const std::string_view train_text = split.first, val_text = split.second;
     const std::vector<int32_t> train_tokens = tokenizer.encode(train_text);
     if (static_cast<int64_t>(train_tokens.size()) < o.seq_len + 2)
         throw Error(o.data_path + ": the training part has " + std::to_string(train_tokens.size()) +
