@@ -45,6 +45,7 @@ int run_train(const std::vector<std::string>& argv) {
     o.adamw.eps = args.get_double("adam-eps", o.adamw.eps, 0.0, 1.0);
     o.adamw.weight_decay = args.get_double("weight-decay", o.adamw.weight_decay, 0.0, 10.0);
     o.grad_clip = args.get_double("grad-clip", o.grad_clip, 0.0, 1e9);
+    o.dropout = args.get_double("dropout", 0.0, 0.0, 0.95);
     o.chunk = static_cast<int>(args.get_int("chunk", o.chunk, 0, 1 << 20));
     o.seed = static_cast<uint64_t>(args.get_int("seed", 1, 0, INT64_MAX));
     o.validation_fraction = args.get_double("val-fraction", o.validation_fraction, 1e-6, 0.999999);
@@ -90,7 +91,7 @@ int run_train(const std::vector<std::string>& argv) {
 
 const Command reg("train",
                   "retnet train --data FILE --config CONFIG.json --out DIR [--tokenizer MODEL] [--steps N] "
-                  "[--batch B] [--seq-len T] [--lr LR] [--warmup N] [--weight-decay W] [--grad-clip C] "
+                  "[--batch B] [--seq-len T] [--lr LR] [--warmup N] [--weight-decay W] [--grad-clip C] [--dropout P] "
                   "[--chunk C] [--device cpu|cuda|cuda-tf32|cuda-bf16] [--eval-every N] [--save-every N] [--time-limit SECONDS] [--threads N] [--resume]",
                   &run_train);
 

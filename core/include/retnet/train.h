@@ -52,6 +52,11 @@ struct BatchView {
 
 struct LossOptions {
     int chunk = 0;  // 0: parallel retention (T×T scores); > 0: chunkwise with this chunk size
+    // Training-only regularization, not part of the model: the embedding output and each residual
+    // branch's output (after o_proj, after down_proj) are zeroed with probability `dropout` and
+    // scaled by 1/(1 − dropout). The masks are a pure function of (dropout_seed, site, element).
+    double dropout = 0;
+    uint64_t dropout_seed = 0;
 };
 
 // Mean next-token cross-entropy (nats) over the B·T positions. When `grad` is not null it is

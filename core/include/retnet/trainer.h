@@ -44,6 +44,10 @@ struct EvalResult {
 // before it inside the window). The first token is context only: its characters are not counted.
 EvalResult evaluate_text(const ModelConfig& config, const ParamLayout& layout, const float* params,
                          const Tokenizer& tokenizer, std::string_view text, int window, int batch = 8);
+// The same with the mean loss of each batch of windows computed by `batch_loss` (a training device).
+using BatchLoss = std::function<double(const BatchView&)>;
+EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer, std::string_view text,
+                         int window, int batch = 8);
 
 // Reads an fla model directory written by the trainer (config.json + model.safetensors) into the
 // flat parameter vector of `layout` (made from the returned config).
@@ -72,6 +76,7 @@ struct TrainOptions {
     int64_t warmup = 100;
     AdamWConfig adamw;
     double grad_clip = 1.0;
+    double dropout = 0;  // training-only: embedding and residual-branch dropout (see LossOptions)
     int chunk = 0;  // 0: parallel retention; > 0: chunkwise with this chunk size
     uint64_t seed = 1;
     double validation_fraction = 0.1;

@@ -8,6 +8,7 @@
 #include "retnet/error.h"
 #include "retnet/train.h"
 #include "retnet/train_ops.h"
+#include "train/parallel.h"
 
 namespace retnet::train {
 
@@ -127,11 +128,41 @@ struct LayerActivations {
     std::vector<T> xn2;      // (N, d)
     std::vector<T> a, b;     // (N, F) gate and up projections
     std::vector<T> hidden;   // (N, F) silu(a) ⊙ b
+    std::vector<T> keep_attn, keep_ffn;  // (N, d) dropout multipliers (0 or 1/(1−p)); empty: none
 };
 
 template <typename T>
 std::vector<T> zeros(int64_t n) {
     return std::vector<T>(static_cast<size_t>(n), T(0));
+}
+
+uint64_t splitmix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+// Dropout multipliers of one site: element i is dropped when a hash of (seed, site, i) falls
+// below p. Counter-based, so the masks need no stored generator state and any thread split
+// gives the same masks.
+template <typename T>
+std::vector<T> dropout_keep(int64_t n, double p, uint64_t seed, uint64_t site) {
+    std::vector<T> keep(static_cast<size_t>(n));
+    const uint64_t base = splitmix64(seed ^ splitmix64(site));
+    const T scale = static_cast<T>(1.0 / (1.0 - p));
+    parallel_blocks(n, 1 << 16, [&](int64_t i0, int64_t i1, int) {
+        for (int64_t i = i0; i < i1; ++i) {
+            const double u = static_cast<double>(splitmix64(base + static_cast<uint64_t>(i)) >> 11) * 0x1.0p-53;
+            keep[static_cast<size_t>(i)] = u < p ? T(0) : scale;
+        }
+    });
+    return keep;
+}
+
+template <typename T>
+void multiply(std::vector<T>& x, const std::vector<T>& by) {
+    for (size_t i = 0; i < x.size(); ++i) x[i] *= by[i];
 }
 
 }  // namespace
@@ -153,12 +184,33 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
     const double q_scale = 1.0 / std::sqrt(static_cast<double>(Dk));
     const RetentionShape shape{B, Tn, H, Dk, Dv};
     const int chunk = options.chunk;
+    const double p_drop = options.dropout;
+    if (!(p_drop >= 0.0 && p_drop < 1.0)) throw Error("training: dropout must be in [0, 1)");
+    const bool dropout = p_drop > 0.0;
+    auto keep_mask = [&](uint64_t site) { return dropout_keep<T>(N * d, p_drop, options.dropout_seed, site); };
 
     // ---- forward ----
     std::vector<T> x = zeros<T>(N * d);  // (N, d) residual stream
     for (int64_t r = 0; r < N; ++r)
         std::memcpy(&x[static_cast<size_t>(r * d)], P + layout.embed + batch.inputs[r] * d,
                     sizeof(T) * static_cast<size_t>(d));
+    std::vector<T> keep_embed;
+    if (dropout) {
+        keep_embed = keep_mask(0);
+        multiply(x, keep_embed);
+    }
+    std::vector<T> branch;  // (N, d) a residual branch's output, when dropout applies to it
+    if (dropout) branch = zeros<T>(N * d);
+    // x += branch_input · Wᵀ, through the dropout mask when there is one.
+    auto add_branch = [&](const T* in, const T* W, int64_t width, std::vector<T>& keep, uint64_t site) {
+        if (!dropout) {
+            gemm<T>(false, true, N, d, width, T(1), in, width, W, width, T(1), x.data(), d);
+            return;
+        }
+        gemm<T>(false, true, N, d, width, T(1), in, width, W, width, T(0), branch.data(), d);
+        keep = keep_mask(site);
+        for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i] * keep[i];
+    };
     std::vector<LayerActivations<T>> acts(layout.layers.size());
     for (size_t li = 0; li < layout.layers.size(); ++li) {
         const LayerOffsets& lo = layout.layers[li];
@@ -183,8 +235,7 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
         A.y = zeros<T>(N * Vd);
         head_norm_gate_forward(A.o.data(), A.g.data(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr,
                                N, H, Dv, c.norm_eps, A.y.data(), A.rstd_h.data());
-        // x += y o_projᵀ
-        gemm<T>(false, true, N, d, Vd, T(1), A.y.data(), Vd, P + lo.o_proj, Vd, T(1), x.data(), d);
+        add_branch(A.y.data(), P + lo.o_proj, Vd, A.keep_attn, 1 + 2 * li);
         A.x_mid = x;
         A.rstd2 = zeros<T>(N);
         A.xn2 = zeros<T>(N * d);
@@ -195,7 +246,7 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
         linear_forward(A.xn2.data(), P + lo.ffn_act, N, d, F, A.a.data());
         linear_forward(A.xn2.data(), P + lo.ffn_lin, N, d, F, A.b.data());
         swiglu_forward(A.a.data(), A.b.data(), N * F, A.hidden.data());
-        gemm<T>(false, true, N, d, F, T(1), A.hidden.data(), F, P + lo.ffn_out, F, T(1), x.data(), d);
+        add_branch(A.hidden.data(), P + lo.ffn_out, F, A.keep_ffn, 2 + 2 * li);
     }
     std::vector<T> rstd_f = zeros<T>(N), xf = zeros<T>(N * d);
     rmsnorm_forward(x.data(), P + layout.final_norm, N, d, c.norm_eps, xf.data(), rstd_f.data());
@@ -219,6 +270,13 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
     std::vector<T> dx = zeros<T>(N * d);  // ∂loss/∂(residual stream)
     rmsnorm_backward(x.data(), P + layout.final_norm, rstd_f.data(), dxf.data(), N, d, dx.data(),
                      grad + layout.final_norm);
+    std::vector<T> dbranch;  // ∂loss/∂(branch output before dropout)
+    auto branch_grad = [&](const std::vector<T>& keep) -> const T* {
+        if (keep.empty()) return dx.data();
+        dbranch = dx;
+        multiply(dbranch, keep);
+        return dbranch.data();
+    };
     std::vector<T> dxn = zeros<T>(N * d), dhidden = zeros<T>(N * F), da = zeros<T>(N * F),
                    db = zeros<T>(N * F), dy = zeros<T>(N * Vd), d_o = zeros<T>(N * Vd),
                    dg = zeros<T>(N * Vd), dq = zeros<T>(N * K), dk = zeros<T>(N * K),
@@ -227,7 +285,7 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
         const LayerOffsets& lo = layout.layers[li];
         LayerActivations<T>& A = acts[li];
         // FFN branch: x_out = x_mid + down(silu(gate(xn2)) ⊙ up(xn2))
-        linear_backward(A.hidden.data(), P + lo.ffn_out, dx.data(), N, F, d, dhidden.data(), false,
+        linear_backward(A.hidden.data(), P + lo.ffn_out, branch_grad(A.keep_ffn), N, F, d, dhidden.data(), false,
                         grad + lo.ffn_out);
         swiglu_backward(A.a.data(), A.b.data(), dhidden.data(), N * F, da.data(), db.data());
         linear_backward(A.xn2.data(), P + lo.ffn_act, da.data(), N, d, F, dxn.data(), false, grad + lo.ffn_act);
@@ -235,7 +293,8 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
         rmsnorm_backward(A.x_mid.data(), P + lo.ffn_norm, A.rstd2.data(), dxn.data(), N, d, dx.data(),
                          grad + lo.ffn_norm);
         // Retention branch: x_mid = x_in + o_proj(norm(o) ⊙ silu(g))
-        linear_backward(A.y.data(), P + lo.o_proj, dx.data(), N, Vd, d, dy.data(), false, grad + lo.o_proj);
+        linear_backward(A.y.data(), P + lo.o_proj, branch_grad(A.keep_attn), N, Vd, d, dy.data(), false,
+                        grad + lo.o_proj);
         head_norm_gate_backward(A.o.data(), A.g.data(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr,
                                 A.rstd_h.data(), dy.data(), N, H, Dv, d_o.data(), dg.data(),
                                 lo.head_norm >= 0 ? grad + lo.head_norm : nullptr);
@@ -251,6 +310,7 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
                          grad + lo.attn_norm);
         A = LayerActivations<T>{};  // free as we go
     }
+    if (dropout) multiply(dx, keep_embed);
     T* dembed = grad + layout.embed;
     for (int64_t r = 0; r < N; ++r) {
         T* row = dembed + batch.inputs[r] * d;

@@ -70,6 +70,7 @@ json run_identity(const TrainOptions& o) {
             {"eps", o.adamw.eps},
             {"weight_decay", o.adamw.weight_decay},
             {"grad_clip", o.grad_clip},
+            {"dropout", o.dropout},
             {"chunk", o.chunk},
             {"seed", o.seed},
             {"validation_fraction", o.validation_fraction}};
@@ -228,7 +229,9 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
     auto window_start = clock::now();
 
     auto validate = [&](int64_t step) {
-        const EvalResult r = evaluate_text(config, layout, s.params.data(), tokenizer, val_text, o.eval_window);
+        const EvalResult r =
+            device ? evaluate_text([&](const BatchView& v) { return device->loss(v); }, tokenizer, val_text, o.eval_window)
+                   : evaluate_text(config, layout, s.params.data(), tokenizer, val_text, o.eval_window);
         TrainProgress p;
         p.step = step;
         p.total_steps = s.total_steps;
@@ -272,6 +275,8 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
         const BatchView batch{inputs.data(), targets.data(), o.batch, o.seq_len};
         LossOptions lo;
         lo.chunk = o.chunk;
+        lo.dropout = o.dropout;
+        lo.dropout_seed = o.seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step);
         const double lr = learning_rate(step, s.total_steps, o.warmup, o.lr, o.min_lr_ratio);
         double loss = 0, norm = 0;
         if (device) {

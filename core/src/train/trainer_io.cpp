@@ -42,6 +42,12 @@ std::pair<std::string_view, std::string_view> split_tail(std::string_view text, 
 
 EvalResult evaluate_text(const ModelConfig& config, const ParamLayout& layout, const float* params,
                          const Tokenizer& tokenizer, std::string_view text, int window, int batch) {
+    return evaluate_text([&](const BatchView& view) { return loss_and_gradient<float>(config, layout, params, view, nullptr); },
+                         tokenizer, text, window, batch);
+}
+
+EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer, std::string_view text, int window,
+                         int batch) {
     if (window < 1) throw Error("evaluation window must be at least 1 token");
     const std::vector<int32_t> tokens = tokenizer.encode(text);
     if (tokens.size() < 2) throw Error("evaluation text is too short: fewer than 2 tokens");
@@ -65,7 +71,7 @@ EvalResult evaluate_text(const ModelConfig& config, const ParamLayout& layout, c
             }
         }
         const BatchView view{in.data(), tg.data(), count, len};
-        loss_sum += loss_and_gradient<float>(config, layout, params, view, nullptr) * count * len;
+        loss_sum += batch_loss(view) * count * len;
     };
     for (int64_t w = 0; w < full; w += batch) run(w, static_cast<int>(std::min<int64_t>(batch, full - w)), window);
     const int64_t rest = n_pred - full * window;
