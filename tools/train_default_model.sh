@@ -12,6 +12,8 @@
 #   TOKENIZER   an existing tokenizer.model to use instead of training one
 #   TIME_LIMIT  seconds of training (default 450); the cosine schedule is fitted to it
 #   STEPS       upper bound on the steps (default 4000)
+#   DROPOUT     training-only residual dropout (default 0, as for the bundled model)
+#   CHUNK       0: parallel retention (default); C > 0: chunkwise with chunks of C tokens
 #   THREADS     threads of the trainer's loops and of OpenBLAS (default: nproc)
 #   DEBS        a folder of Debian packages (libopenblas, libsentencepiece...) to unpack into a
 #               scratch prefix first, for machines without them (the GPU machine of the `run` tool)
@@ -23,6 +25,8 @@ OUT_DIR=${1:?usage: tools/train_default_model.sh OUT_DIR}
 RETNET=${RETNET:-$ROOT/build/bin/retnet}
 TIME_LIMIT=${TIME_LIMIT:-450}
 STEPS=${STEPS:-4000}
+DROPOUT=${DROPOUT:-0}
+CHUNK=${CHUNK:-0}
 THREADS=${THREADS:-$(nproc)}
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$THREADS}
 DATA=$ROOT/resources/data/tinyshakespeare.txt
@@ -55,7 +59,8 @@ fi
 set -o pipefail
 "$RETNET" train --data "$DATA" --config "$ROOT/tools/default_model_config.json" --tokenizer "$TOK" \
   --out "$OUT_DIR/run" --steps "$STEPS" --batch 16 --seq-len 256 --lr 2e-3 --warmup 100 \
-  --min-lr-ratio 0.1 --weight-decay 0.1 --grad-clip 1.0 --eval-every 100 --save-every 100 \
+  --min-lr-ratio 0.1 --weight-decay 0.1 --grad-clip 1.0 --dropout "$DROPOUT" --chunk "$CHUNK" \
+  --eval-every 100 --save-every 100 \
   --time-limit "$TIME_LIMIT" --threads "$THREADS" --log-every 10 2>&1 | tee "$OUT_DIR/train.log"
 "$RETNET" eval --model "$OUT_DIR/run/best" --text "$DATA" --tail 0.1 --threads "$THREADS" 2>&1 | tee "$OUT_DIR/eval.log"
 
