@@ -2,21 +2,15 @@
 // Text splitting, evaluation, and reading/writing the trainer's model files.
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <numbers>
 
 #include <nlohmann/json.hpp>
 
-#include "io/atomic_file.h"
 #include "retnet/error.h"
-#include "retnet/safetensors.h"
 #include "retnet/trainer.h"
 #include "retnet/utf8.h"
 
 namespace retnet::train {
-
-namespace fs = std::filesystem;
 
 int64_t count_characters(std::string_view text) {
     int64_t n = 0;
@@ -82,41 +76,24 @@ EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer
 }
 
 LoadedWeights load_trained_weights(const std::string& directory) {
+    const Model model = load_model(directory);
     LoadedWeights w;
-    w.config = load_config((fs::path(directory) / "config.json").string());
-    w.layout = make_param_layout(w.config);
-    const std::string path = (fs::path(directory) / "model.safetensors").string();
-    SafetensorsFile file(path);
-    w.params.assign(static_cast<size_t>(w.layout.total), 0.0f);
-    for (const ParamTensor& t : w.layout.tensors) {
-        std::string name = t.name;
-        // fla writes the per-head norm weight under either name (fused or unfused gate).
-        if (!file.contains(name) && name.ends_with("attn.g_norm_swish_gate.weight"))
-            name = name.substr(0, name.size() - std::string("g_norm_swish_gate.weight").size()) + "g_norm.weight";
-        if (file.info(name).shape != t.shape)
-            throw Error(path + ": " + name + " has shape " + shape_to_string(file.info(name).shape) +
-                        ", the config needs " + shape_to_string(t.shape));
-        file.read_into(name, w.params.data() + t.offset);
-    }
+    w.config = model.config;
+    w.layout = make_param_layout(w.config);  // throws for anything but the fla layout
+    // The trainer computes γ and θ from the config; a checkpoint that stores other values
+    // (load_model accepts them) would silently change the model.
+    if (model.weights.log_decay != default_log_decay(w.config.n_heads) ||
+        model.weights.rotary_theta != default_rotary_theta(Family::Fla, w.config.head_dim_k()))
+        throw Error(directory + ": the model stores non-default decays or rotary frequencies, which the trainer does not support");
+    w.params = flatten_weights(model, w.layout);
     return w;
 }
 
 void save_trained_weights(const ModelConfig& config, const ParamLayout& layout,
                           std::span<const float> params, const std::string& directory) {
-    fs::create_directories(directory);
-    std::vector<Tensor> tensors;
-    tensors.reserve(layout.tensors.size());
-    std::vector<NamedTensor> named;
-    for (const ParamTensor& t : layout.tensors) {
-        Tensor x(t.shape);
-        std::copy(params.begin() + t.offset, params.begin() + t.offset + t.size, x.data.begin());
-        tensors.push_back(std::move(x));
-    }
-    for (size_t i = 0; i < tensors.size(); ++i) named.push_back({layout.tensors[i].name, &tensors[i]});
-    write_safetensors((fs::path(directory) / "model.safetensors").string(), named, {{"format", "pt"}});
-    io::AtomicFile json_file((fs::path(directory) / "config.json").string());
-    json_file.write(config_to_json(config).dump(2) + "\n");
-    json_file.commit();
+    Model model = make_empty_model(config);
+    unflatten_weights(params, layout, model);
+    save_model(model, directory);
 }
 
 }  // namespace retnet::train
