@@ -24,8 +24,10 @@ std::vector<float> default_rotary_theta(Family family, int head_dim_k) {
     for (int i = 0; i < half; ++i) {
         float exponent;
         if (family == Family::TorchScale) {
-            // torch.linspace(0, 1, half) in float32, then 1 / 10000^x.
-            exponent = half == 1 ? 0.0f : static_cast<float>(i) / static_cast<float>(half - 1);
+            // torch.linspace(0, 1, half) in float32 (the first half counts up from 0, the second
+            // down from 1, as torch computes it), then 1 / 10000^x.
+            const float step = half == 1 ? 0.0f : 1.0f / static_cast<float>(half - 1);
+            exponent = i < half / 2 ? step * static_cast<float>(i) : 1.0f - step * static_cast<float>(half - 1 - i);
             theta[static_cast<size_t>(i)] = 1.0f / std::pow(10000.0f, exponent);
         } else {
             // fla: inv_freq = 1 / base^(arange(0, dim, 2) / dim)
