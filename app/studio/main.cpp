@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
     QApplication::setOrganizationName(QStringLiteral("retnet-studio"));
     QApplication::setApplicationVersion(QStringLiteral("0.1.0"));
 #ifdef RETNET_HAVE_CUDA
-    retnet::cuda::register_cuda_backend();
+    retnet::register_cuda_backend();
 #endif
 
     QCommandLineParser parser;
