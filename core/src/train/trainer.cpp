@@ -210,6 +210,8 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
     // A device other than the CPU holds the parameters and moments between host syncs (before
     // validation and checkpoints); s.adam.step mirrors its step count.
     std::unique_ptr<TrainDevice> device = make_train_device(o.device, config, layout, TrainDeviceOptions{o.chunk});
+    if (device && o.dropout > 0)
+        throw Error("--dropout is implemented by the CPU trainer only; train with --device cpu or without dropout");
     if (device) device->upload(s.params, s.adam);
     auto sync_from_device = [&] {
         if (device) device->download(s.params, s.adam);
