@@ -21,13 +21,16 @@ public:
     virtual std::string description() const = 0;
     virtual void upload(std::span<const float> params, const AdamWState& state) = 0;
     virtual void download(std::vector<float>& params, AdamWState& state) = 0;
+    // The mean loss of a batch with the device's parameters (no gradient, no update): validation.
+    virtual double loss(const BatchView& batch) = 0;
     // One step; returns the loss before the update, *grad_norm the gradient norm before clipping.
     virtual double step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
                         double* grad_norm) = 0;
 };
 
 struct TrainDeviceOptions {
-    int chunk = 0;  // 0: parallel retention; > 0: chunkwise with this chunk size
+    int chunk = 0;       // 0: parallel retention; > 0: chunkwise with this chunk size
+    double dropout = 0;  // LossOptions::dropout; a device that cannot apply it throws when > 0
 };
 
 using TrainDeviceFactory = std::function<std::unique_ptr<TrainDevice>(

@@ -140,6 +140,7 @@ struct CudaTrainer::Impl {
 
 void CudaTrainer::Impl::prepare(int batch, int seq_len) {
     if (batch == B && seq_len == T) return;
+    // Buffers only grow (reserve): evaluation batches between training steps reuse them.
     B = batch;
     T = seq_len;
     C = options.chunk > 0 ? std::min(options.chunk, T) : T;
@@ -161,7 +162,7 @@ void CudaTrainer::Impl::prepare(int batch, int seq_len) {
             cs[sz((static_cast<int64_t>(t) * (dk / 2) + i) * 2)] = static_cast<float>(std::cos(angle));
             cs[sz((static_cast<int64_t>(t) * (dk / 2) + i) * 2 + 1)] = static_cast<float>(std::sin(angle));
         }
-    cos_sin.resize(cs.size());
+    cos_sin.reserve(cs.size());
     cos_sin.upload(cs, stream);
     const std::vector<float> log_decay = default_log_decay(h);
     std::vector<float> pw(sz(static_cast<int64_t>(h) * (C + 1)));
@@ -169,56 +170,56 @@ void CudaTrainer::Impl::prepare(int batch, int seq_len) {
         for (int k = 0; k <= C; ++k)
             pw[sz(static_cast<int64_t>(hh) * (C + 1) + k)] =
                 static_cast<float>(std::exp(static_cast<double>(k) * static_cast<double>(log_decay[sz(hh)])));
-    decay.resize(pw.size());
+    decay.reserve(pw.size());
     decay.upload(pw, stream);
 
-    inputs.resize(sz(n));
-    targets.resize(sz(n));
-    layers.resize(layout.layers.size());
+    inputs.reserve(sz(n));
+    targets.reserve(sz(n));
+    layers.reserve(layout.layers.size());
     for (LayerBuffers& L : layers) {
-        L.x_in.resize(sz(n * dd));
-        L.rstd1.resize(sz(n));
-        L.xn1.resize(sz(n * dd));
-        L.qh.resize(sz(heads_k));
-        L.kh.resize(sz(heads_k));
-        L.vh.resize(sz(heads_v));
-        L.states.resize(n_chunks > 1 ? sz(mats * dk * dv) : 0);
-        L.g.resize(sz(n * Vd));
-        L.o.resize(sz(n * Vd));
-        L.rstd_h.resize(sz(n * h));
-        L.y.resize(sz(n * Vd));
-        L.x_mid.resize(sz(n * dd));
-        L.rstd2.resize(sz(n));
-        L.xn2.resize(sz(n * dd));
-        L.a.resize(sz(n * F));
-        L.b.resize(sz(n * F));
-        L.hidden.resize(sz(n * F));
+        L.x_in.reserve(sz(n * dd));
+        L.rstd1.reserve(sz(n));
+        L.xn1.reserve(sz(n * dd));
+        L.qh.reserve(sz(heads_k));
+        L.kh.reserve(sz(heads_k));
+        L.vh.reserve(sz(heads_v));
+        L.states.reserve(n_chunks > 1 ? sz(mats * dk * dv) : 0);
+        L.g.reserve(sz(n * Vd));
+        L.o.reserve(sz(n * Vd));
+        L.rstd_h.reserve(sz(n * h));
+        L.y.reserve(sz(n * Vd));
+        L.x_mid.reserve(sz(n * dd));
+        L.rstd2.reserve(sz(n));
+        L.xn2.reserve(sz(n * dd));
+        L.a.reserve(sz(n * F));
+        L.b.reserve(sz(n * F));
+        L.hidden.reserve(sz(n * F));
     }
-    x_final.resize(sz(n * dd));
-    rstd_f.resize(sz(n));
-    xf.resize(sz(n * dd));
-    logits.resize(sz(n * V));
-    row_loss.resize(sz(n));
-    lin.resize(sz(n * std::max(K, Vd)));
-    oh.resize(sz(heads_v));
-    scores.resize(sz(mats * C * C));
-    dscores.resize(sz(mats * C * C));
-    rows_k.resize(n_chunks > 1 ? sz(mats * C * dk) : 0);
-    rows_v.resize(n_chunks > 1 ? sz(mats * C * dv) : 0);
-    contrib.resize(n_chunks > 1 ? sz(mats * dk * dv) : 0);
-    after.resize(n_chunks > 1 ? sz(mats * dk * dv) : 0);
-    dx.resize(sz(n * dd));
-    dxn.resize(sz(n * dd));
-    dhidden.resize(sz(n * F));
-    da.resize(sz(n * F));
-    db.resize(sz(n * F));
-    dy.resize(sz(n * Vd));
-    d_o.resize(sz(n * Vd));
-    dg.resize(sz(n * Vd));
-    dOh.resize(sz(heads_v));
-    dVh.resize(sz(heads_v));
-    dQh.resize(sz(heads_k));
-    dKh.resize(sz(heads_k));
+    x_final.reserve(sz(n * dd));
+    rstd_f.reserve(sz(n));
+    xf.reserve(sz(n * dd));
+    logits.reserve(sz(n * V));
+    row_loss.reserve(sz(n));
+    lin.reserve(sz(n * std::max(K, Vd)));
+    oh.reserve(sz(heads_v));
+    scores.reserve(sz(mats * C * C));
+    dscores.reserve(sz(mats * C * C));
+    rows_k.reserve(n_chunks > 1 ? sz(mats * C * dk) : 0);
+    rows_v.reserve(n_chunks > 1 ? sz(mats * C * dv) : 0);
+    contrib.reserve(n_chunks > 1 ? sz(mats * dk * dv) : 0);
+    after.reserve(n_chunks > 1 ? sz(mats * dk * dv) : 0);
+    dx.reserve(sz(n * dd));
+    dxn.reserve(sz(n * dd));
+    dhidden.reserve(sz(n * F));
+    da.reserve(sz(n * F));
+    db.reserve(sz(n * F));
+    dy.reserve(sz(n * Vd));
+    d_o.reserve(sz(n * Vd));
+    dg.reserve(sz(n * Vd));
+    dOh.reserve(sz(heads_v));
+    dVh.reserve(sz(heads_v));
+    dQh.reserve(sz(heads_k));
+    dKh.reserve(sz(heads_k));
 }
 
 // O = ((Q Kᵀ) ⊙ D) V within each chunk, plus diag(γ^(i+1)) Q_c S_c from the state before it.
@@ -299,14 +300,14 @@ void CudaTrainer::Impl::forward(const BatchView& batch, bool want_gradient) {
         tk::heads_to_rows(oh.get(), L.o.get(), B, T, Tp, h, dv, stream);
         tk::head_norm_gate_forward(L.o.get(), L.g.get(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr, n, h, dv,
                                    eps, L.y.get(), L.rstd_h.get(), stream);
-        RETNET_CUDA_CHECK(cudaMemcpyAsync(L.x_mid.get(), L.x_in.get(), L.x_in.bytes(), cudaMemcpyDeviceToDevice, stream));
+        RETNET_CUDA_CHECK(cudaMemcpyAsync(L.x_mid.get(), L.x_in.get(), sizeof(float) * n * dd, cudaMemcpyDeviceToDevice, stream));
         linear(L.y.get(), P + lo.o_proj, L.x_mid.get(), n, Vd, dd, 1.0f);
         tk::rmsnorm_forward(L.x_mid.get(), P + lo.ffn_norm, n, dd, eps, L.xn2.get(), L.rstd2.get(), stream);
         linear(L.xn2.get(), P + lo.ffn_act, L.a.get(), n, dd, F);
         linear(L.xn2.get(), P + lo.ffn_lin, L.b.get(), n, dd, F);
         tk::swiglu_forward(L.a.get(), L.b.get(), n * F, L.hidden.get(), stream);
         float* next = li + 1 < layers.size() ? layers[li + 1].x_in.get() : x_final.get();
-        RETNET_CUDA_CHECK(cudaMemcpyAsync(next, L.x_mid.get(), L.x_mid.bytes(), cudaMemcpyDeviceToDevice, stream));
+        RETNET_CUDA_CHECK(cudaMemcpyAsync(next, L.x_mid.get(), sizeof(float) * n * dd, cudaMemcpyDeviceToDevice, stream));
         linear(L.hidden.get(), P + lo.ffn_out, next, n, F, dd, 1.0f);
     }
     tk::rmsnorm_forward(x_final.get(), P + layout.final_norm, n, dd, eps, xf.get(), rstd_f.get(), stream);
@@ -326,7 +327,7 @@ void CudaTrainer::Impl::backward() {
     grad.zero(stream);
     // dxn serves as ∂loss/∂xf here.
     linear_backward(xf.get(), P + layout.lm_head, logits.get(), n, dd, V, dxn.get(), false, G + layout.lm_head);
-    dx.zero(stream);
+    RETNET_CUDA_CHECK(cudaMemsetAsync(dx.get(), 0, sizeof(float) * n * dd, stream));
     tk::rmsnorm_backward(x_final.get(), P + layout.final_norm, rstd_f.get(), dxn.get(), n, dd, dx.get(),
                          G + layout.final_norm, stream);
     for (size_t li = layers.size(); li-- > 0;) {
@@ -550,6 +551,7 @@ public:
     void download(std::vector<float>& params, train::AdamWState& state) override {
         trainer_.download(params, state);
     }
+    double loss(const train::BatchView& batch) override { return trainer_.loss_and_gradient(batch, false); }
     double step(const train::BatchView& batch, double max_norm, const train::AdamWConfig& adamw, double lr,
                 double* grad_norm) override {
         return trainer_.train_step(batch, max_norm, adamw, lr, grad_norm);
@@ -567,6 +569,8 @@ void register_cuda_trainer() {
         const std::string device = name;
         train::register_train_device(device, [device](const ModelConfig& config, const train::ParamLayout& layout,
                                                       const train::TrainDeviceOptions& o) {
+            if (o.dropout > 0)
+                throw Error("--dropout is not implemented by the CUDA trainer yet; train with --device cpu or without dropout");
             CudaTrainerOptions options;
             options.precision = train_precision_from_device(device);
             options.chunk = o.chunk;

@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The training-device registry and the loop's device path (used by `retnet train --device cuda`),
+// checked without a GPU through a host twin device that runs the CPU trainer's own functions on
+// its private copy of the parameters: the loop must give the same bits as on the CPU, including
+// across an interruption and resume, which only holds if it uploads once and downloads the
+// parameters and moments before every validation and checkpoint.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "retnet/error.h"
+#include "retnet/safetensors.h"
+#include "retnet/tokenizer.h"
+#include "retnet/train_device.h"
+#include "retnet/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace retnet;
+using namespace retnet::train;
+
+namespace {
+
+const std::string kCorpus = std::string(RETNET_TEST_DATA_DIR) + "/../../resources/data/tinyshakespeare.txt";
+
+struct TwinCounters {
+    int uploads = 0, downloads = 0, steps = 0, losses = 0;
+};
+
+class HostTwinDevice final : public TrainDevice {
+public:
+    HostTwinDevice(const ModelConfig& config, const ParamLayout& layout, int chunk, TwinCounters* counters)
+        : config_(config), layout_(layout), chunk_(chunk), counters_(counters) {}
+    std::string description() const override { return "host twin"; }
+    void upload(std::span<const float> params, const AdamWState& state) override {
+        params_.assign(params.begin(), params.end());
+        state_ = state;
+        counters_->uploads += 1;
+    }
+    void download(std::vector<float>& params, AdamWState& state) override {
+        params = params_;
+        state = state_;
+        counters_->downloads += 1;
+    }
+    double loss(const BatchView& batch) override {
+        LossOptions lo;
+        lo.chunk = chunk_;
+        counters_->losses += 1;
+        return loss_and_gradient<float>(config_, layout_, params_.data(), batch, nullptr, lo);
+    }
+    double step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
+                double* grad_norm) override {
+        std::vector<float> grad(params_.size());
+        LossOptions lo;
+        lo.chunk = chunk_;
+        const double loss = loss_and_gradient<float>(config_, layout_, params_.data(), batch, grad.data(), lo);
+        *grad_norm = clip_grad_norm(grad, max_norm);
+        adamw_update(params_, grad, state_, layout_, adamw, lr);
+        counters_->steps += 1;
+        return loss;
+    }
+
+private:
+    ModelConfig config_;
+    ParamLayout layout_;
+    int chunk_;
+    TwinCounters* counters_;
+    std::vector<float> params_;
+    AdamWState state_;
+};
+
+TwinCounters g_twin;
+
+void register_twin() {
+    register_train_device("host-twin", [](const ModelConfig& c, const ParamLayout& l, const TrainDeviceOptions& o) {
+        return std::unique_ptr<TrainDevice>(new HostTwinDevice(c, l, o.chunk, &g_twin));
+    });
+}
+
+struct Workspace {
+    fs::path dir, text, tokenizer, config;
+    Workspace() {
+        dir = fs::temp_directory_path() /
+              ("retnet_train_device_test_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+        fs::remove_all(dir);
+        fs::create_directories(dir);
+        std::ifstream in(kCorpus, std::ios::binary);
+        EXPECT_TRUE(in) << kCorpus;
+        std::string head(20000, '\0');
+        in.read(head.data(), static_cast<std::streamsize>(head.size()));
+        text = dir / "corpus.txt";
+        std::ofstream(text, std::ios::binary) << head;
+        TokenizerTrainOptions topt;
+        topt.vocab_size = 320;
+        const Tokenizer tok = train_tokenizer_file(text.string(), topt, (dir / "tok").string());
+        tokenizer = dir / "tok" / "tokenizer.model";
+        nlohmann::json c = {{"model_type", "retnet"}, {"hidden_size", 16},       {"num_heads", 2},
+                            {"num_hidden_layers", 1}, {"expand_k", 1},           {"expand_v", 2},
+                            {"intermediate_size", 32}, {"vocab_size", tok.vocab_size()},
+                            {"tie_word_embeddings", false}, {"bos_token_id", 1}, {"eos_token_id", 2}};
+        config = dir / "config.json";
+        std::ofstream(config) << c.dump();
+    }
+    ~Workspace() { fs::remove_all(dir); }
+    TrainOptions options(const std::string& out, const std::string& device) const {
+        TrainOptions o;
+        o.data_path = text.string();
+        o.config_path = config.string();
+        o.tokenizer_path = tokenizer.string();
+        o.out_dir = (dir / out).string();
+        o.device = device;
+        o.steps = 8;
+        o.batch = 2;
+        o.seq_len = 16;
+        o.chunk = 4;
+        o.lr = 1e-2;
+        o.warmup = 2;
+        o.eval_every = 3;
+        o.save_every = 3;
+        o.eval_window = 32;
+        o.log_every = 1;
+        o.threads = 1;
+        return o;
+    }
+};
+
+std::vector<float> checkpoint_params(const TrainOptions& o) {
+    return load_trained_weights((fs::path(o.out_dir) / "checkpoint").string()).params;
+}
+
+std::vector<float> checkpoint_moment(const TrainOptions& o, const char* name) {
+    return SafetensorsFile((fs::path(o.out_dir) / "checkpoint" / "optimizer.safetensors").string()).read(name).data;
+}
+
+}  // namespace
+
+TEST(TrainDevice, RegistryListsCpuFirstAndNamesTheKnownDevicesOnError) {
+    register_twin();
+    const std::vector<std::string> names = train_devices();
+    ASSERT_GE(names.size(), 2u);
+    EXPECT_EQ(names.front(), "cpu");
+    EXPECT_NE(std::find(names.begin(), names.end(), "host-twin"), names.end());
+    const ModelConfig config = load_config(Workspace().config.string());
+    const ParamLayout layout = make_param_layout(config);
+    EXPECT_EQ(make_train_device("cpu", config, layout, {}), nullptr);
+    try {
+        make_train_device("tpu", config, layout, {});
+        FAIL() << "no error for an unknown device";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("unknown training device 'tpu' (known: cpu, "), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(register_train_device("cpu", {}), Error);
+}
+
+TEST(TrainDevice, LoopOnADeviceGivesTheCpuLoopsBitsAcrossInterruptionAndResume) {
+    register_twin();
+    Workspace ws;
+    const TrainOptions cpu = ws.options("cpu", "cpu");
+    std::vector<double> cpu_losses;
+    run_training(cpu, [&](const TrainProgress& p) {
+        if (!p.is_validation && p.message.empty()) cpu_losses.push_back(p.loss);
+    });
+
+    g_twin = {};
+    TrainOptions dev = ws.options("dev", "host-twin");
+    std::atomic<bool> stop{false};
+    std::vector<double> dev_losses;
+    const auto on_progress = [&](const TrainProgress& p) {
+        if (!p.is_validation && p.message.empty()) {
+            dev_losses.push_back(p.loss);
+            if (p.step == 4) stop = true;
+        }
+    };
+    const TrainResult first = run_training(dev, on_progress, &stop);
+    EXPECT_TRUE(first.interrupted);
+    EXPECT_EQ(first.steps_done, 4);
+    EXPECT_EQ(g_twin.uploads, 1);
+    EXPECT_EQ(g_twin.steps, 4);
+    EXPECT_GT(g_twin.losses, 0);  // the step-3 validation ran on the device
+    EXPECT_EQ(g_twin.downloads, 2);  // the step-3 validation + checkpoint, the interruption checkpoint
+    stop = false;
+    dev.resume = true;
+    const TrainResult second = run_training(dev, on_progress, &stop);
+    EXPECT_EQ(second.steps_done, 8);
+    EXPECT_EQ(g_twin.uploads, 2);  // the resumed state went back to the device
+    EXPECT_EQ(g_twin.steps, 8);
+
+    EXPECT_EQ(dev_losses, cpu_losses);
+    EXPECT_EQ(checkpoint_params(dev), checkpoint_params(cpu));
+    EXPECT_EQ(checkpoint_moment(dev, "adamw.m"), checkpoint_moment(cpu, "adamw.m"));
+    EXPECT_EQ(checkpoint_moment(dev, "adamw.v"), checkpoint_moment(cpu, "adamw.v"));
+}
