@@ -31,8 +31,8 @@ if [ -z "${SKIP_CLI:-}" ]; then
   rm -rf /tmp/retnet-train-run
   timeout ${CLI_TIMEOUT:-90} "$BUILD/bin/retnet" train --data "$ROOT/resources/data/tinyshakespeare.txt" \
     --config "$ROOT/tools/default_model_config.json" --tokenizer "$ROOT/resources/models/default/tokenizer.model" \
-    --out /tmp/retnet-train-run --device cuda-bf16 --steps 200 --batch 32 --seq-len 256 --lr 2e-3 --warmup 20 \
-    --eval-every 0 --save-every 0 --val-fraction 0.02 --log-every 20 >"$OUT/cli_train.log" 2>&1
+    --out /tmp/retnet-train-run --device cuda-bf16 --steps 300 --batch 32 --seq-len 256 --lr 2e-3 --warmup 20 \
+    --eval-every 100 --save-every 0 --log-every 50 >"$OUT/cli_train.log" 2>&1
   log "retnet train --device cuda-bf16 exit $?"
   tail -15 "$OUT/cli_train.log" | tee -a "$OUT/summary.txt"
 fi

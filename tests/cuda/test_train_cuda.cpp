@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <random>
+#include <utility>
 
 #include "cuda_test_util.h"
 #include "retnet/cuda/cuda_trainer.h"
@@ -252,6 +253,31 @@ TEST_F(CudaTrainerTest, AFewStepsOfTrainingLowerTheLoss) {
         lo.chunk = c.chunk;
         const double cpu = train::loss_and_gradient<float>(config, layout, trained.data(), batch, nullptr, lo);
         EXPECT_LT(cpu, 0.5 * first);
+    }
+}
+
+TEST_F(CudaTrainerTest, BatchShapesCanChangeBetweenCalls) {
+    // Validation batches (fewer windows, a short last window) run between training steps on the
+    // same buffers, which only grow.
+    const TrainCase c{"shapes", false, true, 24, 8};
+    const ModelConfig config = small_config(c);
+    const ParamLayout layout = train::make_param_layout(config);
+    const std::vector<float> params = random_params(layout, 9);
+    const std::vector<double> params_d(params.begin(), params.end());
+    CudaTrainerOptions options;
+    options.chunk = c.chunk;
+    CudaTrainer trainer(config, layout, options);
+    trainer.upload_params(params);
+    LossOptions lo;
+    lo.chunk = c.chunk;
+    for (auto [B, T] : {std::pair{3, 24}, std::pair{1, 5}, std::pair{2, 17}, std::pair{3, 24}}) {
+        const Tokens tokens = random_tokens(B * T, config.vocab_size, static_cast<uint64_t>(100 + B * T));
+        const BatchView batch = tokens.view(B, T);
+        std::vector<double> grad_ref(params.size());
+        const double loss_ref = train::loss_and_gradient<double>(config, layout, params_d.data(), batch, grad_ref.data(), lo);
+        EXPECT_NEAR(trainer.loss_and_gradient(batch, false), loss_ref, 1e-5 * loss_ref) << B << "x" << T;
+        EXPECT_NEAR(trainer.loss_and_gradient(batch), loss_ref, 1e-5 * loss_ref) << B << "x" << T;
+        EXPECT_LT(rel_l2_error(trainer.download_gradient(), grad_ref), 1e-4) << B << "x" << T;
     }
 }
 

@@ -175,7 +175,7 @@ void CudaTrainer::Impl::prepare(int batch, int seq_len) {
 
     inputs.reserve(sz(n));
     targets.reserve(sz(n));
-    layers.reserve(layout.layers.size());
+    layers.resize(layout.layers.size());  // std::vector: one LayerBuffers per layer
     for (LayerBuffers& L : layers) {
         L.x_in.reserve(sz(n * dd));
         L.rstd1.reserve(sz(n));
