@@ -121,7 +121,8 @@ TEST(TrainGrad, Rotary) {
 class RetentionGrad : public ::testing::TestWithParam<std::pair<int, int>> {};
 
 TEST_P(RetentionGrad, MatchesFiniteDifferences) {
-    const auto [T, chunk] = GetParam();
+    // Not a structured binding: clang before 16 cannot capture those in the lambda below.
+    const int T = GetParam().first, chunk = GetParam().second;
     std::mt19937_64 rng(static_cast<uint64_t>(100 + T * 10 + chunk));
     const int64_t B = 2, H = 2, Dk = 4, Dv = 3;
     const ops::RetentionShape shape{B, T, H, Dk, Dv};
@@ -250,7 +251,8 @@ ModelConfig tiny_config(bool tied) {
 class ModelGrad : public ::testing::TestWithParam<std::tuple<bool, int, int>> {};
 
 TEST_P(ModelGrad, WholeModelMatchesFiniteDifferences) {
-    const auto [tied, T, chunk] = GetParam();
+    const bool tied = std::get<0>(GetParam());
+    const int T = std::get<1>(GetParam()), chunk = std::get<2>(GetParam());
     const ModelConfig config = tiny_config(tied);
     const ParamLayout layout = make_param_layout(config);
     std::mt19937_64 rng(42);
