@@ -33,8 +33,9 @@ struct TwinCounters {
 
 class HostTwinDevice final : public TrainDevice {
 public:
-    HostTwinDevice(const ModelConfig& config, const ParamLayout& layout, int chunk, TwinCounters* counters)
-        : config_(config), layout_(layout), chunk_(chunk), counters_(counters) {}
+    HostTwinDevice(const ModelConfig& config, const ParamLayout& layout, const TrainDeviceOptions& options,
+                   TwinCounters* counters)
+        : config_(config), layout_(layout), options_(options), counters_(counters) {}
     std::string description() const override { return "host twin"; }
     void upload(std::span<const float> params, const AdamWState& state) override {
         params_.assign(params.begin(), params.end());
@@ -47,16 +48,18 @@ public:
         counters_->downloads += 1;
     }
     double loss(const BatchView& batch) override {
-        LossOptions lo;
-        lo.chunk = chunk_;
+        LossOptions lo;  // validation: no dropout
+        lo.chunk = options_.chunk;
         counters_->losses += 1;
         return loss_and_gradient<float>(config_, layout_, params_.data(), batch, nullptr, lo);
     }
     double step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
-                double* grad_norm) override {
+                uint64_t dropout_seed, double* grad_norm) override {
         std::vector<float> grad(params_.size());
         LossOptions lo;
-        lo.chunk = chunk_;
+        lo.chunk = options_.chunk;
+        lo.dropout = options_.dropout;
+        lo.dropout_seed = dropout_seed;
         const double loss = loss_and_gradient<float>(config_, layout_, params_.data(), batch, grad.data(), lo);
         *grad_norm = clip_grad_norm(grad, max_norm);
         adamw_update(params_, grad, state_, layout_, adamw, lr);
@@ -67,7 +70,7 @@ public:
 private:
     ModelConfig config_;
     ParamLayout layout_;
-    int chunk_;
+    TrainDeviceOptions options_;
     TwinCounters* counters_;
     std::vector<float> params_;
     AdamWState state_;
@@ -77,7 +80,12 @@ TwinCounters g_twin;
 
 void register_twin() {
     register_train_device("host-twin", [](const ModelConfig& c, const ParamLayout& l, const TrainDeviceOptions& o) {
-        return std::unique_ptr<TrainDevice>(new HostTwinDevice(c, l, o.chunk, &g_twin));
+        return std::unique_ptr<TrainDevice>(new HostTwinDevice(c, l, o, &g_twin));
+    });
+    // A device without dropout refuses it in its factory, as the contract says.
+    register_train_device("host-twin-no-dropout", [](const ModelConfig& c, const ParamLayout& l, const TrainDeviceOptions& o) {
+        if (o.dropout > 0) throw Error("--dropout is not implemented by host-twin-no-dropout");
+        return std::unique_ptr<TrainDevice>(new HostTwinDevice(c, l, o, &g_twin));
     });
 }
 
@@ -156,10 +164,12 @@ TEST(TrainDevice, RegistryListsCpuFirstAndNamesTheKnownDevicesOnError) {
     EXPECT_THROW(register_train_device("cpu", {}), Error);
 }
 
-TEST(TrainDevice, LoopOnADeviceGivesTheCpuLoopsBitsAcrossInterruptionAndResume) {
+// The loop on the twin device against the CPU loop, interrupted after step 4 and resumed.
+void expect_device_loop_gives_cpu_bits(double dropout) {
     register_twin();
     Workspace ws;
-    const TrainOptions cpu = ws.options("cpu", "cpu");
+    TrainOptions cpu = ws.options("cpu", "cpu");
+    cpu.dropout = dropout;
     std::vector<double> cpu_losses;
     run_training(cpu, [&](const TrainProgress& p) {
         if (!p.is_validation && p.message.empty()) cpu_losses.push_back(p.loss);
@@ -167,6 +177,7 @@ TEST(TrainDevice, LoopOnADeviceGivesTheCpuLoopsBitsAcrossInterruptionAndResume) 
 
     g_twin = {};
     TrainOptions dev = ws.options("dev", "host-twin");
+    dev.dropout = dropout;
     std::atomic<bool> stop{false};
     std::vector<double> dev_losses;
     const auto on_progress = [&](const TrainProgress& p) {
@@ -193,4 +204,31 @@ TEST(TrainDevice, LoopOnADeviceGivesTheCpuLoopsBitsAcrossInterruptionAndResume) 
     EXPECT_EQ(checkpoint_params(dev), checkpoint_params(cpu));
     EXPECT_EQ(checkpoint_moment(dev, "adamw.m"), checkpoint_moment(cpu, "adamw.m"));
     EXPECT_EQ(checkpoint_moment(dev, "adamw.v"), checkpoint_moment(cpu, "adamw.v"));
+}
+
+TEST(TrainDevice, LoopOnADeviceGivesTheCpuLoopsBitsAcrossInterruptionAndResume) {
+    expect_device_loop_gives_cpu_bits(0.0);
+}
+
+// The per-step mask seed reaches the device: with dropout the losses would differ from step 0 on
+// if the device drew other masks (or none).
+TEST(TrainDevice, LoopOnADeviceWithDropoutGivesTheCpuLoopsBits) {
+    expect_device_loop_gives_cpu_bits(0.3);
+}
+
+TEST(TrainDevice, ADeviceWithoutDropoutRefusesIt) {
+    register_twin();
+    Workspace ws;
+    TrainOptions o = ws.options("nodrop", "host-twin-no-dropout");
+    o.dropout = 0.2;
+    try {
+        run_training(o, {});
+        FAIL() << "no error for --dropout on a device without it";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("--dropout is not implemented by host-twin-no-dropout"), std::string::npos)
+            << e.what();
+    }
+    o.dropout = 0;
+    o.steps = 1;
+    EXPECT_EQ(run_training(o, {}).steps_done, 1);
 }

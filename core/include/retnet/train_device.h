@@ -4,6 +4,7 @@
 // state and runs whole steps (loss and gradient, clipping, AdamW) — the same math as
 // loss_and_gradient + clip_grad_norm + adamw_update. Devices (the CUDA trainer) register
 // themselves at start-up, so core never depends on them; "cpu" is the trainer in core.
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <span>
@@ -24,8 +25,9 @@ public:
     // The mean loss of a batch with the device's parameters (no gradient, no update): validation.
     virtual double loss(const BatchView& batch) = 0;
     // One step; returns the loss before the update, *grad_norm the gradient norm before clipping.
+    // dropout_seed is the step's LossOptions::dropout_seed (the masks, when made with dropout > 0).
     virtual double step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
-                        double* grad_norm) = 0;
+                        uint64_t dropout_seed, double* grad_norm) = 0;
 };
 
 struct TrainDeviceOptions {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "retnet/dropout_mask.h"
 #include "retnet/error.h"
 #include "retnet/train.h"
 #include "retnet/train_ops.h"
@@ -136,26 +137,14 @@ std::vector<T> zeros(int64_t n) {
     return std::vector<T>(static_cast<size_t>(n), T(0));
 }
 
-uint64_t splitmix64(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ULL;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-    return x ^ (x >> 31);
-}
-
-// Dropout multipliers of one site: element i is dropped when a hash of (seed, site, i) falls
-// below p. Counter-based, so the masks need no stored generator state and any thread split
-// gives the same masks.
+// Dropout multipliers of one site (0 or 1/(1 − p)), from the shared mask function.
 template <typename T>
 std::vector<T> dropout_keep(int64_t n, double p, uint64_t seed, uint64_t site) {
     std::vector<T> keep(static_cast<size_t>(n));
-    const uint64_t base = splitmix64(seed ^ splitmix64(site));
+    const uint64_t base = dropout_site_base(seed, site);
     const T scale = static_cast<T>(1.0 / (1.0 - p));
     parallel_blocks(n, 1 << 16, [&](int64_t i0, int64_t i1, int) {
-        for (int64_t i = i0; i < i1; ++i) {
-            const double u = static_cast<double>(splitmix64(base + static_cast<uint64_t>(i)) >> 11) * 0x1.0p-53;
-            keep[static_cast<size_t>(i)] = u < p ? T(0) : scale;
-        }
+        for (int64_t i = i0; i < i1; ++i) keep[static_cast<size_t>(i)] = dropout_drops(base, i, p) ? T(0) : scale;
     });
     return keep;
 }
@@ -196,7 +185,7 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
                     sizeof(T) * static_cast<size_t>(d));
     std::vector<T> keep_embed;
     if (dropout) {
-        keep_embed = keep_mask(0);
+        keep_embed = keep_mask(dropout_site_embedding);
         multiply(x, keep_embed);
     }
     std::vector<T> branch;  // (N, d) a residual branch's output, when dropout applies to it
@@ -235,7 +224,7 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
         A.y = zeros<T>(N * Vd);
         head_norm_gate_forward(A.o.data(), A.g.data(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr,
                                N, H, Dv, c.norm_eps, A.y.data(), A.rstd_h.data());
-        add_branch(A.y.data(), P + lo.o_proj, Vd, A.keep_attn, 1 + 2 * li);
+        add_branch(A.y.data(), P + lo.o_proj, Vd, A.keep_attn, dropout_site_retention(static_cast<int64_t>(li)));
         A.x_mid = x;
         A.rstd2 = zeros<T>(N);
         A.xn2 = zeros<T>(N * d);
@@ -246,7 +235,7 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
         linear_forward(A.xn2.data(), P + lo.ffn_act, N, d, F, A.a.data());
         linear_forward(A.xn2.data(), P + lo.ffn_lin, N, d, F, A.b.data());
         swiglu_forward(A.a.data(), A.b.data(), N * F, A.hidden.data());
-        add_branch(A.hidden.data(), P + lo.ffn_out, F, A.keep_ffn, 2 + 2 * li);
+        add_branch(A.hidden.data(), P + lo.ffn_out, F, A.keep_ffn, dropout_site_ffn(static_cast<int64_t>(li)));
     }
     std::vector<T> rstd_f = zeros<T>(N), xf = zeros<T>(N * d);
     rmsnorm_forward(x.data(), P + layout.final_norm, N, d, c.norm_eps, xf.data(), rstd_f.data());

@@ -209,9 +209,9 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
     if (o.resume && !s.schedule_fixed && o.steps != s.total_steps) s.total_steps = o.steps;
     // A device other than the CPU holds the parameters and moments between host syncs (before
     // validation and checkpoints); s.adam.step mirrors its step count.
-    std::unique_ptr<TrainDevice> device = make_train_device(o.device, config, layout, TrainDeviceOptions{o.chunk});
-    if (device && o.dropout > 0)
-        throw Error("--dropout is implemented by the CPU trainer only; train with --device cpu or without dropout");
+    // A device that cannot apply dropout refuses it in its factory (one line naming the device).
+    std::unique_ptr<TrainDevice> device =
+        make_train_device(o.device, config, layout, TrainDeviceOptions{o.chunk, o.dropout});
     if (device) device->upload(s.params, s.adam);
     auto sync_from_device = [&] {
         if (device) device->download(s.params, s.adam);
@@ -282,7 +282,7 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
         const double lr = learning_rate(step, s.total_steps, o.warmup, o.lr, o.min_lr_ratio);
         double loss = 0, norm = 0;
         if (device) {
-            loss = device->step(batch, o.grad_clip, o.adamw, lr, &norm);
+            loss = device->step(batch, o.grad_clip, o.adamw, lr, lo.dropout_seed, &norm);
             s.adam.step += 1;
         } else {
             loss = loss_and_gradient<float>(config, layout, s.params.data(), batch, grad.data(), lo);

@@ -14,6 +14,7 @@
 #include "../cuda_check.h"
 #include "../device_buffer.h"
 #include "retnet/cuda/backend_cuda.h"
+#include "retnet/dropout_mask.h"
 #include "retnet/error.h"
 #include "retnet/train_device.h"
 #include "train_kernels.h"
@@ -79,6 +80,8 @@ struct CudaTrainer::Impl {
     DeviceBuffer<float> x_final, rstd_f, xf;  // (N, d), (N), (N, d)
     DeviceBuffer<float> logits;               // (N, V); the gradient after a backward
     DeviceBuffer<float> row_loss;             // (N)
+    DeviceBuffer<float> branch;               // (N, d) a residual branch before dropout, or its gradient after
+    TrainDropout dropout;                     // of the last forward; its backward uses the same masks
     bool logits_valid = false;  // false before a forward and after a backward overwrote them
     // Scratch shared by the layers.
     DeviceBuffer<float> lin;       // (N, max(K, H·Dv)) projection before the layout change
@@ -130,8 +133,15 @@ struct CudaTrainer::Impl {
         gemm(true, false, out, in, r, 1.0f, dyp, out, 0, x, in, 0, 1.0f, dW, in, 0);
     }
 
+    bool dropout_on() const { return dropout.rate > 0.0; }
+    // The CPU trainer's float masks of one site: factor 0 or float(1/(1 − rate)).
+    tk::DropoutSite dropout_site(uint64_t site) const {
+        return {dropout.rate, train::dropout_site_base(dropout.seed, site),
+                static_cast<float>(1.0 / (1.0 - dropout.rate))};
+    }
+
     void prepare(int batch, int seq_len);
-    void forward(const BatchView& batch, bool want_gradient);
+    void forward(const BatchView& batch, bool want_gradient, const TrainDropout& drop);
     void backward();
     void retention_forward(LayerBuffers& L);
     void retention_backward(LayerBuffers& L);
@@ -200,6 +210,7 @@ void CudaTrainer::Impl::prepare(int batch, int seq_len) {
     xf.reserve(sz(n * dd));
     logits.reserve(sz(n * V));
     row_loss.reserve(sz(n));
+    branch.reserve(sz(n * dd));
     lin.reserve(sz(n * std::max(K, Vd)));
     oh.reserve(sz(heads_v));
     scores.reserve(sz(mats * C * C));
@@ -266,9 +277,10 @@ void CudaTrainer::Impl::retention_backward(LayerBuffers& L) {
     gemm(false, true, C, dk, dv, 1.0f, rows_v.get(), dv, sv, after.get(), dv, se, 1.0f, dKh.get(), dk, sk, mats);
 }
 
-void CudaTrainer::Impl::forward(const BatchView& batch, bool want_gradient) {
+void CudaTrainer::Impl::forward(const BatchView& batch, bool want_gradient, const TrainDropout& drop) {
     const int64_t V = config.vocab_size;
     if (batch.batch < 1 || batch.seq_len < 1) throw Error("CUDA training: empty batch");
+    if (!(drop.rate >= 0.0 && drop.rate < 1.0)) throw Error("CUDA training: dropout must be in [0, 1)");
     const int64_t n_tokens = static_cast<int64_t>(batch.batch) * batch.seq_len;
     for (int64_t i = 0; i < n_tokens; ++i)
         if (batch.inputs[i] < 0 || batch.inputs[i] >= V || batch.targets[i] < 0 || batch.targets[i] >= V)
@@ -283,8 +295,10 @@ void CudaTrainer::Impl::forward(const BatchView& batch, bool want_gradient) {
     inputs.upload(batch.inputs, static_cast<size_t>(n), stream);
     targets.upload(batch.targets, static_cast<size_t>(n), stream);
 
-    tk::embedding_forward(inputs.get(), P + layout.embed, layers.empty() ? x_final.get() : layers[0].x_in.get(),
-                          n, dd, stream);
+    dropout = drop;
+    float* x0 = layers.empty() ? x_final.get() : layers[0].x_in.get();
+    tk::embedding_forward(inputs.get(), P + layout.embed, x0, n, dd, stream);
+    if (dropout_on()) tk::dropout_scale(x0, x0, n * dd, dropout_site(train::dropout_site_embedding), stream);
     for (size_t li = 0; li < layers.size(); ++li) {
         const LayerOffsets& lo = layout.layers[li];
         LayerBuffers& L = layers[li];
@@ -300,15 +314,27 @@ void CudaTrainer::Impl::forward(const BatchView& batch, bool want_gradient) {
         tk::heads_to_rows(oh.get(), L.o.get(), B, T, Tp, h, dv, stream);
         tk::head_norm_gate_forward(L.o.get(), L.g.get(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr, n, h, dv,
                                    eps, L.y.get(), L.rstd_h.get(), stream);
-        RETNET_CUDA_CHECK(cudaMemcpyAsync(L.x_mid.get(), L.x_in.get(), sizeof(float) * n * dd, cudaMemcpyDeviceToDevice, stream));
-        linear(L.y.get(), P + lo.o_proj, L.x_mid.get(), n, Vd, dd, 1.0f);
+        if (dropout_on()) {
+            linear(L.y.get(), P + lo.o_proj, branch.get(), n, Vd, dd);
+            tk::dropout_residual_add(L.x_in.get(), branch.get(), L.x_mid.get(), n * dd,
+                                     dropout_site(train::dropout_site_retention(static_cast<int64_t>(li))), stream);
+        } else {
+            RETNET_CUDA_CHECK(cudaMemcpyAsync(L.x_mid.get(), L.x_in.get(), sizeof(float) * n * dd, cudaMemcpyDeviceToDevice, stream));
+            linear(L.y.get(), P + lo.o_proj, L.x_mid.get(), n, Vd, dd, 1.0f);
+        }
         tk::rmsnorm_forward(L.x_mid.get(), P + lo.ffn_norm, n, dd, eps, L.xn2.get(), L.rstd2.get(), stream);
         linear(L.xn2.get(), P + lo.ffn_act, L.a.get(), n, dd, F);
         linear(L.xn2.get(), P + lo.ffn_lin, L.b.get(), n, dd, F);
         tk::swiglu_forward(L.a.get(), L.b.get(), n * F, L.hidden.get(), stream);
         float* next = li + 1 < layers.size() ? layers[li + 1].x_in.get() : x_final.get();
-        RETNET_CUDA_CHECK(cudaMemcpyAsync(next, L.x_mid.get(), sizeof(float) * n * dd, cudaMemcpyDeviceToDevice, stream));
-        linear(L.hidden.get(), P + lo.ffn_out, next, n, F, dd, 1.0f);
+        if (dropout_on()) {
+            linear(L.hidden.get(), P + lo.ffn_out, branch.get(), n, F, dd);
+            tk::dropout_residual_add(L.x_mid.get(), branch.get(), next, n * dd,
+                                     dropout_site(train::dropout_site_ffn(static_cast<int64_t>(li))), stream);
+        } else {
+            RETNET_CUDA_CHECK(cudaMemcpyAsync(next, L.x_mid.get(), sizeof(float) * n * dd, cudaMemcpyDeviceToDevice, stream));
+            linear(L.hidden.get(), P + lo.ffn_out, next, n, F, dd, 1.0f);
+        }
     }
     tk::rmsnorm_forward(x_final.get(), P + layout.final_norm, n, dd, eps, xf.get(), rstd_f.get(), stream);
     linear(xf.get(), P + layout.lm_head, logits.get(), n, dd, static_cast<int>(V));
@@ -330,18 +356,27 @@ void CudaTrainer::Impl::backward() {
     RETNET_CUDA_CHECK(cudaMemsetAsync(dx.get(), 0, sizeof(float) * n * dd, stream));
     tk::rmsnorm_backward(x_final.get(), P + layout.final_norm, rstd_f.get(), dxn.get(), n, dd, dx.get(),
                          G + layout.final_norm, stream);
+    // ∂loss/∂(a branch's output before dropout): dx through the site's mask, in `branch`.
+    auto branch_grad = [&](uint64_t site) -> const float* {
+        if (!dropout_on()) return dx.get();
+        tk::dropout_scale(dx.get(), branch.get(), n * dd, dropout_site(site), stream);
+        return branch.get();
+    };
     for (size_t li = layers.size(); li-- > 0;) {
         const LayerOffsets& lo = layout.layers[li];
         LayerBuffers& L = layers[li];
+        const auto layer = static_cast<int64_t>(li);
         // FFN branch.
-        linear_backward(L.hidden.get(), P + lo.ffn_out, dx.get(), n, F, dd, dhidden.get(), false, G + lo.ffn_out);
+        linear_backward(L.hidden.get(), P + lo.ffn_out, branch_grad(train::dropout_site_ffn(layer)), n, F, dd,
+                        dhidden.get(), false, G + lo.ffn_out);
         tk::swiglu_backward(L.a.get(), L.b.get(), dhidden.get(), n * F, da.get(), db.get(), stream);
         linear_backward(L.xn2.get(), P + lo.ffn_act, da.get(), n, dd, F, dxn.get(), false, G + lo.ffn_act);
         linear_backward(L.xn2.get(), P + lo.ffn_lin, db.get(), n, dd, F, dxn.get(), true, G + lo.ffn_lin);
         tk::rmsnorm_backward(L.x_mid.get(), P + lo.ffn_norm, L.rstd2.get(), dxn.get(), n, dd, dx.get(),
                              G + lo.ffn_norm, stream);
         // Retention branch.
-        linear_backward(L.y.get(), P + lo.o_proj, dx.get(), n, Vd, dd, dy.get(), false, G + lo.o_proj);
+        linear_backward(L.y.get(), P + lo.o_proj, branch_grad(train::dropout_site_retention(layer)), n, Vd, dd,
+                        dy.get(), false, G + lo.o_proj);
         tk::head_norm_gate_backward(L.o.get(), L.g.get(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr,
                                     L.rstd_h.get(), dy.get(), n, h, dv, d_o.get(), dg.get(),
                                     lo.head_norm >= 0 ? G + lo.head_norm : nullptr, stream);
@@ -357,6 +392,7 @@ void CudaTrainer::Impl::backward() {
         tk::rmsnorm_backward(L.x_in.get(), P + lo.attn_norm, L.rstd1.get(), dxn.get(), n, dd, dx.get(),
                              G + lo.attn_norm, stream);
     }
+    if (dropout_on()) tk::dropout_scale(dx.get(), dx.get(), n * dd, dropout_site(train::dropout_site_embedding), stream);
     tk::embedding_backward(inputs.get(), dx.get(), G + layout.embed, n, dd, stream);
 }
 
@@ -457,9 +493,9 @@ std::vector<float> CudaTrainer::download_params() const {
     return out;
 }
 
-double CudaTrainer::loss_and_gradient(const BatchView& batch, bool want_gradient) {
+double CudaTrainer::loss_and_gradient(const BatchView& batch, bool want_gradient, const TrainDropout& dropout) {
     Impl& s = *impl_;
-    s.forward(batch, want_gradient);
+    s.forward(batch, want_gradient, dropout);
     if (want_gradient) s.backward();
     return s.read_loss();
 }
@@ -510,9 +546,9 @@ void CudaTrainer::adamw_step(const train::AdamWConfig& c, double lr) {
 int64_t CudaTrainer::adamw_steps() const { return impl_->adam_step; }
 
 double CudaTrainer::train_step(const BatchView& batch, double max_norm, const train::AdamWConfig& config, double lr,
-                               double* grad_norm) {
+                               double* grad_norm, const TrainDropout& dropout) {
     Impl& s = *impl_;
-    s.forward(batch, true);
+    s.forward(batch, true, dropout);
     s.backward();
     // The norm and the loss are read after the update is queued: one wait per step.
     tk::sum_of_squares(s.grad.get(), s.layout.total, s.sum_sq.get(), s.stream);
@@ -542,8 +578,8 @@ namespace {
 class CudaTrainDevice final : public train::TrainDevice {
 public:
     CudaTrainDevice(const std::string& name, const ModelConfig& config, const train::ParamLayout& layout,
-                    const CudaTrainerOptions& options)
-        : name_(name), trainer_(config, layout, options) {}
+                    const CudaTrainerOptions& options, double dropout)
+        : name_(name), trainer_(config, layout, options), dropout_(dropout) {}
     std::string description() const override { return name_ + " (" + trainer_.device_name() + ")"; }
     void upload(std::span<const float> params, const train::AdamWState& state) override {
         trainer_.upload(params, state);
@@ -553,13 +589,14 @@ public:
     }
     double loss(const train::BatchView& batch) override { return trainer_.loss_and_gradient(batch, false); }
     double step(const train::BatchView& batch, double max_norm, const train::AdamWConfig& adamw, double lr,
-                double* grad_norm) override {
-        return trainer_.train_step(batch, max_norm, adamw, lr, grad_norm);
+                uint64_t dropout_seed, double* grad_norm) override {
+        return trainer_.train_step(batch, max_norm, adamw, lr, grad_norm, TrainDropout{dropout_, dropout_seed});
     }
 
 private:
     std::string name_;
     CudaTrainer trainer_;
+    double dropout_;
 };
 
 }  // namespace
@@ -569,12 +606,11 @@ void register_cuda_trainer() {
         const std::string device = name;
         train::register_train_device(device, [device](const ModelConfig& config, const train::ParamLayout& layout,
                                                       const train::TrainDeviceOptions& o) {
-            if (o.dropout > 0)
-                throw Error("--dropout is not implemented by the CUDA trainer yet; train with --device cpu or without dropout");
+            if (!(o.dropout >= 0.0 && o.dropout < 1.0)) throw Error("CUDA training: dropout must be in [0, 1)");
             CudaTrainerOptions options;
             options.precision = train_precision_from_device(device);
             options.chunk = o.chunk;
-            return std::unique_ptr<train::TrainDevice>(new CudaTrainDevice(device, config, layout, options));
+            return std::unique_ptr<train::TrainDevice>(new CudaTrainDevice(device, config, layout, options, o.dropout));
         });
     }
 }

@@ -74,6 +74,19 @@ void swiglu_backward(const float* a, const float* b, const float* dh, int64_t n,
 void cross_entropy(float* logits, const int32_t* targets, int64_t rows, int vocab, float* loss,
                    bool with_gradient, float grad_scale, cudaStream_t stream);
 
+// Dropout of one site (retnet/dropout_mask.h): element i's factor is 0 when
+// train::dropout_drops(base, i, p), else scale = float(1/(1 − p)), as the CPU trainer's float masks.
+struct DropoutSite {
+    double p;
+    uint64_t base;  // train::dropout_site_base(seed, site)
+    float scale;
+};
+// out = residual + branch ⊙ keep (out may alias residual).
+void dropout_residual_add(const float* residual, const float* branch, float* out, int64_t n, const DropoutSite& site,
+                          cudaStream_t stream);
+// out = in ⊙ keep (out may alias in).
+void dropout_scale(const float* in, float* out, int64_t n, const DropoutSite& site, cudaStream_t stream);
+
 // *sum_sq (one double, zeroed here) = Σ g².
 void sum_of_squares(const float* g, int64_t n, double* sum_sq, cudaStream_t stream);
 // g *= max_norm / (√sum_sq + 1e-12) when max_norm > 0 and √sum_sq > max_norm (read on the device).

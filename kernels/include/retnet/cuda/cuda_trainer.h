@@ -28,6 +28,13 @@ struct CudaTrainerOptions {
     int chunk = 0;  // 0: parallel retention (one T×T block per head); > 0: chunkwise, this chunk size
 };
 
+// Training-only dropout of one call (train::LossOptions::dropout and ::dropout_seed): the CPU
+// trainer's masks, sites and 1/(1 − rate) scaling (retnet/dropout_mask.h). rate 0: none.
+struct TrainDropout {
+    double rate = 0;
+    uint64_t seed = 0;
+};
+
 class CudaTrainer {
 public:
     // Allocates the parameters, gradient and moments on the device (zeros; call upload next).
@@ -46,7 +53,9 @@ public:
 
     // Forward + backward of one batch: returns the mean cross-entropy (nats) and leaves ∂loss/∂params
     // in the device gradient (overwritten). With want_gradient = false only the loss is computed.
-    double loss_and_gradient(const train::BatchView& batch, bool want_gradient = true);
+    // `dropout` as loss_and_gradient's LossOptions (validation passes none).
+    double loss_and_gradient(const train::BatchView& batch, bool want_gradient = true,
+                             const TrainDropout& dropout = {});
     std::vector<float> download_gradient() const;
     // The (B·T, V) logits of the last loss_and_gradient call without the gradient.
     std::vector<float> download_logits() const;
@@ -60,7 +69,7 @@ public:
 
     // loss_and_gradient + clip_grad_norm + adamw_step; *grad_norm gets the norm before clipping.
     double train_step(const train::BatchView& batch, double max_norm, const train::AdamWConfig& config,
-                      double lr, double* grad_norm = nullptr);
+                      double lr, double* grad_norm = nullptr, const TrainDropout& dropout = {});
 
     const CudaTrainerOptions& options() const;
     std::string device_name() const;
