@@ -67,5 +67,9 @@ using ProgressCallback = std::function<bool(double fraction)>;
 Model load_model(const std::string& directory, const ProgressCallback& progress = {});
 // Writes config.json + model.safetensors (float32) in the model's family layout, atomically.
 void save_model(const Model& model, const std::string& directory);
+// The same with the weights stored as `weight_dtype`: DType::F32 or DType::BF16 (round to nearest
+// even, half the bytes; loading widens them back to float32). Other types throw.
+enum class DType;  // retnet/safetensors.h
+void save_model(const Model& model, const std::string& directory, DType weight_dtype);
 
 }  // namespace retnet

@@ -253,8 +253,13 @@ Model load_model(const std::string& directory, const ProgressCallback& progress)
     return model;
 }
 
-void save_model(const Model& model, const std::string& directory) {
+void save_model(const Model& model, const std::string& directory) { save_model(model, directory, DType::F32); }
+
+void save_model(const Model& model, const std::string& directory, DType weight_dtype) {
     const ModelConfig& config = model.config;
+    if (weight_dtype != DType::F32 && weight_dtype != DType::BF16)
+        throw Error("cannot save to " + directory + ": weights can be stored as F32 or BF16, not " +
+                    dtype_name(weight_dtype));
     config.validate();
     const Layout layout = make_layout(config, nullptr);
     ModelWeights& weights = const_cast<ModelWeights&>(model.weights);  // the slots only read here
@@ -292,6 +297,10 @@ void save_model(const Model& model, const std::string& directory) {
             tensors.push_back({layout.angle_name, &angle});
     }
 
+    // One dtype per file: the decay and rotary buffers, when written, must not be rounded to bf16.
+    if (weight_dtype == DType::BF16 && tensors.size() != layout.slots.size())
+        throw Error(where + "BF16 storage would round the model's decay/rotary buffers (" + layout.decay_name + ", " +
+                    layout.angle_name + "); save it as F32");
     std::error_code ec;
     fs::create_directories(directory, ec);
     if (ec) throw Error(where + ec.message());
@@ -300,7 +309,8 @@ void save_model(const Model& model, const std::string& directory) {
         throw Error(where + "it holds a sharded model (model.safetensors.index.json); choose another directory");
 
     write_safetensors((fs::path(directory) / "model.safetensors").string(), tensors,
-                      {{"format", "pt"}, {"producer", "retnet-studio"}, {"family", family_name(config.family)}});
+                      {{"format", "pt"}, {"producer", "retnet-studio"}, {"family", family_name(config.family)}},
+                      weight_dtype);
     io::AtomicFile config_file((fs::path(directory) / "config.json").string());
     config_file.write(config_to_json(config).dump(2) + "\n");
     config_file.commit();
