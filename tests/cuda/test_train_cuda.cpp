@@ -9,6 +9,10 @@
 // decay power, a missing state term or a dropped gradient path misses by 1e-2 or more (the
 // chunkwise cases cross chunk boundaries, partial last chunk included). bf16 GEMM operands carry
 // 8 significant bits (3.9e-3 relative): the loss, a mean over positions, stays within 1e-2.
+// Dropout: the device masks are the CPU's bit for bit (the same function, checked exactly), the
+// scale 1/(1 − p) is float on the device and double in the reference (6e-8 relative), so the
+// fp32 tolerances above hold unchanged; without the masks, or with other ones, the loss moves by
+// far more than 1e-3 (asserted, so the comparison can fail).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -17,7 +21,10 @@
 
 #include "cuda_test_util.h"
 #include "retnet/cuda/cuda_trainer.h"
+#include "retnet/dropout_mask.h"
 #include "retnet/train.h"
+#include "retnet/train_device.h"
+#include "train/train_kernels.h"
 
 namespace retnet::cuda::test {
 namespace {
@@ -135,7 +142,132 @@ INSTANTIATE_TEST_SUITE_P(
                       TrainCase{"chunk_longer_than_sequence", false, true, 9, 64}),
     [](const auto& case_info) { return case_info.param.name; });
 
+// ---- dropout ---------------------------------------------------------------------------------
+
+class CudaTrainDropout : public CudaTest, public ::testing::WithParamInterface<TrainCase> {};
+
+TEST_P(CudaTrainDropout, LossAndGradientWithDropoutMatchTheCpuDoubleReference) {
+    const TrainCase& c = GetParam();
+    const ModelConfig config = small_config(c);
+    const ParamLayout layout = train::make_param_layout(config);
+    const std::vector<float> params = random_params(layout, 17);
+    const int B = 3;
+    const Tokens tokens = random_tokens(B * c.seq_len, config.vocab_size, 19);
+    const BatchView batch = tokens.view(B, c.seq_len);
+    const std::vector<double> params_d(params.begin(), params.end());
+
+    LossOptions plain;
+    plain.chunk = c.chunk;
+    LossOptions with_dropout = plain;
+    with_dropout.dropout = 0.3;
+    with_dropout.dropout_seed = 0x1234567890ABCDEFULL;
+    std::vector<double> grad_ref(params.size()), grad_plain(params.size());
+    const double loss_ref = train::loss_and_gradient<double>(config, layout, params_d.data(), batch,
+                                                             grad_ref.data(), with_dropout);
+    const double loss_plain = train::loss_and_gradient<double>(config, layout, params_d.data(), batch,
+                                                               grad_plain.data(), plain);
+    // The masks matter at this size: a device that ignored them would fail the checks below.
+    ASSERT_GT(std::abs(loss_ref - loss_plain), 1e-3 * loss_ref);
+    ASSERT_GT(rel_l2_error(grad_plain, grad_ref), 1e-2);
+
+    CudaTrainerOptions options;
+    options.chunk = c.chunk;
+    CudaTrainer trainer(config, layout, options);
+    trainer.upload_params(params);
+    const TrainDropout dropout{with_dropout.dropout, with_dropout.dropout_seed};
+    const double loss_no_grad = trainer.loss_and_gradient(batch, false, dropout);
+    const double loss = trainer.loss_and_gradient(batch, true, dropout);
+    const std::vector<float> grad = trainer.download_gradient();
+    const double grad_err = rel_l2_error(grad, grad_ref);
+    std::printf("[%s dropout 0.3] loss %.8f (cpu double %.8f, without dropout %.8f), gradient rel l2 err %.3e\n",
+                c.name.c_str(), loss, loss_ref, loss_plain, grad_err);
+    EXPECT_NEAR(loss, loss_ref, 1e-5 * loss_ref);
+    EXPECT_NEAR(loss_no_grad, loss_ref, 1e-5 * loss_ref);
+    EXPECT_LT(grad_err, 1e-4);
+    for (const train::ParamTensor& t : layout.tensors) {
+        const auto first = static_cast<size_t>(t.offset), last = static_cast<size_t>(t.offset + t.size);
+        const std::vector<float> g(grad.begin() + first, grad.begin() + last);
+        const std::vector<double> r(grad_ref.begin() + first, grad_ref.begin() + last);
+        EXPECT_LT(rel_l2_error(g, r), 1e-3) << t.name;
+    }
+    // The next call without dropout (validation) uses no masks.
+    EXPECT_NEAR(trainer.loss_and_gradient(batch, false), loss_plain, 1e-5 * loss_plain);
+    EXPECT_THROW(trainer.loss_and_gradient(batch, true, TrainDropout{1.0, 0}), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, CudaTrainDropout,
+    ::testing::Values(TrainCase{"parallel", false, true, 13, 0}, TrainCase{"tied_chunkwise_c4_partial_last_chunk", true, true, 13, 4}),
+    [](const auto& case_info) { return case_info.param.name; });
+
 class CudaTrainerTest : public CudaTest {};
+
+// The device kernels draw the shared mask function's masks (the CPU trainer's) bit for bit, over
+// many blocks.
+TEST_F(CudaTrainerTest, DropoutKernelsApplyTheCpuMasksExactly) {
+    const int64_t n = 70001;
+    const std::vector<float> x = random_vector(static_cast<size_t>(n), 41);
+    const std::vector<float> r = random_vector(static_cast<size_t>(n), 42);
+    const double p = 0.2;
+    const uint64_t base = train::dropout_site_base(987654321ULL, train::dropout_site_ffn(3));
+    const float scale = static_cast<float>(1.0 / (1.0 - p));
+    const train_kernels::DropoutSite site{p, base, scale};
+    auto dx = to_device(x, stream());
+    auto dr = to_device(r, stream());
+    DeviceBuffer<float> out(static_cast<size_t>(n));
+    train_kernels::dropout_scale(dx.get(), out.get(), n, site, stream());
+    const std::vector<float> scaled = to_host(out, stream());
+    train_kernels::dropout_residual_add(dr.get(), dx.get(), out.get(), n, site, stream());
+    const std::vector<float> added = to_host(out, stream());
+    int64_t dropped = 0;
+    for (int64_t i = 0; i < n; ++i) {
+        const size_t k = static_cast<size_t>(i);
+        const float keep = train::dropout_drops(base, i, p) ? 0.0f : scale;
+        dropped += keep == 0.0f;
+        ASSERT_EQ(scaled[k], x[k] * keep) << i;
+        const float kept = x[k] * keep;
+        ASSERT_EQ(added[k], r[k] + kept) << i;
+    }
+    EXPECT_NEAR(static_cast<double>(dropped) / static_cast<double>(n), p, 0.01);
+    // In place, as the embedding uses it.
+    train_kernels::dropout_scale(dx.get(), dx.get(), n, site, stream());
+    EXPECT_EQ(to_host(dx, stream()), scaled);
+}
+
+// The path `retnet train --device cuda --dropout p` takes: the registered device applies the
+// step's masks in step() and none in loss().
+TEST_F(CudaTrainerTest, RegisteredDeviceStepsWithTheLoopsDropoutSeed) {
+    register_cuda_trainer();
+    const TrainCase c{"device", false, true, 16, 8};
+    const ModelConfig config = small_config(c);
+    const ParamLayout layout = train::make_param_layout(config);
+    const std::vector<float> params = random_params(layout, 23);
+    const int B = 2;
+    const Tokens tokens = random_tokens(B * c.seq_len, config.vocab_size, 24);
+    const BatchView batch = tokens.view(B, c.seq_len);
+    const std::vector<double> params_d(params.begin(), params.end());
+    LossOptions lo;
+    lo.chunk = c.chunk;
+    const double loss_plain = train::loss_and_gradient<double>(config, layout, params_d.data(), batch, nullptr, lo);
+    lo.dropout = 0.25;
+    lo.dropout_seed = 77;
+    const double loss_ref = train::loss_and_gradient<double>(config, layout, params_d.data(), batch, nullptr, lo);
+    ASSERT_GT(std::abs(loss_ref - loss_plain), 1e-3 * loss_ref);
+
+    train::TrainDeviceOptions options;
+    options.chunk = c.chunk;
+    options.dropout = lo.dropout;
+    const std::unique_ptr<train::TrainDevice> device = train::make_train_device("cuda", config, layout, options);
+    ASSERT_NE(device, nullptr);
+    device->upload(params, train::make_adamw_state(layout));
+    EXPECT_NEAR(device->loss(batch), loss_plain, 1e-5 * loss_plain);
+    double norm = 0;
+    const double loss = device->step(batch, 1.0, AdamWConfig{}, 1e-3, lo.dropout_seed, &norm);
+    EXPECT_NEAR(loss, loss_ref, 1e-5 * loss_ref);
+    EXPECT_GT(norm, 0.0);
+    options.dropout = 1.0;
+    EXPECT_THROW(train::make_train_device("cuda", config, layout, options), Error);
+}
 
 TEST_F(CudaTrainerTest, Bf16LossIsWithinOnePercentOfTheDoubleReference) {
     const TrainCase c{"bf16", false, true, 48, 16};
