@@ -12,6 +12,7 @@
 #include "retnet/error.h"
 
 using namespace retnet;
+using retnet::fuzz::fuzz_fail;
 
 namespace {
 

@@ -3,6 +3,7 @@
 // is either a float32 tensor whose size matches its shape, or a one-line retnet::Error naming
 // the file.
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "fuzz_common.h"
@@ -10,6 +11,7 @@
 #include "retnet/npy.h"
 
 using namespace retnet;
+using retnet::fuzz::fuzz_fail;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::MemoryFile file(data, size);
@@ -26,7 +28,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         fuzz::MemoryFile again(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
         const Tensor back = read_npy(again.path());
-        if (back.shape != t.shape || back.data != t.data) fuzz_fail("write/read round trip changed the tensor");
+        // Bitwise: NaN payloads must survive too, and NaN != NaN as floats.
+        if (back.shape != t.shape || back.data.size() != t.data.size() ||
+            (!t.data.empty() && std::memcmp(back.ptr(), t.ptr(), t.data.size() * sizeof(float)) != 0))
+            fuzz_fail("write/read round trip changed the tensor");
     } catch (const Error& e) {
         const std::string what = e.what();
         if (what.compare(0, file.path().size(), file.path()) != 0) fuzz_fail("error does not name the file: " + what);

@@ -13,6 +13,7 @@
 #include "retnet/safetensors.h"
 
 using namespace retnet;
+using retnet::fuzz::fuzz_fail;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz::MemoryFile file(data, size);

@@ -19,6 +19,7 @@
 #include "retnet/utf8.h"
 
 using namespace retnet;
+using retnet::fuzz::fuzz_fail;
 
 namespace {
 
@@ -72,11 +73,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         for (int32_t id : ids)
             if (id < 0 || id >= t.vocab_size()) fuzz_fail("encode() produced an id outside the vocabulary");
         const std::string decoded = t.decode(ids);
-        if (decoded != input) fuzz_fail("decode(encode(text)) != text");
+        // SentencePiece writes spaces as U+2581 inside pieces, so a literal U+2581 in the text
+        // decodes as a space: the one known exception to the exact round trip.
+        if (decoded != input && input.find("\xE2\x96\x81") == std::string_view::npos)
+            fuzz_fail("decode(encode(text)) != text");
         if (stream(t, ids) != decoded) fuzz_fail("streamed text differs from decode()");
     } else {
         std::vector<int32_t> ids(input.size() / 4);
-        std::memcpy(ids.data(), input.data(), ids.size() * 4);
+        if (!ids.empty()) std::memcpy(ids.data(), input.data(), ids.size() * 4);
         // Small ids are the interesting ones; fold most values into [-2, V + 2).
         for (int32_t& id : ids)
             if (id > 0 && (id & 0x40000000) == 0) id %= t.vocab_size() + 2;

@@ -282,7 +282,7 @@ ModelConfig load_config(const std::string& path) {
     json j;
     try {
         j = json::parse(buffer.str());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
         // e.what() starts with "[json.exception.parse_error.101] "; keep the readable part.
         std::string what = e.what();
         const auto pos = what.find("] ");

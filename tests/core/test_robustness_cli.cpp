@@ -146,6 +146,33 @@ TEST(RobustOptions, ModelWithoutTokenizerNeedsTokenIds) {
     expect_generated(ids);
 }
 
+TEST(RobustPrompt, TokenizerCommandsRejectBadTextAndIds) {
+    const std::string dir = model_dir().string();
+    expect_one_line_error(run_retnet({"tokenizer", "encode", "--model", dir, "--text", "ab\xFF"}),
+                          "invalid UTF-8 at byte offset 2");
+    expect_one_line_error(run_retnet({"tokenizer", "decode", "--model", dir, "--tokens", "5,400"}), "400");
+    expect_one_line_error(run_retnet({"tokenizer", "decode", "--model", dir, "--tokens", "-1"}), "-1");
+    expect_one_line_error(run_retnet({"tokenizer", "encode", "--model", "/nonexistent", "--text", "a"}), "/nonexistent");
+    // Controls and a lone byte-fallback piece round-trip through the command line.
+    const CliResult enc = run_retnet({"tokenizer", "encode", "--model", dir, "--text", "a\x01b"});
+    EXPECT_EQ(enc.exit_code, 0) << enc.err;
+}
+
+TEST(RobustOptions, CudaWithoutAGpuFallsBackToTheCpuWithANotice) {
+    // On a machine without a GPU (or a build without CUDA) --device cuda still generates, on the
+    // CPU, after one notice line; with a GPU it runs there.
+    const CliResult r = generate({"--tokens", "1,5", "--max-new-tokens", "3", "--device", "cuda", "--json"});
+    expect_generated(r);
+    const auto summary = json_summary(r.out);
+    if (summary["device"] == "cpu") {
+        EXPECT_NE(r.err.find("retnet: "), std::string::npos);
+        EXPECT_NE(r.err.find("; using the CPU backend\n"), std::string::npos) << r.err;
+        EXPECT_EQ(r.err_lines(), 2) << r.err;  // the notice and the summary
+    } else {
+        EXPECT_EQ(summary["device"], "cuda");
+    }
+}
+
 // ---- Ctrl-C ---------------------------------------------------------------------------------
 
 TEST(RobustInterrupt, SigintDuringGenerationStopsCleanly) {

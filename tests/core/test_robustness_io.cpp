@@ -174,5 +174,45 @@ TEST(RobustWrite, CliOutputOnAFullDiskIsOneLineAndKeepsTheOldFile) {
     EXPECT_FALSE(temp_file_left(out));
 }
 
+TEST(RobustWrite, TrainingCheckpointThatCannotBeWrittenKeepsThePreviousOne) {
+    ScratchDir dir("train_full");
+    write_small_model(dir / "model");  // for its tokenizer.model
+    const fs::path text = dir / "text.txt", config = dir / "config.json", out = dir / "run";
+    std::string corpus;
+    for (const std::string& line : tokenizer_corpus_lines()) corpus += line + "\n";
+    spit(text, corpus + corpus + corpus);
+    spit(config, R"({"model_type": "retnet", "hidden_size": 16, "num_heads": 2, "num_hidden_layers": 1,
+                     "expand_k": 1, "expand_v": 1, "intermediate_size": 32, "vocab_size": 400})");
+    const std::vector<std::string> args{"train", "--data", text.string(), "--config", config.string(), "--tokenizer",
+                                        (dir / "model" / "tokenizer.model").string(), "--out", out.string(),
+                                        "--batch", "2", "--seq-len", "16", "--threads", "1", "--eval-every", "0",
+                                        "--save-every", "0", "--val-fraction", "0.2", "--warmup", "1", "--log-every", "1"};
+    auto with = [&](std::vector<std::string> extra) {
+        std::vector<std::string> a = args;
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    };
+    ASSERT_EQ(run_retnet(with({"--steps", "2"})).exit_code, 0);
+    const fs::path checkpoint = out / "checkpoint";
+    const std::string weights = slurp(checkpoint / "model.safetensors"), state = slurp(checkpoint / "trainer_state.json");
+    ASSERT_FALSE(weights.empty());
+
+    // Continue to step 4 with no room for the new checkpoint's files (the optimizer state alone
+    // is twice the weights): one line, and the step-2 checkpoint is untouched.
+    const CliResult full = run_retnet(with({"--steps", "4", "--resume"}), 120, static_cast<long>(weights.size() / 2));
+    EXPECT_EQ(full.signal, 0);
+    EXPECT_EQ(full.exit_code, 1) << full.out << full.err;
+    EXPECT_EQ(full.err_lines(), 1) << full.err;
+    EXPECT_NE(full.err.find("File too large"), std::string::npos) << full.err;
+    EXPECT_EQ(slurp(checkpoint / "model.safetensors"), weights);
+    EXPECT_EQ(slurp(checkpoint / "trainer_state.json"), state);
+
+    // With room again, the run resumes from that checkpoint and completes.
+    const CliResult resumed = run_retnet(with({"--steps", "4", "--resume"}));
+    EXPECT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+    EXPECT_NE(resumed.out.find("step      3/4"), std::string::npos) << resumed.out;
+    EXPECT_EQ(resumed.out.find("step      2/4"), std::string::npos) << resumed.out;
+}
+
 }  // namespace
 }  // namespace retnet

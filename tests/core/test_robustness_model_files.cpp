@@ -115,6 +115,11 @@ TEST_F(BrokenModel, HeaderIsNotJson) {
     expect_names(load_error(dir_.path()), weights_, "header is not valid JSON");
     spit(weights_, safetensors_bytes(json::array({1, 2}), ""));
     expect_names(load_error(dir_.path()), weights_, "header is not a JSON object");
+    // A number too large for a double (found by fuzz_safetensors).
+    const std::string text = R"({"a": 1E999})";
+    const uint64_t n = text.size();
+    spit(weights_, std::string(reinterpret_cast<const char*>(&n), 8) + text);
+    expect_names(load_error(dir_.path()), weights_, "header is not valid JSON (number overflow parsing '1E999')");
 }
 
 TEST_F(BrokenModel, OffsetsOutsideTheData) {
@@ -177,6 +182,15 @@ TEST_F(BrokenModel, ExtraTensor) {
     expect_names(load_error(dir_.path()), weights_, "unexpected tensor 'model.layers.7.attn.q_proj.weight'");
 }
 
+TEST_F(BrokenModel, NamesFromTheFileCannotBreakTheErrorLine) {
+    // A tensor name with a newline and a terminal escape: quoted escaped, still one line.
+    rewrite([](auto& t) { t["evil\n\x1b[2Jname"] = Tensor({1}); });
+    const std::string message = load_error(dir_.path());
+    expect_names(message, weights_, "unexpected tensor 'evil\\n\\x1b[2Jname'");
+    EXPECT_EQ(message.find('\x1b'), std::string::npos);
+    EXPECT_STREQ(Error("a\tb\r\nc\x7f").what(), "a\\tb\\x0d\\nc\\x7f");
+}
+
 TEST_F(BrokenModel, NanAndInfWeightsAreRefused) {
     rewrite([](auto& t) { t[kQ0].data[5] = std::numeric_limits<float>::quiet_NaN(); });
     expect_names(load_error(dir_.path()), weights_, std::string("tensor '") + kQ0 + "' contains NaN at index 5");
@@ -197,6 +211,9 @@ TEST_F(BrokenModel, ConfigNotJson) {
     expect_names(load_error(dir_.path()), config_, "not valid JSON");
     spit(config_, "[32, 2]");
     expect_names(load_error(dir_.path()), config_, "expected a JSON object");
+    // A number too large for a double is a parse failure too (found by fuzz_config).
+    spit(config_, R"({"model_type": "retnet", "hidden_size": 32, "expand_k": 2e+308})");
+    expect_names(load_error(dir_.path()), config_, "not valid JSON (number overflow parsing '2e+308')");
     fs::remove(config_);
     fs::create_directory(config_);  // unreadable: a directory where the file should be
     const std::string message = load_error(dir_.path());
@@ -297,11 +314,15 @@ TEST(BrokenTokenizer, CorruptTruncatedEmptyOrUnreadable) {
     const std::string good = slurp(file);
     ASSERT_NE(Tokenizer::load_from_model_dir(dir.path().string()), nullptr);
 
+    // Pieces that make SentencePiece's trie builder throw instead of failing (found by fuzz_tokenizer_model).
+    const std::string trie_breaker("\x0a\x0e\x0a\x05\xc0\x00\x00\x00\x3e\x15\x00\x00\x00\x00\x18\x02\x0a\x0c"
+                                   "\x0a\x03\x00\x00\x35\x15\x3e\x3c\x18\x79\x12\x00",
+                                   30);
     for (const std::string& bytes : {good.substr(0, good.size() / 2), std::string("not a model at all\n"),
-                                     std::string(), std::string(4096, '\xff')}) {
+                                     std::string(), std::string(4096, '\xff'), trie_breaker}) {
         spit(file, bytes);
         SCOPED_TRACE(bytes.size());
-        expect_names(tokenizer_error(dir.path()), file, "");
+        expect_names(tokenizer_error(dir.path()), file, "not a SentencePiece tokenizer model");
     }
     fs::remove(file);
     fs::create_directory(file);

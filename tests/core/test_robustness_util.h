@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -67,7 +68,9 @@ struct CliResult {
 };
 
 // Runs `retnet args...` with stdin from /dev/null and waits (at most `timeout_s`, then SIGKILL).
-inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s = 120) {
+// `file_size_limit` > 0 caps the size of every file the child writes (RLIMIT_FSIZE, SIGXFSZ
+// ignored): a write past it fails with EFBIG, as writes fail on a full disk or quota.
+inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s = 120, long file_size_limit = 0) {
     static int counter = 0;
     const fs::path dir = fs::temp_directory_path() / ("retnet_robust_cli_" + std::to_string(::getpid()));
     fs::create_directories(dir);
@@ -85,6 +88,11 @@ inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s 
         ::dup2(in_fd, 0);
         ::dup2(out_fd, 1);
         ::dup2(err_fd, 2);
+        if (file_size_limit > 0) {
+            ::signal(SIGXFSZ, SIG_IGN);  // stays ignored across exec
+            const rlimit limit{static_cast<rlim_t>(file_size_limit), static_cast<rlim_t>(file_size_limit)};
+            ::setrlimit(RLIMIT_FSIZE, &limit);
+        }
         ::execv(argv[0], argv.data());
         ::_exit(127);
     }

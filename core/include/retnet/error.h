@@ -10,7 +10,32 @@ namespace retnet {
 
 class Error : public std::runtime_error {
 public:
-    using std::runtime_error::runtime_error;
+    // Messages quote names and text from files and options (a tensor name, a corrupt header);
+    // control characters among them are escaped ("\n" -> "\\n"), so a message is always one line.
+    explicit Error(const std::string& message) : std::runtime_error(one_line(message)) {}
+    explicit Error(const char* message) : Error(std::string(message)) {}
+
+private:
+    static std::string one_line(const std::string& text) {
+        std::string out;
+        out.reserve(text.size());
+        for (const char ch : text) {
+            const auto c = static_cast<unsigned char>(ch);
+            if (c >= 0x20 && c != 0x7f) {
+                out += ch;
+            } else if (c == '\n') {
+                out += "\\n";
+            } else if (c == '\t') {
+                out += "\\t";
+            } else {
+                static constexpr char kHex[] = "0123456789abcdef";
+                out += "\\x";
+                out += kHex[c >> 4];
+                out += kHex[c & 15];
+            }
+        }
+        return out;
+    }
 };
 
 // Thrown when a long operation is cancelled through its progress callback or stop flag.

@@ -81,7 +81,14 @@ Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 Tokenizer Tokenizer::from_serialized(std::string_view bytes, const std::string& source) {
     auto impl = std::make_unique<Impl>();
-    const auto status = impl->processor.LoadFromSerializedProto(bytes);
+    sentencepiece::util::Status status;
+    try {
+        status = impl->processor.LoadFromSerializedProto(bytes);
+    } catch (const std::exception& e) {
+        // Some corrupt models make the library's trie builder throw instead of returning a status
+        // (found by fuzz/fuzz_tokenizer_model).
+        throw Error(source + ": not a SentencePiece tokenizer model (" + e.what() + ")");
+    }
     if (!status.ok())
         throw Error(source + ": not a SentencePiece tokenizer model (" + status.ToString() + ")");
     impl->index(source);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "retnet/npy.h"
 
+#include <algorithm>
 #include <bit>
 #include <cctype>
 #include <cerrno>
@@ -50,7 +51,11 @@ public:
     DictParser(const std::string& text, const std::string& path) : s_(text), path_(path) {}
 
     [[noreturn]] void fail(const std::string& what) const {
-        throw Error(path_ + ": bad .npy header (" + what + "): " + s_.substr(0, s_.find_last_not_of(" \n") + 1));
+        // Quote the header on the same line: control bytes (a corrupt file may hold newlines) become '?'.
+        std::string quoted = s_.substr(0, std::min<size_t>(s_.find_last_not_of(" \n") + 1, 200));
+        for (char& c : quoted)
+            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+        throw Error(path_ + ": bad .npy header (" + what + "): " + quoted);
     }
     void skip_space() {
         while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;

@@ -184,7 +184,7 @@ void SafetensorsFile::parse_header() {
     try {
         header = json::parse(reinterpret_cast<const char*>(map_ + 8), reinterpret_cast<const char*>(map_ + data_start_),
                              find_duplicates);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
         std::string what = e.what();
         const auto pos = what.find("] ");
         if (pos != std::string::npos) what = what.substr(pos + 2);
@@ -343,7 +343,7 @@ SafetensorsSet SafetensorsSet::open(const std::string& path) {
     json index;
     try {
         index = json::parse(buffer.str());
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
         std::string what = e.what();
         const auto pos = what.find("] ");
         if (pos != std::string::npos) what = what.substr(pos + 2);
