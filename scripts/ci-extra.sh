@@ -7,7 +7,7 @@
 #   2. each fuzz target for a bounded time on a copy of its kept corpus fuzz/corpus/<name>.
 # Without clang/libFuzzer it falls back to a gcc ASan+UBSan build and skips the fuzzers.
 # Environment: RETNET_FUZZ_SECONDS (per target, default 60), RETNET_SANITIZE_BUILD (default
-# build-sanitize), RETNET_CI_JOBS (default nproc). Prints "ci-extra: N passed, M failed" last.
+# build-sanitize), RETNET_CI_JOBS (default nproc), RETNET_CI_FUZZ=0 (gcc build, no fuzzing). Prints "ci-extra: N passed, M failed" last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${RETNET_SANITIZE_BUILD:-build-sanitize}
@@ -30,7 +30,7 @@ have_libfuzzer() {
     | clang++ -x c++ -fsanitize=fuzzer,address,undefined -o "${TMPDIR:-/tmp}/retnet-libfuzzer-probe.$$" - >/dev/null 2>&1 && rm -f "${TMPDIR:-/tmp}/retnet-libfuzzer-probe.$$"
 }
 fuzz=0
-if have_libfuzzer; then
+if [ "${RETNET_CI_FUZZ:-1}" != 0 ] && have_libfuzzer; then
   fuzz=1
   FLAGS+=(-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DRETNET_FUZZ=ON)
 else
