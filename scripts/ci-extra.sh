@@ -34,7 +34,7 @@ if [ "${RETNET_CI_FUZZ:-1}" != 0 ] && have_libfuzzer; then
   fuzz=1
   FLAGS+=(-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DRETNET_FUZZ=ON)
 else
-  echo "ci-extra: clang with libFuzzer not found (install clang libclang-rt-14-dev): gcc sanitizer build, no fuzzing"
+  echo "ci-extra: RETNET_CI_FUZZ=0 or no clang with libFuzzer (clang libclang-rt-14-dev): gcc sanitizer build, no fuzzing"
 fi
 
 # ---- 1. sanitizer build + core tests --------------------------------------------------------------
