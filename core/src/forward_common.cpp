@@ -38,6 +38,18 @@ RecurrentState make_empty_state(const ModelConfig& config) {
     return state;
 }
 
+void check_state_shape(const ModelConfig& config, const RecurrentState& state) {
+    const RecurrentState empty = make_empty_state(config);
+    if (state.layers.size() != empty.layers.size())
+        throw Error("state has " + std::to_string(state.layers.size()) + " layers, model has " +
+                    std::to_string(empty.layers.size()));
+    for (size_t l = 0; l < empty.layers.size(); ++l)
+        if (state.layers[l].S.size() != empty.layers[l].S.size() ||
+            state.layers[l].scale.size() != empty.layers[l].scale.size())
+            throw Error("state of layer " + std::to_string(l) + " does not match the model's shape");
+    if (state.position < 0) throw Error("state position is negative");
+}
+
 void check_forward_inputs(const Model& model, std::span<const int32_t> tokens,
                           const ForwardOptions& options) {
     if (tokens.empty()) throw Error("no tokens to run (the input is empty)");

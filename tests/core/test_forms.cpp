@@ -264,3 +264,26 @@ TEST(Forms, Float32FormsAgreeOnTheCpuBackend) {
 
 }  // namespace
 }  // namespace retnet
+
+namespace retnet {
+namespace {
+
+TEST(Forms, RestoreRejectsAStateOfAnotherShape) {
+    auto model = test::small_model(Family::TorchScale, 81);
+    for (const std::string device : {"cpu", "reference"}) {
+        auto backend = make_backend(device, model);
+        RecurrentState wrong = make_empty_state(model->config);
+        wrong.layers.pop_back();
+        EXPECT_THROW(backend->restore(wrong), Error) << device;
+        wrong = make_empty_state(model->config);
+        wrong.layers[1].S.resize(3);
+        EXPECT_THROW(backend->restore(wrong), Error) << device;
+        wrong = make_empty_state(model->config);
+        wrong.position = -1;
+        EXPECT_THROW(backend->restore(wrong), Error) << device;
+        backend->restore(make_empty_state(model->config));  // the right shape is accepted
+    }
+}
+
+}  // namespace
+}  // namespace retnet

@@ -48,6 +48,9 @@ struct RecurrentState {
 };
 
 RecurrentState make_empty_state(const ModelConfig& config);
+// Throws retnet::Error unless `state` has the layer count and per-layer sizes of `config`'s state
+// (what every backend checks before restore()).
+void check_state_shape(const ModelConfig& config, const RecurrentState& state);
 
 // Opt-in introspection. Nothing is computed or copied unless requested; results are filled by
 // forward() for the tokens of that call.

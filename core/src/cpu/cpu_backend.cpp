@@ -23,14 +23,7 @@ public:
     RecurrentState snapshot() const override { return state_; }
 
     void restore(const RecurrentState& state) override {
-        const RecurrentState empty = make_empty_state(model_->config);
-        if (state.layers.size() != empty.layers.size())
-            throw Error("state has " + std::to_string(state.layers.size()) + " layers, model has " +
-                        std::to_string(empty.layers.size()));
-        for (size_t l = 0; l < empty.layers.size(); ++l)
-            if (state.layers[l].S.size() != empty.layers[l].S.size() ||
-                state.layers[l].scale.size() != empty.layers[l].scale.size())
-                throw Error("state of layer " + std::to_string(l) + " does not match the model's shape");
+        check_state_shape(model_->config, state);
         state_ = state;
     }
 

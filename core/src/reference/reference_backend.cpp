@@ -61,15 +61,7 @@ public:
 
     void restore(const RecurrentState& state) override {
         const ModelConfig& c = model_->config;
-        const RecurrentState empty = make_empty_state(c);
-        if (state.layers.size() != empty.layers.size())
-            throw Error("state has " + std::to_string(state.layers.size()) + " layers, model has " +
-                        std::to_string(empty.layers.size()));
-        for (size_t l = 0; l < layers_.size(); ++l) {
-            if (state.layers[l].S.size() != empty.layers[l].S.size() ||
-                state.layers[l].scale.size() != empty.layers[l].scale.size())
-                throw Error("state of layer " + std::to_string(l) + " does not match the model's shape");
-        }
+        check_state_shape(c, state);
         reset();
         for (size_t l = 0; l < layers_.size(); ++l) {
             size_t i = 0;
