@@ -306,6 +306,26 @@ TEST(Generate, RewindingReplaysAtMostTheCheckpointInterval) {
     EXPECT_TRUE(backend.calls.empty());  // exactly on a checkpoint
 }
 
+// A long generation keeps its checkpoints within the memory budget; rewinding stays exact and
+// only replays more tokens.
+TEST(Generate, CheckpointsStayWithinTheirMemoryBudget) {
+    HistoryBackend backend(64);
+    Generator generator(backend, nullptr);
+    GenerationParams params = sampling_params(200);
+    params.checkpoint_interval = 4;
+    params.checkpoint_budget_bytes = 0;  // the floor: three checkpoints' worth
+    generator.generate(kPrompt, params);
+    EXPECT_LE(generator.checkpoint_count(), 4u);
+    const std::vector<int32_t> sequence = generator.tokens();
+    for (int64_t position : {1, 6, 7, 50, 101, 150, 205}) {
+        const RecurrentState state = generator.state_at(position);
+        HistoryBackend fresh(64);
+        fresh.forward(std::span(sequence).first(static_cast<size_t>(position)), {});
+        EXPECT_EQ(state.layers[0].S, fresh.snapshot().layers[0].S) << "position " << position;
+    }
+    EXPECT_LE(generator.checkpoint_count(), 4u);
+}
+
 TEST(Generate, ForkWithTheOriginalTokenReproducesTheContinuation) {
     HistoryBackend backend(64);
     Generator generator(backend, nullptr);

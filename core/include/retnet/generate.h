@@ -39,6 +39,10 @@ struct GenerationParams {
     // Keep a state checkpoint every this many positions, so rewinding replays at most this many
     // tokens. Memory: one RecurrentState + V logits per checkpoint. 0 = prompt end only.
     int checkpoint_interval = 64;
+    // Upper bound on the checkpoints' memory. Past it every other checkpoint is dropped (the
+    // prompt end and the newest stay), so long generations keep bounded memory and rewinding
+    // replays more tokens instead.
+    int64_t checkpoint_budget_bytes = int64_t(256) << 20;
 
     void validate() const;  // throws retnet::Error naming the bad field
 };
@@ -129,6 +133,7 @@ public:
     void restore(const GenerationCheckpoint& checkpoint);
     // The state after the first `position` tokens (0 <= position <= length).
     RecurrentState state_at(int64_t position);
+    size_t checkpoint_count() const { return saved_.size(); }
 
     const std::vector<int32_t>& tokens() const { return tokens_; }
     int64_t length() const { return static_cast<int64_t>(tokens_.size()); }
@@ -167,6 +172,7 @@ private:
     std::vector<float> logits_;     // (V) at backend_position_; empty when unknown
     int64_t tokens_run_ = 0;        // tokens the backend has run in total (for prefill stats)
     std::map<int64_t, Saved> saved_;  // checkpoints by position
+    void thin_checkpoints();         // keeps saved_ within checkpoint_budget_bytes
 
     GenerationParams replay_params_;  // form and chunk size of multi-token runs
     std::unique_ptr<Sampler> sampler_;  // kept across continue_generation

@@ -53,6 +53,7 @@ void GenerationParams::validate() const {
     if (max_prompt_tokens < 1) throw Error("max prompt tokens must be >= 1, got " + std::to_string(max_prompt_tokens));
     if (n_top < 0) throw Error("top candidates to list must be >= 0, got " + std::to_string(n_top));
     if (checkpoint_interval < 0) throw Error("checkpoint interval must be >= 0");
+    if (checkpoint_budget_bytes < 0) throw Error("checkpoint budget must be >= 0");
     for (const std::string& stop : stop_strings) {
         if (stop.empty()) throw Error("a stop string is empty");
         check_utf8(stop, "stop string");
@@ -109,7 +110,27 @@ void Generator::run_tokens(std::span<const int32_t> tokens) {
     tokens_run_ += static_cast<int64_t>(tokens.size());
     const int interval = replay_params_.checkpoint_interval;
     const bool keep = backend_position_ == prompt_length_ || (interval > 0 && backend_position_ % interval == 0);
-    if (keep && !saved_.count(backend_position_)) saved_[backend_position_] = {backend_->snapshot(), logits_};
+    if (keep && !saved_.count(backend_position_)) {
+        saved_[backend_position_] = {backend_->snapshot(), logits_};
+        thin_checkpoints();
+    }
+}
+
+void Generator::thin_checkpoints() {
+    const Saved& any = saved_.begin()->second;
+    int64_t bytes = static_cast<int64_t>(any.logits.size() * sizeof(float));
+    for (const LayerState& l : any.state.layers)
+        bytes += static_cast<int64_t>(l.S.size() * sizeof(float) + l.scale.size() * sizeof(double));
+    const int64_t budget = std::max<int64_t>(replay_params_.checkpoint_budget_bytes, 3 * bytes);
+    if (static_cast<int64_t>(saved_.size()) * bytes <= budget) return;
+    bool drop = false;  // every other one, from the oldest; never the prompt end or the newest
+    const int64_t newest = saved_.rbegin()->first;
+    for (auto it = saved_.begin(); it != saved_.end();) {
+        const bool protected_position = it->first == prompt_length_ || it->first == newest;
+        if (!protected_position && drop) it = saved_.erase(it);
+        else ++it;
+        if (!protected_position) drop = !drop;
+    }
 }
 
 void Generator::sync_to(int64_t position) {
