@@ -459,6 +459,8 @@ void MainWindow::requestRetention(int layer) {
     RetentionRequest r;
     r.text = analysisText();
     r.layer = layer;
+    r.form = m_retention->form();
+    r.chunkSize = m_retention->chunkSize();
     m_controller->requestRetention(r);
 }
 

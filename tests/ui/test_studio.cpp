@@ -7,6 +7,7 @@
 #include <QDir>
 #include <QFileInfo>
 #include <QProcess>
+#include <QComboBox>
 #include <QSignalSpy>
 #include <QTemporaryDir>
 #include <QTest>
@@ -353,6 +354,41 @@ TEST(Views, RetentionShowsTheBackendScores) {
     EXPECT_FLOAT_EQ(lines[4].split(QLatin1Char(','))[3].toFloat(), probe.scores.data[size_t(T * T + 3 * T + 2)]);
     ASSERT_TRUE(view.exportImage(out.filePath(QStringLiteral("r.png")), &error));
     EXPECT_GT(fileSize(out.filePath(QStringLiteral("r.png"))), 1000);
+}
+
+// The form selector: torchscale's forms normalize rows differently, so the recurrent form's
+// scores differ from the parallel form's and must equal the backend's recurrent introspection.
+TEST(Views, RetentionFormSelectorRequestsThatFormsScores) {
+    Engine engine(retnet::Family::TorchScale);
+    RetentionView view;
+    view.setModelInfo(engine.controller.modelInfo());
+    QSignalSpy requested(&view, &RetentionView::layerRequested);
+    auto* form = view.findChild<QComboBox*>();
+    ASSERT_NE(form, nullptr);
+    form->setCurrentIndex(form->findText(QStringLiteral("recurrent")));
+    ASSERT_EQ(requested.count(), 1);
+    EXPECT_EQ(view.form(), retnet::Form::Recurrent);
+
+    QSignalSpy ready(&engine.controller, &EngineController::retentionReady);
+    RetentionRequest r;
+    r.text = kPrompt;
+    r.layer = 0;
+    r.form = view.form();
+    r.chunkSize = view.chunkSize();
+    engine.controller.requestRetention(r);
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    const auto matrix = ready.last().at(0).value<RetentionMatrix>();
+    EXPECT_EQ(matrix.form, QStringLiteral("recurrent"));
+
+    auto backend = retnet::make_backend("cpu", engine.model);
+    retnet::Introspection probe;
+    probe.score_layer = 0;
+    probe.want_all_head_scores = true;
+    retnet::ForwardOptions recurrent;
+    recurrent.form = retnet::Form::Recurrent;
+    backend->forward(kPromptIds, recurrent, &probe);
+    ASSERT_EQ(size_t(probe.scores.numel()), matrix.scores->size());
+    for (int64_t i = 0; i < probe.scores.numel(); ++i) EXPECT_EQ((*matrix.scores)[size_t(i)], probe.scores.data[size_t(i)]);
 }
 
 TEST(Views, RetentionDownsamplesLongTexts) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "views/retention_view.h"
 
+#include <QComboBox>
 #include <QHBoxLayout>
 #include <QKeyEvent>
 #include <QLabel>
@@ -174,6 +175,26 @@ RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
     addShortcut(QKeySequence(Qt::Key_BracketLeft), [this] { m_head->setValue(m_head->value() - 1); });
     addShortcut(QKeySequence(Qt::Key_BracketRight), [this] { m_head->setValue(m_head->value() + 1); });
 
+    // torchscale normalizes each form's rows differently (spec §2.4–2.6): the scores of one head
+    // differ by form, which is what a researcher checking the equivalence wants to see.
+    m_form = new QComboBox;
+    for (retnet::Form f : {retnet::Form::Parallel, retnet::Form::Recurrent, retnet::Form::Chunkwise})
+        m_form->addItem(QString::fromLatin1(retnet::form_name(f)), static_cast<int>(f));
+    m_form->setToolTip(tr("The form whose normalization the scores show (torchscale's forms divide each row "
+                          "by a different factor; fla's are identical)"));
+    m_chunk = new QSpinBox;
+    m_chunk->setRange(1, 1 << 16);
+    m_chunk->setValue(64);
+    m_chunk->setEnabled(false);
+    m_chunk->setToolTip(tr("Chunk size of the chunkwise form"));
+    connect(m_form, &QComboBox::currentIndexChanged, this, [this] {
+        m_chunk->setEnabled(form() == retnet::Form::Chunkwise);
+        emit layerRequested(m_layer->value());
+    });
+    connect(m_chunk, &QSpinBox::valueChanged, this, [this] {
+        if (form() == retnet::Form::Chunkwise) emit layerRequested(m_layer->value());
+    });
+
     m_note = new QLabel(tr("Generate or type a prompt to see its retention scores."));
     m_note->setWordWrap(true);
     auto* controls = new QHBoxLayout;
@@ -181,6 +202,10 @@ RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
     controls->addWidget(m_layer);
     controls->addWidget(new QLabel(tr("Head")));
     controls->addWidget(m_head);
+    controls->addWidget(new QLabel(tr("Form")));
+    controls->addWidget(m_form);
+    controls->addWidget(new QLabel(tr("Chunk")));
+    controls->addWidget(m_chunk);
     controls->addWidget(m_note, 1);
 
     auto* gridBox = new QWidget;
@@ -211,6 +236,10 @@ void RetentionView::setModelInfo(const ModelInfo& info) {
     m_head->setRange(0, std::max(0, info.heads - 1));
     m_layer->setValue(0);
     m_head->setValue(0);
+    {
+        QSignalBlocker c(m_chunk);
+        m_chunk->setValue(std::max(1, info.chunkSize));
+    }
     m_grid->setOverview(RetentionOverview());
     m_map->data()->clear();
     m_plot->replot(QCustomPlot::rpQueuedReplot);
@@ -218,6 +247,8 @@ void RetentionView::setModelInfo(const ModelInfo& info) {
 
 int RetentionView::layer() const { return m_layer->value(); }
 int RetentionView::head() const { return m_head->value(); }
+retnet::Form RetentionView::form() const { return static_cast<retnet::Form>(m_form->currentData().toInt()); }
+int RetentionView::chunkSize() const { return m_chunk->value(); }
 
 void RetentionView::setLayerHead(int layer, int head) {
     QSignalBlocker block(m_head);

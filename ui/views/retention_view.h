@@ -2,6 +2,7 @@
 #pragma once
 // Signed retention scores (QKᵀ ⊙ D after the form's normalization) of one layer and head, with a
 // layers × heads overview grid to pick from.
+#include <QComboBox>
 #include <QWidget>
 
 #include "snapshots.h"
@@ -53,6 +54,8 @@ public:
     void setModelInfo(const retnet::ui::ModelInfo& info);
     int layer() const;
     int head() const;
+    retnet::Form form() const;  // the form whose normalization the scores show
+    int chunkSize() const;      // chunkwise form only
     void setLayerHead(int layer, int head);
     const RetentionMatrix& matrix() const { return m_matrix; }
     bool hasOverview() const { return m_grid->hasData(); }
@@ -76,6 +79,8 @@ private:
     QCPColorMap* m_map = nullptr;
     QSpinBox* m_layer = nullptr;
     QSpinBox* m_head = nullptr;
+    QComboBox* m_form = nullptr;
+    QSpinBox* m_chunk = nullptr;
     QLabel* m_note = nullptr;
     RetentionMatrix m_matrix;
 };
