@@ -152,3 +152,18 @@ TEST_F(NpyTest, RejectsBadFilesNamingTheProblem) {
     EXPECT_NE(read_error(path("cut.npy")).find("header length 64 exceeds the file size 18"), std::string::npos);
     EXPECT_NE(read_error(path("absent.npy")).find("absent.npy: cannot open"), std::string::npos);
 }
+
+// Found by fuzz_npy: a shape with a zero dimension after dimensions whose product overflows int64
+// (kept as fuzz/corpus/npy/regression_zero_dim_overflow). Zero elements, no overflow.
+TEST(NpyRegression, ZeroDimensionAfterHugeDimensionsIsAnEmptyTensor) {
+    const std::string path = std::string(RETNET_TEST_DATA_DIR) + "/../../fuzz/corpus/npy/regression_zero_dim_overflow";
+    const retnet::Tensor t = retnet::read_npy(path);
+    EXPECT_EQ(t.numel(), 0);
+    EXPECT_EQ(t.shape.size(), 15u);
+}
+
+TEST(NpyRegression, ShapeWhoseProductOverflowsIsAnError) {
+    EXPECT_THROW(retnet::shape_numel({int64_t(1) << 40, int64_t(1) << 40}), retnet::Error);
+    EXPECT_EQ(retnet::shape_numel({int64_t(1) << 40, 0, int64_t(1) << 40}), 0);
+    EXPECT_EQ(retnet::shape_numel({}), 1);
+}
