@@ -32,8 +32,8 @@ int run_train(Args& args) {
     if (options.vocab_size == 0) throw Error("missing required option --vocab-size");
     const std::string out = args.require("out");
     options.type = args.get_or("type", "bpe");
-    if (options.type != "bpe" && options.type != "unigram")
-        throw Error("option --type must be bpe or unigram, got '" + options.type + "'");
+    if (options.type != "bpe" && options.type != "unigram" && options.type != "char")
+        throw Error("option --type must be bpe, unigram or char, got '" + options.type + "'");
     args.finish();
     const Tokenizer tokenizer = train_tokenizer_file(text, options, out);
     std::fprintf(stderr, "retnet tokenizer: wrote %s/tokenizer.model (%s, %d pieces, byte fallback)\n", out.c_str(),
@@ -85,7 +85,7 @@ int run_tokenizer(const std::vector<std::string>& argv) {
 }
 
 const Command reg("tokenizer",
-                  "retnet tokenizer train --text FILE --vocab-size N --out DIR [--type bpe|unigram] | "
+                  "retnet tokenizer train --text FILE --vocab-size N --out DIR [--type bpe|unigram|char] | "
                   "encode --model DIR --text STR [--json] | decode --model DIR --tokens 1,2,3",
                   &run_tokenizer);
 

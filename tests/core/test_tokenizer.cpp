@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "retnet/error.h"
@@ -160,6 +161,42 @@ TEST(Tokenizer, UnigramTrainsAndRoundTrips) {
     for (const std::string& text : kUnicodeSamples) EXPECT_EQ(t.decode(t.encode(text)), text);
 }
 
+// A char model has one piece per character it saw, the 256 byte pieces and the 3 specials (so a
+// vocabulary size above that is not an error), and encodes seen text one token per character.
+TEST(Tokenizer, CharTrainsOnePiecePerCharacter) {
+    // Valid UTF-8 split into characters: a character starts at every byte that is not 10xxxxxx.
+    auto characters = [](const std::string& text) {
+        std::vector<std::string> out;
+        for (char byte : text) {
+            if ((static_cast<unsigned char>(byte) & 0xC0) != 0x80) out.emplace_back();
+            out.back() += byte;
+        }
+        return out;
+    };
+    std::set<std::string> seen;
+    for (const std::string& line : corpus_lines())
+        for (const std::string& c : characters(line)) seen.insert(c);
+    TokenizerTrainOptions options;
+    options.type = "char";
+    options.vocab_size = 4000;
+    const Tokenizer t = Tokenizer::from_serialized(train_tokenizer(corpus_lines(), options));
+    seen.erase("\t");  // SentencePiece leaves the tab to byte fallback
+    int character_pieces = 0;
+    for (int32_t id = 0; id < t.vocab_size(); ++id) {
+        if (t.is_control(id) || t.is_byte(id) || id == 0) continue;  // 0: <unk>
+        ++character_pieces;
+        EXPECT_EQ(characters(t.piece(id)).size(), 1u) << "piece " << id << " '" << t.piece(id) << "'";
+    }
+    EXPECT_EQ(character_pieces, static_cast<int>(seen.size()));
+    EXPECT_EQ(t.vocab_size(), 3 + 256 + character_pieces);
+    const std::string text = corpus_lines().front();
+    ASSERT_FALSE(text.empty());
+    ASSERT_EQ(text.find('\t'), std::string::npos);
+    // +1: the dummy-prefix space SentencePiece puts before the text.
+    EXPECT_EQ(t.encode(text).size(), characters(text).size() + 1);
+    for (const std::string& sample : kUnicodeSamples) EXPECT_EQ(t.decode(t.encode(sample)), sample);
+}
+
 TEST(Tokenizer, TrainFileWritesLoadableModel) {
     const auto dir = std::filesystem::temp_directory_path() / ("retnet_test_tokenizer_train_" + std::to_string(getpid()));
     std::filesystem::remove_all(dir);
@@ -198,7 +235,7 @@ TEST(Tokenizer, BadInputsGiveOneLineErrors) {
                   options.type = "wordpiece";
                   train_tokenizer(corpus_lines(), options);
               }),
-              "unknown tokenizer type 'wordpiece' (expected bpe or unigram)");
+              "unknown tokenizer type 'wordpiece' (expected bpe, unigram or char)");
     EXPECT_EQ(message([] { Tokenizer::load("/nonexistent/tokenizer.model"); }),
               "/nonexistent/tokenizer.model: cannot open file");
     const std::string garbage = message([] { Tokenizer::from_serialized("not a model", "x.model"); });

@@ -74,7 +74,9 @@ private:
 };
 
 struct TokenizerTrainOptions {
-    std::string type = "bpe";  // "bpe" | "unigram"
+    // "bpe" | "unigram" | "char" (one piece per character of the text; with byte fallback the
+    // vocabulary is the 3 specials, the 256 byte pieces and the characters seen)
+    std::string type = "bpe";
     int vocab_size = 0;
     bool byte_fallback = true;  // unknown characters become <0xNN> byte pieces, never <unk>
     // Exact round trip: no Unicode normalization and whitespace kept as written.

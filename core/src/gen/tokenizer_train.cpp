@@ -41,8 +41,8 @@ std::string first_line(std::string text) {
 }  // namespace
 
 std::string train_tokenizer(std::span<const std::string> lines, const TokenizerTrainOptions& options) {
-    if (options.type != "bpe" && options.type != "unigram")
-        throw Error("unknown tokenizer type '" + options.type + "' (expected bpe or unigram)");
+    if (options.type != "bpe" && options.type != "unigram" && options.type != "char")
+        throw Error("unknown tokenizer type '" + options.type + "' (expected bpe, unigram or char)");
     if (options.vocab_size < 8) throw Error("tokenizer vocabulary size must be at least 8");
     size_t total_bytes = 0;
     for (size_t i = 0; i < lines.size(); ++i) {
