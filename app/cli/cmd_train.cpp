@@ -47,6 +47,7 @@ int run_train(const std::vector<std::string>& argv) {
     o.grad_clip = args.get_double("grad-clip", o.grad_clip, 0.0, 1e9);
     o.dropout = args.get_double("dropout", 0.0, 0.0, 0.95);
     o.chunk = static_cast<int>(args.get_int("chunk", o.chunk, 0, 1 << 20));
+    o.average_decay = args.get_double("ema-decay", 0.0, 0.0, 0.999999);
     o.seed = static_cast<uint64_t>(args.get_int("seed", 1, 0, INT64_MAX));
     o.validation_fraction = args.get_double("val-fraction", o.validation_fraction, 1e-6, 0.999999);
     o.log_every = args.get_int("log-every", o.log_every, 1, int64_t(1) << 40);
@@ -91,7 +92,7 @@ int run_train(const std::vector<std::string>& argv) {
 
 const Command reg("train",
                   "retnet train --data FILE --config CONFIG.json --out DIR [--tokenizer MODEL] [--steps N] "
-                  "[--batch B] [--seq-len T] [--lr LR] [--warmup N] [--weight-decay W] [--grad-clip C] [--dropout P] "
+                  "[--batch B] [--seq-len T] [--lr LR] [--warmup N] [--weight-decay W] [--grad-clip C] [--dropout P] [--ema-decay D] "
                   "[--chunk C] [--device cpu|cuda|cuda-tf32|cuda-bf16] [--eval-every N] [--save-every N] [--time-limit SECONDS] [--threads N] [--resume]",
                   &run_train);
 

@@ -63,9 +63,16 @@ public:
         const double loss = loss_and_gradient<float>(config_, layout_, params_.data(), batch, grad.data(), lo);
         *grad_norm = clip_grad_norm(grad, max_norm);
         adamw_update(params_, grad, state_, layout_, adamw, lr);
+        if (average_decay_ > 0) update_average(average_, params_, average_decay_at(average_decay_, state_.step));
         counters_->steps += 1;
         return loss;
     }
+    void set_average(std::span<const float> average, double decay) override {
+        average_.assign(average.begin(), average.end());
+        average_decay_ = decay;
+    }
+    void download_average(std::vector<float>& average) override { average = average_; }
+    void swap_average() override { std::swap(params_, average_); }
 
 private:
     ModelConfig config_;
@@ -74,6 +81,8 @@ private:
     TwinCounters* counters_;
     std::vector<float> params_;
     AdamWState state_;
+    std::vector<float> average_;
+    double average_decay_ = 0;
 };
 
 TwinCounters g_twin;
@@ -165,11 +174,12 @@ TEST(TrainDevice, RegistryListsCpuFirstAndNamesTheKnownDevicesOnError) {
 }
 
 // The loop on the twin device against the CPU loop, interrupted after step 4 and resumed.
-void expect_device_loop_gives_cpu_bits(double dropout) {
+void expect_device_loop_gives_cpu_bits(double dropout, double average_decay = 0) {
     register_twin();
     Workspace ws;
     TrainOptions cpu = ws.options("cpu", "cpu");
     cpu.dropout = dropout;
+    cpu.average_decay = average_decay;
     std::vector<double> cpu_losses;
     run_training(cpu, [&](const TrainProgress& p) {
         if (!p.is_validation && p.message.empty()) cpu_losses.push_back(p.loss);
@@ -178,6 +188,7 @@ void expect_device_loop_gives_cpu_bits(double dropout) {
     g_twin = {};
     TrainOptions dev = ws.options("dev", "host-twin");
     dev.dropout = dropout;
+    dev.average_decay = average_decay;
     std::atomic<bool> stop{false};
     std::vector<double> dev_losses;
     const auto on_progress = [&](const TrainProgress& p) {
@@ -204,6 +215,9 @@ void expect_device_loop_gives_cpu_bits(double dropout) {
     EXPECT_EQ(checkpoint_params(dev), checkpoint_params(cpu));
     EXPECT_EQ(checkpoint_moment(dev, "adamw.m"), checkpoint_moment(cpu, "adamw.m"));
     EXPECT_EQ(checkpoint_moment(dev, "adamw.v"), checkpoint_moment(cpu, "adamw.v"));
+    if (average_decay > 0) EXPECT_EQ(checkpoint_moment(dev, "average"), checkpoint_moment(cpu, "average"));
+    EXPECT_EQ(load_trained_weights((fs::path(dev.out_dir) / "best").string()).params,
+              load_trained_weights((fs::path(cpu.out_dir) / "best").string()).params);
 }
 
 TEST(TrainDevice, LoopOnADeviceGivesTheCpuLoopsBitsAcrossInterruptionAndResume) {
@@ -214,6 +228,11 @@ TEST(TrainDevice, LoopOnADeviceGivesTheCpuLoopsBitsAcrossInterruptionAndResume) 
 // if the device drew other masks (or none).
 TEST(TrainDevice, LoopOnADeviceWithDropoutGivesTheCpuLoopsBits) {
     expect_device_loop_gives_cpu_bits(0.3);
+}
+
+// The device keeps and validates the parameter average (swap_average around the validation).
+TEST(TrainDevice, LoopOnADeviceWithAParameterAverageGivesTheCpuLoopsBits) {
+    expect_device_loop_gives_cpu_bits(0.0, 0.8);
 }
 
 TEST(TrainDevice, ADeviceWithoutDropoutRefusesIt) {

@@ -4,6 +4,7 @@
 // `retnet eval` reads what `retnet train` wrote.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -156,6 +157,43 @@ TEST(TrainLoop, InterruptedAndResumedRunEqualsUninterruptedRun) {
     SafetensorsFile oa((fs::path(full.out_dir) / "checkpoint" / "optimizer.safetensors").string());
     SafetensorsFile ob((fs::path(part.out_dir) / "checkpoint" / "optimizer.safetensors").string());
     EXPECT_EQ(oa.read("adamw.v").data, ob.read("adamw.v").data);
+}
+
+// With --ema-decay the loop keeps average_t = average_{t−1} + (1 − d_t)(params_t − average_{t−1})
+// from the initial weights, resumes it exactly, and validates and saves it (not the raw weights).
+TEST(TrainLoop, ParameterAverageFollowsItsDefinitionAndResumes) {
+    EXPECT_DOUBLE_EQ(average_decay_at(0.999, 1), 2.0 / 11.0);
+    EXPECT_DOUBLE_EQ(average_decay_at(0.9, 1000), 0.9);
+    Workspace ws;
+    TrainOptions o = ws.options("avg");
+    o.steps = 6;
+    o.save_every = 1;  // a checkpoint after every step: the raw weights of each step
+    o.average_decay = 0.5;
+    const ModelConfig config = load_config(ws.config.string());
+    const ParamLayout layout = make_param_layout(config);
+    std::vector<float> expected = flatten_weights(make_random_model(config, o.seed), layout);
+    std::atomic<bool> stop{false};
+    int64_t followed = 0;  // the interruption saves step 3 a second time
+    const auto follow = [&](const TrainProgress& p) {
+        if (p.message != "checkpoint saved" || p.step == followed) return;
+        followed = p.step;
+        const std::vector<float> raw = read_params(fs::path(o.out_dir) / "checkpoint");
+        update_average(expected, raw, average_decay_at(o.average_decay, p.step));
+        if (p.step == 3) stop = true;
+    };
+    EXPECT_TRUE(run_training(o, follow, &stop).interrupted);
+    stop = false;
+    o.resume = true;
+    EXPECT_EQ(run_training(o, follow, &stop).steps_done, 6);
+
+    const fs::path checkpoint = fs::path(o.out_dir) / "checkpoint";
+    const std::vector<float> average = SafetensorsFile((checkpoint / "optimizer.safetensors").string()).read("average").data;
+    EXPECT_EQ(average, expected);
+    EXPECT_NE(average, read_params(checkpoint));
+    EXPECT_EQ(read_params(fs::path(o.out_dir) / "best"), average);  // the final validation kept it
+
+    o.average_decay = 0;  // a different run: refused
+    EXPECT_THROW(run_training(o, {}), Error);
 }
 
 TEST(TrainLoop, ResumeRejectsChangedOptions) {

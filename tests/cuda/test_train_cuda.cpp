@@ -343,6 +343,38 @@ TEST_F(CudaTrainerTest, ClippingAndAdamWMatchTheCpuOptimizer) {
     EXPECT_EQ(again.adamw_steps(), 3);
 }
 
+// The device's parameter average after each AdamW step is the CPU's update_average of the
+// device's new parameters; swap_average makes the loss that of the averaged weights.
+TEST_F(CudaTrainerTest, ParameterAverageMatchesTheCpuAverageAndSwapsIn) {
+    const TrainCase c{"average", false, true, 16, 0};
+    const ModelConfig config = small_config(c);
+    const ParamLayout layout = train::make_param_layout(config);
+    const std::vector<float> initial = random_params(layout, 31);
+    const int B = 2;
+    const Tokens tokens = random_tokens(B * c.seq_len, config.vocab_size, 32);
+    const BatchView batch = tokens.view(B, c.seq_len);
+    CudaTrainer trainer(config, layout);
+    trainer.upload(initial, train::make_adamw_state(layout));
+    const double decay = 0.7;
+    trainer.set_average(initial, decay);
+    std::vector<float> average = initial;
+    for (int step = 1; step <= 4; ++step) {
+        trainer.train_step(batch, 1.0, AdamWConfig{}, 5e-2);
+        train::update_average(average, trainer.download_params(), train::average_decay_at(decay, step));
+        EXPECT_LT(rel_max_error(trainer.download_average(), average), 1e-6) << "step " << step;
+    }
+    ASSERT_GT(rel_max_error(average, trainer.download_params()), 1e-3) << "the average must differ from the weights";
+    LossOptions fp32;
+    const double average_loss = train::loss_and_gradient<float>(config, layout, average.data(), batch, nullptr, fp32);
+    const std::vector<float> params = trainer.download_params();
+    trainer.swap_average();
+    EXPECT_NEAR(trainer.loss_and_gradient(batch, false), average_loss, 1e-5 * std::abs(average_loss));
+    trainer.swap_average();
+    EXPECT_EQ(trainer.download_params(), params);
+    CudaTrainer plain(config, layout);
+    EXPECT_THROW(plain.swap_average(), Error);
+}
+
 TEST_F(CudaTrainerTest, AFewStepsOfTrainingLowerTheLoss) {
     const TrainCase c{"train", false, true, 32, 8};
     const ModelConfig config = small_config(c);

@@ -90,6 +90,13 @@ void adamw_update(std::span<float> params, std::span<const float> grad, AdamWSta
 // Returns the norm before clipping.
 double clip_grad_norm(std::span<float> grad, double max_norm);
 
+// Parameter averaging (an exponential moving average of the weights, Polyak-style): after update
+// t (counting from 1) average ← average + (1 − d_t)·(params − average), with
+// d_t = min(decay, (1 + t) / (10 + t)) so that the random initialization fades within the first
+// steps. The average starts equal to the initial parameters.
+double average_decay_at(double decay, int64_t step);
+void update_average(std::span<float> average, std::span<const float> params, double decay_at_step);
+
 // Linear warmup from peak/warmup to peak over `warmup` steps, then cosine decay to
 // peak·min_ratio at step `total`. `step` counts from 0.
 double learning_rate(int64_t step, int64_t total, int64_t warmup, double peak, double min_ratio);

@@ -28,6 +28,13 @@ public:
     // dropout_seed is the step's LossOptions::dropout_seed (the masks, when made with dropout > 0).
     virtual double step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
                         uint64_t dropout_seed, double* grad_norm) = 0;
+
+    // Parameter averaging (TrainOptions::average_decay): set_average uploads the average and makes
+    // every later step() end with update_average(average, params, average_decay_at(decay, step)).
+    virtual void set_average(std::span<const float> average, double decay) = 0;
+    virtual void download_average(std::vector<float>& average) = 0;
+    // Exchanges the parameters and the average, so loss() measures the average; again to undo.
+    virtual void swap_average() = 0;
 };
 
 struct TrainDeviceOptions {

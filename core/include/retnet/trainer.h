@@ -78,6 +78,9 @@ struct TrainOptions {
     double grad_clip = 1.0;
     double dropout = 0;  // training-only: embedding and residual-branch dropout (see LossOptions)
     int chunk = 0;  // 0: parallel retention; > 0: chunkwise with this chunk size
+    // > 0: keep an exponential moving average of the weights (update_average in train.h) and
+    // validate and save it to best/ instead of the raw weights.
+    double average_decay = 0;
     uint64_t seed = 1;
     double validation_fraction = 0.1;
 

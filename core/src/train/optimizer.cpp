@@ -56,6 +56,20 @@ double clip_grad_norm(std::span<float> grad, double max_norm) {
     return norm;
 }
 
+double average_decay_at(double decay, int64_t step) {
+    return std::min(decay, static_cast<double>(1 + step) / static_cast<double>(10 + step));
+}
+
+void update_average(std::span<float> average, std::span<const float> params, double decay_at_step) {
+    if (average.size() != params.size()) throw Error("parameter average: sizes differ");
+    const float keep = static_cast<float>(decay_at_step);
+    float* a = average.data();
+    const float* p = params.data();
+    parallel_blocks(static_cast<int64_t>(average.size()), 65536, [&](int64_t i0, int64_t i1, int) {
+        for (int64_t i = i0; i < i1; ++i) a[i] += (1.0f - keep) * (p[i] - a[i]);
+    });
+}
+
 double learning_rate(int64_t step, int64_t total, int64_t warmup, double peak, double min_ratio) {
     if (warmup > 0 && step < warmup)
         return peak * static_cast<double>(step + 1) / static_cast<double>(warmup);

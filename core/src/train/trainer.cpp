@@ -60,7 +60,7 @@ fs::path fresh_tmp_dir(const fs::path& final_dir) {
 
 // The parts of the options that must not change across a resume (they define the run).
 json run_identity(const TrainOptions& o) {
-    return {{"batch", o.batch},
+    json identity = {{"batch", o.batch},
             {"seq_len", o.seq_len},
             {"lr", o.lr},
             {"min_lr_ratio", o.min_lr_ratio},
@@ -74,11 +74,15 @@ json run_identity(const TrainOptions& o) {
             {"chunk", o.chunk},
             {"seed", o.seed},
             {"validation_fraction", o.validation_fraction}};
+    // Only when on, so that checkpoints written before averaging existed still resume.
+    if (o.average_decay > 0) identity["average_decay"] = o.average_decay;
+    return identity;
 }
 
 struct RunState {
     std::vector<float> params;
     AdamWState adam;
+    std::vector<float> average;  // empty unless TrainOptions::average_decay > 0
     std::mt19937_64 rng;
     int64_t total_steps = 0;
     double best_val_loss = INFINITY, best_val_bpc = INFINITY;
@@ -93,11 +97,15 @@ void save_checkpoint(const fs::path& out, const ModelConfig& config, const Param
     const fs::path tmp = fresh_tmp_dir(final_dir);
     save_trained_weights(config, layout, s.params, tmp.string());
     write_file_atomic((tmp / "tokenizer.model").string(), tokenizer_bytes);
-    Tensor m({layout.total}), v({layout.total});
+    Tensor m({layout.total}), v({layout.total}), average({layout.total});
     m.data = s.adam.m;
     v.data = s.adam.v;
-    write_safetensors((tmp / "optimizer.safetensors").string(), {{"adamw.m", &m}, {"adamw.v", &v}},
-                      {{"step", std::to_string(s.adam.step)}});
+    std::vector<NamedTensor> tensors = {{"adamw.m", &m}, {"adamw.v", &v}};
+    if (!s.average.empty()) {
+        average.data = s.average;
+        tensors.push_back({"average", &average});
+    }
+    write_safetensors((tmp / "optimizer.safetensors").string(), tensors, {{"step", std::to_string(s.adam.step)}});
     std::ostringstream rng;
     rng << s.rng;
     json state = {{"version", kStateVersion},
@@ -153,6 +161,13 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
             throw Error(opt.path() + ": " + name + " does not match the model's parameter count");
         opt.read_into(name, dst->data());
     }
+    if (options.average_decay > 0) {
+        if (!opt.contains("average")) throw Error(opt.path() + ": no parameter average (tensor 'average') to resume");
+        if (opt.info("average").numel() != layout.total)
+            throw Error(opt.path() + ": average does not match the model's parameter count");
+        s.average.resize(static_cast<size_t>(layout.total));
+        opt.read_into("average", s.average.data());
+    }
     s.adam.step = state.at("step").get<int64_t>();
     s.total_steps = state.at("total_steps").get<int64_t>();
     s.schedule_fixed = state.at("schedule_fixed").get<bool>();
@@ -205,6 +220,7 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
         s.adam = make_adamw_state(layout);
         s.rng.seed(o.seed);
         s.total_steps = o.steps;
+        if (o.average_decay > 0) s.average = s.params;
     }
     if (o.resume && !s.schedule_fixed && o.steps != s.total_steps) s.total_steps = o.steps;
     // A device other than the CPU holds the parameters and moments between host syncs (before
@@ -213,8 +229,11 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
     std::unique_ptr<TrainDevice> device =
         make_train_device(o.device, config, layout, TrainDeviceOptions{o.chunk, o.dropout});
     if (device) device->upload(s.params, s.adam);
+    if (device && !s.average.empty()) device->set_average(s.average, o.average_decay);
     auto sync_from_device = [&] {
-        if (device) device->download(s.params, s.adam);
+        if (!device) return;
+        device->download(s.params, s.adam);
+        if (!s.average.empty()) device->download_average(s.average);
     };
 
     TrainResult result;
@@ -230,10 +249,18 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
     int64_t window_steps = 0;
     auto window_start = clock::now();
 
+    // The weights validated and kept in best/: the average when it is on.
+    const bool averaging = !s.average.empty();
     auto validate = [&](int64_t step) {
-        const EvalResult r =
-            device ? evaluate_text([&](const BatchView& v) { return device->loss(v); }, tokenizer, val_text, o.eval_window)
-                   : evaluate_text(config, layout, s.params.data(), tokenizer, val_text, o.eval_window);
+        const std::vector<float>& kept = averaging ? s.average : s.params;
+        EvalResult r;
+        if (device) {
+            if (averaging) device->swap_average();
+            r = evaluate_text([&](const BatchView& v) { return device->loss(v); }, tokenizer, val_text, o.eval_window);
+            if (averaging) device->swap_average();
+        } else {
+            r = evaluate_text(config, layout, kept.data(), tokenizer, val_text, o.eval_window);
+        }
         TrainProgress p;
         p.step = step;
         p.total_steps = s.total_steps;
@@ -244,7 +271,7 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
         if (r.loss_per_token < s.best_val_loss) {
             s.best_val_loss = r.loss_per_token;
             s.best_val_bpc = r.bits_per_char;
-            save_best(out, config, layout, s.params, tokenizer_bytes, step, r.loss_per_token, r.bits_per_char);
+            save_best(out, config, layout, kept, tokenizer_bytes, step, r.loss_per_token, r.bits_per_char);
             p.message = "best so far, saved to best/";
         }
         if (on_progress) on_progress(p);
@@ -291,6 +318,7 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
         if (!device) {
             norm = clip_grad_norm(grad, o.grad_clip);
             adamw_update(s.params, grad, s.adam, layout, o.adamw, lr);
+            if (averaging) update_average(s.average, s.params, average_decay_at(o.average_decay, s.adam.step));
         }
         result.last_loss = loss;
         window_loss += loss;

@@ -67,6 +67,8 @@ struct CudaTrainer::Impl {
     cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
 
     DeviceBuffer<float> params, grad, m, v;  // (layout.total) each
+    DeviceBuffer<float> average;             // (layout.total) when average_decay > 0
+    double average_decay = 0;
     DeviceBuffer<uint8_t> decays;            // (layout.total) 1 where AdamW decays the weight
     DeviceBuffer<double> sum_sq;             // (1)
     int64_t adam_step = 0;
@@ -485,6 +487,33 @@ void CudaTrainer::download(std::vector<float>& params, train::AdamWState& state)
     state.step = s.adam_step;
 }
 
+void CudaTrainer::set_average(std::span<const float> average, double decay) {
+    Impl& s = *impl_;
+    if (static_cast<int64_t>(average.size()) != s.layout.total)
+        throw Error("CUDA training: parameter average has " + std::to_string(average.size()) + " values, expected " +
+                    std::to_string(s.layout.total));
+    if (!(decay > 0 && decay < 1)) throw Error("CUDA training: average decay must be in (0, 1)");
+    s.average.resize(average.size());
+    s.average.upload(average.data(), average.size(), s.stream);
+    s.stream_owner->synchronize();
+    s.average_decay = decay;
+}
+
+std::vector<float> CudaTrainer::download_average() const {
+    const Impl& s = *impl_;
+    if (s.average_decay <= 0) throw Error("CUDA training: no parameter average (set_average was not called)");
+    std::vector<float> out(static_cast<size_t>(s.layout.total));
+    s.average.download(out.data(), out.size(), s.stream);
+    s.stream_owner->synchronize();
+    return out;
+}
+
+void CudaTrainer::swap_average() {
+    Impl& s = *impl_;
+    if (s.average_decay <= 0) throw Error("CUDA training: no parameter average (set_average was not called)");
+    std::swap(s.params, s.average);
+}
+
 std::vector<float> CudaTrainer::download_params() const {
     const Impl& s = *impl_;
     std::vector<float> out(static_cast<size_t>(s.layout.total));
@@ -541,6 +570,9 @@ void CudaTrainer::adamw_step(const train::AdamWConfig& c, double lr) {
     k.step_size = static_cast<float>(lr / bc1);
     k.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
     tk::adamw(s.params.get(), s.grad.get(), s.m.get(), s.v.get(), s.decays.get(), s.layout.total, k, s.stream);
+    if (s.average_decay > 0)
+        tk::update_average(s.average.get(), s.params.get(), s.layout.total,
+                           static_cast<float>(train::average_decay_at(s.average_decay, s.adam_step)), s.stream);
 }
 
 int64_t CudaTrainer::adamw_steps() const { return impl_->adam_step; }
@@ -592,6 +624,9 @@ public:
                 uint64_t dropout_seed, double* grad_norm) override {
         return trainer_.train_step(batch, max_norm, adamw, lr, grad_norm, TrainDropout{dropout_, dropout_seed});
     }
+    void set_average(std::span<const float> average, double decay) override { trainer_.set_average(average, decay); }
+    void download_average(std::vector<float>& average) override { average = trainer_.download_average(); }
+    void swap_average() override { trainer_.swap_average(); }
 
 private:
     std::string name_;

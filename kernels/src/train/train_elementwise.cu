@@ -251,6 +251,12 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, const
     p[i] = pi;
 }
 
+// train/optimizer.cpp's update_average, operation for operation.
+__global__ void update_average_kernel(float* average, const float* p, int64_t n, float keep) {
+    const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n) average[i] += (1.0f - keep) * (p[i] - average[i]);
+}
+
 unsigned grid_for(int64_t n) { return ceil_div(n, kThreads); }
 // Grid-stride kernels: enough blocks to fill the GPU, not one per element.
 unsigned stride_grid(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(1024, std::max<int64_t>(1, (n + kThreads - 1) / kThreads))); }
@@ -372,6 +378,12 @@ void adamw(float* params, const float* grad, float* m, float* v, const uint8_t* 
            const AdamWScalars& s, cudaStream_t stream) {
     if (n == 0) return;
     adamw_kernel<<<grid_for(n), kThreads, 0, stream>>>(params, grad, m, v, decays, n, s);
+    RETNET_CUDA_CHECK_LAUNCH();
+}
+
+void update_average(float* average, const float* params, int64_t n, float keep, cudaStream_t stream) {
+    if (n == 0) return;
+    update_average_kernel<<<grid_for(n), kThreads, 0, stream>>>(average, params, n, keep);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 

@@ -100,5 +100,7 @@ struct AdamWScalars {
 };
 void adamw(float* params, const float* grad, float* m, float* v, const uint8_t* decays, int64_t n,
            const AdamWScalars& s, cudaStream_t stream);
+// average += (1 − keep)·(params − average)
+void update_average(float* average, const float* params, int64_t n, float keep, cudaStream_t stream);
 
 }  // namespace retnet::cuda::train_kernels

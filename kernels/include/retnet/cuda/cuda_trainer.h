@@ -51,6 +51,13 @@ public:
     void download(std::vector<float>& params, train::AdamWState& state) const;
     std::vector<float> download_params() const;
 
+    // Parameter averaging (train::update_average): from now on every adamw_step ends with
+    // update_average(average, params, average_decay_at(decay, step)) on the device.
+    void set_average(std::span<const float> average, double decay);
+    std::vector<float> download_average() const;
+    // Exchanges the parameters and the average (no copy), so a loss measures the average.
+    void swap_average();
+
     // Forward + backward of one batch: returns the mean cross-entropy (nats) and leaves ∂loss/∂params
     // in the device gradient (overwritten). With want_gradient = false only the loss is computed.
     // `dropout` as loss_and_gradient's LossOptions (validation passes none).
@@ -63,7 +70,8 @@ public:
     // Scales the device gradient so its global L2 norm is at most max_norm (≤ 0: no clipping);
     // returns the norm before clipping.
     double clip_grad_norm(double max_norm);
-    // One AdamW update of the device parameters with the device gradient (as train::adamw_update).
+    // One AdamW update of the device parameters with the device gradient (as train::adamw_update),
+    // then the average's update when set_average was called.
     void adamw_step(const train::AdamWConfig& config, double lr);
     int64_t adamw_steps() const;
 
