@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "retnet/forward.h"
 #include "retnet/model.h"
 #include "retnet/tokenizer.h"
 #include "retnet/train.h"
@@ -48,6 +49,13 @@ EvalResult evaluate_text(const ModelConfig& config, const ParamLayout& layout, c
 using BatchLoss = std::function<double(const BatchView&)>;
 EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer, std::string_view text,
                          int window, int batch = 8);
+
+// The whole text as one sequence, the recurrent way: the backend's state is carried from the first
+// token to the last (forward() on pieces of `piece` tokens in the chunkwise form), so every
+// prediction sees all the text before it, not only its window. Same token and character counts
+// as evaluate_text. Resets the backend first and leaves it at the end of the text.
+EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer, std::string_view text,
+                                   int piece = 1024);
 
 // Reads an fla model directory written by the trainer (config.json + model.safetensors) into the
 // flat parameter vector of `layout` (made from the returned config).

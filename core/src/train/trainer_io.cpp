@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "retnet/error.h"
+#include "retnet/forward.h"
 #include "retnet/trainer.h"
 #include "retnet/utf8.h"
 
@@ -71,6 +72,36 @@ EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer
     const int64_t rest = n_pred - full * window;
     if (rest > 0) run(full, 1, static_cast<int>(rest));
     result.loss_per_token = loss_sum / static_cast<double>(n_pred);
+    result.bits_per_char = loss_sum / std::numbers::ln2 / static_cast<double>(std::max<int64_t>(1, result.characters));
+    return result;
+}
+
+EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer, std::string_view text, int piece) {
+    if (piece < 1) throw Error("evaluation piece must be at least 1 token");
+    const std::vector<int32_t> tokens = tokenizer.encode(text);
+    if (tokens.size() < 2) throw Error("evaluation text is too short: fewer than 2 tokens");
+    EvalResult result;
+    result.tokens = static_cast<int64_t>(tokens.size()) - 1;
+    result.characters = count_characters(text) - count_characters(tokenizer.token_bytes(tokens[0], true));
+    backend.reset();
+    ForwardOptions options;
+    options.form = Form::Chunkwise;
+    double loss_sum = 0;
+    for (int64_t start = 0; start < result.tokens; start += piece) {
+        const int64_t len = std::min<int64_t>(piece, result.tokens - start);
+        const Tensor logits = backend.forward(std::span(tokens).subspan(static_cast<size_t>(start), static_cast<size_t>(len)),
+                                              options);  // (len, V)
+        const int64_t V = logits.shape.at(1);
+        for (int64_t t = 0; t < len; ++t) {
+            const float* row = logits.data.data() + t * V;
+            const double max_logit = *std::max_element(row, row + V);
+            double sum = 0;
+            for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - max_logit);
+            const int32_t target = tokens[static_cast<size_t>(start + t + 1)];
+            loss_sum += max_logit + std::log(sum) - static_cast<double>(row[target]);
+        }
+    }
+    result.loss_per_token = loss_sum / static_cast<double>(result.tokens);
     result.bits_per_char = loss_sum / std::numbers::ln2 / static_cast<double>(std::max<int64_t>(1, result.characters));
     return result;
 }
