@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -142,6 +143,12 @@ TEST(Tokenizer, DisplayPieceShowsSpaces) {
     const std::string last = t.display_piece(ids.back());
     EXPECT_EQ(last.front(), ' ') << "word-initial piece should show its space: '" << last << "'";
     EXPECT_EQ(t.display_piece(t.eos_id()), "</s>");
+    // The corpus is split into lines, so the newline and the tab are byte pieces.
+    const std::vector<int32_t> newline = t.encode("a\nb\tc");
+    std::vector<std::string> shown;
+    for (int32_t id : newline) shown.push_back(t.display_piece(id));
+    EXPECT_NE(std::find(shown.begin(), shown.end(), "\u21B5"), shown.end()) << "newline as the return arrow";
+    EXPECT_NE(std::find(shown.begin(), shown.end(), "\u21E5"), shown.end()) << "tab as the tab arrow";
 }
 
 TEST(Tokenizer, RejectsInvalidUtf8WithOffset) {

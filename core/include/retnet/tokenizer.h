@@ -40,8 +40,9 @@ public:
     bool is_byte(int32_t id) const;     // <0xNN> byte-fallback piece
     // The raw piece ("▁the", "<0xE2>", "</s>"); "" for ids outside the vocabulary.
     std::string piece(int32_t id) const;
-    // The piece as a reader would see it in a candidate list: "▁" shown as a space; always valid
-    // UTF-8 (byte pieces stay "<0xE2>").
+    // The piece as a reader would see it in a candidate list: "▁" shown as a space, the newline and
+    // tab byte pieces as "↵" and "⇥" (common tokens in a character-level model); always valid UTF-8
+    // (other byte pieces stay "<0xE2>").
     std::string display_piece(int32_t id) const;
     // The bytes this token adds to the text: a byte piece gives its one byte (maybe part of a
     // character), control pieces give nothing, "▁" becomes a space. At the start of the text

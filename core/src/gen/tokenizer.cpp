@@ -139,6 +139,8 @@ std::string Tokenizer::piece(int32_t id) const {
 
 std::string Tokenizer::display_piece(int32_t id) const {
     if (id < 0 || id >= vocab_size()) return {};
+    if (const int byte = impl_->byte_values[static_cast<size_t>(id)]; byte == '\n' || byte == '\t')
+        return byte == '\n' ? "\u21B5" : "\u21E5";
     if (is_byte(id) || is_control(id)) return piece(id);
     std::string text = replace_space_symbol(piece(id));
     // User-defined pieces could hold anything; candidates must stay printable JSON.
