@@ -9,4 +9,4 @@ scripts/build.sh
 prompt="${1:-ROMEO:}"
 shift || true
 build/bin/retnet info
-exec build/bin/retnet generate --prompt "$prompt" --max-new-tokens 200 --seed 1 "$@"
+exec build/bin/retnet generate --prompt "$prompt" --max-new-tokens 500 --seed 1 "$@"

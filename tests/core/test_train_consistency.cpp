@@ -11,6 +11,7 @@
 
 #include "retnet/forward.h"
 #include "retnet/model.h"
+#include "retnet/tokenizer.h"
 #include "retnet/train.h"
 
 using namespace retnet;
@@ -95,7 +96,10 @@ TEST(TrainConsistency, DefaultModelLoadsAndMatchesTheCpuBackend) {
     auto model = std::make_shared<const Model>(load_model(dir));
     const ParamLayout layout = make_param_layout(model->config);
     const std::vector<float> flat = flatten_weights(*model, layout);
-    const std::vector<int32_t> tokens = {1, 100, 200, 300, 400, 500, 600, 700};
+    // Text through the model's own tokenizer, so the ids are valid for any vocabulary.
+    std::vector<int32_t> tokens = {model->config.bos_token_id};
+    for (int32_t id : Tokenizer::load(dir + "/tokenizer.model").encode("ROMEO:\nBut soft, what light through yonder window breaks?"))
+        tokens.push_back(id);
     const std::vector<int32_t> targets(tokens.size(), 0);
     const BatchView batch{tokens.data(), targets.data(), 1, static_cast<int>(tokens.size())};
     std::vector<float> logits;

@@ -215,7 +215,9 @@ void expect_device_loop_gives_cpu_bits(double dropout, double average_decay = 0)
     EXPECT_EQ(checkpoint_params(dev), checkpoint_params(cpu));
     EXPECT_EQ(checkpoint_moment(dev, "adamw.m"), checkpoint_moment(cpu, "adamw.m"));
     EXPECT_EQ(checkpoint_moment(dev, "adamw.v"), checkpoint_moment(cpu, "adamw.v"));
-    if (average_decay > 0) EXPECT_EQ(checkpoint_moment(dev, "average"), checkpoint_moment(cpu, "average"));
+    if (average_decay > 0) {
+        EXPECT_EQ(checkpoint_moment(dev, "average"), checkpoint_moment(cpu, "average"));
+    }
     EXPECT_EQ(load_trained_weights((fs::path(dev.out_dir) / "best").string()).params,
               load_trained_weights((fs::path(cpu.out_dir) / "best").string()).params);
 }

@@ -196,6 +196,35 @@ TEST(TrainLoop, ParameterAverageFollowsItsDefinitionAndResumes) {
     EXPECT_THROW(run_training(o, {}), Error);
 }
 
+// Streaming evaluation carries the state through the text: with any piece size it equals one
+// window over the whole text (chunkwise float inference vs the parallel training forward, both
+// float: agreement to ~1e-6 relative), and differs from short windows that restart the state.
+TEST(TrainLoop, StreamingEvaluationEqualsOneWindowOverTheWholeText) {
+    Workspace ws;
+    const ModelConfig config = load_config(ws.config.string());
+    const ParamLayout layout = make_param_layout(config);
+    Model model = make_random_model(config, 7);
+    std::vector<float> params = flatten_weights(model, layout);
+    for (float& p : params) p *= 8.0f;  // sharper than the 0.02 init, so that context matters
+    unflatten_weights(params, layout, model);
+    const Tokenizer tok = Tokenizer::load(ws.tokenizer.string());
+    std::ifstream in(ws.text, std::ios::binary);
+    std::string text(600, '\0');
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    const EvalResult whole = evaluate_text(config, layout, params.data(), tok, text, 100000);
+    const EvalResult windows = evaluate_text(config, layout, params.data(), tok, text, 8);
+    auto backend = make_cpu_backend(std::make_shared<const Model>(model));
+    for (int piece : {1, 7, 64, 4096}) {
+        const EvalResult stream = evaluate_text_streaming(*backend, tok, text, piece);
+        EXPECT_EQ(stream.tokens, whole.tokens);
+        EXPECT_EQ(stream.characters, whole.characters);
+        EXPECT_NEAR(stream.loss_per_token, whole.loss_per_token, 1e-5 * whole.loss_per_token) << "piece " << piece;
+        EXPECT_NEAR(stream.bits_per_char, whole.bits_per_char, 1e-5 * whole.bits_per_char) << "piece " << piece;
+    }
+    EXPECT_GT(std::abs(windows.loss_per_token - whole.loss_per_token), 1e-3) << "windows of 8 must lose context";
+    EXPECT_THROW(evaluate_text_streaming(*backend, tok, "", 16), Error);
+}
+
 TEST(TrainLoop, ResumeRejectsChangedOptions) {
     Workspace ws;
     TrainOptions o = ws.options("run");
