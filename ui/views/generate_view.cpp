@@ -85,10 +85,13 @@ void GenerateView::buildUi() {
     m_repeatPenalty = new QDoubleSpinBox;
     m_repeatPenalty->setRange(0.5, 3.0);
     m_repeatPenalty->setSingleStep(0.05);
-    m_repeatPenalty->setValue(1.1);
+    // Off by default: with a character-level model (the bundled one) the last 64 tokens hold
+    // nearly every common letter, so any penalty distorts the spelling.
+    m_repeatPenalty->setValue(1.0);
     m_repeatPenalty->setToolTip(tr("<b>Repetition penalty</b> r makes tokens seen in the last 64 "
                                    "tokens less likely: positive logits are divided by r, "
-                                   "negative ones multiplied. 1 = off."));
+                                   "negative ones multiplied. 1 = off. Leave it off for "
+                                   "character-level models."));
     m_seed = new QSpinBox;
     m_seed->setRange(0, std::numeric_limits<int>::max());
     m_seed->setValue(1);

@@ -69,6 +69,9 @@ void HeadGrid::setOverview(const RetentionOverview& overview) {
             }
             m_images.push_back(image);
         }
+    // The scroll area resizes its widget: a minimum size makes it scroll instead of clipping
+    // models with more heads or layers than fit.
+    setMinimumSize(sizeHint());
     updateGeometry();
     update();
 }
