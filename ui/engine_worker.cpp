@@ -52,13 +52,16 @@ void downsample(const float* src, int n, int stride, int m, float* dst) {
 }
 
 constexpr int kMaxPromptTokens = 8192;
+constexpr int kCandidates = 10;  // top tokens shown per position
 
 // Passes every call through to the real backend and reports ‖S‖ after each token, so the state
 // view fills in while the generator prefills and decodes, without the generator knowing.
 class NormTap : public retnet::Backend {
 public:
     using Sink = std::function<void(int64_t firstPosition, const retnet::Tensor& norms)>;
-    NormTap(retnet::Backend& inner, Sink sink) : m_inner(inner), m_sink(std::move(sink)) {}
+    using LogitsSink = std::function<void(int64_t firstPosition, const retnet::Tensor& logits)>;
+    NormTap(retnet::Backend& inner, Sink sink, LogitsSink logitsSink)
+        : m_inner(inner), m_sink(std::move(sink)), m_logitsSink(std::move(logitsSink)) {}
 
     std::string name() const override { return m_inner.name(); }
     const retnet::Model& model() const override { return m_inner.model(); }
@@ -71,6 +74,7 @@ public:
         const int64_t first = m_position;
         m_position += int64_t(tokens.size());
         if (m_sink && probe->state_norms.rank() == 3) m_sink(first, probe->state_norms);
+        if (m_logitsSink) m_logitsSink(first, logits);
         return logits;
     }
     void reset() override {
@@ -86,6 +90,7 @@ public:
 private:
     retnet::Backend& m_inner;
     Sink m_sink;
+    LogitsSink m_logitsSink;
     int64_t m_position = 0;  // tokens the inner backend's state has consumed
 };
 
@@ -165,6 +170,8 @@ void EngineWorker::installModel(std::shared_ptr<const retnet::Model> model,
         frames.heads = int(norms.dim(2));
         frames.norms = norms.data;
         emit stateNormsReady(frames);
+    }, [this](int64_t first, const retnet::Tensor& logits) {
+        if (m_onPrefillLogits) m_onPrefillLogits(first, logits);
     });
     m_generator = std::make_unique<retnet::Generator>(*m_tap, m_tokenizer.get());
 }
@@ -257,6 +264,26 @@ TokenEvent EngineWorker::convert(uint64_t id, const retnet::TokenEvent& in) cons
     return e;
 }
 
+void EngineWorker::scorePromptTokens(int64_t first, const retnet::Tensor& logits,
+                                     std::vector<TokenEvent>& events) const {
+    const int64_t rows = logits.dim(0), V = logits.dim(1);
+    for (int64_t t = 0; t < rows; ++t) {
+        const int64_t position = first + t + 1;  // the token that row t predicts
+        if (position < 1 || position >= int64_t(events.size())) continue;
+        const std::span<const float> row(logits.data.data() + t * V, size_t(V));
+        TokenEvent& e = events[size_t(position)];
+        e.top.clear();
+        for (const retnet::TokenProb& p : retnet::top_probabilities(row, kCandidates))
+            e.top.push_back({p.id, pieceOf(p.id), p.prob});
+        if (std::none_of(e.top.begin(), e.top.end(), [&](const TokenCandidate& c) { return c.id == e.id; })) {
+            const double peak = *std::max_element(row.begin(), row.end());
+            double sum = 0.0;
+            for (float z : row) sum += std::exp(double(z) - peak);
+            e.top.push_back({e.id, e.piece, std::exp(double(row[size_t(e.id)]) - peak) / sum});
+        }
+    }
+}
+
 // ---- generation ------------------------------------------------------------------------------
 
 void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
@@ -271,7 +298,7 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
         params.chunk_size = request.chunkSize;
         params.sampler = request.sampler;
         params.max_prompt_tokens = kMaxPromptTokens;
-        params.n_top = 10;
+        params.n_top = kCandidates;
         params.validate();
 
         GenerationStats stats;
@@ -299,11 +326,14 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
         } else {
             const std::vector<int32_t> prompt = encode(request.prompt);
             emit sequenceTruncated(id, 0);
-            // The prompt's tokens, with the text each adds, before the model runs.
+            // The prompt's tokens, with the text each adds. They are sent once the prefill has
+            // given each its candidates (row t of the logits predicts token t + 1), before the
+            // first generated token.
+            std::vector<TokenEvent> promptEvents(prompt.size());
             std::optional<retnet::StreamDecoder> decoder;
             if (m_tokenizer) decoder.emplace(*m_tokenizer, true);
             for (size_t i = 0; i < prompt.size(); ++i) {
-                TokenEvent e;
+                TokenEvent& e = promptEvents[i];
                 e.requestId = id;
                 e.position = int64_t(i);
                 e.id = prompt[i];
@@ -311,9 +341,24 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
                 e.text = decoder ? QString::fromStdString(decoder->push(prompt[i]))
                                  : QStringLiteral("[%1] ").arg(prompt[i]);
                 e.prompt = true;
-                emit tokenGenerated(e);
             }
-            result = m_generator->generate(prompt, params, onToken, &m_flags->stopGeneration);
+            bool promptSent = false;
+            auto sendPrompt = [&] {
+                m_onPrefillLogits = nullptr;
+                promptSent = true;
+                for (const TokenEvent& e : promptEvents) emit tokenGenerated(e);
+            };
+            m_onPrefillLogits = [&](int64_t first, const retnet::Tensor& logits) {
+                scorePromptTokens(first, logits, promptEvents);
+                if (first + logits.dim(0) >= int64_t(promptEvents.size())) sendPrompt();
+            };
+            try {
+                result = m_generator->generate(prompt, params, onToken, &m_flags->stopGeneration);
+            } catch (...) {
+                m_onPrefillLogits = nullptr;
+                throw;
+            }
+            if (!promptSent) sendPrompt();
         }
         stats.promptTokens = int(result.stats.prefill_tokens);
         stats.prefillMs = result.stats.prefill_ms;

@@ -68,6 +68,9 @@ private:
     QString pieceOf(int32_t id) const;
     QStringList labelsFor(const std::vector<int32_t>& tokens) const;
     TokenEvent convert(uint64_t id, const retnet::TokenEvent& event) const;
+    // Gives the prompt tokens that rows of `logits` (from position `first`) predict their
+    // candidates; the token itself is added when it is not among them.
+    void scorePromptTokens(int64_t first, const retnet::Tensor& logits, std::vector<TokenEvent>& events) const;
 
     std::shared_ptr<JobFlags> m_flags;
     std::shared_ptr<const retnet::Model> m_model;
@@ -77,6 +80,9 @@ private:
     std::unique_ptr<retnet::Backend> m_tap;
     std::unique_ptr<retnet::Generator> m_generator;
     uint64_t m_generateId = 0;  // the request the tap's frames belong to
+    // Set by generate() while the prompt is prefilled: receives the logits of each forward call
+    // (from position `first`), to give the prompt's tokens their candidates.
+    std::function<void(int64_t first, const retnet::Tensor& logits)> m_onPrefillLogits;
     QString m_directory;
     QString m_notice;  // why the requested device was not used
 };

@@ -151,6 +151,33 @@ TEST(Controller, GreedyGenerationMatchesTheEngine) {
     EXPECT_FALSE(engine.controller.isGenerating());
 }
 
+// Prompt tokens carry what the model expected there: the softmax of the prefill's logits row
+// before them, with the prompt's own token included even when it is not among the top ones.
+TEST(Controller, PromptTokensCarryTheModelsCandidates) {
+    Engine engine;
+    const std::vector<TokenEvent> events = engine.run(greedy(2));
+    ASSERT_EQ(events.size(), kPromptIds.size() + 2);
+    EXPECT_TRUE(events[0].top.empty());  // nothing predicts the first token
+    const retnet::Tensor logits = retnet::make_backend("cpu", engine.model)->forward(kPromptIds, {});  // (T, V)
+    const int64_t V = logits.dim(1);
+    for (size_t i = 1; i < kPromptIds.size(); ++i) {
+        const TokenEvent& e = events[i];
+        ASSERT_TRUE(e.prompt);
+        ASSERT_GE(e.top.size(), 10u) << "position " << i;
+        const float* row = logits.data.data() + (i - 1) * size_t(V);
+        double peak = row[0], sum = 0.0;
+        for (int64_t v = 0; v < V; ++v) peak = std::max(peak, double(row[v]));
+        for (int64_t v = 0; v < V; ++v) sum += std::exp(double(row[v]) - peak);
+        bool hasOwnToken = false;
+        for (const TokenCandidate& c : e.top) {
+            EXPECT_NEAR(c.prob, std::exp(double(row[c.id]) - peak) / sum, 1e-6) << "position " << i << " id " << c.id;
+            hasOwnToken = hasOwnToken || c.id == e.id;
+        }
+        EXPECT_TRUE(hasOwnToken) << "position " << i;
+        for (size_t k = 1; k < 10; ++k) EXPECT_GE(e.top[k - 1].prob, e.top[k].prob);
+    }
+}
+
 TEST(Controller, StopEndsALongGeneration) {
     Engine engine;
     GenerateRequest r = greedy(100000);
