@@ -111,13 +111,16 @@ TEST(RobustWrite, SaveModelOnAFullDiskKeepsTheLoadableModel) {
                  "No space left on device");
     EXPECT_EQ(slurp(dir / "model.safetensors"), weights_before);
     EXPECT_EQ(slurp(dir / "config.json"), config_before);
-    // Full again, this time when config.json is written (after the weights).
+    // Full again, this time when config.json is written: the weights must not change either,
+    // or the directory would pair new weights with the old config.
     make_disk_full_for(dir / "config.json");
     expect_error(error_of([&] { save_model(other, dir.path().string()); }), (dir / "config.json").string(),
                  "No space left on device");
     EXPECT_EQ(slurp(dir / "config.json"), config_before);
+    EXPECT_EQ(slurp(dir / "model.safetensors"), weights_before);
     EXPECT_FALSE(temp_file_left(dir / "config.json"));
-    EXPECT_NO_THROW(load_model(dir.path().string()));  // same config: still a consistent model
+    EXPECT_FALSE(temp_file_left(dir / "model.safetensors"));
+    EXPECT_NO_THROW(load_model(dir.path().string()));
 }
 
 TEST(RobustWrite, OutputBelowARegularFile) {

@@ -65,7 +65,8 @@ using ProgressCallback = std::function<bool(double fraction)>;
 // model.safetensors.index.json). Validates every tensor's presence and shape against the config
 // before allocating; throws retnet::Error naming the file and the problem.
 Model load_model(const std::string& directory, const ProgressCallback& progress = {});
-// Writes config.json + model.safetensors (float32) in the model's family layout, atomically.
+// Writes config.json + model.safetensors (float32) in the model's family layout. Each file is
+// atomic, and neither replaces its old version unless both were written in full.
 void save_model(const Model& model, const std::string& directory);
 // The same with the weights stored as `weight_dtype`: DType::F32 or DType::BF16 (round to nearest
 // even, half the bytes; loading widens them back to float32). Other types throw.

@@ -308,11 +308,13 @@ void save_model(const Model& model, const std::string& directory, DType weight_d
     if (fs::exists(fs::path(directory) / "model.safetensors.index.json"))
         throw Error(where + "it holds a sharded model (model.safetensors.index.json); choose another directory");
 
+    // Both files are written in full before either replaces its old version, so a failure (a full
+    // disk, an unwritable file) leaves the old pair; only a crash between the two renames could mix them.
+    io::AtomicFile config_file((fs::path(directory) / "config.json").string());
+    config_file.write(config_to_json(config).dump(2) + "\n");
     write_safetensors((fs::path(directory) / "model.safetensors").string(), tensors,
                       {{"format", "pt"}, {"producer", "retnet-studio"}, {"family", family_name(config.family)}},
                       weight_dtype);
-    io::AtomicFile config_file((fs::path(directory) / "config.json").string());
-    config_file.write(config_to_json(config).dump(2) + "\n");
     config_file.commit();
 }
 
