@@ -8,11 +8,35 @@
 #include <QSaveFile>
 #include <QTextStream>
 
+#include <initializer_list>
+#include <utility>
+
 namespace retnet::ui {
 
 bool isDarkPalette() {
     return QApplication::palette().color(QPalette::Window).lightness() < 128;
 }
+
+namespace {
+
+void styleAxis(QCPAxis* axis, const QColor& fg) {
+    axis->setBasePen(QPen(fg));
+    axis->setTickPen(QPen(fg));
+    axis->setSubTickPen(QPen(fg));
+    axis->setTickLabelColor(fg);
+    axis->setLabelColor(fg);
+}
+
+// A 256-level gradient through the given (position, colour) stops.
+QCPColorGradient gradientThrough(std::initializer_list<std::pair<double, QColor>> stops) {
+    QCPColorGradient g;
+    g.clearColorStops();
+    for (const auto& [position, colour] : stops) g.setColorStopAt(position, colour);
+    g.setLevelCount(256);
+    return g;
+}
+
+}  // namespace
 
 void applyAxisTheme(QCPAxisRect* rect) {
     const QPalette pal = QApplication::palette();
@@ -20,11 +44,7 @@ void applyAxisTheme(QCPAxisRect* rect) {
     QColor grid = fg;
     grid.setAlpha(40);
     for (QCPAxis* axis : rect->axes()) {
-        axis->setBasePen(QPen(fg));
-        axis->setTickPen(QPen(fg));
-        axis->setSubTickPen(QPen(fg));
-        axis->setTickLabelColor(fg);
-        axis->setLabelColor(fg);
+        styleAxis(axis, fg);
         axis->grid()->setPen(QPen(grid, 1, Qt::DotLine));
         axis->grid()->setZeroLinePen(QPen(grid));
     }
@@ -42,56 +62,38 @@ void applyPlotTheme(QCustomPlot* plot) {
     for (int i = 0; i < plot->plotLayout()->elementCount(); ++i) {
         if (auto* title = qobject_cast<QCPTextElement*>(plot->plotLayout()->elementAt(i)))
             title->setTextColor(pal.color(QPalette::WindowText));
-        if (auto* scale = qobject_cast<QCPColorScale*>(plot->plotLayout()->elementAt(i))) {
-            const QColor fg = pal.color(QPalette::WindowText);
-            scale->axis()->setBasePen(QPen(fg));
-            scale->axis()->setTickPen(QPen(fg));
-            scale->axis()->setSubTickPen(QPen(fg));
-            scale->axis()->setTickLabelColor(fg);
-            scale->axis()->setLabelColor(fg);
-        }
+        if (auto* scale = qobject_cast<QCPColorScale*>(plot->plotLayout()->elementAt(i)))
+            styleAxis(scale->axis(), pal.color(QPalette::WindowText));
     }
 }
 
 QCPColorGradient divergingGradient() {
     // ColorBrewer RdBu (reversed: negative blue, positive red), white at zero.
-    QCPColorGradient g;
-    g.clearColorStops();
-    g.setColorStopAt(0.0, QColor(5, 48, 97));
-    g.setColorStopAt(0.15, QColor(33, 102, 172));
-    g.setColorStopAt(0.3, QColor(67, 147, 195));
-    g.setColorStopAt(0.42, QColor(209, 229, 240));
-    g.setColorStopAt(0.5, QColor(247, 247, 247));
-    g.setColorStopAt(0.58, QColor(253, 219, 199));
-    g.setColorStopAt(0.7, QColor(214, 96, 77));
-    g.setColorStopAt(0.85, QColor(178, 24, 43));
-    g.setColorStopAt(1.0, QColor(103, 0, 31));
-    g.setLevelCount(256);
-    return g;
+    return gradientThrough({{0.0, QColor(5, 48, 97)},
+                            {0.15, QColor(33, 102, 172)},
+                            {0.3, QColor(67, 147, 195)},
+                            {0.42, QColor(209, 229, 240)},
+                            {0.5, QColor(247, 247, 247)},
+                            {0.58, QColor(253, 219, 199)},
+                            {0.7, QColor(214, 96, 77)},
+                            {0.85, QColor(178, 24, 43)},
+                            {1.0, QColor(103, 0, 31)}});
 }
 
 QCPColorGradient sequentialGradient() {
-    QCPColorGradient g;
-    g.clearColorStops();
-    g.setColorStopAt(0.0, QColor(68, 1, 84));
-    g.setColorStopAt(0.25, QColor(59, 82, 139));
-    g.setColorStopAt(0.5, QColor(33, 145, 140));
-    g.setColorStopAt(0.75, QColor(94, 201, 98));
-    g.setColorStopAt(1.0, QColor(253, 231, 37));
-    g.setLevelCount(256);
-    return g;
+    return gradientThrough({{0.0, QColor(68, 1, 84)},
+                            {0.25, QColor(59, 82, 139)},
+                            {0.5, QColor(33, 145, 140)},
+                            {0.75, QColor(94, 201, 98)},
+                            {1.0, QColor(253, 231, 37)}});
 }
 
 QCPColorGradient errorGradient() {
-    QCPColorGradient g;
-    g.clearColorStops();
-    g.setColorStopAt(0.0, QColor(0, 0, 4));
-    g.setColorStopAt(0.25, QColor(87, 16, 110));
-    g.setColorStopAt(0.5, QColor(188, 55, 84));
-    g.setColorStopAt(0.75, QColor(249, 142, 9));
-    g.setColorStopAt(1.0, QColor(252, 255, 164));
-    g.setLevelCount(256);
-    return g;
+    return gradientThrough({{0.0, QColor(0, 0, 4)},
+                            {0.25, QColor(87, 16, 110)},
+                            {0.5, QColor(188, 55, 84)},
+                            {0.75, QColor(249, 142, 9)},
+                            {1.0, QColor(252, 255, 164)}});
 }
 
 QColor seriesColor(int index) {
