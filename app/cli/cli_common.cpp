@@ -51,6 +51,19 @@ std::unique_ptr<Backend> make_backend_option(Args& args, std::shared_ptr<const M
     return backend;
 }
 
+namespace {
+std::atomic<bool> g_interrupted{false};
+extern "C" void retnet_cli_on_sigint(int) { g_interrupted.store(true); }
+}  // namespace
+
+InterruptGuard::InterruptGuard() {
+    g_interrupted.store(false);
+    previous_ = std::signal(SIGINT, retnet_cli_on_sigint);
+}
+InterruptGuard::~InterruptGuard() { std::signal(SIGINT, previous_); }
+const std::atomic<bool>& InterruptGuard::flag() const { return g_interrupted; }
+std::atomic<bool>& InterruptGuard::flag() { return g_interrupted; }
+
 std::vector<int32_t> tokens_option(Args& args) { return parse_token_list(args.require("tokens")); }
 
 }  // namespace retnet::cli

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
 // What several subcommands share: finding and loading the model, choosing the backend.
+#include <atomic>
+#include <csignal>
 #include <memory>
 #include <string>
 
@@ -20,6 +22,23 @@ std::shared_ptr<const Model> load_model_option(Args& args);
 // --device cpu|cuda|reference (default cpu). A CUDA request on a machine without a usable GPU
 // falls back to the CPU with a one-line notice on stderr.
 std::unique_ptr<Backend> make_backend_option(Args& args, std::shared_ptr<const Model> model);
+
+// Ctrl-C during a long command: while an InterruptGuard lives, SIGINT only raises flag(), which the
+// work polls (to stop cleanly: save, print what it has, exit 130); the previous handler comes back
+// when the guard ends. One guard at a time.
+class InterruptGuard {
+public:
+    InterruptGuard();
+    ~InterruptGuard();
+    InterruptGuard(const InterruptGuard&) = delete;
+    InterruptGuard& operator=(const InterruptGuard&) = delete;
+    const std::atomic<bool>& flag() const;
+    std::atomic<bool>& flag();
+    bool raised() const { return flag().load(); }
+
+private:
+    void (*previous_)(int);
+};
 
 // --tokens 5,17,933 (required unless `optional`).
 std::vector<int32_t> tokens_option(Args& args);

@@ -2,9 +2,14 @@
 // retnet eval: loss per token and bits per character of (the tail of) a text file, in windows
 // that each start from an empty state (the trainer's validation) or, with --stream, as one
 // sequence whose recurrent state is carried through the whole text.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 
 #include "args.h"
@@ -17,6 +22,29 @@
 
 namespace retnet::cli {
 namespace {
+
+// Progress on stderr: one updating line on a terminal, a line per tenth otherwise. Ctrl-C
+// cancels (the evaluation throws retnet::Cancelled, the command exits with 130).
+train::EvalProgress eval_progress(const InterruptGuard& interrupt) {
+    const bool terminal = ::isatty(::fileno(stderr)) != 0;
+    const auto start = std::chrono::steady_clock::now();
+    auto last_tenth = std::make_shared<int64_t>(0);
+    return [=, &interrupt](int64_t done, int64_t total) {
+        if (interrupt.raised()) return false;
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        const double eta = done > 0 ? elapsed * static_cast<double>(total - done) / static_cast<double>(done) : 0.0;
+        const int64_t tenth = done * 10 / std::max<int64_t>(1, total);
+        if (terminal || tenth > *last_tenth) {
+            std::fprintf(stderr, "%seval: %lld/%lld tokens (%lld%%), %.0f s, ETA %.0f s%s", terminal ? "\r" : "",
+                         static_cast<long long>(done), static_cast<long long>(total),
+                         static_cast<long long>(done * 100 / std::max<int64_t>(1, total)), elapsed, eta,
+                         terminal ? (done == total ? "\n" : "   ") : "\n");
+            std::fflush(stderr);
+            *last_tenth = tenth;
+        }
+        return true;
+    };
+}
 
 int run_eval(const std::vector<std::string>& argv) {
     Args args(argv, {"stream"});
@@ -41,12 +69,14 @@ int run_eval(const std::vector<std::string>& argv) {
     const std::string text = buffer.str();
     check_utf8(text, text_path);
     const std::string_view part = tail < 1.0 ? train::split_tail(text, tail).second : std::string_view(text);
+    InterruptGuard interrupt;
     train::EvalResult r;
     if (stream) {
-        r = train::evaluate_text_streaming(*backend, tokenizer, part);
+        r = train::evaluate_text_streaming(*backend, tokenizer, part, 1024, eval_progress(interrupt));
     } else {
         const train::LoadedWeights w = train::load_trained_weights(model_dir);
-        r = train::evaluate_text(w.config, w.layout, w.params.data(), tokenizer, part, window);
+        r = train::evaluate_text(w.config, w.layout, w.params.data(), tokenizer, part, window, 8,
+                                 eval_progress(interrupt));
     }
     std::printf("text            %s (%s)\n", text_path.c_str(),
                 tail < 1.0 ? ("last " + std::to_string(tail * 100).substr(0, 5) + "% of the characters").c_str()

@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet generate: prefill a prompt in the chosen form, decode recurrently, stream text to stdout
 // as it is produced (or one JSON object per token), then a one-line summary on stderr.
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <filesystem>
 
@@ -16,8 +14,6 @@
 namespace retnet::cli {
 namespace {
 
-std::atomic<bool> g_interrupted{false};
-extern "C" void on_interrupt(int) { g_interrupted.store(true); }
 
 // "a,b\,c,\n" -> {"a", "b,c", "\n"}: commas separate, backslash escapes \, \n \t \\.
 std::vector<std::string> parse_stop_strings(const std::string& text) {
@@ -127,8 +123,7 @@ int run_generate(const std::vector<std::string>& argv) {
         prompt = generator.encode_prompt(prompt_text.value_or(""), params.max_prompt_tokens, add_bos);
     }
 
-    g_interrupted = false;
-    auto previous_handler = std::signal(SIGINT, on_interrupt);
+    InterruptGuard interrupt;
     std::string printed;  // stream text written so far
     bool first_id = true;
     const auto on_token = [&](const TokenEvent& e) {
@@ -148,14 +143,7 @@ int run_generate(const std::vector<std::string>& argv) {
         }
         std::fflush(stdout);
     };
-    GenerationResult result;
-    try {
-        result = generator.generate(prompt, params, on_token, &g_interrupted);
-    } catch (...) {
-        std::signal(SIGINT, previous_handler);
-        throw;
-    }
-    std::signal(SIGINT, previous_handler);
+    const GenerationResult result = generator.generate(prompt, params, on_token, &interrupt.flag());
 
     const GenerationStats& s = result.stats;
     if (json) {

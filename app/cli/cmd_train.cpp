@@ -1,20 +1,17 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet train: trains an fla-layout RetNet on a text file with the CPU trainer. Ctrl-C saves a
 // checkpoint and exits; --resume continues from it exactly.
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 
 #include "args.h"
+#include "cli_common.h"
 #include "command.h"
 #include "retnet/trainer.h"
 
 namespace retnet::cli {
 namespace {
 
-std::atomic<bool> g_stop{false};
 
-extern "C" void on_sigint(int) { g_stop.store(true); }
 
 std::string format_duration(double seconds) {
     const long s = static_cast<long>(seconds + 0.5);
@@ -59,8 +56,7 @@ int run_train(const std::vector<std::string>& argv) {
     o.device = args.get_or("device", "cpu");
     args.finish();
 
-    g_stop.store(false);
-    std::signal(SIGINT, on_sigint);
+    InterruptGuard interrupt;
     const auto on_progress = [](const train::TrainProgress& p) {
         if (p.is_validation) {
             std::printf("step %6lld/%lld  validation loss %.4f  bits/char %.4f%s%s\n",
@@ -77,8 +73,7 @@ int run_train(const std::vector<std::string>& argv) {
         }
         std::fflush(stdout);
     };
-    const train::TrainResult r = train::run_training(o, on_progress, &g_stop);
-    std::signal(SIGINT, SIG_DFL);
+    const train::TrainResult r = train::run_training(o, on_progress, &interrupt.flag());
     if (r.interrupted) {
         std::printf("interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
                     static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), o.out_dir.c_str());

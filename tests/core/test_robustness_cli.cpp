@@ -192,6 +192,24 @@ TEST(RobustInterrupt, SigintDuringGenerationStopsCleanly) {
     EXPECT_NE(r.err.find("stopped: cancelled"), std::string::npos) << r.err;
 }
 
+TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {
+    ScratchDir dir("eval_interrupt");
+    write_small_model(dir / "model");
+    std::string corpus;
+    for (const std::string& line : tokenizer_corpus_lines()) corpus += line + "\n";
+    std::string text;
+    while (text.size() < 3000000) text += corpus;  // long enough to be caught mid-way
+    spit(dir / "text.txt", text);
+    RunningRetnet child({"eval", "--model", (dir / "model").string(), "--text", (dir / "text.txt").string(), "--stream"});
+    ASSERT_TRUE(child.wait_for_stderr("eval: ", 60));  // the first progress line (10%)
+    child.send(SIGINT);
+    const CliResult r = child.finish(60);
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 130) << r.out << r.err;
+    EXPECT_NE(r.err.find("retnet eval: cancelled"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("bits per char"), std::string::npos) << "no result after a cancel: " << r.out;
+}
+
 TEST(RobustInterrupt, SigintDuringTrainingSavesACheckpointAndResumes) {
     ScratchDir dir("train_interrupt");
     write_small_model(dir / "model");  // for its tokenizer.model

@@ -164,6 +164,16 @@ public:
         return true;
     }
 
+    // Polls the stderr file until it contains `needle` (true) or the time is up (false).
+    bool wait_for_stderr(const std::string& needle, int timeout_s) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+        while (slurp(err_path_).find(needle) == std::string::npos) {
+            if (std::chrono::steady_clock::now() >= deadline) return false;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        return true;
+    }
+
     void send(int signal) { ::kill(pid_, signal); }
 
     // Waits for the exit (SIGKILL after `timeout_s`) and collects the rest of the output.

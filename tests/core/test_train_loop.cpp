@@ -4,6 +4,7 @@
 // `retnet eval` reads what `retnet train` wrote.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -223,6 +224,26 @@ TEST(TrainLoop, StreamingEvaluationEqualsOneWindowOverTheWholeText) {
     }
     EXPECT_GT(std::abs(windows.loss_per_token - whole.loss_per_token), 1e-3) << "windows of 8 must lose context";
     EXPECT_THROW(evaluate_text_streaming(*backend, tok, "", 16), Error);
+
+    // Progress reaches the total in increasing steps; returning false cancels.
+    for (const bool streaming : {true, false}) {
+        std::vector<int64_t> seen;
+        const EvalProgress record = [&](int64_t done, int64_t total) {
+            EXPECT_EQ(total, whole.tokens);
+            seen.push_back(done);
+            return true;
+        };
+        if (streaming) evaluate_text_streaming(*backend, tok, text, 64, record);
+        else evaluate_text(config, layout, params.data(), tok, text, 16, 2, record);
+        ASSERT_GE(seen.size(), 2u);
+        EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+        EXPECT_EQ(seen.back(), whole.tokens);
+        int calls = 0;
+        const EvalProgress cancel = [&](int64_t, int64_t) { return ++calls < 2; };
+        if (streaming) EXPECT_THROW(evaluate_text_streaming(*backend, tok, text, 64, cancel), Cancelled);
+        else EXPECT_THROW(evaluate_text(config, layout, params.data(), tok, text, 16, 2, cancel), Cancelled);
+        EXPECT_EQ(calls, 2);
+    }
 }
 
 TEST(TrainLoop, ResumeRejectsChangedOptions) {

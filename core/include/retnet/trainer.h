@@ -40,22 +40,27 @@ struct EvalResult {
     int64_t characters = 0;      // characters covered by the predicted tokens
 };
 
+// Called after each piece of an evaluation with the predicted tokens done so far and in all;
+// returning false cancels it (the evaluation throws retnet::Cancelled).
+using EvalProgress = std::function<bool(int64_t done, int64_t total)>;
+
 // Loss of predicting tokens[1..] of `text`'s tokenization, in consecutive windows of `window`
 // tokens (each window starts from an empty state; window w predicts its tokens from the ones
 // before it inside the window). The first token is context only: its characters are not counted.
 EvalResult evaluate_text(const ModelConfig& config, const ParamLayout& layout, const float* params,
-                         const Tokenizer& tokenizer, std::string_view text, int window, int batch = 8);
+                         const Tokenizer& tokenizer, std::string_view text, int window, int batch = 8,
+                         const EvalProgress& progress = {});
 // The same with the mean loss of each batch of windows computed by `batch_loss` (a training device).
 using BatchLoss = std::function<double(const BatchView&)>;
 EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer, std::string_view text,
-                         int window, int batch = 8);
+                         int window, int batch = 8, const EvalProgress& progress = {});
 
 // The whole text as one sequence, the recurrent way: the backend's state is carried from the first
 // token to the last (forward() on pieces of `piece` tokens in the chunkwise form), so every
 // prediction sees all the text before it, not only its window. Same token and character counts
 // as evaluate_text. Resets the backend first and leaves it at the end of the text.
 EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer, std::string_view text,
-                                   int piece = 1024);
+                                   int piece = 1024, const EvalProgress& progress = {});
 
 // Reads an fla model directory written by the trainer (config.json + model.safetensors) into the
 // flat parameter vector of `layout` (made from the returned config).

@@ -36,13 +36,14 @@ std::pair<std::string_view, std::string_view> split_tail(std::string_view text, 
 }
 
 EvalResult evaluate_text(const ModelConfig& config, const ParamLayout& layout, const float* params,
-                         const Tokenizer& tokenizer, std::string_view text, int window, int batch) {
+                         const Tokenizer& tokenizer, std::string_view text, int window, int batch,
+                         const EvalProgress& progress) {
     return evaluate_text([&](const BatchView& view) { return loss_and_gradient<float>(config, layout, params, view, nullptr); },
-                         tokenizer, text, window, batch);
+                         tokenizer, text, window, batch, progress);
 }
 
 EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer, std::string_view text, int window,
-                         int batch) {
+                         int batch, const EvalProgress& progress) {
     if (window < 1) throw Error("evaluation window must be at least 1 token");
     const std::vector<int32_t> tokens = tokenizer.encode(text);
     if (tokens.size() < 2) throw Error("evaluation text is too short: fewer than 2 tokens");
@@ -54,6 +55,7 @@ EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer
     double loss_sum = 0;
     const int64_t n_pred = result.tokens;
     const int64_t full = n_pred / window;
+    int64_t done = 0;
     std::vector<int32_t> in, tg;
     auto run = [&](int64_t first_window, int count, int len) {
         in.assign(static_cast<size_t>(count) * static_cast<size_t>(len), 0);
@@ -67,6 +69,8 @@ EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer
         }
         const BatchView view{in.data(), tg.data(), count, len};
         loss_sum += batch_loss(view) * count * len;
+        done += int64_t(count) * len;
+        if (progress && !progress(done, n_pred)) throw Cancelled();
     };
     for (int64_t w = 0; w < full; w += batch) run(w, static_cast<int>(std::min<int64_t>(batch, full - w)), window);
     const int64_t rest = n_pred - full * window;
@@ -76,7 +80,8 @@ EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer
     return result;
 }
 
-EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer, std::string_view text, int piece) {
+EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer, std::string_view text, int piece,
+                                   const EvalProgress& progress) {
     if (piece < 1) throw Error("evaluation piece must be at least 1 token");
     const std::vector<int32_t> tokens = tokenizer.encode(text);
     if (tokens.size() < 2) throw Error("evaluation text is too short: fewer than 2 tokens");
@@ -100,6 +105,7 @@ EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer,
             const int32_t target = tokens[static_cast<size_t>(start + t + 1)];
             loss_sum += max_logit + std::log(sum) - static_cast<double>(row[target]);
         }
+        if (progress && !progress(start + len, result.tokens)) throw Cancelled();
     }
     result.loss_per_token = loss_sum / static_cast<double>(result.tokens);
     result.bits_per_char = loss_sum / std::numbers::ln2 / static_cast<double>(std::max<int64_t>(1, result.characters));
