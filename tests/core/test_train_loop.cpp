@@ -276,4 +276,21 @@ TEST(TrainLoop, CliTrainThenEval) {
     std::stringstream es;
     es << elog.rdbuf();
     EXPECT_NE(es.str().find("bits per char"), std::string::npos) << es.str();
+    // --stream: the same tokens and characters, one sequence; it excludes --window.
+    const std::string stream_cmd = std::string(RETNET_CLI_PATH) + " eval --model " + (out / "checkpoint").string() +
+                                   " --text " + ws.text.string() + " --tail 0.1 --stream > " +
+                                   (ws.dir / "stream.log").string() + " 2>/dev/null";
+    ASSERT_EQ(std::system(stream_cmd.c_str()), 0);
+    std::ifstream slog(ws.dir / "stream.log");
+    std::stringstream ss;
+    ss << slog.rdbuf();
+    EXPECT_NE(ss.str().find("one sequence (state carried, cpu backend)"), std::string::npos) << ss.str();
+    const std::string both_cmd = std::string(RETNET_CLI_PATH) + " eval --model " + (out / "checkpoint").string() +
+                                 " --text " + ws.text.string() + " --stream --window 64 2> " +
+                                 (ws.dir / "both.err").string();
+    EXPECT_NE(std::system(both_cmd.c_str()), 0);
+    std::ifstream berr(ws.dir / "both.err");
+    std::stringstream bs;
+    bs << berr.rdbuf();
+    EXPECT_EQ(bs.str(), "retnet eval: error: --stream and --window exclude each other (--stream has no windows)\n");
 }
