@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet inspect: the quantities the app draws — decay per head, one head's retention scores,
-// the state norms per position, layer and head.
+// the state norms per position, layer and head — and, with --lens, the logit lens.
 #include <cmath>
 #include <cstdio>
 
@@ -9,6 +9,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
+#include "retnet/lens.h"
 
 namespace retnet::cli {
 namespace {
@@ -24,8 +25,10 @@ nlohmann::json matrix_json(const Tensor& t, int rows, int cols, size_t offset = 
 }
 
 int run_inspect(const std::vector<std::string>& argv) {
-    Args args(argv, {"json"});
+    Args args(argv, {"json", "lens"});
     const bool json = args.has("json");
+    const bool lens = args.has("lens");
+    const int lens_top = static_cast<int>(args.get_int("lens-top", 5, 1, 1000));
     const std::vector<int32_t> tokens = tokens_option(args);
     ForwardOptions options;
     options.form = parse_form(args.get_or("mode", "parallel"));
@@ -43,8 +46,16 @@ int run_inspect(const std::vector<std::string>& argv) {
     intro.want_state_norms = true;
     intro.score_layer = layer;
     intro.score_head = head;
+    intro.want_layer_outputs = lens;
     backend->forward(tokens, options, &intro);
     const int T = static_cast<int>(tokens.size());
+    // Position t is read out against the token that follows it in the input (none after the last).
+    std::vector<std::vector<LensReading>> readings;
+    if (lens) {
+        std::vector<int32_t> next(tokens.begin() + 1, tokens.end());
+        next.push_back(-1);
+        readings = logit_lens(*model, intro.layer_outputs, next, lens_top);
+    }
 
     nlohmann::json gammas = nlohmann::json::array();
     for (float lg : model->weights.log_decay) {
@@ -60,6 +71,19 @@ int run_inspect(const std::vector<std::string>& argv) {
         nlohmann::json j = {{"family", family_name(c.family)}, {"mode", form_name(options.form)},
                             {"tokens", tokens}, {"decay", gammas}, {"layer", layer}, {"head", head},
                             {"scores", matrix_json(intro.scores, T, T)}, {"state_norms", norms}};
+        if (lens) {
+            nlohmann::json layers = nlohmann::json::array();  // [L][T]
+            for (const auto& layer_readings : readings) {
+                nlohmann::json row = nlohmann::json::array();
+                for (const LensReading& r : layer_readings) {
+                    nlohmann::json top = nlohmann::json::array();
+                    for (const TokenProb& p : r.top) top.push_back({{"id", p.id}, {"p", p.prob}});
+                    row.push_back({{"top", top}, {"p_next", r.next_prob >= 0 ? nlohmann::json(r.next_prob) : nlohmann::json(nullptr)}});
+                }
+                layers.push_back(std::move(row));
+            }
+            j["lens"] = std::move(layers);
+        }
         std::printf("%s\n", j.dump().c_str());
         return 0;
     }
@@ -80,12 +104,25 @@ int run_inspect(const std::vector<std::string>& argv) {
             std::printf(" %10.4g", intro.state_norms.data[(static_cast<size_t>(T - 1) * c.n_layers + l) * c.n_heads + h]);
         std::printf("\n");
     }
+    if (lens) {
+        std::printf("logit lens: per position, each layer's most likely next token (probability), and the\n"
+                    "probability it gives the token that actually follows:\n");
+        for (int t = 0; t < T; ++t) {
+            std::printf("  pos %d (token %d):", t, tokens[static_cast<size_t>(t)]);
+            for (size_t l = 0; l < readings.size(); ++l) {
+                const LensReading& r = readings[l][static_cast<size_t>(t)];
+                std::printf("  L%zu %d (%.3f)", l, r.top.front().id, r.top.front().prob);
+                if (r.next_prob >= 0) std::printf(" next %.3f", r.next_prob);
+            }
+            std::printf("\n");
+        }
+    }
     return 0;
 }
 
 const Command reg("inspect",
                   "retnet inspect [--model DIR] --tokens 5,17,933 [--mode parallel|recurrent|chunkwise] "
-                  "[--chunk-size N] [--layer L --head H] [--device cpu|cuda] [--json]",
+                  "[--chunk-size N] [--layer L --head H] [--lens [--lens-top N]] [--device cpu|cuda] [--json]",
                   &run_inspect);
 
 }  // namespace

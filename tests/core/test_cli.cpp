@@ -3,6 +3,8 @@
 // non-zero exit with exactly one line on stderr that names the problem.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <sys/wait.h>
 
 #include <array>
@@ -105,6 +107,22 @@ TEST(Cli, InspectJsonHasTheScoresOfTheChosenHead) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("\"scores\":[["), std::string::npos);
     EXPECT_NE(r.out.find("\"state_norms\""), std::string::npos);
+}
+
+TEST(Cli, InspectLensReadsEveryLayerAtEveryPosition) {
+    const Result r = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3,4 --lens --lens-top 3 --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    const auto& lens = j.at("lens");
+    ASSERT_EQ(lens.size(), 2u);  // layers
+    for (const auto& layer : lens) {
+        ASSERT_EQ(layer.size(), 4u);  // positions
+        for (size_t t = 0; t < 4; ++t) {
+            ASSERT_EQ(layer[t].at("top").size(), 3u);
+            EXPECT_GE(layer[t]["top"][0]["p"].get<double>(), layer[t]["top"][2]["p"].get<double>());
+            EXPECT_EQ(layer[t].at("p_next").is_null(), t == 3);  // nothing follows the last token
+        }
+    }
 }
 
 TEST(CliErrors, MissingModelDirectory) {

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The logit lens against the model's own logits (last layer) and against a naive double readout
+// of every layer's residual stream (final RMSNorm, then the output matrix, then softmax).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <vector>
+
+#include "retnet/error.h"
+#include "retnet/forward.h"
+#include "retnet/lens.h"
+#include "retnet/model.h"
+
+namespace {
+
+using namespace retnet;
+
+ModelConfig lens_config(Family family, bool tied) {
+    ModelConfig c;
+    c.family = family;
+    c.vocab_size = 29;
+    c.d_model = 16;
+    c.n_layers = 3;
+    c.n_heads = 2;
+    c.key_dim = 16;
+    c.value_dim = 32;
+    c.ffn_dim = 24;
+    c.tie_embeddings = tied;
+    if (family == Family::TorchScale) {
+        c.head_norm_affine = false;
+        c.ffn_activation = Activation::Gelu;
+    }
+    return c;
+}
+
+// softmax(W · RMSNorm(x)) in double for one row x of a layer's output.
+std::vector<double> naive_readout(const Model& model, const float* x) {
+    const ModelConfig& c = model.config;
+    double ss = 0;
+    for (int i = 0; i < c.d_model; ++i) ss += double(x[i]) * x[i];
+    const double inv_rms = 1.0 / std::sqrt(ss / c.d_model + c.norm_eps);
+    const Tensor& w = model.weights.output_matrix();  // (V, d)
+    std::vector<double> z(static_cast<size_t>(c.vocab_size));
+    double peak = -INFINITY;
+    for (int v = 0; v < c.vocab_size; ++v) {
+        double dot = 0;
+        for (int i = 0; i < c.d_model; ++i)
+            dot += double(w.data[size_t(v) * c.d_model + i]) * x[i] * inv_rms * model.weights.final_norm.data[size_t(i)];
+        z[size_t(v)] = dot;
+        peak = std::max(peak, dot);
+    }
+    double sum = 0;
+    for (double& e : z) sum += (e = std::exp(e - peak));
+    for (double& e : z) e /= sum;
+    return z;
+}
+
+class Lens : public ::testing::TestWithParam<std::pair<Family, bool>> {};
+
+TEST_P(Lens, ReadsEveryLayerOutThroughTheFinalNormAndOutputMatrix) {
+    const auto [family, tied] = GetParam();
+    // Weights scaled up from the 0.02 init so that the layers' readings differ visibly.
+    Model raw = make_random_model(lens_config(family, tied), 5);
+    for (Tensor* t : {&raw.weights.embed, &raw.weights.lm_head})
+        for (float& v : t->data) v *= 20.0f;
+    auto model = std::make_shared<const Model>(std::move(raw));
+    const std::vector<int32_t> tokens = {1, 7, 3, 3, 28, 0, 12};
+    Introspection intro;
+    intro.want_layer_outputs = true;
+    const Tensor logits = make_cpu_backend(model)->forward(tokens, ForwardOptions{}, &intro);  // (T, V)
+    const int T = int(tokens.size()), V = model->config.vocab_size;
+    std::vector<int32_t> next(tokens.begin() + 1, tokens.end());
+    next.push_back(-1);  // nothing follows the last token
+
+    const auto readings = logit_lens(*model, intro.layer_outputs, next, 5);
+    ASSERT_EQ(readings.size(), 3u);
+    double largest_difference_between_layers = 0;
+    for (int l = 0; l < 3; ++l) {
+        ASSERT_EQ(readings[size_t(l)].size(), size_t(T));
+        for (int t = 0; t < T; ++t) {
+            const LensReading& r = readings[size_t(l)][size_t(t)];
+            const std::vector<double> p = naive_readout(*model, intro.layer_outputs[size_t(l)].data.data() + size_t(t) * model->config.d_model);
+            ASSERT_EQ(r.top.size(), 5u);
+            for (size_t k = 0; k < r.top.size(); ++k) {
+                EXPECT_NEAR(r.top[k].prob, p[size_t(r.top[k].id)], 1e-5) << "layer " << l << " position " << t;
+                if (k > 0) {
+                    EXPECT_GE(r.top[k - 1].prob, r.top[k].prob);
+                }
+            }
+            EXPECT_NEAR(r.top[0].prob, *std::max_element(p.begin(), p.end()), 1e-5);
+            if (t + 1 < T) {
+                EXPECT_NEAR(r.next_prob, p[size_t(next[size_t(t)])], 1e-5);
+            } else {
+                EXPECT_EQ(r.next_prob, -1.0);
+            }
+            if (l > 0)
+                largest_difference_between_layers = std::max(
+                    largest_difference_between_layers, std::abs(r.top[0].prob - readings[0][size_t(t)].top[0].prob));
+        }
+    }
+    EXPECT_GT(largest_difference_between_layers, 1e-3) << "the layers should not all read the same";
+    // The last layer's reading is the model's prediction.
+    for (int t = 0; t < T; ++t) {
+        const std::vector<TokenProb> model_top =
+            top_probabilities(std::span<const float>(logits.data.data() + size_t(t) * V, size_t(V)), 5);
+        for (size_t k = 0; k < 5; ++k) {
+            EXPECT_EQ(readings[2][size_t(t)].top[k].id, model_top[k].id) << "position " << t;
+            EXPECT_NEAR(readings[2][size_t(t)].top[k].prob, model_top[k].prob, 1e-6);
+        }
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, Lens,
+                         ::testing::Values(std::pair{Family::Fla, false}, std::pair{Family::Fla, true},
+                                           std::pair{Family::TorchScale, false}),
+                         [](const auto& case_info) {
+                             return std::string(case_info.param.first == Family::Fla ? "fla" : "torchscale") +
+                                    (case_info.param.second ? "_tied" : "_untied");
+                         });
+
+TEST(LensErrors, ShapesThatDoNotMatchTheModelAreRefused) {
+    const Model model = make_random_model(lens_config(Family::Fla, false), 5);
+    const std::vector<Tensor> two_layers(2, Tensor({4, 16}));
+    EXPECT_THROW(logit_lens(model, two_layers, {}, 3), Error);
+    const std::vector<Tensor> wrong_width(3, Tensor({4, 15}));
+    EXPECT_THROW(logit_lens(model, wrong_width, {}, 3), Error);
+    const std::vector<Tensor> fine(3, Tensor({4, 16}));
+    const std::vector<int32_t> three_next = {1, 2, 3};
+    EXPECT_THROW(logit_lens(model, fine, three_next, 3), Error);
+    const std::vector<int32_t> out_of_vocab = {1, 2, 3, 29};
+    EXPECT_THROW(logit_lens(model, fine, out_of_vocab, 3), Error);
+    EXPECT_EQ(logit_lens(model, fine, {}, 3).size(), 3u);
+}
+
+}  // namespace
