@@ -14,6 +14,7 @@ void registerMetaTypes() {
     qRegisterMetaType<RetentionMatrix>();
     qRegisterMetaType<RetentionOverview>();
     qRegisterMetaType<EquivalenceResult>();
+    qRegisterMetaType<LensResult>();
 }
 }  // namespace
 
@@ -89,6 +90,9 @@ void EngineController::connectWorker() {
     connect(w, &EngineWorker::equivalenceReady, this, [=, this](const EquivalenceResult& r) {
         if (fresh(Job::Equivalence, r.requestId)) emit equivalenceReady(r);
     });
+    connect(w, &EngineWorker::lensReady, this, [=, this](const LensResult& r) {
+        if (fresh(Job::Lens, r.requestId)) emit lensReady(r);
+    });
     connect(w, &EngineWorker::failed, this,
             [=, this](uint64_t id, const QString& task, const QString& message) {
                 if (task == QLatin1String("Open model") || task == QLatin1String("Use model") ||
@@ -162,6 +166,12 @@ uint64_t EngineController::requestEquivalence(const EquivalenceRequest& request)
 uint64_t EngineController::requestRetention(const RetentionRequest& request) {
     const uint64_t id = startJob(request.overview ? Job::Overview : Job::Retention);
     post([w = m_worker, id, request] { w->computeRetention(id, request); });
+    return id;
+}
+
+uint64_t EngineController::requestLens(const LensRequest& request) {
+    const uint64_t id = startJob(Job::Lens);
+    post([w = m_worker, id, request] { w->computeLens(id, request); });
     return id;
 }
 

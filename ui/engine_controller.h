@@ -30,6 +30,7 @@ public:
     void stopGeneration();
     uint64_t requestEquivalence(const EquivalenceRequest& request);
     uint64_t requestRetention(const RetentionRequest& request);
+    uint64_t requestLens(const LensRequest& request);
 
     bool hasModel() const { return m_hasModel; }
     bool isLoading() const { return m_loading; }
@@ -50,6 +51,7 @@ signals:
     void stateNormsReady(const retnet::ui::StateNormFrames& frames);
     void retentionReady(const retnet::ui::RetentionMatrix& matrix);
     void overviewReady(const retnet::ui::RetentionOverview& overview);
+    void lensReady(const retnet::ui::LensResult& result);
     void equivalenceReady(const retnet::ui::EquivalenceResult& result);
     void errorOccurred(const QString& task, const QString& message);
 

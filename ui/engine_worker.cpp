@@ -11,6 +11,7 @@
 #include <functional>
 
 #include "retnet/equivalence.h"
+#include "retnet/lens.h"
 #include "retnet/error.h"
 
 namespace retnet::ui {
@@ -400,6 +401,36 @@ void EngineWorker::computeEquivalence(uint64_t id, const EquivalenceRequest& req
         emit equivalenceReady(result);
     } catch (const std::exception& e) {
         emit failed(id, QStringLiteral("Equivalence"), QString::fromStdString(e.what()));
+    }
+}
+
+void EngineWorker::computeLens(uint64_t id, const LensRequest& request) {
+    if (m_flags->stale(Job::Lens, id)) return;
+    try {
+        if (!m_backend) throw retnet::Error("no model is open");
+        const std::vector<int32_t> tokens = tokensFor(request.text);
+        StateGuard guard(*m_backend);
+        retnet::Introspection probe;
+        probe.want_layer_outputs = true;
+        m_backend->reset();
+        m_backend->forward(tokens, retnet::ForwardOptions{}, &probe);
+        std::vector<int32_t> next(tokens.begin() + 1, tokens.end());
+        next.push_back(-1);
+        const auto readings = retnet::logit_lens(*m_model, probe.layer_outputs, next, request.topN);
+        LensResult result;
+        result.requestId = id;
+        result.layers = int(readings.size());
+        result.tokens = int(tokens.size());
+        result.labels = labelsFor(tokens);
+        for (const auto& layer : readings)
+            for (const retnet::LensReading& r : layer) {
+                result.nextProb.push_back(r.next_prob);
+                std::vector<TokenCandidate>& cell = result.top.emplace_back();
+                for (const retnet::TokenProb& p : r.top) cell.push_back({p.id, pieceOf(p.id), p.prob});
+            }
+        emit lensReady(result);
+    } catch (const std::exception& e) {
+        emit failed(id, QStringLiteral("Logit lens"), QString::fromStdString(e.what()));
     }
 }
 

@@ -20,7 +20,7 @@
 
 namespace retnet::ui {
 
-enum class Job { Load, Generate, Equivalence, Retention, Overview, Count };
+enum class Job { Load, Generate, Equivalence, Retention, Overview, Lens, Count };
 
 // Shared between the GUI thread (writes) and the engine thread (reads).
 struct JobFlags {
@@ -45,6 +45,7 @@ public:
     void generate(uint64_t id, const GenerateRequest& request);
     void computeEquivalence(uint64_t id, const EquivalenceRequest& request);
     void computeRetention(uint64_t id, const RetentionRequest& request);
+    void computeLens(uint64_t id, const LensRequest& request);
 
 signals:
     void loadProgress(uint64_t id, double fraction);
@@ -56,6 +57,7 @@ signals:
     void retentionReady(const retnet::ui::RetentionMatrix& matrix);
     void overviewReady(const retnet::ui::RetentionOverview& overview);
     void equivalenceReady(const retnet::ui::EquivalenceResult& result);
+    void lensReady(const retnet::ui::LensResult& result);
     void failed(uint64_t id, const QString& task, const QString& message);
 
 private:

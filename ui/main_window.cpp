@@ -36,6 +36,7 @@
 #include "views/equivalence_view.h"
 #include "views/generate_view.h"
 #include "views/retention_view.h"
+#include "views/lens_view.h"
 #include "views/state_view.h"
 
 namespace retnet::ui {
@@ -62,7 +63,8 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     m_decay = new DecayView;
     m_retention = new RetentionView;
     m_state = new StateView;
-    m_views = {m_generate, m_equivalence, m_decay, m_retention, m_state};
+    m_lens = new LensView;
+    m_views = {m_generate, m_equivalence, m_decay, m_retention, m_state, m_lens};
 
     m_tabs = new QTabWidget;
     m_tabs->setDocumentMode(true);
@@ -268,6 +270,11 @@ void MainWindow::connectController() {
         m_overviewStale = false;
         emit viewDataReady(QStringLiteral("retention-overview"));
     });
+    connect(c, &EngineController::lensReady, this, [this](const LensResult& r) {
+        m_lens->setResult(r);
+        m_lensStale = false;
+        emit viewDataReady(QStringLiteral("lens"));
+    });
     connect(c, &EngineController::equivalenceReady, this, [this](const EquivalenceResult& r) {
         m_equivalence->setResult(r);
         m_equivalenceStale = false;
@@ -309,7 +316,7 @@ void MainWindow::connectController() {
         if (!m_controller->hasModel() || m_controller->isGenerating()) return;
         ViewBase* v = currentView();
         if ((v == m_equivalence && m_equivalenceStale) ||
-            (v == m_retention && (m_retentionStale || m_overviewStale)))
+            (v == m_retention && (m_retentionStale || m_overviewStale)) || (v == m_lens && m_lensStale))
             refreshCurrentView();
     });
 }
@@ -451,7 +458,7 @@ QString MainWindow::analysisText() const {
 }
 
 void MainWindow::markAnalysesStale() {
-    m_equivalenceStale = m_retentionStale = m_overviewStale = true;
+    m_equivalenceStale = m_retentionStale = m_overviewStale = m_lensStale = true;
 }
 
 void MainWindow::requestRetention(int layer) {
@@ -478,6 +485,10 @@ void MainWindow::refreshCurrentView() {
     } else if (v == m_decay) {
         m_decay->setTextLength(m_generate->sequenceLength());
         emit viewDataReady(QStringLiteral("decay"));
+    } else if (v == m_lens) {
+        LensRequest r;
+        r.text = analysisText();
+        m_controller->requestLens(r);
     } else if (v == m_state) {
         m_state->redraw();
         emit viewDataReady(QStringLiteral("state"));

@@ -24,6 +24,7 @@ class EquivalenceView;
 class DecayView;
 class RetentionView;
 class StateView;
+class LensView;
 
 // Directory of the bundled default model, or "" when none is installed.
 QString defaultModelDirectory();
@@ -40,6 +41,7 @@ public:
     DecayView* decayView() const { return m_decay; }
     RetentionView* retentionView() const { return m_retention; }
     StateView* stateView() const { return m_state; }
+    LensView* lensView() const { return m_lens; }
     ViewBase* view(const QString& id) const;
     ViewBase* currentView() const;
 
@@ -84,6 +86,7 @@ private:
     DecayView* m_decay = nullptr;
     RetentionView* m_retention = nullptr;
     StateView* m_state = nullptr;
+    LensView* m_lens = nullptr;
     std::vector<ViewBase*> m_views;
     std::vector<QTextBrowser*> m_learnPanels;
     QLabel* m_modelPanel = nullptr;
@@ -98,6 +101,7 @@ private:
     bool m_equivalenceStale = true;
     bool m_retentionStale = true;
     bool m_overviewStale = true;
+    bool m_lensStale = true;
     QString m_lastError;
 };
 

@@ -107,6 +107,17 @@ QColor seriesColor(int index) {
     return c;
 }
 
+QString axisLabel(const QString& token) {
+    QString s = token;
+    s.replace(QLatin1Char('\n'), QStringLiteral("\\n"));
+    return s.size() > 12 ? s.left(11) + QChar(0x2026) : s;
+}
+
+QString csvField(QString text) {
+    text.replace(QLatin1Char('"'), QLatin1String("\"\""));
+    return QLatin1Char('"') + text + QLatin1Char('"');
+}
+
 bool savePlot(QCustomPlot* plot, const QString& path, QString* error) {
     const QString suffix = QFileInfo(path).suffix().toLower();
     bool ok = false;

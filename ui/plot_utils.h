@@ -19,6 +19,11 @@ QCPColorGradient sequentialGradient();  // norms, probabilities (viridis)
 QCPColorGradient errorGradient();       // errors on a log scale (inferno-like)
 QColor seriesColor(int index);          // Okabe–Ito palette, repeating
 
+// A token as an axis label: a newline shown as "\n", labels longer than 12 characters cut with "…".
+QString axisLabel(const QString& token);
+// A CSV field: quoted, inner quotes doubled.
+QString csvField(QString text);
+
 // Saves the plot as PNG or PDF, chosen by the file's suffix. Returns false with `error` set.
 bool savePlot(QCustomPlot* plot, const QString& path, QString* error);
 // Writes `csv` preceded by `# key: value` metadata lines. Returns false with `error` set.

@@ -21,7 +21,7 @@ ScreenshotRunner::ScreenshotRunner(MainWindow* window, ScreenshotOptions options
 void ScreenshotRunner::start() {
     static const QStringList views = {QStringLiteral("generate"), QStringLiteral("equivalence"),
                                       QStringLiteral("decay"), QStringLiteral("retention"),
-                                      QStringLiteral("state")};
+                                      QStringLiteral("state"), QStringLiteral("lens")};
     if (!views.contains(m_options.view))
         return fail(QStringLiteral("unknown view '%1' (expected %2)").arg(m_options.view, views.join(QStringLiteral(", "))));
     m_window->setQuiet(true);

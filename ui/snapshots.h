@@ -117,6 +117,18 @@ struct EquivalenceResult {
     std::vector<retnet::ChunkSweepPoint> sweep;
 };
 
+// The logit lens of a text (retnet/lens.h): each layer's reading at each position.
+struct LensResult {
+    uint64_t requestId = 0;
+    int layers = 0, tokens = 0;
+    QStringList labels;             // (T) the tokens
+    std::vector<double> nextProb;   // (L, T) probability of the token that follows; -1 after the last
+    std::vector<std::vector<TokenCandidate>> top;  // (L·T) most likely next tokens, best first
+    const std::vector<TokenCandidate>& cell(int layer, int position) const {
+        return top[size_t(layer) * size_t(tokens) + size_t(position)];
+    }
+};
+
 struct GenerateRequest {
     QString prompt;
     retnet::SamplerParams sampler;
@@ -145,6 +157,11 @@ struct RetentionRequest {
     bool overview = false;
 };
 
+struct LensRequest {
+    QString text;
+    int topN = 5;
+};
+
 }  // namespace retnet::ui
 
 Q_DECLARE_METATYPE(retnet::ui::ModelInfo)
@@ -154,3 +171,4 @@ Q_DECLARE_METATYPE(retnet::ui::StateNormFrames)
 Q_DECLARE_METATYPE(retnet::ui::RetentionMatrix)
 Q_DECLARE_METATYPE(retnet::ui::RetentionOverview)
 Q_DECLARE_METATYPE(retnet::ui::EquivalenceResult)
+Q_DECLARE_METATYPE(retnet::ui::LensResult)

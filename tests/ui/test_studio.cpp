@@ -19,11 +19,13 @@
 #include "main_window.h"
 #include "retnet/equivalence.h"
 #include "retnet/generate.h"
+#include "retnet/lens.h"
 #include "retnet/model.h"
 #include "screenshot.h"
 #include "views/decay_view.h"
 #include "views/equivalence_view.h"
 #include "views/generate_view.h"
+#include "views/lens_view.h"
 #include "views/retention_view.h"
 #include "views/state_view.h"
 
@@ -465,6 +467,43 @@ TEST(Views, StateViewHoldsTheNormsOfTheGeneration) {
     EXPECT_GT(fileSize(out.filePath(QStringLiteral("s.csv"))), 100);
 }
 
+// The lens the worker sends is the core's logit_lens of the same text, and the view shows it.
+TEST(Views, LensShowsTheEngineLens) {
+    Engine engine;
+    LensRequest request;
+    request.text = kPrompt;
+    request.topN = 4;
+    QSignalSpy ready(&engine.controller, &EngineController::lensReady);
+    engine.controller.requestLens(request);
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    const LensResult r = ready.last().at(0).value<LensResult>();
+    const int T = int(kPromptIds.size()), L = engine.model->config.n_layers;
+    ASSERT_EQ(r.tokens, T);
+    ASSERT_EQ(r.layers, L);
+
+    retnet::Introspection probe;
+    probe.want_layer_outputs = true;
+    retnet::make_backend("cpu", engine.model)->forward(kPromptIds, {}, &probe);
+    std::vector<int32_t> next(kPromptIds.begin() + 1, kPromptIds.end());
+    next.push_back(-1);
+    const auto expected = retnet::logit_lens(*engine.model, probe.layer_outputs, next, 4);
+    for (int l = 0; l < L; ++l)
+        for (int t = 0; t < T; ++t) {
+            EXPECT_NEAR(r.nextProb[size_t(l) * T + t], expected[size_t(l)][size_t(t)].next_prob, 1e-12);
+            ASSERT_EQ(r.cell(l, t).size(), 4u);
+            for (size_t k = 0; k < 4; ++k) EXPECT_EQ(r.cell(l, t)[k].id, expected[size_t(l)][size_t(t)].top[k].id);
+        }
+    EXPECT_EQ(r.nextProb[size_t(L - 1) * T + T - 1], -1.0);  // nothing follows the last token
+
+    LensView view;
+    view.setResult(r);
+    EXPECT_TRUE(view.hasData());
+    const QStringList lines = view.csv().split(QLatin1Char('\n'), Qt::SkipEmptyParts);
+    ASSERT_EQ(lines.size(), 1 + L * T);
+    EXPECT_EQ(lines.front(), QStringLiteral("layer,position,token,p_next,top1,p_top1"));
+    EXPECT_TRUE(lines[1].startsWith(QStringLiteral("0,0,\"[1]\",")));
+}
+
 TEST(Views, DecayStatisticsAndExport) {
     const DecayStats s = decayStats(std::log(0.96875f), 0.01);
     EXPECT_NEAR(s.halfLife, std::log(0.5) / std::log(0.96875), 1e-4);
@@ -548,7 +587,7 @@ TEST(MainWindowTest, RandomModelThemesAndViews) {
 
 TEST(MainWindowTest, ScreenshotRunnerSavesEveryView) {
     QTemporaryDir out;
-    for (const char* view : {"generate", "equivalence", "decay", "retention", "state"}) {
+    for (const char* view : {"generate", "equivalence", "decay", "retention", "state", "lens"}) {
         MainWindow window;
         ScreenshotOptions options;
         options.path = out.filePath(QStringLiteral("%1.png").arg(QLatin1String(view)));

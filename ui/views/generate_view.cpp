@@ -26,11 +26,6 @@ namespace retnet::ui {
 
 namespace {
 
-QString csvField(QString s) {
-    s.replace(QLatin1Char('"'), QLatin1String("\"\""));
-    return QLatin1Char('"') + s + QLatin1Char('"');
-}
-
 QString visible(const QString& piece) {
     QString s = piece;
     s.replace(QLatin1Char('\n'), QStringLiteral("\\n"));

@@ -25,11 +25,6 @@ constexpr int kCell = 40;  // thumbnail side in pixels
 constexpr int kGap = 4;
 constexpr int kLabel = 22;
 
-QString shown(const QString& label) {
-    QString s = label;
-    s.replace(QLatin1Char('\n'), QStringLiteral("\\n"));
-    return s.size() > 12 ? s.left(11) + QChar(0x2026) : s;
-}
 }  // namespace
 
 // ---- HeadGrid --------------------------------------------------------------------------------
@@ -302,8 +297,8 @@ void RetentionView::showHead() {
     if (n <= 48 && m_matrix.labels.size() == n) {
         QSharedPointer<QCPAxisTickerText> xt(new QCPAxisTickerText), yt(new QCPAxisTickerText);
         for (int i = 0; i < n; ++i) {
-            xt->addTick(i, shown(m_matrix.labels[i]));
-            yt->addTick(i, shown(m_matrix.labels[i]));
+            xt->addTick(i, axisLabel(m_matrix.labels[i]));
+            yt->addTick(i, axisLabel(m_matrix.labels[i]));
         }
         m_plot->xAxis->setTicker(xt);
         m_plot->yAxis->setTicker(yt);
@@ -339,9 +334,9 @@ void RetentionView::showHover(QMouseEvent* event) {
     const int stride = m_matrix.stride;
     QString text = tr("query %1 ‘%2’ ← key %3 ‘%4’<br>score %5")
                        .arg(q * stride)
-                       .arg(shown(m_matrix.labels.value(q)).toHtmlEscaped())
+                       .arg(axisLabel(m_matrix.labels.value(q)).toHtmlEscaped())
                        .arg(k * stride)
-                       .arg(shown(m_matrix.labels.value(k)).toHtmlEscaped())
+                       .arg(axisLabel(m_matrix.labels.value(k)).toHtmlEscaped())
                        .arg(double(v), 0, 'g', 5);
     if (k > q) text += tr("<br>(future key: masked by D)");
     QToolTip::showText(event->globalPosition().toPoint(), text, m_plot);

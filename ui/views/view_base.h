@@ -13,7 +13,7 @@ class ViewBase : public QWidget {
 public:
     using QWidget::QWidget;
 
-    virtual QString viewId() const = 0;  // "generate", "equivalence", "decay", "retention", "state"
+    virtual QString viewId() const = 0;  // "generate", "equivalence", "decay", "retention", "state", "lens"
     virtual QString title() const = 0;
     virtual bool hasData() const = 0;
     virtual QString csv() const = 0;  // the view's data, header line first
