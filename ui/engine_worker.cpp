@@ -276,12 +276,8 @@ void EngineWorker::scorePromptTokens(int64_t first, const retnet::Tensor& logits
         e.top.clear();
         for (const retnet::TokenProb& p : retnet::top_probabilities(row, kCandidates))
             e.top.push_back({p.id, pieceOf(p.id), p.prob});
-        if (std::none_of(e.top.begin(), e.top.end(), [&](const TokenCandidate& c) { return c.id == e.id; })) {
-            const double peak = *std::max_element(row.begin(), row.end());
-            double sum = 0.0;
-            for (float z : row) sum += std::exp(double(z) - peak);
-            e.top.push_back({e.id, e.piece, std::exp(double(row[size_t(e.id)]) - peak) / sum});
-        }
+        if (std::none_of(e.top.begin(), e.top.end(), [&](const TokenCandidate& c) { return c.id == e.id; }))
+            e.top.push_back({e.id, e.piece, std::exp(retnet::log_probability(row, e.id))});
     }
 }
 

@@ -38,10 +38,7 @@ std::vector<std::vector<LensReading>> logit_lens(const Model& model, const std::
             const int32_t next = next_tokens.empty() ? -1 : next_tokens[static_cast<size_t>(t)];
             if (next < 0) continue;
             if (next >= V) throw Error("logit lens: next token " + std::to_string(next) + " is outside the vocabulary");
-            const double peak = *std::max_element(row.begin(), row.end());
-            double sum = 0.0;
-            for (float z : row) sum += std::exp(static_cast<double>(z) - peak);
-            layer[static_cast<size_t>(t)].next_prob = std::exp(static_cast<double>(row[static_cast<size_t>(next)]) - peak) / sum;
+            layer[static_cast<size_t>(t)].next_prob = std::exp(log_probability(row, next));
         }
     }
     return readings;

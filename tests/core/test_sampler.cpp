@@ -81,6 +81,18 @@ TEST(Rng, UniformIsInUnitIntervalWithMeanOneHalf) {
     EXPECT_NEAR(sum / 100000, 0.5, 0.0046);
 }
 
+TEST(Sampler, LogProbabilityIsTheLogSoftmax) {
+    const std::vector<float> logits = {2.0f, -1.0f, 0.5f, 80.0f, 79.0f};  // large values: no overflow
+    double sum = 0;
+    for (float z : logits) sum += std::exp(double(z) - 80.0);
+    for (int32_t id = 0; id < 5; ++id)
+        EXPECT_NEAR(log_probability(logits, id), double(logits[size_t(id)]) - 80.0 - std::log(sum), 1e-12) << id;
+    EXPECT_THROW(log_probability(logits, 5), Error);
+    EXPECT_THROW(log_probability(logits, -1), Error);
+    const std::vector<float> bad = {1.0f, std::nanf("")};
+    EXPECT_THROW(log_probability(bad, 0), Error);
+}
+
 TEST(Sampler, PlainSamplingFollowsTheSoftmax) {
     Sampler sampler({.temperature = 1.0, .seed = 1});
     const auto counts = histogram(sampler, logits_from_probs(kProbs), kDraws);

@@ -77,5 +77,7 @@ private:
 
 // Softmax of raw logits, top `n` by probability (ties by lower id). Used for forced tokens too.
 std::vector<TokenProb> top_probabilities(std::span<const float> logits, int n);
+// log softmax(logits)[id], in double: a token's log-probability (loss = −this).
+double log_probability(std::span<const float> logits, int32_t id);
 
 }  // namespace retnet

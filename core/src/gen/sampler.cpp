@@ -70,6 +70,16 @@ void SamplerParams::validate() const {
     if (repeat_last_n < -1) throw Error("repeat-last-n must be >= -1 (-1 = whole sequence)");
 }
 
+double log_probability(std::span<const float> logits, int32_t id) {
+    check_logits(logits);
+    if (id < 0 || static_cast<size_t>(id) >= logits.size())
+        throw Error("token " + std::to_string(id) + " is outside the logits [0, " + std::to_string(logits.size()) + ")");
+    const double max_logit = *std::max_element(logits.begin(), logits.end());
+    double sum = 0.0;
+    for (float v : logits) sum += std::exp(static_cast<double>(v) - max_logit);
+    return static_cast<double>(logits[static_cast<size_t>(id)]) - max_logit - std::log(sum);
+}
+
 std::vector<TokenProb> top_probabilities(std::span<const float> logits, int n) {
     check_logits(logits);
     const auto V = static_cast<int32_t>(logits.size());

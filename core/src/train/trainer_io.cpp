@@ -8,6 +8,7 @@
 
 #include "retnet/error.h"
 #include "retnet/forward.h"
+#include "retnet/sampler.h"
 #include "retnet/trainer.h"
 #include "retnet/utf8.h"
 
@@ -96,14 +97,10 @@ EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer,
         const int64_t len = std::min<int64_t>(piece, result.tokens - start);
         const Tensor logits = backend.forward(std::span(tokens).subspan(static_cast<size_t>(start), static_cast<size_t>(len)),
                                               options);  // (len, V)
-        const int64_t V = logits.shape.at(1);
+        const auto V = static_cast<size_t>(logits.shape.at(1));
         for (int64_t t = 0; t < len; ++t) {
-            const float* row = logits.data.data() + t * V;
-            const double max_logit = *std::max_element(row, row + V);
-            double sum = 0;
-            for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - max_logit);
-            const int32_t target = tokens[static_cast<size_t>(start + t + 1)];
-            loss_sum += max_logit + std::log(sum) - static_cast<double>(row[target]);
+            const std::span<const float> row(logits.data.data() + static_cast<size_t>(t) * V, V);
+            loss_sum -= log_probability(row, tokens[static_cast<size_t>(start + t + 1)]);
         }
         if (progress && !progress(start + len, result.tokens)) throw Cancelled();
     }
