@@ -28,19 +28,18 @@ namespace {
 train::EvalProgress eval_progress(const InterruptGuard& interrupt) {
     const bool terminal = ::isatty(::fileno(stderr)) != 0;
     const auto start = std::chrono::steady_clock::now();
-    auto last_tenth = std::make_shared<int64_t>(0);
-    return [=, &interrupt](int64_t done, int64_t total) {
+    return [=, &interrupt, last_tenth = int64_t{0}](int64_t done, int64_t total) mutable {
         if (interrupt.raised()) return false;
         const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         const double eta = done > 0 ? elapsed * static_cast<double>(total - done) / static_cast<double>(done) : 0.0;
         const int64_t tenth = done * 10 / std::max<int64_t>(1, total);
-        if (terminal || tenth > *last_tenth) {
+        if (terminal || tenth > last_tenth) {
             std::fprintf(stderr, "%seval: %lld/%lld tokens (%lld%%), %.0f s, ETA %.0f s%s", terminal ? "\r" : "",
                          static_cast<long long>(done), static_cast<long long>(total),
                          static_cast<long long>(done * 100 / std::max<int64_t>(1, total)), elapsed, eta,
                          terminal ? (done == total ? "\n" : "   ") : "\n");
             std::fflush(stderr);
-            *last_tenth = tenth;
+            last_tenth = tenth;
         }
         return true;
     };

@@ -36,6 +36,25 @@ std::pair<std::string_view, std::string_view> split_tail(std::string_view text, 
     return {text.substr(0, cut), text.substr(cut)};
 }
 
+namespace {
+
+// The text's tokens and the counts both evaluations report: every token after the first is
+// predicted; the first one's characters are context only.
+std::vector<int32_t> tokens_to_evaluate(const Tokenizer& tokenizer, std::string_view text, EvalResult& result) {
+    std::vector<int32_t> tokens = tokenizer.encode(text);
+    if (tokens.size() < 2) throw Error("evaluation text is too short: fewer than 2 tokens");
+    result.tokens = static_cast<int64_t>(tokens.size()) - 1;
+    result.characters = count_characters(text) - count_characters(tokenizer.token_bytes(tokens[0], true));
+    return tokens;
+}
+
+void set_losses(EvalResult& result, double loss_sum) {
+    result.loss_per_token = loss_sum / static_cast<double>(result.tokens);
+    result.bits_per_char = loss_sum / std::numbers::ln2 / static_cast<double>(std::max<int64_t>(1, result.characters));
+}
+
+}  // namespace
+
 EvalResult evaluate_text(const ModelConfig& config, const ParamLayout& layout, const float* params,
                          const Tokenizer& tokenizer, std::string_view text, int window, int batch,
                          const EvalProgress& progress) {
@@ -46,12 +65,8 @@ EvalResult evaluate_text(const ModelConfig& config, const ParamLayout& layout, c
 EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer, std::string_view text, int window,
                          int batch, const EvalProgress& progress) {
     if (window < 1) throw Error("evaluation window must be at least 1 token");
-    const std::vector<int32_t> tokens = tokenizer.encode(text);
-    if (tokens.size() < 2) throw Error("evaluation text is too short: fewer than 2 tokens");
     EvalResult result;
-    result.tokens = static_cast<int64_t>(tokens.size()) - 1;
-    const std::string first = tokenizer.token_bytes(tokens[0], true);
-    result.characters = count_characters(text) - count_characters(first);
+    const std::vector<int32_t> tokens = tokens_to_evaluate(tokenizer, text, result);
     // Windows of `window` predictions: inputs tokens[s .. s+W), targets tokens[s+1 .. s+W+1).
     double loss_sum = 0;
     const int64_t n_pred = result.tokens;
@@ -76,19 +91,15 @@ EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer
     for (int64_t w = 0; w < full; w += batch) run(w, static_cast<int>(std::min<int64_t>(batch, full - w)), window);
     const int64_t rest = n_pred - full * window;
     if (rest > 0) run(full, 1, static_cast<int>(rest));
-    result.loss_per_token = loss_sum / static_cast<double>(n_pred);
-    result.bits_per_char = loss_sum / std::numbers::ln2 / static_cast<double>(std::max<int64_t>(1, result.characters));
+    set_losses(result, loss_sum);
     return result;
 }
 
 EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer, std::string_view text, int piece,
                                    const EvalProgress& progress) {
     if (piece < 1) throw Error("evaluation piece must be at least 1 token");
-    const std::vector<int32_t> tokens = tokenizer.encode(text);
-    if (tokens.size() < 2) throw Error("evaluation text is too short: fewer than 2 tokens");
     EvalResult result;
-    result.tokens = static_cast<int64_t>(tokens.size()) - 1;
-    result.characters = count_characters(text) - count_characters(tokenizer.token_bytes(tokens[0], true));
+    const std::vector<int32_t> tokens = tokens_to_evaluate(tokenizer, text, result);
     backend.reset();
     ForwardOptions options;
     options.form = Form::Chunkwise;
@@ -104,8 +115,7 @@ EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer,
         }
         if (progress && !progress(start + len, result.tokens)) throw Cancelled();
     }
-    result.loss_per_token = loss_sum / static_cast<double>(result.tokens);
-    result.bits_per_char = loss_sum / std::numbers::ln2 / static_cast<double>(std::max<int64_t>(1, result.characters));
+    set_losses(result, loss_sum);
     return result;
 }
 
