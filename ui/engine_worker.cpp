@@ -410,9 +410,7 @@ void EngineWorker::computeLens(uint64_t id, const LensRequest& request) {
         probe.want_layer_outputs = true;
         m_backend->reset();
         m_backend->forward(tokens, retnet::ForwardOptions{}, &probe);
-        std::vector<int32_t> next(tokens.begin() + 1, tokens.end());
-        next.push_back(-1);
-        const auto readings = retnet::logit_lens(*m_model, probe.layer_outputs, next, request.topN);
+        const auto readings = retnet::logit_lens(*m_model, probe.layer_outputs, tokens, request.topN);
         LensResult result;
         result.requestId = id;
         result.layers = int(readings.size());

@@ -49,13 +49,8 @@ int run_inspect(const std::vector<std::string>& argv) {
     intro.want_layer_outputs = lens;
     backend->forward(tokens, options, &intro);
     const int T = static_cast<int>(tokens.size());
-    // Position t is read out against the token that follows it in the input (none after the last).
     std::vector<std::vector<LensReading>> readings;
-    if (lens) {
-        std::vector<int32_t> next(tokens.begin() + 1, tokens.end());
-        next.push_back(-1);
-        readings = logit_lens(*model, intro.layer_outputs, next, lens_top);
-    }
+    if (lens) readings = logit_lens(*model, intro.layer_outputs, tokens, lens_top);
 
     nlohmann::json gammas = nlohmann::json::array();
     for (float lg : model->weights.log_decay) {

@@ -11,12 +11,14 @@
 namespace retnet {
 
 std::vector<std::vector<LensReading>> logit_lens(const Model& model, const std::vector<Tensor>& layer_outputs,
-                                                 std::span<const int32_t> next_tokens, int n_top) {
+                                                 std::span<const int32_t> tokens, int n_top) {
     const ModelConfig& c = model.config;
     const int d = c.d_model, V = c.vocab_size;
     if (static_cast<int>(layer_outputs.size()) != c.n_layers)
         throw Error("logit lens: " + std::to_string(layer_outputs.size()) + " layer outputs for a model of " +
                     std::to_string(c.n_layers) + " layers");
+    for (int32_t id : tokens)
+        if (id < 0 || id >= V) throw Error("logit lens: token " + std::to_string(id) + " is outside the vocabulary");
     std::vector<std::vector<LensReading>> readings;
     std::vector<float> x, logits;  // (T, d), (T, V)
     for (const Tensor& out : layer_outputs) {
@@ -24,9 +26,9 @@ std::vector<std::vector<LensReading>> logit_lens(const Model& model, const std::
             throw Error("logit lens: layer output of shape " + out.shape_string() + ", expected (T, " +
                         std::to_string(d) + ") for every layer");
         const int T = static_cast<int>(out.dim(0));
-        if (!next_tokens.empty() && static_cast<int>(next_tokens.size()) != T)
-            throw Error("logit lens: " + std::to_string(next_tokens.size()) + " next tokens for " + std::to_string(T) +
-                        " positions");
+        if (static_cast<int>(tokens.size()) != T)
+            throw Error("logit lens: " + std::to_string(tokens.size()) + " tokens for layer outputs of " +
+                        std::to_string(T) + " positions");
         x = out.data;
         cpu::rms_norm_rows(x.data(), T, d, model.weights.final_norm, c.norm_eps);
         logits.resize(static_cast<size_t>(T) * V);
@@ -35,10 +37,8 @@ std::vector<std::vector<LensReading>> logit_lens(const Model& model, const std::
         for (int t = 0; t < T; ++t) {
             const std::span<const float> row(logits.data() + static_cast<size_t>(t) * V, static_cast<size_t>(V));
             layer[static_cast<size_t>(t)].top = top_probabilities(row, n_top);
-            const int32_t next = next_tokens.empty() ? -1 : next_tokens[static_cast<size_t>(t)];
-            if (next < 0) continue;
-            if (next >= V) throw Error("logit lens: next token " + std::to_string(next) + " is outside the vocabulary");
-            layer[static_cast<size_t>(t)].next_prob = std::exp(log_probability(row, next));
+            if (t + 1 < T)
+                layer[static_cast<size_t>(t)].next_prob = std::exp(log_probability(row, tokens[static_cast<size_t>(t + 1)]));
         }
     }
     return readings;

@@ -52,10 +52,7 @@ TEST_P(Lens, ReadsEveryLayerOutThroughTheFinalNormAndOutputMatrix) {
     intro.want_layer_outputs = true;
     const Tensor logits = make_cpu_backend(model)->forward(tokens, ForwardOptions{}, &intro);  // (T, V)
     const int T = int(tokens.size()), V = model->config.vocab_size;
-    std::vector<int32_t> next(tokens.begin() + 1, tokens.end());
-    next.push_back(-1);  // nothing follows the last token
-
-    const auto readings = logit_lens(*model, intro.layer_outputs, next, 5);
+    const auto readings = logit_lens(*model, intro.layer_outputs, tokens, 5);
     ASSERT_EQ(readings.size(), size_t(L));
     double largest_difference_between_layers = 0;
     for (int l = 0; l < L; ++l) {
@@ -72,9 +69,9 @@ TEST_P(Lens, ReadsEveryLayerOutThroughTheFinalNormAndOutputMatrix) {
             }
             EXPECT_NEAR(r.top[0].prob, *std::max_element(p.begin(), p.end()), 1e-5);
             if (t + 1 < T) {
-                EXPECT_NEAR(r.next_prob, p[size_t(next[size_t(t)])], 1e-5);
+                EXPECT_NEAR(r.next_prob, p[size_t(tokens[size_t(t + 1)])], 1e-5);
             } else {
-                EXPECT_EQ(r.next_prob, -1.0);
+                EXPECT_EQ(r.next_prob, -1.0);  // nothing follows the last token
             }
             if (l > 0 && t + 1 < T)  // in log space: some readings are nearly one-hot
                 largest_difference_between_layers =
@@ -100,16 +97,17 @@ INSTANTIATE_TEST_SUITE_P(Families, Lens, ::testing::Values(Family::Fla, Family::
 TEST(LensErrors, ShapesThatDoNotMatchTheModelAreRefused) {
     const std::shared_ptr<const Model> model = test::small_model(Family::Fla, 5);
     const ModelConfig& c = model->config;  // 2 layers, d 32, vocabulary 53
+    const std::vector<int32_t> four = {1, 2, 3, 4};
     const std::vector<Tensor> one_layer(1, Tensor({4, c.d_model}));
-    EXPECT_THROW(logit_lens(*model, one_layer, {}, 3), Error);
+    EXPECT_THROW(logit_lens(*model, one_layer, four, 3), Error);
     const std::vector<Tensor> wrong_width(2, Tensor({4, c.d_model - 1}));
-    EXPECT_THROW(logit_lens(*model, wrong_width, {}, 3), Error);
+    EXPECT_THROW(logit_lens(*model, wrong_width, four, 3), Error);
     const std::vector<Tensor> fine(2, Tensor({4, c.d_model}));
-    const std::vector<int32_t> three_next = {1, 2, 3};
-    EXPECT_THROW(logit_lens(*model, fine, three_next, 3), Error);
+    const std::vector<int32_t> three = {1, 2, 3};
+    EXPECT_THROW(logit_lens(*model, fine, three, 3), Error);
     const std::vector<int32_t> out_of_vocab = {1, 2, 3, c.vocab_size};
     EXPECT_THROW(logit_lens(*model, fine, out_of_vocab, 3), Error);
-    EXPECT_EQ(logit_lens(*model, fine, {}, 3).size(), 2u);
+    EXPECT_EQ(logit_lens(*model, fine, four, 3).size(), 2u);
 }
 
 }  // namespace

@@ -484,9 +484,7 @@ TEST(Views, LensShowsTheEngineLens) {
     retnet::Introspection probe;
     probe.want_layer_outputs = true;
     retnet::make_backend("cpu", engine.model)->forward(kPromptIds, {}, &probe);
-    std::vector<int32_t> next(kPromptIds.begin() + 1, kPromptIds.end());
-    next.push_back(-1);
-    const auto expected = retnet::logit_lens(*engine.model, probe.layer_outputs, next, 4);
+    const auto expected = retnet::logit_lens(*engine.model, probe.layer_outputs, kPromptIds, 4);
     for (int l = 0; l < L; ++l)
         for (int t = 0; t < T; ++t) {
             EXPECT_NEAR(r.nextProb[size_t(l) * T + t], expected[size_t(l)][size_t(t)].next_prob, 1e-12);

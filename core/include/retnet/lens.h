@@ -15,13 +15,13 @@ namespace retnet {
 
 struct LensReading {
     std::vector<TokenProb> top;  // best first
-    double next_prob = -1.0;     // probability of the token that actually follows; -1 if none given
+    double next_prob = -1.0;     // probability of the token that follows; -1 at the last position
 };
 
-// layer_outputs: Introspection::layer_outputs of one forward call, L × (T, d). next_tokens: the
-// token that follows each of the T positions (-1 where unknown), or empty. Returns (L, T) readings
-// with the n_top most likely tokens each. Throws retnet::Error on shapes that do not match the model.
+// layer_outputs: Introspection::layer_outputs of the forward call that ran `tokens` (T), L × (T, d).
+// Position t is read against tokens[t + 1]. Returns (L, T) readings with the n_top most likely
+// tokens each. Throws retnet::Error on shapes or tokens that do not match the model.
 std::vector<std::vector<LensReading>> logit_lens(const Model& model, const std::vector<Tensor>& layer_outputs,
-                                                 std::span<const int32_t> next_tokens, int n_top);
+                                                 std::span<const int32_t> tokens, int n_top);
 
 }  // namespace retnet
