@@ -71,7 +71,7 @@ for spec in "$@"; do
   cp "$json" "$WORK/$name.best.json"
   if [ -z "$best" ] || python3 -c "import sys;sys.exit(0 if $bpc < $best_bpc else 1)"; then
     best=$name best_bpc=$bpc
-    best_window=$(run_options "$extra" | sed -n 's/^--eval-window \([0-9]*\).*/\1/p; s/.*--eval-window \([0-9]*\).*/\1/p' | head -1)
+    best_window=$(run_options "$extra" | sed -n 's/.*--eval-window \([0-9]*\).*/\1/p' | head -1)
   fi
 done
 tar -czf "$OUT/runs.tar.gz" -C "$WORK" $(cd "$WORK" && ls ./*.log ./*.best.json 2>/dev/null)
