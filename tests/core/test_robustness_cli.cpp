@@ -212,20 +212,9 @@ TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {
 
 TEST(RobustInterrupt, SigintDuringTrainingSavesACheckpointAndResumes) {
     ScratchDir dir("train_interrupt");
-    write_small_model(dir / "model");  // for its tokenizer.model
-    const fs::path text = dir / "text.txt", config = dir / "config.json", out = dir / "run";
-    std::string corpus;
-    for (const std::string& line : tokenizer_corpus_lines()) corpus += line + "\n";
-    spit(text, corpus + corpus + corpus);
-    const nlohmann::json c = {{"model_type", "retnet"}, {"hidden_size", 16},     {"num_heads", 2},
-                              {"num_hidden_layers", 1}, {"expand_k", 1},         {"expand_v", 1},
-                              {"intermediate_size", 32}, {"vocab_size", 400},    {"bos_token_id", 1},
-                              {"eos_token_id", 2}};
-    spit(config, c.dump());
-    const std::vector<std::string> args{"train", "--data", text.string(), "--config", config.string(), "--tokenizer",
-                                        (dir / "model" / "tokenizer.model").string(), "--out", out.string(),
-                                        "--steps", "1000000", "--batch", "2", "--seq-len", "16", "--threads", "1",
-                                        "--log-every", "1", "--eval-every", "0", "--save-every", "0", "--val-fraction", "0.2"};
+    const fs::path out = dir / "run";
+    std::vector<std::string> args = tiny_training_args(dir.path());
+    args.insert(args.end(), {"--steps", "1000000"});
     int64_t first_stop = 0;
     {
         RunningRetnet child(args);

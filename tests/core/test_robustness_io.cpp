@@ -179,17 +179,9 @@ TEST(RobustWrite, CliOutputOnAFullDiskIsOneLineAndKeepsTheOldFile) {
 
 TEST(RobustWrite, TrainingCheckpointThatCannotBeWrittenKeepsThePreviousOne) {
     ScratchDir dir("train_full");
-    write_small_model(dir / "model");  // for its tokenizer.model
-    const fs::path text = dir / "text.txt", config = dir / "config.json", out = dir / "run";
-    std::string corpus;
-    for (const std::string& line : tokenizer_corpus_lines()) corpus += line + "\n";
-    spit(text, corpus + corpus + corpus);
-    spit(config, R"({"model_type": "retnet", "hidden_size": 16, "num_heads": 2, "num_hidden_layers": 1,
-                     "expand_k": 1, "expand_v": 1, "intermediate_size": 32, "vocab_size": 400})");
-    const std::vector<std::string> args{"train", "--data", text.string(), "--config", config.string(), "--tokenizer",
-                                        (dir / "model" / "tokenizer.model").string(), "--out", out.string(),
-                                        "--batch", "2", "--seq-len", "16", "--threads", "1", "--eval-every", "0",
-                                        "--save-every", "0", "--val-fraction", "0.2", "--warmup", "1", "--log-every", "1"};
+    const fs::path out = dir / "run";
+    std::vector<std::string> args = tiny_training_args(dir.path());
+    args.insert(args.end(), {"--warmup", "1"});
     auto with = [&](std::vector<std::string> extra) {
         std::vector<std::string> a = args;
         a.insert(a.end(), extra.begin(), extra.end());

@@ -243,7 +243,27 @@ inline ModelConfig small_chat_config() {
     return c;
 }
 
-inline void write_small_model(const fs::path& dir, bool with_tokenizer = true) {
+inline void write_small_model(const fs::path& dir, bool with_tokenizer = true);
+
+// A tiny training run in `dir`: write_small_model's tokenizer, three copies of the tokenizer corpus
+// as text, a one-layer d = 16 config. Returns the `retnet train` arguments that write to dir/run
+// (batch 2 × 16, no periodic validation or checkpoints); a test adds --steps and what it needs.
+inline std::vector<std::string> tiny_training_args(const fs::path& dir) {
+    write_small_model(dir / "model");
+    const fs::path text = dir / "text.txt", config = dir / "config.json";
+    std::string corpus;
+    for (const std::string& line : tokenizer_corpus_lines()) corpus += line + "\n";
+    spit(text, corpus + corpus + corpus);
+    spit(config, R"({"model_type": "retnet", "hidden_size": 16, "num_heads": 2, "num_hidden_layers": 1,
+                     "expand_k": 1, "expand_v": 1, "intermediate_size": 32, "vocab_size": 400,
+                     "bos_token_id": 1, "eos_token_id": 2})");
+    return {"train", "--data", text.string(), "--config", config.string(), "--tokenizer",
+            (dir / "model" / "tokenizer.model").string(), "--out", (dir / "run").string(), "--batch", "2",
+            "--seq-len", "16", "--threads", "1", "--log-every", "1", "--eval-every", "0", "--save-every", "0",
+            "--val-fraction", "0.2"};
+}
+
+inline void write_small_model(const fs::path& dir, bool with_tokenizer) {
     save_model(make_random_model(small_chat_config(), 7), dir.string());
     if (!with_tokenizer) return;
     static const std::string serialized = [] {

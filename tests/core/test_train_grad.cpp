@@ -246,6 +246,16 @@ ModelConfig tiny_config(bool tied) {
     return c;
 }
 
+// Weights well away from the 0.02 init so that every path carries a sizeable gradient; the norm
+// weights (the 1-D tensors) around 1.
+Vec model_params(const ParamLayout& layout, std::mt19937_64& rng) {
+    Vec params = random_vec(static_cast<size_t>(layout.total), rng, 0.4);
+    for (const ParamTensor& t : layout.tensors)
+        if (t.shape.size() == 1)
+            for (int64_t i = 0; i < t.size; ++i) params[static_cast<size_t>(t.offset + i)] += 1.0;
+    return params;
+}
+
 }  // namespace
 
 class ModelGrad : public ::testing::TestWithParam<std::tuple<bool, int, int>> {};
@@ -256,11 +266,7 @@ TEST_P(ModelGrad, WholeModelMatchesFiniteDifferences) {
     const ModelConfig config = tiny_config(tied);
     const ParamLayout layout = make_param_layout(config);
     std::mt19937_64 rng(42);
-    // Weights well away from the 0.02 init so that every path carries a sizeable gradient.
-    Vec params = random_vec(static_cast<size_t>(layout.total), rng, 0.4);
-    for (const ParamTensor& t : layout.tensors)
-        if (t.shape.size() == 1)
-            for (int64_t i = 0; i < t.size; ++i) params[static_cast<size_t>(t.offset + i)] += 1.0;
+    Vec params = model_params(layout, rng);
     const int B = 2;
     std::uniform_int_distribution<int32_t> tok(0, config.vocab_size - 1);
     std::vector<int32_t> inputs(static_cast<size_t>(B * T)), targets(inputs.size());
@@ -289,10 +295,7 @@ TEST(TrainGrad, WholeModelWithDropoutMatchesFiniteDifferences) {
     const ModelConfig config = tiny_config(false);
     const ParamLayout layout = make_param_layout(config);
     std::mt19937_64 rng(44);
-    Vec params = random_vec(static_cast<size_t>(layout.total), rng, 0.4);
-    for (const ParamTensor& t : layout.tensors)
-        if (t.shape.size() == 1)
-            for (int64_t i = 0; i < t.size; ++i) params[static_cast<size_t>(t.offset + i)] += 1.0;
+    Vec params = model_params(layout, rng);
     std::vector<int32_t> inputs = {1, 4, 7, 2, 9, 3, 0, 5, 10, 6}, targets = {4, 7, 2, 9, 3, 0, 5, 10, 6, 8};
     const BatchView batch{inputs.data(), targets.data(), 2, 5};
     LossOptions options;
