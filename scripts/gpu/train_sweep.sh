@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-3.0-or-later
-# Several `retnet train --device cuda-bf16` runs side by side on one GPU (small models leave most of
-# an H200 idle, so they share it well), each fitted to the same time limit; then the run with the
+# Several `retnet train --device cuda-bf16` runs side by side (small models leave most of an H200
+# idle, so they share it well; on a machine with several GPUs run i goes to GPU i mod count), each
+# fitted to the same time limit; then the run with the
 # lowest validation bits per character is converted to bf16, evaluated with `retnet eval --tail 0.1`
 # (in its windows, then with --stream) and copied to $OUT in 15 MiB parts. Every run's log and best/training.json go to $OUT/runs.tar.gz.
 #
@@ -17,7 +18,7 @@
 # are unpacked there unless it already holds them), WORK (/tmp/retnet-sweep).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-OUT=${OUT:-$ROOT/device-out}
+OUT=$(realpath -m "${OUT:-$ROOT/device-out}")
 BUILD=${BUILD:-/tmp/retnet-build}
 SCRATCH=${SCRATCH:-/tmp/retnet-deps}
 RETNET=${RETNET:-$BUILD/bin/retnet}
@@ -48,13 +49,16 @@ export LD_LIBRARY_PATH="$P/usr/lib/$ARCH:$P/usr/lib/$ARCH/openblas-pthread${LD_L
 if [ -z "${OPENBLAS_CORETYPE:-}" ] && grep -qw avx512f /proc/cpuinfo; then export OPENBLAS_CORETYPE=SkylakeX; fi
 mkdir -p "$OUT"
 rm -rf "$WORK" && mkdir -p "$WORK"
-log "device: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1); $# runs, $TIME_LIMIT s each"
+GPUS=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | wc -l)
+[ "$GPUS" -gt 0 ] || GPUS=1
+log "device: $GPUS × $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1); $# runs, $TIME_LIMIT s each"
 
-pids=()
+pids=() run_index=0
 for spec in "$@"; do
   IFS=: read -r name config extra <<<"$spec"
+  gpu=$((run_index % GPUS)) && run_index=$((run_index + 1))
   # shellcheck disable=SC2046  # the options are words on purpose
-  "$RETNET" train --data "$DATA" --config "$ROOT/$config" --tokenizer "$TOKENIZER" --out "$WORK/$name" \
+  CUDA_VISIBLE_DEVICES=$gpu "$RETNET" train --data "$DATA" --config "$ROOT/$config" --tokenizer "$TOKENIZER" --out "$WORK/$name" \
     --device cuda-bf16 $(run_options "$extra") --save-every 0 --log-every 100 --threads 2 \
     --time-limit "$TIME_LIMIT" >"$WORK/$name.log" 2>&1 &
   pids+=($!)
@@ -74,7 +78,7 @@ for spec in "$@"; do
     best_window=$(run_options "$extra" | sed -n 's/.*--eval-window \([0-9]*\).*/\1/p' | head -1)
   fi
 done
-tar -czf "$OUT/runs.tar.gz" -C "$WORK" $(cd "$WORK" && ls ./*.log ./*.best.json 2>/dev/null)
+(cd "$WORK" && shopt -s nullglob && tar -czf "$OUT/runs.tar.gz" ./*.log ./*.best.json)
 [ -n "$best" ] || { log "no run produced a model"; exit 1; }
 
 log "best run: $best ($best_bpc bpc); converting to bf16 and evaluating on the last 10% (CPU)"
