@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <utility>
 
@@ -89,6 +90,21 @@ Tokens random_tokens(int n, int vocab, uint64_t seed) {
     return t;
 }
 
+// Each tensor's gradient, not only the vector as a whole (a small tensor could hide in the norm).
+void expect_every_tensor_close(const ParamLayout& layout, const std::vector<float>& grad,
+                               const std::vector<double>& grad_ref, double tolerance) {
+    for (const train::ParamTensor& t : layout.tensors) {
+        const auto first = static_cast<size_t>(t.offset), last = static_cast<size_t>(t.offset + t.size);
+        const std::vector<float> g(grad.begin() + first, grad.begin() + last);
+        const std::vector<double> r(grad_ref.begin() + first, grad_ref.begin() + last);
+        EXPECT_LT(rel_l2_error(g, r), tolerance) << t.name;
+    }
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
 class CudaTrainGradient : public CudaTest, public ::testing::WithParamInterface<TrainCase> {};
 
 TEST_P(CudaTrainGradient, LossGradientAndLogitsMatchTheCpuDoubleReference) {
@@ -125,13 +141,7 @@ TEST_P(CudaTrainGradient, LossGradientAndLogitsMatchTheCpuDoubleReference) {
     EXPECT_NEAR(loss_no_grad, loss_ref, 1e-5 * loss_ref);
     EXPECT_LT(logit_err, 1e-5);
     EXPECT_LT(grad_err, 1e-4);
-    // Every tensor's gradient, not only the vector as a whole (a small tensor could hide in the norm).
-    for (const train::ParamTensor& t : layout.tensors) {
-        const auto first = static_cast<size_t>(t.offset), last = static_cast<size_t>(t.offset + t.size);
-        const std::vector<float> g(grad.begin() + first, grad.begin() + last);
-        const std::vector<double> r(grad_ref.begin() + first, grad_ref.begin() + last);
-        EXPECT_LT(rel_l2_error(g, r), 1e-3) << t.name;
-    }
+    expect_every_tensor_close(layout, grad, grad_ref, 1e-3);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -184,12 +194,7 @@ TEST_P(CudaTrainDropout, LossAndGradientWithDropoutMatchTheCpuDoubleReference) {
     EXPECT_NEAR(loss, loss_ref, 1e-5 * loss_ref);
     EXPECT_NEAR(loss_no_grad, loss_ref, 1e-5 * loss_ref);
     EXPECT_LT(grad_err, 1e-4);
-    for (const train::ParamTensor& t : layout.tensors) {
-        const auto first = static_cast<size_t>(t.offset), last = static_cast<size_t>(t.offset + t.size);
-        const std::vector<float> g(grad.begin() + first, grad.begin() + last);
-        const std::vector<double> r(grad_ref.begin() + first, grad_ref.begin() + last);
-        EXPECT_LT(rel_l2_error(g, r), 1e-3) << t.name;
-    }
+    expect_every_tensor_close(layout, grad, grad_ref, 1e-3);
     // The next call without dropout (validation) uses no masks.
     EXPECT_NEAR(trainer.loss_and_gradient(batch, false), loss_plain, 1e-5 * loss_plain);
     EXPECT_THROW(trainer.loss_and_gradient(batch, true, TrainDropout{1.0, 0}), Error);
@@ -442,6 +447,52 @@ TEST_F(CudaTrainerTest, BatchShapesCanChangeBetweenCalls) {
         EXPECT_NEAR(trainer.loss_and_gradient(batch, false), loss_ref, 1e-5 * loss_ref) << B << "x" << T;
         EXPECT_NEAR(trainer.loss_and_gradient(batch), loss_ref, 1e-5 * loss_ref) << B << "x" << T;
         EXPECT_LT(rel_l2_error(trainer.download_gradient(), grad_ref), 1e-4) << B << "x" << T;
+    }
+}
+
+// A training run on the GPU is bit-reproducible: no sum depends on thread timing
+// (train_reductions.cu). Five tokens over 2,048 rows put ~400 rows on each token (several
+// embedding segments) and every norm weight sums over 64 row blocks; the gradient of such a batch
+// also matches the CPU's double one.
+TEST_F(CudaTrainerTest, TrainingIsBitReproducibleAndCorrectAtManyRowsPerToken) {
+    const TrainCase c{"repro", false, true, 256, 64};
+    const ModelConfig config = small_config(c);
+    const ParamLayout layout = train::make_param_layout(config);
+    const std::vector<float> params = random_params(layout, 51);
+    const int B = 8;
+    const Tokens tokens = random_tokens(B * c.seq_len, 5, 52);
+    const BatchView batch = tokens.view(B, c.seq_len);
+
+    const std::vector<double> params_d(params.begin(), params.end());
+    std::vector<double> grad_ref(params.size());
+    LossOptions lo;
+    lo.chunk = c.chunk;
+    train::loss_and_gradient<double>(config, layout, params_d.data(), batch, grad_ref.data(), lo);
+
+    for (TrainPrecision precision : {TrainPrecision::Fp32, TrainPrecision::Bf16}) {
+        auto run = [&] {
+            CudaTrainerOptions options;
+            options.chunk = c.chunk;
+            options.precision = precision;
+            CudaTrainer trainer(config, layout, options);
+            trainer.upload(params, train::make_adamw_state(layout));
+            trainer.loss_and_gradient(batch);
+            std::vector<float> first_gradient = trainer.download_gradient();
+            AdamWConfig adam;
+            for (int step = 0; step < 3; ++step)
+                trainer.train_step(batch, 1.0, adam, 1e-3, nullptr, TrainDropout{0.1, 0xC0FFEEULL + static_cast<uint64_t>(step)});
+            return std::pair{std::move(first_gradient), trainer.download_params()};
+        };
+        const auto [grad_a, params_a] = run();
+        const auto [grad_b, params_b] = run();
+        const char* name = precision == TrainPrecision::Bf16 ? "bf16" : "fp32";
+        EXPECT_TRUE(same_bits(grad_a, grad_b)) << name;
+        EXPECT_TRUE(same_bits(params_a, params_b)) << name;
+        EXPECT_FALSE(same_bits(params_a, params)) << name;  // the steps did move the weights
+        if (precision == TrainPrecision::Fp32) {
+            EXPECT_LT(rel_l2_error(grad_a, grad_ref), 1e-4);
+            expect_every_tensor_close(layout, grad_a, grad_ref, 1e-3);
+        }
     }
 }
 

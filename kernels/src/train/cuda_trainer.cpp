@@ -71,6 +71,7 @@ struct CudaTrainer::Impl {
     double average_decay = 0;
     DeviceBuffer<uint8_t> decays;            // (layout.total) 1 where AdamW decays the weight
     DeviceBuffer<double> sum_sq;             // (1)
+    DeviceBuffer<double> sum_sq_partials;    // (kSumOfSquaresPartials)
     int64_t adam_step = 0;
 
     // Per batch shape.
@@ -78,6 +79,8 @@ struct CudaTrainer::Impl {
     DeviceBuffer<float> cos_sin;  // (T, Dk/2, 2)
     DeviceBuffer<float> decay;    // (H, C + 1) γ_h^k
     DeviceBuffer<int32_t> inputs, targets;  // (N)
+    tk::TokenRowGroups input_groups;        // of the inputs, for the embedding gradient
+    DeviceBuffer<int32_t> group_rows, group_segment_start, group_token_segment;
     std::vector<LayerBuffers> layers;
     DeviceBuffer<float> x_final, rstd_f, xf;  // (N, d), (N), (N, d)
     DeviceBuffer<float> logits;               // (N, V); the gradient after a backward
@@ -99,6 +102,7 @@ struct CudaTrainer::Impl {
     DeviceBuffer<float> dy, d_o, dg;      // (N, H·Dv)
     DeviceBuffer<float> dOh, dVh;         // (B·H, Tp, Dv)
     DeviceBuffer<float> dQh, dKh;         // (B·H, Tp, Dk)
+    DeviceBuffer<float> partials;         // partial sums of the weight-gradient reductions
 
     int d() const { return config.d_model; }
     int H() const { return config.n_heads; }
@@ -187,6 +191,10 @@ void CudaTrainer::Impl::prepare(int batch, int seq_len) {
 
     inputs.reserve(sz(n));
     targets.reserve(sz(n));
+    const int64_t max_segments = tk::max_token_segments(n, V);
+    group_rows.reserve(sz(n));
+    group_segment_start.reserve(sz(max_segments + 1));
+    group_token_segment.reserve(sz(V + 1));
     layers.resize(layout.layers.size());  // std::vector: one LayerBuffers per layer
     for (LayerBuffers& L : layers) {
         L.x_in.reserve(sz(n * dd));
@@ -233,6 +241,8 @@ void CudaTrainer::Impl::prepare(int batch, int seq_len) {
     dVh.reserve(sz(heads_v));
     dQh.reserve(sz(heads_k));
     dKh.reserve(sz(heads_k));
+    partials.reserve(sz(std::max({tk::rmsnorm_backward_parts(n) * dd, tk::head_norm_gate_backward_parts(n, h) * dv,
+                                  max_segments * dd})));
 }
 
 // O = ((Q Kᵀ) ⊙ D) V within each chunk, plus diag(γ^(i+1)) Q_c S_c from the state before it.
@@ -296,6 +306,12 @@ void CudaTrainer::Impl::forward(const BatchView& batch, bool want_gradient, cons
     const float* P = params.get();
     inputs.upload(batch.inputs, static_cast<size_t>(n), stream);
     targets.upload(batch.targets, static_cast<size_t>(n), stream);
+    if (want_gradient) {
+        input_groups = tk::group_rows_by_token(batch.inputs, n, config.vocab_size);
+        group_rows.upload(input_groups.rows, stream);
+        group_segment_start.upload(input_groups.segment_start, stream);
+        group_token_segment.upload(input_groups.token_segment, stream);
+    }
 
     dropout = drop;
     float* x0 = layers.empty() ? x_final.get() : layers[0].x_in.get();
@@ -357,7 +373,7 @@ void CudaTrainer::Impl::backward() {
     linear_backward(xf.get(), P + layout.lm_head, logits.get(), n, dd, V, dxn.get(), false, G + layout.lm_head);
     RETNET_CUDA_CHECK(cudaMemsetAsync(dx.get(), 0, sizeof(float) * n * dd, stream));
     tk::rmsnorm_backward(x_final.get(), P + layout.final_norm, rstd_f.get(), dxn.get(), n, dd, dx.get(),
-                         G + layout.final_norm, stream);
+                         G + layout.final_norm, partials.get(), stream);
     // ∂loss/∂(a branch's output before dropout): dx through the site's mask, in `branch`.
     auto branch_grad = [&](uint64_t site) -> const float* {
         if (!dropout_on()) return dx.get();
@@ -375,13 +391,13 @@ void CudaTrainer::Impl::backward() {
         linear_backward(L.xn2.get(), P + lo.ffn_act, da.get(), n, dd, F, dxn.get(), false, G + lo.ffn_act);
         linear_backward(L.xn2.get(), P + lo.ffn_lin, db.get(), n, dd, F, dxn.get(), true, G + lo.ffn_lin);
         tk::rmsnorm_backward(L.x_mid.get(), P + lo.ffn_norm, L.rstd2.get(), dxn.get(), n, dd, dx.get(),
-                             G + lo.ffn_norm, stream);
+                             G + lo.ffn_norm, partials.get(), stream);
         // Retention branch.
         linear_backward(L.y.get(), P + lo.o_proj, branch_grad(train::dropout_site_retention(layer)), n, Vd, dd,
                         dy.get(), false, G + lo.o_proj);
         tk::head_norm_gate_backward(L.o.get(), L.g.get(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr,
                                     L.rstd_h.get(), dy.get(), n, h, dv, d_o.get(), dg.get(),
-                                    lo.head_norm >= 0 ? G + lo.head_norm : nullptr, stream);
+                                    lo.head_norm >= 0 ? G + lo.head_norm : nullptr, partials.get(), stream);
         tk::rows_to_heads(d_o.get(), dOh.get(), B, T, Tp, h, dv, stream);
         retention_backward(L);
         tk::rotary_heads_to_rows_transposed(dQh.get(), cos_sin.get(), lin.get(), B, T, Tp, h, dk, q_scale, stream);
@@ -392,10 +408,13 @@ void CudaTrainer::Impl::backward() {
         linear_backward(L.xn1.get(), P + lo.v_proj, lin.get(), n, dd, Vd, dxn.get(), true, G + lo.v_proj);
         linear_backward(L.xn1.get(), P + lo.g_proj, dg.get(), n, dd, Vd, dxn.get(), true, G + lo.g_proj);
         tk::rmsnorm_backward(L.x_in.get(), P + lo.attn_norm, L.rstd1.get(), dxn.get(), n, dd, dx.get(),
-                             G + lo.attn_norm, stream);
+                             G + lo.attn_norm, partials.get(), stream);
     }
     if (dropout_on()) tk::dropout_scale(dx.get(), dx.get(), n * dd, dropout_site(train::dropout_site_embedding), stream);
-    tk::embedding_backward(inputs.get(), dx.get(), G + layout.embed, n, dd, stream);
+    const tk::DeviceTokenRowGroups groups{group_rows.get(), group_segment_start.get(), group_token_segment.get(),
+                                          static_cast<int64_t>(input_groups.segment_start.size()) - 1,
+                                          config.vocab_size};
+    tk::embedding_backward(groups, dx.get(), partials.get(), G + layout.embed, dd, stream);
 }
 
 double CudaTrainer::Impl::read_loss() {
@@ -448,6 +467,7 @@ CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& la
     s.decays.resize(n);
     s.decays.upload(decays, s.stream);
     s.sum_sq.resize(1);
+    s.sum_sq_partials.resize(tk::kSumOfSquaresPartials);
     s.stream_owner->synchronize();
 }
 
@@ -549,7 +569,7 @@ std::vector<float> CudaTrainer::download_logits() const {
 
 double CudaTrainer::clip_grad_norm(double max_norm) {
     Impl& s = *impl_;
-    tk::sum_of_squares(s.grad.get(), s.layout.total, s.sum_sq.get(), s.stream);
+    tk::sum_of_squares(s.grad.get(), s.layout.total, s.sum_sq_partials.get(), s.sum_sq.get(), s.stream);
     tk::clip_by_norm(s.grad.get(), s.layout.total, s.sum_sq.get(), max_norm, s.stream);
     double ss = 0.0;
     s.sum_sq.download(&ss, 1, s.stream);
@@ -583,7 +603,7 @@ double CudaTrainer::train_step(const BatchView& batch, double max_norm, const tr
     s.forward(batch, true, dropout);
     s.backward();
     // The norm and the loss are read after the update is queued: one wait per step.
-    tk::sum_of_squares(s.grad.get(), s.layout.total, s.sum_sq.get(), s.stream);
+    tk::sum_of_squares(s.grad.get(), s.layout.total, s.sum_sq_partials.get(), s.sum_sq.get(), s.stream);
     tk::clip_by_norm(s.grad.get(), s.layout.total, s.sum_sq.get(), max_norm, s.stream);
     adamw_step(config, lr);
     double ss = 0.0;

@@ -30,12 +30,6 @@ __global__ void embedding_forward_kernel(const int32_t* tokens, const float* emb
     for (int i = threadIdx.x; i < d; i += blockDim.x) x[r * d + i] = row[i];
 }
 
-__global__ void embedding_backward_kernel(const int32_t* tokens, const float* dx, float* d_embed, int d) {
-    const int64_t r = blockIdx.x;
-    float* row = d_embed + static_cast<int64_t>(tokens[r]) * d;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) atomicAdd(row + i, dx[r * d + i]);
-}
-
 // One block per row.
 __global__ void rmsnorm_forward_kernel(const float* x, const float* w, int dim, float eps, float* y,
                                        float* rstd) {
@@ -50,10 +44,11 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, int dim, 
     for (int i = threadIdx.x; i < dim; i += blockDim.x) y[r * dim + i] = xr[i] * s * (w ? w[i] : 1.0f);
 }
 
-// kNormRowsPerBlock rows per block; each thread owns columns threadIdx.x + k·blockDim.x, so its
-// dw partial in shared memory is private to it until the final atomic add.
+// kNormRowsPerBlock rows per block; each thread owns columns threadIdx.x + k·blockDim.x, so it
+// sums their dw over the block's rows alone, in row order, then writes the block's row of
+// dw_partials (when not null).
 __global__ void rmsnorm_backward_kernel(const float* x, const float* w, const float* rstd, const float* dy,
-                                        int64_t rows, int dim, float* dx, float* dw) {
+                                        int64_t rows, int dim, float* dx, float* dw_partials) {
     extern __shared__ float dw_partial[];  // (dim)
     __shared__ double shared[32];
     for (int i = threadIdx.x; i < dim; i += blockDim.x) dw_partial[i] = 0.0f;
@@ -75,8 +70,9 @@ __global__ void rmsnorm_backward_kernel(const float* x, const float* w, const fl
             dx[r * dim + i] += s * (dyr[i] * (w ? w[i] : 1.0f) - xhat * mean);
         }
     }
-    if (dw)
-        for (int i = threadIdx.x; i < dim; i += blockDim.x) atomicAdd(dw + i, dw_partial[i]);
+    if (dw_partials)
+        for (int i = threadIdx.x; i < dim; i += blockDim.x)
+            dw_partials[static_cast<int64_t>(blockIdx.x) * dim + i] = dw_partial[i];
 }
 
 // One thread per (b, t < Tp, h, i < Dk/2). direction +1: rows → heads; −1: heads → rows (transpose).
@@ -144,14 +140,16 @@ __global__ void head_norm_gate_forward_kernel(const float* o, const float* g, co
     for (int i = lane; i < Dv; i += 32) y[off + i] = o[off + i] * s * (w ? w[i] : 1.0f) * silu(g[off + i]);
 }
 
-// kGatePairsPerBlock pairs per block, one warp at a time per pair; dw partial in shared memory.
+// kGatePairsPerBlock pairs per block, one warp at a time per pair. Each warp sums its pairs' dw in
+// its own row of shared memory (lane i owns columns i + 32k); the warps' rows are then added in
+// warp order into the block's row of dw_partials.
 __global__ void head_norm_gate_backward_kernel(const float* o, const float* g, const float* w,
                                                const float* rstd, const float* dy, int64_t pairs, int Dv,
-                                               float* d_o, float* dg, float* dw) {
-    extern __shared__ float dw_partial[];  // (Dv)
-    for (int i = threadIdx.x; i < Dv; i += blockDim.x) dw_partial[i] = 0.0f;
-    __syncthreads();
+                                               float* d_o, float* dg, float* dw_partials) {
+    extern __shared__ float warp_dw[];  // (n_warps, Dv)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    float* my_dw = warp_dw + static_cast<int64_t>(warp) * Dv;
+    for (int i = lane; i < Dv; i += 32) my_dw[i] = 0.0f;
     const int64_t p0 = static_cast<int64_t>(blockIdx.x) * kGatePairsPerBlock;
     const int64_t p1 = min(pairs, p0 + kGatePairsPerBlock);
     for (int64_t pair = p0 + warp; pair < p1; pair += n_warps) {
@@ -163,7 +161,7 @@ __global__ void head_norm_gate_backward_kernel(const float* o, const float* g, c
             const float wi = w ? w[i] : 1.0f;
             const float dn = dy[off + i] * silu(g[off + i]);
             dg[off + i] = dy[off + i] * xhat * wi * silu_grad(g[off + i]);
-            if (w) atomicAdd(dw_partial + i, dn * xhat);
+            if (dw_partials) my_dw[i] += dn * xhat;
             dot += static_cast<double>(dn * wi) * xhat;
         }
         const float mean = static_cast<float>(warp_sum(dot) / Dv);
@@ -173,9 +171,13 @@ __global__ void head_norm_gate_backward_kernel(const float* o, const float* g, c
             d_o[off + i] = s * (dxhat - xhat * mean);
         }
     }
+    if (!dw_partials) return;
     __syncthreads();
-    if (w)
-        for (int i = threadIdx.x; i < Dv; i += blockDim.x) atomicAdd(dw + i, dw_partial[i]);
+    for (int i = threadIdx.x; i < Dv; i += blockDim.x) {
+        float sum = 0.0f;
+        for (int k = 0; k < n_warps; ++k) sum += warp_dw[static_cast<int64_t>(k) * Dv + i];
+        dw_partials[static_cast<int64_t>(blockIdx.x) * Dv + i] = sum;
+    }
 }
 
 __global__ void swiglu_forward_kernel(const float* a, const float* b, int64_t n, float* h) {
@@ -214,16 +216,6 @@ __global__ void cross_entropy_kernel(float* logits, const int32_t* targets, int 
         const float p = static_cast<float>(exp(static_cast<double>(x[i]) - lse));
         x[i] = (p - (i == target ? 1.0f : 0.0f)) * grad_scale;
     }
-}
-
-__global__ void sum_of_squares_kernel(const float* g, int64_t n, double* out) {
-    __shared__ double shared[32];
-    double ss = 0.0;
-    for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-        ss += static_cast<double>(g[i]) * g[i];
-    ss = block_sum(ss, shared);
-    if (threadIdx.x == 0) atomicAdd(out, ss);
 }
 
 __global__ void clip_kernel(float* g, int64_t n, const double* sum_sq, double max_norm) {
@@ -270,13 +262,6 @@ void embedding_forward(const int32_t* tokens, const float* embed, float* x, int6
     RETNET_CUDA_CHECK_LAUNCH();
 }
 
-void embedding_backward(const int32_t* tokens, const float* dx, float* d_embed, int64_t rows, int d,
-                        cudaStream_t stream) {
-    if (rows == 0) return;
-    embedding_backward_kernel<<<static_cast<unsigned>(rows), 128, 0, stream>>>(tokens, dx, d_embed, d);
-    RETNET_CUDA_CHECK_LAUNCH();
-}
-
 void rmsnorm_forward(const float* x, const float* w, int64_t rows, int dim, float eps, float* y, float* rstd,
                      cudaStream_t stream) {
     if (rows == 0) return;
@@ -284,12 +269,15 @@ void rmsnorm_forward(const float* x, const float* w, int64_t rows, int dim, floa
     RETNET_CUDA_CHECK_LAUNCH();
 }
 
+int64_t rmsnorm_backward_parts(int64_t rows) { return ceil_div(rows, kNormRowsPerBlock); }
+
 void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, int64_t rows, int dim,
-                      float* dx, float* dw, cudaStream_t stream) {
+                      float* dx, float* dw, float* dw_partials, cudaStream_t stream) {
     if (rows == 0) return;
     rmsnorm_backward_kernel<<<ceil_div(rows, kNormRowsPerBlock), kThreads, sizeof(float) * dim, stream>>>(
-        x, w, rstd, dy, rows, dim, dx, dw);
+        x, w, rstd, dy, rows, dim, dx, dw ? dw_partials : nullptr);
     RETNET_CUDA_CHECK_LAUNCH();
+    if (dw) sum_partials(dw_partials, rmsnorm_backward_parts(rows), dim, dw, stream);
 }
 
 void rotary_rows_to_heads(const float* src, const float* cos_sin, float* dst, int B, int T, int Tp, int H,
@@ -331,13 +319,18 @@ void head_norm_gate_forward(const float* o, const float* g, const float* w, int6
     RETNET_CUDA_CHECK_LAUNCH();
 }
 
+int64_t head_norm_gate_backward_parts(int64_t rows, int H) { return ceil_div(rows * H, kGatePairsPerBlock); }
+
 void head_norm_gate_backward(const float* o, const float* g, const float* w, const float* rstd, const float* dy,
-                             int64_t rows, int H, int Dv, float* d_o, float* dg, float* dw, cudaStream_t stream) {
+                             int64_t rows, int H, int Dv, float* d_o, float* dg, float* dw, float* dw_partials,
+                             cudaStream_t stream) {
     const int64_t pairs = rows * H;
     if (pairs == 0) return;
-    head_norm_gate_backward_kernel<<<ceil_div(pairs, kGatePairsPerBlock), kThreads, sizeof(float) * Dv, stream>>>(
-        o, g, w, rstd, dy, pairs, Dv, d_o, dg, dw);
+    head_norm_gate_backward_kernel<<<ceil_div(pairs, kGatePairsPerBlock), kThreads,
+                                     sizeof(float) * (kThreads / 32) * Dv, stream>>>(o, g, w, rstd, dy, pairs, Dv,
+                                                                                    d_o, dg, dw ? dw_partials : nullptr);
     RETNET_CUDA_CHECK_LAUNCH();
+    if (dw) sum_partials(dw_partials, head_norm_gate_backward_parts(rows, H), Dv, dw, stream);
 }
 
 void swiglu_forward(const float* a, const float* b, int64_t n, float* h, cudaStream_t stream) {
@@ -358,13 +351,6 @@ void cross_entropy(float* logits, const int32_t* targets, int64_t rows, int voca
     if (rows == 0) return;
     cross_entropy_kernel<<<static_cast<unsigned>(rows), vocab >= 4096 ? 512 : kThreads, 0, stream>>>(
         logits, targets, vocab, loss, with_gradient, grad_scale);
-    RETNET_CUDA_CHECK_LAUNCH();
-}
-
-void sum_of_squares(const float* g, int64_t n, double* sum_sq, cudaStream_t stream) {
-    RETNET_CUDA_CHECK(cudaMemsetAsync(sum_sq, 0, sizeof(double), stream));
-    if (n == 0) return;
-    sum_of_squares_kernel<<<stride_grid(n), kThreads, 0, stream>>>(g, n, sum_sq);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 

@@ -10,22 +10,54 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace retnet::cuda::train_kernels {
+
+// Sums that many threads feed (embedding and norm-weight gradients, the gradient norm) are taken
+// in two stages, partial sums of fixed index ranges and then their sum in index order, so a
+// training step is bit-reproducible; the callers own the partials' scratch.
 
 // x[r] = E[tokens[r]]                                     E (V, d), x (N, d)
 void embedding_forward(const int32_t* tokens, const float* embed, float* x, int64_t rows, int d,
                        cudaStream_t stream);
-// dE[tokens[r]] += dx[r] (atomics: rows sharing a token add in any order)
-void embedding_backward(const int32_t* tokens, const float* dx, float* d_embed, int64_t rows, int d,
+
+// The batch's rows grouped by token, for the embedding gradient (built on the host per batch):
+// rows sorted by token, then by position, cut into segments of at most kEmbeddingSegmentRows rows
+// that each belong to one token.
+constexpr int kEmbeddingSegmentRows = 64;
+struct TokenRowGroups {
+    std::vector<int32_t> rows;           // (N) row indices, token-major
+    std::vector<int32_t> segment_start;  // (n_segments + 1) into rows; the last is N
+    std::vector<int32_t> token_segment;  // (V + 1) token v owns segments [token_segment[v], token_segment[v+1])
+};
+// Throws Error for a token outside [0, vocab).
+TokenRowGroups group_rows_by_token(const int32_t* tokens, int64_t n, int vocab,
+                                   int max_segment_rows = kEmbeddingSegmentRows);
+// At most this many segments for `rows` rows (the size of embedding_backward's partials).
+int64_t max_token_segments(int64_t rows, int vocab);
+struct DeviceTokenRowGroups {  // TokenRowGroups uploaded
+    const int32_t* rows;
+    const int32_t* segment_start;
+    const int32_t* token_segment;
+    int64_t n_segments;
+    int vocab;
+};
+// dE[v] += Σ of dx over the rows holding token v: each segment's rows in order into partial
+// (n_segments, d), then each token's segments in order.
+void embedding_backward(const DeviceTokenRowGroups& groups, const float* dx, float* partial, float* d_embed, int d,
                         cudaStream_t stream);
+
+// out[i] += Σ_p partials[p][i] for partials (n_parts, cols).
+void sum_partials(const float* partials, int64_t n_parts, int cols, float* out, cudaStream_t stream);
 
 // y = x · rstd · w per row; writes rstd (N).
 void rmsnorm_forward(const float* x, const float* w, int64_t rows, int dim, float eps, float* y,
                      float* rstd, cudaStream_t stream);
-// Accumulates dx (N, dim) and dw (dim).
+// Accumulates dx (N, dim) and dw (dim); dw_partials is scratch of (rmsnorm_backward_parts(rows), dim).
 void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, int64_t rows,
-                      int dim, float* dx, float* dw, cudaStream_t stream);
+                      int dim, float* dx, float* dw, float* dw_partials, cudaStream_t stream);
+int64_t rmsnorm_backward_parts(int64_t rows);
 
 // fla half-split rotary. cos_sin (T, Dk/2, 2) = (cos, sin) of t·θ_i.
 // Forward: src rows (B·T, H·Dk) → dst head-major (B·H, Tp, Dk), rotated by +angle, times scale.
@@ -59,10 +91,12 @@ void state_scan_backward(const float* contrib, float* after, const float* decay,
 // fla output gate, per head of Dv columns: y = o·rstd·w ⊙ silu(g); writes rstd (N, H). w may be null.
 void head_norm_gate_forward(const float* o, const float* g, const float* w, int64_t rows, int H, int Dv,
                             float eps, float* y, float* rstd, cudaStream_t stream);
-// Writes d_o and dg; accumulates dw (Dv) when w is not null.
+// Writes d_o and dg; accumulates dw (Dv) when w is not null, through dw_partials, scratch of
+// (head_norm_gate_backward_parts(rows, H), Dv).
 void head_norm_gate_backward(const float* o, const float* g, const float* w, const float* rstd,
                              const float* dy, int64_t rows, int H, int Dv, float* d_o, float* dg,
-                             float* dw, cudaStream_t stream);
+                             float* dw, float* dw_partials, cudaStream_t stream);
+int64_t head_norm_gate_backward_parts(int64_t rows, int H);
 
 // h = silu(a) ⊙ b; backward writes da, db.
 void swiglu_forward(const float* a, const float* b, int64_t n, float* h, cudaStream_t stream);
@@ -87,8 +121,9 @@ void dropout_residual_add(const float* residual, const float* branch, float* out
 // out = in ⊙ keep (out may alias in).
 void dropout_scale(const float* in, float* out, int64_t n, const DropoutSite& site, cudaStream_t stream);
 
-// *sum_sq (one double, zeroed here) = Σ g².
-void sum_of_squares(const float* g, int64_t n, double* sum_sq, cudaStream_t stream);
+// *sum_sq (one double) = Σ g²; partials is scratch of kSumOfSquaresPartials doubles.
+constexpr int kSumOfSquaresPartials = 1024;
+void sum_of_squares(const float* g, int64_t n, double* partials, double* sum_sq, cudaStream_t stream);
 // g *= max_norm / (√sum_sq + 1e-12) when max_norm > 0 and √sum_sq > max_norm (read on the device).
 void clip_by_norm(float* g, int64_t n, const double* sum_sq, double max_norm, cudaStream_t stream);
 
