@@ -9,23 +9,18 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
-#include <fstream>
-
-#include <nlohmann/json.hpp>
 
 #include "retnet/error.h"
 #include "retnet/safetensors.h"
-#include "retnet/tokenizer.h"
 #include "retnet/train_device.h"
 #include "retnet/trainer.h"
+#include "test_train_workspace.h"
 
 namespace fs = std::filesystem;
 using namespace retnet;
 using namespace retnet::train;
 
 namespace {
-
-const std::string kCorpus = std::string(RETNET_TEST_DATA_DIR) + "/../../resources/data/tinyshakespeare.txt";
 
 struct TwinCounters {
     int uploads = 0, downloads = 0, steps = 0, losses = 0;
@@ -98,31 +93,9 @@ void register_twin() {
     });
 }
 
-struct Workspace {
-    fs::path dir, text, tokenizer, config;
-    Workspace() {
-        dir = fs::temp_directory_path() /
-              ("retnet_train_device_test_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-        fs::remove_all(dir);
-        fs::create_directories(dir);
-        std::ifstream in(kCorpus, std::ios::binary);
-        EXPECT_TRUE(in) << kCorpus;
-        std::string head(20000, '\0');
-        in.read(head.data(), static_cast<std::streamsize>(head.size()));
-        text = dir / "corpus.txt";
-        std::ofstream(text, std::ios::binary) << head;
-        TokenizerTrainOptions topt;
-        topt.vocab_size = 320;
-        const Tokenizer tok = train_tokenizer_file(text.string(), topt, (dir / "tok").string());
-        tokenizer = dir / "tok" / "tokenizer.model";
-        nlohmann::json c = {{"model_type", "retnet"}, {"hidden_size", 16},       {"num_heads", 2},
-                            {"num_hidden_layers", 1}, {"expand_k", 1},           {"expand_v", 2},
-                            {"intermediate_size", 32}, {"vocab_size", tok.vocab_size()},
-                            {"tie_word_embeddings", false}, {"bos_token_id", 1}, {"eos_token_id", 2}};
-        config = dir / "config.json";
-        std::ofstream(config) << c.dump();
-    }
-    ~Workspace() { fs::remove_all(dir); }
+// The first 20,000 characters, BPE 320, d 16 × 1 layer.
+struct Workspace : test::TrainWorkspace {
+    Workspace() : TrainWorkspace("retnet_train_device_test", {20000, 320, 16, 1, 32}) {}
     TrainOptions options(const std::string& out, const std::string& device) const {
         TrainOptions o;
         o.data_path = text.string();

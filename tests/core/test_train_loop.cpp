@@ -12,14 +12,11 @@
 #include <fstream>
 #include <sstream>
 
-#include <unistd.h>
-
-#include <nlohmann/json.hpp>
-
 #include "retnet/error.h"
 #include "retnet/safetensors.h"
 #include "retnet/tokenizer.h"
 #include "retnet/trainer.h"
+#include "test_train_workspace.h"
 
 namespace fs = std::filesystem;
 using namespace retnet;
@@ -27,36 +24,9 @@ using namespace retnet::train;
 
 namespace {
 
-const std::string kCorpus = std::string(RETNET_TEST_DATA_DIR) + "/../../resources/data/tinyshakespeare.txt";
-
-struct Workspace {
-    fs::path dir;
-    fs::path text, tokenizer, config;
-
-    Workspace() {
-        dir = fs::temp_directory_path() / ("retnet_train_test_" + std::to_string(::getpid()) + "_" +
-                                           ::testing::UnitTest::GetInstance()->current_test_info()->name());
-        fs::remove_all(dir);
-        fs::create_directories(dir);
-        // The first 40,000 characters: ~1,000 lines of verse.
-        std::ifstream in(kCorpus, std::ios::binary);
-        EXPECT_TRUE(in) << kCorpus;
-        std::string head(40000, '\0');
-        in.read(head.data(), static_cast<std::streamsize>(head.size()));
-        text = dir / "corpus.txt";
-        std::ofstream(text, std::ios::binary) << head;
-        TokenizerTrainOptions topt;
-        topt.vocab_size = 400;  // 256 byte pieces + characters + merges
-        const Tokenizer tok = train_tokenizer_file(text.string(), topt, (dir / "tok").string());
-        tokenizer = dir / "tok" / "tokenizer.model";
-        nlohmann::json c = {{"model_type", "retnet"}, {"hidden_size", 32},     {"num_heads", 2},
-                            {"num_hidden_layers", 2}, {"expand_k", 1},         {"expand_v", 2},
-                            {"intermediate_size", 64}, {"vocab_size", tok.vocab_size()},
-                            {"tie_word_embeddings", false}, {"bos_token_id", 1}, {"eos_token_id", 2}};
-        config = dir / "config.json";
-        std::ofstream(config) << c.dump();
-    }
-    ~Workspace() { fs::remove_all(dir); }
+// The first 40,000 characters (~1,000 lines of verse), BPE 400, d 32 × 2 layers.
+struct Workspace : test::TrainWorkspace {
+    Workspace() : TrainWorkspace("retnet_train_test", {40000, 400, 32, 2, 64}) {}
 
     TrainOptions options(const std::string& out) const {
         TrainOptions o;
