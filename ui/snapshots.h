@@ -15,6 +15,7 @@
 
 #include "retnet/equivalence.h"
 #include "retnet/forward.h"
+#include "retnet/retention_reach.h"
 #include "retnet/sampler.h"
 
 namespace retnet::ui {
@@ -100,6 +101,7 @@ struct RetentionMatrix {
     QString form;
     QStringList labels;  // (n) token labels of shown rows/columns
     std::shared_ptr<const std::vector<float>> scores;  // (H, n, n)
+    std::vector<retnet::HeadReach> reach;               // (H) from the full-resolution scores
 };
 
 // Small thumbnails of every layer and head.

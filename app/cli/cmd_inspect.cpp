@@ -10,6 +10,7 @@
 #include "command.h"
 #include "retnet/error.h"
 #include "retnet/lens.h"
+#include "retnet/retention_reach.h"
 
 namespace retnet::cli {
 namespace {
@@ -52,6 +53,9 @@ int run_inspect(const std::vector<std::string>& argv) {
     std::vector<std::vector<LensReading>> readings;
     if (lens) readings = logit_lens(*model, intro.layer_outputs, tokens, lens_top);
 
+    const HeadReach reach = retention_reach(intro.scores.data, T,
+                                            std::exp(static_cast<double>(model->weights.log_decay[static_cast<size_t>(head)])));
+
     nlohmann::json gammas = nlohmann::json::array();
     for (float lg : model->weights.log_decay) {
         const double g = std::exp(static_cast<double>(lg));
@@ -65,7 +69,11 @@ int run_inspect(const std::vector<std::string>& argv) {
             norms.push_back(matrix_json(intro.state_norms, c.n_layers, c.n_heads, static_cast<size_t>(t) * c.n_layers * c.n_heads));
         nlohmann::json j = {{"family", family_name(c.family)}, {"mode", form_name(options.form)},
                             {"tokens", tokens}, {"decay", gammas}, {"layer", layer}, {"head", head},
-                            {"scores", matrix_json(intro.scores, T, T)}, {"state_norms", norms}};
+                            {"scores", matrix_json(intro.scores, T, T)},
+                            {"reach", {{"mean_distance", reach.mean_distance},
+                                       {"decay_only_distance", reach.decay_only_distance},
+                                       {"queries", reach.queries}}},
+                            {"state_norms", norms}};
         if (lens) {
             nlohmann::json layers = nlohmann::json::array();  // [L][T]
             for (const auto& layer_readings : readings) {
@@ -92,6 +100,9 @@ int run_inspect(const std::vector<std::string>& argv) {
         for (int m = 0; m < T; ++m) std::printf("%9.3g", intro.scores.data[static_cast<size_t>(n) * T + m]);
         std::printf("\n");
     }
+    std::printf("reach: the scores read %.2f tokens back on average (|score|-weighted, over %d queries); "
+                "the decay alone would give %.2f\n",
+                reach.mean_distance, reach.queries, reach.decay_only_distance);
     std::printf("state norm ||S|| at the last position, per layer (heads across):\n");
     for (int l = 0; l < c.n_layers; ++l) {
         std::printf("  layer %d:", l);

@@ -13,6 +13,7 @@
 #include <fstream>
 
 #include "retnet/npy.h"
+#include "retnet/retention_reach.h"
 #include "retnet/safetensors.h"
 
 namespace retnet {
@@ -107,6 +108,16 @@ TEST(Cli, InspectJsonHasTheScoresOfTheChosenHead) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("\"scores\":[["), std::string::npos);
     EXPECT_NE(r.out.find("\"state_norms\""), std::string::npos);
+    // The head's reach is retention_reach of the printed scores with that head's γ.
+    const auto j = nlohmann::json::parse(r.out);
+    std::vector<float> scores;
+    for (const auto& row : j.at("scores"))
+        for (const auto& x : row) scores.push_back(x.get<float>());
+    const HeadReach expected = retention_reach(scores, 3, j.at("decay")[1].at("gamma").get<double>());
+    EXPECT_EQ(j.at("reach").at("queries").get<int>(), expected.queries);
+    EXPECT_NEAR(j["reach"].at("mean_distance").get<double>(), expected.mean_distance, 1e-12);
+    EXPECT_NEAR(j["reach"].at("decay_only_distance").get<double>(), expected.decay_only_distance, 1e-12);
+    EXPECT_GT(expected.decay_only_distance, 0.0);
 }
 
 TEST(Cli, InspectLensReadsEveryLayerAtEveryPosition) {

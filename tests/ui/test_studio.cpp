@@ -8,6 +8,7 @@
 #include <QFileInfo>
 #include <QProcess>
 #include <QComboBox>
+#include <QLabel>
 #include <QSignalSpy>
 #include <QTemporaryDir>
 #include <QTest>
@@ -21,6 +22,7 @@
 #include "retnet/generate.h"
 #include "retnet/lens.h"
 #include "retnet/model.h"
+#include "retnet/retention_reach.h"
 #include "screenshot.h"
 #include "views/decay_view.h"
 #include "views/equivalence_view.h"
@@ -370,6 +372,21 @@ TEST(Views, RetentionShowsTheBackendScores) {
     backend->forward(kPromptIds, {}, &probe);
     ASSERT_EQ(probe.scores.numel(), int64_t(2 * T * T));
     for (int64_t i = 0; i < probe.scores.numel(); ++i) EXPECT_EQ((*matrix.scores)[size_t(i)], probe.scores.data[size_t(i)]);
+    // Each head's reach is core's, from the full scores and that head's γ, and the note shows it.
+    ASSERT_EQ(matrix.reach.size(), 2u);
+    for (int h = 0; h < 2; ++h) {
+        const retnet::HeadReach expected = retnet::retention_reach(
+            std::span<const float>(probe.scores.data).subspan(size_t(h) * T * T, size_t(T) * T), T,
+            std::exp(double(engine.model->weights.log_decay[size_t(h)])));
+        EXPECT_EQ(matrix.reach[size_t(h)].queries, expected.queries);
+        EXPECT_DOUBLE_EQ(matrix.reach[size_t(h)].mean_distance, expected.mean_distance);
+        EXPECT_DOUBLE_EQ(matrix.reach[size_t(h)].decay_only_distance, expected.decay_only_distance);
+    }
+    bool noteShowsReach = false;
+    for (const QLabel* label : view.findChildren<QLabel*>())
+        noteShowsReach |= label->text().contains(
+            QStringLiteral("reads %1 tokens back").arg(matrix.reach[0].mean_distance, 0, 'f', 1));
+    EXPECT_TRUE(noteShowsReach);
 
     view.setLayerHead(1, 1);
     QTemporaryDir out;

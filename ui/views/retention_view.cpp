@@ -313,6 +313,12 @@ void RetentionView::showHead() {
     QString note = tr("Layer %1, head %2, %3 form, %4 tokens. Red = positive, blue = negative: no "
                       "softmax, so scores are signed.")
                        .arg(m_matrix.layer).arg(h).arg(m_matrix.form).arg(m_matrix.tokens);
+    if (size_t(h) < m_matrix.reach.size() && m_matrix.reach[size_t(h)].queries > 0) {
+        const retnet::HeadReach& r = m_matrix.reach[size_t(h)];
+        note += tr(" Reach: this head reads %1 tokens back on average; its decay alone would give %2.")
+                    .arg(r.mean_distance, 0, 'f', 1)
+                    .arg(r.decay_only_distance, 0, 'f', 1);
+    }
     if (m_matrix.stride > 1)
         note += tr(" Downsampled: each cell covers %1×%1 positions and shows the score of largest "
                    "magnitude in it.").arg(m_matrix.stride);
