@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "retnet/error.h"
+#include "retnet/intervention.h"
 
 namespace retnet::cli {
 namespace fs = std::filesystem;
@@ -40,7 +41,20 @@ std::shared_ptr<const Model> load_model_option(Args& args) {
             throw Error("no --model given and no bundled default model found (looked in "
                         "$RETNET_DEFAULT_MODEL and resources/models/default)");
     }
-    return std::make_shared<const Model>(load_model(dir));
+    return load_model_edited(args, dir);
+}
+
+Interventions interventions_option(Args& args) {
+    return parse_interventions(args.get_or("mute", ""), args.get_or("gamma", ""));
+}
+
+std::shared_ptr<const Model> load_model_edited(Args& args, const std::string& dir) {
+    const Interventions edits = interventions_option(args);
+    Model model = load_model(dir);
+    if (edits.empty()) return std::make_shared<const Model>(std::move(model));
+    auto edited = std::make_shared<const Model>(apply_interventions(model, edits));
+    std::fprintf(stderr, "retnet: interventions: %s\n", describe(edits).c_str());
+    return edited;
 }
 
 std::unique_ptr<Backend> make_backend_option(Args& args, std::shared_ptr<const Model> model) {

@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "retnet/forward.h"
+#include "retnet/intervention.h"
 #include "retnet/model.h"
 
 namespace retnet::cli {
@@ -16,8 +17,13 @@ namespace retnet::cli {
 // source tree the executable was built from, else the installed share/ path. "" if none exists.
 std::string default_model_dir();
 
-// --model DIR, or the bundled default model when the option is absent.
+// --model DIR, or the bundled default model when the option is absent; with the interventions of
+// --mute L.H,… and --gamma H=G,… applied (retnet/intervention.h), announced on stderr.
 std::shared_ptr<const Model> load_model_option(Args& args);
+// The same for a directory already chosen.
+std::shared_ptr<const Model> load_model_edited(Args& args, const std::string& dir);
+// --mute and --gamma alone.
+Interventions interventions_option(Args& args);
 
 // --device cpu|cuda|reference (default cpu). A CUDA request on a machine without a usable GPU
 // falls back to the CPU with a one-line notice on stderr.

@@ -70,7 +70,7 @@ int run_compare(const std::vector<std::string>& argv) {
 
 const Command reg("compare",
                   "retnet compare [--model DIR] --tokens 5,17,933 [--chunk-size N] [--head-norm-eps E] "
-                  "[--tolerance REL] [--device cpu|cuda] [--json]",
+                  "[--tolerance REL] [--mute L.H,...] [--gamma H=G,...] [--device cpu|cuda] [--json]",
                   &run_compare);
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
+#include "retnet/sampler.h"
 #include "retnet/train_ops.h"
 #include "retnet/trainer.h"
 #include "retnet/utf8.h"
@@ -45,6 +46,22 @@ train::EvalProgress eval_progress(const InterruptGuard& interrupt) {
     };
 }
 
+// Mean loss of a batch of windows through an inference backend, each window from an empty state.
+train::BatchLoss backend_batch_loss(Backend& backend) {
+    return [&backend](const train::BatchView& b) {
+        double total = 0.0;
+        const auto T = static_cast<size_t>(b.seq_len);
+        for (int i = 0; i < b.batch; ++i) {
+            backend.reset();
+            const Tensor logits = backend.forward({b.inputs + static_cast<size_t>(i) * T, T}, ForwardOptions{});
+            const auto V = static_cast<size_t>(logits.dim(1));
+            for (size_t t = 0; t < T; ++t)
+                total -= log_probability({logits.data.data() + t * V, V}, b.targets[static_cast<size_t>(i) * T + t]);
+        }
+        return total / (static_cast<double>(b.batch) * static_cast<double>(T));
+    };
+}
+
 int run_eval(const std::vector<std::string>& argv) {
     Args args(argv, {"stream"});
     const std::string model_dir = args.require("model");
@@ -54,8 +71,10 @@ int run_eval(const std::vector<std::string>& argv) {
     const int threads = static_cast<int>(args.get_int("threads", 0, 0, 4096));
     const bool stream = args.has("stream");
     if (stream && args.has("window")) throw Error("--stream and --window exclude each other (--stream has no windows)");
+    // Interventions need the inference backend (the trainer's path computes γ from the config).
+    const bool edited = !interventions_option(args).empty();
     std::unique_ptr<Backend> backend;
-    if (stream) backend = make_backend_option(args, std::make_shared<const Model>(load_model(model_dir)));
+    if (stream || edited) backend = make_backend_option(args, load_model_edited(args, model_dir));
     args.finish();
     train::ops::set_num_threads(threads);
 
@@ -72,6 +91,8 @@ int run_eval(const std::vector<std::string>& argv) {
     train::EvalResult r;
     if (stream) {
         r = train::evaluate_text_streaming(*backend, tokenizer, part, 1024, eval_progress(interrupt));
+    } else if (edited) {
+        r = train::evaluate_text(backend_batch_loss(*backend), tokenizer, part, window, 8, eval_progress(interrupt));
     } else {
         const train::LoadedWeights w = train::load_trained_weights(model_dir);
         r = train::evaluate_text(w.config, w.layout, w.params.data(), tokenizer, part, window, 8,
@@ -91,7 +112,8 @@ int run_eval(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("eval", "retnet eval --model DIR --text FILE [--tail FRACTION] [--window T | --stream [--device D]] [--threads N]",
+const Command reg("eval", "retnet eval --model DIR --text FILE [--tail FRACTION] [--window T | --stream] [--mute L.H,...] "
+                          "[--gamma H=G,...] [--device D (with --stream or an intervention)] [--threads N]",
                   &run_eval);
 
 }  // namespace

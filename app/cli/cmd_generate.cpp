@@ -107,7 +107,7 @@ int run_generate(const std::vector<std::string>& argv) {
     sampler.seed = static_cast<uint64_t>(args.get_int("seed", 0, 0, INT64_MAX));
     if (auto stop = args.get("stop")) params.stop_strings = parse_stop_strings(*stop);
     const bool add_bos = !args.has("no-bos");
-    auto model = std::make_shared<const Model>(load_model(model_dir));
+    auto model = load_model_edited(args, model_dir);
     auto backend = make_backend_option(args, model);
     args.finish();
     params.validate();
@@ -178,7 +178,7 @@ const Command reg("generate",
                   "retnet generate [--model DIR] [--prompt TEXT | --tokens 1,2,3] [--max-new-tokens N] "
                   "[--mode parallel|recurrent|chunkwise] [--chunk-size N] [--temperature T] [--greedy] [--top-k K] "
                   "[--top-p P] [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--seed S] [--stop STR,STR] "
-                  "[--max-prompt-tokens N] [--no-bos] [--ignore-eos] [--top-n N] [--device cpu|cuda|reference] [--json]",
+                  "[--max-prompt-tokens N] [--no-bos] [--ignore-eos] [--top-n N] [--mute L.H,...] [--gamma H=G,...] [--device cpu|cuda|reference] [--json]",
                   &run_generate);
 
 }  // namespace

@@ -128,7 +128,7 @@ int run_inspect(const std::vector<std::string>& argv) {
 
 const Command reg("inspect",
                   "retnet inspect [--model DIR] --tokens 5,17,933 [--mode parallel|recurrent|chunkwise] "
-                  "[--chunk-size N] [--layer L --head H] [--lens [--lens-top N]] [--device cpu|cuda] [--json]",
+                  "[--chunk-size N] [--layer L --head H] [--lens [--lens-top N]] [--mute L.H,...] [--gamma H=G,...] [--device cpu|cuda] [--json]",
                   &run_inspect);
 
 }  // namespace

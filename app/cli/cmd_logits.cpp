@@ -28,7 +28,7 @@ int run_logits(const std::vector<std::string>& argv) {
 
 const Command reg("logits",
                   "retnet logits [--model DIR] --tokens 5,17,933 --mode parallel|recurrent|chunkwise "
-                  "[--chunk-size N] [--device cpu|cuda] --out FILE.npy",
+                  "[--chunk-size N] [--mute L.H,...] [--gamma H=G,...] [--device cpu|cuda] --out FILE.npy",
                   &run_logits);
 
 }  // namespace

@@ -120,6 +120,30 @@ TEST(Cli, InspectJsonHasTheScoresOfTheChosenHead) {
     EXPECT_GT(expected.decay_only_distance, 0.0);
 }
 
+TEST(Cli, InterventionsChangeTheModelTheCommandsRun) {
+    const std::string base = "inspect --model " + kFixtures + "fla_small --tokens 1,2,3 --json";
+    const Result plain = run_cli(base);
+    const Result edited = run_cli(base + " --gamma 0=0.5 --mute 1.1");
+    ASSERT_EQ(edited.exit_code, 0) << edited.err;
+    EXPECT_NE(edited.err.find("retnet: interventions: mute 1.1; gamma 0=0.5"), std::string::npos) << edited.err;
+    const auto j = nlohmann::json::parse(edited.out), p = nlohmann::json::parse(plain.out);
+    EXPECT_NEAR(j.at("decay")[0].at("gamma").get<double>(), 0.5, 1e-7);  // stored as float log γ
+    EXPECT_EQ(j["decay"][1], p.at("decay")[1]);
+    // Layer 1, head 1 is muted, not silenced: its scores are still computed and unchanged.
+    const Result head = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3 --layer 1 --head 1 --json --mute 1.1");
+    const Result head_plain = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3 --layer 1 --head 1 --json");
+    EXPECT_EQ(nlohmann::json::parse(head.out).at("scores"), nlohmann::json::parse(head_plain.out).at("scores"));
+    // generate reads the same options: a muted layer changes the greedy continuation's logits.
+    const Result g0 = run_cli("generate --model " + kFixtures + "fla_small --tokens 1,2,3 --greedy --max-new-tokens 4 --json");
+    const Result g1 = run_cli("generate --model " + kFixtures + "fla_small --tokens 1,2,3 --greedy --max-new-tokens 4 --json --mute 0.0,0.1,1.0,1.1");
+    ASSERT_EQ(g1.exit_code, 0) << g1.err;
+    EXPECT_NE(g0.out, g1.out);
+
+    expect_one_line_error(run_cli(base + " --mute 9.0"), "cannot mute layer 9");
+    expect_one_line_error(run_cli(base + " --gamma 0=2"), "gamma must be in (0, 1]");
+    expect_one_line_error(run_cli(base + " --mute 1"), "expected layer.head");
+}
+
 TEST(Cli, InspectLensReadsEveryLayerAtEveryPosition) {
     const Result r = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3,4 --lens --lens-top 3 --json");
     ASSERT_EQ(r.exit_code, 0) << r.err;

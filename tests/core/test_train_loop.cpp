@@ -263,4 +263,27 @@ TEST(TrainLoop, CliTrainThenEval) {
     std::stringstream bs;
     bs << berr.rdbuf();
     EXPECT_EQ(bs.str(), "retnet eval: error: --stream and --window exclude each other (--stream has no windows)\n");
+
+    // With an intervention, the windows run through the inference backend: overriding γ of head 0
+    // with its own value (1 − 2⁻⁵) must give the trainer path's loss (both float; printed to 4
+    // decimals), announced on stderr.
+    auto eval_loss = [&](const std::string& extra, const std::string& name) {
+        const std::string cmd = std::string(RETNET_CLI_PATH) + " eval --model " + (out / "checkpoint").string() +
+                                " --text " + ws.text.string() + " --tail 0.1 --window 64 " + extra + " > " +
+                                (ws.dir / (name + ".log")).string() + " 2> " + (ws.dir / (name + ".err")).string();
+        EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+        std::ifstream in(ws.dir / (name + ".log"));
+        std::string line;
+        while (std::getline(in, line))
+            if (line.rfind("loss per token", 0) == 0) return std::stod(line.substr(15));
+        ADD_FAILURE() << name << ": no loss line";
+        return -1.0;
+    };
+    const double plain = eval_loss("", "plain");
+    EXPECT_NEAR(eval_loss("--gamma 0=0.96875", "same_gamma"), plain, 2e-4);
+    std::ifstream gerr(ws.dir / "same_gamma.err");
+    std::stringstream gs;
+    gs << gerr.rdbuf();
+    EXPECT_NE(gs.str().find("retnet: interventions: gamma 0=0.96875"), std::string::npos) << gs.str();
+    EXPECT_GT(eval_loss("--mute 0.0,0.1 --gamma 1=0.5", "edited"), 0.0);
 }
