@@ -146,6 +146,13 @@ void EngineController::setDevice(const QString& device) {
     post([w = m_worker, id, device] { w->setDevice(id, device); });
 }
 
+void EngineController::setInterventions(const retnet::Interventions& interventions) {
+    const uint64_t id = startJob(Job::Load);
+    m_flags->stopGeneration = true;
+    m_loading = true;
+    post([w = m_worker, id, interventions] { w->setInterventions(id, interventions); });
+}
+
 uint64_t EngineController::generate(const GenerateRequest& request) {
     const uint64_t id = startJob(Job::Generate);
     m_flags->stopGeneration = false;

@@ -25,6 +25,8 @@ public:
                   std::shared_ptr<const retnet::Tokenizer> tokenizer,
                   const QString& device = QStringLiteral("cpu"));
     void setDevice(const QString& device);
+    // What-if edits of the loaded model (retnet/intervention.h); empty restores it as loaded.
+    void setInterventions(const retnet::Interventions& interventions);
 
     uint64_t generate(const GenerateRequest& request);
     void stopGeneration();

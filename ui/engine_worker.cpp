@@ -122,7 +122,9 @@ void EngineWorker::loadModelDirectory(uint64_t id, const QString& directory, con
                                 std::to_string(tokenizer->vocab_size()) +
                                 " tokens but the model only " +
                                 std::to_string(model->config.vocab_size));
-        installModel(std::move(model), std::move(tokenizer), directory, device);
+        installModel(model, std::move(tokenizer), directory, device);
+        m_loaded = std::move(model);
+        m_interventions = {};
         emit modelReady(id, describeModel(m_notice));
     } catch (const retnet::Cancelled&) {
         emit failed(id, QStringLiteral("Open model"), QStringLiteral("cancelled"));
@@ -135,10 +137,27 @@ void EngineWorker::useModel(uint64_t id, std::shared_ptr<const retnet::Model> mo
                             std::shared_ptr<const retnet::Tokenizer> tokenizer,
                             const QString& device) {
     try {
-        installModel(std::move(model), std::move(tokenizer), QString(), device);
+        installModel(model, std::move(tokenizer), QString(), device);
+        m_loaded = std::move(model);
+        m_interventions = {};
         emit modelReady(id, describeModel(m_notice));
     } catch (const std::exception& e) {
         emit failed(id, QStringLiteral("Use model"), QString::fromStdString(e.what()));
+    }
+}
+
+void EngineWorker::setInterventions(uint64_t id, const retnet::Interventions& interventions) {
+    if (!m_loaded) return;
+    try {
+        auto model = interventions.empty()
+                         ? m_loaded
+                         : std::make_shared<const retnet::Model>(retnet::apply_interventions(*m_loaded, interventions));
+        installModel(std::move(model), m_tokenizer, m_directory, QString::fromStdString(m_backend->name()));
+        m_interventions = interventions;
+        emit modelReady(id, describeModel(m_notice));
+    } catch (const std::exception& e) {
+        emit failed(id, QStringLiteral("Interventions"), QString::fromStdString(e.what()));
+        emit modelReady(id, describeModel(m_notice));  // the model in force is unchanged
     }
 }
 
@@ -205,6 +224,7 @@ ModelInfo EngineWorker::describeModel(const QString& notice) const {
     if (c.family == retnet::Family::TorchScale)
         info.stateBytes += int64_t(c.n_layers) * c.n_heads * int64_t(sizeof(double));
     info.logDecay = m_model->weights.log_decay;
+    info.interventions = QString::fromStdString(retnet::describe(m_interventions));
     return info;
 }
 

@@ -42,6 +42,8 @@ public:
     void useModel(uint64_t id, std::shared_ptr<const retnet::Model> model,
                   std::shared_ptr<const retnet::Tokenizer> tokenizer, const QString& device);
     void setDevice(uint64_t id, const QString& device);
+    // Reinstalls the model as loaded with these edits (none: the model as loaded), same device.
+    void setInterventions(uint64_t id, const retnet::Interventions& interventions);
     void generate(uint64_t id, const GenerateRequest& request);
     void computeEquivalence(uint64_t id, const EquivalenceRequest& request);
     void computeRetention(uint64_t id, const RetentionRequest& request);
@@ -75,6 +77,8 @@ private:
     void scorePromptTokens(int64_t first, const retnet::Tensor& logits, std::vector<TokenEvent>& events) const;
 
     std::shared_ptr<JobFlags> m_flags;
+    std::shared_ptr<const retnet::Model> m_loaded;  // as loaded, before interventions
+    retnet::Interventions m_interventions;         // applied to m_loaded to give m_model
     std::shared_ptr<const retnet::Model> m_model;
     std::shared_ptr<const retnet::Tokenizer> m_tokenizer;
     std::unique_ptr<retnet::Backend> m_backend;

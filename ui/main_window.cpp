@@ -13,8 +13,11 @@
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
+#include <QGroupBox>
+#include <QHBoxLayout>
 #include <QHeaderView>
 #include <QLabel>
+#include <QLineEdit>
 #include <QLocale>
 #include <QMenuBar>
 #include <QMessageBox>
@@ -31,6 +34,7 @@
 
 #include <cstdio>
 
+#include "retnet/intervention.h"
 #include "retnet/model.h"
 #include "views/decay_view.h"
 #include "views/equivalence_view.h"
@@ -155,6 +159,37 @@ void MainWindow::buildModelDock() {
     auto* form = new QFormLayout;
     form->addRow(tr("Device / precision"), m_device);
     layout->addLayout(form);
+    // What-if edits (retnet/intervention.h): the model is reinstalled with them on Apply.
+    auto* edits = new QGroupBox(tr("Interventions"));
+    auto* editsForm = new QFormLayout(edits);
+    m_mute = new QLineEdit;
+    m_mute->setObjectName(QStringLiteral("muteHeads"));
+    m_mute->setPlaceholderText(tr("layer.head, … e.g. 2.3, 0.1"));
+    m_mute->setToolTip(tr("Mute heads: their output no longer reaches the residual stream (their "
+                          "columns of o_proj are zeroed); their scores and state still evolve."));
+    m_gamma = new QLineEdit;
+    m_gamma->setObjectName(QStringLiteral("gammaOverrides"));
+    m_gamma->setPlaceholderText(tr("head=γ, … e.g. 0=0.9"));
+    m_gamma->setToolTip(tr("Give head h another decay γ in (0, 1]. γ is one value per head index "
+                           "shared by all layers, so this changes head h of every layer."));
+    editsForm->addRow(tr("Mute"), m_mute);
+    editsForm->addRow(tr("γ"), m_gamma);
+    auto* apply = new QPushButton(tr("Apply"));
+    apply->setObjectName(QStringLiteral("applyInterventions"));
+    auto* clear = new QPushButton(tr("Clear"));
+    auto* buttons = new QHBoxLayout;
+    buttons->addWidget(apply);
+    buttons->addWidget(clear);
+    editsForm->addRow(buttons);
+    connect(apply, &QPushButton::clicked, this, &MainWindow::applyInterventions);
+    connect(m_mute, &QLineEdit::returnPressed, this, &MainWindow::applyInterventions);
+    connect(m_gamma, &QLineEdit::returnPressed, this, &MainWindow::applyInterventions);
+    connect(clear, &QPushButton::clicked, this, [this] {
+        m_mute->clear();
+        m_gamma->clear();
+        applyInterventions();
+    });
+    layout->addWidget(edits);
     m_modelPanel = new QLabel(tr("No model is open."));
     m_modelPanel->setWordWrap(true);
     m_modelPanel->setTextInteractionFlags(Qt::TextSelectableByMouse);
@@ -345,6 +380,16 @@ void MainWindow::onModelLoaded(const ModelInfo& info) {
     statusBar()->showMessage(info.notice.isEmpty() ? tr("Model ready.") : info.notice, 8000);
 }
 
+void MainWindow::applyInterventions() {
+    if (!m_controller->hasModel()) return showError(tr("Interventions"), tr("Open a model first."));
+    try {
+        m_controller->setInterventions(
+            retnet::parse_interventions(m_mute->text().toStdString(), m_gamma->text().toStdString()));
+    } catch (const std::exception& e) {
+        showError(tr("Interventions"), QString::fromStdString(e.what()));
+    }
+}
+
 void MainWindow::updateModelPanel() {
     if (!m_controller->hasModel()) return;
     const ModelInfo& i = m_controller->modelInfo();
@@ -373,6 +418,8 @@ void MainWindow::updateModelPanel() {
     html += row(tr("Estimated memory"), locale.formattedDataSize(i.estimatedBytes(T)) +
                     tr(" (weights + state + parallel prefill of %1 tokens)").arg(T));
     html += QStringLiteral("</table>");
+    if (!i.interventions.isEmpty())
+        html += tr("<p><b>Interventions:</b> %1 (Clear restores the model as loaded)</p>").arg(i.interventions.toHtmlEscaped());
     if (!i.notice.isEmpty()) html += QStringLiteral("<p><i>%1</i></p>").arg(i.notice.toHtmlEscaped());
     m_modelPanel->setText(html);
 }
@@ -505,6 +552,7 @@ QString MainWindow::exportMetadata() const {
         lines << QStringLiteral("model: %1").arg(i.directory.isEmpty() ? i.name : i.directory);
         lines << QStringLiteral("family: %1").arg(i.family);
         lines << QStringLiteral("device: %1").arg(i.device);
+        if (!i.interventions.isEmpty()) lines << QStringLiteral("interventions: %1").arg(i.interventions);
     }
     if (ViewBase* v = currentView()) lines << QStringLiteral("view: %1").arg(v->viewId());
     lines << QStringLiteral("sampler: %1").arg(m_generate->samplerSummary());

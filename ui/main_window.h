@@ -10,6 +10,7 @@ class QAction;
 class QActionGroup;
 class QComboBox;
 class QLabel;
+class QLineEdit;
 class QProgressBar;
 class QPushButton;
 class QStackedWidget;
@@ -70,6 +71,7 @@ private:
     void connectController();
     void onModelLoaded(const ModelInfo& info);
     void updateModelPanel();
+    void applyInterventions();  // parses the dock's fields and reinstalls the model with them
     void showError(const QString& title, const QString& message);
     void exportCurrent(const QString& kind);
     void markAnalysesStale();
@@ -91,6 +93,9 @@ private:
     std::vector<QTextBrowser*> m_learnPanels;
     QLabel* m_modelPanel = nullptr;
     QComboBox* m_device = nullptr;
+    QLineEdit* m_mute = nullptr;   // interventions: heads to mute, "layer.head, …"
+    QLineEdit* m_gamma = nullptr;  // interventions: decay overrides, "head=γ, …"
+
     QLabel* m_statusModel = nullptr;
     QProgressBar* m_progress = nullptr;
     QPushButton* m_cancelLoad = nullptr;

@@ -15,6 +15,7 @@
 
 #include "retnet/equivalence.h"
 #include "retnet/forward.h"
+#include "retnet/intervention.h"
 #include "retnet/retention_reach.h"
 #include "retnet/sampler.h"
 
@@ -35,6 +36,7 @@ struct ModelInfo {
     int64_t weightBytes = 0;   // float32 weights in memory
     int64_t stateBytes = 0;    // the whole recurrent state (all layers), fixed size
     std::vector<float> logDecay;  // (H) log γ_h
+    QString interventions;        // retnet::describe() of the edits in force; empty for none
 
     // A Transformer with the same layers and projection widths keeps K and V of every token.
     int64_t kvCacheBytes(int64_t tokens) const {

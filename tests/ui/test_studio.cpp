@@ -9,6 +9,8 @@
 #include <QProcess>
 #include <QComboBox>
 #include <QLabel>
+#include <QLineEdit>
+#include <QPushButton>
 #include <QSignalSpy>
 #include <QTemporaryDir>
 #include <QTest>
@@ -20,6 +22,7 @@
 #include "main_window.h"
 #include "retnet/equivalence.h"
 #include "retnet/generate.h"
+#include "retnet/intervention.h"
 #include "retnet/lens.h"
 #include "retnet/model.h"
 #include "retnet/retention_reach.h"
@@ -122,6 +125,41 @@ TEST(Controller, ModelInfoDescribesTheModel) {
     ASSERT_EQ(info.logDecay.size(), 2u);
     EXPECT_FLOAT_EQ(info.logDecay[0], std::log(0.96875f));
     EXPECT_FALSE(info.hasTokenizer);
+}
+
+// Interventions reinstall the loaded model with the edits: generation then follows core's edited
+// model, the decay shown is the override, and clearing them restores the model as loaded.
+TEST(Controller, InterventionsReinstallTheEditedModel) {
+    Engine engine;
+    const retnet::Interventions edits = retnet::parse_interventions("0.0,1.1", "1=0.5");
+    QSignalSpy ready(&engine.controller, &EngineController::modelLoaded);
+    engine.controller.setInterventions(edits);
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    const ModelInfo& info = engine.controller.modelInfo();
+    EXPECT_EQ(info.interventions, QStringLiteral("mute 0.0,1.1; gamma 1=0.5"));
+    EXPECT_FLOAT_EQ(info.logDecay[1], std::log(0.5f));
+    EXPECT_FLOAT_EQ(info.logDecay[0], std::log(0.96875f));
+    auto edited = std::make_shared<const retnet::Model>(retnet::apply_interventions(*engine.model, edits));
+    const std::vector<int32_t> expected = greedyReference(edited, 8);
+    ASSERT_NE(expected, greedyReference(engine.model, 8));  // the edits change this model's output
+    std::vector<TokenEvent> events = engine.run(greedy(8));
+    ASSERT_EQ(events.size(), kPromptIds.size() + 8);
+    for (size_t i = 0; i < 8; ++i) EXPECT_EQ(events[kPromptIds.size() + i].id, expected[i]) << i;
+
+    // A head the model does not have: an error, and the edits in force stay.
+    QSignalSpy errors(&engine.controller, &EngineController::errorOccurred);
+    engine.controller.setInterventions(retnet::parse_interventions("7.0", ""));
+    ASSERT_TRUE(errors.wait(kWaitMs));
+    EXPECT_TRUE(errors.last().at(1).toString().contains(QStringLiteral("cannot mute layer 7")));
+    ASSERT_TRUE(ready.count() > 1 || ready.wait(kWaitMs));
+    EXPECT_EQ(engine.controller.modelInfo().interventions, QStringLiteral("mute 0.0,1.1; gamma 1=0.5"));
+
+    engine.controller.setInterventions({});
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    EXPECT_TRUE(engine.controller.modelInfo().interventions.isEmpty());
+    events = engine.run(greedy(8));
+    const std::vector<int32_t> plain = greedyReference(engine.model, 8);
+    for (size_t i = 0; i < 8; ++i) EXPECT_EQ(events[kPromptIds.size() + i].id, plain[i]) << i;
 }
 
 TEST(Controller, GreedyGenerationMatchesTheEngine) {
@@ -598,6 +636,19 @@ TEST(MainWindowTest, RandomModelThemesAndViews) {
     EXPECT_GT(QApplication::palette().color(QPalette::Window).lightness(), 128);
     EXPECT_TRUE(window.exportMetadata().contains(QStringLiteral("family: fla")));
     EXPECT_TRUE(window.lastError().isEmpty()) << window.lastError().toStdString();
+
+    // The model dock's interventions: typed, applied, shown in the panel and the export metadata.
+    auto* mute = window.findChild<QLineEdit*>(QStringLiteral("muteHeads"));
+    auto* apply = window.findChild<QPushButton*>(QStringLiteral("applyInterventions"));
+    ASSERT_TRUE(mute && apply);
+    mute->setText(QStringLiteral("1.0"));
+    apply->click();
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    EXPECT_EQ(window.controller()->modelInfo().interventions, QStringLiteral("mute 1.0"));
+    EXPECT_TRUE(window.exportMetadata().contains(QStringLiteral("interventions: mute 1.0")));
+    mute->setText(QStringLiteral("1"));  // not layer.head: refused before reaching the engine
+    apply->click();
+    EXPECT_TRUE(window.lastError().contains(QStringLiteral("expected layer.head"))) << window.lastError().toStdString();
 }
 
 TEST(MainWindowTest, ScreenshotRunnerSavesEveryView) {
