@@ -185,8 +185,7 @@ void MainWindow::buildModelDock() {
     connect(m_mute, &QLineEdit::returnPressed, this, &MainWindow::applyInterventions);
     connect(m_gamma, &QLineEdit::returnPressed, this, &MainWindow::applyInterventions);
     connect(clear, &QPushButton::clicked, this, [this] {
-        m_mute->clear();
-        m_gamma->clear();
+        clearInterventionFields();
         applyInterventions();
     });
     layout->addWidget(edits);
@@ -380,6 +379,12 @@ void MainWindow::onModelLoaded(const ModelInfo& info) {
     statusBar()->showMessage(info.notice.isEmpty() ? tr("Model ready.") : info.notice, 8000);
 }
 
+// A newly opened model starts without edits, and so do the fields.
+void MainWindow::clearInterventionFields() {
+    m_mute->clear();
+    m_gamma->clear();
+}
+
 void MainWindow::applyInterventions() {
     if (!m_controller->hasModel()) return showError(tr("Interventions"), tr("Open a model first."));
     try {
@@ -441,6 +446,7 @@ void MainWindow::showView(const QString& id) {
 }
 
 void MainWindow::openModelDirectory(const QString& directory) {
+    clearInterventionFields();
     m_controller->openModelDirectory(directory, m_device->count() ? m_device->currentData().toString()
                                                                   : QStringLiteral("cpu"));
 }
@@ -464,6 +470,7 @@ void MainWindow::useRandomModel(uint64_t seed) {
     c.ffn_dim = 64;
     c.chunk_size = 8;
     auto model = std::make_shared<const retnet::Model>(retnet::make_random_model(c, seed));
+    clearInterventionFields();
     m_controller->useModel(model, nullptr);
     if (m_generate->prompt().isEmpty())
         m_generate->setPrompt(QStringLiteral("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16"));

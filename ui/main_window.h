@@ -72,6 +72,7 @@ private:
     void onModelLoaded(const ModelInfo& info);
     void updateModelPanel();
     void applyInterventions();  // parses the dock's fields and reinstalls the model with them
+    void clearInterventionFields();
     void showError(const QString& title, const QString& message);
     void exportCurrent(const QString& kind);
     void markAnalysesStale();

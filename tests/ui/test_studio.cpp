@@ -649,6 +649,10 @@ TEST(MainWindowTest, RandomModelThemesAndViews) {
     mute->setText(QStringLiteral("1"));  // not layer.head: refused before reaching the engine
     apply->click();
     EXPECT_TRUE(window.lastError().contains(QStringLiteral("expected layer.head"))) << window.lastError().toStdString();
+    window.useRandomModel(4);  // another model starts without edits, and so do the fields
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    EXPECT_TRUE(mute->text().isEmpty());
+    EXPECT_TRUE(window.controller()->modelInfo().interventions.isEmpty());
 }
 
 TEST(MainWindowTest, ScreenshotRunnerSavesEveryView) {
