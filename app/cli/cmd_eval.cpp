@@ -16,7 +16,6 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
-#include "retnet/sampler.h"
 #include "retnet/train_ops.h"
 #include "retnet/trainer.h"
 #include "retnet/utf8.h"
@@ -43,22 +42,6 @@ train::EvalProgress eval_progress(const InterruptGuard& interrupt) {
             last_tenth = tenth;
         }
         return true;
-    };
-}
-
-// Mean loss of a batch of windows through an inference backend, each window from an empty state.
-train::BatchLoss backend_batch_loss(Backend& backend) {
-    return [&backend](const train::BatchView& b) {
-        double total = 0.0;
-        const auto T = static_cast<size_t>(b.seq_len);
-        for (int i = 0; i < b.batch; ++i) {
-            backend.reset();
-            const Tensor logits = backend.forward({b.inputs + static_cast<size_t>(i) * T, T}, ForwardOptions{});
-            const auto V = static_cast<size_t>(logits.dim(1));
-            for (size_t t = 0; t < T; ++t)
-                total -= log_probability({logits.data.data() + t * V, V}, b.targets[static_cast<size_t>(i) * T + t]);
-        }
-        return total / (static_cast<double>(b.batch) * static_cast<double>(T));
     };
 }
 
@@ -92,7 +75,7 @@ int run_eval(const std::vector<std::string>& argv) {
     if (stream) {
         r = train::evaluate_text_streaming(*backend, tokenizer, part, 1024, eval_progress(interrupt));
     } else if (edited) {
-        r = train::evaluate_text(backend_batch_loss(*backend), tokenizer, part, window, 8, eval_progress(interrupt));
+        r = train::evaluate_text(train::backend_batch_loss(*backend), tokenizer, part, window, 8, eval_progress(interrupt));
     } else {
         const train::LoadedWeights w = train::load_trained_weights(model_dir);
         r = train::evaluate_text(w.config, w.layout, w.params.data(), tokenizer, part, window, 8,

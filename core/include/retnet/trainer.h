@@ -55,6 +55,10 @@ using BatchLoss = std::function<double(const BatchView&)>;
 EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer, std::string_view text,
                          int window, int batch = 8, const EvalProgress& progress = {});
 
+// The mean loss of each batch of windows through an inference backend (parallel form, each window
+// from an empty state), for models the trainer's forward does not cover (e.g. with interventions).
+BatchLoss backend_batch_loss(Backend& backend);
+
 // The whole text as one sequence, the recurrent way: the backend's state is carried from the first
 // token to the last (forward() on pieces of `piece` tokens in the chunkwise form), so every
 // prediction sees all the text before it, not only its window. Same token and character counts

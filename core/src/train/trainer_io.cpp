@@ -53,6 +53,14 @@ void set_losses(EvalResult& result, double loss_sum) {
     result.bits_per_char = loss_sum / std::numbers::ln2 / static_cast<double>(std::max<int64_t>(1, result.characters));
 }
 
+// −Σ_t log p(targets[t]) over the rows of logits (rows, V).
+double target_loss_sum(const Tensor& logits, const int32_t* targets) {
+    const auto rows = static_cast<size_t>(logits.shape.at(0)), V = static_cast<size_t>(logits.shape.at(1));
+    double sum = 0;
+    for (size_t t = 0; t < rows; ++t) sum -= log_probability({logits.data.data() + t * V, V}, targets[t]);
+    return sum;
+}
+
 }  // namespace
 
 EvalResult evaluate_text(const ModelConfig& config, const ParamLayout& layout, const float* params,
@@ -95,6 +103,18 @@ EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer
     return result;
 }
 
+BatchLoss backend_batch_loss(Backend& backend) {
+    return [&backend](const BatchView& b) {
+        const auto T = static_cast<size_t>(b.seq_len);
+        double total = 0.0;
+        for (size_t i = 0; i < static_cast<size_t>(b.batch); ++i) {
+            backend.reset();
+            total += target_loss_sum(backend.forward({b.inputs + i * T, T}, ForwardOptions{}), b.targets + i * T);
+        }
+        return total / (static_cast<double>(b.batch) * static_cast<double>(T));
+    };
+}
+
 EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer, std::string_view text, int piece,
                                    const EvalProgress& progress) {
     if (piece < 1) throw Error("evaluation piece must be at least 1 token");
@@ -108,11 +128,7 @@ EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer,
         const int64_t len = std::min<int64_t>(piece, result.tokens - start);
         const Tensor logits = backend.forward(std::span(tokens).subspan(static_cast<size_t>(start), static_cast<size_t>(len)),
                                               options);  // (len, V)
-        const auto V = static_cast<size_t>(logits.shape.at(1));
-        for (int64_t t = 0; t < len; ++t) {
-            const std::span<const float> row(logits.data.data() + static_cast<size_t>(t) * V, V);
-            loss_sum -= log_probability(row, tokens[static_cast<size_t>(start + t + 1)]);
-        }
+        loss_sum += target_loss_sum(logits, tokens.data() + start + 1);
         if (progress && !progress(start + len, result.tokens)) throw Cancelled();
     }
     set_losses(result, loss_sum);
