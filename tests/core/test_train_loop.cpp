@@ -10,12 +10,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "retnet/error.h"
 #include "retnet/safetensors.h"
 #include "retnet/tokenizer.h"
 #include "retnet/trainer.h"
+#include "test_robustness_util.h"
 #include "test_train_workspace.h"
 
 namespace fs = std::filesystem;
@@ -88,10 +88,7 @@ TEST(TrainLoop, LossFallsOnASmallCorpus) {
     // The evaluation of the saved best model reproduces the validation loss the loop reported.
     const LoadedWeights w = load_trained_weights((fs::path(o.out_dir) / "best").string());
     const Tokenizer tok = Tokenizer::load((fs::path(o.out_dir) / "best" / "tokenizer.model").string());
-    std::ifstream in(ws.text, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    const std::string text = s.str();
+    const std::string text = robustness::slurp(ws.text);
     const EvalResult e = evaluate_text(w.config, w.layout, w.params.data(), tok, split_tail(text, 0.1).second, 64);
     EXPECT_NEAR(e.loss_per_token, val[0], 1e-9);
     EXPECT_GT(e.bits_per_char, 0.5);
@@ -227,63 +224,50 @@ TEST(TrainLoop, ResumeRejectsChangedOptions) {
 }
 
 TEST(TrainLoop, CliTrainThenEval) {
+    using robustness::run_retnet;
     Workspace ws;
     const fs::path out = ws.dir / "cli";
-    const std::string train_cmd = std::string(RETNET_CLI_PATH) + " train --data " + ws.text.string() + " --config " +
-                                  ws.config.string() + " --tokenizer " + ws.tokenizer.string() + " --out " +
-                                  out.string() + " --steps 3 --batch 2 --seq-len 16 --threads 1 > " +
-                                  (ws.dir / "train.log").string() + " 2>&1";
-    ASSERT_EQ(std::system(train_cmd.c_str()), 0);
-    std::ifstream log(ws.dir / "train.log");
-    std::stringstream ls;
-    ls << log.rdbuf();
-    EXPECT_NE(ls.str().find("step      3/3  loss"), std::string::npos) << ls.str();
-    EXPECT_NE(ls.str().find("tok/s"), std::string::npos);
-    const std::string eval_cmd = std::string(RETNET_CLI_PATH) + " eval --model " + (out / "checkpoint").string() +
-                                 " --text " + ws.text.string() + " --tail 0.1 > " + (ws.dir / "eval.log").string();
-    ASSERT_EQ(std::system(eval_cmd.c_str()), 0);
-    std::ifstream elog(ws.dir / "eval.log");
-    std::stringstream es;
-    es << elog.rdbuf();
-    EXPECT_NE(es.str().find("bits per char"), std::string::npos) << es.str();
+    const auto train = run_retnet({"train", "--data", ws.text.string(), "--config", ws.config.string(), "--tokenizer",
+                                   ws.tokenizer.string(), "--out", out.string(), "--steps", "3", "--batch", "2",
+                                   "--seq-len", "16", "--threads", "1"});
+    ASSERT_EQ(train.exit_code, 0) << train.err;
+    const std::string log = train.out + train.err;
+    EXPECT_NE(log.find("step      3/3  loss"), std::string::npos) << log;
+    EXPECT_NE(log.find("tok/s"), std::string::npos);
+    auto eval = [&](std::vector<std::string> extra) {
+        std::vector<std::string> args{"eval", "--model", (out / "checkpoint").string(), "--text", ws.text.string()};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return run_retnet(args);
+    };
+    const auto windows = eval({"--tail", "0.1"});
+    ASSERT_EQ(windows.exit_code, 0) << windows.err;
+    EXPECT_NE(windows.out.find("bits per char"), std::string::npos) << windows.out;
     // --stream: the same tokens and characters, one sequence; it excludes --window.
-    const std::string stream_cmd = std::string(RETNET_CLI_PATH) + " eval --model " + (out / "checkpoint").string() +
-                                   " --text " + ws.text.string() + " --tail 0.1 --stream > " +
-                                   (ws.dir / "stream.log").string() + " 2>/dev/null";
-    ASSERT_EQ(std::system(stream_cmd.c_str()), 0);
-    std::ifstream slog(ws.dir / "stream.log");
-    std::stringstream ss;
-    ss << slog.rdbuf();
-    EXPECT_NE(ss.str().find("one sequence (state carried, cpu backend)"), std::string::npos) << ss.str();
-    const std::string both_cmd = std::string(RETNET_CLI_PATH) + " eval --model " + (out / "checkpoint").string() +
-                                 " --text " + ws.text.string() + " --stream --window 64 2> " +
-                                 (ws.dir / "both.err").string();
-    EXPECT_NE(std::system(both_cmd.c_str()), 0);
-    std::ifstream berr(ws.dir / "both.err");
-    std::stringstream bs;
-    bs << berr.rdbuf();
-    EXPECT_EQ(bs.str(), "retnet eval: error: --stream and --window exclude each other (--stream has no windows)\n");
+    const auto stream = eval({"--tail", "0.1", "--stream"});
+    ASSERT_EQ(stream.exit_code, 0) << stream.err;
+    EXPECT_NE(stream.out.find("one sequence (state carried, cpu backend)"), std::string::npos) << stream.out;
+    const auto both = eval({"--stream", "--window", "64"});
+    EXPECT_NE(both.exit_code, 0);
+    EXPECT_EQ(both.err, "retnet eval: error: --stream and --window exclude each other (--stream has no windows)\n");
 
     // With an intervention, the windows run through the inference backend: overriding γ of head 0
     // with its own value (1 − 2⁻⁵) must give the trainer path's loss (both float; printed to 4
     // decimals), announced on stderr.
-    auto eval_loss = [&](const std::string& extra, const std::string& name) {
-        const std::string cmd = std::string(RETNET_CLI_PATH) + " eval --model " + (out / "checkpoint").string() +
-                                " --text " + ws.text.string() + " --tail 0.1 --window 64 " + extra + " > " +
-                                (ws.dir / (name + ".log")).string() + " 2> " + (ws.dir / (name + ".err")).string();
-        EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
-        std::ifstream in(ws.dir / (name + ".log"));
-        std::string line;
-        while (std::getline(in, line))
-            if (line.rfind("loss per token", 0) == 0) return std::stod(line.substr(15));
-        ADD_FAILURE() << name << ": no loss line";
-        return -1.0;
+    auto eval_loss = [&](std::vector<std::string> extra, std::string* err = nullptr) {
+        extra.insert(extra.begin(), {"--tail", "0.1", "--window", "64"});
+        const auto r = eval(extra);
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        if (err) *err = r.err;
+        const size_t at = r.out.find("loss per token");
+        if (at == std::string::npos) {
+            ADD_FAILURE() << "no loss line in: " << r.out;
+            return -1.0;
+        }
+        return std::stod(r.out.substr(at + 15));
     };
-    const double plain = eval_loss("", "plain");
-    EXPECT_NEAR(eval_loss("--gamma 0=0.96875", "same_gamma"), plain, 2e-4);
-    std::ifstream gerr(ws.dir / "same_gamma.err");
-    std::stringstream gs;
-    gs << gerr.rdbuf();
-    EXPECT_NE(gs.str().find("retnet: interventions: gamma 0=0.96875"), std::string::npos) << gs.str();
-    EXPECT_GT(eval_loss("--mute 0.0,0.1 --gamma 1=0.5", "edited"), 0.0);
+    const double plain = eval_loss({});
+    std::string same_gamma_err;
+    EXPECT_NEAR(eval_loss({"--gamma", "0=0.96875"}, &same_gamma_err), plain, 2e-4);
+    EXPECT_NE(same_gamma_err.find("retnet: interventions: gamma 0=0.96875"), std::string::npos) << same_gamma_err;
+    EXPECT_GT(eval_loss({"--mute", "0.0,0.1", "--gamma", "1=0.5"}), 0.0);
 }
