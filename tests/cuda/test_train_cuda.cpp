@@ -105,24 +105,51 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// The CPU trainer's loss in double for float weights (with its gradient and logits when asked):
+// the reference every device result is compared with.
+double cpu_reference(const ModelConfig& config, const ParamLayout& layout, const std::vector<float>& params,
+                     const BatchView& batch, const LossOptions& options, std::vector<double>* grad = nullptr,
+                     std::vector<double>* logits = nullptr) {
+    const std::vector<double> params_d(params.begin(), params.end());
+    if (grad) grad->assign(params.size(), 0.0);
+    return train::loss_and_gradient<double>(config, layout, params_d.data(), batch, grad ? grad->data() : nullptr,
+                                            options, logits);
+}
+
+// One test's model and batch: small_config(c), weights from random_params and `batch_size`
+// random sequences of c.seq_len tokens below `token_range` (0: the whole vocabulary).
+struct TrainSetup {
+    ModelConfig config;
+    ParamLayout layout;
+    std::vector<float> params;
+    Tokens tokens;
+    BatchView batch;
+
+    TrainSetup(const TrainCase& c, int batch_size, uint64_t param_seed, uint64_t token_seed, int token_range = 0)
+        : config(small_config(c)),
+          layout(train::make_param_layout(config)),
+          params(random_params(layout, param_seed)),
+          tokens(random_tokens(batch_size * c.seq_len, token_range > 0 ? token_range : config.vocab_size, token_seed)),
+          batch(tokens.view(batch_size, c.seq_len)) {}
+    TrainSetup(const TrainSetup&) = delete;  // batch points into tokens
+    TrainSetup& operator=(const TrainSetup&) = delete;
+
+    double reference(const LossOptions& options, std::vector<double>* grad = nullptr,
+                     std::vector<double>* logits = nullptr) const {
+        return cpu_reference(config, layout, params, batch, options, grad, logits);
+    }
+};
+
 class CudaTrainGradient : public CudaTest, public ::testing::WithParamInterface<TrainCase> {};
 
 TEST_P(CudaTrainGradient, LossGradientAndLogitsMatchTheCpuDoubleReference) {
     const TrainCase& c = GetParam();
-    const ModelConfig config = small_config(c);
-    const ParamLayout layout = train::make_param_layout(config);
-    const std::vector<float> params = random_params(layout, 7);
-    const int B = 3;
-    const Tokens tokens = random_tokens(B * c.seq_len, config.vocab_size, 11);
-    const BatchView batch = tokens.view(B, c.seq_len);
-
-    const std::vector<double> params_d(params.begin(), params.end());
-    std::vector<double> grad_ref(params.size());
-    std::vector<double> logits_ref;
+    const TrainSetup setup(c, 3, 7, 11);
+    const auto& [config, layout, params, tokens, batch] = setup;
+    std::vector<double> grad_ref, logits_ref;
     LossOptions lo;
     lo.chunk = c.chunk;
-    const double loss_ref = train::loss_and_gradient<double>(config, layout, params_d.data(), batch,
-                                                             grad_ref.data(), lo, &logits_ref);
+    const double loss_ref = setup.reference(lo, &grad_ref, &logits_ref);
 
     CudaTrainerOptions options;
     options.chunk = c.chunk;
@@ -158,24 +185,17 @@ class CudaTrainDropout : public CudaTest, public ::testing::WithParamInterface<T
 
 TEST_P(CudaTrainDropout, LossAndGradientWithDropoutMatchTheCpuDoubleReference) {
     const TrainCase& c = GetParam();
-    const ModelConfig config = small_config(c);
-    const ParamLayout layout = train::make_param_layout(config);
-    const std::vector<float> params = random_params(layout, 17);
-    const int B = 3;
-    const Tokens tokens = random_tokens(B * c.seq_len, config.vocab_size, 19);
-    const BatchView batch = tokens.view(B, c.seq_len);
-    const std::vector<double> params_d(params.begin(), params.end());
+    const TrainSetup setup(c, 3, 17, 19);
+    const auto& [config, layout, params, tokens, batch] = setup;
 
     LossOptions plain;
     plain.chunk = c.chunk;
     LossOptions with_dropout = plain;
     with_dropout.dropout = 0.3;
     with_dropout.dropout_seed = 0x1234567890ABCDEFULL;
-    std::vector<double> grad_ref(params.size()), grad_plain(params.size());
-    const double loss_ref = train::loss_and_gradient<double>(config, layout, params_d.data(), batch,
-                                                             grad_ref.data(), with_dropout);
-    const double loss_plain = train::loss_and_gradient<double>(config, layout, params_d.data(), batch,
-                                                               grad_plain.data(), plain);
+    std::vector<double> grad_ref, grad_plain;
+    const double loss_ref = setup.reference(with_dropout, &grad_ref);
+    const double loss_plain = setup.reference(plain, &grad_plain);
     // The masks matter at this size: a device that ignored them would fail the checks below.
     ASSERT_GT(std::abs(loss_ref - loss_plain), 1e-3 * loss_ref);
     ASSERT_GT(rel_l2_error(grad_plain, grad_ref), 1e-2);
@@ -244,19 +264,14 @@ TEST_F(CudaTrainerTest, DropoutKernelsApplyTheCpuMasksExactly) {
 TEST_F(CudaTrainerTest, RegisteredDeviceStepsWithTheLoopsDropoutSeed) {
     register_cuda_trainer();
     const TrainCase c{"device", false, true, 16, 8};
-    const ModelConfig config = small_config(c);
-    const ParamLayout layout = train::make_param_layout(config);
-    const std::vector<float> params = random_params(layout, 23);
-    const int B = 2;
-    const Tokens tokens = random_tokens(B * c.seq_len, config.vocab_size, 24);
-    const BatchView batch = tokens.view(B, c.seq_len);
-    const std::vector<double> params_d(params.begin(), params.end());
+    const TrainSetup setup(c, 2, 23, 24);
+    const auto& [config, layout, params, tokens, batch] = setup;
     LossOptions lo;
     lo.chunk = c.chunk;
-    const double loss_plain = train::loss_and_gradient<double>(config, layout, params_d.data(), batch, nullptr, lo);
+    const double loss_plain = setup.reference(lo);
     lo.dropout = 0.25;
     lo.dropout_seed = 77;
-    const double loss_ref = train::loss_and_gradient<double>(config, layout, params_d.data(), batch, nullptr, lo);
+    const double loss_ref = setup.reference(lo);
     ASSERT_GT(std::abs(loss_ref - loss_plain), 1e-3 * loss_ref);
 
     train::TrainDeviceOptions options;
@@ -276,17 +291,12 @@ TEST_F(CudaTrainerTest, RegisteredDeviceStepsWithTheLoopsDropoutSeed) {
 
 TEST_F(CudaTrainerTest, Bf16LossIsWithinOnePercentOfTheDoubleReference) {
     const TrainCase c{"bf16", false, true, 48, 16};
-    const ModelConfig config = small_config(c);
-    const ParamLayout layout = train::make_param_layout(config);
-    const std::vector<float> params = random_params(layout, 3);
-    const int B = 4;
-    const Tokens tokens = random_tokens(B * c.seq_len, config.vocab_size, 5);
-    const BatchView batch = tokens.view(B, c.seq_len);
-    const std::vector<double> params_d(params.begin(), params.end());
-    std::vector<double> grad_ref(params.size());
+    const TrainSetup setup(c, 4, 3, 5);
+    const auto& [config, layout, params, tokens, batch] = setup;
+    std::vector<double> grad_ref;
     LossOptions lo;
     lo.chunk = c.chunk;
-    const double loss_ref = train::loss_and_gradient<double>(config, layout, params_d.data(), batch, grad_ref.data(), lo);
+    const double loss_ref = setup.reference(lo, &grad_ref);
     for (TrainPrecision precision : {TrainPrecision::Bf16, TrainPrecision::Tf32}) {
         CudaTrainerOptions options;
         options.chunk = c.chunk;
@@ -352,12 +362,8 @@ TEST_F(CudaTrainerTest, ClippingAndAdamWMatchTheCpuOptimizer) {
 // device's new parameters; swap_average makes the loss that of the averaged weights.
 TEST_F(CudaTrainerTest, ParameterAverageMatchesTheCpuAverageAndSwapsIn) {
     const TrainCase c{"average", false, true, 16, 0};
-    const ModelConfig config = small_config(c);
-    const ParamLayout layout = train::make_param_layout(config);
-    const std::vector<float> initial = random_params(layout, 31);
-    const int B = 2;
-    const Tokens tokens = random_tokens(B * c.seq_len, config.vocab_size, 32);
-    const BatchView batch = tokens.view(B, c.seq_len);
+    const TrainSetup setup(c, 2, 31, 32);
+    const auto& [config, layout, initial, tokens, batch] = setup;
     CudaTrainer trainer(config, layout);
     trainer.upload(initial, train::make_adamw_state(layout));
     const double decay = 0.7;
@@ -432,7 +438,6 @@ TEST_F(CudaTrainerTest, BatchShapesCanChangeBetweenCalls) {
     const ModelConfig config = small_config(c);
     const ParamLayout layout = train::make_param_layout(config);
     const std::vector<float> params = random_params(layout, 9);
-    const std::vector<double> params_d(params.begin(), params.end());
     CudaTrainerOptions options;
     options.chunk = c.chunk;
     CudaTrainer trainer(config, layout, options);
@@ -442,8 +447,8 @@ TEST_F(CudaTrainerTest, BatchShapesCanChangeBetweenCalls) {
     for (auto [B, T] : {std::pair{3, 24}, std::pair{1, 5}, std::pair{2, 17}, std::pair{3, 24}}) {
         const Tokens tokens = random_tokens(B * T, config.vocab_size, static_cast<uint64_t>(100 + B * T));
         const BatchView batch = tokens.view(B, T);
-        std::vector<double> grad_ref(params.size());
-        const double loss_ref = train::loss_and_gradient<double>(config, layout, params_d.data(), batch, grad_ref.data(), lo);
+        std::vector<double> grad_ref;
+        const double loss_ref = cpu_reference(config, layout, params, batch, lo, &grad_ref);
         EXPECT_NEAR(trainer.loss_and_gradient(batch, false), loss_ref, 1e-5 * loss_ref) << B << "x" << T;
         EXPECT_NEAR(trainer.loss_and_gradient(batch), loss_ref, 1e-5 * loss_ref) << B << "x" << T;
         EXPECT_LT(rel_l2_error(trainer.download_gradient(), grad_ref), 1e-4) << B << "x" << T;
@@ -456,18 +461,12 @@ TEST_F(CudaTrainerTest, BatchShapesCanChangeBetweenCalls) {
 // also matches the CPU's double one.
 TEST_F(CudaTrainerTest, TrainingIsBitReproducibleAndCorrectAtManyRowsPerToken) {
     const TrainCase c{"repro", false, true, 256, 64};
-    const ModelConfig config = small_config(c);
-    const ParamLayout layout = train::make_param_layout(config);
-    const std::vector<float> params = random_params(layout, 51);
-    const int B = 8;
-    const Tokens tokens = random_tokens(B * c.seq_len, 5, 52);
-    const BatchView batch = tokens.view(B, c.seq_len);
-
-    const std::vector<double> params_d(params.begin(), params.end());
-    std::vector<double> grad_ref(params.size());
+    const TrainSetup setup(c, 8, 51, 52, 5);
+    const auto& [config, layout, params, tokens, batch] = setup;
+    std::vector<double> grad_ref;
     LossOptions lo;
     lo.chunk = c.chunk;
-    train::loss_and_gradient<double>(config, layout, params_d.data(), batch, grad_ref.data(), lo);
+    setup.reference(lo, &grad_ref);
 
     for (TrainPrecision precision : {TrainPrecision::Fp32, TrainPrecision::Bf16}) {
         auto run = [&] {
