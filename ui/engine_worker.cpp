@@ -11,9 +11,9 @@
 #include <functional>
 
 #include "retnet/equivalence.h"
+#include "retnet/error.h"
 #include "retnet/lens.h"
 #include "retnet/retention_reach.h"
-#include "retnet/error.h"
 
 namespace retnet::ui {
 
@@ -517,10 +517,7 @@ void EngineWorker::computeRetention(uint64_t id, const RetentionRequest& request
         const QStringList all = labelsFor(tokens);
         for (int i = 0; i < n; ++i) matrix.labels << all[qsizetype(i) * stride];
         matrix.scores = std::move(data);
-        for (int h = 0; h < H; ++h)
-            matrix.reach.push_back(retnet::retention_reach(
-                std::span<const float>(s.data).subspan(size_t(h) * T * T, size_t(T) * T), T,
-                std::exp(double(m_model->weights.log_decay[size_t(h)]))));
+        matrix.reach = retnet::retention_reach(s, m_model->weights.log_decay);
         emit retentionReady(matrix);
     } catch (const std::exception& e) {
         emit failed(id, request.overview ? QStringLiteral("Retention overview")

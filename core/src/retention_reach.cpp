@@ -40,4 +40,17 @@ HeadReach retention_reach(std::span<const float> scores, int T, double gamma) {
     return reach;
 }
 
+std::vector<HeadReach> retention_reach(const Tensor& scores, std::span<const float> log_decay) {
+    if (scores.rank() != 3 || scores.dim(0) != static_cast<int64_t>(log_decay.size()) || scores.dim(1) != scores.dim(2))
+        throw Error("retention_reach: scores of shape " + scores.shape_string() + " for " +
+                    std::to_string(log_decay.size()) + " heads (expected (H, T, T))");
+    const auto T = static_cast<int>(scores.dim(1));
+    const size_t per_head = static_cast<size_t>(T) * static_cast<size_t>(T);
+    std::vector<HeadReach> out;
+    for (size_t h = 0; h < log_decay.size(); ++h)
+        out.push_back(retention_reach(std::span<const float>(scores.data).subspan(h * per_head, per_head), T,
+                                      std::exp(static_cast<double>(log_decay[h]))));
+    return out;
+}
+
 }  // namespace retnet

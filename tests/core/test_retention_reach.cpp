@@ -59,6 +59,10 @@ TEST(RetentionReach, RejectsBadShapesAndDecays) {
     EXPECT_THROW(retention_reach(ok, 2, 0.0), Error);
     EXPECT_THROW(retention_reach(ok, 2, 1.5), Error);
     EXPECT_THROW(retention_reach(ok, 2, std::nan("")), Error);
+    const std::vector<float> log_decay{-0.1f, -0.2f};
+    EXPECT_THROW(retention_reach(Tensor({3, 2, 2}), log_decay), Error);  // 3 heads of scores, 2 decays
+    EXPECT_THROW(retention_reach(Tensor({2, 2, 3}), log_decay), Error);  // not square
+    EXPECT_THROW(retention_reach(Tensor({4, 4}), log_decay), Error);
 }
 
 // On real heads the measured reach lies in [0, T − 1] and the decay-only reach grows with γ
@@ -75,11 +79,17 @@ TEST(RetentionReach, RealModelsHeads) {
         probe.score_head = 0;
         probe.want_all_head_scores = true;
         backend->forward(tokens, {}, &probe);
+        const std::vector<HeadReach> heads = retention_reach(probe.scores, model->weights.log_decay);
+        ASSERT_EQ(heads.size(), size_t(H));
         double previous = -1;
         for (int h = 0; h < H; ++h) {
-            const double gamma = std::exp(double(model->weights.log_decay[size_t(h)]));
-            const HeadReach r = retention_reach(
-                std::span<const float>(probe.scores.data).subspan(size_t(h) * T * T, size_t(T) * T), T, gamma);
+            const HeadReach& r = heads[size_t(h)];
+            // The per-layer form is the single-head function on head h's block and γ.
+            const HeadReach single = retention_reach(
+                std::span<const float>(probe.scores.data).subspan(size_t(h) * T * T, size_t(T) * T), T,
+                std::exp(double(model->weights.log_decay[size_t(h)])));
+            EXPECT_EQ(r.mean_distance, single.mean_distance);
+            EXPECT_EQ(r.decay_only_distance, single.decay_only_distance);
             EXPECT_EQ(r.queries, T) << family_name(family) << " head " << h;
             EXPECT_GE(r.mean_distance, 0.0);
             EXPECT_LE(r.mean_distance, T - 1.0);

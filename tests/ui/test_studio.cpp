@@ -411,11 +411,10 @@ TEST(Views, RetentionShowsTheBackendScores) {
     ASSERT_EQ(probe.scores.numel(), int64_t(2 * T * T));
     for (int64_t i = 0; i < probe.scores.numel(); ++i) EXPECT_EQ((*matrix.scores)[size_t(i)], probe.scores.data[size_t(i)]);
     // Each head's reach is core's, from the full scores and that head's γ, and the note shows it.
+    const std::vector<retnet::HeadReach> reach = retnet::retention_reach(probe.scores, engine.model->weights.log_decay);
     ASSERT_EQ(matrix.reach.size(), 2u);
     for (int h = 0; h < 2; ++h) {
-        const retnet::HeadReach expected = retnet::retention_reach(
-            std::span<const float>(probe.scores.data).subspan(size_t(h) * T * T, size_t(T) * T), T,
-            std::exp(double(engine.model->weights.log_decay[size_t(h)])));
+        const retnet::HeadReach& expected = reach[size_t(h)];
         EXPECT_EQ(matrix.reach[size_t(h)].queries, expected.queries);
         EXPECT_DOUBLE_EQ(matrix.reach[size_t(h)].mean_distance, expected.mean_distance);
         EXPECT_DOUBLE_EQ(matrix.reach[size_t(h)].decay_only_distance, expected.decay_only_distance);

@@ -5,6 +5,9 @@
 // give if every q·k were equal. Measured < decay-only: the content keeps the head near; measured >
 // decay-only: the content reaches past what γ suggests.
 #include <span>
+#include <vector>
+
+#include "retnet/tensor.h"
 
 namespace retnet {
 
@@ -17,5 +20,8 @@ struct HeadReach {
 // scores: (T, T) of one head, row n = query n, entries above the diagonal ignored; gamma in
 // (0, 1]. Throws retnet::Error on a size that is not T·T or a gamma outside (0, 1].
 HeadReach retention_reach(std::span<const float> scores, int T, double gamma);
+// Every head of a layer: scores (H, T, T) as Introspection::scores with want_all_head_scores, and
+// the model's log γ per head (H). Throws retnet::Error on shapes that do not match.
+std::vector<HeadReach> retention_reach(const Tensor& scores, std::span<const float> log_decay);
 
 }  // namespace retnet
