@@ -51,8 +51,9 @@ public:
     std::string name() const override { return "scripted"; }
     const Model& model() const override { return *m_model; }
 
-    Tensor forward(std::span<const int32_t> tokens, const ForwardOptions& options,
-                   Introspection* probe) override {
+    std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
+                                      Introspection* probe) override {
+        const std::span<const int32_t> tokens = batch[0].tokens;
         calls.push_back(options);
         const auto T = static_cast<int64_t>(tokens.size());
         const int64_t V = m_model->config.vocab_size, d = m_model->config.d_model;
@@ -69,14 +70,16 @@ public:
             if (e.position >= 0) probe->layer_outputs[1].data[static_cast<size_t>(e.position * d)] += e.amount;
         }
         m_state.position += T;
-        return logits;
+        return {logits};
     }
-    void reset() override {
+    int slot_count() const override { return 1; }
+    void set_slot_count(int) override {}
+    void reset(int) override {
         ++resets;
         m_state = make_empty_state(m_model->config);
     }
-    RecurrentState snapshot() const override { return m_state; }
-    void restore(const RecurrentState& s) override { m_state = s; }
+    RecurrentState snapshot(int) const override { return m_state; }
+    void restore(const RecurrentState& s, int) override { m_state = s; }
 
 private:
     std::shared_ptr<const Model> m_model;

@@ -5,16 +5,10 @@
 #include <cmath>
 
 #include "cpu/cpu_ops.h"
+#include "retnet/family_rules.h"
 
 namespace retnet::cpu {
 namespace {
-
-// γ^i for i in [0, n], computed in double and rounded once.
-std::vector<float> decay_powers(double gamma, int n) {
-    std::vector<float> p(static_cast<size_t>(n) + 1);
-    for (int i = 0; i <= n; ++i) p[static_cast<size_t>(i)] = static_cast<float>(std::pow(gamma, i));
-    return p;
-}
 
 // A (rows, cols) = Q_rows K_colsᵀ
 void scores_qk(const float* q, const float* k, int rows, int cols, int Dk, float* A) {
@@ -33,17 +27,11 @@ void add_query_state(const float* q, const float* S, int rows, int Dk, int Dv,
 // One recurrent step on a float state (the recurrent form and the state-norm probe).
 void recurrent_step(Family family, double gamma, const float* k, const float* v, int Dk, int Dv,
                     float* S, double& r) {
-    float decay = static_cast<float>(gamma), inject = 1.0f;
-    if (family == Family::TorchScale) {
-        const double r_next = r * gamma + 1.0;
-        decay = static_cast<float>(std::sqrt(r) * gamma / std::sqrt(r_next));
-        inject = static_cast<float>(1.0 / std::sqrt(r_next));
-        r = r_next;
-    }
+    const StepCoefficients step = retnet::recurrent_step(family, gamma, r);
     for (int i = 0; i < Dk; ++i) {
-        const float ki = k[i] * inject;
+        const float ki = k[i] * step.inject;
         float* row = S + static_cast<size_t>(i) * Dv;
-        for (int j = 0; j < Dv; ++j) row[j] = row[j] * decay + ki * v[j];
+        for (int j = 0; j < Dv; ++j) row[j] = row[j] * step.decay + ki * v[j];
     }
 }
 
@@ -68,7 +56,7 @@ std::vector<double> ts_parallel(double gamma, const HeadInputs& in, float* o) {
     scores_qk(in.q.data(), in.k.data(), T, T, Dk, A.data());
     double r = 0;
     for (int n = 0; n < T; ++n) {
-        r = r * gamma + 1.0;  // Σ_{m≤n} γ^(n−m)
+        r = next_row_sum(r, gamma);  // Σ_{m≤n} γ^(n−m)
         const float inv_sqrt_r = static_cast<float>(1.0 / std::sqrt(r));
         float* row = A.data() + static_cast<size_t>(n) * T;
         double abs_sum = 0;
@@ -88,7 +76,7 @@ std::vector<double> ts_parallel(double gamma, const HeadInputs& in, float* o) {
 std::vector<double> recurrent(Family family, double gamma, const HeadInputs& in, const HeadState& st, float* o) {
     const int Dk = in.Dk, Dv = in.Dv;
     std::vector<float> S(st.S, st.S + static_cast<size_t>(Dk) * Dv);
-    double r = family == Family::TorchScale ? *st.r : 0.0;
+    double r = st.r;
     std::vector<double> divisor(static_cast<size_t>(in.T), 1.0);
     for (int n = 0; n < in.T; ++n) {
         recurrent_step(family, gamma, in.k.data() + static_cast<size_t>(n) * Dk, in.v.data() + static_cast<size_t>(n) * Dv, Dk, Dv, S.data(), r);
@@ -134,10 +122,10 @@ std::vector<double> ts_chunkwise(double gamma, int C, const HeadInputs& in, cons
     const int T = in.T, Dk = in.Dk, Dv = in.Dv;
     const std::vector<float> p = decay_powers(gamma, C + 1);
     std::vector<double> rho(static_cast<size_t>(C));
-    for (int i = 0; i < C; ++i) rho[static_cast<size_t>(i)] = (i ? rho[static_cast<size_t>(i - 1)] * gamma : 0.0) + 1.0;
+    for (int i = 0; i < C; ++i) rho[static_cast<size_t>(i)] = next_row_sum(i ? rho[static_cast<size_t>(i - 1)] : 0.0, gamma);
     const double S_B = rho[static_cast<size_t>(C - 1)];
     // torchscale's chunk state = raw state / S_B; ours holds raw/√r.
-    const float to_chunk_state = static_cast<float>(std::sqrt(*st.r) / S_B);
+    const float to_chunk_state = static_cast<float>(std::sqrt(st.r) / S_B);
     std::vector<float> state(st.S, st.S + static_cast<size_t>(Dk) * Dv), A, vw, cross, tmp;
     for (float& x : state) x *= to_chunk_state;
     std::vector<double> divisor(static_cast<size_t>(T));
@@ -206,7 +194,7 @@ void advance_state(Family family, double gamma, const HeadInputs& in, const Head
     const bool ts = family == Family::TorchScale;
     float* S = state.S;
     if (ts) {  // to raw scaling
-        const float up = static_cast<float>(std::sqrt(*state.r));
+        const float up = static_cast<float>(std::sqrt(state.r));
         for (int i = 0; i < Dk * Dv; ++i) S[i] *= up;
     }
     // raw S ← γ^T S + Kᵀ (V ⊙ γ^(T−1−m))
@@ -215,10 +203,7 @@ void advance_state(Family family, double gamma, const HeadInputs& in, const Head
         for (int x = 0; x < Dv; ++x) vw[static_cast<size_t>(m) * Dv + x] *= p[static_cast<size_t>(T - 1 - m)];
     gemm(true, false, Dk, Dv, T, 1.0f, in.k.data(), Dk, vw.data(), Dv, p[static_cast<size_t>(T)], S, Dv);
     if (ts) {
-        double r = *state.r;
-        for (int t = 0; t < T; ++t) r = r * gamma + 1.0;
-        *state.r = r;
-        const float down = static_cast<float>(1.0 / std::sqrt(r));
+        const float down = static_cast<float>(1.0 / std::sqrt(advance_row_sum(state.r, gamma, T)));
         for (int i = 0; i < Dk * Dv; ++i) S[i] *= down;
     }
 }
@@ -226,7 +211,7 @@ void advance_state(Family family, double gamma, const HeadInputs& in, const Head
 std::vector<float> state_norms_per_token(Family family, double gamma, const HeadInputs& in, const HeadState& state) {
     const int Dk = in.Dk, Dv = in.Dv;
     std::vector<float> S(state.S, state.S + static_cast<size_t>(Dk) * Dv), norms(static_cast<size_t>(in.T));
-    double r = family == Family::TorchScale ? *state.r : 0.0;
+    double r = state.r;
     for (int t = 0; t < in.T; ++t) {
         recurrent_step(family, gamma, in.k.data() + static_cast<size_t>(t) * Dk, in.v.data() + static_cast<size_t>(t) * Dv, Dk, Dv, S.data(), r);
         double sum = 0;

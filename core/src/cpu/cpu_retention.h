@@ -22,13 +22,13 @@ struct HeadInputs {
 
 struct HeadState {
     float* S = nullptr;  // (Dk, Dv)
-    double* r = nullptr; // torchscale row sum r_n; unused for fla
+    double r = 0;        // torchscale row sum r_n before the call (the caller advances it); 0 for fla
 };
 
 std::vector<double> retention_forward(Family family, Form form, int chunk, double gamma,
                                       const HeadInputs& in, const HeadState& state, float* o);
 
-// Moves the state past the call's T tokens, in the recurrent form's definition (any form).
+// Moves S past the call's T tokens, in the recurrent form's definition (any form).
 void advance_state(Family family, double gamma, const HeadInputs& in, const HeadState& state);
 
 // ‖S_t‖_F after each token t of the call, without changing the state. (T)

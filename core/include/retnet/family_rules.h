@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// What differs between the two checkpoint families, other than weight names, written once for
+// every fast backend (docs/spec.md §4 lists the differences):
+//   - where 1/√Dk sits (torchscale on k, fla on q) and the embedding scale;
+//   - the rotary variant (torchscale pairs (2i, 2i+1), fla pairs (i, i + Dk/2));
+//   - torchscale's per-row normalization and the row sums r_n = Σ_{i<n} γ^i it rests on
+//     (its state is kept as raw/√r_n), and the precondition of its parallel form.
+// The double reference (core/src/reference) stays a separate, deliberately naive oracle.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "retnet/config.h"
+
+namespace retnet {
+
+enum class Form;
+
+// Multipliers of q and k before rotation (both rotations are linear, so the order is free).
+struct QKScale {
+    float q = 1.0f;
+    float k = 1.0f;
+};
+QKScale qk_scale(const ModelConfig& config);
+
+// x = scale · E[token]: √d for torchscale unless no_scale_embedding, else 1.
+float embedding_scale(const ModelConfig& config);
+
+// The rotary variant: pair i of a head rotates elements (first(i), second(i)) by pos·θ_i.
+// The angle is formed in float32 as both reference implementations do; its cosine and sine are
+// taken in double and rounded once (the CUDA kernel follows the same rule on the device).
+struct RotaryPairs {
+    bool interleaved = false;  // torchscale
+    int head_dim = 0;          // Dk
+    int first(int i) const { return interleaved ? 2 * i : i; }
+    int second(int i) const { return interleaved ? 2 * i + 1 : i + head_dim / 2; }
+};
+RotaryPairs rotary_pairs(const ModelConfig& config);
+// Rotates one head vector x (Dk) at absolute position `pos` with frequencies theta (Dk/2).
+void rotate_head(float* x, const RotaryPairs& pairs, std::span<const float> theta, int64_t pos);
+
+// Throws retnet::Error when `form` cannot start at `position` for this family: torchscale's
+// parallel form normalizes each row by its whole sum, so it starts from an empty state.
+void check_form_start(const ModelConfig& config, Form form, int64_t position);
+
+// ---- decay ------------------------------------------------------------------------------------
+
+// γ_h = exp(log γ_h) in double, as every form uses it.
+std::vector<double> head_decays(std::span<const float> log_decay);
+// γ^i for i in [0, n], computed in double and rounded once. (n + 1)
+std::vector<float> decay_powers(double gamma, int n);
+
+// torchscale's row sum after one more token: r ← r·γ + 1 (r_0 = 0). The only place it is written.
+inline double next_row_sum(double r, double gamma) { return r * gamma + 1.0; }
+// r after `steps` more tokens.
+double advance_row_sum(double r, double gamma, int64_t steps);
+
+// One recurrent step in the family's state scaling: S_t = decay·S_{t−1} + inject·k_t v_tᵀ.
+// fla: decay γ, inject 1 (raw state). torchscale: the state is raw/√r, so decay = √r·γ/√r',
+// inject = 1/√r' with r' = next_row_sum(r, γ); `row_sum` is advanced to r'.
+struct StepCoefficients {
+    float decay = 1.0f;
+    float inject = 1.0f;
+};
+StepCoefficients recurrent_step(Family family, double gamma, double& row_sum);
+
+}  // namespace retnet
