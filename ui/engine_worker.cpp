@@ -67,25 +67,37 @@ public:
 
     std::string name() const override { return m_inner.name(); }
     const retnet::Model& model() const override { return m_inner.model(); }
-    retnet::Tensor forward(std::span<const int32_t> tokens, const retnet::ForwardOptions& options,
-                           retnet::Introspection* introspection) override {
+    // One sequence (the generator's); every logits row is taken for the prompt candidates, and
+    // the caller gets the rows it asked for.
+    std::vector<retnet::Tensor> forward_batch(std::span<const retnet::SequenceRequest> batch,
+                                              const retnet::ForwardOptions& options,
+                                              retnet::Introspection* introspection) override {
+        if (batch.size() != 1) return m_inner.forward_batch(batch, options, introspection);
         retnet::Introspection local;
         retnet::Introspection* probe = introspection ? introspection : &local;
         probe->want_state_norms = true;
-        retnet::Tensor logits = m_inner.forward(tokens, options, probe);
+        retnet::SequenceRequest all = batch[0];
+        all.logits = retnet::LogitRows::All;
+        retnet::Tensor logits = std::move(m_inner.forward_batch({&all, 1}, options, probe).front());
         const int64_t first = m_position;
-        m_position += int64_t(tokens.size());
+        m_position += int64_t(all.tokens.size());
         if (m_sink && probe->state_norms.rank() == 3) m_sink(first, probe->state_norms);
         if (m_logitsSink) m_logitsSink(first, logits);
-        return logits;
+        if (batch[0].logits == retnet::LogitRows::All) return {std::move(logits)};
+        const int64_t V = logits.dim(1), rows = batch[0].logits == retnet::LogitRows::Last ? 1 : 0;
+        retnet::Tensor out({rows, V});
+        std::copy(logits.data.end() - rows * V, logits.data.end(), out.data.begin());
+        return {std::move(out)};
     }
-    void reset() override {
-        m_inner.reset();
+    int slot_count() const override { return m_inner.slot_count(); }
+    void set_slot_count(int count) override { m_inner.set_slot_count(count); }
+    void reset(int slot = 0) override {
+        m_inner.reset(slot);
         m_position = 0;
     }
-    retnet::RecurrentState snapshot() const override { return m_inner.snapshot(); }
-    void restore(const retnet::RecurrentState& state) override {
-        m_inner.restore(state);
+    retnet::RecurrentState snapshot(int slot = 0) const override { return m_inner.snapshot(slot); }
+    void restore(const retnet::RecurrentState& state, int slot = 0) override {
+        m_inner.restore(state, slot);
         m_position = state.position;
     }
 

@@ -107,6 +107,7 @@ std::vector<Tensor> BlockBackend::forward_batch(std::span<const SequenceRequest>
                                  : Tensor();
     }
     BlockOps& o = ops();
+    o.prepare(slices, options.form, effective_chunk_size(c, options));
     const int64_t N = static_cast<int64_t>(tokens.size());
     Rows x = o.scratch(Scratch::Residual, N, c.d_model);  // (N, d) the residual stream
     o.embed(tokens, embedding_scale(c), x);

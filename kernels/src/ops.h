@@ -117,15 +117,6 @@ void launch_retention_scores(const float* d_q, const float* d_k, const float* d_
                              const float* d_row_factor, float* d_out, int head_begin,
                              int n_heads_out, int T, int Tp, int Dk, cudaStream_t stream);
 
-// ---- sampling ---------------------------------------------------------------------------------
-
-// Samples one token from logits (V) with temperature, top-k (0 = off) and top-p (1 = off), using
-// the uniform number u in [0, 1) given by the caller (so the host's RNG decides, reproducibly).
-// temperature <= 0 means greedy (argmax). With top_p < 1 the nucleus is taken from at most the
-// 1024 most likely tokens (top_k is capped there too). Writes the id to d_token (1).
-void launch_sample_top_k_top_p(const float* d_logits, int V, float temperature, int top_k,
-                               float top_p, float u, int32_t* d_token, cudaStream_t stream);
-
 // ---- GEMM (cuBLAS; row-major views) ------------------------------------------------------------
 
 }  // namespace retnet::cuda

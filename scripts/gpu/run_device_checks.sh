@@ -93,10 +93,37 @@ if [ "$MODE" != quick ]; then
   timeout 240 "$BUILD/bin/retnet_cuda_bench" "${BENCH_LAYERS:-4}" >"$OUT/bench.log" 2>&1
   cat "$OUT/bench.log" | tee -a "$OUT/summary.txt"
 fi
+# ---- the same benchmark of another source tree, in the same run (BASE_SRC=DIR: e.g. an earlier
+# commit exported with `git archive REV | tar -x -C .device/base`, carried) -------------------------
+if [ -n "${BASE_SRC:-}" ] && [ "$MODE" != quick ]; then
+  BASE_BUILD=/tmp/retnet-base-build
+  cmake -S "$ROOT/$BASE_SRC" -B "$BASE_BUILD" \
+    -DCMAKE_BUILD_TYPE=Release -DRETNET_BUILD_APP=OFF -DRETNET_WITH_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
+    -DCMAKE_PREFIX_PATH="$P/usr" -DCMAKE_LIBRARY_PATH="$P/usr/lib/$ARCH/openblas-pthread;$P/usr/lib/$ARCH" \
+    -DBLA_VENDOR=OpenBLAS -DPKG_CONFIG_EXECUTABLE="$PKGCONF" \
+    -DCMAKE_CXX_FLAGS="-isystem $P/usr/include/$ARCH/openblas-pthread -isystem $P/usr/include" \
+    -DCMAKE_EXE_LINKER_FLAGS="$LINK" >"$OUT/base-configure.log" 2>&1 \
+    && cmake --build "$BASE_BUILD" -j16 --target retnet_cuda_bench retnet >"$OUT/base-build.log" 2>&1 \
+    || { tail -20 "$OUT/base-build.log"; log "base build FAILED"; }
+  for round in 1 2; do  # alternate, so drift on the machine shows as a difference between rounds
+    log "bench round $round: this tree"
+    timeout 200 "$BUILD/bin/retnet_cuda_bench" "${BENCH_LAYERS:-4}" 2>&1 | tee -a "$OUT/bench-ab.log" | tail -12
+    log "bench round $round: $BASE_SRC"
+    timeout 200 "$BASE_BUILD/bin/retnet_cuda_bench" "${BENCH_LAYERS:-4}" 2>&1 | tee -a "$OUT/bench-ab.log" | tail -12
+    for dev in cuda cuda-bf16 cpu; do  # `retnet bench` on the bundled model, this tree then the base
+      for tree in "$BUILD" "$BASE_BUILD"; do
+        log "retnet bench --device $dev ($tree)"
+        timeout 100 "$tree/bin/retnet" bench --model "$ROOT/resources/models/default" --device $dev \
+          --lengths 64,256,1024 2>&1 | tee -a "$OUT/bench-ab.log" | tail -5
+      done
+    done
+  done
+fi
 # ---- memory checker on a subset (SANITIZE=1) --------------------------------------------------------
 if [ -n "${SANITIZE:-}" ] && command -v compute-sanitizer >/dev/null; then
   timeout 200 compute-sanitizer --tool memcheck --error-exitcode 3 "$BUILD/bin/retnet_cuda_tests" \
-    --gtest_filter='KernelTest.*:RecurrentScan*:SamplingTest.*:*EveryForm*/fla_dk64*:*EveryForm*/ts_dk100*:*Introspection*/ts_dk64*' \
+    --gtest_filter='KernelTest.*:RecurrentScan*:*EveryForm*/fla_dk64*:*EveryForm*/ts_dk100*:*Introspection*/ts_dk64*' \
     --gtest_brief=1 >"$OUT/memcheck.log" 2>&1
   log "compute-sanitizer memcheck exit $? ($(grep -c 'Invalid' "$OUT/memcheck.log") invalid accesses); $(grep -E 'ERROR SUMMARY' "$OUT/memcheck.log" | tail -1)"
 fi

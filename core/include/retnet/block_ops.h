@@ -65,6 +65,10 @@ struct RetentionCall {
 class BlockOps {
 public:
     virtual ~BlockOps() = default;
+    // Called once at the start of every forward, before any other op (sizing, staging).
+    virtual void prepare(std::span<const SequenceSlice> sequences, Form form, int chunk) {
+        (void)sequences, (void)form, (void)chunk;
+    }
     virtual Rows scratch(Scratch which, int64_t rows, int64_t width) = 0;
     // x = scale · E[tokens]
     virtual void embed(std::span<const int32_t> tokens, float scale, Rows x) = 0;
