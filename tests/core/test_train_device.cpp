@@ -136,7 +136,9 @@ TEST(TrainDevice, RegistryListsCpuFirstAndNamesTheKnownDevicesOnError) {
     EXPECT_NE(std::find(names.begin(), names.end(), "host-twin"), names.end());
     const ModelConfig config = load_config(Workspace().config.string());
     const ParamLayout layout = make_param_layout(config);
-    EXPECT_EQ(make_train_device("cpu", config, layout, {}), nullptr);
+    const std::unique_ptr<TrainDevice> cpu = make_train_device("cpu", config, layout, {});
+    ASSERT_NE(dynamic_cast<CpuTrainDevice*>(cpu.get()), nullptr);
+    EXPECT_EQ(cpu->description(), "cpu");
     try {
         make_train_device("tpu", config, layout, {});
         FAIL() << "no error for an unknown device";
@@ -144,6 +146,52 @@ TEST(TrainDevice, RegistryListsCpuFirstAndNamesTheKnownDevicesOnError) {
         EXPECT_NE(std::string(e.what()).find("unknown training device 'tpu' (known: cpu, "), std::string::npos) << e.what();
     }
     EXPECT_THROW(register_train_device("cpu", {}), Error);
+}
+
+// The "cpu" device runs the CPU trainer's own functions: two steps with dropout and an average
+// give the bits of loss_and_gradient + clip_grad_norm + adamw_update + update_average on the
+// same state, and loss() is the parallel form's loss without dropout.
+TEST(TrainDevice, CpuDeviceStepsAreTheCpuTrainersFunctions) {
+    const ModelConfig config = load_config(Workspace().config.string());
+    const ParamLayout layout = make_param_layout(config);
+    std::vector<float> params = flatten_weights(make_random_model(config, 5), layout);
+    std::vector<int32_t> inputs(2 * 12), targets(inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        inputs[i] = static_cast<int32_t>((i * 37 + 3) % static_cast<size_t>(config.vocab_size));
+        targets[i] = static_cast<int32_t>((i * 11 + 5) % static_cast<size_t>(config.vocab_size));
+    }
+    const BatchView batch{inputs.data(), targets.data(), 2, 12};
+    const TrainDeviceOptions options{4, 0.3};
+    const std::unique_ptr<TrainDevice> device = make_train_device("cpu", config, layout, options);
+    AdamWState state = make_adamw_state(layout);
+    device->upload(params, state);
+    std::vector<float> average = params;
+    device->set_average(average, 0.9);
+    const AdamWConfig adamw;
+    std::vector<float> grad(params.size());
+    for (uint64_t seed = 7; seed < 9; ++seed) {
+        LossOptions lo{options.chunk, options.dropout, seed};
+        const double loss = loss_and_gradient<float>(config, layout, params.data(), batch, grad.data(), lo);
+        const double norm = clip_grad_norm(grad, 0.5);
+        adamw_update(params, grad, state, layout, adamw, 1e-2);
+        update_average(average, params, average_decay_at(0.9, state.step));
+        double device_norm = 0;
+        EXPECT_EQ(device->step(batch, 0.5, adamw, 1e-2, seed, &device_norm), loss);
+        EXPECT_EQ(device_norm, norm);
+    }
+    std::vector<float> got_params, got_average;
+    AdamWState got_state;
+    device->download(got_params, got_state);
+    device->download_average(got_average);
+    EXPECT_EQ(got_params, params);
+    EXPECT_EQ(got_state.m, state.m);
+    EXPECT_EQ(got_state.v, state.v);
+    EXPECT_EQ(got_state.step, 2);
+    EXPECT_EQ(got_average, average);
+    EXPECT_EQ(device->loss(batch), loss_and_gradient<float>(config, layout, params.data(), batch, nullptr));
+    device->swap_average();
+    EXPECT_EQ(device->loss(batch), loss_and_gradient<float>(config, layout, average.data(), batch, nullptr));
+    EXPECT_THROW(make_train_device("cpu", config, layout, TrainDeviceOptions{0, 1.0}), Error);
 }
 
 // The loop on the twin device against the CPU loop, interrupted after step 4 and resumed.
