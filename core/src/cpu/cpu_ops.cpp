@@ -24,7 +24,9 @@ void set_num_threads(int n) { g_threads = std::max(0, n); }
 int num_threads() {
     const int n = g_threads.load();
     if (n > 0) return n;
-    return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    // Asked once: glibc reads /sys for it, which costs more than a small op.
+    static const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    return hardware;
 }
 
 int block_count(int64_t n, int64_t min_block) {
@@ -102,6 +104,15 @@ void linear_backward(const T* x, const T* W, const T* dy, int64_t rows, int64_t 
 
 namespace {
 
+// Forwards are independent per row, so their split does not change a bit: each block gets at
+// least this many elements of work, so that the inference backend's calls (up to ~1024 rows of a
+// few hundred columns) run on the calling thread as before instead of paying for thread starts;
+// training batches (thousands of rows) still split.
+constexpr int64_t kForwardBlockElements = 1 << 19;
+int64_t forward_block_rows(int64_t row_width, int64_t at_least) {
+    return std::max(at_least, kForwardBlockElements / std::max<int64_t>(1, row_width));
+}
+
 // Sums per-block partial vectors in block order into `out` (deterministic reduction).
 template <typename T>
 void add_partials(const std::vector<std::vector<T>>& partials, int used, int64_t n, T* out) {
@@ -123,7 +134,7 @@ T inverse_rms(const T* x, int64_t n, double eps) {
 
 template <typename T>
 void rmsnorm_forward(const T* x, const T* w, int64_t rows, int64_t dim, double eps, T* y, T* rstd) {
-    parallel_blocks(rows, 64, [&](int64_t r0, int64_t r1, int) {
+    parallel_blocks(rows, forward_block_rows(dim, 64), [&](int64_t r0, int64_t r1, int) {
         for (int64_t r = r0; r < r1; ++r) {
             const T* xr = x + r * dim;
             T* yr = y + r * dim;
@@ -188,7 +199,7 @@ void rotate_rows(T* x, const RotaryShape& sh, const float* theta, RotaryPairs pa
         }
     const T factor = static_cast<T>(scale);
     const int64_t width = sh.n_heads * sh.head_dim;
-    parallel_blocks(sh.batch * sh.seq_len, 64, [&](int64_t r0, int64_t r1, int) {
+    parallel_blocks(sh.batch * sh.seq_len, forward_block_rows(width, 64), [&](int64_t r0, int64_t r1, int) {
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t t = r % sh.seq_len;
             const T* c = cos_t.data() + t * half;
@@ -223,7 +234,7 @@ void rotary_backward(T* dx, const RotaryShape& shape, const float* theta, Rotary
 template <typename T>
 void glu_forward(const T* a, const T* b, int64_t n, Activation act, T* h) {
     const bool gelu_act = act == Activation::Gelu;
-    parallel_blocks(n, 16384, [&](int64_t i0, int64_t i1, int) {
+    parallel_blocks(n, kForwardBlockElements, [&](int64_t i0, int64_t i1, int) {
         for (int64_t i = i0; i < i1; ++i) h[i] = (gelu_act ? gelu(a[i]) : silu(a[i])) * b[i];
     });
 }
@@ -245,7 +256,7 @@ template <typename T>
 void head_norm_gate_forward(const T* o, const T* g, const T* w, int64_t rows, int64_t n_heads, int64_t head_dim,
                             double eps, T* y, T* rstd) {
     const int64_t width = n_heads * head_dim;
-    parallel_blocks(rows, 32, [&](int64_t r0, int64_t r1, int) {
+    parallel_blocks(rows, forward_block_rows(width, 32), [&](int64_t r0, int64_t r1, int) {
         for (int64_t r = r0; r < r1; ++r)
             for (int64_t h = 0; h < n_heads; ++h) {
                 const int64_t off = r * width + h * head_dim;
