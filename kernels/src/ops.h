@@ -6,7 +6,7 @@
 //   token-major  (T, H*D):  row t holds every head, head h at columns [h*D, (h+1)*D)
 //   head-major   (H, Tp, D): what the retention kernels read; Tp >= T rows, rows [T, Tp) are zero
 //                            padding (the chunkwise form pads to a whole number of chunks)
-// The math of each family is in /work/shared/spec/retnet-reference.md §2 (torchscale) and §3 (fla).
+// The math of each family is in docs/spec.md §2 (torchscale) and §3 (fla).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // Equivalence metrics: exact values on a scripted backend whose forms differ by known amounts,
 // and the real reference backend, whose three forms must agree for fla and (with eps = 0) for
-// torchscale (spec §2.7).
+// torchscale (docs/spec.md §2.7).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -234,12 +234,12 @@ TEST(EquivalenceReference, TorchscaleFormsAgreeWithZeroEps) {
     options.head_norm_eps = 0.0;
     const EquivalenceReport report = compare_forms(*backend, tokens, options);
     EXPECT_EQ(report.head_norm_eps, 0.0);
-    // Spec §2.7: with eps = 0 the per-row scalars cancel in the head RMSNorm.
+    // docs/spec.md §2.7: with eps = 0 the per-row scalars cancel in the head RMSNorm.
     for (const PairReport& p : report.pairs)
         EXPECT_LT(p.rel, 1e-5) << form_name(p.a) << "-" << form_name(p.b);
 }
 
-// The torchscale fixture whose head-norm eps is comparable to mean(R²/r) (spec §2.7): the forms
+// The torchscale fixture whose head-norm eps is comparable to mean(R²/r) (docs/spec.md §2.7): the forms
 // differ visibly with its eps and agree once eps = 0, which the equivalence view demonstrates.
 TEST(EquivalenceReference, TorchscaleEpsSensitiveFixture) {
     auto model = std::make_shared<const Model>(

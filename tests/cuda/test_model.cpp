@@ -280,7 +280,7 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<ModelCase>& case_info) { return std::string(case_info.param.name); });
 
 // torchscale's three forms differ by per-row scalars that the head RMSNorm removes only at eps = 0
-// (spec §2.7): with the eps override at 0 the CUDA forms must agree with each other.
+// (docs/spec.md §2.7): with the eps override at 0 the CUDA forms must agree with each other.
 TEST(CudaForms, TorchscaleFormsAgreeAtZeroHeadEps) {
     std::string why;
     if (!cuda_device_available(&why)) GTEST_SKIP() << "CUDA unavailable: " << why;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The naive reference: every op as plain loops in double precision, each retention form written
-// the way its reference implementation computes it (torchscale: spec §2.4–2.6, fla: §3.3–3.4).
+// the way its reference implementation computes it (torchscale: docs/spec.md §2.4–2.6, fla: §3.3–3.4).
 // It is never optimized; it exists so that every faster path (CPU float, CUDA) and every
 // checkpoint fixture can be checked against one readable implementation.
 #include <algorithm>
