@@ -153,6 +153,7 @@ private:
     }
     void gather_rows(Rows x, std::span<const int64_t> rows, Rows y) override;
     void download(Rows x, float* host) override;
+    void stop_timer();
 
     // ---- retention of one sequence ----------------------------------------------------------------
     void retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v, Rows g, Rows y);
@@ -182,6 +183,7 @@ private:
     HeadMajor ws_;
     cuda::ParamStaging staging_;
     cuda::CudaEvent forward_start_, forward_stop_;  // around the device work of a forward
+    bool timer_stopped_ = false;
 };
 
 void CudaBackend::upload(const Tensor& w, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging) {
@@ -257,6 +259,7 @@ void CudaBackend::prepare(std::span<const SequenceSlice> sequences, Form form, i
     }
     staging_.begin(staged * static_cast<size_t>(c.n_layers), stream());
     forward_start_.record(stream());
+    timer_stopped_ = false;
 }
 
 void CudaBackend::embed(std::span<const int32_t> tokens, float scale, Rows x) {
@@ -272,12 +275,14 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     const float beta = accumulate ? 1.0f : 0.0f;
     if (W.bf16.empty()) {
         cuda::linear_f32(cublas_->get(), x.data, W.f32.get(), y.data, M, W.out, W.in, beta);
+        if (w == Weight::Output) stop_timer();
         return;
     }
     const int64_t n = static_cast<int64_t>(M) * W.in;
     ws_.act_bf16.reserve(static_cast<size_t>(n));
     cuda::launch_float_to_bf16(x.data, ws_.act_bf16.get(), n, stream());
     cuda::linear_bf16(cublas_->get(), ws_.act_bf16.get(), W.bf16.get(), y.data, M, W.out, W.in, beta);
+    if (w == Weight::Output) stop_timer();
 }
 
 // Consecutive rows are copied together, so one sequence's rows cost one copy.
@@ -293,11 +298,19 @@ void CudaBackend::gather_rows(Rows x, std::span<const int64_t> rows, Rows y) {
 }
 
 void CudaBackend::download(Rows x, float* host) {
-    forward_stop_.record(stream());
+    if (!timer_stopped_) forward_stop_.record(stream());  // without logits, the last download ends it
     RETNET_CUDA_CHECK(cudaMemcpyAsync(host, x.data, sizeof(float) * static_cast<size_t>(x.count * x.width),
                                       cudaMemcpyDeviceToHost, stream()));
     stream_->synchronize();
     last_device_ms_ = forward_stop_.elapsed_ms_since(forward_start_);
+}
+
+// The device time of a forward ends with its output projection: host work after it (allocating
+// the logits' host memory, copying them) is not device time.
+void CudaBackend::stop_timer() {
+    if (timer_stopped_) return;
+    forward_stop_.record(stream());
+    timer_stopped_ = true;
 }
 
 void CudaBackend::gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) {
