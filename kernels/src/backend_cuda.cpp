@@ -324,7 +324,7 @@ void CudaBackend::retain_sequence(const RetentionCall& call, const SequenceSlice
     const int C = call.chunk;
     const int Tp = call.form == Form::Chunkwise ? (T + C - 1) / C * C : T;
     const QKScale scale = qk_scale(c);
-    const bool interleaved = rotary_pairs(c).interleaved;
+    const bool interleaved = rotary_pairs(c.family) == RotaryPairs::Interleaved;
     const int64_t row0 = slice.first_row;
     cuda::launch_rotary_to_head_major(q.data + row0 * q.width, theta_.get(), ws_.qh.get(), T, Tp, H, Dk,
                                       slice.position, scale.q, interleaved, stream());

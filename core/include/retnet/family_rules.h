@@ -27,18 +27,15 @@ QKScale qk_scale(const ModelConfig& config);
 // x = scale · E[token]: √d for torchscale unless no_scale_embedding, else 1.
 float embedding_scale(const ModelConfig& config);
 
-// The rotary variant: pair i of a head rotates elements (first(i), second(i)) by pos·θ_i.
-// The angle is formed in float32 as both reference implementations do; its cosine and sine are
-// taken in double and rounded once (the CUDA kernel follows the same rule on the device).
-struct RotaryPairs {
-    bool interleaved = false;  // torchscale
-    int head_dim = 0;          // Dk
-    int first(int i) const { return interleaved ? 2 * i : i; }
-    int second(int i) const { return interleaved ? 2 * i + 1 : i + head_dim / 2; }
+// The rotary variant: which coordinates of a head form the rotated pairs. Pair i turns by
+// pos·θ_i, the angle formed in float32 as both reference implementations do (rotary_angle); the
+// CPU ops (retnet/cpu_ops.h) and the CUDA kernel (kernels/src/rotary.cu) apply it.
+enum class RotaryPairs {
+    Interleaved,  // torchscale: (2i, 2i+1)
+    HalfSplit,    // fla ("rotate_half"): (i, i + Dk/2)
 };
-RotaryPairs rotary_pairs(const ModelConfig& config);
-// Rotates one head vector x (Dk) at absolute position `pos` with frequencies theta (Dk/2).
-void rotate_head(float* x, const RotaryPairs& pairs, std::span<const float> theta, int64_t pos);
+RotaryPairs rotary_pairs(Family family);
+inline float rotary_angle(int64_t pos, float theta) { return static_cast<float>(pos) * theta; }
 
 // Throws retnet::Error when `form` cannot start at `position` for this family: torchscale's
 // parallel form normalizes each row by its whole sum, so it starts from an empty state.
