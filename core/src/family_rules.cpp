@@ -35,12 +35,6 @@ std::vector<double> head_decays(std::span<const float> log_decay) {
     return gamma;
 }
 
-std::vector<float> decay_powers(double gamma, int n) {
-    std::vector<float> p(static_cast<size_t>(n) + 1);
-    for (int i = 0; i <= n; ++i) p[static_cast<size_t>(i)] = static_cast<float>(std::pow(gamma, i));
-    return p;
-}
-
 double advance_row_sum(double r, double gamma, int64_t steps) {
     for (int64_t t = 0; t < steps; ++t) r = next_row_sum(r, gamma);
     return r;

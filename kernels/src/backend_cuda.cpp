@@ -389,18 +389,19 @@ void CudaBackend::retention_parallel(int layer, const SequenceSlice& slice) {
     std::vector<float> head_factor(static_cast<size_t>(H)), cross_coef(row_scale.size());
     for (int h = 0; h < H; ++h) {
         const double gamma = gamma_[static_cast<size_t>(h)];
+        const std::vector<double> p = decay_powers<double>(gamma, T);
         const double r0 = ts ? slice.row_sums[static_cast<size_t>(h)] : 0.0;  // torchscale: 0 (empty state)
         double rn = r0;
         for (int t = 0; t < T; ++t) {
             rn = next_row_sum(rn, gamma);
             if (ts) row_scale[static_cast<size_t>(h) * T + t] = static_cast<float>(1.0 / std::sqrt(rn));
-            cross_coef[static_cast<size_t>(h) * T + t] = static_cast<float>(std::pow(gamma, t + 1));
+            cross_coef[static_cast<size_t>(h) * T + t] = static_cast<float>(p[static_cast<size_t>(t + 1)]);
         }
         const double inject = ts ? 1.0 / std::sqrt(rn) : 1.0;
         for (int m = 0; m < T; ++m)
-            k_decay[static_cast<size_t>(h) * T + m] = static_cast<float>(std::pow(gamma, T - 1 - m) * inject);
+            k_decay[static_cast<size_t>(h) * T + m] = static_cast<float>(p[static_cast<size_t>(T - 1 - m)] * inject);
         // torchscale S holds raw/√r: the old part becomes γ^T·√r0/√r_T of itself (0 from empty).
-        head_factor[static_cast<size_t>(h)] = static_cast<float>(std::pow(gamma, T) * (ts ? std::sqrt(r0) * inject : 1.0));
+        head_factor[static_cast<size_t>(h)] = static_cast<float>(p[static_cast<size_t>(T)] * (ts ? std::sqrt(r0) * inject : 1.0));
     }
     const float* d_row_scale = staging_.stage(row_scale, stream());
 
@@ -443,11 +444,12 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
     std::vector<float> to_raw(static_cast<size_t>(H)), from_raw(static_cast<size_t>(H));
     for (int h = 0; h < H; ++h) {
         const double gamma = gamma_[static_cast<size_t>(h)];
+        const std::vector<double> p = decay_powers<double>(gamma, C);
         for (int c0 = 0, ci = 0; c0 < T; c0 += C, ++ci) {
             const int len = std::min(C, T - c0);
             for (int j = 0; j < len; ++j)
-                k_decay[static_cast<size_t>(h) * Tp + c0 + j] = static_cast<float>(std::pow(gamma, len - 1 - j));
-            chunk_decay[static_cast<size_t>(h) * nC + ci] = static_cast<float>(std::pow(gamma, len));
+                k_decay[static_cast<size_t>(h) * Tp + c0 + j] = static_cast<float>(p[static_cast<size_t>(len - 1 - j)]);
+            chunk_decay[static_cast<size_t>(h) * nC + ci] = static_cast<float>(p[static_cast<size_t>(len)]);
         }
         if (ts) {
             const double r0 = slice.row_sums[static_cast<size_t>(h)];

@@ -7,6 +7,7 @@
 //   - torchscale's per-row normalization and the row sums r_n = Σ_{i<n} γ^i it rests on
 //     (its state is kept as raw/√r_n), and the precondition of its parallel form.
 // The double reference (core/src/reference) stays a separate, deliberately naive oracle.
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -45,8 +46,14 @@ void check_form_start(const ModelConfig& config, Form form, int64_t position);
 
 // γ_h = exp(log γ_h) in double, as every form uses it.
 std::vector<double> head_decays(std::span<const float> log_decay);
-// γ^i for i in [0, n], computed in double and rounded once. (n + 1)
-std::vector<float> decay_powers(double gamma, int n);
+// γ^i for i in [0, n], computed in double and rounded once to Real (float for inference, double
+// for the gradient checks of the op library). (n + 1)
+template <typename Real = float>
+std::vector<Real> decay_powers(double gamma, int64_t n) {
+    std::vector<Real> p(static_cast<size_t>(n) + 1);
+    for (int64_t i = 0; i <= n; ++i) p[static_cast<size_t>(i)] = static_cast<Real>(std::pow(gamma, static_cast<double>(i)));
+    return p;
+}
 
 // torchscale's row sum after one more token: r ← r·γ + 1 (r_0 = 0). The only place it is written.
 inline double next_row_sum(double r, double gamma) { return r * gamma + 1.0; }

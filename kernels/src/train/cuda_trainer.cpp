@@ -16,8 +16,10 @@
 #include "retnet/cuda/backend_cuda.h"
 #include "retnet/dropout_mask.h"
 #include "retnet/error.h"
+#include "retnet/family_rules.h"
 #include "retnet/train_device.h"
 #include "../layer_kernels.h"
+#include "../ops.h"
 #include "train_kernels.h"
 
 namespace retnet::cuda {
@@ -79,7 +81,12 @@ struct CudaTrainer::Impl {
 
     // Per batch shape.
     int B = 0, T = 0, C = 0, n_chunks = 0, Tp = 0;
-    DeviceBuffer<float> decay;    // (H, C + 1) γ_h^k
+    // The retention's decay tables (upload_decay_tables), read by the inference retention kernels.
+    DeviceBuffer<float> log_decay;    // (H) log γ_h
+    DeviceBuffer<float> row_head;     // (B·H, Tp) γ^(i+1), i = t mod C
+    DeviceBuffer<float> row_tail;     // (B·H, Tp) γ^(C−1−i)
+    DeviceBuffer<float> chunk_decay;  // (B·H, n_chunks) γ^C
+    DeviceBuffer<float> scan_state;   // (B·H, Dk, Dv) the chunk scan's start (zero) and end state
     DeviceBuffer<int32_t> inputs, targets;  // (N)
     lk::TokenRowGroups input_groups;        // of the inputs, for the embedding gradient
     DeviceBuffer<int32_t> group_rows, group_segment_start, group_token_segment;
@@ -154,7 +161,7 @@ struct CudaTrainer::Impl {
     float q_scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dk()))); }
 
     void prepare(int batch, int seq_len);
-    void upload_decay_powers();
+    void upload_decay_tables();
     void reserve_layer_activations();
     void reserve_scratch();
     void upload_batch(const BatchView& batch, bool want_gradient);
@@ -179,22 +186,34 @@ void CudaTrainer::Impl::prepare(int batch, int seq_len) {
     C = options.chunk > 0 ? std::min(options.chunk, T) : T;
     n_chunks = (T + C - 1) / C;
     Tp = n_chunks * C;
-    upload_decay_powers();
+    upload_decay_tables();
     reserve_layer_activations();
     reserve_scratch();
 }
 
-// γ_h^k for k = 0..C, in double on the host as the CPU trainer computes them.
-void CudaTrainer::Impl::upload_decay_powers() {
-    const int h = H();
-    const std::vector<float> log_decay = default_log_decay(h);
-    std::vector<float> pw(static_cast<size_t>(h) * static_cast<size_t>(C + 1));
-    for (int hh = 0; hh < h; ++hh)
-        for (int k = 0; k <= C; ++k)
-            pw[static_cast<size_t>(hh) * static_cast<size_t>(C + 1) + static_cast<size_t>(k)] = static_cast<float>(
-                std::exp(static_cast<double>(k) * static_cast<double>(log_decay[static_cast<size_t>(hh)])));
-    decay.reserve(pw.size());
-    decay.upload(pw, stream);
+// The decay tables of the batch shape, from family_rules' decay powers as the CPU trainer uses them.
+void CudaTrainer::Impl::upload_decay_tables() {
+    std::vector<float> log_gamma = default_log_decay(H());
+    const std::vector<double> gamma = head_decays(log_gamma);
+    std::vector<float> head, tail, chunk;
+    for (int b = 0; b < B; ++b)
+        for (const double g : gamma) {
+            const std::vector<float> p = decay_powers(g, C);  // (C + 1)
+            for (int c = 0; c < n_chunks; ++c) {
+                for (int i = 0; i < C; ++i) {
+                    head.push_back(p[static_cast<size_t>(i + 1)]);
+                    tail.push_back(p[static_cast<size_t>(C - 1 - i)]);
+                }
+                chunk.push_back(p[static_cast<size_t>(C)]);
+            }
+        }
+    for (auto [buffer, host] : {std::pair{&log_decay, &log_gamma}, std::pair{&row_head, &head},
+                                std::pair{&row_tail, &tail}, std::pair{&chunk_decay, &chunk}}) {
+        buffer->reserve(host->size());
+        buffer->upload(*host, stream);
+    }
+    scan_state.reserve(static_cast<size_t>(B) * static_cast<size_t>(H()) * static_cast<size_t>(Dk()) *
+                       static_cast<size_t>(Dv()));
 }
 
 void CudaTrainer::Impl::reserve_layer_activations() {
@@ -266,14 +285,16 @@ void CudaTrainer::Impl::retention_forward(LayerBuffers& L) {
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
     gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores.get(), C, ss, mats);
-    tk::apply_decay_mask(scores.get(), decay.get(), mats, n_chunks, H(), C, stream);
+    launch_chunk_decay_mask(scores.get(), log_decay.get(), nullptr, H(), n_chunks, C, false, stream, B);
     gemm(false, false, C, dv, C, 1.0f, scores.get(), C, ss, L.vh.get(), dv, sv, 0.0f, oh.get(), dv, sv, mats);
     if (n_chunks == 1) return;
-    // contrib_c = K_cᵀ diag(γ^(C−1−j)) V_c; states = scan; O_c += diag(γ^(i+1)) Q_c S_c
-    tk::scale_chunk_rows(L.vh.get(), rows_v.get(), decay.get(), mats, n_chunks, H(), C, dv, tk::RowDecay::Tail, stream);
-    gemm(true, false, dk, dv, C, 1.0f, L.kh.get(), dk, sk, rows_v.get(), dv, sv, 0.0f, contrib.get(), dv, se, mats);
-    tk::state_scan_forward(contrib.get(), L.states.get(), decay.get(), B * H(), n_chunks, H(), C, dk * dv, stream);
-    tk::scale_chunk_rows(L.qh.get(), rows_k.get(), decay.get(), mats, n_chunks, H(), C, dk, tk::RowDecay::Head, stream);
+    // U_c = K_cᵀ diag(γ^(C−1−j)) V_c into L.states, which the scan turns into the state before each
+    // chunk from the empty state; O_c += diag(γ^(i+1)) Q_c S_c
+    launch_scale_rows(L.vh.get(), row_tail.get(), rows_v.get(), B * H(), Tp, dv, stream);
+    gemm(true, false, dk, dv, C, 1.0f, L.kh.get(), dk, sk, rows_v.get(), dv, sv, 0.0f, L.states.get(), dv, se, mats);
+    scan_state.zero(stream);
+    launch_chunk_state_scan(L.states.get(), scan_state.get(), chunk_decay.get(), B * H(), n_chunks, se, stream);
+    launch_scale_rows(L.qh.get(), row_head.get(), rows_k.get(), B * H(), Tp, dk, stream);
     gemm(false, false, C, dv, dk, 1.0f, rows_k.get(), dk, sk, L.states.get(), dv, se, 1.0f, oh.get(), dv, sv, mats);
 }
 
@@ -283,24 +304,24 @@ void CudaTrainer::Impl::retention_backward(LayerBuffers& L) {
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
     gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores.get(), C, ss, mats);
-    tk::apply_decay_mask(scores.get(), decay.get(), mats, n_chunks, H(), C, stream);
+    launch_chunk_decay_mask(scores.get(), log_decay.get(), nullptr, H(), n_chunks, C, false, stream, B);
     gemm(false, true, C, C, dv, 1.0f, dOh.get(), dv, sv, L.vh.get(), dv, sv, 0.0f, dscores.get(), C, ss, mats);
-    tk::apply_decay_mask(dscores.get(), decay.get(), mats, n_chunks, H(), C, stream);
+    launch_chunk_decay_mask(dscores.get(), log_decay.get(), nullptr, H(), n_chunks, C, false, stream, B);
     // dV = Aᵀ dO, dQ = dA K, dK = dAᵀ Q (within chunks)
     gemm(true, false, C, dv, C, 1.0f, scores.get(), C, ss, dOh.get(), dv, sv, 0.0f, dVh.get(), dv, sv, mats);
     gemm(false, false, C, dk, C, 1.0f, dscores.get(), C, ss, L.kh.get(), dk, sk, 0.0f, dQh.get(), dk, sk, mats);
     gemm(true, false, C, dk, C, 1.0f, dscores.get(), C, ss, L.qh.get(), dk, sk, 0.0f, dKh.get(), dk, sk, mats);
     if (n_chunks == 1) return;
     // Through the states: dO_s = diag(γ^(i+1)) dO_c; contrib_c = Q_cᵀ dO_s (∂/∂S_c via the outputs)
-    tk::scale_chunk_rows(dOh.get(), rows_v.get(), decay.get(), mats, n_chunks, H(), C, dv, tk::RowDecay::Head, stream);
+    launch_scale_rows(dOh.get(), row_head.get(), rows_v.get(), B * H(), Tp, dv, stream);
     gemm(true, false, dk, dv, C, 1.0f, L.qh.get(), dk, sk, rows_v.get(), dv, sv, 0.0f, contrib.get(), dv, se, mats);
-    tk::state_scan_backward(contrib.get(), after.get(), decay.get(), B * H(), n_chunks, H(), C, dk * dv, stream);
+    launch_chunk_state_scan_backward(contrib.get(), after.get(), chunk_decay.get(), B * H(), n_chunks, se, stream);
     // dQ_c += dO_s S_cᵀ
     gemm(false, true, C, dk, dv, 1.0f, rows_v.get(), dv, sv, L.states.get(), dv, se, 1.0f, dQh.get(), dk, sk, mats);
     // dV_c += diag(γ^(C−1−j)) K_c G_c;  dK_c += diag(γ^(C−1−j)) V_c G_cᵀ  (G_c = after[c])
-    tk::scale_chunk_rows(L.kh.get(), rows_k.get(), decay.get(), mats, n_chunks, H(), C, dk, tk::RowDecay::Tail, stream);
+    launch_scale_rows(L.kh.get(), row_tail.get(), rows_k.get(), B * H(), Tp, dk, stream);
     gemm(false, false, C, dv, dk, 1.0f, rows_k.get(), dk, sk, after.get(), dv, se, 1.0f, dVh.get(), dv, sv, mats);
-    tk::scale_chunk_rows(L.vh.get(), rows_v.get(), decay.get(), mats, n_chunks, H(), C, dv, tk::RowDecay::Tail, stream);
+    launch_scale_rows(L.vh.get(), row_tail.get(), rows_v.get(), B * H(), Tp, dv, stream);
     gemm(false, true, C, dk, dv, 1.0f, rows_v.get(), dv, sv, after.get(), dv, se, 1.0f, dKh.get(), dk, sk, mats);
 }
 
