@@ -171,6 +171,12 @@ public:
         wake_.notify_one();
         return true;
     }
+    // Shutdown: the running request and every waiting one end now (their clients get what was made).
+    void cancel_all() {
+        std::lock_guard lock(mutex_);
+        for (const auto& job : queue_) job->cancel = true;
+        if (running_) running_->cancel = true;
+    }
     json health() const {
         std::lock_guard lock(mutex_);
         return {{"status", "ok"}, {"in_flight", in_flight_}, {"capacity", capacity_},
@@ -189,6 +195,7 @@ private:
     mutable std::mutex mutex_;
     std::condition_variable wake_;
     std::deque<std::shared_ptr<Job>> queue_;
+    std::shared_ptr<Job> running_;
     int in_flight_ = 0;
     int64_t served_ = 0, cancelled_ = 0;
     bool stopping_ = false;
@@ -205,6 +212,7 @@ void Engine::loop() {
             if (stopping_) return;
             job = std::move(queue_.front());
             queue_.pop_front();
+            running_ = job;
         }
         if (job->cancel) {
             job->finish("cancelled", 0);
@@ -226,6 +234,7 @@ void Engine::loop() {
             }
         }
         std::lock_guard lock(mutex_);
+        running_.reset();
         --in_flight_;
         ++(job->finish_reason == "cancelled" ? cancelled_ : served_);
     }
@@ -452,10 +461,11 @@ sigset_t block_stop_signals() {
     signal(SIGPIPE, SIG_IGN);  // a client that left must not end the server
     return set;
 }
-std::thread stop_on_signal(httplib::Server& server, sigset_t set) {
-    return std::thread([&server, set] {
+std::thread stop_on_signal(httplib::Server& server, Engine& engine, sigset_t set) {
+    return std::thread([&server, &engine, set] {
         int sig = 0;
         sigwait(&set, &sig);
+        engine.cancel_all();
         server.stop();
     });
 }
@@ -494,7 +504,7 @@ int run_serve(const std::vector<std::string>& argv) {
     server.set_payload_max_length(static_cast<size_t>(o.max_body));
     server.set_read_timeout(10, 0);
     add_routes(server, engine, o, name);
-    std::thread signals = stop_on_signal(server, stop_signals);
+    std::thread signals = stop_on_signal(server, engine, stop_signals);
 
     const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
     if (port < 0) throw Error("cannot listen on " + o.host + ":" + std::to_string(o.port));
