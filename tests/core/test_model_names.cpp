@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "retnet/error.h"
@@ -42,9 +43,19 @@ fs::path add_cached_repo(const fs::path& cache, const std::string& folder, const
 
 class ModelNames : public ::testing::Test {
 protected:
+    static constexpr const char* kVariables[] = {"HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME",
+                                                 "HOME"};
+    // The tests change the environment; the other tests of this process get theirs back.
+    void TearDown() override {
+        for (const auto& [var, value] : saved_)
+            if (value) ::setenv(var, value->c_str(), 1); else ::unsetenv(var);
+    }
     void SetUp() override {
-        for (const char* var : {"HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"})
-            ::unsetenv(var);
+        for (const char* var : kVariables) {
+            const char* v = std::getenv(var);
+            saved_.emplace_back(var, v ? std::optional<std::string>(v) : std::nullopt);
+            if (std::string(var) != "HOME") ::unsetenv(var);
+        }
         ::setenv("HF_HUB_CACHE", cache_.path().c_str(), 1);
         add_cached_repo(cache_.path(), "models--test-org--retnet-tiny", kFixtures / "fla_small",
                         {{"main", kCommitA}, {"v2", kCommitB}});
@@ -55,6 +66,7 @@ protected:
         robustness::spit(llama / "config.json", R"({"model_type": "llama", "hidden_size": 64})");
     }
     ScratchDir cache_{"hub_cache"};
+    std::vector<std::pair<const char*, std::optional<std::string>>> saved_;
 };
 
 TEST(ModelNameParse, AcceptsNamesAndLeavesPathsAlone) {
