@@ -23,6 +23,8 @@ write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/RetNetConfigVersion
                                  COMPATIBILITY SameMinorVersion)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/RetNetConfig.cmake ${CMAKE_CURRENT_BINARY_DIR}/RetNetConfigVersion.cmake
         DESTINATION ${RETNET_CMAKE_DIR} COMPONENT dev)
+# The .pc file finds its prefix from its own place: one ".." per component of LIBDIR/pkgconfig.
+string(REGEX REPLACE "[^/]+" ".." RETNET_PC_UP "${CMAKE_INSTALL_LIBDIR}/pkgconfig")
 configure_file(cmake/retnet.pc.in ${CMAKE_CURRENT_BINARY_DIR}/retnet.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/retnet.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig COMPONENT dev)
 
@@ -41,7 +43,10 @@ if(TARGET retnet-studio)
           COMPONENT studio)
 endif()
 
-# Debian wants the licence of each package under /usr/share/doc/<package>/copyright.
+# Debian wants the licence and the changelog (gzip -9n, native package) of each package in
+# /usr/share/doc/<package>/.
+execute_process(COMMAND gzip -9nc ${PROJECT_SOURCE_DIR}/resources/desktop/changelog
+                OUTPUT_FILE ${CMAKE_CURRENT_BINARY_DIR}/changelog.gz)
 foreach(pkg IN ITEMS retnet retnet-studio libretnet-dev)
   set(comp cli)
   if(pkg STREQUAL "retnet-studio")
@@ -49,7 +54,8 @@ foreach(pkg IN ITEMS retnet retnet-studio libretnet-dev)
   elseif(pkg STREQUAL "libretnet-dev")
     set(comp dev)
   endif()
-  install(FILES resources/desktop/copyright DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/${pkg} COMPONENT ${comp})
+  install(FILES resources/desktop/copyright ${CMAKE_CURRENT_BINARY_DIR}/changelog.gz
+          DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/${pkg} COMPONENT ${comp})
 endforeach()
 
 # --- CPack: three .deb packages; apt resolves the shared-library dependencies from dpkg-shlibdeps ---

@@ -22,7 +22,8 @@ cmake -S "$here/consumer" -B "$work/cmake-build" "${generator[@]}" -DCMAKE_BUILD
 cmake --build "$work/cmake-build" >/dev/null
 "$work/cmake-build/retnet_consumer" "$fixture"
 
-export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
+pc=$(find "$work/prefix" -name retnet.pc)
+export PKG_CONFIG_PATH="$(dirname "$pc")"
 c++ -O1 -o "$work/pc_consumer" "$here/consumer/main.cpp" $(pkg-config --cflags --libs retnet)
 "$work/pc_consumer" "$fixture"
 echo "install consumer: CMake package and pkg-config builds both pass"
