@@ -24,6 +24,7 @@
 #include "command.h"
 #include "retnet/error.h"
 #include "retnet/generate.h"
+#include "retnet/model_names.h"
 #include "retnet/model_stats.h"
 
 namespace retnet::cli {
@@ -82,17 +83,8 @@ ServeOptions parse_serve_options(const std::vector<std::string>& argv) {
 // The id under which /v1/models lists the model: ORG/NAME for a Hugging Face cache snapshot,
 // else the directory's name.
 std::string model_id(const std::string& dir) {
+    if (auto name = cached_model_name(dir)) return *name;
     const fs::path p = fs::path(dir).lexically_normal();
-    const fs::path parent = p.parent_path();
-    if (parent.filename() == "snapshots") {
-        std::string folder = parent.parent_path().filename().string();
-        if (folder.rfind("models--", 0) == 0) {
-            folder = folder.substr(8);
-            for (size_t at = folder.find("--"); at != std::string::npos; at = folder.find("--", at + 1))
-                folder.replace(at, 2, "/");
-            return folder;
-        }
-    }
     return p.filename().empty() ? p.parent_path().filename().string() : p.filename().string();
 }
 

@@ -103,6 +103,9 @@ TEST_F(ModelNames, ResolvesRefsAndCommitsToSnapshots) {
     const Model cached = load_model(resolve_model_path("test-org/retnet-tiny"));
     const Model direct = load_model((kFixtures / "fla_small").string());
     EXPECT_EQ(cached.weights.embed.data, direct.weights.embed.data);
+    // And back: how a resolved snapshot is named again.
+    EXPECT_EQ(cached_model_name(resolve_model_path("test-org/retnet-tiny@v2")), "test-org/retnet-tiny");
+    EXPECT_EQ(cached_model_name((kFixtures / "fla_small").string()), std::nullopt);
     // An existing path wins, even one shaped like a name.
     EXPECT_EQ(resolve_model_path(kFixtures.string()), kFixtures.string());
 }

@@ -29,6 +29,10 @@ std::optional<ModelName> parse_model_name(const std::string& text);
 // `huggingface-cli download` command when the name is not in the cache.
 std::string resolve_model_path(const std::string& path_or_name);
 
+// "ORG/NAME" when `directory` is a snapshot of the cache (…/models--ORG--NAME/snapshots/<commit>),
+// else nullopt: how a resolved name is shown again (e.g. `retnet serve`'s model id).
+std::optional<std::string> cached_model_name(const std::string& directory);
+
 struct CachedModel {
     std::string name;       // "ORG/NAME"
     std::string directory;  // the snapshot of refs/main (or of the only snapshot)

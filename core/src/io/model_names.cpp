@@ -50,6 +50,18 @@ std::string read_ref(const fs::path& repo_dir, const std::string& revision) {
     return commit;
 }
 
+// models--ORG--NAME → ORG/NAME (huggingface_hub replaces every "/" of the repo id by "--").
+std::optional<std::string> repo_of_folder(const std::string& folder) {
+    if (folder.rfind("models--", 0) != 0 || folder.size() == 8) return std::nullopt;
+    std::string name;
+    for (size_t i = 8; i < folder.size(); ++i) {
+        const bool separator = folder.compare(i, 2, "--") == 0;
+        name += separator ? '/' : folder[i];
+        i += separator ? 1 : 0;
+    }
+    return name;
+}
+
 // The snapshot to list for a repo: refs/main's, else the only one.
 std::optional<fs::path> listed_snapshot(const fs::path& repo_dir) {
     std::error_code ec;
@@ -112,19 +124,24 @@ std::string resolve_model_path(const std::string& path_or_name) {
     return snapshot.string();
 }
 
+std::optional<std::string> cached_model_name(const std::string& directory) {
+    const fs::path p = fs::path(directory).lexically_normal();
+    const fs::path snapshot = p.filename().empty() ? p.parent_path() : p;
+    if (snapshot.parent_path().filename() != "snapshots") return std::nullopt;
+    return repo_of_folder(snapshot.parent_path().parent_path().filename().string());
+}
+
 std::vector<CachedModel> list_cached_models(const std::string& cache_dir) {
     std::vector<CachedModel> out;
     std::error_code ec;
     for (fs::directory_iterator it(cache_dir, ec), end; !ec && it != end; it.increment(ec)) {
-        const std::string folder = it->path().filename().string();
-        if (folder.rfind("models--", 0) != 0) continue;
+        const std::optional<std::string> name = repo_of_folder(it->path().filename().string());
+        if (!name) continue;
         const std::optional<fs::path> snapshot = listed_snapshot(it->path());
         if (!snapshot) continue;
-        std::string name = folder.substr(8);
-        for (size_t p = name.find("--"); p != std::string::npos; p = name.find("--", p + 1)) name.replace(p, 2, "/");
         try {
             const ModelConfig config = load_config((*snapshot / "config.json").string());
-            out.push_back({name, snapshot->string(), family_name(config.family)});
+            out.push_back({*name, snapshot->string(), family_name(config.family)});
         } catch (const Error&) {
             // Not a RetNet (or an incomplete download): not something we can open.
         }
