@@ -8,6 +8,8 @@ packages=(
   libgtest-dev
   qt6-base-dev libqcustomplot-dev libgl1-mesa-dev
   clang libclang-rt-14-dev
+  libcpp-httplib-dev
+  curl nodejs npm desktop-file-utils appstream lintian dpkg-dev file
 )
 missing=()
 for p in "${packages[@]}"; do
