@@ -192,14 +192,12 @@ void refuse_foreign_files(const fs::path& dir) {
 
 }  // namespace
 
-Model load_model(const std::string& directory, const ProgressCallback& progress) {
-    refuse_foreign_files(directory);
-    const std::string config_path = (fs::path(directory) / "config.json").string();
-    const ModelConfig config = load_config(config_path);
-    const SafetensorsSet set = SafetensorsSet::open_directory(directory);
-    const Layout layout = make_layout(config, &set);
+namespace {
 
-    // Everything is checked against the config before any allocation or data read.
+// Checks every tensor of the layout against the files (presence, shape, dtype; nothing
+// unexpected) before any allocation or data read. Returns the number of values to read.
+uint64_t check_files_against_layout(const ModelConfig& config, const Layout& layout, const SafetensorsSet& set,
+                                    const std::string& config_path) {
     std::set<std::string> used(layout.tolerated.begin(), layout.tolerated.end());
     uint64_t total_values = 0;
     for (const Slot& s : layout.slots) {
@@ -234,9 +232,12 @@ Model load_model(const std::string& directory, const ProgressCallback& progress)
         throw Error(set.file_of(first_unexpected) + ": unexpected tensor '" + first_unexpected + "'" +
                     (unexpected > 1 ? " (and " + std::to_string(unexpected - 1) + " more)" : std::string()) +
                     " for a " + family_name(config.family) + " model as described by " + config_path);
+    return total_values;
+}
 
-    Model model = make_empty_model(config);
-    model.directory = directory;
+// Reads the layout's weight tensors into the model (a fused tensor into its several targets).
+void read_weights(const Layout& layout, const SafetensorsSet& set, uint64_t total_values,
+                  const ProgressCallback& progress, Model& model) {
     uint64_t done_values = 0;
     std::vector<float> buffer;
     for (const Slot& s : layout.slots) {
@@ -259,23 +260,41 @@ Model load_model(const std::string& directory, const ProgressCallback& progress)
         if (progress && !progress(static_cast<double>(done_values) / static_cast<double>(total_values)))
             throw Cancelled();
     }
+}
+
+// The stored decay and rotary frequencies, where the checkpoint has them.
+void read_decay_and_theta(const ModelConfig& config, const Layout& layout, const SafetensorsSet& set, Model& model) {
     if (set.contains(layout.decay_name)) model.weights.log_decay = read_vector(set, layout.decay_name);
-    if (set.contains(layout.angle_name)) {
-        std::vector<float> angle = read_vector(set, layout.angle_name);
-        if (config.family == Family::TorchScale) {
-            // torchscale stores θ interleaved-duplicated: [θ0, θ0, θ1, θ1, ...].
-            std::vector<float> theta(angle.size() / 2);
-            for (size_t i = 0; i < theta.size(); ++i) {
-                if (angle[2 * i] != angle[2 * i + 1])
-                    throw Error(set.file_of(layout.angle_name) + ": tensor '" + layout.angle_name +
-                                "' is not of the form [θ0, θ0, θ1, θ1, ...] (entries " + std::to_string(2 * i) +
-                                " and " + std::to_string(2 * i + 1) + " differ)");
-                theta[i] = angle[2 * i];
-            }
-            angle = std::move(theta);
+    if (!set.contains(layout.angle_name)) return;
+    std::vector<float> angle = read_vector(set, layout.angle_name);
+    if (config.family == Family::TorchScale) {
+        // torchscale stores θ interleaved-duplicated: [θ0, θ0, θ1, θ1, ...].
+        std::vector<float> theta(angle.size() / 2);
+        for (size_t i = 0; i < theta.size(); ++i) {
+            if (angle[2 * i] != angle[2 * i + 1])
+                throw Error(set.file_of(layout.angle_name) + ": tensor '" + layout.angle_name +
+                            "' is not of the form [θ0, θ0, θ1, θ1, ...] (entries " + std::to_string(2 * i) +
+                            " and " + std::to_string(2 * i + 1) + " differ)");
+            theta[i] = angle[2 * i];
         }
-        model.weights.rotary_theta = std::move(angle);
+        angle = std::move(theta);
     }
+    model.weights.rotary_theta = std::move(angle);
+}
+
+}  // namespace
+
+Model load_model(const std::string& directory, const ProgressCallback& progress) {
+    refuse_foreign_files(directory);
+    const std::string config_path = (fs::path(directory) / "config.json").string();
+    const ModelConfig config = load_config(config_path);
+    const SafetensorsSet set = SafetensorsSet::open_directory(directory);
+    const Layout layout = make_layout(config, &set);
+    const uint64_t total_values = check_files_against_layout(config, layout, set, config_path);
+    Model model = make_empty_model(config);
+    model.directory = directory;
+    read_weights(layout, set, total_values, progress, model);
+    read_decay_and_theta(config, layout, set, model);
     return model;
 }
 
