@@ -8,36 +8,18 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
-
-#include <nlohmann/json.hpp>
 
 #include "retnet/forward.h"
 #include "retnet/npy.h"
+#include "reference_fixture.h"
 #include "test_models.h"
 
 namespace retnet {
 namespace {
 
-const std::string kFixtures = std::string(RETNET_TEST_DATA_DIR) + "/reference/";
-
-struct Fixture {
-    std::shared_ptr<const Model> model;
-    std::vector<int32_t> tokens;
-    int chunk_size = 0;
-    int prefill = 0;
-};
-
-Fixture load_fixture(const std::string& name) {
-    Fixture f;
-    f.model = std::make_shared<const Model>(load_model(kFixtures + name));
-    std::ifstream in(kFixtures + name + "/tokens.json");
-    const nlohmann::json j = nlohmann::json::parse(in);
-    f.tokens = j.at("tokens").get<std::vector<int32_t>>();
-    f.chunk_size = j.at("chunk_size").get<int>();
-    f.prefill = j.value("prefill", 0);
-    return f;
-}
+using retnet::test::Fixture;
+using retnet::test::kFixtures;
+using retnet::test::load_fixture;
 
 class ReferenceFixture : public ::testing::TestWithParam<std::tuple<std::string, Form, std::string>> {};
 
