@@ -77,6 +77,41 @@ void bench_recurrent_kernel(int H, int Dk, int Dv, int T) {
                 m, 1000.0 * m / T, bytes / (m * 1e6));
 }
 
+// B sequences decoded together, one token each per step (each in its own state slot after a
+// 512-token prefill, last logits row only): median wall time of a step and tokens/s over the batch.
+void bench_batched_decode(Backend& backend, const char* name, int B) {
+    backend.set_slot_count(B);
+    std::vector<int32_t> prompt(512, 5);
+    ForwardOptions pre, step;
+    pre.form = Form::Chunkwise;
+    step.form = Form::Recurrent;
+    for (int s = 0; s < B; ++s) {
+        backend.reset(s);
+        const SequenceRequest r{prompt, s, LogitRows::None};
+        backend.forward_batch({&r, 1}, pre);
+    }
+    std::vector<int32_t> next(static_cast<size_t>(B));
+    std::vector<SequenceRequest> batch(static_cast<size_t>(B));
+    std::vector<double> ms, dev;
+    for (int i = 0; i < 32; ++i) {
+        for (int s = 0; s < B; ++s) {
+            next[static_cast<size_t>(s)] = (i * 31 + s * 7) % 1000;
+            batch[static_cast<size_t>(s)] = {std::span(&next[static_cast<size_t>(s)], 1), s, LogitRows::Last};
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        backend.forward_batch(batch, step);
+        const auto t1 = std::chrono::steady_clock::now();
+        if (i >= 4) {
+            ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+            dev.push_back(cuda_last_forward_device_ms(backend));
+        }
+    }
+    const double m = median(ms);
+    std::printf("%s batched decode B=%-3d step: device %7.3f ms, wall %7.3f ms (%7.0f tokens/s over the batch)\n", name,
+                B, median(dev), m, B * 1000.0 / m);
+    backend.set_slot_count(1);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -133,6 +168,7 @@ int main(int argc, char** argv) {
             const Timing tm = time_forward(*backend, one, step, 50, false);
             std::printf("%s decode step (recurrent, T=1): device %7.3f ms, wall incl. logits %7.3f ms (%5.0f tokens/s)\n",
                         name, tm.device_ms, tm.wall_ms, 1000.0 / tm.wall_ms);
+            for (int B : {4, 16, 64}) bench_batched_decode(*backend, name, B);
         }
         return 0;
     } catch (const std::exception& e) {
