@@ -3,7 +3,6 @@
 // matrix products through OpenBLAS (threaded), the state kept in float32 like the GPU's.
 // Tested against the double reference (tests/core).
 #include <array>
-#include <cmath>
 #include <cstring>
 
 #include "cpu/cpu_ops.h"
@@ -17,7 +16,10 @@ namespace {
 
 class CpuBackend final : public BlockBackend, private BlockOps {
 public:
-    explicit CpuBackend(std::shared_ptr<const Model> model) : BlockBackend(std::move(model)) { init_slots(); }
+    explicit CpuBackend(std::shared_ptr<const Model> model)
+        : BlockBackend(std::move(model)), gamma_(head_decays(model_->weights.log_decay)) {
+        init_slots();
+    }
 
     std::string name() const override { return "cpu"; }
 
@@ -108,7 +110,7 @@ private:
         rotate_slice(slice, q, k);
         for (int hd = 0; hd < c.n_heads; ++hd) {
             gather_head(slice, q, k, v, hd, in);
-            const double gamma = std::exp(static_cast<double>(model_->weights.log_decay[static_cast<size_t>(hd)]));
+            const double gamma = gamma_[static_cast<size_t>(hd)];
             const cpu::HeadState hs{S.data() + static_cast<size_t>(hd) * Dk * Dv,
                                     slice.row_sums.empty() ? 0.0 : slice.row_sums[static_cast<size_t>(hd)]};
             const std::vector<double> divisor =
@@ -165,6 +167,7 @@ private:
                                   rec.scores + static_cast<size_t>(hd - rec.score_head_begin) * T * T);
     }
 
+    std::vector<double> gamma_;                            // (H)
     std::vector<std::vector<std::vector<float>>> states_;  // slot × layer × (H, Dk, Dv)
     std::array<std::vector<float>, static_cast<size_t>(Scratch::Count)> scratch_;
 };
