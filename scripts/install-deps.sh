@@ -8,7 +8,12 @@ packages=(
   libgtest-dev
   qt6-base-dev libqcustomplot-dev libgl1-mesa-dev
   clang libclang-rt-14-dev
+  libcpp-httplib-dev
+  curl desktop-file-utils appstream lintian dpkg-dev file
 )
+# The serve tests' JavaScript client needs Node.js and npm: Debian's, unless the machine already
+# has them (a Node.js build that bundles npm conflicts with Debian's npm package).
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -16,6 +16,7 @@
 #include <QGroupBox>
 #include <QHBoxLayout>
 #include <QHeaderView>
+#include <QInputDialog>
 #include <QLabel>
 #include <QLineEdit>
 #include <QLocale>
@@ -34,8 +35,10 @@
 
 #include <cstdio>
 
+#include "retnet/error.h"
 #include "retnet/intervention.h"
 #include "retnet/model.h"
+#include "retnet/model_names.h"
 #include "views/decay_view.h"
 #include "views/equivalence_view.h"
 #include "views/generate_view.h"
@@ -212,6 +215,7 @@ void MainWindow::buildMenus() {
         const QString dir = QFileDialog::getExistingDirectory(this, tr("Open model directory"));
         if (!dir.isEmpty()) openModelDirectory(dir);
     });
+    add(file, tr("Open from the Hugging Face &cache…"), QKeySequence(), [this] { openCachedModel(); });
     add(file, tr("Open &default model"), QKeySequence(), [this] {
         if (!openDefaultModel()) showError(tr("Open default model"), tr("No default model is installed."));
     });
@@ -445,10 +449,31 @@ void MainWindow::showView(const QString& id) {
         if (m_views[i]->viewId() == id) m_tabs->setCurrentIndex(int(i));
 }
 
-void MainWindow::openModelDirectory(const QString& directory) {
+void MainWindow::openModelDirectory(const QString& directoryOrName) {
+    QString directory;  // ORG/NAME[@REVISION] names a snapshot of the Hugging Face cache
+    try {
+        directory = QString::fromStdString(retnet::resolve_model_path(directoryOrName.toStdString()));
+    } catch (const retnet::Error& e) {
+        return showError(tr("Could not open the model"), QString::fromUtf8(e.what()));
+    }
     clearInterventionFields();
     m_controller->openModelDirectory(directory, m_device->count() ? m_device->currentData().toString()
                                                                   : QStringLiteral("cpu"));
+}
+
+void MainWindow::openCachedModel() {
+    const std::vector<retnet::CachedModel> models = retnet::list_cached_models();
+    const QString cache = QString::fromStdString(retnet::hub_cache_dir());
+    if (models.empty())
+        return showError(tr("Open from the Hugging Face cache"),
+                         tr("No RetNet model in %1. Download one with: huggingface-cli download ORG/NAME").arg(cache));
+    QStringList names;
+    for (const retnet::CachedModel& m : models)
+        names << QStringLiteral("%1  (%2)").arg(QString::fromStdString(m.name), QString::fromStdString(m.family));
+    bool ok = false;
+    const QString pick = QInputDialog::getItem(this, tr("Open from the Hugging Face cache"),
+                                               tr("RetNet models in %1:").arg(cache), names, 0, false, &ok);
+    if (ok) openModelDirectory(QString::fromStdString(models[size_t(names.indexOf(pick))].directory));
 }
 
 bool MainWindow::openDefaultModel() {

@@ -47,7 +47,9 @@ public:
     ViewBase* currentView() const;
 
     void showView(const QString& id);
-    void openModelDirectory(const QString& directory);
+    // A model directory, or ORG/NAME[@REVISION] from the Hugging Face cache (retnet/model_names.h).
+    void openModelDirectory(const QString& directoryOrName);
+    void openCachedModel();  // picks one of the cache's RetNet models from a list
     bool openDefaultModel();  // false when no default model is installed
     void useRandomModel(uint64_t seed = 1);
     void setDarkTheme(bool dark);

@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "command.h"
+#include "model_name_option.h"
 #include "retnet/error.h"
 #ifdef RETNET_HAVE_CUDA
 #include "retnet/cuda/backend_cuda.h"
@@ -40,7 +41,7 @@ int main(int argc, char** argv) {
     for (const auto& command : retnet::cli::command_table()) {
         if (command.name != name) continue;
         try {
-            return command.run(std::vector<std::string>(argv + 2, argv + argc));
+            return command.run(retnet::cli::resolve_model_names(std::vector<std::string>(argv + 2, argv + argc)));
         } catch (const retnet::Cancelled&) {
             std::fprintf(stderr, "retnet %s: cancelled\n", name.c_str());
             return 130;

@@ -206,14 +206,12 @@ std::vector<Tensor> BlockBackend::project_logits(std::span<const SequenceRequest
         o.rms_norm(selected, -1, Weight::FinalNorm, c.norm_eps, selected);
         Rows logits = o.scratch(Scratch::Logits, M, c.vocab_size);
         o.linear(selected, -1, Weight::Output, logits, false);
-        Tensor all({M, c.vocab_size});
-        o.download(logits, all.ptr());
-        int64_t next = 0;
+        int64_t next = 0;  // each sequence's rows are consecutive: one copy straight into its tensor
         for (size_t s = 0; s < batch.size(); ++s) {
             const int64_t n = batch[s].logits == LogitRows::All ? slices[s].length
                               : batch[s].logits == LogitRows::Last ? 1 : 0;
             out[s] = Tensor({n, c.vocab_size});
-            std::copy_n(all.ptr() + next * c.vocab_size, n * c.vocab_size, out[s].ptr());
+            if (n > 0) o.download({logits.data + next * c.vocab_size, n, c.vocab_size}, out[s].ptr());
             next += n;
         }
     } else {

@@ -143,6 +143,10 @@ ModelConfig parse_torchscale(const JsonFields& f) {
     if (f.boolean("multiway", false)) f.fail("multiway: true is not supported");
     if (f.integer("moe_freq", 0) > 0) f.fail("moe_freq > 0 (mixture of experts) is not supported");
     if (f.boolean("no_output_layer", false)) f.fail("no_output_layer: true is not supported");
+    // syncdoth's HF port (same math, `model.`-prefixed tensors) can swap the GLU for the older
+    // FeedForwardNetwork with biases and a LayerNorm, which no RetNet we run has.
+    if (!f.boolean("use_glu", true)) f.fail("use_glu: false (a feed-forward network with biases) is not supported");
+    if (f.boolean("use_ffn_rms_norm", false)) f.fail("use_ffn_rms_norm: true is not supported");
 
     ModelConfig c;
     c.family = Family::TorchScale;
@@ -163,7 +167,8 @@ ModelConfig parse_torchscale(const JsonFields& f) {
     c.scale_embedding = !f.boolean("no_scale_embedding", true);
     c.layernorm_embedding = f.boolean("layernorm_embedding", false);
     c.norm_eps = f.number("layernorm_eps", 1e-6);
-    c.tie_embeddings = f.boolean("share_decoder_input_output_embed", false);
+    // syncdoth's HF port names it as transformers does.
+    c.tie_embeddings = f.boolean("share_decoder_input_output_embed", f.boolean("tie_word_embeddings", false));
     c.chunk_size = static_cast<int>(f.integer("recurrent_chunk_size", 512));
     c.head_norm_affine = false;
     c.bos_token_id = static_cast<int>(f.integer("bos_token_id", -1));
@@ -204,7 +209,8 @@ ModelConfig parse_fla(const JsonFields& f) {
         c.ffn_dim = static_cast<int>(rounded);
     }
     c.ffn_activation = Activation::Swish;
-    c.norm_eps = f.number("norm_eps", 1e-6);
+    // fla's configs before 2024-04 named the eps rms_norm_eps (fla-hub's 1.3B/2.7B still do).
+    c.norm_eps = f.number("norm_eps", f.number("rms_norm_eps", 1e-6));
     c.tie_embeddings = f.boolean("tie_word_embeddings", false);
     c.head_norm_affine = f.boolean("elementwise_affine", true);
     c.scale_embedding = false;
@@ -213,6 +219,19 @@ ModelConfig parse_fla(const JsonFields& f) {
     c.bos_token_id = static_cast<int>(f.integer("bos_token_id", -1));
     c.eos_token_id = static_cast<int>(f.integer("eos_token_id", -1));
     return c;
+}
+
+// transformers names Flax and TensorFlow classes with a prefix; their configs can otherwise look
+// like fla's (hidden_size, num_heads) and would be refused for an unrelated key.
+void refuse_foreign_architecture(const JsonFields& f) {
+    if (!f.has("architectures") || !f.raw("architectures").is_array()) return;
+    for (const json& a : f.raw("architectures")) {
+        const std::string name = a.is_string() ? a.get<std::string>() : std::string();
+        if (name.rfind("Flax", 0) == 0 || name.rfind("TF", 0) == 0)
+            f.fail("architecture " + name + " is a " + (name[0] == 'F' ? "Flax" : "TensorFlow") +
+                   " model; load it in transformers and save it with save_pretrained(safe_serialization=True) "
+                   "from the PyTorch class, then open that directory");
+    }
 }
 
 }  // namespace
@@ -254,6 +273,7 @@ void ModelConfig::validate() const {
 ModelConfig parse_config(const json& j, const std::string& source) {
     if (!j.is_object()) throw Error(source + ": expected a JSON object at the top level");
     const JsonFields f(j, source);
+    refuse_foreign_architecture(f);
     ModelConfig c;
     if (f.has("decoder_embed_dim")) {
         c = parse_torchscale(f);

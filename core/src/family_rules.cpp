@@ -18,21 +18,8 @@ float embedding_scale(const ModelConfig& config) {
     return config.scale_embedding ? std::sqrt(static_cast<float>(config.d_model)) : 1.0f;
 }
 
-RotaryPairs rotary_pairs(const ModelConfig& config) {
-    return {config.family == Family::TorchScale, config.head_dim_k()};
-}
-
-void rotate_head(float* x, const RotaryPairs& pairs, std::span<const float> theta, int64_t pos) {
-    const int half = pairs.head_dim / 2;
-    for (int i = 0; i < half; ++i) {
-        const float angle = static_cast<float>(pos) * theta[static_cast<size_t>(i)];
-        const double c = std::cos(static_cast<double>(angle)), s = std::sin(static_cast<double>(angle));
-        float& a = x[pairs.first(i)];
-        float& b = x[pairs.second(i)];
-        const double xa = a, xb = b;
-        a = static_cast<float>(xa * c - xb * s);
-        b = static_cast<float>(xb * c + xa * s);
-    }
+RotaryPairs rotary_pairs(Family family) {
+    return family == Family::TorchScale ? RotaryPairs::Interleaved : RotaryPairs::HalfSplit;
 }
 
 void check_form_start(const ModelConfig& config, Form form, int64_t position) {
@@ -46,12 +33,6 @@ std::vector<double> head_decays(std::span<const float> log_decay) {
     std::vector<double> gamma(log_decay.size());
     for (size_t h = 0; h < log_decay.size(); ++h) gamma[h] = std::exp(static_cast<double>(log_decay[h]));
     return gamma;
-}
-
-std::vector<float> decay_powers(double gamma, int n) {
-    std::vector<float> p(static_cast<size_t>(n) + 1);
-    for (int i = 0; i <= n; ++i) p[static_cast<size_t>(i)] = static_cast<float>(std::pow(gamma, i));
-    return p;
 }
 
 double advance_row_sum(double r, double gamma, int64_t steps) {

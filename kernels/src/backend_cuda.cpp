@@ -153,6 +153,7 @@ private:
     }
     void gather_rows(Rows x, std::span<const int64_t> rows, Rows y) override;
     void download(Rows x, float* host) override;
+    void stop_timer();
 
     // ---- retention of one sequence ----------------------------------------------------------------
     void retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v, Rows g, Rows y);
@@ -182,6 +183,7 @@ private:
     HeadMajor ws_;
     cuda::ParamStaging staging_;
     cuda::CudaEvent forward_start_, forward_stop_;  // around the device work of a forward
+    bool timer_stopped_ = false;
 };
 
 void CudaBackend::upload(const Tensor& w, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging) {
@@ -257,6 +259,7 @@ void CudaBackend::prepare(std::span<const SequenceSlice> sequences, Form form, i
     }
     staging_.begin(staged * static_cast<size_t>(c.n_layers), stream());
     forward_start_.record(stream());
+    timer_stopped_ = false;
 }
 
 void CudaBackend::embed(std::span<const int32_t> tokens, float scale, Rows x) {
@@ -272,12 +275,14 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     const float beta = accumulate ? 1.0f : 0.0f;
     if (W.bf16.empty()) {
         cuda::linear_f32(cublas_->get(), x.data, W.f32.get(), y.data, M, W.out, W.in, beta);
+        if (w == Weight::Output) stop_timer();
         return;
     }
     const int64_t n = static_cast<int64_t>(M) * W.in;
     ws_.act_bf16.reserve(static_cast<size_t>(n));
     cuda::launch_float_to_bf16(x.data, ws_.act_bf16.get(), n, stream());
     cuda::linear_bf16(cublas_->get(), ws_.act_bf16.get(), W.bf16.get(), y.data, M, W.out, W.in, beta);
+    if (w == Weight::Output) stop_timer();
 }
 
 // Consecutive rows are copied together, so one sequence's rows cost one copy.
@@ -293,11 +298,19 @@ void CudaBackend::gather_rows(Rows x, std::span<const int64_t> rows, Rows y) {
 }
 
 void CudaBackend::download(Rows x, float* host) {
-    forward_stop_.record(stream());
+    if (!timer_stopped_) forward_stop_.record(stream());  // without logits, the last download ends it
     RETNET_CUDA_CHECK(cudaMemcpyAsync(host, x.data, sizeof(float) * static_cast<size_t>(x.count * x.width),
                                       cudaMemcpyDeviceToHost, stream()));
     stream_->synchronize();
     last_device_ms_ = forward_stop_.elapsed_ms_since(forward_start_);
+}
+
+// The device time of a forward ends with its output projection: host work after it (allocating
+// the logits' host memory, copying them) is not device time.
+void CudaBackend::stop_timer() {
+    if (timer_stopped_) return;
+    forward_stop_.record(stream());
+    timer_stopped_ = true;
 }
 
 void CudaBackend::gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) {
@@ -311,7 +324,7 @@ void CudaBackend::retain_sequence(const RetentionCall& call, const SequenceSlice
     const int C = call.chunk;
     const int Tp = call.form == Form::Chunkwise ? (T + C - 1) / C * C : T;
     const QKScale scale = qk_scale(c);
-    const bool interleaved = rotary_pairs(c).interleaved;
+    const bool interleaved = rotary_pairs(c.family) == RotaryPairs::Interleaved;
     const int64_t row0 = slice.first_row;
     cuda::launch_rotary_to_head_major(q.data + row0 * q.width, theta_.get(), ws_.qh.get(), T, Tp, H, Dk,
                                       slice.position, scale.q, interleaved, stream());
@@ -376,18 +389,19 @@ void CudaBackend::retention_parallel(int layer, const SequenceSlice& slice) {
     std::vector<float> head_factor(static_cast<size_t>(H)), cross_coef(row_scale.size());
     for (int h = 0; h < H; ++h) {
         const double gamma = gamma_[static_cast<size_t>(h)];
+        const std::vector<double> p = decay_powers<double>(gamma, T);
         const double r0 = ts ? slice.row_sums[static_cast<size_t>(h)] : 0.0;  // torchscale: 0 (empty state)
         double rn = r0;
         for (int t = 0; t < T; ++t) {
             rn = next_row_sum(rn, gamma);
             if (ts) row_scale[static_cast<size_t>(h) * T + t] = static_cast<float>(1.0 / std::sqrt(rn));
-            cross_coef[static_cast<size_t>(h) * T + t] = static_cast<float>(std::pow(gamma, t + 1));
+            cross_coef[static_cast<size_t>(h) * T + t] = static_cast<float>(p[static_cast<size_t>(t + 1)]);
         }
         const double inject = ts ? 1.0 / std::sqrt(rn) : 1.0;
         for (int m = 0; m < T; ++m)
-            k_decay[static_cast<size_t>(h) * T + m] = static_cast<float>(std::pow(gamma, T - 1 - m) * inject);
+            k_decay[static_cast<size_t>(h) * T + m] = static_cast<float>(p[static_cast<size_t>(T - 1 - m)] * inject);
         // torchscale S holds raw/√r: the old part becomes γ^T·√r0/√r_T of itself (0 from empty).
-        head_factor[static_cast<size_t>(h)] = static_cast<float>(std::pow(gamma, T) * (ts ? std::sqrt(r0) * inject : 1.0));
+        head_factor[static_cast<size_t>(h)] = static_cast<float>(p[static_cast<size_t>(T)] * (ts ? std::sqrt(r0) * inject : 1.0));
     }
     const float* d_row_scale = staging_.stage(row_scale, stream());
 
@@ -430,11 +444,12 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
     std::vector<float> to_raw(static_cast<size_t>(H)), from_raw(static_cast<size_t>(H));
     for (int h = 0; h < H; ++h) {
         const double gamma = gamma_[static_cast<size_t>(h)];
+        const std::vector<double> p = decay_powers<double>(gamma, C);
         for (int c0 = 0, ci = 0; c0 < T; c0 += C, ++ci) {
             const int len = std::min(C, T - c0);
             for (int j = 0; j < len; ++j)
-                k_decay[static_cast<size_t>(h) * Tp + c0 + j] = static_cast<float>(std::pow(gamma, len - 1 - j));
-            chunk_decay[static_cast<size_t>(h) * nC + ci] = static_cast<float>(std::pow(gamma, len));
+                k_decay[static_cast<size_t>(h) * Tp + c0 + j] = static_cast<float>(p[static_cast<size_t>(len - 1 - j)]);
+            chunk_decay[static_cast<size_t>(h) * nC + ci] = static_cast<float>(p[static_cast<size_t>(len)]);
         }
         if (ts) {
             const double r0 = slice.row_sums[static_cast<size_t>(h)];

@@ -97,8 +97,17 @@ TEST(LogitRows, LastAndNoneProjectOnlyWhatIsAsked) {
     ASSERT_EQ(out[0].shape, (std::vector<int64_t>{9, 53}));
     ASSERT_EQ(out[1].shape, (std::vector<int64_t>{1, 53}));
     ASSERT_EQ(out[2].shape, (std::vector<int64_t>{0, 53}));
-    for (int v = 0; v < 53; ++v) EXPECT_FLOAT_EQ(out[1].data[static_cast<size_t>(v)], out[0].data[8 * 53 + static_cast<size_t>(v)]);
-    for (int s = 1; s < 3; ++s) EXPECT_EQ(backend->snapshot(s).layers[1].S, backend->snapshot(0).layers[1].S);
+    // The three copies share one GEMM over 27 rows, where BLAS may round rows differently.
+    Tensor last_of_all({1, 53});
+    std::copy(out[0].data.end() - 53, out[0].data.end(), last_of_all.data.begin());
+    EXPECT_LE(max_abs_diff(out[1], last_of_all), 1e-5 * max_abs(last_of_all));
+    for (int s = 1; s < 3; ++s) {
+        Tensor a({static_cast<int64_t>(backend->snapshot(s).layers[1].S.size())}), b = a;
+        a.data = backend->snapshot(s).layers[1].S;
+        b.data = backend->snapshot(0).layers[1].S;
+        EXPECT_LE(max_abs_diff(a, b), 1e-5 * max_abs(b)) << "slot " << s;
+        EXPECT_EQ(backend->snapshot(s).position, 9);
+    }
 }
 
 TEST(LogitRows, ReferenceBackendHonoursThem) {

@@ -24,27 +24,10 @@ TEST(FamilyRules, ScalesSitWhereEachFamilyPutsThem) {
     EXPECT_EQ(embedding_scale(fla), 1.0f);
 }
 
-TEST(FamilyRules, RotaryPairsAndRotation) {
-    const RotaryPairs ts = rotary_pairs(test::small_config(Family::TorchScale));
-    const RotaryPairs fla = rotary_pairs(test::small_config(Family::Fla));
-    EXPECT_EQ(ts.first(3), 6);
-    EXPECT_EQ(ts.second(3), 7);
-    EXPECT_EQ(fla.first(3), 3);
-    EXPECT_EQ(fla.second(3), 7);
-    const std::vector<float> theta = {1.0f, 0.1f, 0.01f, 0.001f};
-    for (const RotaryPairs& pairs : {ts, fla}) {
-        std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8};
-        const std::vector<float> original = x;
-        rotate_head(x.data(), pairs, theta, 0);
-        EXPECT_EQ(x, original);  // position 0 is the identity
-        rotate_head(x.data(), pairs, theta, 1000);
-        for (int i = 0; i < 4; ++i) {
-            const double angle = static_cast<double>(1000.0f * theta[static_cast<size_t>(i)]);
-            const double a = original[static_cast<size_t>(pairs.first(i))], b = original[static_cast<size_t>(pairs.second(i))];
-            EXPECT_NEAR(x[static_cast<size_t>(pairs.first(i))], a * std::cos(angle) - b * std::sin(angle), 1e-6);
-            EXPECT_NEAR(x[static_cast<size_t>(pairs.second(i))], b * std::cos(angle) + a * std::sin(angle), 1e-6);
-        }
-    }
+TEST(FamilyRules, RotaryPairsOfEachFamily) {
+    EXPECT_EQ(rotary_pairs(Family::TorchScale), RotaryPairs::Interleaved);
+    EXPECT_EQ(rotary_pairs(Family::Fla), RotaryPairs::HalfSplit);
+    EXPECT_EQ(rotary_angle(3, 0.5f), 1.5f);
 }
 
 TEST(FamilyRules, RowSumsAreTheGeometricSeries) {

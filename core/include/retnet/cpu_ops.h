@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "retnet/config.h"
+#include "retnet/family_rules.h"
 
 namespace retnet::cpu {
 
@@ -50,15 +51,9 @@ void rmsnorm_backward(const T* x, const T* w, const T* rstd, const T* dy, int64_
 
 // ---- rotary ----------------------------------------------------------------------------------
 
-// Which coordinates of a head form the rotated pairs.
-enum class RotaryPairs {
-    Interleaved,  // torchscale: (2i, 2i+1)
-    HalfSplit,    // fla ("rotate_half"): (i, i + Dk/2)
-};
-RotaryPairs rotary_pairs(Family family);
-
-// The angle of pair i at position pos: formed in float32, as both reference implementations do.
-inline float rotary_angle(int64_t pos, float theta) { return static_cast<float>(pos) * theta; }
+using retnet::RotaryPairs;  // the family's rule (retnet/family_rules.h)
+using retnet::rotary_pairs;
+using retnet::rotary_angle;
 
 // Rotates pair i of one head vector x (Dk coordinates, Dk/2 pairs) by the angle of cosine c and
 // sine s: (a, b) ← (a·c − b·s, b·c + a·s). With −s it is the transpose (the backward).

@@ -7,6 +7,7 @@
 //   - torchscale's per-row normalization and the row sums r_n = Σ_{i<n} γ^i it rests on
 //     (its state is kept as raw/√r_n), and the precondition of its parallel form.
 // The double reference (core/src/reference) stays a separate, deliberately naive oracle.
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -27,18 +28,15 @@ QKScale qk_scale(const ModelConfig& config);
 // x = scale · E[token]: √d for torchscale unless no_scale_embedding, else 1.
 float embedding_scale(const ModelConfig& config);
 
-// The rotary variant: pair i of a head rotates elements (first(i), second(i)) by pos·θ_i.
-// The angle is formed in float32 as both reference implementations do; its cosine and sine are
-// taken in double and rounded once (the CUDA kernel follows the same rule on the device).
-struct RotaryPairs {
-    bool interleaved = false;  // torchscale
-    int head_dim = 0;          // Dk
-    int first(int i) const { return interleaved ? 2 * i : i; }
-    int second(int i) const { return interleaved ? 2 * i + 1 : i + head_dim / 2; }
+// The rotary variant: which coordinates of a head form the rotated pairs. Pair i turns by
+// pos·θ_i, the angle formed in float32 as both reference implementations do (rotary_angle); the
+// CPU ops (retnet/cpu_ops.h) and the CUDA kernel (kernels/src/rotary.cu) apply it.
+enum class RotaryPairs {
+    Interleaved,  // torchscale: (2i, 2i+1)
+    HalfSplit,    // fla ("rotate_half"): (i, i + Dk/2)
 };
-RotaryPairs rotary_pairs(const ModelConfig& config);
-// Rotates one head vector x (Dk) at absolute position `pos` with frequencies theta (Dk/2).
-void rotate_head(float* x, const RotaryPairs& pairs, std::span<const float> theta, int64_t pos);
+RotaryPairs rotary_pairs(Family family);
+inline float rotary_angle(int64_t pos, float theta) { return static_cast<float>(pos) * theta; }
 
 // Throws retnet::Error when `form` cannot start at `position` for this family: torchscale's
 // parallel form normalizes each row by its whole sum, so it starts from an empty state.
@@ -48,8 +46,14 @@ void check_form_start(const ModelConfig& config, Form form, int64_t position);
 
 // γ_h = exp(log γ_h) in double, as every form uses it.
 std::vector<double> head_decays(std::span<const float> log_decay);
-// γ^i for i in [0, n], computed in double and rounded once. (n + 1)
-std::vector<float> decay_powers(double gamma, int n);
+// γ^i for i in [0, n], computed in double and rounded once to Real (float for inference, double
+// for the gradient checks of the op library). (n + 1)
+template <typename Real = float>
+std::vector<Real> decay_powers(double gamma, int64_t n) {
+    std::vector<Real> p(static_cast<size_t>(n) + 1);
+    for (int64_t i = 0; i <= n; ++i) p[static_cast<size_t>(i)] = static_cast<Real>(std::pow(gamma, static_cast<double>(i)));
+    return p;
+}
 
 // torchscale's row sum after one more token: r ← r·γ + 1 (r_0 = 0). The only place it is written.
 inline double next_row_sum(double r, double gamma) { return r * gamma + 1.0; }

@@ -105,6 +105,7 @@ private:
         in.Dk = Dk;
         in.Dv = Dv;
         std::vector<float> o_head(static_cast<size_t>(in.T) * Dv);  // (T, Dv)
+        rotate_slice(slice, q, k);
         for (int hd = 0; hd < c.n_heads; ++hd) {
             gather_head(slice, q, k, v, hd, in);
             const double gamma = std::exp(static_cast<double>(model_->weights.log_decay[static_cast<size_t>(hd)]));
@@ -122,27 +123,30 @@ private:
         }
     }
 
-    // Head hd's q, k (rotated at the slice's absolute positions, with the family's scales) and v.
-    void gather_head(const SequenceSlice& slice, Rows q, Rows k, Rows v, int hd, cpu::HeadInputs& in) const {
+    // The slice's q and k rows in place: the family's scale, then rotated at absolute positions.
+    void rotate_slice(const SequenceSlice& slice, Rows q, Rows k) const {
         const ModelConfig& c = model_->config;
-        const int T = in.T, Dk = in.Dk, Dv = in.Dv;
         const QKScale scale = qk_scale(c);
-        const RotaryPairs pairs = rotary_pairs(c);
+        const cpu::RotaryShape shape{1, slice.length, c.n_heads, c.head_dim_k()};
+        const float* theta = model_->weights.rotary_theta.data();
+        cpu::rotary_forward<float>(q.data + slice.first_row * q.width, shape, theta, rotary_pairs(c.family), scale.q,
+                                   slice.position);
+        cpu::rotary_forward<float>(k.data + slice.first_row * k.width, shape, theta, rotary_pairs(c.family), scale.k,
+                                   slice.position);
+    }
+
+    // Head hd's rotated q and k, and v, of the slice, contiguous.
+    void gather_head(const SequenceSlice& slice, Rows q, Rows k, Rows v, int hd, cpu::HeadInputs& in) const {
+        const int T = in.T, Dk = in.Dk, Dv = in.Dv;
         in.q.resize(static_cast<size_t>(T) * Dk);
         in.k.resize(in.q.size());
         in.v.resize(static_cast<size_t>(T) * Dv);
         for (int t = 0; t < T; ++t) {
             const int64_t row = slice.first_row + t;
-            float* qd = in.q.data() + static_cast<size_t>(t) * Dk;
-            float* kd = in.k.data() + static_cast<size_t>(t) * Dk;
-            const float* qs = q.data + row * q.width + static_cast<int64_t>(hd) * Dk;
-            const float* ks = k.data + row * k.width + static_cast<int64_t>(hd) * Dk;
-            for (int i = 0; i < Dk; ++i) {
-                qd[i] = qs[i] * scale.q;
-                kd[i] = ks[i] * scale.k;
-            }
-            rotate_head(qd, pairs, model_->weights.rotary_theta, slice.position + t);
-            rotate_head(kd, pairs, model_->weights.rotary_theta, slice.position + t);
+            std::memcpy(in.q.data() + static_cast<size_t>(t) * Dk, q.data + row * q.width + static_cast<int64_t>(hd) * Dk,
+                        sizeof(float) * static_cast<size_t>(Dk));
+            std::memcpy(in.k.data() + static_cast<size_t>(t) * Dk, k.data + row * k.width + static_cast<int64_t>(hd) * Dk,
+                        sizeof(float) * static_cast<size_t>(Dk));
             std::memcpy(in.v.data() + static_cast<size_t>(t) * Dv, v.data + row * v.width + static_cast<int64_t>(hd) * Dv,
                         sizeof(float) * static_cast<size_t>(Dv));
         }

@@ -177,9 +177,6 @@ void rmsnorm_backward(const T* x, const T* w, const T* rstd, const T* dy, int64_
 
 // ---- rotary ----
 
-RotaryPairs rotary_pairs(Family family) {
-    return family == Family::TorchScale ? RotaryPairs::Interleaved : RotaryPairs::HalfSplit;
-}
 
 namespace {
 
@@ -361,13 +358,5 @@ void rms_norm_rows(float* x, int rows, int cols, const Tensor& weight, double ep
     rms_norm_rows(x, x, rows, cols, weight, eps);
 }
 
-void rotate(float* x, int Dk, int64_t pos, const std::vector<float>& theta, Family family) {
-    const int64_t half = Dk / 2;
-    const RotaryPairs pairs = rotary_pairs(family);
-    for (int64_t i = 0; i < half; ++i) {
-        const float angle = rotary_angle(pos, theta[static_cast<size_t>(i)]);
-        rotate_pair(x, i, half, pairs, std::cos(angle), std::sin(angle));
-    }
-}
 
 }  // namespace retnet::cpu

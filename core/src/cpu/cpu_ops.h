@@ -19,7 +19,4 @@ void linear(const float* x, int T, int in, const Tensor& w, float* y);
 void rms_norm_rows(float* x, int rows, int cols, const Tensor& weight, double eps);
 void rms_norm_rows(const float* x, float* y, int rows, int cols, const Tensor& weight, double eps);
 
-// One head vector x (Dk) at absolute position pos, the family's pairs (rotate_pair).
-void rotate(float* x, int Dk, int64_t pos, const std::vector<float>& theta, Family family);
-
 }  // namespace retnet::cpu

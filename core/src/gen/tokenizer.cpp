@@ -80,6 +80,11 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
 Tokenizer Tokenizer::from_serialized(std::string_view bytes, const std::string& source) {
+    // A Hugging Face tokenizer.json (JSON) instead of a SentencePiece protobuf: say so plainly.
+    const size_t first = bytes.find_first_not_of(" \t\r\n");
+    if (first != std::string_view::npos && bytes[first] == '{')
+        throw Error(source + ": a Hugging Face tokenizers file (tokenizer.json), not a SentencePiece model; only "
+                    "tokenizer.model is read (Debian packages no tokenizers library): give token ids with --tokens");
     auto impl = std::make_unique<Impl>();
     sentencepiece::util::Status status;
     try {

@@ -73,11 +73,14 @@ Layout make_layout(const ModelConfig& c, const SafetensorsSet* names) {
     };
 
     if (c.family == Family::TorchScale) {
-        // fairseq's RetNetLanguageModel prefixes every key with "decoder.".
+        // fairseq's RetNetLanguageModel prefixes every key with "decoder."; syncdoth's HF port
+        // (RetNetForCausalLM, spec §2.9) with "model." and names the output projection lm_head.
         const bool fairseq = has("decoder.embed_tokens.weight") || has("decoder.output_projection.weight") ||
                              has("decoder.layer_norm.weight");
-        const std::string p = fairseq ? "decoder." : "";
-        const std::string embed = p + "embed_tokens.weight", output = p + "output_projection.weight";
+        const bool syncdoth = has("model.embed_tokens.weight") || has("model.layer_norm.weight");
+        const std::string p = fairseq ? "decoder." : syncdoth ? "model." : "";
+        const std::string embed = p + "embed_tokens.weight";
+        const std::string output = syncdoth ? "lm_head.weight" : p + "output_projection.weight";
         if (!c.tie_embeddings) {
             add(embed, {V, d}, global(&ModelWeights::embed));
             add(output, {V, d}, global(&ModelWeights::lm_head));
@@ -165,9 +168,32 @@ std::vector<float> read_vector(const SafetensorsSet& set, const std::string& nam
     return t.data;
 }
 
+// Checkpoints in formats we recognise but do not read: one line naming the format and what to do,
+// before config.json is parsed (a Flax config could otherwise pass for fla's).
+void refuse_foreign_files(const fs::path& dir) {
+    std::error_code ec;
+    const auto has = [&](const char* name) { return fs::exists(dir / name, ec); };
+    if (has("model.safetensors") || has("model.safetensors.index.json")) return;
+    const std::string where = dir.string() + ": ";
+    if (has("pytorch_model.bin") || has("pytorch_model.bin.index.json"))
+        throw Error(where + "PyTorch pickle weights (pytorch_model.bin) are not read, since unpickling runs code; "
+                    "convert them once: python3 -c \"import torch; from safetensors.torch import save_file; "
+                    "sd = torch.load('pytorch_model.bin', map_location='cpu', weights_only=True); "
+                    "save_file({k: v.contiguous().clone() for k, v in sd.items()}, 'model.safetensors')\"");
+    if (has("flax_model.msgpack") || has("flax_model.msgpack.index.json"))
+        throw Error(where + "a Flax checkpoint (flax_model.msgpack) is not read; convert it with transformers: "
+                    "AutoModelForCausalLM.from_pretrained(DIR, from_flax=True).save_pretrained(OUT, "
+                    "safe_serialization=True)");
+    if (has("tf_model.h5"))
+        throw Error(where + "a TensorFlow checkpoint (tf_model.h5) is not read; convert it with transformers: "
+                    "AutoModelForCausalLM.from_pretrained(DIR, from_tf=True).save_pretrained(OUT, "
+                    "safe_serialization=True)");
+}
+
 }  // namespace
 
 Model load_model(const std::string& directory, const ProgressCallback& progress) {
+    refuse_foreign_files(directory);
     const std::string config_path = (fs::path(directory) / "config.json").string();
     const ModelConfig config = load_config(config_path);
     const SafetensorsSet set = SafetensorsSet::open_directory(directory);

@@ -262,7 +262,7 @@ void CudaTrainOps::prepare(int batch, int seq_len) {
     C_ = chunk_ > 0 ? std::min(chunk_, T_) : T_;
     n_chunks_ = (T_ + C_ - 1) / C_;
     Tp_ = n_chunks_ * C_;
-    upload_decay_powers();
+    upload_decay_tables();
     reserve_layer_activations();
     reserve_scratch();
 }

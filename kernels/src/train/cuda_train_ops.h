@@ -101,7 +101,7 @@ private:
     void retention_heads_backward(LayerBuffers& L);
 
     void prepare(int batch, int seq_len);
-    void upload_decay_powers();
+    void upload_decay_tables();
     void reserve_layer_activations();
     void reserve_scratch();
 
@@ -117,7 +117,12 @@ private:
 
     // Per batch shape.
     int B_ = 0, T_ = 0, C_ = 0, n_chunks_ = 0, Tp_ = 0;
-    DeviceBuffer<float> decay_;               // (H, C + 1) γ_h^k
+    // The retention's decay tables (upload_decay_tables), read by the inference retention kernels.
+    DeviceBuffer<float> log_decay_;    // (H) log γ_h
+    DeviceBuffer<float> row_head_;     // (B·H, Tp) γ^(i+1), i = t mod C
+    DeviceBuffer<float> row_tail_;     // (B·H, Tp) γ^(C−1−i)
+    DeviceBuffer<float> chunk_decay_;  // (B·H, n_chunks) γ^C
+    DeviceBuffer<float> scan_state_;   // (B·H, Dk, Dv) the chunk scan's start (zero) and end state
     DeviceBuffer<int32_t> inputs_, targets_;  // (N)
     layer_kernels::TokenRowGroups input_groups_;  // of the inputs, for the embedding gradient
     DeviceBuffer<int32_t> group_rows_, group_segment_start_, group_token_segment_;

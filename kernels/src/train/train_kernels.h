@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// Host launchers of the training-only kernels: the chunked retention's helpers, the loss, dropout
-// and the optimizer. The layer's element-wise ops (embedding, norms, rotary, GLU), forward beside
-// backward and shared with inference, are in ../layer_kernels.h. Every pointer is device memory;
+// Host launchers of the training-only kernels: the loss, dropout and the optimizer. The chunked
+// retention's kernels are the inference ones (../ops.h, ../retention.cu), and the layer's
+// element-wise ops (embedding, norms, rotary, GLU), forward beside backward and shared with
+// inference, are in ../layer_kernels.h. Every pointer is device memory;
 // every launcher enqueues on `stream` and checks the launch. Layouts, as in ../layer_kernels.h:
 //   rows        (N, H*D), N = B·T: row b·T + t holds every head, head h at columns [h*D, (h+1)*D)
 //   head-major  (B·H, Tp, D): sequence b, head h at matrix b·H + h; Tp = n_chunks·C ≥ T, rows
@@ -13,23 +14,6 @@
 #include <cstdint>
 
 namespace retnet::cuda::train_kernels {
-
-// Chunked retention helpers. Matrices are indexed m = (b·H + h)·n_chunks + c. decay (H, C + 1)
-// holds γ_h^k for k = 0..C.
-// A (n_mats, C, C) ← A ⊙ D, D_ij = γ_h^(i−j) for j ≤ i, 0 above the diagonal.
-void apply_decay_mask(float* A, const float* decay, int n_mats, int n_chunks, int H, int C,
-                      cudaStream_t stream);
-enum class RowDecay { Head /* γ^(i+1) */, Tail /* γ^(C−1−i) */ };
-// dst (n_mats, C, D) = diag(γ_h^f(i)) src, per chunk matrix.
-void scale_chunk_rows(const float* src, float* dst, const float* decay, int n_mats, int n_chunks, int H,
-                      int C, int D, RowDecay which, cudaStream_t stream);
-// states (B·H, n_chunks, E): states[0] = 0, states[c] = γ^C states[c−1] + contrib[c−1].
-void state_scan_forward(const float* contrib, float* states, const float* decay, int BH, int n_chunks,
-                        int H, int C, int E, cudaStream_t stream);
-// after (B·H, n_chunks, E): after[n−1] = 0, after[c−1] = contrib[c] + γ^C after[c]
-// (∂loss/∂(state after chunk c) from contrib[c] = ∂loss/∂(state before chunk c) via the outputs).
-void state_scan_backward(const float* contrib, float* after, const float* decay, int BH, int n_chunks,
-                         int H, int C, int E, cudaStream_t stream);
 
 // Per row: loss[r] = logsumexp(logits[r]) − logits[r][target]. With `with_gradient` the logits are
 // overwritten by their gradient (softmax − onehot) · grad_scale.

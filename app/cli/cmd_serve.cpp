@@ -1,0 +1,522 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// retnet serve: an OpenAI-compatible completion server (POST /v1/completions with server-sent
+// events, GET /v1/models, GET /health) on loopback, built on cpp-httplib. One decode thread runs
+// the requests one at a time from a bounded queue; a full queue answers 503, a client that leaves
+// cancels its request. Its options are parsed here. See docs/serve.md.
+#include <httplib.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <charconv>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "cli_common.h"
+#include "command.h"
+#include "retnet/error.h"
+#include "retnet/generate.h"
+#include "retnet/model_names.h"
+#include "retnet/model_stats.h"
+
+namespace retnet::cli {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+struct ServeOptions {
+    std::string model, name, host = "127.0.0.1", device = "cpu";
+    int port = 8080;
+    int queue = 8;                 // requests waiting or decoding; one more gets 503
+    int max_body = 1 << 20;        // bytes of a request body; more gets 413
+    int max_tokens = 4096;         // upper bound of a request's max_tokens
+    int max_prompt_tokens = 4096;
+};
+
+int64_t parse_integer(const std::string& option, const std::string& text, int64_t lo, int64_t hi) {
+    int64_t value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value < lo || value > hi)
+        throw Error("--" + option + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
+                    "], got '" + text + "'");
+    return value;
+}
+
+ServeOptions parse_serve_options(const std::vector<std::string>& argv) {
+    ServeOptions o;
+    for (size_t i = 0; i < argv.size(); i += 2) {
+        std::string key = argv[i], value;
+        if (key.rfind("--", 0) != 0) throw Error("unexpected argument '" + key + "'");
+        key = key.substr(2);
+        if (const auto eq = key.find('='); eq != std::string::npos) {
+            value = key.substr(eq + 1);
+            key.resize(eq);
+            --i;  // the value was in the same word
+        } else if (i + 1 < argv.size()) {
+            value = argv[i + 1];
+        } else {
+            throw Error("option --" + key + " needs a value");
+        }
+        if (key == "model") o.model = value;
+        else if (key == "model-name") o.name = value;
+        else if (key == "host") o.host = value;
+        else if (key == "device") o.device = value;
+        else if (key == "port") o.port = static_cast<int>(parse_integer(key, value, 0, 65535));
+        else if (key == "queue") o.queue = static_cast<int>(parse_integer(key, value, 1, 4096));
+        else if (key == "max-body") o.max_body = static_cast<int>(parse_integer(key, value, 1024, 1 << 30));
+        else if (key == "max-tokens") o.max_tokens = static_cast<int>(parse_integer(key, value, 1, 1 << 20));
+        else if (key == "max-prompt-tokens") o.max_prompt_tokens = static_cast<int>(parse_integer(key, value, 1, 1 << 24));
+        else throw Error("unknown option --" + key + " for serve");
+    }
+    return o;
+}
+
+// The id under which /v1/models lists the model: ORG/NAME for a Hugging Face cache snapshot,
+// else the directory's name.
+std::string model_id(const std::string& dir) {
+    if (auto name = cached_model_name(dir)) return *name;
+    const fs::path p = fs::path(dir).lexically_normal();
+    return p.filename().empty() ? p.parent_path().filename().string() : p.filename().string();
+}
+
+// One request's life: the handler thread fills it, the decode thread streams text into it, the
+// handler's content provider drains it.
+struct Job {
+    std::vector<int32_t> prompt;
+    GenerationParams params;
+    std::atomic<bool> cancel{false};
+
+    std::mutex mutex;
+    std::condition_variable changed;
+    std::deque<std::string> pieces;  // text not yet sent
+    bool done = false;
+    std::string finish_reason, error;
+    int64_t completion_tokens = 0;
+
+    void push(std::string text) {
+        if (text.empty()) return;
+        std::lock_guard lock(mutex);
+        pieces.push_back(std::move(text));
+        changed.notify_all();
+    }
+    void finish(std::string reason, int64_t tokens, std::string failure = {}) {
+        std::lock_guard lock(mutex);
+        done = true;
+        finish_reason = std::move(reason);
+        completion_tokens = tokens;
+        error = std::move(failure);
+        changed.notify_all();
+    }
+    // Waits up to `timeout` for text or the end; moves out what is there.
+    std::vector<std::string> take(std::chrono::milliseconds timeout, bool* finished) {
+        std::unique_lock lock(mutex);
+        changed.wait_for(lock, timeout, [&] { return !pieces.empty() || done; });
+        std::vector<std::string> out(std::make_move_iterator(pieces.begin()), std::make_move_iterator(pieces.end()));
+        pieces.clear();
+        *finished = done;
+        return out;
+    }
+};
+
+const char* finish_reason(StopReason r) {
+    switch (r) {
+        case StopReason::MaxTokens: return "length";
+        case StopReason::Cancelled: return "cancelled";
+        default: return "stop";
+    }
+}
+
+// The model, one decode thread and the bounded queue in front of it.
+class Engine {
+public:
+    Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Tokenizer> tokenizer, int capacity)
+        : backend_(std::move(backend)), tokenizer_(std::move(tokenizer)), capacity_(capacity),
+          vocab_size_(backend_->model().config.vocab_size),
+          encoder_(*backend_, tokenizer_.get()), thread_([this] { loop(); }) {}
+    ~Engine() {
+        {
+            std::lock_guard lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();
+    }
+    // Only reads the tokenizer and the BOS id, so handler threads may call it at any time.
+    const Generator& encoder() const { return encoder_; }
+    int vocab_size() const { return vocab_size_; }
+
+    // False when `capacity` requests are already waiting or decoding.
+    bool submit(const std::shared_ptr<Job>& job) {
+        std::lock_guard lock(mutex_);
+        if (in_flight_ >= capacity_) return false;
+        ++in_flight_;
+        queue_.push_back(job);
+        wake_.notify_one();
+        return true;
+    }
+    // Shutdown: the running request and every waiting one end now (their clients get what was made).
+    void cancel_all() {
+        std::lock_guard lock(mutex_);
+        for (const auto& job : queue_) job->cancel = true;
+        if (running_) running_->cancel = true;
+    }
+    json health() const {
+        std::lock_guard lock(mutex_);
+        return {{"status", "ok"}, {"in_flight", in_flight_}, {"capacity", capacity_},
+                {"served", served_}, {"cancelled", cancelled_}};
+    }
+
+private:
+    void loop();
+    void run(Job& job);
+
+    std::unique_ptr<Backend> backend_;
+    std::unique_ptr<Tokenizer> tokenizer_;
+    const int capacity_;
+    const int vocab_size_;
+    const Generator encoder_;
+    mutable std::mutex mutex_;
+    std::condition_variable wake_;
+    std::deque<std::shared_ptr<Job>> queue_;
+    std::shared_ptr<Job> running_;
+    int in_flight_ = 0;
+    int64_t served_ = 0, cancelled_ = 0;
+    bool stopping_ = false;
+    std::thread thread_;  // last: starts once the rest exists
+};
+
+void Engine::loop() {
+    Generator generator(*backend_, tokenizer_.get());
+    for (;;) {
+        std::shared_ptr<Job> job;
+        {
+            std::unique_lock lock(mutex_);
+            wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            if (stopping_) return;
+            job = std::move(queue_.front());
+            queue_.pop_front();
+            running_ = job;
+        }
+        if (job->cancel) {
+            job->finish("cancelled", 0);
+        } else {
+            try {
+                std::string streamed;
+                const GenerationResult r = generator.generate(
+                    job->prompt, job->params,
+                    [&](const TokenEvent& e) {
+                        streamed += e.stream_text;
+                        job->push(e.stream_text);
+                    },
+                    &job->cancel);
+                // Text held back while it could have been the start of a stop string.
+                if (r.text.size() > streamed.size()) job->push(r.text.substr(streamed.size()));
+                job->finish(finish_reason(r.stats.stop_reason), static_cast<int64_t>(r.tokens.size()));
+            } catch (const std::exception& e) {
+                job->finish("error", 0, e.what());
+            }
+        }
+        std::lock_guard lock(mutex_);
+        running_.reset();
+        --in_flight_;
+        ++(job->finish_reason == "cancelled" ? cancelled_ : served_);
+    }
+}
+
+// A request the server refuses: HTTP status, OpenAI error type and message.
+struct BadRequest {
+    int status;
+    std::string message, param;
+};
+
+void send_error(httplib::Response& res, int status, const std::string& message, const std::string& param = {}) {
+    const char* type = status == 503 ? "server_error" : "invalid_request_error";
+    json e = {{"message", message}, {"type", type}, {"param", param.empty() ? json(nullptr) : json(param)},
+              {"code", nullptr}};
+    res.status = status;
+    res.set_content(json{{"error", e}}.dump(), "application/json");
+}
+
+std::vector<int32_t> request_prompt(const json& body, const Engine& engine, const ServeOptions& o) {
+    json prompt = body.value("prompt", json(""));
+    // One prompt per request: a string, token ids, or a list holding exactly one of those.
+    if (prompt.is_array() && prompt.size() == 1 && (prompt[0].is_string() || prompt[0].is_array())) prompt = prompt[0];
+    if (prompt.is_string()) {
+        try {
+            return engine.encoder().encode_prompt(prompt.get<std::string>(), o.max_prompt_tokens);
+        } catch (const Error& e) {
+            throw BadRequest{400, e.what(), "prompt"};
+        }
+    }
+    if (prompt.is_array() && !prompt.empty() && std::all_of(prompt.begin(), prompt.end(), [](const json& t) {
+            return t.is_number_integer();
+        })) {
+        std::vector<int32_t> ids;
+        for (const json& t : prompt) {
+            const int64_t id = t.get<int64_t>();
+            if (id < 0 || id >= engine.vocab_size())
+                throw BadRequest{400, "token id " + std::to_string(id) + " is outside the vocabulary", "prompt"};
+            ids.push_back(static_cast<int32_t>(id));
+        }
+        if (static_cast<int64_t>(ids.size()) > o.max_prompt_tokens)
+            throw BadRequest{400, "the prompt has more than " + std::to_string(o.max_prompt_tokens) + " tokens", "prompt"};
+        return ids;
+    }
+    throw BadRequest{400, "prompt must be one string or one list of token ids (one prompt per request)", "prompt"};
+}
+
+template <typename T>
+T number_field(const json& body, const char* key, T fallback, double lo, double hi) {
+    if (!body.contains(key) || body[key].is_null()) return fallback;
+    const json& v = body[key];
+    if (!v.is_number() || (std::is_integral_v<T> && !v.is_number_integer()))
+        throw BadRequest{400, std::string(key) + " must be " + (std::is_integral_v<T> ? "an integer" : "a number"), key};
+    const double d = v.get<double>();
+    if (!(d >= lo && d <= hi))
+        throw BadRequest{400, std::string(key) + " must be in [" + json(lo).dump() + ", " + json(hi).dump() + "]", key};
+    return v.get<T>();
+}
+
+// OpenAI fields we cannot honour are refused by name rather than ignored.
+void refuse_unsupported(const json& body) {
+    const auto is_default = [&](const char* key, const json& neutral) {
+        return !body.contains(key) || body[key].is_null() || body[key] == neutral;
+    };
+    if (!is_default("n", 1) || !is_default("best_of", 1)) throw BadRequest{400, "only n = 1 and best_of = 1 are supported", "n"};
+    if (!is_default("echo", false)) throw BadRequest{400, "echo is not supported", "echo"};
+    if (!is_default("logprobs", 0)) throw BadRequest{400, "logprobs are not supported", "logprobs"};
+    if (!is_default("suffix", "")) throw BadRequest{400, "suffix (insertion) is not supported", "suffix"};
+    if (!is_default("logit_bias", json::object())) throw BadRequest{400, "logit_bias is not supported", "logit_bias"};
+    for (const char* key : {"presence_penalty", "frequency_penalty"})
+        if (!is_default(key, 0) && !is_default(key, 0.0))
+            throw BadRequest{400, std::string(key) + " is not supported; use repeat_penalty (llama.cpp's)", key};
+}
+
+GenerationParams request_params(const json& body, const ServeOptions& o) {
+    refuse_unsupported(body);
+    GenerationParams p;
+    p.max_new_tokens = number_field<int>(body, "max_tokens", 16, 0, o.max_tokens);
+    p.max_prompt_tokens = o.max_prompt_tokens;
+    p.checkpoint_interval = 0;  // no rewinding here: keep only the prompt-end state
+    p.n_top = 0;
+    SamplerParams& s = p.sampler;
+    s.temperature = number_field<double>(body, "temperature", 1.0, 0.0, 2.0);
+    s.top_p = number_field<double>(body, "top_p", 1.0, 1e-9, 1.0);
+    s.top_k = number_field<int>(body, "top_k", 0, 0, 1 << 24);  // llama.cpp's extensions
+    s.min_p = number_field<double>(body, "min_p", 0.0, 0.0, 1.0);
+    s.repeat_penalty = number_field<double>(body, "repeat_penalty", 1.0, 1e-3, 100.0);
+    if (body.contains("seed") && !body["seed"].is_null())
+        s.seed = static_cast<uint64_t>(number_field<int64_t>(body, "seed", 0, -9.2e18, 9.2e18));
+    else
+        s.seed = (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
+    const json stop = body.value("stop", json(nullptr));
+    if (stop.is_string()) {
+        p.stop_strings = {stop.get<std::string>()};
+    } else if (stop.is_array() && stop.size() <= 4 &&
+               std::all_of(stop.begin(), stop.end(), [](const json& x) { return x.is_string(); })) {
+        for (const json& x : stop) p.stop_strings.push_back(x.get<std::string>());
+    } else if (!stop.is_null()) {
+        throw BadRequest{400, "stop must be a string or a list of at most 4 strings", "stop"};
+    }
+    for (const std::string& stop_string : p.stop_strings)
+        if (stop_string.empty() || stop_string.size() > 256) throw BadRequest{400, "each stop string must have 1 to 256 bytes", "stop"};
+    return p;
+}
+
+json completion_chunk(const std::string& id, const std::string& model, int64_t created, const std::string& text,
+                      const json& finish) {
+    return {{"id", id},
+            {"object", "text_completion"},
+            {"created", created},
+            {"model", model},
+            {"choices", json::array({{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}}})}};
+}
+
+std::string sse(const json& j) {
+    return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+}
+
+// Writes the job's text as server-sent events; a failed write (the client left) cancels it.
+void stream_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id, std::string model,
+                int64_t created, int64_t prompt_tokens) {
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [=](size_t, httplib::DataSink& sink) {
+            bool finished = false;
+            const std::vector<std::string> pieces = job->take(std::chrono::milliseconds(1000), &finished);
+            std::string out;
+            for (const std::string& text : pieces) out += sse(completion_chunk(id, model, created, text, nullptr));
+            if (finished) {
+                json last = completion_chunk(id, model, created, "", job->error.empty() ? json(job->finish_reason) : json("error"));
+                last["usage"] = {{"prompt_tokens", prompt_tokens},
+                                 {"completion_tokens", job->completion_tokens},
+                                 {"total_tokens", prompt_tokens + job->completion_tokens}};
+                if (!job->error.empty()) last["error"] = {{"message", job->error}};
+                out += sse(last) + "data: [DONE]\n\n";
+            }
+            if (out.empty()) out = ": waiting\n\n";  // an SSE comment: notices a client that left
+            if (!sink.write(out.data(), out.size())) {
+                job->cancel = true;
+                return false;
+            }
+            if (finished) sink.done();
+            return true;
+        },
+        [job](bool success) {
+            if (!success) job->cancel = true;
+        });
+}
+
+// The whole completion as one JSON body, sent chunked so that a space (JSON allows leading
+// whitespace) can go out every second while the request waits: a client that left is noticed.
+void answer_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id, std::string model,
+                int64_t created, int64_t prompt_tokens) {
+    auto text = std::make_shared<std::string>();
+    res.set_chunked_content_provider(
+        "application/json",
+        [=](size_t, httplib::DataSink& sink) {
+            bool finished = false;
+            for (std::string& piece : job->take(std::chrono::milliseconds(1000), &finished)) *text += piece;
+            std::string out = " ";
+            if (finished) {
+                json body = completion_chunk(id, model, created, *text, job->finish_reason);
+                body["usage"] = {{"prompt_tokens", prompt_tokens},
+                                 {"completion_tokens", job->completion_tokens},
+                                 {"total_tokens", prompt_tokens + job->completion_tokens}};
+                if (!job->error.empty()) body = {{"error", {{"message", job->error}, {"type", "server_error"}}}};
+                out = body.dump(-1, ' ', false, json::error_handler_t::replace);
+            }
+            if (!sink.write(out.data(), out.size())) {
+                job->cancel = true;
+                return false;
+            }
+            if (finished) sink.done();
+            return true;
+        },
+        [job](bool success) {
+            if (!success) job->cancel = true;
+        });
+}
+
+void handle_completion(Engine& engine, const ServeOptions& o, const std::string& model, const httplib::Request& req,
+                       httplib::Response& res) {
+    static std::atomic<int64_t> counter{0};
+    json body;
+    try {
+        body = json::parse(req.body);
+    } catch (const json::exception&) {
+        return send_error(res, 400, "the request body is not valid JSON");
+    }
+    if (!body.is_object()) return send_error(res, 400, "the request body must be a JSON object");
+    auto job = std::make_shared<Job>();
+    bool stream = false;
+    try {
+        job->params = request_params(body, o);
+        job->prompt = request_prompt(body, engine, o);
+        const json s = body.value("stream", json(false));
+        if (!s.is_boolean()) throw BadRequest{400, "stream must be true or false", "stream"};
+        stream = s.get<bool>();
+    } catch (const BadRequest& e) {
+        return send_error(res, e.status, e.message, e.param);
+    }
+    if (!engine.submit(job)) {
+        res.set_header("Retry-After", "1");
+        return send_error(res, 503, "the server is busy: " + std::to_string(o.queue) +
+                                        " requests are already waiting or running; retry later");
+    }
+    const std::string id = "cmpl-" + std::to_string(++counter);
+    const auto created = static_cast<int64_t>(std::time(nullptr));
+    const auto prompt_tokens = static_cast<int64_t>(job->prompt.size());
+    if (stream)
+        stream_job(res, job, id, model, created, prompt_tokens);
+    else
+        answer_job(res, job, id, model, created, prompt_tokens);
+}
+
+// SIGINT/SIGTERM stop the server from a thread of their own (blocked everywhere else).
+// Call block_stop_signals() before any thread starts, so that every thread inherits the mask.
+sigset_t block_stop_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    signal(SIGPIPE, SIG_IGN);  // a client that left must not end the server
+    return set;
+}
+std::thread stop_on_signal(httplib::Server& server, Engine& engine, sigset_t set) {
+    return std::thread([&server, &engine, set] {
+        int sig = 0;
+        sigwait(&set, &sig);
+        engine.cancel_all();
+        server.stop();
+    });
+}
+
+void add_routes(httplib::Server& server, Engine& engine, const ServeOptions& o, const std::string& model) {
+    server.Get("/health", [&](const httplib::Request&, httplib::Response& res) {
+        res.set_content(engine.health().dump(), "application/json");
+    });
+    server.Get("/v1/models", [&, model](const httplib::Request&, httplib::Response& res) {
+        const json entry = {{"id", model}, {"object", "model"}, {"created", 0}, {"owned_by", "retnet-studio"}};
+        res.set_content(json{{"object", "list"}, {"data", json::array({entry})}}.dump(), "application/json");
+    });
+    server.Post("/v1/completions", [&, model](const httplib::Request& req, httplib::Response& res) {
+        handle_completion(engine, o, model, req, res);
+    });
+    server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+        if (res.body.empty()) send_error(res, res.status, res.status == 413 ? "the request body is too large" : "no such endpoint");
+    });
+}
+
+int run_serve(const std::vector<std::string>& argv) {
+    ServeOptions o = parse_serve_options(argv);
+    if (o.model.empty()) o.model = default_model_dir();
+    if (o.model.empty()) throw Error("no --model given and no bundled default model found");
+    auto model = std::make_shared<const Model>(load_model(o.model));
+    std::string notice;
+    auto backend = make_backend_or_cpu(o.device, model, &notice);
+    if (!notice.empty()) std::fprintf(stderr, "retnet serve: %s\n", notice.c_str());
+    const std::string name = o.name.empty() ? model_id(o.model) : o.name;
+
+    const sigset_t stop_signals = block_stop_signals();
+    httplib::Server server;
+    Engine engine(std::move(backend), Tokenizer::load_from_model_dir(o.model), o.queue);
+    // Enough handler threads that a request beyond the queue is answered 503 at once.
+    server.new_task_queue = [n = o.queue + 4] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
+    server.set_payload_max_length(static_cast<size_t>(o.max_body));
+    server.set_read_timeout(10, 0);
+    add_routes(server, engine, o, name);
+    std::thread signals = stop_on_signal(server, engine, stop_signals);
+
+    const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
+    if (port < 0) throw Error("cannot listen on " + o.host + ":" + std::to_string(o.port));
+    if (o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1")
+        std::fprintf(stderr, "retnet serve: warning: listening on %s, reachable from other machines, without authentication\n",
+                     o.host.c_str());
+    std::printf("retnet serve: %s (%s, %s parameters) on http://%s:%d/v1 (queue %d, one request decoded at a time)\n",
+                name.c_str(), family_name(model->config.family), format_count(model->parameter_count()).c_str(),
+                o.host.c_str(), port, o.queue);
+    std::fflush(stdout);
+    server.listen_after_bind();
+    pthread_kill(signals.native_handle(), SIGTERM);  // ends the signal thread if the server stopped on its own
+    signals.join();
+    return 0;
+}
+
+const Command reg("serve",
+                  "retnet serve [--model DIR|ORG/NAME] [--host 127.0.0.1] [--port 8080] [--device cpu|cuda] "
+                  "[--queue 8] [--max-body BYTES] [--max-tokens N] [--max-prompt-tokens N] [--model-name ID]",
+                  &run_serve);
+
+}  // namespace
+}  // namespace retnet::cli

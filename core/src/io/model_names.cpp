@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// ORG/NAME[@REVISION] → a snapshot directory of the Hugging Face hub cache. The cache layout
+// (huggingface_hub's file_download.py): <cache>/models--ORG--NAME/{refs/<rev>, snapshots/<commit>/,
+// blobs/}, where refs/<rev> holds the commit hash and the snapshot's files are symlinks into blobs/.
+#include "retnet/model_names.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "retnet/config.h"
+#include "retnet/error.h"
+
+namespace retnet {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string env(const char* name) {
+    const char* v = std::getenv(name);
+    return v ? std::string(v) : std::string();
+}
+
+bool is_commit_hash(const std::string& s) {
+    return s.size() == 40 && std::all_of(s.begin(), s.end(), [](char c) {
+               return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+           });
+}
+
+std::string repo_folder(const std::string& repo) {
+    std::string folder = "models--" + repo;
+    folder.replace(folder.find('/'), 1, "--");
+    return folder;
+}
+
+std::string download_hint(const ModelName& name) {
+    return "download it with: huggingface-cli download " + name.repo +
+           (name.revision == "main" ? std::string() : " --revision " + name.revision);
+}
+
+// The commit a ref names; "" when refs/<rev> is absent or unreadable.
+std::string read_ref(const fs::path& repo_dir, const std::string& revision) {
+    std::ifstream in(repo_dir / "refs" / revision);
+    std::string commit;
+    if (in) std::getline(in, commit);
+    while (!commit.empty() && (commit.back() == '\r' || commit.back() == ' ')) commit.pop_back();
+    return commit;
+}
+
+// models--ORG--NAME → ORG/NAME (huggingface_hub replaces every "/" of the repo id by "--").
+std::optional<std::string> repo_of_folder(const std::string& folder) {
+    if (folder.rfind("models--", 0) != 0 || folder.size() == 8) return std::nullopt;
+    std::string name;
+    for (size_t i = 8; i < folder.size(); ++i) {
+        const bool separator = folder.compare(i, 2, "--") == 0;
+        name += separator ? '/' : folder[i];
+        i += separator ? 1 : 0;
+    }
+    return name;
+}
+
+// The snapshot to list for a repo: refs/main's, else the only one.
+std::optional<fs::path> listed_snapshot(const fs::path& repo_dir) {
+    std::error_code ec;
+    if (const std::string commit = read_ref(repo_dir, "main"); !commit.empty()) {
+        const fs::path dir = repo_dir / "snapshots" / commit;
+        if (fs::is_directory(dir, ec)) return dir;
+    }
+    std::vector<fs::path> snapshots;
+    for (fs::directory_iterator it(repo_dir / "snapshots", ec), end; !ec && it != end; it.increment(ec))
+        if (it->is_directory(ec)) snapshots.push_back(it->path());
+    if (snapshots.size() == 1) return snapshots[0];
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::string hub_cache_dir() {
+    for (const char* var : {"HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"})
+        if (std::string v = env(var); !v.empty()) return v;
+    if (std::string home = env("HF_HOME"); !home.empty()) return (fs::path(home) / "hub").string();
+    if (std::string xdg = env("XDG_CACHE_HOME"); !xdg.empty())
+        return (fs::path(xdg) / "huggingface" / "hub").string();
+    return (fs::path(env("HOME")) / ".cache" / "huggingface" / "hub").string();
+}
+
+std::optional<ModelName> parse_model_name(const std::string& text) {
+    // Hub repo ids: ORG and NAME of letters, digits, '-', '_', '.', not starting with '.' or '-'.
+    static const std::regex shape(R"(([A-Za-z0-9_][A-Za-z0-9_.-]*)/([A-Za-z0-9_][A-Za-z0-9_.-]*)(@([A-Za-z0-9_.][A-Za-z0-9_./-]*))?)");
+    std::smatch m;
+    if (!std::regex_match(text, m, shape)) return std::nullopt;
+    ModelName name{m[1].str() + "/" + m[2].str(), m[4].matched ? m[4].str() : "main"};
+    if (name.revision.find("..") != std::string::npos) return std::nullopt;  // no escaping refs/
+    return name;
+}
+
+std::string resolve_model_path(const std::string& path_or_name) {
+    std::error_code ec;
+    if (fs::exists(path_or_name, ec)) return path_or_name;
+    const std::optional<ModelName> name = parse_model_name(path_or_name);
+    if (!name) return path_or_name;
+
+    const fs::path repo_dir = fs::path(hub_cache_dir()) / repo_folder(name->repo);
+    const std::string where = path_or_name + " is neither a directory nor in the Hugging Face cache";
+    if (!fs::is_directory(repo_dir, ec))
+        throw Error(where + " (looked for " + repo_dir.string() + "); " + download_hint(*name));
+    std::string commit = name->revision;
+    if (!is_commit_hash(commit)) {
+        commit = read_ref(repo_dir, name->revision);
+        if (commit.empty())
+            throw Error(where + " at revision '" + name->revision + "' (no " +
+                        (repo_dir / "refs" / name->revision).string() + "); " + download_hint(*name));
+    }
+    const fs::path snapshot = repo_dir / "snapshots" / commit;
+    if (!fs::is_directory(snapshot, ec))
+        throw Error(where + " at revision '" + name->revision + "' (no snapshot " + snapshot.string() + "); " +
+                    download_hint(*name));
+    if (!fs::exists(snapshot / "config.json", ec))
+        throw Error(snapshot.string() + " (" + path_or_name + ") has no config.json: the download is incomplete; " +
+                    download_hint(*name));
+    return snapshot.string();
+}
+
+std::optional<std::string> cached_model_name(const std::string& directory) {
+    const fs::path p = fs::path(directory).lexically_normal();
+    const fs::path snapshot = p.filename().empty() ? p.parent_path() : p;
+    if (snapshot.parent_path().filename() != "snapshots") return std::nullopt;
+    return repo_of_folder(snapshot.parent_path().parent_path().filename().string());
+}
+
+std::vector<CachedModel> list_cached_models(const std::string& cache_dir) {
+    std::vector<CachedModel> out;
+    std::error_code ec;
+    for (fs::directory_iterator it(cache_dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::optional<std::string> name = repo_of_folder(it->path().filename().string());
+        if (!name) continue;
+        const std::optional<fs::path> snapshot = listed_snapshot(it->path());
+        if (!snapshot) continue;
+        try {
+            const ModelConfig config = load_config((*snapshot / "config.json").string());
+            out.push_back({*name, snapshot->string(), family_name(config.family)});
+        } catch (const Error&) {
+            // Not a RetNet (or an incomplete download): not something we can open.
+        }
+    }
+    std::sort(out.begin(), out.end(), [](const CachedModel& a, const CachedModel& b) { return a.name < b.name; });
+    return out;
+}
+
+}  // namespace retnet

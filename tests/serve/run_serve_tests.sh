@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
+# `retnet serve` with real clients on loopback: curl (every endpoint, errors, the 503 of a full
+# queue, a client disconnect cancelling its request), the official `openai` npm package streaming
+# a completion, and a bounded load test (CLIENTS concurrent clients, nothing lost, p50/p99).
+# Usage: run_serve_tests.sh RETNET MODEL_DIR   (installs tests/serve/node_modules on first use)
+set -euo pipefail
+retnet=$(realpath "$1")
+model=$(realpath "$2")
+here=$(cd "$(dirname "$0")" && pwd)
+clients=${RETNET_SERVE_LOAD_CLIENTS:-8}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "serve test FAILED: $*" >&2; exit 1; }
+
+if [ ! -d "$here/node_modules/openai" ]; then
+  (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) || fail "npm ci in tests/serve (the openai package)"
+fi
+
+# Starts a server on a free port; sets $base to its /v1 URL.
+start_server() {
+  local log="$work/server${#pids[@]}.log"
+  "$retnet" serve --model "$model" --port 0 "$@" >"$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 200); do
+    if grep -qs "on http://" "$log"; then break; fi
+    sleep 0.05
+  done
+  base=$(grep -o "http://[0-9.:]*/v1" "$log") || fail "server did not start: $(cat "$log")"
+}
+
+json_field() { node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const v=JSON.parse(s)$1;process.stdout.write(typeof v==='string'?v:JSON.stringify(v))})"; }
+post() { curl -sS -o "$work/body" -w '%{http_code}' -H 'Content-Type: application/json' -d "$1" "$base/completions"; }
+
+start_server --queue $((clients + 2))
+prompt="ROMEO:"
+[ "$(curl -sS "${base%/v1}/health" | json_field .status)" = ok ] || fail "/health"
+[ "$(curl -sS "$base/models" | json_field '.data[0].object')" = model ] || fail "/v1/models"
+
+# A greedy completion equals `retnet generate --greedy` of the same prompt.
+code=$(post "{\"prompt\": \"$prompt\", \"max_tokens\": 24, \"temperature\": 0}")
+[ "$code" = 200 ] || fail "completion answered $code: $(cat "$work/body")"
+text=$(json_field '.choices[0].text' <"$work/body")
+[ "$(json_field '.usage.completion_tokens' <"$work/body")" = 24 ] || fail "usage: $(cat "$work/body")"
+[ "$(json_field '.choices[0].finish_reason' <"$work/body")" = length ] || fail "finish_reason: $(cat "$work/body")"
+cli=$("$retnet" generate --model "$model" --prompt "$prompt" --max-new-tokens 24 --greedy 2>/dev/null)
+[ "$cli" = "$text" ] || fail "server text '$text' differs from retnet generate '$cli'"
+
+# Streaming: curl sees server-sent events ending in [DONE] whose pieces join to the same text.
+curl -sS -N -H 'Content-Type: application/json' \
+  -d "{\"prompt\": \"$prompt\", \"max_tokens\": 24, \"temperature\": 0, \"stream\": true}" "$base/completions" >"$work/sse"
+tail -2 "$work/sse" | grep -qx 'data: \[DONE\]' || fail "stream does not end with [DONE]: $(tail -3 "$work/sse")"
+streamed=$(grep '^data: {' "$work/sse" | sed 's/^data: //' | node -e \
+  "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>process.stdout.write(s.trim().split('\n').map(l=>JSON.parse(l).choices[0].text).join('')))")
+[ "$streamed" = "$text" ] || fail "streamed '$streamed' != '$text'"
+
+# The official openai client, streaming.
+node "$here/openai_client.mjs" "$base" "$prompt" 24 >"$work/openai" || fail "openai client: $(cat "$work/openai")"
+[ "$(json_field .text <"$work/openai")" = "$text" ] || fail "openai client got $(cat "$work/openai")"
+[ "$(json_field .finish <"$work/openai")" = length ] || fail "openai client finish: $(cat "$work/openai")"
+echo "serve: curl and openai $(node -p 'require("'"$here"'/node_modules/openai/package.json").version') agree: '$text'"
+
+# Refusals: each a JSON error with the right status.
+[ "$(post '{"prompt": "x", "n": 2}')" = 400 ] || fail "n=2 not refused"
+[ "$(post '{"prompt": "x", "temperature": 9}')" = 400 ] || fail "temperature 9 not refused"
+[ "$(post 'not json')" = 400 ] || fail "bad JSON not refused"
+[ "$(post '{"prompt": "x", "max_tokens": 999999}')" = 400 ] || fail "max_tokens over the limit not refused"
+head -c 2000000 /dev/zero | tr '\0' 'a' | sed 's/^/{"prompt": "/; s/$/"}/' >"$work/big"
+[ "$(curl -sS -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' --data-binary @"$work/big" "$base/completions")" = 413 ] \
+  || fail "a 2 MB body was not refused with 413"
+[ "$(curl -sS -o /dev/null -w '%{http_code}' "$base/nothing")" = 404 ] || fail "unknown path not 404"
+
+# A client that leaves cancels its request: the server is idle again within a few seconds.
+curl -sS -N -m 1 -H 'Content-Type: application/json' \
+  -d '{"prompt": "x", "max_tokens": 4000, "stream": true}' "$base/completions" >/dev/null 2>&1 || true
+for _ in $(seq 1 50); do
+  [ "$(curl -sS "${base%/v1}/health" | json_field .in_flight)" = 0 ] && break
+  sleep 0.1
+done
+health=$(curl -sS "${base%/v1}/health")
+[ "$(echo "$health" | json_field .in_flight)" = 0 ] && [ "$(echo "$health" | json_field .cancelled)" -ge 1 ] \
+  || fail "disconnect did not cancel: $health"
+
+# Load: concurrent clients, every answer 200 with the greedy text.
+node "$here/load_test.mjs" "$base" "$clients" 4 24 "$prompt" "$text" >"$work/load" || fail "load test lost answers: $(cat "$work/load")"
+echo "serve: load test $(cat "$work/load")"
+
+# A full queue answers 503 at once: with room for one request, a second concurrent one is refused.
+start_server --queue 1
+curl -sS -o /dev/null -H 'Content-Type: application/json' -d '{"prompt": "x", "max_tokens": 4000}' "$base/completions" &
+long=$!
+for _ in $(seq 1 50); do
+  [ "$(curl -sS "${base%/v1}/health" | json_field .in_flight)" = 1 ] && break
+  sleep 0.05
+done
+code=$(post '{"prompt": "x", "max_tokens": 4}')
+kill "$long" 2>/dev/null || true
+[ "$code" = 503 ] || fail "a full queue answered $code"
+echo "serve: all client tests passed"
