@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// The training block sequence of the fla RetNet, written once for every training device.
+//
+// train_forward runs embedding (+ dropout) → per layer [RMSNorm → q, k, v, g projections (q, k
+// rotated, q times Dk^−½) → retention → per-head norm ⊙ silu(g) → o_proj, dropout, residual →
+// RMSNorm → swish GLU → down_proj, dropout, residual] → final norm → logits → cross-entropy,
+// keeping the named activations the backward needs; train_backward walks them in reverse into
+// ∂loss/∂params. A device (the CPU in float or double, CUDA) implements TrainOps — each op's
+// forward beside its backward, over its own op library and memory — and may lay a buffer out as
+// it likes (the CUDA device keeps q, k, v head-major for its retention).
+//
+// The trainer's limits: fla layout (make_param_layout), every sequence from an empty state at
+// position 0, a batch of B sequences of T tokens: every buffer has N = B·T rows.
+#include <cstdint>
+#include <optional>
+
+#include "retnet/block_ops.h"
+#include "retnet/train.h"
+
+namespace retnet::train {
+
+// The named buffers of one pass, with their row widths (buffer_width). Per layer, the saved
+// activations:
+//   XIn (d) residual stream entering the layer, Rstd1 (1), Xn1 (d) its norm,
+//   Q, K (H·Dk) rotated (q also scaled), V, G (H·Dv), O (H·Dv) retention output,
+//   RstdH (H), Y (H·Dv) normed and gated, XMid (d) after the retention residual,
+//   Rstd2 (1), Xn2 (d), A, B (F) gate and up projections, Hidden (F) silu(A) ⊙ B.
+// Model level: XFinal (d) the last residual stream, RstdF (1), Xf (d), Logits (V).
+// Gradient scratch shared by every layer, D… = ∂loss/∂(the buffer named): DX (d) of the residual
+// stream, DXn (d) of a norm's output, DBranch (d) of a branch's output before dropout, and the
+// rest as their forward buffers.
+enum class Buf {
+    XIn, Rstd1, Xn1, Q, K, V, G, O, RstdH, Y, XMid, Rstd2, Xn2, A, B, Hidden,  // per layer
+    XFinal, RstdF, Xf, Logits,                                               // model level
+    DX, DXn, DBranch, DHidden, DA, DB, DY, DO, DG, DQ, DK, DV, DLogits,      // gradients
+    Count
+};
+inline constexpr int kLayerBufs = static_cast<int>(Buf::Hidden) + 1;
+inline bool per_layer(Buf b) { return static_cast<int>(b) < kLayerBufs; }
+// Values per row of a buffer in the row layout (N, width).
+int64_t buffer_width(const ModelConfig& config, Buf b);
+
+// A buffer of one pass: layer ≥ 0 for the per-layer activations, −1 for the others.
+struct Act {
+    Buf name;
+    int layer = -1;
+};
+
+// One dropout site of a pass (retnet/dropout_mask.h): element i is kept with factor
+// 1/(1 − rate) unless dropout_drops(base, i, rate). rate 0: no dropout.
+struct DropoutSite {
+    double rate = 0;
+    uint64_t base = 0;
+};
+
+// The rotary embedding of project_heads: fla's pairs (i, i + Dk/2) at positions 0, 1, … of every
+// sequence, the rotated vectors times `scale`. Not applied (v) when `apply` is false.
+struct HeadRotary {
+    bool apply = false;
+    double scale = 1.0;
+};
+
+// The ops of a training device. Weights are named by (layer, Weight) as in block_ops.h (layer −1
+// for FinalNorm and Output); every backward op accumulates (+=) into the device's gradient of the
+// weights it reads. Input gradients are overwritten unless the op says it accumulates.
+class TrainOps {
+public:
+    virtual ~TrainOps() = default;
+    // x = E[inputs] (N, d).
+    virtual void embed(Act x) = 0;
+    // dE[inputs[r]] += dx[r].
+    virtual void embed_backward(Act dx) = 0;
+    // out = in ⊙ keep (N, d) (out may be in).
+    virtual void dropout(Act in, Act out, const DropoutSite& site) = 0;
+    // y = RMSNorm(x) · w, rstd (N) kept.
+    virtual void rms_norm(Act x, int layer, Weight w, Act y, Act rstd) = 0;
+    // dx += ∂loss/∂x.
+    virtual void rms_norm_backward(Act x, int layer, Weight w, Act rstd, Act dy, Act dx) = 0;
+    // y = x · Wᵀ.
+    virtual void linear(Act x, int layer, Weight w, Act y) = 0;
+    // dx = dy · W, or dx += when accumulate.
+    virtual void linear_backward(Act x, int layer, Weight w, Act dy, Act dx, bool accumulate) = 0;
+    // out = residual + (x · Wᵀ) ⊙ keep of `site` (no mask when site.rate is 0).
+    virtual void residual_branch(Act residual, Act x, int layer, Weight w, const DropoutSite& site, Act out) = 0;
+    // heads = x · Wᵀ (Q, K or V), rotated when rotary.apply, in the layout retention() takes.
+    virtual void project_heads(Act x, int layer, Weight w, const HeadRotary& rotary, Act heads) = 0;
+    // dx = ∂loss/∂x through the projection (+= when accumulate); dheads may be overwritten.
+    virtual void project_heads_backward(Act x, int layer, Weight w, const HeadRotary& rotary, Act dheads, Act dx,
+                                        bool accumulate) = 0;
+    // fla retention (no normalization), o rows: o_n = Σ_{m≤n} γ_h^(n−m) (q_n·k_m) v_m, in the
+    // device's form (parallel or chunkwise).
+    virtual void retention(Act q, Act k, Act v, Act o) = 0;
+    // dq, dk, dv in the heads' layout, from d_o rows.
+    virtual void retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act dk, Act dv) = 0;
+    // y = RMSNorm_head(o) · w_head ⊙ silu(g) with the layer's head-norm weight (if any); rstd (N, H).
+    virtual void head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) = 0;
+    virtual void head_norm_gate_backward(Act o, Act g, int layer, Act rstd, Act dy, Act d_o, Act dg) = 0;
+    // h = silu(a) ⊙ b.
+    virtual void glu(Act a, Act b, Act h) = 0;
+    virtual void glu_backward(Act a, Act b, Act dh, Act da, Act db) = 0;
+    // The per-row loss −log softmax(logits)[target] (the device keeps it); with dlogits,
+    // (softmax − onehot) · grad_scale there (a device may let it share the logits' memory).
+    virtual void cross_entropy(Act logits, std::optional<Act> dlogits, double grad_scale) = 0;
+    virtual void zero(Act x) = 0;
+    virtual void zero_gradient() = 0;
+};
+
+struct PassDropout {
+    double rate = 0;
+    uint64_t seed = 0;
+};
+
+// The forward over `rows` = B·T rows; the loss's gradient is formed when want_gradient.
+void train_forward(TrainOps& ops, const ModelConfig& config, int64_t rows, const PassDropout& dropout,
+                   bool want_gradient);
+// The backward after train_forward(…, want_gradient = true) with the same dropout: overwrites the
+// device's gradient with ∂loss/∂params.
+void train_backward(TrainOps& ops, const ModelConfig& config, const PassDropout& dropout);
+
+// Throws retnet::Error for an empty batch or a token outside [0, vocab).
+void check_train_batch(const ModelConfig& config, const BatchView& batch);
+// Throws retnet::Error unless the dropout rate is in [0, 1).
+void check_dropout_rate(double rate);
+// The offset of (layer, w) in the flat parameter vector (block_ops.h names); the head norm is
+// LayerOffsets::head_norm.
+int64_t param_offset(const ParamLayout& layout, int layer, Weight w);
+
+}  // namespace retnet::train

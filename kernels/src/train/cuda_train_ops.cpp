@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// CudaTrainOps: each TrainOps op as the kernels and cuBLAS calls of the GPU, on the activations of
+// one batch shape (cuda_train_ops.h).
+#include "cuda_train_ops.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "../cuda_check.h"
+#include "retnet/error.h"
+
+namespace retnet::cuda {
+
+namespace tk = train_kernels;
+namespace lk = layer_kernels;
+using train::Act;
+using train::Buf;
+
+CudaTrainOps::CudaTrainOps(const ModelConfig& config, const train::ParamLayout& layout, int chunk, cudaStream_t stream,
+                           cublasHandle_t cublas, cublasComputeType_t compute)
+    : config_(config), layout_(layout), chunk_(chunk), stream_(stream), cublas_(cublas), compute_(compute) {
+    const std::vector<float> theta = default_rotary_theta(Family::Fla, config.head_dim_k());
+    theta_.resize(theta.size());
+    theta_.upload(theta, stream_);
+}
+
+void CudaTrainOps::begin_pass(const train::BatchView& batch, bool want_gradient, const float* params, float* grad) {
+    train::check_train_batch(config_, batch);
+    prepare(batch.batch, batch.seq_len);
+    const size_t n = static_cast<size_t>(rows());
+    inputs_.upload(batch.inputs, n, stream_);
+    targets_.upload(batch.targets, n, stream_);
+    P_ = params;
+    G_ = grad;
+    if (!want_gradient) return;
+    input_groups_ = lk::group_rows_by_token(batch.inputs, rows(), config_.vocab_size);
+    group_rows_.upload(input_groups_.rows, stream_);
+    group_segment_start_.upload(input_groups_.segment_start, stream_);
+    group_token_segment_.upload(input_groups_.token_segment, stream_);
+}
+
+double CudaTrainOps::read_loss() {
+    std::vector<float> losses(static_cast<size_t>(rows()));
+    row_loss_.download(losses.data(), losses.size(), stream_);
+    RETNET_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    double sum = 0.0;
+    for (float l : losses) sum += l;
+    return sum / static_cast<double>(losses.size());
+}
+
+std::vector<float> CudaTrainOps::download_logits() const {
+    if (!logits_valid_)
+        throw Error("CUDA training: no logits to read (none computed, or overwritten by their gradient); call loss_and_gradient(batch, false) first");
+    std::vector<float> out(static_cast<size_t>(rows()) * static_cast<size_t>(config_.vocab_size));
+    logits_.download(out.data(), out.size(), stream_);
+    RETNET_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return out;
+}
+
+// The named buffers: q, k, v and their gradients head-major, the rest rows; the gradient of the
+// logits is formed in their place.
+float* CudaTrainOps::at(Act a) {
+    if (train::per_layer(a.name)) {
+        if (a.layer < 0 || a.layer >= static_cast<int>(layers_.size()))
+            throw Error("CUDA training: buffer named with the wrong layer");
+        LayerBuffers& L = layers_[static_cast<size_t>(a.layer)];
+        DeviceBuffer<float>* saved[] = {&L.x_in, &L.rstd1, &L.xn1,   &L.qh,    &L.kh,  &L.vh, &L.g,  &L.o,
+                                        &L.rstd_h, &L.y,   &L.x_mid, &L.rstd2, &L.xn2, &L.a,  &L.b, &L.hidden};
+        return saved[static_cast<int>(a.name)]->get();
+    }
+    switch (a.name) {
+        case Buf::XFinal: return x_final_.get();
+        case Buf::RstdF: return rstd_f_.get();
+        case Buf::Xf: return xf_.get();
+        case Buf::Logits: case Buf::DLogits: return logits_.get();
+        case Buf::DX: return dx_.get();
+        case Buf::DXn: return dxn_.get();
+        case Buf::DBranch: return branch_.get();
+        case Buf::DHidden: return dhidden_.get();
+        case Buf::DA: return da_.get();
+        case Buf::DB: return db_.get();
+        case Buf::DY: return dy_.get();
+        case Buf::DO: return d_o_.get();
+        case Buf::DG: return dg_.get();
+        case Buf::DQ: return dQh_.get();
+        case Buf::DK: return dKh_.get();
+        case Buf::DV: return dVh_.get();
+        default: throw Error("CUDA training: no such buffer");
+    }
+}
+
+const float* CudaTrainOps::weight(int layer, Weight w) const { return P_ + train::param_offset(layout_, layer, w); }
+float* CudaTrainOps::weight_grad(int layer, Weight w) const { return G_ + train::param_offset(layout_, layer, w); }
+const float* CudaTrainOps::head_norm_weight(int layer) const {
+    const int64_t off = layout_.layers[static_cast<size_t>(layer)].head_norm;
+    return off >= 0 ? P_ + off : nullptr;
+}
+
+tk::DropoutSite CudaTrainOps::device_site(const train::DropoutSite& site) {
+    return {site.rate, site.base, static_cast<float>(1.0 / (1.0 - site.rate))};
+}
+
+// Row-major C_b = alpha·op(A_b)·op(B_b) + beta·C_b (cuBLAS sees the transposes).
+void CudaTrainOps::gemm(bool ta, bool tb, int M, int Nn, int K, float alpha, const float* A, int lda, int64_t sa,
+                        const float* Bm, int ldb, int64_t sb, float beta, float* Cm, int ldc, int64_t sc, int batch) {
+    if (M == 0 || Nn == 0 || batch == 0) return;
+    const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    if (batch == 1)
+        RETNET_CUBLAS_CHECK(cublasGemmEx(cublas_, op_b, op_a, Nn, M, K, &alpha, Bm, CUDA_R_32F, ldb, A, CUDA_R_32F,
+                                         lda, &beta, Cm, CUDA_R_32F, ldc, compute_, CUBLAS_GEMM_DEFAULT));
+    else
+        RETNET_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas_, op_b, op_a, Nn, M, K, &alpha, Bm, CUDA_R_32F, ldb, sb,
+                                                       A, CUDA_R_32F, lda, sa, &beta, Cm, CUDA_R_32F, ldc, sc, batch,
+                                                       compute_, CUBLAS_GEMM_DEFAULT));
+}
+
+// y (N, out) = x (N, in) · Wᵀ + beta·y
+void CudaTrainOps::gemm_linear(const float* x, const float* W, float* y, int in, int out, float beta) {
+    gemm(false, true, static_cast<int>(rows()), out, in, 1.0f, x, in, 0, W, in, 0, beta, y, out, 0);
+}
+
+// dx (N, in) = dy · W (+= when accumulate); dW (out, in) += dyᵀ · x
+void CudaTrainOps::gemm_linear_backward(const float* x, const float* W, const float* dy, int in, int out, float* dx,
+                                        bool accumulate, float* dW) {
+    const int r = static_cast<int>(rows());
+    gemm(false, false, r, in, out, 1.0f, dy, out, 0, W, in, 0, accumulate ? 1.0f : 0.0f, dx, in, 0);
+    gemm(true, false, out, in, r, 1.0f, dy, out, 0, x, in, 0, 1.0f, dW, in, 0);
+}
+
+void CudaTrainOps::embed(Act x) {
+    lk::embedding_forward(inputs_.get(), P_ + layout_.embed, at(x), rows(), d(), 1.0f, stream_);
+}
+
+void CudaTrainOps::embed_backward(Act dx) {
+    const lk::DeviceTokenRowGroups groups{group_rows_.get(), group_segment_start_.get(), group_token_segment_.get(),
+                                          static_cast<int64_t>(input_groups_.segment_start.size()) - 1,
+                                          config_.vocab_size};
+    lk::embedding_backward(groups, at(dx), partials_.get(), G_ + layout_.embed, d(), stream_);
+}
+
+void CudaTrainOps::dropout(Act in, Act out, const train::DropoutSite& site) {
+    tk::dropout_scale(at(in), at(out), rows() * d(), device_site(site), stream_);
+}
+
+void CudaTrainOps::rms_norm(Act x, int layer, Weight w, Act y, Act rstd) {
+    lk::rmsnorm_forward(at(x), weight(layer, w), rows(), width(x), static_cast<float>(config_.norm_eps), at(y), at(rstd),
+                        stream_);
+}
+
+void CudaTrainOps::rms_norm_backward(Act x, int layer, Weight w, Act rstd, Act dy, Act dx) {
+    lk::rmsnorm_backward(at(x), weight(layer, w), at(rstd), at(dy), rows(), width(x), at(dx), weight_grad(layer, w),
+                         partials_.get(), stream_);
+}
+
+void CudaTrainOps::linear(Act x, int layer, Weight w, Act y) {
+    gemm_linear(at(x), weight(layer, w), at(y), width(x), width(y), 0.0f);
+}
+
+void CudaTrainOps::linear_backward(Act x, int layer, Weight w, Act dy, Act dx, bool accumulate) {
+    gemm_linear_backward(at(x), weight(layer, w), at(dy), width(x), width(dy), at(dx), accumulate,
+                         weight_grad(layer, w));
+}
+
+// out = residual + x · Wᵀ, through the site's dropout mask when it has one.
+void CudaTrainOps::residual_branch(Act residual, Act x, int layer, Weight w, const train::DropoutSite& site, Act out) {
+    const int64_t n = rows();
+    const int dd = d();
+    if (site.rate > 0.0) {
+        gemm_linear(at(x), weight(layer, w), branch_.get(), width(x), dd, 0.0f);
+        tk::dropout_residual_add(at(residual), branch_.get(), at(out), n * dd, device_site(site), stream_);
+        return;
+    }
+    RETNET_CUDA_CHECK(cudaMemcpyAsync(at(out), at(residual), sizeof(float) * n * dd, cudaMemcpyDeviceToDevice, stream_));
+    gemm_linear(at(x), weight(layer, w), at(out), width(x), dd, 1.0f);
+}
+
+// The projection into lin_, then rotated (positions from 0) or laid out head-major.
+void CudaTrainOps::project_heads(Act x, int layer, Weight w, const train::HeadRotary& rotary, Act heads) {
+    const int out = width(heads);
+    gemm_linear(at(x), weight(layer, w), lin_.get(), width(x), out, 0.0f);
+    if (rotary.apply)
+        lk::rotary_forward(lin_.get(), at(heads), B_, T_, Tp_, H(), Dk(),
+                           {theta_.get(), 0, static_cast<float>(rotary.scale), false}, stream_);
+    else
+        lk::rows_to_heads(lin_.get(), at(heads), B_, T_, Tp_, H(), out / H(), stream_);
+}
+
+void CudaTrainOps::project_heads_backward(Act x, int layer, Weight w, const train::HeadRotary& rotary, Act dheads,
+                                          Act dx, bool accumulate) {
+    const int out = width(dheads);
+    if (rotary.apply)
+        lk::rotary_backward(at(dheads), lin_.get(), B_, T_, Tp_, H(), Dk(),
+                            {theta_.get(), 0, static_cast<float>(rotary.scale), false}, stream_);
+    else
+        lk::heads_to_rows(at(dheads), lin_.get(), B_, T_, Tp_, H(), out / H(), stream_);
+    gemm_linear_backward(at(x), weight(layer, w), lin_.get(), width(x), out, at(dx), accumulate,
+                         weight_grad(layer, w));
+}
+
+// The retention works on one layer's saved q, k, v (its chunk states stay beside them).
+CudaTrainOps::LayerBuffers& CudaTrainOps::heads_of(Act q, Act k, Act v) {
+    LayerBuffers& L = layers_[static_cast<size_t>(std::max(q.layer, 0))];
+    if (at(q) != L.qh.get() || at(k) != L.kh.get() || at(v) != L.vh.get())
+        throw Error("CUDA training: retention needs the q, k and v of one layer");
+    return L;
+}
+
+void CudaTrainOps::retention(Act q, Act k, Act v, Act o) {
+    retention_heads_forward(heads_of(q, k, v));
+    lk::heads_to_rows(oh_.get(), at(o), B_, T_, Tp_, H(), Dv(), stream_);
+}
+
+void CudaTrainOps::retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act dk, Act dv) {
+    LayerBuffers& L = heads_of(q, k, v);
+    if (at(dq) != dQh_.get() || at(dk) != dKh_.get() || at(dv) != dVh_.get())
+        throw Error("CUDA training: the retention backward writes DQ, DK and DV");
+    lk::rows_to_heads(at(d_o), dOh_.get(), B_, T_, Tp_, H(), Dv(), stream_);
+    retention_heads_backward(L);
+}
+
+void CudaTrainOps::head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) {
+    lk::head_norm_gate_forward({at(o)}, at(g), head_norm_weight(layer), rows(), H(), Dv(),
+                               static_cast<float>(config_.norm_eps), at(y), at(rstd), stream_);
+}
+
+void CudaTrainOps::head_norm_gate_backward(Act o, Act g, int layer, Act rstd, Act dy, Act d_o, Act dg) {
+    const int64_t off = layout_.layers[static_cast<size_t>(layer)].head_norm;
+    lk::head_norm_gate_backward(at(o), at(g), head_norm_weight(layer), at(rstd), at(dy), rows(), H(), Dv(), at(d_o),
+                                at(dg), off >= 0 ? G_ + off : nullptr, partials_.get(), stream_);
+}
+
+void CudaTrainOps::glu(Act a, Act b, Act h) {
+    lk::glu_forward(at(a), at(b), rows() * width(a), false, at(h), stream_);
+}
+
+void CudaTrainOps::glu_backward(Act a, Act b, Act dh, Act da, Act db) {
+    lk::glu_backward(at(a), at(b), at(dh), rows() * width(a), false, at(da), at(db), stream_);
+}
+
+// The gradient, when asked for, overwrites the logits (DLogits is the logits' buffer).
+void CudaTrainOps::cross_entropy(Act logits, std::optional<Act> dlogits, double grad_scale) {
+    if (dlogits && at(*dlogits) != at(logits)) throw Error("CUDA training: the logits' gradient must be formed in place");
+    tk::cross_entropy(at(logits), targets_.get(), rows(), config_.vocab_size, row_loss_.get(), dlogits.has_value(),
+                      static_cast<float>(grad_scale), stream_);
+    logits_valid_ = !dlogits;
+}
+
+void CudaTrainOps::zero(Act x) {
+    RETNET_CUDA_CHECK(cudaMemsetAsync(at(x), 0, sizeof(float) * rows() * width(x), stream_));
+}
+
+void CudaTrainOps::zero_gradient() {
+    RETNET_CUDA_CHECK(cudaMemsetAsync(G_, 0, sizeof(float) * layout_.total, stream_));
+}
+
+void CudaTrainOps::prepare(int batch, int seq_len) {
+    if (batch == B_ && seq_len == T_) return;
+    // Buffers only grow (reserve): evaluation batches between training steps reuse them.
+    B_ = batch;
+    T_ = seq_len;
+    C_ = chunk_ > 0 ? std::min(chunk_, T_) : T_;
+    n_chunks_ = (T_ + C_ - 1) / C_;
+    Tp_ = n_chunks_ * C_;
+    upload_decay_tables();
+    reserve_layer_activations();
+    reserve_scratch();
+}
+
+void CudaTrainOps::reserve_layer_activations() {
+    const int64_t n = rows();
+    const int dd = d(), dk = Dk(), dv = Dv(), Vd = config_.value_dim, F = config_.ffn_dim;
+    const int64_t heads_k = static_cast<int64_t>(B_) * H() * Tp_ * dk, heads_v = static_cast<int64_t>(B_) * H() * Tp_ * dv;
+    const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
+    layers_.resize(layout_.layers.size());  // std::vector: one LayerBuffers per layer
+    for (LayerBuffers& L : layers_) {
+        L.x_in.reserve(sz(n * dd));
+        L.rstd1.reserve(sz(n));
+        L.xn1.reserve(sz(n * dd));
+        L.qh.reserve(sz(heads_k));
+        L.kh.reserve(sz(heads_k));
+        L.vh.reserve(sz(heads_v));
+        L.states.reserve(n_chunks_ > 1 ? sz(int64_t(n_mats()) * dk * dv) : 0);
+        L.g.reserve(sz(n * Vd));
+        L.o.reserve(sz(n * Vd));
+        L.rstd_h.reserve(sz(n * H()));
+        L.y.reserve(sz(n * Vd));
+        L.x_mid.reserve(sz(n * dd));
+        L.rstd2.reserve(sz(n));
+        L.xn2.reserve(sz(n * dd));
+        L.a.reserve(sz(n * F));
+        L.b.reserve(sz(n * F));
+        L.hidden.reserve(sz(n * F));
+    }
+}
+
+void CudaTrainOps::reserve_scratch() {
+    const int64_t n = rows();
+    const int dd = d(), h = H(), dk = Dk(), dv = Dv(), K = config_.key_dim, Vd = config_.value_dim,
+              F = config_.ffn_dim, V = config_.vocab_size, C = C_;
+    const int64_t heads_k = static_cast<int64_t>(B_) * h * Tp_ * dk, heads_v = static_cast<int64_t>(B_) * h * Tp_ * dv;
+    const int64_t mats = n_mats();
+    const bool chunked = n_chunks_ > 1;
+    const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
+    inputs_.reserve(sz(n));
+    targets_.reserve(sz(n));
+    const int64_t max_segments = lk::max_token_segments(n, V);
+    group_rows_.reserve(sz(n));
+    group_segment_start_.reserve(sz(max_segments + 1));
+    group_token_segment_.reserve(sz(V + 1));
+    x_final_.reserve(sz(n * dd));
+    rstd_f_.reserve(sz(n));
+    xf_.reserve(sz(n * dd));
+    logits_.reserve(sz(n * V));
+    row_loss_.reserve(sz(n));
+    branch_.reserve(sz(n * dd));
+    lin_.reserve(sz(n * std::max(K, Vd)));
+    oh_.reserve(sz(heads_v));
+    scores_.reserve(sz(mats * C * C));
+    dscores_.reserve(sz(mats * C * C));
+    rows_k_.reserve(chunked ? sz(mats * C * dk) : 0);
+    rows_v_.reserve(chunked ? sz(mats * C * dv) : 0);
+    contrib_.reserve(chunked ? sz(mats * dk * dv) : 0);
+    after_.reserve(chunked ? sz(mats * dk * dv) : 0);
+    for (DeviceBuffer<float>* buffer : {&dx_, &dxn_}) buffer->reserve(sz(n * dd));
+    for (DeviceBuffer<float>* buffer : {&dhidden_, &da_, &db_}) buffer->reserve(sz(n * F));
+    for (DeviceBuffer<float>* buffer : {&dy_, &d_o_, &dg_}) buffer->reserve(sz(n * Vd));
+    for (DeviceBuffer<float>* buffer : {&dOh_, &dVh_}) buffer->reserve(sz(heads_v));
+    for (DeviceBuffer<float>* buffer : {&dQh_, &dKh_}) buffer->reserve(sz(heads_k));
+    partials_.reserve(sz(std::max({lk::rmsnorm_backward_parts(n) * dd, lk::head_norm_gate_backward_parts(n, h) * dv,
+                                   max_segments * dd})));
+}
+
+}  // namespace retnet::cuda

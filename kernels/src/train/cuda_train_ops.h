@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// The GPU as a TrainOps device (retnet/train_ops.h): cuBLAS GEMMs for every projection and the
+// retention products, the layer kernels (../layer_kernels.h) and the training kernels
+// (train_kernels.h) for the rest, on the activations of one batch shape kept on the device.
+// The core's train_forward / train_backward run the block sequence over it; CudaTrainer owns the
+// parameters, gradient and optimizer state and points the ops at them for each pass.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "../device_buffer.h"
+#include "../layer_kernels.h"
+#include "retnet/train_ops.h"
+#include "train_kernels.h"
+
+namespace retnet::cuda {
+
+class CudaTrainOps final : public train::TrainOps {
+public:
+    // chunk: 0 for the parallel retention, else the chunk size. Uploads the rotary frequencies.
+    CudaTrainOps(const ModelConfig& config, const train::ParamLayout& layout, int chunk, cudaStream_t stream,
+                 cublasHandle_t cublas, cublasComputeType_t compute);
+
+    // Checks and uploads a batch (its token groups too when want_gradient), sizes the buffers for
+    // its shape and points the ops at the parameters and their gradient for the next pass.
+    void begin_pass(const train::BatchView& batch, bool want_gradient, const float* params, float* grad);
+    int64_t rows() const { return static_cast<int64_t>(B_) * T_; }
+    // The mean of the last forward's per-row losses (synchronizes the stream).
+    double read_loss();
+    // The last forward's logits (N, V); throws when the forward formed their gradient in place.
+    std::vector<float> download_logits() const;
+
+    void embed(train::Act x) override;
+    void embed_backward(train::Act dx) override;
+    void dropout(train::Act in, train::Act out, const train::DropoutSite& site) override;
+    void rms_norm(train::Act x, int layer, Weight w, train::Act y, train::Act rstd) override;
+    void rms_norm_backward(train::Act x, int layer, Weight w, train::Act rstd, train::Act dy, train::Act dx) override;
+    void linear(train::Act x, int layer, Weight w, train::Act y) override;
+    void linear_backward(train::Act x, int layer, Weight w, train::Act dy, train::Act dx, bool accumulate) override;
+    void residual_branch(train::Act residual, train::Act x, int layer, Weight w, const train::DropoutSite& site,
+                         train::Act out) override;
+    void project_heads(train::Act x, int layer, Weight w, const train::HeadRotary& rotary, train::Act heads) override;
+    void project_heads_backward(train::Act x, int layer, Weight w, const train::HeadRotary& rotary,
+                                train::Act dheads, train::Act dx, bool accumulate) override;
+    void retention(train::Act q, train::Act k, train::Act v, train::Act o) override;
+    void retention_backward(train::Act q, train::Act k, train::Act v, train::Act d_o, train::Act dq, train::Act dk,
+                            train::Act dv) override;
+    void head_norm_gate(train::Act o, train::Act g, int layer, train::Act y, train::Act rstd) override;
+    void head_norm_gate_backward(train::Act o, train::Act g, int layer, train::Act rstd, train::Act dy,
+                                 train::Act d_o, train::Act dg) override;
+    void glu(train::Act a, train::Act b, train::Act h) override;
+    void glu_backward(train::Act a, train::Act b, train::Act dh, train::Act da, train::Act db) override;
+    void cross_entropy(train::Act logits, std::optional<train::Act> dlogits, double grad_scale) override;
+    void zero(train::Act x) override;
+    void zero_gradient() override;
+
+private:
+    // Activations of one layer kept for the backward. N = B·T rows; head-major tensors are
+    // (B·H, Tp, D) with Tp = n_chunks·C.
+    struct LayerBuffers {
+        DeviceBuffer<float> x_in;     // (N, d) residual stream entering the layer
+        DeviceBuffer<float> rstd1;    // (N)
+        DeviceBuffer<float> xn1;      // (N, d)
+        DeviceBuffer<float> qh, kh;   // (B·H, Tp, Dk) rotated; q also scaled by Dk^−½
+        DeviceBuffer<float> vh;       // (B·H, Tp, Dv)
+        DeviceBuffer<float> states;   // (B·H·n_chunks, Dk, Dv) state before each chunk (chunkwise only)
+        DeviceBuffer<float> g;        // (N, H·Dv)
+        DeviceBuffer<float> o;        // (N, H·Dv) retention output
+        DeviceBuffer<float> rstd_h;   // (N, H)
+        DeviceBuffer<float> y;        // (N, H·Dv) normed and gated, input of o_proj
+        DeviceBuffer<float> x_mid;    // (N, d) after the retention residual
+        DeviceBuffer<float> rstd2;    // (N)
+        DeviceBuffer<float> xn2;      // (N, d)
+        DeviceBuffer<float> a, b;     // (N, F) gate and up projections
+        DeviceBuffer<float> hidden;   // (N, F) silu(a) ⊙ b
+    };
+
+    int d() const { return config_.d_model; }
+    int H() const { return config_.n_heads; }
+    int Dk() const { return config_.head_dim_k(); }
+    int Dv() const { return config_.head_dim_v(); }
+    int n_mats() const { return B_ * H() * n_chunks_; }
+    int width(train::Act a) const { return static_cast<int>(train::buffer_width(config_, a.name)); }
+    float* at(train::Act a);
+    const float* weight(int layer, Weight w) const;
+    float* weight_grad(int layer, Weight w) const;
+    const float* head_norm_weight(int layer) const;
+
+    void gemm(bool ta, bool tb, int M, int Nn, int K, float alpha, const float* A, int lda, int64_t sa,
+              const float* Bm, int ldb, int64_t sb, float beta, float* Cm, int ldc, int64_t sc, int batch = 1);
+    void gemm_linear(const float* x, const float* W, float* y, int in, int out, float beta);
+    void gemm_linear_backward(const float* x, const float* W, const float* dy, int in, int out, float* dx,
+                              bool accumulate, float* dW);
+    // The CPU trainer's float masks of one site: factor 0 or float(1/(1 − rate)).
+    static train_kernels::DropoutSite device_site(const train::DropoutSite& site);
+    LayerBuffers& heads_of(train::Act q, train::Act k, train::Act v);
+    void retention_heads_forward(LayerBuffers& L);
+    void retention_heads_backward(LayerBuffers& L);
+
+    void prepare(int batch, int seq_len);
+    void upload_decay_tables();
+    void reserve_layer_activations();
+    void reserve_scratch();
+
+    const ModelConfig config_;
+    const train::ParamLayout layout_;
+    const int chunk_;
+    cudaStream_t stream_;
+    cublasHandle_t cublas_;
+    cublasComputeType_t compute_;
+    DeviceBuffer<float> theta_;  // (Dk/2) rotary frequencies
+    const float* P_ = nullptr;   // the pass's parameters (layout.total)
+    float* G_ = nullptr;         // and their gradient
+
+    // Per batch shape.
+    int B_ = 0, T_ = 0, C_ = 0, n_chunks_ = 0, Tp_ = 0;
+    // The retention's decay tables (upload_decay_tables), read by the inference retention kernels.
+    DeviceBuffer<float> log_decay_;    // (H) log γ_h
+    DeviceBuffer<float> row_head_;     // (B·H, Tp) γ^(i+1), i = t mod C
+    DeviceBuffer<float> row_tail_;     // (B·H, Tp) γ^(C−1−i)
+    DeviceBuffer<float> chunk_decay_;  // (B·H, n_chunks) γ^C
+    DeviceBuffer<float> scan_state_;   // (B·H, Dk, Dv) the chunk scan's start (zero) and end state
+    DeviceBuffer<int32_t> inputs_, targets_;  // (N)
+    layer_kernels::TokenRowGroups input_groups_;  // of the inputs, for the embedding gradient
+    DeviceBuffer<int32_t> group_rows_, group_segment_start_, group_token_segment_;
+    std::vector<LayerBuffers> layers_;
+    DeviceBuffer<float> x_final_, rstd_f_, xf_;  // (N, d), (N), (N, d)
+    DeviceBuffer<float> logits_;                 // (N, V); the gradient after a forward that formed it
+    DeviceBuffer<float> row_loss_;               // (N)
+    DeviceBuffer<float> branch_;                 // (N, d) a residual branch before dropout, or its gradient
+    bool logits_valid_ = false;  // false before a forward and after one overwrote them with their gradient
+    // Scratch shared by the layers.
+    DeviceBuffer<float> lin_;       // (N, max(K, H·Dv)) projection before the layout change
+    DeviceBuffer<float> oh_;        // (B·H, Tp, Dv)
+    DeviceBuffer<float> scores_;    // (B·H·n_chunks, C, C)
+    DeviceBuffer<float> dscores_;   // (B·H·n_chunks, C, C)
+    DeviceBuffer<float> rows_k_;    // (B·H·n_chunks, C, Dk) decay-scaled q or k
+    DeviceBuffer<float> rows_v_;    // (B·H·n_chunks, C, Dv) decay-scaled v or dO
+    DeviceBuffer<float> contrib_;   // (B·H·n_chunks, Dk, Dv)
+    DeviceBuffer<float> after_;     // (B·H·n_chunks, Dk, Dv) ∂loss/∂(state after chunk c)
+    DeviceBuffer<float> dx_, dxn_;  // (N, d)
+    DeviceBuffer<float> dhidden_, da_, db_;  // (N, F)
+    DeviceBuffer<float> dy_, d_o_, dg_;      // (N, H·Dv)
+    DeviceBuffer<float> dOh_, dVh_;          // (B·H, Tp, Dv)
+    DeviceBuffer<float> dQh_, dKh_;          // (B·H, Tp, Dk)
+    DeviceBuffer<float> partials_;           // partial sums of the weight-gradient reductions
+};
+
+}  // namespace retnet::cuda

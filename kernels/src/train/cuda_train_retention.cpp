@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The CUDA trainer's fla retention on head-major q, k, v (cuda_train_ops.h): cuBLAS batched GEMMs
+// within chunks and the inference retention's chunk kernels (../ops.h) across them, forward and
+// backward.
+#include <utility>
+#include <vector>
+
+#include "../ops.h"
+#include "cuda_train_ops.h"
+#include "retnet/family_rules.h"
+
+namespace retnet::cuda {
+
+// The decay tables of the batch shape, from family_rules' decay powers as the CPU trainer uses them.
+void CudaTrainOps::upload_decay_tables() {
+    const int B = B_, C = C_, n_chunks = n_chunks_;
+    std::vector<float> log_gamma = default_log_decay(H());
+    const std::vector<double> gamma = head_decays(log_gamma);
+    std::vector<float> head, tail, chunk;
+    for (int b = 0; b < B; ++b)
+        for (const double g : gamma) {
+            const std::vector<float> p = decay_powers(g, C);  // (C + 1)
+            for (int c = 0; c < n_chunks; ++c) {
+                for (int i = 0; i < C; ++i) {
+                    head.push_back(p[static_cast<size_t>(i + 1)]);
+                    tail.push_back(p[static_cast<size_t>(C - 1 - i)]);
+                }
+                chunk.push_back(p[static_cast<size_t>(C)]);
+            }
+        }
+    for (auto [buffer, host] : {std::pair{&log_decay_, &log_gamma}, std::pair{&row_head_, &head},
+                                std::pair{&row_tail_, &tail}, std::pair{&chunk_decay_, &chunk}}) {
+        buffer->reserve(host->size());
+        buffer->upload(*host, stream_);
+    }
+    scan_state_.reserve(static_cast<size_t>(B) * static_cast<size_t>(H()) * static_cast<size_t>(Dk()) *
+                        static_cast<size_t>(Dv()));
+}
+
+// O = ((Q Kᵀ) ⊙ D) V within each chunk, plus diag(γ^(i+1)) Q_c S_c from the state before it.
+void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
+    const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
+    const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
+                  ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
+    gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores_.get(), C, ss, mats);
+    launch_chunk_decay_mask(scores_.get(), log_decay_.get(), nullptr, H(), n_chunks, C, false, stream_, B_);
+    gemm(false, false, C, dv, C, 1.0f, scores_.get(), C, ss, L.vh.get(), dv, sv, 0.0f, oh_.get(), dv, sv, mats);
+    if (n_chunks == 1) return;
+    // U_c = K_cᵀ diag(γ^(C−1−j)) V_c into L.states, which the scan turns into the state before each
+    // chunk from the empty state; O_c += diag(γ^(i+1)) Q_c S_c
+    launch_scale_rows(L.vh.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
+    gemm(true, false, dk, dv, C, 1.0f, L.kh.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, L.states.get(), dv, se, mats);
+    scan_state_.zero(stream_);
+    launch_chunk_state_scan(L.states.get(), scan_state_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
+    launch_scale_rows(L.qh.get(), row_head_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
+    gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, L.states.get(), dv, se, 1.0f, oh_.get(), dv, sv, mats);
+}
+
+// From dOh (head-major): dQh, dKh, dVh.
+void CudaTrainOps::retention_heads_backward(LayerBuffers& L) {
+    const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
+    const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
+                  ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
+    gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores_.get(), C, ss, mats);
+    launch_chunk_decay_mask(scores_.get(), log_decay_.get(), nullptr, H(), n_chunks, C, false, stream_, B_);
+    gemm(false, true, C, C, dv, 1.0f, dOh_.get(), dv, sv, L.vh.get(), dv, sv, 0.0f, dscores_.get(), C, ss, mats);
+    launch_chunk_decay_mask(dscores_.get(), log_decay_.get(), nullptr, H(), n_chunks, C, false, stream_, B_);
+    // dV = Aᵀ dO, dQ = dA K, dK = dAᵀ Q (within chunks)
+    gemm(true, false, C, dv, C, 1.0f, scores_.get(), C, ss, dOh_.get(), dv, sv, 0.0f, dVh_.get(), dv, sv, mats);
+    gemm(false, false, C, dk, C, 1.0f, dscores_.get(), C, ss, L.kh.get(), dk, sk, 0.0f, dQh_.get(), dk, sk, mats);
+    gemm(true, false, C, dk, C, 1.0f, dscores_.get(), C, ss, L.qh.get(), dk, sk, 0.0f, dKh_.get(), dk, sk, mats);
+    if (n_chunks == 1) return;
+    // Through the states: dO_s = diag(γ^(i+1)) dO_c; contrib_c = Q_cᵀ dO_s (∂/∂S_c via the outputs)
+    launch_scale_rows(dOh_.get(), row_head_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
+    gemm(true, false, dk, dv, C, 1.0f, L.qh.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, contrib_.get(), dv, se, mats);
+    launch_chunk_state_scan_backward(contrib_.get(), after_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
+    // dQ_c += dO_s S_cᵀ
+    gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, L.states.get(), dv, se, 1.0f, dQh_.get(), dk, sk, mats);
+    // dV_c += diag(γ^(C−1−j)) K_c G_c;  dK_c += diag(γ^(C−1−j)) V_c G_cᵀ  (G_c = after[c])
+    launch_scale_rows(L.kh.get(), row_tail_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
+    gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, after_.get(), dv, se, 1.0f, dVh_.get(), dv, sv, mats);
+    launch_scale_rows(L.vh.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
+    gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, after_.get(), dv, se, 1.0f, dKh_.get(), dk, sk, mats);
+}
+
+}  // namespace retnet::cuda
