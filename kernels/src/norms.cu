@@ -61,13 +61,12 @@ __global__ void rmsnorm_backward_kernel(const float* x, const float* w, const fl
             dw_partials[static_cast<int64_t>(blockIdx.x) * dim + i] = dw_partial[i];
 }
 
-// One warp per (row, head) pair; o rows (heads_T = 0) or head-major.
+// One block per (row, head) pair, so a decoding step's few pairs still spread over the GPU;
+// o rows (heads_T = 0) or head-major.
 __global__ void head_norm_gate_forward_kernel(const float* o, int heads_T, int heads_Tp, const float* g,
-                                              const float* w, int64_t pairs, int H, int Dv, float eps, float* y,
-                                              float* rstd) {
-    const int lane = threadIdx.x & 31;
-    const int64_t pair = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-    if (pair >= pairs) return;
+                                              const float* w, int H, int Dv, float eps, float* y, float* rstd) {
+    __shared__ double shared[32];
+    const int64_t pair = blockIdx.x;
     const int64_t off = pair * Dv;  // (row·H + h)·Dv: rows hold their heads contiguously
     int64_t o_off = off;
     if (heads_T > 0) {
@@ -75,11 +74,11 @@ __global__ void head_norm_gate_forward_kernel(const float* o, int heads_T, int h
         o_off = ((b * H + pair % H) * heads_Tp + t) * Dv;
     }
     double ss = 0.0;
-    for (int i = lane; i < Dv; i += 32) ss += static_cast<double>(o[o_off + i]) * o[o_off + i];
-    ss = warp_sum(ss);
+    for (int i = threadIdx.x; i < Dv; i += blockDim.x) ss += static_cast<double>(o[o_off + i]) * o[o_off + i];
+    ss = block_sum(ss, shared);
     const float s = static_cast<float>(1.0 / sqrt(ss / Dv + static_cast<double>(eps)));
-    if (rstd && lane == 0) rstd[pair] = s;
-    for (int i = lane; i < Dv; i += 32) y[off + i] = o[o_off + i] * s * (w ? w[i] : 1.0f) * silu(g[off + i]);
+    if (rstd && threadIdx.x == 0) rstd[pair] = s;
+    for (int i = threadIdx.x; i < Dv; i += blockDim.x) y[off + i] = o[o_off + i] * s * (w ? w[i] : 1.0f) * silu(g[off + i]);
 }
 
 // kGatePairsPerBlock pairs per block, one warp at a time per pair. Each warp sums its pairs' dw in
@@ -157,8 +156,8 @@ void head_norm_gate_forward(const HeadNormInput& o, const float* g, const float*
                             float eps, float* y, float* rstd, cudaStream_t stream) {
     const int64_t pairs = rows * H;
     if (pairs <= 0) return;
-    head_norm_gate_forward_kernel<<<ceil_div(pairs * 32, kThreads), kThreads, 0, stream>>>(
-        o.o, o.heads_T, o.heads_Tp, g, w, pairs, H, Dv, eps, y, rstd);
+    head_norm_gate_forward_kernel<<<static_cast<unsigned>(pairs), kThreads, 0, stream>>>(o.o, o.heads_T, o.heads_Tp, g,
+                                                                                         w, H, Dv, eps, y, rstd);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 
