@@ -64,7 +64,8 @@ void ScreenshotRunner::onGenerationFinished() {
 }
 
 void ScreenshotRunner::onViewData(ViewId id) {
-    if (m_done || !m_waitingForView || id != m_options.view) return;
+    if (m_done || !m_waitingForView || m_captureScheduled || id != m_options.view) return;
+    m_captureScheduled = true;  // the view may announce its data twice (end of generation, refresh)
     QTimer::singleShot(300, this, &ScreenshotRunner::capture);
 }
 

@@ -45,6 +45,7 @@ private:
     QTimer m_timeout;
     bool m_done = false;
     bool m_waitingForView = false;
+    bool m_captureScheduled = false;
 };
 
 }  // namespace retnet::ui

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 
 #include <qcustomplot.h>
@@ -137,6 +138,43 @@ TEST(SecondPass, EquivalenceFollowsItsSettingsAndSaysItsAnswer) {
     ASSERT_TRUE(w.ready.wait(kWaitMs));
     EXPECT_FALSE(view->hasData());
     EXPECT_TRUE(verdictLabel->text().isEmpty());
+}
+
+// #14.3: generating in the app costs the GUI thread little (no per-token relayouts, no replots
+// of hidden views), so the app decodes about as fast as `retnet generate`. Both speeds are
+// printed; the check is on the GUI thread's own CPU time, which does not depend on machine load.
+TEST(SecondPass, GenerationLeavesTheGuiThreadMostlyIdle) {
+    const QString dir = QStringLiteral(RETNET_DEFAULT_MODEL_DIR);
+    const QString prompt = QStringLiteral("Once upon a time");
+    QProcess cli;
+    cli.start(QStringLiteral(RETNET_CLI_PATH), {QStringLiteral("generate"), QStringLiteral("--model"), dir, QStringLiteral("--prompt"),
+                                                prompt, QStringLiteral("--max-new-tokens"), QStringLiteral("300"), QStringLiteral("--json")});
+    ASSERT_TRUE(cli.waitForFinished(kWaitMs));
+    const QJsonObject summary = QJsonDocument::fromJson(cli.readAllStandardOutput().trimmed().split('\n').last()).object();
+
+    MainWindow window;
+    window.setQuiet(true);
+    window.show();
+    QSignalSpy ready(window.controller(), &EngineController::modelLoaded);
+    window.openModelDirectory(dir);
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    GenerateView* view = window.generateView();
+    view->setPrompt(prompt);
+    view->setMaxTokens(300);
+    QSignalSpy done(window.controller(), &EngineController::generationFinished);
+    timespec start {}, end {};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+    emit view->generateRequested();
+    ASSERT_TRUE(done.wait(kWaitMs));
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &end);
+    const double guiSeconds = double(end.tv_sec - start.tv_sec) + 1e-9 * double(end.tv_nsec - start.tv_nsec);
+    const auto stats = done.last().at(0).value<GenerationStats>();
+    std::printf("decode: app %.1f tok/s (%d tokens), retnet generate %.1f tok/s (%d tokens); GUI thread CPU %.2f s "
+                "over %.2f s of decoding\n",
+                stats.decodeTokensPerSecond(), stats.generated, summary.value(QStringLiteral("tokens_per_s")).toDouble(),
+                summary.value(QStringLiteral("generated_tokens")).toInt(), guiSeconds, stats.decodeMs / 1000.0);
+    ASSERT_GT(stats.generated, 50);
+    EXPECT_LT(guiSeconds, 0.35 * stats.decodeMs / 1000.0);
 }
 
 // #14.4: Apply, Clear and a device switch keep the generated text; a refused edit keeps the
