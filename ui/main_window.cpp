@@ -41,6 +41,7 @@
 #include "views/generate_view.h"
 #include "views/retention_view.h"
 #include "views/lens_view.h"
+#include "views/recurrence_view.h"
 #include "views/state_view.h"
 
 namespace retnet::ui {
@@ -63,7 +64,8 @@ namespace {
 std::vector<ViewBase*> makeViews() {
     std::vector<ViewBase*> views(size_t(kViewCount), nullptr);
     for (ViewBase* v : std::initializer_list<ViewBase*>{new GenerateView, new EquivalenceView, new DecayView,
-                                                        new RetentionView, new StateView, new LensView})
+                                                        new RetentionView, new StateView, new LensView,
+                                                        new RecurrenceView})
         views[size_t(v->id())] = v;
     return views;
 }

@@ -17,6 +17,7 @@
 #include <QLabel>
 #include <QLineEdit>
 #include <QProcess>
+#include <QSlider>
 #include <QSpinBox>
 #include <QStatusBar>
 #include <QTableWidget>
@@ -38,6 +39,7 @@
 #include "views/equivalence_view.h"
 #include "views/generate_view.h"
 #include "views/lens_view.h"
+#include "views/recurrence_view.h"
 #include "views/retention_view.h"
 
 namespace {
@@ -108,7 +110,9 @@ TEST(SecondPass, EquivalenceFollowsItsSettingsAndSaysItsAnswer) {
     EXPECT_GT(view->result().report->head_norm_eps, 0.0);
     const QString before = view->verdict();
     EXPECT_TRUE(before.startsWith(QStringLiteral("PASS")) || before.startsWith(QStringLiteral("FAIL"))) << before.toStdString();
-    if (before.startsWith(QStringLiteral("FAIL"))) EXPECT_TRUE(before.contains(QStringLiteral("eps"))) << before.toStdString();
+    if (before.startsWith(QStringLiteral("FAIL"))) {
+        EXPECT_TRUE(before.contains(QStringLiteral("eps"))) << before.toStdString();
+    }
     auto* heat = view->findChild<QCPColorMap*>();
     ASSERT_NE(heat, nullptr);
     EXPECT_EQ(heat->dataRange(), QCPRange(-12, 2));
@@ -367,7 +371,7 @@ TEST(SecondPass, CommandLineIsChecked) {
     const auto [helpCode, help, helpErr] = run({QStringLiteral("--help")}, false);
     EXPECT_EQ(helpCode, 0) << helpErr.toStdString();
     EXPECT_TRUE(help.startsWith(QStringLiteral("Usage: retnet-studio")));
-    EXPECT_TRUE(help.simplified().contains(QStringLiteral("generate, equivalence, decay, retention, state, lens")));
+    EXPECT_TRUE(help.simplified().contains(QStringLiteral("generate, equivalence, decay, retention, state, lens, recurrence")));
     for (const QStringList& bad : {QStringList{QStringLiteral("--screenshot"), QStringLiteral("/tmp/x.png"),
                                                QStringLiteral("--view"), QStringLiteral("bogus")},
                                    QStringList{QStringLiteral("--size"), QStringLiteral("10x10")},
@@ -379,6 +383,58 @@ TEST(SecondPass, CommandLineIsChecked) {
         EXPECT_TRUE(err.startsWith(QStringLiteral("retnet-studio: "))) << err.toStdString();
     }
     EXPECT_TRUE(std::get<2>(run({QStringLiteral("--view"), QStringLiteral("bogus")}, false)).contains(QStringLiteral("lens")));
+}
+
+// The step-through of the recurrence: the traced states are the recurrent form's, each step's new
+// term is rank one (k_nᵀ v_n), the row beside it is the parallel form's scores, and the
+// controls step within the text.
+TEST(SecondPass, RecurrenceStepThroughFollowsTheEngine) {
+    Engine engine;
+    const RecurrenceRequest request{1, 1};
+    const auto t = analyse<RecurrenceTrace>(engine.controller, ViewId::Recurrence,
+                                            [request](AnalysisContext& c) { return computeRecurrence(c, request); });
+    ASSERT_EQ(t.tokens, 9);
+    ASSERT_EQ(t.dk, 8);
+    ASSERT_EQ(t.dv, 8);
+    EXPECT_NEAR(t.gamma, std::exp(double(engine.model->weights.log_decay[1])), 1e-12);
+
+    auto backend = retnet::make_backend("cpu", engine.model);
+    retnet::ForwardOptions recurrent;
+    recurrent.form = retnet::Form::Recurrent;
+    backend->forward(std::span(kPromptIds).first(5), recurrent);
+    const retnet::RecurrentState state = backend->snapshot();
+    const std::vector<float>& S = state.layers[1].S;  // (H, Dk, Dv)
+    for (int i = 0; i < 64; ++i) EXPECT_NEAR(t.state(4)[i], S[size_t(64 + i)], 1e-5f) << i;
+
+    for (int n = 1; n < t.tokens; ++n) {  // S_n − γ S_(n−1) is an outer product: every 2×2 minor vanishes
+        auto d = [&](int r, int c) { return double(t.state(n)[r * 8 + c]) - t.gamma * t.state(n - 1)[r * 8 + c]; };
+        double scale = 0.0;
+        for (int i = 0; i < 64; ++i) scale = std::max(scale, std::abs(d(i / 8, i % 8)));
+        for (int r = 1; r < 8; ++r)
+            for (int c = 1; c < 8; ++c)
+                EXPECT_NEAR(d(r, c) * d(0, 0), d(r, 0) * d(0, c), 1e-4 * scale * scale) << "n=" << n;
+    }
+    retnet::Introspection probe;
+    probe.score_layer = 1;
+    probe.score_head = 1;
+    retnet::make_backend("cpu", engine.model)->forward(kPromptIds, {}, &probe);
+    ASSERT_EQ(t.scores->size(), probe.scores.data.size());
+    for (size_t i = 0; i < probe.scores.data.size(); ++i) EXPECT_EQ((*t.scores)[i], probe.scores.data[i]);
+
+    RecurrenceView view;
+    view.setModelInfo(engine.controller.modelInfo());
+    view.setTrace(t);
+    view.setPosition(4);
+    EXPECT_EQ(view.position(), 4);
+    EXPECT_GT(view.updateMagnitude(4), 0.0);
+    view.setPosition(100);
+    EXPECT_EQ(view.position(), 8);
+    auto* slider = view.findChild<QSlider*>();
+    ASSERT_NE(slider, nullptr);
+    slider->setValue(2);
+    EXPECT_EQ(view.position(), 2);
+    const QStringList csv = view.csv().split(QLatin1Char('\n'), Qt::SkipEmptyParts);
+    EXPECT_EQ(csv.size(), 1 + 8);
 }
 
 // #13 for the app: a FIFO where a model file belongs, weights larger than the machine's memory,

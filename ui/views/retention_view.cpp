@@ -131,6 +131,30 @@ void HeadGrid::keyPressEvent(QKeyEvent* event) {
 
 RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
     m_grid = new HeadGrid;
+    buildPlot();
+    QLayout* controls = buildControls();
+    auto* gridBox = new QWidget;
+    auto* gridLayout = new QVBoxLayout(gridBox);
+    gridLayout->setContentsMargins(0, 0, 0, 0);
+    gridLayout->addWidget(new QLabel(tr("All layers × heads")));
+    auto* scroll = new QScrollArea;
+    scroll->setWidget(m_grid);
+    scroll->setWidgetResizable(true);
+    scroll->setMinimumWidth(2 * kLabel + 4 * (kCell + kGap));
+    gridLayout->addWidget(scroll, 1);
+    auto* splitter = new QSplitter(Qt::Horizontal);
+    splitter->addWidget(gridBox);
+    splitter->addWidget(m_plot);
+    splitter->setStretchFactor(0, 1);
+    splitter->setStretchFactor(1, 3);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(4, 4, 4, 4);
+    layout->addLayout(controls);
+    layout->addWidget(splitter, 1);
+    updateTheme();
+}
+
+void RetentionView::buildPlot() {
     m_plot = new QCustomPlot;
     m_plot->setMinimumSize(220, 220);
     m_map = new QCPColorMap(m_plot->xAxis, m_plot->yAxis);
@@ -156,6 +180,9 @@ RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
         m_plot->replot();
     });
 
+}
+
+QLayout* RetentionView::buildControls() {
     m_layer = new QSpinBox;
     m_head = new QSpinBox;
     m_layer->setToolTip(tr("Layer (PgUp / PgDn)"));
@@ -213,26 +240,7 @@ RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
     controls->addWidget(new QLabel(tr("Chunk")));
     controls->addWidget(m_chunk);
     controls->addWidget(m_note, 1);
-
-    auto* gridBox = new QWidget;
-    auto* gridLayout = new QVBoxLayout(gridBox);
-    gridLayout->setContentsMargins(0, 0, 0, 0);
-    gridLayout->addWidget(new QLabel(tr("All layers × heads")));
-    auto* scroll = new QScrollArea;
-    scroll->setWidget(m_grid);
-    scroll->setWidgetResizable(true);
-    scroll->setMinimumWidth(2 * kLabel + 4 * (kCell + kGap));
-    gridLayout->addWidget(scroll, 1);
-    auto* splitter = new QSplitter(Qt::Horizontal);
-    splitter->addWidget(gridBox);
-    splitter->addWidget(m_plot);
-    splitter->setStretchFactor(0, 1);
-    splitter->setStretchFactor(1, 3);
-    auto* layout = new QVBoxLayout(this);
-    layout->setContentsMargins(4, 4, 4, 4);
-    layout->addLayout(controls);
-    layout->addWidget(splitter, 1);
-    updateTheme();
+    return controls;
 }
 
 namespace {

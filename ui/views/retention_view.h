@@ -14,6 +14,8 @@ class QSpinBox;
 class QCustomPlot;
 class QCPColorMap;
 
+class QLayout;
+
 namespace retnet::ui {
 
 struct RetentionRequest {
@@ -106,6 +108,8 @@ protected:
     void attached() override;
 
 private:
+    void buildPlot();
+    QLayout* buildControls();
     void requestLayer(int layer);
     void showHead();
     void setAxisTicks();
