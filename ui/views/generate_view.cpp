@@ -365,7 +365,9 @@ void GenerateView::setGenerating(bool generating) {
     m_regenerate->setEnabled(!generating);
     m_continue->setEnabled(!generating && !m_tokens.empty());
     m_stop->setEnabled(generating);
-    if (!generating) flushPending();
+    if (generating) return;
+    flushPending();
+    updateProbabilityPlot();
 }
 
 QString GenerateView::outputText() const {
@@ -396,7 +398,12 @@ void GenerateView::flushPending() {
         bar->setValue(bar->maximum());
     else
         bar->setValue(keep);
-    updateProbabilityPlot();
+    // While generating, the bar chart (which redraws every bar) follows at 4 Hz, not per batch.
+    const bool generating = m_stop->isEnabled();
+    if (!generating || !m_plotClock.isValid() || m_plotClock.elapsed() >= 250) {
+        updateProbabilityPlot();
+        m_plotClock.restart();
+    }
     writeStats();
     m_continue->setEnabled(!m_stop->isEnabled() && !m_tokens.empty());
     emit sequenceChanged();

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
 // Prompt editor, sampling controls, streamed output with per-token candidates, forks, timings.
+#include <QElapsedTimer>
 #include <QTimer>
 
 #include <vector>
@@ -104,6 +105,7 @@ private:
     std::vector<SequenceToken> m_tokens;   // the whole sequence, by position
     std::vector<SequenceToken> m_pending;  // received, not yet shown
     QTimer m_flushTimer;
+    QElapsedTimer m_plotClock;  // when the bar chart was last redrawn
     GenerationStats m_latestStats;
     bool m_plotDirty = false;  // tokens arrived while the plot was hidden
     int m_selected = -1;
