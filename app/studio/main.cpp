@@ -28,7 +28,7 @@ struct Options {
     QCommandLineOption prompt{QStringLiteral("prompt"), QStringLiteral("Prompt text."), QStringLiteral("TEXT")};
     QCommandLineOption view{QStringLiteral("view"),
                             QStringLiteral("View to show: %1.").arg(retnet::ui::viewNames().join(QStringLiteral(", "))),
-                            QStringLiteral("VIEW"), QStringLiteral("generate")};
+                            QStringLiteral("VIEW"), retnet::ui::viewName(retnet::ui::ViewId::Generate)};
     QCommandLineOption tokens{QStringLiteral("max-tokens"), QStringLiteral("Tokens to generate (screenshot), 1 to 100000."),
                               QStringLiteral("N"), QStringLiteral("24")};
     QCommandLineOption dark{QStringLiteral("dark"), QStringLiteral("Use the dark theme.")};
