@@ -129,7 +129,7 @@ void DecayView::rebuild() {
         auto* label = new QCPItemText(m_plot);
         label->position->setType(QCPItemPosition::ptPlotCoords);
         label->position->setCoords(double(m_length), m_logScale->isChecked() ? 1e-3 : 0.95);
-        label->setPositionAlignment(Qt::AlignRight | Qt::AlignTop);
+        label->setPositionAlignment(Qt::AlignLeft | Qt::AlignTop);  // right of the line: never clipped by the axis
         label->setText(tr("text length %1").arg(m_length));
         label->setColor(palette().color(QPalette::WindowText));
         label->setBrush(palette().color(QPalette::Base));  // readable where it crosses the curves
