@@ -16,7 +16,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
-#include "retnet/train_ops.h"
+#include "retnet/cpu_ops.h"
 #include "retnet/trainer.h"
 #include "retnet/utf8.h"
 
@@ -59,7 +59,7 @@ int run_eval(const std::vector<std::string>& argv) {
     std::unique_ptr<Backend> backend;
     if (stream || edited) backend = make_backend_option(args, load_model_edited(args, model_dir));
     args.finish();
-    train::ops::set_num_threads(threads);
+    cpu::set_num_threads(threads);
 
     const std::string tok_path = (std::filesystem::path(model_dir) / "tokenizer.model").string();
     const Tokenizer tokenizer = Tokenizer::load(tok_path);

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// config.json of both checkpoint families (spec §2.1 torchscale RetNetConfig, §3.1 fla HF config).
+// config.json of both checkpoint families (docs/spec.md §2.1 torchscale RetNetConfig, §3.1 fla HF config).
 #include "retnet/config.h"
 
 #include <cerrno>

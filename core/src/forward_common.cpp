@@ -66,6 +66,45 @@ void check_forward_inputs(const Model& model, std::span<const int32_t> tokens,
         throw Error("head-norm eps must be >= 0");
 }
 
+void check_introspection(const ModelConfig& config, const Introspection& intro) {
+    if (intro.score_layer < 0) return;
+    if (intro.score_layer >= config.n_layers)
+        throw Error("score layer " + std::to_string(intro.score_layer) + " is out of range (the model has " +
+                    std::to_string(config.n_layers) + " layers)");
+    if (!intro.want_all_head_scores && (intro.score_head < 0 || intro.score_head >= config.n_heads))
+        throw Error("score head " + std::to_string(intro.score_head) + " is out of range (the model has " +
+                    std::to_string(config.n_heads) + " heads)");
+}
+
+void check_batch(const Model& model, std::span<const SequenceRequest> batch, int slots,
+                 const ForwardOptions& options, const Introspection* intro) {
+    if (batch.empty()) throw Error("no sequences to run (the batch is empty)");
+    std::vector<bool> used(static_cast<size_t>(std::max(slots, 0)), false);
+    for (const SequenceRequest& request : batch) {
+        check_forward_inputs(model, request.tokens, options);
+        if (request.slot < 0 || request.slot >= slots)
+            throw Error("state slot " + std::to_string(request.slot) + " does not exist (the backend has " +
+                        std::to_string(slots) + ")");
+        if (used[static_cast<size_t>(request.slot)])
+            throw Error("state slot " + std::to_string(request.slot) + " appears twice in one batch");
+        used[static_cast<size_t>(request.slot)] = true;
+    }
+    if (intro) {
+        if (batch.size() != 1) throw Error("introspection needs a batch of one sequence");
+        check_introspection(model.config, *intro);
+    }
+}
+
+int effective_chunk_size(const ModelConfig& config, const ForwardOptions& options) {
+    return options.chunk_size > 0 ? options.chunk_size : config.chunk_size;
+}
+
+Tensor Backend::forward(std::span<const int32_t> tokens, const ForwardOptions& options,
+                        Introspection* introspection) {
+    const SequenceRequest request{tokens, 0, LogitRows::All};
+    return std::move(forward_batch({&request, 1}, options, introspection).front());
+}
+
 // ---- registry ------------------------------------------------------------------------------
 
 namespace {

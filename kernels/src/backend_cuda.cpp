@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// The CUDA backend: retnet::Backend on one GPU. Weights are uploaded once (fp32, or bf16 for the
-// projections with fp32 accumulation); activations, retention and the recurrent state stay in
-// fp32 on the device. Projections are cuBLAS GEMMs (TF32 off unless asked for), retention runs
-// through the kernels of retention.cu. Only logits, and introspection results when asked for,
-// are copied back. One stream and one cuBLAS handle per backend, used from one host thread.
+// The CUDA backend: BlockBackend's block sequence over ops on one GPU. Weights are uploaded once
+// (fp32, or bf16 for the projections with fp32 accumulation); activations, retention and the
+// recurrent states stay in fp32 on the device. Projections are cuBLAS GEMMs (TF32 off unless
+// asked for), retention runs through the kernels of retention.cu. Only the logits rows asked
+// for, and introspection results when asked for, are copied back. One stream and one cuBLAS
+// handle per backend, used from one host thread.
 //
 // Each form computes exactly what the reference backend computes (core/src/reference):
 //   parallel   scores = QKᵀ ⊙ decay (× torchscale row normalization) per head, O = A V, plus the
@@ -11,108 +12,55 @@
 //   chunkwise  per chunk: inner = masked scores · V, cross = Q · state_c, chunk states by a scan
 //   recurrent  a fused scan over the tokens with the state on chip
 // and the state after the call is always the recurrent form's (state handoff between forms).
+// The family's coefficients (row sums, step coefficients, decay powers) come from
+// retnet/family_rules.h; this file only stages them for the kernels.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <mutex>
 #include <vector>
 
+#include "backend_cuda_internal.h"
 #include "device_buffer.h"
 #include "gemm.h"
 #include "ops.h"
+#include "param_staging.h"
+#include "retnet/block_ops.h"
 #include "retnet/cuda/backend_cuda.h"
-#include "backend_cuda_internal.h"
 #include "retnet/error.h"
+#include "retnet/family_rules.h"
 
 namespace retnet {
 namespace {
 
 using cuda::DeviceBuffer;
 
-// One projection weight (out, in) on the device, fp32 or bf16.
-struct DeviceLinear {
+// One weight on the device: norms and the embedding in fp32; projections fp32 or bf16.
+struct DeviceWeight {
     DeviceBuffer<float> f32;
     DeviceBuffer<__nv_bfloat16> bf16;
     int out = 0, in = 0;
 };
 
-struct DeviceLayer {
-    DeviceBuffer<float> attn_norm, head_norm, ffn_norm;  // (d), (Dv) or empty, (d)
-    DeviceLinear q, k, v, g, o, ffn_act, ffn_lin, ffn_out;
-};
-
-// Per-call scratch; grows to the largest call seen and is then reused.
-struct Workspace {
-    DeviceBuffer<int32_t> tokens;             // (T)
-    DeviceBuffer<float> x, xn;                // (T, d)
-    DeviceBuffer<float> qt, kt;               // (T, H*Dk) token-major projections
-    DeviceBuffer<float> vt, g, y;             // (T, H*Dv)
-    DeviceBuffer<float> qh, kh, kd;           // (H, Tp, Dk) head-major; kd = decayed k
+// Per-sequence retention scratch, head-major; grows to the longest sequence seen.
+struct HeadMajor {
+    DeviceBuffer<int32_t> tokens;             // (N)
+    DeviceBuffer<float> qh, kh, kd;           // (H, Tp, Dk); kd = decayed k
     DeviceBuffer<float> vh, oh, inner, cross; // (H, Tp, Dv)
     DeviceBuffer<float> scores;               // parallel (H, T, T); chunkwise (H*nC, C, C)
     DeviceBuffer<float> chunk_states;         // (H, nC, Dk, Dv)
-    DeviceBuffer<float> ffa, ffb;             // (T, F)
-    DeviceBuffer<float> logits;               // (T, V)
-    DeviceBuffer<float> row_factor, row_abs;                       // (H, Tp)
-    DeviceBuffer<float> state_abs;                                 // (H, nC)
-    DeviceBuffer<float> norms_sq;                                  // (T, H)
-    DeviceBuffer<float> state_copy;                                // (H, Dk, Dv)
-    DeviceBuffer<float> intro_scores;                              // (H', T, T)
-    DeviceBuffer<__nv_bfloat16> act_bf16;                          // largest GEMM input
+    DeviceBuffer<float> row_factor, row_abs;  // (H, Tp)
+    DeviceBuffer<float> state_abs;            // (H, nC)
+    DeviceBuffer<float> norms_sq;             // (T, H)
+    DeviceBuffer<float> state_copy;           // (H, Dk, Dv)
+    DeviceBuffer<float> intro_scores;         // (H', T, T)
+    DeviceBuffer<__nv_bfloat16> act_bf16;     // largest GEMM input
 };
 
-// Per-call parameters computed on the host (decay coefficients, torchscale's √r bookkeeping) go to
-// the device through one pinned buffer: a copy from pageable memory would wait for the stream
-// and stall the host between launches, which dominates a one-token decoding step.
-class ParamStaging {
-public:
-    ParamStaging() = default;
-    ~ParamStaging() {
-        if (host_) RETNET_CUDA_CHECK_PRINT(cudaFreeHost(host_));
-    }
-    ParamStaging(const ParamStaging&) = delete;
-    ParamStaging& operator=(const ParamStaging&) = delete;
-
-    // Starts a call that stages at most `floats` values; the stream must have no staged copy
-    // pending (it is synchronized here, which costs nothing between calls).
-    void begin(size_t floats, cudaStream_t stream) {
-        RETNET_CUDA_CHECK(cudaStreamSynchronize(stream));
-        if (floats > capacity_) {
-            // Empty until both buffers exist, so a failed allocation leaves no half-made staging.
-            capacity_ = 0;
-            if (host_) RETNET_CUDA_CHECK(cudaFreeHost(host_));
-            host_ = nullptr;
-            if (cudaMallocHost(reinterpret_cast<void**>(&host_), floats * sizeof(float)) != cudaSuccess) {
-                (void)cudaGetLastError();
-                host_ = nullptr;
-                throw Error("out of pinned host memory: the CUDA parameter staging needs " +
-                            cuda::mebibytes(floats * sizeof(float)));
-            }
-            device_.resize(floats);
-            capacity_ = floats;
-        }
-        used_ = 0;
-    }
-    // Copies `values` to the device (asynchronously, in stream order); returns the device copy.
-    const float* stage(const std::vector<float>& values, cudaStream_t stream) {
-        const size_t n = values.size(), padded = (n + 63) / 64 * 64;  // 256-byte aligned slots
-        if (used_ + n > capacity_) throw Error("CUDA backend: parameter staging overflow (internal error)");
-        std::copy(values.begin(), values.end(), host_ + used_);
-        float* d = device_.get() + used_;
-        if (n) RETNET_CUDA_CHECK(cudaMemcpyAsync(d, host_ + used_, n * sizeof(float), cudaMemcpyHostToDevice, stream));
-        used_ = std::min(capacity_, used_ + padded);
-        return d;
-    }
-
-private:
-    float* host_ = nullptr;  // pinned
-    DeviceBuffer<float> device_;
-    size_t capacity_ = 0, used_ = 0;
-};
-
-class CudaBackend final : public Backend {
+class CudaBackend final : public BlockBackend, private BlockOps {
 public:
     CudaBackend(std::shared_ptr<const Model> model, CudaOptions options)
-        : model_(std::move(model)), options_(options) {
+        : BlockBackend(std::move(model)), options_(options) {
         RETNET_CUDA_CHECK(cudaSetDevice(options_.device));
         stream_ = std::make_unique<cuda::CudaStream>();
         cublas_ = std::make_unique<cuda::CublasHandle>();
@@ -120,103 +68,129 @@ public:
         RETNET_CUBLAS_CHECK(cublasSetMathMode(
             cublas_->get(), options_.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
         upload_weights();
-        reset();
+        log_decay_.upload(model_->weights.log_decay, stream());
+        theta_.upload(model_->weights.rotary_theta, stream());
+        init_slots();
         stream_->synchronize();
     }
 
     std::string name() const override { return options_.bf16_weights ? "cuda-bf16" : "cuda"; }
-    const Model& model() const override { return *model_; }
 
-    void reset() override {
-        const ModelConfig& c = model_->config;
-        const size_t per_layer = static_cast<size_t>(c.n_heads) * c.head_dim_k() * c.head_dim_v();
-        state_.resize(static_cast<size_t>(c.n_layers));
-        for (DeviceBuffer<float>& s : state_) {
-            s.resize(per_layer);
-            s.zero(stream_->get());
-        }
-        scale_.assign(static_cast<size_t>(c.n_layers), std::vector<double>(static_cast<size_t>(c.n_heads), 0.0));
-        position_ = 0;
-    }
-
-    RecurrentState snapshot() const override {
-        RetnetDeviceGuard guard(options_.device);
-        RecurrentState out = make_empty_state(model_->config);
-        out.position = position_;
-        for (size_t l = 0; l < state_.size(); ++l) {
-            state_[l].download(out.layers[l].S.data(), out.layers[l].S.size(), stream_->get());
-            if (model_->config.family == Family::TorchScale) out.layers[l].scale = scale_[l];
-        }
-        stream_->synchronize();
-        return out;
-    }
-
-    void restore(const RecurrentState& state) override {
-        check_state_shape(model_->config, state);
-        RetnetDeviceGuard guard(options_.device);
-        for (size_t l = 0; l < state_.size(); ++l) {
-            state_[l].upload(state.layers[l].S, stream_->get());
-            if (model_->config.family == Family::TorchScale) scale_[l] = state.layers[l].scale;
-            else std::fill(scale_[l].begin(), scale_[l].end(), 0.0);
-        }
-        position_ = state.position;
-        stream_->synchronize();
-    }
-
-    Tensor forward(std::span<const int32_t> tokens, const ForwardOptions& options,
-                   Introspection* intro) override;
+    double last_device_ms_ = 0.0;  // device time of the last forward, logits copy excluded
 
 private:
-    struct RetnetDeviceGuard {
-        explicit RetnetDeviceGuard(int device) { RETNET_CUDA_CHECK(cudaSetDevice(device)); }
+    struct DeviceGuard {
+        explicit DeviceGuard(int device) { RETNET_CUDA_CHECK(cudaSetDevice(device)); }
     };
 
-    void upload_weights();
-    void upload_linear(const Tensor& w, DeviceLinear& out, DeviceBuffer<float>& staging);
-    // Y (M, out) = X (M, in) · Wᵀ + beta·Y
-    void linear(const float* X, const DeviceLinear& W, float* Y, int M, float beta);
-    void ensure_workspace(int T, int Tp, int C, Form form);
-
-    void retention_parallel(int layer, int T);
-    void retention_chunkwise(int layer, int T, int Tp, int C);
-    void retention_recurrent(int layer, int T, float* d_norms_sq);
-    // TS recurrent coefficients (or fla's γ, 1) for T steps from the layer's current r; returns r after.
-    std::vector<double> recurrent_coefficients(int layer, int T, std::vector<float>& a,
-                                               std::vector<float>& b) const;
-    void record_state_norms(int layer, int T, Introspection& intro);
-    void record_scores(int layer, int T, int Tp, Introspection& intro);
-
+    BlockOps& ops() override { return *this; }
     cudaStream_t stream() const { return stream_->get(); }
+    size_t state_size() const {
+        const ModelConfig& c = model_->config;
+        return static_cast<size_t>(c.n_heads) * c.head_dim_k() * c.head_dim_v();
+    }
+    float* state_of(int slot, int layer) {
+        return states_[static_cast<size_t>(slot)][static_cast<size_t>(layer)].get();
+    }
 
-    std::shared_ptr<const Model> model_;
+    // ---- state storage -----------------------------------------------------------------------
+    void resize_states(int slots) override {
+        DeviceGuard guard(options_.device);
+        const size_t old = states_.size();
+        states_.resize(static_cast<size_t>(slots));
+        for (size_t s = old; s < states_.size(); ++s) {
+            states_[s].resize(static_cast<size_t>(model_->config.n_layers));
+            for (DeviceBuffer<float>& layer : states_[s]) {
+                layer.resize(state_size());
+                layer.zero(stream());
+            }
+        }
+        stream_->synchronize();
+    }
+    void zero_state(int slot) override {
+        DeviceGuard guard(options_.device);
+        for (DeviceBuffer<float>& layer : states_[static_cast<size_t>(slot)]) layer.zero(stream());
+        stream_->synchronize();
+    }
+    void read_state(int slot, RecurrentState& out) const override {
+        DeviceGuard guard(options_.device);
+        for (size_t l = 0; l < out.layers.size(); ++l)
+            states_[static_cast<size_t>(slot)][l].download(out.layers[l].S.data(), out.layers[l].S.size(), stream());
+        stream_->synchronize();
+    }
+    void write_state(int slot, const RecurrentState& state) override {
+        DeviceGuard guard(options_.device);
+        for (size_t l = 0; l < state.layers.size(); ++l)
+            states_[static_cast<size_t>(slot)][l].upload(state.layers[l].S, stream());
+        stream_->synchronize();
+    }
+
+    // ---- weights ------------------------------------------------------------------------------
+    void upload_weights();
+    void upload(const Tensor& w, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging);
+    const DeviceWeight& weight(int layer, Weight w) const {
+        if (layer < 0) return model_weights_[static_cast<size_t>(w)];
+        return layer_weights_[static_cast<size_t>(layer)][static_cast<size_t>(w)];
+    }
+
+    // ---- ops ------------------------------------------------------------------------------------
+    void prepare(std::span<const SequenceSlice> sequences, Form form, int chunk) override;
+    Rows scratch(Scratch which, int64_t rows, int64_t width) override {
+        DeviceBuffer<float>& buffer = scratch_[static_cast<size_t>(which)];
+        buffer.reserve(static_cast<size_t>(rows * width));
+        return {buffer.get(), rows, width};
+    }
+    void embed(std::span<const int32_t> tokens, float scale, Rows x) override;
+    void rms_norm(Rows x, int layer, Weight w, double eps, Rows y) override {
+        const DeviceWeight& norm = weight(layer, w);
+        cuda::launch_rmsnorm(x.data, norm.f32.empty() ? nullptr : norm.f32.get(), y.data,
+                             static_cast<int>(x.count), static_cast<int>(x.width), static_cast<float>(eps), stream());
+    }
+    void linear(Rows x, int layer, Weight w, Rows y, bool accumulate) override;
+    void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) override;
+    void glu(Rows a, Rows b, Activation activation) override {
+        cuda::launch_glu(a.data, b.data, a.data, a.count * a.width, activation == Activation::Gelu, stream());
+    }
+    void gather_rows(Rows x, std::span<const int64_t> rows, Rows y) override;
+    void download(Rows x, float* host) override;
+    void stop_timer();
+
+    // ---- retention of one sequence ----------------------------------------------------------------
+    void retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v, Rows g, Rows y);
+    void retention_parallel(int layer, const SequenceSlice& slice);
+    void retention_chunkwise(int layer, const SequenceSlice& slice, int Tp, int C);
+    void retention_recurrent(int layer, const SequenceSlice& slice, float* d_S, float* d_norms_sq, int Tp,
+                             bool output);
+    // Step coefficients (T, H) for the slice's tokens from its row sums.
+    void step_coefficients(const SequenceSlice& slice, std::vector<float>& decay, std::vector<float>& inject) const;
+    void record_state_norms(const SequenceSlice& slice, RetentionRecord& record);
+    void record_scores(const SequenceSlice& slice, int Tp, RetentionRecord& record);
+
     CudaOptions options_;
     std::unique_ptr<cuda::CudaStream> stream_;
     std::unique_ptr<cuda::CublasHandle> cublas_;
 
-    DeviceBuffer<float> embed_;       // (V, d) fp32: the lookup table
-    DeviceBuffer<float> embed_norm_;  // (d) or empty
-    DeviceBuffer<float> final_norm_;  // (d)
-    DeviceLinear lm_head_;            // (V, d)
-    DeviceBuffer<float> log_decay_;   // (H)
-    DeviceBuffer<float> theta_;       // (Dk/2)
-    std::vector<DeviceLayer> layers_;
+    DeviceBuffer<float> embed_;  // (V, d) fp32: the lookup table
+    std::array<DeviceWeight, static_cast<size_t>(Weight::Output) + 1> model_weights_;  // EmbedNorm, FinalNorm, Output
+    std::vector<std::array<DeviceWeight, static_cast<size_t>(Weight::Output) + 1>> layer_weights_;  // L
+    DeviceBuffer<float> log_decay_;  // (H)
+    DeviceBuffer<float> theta_;      // (Dk/2)
+    std::vector<double> gamma_;      // (H) on the host
+    std::vector<DeviceBuffer<float>> head_norms_;  // L × (Dv), or empty (no weight)
 
-    std::vector<DeviceBuffer<float>> state_;  // L × (H, Dk, Dv) in the family's scaling
-    std::vector<std::vector<double>> scale_;  // L × (H) torchscale r; zeros for fla
-    int64_t position_ = 0;
-
-    Workspace ws_;
-    ParamStaging staging_;
-    cuda::CudaEvent forward_start_, forward_stop_;  // around the device work of forward()
-
-public:
-    double last_device_ms_ = 0.0;  // device time of the last forward(), logits copy excluded
+    std::vector<std::vector<DeviceBuffer<float>>> states_;  // slot × layer × (H, Dk, Dv)
+    std::array<DeviceBuffer<float>, static_cast<size_t>(Scratch::Count)> scratch_;
+    HeadMajor ws_;
+    cuda::ParamStaging staging_;
+    cuda::CudaEvent forward_start_, forward_stop_;  // around the device work of a forward
+    bool timer_stopped_ = false;
 };
 
-void CudaBackend::upload_linear(const Tensor& w, DeviceLinear& out, DeviceBuffer<float>& staging) {
+void CudaBackend::upload(const Tensor& w, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging) {
+    if (w.empty()) return;
     out.out = static_cast<int>(w.dim(0));
-    out.in = static_cast<int>(w.dim(1));
-    if (!options_.bf16_weights) {
+    out.in = w.rank() > 1 ? static_cast<int>(w.dim(1)) : 1;
+    if (!projection || !options_.bf16_weights) {
         out.f32.upload(w.data, stream());
         return;
     }
@@ -227,134 +201,207 @@ void CudaBackend::upload_linear(const Tensor& w, DeviceLinear& out, DeviceBuffer
 }
 
 void CudaBackend::upload_weights() {
-    const ModelWeights& w = model_->weights;
+    const Model& m = *model_;
+    gamma_ = head_decays(m.weights.log_decay);
     DeviceBuffer<float> staging;
-    embed_.upload(w.embed.data, stream());
-    if (!w.embed_norm.empty()) embed_norm_.upload(w.embed_norm.data, stream());
-    final_norm_.upload(w.final_norm.data, stream());
-    upload_linear(w.output_matrix(), lm_head_, staging);
-    log_decay_.upload(w.log_decay, stream());
-    theta_.upload(w.rotary_theta, stream());
-    layers_.resize(w.layers.size());
-    for (size_t l = 0; l < w.layers.size(); ++l) {
-        const LayerWeights& src = w.layers[l];
-        DeviceLayer& dst = layers_[l];
-        dst.attn_norm.upload(src.attn_norm.data, stream());
-        if (!src.head_norm.empty()) dst.head_norm.upload(src.head_norm.data, stream());
-        dst.ffn_norm.upload(src.ffn_norm.data, stream());
-        upload_linear(src.q_proj, dst.q, staging);
-        upload_linear(src.k_proj, dst.k, staging);
-        upload_linear(src.v_proj, dst.v, staging);
-        upload_linear(src.g_proj, dst.g, staging);
-        upload_linear(src.o_proj, dst.o, staging);
-        upload_linear(src.ffn_act, dst.ffn_act, staging);
-        upload_linear(src.ffn_lin, dst.ffn_lin, staging);
-        upload_linear(src.ffn_out, dst.ffn_out, staging);
-    }
+    embed_.upload(m.weights.embed.data, stream());
+    for (Weight w : {Weight::EmbedNorm, Weight::FinalNorm, Weight::Output})
+        upload(model_weight(m, -1, w), model_weights_[static_cast<size_t>(w)], w == Weight::Output, staging);
+    layer_weights_.resize(m.weights.layers.size());
+    for (int l = 0; l < static_cast<int>(m.weights.layers.size()); ++l)
+        for (Weight w : {Weight::AttnNorm, Weight::Q, Weight::K, Weight::V, Weight::G, Weight::O, Weight::FfnNorm,
+                         Weight::FfnAct, Weight::FfnLin, Weight::FfnOut}) {
+            const bool projection = w != Weight::AttnNorm && w != Weight::FfnNorm;
+            upload(model_weight(m, l, w), layer_weights_[static_cast<size_t>(l)][static_cast<size_t>(w)], projection,
+                   staging);
+        }
+    // The per-head norm weight is not a BlockOps weight: it is part of the retention op.
+    head_norms_.resize(m.weights.layers.size());
+    for (size_t l = 0; l < m.weights.layers.size(); ++l)
+        if (!m.weights.layers[l].head_norm.empty()) head_norms_[l].upload(m.weights.layers[l].head_norm.data, stream());
 }
 
-void CudaBackend::linear(const float* X, const DeviceLinear& W, float* Y, int M, float beta) {
-    if (!options_.bf16_weights) {
-        cuda::linear_f32(cublas_->get(), X, W.f32.get(), Y, M, W.out, W.in, beta);
+void CudaBackend::prepare(std::span<const SequenceSlice> sequences, Form form, int chunk) {
+    DeviceGuard guard(options_.device);
+    const ModelConfig& c = model_->config;
+    const size_t H = static_cast<size_t>(c.n_heads), Dk = static_cast<size_t>(c.head_dim_k()),
+                 Dv = static_cast<size_t>(c.head_dim_v());
+    size_t t_max = 0, tp_max = 0, n = 0, staged = 0;
+    for (const SequenceSlice& s : sequences) {
+        const size_t t = static_cast<size_t>(s.length);
+        const size_t tp = form == Form::Chunkwise ? (t + chunk - 1) / chunk * chunk : t;
+        t_max = std::max(t_max, t);
+        tp_max = std::max(tp_max, tp);
+        n += t;
+        // per layer: ≤ 5 vectors of (H, Tp), one of (H, nC), two of (H), each slot 256-byte aligned
+        staged += 5 * H * tp + H * (tp / std::max(chunk, 1)) + 2 * H + 16 * 64;
+    }
+    ws_.tokens.reserve(n);
+    ws_.qh.reserve(H * tp_max * Dk);
+    ws_.kh.reserve(H * tp_max * Dk);
+    ws_.vh.reserve(H * tp_max * Dv);
+    ws_.oh.reserve(H * tp_max * Dv);
+    ws_.row_factor.reserve(H * tp_max);
+    ws_.row_abs.reserve(H * tp_max);
+    ws_.norms_sq.reserve(t_max * H);
+    ws_.state_copy.reserve(H * Dk * Dv);
+    if (form != Form::Recurrent) {
+        ws_.kd.reserve(H * tp_max * Dk);
+        ws_.cross.reserve(H * tp_max * Dv);
+    }
+    if (form == Form::Parallel) ws_.scores.reserve(H * t_max * t_max);
+    if (form == Form::Chunkwise) {
+        const size_t nC = tp_max / static_cast<size_t>(chunk);
+        ws_.scores.reserve(H * tp_max * static_cast<size_t>(chunk));
+        ws_.inner.reserve(H * tp_max * Dv);
+        ws_.chunk_states.reserve(H * nC * Dk * Dv);
+        ws_.state_abs.reserve(H * nC);
+    }
+    staging_.begin(staged * static_cast<size_t>(c.n_layers), stream());
+    forward_start_.record(stream());
+    timer_stopped_ = false;
+}
+
+void CudaBackend::embed(std::span<const int32_t> tokens, float scale, Rows x) {
+    ws_.tokens.upload(tokens.data(), tokens.size(), stream());
+    cuda::launch_embedding(ws_.tokens.get(), embed_.get(), x.data, static_cast<int>(x.count),
+                           static_cast<int>(x.width), scale, stream());
+}
+
+// y (M, out) = x (M, in) · Wᵀ (+ y)
+void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
+    const DeviceWeight& W = weight(layer, w);
+    const int M = static_cast<int>(x.count);
+    const float beta = accumulate ? 1.0f : 0.0f;
+    if (W.bf16.empty()) {
+        cuda::linear_f32(cublas_->get(), x.data, W.f32.get(), y.data, M, W.out, W.in, beta);
+        if (w == Weight::Output) stop_timer();
         return;
     }
     const int64_t n = static_cast<int64_t>(M) * W.in;
     ws_.act_bf16.reserve(static_cast<size_t>(n));
-    cuda::launch_float_to_bf16(X, ws_.act_bf16.get(), n, stream());
-    cuda::linear_bf16(cublas_->get(), ws_.act_bf16.get(), W.bf16.get(), Y, M, W.out, W.in, beta);
+    cuda::launch_float_to_bf16(x.data, ws_.act_bf16.get(), n, stream());
+    cuda::linear_bf16(cublas_->get(), ws_.act_bf16.get(), W.bf16.get(), y.data, M, W.out, W.in, beta);
+    if (w == Weight::Output) stop_timer();
 }
 
-void CudaBackend::ensure_workspace(int T, int Tp, int C, Form form) {
-    const ModelConfig& c = model_->config;
-    const size_t t = static_cast<size_t>(T), tp = static_cast<size_t>(Tp);
-    const size_t H = static_cast<size_t>(c.n_heads), Dk = static_cast<size_t>(c.head_dim_k()),
-                 Dv = static_cast<size_t>(c.head_dim_v()), d = static_cast<size_t>(c.d_model);
-    ws_.tokens.reserve(t);
-    ws_.x.reserve(t * d);
-    ws_.xn.reserve(t * d);
-    ws_.qt.reserve(t * H * Dk);
-    ws_.kt.reserve(t * H * Dk);
-    ws_.vt.reserve(t * H * Dv);
-    ws_.g.reserve(t * H * Dv);
-    ws_.y.reserve(t * H * Dv);
-    ws_.qh.reserve(H * tp * Dk);
-    ws_.kh.reserve(H * tp * Dk);
-    ws_.vh.reserve(H * tp * Dv);
-    ws_.oh.reserve(H * tp * Dv);
-    ws_.ffa.reserve(t * static_cast<size_t>(c.ffn_dim));
-    ws_.ffb.reserve(t * static_cast<size_t>(c.ffn_dim));
-    ws_.logits.reserve(t * static_cast<size_t>(c.vocab_size));
-    ws_.row_factor.reserve(H * tp);
-    ws_.row_abs.reserve(H * tp);
-    if (form != Form::Recurrent) {
-        ws_.kd.reserve(H * tp * Dk);
-        ws_.cross.reserve(H * tp * Dv);
-    }
-    if (form == Form::Parallel) ws_.scores.reserve(H * t * t);
-    if (form == Form::Chunkwise) {
-        const size_t nC = tp / static_cast<size_t>(C);
-        ws_.scores.reserve(H * tp * static_cast<size_t>(C));
-        ws_.inner.reserve(H * tp * Dv);
-        ws_.chunk_states.reserve(H * nC * Dk * Dv);
-        ws_.state_abs.reserve(H * nC);
+// Consecutive rows are copied together, so one sequence's rows cost one copy.
+void CudaBackend::gather_rows(Rows x, std::span<const int64_t> rows, Rows y) {
+    const size_t row_bytes = sizeof(float) * static_cast<size_t>(x.width);
+    for (size_t i = 0; i < rows.size();) {
+        size_t run = 1;
+        while (i + run < rows.size() && rows[i + run] == rows[i] + static_cast<int64_t>(run)) ++run;
+        RETNET_CUDA_CHECK(cudaMemcpyAsync(y.data + static_cast<int64_t>(i) * x.width, x.data + rows[i] * x.width,
+                                          run * row_bytes, cudaMemcpyDeviceToDevice, stream()));
+        i += run;
     }
 }
 
-std::vector<double> CudaBackend::recurrent_coefficients(int layer, int T, std::vector<float>& a,
-                                                        std::vector<float>& b) const {
+void CudaBackend::download(Rows x, float* host) {
+    if (!timer_stopped_) forward_stop_.record(stream());  // without logits, the last download ends it
+    RETNET_CUDA_CHECK(cudaMemcpyAsync(host, x.data, sizeof(float) * static_cast<size_t>(x.count * x.width),
+                                      cudaMemcpyDeviceToHost, stream()));
+    stream_->synchronize();
+    last_device_ms_ = forward_stop_.elapsed_ms_since(forward_start_);
+}
+
+// The device time of a forward ends with its output projection: host work after it (allocating
+// the logits' host memory, copying them) is not device time.
+void CudaBackend::stop_timer() {
+    if (timer_stopped_) return;
+    forward_stop_.record(stream());
+    timer_stopped_ = true;
+}
+
+void CudaBackend::gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) {
+    for (const SequenceSlice& slice : call.sequences) retain_sequence(call, slice, q, k, v, g, y);
+}
+
+void CudaBackend::retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v,
+                                  Rows g, Rows y) {
     const ModelConfig& c = model_->config;
-    const int H = c.n_heads;
-    const bool ts = c.family == Family::TorchScale;
-    a.assign(static_cast<size_t>(T) * H, 0.0f);
-    b.assign(a.size(), 1.0f);
-    std::vector<double> r = scale_[static_cast<size_t>(layer)];
-    for (int h = 0; h < H; ++h) {
-        const double gamma = std::exp(static_cast<double>(model_->weights.log_decay[static_cast<size_t>(h)]));
-        double& rh = r[static_cast<size_t>(h)];
-        for (int t = 0; t < T; ++t) {
-            const size_t i = static_cast<size_t>(t) * H + h;
-            if (!ts) {
-                a[i] = static_cast<float>(gamma);
-                continue;
-            }
-            const double r_next = rh * gamma + 1.0;
-            a[i] = static_cast<float>(std::sqrt(rh) * gamma / std::sqrt(r_next));
-            b[i] = static_cast<float>(1.0 / std::sqrt(r_next));
-            rh = r_next;
+    const int T = slice.length, H = c.n_heads, Dk = c.head_dim_k(), Dv = c.head_dim_v();
+    const int C = call.chunk;
+    const int Tp = call.form == Form::Chunkwise ? (T + C - 1) / C * C : T;
+    const QKScale scale = qk_scale(c);
+    const bool interleaved = rotary_pairs(c.family) == RotaryPairs::Interleaved;
+    const int64_t row0 = slice.first_row;
+    cuda::launch_rotary_to_head_major(q.data + row0 * q.width, theta_.get(), ws_.qh.get(), T, Tp, H, Dk,
+                                      slice.position, scale.q, interleaved, stream());
+    cuda::launch_rotary_to_head_major(k.data + row0 * k.width, theta_.get(), ws_.kh.get(), T, Tp, H, Dk,
+                                      slice.position, scale.k, interleaved, stream());
+    cuda::launch_to_head_major(v.data + row0 * v.width, ws_.vh.get(), T, Tp, H, Dv, stream());
+
+    float* S = state_of(slice.slot, call.layer);
+    RetentionRecord* record = call.record;
+    const bool want_norms = record && record->state_norms;
+    if (want_norms) {
+        RETNET_CUDA_CHECK(cudaMemsetAsync(ws_.norms_sq.get(), 0, sizeof(float) * T * H, stream()));
+        if (call.form != Form::Recurrent) {  // a state-only scan on a copy, before the form changes S
+            RETNET_CUDA_CHECK(cudaMemcpyAsync(ws_.state_copy.get(), S, sizeof(float) * state_size(),
+                                              cudaMemcpyDeviceToDevice, stream()));
+            retention_recurrent(call.layer, slice, ws_.state_copy.get(), ws_.norms_sq.get(), Tp, false);
         }
     }
-    return r;
+    switch (call.form) {
+        case Form::Parallel: retention_parallel(call.layer, slice); break;
+        case Form::Chunkwise: retention_chunkwise(call.layer, slice, Tp, C); break;
+        case Form::Recurrent:
+            retention_recurrent(call.layer, slice, S, want_norms ? ws_.norms_sq.get() : nullptr, Tp, true);
+            break;
+    }
+    if (want_norms) record_state_norms(slice, *record);
+    if (record && record->scores) record_scores(slice, Tp, *record);
+
+    const DeviceBuffer<float>& head_norm = head_norms_[static_cast<size_t>(call.layer)];
+    cuda::launch_head_norm_gate(ws_.oh.get(), g.data + row0 * g.width, head_norm.empty() ? nullptr : head_norm.get(),
+                                y.data + row0 * y.width, T, Tp, H, Dv, static_cast<float>(call.head_norm_eps),
+                                stream());
+}
+
+void CudaBackend::step_coefficients(const SequenceSlice& slice, std::vector<float>& decay,
+                                    std::vector<float>& inject) const {
+    const ModelConfig& c = model_->config;
+    const int H = c.n_heads, T = slice.length;
+    decay.assign(static_cast<size_t>(T) * H, 0.0f);
+    inject.assign(decay.size(), 1.0f);
+    for (int h = 0; h < H; ++h) {
+        double r = slice.row_sums.empty() ? 0.0 : slice.row_sums[static_cast<size_t>(h)];
+        for (int t = 0; t < T; ++t) {
+            const StepCoefficients step = recurrent_step(c.family, gamma_[static_cast<size_t>(h)], r);
+            decay[static_cast<size_t>(t) * H + h] = step.decay;
+            inject[static_cast<size_t>(t) * H + h] = step.inject;
+        }
+    }
 }
 
 // Parallel: O_h = (decayed, normalized Q_h K_hᵀ) V_h (+ γ^(t+1) q_t S0 for fla), then the state
 // S ← γ^T S + Σ_m γ^(T−1−m) k_m v_mᵀ (fla; torchscale starts empty: S = Σ_m γ^(T−1−m) k_m v_mᵀ/√r_T).
-void CudaBackend::retention_parallel(int layer, int T) {
+void CudaBackend::retention_parallel(int layer, const SequenceSlice& slice) {
     const ModelConfig& c = model_->config;
-    const int H = c.n_heads, Dk = c.head_dim_k(), Dv = c.head_dim_v();
+    const int H = c.n_heads, Dk = c.head_dim_k(), Dv = c.head_dim_v(), T = slice.length;
     const bool ts = c.family == Family::TorchScale;
     const int64_t sk = static_cast<int64_t>(T) * Dk, sv = static_cast<int64_t>(T) * Dv, ss = static_cast<int64_t>(T) * T;
     cublasHandle_t handle = cublas_->get();
-    std::vector<double>& r = scale_[static_cast<size_t>(layer)];
 
     // Row scale 1/√r_n with r_n = Σ_{m≤n} γ^(n−m) (torchscale), 1 (fla).
     std::vector<float> row_scale(static_cast<size_t>(H) * T, 1.0f), k_decay(row_scale.size());
     std::vector<float> head_factor(static_cast<size_t>(H)), cross_coef(row_scale.size());
     for (int h = 0; h < H; ++h) {
-        const double gamma = std::exp(static_cast<double>(model_->weights.log_decay[static_cast<size_t>(h)]));
-        const double r0 = r[static_cast<size_t>(h)];  // torchscale: 0 (empty state checked by the caller)
+        const double gamma = gamma_[static_cast<size_t>(h)];
+        const std::vector<double> p = decay_powers<double>(gamma, T);
+        const double r0 = ts ? slice.row_sums[static_cast<size_t>(h)] : 0.0;  // torchscale: 0 (empty state)
         double rn = r0;
         for (int t = 0; t < T; ++t) {
-            rn = rn * gamma + 1.0;
+            rn = next_row_sum(rn, gamma);
             if (ts) row_scale[static_cast<size_t>(h) * T + t] = static_cast<float>(1.0 / std::sqrt(rn));
-            cross_coef[static_cast<size_t>(h) * T + t] = static_cast<float>(std::pow(gamma, t + 1));
+            cross_coef[static_cast<size_t>(h) * T + t] = static_cast<float>(p[static_cast<size_t>(t + 1)]);
         }
         const double inject = ts ? 1.0 / std::sqrt(rn) : 1.0;
         for (int m = 0; m < T; ++m)
-            k_decay[static_cast<size_t>(h) * T + m] = static_cast<float>(std::pow(gamma, T - 1 - m) * inject);
+            k_decay[static_cast<size_t>(h) * T + m] = static_cast<float>(p[static_cast<size_t>(T - 1 - m)] * inject);
         // torchscale S holds raw/√r: the old part becomes γ^T·√r0/√r_T of itself (0 from empty).
-        head_factor[static_cast<size_t>(h)] =
-            static_cast<float>(std::pow(gamma, T) * (ts ? std::sqrt(r0) * inject : 1.0));
-        if (ts) r[static_cast<size_t>(h)] = rn;
+        head_factor[static_cast<size_t>(h)] = static_cast<float>(p[static_cast<size_t>(T)] * (ts ? std::sqrt(r0) * inject : 1.0));
     }
     const float* d_row_scale = staging_.stage(row_scale, stream());
 
@@ -364,7 +411,7 @@ void CudaBackend::retention_parallel(int layer, int T) {
                                           ws_.row_factor.get(), H, T, ts ? 5e4f : 0.0f, stream());
     cuda::gemm_strided_batched(handle, false, false, T, Dv, T, 1.0f, ws_.scores.get(), T, ss, ws_.vh.get(), Dv,
                                sv, 0.0f, ws_.oh.get(), Dv, sv, H);
-    float* S = state_[static_cast<size_t>(layer)].get();
+    float* S = state_of(slice.slot, layer);
     const int64_t sS = static_cast<int64_t>(Dk) * Dv;
     if (!ts) {  // the state's contribution: o_t += γ^(t+1) q_t S0 (also after a restore at position 0)
         cuda::gemm_strided_batched(handle, false, false, T, Dv, Dk, 1.0f, ws_.qh.get(), Dk, sk, S, Dv, sS, 0.0f,
@@ -383,36 +430,33 @@ void CudaBackend::retention_parallel(int layer, int T) {
 //   inner_c = (mask ⊙ Q_c K_cᵀ) V_c,   cross_c = Q_c · state_c (raw),
 //   state_{c+1} = γ^len_c state_c + Σ_j γ^(len_c−1−j) k_j v_jᵀ (exact for the partial last chunk,
 //   so the final state is the recurrent form's), combined per the family (see ops.h).
-void CudaBackend::retention_chunkwise(int layer, int T, int Tp, int C) {
+void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int Tp, int C) {
     const ModelConfig& c = model_->config;
-    const int H = c.n_heads, Dk = c.head_dim_k(), Dv = c.head_dim_v();
+    const int H = c.n_heads, Dk = c.head_dim_k(), Dv = c.head_dim_v(), T = slice.length;
     const int nC = Tp / C;
     const bool ts = c.family == Family::TorchScale;
     cublasHandle_t handle = cublas_->get();
     const int64_t ck = static_cast<int64_t>(C) * Dk, cv = static_cast<int64_t>(C) * Dv, cc = static_cast<int64_t>(C) * C;
     const int64_t sS = static_cast<int64_t>(Dk) * Dv;
-    std::vector<double>& r = scale_[static_cast<size_t>(layer)];
-    float* S = state_[static_cast<size_t>(layer)].get();
+    float* S = state_of(slice.slot, layer);
 
     std::vector<float> k_decay(static_cast<size_t>(H) * Tp, 0.0f), chunk_decay(static_cast<size_t>(H) * nC);
     std::vector<float> to_raw(static_cast<size_t>(H)), from_raw(static_cast<size_t>(H));
-    double S_B = 0.0;
     for (int h = 0; h < H; ++h) {
-        const double gamma = std::exp(static_cast<double>(model_->weights.log_decay[static_cast<size_t>(h)]));
+        const double gamma = gamma_[static_cast<size_t>(h)];
+        const std::vector<double> p = decay_powers<double>(gamma, C);
         for (int c0 = 0, ci = 0; c0 < T; c0 += C, ++ci) {
             const int len = std::min(C, T - c0);
             for (int j = 0; j < len; ++j)
-                k_decay[static_cast<size_t>(h) * Tp + c0 + j] = static_cast<float>(std::pow(gamma, len - 1 - j));
-            chunk_decay[static_cast<size_t>(h) * nC + ci] = static_cast<float>(std::pow(gamma, len));
+                k_decay[static_cast<size_t>(h) * Tp + c0 + j] = static_cast<float>(p[static_cast<size_t>(len - 1 - j)]);
+            chunk_decay[static_cast<size_t>(h) * nC + ci] = static_cast<float>(p[static_cast<size_t>(len)]);
         }
-        double& rh = r[static_cast<size_t>(h)];
-        to_raw[static_cast<size_t>(h)] = static_cast<float>(std::sqrt(rh));
         if (ts) {
-            for (int t = 0; t < T; ++t) rh = rh * gamma + 1.0;
-            from_raw[static_cast<size_t>(h)] = static_cast<float>(1.0 / std::sqrt(rh));
+            const double r0 = slice.row_sums[static_cast<size_t>(h)];
+            to_raw[static_cast<size_t>(h)] = static_cast<float>(std::sqrt(r0));
+            from_raw[static_cast<size_t>(h)] = static_cast<float>(1.0 / std::sqrt(advance_row_sum(r0, gamma, T)));
         }
     }
-    // torchscale's S_B = Σ_{j<C} γ^j is per head; s_c needs it per (head, chunk): one launch per head.
     cuda::gemm_strided_batched(handle, false, true, C, C, Dk, 1.0f, ws_.qh.get(), Dk, ck, ws_.kh.get(), Dk, ck,
                                0.0f, ws_.scores.get(), C, cc, H * nC);
     cuda::launch_chunk_decay_mask(ws_.scores.get(), log_decay_.get(), ws_.row_abs.get(), H, nC, C, ts, stream());
@@ -421,18 +465,15 @@ void CudaBackend::retention_chunkwise(int layer, int T, int Tp, int C) {
     cuda::launch_scale_rows(ws_.kh.get(), staging_.stage(k_decay, stream()), ws_.kd.get(), H, Tp, Dk, stream());
     cuda::gemm_strided_batched(handle, true, false, Dk, Dv, C, 1.0f, ws_.kd.get(), Dk, ck, ws_.vh.get(), Dv, cv,
                                0.0f, ws_.chunk_states.get(), Dv, sS, H * nC);
-    if (ts) {
-        cuda::launch_scale_per_head(S, staging_.stage(to_raw, stream()), H, sS, stream());
-    }
+    if (ts) cuda::launch_scale_per_head(S, staging_.stage(to_raw, stream()), H, sS, stream());
     cuda::launch_chunk_state_scan(ws_.chunk_states.get(), S, staging_.stage(chunk_decay, stream()), H, nC, sS,
                                   stream());
     cuda::gemm_strided_batched(handle, false, false, C, Dv, Dk, 1.0f, ws_.qh.get(), Dk, ck, ws_.chunk_states.get(),
                                Dv, sS, 0.0f, ws_.cross.get(), Dv, cv, H * nC);
     if (ts) {
+        // torchscale's S_B = Σ_{j<C} γ^j is per head; s_c needs it per (head, chunk): one launch per head.
         for (int h = 0; h < H; ++h) {
-            const double gamma = std::exp(static_cast<double>(model_->weights.log_decay[static_cast<size_t>(h)]));
-            S_B = 0.0;
-            for (int j = 0; j < C; ++j) S_B = S_B * gamma + 1.0;
+            const double S_B = advance_row_sum(0.0, gamma_[static_cast<size_t>(h)], C);
             cuda::launch_chunk_state_abs_max(ws_.chunk_states.get() + static_cast<int64_t>(h) * nC * sS,
                                              ws_.state_abs.get() + static_cast<int64_t>(h) * nC, 1, nC, Dk, Dv,
                                              static_cast<float>(1.0 / S_B), stream());
@@ -440,165 +481,49 @@ void CudaBackend::retention_chunkwise(int layer, int T, int Tp, int C) {
     }
     cuda::launch_chunk_combine(ws_.inner.get(), ws_.cross.get(), log_decay_.get(), ws_.row_abs.get(),
                                ws_.state_abs.get(), ws_.oh.get(), ws_.row_factor.get(), H, Tp, C, Dv, ts, stream());
-    if (ts) {
-        cuda::launch_scale_per_head(S, staging_.stage(from_raw, stream()), H, sS, stream());
+    if (ts) cuda::launch_scale_per_head(S, staging_.stage(from_raw, stream()), H, sS, stream());
+}
+
+// The recurrent scan on d_S. With `output`, o and the scores' row factors (1/√r_n after each
+// update for torchscale, 1 for fla) are written; without, only the state (and the norms).
+void CudaBackend::retention_recurrent(int layer, const SequenceSlice& slice, float* d_S, float* d_norms_sq, int Tp,
+                                      bool output) {
+    (void)layer;
+    const ModelConfig& c = model_->config;
+    const int H = c.n_heads, T = slice.length;
+    std::vector<float> decay, inject;
+    step_coefficients(slice, decay, inject);
+    const float* d_a = staging_.stage(decay, stream());
+    const float* d_b = staging_.stage(inject, stream());
+    if (output) {
+        std::vector<float> factor(static_cast<size_t>(H) * T);  // head-major copy of inject
+        for (int h = 0; h < H; ++h)
+            for (int t = 0; t < T; ++t) factor[static_cast<size_t>(h) * T + t] = inject[static_cast<size_t>(t) * H + h];
+        RETNET_CUDA_CHECK(cudaMemcpyAsync(ws_.row_factor.get(), staging_.stage(factor, stream()),
+                                          factor.size() * sizeof(float), cudaMemcpyDeviceToDevice, stream()));
     }
+    cuda::launch_recurrent_scan(ws_.qh.get(), ws_.kh.get(), ws_.vh.get(), d_S, d_a, d_b,
+                                output ? ws_.oh.get() : nullptr, d_norms_sq, H, T, Tp, c.head_dim_k(),
+                                c.head_dim_v(), stream());
 }
 
-void CudaBackend::retention_recurrent(int layer, int T, float* d_norms_sq) {
-    const ModelConfig& c = model_->config;
-    std::vector<float> a, b;
-    const std::vector<double> r_after = recurrent_coefficients(layer, T, a, b);
-    const float* d_a = staging_.stage(a, stream());
-    const float* d_b = staging_.stage(b, stream());
-    // Row factor of the scores: 1/√r_n after each update (torchscale), 1 (fla) = b, head-major.
-    std::vector<float> factor(static_cast<size_t>(c.n_heads) * T);
-    for (int h = 0; h < c.n_heads; ++h)
-        for (int t = 0; t < T; ++t)
-            factor[static_cast<size_t>(h) * T + t] = b[static_cast<size_t>(t) * c.n_heads + h];
-    RETNET_CUDA_CHECK(cudaMemcpyAsync(ws_.row_factor.get(), staging_.stage(factor, stream()),
-                                      factor.size() * sizeof(float), cudaMemcpyDeviceToDevice, stream()));
-    cuda::launch_recurrent_scan(ws_.qh.get(), ws_.kh.get(), ws_.vh.get(), state_[static_cast<size_t>(layer)].get(),
-                                d_a, d_b, ws_.oh.get(), d_norms_sq, c.n_heads, T, T,
-                                c.head_dim_k(), c.head_dim_v(), stream());
-    if (c.family == Family::TorchScale) scale_[static_cast<size_t>(layer)] = r_after;
-}
-
-// ‖S_t‖_F after each token, in the family's scaling, by a state-only recurrent scan over a copy of
-// the state (the parallel and chunkwise forms never hold the per-token states).
-void CudaBackend::record_state_norms(int layer, int T, Introspection& intro) {
-    const ModelConfig& c = model_->config;
-    const int H = c.n_heads, L = c.n_layers;
+// ‖S_t‖_F after each token, in the family's scaling, from the squared norms of the scan.
+void CudaBackend::record_state_norms(const SequenceSlice& slice, RetentionRecord& record) {
+    const int H = model_->config.n_heads, T = slice.length;
     std::vector<float> host(static_cast<size_t>(T) * H);
     ws_.norms_sq.download(host.data(), host.size(), stream());
     stream_->synchronize();
-    for (int t = 0; t < T; ++t)
-        for (int h = 0; h < H; ++h)
-            intro.state_norms.data[(static_cast<size_t>(t) * L + layer) * H + h] =
-                std::sqrt(std::max(0.0f, host[static_cast<size_t>(t) * H + h]));
+    for (size_t i = 0; i < host.size(); ++i) record.state_norms[i] = std::sqrt(std::max(0.0f, host[i]));
 }
 
-void CudaBackend::record_scores(int layer, int T, int Tp, Introspection& intro) {
-    const ModelConfig& c = model_->config;
-    const int H = c.n_heads;
-    const bool all = intro.want_all_head_scores;
-    const int head_begin = all ? 0 : intro.score_head, n_heads = all ? H : 1;
+void CudaBackend::record_scores(const SequenceSlice& slice, int Tp, RetentionRecord& record) {
+    const int T = slice.length, n_heads = record.score_head_count;
     ws_.intro_scores.reserve(static_cast<size_t>(n_heads) * T * T);
     cuda::launch_retention_scores(ws_.qh.get(), ws_.kh.get(), log_decay_.get(), ws_.row_factor.get(),
-                                  ws_.intro_scores.get(), head_begin, n_heads, T, Tp, c.head_dim_k(), stream());
-    intro.scores = all ? Tensor({H, T, T}) : Tensor({T, T});
-    ws_.intro_scores.download(intro.scores.ptr(), intro.scores.data.size(), stream());
-    (void)layer;
-}
-
-Tensor CudaBackend::forward(std::span<const int32_t> tokens, const ForwardOptions& options,
-                            Introspection* intro) {
-    const Model& m = *model_;
-    const ModelConfig& c = m.config;
-    check_forward_inputs(m, tokens, options);
-    if (c.family == Family::TorchScale && options.form == Form::Parallel && position_ != 0)
-        throw Error("the torchscale parallel form starts from an empty state (its row "
-                    "normalization needs the whole row); continue with the recurrent or "
-                    "chunkwise form");
-    RetnetDeviceGuard guard(options_.device);
-    const int T = static_cast<int>(tokens.size()), d = c.d_model, H = c.n_heads, L = c.n_layers;
-    const int Dk = c.head_dim_k(), Dv = c.head_dim_v(), F = c.ffn_dim, V = c.vocab_size;
-    const Form form = options.form;
-    const int C = options.chunk_size > 0 ? options.chunk_size : c.chunk_size;
-    const int Tp = form == Form::Chunkwise ? ((T + C - 1) / C) * C : T;
-    const bool ts = c.family == Family::TorchScale;
-    const float head_eps = static_cast<float>(options.head_norm_eps.value_or(c.norm_eps));
-    const float norm_eps = static_cast<float>(c.norm_eps);
-    if (intro) {
-        intro->layer_outputs.clear();
-        intro->state_norms = intro->want_state_norms ? Tensor({T, L, H}) : Tensor();
-        intro->scores = Tensor();
-        if (intro->score_layer >= L)
-            throw Error("score layer " + std::to_string(intro->score_layer) + " is out of range (the model has " +
-                        std::to_string(L) + " layers)");
-        if (intro->score_layer >= 0 && !intro->want_all_head_scores &&
-            (intro->score_head < 0 || intro->score_head >= H))
-            throw Error("score head " + std::to_string(intro->score_head) + " is out of range (the model has " +
-                        std::to_string(H) + " heads)");
-    }
-    const bool want_norms = intro && intro->want_state_norms;
-    ensure_workspace(T, Tp, C, form);
-    if (want_norms) {
-        ws_.norms_sq.reserve(static_cast<size_t>(T) * H);
-        ws_.state_copy.reserve(static_cast<size_t>(H) * Dk * Dv);
-    }
-
-    {
-        const size_t nC = static_cast<size_t>(Tp / C), per_layer = 5 * static_cast<size_t>(H) * Tp +
-                                                                    static_cast<size_t>(H) * nC + 2 * H + 16 * 64;
-        staging_.begin(per_layer * static_cast<size_t>(L), stream());
-    }
-    ws_.tokens.upload(tokens.data(), tokens.size(), stream());
-    forward_start_.record(stream());
-    const float embed_scale = c.scale_embedding ? static_cast<float>(std::sqrt(static_cast<double>(d))) : 1.0f;
-    cuda::launch_embedding(ws_.tokens.get(), embed_.get(), ws_.x.get(), T, d, embed_scale, stream());
-    if (c.layernorm_embedding)
-        cuda::launch_rmsnorm(ws_.x.get(), embed_norm_.get(), ws_.x.get(), T, d, norm_eps, stream());
-
-    const float inv_sqrt_dk = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dk)));
-    for (int l = 0; l < L; ++l) {
-        const DeviceLayer& w = layers_[static_cast<size_t>(l)];
-        cuda::launch_rmsnorm(ws_.x.get(), w.attn_norm.get(), ws_.xn.get(), T, d, norm_eps, stream());
-        linear(ws_.xn.get(), w.q, ws_.qt.get(), T, 0.0f);
-        linear(ws_.xn.get(), w.k, ws_.kt.get(), T, 0.0f);
-        linear(ws_.xn.get(), w.v, ws_.vt.get(), T, 0.0f);
-        linear(ws_.xn.get(), w.g, ws_.g.get(), T, 0.0f);
-        cuda::launch_rotary_to_head_major(ws_.qt.get(), theta_.get(), ws_.qh.get(), T, Tp, H, Dk, position_,
-                                          ts ? 1.0f : inv_sqrt_dk, ts, stream());
-        cuda::launch_rotary_to_head_major(ws_.kt.get(), theta_.get(), ws_.kh.get(), T, Tp, H, Dk, position_,
-                                          ts ? inv_sqrt_dk : 1.0f, ts, stream());
-        cuda::launch_to_head_major(ws_.vt.get(), ws_.vh.get(), T, Tp, H, Dv, stream());
-
-        if (want_norms) {
-            RETNET_CUDA_CHECK(cudaMemsetAsync(ws_.norms_sq.get(), 0, sizeof(float) * T * H, stream()));
-            if (form != Form::Recurrent) {  // a state-only scan on a copy, before the form changes S
-                RETNET_CUDA_CHECK(cudaMemcpyAsync(ws_.state_copy.get(), state_[static_cast<size_t>(l)].get(),
-                                                  sizeof(float) * H * Dk * Dv, cudaMemcpyDeviceToDevice, stream()));
-                std::vector<float> a, b;
-                recurrent_coefficients(l, T, a, b);
-                const float* d_a = staging_.stage(a, stream());
-                const float* d_b = staging_.stage(b, stream());
-                cuda::launch_recurrent_scan(ws_.qh.get(), ws_.kh.get(), ws_.vh.get(), ws_.state_copy.get(), d_a, d_b, nullptr, ws_.norms_sq.get(), H, T,
-                                            Tp, Dk, Dv, stream());
-            }
-        }
-        switch (form) {
-            case Form::Parallel: retention_parallel(l, T); break;
-            case Form::Chunkwise: retention_chunkwise(l, T, Tp, C); break;
-            case Form::Recurrent: retention_recurrent(l, T, want_norms ? ws_.norms_sq.get() : nullptr); break;
-        }
-        if (want_norms) record_state_norms(l, T, *intro);
-        if (intro && intro->score_layer == l) record_scores(l, T, Tp, *intro);
-
-        cuda::launch_head_norm_gate(ws_.oh.get(), ws_.g.get(), w.head_norm.empty() ? nullptr : w.head_norm.get(),
-                                    ws_.y.get(), T, Tp, H, Dv, head_eps, stream());
-        linear(ws_.y.get(), w.o, ws_.x.get(), T, 1.0f);  // x += y W_oᵀ
-        cuda::launch_rmsnorm(ws_.x.get(), w.ffn_norm.get(), ws_.xn.get(), T, d, norm_eps, stream());
-        linear(ws_.xn.get(), w.ffn_act, ws_.ffa.get(), T, 0.0f);
-        linear(ws_.xn.get(), w.ffn_lin, ws_.ffb.get(), T, 0.0f);
-        cuda::launch_glu(ws_.ffa.get(), ws_.ffb.get(), ws_.ffa.get(), static_cast<int64_t>(T) * F,
-                         c.ffn_activation == Activation::Gelu, stream());
-        linear(ws_.ffa.get(), w.ffn_out, ws_.x.get(), T, 1.0f);  // x += h W_outᵀ
-        if (intro && intro->want_layer_outputs) {
-            Tensor out({T, d});
-            ws_.x.download(out.ptr(), out.data.size(), stream());
-            intro->layer_outputs.push_back(std::move(out));
-        }
-    }
-    position_ += T;
-    cuda::launch_rmsnorm(ws_.x.get(), final_norm_.get(), ws_.xn.get(), T, d, norm_eps, stream());
-    linear(ws_.xn.get(), lm_head_, ws_.logits.get(), T, 0.0f);
-    forward_stop_.record(stream());
-    Tensor logits({T, V});
-    ws_.logits.download(logits.ptr(), logits.data.size(), stream());
+                                  ws_.intro_scores.get(), record.score_head_begin, n_heads, T, Tp,
+                                  model_->config.head_dim_k(), stream());
+    ws_.intro_scores.download(record.scores, static_cast<size_t>(n_heads) * T * T, stream());
     stream_->synchronize();
-    last_device_ms_ = forward_stop_.elapsed_ms_since(forward_start_);
-    return logits;
 }
 
 std::once_flag g_register_once;

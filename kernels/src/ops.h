@@ -6,7 +6,7 @@
 //   token-major  (T, H*D):  row t holds every head, head h at columns [h*D, (h+1)*D)
 //   head-major   (H, Tp, D): what the retention kernels read; Tp >= T rows, rows [T, Tp) are zero
 //                            padding (the chunkwise form pads to a whole number of chunks)
-// The math of each family is in /work/shared/spec/retnet-reference.md §2 (torchscale) and §3 (fla).
+// The math of each family is in docs/spec.md §2 (torchscale) and §3 (fla).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -59,11 +59,12 @@ void launch_parallel_decay_normalize(float* d_scores, const float* d_log_decay,
                                      const float* d_row_scale, float* d_row_factor, int H, int T,
                                      float abs_sum_cap, cudaStream_t stream);
 
-// Chunkwise form, after scores = Q_c K_cᵀ per (head, chunk): (H*nC, C, C). In place:
+// Chunkwise form, after scores = Q_c K_cᵀ per (sequence, head, chunk): (n_seqs*H*nC, C, C). In place:
 // A[i,j] = γ^(i−j)·A[i,j] / (torchscale ? sqrt(ρ_i) : 1) for j <= i, 0 above; torchscale also
-// writes a_i = clamp(Σ_j |A[i,j]|, 1) to row_abs (H, nC*C) (ignored for fla: may be null).
+// writes a_i = clamp(Σ_j |A[i,j]|, 1) to row_abs (n_seqs*H, nC*C) (ignored for fla: may be null).
+// The CUDA trainer's n_seqs = B sequences share the H decays.
 void launch_chunk_decay_mask(float* d_scores, const float* d_log_decay, float* d_row_abs, int H,
-                             int nC, int C, bool torchscale, cudaStream_t stream);
+                             int nC, int C, bool torchscale, cudaStream_t stream, int n_seqs = 1);
 
 // dst[h, t] = src[h, t] * factor[h, t]      src, dst (H, Tp, D), factor (H, Tp)
 void launch_scale_rows(const float* d_src, const float* d_factor, float* d_dst, int H, int Tp,
@@ -79,6 +80,13 @@ void launch_scale_per_head(float* d_S, const float* d_factor, int H, int64_t n_p
 //   U (H, nC, Dk, Dv), state (H, Dk, Dv), chunk_decay (H, nC)
 void launch_chunk_state_scan(float* d_U, float* d_state, const float* d_chunk_decay, int H, int nC,
                              int64_t DkDv, cudaStream_t stream);
+
+// The scan's transpose (the trainer's backward, from zero after the last chunk): on entry G[h, c] =
+// ∂loss/∂(state before chunk c) through chunk c's outputs; on exit after[h, c] = ∂loss/∂(state
+// after chunk c): after[h, nC−1] = 0, after[h, c−1] = G[h, c] + chunk_decay[h, c]·after[h, c].
+//   G, after (H, nC, Dk, Dv), chunk_decay (H, nC)
+void launch_chunk_state_scan_backward(const float* d_G, float* d_after, const float* d_chunk_decay, int H,
+                                      int nC, int64_t DkDv, cudaStream_t stream);
 
 // torchscale s_c = clamp(max_v Σ_k |state_c[k, v]| / S_B, 1) per (head, chunk).
 //   states (H, nC, Dk, Dv), out (H, nC)
@@ -116,15 +124,6 @@ void launch_state_norm_sq(const float* d_S, float* d_out, int H, int64_t n_per_h
 void launch_retention_scores(const float* d_q, const float* d_k, const float* d_log_decay,
                              const float* d_row_factor, float* d_out, int head_begin,
                              int n_heads_out, int T, int Tp, int Dk, cudaStream_t stream);
-
-// ---- sampling ---------------------------------------------------------------------------------
-
-// Samples one token from logits (V) with temperature, top-k (0 = off) and top-p (1 = off), using
-// the uniform number u in [0, 1) given by the caller (so the host's RNG decides, reproducibly).
-// temperature <= 0 means greedy (argmax). With top_p < 1 the nucleus is taken from at most the
-// 1024 most likely tokens (top_k is capped there too). Writes the id to d_token (1).
-void launch_sample_top_k_top_p(const float* d_logits, int V, float temperature, int top_k,
-                               float top_p, float u, int32_t* d_token, cudaStream_t stream);
 
 // ---- GEMM (cuBLAS; row-major views) ------------------------------------------------------------
 

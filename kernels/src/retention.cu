@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// Retention kernels of the three forms. The matrix products (Q Kᵀ, A V, Kᵀ V, Q S) run in cuBLAS
+// Retention kernels of the three forms, shared by inference and the CUDA trainer (whose fla
+// chunkwise forward is the decay mask, row scaling and chunk scan below, from an empty state), with
+// the scan's transpose for the trainer's backward beside the scan. The matrix products (Q Kᵀ, A V, Kᵀ V, Q S) run in cuBLAS
 // (see gemm.h and backend_cuda.cpp); these kernels do the decay, the family's normalization,
 // the chunk-state scan and the fused recurrent step.
 //
@@ -49,15 +51,15 @@ __global__ void parallel_decay_normalize_kernel(float* scores, const float* log_
     if (threadIdx.x == 0) row_factor[static_cast<int64_t>(h) * T + n] = factor;
 }
 
-// One block per (h, chunk, i) row of the (H*nC, C, C) chunk score matrices.
+// One block per (s, h, chunk, i) row of the (n_seqs*H*nC, C, C) chunk score matrices.
 __global__ void chunk_decay_mask_kernel(float* scores, const float* log_decay, float* row_abs,
-                                        int nC, int C, bool torchscale) {
+                                        int H, int nC, int C, bool torchscale) {
     __shared__ double shared[32];
     const int i = blockIdx.x % C;
-    const int hc = blockIdx.x / C;  // h * nC + c
-    const int h = hc / nC;
+    const int64_t hc = blockIdx.x / C;  // (s * H + h) * nC + c
+    const int h = static_cast<int>((hc / nC) % H);
     const float lg = log_decay[h];
-    float* row = scores + (static_cast<int64_t>(hc) * C + i) * C;
+    float* row = scores + (hc * C + i) * C;
     float inv_sqrt_rho = 1.0f;
     if (torchscale) inv_sqrt_rho = static_cast<float>(1.0 / sqrt(chunk_row_sum(lg, i, shared)));
     double abs_sum = 0.0;
@@ -68,7 +70,7 @@ __global__ void chunk_decay_mask_kernel(float* scores, const float* log_decay, f
     }
     if (torchscale) {
         abs_sum = block_sum(abs_sum, shared);
-        if (threadIdx.x == 0) row_abs[static_cast<int64_t>(hc) * C + i] = static_cast<float>(fmax(abs_sum, 1.0));
+        if (threadIdx.x == 0) row_abs[hc * C + i] = static_cast<float>(fmax(abs_sum, 1.0));
     }
 }
 
@@ -100,6 +102,21 @@ __global__ void chunk_state_scan_kernel(float* U, float* state, const float* chu
         s = chunk_decay[static_cast<int64_t>(h) * nC + c] * s + contribution;
     }
     state[idx] = s;
+}
+
+// The scan's transpose, one thread per (h, state element), walking the chunks backwards.
+__global__ void chunk_state_scan_backward_kernel(const float* G, float* after, const float* chunk_decay, int H,
+                                                 int nC, int64_t DkDv) {
+    const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (idx >= H * DkDv) return;
+    const int h = static_cast<int>(idx / DkDv);
+    const int64_t e = idx % DkDv, base = static_cast<int64_t>(h) * nC * DkDv + e;
+    float g = 0.0f;
+    after[base + static_cast<int64_t>(nC - 1) * DkDv] = 0.0f;
+    for (int c = nC - 1; c >= 1; --c) {
+        g = G[base + static_cast<int64_t>(c) * DkDv] + chunk_decay[static_cast<int64_t>(h) * nC + c] * g;
+        after[base + static_cast<int64_t>(c - 1) * DkDv] = g;
+    }
 }
 
 // One block per (h, chunk): largest column sum of |state| (torchscale's s_c).
@@ -264,10 +281,12 @@ void launch_parallel_decay_normalize(float* d_scores, const float* d_log_decay,
 }
 
 void launch_chunk_decay_mask(float* d_scores, const float* d_log_decay, float* d_row_abs, int H,
-                             int nC, int C, bool torchscale, cudaStream_t stream) {
+                             int nC, int C, bool torchscale, cudaStream_t stream, int n_seqs) {
     const int threads = C >= 256 ? 256 : (C >= 128 ? 128 : 64);
-    chunk_decay_mask_kernel<<<H * nC * C, threads, 0, stream>>>(d_scores, d_log_decay, d_row_abs, nC, C,
-                                                               torchscale);
+    const int64_t rows = static_cast<int64_t>(n_seqs) * H * nC * C;
+    if (rows == 0) return;
+    chunk_decay_mask_kernel<<<static_cast<unsigned>(rows), threads, 0, stream>>>(d_scores, d_log_decay, d_row_abs,
+                                                                                 H, nC, C, torchscale);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 
@@ -289,6 +308,15 @@ void launch_chunk_state_scan(float* d_U, float* d_state, const float* d_chunk_de
                              int64_t DkDv, cudaStream_t stream) {
     chunk_state_scan_kernel<<<ceil_div(H * DkDv, kThreads), kThreads, 0, stream>>>(d_U, d_state,
                                                                                   d_chunk_decay, H, nC, DkDv);
+    RETNET_CUDA_CHECK_LAUNCH();
+}
+
+void launch_chunk_state_scan_backward(const float* d_G, float* d_after, const float* d_chunk_decay, int H,
+                                      int nC, int64_t DkDv, cudaStream_t stream) {
+    if (H * DkDv == 0) return;
+    chunk_state_scan_backward_kernel<<<ceil_div(H * DkDv, kThreads), kThreads, 0, stream>>>(d_G, d_after,
+                                                                                           d_chunk_decay, H, nC,
+                                                                                           DkDv);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 

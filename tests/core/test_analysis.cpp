@@ -106,6 +106,15 @@ TEST(Analysis, TapBackendReportsPositionsLogitsAndNorms) {
     tap.reset();
     tap.forward(std::span(tokens).first(1), {}, nullptr);
     EXPECT_EQ(starts.back(), 0);
+
+    // Asked for the last row only, the caller gets one row while the observer sees them all.
+    tap.reset();
+    logitRows = 0;
+    const SequenceRequest last{std::span(tokens), 0, LogitRows::Last};
+    const std::vector<Tensor> out = tap.forward_batch({&last, 1}, {}, nullptr);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].dim(0), 1);
+    EXPECT_EQ(logitRows, 7);
 }
 
 // torchscale keeps a float64 normalizer r_n per layer and head beside S; fla does not.

@@ -117,7 +117,7 @@ TEST(Config, ParsesFlaWithDerivedIntermediateSize) {
     EXPECT_EQ(c.value_dim, 4096);
     EXPECT_EQ(c.head_dim_k(), 256);
     EXPECT_EQ(c.head_dim_v(), 512);
-    EXPECT_EQ(c.ffn_dim, 2816);  // spec §3.1: 256*ceil(int(2048*2*2/3)/256)
+    EXPECT_EQ(c.ffn_dim, 2816);  // docs/spec.md §3.1: 256*ceil(int(2048*2*2/3)/256)
     EXPECT_EQ(c.chunk_size, 64);
     EXPECT_TRUE(c.head_norm_affine);
     EXPECT_EQ(c.bos_token_id, 1);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // Equivalence metrics: exact values on a scripted backend whose forms differ by known amounts,
 // and the real reference backend, whose three forms must agree for fla and (with eps = 0) for
-// torchscale (spec §2.7).
+// torchscale (docs/spec.md §2.7).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -51,8 +51,9 @@ public:
     std::string name() const override { return "scripted"; }
     const Model& model() const override { return *m_model; }
 
-    Tensor forward(std::span<const int32_t> tokens, const ForwardOptions& options,
-                   Introspection* probe) override {
+    std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
+                                      Introspection* probe) override {
+        const std::span<const int32_t> tokens = batch[0].tokens;
         calls.push_back(options);
         const auto T = static_cast<int64_t>(tokens.size());
         const int64_t V = m_model->config.vocab_size, d = m_model->config.d_model;
@@ -69,14 +70,16 @@ public:
             if (e.position >= 0) probe->layer_outputs[1].data[static_cast<size_t>(e.position * d)] += e.amount;
         }
         m_state.position += T;
-        return logits;
+        return {logits};
     }
-    void reset() override {
+    int slot_count() const override { return 1; }
+    void set_slot_count(int) override {}
+    void reset(int) override {
         ++resets;
         m_state = make_empty_state(m_model->config);
     }
-    RecurrentState snapshot() const override { return m_state; }
-    void restore(const RecurrentState& s) override { m_state = s; }
+    RecurrentState snapshot(int) const override { return m_state; }
+    void restore(const RecurrentState& s, int) override { m_state = s; }
 
 private:
     std::shared_ptr<const Model> m_model;
@@ -231,12 +234,12 @@ TEST(EquivalenceReference, TorchscaleFormsAgreeWithZeroEps) {
     options.head_norm_eps = 0.0;
     const EquivalenceReport report = compare_forms(*backend, tokens, options);
     EXPECT_EQ(report.head_norm_eps, 0.0);
-    // Spec §2.7: with eps = 0 the per-row scalars cancel in the head RMSNorm.
+    // docs/spec.md §2.7: with eps = 0 the per-row scalars cancel in the head RMSNorm.
     for (const PairReport& p : report.pairs)
         EXPECT_LT(p.rel, 1e-5) << form_name(p.a) << "-" << form_name(p.b);
 }
 
-// The torchscale fixture whose head-norm eps is comparable to mean(R²/r) (spec §2.7): the forms
+// The torchscale fixture whose head-norm eps is comparable to mean(R²/r) (docs/spec.md §2.7): the forms
 // differ visibly with its eps and agree once eps = 0, which the equivalence view demonstrates.
 TEST(EquivalenceReference, TorchscaleEpsSensitiveFixture) {
     auto model = std::make_shared<const Model>(

@@ -60,7 +60,7 @@ TEST(Forms, FlaReferenceFormsAgreeToDoublePrecision) {
 // Logits leave the reference rounded to float32 (6e-8 relative), so 1e-6 of max|logit| is the
 // double-precision agreement bound used below.
 // torchscale's forms differ by a positive per-row scalar before the head RMSNorm, which is
-// scale-invariant only when eps = 0 (spec §2.7): with eps = 0 they agree, with 1e-6 they need not.
+// scale-invariant only when eps = 0 (docs/spec.md §2.7): with eps = 0 they agree, with 1e-6 they need not.
 TEST(Forms, TorchscaleFormsAgreeWhenHeadNormEpsIsZero) {
     auto model = test::small_model(Family::TorchScale, 12);
     auto ref = make_reference_backend(model);

@@ -39,7 +39,10 @@ public:
     std::string name() const override { return "history"; }
     const Model& model() const override { return model_; }
 
-    Tensor forward(std::span<const int32_t> tokens, const ForwardOptions& options, Introspection* = nullptr) override {
+    // One sequence in slot 0; the logits rows it returns are the ones asked for.
+    std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
+                                      Introspection* = nullptr) override {
+        const std::span<const int32_t> tokens = batch[0].tokens;
         calls.push_back({tokens.size(), options.form});
         const int V = model_.config.vocab_size;
         Tensor logits({static_cast<int64_t>(tokens.size()), V});
@@ -48,18 +51,23 @@ public:
             history_.push_back(tokens[t]);
             fill_logits(logits.ptr() + t * static_cast<size_t>(V));
         }
-        return logits;
+        if (batch[0].logits == LogitRows::All) return {logits};
+        Tensor last({1, V});
+        std::copy(logits.data.end() - V, logits.data.end(), last.data.begin());
+        return {last};
     }
 
-    void reset() override { history_.clear(); }
-    RecurrentState snapshot() const override {
+    int slot_count() const override { return 1; }
+    void set_slot_count(int) override {}
+    void reset(int = 0) override { history_.clear(); }
+    RecurrentState snapshot(int = 0) const override {
         RecurrentState state;
         state.position = static_cast<int64_t>(history_.size());
         state.layers.resize(1);
         state.layers[0].S.assign(history_.begin(), history_.end());  // ids < 2^24 are exact in float
         return state;
     }
-    void restore(const RecurrentState& state) override {
+    void restore(const RecurrentState& state, int = 0) override {
         history_.assign(state.layers.at(0).S.begin(), state.layers.at(0).S.end());
     }
 

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// The training-device registry and the loop's device path (used by `retnet train --device cuda`),
-// checked without a GPU through a host twin device that runs the CPU trainer's own functions on
-// its private copy of the parameters: the loop must give the same bits as on the CPU, including
-// across an interruption and resume, which only holds if it uploads once and downloads the
-// parameters and moments before every validation and checkpoint.
+// The training-device registry, the "cpu" device (the CPU trainer's functions on its own copy of
+// the state), and the loop's device path checked through a registered twin of it that counts the
+// loop's calls: the loop must give the same bits as "cpu", including across an interruption and
+// resume, uploading once and downloading the parameters and moments before every validation and
+// checkpoint.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -26,58 +26,37 @@ struct TwinCounters {
     int uploads = 0, downloads = 0, steps = 0, losses = 0;
 };
 
+// Another device for the loop: the CPU device behind a counter of the loop's calls.
 class HostTwinDevice final : public TrainDevice {
 public:
     HostTwinDevice(const ModelConfig& config, const ParamLayout& layout, const TrainDeviceOptions& options,
                    TwinCounters* counters)
-        : config_(config), layout_(layout), options_(options), counters_(counters) {}
+        : cpu_(config, layout, options), counters_(counters) {}
     std::string description() const override { return "host twin"; }
     void upload(std::span<const float> params, const AdamWState& state) override {
-        params_.assign(params.begin(), params.end());
-        state_ = state;
         counters_->uploads += 1;
+        cpu_.upload(params, state);
     }
     void download(std::vector<float>& params, AdamWState& state) override {
-        params = params_;
-        state = state_;
         counters_->downloads += 1;
+        cpu_.download(params, state);
     }
     double loss(const BatchView& batch) override {
-        LossOptions lo;  // validation: no dropout
-        lo.chunk = options_.chunk;
         counters_->losses += 1;
-        return loss_and_gradient<float>(config_, layout_, params_.data(), batch, nullptr, lo);
+        return cpu_.loss(batch);
     }
     double step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
                 uint64_t dropout_seed, double* grad_norm) override {
-        std::vector<float> grad(params_.size());
-        LossOptions lo;
-        lo.chunk = options_.chunk;
-        lo.dropout = options_.dropout;
-        lo.dropout_seed = dropout_seed;
-        const double loss = loss_and_gradient<float>(config_, layout_, params_.data(), batch, grad.data(), lo);
-        *grad_norm = clip_grad_norm(grad, max_norm);
-        adamw_update(params_, grad, state_, layout_, adamw, lr);
-        if (average_decay_ > 0) update_average(average_, params_, average_decay_at(average_decay_, state_.step));
         counters_->steps += 1;
-        return loss;
+        return cpu_.step(batch, max_norm, adamw, lr, dropout_seed, grad_norm);
     }
-    void set_average(std::span<const float> average, double decay) override {
-        average_.assign(average.begin(), average.end());
-        average_decay_ = decay;
-    }
-    void download_average(std::vector<float>& average) override { average = average_; }
-    void swap_average() override { std::swap(params_, average_); }
+    void set_average(std::span<const float> average, double decay) override { cpu_.set_average(average, decay); }
+    void download_average(std::vector<float>& average) override { cpu_.download_average(average); }
+    void swap_average() override { cpu_.swap_average(); }
 
 private:
-    ModelConfig config_;
-    ParamLayout layout_;
-    TrainDeviceOptions options_;
+    CpuTrainDevice cpu_;
     TwinCounters* counters_;
-    std::vector<float> params_;
-    AdamWState state_;
-    std::vector<float> average_;
-    double average_decay_ = 0;
 };
 
 TwinCounters g_twin;
@@ -136,7 +115,9 @@ TEST(TrainDevice, RegistryListsCpuFirstAndNamesTheKnownDevicesOnError) {
     EXPECT_NE(std::find(names.begin(), names.end(), "host-twin"), names.end());
     const ModelConfig config = load_config(Workspace().config.string());
     const ParamLayout layout = make_param_layout(config);
-    EXPECT_EQ(make_train_device("cpu", config, layout, {}), nullptr);
+    const std::unique_ptr<TrainDevice> cpu = make_train_device("cpu", config, layout, {});
+    ASSERT_NE(dynamic_cast<CpuTrainDevice*>(cpu.get()), nullptr);
+    EXPECT_EQ(cpu->description(), "cpu");
     try {
         make_train_device("tpu", config, layout, {});
         FAIL() << "no error for an unknown device";
@@ -144,6 +125,52 @@ TEST(TrainDevice, RegistryListsCpuFirstAndNamesTheKnownDevicesOnError) {
         EXPECT_NE(std::string(e.what()).find("unknown training device 'tpu' (known: cpu, "), std::string::npos) << e.what();
     }
     EXPECT_THROW(register_train_device("cpu", {}), Error);
+}
+
+// The "cpu" device runs the CPU trainer's own functions: two steps with dropout and an average
+// give the bits of loss_and_gradient + clip_grad_norm + adamw_update + update_average on the
+// same state, and loss() is the parallel form's loss without dropout.
+TEST(TrainDevice, CpuDeviceStepsAreTheCpuTrainersFunctions) {
+    const ModelConfig config = load_config(Workspace().config.string());
+    const ParamLayout layout = make_param_layout(config);
+    std::vector<float> params = flatten_weights(make_random_model(config, 5), layout);
+    std::vector<int32_t> inputs(2 * 12), targets(inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        inputs[i] = static_cast<int32_t>((i * 37 + 3) % static_cast<size_t>(config.vocab_size));
+        targets[i] = static_cast<int32_t>((i * 11 + 5) % static_cast<size_t>(config.vocab_size));
+    }
+    const BatchView batch{inputs.data(), targets.data(), 2, 12};
+    const TrainDeviceOptions options{4, 0.3};
+    const std::unique_ptr<TrainDevice> device = make_train_device("cpu", config, layout, options);
+    AdamWState state = make_adamw_state(layout);
+    device->upload(params, state);
+    std::vector<float> average = params;
+    device->set_average(average, 0.9);
+    const AdamWConfig adamw;
+    std::vector<float> grad(params.size());
+    for (uint64_t seed = 7; seed < 9; ++seed) {
+        LossOptions lo{options.chunk, options.dropout, seed};
+        const double loss = loss_and_gradient<float>(config, layout, params.data(), batch, grad.data(), lo);
+        const double norm = clip_grad_norm(grad, 0.5);
+        adamw_update(params, grad, state, layout, adamw, 1e-2);
+        update_average(average, params, average_decay_at(0.9, state.step));
+        double device_norm = 0;
+        EXPECT_EQ(device->step(batch, 0.5, adamw, 1e-2, seed, &device_norm), loss);
+        EXPECT_EQ(device_norm, norm);
+    }
+    std::vector<float> got_params, got_average;
+    AdamWState got_state;
+    device->download(got_params, got_state);
+    device->download_average(got_average);
+    EXPECT_EQ(got_params, params);
+    EXPECT_EQ(got_state.m, state.m);
+    EXPECT_EQ(got_state.v, state.v);
+    EXPECT_EQ(got_state.step, 2);
+    EXPECT_EQ(got_average, average);
+    EXPECT_EQ(device->loss(batch), loss_and_gradient<float>(config, layout, params.data(), batch, nullptr));
+    device->swap_average();
+    EXPECT_EQ(device->loss(batch), loss_and_gradient<float>(config, layout, average.data(), batch, nullptr));
+    EXPECT_THROW(make_train_device("cpu", config, layout, TrainDeviceOptions{0, 1.0}), Error);
 }
 
 // The loop on the twin device against the CPU loop, interrupted after step 4 and resumed.

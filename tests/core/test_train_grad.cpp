@@ -15,7 +15,7 @@
 
 #include "retnet/error.h"
 #include "retnet/train.h"
-#include "retnet/train_ops.h"
+#include "retnet/cpu_ops.h"
 
 using namespace retnet;
 using namespace retnet::train;
@@ -72,12 +72,12 @@ TEST(TrainGrad, RmsNorm) {
     const Vec c = random_vec(rows * dim, rng);
     auto f = [&] {
         Vec y(x.size()), rstd(rows);
-        ops::rmsnorm_forward(x.data(), w.data(), rows, dim, 1e-6, y.data(), rstd.data());
+        cpu::rmsnorm_forward(x.data(), w.data(), rows, dim, 1e-6, y.data(), rstd.data());
         return dot(y, c);
     };
     Vec y(x.size()), rstd(rows), dx(x.size(), 0.0), dw(dim, 0.0);
-    ops::rmsnorm_forward(x.data(), w.data(), rows, dim, 1e-6, y.data(), rstd.data());
-    ops::rmsnorm_backward(x.data(), w.data(), rstd.data(), c.data(), rows, dim, dx.data(), dw.data());
+    cpu::rmsnorm_forward(x.data(), w.data(), rows, dim, 1e-6, y.data(), rstd.data());
+    cpu::rmsnorm_backward(x.data(), w.data(), rstd.data(), c.data(), rows, dim, dx.data(), dw.data());
     report("rmsnorm dx", check_gradient(x, dx, f, "dx"));
     report("rmsnorm dw", check_gradient(w, dw, f, "dw"));
 }
@@ -89,33 +89,47 @@ TEST(TrainGrad, Linear) {
     const Vec c = random_vec(rows * out, rng);
     auto f = [&] {
         Vec y(rows * out);
-        ops::linear_forward(x.data(), W.data(), rows, in, out, y.data());
+        cpu::linear_forward(x.data(), W.data(), rows, in, out, y.data());
         return dot(y, c);
     };
     Vec dx(x.size(), 7.0), dW(W.size(), 0.0);  // dx garbage: must be overwritten
-    ops::linear_backward(x.data(), W.data(), c.data(), rows, in, out, dx.data(), false, dW.data());
+    cpu::linear_backward(x.data(), W.data(), c.data(), rows, in, out, dx.data(), false, dW.data());
     report("linear dx", check_gradient(x, dx, f, "dx"));
     report("linear dW", check_gradient(W, dW, f, "dW"));
 }
 
+// Both pair layouts (torchscale interleaved, fla half-split), from position 0 and from a later
+// one (the inference backend rotates at absolute positions).
 TEST(TrainGrad, Rotary) {
-    std::mt19937_64 rng(3);
-    const int64_t B = 2, T = 3, H = 2, Dk = 4;
-    const std::vector<float> theta = default_rotary_theta(Family::Fla, Dk);
-    Vec x = random_vec(B * T * H * Dk, rng);
-    const Vec c = random_vec(x.size(), rng);
-    auto f = [&] {
-        Vec y = x;
-        ops::rotary_forward(y.data(), B, T, H, Dk, theta.data(), 0.5);
-        return dot(y, c);
-    };
-    Vec dx = c;
-    ops::rotary_backward(dx.data(), B, T, H, Dk, theta.data(), 0.5);
-    report("rotary", check_gradient(x, dx, f, "dx"));
-    // Position 0 is not rotated, only scaled.
-    Vec y = x;
-    ops::rotary_forward(y.data(), B, T, H, Dk, theta.data(), 0.5);
-    for (int64_t i = 0; i < H * Dk; ++i) EXPECT_DOUBLE_EQ(y[i], 0.5 * x[i]);
+    for (cpu::RotaryPairs pairs : {cpu::RotaryPairs::HalfSplit, cpu::RotaryPairs::Interleaved}) {
+        for (int64_t pos0 : {0, 5}) {
+            std::mt19937_64 rng(static_cast<uint64_t>(3 + pos0));
+            const cpu::RotaryShape shape{2, 3, 2, 4};  // B, T, H, Dk
+            const std::vector<float> theta = default_rotary_theta(Family::Fla, 4);
+            Vec x = random_vec(2 * 3 * 2 * 4, rng);
+            const Vec c = random_vec(x.size(), rng);
+            auto f = [&] {
+                Vec y = x;
+                cpu::rotary_forward(y.data(), shape, theta.data(), pairs, 0.5, pos0);
+                return dot(y, c);
+            };
+            Vec dx = c;
+            cpu::rotary_backward(dx.data(), shape, theta.data(), pairs, 0.5, pos0);
+            report(pairs == cpu::RotaryPairs::HalfSplit ? "rotary (half-split)" : "rotary (interleaved)",
+                   check_gradient(x, dx, f, "dx"));
+            Vec y = x;
+            cpu::rotary_forward(y.data(), shape, theta.data(), pairs, 0.5, pos0);
+            if (pos0 == 0) {  // position 0 is not rotated, only scaled
+                for (int64_t i = 0; i < 2 * 4; ++i) EXPECT_DOUBLE_EQ(y[static_cast<size_t>(i)], 0.5 * x[static_cast<size_t>(i)]);
+                continue;
+            }
+            // Pair 0 of head 0 at position 5: the angle 5·θ₀ on coordinates (0, 2) or (0, 1).
+            const size_t b = pairs == cpu::RotaryPairs::HalfSplit ? 2 : 1;
+            const double angle = static_cast<double>(cpu::rotary_angle(5, theta[0]));
+            EXPECT_NEAR(y[0], 0.5 * (x[0] * std::cos(angle) - x[b] * std::sin(angle)), 1e-14);
+            EXPECT_NEAR(y[b], 0.5 * (x[b] * std::cos(angle) + x[0] * std::sin(angle)), 1e-14);
+        }
+    }
 }
 
 class RetentionGrad : public ::testing::TestWithParam<std::pair<int, int>> {};
@@ -125,7 +139,7 @@ TEST_P(RetentionGrad, MatchesFiniteDifferences) {
     const int T = GetParam().first, chunk = GetParam().second;
     std::mt19937_64 rng(static_cast<uint64_t>(100 + T * 10 + chunk));
     const int64_t B = 2, H = 2, Dk = 4, Dv = 3;
-    const ops::RetentionShape shape{B, T, H, Dk, Dv};
+    const cpu::RetentionShape shape{B, T, H, Dk, Dv};
     // Strong decays so that every γ power matters at these tiny lengths.
     const std::vector<float> log_decay = {std::log(0.9f), std::log(0.6f)};
     Vec q = random_vec(B * T * H * Dk, rng), k = random_vec(q.size(), rng),
@@ -133,13 +147,13 @@ TEST_P(RetentionGrad, MatchesFiniteDifferences) {
     const Vec c = random_vec(v.size(), rng);
     auto f = [&] {
         Vec o(v.size());
-        ops::retention_forward(q.data(), k.data(), v.data(), shape, log_decay.data(), chunk, o.data());
+        cpu::retention_forward(q.data(), k.data(), v.data(), shape, log_decay.data(), chunk, o.data());
         return dot(o, c);
     };
     // The chunkwise output equals the parallel one.
     Vec o_par(v.size()), o_chunk(v.size());
-    ops::retention_forward(q.data(), k.data(), v.data(), shape, log_decay.data(), 0, o_par.data());
-    ops::retention_forward(q.data(), k.data(), v.data(), shape, log_decay.data(), chunk, o_chunk.data());
+    cpu::retention_forward(q.data(), k.data(), v.data(), shape, log_decay.data(), 0, o_par.data());
+    cpu::retention_forward(q.data(), k.data(), v.data(), shape, log_decay.data(), chunk, o_chunk.data());
     for (size_t i = 0; i < o_par.size(); ++i) EXPECT_NEAR(o_chunk[i], o_par[i], 1e-12);
     // And the parallel one equals the definition o_n = Σ_{m≤n} γ^(n−m) (q_n·k_m) v_m.
     for (int64_t b = 0; b < B; ++b)
@@ -157,7 +171,7 @@ TEST_P(RetentionGrad, MatchesFiniteDifferences) {
                     EXPECT_NEAR(o_par[((b * T + n) * H + h) * Dv + e], s, 1e-12);
                 }
     Vec dq(q.size(), 9.0), dk(k.size(), 9.0), dv(v.size(), 9.0);
-    ops::retention_backward(q.data(), k.data(), v.data(), c.data(), shape, log_decay.data(), chunk,
+    cpu::retention_backward(q.data(), k.data(), v.data(), c.data(), shape, log_decay.data(), chunk,
                             dq.data(), dk.data(), dv.data());
     const std::string name = "retention T=" + std::to_string(T) + " chunk=" + std::to_string(chunk);
     double err = check_gradient(q, dq, f, "dq");
@@ -181,13 +195,13 @@ TEST(TrainGrad, HeadNormGate) {
         const double* wp = with_weight ? w.data() : nullptr;
         auto f = [&] {
             Vec y(o.size()), rstd(rows * H);
-            ops::head_norm_gate_forward(o.data(), g.data(), with_weight ? w.data() : nullptr, rows, H, Dv,
+            cpu::head_norm_gate_forward(o.data(), g.data(), with_weight ? w.data() : nullptr, rows, H, Dv,
                                         1e-6, y.data(), rstd.data());
             return dot(y, c);
         };
         Vec y(o.size()), rstd(rows * H), d_o(o.size()), dg(o.size()), dw(Dv, 0.0);
-        ops::head_norm_gate_forward(o.data(), g.data(), wp, rows, H, Dv, 1e-6, y.data(), rstd.data());
-        ops::head_norm_gate_backward(o.data(), g.data(), wp, rstd.data(), c.data(), rows, H, Dv, d_o.data(),
+        cpu::head_norm_gate_forward(o.data(), g.data(), wp, rows, H, Dv, 1e-6, y.data(), rstd.data());
+        cpu::head_norm_gate_backward(o.data(), g.data(), wp, rstd.data(), c.data(), rows, H, Dv, d_o.data(),
                                      dg.data(), with_weight ? dw.data() : nullptr);
         report(with_weight ? "head norm+gate d_o (weight)" : "head norm+gate d_o (no weight)",
                check_gradient(o, d_o, f, "d_o"));
@@ -196,20 +210,23 @@ TEST(TrainGrad, HeadNormGate) {
     }
 }
 
-TEST(TrainGrad, SwiGlu) {
-    std::mt19937_64 rng(6);
-    const int64_t n = 12;
-    Vec a = random_vec(n, rng, 2.0), b = random_vec(n, rng);
-    const Vec c = random_vec(n, rng);
-    auto f = [&] {
-        Vec h(n);
-        ops::swiglu_forward(a.data(), b.data(), n, h.data());
-        return dot(h, c);
-    };
-    Vec da(n), db(n);
-    ops::swiglu_backward(a.data(), b.data(), c.data(), n, da.data(), db.data());
-    report("swiglu da", check_gradient(a, da, f, "da"));
-    report("swiglu db", check_gradient(b, db, f, "db"));
+TEST(TrainGrad, Glu) {
+    for (Activation act : {Activation::Swish, Activation::Gelu}) {
+        std::mt19937_64 rng(6);
+        const int64_t n = 12;
+        Vec a = random_vec(n, rng, 2.0), b = random_vec(n, rng);
+        const Vec c = random_vec(n, rng);
+        auto f = [&] {
+            Vec h(n);
+            cpu::glu_forward(a.data(), b.data(), n, act, h.data());
+            return dot(h, c);
+        };
+        Vec da(n), db(n);
+        cpu::glu_backward(a.data(), b.data(), c.data(), n, act, da.data(), db.data());
+        const bool swish = act == Activation::Swish;
+        report(swish ? "swiglu da" : "geglu da", check_gradient(a, da, f, "da"));
+        report(swish ? "swiglu db" : "geglu db", check_gradient(b, db, f, "db"));
+    }
 }
 
 TEST(TrainGrad, CrossEntropy) {
@@ -217,12 +234,12 @@ TEST(TrainGrad, CrossEntropy) {
     const int64_t rows = 4, V = 6;
     Vec logits = random_vec(rows * V, rng, 3.0);
     const std::vector<int32_t> targets = {0, 5, 2, 2};
-    auto f = [&] { return ops::cross_entropy<double>(logits.data(), targets.data(), rows, V, nullptr, 1.0) / rows; };
+    auto f = [&] { return cpu::cross_entropy<double>(logits.data(), targets.data(), rows, V, nullptr, 1.0) / rows; };
     Vec dl(logits.size());
-    const double loss = ops::cross_entropy(logits.data(), targets.data(), rows, V, dl.data(), 1.0 / rows) / rows;
+    const double loss = cpu::cross_entropy(logits.data(), targets.data(), rows, V, dl.data(), 1.0 / rows) / rows;
     // Uniform logits give exactly log V.
     Vec flat(rows * V, 0.25);
-    EXPECT_NEAR(ops::cross_entropy<double>(flat.data(), targets.data(), rows, V, nullptr, 1.0) / rows,
+    EXPECT_NEAR(cpu::cross_entropy<double>(flat.data(), targets.data(), rows, V, nullptr, 1.0) / rows,
                 std::log(6.0), 1e-14);
     EXPECT_GT(loss, 0.0);
     report("cross-entropy", check_gradient(logits, dl, f, "dlogits"));

@@ -321,6 +321,41 @@ TEST_F(KernelTest, ChunkStateScanKeepsStatesBeforeEachChunk) {
     EXPECT_LT(rel_max_error(to_host(dS, stream()), refS), kF32Tol);
 }
 
+// The CUDA trainer's backward through the scan: the transpose of the recurrence above.
+TEST_F(KernelTest, ChunkStateScanBackwardCarriesGradientsToEarlierChunks) {
+    const int H = 2, nC = 4;
+    const int64_t DkDv = 100 * 3;
+    const auto G = random_vector(static_cast<size_t>(H) * nC * DkDv, 52);
+    const std::vector<float> decay = {0.9f, 0.8f, 0.7f, 0.6f, 0.5f, 0.4f, 0.3f, 0.2f};  // (H, nC)
+    auto dG = to_device(G, stream()), dd = to_device(decay, stream());
+    DeviceBuffer<float> dafter(G.size());
+    launch_chunk_state_scan_backward(dG.get(), dafter.get(), dd.get(), H, nC, DkDv, stream());
+    std::vector<double> ref(G.size(), 0.0);
+    for (int h = 0; h < H; ++h)
+        for (int64_t e = 0; e < DkDv; ++e)
+            for (int c = nC - 1; c >= 1; --c)
+                ref[(h * nC + c - 1) * DkDv + e] =
+                    G[(h * nC + c) * DkDv + e] + decay[h * nC + c] * ref[(h * nC + c) * DkDv + e];
+    EXPECT_LT(rel_max_error(to_host(dafter, stream()), ref), kF32Tol);
+}
+
+// The trainer's batch of sequences: every sequence's heads take the decays of the head index.
+TEST_F(KernelTest, ChunkDecayMaskOfSeveralSequencesSharesTheHeadDecays) {
+    const int n_seqs = 3, H = 2, nC = 2, C = 8;
+    const auto scores0 = random_vector(static_cast<size_t>(n_seqs) * H * nC * C * C, 41, -2.0f, 2.0f);
+    const std::vector<float> log_decay = {std::log(0.96875f), std::log(0.5f)};
+    auto dld = to_device(log_decay, stream()), ds = to_device(scores0, stream());
+    launch_chunk_decay_mask(ds.get(), dld.get(), nullptr, H, nC, C, false, stream(), n_seqs);
+    std::vector<double> ref(scores0.size(), 0.0);
+    for (int m = 0; m < n_seqs * H * nC; ++m)
+        for (int i = 0; i < C; ++i)
+            for (int j = 0; j <= i; ++j) {
+                const size_t at = (static_cast<size_t>(m) * C + i) * C + j;
+                ref[at] = scores0[at] * naive::decay_pow(log_decay[(m / nC) % H], i - j);
+            }
+    EXPECT_LT(rel_max_error(to_host(ds, stream()), ref), kF32Tol);
+}
+
 TEST_F(KernelTest, ChunkStateAbsMaxIsLargestColumnSum) {
     const int H = 2, nC = 3, Dk = 64, Dv = 100;
     const auto S = random_vector(static_cast<size_t>(H) * nC * Dk * Dv, 60, -0.2f, 0.2f);

@@ -218,6 +218,41 @@ TEST_P(ModelTest, IntrospectionMatchesReference) {
     }
 }
 
+// A batch of three sequences (lengths 1, 9, 20) in three slots, two of them continuing a state,
+// against the reference run on each sequence alone; the logit rows asked for, and each slot's state.
+TEST_P(ModelTest, BatchOfSequencesInSlotsMatchesEachAlone) {
+    const bool ts_parallel = ts();
+    for (Form form : {Form::Parallel, Form::Chunkwise, Form::Recurrent}) {
+        cuda_->set_slot_count(3);
+        for (int s = 0; s < 3; ++s) cuda_->reset(s);
+        const bool from_state = !(ts_parallel && form == Form::Parallel);
+        const std::vector<std::vector<int32_t>> history = {make_tokens(from_state ? 7 : 0, GetParam().V, 1), {},
+                                                           make_tokens(from_state ? 3 : 0, GetParam().V, 2)};
+        const std::vector<std::vector<int32_t>> next = {make_tokens(9, GetParam().V, 3), make_tokens(20, GetParam().V, 4),
+                                                        make_tokens(1, GetParam().V, 5)};
+        for (int s = 0; s < 3; ++s)
+            if (!history[static_cast<size_t>(s)].empty()) {
+                const SequenceRequest r{history[static_cast<size_t>(s)], s, LogitRows::None};
+                cuda_->forward_batch({&r, 1}, form_options(Form::Chunkwise, 4));
+            }
+        const std::vector<SequenceRequest> batch = {
+            {next[1], 1, LogitRows::All}, {next[2], 2, LogitRows::Last}, {next[0], 0, LogitRows::Last}};
+        const std::vector<Tensor> got = cuda_->forward_batch(batch, form_options(form, 5));
+        for (size_t i = 0; i < batch.size(); ++i) {
+            const size_t s = static_cast<size_t>(batch[i].slot);
+            ref_->reset();
+            if (!history[s].empty()) ref_->forward(history[s], form_options(Form::Chunkwise, 4));
+            const Tensor all = ref_->forward(next[s], form_options(form, 5));
+            const int64_t V = all.dim(1), rows = batch[i].logits == LogitRows::All ? all.dim(0) : 1;
+            ASSERT_EQ(got[i].shape, (std::vector<int64_t>{rows, V}));
+            const std::vector<float> expected(all.data.end() - rows * V, all.data.end());
+            EXPECT_LT(rel_max_error(got[i].data, expected), kModelTol) << form_name(form) << " slot " << s;
+            EXPECT_LT(state_error(cuda_->snapshot(batch[i].slot), ref_->snapshot()), kModelTol)
+                << form_name(form) << " slot " << s;
+        }
+    }
+}
+
 TEST_P(ModelTest, Bf16WeightsWithinBf16Rounding) {
     CudaOptions options;
     options.bf16_weights = true;
@@ -245,7 +280,7 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<ModelCase>& case_info) { return std::string(case_info.param.name); });
 
 // torchscale's three forms differ by per-row scalars that the head RMSNorm removes only at eps = 0
-// (spec §2.7): with the eps override at 0 the CUDA forms must agree with each other.
+// (docs/spec.md §2.7): with the eps override at 0 the CUDA forms must agree with each other.
 TEST(CudaForms, TorchscaleFormsAgreeAtZeroHeadEps) {
     std::string why;
     if (!cuda_device_available(&why)) GTEST_SKIP() << "CUDA unavailable: " << why;

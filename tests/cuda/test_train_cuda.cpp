@@ -280,6 +280,8 @@ TEST_F(CudaTrainerTest, RegisteredDeviceStepsWithTheLoopsDropoutSeed) {
     const std::unique_ptr<train::TrainDevice> device = train::make_train_device("cuda", config, layout, options);
     ASSERT_NE(device, nullptr);
     device->upload(params, train::make_adamw_state(layout));
+    EXPECT_NE(dynamic_cast<CudaTrainer*>(device.get()), nullptr);  // the trainer itself, no adapter
+    EXPECT_EQ(device->description().rfind("cuda (", 0), 0u) << device->description();
     EXPECT_NEAR(device->loss(batch), loss_plain, 1e-5 * loss_plain);
     double norm = 0;
     const double loss = device->step(batch, 1.0, AdamWConfig{}, 1e-3, lo.dropout_seed, &norm);
@@ -368,11 +370,12 @@ TEST_F(CudaTrainerTest, ParameterAverageMatchesTheCpuAverageAndSwapsIn) {
     trainer.upload(initial, train::make_adamw_state(layout));
     const double decay = 0.7;
     trainer.set_average(initial, decay);
-    std::vector<float> average = initial;
+    std::vector<float> average = initial, on_device;
     for (int step = 1; step <= 4; ++step) {
         trainer.train_step(batch, 1.0, AdamWConfig{}, 5e-2);
         train::update_average(average, trainer.download_params(), train::average_decay_at(decay, step));
-        EXPECT_LT(rel_max_error(trainer.download_average(), average), 1e-6) << "step " << step;
+        trainer.download_average(on_device);
+        EXPECT_LT(rel_max_error(on_device, average), 1e-6) << "step " << step;
     }
     ASSERT_GT(rel_max_error(average, trainer.download_params()), 1e-3) << "the average must differ from the weights";
     LossOptions fp32;

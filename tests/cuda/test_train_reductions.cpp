@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// The training reductions without atomics (kernels/src/train/train_reductions.cu): the host
+// The training reductions without atomics (embedding.cu, norms.cu, train/train_reductions.cu): the host
 // grouping of rows by token, the embedding gradient, partial-sum columns and the squared norm,
 // each against a double sum on the host, and each repeated to show it gives the same bits.
 //
@@ -14,27 +14,29 @@
 
 #include "cuda_test_util.h"
 #include "retnet/error.h"
+#include "layer_kernels.h"
 #include "train/train_kernels.h"
 
 namespace retnet::cuda::test {
 namespace {
 
 namespace tk = train_kernels;
+namespace lk = layer_kernels;
 
 TEST(TokenRowGroups, SortsRowsByTokenThenPositionAndCutsSegments) {
     const std::vector<int32_t> tokens{3, 1, 3, 3, 0, 1};
-    const tk::TokenRowGroups g = tk::group_rows_by_token(tokens.data(), 6, 5, 2);
+    const lk::TokenRowGroups g = lk::group_rows_by_token(tokens.data(), 6, 5, 2);
     EXPECT_EQ(g.rows, (std::vector<int32_t>{4, 1, 5, 0, 2, 3}));
     // Token 0: [0, 1); token 1: [1, 3); token 3: [3, 5) and [5, 6); tokens 2 and 4 own none.
     EXPECT_EQ(g.segment_start, (std::vector<int32_t>{0, 1, 3, 5, 6}));
     EXPECT_EQ(g.token_segment, (std::vector<int32_t>{0, 1, 2, 2, 4, 4}));
-    EXPECT_LE(static_cast<int64_t>(g.segment_start.size()) - 1, tk::max_token_segments(6, 5));
+    EXPECT_LE(static_cast<int64_t>(g.segment_start.size()) - 1, lk::max_token_segments(6, 5));
 
-    const tk::TokenRowGroups empty = tk::group_rows_by_token(tokens.data(), 0, 5);
+    const lk::TokenRowGroups empty = lk::group_rows_by_token(tokens.data(), 0, 5);
     EXPECT_EQ(empty.segment_start, (std::vector<int32_t>{0}));
     const std::vector<int32_t> bad{0, 5};
-    EXPECT_THROW(tk::group_rows_by_token(bad.data(), 2, 5), Error);
-    EXPECT_THROW(tk::group_rows_by_token(tokens.data(), 6, 5, 0), Error);
+    EXPECT_THROW(lk::group_rows_by_token(bad.data(), 2, 5), Error);
+    EXPECT_THROW(lk::group_rows_by_token(tokens.data(), 6, 5, 0), Error);
 }
 
 class TrainReductionTest : public CudaTest {};
@@ -51,19 +53,19 @@ TEST_F(TrainReductionTest, EmbeddingGradientSumsEachTokensRowsOnce) {
     const std::vector<float> dx = random_vector(static_cast<size_t>(n * d), 6);
     const std::vector<float> initial = random_vector(static_cast<size_t>(V * d), 7);  // tied lm_head gradient
 
-    const tk::TokenRowGroups groups = tk::group_rows_by_token(tokens.data(), n, V);
+    const lk::TokenRowGroups groups = lk::group_rows_by_token(tokens.data(), n, V);
     ASSERT_GT(groups.token_segment[3] - groups.token_segment[2], 10);  // token 2 spans many segments
     auto rows = to_device(groups.rows, stream());
     auto starts = to_device(groups.segment_start, stream());
     auto owners = to_device(groups.token_segment, stream());
-    const tk::DeviceTokenRowGroups device{rows.get(), starts.get(), owners.get(),
+    const lk::DeviceTokenRowGroups device{rows.get(), starts.get(), owners.get(),
                                           static_cast<int64_t>(groups.segment_start.size()) - 1, V};
     auto d_dx = to_device(dx, stream());
-    DeviceBuffer<float> partial(static_cast<size_t>(tk::max_token_segments(n, V) * d));
+    DeviceBuffer<float> partial(static_cast<size_t>(lk::max_token_segments(n, V) * d));
     std::vector<std::vector<float>> results;
     for (int repeat = 0; repeat < 2; ++repeat) {
         auto d_embed = to_device(initial, stream());
-        tk::embedding_backward(device, d_dx.get(), partial.get(), d_embed.get(), d, stream());
+        lk::embedding_backward(device, d_dx.get(), partial.get(), d_embed.get(), d, stream());
         results.push_back(to_host(d_embed, stream()));
     }
     std::vector<double> expected(initial.begin(), initial.end());
@@ -85,7 +87,7 @@ TEST_F(TrainReductionTest, PartialColumnsAndSquaredNormMatchDoubleSums) {
     std::vector<float> out_initial(static_cast<size_t>(cols), 0.5f);
     auto d_p = to_device(p, stream());
     auto d_out = to_device(out_initial, stream());
-    tk::sum_partials(d_p.get(), parts, cols, d_out.get(), stream());
+    lk::sum_partials(d_p.get(), parts, cols, d_out.get(), stream());
     const std::vector<float> sums = to_host(d_out, stream());
     for (int i = 0; i < cols; ++i) {
         double expected = 0.5;

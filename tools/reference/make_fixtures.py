@@ -224,7 +224,7 @@ def make_torchscale_fixture(name: str, spec: dict, out_root: str) -> None:
     tokens = rng.integers(0, vocab, size=seq_len)
     token_tensor = torch.tensor(tokens, dtype=torch.long)[None, :]
 
-    # Record the parallel form's abs-sum divisor c_n (spec §2.4) to show whether it is active.
+    # Record the parallel form's abs-sum divisor c_n (docs/spec.md §2.4) to show whether it is active.
     divisor_stats = {"min": math.inf, "max": 0.0, "rows_above_1": 0, "rows": 0}
     original_parallel = msr_module.MultiScaleRetention.parallel_forward
 
@@ -280,7 +280,7 @@ def make_torchscale_fixture(name: str, spec: dict, out_root: str) -> None:
     report(name, "parallel c_n range", [divisor_stats["min"], divisor_stats["max"]])
     report(name, "parallel c_n rows > 1", f'{divisor_stats["rows_above_1"]}/{divisor_stats["rows"]}')
 
-    # Spec §2.7: the forms differ only through the head-norm eps. With eps ~ 0 they must agree to
+    # docs/spec.md §2.7: the forms differ only through the head-norm eps. With eps ~ 0 they must agree to
     # float32 rounding; this checks that the three code paths were driven correctly.
     for module in list(decoder.modules()) + list(chunk_decoder.modules()):
         if isinstance(module, msr_module.MultiScaleRetention):
@@ -332,7 +332,7 @@ def _retention_inputs(torch, q, k, v, scale, initial_state, cu_seqlens):
 
 def retention_recurrent_f64(torch, q, k, v, scale=None, initial_state=None, output_final_state=False,
                             cu_seqlens=None):
-    """S_t = γ S_{t-1} + k_t v_tᵀ ; o_t = (scale q_t)ᵀ S_t  (spec §3.3), all in float64."""
+    """S_t = γ S_{t-1} + k_t v_tᵀ ; o_t = (scale q_t)ᵀ S_t  (docs/spec.md §3.3), all in float64."""
     q64, k64, v64, state, gamma = _retention_inputs(torch, q, k, v, scale, initial_state, cu_seqlens)
     outputs = []
     for t in range(q.shape[1]):

@@ -105,7 +105,7 @@ QLayout* EquivalenceView::buildControls() {
     m_zeroEps->setToolTip(
         tr("torchscale's three forms differ by a positive factor per row before the per-head "
            "RMSNorm; RMSNorm(x/s) = x/√(mean x² + eps·s²) cancels s only when eps = 0. Tick to "
-           "see the forms agree (docs/spec.md, torchscale#40)."));
+           "see the forms agree (docs/spec.md §2.7, torchscale#40)."));
     m_tolerance = new QComboBox;
     for (double t : {1e-6, 1e-5, 1e-4, 1e-3, 1e-2}) m_tolerance->addItem(sci(t), t);
     m_tolerance->setCurrentIndex(2);

@@ -208,7 +208,7 @@ QLayout* RetentionView::buildControls() {
     addShortcut(QKeySequence(Qt::Key_BracketLeft), [this] { m_head->setValue(m_head->value() - 1); });
     addShortcut(QKeySequence(Qt::Key_BracketRight), [this] { m_head->setValue(m_head->value() + 1); });
 
-    // torchscale normalizes each form's rows differently (spec §2.4–2.6): the scores of one head
+    // torchscale normalizes each form's rows differently (docs/spec.md §2.4–2.6): the scores of one head
     // differ by form, which is what a researcher checking the equivalence wants to see.
     m_form = new QComboBox;
     for (retnet::Form f : {retnet::Form::Parallel, retnet::Form::Recurrent, retnet::Form::Chunkwise})

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// A backend decorator for watching a generation from outside: every forward call is passed
-// through to the real backend, asks it for the state norms as well, and reports the position
-// it started at, the logits and the norms to a callback. The generator does not know it is
+// A backend decorator for watching a generation from outside: every single-sequence forward call
+// is passed through to the real backend, asks it for the state norms and every logits row as
+// well, and reports the position it started at, the logits and the norms to a callback; the
+// caller still gets only the logits rows it asked for. The generator does not know it is
 // watched, so the app's state view fills in while the engine prefills and decodes.
 #include <functional>
 
@@ -19,11 +20,14 @@ public:
 
     std::string name() const override { return inner_.name(); }
     const Model& model() const override { return inner_.model(); }
-    Tensor forward(std::span<const int32_t> tokens, const ForwardOptions& options,
-                   Introspection* introspection) override;
-    void reset() override;
-    RecurrentState snapshot() const override { return inner_.snapshot(); }
-    void restore(const RecurrentState& state) override;
+    // A batch of one is watched (the generator's sequence); larger batches pass through.
+    std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
+                                      Introspection* introspection) override;
+    int slot_count() const override { return inner_.slot_count(); }
+    void set_slot_count(int count) override { inner_.set_slot_count(count); }
+    void reset(int slot = 0) override;
+    RecurrentState snapshot(int slot = 0) const override { return inner_.snapshot(slot); }
+    void restore(const RecurrentState& state, int slot = 0) override;
 
 private:
     Backend& inner_;

@@ -22,7 +22,7 @@ namespace retnet {
 
 struct EquivalenceOptions {
     int chunk_size = 0;                   // chunkwise form; 0 = the config's chunk_size
-    std::optional<double> head_norm_eps;  // override (0 shows torchscale's forms agree, spec §2.7)
+    std::optional<double> head_norm_eps;  // override (0 shows torchscale's forms agree, docs/spec.md §2.7)
     double tolerance = 1e-4;              // relative to max|logit| of the first form of a pair
     bool want_layer_outputs = true;       // per-layer errors and the heat map's layer columns
 };

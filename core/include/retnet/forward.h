@@ -67,20 +67,42 @@ struct Introspection {
                                         // the form's normalization; row n = query n (within the call)
 };
 
+// Which rows of logits a sequence needs: generation needs only the last one, a prefill for
+// introspection none, an evaluation all. Rows not asked for are never projected.
+enum class LogitRows { All, Last, None };
+
+// One sequence of a batch: its new tokens (T ≥ 1, each in [0, V)), the state slot it continues,
+// and the logits it wants back.
+struct SequenceRequest {
+    std::span<const int32_t> tokens;
+    int slot = 0;
+    LogitRows logits = LogitRows::All;
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
     virtual std::string name() const = 0;
     virtual const Model& model() const = 0;
 
-    // Runs `tokens` (T ≥ 1, each in [0, V)) from the current state and advances it.
-    // Returns logits (T, V). Throws retnet::Error on bad input.
-    virtual Tensor forward(std::span<const int32_t> tokens, const ForwardOptions& options,
-                           Introspection* introspection = nullptr) = 0;
+    // Runs several independent sequences at once, each from the state of its own slot (distinct
+    // slots), and advances those states. Returns, per request, its logits (rows, V) with rows = T,
+    // 1 or 0 as asked. Introspection is for a batch of one. Throws retnet::Error on bad input.
+    virtual std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch,
+                                              const ForwardOptions& options,
+                                              Introspection* introspection = nullptr) = 0;
+    // One sequence in slot 0 with every logits row: (T, V).
+    Tensor forward(std::span<const int32_t> tokens, const ForwardOptions& options,
+                   Introspection* introspection = nullptr);
 
-    virtual void reset() = 0;                            // back to the empty state
-    virtual RecurrentState snapshot() const = 0;         // copy of the state (host memory)
-    virtual void restore(const RecurrentState& state) = 0;
+    // Independent recurrent states; a new backend has one slot. Growing keeps the existing
+    // slots and adds empty ones; shrinking drops the highest.
+    virtual int slot_count() const = 0;
+    virtual void set_slot_count(int slots) = 0;
+
+    virtual void reset(int slot = 0) = 0;                      // back to the empty state
+    virtual RecurrentState snapshot(int slot = 0) const = 0;   // copy of the state (host memory)
+    virtual void restore(const RecurrentState& state, int slot = 0) = 0;
 };
 
 // Backends share the model read-only; each owns its own state.
@@ -103,5 +125,14 @@ std::unique_ptr<Backend> make_backend_or_cpu(const std::string& device,
 // Validates tokens against the vocabulary and the options against the model (chunk size ≥ 1 …).
 void check_forward_inputs(const Model& model, std::span<const int32_t> tokens,
                           const ForwardOptions& options);
+// Validates an introspection request against the model (score layer and head in range), for
+// every backend alike.
+void check_introspection(const ModelConfig& config, const Introspection& introspection);
+// Validates a batch: not empty, each sequence's tokens and slot (in [0, slots), distinct), and
+// introspection only with a single sequence.
+void check_batch(const Model& model, std::span<const SequenceRequest> batch, int slots,
+                 const ForwardOptions& options, const Introspection* introspection);
+// The chunk size a call runs with: the option's, else the config's.
+int effective_chunk_size(const ModelConfig& config, const ForwardOptions& options);
 
 }  // namespace retnet

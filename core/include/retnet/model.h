@@ -55,7 +55,7 @@ std::vector<float> default_rotary_theta(Family family, int head_dim_k);
 
 // Allocates every tensor with the config's shapes, filled with zeros (norm weights with ones).
 Model make_empty_model(const ModelConfig& config);
-// The reference implementation's initialization (torchscale §2.11 / fla §3.7), deterministic in seed.
+// The reference implementation's initialization (docs/spec.md §2.11 torchscale, §3.7 fla), deterministic in seed.
 Model make_random_model(const ModelConfig& config, uint64_t seed);
 
 // Reports load progress in [0, 1]; returning false cancels (throws retnet::Cancelled).

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// Training devices beyond the CPU: a device holds its own copy of the parameters and the AdamW
-// state and runs whole steps (loss and gradient, clipping, AdamW) — the same math as
-// loss_and_gradient + clip_grad_norm + adamw_update. Devices (the CUDA trainer) register
-// themselves at start-up, so core never depends on them; "cpu" is the trainer in core.
+// Training devices: a device holds its own copy of the parameters and the AdamW state and runs
+// whole steps (loss and gradient, clipping, AdamW) — the math of loss_and_gradient +
+// clip_grad_norm + adamw_update. The training loop runs every step through one. "cpu"
+// (CpuTrainDevice) is built into core; other devices (the CUDA trainer) register themselves at
+// start-up, so core never depends on them.
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -42,13 +43,39 @@ struct TrainDeviceOptions {
     double dropout = 0;  // LossOptions::dropout; a device that cannot apply it throws when > 0
 };
 
+// The CPU trainer's functions (train.h) on the device's own copy of the parameters, moments and
+// average. loss() runs the parallel form whatever the chunk option, as evaluate_text does.
+class CpuTrainDevice final : public TrainDevice {
+public:
+    // Throws retnet::Error for a dropout outside [0, 1) or a config the trainer does not cover.
+    CpuTrainDevice(const ModelConfig& config, const ParamLayout& layout, const TrainDeviceOptions& options);
+    std::string description() const override;
+    void upload(std::span<const float> params, const AdamWState& state) override;
+    void download(std::vector<float>& params, AdamWState& state) override;
+    double loss(const BatchView& batch) override;
+    double step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
+                uint64_t dropout_seed, double* grad_norm) override;
+    void set_average(std::span<const float> average, double decay) override;
+    void download_average(std::vector<float>& average) override;
+    void swap_average() override;
+
+private:
+    ModelConfig config_;
+    ParamLayout layout_;
+    TrainDeviceOptions options_;
+    std::vector<float> params_, grad_;  // (layout.total) each
+    AdamWState state_;
+    std::vector<float> average_;  // (layout.total) after set_average
+    double average_decay_ = 0;    // 0: no average
+};
+
 using TrainDeviceFactory = std::function<std::unique_ptr<TrainDevice>(
     const ModelConfig&, const ParamLayout&, const TrainDeviceOptions&)>;
 void register_train_device(const std::string& name, TrainDeviceFactory factory);
 // "cpu" first, then the registered devices in name order.
 std::vector<std::string> train_devices();
-// nullptr for "cpu" (the caller runs the CPU trainer). Throws retnet::Error for an unknown name
-// (listing the known ones) or when the device cannot be used (the factory's message).
+// A CpuTrainDevice for "cpu". Throws retnet::Error for an unknown name (listing the known ones)
+// or when the device cannot be used (the factory's message).
 std::unique_ptr<TrainDevice> make_train_device(const std::string& name, const ModelConfig& config,
                                                const ParamLayout& layout, const TrainDeviceOptions& options);
 

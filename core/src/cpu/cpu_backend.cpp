@@ -1,168 +1,172 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// The fast CPU backend: float32 activations, matrix products through OpenBLAS (threaded), the
-// state kept in float32 like the GPU's. Tested against the double reference (tests/core).
+// The fast CPU backend: the block sequence of BlockBackend over float32 ops on host memory,
+// matrix products through OpenBLAS (threaded), the state kept in float32 like the GPU's.
+// Tested against the double reference (tests/core).
+#include <array>
 #include <cmath>
 #include <cstring>
 
 #include "cpu/cpu_ops.h"
 #include "cpu/cpu_retention.h"
+#include "retnet/block_ops.h"
 #include "retnet/error.h"
-#include "retnet/forward.h"
+#include "retnet/family_rules.h"
 
 namespace retnet {
 namespace {
 
-class CpuBackend final : public Backend {
+class CpuBackend final : public BlockBackend, private BlockOps {
 public:
-    explicit CpuBackend(std::shared_ptr<const Model> model)
-        : model_(std::move(model)), state_(make_empty_state(model_->config)) {}
+    explicit CpuBackend(std::shared_ptr<const Model> model) : BlockBackend(std::move(model)) { init_slots(); }
 
     std::string name() const override { return "cpu"; }
-    const Model& model() const override { return *model_; }
-    void reset() override { state_ = make_empty_state(model_->config); }
-    RecurrentState snapshot() const override { return state_; }
-
-    void restore(const RecurrentState& state) override {
-        check_state_shape(model_->config, state);
-        state_ = state;
-    }
-
-    Tensor forward(std::span<const int32_t> tokens, const ForwardOptions& options,
-                   Introspection* intro) override {
-        const Model& m = *model_;
-        const ModelConfig& c = m.config;
-        check_forward_inputs(m, tokens, options);
-        if (c.family == Family::TorchScale && options.form == Form::Parallel && !state_.empty())
-            throw Error("the torchscale parallel form starts from an empty state (its row "
-                        "normalization needs the whole row); continue with the recurrent or "
-                        "chunkwise form");
-        const int T = static_cast<int>(tokens.size()), d = c.d_model, H = c.n_heads;
-        const int Dk = c.head_dim_k(), Dv = c.head_dim_v(), F = c.ffn_dim;
-        const int chunk = options.chunk_size > 0 ? options.chunk_size : c.chunk_size;
-        const double head_eps = options.head_norm_eps.value_or(c.norm_eps);
-        if (intro) {
-            intro->layer_outputs.clear();
-            intro->state_norms = intro->want_state_norms ? Tensor({T, c.n_layers, H}) : Tensor();
-            intro->scores = Tensor();
-        }
-
-        std::vector<float> x(static_cast<size_t>(T) * d);  // (T, d) residual stream
-        const float embed_scale = c.scale_embedding ? std::sqrt(static_cast<float>(d)) : 1.0f;
-        for (int t = 0; t < T; ++t) {
-            const float* row = m.weights.embed.ptr() + static_cast<size_t>(tokens[static_cast<size_t>(t)]) * d;
-            for (int j = 0; j < d; ++j) x[static_cast<size_t>(t) * d + j] = row[j] * embed_scale;
-        }
-        if (c.layernorm_embedding) cpu::rms_norm_rows(x.data(), T, d, m.weights.embed_norm, c.norm_eps);
-
-        std::vector<float> h(x.size()), q(static_cast<size_t>(T) * c.key_dim), k(q.size());
-        std::vector<float> v(static_cast<size_t>(T) * c.value_dim), g(v.size()), retained(v.size());
-        std::vector<float> o_head(static_cast<size_t>(T) * Dv), proj(x.size());
-        std::vector<float> ffn_a(static_cast<size_t>(T) * F), ffn_b(ffn_a.size());
-        cpu::HeadInputs in;
-        in.T = T;
-        in.Dk = Dk;
-        in.Dv = Dv;
-        const float inv_sqrt_dk = 1.0f / std::sqrt(static_cast<float>(Dk));
-
-        for (int l = 0; l < c.n_layers; ++l) {
-            const LayerWeights& w = m.weights.layers[static_cast<size_t>(l)];
-            LayerState& ls = state_.layers[static_cast<size_t>(l)];
-            cpu::rms_norm_rows(x.data(), h.data(), T, d, w.attn_norm, c.norm_eps);
-            cpu::linear(h.data(), T, d, w.q_proj, q.data());
-            cpu::linear(h.data(), T, d, w.k_proj, k.data());
-            cpu::linear(h.data(), T, d, w.v_proj, v.data());
-            cpu::linear(h.data(), T, d, w.g_proj, g.data());
-
-            for (int hd = 0; hd < H; ++hd) {
-                gather_head(q, k, v, hd, in, inv_sqrt_dk);
-                const double gamma = std::exp(static_cast<double>(m.weights.log_decay[static_cast<size_t>(hd)]));
-                double unused_r = 0;
-                cpu::HeadState hs{ls.S.data() + static_cast<size_t>(hd) * Dk * Dv,
-                                  c.family == Family::TorchScale ? &ls.scale[static_cast<size_t>(hd)] : &unused_r};
-                const std::vector<double> divisor =
-                    cpu::retention_forward(c.family, options.form, chunk, gamma, in, hs, o_head.data());
-                if (intro) record(*intro, gamma, in, hs, divisor, l, hd);
-                cpu::advance_state(c.family, gamma, in, hs);
-
-                for (int t = 0; t < T; ++t) {
-                    float* dst = retained.data() + static_cast<size_t>(t) * c.value_dim + static_cast<size_t>(hd) * Dv;
-                    std::memcpy(dst, o_head.data() + static_cast<size_t>(t) * Dv, sizeof(float) * static_cast<size_t>(Dv));
-                    cpu::rms_norm_rows(dst, 1, Dv, w.head_norm, head_eps);
-                }
-            }
-            for (size_t i = 0; i < retained.size(); ++i) retained[i] *= cpu::silu(g[i]);
-            cpu::linear(retained.data(), T, c.value_dim, w.o_proj, proj.data());
-            for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
-
-            cpu::rms_norm_rows(x.data(), h.data(), T, d, w.ffn_norm, c.norm_eps);
-            cpu::linear(h.data(), T, d, w.ffn_act, ffn_a.data());
-            cpu::linear(h.data(), T, d, w.ffn_lin, ffn_b.data());
-            const bool gelu = c.ffn_activation == Activation::Gelu;
-            for (size_t i = 0; i < ffn_a.size(); ++i)
-                ffn_a[i] = (gelu ? cpu::gelu(ffn_a[i]) : cpu::silu(ffn_a[i])) * ffn_b[i];
-            cpu::linear(ffn_a.data(), T, F, w.ffn_out, proj.data());
-            for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
-            if (intro && intro->want_layer_outputs) {
-                Tensor out({T, d});
-                out.data = x;
-                intro->layer_outputs.push_back(std::move(out));
-            }
-        }
-        state_.position += T;
-        cpu::rms_norm_rows(x.data(), T, d, m.weights.final_norm, c.norm_eps);
-        Tensor logits({T, c.vocab_size});
-        cpu::linear(x.data(), T, d, m.weights.output_matrix(), logits.ptr());
-        return logits;
-    }
 
 private:
-    // Copies head hd's q, k, v out of the projections, rotates at absolute positions and applies
-    // 1/√Dk where the family does (torchscale on k before rotation; fla on q — both linear).
-    void gather_head(const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
-                     int hd, cpu::HeadInputs& in, float inv_sqrt_dk) const {
+    BlockOps& ops() override { return *this; }
+
+    // ---- state storage -----------------------------------------------------------------------
+    size_t state_size() const {
         const ModelConfig& c = model_->config;
+        return static_cast<size_t>(c.n_heads) * c.head_dim_k() * c.head_dim_v();
+    }
+    void resize_states(int slots) override {
+        states_.resize(static_cast<size_t>(slots),
+                       std::vector<std::vector<float>>(static_cast<size_t>(model_->config.n_layers),
+                                                       std::vector<float>(state_size(), 0.0f)));
+    }
+    void zero_state(int slot) override {
+        for (std::vector<float>& s : states_[static_cast<size_t>(slot)]) std::fill(s.begin(), s.end(), 0.0f);
+    }
+    void read_state(int slot, RecurrentState& out) const override {
+        for (size_t l = 0; l < out.layers.size(); ++l) out.layers[l].S = states_[static_cast<size_t>(slot)][l];
+    }
+    void write_state(int slot, const RecurrentState& state) override {
+        for (size_t l = 0; l < state.layers.size(); ++l) states_[static_cast<size_t>(slot)][l] = state.layers[l].S;
+    }
+
+    // ---- ops ------------------------------------------------------------------------------------
+    Rows scratch(Scratch which, int64_t rows, int64_t width) override {
+        std::vector<float>& buffer = scratch_[static_cast<size_t>(which)];
+        buffer.resize(static_cast<size_t>(rows * width));
+        return {buffer.data(), rows, width};
+    }
+
+    void embed(std::span<const int32_t> tokens, float scale, Rows x) override {
+        const int64_t d = x.width;
+        for (size_t t = 0; t < tokens.size(); ++t) {
+            const float* row = model_->weights.embed.ptr() + static_cast<int64_t>(tokens[t]) * d;
+            for (int64_t j = 0; j < d; ++j) x.data[static_cast<int64_t>(t) * d + j] = row[j] * scale;
+        }
+    }
+
+    void rms_norm(Rows x, int layer, Weight weight, double eps, Rows y) override {
+        cpu::rms_norm_rows(x.data, y.data, static_cast<int>(x.count), static_cast<int>(x.width),
+                           model_weight(*model_, layer, weight), eps);
+    }
+
+    void linear(Rows x, int layer, Weight weight, Rows y, bool accumulate) override {
+        const Tensor& w = model_weight(*model_, layer, weight);
+        cpu::gemm(false, true, static_cast<int>(x.count), static_cast<int>(y.width), static_cast<int>(x.width),
+                  1.0f, x.data, static_cast<int>(x.width), w.ptr(), static_cast<int>(x.width),
+                  accumulate ? 1.0f : 0.0f, y.data, static_cast<int>(y.width));
+    }
+
+    void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) override {
+        for (const SequenceSlice& slice : call.sequences) retain_sequence(call, slice, q, k, v, y);
+        for (int64_t i = 0; i < y.count * y.width; ++i) y.data[i] *= cpu::silu(g.data[i]);
+    }
+
+    void glu(Rows a, Rows b, Activation activation) override {
+        const bool gelu = activation == Activation::Gelu;
+        for (int64_t i = 0; i < a.count * a.width; ++i)
+            a.data[i] = (gelu ? cpu::gelu(a.data[i]) : cpu::silu(a.data[i])) * b.data[i];
+    }
+
+    void gather_rows(Rows x, std::span<const int64_t> rows, Rows y) override {
+        for (size_t i = 0; i < rows.size(); ++i)
+            std::memcpy(y.data + static_cast<int64_t>(i) * x.width, x.data + rows[i] * x.width,
+                        sizeof(float) * static_cast<size_t>(x.width));
+    }
+
+    void download(Rows x, float* host) override {
+        std::memcpy(host, x.data, sizeof(float) * static_cast<size_t>(x.count * x.width));
+    }
+
+    // ---- retention of one sequence, head by head ------------------------------------------------
+
+    // y rows of the slice = RMSNorm_head(retention) · w_head (the gate is applied by the caller).
+    void retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v, Rows y) {
+        const ModelConfig& c = model_->config;
+        const int Dk = c.head_dim_k(), Dv = c.head_dim_v();
+        const Tensor& head_norm = model_->weights.layers[static_cast<size_t>(call.layer)].head_norm;
+        std::vector<float>& S = states_[static_cast<size_t>(slice.slot)][static_cast<size_t>(call.layer)];
+        cpu::HeadInputs in;
+        in.T = slice.length;
+        in.Dk = Dk;
+        in.Dv = Dv;
+        std::vector<float> o_head(static_cast<size_t>(in.T) * Dv);  // (T, Dv)
+        rotate_slice(slice, q, k);
+        for (int hd = 0; hd < c.n_heads; ++hd) {
+            gather_head(slice, q, k, v, hd, in);
+            const double gamma = std::exp(static_cast<double>(model_->weights.log_decay[static_cast<size_t>(hd)]));
+            const cpu::HeadState hs{S.data() + static_cast<size_t>(hd) * Dk * Dv,
+                                    slice.row_sums.empty() ? 0.0 : slice.row_sums[static_cast<size_t>(hd)]};
+            const std::vector<double> divisor =
+                cpu::retention_forward(c.family, call.form, call.chunk, gamma, in, hs, o_head.data());
+            if (call.record) record(*call.record, gamma, in, hs, divisor, hd);
+            cpu::advance_state(c.family, gamma, in, hs);
+            for (int t = 0; t < in.T; ++t) {
+                float* dst = y.data + (slice.first_row + t) * y.width + static_cast<int64_t>(hd) * Dv;
+                std::memcpy(dst, o_head.data() + static_cast<size_t>(t) * Dv, sizeof(float) * static_cast<size_t>(Dv));
+                cpu::rms_norm_rows(dst, 1, Dv, head_norm, call.head_norm_eps);
+            }
+        }
+    }
+
+    // The slice's q and k rows in place: the family's scale, then rotated at absolute positions.
+    void rotate_slice(const SequenceSlice& slice, Rows q, Rows k) const {
+        const ModelConfig& c = model_->config;
+        const QKScale scale = qk_scale(c);
+        const cpu::RotaryShape shape{1, slice.length, c.n_heads, c.head_dim_k()};
+        const float* theta = model_->weights.rotary_theta.data();
+        cpu::rotary_forward<float>(q.data + slice.first_row * q.width, shape, theta, rotary_pairs(c.family), scale.q,
+                                   slice.position);
+        cpu::rotary_forward<float>(k.data + slice.first_row * k.width, shape, theta, rotary_pairs(c.family), scale.k,
+                                   slice.position);
+    }
+
+    // Head hd's rotated q and k, and v, of the slice, contiguous.
+    void gather_head(const SequenceSlice& slice, Rows q, Rows k, Rows v, int hd, cpu::HeadInputs& in) const {
         const int T = in.T, Dk = in.Dk, Dv = in.Dv;
         in.q.resize(static_cast<size_t>(T) * Dk);
         in.k.resize(in.q.size());
         in.v.resize(static_cast<size_t>(T) * Dv);
-        const bool ts = c.family == Family::TorchScale;
         for (int t = 0; t < T; ++t) {
-            float* qd = in.q.data() + static_cast<size_t>(t) * Dk;
-            float* kd = in.k.data() + static_cast<size_t>(t) * Dk;
-            const float* qs = q.data() + static_cast<size_t>(t) * c.key_dim + static_cast<size_t>(hd) * Dk;
-            const float* ks = k.data() + static_cast<size_t>(t) * c.key_dim + static_cast<size_t>(hd) * Dk;
-            for (int i = 0; i < Dk; ++i) {
-                qd[i] = ts ? qs[i] : qs[i] * inv_sqrt_dk;
-                kd[i] = ts ? ks[i] * inv_sqrt_dk : ks[i];
-            }
-            const int64_t pos = state_.position + t;
-            cpu::rotate(qd, Dk, pos, model_->weights.rotary_theta, c.family);
-            cpu::rotate(kd, Dk, pos, model_->weights.rotary_theta, c.family);
-            std::memcpy(in.v.data() + static_cast<size_t>(t) * Dv,
-                        v.data() + static_cast<size_t>(t) * c.value_dim + static_cast<size_t>(hd) * Dv,
+            const int64_t row = slice.first_row + t;
+            std::memcpy(in.q.data() + static_cast<size_t>(t) * Dk, q.data + row * q.width + static_cast<int64_t>(hd) * Dk,
+                        sizeof(float) * static_cast<size_t>(Dk));
+            std::memcpy(in.k.data() + static_cast<size_t>(t) * Dk, k.data + row * k.width + static_cast<int64_t>(hd) * Dk,
+                        sizeof(float) * static_cast<size_t>(Dk));
+            std::memcpy(in.v.data() + static_cast<size_t>(t) * Dv, v.data + row * v.width + static_cast<int64_t>(hd) * Dv,
                         sizeof(float) * static_cast<size_t>(Dv));
         }
     }
 
-    void record(Introspection& intro, double gamma, const cpu::HeadInputs& in, const cpu::HeadState& hs,
-                const std::vector<double>& divisor, int layer, int hd) const {
+    void record(RetentionRecord& rec, double gamma, const cpu::HeadInputs& in, const cpu::HeadState& hs,
+                const std::vector<double>& divisor, int hd) const {
         const ModelConfig& c = model_->config;
         const int T = in.T;
-        if (intro.want_state_norms) {
+        if (rec.state_norms) {
             const std::vector<float> norms = cpu::state_norms_per_token(c.family, gamma, in, hs);
-            for (int t = 0; t < T; ++t)
-                intro.state_norms.data[(static_cast<size_t>(t) * c.n_layers + layer) * c.n_heads + hd] = norms[static_cast<size_t>(t)];
+            for (int t = 0; t < T; ++t) rec.state_norms[static_cast<size_t>(t) * c.n_heads + hd] = norms[static_cast<size_t>(t)];
         }
-        if (intro.score_layer == layer && (intro.want_all_head_scores || intro.score_head == hd)) {
-            if (intro.scores.empty())
-                intro.scores = intro.want_all_head_scores ? Tensor({c.n_heads, T, T}) : Tensor({T, T});
-            const size_t offset = intro.want_all_head_scores ? static_cast<size_t>(hd) * T * T : 0;
-            cpu::retention_scores(gamma, in, divisor, intro.scores.ptr() + offset);
-        }
+        if (rec.scores && hd >= rec.score_head_begin && hd < rec.score_head_begin + rec.score_head_count)
+            cpu::retention_scores(gamma, in, divisor,
+                                  rec.scores + static_cast<size_t>(hd - rec.score_head_begin) * T * T);
     }
 
-    std::shared_ptr<const Model> model_;
-    RecurrentState state_;
+    std::vector<std::vector<std::vector<float>>> states_;  // slot × layer × (H, Dk, Dv)
+    std::array<std::vector<float>, static_cast<size_t>(Scratch::Count)> scratch_;
 };
 
 }  // namespace

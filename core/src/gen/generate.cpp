@@ -102,10 +102,12 @@ void Generator::run_tokens(std::span<const int32_t> tokens) {
     // rows); from one, the chunkwise form computes the same thing.
     if (options.form == Form::Parallel && backend_position_ > 0) options.form = Form::Chunkwise;
     options.chunk_size = replay_params_.chunk_size;
-    const Tensor logits = backend_->forward(tokens, options);  // (T, V)
-    if (logits.rank() != 2 || logits.dim(0) != static_cast<int64_t>(tokens.size()) || logits.dim(1) != vocab_size_)
+    // Sampling needs only the last row: the backend projects no other.
+    const SequenceRequest request{tokens, 0, LogitRows::Last};
+    const Tensor logits = std::move(backend_->forward_batch({&request, 1}, options).front());  // (1, V)
+    if (logits.rank() != 2 || logits.dim(0) != 1 || logits.dim(1) != vocab_size_)
         throw Error("backend " + backend_->name() + " returned logits of shape " + logits.shape_string());
-    logits_.assign(logits.data.end() - vocab_size_, logits.data.end());
+    logits_.assign(logits.data.begin(), logits.data.end());
     backend_position_ += static_cast<int64_t>(tokens.size());
     tokens_run_ += static_cast<int64_t>(tokens.size());
     const int interval = replay_params_.checkpoint_interval;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// Model directories: config.json + safetensors weights, in the torchscale key layout (spec §2.9)
-// or the fla layout (spec §3.6). See docs/model-format.md.
+// Model directories: config.json + safetensors weights, in the torchscale key layout (docs/spec.md §2.9)
+// or the fla layout (docs/spec.md §3.6). See docs/model-format.md.
 #include <cmath>
 #include <filesystem>
 #include <functional>
@@ -117,7 +117,7 @@ Layout make_layout(const ModelConfig& c, const SafetensorsSet* names) {
         add(l + "attn.g_proj.weight", {Vd, d}, layer(i, &LayerWeights::g_proj));
         add(l + "attn.o_proj.weight", {d, Vd}, layer(i, &LayerWeights::o_proj));
         if (c.head_norm_affine) {
-            // fla names it g_norm_swish_gate on its fused path and g_norm otherwise (spec §3.6).
+            // fla names it g_norm_swish_gate on its fused path and g_norm otherwise (docs/spec.md §3.6).
             const bool unfused = has(l + "attn.g_norm.weight") && !has(l + "attn.g_norm_swish_gate.weight");
             add(l + (unfused ? "attn.g_norm.weight" : "attn.g_norm_swish_gate.weight"), {c.head_dim_v()},
                 layer(i, &LayerWeights::head_norm));

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The naive reference: every op as plain loops in double precision, each retention form written
-// the way its reference implementation computes it (torchscale: spec §2.4–2.6, fla: §3.3–3.4).
+// the way its reference implementation computes it (torchscale: docs/spec.md §2.4–2.6, fla: §3.3–3.4).
 // It is never optimized; it exists so that every faster path (CPU float, CUDA) and every
 // checkpoint fixture can be checked against one readable implementation.
 #include <algorithm>
@@ -8,6 +8,7 @@
 
 #include "reference/reference_ops.h"
 #include "retnet/error.h"
+#include "retnet/family_rules.h"
 #include "retnet/forward.h"
 
 namespace retnet {
@@ -37,7 +38,14 @@ public:
     std::string name() const override { return "reference"; }
     const Model& model() const override { return *model_; }
 
-    void reset() override {
+    // The oracle runs one sequence at a time: a single state slot.
+    int slot_count() const override { return 1; }
+    void set_slot_count(int slots) override {
+        if (slots != 1) throw Error("the reference backend keeps one state (slot 0), not " + std::to_string(slots));
+    }
+
+    void reset(int slot = 0) override {
+        check_slot(slot);
         const ModelConfig& c = model_->config;
         layers_.assign(static_cast<size_t>(c.n_layers), {});
         for (RefLayerState& l : layers_) {
@@ -47,7 +55,8 @@ public:
         position_ = 0;
     }
 
-    RecurrentState snapshot() const override {
+    RecurrentState snapshot(int slot = 0) const override {
+        check_slot(slot);
         RecurrentState out = make_empty_state(model_->config);
         out.position = position_;
         for (size_t l = 0; l < layers_.size(); ++l) {
@@ -59,7 +68,8 @@ public:
         return out;
     }
 
-    void restore(const RecurrentState& state) override {
+    void restore(const RecurrentState& state, int slot = 0) override {
+        check_slot(slot);
         const ModelConfig& c = model_->config;
         check_state_shape(c, state);
         reset();
@@ -72,17 +82,29 @@ public:
         position_ = state.position;
     }
 
-    Tensor forward(std::span<const int32_t> tokens, const ForwardOptions& options,
-                   Introspection* intro) override {
+    std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
+                                      Introspection* intro) override {
+        check_batch(*model_, batch, slot_count(), options, intro);
+        check_form_start(model_->config, options.form, position_);
+        Tensor all = run(batch[0].tokens, options, intro);  // (T, V)
+        const int64_t T = all.dim(0), V = all.dim(1);
+        const int64_t rows = batch[0].logits == LogitRows::All ? T : batch[0].logits == LogitRows::Last ? 1 : 0;
+        if (rows == T) return {std::move(all)};
+        Tensor out({rows, V});
+        std::copy(all.data.end() - rows * V, all.data.end(), out.data.begin());
+        return {std::move(out)};
+    }
+
+private:
+    void check_slot(int slot) const {
+        if (slot != 0) throw Error("state slot " + std::to_string(slot) + " does not exist (the reference backend has 1)");
+    }
+
+    Tensor run(std::span<const int32_t> tokens, const ForwardOptions& options, Introspection* intro) {
         const Model& m = *model_;
         const ModelConfig& c = m.config;
-        check_forward_inputs(m, tokens, options);
         const int T = static_cast<int>(tokens.size());
-        const int chunk = options.chunk_size > 0 ? options.chunk_size : c.chunk_size;
-        if (c.family == Family::TorchScale && options.form == Form::Parallel && position_ != 0)
-            throw Error("the torchscale parallel form starts from an empty state (its row "
-                        "normalization needs the whole row); continue with the recurrent or "
-                        "chunkwise form");
+        const int chunk = effective_chunk_size(c, options);
         const double head_eps = options.head_norm_eps.value_or(c.norm_eps);
 
         if (intro) {
@@ -133,7 +155,6 @@ public:
         return ref::to_tensor(ref::linear(out, m.weights.output_matrix()));
     }
 
-private:
     // q, k, v per head, rotated at absolute positions, with 1/√Dk where the family puts it.
     std::vector<HeadInputs> project_heads(const Matrix& h, const LayerWeights& w) const {
         const ModelConfig& c = model_->config;

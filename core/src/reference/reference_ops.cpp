@@ -182,7 +182,7 @@ Matrix fla_chunkwise(const Matrix& q, const Matrix& k, const Matrix& v, double g
     return o;
 }
 
-// ---- torchscale: each form with its own per-row normalization (spec §2.4–2.7) ---------------
+// ---- torchscale: each form with its own per-row normalization (docs/spec.md §2.4–2.7) ---------------
 
 Matrix ts_parallel(const Matrix& q, const Matrix& k, const Matrix& v, double gamma, Matrix* scores) {
     const int T = q.rows, Dk = q.cols, Dv = v.cols;

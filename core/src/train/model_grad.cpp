@@ -8,8 +8,8 @@
 #include "retnet/dropout_mask.h"
 #include "retnet/error.h"
 #include "retnet/train.h"
-#include "retnet/train_ops.h"
-#include "train/parallel.h"
+#include "cpu/parallel.h"
+#include "retnet/cpu_ops.h"
 
 namespace retnet::train {
 
@@ -137,175 +137,254 @@ std::vector<T> zeros(int64_t n) {
     return std::vector<T>(static_cast<size_t>(n), T(0));
 }
 
-// Dropout multipliers of one site (0 or 1/(1 − p)), from the shared mask function.
-template <typename T>
-std::vector<T> dropout_keep(int64_t n, double p, uint64_t seed, uint64_t site) {
-    std::vector<T> keep(static_cast<size_t>(n));
-    const uint64_t base = dropout_site_base(seed, site);
-    const T scale = static_cast<T>(1.0 / (1.0 - p));
-    parallel_blocks(n, 1 << 16, [&](int64_t i0, int64_t i1, int) {
-        for (int64_t i = i0; i < i1; ++i) keep[static_cast<size_t>(i)] = dropout_drops(base, i, p) ? T(0) : scale;
-    });
-    return keep;
-}
-
 template <typename T>
 void multiply(std::vector<T>& x, const std::vector<T>& by) {
     for (size_t i = 0; i < x.size(); ++i) x[i] *= by[i];
 }
 
+// The gradients flowing back through one layer (N rows), reused by every layer.
+template <typename T>
+struct LayerGradients {
+    std::vector<T> dxn, dhidden, da, db;  // (N, d), (N, F) ×3
+    std::vector<T> dy, d_o, dg, dv;       // (N, H·Dv)
+    std::vector<T> dq, dk;                // (N, H·Dk)
+};
+
+// One loss_and_gradient call: the forward keeps each layer's activations, the backward walks
+// them in reverse; each step of the layer is a method, over the op library (retnet/cpu_ops.h).
+template <typename T>
+class ModelPass {
+public:
+    ModelPass(const ModelConfig& c, const ParamLayout& layout, const T* params, const BatchView& batch,
+              const LossOptions& options)
+        : c_(c), layout_(layout), P_(params), batch_(batch), options_(options), N_(int64_t(batch.batch) * batch.seq_len),
+          d_(c.d_model), log_decay_(default_log_decay(c.n_heads)),
+          theta_(default_rotary_theta(Family::Fla, c.head_dim_k())),
+          q_scale_(1.0 / std::sqrt(static_cast<double>(c.head_dim_k()))),
+          shape_{batch.batch, batch.seq_len, c.n_heads, c.head_dim_k(), c.head_dim_v()},
+          rotary_{batch.batch, batch.seq_len, c.n_heads, c.head_dim_k()}, dropout_(options.dropout > 0.0) {
+        if (batch.batch < 1 || batch.seq_len < 1) throw Error("training: empty batch");
+        const int64_t V = c.vocab_size;
+        for (int64_t i = 0; i < N_; ++i)
+            if (batch.inputs[i] < 0 || batch.inputs[i] >= V || batch.targets[i] < 0 || batch.targets[i] >= V)
+                throw Error("training: token id out of range [0, " + std::to_string(V) + ")");
+        if (!(options.dropout >= 0.0 && options.dropout < 1.0)) throw Error("training: dropout must be in [0, 1)");
+    }
+
+    // Returns the mean loss; dlogits (when not null) receives ∂loss/∂logits.
+    double forward(std::vector<T>* dlogits, std::vector<T>* logits_out) {
+        embed();
+        acts_.resize(layout_.layers.size());
+        for (size_t li = 0; li < layout_.layers.size(); ++li) {
+            retention_block(li);
+            ffn_block(li);
+        }
+        rstd_f_ = zeros<T>(N_);
+        xf_ = zeros<T>(N_ * d_);
+        cpu::rmsnorm_forward(x_.data(), P_ + layout_.final_norm, N_, d_, c_.norm_eps, xf_.data(), rstd_f_.data());
+        std::vector<T> logits = zeros<T>(N_ * c_.vocab_size);
+        cpu::linear_forward(xf_.data(), P_ + layout_.lm_head, N_, d_, c_.vocab_size, logits.data());
+        if (dlogits) *dlogits = zeros<T>(N_ * c_.vocab_size);
+        const double loss = cpu::cross_entropy(logits.data(), batch_.targets, N_, c_.vocab_size,
+                                               dlogits ? dlogits->data() : nullptr, 1.0 / static_cast<double>(N_)) /
+                            static_cast<double>(N_);
+        if (logits_out) *logits_out = std::move(logits);
+        return loss;
+    }
+
+    // Overwrites grad (layout.total) with ∂loss/∂params from the forward's activations.
+    void backward(std::vector<T> dlogits, T* grad) {
+        std::fill(grad, grad + layout_.total, T(0));
+        std::vector<T> dxf = zeros<T>(N_ * d_);
+        cpu::linear_backward(xf_.data(), P_ + layout_.lm_head, dlogits.data(), N_, d_, c_.vocab_size, dxf.data(),
+                             false, grad + layout_.lm_head);
+        dlogits = {};
+        dx_ = zeros<T>(N_ * d_);
+        cpu::rmsnorm_backward(x_.data(), P_ + layout_.final_norm, rstd_f_.data(), dxf.data(), N_, d_, dx_.data(),
+                              grad + layout_.final_norm);
+        LayerGradients<T> g = layer_gradients();
+        for (size_t li = layout_.layers.size(); li-- > 0;) {
+            ffn_block_backward(li, g, grad);
+            retention_block_backward(li, g, grad);
+            acts_[li] = LayerActivations<T>{};  // free as we go
+        }
+        embed_backward(grad);
+    }
+
+private:
+    std::vector<T> keep_mask(uint64_t site) const {
+        std::vector<T> keep(static_cast<size_t>(N_ * d_));
+        const uint64_t base = dropout_site_base(options_.dropout_seed, site);
+        const double p = options_.dropout;
+        const T scale = static_cast<T>(1.0 / (1.0 - p));
+        cpu::parallel_blocks(N_ * d_, 1 << 16, [&](int64_t i0, int64_t i1, int) {
+            for (int64_t i = i0; i < i1; ++i) keep[static_cast<size_t>(i)] = dropout_drops(base, i, p) ? T(0) : scale;
+        });
+        return keep;
+    }
+
+    void embed() {
+        x_ = zeros<T>(N_ * d_);  // (N, d) residual stream
+        for (int64_t r = 0; r < N_; ++r)
+            std::memcpy(&x_[static_cast<size_t>(r * d_)], P_ + layout_.embed + batch_.inputs[r] * d_,
+                        sizeof(T) * static_cast<size_t>(d_));
+        if (!dropout_) return;
+        keep_embed_ = keep_mask(dropout_site_embedding);
+        multiply(x_, keep_embed_);
+        branch_ = zeros<T>(N_ * d_);
+    }
+
+    // x += branch_input · Wᵀ, through the dropout mask of `site` (kept in `keep`) when there is one.
+    void add_branch(const T* in, const T* W, int64_t width, std::vector<T>& keep, uint64_t site) {
+        if (!dropout_) {
+            cpu::gemm<T>(false, true, N_, d_, width, T(1), in, width, W, width, T(1), x_.data(), d_);
+            return;
+        }
+        cpu::gemm<T>(false, true, N_, d_, width, T(1), in, width, W, width, T(0), branch_.data(), d_);
+        keep = keep_mask(site);
+        for (size_t i = 0; i < x_.size(); ++i) x_[i] += branch_[i] * keep[i];
+    }
+
+    const T* head_norm_weight(const LayerOffsets& lo) const { return lo.head_norm >= 0 ? P_ + lo.head_norm : nullptr; }
+
+    // x_mid = x_in + o_proj(norm(retention(rot(q), rot(k), v)) ⊙ silu(g)), q, k, v, g from norm(x_in).
+    void retention_block(size_t li) {
+        const LayerOffsets& lo = layout_.layers[li];
+        LayerActivations<T>& A = acts_[li];
+        const int64_t K = c_.key_dim, Vd = c_.value_dim;
+        A.x_in = x_;
+        A.rstd1 = zeros<T>(N_);
+        A.xn1 = zeros<T>(N_ * d_);
+        cpu::rmsnorm_forward(A.x_in.data(), P_ + lo.attn_norm, N_, d_, c_.norm_eps, A.xn1.data(), A.rstd1.data());
+        A.q = zeros<T>(N_ * K);
+        A.k = zeros<T>(N_ * K);
+        A.v = zeros<T>(N_ * Vd);
+        A.g = zeros<T>(N_ * Vd);
+        cpu::linear_forward(A.xn1.data(), P_ + lo.q_proj, N_, d_, K, A.q.data());
+        cpu::linear_forward(A.xn1.data(), P_ + lo.k_proj, N_, d_, K, A.k.data());
+        cpu::linear_forward(A.xn1.data(), P_ + lo.v_proj, N_, d_, Vd, A.v.data());
+        cpu::linear_forward(A.xn1.data(), P_ + lo.g_proj, N_, d_, Vd, A.g.data());
+        cpu::rotary_forward(A.q.data(), rotary_, theta_.data(), cpu::RotaryPairs::HalfSplit, q_scale_);
+        cpu::rotary_forward(A.k.data(), rotary_, theta_.data(), cpu::RotaryPairs::HalfSplit, 1.0);
+        A.o = zeros<T>(N_ * Vd);
+        cpu::retention_forward(A.q.data(), A.k.data(), A.v.data(), shape_, log_decay_.data(), options_.chunk,
+                               A.o.data());
+        A.rstd_h = zeros<T>(N_ * c_.n_heads);
+        A.y = zeros<T>(N_ * Vd);
+        cpu::head_norm_gate_forward(A.o.data(), A.g.data(), head_norm_weight(lo), N_, c_.n_heads, c_.head_dim_v(),
+                                    c_.norm_eps, A.y.data(), A.rstd_h.data());
+        add_branch(A.y.data(), P_ + lo.o_proj, Vd, A.keep_attn, dropout_site_retention(static_cast<int64_t>(li)));
+    }
+
+    // x_out = x_mid + down(silu(gate(xn2)) ⊙ up(xn2)), xn2 = norm(x_mid).
+    void ffn_block(size_t li) {
+        const LayerOffsets& lo = layout_.layers[li];
+        LayerActivations<T>& A = acts_[li];
+        const int64_t F = c_.ffn_dim;
+        A.x_mid = x_;
+        A.rstd2 = zeros<T>(N_);
+        A.xn2 = zeros<T>(N_ * d_);
+        cpu::rmsnorm_forward(A.x_mid.data(), P_ + lo.ffn_norm, N_, d_, c_.norm_eps, A.xn2.data(), A.rstd2.data());
+        A.a = zeros<T>(N_ * F);
+        A.b = zeros<T>(N_ * F);
+        A.hidden = zeros<T>(N_ * F);
+        cpu::linear_forward(A.xn2.data(), P_ + lo.ffn_act, N_, d_, F, A.a.data());
+        cpu::linear_forward(A.xn2.data(), P_ + lo.ffn_lin, N_, d_, F, A.b.data());
+        cpu::glu_forward(A.a.data(), A.b.data(), N_ * F, Activation::Swish, A.hidden.data());
+        add_branch(A.hidden.data(), P_ + lo.ffn_out, F, A.keep_ffn, dropout_site_ffn(static_cast<int64_t>(li)));
+    }
+
+    LayerGradients<T> layer_gradients() const {
+        const int64_t K = c_.key_dim, Vd = c_.value_dim, F = c_.ffn_dim;
+        return {zeros<T>(N_ * d_), zeros<T>(N_ * F), zeros<T>(N_ * F), zeros<T>(N_ * F), zeros<T>(N_ * Vd),
+                zeros<T>(N_ * Vd), zeros<T>(N_ * Vd), zeros<T>(N_ * Vd), zeros<T>(N_ * K), zeros<T>(N_ * K)};
+    }
+
+    // ∂loss/∂(a branch's output before dropout): dx through the branch's mask.
+    const T* branch_grad(const std::vector<T>& keep) {
+        if (keep.empty()) return dx_.data();
+        dbranch_ = dx_;
+        multiply(dbranch_, keep);
+        return dbranch_.data();
+    }
+
+    void ffn_block_backward(size_t li, LayerGradients<T>& g, T* grad) {
+        const LayerOffsets& lo = layout_.layers[li];
+        const LayerActivations<T>& A = acts_[li];
+        const int64_t F = c_.ffn_dim;
+        cpu::linear_backward(A.hidden.data(), P_ + lo.ffn_out, branch_grad(A.keep_ffn), N_, F, d_, g.dhidden.data(),
+                             false, grad + lo.ffn_out);
+        cpu::glu_backward(A.a.data(), A.b.data(), g.dhidden.data(), N_ * F, Activation::Swish, g.da.data(),
+                          g.db.data());
+        cpu::linear_backward(A.xn2.data(), P_ + lo.ffn_act, g.da.data(), N_, d_, F, g.dxn.data(), false,
+                             grad + lo.ffn_act);
+        cpu::linear_backward(A.xn2.data(), P_ + lo.ffn_lin, g.db.data(), N_, d_, F, g.dxn.data(), true,
+                             grad + lo.ffn_lin);
+        cpu::rmsnorm_backward(A.x_mid.data(), P_ + lo.ffn_norm, A.rstd2.data(), g.dxn.data(), N_, d_, dx_.data(),
+                              grad + lo.ffn_norm);
+    }
+
+    void retention_block_backward(size_t li, LayerGradients<T>& g, T* grad) {
+        const LayerOffsets& lo = layout_.layers[li];
+        const LayerActivations<T>& A = acts_[li];
+        const int64_t K = c_.key_dim, Vd = c_.value_dim;
+        cpu::linear_backward(A.y.data(), P_ + lo.o_proj, branch_grad(A.keep_attn), N_, Vd, d_, g.dy.data(), false,
+                             grad + lo.o_proj);
+        cpu::head_norm_gate_backward(A.o.data(), A.g.data(), head_norm_weight(lo), A.rstd_h.data(), g.dy.data(), N_,
+                                     c_.n_heads, c_.head_dim_v(), g.d_o.data(), g.dg.data(),
+                                     lo.head_norm >= 0 ? grad + lo.head_norm : nullptr);
+        cpu::retention_backward(A.q.data(), A.k.data(), A.v.data(), g.d_o.data(), shape_, log_decay_.data(),
+                                options_.chunk, g.dq.data(), g.dk.data(), g.dv.data());
+        cpu::rotary_backward(g.dq.data(), rotary_, theta_.data(), cpu::RotaryPairs::HalfSplit, q_scale_);
+        cpu::rotary_backward(g.dk.data(), rotary_, theta_.data(), cpu::RotaryPairs::HalfSplit, 1.0);
+        const T* xn1 = A.xn1.data();
+        cpu::linear_backward(xn1, P_ + lo.q_proj, g.dq.data(), N_, d_, K, g.dxn.data(), false, grad + lo.q_proj);
+        cpu::linear_backward(xn1, P_ + lo.k_proj, g.dk.data(), N_, d_, K, g.dxn.data(), true, grad + lo.k_proj);
+        cpu::linear_backward(xn1, P_ + lo.v_proj, g.dv.data(), N_, d_, Vd, g.dxn.data(), true, grad + lo.v_proj);
+        cpu::linear_backward(xn1, P_ + lo.g_proj, g.dg.data(), N_, d_, Vd, g.dxn.data(), true, grad + lo.g_proj);
+        cpu::rmsnorm_backward(A.x_in.data(), P_ + lo.attn_norm, A.rstd1.data(), g.dxn.data(), N_, d_, dx_.data(),
+                              grad + lo.attn_norm);
+    }
+
+    void embed_backward(T* grad) {
+        if (dropout_) multiply(dx_, keep_embed_);
+        T* dembed = grad + layout_.embed;
+        for (int64_t r = 0; r < N_; ++r) {
+            T* row = dembed + batch_.inputs[r] * d_;
+            const T* src = &dx_[static_cast<size_t>(r * d_)];
+            for (int64_t i = 0; i < d_; ++i) row[i] += src[i];
+        }
+    }
+
+    const ModelConfig& c_;
+    const ParamLayout& layout_;
+    const T* P_;
+    const BatchView& batch_;
+    const LossOptions& options_;
+    const int64_t N_, d_;  // B·T rows, model width
+    const std::vector<float> log_decay_, theta_;
+    const double q_scale_;
+    const cpu::RetentionShape shape_;
+    const cpu::RotaryShape rotary_;
+    const bool dropout_;
+    std::vector<LayerActivations<T>> acts_;
+    std::vector<T> x_;           // (N, d) residual stream; after the forward, the final norm's input
+    std::vector<T> keep_embed_;  // (N, d) embedding dropout multipliers; empty: none
+    std::vector<T> branch_;      // (N, d) a residual branch's output, when dropout applies to it
+    std::vector<T> rstd_f_, xf_;  // (N), (N, d) the final norm
+    std::vector<T> dx_;          // (N, d) ∂loss/∂(residual stream)
+    std::vector<T> dbranch_;     // (N, d) ∂loss/∂(branch output before dropout)
+};
+
 }  // namespace
 
 template <typename T>
-double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const T* P,
-                         const BatchView& batch, T* grad, const LossOptions& options,
-                         std::vector<T>* logits_out) {
-    using namespace ops;
-    const int64_t B = batch.batch, Tn = batch.seq_len, N = B * Tn;
-    const int64_t d = c.d_model, H = c.n_heads, Dk = c.head_dim_k(), Dv = c.head_dim_v(),
-                  K = c.key_dim, Vd = c.value_dim, F = c.ffn_dim, V = c.vocab_size;
-    if (B < 1 || Tn < 1) throw Error("training: empty batch");
-    for (int64_t i = 0; i < N; ++i)
-        if (batch.inputs[i] < 0 || batch.inputs[i] >= V || batch.targets[i] < 0 || batch.targets[i] >= V)
-            throw Error("training: token id out of range [0, " + std::to_string(V) + ")");
-    const std::vector<float> log_decay = default_log_decay(c.n_heads);
-    const std::vector<float> theta = default_rotary_theta(Family::Fla, static_cast<int>(Dk));
-    const double q_scale = 1.0 / std::sqrt(static_cast<double>(Dk));
-    const RetentionShape shape{B, Tn, H, Dk, Dv};
-    const int chunk = options.chunk;
-    const double p_drop = options.dropout;
-    if (!(p_drop >= 0.0 && p_drop < 1.0)) throw Error("training: dropout must be in [0, 1)");
-    const bool dropout = p_drop > 0.0;
-    auto keep_mask = [&](uint64_t site) { return dropout_keep<T>(N * d, p_drop, options.dropout_seed, site); };
-
-    // ---- forward ----
-    std::vector<T> x = zeros<T>(N * d);  // (N, d) residual stream
-    for (int64_t r = 0; r < N; ++r)
-        std::memcpy(&x[static_cast<size_t>(r * d)], P + layout.embed + batch.inputs[r] * d,
-                    sizeof(T) * static_cast<size_t>(d));
-    std::vector<T> keep_embed;
-    if (dropout) {
-        keep_embed = keep_mask(dropout_site_embedding);
-        multiply(x, keep_embed);
-    }
-    std::vector<T> branch;  // (N, d) a residual branch's output, when dropout applies to it
-    if (dropout) branch = zeros<T>(N * d);
-    // x += branch_input · Wᵀ, through the dropout mask when there is one.
-    auto add_branch = [&](const T* in, const T* W, int64_t width, std::vector<T>& keep, uint64_t site) {
-        if (!dropout) {
-            gemm<T>(false, true, N, d, width, T(1), in, width, W, width, T(1), x.data(), d);
-            return;
-        }
-        gemm<T>(false, true, N, d, width, T(1), in, width, W, width, T(0), branch.data(), d);
-        keep = keep_mask(site);
-        for (size_t i = 0; i < x.size(); ++i) x[i] += branch[i] * keep[i];
-    };
-    std::vector<LayerActivations<T>> acts(layout.layers.size());
-    for (size_t li = 0; li < layout.layers.size(); ++li) {
-        const LayerOffsets& lo = layout.layers[li];
-        LayerActivations<T>& A = acts[li];
-        A.x_in = x;
-        A.rstd1 = zeros<T>(N);
-        A.xn1 = zeros<T>(N * d);
-        rmsnorm_forward(A.x_in.data(), P + lo.attn_norm, N, d, c.norm_eps, A.xn1.data(), A.rstd1.data());
-        A.q = zeros<T>(N * K);
-        A.k = zeros<T>(N * K);
-        A.v = zeros<T>(N * Vd);
-        A.g = zeros<T>(N * Vd);
-        linear_forward(A.xn1.data(), P + lo.q_proj, N, d, K, A.q.data());
-        linear_forward(A.xn1.data(), P + lo.k_proj, N, d, K, A.k.data());
-        linear_forward(A.xn1.data(), P + lo.v_proj, N, d, Vd, A.v.data());
-        linear_forward(A.xn1.data(), P + lo.g_proj, N, d, Vd, A.g.data());
-        rotary_forward(A.q.data(), B, Tn, H, Dk, theta.data(), q_scale);
-        rotary_forward(A.k.data(), B, Tn, H, Dk, theta.data(), 1.0);
-        A.o = zeros<T>(N * Vd);
-        retention_forward(A.q.data(), A.k.data(), A.v.data(), shape, log_decay.data(), chunk, A.o.data());
-        A.rstd_h = zeros<T>(N * H);
-        A.y = zeros<T>(N * Vd);
-        head_norm_gate_forward(A.o.data(), A.g.data(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr,
-                               N, H, Dv, c.norm_eps, A.y.data(), A.rstd_h.data());
-        add_branch(A.y.data(), P + lo.o_proj, Vd, A.keep_attn, dropout_site_retention(static_cast<int64_t>(li)));
-        A.x_mid = x;
-        A.rstd2 = zeros<T>(N);
-        A.xn2 = zeros<T>(N * d);
-        rmsnorm_forward(A.x_mid.data(), P + lo.ffn_norm, N, d, c.norm_eps, A.xn2.data(), A.rstd2.data());
-        A.a = zeros<T>(N * F);
-        A.b = zeros<T>(N * F);
-        A.hidden = zeros<T>(N * F);
-        linear_forward(A.xn2.data(), P + lo.ffn_act, N, d, F, A.a.data());
-        linear_forward(A.xn2.data(), P + lo.ffn_lin, N, d, F, A.b.data());
-        swiglu_forward(A.a.data(), A.b.data(), N * F, A.hidden.data());
-        add_branch(A.hidden.data(), P + lo.ffn_out, F, A.keep_ffn, dropout_site_ffn(static_cast<int64_t>(li)));
-    }
-    std::vector<T> rstd_f = zeros<T>(N), xf = zeros<T>(N * d);
-    rmsnorm_forward(x.data(), P + layout.final_norm, N, d, c.norm_eps, xf.data(), rstd_f.data());
-    std::vector<T> logits = zeros<T>(N * V);
-    linear_forward(xf.data(), P + layout.lm_head, N, d, V, logits.data());
-
+double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const T* params, const BatchView& batch,
+                         T* grad, const LossOptions& options, std::vector<T>* logits) {
+    ModelPass<T> pass(c, layout, params, batch, options);
     std::vector<T> dlogits;
-    if (grad) dlogits = zeros<T>(N * V);
-    const double loss = cross_entropy(logits.data(), batch.targets, N, V,
-                                      grad ? dlogits.data() : nullptr, 1.0 / static_cast<double>(N)) /
-                        static_cast<double>(N);
-    if (logits_out) *logits_out = std::move(logits);
-    if (!grad) return loss;
-
-    // ---- backward ----
-    std::fill(grad, grad + layout.total, T(0));
-    std::vector<T> dxf = zeros<T>(N * d);
-    linear_backward(xf.data(), P + layout.lm_head, dlogits.data(), N, d, V, dxf.data(), false,
-                    grad + layout.lm_head);
-    dlogits = {};
-    std::vector<T> dx = zeros<T>(N * d);  // ∂loss/∂(residual stream)
-    rmsnorm_backward(x.data(), P + layout.final_norm, rstd_f.data(), dxf.data(), N, d, dx.data(),
-                     grad + layout.final_norm);
-    std::vector<T> dbranch;  // ∂loss/∂(branch output before dropout)
-    auto branch_grad = [&](const std::vector<T>& keep) -> const T* {
-        if (keep.empty()) return dx.data();
-        dbranch = dx;
-        multiply(dbranch, keep);
-        return dbranch.data();
-    };
-    std::vector<T> dxn = zeros<T>(N * d), dhidden = zeros<T>(N * F), da = zeros<T>(N * F),
-                   db = zeros<T>(N * F), dy = zeros<T>(N * Vd), d_o = zeros<T>(N * Vd),
-                   dg = zeros<T>(N * Vd), dq = zeros<T>(N * K), dk = zeros<T>(N * K),
-                   dv = zeros<T>(N * Vd);
-    for (size_t li = layout.layers.size(); li-- > 0;) {
-        const LayerOffsets& lo = layout.layers[li];
-        LayerActivations<T>& A = acts[li];
-        // FFN branch: x_out = x_mid + down(silu(gate(xn2)) ⊙ up(xn2))
-        linear_backward(A.hidden.data(), P + lo.ffn_out, branch_grad(A.keep_ffn), N, F, d, dhidden.data(), false,
-                        grad + lo.ffn_out);
-        swiglu_backward(A.a.data(), A.b.data(), dhidden.data(), N * F, da.data(), db.data());
-        linear_backward(A.xn2.data(), P + lo.ffn_act, da.data(), N, d, F, dxn.data(), false, grad + lo.ffn_act);
-        linear_backward(A.xn2.data(), P + lo.ffn_lin, db.data(), N, d, F, dxn.data(), true, grad + lo.ffn_lin);
-        rmsnorm_backward(A.x_mid.data(), P + lo.ffn_norm, A.rstd2.data(), dxn.data(), N, d, dx.data(),
-                         grad + lo.ffn_norm);
-        // Retention branch: x_mid = x_in + o_proj(norm(o) ⊙ silu(g))
-        linear_backward(A.y.data(), P + lo.o_proj, branch_grad(A.keep_attn), N, Vd, d, dy.data(), false,
-                        grad + lo.o_proj);
-        head_norm_gate_backward(A.o.data(), A.g.data(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr,
-                                A.rstd_h.data(), dy.data(), N, H, Dv, d_o.data(), dg.data(),
-                                lo.head_norm >= 0 ? grad + lo.head_norm : nullptr);
-        retention_backward(A.q.data(), A.k.data(), A.v.data(), d_o.data(), shape, log_decay.data(),
-                           chunk, dq.data(), dk.data(), dv.data());
-        rotary_backward(dq.data(), B, Tn, H, Dk, theta.data(), q_scale);
-        rotary_backward(dk.data(), B, Tn, H, Dk, theta.data(), 1.0);
-        linear_backward(A.xn1.data(), P + lo.q_proj, dq.data(), N, d, K, dxn.data(), false, grad + lo.q_proj);
-        linear_backward(A.xn1.data(), P + lo.k_proj, dk.data(), N, d, K, dxn.data(), true, grad + lo.k_proj);
-        linear_backward(A.xn1.data(), P + lo.v_proj, dv.data(), N, d, Vd, dxn.data(), true, grad + lo.v_proj);
-        linear_backward(A.xn1.data(), P + lo.g_proj, dg.data(), N, d, Vd, dxn.data(), true, grad + lo.g_proj);
-        rmsnorm_backward(A.x_in.data(), P + lo.attn_norm, A.rstd1.data(), dxn.data(), N, d, dx.data(),
-                         grad + lo.attn_norm);
-        A = LayerActivations<T>{};  // free as we go
-    }
-    if (dropout) multiply(dx, keep_embed);
-    T* dembed = grad + layout.embed;
-    for (int64_t r = 0; r < N; ++r) {
-        T* row = dembed + batch.inputs[r] * d;
-        const T* src = &dx[static_cast<size_t>(r * d)];
-        for (int64_t i = 0; i < d; ++i) row[i] += src[i];
-    }
+    const double loss = pass.forward(grad ? &dlogits : nullptr, logits);
+    if (grad) pass.backward(std::move(dlogits), grad);
     return loss;
 }
 

@@ -5,7 +5,7 @@
 
 #include "retnet/error.h"
 #include "retnet/train.h"
-#include "train/parallel.h"
+#include "cpu/parallel.h"
 
 namespace retnet::train {
 
@@ -34,7 +34,7 @@ void adamw_update(std::span<float> params, std::span<const float> grad, AdamWSta
         const float* g = grad.data() + t.offset;
         float* m = state.m.data() + t.offset;
         float* v = state.v.data() + t.offset;
-        parallel_blocks(t.size, 65536, [&](int64_t i0, int64_t i1, int) {
+        cpu::parallel_blocks(t.size, 65536, [&](int64_t i0, int64_t i1, int) {
             for (int64_t i = i0; i < i1; ++i) {
                 m[i] = b1 * m[i] + (1.0f - b1) * g[i];
                 v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
@@ -65,7 +65,7 @@ void update_average(std::span<float> average, std::span<const float> params, dou
     const float keep = static_cast<float>(decay_at_step);
     float* a = average.data();
     const float* p = params.data();
-    parallel_blocks(static_cast<int64_t>(average.size()), 65536, [&](int64_t i0, int64_t i1, int) {
+    cpu::parallel_blocks(static_cast<int64_t>(average.size()), 65536, [&](int64_t i0, int64_t i1, int) {
         for (int64_t i = i0; i < i1; ++i) a[i] += (1.0f - keep) * (p[i] - a[i]);
     });
 }

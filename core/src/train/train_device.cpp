@@ -39,7 +39,7 @@ std::vector<std::string> train_devices() {
 
 std::unique_ptr<TrainDevice> make_train_device(const std::string& name, const ModelConfig& config,
                                                const ParamLayout& layout, const TrainDeviceOptions& options) {
-    if (name == "cpu") return nullptr;
+    if (name == "cpu") return std::make_unique<CpuTrainDevice>(config, layout, options);
     TrainDeviceFactory factory;
     {
         Registry& r = registry();

@@ -5,16 +5,17 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "io/atomic_file.h"
+#include "retnet/cpu_ops.h"
 #include "retnet/error.h"
 #include "retnet/safetensors.h"
 #include "retnet/train_device.h"
-#include "retnet/train_ops.h"
 #include "retnet/trainer.h"
 #include "retnet/utf8.h"
 
@@ -178,213 +179,249 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
     s.elapsed_s = state.at("elapsed_s").get<double>();
 }
 
-}  // namespace
+// What the options define, read once: tokenizer, model shape and the two parts of the data.
+struct RunSetup {
+    std::string tokenizer_bytes;
+    Tokenizer tokenizer;
+    ModelConfig config;
+    ParamLayout layout;
+    std::vector<int32_t> train_tokens;
+    std::string val_text;
+};
 
-TrainResult run_training(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_progress,
-                         const std::atomic<bool>* stop) {
-    using clock = std::chrono::steady_clock;
-    if (o.batch < 1 || o.seq_len < 1 || o.steps < 1) throw Error("batch, seq-len and steps must be at least 1");
-    ops::set_num_threads(o.threads);
-    const fs::path out(o.out_dir);
-    fs::create_directories(out);
-
+RunSetup load_run_setup(const TrainOptions& o, const fs::path& out) {
     // Tokenizer: the given file, else (on resume) the checkpoint's.
     std::string tokenizer_path = o.tokenizer_path;
     if (tokenizer_path.empty() && o.resume) tokenizer_path = (find_checkpoint(out) / "tokenizer.model").string();
     if (tokenizer_path.empty()) throw Error("no tokenizer: pass --tokenizer FILE (train one with `retnet tokenizer train`)");
-    const std::string tokenizer_bytes = read_file(tokenizer_path);
-    const Tokenizer tokenizer = Tokenizer::from_serialized(tokenizer_bytes, tokenizer_path);
-
+    std::string tokenizer_bytes = read_file(tokenizer_path);
+    Tokenizer tokenizer = Tokenizer::from_serialized(tokenizer_bytes, tokenizer_path);
     ModelConfig config = load_config(o.config_path);
     if (config.vocab_size != tokenizer.vocab_size())
         throw Error(o.config_path + ": vocab_size = " + std::to_string(config.vocab_size) + " but " +
                     tokenizer_path + " has " + std::to_string(tokenizer.vocab_size()) + " pieces");
-    const ParamLayout layout = make_param_layout(config);
+    ParamLayout layout = make_param_layout(config);
 
-    // Data.
     const std::string text = read_file(o.data_path);
     check_utf8(text, o.data_path);
-    // Not a structured binding: clang before 16 cannot capture those in the lambdas below.
-    const std::pair<std::string_view, std::string_view> split = split_tail(text, o.validation_fraction);
-    const std::string_view train_text = split.first, val_text = split.second;
-    const std::vector<int32_t> train_tokens = tokenizer.encode(train_text);
+    const auto [train_text, val_text] = split_tail(text, o.validation_fraction);
+    std::vector<int32_t> train_tokens = tokenizer.encode(train_text);
     if (static_cast<int64_t>(train_tokens.size()) < o.seq_len + 2)
         throw Error(o.data_path + ": the training part has " + std::to_string(train_tokens.size()) +
                     " tokens, fewer than seq-len + 2");
+    return RunSetup{std::move(tokenizer_bytes), std::move(tokenizer), std::move(config), std::move(layout),
+                    std::move(train_tokens), std::string(val_text)};
+}
 
+// The state to start from: the checkpoint's on resume, else a random model at step 0.
+RunState initial_state(const TrainOptions& o, const RunSetup& r, const fs::path& out) {
     RunState s;
     if (o.resume) {
-        load_checkpoint(find_checkpoint(out), config, layout, o, s);
-    } else {
-        s.params = flatten_weights(make_random_model(config, o.seed), layout);
-        s.adam = make_adamw_state(layout);
-        s.rng.seed(o.seed);
-        s.total_steps = o.steps;
-        if (o.average_decay > 0) s.average = s.params;
+        load_checkpoint(find_checkpoint(out), r.config, r.layout, o, s);
+        if (!s.schedule_fixed && o.steps != s.total_steps) s.total_steps = o.steps;
+        return s;
     }
-    if (o.resume && !s.schedule_fixed && o.steps != s.total_steps) s.total_steps = o.steps;
-    // A device other than the CPU holds the parameters and moments between host syncs (before
-    // validation and checkpoints); s.adam.step mirrors its step count.
-    // A device that cannot apply dropout refuses it in its factory (one line naming the device).
-    std::unique_ptr<TrainDevice> device =
-        make_train_device(o.device, config, layout, TrainDeviceOptions{o.chunk, o.dropout});
-    if (device) device->upload(s.params, s.adam);
-    if (device && !s.average.empty()) device->set_average(s.average, o.average_decay);
-    auto sync_from_device = [&] {
-        if (!device) return;
-        device->download(s.params, s.adam);
-        if (!s.average.empty()) device->download_average(s.average);
-    };
+    s.params = flatten_weights(make_random_model(r.config, o.seed), r.layout);
+    s.adam = make_adamw_state(r.layout);
+    s.rng.seed(o.seed);
+    s.total_steps = o.steps;
+    if (o.average_decay > 0) s.average = s.params;
+    return s;
+}
 
-    TrainResult result;
-    std::vector<float> grad(static_cast<size_t>(layout.total));
-    std::vector<int32_t> inputs(static_cast<size_t>(o.batch) * static_cast<size_t>(o.seq_len)),
-        targets(inputs.size());
-    std::uniform_int_distribution<int64_t> start_dist(0, static_cast<int64_t>(train_tokens.size()) - o.seq_len - 1);
-    const auto session_start = clock::now();
-    auto elapsed = [&] { return s.elapsed_s + std::chrono::duration<double>(clock::now() - session_start).count(); };
-    const int64_t first_step = s.adam.step;
-    const int64_t tokens_per_step = static_cast<int64_t>(o.batch) * o.seq_len;
-    double window_loss = 0;
-    int64_t window_steps = 0;
-    auto window_start = clock::now();
+// One call of run_training: the loop's steps, each a method. The device holds the parameters and
+// moments between host syncs (before validation and checkpoints); s.adam.step mirrors its step count.
+class Session {
+public:
+    using clock = std::chrono::steady_clock;
 
-    // The weights validated and kept in best/: the average when it is on.
-    const bool averaging = !s.average.empty();
-    auto validate = [&](int64_t step) {
-        const std::vector<float>& kept = averaging ? s.average : s.params;
-        EvalResult r;
-        if (device) {
-            if (averaging) device->swap_average();
-            r = evaluate_text([&](const BatchView& v) { return device->loss(v); }, tokenizer, val_text, o.eval_window);
-            if (averaging) device->swap_average();
-        } else {
-            r = evaluate_text(config, layout, kept.data(), tokenizer, val_text, o.eval_window);
+    Session(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_progress)
+        : o_(o), out_(o.out_dir), on_progress_(on_progress), setup_(load_run_setup(o, out_)),
+          s_(initial_state(o, setup_, out_)),
+          // A device that cannot apply dropout refuses it in its factory (one line naming the device).
+          device_(make_train_device(o.device, setup_.config, setup_.layout, TrainDeviceOptions{o.chunk, o.dropout})),
+          inputs_(static_cast<size_t>(o.batch) * static_cast<size_t>(o.seq_len)), targets_(inputs_.size()),
+          start_dist_(0, static_cast<int64_t>(setup_.train_tokens.size()) - o.seq_len - 1),
+          first_step_(s_.adam.step) {
+        device_->upload(s_.params, s_.adam);
+        if (averaging()) device_->set_average(s_.average, o.average_decay);
+        session_start_ = window_start_ = clock::now();
+    }
+
+    TrainResult run(const std::atomic<bool>* stop) {
+        TrainResult result;
+        while (s_.adam.step < s_.total_steps) {
+            if (stop && stop->load()) {
+                result.interrupted = true;
+                break;
+            }
+            result.last_loss = train_step();
+            fit_schedule_to_time_limit();
+            report_window();
+            validate_and_save();
         }
+        if (result.interrupted) {
+            sync_from_device();
+            checkpoint();
+        }
+        result.steps_done = s_.adam.step;
+        result.total_steps = s_.total_steps;
+        result.best_val_loss = s_.best_val_loss;
+        result.best_val_bpc = s_.best_val_bpc;
+        result.elapsed_s = elapsed();
+        return result;
+    }
+
+private:
+    // The weights validated and kept in best/: the average when it is on.
+    bool averaging() const { return !s_.average.empty(); }
+    double elapsed() const { return s_.elapsed_s + std::chrono::duration<double>(clock::now() - session_start_).count(); }
+    int64_t tokens_per_step() const { return static_cast<int64_t>(o_.batch) * o_.seq_len; }
+    TrainProgress progress() const {
         TrainProgress p;
-        p.step = step;
-        p.total_steps = s.total_steps;
+        p.step = s_.adam.step;
+        p.total_steps = s_.total_steps;
+        return p;
+    }
+
+    // Random contiguous windows of the training tokens, drawn from the run's RNG.
+    BatchView next_batch() {
+        const std::vector<int32_t>& tokens = setup_.train_tokens;
+        for (int b = 0; b < o_.batch; ++b) {
+            const int64_t start = start_dist_(s_.rng);
+            for (int t = 0; t < o_.seq_len; ++t) {
+                inputs_[static_cast<size_t>(b * o_.seq_len + t)] = tokens[static_cast<size_t>(start + t)];
+                targets_[static_cast<size_t>(b * o_.seq_len + t)] = tokens[static_cast<size_t>(start + t + 1)];
+            }
+        }
+        return BatchView{inputs_.data(), targets_.data(), o_.batch, o_.seq_len};
+    }
+
+    double train_step() {
+        const int64_t step = s_.adam.step;
+        const BatchView batch = next_batch();
+        const uint64_t dropout_seed = o_.seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step);
+        lr_ = learning_rate(step, s_.total_steps, o_.warmup, o_.lr, o_.min_lr_ratio);
+        const double loss = device_->step(batch, o_.grad_clip, o_.adamw, lr_, dropout_seed, &grad_norm_);
+        s_.adam.step += 1;
+        if (!std::isfinite(loss))
+            throw Error("training diverged: loss is " + std::to_string(loss) + " at step " + std::to_string(step));
+        window_loss_ += loss;
+        window_steps_ += 1;
+        return loss;
+    }
+
+    // Fits the schedule into the time limit once the speed is known (after 10 steps).
+    void fit_schedule_to_time_limit() {
+        if (!(o_.time_limit_s > 0) || s_.schedule_fixed || s_.adam.step - first_step_ != 10) return;
+        const double per_step = std::chrono::duration<double>(clock::now() - session_start_).count() / 10.0;
+        // A validation pass is a forward over the validation tokens: about a third of a training
+        // step's work per token; count half to stay on the safe side, plus a second for the
+        // checkpoint written with it. Solve steps·per_step + evals·eval_cost ≤ budget.
+        const double val_tokens = static_cast<double>(setup_.tokenizer.encode(setup_.val_text).size());
+        const double eval_cost = 1.0 + per_step * 0.5 * val_tokens / static_cast<double>(tokens_per_step());
+        const double budget = o_.time_limit_s - elapsed() - 10.0 - eval_cost;
+        const double cost_per_step = per_step + (o_.eval_every > 0 ? eval_cost / static_cast<double>(o_.eval_every) : 0.0);
+        const int64_t fit = s_.adam.step + std::max<int64_t>(0, static_cast<int64_t>(budget / cost_per_step));
+        if (fit < s_.total_steps) {
+            s_.total_steps = std::max<int64_t>(s_.adam.step + 1, fit);
+            if (on_progress_) {
+                TrainProgress p = progress();
+                p.message = "time limit: schedule shortened to " + std::to_string(s_.total_steps) + " steps";
+                on_progress_(p);
+            }
+        }
+        s_.schedule_fixed = true;
+    }
+
+    // Every log_every steps and at the end: the mean loss and the speed since the last report.
+    void report_window() {
+        const bool last = s_.adam.step == s_.total_steps;
+        if (!on_progress_ || !(s_.adam.step % std::max<int64_t>(1, o_.log_every) == 0 || last)) return;
+        const double window_s = std::chrono::duration<double>(clock::now() - window_start_).count();
+        TrainProgress p = progress();
+        p.loss = window_loss_ / static_cast<double>(window_steps_);
+        p.lr = lr_;
+        p.grad_norm = grad_norm_;
+        p.tokens_per_s = static_cast<double>(tokens_per_step() * window_steps_) / std::max(window_s, 1e-9);
+        p.elapsed_s = elapsed();
+        p.eta_s = static_cast<double>(s_.total_steps - s_.adam.step) * window_s / static_cast<double>(window_steps_);
+        on_progress_(p);
+        window_loss_ = 0;
+        window_steps_ = 0;
+        window_start_ = clock::now();
+    }
+
+    void validate_and_save() {
+        const bool last = s_.adam.step == s_.total_steps;
+        // Validation and checkpoints are not training time: keep them out of tokens/s and the ETA.
+        const auto pause_start = clock::now();
+        const bool want_eval = (o_.eval_every > 0 && s_.adam.step % o_.eval_every == 0) || last;
+        const bool want_save = (o_.save_every > 0 && s_.adam.step % o_.save_every == 0) || last;
+        if (want_eval || want_save) sync_from_device();
+        if (want_eval) validate();
+        if (want_save) checkpoint();
+        window_start_ += clock::now() - pause_start;
+    }
+
+    void sync_from_device() {
+        device_->download(s_.params, s_.adam);
+        if (averaging()) device_->download_average(s_.average);
+    }
+
+    void validate() {
+        if (averaging()) device_->swap_average();
+        const EvalResult r = evaluate_text([&](const BatchView& v) { return device_->loss(v); }, setup_.tokenizer,
+                                           setup_.val_text, o_.eval_window);
+        if (averaging()) device_->swap_average();
+        TrainProgress p = progress();
         p.is_validation = true;
         p.val_loss = r.loss_per_token;
         p.val_bpc = r.bits_per_char;
         p.elapsed_s = elapsed();
-        if (r.loss_per_token < s.best_val_loss) {
-            s.best_val_loss = r.loss_per_token;
-            s.best_val_bpc = r.bits_per_char;
-            save_best(out, config, layout, kept, tokenizer_bytes, step, r.loss_per_token, r.bits_per_char);
+        if (r.loss_per_token < s_.best_val_loss) {
+            s_.best_val_loss = r.loss_per_token;
+            s_.best_val_bpc = r.bits_per_char;
+            save_best(out_, setup_.config, setup_.layout, averaging() ? s_.average : s_.params, setup_.tokenizer_bytes,
+                      s_.adam.step, r.loss_per_token, r.bits_per_char);
             p.message = "best so far, saved to best/";
         }
-        if (on_progress) on_progress(p);
-    };
-    auto checkpoint = [&] {
-        save_checkpoint(out, config, layout, o, s, tokenizer_bytes, elapsed());
-        if (on_progress) {
-            TrainProgress p;
-            p.step = s.adam.step;
-            p.total_steps = s.total_steps;
-            p.elapsed_s = elapsed();
-            p.message = "checkpoint saved";
-            on_progress(p);
-        }
-    };
-
-    while (s.adam.step < s.total_steps) {
-        if (stop && stop->load()) {
-            result.interrupted = true;
-            break;
-        }
-        const int64_t step = s.adam.step;
-        for (int b = 0; b < o.batch; ++b) {
-            const int64_t start = start_dist(s.rng);
-            for (int t = 0; t < o.seq_len; ++t) {
-                inputs[static_cast<size_t>(b * o.seq_len + t)] = train_tokens[static_cast<size_t>(start + t)];
-                targets[static_cast<size_t>(b * o.seq_len + t)] = train_tokens[static_cast<size_t>(start + t + 1)];
-            }
-        }
-        const BatchView batch{inputs.data(), targets.data(), o.batch, o.seq_len};
-        LossOptions lo;
-        lo.chunk = o.chunk;
-        lo.dropout = o.dropout;
-        lo.dropout_seed = o.seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step);
-        const double lr = learning_rate(step, s.total_steps, o.warmup, o.lr, o.min_lr_ratio);
-        double loss = 0, norm = 0;
-        if (device) {
-            loss = device->step(batch, o.grad_clip, o.adamw, lr, lo.dropout_seed, &norm);
-            s.adam.step += 1;
-        } else {
-            loss = loss_and_gradient<float>(config, layout, s.params.data(), batch, grad.data(), lo);
-        }
-        if (!std::isfinite(loss)) throw Error("training diverged: loss is " + std::to_string(loss) + " at step " + std::to_string(step));
-        if (!device) {
-            norm = clip_grad_norm(grad, o.grad_clip);
-            adamw_update(s.params, grad, s.adam, layout, o.adamw, lr);
-            if (averaging) update_average(s.average, s.params, average_decay_at(o.average_decay, s.adam.step));
-        }
-        result.last_loss = loss;
-        window_loss += loss;
-        window_steps += 1;
-
-        // Fit the schedule into the time limit once the speed is known (after 10 steps).
-        const int64_t done_here = s.adam.step - first_step;
-        if (o.time_limit_s > 0 && !s.schedule_fixed && done_here == 10) {
-            const double per_step = std::chrono::duration<double>(clock::now() - session_start).count() / 10.0;
-            // A validation pass is a forward over the validation tokens: about a third of a
-            // training step's work per token; count half to stay on the safe side, plus a second
-            // for the checkpoint written with it. Solve steps·per_step + evals·eval_cost ≤ budget.
-            const double val_tokens = static_cast<double>(tokenizer.encode(val_text).size());
-            const double eval_cost = 1.0 + per_step * 0.5 * val_tokens / static_cast<double>(tokens_per_step);
-            const double budget = o.time_limit_s - elapsed() - 10.0 - eval_cost;
-            const double cost_per_step = per_step + (o.eval_every > 0 ? eval_cost / static_cast<double>(o.eval_every) : 0.0);
-            const int64_t fit = s.adam.step + std::max<int64_t>(0, static_cast<int64_t>(budget / cost_per_step));
-            if (fit < s.total_steps) {
-                s.total_steps = std::max<int64_t>(s.adam.step + 1, fit);
-                if (on_progress) {
-                    TrainProgress p;
-                    p.step = s.adam.step;
-                    p.total_steps = s.total_steps;
-                    p.message = "time limit: schedule shortened to " + std::to_string(s.total_steps) + " steps";
-                    on_progress(p);
-                }
-            }
-            s.schedule_fixed = true;
-        }
-
-        const bool last = s.adam.step == s.total_steps;
-        if (on_progress && (s.adam.step % std::max<int64_t>(1, o.log_every) == 0 || last)) {
-            const double window_s = std::chrono::duration<double>(clock::now() - window_start).count();
-            TrainProgress p;
-            p.step = s.adam.step;
-            p.total_steps = s.total_steps;
-            p.loss = window_loss / static_cast<double>(window_steps);
-            p.lr = lr;
-            p.grad_norm = norm;
-            p.tokens_per_s = static_cast<double>(tokens_per_step * window_steps) / std::max(window_s, 1e-9);
-            p.elapsed_s = elapsed();
-            p.eta_s = static_cast<double>(s.total_steps - s.adam.step) * window_s / static_cast<double>(window_steps);
-            on_progress(p);
-            window_loss = 0;
-            window_steps = 0;
-            window_start = clock::now();
-        }
-        // Validation and checkpoints are not training time: keep them out of tokens/s and the ETA.
-        const auto pause_start = clock::now();
-        const bool want_eval = (o.eval_every > 0 && s.adam.step % o.eval_every == 0) || last;
-        const bool want_save = (o.save_every > 0 && s.adam.step % o.save_every == 0) || last;
-        if (want_eval || want_save) sync_from_device();
-        if (want_eval) validate(s.adam.step);
-        if (want_save) checkpoint();
-        window_start += clock::now() - pause_start;
+        if (on_progress_) on_progress_(p);
     }
-    if (result.interrupted) {
-        sync_from_device();
-        checkpoint();
+
+    void checkpoint() {
+        save_checkpoint(out_, setup_.config, setup_.layout, o_, s_, setup_.tokenizer_bytes, elapsed());
+        if (!on_progress_) return;
+        TrainProgress p = progress();
+        p.elapsed_s = elapsed();
+        p.message = "checkpoint saved";
+        on_progress_(p);
     }
-    result.steps_done = s.adam.step;
-    result.total_steps = s.total_steps;
-    result.best_val_loss = s.best_val_loss;
-    result.best_val_bpc = s.best_val_bpc;
-    result.elapsed_s = elapsed();
-    return result;
+
+    const TrainOptions& o_;
+    const fs::path out_;
+    const std::function<void(const TrainProgress&)>& on_progress_;
+    RunSetup setup_;
+    RunState s_;
+    std::unique_ptr<TrainDevice> device_;
+    std::vector<int32_t> inputs_, targets_;  // (batch, seq_len) each
+    std::uniform_int_distribution<int64_t> start_dist_;
+    const int64_t first_step_;
+    clock::time_point session_start_;
+    double lr_ = 0, grad_norm_ = 0;  // of the last step
+    double window_loss_ = 0;         // summed since the last report
+    int64_t window_steps_ = 0;
+    clock::time_point window_start_;
+};
+
+}  // namespace
+
+TrainResult run_training(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_progress,
+                         const std::atomic<bool>* stop) {
+    if (o.batch < 1 || o.seq_len < 1 || o.steps < 1) throw Error("batch, seq-len and steps must be at least 1");
+    cpu::set_num_threads(o.threads);
+    fs::create_directories(o.out_dir);
+    return Session(o, on_progress).run(stop);
 }
 
 }  // namespace retnet::train

@@ -16,12 +16,16 @@
 #include "retnet/cuda/backend_cuda.h"
 #include "retnet/dropout_mask.h"
 #include "retnet/error.h"
+#include "retnet/family_rules.h"
 #include "retnet/train_device.h"
+#include "../layer_kernels.h"
+#include "../ops.h"
 #include "train_kernels.h"
 
 namespace retnet::cuda {
 
 namespace tk = train_kernels;
+namespace lk = layer_kernels;
 using train::BatchView;
 using train::LayerOffsets;
 
@@ -72,14 +76,19 @@ struct CudaTrainer::Impl {
     DeviceBuffer<uint8_t> decays;            // (layout.total) 1 where AdamW decays the weight
     DeviceBuffer<double> sum_sq;             // (1)
     DeviceBuffer<double> sum_sq_partials;    // (kSumOfSquaresPartials)
+    DeviceBuffer<float> theta;               // (Dk/2) rotary frequencies
     int64_t adam_step = 0;
 
     // Per batch shape.
     int B = 0, T = 0, C = 0, n_chunks = 0, Tp = 0;
-    DeviceBuffer<float> cos_sin;  // (T, Dk/2, 2)
-    DeviceBuffer<float> decay;    // (H, C + 1) γ_h^k
+    // The retention's decay tables (upload_decay_tables), read by the inference retention kernels.
+    DeviceBuffer<float> log_decay;    // (H) log γ_h
+    DeviceBuffer<float> row_head;     // (B·H, Tp) γ^(i+1), i = t mod C
+    DeviceBuffer<float> row_tail;     // (B·H, Tp) γ^(C−1−i)
+    DeviceBuffer<float> chunk_decay;  // (B·H, n_chunks) γ^C
+    DeviceBuffer<float> scan_state;   // (B·H, Dk, Dv) the chunk scan's start (zero) and end state
     DeviceBuffer<int32_t> inputs, targets;  // (N)
-    tk::TokenRowGroups input_groups;        // of the inputs, for the embedding gradient
+    lk::TokenRowGroups input_groups;        // of the inputs, for the embedding gradient
     DeviceBuffer<int32_t> group_rows, group_segment_start, group_token_segment;
     std::vector<LayerBuffers> layers;
     DeviceBuffer<float> x_final, rstd_f, xf;  // (N, d), (N), (N, d)
@@ -146,9 +155,24 @@ struct CudaTrainer::Impl {
                 static_cast<float>(1.0 / (1.0 - dropout.rate))};
     }
 
+    // The fla rotary of q (times Dk^−½) or k, at positions from 0.
+    lk::RotaryArgs rotary(float scale) const { return {theta.get(), 0, scale, false}; }
+
+    float q_scale() const { return static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dk()))); }
+
     void prepare(int batch, int seq_len);
+    void upload_decay_tables();
+    void reserve_layer_activations();
+    void reserve_scratch();
+    void upload_batch(const BatchView& batch, bool want_gradient);
     void forward(const BatchView& batch, bool want_gradient, const TrainDropout& drop);
+    void add_branch(const float* residual, const float* in, const float* W, int width, float* out, uint64_t site);
+    void retention_block_forward(size_t li);
+    void ffn_block_forward(size_t li);
     void backward();
+    const float* branch_grad(uint64_t site);
+    void ffn_block_backward(size_t li);
+    void retention_block_backward(size_t li);
     void retention_forward(LayerBuffers& L);
     void retention_backward(LayerBuffers& L);
     double read_loss();
@@ -162,39 +186,41 @@ void CudaTrainer::Impl::prepare(int batch, int seq_len) {
     C = options.chunk > 0 ? std::min(options.chunk, T) : T;
     n_chunks = (T + C - 1) / C;
     Tp = n_chunks * C;
-    const int64_t n = N();
-    const int dd = d(), h = H(), dk = Dk(), dv = Dv(), K = config.key_dim, Vd = config.value_dim,
-              F = config.ffn_dim, V = config.vocab_size;
-    const int64_t heads_k = static_cast<int64_t>(B) * h * Tp * dk, heads_v = static_cast<int64_t>(B) * h * Tp * dv;
-    const int64_t mats = n_mats();
-    const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
+    upload_decay_tables();
+    reserve_layer_activations();
+    reserve_scratch();
+}
 
-    // Tables, in double on the host as the CPU trainer computes them.
-    const std::vector<float> theta = default_rotary_theta(Family::Fla, dk);
-    std::vector<float> cs(sz(static_cast<int64_t>(T) * dk));
-    for (int t = 0; t < T; ++t)
-        for (int i = 0; i < dk / 2; ++i) {
-            const double angle = static_cast<double>(t) * static_cast<double>(theta[sz(i)]);
-            cs[sz((static_cast<int64_t>(t) * (dk / 2) + i) * 2)] = static_cast<float>(std::cos(angle));
-            cs[sz((static_cast<int64_t>(t) * (dk / 2) + i) * 2 + 1)] = static_cast<float>(std::sin(angle));
+// The decay tables of the batch shape, from family_rules' decay powers as the CPU trainer uses them.
+void CudaTrainer::Impl::upload_decay_tables() {
+    std::vector<float> log_gamma = default_log_decay(H());
+    const std::vector<double> gamma = head_decays(log_gamma);
+    std::vector<float> head, tail, chunk;
+    for (int b = 0; b < B; ++b)
+        for (const double g : gamma) {
+            const std::vector<float> p = decay_powers(g, C);  // (C + 1)
+            for (int c = 0; c < n_chunks; ++c) {
+                for (int i = 0; i < C; ++i) {
+                    head.push_back(p[static_cast<size_t>(i + 1)]);
+                    tail.push_back(p[static_cast<size_t>(C - 1 - i)]);
+                }
+                chunk.push_back(p[static_cast<size_t>(C)]);
+            }
         }
-    cos_sin.reserve(cs.size());
-    cos_sin.upload(cs, stream);
-    const std::vector<float> log_decay = default_log_decay(h);
-    std::vector<float> pw(sz(static_cast<int64_t>(h) * (C + 1)));
-    for (int hh = 0; hh < h; ++hh)
-        for (int k = 0; k <= C; ++k)
-            pw[sz(static_cast<int64_t>(hh) * (C + 1) + k)] =
-                static_cast<float>(std::exp(static_cast<double>(k) * static_cast<double>(log_decay[sz(hh)])));
-    decay.reserve(pw.size());
-    decay.upload(pw, stream);
+    for (auto [buffer, host] : {std::pair{&log_decay, &log_gamma}, std::pair{&row_head, &head},
+                                std::pair{&row_tail, &tail}, std::pair{&chunk_decay, &chunk}}) {
+        buffer->reserve(host->size());
+        buffer->upload(*host, stream);
+    }
+    scan_state.reserve(static_cast<size_t>(B) * static_cast<size_t>(H()) * static_cast<size_t>(Dk()) *
+                       static_cast<size_t>(Dv()));
+}
 
-    inputs.reserve(sz(n));
-    targets.reserve(sz(n));
-    const int64_t max_segments = tk::max_token_segments(n, V);
-    group_rows.reserve(sz(n));
-    group_segment_start.reserve(sz(max_segments + 1));
-    group_token_segment.reserve(sz(V + 1));
+void CudaTrainer::Impl::reserve_layer_activations() {
+    const int64_t n = N();
+    const int dd = d(), dk = Dk(), dv = Dv(), Vd = config.value_dim, F = config.ffn_dim;
+    const int64_t heads_k = static_cast<int64_t>(B) * H() * Tp * dk, heads_v = static_cast<int64_t>(B) * H() * Tp * dv;
+    const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
     layers.resize(layout.layers.size());  // std::vector: one LayerBuffers per layer
     for (LayerBuffers& L : layers) {
         L.x_in.reserve(sz(n * dd));
@@ -203,10 +229,10 @@ void CudaTrainer::Impl::prepare(int batch, int seq_len) {
         L.qh.reserve(sz(heads_k));
         L.kh.reserve(sz(heads_k));
         L.vh.reserve(sz(heads_v));
-        L.states.reserve(n_chunks > 1 ? sz(mats * dk * dv) : 0);
+        L.states.reserve(n_chunks > 1 ? sz(int64_t(n_mats()) * dk * dv) : 0);
         L.g.reserve(sz(n * Vd));
         L.o.reserve(sz(n * Vd));
-        L.rstd_h.reserve(sz(n * h));
+        L.rstd_h.reserve(sz(n * H()));
         L.y.reserve(sz(n * Vd));
         L.x_mid.reserve(sz(n * dd));
         L.rstd2.reserve(sz(n));
@@ -215,6 +241,21 @@ void CudaTrainer::Impl::prepare(int batch, int seq_len) {
         L.b.reserve(sz(n * F));
         L.hidden.reserve(sz(n * F));
     }
+}
+
+void CudaTrainer::Impl::reserve_scratch() {
+    const int64_t n = N();
+    const int dd = d(), h = H(), dk = Dk(), dv = Dv(), K = config.key_dim, Vd = config.value_dim,
+              F = config.ffn_dim, V = config.vocab_size;
+    const int64_t heads_k = static_cast<int64_t>(B) * h * Tp * dk, heads_v = static_cast<int64_t>(B) * h * Tp * dv;
+    const int64_t mats = n_mats();
+    const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
+    inputs.reserve(sz(n));
+    targets.reserve(sz(n));
+    const int64_t max_segments = lk::max_token_segments(n, V);
+    group_rows.reserve(sz(n));
+    group_segment_start.reserve(sz(max_segments + 1));
+    group_token_segment.reserve(sz(V + 1));
     x_final.reserve(sz(n * dd));
     rstd_f.reserve(sz(n));
     xf.reserve(sz(n * dd));
@@ -229,19 +270,12 @@ void CudaTrainer::Impl::prepare(int batch, int seq_len) {
     rows_v.reserve(n_chunks > 1 ? sz(mats * C * dv) : 0);
     contrib.reserve(n_chunks > 1 ? sz(mats * dk * dv) : 0);
     after.reserve(n_chunks > 1 ? sz(mats * dk * dv) : 0);
-    dx.reserve(sz(n * dd));
-    dxn.reserve(sz(n * dd));
-    dhidden.reserve(sz(n * F));
-    da.reserve(sz(n * F));
-    db.reserve(sz(n * F));
-    dy.reserve(sz(n * Vd));
-    d_o.reserve(sz(n * Vd));
-    dg.reserve(sz(n * Vd));
-    dOh.reserve(sz(heads_v));
-    dVh.reserve(sz(heads_v));
-    dQh.reserve(sz(heads_k));
-    dKh.reserve(sz(heads_k));
-    partials.reserve(sz(std::max({tk::rmsnorm_backward_parts(n) * dd, tk::head_norm_gate_backward_parts(n, h) * dv,
+    for (DeviceBuffer<float>* buffer : {&dx, &dxn}) buffer->reserve(sz(n * dd));
+    for (DeviceBuffer<float>* buffer : {&dhidden, &da, &db}) buffer->reserve(sz(n * F));
+    for (DeviceBuffer<float>* buffer : {&dy, &d_o, &dg}) buffer->reserve(sz(n * Vd));
+    for (DeviceBuffer<float>* buffer : {&dOh, &dVh}) buffer->reserve(sz(heads_v));
+    for (DeviceBuffer<float>* buffer : {&dQh, &dKh}) buffer->reserve(sz(heads_k));
+    partials.reserve(sz(std::max({lk::rmsnorm_backward_parts(n) * dd, lk::head_norm_gate_backward_parts(n, h) * dv,
                                   max_segments * dd})));
 }
 
@@ -251,14 +285,16 @@ void CudaTrainer::Impl::retention_forward(LayerBuffers& L) {
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
     gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores.get(), C, ss, mats);
-    tk::apply_decay_mask(scores.get(), decay.get(), mats, n_chunks, H(), C, stream);
+    launch_chunk_decay_mask(scores.get(), log_decay.get(), nullptr, H(), n_chunks, C, false, stream, B);
     gemm(false, false, C, dv, C, 1.0f, scores.get(), C, ss, L.vh.get(), dv, sv, 0.0f, oh.get(), dv, sv, mats);
     if (n_chunks == 1) return;
-    // contrib_c = K_cᵀ diag(γ^(C−1−j)) V_c; states = scan; O_c += diag(γ^(i+1)) Q_c S_c
-    tk::scale_chunk_rows(L.vh.get(), rows_v.get(), decay.get(), mats, n_chunks, H(), C, dv, tk::RowDecay::Tail, stream);
-    gemm(true, false, dk, dv, C, 1.0f, L.kh.get(), dk, sk, rows_v.get(), dv, sv, 0.0f, contrib.get(), dv, se, mats);
-    tk::state_scan_forward(contrib.get(), L.states.get(), decay.get(), B * H(), n_chunks, H(), C, dk * dv, stream);
-    tk::scale_chunk_rows(L.qh.get(), rows_k.get(), decay.get(), mats, n_chunks, H(), C, dk, tk::RowDecay::Head, stream);
+    // U_c = K_cᵀ diag(γ^(C−1−j)) V_c into L.states, which the scan turns into the state before each
+    // chunk from the empty state; O_c += diag(γ^(i+1)) Q_c S_c
+    launch_scale_rows(L.vh.get(), row_tail.get(), rows_v.get(), B * H(), Tp, dv, stream);
+    gemm(true, false, dk, dv, C, 1.0f, L.kh.get(), dk, sk, rows_v.get(), dv, sv, 0.0f, L.states.get(), dv, se, mats);
+    scan_state.zero(stream);
+    launch_chunk_state_scan(L.states.get(), scan_state.get(), chunk_decay.get(), B * H(), n_chunks, se, stream);
+    launch_scale_rows(L.qh.get(), row_head.get(), rows_k.get(), B * H(), Tp, dk, stream);
     gemm(false, false, C, dv, dk, 1.0f, rows_k.get(), dk, sk, L.states.get(), dv, se, 1.0f, oh.get(), dv, sv, mats);
 }
 
@@ -268,153 +304,189 @@ void CudaTrainer::Impl::retention_backward(LayerBuffers& L) {
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
     gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores.get(), C, ss, mats);
-    tk::apply_decay_mask(scores.get(), decay.get(), mats, n_chunks, H(), C, stream);
+    launch_chunk_decay_mask(scores.get(), log_decay.get(), nullptr, H(), n_chunks, C, false, stream, B);
     gemm(false, true, C, C, dv, 1.0f, dOh.get(), dv, sv, L.vh.get(), dv, sv, 0.0f, dscores.get(), C, ss, mats);
-    tk::apply_decay_mask(dscores.get(), decay.get(), mats, n_chunks, H(), C, stream);
+    launch_chunk_decay_mask(dscores.get(), log_decay.get(), nullptr, H(), n_chunks, C, false, stream, B);
     // dV = Aᵀ dO, dQ = dA K, dK = dAᵀ Q (within chunks)
     gemm(true, false, C, dv, C, 1.0f, scores.get(), C, ss, dOh.get(), dv, sv, 0.0f, dVh.get(), dv, sv, mats);
     gemm(false, false, C, dk, C, 1.0f, dscores.get(), C, ss, L.kh.get(), dk, sk, 0.0f, dQh.get(), dk, sk, mats);
     gemm(true, false, C, dk, C, 1.0f, dscores.get(), C, ss, L.qh.get(), dk, sk, 0.0f, dKh.get(), dk, sk, mats);
     if (n_chunks == 1) return;
     // Through the states: dO_s = diag(γ^(i+1)) dO_c; contrib_c = Q_cᵀ dO_s (∂/∂S_c via the outputs)
-    tk::scale_chunk_rows(dOh.get(), rows_v.get(), decay.get(), mats, n_chunks, H(), C, dv, tk::RowDecay::Head, stream);
+    launch_scale_rows(dOh.get(), row_head.get(), rows_v.get(), B * H(), Tp, dv, stream);
     gemm(true, false, dk, dv, C, 1.0f, L.qh.get(), dk, sk, rows_v.get(), dv, sv, 0.0f, contrib.get(), dv, se, mats);
-    tk::state_scan_backward(contrib.get(), after.get(), decay.get(), B * H(), n_chunks, H(), C, dk * dv, stream);
+    launch_chunk_state_scan_backward(contrib.get(), after.get(), chunk_decay.get(), B * H(), n_chunks, se, stream);
     // dQ_c += dO_s S_cᵀ
     gemm(false, true, C, dk, dv, 1.0f, rows_v.get(), dv, sv, L.states.get(), dv, se, 1.0f, dQh.get(), dk, sk, mats);
     // dV_c += diag(γ^(C−1−j)) K_c G_c;  dK_c += diag(γ^(C−1−j)) V_c G_cᵀ  (G_c = after[c])
-    tk::scale_chunk_rows(L.kh.get(), rows_k.get(), decay.get(), mats, n_chunks, H(), C, dk, tk::RowDecay::Tail, stream);
+    launch_scale_rows(L.kh.get(), row_tail.get(), rows_k.get(), B * H(), Tp, dk, stream);
     gemm(false, false, C, dv, dk, 1.0f, rows_k.get(), dk, sk, after.get(), dv, se, 1.0f, dVh.get(), dv, sv, mats);
-    tk::scale_chunk_rows(L.vh.get(), rows_v.get(), decay.get(), mats, n_chunks, H(), C, dv, tk::RowDecay::Tail, stream);
+    launch_scale_rows(L.vh.get(), row_tail.get(), rows_v.get(), B * H(), Tp, dv, stream);
     gemm(false, true, C, dk, dv, 1.0f, rows_v.get(), dv, sv, after.get(), dv, se, 1.0f, dKh.get(), dk, sk, mats);
 }
 
-void CudaTrainer::Impl::forward(const BatchView& batch, bool want_gradient, const TrainDropout& drop) {
+void CudaTrainer::Impl::upload_batch(const BatchView& batch, bool want_gradient) {
     const int64_t V = config.vocab_size;
     if (batch.batch < 1 || batch.seq_len < 1) throw Error("CUDA training: empty batch");
-    if (!(drop.rate >= 0.0 && drop.rate < 1.0)) throw Error("CUDA training: dropout must be in [0, 1)");
     const int64_t n_tokens = static_cast<int64_t>(batch.batch) * batch.seq_len;
     for (int64_t i = 0; i < n_tokens; ++i)
         if (batch.inputs[i] < 0 || batch.inputs[i] >= V || batch.targets[i] < 0 || batch.targets[i] >= V)
             throw Error("CUDA training: token id out of range [0, " + std::to_string(V) + ")");
     prepare(batch.batch, batch.seq_len);
     const int64_t n = N();
-    const int dd = d(), h = H(), dk = Dk(), dv = Dv(), K = config.key_dim, Vd = config.value_dim,
-              F = config.ffn_dim;
-    const float eps = static_cast<float>(config.norm_eps);
-    const float q_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dk)));
-    const float* P = params.get();
     inputs.upload(batch.inputs, static_cast<size_t>(n), stream);
     targets.upload(batch.targets, static_cast<size_t>(n), stream);
-    if (want_gradient) {
-        input_groups = tk::group_rows_by_token(batch.inputs, n, config.vocab_size);
-        group_rows.upload(input_groups.rows, stream);
-        group_segment_start.upload(input_groups.segment_start, stream);
-        group_token_segment.upload(input_groups.token_segment, stream);
-    }
+    if (!want_gradient) return;
+    input_groups = lk::group_rows_by_token(batch.inputs, n, config.vocab_size);
+    group_rows.upload(input_groups.rows, stream);
+    group_segment_start.upload(input_groups.segment_start, stream);
+    group_token_segment.upload(input_groups.token_segment, stream);
+}
 
+void CudaTrainer::Impl::forward(const BatchView& batch, bool want_gradient, const TrainDropout& drop) {
+    if (!(drop.rate >= 0.0 && drop.rate < 1.0)) throw Error("CUDA training: dropout must be in [0, 1)");
+    upload_batch(batch, want_gradient);
+    const int64_t n = N();
+    const int dd = d(), V = config.vocab_size;
+    const float* P = params.get();
     dropout = drop;
     float* x0 = layers.empty() ? x_final.get() : layers[0].x_in.get();
-    tk::embedding_forward(inputs.get(), P + layout.embed, x0, n, dd, stream);
+    lk::embedding_forward(inputs.get(), P + layout.embed, x0, n, dd, 1.0f, stream);
     if (dropout_on()) tk::dropout_scale(x0, x0, n * dd, dropout_site(train::dropout_site_embedding), stream);
     for (size_t li = 0; li < layers.size(); ++li) {
-        const LayerOffsets& lo = layout.layers[li];
-        LayerBuffers& L = layers[li];
-        tk::rmsnorm_forward(L.x_in.get(), P + lo.attn_norm, n, dd, eps, L.xn1.get(), L.rstd1.get(), stream);
-        linear(L.xn1.get(), P + lo.q_proj, lin.get(), n, dd, K);
-        tk::rotary_rows_to_heads(lin.get(), cos_sin.get(), L.qh.get(), B, T, Tp, h, dk, q_scale, stream);
-        linear(L.xn1.get(), P + lo.k_proj, lin.get(), n, dd, K);
-        tk::rotary_rows_to_heads(lin.get(), cos_sin.get(), L.kh.get(), B, T, Tp, h, dk, 1.0f, stream);
-        linear(L.xn1.get(), P + lo.v_proj, lin.get(), n, dd, Vd);
-        tk::rows_to_heads(lin.get(), L.vh.get(), B, T, Tp, h, dv, stream);
-        linear(L.xn1.get(), P + lo.g_proj, L.g.get(), n, dd, Vd);
-        retention_forward(L);
-        tk::heads_to_rows(oh.get(), L.o.get(), B, T, Tp, h, dv, stream);
-        tk::head_norm_gate_forward(L.o.get(), L.g.get(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr, n, h, dv,
-                                   eps, L.y.get(), L.rstd_h.get(), stream);
-        if (dropout_on()) {
-            linear(L.y.get(), P + lo.o_proj, branch.get(), n, Vd, dd);
-            tk::dropout_residual_add(L.x_in.get(), branch.get(), L.x_mid.get(), n * dd,
-                                     dropout_site(train::dropout_site_retention(static_cast<int64_t>(li))), stream);
-        } else {
-            RETNET_CUDA_CHECK(cudaMemcpyAsync(L.x_mid.get(), L.x_in.get(), sizeof(float) * n * dd, cudaMemcpyDeviceToDevice, stream));
-            linear(L.y.get(), P + lo.o_proj, L.x_mid.get(), n, Vd, dd, 1.0f);
-        }
-        tk::rmsnorm_forward(L.x_mid.get(), P + lo.ffn_norm, n, dd, eps, L.xn2.get(), L.rstd2.get(), stream);
-        linear(L.xn2.get(), P + lo.ffn_act, L.a.get(), n, dd, F);
-        linear(L.xn2.get(), P + lo.ffn_lin, L.b.get(), n, dd, F);
-        tk::swiglu_forward(L.a.get(), L.b.get(), n * F, L.hidden.get(), stream);
-        float* next = li + 1 < layers.size() ? layers[li + 1].x_in.get() : x_final.get();
-        if (dropout_on()) {
-            linear(L.hidden.get(), P + lo.ffn_out, branch.get(), n, F, dd);
-            tk::dropout_residual_add(L.x_mid.get(), branch.get(), next, n * dd,
-                                     dropout_site(train::dropout_site_ffn(static_cast<int64_t>(li))), stream);
-        } else {
-            RETNET_CUDA_CHECK(cudaMemcpyAsync(next, L.x_mid.get(), sizeof(float) * n * dd, cudaMemcpyDeviceToDevice, stream));
-            linear(L.hidden.get(), P + lo.ffn_out, next, n, F, dd, 1.0f);
-        }
+        retention_block_forward(li);
+        ffn_block_forward(li);
     }
-    tk::rmsnorm_forward(x_final.get(), P + layout.final_norm, n, dd, eps, xf.get(), rstd_f.get(), stream);
-    linear(xf.get(), P + layout.lm_head, logits.get(), n, dd, static_cast<int>(V));
-    tk::cross_entropy(logits.get(), targets.get(), n, static_cast<int>(V), row_loss.get(), want_gradient,
+    lk::rmsnorm_forward(x_final.get(), P + layout.final_norm, n, dd, static_cast<float>(config.norm_eps), xf.get(),
+                        rstd_f.get(), stream);
+    linear(xf.get(), P + layout.lm_head, logits.get(), n, dd, V);
+    tk::cross_entropy(logits.get(), targets.get(), n, V, row_loss.get(), want_gradient,
                       static_cast<float>(1.0 / static_cast<double>(n)), stream);
     logits_valid = !want_gradient;
 }
 
+// out = residual + branch_input · Wᵀ, through the dropout mask of `site` when dropout is on.
+void CudaTrainer::Impl::add_branch(const float* residual, const float* in, const float* W, int width, float* out,
+                                   uint64_t site) {
+    const int64_t n = N();
+    const int dd = d();
+    if (dropout_on()) {
+        linear(in, W, branch.get(), n, width, dd);
+        tk::dropout_residual_add(residual, branch.get(), out, n * dd, dropout_site(site), stream);
+        return;
+    }
+    RETNET_CUDA_CHECK(cudaMemcpyAsync(out, residual, sizeof(float) * n * dd, cudaMemcpyDeviceToDevice, stream));
+    linear(in, W, out, n, width, dd, 1.0f);
+}
+
+// x_mid = x_in + o_proj(norm(retention(rot(q), rot(k), v)) ⊙ silu(g)), q, k, v, g from norm(x_in).
+void CudaTrainer::Impl::retention_block_forward(size_t li) {
+    const LayerOffsets& lo = layout.layers[li];
+    LayerBuffers& L = layers[li];
+    const int64_t n = N();
+    const int dd = d(), h = H(), dk = Dk(), dv = Dv(), K = config.key_dim, Vd = config.value_dim;
+    const float eps = static_cast<float>(config.norm_eps);
+    const float* P = params.get();
+    lk::rmsnorm_forward(L.x_in.get(), P + lo.attn_norm, n, dd, eps, L.xn1.get(), L.rstd1.get(), stream);
+    linear(L.xn1.get(), P + lo.q_proj, lin.get(), n, dd, K);
+    lk::rotary_forward(lin.get(), L.qh.get(), B, T, Tp, h, dk, rotary(q_scale()), stream);
+    linear(L.xn1.get(), P + lo.k_proj, lin.get(), n, dd, K);
+    lk::rotary_forward(lin.get(), L.kh.get(), B, T, Tp, h, dk, rotary(1.0f), stream);
+    linear(L.xn1.get(), P + lo.v_proj, lin.get(), n, dd, Vd);
+    lk::rows_to_heads(lin.get(), L.vh.get(), B, T, Tp, h, dv, stream);
+    linear(L.xn1.get(), P + lo.g_proj, L.g.get(), n, dd, Vd);
+    retention_forward(L);
+    lk::heads_to_rows(oh.get(), L.o.get(), B, T, Tp, h, dv, stream);
+    lk::head_norm_gate_forward({L.o.get()}, L.g.get(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr, n, h, dv, eps,
+                               L.y.get(), L.rstd_h.get(), stream);
+    add_branch(L.x_in.get(), L.y.get(), P + lo.o_proj, Vd, L.x_mid.get(),
+               train::dropout_site_retention(static_cast<int64_t>(li)));
+}
+
+// x_out = x_mid + down(silu(gate(xn2)) ⊙ up(xn2)), xn2 = norm(x_mid); x_out is the next layer's x_in.
+void CudaTrainer::Impl::ffn_block_forward(size_t li) {
+    const LayerOffsets& lo = layout.layers[li];
+    LayerBuffers& L = layers[li];
+    const int64_t n = N();
+    const int dd = d(), F = config.ffn_dim;
+    const float* P = params.get();
+    lk::rmsnorm_forward(L.x_mid.get(), P + lo.ffn_norm, n, dd, static_cast<float>(config.norm_eps), L.xn2.get(),
+                        L.rstd2.get(), stream);
+    linear(L.xn2.get(), P + lo.ffn_act, L.a.get(), n, dd, F);
+    linear(L.xn2.get(), P + lo.ffn_lin, L.b.get(), n, dd, F);
+    lk::glu_forward(L.a.get(), L.b.get(), n * F, false, L.hidden.get(), stream);
+    float* next = li + 1 < layers.size() ? layers[li + 1].x_in.get() : x_final.get();
+    add_branch(L.x_mid.get(), L.hidden.get(), P + lo.ffn_out, F, next, train::dropout_site_ffn(static_cast<int64_t>(li)));
+}
+
 void CudaTrainer::Impl::backward() {
     const int64_t n = N();
-    const int dd = d(), h = H(), dk = Dk(), dv = Dv(), K = config.key_dim, Vd = config.value_dim,
-              F = config.ffn_dim, V = config.vocab_size;
-    const float q_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(dk)));
+    const int dd = d(), V = config.vocab_size;
     const float* P = params.get();
     float* G = grad.get();
     grad.zero(stream);
     // dxn serves as ∂loss/∂xf here.
     linear_backward(xf.get(), P + layout.lm_head, logits.get(), n, dd, V, dxn.get(), false, G + layout.lm_head);
     RETNET_CUDA_CHECK(cudaMemsetAsync(dx.get(), 0, sizeof(float) * n * dd, stream));
-    tk::rmsnorm_backward(x_final.get(), P + layout.final_norm, rstd_f.get(), dxn.get(), n, dd, dx.get(),
+    lk::rmsnorm_backward(x_final.get(), P + layout.final_norm, rstd_f.get(), dxn.get(), n, dd, dx.get(),
                          G + layout.final_norm, partials.get(), stream);
-    // ∂loss/∂(a branch's output before dropout): dx through the site's mask, in `branch`.
-    auto branch_grad = [&](uint64_t site) -> const float* {
-        if (!dropout_on()) return dx.get();
-        tk::dropout_scale(dx.get(), branch.get(), n * dd, dropout_site(site), stream);
-        return branch.get();
-    };
     for (size_t li = layers.size(); li-- > 0;) {
-        const LayerOffsets& lo = layout.layers[li];
-        LayerBuffers& L = layers[li];
-        const auto layer = static_cast<int64_t>(li);
-        // FFN branch.
-        linear_backward(L.hidden.get(), P + lo.ffn_out, branch_grad(train::dropout_site_ffn(layer)), n, F, dd,
-                        dhidden.get(), false, G + lo.ffn_out);
-        tk::swiglu_backward(L.a.get(), L.b.get(), dhidden.get(), n * F, da.get(), db.get(), stream);
-        linear_backward(L.xn2.get(), P + lo.ffn_act, da.get(), n, dd, F, dxn.get(), false, G + lo.ffn_act);
-        linear_backward(L.xn2.get(), P + lo.ffn_lin, db.get(), n, dd, F, dxn.get(), true, G + lo.ffn_lin);
-        tk::rmsnorm_backward(L.x_mid.get(), P + lo.ffn_norm, L.rstd2.get(), dxn.get(), n, dd, dx.get(),
-                             G + lo.ffn_norm, partials.get(), stream);
-        // Retention branch.
-        linear_backward(L.y.get(), P + lo.o_proj, branch_grad(train::dropout_site_retention(layer)), n, Vd, dd,
-                        dy.get(), false, G + lo.o_proj);
-        tk::head_norm_gate_backward(L.o.get(), L.g.get(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr,
-                                    L.rstd_h.get(), dy.get(), n, h, dv, d_o.get(), dg.get(),
-                                    lo.head_norm >= 0 ? G + lo.head_norm : nullptr, partials.get(), stream);
-        tk::rows_to_heads(d_o.get(), dOh.get(), B, T, Tp, h, dv, stream);
-        retention_backward(L);
-        tk::rotary_heads_to_rows_transposed(dQh.get(), cos_sin.get(), lin.get(), B, T, Tp, h, dk, q_scale, stream);
-        linear_backward(L.xn1.get(), P + lo.q_proj, lin.get(), n, dd, K, dxn.get(), false, G + lo.q_proj);
-        tk::rotary_heads_to_rows_transposed(dKh.get(), cos_sin.get(), lin.get(), B, T, Tp, h, dk, 1.0f, stream);
-        linear_backward(L.xn1.get(), P + lo.k_proj, lin.get(), n, dd, K, dxn.get(), true, G + lo.k_proj);
-        tk::heads_to_rows(dVh.get(), lin.get(), B, T, Tp, h, dv, stream);
-        linear_backward(L.xn1.get(), P + lo.v_proj, lin.get(), n, dd, Vd, dxn.get(), true, G + lo.v_proj);
-        linear_backward(L.xn1.get(), P + lo.g_proj, dg.get(), n, dd, Vd, dxn.get(), true, G + lo.g_proj);
-        tk::rmsnorm_backward(L.x_in.get(), P + lo.attn_norm, L.rstd1.get(), dxn.get(), n, dd, dx.get(),
-                             G + lo.attn_norm, partials.get(), stream);
+        ffn_block_backward(li);
+        retention_block_backward(li);
     }
     if (dropout_on()) tk::dropout_scale(dx.get(), dx.get(), n * dd, dropout_site(train::dropout_site_embedding), stream);
-    const tk::DeviceTokenRowGroups groups{group_rows.get(), group_segment_start.get(), group_token_segment.get(),
+    const lk::DeviceTokenRowGroups groups{group_rows.get(), group_segment_start.get(), group_token_segment.get(),
                                           static_cast<int64_t>(input_groups.segment_start.size()) - 1,
                                           config.vocab_size};
-    tk::embedding_backward(groups, dx.get(), partials.get(), G + layout.embed, dd, stream);
+    lk::embedding_backward(groups, dx.get(), partials.get(), G + layout.embed, dd, stream);
+}
+
+// ∂loss/∂(a branch's output before dropout): dx through the site's mask, in `branch`.
+const float* CudaTrainer::Impl::branch_grad(uint64_t site) {
+    if (!dropout_on()) return dx.get();
+    tk::dropout_scale(dx.get(), branch.get(), N() * d(), dropout_site(site), stream);
+    return branch.get();
+}
+
+void CudaTrainer::Impl::ffn_block_backward(size_t li) {
+    const LayerOffsets& lo = layout.layers[li];
+    LayerBuffers& L = layers[li];
+    const int64_t n = N();
+    const int dd = d(), F = config.ffn_dim;
+    const float* P = params.get();
+    float* G = grad.get();
+    linear_backward(L.hidden.get(), P + lo.ffn_out, branch_grad(train::dropout_site_ffn(static_cast<int64_t>(li))), n,
+                    F, dd, dhidden.get(), false, G + lo.ffn_out);
+    lk::glu_backward(L.a.get(), L.b.get(), dhidden.get(), n * F, false, da.get(), db.get(), stream);
+    linear_backward(L.xn2.get(), P + lo.ffn_act, da.get(), n, dd, F, dxn.get(), false, G + lo.ffn_act);
+    linear_backward(L.xn2.get(), P + lo.ffn_lin, db.get(), n, dd, F, dxn.get(), true, G + lo.ffn_lin);
+    lk::rmsnorm_backward(L.x_mid.get(), P + lo.ffn_norm, L.rstd2.get(), dxn.get(), n, dd, dx.get(), G + lo.ffn_norm,
+                         partials.get(), stream);
+}
+
+void CudaTrainer::Impl::retention_block_backward(size_t li) {
+    const LayerOffsets& lo = layout.layers[li];
+    LayerBuffers& L = layers[li];
+    const int64_t n = N();
+    const int dd = d(), h = H(), dk = Dk(), dv = Dv(), K = config.key_dim, Vd = config.value_dim;
+    const float* P = params.get();
+    float* G = grad.get();
+    linear_backward(L.y.get(), P + lo.o_proj, branch_grad(train::dropout_site_retention(static_cast<int64_t>(li))), n,
+                    Vd, dd, dy.get(), false, G + lo.o_proj);
+    lk::head_norm_gate_backward(L.o.get(), L.g.get(), lo.head_norm >= 0 ? P + lo.head_norm : nullptr, L.rstd_h.get(),
+                                dy.get(), n, h, dv, d_o.get(), dg.get(), lo.head_norm >= 0 ? G + lo.head_norm : nullptr,
+                                partials.get(), stream);
+    lk::rows_to_heads(d_o.get(), dOh.get(), B, T, Tp, h, dv, stream);
+    retention_backward(L);
+    lk::rotary_backward(dQh.get(), lin.get(), B, T, Tp, h, dk, rotary(q_scale()), stream);
+    linear_backward(L.xn1.get(), P + lo.q_proj, lin.get(), n, dd, K, dxn.get(), false, G + lo.q_proj);
+    lk::rotary_backward(dKh.get(), lin.get(), B, T, Tp, h, dk, rotary(1.0f), stream);
+    linear_backward(L.xn1.get(), P + lo.k_proj, lin.get(), n, dd, K, dxn.get(), true, G + lo.k_proj);
+    lk::heads_to_rows(dVh.get(), lin.get(), B, T, Tp, h, dv, stream);
+    linear_backward(L.xn1.get(), P + lo.v_proj, lin.get(), n, dd, Vd, dxn.get(), true, G + lo.v_proj);
+    linear_backward(L.xn1.get(), P + lo.g_proj, dg.get(), n, dd, Vd, dxn.get(), true, G + lo.g_proj);
+    lk::rmsnorm_backward(L.x_in.get(), P + lo.attn_norm, L.rstd1.get(), dxn.get(), n, dd, dx.get(), G + lo.attn_norm,
+                         partials.get(), stream);
 }
 
 double CudaTrainer::Impl::read_loss() {
@@ -431,6 +503,7 @@ CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& la
     std::string why;
     if (!cuda_device_available(&why)) throw Error("CUDA training unavailable: " + why);
     if (options.chunk < 0) throw Error("CUDA training: chunk size must be ≥ 0");
+    if (!(options.dropout >= 0.0 && options.dropout < 1.0)) throw Error("CUDA training: dropout must be in [0, 1)");
     const train::ParamLayout expected = train::make_param_layout(config);  // validates the config
     if (expected.total != layout.total || expected.layers.size() != layout.layers.size())
         throw Error("CUDA training: the parameter layout does not match the model config");
@@ -468,6 +541,9 @@ CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& la
     s.decays.upload(decays, s.stream);
     s.sum_sq.resize(1);
     s.sum_sq_partials.resize(tk::kSumOfSquaresPartials);
+    const std::vector<float> theta = default_rotary_theta(Family::Fla, config.head_dim_k());
+    s.theta.resize(theta.size());
+    s.theta.upload(theta, s.stream);
     s.stream_owner->synchronize();
 }
 
@@ -494,7 +570,7 @@ void CudaTrainer::upload(std::span<const float> params, const train::AdamWState&
     s.stream_owner->synchronize();
 }
 
-void CudaTrainer::download(std::vector<float>& params, train::AdamWState& state) const {
+void CudaTrainer::download(std::vector<float>& params, train::AdamWState& state) {
     const Impl& s = *impl_;
     const size_t n = static_cast<size_t>(s.layout.total);
     params.resize(n);
@@ -519,13 +595,12 @@ void CudaTrainer::set_average(std::span<const float> average, double decay) {
     s.average_decay = decay;
 }
 
-std::vector<float> CudaTrainer::download_average() const {
+void CudaTrainer::download_average(std::vector<float>& average) {
     const Impl& s = *impl_;
     if (s.average_decay <= 0) throw Error("CUDA training: no parameter average (set_average was not called)");
-    std::vector<float> out(static_cast<size_t>(s.layout.total));
-    s.average.download(out.data(), out.size(), s.stream);
+    average.resize(static_cast<size_t>(s.layout.total));
+    s.average.download(average.data(), average.size(), s.stream);
     s.stream_owner->synchronize();
-    return out;
 }
 
 void CudaTrainer::swap_average() {
@@ -613,7 +688,21 @@ double CudaTrainer::train_step(const BatchView& batch, double max_norm, const tr
     return loss;
 }
 
+double CudaTrainer::loss(const BatchView& batch) { return loss_and_gradient(batch, false); }
+
+double CudaTrainer::step(const BatchView& batch, double max_norm, const train::AdamWConfig& adamw, double lr,
+                         uint64_t dropout_seed, double* grad_norm) {
+    return train_step(batch, max_norm, adamw, lr, grad_norm, TrainDropout{impl_->options.dropout, dropout_seed});
+}
+
 const CudaTrainerOptions& CudaTrainer::options() const { return impl_->options; }
+
+std::string CudaTrainer::description() const {
+    const char* name = "cuda";
+    if (impl_->options.precision == TrainPrecision::Tf32) name = "cuda-tf32";
+    if (impl_->options.precision == TrainPrecision::Bf16) name = "cuda-bf16";
+    return std::string(name) + " (" + device_name() + ")";
+}
 
 std::string CudaTrainer::device_name() const {
     cudaDeviceProp prop{};
@@ -625,47 +714,16 @@ std::string CudaTrainer::device_name() const {
 
 namespace retnet::cuda {
 
-namespace {
-
-class CudaTrainDevice final : public train::TrainDevice {
-public:
-    CudaTrainDevice(const std::string& name, const ModelConfig& config, const train::ParamLayout& layout,
-                    const CudaTrainerOptions& options, double dropout)
-        : name_(name), trainer_(config, layout, options), dropout_(dropout) {}
-    std::string description() const override { return name_ + " (" + trainer_.device_name() + ")"; }
-    void upload(std::span<const float> params, const train::AdamWState& state) override {
-        trainer_.upload(params, state);
-    }
-    void download(std::vector<float>& params, train::AdamWState& state) override {
-        trainer_.download(params, state);
-    }
-    double loss(const train::BatchView& batch) override { return trainer_.loss_and_gradient(batch, false); }
-    double step(const train::BatchView& batch, double max_norm, const train::AdamWConfig& adamw, double lr,
-                uint64_t dropout_seed, double* grad_norm) override {
-        return trainer_.train_step(batch, max_norm, adamw, lr, grad_norm, TrainDropout{dropout_, dropout_seed});
-    }
-    void set_average(std::span<const float> average, double decay) override { trainer_.set_average(average, decay); }
-    void download_average(std::vector<float>& average) override { average = trainer_.download_average(); }
-    void swap_average() override { trainer_.swap_average(); }
-
-private:
-    std::string name_;
-    CudaTrainer trainer_;
-    double dropout_;
-};
-
-}  // namespace
-
 void register_cuda_trainer() {
     for (const char* name : {"cuda", "cuda-tf32", "cuda-bf16"}) {
         const std::string device = name;
         train::register_train_device(device, [device](const ModelConfig& config, const train::ParamLayout& layout,
                                                       const train::TrainDeviceOptions& o) {
-            if (!(o.dropout >= 0.0 && o.dropout < 1.0)) throw Error("CUDA training: dropout must be in [0, 1)");
             CudaTrainerOptions options;
             options.precision = train_precision_from_device(device);
             options.chunk = o.chunk;
-            return std::unique_ptr<train::TrainDevice>(new CudaTrainDevice(device, config, layout, options, o.dropout));
+            options.dropout = o.dropout;
+            return std::unique_ptr<train::TrainDevice>(std::make_unique<CudaTrainer>(config, layout, options));
         });
     }
 }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "retnet/train.h"
+#include "retnet/train_device.h"
 
 namespace retnet::cuda {
 
@@ -26,6 +27,7 @@ struct CudaTrainerOptions {
     int device = 0;  // CUDA device ordinal
     TrainPrecision precision = TrainPrecision::Fp32;
     int chunk = 0;  // 0: parallel retention (one T×T block per head); > 0: chunkwise, this chunk size
+    double dropout = 0;  // the rate step() applies (TrainDevice); in [0, 1)
 };
 
 // Training-only dropout of one call (train::LossOptions::dropout and ::dropout_seed): the CPU
@@ -35,28 +37,38 @@ struct TrainDropout {
     uint64_t seed = 0;
 };
 
-class CudaTrainer {
+// The training devices "cuda", "cuda-tf32" and "cuda-bf16" (retnet/train_device.h) are this class.
+class CudaTrainer final : public train::TrainDevice {
 public:
     // Allocates the parameters, gradient and moments on the device (zeros; call upload next).
-    // Throws retnet::Error when no device is usable or the config is not trainable.
+    // Throws retnet::Error when no device is usable, the config is not trainable or the dropout
+    // rate is outside [0, 1).
     CudaTrainer(const ModelConfig& config, const train::ParamLayout& layout, CudaTrainerOptions options = {});
-    ~CudaTrainer();
+    ~CudaTrainer() override;
     CudaTrainer(const CudaTrainer&) = delete;
     CudaTrainer& operator=(const CudaTrainer&) = delete;
 
+    // e.g. "cuda-bf16 (NVIDIA H200)"
+    std::string description() const override;
     // Copies the parameters and the optimizer state (moments and step count) to the device.
-    void upload(std::span<const float> params, const train::AdamWState& state);
+    void upload(std::span<const float> params, const train::AdamWState& state) override;
     void upload_params(std::span<const float> params);
     // Copies them back (resizing the vectors to layout.total).
-    void download(std::vector<float>& params, train::AdamWState& state) const;
+    void download(std::vector<float>& params, train::AdamWState& state) override;
     std::vector<float> download_params() const;
 
     // Parameter averaging (train::update_average): from now on every adamw_step ends with
     // update_average(average, params, average_decay_at(decay, step)) on the device.
-    void set_average(std::span<const float> average, double decay);
-    std::vector<float> download_average() const;
+    void set_average(std::span<const float> average, double decay) override;
+    void download_average(std::vector<float>& average) override;
     // Exchanges the parameters and the average (no copy), so a loss measures the average.
-    void swap_average();
+    void swap_average() override;
+
+    // TrainDevice: loss_and_gradient without the gradient; train_step with the options' dropout
+    // rate and this seed.
+    double loss(const train::BatchView& batch) override;
+    double step(const train::BatchView& batch, double max_norm, const train::AdamWConfig& adamw, double lr,
+                uint64_t dropout_seed, double* grad_norm) override;
 
     // Forward + backward of one batch: returns the mean cross-entropy (nats) and leaves ∂loss/∂params
     // in the device gradient (overwritten). With want_gradient = false only the loss is computed.

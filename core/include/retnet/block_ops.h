@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// The RetNet block sequence, written once for every fast backend.
+//
+// BlockBackend runs the model: embedding → per layer [RMSNorm → q, k, v, g projections →
+// gated multi-scale retention → o_proj, residual → RMSNorm → GLU FFN, residual] → final norm on
+// the rows whose logits were asked for → output matrix. It keeps the per-slot bookkeeping
+// (positions, torchscale's row sums) and the family rules (retnet/family_rules.h). A fast backend
+// (CPU, CUDA) derives from it and supplies BlockOps — a small set of ops on its own memory —
+// plus the storage of the recurrent states; it may fuse or graph-capture the ops.
+//
+// Activations hold the rows of every sequence of the batch, one after the other (N = Σ T_s).
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "retnet/forward.h"
+
+namespace retnet {
+
+// Rows of activations in the backend's own memory (host for the CPU, device for CUDA).
+struct Rows {
+    float* data = nullptr;  // (count, width) row-major
+    int64_t count = 0;
+    int64_t width = 0;
+};
+
+enum class Weight { EmbedNorm, AttnNorm, Q, K, V, G, O, FfnNorm, FfnAct, FfnLin, FfnOut, FinalNorm, Output };
+
+// The model's tensor for (layer, weight); layer −1 for EmbedNorm, FinalNorm and Output (the
+// embedding matrix when tied). An absent optional weight (no head norm weight) is empty.
+const Tensor& model_weight(const Model& model, int layer, Weight weight);
+
+// Named scratch buffers a backend keeps between calls.
+enum class Scratch { Residual, Normed, Q, K, V, G, Gated, FfnA, FfnB, Selected, Logits, Count };
+
+// Sequence s of a batch: rows [first_row, first_row + length) of every activation.
+struct SequenceSlice {
+    int64_t first_row = 0;
+    int length = 0;                    // T_s
+    int slot = 0;                      // the backend's state slot
+    int64_t position = 0;              // tokens the slot consumed before this call
+    std::span<const double> row_sums;  // (H) torchscale r before the call; empty for fla
+};
+
+// What the retention op of one layer reports for introspection (single-sequence calls only).
+struct RetentionRecord {
+    float* state_norms = nullptr;  // (T, H) host: ‖S_t‖_F after each token, or null
+    int score_head_begin = 0;      // scores of heads [begin, begin + count)
+    int score_head_count = 0;      // 0: none
+    float* scores = nullptr;       // (count, T, T) host: signed scores after decay and the
+                                   // form's own row normalization
+};
+
+struct RetentionCall {
+    int layer = 0;
+    Form form = Form::Parallel;
+    int chunk = 0;            // chunkwise only
+    double head_norm_eps = 0;
+    std::span<const SequenceSlice> sequences;
+    RetentionRecord* record = nullptr;  // with a single sequence only
+};
+
+class BlockOps {
+public:
+    virtual ~BlockOps() = default;
+    // Called once at the start of every forward, before any other op (sizing, staging).
+    virtual void prepare(std::span<const SequenceSlice> sequences, Form form, int chunk) {
+        (void)sequences, (void)form, (void)chunk;
+    }
+    virtual Rows scratch(Scratch which, int64_t rows, int64_t width) = 0;
+    // x = scale · E[tokens]
+    virtual void embed(std::span<const int32_t> tokens, float scale, Rows x) = 0;
+    // y = RMSNorm(x) · w (x and y may be the same rows); layer −1 for model-level weights
+    virtual void rms_norm(Rows x, int layer, Weight weight, double eps, Rows y) = 0;
+    // y = x · Wᵀ, or y += x · Wᵀ
+    virtual void linear(Rows x, int layer, Weight weight, Rows y, bool accumulate) = 0;
+    // The gated multi-scale retention of one layer, in call.form, for each sequence from its
+    // slot's state (advanced to after the call, always in the recurrent form's definition):
+    //   y = RMSNorm_head(Retention(rotary(q)·s_q, rotary(k)·s_k, v)) · w_head ⊙ silu(g)
+    // with the family's rotary pairs and q/k scales (family_rules.h) at the slice's positions.
+    // q, k (N, H·Dk) unrotated; v, g, y (N, H·Dv).
+    virtual void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) = 0;
+    // a = act(a) ⊙ b
+    virtual void glu(Rows a, Rows b, Activation activation) = 0;
+    // y row i = x row rows[i]
+    virtual void gather_rows(Rows x, std::span<const int64_t> rows, Rows y) = 0;
+    // host (count, width) = x
+    virtual void download(Rows x, float* host) = 0;
+};
+
+class BlockBackend : public Backend {
+public:
+    const Model& model() const final { return *model_; }
+    std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
+                                      Introspection* introspection = nullptr) final;
+
+    int slot_count() const final { return static_cast<int>(slots_.size()); }
+    void set_slot_count(int slots) final;
+    void reset(int slot = 0) final;
+    RecurrentState snapshot(int slot = 0) const final;
+    void restore(const RecurrentState& state, int slot = 0) final;
+
+protected:
+    explicit BlockBackend(std::shared_ptr<const Model> model);
+    // Derived constructors call this last (it sizes the state storage through the virtuals).
+    void init_slots() { set_slot_count(1); }
+
+    virtual BlockOps& ops() = 0;
+    // Storage of the S matrices, L × (H, Dk, Dv) per slot in the family's scaling.
+    virtual void resize_states(int slots) = 0;  // keeps the first slots, new ones zero
+    virtual void zero_state(int slot) = 0;
+    virtual void read_state(int slot, RecurrentState& out) const = 0;  // fills out.layers[l].S
+    virtual void write_state(int slot, const RecurrentState& state) = 0;
+
+    std::shared_ptr<const Model> model_;
+
+private:
+    struct SlotBook {
+        int64_t position = 0;
+        std::vector<std::vector<double>> row_sums;  // L × (H), torchscale; empty for fla
+    };
+    void run_layers(const ForwardOptions& options, std::span<const SequenceSlice> slices,
+                    Rows x, Introspection* introspection);
+    std::vector<Tensor> project_logits(std::span<const SequenceRequest> batch,
+                                       std::span<const SequenceSlice> slices, Rows x);
+
+    std::vector<SlotBook> slots_;
+};
+
+}  // namespace retnet

@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The block sequence of both families, once, over a backend's BlockOps (retnet/block_ops.h).
+#include <algorithm>
+
+#include "retnet/block_ops.h"
+#include "retnet/error.h"
+#include "retnet/family_rules.h"
+
+namespace retnet {
+
+const Tensor& model_weight(const Model& model, int layer, Weight weight) {
+    const ModelWeights& w = model.weights;
+    switch (weight) {
+        case Weight::EmbedNorm: return w.embed_norm;
+        case Weight::FinalNorm: return w.final_norm;
+        case Weight::Output: return w.output_matrix();
+        default: break;
+    }
+    if (layer < 0 || layer >= static_cast<int>(w.layers.size()))
+        throw Error("layer " + std::to_string(layer) + " is out of range (the model has " +
+                    std::to_string(w.layers.size()) + " layers)");
+    const LayerWeights& l = w.layers[static_cast<size_t>(layer)];
+    switch (weight) {
+        case Weight::AttnNorm: return l.attn_norm;
+        case Weight::Q: return l.q_proj;
+        case Weight::K: return l.k_proj;
+        case Weight::V: return l.v_proj;
+        case Weight::G: return l.g_proj;
+        case Weight::O: return l.o_proj;
+        case Weight::FfnNorm: return l.ffn_norm;
+        case Weight::FfnAct: return l.ffn_act;
+        case Weight::FfnLin: return l.ffn_lin;
+        default: return l.ffn_out;
+    }
+}
+
+BlockBackend::BlockBackend(std::shared_ptr<const Model> model) : model_(std::move(model)) {
+    if (!model_) throw Error("no model");
+}
+
+void BlockBackend::set_slot_count(int slots) {
+    if (slots < 1) throw Error("a backend needs at least one state slot (got " + std::to_string(slots) + ")");
+    const ModelConfig& c = model_->config;
+    resize_states(slots);
+    const size_t old = slots_.size();
+    slots_.resize(static_cast<size_t>(slots));
+    for (size_t s = old; s < slots_.size(); ++s) {
+        slots_[s].position = 0;
+        slots_[s].row_sums.assign(c.family == Family::TorchScale ? static_cast<size_t>(c.n_layers) : 0,
+                                  std::vector<double>(static_cast<size_t>(c.n_heads), 0.0));
+    }
+}
+
+namespace {
+void check_slot(int slot, int slots) {
+    if (slot < 0 || slot >= slots)
+        throw Error("state slot " + std::to_string(slot) + " does not exist (the backend has " +
+                    std::to_string(slots) + ")");
+}
+}  // namespace
+
+void BlockBackend::reset(int slot) {
+    check_slot(slot, slot_count());
+    zero_state(slot);
+    SlotBook& book = slots_[static_cast<size_t>(slot)];
+    book.position = 0;
+    for (std::vector<double>& r : book.row_sums) std::fill(r.begin(), r.end(), 0.0);
+}
+
+RecurrentState BlockBackend::snapshot(int slot) const {
+    check_slot(slot, slot_count());
+    const SlotBook& book = slots_[static_cast<size_t>(slot)];
+    RecurrentState out = make_empty_state(model_->config);
+    read_state(slot, out);
+    out.position = book.position;
+    for (size_t l = 0; l < book.row_sums.size(); ++l) out.layers[l].scale = book.row_sums[l];
+    return out;
+}
+
+void BlockBackend::restore(const RecurrentState& state, int slot) {
+    check_slot(slot, slot_count());
+    check_state_shape(model_->config, state);
+    write_state(slot, state);
+    SlotBook& book = slots_[static_cast<size_t>(slot)];
+    book.position = state.position;
+    for (size_t l = 0; l < book.row_sums.size(); ++l) book.row_sums[l] = state.layers[l].scale;
+}
+
+std::vector<Tensor> BlockBackend::forward_batch(std::span<const SequenceRequest> batch,
+                                                const ForwardOptions& options, Introspection* intro) {
+    const ModelConfig& c = model_->config;
+    check_batch(*model_, batch, slot_count(), options, intro);
+    std::vector<SequenceSlice> slices(batch.size());
+    std::vector<int32_t> tokens;  // (N) every sequence's tokens, one after the other
+    for (size_t s = 0; s < batch.size(); ++s) {
+        const SlotBook& book = slots_[static_cast<size_t>(batch[s].slot)];
+        check_form_start(c, options.form, book.position);
+        slices[s] = {static_cast<int64_t>(tokens.size()), static_cast<int>(batch[s].tokens.size()),
+                     batch[s].slot, book.position, {}};
+        tokens.insert(tokens.end(), batch[s].tokens.begin(), batch[s].tokens.end());
+    }
+    if (intro) {
+        intro->layer_outputs.clear();
+        intro->scores = Tensor();
+        intro->state_norms = intro->want_state_norms
+                                 ? Tensor({static_cast<int64_t>(tokens.size()), c.n_layers, c.n_heads})
+                                 : Tensor();
+    }
+    BlockOps& o = ops();
+    o.prepare(slices, options.form, effective_chunk_size(c, options));
+    const int64_t N = static_cast<int64_t>(tokens.size());
+    Rows x = o.scratch(Scratch::Residual, N, c.d_model);  // (N, d) the residual stream
+    o.embed(tokens, embedding_scale(c), x);
+    if (c.layernorm_embedding) o.rms_norm(x, -1, Weight::EmbedNorm, c.norm_eps, x);
+    run_layers(options, slices, x, intro);
+    for (const SequenceSlice& slice : slices) slots_[static_cast<size_t>(slice.slot)].position += slice.length;
+    return project_logits(batch, slices, x);
+}
+
+void BlockBackend::run_layers(const ForwardOptions& options, std::span<const SequenceSlice> slices_in,
+                              Rows x, Introspection* intro) {
+    const ModelConfig& c = model_->config;
+    BlockOps& o = ops();
+    const int64_t N = x.count;
+    std::vector<SequenceSlice> slices(slices_in.begin(), slices_in.end());
+    const std::vector<double> gamma = head_decays(model_->weights.log_decay);
+    Rows h = o.scratch(Scratch::Normed, N, c.d_model);
+    Rows q = o.scratch(Scratch::Q, N, c.key_dim), k = o.scratch(Scratch::K, N, c.key_dim);
+    Rows v = o.scratch(Scratch::V, N, c.value_dim), g = o.scratch(Scratch::G, N, c.value_dim);
+    Rows y = o.scratch(Scratch::Gated, N, c.value_dim);
+    Rows ffn_a = o.scratch(Scratch::FfnA, N, c.ffn_dim), ffn_b = o.scratch(Scratch::FfnB, N, c.ffn_dim);
+
+    RetentionCall call;
+    call.form = options.form;
+    call.chunk = effective_chunk_size(c, options);
+    call.head_norm_eps = options.head_norm_eps.value_or(c.norm_eps);
+    RetentionRecord record;
+    std::vector<float> layer_norms;  // (T, H)
+    if (intro) {
+        if (intro->want_state_norms) layer_norms.resize(static_cast<size_t>(N) * c.n_heads);
+        if (intro->score_layer >= 0) {
+            record.score_head_begin = intro->want_all_head_scores ? 0 : intro->score_head;
+            record.score_head_count = intro->want_all_head_scores ? c.n_heads : 1;
+            intro->scores = intro->want_all_head_scores ? Tensor({c.n_heads, N, N}) : Tensor({N, N});
+        }
+    }
+    for (int l = 0; l < c.n_layers; ++l) {
+        o.rms_norm(x, l, Weight::AttnNorm, c.norm_eps, h);
+        o.linear(h, l, Weight::Q, q, false);
+        o.linear(h, l, Weight::K, k, false);
+        o.linear(h, l, Weight::V, v, false);
+        o.linear(h, l, Weight::G, g, false);
+        for (SequenceSlice& slice : slices)
+            if (c.family == Family::TorchScale) slice.row_sums = slots_[static_cast<size_t>(slice.slot)].row_sums[static_cast<size_t>(l)];
+        call.layer = l;
+        call.sequences = slices;
+        record.state_norms = layer_norms.empty() ? nullptr : layer_norms.data();
+        record.scores = intro && intro->score_layer == l ? intro->scores.ptr() : nullptr;
+        call.record = intro && (record.state_norms || record.scores) ? &record : nullptr;
+        o.gated_retention(call, q, k, v, g, y);
+        for (const SequenceSlice& slice : slices)
+            if (c.family == Family::TorchScale)
+                for (int hd = 0; hd < c.n_heads; ++hd) {
+                    double& r = slots_[static_cast<size_t>(slice.slot)].row_sums[static_cast<size_t>(l)][static_cast<size_t>(hd)];
+                    r = advance_row_sum(r, gamma[static_cast<size_t>(hd)], slice.length);
+                }
+        if (!layer_norms.empty())
+            for (int64_t t = 0; t < N; ++t)
+                std::copy_n(layer_norms.data() + t * c.n_heads, c.n_heads,
+                            intro->state_norms.ptr() + (t * c.n_layers + l) * c.n_heads);
+        o.linear(y, l, Weight::O, x, true);
+
+        o.rms_norm(x, l, Weight::FfnNorm, c.norm_eps, h);
+        o.linear(h, l, Weight::FfnAct, ffn_a, false);
+        o.linear(h, l, Weight::FfnLin, ffn_b, false);
+        o.glu(ffn_a, ffn_b, c.ffn_activation);
+        o.linear(ffn_a, l, Weight::FfnOut, x, true);
+        if (intro && intro->want_layer_outputs) {
+            Tensor out({N, c.d_model});
+            o.download(x, out.ptr());
+            intro->layer_outputs.push_back(std::move(out));
+        }
+    }
+}
+
+std::vector<Tensor> BlockBackend::project_logits(std::span<const SequenceRequest> batch,
+                                                 std::span<const SequenceSlice> slices, Rows x) {
+    const ModelConfig& c = model_->config;
+    BlockOps& o = ops();
+    std::vector<int64_t> rows;  // rows of x whose logits were asked for
+    for (size_t s = 0; s < batch.size(); ++s) {
+        const SequenceSlice& slice = slices[s];
+        if (batch[s].logits == LogitRows::All)
+            for (int t = 0; t < slice.length; ++t) rows.push_back(slice.first_row + t);
+        else if (batch[s].logits == LogitRows::Last)
+            rows.push_back(slice.first_row + slice.length - 1);
+    }
+    std::vector<Tensor> out(batch.size());
+    if (!rows.empty()) {
+        const int64_t M = static_cast<int64_t>(rows.size());
+        Rows selected = x;
+        if (M != x.count) {
+            selected = o.scratch(Scratch::Selected, M, c.d_model);
+            o.gather_rows(x, rows, selected);
+        }
+        o.rms_norm(selected, -1, Weight::FinalNorm, c.norm_eps, selected);
+        Rows logits = o.scratch(Scratch::Logits, M, c.vocab_size);
+        o.linear(selected, -1, Weight::Output, logits, false);
+        int64_t next = 0;  // each sequence's rows are consecutive: one copy straight into its tensor
+        for (size_t s = 0; s < batch.size(); ++s) {
+            const int64_t n = batch[s].logits == LogitRows::All ? slices[s].length
+                              : batch[s].logits == LogitRows::Last ? 1 : 0;
+            out[s] = Tensor({n, c.vocab_size});
+            if (n > 0) o.download({logits.data + next * c.vocab_size, n, c.vocab_size}, out[s].ptr());
+            next += n;
+        }
+    } else {
+        for (Tensor& t : out) t = Tensor({0, c.vocab_size});
+    }
+    return out;
+}
+
+}  // namespace retnet

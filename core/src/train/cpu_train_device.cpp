@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The CPU as a training device: the trainer's loss/gradient, clipping, AdamW and averaging
+// (train.h) on the device's own copy of the state, so the loop treats it like any other device.
+#include <utility>
+
+#include "retnet/error.h"
+#include "retnet/train_device.h"
+
+namespace retnet::train {
+
+CpuTrainDevice::CpuTrainDevice(const ModelConfig& config, const ParamLayout& layout, const TrainDeviceOptions& options)
+    : config_(config), layout_(layout), options_(options) {
+    if (!(options.dropout >= 0.0 && options.dropout < 1.0)) throw Error("training: dropout must be in [0, 1)");
+    if (options.chunk < 0) throw Error("training: chunk size must be ≥ 0");
+    if (make_param_layout(config).total != layout.total)  // validates the config too
+        throw Error("training: the parameter layout does not match the model config");
+    params_.resize(static_cast<size_t>(layout.total));
+    grad_.resize(params_.size());
+    state_ = make_adamw_state(layout);
+}
+
+std::string CpuTrainDevice::description() const { return "cpu"; }
+
+void CpuTrainDevice::upload(std::span<const float> params, const AdamWState& state) {
+    const size_t n = static_cast<size_t>(layout_.total);
+    if (params.size() != n || state.m.size() != n || state.v.size() != n)
+        throw Error("training: parameters or AdamW moments do not match the parameter count");
+    params_.assign(params.begin(), params.end());
+    state_ = state;
+}
+
+void CpuTrainDevice::download(std::vector<float>& params, AdamWState& state) {
+    params = params_;
+    state = state_;
+}
+
+double CpuTrainDevice::loss(const BatchView& batch) {
+    return loss_and_gradient<float>(config_, layout_, params_.data(), batch, nullptr);
+}
+
+double CpuTrainDevice::step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
+                            uint64_t dropout_seed, double* grad_norm) {
+    LossOptions lo;
+    lo.chunk = options_.chunk;
+    lo.dropout = options_.dropout;
+    lo.dropout_seed = dropout_seed;
+    const double loss = loss_and_gradient<float>(config_, layout_, params_.data(), batch, grad_.data(), lo);
+    const double norm = clip_grad_norm(grad_, max_norm);
+    if (grad_norm) *grad_norm = norm;
+    adamw_update(params_, grad_, state_, layout_, adamw, lr);
+    if (average_decay_ > 0) update_average(average_, params_, average_decay_at(average_decay_, state_.step));
+    return loss;
+}
+
+void CpuTrainDevice::set_average(std::span<const float> average, double decay) {
+    if (static_cast<int64_t>(average.size()) != layout_.total)
+        throw Error("training: the parameter average does not match the parameter count");
+    if (!(decay > 0 && decay < 1)) throw Error("training: average decay must be in (0, 1)");
+    average_.assign(average.begin(), average.end());
+    average_decay_ = decay;
+}
+
+void CpuTrainDevice::download_average(std::vector<float>& average) {
+    if (average_decay_ <= 0) throw Error("training: no parameter average (set_average was not called)");
+    average = average_;
+}
+
+void CpuTrainDevice::swap_average() {
+    if (average_decay_ <= 0) throw Error("training: no parameter average (set_average was not called)");
+    std::swap(params_, average_);
+}
+
+}  // namespace retnet::train

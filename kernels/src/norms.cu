@@ -1,0 +1,199 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// RMSNorm and fla's per-head RMSNorm + swish gate, forward (inference and training) beside the
+// backward, and the fixed-order column sums of their weight gradients.
+#include "activations.cuh"
+#include "common.cuh"
+#include "cuda_check.h"
+#include "layer_kernels.h"
+#include "ops.h"
+
+namespace retnet::cuda::layer_kernels {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kReduceThreads = 128;
+constexpr int kNormRowsPerBlock = 32;   // rows of one RMSNorm-backward block (shares its dw partial)
+constexpr int kGatePairsPerBlock = 64;  // (row, head) pairs of one head-norm block
+
+// One block per row.
+__global__ void rmsnorm_forward_kernel(const float* x, const float* w, int dim, float eps, float* y,
+                                       float* rstd) {
+    __shared__ double shared[32];
+    const int64_t r = blockIdx.x;
+    const float* xr = x + r * dim;
+    double ss = 0.0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
+    ss = block_sum(ss, shared);
+    const float s = static_cast<float>(1.0 / sqrt(ss / dim + static_cast<double>(eps)));
+    if (rstd && threadIdx.x == 0) rstd[r] = s;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) y[r * dim + i] = xr[i] * s * (w ? w[i] : 1.0f);
+}
+
+// kNormRowsPerBlock rows per block; each thread owns columns threadIdx.x + k·blockDim.x, so it
+// sums their dw over the block's rows alone, in row order, then writes the block's row of
+// dw_partials (when not null).
+__global__ void rmsnorm_backward_kernel(const float* x, const float* w, const float* rstd, const float* dy,
+                                        int64_t rows, int dim, float* dx, float* dw_partials) {
+    extern __shared__ float dw_partial[];  // (dim)
+    __shared__ double shared[32];
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) dw_partial[i] = 0.0f;
+    const int64_t r0 = static_cast<int64_t>(blockIdx.x) * kNormRowsPerBlock;
+    const int64_t r1 = min(rows, r0 + kNormRowsPerBlock);
+    for (int64_t r = r0; r < r1; ++r) {
+        const float* xr = x + r * dim;
+        const float* dyr = dy + r * dim;
+        const float s = rstd[r];
+        double dot = 0.0;  // Σ dxhat·xhat
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+            const float xhat = xr[i] * s;
+            dot += static_cast<double>(dyr[i] * (w ? w[i] : 1.0f)) * xhat;
+            dw_partial[i] += dyr[i] * xhat;
+        }
+        const float mean = static_cast<float>(block_sum(dot, shared) / dim);
+        for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+            const float xhat = xr[i] * s;
+            dx[r * dim + i] += s * (dyr[i] * (w ? w[i] : 1.0f) - xhat * mean);
+        }
+    }
+    if (dw_partials)
+        for (int i = threadIdx.x; i < dim; i += blockDim.x)
+            dw_partials[static_cast<int64_t>(blockIdx.x) * dim + i] = dw_partial[i];
+}
+
+// One warp per (row, head) pair; o rows (heads_T = 0) or head-major.
+__global__ void head_norm_gate_forward_kernel(const float* o, int heads_T, int heads_Tp, const float* g,
+                                              const float* w, int64_t pairs, int H, int Dv, float eps, float* y,
+                                              float* rstd) {
+    const int lane = threadIdx.x & 31;
+    const int64_t pair = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+    if (pair >= pairs) return;
+    const int64_t off = pair * Dv;  // (row·H + h)·Dv: rows hold their heads contiguously
+    int64_t o_off = off;
+    if (heads_T > 0) {
+        const int64_t row = pair / H, b = row / heads_T, t = row % heads_T;
+        o_off = ((b * H + pair % H) * heads_Tp + t) * Dv;
+    }
+    double ss = 0.0;
+    for (int i = lane; i < Dv; i += 32) ss += static_cast<double>(o[o_off + i]) * o[o_off + i];
+    ss = warp_sum(ss);
+    const float s = static_cast<float>(1.0 / sqrt(ss / Dv + static_cast<double>(eps)));
+    if (rstd && lane == 0) rstd[pair] = s;
+    for (int i = lane; i < Dv; i += 32) y[off + i] = o[o_off + i] * s * (w ? w[i] : 1.0f) * silu(g[off + i]);
+}
+
+// kGatePairsPerBlock pairs per block, one warp at a time per pair. Each warp sums its pairs' dw in
+// its own row of shared memory (lane i owns columns i + 32k); the warps' rows are then added in
+// warp order into the block's row of dw_partials.
+__global__ void head_norm_gate_backward_kernel(const float* o, const float* g, const float* w,
+                                               const float* rstd, const float* dy, int64_t pairs, int Dv,
+                                               float* d_o, float* dg, float* dw_partials) {
+    extern __shared__ float warp_dw[];  // (n_warps, Dv)
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    float* my_dw = warp_dw + static_cast<int64_t>(warp) * Dv;
+    for (int i = lane; i < Dv; i += 32) my_dw[i] = 0.0f;
+    const int64_t p0 = static_cast<int64_t>(blockIdx.x) * kGatePairsPerBlock;
+    const int64_t p1 = min(pairs, p0 + kGatePairsPerBlock);
+    for (int64_t pair = p0 + warp; pair < p1; pair += n_warps) {
+        const int64_t off = pair * Dv;
+        const float s = rstd[pair];
+        double dot = 0.0;
+        for (int i = lane; i < Dv; i += 32) {
+            const float xhat = o[off + i] * s;
+            const float wi = w ? w[i] : 1.0f;
+            const float dn = dy[off + i] * silu(g[off + i]);
+            dg[off + i] = dy[off + i] * xhat * wi * silu_grad(g[off + i]);
+            if (dw_partials) my_dw[i] += dn * xhat;
+            dot += static_cast<double>(dn * wi) * xhat;
+        }
+        const float mean = static_cast<float>(warp_sum(dot) / Dv);
+        for (int i = lane; i < Dv; i += 32) {
+            const float xhat = o[off + i] * s;
+            const float dxhat = dy[off + i] * silu(g[off + i]) * (w ? w[i] : 1.0f);
+            d_o[off + i] = s * (dxhat - xhat * mean);
+        }
+    }
+    if (!dw_partials) return;
+    __syncthreads();
+    for (int i = threadIdx.x; i < Dv; i += blockDim.x) {
+        float sum = 0.0f;
+        for (int k = 0; k < n_warps; ++k) sum += warp_dw[static_cast<int64_t>(k) * Dv + i];
+        dw_partials[static_cast<int64_t>(blockIdx.x) * Dv + i] = sum;
+    }
+}
+
+// One block per column: out[i] += Σ_p partials[p][i]; each thread sums a fixed stride of parts,
+// then the block's fixed shuffle tree adds the threads' sums.
+__global__ void sum_partials_kernel(const float* partials, int64_t n_parts, int cols, float* out) {
+    __shared__ double shared[32];
+    const int i = static_cast<int>(blockIdx.x);
+    double sum = 0.0;
+    for (int64_t p = threadIdx.x; p < n_parts; p += blockDim.x) sum += static_cast<double>(partials[p * cols + i]);
+    sum = block_sum(sum, shared);
+    if (threadIdx.x == 0) out[i] += static_cast<float>(sum);
+}
+
+}  // namespace
+
+void rmsnorm_forward(const float* x, const float* w, int64_t rows, int dim, float eps, float* y, float* rstd,
+                     cudaStream_t stream) {
+    if (rows <= 0) return;
+    rmsnorm_forward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, dim, eps, y, rstd);
+    RETNET_CUDA_CHECK_LAUNCH();
+}
+
+int64_t rmsnorm_backward_parts(int64_t rows) { return ceil_div(rows, kNormRowsPerBlock); }
+
+void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, int64_t rows, int dim,
+                      float* dx, float* dw, float* dw_partials, cudaStream_t stream) {
+    if (rows == 0) return;
+    rmsnorm_backward_kernel<<<ceil_div(rows, kNormRowsPerBlock), kThreads, sizeof(float) * dim, stream>>>(
+        x, w, rstd, dy, rows, dim, dx, dw ? dw_partials : nullptr);
+    RETNET_CUDA_CHECK_LAUNCH();
+    if (dw) sum_partials(dw_partials, rmsnorm_backward_parts(rows), dim, dw, stream);
+}
+
+void head_norm_gate_forward(const HeadNormInput& o, const float* g, const float* w, int64_t rows, int H, int Dv,
+                            float eps, float* y, float* rstd, cudaStream_t stream) {
+    const int64_t pairs = rows * H;
+    if (pairs <= 0) return;
+    head_norm_gate_forward_kernel<<<ceil_div(pairs * 32, kThreads), kThreads, 0, stream>>>(
+        o.o, o.heads_T, o.heads_Tp, g, w, pairs, H, Dv, eps, y, rstd);
+    RETNET_CUDA_CHECK_LAUNCH();
+}
+
+int64_t head_norm_gate_backward_parts(int64_t rows, int H) { return ceil_div(rows * H, kGatePairsPerBlock); }
+
+void head_norm_gate_backward(const float* o, const float* g, const float* w, const float* rstd, const float* dy,
+                             int64_t rows, int H, int Dv, float* d_o, float* dg, float* dw, float* dw_partials,
+                             cudaStream_t stream) {
+    const int64_t pairs = rows * H;
+    if (pairs == 0) return;
+    head_norm_gate_backward_kernel<<<ceil_div(pairs, kGatePairsPerBlock), kThreads,
+                                     sizeof(float) * (kThreads / 32) * Dv, stream>>>(o, g, w, rstd, dy, pairs, Dv,
+                                                                                    d_o, dg, dw ? dw_partials : nullptr);
+    RETNET_CUDA_CHECK_LAUNCH();
+    if (dw) sum_partials(dw_partials, head_norm_gate_backward_parts(rows, H), Dv, dw, stream);
+}
+
+void sum_partials(const float* partials, int64_t n_parts, int cols, float* out, cudaStream_t stream) {
+    if (n_parts == 0 || cols == 0) return;
+    sum_partials_kernel<<<static_cast<unsigned>(cols), kReduceThreads, 0, stream>>>(partials, n_parts, cols, out);
+    RETNET_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace retnet::cuda::layer_kernels
+
+namespace retnet::cuda {
+
+void launch_rmsnorm(const float* d_x, const float* d_weight, float* d_y, int rows, int cols, float eps,
+                    cudaStream_t stream) {
+    layer_kernels::rmsnorm_forward(d_x, d_weight, rows, cols, eps, d_y, nullptr, stream);
+}
+
+void launch_head_norm_gate(const float* d_o, const float* d_g, const float* d_weight, float* d_y, int T, int Tp,
+                           int H, int Dv, float eps, cudaStream_t stream) {
+    layer_kernels::head_norm_gate_forward({d_o, T, Tp}, d_g, d_weight, T, H, Dv, eps, d_y, nullptr, stream);
+}
+
+}  // namespace retnet::cuda

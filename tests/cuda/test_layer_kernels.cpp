@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The layer kernels shared by inference and training (kernels/src/layer_kernels.h) in the forms
+// the trainer uses — batches of sequences, saved factors, backwards — against the CPU op library
+// run in double (retnet/cpu_ops.h, itself checked against finite differences in
+// tests/core/test_train_grad.cpp). Shapes are awkward on purpose: row counts that are not
+// multiples of the kernels' rows per block, widths that are not multiples of a warp.
+// fp32 kernels must agree within 1e-5 of the data's scale (float rounding of short sums).
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "cuda_test_util.h"
+#include "layer_kernels.h"
+#include "retnet/cpu_ops.h"
+#include "retnet/model.h"
+
+namespace retnet::cuda::test {
+namespace {
+
+namespace lk = layer_kernels;
+constexpr double kF32Tol = 1e-5;
+
+std::vector<double> widen(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+class LayerKernelTest : public CudaTest {};
+
+TEST_F(LayerKernelTest, RmsNormForwardKeepsRstdAndBackwardMatchesTheCpuOp) {
+    const int64_t rows = 70;  // 3 backward blocks of 32 rows, the last one partial
+    const int dim = 37;
+    const auto x = random_vector(static_cast<size_t>(rows * dim), 11, -2.0f, 2.0f);
+    const auto w = random_vector(static_cast<size_t>(dim), 12, 0.5f, 1.5f);
+    const auto dy = random_vector(x.size(), 13);
+    const auto dx0 = random_vector(x.size(), 14);  // the backward accumulates into dx
+    for (bool weighted : {true, false}) {
+        auto d_x = to_device(x, stream());
+        auto d_w = to_device(w, stream());
+        auto d_dy = to_device(dy, stream());
+        auto d_dx = to_device(dx0, stream());
+        auto d_dw = to_device(std::vector<float>(static_cast<size_t>(dim), 0.25f), stream());
+        DeviceBuffer<float> d_y(x.size()), d_rstd(static_cast<size_t>(rows)),
+            partials(static_cast<size_t>(lk::rmsnorm_backward_parts(rows) * dim));
+        const float* wp = weighted ? d_w.get() : nullptr;
+        lk::rmsnorm_forward(d_x.get(), wp, rows, dim, 1e-6f, d_y.get(), d_rstd.get(), stream());
+        lk::rmsnorm_backward(d_x.get(), wp, d_rstd.get(), d_dy.get(), rows, dim, d_dx.get(),
+                             weighted ? d_dw.get() : nullptr, partials.get(), stream());
+
+        const std::vector<double> xd = widen(x), wd = widen(w), dyd = widen(dy);
+        std::vector<double> y(x.size()), rstd(static_cast<size_t>(rows)), dx = widen(dx0),
+            dw(static_cast<size_t>(dim), 0.25);
+        const double* wpd = weighted ? wd.data() : nullptr;
+        cpu::rmsnorm_forward(xd.data(), wpd, rows, dim, 1e-6, y.data(), rstd.data());
+        cpu::rmsnorm_backward(xd.data(), wpd, rstd.data(), dyd.data(), rows, dim, dx.data(), weighted ? dw.data() : nullptr);
+        EXPECT_LT(rel_max_error(to_host(d_y, stream()), y), kF32Tol) << weighted;
+        EXPECT_LT(rel_max_error(to_host(d_rstd, stream()), rstd), kF32Tol) << weighted;
+        EXPECT_LT(rel_max_error(to_host(d_dx, stream()), dx), kF32Tol) << weighted;
+        if (weighted) {
+            EXPECT_LT(rel_max_error(to_host(d_dw, stream()), dw), kF32Tol);
+        }
+    }
+}
+
+// The gate reads o in rows (training) or head-major (inference) with the same bits; its backward
+// against the CPU op. Dv = 40 spans more than a warp's 32 lanes; 67 rows × 3 heads leave the last
+// backward block of 64 pairs partial.
+TEST_F(LayerKernelTest, HeadNormGateInBothLayoutsAndItsBackward) {
+    const int B = 1, T = 67, Tp = 72, H = 3, Dv = 40;
+    const int64_t rows = int64_t(B) * T, n = rows * H * Dv;
+    const auto o = random_vector(static_cast<size_t>(n), 21, -2.0f, 2.0f);
+    const auto g = random_vector(o.size(), 22, -3.0f, 3.0f);
+    const auto w = random_vector(static_cast<size_t>(Dv), 23, 0.5f, 1.5f);
+    const auto dy = random_vector(o.size(), 24);
+    std::vector<float> o_heads(static_cast<size_t>(H) * Tp * Dv, 7.0f);  // padding rows hold garbage
+    for (int t = 0; t < T; ++t)
+        for (int h = 0; h < H; ++h)
+            for (int i = 0; i < Dv; ++i)
+                o_heads[(static_cast<size_t>(h) * Tp + t) * Dv + i] = o[(static_cast<size_t>(t) * H + h) * Dv + i];
+    auto d_o = to_device(o, stream());
+    auto d_oh = to_device(o_heads, stream());
+    auto d_g = to_device(g, stream());
+    auto d_w = to_device(w, stream());
+    auto d_dy = to_device(dy, stream());
+    DeviceBuffer<float> d_y(o.size()), d_y2(o.size()), d_rstd(static_cast<size_t>(rows * H)), d_do(o.size()),
+        d_dg(o.size()), partials(static_cast<size_t>(lk::head_norm_gate_backward_parts(rows, H) * Dv));
+    auto d_dw = to_device(std::vector<float>(static_cast<size_t>(Dv), 0.0f), stream());
+    lk::head_norm_gate_forward({d_o.get()}, d_g.get(), d_w.get(), rows, H, Dv, 1e-6f, d_y.get(), d_rstd.get(), stream());
+    lk::head_norm_gate_forward({d_oh.get(), T, Tp}, d_g.get(), d_w.get(), rows, H, Dv, 1e-6f, d_y2.get(), nullptr,
+                               stream());
+    lk::head_norm_gate_backward(d_o.get(), d_g.get(), d_w.get(), d_rstd.get(), d_dy.get(), rows, H, Dv, d_do.get(),
+                                d_dg.get(), d_dw.get(), partials.get(), stream());
+    const std::vector<float> y = to_host(d_y, stream());
+    EXPECT_EQ(std::memcmp(y.data(), to_host(d_y2, stream()).data(), y.size() * sizeof(float)), 0);
+
+    const std::vector<double> od = widen(o), gd = widen(g), wd = widen(w), dyd = widen(dy);
+    std::vector<double> yr(o.size()), rstd(static_cast<size_t>(rows * H)), dor(o.size()), dgr(o.size()),
+        dwr(static_cast<size_t>(Dv), 0.0);
+    cpu::head_norm_gate_forward(od.data(), gd.data(), wd.data(), rows, H, Dv, 1e-6, yr.data(), rstd.data());
+    cpu::head_norm_gate_backward(od.data(), gd.data(), wd.data(), rstd.data(), dyd.data(), rows, H, Dv, dor.data(),
+                                 dgr.data(), dwr.data());
+    EXPECT_LT(rel_max_error(y, yr), kF32Tol);
+    EXPECT_LT(rel_max_error(to_host(d_rstd, stream()), rstd), kF32Tol);
+    EXPECT_LT(rel_max_error(to_host(d_do, stream()), dor), kF32Tol);
+    EXPECT_LT(rel_max_error(to_host(d_dg, stream()), dgr), kF32Tol);
+    EXPECT_LT(rel_max_error(to_host(d_dw, stream()), dwr), kF32Tol);
+}
+
+// A batch of sequences in rows → head-major with padding, both pair layouts, at position 0 and
+// at a later one; the backward against the CPU op's transpose.
+TEST_F(LayerKernelTest, RotaryOfABatchAndItsTransposeMatchTheCpuOp) {
+    const int B = 2, T = 5, Tp = 8, H = 3, Dk = 6;
+    const std::vector<float> theta = default_rotary_theta(Family::Fla, Dk);
+    auto d_theta = to_device(theta, stream());
+    const auto src = random_vector(static_cast<size_t>(B) * T * H * Dk, 31);
+    const auto grad_heads = random_vector(static_cast<size_t>(B) * H * Tp * Dk, 32);
+    auto d_src = to_device(src, stream());
+    auto d_gh = to_device(grad_heads, stream());
+    const cpu::RotaryShape shape{B, T, H, Dk};
+    for (bool interleaved : {false, true})
+        for (int64_t pos0 : {int64_t{0}, int64_t{1234}}) {
+            const lk::RotaryArgs args{d_theta.get(), pos0, 0.5f, interleaved};
+            const cpu::RotaryPairs pairs = interleaved ? cpu::RotaryPairs::Interleaved : cpu::RotaryPairs::HalfSplit;
+            DeviceBuffer<float> d_heads(grad_heads.size()), d_rows(src.size());
+            lk::rotary_forward(d_src.get(), d_heads.get(), B, T, Tp, H, Dk, args, stream());
+            lk::rotary_backward(d_gh.get(), d_rows.get(), B, T, Tp, H, Dk, args, stream());
+
+            std::vector<double> rows = widen(src);
+            cpu::rotary_forward(rows.data(), shape, theta.data(), pairs, 0.5, pos0);
+            std::vector<double> heads(grad_heads.size(), 0.0), grad_rows(src.size());
+            for (int b = 0; b < B; ++b)
+                for (int t = 0; t < T; ++t)
+                    for (int h = 0; h < H; ++h)
+                        for (int i = 0; i < Dk; ++i) {
+                            const size_t r = ((static_cast<size_t>(b) * T + t) * H + h) * Dk + i;
+                            const size_t m = ((static_cast<size_t>(b) * H + h) * Tp + t) * Dk + i;
+                            heads[m] = rows[r];
+                            grad_rows[r] = grad_heads[m];
+                        }
+            cpu::rotary_backward(grad_rows.data(), shape, theta.data(), pairs, 0.5, pos0);
+            EXPECT_LT(rel_max_error(to_host(d_heads, stream()), heads), kF32Tol) << interleaved << " " << pos0;
+            EXPECT_LT(rel_max_error(to_host(d_rows, stream()), grad_rows), kF32Tol) << interleaved << " " << pos0;
+        }
+}
+
+TEST_F(LayerKernelTest, LayoutChangesOfABatchRoundTripAndPad) {
+    const int B = 3, T = 5, Tp = 8, H = 2, D = 7;
+    const auto src = random_vector(static_cast<size_t>(B) * T * H * D, 41);
+    auto d_src = to_device(src, stream());
+    DeviceBuffer<float> d_heads(static_cast<size_t>(B) * H * Tp * D), d_back(src.size());
+    lk::rows_to_heads(d_src.get(), d_heads.get(), B, T, Tp, H, D, stream());
+    lk::heads_to_rows(d_heads.get(), d_back.get(), B, T, Tp, H, D, stream());
+    const auto heads = to_host(d_heads, stream());
+    EXPECT_EQ(to_host(d_back, stream()), src);
+    for (int b = 0; b < B; ++b)
+        for (int h = 0; h < H; ++h)
+            for (int t = 0; t < Tp; ++t)
+                for (int i = 0; i < D; ++i) {
+                    const float got = heads[((static_cast<size_t>(b) * H + h) * Tp + t) * D + i];
+                    const float want = t < T ? src[((static_cast<size_t>(b) * T + t) * H + h) * D + i] : 0.0f;
+                    ASSERT_EQ(got, want) << b << " " << h << " " << t << " " << i;
+                }
+}
+
+TEST_F(LayerKernelTest, GluBackwardMatchesTheCpuOpForBothActivations) {
+    const int64_t n = 1001;  // not a multiple of the block
+    const auto a = random_vector(static_cast<size_t>(n), 51, -4.0f, 4.0f);
+    const auto b = random_vector(a.size(), 52);
+    const auto dh = random_vector(a.size(), 53);
+    auto d_a = to_device(a, stream());
+    auto d_b = to_device(b, stream());
+    auto d_dh = to_device(dh, stream());
+    for (bool gelu : {false, true}) {
+        DeviceBuffer<float> d_da(a.size()), d_db(a.size());
+        lk::glu_backward(d_a.get(), d_b.get(), d_dh.get(), n, gelu, d_da.get(), d_db.get(), stream());
+        const std::vector<double> ad = widen(a), bd = widen(b), dhd = widen(dh);
+        std::vector<double> da(a.size()), db(a.size());
+        cpu::glu_backward(ad.data(), bd.data(), dhd.data(), n, gelu ? Activation::Gelu : Activation::Swish, da.data(),
+                          db.data());
+        EXPECT_LT(rel_max_error(to_host(d_da, stream()), da), kF32Tol) << gelu;
+        EXPECT_LT(rel_max_error(to_host(d_db, stream()), db), kF32Tol) << gelu;
+    }
+}
+
+TEST_F(LayerKernelTest, EmbeddingOfABatchGathersRowsUnscaled) {
+    const int V = 9, d = 45;
+    const std::vector<int32_t> tokens = {8, 0, 3, 3, 8, 1, 0};  // two sequences' rows, repeats
+    const auto E = random_vector(static_cast<size_t>(V) * d, 61);
+    auto d_E = to_device(E, stream());
+    auto d_tok = to_device(tokens, stream());
+    DeviceBuffer<float> d_x(tokens.size() * d);
+    lk::embedding_forward(d_tok.get(), d_E.get(), d_x.get(), static_cast<int64_t>(tokens.size()), d, 1.0f, stream());
+    const auto x = to_host(d_x, stream());
+    for (size_t r = 0; r < tokens.size(); ++r)
+        for (int i = 0; i < d; ++i) ASSERT_EQ(x[r * d + i], E[static_cast<size_t>(tokens[r]) * d + i]);
+}
+
+}  // namespace
+}  // namespace retnet::cuda::test
