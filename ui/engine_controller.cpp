@@ -8,13 +8,12 @@ void registerMetaTypes() {
     qRegisterMetaType<uint64_t>("uint64_t");
     qRegisterMetaType<int64_t>("int64_t");
     qRegisterMetaType<ModelInfo>();
-    qRegisterMetaType<TokenEvent>();
+    qRegisterMetaType<SequenceToken>();
     qRegisterMetaType<GenerationStats>();
     qRegisterMetaType<StateNormFrames>();
-    qRegisterMetaType<RetentionMatrix>();
-    qRegisterMetaType<RetentionOverview>();
-    qRegisterMetaType<EquivalenceResult>();
-    qRegisterMetaType<LensResult>();
+    qRegisterMetaType<JobRef>();
+    qRegisterMetaType<ViewId>();
+    qRegisterMetaType<std::any>();
 }
 }  // namespace
 
@@ -43,35 +42,34 @@ void EngineController::post(F&& call) {
     QMetaObject::invokeMethod(m_worker, std::forward<F>(call), Qt::QueuedConnection);
 }
 
-uint64_t EngineController::startJob(Job job) {
+uint64_t EngineController::startJob(const JobRef& job) {
     const uint64_t id = ++m_nextId;
-    m_flags->latest[size_t(job)] = id;
+    m_flags->latest[size_t(freshnessSlot(job))] = id;
     return id;
 }
 
 void EngineController::connectWorker() {
     EngineWorker* w = m_worker;
-    auto fresh = [this](Job job, uint64_t id) { return !m_flags->stale(job, id); };
-
+    const JobRef load{Job::OpenModel}, generation{Job::Generate};
     connect(w, &EngineWorker::loadProgress, this, [=, this](uint64_t id, double f) {
-        if (fresh(Job::Load, id)) emit loadProgress(f);
+        if (fresh(load, id)) emit loadProgress(f);
     });
     connect(w, &EngineWorker::modelReady, this, [=, this](uint64_t id, const ModelInfo& info) {
-        if (!fresh(Job::Load, id)) return;
+        if (!fresh(load, id)) return;
         m_loading = false;
         m_generating = false;
         m_hasModel = true;
         m_info = info;
         emit modelLoaded(info);
     });
-    connect(w, &EngineWorker::tokenGenerated, this, [=, this](const TokenEvent& e) {
-        if (fresh(Job::Generate, e.requestId)) emit tokenGenerated(e);
+    connect(w, &EngineWorker::tokenGenerated, this, [=, this](const SequenceToken& e) {
+        if (fresh(generation, e.requestId)) emit tokenGenerated(e);
     });
     connect(w, &EngineWorker::sequenceTruncated, this, [=, this](uint64_t id, int64_t length) {
-        if (fresh(Job::Generate, id)) emit sequenceTruncated(length);
+        if (fresh(generation, id)) emit sequenceTruncated(length);
     });
     connect(w, &EngineWorker::statsUpdated, this, [=, this](const GenerationStats& s) {
-        if (!fresh(Job::Generate, s.requestId)) return;
+        if (!fresh(generation, s.requestId)) return;
         emit statsUpdated(s);
         if (s.finished) {
             m_generating = false;
@@ -79,46 +77,45 @@ void EngineController::connectWorker() {
         }
     });
     connect(w, &EngineWorker::stateNormsReady, this, [=, this](const StateNormFrames& f) {
-        if (fresh(Job::Generate, f.requestId)) emit stateNormsReady(f);
+        if (fresh(generation, f.requestId)) emit stateNormsReady(f);
     });
-    connect(w, &EngineWorker::retentionReady, this, [=, this](const RetentionMatrix& m) {
-        if (fresh(Job::Retention, m.requestId)) emit retentionReady(m);
-    });
-    connect(w, &EngineWorker::overviewReady, this, [=, this](const RetentionOverview& o) {
-        if (fresh(Job::Overview, o.requestId)) emit overviewReady(o);
-    });
-    connect(w, &EngineWorker::equivalenceReady, this, [=, this](const EquivalenceResult& r) {
-        if (fresh(Job::Equivalence, r.requestId)) emit equivalenceReady(r);
-    });
-    connect(w, &EngineWorker::lensReady, this, [=, this](const LensResult& r) {
-        if (fresh(Job::Lens, r.requestId)) emit lensReady(r);
-    });
-    connect(w, &EngineWorker::failed, this,
-            [=, this](uint64_t id, const QString& task, const QString& message) {
-                if (task == QLatin1String("Open model") || task == QLatin1String("Use model") ||
-                    task == QLatin1String("Switch device")) {
-                    if (!fresh(Job::Load, id)) return;
-                    m_loading = false;
-                    if (message == QLatin1String("cancelled")) {
-                        emit loadCancelled();
-                        return;
-                    }
-                    emit loadFailed(message);
-                } else if (task == QLatin1String("Generate")) {
-                    if (!fresh(Job::Generate, id)) return;
-                    m_generating = false;
-                    GenerationStats s;
-                    s.requestId = id;
-                    s.finished = true;
-                    s.stopReason = QStringLiteral("error");
-                    emit generationFinished(s);
-                }
-                emit errorOccurred(task, message);
-            });
+    connect(w, &EngineWorker::analysisReady, this, &EngineController::onAnalysisReady);
+    connect(w, &EngineWorker::failed, this, &EngineController::onFailed);
+}
+
+void EngineController::onAnalysisReady(uint64_t id, const JobRef& job, const std::any& result) {
+    if (!fresh(job, id)) return;
+    Subscriber& s = m_subscribers[size_t(freshnessSlot(job))];
+    if (s.id != id || !s.receiver) return;
+    const ResultHandler handler = std::move(s.onResult);
+    s = Subscriber();
+    handler(result);
+}
+
+void EngineController::onFailed(uint64_t id, const JobRef& job, const QString& message) {
+    if (!fresh(job, id)) return;
+    if (job.job == Job::Analysis) {
+        Subscriber& s = m_subscribers[size_t(freshnessSlot(job))];
+        const ErrorHandler handler = s.id == id && s.receiver ? std::move(s.onError) : ErrorHandler();
+        s = Subscriber();
+        if (handler) handler(message);
+    } else if (job.isModelJob()) {
+        m_loading = false;
+        if (message == QLatin1String("cancelled")) return emit loadCancelled();
+        if (job.job != Job::SetInterventions) emit loadFailed(message);
+    } else if (job.job == Job::Generate) {
+        m_generating = false;
+        GenerationStats s;
+        s.requestId = id;
+        s.finished = true;
+        s.stopReason = QStringLiteral("error");
+        emit generationFinished(s);
+    }
+    emit errorOccurred(job, message);
 }
 
 void EngineController::openModelDirectory(const QString& directory, const QString& device) {
-    const uint64_t id = startJob(Job::Load);
+    const uint64_t id = startJob(JobRef{Job::OpenModel});
     m_flags->cancelLoad = false;
     m_flags->stopGeneration = true;  // a running generation must not hold the old model
     m_loading = true;
@@ -131,7 +128,7 @@ void EngineController::cancelLoad() { m_flags->cancelLoad = true; }
 void EngineController::useModel(std::shared_ptr<const retnet::Model> model,
                                 std::shared_ptr<const retnet::Tokenizer> tokenizer,
                                 const QString& device) {
-    const uint64_t id = startJob(Job::Load);
+    const uint64_t id = startJob(JobRef{Job::UseModel});
     m_flags->stopGeneration = true;
     m_loading = true;
     post([w = m_worker, id, model = std::move(model), tokenizer = std::move(tokenizer), device] {
@@ -140,21 +137,21 @@ void EngineController::useModel(std::shared_ptr<const retnet::Model> model,
 }
 
 void EngineController::setDevice(const QString& device) {
-    const uint64_t id = startJob(Job::Load);
+    const uint64_t id = startJob(JobRef{Job::SetDevice});
     m_flags->stopGeneration = true;
     m_loading = true;
     post([w = m_worker, id, device] { w->setDevice(id, device); });
 }
 
 void EngineController::setInterventions(const retnet::Interventions& interventions) {
-    const uint64_t id = startJob(Job::Load);
+    const uint64_t id = startJob(JobRef{Job::SetInterventions});
     m_flags->stopGeneration = true;
     m_loading = true;
     post([w = m_worker, id, interventions] { w->setInterventions(id, interventions); });
 }
 
 uint64_t EngineController::generate(const GenerateRequest& request) {
-    const uint64_t id = startJob(Job::Generate);
+    const uint64_t id = startJob(JobRef{Job::Generate});
     m_flags->stopGeneration = false;
     m_generating = true;
     emit generationStarted(id);
@@ -164,21 +161,13 @@ uint64_t EngineController::generate(const GenerateRequest& request) {
 
 void EngineController::stopGeneration() { m_flags->stopGeneration = true; }
 
-uint64_t EngineController::requestEquivalence(const EquivalenceRequest& request) {
-    const uint64_t id = startJob(Job::Equivalence);
-    post([w = m_worker, id, request] { w->computeEquivalence(id, request); });
-    return id;
-}
-
-uint64_t EngineController::requestRetention(const RetentionRequest& request) {
-    const uint64_t id = startJob(request.overview ? Job::Overview : Job::Retention);
-    post([w = m_worker, id, request] { w->computeRetention(id, request); });
-    return id;
-}
-
-uint64_t EngineController::requestLens(const LensRequest& request) {
-    const uint64_t id = startJob(Job::Lens);
-    post([w = m_worker, id, request] { w->computeLens(id, request); });
+uint64_t EngineController::analyse(AnalysisRequest request, QObject* receiver, ResultHandler onResult,
+                                   ErrorHandler onError) {
+    request.job.job = Job::Analysis;
+    const uint64_t id = startJob(request.job);
+    m_subscribers[size_t(freshnessSlot(request.job))] =
+        Subscriber{id, receiver, std::move(onResult), std::move(onError)};
+    post([w = m_worker, id, request = std::move(request)] { w->analyse(id, request); });
     return id;
 }
 

@@ -2,10 +2,14 @@
 #pragma once
 // The GUI thread's handle on the engine: owns the engine thread and its EngineWorker, turns
 // requests into queued calls, and forwards results, dropping those a newer request of the same
-// kind has made stale ("latest wins"). Nothing here blocks.
+// kind has made stale ("latest wins"). An analysis result goes straight to the handler its
+// request came with (ui/analysis.h); freshness is decided here and nowhere else. Nothing blocks.
 #include <QObject>
 #include <QThread>
 
+#include <QPointer>
+
+#include <functional>
 #include <memory>
 
 #include "engine_worker.h"
@@ -30,9 +34,13 @@ public:
 
     uint64_t generate(const GenerateRequest& request);
     void stopGeneration();
-    uint64_t requestEquivalence(const EquivalenceRequest& request);
-    uint64_t requestRetention(const RetentionRequest& request);
-    uint64_t requestLens(const LensRequest& request);
+    // Runs request.compute on the engine thread; `onResult` (or `onError`) is called on this
+    // thread, through `receiver`, unless a newer request for the same view and channel was made
+    // in the meantime or `receiver` is gone. Returns the request's id.
+    using ResultHandler = std::function<void(const std::any& result)>;
+    using ErrorHandler = std::function<void(const QString& message)>;
+    uint64_t analyse(AnalysisRequest request, QObject* receiver, ResultHandler onResult,
+                     ErrorHandler onError = {});
 
     bool hasModel() const { return m_hasModel; }
     bool isLoading() const { return m_loading; }
@@ -46,22 +54,29 @@ signals:
     void loadFailed(const QString& message);
     void loadCancelled();
     void generationStarted(uint64_t id);
-    void tokenGenerated(const retnet::ui::TokenEvent& event);
+    void tokenGenerated(const retnet::ui::SequenceToken& token);
     void sequenceTruncated(int64_t length);
     void statsUpdated(const retnet::ui::GenerationStats& stats);
     void generationFinished(const retnet::ui::GenerationStats& stats);
     void stateNormsReady(const retnet::ui::StateNormFrames& frames);
-    void retentionReady(const retnet::ui::RetentionMatrix& matrix);
-    void overviewReady(const retnet::ui::RetentionOverview& overview);
-    void lensReady(const retnet::ui::LensResult& result);
-    void equivalenceReady(const retnet::ui::EquivalenceResult& result);
-    void errorOccurred(const QString& task, const QString& message);
+    // Every failure, named by its job (the load's also come as loadFailed).
+    void errorOccurred(const retnet::ui::JobRef& job, const QString& message);
 
 private:
-    uint64_t startJob(Job job);
+    struct Subscriber {
+        uint64_t id = 0;
+        QPointer<QObject> receiver;
+        ResultHandler onResult;
+        ErrorHandler onError;
+    };
+
+    uint64_t startJob(const JobRef& job);
+    bool fresh(const JobRef& job, uint64_t id) const { return !m_flags->stale(job, id); }
     template <typename F>
     void post(F&& call);
     void connectWorker();
+    void onFailed(uint64_t id, const JobRef& job, const QString& message);
+    void onAnalysisReady(uint64_t id, const JobRef& job, const std::any& result);
 
     std::shared_ptr<JobFlags> m_flags;
     QThread m_thread;
@@ -71,6 +86,7 @@ private:
     bool m_loading = false;
     bool m_generating = false;
     ModelInfo m_info;
+    std::array<Subscriber, kFreshnessSlots> m_subscribers;  // the latest analysis request per slot
 };
 
 }  // namespace retnet::ui

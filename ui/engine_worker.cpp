@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "engine_worker.h"
 
+#include <QDir>
 #include <QFileInfo>
 #include <QRegularExpression>
 
@@ -9,17 +10,18 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <new>
 
-#include "retnet/equivalence.h"
+#include <unistd.h>
+
+#include "retnet/analysis.h"
+#include "retnet/analysis_tap.h"
 #include "retnet/error.h"
-#include "retnet/lens.h"
-#include "retnet/retention_reach.h"
+#include "retnet/model_stats.h"
 
 namespace retnet::ui {
 
 namespace {
-
-
 
 // Restores the generation's state after an analysis run that needed the backend.
 class StateGuard {
@@ -38,77 +40,48 @@ private:
     retnet::RecurrentState m_state;
 };
 
-// Shrinks an (n, n) block to (m, m) cells, keeping in each cell the value of largest magnitude
-// (with its sign), so isolated strong scores survive downsampling.
-void downsample(const float* src, int n, int stride, int m, float* dst) {
-    for (int r = 0; r < m; ++r)
-        for (int c = 0; c < m; ++c) {
-            float best = 0.0f;
-            for (int i = r * stride; i < std::min(n, (r + 1) * stride); ++i)
-                for (int j = c * stride; j < std::min(n, (c + 1) * stride); ++j) {
-                    const float v = src[size_t(i) * size_t(n) + size_t(j)];
-                    if (std::abs(v) > std::abs(best)) best = v;
-                }
-            dst[size_t(r) * size_t(m) + size_t(c)] = best;
-        }
+// What a model directory must not be before the engine reads it: a FIFO or device would block the
+// engine thread forever, and weights larger than the machine's memory would only fail after
+// minutes of swapping. One line, naming the file.
+void checkModelDirectory(const QString& directory) {
+    const QFileInfo dir(directory);
+    if (!dir.isDir())
+        throw retnet::Error(directory.toStdString() + ": not a directory (open the folder that holds config.json)");
+    qint64 weights = 0;
+    const QDir d(directory);
+    for (const QFileInfo& f : d.entryInfoList(QDir::Files | QDir::System | QDir::NoDotAndDotDot)) {
+        const QString name = f.fileName();
+        const bool needed = name == QLatin1String("config.json") || name == QLatin1String("tokenizer.model") ||
+                            name.endsWith(QLatin1String(".safetensors"));
+        if (needed && !f.isFile())
+            throw retnet::Error(f.filePath().toStdString() + ": not a regular file (a FIFO, socket or device); "
+                                "a model directory holds ordinary files");
+        if (name.endsWith(QLatin1String(".safetensors"))) weights += f.size();
+    }
+    const qint64 memory = qint64(sysconf(_SC_PHYS_PAGES)) * qint64(sysconf(_SC_PAGE_SIZE));
+    if (memory > 0 && weights > memory)
+        throw retnet::Error(directory.toStdString() + ": the weights take " + retnet::format_bytes(weights) +
+                            ", more than this machine's memory (" + retnet::format_bytes(memory) + ")");
 }
 
 constexpr int kMaxPromptTokens = 8192;
 constexpr int kCandidates = 10;  // top tokens shown per position
 
-// Passes every call through to the real backend and reports ‖S‖ after each token, so the state
-// view fills in while the generator prefills and decodes, without the generator knowing.
-class NormTap : public retnet::Backend {
-public:
-    using Sink = std::function<void(int64_t firstPosition, const retnet::Tensor& norms)>;
-    using LogitsSink = std::function<void(int64_t firstPosition, const retnet::Tensor& logits)>;
-    NormTap(retnet::Backend& inner, Sink sink, LogitsSink logitsSink)
-        : m_inner(inner), m_sink(std::move(sink)), m_logitsSink(std::move(logitsSink)) {}
-
-    std::string name() const override { return m_inner.name(); }
-    const retnet::Model& model() const override { return m_inner.model(); }
-    // One sequence (the generator's); every logits row is taken for the prompt candidates, and
-    // the caller gets the rows it asked for.
-    std::vector<retnet::Tensor> forward_batch(std::span<const retnet::SequenceRequest> batch,
-                                              const retnet::ForwardOptions& options,
-                                              retnet::Introspection* introspection) override {
-        if (batch.size() != 1) return m_inner.forward_batch(batch, options, introspection);
-        retnet::Introspection local;
-        retnet::Introspection* probe = introspection ? introspection : &local;
-        probe->want_state_norms = true;
-        retnet::SequenceRequest all = batch[0];
-        all.logits = retnet::LogitRows::All;
-        retnet::Tensor logits = std::move(m_inner.forward_batch({&all, 1}, options, probe).front());
-        const int64_t first = m_position;
-        m_position += int64_t(all.tokens.size());
-        if (m_sink && probe->state_norms.rank() == 3) m_sink(first, probe->state_norms);
-        if (m_logitsSink) m_logitsSink(first, logits);
-        if (batch[0].logits == retnet::LogitRows::All) return {std::move(logits)};
-        const int64_t V = logits.dim(1), rows = batch[0].logits == retnet::LogitRows::Last ? 1 : 0;
-        retnet::Tensor out({rows, V});
-        std::copy(logits.data.end() - rows * V, logits.data.end(), out.data.begin());
-        return {std::move(out)};
-    }
-    int slot_count() const override { return m_inner.slot_count(); }
-    void set_slot_count(int count) override { m_inner.set_slot_count(count); }
-    void reset(int slot = 0) override {
-        m_inner.reset(slot);
-        m_position = 0;
-    }
-    retnet::RecurrentState snapshot(int slot = 0) const override { return m_inner.snapshot(slot); }
-    void restore(const retnet::RecurrentState& state, int slot = 0) override {
-        m_inner.restore(state, slot);
-        m_position = state.position;
-    }
-
-private:
-    retnet::Backend& m_inner;
-    Sink m_sink;
-    LogitsSink m_logitsSink;
-    int64_t m_position = 0;  // tokens the inner backend's state has consumed
-};
-
 }  // namespace
+
+QString jobTitle(const JobRef& job) {
+    switch (job.job) {
+        case Job::OpenModel: return QStringLiteral("Open model");
+        case Job::UseModel: return QStringLiteral("Use model");
+        case Job::SetDevice: return QStringLiteral("Switch device");
+        case Job::SetInterventions: return QStringLiteral("Interventions");
+        case Job::Generate: return QStringLiteral("Generate");
+        case Job::Analysis: break;
+    }
+    QString name = viewName(job.view);
+    if (!name.isEmpty()) name[0] = name[0].toUpper();
+    return name;
+}
 
 EngineWorker::EngineWorker(std::shared_ptr<JobFlags> flags) : m_flags(std::move(flags)) {}
 EngineWorker::~EngineWorker() = default;
@@ -117,6 +90,7 @@ EngineWorker::~EngineWorker() = default;
 
 void EngineWorker::loadModelDirectory(uint64_t id, const QString& directory, const QString& device) {
     try {
+        checkModelDirectory(directory);
         const std::string dir = directory.toStdString();
         double lastReported = -1.0;
         auto progress = [&](double fraction) {
@@ -138,10 +112,8 @@ void EngineWorker::loadModelDirectory(uint64_t id, const QString& directory, con
         m_loaded = std::move(model);
         m_interventions = {};
         emit modelReady(id, describeModel(m_notice));
-    } catch (const retnet::Cancelled&) {
-        emit failed(id, QStringLiteral("Open model"), QStringLiteral("cancelled"));
     } catch (const std::exception& e) {
-        emit failed(id, QStringLiteral("Open model"), QString::fromStdString(e.what()));
+        fail(id, JobRef{Job::OpenModel}, e);
     }
 }
 
@@ -154,7 +126,7 @@ void EngineWorker::useModel(uint64_t id, std::shared_ptr<const retnet::Model> mo
         m_interventions = {};
         emit modelReady(id, describeModel(m_notice));
     } catch (const std::exception& e) {
-        emit failed(id, QStringLiteral("Use model"), QString::fromStdString(e.what()));
+        fail(id, JobRef{Job::UseModel}, e);
     }
 }
 
@@ -164,22 +136,38 @@ void EngineWorker::setInterventions(uint64_t id, const retnet::Interventions& in
         auto model = interventions.empty()
                          ? m_loaded
                          : std::make_shared<const retnet::Model>(retnet::apply_interventions(*m_loaded, interventions));
+        const std::vector<int32_t> sequence = m_generator ? m_generator->tokens() : std::vector<int32_t>();
         installModel(std::move(model), m_tokenizer, m_directory, QString::fromStdString(m_backend->name()));
         m_interventions = interventions;
-        emit modelReady(id, describeModel(m_notice));
+        replay(sequence);
+        emit modelReady(id, describeModel(m_notice, true));
     } catch (const std::exception& e) {
-        emit failed(id, QStringLiteral("Interventions"), QString::fromStdString(e.what()));
-        emit modelReady(id, describeModel(m_notice));  // the model in force is unchanged
+        fail(id, JobRef{Job::SetInterventions}, e);
+        emit modelReady(id, describeModel(m_notice, true));  // the model in force is unchanged
     }
+}
+
+// The text stays when the model is edited: its state is recomputed with the edited model (the
+// state view receives the new norms), so Continue goes on from it.
+void EngineWorker::replay(const std::vector<int32_t>& sequence) {
+    if (sequence.empty()) return;
+    retnet::GenerationParams params;
+    params.max_new_tokens = 0;
+    params.max_prompt_tokens = int(sequence.size());
+    m_generator->generate(sequence, params, {}, &m_flags->stopGeneration);
 }
 
 void EngineWorker::setDevice(uint64_t id, const QString& device) {
     if (!m_model) return;
     try {
+        // Same model, other device: the state carries over as it is (host memory).
+        std::optional<retnet::GenerationCheckpoint> kept;
+        if (m_generator && m_generator->length() > 0) kept = m_generator->checkpoint();
         installModel(m_model, m_tokenizer, m_directory, device);
-        emit modelReady(id, describeModel(m_notice));
+        if (kept) m_generator->restore(*kept);
+        emit modelReady(id, describeModel(m_notice, true));
     } catch (const std::exception& e) {
-        emit failed(id, QStringLiteral("Switch device"), QString::fromStdString(e.what()));
+        fail(id, JobRef{Job::SetDevice}, e);
     }
 }
 
@@ -193,24 +181,27 @@ void EngineWorker::installModel(std::shared_ptr<const retnet::Model> model,
     m_backend = std::move(backend);
     m_directory = directory;
     m_notice = QString::fromStdString(notice);
-    m_tap = std::make_unique<NormTap>(*m_backend, [this](int64_t first, const retnet::Tensor& norms) {
-        StateNormFrames frames;
-        frames.requestId = m_generateId;
-        frames.reset = first == 0;
-        frames.firstPosition = first;
-        frames.count = int(norms.dim(0));
-        frames.layers = int(norms.dim(1));
-        frames.heads = int(norms.dim(2));
-        frames.norms = norms.data;
-        emit stateNormsReady(frames);
-    }, [this](int64_t first, const retnet::Tensor& logits) {
-        if (m_onPrefillLogits) m_onPrefillLogits(first, logits);
-    });
+    m_tap = std::make_unique<retnet::TapBackend>(
+        *m_backend, [this](int64_t first, const retnet::Tensor& logits, const retnet::Tensor& norms) {
+            if (norms.rank() == 3) {
+                StateNormFrames frames;
+                frames.requestId = m_generateId;
+                frames.reset = first == 0;
+                frames.firstPosition = first;
+                frames.count = int(norms.dim(0));
+                frames.layers = int(norms.dim(1));
+                frames.heads = int(norms.dim(2));
+                frames.norms = norms.data;
+                emit stateNormsReady(frames);
+            }
+            if (m_onPrefillLogits) m_onPrefillLogits(first, logits);
+        });
     m_generator = std::make_unique<retnet::Generator>(*m_tap, m_tokenizer.get());
 }
 
-ModelInfo EngineWorker::describeModel(const QString& notice) const {
+ModelInfo EngineWorker::describeModel(const QString& notice, bool sequenceKept) const {
     ModelInfo info;
+    info.sequenceKept = sequenceKept;
     const retnet::ModelConfig& c = m_model->config;
     info.directory = m_directory;
     info.name = m_directory.isEmpty() ? QStringLiteral("model in memory")
@@ -231,10 +222,7 @@ ModelInfo EngineWorker::describeModel(const QString& notice) const {
     info.normEps = c.norm_eps;
     info.parameters = m_model->parameter_count();
     info.weightBytes = info.parameters * int64_t(sizeof(float));
-    info.stateBytes = int64_t(c.n_layers) * c.n_heads * c.head_dim_k() * c.head_dim_v() *
-                      int64_t(sizeof(float));
-    if (c.family == retnet::Family::TorchScale)
-        info.stateBytes += int64_t(c.n_layers) * c.n_heads * int64_t(sizeof(double));
+    info.stateBytes = retnet::model_stats(*m_model, 0).state_bytes_fp32;  // as `retnet info` says
     info.logDecay = m_model->weights.log_decay;
     info.interventions = QString::fromStdString(retnet::describe(m_interventions));
     return info;
@@ -279,45 +267,54 @@ QStringList EngineWorker::labelsFor(const std::vector<int32_t>& tokens) const {
     return labels;
 }
 
-TokenEvent EngineWorker::convert(uint64_t id, const retnet::TokenEvent& in) const {
-    TokenEvent e;
+std::vector<TokenCandidate> EngineWorker::candidates(const std::vector<retnet::TokenProb>& probs) const {
+    std::vector<TokenCandidate> out;
+    out.reserve(probs.size());
+    for (const retnet::TokenProb& p : probs) out.push_back({p.id, pieceOf(p.id), p.prob});
+    return out;
+}
+
+SequenceToken EngineWorker::convert(uint64_t id, const retnet::TokenEvent& in) const {
+    SequenceToken e;
     e.requestId = id;
     e.position = in.position;
     e.id = in.id;
     e.piece = pieceOf(in.id);
     e.text = m_tokenizer ? QString::fromStdString(in.text) : QStringLiteral("[%1] ").arg(in.id);
     e.forkable = true;
-    auto candidates = [this](const std::vector<retnet::TokenProb>& probs) {
-        std::vector<TokenCandidate> out;
-        out.reserve(probs.size());
-        for (const retnet::TokenProb& p : probs) out.push_back({p.id, pieceOf(p.id), p.prob});
-        return out;
-    };
     e.top = candidates(in.top);
     e.topFiltered = candidates(in.top_filtered);
     return e;
 }
 
-void EngineWorker::scorePromptTokens(int64_t first, const retnet::Tensor& logits,
-                                     std::vector<TokenEvent>& events) const {
-    const int64_t rows = logits.dim(0), V = logits.dim(1);
-    for (int64_t t = 0; t < rows; ++t) {
-        const int64_t position = first + t + 1;  // the token that row t predicts
-        if (position < 1 || position >= int64_t(events.size())) continue;
-        const std::span<const float> row(logits.data.data() + t * V, size_t(V));
-        TokenEvent& e = events[size_t(position)];
-        e.top.clear();
-        for (const retnet::TokenProb& p : retnet::top_probabilities(row, kCandidates))
-            e.top.push_back({p.id, pieceOf(p.id), p.prob});
-        if (std::none_of(e.top.begin(), e.top.end(), [&](const TokenCandidate& c) { return c.id == e.id; }))
-            e.top.push_back({e.id, e.piece, std::exp(retnet::log_probability(row, e.id))});
+// The prompt's tokens with the text each adds; their candidates come from the prefill's logits.
+std::vector<SequenceToken> EngineWorker::promptTokens(uint64_t id, const std::vector<int32_t>& prompt) const {
+    std::vector<SequenceToken> tokens(prompt.size());
+    std::optional<retnet::StreamDecoder> decoder;
+    if (m_tokenizer) decoder.emplace(*m_tokenizer, true);
+    for (size_t i = 0; i < prompt.size(); ++i) {
+        SequenceToken& e = tokens[i];
+        e.requestId = id;
+        e.position = int64_t(i);
+        e.id = prompt[i];
+        e.piece = pieceOf(prompt[i]);
+        e.text = decoder ? QString::fromStdString(decoder->push(prompt[i])) : QStringLiteral("[%1] ").arg(prompt[i]);
+        e.prompt = true;
     }
+    return tokens;
+}
+
+void EngineWorker::fail(uint64_t id, const JobRef& job, const std::exception& e) {
+    QString message = QString::fromStdString(e.what());
+    if (dynamic_cast<const retnet::Cancelled*>(&e)) message = QStringLiteral("cancelled");
+    if (dynamic_cast<const std::bad_alloc*>(&e)) message = QStringLiteral("not enough memory for this model and text");
+    emit failed(id, job, message);
 }
 
 // ---- generation ------------------------------------------------------------------------------
 
 void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
-    if (m_flags->stale(Job::Generate, id)) return;
+    if (m_flags->stale(JobRef{Job::Generate}, id)) return;
     m_flags->stopGeneration = false;
     m_generateId = id;
     try {
@@ -335,7 +332,7 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
         stats.requestId = id;
         stats.form = QString::fromLatin1(retnet::form_name(request.form));
         auto onToken = [&](const retnet::TokenEvent& event) {
-            if (m_flags->stale(Job::Generate, id)) m_flags->stopGeneration = true;  // a newer request
+            if (m_flags->stale(JobRef{Job::Generate}, id)) m_flags->stopGeneration = true;  // a newer request
             stats.generated += 1;
             stats.decodeMs += event.step_ms;
             emit tokenGenerated(convert(id, event));
@@ -356,30 +353,18 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
         } else {
             const std::vector<int32_t> prompt = encode(request.prompt);
             emit sequenceTruncated(id, 0);
-            // The prompt's tokens, with the text each adds. They are sent once the prefill has
-            // given each its candidates (row t of the logits predicts token t + 1), before the
-            // first generated token.
-            std::vector<TokenEvent> promptEvents(prompt.size());
-            std::optional<retnet::StreamDecoder> decoder;
-            if (m_tokenizer) decoder.emplace(*m_tokenizer, true);
-            for (size_t i = 0; i < prompt.size(); ++i) {
-                TokenEvent& e = promptEvents[i];
-                e.requestId = id;
-                e.position = int64_t(i);
-                e.id = prompt[i];
-                e.piece = pieceOf(prompt[i]);
-                e.text = decoder ? QString::fromStdString(decoder->push(prompt[i]))
-                                 : QStringLiteral("[%1] ").arg(prompt[i]);
-                e.prompt = true;
-            }
+            // Sent once the prefill has given each its candidates, before the first generated token.
+            std::vector<SequenceToken> promptEvents = promptTokens(id, prompt);
             bool promptSent = false;
             auto sendPrompt = [&] {
                 m_onPrefillLogits = nullptr;
                 promptSent = true;
-                for (const TokenEvent& e : promptEvents) emit tokenGenerated(e);
+                for (const SequenceToken& e : promptEvents) emit tokenGenerated(e);
             };
             m_onPrefillLogits = [&](int64_t first, const retnet::Tensor& logits) {
-                scorePromptTokens(first, logits, promptEvents);
+                const auto scored = retnet::prompt_candidates(logits, first, prompt, kCandidates);
+                for (size_t i = 0; i < scored.size(); ++i)
+                    promptEvents[size_t(first) + 1 + i].top = candidates(scored[i]);
                 if (first + logits.dim(0) >= int64_t(promptEvents.size())) sendPrompt();
             };
             try {
@@ -403,138 +388,26 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
         stats.finished = true;
         emit statsUpdated(stats);
     } catch (const std::exception& e) {
-        emit failed(id, QStringLiteral("Generate"), QString::fromStdString(e.what()));
+        fail(id, JobRef{Job::Generate}, e);
     }
 }
 
 // ---- analysis --------------------------------------------------------------------------------
 
-void EngineWorker::computeEquivalence(uint64_t id, const EquivalenceRequest& request) {
-    if (m_flags->stale(Job::Equivalence, id)) return;
+void EngineWorker::analyse(uint64_t id, const AnalysisRequest& request) {
+    if (m_flags->stale(request.job, id)) return;
     try {
         if (!m_backend) throw retnet::Error("no model is open");
-        const std::vector<int32_t> tokens = tokensFor(request.text);
         StateGuard guard(*m_backend);
-        retnet::EquivalenceOptions options;
-        options.chunk_size = request.chunkSize;
-        options.tolerance = request.tolerance;
-        if (request.zeroEps) options.head_norm_eps = 0.0;
-        EquivalenceResult result;
-        result.requestId = id;
-        result.labels = labelsFor(tokens);
-        result.tolerance = request.tolerance;
-        result.report = std::make_shared<const retnet::EquivalenceReport>(
-            retnet::compare_forms(*m_backend, tokens, options));
-        if (!request.sweepSizes.empty() && !m_flags->stale(Job::Equivalence, id))
-            result.sweep = retnet::chunk_size_sweep(*m_backend, tokens, request.sweepSizes, options);
-        emit equivalenceReady(result);
+        std::vector<int32_t> tokens = tokensFor(request.text);
+        QStringList labels = labelsFor(tokens);
+        AnalysisContext context{*m_model, *m_backend, std::move(tokens), std::move(labels),
+                                [this](int32_t t) { return pieceOf(t); },
+                                [this, id, job = request.job] { return m_flags->stale(job, id); }};
+        std::any result = request.compute(context);
+        if (!m_flags->stale(request.job, id)) emit analysisReady(id, request.job, result);
     } catch (const std::exception& e) {
-        emit failed(id, QStringLiteral("Equivalence"), QString::fromStdString(e.what()));
-    }
-}
-
-void EngineWorker::computeLens(uint64_t id, const LensRequest& request) {
-    if (m_flags->stale(Job::Lens, id)) return;
-    try {
-        if (!m_backend) throw retnet::Error("no model is open");
-        const std::vector<int32_t> tokens = tokensFor(request.text);
-        StateGuard guard(*m_backend);
-        retnet::Introspection probe;
-        probe.want_layer_outputs = true;
-        m_backend->reset();
-        m_backend->forward(tokens, retnet::ForwardOptions{}, &probe);
-        const auto readings = retnet::logit_lens(*m_model, probe.layer_outputs, tokens, request.topN);
-        LensResult result;
-        result.requestId = id;
-        result.layers = int(readings.size());
-        result.tokens = int(tokens.size());
-        result.labels = labelsFor(tokens);
-        for (const auto& layer : readings)
-            for (const retnet::LensReading& r : layer) {
-                result.nextProb.push_back(r.next_prob);
-                std::vector<TokenCandidate>& cell = result.top.emplace_back();
-                for (const retnet::TokenProb& p : r.top) cell.push_back({p.id, pieceOf(p.id), p.prob});
-            }
-        emit lensReady(result);
-    } catch (const std::exception& e) {
-        emit failed(id, QStringLiteral("Logit lens"), QString::fromStdString(e.what()));
-    }
-}
-
-void EngineWorker::computeRetention(uint64_t id, const RetentionRequest& request) {
-    const Job job = request.overview ? Job::Overview : Job::Retention;
-    if (m_flags->stale(job, id)) return;
-    try {
-        if (!m_backend) throw retnet::Error("no model is open");
-        const std::vector<int32_t> tokens = tokensFor(request.text);
-        const int T = int(tokens.size());
-        const int L = m_model->config.n_layers, H = m_model->config.n_heads;
-        StateGuard guard(*m_backend);
-        retnet::ForwardOptions fo;
-        fo.form = request.form;
-        fo.chunk_size = request.chunkSize;
-
-        auto scoresOf = [&](int layer) {
-            retnet::Introspection probe;
-            probe.score_layer = layer;
-            probe.score_head = 0;
-            probe.want_all_head_scores = true;
-            m_backend->reset();
-            m_backend->forward(tokens, fo, &probe);
-            if (probe.scores.numel() != int64_t(H) * T * T)
-                throw retnet::Error("the backend returned retention scores of shape " +
-                                    probe.scores.shape_string() + ", expected (H, T, T)");
-            return std::move(probe.scores);
-        };
-
-        if (request.overview) {
-            const int size = std::min(T, 32);
-            const int stride = (T + size - 1) / size;
-            const int m = (T + stride - 1) / stride;
-            auto data = std::make_shared<std::vector<float>>(size_t(L) * H * m * m);
-            for (int l = 0; l < L; ++l) {
-                if (m_flags->stale(job, id)) return;
-                const retnet::Tensor s = scoresOf(l);
-                for (int h = 0; h < H; ++h)
-                    downsample(s.ptr() + size_t(h) * T * T, T, stride, m,
-                               data->data() + (size_t(l) * H + h) * m * m);
-            }
-            RetentionOverview overview;
-            overview.requestId = id;
-            overview.layers = L;
-            overview.heads = H;
-            overview.size = m;
-            overview.scores = std::move(data);
-            emit overviewReady(overview);
-            return;
-        }
-
-        if (request.layer < 0 || request.layer >= L)
-            throw retnet::Error("layer " + std::to_string(request.layer) + " does not exist");
-        const retnet::Tensor s = scoresOf(request.layer);
-        const int maxCells = std::max(8, request.maxCells);
-        const int stride = (T + maxCells - 1) / maxCells;
-        const int n = (T + stride - 1) / stride;
-        auto data = std::make_shared<std::vector<float>>(size_t(H) * n * n);
-        for (int h = 0; h < H; ++h)
-            downsample(s.ptr() + size_t(h) * T * T, T, stride, n, data->data() + size_t(h) * n * n);
-        RetentionMatrix matrix;
-        matrix.requestId = id;
-        matrix.layer = request.layer;
-        matrix.heads = H;
-        matrix.tokens = T;
-        matrix.size = n;
-        matrix.stride = stride;
-        matrix.form = QString::fromLatin1(retnet::form_name(request.form));
-        const QStringList all = labelsFor(tokens);
-        for (int i = 0; i < n; ++i) matrix.labels << all[qsizetype(i) * stride];
-        matrix.scores = std::move(data);
-        matrix.reach = retnet::retention_reach(s, m_model->weights.log_decay);
-        emit retentionReady(matrix);
-    } catch (const std::exception& e) {
-        emit failed(id, request.overview ? QStringLiteral("Retention overview")
-                                         : QStringLiteral("Retention"),
-                    QString::fromStdString(e.what()));
+        fail(id, request.job, e);
     }
 }
 

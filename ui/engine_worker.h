@@ -3,7 +3,8 @@
 // The only object that touches the engine. It lives on the engine thread (EngineController owns
 // that thread); its slots run there, one at a time, and results leave as value snapshots in
 // signals. Long jobs check the shared JobFlags between tokens, so "stop" and "a newer request of
-// the same kind arrived" both end them early.
+// the same kind arrived" both end them early. Analysis is generic: the worker runs a view's job
+// (ui/analysis.h) and sends back whatever value it returns.
 #include <QObject>
 
 #include <array>
@@ -16,19 +17,18 @@
 #include "retnet/model.h"
 #include "retnet/sampler.h"
 #include "retnet/tokenizer.h"
+#include "analysis.h"
 #include "snapshots.h"
 
 namespace retnet::ui {
-
-enum class Job { Load, Generate, Equivalence, Retention, Overview, Lens, Count };
 
 // Shared between the GUI thread (writes) and the engine thread (reads).
 struct JobFlags {
     std::atomic<bool> stopGeneration{false};
     std::atomic<bool> cancelLoad{false};
-    std::array<std::atomic<uint64_t>, size_t(Job::Count)> latest{};
+    std::array<std::atomic<uint64_t>, kFreshnessSlots> latest{};  // by freshnessSlot()
 
-    bool stale(Job job, uint64_t id) const { return latest[size_t(job)].load() != id; }
+    bool stale(const JobRef& job, uint64_t id) const { return latest[size_t(freshnessSlot(job))].load() != id; }
 };
 
 class EngineWorker : public QObject {
@@ -45,36 +45,32 @@ public:
     // Reinstalls the model as loaded with these edits (none: the model as loaded), same device.
     void setInterventions(uint64_t id, const retnet::Interventions& interventions);
     void generate(uint64_t id, const GenerateRequest& request);
-    void computeEquivalence(uint64_t id, const EquivalenceRequest& request);
-    void computeRetention(uint64_t id, const RetentionRequest& request);
-    void computeLens(uint64_t id, const LensRequest& request);
+    void analyse(uint64_t id, const AnalysisRequest& request);
 
 signals:
     void loadProgress(uint64_t id, double fraction);
     void modelReady(uint64_t id, const retnet::ui::ModelInfo& info);
-    void tokenGenerated(const retnet::ui::TokenEvent& event);
+    void tokenGenerated(const retnet::ui::SequenceToken& token);
     void sequenceTruncated(uint64_t id, int64_t length);  // tokens at ≥ length were dropped
     void statsUpdated(const retnet::ui::GenerationStats& stats);
     void stateNormsReady(const retnet::ui::StateNormFrames& frames);
-    void retentionReady(const retnet::ui::RetentionMatrix& matrix);
-    void overviewReady(const retnet::ui::RetentionOverview& overview);
-    void equivalenceReady(const retnet::ui::EquivalenceResult& result);
-    void lensReady(const retnet::ui::LensResult& result);
-    void failed(uint64_t id, const QString& task, const QString& message);
+    void analysisReady(uint64_t id, const retnet::ui::JobRef& job, const std::any& result);
+    void failed(uint64_t id, const retnet::ui::JobRef& job, const QString& message);
 
 private:
     void installModel(std::shared_ptr<const retnet::Model> model,
                       std::shared_ptr<const retnet::Tokenizer> tokenizer, const QString& directory,
                       const QString& device);
-    ModelInfo describeModel(const QString& notice) const;
+    ModelInfo describeModel(const QString& notice, bool sequenceKept = false) const;
+    void replay(const std::vector<int32_t>& sequence);
     std::vector<int32_t> encode(const QString& text) const;
     std::vector<int32_t> tokensFor(const QString& text) const;  // text, or the current sequence
     QString pieceOf(int32_t id) const;
     QStringList labelsFor(const std::vector<int32_t>& tokens) const;
-    TokenEvent convert(uint64_t id, const retnet::TokenEvent& event) const;
-    // Gives the prompt tokens that rows of `logits` (from position `first`) predict their
-    // candidates; the token itself is added when it is not among them.
-    void scorePromptTokens(int64_t first, const retnet::Tensor& logits, std::vector<TokenEvent>& events) const;
+    std::vector<TokenCandidate> candidates(const std::vector<retnet::TokenProb>& probs) const;
+    SequenceToken convert(uint64_t id, const retnet::TokenEvent& event) const;
+    std::vector<SequenceToken> promptTokens(uint64_t id, const std::vector<int32_t>& prompt) const;
+    void fail(uint64_t id, const JobRef& job, const std::exception& e);
 
     std::shared_ptr<JobFlags> m_flags;
     std::shared_ptr<const retnet::Model> m_loaded;  // as loaded, before interventions
@@ -82,7 +78,8 @@ private:
     std::shared_ptr<const retnet::Model> m_model;
     std::shared_ptr<const retnet::Tokenizer> m_tokenizer;
     std::unique_ptr<retnet::Backend> m_backend;
-    // Wraps m_backend for the generator: every forward also reports ‖S‖ per layer and head.
+    // Wraps m_backend for the generator: every forward also reports ‖S‖ per layer and head
+    // (retnet/analysis_tap.h).
     std::unique_ptr<retnet::Backend> m_tap;
     std::unique_ptr<retnet::Generator> m_generator;
     uint64_t m_generateId = 0;  // the request the tap's frames belong to

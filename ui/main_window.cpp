@@ -44,6 +44,7 @@
 #include "views/generate_view.h"
 #include "views/retention_view.h"
 #include "views/lens_view.h"
+#include "views/recurrence_view.h"
 #include "views/state_view.h"
 
 namespace retnet::ui {
@@ -60,22 +61,36 @@ QString defaultModelDirectory() {
     return {};
 }
 
+namespace {
+
+// One of each view, in ViewId order.
+std::vector<ViewBase*> makeViews() {
+    std::vector<ViewBase*> views(size_t(kViewCount), nullptr);
+    for (ViewBase* v : std::initializer_list<ViewBase*>{new GenerateView, new EquivalenceView, new DecayView,
+                                                        new RetentionView, new StateView, new LensView,
+                                                        new RecurrenceView})
+        views[size_t(v->id())] = v;
+    return views;
+}
+
+}  // namespace
+
 MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
     setWindowTitle(tr("RetNet Studio"));
     resize(1400, 900);
     m_controller = new EngineController(this);
 
-    m_generate = new GenerateView;
-    m_equivalence = new EquivalenceView;
-    m_decay = new DecayView;
-    m_retention = new RetentionView;
-    m_state = new StateView;
-    m_lens = new LensView;
-    m_views = {m_generate, m_equivalence, m_decay, m_retention, m_state, m_lens};
-
+    m_views = makeViews();
+    m_generate = static_cast<GenerateView*>(view(ViewId::Generate));
+    const ViewContext context{m_controller, [this] { return analysisText(); },
+                              [this] { return m_generate->sequenceLength(); }};
     m_tabs = new QTabWidget;
     m_tabs->setDocumentMode(true);
-    for (ViewBase* v : m_views) m_tabs->addTab(wrapWithLearnPanel(v), v->title());
+    for (ViewBase* v : m_views) {
+        v->attach(context);
+        connect(v, &ViewBase::dataReady, this, &MainWindow::viewDataReady);
+        m_tabs->addTab(wrapWithLearnPanel(v), v->title());
+    }
 
     auto* empty = new QWidget;
     auto* emptyLayout = new QVBoxLayout(empty);
@@ -130,20 +145,20 @@ MainWindow::~MainWindow() = default;
 QWidget* MainWindow::wrapWithLearnPanel(ViewBase* view) {
     auto* learn = new QTextBrowser;
     learn->setOpenExternalLinks(true);
-    learn->setObjectName(QStringLiteral("learn-") + view->viewId());
-    QFile file(QStringLiteral(":/retnet/learn/%1.html").arg(view->viewId()));
+    learn->setObjectName(QStringLiteral("learn-") + view->name());
+    QFile file(QStringLiteral(":/retnet/learn/%1.html").arg(view->name()));
     if (file.open(QIODevice::ReadOnly))
         learn->setHtml(QString::fromUtf8(file.readAll()));
     else
         learn->setPlainText(tr("No explanation for this view."));
-    learn->setMinimumWidth(220);
+    learn->setMinimumWidth(150);
     m_learnPanels.push_back(learn);
     auto* splitter = new QSplitter(Qt::Horizontal);
     splitter->addWidget(view);
     splitter->addWidget(learn);
     splitter->setStretchFactor(0, 4);
     splitter->setStretchFactor(1, 1);
-    splitter->setSizes({1100, 300});
+    splitter->setSizes({1100, 260});
     return splitter;
 }
 
@@ -153,6 +168,9 @@ void MainWindow::buildModelDock() {
     auto* body = new QWidget;
     auto* layout = new QVBoxLayout(body);
     m_device = new QComboBox;
+    // Long device labels are elided rather than widening the dock.
+    m_device->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
+    m_device->setMinimumContentsLength(12);
     m_device->setToolTip(tr("Where and in which precision the engine runs: cpu and cuda compute "
                             "in float32; reference is the naive float64 CPU implementation "
                             "(slow, for checking)."));
@@ -235,7 +253,7 @@ void MainWindow::buildMenus() {
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
     for (size_t i = 0; i < m_views.size(); ++i) {
-        const QString id = m_views[i]->viewId();
+        const ViewId id = m_views[i]->id();
         add(view, m_views[i]->title(), QKeySequence(QStringLiteral("Ctrl+%1").arg(i + 1)), [this, id] { showView(id); });
     }
     view->addSeparator();
@@ -278,84 +296,27 @@ void MainWindow::connectController() {
         loadEnded();
         statusBar()->showMessage(tr("Loading cancelled."), 5000);
     });
-    connect(c, &EngineController::errorOccurred, this, [this](const QString& task, const QString& message) {
-        if (task == QLatin1String("Open model")) return;  // shown by loadFailed
-        showError(task, message);
+    connect(c, &EngineController::errorOccurred, this, [this](const JobRef& job, const QString& message) {
+        // A failed load, device switch or model swap is shown by loadFailed.
+        if (job.isModelJob() && job.job != Job::SetInterventions) return;
+        showError(jobTitle(job), message);
     });
-
-    connect(c, &EngineController::generationStarted, this, [this] { m_generate->setGenerating(true); });
-    connect(c, &EngineController::tokenGenerated, m_generate, &GenerateView::appendToken);
-    connect(c, &EngineController::sequenceTruncated, this, [this](int64_t length) {
-        m_generate->truncate(length);
-        m_state->truncate(length);
-    });
-    connect(c, &EngineController::statsUpdated, m_generate, &GenerateView::showStats);
-    connect(c, &EngineController::generationFinished, this, [this](const GenerationStats&) {
-        m_generate->setGenerating(false);
-        m_state->redraw();
-        markAnalysesStale();
-        if (m_tabs->currentWidget() && currentView() != m_generate && currentView() != m_state)
-            refreshCurrentView();
-    });
-    connect(c, &EngineController::stateNormsReady, m_state, &StateView::addFrames);
-    connect(c, &EngineController::retentionReady, this, [this](const RetentionMatrix& m) {
-        m_retention->setMatrix(m);
-        m_retentionStale = false;
-        emit viewDataReady(QStringLiteral("retention"));
-    });
-    connect(c, &EngineController::overviewReady, this, [this](const RetentionOverview& o) {
-        m_retention->setOverview(o);
-        m_overviewStale = false;
-        emit viewDataReady(QStringLiteral("retention-overview"));
-    });
-    connect(c, &EngineController::lensReady, this, [this](const LensResult& r) {
-        m_lens->setResult(r);
-        m_lensStale = false;
-        emit viewDataReady(QStringLiteral("lens"));
-    });
-    connect(c, &EngineController::equivalenceReady, this, [this](const EquivalenceResult& r) {
-        m_equivalence->setResult(r);
-        m_equivalenceStale = false;
-        emit viewDataReady(QStringLiteral("equivalence"));
-    });
-
-    connect(m_generate, &GenerateView::generateRequested, this, [this] {
-        if (!m_controller->hasModel()) return showError(tr("Generate"), tr("Open a model first."));
-        m_controller->generate(m_generate->request());
-    });
-    connect(m_generate, &GenerateView::regenerateRequested, this, [this] {
-        if (!m_controller->hasModel()) return;
-        m_generate->setSeed(m_generate->request().sampler.seed + 1);
-        m_controller->generate(m_generate->request());
-    });
-    connect(m_generate, &GenerateView::continueRequested, this, [this] {
-        if (!m_controller->hasModel()) return;
-        GenerateRequest r = m_generate->request();
-        r.continuePrevious = true;
-        m_controller->generate(r);
-    });
-    connect(m_generate, &GenerateView::stopRequested, m_controller, &EngineController::stopGeneration);
-    connect(m_generate, &GenerateView::forkRequested, this, [this](int64_t position, int32_t token) {
-        GenerateRequest r = m_generate->request();
-        r.forkPosition = position;
-        r.forkToken = token;
-        m_controller->generate(r);
-    });
-    connect(m_generate, &GenerateView::sequenceChanged, this, [this] {
-        m_decay->setTextLength(m_generate->sequenceLength());
+    connect(c, &EngineController::generationStarted, this, [this] { statusBar()->clearMessage(); });
+    connect(c, &EngineController::generationFinished, this, [this] {
         updateModelPanel();
+        markViewsStale();
+        if (ViewBase* v = currentView()) v->refresh();
     });
-    connect(m_equivalence, &EquivalenceView::runRequested, this, [this] {
-        if (m_controller->hasModel())
-            m_controller->requestEquivalence(m_equivalence->request(analysisText()));
+    connect(m_generate, &GenerateView::generateRequested, this, [this] {
+        if (!m_controller->hasModel()) showError(tr("Generate"), tr("Open a model first."));
     });
-    connect(m_retention, &RetentionView::layerRequested, this, &MainWindow::requestRetention);
+    // The panel's memory figures follow the text length; while generating they wait for the end.
+    connect(m_generate, &GenerateView::sequenceChanged, this, [this] {
+        if (!m_controller->isGenerating()) updateModelPanel();
+    });
     connect(m_tabs, &QTabWidget::currentChanged, this, [this] {
-        if (!m_controller->hasModel() || m_controller->isGenerating()) return;
         ViewBase* v = currentView();
-        if ((v == m_equivalence && m_equivalenceStale) ||
-            (v == m_retention && (m_retentionStale || m_overviewStale)) || (v == m_lens && m_lensStale))
-            refreshCurrentView();
+        if (v && v->isStale() && m_controller->hasModel() && !m_controller->isGenerating()) v->refresh();
     });
 }
 
@@ -366,19 +327,15 @@ void MainWindow::onModelLoaded(const ModelInfo& info) {
         m_device->clear();
         for (const QString& d : info.devices) {
             const QString label = d == QLatin1String("reference") ? tr("reference — float64 (exact, slow)")
-                                                                  : tr("%1 — float32").arg(d);
+                                  : d.contains(QLatin1String("bf16")) ? tr("%1 — bfloat16 weights").arg(d)
+                                                                      : tr("%1 — float32").arg(d);
             m_device->addItem(label, d);
         }
         m_device->setCurrentIndex(std::max(0, m_device->findData(info.device)));
     }
-    m_generate->setModelInfo(info);
-    m_equivalence->setModelInfo(info);
-    m_decay->setDecay(info.logDecay);
-    m_decay->setTextLength(0);
-    m_retention->setModelInfo(info);
-    m_state->setModelInfo(info);
-    markAnalysesStale();
     updateModelPanel();
+    // The same text on an edited model or another device: bring what is looked at up to date.
+    if (ViewBase* v = currentView(); info.sequenceKept && v) v->refresh();
     m_statusModel->setText(tr("%1 · %2").arg(info.name, info.device));
     statusBar()->showMessage(info.notice.isEmpty() ? tr("Model ready.") : info.notice, 8000);
 }
@@ -409,7 +366,8 @@ void MainWindow::updateModelPanel() {
     };
     QString html = QStringLiteral("<table cellspacing=3>");
     html += row(tr("Model"), i.name.toHtmlEscaped());
-    if (!i.directory.isEmpty()) html += row(tr("Directory"), i.directory.toHtmlEscaped());
+    if (!i.directory.isEmpty())  // elided in the middle: a long path must not widen the dock
+        html += row(tr("Directory"), QFontMetrics(font()).elidedText(i.directory, Qt::ElideMiddle, 160).toHtmlEscaped());
     html += row(tr("Family"), i.family);
     html += row(tr("Device"), i.device);
     html += row(tr("Parameters"), locale.toString(qlonglong(i.parameters)));
@@ -422,10 +380,11 @@ void MainWindow::updateModelPanel() {
     html += row(tr("Chunk size"), QString::number(i.chunkSize));
     html += row(tr("Weights"), locale.formattedDataSize(i.weightBytes));
     html += row(tr("State (fixed)"), locale.formattedDataSize(i.stateBytes));
-    html += row(tr("KV cache at %1 tokens").arg(T), locale.formattedDataSize(i.kvCacheBytes(T)) +
+    const QString tokens = T == 1 ? tr("1 token") : tr("%1 tokens").arg(T);
+    html += row(tr("KV cache at %1").arg(tokens), locale.formattedDataSize(i.kvCacheBytes(T)) +
                     tr(" (a Transformer of the same shape)"));
     html += row(tr("Estimated memory"), locale.formattedDataSize(i.estimatedBytes(T)) +
-                    tr(" (weights + state + parallel prefill of %1 tokens)").arg(T));
+                    tr(" (weights + state + parallel prefill of %1)").arg(tokens));
     html += QStringLiteral("</table>");
     if (!i.interventions.isEmpty())
         html += tr("<p><b>Interventions:</b> %1 (Clear restores the model as loaded)</p>").arg(i.interventions.toHtmlEscaped());
@@ -433,10 +392,8 @@ void MainWindow::updateModelPanel() {
     m_modelPanel->setText(html);
 }
 
-ViewBase* MainWindow::view(const QString& id) const {
-    for (ViewBase* v : m_views)
-        if (v->viewId() == id) return v;
-    return nullptr;
+EquivalenceView* MainWindow::equivalenceView() const {
+    return static_cast<EquivalenceView*>(view(ViewId::Equivalence));
 }
 
 ViewBase* MainWindow::currentView() const {
@@ -444,10 +401,7 @@ ViewBase* MainWindow::currentView() const {
     return i >= 0 && i < int(m_views.size()) ? m_views[size_t(i)] : nullptr;
 }
 
-void MainWindow::showView(const QString& id) {
-    for (size_t i = 0; i < m_views.size(); ++i)
-        if (m_views[i]->viewId() == id) m_tabs->setCurrentIndex(int(i));
-}
+void MainWindow::showView(ViewId id) { m_tabs->setCurrentIndex(int(id)); }
 
 void MainWindow::openModelDirectory(const QString& directoryOrName) {
     QString directory;  // ORG/NAME[@REVISION] names a snapshot of the Hugging Face cache
@@ -521,6 +475,11 @@ void MainWindow::setDarkTheme(bool dark) {
         pal.setColor(QPalette::ToolTipText, QColor(225, 225, 228));
         pal.setColor(QPalette::Mid, QColor(80, 80, 85));
         pal.setColor(QPalette::Link, QColor(100, 170, 255));
+        // Disabled controls must look disabled: dimmed text and flatter buttons.
+        for (QPalette::ColorRole role : {QPalette::WindowText, QPalette::Text, QPalette::ButtonText})
+            pal.setColor(QPalette::Disabled, role, QColor(112, 112, 118));
+        pal.setColor(QPalette::Disabled, QPalette::Button, QColor(42, 42, 45));
+        pal.setColor(QPalette::Disabled, QPalette::Base, QColor(34, 34, 36));
     } else {
         pal = qApp->style()->standardPalette();
         pal.setColor(QPalette::PlaceholderText, QColor(120, 120, 130));
@@ -536,44 +495,12 @@ QString MainWindow::analysisText() const {
     return m_generate->sequenceLength() > 0 ? QString() : m_generate->prompt();
 }
 
-void MainWindow::markAnalysesStale() {
-    m_equivalenceStale = m_retentionStale = m_overviewStale = m_lensStale = true;
-}
-
-void MainWindow::requestRetention(int layer) {
-    if (!m_controller->hasModel()) return;
-    RetentionRequest r;
-    r.text = analysisText();
-    r.layer = layer;
-    r.form = m_retention->form();
-    r.chunkSize = m_retention->chunkSize();
-    m_controller->requestRetention(r);
+void MainWindow::markViewsStale() {
+    for (ViewBase* v : m_views) v->markStale();
 }
 
 void MainWindow::refreshCurrentView() {
-    if (!m_controller->hasModel()) return;
-    ViewBase* v = currentView();
-    if (v == m_equivalence) {
-        m_controller->requestEquivalence(m_equivalence->request(analysisText()));
-    } else if (v == m_retention) {
-        requestRetention(m_retention->layer());
-        RetentionRequest overview;
-        overview.text = analysisText();
-        overview.overview = true;
-        m_controller->requestRetention(overview);
-    } else if (v == m_decay) {
-        m_decay->setTextLength(m_generate->sequenceLength());
-        emit viewDataReady(QStringLiteral("decay"));
-    } else if (v == m_lens) {
-        LensRequest r;
-        r.text = analysisText();
-        m_controller->requestLens(r);
-    } else if (v == m_state) {
-        m_state->redraw();
-        emit viewDataReady(QStringLiteral("state"));
-    } else if (v == m_generate) {
-        emit viewDataReady(QStringLiteral("generate"));
-    }
+    if (ViewBase* v = currentView()) v->refresh();
 }
 
 QString MainWindow::exportMetadata() const {
@@ -586,7 +513,7 @@ QString MainWindow::exportMetadata() const {
         lines << QStringLiteral("device: %1").arg(i.device);
         if (!i.interventions.isEmpty()) lines << QStringLiteral("interventions: %1").arg(i.interventions);
     }
-    if (ViewBase* v = currentView()) lines << QStringLiteral("view: %1").arg(v->viewId());
+    if (ViewBase* v = currentView()) lines << QStringLiteral("view: %1").arg(v->name());
     lines << QStringLiteral("sampler: %1").arg(m_generate->samplerSummary());
     lines << QStringLiteral("tokens: %1").arg(m_generate->sequenceLength());
     return lines.join(QLatin1Char('\n'));
@@ -599,12 +526,12 @@ void MainWindow::exportCurrent(const QString& kind) {
                            : kind == QLatin1String("pdf") ? tr("PDF document (*.pdf)")
                                                           : tr("CSV data (*.csv)");
     QString path = QFileDialog::getSaveFileName(this, tr("Export %1").arg(v->title()),
-                                                QStringLiteral("retnet-%1.%2").arg(v->viewId(), kind), filter);
+                                                QStringLiteral("retnet-%1.%2").arg(v->name(), kind), filter);
     if (path.isEmpty()) return;
     if (QFileInfo(path).suffix().isEmpty()) path += QLatin1Char('.') + kind;
     QString error;
     const bool ok = kind == QLatin1String("csv") ? v->exportCsv(path, exportMetadata(), &error)
-                                                 : v->exportImage(path, &error);
+                                                 : v->exportImage(path, &error, exportMetadata());
     if (ok)
         statusBar()->showMessage(tr("Saved %1").arg(path), 5000);
     else
@@ -631,6 +558,7 @@ void MainWindow::showShortcuts() {
     table->setHorizontalHeaderLabels({tr("Action"), tr("Shortcut")});
     table->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
     table->verticalHeader()->setVisible(false);
+    table->setEditTriggers(QAbstractItemView::NoEditTriggers);
     auto addRow = [table](const QString& action, const QString& keys) {
         const int r = table->rowCount();
         table->insertRow(r);

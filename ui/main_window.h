@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// The application window: menus with shortcuts, the five views (each with its learn panel), the
-// model panel, the load progress in the status bar, and the theme switch.
+// The application window: menus with shortcuts, one tab per view (each with its learn panel;
+// ui/view_id.h lists them), the model panel, the load progress in the status bar, and the theme
+// switch. Views talk to the engine themselves (ViewBase); the window only decides when a view is
+// looked at and must be brought up to date.
 #include <QMainWindow>
 
 #include "engine_controller.h"
+#include "view_id.h"
 
 class QAction;
 class QActionGroup;
@@ -22,10 +25,6 @@ namespace retnet::ui {
 class ViewBase;
 class GenerateView;
 class EquivalenceView;
-class DecayView;
-class RetentionView;
-class StateView;
-class LensView;
 
 // Directory of the bundled default model, or "" when none is installed.
 QString defaultModelDirectory();
@@ -38,15 +37,11 @@ public:
 
     EngineController* controller() const { return m_controller; }
     GenerateView* generateView() const { return m_generate; }
-    EquivalenceView* equivalenceView() const { return m_equivalence; }
-    DecayView* decayView() const { return m_decay; }
-    RetentionView* retentionView() const { return m_retention; }
-    StateView* stateView() const { return m_state; }
-    LensView* lensView() const { return m_lens; }
-    ViewBase* view(const QString& id) const;
+    EquivalenceView* equivalenceView() const;
+    ViewBase* view(ViewId id) const { return m_views[size_t(id)]; }
     ViewBase* currentView() const;
 
-    void showView(const QString& id);
+    void showView(ViewId id);
     // A model directory, or ORG/NAME[@REVISION] from the Hugging Face cache (retnet/model_names.h).
     void openModelDirectory(const QString& directoryOrName);
     void openCachedModel();  // picks one of the cache's RetNet models from a list
@@ -64,7 +59,7 @@ public:
     QString exportMetadata() const;
 
 signals:
-    void viewDataReady(const QString& viewId);  // an analysis result was shown
+    void viewDataReady(retnet::ui::ViewId id);  // a view shows the current text's data
 
 private:
     void buildMenus();
@@ -77,22 +72,16 @@ private:
     void clearInterventionFields();
     void showError(const QString& title, const QString& message);
     void exportCurrent(const QString& kind);
-    void markAnalysesStale();
+    void markViewsStale();
     QString analysisText() const;
-    void requestRetention(int layer);
     void showShortcuts();
     void showAbout();
 
     EngineController* m_controller = nullptr;
     QStackedWidget* m_stack = nullptr;  // empty state | tabs
     QTabWidget* m_tabs = nullptr;
-    GenerateView* m_generate = nullptr;
-    EquivalenceView* m_equivalence = nullptr;
-    DecayView* m_decay = nullptr;
-    RetentionView* m_retention = nullptr;
-    StateView* m_state = nullptr;
-    LensView* m_lens = nullptr;
-    std::vector<ViewBase*> m_views;
+    GenerateView* m_generate = nullptr;  // the prompt and the sequence every view analyses
+    std::vector<ViewBase*> m_views;      // by ViewId
     std::vector<QTextBrowser*> m_learnPanels;
     QLabel* m_modelPanel = nullptr;
     QComboBox* m_device = nullptr;
@@ -106,10 +95,6 @@ private:
     QAction* m_learnAction = nullptr;
     bool m_dark = false;
     bool m_quiet = false;
-    bool m_equivalenceStale = true;
-    bool m_retentionStale = true;
-    bool m_overviewStale = true;
-    bool m_lensStale = true;
     QString m_lastError;
 };
 

@@ -4,6 +4,8 @@
 #include <QApplication>
 #include <QFile>
 #include <QFileInfo>
+#include <QImageWriter>
+#include <QPdfWriter>
 #include <QPalette>
 #include <QSaveFile>
 #include <QTextStream>
@@ -73,7 +75,8 @@ QCPColorGradient divergingGradient() {
                             {0.15, QColor(33, 102, 172)},
                             {0.3, QColor(67, 147, 195)},
                             {0.42, QColor(209, 229, 240)},
-                            {0.5, QColor(247, 247, 247)},
+                            // zero: the plot's background, so masked cells vanish in both themes
+                            {0.5, isDarkPalette() ? QColor(28, 28, 30) : QColor(247, 247, 247)},
                             {0.58, QColor(253, 219, 199)},
                             {0.7, QColor(214, 96, 77)},
                             {0.85, QColor(178, 24, 43)},
@@ -88,14 +91,6 @@ QCPColorGradient sequentialGradient() {
                             {1.0, QColor(253, 231, 37)}});
 }
 
-QCPColorGradient errorGradient() {
-    return gradientThrough({{0.0, QColor(0, 0, 4)},
-                            {0.25, QColor(87, 16, 110)},
-                            {0.5, QColor(188, 55, 84)},
-                            {0.75, QColor(249, 142, 9)},
-                            {1.0, QColor(252, 255, 164)}});
-}
-
 QColor seriesColor(int index) {
     static const QColor okabeIto[] = {QColor(0, 114, 178),   QColor(230, 159, 0),
                                       QColor(0, 158, 115),   QColor(204, 121, 167),
@@ -107,9 +102,23 @@ QColor seriesColor(int index) {
     return c;
 }
 
+QString visibleToken(const QString& token) {
+    if (token.isEmpty()) return QStringLiteral("∅");
+    QString s;
+    for (QChar c : token) {
+        switch (c.unicode()) {
+            case ' ': s += QChar(0x2423); break;   // ␣
+            case '\n': s += QChar(0x21B5); break;  // ↵
+            case '\t': s += QChar(0x21E5); break;  // ⇥
+            case '\r': s += QChar(0x240D); break;  // ␍
+            default: s += c.isSpace() || c.category() == QChar::Other_Control ? QChar(0x2423) : c;
+        }
+    }
+    return s;
+}
+
 QString axisLabel(const QString& token) {
-    QString s = token;
-    s.replace(QLatin1Char('\n'), QStringLiteral("\\n"));
+    const QString s = visibleToken(token);
     return s.size() > 12 ? s.left(11) + QChar(0x2026) : s;
 }
 
@@ -118,27 +127,92 @@ QString csvField(QString text) {
     return QLatin1Char('"') + text + QLatin1Char('"');
 }
 
-bool savePlot(QCustomPlot* plot, const QString& path, QString* error) {
-    const QString suffix = QFileInfo(path).suffix().toLower();
-    bool ok = false;
-    if (suffix == QLatin1String("pdf"))
-        ok = plot->savePdf(path, plot->width(), plot->height());
-    else if (suffix == QLatin1String("png"))
-        ok = plot->savePng(path, plot->width(), plot->height(), 2.0);
-    else {
-        if (error) *error = QStringLiteral("%1: unknown image type (use .png or .pdf)").arg(path);
-        return false;
+namespace {
+
+// Paints the caption (first line bold) over the picture of `source`, on the theme's base colour.
+void paintExport(QCPPainter& p, QWidget* source, const QStringList& caption, int width) {
+    const QPalette pal = QApplication::palette();
+    const QFont font = QApplication::font();
+    const QFontMetrics fm(font);
+    const int line = fm.lineSpacing(), pad = 8;
+    const int top = pad * 2 + line * int(caption.size());
+    p.fillRect(QRect(0, 0, width, top + source->height()), pal.color(QPalette::Base));
+    p.setPen(pal.color(QPalette::Text));
+    for (int i = 0; i < caption.size(); ++i) {
+        QFont f = font;
+        f.setBold(i == 0);
+        p.setFont(f);
+        p.drawText(QRect(pad, pad + i * line, width - 2 * pad, line), Qt::AlignLeft | Qt::AlignVCenter,
+                   fm.elidedText(caption[i], Qt::ElideRight, width - 2 * pad));
     }
-    if (!ok && error) *error = QStringLiteral("%1: could not be written").arg(path);
-    return ok;
+    p.translate(0, top);
+    if (auto* plot = qobject_cast<QCustomPlot*>(source))
+        plot->toPainter(&p, source->width(), source->height());
+    else
+        source->render(&p);
+}
+
+bool fail(QString* error, const QString& message) {
+    if (error) *error = message;
+    return false;
+}
+
+// Exports are written to a temporary file renamed over the target, so a failed or partial write
+// never leaves a broken file. Only regular files (or new names) are written: renaming over a
+// device or FIFO would replace it; a symbolic link is followed and its target replaced.
+bool openExport(QSaveFile& file, const QString& path, QString* error) {
+    const QFileInfo info(path);
+    if (info.exists() && !info.isFile())
+        return fail(error, QStringLiteral("%1: not a regular file (a directory, device or FIFO); choose a file name").arg(path));
+    if (info.isSymLink()) file.setFileName(info.canonicalFilePath());
+    if (!file.open(QIODevice::WriteOnly)) return fail(error, QStringLiteral("%1: %2").arg(path, file.errorString()));
+    return true;
+}
+
+}  // namespace
+
+bool saveImage(QWidget* source, const QStringList& caption, const QString& path, QString* error) {
+    const QString suffix = QFileInfo(path).suffix().toLower();
+    if (suffix != QLatin1String("png") && suffix != QLatin1String("pdf"))
+        return fail(error, QStringLiteral("%1: unknown image type (use .png or .pdf)").arg(path));
+    const int width = source->width();
+    const int height = 16 + QFontMetrics(QApplication::font()).lineSpacing() * int(caption.size()) + source->height();
+    QSaveFile file(path);
+    if (!openExport(file, path, error)) return false;
+    if (suffix == QLatin1String("png")) {
+        QImage image(QSize(width, height) * 2, QImage::Format_ARGB32_Premultiplied);
+        image.setDevicePixelRatio(2.0);
+        {
+            QCPPainter p(&image);
+            p.setRenderHint(QPainter::Antialiasing);
+            paintExport(p, source, caption, width);
+        }
+        image.setText(QStringLiteral("Title"), caption.value(0));
+        for (const QString& line : caption.mid(1)) {
+            const qsizetype colon = line.indexOf(QStringLiteral(": "));
+            if (colon > 0) image.setText(line.left(colon), line.mid(colon + 2));
+        }
+        QImageWriter writer(&file, "png");
+        if (!writer.write(image)) return fail(error, QStringLiteral("%1: %2").arg(path, writer.errorString()));
+    } else {
+        QPdfWriter writer(&file);
+        writer.setPageSize(QPageSize(QSizeF(width, height), QPageSize::Point));
+        writer.setPageMargins(QMarginsF(0, 0, 0, 0));
+        writer.setResolution(72);
+        writer.setTitle(caption.value(0));
+        QCPPainter p(&writer);
+        if (!p.isActive()) return fail(error, QStringLiteral("%1: could not be written").arg(path));
+        p.setMode(QCPPainter::pmVectorized);
+        p.setMode(QCPPainter::pmNoCaching);
+        paintExport(p, source, caption, width);
+    }
+    if (!file.commit()) return fail(error, QStringLiteral("%1: %2").arg(path, file.errorString()));
+    return true;
 }
 
 bool saveCsv(const QString& path, const QString& metadata, const QString& csv, QString* error) {
     QSaveFile file(path);
-    if (!file.open(QIODevice::WriteOnly | QIODevice::Text)) {
-        if (error) *error = QStringLiteral("%1: %2").arg(path, file.errorString());
-        return false;
-    }
+    if (!openExport(file, path, error)) return false;
     QTextStream out(&file);
     for (const QString& line : metadata.split(QLatin1Char('\n'), Qt::SkipEmptyParts))
         out << "# " << line << '\n';

@@ -5,6 +5,7 @@
 // application palette, and the image/data exports every view offers.
 #include <QColor>
 #include <QString>
+#include <QStringList>
 
 #include <qcustomplot.h>
 
@@ -16,16 +17,20 @@ void applyAxisTheme(QCPAxisRect* rect);
 
 QCPColorGradient divergingGradient();   // signed: blue – white – red (RdBu, colour-blind safe)
 QCPColorGradient sequentialGradient();  // norms, probabilities (viridis)
-QCPColorGradient errorGradient();       // errors on a log scale (inferno-like)
 QColor seriesColor(int index);          // Okabe–Ito palette, repeating
 
-// A token as an axis label: a newline shown as "\n", labels longer than 12 characters cut with "…".
+// A token with its whitespace made visible: space ␣, newline ↵, tab ⇥, carriage return ␍, other
+// blanks and control characters ␣, the empty token ∅. Every token label in the app goes through it.
+QString visibleToken(const QString& token);
+// visibleToken(), cut to 12 characters with "…" for axes.
 QString axisLabel(const QString& token);
 // A CSV field: quoted, inner quotes doubled.
 QString csvField(QString text);
 
-// Saves the plot as PNG or PDF, chosen by the file's suffix. Returns false with `error` set.
-bool savePlot(QCustomPlot* plot, const QString& path, QString* error);
+// Saves `source` (a plot or any widget) as PNG or PDF, chosen by the file's suffix, under a
+// caption: its first line is the title, the others `key: value` lines that a PNG also keeps as
+// text chunks. Written atomically; returns false with `error` naming the path and the reason.
+bool saveImage(QWidget* source, const QStringList& caption, const QString& path, QString* error);
 // Writes `csv` preceded by `# key: value` metadata lines. Returns false with `error` set.
 bool saveCsv(const QString& path, const QString& metadata, const QString& csv, QString* error);
 

@@ -19,11 +19,6 @@ ScreenshotRunner::ScreenshotRunner(MainWindow* window, ScreenshotOptions options
 }
 
 void ScreenshotRunner::start() {
-    static const QStringList views = {QStringLiteral("generate"), QStringLiteral("equivalence"),
-                                      QStringLiteral("decay"), QStringLiteral("retention"),
-                                      QStringLiteral("state"), QStringLiteral("lens")};
-    if (!views.contains(m_options.view))
-        return fail(QStringLiteral("unknown view '%1' (expected %2)").arg(m_options.view, views.join(QStringLiteral(", "))));
     m_window->setQuiet(true);
     m_window->setDarkTheme(m_options.dark);
     m_timeout.start(m_options.timeoutMs);
@@ -31,8 +26,8 @@ void ScreenshotRunner::start() {
     connect(c, &EngineController::modelLoaded, this, &ScreenshotRunner::onModelLoaded);
     connect(c, &EngineController::loadFailed, this, [this](const QString& m) { fail(m); });
     connect(c, &EngineController::generationFinished, this, &ScreenshotRunner::onGenerationFinished);
-    connect(c, &EngineController::errorOccurred, this, [this](const QString& task, const QString& m) {
-        fail(task + QStringLiteral(": ") + m);
+    connect(c, &EngineController::errorOccurred, this, [this](const JobRef& job, const QString& m) {
+        fail(jobTitle(job) + QStringLiteral(": ") + m);
     });
     connect(m_window, &MainWindow::viewDataReady, this, &ScreenshotRunner::onViewData);
     m_window->show();
@@ -54,15 +49,11 @@ void ScreenshotRunner::onGenerationFinished() {
     if (m_done || m_waitingForView) return;
     m_waitingForView = true;
     m_window->generateView()->flushPending();
-    const QString v = m_options.view;
-    if (v == QLatin1String("retention"))
-        m_pending = {QStringLiteral("retention"), QStringLiteral("retention-overview")};
-    else
-        m_pending = {v};
-    if (v == QLatin1String("generate")) {
+    const ViewId v = m_options.view;
+    if (v == ViewId::Generate) {
         // Show the candidates of the first generated token.
         const auto& tokens = m_window->generateView()->tokens();
-        for (const TokenEvent& e : tokens)
+        for (const SequenceToken& e : tokens)
             if (!e.prompt) {
                 m_window->generateView()->selectToken(e.position);
                 break;
@@ -72,10 +63,10 @@ void ScreenshotRunner::onGenerationFinished() {
     m_window->refreshCurrentView();
 }
 
-void ScreenshotRunner::onViewData(const QString& viewId) {
-    if (m_done || !m_waitingForView) return;
-    m_pending.removeAll(viewId);
-    if (m_pending.isEmpty()) QTimer::singleShot(300, this, &ScreenshotRunner::capture);
+void ScreenshotRunner::onViewData(ViewId id) {
+    if (m_done || !m_waitingForView || m_captureScheduled || id != m_options.view) return;
+    m_captureScheduled = true;  // the view may announce its data twice (end of generation, refresh)
+    QTimer::singleShot(300, this, &ScreenshotRunner::capture);
 }
 
 void ScreenshotRunner::capture() {

@@ -6,6 +6,8 @@
 #include <QObject>
 #include <QTimer>
 
+#include "view_id.h"
+
 namespace retnet::ui {
 
 class MainWindow;
@@ -15,7 +17,7 @@ struct ScreenshotOptions {
     QString modelDirectory;  // "" = the default model, else a small random model
     bool randomModel = false;  // skip the default model
     QString prompt;
-    QString view = QStringLiteral("generate");
+    ViewId view = ViewId::Generate;
     int maxTokens = 24;
     bool dark = false;
     bool zeroEps = false;
@@ -34,7 +36,7 @@ signals:
 private:
     void onModelLoaded();
     void onGenerationFinished();
-    void onViewData(const QString& viewId);
+    void onViewData(ViewId id);
     void capture();
     void fail(const QString& message);
 
@@ -43,7 +45,7 @@ private:
     QTimer m_timeout;
     bool m_done = false;
     bool m_waitingForView = false;
-    QStringList m_pending;  // view results still to arrive
+    bool m_captureScheduled = false;
 };
 
 }  // namespace retnet::ui

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// Value types that cross from the engine thread to the UI in queued signals. They own their data
-// (large arrays behind shared_ptr<const …>, so a queued signal copies a pointer); nothing in them
-// points into the engine. Every result carries the id of the request it answers, so the
-// controller can drop results that a newer request has made stale.
+// Value types of the model and the generation stream that cross from the engine thread to the UI
+// in queued signals. They own their data; nothing in them points into the engine. Each carries
+// the id of the request it answers, so the controller can drop what a newer request made stale.
+// (An analysis view's own request and result types live beside the view: ui/analysis.h.)
 #include <QMetaType>
 #include <QString>
 #include <QStringList>
@@ -13,10 +13,8 @@
 #include <optional>
 #include <vector>
 
-#include "retnet/equivalence.h"
 #include "retnet/forward.h"
 #include "retnet/intervention.h"
-#include "retnet/retention_reach.h"
 #include "retnet/sampler.h"
 
 namespace retnet::ui {
@@ -37,6 +35,9 @@ struct ModelInfo {
     int64_t stateBytes = 0;    // the whole recurrent state (all layers), fixed size
     std::vector<float> logDecay;  // (H) log γ_h
     QString interventions;        // retnet::describe() of the edits in force; empty for none
+    // The text on screen is still the engine's sequence (a device switch or interventions, not a
+    // new model): views keep it and recompute what they show from it.
+    bool sequenceKept = false;
 
     // A Transformer with the same layers and projection widths keeps K and V of every token.
     int64_t kvCacheBytes(int64_t tokens) const {
@@ -56,8 +57,8 @@ struct TokenCandidate {
     double prob = 0.0;
 };
 
-// One token of the sequence (prompt or generated).
-struct TokenEvent {
+// One token of the sequence (prompt or generated), as the app shows it.
+struct SequenceToken {
     uint64_t requestId = 0;
     int64_t position = 0;  // index in the whole sequence
     int32_t id = 0;
@@ -93,49 +94,9 @@ struct StateNormFrames {
     std::vector<float> norms;  // (count, L, H)
 };
 
-// Signed retention scores of one layer, all heads, maybe downsampled.
-struct RetentionMatrix {
-    uint64_t requestId = 0;
-    int layer = 0, heads = 0;
-    int tokens = 0;  // T of the text
-    int size = 0;    // n shown (≤ T)
-    int stride = 1;  // each shown cell covers stride × stride positions (max |·| kept, with sign)
-    QString form;
-    QStringList labels;  // (n) token labels of shown rows/columns
-    std::shared_ptr<const std::vector<float>> scores;  // (H, n, n)
-    std::vector<retnet::HeadReach> reach;               // (H) from the full-resolution scores
-};
-
-// Small thumbnails of every layer and head.
-struct RetentionOverview {
-    uint64_t requestId = 0;
-    int layers = 0, heads = 0, size = 0;  // each thumbnail is size × size
-    std::shared_ptr<const std::vector<float>> scores;  // (L, H, size, size)
-};
-
-struct EquivalenceResult {
-    uint64_t requestId = 0;
-    QStringList labels;  // (T)
-    double tolerance = 0.0;
-    std::shared_ptr<const retnet::EquivalenceReport> report;
-    std::vector<retnet::ChunkSweepPoint> sweep;
-};
-
-// The logit lens of a text (retnet/lens.h): each layer's reading at each position.
-struct LensResult {
-    uint64_t requestId = 0;
-    int layers = 0, tokens = 0;
-    QStringList labels;             // (T) the tokens
-    std::vector<double> nextProb;   // (L, T) probability of the token that follows; -1 after the last
-    std::vector<std::vector<TokenCandidate>> top;  // (L·T) most likely next tokens, best first
-    const std::vector<TokenCandidate>& cell(int layer, int position) const {
-        return top[size_t(layer) * size_t(tokens) + size_t(position)];
-    }
-};
-
 struct GenerateRequest {
     QString prompt;
-    retnet::SamplerParams sampler;
+    retnet::SamplerParams sampler = retnet::default_sampling();
     int maxTokens = 64;
     retnet::Form form = retnet::Form::Parallel;  // of the prefill
     int chunkSize = 0;
@@ -144,35 +105,9 @@ struct GenerateRequest {
     int32_t forkToken = -1;               // …with this one, then continue
 };
 
-struct EquivalenceRequest {
-    QString text;
-    int chunkSize = 0;
-    bool zeroEps = false;
-    double tolerance = 1e-4;
-    std::vector<int> sweepSizes;
-};
-
-struct RetentionRequest {
-    QString text;
-    int layer = 0;
-    retnet::Form form = retnet::Form::Parallel;
-    int chunkSize = 0;
-    int maxCells = 256;  // per side, before downsampling
-    bool overview = false;
-};
-
-struct LensRequest {
-    QString text;
-    int topN = 5;
-};
-
 }  // namespace retnet::ui
 
 Q_DECLARE_METATYPE(retnet::ui::ModelInfo)
-Q_DECLARE_METATYPE(retnet::ui::TokenEvent)
+Q_DECLARE_METATYPE(retnet::ui::SequenceToken)
 Q_DECLARE_METATYPE(retnet::ui::GenerationStats)
 Q_DECLARE_METATYPE(retnet::ui::StateNormFrames)
-Q_DECLARE_METATYPE(retnet::ui::RetentionMatrix)
-Q_DECLARE_METATYPE(retnet::ui::RetentionOverview)
-Q_DECLARE_METATYPE(retnet::ui::EquivalenceResult)
-Q_DECLARE_METATYPE(retnet::ui::LensResult)

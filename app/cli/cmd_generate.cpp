@@ -96,15 +96,17 @@ int run_generate(const std::vector<std::string>& argv) {
     params.max_prompt_tokens = static_cast<int>(args.get_int("max-prompt-tokens", 4096, 1, 1 << 24));
     params.n_top = static_cast<int>(args.get_int("top-n", 5, 0, 100));
     params.stop_at_eos = !args.has("ignore-eos");
+    // Unset options keep core's preset, which the app starts with too.
+    const SamplerParams preset = default_sampling();
     SamplerParams& sampler = params.sampler;
-    sampler.temperature = args.get_double("temperature", 0.8, 0.0, 100.0);
+    sampler.temperature = args.get_double("temperature", preset.temperature, 0.0, 100.0);
     if (args.has("greedy")) sampler.temperature = 0.0;
-    sampler.top_k = static_cast<int>(args.get_int("top-k", 40, 0, 1 << 24));
-    sampler.top_p = args.get_double("top-p", 0.95, 1e-9, 1.0);
-    sampler.min_p = args.get_double("min-p", 0.05, 0.0, 1.0);
-    sampler.repeat_penalty = args.get_double("repeat-penalty", 1.0, 1e-3, 100.0);
-    sampler.repeat_last_n = static_cast<int>(args.get_int("repeat-last-n", 64, -1, 1 << 24));
-    sampler.seed = static_cast<uint64_t>(args.get_int("seed", 0, 0, INT64_MAX));
+    sampler.top_k = static_cast<int>(args.get_int("top-k", preset.top_k, 0, 1 << 24));
+    sampler.top_p = args.get_double("top-p", preset.top_p, 1e-9, 1.0);
+    sampler.min_p = args.get_double("min-p", preset.min_p, 0.0, 1.0);
+    sampler.repeat_penalty = args.get_double("repeat-penalty", preset.repeat_penalty, 1e-3, 100.0);
+    sampler.repeat_last_n = static_cast<int>(args.get_int("repeat-last-n", preset.repeat_last_n, -1, 1 << 24));
+    sampler.seed = static_cast<uint64_t>(args.get_int("seed", int64_t(preset.seed), 0, INT64_MAX));
     if (auto stop = args.get("stop")) params.stop_strings = parse_stop_strings(*stop);
     const bool add_bos = !args.has("no-bos");
     auto model = load_model_edited(args, model_dir);

@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet-studio: the desktop app. Only this file knows whether the CUDA backend was compiled in.
+// The command line is checked before any window system is touched, so --help, --version and a
+// bad option work without a display and end with one line and exit status 2.
 #include <QApplication>
 #include <QCommandLineParser>
 
 #include <cstdio>
+#include <optional>
 
 #include "main_window.h"
 #include "screenshot.h"
@@ -13,75 +16,137 @@
 #include "retnet/cuda/backend_cuda.h"
 #endif
 
+namespace {
+
+using retnet::ui::ScreenshotOptions;
+
+struct Options {
+    QCommandLineOption screenshot{QStringLiteral("screenshot"),
+                                  QStringLiteral("Run the prompt, render the view, save it to FILE.png and exit."),
+                                  QStringLiteral("FILE.png")};
+    QCommandLineOption model{QStringLiteral("model"), QStringLiteral("Model directory to open."), QStringLiteral("DIR")};
+    QCommandLineOption prompt{QStringLiteral("prompt"), QStringLiteral("Prompt text."), QStringLiteral("TEXT")};
+    QCommandLineOption view{QStringLiteral("view"),
+                            QStringLiteral("View to show: %1.").arg(retnet::ui::viewNames().join(QStringLiteral(", "))),
+                            QStringLiteral("VIEW"), retnet::ui::viewName(retnet::ui::ViewId::Generate)};
+    QCommandLineOption tokens{QStringLiteral("max-tokens"), QStringLiteral("Tokens to generate (screenshot), 1 to 100000."),
+                              QStringLiteral("N"), QStringLiteral("24")};
+    QCommandLineOption dark{QStringLiteral("dark"), QStringLiteral("Use the dark theme.")};
+    QCommandLineOption zeroEps{QStringLiteral("zero-eps"), QStringLiteral("Equivalence with head-norm eps = 0.")};
+    QCommandLineOption size{QStringLiteral("size"), QStringLiteral("Window size WxH, at least 640x480."),
+                            QStringLiteral("WxH"), QStringLiteral("1400x900")};
+};
+
+struct Checked {
+    retnet::ui::ViewId view = retnet::ui::ViewId::Generate;
+    int width = 0, height = 0;
+    int maxTokens = 24;
+};
+
+// The option values a window needs, or the one line saying what is wrong.
+std::optional<Checked> check(const QCommandLineParser& parser, const Options& o, QString* error) {
+    Checked c;
+    const auto view = retnet::ui::viewFromName(parser.value(o.view));
+    if (!view) {
+        *error = QStringLiteral("--view: unknown view '%1' (expected one of %2)")
+                     .arg(parser.value(o.view), retnet::ui::viewNames().join(QStringLiteral(", ")));
+        return std::nullopt;
+    }
+    c.view = *view;
+    const QStringList wh = parser.value(o.size).split(QLatin1Char('x'));
+    bool okW = false, okH = false;
+    if (wh.size() == 2) {
+        c.width = wh[0].toInt(&okW);
+        c.height = wh[1].toInt(&okH);
+    }
+    if (!okW || !okH || c.width < 640 || c.height < 480 || c.width > 16384 || c.height > 16384) {
+        *error = QStringLiteral("--size: expected WxH between 640x480 and 16384x16384, got '%1'").arg(parser.value(o.size));
+        return std::nullopt;
+    }
+    bool okN = false;
+    c.maxTokens = parser.value(o.tokens).toInt(&okN);
+    if (!okN || c.maxTokens < 1 || c.maxTokens > 100000) {
+        *error = QStringLiteral("--max-tokens: expected a whole number from 1 to 100000, got '%1'").arg(parser.value(o.tokens));
+        return std::nullopt;
+    }
+    return c;
+}
+
+int runScreenshot(QApplication& app, retnet::ui::MainWindow& window, ScreenshotOptions options) {
+    auto* runner = new retnet::ui::ScreenshotRunner(&window, std::move(options), &app);
+    int code = 0;
+    QObject::connect(runner, &retnet::ui::ScreenshotRunner::finished, &app, [&code](bool ok, const QString& message) {
+        if (ok) {
+            std::printf("%s\n", qPrintable(message));
+        } else {
+            std::fprintf(stderr, "retnet-studio: screenshot failed: %s\n", qPrintable(message));
+            code = 1;
+        }
+        QApplication::exit(code);
+    });
+    runner->start();
+    const int rc = app.exec();
+    return code ? code : rc;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+    QCoreApplication::setApplicationName(QStringLiteral("retnet-studio"));
+    QCoreApplication::setOrganizationName(QStringLiteral("retnet-studio"));
+    QCoreApplication::setApplicationVersion(QStringLiteral("0.1.0"));
+
+    QStringList arguments;
+    for (int i = 0; i < argc; ++i) arguments << QString::fromLocal8Bit(argv[i]);
+    QCommandLineParser parser;
+    parser.setApplicationDescription(QStringLiteral("Retentive Network generation and visualization"));
+    const QCommandLineOption help = parser.addHelpOption();
+    const QCommandLineOption version = parser.addVersionOption();
+    const Options o;
+    parser.addOptions({o.screenshot, o.model, o.prompt, o.view, o.tokens, o.dark, o.zeroEps, o.size});
+    QString error;
+    std::optional<Checked> checked;
+    if (parser.parse(arguments)) checked = check(parser, o, &error);
+    if (!parser.errorText().isEmpty()) error = parser.errorText();
+    const bool wantsHelp = parser.isSet(help) || parser.isSet(QStringLiteral("help-all"));
+    if (wantsHelp || parser.isSet(version)) {
+        // No application object exists yet, so the parser cannot know the program's name.
+        const QString text = wantsHelp ? parser.helpText().replace(QStringLiteral("<executable_name>"), QStringLiteral("retnet-studio"))
+                                       : QStringLiteral("retnet-studio %1\n").arg(QCoreApplication::applicationVersion());
+        std::printf("%s", qPrintable(text));
+        return 0;
+    }
+    if (!checked) {
+        std::fprintf(stderr, "retnet-studio: %s\n", qPrintable(error));
+        return 2;
+    }
+
     QApplication app(argc, argv);
     QApplication::setApplicationName(QStringLiteral("RetNet Studio"));
-    QApplication::setOrganizationName(QStringLiteral("retnet-studio"));
-    QApplication::setApplicationVersion(QStringLiteral("0.1.0"));
 #ifdef RETNET_HAVE_CUDA
     retnet::register_cuda_backend();
 #endif
-
-    QCommandLineParser parser;
-    parser.setApplicationDescription(QStringLiteral("Retentive Network generation and visualization"));
-    parser.addHelpOption();
-    parser.addVersionOption();
-    const QCommandLineOption screenshot(QStringLiteral("screenshot"),
-                                        QStringLiteral("Run the prompt, render the view, save it to FILE.png and exit."),
-                                        QStringLiteral("FILE.png"));
-    const QCommandLineOption model(QStringLiteral("model"), QStringLiteral("Model directory to open."),
-                                   QStringLiteral("DIR"));
-    const QCommandLineOption prompt(QStringLiteral("prompt"), QStringLiteral("Prompt text."), QStringLiteral("TEXT"));
-    const QCommandLineOption view(QStringLiteral("view"),
-                                  QStringLiteral("View to show: generate, equivalence, decay, retention or state."),
-                                  QStringLiteral("VIEW"), QStringLiteral("generate"));
-    const QCommandLineOption tokens(QStringLiteral("max-tokens"), QStringLiteral("Tokens to generate (screenshot)."),
-                                    QStringLiteral("N"), QStringLiteral("24"));
-    const QCommandLineOption dark(QStringLiteral("dark"), QStringLiteral("Use the dark theme."));
-    const QCommandLineOption zeroEps(QStringLiteral("zero-eps"),
-                                     QStringLiteral("Equivalence with head-norm eps = 0."));
-    const QCommandLineOption size(QStringLiteral("size"), QStringLiteral("Window size WxH."),
-                                  QStringLiteral("WxH"), QStringLiteral("1400x900"));
-    parser.addOptions({screenshot, model, prompt, view, tokens, dark, zeroEps, size});
-    parser.process(app);
-
     retnet::ui::MainWindow window;
-    const QStringList wh = parser.value(size).split(QLatin1Char('x'));
-    if (wh.size() == 2 && wh[0].toInt() > 0 && wh[1].toInt() > 0) window.resize(wh[0].toInt(), wh[1].toInt());
-    if (parser.isSet(dark)) window.setDarkTheme(true);
+    window.resize(checked->width, checked->height);
+    if (parser.isSet(o.dark)) window.setDarkTheme(true);
 
-    if (parser.isSet(screenshot)) {
-        retnet::ui::ScreenshotOptions options;
-        options.path = parser.value(screenshot);
-        options.modelDirectory = parser.value(model);
-        options.prompt = parser.value(prompt);
-        options.view = parser.value(view);
-        options.maxTokens = parser.value(tokens).toInt();
-        options.dark = parser.isSet(dark);
-        options.zeroEps = parser.isSet(zeroEps);
-        auto* runner = new retnet::ui::ScreenshotRunner(&window, options, &app);
-        int code = 0;
-        QObject::connect(runner, &retnet::ui::ScreenshotRunner::finished, &app,
-                         [&code](bool ok, const QString& message) {
-                             if (ok) {
-                                 std::printf("%s\n", qPrintable(message));
-                             } else {
-                                 std::fprintf(stderr, "retnet-studio: screenshot failed: %s\n", qPrintable(message));
-                                 code = 1;
-                             }
-                             QApplication::exit(code);
-                         });
-        runner->start();
-        const int rc = app.exec();
-        return code ? code : rc;
+    if (parser.isSet(o.screenshot)) {
+        ScreenshotOptions options;
+        options.path = parser.value(o.screenshot);
+        options.modelDirectory = parser.value(o.model);
+        options.prompt = parser.value(o.prompt);
+        options.view = checked->view;
+        options.maxTokens = checked->maxTokens;
+        options.dark = parser.isSet(o.dark);
+        options.zeroEps = parser.isSet(o.zeroEps);
+        return runScreenshot(app, window, options);
     }
-
     window.show();
-    if (parser.isSet(model))
-        window.openModelDirectory(parser.value(model));
+    if (parser.isSet(o.model))
+        window.openModelDirectory(parser.value(o.model));
     else
         window.openDefaultModel();
-    if (parser.isSet(prompt)) window.generateView()->setPrompt(parser.value(prompt));
-    if (parser.isSet(view)) window.showView(parser.value(view));
+    if (parser.isSet(o.prompt)) window.generateView()->setPrompt(parser.value(o.prompt));
+    window.showView(checked->view);
     return app.exec();
 }

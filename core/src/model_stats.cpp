@@ -5,12 +5,18 @@
 
 namespace retnet {
 
+int64_t recurrent_state_bytes(const ModelConfig& c) {
+    int64_t bytes = int64_t(c.n_layers) * c.n_heads * c.head_dim_k() * c.head_dim_v() * int64_t(sizeof(float));
+    if (c.family == Family::TorchScale) bytes += int64_t(c.n_layers) * c.n_heads * int64_t(sizeof(double));
+    return bytes;
+}
+
 ModelStats model_stats(const Model& model, int64_t context_tokens) {
     const ModelConfig& c = model.config;
     ModelStats s;
     s.parameters = model.parameter_count();
     s.weight_bytes_fp32 = s.parameters * 4;
-    s.state_bytes_fp32 = int64_t(c.n_layers) * c.n_heads * c.head_dim_k() * c.head_dim_v() * 4;
+    s.state_bytes_fp32 = recurrent_state_bytes(c);
     s.kv_cache_bytes_per_token_fp32 = int64_t(c.n_layers) * (c.key_dim + c.value_dim) * 4;
     s.kv_cache_bytes_at_context_fp32 = s.kv_cache_bytes_per_token_fp32 * context_tokens;
     return s;

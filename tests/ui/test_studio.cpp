@@ -6,6 +6,9 @@
 
 #include <QDir>
 #include <QFileInfo>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
 #include <QProcess>
 #include <QComboBox>
 #include <QLabel>
@@ -16,15 +19,21 @@
 #include <QTest>
 
 #include <cmath>
+#include <any>
+#include <functional>
 #include <memory>
+#include <optional>
 
 #include "engine_controller.h"
+#include "studio_test_util.h"
 #include "main_window.h"
 #include "retnet/equivalence.h"
 #include "retnet/generate.h"
 #include "retnet/intervention.h"
 #include "retnet/lens.h"
 #include "retnet/model.h"
+#include "retnet/model_stats.h"
+#include "retnet/sampler.h"
 #include "retnet/retention_reach.h"
 #include "screenshot.h"
 #include "views/decay_view.h"
@@ -37,77 +46,7 @@
 namespace {
 
 using namespace retnet::ui;
-
-constexpr int kWaitMs = 60000;
-
-retnet::ModelConfig tinyConfig(retnet::Family family) {
-    retnet::ModelConfig c;
-    c.family = family;
-    c.vocab_size = 40;
-    c.d_model = 16;
-    c.n_layers = 2;
-    c.n_heads = 2;
-    c.key_dim = 16;
-    c.value_dim = 16;
-    c.ffn_dim = 32;
-    c.chunk_size = 4;
-    if (family == retnet::Family::TorchScale) {
-        c.head_norm_affine = false;
-        c.ffn_activation = retnet::Activation::Gelu;
-    }
-    return c;
-}
-
-std::shared_ptr<const retnet::Model> tinyModel(retnet::Family family = retnet::Family::Fla) {
-    return std::make_shared<const retnet::Model>(retnet::make_random_model(tinyConfig(family), 11));
-}
-
-const QString kPrompt = QStringLiteral("1 5 9 2 6 10 3 7 11");
-const std::vector<int32_t> kPromptIds = {1, 5, 9, 2, 6, 10, 3, 7, 11};
-
-GenerateRequest greedy(int tokens) {
-    GenerateRequest r;
-    r.prompt = kPrompt;
-    r.sampler.temperature = 0.0;
-    r.maxTokens = tokens;
-    return r;
-}
-
-// A controller with the tiny model installed.
-struct Engine {
-    EngineController controller;
-    std::shared_ptr<const retnet::Model> model;
-
-    explicit Engine(retnet::Family family = retnet::Family::Fla) : model(tinyModel(family)) {
-        QSignalSpy ready(&controller, &EngineController::modelLoaded);
-        controller.useModel(model, nullptr, QStringLiteral("cpu"));
-        EXPECT_TRUE(ready.wait(kWaitMs));
-    }
-
-    // Runs a request and collects its events until generationFinished.
-    std::vector<TokenEvent> run(const GenerateRequest& request, GenerationStats* stats = nullptr) {
-        std::vector<TokenEvent> events;
-        auto c = QObject::connect(&controller, &EngineController::tokenGenerated,
-                                  [&](const TokenEvent& e) { events.push_back(e); });
-        QSignalSpy done(&controller, &EngineController::generationFinished);
-        controller.generate(request);
-        EXPECT_TRUE(done.count() > 0 || done.wait(kWaitMs));
-        QObject::disconnect(c);
-        if (stats && !done.isEmpty()) *stats = done.last().at(0).value<GenerationStats>();
-        return events;
-    }
-};
-
-std::vector<int32_t> greedyReference(const std::shared_ptr<const retnet::Model>& model, int tokens) {
-    auto backend = retnet::make_backend("cpu", model);
-    retnet::Generator generator(*backend, nullptr);
-    retnet::GenerationParams params;
-    params.max_new_tokens = tokens;
-    params.sampler.temperature = 0.0;
-    return generator.generate(kPromptIds, params).tokens;
-}
-
-qint64 fileSize(const QString& path) { return QFileInfo(path).size(); }
+using namespace retnet::ui::test;
 
 // ---- controller and worker -----------------------------------------------------------------
 
@@ -127,6 +66,15 @@ TEST(Controller, ModelInfoDescribesTheModel) {
     EXPECT_FALSE(info.hasTokenizer);
 }
 
+// The app's state size is core's model_stats(), which `retnet info` prints: for torchscale it
+// includes the float64 normalizer r_n of every layer and head.
+TEST(Controller, StateSizeIsCoresForTorchscale) {
+    Engine engine(retnet::Family::TorchScale);
+    const ModelInfo& info = engine.controller.modelInfo();
+    EXPECT_EQ(info.stateBytes, retnet::model_stats(*engine.model, 0).state_bytes_fp32);
+    EXPECT_EQ(info.stateBytes, 2 * 2 * 8 * 8 * 4 + 2 * 2 * 8);
+}
+
 // Interventions reinstall the loaded model with the edits: generation then follows core's edited
 // model, the decay shown is the override, and clearing them restores the model as loaded.
 TEST(Controller, InterventionsReinstallTheEditedModel) {
@@ -142,7 +90,7 @@ TEST(Controller, InterventionsReinstallTheEditedModel) {
     auto edited = std::make_shared<const retnet::Model>(retnet::apply_interventions(*engine.model, edits));
     const std::vector<int32_t> expected = greedyReference(edited, 8);
     ASSERT_NE(expected, greedyReference(engine.model, 8));  // the edits change this model's output
-    std::vector<TokenEvent> events = engine.run(greedy(8));
+    std::vector<SequenceToken> events = engine.run(greedy(8));
     ASSERT_EQ(events.size(), kPromptIds.size() + 8);
     for (size_t i = 0; i < 8; ++i) EXPECT_EQ(events[kPromptIds.size() + i].id, expected[i]) << i;
 
@@ -165,7 +113,7 @@ TEST(Controller, InterventionsReinstallTheEditedModel) {
 TEST(Controller, GreedyGenerationMatchesTheEngine) {
     Engine engine;
     GenerationStats stats;
-    const std::vector<TokenEvent> events = engine.run(greedy(8), &stats);
+    const std::vector<SequenceToken> events = engine.run(greedy(8), &stats);
     ASSERT_EQ(events.size(), kPromptIds.size() + 8);
     for (size_t i = 0; i < kPromptIds.size(); ++i) {
         EXPECT_TRUE(events[i].prompt);
@@ -174,7 +122,7 @@ TEST(Controller, GreedyGenerationMatchesTheEngine) {
     }
     const std::vector<int32_t> expected = greedyReference(engine.model, 8);
     for (size_t i = 0; i < 8; ++i) {
-        const TokenEvent& e = events[kPromptIds.size() + i];
+        const SequenceToken& e = events[kPromptIds.size() + i];
         EXPECT_FALSE(e.prompt);
         EXPECT_EQ(e.id, expected[i]) << "token " << i;
         EXPECT_EQ(e.position, int64_t(kPromptIds.size() + i));
@@ -197,13 +145,13 @@ TEST(Controller, GreedyGenerationMatchesTheEngine) {
 // before them, with the prompt's own token included even when it is not among the top ones.
 TEST(Controller, PromptTokensCarryTheModelsCandidates) {
     Engine engine;
-    const std::vector<TokenEvent> events = engine.run(greedy(2));
+    const std::vector<SequenceToken> events = engine.run(greedy(2));
     ASSERT_EQ(events.size(), kPromptIds.size() + 2);
     EXPECT_TRUE(events[0].top.empty());  // nothing predicts the first token
     const retnet::Tensor logits = retnet::make_backend("cpu", engine.model)->forward(kPromptIds, {});  // (T, V)
     const int64_t V = logits.dim(1);
     for (size_t i = 1; i < kPromptIds.size(); ++i) {
-        const TokenEvent& e = events[i];
+        const SequenceToken& e = events[i];
         ASSERT_TRUE(e.prompt);
         ASSERT_GE(e.top.size(), 10u) << "position " << i;
         const float* row = logits.data.data() + (i - 1) * size_t(V);
@@ -224,7 +172,7 @@ TEST(Controller, StopEndsALongGeneration) {
     Engine engine;
     GenerateRequest r = greedy(100000);
     QObject::connect(&engine.controller, &EngineController::tokenGenerated, &engine.controller,
-                     [&](const TokenEvent& e) {
+                     [&](const SequenceToken& e) {
                          if (!e.prompt) engine.controller.stopGeneration();
                      });
     GenerationStats stats;
@@ -288,16 +236,18 @@ TEST(Controller, BadPromptReportsAnError) {
 TEST(Controller, StaleRetentionResultsAreDropped) {
     Engine engine;
     std::vector<int> layers;
-    QObject::connect(&engine.controller, &EngineController::retentionReady,
-                     [&](const RetentionMatrix& m) { layers.push_back(m.layer); });
-    QSignalSpy ready(&engine.controller, &EngineController::retentionReady);
-    RetentionRequest r;
-    r.text = kPrompt;
-    r.layer = 0;
-    engine.controller.requestRetention(r);
-    r.layer = 1;
-    engine.controller.requestRetention(r);  // before the first can be answered
-    ASSERT_TRUE(ready.wait(kWaitMs));
+    QObject receiver;
+    auto ask = [&](int layer) {
+        RetentionRequest r;
+        r.layer = layer;
+        engine.controller.analyse(
+            AnalysisRequest{JobRef{Job::Analysis, ViewId::Retention, 0}, kPrompt,
+                            [r](AnalysisContext& c) { return std::any(computeRetention(c, r)); }},
+            &receiver, [&](const std::any& v) { layers.push_back(std::any_cast<const RetentionMatrix&>(v).layer); });
+    };
+    ask(0);
+    ask(1);  // before the first can be answered
+    ASSERT_TRUE(QTest::qWaitFor([&] { return !layers.empty(); }, kWaitMs));
     QTest::qWait(200);
     ASSERT_EQ(layers.size(), 1u);
     EXPECT_EQ(layers.front(), 1);
@@ -329,12 +279,12 @@ TEST(Views, EquivalenceMatchesCoreAndExports) {
     EquivalenceView view;
     view.resize(900, 700);
     view.setModelInfo(engine.controller.modelInfo());
-    QSignalSpy ready(&engine.controller, &EngineController::equivalenceReady);
-    const EquivalenceRequest request = view.request(kPrompt);
+    const EquivalenceRequest request = view.request();
     EXPECT_EQ(request.chunkSize, 4);
-    engine.controller.requestEquivalence(request);
-    ASSERT_TRUE(ready.wait(kWaitMs));
-    const auto result = ready.last().at(0).value<EquivalenceResult>();
+    const auto result = analyse<EquivalenceResult>(engine.controller, ViewId::Equivalence, [request](AnalysisContext& c) {
+        return computeEquivalence(c, request);
+    });
+    ASSERT_TRUE(result.report);
     view.setResult(result);
 
     auto backend = retnet::make_backend("cpu", engine.model);
@@ -368,11 +318,12 @@ TEST(Views, TorchscaleFormsAgreeOnlyWithZeroEps) {
     Engine engine(retnet::Family::TorchScale);
     EquivalenceView view;
     view.setModelInfo(engine.controller.modelInfo());
-    QSignalSpy ready(&engine.controller, &EngineController::equivalenceReady);
     view.setZeroEps(true);
-    engine.controller.requestEquivalence(view.request(kPrompt));
-    ASSERT_TRUE(ready.wait(kWaitMs));
-    const auto zero = ready.last().at(0).value<EquivalenceResult>();
+    const EquivalenceRequest request = view.request();
+    const auto zero = analyse<EquivalenceResult>(engine.controller, ViewId::Equivalence, [request](AnalysisContext& c) {
+        return computeEquivalence(c, request);
+    });
+    ASSERT_TRUE(zero.report);
     EXPECT_EQ(zero.report->head_norm_eps, 0.0);
     for (const auto& p : zero.report->pairs) EXPECT_LT(p.rel, 1e-4);
 }
@@ -382,19 +333,16 @@ TEST(Views, RetentionShowsTheBackendScores) {
     RetentionView view;
     view.resize(900, 700);
     view.setModelInfo(engine.controller.modelInfo());
-    QSignalSpy ready(&engine.controller, &EngineController::retentionReady);
-    QSignalSpy overview(&engine.controller, &EngineController::overviewReady);
     RetentionRequest r;
-    r.text = kPrompt;
     r.layer = 1;
-    engine.controller.requestRetention(r);
-    r.overview = true;
-    engine.controller.requestRetention(r);
-    ASSERT_TRUE(ready.wait(kWaitMs));
-    ASSERT_TRUE(overview.count() > 0 || overview.wait(kWaitMs));
-    const auto matrix = ready.last().at(0).value<RetentionMatrix>();
+    const auto matrix = analyse<RetentionMatrix>(engine.controller, ViewId::Retention,
+                                                 [r](AnalysisContext& c) { return computeRetention(c, r); });
+    const auto overview = analyse<RetentionOverview>(engine.controller, ViewId::Retention, [](AnalysisContext& c) {
+        return computeRetentionOverview(c);
+    });
+    ASSERT_TRUE(matrix.scores && overview.scores);
     view.setMatrix(matrix);
-    view.setOverview(overview.last().at(0).value<RetentionOverview>());
+    view.setOverview(overview);
     EXPECT_TRUE(view.hasOverview());
     EXPECT_EQ(view.layer(), 1);
     const int T = int(kPromptIds.size());
@@ -431,7 +379,8 @@ TEST(Views, RetentionShowsTheBackendScores) {
     ASSERT_TRUE(view.exportCsv(out.filePath(QStringLiteral("r.csv")), QString(), &error));
     QFile csv(out.filePath(QStringLiteral("r.csv")));
     ASSERT_TRUE(csv.open(QIODevice::ReadOnly));
-    const QStringList lines = QString::fromUtf8(csv.readAll()).split(QLatin1Char('\n'), Qt::SkipEmptyParts);
+    QStringList lines = QString::fromUtf8(csv.readAll()).split(QLatin1Char('\n'), Qt::SkipEmptyParts);
+    lines.removeIf([](const QString& l) { return l.startsWith(QLatin1Char('#')); });  // the view's metadata
     ASSERT_EQ(lines.size(), T + 1);
     // Row 3 of head 1, key 2.
     EXPECT_FLOAT_EQ(lines[4].split(QLatin1Char(','))[3].toFloat(), probe.scores.data[size_t(T * T + 3 * T + 2)]);
@@ -452,15 +401,13 @@ TEST(Views, RetentionFormSelectorRequestsThatFormsScores) {
     ASSERT_EQ(requested.count(), 1);
     EXPECT_EQ(view.form(), retnet::Form::Recurrent);
 
-    QSignalSpy ready(&engine.controller, &EngineController::retentionReady);
     RetentionRequest r;
-    r.text = kPrompt;
     r.layer = 0;
     r.form = view.form();
     r.chunkSize = view.chunkSize();
-    engine.controller.requestRetention(r);
-    ASSERT_TRUE(ready.wait(kWaitMs));
-    const auto matrix = ready.last().at(0).value<RetentionMatrix>();
+    const auto matrix = analyse<RetentionMatrix>(engine.controller, ViewId::Retention,
+                                                 [r](AnalysisContext& c) { return computeRetention(c, r); });
+    ASSERT_TRUE(matrix.scores);
     EXPECT_EQ(matrix.form, QStringLiteral("recurrent"));
 
     auto backend = retnet::make_backend("cpu", engine.model);
@@ -476,15 +423,14 @@ TEST(Views, RetentionFormSelectorRequestsThatFormsScores) {
 
 TEST(Views, RetentionDownsamplesLongTexts) {
     Engine engine;
-    QSignalSpy ready(&engine.controller, &EngineController::retentionReady);
     QStringList ids;
     for (int i = 0; i < 100; ++i) ids << QString::number(i % 40);
     RetentionRequest r;
-    r.text = ids.join(QLatin1Char(' '));
     r.maxCells = 32;
-    engine.controller.requestRetention(r);
-    ASSERT_TRUE(ready.wait(kWaitMs));
-    const auto m = ready.last().at(0).value<RetentionMatrix>();
+    const auto m = analyse<RetentionMatrix>(
+        engine.controller, ViewId::Retention, [r](AnalysisContext& c) { return computeRetention(c, r); },
+        ids.join(QLatin1Char(' ')));
+    ASSERT_TRUE(m.scores);
     EXPECT_EQ(m.tokens, 100);
     EXPECT_EQ(m.stride, 4);
     EXPECT_EQ(m.size, 25);
@@ -524,13 +470,8 @@ TEST(Views, StateViewHoldsTheNormsOfTheGeneration) {
 // The lens the worker sends is the core's logit_lens of the same text, and the view shows it.
 TEST(Views, LensShowsTheEngineLens) {
     Engine engine;
-    LensRequest request;
-    request.text = kPrompt;
-    request.topN = 4;
-    QSignalSpy ready(&engine.controller, &EngineController::lensReady);
-    engine.controller.requestLens(request);
-    ASSERT_TRUE(ready.wait(kWaitMs));
-    const LensResult r = ready.last().at(0).value<LensResult>();
+    const LensResult r = analyse<LensResult>(engine.controller, ViewId::Lens,
+                                             [](AnalysisContext& c) { return computeLens(c, 4); });
     const int T = int(kPromptIds.size()), L = engine.model->config.n_layers;
     ASSERT_EQ(r.tokens, T);
     ASSERT_EQ(r.layers, L);
@@ -623,9 +564,9 @@ TEST(MainWindowTest, RandomModelThemesAndViews) {
     emit window.generateView()->generateRequested();
     ASSERT_TRUE(done.wait(kWaitMs));
     QSignalSpy data(&window, &MainWindow::viewDataReady);
-    window.showView(QStringLiteral("equivalence"));  // stale: computes on show
+    window.showView(ViewId::Equivalence);  // stale: computes on show
     ASSERT_TRUE(data.wait(kWaitMs));
-    EXPECT_EQ(data.last().at(0).toString(), QStringLiteral("equivalence"));
+    EXPECT_EQ(data.last().at(0).value<ViewId>(), ViewId::Equivalence);
     EXPECT_TRUE(window.equivalenceView()->hasData());
     EXPECT_EQ(window.equivalenceView()->result().labels.size(), 16 + 6);
 
@@ -654,22 +595,67 @@ TEST(MainWindowTest, RandomModelThemesAndViews) {
     EXPECT_TRUE(window.controller()->modelInfo().interventions.isEmpty());
 }
 
+// The CLI and the app start from core's sampler preset: with the same prompt, seed and length
+// on the bundled model they write the same tokens and the same text.
+TEST(MainWindowTest, AppAndCliWriteTheSameTextWithTheSameSeed) {
+    const QString dir = QStringLiteral(RETNET_DEFAULT_MODEL_DIR);
+    ASSERT_TRUE(QFileInfo::exists(dir + QStringLiteral("/tokenizer.model"))) << "the bundled model is missing";
+    const QString prompt = QStringLiteral("Once upon a time");
+    QProcess cli;
+    cli.start(QStringLiteral(RETNET_CLI_PATH), {QStringLiteral("generate"), QStringLiteral("--model"), dir,
+                                                QStringLiteral("--prompt"), prompt, QStringLiteral("--max-new-tokens"),
+                                                QStringLiteral("40"), QStringLiteral("--seed"), QStringLiteral("7"),
+                                                QStringLiteral("--json")});
+    ASSERT_TRUE(cli.waitForFinished(kWaitMs));
+    ASSERT_EQ(cli.exitCode(), 0) << cli.readAllStandardError().toStdString();
+    const QList<QByteArray> lines = cli.readAllStandardOutput().trimmed().split('\n');
+    const QJsonObject summary = QJsonDocument::fromJson(lines.last()).object();
+    ASSERT_EQ(summary.value(QStringLiteral("type")).toString(), QStringLiteral("summary"));
+
+    MainWindow window;
+    window.setQuiet(true);
+    QSignalSpy ready(window.controller(), &EngineController::modelLoaded);
+    window.openModelDirectory(dir);
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    GenerateView* view = window.generateView();
+    EXPECT_EQ(view->request().sampler, retnet::default_sampling());  // the widgets start at the preset
+    view->setPrompt(prompt);
+    view->setMaxTokens(40);
+    view->setSeed(7);
+    QSignalSpy done(window.controller(), &EngineController::generationFinished);
+    emit view->generateRequested();
+    ASSERT_TRUE(done.wait(kWaitMs));
+    view->flushPending();
+    QJsonArray ids;
+    QString text;
+    for (const SequenceToken& t : view->tokens())
+        if (!t.prompt) {
+            ids.append(t.id);
+            text += t.text;
+        }
+    EXPECT_EQ(ids.size(), summary.value(QStringLiteral("generated_tokens")).toInt());
+    EXPECT_EQ(ids, summary.value(QStringLiteral("tokens")).toArray());
+    EXPECT_EQ(text, summary.value(QStringLiteral("text")).toString());
+}
+
 TEST(MainWindowTest, ScreenshotRunnerSavesEveryView) {
     QTemporaryDir out;
-    for (const char* view : {"generate", "equivalence", "decay", "retention", "state", "lens"}) {
+    for (int i = 0; i < kViewCount; ++i) {
+        const ViewId view = ViewId(i);
+        const std::string name = viewName(view).toStdString();
         MainWindow window;
         ScreenshotOptions options;
-        options.path = out.filePath(QStringLiteral("%1.png").arg(QLatin1String(view)));
-        options.view = QLatin1String(view);
+        options.path = out.filePath(viewName(view) + QStringLiteral(".png"));
+        options.view = view;
         options.maxTokens = 6;
         options.timeoutMs = kWaitMs;
+        options.randomModel = true;  // fast and independent of the bundled model
         ScreenshotRunner runner(&window, options);
         QSignalSpy finished(&runner, &ScreenshotRunner::finished);
-        options.randomModel = true;  // fast and independent of the bundled model
         runner.start();
-        ASSERT_TRUE(finished.count() > 0 || finished.wait(kWaitMs)) << view;
-        EXPECT_TRUE(finished.last().at(0).toBool()) << view << ": " << finished.last().at(1).toString().toStdString();
-        EXPECT_GT(fileSize(options.path), 10000) << view;
+        ASSERT_TRUE(finished.count() > 0 || finished.wait(kWaitMs)) << name;
+        EXPECT_TRUE(finished.last().at(0).toBool()) << name << ": " << finished.last().at(1).toString().toStdString();
+        EXPECT_GT(fileSize(options.path), 10000) << name;
     }
 }
 

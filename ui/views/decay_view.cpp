@@ -129,9 +129,11 @@ void DecayView::rebuild() {
         auto* label = new QCPItemText(m_plot);
         label->position->setType(QCPItemPosition::ptPlotCoords);
         label->position->setCoords(double(m_length), m_logScale->isChecked() ? 1e-3 : 0.95);
-        label->setPositionAlignment(Qt::AlignRight | Qt::AlignTop);
-        label->setText(tr("text length %1 ").arg(m_length));
+        label->setPositionAlignment(Qt::AlignLeft | Qt::AlignTop);  // right of the line: never clipped by the axis
+        label->setText(tr("text length %1").arg(m_length));
         label->setColor(palette().color(QPalette::WindowText));
+        label->setBrush(palette().color(QPalette::Base));  // readable where it crosses the curves
+        label->setPadding(QMargins(3, 1, 3, 1));
     }
     if (m_logScale->isChecked()) {
         m_plot->yAxis->setScaleType(QCPAxis::stLogarithmic);
@@ -143,6 +145,7 @@ void DecayView::rebuild() {
         m_plot->yAxis->setRange(0, 1.02);
     }
     m_plot->xAxis->setRange(0, double(N));
+    m_plot->xAxis->ticker()->setTickCount(6);  // long horizons: labels must not run together
     m_plot->legend->setVisible(m_logDecay.size() <= 16);
     m_plot->replot(QCustomPlot::rpQueuedReplot);
 }

@@ -24,18 +24,23 @@ class DecayView : public ViewBase {
 public:
     explicit DecayView(QWidget* parent = nullptr);
 
-    QString viewId() const override { return QStringLiteral("decay"); }
+    ViewId id() const override { return ViewId::Decay; }
     QString title() const override { return tr("Decay"); }
     bool hasData() const override { return !m_logDecay.empty(); }
     QString csv() const override;
     void updateTheme() override;
 
+    void setModelInfo(const ModelInfo& info) override {
+        setDecay(info.logDecay);
+        setTextLength(0);
+    }
     void setDecay(const std::vector<float>& logDecay);  // (H) log γ_h
     void setTextLength(int64_t tokens);
     double epsilon() const { return m_epsilon; }
 
 protected:
     QCustomPlot* mainPlot() const override { return m_plot; }
+    void compute() override { setTextLength(sequenceLength()); }
 
 private:
     void rebuild();

@@ -11,6 +11,7 @@
 #include <QTableWidget>
 #include <QVBoxLayout>
 
+#include <algorithm>
 #include <cmath>
 
 #include <qcustomplot.h>
@@ -28,9 +29,74 @@ QString pairName(const retnet::PairReport& p) {
 
 QString sci(double v) { return std::isfinite(v) ? QString::number(v, 'e', 2) : QStringLiteral("∞"); }
 
+constexpr double kLogLow = -12.0, kLogHigh = 2.0;  // the heat map's fixed range, log₁₀ |Δ|
+
+// Cool (agreement) below the tolerance at `at` ∈ [0, 1], warm (disagreement) above it.
+QCPColorGradient toleranceGradient(double at) {
+    at = std::clamp(at, 0.02, 0.98);
+    QCPColorGradient g;
+    g.clearColorStops();
+    g.setColorStopAt(0.0, QColor(8, 48, 107));
+    g.setColorStopAt(at * 0.6, QColor(33, 113, 181));
+    g.setColorStopAt(at - 0.001, QColor(158, 202, 225));
+    g.setColorStopAt(at, QColor(254, 224, 139));
+    g.setColorStopAt(at + (1 - at) * 0.5, QColor(244, 109, 67));
+    g.setColorStopAt(1.0, QColor(165, 0, 38));
+    g.setLevelCount(512);
+    return g;
+}
+
 }  // namespace
 
 EquivalenceView::EquivalenceView(QWidget* parent) : ViewBase(parent) {
+    m_table = new QTableWidget(0, 7);
+    m_table->setHorizontalHeaderLabels({tr("pair"), tr("max |Δ|"), tr("NMSE"), tr("relative"),
+                                        tr("first > tol."), tr("state max |Δ|"),
+                                        tr("verdict")});
+    m_table->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
+    m_table->horizontalHeaderItem(3)->setToolTip(tr("max |Δ| / max|logit|"));
+    m_table->horizontalHeaderItem(4)->setToolTip(tr("first position whose logits differ by more than the tolerance"));
+    m_table->horizontalHeaderItem(5)->setToolTip(tr("largest difference of the final recurrent states"));
+    m_table->verticalHeader()->setVisible(false);
+    m_table->setEditTriggers(QAbstractItemView::NoEditTriggers);
+    m_table->setMaximumHeight(120);
+    m_pair = new QComboBox;
+    m_pair->setToolTip(tr("Pair shown in the heat map"));
+    m_pair->setSizeAdjustPolicy(QComboBox::AdjustToContents);
+    connect(m_pair, &QComboBox::currentIndexChanged, this, &EquivalenceView::showPair);
+    connect(m_table, &QTableWidget::cellClicked, this, [this](int row, int) { m_pair->setCurrentIndex(row); });
+    m_verdict = new QLabel;
+    m_verdict->setObjectName(QStringLiteral("equivalenceVerdict"));
+    m_verdict->setWordWrap(true);
+    QFont big = m_verdict->font();
+    big.setBold(true);
+    big.setPointSizeF(big.pointSizeF() * 1.15);
+    m_verdict->setFont(big);
+    m_summary = new QLabel;
+    m_summary->setWordWrap(true);
+    buildPlot();
+
+    auto* pairRow = new QHBoxLayout;
+    pairRow->addWidget(new QLabel(tr("Heat map of")));
+    pairRow->addWidget(m_pair);
+    pairRow->addWidget(m_summary, 1);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(4, 4, 4, 4);
+    layout->addLayout(buildControls());
+    layout->addWidget(m_verdict);
+    layout->addWidget(m_table);
+    layout->addLayout(pairRow);
+    layout->addWidget(m_plot, 1);
+    m_rerun.setSingleShot(true);
+    m_rerun.setInterval(300);
+    connect(&m_rerun, &QTimer::timeout, this, [this] {
+        if (isVisible()) refresh();
+    });
+    setModelInfo(ModelInfo());
+    updateTheme();
+}
+
+QLayout* EquivalenceView::buildControls() {
     m_chunk = new QSpinBox;
     m_chunk->setRange(1, 4096);
     m_chunk->setValue(64);
@@ -44,9 +110,12 @@ EquivalenceView::EquivalenceView(QWidget* parent) : ViewBase(parent) {
     for (double t : {1e-6, 1e-5, 1e-4, 1e-3, 1e-2}) m_tolerance->addItem(sci(t), t);
     m_tolerance->setCurrentIndex(2);
     m_tolerance->setToolTip(tr("Pass if every logit differs by at most tolerance × max|logit|"));
-    m_run = new QPushButton(tr("Run all three forms"));
+    m_run = new QPushButton(tr("Run"));
     m_run->setToolTip(tr("Run parallel, recurrent and chunkwise on the current text (F5)"));
-    connect(m_run, &QPushButton::clicked, this, &EquivalenceView::runRequested);
+    connect(m_run, &QPushButton::clicked, this, &ViewBase::refresh);
+    connect(m_chunk, &QSpinBox::valueChanged, this, &EquivalenceView::settingsChanged);
+    connect(m_zeroEps, &QCheckBox::toggled, this, &EquivalenceView::settingsChanged);
+    connect(m_tolerance, &QComboBox::currentIndexChanged, this, &EquivalenceView::settingsChanged);
     auto* controls = new QHBoxLayout;
     controls->addWidget(new QLabel(tr("Chunk size")));
     controls->addWidget(m_chunk);
@@ -55,46 +124,29 @@ EquivalenceView::EquivalenceView(QWidget* parent) : ViewBase(parent) {
     controls->addWidget(m_tolerance);
     controls->addStretch();
     controls->addWidget(m_run);
+    return controls;
+}
 
-    m_table = new QTableWidget(0, 7);
-    m_table->setHorizontalHeaderLabels({tr("pair"), tr("max |Δ|"), tr("NMSE"), tr("relative"),
-                                        tr("first > tol."), tr("state max |Δ|"),
-                                        tr("verdict")});
-    m_table->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
-    m_table->horizontalHeaderItem(3)->setToolTip(tr("max |Δ| / max|logit|"));
-    m_table->horizontalHeaderItem(4)->setToolTip(tr("first position whose logits differ by more than the tolerance"));
-    m_table->horizontalHeaderItem(5)->setToolTip(tr("largest difference of the final recurrent states"));
-    m_table->verticalHeader()->setVisible(false);
-    m_table->setEditTriggers(QAbstractItemView::NoEditTriggers);
-    m_table->setMaximumHeight(130);
-    m_pair = new QComboBox;
-    m_pair->setToolTip(tr("Pair shown in the heat map"));
-    connect(m_pair, &QComboBox::currentIndexChanged, this, &EquivalenceView::showPair);
-    connect(m_table, &QTableWidget::cellClicked, this, [this](int row, int) { m_pair->setCurrentIndex(row); });
-    m_summary = new QLabel(tr("Press “Run all three forms” to compare them on the current text."));
-    m_summary->setWordWrap(true);
-
+void EquivalenceView::buildPlot() {
     m_plot = new QCustomPlot;
-    m_plot->setMinimumHeight(320);
+    m_plot->setMinimumHeight(240);
     m_plot->plotLayout()->clear();
     m_heatRect = new QCPAxisRect(m_plot);
     m_sweepRect = new QCPAxisRect(m_plot);
     m_plot->plotLayout()->addElement(0, 0, m_heatRect);
-    auto* scale = new QCPColorScale(m_plot);
-    m_plot->plotLayout()->addElement(0, 1, scale);
+    m_scale = new QCPColorScale(m_plot);
+    m_plot->plotLayout()->addElement(0, 1, m_scale);
     m_plot->plotLayout()->addElement(1, 0, m_sweepRect);
     m_plot->plotLayout()->setRowStretchFactor(0, 3);
     m_plot->plotLayout()->setRowStretchFactor(1, 2);
     m_heatRect->axis(QCPAxis::atBottom)->setLabel(tr("position"));
     m_heatRect->axis(QCPAxis::atLeft)->setLabel(tr("layer output"));
     m_heat = new QCPColorMap(m_heatRect->axis(QCPAxis::atBottom), m_heatRect->axis(QCPAxis::atLeft));
-    m_heat->setGradient(errorGradient());
     m_heat->setInterpolate(false);
-    m_heat->setColorScale(scale);
-    scale->setGradient(errorGradient());  // the scale owns the gradient once linked
-    scale->setLabel(tr("log₁₀ max |Δ|"));
+    m_heat->setColorScale(m_scale);
+    m_scale->setLabel(tr("log₁₀ max |Δ| (exact 0 at −12)"));
     m_sweepRect->axis(QCPAxis::atBottom)->setLabel(tr("chunk size C"));
-    m_sweepRect->axis(QCPAxis::atLeft)->setLabel(tr("max |Δ logits|, chunkwise vs parallel"));
+    m_sweepRect->axis(QCPAxis::atLeft)->setLabel(tr("max |Δ logits|"));
     m_sweepRect->axis(QCPAxis::atBottom)->setScaleType(QCPAxis::stLogarithmic);
     QSharedPointer<QCPAxisTickerLog> xlog(new QCPAxisTickerLog);
     xlog->setLogBase(2);
@@ -103,26 +155,31 @@ EquivalenceView::EquivalenceView(QWidget* parent) : ViewBase(parent) {
     m_sweepRect->axis(QCPAxis::atLeft)->setTicker(QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog));
     m_sweepRect->axis(QCPAxis::atLeft)->setNumberFormat(QStringLiteral("eb"));
     m_sweepRect->axis(QCPAxis::atLeft)->setNumberPrecision(0);
+    m_plot->legend = new QCPLegend;
+    m_sweepRect->insetLayout()->addElement(m_plot->legend, Qt::AlignTop | Qt::AlignRight);
+    m_plot->legend->setLayer(QStringLiteral("legend"));
+    m_plot->legend->setVisible(true);
+}
 
-    auto* pairRow = new QHBoxLayout;
-    pairRow->addWidget(new QLabel(tr("Heat map of")));
-    pairRow->addWidget(m_pair);
-    pairRow->addWidget(m_summary, 1);
-    auto* layout = new QVBoxLayout(this);
-    layout->setContentsMargins(4, 4, 4, 4);
-    layout->addLayout(controls);
-    layout->addWidget(m_table);
-    layout->addLayout(pairRow);
-    layout->addWidget(m_plot, 1);
-    updateTheme();
+// A new chunk size, eps or tolerance: what is shown no longer answers the question asked.
+void EquivalenceView::settingsChanged() {
+    markStale();
+    if (engine() && engine()->hasModel()) m_rerun.start();
 }
 
 void EquivalenceView::setModelInfo(const ModelInfo& info) {
-    m_chunk->setValue(info.chunkSize);
+    if (info.sequenceKept) return;  // shown until recomputed from the same text
+    {
+        QSignalBlocker block(m_chunk);
+        m_chunk->setValue(std::max(1, info.chunkSize));
+    }
     m_layers = info.layers;
+    m_family = info.family;
     m_result = EquivalenceResult();
     m_table->setRowCount(0);
     m_pair->clear();
+    m_verdict->clear();
+    m_summary->setText(tr("Press Run (F5) to compare the three forms on the current text."));
     m_heat->data()->clear();
     m_plot->clearGraphs();
     m_plot->clearItems();
@@ -132,9 +189,31 @@ void EquivalenceView::setModelInfo(const ModelInfo& info) {
 void EquivalenceView::setZeroEps(bool on) { m_zeroEps->setChecked(on); }
 void EquivalenceView::setChunkSize(int c) { m_chunk->setValue(c); }
 
-EquivalenceRequest EquivalenceView::request(const QString& text) const {
+EquivalenceResult computeEquivalence(AnalysisContext& context, const EquivalenceRequest& request) {
+    retnet::EquivalenceOptions options;
+    options.chunk_size = request.chunkSize;
+    options.tolerance = request.tolerance;
+    if (request.zeroEps) options.head_norm_eps = 0.0;
+    EquivalenceResult result;
+    result.labels = context.labels;
+    result.tolerance = request.tolerance;
+    result.report = std::make_shared<const retnet::EquivalenceReport>(
+        retnet::compare_forms(context.backend, context.tokens, options));
+    if (!request.sweepSizes.empty() && !context.cancelled())
+        result.sweep = retnet::chunk_size_sweep(context.backend, context.tokens, request.sweepSizes, options);
+    return result;
+}
+
+void EquivalenceView::compute() {
+    m_rerun.stop();
+    m_verdict->setText(tr("Computing the three forms…"));
+    analyse<EquivalenceResult>(
+        0, [r = request()](AnalysisContext& c) { return computeEquivalence(c, r); },
+        [this](const EquivalenceResult& result) { setResult(result); });
+}
+
+EquivalenceRequest EquivalenceView::request() const {
     EquivalenceRequest r;
-    r.text = text;
     r.chunkSize = m_chunk->value();
     r.zeroEps = m_zeroEps->isChecked();
     r.tolerance = m_tolerance->currentData().toDouble();
@@ -182,12 +261,53 @@ void EquivalenceView::setResult(const EquivalenceResult& result) {
     for (const retnet::FormRun& run : report.runs)
         timings += QStringLiteral("%1 %2 ms  ").arg(QString::fromLatin1(retnet::form_name(run.form)))
                        .arg(run.seconds * 1e3, 0, 'f', 1);
-    m_summary->setText(tr("%1 tokens, chunk size %2, head-norm eps %3. %4")
+    m_summary->setText(tr("%1 tokens, chunk size %2, head-norm eps %3, tolerance %4. %5")
                            .arg(result.labels.size())
                            .arg(report.chunk_size)
                            .arg(report.head_norm_eps, 0, 'g', 3)
+                           .arg(sci(result.tolerance))
                            .arg(timings));
+    m_verdict->setText(verdict());
     showPair();
+}
+
+QString EquivalenceView::verdict() const {
+    if (!m_result.report) return {};
+    const retnet::EquivalenceReport& report = *m_result.report;
+    double worst = 0.0;
+    for (const retnet::PairReport& p : report.pairs) worst = std::max(worst, p.rel);
+    if (report.passed())
+        return tr("PASS: the three forms agree to %1 of the largest logit (tolerance %2).")
+            .arg(sci(worst), sci(m_result.tolerance));
+    for (const retnet::PairReport& p : report.pairs) {
+        if (p.passed()) continue;
+        QString s = tr("FAIL: %1 differs from %2 from position %3 on (relative error %4 > tolerance %5)")
+                        .arg(QString::fromLatin1(retnet::form_name(p.b)), QString::fromLatin1(retnet::form_name(p.a)))
+                        .arg(p.first_bad_position)
+                        .arg(sci(p.rel), sci(m_result.tolerance));
+        if (report.head_norm_eps != 0.0 && m_family == QLatin1String("torchscale"))
+            return s + tr(" because head-norm eps ≠ 0: tick “Head-norm eps = 0” to see them agree.");
+        return s + QLatin1Char('.');
+    }
+    return {};
+}
+
+QStringList EquivalenceView::exportInfo() const {
+    if (!m_result.report) return {};
+    const retnet::EquivalenceReport& report = *m_result.report;
+    QStringList info = {QStringLiteral("verdict: %1").arg(verdict()),
+                        QStringLiteral("chunk_size: %1").arg(report.chunk_size),
+                        QStringLiteral("head_norm_eps: %1").arg(report.head_norm_eps, 0, 'g', 6),
+                        QStringLiteral("tolerance: %1").arg(m_result.tolerance, 0, 'g', 6),
+                        QStringLiteral("tokens: %1").arg(m_result.labels.size())};
+    for (const retnet::PairReport& p : report.pairs)
+        info << QStringLiteral("pair_%1_%2: %3 max_abs=%4 nmse=%5 rel=%6")  // ASCII keys: PNG text chunks
+                    .arg(QString::fromLatin1(retnet::form_name(p.a)), QString::fromLatin1(retnet::form_name(p.b)),
+                         p.passed() ? QStringLiteral("PASS") : QStringLiteral("FAIL"))
+                    .arg(p.max_abs, 0, 'g', 6)
+                    .arg(p.nmse, 0, 'g', 6)
+                    .arg(p.rel, 0, 'g', 6);
+    return info;
 }
 
 void EquivalenceView::showPair() {
@@ -197,110 +317,107 @@ void EquivalenceView::showPair() {
         m_plot->replot(QCustomPlot::rpQueuedReplot);
         return;
     }
-    const retnet::EquivalenceReport& report = *m_result.report;
-    const retnet::PairReport& p = report.pairs[size_t(m_pair->currentIndex())];
+    const retnet::PairReport& p = m_result.report->pairs[size_t(m_pair->currentIndex())];
+    drawHeat(p);
+    const int T = int(p.heat.dim(0)), cols = int(p.heat.dim(1));
+    drawMarkers(p, T, cols);
+    drawSweep(T);
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+// The heat map on one fixed range, 10⁻¹² … 10², for every run, so a PASS and a FAIL never look
+// alike; the colour bar turns from cool to warm at the tolerance, which it names.
+void EquivalenceView::drawHeat(const retnet::PairReport& p) {
     const int T = int(p.heat.dim(0)), cols = int(p.heat.dim(1));
     m_heat->data()->setSize(T, cols);
     m_heat->data()->setRange(QCPRange(0, std::max(0, T - 1)), QCPRange(0, std::max(0, cols - 1)));
-    // Exact agreement (0) has no logarithm: it is drawn with the colour of the smallest error.
-    double lo = 0.0, hi = -12.0;
-    bool any = false;
-    for (float e : p.heat.data)
-        if (e > 0.0f) {
-            const double v = std::log10(double(e));
-            lo = any ? std::min(lo, v) : v;
-            hi = std::max(hi, v);
-            any = true;
-        }
-    if (!any) lo = hi = -12.0;
-    if (hi - lo < 1.0) lo = hi - 1.0;
     for (int t = 0; t < T; ++t)
         for (int c = 0; c < cols; ++c) {
             const double e = double(p.heat.data[size_t(t) * cols + c]);
-            m_heat->data()->setCell(t, c, e > 0.0 ? std::log10(e) : lo);
+            m_heat->data()->setCell(t, c, e > 0.0 ? std::clamp(std::log10(e), kLogLow, kLogHigh) : kLogLow);
         }
-    m_heat->setDataRange(QCPRange(lo, hi));
+    const double tol = std::clamp(std::log10(std::max(p.tolerance_abs, 1e-300)), kLogLow, kLogHigh);
+    m_scale->setGradient(toleranceGradient((tol - kLogLow) / (kLogHigh - kLogLow)));
+    m_heat->setDataRange(QCPRange(kLogLow, kLogHigh));
+    QSharedPointer<QCPAxisTickerText> st(new QCPAxisTickerText);
+    for (int e = int(kLogLow); e <= int(kLogHigh); e += 3)
+        if (std::abs(e - tol) > 1.2) st->addTick(e, QString::number(e));
+    st->addTick(tol, tr("tol %1").arg(sci(p.tolerance_abs)));
+    m_scale->axis()->setTicker(st);
     QSharedPointer<QCPAxisTickerText> yt(new QCPAxisTickerText);
     for (int c = 0; c + 1 < cols; ++c) yt->addTick(c, tr("L%1").arg(c));
     yt->addTick(cols - 1, tr("logits"));
     m_heatRect->axis(QCPAxis::atLeft)->setTicker(yt);
     m_heatRect->axis(QCPAxis::atBottom)->setRange(-0.5, T - 0.5);
     m_heatRect->axis(QCPAxis::atLeft)->setRange(-0.5, cols - 0.5);
+}
 
-    const QColor fg = palette().color(QPalette::WindowText);
-    const int C = report.chunk_size;
-    if (C > 0 && C < T && T / C <= 256) {
-        for (int b = C; b < T; b += C) {
-            auto* line = new QCPItemStraightLine(m_plot);
-            line->setClipAxisRect(m_heatRect);
-            for (QCPItemPosition* pos : {line->point1, line->point2}) {
-                pos->setAxes(m_heatRect->axis(QCPAxis::atBottom), m_heatRect->axis(QCPAxis::atLeft));
-                pos->setAxisRect(m_heatRect);
-            }
-            line->point1->setCoords(b - 0.5, 0);
-            line->point2->setCoords(b - 0.5, 1);
-            line->setPen(QPen(QColor(80, 200, 255), 1, Qt::DashLine));
-        }
-    }
-    if (p.first_bad_position >= 0) {
+// Chunk boundaries (dashed, labelled once) and the first position over the tolerance.
+void EquivalenceView::drawMarkers(const retnet::PairReport& p, int T, int cols) {
+    auto verticalLine = [this](double x, const QPen& pen) {
         auto* line = new QCPItemStraightLine(m_plot);
         line->setClipAxisRect(m_heatRect);
         for (QCPItemPosition* pos : {line->point1, line->point2}) {
             pos->setAxes(m_heatRect->axis(QCPAxis::atBottom), m_heatRect->axis(QCPAxis::atLeft));
             pos->setAxisRect(m_heatRect);
         }
-        line->point1->setCoords(double(p.first_bad_position), 0);
-        line->point2->setCoords(double(p.first_bad_position), 1);
-        line->setPen(QPen(QColor(255, 60, 60), 2));
-        auto* label = new QCPItemText(m_plot);
-        label->setClipAxisRect(m_heatRect);
-        label->position->setAxes(m_heatRect->axis(QCPAxis::atBottom), m_heatRect->axis(QCPAxis::atLeft));
-        label->position->setAxisRect(m_heatRect);
-        label->position->setCoords(double(p.first_bad_position), cols - 0.5);
-        label->setPositionAlignment(Qt::AlignLeft | Qt::AlignTop);
-        label->setText(tr(" first over tolerance: %1").arg(p.first_bad_position));
-        label->setColor(QColor(255, 90, 90));
+        line->point1->setCoords(x, 0);
+        line->point2->setCoords(x, 1);
+        line->setPen(pen);
+    };
+    auto label = [this](double x, double y, const QString& text, const QColor& colour) {
+        auto* item = new QCPItemText(m_plot);
+        item->setClipAxisRect(m_heatRect);
+        item->position->setAxes(m_heatRect->axis(QCPAxis::atBottom), m_heatRect->axis(QCPAxis::atLeft));
+        item->position->setAxisRect(m_heatRect);
+        item->position->setCoords(x, y);
+        item->setPositionAlignment(Qt::AlignLeft | Qt::AlignTop);
+        item->setText(text);
+        item->setColor(colour);
+        item->setBrush(palette().color(QPalette::Base));  // legible on any cell
+        item->setPadding(QMargins(3, 1, 3, 1));
+    };
+    const int C = m_result.report->chunk_size;
+    const QColor boundary(40, 150, 220);
+    if (C > 0 && C < T && T / C <= 256) {
+        for (int b = C; b < T; b += C) verticalLine(b - 0.5, QPen(boundary, 1, Qt::DashLine));
+        label(C - 0.5, -0.5 + 0.35 * cols, tr("chunk boundary"), boundary);
     }
+    if (p.first_bad_position >= 0) {
+        const QColor bad(220, 40, 40);
+        verticalLine(double(p.first_bad_position), QPen(bad, 2));
+        label(double(p.first_bad_position), cols - 0.5, tr("first over tolerance: %1").arg(p.first_bad_position), bad);
+    }
+}
 
-    // Error against chunk size.
-    if (!m_result.sweep.empty()) {
-        QCPGraph* g = m_plot->addGraph(m_sweepRect->axis(QCPAxis::atBottom), m_sweepRect->axis(QCPAxis::atLeft));
-        g->setPen(QPen(seriesColor(0), 2));
-        g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, 6));
-        g->setName(tr("max |Δ|"));
-        QVector<double> xs, ys;
-        double ymin = 1e300, ymax = 0;
-        for (const retnet::ChunkSweepPoint& pt : m_result.sweep) {
-            xs << pt.chunk_size;
-            ys << std::max(pt.max_abs, 1e-12);
-            ymin = std::min(ymin, ys.back());
-            ymax = std::max(ymax, ys.back());
-        }
-        g->setData(xs, ys);
-        m_sweepRect->axis(QCPAxis::atBottom)->setRange(xs.front() / 1.5, xs.back() * 1.5);
-        m_sweepRect->axis(QCPAxis::atLeft)->setRange(ymin / 3, ymax * 3);
-        auto* current = new QCPItemStraightLine(m_plot);
-        current->setClipAxisRect(m_sweepRect);
-        for (QCPItemPosition* pos : {current->point1, current->point2}) {
-            pos->setAxes(m_sweepRect->axis(QCPAxis::atBottom), m_sweepRect->axis(QCPAxis::atLeft));
-            pos->setAxisRect(m_sweepRect);
-        }
-        current->point1->setCoords(C, ymin / 3);
-        current->point2->setCoords(C, ymax * 3);
-        current->setPen(QPen(fg, 1, Qt::DotLine));
-        if (T > 0) {
-            auto* tline = new QCPItemStraightLine(m_plot);
-            tline->setClipAxisRect(m_sweepRect);
-            for (QCPItemPosition* pos : {tline->point1, tline->point2}) {
-                pos->setAxes(m_sweepRect->axis(QCPAxis::atBottom), m_sweepRect->axis(QCPAxis::atLeft));
-                pos->setAxisRect(m_sweepRect);
-            }
-            tline->point1->setCoords(T, ymin / 3);
-            tline->point2->setCoords(T, ymax * 3);
-            tline->setPen(QPen(QColor(150, 150, 150), 1, Qt::DashDotLine));
-        }
+// Error against chunk size, with the chunk size in use and the text length marked.
+void EquivalenceView::drawSweep(int T) {
+    m_plot->legend->setVisible(!m_result.sweep.empty());
+    if (m_result.sweep.empty()) return;
+    QCPAxis* x = m_sweepRect->axis(QCPAxis::atBottom);
+    QCPAxis* y = m_sweepRect->axis(QCPAxis::atLeft);
+    QCPGraph* g = m_plot->addGraph(x, y);
+    g->setPen(QPen(seriesColor(0), 2));
+    g->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, 6));
+    g->setName(tr("chunkwise vs parallel"));
+    QVector<double> xs, ys;
+    for (const retnet::ChunkSweepPoint& pt : m_result.sweep) {
+        xs << pt.chunk_size;
+        ys << std::max(pt.max_abs, 1e-12);
     }
-    m_plot->replot(QCustomPlot::rpQueuedReplot);
+    g->setData(xs, ys);
+    const double ymin = *std::min_element(ys.begin(), ys.end()) / 3, ymax = *std::max_element(ys.begin(), ys.end()) * 3;
+    x->setRange(xs.front() / 1.5, xs.back() * 1.5);
+    y->setRange(ymin, ymax);
+    auto marker = [&](double at, const QPen& pen, const QString& name) {
+        QCPGraph* line = m_plot->addGraph(x, y);  // a two-point graph, so the legend names it
+        line->setData(QVector<double>{at, at}, QVector<double>{ymin, ymax});
+        line->setPen(pen);
+        line->setName(name);
+    };
+    marker(m_result.report->chunk_size, QPen(palette().color(QPalette::WindowText), 1, Qt::DotLine),
+           tr("C in use (%1)").arg(m_result.report->chunk_size));
+    if (T > 0) marker(T, QPen(QColor(150, 150, 150), 1, Qt::DashDotLine), tr("text length T = %1").arg(T));
 }
 
 void EquivalenceView::updateTheme() {

@@ -26,11 +26,7 @@ namespace retnet::ui {
 
 namespace {
 
-QString visible(const QString& piece) {
-    QString s = piece;
-    s.replace(QLatin1Char('\n'), QStringLiteral("\\n"));
-    return s.toHtmlEscaped();
-}
+QString visible(const QString& piece) { return visibleToken(piece).toHtmlEscaped(); }
 
 }  // namespace
 
@@ -43,38 +39,89 @@ GenerateView::GenerateView(QWidget* parent) : ViewBase(parent) {
 }
 
 void GenerateView::buildUi() {
-    // ---- left: prompt and controls
+    // The candidates sit under the output rather than beside it, so the view fits a laptop.
+    auto* right = new QSplitter(Qt::Vertical);
+    right->addWidget(buildOutputPanel());
+    right->addWidget(buildCandidatePanel());
+    right->setStretchFactor(0, 3);
+    right->setStretchFactor(1, 2);
+    auto* splitter = new QSplitter(Qt::Horizontal);
+    splitter->addWidget(buildPromptPanel());
+    splitter->addWidget(right);
+    splitter->setStretchFactor(0, 1);
+    splitter->setStretchFactor(1, 3);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(4, 4, 4, 4);
+    layout->addWidget(splitter);
+    updateTheme();
+}
+
+// Left: the prompt, the run buttons and the sampling settings.
+QWidget* GenerateView::buildPromptPanel() {
     m_prompt = new QPlainTextEdit;
     m_prompt->setPlaceholderText(tr("Type a prompt…"));
     m_prompt->setToolTip(tr("The prompt. Generate runs it through the model (prefill) and then "
                             "samples new tokens one at a time with the recurrent form."));
     m_prompt->setTabChangesFocus(true);
 
+    m_generate = new QPushButton(tr("Generate"));
+    m_generate->setToolTip(tr("Run the prompt and generate (Ctrl+Return)"));
+    m_stop = new QPushButton(tr("Stop"));
+    m_stop->setToolTip(tr("Stop after the current token (Esc)"));
+    m_continue = new QPushButton(tr("Continue"));
+    m_continue->setToolTip(tr("Generate more from where the text ends: the recurrent state is "
+                              "kept, so nothing is recomputed (Ctrl+Shift+Return)"));
+    m_regenerate = new QPushButton(tr("Regenerate"));
+    m_regenerate->setToolTip(tr("Run the same prompt again with the next seed (Ctrl+R)"));
+    connect(m_generate, &QPushButton::clicked, this, &GenerateView::generateRequested);
+    connect(m_stop, &QPushButton::clicked, this, &GenerateView::stopRequested);
+    connect(m_continue, &QPushButton::clicked, this, &GenerateView::continueRequested);
+    connect(m_regenerate, &QPushButton::clicked, this, &GenerateView::regenerateRequested);
+    auto* buttons = new QGridLayout;
+    buttons->addWidget(m_generate, 0, 0);
+    buttons->addWidget(m_stop, 0, 1);
+    buttons->addWidget(m_continue, 1, 0);
+    buttons->addWidget(m_regenerate, 1, 1);
+
+
+    auto* left = new QWidget;
+    auto* leftLayout = new QVBoxLayout(left);
+    leftLayout->setContentsMargins(0, 0, 0, 0);
+    leftLayout->addWidget(new QLabel(tr("Prompt")));
+    leftLayout->addWidget(m_prompt, 1);
+    leftLayout->addLayout(buttons);
+    leftLayout->addWidget(buildSamplingBox());
+    return left;
+}
+
+// The sampler's settings, starting at core's preset (the CLI's defaults).
+QGroupBox* GenerateView::buildSamplingBox() {
+    const retnet::SamplerParams preset = retnet::default_sampling();
     auto* sampling = new QGroupBox(tr("Sampling"));
     auto* form = new QFormLayout(sampling);
     m_temperature = new QDoubleSpinBox;
     m_temperature->setRange(0.0, 5.0);
     m_temperature->setSingleStep(0.05);
-    m_temperature->setValue(0.8);
+    m_temperature->setValue(preset.temperature);
     m_temperature->setToolTip(tr("<b>Temperature</b> T divides the logits before the softmax: "
                                  "p ∝ exp(z/T). T &lt; 1 sharpens the distribution, T &gt; 1 "
                                  "flattens it. 0 = greedy (always the most likely token)."));
     m_topK = new QSpinBox;
     m_topK->setRange(0, 100000);
-    m_topK->setValue(40);
+    m_topK->setValue(preset.top_k);
     m_topK->setToolTip(tr("<b>Top-k</b> keeps only the k most likely tokens before drawing. "
                           "0 = off."));
     m_topP = new QDoubleSpinBox;
     m_topP->setRange(0.01, 1.0);
     m_topP->setSingleStep(0.05);
-    m_topP->setValue(0.95);
+    m_topP->setValue(preset.top_p);
     m_topP->setToolTip(tr("<b>Top-p</b> (nucleus) keeps the smallest set of most likely tokens "
                           "whose probabilities add up to at least p. 1 = off."));
     m_minP = new QDoubleSpinBox;
     m_minP->setRange(0.0, 1.0);
     m_minP->setSingleStep(0.01);
     m_minP->setDecimals(3);
-    m_minP->setValue(0.0);
+    m_minP->setValue(preset.min_p);
     m_minP->setToolTip(tr("<b>Min-p</b> drops tokens whose probability is below min-p × the "
                           "probability of the most likely token. 0 = off."));
     m_repeatPenalty = new QDoubleSpinBox;
@@ -82,14 +129,14 @@ void GenerateView::buildUi() {
     m_repeatPenalty->setSingleStep(0.05);
     // Off by default: with a character-level model (the bundled one) the last 64 tokens hold
     // nearly every common letter, so any penalty distorts the spelling.
-    m_repeatPenalty->setValue(1.0);
+    m_repeatPenalty->setValue(preset.repeat_penalty);
     m_repeatPenalty->setToolTip(tr("<b>Repetition penalty</b> r makes tokens seen in the last 64 "
                                    "tokens less likely: positive logits are divided by r, "
                                    "negative ones multiplied. 1 = off. Leave it off for "
                                    "character-level models."));
     m_seed = new QSpinBox;
     m_seed->setRange(0, std::numeric_limits<int>::max());
-    m_seed->setValue(1);
+    m_seed->setValue(int(preset.seed));
     m_seed->setToolTip(tr("<b>Seed</b> of the random generator: the same seed, prompt and "
                           "settings give the same text on every machine."));
     m_maxTokens = new QSpinBox;
@@ -120,35 +167,11 @@ void GenerateView::buildUi() {
     form->addRow(tr("Max tokens"), m_maxTokens);
     form->addRow(tr("Prefill form"), m_form);
     form->addRow(tr("Chunk size"), m_chunk);
+    return sampling;
+}
 
-    m_generate = new QPushButton(tr("Generate"));
-    m_generate->setToolTip(tr("Run the prompt and generate (Ctrl+Return)"));
-    m_stop = new QPushButton(tr("Stop"));
-    m_stop->setToolTip(tr("Stop after the current token (Esc)"));
-    m_continue = new QPushButton(tr("Continue"));
-    m_continue->setToolTip(tr("Generate more from where the text ends: the recurrent state is "
-                              "kept, so nothing is recomputed (Ctrl+Shift+Return)"));
-    m_regenerate = new QPushButton(tr("Regenerate"));
-    m_regenerate->setToolTip(tr("Run the same prompt again with the next seed (Ctrl+R)"));
-    connect(m_generate, &QPushButton::clicked, this, &GenerateView::generateRequested);
-    connect(m_stop, &QPushButton::clicked, this, &GenerateView::stopRequested);
-    connect(m_continue, &QPushButton::clicked, this, &GenerateView::continueRequested);
-    connect(m_regenerate, &QPushButton::clicked, this, &GenerateView::regenerateRequested);
-    auto* buttons = new QGridLayout;
-    buttons->addWidget(m_generate, 0, 0);
-    buttons->addWidget(m_stop, 0, 1);
-    buttons->addWidget(m_continue, 1, 0);
-    buttons->addWidget(m_regenerate, 1, 1);
-
-    auto* left = new QWidget;
-    auto* leftLayout = new QVBoxLayout(left);
-    leftLayout->setContentsMargins(0, 0, 0, 0);
-    leftLayout->addWidget(new QLabel(tr("Prompt")));
-    leftLayout->addWidget(m_prompt, 1);
-    leftLayout->addLayout(buttons);
-    leftLayout->addWidget(sampling);
-
-    // ---- centre: output
+// Centre: the streamed output and the timings.
+QWidget* GenerateView::buildOutputPanel() {
     m_output = new QTextBrowser;
     m_output->setOpenLinks(false);
     m_output->setOpenExternalLinks(false);
@@ -179,15 +202,18 @@ void GenerateView::buildUi() {
     auto* centreLayout = new QVBoxLayout(centre);
     centreLayout->setContentsMargins(0, 0, 0, 0);
     auto* outputHeader = new QHBoxLayout;
-    outputHeader->addWidget(new QLabel(tr("Output — hover a token for its candidates, click to "
-                                          "select it")));
-    outputHeader->addStretch();
+    auto* outputLabel = new QLabel(tr("Output — hover a token for its candidates, click to select it"));
+    outputLabel->setWordWrap(true);
+    outputHeader->addWidget(outputLabel, 1);
     outputHeader->addWidget(m_follow);
     centreLayout->addLayout(outputHeader);
     centreLayout->addWidget(m_output, 1);
     centreLayout->addWidget(m_stats);
+    return centre;
+}
 
-    // ---- right: candidates of the selected token
+// Right: the candidates of the selected token, forking, and the probability of each token.
+QWidget* GenerateView::buildCandidatePanel() {
     m_selectedLabel = new QLabel(tr("Select a token in the output."));
     m_selectedLabel->setWordWrap(true);
     m_candidates = new QTableWidget(0, 3);
@@ -204,7 +230,7 @@ void GenerateView::buildUi() {
     m_candidates->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_candidates->setSelectionBehavior(QAbstractItemView::SelectRows);
     m_candidates->setSelectionMode(QAbstractItemView::SingleSelection);
-    m_fork = new QPushButton(tr("Fork from this alternative"));
+    m_fork = new QPushButton(tr("Fork with this token"));
     m_fork->setToolTip(tr("Replace the selected token with the chosen alternative and continue "
                           "from the state snapshot taken before it (RetNet's state is O(1), "
                           "so a fork costs one state copy). Double-clicking a row does the same."));
@@ -212,7 +238,7 @@ void GenerateView::buildUi() {
     auto fork = [this] {
         const int row = m_candidates->currentRow();
         if (m_selected < 0 || row < 0) return;
-        const TokenEvent& e = m_tokens[size_t(m_selected)];
+        const SequenceToken& e = m_tokens[size_t(m_selected)];
         if (!e.forkable || row >= int(e.top.size())) return;
         emit forkRequested(e.position, e.top[size_t(row)].id);
     };
@@ -224,7 +250,7 @@ void GenerateView::buildUi() {
     });
 
     m_probPlot = new QCustomPlot;
-    m_probPlot->setMinimumHeight(140);
+    m_probPlot->setMinimumSize(160, 120);
     m_probPlot->xAxis->setLabel(tr("position"));
     m_probPlot->yAxis->setLabel(tr("p(token)"));
     m_probPlot->yAxis->setRange(0, 1);
@@ -233,26 +259,50 @@ void GenerateView::buildUi() {
     bars->setWidth(0.8);
     bars->setName(tr("probability of the chosen token"));
 
-    auto* right = new QWidget;
-    auto* rightLayout = new QVBoxLayout(right);
-    rightLayout->setContentsMargins(0, 0, 0, 0);
-    rightLayout->addWidget(m_selectedLabel);
-    rightLayout->addWidget(m_candidates, 1);
-    rightLayout->addWidget(m_fork);
-    rightLayout->addWidget(new QLabel(tr("Model probability of each token")));
-    rightLayout->addWidget(m_probPlot);
+    auto* table = new QWidget;
+    auto* tableLayout = new QVBoxLayout(table);
+    tableLayout->setContentsMargins(0, 0, 0, 0);
+    tableLayout->addWidget(m_selectedLabel);
+    tableLayout->addWidget(m_candidates, 1);
+    tableLayout->addWidget(m_fork);
+    auto* plot = new QWidget;
+    auto* plotLayout = new QVBoxLayout(plot);
+    plotLayout->setContentsMargins(0, 0, 0, 0);
+    plotLayout->addWidget(new QLabel(tr("Model probability of each token")));
+    plotLayout->addWidget(m_probPlot, 1);
+    auto* right = new QSplitter(Qt::Horizontal);
+    right->addWidget(table);
+    right->addWidget(plot);
+    return right;
+}
 
-    auto* splitter = new QSplitter(Qt::Horizontal);
-    splitter->addWidget(left);
-    splitter->addWidget(centre);
-    splitter->addWidget(right);
-    splitter->setStretchFactor(0, 2);
-    splitter->setStretchFactor(1, 4);
-    splitter->setStretchFactor(2, 2);
-    auto* layout = new QVBoxLayout(this);
-    layout->setContentsMargins(4, 4, 4, 4);
-    layout->addWidget(splitter);
-    updateTheme();
+void GenerateView::attached() {
+    EngineController* c = engine();
+    connect(c, &EngineController::generationStarted, this, [this] { setGenerating(true); });
+    connect(c, &EngineController::generationFinished, this, [this] { setGenerating(false); });
+    connect(c, &EngineController::tokenGenerated, this, &GenerateView::appendToken);
+    connect(c, &EngineController::sequenceTruncated, this, &GenerateView::truncate);
+    connect(c, &EngineController::statsUpdated, this, &GenerateView::showStats);
+    auto run = [c](const GenerateRequest& r) {
+        if (c->hasModel()) c->generate(r);
+    };
+    connect(this, &GenerateView::generateRequested, this, [this, run] { run(request()); });
+    connect(this, &GenerateView::regenerateRequested, this, [this, run] {
+        setSeed(request().sampler.seed + 1);
+        run(request());
+    });
+    connect(this, &GenerateView::continueRequested, this, [this, run] {
+        GenerateRequest r = request();
+        r.continuePrevious = true;
+        run(r);
+    });
+    connect(this, &GenerateView::stopRequested, c, &EngineController::stopGeneration);
+    connect(this, &GenerateView::forkRequested, this, [this, run](int64_t position, int32_t token) {
+        GenerateRequest r = request();
+        r.forkPosition = position;
+        r.forkToken = token;
+        run(r);
+    });
 }
 
 void GenerateView::updateTheme() {
@@ -301,6 +351,8 @@ QString GenerateView::samplerSummary() const {
 }
 
 void GenerateView::setModelInfo(const ModelInfo& info) {
+    if (info.sequenceKept) return;  // the text stays
+    m_latestStats = GenerationStats();
     m_chunk->setValue(info.chunkSize);
     truncate(0);
     m_stats->setText(info.hasTokenizer ? tr("Model ready.")
@@ -313,17 +365,19 @@ void GenerateView::setGenerating(bool generating) {
     m_regenerate->setEnabled(!generating);
     m_continue->setEnabled(!generating && !m_tokens.empty());
     m_stop->setEnabled(generating);
-    if (!generating) flushPending();
+    if (generating) return;
+    flushPending();
+    updateProbabilityPlot();
 }
 
 QString GenerateView::outputText() const {
     QString text;
-    for (const TokenEvent& e : m_tokens) text += e.text;
-    for (const TokenEvent& e : m_pending) text += e.text;
+    for (const SequenceToken& e : m_tokens) text += e.text;
+    for (const SequenceToken& e : m_pending) text += e.text;
     return text;
 }
 
-void GenerateView::appendToken(const TokenEvent& event) {
+void GenerateView::appendToken(const SequenceToken& event) {
     m_pending.push_back(event);
     if (!m_flushTimer.isActive()) m_flushTimer.start();
 }
@@ -333,7 +387,7 @@ void GenerateView::flushPending() {
     QScrollBar* bar = m_output->verticalScrollBar();
     const bool atEnd = bar->value() >= bar->maximum() - 4;
     const int keep = bar->value();
-    for (TokenEvent& e : m_pending) {
+    for (SequenceToken& e : m_pending) {
         if (e.position != int64_t(m_tokens.size())) continue;  // out of order: a truncation won
         m_tokens.push_back(std::move(e));
         insertToken(m_tokens.back());
@@ -344,12 +398,18 @@ void GenerateView::flushPending() {
         bar->setValue(bar->maximum());
     else
         bar->setValue(keep);
-    updateProbabilityPlot();
+    // While generating, the bar chart (which redraws every bar) follows at 4 Hz, not per batch.
+    const bool generating = m_stop->isEnabled();
+    if (!generating || !m_plotClock.isValid() || m_plotClock.elapsed() >= 250) {
+        updateProbabilityPlot();
+        m_plotClock.restart();
+    }
+    writeStats();
     m_continue->setEnabled(!m_stop->isEnabled() && !m_tokens.empty());
     emit sequenceChanged();
 }
 
-void GenerateView::insertToken(const TokenEvent& e) {
+void GenerateView::insertToken(const SequenceToken& e) {
     if (e.text.isEmpty()) return;
     QTextCursor cursor(m_output->document());
     cursor.movePosition(QTextCursor::End);
@@ -368,13 +428,13 @@ void GenerateView::rebuildOutput() {
     QScrollBar* bar = m_output->verticalScrollBar();
     const int keep = bar->value();
     m_output->clear();
-    for (const TokenEvent& e : m_tokens) insertToken(e);
+    for (const SequenceToken& e : m_tokens) insertToken(e);
     bar->setValue(keep);
 }
 
 void GenerateView::truncate(int64_t length) {
     m_pending.erase(std::remove_if(m_pending.begin(), m_pending.end(),
-                                   [length](const TokenEvent& e) { return e.position >= length; }),
+                                   [length](const SequenceToken& e) { return e.position >= length; }),
                     m_pending.end());
     if (int64_t(m_tokens.size()) > length) m_tokens.resize(size_t(length));
     if (m_selected >= length) {
@@ -401,7 +461,7 @@ void GenerateView::showCandidates(int64_t position) {
         m_selectedLabel->setText(tr("Select a token in the output."));
         return;
     }
-    const TokenEvent& e = m_tokens[size_t(position)];
+    const SequenceToken& e = m_tokens[size_t(position)];
     m_selectedLabel->setText(
         tr("Position %1: <b>%2</b> (id %3)%4")
             .arg(e.position)
@@ -413,7 +473,8 @@ void GenerateView::showCandidates(int64_t position) {
     for (size_t i = 0; i < e.top.size(); ++i) {
         const TokenCandidate& c = e.top[i];
         const QString id = QString::number(c.id);
-        auto* token = new QTableWidgetItem(c.text.contains(id) ? c.text : QStringLiteral("%1  (%2)").arg(c.text, id));
+        const QString shown = visibleToken(c.text);
+        auto* token = new QTableWidgetItem(shown.contains(id) ? shown : QStringLiteral("%1  (%2)").arg(shown, id));
         if (c.id == e.id) {
             QFont f = token->font();
             f.setBold(true);
@@ -429,7 +490,7 @@ void GenerateView::showCandidates(int64_t position) {
     }
 }
 
-QString GenerateView::tooltipFor(const TokenEvent& e) const {
+QString GenerateView::tooltipFor(const SequenceToken& e) const {
     QString html = QStringLiteral("<b>%1</b> (id %2, position %3)").arg(visible(e.piece)).arg(e.id).arg(e.position);
     if (e.top.empty()) return html + tr("<br>no prediction (first token)");
     html += QStringLiteral("<table>");
@@ -444,10 +505,20 @@ QString GenerateView::tooltipFor(const TokenEvent& e) const {
     return html + QStringLiteral("</table>");
 }
 
+void GenerateView::showEvent(QShowEvent* event) {
+    ViewBase::showEvent(event);
+    if (m_plotDirty) updateProbabilityPlot();
+}
+
 void GenerateView::updateProbabilityPlot() {
+    if (!m_probPlot->isVisible()) {  // drawn when shown: hidden plots cost nothing while generating
+        m_plotDirty = true;
+        return;
+    }
+    m_plotDirty = false;
     auto* bars = static_cast<QCPBars*>(m_probPlot->plottable(0));
     QVector<double> keys, values;
-    for (const TokenEvent& e : m_tokens) {
+    for (const SequenceToken& e : m_tokens) {
         if (e.top.empty()) continue;
         double p = 0.0;
         for (const TokenCandidate& c : e.top)
@@ -460,7 +531,16 @@ void GenerateView::updateProbabilityPlot() {
     m_probPlot->replot(QCustomPlot::rpQueuedReplot);
 }
 
+// While tokens stream in, the timings are shown with the next batch of text (every 40 ms), not
+// once per token: setting a wrapping label relayouts the window.
 void GenerateView::showStats(const GenerationStats& s) {
+    m_latestStats = s;
+    if (s.finished || !m_flushTimer.isActive()) writeStats();
+}
+
+void GenerateView::writeStats() {
+    const GenerationStats& s = m_latestStats;
+    if (s.requestId == 0) return;  // no generation yet
     QString text;
     if (s.promptTokens > 0)
         text += tr("Prompt: %1 tokens, prefill %2 ms (%3, %4 tok/s). ")
@@ -484,7 +564,7 @@ void GenerateView::showStats(const GenerationStats& s) {
 
 QString GenerateView::csv() const {
     QString out = QStringLiteral("position,id,piece,prompt,p_model,top_candidates\n");
-    for (const TokenEvent& e : m_tokens) {
+    for (const SequenceToken& e : m_tokens) {
         double p = 0.0;
         QStringList cands;
         for (const TokenCandidate& c : e.top) {

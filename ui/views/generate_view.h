@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
 // Prompt editor, sampling controls, streamed output with per-token candidates, forks, timings.
+#include <QElapsedTimer>
 #include <QTimer>
 
 #include <vector>
@@ -11,6 +12,7 @@
 class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
+class QGroupBox;
 class QLabel;
 class QPlainTextEdit;
 class QPushButton;
@@ -26,7 +28,7 @@ class GenerateView : public ViewBase {
 public:
     explicit GenerateView(QWidget* parent = nullptr);
 
-    QString viewId() const override { return QStringLiteral("generate"); }
+    ViewId id() const override { return ViewId::Generate; }
     QString title() const override { return tr("Generate"); }
     bool hasData() const override { return !m_tokens.empty(); }
     QString csv() const override;
@@ -39,14 +41,14 @@ public:
     void setSeed(uint64_t seed);
     QString outputText() const;         // prompt + generated text as shown
     int64_t sequenceLength() const { return int64_t(m_tokens.size()); }
-    const std::vector<TokenEvent>& tokens() const { return m_tokens; }
+    const std::vector<SequenceToken>& tokens() const { return m_tokens; }
     QString samplerSummary() const;     // for export metadata
     int selectedPosition() const { return m_selected; }
     void selectToken(int64_t position);
 
 public slots:
-    void setModelInfo(const retnet::ui::ModelInfo& info);
-    void appendToken(const retnet::ui::TokenEvent& event);
+    void setModelInfo(const retnet::ui::ModelInfo& info) override;
+    void appendToken(const retnet::ui::SequenceToken& token);
     void truncate(int64_t length);
     void showStats(const retnet::ui::GenerationStats& stats);
     void setGenerating(bool generating);
@@ -62,14 +64,21 @@ signals:
 
 protected:
     QCustomPlot* mainPlot() const override { return nullptr; }
+    void attached() override;  // follows the generation stream and sends this view's requests
 
 private:
     void buildUi();
+    QWidget* buildPromptPanel();
+    QGroupBox* buildSamplingBox();
+    QWidget* buildOutputPanel();
+    QWidget* buildCandidatePanel();  // returns a splitter
     void rebuildOutput();
-    void insertToken(const TokenEvent& e);
+    void insertToken(const SequenceToken& e);
     void showCandidates(int64_t position);
     void updateProbabilityPlot();
-    QString tooltipFor(const TokenEvent& e) const;
+    void writeStats();
+    void showEvent(QShowEvent* event) override;
+    QString tooltipFor(const SequenceToken& e) const;
 
     QPlainTextEdit* m_prompt = nullptr;
     QDoubleSpinBox* m_temperature = nullptr;
@@ -93,9 +102,12 @@ private:
     QPushButton* m_fork = nullptr;
     QCustomPlot* m_probPlot = nullptr;
 
-    std::vector<TokenEvent> m_tokens;   // the whole sequence, by position
-    std::vector<TokenEvent> m_pending;  // received, not yet shown
+    std::vector<SequenceToken> m_tokens;   // the whole sequence, by position
+    std::vector<SequenceToken> m_pending;  // received, not yet shown
     QTimer m_flushTimer;
+    QElapsedTimer m_plotClock;  // when the bar chart was last redrawn
+    GenerationStats m_latestStats;
+    bool m_plotDirty = false;  // tokens arrived while the plot was hidden
     int m_selected = -1;
 };
 

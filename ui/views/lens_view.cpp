@@ -15,8 +15,34 @@
 #include <qcustomplot.h>
 
 #include "plot_utils.h"
+#include "retnet/lens.h"
 
 namespace retnet::ui {
+
+LensResult computeLens(AnalysisContext& context, int topN) {
+    retnet::Introspection probe;
+    probe.want_layer_outputs = true;
+    context.backend.reset();
+    context.backend.forward(context.tokens, retnet::ForwardOptions{}, &probe);
+    const auto readings = retnet::logit_lens(context.model, probe.layer_outputs, context.tokens, topN);
+    LensResult result;
+    result.layers = int(readings.size());
+    result.tokens = int(context.tokens.size());
+    result.labels = context.labels;
+    for (const auto& layer : readings)
+        for (const retnet::LensReading& r : layer) {
+            result.nextProb.push_back(r.next_prob);
+            std::vector<TokenCandidate>& cell = result.top.emplace_back();
+            for (const retnet::TokenProb& p : r.top) cell.push_back({p.id, context.piece(p.id), p.prob});
+        }
+    return result;
+}
+
+void LensView::compute() {
+    analyse<LensResult>(
+        0, [](AnalysisContext& c) { return computeLens(c, 5); },
+        [this](const LensResult& result) { setResult(result); });
+}
 
 LensView::LensView(QWidget* parent) : ViewBase(parent) {
     m_plot = new QCustomPlot;

@@ -13,12 +13,26 @@ class QCPColorMap;
 
 namespace retnet::ui {
 
+// The logit lens of a text (retnet/lens.h): each layer's reading at each position.
+struct LensResult {
+    int layers = 0, tokens = 0;
+    QStringList labels;             // (T) the tokens
+    std::vector<double> nextProb;   // (L, T) probability of the token that follows; -1 after the last
+    std::vector<std::vector<TokenCandidate>> top;  // (L·T) most likely next tokens, best first
+    const std::vector<TokenCandidate>& cell(int layer, int position) const {
+        return top[size_t(layer) * size_t(tokens) + size_t(position)];
+    }
+};
+
+// The job (engine thread): one forward with layer outputs, read through the final norm and head.
+LensResult computeLens(AnalysisContext& context, int topN);
+
 class LensView : public ViewBase {
     Q_OBJECT
 public:
     explicit LensView(QWidget* parent = nullptr);
 
-    QString viewId() const override { return QStringLiteral("lens"); }
+    ViewId id() const override { return ViewId::Lens; }
     QString title() const override { return tr("Lens"); }
     bool hasData() const override { return m_result.tokens > 0; }
     QString csv() const override;
@@ -30,6 +44,7 @@ public:
 
 protected:
     QCustomPlot* mainPlot() const override { return m_plot; }
+    void compute() override;
 
 private:
     bool cellAt(QMouseEvent* event, int* layer, int* position) const;

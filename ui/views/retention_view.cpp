@@ -17,6 +17,8 @@
 #include <qcustomplot.h>
 
 #include "plot_utils.h"
+#include "retnet/analysis.h"
+#include "retnet/error.h"
 
 namespace retnet::ui {
 
@@ -129,8 +131,32 @@ void HeadGrid::keyPressEvent(QKeyEvent* event) {
 
 RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
     m_grid = new HeadGrid;
+    buildPlot();
+    QLayout* controls = buildControls();
+    auto* gridBox = new QWidget;
+    auto* gridLayout = new QVBoxLayout(gridBox);
+    gridLayout->setContentsMargins(0, 0, 0, 0);
+    gridLayout->addWidget(new QLabel(tr("All layers × heads")));
+    auto* scroll = new QScrollArea;
+    scroll->setWidget(m_grid);
+    scroll->setWidgetResizable(true);
+    scroll->setMinimumWidth(2 * kLabel + 4 * (kCell + kGap));
+    gridLayout->addWidget(scroll, 1);
+    auto* splitter = new QSplitter(Qt::Horizontal);
+    splitter->addWidget(gridBox);
+    splitter->addWidget(m_plot);
+    splitter->setStretchFactor(0, 1);
+    splitter->setStretchFactor(1, 3);
+    auto* layout = new QVBoxLayout(this);
+    layout->setContentsMargins(4, 4, 4, 4);
+    layout->addLayout(controls);
+    layout->addWidget(splitter, 1);
+    updateTheme();
+}
+
+void RetentionView::buildPlot() {
     m_plot = new QCustomPlot;
-    m_plot->setMinimumSize(320, 320);
+    m_plot->setMinimumSize(220, 220);
     m_map = new QCPColorMap(m_plot->xAxis, m_plot->yAxis);
     m_map->setGradient(divergingGradient());
     m_map->setInterpolate(false);
@@ -146,8 +172,17 @@ RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
     m_plot->yAxis->setLabel(tr("query position n"));
     m_plot->yAxis->setRangeReversed(true);
     m_plot->setMouseTracking(true);
+    m_plot->setInteractions(QCP::iRangeDrag | QCP::iRangeZoom);
     connect(m_plot, &QCustomPlot::mouseMove, this, &RetentionView::showHover);
+    connect(m_plot, &QCustomPlot::mouseDoubleClick, this, [this] {
+        m_plot->xAxis->setRange(-0.5, m_matrix.tokens - 0.5);
+        m_plot->yAxis->setRange(-0.5, m_matrix.tokens - 0.5);
+        m_plot->replot();
+    });
 
+}
+
+QLayout* RetentionView::buildControls() {
     m_layer = new QSpinBox;
     m_head = new QSpinBox;
     m_layer->setToolTip(tr("Layer (PgUp / PgDn)"));
@@ -193,7 +228,7 @@ RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
         if (form() == retnet::Form::Chunkwise) emit layerRequested(m_layer->value());
     });
 
-    m_note = new QLabel(tr("Generate or type a prompt to see its retention scores."));
+    m_note = new QLabel(tr("No scores yet: they are computed from the prompt or the generated text when this view is shown (F5)."));
     m_note->setWordWrap(true);
     auto* controls = new QHBoxLayout;
     controls->addWidget(new QLabel(tr("Layer")));
@@ -205,29 +240,89 @@ RetentionView::RetentionView(QWidget* parent) : ViewBase(parent) {
     controls->addWidget(new QLabel(tr("Chunk")));
     controls->addWidget(m_chunk);
     controls->addWidget(m_note, 1);
+    return controls;
+}
 
-    auto* gridBox = new QWidget;
-    auto* gridLayout = new QVBoxLayout(gridBox);
-    gridLayout->setContentsMargins(0, 0, 0, 0);
-    gridLayout->addWidget(new QLabel(tr("All layers × heads")));
-    auto* scroll = new QScrollArea;
-    scroll->setWidget(m_grid);
-    scroll->setWidgetResizable(true);
-    scroll->setMinimumWidth(2 * kLabel + 4 * (kCell + kGap));
-    gridLayout->addWidget(scroll, 1);
-    auto* splitter = new QSplitter(Qt::Horizontal);
-    splitter->addWidget(gridBox);
-    splitter->addWidget(m_plot);
-    splitter->setStretchFactor(0, 1);
-    splitter->setStretchFactor(1, 3);
-    auto* layout = new QVBoxLayout(this);
-    layout->setContentsMargins(4, 4, 4, 4);
-    layout->addLayout(controls);
-    layout->addWidget(splitter, 1);
-    updateTheme();
+namespace {
+
+// The backend's scores of one layer, all heads (H, T, T), in the given form.
+retnet::Tensor layerScores(AnalysisContext& c, int layer, const retnet::ForwardOptions& options) {
+    retnet::Introspection probe;
+    probe.score_layer = layer;
+    probe.score_head = 0;
+    probe.want_all_head_scores = true;
+    c.backend.reset();
+    c.backend.forward(c.tokens, options, &probe);
+    const int64_t T = int64_t(c.tokens.size());
+    if (probe.scores.numel() != int64_t(c.model.config.n_heads) * T * T)
+        throw retnet::Error("the backend returned retention scores of shape " + probe.scores.shape_string() +
+                            ", expected (H, T, T)");
+    return std::move(probe.scores);
+}
+
+}  // namespace
+
+RetentionMatrix computeRetention(AnalysisContext& c, const RetentionRequest& request) {
+    const int L = c.model.config.n_layers;
+    if (request.layer < 0 || request.layer >= L)
+        throw retnet::Error("layer " + std::to_string(request.layer) + " does not exist");
+    retnet::ForwardOptions options;
+    options.form = request.form;
+    options.chunk_size = request.chunkSize;
+    retnet::Tensor scores = layerScores(c, request.layer, options);
+    retnet::DownsampledScores shown = retnet::downsample_scores(scores, std::max(8, request.maxCells));
+    RetentionMatrix m;
+    m.layer = request.layer;
+    m.heads = shown.heads;
+    m.tokens = shown.tokens;
+    m.size = shown.size;
+    m.stride = shown.stride;
+    m.form = QString::fromLatin1(retnet::form_name(request.form));
+    m.labels = c.labels;
+    m.scores = std::make_shared<const std::vector<float>>(std::move(shown.data));
+    m.reach = retnet::retention_reach(scores, c.model.weights.log_decay);
+    return m;
+}
+
+RetentionOverview computeRetentionOverview(AnalysisContext& c) {
+    const int L = c.model.config.n_layers, H = c.model.config.n_heads;
+    const int T = int(c.tokens.size());
+    RetentionOverview o;
+    o.layers = L;
+    o.heads = H;
+    auto data = std::make_shared<std::vector<float>>();
+    for (int l = 0; l < L && !c.cancelled(); ++l) {
+        const retnet::DownsampledScores d = retnet::downsample_scores(layerScores(c, l, {}), std::min(T, 32));
+        o.size = d.size;
+        data->insert(data->end(), d.data.begin(), d.data.end());  // (H, size, size) per layer
+    }
+    o.scores = std::move(data);
+    return o;
+}
+
+void RetentionView::attached() {
+    connect(this, &RetentionView::layerRequested, this, &RetentionView::requestLayer);
+}
+
+void RetentionView::requestLayer(int layer) {
+    RetentionRequest r;
+    r.layer = layer;
+    r.form = form();
+    r.chunkSize = chunkSize();
+    analyse<RetentionMatrix>(
+        0, [r](AnalysisContext& c) { return computeRetention(c, r); },
+        [this](const RetentionMatrix& m) { setMatrix(m); });
+}
+
+void RetentionView::compute() {
+    requestLayer(layer());
+    analyse<RetentionOverview>(
+        1, [](AnalysisContext& c) { return computeRetentionOverview(c); },
+        [this](const RetentionOverview& o) { setOverview(o); });
 }
 
 void RetentionView::setModelInfo(const ModelInfo& info) {
+    if (info.sequenceKept) return;  // shown until recomputed from the same text
     m_matrix = RetentionMatrix();
     QSignalBlocker a(m_layer), b(m_head);
     m_layer->setRange(0, std::max(0, info.layers - 1));
@@ -274,17 +369,21 @@ void RetentionView::setOverview(const RetentionOverview& overview) {
 
 void RetentionView::updateTheme() {
     applyPlotTheme(m_plot);
+    if (m_map->colorScale()) m_map->colorScale()->setGradient(divergingGradient());
+    if (m_grid->hasData()) m_grid->setOverview(m_grid->overview());  // recolour the thumbnails
     m_plot->replot(QCustomPlot::rpQueuedReplot);
     m_grid->update();
 }
 
+// Cells are drawn at the positions they cover, so the axes count tokens whatever the stride.
 void RetentionView::showHead() {
     if (!m_matrix.scores) return;
-    const int n = m_matrix.size;
+    const int n = m_matrix.size, T = m_matrix.tokens, stride = m_matrix.stride;
     const int h = std::clamp(m_head->value(), 0, m_matrix.heads - 1);
     const float* s = m_matrix.scores->data() + size_t(h) * n * n;
+    const double centre0 = (stride - 1) / 2.0;  // the centre of cell 0, in positions
     m_map->data()->setSize(n, n);
-    m_map->data()->setRange(QCPRange(0, n - 1), QCPRange(0, n - 1));
+    m_map->data()->setRange(QCPRange(centre0, centre0 + (n - 1) * stride), QCPRange(centre0, centre0 + (n - 1) * stride));
     float peak = 0.0f;
     for (int q = 0; q < n; ++q)
         for (int k = 0; k < n; ++k) {
@@ -294,9 +393,19 @@ void RetentionView::showHead() {
             peak = std::max(peak, std::abs(v));
         }
     m_map->setDataRange(QCPRange(-std::max(peak, 1e-12f), std::max(peak, 1e-12f)));
-    if (n <= 48 && m_matrix.labels.size() == n) {
+    setAxisTicks();
+    m_plot->xAxis->setRange(-0.5, T - 0.5);
+    m_plot->yAxis->setRange(-0.5, T - 0.5);
+    m_note->setText(noteFor(h));
+    m_plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+// Token labels when every position has its own cell and they fit; else position numbers.
+void RetentionView::setAxisTicks() {
+    const int T = m_matrix.tokens;
+    if (m_matrix.stride == 1 && T <= 48 && m_matrix.labels.size() == T) {
         QSharedPointer<QCPAxisTickerText> xt(new QCPAxisTickerText), yt(new QCPAxisTickerText);
-        for (int i = 0; i < n; ++i) {
+        for (int i = 0; i < T; ++i) {
             xt->addTick(i, axisLabel(m_matrix.labels[i]));
             yt->addTick(i, axisLabel(m_matrix.labels[i]));
         }
@@ -308,10 +417,11 @@ void RetentionView::showHead() {
         m_plot->yAxis->setTicker(QSharedPointer<QCPAxisTicker>(new QCPAxisTicker));
         m_plot->xAxis->setTickLabelRotation(0);
     }
-    m_plot->xAxis->setRange(-0.5, n - 0.5);
-    m_plot->yAxis->setRange(-0.5, n - 0.5);
+}
+
+QString RetentionView::noteFor(int h) const {
     QString note = tr("Layer %1, head %2, %3 form, %4 tokens. Red = positive, blue = negative: no "
-                      "softmax, so scores are signed.")
+                      "softmax, so scores are signed. Drag to pan, wheel to zoom, double-click to reset.")
                        .arg(m_matrix.layer).arg(h).arg(m_matrix.form).arg(m_matrix.tokens);
     if (size_t(h) < m_matrix.reach.size() && m_matrix.reach[size_t(h)].queries > 0) {
         const retnet::HeadReach& r = m_matrix.reach[size_t(h)];
@@ -322,30 +432,45 @@ void RetentionView::showHead() {
     if (m_matrix.stride > 1)
         note += tr(" Downsampled: each cell covers %1×%1 positions and shows the score of largest "
                    "magnitude in it.").arg(m_matrix.stride);
-    m_note->setText(note);
-    m_plot->replot(QCustomPlot::rpQueuedReplot);
+    return note;
+}
+
+// "query 5 ‘a’" for one position, "queries 96–99 ‘a’…" for a downsampled cell.
+QString RetentionView::describeCell(int queryPosition, int keyPosition) const {
+    if (!m_matrix.scores) return {};
+    const int T = m_matrix.tokens, stride = m_matrix.stride, n = m_matrix.size;
+    if (queryPosition < 0 || keyPosition < 0 || queryPosition >= T || keyPosition >= T) return {};
+    const int q = queryPosition / stride, k = keyPosition / stride;
+    auto span = [&](int cell, const QString& one, const QString& many) {
+        const int first = cell * stride, last = std::min(T, first + stride) - 1;
+        const QString label = axisLabel(m_matrix.labels.value(first)).toHtmlEscaped();
+        return first == last ? QStringLiteral("%1 %2 ‘%3’").arg(one).arg(first).arg(label)
+                             : QStringLiteral("%1 %2–%3 ‘%4’…").arg(many).arg(first).arg(last).arg(label);
+    };
+    const int h = std::clamp(m_head->value(), 0, m_matrix.heads - 1);
+    const float v = (*m_matrix.scores)[size_t(h) * n * n + size_t(q) * n + size_t(k)];
+    QString text = tr("%1 ← %2<br>score %3")
+                       .arg(span(q, tr("query"), tr("queries")), span(k, tr("key"), tr("keys")))
+                       .arg(double(v), 0, 'g', 5);
+    if (k > q) text += tr("<br>(future key: masked by D)");
+    return text;
 }
 
 void RetentionView::showHover(QMouseEvent* event) {
-    if (!m_matrix.scores) return;
     const double x = m_plot->xAxis->pixelToCoord(event->position().x());
     const double y = m_plot->yAxis->pixelToCoord(event->position().y());
-    const int k = int(std::lround(x)), q = int(std::lround(y)), n = m_matrix.size;
-    if (k < 0 || q < 0 || k >= n || q >= n) {
+    const QString text = describeCell(int(std::lround(y)), int(std::lround(x)));
+    if (text.isEmpty())
         QToolTip::hideText();
-        return;
-    }
-    const int h = std::clamp(m_head->value(), 0, m_matrix.heads - 1);
-    const float v = (*m_matrix.scores)[size_t(h) * n * n + size_t(q) * n + size_t(k)];
-    const int stride = m_matrix.stride;
-    QString text = tr("query %1 ‘%2’ ← key %3 ‘%4’<br>score %5")
-                       .arg(q * stride)
-                       .arg(axisLabel(m_matrix.labels.value(q)).toHtmlEscaped())
-                       .arg(k * stride)
-                       .arg(axisLabel(m_matrix.labels.value(k)).toHtmlEscaped())
-                       .arg(double(v), 0, 'g', 5);
-    if (k > q) text += tr("<br>(future key: masked by D)");
-    QToolTip::showText(event->globalPosition().toPoint(), text, m_plot);
+    else
+        QToolTip::showText(event->globalPosition().toPoint(), text, m_plot);
+}
+
+QStringList RetentionView::exportInfo() const {
+    if (!m_matrix.scores) return {};
+    return {QStringLiteral("layer: %1").arg(m_matrix.layer), QStringLiteral("head: %1").arg(head()),
+            QStringLiteral("form: %1").arg(m_matrix.form), QStringLiteral("text_tokens: %1").arg(m_matrix.tokens),
+            QStringLiteral("cell_stride: %1").arg(m_matrix.stride)};
 }
 
 QString RetentionView::csv() const {

@@ -5,6 +5,7 @@
 #include <QComboBox>
 #include <QWidget>
 
+#include "retnet/retention_reach.h"
 #include "snapshots.h"
 #include "views/view_base.h"
 
@@ -13,7 +14,38 @@ class QSpinBox;
 class QCustomPlot;
 class QCPColorMap;
 
+class QLayout;
+
 namespace retnet::ui {
+
+struct RetentionRequest {
+    int layer = 0;
+    retnet::Form form = retnet::Form::Parallel;
+    int chunkSize = 0;
+    int maxCells = 256;  // per side, before downsampling
+};
+
+// Signed retention scores of one layer, all heads, maybe downsampled.
+struct RetentionMatrix {
+    int layer = 0, heads = 0;
+    int tokens = 0;  // T of the text
+    int size = 0;    // n shown (≤ T)
+    int stride = 1;  // each shown cell covers stride × stride positions (max |·| kept, with sign)
+    QString form;
+    QStringList labels;  // (T) the token at every position
+    std::shared_ptr<const std::vector<float>> scores;  // (H, n, n)
+    std::vector<retnet::HeadReach> reach;               // (H) from the full-resolution scores
+};
+
+// Small thumbnails of every layer and head.
+struct RetentionOverview {
+    int layers = 0, heads = 0, size = 0;  // each thumbnail is size × size
+    std::shared_ptr<const std::vector<float>> scores;  // (L, H, size, size)
+};
+
+// The jobs (engine thread): one layer's scores, and thumbnails of all of them.
+RetentionMatrix computeRetention(AnalysisContext& context, const RetentionRequest& request);
+RetentionOverview computeRetentionOverview(AnalysisContext& context);
 
 // Thumbnails of every (layer, head); click or arrow keys pick one.
 class HeadGrid : public QWidget {
@@ -23,6 +55,7 @@ public:
     void setOverview(const RetentionOverview& overview);
     void setSelected(int layer, int head);
     bool hasData() const { return m_overview.scores != nullptr; }
+    const RetentionOverview& overview() const { return m_overview; }
     QSize sizeHint() const override;
 
 signals:
@@ -45,13 +78,13 @@ class RetentionView : public ViewBase {
 public:
     explicit RetentionView(QWidget* parent = nullptr);
 
-    QString viewId() const override { return QStringLiteral("retention"); }
+    ViewId id() const override { return ViewId::Retention; }
     QString title() const override { return tr("Retention"); }
     bool hasData() const override { return m_matrix.scores != nullptr; }
     QString csv() const override;
     void updateTheme() override;
 
-    void setModelInfo(const retnet::ui::ModelInfo& info);
+    void setModelInfo(const retnet::ui::ModelInfo& info) override;
     int layer() const;
     int head() const;
     retnet::Form form() const;  // the form whose normalization the scores show
@@ -59,19 +92,28 @@ public:
     void setLayerHead(int layer, int head);
     const RetentionMatrix& matrix() const { return m_matrix; }
     bool hasOverview() const { return m_grid->hasData(); }
+    QString describeCell(int queryPosition, int keyPosition) const;  // the hover text
+    QStringList exportInfo() const override;
 
 public slots:
     void setMatrix(const retnet::ui::RetentionMatrix& matrix);
     void setOverview(const retnet::ui::RetentionOverview& overview);
 
 signals:
-    void layerRequested(int layer);  // the view needs this layer's scores
+    void layerRequested(int layer);  // the view needs this layer's scores (and asks for them)
 
 protected:
     QCustomPlot* mainPlot() const override { return m_plot; }
+    void compute() override;  // the current layer and the overview
+    void attached() override;
 
 private:
+    void buildPlot();
+    QLayout* buildControls();
+    void requestLayer(int layer);
     void showHead();
+    void setAxisTicks();
+    QString noteFor(int head) const;
     void showHover(QMouseEvent* event);
 
     HeadGrid* m_grid = nullptr;

@@ -24,7 +24,7 @@ StateView::StateView(QWidget* parent) : ViewBase(parent) {
     m_plot->plotLayout()->setRowStretchFactor(0, 3);
     m_plot->plotLayout()->setRowStretchFactor(1, 1);
     curves->axis(QCPAxis::atBottom)->setLabel(tr("position t"));
-    curves->axis(QCPAxis::atLeft)->setLabel(tr("‖Sₜ‖_F"));
+    curves->axis(QCPAxis::atLeft)->setLabel(tr("Frobenius norm of the state Sₜ"));
     strip->axis(QCPAxis::atBottom)->setLabel(tr("head"));
     strip->axis(QCPAxis::atLeft)->setLabel(tr("layer"));
     m_strip = new QCPColorMap(strip->axis(QCPAxis::atBottom), strip->axis(QCPAxis::atLeft));
@@ -62,8 +62,15 @@ StateView::StateView(QWidget* parent) : ViewBase(parent) {
     updateTheme();
 }
 
+void StateView::attached() {
+    connect(engine(), &EngineController::stateNormsReady, this, &StateView::addFrames);
+    connect(engine(), &EngineController::sequenceTruncated, this, &StateView::truncate);
+    connect(engine(), &EngineController::generationFinished, this, &StateView::redraw);
+}
+
 void StateView::setModelInfo(const ModelInfo& info) {
     m_model = info;
+    if (info.sequenceKept) return;  // same shapes; edited models send their new norms
     m_layers = info.layers;
     m_heads = info.heads;
     m_norms.clear();
@@ -104,8 +111,19 @@ void StateView::truncate(int64_t length) {
     scheduleRedraw();
 }
 
+// Hidden, the view only keeps the norms: drawing waits until it is shown, so a generation does
+// not pay for a plot nobody sees.
 void StateView::scheduleRedraw() {
+    if (!isVisible()) {
+        m_dirty = true;
+        return;
+    }
     if (!m_redrawTimer.isActive()) m_redrawTimer.start();
+}
+
+void StateView::showEvent(QShowEvent* event) {
+    ViewBase::showEvent(event);
+    if (m_dirty) redraw();
 }
 
 void StateView::updateTheme() {
@@ -114,6 +132,7 @@ void StateView::updateTheme() {
 }
 
 void StateView::redraw() {
+    m_dirty = false;
     QCPAxisRect* curves = m_plot->axisRect(0);
     m_plot->clearGraphs();
     const int layer = std::max(0, m_layer->currentIndex());

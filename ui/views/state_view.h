@@ -21,13 +21,13 @@ class StateView : public ViewBase {
 public:
     explicit StateView(QWidget* parent = nullptr);
 
-    QString viewId() const override { return QStringLiteral("state"); }
+    ViewId id() const override { return ViewId::State; }
     QString title() const override { return tr("State"); }
     bool hasData() const override { return m_positions > 0; }
     QString csv() const override;
     void updateTheme() override;
 
-    void setModelInfo(const retnet::ui::ModelInfo& info);
+    void setModelInfo(const retnet::ui::ModelInfo& info) override;
     int64_t positions() const { return m_positions; }
     float norm(int64_t position, int layer, int head) const;
 
@@ -38,15 +38,19 @@ public slots:
 
 protected:
     QCustomPlot* mainPlot() const override { return m_plot; }
+    void attached() override;  // follows the generation's state norms
+    void compute() override { redraw(); }
 
 private:
     void scheduleRedraw();
+    void showEvent(QShowEvent* event) override;
 
     QCustomPlot* m_plot = nullptr;
     QCPColorMap* m_strip = nullptr;
     QComboBox* m_layer = nullptr;
     QLabel* m_info = nullptr;
     QTimer m_redrawTimer;
+    bool m_dirty = false;  // frames arrived while hidden
     int m_layers = 0, m_heads = 0;
     int64_t m_positions = 0;
     std::vector<float> m_norms;  // (positions, L, H)

@@ -9,9 +9,42 @@
 
 namespace retnet::ui {
 
-bool ViewBase::exportImage(const QString& path, QString* error) const {
-    if (QCustomPlot* plot = mainPlot()) return savePlot(plot, path, error);
-    return exportWidget(const_cast<ViewBase*>(this), path, error);
+void ViewBase::attach(const ViewContext& context) {
+    m_context = context;
+    connect(context.engine, &EngineController::modelLoaded, this, [this](const ModelInfo& info) {
+        m_pending = 0;
+        markStale();
+        setModelInfo(info);
+    });
+    attached();
+}
+
+void ViewBase::refresh() {
+    if (!engine() || !engine()->hasModel()) return;
+    m_pending = 0;
+    compute();
+    if (m_pending == 0) {  // nothing to ask the engine: fresh already
+        m_stale = false;
+        emit dataReady(id());
+    }
+}
+
+// A failed request leaves the view stale (the next look at it retries) and announces nothing.
+void ViewBase::answered(int channel, bool ok) {
+    m_pending &= ~(1u << channel);
+    if (!ok) {
+        m_stale = true;
+        return;
+    }
+    if (m_pending) return;
+    m_stale = false;
+    emit dataReady(id());
+}
+
+QStringList ViewBase::exportLines(const QString& metadata) const {
+    QStringList lines = metadata.split(QLatin1Char('\n'), Qt::SkipEmptyParts);
+    lines << exportInfo();
+    return lines;
 }
 
 bool ViewBase::exportCsv(const QString& path, const QString& metadata, QString* error) const {
@@ -19,31 +52,14 @@ bool ViewBase::exportCsv(const QString& path, const QString& metadata, QString* 
         if (error) *error = QStringLiteral("the %1 view has no data yet").arg(title());
         return false;
     }
-    return saveCsv(path, metadata, csv(), error);
+    return saveCsv(path, exportLines(metadata).join(QLatin1Char('\n')), csv(), error);
 }
 
-bool ViewBase::exportWidget(QWidget* widget, const QString& path, QString* error) const {
-    const QString suffix = QFileInfo(path).suffix().toLower();
-    if (suffix == QLatin1String("png")) {
-        if (widget->grab().save(path, "PNG")) return true;
-        if (error) *error = QStringLiteral("%1: could not be written").arg(path);
-        return false;
-    }
-    if (suffix == QLatin1String("pdf")) {
-        QPdfWriter writer(path);
-        writer.setPageSize(QPageSize(widget->size(), QPageSize::Point));
-        writer.setPageMargins(QMarginsF(0, 0, 0, 0));
-        writer.setResolution(72);
-        QPainter painter(&writer);
-        if (!painter.isActive()) {
-            if (error) *error = QStringLiteral("%1: could not be written").arg(path);
-            return false;
-        }
-        widget->render(&painter);
-        return true;
-    }
-    if (error) *error = QStringLiteral("%1: unknown image type (use .png or .pdf)").arg(path);
-    return false;
+bool ViewBase::exportImage(const QString& path, QString* error, const QString& metadata) const {
+    QWidget* source = mainPlot() ? static_cast<QWidget*>(mainPlot()) : const_cast<ViewBase*>(this);
+    QStringList caption = {title()};
+    caption << exportLines(metadata);
+    return saveImage(source, caption, path, error);
 }
 
 }  // namespace retnet::ui

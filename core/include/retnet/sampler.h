@@ -42,6 +42,11 @@ struct SamplerParams {
     bool operator==(const SamplerParams&) const = default;
 };
 
+// The sampling settings the CLI (`retnet generate`) and the app start with, so the same prompt,
+// seed and settings give the same text in both: temperature 0.8, top-k 40, top-p 0.95,
+// min-p 0.05, no repetition penalty, seed 0. SamplerParams{} itself is plain sampling (all off).
+SamplerParams default_sampling();
+
 struct TokenProb {
     int32_t id = 0;
     double prob = 0.0;

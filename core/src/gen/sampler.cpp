@@ -60,6 +60,18 @@ uint64_t Rng::next() {
 
 double Rng::uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
 
+SamplerParams default_sampling() {
+    SamplerParams p;
+    p.temperature = 0.8;
+    p.top_k = 40;
+    p.top_p = 0.95;
+    p.min_p = 0.05;
+    p.repeat_penalty = 1.0;
+    p.repeat_last_n = 64;
+    p.seed = 0;
+    return p;
+}
+
 void SamplerParams::validate() const {
     if (!std::isfinite(temperature)) throw Error("temperature must be a finite number");
     if (top_k < 0) throw Error("top-k must be >= 0 (0 = off), got " + std::to_string(top_k));

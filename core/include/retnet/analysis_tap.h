@@ -1,0 +1,38 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// A backend decorator for watching a generation from outside: every single-sequence forward call
+// is passed through to the real backend, asks it for the state norms and every logits row as
+// well, and reports the position it started at, the logits and the norms to a callback; the
+// caller still gets only the logits rows it asked for. The generator does not know it is
+// watched, so the app's state view fills in while the engine prefills and decodes.
+#include <functional>
+
+#include "retnet/forward.h"
+
+namespace retnet {
+
+class TapBackend : public Backend {
+public:
+    // `logits` (T, V); `state_norms` (T, L, H) ‖S_t‖_F after each of the T tokens.
+    using Observer = std::function<void(int64_t first_position, const Tensor& logits,
+                                        const Tensor& state_norms)>;
+    TapBackend(Backend& inner, Observer observer);
+
+    std::string name() const override { return inner_.name(); }
+    const Model& model() const override { return inner_.model(); }
+    // A batch of one is watched (the generator's sequence); larger batches pass through.
+    std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
+                                      Introspection* introspection) override;
+    int slot_count() const override { return inner_.slot_count(); }
+    void set_slot_count(int count) override { inner_.set_slot_count(count); }
+    void reset(int slot = 0) override;
+    RecurrentState snapshot(int slot = 0) const override { return inner_.snapshot(slot); }
+    void restore(const RecurrentState& state, int slot = 0) override;
+
+private:
+    Backend& inner_;
+    Observer observer_;
+    int64_t position_ = 0;  // tokens the inner backend's state has consumed
+};
+
+}  // namespace retnet

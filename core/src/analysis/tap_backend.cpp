@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "retnet/analysis_tap.h"
+
+#include <algorithm>
+
+namespace retnet {
+
+TapBackend::TapBackend(Backend& inner, Observer observer) : inner_(inner), observer_(std::move(observer)) {}
+
+std::vector<Tensor> TapBackend::forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
+                                              Introspection* introspection) {
+    if (batch.size() != 1) return inner_.forward_batch(batch, options, introspection);
+    Introspection local;
+    Introspection* probe = introspection ? introspection : &local;
+    probe->want_state_norms = true;
+    SequenceRequest all = batch[0];
+    all.logits = LogitRows::All;  // the observer sees every row (the prompt's candidates)
+    Tensor logits = std::move(inner_.forward_batch({&all, 1}, options, probe).front());
+    const int64_t first = position_;
+    position_ += int64_t(all.tokens.size());
+    if (observer_) observer_(first, logits, probe->state_norms);
+    if (batch[0].logits == LogitRows::All) return {std::move(logits)};
+    const int64_t V = logits.dim(1), rows = batch[0].logits == LogitRows::Last ? 1 : 0;
+    Tensor out({rows, V});
+    std::copy(logits.data.end() - rows * V, logits.data.end(), out.data.begin());
+    return {std::move(out)};
+}
+
+void TapBackend::reset(int slot) {
+    inner_.reset(slot);
+    position_ = 0;
+}
+
+void TapBackend::restore(const RecurrentState& state, int slot) {
+    inner_.restore(state, slot);
+    position_ = state.position;
+}
+
+}  // namespace retnet
