@@ -3,12 +3,13 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 
 #include "retnet/error.h"
 
 namespace retnet::cli {
 
-Args::Args(std::vector<std::string> argv, std::set<std::string> flags) {
+Args::Args(std::vector<std::string> argv, std::set<std::string> flags) : flags_(flags) {
     for (size_t i = 0; i < argv.size(); ++i) {
         const std::string& arg = argv[i];
         if (arg.size() < 3 || arg.rfind("--", 0) != 0)
@@ -18,7 +19,7 @@ Args::Args(std::vector<std::string> argv, std::set<std::string> flags) {
             value = name.substr(eq + 1);
             name = name.substr(0, eq);
         } else if (flags.count(name)) {
-            value = "1";
+            value = "true";
         } else {
             if (i + 1 >= argv.size()) throw Error("option --" + name + " needs a value");
             value = argv[++i];
@@ -29,7 +30,17 @@ Args::Args(std::vector<std::string> argv, std::set<std::string> flags) {
     }
 }
 
-bool Args::has(const std::string& name) { return get(name).has_value(); }
+bool Args::has(const std::string& name) {
+    const auto v = get(name);
+    if (!v) return false;
+    if (!flags_.count(name)) return true;  // an option with a value: present
+    // A flag given a value: a real boolean, so that --greedy=0 turns it off.
+    for (const char* yes : {"1", "true", "yes", "on"})
+        if (*v == yes) return true;
+    for (const char* no : {"0", "false", "no", "off"})
+        if (*v == no) return false;
+    throw Error("option --" + name + " is a flag: give it alone, or =true / =false, not '" + *v + "'");
+}
 
 std::optional<std::string> Args::get(const std::string& name) {
     consumed_.insert(name);
@@ -61,6 +72,14 @@ int64_t Args::get_int(const std::string& name, int64_t fallback, int64_t min, in
     return out;
 }
 
+namespace {
+std::string number(double x) {  // 1e-09, 0.95, 100: what the user would type
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", x);
+    return buf;
+}
+}  // namespace
+
 double Args::get_double(const std::string& name, double fallback, double min, double max) {
     auto v = get(name);
     if (!v) return fallback;
@@ -73,8 +92,7 @@ double Args::get_double(const std::string& name, double fallback, double min, do
         throw Error("option --" + name + " expects a number, got '" + *v + "'");
     }
     if (!std::isfinite(out) || out < min || out > max)
-        throw Error("option --" + name + " must be in [" + std::to_string(min) + ", " +
-                    std::to_string(max) + "], got " + *v);
+        throw Error("option --" + name + " must be in [" + number(min) + ", " + number(max) + "], got " + *v);
     return out;
 }
 

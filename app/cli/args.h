@@ -28,6 +28,7 @@ public:
 private:
     std::vector<std::pair<std::string, std::string>> values_;  // name (without --), value
     std::set<std::string> consumed_;
+    std::set<std::string> flags_;
 };
 
 // "5,17,933" -> {5, 17, 933}; throws on anything else.

@@ -141,9 +141,11 @@ int run_generate(const std::vector<std::string>& argv) {
             std::printf("%s%d", first_id ? "" : " ", e.id);
             first_id = false;
         }
-        std::fflush(stdout);
+        // A reader that has gone (`| head`) or a full disk: stop generating what nobody receives.
+        if (stdout_error() != 0) interrupt.flag().store(true);
     };
     const GenerationResult result = generator.generate(prompt, params, on_token, &interrupt.flag());
+    check_stdout();  // throws for a failed write, before any summary
 
     const GenerationStats& s = result.stats;
     if (json) {
