@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "args.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -97,8 +98,37 @@ double Args::get_double(const std::string& name, double fallback, double min, do
 }
 
 void Args::finish() const {
-    for (const auto& [n, v] : values_)
-        if (!consumed_.count(n)) throw Error("unknown option --" + n);
+    for (const auto& [n, v] : values_) {
+        if (consumed_.count(n)) continue;
+        const std::string near = closest_match(n, {consumed_.begin(), consumed_.end()});
+        throw Error("unknown option --" + n + (near.empty() ? "" : " (did you mean --" + near + "?)"));
+    }
+}
+
+std::string closest_match(const std::string& word, const std::vector<std::string>& candidates) {
+    std::string best;
+    size_t best_distance = 3;
+    for (const std::string& c : candidates) {
+        // Levenshtein distance, one row at a time.
+        std::vector<size_t> row(c.size() + 1);
+        for (size_t j = 0; j <= c.size(); ++j) row[j] = j;
+        for (size_t i = 1; i <= word.size(); ++i) {
+            size_t diagonal = row[0];
+            row[0] = i;
+            for (size_t j = 1; j <= c.size(); ++j) {
+                const size_t up = row[j];
+                row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (word[i - 1] == c[j - 1] ? 0 : 1)});
+                diagonal = up;
+            }
+        }
+        const bool prefix = word.size() >= 3 && c.rfind(word, 0) == 0;
+        const size_t distance = prefix ? 1 : row[c.size()];
+        if (distance < best_distance) {
+            best_distance = distance;
+            best = c;
+        }
+    }
+    return best;
 }
 
 std::vector<int32_t> parse_token_list(const std::string& text) {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <exception>
 
+#include "args.h"
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
@@ -109,7 +110,10 @@ int main(int argc, char** argv) {
     }
     for (const auto& command : retnet::cli::command_table())
         if (command.name == name) return run_guarded(command, args);
-    std::fprintf(stderr, "retnet: unknown command '%s'\n", retnet::Error(name).what());
-    print_usage(stderr);
+    std::vector<std::string> names;
+    for (const auto& command : retnet::cli::command_table()) names.push_back(command.name);
+    const std::string near = retnet::cli::closest_match(name, names);
+    std::fprintf(stderr, "retnet: unknown command '%s'%s (retnet --help lists the commands)\n",
+                 retnet::Error(name).what(), near.empty() ? "" : (" (did you mean '" + near + "'?)").c_str());
     return 2;
 }

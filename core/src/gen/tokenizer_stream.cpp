@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -53,9 +54,12 @@ TextScan scan_text_file(const std::string& path, double tail, const std::atomic<
                 while (p > 0 && text.size() - p < 4 && is_continuation(text[p - 1])) --p;
                 if (p > 0 && (static_cast<unsigned char>(text[p - 1]) & 0xC0) == 0xC0) end = p - 1;
             }
-            // The offset check_utf8 names counts from the block, which starts at this byte of the file.
-            check_utf8(std::string_view(text).substr(0, end),
-                       path + " (from byte " + std::to_string(scan.bytes - carry.size()) + ")");
+            if (const auto bad = find_invalid_utf8(std::string_view(text).substr(0, end))) {
+                char byte[8];
+                std::snprintf(byte, sizeof byte, "0x%02X", static_cast<unsigned char>(text[*bad]));
+                throw Error(path + ": invalid UTF-8 at byte offset " + std::to_string(scan.bytes - carry.size() + *bad) +
+                            " (byte " + byte + ")");
+            }
             for (size_t i = 0; i < end; ++i) scan.characters += !is_continuation(text[i]);
             scan.bytes += static_cast<uint64_t>(in.gcount());
             carry = text.substr(end);
