@@ -94,13 +94,20 @@ int main(int argc, char** argv) {
     retnet::register_cuda_backend();  // registers "cuda"; it reports a missing GPU when used
     retnet::cuda::register_cuda_trainer();  // `retnet train --device cuda|cuda-tf32|cuda-bf16`
 #endif
-    if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-        print_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
     }
-    if (std::string(argv[1]) == "--version") {
-        std::printf("retnet %s\n", RETNET_VERSION);
-        return std::fflush(stdout) == 0 ? 0 : 1;
+    const std::string first = argv[1];
+    if (first == "--help" || first == "-h" || first == "--version") {
+        if (first == "--version") std::printf("retnet %s\n", RETNET_VERSION);
+        else print_usage(stdout);
+        if (const int error = retnet::cli::stdout_error()) {
+            if (error == EPIPE) return 141;
+            std::fprintf(stderr, "retnet: error: cannot write to standard output (%s)\n", std::strerror(error));
+            return 1;
+        }
+        return 0;
     }
     std::string name = argv[1];
     std::vector<std::string> args(argv + 2, argv + argc);
