@@ -10,8 +10,18 @@
 
 namespace retnet::cli {
 
+namespace {
+// llama.cpp's short forms, where they mean the same here.
+const std::pair<const char*, const char*> kAliases[] = {{"-m", "--model"},       {"-p", "--prompt"},
+                                                        {"-n", "--max-new-tokens"}, {"-f", "--prompt-file"},
+                                                        {"-s", "--seed"},        {"--temp", "--temperature"}};
+}  // namespace
+
 Args::Args(std::vector<std::string> argv, std::set<std::string> flags) : flags_(flags) {
     for (size_t i = 0; i < argv.size(); ++i) {
+        for (const auto& [alias, name] : kAliases)
+            if (argv[i] == alias || argv[i].rfind(std::string(alias) + "=", 0) == 0)
+                argv[i] = name + argv[i].substr(std::string(alias).size());
         const std::string& arg = argv[i];
         if (arg.size() < 3 || arg.rfind("--", 0) != 0)
             throw Error("unexpected argument '" + arg + "' (options look like --name value)");

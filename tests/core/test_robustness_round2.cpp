@@ -162,7 +162,7 @@ TEST(RobustMemory, LargeTextEvaluatesUnderAMemoryCapAndCancels) {
     }
     RunningRetnet run({"eval", "--model", (dir / "model").string(), "--text", (dir / "big.txt").string(), "--window",
                        "64", "--threads", "1"},
-                      ChildSetup{"", 1536L << 20});  // 24 MB of text needed about 6 GB before
+                      ChildSetup{"", "", 1536L << 20});  // 24 MB of text needed about 6 GB before
     ASSERT_TRUE(run.wait_for_stderr("eval:", 90)) << "no progress under a 1.5 GiB cap";
     run.send(SIGINT);
     const CliResult r = run.finish(30);
@@ -384,7 +384,7 @@ TEST(RobustStdout, AFullStdoutIsAnErrorNotExitZero) {
         {"inspect", "--model", m, "--tokens", "1,5,6", "--json"},
     };
     for (const auto& args : cases) {
-        const CliResult r = run_retnet(args, 60, 0, ChildSetup{"/dev/full", 0});
+        const CliResult r = run_retnet(args, 60, 0, ChildSetup{"/dev/full", "", 0});
         EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
         EXPECT_EQ(r.err_lines(), 1) << args[0] << ": " << r.err;
         EXPECT_NE(r.err.find("cannot write to standard output (No space left on device)"), std::string::npos)
@@ -484,6 +484,32 @@ TEST(RobustOptions2, BooleansAndNumbersAreReadStrictly) {
     r = run_retnet({"--version"});
     EXPECT_EQ(r.exit_code, 0);
     EXPECT_EQ(r.out.rfind("retnet ", 0), 0u) << r.out;
+}
+
+// llama.cpp's short forms, a random seed that is printed, prompts from a file or standard input.
+TEST(RobustOptions2, ShortFormsRandomSeedAndPromptFiles) {
+    ScratchDir dir("opts_short");
+    write_small_model(dir / "model");
+    const std::string m = (dir / "model").string();
+    const CliResult longs = run_retnet({"generate", "--model", m, "--prompt", "to be", "--max-new-tokens", "6",
+                                        "--temperature", "0", "--seed", "3", "--ignore-eos"});
+    ASSERT_EQ(longs.exit_code, 0) << longs.err;
+    const CliResult shorts = run_retnet({"generate", "-m", m, "-p", "to be", "-n", "6", "--temp", "0", "-s", "3", "--ignore-eos"});
+    EXPECT_EQ(shorts.exit_code, 0) << shorts.err;
+    EXPECT_EQ(shorts.out, longs.out);
+    spit(dir / "prompt.txt", "to be");
+    const CliResult file = run_retnet({"generate", "-m", m, "-f", (dir / "prompt.txt").string(), "-n", "6", "--temp", "0",
+                                       "--ignore-eos"});
+    EXPECT_EQ(file.out, longs.out) << file.err;
+    const CliResult piped = run_retnet({"generate", "-m", m, "--prompt-file", "-", "-n", "6", "--temp", "0", "--ignore-eos"},
+                                       60, 0, ChildSetup{"", (dir / "prompt.txt").string(), 0});
+    EXPECT_EQ(piped.out, longs.out) << piped.err;
+    const CliResult both = run_retnet({"generate", "-m", m, "-p", "a", "-f", (dir / "prompt.txt").string()});
+    EXPECT_EQ(both.exit_code, 1);
+    EXPECT_NE(both.err.find("either --prompt or --prompt-file"), std::string::npos) << both.err;
+    const CliResult random = run_retnet({"generate", "-m", m, "-p", "a", "-n", "2", "--seed", "-1"});
+    EXPECT_EQ(random.exit_code, 0) << random.err;
+    EXPECT_NE(random.err.find("retnet generate: seed "), std::string::npos) << random.err;
 }
 
 }  // namespace

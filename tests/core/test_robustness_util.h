@@ -72,6 +72,7 @@ struct CliResult {
 // has no more memory.
 struct ChildSetup {
     std::string stdout_path;
+    std::string stdin_path;  // "" = /dev/null
     long address_space_limit = 0;
 };
 
@@ -111,7 +112,7 @@ inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s 
     argv.push_back(nullptr);
     const pid_t pid = ::fork();
     if (pid == 0) {
-        const int in_fd = ::open("/dev/null", O_RDONLY);
+        const int in_fd = ::open(setup.stdin_path.empty() ? "/dev/null" : setup.stdin_path.c_str(), O_RDONLY);
         const int out_fd = setup.stdout_path.empty() ? ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644)
                                                      : ::open(setup.stdout_path.c_str(), O_WRONLY);
         const int err_fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
