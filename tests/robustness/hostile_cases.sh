@@ -176,6 +176,14 @@ check 0 10 "generate --help" "=--max-new-tokens" generate --help
 check 0 10 "generate -h" "=--prompt" generate -h
 check 0 10 "help train" "=--resume" help train
 check 0 10 "--version" "=retnet " --version
+check 0 30 "short forms" -- generate -m "$M" -p hi -n 3 --temp 0 -s 4
+check 0 30 "--seed -1" "=retnet generate: seed " generate -m "$M" -p hi -n 3 --seed -1
+printf 'to be or not' >"$W/prompt.txt"
+check 0 30 "--prompt-file" -- generate -m "$M" -f "$W/prompt.txt" -n 3
+check 1 10 "--prompt-file a FIFO" "=is a FIFO" generate -m "$M" -f "$W/fifo" -n 3
+check 1 10 "--prompt-file missing" "=cannot open" generate -m "$M" -f "$W/nope.txt" -n 3
+check 1 10 "--prompt and --prompt-file" "=not both" generate -m "$M" -p a -f "$W/prompt.txt"
+check 1 10 "--seed -2" "=must be in" generate -m "$M" -p a --seed -2
 check 1 10 "token id out of range" -- logits --model "$M" --tokens 1,400 --out "$W/x.npy"
 check 1 10 "negative token id" -- logits --model "$M" --tokens 1,-1 --out "$W/x.npy"
 check 1 10 "empty token list item" -- logits --model "$M" --tokens 1,,2 --out "$W/x.npy"
