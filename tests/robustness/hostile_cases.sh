@@ -141,8 +141,8 @@ pipe generate --model "$M" --prompt hi --max-new-tokens 100000 --ignore-eos --js
 check 0 120 "train --out with newline and ESC" -- "${TRAIN[@]}" --out "$W/r"$'\n\x1b[2J' --steps 1
 check 1 20 "--top-p 0" "=1e-09" generate --model "$M" --prompt a --top-p 0
 grep -q "1e-09" "$W/err" || echo "FAIL: --top-p 0 message: $(cat "$W/err")"
-cp -r "$M" "$W/m-act"; python3 -c "
-import json,sys; p=sys.argv[1]; c=json.load(open(p)); c['hidden_act']='x'*1000000; json.dump(c,open(p,'w'))" "$W/m-act/config.json"
+cp -r "$M" "$W/m-act"
+{ head -c -1 "$W/small.json"; printf ', "hidden_act": "'; head -c 1000000 /dev/zero | tr '\0' x; printf '"}'; } >"$W/m-act/config.json"
 check 1 20 "1 MB hidden_act" "=bytes cut" info --model "$W/m-act"
 [ "$(wc -c <"$W/err")" -lt 5000 ] || echo "FAIL: 1 MB value echoed whole"
 check 1 60 "char tokenizer too small" "=at least" tokenizer train --text "$W/text.txt" --type char --vocab-size 64 --out "$W/tk"
