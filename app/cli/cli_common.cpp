@@ -53,6 +53,7 @@ Interventions interventions_option(Args& args) {
 
 std::shared_ptr<const Model> load_model_edited(Args& args, const std::string& dir) {
     const Interventions edits = interventions_option(args);
+    check_model_memory(dir, edits.empty() ? 1 : 2);  // an edited model is a second copy
     Model model = load_model(dir);
     if (edits.empty()) return std::make_shared<const Model>(std::move(model));
     auto edited = std::make_shared<const Model>(apply_interventions(model, edits));
@@ -99,6 +100,14 @@ uint64_t estimated_weight_bytes(const ModelConfig& c) {
                                                saturating_product({3, d, static_cast<uint64_t>(c.ffn_dim)})});
     return saturating_product({4, saturating_sum({saturating_product({2, static_cast<uint64_t>(c.vocab_size), d}),
                                                   saturating_product({static_cast<uint64_t>(c.n_layers), per_layer})})});
+}
+
+void check_model_memory(const std::string& dir, uint64_t copies) {
+    const fs::path config = fs::path(dir) / "config.json";
+    std::error_code ec;
+    if (!fs::is_regular_file(config, ec)) return;  // load_model says what is missing
+    check_memory(saturating_product({copies, estimated_weight_bytes(load_config(config.string()))}),
+                 "the weights of " + dir);
 }
 
 std::string shown(const std::string& text) { return Error(text).what(); }

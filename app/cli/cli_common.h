@@ -57,6 +57,10 @@ void check_forward_memory(const ModelConfig& config, int64_t T, Form form, int c
 // projections and FFN of every layer), before anything is allocated.
 uint64_t estimated_weight_bytes(const ModelConfig& config);
 
+// Refuses a model directory whose float32 weights (times `copies`) would pass the memory limit,
+// from its config.json alone, before any weight is read.
+void check_model_memory(const std::string& dir, uint64_t copies = 1);
+
 // Text from a user (a path, a value) fit to print in one line: control characters escaped, long
 // text cut in the middle (as in retnet::Error).
 std::string shown(const std::string& text);

@@ -79,6 +79,7 @@ int run_eval(const std::vector<std::string>& argv) {
         check_forward_memory(backend->model().config, int64_t(window) * 8, Form::Chunkwise, window, "8 windows of --window " + std::to_string(window));
         r = train::evaluate_file(train::backend_batch_loss(*backend), tokenizer, part, window, 8, eval_progress(interrupt));
     } else {
+        check_model_memory(model_dir, 2);  // the model and its flattened parameters
         const train::LoadedWeights w = train::load_trained_weights(model_dir);
         check_forward_memory(w.config, int64_t(window) * 8, Form::Chunkwise, window, "8 windows of --window " + std::to_string(window));
         const train::BatchLoss loss = [&w](const train::BatchView& view) {

@@ -192,6 +192,7 @@ TEST(RobustMemory, HugeAllocationsAreRefusedUpFrontWithSizeAndLimit) {
          "--max-memory", "64M"},
         {"compare", "--model", (dir / "model").string(), "--tokens", many, "--max-memory=256M"},
         {"bench", "--model", (dir / "model").string(), "--lengths", "1000000"},
+        {"info", "--model", (dir / "model").string(), "--max-memory", "16K"},  // the weights, from config.json
     };
     for (const auto& args : cases) {
         const auto start = std::chrono::steady_clock::now();

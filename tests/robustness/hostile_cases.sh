@@ -78,6 +78,8 @@ check 1 30 "logits 16k tokens, 64M cap" "=more than the memory limit of" logits 
 check 1 30 "compare 16k tokens, 256M cap" "=more than the memory limit of" compare --model "$M" --tokens "$T16K" --max-memory=256M
 check 1 30 "bench --lengths 1000000" "=more than the memory limit of" bench --model "$M" --lengths 1000000
 check 1 30 "eval --window 1048576 under 1G" "=more than the memory limit of" eval --model "$M" --text "$W/text.txt" --window 1048576 --max-memory 1G
+check 1 10 "a model larger than --max-memory" "=the weights of" info --model "$M" --max-memory 16K
+check 1 30 "convert a model larger than --max-memory" "=the weights of" convert --model "$M" --out "$W/cv" --max-memory 16K
 check 1 10 "--max-memory junk" "=expects a size" info --model "$M" --max-memory 12abc
 check 1 10 "--max-memory without value" -- info --model "$M" --max-memory
 check 0 120 "eval of a tail" -- eval --model "$M" --text "$W/text.txt" --tail 0.05 --threads 1
