@@ -8,9 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "args.h"
 #include "cli_common.h"
@@ -21,7 +19,6 @@
 #include "retnet/train.h"
 #include "retnet/train_ops.h"
 #include "retnet/trainer.h"
-#include "retnet/utf8.h"
 
 namespace retnet::cli {
 namespace {

@@ -20,8 +20,4 @@ std::string read_regular_file(const std::string& path, uint64_t max_bytes = uint
 // a device or FIFO written in place, "-" is stdout): see core/src/io/atomic_file.h.
 void write_file_atomically(const std::string& path, const std::string& bytes);
 
-// What stands at `path`, for messages: "a directory", "a FIFO (named pipe)", "a character device",
-// "a regular file", … ; "" when nothing does.
-std::string describe_file_type(const std::string& path);
-
 }  // namespace retnet

@@ -34,12 +34,6 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
     file.commit();
 }
 
-std::string describe_file_type(const std::string& path) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) return "";
-    return type_name(st.st_mode);
-}
-
 void require_regular_file(const std::string& path) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0) {
