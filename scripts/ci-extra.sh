@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 BUILD=${RETNET_SANITIZE_BUILD:-build-sanitize}
 FUZZ_SECONDS=${RETNET_FUZZ_SECONDS:-60}
 JOBS=${RETNET_CI_JOBS:-$(nproc)}
-FUZZ_TARGETS=(safetensors config tokenizer tokenizer_model npy)
+FUZZ_TARGETS=(safetensors config tokenizer tokenizer_model npy cli_args run_metadata)
 passed=0
 failed=0
 failures=()

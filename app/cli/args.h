@@ -28,7 +28,12 @@ public:
 private:
     std::vector<std::pair<std::string, std::string>> values_;  // name (without --), value
     std::set<std::string> consumed_;
+    std::set<std::string> flags_;
 };
+
+// The candidate closest to `word` (edit distance at most 2, or a prefix), "" if none is: for
+// "unknown option --temprature (did you mean --temperature?)".
+std::string closest_match(const std::string& word, const std::vector<std::string>& candidates);
 
 // "5,17,933" -> {5, 17, 933}; throws on anything else.
 std::vector<int32_t> parse_token_list(const std::string& text);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "cli_common.h"
 
+#include <cerrno>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -9,6 +11,7 @@
 
 #include "retnet/error.h"
 #include "retnet/intervention.h"
+#include "retnet/memory_limit.h"
 
 namespace retnet::cli {
 namespace fs = std::filesystem;
@@ -50,6 +53,7 @@ Interventions interventions_option(Args& args) {
 
 std::shared_ptr<const Model> load_model_edited(Args& args, const std::string& dir) {
     const Interventions edits = interventions_option(args);
+    check_model_memory(dir, edits.empty() ? 1 : 2);  // an edited model is a second copy
     Model model = load_model(dir);
     if (edits.empty()) return std::make_shared<const Model>(std::move(model));
     auto edited = std::make_shared<const Model>(apply_interventions(model, edits));
@@ -77,6 +81,50 @@ InterruptGuard::InterruptGuard() {
 InterruptGuard::~InterruptGuard() { std::signal(SIGINT, previous_); }
 const std::atomic<bool>& InterruptGuard::flag() const { return g_interrupted; }
 std::atomic<bool>& InterruptGuard::flag() { return g_interrupted; }
+
+void check_forward_memory(const ModelConfig& c, int64_t T, Form form, int chunk, const std::string& what,
+                          uint64_t extra_bytes) {
+    const auto t = static_cast<uint64_t>(std::max<int64_t>(T, 0));
+    const uint64_t span = form == Form::Parallel ? t : form == Form::Chunkwise ? std::min<uint64_t>(t, chunk > 0 ? chunk : c.chunk_size) : 1;
+    const uint64_t per_token = static_cast<uint64_t>(c.vocab_size) + 16ull * c.d_model + 4ull * c.ffn_dim +
+                               2ull * c.key_dim + 2ull * c.value_dim;
+    check_memory(saturating_sum({saturating_product({t, span, static_cast<uint64_t>(c.n_heads), 4}),
+                                 saturating_product({t, per_token, 4}), extra_bytes}),
+                 what);
+}
+
+uint64_t estimated_weight_bytes(const ModelConfig& c) {
+    const auto d = static_cast<uint64_t>(c.d_model);
+    const uint64_t per_layer = saturating_sum({saturating_product({d, 2ull * c.key_dim + 2ull * c.value_dim}),
+                                               saturating_product({static_cast<uint64_t>(c.value_dim), d}),
+                                               saturating_product({3, d, static_cast<uint64_t>(c.ffn_dim)})});
+    return saturating_product({4, saturating_sum({saturating_product({2, static_cast<uint64_t>(c.vocab_size), d}),
+                                                  saturating_product({static_cast<uint64_t>(c.n_layers), per_layer})})});
+}
+
+void check_model_memory(const std::string& dir, uint64_t copies) {
+    const fs::path config = fs::path(dir) / "config.json";
+    std::error_code ec;
+    if (!fs::is_regular_file(config, ec)) return;  // load_model says what is missing
+    check_memory(saturating_product({copies, estimated_weight_bytes(load_config(config.string()))}),
+                 "the weights of " + dir);
+}
+
+std::string shown(const std::string& text) { return Error(text).what(); }
+
+int stdout_error() {
+    static int first_error = 0;  // the reason of the first failure; later flushes may not repeat it
+    if (first_error != 0) return first_error;
+    errno = 0;
+    const bool flushed = std::fflush(stdout) == 0;
+    if (flushed && !std::ferror(stdout)) return 0;
+    first_error = errno != 0 ? errno : EIO;
+    return first_error;
+}
+
+void check_stdout() {
+    if (const int error = stdout_error()) throw StdoutFailed{error};
+}
 
 std::vector<int32_t> tokens_option(Args& args) { return parse_token_list(args.require("tokens")); }
 

@@ -46,6 +46,36 @@ private:
     void (*previous_)(int);
 };
 
+// Refuses (retnet::Error naming `what`, the size and the limit) a forward pass over T tokens whose
+// working memory would pass the memory limit (retnet/memory_limit.h): logits (T, V), activations
+// (T, d) per layer, and the retention scores (T, T) per head that the parallel form holds
+// (chunkwise: (T, chunk)), plus `extra_bytes` the caller keeps besides (inspect's JSON).
+void check_forward_memory(const ModelConfig& config, int64_t T, Form form, int chunk, const std::string& what,
+                          uint64_t extra_bytes = 0);
+
+// About how many bytes a model of `config` takes as float32 weights (embedding, output matrix,
+// projections and FFN of every layer), before anything is allocated.
+uint64_t estimated_weight_bytes(const ModelConfig& config);
+
+// Refuses a model directory whose float32 weights (times `copies`) would pass the memory limit,
+// from its config.json alone, before any weight is read.
+void check_model_memory(const std::string& dir, uint64_t copies = 1);
+
+// Text from a user (a path, a value) fit to print in one line: control characters escaped, long
+// text cut in the middle (as in retnet::Error).
+std::string shown(const std::string& text);
+
+// Standard output could not be written: a closed pipe (`retnet generate | head`) or a full disk.
+// main() exits quietly with 141 for the pipe (what a shell reports for a tool ended by SIGPIPE)
+// and with one line and 1 otherwise.
+struct StdoutFailed {
+    int error;  // errno of the failed write or flush
+};
+// Flushes stdout; throws StdoutFailed when that or any earlier write to it failed.
+void check_stdout();
+// The same without throwing: 0, or the errno of the failure.
+int stdout_error();
+
 // --tokens 5,17,933 (required unless `optional`).
 std::vector<int32_t> tokens_option(Args& args);
 

@@ -30,18 +30,16 @@ double time_ms(Backend& b, std::span<const int32_t> tokens, const ForwardOptions
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Strictly "64,256,1024": "1e9" or "12abc" are refused, not read as 1 or 12.
 std::vector<int> parse_lengths(const std::string& text) {
     std::vector<int> out;
-    std::stringstream ss(text);
-    std::string item;
-    while (std::getline(ss, item, ',')) {
-        try {
-            out.push_back(std::stoi(item));
-        } catch (const std::exception&) {
-            throw Error("--lengths expects comma-separated integers, got '" + text + "'");
-        }
-        if (out.back() < 1) throw Error("--lengths must be positive");
+    try {
+        for (const int32_t T : parse_token_list(text)) out.push_back(T);
+    } catch (const Error&) {
+        throw Error("--lengths expects comma-separated integers, got '" + text + "'");
     }
+    for (const int T : out)
+        if (T < 1) throw Error("--lengths must be positive, got " + std::to_string(T));
     return out;
 }
 
@@ -55,6 +53,8 @@ int run_bench(const std::vector<std::string>& argv) {
     auto model = load_model_option(args);
     auto backend = make_backend_option(args, model);
     args.finish();
+    const int longest = *std::max_element(lengths.begin(), lengths.end());
+    check_forward_memory(model->config, longest, Form::Parallel, 0, "the parallel form at T = " + std::to_string(longest));
 
     std::mt19937 rng(1);
     std::uniform_int_distribution<int32_t> pick(0, model->config.vocab_size - 1);

@@ -6,6 +6,7 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/memory_limit.h"
 #include "retnet/equivalence.h"
 
 namespace retnet::cli {
@@ -35,6 +36,11 @@ int run_compare(const std::vector<std::string>& argv) {
     auto model = load_model_option(args);
     auto backend = make_backend_option(args, model);
     args.finish();
+    const auto t = static_cast<uint64_t>(tokens.size());  // three forms' logits and layer outputs side by side
+    check_forward_memory(model->config, static_cast<int64_t>(t), Form::Parallel, 0,
+                         "comparing the forms on " + std::to_string(t) + " tokens",
+                         saturating_product({3, t, static_cast<uint64_t>(model->config.vocab_size) +
+                                                       static_cast<uint64_t>(model->config.n_layers) * model->config.d_model, 4}));
 
     const EquivalenceReport report = compare_forms(*backend, tokens, options);
     if (json) {

@@ -8,7 +8,9 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
+#include "retnet/files.h"
 #include "retnet/safetensors.h"
+#include "retnet/tokenizer.h"
 
 namespace retnet::cli {
 namespace {
@@ -29,16 +31,27 @@ int run_convert(const std::vector<std::string>& argv) {
     if (fs::exists(out_dir) && fs::equivalent(model_dir, out_dir, ec))
         throw Error("--out " + out_dir + " is the model directory itself; choose another one");
 
+    check_model_memory(model_dir, 2);  // the weights, and their bytes as they are written
     const Model model = load_model(model_dir);
-    save_model(model, out_dir, dtype);
+    // The files that come along are read (and the tokenizer checked) before anything is written, so
+    // an unreadable one cannot leave a half-written output directory.
+    std::vector<std::pair<std::string, std::string>> extras;  // name, bytes
     for (const char* extra : {"tokenizer.model", "training.json"}) {
         const fs::path from = fs::path(model_dir) / extra;
-        if (!fs::exists(from)) continue;
-        fs::copy_file(from, fs::path(out_dir) / extra, fs::copy_options::overwrite_existing, ec);
-        if (ec) throw Error((fs::path(out_dir) / extra).string() + ": cannot copy: " + ec.message());
+        if (!fs::exists(fs::symlink_status(from, ec))) continue;
+        extras.emplace_back(extra, read_regular_file(from.string()));
+        if (extras.back().first == "tokenizer.model") Tokenizer::from_serialized(extras.back().second, from.string());
+    }
+    const bool created = !fs::exists(fs::symlink_status(out_dir, ec));
+    try {
+        save_model(model, out_dir, dtype);
+        for (const auto& [name, bytes] : extras) write_file_atomically((fs::path(out_dir) / name).string(), bytes);
+    } catch (...) {
+        if (created) fs::remove_all(out_dir, ec);  // nothing half-written stays behind
+        throw;
     }
     const auto bytes = fs::file_size(fs::path(out_dir) / "model.safetensors");
-    std::printf("wrote %s (%s weights, model.safetensors %.2f MB)\n", out_dir.c_str(), dtype_name.c_str(),
+    std::printf("wrote %s (%s weights, model.safetensors %.2f MB)\n", shown(out_dir).c_str(), dtype_name.c_str(),
                 static_cast<double>(bytes) / 1e6);
     return 0;
 }

@@ -8,27 +8,28 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "args.h"
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
 #include "retnet/cpu_ops.h"
+#include "retnet/eval_stream.h"
+#include "retnet/text_stream.h"
+#include "retnet/train.h"
 #include "retnet/trainer.h"
-#include "retnet/utf8.h"
 
 namespace retnet::cli {
 namespace {
 
-// Progress on stderr: one updating line on a terminal, a line per tenth otherwise. Ctrl-C
+// Progress on stderr: one updating line on a terminal, a line at the start and per tenth otherwise
+// (the total is an estimate while the text streams in). Ctrl-C
 // cancels (the evaluation throws retnet::Cancelled, the command exits with 130).
 train::EvalProgress eval_progress(const InterruptGuard& interrupt) {
     const bool terminal = ::isatty(::fileno(stderr)) != 0;
     const auto start = std::chrono::steady_clock::now();
-    return [=, &interrupt, last_tenth = int64_t{0}](int64_t done, int64_t total) mutable {
+    return [=, &interrupt, last_tenth = int64_t{-1}](int64_t done, int64_t total) mutable {
         if (interrupt.raised()) return false;
         const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         const double eta = done > 0 ? elapsed * static_cast<double>(total - done) / static_cast<double>(done) : 0.0;
@@ -63,25 +64,27 @@ int run_eval(const std::vector<std::string>& argv) {
 
     const std::string tok_path = (std::filesystem::path(model_dir) / "tokenizer.model").string();
     const Tokenizer tokenizer = Tokenizer::load(tok_path);
-    std::ifstream in(text_path, std::ios::binary);
-    if (!in) throw Error(text_path + ": cannot open");
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    const std::string text = buffer.str();
-    check_utf8(text, text_path);
-    const std::string_view part = tail < 1.0 ? train::split_tail(text, tail).second : std::string_view(text);
+    // The text is read twice in blocks (checked and counted, then tokenized as it is evaluated), never
+    // whole: a text of any size evaluates in the memory of one block and one batch of windows.
     InterruptGuard interrupt;
+    const TextScan scan = scan_text_file(text_path, tail, &interrupt.flag());
+    const train::TextFileSpan part{text_path, scan.tail_begin, scan.tail_characters};
     train::EvalResult r;
     if (stream) {
-        r = train::evaluate_text_streaming(*backend, tokenizer, part, 1024, eval_progress(interrupt));
+        r = train::evaluate_file_streaming(*backend, tokenizer, part, 1024, eval_progress(interrupt));
     } else if (edited) {
-        r = train::evaluate_text(train::backend_batch_loss(*backend), tokenizer, part, window, 8, eval_progress(interrupt));
+        check_forward_memory(backend->model().config, int64_t(window) * 8, Form::Chunkwise, window, "8 windows of --window " + std::to_string(window));
+        r = train::evaluate_file(train::backend_batch_loss(*backend), tokenizer, part, window, 8, eval_progress(interrupt));
     } else {
+        check_model_memory(model_dir, 2);  // the model and its flattened parameters
         const train::LoadedWeights w = train::load_trained_weights(model_dir);
-        r = train::evaluate_text(w.config, w.layout, w.params.data(), tokenizer, part, window, 8,
-                                 eval_progress(interrupt));
+        check_forward_memory(w.config, int64_t(window) * 8, Form::Chunkwise, window, "8 windows of --window " + std::to_string(window));
+        const train::BatchLoss loss = [&w](const train::BatchView& view) {
+            return train::loss_and_gradient<float>(w.config, w.layout, w.params.data(), view, nullptr);
+        };
+        r = train::evaluate_file(loss, tokenizer, part, window, 8, eval_progress(interrupt));
     }
-    std::printf("text            %s (%s)\n", text_path.c_str(),
+    std::printf("text            %s (%s)\n", shown(text_path).c_str(),
                 tail < 1.0 ? ("last " + std::to_string(tail * 100).substr(0, 5) + "% of the characters").c_str()
                            : "whole file");
     if (stream)

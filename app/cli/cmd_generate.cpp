@@ -3,12 +3,15 @@
 // as it is produced (or one JSON object per token), then a one-line summary on stderr.
 #include <cstdio>
 #include <filesystem>
+#include <optional>
+#include <random>
 
 #include <nlohmann/json.hpp>
 
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
+#include "retnet/files.h"
 #include "retnet/generate.h"
 
 namespace retnet::cli {
@@ -56,6 +59,24 @@ std::string printable(const std::string& text) {
     return out;
 }
 
+// --prompt TEXT, or --prompt-file FILE ("-": standard input), for prompts too long for a command line.
+std::optional<std::string> prompt_option(Args& args) {
+    const auto text = args.get("prompt");
+    const auto file = args.get("prompt-file");
+    if (text && file) throw Error("give either --prompt or --prompt-file, not both");
+    if (!file) return text;
+    constexpr size_t kMaxPromptBytes = size_t(64) << 20;
+    if (*file != "-") return read_regular_file(*file, kMaxPromptBytes);
+    std::string prompt;
+    char buffer[65536];
+    while (const size_t n = std::fread(buffer, 1, sizeof buffer, stdin)) {
+        prompt.append(buffer, n);
+        if (prompt.size() > kMaxPromptBytes) throw Error("--prompt-file -: standard input holds more than 64 MiB");
+    }
+    if (std::ferror(stdin)) throw Error("--prompt-file -: cannot read standard input");
+    return prompt;
+}
+
 std::string resolve_model_dir(Args& args) {
     if (auto dir = args.get("model")) return *dir;
     std::string dir = default_model_dir();
@@ -85,9 +106,9 @@ int run_generate(const std::vector<std::string>& argv) {
     Args args(argv, {"json", "greedy", "no-bos", "ignore-eos"});
     const bool json = args.has("json");
     const std::string model_dir = resolve_model_dir(args);
-    const auto prompt_text = args.get("prompt");
+    const auto prompt_text = prompt_option(args);
     const auto token_list = args.get("tokens");
-    if (prompt_text && token_list) throw Error("give either --prompt or --tokens, not both");
+    if (prompt_text && token_list) throw Error("give either --prompt or --tokens, not both (or --prompt-file instead of --prompt)");
 
     GenerationParams params;
     params.max_new_tokens = static_cast<int>(args.get_int("max-new-tokens", 128, 0, 1 << 24));
@@ -106,7 +127,10 @@ int run_generate(const std::vector<std::string>& argv) {
     sampler.min_p = args.get_double("min-p", preset.min_p, 0.0, 1.0);
     sampler.repeat_penalty = args.get_double("repeat-penalty", preset.repeat_penalty, 1e-3, 100.0);
     sampler.repeat_last_n = static_cast<int>(args.get_int("repeat-last-n", preset.repeat_last_n, -1, 1 << 24));
-    sampler.seed = static_cast<uint64_t>(args.get_int("seed", int64_t(preset.seed), 0, INT64_MAX));
+    const int64_t seed = args.get_int("seed", static_cast<int64_t>(preset.seed), -1, INT64_MAX);
+    // -1: a random seed, printed so that the run can be repeated.
+    sampler.seed = seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}() & 0x7fffffffu;
+    if (seed < 0) std::fprintf(stderr, "retnet generate: seed %llu\n", static_cast<unsigned long long>(sampler.seed));
     if (auto stop = args.get("stop")) params.stop_strings = parse_stop_strings(*stop);
     const bool add_bos = !args.has("no-bos");
     auto model = load_model_edited(args, model_dir);
@@ -143,9 +167,11 @@ int run_generate(const std::vector<std::string>& argv) {
             std::printf("%s%d", first_id ? "" : " ", e.id);
             first_id = false;
         }
-        std::fflush(stdout);
+        // A reader that has gone (`| head`) or a full disk: stop generating what nobody receives.
+        if (stdout_error() != 0) interrupt.flag().store(true);
     };
     const GenerationResult result = generator.generate(prompt, params, on_token, &interrupt.flag());
+    check_stdout();  // throws for a failed write, before any summary
 
     const GenerationStats& s = result.stats;
     if (json) {
@@ -177,9 +203,9 @@ int run_generate(const std::vector<std::string>& argv) {
 }
 
 const Command reg("generate",
-                  "retnet generate [--model DIR] [--prompt TEXT | --tokens 1,2,3] [--max-new-tokens N] "
-                  "[--mode parallel|recurrent|chunkwise] [--chunk-size N] [--temperature T] [--greedy] [--top-k K] "
-                  "[--top-p P] [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [--seed S] [--stop STR,STR] "
+                  "retnet generate [-m|--model DIR] [-p|--prompt TEXT | -f|--prompt-file FILE|- | --tokens 1,2,3] [-n|--max-new-tokens N] "
+                  "[--mode parallel|recurrent|chunkwise] [--chunk-size N] [--temp|--temperature T] [--greedy] [--top-k K] "
+                  "[--top-p P] [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [-s|--seed S (-1: random)] [--stop STR,STR] "
                   "[--max-prompt-tokens N] [--no-bos] [--ignore-eos] [--top-n N] [--mute L.H,...] [--gamma H=G,...] [--device cpu|cuda|reference] [--json]",
                   &run_generate);
 

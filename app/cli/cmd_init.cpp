@@ -5,6 +5,7 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/memory_limit.h"
 #include "retnet/model_stats.h"
 
 namespace retnet::cli {
@@ -16,9 +17,12 @@ int run_init(const std::vector<std::string>& argv) {
     const std::string out = args.require("out");
     const auto seed = static_cast<uint64_t>(args.get_int("seed", 1, 0, INT64_MAX));
     args.finish();
-    const Model model = make_random_model(load_config(config_path), seed);
+    const ModelConfig config = load_config(config_path);
+    // The weights, and their bytes as they are written.
+    check_memory(saturating_product({2, estimated_weight_bytes(config)}), "a model of " + config_path);
+    const Model model = make_random_model(config, seed);
     save_model(model, out);
-    std::fprintf(stderr, "wrote %s: %s model, %s parameters\n", out.c_str(), family_name(model.config.family),
+    std::fprintf(stderr, "wrote %s: %s model, %s parameters\n", shown(out).c_str(), family_name(model.config.family),
                  format_count(model.parameter_count()).c_str());
     return 0;
 }

@@ -8,6 +8,7 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/memory_limit.h"
 #include "retnet/error.h"
 #include "retnet/lens.h"
 #include "retnet/retention_reach.h"
@@ -43,6 +44,15 @@ int run_inspect(const std::vector<std::string>& argv) {
     if (layer >= c.n_layers) throw Error("--layer " + std::to_string(layer) + " is out of range (model has " + std::to_string(c.n_layers) + " layers)");
     if (head >= c.n_heads) throw Error("--head " + std::to_string(head) + " is out of range (model has " + std::to_string(c.n_heads) + " heads)");
 
+    const auto n_tokens = static_cast<uint64_t>(tokens.size());
+    // One head's (T, T) scores, kept as floats, and as JSON values and text (about 72 bytes each);
+    // the logit lens keeps every layer's (T, d) stream and reads (T, V) logits from it.
+    const uint64_t kept = saturating_sum(
+        {saturating_product({n_tokens, n_tokens, json ? 76u : 4u}),
+         lens ? saturating_product({static_cast<uint64_t>(c.n_layers) + 1, n_tokens, static_cast<uint64_t>(c.d_model + c.vocab_size), 4})
+              : 0});
+    check_forward_memory(c, static_cast<int64_t>(n_tokens), options.form, options.chunk_size,
+                         "inspecting " + std::to_string(n_tokens) + " tokens" + (json ? " as JSON" : ""), kept);
     Introspection intro;
     intro.want_state_norms = true;
     intro.score_layer = layer;

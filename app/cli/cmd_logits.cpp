@@ -4,6 +4,7 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/memory_limit.h"
 #include "retnet/npy.h"
 
 namespace retnet::cli {
@@ -19,9 +20,11 @@ int run_logits(const std::vector<std::string>& argv) {
     auto model = load_model_option(args);
     auto backend = make_backend_option(args, model);
     args.finish();
+    check_forward_memory(model->config, static_cast<int64_t>(tokens.size()), options.form, options.chunk_size,
+                         "a forward pass over " + std::to_string(tokens.size()) + " tokens");
     const Tensor logits = backend->forward(tokens, options);
     write_npy(out, logits);
-    std::fprintf(stderr, "wrote %s: logits %s (%s form, %s backend)\n", out.c_str(), logits.shape_string().c_str(),
+    std::fprintf(stderr, "wrote %s: logits %s (%s form, %s backend)\n", shown(out).c_str(), logits.shape_string().c_str(),
                  form_name(options.form), backend->name().c_str());
     return 0;
 }

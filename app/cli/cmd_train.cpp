@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet train: trains an fla-layout RetNet on a text file with the CPU trainer. Ctrl-C saves a
 // checkpoint and exits; --resume continues from it exactly.
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 
 #include "args.h"
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/files.h"
+#include "retnet/memory_limit.h"
+#include "retnet/run_directory.h"
 #include "retnet/trainer.h"
 
 namespace retnet::cli {
@@ -23,8 +28,30 @@ std::string format_duration(double seconds) {
     return buf;
 }
 
+// The host memory of a run, estimated before anything is allocated: weights, gradient, AdamW's two
+// moments and the average (5 copies), and the activations the backward pass keeps for a batch,
+// retention scores included (B·H·T·span per layer, span = T, or the chunk size).
+uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o) {
+    const auto B = static_cast<uint64_t>(o.batch), T = static_cast<uint64_t>(o.seq_len);
+    const uint64_t span = o.chunk > 0 ? std::min<uint64_t>(T, static_cast<uint64_t>(o.chunk)) : T;
+    const uint64_t per_token = 2ull * c.vocab_size + static_cast<uint64_t>(c.n_layers) *
+                               (20ull * c.d_model + 4ull * c.ffn_dim + 2ull * c.key_dim + 2ull * c.value_dim);
+    return saturating_sum({saturating_product({5, estimated_weight_bytes(c)}), saturating_product({B, T, per_token, 4}),
+                           saturating_product({B, T, span, static_cast<uint64_t>(c.n_heads), static_cast<uint64_t>(c.n_layers), 4})});
+}
+
+// --resume of a run whose checkpoint is already at its last step: say so instead of a "done" line
+// with no loss.
+bool already_complete(const train::CheckpointInfo& info, const train::TrainOptions& o) {
+    const int64_t total = info.schedule_fixed ? info.total_steps : o.steps;
+    if (info.step < total) return false;
+    std::printf("the run in %s is already complete at step %lld/%lld; nothing to do (raise --steps to train further)\n",
+                shown(o.out_dir).c_str(), static_cast<long long>(info.step), static_cast<long long>(total));
+    return true;
+}
+
 int run_train(const std::vector<std::string>& argv) {
-    Args args(argv, {"resume"});
+    Args args(argv, {"resume", "overwrite"});
     train::TrainOptions o;
     o.data_path = args.require("data");
     o.config_path = args.require("config");
@@ -54,7 +81,18 @@ int run_train(const std::vector<std::string>& argv) {
     o.time_limit_s = args.get_double("time-limit", 0.0, 0.0, 1e9);
     o.threads = static_cast<int>(args.get_int("threads", 0, 0, 4096));
     o.device = args.get_or("device", "cpu");
+    const bool overwrite = args.has("overwrite");
     args.finish();
+    // Inputs that are FIFOs or directories get their own line here, never a reader that blocks.
+    for (const std::string& path : {o.data_path, o.config_path, o.tokenizer_path})
+        if (!path.empty()) require_regular_file(path);
+    check_memory(estimated_training_bytes(load_config(o.config_path), o),
+                 "training with --batch " + std::to_string(o.batch) + " --seq-len " + std::to_string(o.seq_len));
+    const train::RunDirectoryLock lock(o.out_dir);  // held until the run ends
+    std::string notice;
+    const std::optional<train::CheckpointInfo> resumed = train::prepare_run_directory(o, overwrite, &notice);
+    if (!notice.empty()) std::fprintf(stderr, "retnet train: %s\n", shown(notice).c_str());
+    if (resumed && already_complete(*resumed, o)) return 0;
 
     InterruptGuard interrupt;
     const auto on_progress = [](const train::TrainProgress& p) {
@@ -76,19 +114,19 @@ int run_train(const std::vector<std::string>& argv) {
     const train::TrainResult r = train::run_training(o, on_progress, &interrupt.flag());
     if (r.interrupted) {
         std::printf("interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
-                    static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), o.out_dir.c_str());
+                    static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());
         return 130;
     }
     std::printf("done: %lld steps in %s, last loss %.4f, best validation loss %.4f (%.4f bits/char) in %s/best\n",
                 static_cast<long long>(r.steps_done), format_duration(r.elapsed_s).c_str(), r.last_loss,
-                r.best_val_loss, r.best_val_bpc, o.out_dir.c_str());
+                r.best_val_loss, r.best_val_bpc, shown(o.out_dir).c_str());
     return 0;
 }
 
 const Command reg("train",
                   "retnet train --data FILE --config CONFIG.json --out DIR [--tokenizer MODEL] [--steps N] "
                   "[--batch B] [--seq-len T] [--lr LR] [--warmup N] [--weight-decay W] [--grad-clip C] [--dropout P] [--ema-decay D] "
-                  "[--chunk C] [--device cpu|cuda|cuda-tf32|cuda-bf16] [--eval-every N] [--save-every N] [--time-limit SECONDS] [--threads N] [--resume]",
+                  "[--chunk C] [--device cpu|cuda|cuda-tf32|cuda-bf16] [--eval-every N] [--save-every N] [--time-limit SECONDS] [--threads N] [--resume | --overwrite]",
                   &run_train);
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "retnet/error.h"
+#include "retnet/files.h"
 
 namespace retnet {
 
@@ -295,13 +296,10 @@ ModelConfig parse_config(const json& j, const std::string& source) {
 }
 
 ModelConfig load_config(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
-    std::stringstream buffer;
-    buffer << in.rdbuf();
+    const std::string text = read_regular_file(path, uint64_t(64) << 20);  // a FIFO or directory: its own line
     json j;
     try {
-        j = json::parse(buffer.str());
+        j = json::parse(text);
     } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
         // e.what() starts with "[json.exception.parse_error.101] "; keep the readable part.
         std::string what = e.what();

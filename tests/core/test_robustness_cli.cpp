@@ -126,7 +126,8 @@ TEST(RobustOptions, UnknownModeDeviceAndOption) {
     // An unknown command is followed by the list of commands.
     const CliResult unknown = run_retnet({"generat"});
     EXPECT_EQ(unknown.exit_code, 2);
-    EXPECT_EQ(unknown.err.rfind("retnet: unknown command 'generat'\n", 0), 0u) << unknown.err;
+    EXPECT_EQ(unknown.err.rfind("retnet: unknown command 'generat' (did you mean 'generate'?)", 0), 0u) << unknown.err;
+    EXPECT_EQ(unknown.err_lines(), 1) << unknown.err;
 }
 
 TEST(RobustOptions, ContradictingOrOutOfRangeOptions) {

@@ -67,10 +67,40 @@ struct CliResult {
     int err_lines() const { return static_cast<int>(std::count(err.begin(), err.end(), '\n')); }
 };
 
+// What else a child gets: its stdout sent to a file or device (/dev/full) instead of captured, and
+// an address-space cap (RLIMIT_AS), under which an allocation past it fails as on a machine that
+// has no more memory.
+struct ChildSetup {
+    std::string stdout_path;
+    std::string stdin_path;  // "" = /dev/null
+    long address_space_limit = 0;
+};
+
+// Memory caps mean nothing to a sanitizer build, whose shadow memory alone passes them.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
+inline void apply_child_setup(const ChildSetup& setup) {
+    if (setup.address_space_limit > 0) {
+        const rlimit limit{static_cast<rlim_t>(setup.address_space_limit), static_cast<rlim_t>(setup.address_space_limit)};
+        ::setrlimit(RLIMIT_AS, &limit);
+    }
+}
+
 // Runs `retnet args...` with stdin from /dev/null and waits (at most `timeout_s`, then SIGKILL).
 // `file_size_limit` > 0 caps the size of every file the child writes (RLIMIT_FSIZE, SIGXFSZ
 // ignored): a write past it fails with EFBIG, as writes fail on a full disk or quota.
-inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s = 120, long file_size_limit = 0) {
+inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s = 120, long file_size_limit = 0,
+                            const ChildSetup& setup = {}) {
     static int counter = 0;
     const fs::path dir = fs::temp_directory_path() / ("retnet_robust_cli_" + std::to_string(::getpid()));
     fs::create_directories(dir);
@@ -82,9 +112,11 @@ inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s 
     argv.push_back(nullptr);
     const pid_t pid = ::fork();
     if (pid == 0) {
-        const int in_fd = ::open("/dev/null", O_RDONLY);
-        const int out_fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        const int in_fd = ::open(setup.stdin_path.empty() ? "/dev/null" : setup.stdin_path.c_str(), O_RDONLY);
+        const int out_fd = setup.stdout_path.empty() ? ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644)
+                                                     : ::open(setup.stdout_path.c_str(), O_WRONLY);
         const int err_fd = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        apply_child_setup(setup);
         ::dup2(in_fd, 0);
         ::dup2(out_fd, 1);
         ::dup2(err_fd, 2);
@@ -121,7 +153,7 @@ inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s 
 // some output, then send a signal.
 class RunningRetnet {
 public:
-    explicit RunningRetnet(const std::vector<std::string>& args) {
+    explicit RunningRetnet(const std::vector<std::string>& args, const ChildSetup& setup = {}) {
         err_path_ = fs::temp_directory_path() / ("retnet_robust_bg_" + std::to_string(::getpid()) + ".err");
         std::vector<std::string> argv_strings{RETNET_CLI_PATH};
         argv_strings.insert(argv_strings.end(), args.begin(), args.end());
@@ -134,6 +166,7 @@ public:
         if (pid_ == 0) {
             const int in_fd = ::open("/dev/null", O_RDONLY);
             const int err_fd = ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            apply_child_setup(setup);
             ::dup2(in_fd, 0);
             ::dup2(pipe_fds[1], 1);
             ::dup2(err_fd, 2);
@@ -175,6 +208,11 @@ public:
     }
 
     void send(int signal) { ::kill(pid_, signal); }
+    // Closes our end of the child's stdout, as `| head` does after its bytes.
+    void close_output() {
+        if (out_fd_ >= 0) ::close(out_fd_);
+        out_fd_ = -1;
+    }
 
     // Waits for the exit (SIGKILL after `timeout_s`) and collects the rest of the output.
     CliResult finish(int timeout_s) {
@@ -203,6 +241,12 @@ public:
 
 private:
     bool read_some(int timeout_ms) {
+        if (out_fd_ < 0) {  // output closed by the test: only wait for the exit
+            std::this_thread::sleep_for(std::chrono::milliseconds(std::min(timeout_ms, 20)));
+            siginfo_t info{};
+            ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT);
+            return info.si_pid == 0;  // still running
+        }
         pollfd p{out_fd_, POLLIN, 0};
         if (::poll(&p, 1, timeout_ms) <= 0) return false;
         char buffer[4096];

@@ -328,14 +328,14 @@ TEST_F(SafetensorsTest, FailedWriteKeepsThePreviousFile) {
     EXPECT_EQ(read_file(p), before);
     fs::remove(p + ".tmp");
 
-    // The rename fails (the target is a directory): the temporary file is cleaned up.
+    // The target is a directory: refused before anything is written, no temporary file.
     const std::string target = path("a_directory");
     fs::create_directory(target);
     try {
         retnet::write_safetensors(target, {{"u", &other}});
         FAIL() << "writing over a directory succeeded";
     } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find(target + ": cannot replace"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find(target + ": is a directory"), std::string::npos) << e.what();
     }
     EXPECT_FALSE(fs::exists(target + ".tmp"));
 

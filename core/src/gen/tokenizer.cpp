@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "retnet/error.h"
+#include "retnet/files.h"
 
 namespace retnet {
 namespace {
@@ -40,13 +41,9 @@ int byte_piece_value(const std::string& piece) {
     return -1;
 }
 
-std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path + ": cannot open file");
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    return buffer.str();
-}
+// A FIFO or directory named tokenizer.model is refused with its own line (reading a FIFO would
+// block forever). Real tokenizer models are at most a few MiB.
+std::string read_file(const std::string& path) { return read_regular_file(path, uint64_t(1) << 30); }
 
 }  // namespace
 
@@ -104,7 +101,8 @@ Tokenizer Tokenizer::load(const std::string& path) { return from_serialized(read
 
 std::unique_ptr<Tokenizer> Tokenizer::load_from_model_dir(const std::string& directory) {
     const auto path = std::filesystem::path(directory) / "tokenizer.model";
-    if (!std::filesystem::exists(path)) return nullptr;
+    std::error_code ec;  // symlink_status: a dangling link or a loop is reported by load(), not skipped
+    if (!std::filesystem::exists(std::filesystem::symlink_status(path, ec))) return nullptr;
     return std::make_unique<Tokenizer>(load(path.string()));
 }
 

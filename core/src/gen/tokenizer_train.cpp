@@ -7,8 +7,11 @@
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
+#include <unordered_set>
 
+#include "io/atomic_file.h"
 #include "retnet/error.h"
+#include "retnet/files.h"
 #include "retnet/tokenizer.h"
 
 namespace retnet {
@@ -33,9 +36,41 @@ private:
     size_t index_ = 0;
 };
 
-std::string first_line(std::string text) {
+// SentencePiece's status without its source location: "Internal: char_model_trainer.cc(33)
+// [cond] Vocabulary size is smaller…" -> "Vocabulary size is smaller…"; first line only.
+std::string readable_status(std::string text) {
     if (auto newline = text.find('\n'); newline != std::string::npos) text.resize(newline);
+    if (const auto cc = text.find(".cc("); cc != std::string::npos) {
+        size_t start = text.find(") ", cc);
+        start = start == std::string::npos ? cc : start + 2;
+        if (start < text.size() && text[start] == '[') {  // the failed condition, for developers
+            const size_t close = text.find("] ", start);
+            if (close != std::string::npos) start = close + 2;
+        }
+        text = text.substr(start);
+    }
     return text;
+}
+
+// A char tokenizer holds every distinct character (and, with byte fallback, the 256 byte pieces)
+// plus the special pieces: say so up front instead of SentencePiece's internal check.
+void check_char_vocabulary(std::span<const std::string> lines, const TokenizerTrainOptions& options) {
+    std::unordered_set<uint32_t> characters;
+    for (const std::string& line : lines)
+        for (size_t i = 0; i < line.size(); ++i)
+            if ((static_cast<unsigned char>(line[i]) & 0xC0) != 0x80) {
+                uint32_t c = static_cast<unsigned char>(line[i]);
+                for (size_t k = i + 1; k < line.size() && (static_cast<unsigned char>(line[k]) & 0xC0) == 0x80; ++k)
+                    c = (c << 8) | static_cast<unsigned char>(line[k]);
+                characters.insert(c);
+            }
+    const int specials = (options.bos_id >= 0) + (options.eos_id >= 0) + (options.unk_id >= 0) + (options.pad_id >= 0);
+    const int needed = static_cast<int>(characters.size()) + specials + (options.byte_fallback ? 256 : 0);
+    if (options.vocab_size < needed)
+        throw Error("a char tokenizer of this text needs --vocab-size of at least " + std::to_string(needed) + " (" +
+                    std::to_string(characters.size()) + " distinct characters, " + std::to_string(specials) +
+                    " special pieces" + (options.byte_fallback ? ", 256 byte pieces" : "") + "), got " +
+                    std::to_string(options.vocab_size));
 }
 
 }  // namespace
@@ -50,6 +85,7 @@ std::string train_tokenizer(std::span<const std::string> lines, const TokenizerT
         total_bytes += lines[i].size();
     }
     if (total_bytes == 0) throw Error("training text is empty");
+    if (options.type == "char") check_char_vocabulary(lines, options);
 
     std::unordered_map<std::string, std::string> spec = {
         {"model_type", options.type},
@@ -75,12 +111,13 @@ std::string train_tokenizer(std::span<const std::string> lines, const TokenizerT
     LineIterator iterator(lines);
     std::string model;
     const auto status = sentencepiece::SentencePieceTrainer::Train(spec, &iterator, &model);
-    if (!status.ok()) throw Error("tokenizer training failed: " + first_line(status.ToString()));
+    if (!status.ok()) throw Error("tokenizer training failed: " + readable_status(status.ToString()));
     return model;
 }
 
 Tokenizer train_tokenizer_file(const std::string& text_file, const TokenizerTrainOptions& options,
                                const std::string& out_dir) {
+    require_regular_file(text_file);  // a FIFO would block, a directory read as empty
     std::ifstream in(text_file, std::ios::binary);
     if (!in) throw Error(text_file + ": cannot open training text");
     std::vector<std::string> lines;
@@ -99,14 +136,9 @@ Tokenizer train_tokenizer_file(const std::string& text_file, const TokenizerTrai
     std::filesystem::create_directories(out_dir, ec);
     if (ec) throw Error(out_dir + ": cannot create directory (" + ec.message() + ")");
     const auto path = std::filesystem::path(out_dir) / "tokenizer.model";
-    const auto temporary = std::filesystem::path(out_dir) / "tokenizer.model.tmp";
-    {
-        std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-        out.write(model.data(), static_cast<std::streamsize>(model.size()));
-        if (!out) throw Error(temporary.string() + ": cannot write file");
-    }
-    std::filesystem::rename(temporary, path, ec);
-    if (ec) throw Error(path.string() + ": cannot write file (" + ec.message() + ")");
+    io::AtomicFile out(path.string());  // a full disk fails here, not as a truncated model later
+    out.write(model);
+    out.commit();
     return tokenizer;
 }
 

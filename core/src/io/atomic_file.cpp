@@ -2,33 +2,92 @@
 #include "io/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <optional>
 
 #include "retnet/error.h"
 
 namespace retnet::io {
 
-AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), temp_path_(path_ + ".tmp") {
+namespace fs = std::filesystem;
+
+namespace {
+
+// "-" -> 1, "/dev/stdout" -> 1, "/dev/fd/3" -> 3, …; nullopt for other paths.
+std::optional<int> descriptor_path(const std::string& path) {
+    if (path == "-" || path == "/dev/stdout") return 1;
+    if (path == "/dev/stderr") return 2;
+    for (const char* prefix : {"/dev/fd/", "/proc/self/fd/"}) {
+        const std::string p(prefix);
+        if (path.size() <= p.size() || path.compare(0, p.size(), p) != 0) continue;
+        const std::string digits = path.substr(p.size());
+        if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+        return std::stoi(digits);
+    }
+    return std::nullopt;
+}
+
+// The path with every symlink followed (relative targets resolve against the link's directory);
+// a dangling link gives the path it points to, where the new file is created.
+std::string follow_symlinks(const std::string& path) {
+    fs::path p(path);
+    for (int hops = 0; hops < 40; ++hops) {
+        std::error_code ec;
+        if (!fs::is_symlink(fs::symlink_status(p, ec))) return p.string();
+        const fs::path target = fs::read_symlink(p, ec);
+        if (ec) throw Error(path + ": cannot read the symlink (" + ec.message() + ")");
+        p = target.is_absolute() ? target : p.parent_path() / target;
+    }
+    throw Error(path + ": cannot write (a symlink loop: " + std::strerror(ELOOP) + ")");
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+    if (const auto fd = descriptor_path(path_)) {
+        open_in_place(::fcntl(*fd, F_DUPFD_CLOEXEC, 3), path_);
+        return;
+    }
+    target_ = follow_symlinks(path_);
+    struct stat st {};
+    if (::stat(target_.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) throw Error(path_ + ": is a directory, expected a file name to write");
+        // O_NONBLOCK: a FIFO without a reader fails with ENXIO instead of blocking forever.
+        open_in_place(::open(target_.c_str(), O_WRONLY | O_CLOEXEC | O_NONBLOCK), target_);
+        return;
+    }
+    temp_path_ = target_ + ".tmp";
     fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd_ < 0) throw Error(path_ + ": cannot create " + temp_path_ + " (" + std::strerror(errno) + ")");
 }
 
-AtomicFile::~AtomicFile() {
-    if (fd_ >= 0) {
-        ::close(fd_);
-        ::unlink(temp_path_.c_str());
+void AtomicFile::open_in_place(int fd, const std::string& open_path) {
+    if (fd < 0) {
+        if (errno == ENXIO) throw Error(path_ + ": is a FIFO (named pipe) that nobody reads; start its reader first");
+        throw Error(path_ + ": cannot open " + open_path + " for writing (" + std::strerror(errno) + ")");
     }
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);  // from here on, writes wait for the reader
+    fd_ = fd;
+}
+
+AtomicFile::~AtomicFile() {
+    if (fd_ < 0) return;
+    ::close(fd_);
+    if (!temp_path_.empty()) ::unlink(temp_path_.c_str());
 }
 
 void AtomicFile::fail(const std::string& what) {
     const std::string reason = std::strerror(errno);
     ::close(fd_);
     fd_ = -1;
-    ::unlink(temp_path_.c_str());
+    if (!temp_path_.empty()) ::unlink(temp_path_.c_str());
     throw Error(path_ + ": cannot " + what + " (" + reason + ")");
 }
 
@@ -48,6 +107,12 @@ void AtomicFile::write(const void* data, size_t size) {
 
 void AtomicFile::commit() {
     if (fd_ < 0) throw Error(path_ + ": commit after the file was closed");
+    if (temp_path_.empty()) {  // in place: a device, FIFO or descriptor has nothing to rename
+        const int fd = fd_;
+        fd_ = -1;
+        if (::close(fd) != 0) throw Error(path_ + ": cannot close (" + std::strerror(errno) + ")");
+        return;
+    }
     // fsync before rename: otherwise a crash could leave the new name pointing at empty data.
     if (::fsync(fd_) != 0) fail("flush");
     if (::close(fd_) != 0) {
@@ -57,7 +122,7 @@ void AtomicFile::commit() {
         throw Error(path_ + ": cannot close (" + reason + ")");
     }
     fd_ = -1;
-    if (std::rename(temp_path_.c_str(), path_.c_str()) != 0) {
+    if (std::rename(temp_path_.c_str(), target_.c_str()) != 0) {
         const std::string reason = std::strerror(errno);
         ::unlink(temp_path_.c_str());
         throw Error(path_ + ": cannot replace with " + temp_path_ + " (" + reason + ")");

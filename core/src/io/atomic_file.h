@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// A file written all-or-nothing: bytes go to `path`.tmp, which replaces `path` (rename) only in
-// commit(). If commit() is never reached (an error, an exception), the temporary file is removed
-// and whatever was at `path` before stays intact.
+// A file written all-or-nothing without destroying what stands at the path:
+// - a regular file (or a new name): bytes go to `<target>.tmp`, which replaces the target (rename)
+//   only in commit(). If commit() is never reached (an error, an exception), the temporary file is
+//   removed and whatever was at the path before stays intact;
+// - a symlink is followed: its final target is replaced that way and the link stays a link;
+// - a device, FIFO or socket (/dev/null, a named pipe read by another program) is written in
+//   place, never replaced by a regular file; a FIFO nobody reads is refused at once, not waited on;
+// - "-", /dev/stdout, /dev/stderr, /dev/fd/N and /proc/self/fd/N write to that open descriptor.
+// A directory is refused.
 #include <cstddef>
 #include <string>
 
@@ -10,7 +16,7 @@ namespace retnet::io {
 
 class AtomicFile {
 public:
-    explicit AtomicFile(std::string path);  // throws retnet::Error if the temp file cannot be created
+    explicit AtomicFile(std::string path);  // throws retnet::Error if the output cannot be opened
     ~AtomicFile();
     AtomicFile(const AtomicFile&) = delete;
     AtomicFile& operator=(const AtomicFile&) = delete;
@@ -23,8 +29,10 @@ public:
 
 private:
     [[noreturn]] void fail(const std::string& what);
-    std::string path_;
-    std::string temp_path_;
+    void open_in_place(int fd_or_minus_one, const std::string& open_path);
+    std::string path_;         // as the caller named it (for messages)
+    std::string target_;       // the file that is replaced: path_ with its symlinks followed
+    std::string temp_path_;    // "" when writing in place
     int fd_ = -1;
 };
 

@@ -21,6 +21,7 @@
 
 #include "io/atomic_file.h"
 #include "retnet/error.h"
+#include "retnet/files.h"
 
 static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian");
 
@@ -129,7 +130,7 @@ uint16_t float_to_half(float value) {
 // Reading
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
     if (fd < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
@@ -324,6 +325,9 @@ SafetensorsSet SafetensorsSet::open_directory(const std::string& directory) {
     const std::string single = (fs::path(directory) / "model.safetensors").string();
     if (is_file(index)) return open(index);
     if (is_file(single)) return open(single);
+    std::error_code ec;  // something else stands there (a directory, a FIFO, a symlink loop): say what
+    for (const std::string& path : {index, single})
+        if (fs::exists(fs::symlink_status(path, ec))) require_regular_file(path);
     throw Error(directory + ": no model.safetensors or model.safetensors.index.json");
 }
 

@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// The memory budget of one command: large allocations (a model's weights, a training workspace,
+// logits of a long sequence, a JSON document) are estimated before they are made and refused with
+// one line naming the size and the limit, instead of growing until the kernel kills the process.
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+namespace retnet {
+
+// The limit in bytes: set_memory_limit()'s value, else $RETNET_MAX_MEMORY, else the machine's
+// physical memory, lowered to the process's RLIMIT_AS / RLIMIT_DATA when those are smaller.
+uint64_t memory_limit();
+// Where memory_limit() comes from, for messages ("the machine's memory", "--max-memory", …).
+std::string memory_limit_source();
+// 0 returns to the default. `source` names the setting in messages.
+void set_memory_limit(uint64_t bytes, const std::string& source = "--max-memory");
+
+// Throws retnet::Error "<what> needs 3.2 GiB, more than the memory limit of 2.0 GiB (…)" when
+// bytes > memory_limit().
+void check_memory(uint64_t bytes, const std::string& what);
+
+// "512 MiB", "3.2 GiB", "17 bytes".
+std::string format_bytes(uint64_t bytes);
+// "8G", "512M", "1.5GiB", "4096" (bytes) -> bytes; throws retnet::Error naming `what` otherwise.
+uint64_t parse_bytes(const std::string& text, const std::string& what);
+
+// a * b * … with saturation at UINT64_MAX, for size estimates that must not wrap around.
+uint64_t saturating_product(std::initializer_list<uint64_t> factors);
+uint64_t saturating_sum(std::initializer_list<uint64_t> terms);
+
+}  // namespace retnet

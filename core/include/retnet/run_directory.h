@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// Protection of a training run's output directory (`retnet train --out DIR`), checked before the
+// trainer writes anything:
+// - one writer: an exclusive lock (flock on DIR/train.lock, released when the process ends, even by
+//   kill -9), a second `retnet train` on DIR is refused naming the first one's process id;
+// - no silent clobbering: a directory that holds a run is only replaced with --overwrite;
+// - an honest resume: the data and tokenizer must be the ones the run started with
+//   (DIR/run.json records their size and hash), else the difference is named;
+// - nothing lost to a badly timed kill: a complete checkpoint.tmp/ newer than checkpoint/ (the
+//   process died between writing it and renaming it) is verified and taken.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "retnet/trainer.h"
+
+namespace retnet::train {
+
+class RunDirectoryLock {
+public:
+    explicit RunDirectoryLock(const std::string& out_dir);  // creates out_dir; throws if it is taken
+    ~RunDirectoryLock();
+    RunDirectoryLock(const RunDirectoryLock&) = delete;
+    RunDirectoryLock& operator=(const RunDirectoryLock&) = delete;
+
+private:
+    int fd_ = -1;
+};
+
+// What a checkpoint's trainer_state.json says about the run's progress.
+struct CheckpointInfo {
+    int64_t step = 0, total_steps = 0;
+    bool schedule_fixed = false;  // total_steps was set by --time-limit and stays
+    std::string data;             // --data of the run that wrote it
+};
+// Parses trainer_state.json's text; throws retnet::Error naming `source` for anything malformed.
+CheckpointInfo parse_checkpoint_info(const std::string& json_text, const std::string& source);
+
+// The fingerprint of a run's inputs kept in DIR/run.json.
+struct RunInputs {
+    std::string data, tokenizer;        // paths as given
+    uint64_t data_bytes = 0, tokenizer_bytes = 0;
+    std::string data_hash, tokenizer_hash;  // 64-bit FNV-1a, hex
+};
+RunInputs fingerprint_inputs(const std::string& data_path, const std::string& tokenizer_path);
+// Parses run.json's text; throws retnet::Error naming `source` for anything malformed.
+RunInputs parse_run_inputs(const std::string& json_text, const std::string& source);
+std::string run_inputs_json(const RunInputs& inputs);
+
+// Before training into options.out_dir (call with the lock held). Fresh run: refuses a directory
+// holding a run unless `overwrite` (then removes the old run's checkpoints); records run.json.
+// Resume: takes a complete newer checkpoint.tmp, refuses other data or another tokenizer.
+// Returns the progress of the checkpoint a resume continues from; nullopt for a fresh run. Lines
+// worth telling the user (a recovered checkpoint) go to `notice`.
+std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& options, bool overwrite, std::string* notice);
+
+}  // namespace retnet::train

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "retnet/memory_limit.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <limits>
+
+#include "retnet/error.h"
+
+namespace retnet {
+
+namespace {
+std::atomic<uint64_t> g_limit{0};
+std::string g_source;  // set together with g_limit, from the main thread before any work
+
+uint64_t physical_memory() {
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : UINT64_MAX;
+}
+
+uint64_t rlimit_of(int resource) {
+    rlimit r{};
+    if (::getrlimit(resource, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return UINT64_MAX;
+    return static_cast<uint64_t>(r.rlim_cur);
+}
+
+const char* env_limit() {
+    const char* env = std::getenv("RETNET_MAX_MEMORY");
+    return env && *env ? env : nullptr;
+}
+}  // namespace
+
+uint64_t memory_limit() {
+    if (const uint64_t set = g_limit.load()) return set;
+    if (const char* env = env_limit()) return parse_bytes(env, "RETNET_MAX_MEMORY");
+    return std::min({physical_memory(), rlimit_of(RLIMIT_AS), rlimit_of(RLIMIT_DATA)});
+}
+
+std::string memory_limit_source() {
+    if (g_limit.load()) return g_source;
+    if (env_limit()) return "RETNET_MAX_MEMORY";
+    const uint64_t process = std::min(rlimit_of(RLIMIT_AS), rlimit_of(RLIMIT_DATA));
+    return process < physical_memory() ? "the process's address-space limit (ulimit -v)" : "the machine's memory";
+}
+
+void set_memory_limit(uint64_t bytes, const std::string& source) {
+    g_source = source;
+    g_limit.store(bytes);
+}
+
+void check_memory(uint64_t bytes, const std::string& what) {
+    const uint64_t limit = memory_limit();
+    if (bytes <= limit) return;
+    throw Error(what + " needs " + format_bytes(bytes) + ", more than the memory limit of " + format_bytes(limit) +
+                " (" + memory_limit_source() + "; set another with --max-memory SIZE or RETNET_MAX_MEMORY)");
+}
+
+std::string format_bytes(uint64_t bytes) {
+    if (bytes == UINT64_MAX) return "more than 16 EiB";
+    static const char* kUnits[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double value = static_cast<double>(bytes);
+    int unit = 0;
+    while (value >= 1024.0 && unit < 6) {
+        value /= 1024.0;
+        ++unit;
+    }
+    char buf[48];
+    if (unit == 0) std::snprintf(buf, sizeof buf, "%llu bytes", static_cast<unsigned long long>(bytes));
+    else std::snprintf(buf, sizeof buf, value < 10 ? "%.1f %s" : "%.0f %s", value, kUnits[unit]);
+    return buf;
+}
+
+uint64_t parse_bytes(const std::string& text, const std::string& what) {
+    char* end = nullptr;
+    const double value = std::strtod(text.c_str(), &end);
+    std::string unit(end ? end : "");
+    for (const char* suffix : {"iB", "B"})  // "G", "GB", "GiB" all mean 2^30
+        if (unit.size() > 1 && unit.size() > std::string(suffix).size() &&
+            unit.compare(unit.size() - std::string(suffix).size(), std::string::npos, suffix) == 0) {
+            unit.resize(unit.size() - std::string(suffix).size());
+            break;
+        }
+    double scale = 0;
+    if (unit.empty()) scale = 1;
+    else if (unit == "K" || unit == "k") scale = 1024.0;
+    else if (unit == "M" || unit == "m") scale = 1024.0 * 1024;
+    else if (unit == "G" || unit == "g") scale = 1024.0 * 1024 * 1024;
+    else if (unit == "T" || unit == "t") scale = 1024.0 * 1024 * 1024 * 1024;
+    const double bytes = value * scale;
+    if (end == text.c_str() || scale == 0 || !std::isfinite(bytes) || bytes < 1 || bytes >= 1.8e19)
+        throw Error(what + " expects a size such as 8G, 512M or 1048576, got '" + text + "'");
+    return static_cast<uint64_t>(bytes);
+}
+
+uint64_t saturating_product(std::initializer_list<uint64_t> factors) {
+    uint64_t out = 1;
+    for (const uint64_t f : factors) {
+        if (f != 0 && out > UINT64_MAX / f) return UINT64_MAX;
+        out *= f;
+    }
+    return out;
+}
+
+uint64_t saturating_sum(std::initializer_list<uint64_t> terms) {
+    uint64_t out = 0;
+    for (const uint64_t t : terms) out = t > UINT64_MAX - out ? UINT64_MAX : out + t;
+    return out;
+}
+
+}  // namespace retnet

@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "retnet/run_directory.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "io/atomic_file.h"
+#include "retnet/config.h"
+#include "retnet/error.h"
+#include "retnet/files.h"
+#include "retnet/safetensors.h"
+#include "retnet/tokenizer.h"
+
+namespace retnet::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kRunFiles[] = {"checkpoint", "checkpoint.old", "checkpoint.tmp", "best", "best.old", "best.tmp"};
+constexpr const char* kCheckpointFiles[] = {"config.json", "model.safetensors", "tokenizer.model",
+                                            "optimizer.safetensors", "trainer_state.json"};
+
+// 64-bit FNV-1a of a file, read in blocks (memory stays bounded for any size).
+std::pair<uint64_t, std::string> file_hash(const std::string& path) {
+    require_regular_file(path);
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
+    uint64_t hash = 1469598103934665603ull, bytes = 0;
+    std::vector<char> block(1 << 20);
+    while (in) {
+        in.read(block.data(), static_cast<std::streamsize>(block.size()));
+        const auto n = static_cast<size_t>(in.gcount());
+        for (size_t i = 0; i < n; ++i) hash = (hash ^ static_cast<unsigned char>(block[i])) * 1099511628211ull;
+        bytes += n;
+    }
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(hash));
+    return {bytes, hex};
+}
+
+template <typename T>
+T field(const json& j, const char* name, const std::string& source) {
+    if (!j.is_object() || !j.contains(name)) throw Error(source + ": missing field '" + name + "'");
+    try {
+        return j.at(name).get<T>();
+    } catch (const json::exception&) {
+        throw Error(source + ": field '" + name + "' has the wrong type (" + j.at(name).dump().substr(0, 80) + ")");
+    }
+}
+
+json parse_json(const std::string& text, const std::string& source) {
+    try {
+        return json::parse(text);
+    } catch (const json::exception& e) {
+        throw Error(source + ": not valid JSON (" + std::string(e.what()).substr(0, 200) + ")");
+    }
+}
+
+bool holds_run(const fs::path& out) {
+    std::error_code ec;
+    for (const char* name : kRunFiles)
+        if (fs::exists(fs::symlink_status(out / name, ec))) return true;
+    return false;
+}
+
+// The checkpoint directory's progress after checking that each file is present and readable: the
+// state parses, both safetensors files have valid headers and sizes, the config and tokenizer load.
+CheckpointInfo verify_checkpoint(const fs::path& dir) {
+    for (const char* name : kCheckpointFiles) require_regular_file((dir / name).string());
+    const std::string state_path = (dir / "trainer_state.json").string();
+    CheckpointInfo info = parse_checkpoint_info(read_regular_file(state_path, 1 << 20), state_path);
+    SafetensorsFile((dir / "model.safetensors").string());
+    SafetensorsFile((dir / "optimizer.safetensors").string());
+    load_config((dir / "config.json").string());
+    Tokenizer::load((dir / "tokenizer.model").string());
+    return info;
+}
+
+std::optional<CheckpointInfo> checkpoint_step(const fs::path& dir) {
+    try {
+        const std::string path = (dir / "trainer_state.json").string();
+        return parse_checkpoint_info(read_regular_file(path, 1 << 20), path);
+    } catch (const Error&) {
+        return std::nullopt;
+    }
+}
+
+// A kill between writing checkpoint.tmp/ and renaming it leaves a complete checkpoint there; take it
+// when it verifies and is newer than the one in place.
+void recover_checkpoint_tmp(const fs::path& out, std::string* notice) {
+    const fs::path tmp = out / "checkpoint.tmp", final_dir = out / "checkpoint", old_dir = out / "checkpoint.old";
+    std::error_code ec;
+    if (!fs::is_directory(tmp, ec)) return;
+    CheckpointInfo info;
+    try {
+        info = verify_checkpoint(tmp);
+    } catch (const Error&) {
+        return;  // incomplete: the kill came while it was written; checkpoint/ is the last good one
+    }
+    std::optional<CheckpointInfo> current = checkpoint_step(final_dir);
+    if (!current) current = checkpoint_step(old_dir);
+    if (current && current->step >= info.step) return;
+    fs::remove_all(old_dir);
+    if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
+    fs::rename(tmp, final_dir);
+    fs::remove_all(old_dir);
+    if (notice)
+        *notice = "recovered the complete checkpoint of step " + std::to_string(info.step) + " from " + tmp.string() +
+                  " (the previous run ended before renaming it)";
+}
+
+fs::path resume_checkpoint(const fs::path& out) {
+    for (const char* name : {"checkpoint", "checkpoint.old"})
+        if (fs::exists(out / name / "trainer_state.json")) return out / name;
+    throw Error(out.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing)");
+}
+
+void check_same_inputs(const TrainOptions& o, const fs::path& checkpoint) {
+    const fs::path run_file = fs::path(o.out_dir) / "run.json";
+    if (!o.tokenizer_path.empty()) {
+        const std::string ours = (checkpoint / "tokenizer.model").string();
+        if (file_hash(o.tokenizer_path) != file_hash(ours))
+            throw Error("--tokenizer " + o.tokenizer_path + " is not the tokenizer of the run in " + o.out_dir + " (" +
+                        ours + "); resume without --tokenizer, or start a new run");
+    }
+    std::error_code ec;
+    if (fs::exists(run_file, ec)) {
+        const RunInputs run = parse_run_inputs(read_regular_file(run_file.string(), 1 << 20), run_file.string());
+        const std::pair<uint64_t, std::string> data = file_hash(o.data_path);
+        if (data.first != run.data_bytes || data.second != run.data_hash)
+            throw Error("--data " + o.data_path + " is not the text the run in " + o.out_dir + " started with (" +
+                        run.data + ": " + std::to_string(run.data_bytes) + " bytes, hash " + run.data_hash + "; now " +
+                        std::to_string(data.first) + " bytes, hash " + data.second + ")");
+        return;
+    }
+    // A run from before run.json: the checkpoint names its data file.
+    const std::string state_path = (checkpoint / "trainer_state.json").string();
+    const CheckpointInfo info = parse_checkpoint_info(read_regular_file(state_path, 1 << 20), state_path);
+    if (fs::weakly_canonical(info.data, ec) != fs::weakly_canonical(o.data_path, ec))
+        throw Error("--data " + o.data_path + " is not the text the run in " + o.out_dir + " started with (" +
+                    info.data + ")");
+}
+
+}  // namespace
+
+RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) {
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    if (ec) throw Error(out_dir + ": cannot create the run directory (" + ec.message() + ")");
+    const std::string path = (fs::path(out_dir) / "train.lock").string();
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd_ < 0) throw Error(path + ": cannot create the lock file (" + std::strerror(errno) + ")");
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = {};
+        const ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
+        ::close(fd_);
+        fd_ = -1;
+        std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "?";
+        if (holder.find_first_not_of("0123456789") != std::string::npos) holder = "?";
+        throw Error(out_dir + " is in use by another `retnet train` (process " + holder +
+                    "); wait for it or choose another --out");
+    }
+    const std::string me = std::to_string(::getpid());
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) < 0) {
+        // The lock holds without the pid; only the message of a second writer loses it.
+    }
+}
+
+RunDirectoryLock::~RunDirectoryLock() {
+    if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+}
+
+CheckpointInfo parse_checkpoint_info(const std::string& json_text, const std::string& source) {
+    const json j = parse_json(json_text, source);
+    CheckpointInfo info;
+    info.step = field<int64_t>(j, "step", source);
+    info.total_steps = field<int64_t>(j, "total_steps", source);
+    info.schedule_fixed = field<bool>(j, "schedule_fixed", source);
+    info.data = j.is_object() && j.contains("data") ? field<std::string>(j, "data", source) : "";
+    if (info.step < 0 || info.total_steps < 1)
+        throw Error(source + ": step " + std::to_string(info.step) + " of " + std::to_string(info.total_steps) +
+                    " is impossible");
+    return info;
+}
+
+RunInputs fingerprint_inputs(const std::string& data_path, const std::string& tokenizer_path) {
+    RunInputs r;
+    r.data = data_path;
+    std::tie(r.data_bytes, r.data_hash) = file_hash(data_path);
+    r.tokenizer = tokenizer_path;
+    if (!tokenizer_path.empty()) std::tie(r.tokenizer_bytes, r.tokenizer_hash) = file_hash(tokenizer_path);
+    return r;
+}
+
+RunInputs parse_run_inputs(const std::string& json_text, const std::string& source) {
+    const json j = parse_json(json_text, source);
+    RunInputs r;
+    r.data = field<std::string>(j, "data", source);
+    r.data_bytes = field<uint64_t>(j, "data_bytes", source);
+    r.data_hash = field<std::string>(j, "data_hash", source);
+    r.tokenizer = field<std::string>(j, "tokenizer", source);
+    r.tokenizer_bytes = field<uint64_t>(j, "tokenizer_bytes", source);
+    r.tokenizer_hash = field<std::string>(j, "tokenizer_hash", source);
+    return r;
+}
+
+std::string run_inputs_json(const RunInputs& r) {
+    const json j = {{"data", r.data},           {"data_bytes", r.data_bytes},           {"data_hash", r.data_hash},
+                    {"tokenizer", r.tokenizer}, {"tokenizer_bytes", r.tokenizer_bytes}, {"tokenizer_hash", r.tokenizer_hash}};
+    return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& o, bool overwrite, std::string* notice) {
+    const fs::path out(o.out_dir);
+    if (o.resume && overwrite) throw Error("--resume and --overwrite exclude each other");
+    if (o.resume) {
+        recover_checkpoint_tmp(out, notice);
+        const fs::path checkpoint = resume_checkpoint(out);
+        check_same_inputs(o, checkpoint);
+        const std::string state_path = (checkpoint / "trainer_state.json").string();
+        return parse_checkpoint_info(read_regular_file(state_path, 1 << 20), state_path);
+    }
+    if (holds_run(out)) {
+        if (!overwrite) {
+            const auto info = checkpoint_step(out / "checkpoint");
+            throw Error(o.out_dir + " already holds a training run" +
+                        (info ? " (checkpoint at step " + std::to_string(info->step) + "/" +
+                                    std::to_string(info->total_steps) + ")"
+                              : std::string()) +
+                        "; continue it with --resume, replace it with --overwrite, or choose another --out");
+        }
+        for (const char* name : kRunFiles) fs::remove_all(out / name);
+    }
+    io::AtomicFile file((out / "run.json").string());
+    file.write(run_inputs_json(fingerprint_inputs(o.data_path, o.tokenizer_path)));
+    file.commit();
+    return std::nullopt;
+}
+
+}  // namespace retnet::train

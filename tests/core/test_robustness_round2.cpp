@@ -1,0 +1,517 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Issue #13, "Robustness, round two": one test (or more) per class of failure a hostile run found.
+// Each fails on the code before its fix. Outputs that must not be destroyed, memory that must stay
+// bounded, training runs that must not be clobbered, FIFOs that must not hang, stdout errors that
+// must not pass silently, messages that must stay one honest line, options read strictly.
+#include <gtest/gtest.h>
+
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include <cmath>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "retnet/error.h"
+#include "retnet/eval_stream.h"
+#include "retnet/forward.h"
+#include "retnet/memory_limit.h"
+#include "retnet/npy.h"
+#include "retnet/run_directory.h"
+#include "retnet/trainer.h"
+#include "test_robustness_util.h"
+
+namespace retnet {
+namespace {
+
+using namespace robustness;
+
+bool stands_as_fifo(const fs::path& p) { return fs::is_fifo(fs::symlink_status(p)); }
+
+std::vector<std::string> logits_args(const fs::path& model, const std::string& out) {
+    return {"logits", "--model", model.string(), "--tokens", "1,5,6", "--out", out};
+}
+
+// ---- 1. data loss through --out --------------------------------------------------------------
+
+TEST(RobustOutput, SymlinkIsFollowedAndItsTargetReplaced) {
+    ScratchDir dir("out_link");
+    write_small_model(dir / "model", false);
+    spit(dir / "real.npy", "old");
+    fs::create_symlink("real.npy", dir / "link.npy");
+    const CliResult r = run_retnet(logits_args(dir / "model", (dir / "link.npy").string()));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(fs::is_symlink(fs::symlink_status(dir / "link.npy")));
+    EXPECT_EQ(read_npy((dir / "real.npy").string()).shape, (std::vector<int64_t>{3, 400}));
+    EXPECT_FALSE(fs::exists(dir / "link.npy.tmp"));
+    EXPECT_FALSE(fs::exists(dir / "real.npy.tmp"));
+}
+
+TEST(RobustOutput, FifoIsWrittenInPlaceAndStaysAFifo) {
+    ScratchDir dir("out_fifo");
+    write_small_model(dir / "model", false);
+    const fs::path fifo = dir / "pipe.npy";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    std::string received;
+    std::thread reader([&] { received = slurp(fifo); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the reader opens first
+    const CliResult r = run_retnet(logits_args(dir / "model", fifo.string()), 60);
+    reader.join();
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_TRUE(stands_as_fifo(fifo));
+    EXPECT_EQ(received.substr(0, 6), "\x93NUMPY");
+    EXPECT_EQ(received.size(), 128u + 3 * 400 * 4);
+}
+
+TEST(RobustOutput, FifoWithoutAReaderIsRefusedAtOnce) {
+    ScratchDir dir("out_fifo_noreader");
+    write_small_model(dir / "model", false);
+    const fs::path fifo = dir / "pipe.npy";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const CliResult r = run_retnet(logits_args(dir / "model", fifo.string()), 30);
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_EQ(r.err_lines(), 1) << r.err;
+    EXPECT_NE(r.err.find("FIFO (named pipe) that nobody reads"), std::string::npos) << r.err;
+    EXPECT_TRUE(stands_as_fifo(fifo));
+}
+
+// A character device made in a scratch directory (never the real /dev): the null device's numbers.
+TEST(RobustOutput, DeviceIsWrittenInPlaceNotReplaced) {
+    ScratchDir dir("out_device");
+    write_small_model(dir / "model", false);
+    const fs::path device = dir / "null";
+    if (::mknod(device.c_str(), S_IFCHR | 0666, ::makedev(1, 3)) != 0) GTEST_SKIP() << "mknod needs root";
+    const int probe = ::open(device.c_str(), O_WRONLY);
+    if (probe < 0) GTEST_SKIP() << "the scratch file system is mounted nodev";
+    ::close(probe);
+    const CliResult r = run_retnet(logits_args(dir / "model", device.string()));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    struct stat st {};
+    ASSERT_EQ(::stat(device.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISCHR(st.st_mode));
+    EXPECT_FALSE(fs::exists(dir / "null.tmp"));
+}
+
+TEST(RobustOutput, DashAndDevStdoutWriteToStandardOutput) {
+    ScratchDir dir("out_stdout");
+    write_small_model(dir / "model", false);
+    for (const std::string out : {"-", "/dev/stdout"}) {
+        const CliResult r = run_retnet(logits_args(dir / "model", out));
+        EXPECT_EQ(r.exit_code, 0) << out << r.err;
+        EXPECT_EQ(r.out.substr(0, 6), "\x93NUMPY") << out;
+        EXPECT_EQ(r.out.size(), 128u + 3 * 400 * 4) << out;
+    }
+}
+
+TEST(RobustOutput, DirectoryAsOutputIsRefused) {
+    ScratchDir dir("out_dir");
+    write_small_model(dir / "model", false);
+    fs::create_directory(dir / "d.npy");
+    const CliResult r = run_retnet(logits_args(dir / "model", (dir / "d.npy").string()));
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("is a directory"), std::string::npos) << r.err;
+    EXPECT_TRUE(fs::is_directory(dir / "d.npy"));
+}
+
+// ---- 2. unbounded memory ---------------------------------------------------------------------
+
+// The tokens of a file evaluated as they stream in give exactly what the whole text gives.
+TEST(RobustMemory, StreamedEvaluationEqualsTheWholeText) {
+    ScratchDir dir("eval_stream");
+    write_small_model(dir / "model");
+    std::string text;
+    for (const std::string& line : tokenizer_corpus_lines()) text += line + "\n";
+    spit(dir / "text.txt", text);
+    auto model = std::make_shared<const Model>(load_model((dir / "model").string()));
+    const Tokenizer tokenizer = Tokenizer::load((dir / "model" / "tokenizer.model").string());
+    auto backend = make_backend("cpu", model);
+    const TextScan scan = scan_text_file((dir / "text.txt").string(), 1.0);
+    ASSERT_EQ(scan.characters, train::count_characters(text));
+    for (const size_t block : {size_t(64), size_t(1000), size_t(1) << 20}) {
+        const train::TextFileSpan part{(dir / "text.txt").string(), 0, scan.characters, block};
+        const train::EvalResult whole = train::evaluate_text(train::backend_batch_loss(*backend), tokenizer, text, 48, 3);
+        const train::EvalResult streamed = train::evaluate_file(train::backend_batch_loss(*backend), tokenizer, part, 48, 3);
+        EXPECT_EQ(streamed.tokens, whole.tokens) << block;
+        EXPECT_EQ(streamed.characters, whole.characters) << block;
+        EXPECT_NEAR(streamed.loss_per_token, whole.loss_per_token, 1e-9) << block;
+        const train::EvalResult carried = train::evaluate_text_streaming(*backend, tokenizer, text, 100);
+        const train::EvalResult carried_file = train::evaluate_file_streaming(*backend, tokenizer, part, 100);
+        EXPECT_EQ(carried_file.tokens, carried.tokens) << block;
+        EXPECT_NEAR(carried_file.loss_per_token, carried.loss_per_token, 1e-6) << block;
+    }
+    // A tail: the same cut as train::split_tail.
+    const TextScan tail = scan_text_file((dir / "text.txt").string(), 0.25);
+    const std::string_view expected = train::split_tail(text, 0.25).second;
+    EXPECT_EQ(tail.tail_begin, text.size() - expected.size());
+    EXPECT_EQ(tail.tail_characters, train::count_characters(expected));
+}
+
+// Before: the whole text was read and tokenized at once (about 240 bytes per character), so a
+// large text died of out-of-memory under a cap, and Ctrl-C was not honoured while tokenizing.
+TEST(RobustMemory, LargeTextEvaluatesUnderAMemoryCapAndCancels) {
+    if (kSanitized) GTEST_SKIP() << "an address-space cap cannot hold a sanitizer's shadow memory";
+    ScratchDir dir("eval_large");
+    write_small_model(dir / "model");
+    std::string line;
+    for (const std::string& l : tokenizer_corpus_lines()) line += l + "\n";
+    {
+        std::ofstream out(dir / "big.txt", std::ios::binary);
+        for (size_t written = 0; written < (size_t(24) << 20); written += line.size()) out << line;
+    }
+    RunningRetnet run({"eval", "--model", (dir / "model").string(), "--text", (dir / "big.txt").string(), "--window",
+                       "64", "--threads", "1"},
+                      ChildSetup{"", "", 1536L << 20});  // 24 MB of text needed about 6 GB before
+    ASSERT_TRUE(run.wait_for_stderr("eval:", 90)) << "no progress under a 1.5 GiB cap";
+    run.send(SIGINT);
+    const CliResult r = run.finish(30);
+    EXPECT_EQ(r.exit_code, 130) << r.err;
+    EXPECT_NE(r.err.find("cancelled"), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find("out of memory"), std::string::npos) << r.err;
+}
+
+TEST(RobustMemory, HugeAllocationsAreRefusedUpFrontWithSizeAndLimit) {
+    ScratchDir dir("huge");
+    const std::vector<std::string> train = tiny_training_args(dir.path());
+    std::vector<std::string> big_batch = train;
+    *(std::find(big_batch.begin(), big_batch.end(), "--batch") + 1) = "65536";
+    *(std::find(big_batch.begin(), big_batch.end(), "--seq-len") + 1) = "1024";
+    big_batch.insert(big_batch.end(), {"--steps", "1"});
+    // ~60B parameters: d = 8192, 80 layers, a 256k vocabulary.
+    spit(dir / "giant.json", R"({"model_type": "retnet", "hidden_size": 8192, "num_heads": 64, "num_hidden_layers": 80,
+                                 "expand_k": 1, "expand_v": 2, "intermediate_size": 32768, "vocab_size": 256000})");
+    std::string many(16000 * 2, ',');
+    many = "1";
+    for (int i = 1; i < 16000; ++i) many += ",5";
+    const std::vector<std::vector<std::string>> cases = {
+        big_batch,
+        {"init", "--config", (dir / "giant.json").string(), "--out", (dir / "giant").string()},
+        {"inspect", "--model", (dir / "model").string(), "--tokens", many, "--json", "--max-memory", "1G"},
+        {"logits", "--model", (dir / "model").string(), "--tokens", many, "--out", (dir / "l.npy").string(),
+         "--max-memory", "64M"},
+        {"compare", "--model", (dir / "model").string(), "--tokens", many, "--max-memory=256M"},
+        {"bench", "--model", (dir / "model").string(), "--lengths", "1000000"},
+        {"info", "--model", (dir / "model").string(), "--max-memory", "16K"},  // the weights, from config.json
+    };
+    for (const auto& args : cases) {
+        const auto start = std::chrono::steady_clock::now();
+        const CliResult r = run_retnet(args, 60);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
+        EXPECT_EQ(r.err_lines(), 1) << args[0] << ": " << r.err;
+        EXPECT_NE(r.err.find("more than the memory limit of"), std::string::npos) << args[0] << ": " << r.err;
+        EXPECT_LT(seconds, 20.0) << args[0];
+        EXPECT_FALSE(fs::exists(dir / "giant"));
+    }
+}
+
+TEST(RobustMemory, MemorySizesParseStrictly) {
+    EXPECT_EQ(parse_bytes("8G", "x"), uint64_t(8) << 30);
+    EXPECT_EQ(parse_bytes("512MiB", "x"), uint64_t(512) << 20);
+    EXPECT_EQ(parse_bytes("1.5G", "x"), uint64_t(3) << 29);
+    EXPECT_EQ(parse_bytes("4096", "x"), 4096u);
+    for (const char* bad : {"", "G", "12abc", "-1G", "1e400", "0"}) EXPECT_THROW(parse_bytes(bad, "x"), Error) << bad;
+    EXPECT_EQ(saturating_product({uint64_t(1) << 40, uint64_t(1) << 40}), UINT64_MAX);
+    EXPECT_EQ(saturating_sum({UINT64_MAX, 5}), UINT64_MAX);
+    EXPECT_EQ(format_bytes(3ull << 30), "3.0 GiB");
+}
+
+// ---- 3. training runs clobbered --------------------------------------------------------------
+
+std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& extra) {
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+}
+
+TEST(RobustTrainRun, FinishedRunIsNotOverwrittenWithoutOverwrite) {
+    ScratchDir dir("clobber");
+    const std::vector<std::string> args = tiny_training_args(dir.path());
+    ASSERT_EQ(run_retnet(with(args, {"--steps", "2"})).exit_code, 0);
+    const std::string weights = slurp(dir / "run" / "checkpoint" / "model.safetensors");
+    const CliResult again = run_retnet(with(args, {"--steps", "2", "--seed", "5"}));
+    EXPECT_EQ(again.exit_code, 1);
+    EXPECT_EQ(again.err_lines(), 1) << again.err;
+    EXPECT_NE(again.err.find("already holds a training run (checkpoint at step 2/2)"), std::string::npos) << again.err;
+    EXPECT_EQ(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights);
+    const CliResult replaced = run_retnet(with(args, {"--steps", "2", "--seed", "5", "--overwrite"}));
+    EXPECT_EQ(replaced.exit_code, 0) << replaced.err;
+    EXPECT_NE(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights);
+    // A finished run resumed: said so, not "last loss 0.0000".
+    const CliResult done = run_retnet(with(args, {"--steps", "2", "--seed", "5", "--resume"}));
+    EXPECT_EQ(done.exit_code, 0) << done.err;
+    EXPECT_NE(done.out.find("already complete at step 2/2"), std::string::npos) << done.out;
+    EXPECT_EQ(done.out.find("last loss 0.0000"), std::string::npos) << done.out;
+}
+
+TEST(RobustTrainRun, ResumeRefusesOtherDataOrAnotherTokenizer) {
+    ScratchDir dir("resume_inputs");
+    const std::vector<std::string> args = tiny_training_args(dir.path());
+    ASSERT_EQ(run_retnet(with(args, {"--steps", "1"})).exit_code, 0);
+    const std::string tokenizer_before = slurp(dir / "run" / "checkpoint" / "tokenizer.model");
+    // Other text under the same name.
+    const std::string text = slurp(dir / "text.txt");
+    spit(dir / "text.txt", text + text);
+    CliResult r = run_retnet(with(args, {"--steps", "2", "--resume"}));
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("is not the text the run in"), std::string::npos) << r.err;
+    spit(dir / "text.txt", text);
+    // Another tokenizer.
+    TokenizerTrainOptions options;
+    options.vocab_size = 400;
+    options.type = "unigram";
+    spit(dir / "other.model", train_tokenizer(tokenizer_corpus_lines(), options));
+    std::vector<std::string> other = args;
+    *(std::find(other.begin(), other.end(), "--tokenizer") + 1) = (dir / "other.model").string();
+    r = run_retnet(with(other, {"--steps", "2", "--resume"}));
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("is not the tokenizer of the run"), std::string::npos) << r.err;
+    EXPECT_EQ(slurp(dir / "run" / "checkpoint" / "tokenizer.model"), tokenizer_before);
+    // The same inputs resume.
+    EXPECT_EQ(run_retnet(with(args, {"--steps", "2", "--resume"})).exit_code, 0);
+}
+
+TEST(RobustTrainRun, SecondWriterIsRefused) {
+    ScratchDir dir("lock");
+    const std::vector<std::string> args = tiny_training_args(dir.path());
+    const train::RunDirectoryLock held((dir / "run").string());  // another process's lock: flock is per open file
+    const CliResult r = run_retnet(with(args, {"--steps", "1"}));
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err_lines(), 1) << r.err;
+    EXPECT_NE(r.err.find("is in use by another `retnet train` (process " + std::to_string(::getpid()) + ")"),
+              std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(dir / "run" / "checkpoint"));
+}
+
+TEST(RobustTrainRun, CompleteCheckpointTmpIsRecoveredAndAnIncompleteOneIgnored) {
+    ScratchDir dir("recover");
+    const std::vector<std::string> args = with(tiny_training_args(dir.path()), {"--warmup", "1"});
+    const fs::path run = dir / "run";
+    ASSERT_EQ(run_retnet(with(args, {"--steps", "2"})).exit_code, 0);
+    fs::copy(run / "checkpoint", dir / "step2", fs::copy_options::recursive);
+    ASSERT_EQ(run_retnet(with(args, {"--steps", "4", "--resume"})).exit_code, 0);
+    // As if killed after writing the step-4 checkpoint, before renaming it into place.
+    fs::rename(run / "checkpoint", run / "checkpoint.tmp");
+    fs::copy(dir / "step2", run / "checkpoint", fs::copy_options::recursive);
+    fs::copy(run / "checkpoint.tmp", dir / "step4", fs::copy_options::recursive);
+    CliResult r = run_retnet(with(args, {"--steps", "5", "--resume"}));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.err.find("recovered the complete checkpoint of step 4"), std::string::npos) << r.err;
+    EXPECT_NE(r.out.find("step      5/5"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("step      3/5"), std::string::npos) << r.out;
+    // Incomplete (killed while writing it): ignored, the run continues from checkpoint/.
+    fs::remove_all(run / "checkpoint");
+    fs::copy(dir / "step2", run / "checkpoint", fs::copy_options::recursive);
+    fs::copy(dir / "step4", run / "checkpoint.tmp", fs::copy_options::recursive);
+    fs::remove(run / "checkpoint.tmp" / "trainer_state.json");
+    r = run_retnet(with(args, {"--steps", "3", "--resume"}));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("step      3/3"), std::string::npos) << r.out;
+    EXPECT_EQ(r.err.find("recovered"), std::string::npos) << r.err;
+}
+
+TEST(RobustTrainRun, MetadataParsersRejectMalformedInput) {
+    for (const char* bad : {"", "[]", "{}", R"({"step": "2", "total_steps": 3, "schedule_fixed": false})",
+                            R"({"step": -1, "total_steps": 3, "schedule_fixed": false})",
+                            R"({"step": 1, "total_steps": 3, "schedule_fixed": 1})"})
+        EXPECT_THROW(train::parse_checkpoint_info(bad, "s.json"), Error) << bad;
+    const auto info =
+        train::parse_checkpoint_info(R"({"step": 2, "total_steps": 3, "schedule_fixed": true, "data": "a.txt"})", "s");
+    EXPECT_EQ(info.step, 2);
+    EXPECT_EQ(info.data, "a.txt");
+    train::RunInputs in{"d.txt", "t.model", 10, 20, "00ff", "ab"};
+    const train::RunInputs back = train::parse_run_inputs(train::run_inputs_json(in), "run.json");
+    EXPECT_EQ(back.data_hash, "00ff");
+    EXPECT_EQ(back.tokenizer_bytes, 20u);
+    EXPECT_THROW(train::parse_run_inputs(R"({"data": 1})", "run.json"), Error);
+}
+
+// ---- 4. hangs on FIFOs -----------------------------------------------------------------------
+
+TEST(RobustFifo, FifosAndDirectoriesWhereAFileIsExpectedGetTheirOwnLine) {
+    ScratchDir dir("in_fifo");
+    const std::vector<std::string> train = tiny_training_args(dir.path());
+    write_small_model(dir / "fifo_config");
+    fs::remove(dir / "fifo_config" / "config.json");
+    ASSERT_EQ(::mkfifo((dir / "fifo_config" / "config.json").c_str(), 0600), 0);
+    fs::copy(dir / "model", dir / "fifo_tok", fs::copy_options::recursive);
+    fs::remove(dir / "fifo_tok" / "tokenizer.model");
+    ASSERT_EQ(::mkfifo((dir / "fifo_tok" / "tokenizer.model").c_str(), 0600), 0);
+    ASSERT_EQ(::mkfifo((dir / "text.fifo").c_str(), 0600), 0);
+    fs::copy(dir / "model", dir / "dir_config", fs::copy_options::recursive);
+    fs::remove(dir / "dir_config" / "config.json");
+    fs::create_directory(dir / "dir_config" / "config.json");
+    fs::copy(dir / "model", dir / "dir_weights", fs::copy_options::recursive);
+    fs::remove(dir / "dir_weights" / "model.safetensors");
+    fs::create_directory(dir / "dir_weights" / "model.safetensors");
+    fs::copy(dir / "model", dir / "loop_weights", fs::copy_options::recursive);
+    fs::remove(dir / "loop_weights" / "model.safetensors");
+    fs::create_symlink("model.safetensors", dir / "loop_weights" / "model.safetensors");
+    std::vector<std::string> train_fifo = train;
+    *(std::find(train_fifo.begin(), train_fifo.end(), "--data") + 1) = (dir / "text.fifo").string();
+    const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+        {{"info", "--model", (dir / "fifo_config").string()}, "is a FIFO (named pipe), expected a regular file"},
+        {{"generate", "--model", (dir / "fifo_tok").string(), "--prompt", "hi", "--max-new-tokens", "1"}, "is a FIFO"},
+        {{"eval", "--model", (dir / "model").string(), "--text", (dir / "text.fifo").string()}, "is a FIFO"},
+        {with(train_fifo, {"--steps", "1"}), "is a FIFO"},
+        {{"tokenizer", "train", "--text", (dir / "text.fifo").string(), "--vocab-size", "300", "--out",
+          (dir / "tok").string()}, "is a FIFO"},
+        {{"info", "--model", (dir / "dir_config").string()}, "is a directory, expected a regular file"},
+        {{"eval", "--model", (dir / "model").string(), "--text", dir.path().string()}, "is a directory"},
+        {{"info", "--model", (dir / "dir_weights").string()}, "model.safetensors: is a directory"},
+        {{"info", "--model", (dir / "loop_weights").string()}, "symlink loop"},
+    };
+    for (const auto& [args, expected] : cases) {
+        const CliResult r = run_retnet(args, 30);
+        EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
+        EXPECT_EQ(r.err_lines(), 1) << args[0] << ": " << r.err;
+        EXPECT_NE(r.err.find(expected), std::string::npos) << args[0] << ": " << r.err;
+    }
+}
+
+// ---- 5. write errors to stdout ---------------------------------------------------------------
+
+TEST(RobustStdout, AFullStdoutIsAnErrorNotExitZero) {
+    if (::access("/dev/full", W_OK) != 0) GTEST_SKIP() << "/dev/full is not available";
+    ScratchDir dir("stdout_full");
+    write_small_model(dir / "model");
+    const std::string m = (dir / "model").string();
+    const std::vector<std::vector<std::string>> cases = {
+        {"info", "--model", m},
+        {"generate", "--model", m, "--prompt", "hi", "--max-new-tokens", "4"},
+        {"generate", "--model", m, "--prompt", "hi", "--max-new-tokens", "4", "--json"},
+        {"tokenizer", "encode", "--model", m, "--text", "hello"},
+        {"inspect", "--model", m, "--tokens", "1,5,6", "--json"},
+    };
+    for (const auto& args : cases) {
+        const CliResult r = run_retnet(args, 60, 0, ChildSetup{"/dev/full", "", 0});
+        EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
+        EXPECT_EQ(r.err_lines(), 1) << args[0] << ": " << r.err;
+        EXPECT_NE(r.err.find("cannot write to standard output (No space left on device)"), std::string::npos)
+            << args[0] << ": " << r.err;
+    }
+}
+
+TEST(RobustStdout, AClosedPipeEndsGenerationQuietly) {
+    ScratchDir dir("stdout_pipe");
+    write_small_model(dir / "model", false);
+    RunningRetnet run({"generate", "--model", (dir / "model").string(), "--tokens", "1,5", "--max-new-tokens",
+                       "16000000", "--ignore-eos", "--temperature", "1"});
+    ASSERT_TRUE(run.wait_for_output(" ", 30));  // ids stream out, space-separated
+    run.close_output();  // as `| head -c 10` does
+    const CliResult r = run.finish(60);
+    EXPECT_EQ(r.signal, 0) << "died of signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 141);
+    EXPECT_EQ(r.err, "");
+}
+
+// ---- 6. messages -----------------------------------------------------------------------------
+
+TEST(RobustMessages, ControlCharactersInAPathNeverReachTheTerminal) {
+    ScratchDir dir("msg_ctrl");
+    std::vector<std::string> args = tiny_training_args(dir.path());
+    const std::string hostile = (dir / "run\n\x1b[2Jx").string();
+    *(std::find(args.begin(), args.end(), "--out") + 1) = hostile;
+    const CliResult r = run_retnet(with(args, {"--steps", "1"}));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out.find('\x1b'), std::string::npos);
+    EXPECT_EQ(r.err.find('\x1b'), std::string::npos);
+    EXPECT_NE(r.out.find("run\\n\\x1b[2Jx/best"), std::string::npos) << r.out;
+}
+
+TEST(RobustMessages, HugeValuesAreCutInTheMessage) {
+    ScratchDir dir("msg_long");
+    write_small_model(dir / "model", false);
+    nlohmann::json config = nlohmann::json::parse(slurp(dir / "model" / "config.json"));
+    config["hidden_act"] = std::string(1 << 20, 'x');  // a 1 MB activation name
+    spit(dir / "model" / "config.json", config.dump());
+    const CliResult r = run_retnet({"info", "--model", (dir / "model").string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err_lines(), 1);
+    EXPECT_LT(r.err.size(), 5000u) << r.err.size();
+    EXPECT_NE(r.err.find("bytes cut"), std::string::npos);
+    EXPECT_NE(r.err.find("hidden_act"), std::string::npos) << r.err.substr(0, 300);
+}
+
+TEST(RobustMessages, MisleadingLinesNowSayWhatIsWrong) {
+    ScratchDir dir("msg_misleading");
+    write_small_model(dir / "model");
+    const std::string m = (dir / "model").string();
+    CliResult r = run_retnet({"generate", "--model", m, "--prompt", "a", "--top-p", "0"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("must be in [1e-09, 1], got 0"), std::string::npos) << r.err;
+    spit(dir / "chars.txt", "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\n");
+    r = run_retnet({"tokenizer", "train", "--text", (dir / "chars.txt").string(), "--type", "char", "--vocab-size", "64",
+                    "--out", (dir / "tok").string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err.find(".cc("), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("needs --vocab-size of at least 322"), std::string::npos) << r.err;
+    // convert from a model whose tokenizer cannot be read: no half-written output.
+    fs::copy(dir / "model", dir / "broken", fs::copy_options::recursive);
+    spit(dir / "broken" / "tokenizer.model", "not a tokenizer");
+    r = run_retnet({"convert", "--model", (dir / "broken").string(), "--out", (dir / "converted").string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_FALSE(fs::exists(dir / "converted")) << r.err;
+}
+
+// ---- 7. options read strictly ----------------------------------------------------------------
+
+TEST(RobustOptions2, BooleansAndNumbersAreReadStrictly) {
+    ScratchDir dir("opts");
+    write_small_model(dir / "model");
+    const std::string m = (dir / "model").string();
+    // --greedy=0 is off: sampling at temperature 5 from different seeds differs.
+    const auto gen = [&](const std::string& greedy, const std::string& seed) {
+        return run_retnet({"generate", "--model", m, "--prompt", "hi", "--max-new-tokens", "12", "--ignore-eos",
+                           "--temperature", "5", "--top-k", "0", "--top-p", "1", "--min-p", "0", greedy, "--seed", seed})
+            .out;
+    };
+    EXPECT_NE(gen("--greedy=0", "1"), gen("--greedy=false", "2"));
+    EXPECT_EQ(gen("--greedy=1", "1"), gen("--greedy", "2"));
+    CliResult r = run_retnet({"generate", "--model", m, "--prompt", "a", "--greedy=maybe"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("--greedy is a flag"), std::string::npos) << r.err;
+    for (const char* lengths : {"1e9", "12abc", "0", "-5"}) {
+        r = run_retnet({"bench", "--model", m, "--lengths", lengths, "--repeats", "1"});
+        EXPECT_EQ(r.exit_code, 1) << lengths << r.out;
+        EXPECT_NE(r.err.find("--lengths"), std::string::npos) << r.err;
+    }
+    r = run_retnet({"generate", "--model", m, "--prompt", "a", "--temprature", "1"});
+    EXPECT_NE(r.err.find("unknown option --temprature (did you mean --temperature?)"), std::string::npos) << r.err;
+    r = run_retnet({"generate", "--help"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("--max-new-tokens"), std::string::npos);
+    r = run_retnet({"--version"});
+    EXPECT_EQ(r.exit_code, 0);
+    EXPECT_EQ(r.out.rfind("retnet ", 0), 0u) << r.out;
+}
+
+// llama.cpp's short forms, a random seed that is printed, prompts from a file or standard input.
+TEST(RobustOptions2, ShortFormsRandomSeedAndPromptFiles) {
+    ScratchDir dir("opts_short");
+    write_small_model(dir / "model");
+    const std::string m = (dir / "model").string();
+    const CliResult longs = run_retnet({"generate", "--model", m, "--prompt", "to be", "--max-new-tokens", "6",
+                                        "--temperature", "0", "--seed", "3", "--ignore-eos"});
+    ASSERT_EQ(longs.exit_code, 0) << longs.err;
+    const CliResult shorts = run_retnet({"generate", "-m", m, "-p", "to be", "-n", "6", "--temp", "0", "-s", "3", "--ignore-eos"});
+    EXPECT_EQ(shorts.exit_code, 0) << shorts.err;
+    EXPECT_EQ(shorts.out, longs.out);
+    spit(dir / "prompt.txt", "to be");
+    const CliResult file = run_retnet({"generate", "-m", m, "-f", (dir / "prompt.txt").string(), "-n", "6", "--temp", "0",
+                                       "--ignore-eos"});
+    EXPECT_EQ(file.out, longs.out) << file.err;
+    const CliResult piped = run_retnet({"generate", "-m", m, "--prompt-file", "-", "-n", "6", "--temp", "0", "--ignore-eos"},
+                                       60, 0, ChildSetup{"", (dir / "prompt.txt").string(), 0});
+    EXPECT_EQ(piped.out, longs.out) << piped.err;
+    const CliResult both = run_retnet({"generate", "-m", m, "-p", "a", "-f", (dir / "prompt.txt").string()});
+    EXPECT_EQ(both.exit_code, 1);
+    EXPECT_NE(both.err.find("either --prompt or --prompt-file"), std::string::npos) << both.err;
+    const CliResult random = run_retnet({"generate", "-m", m, "-p", "a", "-n", "2", "--seed", "-1"});
+    EXPECT_EQ(random.exit_code, 0) << random.err;
+    EXPECT_NE(random.err.find("retnet generate: seed "), std::string::npos) << random.err;
+}
+
+}  // namespace
+}  // namespace retnet
