@@ -87,12 +87,34 @@ health=$(curl -sS "${base%/v1}/health")
 [ "$(echo "$health" | json_field .in_flight)" = 0 ] && [ "$(echo "$health" | json_field .cancelled)" -ge 1 ] \
   || fail "disconnect did not cancel: $health"
 
+# Batched decoding: different greedy requests sent together (more than --parallel, so some wait
+# and join as others finish) return the texts they return one by one.
+prompts=("ROMEO:" "KING HENRY:" "First Citizen:" "O" "JULIET:" "Sir," "MENENIUS:")
+for i in "${!prompts[@]}"; do
+  post "{\"prompt\": \"${prompts[$i]}\", \"max_tokens\": $((12 + 5 * i)), \"temperature\": 0}" >/dev/null
+  json_field '.choices[0].text' <"$work/body" >"$work/serial$i"
+done
+together_pids=()
+for i in "${!prompts[@]}"; do
+  curl -sS -o "$work/together$i" -H 'Content-Type: application/json' \
+    -d "{\"prompt\": \"${prompts[$i]}\", \"max_tokens\": $((12 + 5 * i)), \"temperature\": 0}" "$base/completions" &
+  together_pids+=($!)
+done
+wait "${together_pids[@]}" || fail "a concurrent request failed"
+for i in "${!prompts[@]}"; do
+  together=$(json_field '.choices[0].text' <"$work/together$i")
+  [ "$together" = "$(cat "$work/serial$i")" ] || fail "'${prompts[$i]}' together gave '$together', alone '$(cat "$work/serial$i")'"
+done
+peak=$(curl -sS "${base%/v1}/health" | json_field .peak_active)
+[ "$peak" -ge 2 ] || fail "the concurrent requests were never decoded together (peak_active $peak)"
+echo "serve: ${#prompts[@]} concurrent greedy requests (up to $peak decoded together) equal the same requests one by one"
+
 # Load: concurrent clients, every answer 200 with the greedy text.
 node "$here/load_test.mjs" "$base" "$clients" 4 24 "$prompt" "$text" >"$work/load" || fail "load test lost answers: $(cat "$work/load")"
 echo "serve: load test $(cat "$work/load")"
 
 # A full queue answers 503 at once: with room for one request, a second concurrent one is refused.
-start_server --queue 1
+start_server --parallel 1 --queue 0
 curl -sS -o /dev/null -H 'Content-Type: application/json' -d '{"prompt": "x", "max_tokens": 4000}' "$base/completions" &
 long=$!
 for _ in $(seq 1 50); do
