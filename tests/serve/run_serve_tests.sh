@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-3.0-or-later
 # `retnet serve` with real clients on loopback: curl (every endpoint, errors, the 503 of a full
-# queue, a client disconnect cancelling its request), the official `openai` npm package streaming
-# a completion, and a bounded load test (CLIENTS concurrent clients, nothing lost, p50/p99).
+# queue, a client disconnect cancelling its request, concurrent requests decoded together giving
+# the texts they give one by one), the official `openai` npm package streaming
+# a completion, and a bounded load test (CLIENTS concurrent clients, nothing lost, p50/p99, requests/s).
 # Usage: run_serve_tests.sh RETNET MODEL_DIR   (installs tests/serve/node_modules on first use)
 set -euo pipefail
 retnet=$(realpath "$1")
