@@ -76,6 +76,10 @@ head -c 2000000 /dev/zero | tr '\0' 'a' | sed 's/^/{"prompt": "/; s/$/"}/' >"$wo
 [ "$(curl -sS -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' --data-binary @"$work/big" "$base/completions")" = 413 ] \
   || fail "a 2 MB body was not refused with 413"
 [ "$(curl -sS -o /dev/null -w '%{http_code}' "$base/nothing")" = 404 ] || fail "unknown path not 404"
+for bad in 0 257 2x; do
+  "$retnet" serve --model "$model" --port 0 --parallel "$bad" >/dev/null 2>"$work/err" && fail "--parallel $bad accepted"
+  grep -q -- "--parallel needs an integer in \[1, 256\], got '$bad'" "$work/err" || fail "--parallel $bad: $(cat "$work/err")"
+done
 
 # A client that leaves cancels its request: the server is idle again within a few seconds.
 curl -sS -N -m 1 -H 'Content-Type: application/json' \
