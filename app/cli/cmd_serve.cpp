@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet serve: an OpenAI-compatible completion server (POST /v1/completions with server-sent
 // events, GET /v1/models, GET /health) on loopback, built on cpp-httplib. One decode thread runs
-// the requests one at a time from a bounded queue; a full queue answers 503, a client that leaves
+// up to --parallel requests together (retnet/batch_generate.h: one slot each, one batched forward
+// call per token); more wait in a bounded queue, a full queue answers 503, a client that leaves
 // cancels its request. Its options are parsed here. See docs/serve.md.
 #include <httplib.h>
 #include <pthread.h>
@@ -22,6 +23,7 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/batch_generate.h"
 #include "retnet/error.h"
 #include "retnet/generate.h"
 #include "retnet/model_names.h"
@@ -36,7 +38,8 @@ namespace fs = std::filesystem;
 struct ServeOptions {
     std::string model, name, host = "127.0.0.1", device = "cpu";
     int port = 8080;
-    int queue = 8;                 // requests waiting or decoding; one more gets 503
+    int parallel = 4;              // requests decoded together
+    int queue = 8;                 // requests waiting beyond those; one more gets 503
     int max_body = 1 << 20;        // bytes of a request body; more gets 413
     int max_tokens = 4096;         // upper bound of a request's max_tokens
     int max_prompt_tokens = 4096;
@@ -71,7 +74,8 @@ ServeOptions parse_serve_options(const std::vector<std::string>& argv) {
         else if (key == "host") o.host = value;
         else if (key == "device") o.device = value;
         else if (key == "port") o.port = static_cast<int>(parse_integer(key, value, 0, 65535));
-        else if (key == "queue") o.queue = static_cast<int>(parse_integer(key, value, 1, 4096));
+        else if (key == "parallel") o.parallel = static_cast<int>(parse_integer(key, value, 1, 256));
+        else if (key == "queue") o.queue = static_cast<int>(parse_integer(key, value, 0, 4096));
         else if (key == "max-body") o.max_body = static_cast<int>(parse_integer(key, value, 1024, 1 << 30));
         else if (key == "max-tokens") o.max_tokens = static_cast<int>(parse_integer(key, value, 1, 1 << 20));
         else if (key == "max-prompt-tokens") o.max_prompt_tokens = static_cast<int>(parse_integer(key, value, 1, 1 << 24));
@@ -135,13 +139,14 @@ const char* finish_reason(StopReason r) {
     }
 }
 
-// The model, one decode thread and the bounded queue in front of it.
+// The model, one decode thread decoding up to `parallel` requests together, and the bounded
+// queue in front of it.
 class Engine {
 public:
-    Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Tokenizer> tokenizer, int capacity)
-        : backend_(std::move(backend)), tokenizer_(std::move(tokenizer)), capacity_(capacity),
-          vocab_size_(backend_->model().config.vocab_size),
-          encoder_(*backend_, tokenizer_.get()), thread_([this] { loop(); }) {}
+    Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Tokenizer> tokenizer, int parallel, int queue)
+        : backend_(std::move(backend)), tokenizer_(std::move(tokenizer)), capacity_(parallel + queue),
+          vocab_size_(backend_->model().config.vocab_size), encoder_(*backend_, tokenizer_.get()),
+          batch_(*backend_, tokenizer_.get(), parallel), thread_([this] { loop(); }) {}
     ~Engine() {
         {
             std::lock_guard lock(mutex_);
@@ -154,7 +159,7 @@ public:
     const Generator& encoder() const { return encoder_; }
     int vocab_size() const { return vocab_size_; }
 
-    // False when `capacity` requests are already waiting or decoding.
+    // False when `parallel + queue` requests are already decoding or waiting.
     bool submit(const std::shared_ptr<Job>& job) {
         std::lock_guard lock(mutex_);
         if (in_flight_ >= capacity_) return false;
@@ -163,73 +168,87 @@ public:
         wake_.notify_one();
         return true;
     }
-    // Shutdown: the running request and every waiting one end now (their clients get what was made).
+    // Shutdown: the running requests and every waiting one end now (their clients get what was made).
     void cancel_all() {
         std::lock_guard lock(mutex_);
         for (const auto& job : queue_) job->cancel = true;
-        if (running_) running_->cancel = true;
+        for (const auto& job : running_) job->cancel = true;
     }
     json health() const {
         std::lock_guard lock(mutex_);
-        return {{"status", "ok"}, {"in_flight", in_flight_}, {"capacity", capacity_},
-                {"served", served_}, {"cancelled", cancelled_}};
+        return {{"status", "ok"}, {"in_flight", in_flight_}, {"active", running_.size()}, {"peak_active", peak_active_},
+                {"parallel", batch_.slots()}, {"capacity", capacity_}, {"served", served_},
+                {"cancelled", cancelled_}};
     }
 
 private:
     void loop();
-    void run(Job& job);
+    void join(const std::shared_ptr<Job>& job);
+    void finished(const std::shared_ptr<Job>& job);
 
     std::unique_ptr<Backend> backend_;
     std::unique_ptr<Tokenizer> tokenizer_;
     const int capacity_;
     const int vocab_size_;
     const Generator encoder_;
+    BatchGenerator batch_;  // the decode thread's only (slots() is constant)
     mutable std::mutex mutex_;
     std::condition_variable wake_;
     std::deque<std::shared_ptr<Job>> queue_;
-    std::shared_ptr<Job> running_;
+    std::vector<std::shared_ptr<Job>> running_;  // in batch_
     int in_flight_ = 0;
+    size_t peak_active_ = 0;  // most requests decoded together so far
     int64_t served_ = 0, cancelled_ = 0;
     bool stopping_ = false;
     std::thread thread_;  // last: starts once the rest exists
 };
 
+// Each turn: waiting requests take the free slots (each prefilled as it joins), then every
+// running request advances by one token in one batched forward call.
 void Engine::loop() {
-    Generator generator(*backend_, tokenizer_.get());
     for (;;) {
-        std::shared_ptr<Job> job;
+        std::vector<std::shared_ptr<Job>> joining;
         {
             std::unique_lock lock(mutex_);
-            wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !running_.empty(); });
             if (stopping_) return;
-            job = std::move(queue_.front());
-            queue_.pop_front();
-            running_ = job;
-        }
-        if (job->cancel) {
-            job->finish("cancelled", 0);
-        } else {
-            try {
-                std::string streamed;
-                const GenerationResult r = generator.generate(
-                    job->prompt, job->params,
-                    [&](const TokenEvent& e) {
-                        streamed += e.stream_text;
-                        job->push(e.stream_text);
-                    },
-                    &job->cancel);
-                // Text held back while it could have been the start of a stop string.
-                if (r.text.size() > streamed.size()) job->push(r.text.substr(streamed.size()));
-                job->finish(finish_reason(r.stats.stop_reason), static_cast<int64_t>(r.tokens.size()));
-            } catch (const std::exception& e) {
-                job->finish("error", 0, e.what());
+            while (!queue_.empty() && running_.size() < static_cast<size_t>(batch_.slots())) {
+                joining.push_back(std::move(queue_.front()));
+                queue_.pop_front();
+                running_.push_back(joining.back());
             }
+            peak_active_ = std::max(peak_active_, running_.size());
         }
-        std::lock_guard lock(mutex_);
-        running_.reset();
-        --in_flight_;
-        ++(job->finish_reason == "cancelled" ? cancelled_ : served_);
+        for (const auto& job : joining) join(job);
+        batch_.step();
     }
+}
+
+void Engine::join(const std::shared_ptr<Job>& job) {
+    auto streamed = std::make_shared<std::string>();
+    BatchRequest request{job->prompt, job->params, {}, {}, &job->cancel};
+    request.on_token = [job, streamed](const TokenEvent& e) {
+        *streamed += e.stream_text;
+        job->push(e.stream_text);
+    };
+    request.on_done = [this, job, streamed](const GenerationResult& r, const std::string& error) {
+        if (!error.empty()) {
+            job->finish("error", 0, error);
+        } else {
+            // Text held back while it could have been the start of a stop string.
+            if (r.text.size() > streamed->size()) job->push(r.text.substr(streamed->size()));
+            job->finish(finish_reason(r.stats.stop_reason), static_cast<int64_t>(r.tokens.size()));
+        }
+        finished(job);
+    };
+    batch_.add(std::move(request));
+}
+
+void Engine::finished(const std::shared_ptr<Job>& job) {
+    std::lock_guard lock(mutex_);
+    std::erase(running_, job);
+    --in_flight_;
+    ++(job->finish_reason == "cancelled" ? cancelled_ : served_);
 }
 
 // A request the server refuses: HTTP status, OpenAI error type and message.
@@ -306,6 +325,7 @@ GenerationParams request_params(const json& body, const ServeOptions& o) {
     GenerationParams p;
     p.max_new_tokens = number_field<int>(body, "max_tokens", 16, 0, o.max_tokens);
     p.max_prompt_tokens = o.max_prompt_tokens;
+    p.prefill_form = Form::Chunkwise;  // memory linear in the prompt length, unlike the parallel form
     p.checkpoint_interval = 0;  // no rewinding here: keep only the prompt-end state
     p.n_top = 0;
     SamplerParams& s = p.sampler;
@@ -430,8 +450,8 @@ void handle_completion(Engine& engine, const ServeOptions& o, const std::string&
     }
     if (!engine.submit(job)) {
         res.set_header("Retry-After", "1");
-        return send_error(res, 503, "the server is busy: " + std::to_string(o.queue) +
-                                        " requests are already waiting or running; retry later");
+        return send_error(res, 503, "the server is busy: " + std::to_string(o.parallel + o.queue) +
+                                        " requests are already running or waiting; retry later");
     }
     const std::string id = "cmpl-" + std::to_string(++counter);
     const auto created = static_cast<int64_t>(std::time(nullptr));
@@ -490,9 +510,9 @@ int run_serve(const std::vector<std::string>& argv) {
 
     const sigset_t stop_signals = block_stop_signals();
     httplib::Server server;
-    Engine engine(std::move(backend), Tokenizer::load_from_model_dir(o.model), o.queue);
+    Engine engine(std::move(backend), Tokenizer::load_from_model_dir(o.model), o.parallel, o.queue);
     // Enough handler threads that a request beyond the queue is answered 503 at once.
-    server.new_task_queue = [n = o.queue + 4] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
+    server.new_task_queue = [n = o.parallel + o.queue + 4] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     server.set_payload_max_length(static_cast<size_t>(o.max_body));
     server.set_read_timeout(10, 0);
     add_routes(server, engine, o, name);
@@ -503,9 +523,9 @@ int run_serve(const std::vector<std::string>& argv) {
     if (o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1")
         std::fprintf(stderr, "retnet serve: warning: listening on %s, reachable from other machines, without authentication\n",
                      o.host.c_str());
-    std::printf("retnet serve: %s (%s, %s parameters) on http://%s:%d/v1 (queue %d, one request decoded at a time)\n",
+    std::printf("retnet serve: %s (%s, %s parameters) on http://%s:%d/v1 (%d requests decoded together, queue %d)\n",
                 name.c_str(), family_name(model->config.family), format_count(model->parameter_count()).c_str(),
-                o.host.c_str(), port, o.queue);
+                o.host.c_str(), port, o.parallel, o.queue);
     std::fflush(stdout);
     server.listen_after_bind();
     pthread_kill(signals.native_handle(), SIGTERM);  // ends the signal thread if the server stopped on its own
@@ -515,7 +535,7 @@ int run_serve(const std::vector<std::string>& argv) {
 
 const Command reg("serve",
                   "retnet serve [--model DIR|ORG/NAME] [--host 127.0.0.1] [--port 8080] [--device cpu|cuda] "
-                  "[--queue 8] [--max-body BYTES] [--max-tokens N] [--max-prompt-tokens N] [--model-name ID]",
+                  "[--parallel 4] [--queue 8] [--max-body BYTES] [--max-tokens N] [--max-prompt-tokens N] [--model-name ID]",
                   &run_serve);
 
 }  // namespace

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-3.0-or-later
 # `retnet serve` with real clients on loopback: curl (every endpoint, errors, the 503 of a full
-# queue, a client disconnect cancelling its request), the official `openai` npm package streaming
-# a completion, and a bounded load test (CLIENTS concurrent clients, nothing lost, p50/p99).
+# queue, a client disconnect cancelling its request, concurrent requests decoded together giving
+# the texts they give one by one), the official `openai` npm package streaming
+# a completion, and a bounded load test (CLIENTS concurrent clients, nothing lost, p50/p99, requests/s).
 # Usage: run_serve_tests.sh RETNET MODEL_DIR   (installs tests/serve/node_modules on first use)
 set -euo pipefail
 retnet=$(realpath "$1")
@@ -75,6 +76,10 @@ head -c 2000000 /dev/zero | tr '\0' 'a' | sed 's/^/{"prompt": "/; s/$/"}/' >"$wo
 [ "$(curl -sS -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' --data-binary @"$work/big" "$base/completions")" = 413 ] \
   || fail "a 2 MB body was not refused with 413"
 [ "$(curl -sS -o /dev/null -w '%{http_code}' "$base/nothing")" = 404 ] || fail "unknown path not 404"
+for bad in 0 257 2x; do
+  "$retnet" serve --model "$model" --port 0 --parallel "$bad" >/dev/null 2>"$work/err" && fail "--parallel $bad accepted"
+  grep -q -- "--parallel needs an integer in \[1, 256\], got '$bad'" "$work/err" || fail "--parallel $bad: $(cat "$work/err")"
+done
 
 # A client that leaves cancels its request: the server is idle again within a few seconds.
 curl -sS -N -m 1 -H 'Content-Type: application/json' \
@@ -87,12 +92,34 @@ health=$(curl -sS "${base%/v1}/health")
 [ "$(echo "$health" | json_field .in_flight)" = 0 ] && [ "$(echo "$health" | json_field .cancelled)" -ge 1 ] \
   || fail "disconnect did not cancel: $health"
 
+# Batched decoding: different greedy requests sent together (more than --parallel, so some wait
+# and join as others finish) return the texts they return one by one.
+prompts=("ROMEO:" "KING HENRY:" "First Citizen:" "O" "JULIET:" "Sir," "MENENIUS:")
+for i in "${!prompts[@]}"; do
+  post "{\"prompt\": \"${prompts[$i]}\", \"max_tokens\": $((12 + 5 * i)), \"temperature\": 0}" >/dev/null
+  json_field '.choices[0].text' <"$work/body" >"$work/serial$i"
+done
+together_pids=()
+for i in "${!prompts[@]}"; do
+  curl -sS -o "$work/together$i" -H 'Content-Type: application/json' \
+    -d "{\"prompt\": \"${prompts[$i]}\", \"max_tokens\": $((12 + 5 * i)), \"temperature\": 0}" "$base/completions" &
+  together_pids+=($!)
+done
+wait "${together_pids[@]}" || fail "a concurrent request failed"
+for i in "${!prompts[@]}"; do
+  together=$(json_field '.choices[0].text' <"$work/together$i")
+  [ "$together" = "$(cat "$work/serial$i")" ] || fail "'${prompts[$i]}' together gave '$together', alone '$(cat "$work/serial$i")'"
+done
+peak=$(curl -sS "${base%/v1}/health" | json_field .peak_active)
+[ "$peak" -ge 2 ] || fail "the concurrent requests were never decoded together (peak_active $peak)"
+echo "serve: ${#prompts[@]} concurrent greedy requests (up to $peak decoded together) equal the same requests one by one"
+
 # Load: concurrent clients, every answer 200 with the greedy text.
 node "$here/load_test.mjs" "$base" "$clients" 4 24 "$prompt" "$text" >"$work/load" || fail "load test lost answers: $(cat "$work/load")"
 echo "serve: load test $(cat "$work/load")"
 
 # A full queue answers 503 at once: with room for one request, a second concurrent one is refused.
-start_server --queue 1
+start_server --parallel 1 --queue 0
 curl -sS -o /dev/null -H 'Content-Type: application/json' -d '{"prompt": "x", "max_tokens": 4000}' "$base/completions" &
 long=$!
 for _ in $(seq 1 50); do
