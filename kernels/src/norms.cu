@@ -14,7 +14,9 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kReduceThreads = 128;
 constexpr int kNormRowsPerBlock = 32;   // rows of one RMSNorm-backward block (shares its dw partial)
-constexpr int kGatePairsPerBlock = 64;  // (row, head) pairs of one head-norm block
+constexpr int kGatePairsPerBlock = 64;  // (row, head) pairs of one head-norm backward block
+// Fewer head-norm pairs than this (under a warp-per-pair block per SM) get a block each.
+constexpr int64_t kBlockPerPairBelow = 1024;
 
 // One block per row.
 __global__ void rmsnorm_forward_kernel(const float* x, const float* w, int dim, float eps, float* y,
@@ -61,24 +63,53 @@ __global__ void rmsnorm_backward_kernel(const float* x, const float* w, const fl
             dw_partials[static_cast<int64_t>(blockIdx.x) * dim + i] = dw_partial[i];
 }
 
-// One block per (row, head) pair, so a decoding step's few pairs still spread over the GPU;
-// o rows (heads_T = 0) or head-major.
-__global__ void head_norm_gate_forward_kernel(const float* o, int heads_T, int heads_Tp, const float* g,
-                                              const float* w, int H, int Dv, float eps, float* y, float* rstd) {
-    __shared__ double shared[32];
-    const int64_t pair = blockIdx.x;
-    const int64_t off = pair * Dv;  // (row·H + h)·Dv: rows hold their heads contiguously
-    int64_t o_off = off;
+// Where pair p = (row, head) of y starts, and where its o does (o rows when heads_T = 0, else
+// head-major with heads_Tp rows per head).
+__device__ __forceinline__ void gate_offsets(int64_t pair, int heads_T, int heads_Tp, int H, int Dv, int64_t& off,
+                                             int64_t& o_off) {
+    off = pair * Dv;  // (row·H + h)·Dv: rows hold their heads contiguously
+    o_off = off;
     if (heads_T > 0) {
         const int64_t row = pair / H, b = row / heads_T, t = row % heads_T;
         o_off = ((b * H + pair % H) * heads_Tp + t) * Dv;
     }
+}
+
+// y = o·rsqrt(mean(o²) + eps)·w ⊙ silu(g) for one pair, its sum of squares already reduced.
+__device__ __forceinline__ void gate_write(const float* o, const float* g, const float* w, int64_t off, int64_t o_off,
+                                           int Dv, double ss, float eps, int first, int stride, float* y) {
+    const float s = static_cast<float>(1.0 / sqrt(ss / Dv + static_cast<double>(eps)));
+    for (int i = first; i < Dv; i += stride) y[off + i] = o[o_off + i] * s * (w ? w[i] : 1.0f) * silu(g[off + i]);
+}
+
+// Many pairs (training, prefill): one warp per pair.
+__global__ void head_norm_gate_forward_warp_kernel(const float* o, int heads_T, int heads_Tp, const float* g,
+                                                   const float* w, int64_t pairs, int H, int Dv, float eps, float* y,
+                                                   float* rstd) {
+    const int lane = threadIdx.x & 31;
+    const int64_t pair = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+    if (pair >= pairs) return;
+    int64_t off, o_off;
+    gate_offsets(pair, heads_T, heads_Tp, H, Dv, off, o_off);
+    double ss = 0.0;
+    for (int i = lane; i < Dv; i += 32) ss += static_cast<double>(o[o_off + i]) * o[o_off + i];
+    ss = warp_sum(ss);
+    if (rstd && lane == 0) rstd[pair] = static_cast<float>(1.0 / sqrt(ss / Dv + static_cast<double>(eps)));
+    gate_write(o, g, w, off, o_off, Dv, ss, eps, lane, 32, y);
+}
+
+// Few pairs (a decoding step): one block per pair, so they still spread over the GPU.
+__global__ void head_norm_gate_forward_block_kernel(const float* o, int heads_T, int heads_Tp, const float* g,
+                                                    const float* w, int H, int Dv, float eps, float* y, float* rstd) {
+    __shared__ double shared[32];
+    const int64_t pair = blockIdx.x;
+    int64_t off, o_off;
+    gate_offsets(pair, heads_T, heads_Tp, H, Dv, off, o_off);
     double ss = 0.0;
     for (int i = threadIdx.x; i < Dv; i += blockDim.x) ss += static_cast<double>(o[o_off + i]) * o[o_off + i];
     ss = block_sum(ss, shared);
-    const float s = static_cast<float>(1.0 / sqrt(ss / Dv + static_cast<double>(eps)));
-    if (rstd && threadIdx.x == 0) rstd[pair] = s;
-    for (int i = threadIdx.x; i < Dv; i += blockDim.x) y[off + i] = o[o_off + i] * s * (w ? w[i] : 1.0f) * silu(g[off + i]);
+    if (rstd && threadIdx.x == 0) rstd[pair] = static_cast<float>(1.0 / sqrt(ss / Dv + static_cast<double>(eps)));
+    gate_write(o, g, w, off, o_off, Dv, ss, eps, threadIdx.x, blockDim.x, y);
 }
 
 // kGatePairsPerBlock pairs per block, one warp at a time per pair. Each warp sums its pairs' dw in
@@ -156,8 +187,12 @@ void head_norm_gate_forward(const HeadNormInput& o, const float* g, const float*
                             float eps, float* y, float* rstd, cudaStream_t stream) {
     const int64_t pairs = rows * H;
     if (pairs <= 0) return;
-    head_norm_gate_forward_kernel<<<static_cast<unsigned>(pairs), kThreads, 0, stream>>>(o.o, o.heads_T, o.heads_Tp, g,
-                                                                                         w, H, Dv, eps, y, rstd);
+    if (pairs < kBlockPerPairBelow)
+        head_norm_gate_forward_block_kernel<<<static_cast<unsigned>(pairs), kThreads, 0, stream>>>(
+            o.o, o.heads_T, o.heads_Tp, g, w, H, Dv, eps, y, rstd);
+    else
+        head_norm_gate_forward_warp_kernel<<<ceil_div(pairs * 32, kThreads), kThreads, 0, stream>>>(
+            o.o, o.heads_T, o.heads_Tp, g, w, pairs, H, Dv, eps, y, rstd);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 

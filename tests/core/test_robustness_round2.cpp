@@ -5,6 +5,8 @@
 // must not pass silently, messages that must stay one honest line, options read strictly.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -160,9 +162,13 @@ TEST(RobustMemory, LargeTextEvaluatesUnderAMemoryCapAndCancels) {
         std::ofstream out(dir / "big.txt", std::ios::binary);
         for (size_t written = 0; written < (size_t(24) << 20); written += line.size()) out << line;
     }
+    // OpenBLAS starts one thread per core when the library loads, each with its own buffers: on a
+    // many-core machine that alone can exceed the cap, before retnet runs a line.
+    setenv("OPENBLAS_NUM_THREADS", "2", 1);
     RunningRetnet run({"eval", "--model", (dir / "model").string(), "--text", (dir / "big.txt").string(), "--window",
                        "64", "--threads", "1"},
                       ChildSetup{"", "", 1536L << 20});  // 24 MB of text needed about 6 GB before
+    unsetenv("OPENBLAS_NUM_THREADS");
     ASSERT_TRUE(run.wait_for_stderr("eval:", 90)) << "no progress under a 1.5 GiB cap";
     run.send(SIGINT);
     const CliResult r = run.finish(30);
