@@ -8,31 +8,15 @@
 #include <chrono>
 #include <iterator>
 
+#include "gen/generation_common.h"
 #include "retnet/error.h"
 
 namespace retnet {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double milliseconds_since(Clock::time_point start) {
-    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-// Length of the longest suffix of `text` that is a proper prefix of some stop string: text that
-// must not be shown yet because the next token could complete a stop string.
-size_t held_back_length(const std::string& text, const std::vector<std::string>& stop_strings) {
-    size_t longest = 0;
-    for (const std::string& stop : stop_strings) {
-        for (size_t k = std::min(stop.size() - 1, text.size()); k > longest; --k) {
-            if (text.compare(text.size() - k, k, stop, 0, k) == 0) {
-                longest = k;
-                break;
-            }
-        }
-    }
-    return longest;
-}
+using gen::Clock;
+using gen::held_back_length;
+using gen::milliseconds_since;
 
 }  // namespace
 
