@@ -2,16 +2,14 @@
 // config.json of both checkpoint families (docs/spec.md §2.1 torchscale RetNetConfig, §3.1 fla HF config).
 #include "retnet/config.h"
 
-#include <cerrno>
 #include <climits>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "io/small_file.h"
 #include "retnet/error.h"
 
 namespace retnet {
@@ -294,14 +292,14 @@ ModelConfig parse_config(const json& j, const std::string& source) {
     return c;
 }
 
+// A config.json is a few KiB; anything near this is not one.
+constexpr uint64_t kMaxConfigBytes = 16u << 20;
+
 ModelConfig load_config(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
-    std::stringstream buffer;
-    buffer << in.rdbuf();
+    const std::string text = io::read_small_file(path, kMaxConfigBytes);
     json j;
     try {
-        j = json::parse(buffer.str());
+        j = json::parse(text);
     } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
         // e.what() starts with "[json.exception.parse_error.101] "; keep the readable part.
         std::string what = e.what();

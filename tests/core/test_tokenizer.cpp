@@ -244,7 +244,7 @@ TEST(Tokenizer, BadInputsGiveOneLineErrors) {
               }),
               "unknown tokenizer type 'wordpiece' (expected bpe, unigram or char)");
     EXPECT_EQ(message([] { Tokenizer::load("/nonexistent/tokenizer.model"); }),
-              "/nonexistent/tokenizer.model: cannot open file");
+              "/nonexistent/tokenizer.model: cannot open (No such file or directory)");
     const std::string garbage = message([] { Tokenizer::from_serialized("not a model", "x.model"); });
     EXPECT_EQ(garbage.rfind("x.model: not a SentencePiece tokenizer model", 0), 0u) << garbage;
     const std::string bad_line = message([] {

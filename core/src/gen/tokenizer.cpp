@@ -7,9 +7,8 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
+#include "io/small_file.h"
 #include "retnet/error.h"
 
 namespace retnet {
@@ -40,13 +39,8 @@ int byte_piece_value(const std::string& piece) {
     return -1;
 }
 
-std::string read_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path + ": cannot open file");
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    return buffer.str();
-}
+// Real tokenizer files are a few MiB (tokenizer.json of a large vocabulary some tens).
+std::string read_file(const std::string& path) { return io::read_small_file(path, 256u << 20); }
 
 }  // namespace
 
