@@ -4,13 +4,15 @@
 // the requests one at a time from a bounded queue; a full queue answers 503, a client that leaves
 // cancels its request. Its options are parsed here. See docs/serve.md.
 #include <httplib.h>
-#include <pthread.h>
-#include <signal.h>
+#include <sys/socket.h>
 
+#include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <filesystem>
@@ -26,6 +28,7 @@
 #include "retnet/generate.h"
 #include "retnet/model_names.h"
 #include "retnet/model_stats.h"
+#include "serve_signals.h"
 
 namespace retnet::cli {
 namespace {
@@ -442,24 +445,22 @@ void handle_completion(Engine& engine, const ServeOptions& o, const std::string&
         answer_job(res, job, id, model, created, prompt_tokens);
 }
 
-// SIGINT/SIGTERM stop the server from a thread of their own (blocked everywhere else).
-// Call block_stop_signals() before any thread starts, so that every thread inherits the mask.
-sigset_t block_stop_signals() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    signal(SIGPIPE, SIG_IGN);  // a client that left must not end the server
-    return set;
+// SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second server on a port
+// in use binds too and the kernel splits the clients between the two.
+void reuse_address_only(socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
 }
-std::thread stop_on_signal(httplib::Server& server, Engine& engine, sigset_t set) {
-    return std::thread([&server, &engine, set] {
-        int sig = 0;
-        sigwait(&set, &sig);
-        engine.cancel_all();
-        server.stop();
-    });
+
+int bind_or_throw(httplib::Server& server, const ServeOptions& o) {
+    errno = 0;
+    const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
+    if (port < 0)
+        throw Error("cannot listen on " + o.host + ":" + std::to_string(o.port) +
+                    (errno == EADDRINUSE ? ": the port is in use (another server? pick one with --port)"
+                     : errno != 0        ? std::string(": ") + std::strerror(errno)
+                                         : std::string(": not an address of this machine")));
+    return port;
 }
 
 void add_routes(httplib::Server& server, Engine& engine, const ServeOptions& o, const std::string& model) {
@@ -488,18 +489,22 @@ int run_serve(const std::vector<std::string>& argv) {
     if (!notice.empty()) std::fprintf(stderr, "retnet serve: %s\n", notice.c_str());
     const std::string name = o.name.empty() ? model_id(o.model) : o.name;
 
-    const sigset_t stop_signals = block_stop_signals();
     httplib::Server server;
     Engine engine(std::move(backend), Tokenizer::load_from_model_dir(o.model), o.queue);
     // Enough handler threads that a request beyond the queue is answered 503 at once.
     server.new_task_queue = [n = o.queue + 4] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     server.set_payload_max_length(static_cast<size_t>(o.max_body));
     server.set_read_timeout(10, 0);
+    server.set_socket_options(reuse_address_only);
     add_routes(server, engine, o, name);
-    std::thread signals = stop_on_signal(server, engine, stop_signals);
-
-    const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
-    if (port < 0) throw Error("cannot listen on " + o.host + ":" + std::to_string(o.port));
+    const int port = bind_or_throw(server, o);
+    std::atomic<bool> listen_returned{false};
+    const StopOnSignal on_signal([&] {
+        engine.cancel_all();
+        // A signal between bind and listen: stop() does nothing until the server runs.
+        while (!server.is_running() && !listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        server.stop();
+    });
     if (o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1")
         std::fprintf(stderr, "retnet serve: warning: listening on %s, reachable from other machines, without authentication\n",
                      o.host.c_str());
@@ -508,8 +513,7 @@ int run_serve(const std::vector<std::string>& argv) {
                 o.host.c_str(), port, o.queue);
     std::fflush(stdout);
     server.listen_after_bind();
-    pthread_kill(signals.native_handle(), SIGTERM);  // ends the signal thread if the server stopped on its own
-    signals.join();
+    listen_returned = true;
     return 0;
 }
 
