@@ -344,6 +344,10 @@ json completion_chunk(const std::string& id, const std::string& model, int64_t c
             {"choices", json::array({{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}}})}};
 }
 
+// Responses still being written. cpp-httplib's stop() cuts a chunked response between two writes,
+// so shutdown waits for these to end (their jobs cancelled) before it stops the server.
+std::atomic<int> g_open_responses{0};
+
 std::string sse(const json& j) {
     return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
 }
@@ -351,6 +355,7 @@ std::string sse(const json& j) {
 // Writes the job's text as server-sent events; a failed write (the client left) cancels it.
 void stream_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id, std::string model,
                 int64_t created, int64_t prompt_tokens) {
+    ++g_open_responses;
     res.set_chunked_content_provider(
         "text/event-stream",
         [=](size_t, httplib::DataSink& sink) {
@@ -376,6 +381,7 @@ void stream_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
         },
         [job](bool success) {
             if (!success) job->cancel = true;
+            --g_open_responses;
         });
 }
 
@@ -383,6 +389,7 @@ void stream_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
 // whitespace) can go out every second while the request waits: a client that left is noticed.
 void answer_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id, std::string model,
                 int64_t created, int64_t prompt_tokens) {
+    ++g_open_responses;
     auto text = std::make_shared<std::string>();
     res.set_chunked_content_provider(
         "application/json",
@@ -407,6 +414,7 @@ void answer_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
         },
         [job](bool success) {
             if (!success) job->cancel = true;
+            --g_open_responses;
         });
 }
 
@@ -501,6 +509,8 @@ int run_serve(const std::vector<std::string>& argv) {
     std::atomic<bool> listen_returned{false};
     const StopOnSignal on_signal([&] {
         engine.cancel_all();
+        // Cancelled responses end within a token and a second; a client that stopped reading gets 5 s.
+        for (int i = 0; i < 1000 && g_open_responses > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         // A signal between bind and listen: stop() does nothing until the server runs.
         while (!server.is_running() && !listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         server.stop();
