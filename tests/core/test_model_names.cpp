@@ -163,6 +163,21 @@ TEST_F(ModelNames, DamagedRefsAreRefusedNotFollowed) {
     EXPECT_TRUE(listed);
 }
 
+// A name whose revision is refused (escaping refs/, empty, odd characters) says so instead of
+// failing later as a path ("…@../../x/config.json: cannot open").
+TEST_F(ModelNames, RefusedRevisionsAreNamed) {
+    for (const std::string& text : {std::string("test-org/retnet-tiny@../../x"), std::string("test-org/retnet-tiny@"),
+                                    std::string("test-org/retnet-tiny@a b"), std::string("test-org/retnet-tiny@main@v2")}) {
+        SCOPED_TRACE(text);
+        try {
+            resolve_model_path(text);
+            FAIL() << "no error";
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find("' is not a revision"), std::string::npos) << e.what();
+        }
+    }
+}
+
 TEST_F(ModelNames, ListsOnlyRetNetModels) {
     const std::vector<CachedModel> models = list_cached_models();
     ASSERT_EQ(models.size(), 2u);

@@ -111,7 +111,15 @@ std::string resolve_model_path(const std::string& path_or_name) {
     std::error_code ec;
     if (fs::exists(path_or_name, ec)) return path_or_name;
     const std::optional<ModelName> name = parse_model_name(path_or_name);
-    if (!name) return path_or_name;
+    if (!name) {
+        // ORG/NAME@<something refused>: say so, not "ORG/NAME@../x/config.json: cannot open".
+        const size_t at = path_or_name.find('@');
+        if (at != std::string::npos && parse_model_name(path_or_name.substr(0, at)))
+            throw Error(path_or_name + " is not a directory, and '" + path_or_name.substr(at + 1) +
+                        "' is not a revision (a branch or tag of letters, digits, '.', '_', '-', '/' without '..', "
+                        "or a commit hash)");
+        return path_or_name;
+    }
 
     const fs::path repo_dir = fs::path(hub_cache_dir()) / repo_folder(name->repo);
     const std::string where = path_or_name + " is neither a directory nor in the Hugging Face cache";
