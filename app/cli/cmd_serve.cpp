@@ -5,13 +5,15 @@
 // call per token); more wait in a bounded queue, a full queue answers 503, a client that leaves
 // cancels its request. Its options are parsed here. See docs/serve.md.
 #include <httplib.h>
-#include <pthread.h>
-#include <signal.h>
+#include <sys/socket.h>
 
+#include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <filesystem>
@@ -28,6 +30,7 @@
 #include "retnet/generate.h"
 #include "retnet/model_names.h"
 #include "retnet/model_stats.h"
+#include "serve_signals.h"
 
 namespace retnet::cli {
 namespace {
@@ -361,6 +364,10 @@ json completion_chunk(const std::string& id, const std::string& model, int64_t c
             {"choices", json::array({{{"text", text}, {"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish}}})}};
 }
 
+// Responses still being written. cpp-httplib's stop() cuts a chunked response between two writes,
+// so shutdown waits for these to end (their jobs cancelled) before it stops the server.
+std::atomic<int> g_open_responses{0};
+
 std::string sse(const json& j) {
     return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
 }
@@ -368,6 +375,7 @@ std::string sse(const json& j) {
 // Writes the job's text as server-sent events; a failed write (the client left) cancels it.
 void stream_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id, std::string model,
                 int64_t created, int64_t prompt_tokens) {
+    ++g_open_responses;
     res.set_chunked_content_provider(
         "text/event-stream",
         [=](size_t, httplib::DataSink& sink) {
@@ -393,6 +401,7 @@ void stream_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
         },
         [job](bool success) {
             if (!success) job->cancel = true;
+            --g_open_responses;
         });
 }
 
@@ -400,6 +409,7 @@ void stream_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
 // whitespace) can go out every second while the request waits: a client that left is noticed.
 void answer_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id, std::string model,
                 int64_t created, int64_t prompt_tokens) {
+    ++g_open_responses;
     auto text = std::make_shared<std::string>();
     res.set_chunked_content_provider(
         "application/json",
@@ -424,6 +434,7 @@ void answer_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
         },
         [job](bool success) {
             if (!success) job->cancel = true;
+            --g_open_responses;
         });
 }
 
@@ -462,24 +473,22 @@ void handle_completion(Engine& engine, const ServeOptions& o, const std::string&
         answer_job(res, job, id, model, created, prompt_tokens);
 }
 
-// SIGINT/SIGTERM stop the server from a thread of their own (blocked everywhere else).
-// Call block_stop_signals() before any thread starts, so that every thread inherits the mask.
-sigset_t block_stop_signals() {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    signal(SIGPIPE, SIG_IGN);  // a client that left must not end the server
-    return set;
+// SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second server on a port
+// in use binds too and the kernel splits the clients between the two.
+void reuse_address_only(socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
 }
-std::thread stop_on_signal(httplib::Server& server, Engine& engine, sigset_t set) {
-    return std::thread([&server, &engine, set] {
-        int sig = 0;
-        sigwait(&set, &sig);
-        engine.cancel_all();
-        server.stop();
-    });
+
+int bind_or_throw(httplib::Server& server, const ServeOptions& o) {
+    errno = 0;
+    const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
+    if (port < 0)
+        throw Error("cannot listen on " + o.host + ":" + std::to_string(o.port) +
+                    (errno == EADDRINUSE ? ": the port is in use (another server? pick one with --port)"
+                     : errno != 0        ? std::string(": ") + std::strerror(errno)
+                                         : std::string(": not an address of this machine")));
+    return port;
 }
 
 void add_routes(httplib::Server& server, Engine& engine, const ServeOptions& o, const std::string& model) {
@@ -508,18 +517,24 @@ int run_serve(const std::vector<std::string>& argv) {
     if (!notice.empty()) std::fprintf(stderr, "retnet serve: %s\n", notice.c_str());
     const std::string name = o.name.empty() ? model_id(o.model) : o.name;
 
-    const sigset_t stop_signals = block_stop_signals();
     httplib::Server server;
     Engine engine(std::move(backend), Tokenizer::load_from_model_dir(o.model), o.parallel, o.queue);
     // Enough handler threads that a request beyond the queue is answered 503 at once.
     server.new_task_queue = [n = o.parallel + o.queue + 4] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     server.set_payload_max_length(static_cast<size_t>(o.max_body));
     server.set_read_timeout(10, 0);
+    server.set_socket_options(reuse_address_only);
     add_routes(server, engine, o, name);
-    std::thread signals = stop_on_signal(server, engine, stop_signals);
-
-    const int port = o.port == 0 ? server.bind_to_any_port(o.host) : (server.bind_to_port(o.host, o.port) ? o.port : -1);
-    if (port < 0) throw Error("cannot listen on " + o.host + ":" + std::to_string(o.port));
+    const int port = bind_or_throw(server, o);
+    std::atomic<bool> listen_returned{false};
+    const StopOnSignal on_signal([&] {
+        engine.cancel_all();
+        // Cancelled responses end within a token and a second; a client that stopped reading gets 5 s.
+        for (int i = 0; i < 1000 && g_open_responses > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        // A signal between bind and listen: stop() does nothing until the server runs.
+        while (!server.is_running() && !listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        server.stop();
+    });
     if (o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1")
         std::fprintf(stderr, "retnet serve: warning: listening on %s, reachable from other machines, without authentication\n",
                      o.host.c_str());
@@ -528,8 +543,7 @@ int run_serve(const std::vector<std::string>& argv) {
                 o.host.c_str(), port, o.parallel, o.queue);
     std::fflush(stdout);
     server.listen_after_bind();
-    pthread_kill(signals.native_handle(), SIGTERM);  // ends the signal thread if the server stopped on its own
-    signals.join();
+    listen_returned = true;
     return 0;
 }
 

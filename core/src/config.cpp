@@ -2,13 +2,10 @@
 // config.json of both checkpoint families (docs/spec.md §2.1 torchscale RetNetConfig, §3.1 fla HF config).
 #include "retnet/config.h"
 
-#include <cerrno>
 #include <climits>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
@@ -295,8 +292,11 @@ ModelConfig parse_config(const json& j, const std::string& source) {
     return c;
 }
 
+// A config.json is a few KiB; anything near this is not one.
+constexpr uint64_t kMaxConfigBytes = 16u << 20;
+
 ModelConfig load_config(const std::string& path) {
-    const std::string text = read_regular_file(path, uint64_t(64) << 20);  // a FIFO or directory: its own line
+    const std::string text = read_regular_file(path, uint64_t(16) << 20);  // a FIFO or directory: its own line
     json j;
     try {
         j = json::parse(text);

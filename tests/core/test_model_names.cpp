@@ -131,6 +131,53 @@ TEST_F(ModelNames, AbsentNamesSayWhereTheyLookedAndHowToDownload) {
     EXPECT_THROW(resolve_model_path("test-org/retnet-tiny@" + std::string(40, 'f')), Error);
 }
 
+// A ref holding anything but a commit hash (binary junk, a path leading out of snapshots/, nothing)
+// is named as a damaged cache: never followed, never printed.
+TEST_F(ModelNames, DamagedRefsAreRefusedNotFollowed) {
+    const fs::path refs = cache_.path() / "models--test-org--retnet-tiny" / "refs";
+    for (const std::string& junk : {std::string("../../models--test-org--ts-tiny/snapshots/") + kCommitA,
+                                    std::string("\xff\xfe\x01garbage\n"), std::string()}) {
+        robustness::spit(refs / "v2", junk);
+        SCOPED_TRACE(junk);
+        try {
+            resolve_model_path("test-org/retnet-tiny@v2");
+            FAIL() << "no error";
+        } catch (const Error& e) {
+            const std::string what = e.what();
+            EXPECT_NE(what.find((refs / "v2").string() + " does not hold a commit hash"), std::string::npos) << what;
+            EXPECT_EQ(what.find("garbage"), std::string::npos) << what;
+        }
+    }
+    // A trailing newline (a hand-edited ref) is fine.
+    robustness::spit(refs / "v2", kCommitB + "\n");
+    EXPECT_EQ(resolve_model_path("test-org/retnet-tiny@v2"),
+              (cache_.path() / "models--test-org--retnet-tiny" / "snapshots" / kCommitB).string());
+    // A directory where the ref should be is named too.
+    fs::remove(refs / "v2");
+    fs::create_directory(refs / "v2");
+    EXPECT_THROW(resolve_model_path("test-org/retnet-tiny@v2"), Error);
+    // A damaged refs/main does not hide the model from the list when its only snapshot is there.
+    robustness::spit(cache_.path() / "models--test-org--ts-tiny" / "refs" / "main", "nonsense");
+    bool listed = false;
+    for (const CachedModel& m : list_cached_models()) listed |= m.name == "test-org/ts-tiny";
+    EXPECT_TRUE(listed);
+}
+
+// A name whose revision is refused (escaping refs/, empty, odd characters) says so instead of
+// failing later as a path ("…@../../x/config.json: cannot open").
+TEST_F(ModelNames, RefusedRevisionsAreNamed) {
+    for (const std::string& text : {std::string("test-org/retnet-tiny@../../x"), std::string("test-org/retnet-tiny@"),
+                                    std::string("test-org/retnet-tiny@a b"), std::string("test-org/retnet-tiny@main@v2")}) {
+        SCOPED_TRACE(text);
+        try {
+            resolve_model_path(text);
+            FAIL() << "no error";
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find("' is not a revision"), std::string::npos) << e.what();
+        }
+    }
+}
+
 TEST_F(ModelNames, ListsOnlyRetNetModels) {
     const std::vector<CachedModel> models = list_cached_models();
     ASSERT_EQ(models.size(), 2u);

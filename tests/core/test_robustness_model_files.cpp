@@ -221,6 +221,24 @@ TEST_F(BrokenModel, ConfigNotJson) {
     EXPECT_NE(message.find(config_.string()), std::string::npos) << message;
 }
 
+// A config.json that is a FIFO or a link to /dev/zero used to hang the loader (reading forever,
+// growing memory); a huge one is refused by its size before it is read.
+TEST_F(BrokenModel, ConfigThatIsAFifoADeviceOrHugeIsRefusedWithoutReading) {
+    fs::remove(config_);
+    ASSERT_EQ(::mkfifo(config_.c_str(), 0600), 0);
+    expect_names(load_error(dir_.path()), config_, "expected a regular file");
+    fs::remove(config_);
+    fs::create_symlink("/dev/zero", config_);
+    expect_names(load_error(dir_.path()), config_, "expected a regular file");
+    fs::remove(config_);
+    fs::create_directory(config_);
+    expect_names(load_error(dir_.path()), config_, "is a directory");
+    fs::remove(config_);
+    spit(config_, "{");
+    fs::resize_file(config_, (16u << 20) + 1);  // sparse: no 16 MiB written
+    expect_names(load_error(dir_.path()), config_, "more than the limit of 16 MiB");
+}
+
 TEST_F(BrokenModel, ConfigMissingFields) {
     json j = config_json();
     j.erase("num_hidden_layers");
@@ -327,6 +345,19 @@ TEST(BrokenTokenizer, CorruptTruncatedEmptyOrUnreadable) {
     fs::remove(file);
     fs::create_directory(file);
     expect_names(tokenizer_error(dir.path()), file, "");
+}
+
+// tokenizer.model as a FIFO or a link to /dev/urandom: refused at once instead of read forever.
+TEST(BrokenTokenizer, FifoOrDeviceIsRefusedWithoutReading) {
+    ScratchDir dir("tokenizer_fifo");
+    write_small_model(dir.path());
+    const fs::path file = dir / "tokenizer.model";
+    fs::remove(file);
+    ASSERT_EQ(::mkfifo(file.c_str(), 0600), 0);
+    expect_names(tokenizer_error(dir.path()), file, "expected a regular file");
+    fs::remove(file);
+    fs::create_symlink("/dev/urandom", file);
+    expect_names(tokenizer_error(dir.path()), file, "expected a regular file");
 }
 
 TEST(BrokenTokenizer, CliGenerateNamesTheTokenizerFile) {

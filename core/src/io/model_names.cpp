@@ -5,11 +5,12 @@
 #include "retnet/model_names.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <regex>
 
+#include "retnet/files.h"
 #include "retnet/config.h"
 #include "retnet/error.h"
 
@@ -41,12 +42,17 @@ std::string download_hint(const ModelName& name) {
            (name.revision == "main" ? std::string() : " --revision " + name.revision);
 }
 
-// The commit a ref names; "" when refs/<rev> is absent or unreadable.
+// The commit a ref names; "" when refs/<rev> is absent. A ref that holds anything but a commit
+// hash (a damaged cache, or a path that would lead outside snapshots/) is refused by name.
 std::string read_ref(const fs::path& repo_dir, const std::string& revision) {
-    std::ifstream in(repo_dir / "refs" / revision);
-    std::string commit;
-    if (in) std::getline(in, commit);
-    while (!commit.empty() && (commit.back() == '\r' || commit.back() == ' ')) commit.pop_back();
+    const fs::path ref = repo_dir / "refs" / revision;
+    std::error_code ec;
+    if (!fs::exists(ref, ec)) return {};
+    std::string commit = read_regular_file(ref.string(), 4096);
+    while (!commit.empty() && std::isspace(static_cast<unsigned char>(commit.back()))) commit.pop_back();
+    if (!is_commit_hash(commit))
+        throw Error(ref.string() + " does not hold a commit hash (40 hex digits); the cache is damaged: "
+                    "download the model again");
     return commit;
 }
 
@@ -65,9 +71,13 @@ std::optional<std::string> repo_of_folder(const std::string& folder) {
 // The snapshot to list for a repo: refs/main's, else the only one.
 std::optional<fs::path> listed_snapshot(const fs::path& repo_dir) {
     std::error_code ec;
-    if (const std::string commit = read_ref(repo_dir, "main"); !commit.empty()) {
-        const fs::path dir = repo_dir / "snapshots" / commit;
-        if (fs::is_directory(dir, ec)) return dir;
+    try {
+        if (const std::string commit = read_ref(repo_dir, "main"); !commit.empty()) {
+            const fs::path dir = repo_dir / "snapshots" / commit;
+            if (fs::is_directory(dir, ec)) return dir;
+        }
+    } catch (const Error&) {
+        // A damaged refs/main: fall back to the only snapshot, as for a cache without refs.
     }
     std::vector<fs::path> snapshots;
     for (fs::directory_iterator it(repo_dir / "snapshots", ec), end; !ec && it != end; it.increment(ec))
@@ -101,7 +111,15 @@ std::string resolve_model_path(const std::string& path_or_name) {
     std::error_code ec;
     if (fs::exists(path_or_name, ec)) return path_or_name;
     const std::optional<ModelName> name = parse_model_name(path_or_name);
-    if (!name) return path_or_name;
+    if (!name) {
+        // ORG/NAME@<something refused>: say so, not "ORG/NAME@../x/config.json: cannot open".
+        const size_t at = path_or_name.find('@');
+        if (at != std::string::npos && parse_model_name(path_or_name.substr(0, at)))
+            throw Error(path_or_name + " is not a directory, and '" + path_or_name.substr(at + 1) +
+                        "' is not a revision (a branch or tag of letters, digits, '.', '_', '-', '/' without '..', "
+                        "or a commit hash)");
+        return path_or_name;
+    }
 
     const fs::path repo_dir = fs::path(hub_cache_dir()) / repo_folder(name->repo);
     const std::string where = path_or_name + " is neither a directory nor in the Hugging Face cache";

@@ -12,16 +12,14 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <set>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "io/atomic_file.h"
-#include "retnet/error.h"
 #include "retnet/files.h"
+#include "retnet/error.h"
 
 static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian");
 
@@ -340,13 +338,9 @@ SafetensorsSet SafetensorsSet::open(const std::string& path) {
         return set;
     }
 
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
-    std::stringstream buffer;
-    buffer << in.rdbuf();
     json index;
     try {
-        index = json::parse(buffer.str());
+        index = json::parse(read_regular_file(path, 64u << 20));  // a weight map: KiB per thousand tensors
     } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
         std::string what = e.what();
         const auto pos = what.find("] ");

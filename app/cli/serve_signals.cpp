@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "serve_signals.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+
+#include "retnet/error.h"
+
+namespace retnet::cli {
+namespace {
+
+std::atomic<int> g_write_fd{-1};
+std::atomic<int> g_signals{0};
+
+// Async-signal-safe only: an atomic, write(2) and _exit(2).
+extern "C" void on_stop_signal(int sig) {
+    if (g_signals.fetch_add(1) > 0) _exit(128 + sig);
+    const char wake = 1;
+    const ssize_t ignored = write(g_write_fd.load(), &wake, 1);
+    (void)ignored;
+}
+
+void set_handlers(void (*handler)(int)) {
+    struct sigaction action {};
+    action.sa_handler = handler;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+}
+
+}  // namespace
+
+StopOnSignal::StopOnSignal(std::function<void()> stop) {
+    if (pipe2(pipe_, O_CLOEXEC) != 0) throw Error(std::string("cannot create a pipe: ") + std::strerror(errno));
+    g_write_fd = pipe_[1];
+    g_signals = 0;
+    signal(SIGPIPE, SIG_IGN);  // a client that left must not end the server
+    watcher_ = std::thread([this, stop = std::move(stop)] {
+        char byte = 0;
+        ssize_t n;
+        while ((n = read(pipe_[0], &byte, 1)) < 0 && errno == EINTR) {
+        }
+        if (n == 1 && byte == 1) stop();  // 0 (or a closed pipe): the server ended on its own
+    });
+    set_handlers(on_stop_signal);
+}
+
+StopOnSignal::~StopOnSignal() {
+    set_handlers(SIG_DFL);
+    const char end = 0;
+    const ssize_t ignored = write(pipe_[1], &end, 1);  // wakes the watcher if no signal came
+    (void)ignored;
+    watcher_.join();
+    g_write_fd = -1;
+    close(pipe_[0]);
+    close(pipe_[1]);
+}
+
+}  // namespace retnet::cli

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
+# `retnet serve` against a hostile user, with curl only, on loopback: SIGINT the moment the server
+# says it listens (a signal between bind and listen was lost: the server hung), SIGTERM during a
+# streamed request (a signal landing on an OpenBLAS thread killed the server, exit 143), a second
+# server on a port in use (cpp-httplib's SO_REUSEPORT let it bind and share the clients).
+# Usage: run_serve_hostile.sh RETNET MODEL_DIR
+set -euo pipefail
+retnet=$(realpath "$1")
+model=$(realpath "$2")
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "serve hostile test FAILED: $*" >&2; exit 1; }
+
+# Starts a server on a free port; sets $pid and $port.
+start_server() {
+  local log="$work/server${#pids[@]}.log"
+  "$retnet" serve --model "$model" --port 0 "$@" >"$log" 2>&1 &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 1 400); do
+    if grep -qs "on http://" "$log"; then break; fi
+    sleep 0.01
+  done
+  port=$(grep -o "127.0.0.1:[0-9]*" "$log" | cut -d: -f2) || fail "server did not start: $(cat "$log")"
+}
+# Waits up to 5 s for $pid to end; sets $status to its exit status, or "hung".
+await_exit() {
+  for _ in $(seq 1 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  status=0
+  if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; status=hung; return; fi
+  wait "$pid" || status=$?
+}
+
+for i in 1 2 3 4 5; do
+  start_server
+  kill -INT "$pid"
+  await_exit
+  [ "$status" = 0 ] || fail "SIGINT right after startup (try $i): exit status $status"
+done
+
+start_server
+curl -sS -N -m 30 -H 'Content-Type: application/json' \
+  -d '{"prompt": "x", "max_tokens": 4000, "stream": true}' "http://127.0.0.1:$port/v1/completions" >"$work/sse" &
+client=$!
+for _ in $(seq 1 100); do grep -qs '^data: {' "$work/sse" && break; sleep 0.05; done
+kill -TERM "$pid"
+await_exit
+[ "$status" = 0 ] || fail "SIGTERM during a streamed request: exit status $status"
+wait "$client" || fail "the streaming client saw an error at shutdown"
+tail -2 "$work/sse" | grep -qx 'data: \[DONE\]' || fail "the stream was cut without [DONE]: $(tail -c 300 "$work/sse")"
+
+start_server
+if "$retnet" serve --model "$model" --port "$port" >"$work/second" 2>&1; then fail "a second server bound port $port"; fi
+grep -q "cannot listen on 127.0.0.1:$port: the port is in use" "$work/second" || fail "second server said: $(cat "$work/second")"
+[ "$(wc -l <"$work/second")" = 1 ] || fail "more than one line: $(cat "$work/second")"
+echo "serve: all hostile tests passed"
