@@ -26,6 +26,82 @@ nlohmann::json matrix_json(const Tensor& t, int rows, int cols, size_t offset = 
     return out;
 }
 
+// What run_inspect measured, for printing.
+struct Inspection {
+    const ModelConfig& config;
+    Form form;
+    const std::vector<int32_t>& tokens;
+    int layer, head, T;
+    const Introspection& intro;
+    const HeadReach& reach;
+    const nlohmann::json& gammas;  // per head: gamma, half-life, effective span
+    bool lens;
+    const std::vector<std::vector<LensReading>>& readings;
+};
+
+void print_json(const Inspection& in) {
+    nlohmann::json norms = nlohmann::json::array();  // [T][L][H]
+    for (int t = 0; t < in.T; ++t)
+        norms.push_back(matrix_json(in.intro.state_norms, in.config.n_layers, in.config.n_heads, static_cast<size_t>(t) * in.config.n_layers * in.config.n_heads));
+    nlohmann::json j = {{"family", family_name(in.config.family)}, {"mode", form_name(in.form)},
+                        {"tokens", in.tokens}, {"decay", in.gammas}, {"layer", in.layer}, {"head", in.head},
+                        {"scores", matrix_json(in.intro.scores, in.T, in.T)},
+                        {"reach", {{"mean_distance", in.reach.mean_distance},
+                                   {"decay_only_distance", in.reach.decay_only_distance},
+                                   {"queries", in.reach.queries}}},
+                        {"state_norms", norms}};
+    if (in.lens) {
+        nlohmann::json layers = nlohmann::json::array();  // [L][T]
+        for (const auto& layer_readings : in.readings) {
+            nlohmann::json row = nlohmann::json::array();
+            for (const LensReading& r : layer_readings) {
+                nlohmann::json top = nlohmann::json::array();
+                for (const TokenProb& p : r.top) top.push_back({{"id", p.id}, {"p", p.prob}});
+                row.push_back({{"top", top}, {"p_next", r.next_prob >= 0 ? nlohmann::json(r.next_prob) : nlohmann::json(nullptr)}});
+            }
+            layers.push_back(std::move(row));
+        }
+        j["lens"] = std::move(layers);
+    }
+    std::printf("%s\n", j.dump().c_str());
+}
+
+void print_text(const Inspection& in) {
+    std::printf("decay per head (gamma, half-life in tokens):\n");
+    for (size_t h = 0; h < in.gammas.size(); ++h)
+        std::printf("  head %zu: gamma %.9f  half-life %.1f\n", h, in.gammas[h]["gamma"].get<double>(),
+                    in.gammas[h]["half_life"].get<double>());
+    std::printf("retention scores, layer %d head %d (%s form), rows = queries:\n", in.layer, in.head, form_name(in.form));
+    for (int n = 0; n < in.T; ++n) {
+        std::printf("  ");
+        for (int m = 0; m < in.T; ++m) std::printf("%9.3g", in.intro.scores.data[static_cast<size_t>(n) * in.T + m]);
+        std::printf("\n");
+    }
+    std::printf("reach: the scores read %.2f tokens back on average (|score|-weighted, over %d queries); "
+                "the decay alone would give %.2f\n",
+                in.reach.mean_distance, in.reach.queries, in.reach.decay_only_distance);
+    std::printf("state norm ||S|| at the last position, per layer (heads across):\n");
+    for (int l = 0; l < in.config.n_layers; ++l) {
+        std::printf("  layer %d:", l);
+        for (int h = 0; h < in.config.n_heads; ++h)
+            std::printf(" %10.4g", in.intro.state_norms.data[(static_cast<size_t>(in.T - 1) * in.config.n_layers + l) * in.config.n_heads + h]);
+        std::printf("\n");
+    }
+    if (in.lens) {
+        std::printf("logit lens: per position, each layer's most likely next token (probability), and the\n"
+                    "probability it gives the token that actually follows:\n");
+        for (int t = 0; t < in.T; ++t) {
+            std::printf("  pos %d (token %d):", t, in.tokens[static_cast<size_t>(t)]);
+            for (size_t l = 0; l < in.readings.size(); ++l) {
+                const LensReading& r = in.readings[l][static_cast<size_t>(t)];
+                std::printf("  L%zu %d (%.3f)", l, r.top.front().id, r.top.front().prob);
+                if (r.next_prob >= 0) std::printf(" next %.3f", r.next_prob);
+            }
+            std::printf("\n");
+        }
+    }
+}
+
 int run_inspect(const std::vector<std::string>& argv) {
     Args args(argv, {"json", "lens"});
     const bool json = args.has("json");
@@ -73,66 +149,9 @@ int run_inspect(const std::vector<std::string>& argv) {
                           {"half_life", g < 1.0 ? std::log(0.5) / std::log(g) : INFINITY},
                           {"effective_span_1e-3", g < 1.0 ? std::log(1e-3) / std::log(g) : INFINITY}});
     }
-    if (json) {
-        nlohmann::json norms = nlohmann::json::array();  // [T][L][H]
-        for (int t = 0; t < T; ++t)
-            norms.push_back(matrix_json(intro.state_norms, c.n_layers, c.n_heads, static_cast<size_t>(t) * c.n_layers * c.n_heads));
-        nlohmann::json j = {{"family", family_name(c.family)}, {"mode", form_name(options.form)},
-                            {"tokens", tokens}, {"decay", gammas}, {"layer", layer}, {"head", head},
-                            {"scores", matrix_json(intro.scores, T, T)},
-                            {"reach", {{"mean_distance", reach.mean_distance},
-                                       {"decay_only_distance", reach.decay_only_distance},
-                                       {"queries", reach.queries}}},
-                            {"state_norms", norms}};
-        if (lens) {
-            nlohmann::json layers = nlohmann::json::array();  // [L][T]
-            for (const auto& layer_readings : readings) {
-                nlohmann::json row = nlohmann::json::array();
-                for (const LensReading& r : layer_readings) {
-                    nlohmann::json top = nlohmann::json::array();
-                    for (const TokenProb& p : r.top) top.push_back({{"id", p.id}, {"p", p.prob}});
-                    row.push_back({{"top", top}, {"p_next", r.next_prob >= 0 ? nlohmann::json(r.next_prob) : nlohmann::json(nullptr)}});
-                }
-                layers.push_back(std::move(row));
-            }
-            j["lens"] = std::move(layers);
-        }
-        std::printf("%s\n", j.dump().c_str());
-        return 0;
-    }
-    std::printf("decay per head (gamma, half-life in tokens):\n");
-    for (size_t h = 0; h < gammas.size(); ++h)
-        std::printf("  head %zu: gamma %.9f  half-life %.1f\n", h, gammas[h]["gamma"].get<double>(),
-                    gammas[h]["half_life"].get<double>());
-    std::printf("retention scores, layer %d head %d (%s form), rows = queries:\n", layer, head, form_name(options.form));
-    for (int n = 0; n < T; ++n) {
-        std::printf("  ");
-        for (int m = 0; m < T; ++m) std::printf("%9.3g", intro.scores.data[static_cast<size_t>(n) * T + m]);
-        std::printf("\n");
-    }
-    std::printf("reach: the scores read %.2f tokens back on average (|score|-weighted, over %d queries); "
-                "the decay alone would give %.2f\n",
-                reach.mean_distance, reach.queries, reach.decay_only_distance);
-    std::printf("state norm ||S|| at the last position, per layer (heads across):\n");
-    for (int l = 0; l < c.n_layers; ++l) {
-        std::printf("  layer %d:", l);
-        for (int h = 0; h < c.n_heads; ++h)
-            std::printf(" %10.4g", intro.state_norms.data[(static_cast<size_t>(T - 1) * c.n_layers + l) * c.n_heads + h]);
-        std::printf("\n");
-    }
-    if (lens) {
-        std::printf("logit lens: per position, each layer's most likely next token (probability), and the\n"
-                    "probability it gives the token that actually follows:\n");
-        for (int t = 0; t < T; ++t) {
-            std::printf("  pos %d (token %d):", t, tokens[static_cast<size_t>(t)]);
-            for (size_t l = 0; l < readings.size(); ++l) {
-                const LensReading& r = readings[l][static_cast<size_t>(t)];
-                std::printf("  L%zu %d (%.3f)", l, r.top.front().id, r.top.front().prob);
-                if (r.next_prob >= 0) std::printf(" next %.3f", r.next_prob);
-            }
-            std::printf("\n");
-        }
-    }
+    const Inspection inspection{c, options.form, tokens, layer, head, T, intro, reach, gammas, lens, readings};
+    if (json) print_json(inspection);
+    else print_text(inspection);
     return 0;
 }
 
