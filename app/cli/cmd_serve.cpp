@@ -372,6 +372,22 @@ std::string sse(const json& j) {
     return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
 }
 
+// Sends one chunk of a job's response; a client that left cancels the job.
+bool send_chunk(httplib::DataSink& sink, Job& job, const std::string& out, bool finished) {
+    if (!sink.write(out.data(), out.size())) {
+        job.cancel = true;
+        return false;
+    }
+    if (finished) sink.done();
+    return true;
+}
+
+// A response that ended: unfinished means the client left, which cancels the job.
+void release_response(Job& job, bool success) {
+    if (!success) job.cancel = true;
+    --g_open_responses;
+}
+
 // Writes the job's text as server-sent events; a failed write (the client left) cancels it.
 void stream_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id, std::string model,
                 int64_t created, int64_t prompt_tokens) {
@@ -392,17 +408,9 @@ void stream_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
                 out += sse(last) + "data: [DONE]\n\n";
             }
             if (out.empty()) out = ": waiting\n\n";  // an SSE comment: notices a client that left
-            if (!sink.write(out.data(), out.size())) {
-                job->cancel = true;
-                return false;
-            }
-            if (finished) sink.done();
-            return true;
+            return send_chunk(sink, *job, out, finished);
         },
-        [job](bool success) {
-            if (!success) job->cancel = true;
-            --g_open_responses;
-        });
+        [job](bool success) { release_response(*job, success); });
 }
 
 // The whole completion as one JSON body, sent chunked so that a space (JSON allows leading
@@ -425,17 +433,9 @@ void answer_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
                 if (!job->error.empty()) body = {{"error", {{"message", job->error}, {"type", "server_error"}}}};
                 out = body.dump(-1, ' ', false, json::error_handler_t::replace);
             }
-            if (!sink.write(out.data(), out.size())) {
-                job->cancel = true;
-                return false;
-            }
-            if (finished) sink.done();
-            return true;
+            return send_chunk(sink, *job, out, finished);
         },
-        [job](bool success) {
-            if (!success) job->cancel = true;
-            --g_open_responses;
-        });
+        [job](bool success) { release_response(*job, success); });
 }
 
 void handle_completion(Engine& engine, const ServeOptions& o, const std::string& model, const httplib::Request& req,
