@@ -331,6 +331,18 @@ TEST(RobustTrainRun, MetadataParsersRejectMalformedInput) {
     EXPECT_EQ(back.data_hash, "00ff");
     EXPECT_EQ(back.tokenizer_bytes, 20u);
     EXPECT_THROW(train::parse_run_inputs(R"({"data": 1})", "run.json"), Error);
+    // Numbers that are not integers of the field's range are refused, not converted (fuzz_run_metadata).
+    const std::string rest = R"(, "data_hash": "00", "tokenizer": "t", "tokenizer_bytes": 7, "tokenizer_hash": "1"})";
+    for (const char* bytes : {"4.4e28", "12.5", "-3", "18446744073709551616"})
+        EXPECT_THROW(train::parse_run_inputs(std::string(R"({"data": "a", "data_bytes": )") + bytes + rest, "run.json"),
+                     Error)
+            << bytes;
+    EXPECT_EQ(train::parse_run_inputs(std::string(R"({"data": "a", "data_bytes": 18446744073709551615)") + rest,
+                                      "run.json")
+                  .data_bytes,
+              UINT64_MAX);
+    EXPECT_THROW(train::parse_checkpoint_info(R"({"step": 1e30, "total_steps": 3, "schedule_fixed": true})", "s.json"),
+                 Error);
 }
 
 // ---- 4. hangs on FIFOs -----------------------------------------------------------------------

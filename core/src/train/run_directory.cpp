@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "retnet/run_directory.h"
 
+#include <limits>
+#include <type_traits>
+
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -49,14 +52,29 @@ std::pair<uint64_t, std::string> file_hash(const std::string& path) {
     return {bytes, hex};
 }
 
+// An integer field must hold an integer that fits T: the library's own conversion of 4e28 or of
+// 2^64 − 1 to a narrower type would be undefined or wrap silently (found by fuzz_run_metadata).
+template <typename T>
+bool fits(const json& v) {
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+        if (!v.is_number_integer()) return false;
+        if (v.is_number_unsigned()) return v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max());
+        const int64_t x = v.get<int64_t>();
+        return x >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
+               (std::is_unsigned_v<T> || x <= static_cast<int64_t>(std::numeric_limits<T>::max()));
+    }
+    return true;
+}
+
 template <typename T>
 T field(const json& j, const char* name, const std::string& source) {
     if (!j.is_object() || !j.contains(name)) throw Error(source + ": missing field '" + name + "'");
+    const json& v = j.at(name);
     try {
-        return j.at(name).get<T>();
+        if (fits<T>(v)) return v.get<T>();
     } catch (const json::exception&) {
-        throw Error(source + ": field '" + name + "' has the wrong type (" + j.at(name).dump().substr(0, 80) + ")");
     }
+    throw Error(source + ": field '" + name + "' has the wrong type or is out of range (" + v.dump().substr(0, 80) + ")");
 }
 
 json parse_json(const std::string& text, const std::string& source) {
