@@ -83,15 +83,17 @@ TEST(ModelNameParse, AcceptsNamesAndLeavesPathsAlone) {
 
 TEST_F(ModelNames, CacheDirectoryFollowsHuggingFaceHubPrecedence) {
     EXPECT_EQ(hub_cache_dir(), cache_.path().string());
+    // Made-up roots (nothing is read there): only the path arithmetic is checked.
+    const std::string root = cache_.path().string();
     ::unsetenv("HF_HUB_CACHE");
-    ::setenv("HF_HOME", "/srv/hf", 1);
-    EXPECT_EQ(hub_cache_dir(), "/srv/hf/hub");
+    ::setenv("HF_HOME", (root + "/hf").c_str(), 1);
+    EXPECT_EQ(hub_cache_dir(), root + "/hf/hub");
     ::unsetenv("HF_HOME");
-    ::setenv("XDG_CACHE_HOME", "/xdg", 1);
-    EXPECT_EQ(hub_cache_dir(), "/xdg/huggingface/hub");
+    ::setenv("XDG_CACHE_HOME", (root + "/xdg").c_str(), 1);
+    EXPECT_EQ(hub_cache_dir(), root + "/xdg/huggingface/hub");
     ::unsetenv("XDG_CACHE_HOME");
-    ::setenv("HOME", "/home/u", 1);
-    EXPECT_EQ(hub_cache_dir(), "/home/u/.cache/huggingface/hub");
+    ::setenv("HOME", (root + "/home").c_str(), 1);
+    EXPECT_EQ(hub_cache_dir(), root + "/home/.cache/huggingface/hub");
 }
 
 TEST_F(ModelNames, ResolvesRefsAndCommitsToSnapshots) {
