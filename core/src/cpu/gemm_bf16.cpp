@@ -20,8 +20,9 @@ namespace {
 // Up to this many rows the dot kernel reads each weight row once for all of them; above, the
 // tiled sgemm path is faster (measured on the 1.3B shape, docs/benchmarks.md).
 constexpr int64_t kDotMaxRows = 8;
-// Rows of B widened per sgemm call: 64 rows of K = 2048 are 512 KiB of float32 (L2-sized).
-constexpr int64_t kTileRows = 64;
+// Rows of B widened per sgemm call: 256 rows of K = 2048 are 2 MiB of float32 per thread; fewer
+// calls mean fewer repackings of A inside sgemm.
+constexpr int64_t kTileRows = 256;
 
 inline float widen(uint16_t bits) { return __builtin_bit_cast(float, static_cast<uint32_t>(bits) << 16); }
 
@@ -51,28 +52,39 @@ __attribute__((target("avx2,fma"))) inline float horizontal_sum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-// The same with AVX2 + FMA: each 8 widened weights feed up to 4 rows; two accumulators per row
-// hide the FMA latency.
+// R rows (1 to 4) with AVX2 + FMA: each 16 widened weights feed every row; two accumulators per
+// row hide the FMA latency. R is a template argument so that the accumulators stay in registers.
+template <int R>
+__attribute__((target("avx2,fma"))) void dot_rows_avx2_fixed(const float* A, int64_t lda, const uint16_t* b,
+                                                              int64_t K, float* out) {
+    __m256 acc0[R], acc1[R];
+    for (int i = 0; i < R; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        const __m256 w0 = load_bf16x8(b + k), w1 = load_bf16x8(b + k + 8);
+        for (int i = 0; i < R; ++i) {
+            const float* a = A + i * lda + k;
+            acc0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(a), w0, acc0[i]);
+            acc1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(a + 8), w1, acc1[i]);
+        }
+    }
+    for (int i = 0; i < R; ++i) {
+        const float* a = A + i * lda;
+        float sum = horizontal_sum(_mm256_add_ps(acc0[i], acc1[i]));
+        for (int64_t kk = k; kk < K; ++kk) sum += a[kk] * widen(b[kk]);
+        out[i] = sum;
+    }
+}
+
 __attribute__((target("avx2,fma"))) void dot_rows_avx2(const float* A, int64_t lda, int64_t rows, const uint16_t* b,
                                                         int64_t K, float* out) {
-    for (int64_t m0 = 0; m0 < rows; m0 += 4) {
-        const int64_t n = std::min<int64_t>(4, rows - m0);
-        __m256 acc0[4], acc1[4];
-        for (int i = 0; i < 4; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
-        int64_t k = 0;
-        for (; k + 16 <= K; k += 16) {
-            const __m256 w0 = load_bf16x8(b + k), w1 = load_bf16x8(b + k + 8);
-            for (int64_t i = 0; i < n; ++i) {
-                const float* a = A + (m0 + i) * lda + k;
-                acc0[i] = _mm256_fmadd_ps(_mm256_loadu_ps(a), w0, acc0[i]);
-                acc1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(a + 8), w1, acc1[i]);
-            }
-        }
-        for (int64_t i = 0; i < n; ++i) {
-            const float* a = A + (m0 + i) * lda;
-            float sum = horizontal_sum(_mm256_add_ps(acc0[i], acc1[i]));
-            for (int64_t kk = k; kk < K; ++kk) sum += a[kk] * widen(b[kk]);
-            out[m0 + i] = sum;
+    for (int64_t m = 0; m < rows; m += 4) {
+        const float* a = A + m * lda;
+        switch (std::min<int64_t>(4, rows - m)) {
+            case 1: dot_rows_avx2_fixed<1>(a, lda, b, K, out + m); break;
+            case 2: dot_rows_avx2_fixed<2>(a, lda, b, K, out + m); break;
+            case 3: dot_rows_avx2_fixed<3>(a, lda, b, K, out + m); break;
+            default: dot_rows_avx2_fixed<4>(a, lda, b, K, out + m); break;
         }
     }
 }
@@ -104,17 +116,23 @@ void gemm_bf16_dot(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
     });
 }
 
-// Many rows: widen kTileRows rows of B at a time and multiply with (threaded) sgemm.
+// Many rows: each thread widens kTileRows rows of B at a time (its share of N) and multiplies
+// with single-threaded sgemm, so the widening runs on every core too.
 void gemm_bf16_tiled(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* B, float* C,
                      int64_t ldc, bool accumulate) {
-    thread_local std::vector<float> tile;  // (kTileRows, K)
-    tile.resize(static_cast<size_t>(std::min(kTileRows, N) * K));
-    for (int64_t n0 = 0; n0 < N; n0 += kTileRows) {
-        const int64_t rows = std::min(kTileRows, N - n0);
-        const uint16_t* src = B + n0 * K;
-        for (int64_t i = 0; i < rows * K; ++i) tile[static_cast<size_t>(i)] = widen(src[i]);
-        gemm<float>(false, true, M, rows, K, 1.0f, A, lda, tile.data(), K, accumulate ? 1.0f : 0.0f, C + n0, ldc);
-    }
+    const int64_t tiles = (N + kTileRows - 1) / kTileRows;
+    with_single_threaded_blas([&] {
+        parallel_blocks(tiles, 1, [&](int64_t t0, int64_t t1, int) {
+            std::vector<float> tile(static_cast<size_t>(std::min(kTileRows, N) * K));  // (kTileRows, K)
+            for (int64_t n0 = t0 * kTileRows; n0 < std::min(N, t1 * kTileRows); n0 += kTileRows) {
+                const int64_t rows = std::min(kTileRows, N - n0);
+                const uint16_t* src = B + n0 * K;
+                for (int64_t i = 0; i < rows * K; ++i) tile[static_cast<size_t>(i)] = widen(src[i]);
+                gemm<float>(false, true, M, rows, K, 1.0f, A, lda, tile.data(), K, accumulate ? 1.0f : 0.0f,
+                            C + n0, ldc);
+            }
+        });
+    });
 }
 
 }  // namespace
