@@ -351,6 +351,9 @@ void linear(const float* x, int64_t T, int64_t in, const Tensor& w, float* y, bo
     if (ldy == 0) ldy = out;
     if (w.storage() == Storage::BF16)
         gemm_bf16(T, out, in, x, in, w.bf16.data(), y, ldy, accumulate);
+    else if (T == 1)  // decode: OpenBLAS's sgemm with one row runs at a fraction of sgemv's bandwidth
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(out), static_cast<blasint>(in), 1.0f,
+                    w.ptr(), static_cast<blasint>(in), x, 1, accumulate ? 1.0f : 0.0f, y, 1);
     else
         gemm<float>(false, true, T, out, in, 1.0f, x, in, w.ptr(), in, accumulate ? 1.0f : 0.0f, y, ldy);
 }
