@@ -54,9 +54,9 @@ Interventions interventions_option(Args& args) {
 std::shared_ptr<const Model> load_model_edited(Args& args, const std::string& dir) {
     const Interventions edits = interventions_option(args);
     check_model_memory(dir, edits.empty() ? 1 : 2);  // an edited model is a second copy
-    // The CPU backend streams bf16 weights as stored (half the memory); other devices read float32.
-    const bool cpu = args.get_or("device", "cpu") == "cpu";
-    Model model = load_model(dir, {}, cpu ? WeightStorage::AsStored : WeightStorage::F32);
+    // bf16 weights stay bf16 (half the memory; the CPU backend streams them, make_backend widens
+    // them for other devices).
+    Model model = load_model(dir, {}, WeightStorage::AsStored);
     if (edits.empty()) return std::make_shared<const Model>(std::move(model));
     auto edited = std::make_shared<const Model>(apply_interventions(model, edits));
     std::fprintf(stderr, "retnet: interventions: %s\n", describe(edits).c_str());
