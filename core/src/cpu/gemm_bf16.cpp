@@ -4,7 +4,6 @@
 // bf16 (half the bytes of float32) and widened in registers, a 16-bit shift. Prefill has enough
 // rows to be compute-bound: a tile of weight rows is widened once and handed to sgemm.
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #if defined(__x86_64__)
