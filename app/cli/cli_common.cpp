@@ -54,7 +54,9 @@ Interventions interventions_option(Args& args) {
 std::shared_ptr<const Model> load_model_edited(Args& args, const std::string& dir) {
     const Interventions edits = interventions_option(args);
     check_model_memory(dir, edits.empty() ? 1 : 2);  // an edited model is a second copy
-    Model model = load_model(dir);
+    // bf16 weights stay bf16 (half the memory; the CPU backend streams them, make_backend widens
+    // them for other devices).
+    Model model = load_model(dir, {}, WeightStorage::AsStored);
     if (edits.empty()) return std::make_shared<const Model>(std::move(model));
     auto edited = std::make_shared<const Model>(apply_interventions(model, edits));
     std::fprintf(stderr, "retnet: interventions: %s\n", describe(edits).c_str());

@@ -511,7 +511,7 @@ int run_serve(const std::vector<std::string>& argv) {
     ServeOptions o = parse_serve_options(argv);
     if (o.model.empty()) o.model = default_model_dir();
     if (o.model.empty()) throw Error("no --model given and no bundled default model found");
-    auto model = std::make_shared<const Model>(load_model(o.model));
+    auto model = std::make_shared<const Model>(load_model(o.model, {}, WeightStorage::AsStored));
     std::string notice;
     auto backend = make_backend_or_cpu(o.device, model, &notice);
     if (!notice.empty()) std::fprintf(stderr, "retnet serve: %s\n", notice.c_str());

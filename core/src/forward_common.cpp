@@ -147,7 +147,8 @@ std::unique_ptr<Backend> make_backend(const std::string& device,
                         known + ")");
         throw Error("unknown device '" + device + "' (known: " + known + ")");
     }
-    return factory(std::move(model));
+    // Only the CPU backend reads bf16-held weights; the others get float32 (docs/architecture.md).
+    return factory(device == "cpu" ? std::move(model) : with_f32_weights(std::move(model)));
 }
 
 std::unique_ptr<Backend> make_backend_or_cpu(const std::string& device,
