@@ -225,10 +225,19 @@ private:
     } decode_;
 };
 
-void CudaBackend::upload(const Tensor& w, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging) {
-    if (w.empty()) return;
-    out.out = static_cast<int>(w.dim(0));
-    out.in = w.rank() > 1 ? static_cast<int>(w.dim(1)) : 1;
+void CudaBackend::upload(const Tensor& held, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging) {
+    if (held.empty()) return;
+    out.out = static_cast<int>(held.dim(0));
+    out.in = held.rank() > 1 ? static_cast<int>(held.dim(1)) : 1;
+    if (held.storage() == Storage::BF16 && projection && options_.bf16_weights) {
+        // A bf16 checkpoint's matrix goes up as it is held (bf16 is the upper half of an fp32).
+        out.bf16.resize(held.bf16.size());
+        RETNET_CUDA_CHECK(cudaMemcpy(out.bf16.get(), held.bf16.data(), held.bf16.size() * sizeof(uint16_t),
+                                     cudaMemcpyHostToDevice));
+        return;
+    }
+    const Tensor widened = held.storage() == Storage::BF16 ? held.to_f32() : Tensor();
+    const Tensor& w = widened.empty() ? held : widened;
     if (!projection || !options_.bf16_weights) {
         out.f32.upload(w.data, stream());
         return;
@@ -243,7 +252,9 @@ void CudaBackend::upload_weights() {
     const Model& m = *model_;
     gamma_ = head_decays(m.weights.log_decay);
     DeviceBuffer<float> staging;
-    embed_.upload(m.weights.embed.data, stream());
+    embed_.upload(m.weights.embed.storage() == Storage::BF16 ? m.weights.embed.to_f32().data
+                                                                      : m.weights.embed.data,
+                  stream());
     for (Weight w : {Weight::EmbedNorm, Weight::FinalNorm, Weight::Output})
         upload(model_weight(m, -1, w), model_weights_[static_cast<size_t>(w)], w == Weight::Output, staging);
     layer_weights_.resize(m.weights.layers.size());
