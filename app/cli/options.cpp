@@ -32,7 +32,8 @@ public:
     }
     std::string make_option_desc(const CLI::Option* opt) const override {
         const std::string& fallback = opt->get_default_str();
-        return opt->get_description() + (fallback.empty() ? "" : " (default: " + fallback + ")");
+        const bool shown = !fallback.empty() && !opt->get_required();
+        return opt->get_description() + (shown ? " (default: " + fallback + ")" : "");
     }
 };
 
@@ -70,7 +71,10 @@ void parse(CLI::App& app, const std::vector<std::string>& argv) {
     try {
         app.parse(reversed);
     } catch (const CLI::CallForHelp&) {
-        std::fputs(app.help().c_str(), stdout);
+        // All: a command with actions (tokenizer) lists each action's options too.
+        const std::string help = app.help("", CLI::AppFormatMode::All);
+        std::fputs(help.c_str(), stdout);
+        if (!help.empty() && help.back() != '\n') std::fputs("\n", stdout);
         throw HelpShown{};
     } catch (const CLI::ArgumentMismatch& e) {
         // CLI11 says "--x: At Most 1 required but received 2" or "--x: 1 required TEXT missing".
