@@ -79,7 +79,8 @@ void parse(CLI::App& app, const std::vector<std::string>& argv) {
     } catch (const CLI::ArgumentMismatch& e) {
         // CLI11 says "--x: At Most 1 required but received 2" or "--x: 1 required TEXT missing".
         const std::string what = e.what(), name = what.substr(0, what.find(':'));
-        throw Error("option " + name + (what.find("At Most") != std::string::npos ? " is given more than once" : " needs a value"));
+        if (what.find("At Most") != std::string::npos) throw Error("option " + name + " is given more than once");
+        throw Error("option " + name + " needs a value (one that starts with '-' goes as " + name + "=VALUE)");
     } catch (const CLI::ParseError& e) {
         throw Error(e.what());
     }
