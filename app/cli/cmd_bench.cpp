@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// retnet bench: prefill time of each form over a range of lengths, and recurrent decode speed.
-// Wall-clock medians after a warm-up; forward() returns host logits, so every timing includes
-// the device synchronization and the logits copy, as a user of the engine sees it.
+// retnet bench: prefill time of each form over a range of lengths, and batched recurrent decoding
+// at chosen batch sizes and context lengths. Wall-clock medians after a warm-up; every call
+// returns host logits, so every timing includes the device synchronization and the logits copy,
+// as a user of the engine sees it.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,6 +15,9 @@
 #include "command.h"
 #include "retnet/error.h"
 #include "retnet/model_stats.h"
+#ifdef RETNET_HAVE_CUDA
+#include "retnet/cuda/backend_cuda.h"
+#endif
 
 namespace retnet::cli {
 namespace {
@@ -23,97 +27,168 @@ double median(std::vector<double> v) {
     return v[v.size() / 2];
 }
 
-double time_ms(Backend& b, std::span<const int32_t> tokens, const ForwardOptions& o, bool reset) {
-    if (reset) b.reset();
-    const auto t0 = std::chrono::steady_clock::now();
-    b.forward(tokens, o);
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+double elapsed_ms(std::chrono::steady_clock::time_point since) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
 }
 
 // Strictly "64,256,1024": "1e9" or "12abc" are refused, not read as 1 or 12.
-std::vector<int> parse_lengths(const std::string& text) {
+std::vector<int> parse_positive_list(const std::string& option, const std::string& text) {
     std::vector<int> out;
     try {
         for (const int32_t T : parse_token_list(text)) out.push_back(T);
     } catch (const Error&) {
-        throw Error("--lengths expects comma-separated integers, got '" + text + "'");
+        throw Error(option + " expects comma-separated integers, got '" + text + "'");
     }
     for (const int T : out)
-        if (T < 1) throw Error("--lengths must be positive, got " + std::to_string(T));
+        if (T < 1) throw Error(option + " must be positive, got " + std::to_string(T));
     return out;
 }
 
+std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937& rng) {
+    std::uniform_int_distribution<int32_t> pick(0, vocab - 1);
+    std::vector<int32_t> tokens(static_cast<size_t>(n));
+    for (int32_t& t : tokens) t = pick(rng);
+    return tokens;
+}
+
+// Prefill of T tokens from an empty state in each form, asking for the last logits row only (what
+// generation needs): the median of `repeats` runs after a warm-up.
+nlohmann::json bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937& rng) {
+    const std::vector<int32_t> tokens = random_tokens(T, backend.model().config.vocab_size, rng);
+    nlohmann::json row = {{"T", T}};
+    for (Form form : {Form::Parallel, Form::Chunkwise, Form::Recurrent}) {
+        ForwardOptions o;
+        o.form = form;
+        o.chunk_size = chunk;
+        const SequenceRequest request{tokens, 0, LogitRows::Last};
+        std::vector<double> ms;
+        for (int r = 0; r <= repeats; ++r) {
+            backend.reset();
+            const auto t0 = std::chrono::steady_clock::now();
+            backend.forward_batch({&request, 1}, o);
+            if (r > 0) ms.push_back(elapsed_ms(t0));  // run 0 is the warm-up
+        }
+        row[form_name(form) + std::string("_ms")] = median(ms);
+    }
+    return row;
+}
+
+// B sequences decoded together, each in its own state slot after a chunkwise prefill of `context`
+// tokens: the median wall time of a step (last logits row of every sequence to the host).
+nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, std::mt19937& rng) {
+    const ModelConfig& c = backend.model().config;
+    backend.set_slot_count(B);
+    ForwardOptions prefill, step;
+    prefill.form = Form::Chunkwise;
+    step.form = Form::Recurrent;
+    const std::vector<int32_t> history = random_tokens(context, c.vocab_size, rng);
+    for (int s = 0; s < B; ++s) {
+        backend.reset(s);
+        const SequenceRequest r{history, s, LogitRows::None};
+        backend.forward_batch({&r, 1}, prefill);
+    }
+    std::vector<int32_t> next(static_cast<size_t>(B));
+    std::vector<SequenceRequest> batch(static_cast<size_t>(B));
+    std::vector<double> ms;
+    constexpr int kWarmup = 4;
+    for (int i = 0; i < steps + kWarmup; ++i) {
+        next = random_tokens(B, c.vocab_size, rng);
+        for (int s = 0; s < B; ++s) batch[static_cast<size_t>(s)] = {std::span(&next[static_cast<size_t>(s)], 1), s, LogitRows::Last};
+        const auto t0 = std::chrono::steady_clock::now();
+        backend.forward_batch(batch, step);
+        if (i >= kWarmup) ms.push_back(elapsed_ms(t0));
+    }
+    backend.set_slot_count(1);
+    const double per_step = median(ms);
+    return {{"batch", B}, {"context", context}, {"ms_per_step", per_step}, {"tokens_per_s", B * 1000.0 / per_step},
+            {"state_bytes", static_cast<int64_t>(B) * recurrent_state_bytes(c)}};
+}
+
+// --dtype: the projections' precision. On CUDA it picks cuda or cuda-bf16; on the CPU it widens a
+// bf16 checkpoint to float32 or narrows a float32 one to bf16 in memory.
+std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& device, std::shared_ptr<const Model> model) {
+    if (dtype == "stored") return model;
+    const bool bf16 = dtype == "bf16";
+    if (device.rfind("cuda", 0) == 0) {
+        device = bf16 ? "cuda-bf16" : "cuda";
+        return model;
+    }
+    if (!bf16) return with_f32_weights(std::move(model));
+    Model narrowed = *model;
+    for (const Tensor* t : weight_tensors(narrowed))
+        if (t->rank() == 2) const_cast<Tensor*>(t)->narrow_to_bf16();
+    return std::make_shared<const Model>(std::move(narrowed));
+}
+
+void print_tables(const nlohmann::json& report) {
+    std::printf("%s backend, %s parameters, %s; medians after a warm-up\n", report["device"].get<std::string>().c_str(),
+                format_count(report["parameters"].get<int64_t>()).c_str(), report["dtype"].get<std::string>().c_str());
+    if (report.contains("prefill")) {
+        std::printf("prefill (last logits row)\n%8s %14s %14s %14s\n", "T", "parallel ms", "chunkwise ms", "recurrent ms");
+        for (const auto& row : report["prefill"])
+            std::printf("%8d %14.3f %14.3f %14.3f\n", row["T"].get<int>(), row["parallel_ms"].get<double>(),
+                        row["chunkwise_ms"].get<double>(), row["recurrent_ms"].get<double>());
+    }
+    if (report.contains("decode")) {
+        std::printf("decode (recurrent, one token per sequence per step)\n%8s %9s %12s %14s %12s\n", "batch",
+                    "context", "ms / step", "tokens / s", "state");
+        for (const auto& row : report["decode"])
+            std::printf("%8d %9d %12.3f %14.1f %12s\n", row["batch"].get<int>(), row["context"].get<int>(),
+                        row["ms_per_step"].get<double>(), row["tokens_per_s"].get<double>(),
+                        format_bytes(row["state_bytes"].get<int64_t>()).c_str());
+    }
+    if (report.contains("device_memory_bytes"))
+        std::printf("device memory in use at the end: %s\n", format_bytes(report["device_memory_bytes"].get<int64_t>()).c_str());
+}
+
 int run_bench(const std::vector<std::string>& argv) {
-    const auto app = make_app("bench", "Times the prefill of each form at each length and the recurrent decode speed "
-                                       "(medians after a warm-up).");
-    std::string model_dir, device = "cpu", lengths_text = "64,256,1024";
+    const auto app = make_app("bench", "Times the prefill of each form at each length and batched recurrent decoding "
+                                       "at each batch size and context length (medians after a warm-up).");
+    std::string model_dir, device = "cpu", lengths_text = "64,256,1024", batch_text = "1", contexts_text = "64";
+    std::string dtype = "stored", mode = "all";
     InterventionText edits;
     int repeats = 5, decode_steps = 64, chunk = 0;
     bool json = false;
     add_model_option(*app, model_dir);
     add_device_option(*app, device);
-    add_text(*app, "--lengths", lengths_text, "prompt lengths to time")->type_name("T,T,...");
-    add_int(*app, "--repeats", repeats, 1, 1000, "timed runs per measurement (the median is reported)");
-    add_int(*app, "--decode-steps", decode_steps, 1, 100000, "recurrent steps timed");
+    add_text(*app, "--lengths", lengths_text, "prompt lengths of the prefill timings")->type_name("T,T,...");
+    add_text(*app, "--batch", batch_text, "sequences decoded together")->type_name("B,B,...");
+    add_text(*app, "--contexts", contexts_text, "tokens each sequence holds before the timed decoding")->type_name("C,C,...");
+    add_text(*app, "--dtype", dtype, "precision of the projections: stored (as the checkpoint), fp32 or bf16")
+        ->check(CLI::IsMember({"stored", "fp32", "bf16"}));
+    add_text(*app, "--mode", mode, "what to time: all, prefill or decode")->check(CLI::IsMember({"all", "prefill", "decode"}));
+    add_int(*app, "--repeats", repeats, 1, 1000, "timed prefill runs per measurement (the median is reported)");
+    add_int(*app, "--decode-steps", decode_steps, 1, 100000, "decoding steps timed per batch and context");
     add_int(*app, "--chunk-size", chunk, 1, 1 << 20, "chunk length of the chunkwise form")->default_str("the model's");
     add_json_flag(*app, json);
     add_intervention_options(*app, edits);
     parse(*app, argv);
-    const std::vector<int> lengths = parse_lengths(lengths_text);
-    auto model = load_model_edited(model_dir, edits);
+    const std::vector<int> lengths = parse_positive_list("--lengths", lengths_text);
+    const std::vector<int> batches = parse_positive_list("--batch", batch_text);
+    const std::vector<int> contexts = parse_positive_list("--contexts", contexts_text);
+    auto model = apply_dtype(dtype, device, load_model_edited(model_dir, edits));
     auto backend = make_backend_option(device, model);
     const int longest = *std::max_element(lengths.begin(), lengths.end());
-    check_forward_memory(model->config, longest, Form::Parallel, 0, "the parallel form at T = " + std::to_string(longest));
+    if (mode != "decode")
+        check_forward_memory(model->config, longest, Form::Parallel, 0, "the parallel form at T = " + std::to_string(longest));
 
     std::mt19937 rng(1);
-    std::uniform_int_distribution<int32_t> pick(0, model->config.vocab_size - 1);
     nlohmann::json report = {{"device", backend->name()}, {"family", family_name(model->config.family)},
-                             {"parameters", model->parameter_count()}, {"repeats", repeats}};
-    if (!json)
-        std::printf("%s backend, %s parameters; median of %d runs after a warm-up\n%8s %14s %14s %14s\n",
-                    backend->name().c_str(), format_count(model->parameter_count()).c_str(), repeats, "T",
-                    "parallel ms", "chunkwise ms", "recurrent ms");
-    for (int T : lengths) {
-        std::vector<int32_t> tokens(static_cast<size_t>(T));
-        for (int32_t& t : tokens) t = pick(rng);
-        nlohmann::json row = {{"T", T}};
-        std::vector<double> medians;
-        for (Form form : {Form::Parallel, Form::Chunkwise, Form::Recurrent}) {
-            ForwardOptions o;
-            o.form = form;
-            o.chunk_size = chunk;
-            time_ms(*backend, tokens, o, true);  // warm-up
-            std::vector<double> ms;
-            for (int r = 0; r < repeats; ++r) ms.push_back(time_ms(*backend, tokens, o, true));
-            medians.push_back(median(ms));
-            row[form_name(form) + std::string("_ms")] = medians.back();
-        }
-        report["prefill"].push_back(row);
-        if (!json) std::printf("%8d %14.3f %14.3f %14.3f\n", T, medians[0], medians[1], medians[2]);
-    }
-    // Decode: one token at a time from a 64-token context.
-    std::vector<int32_t> context(64);
-    for (int32_t& t : context) t = pick(rng);
-    ForwardOptions prefill, step;
-    prefill.form = Form::Chunkwise;
-    step.form = Form::Recurrent;
-    backend->reset();
-    backend->forward(context, prefill);
-    std::vector<double> ms;
-    for (int i = 0; i < decode_steps + 4; ++i) {
-        const int32_t token = pick(rng);
-        const double t = time_ms(*backend, std::span(&token, 1), step, false);
-        if (i >= 4) ms.push_back(t);  // the first steps are the warm-up
-    }
-    const double per_token = median(ms);
-    report["decode_ms_per_token"] = per_token;
-    report["decode_tokens_per_s"] = 1000.0 / per_token;
+                             {"parameters", model->parameter_count()}, {"dtype", dtype}, {"repeats", repeats}};
+    if (mode != "decode")
+        for (int T : lengths) report["prefill"].push_back(bench_prefill(*backend, T, repeats, chunk, rng));
+    if (mode != "prefill")
+        for (int C : contexts)
+            for (int B : batches) report["decode"].push_back(bench_decode(*backend, B, C, decode_steps, rng));
+#ifdef RETNET_HAVE_CUDA
+    if (backend->name().rfind("cuda", 0) == 0) report["device_memory_bytes"] = cuda_device_memory_in_use();
+#endif
     if (json) std::printf("%s\n", report.dump(2).c_str());
-    else std::printf("decode: %.3f ms per token (%.1f tokens/s), median of %d steps\n", per_token, 1000.0 / per_token, decode_steps);
+    else print_tables(report);
     return 0;
 }
 
-const Command reg("bench", "prefill time of each form and the decode speed", &run_bench);
+const Command reg("bench", "prefill time of each form and batched decoding speed", &run_bench);
 
 }  // namespace
 }  // namespace retnet::cli

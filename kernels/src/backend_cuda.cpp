@@ -738,6 +738,12 @@ double cuda_last_forward_device_ms(const Backend& backend) {
     return cuda ? cuda->last_device_ms_ : -1.0;
 }
 
+int64_t cuda_device_memory_in_use() {
+    size_t free_bytes = 0, total_bytes = 0;
+    RETNET_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return static_cast<int64_t>(total_bytes - free_bytes);
+}
+
 bool cuda_device_available(std::string* why) {
     int count = 0;
     const cudaError_t status = cudaGetDeviceCount(&count);

@@ -4,6 +4,7 @@
 // recurrent), behind the same retnet::Backend interface as the CPU backends. This header holds no
 // CUDA types, so the CLI and the app include it without the CUDA toolkit's headers. Code that
 // uses it is compiled with RETNET_HAVE_CUDA defined (an INTERFACE definition of retnet_cuda).
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -21,6 +22,9 @@ struct CudaOptions {
 // True when a CUDA device can be used; otherwise `why` (if given) gets a one-line reason such as
 // "no CUDA device found" or "CUDA driver unavailable: ...".
 bool cuda_device_available(std::string* why = nullptr);
+
+// Bytes of the current CUDA device's memory in use (by every process), for benchmarks.
+int64_t cuda_device_memory_in_use();
 
 // Uploads the model's weights to the device. Throws retnet::Error when no device is usable or
 // the model does not fit; the message says which.
