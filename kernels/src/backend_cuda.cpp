@@ -463,11 +463,20 @@ void CudaBackend::gather_rows(Rows x, std::span<const int64_t> rows, Rows y) {
     }
 }
 
-// Read by the caller after the forward: finish() makes the copies.
+// Logits are final once projected: their copies wait for finish(), which makes them together.
+// Anything else (a layer's output) is copied now, before later ops overwrite its rows.
 void CudaBackend::download(Rows x, float* host) {
     launch_graph();
     if (!timer_stopped_) stop_timer();  // without logits, the first download ends the device time
-    downloads_.add(x.data, host, static_cast<size_t>(x.count * x.width));
+    const size_t count = static_cast<size_t>(x.count * x.width);
+    const DeviceBuffer<float>& logits = scratch_[static_cast<size_t>(Scratch::Logits)];
+    const auto begin = reinterpret_cast<uintptr_t>(logits.get()), at = reinterpret_cast<uintptr_t>(x.data);
+    if (at >= begin && at + count * sizeof(float) <= begin + logits.bytes()) {
+        downloads_.add(x.data, host, count);
+        return;
+    }
+    RETNET_CUDA_CHECK(cudaMemcpyAsync(host, x.data, sizeof(float) * count, cudaMemcpyDeviceToHost, stream()));
+    stream_->synchronize();
 }
 
 // The device time of a forward ends with its output projection: host work after it (allocating
