@@ -76,6 +76,7 @@ private:
     void post(F&& call);
     void connectWorker();
     void onFailed(uint64_t id, const JobRef& job, const QString& message);
+    void onGenerationBatch(const GenerationBatch& batch);
     void onAnalysisReady(uint64_t id, const JobRef& job, const std::any& result);
 
     std::shared_ptr<JobFlags> m_flags;

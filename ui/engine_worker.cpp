@@ -66,6 +66,8 @@ void checkModelDirectory(const QString& directory) {
 
 constexpr int kMaxPromptTokens = 8192;
 constexpr int kCandidates = 10;  // top tokens shown per position
+// A screen refresh is ~16 ms: batches more often than this cannot be seen, only paid for.
+constexpr auto kBatchInterval = std::chrono::milliseconds(25);
 
 }  // namespace
 
@@ -155,6 +157,7 @@ void EngineWorker::replay(const std::vector<int32_t>& sequence) {
     params.max_new_tokens = 0;
     params.max_prompt_tokens = int(sequence.size());
     m_generator->generate(sequence, params, {}, &m_flags->stopGeneration);
+    flushBatch();
 }
 
 void EngineWorker::setDevice(uint64_t id, const QString& device) {
@@ -192,7 +195,7 @@ void EngineWorker::installModel(std::shared_ptr<const retnet::Model> model,
                 frames.layers = int(norms.dim(1));
                 frames.heads = int(norms.dim(2));
                 frames.norms = norms.data;
-                emit stateNormsReady(frames);
+                queueNorms(std::move(frames));
             }
             if (m_onPrefillLogits) m_onPrefillLogits(first, logits);
         });
@@ -335,8 +338,13 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
             if (m_flags->stale(JobRef{Job::Generate}, id)) m_flags->stopGeneration = true;  // a newer request
             stats.generated += 1;
             stats.decodeMs += event.step_ms;
-            emit tokenGenerated(convert(id, event));
-            emit statsUpdated(stats);
+            queueToken(convert(id, event));
+            queueStats(stats);
+            // The first token goes out at once: the time to it is what a user waits for.
+            if (stats.generated == 1)
+                flushBatch();
+            else
+                flushBatchIfDue();
         };
 
         retnet::GenerationResult result;
@@ -359,7 +367,7 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
             auto sendPrompt = [&] {
                 m_onPrefillLogits = nullptr;
                 promptSent = true;
-                for (const SequenceToken& e : promptEvents) emit tokenGenerated(e);
+                for (SequenceToken& e : promptEvents) queueToken(std::move(e));
             };
             m_onPrefillLogits = [&](int64_t first, const retnet::Tensor& logits) {
                 const auto scored = retnet::prompt_candidates(logits, first, prompt, kCandidates);
@@ -386,10 +394,46 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
             default: stats.stopReason = QStringLiteral("length"); break;
         }
         stats.finished = true;
-        emit statsUpdated(stats);
+        queueStats(stats);
+        flushBatch();
     } catch (const std::exception& e) {
+        flushBatch();  // what was generated before the error is kept
         fail(id, JobRef{Job::Generate}, e);
     }
+}
+
+void EngineWorker::queueToken(SequenceToken token) {
+    if (m_batch.empty()) m_batchStarted = std::chrono::steady_clock::now();
+    m_batch.tokens.push_back(std::move(token));
+}
+
+void EngineWorker::queueNorms(StateNormFrames frames) {
+    if (m_batch.empty()) m_batchStarted = std::chrono::steady_clock::now();
+    std::optional<StateNormFrames>& held = m_batch.norms;
+    if (held && !frames.reset && held->firstPosition + held->count == frames.firstPosition) {
+        held->norms.insert(held->norms.end(), frames.norms.begin(), frames.norms.end());
+        held->count += frames.count;
+        return;
+    }
+    if (held && !frames.reset) flushBatch();  // not consecutive (a fork): the view truncates first
+    if (m_batch.empty()) m_batchStarted = std::chrono::steady_clock::now();
+    m_batch.norms = std::move(frames);
+}
+
+void EngineWorker::queueStats(const GenerationStats& stats) {
+    if (m_batch.empty()) m_batchStarted = std::chrono::steady_clock::now();
+    m_batch.stats = stats;
+}
+
+void EngineWorker::flushBatchIfDue() {
+    if (!m_batch.empty() && std::chrono::steady_clock::now() - m_batchStarted >= kBatchInterval) flushBatch();
+}
+
+void EngineWorker::flushBatch() {
+    if (m_batch.empty()) return;
+    m_batch.requestId = m_generateId;
+    emit generationBatch(m_batch);
+    m_batch = GenerationBatch();
 }
 
 // ---- analysis --------------------------------------------------------------------------------

@@ -94,6 +94,16 @@ struct StateNormFrames {
     std::vector<float> norms;  // (count, L, H)
 };
 
+// What the engine thread sends while generating, gathered over a few milliseconds: one queued
+// signal (one wake-up of the GUI thread) per batch instead of three per token.
+struct GenerationBatch {
+    uint64_t requestId = 0;
+    std::optional<StateNormFrames> norms;  // consecutive positions
+    std::vector<SequenceToken> tokens;     // by position
+    std::optional<GenerationStats> stats;  // the latest
+    bool empty() const { return !norms && tokens.empty() && !stats; }
+};
+
 struct GenerateRequest {
     QString prompt;
     retnet::SamplerParams sampler = retnet::default_sampling();
@@ -111,3 +121,4 @@ Q_DECLARE_METATYPE(retnet::ui::ModelInfo)
 Q_DECLARE_METATYPE(retnet::ui::SequenceToken)
 Q_DECLARE_METATYPE(retnet::ui::GenerationStats)
 Q_DECLARE_METATYPE(retnet::ui::StateNormFrames)
+Q_DECLARE_METATYPE(retnet::ui::GenerationBatch)
