@@ -24,6 +24,7 @@
 #include <QMessageBox>
 #include <QProgressBar>
 #include <QPushButton>
+#include <QSettings>
 #include <QSplitter>
 #include <QStackedWidget>
 #include <QStatusBar>
@@ -48,6 +49,12 @@
 #include "views/state_view.h"
 
 namespace retnet::ui {
+
+namespace {
+const QString kRecentKey = QStringLiteral("recentModels");
+constexpr int kRecentMax = 8;
+bool holdsModel(const QString& directory) { return QFileInfo::exists(directory + QStringLiteral("/config.json")); }
+}  // namespace
 
 QString defaultModelDirectory() {
     const QStringList candidates = {
@@ -233,6 +240,8 @@ void MainWindow::buildMenus() {
         const QString dir = QFileDialog::getExistingDirectory(this, tr("Open model directory"));
         if (!dir.isEmpty()) openModelDirectory(dir);
     });
+    m_recentMenu = file->addMenu(tr("Open &recent"));
+    connect(m_recentMenu, &QMenu::aboutToShow, this, &MainWindow::rebuildRecentMenu);
     add(file, tr("Open from the Hugging Face &cache…"), QKeySequence(), [this] { openCachedModel(); });
     add(file, tr("Open &default model"), QKeySequence(), [this] {
         if (!openDefaultModel()) showError(tr("Open default model"), tr("No default model is installed."));
@@ -250,6 +259,10 @@ void MainWindow::buildMenus() {
     add(gen, tr("&Stop"), QKeySequence(Qt::Key_Escape), [this] { m_controller->stopGeneration(); });
     add(gen, tr("&Continue"), QKeySequence(tr("Ctrl+Shift+Return")), [this] { emit m_generate->continueRequested(); });
     add(gen, tr("&Regenerate (next seed)"), QKeySequence(tr("Ctrl+R")), [this] { emit m_generate->regenerateRequested(); });
+    add(gen, tr("C&opy output"), QKeySequence(tr("Ctrl+Shift+O")), [this] {
+        m_generate->copyOutput();
+        statusBar()->showMessage(tr("Output copied to the clipboard."), 3000);
+    });
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
     for (size_t i = 0; i < m_views.size(); ++i) {
@@ -269,6 +282,45 @@ void MainWindow::buildMenus() {
     QMenu* help = menuBar()->addMenu(tr("&Help"));
     add(help, tr("&Keyboard shortcuts"), QKeySequence(tr("Ctrl+/")), [this] { showShortcuts(); });
     add(help, tr("&About RetNet Studio"), QKeySequence(), [this] { showAbout(); });
+}
+
+QStringList MainWindow::recentModels() const { return QSettings().value(kRecentKey).toStringList(); }
+
+void MainWindow::rememberModel(const QString& directory) {
+    if (directory.isEmpty()) return;
+    QStringList list = recentModels();
+    list.removeAll(directory);
+    list.prepend(directory);
+    while (list.size() > kRecentMax) list.removeLast();
+    QSettings().setValue(kRecentKey, list);
+}
+
+QStringList MainWindow::pruneRecentModels() {
+    QStringList kept, gone;
+    for (const QString& dir : recentModels()) (holdsModel(dir) ? kept : gone) << dir;
+    if (!gone.isEmpty()) QSettings().setValue(kRecentKey, kept);
+    return gone;
+}
+
+void MainWindow::rebuildRecentMenu() {
+    const QStringList gone = pruneRecentModels();
+    if (!gone.isEmpty())
+        statusBar()->showMessage(tr("Removed from the recent models (no config.json any more): %1")
+                                     .arg(gone.join(QStringLiteral(", "))), 10000);
+    m_recentMenu->clear();
+    const QStringList list = recentModels();
+    for (const QString& dir : list)
+        m_recentMenu->addAction(QDir::toNativeSeparators(dir), this, [this, dir] { openRecentModel(dir); });
+    if (list.isEmpty()) m_recentMenu->addAction(tr("(none yet)"))->setEnabled(false);
+}
+
+void MainWindow::openRecentModel(const QString& directory) {
+    if (holdsModel(directory)) return openModelDirectory(directory);
+    QStringList list = recentModels();
+    list.removeAll(directory);
+    QSettings().setValue(kRecentKey, list);
+    showError(tr("Open recent"), tr("%1 no longer holds a model (config.json is missing); it was removed "
+                                    "from the recent models.").arg(directory));
 }
 
 void MainWindow::connectController() {
@@ -322,6 +374,7 @@ void MainWindow::connectController() {
 
 void MainWindow::onModelLoaded(const ModelInfo& info) {
     m_stack->setCurrentIndex(1);
+    if (!info.sequenceKept) rememberModel(info.directory);
     {
         QSignalBlocker block(m_device);
         m_device->clear();

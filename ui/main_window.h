@@ -14,6 +14,7 @@ class QActionGroup;
 class QComboBox;
 class QLabel;
 class QLineEdit;
+class QMenu;
 class QProgressBar;
 class QPushButton;
 class QStackedWidget;
@@ -53,6 +54,13 @@ public:
     void setQuiet(bool quiet) { m_quiet = quiet; }
     QString lastError() const { return m_lastError; }
 
+    // Model directories opened lately, newest first (QSettings "recentModels").
+    QStringList recentModels() const;
+    // Opens one of them; one that no longer holds a model is dropped from the list, saying so.
+    void openRecentModel(const QString& directory);
+    // Drops the entries whose config.json is gone; returns them.
+    QStringList pruneRecentModels();
+
     // Recomputes what the current view shows from the current text (F5).
     void refreshCurrentView();
     // `# key: value` lines describing the run, written into every CSV export.
@@ -63,6 +71,8 @@ signals:
 
 private:
     void buildMenus();
+    void rebuildRecentMenu();
+    void rememberModel(const QString& directory);
     void buildModelDock();
     QWidget* wrapWithLearnPanel(ViewBase* view);
     void connectController();
@@ -91,6 +101,7 @@ private:
     QLabel* m_statusModel = nullptr;
     QProgressBar* m_progress = nullptr;
     QPushButton* m_cancelLoad = nullptr;
+    QMenu* m_recentMenu = nullptr;
     QAction* m_darkAction = nullptr;
     QAction* m_learnAction = nullptr;
     bool m_dark = false;

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "views/generate_view.h"
 
+#include <QApplication>
 #include <QCheckBox>
+#include <QClipboard>
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QFormLayout>
@@ -35,6 +37,10 @@ GenerateView::GenerateView(QWidget* parent) : ViewBase(parent) {
     m_flushTimer.setInterval(40);
     m_flushTimer.setSingleShot(true);
     connect(&m_flushTimer, &QTimer::timeout, this, &GenerateView::flushPending);
+    m_countTimer.setInterval(200);
+    m_countTimer.setSingleShot(true);
+    connect(&m_countTimer, &QTimer::timeout, this, &GenerateView::countPromptTokens);
+    connect(m_prompt, &QPlainTextEdit::textChanged, &m_countTimer, qOverload<>(&QTimer::start));
     setGenerating(false);
 }
 
@@ -87,7 +93,15 @@ QWidget* GenerateView::buildPromptPanel() {
     auto* left = new QWidget;
     auto* leftLayout = new QVBoxLayout(left);
     leftLayout->setContentsMargins(0, 0, 0, 0);
-    leftLayout->addWidget(new QLabel(tr("Prompt")));
+    m_promptCount = new QLabel;
+    m_promptCount->setObjectName(QStringLiteral("promptTokenCount"));
+    m_promptCount->setToolTip(tr("How many tokens the prompt is, as the model's tokenizer splits it "
+                                 "(with the beginning-of-text token when the model uses one)."));
+    auto* promptHeader = new QHBoxLayout;
+    promptHeader->addWidget(new QLabel(tr("Prompt")));
+    promptHeader->addStretch();
+    promptHeader->addWidget(m_promptCount);
+    leftLayout->addLayout(promptHeader);
     leftLayout->addWidget(m_prompt, 1);
     leftLayout->addLayout(buttons);
     leftLayout->addWidget(buildSamplingBox());
@@ -195,6 +209,16 @@ QWidget* GenerateView::buildOutputPanel() {
     m_follow->setChecked(true);
     m_follow->setToolTip(tr("Keep the newest text in view while generating. Scrolling up pauses "
                             "following until you scroll back to the end."));
+    m_rate = new QLabel;
+    m_rate->setObjectName(QStringLiteral("tokensPerSecond"));
+    m_rate->setToolTip(tr("Decoding speed of the current generation, tokens per second"));
+    // A fixed width: a changing number must not relayout the window.
+    m_rate->setFixedWidth(m_rate->fontMetrics().horizontalAdvance(QStringLiteral("000000.0 tok/s ")));
+    m_rate->setAlignment(Qt::AlignRight | Qt::AlignVCenter);
+    auto* copy = new QPushButton(tr("Copy output"));
+    copy->setObjectName(QStringLiteral("copyOutput"));
+    copy->setToolTip(tr("Copy the prompt and the generated text to the clipboard (Ctrl+Shift+O)"));
+    connect(copy, &QPushButton::clicked, this, &GenerateView::copyOutput);
     m_stats = new QLabel(tr("No generation yet."));
     m_stats->setTextInteractionFlags(Qt::TextSelectableByMouse);
     m_stats->setWordWrap(true);
@@ -208,7 +232,11 @@ QWidget* GenerateView::buildOutputPanel() {
     outputHeader->addWidget(m_follow);
     centreLayout->addLayout(outputHeader);
     centreLayout->addWidget(m_output, 1);
-    centreLayout->addWidget(m_stats);
+    auto* footer = new QHBoxLayout;
+    footer->addWidget(m_stats, 1);
+    footer->addWidget(m_rate);
+    footer->addWidget(copy);
+    centreLayout->addLayout(footer);
     return centre;
 }
 
@@ -278,7 +306,10 @@ QWidget* GenerateView::buildCandidatePanel() {
 
 void GenerateView::attached() {
     EngineController* c = engine();
-    connect(c, &EngineController::generationStarted, this, [this] { setGenerating(true); });
+    connect(c, &EngineController::generationStarted, this, [this] {
+        m_rateClock.invalidate();  // the first figure of this generation is shown at once
+        setGenerating(true);
+    });
     connect(c, &EngineController::generationFinished, this, [this] { setGenerating(false); });
     connect(c, &EngineController::tokenGenerated, this, &GenerateView::appendToken);
     connect(c, &EngineController::sequenceTruncated, this, &GenerateView::truncate);
@@ -351,6 +382,7 @@ QString GenerateView::samplerSummary() const {
 }
 
 void GenerateView::setModelInfo(const ModelInfo& info) {
+    m_countTimer.start();  // another tokenizer
     if (info.sequenceKept) return;  // the text stays
     m_latestStats = GenerationStats();
     m_chunk->setValue(info.chunkSize);
@@ -358,6 +390,34 @@ void GenerateView::setModelInfo(const ModelInfo& info) {
     m_stats->setText(info.hasTokenizer ? tr("Model ready.")
                                        : tr("This model has no tokenizer.model: type the prompt "
                                             "as token ids separated by spaces."));
+}
+
+QString GenerateView::rateText() const { return m_rate->text(); }
+QString GenerateView::promptCountText() const { return m_promptCount->text(); }
+
+void GenerateView::copyOutput() {
+    flushPending();
+    QApplication::clipboard()->setText(outputText());
+}
+
+void GenerateView::countPromptTokens() {
+    if (!engine() || !engine()->hasModel()) return m_promptCount->clear();
+    const QString text = prompt();
+    if (text.trimmed().isEmpty()) return m_promptCount->setText(tr("0 tokens"));
+    // The Generate view's own channel 1 (it has no other analysis): a newer count replaces it.
+    AnalysisRequest r{JobRef{Job::Analysis, id(), 1}, text,
+                      [](AnalysisContext& c) { return std::any(int64_t(c.tokens.size())); }};
+    engine()->analyse(
+        std::move(r), this,
+        [this](const std::any& v) {
+            const int64_t n = std::any_cast<int64_t>(v);
+            m_promptCount->setText(n == 1 ? tr("1 token") : tr("%1 tokens").arg(n));
+            m_promptCount->setToolTip(QString());
+        },
+        [this](const QString& message) {
+            m_promptCount->setText(tr("? tokens"));
+            m_promptCount->setToolTip(message);
+        });
 }
 
 void GenerateView::setGenerating(bool generating) {
@@ -387,32 +447,37 @@ void GenerateView::flushPending() {
     QScrollBar* bar = m_output->verticalScrollBar();
     const bool atEnd = bar->value() >= bar->maximum() - 4;
     const int keep = bar->value();
+    // One edit block: the document is laid out once per batch, not once per token.
+    QTextCursor cursor(m_output->document());
+    cursor.movePosition(QTextCursor::End);
+    cursor.beginEditBlock();
     for (SequenceToken& e : m_pending) {
         if (e.position != int64_t(m_tokens.size())) continue;  // out of order: a truncation won
         m_tokens.push_back(std::move(e));
-        insertToken(m_tokens.back());
+        insertToken(cursor, m_tokens.back());
     }
+    cursor.endEditBlock();
     m_pending.clear();
     // Never steal the reader's place: follow only when asked and already at the end.
     if (m_follow->isChecked() && atEnd)
         bar->setValue(bar->maximum());
     else
         bar->setValue(keep);
-    // While generating, the bar chart (which redraws every bar) follows at 4 Hz, not per batch.
+    // While generating, the bar chart (which redraws every bar) and the timings (a wrapping label:
+    // setting it relayouts the window) follow at 4 Hz, not per batch: a readout changing faster
+    // cannot be read, and the GUI thread's time is taken from the engine on a small machine.
     const bool generating = m_stop->isEnabled();
     if (!generating || !m_plotClock.isValid() || m_plotClock.elapsed() >= 250) {
         updateProbabilityPlot();
+        writeStats();
         m_plotClock.restart();
     }
-    writeStats();
     m_continue->setEnabled(!m_stop->isEnabled() && !m_tokens.empty());
     emit sequenceChanged();
 }
 
-void GenerateView::insertToken(const SequenceToken& e) {
+void GenerateView::insertToken(QTextCursor& cursor, const SequenceToken& e) {
     if (e.text.isEmpty()) return;
-    QTextCursor cursor(m_output->document());
-    cursor.movePosition(QTextCursor::End);
     QTextCharFormat format;
     format.setAnchor(true);
     format.setAnchorHref(QStringLiteral("tok:%1").arg(e.position));
@@ -428,7 +493,10 @@ void GenerateView::rebuildOutput() {
     QScrollBar* bar = m_output->verticalScrollBar();
     const int keep = bar->value();
     m_output->clear();
-    for (const SequenceToken& e : m_tokens) insertToken(e);
+    QTextCursor cursor(m_output->document());
+    cursor.beginEditBlock();
+    for (const SequenceToken& e : m_tokens) insertToken(cursor, e);
+    cursor.endEditBlock();
     bar->setValue(keep);
 }
 
@@ -531,11 +599,14 @@ void GenerateView::updateProbabilityPlot() {
     m_probPlot->replot(QCustomPlot::rpQueuedReplot);
 }
 
-// While tokens stream in, the timings are shown with the next batch of text (every 40 ms), not
-// once per token: setting a wrapping label relayouts the window.
+// While tokens stream in, the timings are shown with the text, at most 4 times a second.
 void GenerateView::showStats(const GenerationStats& s) {
     m_latestStats = s;
-    if (s.finished || !m_flushTimer.isActive()) writeStats();
+    if (s.finished) writeStats();
+    // The readout follows live at 4 Hz; the final figure always.
+    if (!s.finished && m_rateClock.isValid() && m_rateClock.elapsed() < 250) return;
+    m_rateClock.restart();
+    m_rate->setText(s.generated > 0 ? tr("%1 tok/s").arg(s.decodeTokensPerSecond(), 0, 'f', 1) : QString());
 }
 
 void GenerateView::writeStats() {

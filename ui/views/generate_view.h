@@ -19,6 +19,7 @@ class QPushButton;
 class QSpinBox;
 class QTableWidget;
 class QTextBrowser;
+class QTextCursor;
 class QCustomPlot;
 
 namespace retnet::ui {
@@ -44,6 +45,9 @@ public:
     const std::vector<SequenceToken>& tokens() const { return m_tokens; }
     QString samplerSummary() const;     // for export metadata
     int selectedPosition() const { return m_selected; }
+    QString rateText() const;         // the live tok/s readout
+    QString promptCountText() const;  // the prompt's token count, as shown under the prompt
+    void copyOutput();                // prompt + generated text to the clipboard
     void selectToken(int64_t position);
 
 public slots:
@@ -73,10 +77,11 @@ private:
     QWidget* buildOutputPanel();
     QWidget* buildCandidatePanel();  // returns a splitter
     void rebuildOutput();
-    void insertToken(const SequenceToken& e);
+    void insertToken(QTextCursor& cursor, const SequenceToken& e);  // at the cursor, which moves on
     void showCandidates(int64_t position);
     void updateProbabilityPlot();
     void writeStats();
+    void countPromptTokens();  // asks the engine (its tokenizer) how many tokens the prompt is
     void showEvent(QShowEvent* event) override;
     QString tooltipFor(const SequenceToken& e) const;
 
@@ -97,6 +102,9 @@ private:
     QTextBrowser* m_output = nullptr;
     QCheckBox* m_follow = nullptr;
     QLabel* m_stats = nullptr;
+    QLabel* m_rate = nullptr;         // live decode tok/s
+    QLabel* m_promptCount = nullptr;  // tokens in the prompt, updated as the user types
+    QTimer m_countTimer;              // waits for a pause in typing
     QLabel* m_selectedLabel = nullptr;
     QTableWidget* m_candidates = nullptr;
     QPushButton* m_fork = nullptr;
@@ -106,6 +114,7 @@ private:
     std::vector<SequenceToken> m_pending;  // received, not yet shown
     QTimer m_flushTimer;
     QElapsedTimer m_plotClock;  // when the bar chart was last redrawn
+    QElapsedTimer m_rateClock;  // when the readout was last set
     GenerationStats m_latestStats;
     bool m_plotDirty = false;  // tokens arrived while the plot was hidden
     int m_selected = -1;

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// GUI tests of what issue #14 adds beyond the fixes, on the offscreen platform with the real
+// widgets: the generation stream reaches the GUI thread in batches, a live tok/s readout, the
+// prompt's token count while typing, copying the output, recent models, --bench-generate.
+#include <gtest/gtest.h>
+
+#include <QApplication>
+#include <QClipboard>
+#include <QDir>
+#include <QFile>
+#include <QLabel>
+#include <QProcess>
+#include <QPushButton>
+#include <QRegularExpression>
+#include <QSettings>
+#include <QStatusBar>
+#include <QTemporaryDir>
+
+#include "generate_bench.h"
+#include "studio_test_util.h"
+
+namespace {
+
+using namespace retnet::ui;
+using namespace retnet::ui::test;
+
+// The engine sends tokens, norms and timings together every few milliseconds: far fewer timing
+// updates reach the GUI than tokens, every token still arrives in order, and the readout shows
+// the final speed.
+TEST(AppExtras, GenerationStreamIsBatchedAndTheReadoutShowsItsSpeed) {
+    Window w(tinyModel());
+    QSignalSpy stats(w.window.controller(), &EngineController::statsUpdated);
+    std::vector<int64_t> positions;
+    QObject::connect(w.window.controller(), &EngineController::tokenGenerated, &w.window,
+                     [&](const SequenceToken& e) { positions.push_back(e.position); });
+    w.generate(400);
+    const auto last = stats.last().at(0).value<GenerationStats>();
+    ASSERT_TRUE(last.finished);
+    ASSERT_EQ(last.generated, 400);
+    ASSERT_EQ(positions.size(), size_t(last.promptTokens + 400));
+    for (size_t i = 0; i < positions.size(); ++i) EXPECT_EQ(positions[i], int64_t(i));
+    EXPECT_LT(stats.count(), 400 / 4) << "timings were sent per token, not per batch";
+    EXPECT_EQ(w.window.generateView()->rateText(),
+              QStringLiteral("%1 tok/s").arg(last.decodeTokensPerSecond(), 0, 'f', 1));
+}
+
+// The count under the prompt follows the text as typed, through the model's tokenizer (here: a
+// model without one, whose prompt is token ids, plus its BOS), and says what is wrong.
+TEST(AppExtras, PromptTokenCountFollowsTheText) {
+    Window w(tinyModel());
+    GenerateView* view = w.window.generateView();
+    auto backend = retnet::make_backend("cpu", tinyModel());
+    const int bos = retnet::Generator(*backend, nullptr).bos_id() >= 0 ? 1 : 0;
+    auto countIs = [&](const QString& expected) {
+        return QTest::qWaitFor([&] { return view->promptCountText() == expected; }, kWaitMs);
+    };
+    EXPECT_TRUE(countIs(QStringLiteral("%1 tokens").arg(int(kPromptIds.size()) + bos))) << view->promptCountText().toStdString();
+    view->setPrompt(QStringLiteral("3 4"));
+    EXPECT_TRUE(countIs(QStringLiteral("%1 tokens").arg(2 + bos))) << view->promptCountText().toStdString();
+    view->setPrompt(QStringLiteral("3 four"));
+    EXPECT_TRUE(countIs(QStringLiteral("? tokens")));
+    EXPECT_TRUE(view->findChild<QLabel*>(QStringLiteral("promptTokenCount"))->toolTip().contains(QStringLiteral("\"four\" is not a number")));
+    view->setPrompt(QString());
+    EXPECT_TRUE(countIs(QStringLiteral("0 tokens")));
+}
+
+// The same count as `retnet generate` reports for the bundled model's prompt.
+TEST(AppExtras, PromptTokenCountMatchesTheCli) {
+    const QString dir = QStringLiteral(RETNET_DEFAULT_MODEL_DIR);
+    const QString prompt = QStringLiteral("Once upon a time, in a land");
+    QProcess cli;
+    cli.start(QStringLiteral(RETNET_CLI_PATH), {QStringLiteral("generate"), QStringLiteral("--model"), dir, QStringLiteral("--prompt"),
+                                                prompt, QStringLiteral("-n"), QStringLiteral("1"), QStringLiteral("--json")});
+    ASSERT_TRUE(cli.waitForFinished(kWaitMs));
+    const QString out = QString::fromUtf8(cli.readAllStandardOutput());
+    const QRegularExpressionMatch m = QRegularExpression(QStringLiteral("\"prompt_tokens\":\\s*(\\d+)")).match(out);
+    ASSERT_TRUE(m.hasMatch()) << out.toStdString();
+    MainWindow window;
+    window.setQuiet(true);
+    window.show();
+    QSignalSpy ready(window.controller(), &EngineController::modelLoaded);
+    window.openModelDirectory(dir);
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    window.generateView()->setPrompt(prompt);
+    const QString expected = QStringLiteral("%1 tokens").arg(m.captured(1));
+    EXPECT_TRUE(QTest::qWaitFor([&] { return window.generateView()->promptCountText() == expected; }, kWaitMs))
+        << window.generateView()->promptCountText().toStdString() << " vs " << expected.toStdString();
+}
+
+TEST(AppExtras, CopyOutputPutsTheWholeTextOnTheClipboard) {
+    Window w(tinyModel());
+    w.generate(12);
+    const QString text = w.window.generateView()->outputText();
+    ASSERT_TRUE(text.contains(QStringLiteral("[1] [5] [9] [2] "))) << text.toStdString();
+    QApplication::clipboard()->clear();
+    w.window.generateView()->findChild<QPushButton*>(QStringLiteral("copyOutput"))->click();
+    EXPECT_EQ(QApplication::clipboard()->text(), text);
+}
+
+// A model directory with links to the bundled model's files and its own config.json.
+QString modelCopy(const QTemporaryDir& scratch, const QString& name) {
+    const QString src = QStringLiteral(RETNET_DEFAULT_MODEL_DIR);
+    const QString dir = scratch.filePath(name);
+    EXPECT_TRUE(QDir().mkpath(dir));
+    for (const QString& f : {QStringLiteral("model.safetensors"), QStringLiteral("tokenizer.model")})
+        EXPECT_TRUE(QFile::link(src + QLatin1Char('/') + f, dir + QLatin1Char('/') + f));
+    EXPECT_TRUE(QFile::copy(src + QStringLiteral("/config.json"), dir + QStringLiteral("/config.json")));
+    return QDir(dir).absolutePath();
+}
+
+// Opened models are remembered across sessions (QSettings), newest first; one whose config.json
+// is gone is dropped with a message naming it.
+TEST(AppExtras, RecentModelsArePersistedAndMissingOnesPruned) {
+    QSettings().remove(QStringLiteral("recentModels"));
+    QTemporaryDir scratch;
+    const QString a = modelCopy(scratch, QStringLiteral("a")), b = modelCopy(scratch, QStringLiteral("b"));
+    MainWindow window;
+    window.setQuiet(true);
+    window.show();
+    QSignalSpy ready(window.controller(), &EngineController::modelLoaded);
+    for (const QString& dir : {a, b}) {
+        window.openModelDirectory(dir);
+        ASSERT_TRUE(ready.wait(kWaitMs));
+    }
+    EXPECT_EQ(window.recentModels(), (QStringList{b, a}));
+    EXPECT_EQ(QSettings().value(QStringLiteral("recentModels")).toStringList(), (QStringList{b, a}));
+    window.openRecentModel(a);  // back to the front
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    EXPECT_EQ(window.recentModels(), (QStringList{a, b}));
+
+    ASSERT_TRUE(QFile::remove(b + QStringLiteral("/config.json")));
+    window.openRecentModel(b);
+    EXPECT_TRUE(window.lastError().contains(b + QStringLiteral(" no longer holds a model"))) << window.lastError().toStdString();
+    EXPECT_EQ(window.recentModels(), QStringList{a});
+
+    const QString c = modelCopy(scratch, QStringLiteral("c"));
+    window.openModelDirectory(c);
+    ASSERT_TRUE(ready.wait(kWaitMs));
+    ASSERT_TRUE(QFile::remove(c + QStringLiteral("/config.json")));
+    EXPECT_EQ(window.pruneRecentModels(), QStringList{c});
+    EXPECT_EQ(window.recentModels(), QStringList{a});
+}
+
+TEST(AppExtras, MedianOfRuns) {
+    EXPECT_DOUBLE_EQ(median({3.0, 1.0, 2.0}), 2.0);
+    EXPECT_DOUBLE_EQ(median({4.0, 1.0, 3.0, 2.0}), 2.5);
+    EXPECT_DOUBLE_EQ(median({}), 0.0);
+}
+
+// --bench-generate prints one line per run and the medians, with the token count asked for.
+TEST(AppExtras, BenchGenerateReportsEachRunAndTheMedian) {
+    QProcess p;
+    QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+    env.insert(QStringLiteral("QT_QPA_PLATFORM"), QStringLiteral("offscreen"));
+    p.setProcessEnvironment(env);
+    p.start(QStringLiteral(RETNET_STUDIO_PATH),
+            {QStringLiteral("--model"), QStringLiteral(RETNET_DEFAULT_MODEL_DIR), QStringLiteral("--prompt"),
+             QStringLiteral("The king"), QStringLiteral("--bench-generate"), QStringLiteral("40"),
+             QStringLiteral("--bench-runs"), QStringLiteral("3")});
+    ASSERT_TRUE(p.waitForFinished(kWaitMs));
+    const QString out = QString::fromUtf8(p.readAllStandardOutput());
+    EXPECT_EQ(p.exitCode(), 0) << p.readAllStandardError().toStdString();
+    const QRegularExpression run(QStringLiteral("^run (\\d): 40 tokens, decode ([0-9.]+) tok/s, wall ([0-9.]+) tok/s, "
+                                                "GUI thread CPU ([0-9.]+)%$"),
+                                 QRegularExpression::MultilineOption);
+    int runs = 0;
+    for (auto it = run.globalMatch(out); it.hasNext(); ++runs) {
+        const auto m = it.next();
+        EXPECT_GT(m.captured(2).toDouble(), 0.0);
+        EXPECT_GT(m.captured(3).toDouble(), 0.0);
+        EXPECT_LE(m.captured(3).toDouble(), m.captured(2).toDouble() * 1.01) << "wall time includes the decode";
+    }
+    EXPECT_EQ(runs, 3) << out.toStdString();
+    EXPECT_TRUE(QRegularExpression(QStringLiteral("median: decode [0-9.]+ tok/s, wall [0-9.]+ tok/s, GUI thread CPU "
+                                                  "[0-9.]+% over 3 runs"))
+                    .match(out)
+                    .hasMatch())
+        << out.toStdString();
+}
+
+}  // namespace
