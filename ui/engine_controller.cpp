@@ -77,6 +77,7 @@ void EngineController::onGenerationBatch(const GenerationBatch& batch) {
     if (!fresh(JobRef{Job::Generate}, batch.requestId)) return;
     if (batch.norms) emit stateNormsReady(*batch.norms);
     for (const SequenceToken& e : batch.tokens) emit tokenGenerated(e);
+    if (!batch.rescored.empty()) emit sequenceRescored(batch.rescored);
     if (!batch.stats) return;
     emit statsUpdated(*batch.stats);
     if (batch.stats->finished) {

@@ -59,6 +59,8 @@ signals:
     void statsUpdated(const retnet::ui::GenerationStats& stats);
     void generationFinished(const retnet::ui::GenerationStats& stats);
     void stateNormsReady(const retnet::ui::StateNormFrames& frames);
+    // The kept text's candidates under the model now in force (after interventions), by position.
+    void sequenceRescored(const std::vector<std::vector<retnet::ui::TokenCandidate>>& candidates);
     // Every failure, named by its job (the load's also come as loadFailed).
     void errorOccurred(const retnet::ui::JobRef& job, const QString& message);
 

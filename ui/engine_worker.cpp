@@ -156,7 +156,23 @@ void EngineWorker::replay(const std::vector<int32_t>& sequence) {
     retnet::GenerationParams params;
     params.max_new_tokens = 0;
     params.max_prompt_tokens = int(sequence.size());
-    m_generator->generate(sequence, params, {}, &m_flags->stopGeneration);
+    // The text's candidates under the edited model, for the before/after comparison.
+    std::vector<std::vector<TokenCandidate>> rescored(sequence.size());
+    m_onPrefillLogits = [&](int64_t first, const retnet::Tensor& logits) {
+        const auto scored = retnet::prompt_candidates(logits, first, sequence, kCandidates);
+        for (size_t i = 0; i < scored.size(); ++i) rescored[size_t(first) + 1 + i] = candidates(scored[i]);
+    };
+    try {
+        // Not stoppable: the controller raised the stop flag to end the generation this edit
+        // replaces, and a replay that stopped at once would leave the state unsynced.
+        m_generator->generate(sequence, params, {}, nullptr);
+    } catch (...) {
+        m_onPrefillLogits = nullptr;
+        throw;
+    }
+    m_onPrefillLogits = nullptr;
+    if (m_batch.empty()) m_batchStarted = std::chrono::steady_clock::now();
+    m_batch.rescored = std::move(rescored);
     flushBatch();
 }
 

@@ -89,8 +89,9 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
 
     m_views = makeViews();
     m_generate = static_cast<GenerateView*>(view(ViewId::Generate));
+    m_cursor = new LinkedCursor(this);
     const ViewContext context{m_controller, [this] { return analysisText(); },
-                              [this] { return m_generate->sequenceLength(); }};
+                              [this] { return m_generate->sequenceLength(); }, m_cursor};
     m_tabs = new QTabWidget;
     m_tabs->setDocumentMode(true);
     for (ViewBase* v : m_views) {
@@ -374,7 +375,10 @@ void MainWindow::connectController() {
 
 void MainWindow::onModelLoaded(const ModelInfo& info) {
     m_stack->setCurrentIndex(1);
-    if (!info.sequenceKept) rememberModel(info.directory);
+    if (!info.sequenceKept) {
+        rememberModel(info.directory);
+        m_cursor->set(-1);  // a new text
+    }
     {
         QSignalBlocker block(m_device);
         m_device->clear();

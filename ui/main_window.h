@@ -24,6 +24,7 @@ class QTextBrowser;
 namespace retnet::ui {
 
 class ViewBase;
+class LinkedCursor;
 class GenerateView;
 class EquivalenceView;
 
@@ -41,6 +42,7 @@ public:
     EquivalenceView* equivalenceView() const;
     ViewBase* view(ViewId id) const { return m_views[size_t(id)]; }
     ViewBase* currentView() const;
+    LinkedCursor* linkedCursor() const { return m_cursor; }
 
     void showView(ViewId id);
     // A model directory, or ORG/NAME[@REVISION] from the Hugging Face cache (retnet/model_names.h).
@@ -92,6 +94,7 @@ private:
     QTabWidget* m_tabs = nullptr;
     GenerateView* m_generate = nullptr;  // the prompt and the sequence every view analyses
     std::vector<ViewBase*> m_views;      // by ViewId
+    LinkedCursor* m_cursor = nullptr;    // the position every view marks
     std::vector<QTextBrowser*> m_learnPanels;
     QLabel* m_modelPanel = nullptr;
     QComboBox* m_device = nullptr;

@@ -101,7 +101,10 @@ struct GenerationBatch {
     std::optional<StateNormFrames> norms;  // consecutive positions
     std::vector<SequenceToken> tokens;     // by position
     std::optional<GenerationStats> stats;  // the latest
-    bool empty() const { return !norms && tokens.empty() && !stats; }
+    // After an intervention (or clearing it), the candidates of every position of the kept text
+    // under the model now in force, by position (position 0 predicts nothing: empty).
+    std::vector<std::vector<TokenCandidate>> rescored;
+    bool empty() const { return !norms && tokens.empty() && !stats && rescored.empty(); }
 };
 
 struct GenerateRequest {

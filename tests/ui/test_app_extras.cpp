@@ -9,6 +9,9 @@
 #include <QDir>
 #include <QFile>
 #include <QLabel>
+#include <QLineEdit>
+#include <QTableWidget>
+#include <QTextBrowser>
 #include <QProcess>
 #include <QPushButton>
 #include <QRegularExpression>
@@ -16,8 +19,13 @@
 #include <QStatusBar>
 #include <QTemporaryDir>
 
+#include <qcustomplot.h>
+
 #include "generate_bench.h"
 #include "studio_test_util.h"
+#include "views/lens_view.h"
+#include "views/retention_view.h"
+#include "views/state_view.h"
 
 namespace {
 
@@ -139,6 +147,95 @@ TEST(AppExtras, RecentModelsArePersistedAndMissingOnesPruned) {
     ASSERT_TRUE(QFile::remove(c + QStringLiteral("/config.json")));
     EXPECT_EQ(window.pruneRecentModels(), QStringList{c});
     EXPECT_EQ(window.recentModels(), QStringList{a});
+}
+
+// Pointing at a position in one view marks it in all the others: a click on a token of the
+// output, a hover over the lens; a new model clears it.
+TEST(AppExtras, LinkedCursorMarksThePositionInEveryView) {
+    Window w(tinyModel());
+    w.generate(20);
+    auto* retention = static_cast<RetentionView*>(w.window.view(ViewId::Retention));
+    auto* state = static_cast<StateView*>(w.window.view(ViewId::State));
+    auto* lens = static_cast<LensView*>(w.window.view(ViewId::Lens));
+    GenerateView* text = w.window.generateView();
+    for (ViewId id : {ViewId::Retention, ViewId::State, ViewId::Lens}) w.show(id);
+    EXPECT_EQ(w.window.linkedCursor()->position(), -1);
+    EXPECT_EQ(retention->markedPosition(), -1);
+
+    text->selectToken(5);
+    EXPECT_EQ(w.window.linkedCursor()->position(), 5);
+    EXPECT_EQ(retention->markedPosition(), 5);
+    EXPECT_EQ(state->markedPosition(), 5);
+    EXPECT_EQ(lens->markedPosition(), 5);
+    EXPECT_EQ(text->markedText(), text->tokens()[5].text);
+
+    auto* plot = lens->findChild<QCustomPlot*>();
+    ASSERT_NE(plot, nullptr);
+    plot->replot();
+    const QPointF at(plot->xAxis->coordToPixel(7.0), plot->yAxis->coordToPixel(0.0));
+    QMouseEvent move(QEvent::MouseMove, at, plot->mapToGlobal(at), Qt::NoButton, Qt::NoButton, Qt::NoModifier);
+    QApplication::sendEvent(plot, &move);
+    EXPECT_EQ(w.window.linkedCursor()->position(), 7);
+    EXPECT_EQ(retention->markedPosition(), 7);
+    EXPECT_EQ(state->markedPosition(), 7);
+    EXPECT_EQ(text->markedText(), text->tokens()[7].text);
+
+    w.window.useRandomModel(5);
+    ASSERT_TRUE(w.ready.wait(kWaitMs));
+    EXPECT_EQ(w.window.linkedCursor()->position(), -1);
+    EXPECT_EQ(lens->markedPosition(), -1);
+    EXPECT_TRUE(text->markedText().isEmpty());
+}
+
+// Apply keeps the text and its candidates from before the edit beside the ones after it: the
+// candidate table gets a "p before" column, the old text a pane of its own; clearing the edit
+// gives back exactly the candidates of the model as loaded.
+TEST(AppExtras, InterventionsShowBeforeAndAfter) {
+    Window w(tinyModel());
+    w.generate(16);
+    GenerateView* view = w.window.generateView();
+    const std::vector<SequenceToken> original = view->tokens();
+    ASSERT_TRUE(view->beforeTokens().empty());
+    auto apply = [&](const QString& mute) {
+        w.window.findChild<QLineEdit*>(QStringLiteral("muteHeads"))->setText(mute);
+        w.window.findChild<QPushButton*>(QStringLiteral("applyInterventions"))->click();
+        ASSERT_TRUE(w.ready.wait(kWaitMs));
+    };
+    apply(QStringLiteral("0.0, 1.1"));
+    ASSERT_EQ(view->beforeTokens().size(), original.size());
+    EXPECT_EQ(view->beforeModel(), QStringLiteral("the model as loaded"));
+    EXPECT_EQ(view->beforeText(), view->outputText());  // the same text, rescored
+    EXPECT_TRUE(w.window.findChild<QTextBrowser*>(QStringLiteral("beforeOutput"))->isVisibleTo(&w.window));
+    double change = 0.0;
+    for (size_t p = 1; p < original.size(); ++p) {
+        ASSERT_EQ(view->tokens()[p].id, original[p].id);
+        EXPECT_EQ(view->beforeTokens()[p].top.front().prob, original[p].top.front().prob);
+        double sum = 0.0;
+        for (const TokenCandidate& c : view->tokens()[p].top) sum += c.prob;
+        EXPECT_LE(sum, 1.0 + 1e-9);
+        change = std::max(change, std::abs(view->tokens()[p].top.front().prob - original[p].top.front().prob));
+    }
+    EXPECT_GT(change, 1e-4) << "muting two heads changed no candidate";
+
+    const int64_t p = int64_t(original.size()) - 1;
+    view->selectToken(p);
+    auto* table = view->findChild<QTableWidget*>();
+    ASSERT_FALSE(table->isColumnHidden(3));
+    const TokenCandidate& first = view->tokens()[size_t(p)].top.front();
+    double expected = -1.0;
+    for (const TokenCandidate& c : original[size_t(p)].top)
+        if (c.id == first.id) expected = c.prob;
+    EXPECT_EQ(table->item(0, 3)->text(), expected < 0 ? QStringLiteral("–") : QString::number(expected, 'f', 4));
+    EXPECT_EQ(table->item(0, 1)->text(), QString::number(first.prob, 'f', 4));
+
+    apply(QString());  // Clear: back to the model as loaded
+    EXPECT_EQ(view->beforeModel().isEmpty(), false);
+    EXPECT_NE(view->beforeModel(), QStringLiteral("the model as loaded"));
+    for (size_t q = 1; q < original.size(); ++q)
+        for (size_t k = 0; k < original[q].top.size(); ++k) {
+            EXPECT_EQ(view->tokens()[q].top[k].id, original[q].top[k].id);
+            EXPECT_NEAR(view->tokens()[q].top[k].prob, original[q].top[k].prob, 1e-6);
+        }
 }
 
 TEST(AppExtras, MedianOfRuns) {

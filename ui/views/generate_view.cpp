@@ -203,6 +203,7 @@ QWidget* GenerateView::buildOutputPanel() {
             QToolTip::hideText();
             return;
         }
+        pointAt(pos);
         QToolTip::showText(QCursor::pos(), tooltipFor(m_tokens[size_t(pos)]), m_output);
     });
     m_follow = new QCheckBox(tr("Follow output"));
@@ -231,7 +232,21 @@ QWidget* GenerateView::buildOutputPanel() {
     outputHeader->addWidget(outputLabel, 1);
     outputHeader->addWidget(m_follow);
     centreLayout->addLayout(outputHeader);
-    centreLayout->addWidget(m_output, 1);
+    // Before/after an intervention: the text as it was, beside the text now.
+    m_beforeOutput = new QTextBrowser;
+    m_beforeOutput->setObjectName(QStringLiteral("beforeOutput"));
+    m_beforeLabel = new QLabel;
+    m_beforeLabel->setWordWrap(true);
+    m_beforePanel = new QWidget;
+    auto* beforeLayout = new QVBoxLayout(m_beforePanel);
+    beforeLayout->setContentsMargins(0, 0, 0, 0);
+    beforeLayout->addWidget(m_beforeLabel);
+    beforeLayout->addWidget(m_beforeOutput, 1);
+    m_beforePanel->setVisible(false);
+    auto* texts = new QSplitter(Qt::Horizontal);
+    texts->addWidget(m_output);
+    texts->addWidget(m_beforePanel);
+    centreLayout->addWidget(texts, 1);
     auto* footer = new QHBoxLayout;
     footer->addWidget(m_stats, 1);
     footer->addWidget(m_rate);
@@ -244,8 +259,11 @@ QWidget* GenerateView::buildOutputPanel() {
 QWidget* GenerateView::buildCandidatePanel() {
     m_selectedLabel = new QLabel(tr("Select a token in the output."));
     m_selectedLabel->setWordWrap(true);
-    m_candidates = new QTableWidget(0, 3);
-    m_candidates->setHorizontalHeaderLabels({tr("Token"), tr("p model"), tr("p sampler")});
+    m_candidates = new QTableWidget(0, 4);
+    m_candidates->setHorizontalHeaderLabels({tr("Token"), tr("p model"), tr("p sampler"), tr("p before")});
+    m_candidates->horizontalHeaderItem(3)->setToolTip(
+        tr("The model's probability before the last intervention (Apply / Clear), same text."));
+    m_candidates->setColumnHidden(3, true);
     m_candidates->horizontalHeaderItem(1)->setToolTip(
         tr("Softmax of the raw logits: what the model predicts."));
     m_candidates->horizontalHeaderItem(2)->setToolTip(
@@ -254,6 +272,7 @@ QWidget* GenerateView::buildCandidatePanel() {
     m_candidates->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
     m_candidates->horizontalHeader()->setSectionResizeMode(1, QHeaderView::ResizeToContents);
     m_candidates->horizontalHeader()->setSectionResizeMode(2, QHeaderView::ResizeToContents);
+    m_candidates->horizontalHeader()->setSectionResizeMode(3, QHeaderView::ResizeToContents);
     m_candidates->verticalHeader()->setVisible(false);
     m_candidates->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_candidates->setSelectionBehavior(QAbstractItemView::SelectRows);
@@ -314,6 +333,7 @@ void GenerateView::attached() {
     connect(c, &EngineController::tokenGenerated, this, &GenerateView::appendToken);
     connect(c, &EngineController::sequenceTruncated, this, &GenerateView::truncate);
     connect(c, &EngineController::statsUpdated, this, &GenerateView::showStats);
+    connect(c, &EngineController::sequenceRescored, this, &GenerateView::rescore);
     auto run = [c](const GenerateRequest& r) {
         if (c->hasModel()) c->generate(r);
     };
@@ -383,7 +403,10 @@ QString GenerateView::samplerSummary() const {
 
 void GenerateView::setModelInfo(const ModelInfo& info) {
     m_countTimer.start();  // another tokenizer
-    if (info.sequenceKept) return;  // the text stays
+    m_interventions = info.interventions;
+    if (info.sequenceKept) return showBefore();  // the text stays
+    m_before.clear();
+    showBefore();
     m_latestStats = GenerationStats();
     m_chunk->setValue(info.chunkSize);
     truncate(0);
@@ -477,6 +500,8 @@ void GenerateView::flushPending() {
 }
 
 void GenerateView::insertToken(QTextCursor& cursor, const SequenceToken& e) {
+    m_tokenStart.resize(size_t(e.position) + 1, cursor.position());
+    m_tokenStart[size_t(e.position)] = cursor.position();
     if (e.text.isEmpty()) return;
     QTextCharFormat format;
     format.setAnchor(true);
@@ -493,10 +518,12 @@ void GenerateView::rebuildOutput() {
     QScrollBar* bar = m_output->verticalScrollBar();
     const int keep = bar->value();
     m_output->clear();
+    m_tokenStart.clear();
     QTextCursor cursor(m_output->document());
     cursor.beginEditBlock();
     for (const SequenceToken& e : m_tokens) insertToken(cursor, e);
     cursor.endEditBlock();
+    highlightMarked();
     bar->setValue(keep);
 }
 
@@ -517,9 +544,75 @@ void GenerateView::truncate(int64_t length) {
 void GenerateView::selectToken(int64_t position) {
     flushPending();
     if (position < 0 || position >= int64_t(m_tokens.size())) return;
+    pointAt(position);
     m_selected = int(position);
     rebuildOutput();
     showCandidates(position);
+}
+
+void GenerateView::showLinkedPosition(int64_t position) {
+    m_marked = position;
+    highlightMarked();
+}
+
+// An extra selection, not a format change: moving the cursor does not rebuild the document.
+void GenerateView::highlightMarked() {
+    QList<QTextEdit::ExtraSelection> selections;
+    const int64_t p = m_marked;
+    if (p >= 0 && p < int64_t(m_tokens.size()) && p < int64_t(m_tokenStart.size())) {
+        QTextEdit::ExtraSelection mark;
+        mark.cursor = QTextCursor(m_output->document());
+        mark.cursor.setPosition(m_tokenStart[size_t(p)]);
+        mark.cursor.setPosition(m_tokenStart[size_t(p)] + int(m_tokens[size_t(p)].text.size()), QTextCursor::KeepAnchor);
+        mark.format.setBackground(isDarkPalette() ? QColor(120, 90, 0) : QColor(255, 220, 120));
+        selections << mark;
+    }
+    m_output->setExtraSelections(selections);
+}
+
+QString GenerateView::markedText() const {
+    const QList<QTextEdit::ExtraSelection> s = m_output->extraSelections();
+    return s.isEmpty() ? QString() : s.front().cursor.selectedText();
+}
+
+// The text's candidates under the model now in force replace the shown ones; the text as it was
+// (with its candidates) is kept as "before". The sampler's column no longer applies.
+void GenerateView::rescore(const std::vector<std::vector<TokenCandidate>>& candidates) {
+    flushPending();
+    m_before = m_tokens;
+    m_beforeModel = m_interventions.isEmpty() ? tr("the model as loaded") : m_interventions;
+    for (size_t p = 0; p < m_tokens.size() && p < candidates.size(); ++p) {
+        if (p == 0 || candidates[p].empty()) continue;  // nothing predicts the first token
+        m_tokens[p].top = candidates[p];
+        m_tokens[p].topFiltered.clear();
+    }
+    showBefore();
+    showCandidates(m_selected);
+    updateProbabilityPlot();
+}
+
+void GenerateView::showBefore() {
+    m_beforePanel->setVisible(!m_before.empty());
+    m_candidates->setColumnHidden(3, m_before.empty());
+    if (m_before.empty()) return;
+    m_beforeLabel->setText(tr("Before (%1):").arg(m_beforeModel.toHtmlEscaped()));
+    m_beforeOutput->setPlainText(beforeText());
+}
+
+QString GenerateView::beforeText() const {
+    QString text;
+    for (const SequenceToken& e : m_before) text += e.text;
+    return text;
+}
+
+// Comparable only where the text up to and including `position` is the same as before.
+double GenerateView::beforeProbability(int64_t position, int32_t token) const {
+    if (position < 0 || position >= int64_t(m_before.size()) || position >= int64_t(m_tokens.size())) return -1.0;
+    for (int64_t p = 0; p <= position; ++p)
+        if (m_before[size_t(p)].id != m_tokens[size_t(p)].id) return -1.0;
+    for (const TokenCandidate& c : m_before[size_t(position)].top)
+        if (c.id == token) return c.prob;
+    return -1.0;
 }
 
 void GenerateView::showCandidates(int64_t position) {
@@ -554,7 +647,10 @@ void GenerateView::showCandidates(int64_t position) {
         for (const TokenCandidate& f : e.topFiltered)
             if (f.id == c.id) filtered = f.prob;
         m_candidates->setItem(int(i), 2, new QTableWidgetItem(
-            e.prompt ? QStringLiteral("–") : QString::number(filtered, 'f', 4)));
+            e.prompt || e.topFiltered.empty() ? QStringLiteral("–") : QString::number(filtered, 'f', 4)));
+        const double before = beforeProbability(position, c.id);
+        m_candidates->setItem(int(i), 3, new QTableWidgetItem(before < 0 ? QStringLiteral("–")
+                                                                         : QString::number(before, 'f', 4)));
     }
 }
 

@@ -48,6 +48,13 @@ public:
     QString rateText() const;         // the live tok/s readout
     QString promptCountText() const;  // the prompt's token count, as shown under the prompt
     void copyOutput();                // prompt + generated text to the clipboard
+    int64_t markedPosition() const { return m_marked; }  // the linked cursor, highlighted
+    QString markedText() const;                           // the highlighted token's text
+    // Before/after an intervention: the text and candidates as they were before the last change
+    // of the model's edits (empty when there was none), and what that model was.
+    const std::vector<SequenceToken>& beforeTokens() const { return m_before; }
+    QString beforeModel() const { return m_beforeModel; }
+    QString beforeText() const;
     void selectToken(int64_t position);
 
 public slots:
@@ -81,7 +88,12 @@ private:
     void showCandidates(int64_t position);
     void updateProbabilityPlot();
     void writeStats();
-    void countPromptTokens();  // asks the engine (its tokenizer) how many tokens the prompt is
+    void countPromptTokens();
+    void showLinkedPosition(int64_t position) override;
+    void rescore(const std::vector<std::vector<TokenCandidate>>& candidates);  // keeps the before
+    void showBefore();
+    double beforeProbability(int64_t position, int32_t token) const;  // -1: not comparable
+    void highlightMarked();  // the marked token's background, as an extra selection  // asks the engine (its tokenizer) how many tokens the prompt is
     void showEvent(QShowEvent* event) override;
     QString tooltipFor(const SequenceToken& e) const;
 
@@ -112,6 +124,14 @@ private:
 
     std::vector<SequenceToken> m_tokens;   // the whole sequence, by position
     std::vector<SequenceToken> m_pending;  // received, not yet shown
+    std::vector<int> m_tokenStart;         // by position: where its text starts in the document
+    int64_t m_marked = -1;
+    std::vector<SequenceToken> m_before;  // the text before the last intervention change
+    QString m_beforeModel;                // "the model as loaded" or its edits then
+    QString m_interventions;              // the edits in force now
+    QTextBrowser* m_beforeOutput = nullptr;
+    QLabel* m_beforeLabel = nullptr;
+    QWidget* m_beforePanel = nullptr;
     QTimer m_flushTimer;
     QElapsedTimer m_plotClock;  // when the bar chart was last redrawn
     QElapsedTimer m_rateClock;  // when the readout was last set

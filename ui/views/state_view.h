@@ -7,6 +7,9 @@
 #include <vector>
 
 #include "snapshots.h"
+#include <memory>
+
+#include "plot_utils.h"
 #include "views/view_base.h"
 
 class QComboBox;
@@ -35,6 +38,7 @@ public slots:
     void addFrames(const retnet::ui::StateNormFrames& frames);
     void truncate(int64_t length);
     void redraw();  // replot now (the timer does it at most every 40 ms)
+    int64_t markedPosition() const;  // the linked cursor, -1 when none is drawn
 
 protected:
     QCustomPlot* mainPlot() const override { return m_plot; }
@@ -43,10 +47,13 @@ protected:
 
 private:
     void scheduleRedraw();
+    void showLinkedPosition(int64_t position) override;
+    void onMouseMove(QMouseEvent* event);
     void showEvent(QShowEvent* event) override;
 
     QCustomPlot* m_plot = nullptr;
     QCPColorMap* m_strip = nullptr;
+    std::unique_ptr<PositionMarker> m_marker;  // on the curves
     QComboBox* m_layer = nullptr;
     QLabel* m_info = nullptr;
     QTimer m_redrawTimer;
