@@ -150,6 +150,11 @@ void BlockBackend::run_layers(const ForwardOptions& options, std::span<const Seq
         o.linear(h, l, Weight::K, k, false);
         o.linear(h, l, Weight::V, v, false);
         o.linear(h, l, Weight::G, g, false);
+        if (intro && intro->qkv_layer == l)
+            for (auto [rows, out] : {std::pair{q, &intro->q}, std::pair{k, &intro->k}, std::pair{v, &intro->v}}) {
+                *out = Tensor({N, rows.width});
+                o.download(rows, out->ptr());
+            }
         for (SequenceSlice& slice : slices)
             if (c.family == Family::TorchScale) slice.row_sums = slots_[static_cast<size_t>(slice.slot)].row_sums[static_cast<size_t>(l)];
         call.layer = l;
