@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <QApplication>
+
+#include <cmath>
 #include <QClipboard>
 #include <QDir>
 #include <QFile>
@@ -24,6 +26,7 @@
 #include "generate_bench.h"
 #include "studio_test_util.h"
 #include "views/lens_view.h"
+#include "views/recurrence_view.h"
 #include "views/retention_view.h"
 #include "views/state_view.h"
 
@@ -236,6 +239,29 @@ TEST(AppExtras, InterventionsShowBeforeAndAfter) {
             EXPECT_EQ(view->tokens()[q].top[k].id, original[q].top[k].id);
             EXPECT_NEAR(view->tokens()[q].top[k].prob, original[q].top[k].prob, 1e-6);
         }
+}
+
+// The step-through's q·k row and oₙ panel: qₙ·kₘ γ^(n−m) is the parallel score (fla does not
+// normalize the row), and oₙ = qₙ Sₙ from the traced states equals Σₘ score(n, m) vₘ.
+TEST(AppExtras, RecurrenceShowsQkAndBothOutputs) {
+    Window w(tinyModel());
+    w.generate(10);
+    auto* view = static_cast<RecurrenceView*>(w.window.view(ViewId::Recurrence));
+    w.show(ViewId::Recurrence);
+    const RecurrenceTrace& t = view->trace();
+    ASSERT_TRUE(t.qk && t.recurrentOut && t.parallelOut);
+    ASSERT_GT(t.tokens, 10);
+    double largest = 0.0;
+    for (int n = 0; n < t.tokens; ++n) {
+        for (int m = 0; m <= n; ++m) {
+            const double score = (*t.scores)[size_t(n) * t.tokens + m];
+            EXPECT_NEAR((*t.qk)[size_t(n) * t.tokens + m] * std::pow(t.gamma, n - m), score, 1e-4 * (1.0 + std::abs(score)))
+                << n << ", " << m;
+        }
+        for (int j = 0; j < t.dv; ++j) largest = std::max(largest, double(std::abs((*t.recurrentOut)[size_t(n) * t.dv + j])));
+        EXPECT_LT(view->outputDifference(n), 1e-4 * (1.0 + largest)) << "position " << n;
+    }
+    EXPECT_GT(largest, 1e-3);
 }
 
 TEST(AppExtras, MedianOfRuns) {
