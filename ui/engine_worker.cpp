@@ -375,10 +375,12 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
             if (m_generator->length() == 0) throw retnet::Error("nothing to continue: generate first");
             result = m_generator->continue_generation(params, onToken, &m_flags->stopGeneration);
         } else {
-            const std::vector<int32_t> prompt = encode(request.prompt);
+            const std::vector<int32_t> prompt = request.tokens.empty() ? encode(request.prompt) : request.tokens;
             emit sequenceTruncated(id, 0);
             // Sent once the prefill has given each its candidates, before the first generated token.
             std::vector<SequenceToken> promptEvents = promptTokens(id, prompt);
+            if (!request.tokens.empty())
+                for (SequenceToken& e : promptEvents) e.prompt = e.position < request.promptLength;
             bool promptSent = false;
             auto sendPrompt = [&] {
                 m_onPrefillLogits = nullptr;

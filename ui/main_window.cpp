@@ -17,6 +17,9 @@
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QInputDialog>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QSaveFile>
 #include <QLabel>
 #include <QLineEdit>
 #include <QLocale>
@@ -249,6 +252,21 @@ void MainWindow::buildMenus() {
     });
     add(file, tr("Use a small &random model"), QKeySequence(), [this] { useRandomModel(); });
     file->addSeparator();
+    add(file, tr("Open &workspace…"), QKeySequence(tr("Ctrl+Shift+W")), [this] {
+        const QString path = QFileDialog::getOpenFileName(this, tr("Open workspace"), QString(), tr("RetNet Studio workspace (*.json)"));
+        if (!path.isEmpty()) openWorkspace(path);
+    });
+    add(file, tr("&Save workspace…"), QKeySequence::Save, [this] {
+        QString path = QFileDialog::getSaveFileName(this, tr("Save workspace"), QStringLiteral("workspace.json"),
+                                                    tr("RetNet Studio workspace (*.json)"));
+        if (path.isEmpty()) return;
+        QString error;
+        if (saveWorkspace(path, &error))
+            statusBar()->showMessage(tr("Saved %1").arg(path), 5000);
+        else
+            showError(tr("Save workspace"), error);
+    });
+    file->addSeparator();
     add(file, tr("Export view as &PNG…"), QKeySequence(tr("Ctrl+E")), [this] { exportCurrent(QStringLiteral("png")); });
     add(file, tr("Export view as P&DF…"), QKeySequence(tr("Ctrl+Shift+E")), [this] { exportCurrent(QStringLiteral("pdf")); });
     add(file, tr("Export view data as &CSV…"), QKeySequence(tr("Ctrl+Shift+C")), [this] { exportCurrent(QStringLiteral("csv")); });
@@ -356,6 +374,7 @@ void MainWindow::connectController() {
     });
     connect(c, &EngineController::generationStarted, this, [this] { statusBar()->clearMessage(); });
     connect(c, &EngineController::generationFinished, this, [this] {
+        if (m_restoreStep == 2) continueRestore(false);
         updateModelPanel();
         markViewsStale();
         if (ViewBase* v = currentView()) v->refresh();
@@ -395,6 +414,7 @@ void MainWindow::onModelLoaded(const ModelInfo& info) {
     if (ViewBase* v = currentView(); info.sequenceKept && v) v->refresh();
     m_statusModel->setText(tr("%1 · %2").arg(info.name, info.device));
     statusBar()->showMessage(info.notice.isEmpty() ? tr("Model ready.") : info.notice, 8000);
+    if (m_restoreStep > 0) continueRestore(info.sequenceKept);
 }
 
 // A newly opened model starts without edits, and so do the fields.
@@ -468,6 +488,7 @@ void MainWindow::openModelDirectory(const QString& directoryOrName) {
         return showError(tr("Could not open the model"), QString::fromUtf8(e.what()));
     }
     clearInterventionFields();
+    m_randomSeed.reset();
     m_controller->openModelDirectory(directory, m_device->count() ? m_device->currentData().toString()
                                                                   : QStringLiteral("cpu"));
 }
@@ -508,6 +529,7 @@ void MainWindow::useRandomModel(uint64_t seed) {
     auto model = std::make_shared<const retnet::Model>(retnet::make_random_model(c, seed));
     clearInterventionFields();
     m_controller->useModel(model, nullptr);
+    m_randomSeed = seed;
     if (m_generate->prompt().isEmpty())
         m_generate->setPrompt(QStringLiteral("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16"));
 }
@@ -545,6 +567,95 @@ void MainWindow::setDarkTheme(bool dark) {
     QFile qss(dark ? QStringLiteral(":/retnet/dark.qss") : QStringLiteral(":/retnet/light.qss"));
     qApp->setStyleSheet(qss.open(QIODevice::ReadOnly) ? QString::fromUtf8(qss.readAll()) : QString());
     for (ViewBase* v : m_views) v->updateTheme();
+}
+
+bool MainWindow::saveWorkspace(const QString& path, QString* error) const {
+    if (!m_controller->hasModel()) {
+        *error = tr("no model is open: a workspace starts from one");
+        return false;
+    }
+    const ModelInfo& info = m_controller->modelInfo();
+    QJsonObject w{{QStringLiteral("format"), QStringLiteral("retnet-studio-workspace")},
+                  {QStringLiteral("version"), 1},
+                  {QStringLiteral("model"), info.directory},
+                  {QStringLiteral("device"), info.device},
+                  {QStringLiteral("generate"), m_generate->settings()},
+                  {QStringLiteral("interventions"), QJsonObject{{QStringLiteral("mute"), m_mute->text()},
+                                                                {QStringLiteral("gamma"), m_gamma->text()}}},
+                  {QStringLiteral("view"), currentView() ? currentView()->name() : QString()},
+                  {QStringLiteral("dark"), m_dark}};
+    if (info.directory.isEmpty() && m_randomSeed) w.insert(QStringLiteral("random_model"), qint64(*m_randomSeed));
+    QJsonArray ids;
+    for (int32_t id : m_generate->tokenIds()) ids.append(id);
+    w.insert(QStringLiteral("text"), QJsonObject{{QStringLiteral("tokens"), ids},
+                                                 {QStringLiteral("prompt_length"), qint64(m_generate->promptLength())}});
+    QSaveFile file(path);
+    if (!file.open(QIODevice::WriteOnly) || file.write(QJsonDocument(w).toJson()) < 0 || !file.commit()) {
+        *error = tr("%1: %2").arg(path, file.errorString());
+        return false;
+    }
+    return true;
+}
+
+void MainWindow::openWorkspace(const QString& path) {
+    QFile file(path);
+    if (!file.open(QIODevice::ReadOnly)) return showError(tr("Open workspace"), tr("%1: %2").arg(path, file.errorString()));
+    QJsonParseError parse{};
+    const QJsonDocument doc = QJsonDocument::fromJson(file.readAll(), &parse);
+    const QJsonObject w = doc.object();
+    if (parse.error != QJsonParseError::NoError)
+        return showError(tr("Open workspace"), tr("%1: not JSON (%2 at byte %3)").arg(path, parse.errorString()).arg(parse.offset));
+    if (w.value(QStringLiteral("format")).toString() != QLatin1String("retnet-studio-workspace") ||
+        w.value(QStringLiteral("version")).toInt() != 1)
+        return showError(tr("Open workspace"), tr("%1: not a RetNet Studio workspace of version 1").arg(path));
+    const QString model = w.value(QStringLiteral("model")).toString();
+    if (model.isEmpty() && !w.contains(QStringLiteral("random_model")))
+        return showError(tr("Open workspace"), tr("%1: names no model").arg(path));
+    if (!model.isEmpty() && !QFileInfo::exists(model + QStringLiteral("/config.json")))
+        return showError(tr("Open workspace"), tr("%1: its model %2 no longer exists").arg(path, model));
+    m_restore = w;
+    m_restorePath = path;
+    m_restoreStep = 1;
+    setDarkTheme(w.value(QStringLiteral("dark")).toBool());
+    if (model.isEmpty()) {
+        useRandomModel(uint64_t(w.value(QStringLiteral("random_model")).toInteger()));
+    } else {
+        const int device = m_device->findData(w.value(QStringLiteral("device")).toString());
+        if (device >= 0) m_device->setCurrentIndex(device);
+        openModelDirectory(model);
+    }
+}
+
+// Step 1 (model loaded): settings, then the text is run again; step 2 (text back): the edits;
+// step 3 (edits in force): the view.
+void MainWindow::continueRestore(bool sequenceKept) {
+    if (m_restoreStep == 1 && !sequenceKept) {
+        m_generate->applySettings(m_restore.value(QStringLiteral("generate")).toObject());
+        const QJsonObject text = m_restore.value(QStringLiteral("text")).toObject();
+        GenerateRequest r = m_generate->request();
+        for (const QJsonValue& id : text.value(QStringLiteral("tokens")).toArray()) r.tokens.push_back(id.toInt());
+        r.promptLength = text.value(QStringLiteral("prompt_length")).toInteger();
+        r.maxTokens = 0;
+        m_restoreStep = 2;
+        if (r.tokens.empty()) return continueRestore(false);
+        m_controller->generate(r);
+    } else if (m_restoreStep == 2) {
+        const QJsonObject edits = m_restore.value(QStringLiteral("interventions")).toObject();
+        m_mute->setText(edits.value(QStringLiteral("mute")).toString());
+        m_gamma->setText(edits.value(QStringLiteral("gamma")).toString());
+        m_restoreStep = 3;
+        if (m_mute->text().trimmed().isEmpty() && m_gamma->text().trimmed().isEmpty()) return finishRestore();
+        applyInterventions();
+    } else if (m_restoreStep == 3 && sequenceKept) {
+        finishRestore();
+    }
+}
+
+void MainWindow::finishRestore() {
+    m_restoreStep = 0;
+    if (const auto v = viewFromName(m_restore.value(QStringLiteral("view")).toString())) showView(*v);
+    statusBar()->showMessage(tr("Workspace %1 restored.").arg(m_restorePath), 5000);
+    emit workspaceRestored(m_restorePath);
 }
 
 QString MainWindow::analysisText() const {
@@ -596,6 +707,7 @@ void MainWindow::exportCurrent(const QString& kind) {
 }
 
 void MainWindow::showError(const QString& title, const QString& message) {
+    m_restoreStep = 0;  // a workspace being restored stops at the step that failed
     m_lastError = title + QStringLiteral(": ") + message;
     statusBar()->showMessage(m_lastError, 10000);
     if (m_quiet) {

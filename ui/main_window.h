@@ -4,7 +4,10 @@
 // ui/view_id.h lists them), the model panel, the load progress in the status bar, and the theme
 // switch. Views talk to the engine themselves (ViewBase); the window only decides when a view is
 // looked at and must be brought up to date.
+#include <QJsonObject>
 #include <QMainWindow>
+
+#include <optional>
 
 #include "engine_controller.h"
 #include "view_id.h"
@@ -63,6 +66,13 @@ public:
     // Drops the entries whose config.json is gone; returns them.
     QStringList pruneRecentModels();
 
+    // Workspaces: the model, device, prompt, settings, the text, the interventions, the view
+    // shown and the theme, in one JSON file. Saving returns false with `error` set; opening
+    // reports a bad file in one line and restores the rest in steps (model, text, edits), then
+    // announces workspaceRestored.
+    bool saveWorkspace(const QString& path, QString* error) const;
+    void openWorkspace(const QString& path);
+
     // Recomputes what the current view shows from the current text (F5).
     void refreshCurrentView();
     // `# key: value` lines describing the run, written into every CSV export.
@@ -70,11 +80,14 @@ public:
 
 signals:
     void viewDataReady(retnet::ui::ViewId id);  // a view shows the current text's data
+    void workspaceRestored(const QString& path);
 
 private:
     void buildMenus();
     void rebuildRecentMenu();
     void rememberModel(const QString& directory);
+    void continueRestore(bool sequenceKept);  // the next step of openWorkspace
+    void finishRestore();
     void buildModelDock();
     QWidget* wrapWithLearnPanel(ViewBase* view);
     void connectController();
@@ -108,6 +121,11 @@ private:
     QAction* m_darkAction = nullptr;
     QAction* m_learnAction = nullptr;
     bool m_dark = false;
+    std::optional<uint64_t> m_randomSeed;  // the random model in use, if it is one
+    // A workspace being restored, and its step: 1 model, 2 text, 3 edits.
+    QJsonObject m_restore;
+    QString m_restorePath;
+    int m_restoreStep = 0;
     bool m_quiet = false;
     QString m_lastError;
 };

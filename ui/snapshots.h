@@ -116,6 +116,10 @@ struct GenerateRequest {
     bool continuePrevious = false;  // continue from the current end of the sequence
     std::optional<int64_t> forkPosition;  // replace the token at this position…
     int32_t forkToken = -1;               // …with this one, then continue
+    // A restored text (workspaces): these tokens instead of the encoded prompt, the first
+    // promptLength of them shown as the prompt, the rest as generated.
+    std::vector<int32_t> tokens;
+    int64_t promptLength = 0;
 };
 
 }  // namespace retnet::ui

@@ -382,6 +382,46 @@ GenerateRequest GenerateView::request() const {
     return r;
 }
 
+QJsonObject GenerateView::settings() const {
+    return {{QStringLiteral("prompt"), prompt()},
+            {QStringLiteral("temperature"), m_temperature->value()},
+            {QStringLiteral("top_k"), m_topK->value()},
+            {QStringLiteral("top_p"), m_topP->value()},
+            {QStringLiteral("min_p"), m_minP->value()},
+            {QStringLiteral("repeat_penalty"), m_repeatPenalty->value()},
+            {QStringLiteral("seed"), m_seed->value()},
+            {QStringLiteral("max_tokens"), m_maxTokens->value()},
+            {QStringLiteral("prefill_form"), QString::fromLatin1(retnet::form_name(retnet::Form(m_form->currentData().toInt())))},
+            {QStringLiteral("chunk_size"), m_chunk->value()}};
+}
+
+void GenerateView::applySettings(const QJsonObject& s) {
+    if (s.contains(QStringLiteral("prompt"))) setPrompt(s.value(QStringLiteral("prompt")).toString());
+    auto number = [&](const char* key, auto* box) {
+        if (s.contains(QLatin1String(key))) box->setValue(s.value(QLatin1String(key)).toDouble());
+    };
+    number("temperature", m_temperature);
+    number("top_k", m_topK);
+    number("top_p", m_topP);
+    number("min_p", m_minP);
+    number("repeat_penalty", m_repeatPenalty);
+    number("seed", m_seed);
+    number("max_tokens", m_maxTokens);
+    number("chunk_size", m_chunk);
+    const int form = m_form->findText(s.value(QStringLiteral("prefill_form")).toString());
+    if (form >= 0) m_form->setCurrentIndex(form);
+}
+
+std::vector<int32_t> GenerateView::tokenIds() const {
+    std::vector<int32_t> ids;
+    for (const SequenceToken& e : m_tokens) ids.push_back(e.id);
+    return ids;
+}
+
+int64_t GenerateView::promptLength() const {
+    return std::count_if(m_tokens.begin(), m_tokens.end(), [](const SequenceToken& e) { return e.prompt; });
+}
+
 QString GenerateView::prompt() const { return m_prompt->toPlainText(); }
 void GenerateView::setPrompt(const QString& text) { m_prompt->setPlainText(text); }
 void GenerateView::setMaxTokens(int n) { m_maxTokens->setValue(n); }

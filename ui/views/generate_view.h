@@ -2,6 +2,7 @@
 #pragma once
 // Prompt editor, sampling controls, streamed output with per-token candidates, forks, timings.
 #include <QElapsedTimer>
+#include <QJsonObject>
 #include <QTimer>
 
 #include <vector>
@@ -36,6 +37,12 @@ public:
     void updateTheme() override;
 
     GenerateRequest request() const;  // a fresh generation from the prompt
+    // Workspaces: the prompt and the sampling settings as JSON, and back (unknown keys ignored,
+    // missing ones left as they are); the text's token ids and how many are the prompt.
+    QJsonObject settings() const;
+    void applySettings(const QJsonObject& settings);
+    std::vector<int32_t> tokenIds() const;
+    int64_t promptLength() const;
     QString prompt() const;
     void setPrompt(const QString& text);
     void setMaxTokens(int n);
