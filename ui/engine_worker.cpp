@@ -64,6 +64,24 @@ void checkModelDirectory(const QString& directory) {
                             ", more than this machine's memory (" + retnet::format_bytes(memory) + ")");
 }
 
+// The engine's account of a finished generation, as the app shows it.
+GenerationStats finalStats(uint64_t id, const retnet::GenerationStats& in) {
+    GenerationStats stats;
+    stats.requestId = id;
+    stats.promptTokens = int(in.prefill_tokens);
+    stats.prefillMs = in.prefill_ms;
+    stats.generated = int(in.generated_tokens);
+    stats.decodeMs = in.decode_ms;
+    stats.form = QString::fromLatin1(retnet::form_name(in.prefill_form));
+    switch (in.stop_reason) {
+        case retnet::StopReason::Eos: stats.stopReason = QStringLiteral("eos"); break;
+        case retnet::StopReason::Cancelled: stats.stopReason = QStringLiteral("stopped"); break;
+        default: stats.stopReason = QStringLiteral("length"); break;
+    }
+    stats.finished = true;
+    return stats;
+}
+
 constexpr int kMaxPromptTokens = 8192;
 constexpr int kCandidates = 10;  // top tokens shown per position
 // A screen refresh is ~16 ms: batches more often than this cannot be seen, only paid for.
@@ -401,18 +419,7 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
             }
             if (!promptSent) sendPrompt();
         }
-        stats.promptTokens = int(result.stats.prefill_tokens);
-        stats.prefillMs = result.stats.prefill_ms;
-        stats.generated = int(result.stats.generated_tokens);
-        stats.decodeMs = result.stats.decode_ms;
-        stats.form = QString::fromLatin1(retnet::form_name(result.stats.prefill_form));
-        switch (result.stats.stop_reason) {
-            case retnet::StopReason::Eos: stats.stopReason = QStringLiteral("eos"); break;
-            case retnet::StopReason::Cancelled: stats.stopReason = QStringLiteral("stopped"); break;
-            default: stats.stopReason = QStringLiteral("length"); break;
-        }
-        stats.finished = true;
-        queueStats(stats);
+        queueStats(finalStats(stats.requestId, result.stats));
         flushBatch();
     } catch (const std::exception& e) {
         flushBatch();  // what was generated before the error is kept
