@@ -34,6 +34,9 @@ public:
 
     uint64_t generate(const GenerateRequest& request);
     void stopGeneration();
+    // Whether the generation computes ‖S‖ per token for a view that shows them live (the State
+    // view while it is visible); otherwise that view computes them when it is looked at.
+    void setLiveStateNorms(bool on) { m_flags->liveStateNorms = on; }
     // Runs request.compute on the engine thread; `onResult` (or `onError`) is called on this
     // thread, through `receiver`, unless a newer request for the same view and channel was made
     // in the meantime or `receiver` is gone. Returns the request's id.

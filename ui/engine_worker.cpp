@@ -232,7 +232,8 @@ void EngineWorker::installModel(std::shared_ptr<const retnet::Model> model,
                 queueNorms(std::move(frames));
             }
             if (m_onPrefillLogits) m_onPrefillLogits(first, logits);
-        });
+        },
+        [flags = m_flags] { return flags->liveStateNorms.load(); });
     m_generator = std::make_unique<retnet::Generator>(*m_tap, m_tokenizer.get());
 }
 

@@ -27,6 +27,7 @@ namespace retnet::ui {
 struct JobFlags {
     std::atomic<bool> stopGeneration{false};
     std::atomic<bool> cancelLoad{false};
+    std::atomic<bool> liveStateNorms{true};  // a view shows ‖S‖ while generating: compute them
     std::array<std::atomic<uint64_t>, kFreshnessSlots> latest{};  // by freshnessSlot()
 
     bool stale(const JobRef& job, uint64_t id) const { return latest[size_t(freshnessSlot(job))].load() != id; }

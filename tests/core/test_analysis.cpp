@@ -118,6 +118,28 @@ TEST(Analysis, TapBackendReportsPositionsLogitsAndNorms) {
     EXPECT_EQ(logitRows, 7);
 }
 
+// Told that nobody wants the norms, the tap does not ask for them and still passes the logits.
+TEST(Analysis, TapBackendSkipsTheNormsWhenNotWanted) {
+    auto model = test::small_model(Family::Fla, 5);
+    auto inner = make_backend("cpu", model);
+    bool want = false;
+    std::vector<int> ranks;
+    int64_t logitRows = 0;
+    TapBackend tap(
+        *inner,
+        [&](int64_t, const Tensor& logits, const Tensor& n) {
+            ranks.push_back(int(n.rank()));
+            logitRows += logits.dim(0);
+        },
+        [&] { return want; });
+    const std::vector<int32_t> tokens = test::random_tokens(5, 53, 3);
+    tap.forward(std::span(tokens).first(3), {}, nullptr);
+    want = true;
+    tap.forward(std::span(tokens).subspan(3), {}, nullptr);
+    EXPECT_EQ(ranks, (std::vector<int>{0, 3}));
+    EXPECT_EQ(logitRows, 5);
+}
+
 // torchscale keeps a float64 normalizer r_n per layer and head beside S; fla does not.
 // q·k of the retention inputs, with the decay, gives the reference's parallel scores of every
 // head (fla: exactly those; torchscale: those up to its per-row normalization).

@@ -314,6 +314,38 @@ TEST(AppExtras, WorkspaceRoundTrip) {
     EXPECT_TRUE(restored.lastError().contains(QStringLiteral("/nonexistent/model no longer exists"))) << restored.lastError().toStdString();
 }
 
+// ‖S‖ per token costs the engine a pass over every state: it is computed live only while the
+// State view is shown; otherwise the view computes the whole text's norms when looked at, the
+// same as the engine's.
+TEST(AppExtras, StateNormsAreComputedLiveOnlyWhileShown) {
+    Window w(tinyModel());
+    auto* state = static_cast<StateView*>(w.window.view(ViewId::State));
+    QSignalSpy live(w.window.controller(), &EngineController::stateNormsReady);
+    w.generate(30);
+    EXPECT_EQ(live.count(), 0) << "norms were computed for a hidden view";
+    w.show(ViewId::State);
+    const std::vector<int32_t> ids = w.window.generateView()->tokenIds();
+    ASSERT_EQ(state->positions(), int64_t(ids.size()));
+    retnet::Introspection probe;
+    probe.want_state_norms = true;
+    retnet::make_backend("cpu", tinyModel())->forward(ids, {}, &probe);  // (T, L, H)
+    const int L = int(probe.state_norms.dim(1)), H = int(probe.state_norms.dim(2));
+    for (int64_t t = 0; t < int64_t(ids.size()); ++t)
+        for (int l = 0; l < L; ++l)
+            for (int h = 0; h < H; ++h) {
+                const float e = probe.state_norms.data[size_t((t * L + l) * H + h)];
+                EXPECT_NEAR(state->norm(t, l, h), e, 1e-4f * (1.0f + e)) << t << ", " << l << ", " << h;
+            }
+
+    QSignalSpy done(w.window.controller(), &EngineController::generationFinished);
+    emit w.window.generateView()->generateRequested();  // shown: the norms arrive while generating
+    ASSERT_TRUE(done.wait(kWaitMs));
+    EXPECT_GT(live.count(), 0);
+    w.window.generateView()->flushPending();
+    // Live, the state is the one after each token fed to the model: the last one sampled is not yet.
+    EXPECT_EQ(state->positions(), w.window.generateView()->sequenceLength() - 1);
+}
+
 TEST(AppExtras, MedianOfRuns) {
     EXPECT_DOUBLE_EQ(median({3.0, 1.0, 2.0}), 2.0);
     EXPECT_DOUBLE_EQ(median({4.0, 1.0, 3.0, 2.0}), 2.5);

@@ -66,7 +66,36 @@ StateView::StateView(QWidget* parent) : ViewBase(parent) {
     updateTheme();
 }
 
+namespace {
+
+// (T, L, H) norms of the whole text, computed in one forward.
+StateNormFrames computeStateNorms(AnalysisContext& c) {
+    retnet::Introspection probe;
+    probe.want_state_norms = true;
+    c.backend.reset();
+    c.backend.forward(c.tokens, retnet::ForwardOptions{}, &probe);
+    StateNormFrames frames;
+    frames.reset = true;
+    frames.count = int(probe.state_norms.dim(0));
+    frames.layers = int(probe.state_norms.dim(1));
+    frames.heads = int(probe.state_norms.dim(2));
+    frames.norms = std::move(probe.state_norms.data);
+    return frames;
+}
+
+}  // namespace
+
+void StateView::compute() {
+    if (!m_missing || (sequenceLength() == 0 && analysisText().trimmed().isEmpty())) return redraw();
+    analyse<StateNormFrames>(0, computeStateNorms, [this](const StateNormFrames& frames) {
+        m_missing = false;
+        addFrames(frames);
+        redraw();
+    });
+}
+
 void StateView::attached() {
+    engine()->setLiveStateNorms(isVisible());
     connect(engine(), &EngineController::stateNormsReady, this, &StateView::addFrames);
     connect(engine(), &EngineController::sequenceTruncated, this, &StateView::truncate);
     connect(engine(), &EngineController::generationFinished, this, &StateView::redraw);
@@ -125,8 +154,15 @@ void StateView::scheduleRedraw() {
     if (!m_redrawTimer.isActive()) m_redrawTimer.start();
 }
 
+void StateView::hideEvent(QHideEvent* event) {
+    ViewBase::hideEvent(event);
+    m_missing = true;
+    if (engine()) engine()->setLiveStateNorms(false);
+}
+
 void StateView::showEvent(QShowEvent* event) {
     ViewBase::showEvent(event);
+    if (engine()) engine()->setLiveStateNorms(true);
     if (m_dirty) redraw();
 }
 
