@@ -228,6 +228,9 @@ TEST(Analysis, RetentionInputsOfAContinuedCallUseAbsolutePositions) {
         }
         Introspection none;
         EXPECT_THROW(retention_inputs(*model, none, 0), Error);
+        Introspection beyond;
+        beyond.qkv_layer = model->config.n_layers;
+        EXPECT_THROW(make_backend("cpu", model)->forward(tokens, {}, &beyond), Error);
     }
 }
 
