@@ -32,6 +32,35 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/retnet.pc DESTINATION ${CMAKE_INSTALL_
 install(TARGETS retnet RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT cli)
 install(DIRECTORY resources/models/default DESTINATION ${CMAKE_INSTALL_DATADIR}/retnet-studio/models COMPONENT cli)
 
+# --- man pages, generated from --help by help2man (Debian: help2man) when it is installed ---
+find_program(HELP2MAN_EXECUTABLE help2man)
+if(HELP2MAN_EXECUTABLE)
+  set(RETNET_MAN_DIR ${CMAKE_CURRENT_BINARY_DIR}/man)
+  file(MAKE_DIRECTORY ${RETNET_MAN_DIR})
+  add_custom_command(OUTPUT ${RETNET_MAN_DIR}/retnet.1.gz
+                     COMMAND ${PROJECT_SOURCE_DIR}/scripts/make-manpage.sh $<TARGET_FILE:retnet> ${RETNET_MAN_DIR}/retnet.1.gz
+                             "Retentive Network (RetNet) language models on the command line"
+                     DEPENDS retnet ${PROJECT_SOURCE_DIR}/scripts/make-manpage.sh VERBATIM)
+  set(RETNET_MAN_PAGES ${RETNET_MAN_DIR}/retnet.1.gz)
+  install(FILES ${RETNET_MAN_DIR}/retnet.1.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT cli)
+  if(TARGET retnet-studio)
+    add_custom_command(OUTPUT ${RETNET_MAN_DIR}/retnet-studio.1.gz
+                       COMMAND ${PROJECT_SOURCE_DIR}/scripts/make-manpage.sh $<TARGET_FILE:retnet-studio>
+                               ${RETNET_MAN_DIR}/retnet-studio.1.gz "desktop app that shows how RetNet language models work"
+                       DEPENDS retnet-studio ${PROJECT_SOURCE_DIR}/scripts/make-manpage.sh VERBATIM)
+    list(APPEND RETNET_MAN_PAGES ${RETNET_MAN_DIR}/retnet-studio.1.gz)
+    install(FILES ${RETNET_MAN_DIR}/retnet-studio.1.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT studio)
+  endif()
+  add_custom_target(man_pages ALL DEPENDS ${RETNET_MAN_PAGES})
+  if(RETNET_BUILD_TESTS)
+    add_test(NAME man_page COMMAND ${PROJECT_SOURCE_DIR}/tests/install/check_man_page.sh ${RETNET_MAN_DIR}/retnet.1.gz
+                                   $<TARGET_FILE:retnet>)
+    set_tests_properties(man_page PROPERTIES LABELS install)
+  endif()
+else()
+  message(STATUS "help2man not found: no man pages (Debian: apt-get install help2man)")
+endif()
+
 # --- the desktop app (component studio) ---
 if(TARGET retnet-studio)
   install(TARGETS retnet-studio RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT studio)

@@ -36,33 +36,29 @@ std::string default_model_dir() {
     return "";
 }
 
-std::shared_ptr<const Model> load_model_option(Args& args) {
-    std::string dir = args.get_or("model", "");
-    if (dir.empty()) {
-        dir = default_model_dir();
-        if (dir.empty())
-            throw Error("no --model given and no bundled default model found (looked in "
-                        "$RETNET_DEFAULT_MODEL and resources/models/default)");
-    }
-    return load_model_edited(args, dir);
+std::string model_dir_or_default(const std::string& dir) {
+    if (!dir.empty()) return dir;
+    const std::string bundled = default_model_dir();
+    if (bundled.empty())
+        throw Error("no --model given and no bundled default model found (looked in $RETNET_DEFAULT_MODEL, "
+                    "resources/models/default next to the build and share/retnet-studio/models/default)");
+    return bundled;
 }
 
-Interventions interventions_option(Args& args) {
-    return parse_interventions(args.get_or("mute", ""), args.get_or("gamma", ""));
-}
-
-std::shared_ptr<const Model> load_model_edited(Args& args, const std::string& dir) {
-    const Interventions edits = interventions_option(args);
+std::shared_ptr<const Model> load_model_edited(const std::string& dir_option, const InterventionText& text) {
+    const std::string dir = model_dir_or_default(dir_option);
+    const Interventions edits = parse_interventions(text.mute, text.gamma);
     check_model_memory(dir, edits.empty() ? 1 : 2);  // an edited model is a second copy
-    Model model = load_model(dir);
+    // bf16 weights stay bf16 (half the memory; the CPU backend streams them, make_backend widens
+    // them for other devices).
+    Model model = load_model(dir, {}, WeightStorage::AsStored);
     if (edits.empty()) return std::make_shared<const Model>(std::move(model));
     auto edited = std::make_shared<const Model>(apply_interventions(model, edits));
     std::fprintf(stderr, "retnet: interventions: %s\n", describe(edits).c_str());
     return edited;
 }
 
-std::unique_ptr<Backend> make_backend_option(Args& args, std::shared_ptr<const Model> model) {
-    const std::string device = args.get_or("device", "cpu");
+std::unique_ptr<Backend> make_backend_option(const std::string& device, std::shared_ptr<const Model> model) {
     std::string notice;
     auto backend = make_backend_or_cpu(device, std::move(model), &notice);
     if (!notice.empty()) std::fprintf(stderr, "retnet: %s\n", notice.c_str());
@@ -112,6 +108,23 @@ void check_model_memory(const std::string& dir, uint64_t copies) {
 
 std::string shown(const std::string& text) { return Error(text).what(); }
 
+std::string printable(const std::string& text) {
+    std::string out;
+    out.reserve(text.size());
+    for (const char c : text) {
+        const auto byte = static_cast<unsigned char>(c);
+        if ((byte < 0x20 && c != '\n' && c != '\t') || byte == 0x7F) {
+            const unsigned picture = byte == 0x7F ? 0x2421 : 0x2400 + byte;
+            out += static_cast<char>(0xE0 | (picture >> 12));
+            out += static_cast<char>(0x80 | ((picture >> 6) & 0x3F));
+            out += static_cast<char>(0x80 | (picture & 0x3F));
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
 int stdout_error() {
     static int first_error = 0;  // the reason of the first failure; later flushes may not repeat it
     if (first_error != 0) return first_error;
@@ -125,7 +138,5 @@ int stdout_error() {
 void check_stdout() {
     if (const int error = stdout_error()) throw StdoutFailed{error};
 }
-
-std::vector<int32_t> tokens_option(Args& args) { return parse_token_list(args.require("tokens")); }
 
 }  // namespace retnet::cli

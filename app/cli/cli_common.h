@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "args.h"
+#include "shared_options.h"
 #include "retnet/forward.h"
 #include "retnet/intervention.h"
 #include "retnet/model.h"
@@ -17,17 +17,17 @@ namespace retnet::cli {
 // source tree the executable was built from, else the installed share/ path. "" if none exists.
 std::string default_model_dir();
 
-// --model DIR, or the bundled default model when the option is absent; with the interventions of
-// --mute L.H,… and --gamma H=G,… applied (retnet/intervention.h), announced on stderr.
-std::shared_ptr<const Model> load_model_option(Args& args);
-// The same for a directory already chosen.
-std::shared_ptr<const Model> load_model_edited(Args& args, const std::string& dir);
-// --mute and --gamma alone.
-Interventions interventions_option(Args& args);
+// The --model directory, or the bundled default model's when the option was not given (throws
+// retnet::Error naming where it looked when there is none).
+std::string model_dir_or_default(const std::string& dir);
 
-// --device cpu|cuda|reference (default cpu). A CUDA request on a machine without a usable GPU
+// The model in `dir` (or the bundled default model), with the interventions of --mute L.H,… and
+// --gamma H=G,… applied (retnet/intervention.h), announced on stderr.
+std::shared_ptr<const Model> load_model_edited(const std::string& dir, const InterventionText& edits = {});
+
+// The backend of --device (cpu|cuda|reference). A CUDA request on a machine without a usable GPU
 // falls back to the CPU with a one-line notice on stderr.
-std::unique_ptr<Backend> make_backend_option(Args& args, std::shared_ptr<const Model> model);
+std::unique_ptr<Backend> make_backend_option(const std::string& device, std::shared_ptr<const Model> model);
 
 // Ctrl-C during a long command: while an InterruptGuard lives, SIGINT only raises flag(), which the
 // work polls (to stop cleanly: save, print what it has, exit 130); the previous handler comes back
@@ -65,6 +65,10 @@ void check_model_memory(const std::string& dir, uint64_t copies = 1);
 // text cut in the middle (as in retnet::Error).
 std::string shown(const std::string& text);
 
+// Terminal-safe text: C0 controls other than \n and \t, and DEL, become their visible Unicode
+// "control picture" (U+2400 + c), so generated escape sequences cannot drive the terminal.
+std::string printable(const std::string& text);
+
 // Standard output could not be written: a closed pipe (`retnet generate | head`) or a full disk.
 // main() exits quietly with 141 for the pipe (what a shell reports for a tool ended by SIGPIPE)
 // and with one line and 1 otherwise.
@@ -75,8 +79,5 @@ struct StdoutFailed {
 void check_stdout();
 // The same without throwing: 0, or the errno of the failure.
 int stdout_error();
-
-// --tokens 5,17,933 (required unless `optional`).
-std::vector<int32_t> tokens_option(Args& args);
 
 }  // namespace retnet::cli

@@ -44,15 +44,24 @@ std::vector<int> parse_lengths(const std::string& text) {
 }
 
 int run_bench(const std::vector<std::string>& argv) {
-    Args args(argv, {"json"});
-    const bool json = args.has("json");
-    const std::vector<int> lengths = parse_lengths(args.get_or("lengths", "64,256,1024"));
-    const int repeats = static_cast<int>(args.get_int("repeats", 5, 1, 1000));
-    const int decode_steps = static_cast<int>(args.get_int("decode-steps", 64, 1, 100000));
-    const int chunk = static_cast<int>(args.get_int("chunk-size", 0, 1, 1 << 20));
-    auto model = load_model_option(args);
-    auto backend = make_backend_option(args, model);
-    args.finish();
+    const auto app = make_app("bench", "Times the prefill of each form at each length and the recurrent decode speed "
+                                       "(medians after a warm-up).");
+    std::string model_dir, device = "cpu", lengths_text = "64,256,1024";
+    InterventionText edits;
+    int repeats = 5, decode_steps = 64, chunk = 0;
+    bool json = false;
+    add_model_option(*app, model_dir);
+    add_device_option(*app, device);
+    add_text(*app, "--lengths", lengths_text, "prompt lengths to time")->type_name("T,T,...");
+    add_int(*app, "--repeats", repeats, 1, 1000, "timed runs per measurement (the median is reported)");
+    add_int(*app, "--decode-steps", decode_steps, 1, 100000, "recurrent steps timed");
+    add_int(*app, "--chunk-size", chunk, 1, 1 << 20, "chunk length of the chunkwise form")->default_str("the model's");
+    add_json_flag(*app, json);
+    add_intervention_options(*app, edits);
+    parse(*app, argv);
+    const std::vector<int> lengths = parse_lengths(lengths_text);
+    auto model = load_model_edited(model_dir, edits);
+    auto backend = make_backend_option(device, model);
     const int longest = *std::max_element(lengths.begin(), lengths.end());
     check_forward_memory(model->config, longest, Form::Parallel, 0, "the parallel form at T = " + std::to_string(longest));
 
@@ -104,10 +113,7 @@ int run_bench(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("bench",
-                  "retnet bench [--model DIR] [--device cpu|cuda] [--lengths 64,256,1024] [--repeats N] "
-                  "[--decode-steps N] [--chunk-size N] [--json]",
-                  &run_bench);
+const Command reg("bench", "prefill time of each form and the decode speed", &run_bench);
 
 }  // namespace
 }  // namespace retnet::cli

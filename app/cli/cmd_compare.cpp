@@ -26,16 +26,29 @@ nlohmann::json pair_json(const PairReport& p) {
 }
 
 int run_compare(const std::vector<std::string>& argv) {
-    Args args(argv, {"json"});
-    const bool json = args.has("json");
-    const std::vector<int32_t> tokens = tokens_option(args);
+    const auto app = make_app("compare", "Runs the parallel, recurrent and chunkwise forms over the tokens and reports, "
+                                         "for each pair, the error of the logits and of each layer's output.");
+    std::string model_dir, device = "cpu", tokens_text;
+    InterventionText edits;
     EquivalenceOptions options;
-    options.chunk_size = static_cast<int>(args.get_int("chunk-size", 0, 1, 1 << 20));
-    options.tolerance = args.get_double("tolerance", 1e-4, 0.0, 1.0);
-    if (args.has("head-norm-eps")) options.head_norm_eps = args.get_double("head-norm-eps", 0, 0, 1);
-    auto model = load_model_option(args);
-    auto backend = make_backend_option(args, model);
-    args.finish();
+    double eps = 0;
+    bool json = false;
+    add_model_option(*app, model_dir);
+    add_tokens_option(*app, tokens_text);
+    add_int(*app, "--chunk-size", options.chunk_size, 1, 1 << 20, "chunk length of the chunkwise form")
+        ->default_str("the model's");
+    add_number(*app, "--tolerance", options.tolerance, 0.0, 1.0, "largest error passed, relative to max |logit|");
+    CLI::Option* eps_option =
+        add_number(*app, "--head-norm-eps", eps, 0, 1, "override the head RMSNorm's eps (0: torchscale's forms agree)")
+            ->default_str("the model's");
+    add_device_option(*app, device);
+    add_json_flag(*app, json);
+    add_intervention_options(*app, edits);
+    parse(*app, argv);
+    const std::vector<int32_t> tokens = parse_token_list(tokens_text);
+    if (eps_option->count() > 0) options.head_norm_eps = eps;
+    auto model = load_model_edited(model_dir, edits);
+    auto backend = make_backend_option(device, model);
     const auto t = static_cast<uint64_t>(tokens.size());  // three forms' logits and layer outputs side by side
     check_forward_memory(model->config, static_cast<int64_t>(t), Form::Parallel, 0,
                          "comparing the forms on " + std::to_string(t) + " tokens",
@@ -74,10 +87,7 @@ int run_compare(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("compare",
-                  "retnet compare [--model DIR] --tokens 5,17,933 [--chunk-size N] [--head-norm-eps E] "
-                  "[--tolerance REL] [--mute L.H,...] [--gamma H=G,...] [--device cpu|cuda] [--json]",
-                  &run_compare);
+const Command reg("compare", "the three forms side by side: where and how much they differ", &run_compare);
 
 }  // namespace
 }  // namespace retnet::cli

@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "args.h"
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
@@ -18,11 +17,13 @@ namespace {
 namespace fs = std::filesystem;
 
 int run_convert(const std::vector<std::string>& argv) {
-    Args args(argv, {});
-    const std::string model_dir = args.require("model");
-    const std::string out_dir = args.require("out");
-    const std::string dtype_name = args.get_or("dtype", "bf16");
-    args.finish();
+    const auto app = make_app("convert", "Writes a model with its weights stored as bf16 or f32; the tokenizer and "
+                                         "training notes come along.");
+    std::string model_dir, out_dir, dtype_name = "bf16";
+    add_model_option(*app, model_dir)->required();
+    add_text(*app, "--out", out_dir, "the directory to write")->type_name("DIR")->required();
+    add_text(*app, "--dtype", dtype_name, "how the weights are stored")->type_name("bf16|f32");
+    parse(*app, argv);
     DType dtype;
     if (dtype_name == "bf16") dtype = DType::BF16;
     else if (dtype_name == "f32") dtype = DType::F32;
@@ -56,7 +57,7 @@ int run_convert(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("convert", "retnet convert --model DIR --out DIR [--dtype bf16|f32]", &run_convert);
+const Command reg("convert", "a model rewritten with bf16 (or f32) weights", &run_convert);
 
 }  // namespace
 }  // namespace retnet::cli

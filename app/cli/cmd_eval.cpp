@@ -10,7 +10,6 @@
 #include <filesystem>
 #include <memory>
 
-#include "args.h"
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
@@ -47,19 +46,27 @@ train::EvalProgress eval_progress(const InterruptGuard& interrupt) {
 }
 
 int run_eval(const std::vector<std::string>& argv) {
-    Args args(argv, {"stream"});
-    const std::string model_dir = args.require("model");
-    const std::string text_path = args.require("text");
-    const double tail = args.get_double("tail", 1.0, 1e-6, 1.0);
-    const int window = static_cast<int>(args.get_int("window", 256, 1, 1 << 20));
-    const int threads = static_cast<int>(args.get_int("threads", 0, 0, 4096));
-    const bool stream = args.has("stream");
-    if (stream && args.has("window")) throw Error("--stream and --window exclude each other (--stream has no windows)");
+    const auto app = make_app("eval", "Evaluates a model on a text: loss per token and bits per character, in windows "
+                                      "or as one sequence with the state carried.");
+    std::string model_dir, text_path, device = "cpu";
+    InterventionText edits;
+    double tail = 1.0;
+    int window = 256, threads = 0;
+    bool stream = false;
+    add_model_option(*app, model_dir)->required();
+    add_text(*app, "--text", text_path, "the UTF-8 text to evaluate on")->type_name("FILE")->required();
+    add_number(*app, "--tail", tail, 1e-6, 1.0, "evaluate the last FRACTION of the text only");
+    CLI::Option* window_option = add_int(*app, "--window", window, 1, 1 << 20, "tokens per window (the state restarts)");
+    add_flag(*app, "--stream", stream, "one sequence, the state carried through the whole text");
+    add_int(*app, "--threads", threads, 0, 4096, "CPU threads; 0 = all cores");
+    add_device_option(*app, device)->description("where the model runs with --stream or an intervention");
+    add_intervention_options(*app, edits);
+    parse(*app, argv);
+    if (stream && window_option->count() > 0) throw Error("--stream and --window exclude each other (--stream has no windows)");
     // Interventions need the inference backend (the trainer's path computes γ from the config).
-    const bool edited = !interventions_option(args).empty();
+    const bool edited = !parse_interventions(edits.mute, edits.gamma).empty();
     std::unique_ptr<Backend> backend;
-    if (stream || edited) backend = make_backend_option(args, load_model_edited(args, model_dir));
-    args.finish();
+    if (stream || edited) backend = make_backend_option(device, load_model_edited(model_dir, edits));
     cpu::set_num_threads(threads);
 
     const std::string tok_path = (std::filesystem::path(model_dir) / "tokenizer.model").string();
@@ -98,9 +105,7 @@ int run_eval(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("eval", "retnet eval --model DIR --text FILE [--tail FRACTION] [--window T | --stream] [--mute L.H,...] "
-                          "[--gamma H=G,...] [--device D (with --stream or an intervention)] [--threads N]",
-                  &run_eval);
+const Command reg("eval", "loss and bits per character of a model on a text", &run_eval);
 
 }  // namespace
 }  // namespace retnet::cli

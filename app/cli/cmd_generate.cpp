@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_common.h"
+#include "shared_options.h"
 #include "command.h"
 #include "retnet/error.h"
 #include "retnet/files.h"
@@ -18,55 +19,13 @@ namespace retnet::cli {
 namespace {
 
 
-// "a,b\,c,\n" -> {"a", "b,c", "\n"}: commas separate, backslash escapes \, \n \t \\.
-std::vector<std::string> parse_stop_strings(const std::string& text) {
-    std::vector<std::string> out(1);
-    for (size_t i = 0; i < text.size(); ++i) {
-        const char c = text[i];
-        if (c == ',') {
-            out.emplace_back();
-        } else if (c == '\\' && i + 1 < text.size()) {
-            const char next = text[++i];
-            if (next == 'n') out.back() += '\n';
-            else if (next == 't') out.back() += '\t';
-            else if (next == ',' || next == '\\') out.back() += next;
-            else throw Error("option --stop: unknown escape '\\" + std::string(1, next) + "' (use \\, \\n \\t \\\\)");
-        } else {
-            out.back() += c;
-        }
-    }
-    for (const std::string& s : out)
-        if (s.empty()) throw Error("option --stop has an empty stop string in '" + text + "'");
-    return out;
-}
-
-// Terminal-safe text: C0 controls other than \n and \t, and DEL, become their visible Unicode
-// "control picture" (U+2400 + c), so generated escape sequences cannot drive the terminal.
-std::string printable(const std::string& text) {
-    std::string out;
-    out.reserve(text.size());
-    for (const char c : text) {
-        const auto byte = static_cast<unsigned char>(c);
-        if ((byte < 0x20 && c != '\n' && c != '\t') || byte == 0x7F) {
-            const unsigned picture = byte == 0x7F ? 0x2421 : 0x2400 + byte;
-            out += static_cast<char>(0xE0 | (picture >> 12));
-            out += static_cast<char>(0x80 | ((picture >> 6) & 0x3F));
-            out += static_cast<char>(0x80 | (picture & 0x3F));
-        } else {
-            out += c;
-        }
-    }
-    return out;
-}
-
 // --prompt TEXT, or --prompt-file FILE ("-": standard input), for prompts too long for a command line.
-std::optional<std::string> prompt_option(Args& args) {
-    const auto text = args.get("prompt");
-    const auto file = args.get("prompt-file");
-    if (text && file) throw Error("give either --prompt or --prompt-file, not both");
-    if (!file) return text;
+std::optional<std::string> read_prompt(const CLI::Option* text_option, const std::string& text, const std::string& file) {
+    if (text_option->count() > 0 && !file.empty()) throw Error("give either --prompt or --prompt-file, not both");
+    if (text_option->count() == 0 && file.empty()) return std::nullopt;
+    if (file.empty()) return text;
     constexpr size_t kMaxPromptBytes = size_t(64) << 20;
-    if (*file != "-") return read_regular_file(*file, kMaxPromptBytes);
+    if (file != "-") return read_regular_file(file, kMaxPromptBytes);
     std::string prompt;
     char buffer[65536];
     while (const size_t n = std::fread(buffer, 1, sizeof buffer, stdin)) {
@@ -75,19 +34,6 @@ std::optional<std::string> prompt_option(Args& args) {
     }
     if (std::ferror(stdin)) throw Error("--prompt-file -: cannot read standard input");
     return prompt;
-}
-
-std::string resolve_model_dir(Args& args) {
-    if (auto dir = args.get("model")) return *dir;
-    std::string dir = default_model_dir();
-    if (dir.empty()) {
-        std::error_code ec;
-        const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-        const auto expected = (exe.parent_path() / "../../resources/models/default").lexically_normal();
-        throw Error("no --model given and no bundled default model found at " + expected.string() +
-                    " (set RETNET_DEFAULT_MODEL or pass --model DIR)");
-    }
-    return dir;
 }
 
 nlohmann::json candidates_json(const std::vector<TokenProb>& list, const Tokenizer* tokenizer) {
@@ -102,47 +48,50 @@ nlohmann::json candidates_json(const std::vector<TokenProb>& list, const Tokeniz
 
 std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
 
-int run_generate(const std::vector<std::string>& argv) {
-    Args args(argv, {"json", "greedy", "no-bos", "ignore-eos"});
-    const bool json = args.has("json");
-    const std::string model_dir = resolve_model_dir(args);
-    const auto prompt_text = prompt_option(args);
-    const auto token_list = args.get("tokens");
-    if (prompt_text && token_list) throw Error("give either --prompt or --tokens, not both (or --prompt-file instead of --prompt)");
+// What `generate` reads besides the shared generation options.
+struct GenerateCommand {
+    std::string model_dir, device = "cpu", prompt, prompt_file, tokens;
+    InterventionText edits;
+    GenerationOptions generation;
+    bool json = false;
+    const CLI::Option *prompt_option = nullptr, *tokens_option = nullptr;
+};
 
-    GenerationParams params;
-    params.max_new_tokens = static_cast<int>(args.get_int("max-new-tokens", 128, 0, 1 << 24));
-    params.prefill_form = parse_form(args.get_or("mode", "parallel"));
-    params.chunk_size = static_cast<int>(args.get_int("chunk-size", 0, 1, 1 << 20));
-    params.max_prompt_tokens = static_cast<int>(args.get_int("max-prompt-tokens", 4096, 1, 1 << 24));
-    params.n_top = static_cast<int>(args.get_int("top-n", 5, 0, 100));
-    params.stop_at_eos = !args.has("ignore-eos");
-    // Unset options keep core's preset, which the app starts with too.
-    const SamplerParams preset = default_sampling();
-    SamplerParams& sampler = params.sampler;
-    sampler.temperature = args.get_double("temperature", preset.temperature, 0.0, 100.0);
-    if (args.has("greedy")) sampler.temperature = 0.0;
-    sampler.top_k = static_cast<int>(args.get_int("top-k", preset.top_k, 0, 1 << 24));
-    sampler.top_p = args.get_double("top-p", preset.top_p, 1e-9, 1.0);
-    sampler.min_p = args.get_double("min-p", preset.min_p, 0.0, 1.0);
-    sampler.repeat_penalty = args.get_double("repeat-penalty", preset.repeat_penalty, 1e-3, 100.0);
-    sampler.repeat_last_n = static_cast<int>(args.get_int("repeat-last-n", preset.repeat_last_n, -1, 1 << 24));
-    const int64_t seed = args.get_int("seed", static_cast<int64_t>(preset.seed), -1, INT64_MAX);
-    // -1: a random seed, printed so that the run can be repeated.
-    sampler.seed = seed >= 0 ? static_cast<uint64_t>(seed) : std::random_device{}() & 0x7fffffffu;
-    if (seed < 0) std::fprintf(stderr, "retnet generate: seed %llu\n", static_cast<unsigned long long>(sampler.seed));
-    if (auto stop = args.get("stop")) params.stop_strings = parse_stop_strings(*stop);
-    const bool add_bos = !args.has("no-bos");
-    auto model = load_model_edited(args, model_dir);
-    auto backend = make_backend_option(args, model);
-    args.finish();
-    params.validate();
+void add_generate_options(CLI::App& app, GenerateCommand& c) {
+    add_model_option(app, c.model_dir);
+    c.prompt_option = add_text(app, "-p,--prompt", c.prompt, "the text to continue");
+    add_text(app, "-f,--prompt-file", c.prompt_file, "read the prompt from FILE (- for standard input)")
+        ->type_name("FILE");
+    c.tokens_option = add_text(app, "--tokens", c.tokens, "the prompt as token ids instead of text")->type_name("ID,ID,...");
+    add_generation_options(app, c.generation);
+    add_int(app, "--top-n", c.generation.params.n_top, 0, 100, "candidates listed per token with --json");
+    add_device_option(app, c.device);
+    add_json_flag(app, c.json);
+    add_intervention_options(app, c.edits);
+}
+
+int run_generate(const std::vector<std::string>& argv) {
+    const auto app = make_app("generate", "Prefills the prompt in the chosen form, then decodes recurrently and streams "
+                                          "the text to standard output; a summary line goes to standard error.");
+    GenerateCommand c;
+    add_generate_options(*app, c);
+    parse(*app, argv);
+    const bool json = c.json;
+    const std::string model_dir = model_dir_or_default(c.model_dir);
+    const auto prompt_text = read_prompt(c.prompt_option, c.prompt, c.prompt_file);
+    if (prompt_text && c.tokens_option->count() > 0)
+        throw Error("give either --prompt or --tokens, not both (or --prompt-file instead of --prompt)");
+    const GenerationParams params = c.generation.resolve("generate");
+    const SamplerParams& sampler = params.sampler;
+    const bool add_bos = !c.generation.no_bos;
+    auto model = load_model_edited(model_dir, c.edits);
+    auto backend = make_backend_option(c.device, model);
 
     const std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load_from_model_dir(model_dir);
     Generator generator(*backend, tokenizer.get());
     std::vector<int32_t> prompt;
-    if (token_list) {
-        prompt = parse_token_list(*token_list);
+    if (c.tokens_option->count() > 0) {
+        prompt = parse_token_list(c.tokens);
     } else {
         if (!tokenizer && prompt_text && !prompt_text->empty())
             throw Error(model_dir + " has no tokenizer.model: give the prompt as ids with --tokens 1,2,3");
@@ -202,12 +151,7 @@ int run_generate(const std::vector<std::string>& argv) {
     return s.stop_reason == StopReason::Cancelled ? 130 : 0;
 }
 
-const Command reg("generate",
-                  "retnet generate [-m|--model DIR] [-p|--prompt TEXT | -f|--prompt-file FILE|- | --tokens 1,2,3] [-n|--max-new-tokens N] "
-                  "[--mode parallel|recurrent|chunkwise] [--chunk-size N] [--temp|--temperature T] [--greedy] [--top-k K] "
-                  "[--top-p P] [--min-p P] [--repeat-penalty R] [--repeat-last-n N] [-s|--seed S (-1: random)] [--stop STR,STR] "
-                  "[--max-prompt-tokens N] [--no-bos] [--ignore-eos] [--top-n N] [--mute L.H,...] [--gamma H=G,...] [--device cpu|cuda|reference] [--json]",
-                  &run_generate);
+const Command reg("generate", "continue a prompt: prefill in any form, decode recurrently, stream the text", &run_generate);
 
 }  // namespace
 }  // namespace retnet::cli

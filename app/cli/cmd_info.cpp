@@ -12,11 +12,18 @@ namespace retnet::cli {
 namespace {
 
 int run_info(const std::vector<std::string>& argv) {
-    Args args(argv, {"json"});
-    const bool json = args.has("json");
-    const int64_t context = args.get_int("context", 2048, 1, int64_t(1) << 30);
-    auto model = load_model_option(args);
-    args.finish();
+    const auto app = make_app("info", "Prints a model's family, shapes and parameter count, and the size of its recurrent "
+                                      "state next to the KV cache a Transformer of the same shape would need.");
+    std::string model_dir;
+    InterventionText edits;
+    int64_t context = 2048;
+    bool json = false;
+    add_model_option(*app, model_dir);
+    add_int(*app, "--context", context, 1, int64_t(1) << 30, "tokens at which to size the Transformer's KV cache");
+    add_json_flag(*app, json);
+    add_intervention_options(*app, edits);
+    parse(*app, argv);
+    auto model = load_model_edited(model_dir, edits);
     const ModelConfig& c = model->config;
     const ModelStats s = model_stats(*model, context);
     if (json) {
@@ -45,7 +52,7 @@ int run_info(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("info", "retnet info [--model DIR] [--context N] [--json]", &run_info);
+const Command reg("info", "what a model is, and its state size next to a Transformer's KV cache", &run_info);
 
 }  // namespace
 }  // namespace retnet::cli

@@ -12,22 +12,25 @@ namespace retnet::cli {
 namespace {
 
 int run_init(const std::vector<std::string>& argv) {
-    Args args(argv, {});
-    const std::string config_path = args.require("config");
-    const std::string out = args.require("out");
-    const auto seed = static_cast<uint64_t>(args.get_int("seed", 1, 0, INT64_MAX));
-    args.finish();
+    const auto app = make_app("init", "Creates a model directory with random weights, initialized as the reference "
+                                      "implementation does.");
+    std::string config_path, out;
+    int64_t seed = 1;
+    add_text(*app, "--config", config_path, "the model's config.json (fla or torchscale keys)")->type_name("FILE")->required();
+    add_text(*app, "--out", out, "the directory to write")->type_name("DIR")->required();
+    add_int(*app, "-s,--seed", seed, 0, INT64_MAX, "random seed of the weights");
+    parse(*app, argv);
     const ModelConfig config = load_config(config_path);
     // The weights, and their bytes as they are written.
     check_memory(saturating_product({2, estimated_weight_bytes(config)}), "a model of " + config_path);
-    const Model model = make_random_model(config, seed);
+    const Model model = make_random_model(config, static_cast<uint64_t>(seed));
     save_model(model, out);
     std::fprintf(stderr, "wrote %s: %s model, %s parameters\n", shown(out).c_str(), family_name(model.config.family),
                  format_count(model.parameter_count()).c_str());
     return 0;
 }
 
-const Command reg("init", "retnet init --config CONFIG.json --out DIR [--seed S]", &run_init);
+const Command reg("init", "a model with random weights from a config.json", &run_init);
 
 }  // namespace
 }  // namespace retnet::cli

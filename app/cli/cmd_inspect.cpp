@@ -103,19 +103,28 @@ void print_text(const Inspection& in) {
 }
 
 int run_inspect(const std::vector<std::string>& argv) {
-    Args args(argv, {"json", "lens"});
-    const bool json = args.has("json");
-    const bool lens = args.has("lens");
-    const int lens_top = static_cast<int>(args.get_int("lens-top", 5, 1, 1000));
-    const std::vector<int32_t> tokens = tokens_option(args);
+    const auto app = make_app("inspect", "Prints each head's decay, one head's retention scores and reach, the state "
+                                         "norms, and with --lens what every layer would predict.");
+    std::string model_dir, device = "cpu", tokens_text, mode = "parallel";
+    InterventionText edits;
     ForwardOptions options;
-    options.form = parse_form(args.get_or("mode", "parallel"));
-    options.chunk_size = static_cast<int>(args.get_int("chunk-size", 0, 1, 1 << 20));
-    const int layer = static_cast<int>(args.get_int("layer", 0, 0, 1 << 20));
-    const int head = static_cast<int>(args.get_int("head", 0, 0, 1 << 20));
-    auto model = load_model_option(args);
-    auto backend = make_backend_option(args, model);
-    args.finish();
+    int lens_top = 5, layer = 0, head = 0;
+    bool json = false, lens = false;
+    add_model_option(*app, model_dir);
+    add_tokens_option(*app, tokens_text);
+    add_form_options(*app, mode, options.chunk_size);
+    add_int(*app, "--layer", layer, 0, 1 << 20, "layer of the head whose scores are shown");
+    add_int(*app, "--head", head, 0, 1 << 20, "head whose scores are shown");
+    add_flag(*app, "--lens", lens, "add the logit lens: each layer's stream read out through the output matrix");
+    add_int(*app, "--lens-top", lens_top, 1, 1000, "tokens listed per layer and position by --lens");
+    add_device_option(*app, device);
+    add_json_flag(*app, json);
+    add_intervention_options(*app, edits);
+    parse(*app, argv);
+    const std::vector<int32_t> tokens = parse_token_list(tokens_text);
+    options.form = parse_form(mode);
+    auto model = load_model_edited(model_dir, edits);
+    auto backend = make_backend_option(device, model);
     const ModelConfig& c = model->config;
     if (layer >= c.n_layers) throw Error("--layer " + std::to_string(layer) + " is out of range (model has " + std::to_string(c.n_layers) + " layers)");
     if (head >= c.n_heads) throw Error("--head " + std::to_string(head) + " is out of range (model has " + std::to_string(c.n_heads) + " heads)");
@@ -155,10 +164,7 @@ int run_inspect(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("inspect",
-                  "retnet inspect [--model DIR] --tokens 5,17,933 [--mode parallel|recurrent|chunkwise] "
-                  "[--chunk-size N] [--layer L --head H] [--lens [--lens-top N]] [--mute L.H,...] [--gamma H=G,...] [--device cpu|cuda] [--json]",
-                  &run_inspect);
+const Command reg("inspect", "decay, retention scores, reach, state norms and the logit lens", &run_inspect);
 
 }  // namespace
 }  // namespace retnet::cli

@@ -11,15 +11,21 @@ namespace retnet::cli {
 namespace {
 
 int run_logits(const std::vector<std::string>& argv) {
-    Args args(argv, {});
-    const std::vector<int32_t> tokens = tokens_option(args);
+    const auto app = make_app("logits", "Runs one form over a token list and writes the float32 logits (T, vocab) as .npy.");
+    std::string model_dir, device = "cpu", tokens_text, mode = "parallel", out;
+    InterventionText edits;
     ForwardOptions options;
-    options.form = parse_form(args.get_or("mode", "parallel"));
-    options.chunk_size = static_cast<int>(args.get_int("chunk-size", 0, 1, 1 << 20));
-    const std::string out = args.require("out");
-    auto model = load_model_option(args);
-    auto backend = make_backend_option(args, model);
-    args.finish();
+    add_model_option(*app, model_dir);
+    add_tokens_option(*app, tokens_text);
+    add_form_options(*app, mode, options.chunk_size);
+    add_text(*app, "--out", out, "the .npy file to write (- for standard output)")->type_name("FILE")->required();
+    add_device_option(*app, device);
+    add_intervention_options(*app, edits);
+    parse(*app, argv);
+    const std::vector<int32_t> tokens = parse_token_list(tokens_text);
+    options.form = parse_form(mode);
+    auto model = load_model_edited(model_dir, edits);
+    auto backend = make_backend_option(device, model);
     check_forward_memory(model->config, static_cast<int64_t>(tokens.size()), options.form, options.chunk_size,
                          "a forward pass over " + std::to_string(tokens.size()) + " tokens");
     const Tensor logits = backend->forward(tokens, options);
@@ -29,10 +35,7 @@ int run_logits(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("logits",
-                  "retnet logits [--model DIR] --tokens 5,17,933 --mode parallel|recurrent|chunkwise "
-                  "[--chunk-size N] [--mute L.H,...] [--gamma H=G,...] [--device cpu|cuda] --out FILE.npy",
-                  &run_logits);
+const Command reg("logits", "the logits of one form over a token list, as .npy", &run_logits);
 
 }  // namespace
 }  // namespace retnet::cli

@@ -9,7 +9,6 @@
 
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -40,6 +39,7 @@ namespace fs = std::filesystem;
 
 struct ServeOptions {
     std::string model, name, host = "127.0.0.1", device = "cpu";
+    bool allow_remote = false;     // --host other than loopback: the server has no authentication
     int port = 8080;
     int parallel = 4;              // requests decoded together
     int queue = 8;                 // requests waiting beyond those; one more gets 503
@@ -48,43 +48,23 @@ struct ServeOptions {
     int max_prompt_tokens = 4096;
 };
 
-int64_t parse_integer(const std::string& option, const std::string& text, int64_t lo, int64_t hi) {
-    int64_t value = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value < lo || value > hi)
-        throw Error("--" + option + " needs an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-                    "], got '" + text + "'");
-    return value;
+void add_serve_options(CLI::App& app, ServeOptions& o) {
+    add_model_option(app, o.model);
+    add_text(app, "--model-name", o.name, "the id /v1/models lists")->type_name("ID")->default_str("ORG/NAME or the directory's name");
+    add_text(app, "--host", o.host, "address to listen on; other than loopback only with --allow-remote")->type_name("ADDRESS");
+    add_flag(app, "--allow-remote", o.allow_remote, "allow a --host that other machines reach (no authentication!)");
+    add_int(app, "--port", o.port, 0, 65535, "port to listen on; 0 = any free one (printed)");
+    add_device_option(app, o.device);
+    add_int(app, "--parallel", o.parallel, 1, 256, "requests decoded together");
+    add_int(app, "--queue", o.queue, 0, 4096, "requests waiting beyond those; one more is answered 503");
+    add_int(app, "--max-body", o.max_body, 1024, 1 << 30, "largest request body in bytes (more: 413)");
+    add_int(app, "--max-tokens", o.max_tokens, 1, 1 << 20, "largest max_tokens a request may ask for");
+    add_int(app, "--max-prompt-tokens", o.max_prompt_tokens, 1, 1 << 24, "longest prompt in tokens");
 }
 
-ServeOptions parse_serve_options(const std::vector<std::string>& argv) {
-    ServeOptions o;
-    for (size_t i = 0; i < argv.size(); i += 2) {
-        std::string key = argv[i], value;
-        if (key.rfind("--", 0) != 0) throw Error("unexpected argument '" + key + "'");
-        key = key.substr(2);
-        if (const auto eq = key.find('='); eq != std::string::npos) {
-            value = key.substr(eq + 1);
-            key.resize(eq);
-            --i;  // the value was in the same word
-        } else if (i + 1 < argv.size()) {
-            value = argv[i + 1];
-        } else {
-            throw Error("option --" + key + " needs a value");
-        }
-        if (key == "model") o.model = value;
-        else if (key == "model-name") o.name = value;
-        else if (key == "host") o.host = value;
-        else if (key == "device") o.device = value;
-        else if (key == "port") o.port = static_cast<int>(parse_integer(key, value, 0, 65535));
-        else if (key == "parallel") o.parallel = static_cast<int>(parse_integer(key, value, 1, 256));
-        else if (key == "queue") o.queue = static_cast<int>(parse_integer(key, value, 0, 4096));
-        else if (key == "max-body") o.max_body = static_cast<int>(parse_integer(key, value, 1024, 1 << 30));
-        else if (key == "max-tokens") o.max_tokens = static_cast<int>(parse_integer(key, value, 1, 1 << 20));
-        else if (key == "max-prompt-tokens") o.max_prompt_tokens = static_cast<int>(parse_integer(key, value, 1, 1 << 24));
-        else throw Error("unknown option --" + key + " for serve");
-    }
-    return o;
+// 127.0.0.0/8, ::1 and localhost: only this machine reaches them.
+bool is_loopback(const std::string& host) {
+    return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
 // The id under which /v1/models lists the model: ORG/NAME for a Hugging Face cache snapshot,
@@ -508,10 +488,16 @@ void add_routes(httplib::Server& server, Engine& engine, const ServeOptions& o, 
 }
 
 int run_serve(const std::vector<std::string>& argv) {
-    ServeOptions o = parse_serve_options(argv);
-    if (o.model.empty()) o.model = default_model_dir();
-    if (o.model.empty()) throw Error("no --model given and no bundled default model found");
-    auto model = std::make_shared<const Model>(load_model(o.model));
+    const auto app = make_app("serve", "An OpenAI-compatible HTTP API (/v1/completions with streaming, /v1/models, "
+                                       "/health) on loopback; up to --parallel requests are decoded together.");
+    ServeOptions o;
+    add_serve_options(*app, o);
+    parse(*app, argv);
+    if (!is_loopback(o.host) && !o.allow_remote)
+        throw Error("--host " + o.host + " is reachable from other machines and the server has no authentication; "
+                    "add --allow-remote to listen there anyway");
+    o.model = model_dir_or_default(o.model);
+    auto model = std::make_shared<const Model>(load_model(o.model, {}, WeightStorage::AsStored));
     std::string notice;
     auto backend = make_backend_or_cpu(o.device, model, &notice);
     if (!notice.empty()) std::fprintf(stderr, "retnet serve: %s\n", notice.c_str());
@@ -535,7 +521,7 @@ int run_serve(const std::vector<std::string>& argv) {
         while (!server.is_running() && !listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         server.stop();
     });
-    if (o.host != "127.0.0.1" && o.host != "localhost" && o.host != "::1")
+    if (!is_loopback(o.host))
         std::fprintf(stderr, "retnet serve: warning: listening on %s, reachable from other machines, without authentication\n",
                      o.host.c_str());
     std::printf("retnet serve: %s (%s, %s parameters) on http://%s:%d/v1 (%d requests decoded together, queue %d)\n",
@@ -547,10 +533,7 @@ int run_serve(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("serve",
-                  "retnet serve [--model DIR|ORG/NAME] [--host 127.0.0.1] [--port 8080] [--device cpu|cuda] "
-                  "[--parallel 4] [--queue 8] [--max-body BYTES] [--max-tokens N] [--max-prompt-tokens N] [--model-name ID]",
-                  &run_serve);
+const Command reg("serve", "a local OpenAI-compatible HTTP server (completions, streaming)", &run_serve);
 
 }  // namespace
 }  // namespace retnet::cli

@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet tokenizer train|encode|decode: train a SentencePiece tokenizer (byte fallback on) and
 // look at how text maps to ids.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
 
-#include "args.h"
+#include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
 #include "retnet/tokenizer.h"
@@ -15,8 +16,7 @@ namespace retnet::cli {
 namespace {
 
 // --model takes a model directory (its tokenizer.model) or the tokenizer file itself.
-Tokenizer load_tokenizer_option(Args& args) {
-    const std::string path = args.require("model");
+Tokenizer load_tokenizer_option(const std::string& path) {
     if (std::filesystem::is_directory(path)) {
         auto tokenizer = Tokenizer::load_from_model_dir(path);
         if (!tokenizer) throw Error(path + ": no tokenizer.model in this directory");
@@ -25,29 +25,27 @@ Tokenizer load_tokenizer_option(Args& args) {
     return Tokenizer::load(path);
 }
 
-int run_train(Args& args) {
-    TokenizerTrainOptions options;
-    const std::string text = args.require("text");
-    options.vocab_size = static_cast<int>(args.get_int("vocab-size", 0, 8, 1 << 20));
-    if (options.vocab_size == 0) throw Error("missing required option --vocab-size");
-    const std::string out = args.require("out");
-    options.type = args.get_or("type", "bpe");
+// What the three actions read; each declares its own part on its subcommand.
+struct TokenizerOptions {
+    std::string text, out, model, tokens;
+    TokenizerTrainOptions train;
+    bool json = false;
+};
+
+int run_train(const TokenizerOptions& o) {
+    const TokenizerTrainOptions& options = o.train;
     if (options.type != "bpe" && options.type != "unigram" && options.type != "char")
         throw Error("option --type must be bpe, unigram or char, got '" + options.type + "'");
-    args.finish();
-    const Tokenizer tokenizer = train_tokenizer_file(text, options, out);
-    std::fprintf(stderr, "retnet tokenizer: wrote %s/tokenizer.model (%s, %d pieces, byte fallback)\n", out.c_str(),
+    const Tokenizer tokenizer = train_tokenizer_file(o.text, options, o.out);
+    std::fprintf(stderr, "retnet tokenizer: wrote %s/tokenizer.model (%s, %d pieces, byte fallback)\n", o.out.c_str(),
                  options.type.c_str(), tokenizer.vocab_size());
     return 0;
 }
 
-int run_encode(Args& args) {
-    const bool json = args.has("json");
-    const Tokenizer tokenizer = load_tokenizer_option(args);
-    const std::string text = args.require("text");
-    args.finish();
-    const std::vector<int32_t> ids = tokenizer.encode(text);
-    if (json) {
+int run_encode(const TokenizerOptions& o) {
+    const Tokenizer tokenizer = load_tokenizer_option(o.model);
+    const std::vector<int32_t> ids = tokenizer.encode(o.text);
+    if (o.json) {
         nlohmann::json pieces = nlohmann::json::array();
         for (int32_t id : ids) pieces.push_back(tokenizer.display_piece(id));
         std::printf("%s\n", nlohmann::json{{"ids", ids}, {"pieces", pieces}}.dump().c_str());
@@ -62,10 +60,9 @@ int run_encode(Args& args) {
     return 0;
 }
 
-int run_decode(Args& args) {
-    const Tokenizer tokenizer = load_tokenizer_option(args);
-    const std::vector<int32_t> ids = parse_token_list(args.require("tokens"));
-    args.finish();
+int run_decode(const TokenizerOptions& o) {
+    const Tokenizer tokenizer = load_tokenizer_option(o.model);
+    const std::vector<int32_t> ids = parse_token_list(o.tokens);
     for (size_t i = 0; i < ids.size(); ++i)
         if (ids[i] < 0 || ids[i] >= tokenizer.vocab_size())
             throw Error("token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
@@ -74,20 +71,42 @@ int run_decode(Args& args) {
     return 0;
 }
 
-int run_tokenizer(const std::vector<std::string>& argv) {
-    if (argv.empty()) throw Error("missing action: retnet tokenizer train|encode|decode [options]");
-    const std::string action = argv[0];
-    Args args(std::vector<std::string>(argv.begin() + 1, argv.end()), {"json"});
-    if (action == "train") return run_train(args);
-    if (action == "encode") return run_encode(args);
-    if (action == "decode") return run_decode(args);
-    throw Error("unknown action '" + action + "' (expected train, encode or decode)");
+void add_actions(CLI::App& app, TokenizerOptions& o) {
+    CLI::App* train = app.add_subcommand("train", "train a sentencepiece tokenizer (byte fallback on) on a text");
+    add_text(*train, "--text", o.text, "the UTF-8 training text")->type_name("FILE")->required();
+    add_int(*train, "--vocab-size", o.train.vocab_size, 8, 1 << 20, "pieces in the vocabulary")->required();
+    add_text(*train, "--out", o.out, "the directory to write tokenizer.model into")->type_name("DIR")->required();
+    add_text(*train, "--type", o.train.type, "the sentencepiece model")->type_name("bpe|unigram|char");
+    CLI::App* encode = app.add_subcommand("encode", "the token ids of a text");
+    add_text(*encode, "-m,--model", o.model, "a model directory or a tokenizer.model")->type_name("DIR|FILE")->required();
+    add_text(*encode, "--text", o.text, "the text to encode")->required();
+    add_json_flag(*encode, o.json);
+    CLI::App* decode = app.add_subcommand("decode", "the text of token ids");
+    add_text(*decode, "-m,--model", o.model, "a model directory or a tokenizer.model")->type_name("DIR|FILE")->required();
+    add_tokens_option(*decode, o.tokens);
+    for (CLI::App* action : {train, encode, decode}) action->allow_extras()->fallthrough();
+    app.require_subcommand(1);
 }
 
-const Command reg("tokenizer",
-                  "retnet tokenizer train --text FILE --vocab-size N --out DIR [--type bpe|unigram|char] | "
-                  "encode --model DIR --text STR [--json] | decode --model DIR --tokens 1,2,3",
-                  &run_tokenizer);
+int run_tokenizer(const std::vector<std::string>& argv) {
+    const auto app = make_app("tokenizer", "Trains a sentencepiece tokenizer, and shows how text maps to ids and back.");
+    TokenizerOptions o;
+    add_actions(*app, o);
+    const std::vector<std::string> actions = {"train", "encode", "decode"};
+    if (argv.empty()) throw Error("missing action: retnet tokenizer train|encode|decode [options] (retnet help tokenizer)");
+    if (argv[0][0] != '-' && std::find(actions.begin(), actions.end(), argv[0]) == actions.end()) {
+        const std::string near = closest_match(argv[0], actions);
+        throw Error("unknown action '" + argv[0] + "' (expected train, encode or decode" +
+                    (near.empty() ? "" : "; did you mean " + near + "?") + ")");
+    }
+    parse(*app, argv);
+    const std::string action = app->get_subcommands().front()->get_name();
+    if (action == "train") return run_train(o);
+    if (action == "encode") return run_encode(o);
+    return run_decode(o);
+}
+
+const Command reg("tokenizer", "train a tokenizer; encode text to ids and decode ids to text", &run_tokenizer);
 
 }  // namespace
 }  // namespace retnet::cli

@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <optional>
 
-#include "args.h"
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/files.h"
@@ -50,39 +49,56 @@ bool already_complete(const train::CheckpointInfo& info, const train::TrainOptio
     return true;
 }
 
+// Every option of `retnet train`, on `o` (whose initial values are the defaults shown).
+void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, bool& overwrite) {
+    add_text(app, "--data", o.data_path, "the UTF-8 training text")->type_name("FILE")->required();
+    add_text(app, "--config", o.config_path, "the model's config.json (fla keys)")->type_name("FILE")->required();
+    add_text(app, "--out", o.out_dir, "the run directory (checkpoint/, best/, run.json)")->type_name("DIR")->required();
+    add_text(app, "--tokenizer", o.tokenizer_path, "tokenizer.model (on --resume: the checkpoint's)")->type_name("FILE");
+    add_flag(app, "--resume", o.resume, "continue the run in --out from its checkpoint");
+    add_flag(app, "--overwrite", overwrite, "replace a finished run in --out");
+    add_text(app, "--device", o.device, "where to train")->type_name("cpu|cuda|cuda-tf32|cuda-bf16");
+    add_int(app, "--threads", o.threads, 0, 4096, "CPU threads; 0 = all cores");
+    const std::string schedule = "Schedule";
+    add_int(app, "--steps", o.steps, 1, int64_t(1) << 40, "optimizer steps")->group(schedule);
+    add_int(app, "--batch", o.batch, 1, 1 << 16, "sequences per step")->group(schedule);
+    add_int(app, "--seq-len", o.seq_len, 1, 1 << 20, "tokens per sequence")->group(schedule);
+    add_number(app, "--lr", o.lr, 0.0, 10.0, "peak learning rate")->group(schedule);
+    add_number(app, "--min-lr-ratio", o.min_lr_ratio, 0.0, 1.0, "final learning rate over the peak (cosine)")->group(schedule);
+    add_int(app, "--warmup", o.warmup, 0, int64_t(1) << 40, "steps of linear warm-up")->group(schedule);
+    add_number(app, "--time-limit", o.time_limit_s, 0.0, 1e9, "shrink the schedule to end within SECONDS; 0 = off")
+        ->group(schedule);
+    const std::string optimizer = "Optimizer";
+    add_number(app, "--beta1", o.adamw.beta1, 0.0, 0.999999, "AdamW's first-moment decay")->group(optimizer);
+    add_number(app, "--beta2", o.adamw.beta2, 0.0, 0.999999, "AdamW's second-moment decay")->group(optimizer);
+    add_number(app, "--adam-eps", o.adamw.eps, 0.0, 1.0, "AdamW's epsilon")->group(optimizer);
+    add_number(app, "--weight-decay", o.adamw.weight_decay, 0.0, 10.0, "decoupled weight decay")->group(optimizer);
+    add_number(app, "--grad-clip", o.grad_clip, 0.0, 1e9, "clip the gradient's norm to this")->group(optimizer);
+    add_number(app, "--dropout", o.dropout, 0.0, 0.95, "embedding and residual dropout")->group(optimizer);
+    add_int(app, "--chunk", o.chunk, 0, 1 << 20, "chunkwise retention with this chunk size; 0 = parallel")->group(optimizer);
+    add_number(app, "--ema-decay", o.average_decay, 0.0, 0.999999, "keep an average of the weights; 0 = off")
+        ->group(optimizer);
+    add_int(app, "-s,--seed", seed, 0, INT64_MAX, "random seed of the initialization, batches and dropout")->group(optimizer);
+    const std::string evaluation = "Validation and saving";
+    add_number(app, "--val-fraction", o.validation_fraction, 1e-6, 0.999999, "the text's tail held out for validation")
+        ->group(evaluation);
+    add_int(app, "--log-every", o.log_every, 1, int64_t(1) << 40, "steps between progress lines")->group(evaluation);
+    add_int(app, "--eval-every", o.eval_every, 0, int64_t(1) << 40, "steps between validations; 0 = at the end")
+        ->group(evaluation);
+    add_int(app, "--save-every", o.save_every, 0, int64_t(1) << 40, "steps between checkpoints; 0 = at the end")
+        ->group(evaluation);
+    add_int(app, "--eval-window", o.eval_window, 1, 1 << 20, "tokens per validation window")->group(evaluation);
+}
+
 int run_train(const std::vector<std::string>& argv) {
-    Args args(argv, {"resume", "overwrite"});
+    const auto app = make_app("train", "Trains an fla-layout RetNet on a text file. Ctrl-C saves a checkpoint; --resume "
+                                       "continues from it exactly.");
     train::TrainOptions o;
-    o.data_path = args.require("data");
-    o.config_path = args.require("config");
-    o.out_dir = args.require("out");
-    o.resume = args.has("resume");
-    o.tokenizer_path = args.get_or("tokenizer", "");
-    o.steps = args.get_int("steps", o.steps, 1, int64_t(1) << 40);
-    o.batch = static_cast<int>(args.get_int("batch", o.batch, 1, 1 << 16));
-    o.seq_len = static_cast<int>(args.get_int("seq-len", o.seq_len, 1, 1 << 20));
-    o.lr = args.get_double("lr", o.lr, 0.0, 10.0);
-    o.min_lr_ratio = args.get_double("min-lr-ratio", o.min_lr_ratio, 0.0, 1.0);
-    o.warmup = args.get_int("warmup", o.warmup, 0, int64_t(1) << 40);
-    o.adamw.beta1 = args.get_double("beta1", o.adamw.beta1, 0.0, 0.999999);
-    o.adamw.beta2 = args.get_double("beta2", o.adamw.beta2, 0.0, 0.999999);
-    o.adamw.eps = args.get_double("adam-eps", o.adamw.eps, 0.0, 1.0);
-    o.adamw.weight_decay = args.get_double("weight-decay", o.adamw.weight_decay, 0.0, 10.0);
-    o.grad_clip = args.get_double("grad-clip", o.grad_clip, 0.0, 1e9);
-    o.dropout = args.get_double("dropout", 0.0, 0.0, 0.95);
-    o.chunk = static_cast<int>(args.get_int("chunk", o.chunk, 0, 1 << 20));
-    o.average_decay = args.get_double("ema-decay", 0.0, 0.0, 0.999999);
-    o.seed = static_cast<uint64_t>(args.get_int("seed", 1, 0, INT64_MAX));
-    o.validation_fraction = args.get_double("val-fraction", o.validation_fraction, 1e-6, 0.999999);
-    o.log_every = args.get_int("log-every", o.log_every, 1, int64_t(1) << 40);
-    o.eval_every = args.get_int("eval-every", o.eval_every, 0, int64_t(1) << 40);
-    o.save_every = args.get_int("save-every", o.save_every, 0, int64_t(1) << 40);
-    o.eval_window = static_cast<int>(args.get_int("eval-window", o.eval_window, 1, 1 << 20));
-    o.time_limit_s = args.get_double("time-limit", 0.0, 0.0, 1e9);
-    o.threads = static_cast<int>(args.get_int("threads", 0, 0, 4096));
-    o.device = args.get_or("device", "cpu");
-    const bool overwrite = args.has("overwrite");
-    args.finish();
+    int64_t seed = static_cast<int64_t>(o.seed);
+    bool overwrite = false;
+    add_train_options(*app, o, seed, overwrite);
+    parse(*app, argv);
+    o.seed = static_cast<uint64_t>(seed);
     // Inputs that are FIFOs or directories get their own line here, never a reader that blocks.
     for (const std::string& path : {o.data_path, o.config_path, o.tokenizer_path})
         if (!path.empty()) require_regular_file(path);
@@ -123,11 +139,7 @@ int run_train(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("train",
-                  "retnet train --data FILE --config CONFIG.json --out DIR [--tokenizer MODEL] [--steps N] "
-                  "[--batch B] [--seq-len T] [--lr LR] [--warmup N] [--weight-decay W] [--grad-clip C] [--dropout P] [--ema-decay D] "
-                  "[--chunk C] [--device cpu|cuda|cuda-tf32|cuda-bf16] [--eval-every N] [--save-every N] [--time-limit SECONDS] [--threads N] [--resume | --overwrite]",
-                  &run_train);
+const Command reg("train", "train a model on a text file (CPU or CUDA), resumable", &run_train);
 
 }  // namespace
 }  // namespace retnet::cli

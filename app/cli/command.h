@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
 // Each subcommand lives in its own cmd_*.cpp and registers itself with a static Command object.
+// Its run function declares its options on make_app() (options.h) and parse()s argv first.
 #include <string>
 #include <vector>
 
@@ -10,15 +11,15 @@ using CommandFn = int (*)(const std::vector<std::string>& argv);
 
 struct CommandInfo {
     std::string name;
-    std::string usage;  // one line: "retnet info --model DIR"
+    std::string summary;  // one line for `retnet --help`; the options come from the command's --help
     CommandFn run;
 };
 
 std::vector<CommandInfo>& command_table();
 
 struct Command {
-    Command(std::string name, std::string usage, CommandFn run) {
-        command_table().push_back({std::move(name), std::move(usage), run});
+    Command(std::string name, std::string summary, CommandFn run) {
+        command_table().push_back({std::move(name), std::move(summary), run});
     }
 };
 

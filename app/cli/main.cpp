@@ -8,12 +8,9 @@
 #include <cstring>
 #include <exception>
 
-#include "args.h"
 #include "cli_common.h"
 #include "command.h"
-#include "model_name_option.h"
 #include "retnet/error.h"
-#include "retnet/memory_limit.h"
 #ifdef RETNET_HAVE_CUDA
 #include "retnet/cuda/backend_cuda.h"
 #include "retnet/cuda/cuda_trainer.h"
@@ -30,42 +27,41 @@ namespace {
 void print_usage(FILE* to) {
     auto table = retnet::cli::command_table();
     std::sort(table.begin(), table.end(), [](auto& a, auto& b) { return a.name < b.name; });
-    std::fprintf(to, "usage: retnet <command> [options]   (retnet help <command>, retnet --version)\n\ncommands:\n");
-    for (const auto& c : table) std::fprintf(to, "  %s\n", c.usage.c_str());
-    std::fprintf(to, "\nevery command: --max-memory SIZE (e.g. 8G) caps what it may allocate\n");
-}
-
-// --max-memory SIZE (any command): taken out of argv before the command parses it.
-std::vector<std::string> take_memory_option(std::vector<std::string> args) {
-    for (size_t i = 0; i < args.size(); ++i) {
-        std::string value;
-        if (args[i].rfind("--max-memory=", 0) == 0) {
-            value = args[i].substr(13);
-            args.erase(args.begin() + static_cast<long>(i));
-        } else if (args[i] == "--max-memory") {
-            if (i + 1 >= args.size()) throw retnet::Error("option --max-memory needs a value (e.g. 8G)");
-            value = args[i + 1];
-            args.erase(args.begin() + static_cast<long>(i), args.begin() + static_cast<long>(i) + 2);
-        } else {
-            continue;
-        }
-        retnet::set_memory_limit(retnet::parse_bytes(value, "option --max-memory"));
-        break;
-    }
-    return args;
+    std::fprintf(to,
+                 "retnet %s: runs, inspects and trains Retentive Network (RetNet) language models.\n\n"
+                 "Usage: retnet COMMAND [OPTIONS]\n"
+                 "       retnet help COMMAND    every option of COMMAND, its default and meaning (= COMMAND --help)\n"
+                 "       retnet --version\n\nCommands:\n",
+                 RETNET_VERSION);
+    for (const auto& c : table) std::fprintf(to, "  %-11s %s\n", c.name.c_str(), c.summary.c_str());
+    std::fprintf(to, "\nEvery command takes --max-memory SIZE (e.g. 8G), which caps what it may allocate, and -h/--help.\n"
+                     "--model takes a directory or ORG/NAME[@REVISION] of a model in the Hugging Face cache.\n");
 }
 
 // The command, then stdout checked: output that did not arrive is an error, not exit 0.
 int run_command(const retnet::cli::CommandInfo& command, const std::vector<std::string>& args) {
-    if (std::find(args.begin(), args.end(), "--help") != args.end() || std::find(args.begin(), args.end(), "-h") != args.end()) {
-        std::printf("usage: %s\n", command.usage.c_str());
-        retnet::cli::check_stdout();
-        return 0;
+    int code = 0;
+    try {
+        code = command.run(args);
+    } catch (const retnet::cli::HelpShown&) {
+        code = 0;
     }
-    // --model ORG/NAME[@REVISION] becomes the snapshot directory of the Hugging Face cache.
-    const int code = command.run(retnet::cli::resolve_model_names(take_memory_option(args)));
     retnet::cli::check_stdout();
     return code;
+}
+
+// 0, or what a failed write to stdout means (141 for a closed pipe, else 1 with a line).
+int stdout_exit_code() {
+    const int error = retnet::cli::stdout_error();
+    if (error == 0) return 0;
+    if (error == EPIPE) return 141;
+    std::fprintf(stderr, "retnet: error: cannot write to standard output (%s)\n", std::strerror(error));
+    return 1;
+}
+
+int print_top_help() {
+    print_usage(stdout);
+    return stdout_exit_code();
 }
 
 int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::string>& args) {
@@ -101,19 +97,15 @@ int main(int argc, char** argv) {
         return 2;
     }
     const std::string first = argv[1];
-    if (first == "--help" || first == "-h" || first == "--version") {
-        if (first == "--version") std::printf("retnet %s\n", RETNET_VERSION);
-        else print_usage(stdout);
-        if (const int error = retnet::cli::stdout_error()) {
-            if (error == EPIPE) return 141;
-            std::fprintf(stderr, "retnet: error: cannot write to standard output (%s)\n", std::strerror(error));
-            return 1;
-        }
-        return 0;
+    if (first == "--help" || first == "-h") return print_top_help();
+    if (first == "--version") {
+        std::printf("retnet %s\n", RETNET_VERSION);
+        return stdout_exit_code();
     }
     std::string name = argv[1];
     std::vector<std::string> args(argv + 2, argv + argc);
-    if (name == "help" && argc > 2) {  // `retnet help CMD` = `retnet CMD --help`
+    if (name == "help" && argc == 2) return print_top_help();
+    if (name == "help") {  // `retnet help CMD` = `retnet CMD --help`
         name = argv[2];
         args = {"--help"};
     }

@@ -57,6 +57,18 @@ void check_slot(int slot, int slots) {
         throw Error("state slot " + std::to_string(slot) + " does not exist (the backend has " +
                     std::to_string(slots) + ")");
 }
+// Rows of the batch's activations whose logits were asked for, in order.
+std::vector<int64_t> logit_rows(std::span<const SequenceRequest> batch, std::span<const SequenceSlice> slices) {
+    std::vector<int64_t> rows;
+    for (size_t s = 0; s < batch.size(); ++s) {
+        const SequenceSlice& slice = slices[s];
+        if (batch[s].logits == LogitRows::All)
+            for (int t = 0; t < slice.length; ++t) rows.push_back(slice.first_row + t);
+        else if (batch[s].logits == LogitRows::Last)
+            rows.push_back(slice.first_row + slice.length - 1);
+    }
+    return rows;
+}
 }  // namespace
 
 void BlockBackend::reset(int slot) {
@@ -106,15 +118,26 @@ std::vector<Tensor> BlockBackend::forward_batch(std::span<const SequenceRequest>
                                  ? Tensor({static_cast<int64_t>(tokens.size()), c.n_layers, c.n_heads})
                                  : Tensor();
     }
+    const std::vector<int64_t> rows = logit_rows(batch, slices);
     BlockOps& o = ops();
-    o.prepare(slices, options.form, effective_chunk_size(c, options));
-    const int64_t N = static_cast<int64_t>(tokens.size());
-    Rows x = o.scratch(Scratch::Residual, N, c.d_model);  // (N, d) the residual stream
-    o.embed(tokens, embedding_scale(c), x);
-    if (c.layernorm_embedding) o.rms_norm(x, -1, Weight::EmbedNorm, c.norm_eps, x);
-    run_layers(options, slices, x, intro);
+    const bool introspecting = intro && (intro->want_state_norms || intro->want_layer_outputs || intro->score_layer >= 0 ||
+                                         intro->qkv_layer >= 0);
+    o.prepare({slices, options.form, effective_chunk_size(c, options), introspecting, rows});
+    std::vector<Tensor> logits;
+    try {
+        const int64_t N = static_cast<int64_t>(tokens.size());
+        Rows x = o.scratch(Scratch::Residual, N, c.d_model);  // (N, d) the residual stream
+        o.embed(tokens, embedding_scale(c), x);
+        if (c.layernorm_embedding) o.rms_norm(x, -1, Weight::EmbedNorm, c.norm_eps, x);
+        run_layers(options, slices, x, intro);
+        logits = project_logits(batch, slices, rows, x);
+    } catch (...) {
+        o.finish(false);
+        throw;
+    }
+    o.finish(true);
     for (const SequenceSlice& slice : slices) slots_[static_cast<size_t>(slice.slot)].position += slice.length;
-    return project_logits(batch, slices, x);
+    return logits;
 }
 
 void BlockBackend::run_layers(const ForwardOptions& options, std::span<const SequenceSlice> slices_in,
@@ -145,11 +168,8 @@ void BlockBackend::run_layers(const ForwardOptions& options, std::span<const Seq
         }
     }
     for (int l = 0; l < c.n_layers; ++l) {
-        o.rms_norm(x, l, Weight::AttnNorm, c.norm_eps, h);
-        o.linear(h, l, Weight::Q, q, false);
-        o.linear(h, l, Weight::K, k, false);
-        o.linear(h, l, Weight::V, v, false);
-        o.linear(h, l, Weight::G, g, false);
+        const LinearOut qkvg[] = {{Weight::Q, q}, {Weight::K, k}, {Weight::V, v}, {Weight::G, g}};
+        o.norm_linears(x, l, Weight::AttnNorm, c.norm_eps, h, qkvg);
         if (intro && intro->qkv_layer == l)
             for (auto [rows, out] : {std::pair{q, &intro->q}, std::pair{k, &intro->k}, std::pair{v, &intro->v}}) {
                 *out = Tensor({N, rows.width});
@@ -175,10 +195,8 @@ void BlockBackend::run_layers(const ForwardOptions& options, std::span<const Seq
                             intro->state_norms.ptr() + (t * c.n_layers + l) * c.n_heads);
         o.linear(y, l, Weight::O, x, true);
 
-        o.rms_norm(x, l, Weight::FfnNorm, c.norm_eps, h);
-        o.linear(h, l, Weight::FfnAct, ffn_a, false);
-        o.linear(h, l, Weight::FfnLin, ffn_b, false);
-        o.glu(ffn_a, ffn_b, c.ffn_activation);
+        const LinearOut ffn_in[] = {{Weight::FfnAct, ffn_a}, {Weight::FfnLin, ffn_b}};
+        o.norm_linears(x, l, Weight::FfnNorm, c.norm_eps, h, ffn_in, c.ffn_activation);
         o.linear(ffn_a, l, Weight::FfnOut, x, true);
         if (intro && intro->want_layer_outputs) {
             Tensor out({N, c.d_model});
@@ -189,17 +207,10 @@ void BlockBackend::run_layers(const ForwardOptions& options, std::span<const Seq
 }
 
 std::vector<Tensor> BlockBackend::project_logits(std::span<const SequenceRequest> batch,
-                                                 std::span<const SequenceSlice> slices, Rows x) {
+                                                 std::span<const SequenceSlice> slices, std::span<const int64_t> rows,
+                                                 Rows x) {
     const ModelConfig& c = model_->config;
     BlockOps& o = ops();
-    std::vector<int64_t> rows;  // rows of x whose logits were asked for
-    for (size_t s = 0; s < batch.size(); ++s) {
-        const SequenceSlice& slice = slices[s];
-        if (batch[s].logits == LogitRows::All)
-            for (int t = 0; t < slice.length; ++t) rows.push_back(slice.first_row + t);
-        else if (batch[s].logits == LogitRows::Last)
-            rows.push_back(slice.first_row + slice.length - 1);
-    }
     std::vector<Tensor> out(batch.size());
     if (!rows.empty()) {
         const int64_t M = static_cast<int64_t>(rows.size());
@@ -208,9 +219,9 @@ std::vector<Tensor> BlockBackend::project_logits(std::span<const SequenceRequest
             selected = o.scratch(Scratch::Selected, M, c.d_model);
             o.gather_rows(x, rows, selected);
         }
-        o.rms_norm(selected, -1, Weight::FinalNorm, c.norm_eps, selected);
         Rows logits = o.scratch(Scratch::Logits, M, c.vocab_size);
-        o.linear(selected, -1, Weight::Output, logits, false);
+        const LinearOut output[] = {{Weight::Output, logits}};
+        o.norm_linears(selected, -1, Weight::FinalNorm, c.norm_eps, selected, output);
         int64_t next = 0;  // each sequence's rows are consecutive: one copy straight into its tensor
         for (size_t s = 0; s < batch.size(); ++s) {
             const int64_t n = batch[s].logits == LogitRows::All ? slices[s].length

@@ -150,7 +150,9 @@ std::unique_ptr<Backend> make_backend(const std::string& device,
                         known + ")");
         throw Error("unknown device '" + device + "' (known: " + known + ")");
     }
-    return factory(std::move(model));
+    // The CPU and CUDA backends read bf16-held weights; the others get float32 (docs/architecture.md).
+    const bool reads_bf16 = device == "cpu" || device.rfind("cuda", 0) == 0;
+    return factory(reads_bf16 ? std::move(model) : with_f32_weights(std::move(model)));
 }
 
 std::unique_ptr<Backend> make_backend_or_cpu(const std::string& device,

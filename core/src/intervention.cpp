@@ -112,8 +112,12 @@ Model apply_interventions(const Model& model, const Interventions& iv) {
     const int64_t dv = c.head_dim_v(), cols = static_cast<int64_t>(c.n_heads) * dv;
     for (const auto& [layer, head] : iv.muted) {
         Tensor& o = out.weights.layers[static_cast<size_t>(layer)].o_proj;  // (d, H·Dv)
-        for (int64_t r = 0; r < c.d_model; ++r)
-            std::fill_n(o.data.begin() + r * cols + head * dv, dv, 0.0f);
+        for (int64_t r = 0; r < c.d_model; ++r) {
+            if (o.storage() == Storage::BF16)
+                std::fill_n(o.bf16.begin() + r * cols + head * dv, dv, uint16_t{0});  // bf16 +0.0
+            else
+                std::fill_n(o.data.begin() + r * cols + head * dv, dv, 0.0f);
+        }
     }
     for (const auto& [head, g] : iv.gamma)
         out.weights.log_decay[static_cast<size_t>(head)] = static_cast<float>(std::log(g));

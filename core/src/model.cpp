@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <random>
+#include <type_traits>
 
 #include "retnet/error.h"
 
@@ -38,42 +39,91 @@ std::vector<float> default_rotary_theta(Family family, int head_dim_k) {
     return theta;
 }
 
+namespace {
+
+// Every weight tensor of `weights` (const or not).
+template <typename Weights, typename T = std::conditional_t<std::is_const_v<Weights>, const Tensor, Tensor>>
+std::vector<T*> tensors_of(Weights& w) {
+    std::vector<T*> out = {&w.embed, &w.embed_norm, &w.final_norm, &w.lm_head};
+    for (auto& l : w.layers)
+        out.insert(out.end(), {&l.attn_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.g_proj, &l.o_proj, &l.head_norm,
+                               &l.ffn_norm, &l.ffn_act, &l.ffn_lin, &l.ffn_out});
+    return out;
+}
+
+}  // namespace
+
+std::vector<const Tensor*> weight_tensors(const Model& model) { return tensors_of(model.weights); }
+
 int64_t Model::parameter_count() const {
-    int64_t n = weights.embed.numel() + weights.embed_norm.numel() + weights.final_norm.numel() +
-                weights.lm_head.numel();
-    for (const LayerWeights& l : weights.layers) {
-        for (const Tensor* t : {&l.attn_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.g_proj, &l.o_proj,
-                                &l.head_norm, &l.ffn_norm, &l.ffn_act, &l.ffn_lin, &l.ffn_out})
-            n += t->numel();
-    }
+    int64_t n = 0;
+    for (const Tensor* t : weight_tensors(*this)) n += t->numel();
     return n;
 }
 
-Model make_empty_model(const ModelConfig& config) {
+uint64_t Model::weight_bytes() const {
+    uint64_t n = 0;
+    for (const Tensor* t : weight_tensors(*this)) n += t->bytes();
+    return n;
+}
+
+bool Model::all_f32() const {
+    for (const Tensor* t : weight_tensors(*this))
+        if (t->storage() != Storage::F32) return false;
+    return true;
+}
+
+Model widened(const Model& model) {
+    Model out = model;
+    for (Tensor* t : tensors_of(out.weights)) t->widen();
+    return out;
+}
+
+std::shared_ptr<const Model> with_f32_weights(std::shared_ptr<const Model> model) {
+    if (!model || model->all_f32()) return model;
+    return std::make_shared<const Model>(widened(*model));
+}
+
+namespace {
+
+// A tensor of this shape: filled, or (allocate = false) with its shape only.
+Tensor make_tensor(std::vector<int64_t> shape, float fill, bool allocate) {
+    if (allocate) return Tensor(std::move(shape), fill);
+    Tensor t;
+    t.shape = std::move(shape);
+    return t;
+}
+
+}  // namespace
+
+Model make_empty_model(const ModelConfig& config, bool allocate) {
     config.validate();
+    const auto T = [allocate](std::vector<int64_t> shape, float fill = 0.0f) {
+        return make_tensor(std::move(shape), fill, allocate);
+    };
     const int64_t V = config.vocab_size, d = config.d_model, K = config.key_dim,
                   Vd = config.value_dim, F = config.ffn_dim;
     Model m;
     m.config = config;
     ModelWeights& w = m.weights;
-    w.embed = Tensor({V, d});
-    if (config.layernorm_embedding) w.embed_norm = Tensor({d}, 1.0f);
-    w.final_norm = Tensor({d}, 1.0f);
-    if (!config.tie_embeddings) w.lm_head = Tensor({V, d});
+    w.embed = T({V, d});
+    if (config.layernorm_embedding) w.embed_norm = T({d}, 1.0f);
+    w.final_norm = T({d}, 1.0f);
+    if (!config.tie_embeddings) w.lm_head = T({V, d});
     w.layers.resize(static_cast<size_t>(config.n_layers));
     for (LayerWeights& l : w.layers) {
-        l.attn_norm = Tensor({d}, 1.0f);
-        l.q_proj = Tensor({K, d});
-        l.k_proj = Tensor({K, d});
-        l.v_proj = Tensor({Vd, d});
-        l.g_proj = Tensor({Vd, d});
-        l.o_proj = Tensor({d, Vd});
+        l.attn_norm = T({d}, 1.0f);
+        l.q_proj = T({K, d});
+        l.k_proj = T({K, d});
+        l.v_proj = T({Vd, d});
+        l.g_proj = T({Vd, d});
+        l.o_proj = T({d, Vd});
         if (config.family == Family::Fla && config.head_norm_affine)
-            l.head_norm = Tensor({config.head_dim_v()}, 1.0f);
-        l.ffn_norm = Tensor({d}, 1.0f);
-        l.ffn_act = Tensor({F, d});
-        l.ffn_lin = Tensor({F, d});
-        l.ffn_out = Tensor({d, F});
+            l.head_norm = T({config.head_dim_v()}, 1.0f);
+        l.ffn_norm = T({d}, 1.0f);
+        l.ffn_act = T({F, d});
+        l.ffn_lin = T({F, d});
+        l.ffn_out = T({d, F});
     }
     w.log_decay = default_log_decay(config.n_heads);
     w.rotary_theta = default_rotary_theta(config.family, config.head_dim_k());

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "retnet/error.h"
+#include "retnet/safetensors.h"
 
 namespace retnet {
 
@@ -31,5 +32,42 @@ Tensor::Tensor(std::vector<int64_t> shape_, float fill)
     : shape(std::move(shape_)), data(static_cast<size_t>(shape_numel(shape)), fill) {}
 
 std::string Tensor::shape_string() const { return shape_to_string(shape); }
+
+Tensor Tensor::to_f32() const {
+    if (storage() == Storage::F32) return *this;
+    Tensor out;
+    out.shape = shape;
+    out.data.resize(bf16.size());
+    read_f32(0, numel(), out.data.data());
+    return out;
+}
+
+void Tensor::widen() {
+    if (storage() == Storage::F32) return;
+    *this = to_f32();
+}
+
+void Tensor::narrow_to_bf16() {
+    if (storage() == Storage::BF16 || data.empty()) return;
+    std::vector<uint16_t> out(data.size());
+    for (size_t i = 0; i < data.size(); ++i) out[i] = float_to_bf16(data[i]);
+    bf16 = std::move(out);
+    std::vector<float>().swap(data);
+}
+
+void Tensor::read_f32(int64_t begin, int64_t count, float* out) const {
+    if (begin < 0 || count < 0 || begin + count > numel())
+        throw Error("tensor " + shape_string() + ": values [" + std::to_string(begin) + ", " +
+                    std::to_string(begin + count) + ") are out of range");
+    if (storage() == Storage::F32) {
+        std::copy_n(data.data() + begin, count, out);
+        return;
+    }
+    for (int64_t i = 0; i < count; ++i) out[i] = bf16_to_float(bf16[static_cast<size_t>(begin + i)]);
+}
+
+void Tensor::throw_not_f32() const {
+    throw Error("tensor " + shape_string() + " is held as bf16 where float32 values are needed (widen it first)");
+}
 
 }  // namespace retnet

@@ -21,8 +21,12 @@
 #include <vector>
 
 #include "backend_cuda_internal.h"
+#include "decode_retention.h"
 #include "device_buffer.h"
 #include "gemm.h"
+#include "gemv.h"
+#include "graph_cache.h"
+#include "host_downloads.h"
 #include "ops.h"
 #include "param_staging.h"
 #include "retnet/block_ops.h"
@@ -44,7 +48,6 @@ struct DeviceWeight {
 
 // Per-sequence retention scratch, head-major; grows to the longest sequence seen.
 struct HeadMajor {
-    DeviceBuffer<int32_t> tokens;             // (N)
     DeviceBuffer<float> qh, kh, kd;           // (H, Tp, Dk); kd = decayed k
     DeviceBuffer<float> vh, oh, inner, cross; // (H, Tp, Dv)
     DeviceBuffer<float> scores;               // parallel (H, T, T); chunkwise (H*nC, C, C)
@@ -67,6 +70,9 @@ public:
         RETNET_CUBLAS_CHECK(cublasSetStream(cublas_->get(), stream_->get()));
         RETNET_CUBLAS_CHECK(cublasSetMathMode(
             cublas_->get(), options_.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+        // cuBLAS's own workspace, fixed up front: a captured decoding graph keeps its address.
+        cublas_workspace_.resize(kCublasWorkspaceBytes);
+        RETNET_CUBLAS_CHECK(cublasSetWorkspace(cublas_->get(), cublas_workspace_.get(), kCublasWorkspaceBytes));
         upload_weights();
         log_decay_.upload(model_->weights.log_decay, stream());
         theta_.upload(model_->weights.rotary_theta, stream());
@@ -134,26 +140,47 @@ private:
     }
 
     // ---- ops ------------------------------------------------------------------------------------
-    void prepare(std::span<const SequenceSlice> sequences, Form form, int chunk) override;
+    // While a decoding graph replays, the ops only stage their host-side values (replaying()).
+    bool replaying() const { return graphs_.mode() == cuda::GraphCache::Mode::Replay; }
+    template <typename T>
+    void grow(DeviceBuffer<T>& buffer, size_t count) {
+        if (count <= buffer.size()) return;
+        // A replay makes exactly the requests of its capture, which were granted then.
+        if (replaying()) throw Error("CUDA backend: a buffer grew while replaying a graph (internal error)");
+        buffer.resize(count);
+        ++buffer_generation_;
+    }
+    void prepare(const ForwardPlan& plan) override;
+    void finish(bool completed) override;
+    void launch_graph();
     Rows scratch(Scratch which, int64_t rows, int64_t width) override {
         DeviceBuffer<float>& buffer = scratch_[static_cast<size_t>(which)];
-        buffer.reserve(static_cast<size_t>(rows * width));
+        grow(buffer, static_cast<size_t>(rows * width));
         return {buffer.get(), rows, width};
     }
     void embed(std::span<const int32_t> tokens, float scale, Rows x) override;
     void rms_norm(Rows x, int layer, Weight w, double eps, Rows y) override {
+        if (replaying()) return;
         const DeviceWeight& norm = weight(layer, w);
         cuda::launch_rmsnorm(x.data, norm.f32.empty() ? nullptr : norm.f32.get(), y.data,
                              static_cast<int>(x.count), static_cast<int>(x.width), static_cast<float>(eps), stream());
     }
     void linear(Rows x, int layer, Weight w, Rows y, bool accumulate) override;
+    void linears(Rows x, int layer, std::span<const LinearOut> outputs) override;
+    void norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
+                      std::optional<Activation> glu_activation) override;
     void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) override;
     void glu(Rows a, Rows b, Activation activation) override {
+        if (replaying()) return;
         cuda::launch_glu(a.data, b.data, a.data, a.count * a.width, activation == Activation::Gelu, stream());
     }
     void gather_rows(Rows x, std::span<const int64_t> rows, Rows y) override;
     void download(Rows x, float* host) override;
     void stop_timer();
+
+    // ---- batched decoding: one token per sequence, recurrent, no introspection --------------------
+    void stage_decode_batch(const ForwardPlan& plan);
+    void decode_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y);
 
     // ---- retention of one sequence ----------------------------------------------------------------
     void retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v, Rows g, Rows y);
@@ -184,12 +211,33 @@ private:
     cuda::ParamStaging staging_;
     cuda::CudaEvent forward_start_, forward_stop_;  // around the device work of a forward
     bool timer_stopped_ = false;
+
+    static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+    DeviceBuffer<uint8_t> cublas_workspace_;
+    cuda::GraphCache graphs_;
+    cuda::HostDownloads downloads_;   // made at the end of the forward
+    uint64_t buffer_generation_ = 0;  // bumped whenever a buffer a graph may hold is reallocated
+    DeviceBuffer<float> fla_step_;    // (2, H) fla's recurrent step: decay γ_h, then inject 1
+    struct DecodeBatch {
+        bool active = false;
+        const int64_t* positions = nullptr;  // (N) device
+        float* const* states = nullptr;      // (L, N) device: layer l of sequence n
+    } decode_;
 };
 
-void CudaBackend::upload(const Tensor& w, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging) {
-    if (w.empty()) return;
-    out.out = static_cast<int>(w.dim(0));
-    out.in = w.rank() > 1 ? static_cast<int>(w.dim(1)) : 1;
+void CudaBackend::upload(const Tensor& held, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging) {
+    if (held.empty()) return;
+    out.out = static_cast<int>(held.dim(0));
+    out.in = held.rank() > 1 ? static_cast<int>(held.dim(1)) : 1;
+    if (held.storage() == Storage::BF16 && projection && options_.bf16_weights) {
+        // A bf16 checkpoint's matrix goes up as it is held (bf16 is the upper half of an fp32).
+        out.bf16.resize(held.bf16.size());
+        RETNET_CUDA_CHECK(cudaMemcpy(out.bf16.get(), held.bf16.data(), held.bf16.size() * sizeof(uint16_t),
+                                     cudaMemcpyHostToDevice));
+        return;
+    }
+    const Tensor widened = held.storage() == Storage::BF16 ? held.to_f32() : Tensor();
+    const Tensor& w = widened.empty() ? held : widened;
     if (!projection || !options_.bf16_weights) {
         out.f32.upload(w.data, stream());
         return;
@@ -204,7 +252,9 @@ void CudaBackend::upload_weights() {
     const Model& m = *model_;
     gamma_ = head_decays(m.weights.log_decay);
     DeviceBuffer<float> staging;
-    embed_.upload(m.weights.embed.data, stream());
+    embed_.upload(m.weights.embed.storage() == Storage::BF16 ? m.weights.embed.to_f32().data
+                                                                      : m.weights.embed.data,
+                  stream());
     for (Weight w : {Weight::EmbedNorm, Weight::FinalNorm, Weight::Output})
         upload(model_weight(m, -1, w), model_weights_[static_cast<size_t>(w)], w == Weight::Output, staging);
     layer_weights_.resize(m.weights.layers.size());
@@ -216,77 +266,193 @@ void CudaBackend::upload_weights() {
                    staging);
         }
     // The per-head norm weight is not a BlockOps weight: it is part of the retention op.
+    std::vector<float> fla_step(2 * gamma_.size());
+    for (size_t h = 0; h < gamma_.size(); ++h) {
+        double unused_row_sum = 0.0;
+        const StepCoefficients step = recurrent_step(Family::Fla, gamma_[h], unused_row_sum);
+        fla_step[h] = step.decay;
+        fla_step[gamma_.size() + h] = step.inject;
+    }
+    fla_step_.upload(fla_step, stream());
     head_norms_.resize(m.weights.layers.size());
     for (size_t l = 0; l < m.weights.layers.size(); ++l)
         if (!m.weights.layers[l].head_norm.empty()) head_norms_[l].upload(m.weights.layers[l].head_norm.data, stream());
 }
 
-void CudaBackend::prepare(std::span<const SequenceSlice> sequences, Form form, int chunk) {
+void CudaBackend::prepare(const ForwardPlan& plan) {
     DeviceGuard guard(options_.device);
     const ModelConfig& c = model_->config;
+    const Form form = plan.form;
+    const int chunk = plan.chunk;
     const size_t H = static_cast<size_t>(c.n_heads), Dk = static_cast<size_t>(c.head_dim_k()),
-                 Dv = static_cast<size_t>(c.head_dim_v());
+                 Dv = static_cast<size_t>(c.head_dim_v()), L = static_cast<size_t>(c.n_layers);
     size_t t_max = 0, tp_max = 0, n = 0, staged = 0;
-    for (const SequenceSlice& s : sequences) {
+    for (const SequenceSlice& s : plan.sequences) {
         const size_t t = static_cast<size_t>(s.length);
         const size_t tp = form == Form::Chunkwise ? (t + chunk - 1) / chunk * chunk : t;
         t_max = std::max(t_max, t);
         tp_max = std::max(tp_max, tp);
         n += t;
         // per layer: ≤ 5 vectors of (H, Tp), one of (H, nC), two of (H), each slot 256-byte aligned
-        staged += 5 * H * tp + H * (tp / std::max(chunk, 1)) + 2 * H + 16 * 64;
+        staged += (5 * H * tp + H * (tp / std::max(chunk, 1)) + 2 * H + 16 * 64) * L;
     }
-    ws_.tokens.reserve(n);
-    ws_.qh.reserve(H * tp_max * Dk);
-    ws_.kh.reserve(H * tp_max * Dk);
-    ws_.vh.reserve(H * tp_max * Dv);
-    ws_.oh.reserve(H * tp_max * Dv);
-    ws_.row_factor.reserve(H * tp_max);
-    ws_.row_abs.reserve(H * tp_max);
-    ws_.norms_sq.reserve(t_max * H);
-    ws_.state_copy.reserve(H * Dk * Dv);
+    decode_.active = form == Form::Recurrent && !plan.introspection && n == plan.sequences.size() && n <= 65535;
+    const size_t rows_per_head = decode_.active ? n : tp_max;  // decoding keeps o as (H, N, Dv)
+    grow(ws_.qh, H * tp_max * Dk);
+    grow(ws_.kh, H * tp_max * Dk);
+    grow(ws_.vh, H * tp_max * Dv);
+    grow(ws_.oh, H * rows_per_head * Dv);
+    grow(ws_.row_factor, H * tp_max);
+    grow(ws_.row_abs, H * tp_max);
+    grow(ws_.norms_sq, t_max * H);
+    grow(ws_.state_copy, H * Dk * Dv);
     if (form != Form::Recurrent) {
-        ws_.kd.reserve(H * tp_max * Dk);
-        ws_.cross.reserve(H * tp_max * Dv);
+        grow(ws_.kd, H * tp_max * Dk);
+        grow(ws_.cross, H * tp_max * Dv);
     }
-    if (form == Form::Parallel) ws_.scores.reserve(H * t_max * t_max);
+    if (form == Form::Parallel) grow(ws_.scores, H * t_max * t_max);
     if (form == Form::Chunkwise) {
         const size_t nC = tp_max / static_cast<size_t>(chunk);
-        ws_.scores.reserve(H * tp_max * static_cast<size_t>(chunk));
-        ws_.inner.reserve(H * tp_max * Dv);
-        ws_.chunk_states.reserve(H * nC * Dk * Dv);
-        ws_.state_abs.reserve(H * nC);
+        grow(ws_.scores, H * tp_max * static_cast<size_t>(chunk));
+        grow(ws_.inner, H * tp_max * Dv);
+        grow(ws_.chunk_states, H * nC * Dk * Dv);
+        grow(ws_.state_abs, H * nC);
     }
-    staging_.begin(staged * static_cast<size_t>(c.n_layers), stream());
-    forward_start_.record(stream());
+    // tokens, and for decoding the positions, state addresses and torchscale's (2, N, H) per layer
+    staged += n + 64 + (decode_.active ? 2 * n + 2 * L * n + 2 * L * n * H + 64 * (2 * L + 2) : 0);
+    staging_.begin(staged, stream());
     timer_stopped_ = false;
+    if (decode_.active && options_.cuda_graphs) {
+        cuda::GraphKey key;
+        for (const SequenceSlice& s : plan.sequences) key.slots.push_back(s.slot);
+        key.logit_rows.assign(plan.logit_rows.begin(), plan.logit_rows.end());
+        key.buffers = buffer_generation_ + (staging_.generation() << 32);
+        staging_.set_replay(graphs_.begin(key, stream()) == cuda::GraphCache::Mode::Replay);
+    } else {
+        forward_start_.record(stream());
+    }
+    if (decode_.active) stage_decode_batch(plan);
+}
+
+void CudaBackend::finish(bool completed) {
+    if (!completed) {
+        downloads_.discard();
+        graphs_.abandon(stream());
+        staging_.set_replay(false);
+        return;
+    }
+    launch_graph();
+    if (!timer_stopped_) forward_stop_.record(stream());
+    downloads_.finish(stream());
+    last_device_ms_ = forward_stop_.elapsed_ms_since(forward_start_);
+}
+
+// The graph of a decoding step runs here, before the first download (or at the end).
+void CudaBackend::launch_graph() {
+    if (graphs_.mode() == cuda::GraphCache::Mode::Eager) return;
+    staging_.set_replay(false);
+    try {
+        graphs_.launch(buffer_generation_ + (staging_.generation() << 32), stream(), forward_start_.get());
+    } catch (...) {
+        graphs_.abandon(stream());
+        throw;
+    }
+    forward_stop_.record(stream());
+    timer_stopped_ = true;
+}
+
+void CudaBackend::stage_decode_batch(const ForwardPlan& plan) {
+    const ModelConfig& c = model_->config;
+    const size_t N = plan.sequences.size(), L = static_cast<size_t>(c.n_layers);
+    std::vector<int64_t> positions(N);
+    std::vector<float*> states(L * N);  // (L, N)
+    for (size_t s = 0; s < N; ++s) {
+        positions[s] = plan.sequences[s].position;
+        for (size_t l = 0; l < L; ++l) states[l * N + s] = state_of(plan.sequences[s].slot, static_cast<int>(l));
+    }
+    decode_.positions = staging_.stage(std::span<const int64_t>(positions), stream());
+    decode_.states = staging_.stage(std::span<float* const>(states), stream());
 }
 
 void CudaBackend::embed(std::span<const int32_t> tokens, float scale, Rows x) {
-    ws_.tokens.upload(tokens.data(), tokens.size(), stream());
-    cuda::launch_embedding(ws_.tokens.get(), embed_.get(), x.data, static_cast<int>(x.count),
-                           static_cast<int>(x.width), scale, stream());
+    const int32_t* d_tokens = staging_.stage(tokens, stream());
+    if (replaying()) return;
+    cuda::launch_embedding(d_tokens, embed_.get(), x.data, static_cast<int>(x.count), static_cast<int>(x.width),
+                           scale, stream());
 }
 
-// y (M, out) = x (M, in) · Wᵀ (+ y)
+// y (M, out) = x (M, in) · Wᵀ (+ y): few rows through the streaming GEMV, more through cuBLAS.
 void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
+    if (replaying()) return;
     const DeviceWeight& W = weight(layer, w);
     const int M = static_cast<int>(x.count);
-    const float beta = accumulate ? 1.0f : 0.0f;
-    if (W.bf16.empty()) {
-        cuda::linear_f32(cublas_->get(), x.data, W.f32.get(), y.data, M, W.out, W.in, beta);
-        if (w == Weight::Output) stop_timer();
+    const bool bf16 = !W.bf16.empty();
+    if (cuda::gemv_supports(M, W.in, bf16)) {
+        const cuda::GemvJob job{bf16 ? static_cast<const void*>(W.bf16.get()) : W.f32.get(), y.data, W.out, accumulate};
+        cuda::launch_gemv(x.data, M, W.in, &job, 1, bf16, stream());
+    } else if (!bf16) {
+        cuda::linear_f32(cublas_->get(), x.data, W.f32.get(), y.data, M, W.out, W.in, accumulate ? 1.0f : 0.0f);
+    } else {
+        const int64_t n = static_cast<int64_t>(M) * W.in;
+        grow(ws_.act_bf16, static_cast<size_t>(n));
+        cuda::launch_float_to_bf16(x.data, ws_.act_bf16.get(), n, stream());
+        cuda::linear_bf16(cublas_->get(), ws_.act_bf16.get(), W.bf16.get(), y.data, M, W.out, W.in,
+                          accumulate ? 1.0f : 0.0f);
+    }
+    if (w == Weight::Output) stop_timer();
+}
+
+// Projections of the same rows: one GEMV launch for all of them when the rows are few.
+void CudaBackend::linears(Rows x, int layer, std::span<const LinearOut> outputs) {
+    if (replaying()) return;
+    const int M = static_cast<int>(x.count);
+    std::vector<cuda::GemvJob> jobs;
+    bool bf16 = false;
+    for (const LinearOut& out : outputs) {
+        const DeviceWeight& W = weight(layer, out.weight);
+        bf16 = !W.bf16.empty();
+        if (!cuda::gemv_supports(M, W.in, bf16) || W.in != x.width || jobs.size() == cuda::kGemvMaxJobs) {
+            jobs.clear();
+            break;
+        }
+        jobs.push_back({bf16 ? static_cast<const void*>(W.bf16.get()) : W.f32.get(), out.y.data, W.out, false});
+    }
+    if (jobs.empty()) {
+        for (const LinearOut& out : outputs) linear(x, layer, out.weight, out.y, false);
         return;
     }
-    const int64_t n = static_cast<int64_t>(M) * W.in;
-    ws_.act_bf16.reserve(static_cast<size_t>(n));
-    cuda::launch_float_to_bf16(x.data, ws_.act_bf16.get(), n, stream());
-    cuda::linear_bf16(cublas_->get(), ws_.act_bf16.get(), W.bf16.get(), y.data, M, W.out, W.in, beta);
-    if (w == Weight::Output) stop_timer();
+    cuda::launch_gemv(x.data, M, static_cast<int>(x.width), jobs.data(), static_cast<int>(jobs.size()), bf16, stream());
+}
+
+// Few rows: the norm (and the GLU) inside the projections' one launch; h is never written.
+void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
+                               std::optional<Activation> glu_activation) {
+    if (replaying()) return;
+    const int M = static_cast<int>(x.count), K = static_cast<int>(x.width);
+    const bool bf16 = options_.bf16_weights;
+    bool fusable = cuda::gemv_supports_fusion(M, K, bf16) && !outputs.empty() &&
+                   outputs.size() <= static_cast<size_t>(cuda::kGemvMaxJobs) && (!glu_activation || outputs.size() == 2);
+    std::vector<cuda::GemvJob> jobs;
+    for (const LinearOut& out : outputs) {
+        const DeviceWeight& W = weight(layer, out.weight);
+        fusable = fusable && W.in == K && (W.bf16.empty() != bf16);
+        jobs.push_back({bf16 ? static_cast<const void*>(W.bf16.get()) : W.f32.get(), out.y.data, W.out, false});
+    }
+    if (!fusable) return BlockOps::norm_linears(x, layer, norm, eps, h, outputs, glu_activation);
+    const DeviceWeight& norm_weight = weight(layer, norm);
+    const cuda::GemvInputTransform input{cuda::GemvInput::RmsNorm, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(),
+                                         static_cast<float>(eps)};
+    const cuda::GemvGlu glu = !glu_activation                       ? cuda::GemvGlu::None
+                              : *glu_activation == Activation::Gelu ? cuda::GemvGlu::Gelu
+                                                                    : cuda::GemvGlu::Swish;
+    cuda::launch_gemv(x.data, M, K, jobs.data(), static_cast<int>(jobs.size()), bf16, stream(), input, glu);
+    for (const LinearOut& out : outputs)
+        if (out.weight == Weight::Output) stop_timer();
 }
 
 // Consecutive rows are copied together, so one sequence's rows cost one copy.
 void CudaBackend::gather_rows(Rows x, std::span<const int64_t> rows, Rows y) {
+    if (replaying()) return;
     const size_t row_bytes = sizeof(float) * static_cast<size_t>(x.width);
     for (size_t i = 0; i < rows.size();) {
         size_t run = 1;
@@ -297,24 +463,61 @@ void CudaBackend::gather_rows(Rows x, std::span<const int64_t> rows, Rows y) {
     }
 }
 
+// Read by the caller after the forward: finish() makes the copies.
 void CudaBackend::download(Rows x, float* host) {
-    if (!timer_stopped_) forward_stop_.record(stream());  // without logits, the last download ends it
-    RETNET_CUDA_CHECK(cudaMemcpyAsync(host, x.data, sizeof(float) * static_cast<size_t>(x.count * x.width),
-                                      cudaMemcpyDeviceToHost, stream()));
-    stream_->synchronize();
-    last_device_ms_ = forward_stop_.elapsed_ms_since(forward_start_);
+    launch_graph();
+    if (!timer_stopped_) stop_timer();  // without logits, the first download ends the device time
+    downloads_.add(x.data, host, static_cast<size_t>(x.count * x.width));
 }
 
 // The device time of a forward ends with its output projection: host work after it (allocating
 // the logits' host memory, copying them) is not device time.
 void CudaBackend::stop_timer() {
-    if (timer_stopped_) return;
+    if (timer_stopped_ || graphs_.mode() != cuda::GraphCache::Mode::Eager) return;
     forward_stop_.record(stream());
     timer_stopped_ = true;
 }
 
 void CudaBackend::gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) {
+    if (decode_.active) return decode_retention(call, q, k, v, g, y);
     for (const SequenceSlice& slice : call.sequences) retain_sequence(call, slice, q, k, v, g, y);
+}
+
+// All sequences at once: the fused step writes o (H, N, Dv), the head norm and gate read it.
+void CudaBackend::decode_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) {
+    const ModelConfig& c = model_->config;
+    const int N = static_cast<int>(call.sequences.size()), H = c.n_heads;
+    cuda::DecodeRetentionArgs args;
+    if (c.family == Family::TorchScale) {  // coefficients from each sequence's row sums
+        std::vector<float> coef(2 * static_cast<size_t>(N) * H);  // (2, N, H): decay, then inject
+        for (int n = 0; n < N; ++n)
+            for (int h = 0; h < H; ++h) {
+                double r = call.sequences[static_cast<size_t>(n)].row_sums[static_cast<size_t>(h)];
+                const StepCoefficients step = recurrent_step(c.family, gamma_[static_cast<size_t>(h)], r);
+                coef[static_cast<size_t>(n) * H + h] = step.decay;
+                coef[static_cast<size_t>(N + n) * H + h] = step.inject;
+            }
+        args.coef_a = staging_.stage(coef, stream());
+        args.coef_b = args.coef_a + static_cast<size_t>(N) * H;
+        args.coef_per_sequence = true;
+    } else {
+        args.coef_a = fla_step_.get();
+        args.coef_b = fla_step_.get() + H;
+    }
+    if (replaying()) return;
+    const QKScale scale = qk_scale(c);
+    args.q = q.data, args.k = k.data, args.v = v.data;
+    args.states = decode_.states + static_cast<size_t>(call.layer) * N;
+    args.positions = decode_.positions;
+    args.theta = theta_.get();
+    args.q_scale = scale.q, args.k_scale = scale.k;
+    args.interleaved = rotary_pairs(c.family) == RotaryPairs::Interleaved;
+    args.o = ws_.oh.get();
+    args.N = N, args.H = H, args.Dk = c.head_dim_k(), args.Dv = c.head_dim_v();
+    cuda::launch_decode_retention(args, stream());
+    const DeviceBuffer<float>& head_norm = head_norms_[static_cast<size_t>(call.layer)];
+    cuda::launch_head_norm_gate(ws_.oh.get(), g.data, head_norm.empty() ? nullptr : head_norm.get(), y.data, N, N, H,
+                                c.head_dim_v(), static_cast<float>(call.head_norm_eps), stream());
 }
 
 void CudaBackend::retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v,

@@ -13,6 +13,8 @@ namespace {
 constexpr int kThreads = 256;
 
 __global__ void glu_forward_kernel(const float* a, const float* b, int64_t n, bool gelu_act, float* h) {
+    wait_for_previous_grid();
+    allow_next_grid();
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const float x = a[i];
@@ -48,7 +50,9 @@ void glu_backward(const float* a, const float* b, const float* dh, int64_t n, bo
 namespace retnet::cuda {
 
 void launch_glu(const float* d_a, const float* d_b, float* d_h, int64_t n, bool gelu, cudaStream_t stream) {
-    layer_kernels::glu_forward(d_a, d_b, n, gelu, d_h, stream);
+    if (n <= 0) return;
+    launch_overlapped(layer_kernels::glu_forward_kernel, dim3(ceil_div(n, layer_kernels::kThreads)),
+                      dim3(layer_kernels::kThreads), 0, stream, d_a, d_b, n, gelu, d_h);
 }
 
 }  // namespace retnet::cuda

@@ -22,6 +22,8 @@ constexpr int64_t kBlockPerPairBelow = 1024;
 __global__ void rmsnorm_forward_kernel(const float* x, const float* w, int dim, float eps, float* y,
                                        float* rstd) {
     __shared__ double shared[32];
+    wait_for_previous_grid();
+    allow_next_grid();
     const int64_t r = blockIdx.x;
     const float* xr = x + r * dim;
     double ss = 0.0;
@@ -86,6 +88,8 @@ __device__ __forceinline__ void gate_write(const float* o, const float* g, const
 __global__ void head_norm_gate_forward_warp_kernel(const float* o, int heads_T, int heads_Tp, const float* g,
                                                    const float* w, int64_t pairs, int H, int Dv, float eps, float* y,
                                                    float* rstd) {
+    wait_for_previous_grid();
+    allow_next_grid();
     const int lane = threadIdx.x & 31;
     const int64_t pair = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
     if (pair >= pairs) return;
@@ -102,6 +106,8 @@ __global__ void head_norm_gate_forward_warp_kernel(const float* o, int heads_T, 
 __global__ void head_norm_gate_forward_block_kernel(const float* o, int heads_T, int heads_Tp, const float* g,
                                                     const float* w, int H, int Dv, float eps, float* y, float* rstd) {
     __shared__ double shared[32];
+    wait_for_previous_grid();
+    allow_next_grid();
     const int64_t pair = blockIdx.x;
     int64_t off, o_off;
     gate_offsets(pair, heads_T, heads_Tp, H, Dv, off, o_off);
@@ -220,14 +226,25 @@ void sum_partials(const float* partials, int64_t n_parts, int cols, float* out, 
 
 namespace retnet::cuda {
 
+// The inference launchers let each kernel start as the previous one ends (common.cuh).
 void launch_rmsnorm(const float* d_x, const float* d_weight, float* d_y, int rows, int cols, float eps,
                     cudaStream_t stream) {
-    layer_kernels::rmsnorm_forward(d_x, d_weight, rows, cols, eps, d_y, nullptr, stream);
+    if (rows <= 0) return;
+    launch_overlapped(layer_kernels::rmsnorm_forward_kernel, dim3(static_cast<unsigned>(rows)),
+                      dim3(layer_kernels::kThreads), 0, stream, d_x, d_weight, cols, eps, d_y, nullptr);
 }
 
 void launch_head_norm_gate(const float* d_o, const float* d_g, const float* d_weight, float* d_y, int T, int Tp,
                            int H, int Dv, float eps, cudaStream_t stream) {
-    layer_kernels::head_norm_gate_forward({d_o, T, Tp}, d_g, d_weight, T, H, Dv, eps, d_y, nullptr, stream);
+    using namespace layer_kernels;
+    const int64_t pairs = static_cast<int64_t>(T) * H;
+    if (pairs <= 0) return;
+    if (pairs < kBlockPerPairBelow)
+        launch_overlapped(head_norm_gate_forward_block_kernel, dim3(static_cast<unsigned>(pairs)), dim3(kThreads), 0,
+                          stream, d_o, T, Tp, d_g, d_weight, H, Dv, eps, d_y, nullptr);
+    else
+        launch_overlapped(head_norm_gate_forward_warp_kernel, dim3(ceil_div(pairs * 32, kThreads)), dim3(kThreads), 0,
+                          stream, d_o, T, Tp, d_g, d_weight, pairs, H, Dv, eps, d_y, nullptr);
 }
 
 }  // namespace retnet::cuda

@@ -188,6 +188,30 @@ TEST(Generate, ContinueCarriesTheRandomStream) {
     EXPECT_EQ(parts.tokens(), whole.tokens());
 }
 
+// A chat turn: the backend runs only the new tokens and the pending last reply token, and the reply
+// equals a fresh generate() over the whole conversation with the same seed.
+TEST(Generate, ExtendRunsOnlyTheNewTokensAndEqualsGenerateOverTheWholeSequence) {
+    const std::vector<int32_t> turn2 = {40, 41, 42};
+    HistoryBackend backend(64), reference_backend(64);
+    Generator chat(backend, nullptr), reference(reference_backend, nullptr);
+    const auto reply1 = chat.extend(kPrompt, sampling_params(9)).tokens;  // empty sequence: generate()
+    ASSERT_EQ(reply1.size(), 9u);
+    const size_t calls_before = backend.calls.size();
+    const GenerationResult reply2 = chat.extend(turn2, sampling_params(11));
+    ASSERT_EQ(reply2.tokens.size(), 11u);
+    EXPECT_EQ(reply2.stats.prefill_tokens, 4);  // the last reply token and the 3 new ones
+    EXPECT_EQ(backend.calls.at(calls_before).tokens, 4u);
+
+    std::vector<int32_t> whole = kPrompt;
+    whole.insert(whole.end(), reply1.begin(), reply1.end());
+    whole.insert(whole.end(), turn2.begin(), turn2.end());
+    const GenerationResult expected = reference.generate(whole, sampling_params(11));
+    EXPECT_EQ(reply2.tokens, expected.tokens);
+    EXPECT_EQ(chat.tokens(), reference.tokens());
+    EXPECT_THROW(chat.extend(std::vector<int32_t>{}, sampling_params(1)), Error);
+    EXPECT_THROW(chat.extend(std::vector<int32_t>{64}, sampling_params(1)), Error);
+}
+
 TEST(Generate, CancellationStopsBetweenTokensAndCanBeContinued) {
     HistoryBackend backend(64), reference_backend(64);
     Generator generator(backend, nullptr), reference(reference_backend, nullptr);

@@ -164,7 +164,7 @@ public:
         if (::pipe(pipe_fds) != 0) return;
         pid_ = ::fork();
         if (pid_ == 0) {
-            const int in_fd = ::open("/dev/null", O_RDONLY);
+            const int in_fd = ::open(setup.stdin_path.empty() ? "/dev/null" : setup.stdin_path.c_str(), O_RDONLY);
             const int err_fd = ::open(err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
             apply_child_setup(setup);
             ::dup2(in_fd, 0);
@@ -191,6 +191,16 @@ public:
     bool wait_for_output(const std::string& needle, int timeout_s) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
         while (out_.find(needle) == std::string::npos) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0 || !read_some(static_cast<int>(left.count()))) return false;
+        }
+        return true;
+    }
+
+    // Reads stdout until it holds at least `bytes` bytes (true) or the child ends / the time is up (false).
+    bool wait_for_output_bytes(size_t bytes, int timeout_s) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+        while (out_.size() < bytes) {
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             if (left.count() <= 0 || !read_some(static_cast<int>(left.count()))) return false;
         }

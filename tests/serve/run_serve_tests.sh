@@ -78,8 +78,12 @@ head -c 2000000 /dev/zero | tr '\0' 'a' | sed 's/^/{"prompt": "/; s/$/"}/' >"$wo
 [ "$(curl -sS -o /dev/null -w '%{http_code}' "$base/nothing")" = 404 ] || fail "unknown path not 404"
 for bad in 0 257 2x; do
   "$retnet" serve --model "$model" --port 0 --parallel "$bad" >/dev/null 2>"$work/err" && fail "--parallel $bad accepted"
-  grep -q -- "--parallel needs an integer in \[1, 256\], got '$bad'" "$work/err" || fail "--parallel $bad: $(cat "$work/err")"
+  grep -q -- "option --parallel \(must be in \[1, 256\], got $bad\|expects an integer, got '$bad'\)" "$work/err" \
+    || fail "--parallel $bad: $(cat "$work/err")"
 done
+# An address other machines reach needs --allow-remote (the server has no authentication).
+timeout 20 "$retnet" serve --model "$model" --port 0 --host 0.0.0.0 >/dev/null 2>"$work/err" && fail "--host 0.0.0.0 accepted"
+grep -q -- "add --allow-remote" "$work/err" || fail "--host 0.0.0.0: $(cat "$work/err")"
 
 # A client that leaves cancels its request: the server is idle again within a few seconds.
 curl -sS -N -m 1 -H 'Content-Type: application/json' \

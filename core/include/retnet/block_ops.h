@@ -12,6 +12,7 @@
 // Activations hold the rows of every sequence of the batch, one after the other (N = Σ T_s).
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -62,13 +63,29 @@ struct RetentionCall {
     RetentionRecord* record = nullptr;  // with a single sequence only
 };
 
+// What a forward will do, told to the ops before the first one runs (sizing, staging; the CUDA
+// backend replays a captured graph when the same plan comes again).
+struct ForwardPlan {
+    std::span<const SequenceSlice> sequences;
+    Form form = Form::Parallel;
+    int chunk = 0;
+    bool introspection = false;           // the ops will be asked for records or downloads
+    std::span<const int64_t> logit_rows;  // rows of the activations whose logits are projected
+};
+
+// One output of a group of projections that read the same input rows.
+struct LinearOut {
+    Weight weight;
+    Rows y;
+};
+
 class BlockOps {
 public:
     virtual ~BlockOps() = default;
-    // Called once at the start of every forward, before any other op (sizing, staging).
-    virtual void prepare(std::span<const SequenceSlice> sequences, Form form, int chunk) {
-        (void)sequences, (void)form, (void)chunk;
-    }
+    // Called once at the start of every forward, before any other op.
+    virtual void prepare(const ForwardPlan& plan) { (void)plan; }
+    // Called once at the end of every forward (completed false: it was abandoned by an error).
+    virtual void finish(bool completed) { (void)completed; }
     virtual Rows scratch(Scratch which, int64_t rows, int64_t width) = 0;
     // x = scale · E[tokens]
     virtual void embed(std::span<const int32_t> tokens, float scale, Rows x) = 0;
@@ -76,6 +93,18 @@ public:
     virtual void rms_norm(Rows x, int layer, Weight weight, double eps, Rows y) = 0;
     // y = x · Wᵀ, or y += x · Wᵀ
     virtual void linear(Rows x, int layer, Weight weight, Rows y, bool accumulate) = 0;
+    // y_i = x · W_iᵀ for each output (a backend may read x once for all of them)
+    virtual void linears(Rows x, int layer, std::span<const LinearOut> outputs) {
+        for (const LinearOut& out : outputs) linear(x, layer, out.weight, out.y, false);
+    }
+    // h = RMSNorm(x) · w_norm, then linears(h, outputs); with `glu`, outputs are (a, b) and end as
+    // a = act(a) ⊙ b. A backend may fuse the three and never write h (its callers do not read it).
+    virtual void norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
+                              std::optional<Activation> glu_activation = std::nullopt) {
+        rms_norm(x, layer, norm, eps, h);
+        linears(h, layer, outputs);
+        if (glu_activation) glu(outputs[0].y, outputs[1].y, *glu_activation);
+    }
     // The gated multi-scale retention of one layer, in call.form, for each sequence from its
     // slot's state (advanced to after the call, always in the recurrent form's definition):
     //   y = RMSNorm_head(Retention(rotary(q)·s_q, rotary(k)·s_k, v)) · w_head ⊙ silu(g)
@@ -124,7 +153,7 @@ private:
     void run_layers(const ForwardOptions& options, std::span<const SequenceSlice> slices,
                     Rows x, Introspection* introspection);
     std::vector<Tensor> project_logits(std::span<const SequenceRequest> batch,
-                                       std::span<const SequenceSlice> slices, Rows x);
+                                       std::span<const SequenceSlice> slices, std::span<const int64_t> rows, Rows x);
 
     std::vector<SlotBook> slots_;
 };

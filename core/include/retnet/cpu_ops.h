@@ -27,6 +27,12 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+// C (M, N) = A (M, K) · Bᵀ (+ C when accumulate), with B (N, K) held as bfloat16 and every sum in
+// float32. Few rows (decode) stream B once through a dot kernel (AVX2/FMA where the CPU has it);
+// many rows (prefill) widen B a tile at a time into a float32 buffer for sgemm.
+void gemm_bf16(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* B, float* C,
+               int64_t ldc, bool accumulate);
+
 // ---- linear ----------------------------------------------------------------------------------
 
 // y (rows, out) = x (rows, in) · Wᵀ, W (out, in).

@@ -119,6 +119,15 @@ public:
     GenerationResult continue_generation(const GenerationParams& params, const TokenCallback& on_token = {},
                                          const std::atomic<bool>* stop = nullptr);
 
+    // Appends `tokens` to the sequence (a conversation's next turn), then generates after them. The
+    // backend runs only the new tokens (and the last generated one, not yet run) from the state it
+    // holds; the sequence before is never run again. The sampler starts afresh from
+    // params.sampler.seed, so the tokens equal those of generate() over the whole sequence with the
+    // same params. With an empty sequence it is generate(tokens). Throws retnet::Error for no
+    // tokens, ids outside the vocabulary or more than params.max_prompt_tokens of them.
+    GenerationResult extend(std::span<const int32_t> tokens, const GenerationParams& params,
+                            const TokenCallback& on_token = {}, const std::atomic<bool>* stop = nullptr);
+
     // Truncates the sequence to its first `position` tokens (1 <= position <= length), then
     // generates: the token at `position` is `forced_token` when given (regenerate = without),
     // sampled with a sampler seeded from params.sampler.seed.
@@ -158,6 +167,8 @@ private:
     void sync_to(int64_t position);
     void run_tokens(std::span<const int32_t> tokens);  // forward from backend_position_
     void truncate(int64_t position);
+    // Throws retnet::Error for bad params, an empty input, too many tokens or ids outside the vocabulary.
+    void check_input(std::span<const int32_t> prompt, const GenerationParams& params) const;
     GenerationResult run(const GenerationParams& params, std::optional<int32_t> forced_token,
                          const TokenCallback& on_token, const std::atomic<bool>* stop);
 

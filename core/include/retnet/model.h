@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// A RetNet language model in memory: its config and its weights in float32, in one layout for
-// both families. Linear weights keep PyTorch's [out_features, in_features] layout (y = x Wᵀ).
+// A RetNet language model in memory: its config and its weights in one layout for both families.
+// Weights are float32, except that a model loaded with WeightStorage::AsStored keeps the big
+// matrices (projections, embedding, output) of a bf16 checkpoint in bf16 (retnet/tensor.h). Linear weights keep PyTorch's [out_features, in_features] layout (y = x Wᵀ).
 // Family differences that are not weights (rotary variant, where 1/√Dk sits, the in-retention
 // normalization) are decided by config.family at run time.
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -46,7 +48,19 @@ struct Model {
     std::string directory;  // where it was loaded from ("" for models made in memory)
 
     int64_t parameter_count() const;
+    // Bytes the weight tensors hold in memory.
+    uint64_t weight_bytes() const;
+    // True when every weight is float32 (what training and the analyses that edit weights need).
+    bool all_f32() const;
 };
+
+// A float32 copy of the model (bf16 weights widened exactly).
+Model widened(const Model& model);
+// The model itself when all float32, else a widened copy: for the backends that read float32
+// weights (the reference, CUDA's upload); make_backend applies it to every device but "cpu".
+std::shared_ptr<const Model> with_f32_weights(std::shared_ptr<const Model> model);
+// Every weight tensor of the model, for code that visits them all.
+std::vector<const Tensor*> weight_tensors(const Model& model);
 
 // γ_h = 1 − 2^(−5−h), as log γ rounded through float32 exactly as torchscale and fla compute it.
 std::vector<float> default_log_decay(int n_heads);
@@ -54,22 +68,32 @@ std::vector<float> default_log_decay(int n_heads);
 std::vector<float> default_rotary_theta(Family family, int head_dim_k);
 
 // Allocates every tensor with the config's shapes, filled with zeros (norm weights with ones).
-Model make_empty_model(const ModelConfig& config);
+// With allocate = false the tensors get their shapes but no values (the loader allocates each in
+// the type it keeps, so that a bf16 model never holds a float32 copy on the way).
+Model make_empty_model(const ModelConfig& config, bool allocate = true);
 // The reference implementation's initialization (docs/spec.md §2.11 torchscale, §3.7 fla), deterministic in seed.
 Model make_random_model(const ModelConfig& config, uint64_t seed);
 
 // Reports load progress in [0, 1]; returning false cancels (throws retnet::Cancelled).
 using ProgressCallback = std::function<bool(double fraction)>;
 
+// How the loader holds the weights. F32: everything widened to float32 (training, analyses that
+// edit weights). AsStored: 2-D matrices stored as BF16 in the file stay bf16 (half the memory;
+// the CPU backend streams them, the other backends get a widened copy from make_backend); other
+// dtypes (F16, F64) and the 1-D weights are float32.
+enum class WeightStorage { F32, AsStored };
+
 // Loads a model directory: config.json + model.safetensors (or a sharded
 // model.safetensors.index.json). Validates every tensor's presence and shape against the config
 // before allocating; throws retnet::Error naming the file and the problem.
-Model load_model(const std::string& directory, const ProgressCallback& progress = {});
+Model load_model(const std::string& directory, const ProgressCallback& progress = {},
+                 WeightStorage storage = WeightStorage::F32);
 // Writes config.json + model.safetensors (float32) in the model's family layout. Each file is
 // atomic, and neither replaces its old version unless both were written in full.
 void save_model(const Model& model, const std::string& directory);
 // The same with the weights stored as `weight_dtype`: DType::F32 or DType::BF16 (round to nearest
-// even, half the bytes; loading widens them back to float32). Other types throw.
+// even, half the bytes; loading widens them back to float32 unless WeightStorage::AsStored).
+// The model's own tensors may be held in either type. Other types throw.
 enum class DType;  // retnet/safetensors.h
 void save_model(const Model& model, const std::string& directory, DType weight_dtype);
 

@@ -50,6 +50,11 @@ public:
     Tensor read(const std::string& name) const;
     // dst must hold info(name).numel() floats.
     void read_into(const std::string& name, float* dst) const;
+    // A BF16 tensor's values as stored; dst must hold info(name).numel() values.
+    void read_bf16_into(const std::string& name, uint16_t* dst) const;
+    // Drops the tensor's mapped pages from this process (they stay in the page cache), so that a
+    // loader that copied a tensor does not also hold its file pages until the file is closed.
+    void release(const std::string& name) const;
     // The tensor's bytes as stored (little-endian).
     std::pair<const unsigned char*, size_t> raw(const std::string& name) const;
 
@@ -81,6 +86,8 @@ public:
     const std::string& file_of(const std::string& name) const;
     Tensor read(const std::string& name) const;
     void read_into(const std::string& name, float* dst) const;
+    void read_bf16_into(const std::string& name, uint16_t* dst) const;
+    void release(const std::string& name) const;
     // The file that describes the set: model.safetensors or the index.
     const std::string& source() const { return source_; }
 

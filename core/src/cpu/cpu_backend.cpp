@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The fast CPU backend: the block sequence of BlockBackend over float32 ops on host memory,
-// matrix products through OpenBLAS (threaded), the state kept in float32 like the GPU's.
+// matrix products through OpenBLAS (threaded) or, for bf16 weights, cpu::gemm_bf16 (float32
+// sums); the state kept in float32 like the GPU's.
 // Tested against the double reference (tests/core).
 #include <array>
 #include <cstring>
@@ -56,8 +57,9 @@ private:
     void embed(std::span<const int32_t> tokens, float scale, Rows x) override {
         const int64_t d = x.width;
         for (size_t t = 0; t < tokens.size(); ++t) {
-            const float* row = model_->weights.embed.ptr() + static_cast<int64_t>(tokens[t]) * d;
-            for (int64_t j = 0; j < d; ++j) x.data[static_cast<int64_t>(t) * d + j] = row[j] * scale;
+            float* row = x.data + static_cast<int64_t>(t) * d;
+            model_->weights.embed.read_f32(static_cast<int64_t>(tokens[t]) * d, d, row);  // either storage
+            for (int64_t j = 0; j < d; ++j) row[j] *= scale;
         }
     }
 
@@ -67,10 +69,7 @@ private:
     }
 
     void linear(Rows x, int layer, Weight weight, Rows y, bool accumulate) override {
-        const Tensor& w = model_weight(*model_, layer, weight);
-        cpu::gemm(false, true, static_cast<int>(x.count), static_cast<int>(y.width), static_cast<int>(x.width),
-                  1.0f, x.data, static_cast<int>(x.width), w.ptr(), static_cast<int>(x.width),
-                  accumulate ? 1.0f : 0.0f, y.data, static_cast<int>(y.width));
+        cpu::linear(x.data, x.count, x.width, model_weight(*model_, layer, weight), y.data, accumulate, y.width);
     }
 
     void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) override {

@@ -346,8 +346,16 @@ RETNET_INSTANTIATE_DENSE_OPS(double)
 
 // ---- the inference backend's Tensor-shaped calls ----
 
-void linear(const float* x, int T, int in, const Tensor& w, float* y) {
-    linear_forward(x, w.ptr(), T, in, w.dim(0), y);
+void linear(const float* x, int64_t T, int64_t in, const Tensor& w, float* y, bool accumulate, int64_t ldy) {
+    const int64_t out = w.dim(0);
+    if (ldy == 0) ldy = out;
+    if (w.storage() == Storage::BF16)
+        gemm_bf16(T, out, in, x, in, w.bf16.data(), y, ldy, accumulate);
+    else if (T == 1)  // decode: OpenBLAS's sgemm with one row runs at a fraction of sgemv's bandwidth
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(out), static_cast<blasint>(in), 1.0f,
+                    w.ptr(), static_cast<blasint>(in), x, 1, accumulate ? 1.0f : 0.0f, y, 1);
+    else
+        gemm<float>(false, true, T, out, in, 1.0f, x, in, w.ptr(), in, accumulate ? 1.0f : 0.0f, y, ldy);
 }
 
 void rms_norm_rows(const float* x, float* y, int rows, int cols, const Tensor& weight, double eps) {

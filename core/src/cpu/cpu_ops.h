@@ -12,8 +12,10 @@
 
 namespace retnet::cpu {
 
-// y (T, out) = x (T, in) Wᵀ with W (out, in).
-void linear(const float* x, int T, int in, const Tensor& w, float* y);
+// y (T, out) = x (T, in) Wᵀ (or y += x Wᵀ) with W (out, in) held as float32 or bf16; ldy is y's
+// row stride (0: out).
+void linear(const float* x, int64_t T, int64_t in, const Tensor& w, float* y, bool accumulate = false,
+            int64_t ldy = 0);
 
 // Row-wise RMSNorm (rmsnorm_forward); `weight` may be empty (no affine weight).
 void rms_norm_rows(float* x, int rows, int cols, const Tensor& weight, double eps);

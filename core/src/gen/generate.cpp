@@ -151,8 +151,7 @@ void Generator::truncate(int64_t position) {
     sampler_.reset();
 }
 
-GenerationResult Generator::generate(std::span<const int32_t> prompt, const GenerationParams& params,
-                                     const TokenCallback& on_token, const std::atomic<bool>* stop) {
+void Generator::check_input(std::span<const int32_t> prompt, const GenerationParams& params) const {
     params.validate();
     if (prompt.empty()) throw Error("the prompt is empty (give at least one token)");
     if (static_cast<int64_t>(prompt.size()) > params.max_prompt_tokens)
@@ -162,6 +161,11 @@ GenerationResult Generator::generate(std::span<const int32_t> prompt, const Gene
         if (prompt[i] < 0 || prompt[i] >= vocab_size_)
             throw Error("prompt token " + std::to_string(prompt[i]) + " at position " + std::to_string(i) +
                         " is outside the vocabulary [0, " + std::to_string(vocab_size_) + ")");
+}
+
+GenerationResult Generator::generate(std::span<const int32_t> prompt, const GenerationParams& params,
+                                     const TokenCallback& on_token, const std::atomic<bool>* stop) {
+    check_input(prompt, params);
     tokens_.assign(prompt.begin(), prompt.end());
     prompt_length_ = length();
     saved_.clear();
@@ -175,6 +179,15 @@ GenerationResult Generator::continue_generation(const GenerationParams& params, 
                                                 const std::atomic<bool>* stop) {
     params.validate();
     if (tokens_.empty()) throw Error("nothing to continue: generate from a prompt first");
+    return run(params, std::nullopt, on_token, stop);
+}
+
+GenerationResult Generator::extend(std::span<const int32_t> tokens, const GenerationParams& params,
+                                   const TokenCallback& on_token, const std::atomic<bool>* stop) {
+    if (tokens_.empty()) return generate(tokens, params, on_token, stop);
+    check_input(tokens, params);
+    tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+    sampler_.reset();
     return run(params, std::nullopt, on_token, stop);
 }
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <set>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
@@ -235,27 +236,51 @@ uint64_t check_files_against_layout(const ModelConfig& config, const Layout& lay
     return total_values;
 }
 
-// Reads the layout's weight tensors into the model (a fused tensor into its several targets).
-void read_weights(const Layout& layout, const SafetensorsSet& set, uint64_t total_values,
+void check_finite_bf16(const uint16_t* data, size_t n, const std::string& file, const std::string& name) {
+    for (size_t i = 0; i < n; ++i)
+        if ((data[i] & 0x7f80u) == 0x7f80u)  // all exponent bits set: Inf or NaN
+            throw Error(file + ": tensor '" + name + "' contains " + ((data[i] & 0x7fu) ? "NaN" : "Inf") +
+                        " at index " + std::to_string(i));
+}
+
+// Whether the slot's tensor stays bf16 in memory: a 2-D matrix stored as BF16, loaded AsStored.
+bool keeps_bf16(const Slot& s, const SafetensorsSet& set, WeightStorage storage) {
+    return storage == WeightStorage::AsStored && s.shape.size() == 2 && set.info(s.name).dtype == DType::BF16;
+}
+
+// Reads one slot's tensor (split over its targets) into `values` (Tensor::data or Tensor::bf16).
+template <typename T>
+void read_slot_as(const Slot& s, const SafetensorsSet& set, std::vector<T> Tensor::*values, Model& model) {
+    std::vector<T> buffer(static_cast<size_t>(shape_numel(s.shape)));  // (rows, cols) of the file tensor
+    if constexpr (std::is_same_v<T, float>) {
+        set.read_into(s.name, buffer.data());
+        check_finite(buffer.data(), buffer.size(), set.file_of(s.name), s.name);
+    } else {
+        set.read_bf16_into(s.name, buffer.data());
+        check_finite_bf16(buffer.data(), buffer.size(), set.file_of(s.name), s.name);
+    }
+    set.release(s.name);
+    if (s.targets.size() == 1) {
+        s.targets[0](model.weights).*values = std::move(buffer);
+        return;
+    }
+    const size_t block = buffer.size() / s.targets.size();
+    for (size_t k = 0; k < s.targets.size(); ++k)
+        (s.targets[k](model.weights).*values)
+            .assign(buffer.begin() + static_cast<std::ptrdiff_t>(k * block),
+                    buffer.begin() + static_cast<std::ptrdiff_t>((k + 1) * block));
+}
+
+// Reads the layout's weight tensors into the model (allocated here, each in the type it keeps;
+// a fused tensor into its several targets).
+void read_weights(const Layout& layout, const SafetensorsSet& set, uint64_t total_values, WeightStorage storage,
                   const ProgressCallback& progress, Model& model) {
     uint64_t done_values = 0;
-    std::vector<float> buffer;
     for (const Slot& s : layout.slots) {
-        const std::string& file = set.file_of(s.name);
-        if (s.targets.size() == 1) {
-            Tensor& dst = s.targets[0](model.weights);
-            set.read_into(s.name, dst.ptr());
-            check_finite(dst.ptr(), dst.data.size(), file, s.name);
-        } else {
-            buffer.resize(static_cast<size_t>(shape_numel(s.shape)));
-            set.read_into(s.name, buffer.data());
-            check_finite(buffer.data(), buffer.size(), file, s.name);
-            const size_t block = buffer.size() / s.targets.size();
-            for (size_t k = 0; k < s.targets.size(); ++k) {
-                Tensor& dst = s.targets[k](model.weights);
-                std::copy_n(buffer.begin() + static_cast<std::ptrdiff_t>(k * block), block, dst.data.begin());
-            }
-        }
+        if (keeps_bf16(s, set, storage))
+            read_slot_as<uint16_t>(s, set, &Tensor::bf16, model);
+        else
+            read_slot_as<float>(s, set, &Tensor::data, model);
         done_values += static_cast<uint64_t>(shape_numel(s.shape));
         if (progress && !progress(static_cast<double>(done_values) / static_cast<double>(total_values)))
             throw Cancelled();
@@ -284,16 +309,16 @@ void read_decay_and_theta(const ModelConfig& config, const Layout& layout, const
 
 }  // namespace
 
-Model load_model(const std::string& directory, const ProgressCallback& progress) {
+Model load_model(const std::string& directory, const ProgressCallback& progress, WeightStorage storage) {
     refuse_foreign_files(directory);
     const std::string config_path = (fs::path(directory) / "config.json").string();
     const ModelConfig config = load_config(config_path);
     const SafetensorsSet set = SafetensorsSet::open_directory(directory);
     const Layout layout = make_layout(config, &set);
     const uint64_t total_values = check_files_against_layout(config, layout, set, config_path);
-    Model model = make_empty_model(config);
+    Model model = make_empty_model(config, /*allocate=*/false);
     model.directory = directory;
-    read_weights(layout, set, total_values, progress, model);
+    read_weights(layout, set, total_values, storage, progress, model);
     read_decay_and_theta(config, layout, set, model);
     return model;
 }

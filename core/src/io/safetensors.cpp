@@ -265,6 +265,23 @@ std::pair<const unsigned char*, size_t> SafetensorsFile::raw(const std::string& 
     return {map_ + data_start_ + t.begin, static_cast<size_t>(t.end - t.begin)};
 }
 
+void SafetensorsFile::read_bf16_into(const std::string& name, uint16_t* dst) const {
+    const TensorInfo& t = info(name);
+    if (t.dtype != DType::BF16)
+        throw Error(path_ + ": tensor '" + name + "' is " + dtype_name(t.dtype) + ", not BF16");
+    std::memcpy(dst, map_ + data_start_ + t.begin, static_cast<size_t>(t.end - t.begin));
+}
+
+void SafetensorsFile::release(const std::string& name) const {
+    const TensorInfo& t = info(name);
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(map_ + data_start_ + t.begin);
+    const uintptr_t end = reinterpret_cast<uintptr_t>(map_ + data_start_ + t.end);
+    // Only whole pages inside the tensor: its neighbours may not have been read yet.
+    const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+    if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);  // a hint: errors do not matter
+}
+
 void SafetensorsFile::read_into(const std::string& name, float* dst) const {
     const TensorInfo& t = info(name);
     const unsigned char* src = map_ + data_start_ + t.begin;
@@ -407,8 +424,48 @@ void SafetensorsSet::read_into(const std::string& name, float* dst) const {
     files_[it->second]->read_into(name, dst);
 }
 
+void SafetensorsSet::read_bf16_into(const std::string& name, uint16_t* dst) const {
+    const auto it = where_.find(name);
+    if (it == where_.end()) throw Error(source_ + ": no tensor named '" + name + "'");
+    files_[it->second]->read_bf16_into(name, dst);
+}
+
+void SafetensorsSet::release(const std::string& name) const {
+    const auto it = where_.find(name);
+    if (it != where_.end()) files_[it->second]->release(name);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Writing
+
+namespace {
+
+// The tensor's values as `dtype` (F32 or BF16), from either storage, in blocks.
+void write_values(io::AtomicFile& out, const Tensor& t, DType dtype) {
+    const Storage want = dtype == DType::F32 ? Storage::F32 : Storage::BF16;
+    if (t.storage() == want) {
+        if (want == Storage::F32) out.write(t.data.data(), t.data.size() * 4);
+        else out.write(t.bf16.data(), t.bf16.size() * 2);
+        return;
+    }
+    constexpr int64_t kBlock = 1 << 16;
+    std::vector<float> values;
+    std::vector<uint16_t> rounded;
+    for (int64_t done = 0, n = t.numel(); done < n; done += kBlock) {
+        const int64_t count = std::min(kBlock, n - done);
+        values.resize(static_cast<size_t>(count));
+        t.read_f32(done, count, values.data());
+        if (want == Storage::F32) {
+            out.write(values.data(), values.size() * 4);
+            continue;
+        }
+        rounded.resize(values.size());
+        for (size_t i = 0; i < values.size(); ++i) rounded[i] = float_to_bf16(values[i]);
+        out.write(rounded.data(), rounded.size() * 2);
+    }
+}
+
+}  // namespace
 
 void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
                        const std::map<std::string, std::string>& metadata, DType dtype) {
@@ -439,21 +496,7 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
     io::AtomicFile out(path);
     out.write(&header_len, 8);
     out.write(text);
-    std::vector<uint16_t> buffer;
-    for (const NamedTensor& t : tensors) {
-        if (dtype == DType::F32) {
-            out.write(t.tensor->ptr(), static_cast<size_t>(t.tensor->numel()) * 4);
-            continue;
-        }
-        constexpr size_t kBlock = 1 << 16;
-        const float* src = t.tensor->ptr();
-        for (size_t done = 0, n = static_cast<size_t>(t.tensor->numel()); done < n; done += kBlock) {
-            const size_t count = std::min(kBlock, n - done);
-            buffer.resize(count);
-            for (size_t i = 0; i < count; ++i) buffer[i] = float_to_bf16(src[done + i]);
-            out.write(buffer.data(), count * 2);
-        }
-    }
+    for (const NamedTensor& t : tensors) write_values(out, *t.tensor, dtype);
     out.commit();
 }
 

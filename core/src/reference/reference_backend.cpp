@@ -245,7 +245,7 @@ private:
 
 std::unique_ptr<Backend> make_reference_backend(std::shared_ptr<const Model> model) {
     if (!model) throw Error("no model");
-    return std::make_unique<ReferenceBackend>(std::move(model));
+    return std::make_unique<ReferenceBackend>(with_f32_weights(std::move(model)));  // it reads float32 values
 }
 
 }  // namespace retnet

@@ -88,9 +88,9 @@ std::vector<float> flatten_weights(const Model& model, const ParamLayout& layout
     std::vector<Tensor*> tensors = tensors_in_order(const_cast<Model&>(model));
     check_shapes(tensors, layout);
     std::vector<float> flat(static_cast<size_t>(layout.total));
+    // The trainer's master weights are float32: bf16-held weights are widened (exactly) here.
     for (size_t i = 0; i < tensors.size(); ++i)
-        std::copy(tensors[i]->data.begin(), tensors[i]->data.end(),
-                  flat.begin() + layout.tensors[i].offset);
+        tensors[i]->read_f32(0, tensors[i]->numel(), flat.data() + layout.tensors[i].offset);
     return flat;
 }
 
@@ -102,6 +102,7 @@ void unflatten_weights(std::span<const float> flat, const ParamLayout& layout, M
     check_shapes(tensors, layout);
     for (size_t i = 0; i < tensors.size(); ++i) {
         const ParamTensor& p = layout.tensors[i];
+        tensors[i]->widen();  // trained weights are float32, whatever the model held before
         std::copy(flat.begin() + p.offset, flat.begin() + p.offset + p.size, tensors[i]->data.begin());
     }
 }

@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "backend_cuda_internal.h"
+#include "decode_retention.h"
 #include "device_buffer.h"
+#include "gemv.h"
 #include "ops.h"
 #include "retnet/cuda/backend_cuda.h"
 #include "retnet/error.h"
@@ -79,7 +81,18 @@ void bench_recurrent_kernel(int H, int Dk, int Dv, int T) {
 
 // B sequences decoded together, one token each per step (each in its own state slot after a
 // 512-token prefill, last logits row only): median wall time of a step and tokens/s over the batch.
-void bench_batched_decode(Backend& backend, const char* name, int B) {
+// Bytes a decoding step must move at least: every weight read once (the embedding row aside) and
+// each sequence's fp32 state read and written once. Over the measured copy bandwidth of the H200
+// (4.3 TB/s, device-to-device, read + write counted) it is the step's floor.
+double decode_floor_ms(const Model& model, bool bf16, int B) {
+    const ModelConfig& c = model.config;
+    const double projection_params = static_cast<double>(model.parameter_count()) - static_cast<double>(c.vocab_size) * c.d_model;
+    const double state_bytes = 4.0 * c.n_layers * c.n_heads * static_cast<double>(c.head_dim_k()) * c.head_dim_v();
+    const double bytes = projection_params * (bf16 ? 2.0 : 4.0) + 2.0 * B * state_bytes;
+    return bytes / 4.3e12 * 1e3;
+}
+
+void bench_batched_decode(Backend& backend, const Model& model, const char* name, int B, bool bf16) {
     backend.set_slot_count(B);
     std::vector<int32_t> prompt(512, 5);
     ForwardOptions pre, step;
@@ -93,7 +106,7 @@ void bench_batched_decode(Backend& backend, const char* name, int B) {
     std::vector<int32_t> next(static_cast<size_t>(B));
     std::vector<SequenceRequest> batch(static_cast<size_t>(B));
     std::vector<double> ms, dev;
-    for (int i = 0; i < 32; ++i) {
+    for (int i = 0; i < 40; ++i) {
         for (int s = 0; s < B; ++s) {
             next[static_cast<size_t>(s)] = (i * 31 + s * 7) % 1000;
             batch[static_cast<size_t>(s)] = {std::span(&next[static_cast<size_t>(s)], 1), s, LogitRows::Last};
@@ -101,15 +114,92 @@ void bench_batched_decode(Backend& backend, const char* name, int B) {
         const auto t0 = std::chrono::steady_clock::now();
         backend.forward_batch(batch, step);
         const auto t1 = std::chrono::steady_clock::now();
-        if (i >= 4) {
+        if (i >= 8) {
             ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
             dev.push_back(cuda_last_forward_device_ms(backend));
         }
     }
-    const double m = median(ms);
-    std::printf("%s batched decode B=%-3d step: device %7.3f ms, wall %7.3f ms (%7.0f tokens/s over the batch)\n", name,
-                B, median(dev), m, B * 1000.0 / m);
+    const double m = median(ms), d = median(dev), floor = decode_floor_ms(model, bf16, B);
+    std::printf("%s decode B=%-3d step: device %7.3f ms, wall %7.3f ms (%8.0f tokens/s); floor %6.3f ms = %3.0f%% of "
+                "device, %3.0f%% of wall\n",
+                name, B, d, m, B * 1000.0 / m, floor, 100.0 * floor / d, 100.0 * floor / m);
     backend.set_slot_count(1);
+}
+
+
+// Each op of one decoding step of the 1.3B layer shape, alone: median time of 20 back-to-back
+// launches (in-stream launches serialize as a graph's nodes do), and the bytes it must move.
+template <typename F>
+double time_launches_us(cuda::CudaStream& stream, F launch) {
+    cuda::CudaEvent start, stop;
+    std::vector<double> us;
+    for (int rep = 0; rep < 12; ++rep) {
+        start.record(stream.get());
+        for (int i = 0; i < 20; ++i) launch();
+        stop.record(stream.get());
+        if (rep >= 2) us.push_back(1000.0 * stop.elapsed_ms_since(start) / 20);
+    }
+    return median(us);
+}
+
+void bench_decode_ops(int M) {
+    using namespace retnet::cuda;
+    CudaStream stream;
+    const int d = 2048, H = 8, Dk = 256, Dv = 512, F = 2816, V = 32000;
+    const size_t big = static_cast<size_t>(V) * d;
+    DeviceBuffer<__nv_bfloat16> w(big);  // one buffer, sliced: contents do not matter for time
+    RETNET_CUDA_CHECK(cudaMemsetAsync(w.get(), 0, w.bytes(), stream.get()));
+    DeviceBuffer<float> x(static_cast<size_t>(M) * 8192), y(static_cast<size_t>(M) * V), y2(static_cast<size_t>(M) * 8192),
+        norm(8192), states(static_cast<size_t>(M) * H * Dk * Dv), o(static_cast<size_t>(M) * H * Dv), theta(Dk / 2),
+        coef(2 * H);
+    for (DeviceBuffer<float>* b : {&x, &y, &y2, &norm, &states, &o, &theta, &coef})
+        RETNET_CUDA_CHECK(cudaMemsetAsync(b->get(), 0, b->bytes(), stream.get()));
+    std::vector<float*> ptrs;
+    for (int n = 0; n < M; ++n) ptrs.push_back(states.get() + static_cast<size_t>(n) * H * Dk * Dv);
+    DeviceBuffer<float*> dptrs(static_cast<size_t>(M));
+    dptrs.upload(ptrs, stream.get());
+    DeviceBuffer<int64_t> pos(static_cast<size_t>(M));
+    RETNET_CUDA_CHECK(cudaMemsetAsync(pos.get(), 0, pos.bytes(), stream.get()));
+    auto report = [&](const char* what, double us, double bytes) {
+        std::printf("  op M=%d %-28s %8.2f us  %7.0f GB/s\n", M, what, us, bytes / (us * 1e3));
+    };
+    const __nv_bfloat16* W = w.get();
+    auto gemv = [&](std::vector<GemvJob> jobs, int K, GemvInputTransform input = {}, GemvGlu glu = GemvGlu::None) {
+        return time_launches_us(stream, [&] {
+            launch_gemv(x.get(), M, K, jobs.data(), static_cast<int>(jobs.size()), true, stream.get(), input, glu);
+        });
+    };
+    const GemvInputTransform norm_input{GemvInput::RmsNorm, norm.get(), 1e-6f};
+    report("rmsnorm", time_launches_us(stream, [&] { launch_rmsnorm(x.get(), norm.get(), y2.get(), M, d, 1e-6f, stream.get()); }),
+           8.0 * M * d);
+    report("gemv q,k,v,g (4 jobs)",
+           gemv({{W, y.get(), d, false}, {W + 1 * d * d, y.get(), d, false}, {W + 2 * d * d, y.get(), 2 * d, false},
+                 {W + 4 * d * d, y.get(), 2 * d, false}}, d),
+           2.0 * 6 * d * d);
+    DecodeRetentionArgs a;
+    a.q = x.get(), a.k = x.get(), a.v = x.get(), a.states = dptrs.get(), a.positions = pos.get(), a.theta = theta.get();
+    a.coef_a = coef.get(), a.coef_b = coef.get() + H, a.o = o.get(), a.N = M, a.H = H, a.Dk = Dk, a.Dv = Dv;
+    report("decode retention", time_launches_us(stream, [&] { launch_decode_retention(a, stream.get()); }),
+           8.0 * M * H * Dk * Dv);
+    report("head norm gate", time_launches_us(stream, [&] { launch_head_norm_gate(o.get(), x.get(), norm.get(), y2.get(), M, M, H, Dv, 1e-6f, stream.get()); }),
+           16.0 * M * H * Dv);
+    report("gemv o (accumulate)", gemv({{W, y.get(), d, true}}, 2 * d), 2.0 * 2 * d * d);
+    report("gemv ffn act,lin (2 jobs)", gemv({{W, y.get(), F, false}, {W + F * d, y.get(), F, false}}, d), 2.0 * 2 * F * d);
+    report("glu", time_launches_us(stream, [&] { launch_glu(y.get(), y2.get(), y.get(), static_cast<int64_t>(M) * F, false, stream.get()); }),
+           12.0 * M * F);
+    report("gemv ffn out (accumulate)", gemv({{W, y.get(), d, true}}, F), 2.0 * F * d);
+    report("gemv output (V rows)", gemv({{W, y.get(), V, false}}, d), 2.0 * V * d);
+    if (M <= 4) {
+        report("fused norm + q,k,v,g",
+               gemv({{W, y.get(), d, false}, {W + 1 * d * d, y.get(), d, false}, {W + 2 * d * d, y.get(), 2 * d, false},
+                     {W + 4 * d * d, y.get(), 2 * d, false}}, d, norm_input),
+               2.0 * 6 * d * d);
+        report("fused norm + ffn + glu", gemv({{W, y.get(), F, false}, {W + F * d, y.get(), F, false}}, d, norm_input,
+                                              GemvGlu::Swish), 2.0 * 2 * F * d);
+    }
+    report("recurrent scan T=1 (old path)", time_launches_us(stream, [&] {
+        launch_recurrent_scan(x.get(), x.get(), x.get(), states.get(), coef.get(), coef.get(), o.get(), nullptr, H, 1, 1, Dk, Dv, stream.get());
+    }), 8.0 * H * Dk * Dv);
 }
 
 }  // namespace
@@ -122,6 +212,8 @@ int main(int argc, char** argv) {
             return 0;
         }
         const int layers = argc > 1 ? std::atoi(argv[1]) : 4;
+        for (int M : {1, 4, 8}) bench_decode_ops(M);
+        if (argc > 2 && std::string(argv[2]) == "ops") return 0;
         bench_recurrent_kernel(8, 256, 512, 1);
         bench_recurrent_kernel(8, 256, 512, 1024);
         bench_recurrent_kernel(8, 100, 128, 1024);
@@ -157,18 +249,12 @@ int main(int argc, char** argv) {
                                 form_name(f), T, tm.device_ms, T / tm.device_ms * 1000.0, tm.wall_ms);
                 }
             }
-            // Decode: one token at a time after a 512-token chunkwise prefill.
-            std::vector<int32_t> prompt(512, 5), one(1, 17);
-            ForwardOptions pre;
-            pre.form = Form::Chunkwise;
-            backend->reset();
-            backend->forward(prompt, pre);
-            ForwardOptions step;
-            step.form = Form::Recurrent;
-            const Timing tm = time_forward(*backend, one, step, 50, false);
-            std::printf("%s decode step (recurrent, T=1): device %7.3f ms, wall incl. logits %7.3f ms (%5.0f tokens/s)\n",
-                        name, tm.device_ms, tm.wall_ms, 1000.0 / tm.wall_ms);
-            for (int B : {4, 16, 64}) bench_batched_decode(*backend, name, B);
+            for (int B : {1, 4, 16, 64}) bench_batched_decode(*backend, *model, name, B, bf16);
+            options.cuda_graphs = false;  // the same steps launched one by one
+            backend.reset();
+            auto eager = make_cuda_backend(model, options);
+            const std::string eager_name = std::string(name) + " no-graph";
+            for (int B : {1, 16}) bench_batched_decode(*eager, *model, eager_name.c_str(), B, bf16);
         }
         return 0;
     } catch (const std::exception& e) {

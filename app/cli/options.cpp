@@ -1,0 +1,211 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "options.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdio>
+
+#include "retnet/error.h"
+#include "retnet/memory_limit.h"
+
+namespace retnet::cli {
+
+namespace {
+std::string number(double x) {  // 1e-09, 0.95, 100: what the user would type
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", x);
+    return buf;
+}
+
+// Every option as "NAME TYPE   meaning (default: X)": CLI11's own layout puts the default after
+// the type ("INT=128"), which reads as part of the syntax.
+class Formatter : public CLI::Formatter {
+public:
+    Formatter() { column_width(34); }
+    std::string make_description(const CLI::App* app) const override {
+        return CLI::Formatter::make_description(app) + "\n";
+    }
+    std::string make_option_opts(const CLI::Option* opt) const override {
+        if (opt->get_type_size() == 0) return "";
+        return " " + opt->get_type_name() + (opt->get_required() ? " (required)" : "");
+    }
+    std::string make_option_desc(const CLI::Option* opt) const override {
+        const std::string& fallback = opt->get_default_str();
+        const bool shown = !fallback.empty() && !opt->get_required();
+        return opt->get_description() + (shown ? " (default: " + fallback + ")" : "");
+    }
+};
+
+// The unknown word and the option names it might be a misspelling of.
+[[noreturn]] void unknown_argument(const CLI::App& app, const std::string& word) {
+    if (word.size() < 2 || word[0] != '-')
+        throw Error("unexpected argument '" + word + "' (options look like --name value)");
+    std::string name = word.substr(0, word.find('='));
+    name.erase(0, name.find_first_not_of('-'));
+    std::vector<std::string> names;
+    for (const CLI::Option* opt : app.get_options())
+        for (const std::string& l : opt->get_lnames()) names.push_back(l);
+    const std::string near = closest_match(name, names);
+    throw Error("unknown option " + word.substr(0, word.find('=')) +
+                (near.empty() ? "" : " (did you mean --" + near + "?)"));
+}
+}  // namespace
+
+std::unique_ptr<CLI::App> make_app(const std::string& name, const std::string& description) {
+    auto app = std::make_unique<CLI::App>(description, "retnet " + name);
+    app->formatter(std::make_shared<Formatter>());
+    app->set_help_flag("-h,--help", "print this help (every option, its default and meaning) and exit");
+    app->allow_extras();  // parse() names them, with a suggestion
+    app->add_option_function<std::string>(
+           "--max-memory",
+           [](const std::string& size) { set_memory_limit(parse_bytes(size, "option --max-memory")); },
+           "refuse work that would allocate more than SIZE, e.g. 8G (default: the machine's memory or ulimit -v)")
+        ->type_name("SIZE");
+    app->footer("Every error is one line on stderr and a non-zero exit status.");
+    return app;
+}
+
+void parse(CLI::App& app, const std::vector<std::string>& argv) {
+    std::vector<std::string> reversed(argv.rbegin(), argv.rend());  // CLI11 takes them last first
+    try {
+        app.parse(reversed);
+    } catch (const CLI::CallForHelp&) {
+        // All: a command with actions (tokenizer) lists each action's options too.
+        const std::string help = app.help("", CLI::AppFormatMode::All);
+        std::fputs(help.c_str(), stdout);
+        if (!help.empty() && help.back() != '\n') std::fputs("\n", stdout);
+        throw HelpShown{};
+    } catch (const CLI::ArgumentMismatch& e) {
+        // CLI11 says "--x: At Most 1 required but received 2" or "--x: 1 required TEXT missing".
+        const std::string what = e.what(), name = what.substr(0, what.find(':'));
+        if (what.find("At Most") != std::string::npos) throw Error("option " + name + " is given more than once");
+        throw Error("option " + name + " needs a value (one that starts with '-' goes as " + name + "=VALUE)");
+    } catch (const CLI::ParseError& e) {
+        throw Error(e.what());
+    }
+    const CLI::App* chosen = &app;  // the subcommand given (retnet tokenizer train), whose options apply
+    while (!chosen->get_subcommands().empty()) chosen = chosen->get_subcommands().front();
+    if (!chosen->remaining().empty()) unknown_argument(*chosen, chosen->remaining().front());
+}
+
+std::string option_name(const std::string& names) {
+    const size_t at = names.rfind("--");
+    return at == std::string::npos ? names : names.substr(at, names.find(',', at) - at);
+}
+
+int64_t parse_int(const std::string& what, const std::string& text, int64_t min, int64_t max) {
+    int64_t out = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    if (ec != std::errc() || end != text.data() + text.size())
+        throw Error(what + " expects an integer, got '" + text + "'");
+    if (out < min || out > max)
+        throw Error(what + " must be in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " + text);
+    return out;
+}
+
+double parse_number(const std::string& what, const std::string& text, double min, double max) {
+    double out = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    if (ec != std::errc() || end != text.data() + text.size())
+        throw Error(what + " expects a number, got '" + text + "'");
+    if (!std::isfinite(out) || out < min || out > max)
+        throw Error(what + " must be in [" + number(min) + ", " + number(max) + "], got " + text);
+    return out;
+}
+
+CLI::Option* add_int(CLI::App& app, const std::string& names, int64_t& value, int64_t min, int64_t max,
+                     const std::string& help) {
+    const std::string what = "option " + option_name(names);
+    return app
+        .add_option_function<std::string>(
+            names, [&value, what, min, max](const std::string& text) { value = parse_int(what, text, min, max); }, help)
+        ->type_name("N")
+        ->default_str(std::to_string(value));
+}
+
+CLI::Option* add_int(CLI::App& app, const std::string& names, int& value, int64_t min, int64_t max,
+                     const std::string& help) {
+    const std::string what = "option " + option_name(names);
+    return app
+        .add_option_function<std::string>(
+            names,
+            [&value, what, min, max](const std::string& text) { value = static_cast<int>(parse_int(what, text, min, max)); },
+            help)
+        ->type_name("N")
+        ->default_str(std::to_string(value));
+}
+
+CLI::Option* add_number(CLI::App& app, const std::string& names, double& value, double min, double max,
+                        const std::string& help) {
+    const std::string what = "option " + option_name(names);
+    return app
+        .add_option_function<std::string>(
+            names, [&value, what, min, max](const std::string& text) { value = parse_number(what, text, min, max); },
+            help)
+        ->type_name("X")
+        ->default_str(number(value));
+}
+
+CLI::Option* add_text(CLI::App& app, const std::string& names, std::string& value, const std::string& help) {
+    return app.add_option(names, value, help)->type_name("TEXT")->default_str(value);
+}
+
+CLI::Option* add_flag(CLI::App& app, const std::string& names, bool& value, const std::string& help) {
+    const std::string what = option_name(names);
+    // CLI11 stores the text after '=' ("true" for the flag alone) here; each() reads it as a real
+    // boolean. (A flag bound to a bool would take "2" as on, and an integer flag aborts on "maybe".)
+    auto text = std::make_shared<std::string>();
+    return app.add_flag(names, *text, help)->each([&value, what, text](const std::string& given) {
+        for (const char* yes : {"true", "1", "yes", "on"})
+            if (given == yes) return void(value = true);
+        for (const char* no : {"false", "0", "no", "off"})
+            if (given == no) return void(value = false);
+        throw Error("option " + what + " is a flag: give it alone, or =true / =false, not '" + given + "'");
+    });
+}
+
+std::string closest_match(const std::string& word, const std::vector<std::string>& candidates) {
+    std::string best;
+    size_t best_distance = 3;
+    for (const std::string& c : candidates) {
+        // Levenshtein distance, one row at a time.
+        std::vector<size_t> row(c.size() + 1);
+        for (size_t j = 0; j <= c.size(); ++j) row[j] = j;
+        for (size_t i = 1; i <= word.size(); ++i) {
+            size_t diagonal = row[0];
+            row[0] = i;
+            for (size_t j = 1; j <= c.size(); ++j) {
+                const size_t up = row[j];
+                row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (word[i - 1] == c[j - 1] ? 0 : 1)});
+                diagonal = up;
+            }
+        }
+        const bool prefix = word.size() >= 3 && c.rfind(word, 0) == 0;
+        const size_t distance = prefix ? 1 : row[c.size()];
+        if (distance < best_distance) {
+            best_distance = distance;
+            best = c;
+        }
+    }
+    return best;
+}
+
+std::vector<int32_t> parse_token_list(const std::string& text) {
+    std::vector<int32_t> out;
+    size_t pos = 0;
+    while (pos <= text.size()) {
+        size_t comma = text.find(',', pos);
+        if (comma == std::string::npos) comma = text.size();
+        std::string item = text.substr(pos, comma - pos);
+        int32_t id = 0;
+        auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), id);
+        if (item.empty() || ec != std::errc() || end != item.data() + item.size())
+            throw Error("bad token list '" + text + "': '" + item + "' is not an integer id");
+        out.push_back(id);
+        pos = comma + 1;
+    }
+    return out;
+}
+
+}  // namespace retnet::cli

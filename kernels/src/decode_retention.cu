@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Batched recurrent decode step (see decode_retention.h). Grid (Dv/32, H, N); a block owns 32
+// state columns of one head of one sequence, with 8 row groups of 32 threads as in the recurrent
+// scan. The state is read and written once, straight from and to DRAM, all of a thread's rows in
+// flight, because at T = 1 there is no reuse to keep it on chip for.
+#include <string>
+
+#include "common.cuh"
+#include "cuda_check.h"
+#include "decode_retention.h"
+#include "retnet/error.h"
+
+namespace retnet::cuda {
+namespace {
+
+constexpr int kCols = 32;       // state columns per block (one warp wide)
+constexpr int kRowGroups = 8;   // warps per block
+constexpr int kRowsInFlight = 32;  // Dk 256: every row of a thread in one round
+
+__global__ void __launch_bounds__(kCols * kRowGroups) decode_retention_kernel(DecodeRetentionArgs a) {
+    extern __shared__ float smem[];
+    float* s_q = smem;            // (Dk) rotated, scaled
+    float* s_k = s_q + a.Dk;      // (Dk)
+    __shared__ float s_v[kCols];
+    __shared__ float s_part[kRowGroups * kCols];
+    __shared__ float s_norm[kRowGroups];
+
+    const int n = blockIdx.z, h = blockIdx.y, col0 = blockIdx.x * kCols;
+    const int tid = threadIdx.x, tx = tid % kCols, ty = tid / kCols;
+    const int j = col0 + tx;
+    const bool valid = j < a.Dv;
+    const int Dk = a.Dk, half = Dk / 2;
+
+    // The state is written only by this kernel: its first rows are requested before the previous
+    // kernel (the projections this step reads) has finished.
+    float* S = a.states[n] + static_cast<int64_t>(h) * Dk * a.Dv;
+    float held[kRowsInFlight];
+    auto load_rows = [&](int i0) {
+#pragma unroll
+        for (int r = 0; r < kRowsInFlight; ++r) {
+            const int i = i0 + r * kRowGroups;
+            held[r] = valid && i < Dk ? S[static_cast<int64_t>(i) * a.Dv + j] : 0.0f;
+        }
+    };
+    load_rows(ty);
+    wait_for_previous_grid();
+    allow_next_grid();
+
+    // rotary, exactly as launch_rotary_to_head_major: the angle in float32, the rotation in double
+    const float* q_row = a.q + (static_cast<int64_t>(n) * a.H + h) * Dk;
+    const float* k_row = a.k + (static_cast<int64_t>(n) * a.H + h) * Dk;
+    const float position = static_cast<float>(a.positions[n]);
+    for (int i = tid; i < half; i += blockDim.x) {
+        const int i0 = a.interleaved ? 2 * i : i, i1 = a.interleaved ? 2 * i + 1 : i + half;
+        const float angle = position * a.theta[i];
+        double s, c;
+        sincos(static_cast<double>(angle), &s, &c);
+        const double q0 = static_cast<double>(q_row[i0]) * a.q_scale, q1 = static_cast<double>(q_row[i1]) * a.q_scale;
+        const double k0 = static_cast<double>(k_row[i0]) * a.k_scale, k1 = static_cast<double>(k_row[i1]) * a.k_scale;
+        s_q[i0] = static_cast<float>(q0 * c - q1 * s);
+        s_q[i1] = static_cast<float>(q1 * c + q0 * s);
+        s_k[i0] = static_cast<float>(k0 * c - k1 * s);
+        s_k[i1] = static_cast<float>(k1 * c + k0 * s);
+    }
+    if (tid < kCols) s_v[tid] = col0 + tid < a.Dv ? a.v[(static_cast<int64_t>(n) * a.H + h) * a.Dv + col0 + tid] : 0.0f;
+    __syncthreads();
+
+    const int coef = a.coef_per_sequence ? n * a.H + h : h;
+    const float decay = a.coef_a[coef];
+    const float bv = a.coef_b[coef] * s_v[tx];
+    float acc = 0.0f, nsq = 0.0f;
+    for (int i0 = ty;;) {
+#pragma unroll
+        for (int r = 0; r < kRowsInFlight; ++r) {
+            const int i = i0 + r * kRowGroups;
+            if (!valid || i >= Dk) break;
+            const float s = fmaf(decay, held[r], s_k[i] * bv);
+            S[static_cast<int64_t>(i) * a.Dv + j] = s;
+            acc = fmaf(s_q[i], s, acc);
+            nsq = fmaf(s, s, nsq);
+        }
+        i0 += kRowGroups * kRowsInFlight;
+        if (i0 >= Dk) break;
+        load_rows(i0);
+    }
+    s_part[ty * kCols + tx] = acc;
+    if (a.norms_sq) {
+        nsq = warp_sum(nsq);
+        if (tx == 0) s_norm[ty] = nsq;
+    }
+    __syncthreads();
+    if (ty != 0) return;
+    if (valid) {
+        float sum = 0.0f;
+#pragma unroll
+        for (int g = 0; g < kRowGroups; ++g) sum += s_part[g * kCols + tx];
+        a.o[(static_cast<int64_t>(h) * a.N + n) * a.Dv + j] = sum;
+    }
+    if (a.norms_sq && tx == 0) {
+        float total = 0.0f;
+#pragma unroll
+        for (int g = 0; g < kRowGroups; ++g) total += s_norm[g];
+        atomicAdd(a.norms_sq + static_cast<int64_t>(n) * a.H + h, total);
+    }
+}
+
+}  // namespace
+
+void launch_decode_retention(const DecodeRetentionArgs& args, cudaStream_t stream) {
+    if (args.N == 0) return;
+    if (args.Dk % 2 != 0 || args.N > 65535 || args.H > 65535)
+        throw Error("decode retention: unsupported shape (N " + std::to_string(args.N) + ", H " +
+                    std::to_string(args.H) + ", Dk " + std::to_string(args.Dk) + ")");
+    const size_t smem = 2 * static_cast<size_t>(args.Dk) * sizeof(float);
+    if (smem > 48 * 1024)
+        RETNET_CUDA_CHECK(cudaFuncSetAttribute(decode_retention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(smem)));
+    const dim3 grid(ceil_div(args.Dv, kCols), static_cast<unsigned>(args.H), static_cast<unsigned>(args.N));
+    launch_overlapped(decode_retention_kernel, grid, dim3(kCols * kRowGroups), smem, stream, args);
+}
+
+}  // namespace retnet::cuda

@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// One recurrent retention step for N sequences at once, each with one new token and its own
+// state (batched decoding). Per sequence n and head h, in one launch:
+//   q̂, k̂ = rotary(q_n, k_n at position[n]) · (q_scale, k_scale)
+//   S ← a·S + b·k̂ v_nᵀ,   o = q̂ᵀ S
+// with the arithmetic of launch_rotary_to_head_major followed by launch_recurrent_scan (T = 1),
+// so a decoded token is bit-identical to the same token through the general recurrent path.
+// Everything that changes between steps (positions, the states' addresses, torchscale's
+// coefficients) is read from device memory, so the launch can be replayed from a CUDA graph.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace retnet::cuda {
+
+struct DecodeRetentionArgs {
+    const float* q = nullptr;          // (N, H·Dk) rows, unrotated
+    const float* k = nullptr;          // (N, H·Dk)
+    const float* v = nullptr;          // (N, H·Dv)
+    float* const* states = nullptr;    // (N) each sequence's (H, Dk, Dv) state of this layer
+    const int64_t* positions = nullptr;  // (N) absolute position of the new token
+    const float* theta = nullptr;      // (Dk/2)
+    float q_scale = 1.0f, k_scale = 1.0f;
+    bool interleaved = false;          // pairs (2i, 2i+1) (torchscale), else (i, i + Dk/2)
+    const float* coef_a = nullptr;     // (N, H), or (H) shared when coef_per_sequence is false
+    const float* coef_b = nullptr;
+    bool coef_per_sequence = false;
+    float* o = nullptr;                // (H, N, Dv) head-major, what launch_head_norm_gate reads
+    float* norms_sq = nullptr;         // (N, H) ‖S‖_F² after the step (zeroed by the caller), or null
+    int N = 0, H = 0, Dk = 0, Dv = 0;
+};
+
+void launch_decode_retention(const DecodeRetentionArgs& args, cudaStream_t stream);
+
+}  // namespace retnet::cuda

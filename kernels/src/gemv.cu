@@ -1,0 +1,274 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Few-row projections at the memory floor (see gemv.h): one warp per output column n, 16-byte
+// weight loads issued eight at a time so that enough bytes are in flight to stream DRAM, the
+// first eight before the previous kernel has finished (programmatic dependent launch). Fused
+// variants normalize X into shared memory first or pair two weights into a GLU, so that a
+// decoding step launches fewer, longer kernels.
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "activations.cuh"
+#include "common.cuh"
+#include "cuda_check.h"
+#include "gemv.h"
+#include "retnet/error.h"
+
+namespace retnet::cuda {
+namespace {
+
+constexpr int kWarpsPerBlock = 8;
+constexpr int kUnroll = 8;  // 16-byte loads in flight per lane: a 2048-long bf16 row in one round
+constexpr int kMaxFusedRows = 4;
+constexpr size_t kMaxStagedBytes = 48 * 1024;
+
+struct GemvParams {
+    GemvJob jobs[kGemvMaxJobs];
+    int row_start[kGemvMaxJobs + 1];  // job j owns rows [row_start[j], row_start[j + 1]) of the launch
+    int count = 0;                    // jobs whose rows are enumerated (a GLU enumerates the act rows)
+    int total_rows = 0;               // row_start[count]
+    GemvInputTransform input;
+    bool gelu = false;  // the GLU's activation (swish otherwise)
+};
+
+// acc[m] += Σ_i w_i · x[m][k0 + i] over the 16 bytes of weights in `packed`; x in global memory
+// (read through the read-only cache) or staged in shared memory.
+template <typename Wt, int M, bool kStaged>
+__device__ __forceinline__ void dot_vector(const uint4& packed, const float* __restrict__ x, int K, int k0,
+                                           float (&acc)[M]) {
+    float w[16 / sizeof(Wt)];
+    if constexpr (sizeof(Wt) == 2) {  // bf16: the upper half of an fp32
+        const unsigned words[4] = {packed.x, packed.y, packed.z, packed.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            w[2 * i] = __uint_as_float(words[i] << 16);
+            w[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+        }
+    } else {
+        w[0] = __uint_as_float(packed.x), w[1] = __uint_as_float(packed.y);
+        w[2] = __uint_as_float(packed.z), w[3] = __uint_as_float(packed.w);
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+        const float4* xr = reinterpret_cast<const float4*>(x + static_cast<int64_t>(m) * K + k0);
+#pragma unroll
+        for (int q = 0; q < static_cast<int>(16 / sizeof(Wt)) / 4; ++q) {
+            const float4 xv = kStaged ? xr[q] : __ldg(xr + q);
+            acc[m] = fmaf(w[4 * q], xv.x, acc[m]);
+            acc[m] = fmaf(w[4 * q + 1], xv.y, acc[m]);
+            acc[m] = fmaf(w[4 * q + 2], xv.z, acc[m]);
+            acc[m] = fmaf(w[4 * q + 3], xv.w, acc[m]);
+        }
+    }
+}
+
+// x̂ (M, K) into shared memory: RMSNorm with the whole block per row, summed in double as
+// rmsnorm_forward_kernel sums (norms.cu), so x̂ is bit for bit that kernel's output.
+template <int M>
+__device__ void stage_input(const float* __restrict__ x, int K, const GemvInputTransform& t, float* xs) {
+    __shared__ double shared[32];
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+        const float* xr = x + static_cast<int64_t>(m) * K;
+        double ss = 0.0;
+        for (int i = threadIdx.x; i < K; i += blockDim.x) ss += static_cast<double>(xr[i]) * xr[i];
+        ss = block_sum(ss, shared);
+        const float s = static_cast<float>(1.0 / sqrt(ss / K + static_cast<double>(t.eps)));
+        for (int i = threadIdx.x; i < K; i += blockDim.x) xs[m * K + i] = xr[i] * s * (t.weight ? t.weight[i] : 1.0f);
+    }
+    __syncthreads();
+}
+
+// One output row: its weights (and the GLU partner's), where it goes.
+template <typename Wt>
+struct RowRef {
+    const uint4* w = nullptr;
+    const uint4* w_lin = nullptr;
+    float* y = nullptr;
+    int rows = 0, n = 0;
+    bool accumulate = false;
+};
+
+// Row r of the launch, by constant indices so that the parameters stay in the constant bank.
+template <typename Wt, bool kGlu>
+__device__ __forceinline__ RowRef<Wt> locate_row(const GemvParams& p, int r, int K) {
+    int j_first = 0;
+    const void* weight = p.jobs[0].weight;
+    RowRef<Wt> ref;
+    ref.y = p.jobs[0].y, ref.rows = p.jobs[0].n, ref.accumulate = p.jobs[0].accumulate;
+    if (!kGlu) {
+#pragma unroll
+        for (int j = 1; j < kGemvMaxJobs; ++j)
+            if (j < p.count && r >= p.row_start[j]) {
+                weight = p.jobs[j].weight, ref.y = p.jobs[j].y, ref.rows = p.jobs[j].n;
+                ref.accumulate = p.jobs[j].accumulate, j_first = p.row_start[j];
+            }
+    }
+    ref.n = r - j_first;
+    const int64_t offset = static_cast<int64_t>(ref.n) * K;
+    ref.w = reinterpret_cast<const uint4*>(static_cast<const Wt*>(weight) + offset);
+    if (kGlu) ref.w_lin = reinterpret_cast<const uint4*>(static_cast<const Wt*>(p.jobs[1].weight) + offset);
+    return ref;
+}
+
+// A persistent grid: each warp takes rows r, r + (all warps), …; the first round of a row's
+// weights is requested while the previous row is still being reduced and written, and the very
+// first before the previous kernel has finished (weights are never written; their stream is what
+// this kernel's time is made of). A fused input is staged once per block.
+template <typename Wt, int M, bool kStaged, bool kGlu>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(const float* __restrict__ x, int K, GemvParams p) {
+    constexpr int kVec = 16 / sizeof(Wt);
+    constexpr int kLoads = kGlu ? kUnroll / 2 : kUnroll;  // per weight stream
+    extern __shared__ float4 staged[];                     // x̂ (M, K) when kStaged
+    const int lane = threadIdx.x & 31;
+    const int warps = static_cast<int>(gridDim.x) * kWarpsPerBlock, total = p.total_rows;
+    const int n_vec = K / kVec;
+    int r = static_cast<int>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+
+    uint4 packed[kLoads], packed_lin[kGlu ? kLoads : 1];
+    auto load_round = [&](const RowRef<Wt>& row, int v0) {
+#pragma unroll
+        for (int u = 0; u < kLoads; ++u)
+            if (v0 + 32 * u < n_vec) {
+                packed[u] = __ldcs(row.w + v0 + 32 * u);
+                if constexpr (kGlu) packed_lin[u] = __ldcs(row.w_lin + v0 + 32 * u);
+            }
+    };
+    RowRef<Wt> row;
+    if (r < total) {
+        row = locate_row<Wt, kGlu>(p, r, K);
+        load_round(row, lane);
+    }
+    wait_for_previous_grid();
+    allow_next_grid();
+    const float* xs = x;
+    if constexpr (kStaged) {
+        stage_input<M>(x, K, p.input, reinterpret_cast<float*>(staged));
+        xs = reinterpret_cast<const float*>(staged);
+    }
+    while (r < total) {
+        float acc[M], acc_lin[kGlu ? M : 1];
+#pragma unroll
+        for (int m = 0; m < M; ++m) acc[m] = 0.0f, acc_lin[kGlu ? m : 0] = 0.0f;
+        for (int v0 = lane;;) {
+#pragma unroll
+            for (int u = 0; u < kLoads; ++u)
+                if (v0 + 32 * u < n_vec) {
+                    dot_vector<Wt, M, kStaged>(packed[u], xs, K, (v0 + 32 * u) * kVec, acc);
+                    if constexpr (kGlu) dot_vector<Wt, M, kStaged>(packed_lin[u], xs, K, (v0 + 32 * u) * kVec, acc_lin);
+                }
+            v0 += 32 * kLoads;
+            if (v0 - lane >= n_vec) break;
+            load_round(row, v0);
+        }
+        const RowRef<Wt> done = row;
+        r += warps;
+        if (r < total) {
+            row = locate_row<Wt, kGlu>(p, r, K);
+            load_round(row, lane);
+        }
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+            acc[m] = warp_sum(acc[m]);
+            if constexpr (kGlu) acc_lin[m] = warp_sum(acc_lin[m]);
+        }
+        if (lane == 0)
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+                float* out = done.y + static_cast<int64_t>(m) * done.rows + done.n;
+                if constexpr (kGlu) *out = (p.gelu ? gelu(acc[m]) : silu(acc[m])) * acc_lin[m];
+                else *out = done.accumulate ? *out + acc[m] : acc[m];
+            }
+    }
+}
+
+// Blocks that fit on the device at once (cached per kernel and shared-memory size).
+int resident_blocks(const void* kernel, size_t shared) {
+    static std::mutex mutex;
+    static std::map<std::tuple<int, const void*, size_t>, int> cache;
+    int device = 0;
+    RETNET_CUDA_CHECK(cudaGetDevice(&device));
+    const std::lock_guard<std::mutex> lock(mutex);
+    const auto key = std::make_tuple(device, kernel, shared);
+    const auto found = cache.find(key);
+    if (found != cache.end()) return found->second;
+    int per_sm = 0, sms = 0;
+    RETNET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarpsPerBlock * 32, shared));
+    RETNET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    return cache[key] = std::max(1, per_sm * sms);
+}
+
+template <typename Wt, int M, bool kStaged, bool kGlu>
+void launch_rows(const float* x, int K, const GemvParams& p, int blocks, cudaStream_t stream) {
+    const size_t shared = kStaged ? static_cast<size_t>(M) * K * sizeof(float) : 0;
+    auto* kernel = gemv_kernel<Wt, M, kStaged, kGlu>;
+    blocks = std::min(blocks, resident_blocks(reinterpret_cast<const void*>(kernel), shared));
+    launch_overlapped(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), shared, stream, x, K, p);
+}
+
+template <typename Wt, bool kStaged, bool kGlu>
+void launch_fused(const float* x, int M, int K, const GemvParams& p, int blocks, cudaStream_t stream) {
+    switch (M) {
+        case 1: launch_rows<Wt, 1, kStaged, kGlu>(x, K, p, blocks, stream); break;
+        case 2: launch_rows<Wt, 2, kStaged, kGlu>(x, K, p, blocks, stream); break;
+        case 3: launch_rows<Wt, 3, kStaged, kGlu>(x, K, p, blocks, stream); break;
+        default: launch_rows<Wt, 4, kStaged, kGlu>(x, K, p, blocks, stream); break;
+    }
+}
+
+template <typename Wt>
+void launch_typed(const float* x, int M, int K, const GemvParams& p, int blocks, bool staged, bool glu,
+                  cudaStream_t stream) {
+    if (glu) return staged ? launch_fused<Wt, true, true>(x, M, K, p, blocks, stream)
+                           : launch_fused<Wt, false, true>(x, M, K, p, blocks, stream);
+    if (staged) return launch_fused<Wt, true, false>(x, M, K, p, blocks, stream);
+    switch (M) {
+        case 1: launch_rows<Wt, 1, false, false>(x, K, p, blocks, stream); break;
+        case 2: launch_rows<Wt, 2, false, false>(x, K, p, blocks, stream); break;
+        case 3: launch_rows<Wt, 3, false, false>(x, K, p, blocks, stream); break;
+        case 4: launch_rows<Wt, 4, false, false>(x, K, p, blocks, stream); break;
+        case 5: launch_rows<Wt, 5, false, false>(x, K, p, blocks, stream); break;
+        case 6: launch_rows<Wt, 6, false, false>(x, K, p, blocks, stream); break;
+        case 7: launch_rows<Wt, 7, false, false>(x, K, p, blocks, stream); break;
+        default: launch_rows<Wt, 8, false, false>(x, K, p, blocks, stream); break;
+    }
+}
+
+}  // namespace
+
+bool gemv_supports(int M, int K, bool bf16) {
+    return M >= 1 && M <= kGemvMaxRows && K > 0 && K % (bf16 ? 8 : 4) == 0;
+}
+
+bool gemv_supports_fusion(int M, int K, bool bf16) {
+    return gemv_supports(M, K, bf16) && M <= kMaxFusedRows &&
+           static_cast<size_t>(M) * K * sizeof(float) <= kMaxStagedBytes;
+}
+
+void launch_gemv(const float* x, int M, int K, const GemvJob* jobs, int job_count, bool bf16, cudaStream_t stream,
+                 const GemvInputTransform& input, GemvGlu glu) {
+    const bool staged = input.kind != GemvInput::Plain, paired = glu != GemvGlu::None;
+    const bool shape_ok = (staged || paired) ? gemv_supports_fusion(M, K, bf16) : gemv_supports(M, K, bf16);
+    const bool jobs_ok = paired ? job_count == 2 && jobs[0].n == jobs[1].n : job_count >= 1 && job_count <= kGemvMaxJobs;
+    if (!shape_ok || !jobs_ok)
+        throw Error("gemv: unsupported shape M " + std::to_string(M) + ", K " + std::to_string(K) + ", " +
+                    std::to_string(job_count) + " weights (internal error)");
+    GemvParams p;
+    p.count = paired ? 1 : job_count;  // a GLU enumerates its act rows and reads the lin row beside each
+    p.row_start[0] = 0;
+    for (int j = 0; j < job_count; ++j) {
+        p.jobs[j] = jobs[j];
+        p.row_start[j + 1] = p.row_start[j] + jobs[j].n;
+    }
+    p.input = input;
+    p.gelu = glu == GemvGlu::Gelu;
+    p.total_rows = p.row_start[p.count];
+    const int blocks = static_cast<int>(ceil_div(p.total_rows, kWarpsPerBlock));
+    if (blocks == 0) return;
+    if (bf16) launch_typed<__nv_bfloat16>(x, M, K, p, blocks, staged, paired, stream);
+    else launch_typed<float>(x, M, K, p, blocks, staged, paired, stream);
+}
+
+}  // namespace retnet::cuda

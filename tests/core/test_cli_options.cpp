@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The option layer over CLI11 (app/cli/options.cpp) through the built `retnet`: help on stdout with
+// every option's default, the same shared option reading the same in every command, values CLI11
+// alone would accept (octal, hex, blanks, --flag=2) refused, and one-line errors.
+#include <gtest/gtest.h>
+
+#include "test_robustness_util.h"
+
+namespace retnet {
+namespace {
+
+using namespace robustness;
+
+// The help line of `option` in `help` ("" if absent).
+std::string help_line(const std::string& help, const std::string& option) {
+    const size_t at = help.find("  " + option + " ");
+    if (at == std::string::npos) return "";
+    return help.substr(at, help.find('\n', at) - at);
+}
+
+TEST(CliOptions, HelpListsEveryOptionWithItsDefaultOnStdout) {
+    const CliResult help = run_retnet({"help", "generate"});
+    ASSERT_EQ(help.exit_code, 0) << help.err;
+    EXPECT_TRUE(help.err.empty()) << help.err;
+    EXPECT_NE(help_line(help.out, "-n,--max-new-tokens N").find("(default: 128)"), std::string::npos) << help.out;
+    EXPECT_NE(help_line(help.out, "--top-n N").find("(default: 5)"), std::string::npos) << help.out;
+    // A long name puts its meaning on the next line.
+    const size_t mode = help.out.find("  --mode parallel|recurrent|chunkwise\n");
+    ASSERT_NE(mode, std::string::npos) << help.out;
+    const std::string mode_help = help.out.substr(mode, help.out.find('\n', help.out.find('\n', mode) + 1) - mode);
+    EXPECT_NE(mode_help.find("(default: parallel)"), std::string::npos) << mode_help;
+    for (const char* option : {"-p,--prompt", "-f,--prompt-file", "-s,--seed", "--temp,--temperature", "--greedy",
+                               "--max-memory", "--mute", "--device"})
+        EXPECT_NE(help.out.find(option), std::string::npos) << option;
+    // -h, --help and `retnet help CMD` print the same.
+    EXPECT_EQ(run_retnet({"generate", "-h"}).out, help.out);
+    EXPECT_EQ(run_retnet({"generate", "--help", "--bogus"}).out, help.out);
+    // A command with actions lists each action's options.
+    const CliResult tokenizer = run_retnet({"tokenizer", "--help"});
+    EXPECT_EQ(tokenizer.exit_code, 0);
+    EXPECT_NE(tokenizer.out.find("--vocab-size N (required)"), std::string::npos) << tokenizer.out;
+    // The top-level help names every command.
+    const CliResult top = run_retnet({"--help"});
+    EXPECT_EQ(top.exit_code, 0);
+    for (const char* command : {"bench", "chat", "generate", "serve", "tokenizer", "train"})
+        EXPECT_NE(top.out.find("\n  " + std::string(command) + " "), std::string::npos) << command;
+}
+
+TEST(CliOptions, SharedOptionsReadTheSameInEveryCommand) {
+    const std::string model_line = help_line(run_retnet({"help", "info"}).out, "-m,--model DIR|ORG/NAME");
+    ASSERT_FALSE(model_line.empty());
+    for (const char* command : {"generate", "chat", "bench", "compare", "inspect", "logits", "serve"})
+        EXPECT_EQ(help_line(run_retnet({"help", command}).out, "-m,--model DIR|ORG/NAME"), model_line) << command;
+    const std::string seed_line = help_line(run_retnet({"help", "generate"}).out, "-s,--seed N");
+    EXPECT_EQ(help_line(run_retnet({"help", "chat"}).out, "-s,--seed N"), seed_line);
+}
+
+TEST(CliOptions, ValuesCli11AloneWouldReadAreRefused) {
+    ScratchDir dir("options_strict");
+    write_small_model(dir / "model");
+    const std::string m = (dir / "model").string();
+    // CLI11 2.1.2 reads integers with base 0 (010 = 8, 0x10 = 16) and skips blanks: here 010 is ten
+    // and the others are refused.
+    const CliResult ten = run_retnet({"generate", "-m", m, "-p", "a", "-n", "010", "--ignore-eos", "--json", "--top-n", "0"});
+    ASSERT_EQ(ten.exit_code, 0) << ten.err;
+    EXPECT_NE(ten.out.find("\"generated_tokens\":10,"), std::string::npos) << ten.out.substr(ten.out.size() > 300 ? ten.out.size() - 300 : 0);
+    for (const char* bad : {"0x10", " 5", "+5", "5 ", "1e9", "12abc"}) {
+        const CliResult r = run_retnet({"generate", "-m", m, "-p", "a", "-n", bad});
+        EXPECT_EQ(r.exit_code, 1) << bad;
+        EXPECT_EQ(r.err_lines(), 1) << r.err;
+        EXPECT_NE(r.err.find("option --max-new-tokens expects an integer, got '"), std::string::npos) << r.err;
+    }
+    // CLI11 takes --flag=2 as on; a flag is a real boolean here.
+    const CliResult two = run_retnet({"info", "-m", m, "--json=2"});
+    EXPECT_EQ(two.exit_code, 1);
+    EXPECT_NE(two.err.find("option --json is a flag"), std::string::npos) << two.err;
+    const CliResult off = run_retnet({"info", "-m", m, "--json=off"});
+    EXPECT_EQ(off.exit_code, 0) << off.err;
+    EXPECT_EQ(off.out.find('{'), std::string::npos) << off.out;  // text, not JSON
+    const CliResult twice = run_retnet({"generate", "-m", m, "-p", "a", "-n", "2", "--max-new-tokens", "3"});
+    EXPECT_EQ(twice.exit_code, 1);
+    EXPECT_NE(twice.err.find("option --max-new-tokens is given more than once"), std::string::npos) << twice.err;
+    const CliResult missing = run_retnet({"generate", "-m", m, "-p"});
+    EXPECT_NE(missing.err.find("option --prompt needs a value"), std::string::npos) << missing.err;
+    const CliResult action = run_retnet({"tokenizer", "encdoe"});
+    EXPECT_NE(action.err.find("unknown action 'encdoe' (expected train, encode or decode; did you mean encode?)"),
+              std::string::npos)
+        << action.err;
+}
+
+}  // namespace
+}  // namespace retnet
