@@ -11,6 +11,7 @@ void registerMetaTypes() {
     qRegisterMetaType<SequenceToken>();
     qRegisterMetaType<GenerationStats>();
     qRegisterMetaType<StateNormFrames>();
+    qRegisterMetaType<GenerationBatch>();
     qRegisterMetaType<JobRef>();
     qRegisterMetaType<ViewId>();
     qRegisterMetaType<std::any>();
@@ -62,25 +63,27 @@ void EngineController::connectWorker() {
         m_info = info;
         emit modelLoaded(info);
     });
-    connect(w, &EngineWorker::tokenGenerated, this, [=, this](const SequenceToken& e) {
-        if (fresh(generation, e.requestId)) emit tokenGenerated(e);
-    });
+    connect(w, &EngineWorker::generationBatch, this, &EngineController::onGenerationBatch);
     connect(w, &EngineWorker::sequenceTruncated, this, [=, this](uint64_t id, int64_t length) {
         if (fresh(generation, id)) emit sequenceTruncated(length);
     });
-    connect(w, &EngineWorker::statsUpdated, this, [=, this](const GenerationStats& s) {
-        if (!fresh(generation, s.requestId)) return;
-        emit statsUpdated(s);
-        if (s.finished) {
-            m_generating = false;
-            emit generationFinished(s);
-        }
-    });
-    connect(w, &EngineWorker::stateNormsReady, this, [=, this](const StateNormFrames& f) {
-        if (fresh(generation, f.requestId)) emit stateNormsReady(f);
-    });
     connect(w, &EngineWorker::analysisReady, this, &EngineController::onAnalysisReady);
     connect(w, &EngineWorker::failed, this, &EngineController::onFailed);
+}
+
+// One batch, passed on in the order the engine made it: the norms, the tokens, then the timings
+// (whose `finished` ends the generation).
+void EngineController::onGenerationBatch(const GenerationBatch& batch) {
+    if (!fresh(JobRef{Job::Generate}, batch.requestId)) return;
+    if (batch.norms) emit stateNormsReady(*batch.norms);
+    for (const SequenceToken& e : batch.tokens) emit tokenGenerated(e);
+    if (!batch.rescored.empty()) emit sequenceRescored(batch.rescored);
+    if (!batch.stats) return;
+    emit statsUpdated(*batch.stats);
+    if (batch.stats->finished) {
+        m_generating = false;
+        emit generationFinished(*batch.stats);
+    }
 }
 
 void EngineController::onAnalysisReady(uint64_t id, const JobRef& job, const std::any& result) {

@@ -34,6 +34,9 @@ public:
 
     uint64_t generate(const GenerateRequest& request);
     void stopGeneration();
+    // Whether the generation computes ‖S‖ per token for a view that shows them live (the State
+    // view while it is visible); otherwise that view computes them when it is looked at.
+    void setLiveStateNorms(bool on) { m_flags->liveStateNorms = on; }
     // Runs request.compute on the engine thread; `onResult` (or `onError`) is called on this
     // thread, through `receiver`, unless a newer request for the same view and channel was made
     // in the meantime or `receiver` is gone. Returns the request's id.
@@ -59,6 +62,8 @@ signals:
     void statsUpdated(const retnet::ui::GenerationStats& stats);
     void generationFinished(const retnet::ui::GenerationStats& stats);
     void stateNormsReady(const retnet::ui::StateNormFrames& frames);
+    // The kept text's candidates under the model now in force (after interventions), by position.
+    void sequenceRescored(const std::vector<std::vector<retnet::ui::TokenCandidate>>& candidates);
     // Every failure, named by its job (the load's also come as loadFailed).
     void errorOccurred(const retnet::ui::JobRef& job, const QString& message);
 
@@ -76,6 +81,7 @@ private:
     void post(F&& call);
     void connectWorker();
     void onFailed(uint64_t id, const JobRef& job, const QString& message);
+    void onGenerationBatch(const GenerationBatch& batch);
     void onAnalysisReady(uint64_t id, const JobRef& job, const std::any& result);
 
     std::shared_ptr<JobFlags> m_flags;

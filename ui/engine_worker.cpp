@@ -64,8 +64,28 @@ void checkModelDirectory(const QString& directory) {
                             ", more than this machine's memory (" + retnet::format_bytes(memory) + ")");
 }
 
+// The engine's account of a finished generation, as the app shows it.
+GenerationStats finalStats(uint64_t id, const retnet::GenerationStats& in) {
+    GenerationStats stats;
+    stats.requestId = id;
+    stats.promptTokens = int(in.prefill_tokens);
+    stats.prefillMs = in.prefill_ms;
+    stats.generated = int(in.generated_tokens);
+    stats.decodeMs = in.decode_ms;
+    stats.form = QString::fromLatin1(retnet::form_name(in.prefill_form));
+    switch (in.stop_reason) {
+        case retnet::StopReason::Eos: stats.stopReason = QStringLiteral("eos"); break;
+        case retnet::StopReason::Cancelled: stats.stopReason = QStringLiteral("stopped"); break;
+        default: stats.stopReason = QStringLiteral("length"); break;
+    }
+    stats.finished = true;
+    return stats;
+}
+
 constexpr int kMaxPromptTokens = 8192;
 constexpr int kCandidates = 10;  // top tokens shown per position
+// A screen refresh is ~16 ms: batches more often than this cannot be seen, only paid for.
+constexpr auto kBatchInterval = std::chrono::milliseconds(25);
 
 }  // namespace
 
@@ -154,7 +174,24 @@ void EngineWorker::replay(const std::vector<int32_t>& sequence) {
     retnet::GenerationParams params;
     params.max_new_tokens = 0;
     params.max_prompt_tokens = int(sequence.size());
-    m_generator->generate(sequence, params, {}, &m_flags->stopGeneration);
+    // The text's candidates under the edited model, for the before/after comparison.
+    std::vector<std::vector<TokenCandidate>> rescored(sequence.size());
+    m_onPrefillLogits = [&](int64_t first, const retnet::Tensor& logits) {
+        const auto scored = retnet::prompt_candidates(logits, first, sequence, kCandidates);
+        for (size_t i = 0; i < scored.size(); ++i) rescored[size_t(first) + 1 + i] = candidates(scored[i]);
+    };
+    try {
+        // Not stoppable: the controller raised the stop flag to end the generation this edit
+        // replaces, and a replay that stopped at once would leave the state unsynced.
+        m_generator->generate(sequence, params, {}, nullptr);
+    } catch (...) {
+        m_onPrefillLogits = nullptr;
+        throw;
+    }
+    m_onPrefillLogits = nullptr;
+    if (m_batch.empty()) m_batchStarted = std::chrono::steady_clock::now();
+    m_batch.rescored = std::move(rescored);
+    flushBatch();
 }
 
 void EngineWorker::setDevice(uint64_t id, const QString& device) {
@@ -192,10 +229,11 @@ void EngineWorker::installModel(std::shared_ptr<const retnet::Model> model,
                 frames.layers = int(norms.dim(1));
                 frames.heads = int(norms.dim(2));
                 frames.norms = norms.data;
-                emit stateNormsReady(frames);
+                queueNorms(std::move(frames));
             }
             if (m_onPrefillLogits) m_onPrefillLogits(first, logits);
-        });
+        },
+        [flags = m_flags] { return flags->liveStateNorms.load(); });
     m_generator = std::make_unique<retnet::Generator>(*m_tap, m_tokenizer.get());
 }
 
@@ -335,8 +373,13 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
             if (m_flags->stale(JobRef{Job::Generate}, id)) m_flags->stopGeneration = true;  // a newer request
             stats.generated += 1;
             stats.decodeMs += event.step_ms;
-            emit tokenGenerated(convert(id, event));
-            emit statsUpdated(stats);
+            queueToken(convert(id, event));
+            queueStats(stats);
+            // The first token goes out at once: the time to it is what a user waits for.
+            if (stats.generated == 1)
+                flushBatch();
+            else
+                flushBatchIfDue();
         };
 
         retnet::GenerationResult result;
@@ -351,15 +394,17 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
             if (m_generator->length() == 0) throw retnet::Error("nothing to continue: generate first");
             result = m_generator->continue_generation(params, onToken, &m_flags->stopGeneration);
         } else {
-            const std::vector<int32_t> prompt = encode(request.prompt);
+            const std::vector<int32_t> prompt = request.tokens.empty() ? encode(request.prompt) : request.tokens;
             emit sequenceTruncated(id, 0);
             // Sent once the prefill has given each its candidates, before the first generated token.
             std::vector<SequenceToken> promptEvents = promptTokens(id, prompt);
+            if (!request.tokens.empty())
+                for (SequenceToken& e : promptEvents) e.prompt = e.position < request.promptLength;
             bool promptSent = false;
             auto sendPrompt = [&] {
                 m_onPrefillLogits = nullptr;
                 promptSent = true;
-                for (const SequenceToken& e : promptEvents) emit tokenGenerated(e);
+                for (SequenceToken& e : promptEvents) queueToken(std::move(e));
             };
             m_onPrefillLogits = [&](int64_t first, const retnet::Tensor& logits) {
                 const auto scored = retnet::prompt_candidates(logits, first, prompt, kCandidates);
@@ -375,21 +420,46 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
             }
             if (!promptSent) sendPrompt();
         }
-        stats.promptTokens = int(result.stats.prefill_tokens);
-        stats.prefillMs = result.stats.prefill_ms;
-        stats.generated = int(result.stats.generated_tokens);
-        stats.decodeMs = result.stats.decode_ms;
-        stats.form = QString::fromLatin1(retnet::form_name(result.stats.prefill_form));
-        switch (result.stats.stop_reason) {
-            case retnet::StopReason::Eos: stats.stopReason = QStringLiteral("eos"); break;
-            case retnet::StopReason::Cancelled: stats.stopReason = QStringLiteral("stopped"); break;
-            default: stats.stopReason = QStringLiteral("length"); break;
-        }
-        stats.finished = true;
-        emit statsUpdated(stats);
+        queueStats(finalStats(stats.requestId, result.stats));
+        flushBatch();
     } catch (const std::exception& e) {
+        flushBatch();  // what was generated before the error is kept
         fail(id, JobRef{Job::Generate}, e);
     }
+}
+
+void EngineWorker::queueToken(SequenceToken token) {
+    if (m_batch.empty()) m_batchStarted = std::chrono::steady_clock::now();
+    m_batch.tokens.push_back(std::move(token));
+}
+
+void EngineWorker::queueNorms(StateNormFrames frames) {
+    if (m_batch.empty()) m_batchStarted = std::chrono::steady_clock::now();
+    std::optional<StateNormFrames>& held = m_batch.norms;
+    if (held && !frames.reset && held->firstPosition + held->count == frames.firstPosition) {
+        held->norms.insert(held->norms.end(), frames.norms.begin(), frames.norms.end());
+        held->count += frames.count;
+        return;
+    }
+    if (held && !frames.reset) flushBatch();  // not consecutive (a fork): the view truncates first
+    if (m_batch.empty()) m_batchStarted = std::chrono::steady_clock::now();
+    m_batch.norms = std::move(frames);
+}
+
+void EngineWorker::queueStats(const GenerationStats& stats) {
+    if (m_batch.empty()) m_batchStarted = std::chrono::steady_clock::now();
+    m_batch.stats = stats;
+}
+
+void EngineWorker::flushBatchIfDue() {
+    if (!m_batch.empty() && std::chrono::steady_clock::now() - m_batchStarted >= kBatchInterval) flushBatch();
+}
+
+void EngineWorker::flushBatch() {
+    if (m_batch.empty()) return;
+    m_batch.requestId = m_generateId;
+    emit generationBatch(m_batch);
+    m_batch = GenerationBatch();
 }
 
 // ---- analysis --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <optional>
 
@@ -26,6 +27,7 @@ namespace retnet::ui {
 struct JobFlags {
     std::atomic<bool> stopGeneration{false};
     std::atomic<bool> cancelLoad{false};
+    std::atomic<bool> liveStateNorms{true};  // a view shows ‖S‖ while generating: compute them
     std::array<std::atomic<uint64_t>, kFreshnessSlots> latest{};  // by freshnessSlot()
 
     bool stale(const JobRef& job, uint64_t id) const { return latest[size_t(freshnessSlot(job))].load() != id; }
@@ -50,10 +52,9 @@ public:
 signals:
     void loadProgress(uint64_t id, double fraction);
     void modelReady(uint64_t id, const retnet::ui::ModelInfo& info);
-    void tokenGenerated(const retnet::ui::SequenceToken& token);
     void sequenceTruncated(uint64_t id, int64_t length);  // tokens at ≥ length were dropped
-    void statsUpdated(const retnet::ui::GenerationStats& stats);
-    void stateNormsReady(const retnet::ui::StateNormFrames& frames);
+    // Tokens, state norms and timings of a generation (or of a replay after an edit).
+    void generationBatch(const retnet::ui::GenerationBatch& batch);
     void analysisReady(uint64_t id, const retnet::ui::JobRef& job, const std::any& result);
     void failed(uint64_t id, const retnet::ui::JobRef& job, const QString& message);
 
@@ -71,6 +72,13 @@ private:
     SequenceToken convert(uint64_t id, const retnet::TokenEvent& event) const;
     std::vector<SequenceToken> promptTokens(uint64_t id, const std::vector<int32_t>& prompt) const;
     void fail(uint64_t id, const JobRef& job, const std::exception& e);
+    // Batching of the generation stream: queue*() gather, flushBatch() sends; a batch goes out
+    // at most every kBatchInterval while tokens flow, and always before the job ends.
+    void queueToken(SequenceToken token);
+    void queueNorms(StateNormFrames frames);
+    void queueStats(const GenerationStats& stats);
+    void flushBatchIfDue();
+    void flushBatch();
 
     std::shared_ptr<JobFlags> m_flags;
     std::shared_ptr<const retnet::Model> m_loaded;  // as loaded, before interventions
@@ -86,6 +94,8 @@ private:
     // Set by generate() while the prompt is prefilled: receives the logits of each forward call
     // (from position `first`), to give the prompt's tokens their candidates.
     std::function<void(int64_t first, const retnet::Tensor& logits)> m_onPrefillLogits;
+    GenerationBatch m_batch;
+    std::chrono::steady_clock::time_point m_batchStarted;  // when its first item was queued
     QString m_directory;
     QString m_notice;  // why the requested device was not used
 };

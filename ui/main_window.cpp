@@ -17,6 +17,9 @@
 #include <QHBoxLayout>
 #include <QHeaderView>
 #include <QInputDialog>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QSaveFile>
 #include <QLabel>
 #include <QLineEdit>
 #include <QLocale>
@@ -24,6 +27,7 @@
 #include <QMessageBox>
 #include <QProgressBar>
 #include <QPushButton>
+#include <QSettings>
 #include <QSplitter>
 #include <QStackedWidget>
 #include <QStatusBar>
@@ -48,6 +52,12 @@
 #include "views/state_view.h"
 
 namespace retnet::ui {
+
+namespace {
+const QString kRecentKey = QStringLiteral("recentModels");
+constexpr int kRecentMax = 8;
+bool holdsModel(const QString& directory) { return QFileInfo::exists(directory + QStringLiteral("/config.json")); }
+}  // namespace
 
 QString defaultModelDirectory() {
     const QStringList candidates = {
@@ -82,8 +92,9 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
 
     m_views = makeViews();
     m_generate = static_cast<GenerateView*>(view(ViewId::Generate));
+    m_cursor = new LinkedCursor(this);
     const ViewContext context{m_controller, [this] { return analysisText(); },
-                              [this] { return m_generate->sequenceLength(); }};
+                              [this] { return m_generate->sequenceLength(); }, m_cursor};
     m_tabs = new QTabWidget;
     m_tabs->setDocumentMode(true);
     for (ViewBase* v : m_views) {
@@ -233,11 +244,28 @@ void MainWindow::buildMenus() {
         const QString dir = QFileDialog::getExistingDirectory(this, tr("Open model directory"));
         if (!dir.isEmpty()) openModelDirectory(dir);
     });
+    m_recentMenu = file->addMenu(tr("Open &recent"));
+    connect(m_recentMenu, &QMenu::aboutToShow, this, &MainWindow::rebuildRecentMenu);
     add(file, tr("Open from the Hugging Face &cache…"), QKeySequence(), [this] { openCachedModel(); });
     add(file, tr("Open &default model"), QKeySequence(), [this] {
         if (!openDefaultModel()) showError(tr("Open default model"), tr("No default model is installed."));
     });
     add(file, tr("Use a small &random model"), QKeySequence(), [this] { useRandomModel(); });
+    file->addSeparator();
+    add(file, tr("Open &workspace…"), QKeySequence(tr("Ctrl+Shift+W")), [this] {
+        const QString path = QFileDialog::getOpenFileName(this, tr("Open workspace"), QString(), tr("RetNet Studio workspace (*.json)"));
+        if (!path.isEmpty()) openWorkspace(path);
+    });
+    add(file, tr("&Save workspace…"), QKeySequence::Save, [this] {
+        QString path = QFileDialog::getSaveFileName(this, tr("Save workspace"), QStringLiteral("workspace.json"),
+                                                    tr("RetNet Studio workspace (*.json)"));
+        if (path.isEmpty()) return;
+        QString error;
+        if (saveWorkspace(path, &error))
+            statusBar()->showMessage(tr("Saved %1").arg(path), 5000);
+        else
+            showError(tr("Save workspace"), error);
+    });
     file->addSeparator();
     add(file, tr("Export view as &PNG…"), QKeySequence(tr("Ctrl+E")), [this] { exportCurrent(QStringLiteral("png")); });
     add(file, tr("Export view as P&DF…"), QKeySequence(tr("Ctrl+Shift+E")), [this] { exportCurrent(QStringLiteral("pdf")); });
@@ -250,6 +278,10 @@ void MainWindow::buildMenus() {
     add(gen, tr("&Stop"), QKeySequence(Qt::Key_Escape), [this] { m_controller->stopGeneration(); });
     add(gen, tr("&Continue"), QKeySequence(tr("Ctrl+Shift+Return")), [this] { emit m_generate->continueRequested(); });
     add(gen, tr("&Regenerate (next seed)"), QKeySequence(tr("Ctrl+R")), [this] { emit m_generate->regenerateRequested(); });
+    add(gen, tr("C&opy output"), QKeySequence(tr("Ctrl+Shift+O")), [this] {
+        m_generate->copyOutput();
+        statusBar()->showMessage(tr("Output copied to the clipboard."), 3000);
+    });
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
     for (size_t i = 0; i < m_views.size(); ++i) {
@@ -269,6 +301,45 @@ void MainWindow::buildMenus() {
     QMenu* help = menuBar()->addMenu(tr("&Help"));
     add(help, tr("&Keyboard shortcuts"), QKeySequence(tr("Ctrl+/")), [this] { showShortcuts(); });
     add(help, tr("&About RetNet Studio"), QKeySequence(), [this] { showAbout(); });
+}
+
+QStringList MainWindow::recentModels() const { return QSettings().value(kRecentKey).toStringList(); }
+
+void MainWindow::rememberModel(const QString& directory) {
+    if (directory.isEmpty()) return;
+    QStringList list = recentModels();
+    list.removeAll(directory);
+    list.prepend(directory);
+    while (list.size() > kRecentMax) list.removeLast();
+    QSettings().setValue(kRecentKey, list);
+}
+
+QStringList MainWindow::pruneRecentModels() {
+    QStringList kept, gone;
+    for (const QString& dir : recentModels()) (holdsModel(dir) ? kept : gone) << dir;
+    if (!gone.isEmpty()) QSettings().setValue(kRecentKey, kept);
+    return gone;
+}
+
+void MainWindow::rebuildRecentMenu() {
+    const QStringList gone = pruneRecentModels();
+    if (!gone.isEmpty())
+        statusBar()->showMessage(tr("Removed from the recent models (no config.json any more): %1")
+                                     .arg(gone.join(QStringLiteral(", "))), 10000);
+    m_recentMenu->clear();
+    const QStringList list = recentModels();
+    for (const QString& dir : list)
+        m_recentMenu->addAction(QDir::toNativeSeparators(dir), this, [this, dir] { openRecentModel(dir); });
+    if (list.isEmpty()) m_recentMenu->addAction(tr("(none yet)"))->setEnabled(false);
+}
+
+void MainWindow::openRecentModel(const QString& directory) {
+    if (holdsModel(directory)) return openModelDirectory(directory);
+    QStringList list = recentModels();
+    list.removeAll(directory);
+    QSettings().setValue(kRecentKey, list);
+    showError(tr("Open recent"), tr("%1 no longer holds a model (config.json is missing); it was removed "
+                                    "from the recent models.").arg(directory));
 }
 
 void MainWindow::connectController() {
@@ -303,6 +374,7 @@ void MainWindow::connectController() {
     });
     connect(c, &EngineController::generationStarted, this, [this] { statusBar()->clearMessage(); });
     connect(c, &EngineController::generationFinished, this, [this] {
+        if (m_restoreStep == 2) continueRestore(false);
         updateModelPanel();
         markViewsStale();
         if (ViewBase* v = currentView()) v->refresh();
@@ -322,6 +394,10 @@ void MainWindow::connectController() {
 
 void MainWindow::onModelLoaded(const ModelInfo& info) {
     m_stack->setCurrentIndex(1);
+    if (!info.sequenceKept) {
+        rememberModel(info.directory);
+        m_cursor->set(-1);  // a new text
+    }
     {
         QSignalBlocker block(m_device);
         m_device->clear();
@@ -338,6 +414,7 @@ void MainWindow::onModelLoaded(const ModelInfo& info) {
     if (ViewBase* v = currentView(); info.sequenceKept && v) v->refresh();
     m_statusModel->setText(tr("%1 · %2").arg(info.name, info.device));
     statusBar()->showMessage(info.notice.isEmpty() ? tr("Model ready.") : info.notice, 8000);
+    if (m_restoreStep > 0) continueRestore(info.sequenceKept);
 }
 
 // A newly opened model starts without edits, and so do the fields.
@@ -411,6 +488,7 @@ void MainWindow::openModelDirectory(const QString& directoryOrName) {
         return showError(tr("Could not open the model"), QString::fromUtf8(e.what()));
     }
     clearInterventionFields();
+    m_randomSeed.reset();
     m_controller->openModelDirectory(directory, m_device->count() ? m_device->currentData().toString()
                                                                   : QStringLiteral("cpu"));
 }
@@ -451,6 +529,7 @@ void MainWindow::useRandomModel(uint64_t seed) {
     auto model = std::make_shared<const retnet::Model>(retnet::make_random_model(c, seed));
     clearInterventionFields();
     m_controller->useModel(model, nullptr);
+    m_randomSeed = seed;
     if (m_generate->prompt().isEmpty())
         m_generate->setPrompt(QStringLiteral("1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16"));
 }
@@ -488,6 +567,95 @@ void MainWindow::setDarkTheme(bool dark) {
     QFile qss(dark ? QStringLiteral(":/retnet/dark.qss") : QStringLiteral(":/retnet/light.qss"));
     qApp->setStyleSheet(qss.open(QIODevice::ReadOnly) ? QString::fromUtf8(qss.readAll()) : QString());
     for (ViewBase* v : m_views) v->updateTheme();
+}
+
+bool MainWindow::saveWorkspace(const QString& path, QString* error) const {
+    if (!m_controller->hasModel()) {
+        *error = tr("no model is open: a workspace starts from one");
+        return false;
+    }
+    const ModelInfo& info = m_controller->modelInfo();
+    QJsonObject w{{QStringLiteral("format"), QStringLiteral("retnet-studio-workspace")},
+                  {QStringLiteral("version"), 1},
+                  {QStringLiteral("model"), info.directory},
+                  {QStringLiteral("device"), info.device},
+                  {QStringLiteral("generate"), m_generate->settings()},
+                  {QStringLiteral("interventions"), QJsonObject{{QStringLiteral("mute"), m_mute->text()},
+                                                                {QStringLiteral("gamma"), m_gamma->text()}}},
+                  {QStringLiteral("view"), currentView() ? currentView()->name() : QString()},
+                  {QStringLiteral("dark"), m_dark}};
+    if (info.directory.isEmpty() && m_randomSeed) w.insert(QStringLiteral("random_model"), qint64(*m_randomSeed));
+    QJsonArray ids;
+    for (int32_t id : m_generate->tokenIds()) ids.append(id);
+    w.insert(QStringLiteral("text"), QJsonObject{{QStringLiteral("tokens"), ids},
+                                                 {QStringLiteral("prompt_length"), qint64(m_generate->promptLength())}});
+    QSaveFile file(path);
+    if (!file.open(QIODevice::WriteOnly) || file.write(QJsonDocument(w).toJson()) < 0 || !file.commit()) {
+        *error = tr("%1: %2").arg(path, file.errorString());
+        return false;
+    }
+    return true;
+}
+
+void MainWindow::openWorkspace(const QString& path) {
+    QFile file(path);
+    if (!file.open(QIODevice::ReadOnly)) return showError(tr("Open workspace"), tr("%1: %2").arg(path, file.errorString()));
+    QJsonParseError parse{};
+    const QJsonDocument doc = QJsonDocument::fromJson(file.readAll(), &parse);
+    const QJsonObject w = doc.object();
+    if (parse.error != QJsonParseError::NoError)
+        return showError(tr("Open workspace"), tr("%1: not JSON (%2 at byte %3)").arg(path, parse.errorString()).arg(parse.offset));
+    if (w.value(QStringLiteral("format")).toString() != QLatin1String("retnet-studio-workspace") ||
+        w.value(QStringLiteral("version")).toInt() != 1)
+        return showError(tr("Open workspace"), tr("%1: not a RetNet Studio workspace of version 1").arg(path));
+    const QString model = w.value(QStringLiteral("model")).toString();
+    if (model.isEmpty() && !w.contains(QStringLiteral("random_model")))
+        return showError(tr("Open workspace"), tr("%1: names no model").arg(path));
+    if (!model.isEmpty() && !QFileInfo::exists(model + QStringLiteral("/config.json")))
+        return showError(tr("Open workspace"), tr("%1: its model %2 no longer exists").arg(path, model));
+    m_restore = w;
+    m_restorePath = path;
+    m_restoreStep = 1;
+    setDarkTheme(w.value(QStringLiteral("dark")).toBool());
+    if (model.isEmpty()) {
+        useRandomModel(uint64_t(w.value(QStringLiteral("random_model")).toInteger()));
+    } else {
+        const int device = m_device->findData(w.value(QStringLiteral("device")).toString());
+        if (device >= 0) m_device->setCurrentIndex(device);
+        openModelDirectory(model);
+    }
+}
+
+// Step 1 (model loaded): settings, then the text is run again; step 2 (text back): the edits;
+// step 3 (edits in force): the view.
+void MainWindow::continueRestore(bool sequenceKept) {
+    if (m_restoreStep == 1 && !sequenceKept) {
+        m_generate->applySettings(m_restore.value(QStringLiteral("generate")).toObject());
+        const QJsonObject text = m_restore.value(QStringLiteral("text")).toObject();
+        GenerateRequest r = m_generate->request();
+        for (const QJsonValue& id : text.value(QStringLiteral("tokens")).toArray()) r.tokens.push_back(id.toInt());
+        r.promptLength = text.value(QStringLiteral("prompt_length")).toInteger();
+        r.maxTokens = 0;
+        m_restoreStep = 2;
+        if (r.tokens.empty()) return continueRestore(false);
+        m_controller->generate(r);
+    } else if (m_restoreStep == 2) {
+        const QJsonObject edits = m_restore.value(QStringLiteral("interventions")).toObject();
+        m_mute->setText(edits.value(QStringLiteral("mute")).toString());
+        m_gamma->setText(edits.value(QStringLiteral("gamma")).toString());
+        m_restoreStep = 3;
+        if (m_mute->text().trimmed().isEmpty() && m_gamma->text().trimmed().isEmpty()) return finishRestore();
+        applyInterventions();
+    } else if (m_restoreStep == 3 && sequenceKept) {
+        finishRestore();
+    }
+}
+
+void MainWindow::finishRestore() {
+    m_restoreStep = 0;
+    if (const auto v = viewFromName(m_restore.value(QStringLiteral("view")).toString())) showView(*v);
+    statusBar()->showMessage(tr("Workspace %1 restored.").arg(m_restorePath), 5000);
+    emit workspaceRestored(m_restorePath);
 }
 
 QString MainWindow::analysisText() const {
@@ -539,6 +707,7 @@ void MainWindow::exportCurrent(const QString& kind) {
 }
 
 void MainWindow::showError(const QString& title, const QString& message) {
+    m_restoreStep = 0;  // a workspace being restored stops at the step that failed
     m_lastError = title + QStringLiteral(": ") + message;
     statusBar()->showMessage(m_lastError, 10000);
     if (m_quiet) {

@@ -225,4 +225,37 @@ bool saveCsv(const QString& path, const QString& metadata, const QString& csv, Q
     return true;
 }
 
+PositionMarker::PositionMarker(QCustomPlot* plot, QCPAxis* keyAxis, QCPAxis* valueAxis, Qt::Orientation orientation)
+    : m_line(new QCPItemStraightLine(plot)), m_orientation(orientation) {
+    for (QCPItemPosition* p : {m_line->point1, m_line->point2}) {
+        p->setAxes(keyAxis, valueAxis);
+        p->setAxisRect(keyAxis->axisRect());
+    }
+    m_line->setClipAxisRect(keyAxis->axisRect());
+    m_line->setSelectable(false);
+    m_line->setVisible(false);
+    updateTheme();
+}
+
+void PositionMarker::show(double coord) {
+    if (m_orientation == Qt::Vertical) {
+        m_line->point1->setCoords(coord, 0.0);
+        m_line->point2->setCoords(coord, 1.0);
+    } else {
+        m_line->point1->setCoords(0.0, coord);
+        m_line->point2->setCoords(1.0, coord);
+    }
+    m_line->setVisible(true);
+}
+
+void PositionMarker::hide() { m_line->setVisible(false); }
+
+double PositionMarker::coord() const {
+    return m_orientation == Qt::Vertical ? m_line->point1->coords().x() : m_line->point1->coords().y();
+}
+
+void PositionMarker::updateTheme() {
+    m_line->setPen(QPen(isDarkPalette() ? QColor(255, 200, 60) : QColor(200, 80, 0), 1.4, Qt::DashLine));
+}
+
 }  // namespace retnet::ui

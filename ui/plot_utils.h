@@ -27,6 +27,22 @@ QString axisLabel(const QString& token);
 // A CSV field: quoted, inner quotes doubled.
 QString csvField(QString text);
 
+// A dashed line across an axis rect at one position of the text (the linked cursor): vertical
+// for a position on the key axis, horizontal for one on the value axis.
+class PositionMarker {
+public:
+    PositionMarker(QCustomPlot* plot, QCPAxis* keyAxis, QCPAxis* valueAxis, Qt::Orientation orientation);
+    void show(double coord);  // in the axis' coordinates
+    void hide();
+    bool isShown() const { return m_line->visible(); }
+    double coord() const;
+    void updateTheme();
+
+private:
+    QCPItemStraightLine* m_line;
+    Qt::Orientation m_orientation;
+};
+
 // Saves `source` (a plot or any widget) as PNG or PDF, chosen by the file's suffix, under a
 // caption: its first line is the title, the others `key: value` lines that a PNG also keeps as
 // text chunks. Written atomically; returns false with `error` naming the path and the reason.

@@ -94,6 +94,19 @@ struct StateNormFrames {
     std::vector<float> norms;  // (count, L, H)
 };
 
+// What the engine thread sends while generating, gathered over a few milliseconds: one queued
+// signal (one wake-up of the GUI thread) per batch instead of three per token.
+struct GenerationBatch {
+    uint64_t requestId = 0;
+    std::optional<StateNormFrames> norms;  // consecutive positions
+    std::vector<SequenceToken> tokens;     // by position
+    std::optional<GenerationStats> stats;  // the latest
+    // After an intervention (or clearing it), the candidates of every position of the kept text
+    // under the model now in force, by position (position 0 predicts nothing: empty).
+    std::vector<std::vector<TokenCandidate>> rescored;
+    bool empty() const { return !norms && tokens.empty() && !stats && rescored.empty(); }
+};
+
 struct GenerateRequest {
     QString prompt;
     retnet::SamplerParams sampler = retnet::default_sampling();
@@ -103,6 +116,10 @@ struct GenerateRequest {
     bool continuePrevious = false;  // continue from the current end of the sequence
     std::optional<int64_t> forkPosition;  // replace the token at this position…
     int32_t forkToken = -1;               // …with this one, then continue
+    // A restored text (workspaces): these tokens instead of the encoded prompt, the first
+    // promptLength of them shown as the prompt, the rest as generated.
+    std::vector<int32_t> tokens;
+    int64_t promptLength = 0;
 };
 
 }  // namespace retnet::ui
@@ -111,3 +128,4 @@ Q_DECLARE_METATYPE(retnet::ui::ModelInfo)
 Q_DECLARE_METATYPE(retnet::ui::SequenceToken)
 Q_DECLARE_METATYPE(retnet::ui::GenerationStats)
 Q_DECLARE_METATYPE(retnet::ui::StateNormFrames)
+Q_DECLARE_METATYPE(retnet::ui::GenerationBatch)

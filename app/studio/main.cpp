@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <optional>
 
+#include "generate_bench.h"
 #include "main_window.h"
 #include "screenshot.h"
 #include "views/generate_view.h"
@@ -35,13 +36,33 @@ struct Options {
     QCommandLineOption zeroEps{QStringLiteral("zero-eps"), QStringLiteral("Equivalence with head-norm eps = 0.")};
     QCommandLineOption size{QStringLiteral("size"), QStringLiteral("Window size WxH, at least 640x480."),
                             QStringLiteral("WxH"), QStringLiteral("1400x900")};
+    QCommandLineOption bench{QStringLiteral("bench-generate"),
+                             QStringLiteral("Generate N tokens from the prompt in the window, several times, print "
+                                            "each run's tok/s and the median, and exit (compare with `retnet "
+                                            "generate` on the same model, prompt and -n)."),
+                             QStringLiteral("N")};
+    QCommandLineOption benchRuns{QStringLiteral("bench-runs"), QStringLiteral("Runs of --bench-generate, 1 to 100."),
+                                 QStringLiteral("R"), QStringLiteral("5")};
 };
 
 struct Checked {
     retnet::ui::ViewId view = retnet::ui::ViewId::Generate;
     int width = 0, height = 0;
     int maxTokens = 24;
+    int benchTokens = 0;  // 0: no benchmark
+    int benchRuns = 5;
 };
+
+// A whole number in [low, high] from an option's value, or the line saying what is wrong.
+std::optional<int> wholeNumber(const QCommandLineParser& parser, const QCommandLineOption& option, int low, int high,
+                               QString* error) {
+    bool ok = false;
+    const int v = parser.value(option).toInt(&ok);
+    if (ok && v >= low && v <= high) return v;
+    *error = QStringLiteral("--%1: expected a whole number from %2 to %3, got '%4'")
+                 .arg(option.names().first()).arg(low).arg(high).arg(parser.value(option));
+    return std::nullopt;
+}
 
 // The option values a window needs, or the one line saying what is wrong.
 std::optional<Checked> check(const QCommandLineParser& parser, const Options& o, QString* error) {
@@ -63,12 +84,13 @@ std::optional<Checked> check(const QCommandLineParser& parser, const Options& o,
         *error = QStringLiteral("--size: expected WxH between 640x480 and 16384x16384, got '%1'").arg(parser.value(o.size));
         return std::nullopt;
     }
-    bool okN = false;
-    c.maxTokens = parser.value(o.tokens).toInt(&okN);
-    if (!okN || c.maxTokens < 1 || c.maxTokens > 100000) {
-        *error = QStringLiteral("--max-tokens: expected a whole number from 1 to 100000, got '%1'").arg(parser.value(o.tokens));
-        return std::nullopt;
-    }
+    const auto tokens = wholeNumber(parser, o.tokens, 1, 100000, error);
+    const auto runs = wholeNumber(parser, o.benchRuns, 1, 100, error);
+    const auto bench = parser.isSet(o.bench) ? wholeNumber(parser, o.bench, 1, 100000, error) : std::optional<int>(0);
+    if (!tokens || !runs || !bench) return std::nullopt;
+    c.maxTokens = *tokens;
+    c.benchRuns = *runs;
+    c.benchTokens = *bench;
     return c;
 }
 
@@ -89,6 +111,23 @@ int runScreenshot(QApplication& app, retnet::ui::MainWindow& window, ScreenshotO
     return code ? code : rc;
 }
 
+int runBench(QApplication& app, retnet::ui::MainWindow& window, retnet::ui::GenerateBenchOptions options) {
+    auto* bench = new retnet::ui::GenerateBench(&window, std::move(options), &app);
+    int code = 0;
+    QObject::connect(bench, &retnet::ui::GenerateBench::finished, &app, [&code](bool ok, const QString& message) {
+        if (ok) {
+            std::printf("%s\n", qPrintable(message));
+        } else {
+            std::fprintf(stderr, "retnet-studio: benchmark failed: %s\n", qPrintable(message));
+            code = 1;
+        }
+        QApplication::exit(code);
+    });
+    bench->start();
+    const int rc = app.exec();
+    return code ? code : rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,7 +142,7 @@ int main(int argc, char** argv) {
     const QCommandLineOption help = parser.addHelpOption();
     const QCommandLineOption version = parser.addVersionOption();
     const Options o;
-    parser.addOptions({o.screenshot, o.model, o.prompt, o.view, o.tokens, o.dark, o.zeroEps, o.size});
+    parser.addOptions({o.screenshot, o.model, o.prompt, o.view, o.tokens, o.dark, o.zeroEps, o.size, o.bench, o.benchRuns});
     QString error;
     std::optional<Checked> checked;
     if (parser.parse(arguments)) checked = check(parser, o, &error);
@@ -140,6 +179,14 @@ int main(int argc, char** argv) {
         options.dark = parser.isSet(o.dark);
         options.zeroEps = parser.isSet(o.zeroEps);
         return runScreenshot(app, window, options);
+    }
+    if (checked->benchTokens > 0) {
+        retnet::ui::GenerateBenchOptions options;
+        options.modelDirectory = parser.value(o.model);
+        options.prompt = parser.value(o.prompt);
+        options.maxTokens = checked->benchTokens;
+        options.runs = checked->benchRuns;
+        return runBench(app, window, options);
     }
     window.show();
     if (parser.isSet(o.model))

@@ -120,7 +120,8 @@ std::vector<Tensor> BlockBackend::forward_batch(std::span<const SequenceRequest>
     }
     const std::vector<int64_t> rows = logit_rows(batch, slices);
     BlockOps& o = ops();
-    const bool introspecting = intro && (intro->want_state_norms || intro->want_layer_outputs || intro->score_layer >= 0);
+    const bool introspecting = intro && (intro->want_state_norms || intro->want_layer_outputs || intro->score_layer >= 0 ||
+                                         intro->qkv_layer >= 0);
     o.prepare({slices, options.form, effective_chunk_size(c, options), introspecting, rows});
     std::vector<Tensor> logits;
     try {
@@ -169,6 +170,11 @@ void BlockBackend::run_layers(const ForwardOptions& options, std::span<const Seq
     for (int l = 0; l < c.n_layers; ++l) {
         const LinearOut qkvg[] = {{Weight::Q, q}, {Weight::K, k}, {Weight::V, v}, {Weight::G, g}};
         o.norm_linears(x, l, Weight::AttnNorm, c.norm_eps, h, qkvg);
+        if (intro && intro->qkv_layer == l)
+            for (auto [rows, out] : {std::pair{q, &intro->q}, std::pair{k, &intro->k}, std::pair{v, &intro->v}}) {
+                *out = Tensor({N, rows.width});
+                o.download(rows, out->ptr());
+            }
         for (SequenceSlice& slice : slices)
             if (c.family == Family::TorchScale) slice.row_sums = slots_[static_cast<size_t>(slice.slot)].row_sums[static_cast<size_t>(l)];
         call.layer = l;

@@ -67,6 +67,9 @@ void check_forward_inputs(const Model& model, std::span<const int32_t> tokens,
 }
 
 void check_introspection(const ModelConfig& config, const Introspection& intro) {
+    if (intro.qkv_layer >= config.n_layers)
+        throw Error("q/k/v layer " + std::to_string(intro.qkv_layer) + " is out of range (the model has " +
+                    std::to_string(config.n_layers) + " layers)");
     if (intro.score_layer < 0) return;
     if (intro.score_layer >= config.n_layers)
         throw Error("score layer " + std::to_string(intro.score_layer) + " is out of range (the model has " +

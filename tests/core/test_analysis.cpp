@@ -9,6 +9,7 @@
 #include "retnet/analysis.h"
 #include "retnet/analysis_tap.h"
 #include "retnet/error.h"
+#include "retnet/family_rules.h"
 #include "retnet/model_stats.h"
 #include "retnet/sampler.h"
 #include "test_models.h"
@@ -117,7 +118,122 @@ TEST(Analysis, TapBackendReportsPositionsLogitsAndNorms) {
     EXPECT_EQ(logitRows, 7);
 }
 
+// Told that nobody wants the norms, the tap does not ask for them and still passes the logits.
+TEST(Analysis, TapBackendSkipsTheNormsWhenNotWanted) {
+    auto model = test::small_model(Family::Fla, 5);
+    auto inner = make_backend("cpu", model);
+    bool want = false;
+    std::vector<int> ranks;
+    int64_t logitRows = 0;
+    TapBackend tap(
+        *inner,
+        [&](int64_t, const Tensor& logits, const Tensor& n) {
+            ranks.push_back(int(n.rank()));
+            logitRows += logits.dim(0);
+        },
+        [&] { return want; });
+    const std::vector<int32_t> tokens = test::random_tokens(5, 53, 3);
+    tap.forward(std::span(tokens).first(3), {}, nullptr);
+    want = true;
+    tap.forward(std::span(tokens).subspan(3), {}, nullptr);
+    EXPECT_EQ(ranks, (std::vector<int>{0, 3}));
+    EXPECT_EQ(logitRows, 5);
+}
+
 // torchscale keeps a float64 normalizer r_n per layer and head beside S; fla does not.
+// q·k of the retention inputs, with the decay, gives the reference's parallel scores of every
+// head (fla: exactly those; torchscale: those up to its per-row normalization).
+double raw_score(const RetentionInputs& in, int64_t h, int64_t n, int64_t m, double gamma) {
+    const int64_t Dk = in.q.dim(2), H = in.q.dim(1);
+    double dot = 0.0;
+    for (int64_t d = 0; d < Dk; ++d)
+        dot += double(in.q.data[size_t((n * H + h) * Dk + d)]) * double(in.k.data[size_t((m * H + h) * Dk + d)]);
+    return dot * std::pow(gamma, double(n - m));
+}
+
+TEST(Analysis, RetentionInputsGiveTheReferenceScores) {
+    for (Family family : {Family::Fla, Family::TorchScale}) {
+        SCOPED_TRACE(family_name(family));
+        auto model = test::small_model(family, 8);
+        const std::vector<int32_t> tokens = test::random_tokens(9, 53, 4);
+        const int layer = 1, T = 9, H = model->config.n_heads;
+        Introspection ref;
+        ref.score_layer = layer;
+        ref.want_all_head_scores = true;
+        make_backend("reference", model)->forward(tokens, {}, &ref);  // scores (H, T, T)
+        Introspection probe;
+        probe.qkv_layer = layer;
+        make_backend("cpu", model)->forward(tokens, {}, &probe);
+        const RetentionInputs in = retention_inputs(*model, probe, 0);
+        ASSERT_EQ(in.q.shape, (std::vector<int64_t>{T, H, model->config.head_dim_k()}));
+        ASSERT_EQ(in.v.shape, (std::vector<int64_t>{T, H, model->config.head_dim_v()}));
+        const std::vector<double> gamma = head_decays(model->weights.log_decay);
+        for (int h = 0; h < H; ++h)
+            for (int n = 0; n < T; ++n) {
+                // torchscale divides row n by one positive factor; fla does not normalize.
+                const double raw0 = raw_score(in, h, n, 0, gamma[size_t(h)]);
+                const double ref0 = ref.scores.data[size_t((h * T + n) * T)];
+                const double factor = family == Family::Fla ? 1.0 : ref0 / raw0;
+                if (family == Family::TorchScale) EXPECT_GT(factor, 0.0);
+                for (int m = 0; m <= n; ++m) {
+                    const double expected = ref.scores.data[size_t((h * T + n) * T + m)];
+                    const double got = factor * raw_score(in, h, n, m, gamma[size_t(h)]);
+                    EXPECT_NEAR(got, expected, 1e-3 * (1.0 + std::abs(expected))) << "head " << h << " (" << n << ", " << m << ")";
+                }
+            }
+        // v is the value projection of the normed residual stream entering the layer.
+        Introspection outputs;
+        outputs.want_layer_outputs = true;
+        make_backend("reference", model)->forward(tokens, {}, &outputs);
+        const Tensor& x = outputs.layer_outputs[size_t(layer - 1)];  // (T, d)
+        const LayerWeights& w = model->weights.layers[size_t(layer)];
+        const int64_t d = model->config.d_model, width = in.v.dim(1) * in.v.dim(2);
+        for (int64_t t = 0; t < T; ++t) {
+            double ms = 0.0;
+            for (int64_t i = 0; i < d; ++i) ms += double(x.data[size_t(t * d + i)]) * x.data[size_t(t * d + i)];
+            const double inv = 1.0 / std::sqrt(ms / double(d) + model->config.norm_eps);
+            for (int64_t j = 0; j < width; ++j) {
+                double dot = 0.0;
+                for (int64_t i = 0; i < d; ++i)
+                    dot += double(x.data[size_t(t * d + i)]) * inv * w.attn_norm.data[size_t(i)] * w.v_proj.data[size_t(j * d + i)];
+                EXPECT_NEAR(in.v.data[size_t(t * width + j)], dot, 1e-3 * (1.0 + std::abs(dot))) << t << ", " << j;
+            }
+        }
+    }
+}
+
+// A continued call rotates its rows to their absolute positions: the same q and k as one call
+// over the whole text.
+TEST(Analysis, RetentionInputsOfAContinuedCallUseAbsolutePositions) {
+    for (Family family : {Family::Fla, Family::TorchScale}) {
+        SCOPED_TRACE(family_name(family));
+        auto model = test::small_model(family, 9);
+        const std::vector<int32_t> tokens = test::random_tokens(10, 53, 6);
+        Introspection whole;
+        whole.qkv_layer = 0;
+        make_backend("cpu", model)->forward(tokens, {}, &whole);
+        const RetentionInputs all = retention_inputs(*model, whole, 0);
+        auto backend = make_backend("cpu", model);
+        backend->forward(std::span(tokens).first(6), {}, nullptr);
+        Introspection tail;
+        tail.qkv_layer = 0;
+        ForwardOptions recurrent;
+        recurrent.form = Form::Recurrent;
+        backend->forward(std::span(tokens).subspan(6), recurrent, &tail);
+        const RetentionInputs rest = retention_inputs(*model, tail, 6);
+        const size_t row = all.q.data.size() / 10;
+        for (size_t i = 0; i < rest.q.data.size(); ++i) {
+            EXPECT_NEAR(rest.q.data[i], all.q.data[6 * row + i], 1e-4 * (1.0 + std::abs(all.q.data[6 * row + i])));
+            EXPECT_NEAR(rest.k.data[i], all.k.data[6 * row + i], 1e-4 * (1.0 + std::abs(all.k.data[6 * row + i])));
+        }
+        Introspection none;
+        EXPECT_THROW(retention_inputs(*model, none, 0), Error);
+        Introspection beyond;
+        beyond.qkv_layer = model->config.n_layers;
+        EXPECT_THROW(make_backend("cpu", model)->forward(tokens, {}, &beyond), Error);
+    }
+}
+
 TEST(Analysis, StateSizeCountsTorchscalesNormalizer) {
     const ModelConfig fla = test::small_config(Family::Fla);
     const ModelConfig ts = test::small_config(Family::TorchScale);

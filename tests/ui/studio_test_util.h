@@ -15,6 +15,8 @@
 
 #include "analysis.h"
 #include "engine_controller.h"
+#include "main_window.h"
+#include "views/generate_view.h"
 #include "retnet/generate.h"
 #include "retnet/model.h"
 
@@ -107,5 +109,37 @@ R analyse(EngineController& controller, ViewId view, std::function<R(AnalysisCon
     EXPECT_TRUE(error.isEmpty()) << error.toStdString();
     return result.value_or(R());
 }
+
+// A shown window with a model installed (the tiny random one unless given).
+struct Window {
+    MainWindow window;
+    QSignalSpy ready{window.controller(), &EngineController::modelLoaded};
+
+    explicit Window(std::shared_ptr<const retnet::Model> model = nullptr) {
+        window.setQuiet(true);
+        window.show();
+        if (model) {
+            window.controller()->useModel(model, nullptr);
+            window.generateView()->setPrompt(kPrompt);
+        } else {
+            window.useRandomModel(3);
+        }
+        EXPECT_TRUE(ready.wait(kWaitMs));
+    }
+    void generate(int tokens) {
+        QSignalSpy done(window.controller(), &EngineController::generationFinished);
+        window.generateView()->setMaxTokens(tokens);
+        emit window.generateView()->generateRequested();
+        ASSERT_TRUE(done.wait(kWaitMs));
+        window.generateView()->flushPending();
+    }
+    // Shows the view and waits until it has computed what it shows.
+    void show(ViewId id) {
+        QSignalSpy data(&window, &MainWindow::viewDataReady);
+        window.showView(id);
+        if (!window.view(id)->isStale()) return;
+        ASSERT_TRUE(data.wait(kWaitMs)) << viewName(id).toStdString();
+    }
+};
 
 }  // namespace retnet::ui::test

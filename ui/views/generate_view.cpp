@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "views/generate_view.h"
 
+#include <QApplication>
 #include <QCheckBox>
+#include <QClipboard>
 #include <QComboBox>
 #include <QDoubleSpinBox>
 #include <QFormLayout>
@@ -35,6 +37,10 @@ GenerateView::GenerateView(QWidget* parent) : ViewBase(parent) {
     m_flushTimer.setInterval(40);
     m_flushTimer.setSingleShot(true);
     connect(&m_flushTimer, &QTimer::timeout, this, &GenerateView::flushPending);
+    m_countTimer.setInterval(200);
+    m_countTimer.setSingleShot(true);
+    connect(&m_countTimer, &QTimer::timeout, this, &GenerateView::countPromptTokens);
+    connect(m_prompt, &QPlainTextEdit::textChanged, &m_countTimer, qOverload<>(&QTimer::start));
     setGenerating(false);
 }
 
@@ -87,7 +93,15 @@ QWidget* GenerateView::buildPromptPanel() {
     auto* left = new QWidget;
     auto* leftLayout = new QVBoxLayout(left);
     leftLayout->setContentsMargins(0, 0, 0, 0);
-    leftLayout->addWidget(new QLabel(tr("Prompt")));
+    m_promptCount = new QLabel;
+    m_promptCount->setObjectName(QStringLiteral("promptTokenCount"));
+    m_promptCount->setToolTip(tr("How many tokens the prompt is, as the model's tokenizer splits it "
+                                 "(with the beginning-of-text token when the model uses one)."));
+    auto* promptHeader = new QHBoxLayout;
+    promptHeader->addWidget(new QLabel(tr("Prompt")));
+    promptHeader->addStretch();
+    promptHeader->addWidget(m_promptCount);
+    leftLayout->addLayout(promptHeader);
     leftLayout->addWidget(m_prompt, 1);
     leftLayout->addLayout(buttons);
     leftLayout->addWidget(buildSamplingBox());
@@ -189,12 +203,23 @@ QWidget* GenerateView::buildOutputPanel() {
             QToolTip::hideText();
             return;
         }
+        pointAt(pos);
         QToolTip::showText(QCursor::pos(), tooltipFor(m_tokens[size_t(pos)]), m_output);
     });
     m_follow = new QCheckBox(tr("Follow output"));
     m_follow->setChecked(true);
     m_follow->setToolTip(tr("Keep the newest text in view while generating. Scrolling up pauses "
                             "following until you scroll back to the end."));
+    m_rate = new QLabel;
+    m_rate->setObjectName(QStringLiteral("tokensPerSecond"));
+    m_rate->setToolTip(tr("Decoding speed of the current generation, tokens per second"));
+    // A fixed width: a changing number must not relayout the window.
+    m_rate->setFixedWidth(m_rate->fontMetrics().horizontalAdvance(QStringLiteral("000000.0 tok/s ")));
+    m_rate->setAlignment(Qt::AlignRight | Qt::AlignVCenter);
+    auto* copy = new QPushButton(tr("Copy output"));
+    copy->setObjectName(QStringLiteral("copyOutput"));
+    copy->setToolTip(tr("Copy the prompt and the generated text to the clipboard (Ctrl+Shift+O)"));
+    connect(copy, &QPushButton::clicked, this, &GenerateView::copyOutput);
     m_stats = new QLabel(tr("No generation yet."));
     m_stats->setTextInteractionFlags(Qt::TextSelectableByMouse);
     m_stats->setWordWrap(true);
@@ -207,8 +232,26 @@ QWidget* GenerateView::buildOutputPanel() {
     outputHeader->addWidget(outputLabel, 1);
     outputHeader->addWidget(m_follow);
     centreLayout->addLayout(outputHeader);
-    centreLayout->addWidget(m_output, 1);
-    centreLayout->addWidget(m_stats);
+    // Before/after an intervention: the text as it was, beside the text now.
+    m_beforeOutput = new QTextBrowser;
+    m_beforeOutput->setObjectName(QStringLiteral("beforeOutput"));
+    m_beforeLabel = new QLabel;
+    m_beforeLabel->setWordWrap(true);
+    m_beforePanel = new QWidget;
+    auto* beforeLayout = new QVBoxLayout(m_beforePanel);
+    beforeLayout->setContentsMargins(0, 0, 0, 0);
+    beforeLayout->addWidget(m_beforeLabel);
+    beforeLayout->addWidget(m_beforeOutput, 1);
+    m_beforePanel->setVisible(false);
+    auto* texts = new QSplitter(Qt::Horizontal);
+    texts->addWidget(m_output);
+    texts->addWidget(m_beforePanel);
+    centreLayout->addWidget(texts, 1);
+    auto* footer = new QHBoxLayout;
+    footer->addWidget(m_stats, 1);
+    footer->addWidget(m_rate);
+    footer->addWidget(copy);
+    centreLayout->addLayout(footer);
     return centre;
 }
 
@@ -216,8 +259,11 @@ QWidget* GenerateView::buildOutputPanel() {
 QWidget* GenerateView::buildCandidatePanel() {
     m_selectedLabel = new QLabel(tr("Select a token in the output."));
     m_selectedLabel->setWordWrap(true);
-    m_candidates = new QTableWidget(0, 3);
-    m_candidates->setHorizontalHeaderLabels({tr("Token"), tr("p model"), tr("p sampler")});
+    m_candidates = new QTableWidget(0, 4);
+    m_candidates->setHorizontalHeaderLabels({tr("Token"), tr("p model"), tr("p sampler"), tr("p before")});
+    m_candidates->horizontalHeaderItem(3)->setToolTip(
+        tr("The model's probability before the last intervention (Apply / Clear), same text."));
+    m_candidates->setColumnHidden(3, true);
     m_candidates->horizontalHeaderItem(1)->setToolTip(
         tr("Softmax of the raw logits: what the model predicts."));
     m_candidates->horizontalHeaderItem(2)->setToolTip(
@@ -226,6 +272,7 @@ QWidget* GenerateView::buildCandidatePanel() {
     m_candidates->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
     m_candidates->horizontalHeader()->setSectionResizeMode(1, QHeaderView::ResizeToContents);
     m_candidates->horizontalHeader()->setSectionResizeMode(2, QHeaderView::ResizeToContents);
+    m_candidates->horizontalHeader()->setSectionResizeMode(3, QHeaderView::ResizeToContents);
     m_candidates->verticalHeader()->setVisible(false);
     m_candidates->setEditTriggers(QAbstractItemView::NoEditTriggers);
     m_candidates->setSelectionBehavior(QAbstractItemView::SelectRows);
@@ -278,11 +325,15 @@ QWidget* GenerateView::buildCandidatePanel() {
 
 void GenerateView::attached() {
     EngineController* c = engine();
-    connect(c, &EngineController::generationStarted, this, [this] { setGenerating(true); });
+    connect(c, &EngineController::generationStarted, this, [this] {
+        m_rateClock.invalidate();  // the first figure of this generation is shown at once
+        setGenerating(true);
+    });
     connect(c, &EngineController::generationFinished, this, [this] { setGenerating(false); });
     connect(c, &EngineController::tokenGenerated, this, &GenerateView::appendToken);
     connect(c, &EngineController::sequenceTruncated, this, &GenerateView::truncate);
     connect(c, &EngineController::statsUpdated, this, &GenerateView::showStats);
+    connect(c, &EngineController::sequenceRescored, this, &GenerateView::rescore);
     auto run = [c](const GenerateRequest& r) {
         if (c->hasModel()) c->generate(r);
     };
@@ -331,6 +382,46 @@ GenerateRequest GenerateView::request() const {
     return r;
 }
 
+QJsonObject GenerateView::settings() const {
+    return {{QStringLiteral("prompt"), prompt()},
+            {QStringLiteral("temperature"), m_temperature->value()},
+            {QStringLiteral("top_k"), m_topK->value()},
+            {QStringLiteral("top_p"), m_topP->value()},
+            {QStringLiteral("min_p"), m_minP->value()},
+            {QStringLiteral("repeat_penalty"), m_repeatPenalty->value()},
+            {QStringLiteral("seed"), m_seed->value()},
+            {QStringLiteral("max_tokens"), m_maxTokens->value()},
+            {QStringLiteral("prefill_form"), QString::fromLatin1(retnet::form_name(retnet::Form(m_form->currentData().toInt())))},
+            {QStringLiteral("chunk_size"), m_chunk->value()}};
+}
+
+void GenerateView::applySettings(const QJsonObject& s) {
+    if (s.contains(QStringLiteral("prompt"))) setPrompt(s.value(QStringLiteral("prompt")).toString());
+    auto number = [&](const char* key, auto* box) {
+        if (s.contains(QLatin1String(key))) box->setValue(s.value(QLatin1String(key)).toDouble());
+    };
+    number("temperature", m_temperature);
+    number("top_k", m_topK);
+    number("top_p", m_topP);
+    number("min_p", m_minP);
+    number("repeat_penalty", m_repeatPenalty);
+    number("seed", m_seed);
+    number("max_tokens", m_maxTokens);
+    number("chunk_size", m_chunk);
+    const int form = m_form->findText(s.value(QStringLiteral("prefill_form")).toString());
+    if (form >= 0) m_form->setCurrentIndex(form);
+}
+
+std::vector<int32_t> GenerateView::tokenIds() const {
+    std::vector<int32_t> ids;
+    for (const SequenceToken& e : m_tokens) ids.push_back(e.id);
+    return ids;
+}
+
+int64_t GenerateView::promptLength() const {
+    return std::count_if(m_tokens.begin(), m_tokens.end(), [](const SequenceToken& e) { return e.prompt; });
+}
+
 QString GenerateView::prompt() const { return m_prompt->toPlainText(); }
 void GenerateView::setPrompt(const QString& text) { m_prompt->setPlainText(text); }
 void GenerateView::setMaxTokens(int n) { m_maxTokens->setValue(n); }
@@ -351,13 +442,45 @@ QString GenerateView::samplerSummary() const {
 }
 
 void GenerateView::setModelInfo(const ModelInfo& info) {
-    if (info.sequenceKept) return;  // the text stays
+    m_countTimer.start();  // another tokenizer
+    m_interventions = info.interventions;
+    if (info.sequenceKept) return showBefore();  // the text stays
+    m_before.clear();
+    showBefore();
     m_latestStats = GenerationStats();
     m_chunk->setValue(info.chunkSize);
     truncate(0);
     m_stats->setText(info.hasTokenizer ? tr("Model ready.")
                                        : tr("This model has no tokenizer.model: type the prompt "
                                             "as token ids separated by spaces."));
+}
+
+QString GenerateView::rateText() const { return m_rate->text(); }
+QString GenerateView::promptCountText() const { return m_promptCount->text(); }
+
+void GenerateView::copyOutput() {
+    flushPending();
+    QApplication::clipboard()->setText(outputText());
+}
+
+void GenerateView::countPromptTokens() {
+    if (!engine() || !engine()->hasModel()) return m_promptCount->clear();
+    const QString text = prompt();
+    if (text.trimmed().isEmpty()) return m_promptCount->setText(tr("0 tokens"));
+    // The Generate view's own channel 1 (it has no other analysis): a newer count replaces it.
+    AnalysisRequest r{JobRef{Job::Analysis, id(), 1}, text,
+                      [](AnalysisContext& c) { return std::any(int64_t(c.tokens.size())); }};
+    engine()->analyse(
+        std::move(r), this,
+        [this](const std::any& v) {
+            const int64_t n = std::any_cast<int64_t>(v);
+            m_promptCount->setText(n == 1 ? tr("1 token") : tr("%1 tokens").arg(n));
+            m_promptCount->setToolTip(QString());
+        },
+        [this](const QString& message) {
+            m_promptCount->setText(tr("? tokens"));
+            m_promptCount->setToolTip(message);
+        });
 }
 
 void GenerateView::setGenerating(bool generating) {
@@ -387,32 +510,39 @@ void GenerateView::flushPending() {
     QScrollBar* bar = m_output->verticalScrollBar();
     const bool atEnd = bar->value() >= bar->maximum() - 4;
     const int keep = bar->value();
+    // One edit block: the document is laid out once per batch, not once per token.
+    QTextCursor cursor(m_output->document());
+    cursor.movePosition(QTextCursor::End);
+    cursor.beginEditBlock();
     for (SequenceToken& e : m_pending) {
         if (e.position != int64_t(m_tokens.size())) continue;  // out of order: a truncation won
         m_tokens.push_back(std::move(e));
-        insertToken(m_tokens.back());
+        insertToken(cursor, m_tokens.back());
     }
+    cursor.endEditBlock();
     m_pending.clear();
     // Never steal the reader's place: follow only when asked and already at the end.
     if (m_follow->isChecked() && atEnd)
         bar->setValue(bar->maximum());
     else
         bar->setValue(keep);
-    // While generating, the bar chart (which redraws every bar) follows at 4 Hz, not per batch.
+    // While generating, the bar chart (which redraws every bar) and the timings (a wrapping label:
+    // setting it relayouts the window) follow at 4 Hz, not per batch: a readout changing faster
+    // cannot be read, and the GUI thread's time is taken from the engine on a small machine.
     const bool generating = m_stop->isEnabled();
     if (!generating || !m_plotClock.isValid() || m_plotClock.elapsed() >= 250) {
         updateProbabilityPlot();
+        writeStats();
         m_plotClock.restart();
     }
-    writeStats();
     m_continue->setEnabled(!m_stop->isEnabled() && !m_tokens.empty());
     emit sequenceChanged();
 }
 
-void GenerateView::insertToken(const SequenceToken& e) {
+void GenerateView::insertToken(QTextCursor& cursor, const SequenceToken& e) {
+    m_tokenStart.resize(size_t(e.position) + 1, cursor.position());
+    m_tokenStart[size_t(e.position)] = cursor.position();
     if (e.text.isEmpty()) return;
-    QTextCursor cursor(m_output->document());
-    cursor.movePosition(QTextCursor::End);
     QTextCharFormat format;
     format.setAnchor(true);
     format.setAnchorHref(QStringLiteral("tok:%1").arg(e.position));
@@ -428,7 +558,12 @@ void GenerateView::rebuildOutput() {
     QScrollBar* bar = m_output->verticalScrollBar();
     const int keep = bar->value();
     m_output->clear();
-    for (const SequenceToken& e : m_tokens) insertToken(e);
+    m_tokenStart.clear();
+    QTextCursor cursor(m_output->document());
+    cursor.beginEditBlock();
+    for (const SequenceToken& e : m_tokens) insertToken(cursor, e);
+    cursor.endEditBlock();
+    highlightMarked();
     bar->setValue(keep);
 }
 
@@ -449,9 +584,75 @@ void GenerateView::truncate(int64_t length) {
 void GenerateView::selectToken(int64_t position) {
     flushPending();
     if (position < 0 || position >= int64_t(m_tokens.size())) return;
+    pointAt(position);
     m_selected = int(position);
     rebuildOutput();
     showCandidates(position);
+}
+
+void GenerateView::showLinkedPosition(int64_t position) {
+    m_marked = position;
+    highlightMarked();
+}
+
+// An extra selection, not a format change: moving the cursor does not rebuild the document.
+void GenerateView::highlightMarked() {
+    QList<QTextEdit::ExtraSelection> selections;
+    const int64_t p = m_marked;
+    if (p >= 0 && p < int64_t(m_tokens.size()) && p < int64_t(m_tokenStart.size())) {
+        QTextEdit::ExtraSelection mark;
+        mark.cursor = QTextCursor(m_output->document());
+        mark.cursor.setPosition(m_tokenStart[size_t(p)]);
+        mark.cursor.setPosition(m_tokenStart[size_t(p)] + int(m_tokens[size_t(p)].text.size()), QTextCursor::KeepAnchor);
+        mark.format.setBackground(isDarkPalette() ? QColor(120, 90, 0) : QColor(255, 220, 120));
+        selections << mark;
+    }
+    m_output->setExtraSelections(selections);
+}
+
+QString GenerateView::markedText() const {
+    const QList<QTextEdit::ExtraSelection> s = m_output->extraSelections();
+    return s.isEmpty() ? QString() : s.front().cursor.selectedText();
+}
+
+// The text's candidates under the model now in force replace the shown ones; the text as it was
+// (with its candidates) is kept as "before". The sampler's column no longer applies.
+void GenerateView::rescore(const std::vector<std::vector<TokenCandidate>>& candidates) {
+    flushPending();
+    m_before = m_tokens;
+    m_beforeModel = m_interventions.isEmpty() ? tr("the model as loaded") : m_interventions;
+    for (size_t p = 0; p < m_tokens.size() && p < candidates.size(); ++p) {
+        if (p == 0 || candidates[p].empty()) continue;  // nothing predicts the first token
+        m_tokens[p].top = candidates[p];
+        m_tokens[p].topFiltered.clear();
+    }
+    showBefore();
+    showCandidates(m_selected);
+    updateProbabilityPlot();
+}
+
+void GenerateView::showBefore() {
+    m_beforePanel->setVisible(!m_before.empty());
+    m_candidates->setColumnHidden(3, m_before.empty());
+    if (m_before.empty()) return;
+    m_beforeLabel->setText(tr("Before (%1):").arg(m_beforeModel.toHtmlEscaped()));
+    m_beforeOutput->setPlainText(beforeText());
+}
+
+QString GenerateView::beforeText() const {
+    QString text;
+    for (const SequenceToken& e : m_before) text += e.text;
+    return text;
+}
+
+// Comparable only where the text up to and including `position` is the same as before.
+double GenerateView::beforeProbability(int64_t position, int32_t token) const {
+    if (position < 0 || position >= int64_t(m_before.size()) || position >= int64_t(m_tokens.size())) return -1.0;
+    for (int64_t p = 0; p <= position; ++p)
+        if (m_before[size_t(p)].id != m_tokens[size_t(p)].id) return -1.0;
+    for (const TokenCandidate& c : m_before[size_t(position)].top)
+        if (c.id == token) return c.prob;
+    return -1.0;
 }
 
 void GenerateView::showCandidates(int64_t position) {
@@ -486,7 +687,10 @@ void GenerateView::showCandidates(int64_t position) {
         for (const TokenCandidate& f : e.topFiltered)
             if (f.id == c.id) filtered = f.prob;
         m_candidates->setItem(int(i), 2, new QTableWidgetItem(
-            e.prompt ? QStringLiteral("–") : QString::number(filtered, 'f', 4)));
+            e.prompt || e.topFiltered.empty() ? QStringLiteral("–") : QString::number(filtered, 'f', 4)));
+        const double before = beforeProbability(position, c.id);
+        m_candidates->setItem(int(i), 3, new QTableWidgetItem(before < 0 ? QStringLiteral("–")
+                                                                         : QString::number(before, 'f', 4)));
     }
 }
 
@@ -531,11 +735,14 @@ void GenerateView::updateProbabilityPlot() {
     m_probPlot->replot(QCustomPlot::rpQueuedReplot);
 }
 
-// While tokens stream in, the timings are shown with the next batch of text (every 40 ms), not
-// once per token: setting a wrapping label relayouts the window.
+// While tokens stream in, the timings are shown with the text, at most 4 times a second.
 void GenerateView::showStats(const GenerationStats& s) {
     m_latestStats = s;
-    if (s.finished || !m_flushTimer.isActive()) writeStats();
+    if (s.finished) writeStats();
+    // The readout follows live at 4 Hz; the final figure always.
+    if (!s.finished && m_rateClock.isValid() && m_rateClock.elapsed() < 250) return;
+    m_rateClock.restart();
+    m_rate->setText(s.generated > 0 ? tr("%1 tok/s").arg(s.decodeTokensPerSecond(), 0, 'f', 1) : QString());
 }
 
 void GenerateView::writeStats() {

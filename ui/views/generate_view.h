@@ -2,6 +2,7 @@
 #pragma once
 // Prompt editor, sampling controls, streamed output with per-token candidates, forks, timings.
 #include <QElapsedTimer>
+#include <QJsonObject>
 #include <QTimer>
 
 #include <vector>
@@ -19,6 +20,7 @@ class QPushButton;
 class QSpinBox;
 class QTableWidget;
 class QTextBrowser;
+class QTextCursor;
 class QCustomPlot;
 
 namespace retnet::ui {
@@ -35,6 +37,12 @@ public:
     void updateTheme() override;
 
     GenerateRequest request() const;  // a fresh generation from the prompt
+    // Workspaces: the prompt and the sampling settings as JSON, and back (unknown keys ignored,
+    // missing ones left as they are); the text's token ids and how many are the prompt.
+    QJsonObject settings() const;
+    void applySettings(const QJsonObject& settings);
+    std::vector<int32_t> tokenIds() const;
+    int64_t promptLength() const;
     QString prompt() const;
     void setPrompt(const QString& text);
     void setMaxTokens(int n);
@@ -44,6 +52,16 @@ public:
     const std::vector<SequenceToken>& tokens() const { return m_tokens; }
     QString samplerSummary() const;     // for export metadata
     int selectedPosition() const { return m_selected; }
+    QString rateText() const;         // the live tok/s readout
+    QString promptCountText() const;  // the prompt's token count, as shown under the prompt
+    void copyOutput();                // prompt + generated text to the clipboard
+    int64_t markedPosition() const { return m_marked; }  // the linked cursor, highlighted
+    QString markedText() const;                           // the highlighted token's text
+    // Before/after an intervention: the text and candidates as they were before the last change
+    // of the model's edits (empty when there was none), and what that model was.
+    const std::vector<SequenceToken>& beforeTokens() const { return m_before; }
+    QString beforeModel() const { return m_beforeModel; }
+    QString beforeText() const;
     void selectToken(int64_t position);
 
 public slots:
@@ -73,10 +91,16 @@ private:
     QWidget* buildOutputPanel();
     QWidget* buildCandidatePanel();  // returns a splitter
     void rebuildOutput();
-    void insertToken(const SequenceToken& e);
+    void insertToken(QTextCursor& cursor, const SequenceToken& e);  // at the cursor, which moves on
     void showCandidates(int64_t position);
     void updateProbabilityPlot();
     void writeStats();
+    void countPromptTokens();
+    void showLinkedPosition(int64_t position) override;
+    void rescore(const std::vector<std::vector<TokenCandidate>>& candidates);  // keeps the before
+    void showBefore();
+    double beforeProbability(int64_t position, int32_t token) const;  // -1: not comparable
+    void highlightMarked();  // the marked token's background, as an extra selection  // asks the engine (its tokenizer) how many tokens the prompt is
     void showEvent(QShowEvent* event) override;
     QString tooltipFor(const SequenceToken& e) const;
 
@@ -97,6 +121,9 @@ private:
     QTextBrowser* m_output = nullptr;
     QCheckBox* m_follow = nullptr;
     QLabel* m_stats = nullptr;
+    QLabel* m_rate = nullptr;         // live decode tok/s
+    QLabel* m_promptCount = nullptr;  // tokens in the prompt, updated as the user types
+    QTimer m_countTimer;              // waits for a pause in typing
     QLabel* m_selectedLabel = nullptr;
     QTableWidget* m_candidates = nullptr;
     QPushButton* m_fork = nullptr;
@@ -104,8 +131,17 @@ private:
 
     std::vector<SequenceToken> m_tokens;   // the whole sequence, by position
     std::vector<SequenceToken> m_pending;  // received, not yet shown
+    std::vector<int> m_tokenStart;         // by position: where its text starts in the document
+    int64_t m_marked = -1;
+    std::vector<SequenceToken> m_before;  // the text before the last intervention change
+    QString m_beforeModel;                // "the model as loaded" or its edits then
+    QString m_interventions;              // the edits in force now
+    QTextBrowser* m_beforeOutput = nullptr;
+    QLabel* m_beforeLabel = nullptr;
+    QWidget* m_beforePanel = nullptr;
     QTimer m_flushTimer;
     QElapsedTimer m_plotClock;  // when the bar chart was last redrawn
+    QElapsedTimer m_rateClock;  // when the readout was last set
     GenerationStats m_latestStats;
     bool m_plotDirty = false;  // tokens arrived while the plot was hidden
     int m_selected = -1;

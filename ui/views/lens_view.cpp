@@ -57,6 +57,7 @@ LensView::LensView(QWidget* parent) : ViewBase(parent) {
     m_map->setColorScale(scale);
     scale->setGradient(sequentialGradient());
     m_map->setDataRange(QCPRange(0.0, 1.0));
+    m_marker = std::make_unique<PositionMarker>(m_plot, m_plot->xAxis, m_plot->yAxis, Qt::Vertical);
     m_plot->setMouseTracking(true);
     connect(m_plot, &QCustomPlot::mouseMove, this, [this](QMouseEvent* event) {
         int layer = 0, position = 0;
@@ -64,6 +65,7 @@ LensView::LensView(QWidget* parent) : ViewBase(parent) {
             QToolTip::hideText();
             return;
         }
+        pointAt(position);
         const std::vector<TokenCandidate>& top = m_result.cell(layer, position);
         QString text = tr("layer %1, position %2 ‘%3’").arg(layer).arg(position)
                            .arg(axisLabel(m_result.labels.value(position)).toHtmlEscaped());
@@ -110,6 +112,7 @@ LensView::LensView(QWidget* parent) : ViewBase(parent) {
 
 void LensView::setResult(const LensResult& result) {
     m_result = result;
+    showLinkedPosition(linkedPosition());  // the text may have another length
     draw();
     selectCell(m_result.layers - 1, m_result.tokens - 1);
 }
@@ -150,6 +153,16 @@ void LensView::draw() {
     m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
+void LensView::showLinkedPosition(int64_t position) {
+    if (position >= 0 && position < m_result.tokens)
+        m_marker->show(double(position));
+    else
+        m_marker->hide();
+    if (isVisible()) m_plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+int64_t LensView::markedPosition() const { return m_marker->isShown() ? int64_t(std::lround(m_marker->coord())) : -1; }
+
 bool LensView::cellAt(QMouseEvent* event, int* layer, int* position) const {
     if (m_result.tokens == 0) return false;
     *position = int(std::lround(m_plot->xAxis->pixelToCoord(event->position().x())));
@@ -179,6 +192,7 @@ void LensView::selectCell(int layer, int position) {
 
 void LensView::updateTheme() {
     applyPlotTheme(m_plot);
+    if (m_marker) m_marker->updateTheme();
     m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 

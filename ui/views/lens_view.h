@@ -2,6 +2,9 @@
 #pragma once
 // The logit lens: a layer × position map of the probability each layer's reading gives the token
 // that actually follows, and the top tokens of the cell under the mouse or clicked.
+#include <memory>
+
+#include "plot_utils.h"
 #include "snapshots.h"
 #include "views/view_base.h"
 
@@ -41,6 +44,7 @@ public:
     void setResult(const retnet::ui::LensResult& result);
     const LensResult& result() const { return m_result; }
     void selectCell(int layer, int position);  // fills the table; out of range clears it
+    int64_t markedPosition() const;  // the linked cursor's column, -1 when none is drawn
 
 protected:
     QCustomPlot* mainPlot() const override { return m_plot; }
@@ -48,6 +52,7 @@ protected:
 
 private:
     bool cellAt(QMouseEvent* event, int* layer, int* position) const;
+    void showLinkedPosition(int64_t position) override;
     void draw();
 
     QCustomPlot* m_plot = nullptr;
@@ -56,6 +61,7 @@ private:
     QLabel* m_cellLabel = nullptr;
     QTableWidget* m_table = nullptr;
     LensResult m_result;
+    std::unique_ptr<PositionMarker> m_marker;
 };
 
 }  // namespace retnet::ui

@@ -14,6 +14,7 @@
 #include <qcustomplot.h>
 
 #include "plot_utils.h"
+#include "retnet/analysis.h"
 #include "retnet/error.h"
 
 namespace retnet::ui {
@@ -21,6 +22,38 @@ namespace retnet::ui {
 namespace {
 constexpr int kMaxSteps = 512;  // positions traced; a state snapshot is taken after each
 }
+
+namespace {
+
+// qₙ·kₘ of the head, and oₙ from both forms: qₙ Sₙ with the traced states, Σₘ score(n, m) vₘ with
+// the parallel scores.
+void addOutputs(RecurrenceTrace& t, const retnet::RetentionInputs& in) {
+    const int T = t.tokens, dk = t.dk, dv = t.dv, H = int(in.q.dim(1));
+    auto at = [&](const retnet::Tensor& x, int n, int width) { return x.data.data() + (size_t(n) * H + size_t(t.head)) * size_t(width); };
+    auto qk = std::make_shared<std::vector<float>>(size_t(T) * T, 0.0f);
+    auto rec = std::make_shared<std::vector<float>>(size_t(T) * dv, 0.0f);
+    auto par = std::make_shared<std::vector<float>>(size_t(T) * dv, 0.0f);
+    for (int n = 0; n < T; ++n) {
+        const float* q = at(in.q, n, dk);
+        for (int m = 0; m <= n; ++m) {
+            const float* k = at(in.k, m, dk);
+            double dot = 0.0;
+            for (int d = 0; d < dk; ++d) dot += double(q[d]) * k[d];
+            (*qk)[size_t(n) * T + m] = float(dot);
+            const float w = (*t.scores)[size_t(n) * T + m];
+            const float* v = at(in.v, m, dv);
+            for (int j = 0; j < dv; ++j) (*par)[size_t(n) * dv + j] += w * v[j];
+        }
+        const float* S = t.state(n);  // (Dk, Dv)
+        for (int d = 0; d < dk; ++d)
+            for (int j = 0; j < dv; ++j) (*rec)[size_t(n) * dv + j] += q[d] * S[size_t(d) * dv + j];
+    }
+    t.qk = std::move(qk);
+    t.recurrentOut = std::move(rec);
+    t.parallelOut = std::move(par);
+}
+
+}  // namespace
 
 RecurrenceTrace computeRecurrence(AnalysisContext& c, const RecurrenceRequest& request) {
     const retnet::ModelConfig& cfg = c.model.config;
@@ -50,10 +83,12 @@ RecurrenceTrace computeRecurrence(AnalysisContext& c, const RecurrenceRequest& r
     retnet::Introspection probe;
     probe.score_layer = request.layer;
     probe.score_head = request.head;
+    probe.qkv_layer = request.layer;
     c.backend.reset();
     c.backend.forward(tokens, retnet::ForwardOptions{}, &probe);  // (T, T)
     t.states = std::move(states);
     t.scores = std::make_shared<const std::vector<float>>(std::move(probe.scores.data));
+    addOutputs(t, retnet::retention_inputs(c.model, probe, 0));
     return t;
 }
 
@@ -131,6 +166,11 @@ void RecurrenceView::buildPlot() {
     m_plot->legend = new QCPLegend;
     row->insetLayout()->addElement(m_plot->legend, Qt::AlignTop | Qt::AlignLeft);
     m_plot->legend->setLayer(QStringLiteral("legend"));
+    m_outRect = new QCPAxisRect(m_plot);
+    m_plot->plotLayout()->addElement(2, 0, m_outRect);
+    m_plot->plotLayout()->setRowStretchFactor(2, 2);
+    m_outRect->axis(QCPAxis::atBottom)->setLabel(tr("value dim (Dv): oₙ = qₙ Sₙ (recurrent, bars) and Σₘ score·vₘ (parallel, dots)"));
+    m_outRect->axis(QCPAxis::atLeft)->setLabel(tr("oₙ"));
 }
 
 void RecurrenceView::compute() {
@@ -168,6 +208,16 @@ void RecurrenceView::setPosition(int n) {
     QSignalBlocker block(m_slider);
     m_slider->setValue(m_position);
     draw();
+}
+
+double RecurrenceView::outputDifference(int n) const {
+    if (!hasData() || !m_trace.recurrentOut || n < 0 || n >= m_trace.tokens) return 0.0;
+    double peak = 0.0;
+    for (int j = 0; j < m_trace.dv; ++j) {
+        const size_t i = size_t(n) * m_trace.dv + j;
+        peak = std::max(peak, std::abs(double((*m_trace.recurrentOut)[i]) - (*m_trace.parallelOut)[i]));
+    }
+    return peak;
 }
 
 double RecurrenceView::updateMagnitude(int n) const {
@@ -224,19 +274,59 @@ void RecurrenceView::draw() {
     decay->setData(ms, envelope, true);
     decay->setPen(QPen(seriesColor(1), 1.5, Qt::DashLine));
     decay->setName(tr("γ^(n−m), scaled"));
+    if (m_trace.qk) {  // the raw dot products, before the decay shrinks the older ones
+        QCPGraph* raw = m_plot->addGraph(row->axis(QCPAxis::atBottom), row->axis(QCPAxis::atLeft));
+        QVector<double> dots;
+        for (int m = 0; m <= n; ++m) dots << (*m_trace.qk)[size_t(n) * m_trace.tokens + m];
+        for (double d : dots) top = std::max(top, std::abs(d));
+        raw->setData(ms, dots, true);
+        raw->setLineStyle(QCPGraph::lsNone);
+        raw->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, seriesColor(2), 5));
+        raw->setName(tr("qₙ·kₘ (before the decay)"));
+    }
     row->axis(QCPAxis::atBottom)->setRange(-0.5, std::max(8, m_trace.tokens) - 0.5);
     row->axis(QCPAxis::atLeft)->setRange(-top * 1.1, top * 1.1);
+    drawOutputs();
     m_note->setText(tr("Position <b>n = %1</b> ‘%2’, layer %3, head %4, γ = %5. Recurrent: S<sub>n</sub> = γ S<sub>n−1</sub> + "
                        "k<sub>n</sub><sup>T</sup>v<sub>n</sub> (largest entry of the new term %6), o<sub>n</sub> = q<sub>n</sub> "
                        "S<sub>n</sub>. Parallel: the same o<sub>n</sub> = Σ<sub>m≤n</sub> (q<sub>n</sub>·k<sub>m</sub>) "
-                       "γ<sup>n−m</sup> v<sub>m</sub> — the row below holds those weights.")
+                       "γ<sup>n−m</sup> v<sub>m</sub> — the row below holds those weights; the bottom plot "
+                       "compares both o<sub>n</sub> (largest difference %7).")
                         .arg(n)
                         .arg(visibleToken(m_trace.labels.value(n)).toHtmlEscaped())
                         .arg(m_trace.layer)
                         .arg(m_trace.head)
                         .arg(m_trace.gamma, 0, 'g', 5)
-                        .arg(updateMagnitude(n), 0, 'g', 3));
+                        .arg(updateMagnitude(n), 0, 'g', 3)
+                        .arg(outputDifference(n), 0, 'g', 3));
     m_plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+void RecurrenceView::drawOutputs() {
+    if (!m_trace.recurrentOut) return;
+    QCPAxis* x = m_outRect->axis(QCPAxis::atBottom);
+    QCPAxis* y = m_outRect->axis(QCPAxis::atLeft);
+    QCPGraph* rec = m_plot->addGraph(x, y);
+    QCPGraph* par = m_plot->addGraph(x, y);
+    QVector<double> js, r, p;
+    double top = 1e-12;
+    for (int j = 0; j < m_trace.dv; ++j) {
+        const size_t i = size_t(m_position) * m_trace.dv + j;
+        js << j;
+        r << (*m_trace.recurrentOut)[i];
+        p << (*m_trace.parallelOut)[i];
+        top = std::max({top, std::abs(r.back()), std::abs(p.back())});
+    }
+    rec->setData(js, r, true);
+    rec->setLineStyle(QCPGraph::lsImpulse);
+    rec->setPen(QPen(seriesColor(0), 3));
+    rec->removeFromLegend();
+    par->setData(js, p, true);
+    par->setLineStyle(QCPGraph::lsNone);
+    par->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDisc, seriesColor(1), 6));
+    par->removeFromLegend();
+    x->setRange(-0.5, m_trace.dv - 0.5);
+    y->setRange(-top * 1.1, top * 1.1);
 }
 
 void RecurrenceView::updateTheme() {

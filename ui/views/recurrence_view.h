@@ -32,6 +32,9 @@ struct RecurrenceTrace {
     QStringList labels;                                   // (T)
     std::shared_ptr<const std::vector<float>> states;     // (T, Dk, Dv): S_n after token n (recurrent form)
     std::shared_ptr<const std::vector<float>> scores;     // (T, T): the parallel form's scores of the head
+    std::shared_ptr<const std::vector<float>> qk;         // (T, T): qₙ·kₘ (scaled, rotated), before the decay
+    std::shared_ptr<const std::vector<float>> recurrentOut;  // (T, Dv): oₙ = qₙ Sₙ from the traced states
+    std::shared_ptr<const std::vector<float>> parallelOut;   // (T, Dv): Σₘ score(n, m) vₘ
     const float* state(int n) const { return states->data() + size_t(n) * size_t(dk) * size_t(dv); }
 };
 
@@ -59,6 +62,9 @@ public:
     // max |γ S_(n−1) + (S_n − γ S_(n−1)) − S_n| is 0 by construction; this is the check shown:
     // the largest |S_n − γ S_(n−1)| entry, the size of the step's new term.
     double updateMagnitude(int n) const;
+    // max over Dv of |oₙ (recurrent) − oₙ (parallel)|: 0 up to rounding where the parallel row
+    // is not normalized (fla); torchscale's parallel row is also divided by its |row sum|.
+    double outputDifference(int n) const;
 
 protected:
     QCustomPlot* mainPlot() const override { return m_plot; }
@@ -67,6 +73,7 @@ protected:
 private:
     void buildPlot();
     void draw();
+    void drawOutputs();  // oₙ of both forms, in the bottom axis rect
 
     QSpinBox* m_layer = nullptr;
     QSpinBox* m_head = nullptr;
@@ -76,6 +83,7 @@ private:
     QCustomPlot* m_plot = nullptr;
     std::vector<QCPColorMap*> m_maps;  // γ S_(n−1), update, S_n
     QCPAxisRect* m_rowRect = nullptr;  // row n of the parallel scores
+    QCPAxisRect* m_outRect = nullptr;  // oₙ from both forms
     QTimer m_playTimer;
     RecurrenceTrace m_trace;
     int m_position = 0;

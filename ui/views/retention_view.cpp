@@ -368,6 +368,10 @@ void RetentionView::setOverview(const RetentionOverview& overview) {
 }
 
 void RetentionView::updateTheme() {
+    if (m_row) {
+        m_row->updateTheme();
+        m_column->updateTheme();
+    }
     applyPlotTheme(m_plot);
     if (m_map->colorScale()) m_map->colorScale()->setGradient(divergingGradient());
     if (m_grid->hasData()) m_grid->setOverview(m_grid->overview());  // recolour the thumbnails
@@ -397,6 +401,7 @@ void RetentionView::showHead() {
     m_plot->xAxis->setRange(-0.5, T - 0.5);
     m_plot->yAxis->setRange(-0.5, T - 0.5);
     m_note->setText(noteFor(h));
+    showLinkedPosition(linkedPosition());  // the stride may have changed
     m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
 
@@ -460,11 +465,33 @@ void RetentionView::showHover(QMouseEvent* event) {
     const double x = m_plot->xAxis->pixelToCoord(event->position().x());
     const double y = m_plot->yAxis->pixelToCoord(event->position().y());
     const QString text = describeCell(int(std::lround(y)), int(std::lround(x)));
+    if (!text.isEmpty()) pointAt(std::lround(y));  // the query: the row is what it retains
     if (text.isEmpty())
         QToolTip::hideText();
     else
         QToolTip::showText(event->globalPosition().toPoint(), text, m_plot);
 }
+
+void RetentionView::showLinkedPosition(int64_t position) {
+    if (!m_row) {
+        m_row = std::make_unique<PositionMarker>(m_plot, m_plot->xAxis, m_plot->yAxis, Qt::Horizontal);
+        m_column = std::make_unique<PositionMarker>(m_plot, m_plot->xAxis, m_plot->yAxis, Qt::Vertical);
+    }
+    if (position >= 0 && position < m_matrix.tokens) {
+        // The cell that holds the position: its centre, as the downsampled map draws it.
+        const int stride = std::max(1, m_matrix.stride);
+        const double centre = double(position / stride * stride) + 0.5 * double(stride - 1);
+        m_row->show(centre);
+        m_column->show(centre);
+        m_marked = position;
+    } else {
+        m_row->hide();
+        m_column->hide();
+        m_marked = -1;
+    }
+    if (isVisible()) m_plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
 
 QStringList RetentionView::exportInfo() const {
     if (!m_matrix.scores) return {};

@@ -5,6 +5,9 @@
 #include <QComboBox>
 #include <QWidget>
 
+#include <memory>
+
+#include "plot_utils.h"
 #include "retnet/retention_reach.h"
 #include "snapshots.h"
 #include "views/view_base.h"
@@ -94,6 +97,7 @@ public:
     bool hasOverview() const { return m_grid->hasData(); }
     QString describeCell(int queryPosition, int keyPosition) const;  // the hover text
     QStringList exportInfo() const override;
+    int64_t markedPosition() const { return m_marked; }  // the linked cursor (its query row and key column), -1: none
 
 public slots:
     void setMatrix(const retnet::ui::RetentionMatrix& matrix);
@@ -115,6 +119,7 @@ private:
     void setAxisTicks();
     QString noteFor(int head) const;
     void showHover(QMouseEvent* event);
+    void showLinkedPosition(int64_t position) override;
 
     HeadGrid* m_grid = nullptr;
     QCustomPlot* m_plot = nullptr;
@@ -125,6 +130,8 @@ private:
     QSpinBox* m_chunk = nullptr;
     QLabel* m_note = nullptr;
     RetentionMatrix m_matrix;
+    std::unique_ptr<PositionMarker> m_row, m_column;  // the linked cursor as query and as key
+    int64_t m_marked = -1;
 };
 
 }  // namespace retnet::ui

@@ -56,13 +56,46 @@ StateView::StateView(QWidget* parent) : ViewBase(parent) {
     layout->addLayout(top);
     layout->addWidget(m_plot, 1);
 
+    m_marker = std::make_unique<PositionMarker>(m_plot, curves->axis(QCPAxis::atBottom), curves->axis(QCPAxis::atLeft),
+                                                Qt::Vertical);
+    m_plot->setMouseTracking(true);
+    connect(m_plot, &QCustomPlot::mouseMove, this, &StateView::onMouseMove);
     m_redrawTimer.setSingleShot(true);
     m_redrawTimer.setInterval(40);
     connect(&m_redrawTimer, &QTimer::timeout, this, &StateView::redraw);
     updateTheme();
 }
 
+namespace {
+
+// (T, L, H) norms of the whole text, computed in one forward.
+StateNormFrames computeStateNorms(AnalysisContext& c) {
+    retnet::Introspection probe;
+    probe.want_state_norms = true;
+    c.backend.reset();
+    c.backend.forward(c.tokens, retnet::ForwardOptions{}, &probe);
+    StateNormFrames frames;
+    frames.reset = true;
+    frames.count = int(probe.state_norms.dim(0));
+    frames.layers = int(probe.state_norms.dim(1));
+    frames.heads = int(probe.state_norms.dim(2));
+    frames.norms = std::move(probe.state_norms.data);
+    return frames;
+}
+
+}  // namespace
+
+void StateView::compute() {
+    if (!m_missing || (sequenceLength() == 0 && analysisText().trimmed().isEmpty())) return redraw();
+    analyse<StateNormFrames>(0, computeStateNorms, [this](const StateNormFrames& frames) {
+        m_missing = false;
+        addFrames(frames);
+        redraw();
+    });
+}
+
 void StateView::attached() {
+    engine()->setLiveStateNorms(isVisible());
     connect(engine(), &EngineController::stateNormsReady, this, &StateView::addFrames);
     connect(engine(), &EngineController::sequenceTruncated, this, &StateView::truncate);
     connect(engine(), &EngineController::generationFinished, this, &StateView::redraw);
@@ -121,13 +154,21 @@ void StateView::scheduleRedraw() {
     if (!m_redrawTimer.isActive()) m_redrawTimer.start();
 }
 
+void StateView::hideEvent(QHideEvent* event) {
+    ViewBase::hideEvent(event);
+    m_missing = true;
+    if (engine()) engine()->setLiveStateNorms(false);
+}
+
 void StateView::showEvent(QShowEvent* event) {
     ViewBase::showEvent(event);
+    if (engine()) engine()->setLiveStateNorms(true);
     if (m_dirty) redraw();
 }
 
 void StateView::updateTheme() {
     applyPlotTheme(m_plot);
+    m_marker->updateTheme();
     redraw();
 }
 
@@ -151,6 +192,7 @@ void StateView::redraw() {
         g->setPen(QPen(seriesColor(h), 1.6));
         g->setName(tr("head %1").arg(h));
     }
+    showLinkedPosition(linkedPosition());
     m_plot->legend->setVisible(m_heads > 0 && m_heads <= 16 && m_positions > 0);
     curves->axis(QCPAxis::atBottom)->setRange(0, std::max<double>(8.0, double(m_positions)));
     curves->axis(QCPAxis::atLeft)->setRange(0, top > 0 ? top * 1.08 : 1.0);
@@ -173,6 +215,25 @@ void StateView::redraw() {
     strip->axis(QCPAxis::atLeft)->setRange(-0.5, std::max(0, m_layers - 1) + 0.5);
     m_plot->replot(QCustomPlot::rpQueuedReplot);
 }
+
+void StateView::onMouseMove(QMouseEvent* event) {
+    QCPAxisRect* curves = m_plot->axisRect(0);
+    if (!curves->rect().contains(event->position().toPoint())) return;
+    const int64_t t = std::lround(curves->axis(QCPAxis::atBottom)->pixelToCoord(event->position().x()));
+    if (t >= 0 && t < m_positions) pointAt(t);
+}
+
+// Marked on the curves; drawn with the next replot (at once when shown, else when shown).
+void StateView::showLinkedPosition(int64_t position) {
+    const bool shown = m_marker->isShown();
+    if (position >= 0 && position < m_positions)
+        m_marker->show(double(position));
+    else
+        m_marker->hide();
+    if (isVisible() && (shown || m_marker->isShown())) m_plot->replot(QCustomPlot::rpQueuedReplot);
+}
+
+int64_t StateView::markedPosition() const { return m_marker->isShown() ? int64_t(std::lround(m_marker->coord())) : -1; }
 
 QString StateView::csv() const {
     QString out = QStringLiteral("position");

@@ -7,6 +7,9 @@
 #include <vector>
 
 #include "snapshots.h"
+#include <memory>
+
+#include "plot_utils.h"
 #include "views/view_base.h"
 
 class QComboBox;
@@ -35,18 +38,26 @@ public slots:
     void addFrames(const retnet::ui::StateNormFrames& frames);
     void truncate(int64_t length);
     void redraw();  // replot now (the timer does it at most every 40 ms)
+    int64_t markedPosition() const;  // the linked cursor, -1 when none is drawn
 
 protected:
     QCustomPlot* mainPlot() const override { return m_plot; }
     void attached() override;  // follows the generation's state norms
-    void compute() override { redraw(); }
+    // The norms the generation did not send while the view was hidden, in one pass over the
+    // text; otherwise a redraw.
+    void compute() override;
 
 private:
     void scheduleRedraw();
+    void showLinkedPosition(int64_t position) override;
+    void onMouseMove(QMouseEvent* event);
     void showEvent(QShowEvent* event) override;
+    void hideEvent(QHideEvent* event) override;
 
     QCustomPlot* m_plot = nullptr;
     QCPColorMap* m_strip = nullptr;
+    std::unique_ptr<PositionMarker> m_marker;  // on the curves
+    bool m_missing = true;  // hidden since the last complete set: frames may have been skipped
     QComboBox* m_layer = nullptr;
     QLabel* m_info = nullptr;
     QTimer m_redrawTimer;

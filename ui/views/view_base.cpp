@@ -16,6 +16,7 @@ void ViewBase::attach(const ViewContext& context) {
         markStale();
         setModelInfo(info);
     });
+    if (context.cursor) connect(context.cursor, &LinkedCursor::changed, this, &ViewBase::showLinkedPosition);
     attached();
 }
 

@@ -21,11 +21,33 @@ class QCustomPlot;
 
 namespace retnet::ui {
 
+// The linked cursor: the position of the text the user points at in any view, shown in all of
+// them (-1: none). Setting the same position again announces nothing, so views may set it from
+// their own hover without echoing.
+class LinkedCursor : public QObject {
+    Q_OBJECT
+public:
+    using QObject::QObject;
+    int64_t position() const { return m_position; }
+    void set(int64_t position) {
+        if (position == m_position) return;
+        m_position = position;
+        emit changed(position);
+    }
+
+signals:
+    void changed(int64_t position);
+
+private:
+    int64_t m_position = -1;
+};
+
 // What a view may ask of the window it sits in.
 struct ViewContext {
     EngineController* engine = nullptr;
     std::function<QString()> analysisText;    // the prompt, or "" for the generated sequence
     std::function<int64_t()> sequenceLength;  // tokens of the current text
+    LinkedCursor* cursor = nullptr;
 };
 
 class ViewBase : public QWidget {
@@ -64,6 +86,13 @@ protected:
     virtual void attached() {}  // connect to the controller's streams here
     virtual void compute() {}   // declare this view's requests here
     virtual void showError(const QString&) {}  // one of its requests failed
+    // The linked cursor moved (-1: none); views that show positions mark it.
+    virtual void showLinkedPosition(int64_t) {}
+    // The user points at `position` here: every view marks it.
+    void pointAt(int64_t position) {
+        if (m_context.cursor) m_context.cursor->set(position);
+    }
+    int64_t linkedPosition() const { return m_context.cursor ? m_context.cursor->position() : -1; }
 
     EngineController* engine() const { return m_context.engine; }
     QString analysisText() const { return m_context.analysisText ? m_context.analysisText() : QString(); }

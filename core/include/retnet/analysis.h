@@ -8,6 +8,8 @@
 #include <span>
 #include <vector>
 
+#include "retnet/forward.h"
+#include "retnet/model.h"
 #include "retnet/sampler.h"
 #include "retnet/tensor.h"
 
@@ -40,5 +42,15 @@ std::vector<TokenProb> token_candidates(std::span<const float> row, int32_t toke
 // position first + 1 + i; rows that predict past the end of `tokens` give nothing.
 std::vector<std::vector<TokenProb>> prompt_candidates(const Tensor& logits, int64_t first,
                                                       std::span<const int32_t> tokens, int n);
+
+// q, k and v of one layer as the retention op uses them, for the step-through of the recurrence:
+// q and k multiplied by the family's scale (retnet/family_rules.h) and rotated to their
+// positions first_position + t. From an Introspection with qkv_layer set.
+struct RetentionInputs {
+    Tensor q, k;  // (T, H, Dk)
+    Tensor v;     // (T, H, Dv)
+};
+// Throws retnet::Error when the introspection holds no q, k, v of this model's shape.
+RetentionInputs retention_inputs(const Model& model, const Introspection& introspection, int64_t first_position);
 
 }  // namespace retnet

@@ -13,10 +13,13 @@ namespace retnet {
 
 class TapBackend : public Backend {
 public:
-    // `logits` (T, V); `state_norms` (T, L, H) ‖S_t‖_F after each of the T tokens.
+    // `logits` (T, V); `state_norms` (T, L, H) ‖S_t‖_F after each of the T tokens, or empty
+    // (rank 0) when `want_norms` said no for this call.
     using Observer = std::function<void(int64_t first_position, const Tensor& logits,
                                         const Tensor& state_norms)>;
-    TapBackend(Backend& inner, Observer observer);
+    // `want_norms`, when given, is asked before every call: the norms cost a pass over every
+    // state, which nobody needs while nothing shows them.
+    TapBackend(Backend& inner, Observer observer, std::function<bool()> want_norms = {});
 
     std::string name() const override { return inner_.name(); }
     const Model& model() const override { return inner_.model(); }
@@ -32,6 +35,7 @@ public:
 private:
     Backend& inner_;
     Observer observer_;
+    std::function<bool()> want_norms_;
     int64_t position_ = 0;  // tokens the inner backend's state has consumed
 };
 

@@ -60,11 +60,17 @@ struct Introspection {
     int score_layer = -1;             // >= 0 with score_head: -> scores
     int score_head = -1;
     bool want_all_head_scores = false;  // with score_layer >= 0 only: every head of that layer
+    int qkv_layer = -1;                 // >= 0: -> q, k, v of that layer
 
     std::vector<Tensor> layer_outputs;  // L × (T, d): residual stream after each layer
     Tensor state_norms;                 // (T, L, H): ‖S‖_F after each token, in the family's scaling
     Tensor scores;                      // (T, T) or (H, T, T): signed retention scores after decay and
                                         // the form's normalization; row n = query n (within the call)
+    // The projections of layer qkv_layer as they enter the retention op: q and k before the
+    // family's scale and the rotation to their positions (the op applies both; see
+    // retention_inputs() in retnet/analysis.h for them applied).
+    Tensor q, k;  // (T, H·Dk)
+    Tensor v;     // (T, H·Dv)
 };
 
 // Which rows of logits a sequence needs: generation needs only the last one, a prefill for

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <string>
 
+#include "retnet/cpu_ops.h"
 #include "retnet/error.h"
+#include "retnet/family_rules.h"
 
 namespace retnet {
 
@@ -63,6 +65,27 @@ std::vector<std::vector<TokenProb>> prompt_candidates(const Tensor& logits, int6
         const std::span<const float> row(logits.ptr() + t * V, size_t(V));
         out.push_back(token_candidates(row, tokens[size_t(position)], n));
     }
+    return out;
+}
+
+RetentionInputs retention_inputs(const Model& model, const Introspection& intro, int64_t first_position) {
+    const ModelConfig& c = model.config;
+    const int64_t H = c.n_heads, Dk = c.head_dim_k(), Dv = c.head_dim_v();
+    const int64_t T = intro.q.rank() == 2 ? intro.q.dim(0) : 0;
+    auto shaped = [&](const Tensor& t, int64_t width) {
+        return t.rank() == 2 && t.dim(0) == T && t.dim(1) == width;
+    };
+    if (T == 0 || !shaped(intro.k, H * Dk) || !shaped(intro.q, H * Dk) || !shaped(intro.v, H * Dv))
+        throw Error("retention inputs: the introspection holds no q, k, v of this model (set qkv_layer)");
+    RetentionInputs out{Tensor({T, H, Dk}), Tensor({T, H, Dk}), Tensor({T, H, Dv})};
+    std::copy(intro.q.data.begin(), intro.q.data.end(), out.q.data.begin());
+    std::copy(intro.k.data.begin(), intro.k.data.end(), out.k.data.begin());
+    std::copy(intro.v.data.begin(), intro.v.data.end(), out.v.data.begin());
+    const QKScale scale = qk_scale(c);
+    const cpu::RotaryShape shape{1, T, H, Dk};
+    const RotaryPairs pairs = rotary_pairs(c.family);
+    cpu::rotary_forward(out.q.ptr(), shape, model.weights.rotary_theta.data(), pairs, scale.q, first_position);
+    cpu::rotary_forward(out.k.ptr(), shape, model.weights.rotary_theta.data(), pairs, scale.k, first_position);
     return out;
 }
 

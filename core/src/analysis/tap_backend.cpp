@@ -5,14 +5,15 @@
 
 namespace retnet {
 
-TapBackend::TapBackend(Backend& inner, Observer observer) : inner_(inner), observer_(std::move(observer)) {}
+TapBackend::TapBackend(Backend& inner, Observer observer, std::function<bool()> want_norms)
+    : inner_(inner), observer_(std::move(observer)), want_norms_(std::move(want_norms)) {}
 
 std::vector<Tensor> TapBackend::forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
                                               Introspection* introspection) {
     if (batch.size() != 1) return inner_.forward_batch(batch, options, introspection);
     Introspection local;
     Introspection* probe = introspection ? introspection : &local;
-    probe->want_state_norms = true;
+    probe->want_state_norms = !want_norms_ || want_norms_();
     SequenceRequest all = batch[0];
     all.logits = LogitRows::All;  // the observer sees every row (the prompt's candidates)
     Tensor logits = std::move(inner_.forward_batch({&all, 1}, options, probe).front());

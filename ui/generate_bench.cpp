@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "generate_bench.h"
+
+#include <algorithm>
+
+#include <time.h>
+
+#include "main_window.h"
+#include "views/generate_view.h"
+
+namespace retnet::ui {
+
+namespace {
+double threadCpuSeconds() {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return double(t.tv_sec) + double(t.tv_nsec) * 1e-9;
+}
+}  // namespace
+
+double median(std::vector<double> values) {
+    if (values.empty()) return 0.0;
+    std::sort(values.begin(), values.end());
+    const size_t n = values.size();
+    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
+GenerateBench::GenerateBench(MainWindow* window, GenerateBenchOptions options, QObject* parent)
+    : QObject(parent), m_window(window), m_options(std::move(options)) {
+    m_timeout.setSingleShot(true);
+    connect(&m_timeout, &QTimer::timeout, this, [this] { fail(QStringLiteral("timed out")); });
+}
+
+void GenerateBench::start() {
+    m_window->setQuiet(true);
+    m_timeout.start(m_options.timeoutMs);
+    EngineController* c = m_window->controller();
+    connect(c, &EngineController::modelLoaded, this, [this] {
+        if (m_runs.empty() && !m_running) runOnce();
+    });
+    connect(c, &EngineController::loadFailed, this, [this](const QString& m) { fail(m); });
+    connect(c, &EngineController::generationFinished, this, &GenerateBench::onGenerationFinished);
+    connect(c, &EngineController::errorOccurred, this, [this](const JobRef& job, const QString& m) {
+        fail(jobTitle(job) + QStringLiteral(": ") + m);
+    });
+    m_window->show();
+    m_window->showView(ViewId::Generate);
+    if (!m_options.modelDirectory.isEmpty())
+        m_window->openModelDirectory(m_options.modelDirectory);
+    else if (!m_window->openDefaultModel())
+        m_window->useRandomModel();
+}
+
+// Each run starts from the prompt, as the Generate button does.
+void GenerateBench::runOnce() {
+    GenerateView* view = m_window->generateView();
+    if (!m_options.prompt.isEmpty()) view->setPrompt(m_options.prompt);
+    view->setMaxTokens(m_options.maxTokens);
+    m_running = true;
+    m_clock.start();
+    m_guiCpuAtStart = threadCpuSeconds();
+    emit view->generateRequested();
+}
+
+void GenerateBench::onGenerationFinished(const GenerationStats& stats) {
+    if (m_done || !m_running) return;
+    m_running = false;
+    if (stats.stopReason == QLatin1String("error")) return;  // errorOccurred says why
+    GenerateBenchRun run;
+    run.tokens = stats.generated;
+    run.decodeTokensPerSecond = stats.decodeTokensPerSecond();
+    const double seconds = double(m_clock.nsecsElapsed()) * 1e-9;
+    run.wallTokensPerSecond = seconds > 0 ? stats.generated / seconds : 0.0;
+    run.guiCpuShare = seconds > 0 ? (threadCpuSeconds() - m_guiCpuAtStart) / seconds : 0.0;
+    m_runs.push_back(run);
+    if (int(m_runs.size()) < m_options.runs) {
+        QTimer::singleShot(0, this, &GenerateBench::runOnce);
+        return;
+    }
+    m_done = true;
+    m_timeout.stop();
+    emit finished(true, report());
+}
+
+QString GenerateBench::report() const {
+    QString text;
+    std::vector<double> decode, wall, gui;
+    for (size_t i = 0; i < m_runs.size(); ++i) {
+        const GenerateBenchRun& r = m_runs[i];
+        text += QStringLiteral("run %1: %2 tokens, decode %3 tok/s, wall %4 tok/s, GUI thread CPU %5%\n")
+                    .arg(i + 1)
+                    .arg(r.tokens)
+                    .arg(r.decodeTokensPerSecond, 0, 'f', 1)
+                    .arg(r.wallTokensPerSecond, 0, 'f', 1)
+                    .arg(100.0 * r.guiCpuShare, 0, 'f', 1);
+        decode.push_back(r.decodeTokensPerSecond);
+        wall.push_back(r.wallTokensPerSecond);
+        gui.push_back(r.guiCpuShare);
+    }
+    text += QStringLiteral("median: decode %1 tok/s, wall %2 tok/s, GUI thread CPU %3% over %4 runs")
+                .arg(median(decode), 0, 'f', 1)
+                .arg(median(wall), 0, 'f', 1)
+                .arg(100.0 * median(gui), 0, 'f', 1)
+                .arg(m_runs.size());
+    return text;
+}
+
+void GenerateBench::fail(const QString& message) {
+    if (m_done) return;
+    m_done = true;
+    m_timeout.stop();
+    emit finished(false, message);
+}
+
+}  // namespace retnet::ui
