@@ -120,7 +120,7 @@ void EngineWorker::loadModelDirectory(uint64_t id, const QString& directory, con
             }
             return !m_flags->cancelLoad.load();
         };
-        auto model = std::make_shared<const retnet::Model>(retnet::load_model(dir, progress));
+        auto model = std::make_shared<const retnet::Model>(retnet::load_model(dir, progress, retnet::WeightStorage::AsStored));
         std::shared_ptr<const retnet::Tokenizer> tokenizer =
             retnet::Tokenizer::load_from_model_dir(dir);
         if (tokenizer && tokenizer->vocab_size() > model->config.vocab_size)

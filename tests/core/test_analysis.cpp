@@ -174,7 +174,9 @@ TEST(Analysis, RetentionInputsGiveTheReferenceScores) {
                 const double raw0 = raw_score(in, h, n, 0, gamma[size_t(h)]);
                 const double ref0 = ref.scores.data[size_t((h * T + n) * T)];
                 const double factor = family == Family::Fla ? 1.0 : ref0 / raw0;
-                if (family == Family::TorchScale) EXPECT_GT(factor, 0.0);
+                if (family == Family::TorchScale) {
+                    EXPECT_GT(factor, 0.0);
+                }
                 for (int m = 0; m <= n; ++m) {
                     const double expected = ref.scores.data[size_t((h * T + n) * T + m)];
                     const double got = factor * raw_score(in, h, n, m, gamma[size_t(h)]);
