@@ -81,7 +81,11 @@ int run_generate(const std::vector<std::string>& argv) {
     const auto prompt_text = read_prompt(c.prompt_option, c.prompt, c.prompt_file);
     if (prompt_text && c.tokens_option->count() > 0)
         throw Error("give either --prompt or --tokens, not both (or --prompt-file instead of --prompt)");
-    const GenerationParams params = c.generation.resolve("generate");
+    GenerationParams params = c.generation.resolve("generate");
+    // Nothing rewinds here: no state snapshots during decoding (on a GPU each is a copy of every
+    // layer's state to the host).
+    params.checkpoint_interval = 0;
+    if (!c.json) params.n_top = 0;  // the candidates are listed only in JSON: no softmax per token otherwise
     const SamplerParams& sampler = params.sampler;
     const bool add_bos = !c.generation.no_bos;
     auto model = load_model_edited(model_dir, c.edits);

@@ -88,10 +88,10 @@ void Generator::run_tokens(std::span<const int32_t> tokens) {
     options.chunk_size = replay_params_.chunk_size;
     // Sampling needs only the last row: the backend projects no other.
     const SequenceRequest request{tokens, 0, LogitRows::Last};
-    const Tensor logits = std::move(backend_->forward_batch({&request, 1}, options).front());  // (1, V)
+    Tensor logits = std::move(backend_->forward_batch({&request, 1}, options).front());  // (1, V)
     if (logits.rank() != 2 || logits.dim(0) != 1 || logits.dim(1) != vocab_size_)
         throw Error("backend " + backend_->name() + " returned logits of shape " + logits.shape_string());
-    logits_.assign(logits.data.begin(), logits.data.end());
+    logits_ = std::move(logits.data);
     backend_position_ += static_cast<int64_t>(tokens.size());
     tokens_run_ += static_cast<int64_t>(tokens.size());
     const int interval = replay_params_.checkpoint_interval;
