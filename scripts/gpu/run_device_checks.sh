@@ -4,7 +4,7 @@
 # into a scratch prefix (never into /), configure and build the engine, CLI and tests with CUDA,
 # run ctest (core + cuda), the CUDA benchmark and `retnet compare --device cuda` on the fixtures.
 # Logs go to $OUT (or ./device-out when $OUT is unset). Fetch the packages first, here:
-#   mkdir -p .debs && cd .debs && apt-get download libgtest-dev libgmock-dev libsentencepiece-dev \
+#   mkdir -p .debs && cd .debs && apt-get download libgtest-dev libgmock-dev libsentencepiece-dev libcli11-dev \
 #     libsentencepiece0 libprotobuf-lite32 nlohmann-json3-dev libopenblas-dev libopenblas0 \
 #     libopenblas0-pthread libopenblas-pthread-dev libblas-dev libblas3 liblapack3 libgfortran5 \
 #     libquadmath0 pkgconf-bin libpkgconf3
