@@ -14,6 +14,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
+#include "retnet/memory_limit.h"
 #include "retnet/model_stats.h"
 #ifdef RETNET_HAVE_CUDA
 #include "retnet/cuda/backend_cuda.h"
@@ -120,6 +121,21 @@ std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& 
     return std::make_shared<const Model>(std::move(narrowed));
 }
 
+// Refuses, before anything is allocated, decoding timings that would pass the memory limit: the
+// chunkwise prefill of the longest context, and the widest batch's states (B slots, held in host
+// memory unless the backend is a GPU's) with its one-token step.
+void check_decode_memory(const Backend& backend, const std::vector<int>& batches, const std::vector<int>& contexts,
+                         int chunk) {
+    const ModelConfig& c = backend.model().config;
+    const auto B = static_cast<uint64_t>(*std::max_element(batches.begin(), batches.end()));
+    const int C = *std::max_element(contexts.begin(), contexts.end());
+    const bool host_states = backend.name().rfind("cuda", 0) != 0;
+    const uint64_t states = host_states ? saturating_product({B, static_cast<uint64_t>(recurrent_state_bytes(c))}) : 0;
+    check_forward_memory(c, static_cast<int64_t>(B), Form::Recurrent, 0,
+                         "decoding --batch " + std::to_string(B) + " (the states of the sequences and one step)", states);
+    check_forward_memory(c, C, Form::Chunkwise, chunk, "the prefill of --contexts " + std::to_string(C), states);
+}
+
 void print_tables(const nlohmann::json& report) {
     std::printf("%s backend, %s parameters, %s; medians after a warm-up\n", report["device"].get<std::string>().c_str(),
                 format_count(report["parameters"].get<int64_t>()).c_str(), report["dtype"].get<std::string>().c_str());
@@ -171,6 +187,7 @@ int run_bench(const std::vector<std::string>& argv) {
     const int longest = *std::max_element(lengths.begin(), lengths.end());
     if (mode != "decode")
         check_forward_memory(model->config, longest, Form::Parallel, 0, "the parallel form at T = " + std::to_string(longest));
+    if (mode != "prefill") check_decode_memory(*backend, batches, contexts, chunk);
 
     std::mt19937 rng(1);
     nlohmann::json report = {{"device", backend->name()}, {"family", family_name(model->config.family)},
