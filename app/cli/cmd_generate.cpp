@@ -101,6 +101,8 @@ int run_generate(const std::vector<std::string>& argv) {
             throw Error(model_dir + " has no tokenizer.model: give the prompt as ids with --tokens 1,2,3");
         prompt = generator.encode_prompt(prompt_text.value_or(""), params.max_prompt_tokens, add_bos);
     }
+    // Before any allocation: a long prompt in the parallel form holds (T, T) scores per head.
+    check_prompt_memory(model->config, static_cast<int64_t>(prompt.size()), params.prefill_form, params.chunk_size);
 
     InterruptGuard interrupt;
     std::string printed;  // stream text written so far

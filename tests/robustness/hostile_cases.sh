@@ -77,6 +77,10 @@ check 1 30 "inspect --json 16k tokens, 2G cap" "=more than the memory limit of" 
 check 1 30 "logits 16k tokens, 64M cap" "=more than the memory limit of" logits --model "$M" --tokens "$T16K" --out "$W/l.npy" --max-memory 64M
 check 1 30 "compare 16k tokens, 256M cap" "=more than the memory limit of" compare --model "$M" --tokens "$T16K" --max-memory=256M
 check 1 30 "bench --lengths 1000000" "=more than the memory limit of" bench --model "$M" --lengths 1000000
+check 1 30 "bench --batch 100000 under 256M" "=decoding --batch 100000" bench --model "$M" --mode decode --batch 1,100000 --max-memory 256M
+check 1 30 "bench --contexts 100000000" "=the prefill of --contexts 100000000" bench --model "$M" --mode decode --contexts 64,100000000
+head -c 15000 /dev/urandom | base64 -w0 >"$W/long-prompt.txt"  # about a token a character
+check 1 30 "generate: a long prompt in the parallel form under 128M" "=--mode chunkwise needs far less" generate -m "$M" -f "$W/long-prompt.txt" --max-prompt-tokens 100000 --max-memory 128M
 check 1 30 "eval --window 1048576 under 1G" "=more than the memory limit of" eval --model "$M" --text "$W/text.txt" --window 1048576 --max-memory 1G
 check 1 10 "a model larger than --max-memory" "=the weights of" info --model "$M" --max-memory 16K
 check 1 30 "convert a model larger than --max-memory" "=the weights of" convert --model "$M" --out "$W/cv" --max-memory 16K
