@@ -197,6 +197,7 @@ check 1 10 "empty token list item" -- logits --model "$M" --tokens 1,,2 --out "$
 check 1 10 "--chunk-size 0" -- logits --model "$M" --tokens 1,2 --mode chunkwise --chunk-size 0 --out "$W/x.npy"
 check 1 10 "unknown mode" -- logits --model "$M" --tokens 1,2 --mode sideways --out "$W/x.npy"
 check 1 10 "unknown device" -- info --model "$M" --device tpu
+check 1 10 "--model '' (an unset variable)" "=option --model is empty" info --model ""
 
 echo "hostile: $tried tried, $passed passed"
 [ "$tried" = "$passed" ]
