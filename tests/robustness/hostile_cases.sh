@@ -81,6 +81,8 @@ check 1 30 "bench --batch 100000 under 256M" "=decoding --batch 100000" bench --
 check 1 30 "bench --contexts 100000000" "=the prefill of --contexts 100000000" bench --model "$M" --mode decode --contexts 64,100000000
 head -c 15000 /dev/urandom | base64 -w0 >"$W/long-prompt.txt"  # about a token a character
 check 1 30 "generate: a long prompt in the parallel form under 128M" "=--mode chunkwise needs far less" generate -m "$M" -f "$W/long-prompt.txt" --max-prompt-tokens 100000 --max-memory 128M
+check 1 10 "serve a model larger than --max-memory" "=the weights of" serve --model "$M" --port 0 --max-memory 16K
+check 1 10 "serve --max-prompt-tokens 16000000 under 1G" "=a prompt of --max-prompt-tokens 16000000" serve --model "$M" --port 0 --max-prompt-tokens 16000000 --max-memory 1G
 check 1 30 "eval --window 1048576 under 1G" "=more than the memory limit of" eval --model "$M" --text "$W/text.txt" --window 1048576 --max-memory 1G
 check 1 10 "a model larger than --max-memory" "=the weights of" info --model "$M" --max-memory 16K
 check 1 30 "convert a model larger than --max-memory" "=the weights of" convert --model "$M" --out "$W/cv" --max-memory 16K
