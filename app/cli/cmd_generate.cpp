@@ -25,7 +25,15 @@ std::optional<std::string> read_prompt(const CLI::Option* text_option, const std
     if (text_option->count() == 0 && file.empty()) return std::nullopt;
     if (file.empty()) return text;
     constexpr size_t kMaxPromptBytes = size_t(64) << 20;
-    if (file != "-") return read_regular_file(file, kMaxPromptBytes);
+    if (file != "-") {
+        try {
+            return read_regular_file(file, kMaxPromptBytes);
+        } catch (const Error& e) {  // `-f <(command)` is a pipe: say what works instead
+            std::error_code ec;
+            if (std::filesystem::is_fifo(file, ec)) throw Error(std::string(e.what()) + "; pipe it in with --prompt-file - instead");
+            throw;
+        }
+    }
     std::string prompt;
     char buffer[65536];
     while (const size_t n = std::fread(buffer, 1, sizeof buffer, stdin)) {
