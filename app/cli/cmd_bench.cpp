@@ -45,6 +45,14 @@ std::vector<int> parse_positive_list(const std::string& option, const std::strin
     return out;
 }
 
+// One line in the style of the other options (CLI11's IsMember says "--mode: both not in {…}").
+void require_one_of(const std::string& option, const std::string& value, const std::vector<std::string>& known) {
+    if (std::find(known.begin(), known.end(), value) != known.end()) return;
+    std::string list;
+    for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+    throw Error("option " + option + " must be one of " + list + ", got '" + value + "'");
+}
+
 std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937& rng) {
     std::uniform_int_distribution<int32_t> pick(0, vocab - 1);
     std::vector<int32_t> tokens(static_cast<size_t>(n));
@@ -171,14 +179,16 @@ int run_bench(const std::vector<std::string>& argv) {
     add_text(*app, "--batch", batch_text, "sequences decoded together")->type_name("B,B,...");
     add_text(*app, "--contexts", contexts_text, "tokens each sequence holds before the timed decoding")->type_name("C,C,...");
     add_text(*app, "--dtype", dtype, "precision of the projections: stored (as the checkpoint), fp32 or bf16")
-        ->check(CLI::IsMember({"stored", "fp32", "bf16"}));
-    add_text(*app, "--mode", mode, "what to time: all, prefill or decode")->check(CLI::IsMember({"all", "prefill", "decode"}));
+        ->type_name("stored|fp32|bf16");
+    add_text(*app, "--mode", mode, "what to time: all, prefill or decode")->type_name("all|prefill|decode");
     add_int(*app, "--repeats", repeats, 1, 1000, "timed prefill runs per measurement (the median is reported)");
     add_int(*app, "--decode-steps", decode_steps, 1, 100000, "decoding steps timed per batch and context");
     add_int(*app, "--chunk-size", chunk, 1, 1 << 20, "chunk length of the chunkwise form")->default_str("the model's");
     add_json_flag(*app, json);
     add_intervention_options(*app, edits);
     parse(*app, argv);
+    require_one_of("--dtype", dtype, {"stored", "fp32", "bf16"});
+    require_one_of("--mode", mode, {"all", "prefill", "decode"});
     const std::vector<int> lengths = parse_positive_list("--lengths", lengths_text);
     const std::vector<int> batches = parse_positive_list("--batch", batch_text);
     const std::vector<int> contexts = parse_positive_list("--contexts", contexts_text);

@@ -189,7 +189,7 @@ check 0 30 "short forms" -- generate -m "$M" -p hi -n 3 --temp 0 -s 4
 check 0 30 "--seed -1" "=retnet generate: seed " generate -m "$M" -p hi -n 3 --seed -1
 printf 'to be or not' >"$W/prompt.txt"
 check 0 30 "--prompt-file" -- generate -m "$M" -f "$W/prompt.txt" -n 3
-check 1 10 "--prompt-file a FIFO" "=is a FIFO" generate -m "$M" -f "$W/fifo" -n 3
+check 1 10 "--prompt-file a FIFO" "=pipe it in with --prompt-file - instead" generate -m "$M" -f "$W/fifo" -n 3
 check 1 10 "--prompt-file missing" "=cannot open" generate -m "$M" -f "$W/nope.txt" -n 3
 check 1 10 "--prompt and --prompt-file" "=not both" generate -m "$M" -p a -f "$W/prompt.txt"
 check 1 10 "--seed -2" "=must be in" generate -m "$M" -p a --seed -2
@@ -199,6 +199,8 @@ check 1 10 "empty token list item" -- logits --model "$M" --tokens 1,,2 --out "$
 check 1 10 "--chunk-size 0" -- logits --model "$M" --tokens 1,2 --mode chunkwise --chunk-size 0 --out "$W/x.npy"
 check 1 10 "unknown mode" -- logits --model "$M" --tokens 1,2 --mode sideways --out "$W/x.npy"
 check 1 10 "unknown device" -- info --model "$M" --device tpu
+check 1 10 "bench --dtype fp16" "=option --dtype must be one of stored, fp32, bf16, got 'fp16'" bench --model "$M" --dtype fp16
+check 1 10 "bench --mode both" "=option --mode must be one of all, prefill, decode, got 'both'" bench --model "$M" --mode both
 check 1 10 "--model '' (an unset variable)" "=option --model is empty" info --model ""
 
 echo "hostile: $tried tried, $passed passed"
