@@ -89,6 +89,16 @@ void check_forward_memory(const ModelConfig& c, int64_t T, Form form, int chunk,
                  what);
 }
 
+void check_prompt_memory(const ModelConfig& config, int64_t T, Form form, int chunk) {
+    const std::string what = "the " + std::string(form_name(form)) + " form over a prompt of " + std::to_string(T) + " tokens";
+    try {
+        check_forward_memory(config, T, form, chunk, what);
+    } catch (const Error& e) {
+        if (form != Form::Parallel) throw;
+        throw Error(std::string(e.what()) + "; --mode chunkwise needs far less");
+    }
+}
+
 uint64_t estimated_weight_bytes(const ModelConfig& c) {
     const auto d = static_cast<uint64_t>(c.d_model);
     const uint64_t per_layer = saturating_sum({saturating_product({d, 2ull * c.key_dim + 2ull * c.value_dim}),

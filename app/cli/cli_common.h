@@ -53,6 +53,10 @@ private:
 void check_forward_memory(const ModelConfig& config, int64_t T, Form form, int chunk, const std::string& what,
                           uint64_t extra_bytes = 0);
 
+// check_forward_memory for a prompt of T tokens prefilled in `form` (generate, a chat turn), naming
+// the prompt; the parallel form's refusal points to the forms that need less.
+void check_prompt_memory(const ModelConfig& config, int64_t T, Form form, int chunk);
+
 // About how many bytes a model of `config` takes as float32 weights (embedding, output matrix,
 // projections and FFN of every layer), before anything is allocated.
 uint64_t estimated_weight_bytes(const ModelConfig& config);

@@ -14,6 +14,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
+#include "retnet/memory_limit.h"
 #include "retnet/model_stats.h"
 #ifdef RETNET_HAVE_CUDA
 #include "retnet/cuda/backend_cuda.h"
@@ -42,6 +43,14 @@ std::vector<int> parse_positive_list(const std::string& option, const std::strin
     for (const int T : out)
         if (T < 1) throw Error(option + " must be positive, got " + std::to_string(T));
     return out;
+}
+
+// One line in the style of the other options (CLI11's IsMember says "--mode: both not in {…}").
+void require_one_of(const std::string& option, const std::string& value, const std::vector<std::string>& known) {
+    if (std::find(known.begin(), known.end(), value) != known.end()) return;
+    std::string list;
+    for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+    throw Error("option " + option + " must be one of " + list + ", got '" + value + "'");
 }
 
 std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937& rng) {
@@ -120,6 +129,21 @@ std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& 
     return std::make_shared<const Model>(std::move(narrowed));
 }
 
+// Refuses, before anything is allocated, decoding timings that would pass the memory limit: the
+// chunkwise prefill of the longest context, and the widest batch's states (B slots, held in host
+// memory unless the backend is a GPU's) with its one-token step.
+void check_decode_memory(const Backend& backend, const std::vector<int>& batches, const std::vector<int>& contexts,
+                         int chunk) {
+    const ModelConfig& c = backend.model().config;
+    const auto B = static_cast<uint64_t>(*std::max_element(batches.begin(), batches.end()));
+    const int C = *std::max_element(contexts.begin(), contexts.end());
+    const bool host_states = backend.name().rfind("cuda", 0) != 0;
+    const uint64_t states = host_states ? saturating_product({B, static_cast<uint64_t>(recurrent_state_bytes(c))}) : 0;
+    check_forward_memory(c, static_cast<int64_t>(B), Form::Recurrent, 0,
+                         "decoding --batch " + std::to_string(B) + " (the states of the sequences and one step)", states);
+    check_forward_memory(c, C, Form::Chunkwise, chunk, "the prefill of --contexts " + std::to_string(C), states);
+}
+
 void print_tables(const nlohmann::json& report) {
     std::printf("%s backend, %s parameters, %s; medians after a warm-up\n", report["device"].get<std::string>().c_str(),
                 format_count(report["parameters"].get<int64_t>()).c_str(), report["dtype"].get<std::string>().c_str());
@@ -155,14 +179,16 @@ int run_bench(const std::vector<std::string>& argv) {
     add_text(*app, "--batch", batch_text, "sequences decoded together")->type_name("B,B,...");
     add_text(*app, "--contexts", contexts_text, "tokens each sequence holds before the timed decoding")->type_name("C,C,...");
     add_text(*app, "--dtype", dtype, "precision of the projections: stored (as the checkpoint), fp32 or bf16")
-        ->check(CLI::IsMember({"stored", "fp32", "bf16"}));
-    add_text(*app, "--mode", mode, "what to time: all, prefill or decode")->check(CLI::IsMember({"all", "prefill", "decode"}));
+        ->type_name("stored|fp32|bf16");
+    add_text(*app, "--mode", mode, "what to time: all, prefill or decode")->type_name("all|prefill|decode");
     add_int(*app, "--repeats", repeats, 1, 1000, "timed prefill runs per measurement (the median is reported)");
     add_int(*app, "--decode-steps", decode_steps, 1, 100000, "decoding steps timed per batch and context");
     add_int(*app, "--chunk-size", chunk, 1, 1 << 20, "chunk length of the chunkwise form")->default_str("the model's");
     add_json_flag(*app, json);
     add_intervention_options(*app, edits);
     parse(*app, argv);
+    require_one_of("--dtype", dtype, {"stored", "fp32", "bf16"});
+    require_one_of("--mode", mode, {"all", "prefill", "decode"});
     const std::vector<int> lengths = parse_positive_list("--lengths", lengths_text);
     const std::vector<int> batches = parse_positive_list("--batch", batch_text);
     const std::vector<int> contexts = parse_positive_list("--contexts", contexts_text);
@@ -171,6 +197,7 @@ int run_bench(const std::vector<std::string>& argv) {
     const int longest = *std::max_element(lengths.begin(), lengths.end());
     if (mode != "decode")
         check_forward_memory(model->config, longest, Form::Parallel, 0, "the parallel form at T = " + std::to_string(longest));
+    if (mode != "prefill") check_decode_memory(*backend, batches, contexts, chunk);
 
     std::mt19937 rng(1);
     nlohmann::json report = {{"device", backend->name()}, {"family", family_name(model->config.family)},

@@ -36,9 +36,28 @@ struct Session {
     bool fresh = true;  // nothing consumed yet: the next turn starts with BOS
 };
 
+// A line the session cannot take (invalid UTF-8, too many tokens, too large for memory): it is
+// refused before the model sees it, so the state and the conversation stay as they were.
+struct LineRefused {
+    std::string why;
+};
+
+// The line's tokens, checked; throws LineRefused.
+std::vector<int32_t> encode_line(Session& s, const std::string& line) {
+    try {
+        std::vector<int32_t> input = s.generator.encode_prompt(line + "\n", s.params.max_prompt_tokens, s.add_bos && s.fresh);
+        // The first turn runs in the chosen form; later ones extend the state (chunkwise for parallel).
+        const Form form = !s.fresh && s.params.prefill_form == Form::Parallel ? Form::Chunkwise : s.params.prefill_form;
+        check_prompt_memory(s.model.config, static_cast<int64_t>(input.size()), form, s.params.chunk_size);
+        return input;
+    } catch (const Error& e) {
+        throw LineRefused{e.what()};
+    }
+}
+
 // One turn: the line (and its newline) after everything before, the reply streamed to stdout.
 void chat_turn(Session& s, const std::string& line, InterruptGuard& interrupt) {
-    const std::vector<int32_t> input = s.generator.encode_prompt(line + "\n", s.params.max_prompt_tokens, s.add_bos && s.fresh);
+    const std::vector<int32_t> input = encode_line(s, line);
     interrupt.flag().store(false);
     size_t printed = 0;  // bytes of the reply's text streamed so far
     const auto on_token = [&](const TokenEvent& e) {
@@ -77,8 +96,8 @@ void chat_turn(Session& s, const std::string& line, InterruptGuard& interrupt) {
                  static_cast<long long>(s.generator.length()));
 }
 
-// Lines until end of input or /quit.
-void chat_loop(Session& s) {
+// Lines until end of input or /quit. Returns the exit status: 1 when a line was refused.
+int chat_loop(Session& s) {
     const bool terminal = ::isatty(0) != 0;
     InterruptGuard interrupt;  // Ctrl-C ends the reply under way
     std::fprintf(stderr,
@@ -86,9 +105,12 @@ void chat_loop(Session& s) {
                  "the state, /quit or end of input ends, Ctrl-C stops a reply.\n",
                  family_name(s.model.config.family), format_bytes(recurrent_state_bytes(s.model.config)).c_str());
     std::string line;
+    int line_number = 0, status = 0;
     while (true) {
         if (terminal) std::fputs("> ", stderr);
         if (!std::getline(std::cin, line)) break;
+        ++line_number;
+        if (!line.empty() && line.back() == '\r') line.pop_back();  // a CRLF file or terminal
         if (line == "/quit") break;
         if (line == "/reset") {
             s.fresh = true;
@@ -96,8 +118,15 @@ void chat_loop(Session& s) {
             continue;
         }
         if (line.empty()) continue;
-        chat_turn(s, line, interrupt);
+        try {
+            chat_turn(s, line, interrupt);
+        } catch (const LineRefused& refused) {
+            std::fprintf(stderr, "retnet chat: line %d skipped (the conversation goes on): %s\n", line_number,
+                         refused.why.c_str());
+            status = 1;
+        }
     }
+    return status;
 }
 
 int run_chat(const std::vector<std::string>& argv) {
@@ -122,8 +151,7 @@ int run_chat(const std::vector<std::string>& argv) {
     if (!tokenizer) throw Error(model_dir + " has no tokenizer.model: chat needs one to read text");
     Generator generator(*backend, tokenizer.get());
     Session session{*model, generator, params, !c.generation.no_bos, c.json};
-    chat_loop(session);
-    return 0;
+    return chat_loop(session);
 }
 
 const Command reg("chat", "an interactive session that keeps the recurrent state between turns", &run_chat);

@@ -25,7 +25,15 @@ std::optional<std::string> read_prompt(const CLI::Option* text_option, const std
     if (text_option->count() == 0 && file.empty()) return std::nullopt;
     if (file.empty()) return text;
     constexpr size_t kMaxPromptBytes = size_t(64) << 20;
-    if (file != "-") return read_regular_file(file, kMaxPromptBytes);
+    if (file != "-") {
+        try {
+            return read_regular_file(file, kMaxPromptBytes);
+        } catch (const Error& e) {  // `-f <(command)` is a pipe: say what works instead
+            std::error_code ec;
+            if (std::filesystem::is_fifo(file, ec)) throw Error(std::string(e.what()) + "; pipe it in with --prompt-file - instead");
+            throw;
+        }
+    }
     std::string prompt;
     char buffer[65536];
     while (const size_t n = std::fread(buffer, 1, sizeof buffer, stdin)) {
@@ -101,6 +109,8 @@ int run_generate(const std::vector<std::string>& argv) {
             throw Error(model_dir + " has no tokenizer.model: give the prompt as ids with --tokens 1,2,3");
         prompt = generator.encode_prompt(prompt_text.value_or(""), params.max_prompt_tokens, add_bos);
     }
+    // Before any allocation: a long prompt in the parallel form holds (T, T) scores per head.
+    check_prompt_memory(model->config, static_cast<int64_t>(prompt.size()), params.prefill_form, params.chunk_size);
 
     InterruptGuard interrupt;
     std::string printed;  // stream text written so far

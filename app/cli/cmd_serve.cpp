@@ -27,6 +27,7 @@
 #include "retnet/batch_generate.h"
 #include "retnet/error.h"
 #include "retnet/generate.h"
+#include "retnet/memory_limit.h"
 #include "retnet/model_names.h"
 #include "retnet/model_stats.h"
 #include "serve_signals.h"
@@ -487,6 +488,16 @@ void add_routes(httplib::Server& server, Engine& engine, const ServeOptions& o, 
     });
 }
 
+// Refused at the start rather than by the OOM killer at the first long request: a prompt of
+// --max-prompt-tokens in the chunkwise form, with the states of --parallel requests beside it.
+void check_serving_memory(const ModelConfig& c, const ServeOptions& o) {
+    const uint64_t states = saturating_product({static_cast<uint64_t>(o.parallel), static_cast<uint64_t>(recurrent_state_bytes(c))});
+    check_forward_memory(c, o.max_prompt_tokens, Form::Chunkwise, 0,
+                         "a prompt of --max-prompt-tokens " + std::to_string(o.max_prompt_tokens) + " beside --parallel " +
+                             std::to_string(o.parallel) + " requests' states",
+                         states);
+}
+
 int run_serve(const std::vector<std::string>& argv) {
     const auto app = make_app("serve", "An OpenAI-compatible HTTP API (/v1/completions with streaming, /v1/models, "
                                        "/health) on loopback; up to --parallel requests are decoded together.");
@@ -497,7 +508,9 @@ int run_serve(const std::vector<std::string>& argv) {
         throw Error("--host " + o.host + " is reachable from other machines and the server has no authentication; "
                     "add --allow-remote to listen there anyway");
     o.model = model_dir_or_default(o.model);
+    check_model_memory(o.model);
     auto model = std::make_shared<const Model>(load_model(o.model, {}, WeightStorage::AsStored));
+    check_serving_memory(model->config, o);
     std::string notice;
     auto backend = make_backend_or_cpu(o.device, model, &notice);
     if (!notice.empty()) std::fprintf(stderr, "retnet serve: %s\n", notice.c_str());

@@ -156,7 +156,7 @@ CLI::Option* add_flag(CLI::App& app, const std::string& names, bool& value, cons
     // CLI11 stores the text after '=' ("true" for the flag alone) here; each() reads it as a real
     // boolean. (A flag bound to a bool would take "2" as on, and an integer flag aborts on "maybe".)
     auto text = std::make_shared<std::string>();
-    return app.add_flag(names, *text, help)->each([&value, what, text](const std::string& given) {
+    return app.add_flag(names, *text, help)->multi_option_policy(CLI::MultiOptionPolicy::Throw)->each([&value, what, text](const std::string& given) {
         for (const char* yes : {"true", "1", "yes", "on"})
             if (given == yes) return void(value = true);
         for (const char* no : {"false", "0", "no", "off"})

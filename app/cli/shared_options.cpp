@@ -12,7 +12,12 @@ namespace retnet::cli {
 CLI::Option* add_model_option(CLI::App& app, std::string& dir) {
     return app
         .add_option_function<std::string>(
-            "-m,--model", [&dir](const std::string& value) { dir = resolve_model_path(value); },
+            "-m,--model",
+            [&dir](const std::string& value) {
+                // `--model "$UNSET"` is a mistake, not a request for the bundled default model.
+                if (value.empty()) throw Error("option --model is empty (leave it out for the bundled default model)");
+                dir = resolve_model_path(value);
+            },
             "model directory, or ORG/NAME[@REVISION] of a model in the Hugging Face cache")
         ->type_name("DIR|ORG/NAME")
         ->default_str(dir.empty() ? "the bundled default model" : dir);

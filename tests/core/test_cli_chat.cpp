@@ -32,13 +32,15 @@ const fs::path& chat_model() {
 const std::vector<std::string> kSampling = {"--seed", "11", "-n", "10", "--ignore-eos", "--mode", "recurrent",
                                             "--temperature", "1.5", "--top-k", "0", "--top-p", "1", "--min-p", "0"};
 
-std::vector<nlohmann::json> chat(const std::string& input, CliResult* result = nullptr) {
+std::vector<nlohmann::json> chat(const std::string& input, CliResult* result = nullptr, int expected_exit = 0,
+                                 const std::vector<std::string>& extra = {}) {
     ScratchDir dir("chat_input");
     spit(dir / "in.txt", input);
     std::vector<std::string> args{"chat", "-m", chat_model().string(), "--json"};
     args.insert(args.end(), kSampling.begin(), kSampling.end());
+    args.insert(args.end(), extra.begin(), extra.end());
     const CliResult r = run_retnet(args, 120, 0, ChildSetup{"", (dir / "in.txt").string(), 0});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.exit_code, expected_exit) << r.err;
     EXPECT_NE(r.err.find("[turn 1: "), std::string::npos) << r.err;
     std::vector<nlohmann::json> turns;
     std::istringstream lines(r.out);
@@ -106,6 +108,26 @@ TEST(CliChat, ResetStartsOverAndQuitEnds) {
     EXPECT_EQ(turns[1]["tokens"], turns[0]["tokens"]);
     EXPECT_EQ(turns[1]["prefill_tokens"], turns[0]["prefill_tokens"]);
     EXPECT_EQ(turns[1]["sequence_tokens"], turns[0]["sequence_tokens"]);
+}
+
+// A line the model cannot take (invalid UTF-8, more tokens than --max-prompt-tokens) is refused in
+// one line and skipped: the conversation goes on from the state as it was (the next turn equals the
+// same conversation without that line), and the exit status says that a line was refused. A CRLF
+// line ending is a line ending: "/quit\r" quits.
+TEST(CliChat, ARefusedLineIsSkippedAndTheConversationGoesOn) {
+    const auto clean = chat("to be or\nnot\n", nullptr, 0, {"--max-prompt-tokens", "200"});
+    ASSERT_EQ(clean.size(), 2u);
+    CliResult r;
+    const auto turns = chat("to be or\n\xc3\x28 bad\n" + std::string(300, 'a') + "\nnot\r\n/quit\r\nnot read\n", &r, 1,
+                             {"--max-prompt-tokens", "200"});
+    ASSERT_EQ(turns.size(), 2u) << r.err;
+    EXPECT_EQ(turns[1]["input_tokens"], clean[1]["input_tokens"]);
+    EXPECT_EQ(turns[1]["tokens"], clean[1]["tokens"]);
+    EXPECT_EQ(turns[1]["sequence_tokens"], clean[1]["sequence_tokens"]);
+    EXPECT_NE(r.err.find("line 2 skipped (the conversation goes on): prompt: invalid UTF-8"), std::string::npos) << r.err;
+    const size_t at = r.err.find("line 3 skipped (the conversation goes on): the prompt has ");
+    ASSERT_NE(at, std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("tokens, more than the limit of 200 (raise --max-prompt-tokens)\n", at), std::string::npos) << r.err;
 }
 
 TEST(CliChat, CtrlCStopsTheReplyNotTheSession) {

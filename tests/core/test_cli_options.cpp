@@ -80,6 +80,11 @@ TEST(CliOptions, ValuesCli11AloneWouldReadAreRefused) {
     const CliResult twice = run_retnet({"generate", "-m", m, "-p", "a", "-n", "2", "--max-new-tokens", "3"});
     EXPECT_EQ(twice.exit_code, 1);
     EXPECT_NE(twice.err.find("option --max-new-tokens is given more than once"), std::string::npos) << twice.err;
+    // A flag too: `--greedy --greedy=false` is a contradiction, not "the last one wins".
+    const CliResult flag_twice = run_retnet({"generate", "-m", m, "-p", "a", "-n", "2", "--greedy", "--greedy=false"});
+    EXPECT_EQ(flag_twice.exit_code, 1);
+    EXPECT_EQ(flag_twice.err_lines(), 1) << flag_twice.err;
+    EXPECT_NE(flag_twice.err.find("option --greedy is given more than once"), std::string::npos) << flag_twice.err;
     const CliResult missing = run_retnet({"generate", "-m", m, "-p"});
     EXPECT_NE(missing.err.find("option --prompt needs a value"), std::string::npos) << missing.err;
     const CliResult action = run_retnet({"tokenizer", "encdoe"});

@@ -77,6 +77,12 @@ check 1 30 "inspect --json 16k tokens, 2G cap" "=more than the memory limit of" 
 check 1 30 "logits 16k tokens, 64M cap" "=more than the memory limit of" logits --model "$M" --tokens "$T16K" --out "$W/l.npy" --max-memory 64M
 check 1 30 "compare 16k tokens, 256M cap" "=more than the memory limit of" compare --model "$M" --tokens "$T16K" --max-memory=256M
 check 1 30 "bench --lengths 1000000" "=more than the memory limit of" bench --model "$M" --lengths 1000000
+check 1 30 "bench --batch 100000 under 256M" "=decoding --batch 100000" bench --model "$M" --mode decode --batch 1,100000 --max-memory 256M
+check 1 30 "bench --contexts 100000000" "=the prefill of --contexts 100000000" bench --model "$M" --mode decode --contexts 64,100000000
+head -c 15000 /dev/urandom | base64 -w0 >"$W/long-prompt.txt"  # about a token a character
+check 1 30 "generate: a long prompt in the parallel form under 128M" "=--mode chunkwise needs far less" generate -m "$M" -f "$W/long-prompt.txt" --max-prompt-tokens 100000 --max-memory 128M
+check 1 10 "serve a model larger than --max-memory" "=the weights of" serve --model "$M" --port 0 --max-memory 16K
+check 1 10 "serve --max-prompt-tokens 16000000 under 1G" "=a prompt of --max-prompt-tokens 16000000" serve --model "$M" --port 0 --max-prompt-tokens 16000000 --max-memory 1G
 check 1 30 "eval --window 1048576 under 1G" "=more than the memory limit of" eval --model "$M" --text "$W/text.txt" --window 1048576 --max-memory 1G
 check 1 10 "a model larger than --max-memory" "=the weights of" info --model "$M" --max-memory 16K
 check 1 30 "convert a model larger than --max-memory" "=the weights of" convert --model "$M" --out "$W/cv" --max-memory 16K
@@ -183,7 +189,7 @@ check 0 30 "short forms" -- generate -m "$M" -p hi -n 3 --temp 0 -s 4
 check 0 30 "--seed -1" "=retnet generate: seed " generate -m "$M" -p hi -n 3 --seed -1
 printf 'to be or not' >"$W/prompt.txt"
 check 0 30 "--prompt-file" -- generate -m "$M" -f "$W/prompt.txt" -n 3
-check 1 10 "--prompt-file a FIFO" "=is a FIFO" generate -m "$M" -f "$W/fifo" -n 3
+check 1 10 "--prompt-file a FIFO" "=pipe it in with --prompt-file - instead" generate -m "$M" -f "$W/fifo" -n 3
 check 1 10 "--prompt-file missing" "=cannot open" generate -m "$M" -f "$W/nope.txt" -n 3
 check 1 10 "--prompt and --prompt-file" "=not both" generate -m "$M" -p a -f "$W/prompt.txt"
 check 1 10 "--seed -2" "=must be in" generate -m "$M" -p a --seed -2
@@ -193,6 +199,9 @@ check 1 10 "empty token list item" -- logits --model "$M" --tokens 1,,2 --out "$
 check 1 10 "--chunk-size 0" -- logits --model "$M" --tokens 1,2 --mode chunkwise --chunk-size 0 --out "$W/x.npy"
 check 1 10 "unknown mode" -- logits --model "$M" --tokens 1,2 --mode sideways --out "$W/x.npy"
 check 1 10 "unknown device" -- info --model "$M" --device tpu
+check 1 10 "bench --dtype fp16" "=option --dtype must be one of stored, fp32, bf16, got 'fp16'" bench --model "$M" --dtype fp16
+check 1 10 "bench --mode both" "=option --mode must be one of all, prefill, decode, got 'both'" bench --model "$M" --mode both
+check 1 10 "--model '' (an unset variable)" "=option --model is empty" info --model ""
 
 echo "hostile: $tried tried, $passed passed"
 [ "$tried" = "$passed" ]
