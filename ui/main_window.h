@@ -88,6 +88,8 @@ private:
     void rememberModel(const QString& directory);
     void continueRestore(bool sequenceKept);  // the next step of openWorkspace
     void finishRestore();
+    QString checkWorkspace(const QJsonObject& workspace) const;  // the line saying what is wrong, or ""
+    std::optional<GenerateRequest> restoredText(QString* error) const;
     void buildModelDock();
     QWidget* wrapWithLearnPanel(ViewBase* view);
     void connectController();

@@ -31,7 +31,7 @@ struct ModelInfo {
     int chunkSize = 64;
     double normEps = 0.0;
     int64_t parameters = 0;
-    int64_t weightBytes = 0;   // float32 weights in memory
+    int64_t weightBytes = 0;   // the weights in memory, as held (bf16 or float32)
     int64_t stateBytes = 0;    // the whole recurrent state (all layers), fixed size
     std::vector<float> logDecay;  // (H) log γ_h
     QString interventions;        // retnet::describe() of the edits in force; empty for none
