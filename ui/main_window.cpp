@@ -813,10 +813,8 @@ void MainWindow::showError(const QString& title, const QString& message) {
     m_restoreStep = 0;  // a workspace being restored stops at the step that failed
     m_lastError = title + QStringLiteral(": ") + message;
     statusBar()->showMessage(m_lastError, 10000);
-    if (m_quiet) {
-        std::fprintf(stderr, "retnet-studio: %s\n", qPrintable(m_lastError));
-        return;
-    }
+    emit errorShown(m_lastError);
+    if (m_quiet) return;  // the screenshot and benchmark runners report it, once
     auto* box = new QMessageBox(QMessageBox::Warning, title, message, QMessageBox::Ok, this);
     box->setAttribute(Qt::WA_DeleteOnClose);
     box->open();

@@ -81,6 +81,7 @@ public:
 signals:
     void viewDataReady(retnet::ui::ViewId id);  // a view shows the current text's data
     void workspaceRestored(const QString& path);
+    void errorShown(const QString& line);  // "title: message", also when quiet (no dialog)
 
 private:
     void buildMenus();

@@ -10,12 +10,15 @@
 #include <QJsonArray>
 #include <QJsonDocument>
 #include <QJsonObject>
+#include <QElapsedTimer>
+#include <QProcess>
 #include <QTemporaryDir>
 
 #include <sys/stat.h>
 
 #include "retnet/generate.h"
 #include "retnet/model.h"
+#include "generate_bench.h"
 #include "studio_test_util.h"
 
 namespace {
@@ -163,6 +166,7 @@ TEST(Hostile, OverlongPromptNamesTheAppsLimit) {
     const QString reason = view->findChild<QLabel*>(QStringLiteral("promptTokenCount"))->toolTip();
     EXPECT_TRUE(reason.startsWith(QStringLiteral("the prompt has 900"))) << reason.toStdString();
     EXPECT_TRUE(reason.contains(QStringLiteral("more than the app takes (8192)"))) << reason.toStdString();
+    EXPECT_TRUE(w.window.lastError().isEmpty()) << "a dialog while typing: " << w.window.lastError().toStdString();
 }
 
 // The bundled model is a bf16 checkpoint and the app keeps its matrices in bf16: the panel's
@@ -179,6 +183,81 @@ TEST(Hostile, ModelPanelCountsBf16WeightsAsHeld) {
     EXPECT_EQ(info.weightBytes, int64_t(held.weight_bytes()));
     EXPECT_LT(info.weightBytes, info.parameters * 3);  // mostly 2 bytes a parameter
     EXPECT_GT(info.weightBytes, info.parameters * 2 - 1);
+}
+
+struct StudioRun {
+    int code = -1;
+    QStringList errors;  // stderr lines of the app's own ("retnet-studio: …"), not Qt's notices
+    qint64 ms = 0;
+};
+
+StudioRun studio(const QStringList& args) {
+    QProcess p;
+    QProcessEnvironment env = QProcessEnvironment::systemEnvironment();
+    env.insert(QStringLiteral("QT_QPA_PLATFORM"), QStringLiteral("offscreen"));
+    p.setProcessEnvironment(env);
+    QElapsedTimer clock;
+    clock.start();
+    p.start(QStringLiteral(RETNET_STUDIO_PATH), args);
+    EXPECT_TRUE(p.waitForFinished(60000)) << args.join(QLatin1Char(' ')).toStdString();
+    StudioRun r;
+    r.ms = clock.elapsed();
+    r.code = p.exitCode();
+    for (const QString& line : QString::fromLocal8Bit(p.readAllStandardError()).split(QLatin1Char('\n')))
+        if (line.startsWith(QStringLiteral("retnet-studio:"))) r.errors << line;
+    return r;
+}
+
+// A model name that resolves to nothing (shown by the window, not by a failed load) ends
+// --bench-generate and --screenshot at once with one line, instead of waiting for their timeout.
+TEST(Hostile, RunnersEndAtOnceWithOneLineOnAnyError) {
+    for (const QStringList& mode : {QStringList{QStringLiteral("--bench-generate"), QStringLiteral("3")},
+                                    QStringList{QStringLiteral("--screenshot"), QDir::temp().filePath(QStringLiteral("never.png"))}}) {
+        const StudioRun r = studio(mode + QStringList{QStringLiteral("--model"), QStringLiteral("no-such-org/no-such-model")});
+        EXPECT_EQ(r.code, 1) << mode.first().toStdString();
+        ASSERT_EQ(r.errors.size(), 1) << r.errors.join(QLatin1Char('\n')).toStdString();
+        EXPECT_TRUE(r.errors.front().contains(QStringLiteral("no-such-org/no-such-model is neither a directory nor in the Hugging Face cache")))
+            << r.errors.front().toStdString();
+        EXPECT_LT(r.ms, 30000);
+        const StudioRun missing = studio(mode + QStringList{QStringLiteral("--model"), QStringLiteral("/nonexistent")});
+        EXPECT_EQ(missing.code, 1);
+        EXPECT_EQ(missing.errors.size(), 1) << missing.errors.join(QLatin1Char('\n')).toStdString();
+    }
+}
+
+// Numbers are digits only, as the CLI takes them, and the two exiting modes are not mixed.
+TEST(Hostile, BenchValuesAreDigitsAndModesDoNotMix) {
+    for (const QString& bad : {QStringLiteral(" 5"), QStringLiteral("+5"), QStringLiteral("5 "), QStringLiteral("0"),
+                               QStringLiteral("-3"), QStringLiteral("abc"), QStringLiteral("1e3"),
+                               QStringLiteral("99999999999999999999")}) {
+        const StudioRun r = studio({QStringLiteral("--bench-generate"), bad});
+        EXPECT_EQ(r.code, 2) << "'" << bad.toStdString() << "'";
+        ASSERT_EQ(r.errors.size(), 1);
+        EXPECT_EQ(r.errors.front(), QStringLiteral("retnet-studio: --bench-generate: expected a whole number from 1 to 100000, got '%1'").arg(bad));
+    }
+    const StudioRun both = studio({QStringLiteral("--bench-generate"), QStringLiteral("3"), QStringLiteral("--screenshot"), QStringLiteral("x.png")});
+    EXPECT_EQ(both.code, 2);
+    ASSERT_EQ(both.errors.size(), 1);
+    EXPECT_TRUE(both.errors.front().contains(QStringLiteral("--screenshot and --bench-generate: give one of them")));
+}
+
+// The benchmark's timeout watches progress: runs that together take longer than it still finish
+// while tokens keep coming.
+TEST(Hostile, BenchTimeoutIsAWatchdogNotATotalLimit) {
+    MainWindow window;
+    GenerateBenchOptions options;
+    options.maxTokens = 300;  // the bundled model: ~1 s a run on two busy cores
+    options.runs = 4;
+    options.timeoutMs = 2000;
+    GenerateBench bench(&window, options);
+    QSignalSpy finished(&bench, &GenerateBench::finished);
+    QElapsedTimer clock;
+    clock.start();
+    bench.start();
+    ASSERT_TRUE(finished.wait(kWaitMs));
+    EXPECT_TRUE(finished.last().at(0).toBool()) << finished.last().at(1).toString().toStdString();
+    EXPECT_TRUE(finished.last().at(1).toString().contains(QStringLiteral("over 4 runs")));
+    if (clock.elapsed() <= options.timeoutMs) GTEST_SKIP() << "the runs were faster than the watchdog: nothing shown";
 }
 
 }  // namespace

@@ -520,7 +520,7 @@ void GenerateView::countPromptTokens() {
     if (text.trimmed().isEmpty()) return m_promptCount->setText(tr("0 tokens"));
     // The Generate view's own channel 1 (it has no other analysis): a newer count replaces it.
     AnalysisRequest r{JobRef{Job::Analysis, id(), 1}, text,
-                      [](AnalysisContext& c) { return std::any(int64_t(c.tokens.size())); }};
+                      [](AnalysisContext& c) { return std::any(int64_t(c.tokens.size())); }, true};
     engine()->analyse(
         std::move(r), this,
         [this](const std::any& v) {
