@@ -269,6 +269,7 @@ ModelInfo EngineWorker::describeModel(const QString& notice, bool sequenceKept) 
     for (const std::string& d : retnet::available_devices()) info.devices << QString::fromStdString(d);
     info.notice = notice;
     info.hasTokenizer = m_tokenizer != nullptr;
+    info.bf16Weights = !m_model->all_f32();
     info.vocabSize = c.vocab_size;
     info.dModel = c.d_model;
     info.layers = c.n_layers;

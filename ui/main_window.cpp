@@ -181,6 +181,7 @@ void MainWindow::buildModelDock() {
     auto* body = new QWidget;
     auto* layout = new QVBoxLayout(body);
     m_device = new QComboBox;
+    m_device->setObjectName(QStringLiteral("device"));
     // Long device labels are elided rather than widening the dock.
     m_device->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
     m_device->setMinimumContentsLength(12);
@@ -281,8 +282,8 @@ void MainWindow::buildMenus() {
     add(gen, tr("&Continue"), QKeySequence(tr("Ctrl+Shift+Return")), [this] { emit m_generate->continueRequested(); });
     add(gen, tr("&Regenerate (next seed)"), QKeySequence(tr("Ctrl+R")), [this] { emit m_generate->regenerateRequested(); });
     add(gen, tr("C&opy output"), QKeySequence(tr("Ctrl+Shift+O")), [this] {
-        m_generate->copyOutput();
-        statusBar()->showMessage(tr("Output copied to the clipboard."), 3000);
+        statusBar()->showMessage(m_generate->copyOutput() ? tr("Output copied to the clipboard.")
+                                                          : tr("Nothing to copy yet: generate first."), 3000);
     });
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
@@ -411,7 +412,8 @@ void MainWindow::onModelLoaded(const ModelInfo& info) {
         m_device->clear();
         for (const QString& d : info.devices) {
             const QString label = d == QLatin1String("reference") ? tr("reference — float64 (exact, slow)")
-                                  : d.contains(QLatin1String("bf16")) ? tr("%1 — bfloat16 weights").arg(d)
+                                  : d.contains(QLatin1String("bf16")) || (d == QLatin1String("cpu") && info.bf16Weights)
+                                      ? tr("%1 — bfloat16 weights").arg(d)
                                                                       : tr("%1 — float32").arg(d);
             m_device->addItem(label, d);
         }

@@ -27,6 +27,7 @@ struct ModelInfo {
     QStringList devices;
     QString notice;     // e.g. "CUDA unavailable; using the CPU backend"
     bool hasTokenizer = false;
+    bool bf16Weights = false;  // the CPU holds some matrices in bf16 (a bf16 checkpoint), computing in float32
     int vocabSize = 0, dModel = 0, layers = 0, heads = 0, headDimK = 0, headDimV = 0, ffnDim = 0;
     int chunkSize = 64;
     double normEps = 0.0;

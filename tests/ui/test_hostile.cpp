@@ -4,6 +4,9 @@
 // than a prompt may be; the model panel of a bf16 checkpoint. Offscreen, the real widgets.
 #include <gtest/gtest.h>
 
+#include <QApplication>
+#include <QClipboard>
+#include <QComboBox>
 #include <QDir>
 #include <QLabel>
 #include <QFile>
@@ -183,6 +186,21 @@ TEST(Hostile, ModelPanelCountsBf16WeightsAsHeld) {
     EXPECT_EQ(info.weightBytes, int64_t(held.weight_bytes()));
     EXPECT_LT(info.weightBytes, info.parameters * 3);  // mostly 2 bytes a parameter
     EXPECT_GT(info.weightBytes, info.parameters * 2 - 1);
+    // The device box says what the CPU holds: not "float32" for bf16 weights.
+    EXPECT_TRUE(info.bf16Weights);
+    EXPECT_EQ(window.findChild<QComboBox*>(QStringLiteral("device"))->currentText(), QStringLiteral("cpu — bfloat16 weights"));
+}
+
+// Copy output with no text yet leaves the clipboard as it was and says so.
+TEST(Hostile, CopyOutputWithoutTextKeepsTheClipboard) {
+    Window w(tinyModel());
+    QApplication::clipboard()->setText(QStringLiteral("the user's own text"));
+    EXPECT_FALSE(w.window.generateView()->copyOutput());
+    EXPECT_EQ(QApplication::clipboard()->text(), QStringLiteral("the user's own text"));
+    w.generate(3);
+    EXPECT_TRUE(w.window.generateView()->copyOutput());
+    EXPECT_EQ(QApplication::clipboard()->text(), w.window.generateView()->outputText());
+    EXPECT_TRUE(QApplication::clipboard()->text().contains(QStringLiteral("[1] [5] [9] [2] ")));
 }
 
 struct StudioRun {

@@ -509,9 +509,12 @@ void GenerateView::setModelInfo(const ModelInfo& info) {
 QString GenerateView::rateText() const { return m_rate->text(); }
 QString GenerateView::promptCountText() const { return m_promptCount->text(); }
 
-void GenerateView::copyOutput() {
+bool GenerateView::copyOutput() {
     flushPending();
-    QApplication::clipboard()->setText(outputText());
+    const QString text = outputText();
+    if (text.isEmpty()) return false;  // what the user has on the clipboard stays
+    QApplication::clipboard()->setText(text);
+    return true;
 }
 
 void GenerateView::countPromptTokens() {

@@ -62,7 +62,7 @@ public:
     int selectedPosition() const { return m_selected; }
     QString rateText() const;         // the live tok/s readout
     QString promptCountText() const;  // the prompt's token count, as shown under the prompt
-    void copyOutput();                // prompt + generated text to the clipboard
+    bool copyOutput();                // prompt + generated text to the clipboard; false: no text (clipboard kept)
     int64_t markedPosition() const { return m_marked; }  // the linked cursor, highlighted
     QString markedText() const;                           // the highlighted token's text
     // Before/after an intervention: the text and candidates as they were before the last change
