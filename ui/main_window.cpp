@@ -420,8 +420,11 @@ void MainWindow::onModelLoaded(const ModelInfo& info) {
         m_device->setCurrentIndex(std::max(0, m_device->findData(info.device)));
     }
     updateModelPanel();
-    // The same text on an edited model or another device: bring what is looked at up to date.
-    if (ViewBase* v = currentView(); info.sequenceKept && v) v->refresh();
+    // Bring what is looked at up to date: the same text on an edited model or another device, or
+    // the prompt on a new model (left as it was, the view would show the old model's data and
+    // point the linked cursor at positions of the old text). Without a prompt there is nothing to
+    // analyse yet.
+    if (ViewBase* v = currentView(); v && (info.sequenceKept || !m_generate->prompt().trimmed().isEmpty())) v->refresh();
     m_statusModel->setText(tr("%1 · %2").arg(info.name, info.device));
     statusBar()->showMessage(info.notice.isEmpty() ? tr("Model ready.") : info.notice, 8000);
     if (m_restoreStep > 0) continueRestore(info.sequenceKept);

@@ -23,6 +23,8 @@
 #include "retnet/model.h"
 #include "generate_bench.h"
 #include "studio_test_util.h"
+#include "views/lens_view.h"
+#include <qcustomplot.h>
 
 namespace {
 
@@ -276,6 +278,35 @@ TEST(Hostile, BenchTimeoutIsAWatchdogNotATotalLimit) {
     EXPECT_TRUE(finished.last().at(0).toBool()) << finished.last().at(1).toString().toStdString();
     EXPECT_TRUE(finished.last().at(1).toString().contains(QStringLiteral("over 4 runs")));
     if (clock.elapsed() <= options.timeoutMs) GTEST_SKIP() << "the runs were faster than the watchdog: nothing shown";
+}
+
+// A new model while the Lens is looked at: the view shows the new model's lens of the prompt,
+// not the old text's, and hovering where the old text was no longer moves the linked cursor.
+TEST(Hostile, ShownViewFollowsANewModelAndTheCursorStaysInTheText) {
+    Window w(tinyModel());
+    w.generate(20);
+    auto* lens = static_cast<LensView*>(w.window.view(ViewId::Lens));
+    w.show(ViewId::Lens);
+    const int before = lens->result().tokens;
+    ASSERT_GT(before, 26);
+    QSignalSpy data(&w.window, &MainWindow::viewDataReady);
+    w.window.useRandomModel(5);
+    ASSERT_TRUE(w.ready.wait(kWaitMs));
+    ASSERT_TRUE(data.wait(kWaitMs)) << "the Lens was not recomputed for the new model";
+    EXPECT_EQ(w.window.generateView()->sequenceLength(), 0);
+    EXPECT_LT(lens->result().tokens, before);  // the prompt's lens now
+    EXPECT_EQ(lens->result().tokens, int(kPromptIds.size()) + (before - int(kPromptIds.size()) - 20));
+    auto* plot = lens->findChild<QCustomPlot*>();
+    plot->replot();
+    auto hover = [&](double position) {
+        const QPointF at(plot->xAxis->coordToPixel(position), plot->yAxis->coordToPixel(0.0));
+        QMouseEvent move(QEvent::MouseMove, at, plot->mapToGlobal(at), Qt::NoButton, Qt::NoButton, Qt::NoModifier);
+        QApplication::sendEvent(plot, &move);
+    };
+    hover(25.0);
+    EXPECT_EQ(w.window.linkedCursor()->position(), -1);
+    hover(3.0);
+    EXPECT_EQ(w.window.linkedCursor()->position(), 3);
 }
 
 }  // namespace
