@@ -62,6 +62,9 @@ struct AnalysisRequest {
     JobRef job;
     QString text;  // empty: the current sequence
     AnalysisJob compute;
+    // Its error handler shows a failure in place (the prompt's token count while typing): no
+    // errorOccurred, so no dialog per keystroke.
+    bool showsOwnErrors = false;
 };
 
 }  // namespace retnet::ui

@@ -100,8 +100,10 @@ void EngineController::onFailed(uint64_t id, const JobRef& job, const QString& m
     if (job.job == Job::Analysis) {
         Subscriber& s = m_subscribers[size_t(freshnessSlot(job))];
         const ErrorHandler handler = s.id == id && s.receiver ? std::move(s.onError) : ErrorHandler();
+        const bool inPlace = handler && s.showsOwnErrors;
         s = Subscriber();
         if (handler) handler(message);
+        if (inPlace) return;
     } else if (job.isModelJob()) {
         m_loading = false;
         if (message == QLatin1String("cancelled")) return emit loadCancelled();
@@ -169,7 +171,7 @@ uint64_t EngineController::analyse(AnalysisRequest request, QObject* receiver, R
     request.job.job = Job::Analysis;
     const uint64_t id = startJob(request.job);
     m_subscribers[size_t(freshnessSlot(request.job))] =
-        Subscriber{id, receiver, std::move(onResult), std::move(onError)};
+        Subscriber{id, receiver, std::move(onResult), std::move(onError), request.showsOwnErrors};
     post([w = m_worker, id, request = std::move(request)] { w->analyse(id, request); });
     return id;
 }

@@ -73,6 +73,7 @@ private:
         QPointer<QObject> receiver;
         ResultHandler onResult;
         ErrorHandler onError;
+        bool showsOwnErrors = false;  // AnalysisRequest::showsOwnErrors
     };
 
     uint64_t startJob(const JobRef& job);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <new>
 
 #include <unistd.h>
@@ -83,6 +84,25 @@ GenerationStats finalStats(uint64_t id, const retnet::GenerationStats& in) {
 }
 
 constexpr int kMaxPromptTokens = 8192;
+
+// A text of the app's own (a restored workspace, the text an edit replays) may be longer than a
+// typed prompt. It is run whole; beyond a prompt's length chunkwise rather than parallel, whose
+// T×T scores per head need T²·4 bytes (1.6 GB per head at 20k tokens).
+void fitToText(retnet::GenerationParams& params, size_t tokens) {
+    const int n = int(std::min<size_t>(tokens, size_t(std::numeric_limits<int>::max())));
+    params.max_prompt_tokens = std::max(params.max_prompt_tokens, n);
+    if (n > kMaxPromptTokens && params.prefill_form == retnet::Form::Parallel) params.prefill_form = retnet::Form::Chunkwise;
+}
+
+
+// The core's own message names the CLI's option, which the app does not have.
+void checkPromptLength(size_t tokens) {
+    if (tokens > size_t(kMaxPromptTokens))
+        throw retnet::Error("the prompt has " + std::to_string(tokens) + " tokens, more than the app takes (" +
+                            std::to_string(kMaxPromptTokens) + "): shorten it, or use `retnet generate "
+                            "--max-prompt-tokens`");
+}
+
 constexpr int kCandidates = 10;  // top tokens shown per position
 // A screen refresh is ~16 ms: batches more often than this cannot be seen, only paid for.
 constexpr auto kBatchInterval = std::chrono::milliseconds(25);
@@ -173,7 +193,7 @@ void EngineWorker::replay(const std::vector<int32_t>& sequence) {
     if (sequence.empty()) return;
     retnet::GenerationParams params;
     params.max_new_tokens = 0;
-    params.max_prompt_tokens = int(sequence.size());
+    fitToText(params, sequence.size());
     // The text's candidates under the edited model, for the before/after comparison.
     std::vector<std::vector<TokenCandidate>> rescored(sequence.size());
     m_onPrefillLogits = [&](int64_t first, const retnet::Tensor& logits) {
@@ -249,6 +269,7 @@ ModelInfo EngineWorker::describeModel(const QString& notice, bool sequenceKept) 
     for (const std::string& d : retnet::available_devices()) info.devices << QString::fromStdString(d);
     info.notice = notice;
     info.hasTokenizer = m_tokenizer != nullptr;
+    info.bf16Weights = !m_model->all_f32();
     info.vocabSize = c.vocab_size;
     info.dModel = c.d_model;
     info.layers = c.n_layers;
@@ -259,7 +280,7 @@ ModelInfo EngineWorker::describeModel(const QString& notice, bool sequenceKept) 
     info.chunkSize = c.chunk_size;
     info.normEps = c.norm_eps;
     info.parameters = m_model->parameter_count();
-    info.weightBytes = info.parameters * int64_t(sizeof(float));
+    info.weightBytes = int64_t(m_model->weight_bytes());  // bf16 matrices of a bf16 checkpoint at 2 bytes
     info.stateBytes = retnet::model_stats(*m_model, 0).state_bytes_fp32;  // as `retnet info` says
     info.logDecay = m_model->weights.log_decay;
     info.interventions = QString::fromStdString(retnet::describe(m_interventions));
@@ -270,9 +291,13 @@ ModelInfo EngineWorker::describeModel(const QString& notice, bool sequenceKept) 
 
 std::vector<int32_t> EngineWorker::encode(const QString& text) const {
     if (!m_model || !m_generator) throw retnet::Error("no model is open");
-    if (m_tokenizer) return m_generator->encode_prompt(text.toStdString(), kMaxPromptTokens);
-    // Without tokenizer.model the prompt is a list of token ids.
     std::vector<int32_t> ids;
+    if (m_tokenizer) {
+        ids = m_generator->encode_prompt(text.toStdString(), std::numeric_limits<int>::max());
+        checkPromptLength(ids.size());
+        return ids;
+    }
+    // Without tokenizer.model the prompt is a list of token ids.
     if (m_generator->bos_id() >= 0) ids.push_back(m_generator->bos_id());
     for (const QString& word : text.split(QRegularExpression(QStringLiteral("\\s+")), Qt::SkipEmptyParts)) {
         bool ok = false;
@@ -283,6 +308,7 @@ std::vector<int32_t> EngineWorker::encode(const QString& text) const {
         ids.push_back(v);
     }
     if (ids.empty()) throw retnet::Error("the prompt is empty: type some text first");
+    checkPromptLength(ids.size());
     return ids;
 }
 
@@ -364,6 +390,7 @@ void EngineWorker::generate(uint64_t id, const GenerateRequest& request) {
         params.sampler = request.sampler;
         params.max_prompt_tokens = kMaxPromptTokens;
         params.n_top = kCandidates;
+        fitToText(params, request.tokens.size());  // a restored text
         params.validate();
 
         GenerationStats stats;

@@ -28,7 +28,9 @@ double median(std::vector<double> values) {
 GenerateBench::GenerateBench(MainWindow* window, GenerateBenchOptions options, QObject* parent)
     : QObject(parent), m_window(window), m_options(std::move(options)) {
     m_timeout.setSingleShot(true);
-    connect(&m_timeout, &QTimer::timeout, this, [this] { fail(QStringLiteral("timed out")); });
+    connect(&m_timeout, &QTimer::timeout, this, [this] {
+        fail(QStringLiteral("timed out: no progress for %1 s").arg(m_options.timeoutMs / 1000));
+    });
 }
 
 void GenerateBench::start() {
@@ -38,10 +40,13 @@ void GenerateBench::start() {
     connect(c, &EngineController::modelLoaded, this, [this] {
         if (m_runs.empty() && !m_running) runOnce();
     });
-    connect(c, &EngineController::loadFailed, this, [this](const QString& m) { fail(m); });
+    // Every error the window shows (a failed load, a model name that resolves to nothing, a job
+    // that failed) ends the run at once with that line.
+    connect(m_window, &MainWindow::errorShown, this, [this](const QString& line) { fail(line); });
     connect(c, &EngineController::generationFinished, this, &GenerateBench::onGenerationFinished);
-    connect(c, &EngineController::errorOccurred, this, [this](const JobRef& job, const QString& m) {
-        fail(jobTitle(job) + QStringLiteral(": ") + m);
+    // A watchdog on progress, not a limit on the whole: N × R tokens may take longer than it.
+    connect(c, &EngineController::statsUpdated, this, [this] {
+        if (!m_done) m_timeout.start(m_options.timeoutMs);
     });
     m_window->show();
     m_window->showView(ViewId::Generate);

@@ -38,6 +38,8 @@
 #include <QVBoxLayout>
 
 #include <cstdio>
+#include <limits>
+#include <optional>
 
 #include "retnet/error.h"
 #include "retnet/intervention.h"
@@ -179,6 +181,7 @@ void MainWindow::buildModelDock() {
     auto* body = new QWidget;
     auto* layout = new QVBoxLayout(body);
     m_device = new QComboBox;
+    m_device->setObjectName(QStringLiteral("device"));
     // Long device labels are elided rather than widening the dock.
     m_device->setSizeAdjustPolicy(QComboBox::AdjustToMinimumContentsLengthWithIcon);
     m_device->setMinimumContentsLength(12);
@@ -279,8 +282,8 @@ void MainWindow::buildMenus() {
     add(gen, tr("&Continue"), QKeySequence(tr("Ctrl+Shift+Return")), [this] { emit m_generate->continueRequested(); });
     add(gen, tr("&Regenerate (next seed)"), QKeySequence(tr("Ctrl+R")), [this] { emit m_generate->regenerateRequested(); });
     add(gen, tr("C&opy output"), QKeySequence(tr("Ctrl+Shift+O")), [this] {
-        m_generate->copyOutput();
-        statusBar()->showMessage(tr("Output copied to the clipboard."), 3000);
+        statusBar()->showMessage(m_generate->copyOutput() ? tr("Output copied to the clipboard.")
+                                                          : tr("Nothing to copy yet: generate first."), 3000);
     });
 
     QMenu* view = menuBar()->addMenu(tr("&View"));
@@ -373,8 +376,14 @@ void MainWindow::connectController() {
         showError(jobTitle(job), message);
     });
     connect(c, &EngineController::generationStarted, this, [this] { statusBar()->clearMessage(); });
-    connect(c, &EngineController::generationFinished, this, [this] {
-        if (m_restoreStep == 2) continueRestore(false);
+    connect(c, &EngineController::generationFinished, this, [this](const GenerationStats& stats) {
+        // A text that failed to run (errorOccurred says why) or was stopped is not restored.
+        if (m_restoreStep == 2 && stats.stopReason == QLatin1String("error"))
+            m_restoreStep = 0;
+        else if (m_restoreStep == 2 && stats.stopReason == QLatin1String("stopped"))
+            showError(tr("Open workspace"), tr("%1: stopped before its text was restored").arg(m_restorePath));
+        else if (m_restoreStep == 2)
+            continueRestore(false);
         updateModelPanel();
         markViewsStale();
         if (ViewBase* v = currentView()) v->refresh();
@@ -403,15 +412,19 @@ void MainWindow::onModelLoaded(const ModelInfo& info) {
         m_device->clear();
         for (const QString& d : info.devices) {
             const QString label = d == QLatin1String("reference") ? tr("reference — float64 (exact, slow)")
-                                  : d.contains(QLatin1String("bf16")) ? tr("%1 — bfloat16 weights").arg(d)
+                                  : d.contains(QLatin1String("bf16")) || (d == QLatin1String("cpu") && info.bf16Weights)
+                                      ? tr("%1 — bfloat16 weights").arg(d)
                                                                       : tr("%1 — float32").arg(d);
             m_device->addItem(label, d);
         }
         m_device->setCurrentIndex(std::max(0, m_device->findData(info.device)));
     }
     updateModelPanel();
-    // The same text on an edited model or another device: bring what is looked at up to date.
-    if (ViewBase* v = currentView(); info.sequenceKept && v) v->refresh();
+    // Bring what is looked at up to date: the same text on an edited model or another device, or
+    // the prompt on a new model (left as it was, the view would show the old model's data and
+    // point the linked cursor at positions of the old text). Without a prompt there is nothing to
+    // analyse yet.
+    if (ViewBase* v = currentView(); v && (info.sequenceKept || !m_generate->prompt().trimmed().isEmpty())) v->refresh();
     m_statusModel->setText(tr("%1 · %2").arg(info.name, info.device));
     statusBar()->showMessage(info.notice.isEmpty() ? tr("Model ready.") : info.notice, 8000);
     if (m_restoreStep > 0) continueRestore(info.sequenceKept);
@@ -597,33 +610,130 @@ bool MainWindow::saveWorkspace(const QString& path, QString* error) const {
     return true;
 }
 
-void MainWindow::openWorkspace(const QString& path) {
+namespace {
+
+constexpr qint64 kMaxWorkspaceBytes = 256ll << 20;  // far above any text the app can hold
+
+// The file as a JSON object, or the line saying why not. Only a regular file is opened: a FIFO
+// would block the GUI thread in open(), a device such as /dev/zero would be read forever.
+std::optional<QJsonObject> readWorkspaceFile(const QString& path, QString* error) {
+    const QFileInfo info(path);
+    if (!info.exists()) {
+        *error = QObject::tr("no such file");
+        return std::nullopt;
+    }
+    if (!info.isFile()) {
+        *error = QObject::tr("not a regular file (a directory, FIFO or device)");
+        return std::nullopt;
+    }
+    if (info.size() > kMaxWorkspaceBytes) {
+        *error = QObject::tr("%1 bytes: larger than any workspace (at most %2 MiB)").arg(info.size()).arg(kMaxWorkspaceBytes >> 20);
+        return std::nullopt;
+    }
     QFile file(path);
-    if (!file.open(QIODevice::ReadOnly)) return showError(tr("Open workspace"), tr("%1: %2").arg(path, file.errorString()));
+    if (!file.open(QIODevice::ReadOnly)) {
+        *error = file.errorString();
+        return std::nullopt;
+    }
     QJsonParseError parse{};
-    const QJsonDocument doc = QJsonDocument::fromJson(file.readAll(), &parse);
-    const QJsonObject w = doc.object();
-    if (parse.error != QJsonParseError::NoError)
-        return showError(tr("Open workspace"), tr("%1: not JSON (%2 at byte %3)").arg(path, parse.errorString()).arg(parse.offset));
+    const QJsonDocument doc = QJsonDocument::fromJson(file.read(kMaxWorkspaceBytes), &parse);
+    if (parse.error != QJsonParseError::NoError) {
+        *error = QObject::tr("not JSON (%1 at byte %2)").arg(parse.errorString()).arg(parse.offset);
+        return std::nullopt;
+    }
+    return doc.object();
+}
+
+// The saved text: an array of token ids and how many of them are the prompt.
+QString checkWorkspaceText(const QJsonValue& text) {
+    if (text.isUndefined()) return {};
+    if (!text.isObject()) return QObject::tr("text: expected an object, got %1").arg(jsonValueText(text));
+    const QJsonValue tokens = text.toObject().value(QStringLiteral("tokens"));
+    if (!tokens.isUndefined() && !tokens.isArray())
+        return QObject::tr("text.tokens: expected an array of token ids, got %1").arg(jsonValueText(tokens));
+    const QJsonArray ids = tokens.toArray();
+    for (qsizetype i = 0; i < ids.size(); ++i)
+        if (!isWholeNumber(ids[i], 0, std::numeric_limits<int32_t>::max()))
+            return QObject::tr("text.tokens[%1]: expected a token id (a whole number, 0 or more), got %2")
+                .arg(i).arg(jsonValueText(ids[i]));
+    const QJsonValue length = text.toObject().value(QStringLiteral("prompt_length"));
+    if (!length.isUndefined() && !isWholeNumber(length, 0, double(ids.size())))
+        return QObject::tr("text.prompt_length: expected a whole number from 0 to %1 (the text's tokens), got %2")
+            .arg(ids.size()).arg(jsonValueText(length));
+    return {};
+}
+
+}  // namespace
+
+QString MainWindow::checkWorkspace(const QJsonObject& w) const {
     if (w.value(QStringLiteral("format")).toString() != QLatin1String("retnet-studio-workspace") ||
-        w.value(QStringLiteral("version")).toInt() != 1)
-        return showError(tr("Open workspace"), tr("%1: not a RetNet Studio workspace of version 1").arg(path));
+        !isWholeNumber(w.value(QStringLiteral("version")), 1, 1))
+        return tr("not a RetNet Studio workspace of version 1");
+    for (const char* key : {"model", "device", "view"})
+        if (w.contains(QLatin1String(key)) && !w.value(QLatin1String(key)).isString())
+            return tr("%1: expected a string, got %2").arg(QLatin1String(key), jsonValueText(w.value(QLatin1String(key))));
+    if (w.contains(QStringLiteral("dark")) && !w.value(QStringLiteral("dark")).isBool())
+        return tr("dark: expected true or false, got %1").arg(jsonValueText(w.value(QStringLiteral("dark"))));
     const QString model = w.value(QStringLiteral("model")).toString();
-    if (model.isEmpty() && !w.contains(QStringLiteral("random_model")))
-        return showError(tr("Open workspace"), tr("%1: names no model").arg(path));
-    if (!model.isEmpty() && !QFileInfo::exists(model + QStringLiteral("/config.json")))
-        return showError(tr("Open workspace"), tr("%1: its model %2 no longer exists").arg(path, model));
-    m_restore = w;
+    const QJsonValue seed = w.value(QStringLiteral("random_model"));
+    if (model.isEmpty() && seed.isUndefined()) return tr("names no model");
+    if (model.isEmpty() && !isWholeNumber(seed, 0, double(1ll << 53)))
+        return tr("random_model: expected a seed (a whole number, 0 or more), got %1").arg(jsonValueText(seed));
+    if (!model.isEmpty() && !holdsModel(model)) return tr("its model %1 no longer exists").arg(model);
+    const QString view = w.value(QStringLiteral("view")).toString();
+    if (!view.isEmpty() && !viewFromName(view))
+        return tr("view: unknown view \"%1\" (expected one of %2)").arg(view, viewNames().join(QStringLiteral(", ")));
+    const QJsonValue settings = w.value(QStringLiteral("generate"));
+    if (!settings.isUndefined() && !settings.isObject())
+        return tr("generate: expected an object, got %1").arg(jsonValueText(settings));
+    if (QString e = m_generate->checkSettings(settings.toObject()); !e.isEmpty()) return e;
+    const QJsonValue edits = w.value(QStringLiteral("interventions"));
+    if (!edits.isUndefined() && !edits.isObject())
+        return tr("interventions: expected an object, got %1").arg(jsonValueText(edits));
+    for (const char* key : {"mute", "gamma"})
+        if (const QJsonValue v = edits.toObject().value(QLatin1String(key)); !v.isUndefined() && !v.isString())
+            return tr("interventions.%1: expected a string, got %2").arg(QLatin1String(key), jsonValueText(v));
+    return checkWorkspaceText(w.value(QStringLiteral("text")));
+}
+
+void MainWindow::openWorkspace(const QString& path) {
+    QString error;
+    const std::optional<QJsonObject> w = readWorkspaceFile(path, &error);
+    if (w) error = checkWorkspace(*w);
+    if (!error.isEmpty()) return showError(tr("Open workspace"), tr("%1: %2").arg(path, error));
+    m_restore = *w;
     m_restorePath = path;
     m_restoreStep = 1;
-    setDarkTheme(w.value(QStringLiteral("dark")).toBool());
+    setDarkTheme(w->value(QStringLiteral("dark")).toBool());
+    const QString model = w->value(QStringLiteral("model")).toString();
     if (model.isEmpty()) {
-        useRandomModel(uint64_t(w.value(QStringLiteral("random_model")).toInteger()));
+        useRandomModel(uint64_t(w->value(QStringLiteral("random_model")).toInteger()));
     } else {
-        const int device = m_device->findData(w.value(QStringLiteral("device")).toString());
+        const int device = m_device->findData(w->value(QStringLiteral("device")).toString());
         if (device >= 0) m_device->setCurrentIndex(device);
         openModelDirectory(model);
     }
+}
+
+// The saved text as a request that runs it through the model loaded for it, or the line saying
+// why it does not fit that model.
+std::optional<GenerateRequest> MainWindow::restoredText(QString* error) const {
+    const QJsonObject text = m_restore.value(QStringLiteral("text")).toObject();
+    const QJsonArray ids = text.value(QStringLiteral("tokens")).toArray();
+    const int64_t vocab = m_controller->modelInfo().vocabSize;
+    GenerateRequest r = m_generate->request();
+    for (qsizetype i = 0; i < ids.size(); ++i) {
+        const int64_t id = ids[i].toInteger();
+        if (id >= vocab) {
+            *error = tr("%1: text.tokens[%2] = %3 is outside the model's vocabulary [0, %4)")
+                         .arg(m_restorePath).arg(i).arg(id).arg(vocab);
+            return std::nullopt;
+        }
+        r.tokens.push_back(int32_t(id));
+    }
+    r.promptLength = text.value(QStringLiteral("prompt_length")).toInteger();
+    r.maxTokens = 0;
+    return r;
 }
 
 // Step 1 (model loaded): settings, then the text is run again; step 2 (text back): the edits;
@@ -631,14 +741,12 @@ void MainWindow::openWorkspace(const QString& path) {
 void MainWindow::continueRestore(bool sequenceKept) {
     if (m_restoreStep == 1 && !sequenceKept) {
         m_generate->applySettings(m_restore.value(QStringLiteral("generate")).toObject());
-        const QJsonObject text = m_restore.value(QStringLiteral("text")).toObject();
-        GenerateRequest r = m_generate->request();
-        for (const QJsonValue& id : text.value(QStringLiteral("tokens")).toArray()) r.tokens.push_back(id.toInt());
-        r.promptLength = text.value(QStringLiteral("prompt_length")).toInteger();
-        r.maxTokens = 0;
+        QString error;
+        const std::optional<GenerateRequest> r = restoredText(&error);
+        if (!r) return showError(tr("Open workspace"), error);
         m_restoreStep = 2;
-        if (r.tokens.empty()) return continueRestore(false);
-        m_controller->generate(r);
+        if (r->tokens.empty()) return continueRestore(false);
+        m_controller->generate(*r);
     } else if (m_restoreStep == 2) {
         const QJsonObject edits = m_restore.value(QStringLiteral("interventions")).toObject();
         m_mute->setText(edits.value(QStringLiteral("mute")).toString());
@@ -710,10 +818,8 @@ void MainWindow::showError(const QString& title, const QString& message) {
     m_restoreStep = 0;  // a workspace being restored stops at the step that failed
     m_lastError = title + QStringLiteral(": ") + message;
     statusBar()->showMessage(m_lastError, 10000);
-    if (m_quiet) {
-        std::fprintf(stderr, "retnet-studio: %s\n", qPrintable(m_lastError));
-        return;
-    }
+    emit errorShown(m_lastError);
+    if (m_quiet) return;  // the screenshot and benchmark runners report it, once
     auto* box = new QMessageBox(QMessageBox::Warning, title, message, QMessageBox::Ok, this);
     box->setAttribute(Qt::WA_DeleteOnClose);
     box->open();

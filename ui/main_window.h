@@ -81,6 +81,7 @@ public:
 signals:
     void viewDataReady(retnet::ui::ViewId id);  // a view shows the current text's data
     void workspaceRestored(const QString& path);
+    void errorShown(const QString& line);  // "title: message", also when quiet (no dialog)
 
 private:
     void buildMenus();
@@ -88,6 +89,8 @@ private:
     void rememberModel(const QString& directory);
     void continueRestore(bool sequenceKept);  // the next step of openWorkspace
     void finishRestore();
+    QString checkWorkspace(const QJsonObject& workspace) const;  // the line saying what is wrong, or ""
+    std::optional<GenerateRequest> restoredText(QString* error) const;
     void buildModelDock();
     QWidget* wrapWithLearnPanel(ViewBase* view);
     void connectController();

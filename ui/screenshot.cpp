@@ -24,11 +24,10 @@ void ScreenshotRunner::start() {
     m_timeout.start(m_options.timeoutMs);
     EngineController* c = m_window->controller();
     connect(c, &EngineController::modelLoaded, this, &ScreenshotRunner::onModelLoaded);
-    connect(c, &EngineController::loadFailed, this, [this](const QString& m) { fail(m); });
+    // Every error the window shows (a failed load, a model name that resolves to nothing, a job
+    // that failed) ends the run at once with that line.
+    connect(m_window, &MainWindow::errorShown, this, [this](const QString& line) { fail(line); });
     connect(c, &EngineController::generationFinished, this, &ScreenshotRunner::onGenerationFinished);
-    connect(c, &EngineController::errorOccurred, this, [this](const JobRef& job, const QString& m) {
-        fail(jobTitle(job) + QStringLiteral(": ") + m);
-    });
     connect(m_window, &MainWindow::viewDataReady, this, &ScreenshotRunner::onViewData);
     m_window->show();
     if (!m_options.modelDirectory.isEmpty())

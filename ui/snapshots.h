@@ -27,11 +27,12 @@ struct ModelInfo {
     QStringList devices;
     QString notice;     // e.g. "CUDA unavailable; using the CPU backend"
     bool hasTokenizer = false;
+    bool bf16Weights = false;  // the CPU holds some matrices in bf16 (a bf16 checkpoint), computing in float32
     int vocabSize = 0, dModel = 0, layers = 0, heads = 0, headDimK = 0, headDimV = 0, ffnDim = 0;
     int chunkSize = 64;
     double normEps = 0.0;
     int64_t parameters = 0;
-    int64_t weightBytes = 0;   // float32 weights in memory
+    int64_t weightBytes = 0;   // the weights in memory, as held (bf16 or float32)
     int64_t stateBytes = 0;    // the whole recurrent state (all layers), fixed size
     std::vector<float> logDecay;  // (H) log γ_h
     QString interventions;        // retnet::describe() of the edits in force; empty for none

@@ -4,6 +4,8 @@
 // bad option work without a display and end with one line and exit status 2.
 #include <QApplication>
 #include <QCommandLineParser>
+#include <QRegularExpression>
+#include <QTimer>
 
 #include <cstdio>
 #include <optional>
@@ -56,9 +58,11 @@ struct Checked {
 // A whole number in [low, high] from an option's value, or the line saying what is wrong.
 std::optional<int> wholeNumber(const QCommandLineParser& parser, const QCommandLineOption& option, int low, int high,
                                QString* error) {
+    // Digits only, as the CLI takes them: QString::toInt alone would also read " 5" and "+5".
+    static const QRegularExpression digits(QStringLiteral("^-?[0-9]+$"));
     bool ok = false;
     const int v = parser.value(option).toInt(&ok);
-    if (ok && v >= low && v <= high) return v;
+    if (ok && digits.match(parser.value(option)).hasMatch() && v >= low && v <= high) return v;
     *error = QStringLiteral("--%1: expected a whole number from %2 to %3, got '%4'")
                  .arg(option.names().first()).arg(low).arg(high).arg(parser.value(option));
     return std::nullopt;
@@ -88,6 +92,10 @@ std::optional<Checked> check(const QCommandLineParser& parser, const Options& o,
     const auto runs = wholeNumber(parser, o.benchRuns, 1, 100, error);
     const auto bench = parser.isSet(o.bench) ? wholeNumber(parser, o.bench, 1, 100000, error) : std::optional<int>(0);
     if (!tokens || !runs || !bench) return std::nullopt;
+    if (*bench > 0 && parser.isSet(o.screenshot)) {
+        *error = QStringLiteral("--screenshot and --bench-generate: give one of them (each runs the window and exits)");
+        return std::nullopt;
+    }
     c.maxTokens = *tokens;
     c.benchRuns = *runs;
     c.benchTokens = *bench;
@@ -106,7 +114,9 @@ int runScreenshot(QApplication& app, retnet::ui::MainWindow& window, ScreenshotO
         }
         QApplication::exit(code);
     });
-    runner->start();
+    // Started from the event loop: a failure found at once (a model name that resolves to
+    // nothing) calls QApplication::exit, which does nothing before exec().
+    QTimer::singleShot(0, runner, &retnet::ui::ScreenshotRunner::start);
     const int rc = app.exec();
     return code ? code : rc;
 }
@@ -123,7 +133,7 @@ int runBench(QApplication& app, retnet::ui::MainWindow& window, retnet::ui::Gene
         }
         QApplication::exit(code);
     });
-    bench->start();
+    QTimer::singleShot(0, bench, &retnet::ui::GenerateBench::start);  // as the screenshot's runner
     const int rc = app.exec();
     return code ? code : rc;
 }

@@ -22,6 +22,8 @@
 
 #include <qcustomplot.h>
 
+#include <cmath>
+
 #include "plot_utils.h"
 
 namespace retnet::ui {
@@ -412,6 +414,55 @@ void GenerateView::applySettings(const QJsonObject& s) {
     if (form >= 0) m_form->setCurrentIndex(form);
 }
 
+QString jsonValueText(const QJsonValue& v) {
+    switch (v.type()) {
+        case QJsonValue::String: return QStringLiteral("\"%1\"").arg(v.toString().left(40));
+        case QJsonValue::Double: return QString::number(v.toDouble(), 'g', 17);
+        case QJsonValue::Bool: return v.toBool() ? QStringLiteral("true") : QStringLiteral("false");
+        case QJsonValue::Array: return QStringLiteral("an array");
+        case QJsonValue::Object: return QStringLiteral("an object");
+        default: return QStringLiteral("null");
+    }
+}
+
+bool isWholeNumber(const QJsonValue& v, double low, double high) {
+    const double x = v.toDouble();
+    return v.isDouble() && x == std::floor(x) && x >= low && x <= high;
+}
+
+QString GenerateView::checkSettings(const QJsonObject& s) const {
+    if (s.contains(QStringLiteral("prompt")) && !s.value(QStringLiteral("prompt")).isString())
+        return tr("generate.prompt: expected a string, got %1").arg(jsonValueText(s.value(QStringLiteral("prompt"))));
+    struct Range {
+        const char* key;
+        double low, high;
+        bool whole;
+    };
+    const Range ranges[] = {
+        {"temperature", m_temperature->minimum(), m_temperature->maximum(), false},
+        {"top_k", double(m_topK->minimum()), double(m_topK->maximum()), true},
+        {"top_p", m_topP->minimum(), m_topP->maximum(), false},
+        {"min_p", m_minP->minimum(), m_minP->maximum(), false},
+        {"repeat_penalty", m_repeatPenalty->minimum(), m_repeatPenalty->maximum(), false},
+        {"seed", double(m_seed->minimum()), double(m_seed->maximum()), true},
+        {"max_tokens", double(m_maxTokens->minimum()), double(m_maxTokens->maximum()), true},
+        {"chunk_size", double(m_chunk->minimum()), double(m_chunk->maximum()), true}};
+    for (const Range& r : ranges) {
+        const QJsonValue v = s.value(QLatin1String(r.key));
+        if (v.isUndefined()) continue;
+        const bool fits = r.whole ? isWholeNumber(v, r.low, r.high)
+                                  : v.isDouble() && v.toDouble() >= r.low && v.toDouble() <= r.high;
+        if (!fits)
+            return tr("generate.%1: expected %2 from %3 to %4, got %5")
+                .arg(QLatin1String(r.key), r.whole ? tr("a whole number") : tr("a number"))
+                .arg(r.low).arg(r.high).arg(jsonValueText(v));
+    }
+    const QJsonValue form = s.value(QStringLiteral("prefill_form"));
+    if (!form.isUndefined() && m_form->findText(form.toString()) < 0)
+        return tr("generate.prefill_form: expected parallel, recurrent or chunkwise, got %1").arg(jsonValueText(form));
+    return {};
+}
+
 std::vector<int32_t> GenerateView::tokenIds() const {
     std::vector<int32_t> ids;
     for (const SequenceToken& e : m_tokens) ids.push_back(e.id);
@@ -458,9 +509,12 @@ void GenerateView::setModelInfo(const ModelInfo& info) {
 QString GenerateView::rateText() const { return m_rate->text(); }
 QString GenerateView::promptCountText() const { return m_promptCount->text(); }
 
-void GenerateView::copyOutput() {
+bool GenerateView::copyOutput() {
     flushPending();
-    QApplication::clipboard()->setText(outputText());
+    const QString text = outputText();
+    if (text.isEmpty()) return false;  // what the user has on the clipboard stays
+    QApplication::clipboard()->setText(text);
+    return true;
 }
 
 void GenerateView::countPromptTokens() {
@@ -469,7 +523,7 @@ void GenerateView::countPromptTokens() {
     if (text.trimmed().isEmpty()) return m_promptCount->setText(tr("0 tokens"));
     // The Generate view's own channel 1 (it has no other analysis): a newer count replaces it.
     AnalysisRequest r{JobRef{Job::Analysis, id(), 1}, text,
-                      [](AnalysisContext& c) { return std::any(int64_t(c.tokens.size())); }};
+                      [](AnalysisContext& c) { return std::any(int64_t(c.tokens.size())); }, true};
     engine()->analyse(
         std::move(r), this,
         [this](const std::any& v) {

@@ -25,6 +25,11 @@ class QCustomPlot;
 
 namespace retnet::ui {
 
+// A JSON value as an error line quotes it: "abc", 3.5, an array, null.
+QString jsonValueText(const QJsonValue& v);
+// A JSON number without a fraction in [low, high] (a token id, a length, a seed).
+bool isWholeNumber(const QJsonValue& v, double low, double high);
+
 class GenerateView : public ViewBase {
     Q_OBJECT
 public:
@@ -41,6 +46,9 @@ public:
     // missing ones left as they are); the text's token ids and how many are the prompt.
     QJsonObject settings() const;
     void applySettings(const QJsonObject& settings);
+    // What applySettings would not take as it is, in one line: a value of the wrong type or
+    // outside its control's range (the control would clamp it); empty when all fit.
+    QString checkSettings(const QJsonObject& settings) const;
     std::vector<int32_t> tokenIds() const;
     int64_t promptLength() const;
     QString prompt() const;
@@ -54,7 +62,7 @@ public:
     int selectedPosition() const { return m_selected; }
     QString rateText() const;         // the live tok/s readout
     QString promptCountText() const;  // the prompt's token count, as shown under the prompt
-    void copyOutput();                // prompt + generated text to the clipboard
+    bool copyOutput();                // prompt + generated text to the clipboard; false: no text (clipboard kept)
     int64_t markedPosition() const { return m_marked; }  // the linked cursor, highlighted
     QString markedText() const;                           // the highlighted token's text
     // Before/after an intervention: the text and candidates as they were before the last change
