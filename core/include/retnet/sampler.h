@@ -78,8 +78,6 @@ private:
     Rng rng_;
     std::vector<double> work_logits_;  // (V)
     std::vector<int32_t> order_;       // (V) candidate ids
-    std::vector<double> finite_values_;  // (V) the candidates' scaled logits, for the top-k selection
-    void keep_top_k(int32_t V);
 };
 
 // Softmax of raw logits, top `n` by probability (ties by lower id). Used for forced tokens too.

@@ -4,7 +4,6 @@
 #include "retnet/sampler.h"
 
 #include <algorithm>
-#include <functional>
 #include <cmath>
 #include <limits>
 #include <unordered_set>
@@ -131,27 +130,6 @@ std::vector<TokenProb> top_probabilities(std::span<const float> logits, int n) {
 
 Sampler::Sampler(SamplerParams params) : params_(params), rng_(params.seed) { params_.validate(); }
 
-// order_ = the top_k candidates (all when top_k is 0 or not smaller), in the order "higher value,
-// then lower id". The k-th value is found on the contiguous values alone, then one pass collects
-// the ids: a selection through the ids would compare through an indirection 32k times a token.
-void Sampler::keep_top_k(int32_t V) {
-    const size_t k = params_.top_k > 0 ? std::min(static_cast<size_t>(params_.top_k), finite_values_.size())
-                                         : finite_values_.size();
-    order_.clear();
-    if (k == finite_values_.size()) {
-        for (int32_t i = 0; i < V; ++i)
-            if (std::isfinite(work_logits_[static_cast<size_t>(i)])) order_.push_back(i);
-        return;
-    }
-    std::nth_element(finite_values_.begin(), finite_values_.begin() + static_cast<ptrdiff_t>(k) - 1,
-                     finite_values_.end(), std::greater<>());
-    const double kth = finite_values_[k - 1];
-    for (int32_t i = 0; i < V; ++i)
-        if (work_logits_[static_cast<size_t>(i)] > kth) order_.push_back(i);
-    for (int32_t i = 0; i < V && order_.size() < k; ++i)  // ties at the k-th value: lower ids first
-        if (work_logits_[static_cast<size_t>(i)] == kth) order_.push_back(i);
-}
-
 int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> history,
                         SampleDetails* details, int n_top) {
     check_logits(logits);
@@ -186,17 +164,22 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
     }
 
     // Candidates: every token with a finite logit (a -inf logit is a hard mask).
-    finite_values_.clear();
+    order_.clear();
     for (int32_t i = 0; i < V; ++i) {
         double& value = work_logits_[static_cast<size_t>(i)];
         if (std::isfinite(value)) {
             value /= params_.temperature;
-            finite_values_.push_back(value);
+            order_.push_back(i);
         }
     }
-    if (finite_values_.empty()) throw Error("sampler: every token is masked (all logits are -inf)");
+    if (order_.empty()) throw Error("sampler: every token is masked (all logits are -inf)");
     const ByValueThenId by_value{work_logits_.data()};
-    keep_top_k(V);
+    auto kept = order_.size();
+    if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < kept) {
+        kept = static_cast<size_t>(params_.top_k);
+        std::nth_element(order_.begin(), order_.begin() + static_cast<ptrdiff_t>(kept) - 1, order_.end(), by_value);
+        order_.resize(kept);
+    }
     const bool top_p_active = params_.top_p < 1.0;
 
     // Softmax over the candidates; probabilities overwrite the scaled logits in place.
