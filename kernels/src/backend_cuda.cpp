@@ -381,6 +381,11 @@ void CudaBackend::embed(std::span<const int32_t> tokens, float scale, Rows x) {
                            scale, stream());
 }
 
+// The GEMV's view of a projection: its weights as they are held (bf16 or fp32) and its output.
+cuda::GemvJob gemv_job(const DeviceWeight& W, float* y, bool accumulate) {
+    return {W.bf16.empty() ? static_cast<const void*>(W.f32.get()) : W.bf16.get(), y, W.out, accumulate};
+}
+
 // y (M, out) = x (M, in) · Wᵀ (+ y): few rows through the streaming GEMV, more through cuBLAS.
 void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     if (replaying()) return;
@@ -388,7 +393,7 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     const int M = static_cast<int>(x.count);
     const bool bf16 = !W.bf16.empty();
     if (cuda::gemv_supports(M, W.in, bf16)) {
-        const cuda::GemvJob job{bf16 ? static_cast<const void*>(W.bf16.get()) : W.f32.get(), y.data, W.out, accumulate};
+        const cuda::GemvJob job = gemv_job(W, y.data, accumulate);
         cuda::launch_gemv(x.data, M, W.in, &job, 1, bf16, stream());
     } else if (!bf16) {
         cuda::linear_f32(cublas_->get(), x.data, W.f32.get(), y.data, M, W.out, W.in, accumulate ? 1.0f : 0.0f);
@@ -415,7 +420,7 @@ void CudaBackend::linears(Rows x, int layer, std::span<const LinearOut> outputs)
             jobs.clear();
             break;
         }
-        jobs.push_back({bf16 ? static_cast<const void*>(W.bf16.get()) : W.f32.get(), out.y.data, W.out, false});
+        jobs.push_back(gemv_job(W, out.y.data, false));
     }
     if (jobs.empty()) {
         for (const LinearOut& out : outputs) linear(x, layer, out.weight, out.y, false);
@@ -436,7 +441,7 @@ void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows 
     for (const LinearOut& out : outputs) {
         const DeviceWeight& W = weight(layer, out.weight);
         fusable = fusable && W.in == K && (W.bf16.empty() != bf16);
-        jobs.push_back({bf16 ? static_cast<const void*>(W.bf16.get()) : W.f32.get(), out.y.data, W.out, false});
+        jobs.push_back(gemv_job(W, out.y.data, false));
     }
     if (!fusable) return BlockOps::norm_linears(x, layer, norm, eps, h, outputs, glu_activation);
     const DeviceWeight& norm_weight = weight(layer, norm);
