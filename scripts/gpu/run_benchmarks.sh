@@ -7,6 +7,7 @@
 #          retnet generate (2048-token prompt, 256 new tokens) against the bench's step
 #   fla    scripts/gpu/fla_anchors.py, with fla's source carried in .device/fla (never committed)
 # then plots the comparison (scripts/gpu/plot_benchmarks.py). JSON, logs and PNGs go to $OUT.
+# SKIP_TESTS=1 / SKIP_FLA=1 leave out the CUDA tests / the fla anchors (to spend less device time).
 # Every step has its own time limit and writes what it has, so a slow step costs only itself.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -44,7 +45,7 @@ timeout 60 "$RETNET" generate --model "$MODEL" --device cuda-bf16 --tokens "$PRO
   --mode chunkwise --max-prompt-tokens 4096 >"$OUT/generate.out" 2>"$OUT/generate.err"
 log "generate: $(tail -1 "$OUT/generate.err")"
 
-FLA_SRC="$ROOT/.device/fla" timeout 200 python3 "$ROOT/scripts/gpu/fla_anchors.py" --model "$MODEL" --out "$OUT/fla.json" \
+[ -z "${SKIP_FLA:-}" ] && FLA_SRC="$ROOT/.device/fla" timeout 200 python3 "$ROOT/scripts/gpu/fla_anchors.py" --model "$MODEL" --out "$OUT/fla.json" \
   >"$OUT/fla.log" 2>&1
 log "fla: $(python3 -c "import json;d=json.load(open('$OUT/fla.json'));m=d.get('model',{});print([(r['batch'],round(r['tokens_per_s'])) for r in m.get('decode',[])], [(r['T'],round(r['ms'],1)) for r in m.get('prefill',[])], d.get('model_error','')[-300:], d.get('kernels_error','')[-300:])" 2>&1 | tail -3)"
 python3 "$ROOT/scripts/gpu/plot_benchmarks.py" "$OUT" >>"$OUT/summary.txt" 2>&1
