@@ -58,6 +58,7 @@ struct HeadMajor {
     DeviceBuffer<float> state_copy;           // (H, Dk, Dv)
     DeviceBuffer<float> intro_scores;         // (H', T, T)
     DeviceBuffer<__nv_bfloat16> act_bf16;     // largest GEMM input
+    DeviceBuffer<unsigned> arrivals;          // (N, H) decoding: zero between steps (decode_retention.h)
 };
 
 class CudaBackend final : public BlockBackend, private BlockOps {
@@ -302,6 +303,10 @@ void CudaBackend::prepare(const ForwardPlan& plan) {
     grow(ws_.kh, H * tp_max * Dk);
     grow(ws_.vh, H * tp_max * Dv);
     grow(ws_.oh, H * rows_per_head * Dv);
+    if (decode_.active && ws_.arrivals.size() < n * H) {
+        grow(ws_.arrivals, n * H);
+        RETNET_CUDA_CHECK(cudaMemsetAsync(ws_.arrivals.get(), 0, sizeof(unsigned) * n * H, stream()));
+    }
     grow(ws_.row_factor, H * tp_max);
     grow(ws_.row_abs, H * tp_max);
     grow(ws_.norms_sq, t_max * H);
@@ -497,7 +502,7 @@ void CudaBackend::gated_retention(const RetentionCall& call, Rows q, Rows k, Row
     for (const SequenceSlice& slice : call.sequences) retain_sequence(call, slice, q, k, v, g, y);
 }
 
-// All sequences at once: the fused step writes o (H, N, Dv), the head norm and gate read it.
+// All sequences at once, the head norm and gate fused into the same launch.
 void CudaBackend::decode_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) {
     const ModelConfig& c = model_->config;
     const int N = static_cast<int>(call.sequences.size()), H = c.n_heads;
@@ -528,10 +533,11 @@ void CudaBackend::decode_retention(const RetentionCall& call, Rows q, Rows k, Ro
     args.interleaved = rotary_pairs(c.family) == RotaryPairs::Interleaved;
     args.o = ws_.oh.get();
     args.N = N, args.H = H, args.Dk = c.head_dim_k(), args.Dv = c.head_dim_v();
-    cuda::launch_decode_retention(args, stream());
     const DeviceBuffer<float>& head_norm = head_norms_[static_cast<size_t>(call.layer)];
-    cuda::launch_head_norm_gate(ws_.oh.get(), g.data, head_norm.empty() ? nullptr : head_norm.get(), y.data, N, N, H,
-                                c.head_dim_v(), static_cast<float>(call.head_norm_eps), stream());
+    args.g = g.data, args.y = y.data, args.arrivals = ws_.arrivals.get();
+    args.head_norm_weight = head_norm.empty() ? nullptr : head_norm.get();
+    args.head_norm_eps = static_cast<float>(call.head_norm_eps);
+    cuda::launch_decode_retention(args, stream());
 }
 
 void CudaBackend::retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v,

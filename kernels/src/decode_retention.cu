@@ -5,6 +5,7 @@
 // flight, because at T = 1 there is no reuse to keep it on chip for.
 #include <string>
 
+#include "activations.cuh"
 #include "common.cuh"
 #include "cuda_check.h"
 #include "decode_retention.h"
@@ -16,6 +17,8 @@ namespace {
 constexpr int kCols = 32;       // state columns per block (one warp wide)
 constexpr int kRowGroups = 8;   // warps per block
 constexpr int kRowsInFlight = 32;  // Dk 256: every row of a thread in one round
+
+__device__ void head_norm_gate_if_last(const DecodeRetentionArgs& a, int n, int h, const float* o_head);
 
 __global__ void __launch_bounds__(kCols * kRowGroups) decode_retention_kernel(DecodeRetentionArgs a) {
     extern __shared__ float smem[];
@@ -89,19 +92,48 @@ __global__ void __launch_bounds__(kCols * kRowGroups) decode_retention_kernel(De
         if (tx == 0) s_norm[ty] = nsq;
     }
     __syncthreads();
-    if (ty != 0) return;
-    if (valid) {
-        float sum = 0.0f;
+    float* o_head = a.o + (static_cast<int64_t>(h) * a.N + n) * a.Dv;
+    if (ty == 0) {
+        if (valid) {
+            float sum = 0.0f;
 #pragma unroll
-        for (int g = 0; g < kRowGroups; ++g) sum += s_part[g * kCols + tx];
-        a.o[(static_cast<int64_t>(h) * a.N + n) * a.Dv + j] = sum;
-    }
-    if (a.norms_sq && tx == 0) {
-        float total = 0.0f;
+            for (int g = 0; g < kRowGroups; ++g) sum += s_part[g * kCols + tx];
+            o_head[j] = sum;
+        }
+        if (a.norms_sq && tx == 0) {
+            float total = 0.0f;
 #pragma unroll
-        for (int g = 0; g < kRowGroups; ++g) total += s_norm[g];
-        atomicAdd(a.norms_sq + static_cast<int64_t>(n) * a.H + h, total);
+            for (int g = 0; g < kRowGroups; ++g) total += s_norm[g];
+            atomicAdd(a.norms_sq + static_cast<int64_t>(n) * a.H + h, total);
+        }
     }
+    if (a.y) head_norm_gate_if_last(a, n, h, o_head);
+}
+
+// The head norm and gate of head h of sequence n, by whichever of its column blocks finishes
+// last (the others' o columns are then all written): the threadfence-reduction pattern.
+__device__ void head_norm_gate_if_last(const DecodeRetentionArgs& a, int n, int h, const float* o_head) {
+    __shared__ bool last;
+    __shared__ double shared[32];
+    __threadfence();  // this block's o columns, visible before it counts itself in
+    __syncthreads();
+    unsigned* arrivals = a.arrivals + static_cast<int64_t>(n) * a.H + h;
+    if (threadIdx.x == 0) last = atomicAdd(arrivals, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // as head_norm_gate_forward_block_kernel (norms.cu): the same threads, order and rounding
+    double ss = 0.0;
+    for (int i = threadIdx.x; i < a.Dv; i += blockDim.x) {
+        const float oi = __ldcg(o_head + i);
+        ss += static_cast<double>(oi) * oi;
+    }
+    ss = block_sum(ss, shared);
+    const float s = static_cast<float>(1.0 / sqrt(ss / a.Dv + static_cast<double>(a.head_norm_eps)));
+    const int64_t off = (static_cast<int64_t>(n) * a.H + h) * a.Dv;
+    for (int i = threadIdx.x; i < a.Dv; i += blockDim.x)
+        a.y[off + i] = __ldcg(o_head + i) * s * (a.head_norm_weight ? a.head_norm_weight[i] : 1.0f) * silu(a.g[off + i]);
+    if (threadIdx.x == 0) *arrivals = 0;  // ready for the next launch (a graph replays it as is)
 }
 
 }  // namespace
@@ -115,6 +147,7 @@ void launch_decode_retention(const DecodeRetentionArgs& args, cudaStream_t strea
     if (smem > 48 * 1024)
         RETNET_CUDA_CHECK(cudaFuncSetAttribute(decode_retention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem)));
+    if (args.y && !args.arrivals) throw Error("decode retention: the fused head norm needs its arrival counters (internal error)");
     const dim3 grid(ceil_div(args.Dv, kCols), static_cast<unsigned>(args.H), static_cast<unsigned>(args.N));
     launch_overlapped(decode_retention_kernel, grid, dim3(kCols * kRowGroups), smem, stream, args);
 }

@@ -23,6 +23,7 @@ constexpr int kWarpsPerBlock = 8;
 constexpr int kUnroll = 8;  // 16-byte loads in flight per lane: a 2048-long bf16 row in one round
 constexpr int kMaxFusedRows = 4;
 constexpr size_t kMaxStagedBytes = 48 * 1024;
+constexpr int kGemvSplit = 2;  // warps per row of gemv_split_kernel
 
 struct GemvParams {
     GemvJob jobs[kGemvMaxJobs];
@@ -113,33 +114,63 @@ __device__ __forceinline__ RowRef<Wt> locate_row(const GemvParams& p, int r, int
     return ref;
 }
 
+// The next round of a row's weights from vector v0 on: kLoads 16-byte loads per lane (each
+// weight stream of a GLU), streamed past the caches, up to vector v_end.
+template <typename Wt, int kLoads, bool kGlu>
+__device__ __forceinline__ void load_round(const RowRef<Wt>& row, int v0, int v_end, uint4 (&packed)[kLoads],
+                                           uint4 (&packed_lin)[kGlu ? kLoads : 1]) {
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u)
+        if (v0 + 32 * u < v_end) {
+            packed[u] = __ldcs(row.w + v0 + 32 * u);
+            if constexpr (kGlu) packed_lin[u] = __ldcs(row.w_lin + v0 + 32 * u);
+        }
+}
+
+// acc (and acc_lin) += the products of the round held in `packed` with x̂ at vector v0.
+template <typename Wt, int M, bool kStaged, int kLoads, bool kGlu>
+__device__ __forceinline__ void dot_round(const uint4 (&packed)[kLoads], const uint4 (&packed_lin)[kGlu ? kLoads : 1],
+                                          const float* xs, int K, int v0, int v_end, float (&acc)[M],
+                                          float (&acc_lin)[kGlu ? M : 1]) {
+    constexpr int kVec = 16 / sizeof(Wt);
+#pragma unroll
+    for (int u = 0; u < kLoads; ++u)
+        if (v0 + 32 * u < v_end) {
+            dot_vector<Wt, M, kStaged>(packed[u], xs, K, (v0 + 32 * u) * kVec, acc);
+            if constexpr (kGlu) dot_vector<Wt, M, kStaged>(packed_lin[u], xs, K, (v0 + 32 * u) * kVec, acc_lin);
+        }
+}
+
+// Writes the finished sums of one row for all M inputs (lane 0).
+template <typename Wt, int M, bool kGlu>
+__device__ __forceinline__ void write_row(const RowRef<Wt>& row, const GemvParams& p, const float (&acc)[M],
+                                          const float (&acc_lin)[kGlu ? M : 1]) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+        float* out = row.y + static_cast<int64_t>(m) * row.rows + row.n;
+        if constexpr (kGlu) *out = (p.gelu ? gelu(acc[m]) : silu(acc[m])) * acc_lin[m];
+        else *out = row.accumulate ? *out + acc[m] : acc[m];
+    }
+}
+
 // A persistent grid: each warp takes rows r, r + (all warps), …; the first round of a row's
 // weights is requested while the previous row is still being reduced and written, and the very
 // first before the previous kernel has finished (weights are never written; their stream is what
 // this kernel's time is made of). A fused input is staged once per block.
 template <typename Wt, int M, bool kStaged, bool kGlu>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(const float* __restrict__ x, int K, GemvParams p) {
-    constexpr int kVec = 16 / sizeof(Wt);
     constexpr int kLoads = kGlu ? kUnroll / 2 : kUnroll;  // per weight stream
     extern __shared__ float4 staged[];                     // x̂ (M, K) when kStaged
     const int lane = threadIdx.x & 31;
     const int warps = static_cast<int>(gridDim.x) * kWarpsPerBlock, total = p.total_rows;
-    const int n_vec = K / kVec;
+    const int n_vec = K / static_cast<int>(16 / sizeof(Wt));
     int r = static_cast<int>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
 
     uint4 packed[kLoads], packed_lin[kGlu ? kLoads : 1];
-    auto load_round = [&](const RowRef<Wt>& row, int v0) {
-#pragma unroll
-        for (int u = 0; u < kLoads; ++u)
-            if (v0 + 32 * u < n_vec) {
-                packed[u] = __ldcs(row.w + v0 + 32 * u);
-                if constexpr (kGlu) packed_lin[u] = __ldcs(row.w_lin + v0 + 32 * u);
-            }
-    };
     RowRef<Wt> row;
     if (r < total) {
         row = locate_row<Wt, kGlu>(p, r, K);
-        load_round(row, lane);
+        load_round<Wt, kLoads, kGlu>(row, lane, n_vec, packed, packed_lin);
     }
     wait_for_previous_grid();
     allow_next_grid();
@@ -153,35 +184,89 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(const float* 
 #pragma unroll
         for (int m = 0; m < M; ++m) acc[m] = 0.0f, acc_lin[kGlu ? m : 0] = 0.0f;
         for (int v0 = lane;;) {
-#pragma unroll
-            for (int u = 0; u < kLoads; ++u)
-                if (v0 + 32 * u < n_vec) {
-                    dot_vector<Wt, M, kStaged>(packed[u], xs, K, (v0 + 32 * u) * kVec, acc);
-                    if constexpr (kGlu) dot_vector<Wt, M, kStaged>(packed_lin[u], xs, K, (v0 + 32 * u) * kVec, acc_lin);
-                }
+            dot_round<Wt, M, kStaged, kLoads, kGlu>(packed, packed_lin, xs, K, v0, n_vec, acc, acc_lin);
             v0 += 32 * kLoads;
             if (v0 - lane >= n_vec) break;
-            load_round(row, v0);
+            load_round<Wt, kLoads, kGlu>(row, v0, n_vec, packed, packed_lin);
         }
         const RowRef<Wt> done = row;
         r += warps;
         if (r < total) {
             row = locate_row<Wt, kGlu>(p, r, K);
-            load_round(row, lane);
+            load_round<Wt, kLoads, kGlu>(row, lane, n_vec, packed, packed_lin);
         }
 #pragma unroll
         for (int m = 0; m < M; ++m) {
             acc[m] = warp_sum(acc[m]);
             if constexpr (kGlu) acc_lin[m] = warp_sum(acc_lin[m]);
         }
-        if (lane == 0)
-#pragma unroll
-            for (int m = 0; m < M; ++m) {
-                float* out = done.y + static_cast<int64_t>(m) * done.rows + done.n;
-                if constexpr (kGlu) *out = (p.gelu ? gelu(acc[m]) : silu(acc[m])) * acc_lin[m];
-                else *out = done.accumulate ? *out + acc[m] : acc[m];
-            }
+        if (lane == 0) write_row<Wt, M, kGlu>(done, p, acc, acc_lin);
     }
+}
+
+// Fewer rows than the GPU holds warps, each longer than one round (the output projection, the
+// FFN's down projection): kSplit warps of a block share a row, each streaming its part of K, so
+// that the whole matrix is requested at once instead of in rounds one after the other. The parts'
+// sums meet in shared memory and are added in part order. One row per warp group, no loop.
+template <typename Wt, int M, bool kStaged, bool kGlu>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_split_kernel(const float* __restrict__ x, int K,
+                                                                         GemvParams p) {
+    constexpr int kLoads = kGlu ? kUnroll / 2 : kUnroll;
+    constexpr int kRowsPerBlock = kWarpsPerBlock / kGemvSplit;
+    extern __shared__ float4 staged[];
+    __shared__ float partial[kWarpsPerBlock][kGlu ? 2 : 1][M];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % kGemvSplit;
+    const int r = static_cast<int>(blockIdx.x) * kRowsPerBlock + warp / kGemvSplit;
+    const int n_vec = K / static_cast<int>(16 / sizeof(Wt));
+    const int per_part = (n_vec + kGemvSplit - 1) / kGemvSplit;
+    const int v_begin = part * per_part, v_end = min(n_vec, v_begin + per_part);
+    const bool active = r < p.total_rows;
+
+    uint4 packed[kLoads], packed_lin[kGlu ? kLoads : 1];
+    RowRef<Wt> row;
+    if (active) {
+        row = locate_row<Wt, kGlu>(p, r, K);
+        load_round<Wt, kLoads, kGlu>(row, v_begin + lane, v_end, packed, packed_lin);
+    }
+    wait_for_previous_grid();
+    allow_next_grid();
+    const float* xs = x;
+    if constexpr (kStaged) {
+        stage_input<M>(x, K, p.input, reinterpret_cast<float*>(staged));
+        xs = reinterpret_cast<const float*>(staged);
+    }
+    float acc[M], acc_lin[kGlu ? M : 1];
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[m] = 0.0f, acc_lin[kGlu ? m : 0] = 0.0f;
+    if (active)
+        for (int v0 = v_begin + lane;;) {
+            dot_round<Wt, M, kStaged, kLoads, kGlu>(packed, packed_lin, xs, K, v0, v_end, acc, acc_lin);
+            v0 += 32 * kLoads;
+            if (v0 - lane >= v_end) break;
+            load_round<Wt, kLoads, kGlu>(row, v0, v_end, packed, packed_lin);
+        }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+        acc[m] = warp_sum(acc[m]);
+        if constexpr (kGlu) acc_lin[m] = warp_sum(acc_lin[m]);
+        if (lane == 0) {
+            partial[warp][0][m] = acc[m];
+            if constexpr (kGlu) partial[warp][1][m] = acc_lin[m];
+        }
+    }
+    __syncthreads();
+    if (!active || part != 0 || lane != 0) return;
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+        acc[m] = partial[warp][0][m];
+        if constexpr (kGlu) acc_lin[m] = partial[warp][1][m];
+#pragma unroll
+        for (int s = 1; s < kGemvSplit; ++s) {
+            acc[m] += partial[warp + s][0][m];
+            if constexpr (kGlu) acc_lin[m] += partial[warp + s][1][m];
+        }
+    }
+    write_row<Wt, M, kGlu>(row, p, acc, acc_lin);
 }
 
 // Blocks that fit on the device at once (cached per kernel and shared-memory size).
@@ -200,39 +285,50 @@ int resident_blocks(const void* kernel, size_t shared) {
     return cache[key] = std::max(1, per_sm * sms);
 }
 
+// Rows needing more than one round each go to the split kernel when all their warps fit on the
+// GPU at once; otherwise the persistent kernel streams them in rounds.
 template <typename Wt, int M, bool kStaged, bool kGlu>
-void launch_rows(const float* x, int K, const GemvParams& p, int blocks, cudaStream_t stream) {
+void launch_rows(const float* x, int K, const GemvParams& p, cudaStream_t stream) {
     const size_t shared = kStaged ? static_cast<size_t>(M) * K * sizeof(float) : 0;
+    constexpr int kLoads = kGlu ? kUnroll / 2 : kUnroll;
+    const int n_vec = K / static_cast<int>(16 / sizeof(Wt));
+    auto* split = gemv_split_kernel<Wt, M, kStaged, kGlu>;
+    const int split_blocks = static_cast<int>(ceil_div(p.total_rows, kWarpsPerBlock / kGemvSplit));
+    if (n_vec > 32 * kLoads &&
+        split_blocks <= resident_blocks(reinterpret_cast<const void*>(split), shared))
+        return launch_overlapped(split, dim3(static_cast<unsigned>(split_blocks)), dim3(kWarpsPerBlock * 32), shared,
+                                 stream, x, K, p);
     auto* kernel = gemv_kernel<Wt, M, kStaged, kGlu>;
-    blocks = std::min(blocks, resident_blocks(reinterpret_cast<const void*>(kernel), shared));
+    const int blocks = std::min(static_cast<int>(ceil_div(p.total_rows, kWarpsPerBlock)),
+                                resident_blocks(reinterpret_cast<const void*>(kernel), shared));
     launch_overlapped(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), shared, stream, x, K, p);
 }
 
 template <typename Wt, bool kStaged, bool kGlu>
-void launch_fused(const float* x, int M, int K, const GemvParams& p, int blocks, cudaStream_t stream) {
+void launch_fused(const float* x, int M, int K, const GemvParams& p, cudaStream_t stream) {
     switch (M) {
-        case 1: launch_rows<Wt, 1, kStaged, kGlu>(x, K, p, blocks, stream); break;
-        case 2: launch_rows<Wt, 2, kStaged, kGlu>(x, K, p, blocks, stream); break;
-        case 3: launch_rows<Wt, 3, kStaged, kGlu>(x, K, p, blocks, stream); break;
-        default: launch_rows<Wt, 4, kStaged, kGlu>(x, K, p, blocks, stream); break;
+        case 1: launch_rows<Wt, 1, kStaged, kGlu>(x, K, p, stream); break;
+        case 2: launch_rows<Wt, 2, kStaged, kGlu>(x, K, p, stream); break;
+        case 3: launch_rows<Wt, 3, kStaged, kGlu>(x, K, p, stream); break;
+        default: launch_rows<Wt, 4, kStaged, kGlu>(x, K, p, stream); break;
     }
 }
 
 template <typename Wt>
-void launch_typed(const float* x, int M, int K, const GemvParams& p, int blocks, bool staged, bool glu,
+void launch_typed(const float* x, int M, int K, const GemvParams& p, bool staged, bool glu,
                   cudaStream_t stream) {
-    if (glu) return staged ? launch_fused<Wt, true, true>(x, M, K, p, blocks, stream)
-                           : launch_fused<Wt, false, true>(x, M, K, p, blocks, stream);
-    if (staged) return launch_fused<Wt, true, false>(x, M, K, p, blocks, stream);
+    if (glu) return staged ? launch_fused<Wt, true, true>(x, M, K, p, stream)
+                           : launch_fused<Wt, false, true>(x, M, K, p, stream);
+    if (staged) return launch_fused<Wt, true, false>(x, M, K, p, stream);
     switch (M) {
-        case 1: launch_rows<Wt, 1, false, false>(x, K, p, blocks, stream); break;
-        case 2: launch_rows<Wt, 2, false, false>(x, K, p, blocks, stream); break;
-        case 3: launch_rows<Wt, 3, false, false>(x, K, p, blocks, stream); break;
-        case 4: launch_rows<Wt, 4, false, false>(x, K, p, blocks, stream); break;
-        case 5: launch_rows<Wt, 5, false, false>(x, K, p, blocks, stream); break;
-        case 6: launch_rows<Wt, 6, false, false>(x, K, p, blocks, stream); break;
-        case 7: launch_rows<Wt, 7, false, false>(x, K, p, blocks, stream); break;
-        default: launch_rows<Wt, 8, false, false>(x, K, p, blocks, stream); break;
+        case 1: launch_rows<Wt, 1, false, false>(x, K, p, stream); break;
+        case 2: launch_rows<Wt, 2, false, false>(x, K, p, stream); break;
+        case 3: launch_rows<Wt, 3, false, false>(x, K, p, stream); break;
+        case 4: launch_rows<Wt, 4, false, false>(x, K, p, stream); break;
+        case 5: launch_rows<Wt, 5, false, false>(x, K, p, stream); break;
+        case 6: launch_rows<Wt, 6, false, false>(x, K, p, stream); break;
+        case 7: launch_rows<Wt, 7, false, false>(x, K, p, stream); break;
+        default: launch_rows<Wt, 8, false, false>(x, K, p, stream); break;
     }
 }
 
@@ -265,10 +361,9 @@ void launch_gemv(const float* x, int M, int K, const GemvJob* jobs, int job_coun
     p.input = input;
     p.gelu = glu == GemvGlu::Gelu;
     p.total_rows = p.row_start[p.count];
-    const int blocks = static_cast<int>(ceil_div(p.total_rows, kWarpsPerBlock));
-    if (blocks == 0) return;
-    if (bf16) launch_typed<__nv_bfloat16>(x, M, K, p, blocks, staged, paired, stream);
-    else launch_typed<float>(x, M, K, p, blocks, staged, paired, stream);
+    if (p.total_rows == 0) return;
+    if (bf16) launch_typed<__nv_bfloat16>(x, M, K, p, staged, paired, stream);
+    else launch_typed<float>(x, M, K, p, staged, paired, stream);
 }
 
 }  // namespace retnet::cuda

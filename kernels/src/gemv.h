@@ -6,7 +6,10 @@
 // kGemvMaxRows every weight element is read once, in 16-byte loads, for all M rows; the sums are
 // fp32 and X stays fp32 (it is not rounded to bf16 as the cuBLAS path rounds it). Several weights
 // that read the same X (q, k, v, g; the FFN's two inputs) go in one launch, so a decoding step
-// has fewer nodes. Callers check gemv_supports() first and fall back to cuBLAS otherwise.
+// has fewer nodes. Rows longer than one round of loads, when there are fewer of them than the GPU
+// holds warps (the output and down projections), are split between two warps each, so that the
+// whole matrix is requested at once. Callers check gemv_supports() first and fall back to cuBLAS
+// otherwise.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 

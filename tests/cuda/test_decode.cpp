@@ -81,11 +81,13 @@ INSTANTIATE_TEST_SUITE_P(Shapes, GemvTest,
                                            GemvCase{1, 2048, {257, 31, 100, 3}, true},
                                            GemvCase{5, 2052, {65, 2}, false}, GemvCase{2, 4096, {40}, true}));
 
-// The fused norm and GLU against the ops they replace, written naively in double.
+// The fused norm and GLU against the ops they replace, written naively in double. K 96: one round
+// per row; 1544 and 2056: rows of several rounds, which few rows split among warps (uneven parts).
 TEST_F(CudaTest, GemvFusedNormAndGluMatchNaive) {
+    for (int K : {96, 1544, 2056})
     for (bool bf16 : {false, true})
         for (int M : {1, 3, 4}) {
-            const int K = 96, N = 37;  // K: both vector widths
+            const int N = 37;
             const auto x = random_vector(static_cast<size_t>(M) * K, 1);
             const auto norm_w = random_vector(static_cast<size_t>(K), 3, 0.5f, 1.5f);
             auto w_act = random_vector(static_cast<size_t>(N) * K, 4), w_lin = random_vector(w_act.size(), 5);
@@ -103,7 +105,7 @@ TEST_F(CudaTest, GemvFusedNormAndGluMatchNaive) {
             const void* lin = bf16 ? static_cast<const void*>(lin16.get()) : lin32.get();
             auto dx = to_device(x, stream()), dw = to_device(norm_w, stream());
             DeviceBuffer<float> y(static_cast<size_t>(M) * N);
-            const std::string what = std::string(bf16 ? "bf16" : "fp32") + " M=" + std::to_string(M);
+            const std::string what = std::string(bf16 ? "bf16" : "fp32") + " M=" + std::to_string(M) + " K=" + std::to_string(K);
 
             // RMSNorm → GLU: y = silu(x̂·W_actᵀ) ⊙ (x̂·W_linᵀ)
             GemvInputTransform norm{GemvInput::RmsNorm, dw.get(), 1e-5f};
@@ -115,6 +117,11 @@ TEST_F(CudaTest, GemvFusedNormAndGluMatchNaive) {
             naive::Vec ref(a.size());
             for (size_t i = 0; i < a.size(); ++i) ref[i] = naive::silu(a[i]) * b[i];
             EXPECT_LT(rel_max_error(to_host(y, stream()), ref), kF32Tol) << what << " norm + glu";
+
+            // RMSNorm → one projection (the q, k, v, g launch)
+            const GemvJob single[1] = {{act, y.get(), N, false}};
+            launch_gemv(dx.get(), M, K, single, 1, bf16, stream(), norm);
+            EXPECT_LT(rel_max_error(to_host(y, stream()), a), kF32Tol) << what << " norm";
 
         }
 }
@@ -259,6 +266,56 @@ TEST_P(DecodeRetentionTest, BitIdenticalToRotaryThenRecurrentScan) {
         EXPECT_EQ(to_host(fused[static_cast<size_t>(n)], stream()), to_host(scanned[static_cast<size_t>(n)], stream()))
             << "state of " << n;
     }
+}
+
+// The head norm and gate fused into the step against the same step followed by the separate
+// launch it replaces, bit for bit, over two steps (the arrival counters must be back at zero).
+TEST_P(DecodeRetentionTest, FusedHeadNormGateEqualsSeparateLaunch) {
+    const DecodeCase& c = GetParam();
+    const size_t qk = static_cast<size_t>(c.N) * c.H * c.Dk, vv = static_cast<size_t>(c.N) * c.H * c.Dv;
+    const size_t state = static_cast<size_t>(c.H) * c.Dk * c.Dv;
+    const auto q = random_vector(qk, 12), k = random_vector(qk, 13), v = random_vector(vv, 14);
+    const auto g = random_vector(vv, 15), w = random_vector(static_cast<size_t>(c.Dv), 16, 0.5f, 1.5f);
+    const auto theta = random_vector(static_cast<size_t>(c.Dk / 2), 17, 0.0f, 1.0f);
+    const auto coef = random_vector(2 * static_cast<size_t>(c.H), 18, 0.5f, 1.0f);
+    auto dq = to_device(q, stream()), dk = to_device(k, stream()), dv = to_device(v, stream());
+    auto dg = to_device(g, stream()), dw = to_device(w, stream());
+    auto dtheta = to_device(theta, stream()), dcoef = to_device(coef, stream());
+    auto dpos = to_device(positions(), stream());
+    std::vector<DeviceBuffer<float>> fused_states, separate_states;
+    std::vector<float*> fused_ptrs, separate_ptrs;
+    for (int n = 0; n < c.N; ++n) {
+        const auto S0 = random_vector(state, 50 + n);
+        fused_states.push_back(to_device(S0, stream()));
+        separate_states.push_back(to_device(S0, stream()));
+        fused_ptrs.push_back(fused_states.back().get());
+        separate_ptrs.push_back(separate_states.back().get());
+    }
+    auto d_fused_ptrs = to_device(fused_ptrs, stream()), d_separate_ptrs = to_device(separate_ptrs, stream());
+    DeviceBuffer<float> o_fused(static_cast<size_t>(c.H) * c.N * c.Dv), o_separate(o_fused.size());
+    DeviceBuffer<float> y_fused(vv), y_separate(vv);
+    DeviceBuffer<unsigned> arrivals(static_cast<size_t>(c.N) * c.H);
+    arrivals.zero(stream());
+    DecodeRetentionArgs args;
+    args.q = dq.get(), args.k = dk.get(), args.v = dv.get(), args.positions = dpos.get();
+    args.theta = dtheta.get(), args.q_scale = 0.5f, args.k_scale = 1.25f, args.interleaved = c.interleaved;
+    args.coef_a = dcoef.get(), args.coef_b = dcoef.get() + c.H;
+    args.N = c.N, args.H = c.H, args.Dk = c.Dk, args.Dv = c.Dv;
+    for (int step = 0; step < 2; ++step)
+        for (const float* weight : {static_cast<const float*>(dw.get()), static_cast<const float*>(nullptr)}) {
+            DecodeRetentionArgs fused = args, separate = args;
+            fused.states = d_fused_ptrs.get(), fused.o = o_fused.get();
+            fused.g = dg.get(), fused.head_norm_weight = weight, fused.head_norm_eps = 1e-6f;
+            fused.y = y_fused.get(), fused.arrivals = arrivals.get();
+            launch_decode_retention(fused, stream());
+            separate.states = d_separate_ptrs.get(), separate.o = o_separate.get();
+            launch_decode_retention(separate, stream());
+            launch_head_norm_gate(o_separate.get(), dg.get(), weight, y_separate.get(), c.N, c.N, c.H, c.Dv, 1e-6f,
+                                  stream());
+            const std::string what = "step " + std::to_string(step) + (weight ? " with" : " without") + " weight";
+            ASSERT_EQ(to_host(y_fused, stream()), to_host(y_separate, stream())) << what;
+            EXPECT_EQ(to_host(arrivals, stream()), std::vector<unsigned>(arrivals.size(), 0u)) << what;
+        }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, DecodeRetentionTest,
