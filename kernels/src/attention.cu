@@ -36,13 +36,16 @@ __device__ __forceinline__ float load_as_float(bf16 x) { return __bfloat162float
 template <typename T>
 __device__ __forceinline__ float round_to(float x) { return load_as_float(store_as<T>(x)); }
 
-// One rotary pair turned by `angle` (float32) in double, exactly as rotary.cu does it.
+// One rotary pair turned by `angle` (float32) in double, as rotary.cu does it. The roundings are
+// spelled out (no contraction left to the compiler) so that the decode and prefill kernels write
+// the same bits for the same token.
 struct Turn {
     double s, c;
     __device__ explicit Turn(float angle) { sincos(static_cast<double>(angle), &s, &c); }
     __device__ void apply(float x0, float x1, float& y0, float& y1) const {
-        y0 = static_cast<float>(static_cast<double>(x0) * c - static_cast<double>(x1) * s);
-        y1 = static_cast<float>(static_cast<double>(x1) * c + static_cast<double>(x0) * s);
+        const double a = x0, b = x1;
+        y0 = static_cast<float>(__fma_rn(a, c, -__dmul_rn(b, s)));
+        y1 = static_cast<float>(__fma_rn(b, c, __dmul_rn(a, s)));
     }
 };
 

@@ -10,7 +10,8 @@
 //
 // Rotary (Llama's rotate_half): pair i is (i, i + D/2), turned by pos·θ_i with θ_i =
 // rope_theta^(−2i/D) given by the caller; the angle is formed in float32 and the rotation done in
-// double, as launch_rotary_to_head_major does, so both paths write bit-identical cache rows.
+// double (as launch_rotary_to_head_major does), the same way in decode and prefill, so both paths
+// write bit-identical cache rows for the same token.
 //
 // bf16 caches: k and v are rounded to bf16 when written, and q is rounded to bf16 too (in decode
 // as in prefill) so both paths score with the same operands a bf16 tensor-core product sees.
