@@ -20,6 +20,7 @@
 #include <mutex>
 #include <vector>
 
+#include "attention.h"
 #include "backend_cuda_internal.h"
 #include "decode_retention.h"
 #include "device_buffer.h"
@@ -27,6 +28,7 @@
 #include "gemv.h"
 #include "graph_cache.h"
 #include "host_downloads.h"
+#include "kv_cache.h"
 #include "ops.h"
 #include "param_staging.h"
 #include "retnet/block_ops.h"
@@ -77,6 +79,10 @@ public:
         upload_weights();
         log_decay_.upload(model_->weights.log_decay, stream());
         theta_.upload(model_->weights.rotary_theta, stream());
+        RETNET_CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, options_.device));
+        if (model_->config.is_transformer())
+            kv_ = std::make_unique<cuda::KvCacheStore>(model_->config.n_layers, model_->config.key_dim,
+                                                       options_.bf16_weights ? cuda::KvDtype::BF16 : cuda::KvDtype::F32);
         init_slots();
         stream_->synchronize();
     }
@@ -103,6 +109,7 @@ private:
     // ---- state storage -----------------------------------------------------------------------
     void resize_states(int slots) override {
         DeviceGuard guard(options_.device);
+        if (kv_) return kv_->resize_slots(slots);
         const size_t old = states_.size();
         states_.resize(static_cast<size_t>(slots));
         for (size_t s = old; s < states_.size(); ++s) {
@@ -116,17 +123,29 @@ private:
     }
     void zero_state(int slot) override {
         DeviceGuard guard(options_.device);
+        if (kv_) return kv_->clear(slot);
         for (DeviceBuffer<float>& layer : states_[static_cast<size_t>(slot)]) layer.zero(stream());
         stream_->synchronize();
     }
     void read_state(int slot, RecurrentState& out) const override {
         DeviceGuard guard(options_.device);
+        if (kv_) {
+            for (size_t l = 0; l < out.layers.size(); ++l)
+                kv_->read(slot, static_cast<int>(l), out.position, out.layers[l].K, out.layers[l].V, stream());
+            return;
+        }
         for (size_t l = 0; l < out.layers.size(); ++l)
             states_[static_cast<size_t>(slot)][l].download(out.layers[l].S.data(), out.layers[l].S.size(), stream());
         stream_->synchronize();
     }
     void write_state(int slot, const RecurrentState& state) override {
         DeviceGuard guard(options_.device);
+        if (kv_) {
+            kv_->clear(slot);
+            for (size_t l = 0; l < state.layers.size(); ++l)
+                kv_->write(slot, static_cast<int>(l), state.layers[l].K, state.layers[l].V, stream());
+            return;
+        }
         for (size_t l = 0; l < state.layers.size(); ++l)
             states_[static_cast<size_t>(slot)][l].upload(state.layers[l].S, stream());
         stream_->synchronize();
@@ -171,6 +190,7 @@ private:
     void norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
                       std::optional<Activation> glu_activation) override;
     void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) override;
+    void attention(const AttentionCall& call, Rows q, Rows k, Rows v, Rows y) override;
     void glu(Rows a, Rows b, Activation activation) override {
         if (replaying()) return;
         cuda::launch_glu(a.data, b.data, a.data, a.count * a.width, activation == Activation::Gelu, stream());
@@ -178,6 +198,11 @@ private:
     void gather_rows(Rows x, std::span<const int64_t> rows, Rows y) override;
     void download(Rows x, float* host) override;
     void stop_timer();
+
+    // ---- the Transformer twin: caches sized and scratch for attention (kernels/src/attention.h) ----
+    void prepare_retention(Form form, int chunk, size_t t_max, size_t tp_max, size_t n);
+    void prepare_attention(const ForwardPlan& plan);
+    void attention_prefill(const AttentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v, Rows y);
 
     // ---- batched decoding: one token per sequence, recurrent, no introspection --------------------
     void stage_decode_batch(const ForwardPlan& plan);
@@ -214,6 +239,7 @@ private:
     bool timer_stopped_ = false;
 
     static constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+    static constexpr size_t kAttentionBlockBytes = size_t{512} << 20;  // the twin's prefill scores
     DeviceBuffer<uint8_t> cublas_workspace_;
     cuda::GraphCache graphs_;
     cuda::HostDownloads downloads_;   // made at the end of the forward
@@ -223,7 +249,13 @@ private:
         bool active = false;
         const int64_t* positions = nullptr;  // (N) device
         float* const* states = nullptr;      // (L, N) device: layer l of sequence n
+        void* const* k_caches = nullptr;     // (L, N) device, the twin: layer l of sequence n
+        void* const* v_caches = nullptr;
     } decode_;
+    int sms_ = 0;
+    std::unique_ptr<cuda::KvCacheStore> kv_;  // the twin's caches, instead of states_
+    DeviceBuffer<uint8_t> attention_ws_;      // the twin: prefill blocks or decode partials
+    int attention_splits_ = 1;                // the twin's decode: key ranges per sequence
 };
 
 void CudaBackend::upload(const Tensor& held, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging) {
@@ -280,24 +312,11 @@ void CudaBackend::upload_weights() {
         if (!m.weights.layers[l].head_norm.empty()) head_norms_[l].upload(m.weights.layers[l].head_norm.data, stream());
 }
 
-void CudaBackend::prepare(const ForwardPlan& plan) {
-    DeviceGuard guard(options_.device);
+// The retention forms' scratch, head-major, for the longest sequence of the forward.
+void CudaBackend::prepare_retention(Form form, int chunk, size_t t_max, size_t tp_max, size_t n) {
     const ModelConfig& c = model_->config;
-    const Form form = plan.form;
-    const int chunk = plan.chunk;
     const size_t H = static_cast<size_t>(c.n_heads), Dk = static_cast<size_t>(c.head_dim_k()),
-                 Dv = static_cast<size_t>(c.head_dim_v()), L = static_cast<size_t>(c.n_layers);
-    size_t t_max = 0, tp_max = 0, n = 0, staged = 0;
-    for (const SequenceSlice& s : plan.sequences) {
-        const size_t t = static_cast<size_t>(s.length);
-        const size_t tp = form == Form::Chunkwise ? (t + chunk - 1) / chunk * chunk : t;
-        t_max = std::max(t_max, t);
-        tp_max = std::max(tp_max, tp);
-        n += t;
-        // per layer: ≤ 5 vectors of (H, Tp), one of (H, nC), two of (H), each slot 256-byte aligned
-        staged += (5 * H * tp + H * (tp / std::max(chunk, 1)) + 2 * H + 16 * 64) * L;
-    }
-    decode_.active = form == Form::Recurrent && !plan.introspection && n == plan.sequences.size() && n <= 65535;
+                 Dv = static_cast<size_t>(c.head_dim_v());
     const size_t rows_per_head = decode_.active ? n : tp_max;  // decoding keeps o as (H, N, Dv)
     grow(ws_.qh, H * tp_max * Dk);
     grow(ws_.kh, H * tp_max * Dk);
@@ -323,8 +342,57 @@ void CudaBackend::prepare(const ForwardPlan& plan) {
         grow(ws_.chunk_states, H * nC * Dk * Dv);
         grow(ws_.state_abs, H * nC);
     }
+}
+
+// The twin: every sequence's caches hold its new rows (a moved cache invalidates captured graphs),
+// and the attention scratch fits the forward: the decode kernel's partials, or the largest block
+// of query rows a prefill works on at once.
+void CudaBackend::prepare_attention(const ForwardPlan& plan) {
+    const ModelConfig& c = model_->config;
+    const int H = c.n_heads, D = c.head_dim_k();
+    if (!cuda::attention_decode_supports(D)) decode_.active = false;  // one-token prefills instead
+    int64_t most_keys = 0;
+    for (const SequenceSlice& s : plan.sequences) {
+        if (kv_->reserve(s.slot, s.position + s.length, stream())) ++buffer_generation_;
+        most_keys = std::max(most_keys, kv_->capacity(s.slot));
+    }
+    size_t bytes = 0;
+    if (decode_.active) {
+        const int N = static_cast<int>(plan.sequences.size());
+        attention_splits_ = cuda::attention_decode_splits(N, H, most_keys, sms_);
+        bytes = cuda::attention_decode_workspace_floats(N, H, D, attention_splits_) * sizeof(float);
+    } else {
+        for (const SequenceSlice& s : plan.sequences) {
+            const int rows = cuda::attention_prefill_block_rows(s.length, H, D, s.position, kv_->dtype(),
+                                                                kAttentionBlockBytes);
+            bytes = std::max(bytes, cuda::attention_prefill_workspace_bytes(s.length, H, D, s.position, rows,
+                                                                            kv_->dtype()));
+        }
+    }
+    grow(attention_ws_, bytes);
+}
+
+void CudaBackend::prepare(const ForwardPlan& plan) {
+    DeviceGuard guard(options_.device);
+    const ModelConfig& c = model_->config;
+    const Form form = plan.form;
+    const int chunk = plan.chunk;
+    const size_t H = static_cast<size_t>(c.n_heads), L = static_cast<size_t>(c.n_layers);
+    size_t t_max = 0, tp_max = 0, n = 0, staged = 0;
+    for (const SequenceSlice& s : plan.sequences) {
+        const size_t t = static_cast<size_t>(s.length);
+        const size_t tp = form == Form::Chunkwise ? (t + chunk - 1) / chunk * chunk : t;
+        t_max = std::max(t_max, t);
+        tp_max = std::max(tp_max, tp);
+        n += t;
+        // per layer: ≤ 5 vectors of (H, Tp), one of (H, nC), two of (H), each slot 256-byte aligned
+        staged += (5 * H * tp + H * (tp / std::max(chunk, 1)) + 2 * H + 16 * 64) * L;
+    }
+    decode_.active = form == Form::Recurrent && !plan.introspection && n == plan.sequences.size() && n <= 65535;
+    if (kv_) prepare_attention(plan);
+    else prepare_retention(form, chunk, t_max, tp_max, n);
     // tokens, and for decoding the positions, state addresses and torchscale's (2, N, H) per layer
-    staged += n + 64 + (decode_.active ? 2 * n + 2 * L * n + 2 * L * n * H + 64 * (2 * L + 2) : 0);
+    staged += n + 64 + (decode_.active ? 2 * n + 4 * L * n + 2 * L * n * H + 64 * (2 * L + 3) : 0);
     staging_.begin(staged, stream());
     timer_stopped_ = false;
     if (decode_.active && options_.cuda_graphs) {
@@ -370,6 +438,20 @@ void CudaBackend::stage_decode_batch(const ForwardPlan& plan) {
     const ModelConfig& c = model_->config;
     const size_t N = plan.sequences.size(), L = static_cast<size_t>(c.n_layers);
     std::vector<int64_t> positions(N);
+    if (kv_) {
+        std::vector<void*> keys(L * N), values(L * N);  // (L, N)
+        for (size_t s = 0; s < N; ++s) {
+            positions[s] = plan.sequences[s].position;
+            for (size_t l = 0; l < L; ++l) {
+                keys[l * N + s] = kv_->keys(plan.sequences[s].slot, static_cast<int>(l));
+                values[l * N + s] = kv_->values(plan.sequences[s].slot, static_cast<int>(l));
+            }
+        }
+        decode_.positions = staging_.stage(std::span<const int64_t>(positions), stream());
+        decode_.k_caches = staging_.stage(std::span<void* const>(keys), stream());
+        decode_.v_caches = staging_.stage(std::span<void* const>(values), stream());
+        return;
+    }
     std::vector<float*> states(L * N);  // (L, N)
     for (size_t s = 0; s < N; ++s) {
         positions[s] = plan.sequences[s].position;
@@ -500,6 +582,52 @@ void CudaBackend::stop_timer() {
 void CudaBackend::gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) {
     if (decode_.active) return decode_retention(call, q, k, v, g, y);
     for (const SequenceSlice& slice : call.sequences) retain_sequence(call, slice, q, k, v, g, y);
+}
+
+// The twin's attention: all sequences in one decode launch, or each sequence's prefill.
+void CudaBackend::attention(const AttentionCall& call, Rows q, Rows k, Rows v, Rows y) {
+    const ModelConfig& c = model_->config;
+    if (!decode_.active) {
+        for (const SequenceSlice& slice : call.sequences) attention_prefill(call, slice, q, k, v, y);
+        return;
+    }
+    if (replaying()) return;
+    const int N = static_cast<int>(call.sequences.size());
+    cuda::AttentionDecodeArgs args;
+    args.q = q.data, args.k = k.data, args.v = v.data;
+    args.k_caches = decode_.k_caches + static_cast<size_t>(call.layer) * N;
+    args.v_caches = decode_.v_caches + static_cast<size_t>(call.layer) * N;
+    args.positions = decode_.positions;
+    args.theta = theta_.get();
+    args.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim_k())));
+    args.dtype = kv_->dtype();
+    args.o = y.data;
+    args.workspace = reinterpret_cast<float*>(attention_ws_.get());
+    args.N = N, args.H = c.n_heads, args.D = c.head_dim_k();
+    args.splits = attention_splits_;
+    cuda::launch_attention_decode(args, stream());
+}
+
+void CudaBackend::attention_prefill(const AttentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v,
+                                    Rows y) {
+    const ModelConfig& c = model_->config;
+    const int64_t row0 = slice.first_row;
+    cuda::AttentionPrefillArgs args;
+    args.q = q.data + row0 * q.width, args.k = k.data + row0 * k.width, args.v = v.data + row0 * v.width;
+    args.k_cache = kv_->keys(slice.slot, call.layer);
+    args.v_cache = kv_->values(slice.slot, call.layer);
+    args.capacity = kv_->capacity(slice.slot);
+    args.pos0 = slice.position;
+    args.theta = theta_.get();
+    args.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim_k())));
+    args.dtype = kv_->dtype();
+    args.o = y.data + row0 * y.width;
+    args.workspace = attention_ws_.get();
+    args.workspace_bytes = attention_ws_.size();
+    args.T = slice.length, args.H = c.n_heads, args.D = c.head_dim_k();
+    args.block_rows = cuda::attention_prefill_block_rows(slice.length, c.n_heads, c.head_dim_k(), slice.position,
+                                                         kv_->dtype(), kAttentionBlockBytes);
+    cuda::launch_attention_prefill(cublas_->get(), args, stream());
 }
 
 // All sequences at once, the head norm and gate fused into the same launch.
