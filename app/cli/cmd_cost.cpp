@@ -66,8 +66,8 @@ CostProgress stderr_progress(const InterruptGuard& interrupt) {
     return [&interrupt, last = std::string()](double fraction, const std::string& what) mutable {
         if (interrupt.raised()) return false;
         const std::string point = what.substr(what.find(' ') + 1);
-        if (what.rfind("prefill", 0) == 0 && point.find("(sequence 1)") != std::string::npos && point != last) {
-            std::fprintf(stderr, "[%3.0f%%] %s\n", 100.0 * fraction, point.substr(0, point.find(" (sequence")).c_str());
+        if (what.rfind("prefill", 0) == 0 && point != last) {
+            std::fprintf(stderr, "[%3.0f%%] %s\n", 100.0 * fraction, point.c_str());
             last = point;
         }
         return true;

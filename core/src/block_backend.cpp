@@ -103,6 +103,21 @@ void BlockBackend::restore(const RecurrentState& state, int slot) {
     for (size_t l = 0; l < book.row_sums.size(); ++l) book.row_sums[l] = state.layers[l].scale;
 }
 
+void BlockBackend::copy_slot(int from, int to) {
+    check_slot(from, slot_count());
+    check_slot(to, slot_count());
+    if (from == to) return;
+    copy_state(from, to, slots_[static_cast<size_t>(from)].position);
+    slots_[static_cast<size_t>(to)] = slots_[static_cast<size_t>(from)];
+}
+
+void BlockBackend::copy_state(int from, int to, int64_t position) {
+    RecurrentState state = make_empty_state(model_->config);
+    state.position = position;
+    read_state(from, state);
+    write_state(to, state);
+}
+
 std::vector<Tensor> BlockBackend::forward_batch(std::span<const SequenceRequest> batch,
                                                 const ForwardOptions& options, Introspection* intro) {
     const ModelConfig& c = model_->config;

@@ -151,6 +151,15 @@ private:
         stream_->synchronize();
     }
 
+    void copy_state(int from, int to, int64_t position) override {
+        DeviceGuard guard(options_.device);
+        if (kv_) return kv_->copy(from, to, position, stream());
+        for (size_t l = 0; l < states_[static_cast<size_t>(from)].size(); ++l)
+            RETNET_CUDA_CHECK(cudaMemcpyAsync(state_of(to, static_cast<int>(l)), state_of(from, static_cast<int>(l)),
+                                              sizeof(float) * state_size(), cudaMemcpyDeviceToDevice, stream()));
+        stream_->synchronize();
+    }
+
     // ---- weights ------------------------------------------------------------------------------
     void upload_weights();
     void upload(const Tensor& w, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging);

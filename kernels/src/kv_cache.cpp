@@ -50,6 +50,18 @@ bool KvCacheStore::reserve(int slot, int64_t tokens, cudaStream_t stream) {
     return true;
 }
 
+void KvCacheStore::copy(int from, int to, int64_t tokens, cudaStream_t stream) {
+    clear(to);
+    reserve(to, tokens, stream);
+    const size_t bytes = static_cast<size_t>(tokens) * row_bytes();
+    for (int l = 0; l < layers_; ++l)
+        if (bytes > 0) {
+            RETNET_CUDA_CHECK(cudaMemcpyAsync(keys(to, l), keys(from, l), bytes, cudaMemcpyDeviceToDevice, stream));
+            RETNET_CUDA_CHECK(cudaMemcpyAsync(values(to, l), values(from, l), bytes, cudaMemcpyDeviceToDevice, stream));
+        }
+    RETNET_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
 void KvCacheStore::read(int slot, int layer, int64_t tokens, std::vector<float>& K, std::vector<float>& V,
                         cudaStream_t stream) const {
     const Layer& l = slots_[static_cast<size_t>(slot)].layers[static_cast<size_t>(layer)];

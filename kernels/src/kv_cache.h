@@ -30,6 +30,8 @@ public:
     void read(int slot, int layer, int64_t tokens, std::vector<float>& K, std::vector<float>& V,
               cudaStream_t stream) const;
     void write(int slot, int layer, const std::vector<float>& K, const std::vector<float>& V, cudaStream_t stream);
+    // Slot `to` holds the first `tokens` rows of slot `from` (on the device).
+    void copy(int from, int to, int64_t tokens, cudaStream_t stream);
 
 private:
     struct Layer {

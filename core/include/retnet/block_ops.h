@@ -149,6 +149,7 @@ public:
     void reset(int slot = 0) final;
     RecurrentState snapshot(int slot = 0) const final;
     void restore(const RecurrentState& state, int slot = 0) final;
+    void copy_slot(int from, int to) final;
 
 protected:
     explicit BlockBackend(std::shared_ptr<const Model> model);
@@ -163,6 +164,8 @@ protected:
     // Fills out.layers[l].S (the twin: K and V, out.position tokens of them, position set first).
     virtual void read_state(int slot, RecurrentState& out) const = 0;
     virtual void write_state(int slot, const RecurrentState& state) = 0;
+    // Slot to's storage = slot from's (`position` tokens of it); by default through the host.
+    virtual void copy_state(int from, int to, int64_t position);
 
     std::shared_ptr<const Model> model_;
 

@@ -114,6 +114,9 @@ public:
     virtual void reset(int slot = 0) = 0;                      // back to the empty state
     virtual RecurrentState snapshot(int slot = 0) const = 0;   // copy of the state (host memory)
     virtual void restore(const RecurrentState& state, int slot = 0) = 0;
+    // Slot `to` continues from slot `from`'s state (a fork); a backend may copy it in its own
+    // memory instead of through the host.
+    virtual void copy_slot(int from, int to) { restore(snapshot(from), to); }
 };
 
 // Backends share the model read-only; each owns its own state.
