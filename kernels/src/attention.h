@@ -70,7 +70,8 @@ void launch_attention_decode(const AttentionDecodeArgs& args, cudaStream_t strea
 // product (fp32 caches: SGEMM in the handle's math mode, which is pedantic fp32 unless the caller
 // allowed TF32; bf16 caches: bf16 operands, fp32 compute and output), a masked softmax kernel
 // writes P over S in place (bf16 P for bf16 caches), and O = P·V as a second batched product
-// straight into the output rows. Working memory is H·block_rows·(pos0+T) floats, never T².
+// straight into the output rows. Working memory: the rotated queries (T·H·D in the cache dtype)
+// and H·block_rows·(pos0+T) floats of scores, never T².
 struct AttentionPrefillArgs {
     const float* q = nullptr;   // (T, H·D) unrotated query rows
     const float* k = nullptr;   // (T, H·D) unrotated key rows
