@@ -56,25 +56,30 @@ std::string point_name(const std::string& model, int length, int batch) {
     return model + " at " + std::to_string(length) + " tokens × " + std::to_string(batch);
 }
 
-// The B sequences prefilled with `length` tokens each, then decoded together, one token each a step.
-void measure_point(Backend& backend, CostPoint& point, const CostOptions& options, std::mt19937_64& rng,
-                   Progress& progress) {
-    const ModelConfig& c = backend.model().config;
-    const std::string name = point_name(point.model, point.length, point.batch);
-    backend.set_slot_count(point.batch);
-    ForwardOptions prefill, step;
+// Sequence 0 prefilled with `length` tokens (timed); the others start as copies of its state (a
+// fork costs a state copy, not another prefill: the Transformer's at 32k tokens would dominate).
+void prefill_and_fork(Backend& backend, CostPoint& point, std::mt19937_64& rng) {
+    ForwardOptions prefill;
     prefill.form = Form::Chunkwise;  // the twin attends to the whole prompt at once in every form but recurrent
-    step.form = Form::Recurrent;
-    const std::vector<int32_t> prompt = random_tokens(point.length, c.vocab_size, rng);
-    // One prefill is timed; the other sequences start as copies of its state (a fork costs a
-    // state copy, not another prefill — the Transformer's at 32k tokens would dominate the run).
+    const std::vector<int32_t> prompt = random_tokens(point.length, backend.model().config.vocab_size, rng);
+    backend.set_slot_count(point.batch);
     backend.reset(0);
     const SequenceRequest request{prompt, 0, LogitRows::Last};
     const auto t0 = std::chrono::steady_clock::now();
     backend.forward_batch({&request, 1}, prefill);
     point.prefill_ms = ms_since(t0);
-    progress.step("prefill of " + name);
     for (int s = 1; s < point.batch; ++s) backend.copy_slot(0, s);
+}
+
+// The B sequences decoded together, one token each a step: the median step after untimed ones.
+void measure_point(Backend& backend, CostPoint& point, const CostOptions& options, std::mt19937_64& rng,
+                   Progress& progress) {
+    const ModelConfig& c = backend.model().config;
+    const std::string name = point_name(point.model, point.length, point.batch);
+    prefill_and_fork(backend, point, rng);
+    progress.step("prefill of " + name);
+    ForwardOptions step;
+    step.form = Form::Recurrent;
     std::vector<int32_t> next(static_cast<size_t>(point.batch));
     std::vector<SequenceRequest> batch(static_cast<size_t>(point.batch));
     std::vector<double> ms;
