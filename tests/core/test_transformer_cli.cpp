@@ -113,6 +113,8 @@ TEST_F(TwinCli, BadRequestsFailInOneLine) {
                  path("twin") + "/tokenizer.model --out " + path("t") + " --steps 1",
              "training the Transformer twin is not supported yet");
     one_line("inspect --model " + path("twin") + " --tokens 1,2,3 --json", "the Transformer twin has no retention");
+    one_line("logits --model " + path("twin") + " --tokens 1,2 --gamma 0=0.5 --out " + path("l.npy"),
+             "cannot set a head's decay: the Transformer twin has none");
 }
 
 }  // namespace
