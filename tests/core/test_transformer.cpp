@@ -4,6 +4,8 @@
 // batches over slots, reset/snapshot/restore of the KV cache, and generation.
 #include <gtest/gtest.h>
 
+#include "retnet/analysis_tap.h"
+#include "retnet/batch_generate.h"
 #include "retnet/block_ops.h"
 #include "retnet/error.h"
 #include "retnet/forward.h"
@@ -257,6 +259,28 @@ TEST(Twin, IntrospectionOfWhatTheTwinHas) {
     }
 }
 
+// The app's tap (TapBackend) watches a twin's generation: logits for every row, no state norms.
+TEST(Twin, TapWatchesWithoutStateNorms) {
+    std::shared_ptr<const Model> model = twin_model(29);
+    std::unique_ptr<Backend> cpu = make_cpu_backend(model);
+    int calls = 0;
+    TapBackend tap(*cpu, [&](int64_t first, const Tensor& logits, const Tensor& norms) {
+        EXPECT_EQ(first, calls == 0 ? 0 : 4);
+        EXPECT_EQ(logits.dim(0), calls == 0 ? 4 : 1);
+        EXPECT_EQ(norms.rank(), 0);
+        ++calls;
+    });
+    const std::vector<int32_t> tokens = {3, 4, 5, 6, 7};
+    const SequenceRequest prompt{std::span(tokens).first(4), 0, LogitRows::Last};
+    const SequenceRequest next{std::span(tokens).subspan(4), 0, LogitRows::Last};
+    tap.forward_batch({&prompt, 1}, {}, nullptr);
+    const Tensor last = tap.forward_batch({&next, 1}, {}, nullptr)[0];
+    EXPECT_EQ(calls, 2);
+    std::unique_ptr<Backend> alone = make_reference_backend(model);
+    const SequenceRequest whole{tokens, 0, LogitRows::Last};
+    EXPECT_LT(relative_error(last, alone->forward_batch({&whole, 1}, {})[0]), kTolerance);
+}
+
 // A backend that has not wired the twin's attention says so in one line (the default of BlockOps).
 TEST(Twin, BlockOpsDefaultAttentionThrows) {
     struct NoAttention : BlockOps {
@@ -304,6 +328,38 @@ TEST(Twin, GeneratesOnTheCpu) {
     const GenerationResult again = generator.fork(static_cast<int64_t>(prompt.size()) + 4, std::nullopt, params);
     ASSERT_GE(again.tokens.size(), 6u);
     EXPECT_TRUE(std::equal(again.tokens.begin(), again.tokens.begin() + 6, result.tokens.begin() + 4));
+}
+
+// Batched decoding (`retnet serve`'s path): three greedy requests in three slots, started at
+// different steps so that their caches hold different lengths, give each its lone generation.
+TEST(Twin, BatchedGenerationEqualsEachAlone) {
+    std::shared_ptr<const Model> model = twin_model(23);
+    GenerationParams params;
+    params.max_new_tokens = 7;
+    params.sampler.temperature = 0.0;
+    params.stop_at_eos = false;
+    const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3, 4, 5}, {9}, {40, 41, 42, 43, 44, 45, 46, 47, 48}};
+    std::unique_ptr<Backend> backend = make_cpu_backend(model);
+    BatchGenerator batch(*backend, nullptr, 3);
+    std::vector<std::vector<int32_t>> got(3);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        BatchRequest request;
+        request.prompt = prompts[i];
+        request.params = params;
+        request.on_done = [&got, i](const GenerationResult& r, const std::string& error) {
+            EXPECT_EQ(error, "");
+            got[i] = r.tokens;
+        };
+        batch.add(std::move(request));
+        batch.step();
+    }
+    while (batch.active() > 0) batch.step();
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        std::unique_ptr<Backend> alone = make_cpu_backend(model);
+        Generator generator(*alone, nullptr);
+        EXPECT_EQ(got[i], generator.generate(prompts[i], params).tokens) << i;
+        EXPECT_EQ(got[i].size(), 7u);
+    }
 }
 
 }  // namespace

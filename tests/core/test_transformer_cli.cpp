@@ -69,6 +69,15 @@ TEST_F(TwinCli, InitWritesTheTwinOfTheDefaultModelAndGenerateRunsIt) {
     ASSERT_EQ(generated.exit_code, 0) << generated.err;
     EXPECT_NE(generated.out.find("\"generated_tokens\":6"), std::string::npos) << generated.out;
 
+    // eval runs the twin through the inference backend, in windows or as one stream.
+    std::ofstream(path("text.txt")) << "To be, or not to be, that is the question.\n";
+    const Result windows = run("eval --model " + path("twin") + " --text " + path("text.txt"));
+    const Result stream = run("eval --model " + path("twin") + " --text " + path("text.txt") + " --stream");
+    ASSERT_EQ(windows.exit_code, 0) << windows.err;
+    ASSERT_EQ(stream.exit_code, 0) << stream.err;
+    const auto bits = [](const std::string& out) { return out.substr(out.find("bits per char")); };
+    EXPECT_EQ(bits(windows.out), bits(stream.out));  // one window holds the whole text: the same tokens
+
     const Result info = run("info --model " + path("twin") + " --context 1000");
     ASSERT_EQ(info.exit_code, 0) << info.err;
     EXPECT_NE(info.out.find("family       llama"), std::string::npos) << info.out;
@@ -104,6 +113,8 @@ TEST_F(TwinCli, BadRequestsFailInOneLine) {
                  path("twin") + "/tokenizer.model --out " + path("t") + " --steps 1",
              "training the Transformer twin is not supported yet");
     one_line("inspect --model " + path("twin") + " --tokens 1,2,3 --json", "the Transformer twin has no retention");
+    one_line("logits --model " + path("twin") + " --tokens 1,2 --gamma 0=0.5 --out " + path("l.npy"),
+             "cannot set a head's decay: the Transformer twin has none");
 }
 
 }  // namespace

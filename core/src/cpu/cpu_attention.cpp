@@ -28,6 +28,20 @@ void softmax_prefix(float* s, int64_t n, int64_t valid) {
     std::fill(s + valid, s + n, 0.0f);
 }
 
+// q · k over D coordinates in kLanes independent partial sums, so that the compiler can keep them
+// in one vector register (a single running sum is a chain it may not reorder).
+constexpr int kLanes = 8;
+float dot(const float* q, const float* k, int D) {
+    float lane[kLanes] = {};
+    int i = 0;
+    for (; i + kLanes <= D; i += kLanes)
+        for (int j = 0; j < kLanes; ++j) lane[j] += q[i + j] * k[i + j];
+    float sum = 0.0f;
+    for (; i < D; ++i) sum += q[i] * k[i];
+    for (int j = 0; j < kLanes; ++j) sum += lane[j];
+    return sum;
+}
+
 // Head h, query t alone: scores over keys [0, P + t], then the weighted sum of the values.
 void attend_one(const AttentionInputs& in, int h, int t, std::vector<float>& scores) {
     const int D = in.head_dim;
@@ -36,9 +50,7 @@ void attend_one(const AttentionInputs& in, int h, int t, std::vector<float>& sco
     scores.resize(static_cast<size_t>(keys));
     for (int64_t m = 0; m < keys; ++m) {
         const float* k = in.K + m * stride + static_cast<int64_t>(h) * D;
-        float dot = 0.0f;
-        for (int i = 0; i < D; ++i) dot += q[i] * k[i];
-        scores[static_cast<size_t>(m)] = dot;
+        scores[static_cast<size_t>(m)] = dot(q, k, D);
     }
     softmax_prefix(scores.data(), keys, keys);
     float* y = in.y + t * in.ldy + static_cast<int64_t>(h) * D;
@@ -66,17 +78,28 @@ void attend_tile(const AttentionInputs& in, int h, int t0, int t1, std::vector<f
 
 }  // namespace
 
-void attention_forward(const AttentionInputs& in, bool token_by_token) {
-    const int64_t per_head = token_by_token ? in.T : (in.T + kTile - 1) / kTile;
+void attention_forward(std::span<const AttentionInputs> sequences, bool token_by_token) {
+    struct Job {
+        const AttentionInputs* in;
+        int head, t0, t1;  // queries [t0, t1)
+        bool loop;
+    };
+    std::vector<Job> jobs;
+    for (const AttentionInputs& in : sequences) {
+        const bool loop = token_by_token || in.T == 1;
+        const int step = loop ? 1 : kTile;
+        for (int h = 0; h < in.n_heads; ++h)
+            for (int t0 = 0; t0 < in.T; t0 += step) jobs.push_back({&in, h, t0, std::min(in.T, t0 + step), loop});
+    }
     with_single_threaded_blas([&] {
-        parallel_blocks(per_head * in.n_heads, 1, [&](int64_t j0, int64_t j1, int) {
+        parallel_blocks(static_cast<int64_t>(jobs.size()), 1, [&](int64_t j0, int64_t j1, int) {
             std::vector<float> scores;
             for (int64_t j = j0; j < j1; ++j) {
-                const int h = static_cast<int>(j / per_head), i = static_cast<int>(j % per_head);
-                if (token_by_token)
-                    attend_one(in, h, i, scores);
+                const Job& job = jobs[static_cast<size_t>(j)];
+                if (job.loop)
+                    attend_one(*job.in, job.head, job.t0, scores);
                 else
-                    attend_tile(in, h, i * kTile, std::min(in.T, (i + 1) * kTile), scores);
+                    attend_tile(*job.in, job.head, job.t0, job.t1, scores);
             }
         });
     });

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// The Transformer twin's causal softmax attention on the CPU (docs/transformer.md): one sequence,
-// every head, over its KV cache.
+// The Transformer twin's causal softmax attention on the CPU (docs/transformer.md): sequences of a
+// batch, every head, each over its own KV cache.
 #include <cstdint>
+#include <span>
 
 namespace retnet::cpu {
 
@@ -19,9 +20,10 @@ struct AttentionInputs {
     int head_dim = 0;          // D
 };
 
-// y_t = softmax_{m ≤ P + t}(q_t · K_m) V_m for every head. token_by_token: each query alone
-// with plain loops over the cache (the recurrent form, and decoding); else query tiles through
-// BLAS (QKᵀ, then PV). Heads and tiles run on the ops' threads.
-void attention_forward(const AttentionInputs& in, bool token_by_token);
+// y_t = softmax_{m ≤ P + t}(q_t · K_m) V_m for every head of every sequence. token_by_token: each
+// query alone with plain loops over the cache (the recurrent form); else query tiles through BLAS
+// (QKᵀ, then PV), except for single-token sequences (decoding), which take the loop. The
+// (sequence, head, query tile) jobs of the whole batch share the ops' threads.
+void attention_forward(std::span<const AttentionInputs> sequences, bool token_by_token);
 
 }  // namespace retnet::cpu

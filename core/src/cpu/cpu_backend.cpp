@@ -128,6 +128,7 @@ private:
 
     void attention(const AttentionCall& call, Rows q, Rows k, Rows v, Rows y) override {
         const ModelConfig& c = model_->config;
+        std::vector<cpu::AttentionInputs> inputs;  // one per sequence; each slot's cache is its own
         for (const SequenceSlice& slice : call.sequences) {
             rotate_slice(slice, q, k);
             const KvCache& cache = append_kv(slice, call.layer, k, v);
@@ -142,8 +143,9 @@ private:
             in.T = slice.length;
             in.n_heads = c.n_heads;
             in.head_dim = c.head_dim_k();
-            cpu::attention_forward(in, call.form == Form::Recurrent || slice.length == 1);
+            inputs.push_back(in);
         }
+        cpu::attention_forward(inputs, call.form == Form::Recurrent);
     }
 
     // Writes the slice's rotated k and v rows into its slot's cache of this layer at
