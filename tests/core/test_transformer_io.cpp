@@ -163,7 +163,9 @@ TEST(Twin, ParameterCountMatchesTheRetNet) {
         const int64_t bound = int64_t(r.n_layers) * (12 * r.d_model + r.head_dim_v()) + r.d_model;
         EXPECT_LE(diff, bound) << "d = " << r.d_model << ": " << twin.parameter_count() << " against "
                                << retnet.parameter_count();
-        if (r.d_model >= 256) EXPECT_LT(static_cast<double>(diff) / retnet.parameter_count(), 0.005);
+        if (r.d_model >= 256) {
+            EXPECT_LT(static_cast<double>(diff) / retnet.parameter_count(), 0.005);
+        }
     }
 }
 
