@@ -36,7 +36,8 @@ void copy_tokenizer(const std::string& like, const std::string& out) {
     if (like.empty()) return;
     const fs::path from = fs::path(resolve_model_path(like)) / "tokenizer.model", to = fs::path(out) / "tokenizer.model";
     std::error_code ec;
-    if (fs::is_regular_file(from, ec) && !fs::exists(to, ec)) fs::copy_file(from, to, ec);
+    if (!fs::is_regular_file(from, ec) || fs::exists(to, ec)) return;  // none to copy (a bare model), or one there
+    fs::copy_file(from, to, ec);
     if (ec) throw Error("cannot copy " + from.string() + " to " + to.string() + ": " + ec.message());
 }
 

@@ -242,6 +242,20 @@ int token_id(const JsonFields& f, const char* key) {
     return static_cast<int>(f.integer(key, -1));
 }
 
+// The rotary base: transformers ≥ 5 writes it into "rope_parameters" ({"rope_theta": …,
+// "rope_type": "default"}), earlier versions as a top-level "rope_theta". Any other rope_type
+// (linear, dynamic, yarn, llama3 …) changes the frequencies and is refused.
+double llama_rope_theta(const JsonFields& f) {
+    if (!f.has("rope_parameters")) return f.number("rope_theta", 10000.0);
+    const json& p = f.raw("rope_parameters");
+    if (!p.is_object()) f.fail("rope_parameters must be an object (got " + p.dump() + ")");
+    const json type = p.value("rope_type", json("default"));
+    if (type != "default") f.fail("rope_parameters.rope_type " + type.dump() + " is not supported (expected \"default\")");
+    const json theta = p.value("rope_theta", json(f.has("rope_theta") ? f.number("rope_theta", 10000.0) : 10000.0));
+    if (!theta.is_number()) f.fail("rope_parameters.rope_theta must be a number (got " + theta.dump() + ")");
+    return theta.get<double>();
+}
+
 // transformers' LlamaConfig: the Transformer twin (docs/transformer.md). What a plain
 // LlamaForCausalLM computes is accepted; variants that change the math are refused by name.
 ModelConfig parse_llama(const JsonFields& f) {
@@ -273,7 +287,7 @@ ModelConfig parse_llama(const JsonFields& f) {
     c.ffn_dim = static_cast<int>(f.integer("intermediate_size"));
     c.ffn_activation = Activation::Swish;
     c.norm_eps = f.number("rms_norm_eps", 1e-6);
-    c.rope_theta = f.number("rope_theta", 10000.0);
+    c.rope_theta = llama_rope_theta(f);
     c.tie_embeddings = f.boolean("tie_word_embeddings", false);
     c.head_norm_affine = false;
     c.bos_token_id = token_id(f, "bos_token_id");

@@ -94,7 +94,8 @@ void measure_point(Backend& backend, CostPoint& point, const CostOptions& option
     }
     point.ms_per_step = median(ms);
     point.tokens_per_s = point.ms_per_step > 0 ? point.batch * 1000.0 / point.ms_per_step : 0.0;
-    point.state_bytes = point.batch * sequence_state_bytes(c, point.length + options.decode_steps + kUntimedSteps);
+    point.state_bytes = point.batch * sequence_state_bytes(c, point.length + options.decode_steps + kUntimedSteps,
+                                                           backend.kv_cache_element_bytes());
 }
 
 void validate(const CostOptions& options) {
@@ -126,7 +127,8 @@ void measure_model(Backend& backend, const CostOptions& options, const DeviceMem
                 if (larger != failed.end())
                     throw OutOfMemory("not tried: " + std::to_string(larger->first) + " tokens × " +
                                       std::to_string(larger->second) + " did not fit");
-                const int64_t state = batch * sequence_state_bytes(c, length + options.decode_steps + kUntimedSteps);
+                const int64_t state = batch * sequence_state_bytes(c, length + options.decode_steps + kUntimedSteps,
+                                                                   backend.kv_cache_element_bytes());
                 if (on_host(backend)) check_memory(static_cast<uint64_t>(state), "the states of " +
                                                    point_name(model, length, batch));
                 measure_point(backend, point, options, rng, progress);
@@ -148,8 +150,8 @@ void measure_model(Backend& backend, const CostOptions& options, const DeviceMem
 
 }  // namespace
 
-int64_t sequence_state_bytes(const ModelConfig& config, int64_t tokens) {
-    return config.is_transformer() ? kv_cache_bytes(config, tokens) : recurrent_state_bytes(config);
+int64_t sequence_state_bytes(const ModelConfig& config, int64_t tokens, int kv_element_bytes) {
+    return config.is_transformer() ? kv_cache_bytes(config, tokens) / 4 * kv_element_bytes : recurrent_state_bytes(config);
 }
 
 CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions& options,

@@ -88,6 +88,9 @@ public:
     }
 
     std::string name() const override { return options_.bf16_weights ? "cuda-bf16" : "cuda"; }
+    int kv_cache_element_bytes() const override {
+        return static_cast<int>(cuda::kv_dtype_bytes(options_.bf16_weights ? cuda::KvDtype::BF16 : cuda::KvDtype::F32));
+    }
 
     double last_device_ms_ = 0.0;  // device time of the last forward, logits copy excluded
 

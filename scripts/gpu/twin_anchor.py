@@ -5,8 +5,9 @@ torch's scaled_dot_product_attention over a preallocated KV cache) on the weight
 --arch transformer` wrote, so that `retnet cost` is compared against a fair Transformer.
 
   --check TOKENS.npy LOGITS.npy   our logits of those tokens (float32 .npy): prints the relative error
-  --lengths / --batch             decode latency per step (CUDA events, median after warm-up) and one
-                                  prefill at each length, in bf16; JSON to --out
+  --lengths / --batch             decode latency per step (CUDA events, median after warm-up; eager and
+                                  captured in a CUDA graph) and one prefill at each length, in bf16; JSON
+                                  to --out
 Reads config.json + model.safetensors itself (no transformers or safetensors package needed)."""
 import argparse
 import json
@@ -103,6 +104,21 @@ def timed(fn, warmup=3, repeats=10):
     return times[len(times) // 2]
 
 
+def graph_of(step):
+    """The decoding step captured in a CUDA graph (static cache, position and token), so that its
+    time is the kernels', not Python's launches: the fair anchor for a graph-replaying engine."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
 def check(model, tokens_path, logits_path):
     import numpy as np
     tokens = torch.tensor(np.load(tokens_path).astype("int64"), device=model.device)[None]
@@ -133,8 +149,10 @@ def bench(model, lengths, batches, steps):
                 for kc, vc in cache:
                     kc.normal_(), vc.normal_()
                 token = torch.randint(0, vocab, (B, 1), device=model.device)
-                ms = timed(lambda: model.forward(token, cache, L), repeats=steps)
-                out["decode"].append({"length": L, "batch": B, "ms_per_step": ms, "tokens_per_s": B * 1000.0 / ms,
+                eager = timed(lambda: model.forward(token, cache, L), repeats=steps)
+                graphed = timed(graph_of(lambda: model.forward(token, cache, L)), repeats=steps)
+                out["decode"].append({"length": L, "batch": B, "ms_per_step": graphed, "eager_ms_per_step": eager,
+                                      "tokens_per_s": B * 1000.0 / graphed,
                                       "cache_bytes": sum(t.numel() * t.element_size() for kv in cache for t in kv)})
                 del cache
             except torch.cuda.OutOfMemoryError:

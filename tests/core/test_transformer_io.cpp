@@ -117,6 +117,23 @@ TEST(TwinConfig, RefusesWhatItDoesNotRunInOneLine) {
     EXPECT_EQ(parse_error(j), "my/config.json: num_attention_heads = 5 does not divide hidden_size = 32");
 }
 
+// transformers ≥ 5 writes the rotary base into rope_parameters; other rope types are refused.
+TEST(TwinConfig, ReadsRopeParametersOfTransformers5) {
+    json j = llama_json();
+    j.erase("rope_theta");
+    j.erase("rope_scaling");
+    j["rope_parameters"] = {{"rope_theta", 100.0}, {"rope_type", "default"}};
+    EXPECT_EQ(parse_config(j).rope_theta, 100.0);
+    j["rope_parameters"] = {{"rope_type", "default"}};
+    EXPECT_EQ(parse_config(j).rope_theta, 10000.0);
+    j["rope_parameters"] = {{"rope_theta", 100.0}, {"rope_type", "yarn"}, {"factor", 4.0}};
+    EXPECT_EQ(parse_error(j), "my/config.json: rope_parameters.rope_type \"yarn\" is not supported (expected \"default\")");
+    j["rope_parameters"] = {{"rope_theta", "big"}};
+    EXPECT_EQ(parse_error(j), "my/config.json: rope_parameters.rope_theta must be a number (got \"big\")");
+    j["rope_parameters"] = 3;
+    EXPECT_EQ(parse_error(j), "my/config.json: rope_parameters must be an object (got 3)");
+}
+
 // ---- the twin of a RetNet --------------------------------------------------------------------
 
 ModelConfig retnet_config(Family family, int d, int H, int L, int key_dim, int value_dim, int ffn) {

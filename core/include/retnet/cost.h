@@ -29,7 +29,7 @@ struct CostPoint {
     double prefill_ms = 0;    // one sequence's prompt of `length` tokens (RetNet: chunkwise form)
     double ms_per_step = 0;   // median wall time of one decoding step of the whole batch
     double tokens_per_s = 0;  // batch · 1000 / ms_per_step
-    int64_t state_bytes = 0;  // the batch's recurrent states or KV caches at the end (fp32 as held)
+    int64_t state_bytes = 0;  // the batch's recurrent states or KV caches at the end, as held
     int64_t device_bytes = -1;  // the device's memory in use after the steps; −1 when not known
     bool out_of_memory = false;  // the point did not fit: `note` says what
     std::string note;
@@ -53,8 +53,9 @@ using DeviceMemoryProbe = std::function<int64_t()>;
 CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions& options,
                         const CostProgress& progress = {}, const DeviceMemoryProbe& device_memory = {});
 
-// Bytes one sequence's state takes after `tokens` tokens: RetNet's constant recurrent state, the
-// twin's KV cache (both fp32, as the backends hold them).
-int64_t sequence_state_bytes(const ModelConfig& config, int64_t tokens);
+// Bytes one sequence's state takes after `tokens` tokens: RetNet's constant recurrent state
+// (float32 on every backend), the twin's KV cache at `kv_element_bytes` an element
+// (Backend::kv_cache_element_bytes()).
+int64_t sequence_state_bytes(const ModelConfig& config, int64_t tokens, int kv_element_bytes = 4);
 
 }  // namespace retnet

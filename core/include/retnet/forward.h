@@ -117,6 +117,9 @@ public:
     // Slot `to` continues from slot `from`'s state (a fork); a backend may copy it in its own
     // memory instead of through the host.
     virtual void copy_slot(int from, int to) { restore(snapshot(from), to); }
+    // Bytes of one element of a Transformer twin's KV cache as this backend holds it (CUDA with
+    // bf16 weights keeps a bf16 cache; every other backend float32).
+    virtual int kv_cache_element_bytes() const { return 4; }
 };
 
 // Backends share the model read-only; each owns its own state.
