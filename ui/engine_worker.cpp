@@ -17,6 +17,7 @@
 
 #include "retnet/analysis.h"
 #include "retnet/analysis_tap.h"
+#include "retnet/cost.h"
 #include "retnet/error.h"
 #include "retnet/model_stats.h"
 
@@ -116,6 +117,7 @@ QString jobTitle(const JobRef& job) {
         case Job::SetDevice: return QStringLiteral("Switch device");
         case Job::SetInterventions: return QStringLiteral("Interventions");
         case Job::Generate: return QStringLiteral("Generate");
+        case Job::Cost: return QStringLiteral("Cost");
         case Job::Analysis: break;
     }
     QString name = viewName(job.view);
@@ -505,6 +507,38 @@ void EngineWorker::analyse(uint64_t id, const AnalysisRequest& request) {
         if (!m_flags->stale(request.job, id)) emit analysisReady(id, request.job, result);
     } catch (const std::exception& e) {
         fail(id, request.job, e);
+    }
+}
+
+// ---- cost ------------------------------------------------------------------------------------
+
+void EngineWorker::measureCost(uint64_t id, const CostRequest& request) {
+    const JobRef job{Job::Cost};
+    if (m_flags->stale(job, id)) return;
+    try {
+        if (!m_model || !m_backend) throw retnet::Error("no model is open");
+        if (m_model->config.is_transformer())
+            throw retnet::Error("this model is a Transformer: open a RetNet to compare it with its twin");
+        const std::string device = m_backend->name();
+        auto twin = std::make_shared<const retnet::Model>(retnet::make_transformer_twin(m_model->config, 1));
+        auto retnet = retnet::make_backend(device, m_model);
+        auto transformer = retnet::make_backend(device, twin);
+        retnet::CostOptions options;
+        options.lengths = request.lengths;
+        options.batches = request.batches;
+        options.decode_steps = request.decodeSteps;
+        double reported = -1.0;
+        auto progress = [&](double fraction, const std::string& what) {
+            if (fraction - reported >= 0.005 || fraction >= 1.0) {  // a bar of ~200 steps
+                reported = fraction;
+                emit costProgress(id, fraction, QString::fromStdString(what));
+            }
+            return !m_flags->cancelCost.load() && !m_flags->stale(job, id);
+        };
+        const retnet::CostReport report = retnet::measure_cost(*retnet, *transformer, options, progress);
+        emit costReady(id, report);
+    } catch (const std::exception& e) {
+        fail(id, job, e);
     }
 }
 
