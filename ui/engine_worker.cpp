@@ -266,7 +266,7 @@ ModelInfo EngineWorker::describeModel(const QString& notice, bool sequenceKept) 
     info.directory = m_directory;
     info.name = m_directory.isEmpty() ? QStringLiteral("model in memory")
                                       : QFileInfo(m_directory).fileName();
-    info.family = QString::fromLatin1(retnet::family_name(c.family));
+    info.family = QString::fromLatin1(retnet::format_name(c));
     info.device = m_backend ? QString::fromStdString(m_backend->name()) : QString();
     for (const std::string& d : retnet::available_devices()) info.devices << QString::fromStdString(d);
     info.notice = notice;

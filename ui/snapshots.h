@@ -40,10 +40,9 @@ struct ModelInfo {
     // new model): views keep it and recompute what they show from it.
     bool sequenceKept = false;
 
-    // A Transformer with the same layers and projection widths keeps K and V of every token.
-    int64_t kvCacheBytes(int64_t tokens) const {
-        return tokens * layers * int64_t(headDimK + headDimV) * heads * int64_t(sizeof(float));
-    }
+    // The model's Transformer twin (docs/transformer.md: H heads of d/H) keeps K and V of every
+    // token: retnet::kv_cache_bytes(), as `retnet info` prints it.
+    int64_t kvCacheBytes(int64_t tokens) const { return tokens * layers * 2 * int64_t(dModel) * int64_t(sizeof(float)); }
     // Weights + state + the largest transient buffers of a parallel prefill of `tokens`.
     int64_t estimatedBytes(int64_t tokens) const {
         const int64_t scores = int64_t(heads) * tokens * tokens * int64_t(sizeof(float));

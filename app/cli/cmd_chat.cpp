@@ -74,7 +74,10 @@ void chat_turn(Session& s, const std::string& line, InterruptGuard& interrupt) {
     ++s.turn;
     check_stdout();
     const GenerationStats& st = r.stats;
-    const int64_t state_bytes = recurrent_state_bytes(s.model.config);
+    // RetNet's fixed state; the Transformer twin's KV cache, which grows with the conversation.
+    const bool twin = s.model.config.is_transformer();
+    const int64_t state_bytes = twin ? kv_cache_bytes(s.model.config, s.generator.length())
+                                     : recurrent_state_bytes(s.model.config);
     if (s.json) {
         const nlohmann::json j = {{"type", "turn"}, {"turn", s.turn}, {"input_tokens", input}, {"tokens", r.tokens},
                                   {"text", r.text}, {"prefill_tokens", st.prefill_tokens}, {"prefill_ms", st.prefill_ms},
@@ -88,22 +91,29 @@ void chat_turn(Session& s, const std::string& line, InterruptGuard& interrupt) {
     }
     std::fflush(stdout);
     std::fprintf(stderr,
-                 "[turn %d: %lld new tokens in %.1f ms; %lld tokens at %.1f tokens/s%s; state %s whatever the length, "
+                 "[turn %d: %lld new tokens in %.1f ms; %lld tokens at %.1f tokens/s%s; %s %s%s, "
                  "conversation %lld tokens]\n",
                  s.turn, static_cast<long long>(st.prefill_tokens), st.prefill_ms,
                  static_cast<long long>(st.generated_tokens), st.tokens_per_s(),
-                 st.stop_reason == StopReason::Cancelled ? ", stopped" : "", format_bytes(state_bytes).c_str(),
+                 st.stop_reason == StopReason::Cancelled ? ", stopped" : "", twin ? "KV cache" : "state",
+                 format_bytes(state_bytes).c_str(), twin ? "" : " whatever the length",
                  static_cast<long long>(s.generator.length()));
 }
 
 // Lines until end of input or /quit. Returns the exit status: 1 when a line was refused.
+// What the model keeps between turns, for the ready line.
+std::string ready_state(const ModelConfig& c) {
+    if (c.is_transformer()) return "its KV cache " + format_bytes(kv_cache_bytes(c, 1)) + " a token of the conversation";
+    return "its state " + format_bytes(recurrent_state_bytes(c)) + " whatever the length of the conversation";
+}
+
 int chat_loop(Session& s) {
     const bool terminal = ::isatty(0) != 0;
     InterruptGuard interrupt;  // Ctrl-C ends the reply under way
     std::fprintf(stderr,
-                 "retnet chat: ready (%s model, its state %s whatever the length of the conversation). /reset clears "
-                 "the state, /quit or end of input ends, Ctrl-C stops a reply.\n",
-                 family_name(s.model.config.family), format_bytes(recurrent_state_bytes(s.model.config)).c_str());
+                 "retnet chat: ready (%s model, %s). /reset clears the state, /quit or end of input ends, Ctrl-C "
+                 "stops a reply.\n",
+                 format_name(s.model.config), ready_state(s.model.config).c_str());
     std::string line;
     int line_number = 0, status = 0;
     while (true) {

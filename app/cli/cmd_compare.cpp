@@ -57,7 +57,7 @@ int run_compare(const std::vector<std::string>& argv) {
 
     const EquivalenceReport report = compare_forms(*backend, tokens, options);
     if (json) {
-        nlohmann::json j = {{"family", family_name(model->config.family)}, {"device", backend->name()},
+        nlohmann::json j = {{"family", format_name(model->config)}, {"device", backend->name()},
                             {"tokens", tokens.size()}, {"chunk_size", report.chunk_size},
                             {"head_norm_eps", report.head_norm_eps}, {"tolerance_rel", options.tolerance},
                             {"passed", report.passed()}};
@@ -66,7 +66,7 @@ int run_compare(const std::vector<std::string>& argv) {
         return 0;
     }
     std::printf("%s model, %zu tokens, chunk size %d, head-norm eps %g, %s backend, tolerance %g x max|logit|\n",
-                family_name(model->config.family), tokens.size(), report.chunk_size, report.head_norm_eps,
+                format_name(model->config), tokens.size(), report.chunk_size, report.head_norm_eps,
                 backend->name().c_str(), options.tolerance);
     std::printf("%-22s %12s %12s %12s %10s  %s\n", "pair", "max-abs", "rel", "nmse", "first bad", "per-layer max-abs");
     for (const PairReport& p : report.pairs) {

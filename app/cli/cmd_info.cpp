@@ -27,7 +27,7 @@ int run_info(const std::vector<std::string>& argv) {
     const ModelConfig& c = model->config;
     const ModelStats s = model_stats(*model, context);
     if (json) {
-        nlohmann::json j = {{"family", family_name(c.family)}, {"directory", model->directory},
+        nlohmann::json j = {{"family", format_name(c)}, {"directory", model->directory},
                             {"vocab_size", c.vocab_size}, {"d_model", c.d_model}, {"layers", c.n_layers},
                             {"heads", c.n_heads}, {"head_dim_k", c.head_dim_k()}, {"head_dim_v", c.head_dim_v()},
                             {"ffn_dim", c.ffn_dim}, {"parameters", s.parameters},
@@ -39,14 +39,20 @@ int run_info(const std::vector<std::string>& argv) {
         return 0;
     }
     std::printf("model        %s\n", model->directory.c_str());
-    std::printf("family       %s\n", family_name(c.family));
+    std::printf("family       %s\n", format_name(c));
     std::printf("shape        d=%d  layers=%d  heads=%d  Dk=%d  Dv=%d  ffn=%d  vocab=%d\n", c.d_model, c.n_layers,
                 c.n_heads, c.head_dim_k(), c.head_dim_v(), c.ffn_dim, c.vocab_size);
     std::printf("parameters   %s (%s in fp32)\n", format_count(s.parameters).c_str(),
                 format_bytes(s.weight_bytes_fp32).c_str());
+    if (c.is_transformer()) {
+        std::printf("KV cache     %s per token, %s at %lld tokens (L x 2 x H x D fp32; no fixed state)\n",
+                    format_bytes(s.kv_cache_bytes_per_token_fp32).c_str(),
+                    format_bytes(s.kv_cache_bytes_at_context_fp32).c_str(), static_cast<long long>(context));
+        return 0;
+    }
     std::printf("state        %s per sequence, whatever its length (L x H x Dk x Dv fp32)\n",
                 format_bytes(s.state_bytes_fp32).c_str());
-    std::printf("KV cache     a Transformer of the same shape needs %s per token, %s at %lld tokens\n",
+    std::printf("KV cache     its Transformer twin (retnet init --arch transformer) needs %s per token, %s at %lld tokens\n",
                 format_bytes(s.kv_cache_bytes_per_token_fp32).c_str(),
                 format_bytes(s.kv_cache_bytes_at_context_fp32).c_str(), static_cast<long long>(context));
     return 0;

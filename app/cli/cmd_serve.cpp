@@ -538,7 +538,7 @@ int run_serve(const std::vector<std::string>& argv) {
         std::fprintf(stderr, "retnet serve: warning: listening on %s, reachable from other machines, without authentication\n",
                      o.host.c_str());
     std::printf("retnet serve: %s (%s, %s parameters) on http://%s:%d/v1 (%d requests decoded together, queue %d)\n",
-                name.c_str(), family_name(model->config.family), format_count(model->parameter_count()).c_str(),
+                name.c_str(), format_name(model->config), format_count(model->parameter_count()).c_str(),
                 o.host.c_str(), port, o.parallel, o.queue);
     std::fflush(stdout);
     server.listen_after_bind();

@@ -34,6 +34,11 @@ const Tensor& model_weight(const Model& model, int layer, Weight weight) {
     }
 }
 
+void BlockOps::attention(const AttentionCall& call, Rows q, Rows k, Rows v, Rows y) {
+    (void)call, (void)q, (void)k, (void)v, (void)y;
+    throw Error("the Transformer twin is not supported on this backend yet");
+}
+
 BlockBackend::BlockBackend(std::shared_ptr<const Model> model) : model_(std::move(model)) {
     if (!model_) throw Error("no model");
 }
@@ -83,8 +88,8 @@ RecurrentState BlockBackend::snapshot(int slot) const {
     check_slot(slot, slot_count());
     const SlotBook& book = slots_[static_cast<size_t>(slot)];
     RecurrentState out = make_empty_state(model_->config);
+    out.position = book.position;  // read_state copies this many tokens of the twin's KV cache
     read_state(slot, out);
-    out.position = book.position;
     for (size_t l = 0; l < book.row_sums.size(); ++l) out.layers[l].scale = book.row_sums[l];
     return out;
 }
@@ -146,17 +151,21 @@ void BlockBackend::run_layers(const ForwardOptions& options, std::span<const Seq
     BlockOps& o = ops();
     const int64_t N = x.count;
     std::vector<SequenceSlice> slices(slices_in.begin(), slices_in.end());
-    const std::vector<double> gamma = head_decays(model_->weights.log_decay);
-    Rows h = o.scratch(Scratch::Normed, N, c.d_model);
-    Rows q = o.scratch(Scratch::Q, N, c.key_dim), k = o.scratch(Scratch::K, N, c.key_dim);
-    Rows v = o.scratch(Scratch::V, N, c.value_dim), g = o.scratch(Scratch::G, N, c.value_dim);
-    Rows y = o.scratch(Scratch::Gated, N, c.value_dim);
+    MixRows r;
+    r.h = o.scratch(Scratch::Normed, N, c.d_model);
+    r.q = o.scratch(Scratch::Q, N, c.key_dim), r.k = o.scratch(Scratch::K, N, c.key_dim);
+    r.v = o.scratch(Scratch::V, N, c.value_dim);
+    if (!c.is_transformer()) r.g = o.scratch(Scratch::G, N, c.value_dim);
+    r.y = o.scratch(Scratch::Gated, N, c.value_dim);
     Rows ffn_a = o.scratch(Scratch::FfnA, N, c.ffn_dim), ffn_b = o.scratch(Scratch::FfnB, N, c.ffn_dim);
 
     RetentionCall call;
     call.form = options.form;
     call.chunk = effective_chunk_size(c, options);
     call.head_norm_eps = options.head_norm_eps.value_or(c.norm_eps);
+    AttentionCall attention_call;
+    attention_call.form = options.form;
+    attention_call.sequences = slices;
     RetentionRecord record;
     std::vector<float> layer_norms;  // (T, H)
     if (intro) {
@@ -168,35 +177,14 @@ void BlockBackend::run_layers(const ForwardOptions& options, std::span<const Seq
         }
     }
     for (int l = 0; l < c.n_layers; ++l) {
-        const LinearOut qkvg[] = {{Weight::Q, q}, {Weight::K, k}, {Weight::V, v}, {Weight::G, g}};
-        o.norm_linears(x, l, Weight::AttnNorm, c.norm_eps, h, qkvg);
-        if (intro && intro->qkv_layer == l)
-            for (auto [rows, out] : {std::pair{q, &intro->q}, std::pair{k, &intro->k}, std::pair{v, &intro->v}}) {
-                *out = Tensor({N, rows.width});
-                o.download(rows, out->ptr());
-            }
-        for (SequenceSlice& slice : slices)
-            if (c.family == Family::TorchScale) slice.row_sums = slots_[static_cast<size_t>(slice.slot)].row_sums[static_cast<size_t>(l)];
-        call.layer = l;
-        call.sequences = slices;
-        record.state_norms = layer_norms.empty() ? nullptr : layer_norms.data();
-        record.scores = intro && intro->score_layer == l ? intro->scores.ptr() : nullptr;
-        call.record = intro && (record.state_norms || record.scores) ? &record : nullptr;
-        o.gated_retention(call, q, k, v, g, y);
-        for (const SequenceSlice& slice : slices)
-            if (c.family == Family::TorchScale)
-                for (int hd = 0; hd < c.n_heads; ++hd) {
-                    double& r = slots_[static_cast<size_t>(slice.slot)].row_sums[static_cast<size_t>(l)][static_cast<size_t>(hd)];
-                    r = advance_row_sum(r, gamma[static_cast<size_t>(hd)], slice.length);
-                }
-        if (!layer_norms.empty())
-            for (int64_t t = 0; t < N; ++t)
-                std::copy_n(layer_norms.data() + t * c.n_heads, c.n_heads,
-                            intro->state_norms.ptr() + (t * c.n_layers + l) * c.n_heads);
-        o.linear(y, l, Weight::O, x, true);
+        call.layer = attention_call.layer = l;
+        if (c.is_transformer())
+            attention_block(attention_call, r, x, intro);
+        else
+            retention_block(call, slices, r, x, intro, record, layer_norms);
 
         const LinearOut ffn_in[] = {{Weight::FfnAct, ffn_a}, {Weight::FfnLin, ffn_b}};
-        o.norm_linears(x, l, Weight::FfnNorm, c.norm_eps, h, ffn_in, c.ffn_activation);
+        o.norm_linears(x, l, Weight::FfnNorm, c.norm_eps, r.h, ffn_in, c.ffn_activation);
         o.linear(ffn_a, l, Weight::FfnOut, x, true);
         if (intro && intro->want_layer_outputs) {
             Tensor out({N, c.d_model});
@@ -204,6 +192,57 @@ void BlockBackend::run_layers(const ForwardOptions& options, std::span<const Seq
             intro->layer_outputs.push_back(std::move(out));
         }
     }
+}
+
+namespace {
+// The projections of the introspected layer as they enter the token mixing.
+void download_qkv(BlockOps& o, Introspection& intro, Rows q, Rows k, Rows v) {
+    for (auto [rows, out] : {std::pair{q, &intro.q}, std::pair{k, &intro.k}, std::pair{v, &intro.v}}) {
+        *out = Tensor({rows.count, rows.width});
+        o.download(rows, out->ptr());
+    }
+}
+}  // namespace
+
+void BlockBackend::retention_block(RetentionCall& call, std::span<SequenceSlice> slices, const MixRows& r, Rows x,
+                                   Introspection* intro, RetentionRecord& record, std::span<float> layer_norms) {
+    const ModelConfig& c = model_->config;
+    BlockOps& o = ops();
+    const int l = call.layer;
+    const int64_t N = x.count;
+    const LinearOut qkvg[] = {{Weight::Q, r.q}, {Weight::K, r.k}, {Weight::V, r.v}, {Weight::G, r.g}};
+    o.norm_linears(x, l, Weight::AttnNorm, c.norm_eps, r.h, qkvg);
+    if (intro && intro->qkv_layer == l) download_qkv(o, *intro, r.q, r.k, r.v);
+    for (SequenceSlice& slice : slices)
+        if (c.family == Family::TorchScale) slice.row_sums = slots_[static_cast<size_t>(slice.slot)].row_sums[static_cast<size_t>(l)];
+    call.sequences = slices;
+    record.state_norms = layer_norms.empty() ? nullptr : layer_norms.data();
+    record.scores = intro && intro->score_layer == l ? intro->scores.ptr() : nullptr;
+    call.record = intro && (record.state_norms || record.scores) ? &record : nullptr;
+    o.gated_retention(call, r.q, r.k, r.v, r.g, r.y);
+    if (c.family == Family::TorchScale) {
+        const std::vector<double> gamma = head_decays(model_->weights.log_decay);
+        for (const SequenceSlice& slice : slices)
+            for (int hd = 0; hd < c.n_heads; ++hd) {
+                double& sum = slots_[static_cast<size_t>(slice.slot)].row_sums[static_cast<size_t>(l)][static_cast<size_t>(hd)];
+                sum = advance_row_sum(sum, gamma[static_cast<size_t>(hd)], slice.length);
+            }
+    }
+    if (!layer_norms.empty())
+        for (int64_t t = 0; t < N; ++t)
+            std::copy_n(layer_norms.data() + t * c.n_heads, c.n_heads,
+                        intro->state_norms.ptr() + (t * c.n_layers + l) * c.n_heads);
+    o.linear(r.y, l, Weight::O, x, true);
+}
+
+void BlockBackend::attention_block(const AttentionCall& call, const MixRows& r, Rows x, Introspection* intro) {
+    const ModelConfig& c = model_->config;
+    BlockOps& o = ops();
+    const LinearOut qkv[] = {{Weight::Q, r.q}, {Weight::K, r.k}, {Weight::V, r.v}};
+    o.norm_linears(x, call.layer, Weight::AttnNorm, c.norm_eps, r.h, qkv);
+    if (intro && intro->qkv_layer == call.layer) download_qkv(o, *intro, r.q, r.k, r.v);
+    o.attention(call, r.q, r.k, r.v, r.y);
+    o.linear(r.y, call.layer, Weight::O, x, true);
 }
 
 std::vector<Tensor> BlockBackend::project_logits(std::span<const SequenceRequest> batch,

@@ -24,6 +24,10 @@ const char* family_name(Family f) {
     return "unknown";
 }
 
+const char* format_name(const ModelConfig& config) {
+    return config.is_transformer() ? "llama" : family_name(config.family);
+}
+
 namespace {
 
 constexpr int kMaxLayers = 1024;
@@ -44,7 +48,13 @@ struct FieldNames {
     const char* chunk;
 };
 
-const FieldNames& field_names(Family f) {
+const FieldNames& field_names(const ModelConfig& c) {
+    static const FieldNames llama{"vocab_size",        "hidden_size",   "num_hidden_layers",
+                                  "num_attention_heads", "num_attention_heads*head_dim",
+                                  "num_attention_heads*head_dim", "intermediate_size", "rms_norm_eps",
+                                  "chunk_size"};
+    if (c.is_transformer()) return llama;
+    const Family f = c.family;
     static const FieldNames torchscale{"vocab_size",          "decoder_embed_dim",
                                        "decoder_layers",      "decoder_retention_heads",
                                        "decoder_embed_dim",   "decoder_value_embed_dim",
@@ -219,6 +229,58 @@ ModelConfig parse_fla(const JsonFields& f) {
     return c;
 }
 
+// A token id that transformers may write as a list (Llama 3's several eos ids): the first one.
+int token_id(const JsonFields& f, const char* key) {
+    if (f.has(key) && f.raw(key).is_array()) {
+        const json& ids = f.raw(key);
+        if (ids.empty()) return -1;
+        if (!ids[0].is_number_integer()) f.fail(std::string("field '") + key + "' must hold token ids (got " + ids.dump() + ")");
+        const int64_t id = ids[0].get<int64_t>();
+        if (id < INT_MIN || id > INT_MAX) f.fail(std::string("field '") + key + "' = " + ids.dump() + " is out of range");
+        return static_cast<int>(id);
+    }
+    return static_cast<int>(f.integer(key, -1));
+}
+
+// transformers' LlamaConfig: the Transformer twin (docs/transformer.md). What a plain
+// LlamaForCausalLM computes is accepted; variants that change the math are refused by name.
+ModelConfig parse_llama(const JsonFields& f) {
+    const std::string act = f.string("hidden_act", "silu");
+    if (act != "silu" && act != "swish") f.fail("hidden_act '" + act + "' is not supported (expected \"silu\")");
+    if (f.boolean("attention_bias", false)) f.fail("attention_bias: true is not supported");
+    if (f.boolean("mlp_bias", false)) f.fail("mlp_bias: true is not supported");
+    if (f.has("rope_scaling")) f.fail("rope_scaling " + f.raw("rope_scaling").dump() + " is not supported (expected null)");
+    ModelConfig c;
+    c.architecture = Architecture::Transformer;
+    c.family = Family::Fla;
+    c.d_model = static_cast<int>(f.integer("hidden_size"));
+    c.n_heads = static_cast<int>(f.integer("num_attention_heads"));
+    if (f.has("num_key_value_heads") && f.integer("num_key_value_heads") != c.n_heads)
+        f.fail("num_key_value_heads = " + std::to_string(f.integer("num_key_value_heads")) +
+               " differs from num_attention_heads = " + std::to_string(c.n_heads) +
+               ": grouped-query attention (GQA) is not supported");
+    if (c.n_heads < 1) f.fail("num_attention_heads = " + std::to_string(c.n_heads) + " must be at least 1");
+    if (!f.has("head_dim") && c.d_model % c.n_heads != 0)
+        f.fail("num_attention_heads = " + std::to_string(c.n_heads) + " does not divide hidden_size = " +
+               std::to_string(c.d_model));
+    const int64_t head_dim = f.integer("head_dim", c.d_model / c.n_heads);
+    if (head_dim < 1 || head_dim * c.n_heads > kMaxDim)
+        f.fail("head_dim = " + std::to_string(head_dim) + " is out of range");
+    if (head_dim % 2 != 0) f.fail("head_dim = " + std::to_string(head_dim) + " must be even (rotary rotates pairs)");
+    c.key_dim = c.value_dim = static_cast<int>(head_dim * c.n_heads);
+    c.n_layers = static_cast<int>(f.integer("num_hidden_layers"));
+    c.vocab_size = static_cast<int>(f.integer("vocab_size"));
+    c.ffn_dim = static_cast<int>(f.integer("intermediate_size"));
+    c.ffn_activation = Activation::Swish;
+    c.norm_eps = f.number("rms_norm_eps", 1e-6);
+    c.rope_theta = f.number("rope_theta", 10000.0);
+    c.tie_embeddings = f.boolean("tie_word_embeddings", false);
+    c.head_norm_affine = false;
+    c.bos_token_id = token_id(f, "bos_token_id");
+    c.eos_token_id = token_id(f, "eos_token_id");
+    return c;
+}
+
 // transformers names Flax and TensorFlow classes with a prefix; their configs can otherwise look
 // like fla's (hidden_size, num_heads) and would be refused for an unrelated key.
 void refuse_foreign_architecture(const JsonFields& f) {
@@ -232,10 +294,19 @@ void refuse_foreign_architecture(const JsonFields& f) {
     }
 }
 
+void validate_transformer(const ModelConfig& c, const FieldNames& n) {
+    if (c.family != Family::Fla || c.head_norm_affine)
+        throw Error("the Transformer twin follows fla's conventions (family fla, no head norm weight)");
+    if (c.key_dim != c.value_dim)
+        throw Error(std::string("the Transformer twin has one head width for q, k and v (") + n.key_dim + ")");
+    if (!std::isfinite(c.rope_theta) || c.rope_theta <= 0.0)
+        throw Error("rope_theta = " + std::to_string(c.rope_theta) + " must be finite and > 0");
+}
+
 }  // namespace
 
 void ModelConfig::validate() const {
-    const FieldNames& n = field_names(family);
+    const FieldNames& n = field_names(*this);
     check_range(n.vocab, vocab_size, 1, kMaxVocab);
     check_range(n.d_model, d_model, 1, kMaxDim);
     check_range(n.layers, n_layers, 1, kMaxLayers);
@@ -266,7 +337,9 @@ void ModelConfig::validate() const {
                     " and decoder_embed_dim = " + std::to_string(d_model));
     if (family == Family::Fla && (scale_embedding || layernorm_embedding))
         throw Error("fla models have no embedding scale and no embedding norm");
+    if (is_transformer()) validate_transformer(*this, n);
 }
+
 
 ModelConfig parse_config(const json& j, const std::string& source) {
     if (!j.is_object()) throw Error(source + ": expected a JSON object at the top level");
@@ -277,8 +350,12 @@ ModelConfig parse_config(const json& j, const std::string& source) {
         c = parse_torchscale(f);
     } else if (f.has("model_type")) {
         const std::string type = f.string("model_type", "");
-        if (type != "retnet") f.fail("model_type '" + type + "' is not a RetNet (expected \"retnet\")");
-        c = parse_fla(f);
+        if (type == "llama")
+            c = parse_llama(f);
+        else if (type == "retnet")
+            c = parse_fla(f);
+        else
+            f.fail("model_type '" + type + "' is not a RetNet (expected \"retnet\") or a Llama (\"llama\")");
     } else if (f.has("hidden_size") && f.has("num_heads")) {
         c = parse_fla(f);
     } else {
@@ -321,7 +398,42 @@ double expand_ratio(int width, int d_model) {
 
 }  // namespace
 
+namespace {
+
+// transformers' LlamaConfig keys, as LlamaForCausalLM.save_pretrained writes them.
+json llama_config_json(const ModelConfig& c) {
+    json j;
+    j["model_type"] = "llama";
+    j["architectures"] = json::array({"LlamaForCausalLM"});
+    j["hidden_size"] = c.d_model;
+    j["intermediate_size"] = c.ffn_dim;
+    j["num_hidden_layers"] = c.n_layers;
+    j["num_attention_heads"] = c.n_heads;
+    j["num_key_value_heads"] = c.n_heads;
+    j["head_dim"] = c.head_dim_k();
+    j["hidden_act"] = "silu";
+    j["rms_norm_eps"] = c.norm_eps;
+    j["rope_theta"] = c.rope_theta;
+    j["rope_scaling"] = nullptr;
+    j["attention_bias"] = false;
+    j["attention_dropout"] = 0.0;
+    j["mlp_bias"] = false;
+    j["tie_word_embeddings"] = c.tie_embeddings;
+    j["vocab_size"] = c.vocab_size;
+    j["max_position_embeddings"] = 2048;
+    j["initializer_range"] = 0.02;
+    j["pretraining_tp"] = 1;
+    j["use_cache"] = true;
+    j["pad_token_id"] = nullptr;
+    j["bos_token_id"] = c.bos_token_id >= 0 ? json(c.bos_token_id) : json(nullptr);
+    j["eos_token_id"] = c.eos_token_id >= 0 ? json(c.eos_token_id) : json(nullptr);
+    return j;
+}
+
+}  // namespace
+
 json config_to_json(const ModelConfig& c) {
+    if (c.is_transformer()) return llama_config_json(c);
     json j;
     if (c.family == Family::TorchScale) {
         j["decoder_embed_dim"] = c.d_model;

@@ -65,9 +65,10 @@ double state_max_abs(const RecurrentState& a, const RecurrentState& b) {
     if (a.layers.size() != b.layers.size()) return std::numeric_limits<double>::infinity();
     double m = 0.0;
     for (size_t l = 0; l < a.layers.size(); ++l) {
-        if (a.layers[l].S.size() != b.layers[l].S.size())
+        const LayerState &x = a.layers[l], &y = b.layers[l];  // S, or the Transformer twin's K and V
+        if (x.S.size() != y.S.size() || x.K.size() != y.K.size() || x.V.size() != y.V.size())
             return std::numeric_limits<double>::infinity();
-        m = std::max(m, diff_stats(a.layers[l].S, b.layers[l].S).max_abs);
+        m = std::max({m, diff_stats(x.S, y.S).max_abs, diff_stats(x.K, y.K).max_abs, diff_stats(x.V, y.V).max_abs});
     }
     return m;
 }

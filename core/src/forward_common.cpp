@@ -25,10 +25,19 @@ Form parse_form(const std::string& name) {
     throw Error("unknown mode '" + name + "' (expected parallel, recurrent or chunkwise)");
 }
 
+int64_t RecurrentState::bytes() const {
+    int64_t bytes = 0;
+    for (const LayerState& l : layers)
+        bytes += static_cast<int64_t>((l.S.size() + l.K.size() + l.V.size()) * sizeof(float) +
+                                      l.scale.size() * sizeof(double));
+    return bytes;
+}
+
 RecurrentState make_empty_state(const ModelConfig& config) {
     RecurrentState state;
     const size_t H = static_cast<size_t>(config.n_heads);
     state.layers.resize(static_cast<size_t>(config.n_layers));
+    if (config.is_transformer()) return state;  // an empty KV cache
     for (LayerState& layer : state.layers) {
         layer.S.assign(H * static_cast<size_t>(config.head_dim_k()) *
                            static_cast<size_t>(config.head_dim_v()),
@@ -43,11 +52,14 @@ void check_state_shape(const ModelConfig& config, const RecurrentState& state) {
     if (state.layers.size() != empty.layers.size())
         throw Error("state has " + std::to_string(state.layers.size()) + " layers, model has " +
                     std::to_string(empty.layers.size()));
+    if (state.position < 0) throw Error("state position is negative");
+    // The twin's cache holds (position, H, D) keys and values; a RetNet state holds none.
+    const size_t kv = config.is_transformer() ? static_cast<size_t>(state.position) * config.key_dim : 0;
     for (size_t l = 0; l < empty.layers.size(); ++l)
         if (state.layers[l].S.size() != empty.layers[l].S.size() ||
-            state.layers[l].scale.size() != empty.layers[l].scale.size())
+            state.layers[l].scale.size() != empty.layers[l].scale.size() || state.layers[l].K.size() != kv ||
+            state.layers[l].V.size() != kv)
             throw Error("state of layer " + std::to_string(l) + " does not match the model's shape");
-    if (state.position < 0) throw Error("state position is negative");
 }
 
 void check_forward_inputs(const Model& model, std::span<const int32_t> tokens,
@@ -70,6 +82,9 @@ void check_introspection(const ModelConfig& config, const Introspection& intro) 
     if (intro.qkv_layer >= config.n_layers)
         throw Error("q/k/v layer " + std::to_string(intro.qkv_layer) + " is out of range (the model has " +
                     std::to_string(config.n_layers) + " layers)");
+    if (config.is_transformer() && (intro.want_state_norms || intro.score_layer >= 0))
+        throw Error(std::string("the Transformer twin has no retention state or scores to show (") +
+                    (intro.want_state_norms ? "state norms" : "retention scores") + " were asked for)");
     if (intro.score_layer < 0) return;
     if (intro.score_layer >= config.n_layers)
         throw Error("score layer " + std::to_string(intro.score_layer) + " is out of range (the model has " +

@@ -104,6 +104,8 @@ Model apply_interventions(const Model& model, const Interventions& iv) {
             throw Error("cannot mute head " + std::to_string(head) + ": the model has " +
                         std::to_string(c.n_heads) + " heads (0-based)");
     }
+    if (!iv.gamma.empty() && c.is_transformer())
+        throw Error("cannot set a head's decay: the Transformer twin has none (attention does not decay)");
     for (const auto& [head, g] : iv.gamma)
         if (head >= c.n_heads)
             throw Error("cannot set the decay of head " + std::to_string(head) + ": the model has " +

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "retnet/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <type_traits>
@@ -19,7 +20,7 @@ std::vector<float> default_log_decay(int n_heads) {
     return out;
 }
 
-std::vector<float> default_rotary_theta(Family family, int head_dim_k) {
+std::vector<float> default_rotary_theta(Family family, int head_dim_k, double base) {
     const int half = head_dim_k / 2;
     std::vector<float> theta(static_cast<size_t>(half));
     for (int i = 0; i < half; ++i) {
@@ -31,12 +32,56 @@ std::vector<float> default_rotary_theta(Family family, int head_dim_k) {
             exponent = i < half / 2 ? step * static_cast<float>(i) : 1.0f - step * static_cast<float>(half - 1 - i);
             theta[static_cast<size_t>(i)] = 1.0f / std::pow(10000.0f, exponent);
         } else {
-            // fla: inv_freq = 1 / base^(arange(0, dim, 2) / dim)
+            // fla and transformers' Llama: inv_freq = 1 / base^(arange(0, dim, 2) / dim) in float32
             exponent = static_cast<float>(2 * i) / static_cast<float>(head_dim_k);
-            theta[static_cast<size_t>(i)] = 1.0f / std::pow(10000.0f, exponent);
+            theta[static_cast<size_t>(i)] = 1.0f / std::pow(static_cast<float>(base), exponent);
         }
     }
     return theta;
+}
+
+std::vector<float> default_rotary_theta(const ModelConfig& config) {
+    return config.is_transformer() ? default_rotary_theta(config.family, config.head_dim_k(), config.rope_theta)
+                                   : default_rotary_theta(config.family, config.head_dim_k());
+}
+
+int transformer_twin_ffn_dim(const ModelConfig& r) {
+    const int64_t extra = 2 * int64_t(r.key_dim) + 3 * int64_t(r.value_dim) - 4 * int64_t(r.d_model);
+    const double exact = static_cast<double>(r.ffn_dim) + static_cast<double>(extra) / 3.0;
+    const int64_t rounded = 8 * std::llround(exact / 8.0);
+    if (rounded > (int64_t(1) << 20)) throw Error("the twin's FFN width " + std::to_string(rounded) + " is out of range");
+    return static_cast<int>(std::max<int64_t>(8, rounded));
+}
+
+ModelConfig transformer_twin_config(const ModelConfig& r) {
+    r.validate();
+    if (r.is_transformer()) throw Error("the model is already a Transformer");
+    if (r.d_model % r.n_heads != 0 || (r.d_model / r.n_heads) % 2 != 0)
+        throw Error("no Transformer twin for d = " + std::to_string(r.d_model) + " and H = " +
+                    std::to_string(r.n_heads) + ": the head width d/H must be a whole, even number");
+    ModelConfig t;
+    t.architecture = Architecture::Transformer;
+    t.family = Family::Fla;
+    t.vocab_size = r.vocab_size;
+    t.d_model = r.d_model;
+    t.n_layers = r.n_layers;
+    t.n_heads = r.n_heads;
+    t.key_dim = t.value_dim = r.d_model;
+    t.ffn_dim = transformer_twin_ffn_dim(r);
+    t.norm_eps = r.norm_eps;
+    t.ffn_activation = Activation::Swish;
+    t.tie_embeddings = r.tie_embeddings;
+    t.head_norm_affine = false;
+    t.chunk_size = r.chunk_size;
+    t.bos_token_id = r.bos_token_id;
+    t.eos_token_id = r.eos_token_id;
+    t.rope_theta = 10000.0;
+    t.validate();
+    return t;
+}
+
+Model make_transformer_twin(const ModelConfig& retnet, uint64_t seed) {
+    return make_random_model(transformer_twin_config(retnet), seed);
 }
 
 namespace {
@@ -116,7 +161,7 @@ Model make_empty_model(const ModelConfig& config, bool allocate) {
         l.q_proj = T({K, d});
         l.k_proj = T({K, d});
         l.v_proj = T({Vd, d});
-        l.g_proj = T({Vd, d});
+        if (!config.is_transformer()) l.g_proj = T({Vd, d});  // the twin has no output gate
         l.o_proj = T({d, Vd});
         if (config.family == Family::Fla && config.head_norm_affine)
             l.head_norm = T({config.head_dim_v()}, 1.0f);
@@ -125,8 +170,8 @@ Model make_empty_model(const ModelConfig& config, bool allocate) {
         l.ffn_lin = T({F, d});
         l.ffn_out = T({d, F});
     }
-    w.log_decay = default_log_decay(config.n_heads);
-    w.rotary_theta = default_rotary_theta(config.family, config.head_dim_k());
+    if (!config.is_transformer()) w.log_decay = default_log_decay(config.n_heads);  // the twin has no decay
+    w.rotary_theta = default_rotary_theta(config);
     return m;
 }
 
@@ -175,7 +220,8 @@ Model make_random_model(const ModelConfig& config, uint64_t seed) {
             linear_default(l.ffn_out, rng);
         }
     } else {
-        const double range = 0.02;  // fla initializer_range
+        // fla initializer_range, and LlamaPreTrainedModel's (the twin's g_proj is empty: no values)
+        const double range = 0.02;
         fill_normal(w.embed, rng, range);
         if (!w.lm_head.empty()) fill_normal(w.lm_head, rng, range);
         for (LayerWeights& l : w.layers) {

@@ -199,8 +199,9 @@ TEST(Config, MissingAndMistypedFieldsAreNamed) {
     j["decoder_layers"] = 2.5;
     EXPECT_NE(parse_error(j).find("must be an integer"), std::string::npos);
     j = fla_json();
-    j["model_type"] = "llama";
-    EXPECT_NE(parse_error(j).find("model_type 'llama' is not a RetNet"), std::string::npos);
+    j["model_type"] = "mistral";
+    EXPECT_NE(parse_error(j).find("model_type 'mistral' is not a RetNet (expected \"retnet\") or a Llama"),
+              std::string::npos);
     EXPECT_NE(parse_error(json::array({1, 2})).find("expected a JSON object"), std::string::npos);
 }
 

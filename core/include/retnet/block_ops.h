@@ -9,6 +9,9 @@
 // (CPU, CUDA) derives from it and supplies BlockOps — a small set of ops on its own memory —
 // plus the storage of the recurrent states; it may fuse or graph-capture the ops.
 //
+// The Transformer twin (docs/transformer.md) runs the same sequence with causal softmax attention
+// over a per-slot KV cache in place of gated retention (no g projection, no head norm, no gate).
+//
 // Activations hold the rows of every sequence of the batch, one after the other (N = Σ T_s).
 #include <cstdint>
 #include <memory>
@@ -63,6 +66,14 @@ struct RetentionCall {
     RetentionRecord* record = nullptr;  // with a single sequence only
 };
 
+// One layer's attention for the Transformer twin. Every form gives the same result; a backend may
+// run Form::Recurrent token by token over the cache and the others at once.
+struct AttentionCall {
+    int layer = 0;
+    Form form = Form::Parallel;
+    std::span<const SequenceSlice> sequences;  // row_sums empty
+};
+
 // What a forward will do, told to the ops before the first one runs (sizing, staging; the CUDA
 // backend replays a captured graph when the same plan comes again).
 struct ForwardPlan {
@@ -111,6 +122,14 @@ public:
     // with the family's rotary pairs and q/k scales (family_rules.h) at the slice's positions.
     // q, k (N, H·Dk) unrotated; v, g, y (N, H·Dv).
     virtual void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) = 0;
+    // The Transformer twin's causal attention of one layer, for each sequence from its slot's KV
+    // cache of this layer: q and k rotated at the slice's positions with the family's pairs and θ
+    // (fla's half-split, rotary_theta) and q·1/√D (qk_scale); the rotated k rows and the v rows
+    // written into the cache at [position, position + T) (the backend grows it as needed); then
+    //   y_t = softmax_{m ≤ position + t}(q_t · K_m) V_m  per head.
+    // q, k, v, y (N, H·D); q and k may be rotated in place (callers do not read them after).
+    // The default throws retnet::Error: the backend does not run the twin.
+    virtual void attention(const AttentionCall& call, Rows q, Rows k, Rows v, Rows y);
     // a = act(a) ⊙ b
     virtual void glu(Rows a, Rows b, Activation activation) = 0;
     // y row i = x row rows[i]
@@ -137,10 +156,12 @@ protected:
     void init_slots() { set_slot_count(1); }
 
     virtual BlockOps& ops() = 0;
-    // Storage of the S matrices, L × (H, Dk, Dv) per slot in the family's scaling.
-    virtual void resize_states(int slots) = 0;  // keeps the first slots, new ones zero
-    virtual void zero_state(int slot) = 0;
-    virtual void read_state(int slot, RecurrentState& out) const = 0;  // fills out.layers[l].S
+    // Storage of the S matrices, L × (H, Dk, Dv) per slot in the family's scaling; for the
+    // Transformer twin the KV cache instead, L × (T, H, D) keys and values per slot.
+    virtual void resize_states(int slots) = 0;  // keeps the first slots, new ones zero (empty)
+    virtual void zero_state(int slot) = 0;      // the twin: empties the cache
+    // Fills out.layers[l].S (the twin: K and V, out.position tokens of them, position set first).
+    virtual void read_state(int slot, RecurrentState& out) const = 0;
     virtual void write_state(int slot, const RecurrentState& state) = 0;
 
     std::shared_ptr<const Model> model_;
@@ -152,6 +173,14 @@ private:
     };
     void run_layers(const ForwardOptions& options, std::span<const SequenceSlice> slices,
                     Rows x, Introspection* introspection);
+    // The scratch rows of a layer's token mixing.
+    struct MixRows {
+        Rows h, q, k, v, g, y;  // (N, d), q, k (N, H·Dk), v, g, y (N, H·Dv); g unused by the twin
+    };
+    // Layer l's token mixing, x += o_proj(mix(norm(x))): gated retention, or the twin's attention.
+    void retention_block(RetentionCall& call, std::span<SequenceSlice> slices, const MixRows& r, Rows x,
+                         Introspection* introspection, RetentionRecord& record, std::span<float> layer_norms);
+    void attention_block(const AttentionCall& call, const MixRows& r, Rows x, Introspection* introspection);
     std::vector<Tensor> project_logits(std::span<const SequenceRequest> batch,
                                        std::span<const SequenceSlice> slices, std::span<const int64_t> rows, Rows x);
 

@@ -35,9 +35,12 @@ struct ForwardOptions {
 // The recurrent state of all layers, K-first for both families:
 //   fla:        S = Σ_m γ^(n−m) k̃_m v_mᵀ            (raw, no 1/√Dk: q carries it)
 //   torchscale: S = Σ_m γ^(n−m) k̃_m v_mᵀ / √r_n     (k̃ carries 1/√Dk; r_n = Σ_{i≤n} γ^i in `scale`)
+// The Transformer twin's "state" is its KV cache instead, which grows with the position.
 struct LayerState {
-    std::vector<float> S;      // (H, Dk, Dv)
+    std::vector<float> S;      // (H, Dk, Dv); empty for the twin
     std::vector<double> scale; // (H) torchscale r_n; unused (empty) for fla
+    std::vector<float> K;      // (position, H, D) the twin's rotated keys; empty for RetNet
+    std::vector<float> V;      // (position, H, D) the twin's values; empty for RetNet
 };
 
 struct RecurrentState {
@@ -45,11 +48,13 @@ struct RecurrentState {
     int64_t position = 0;            // tokens consumed so far
 
     bool empty() const { return position == 0; }
+    // Bytes the state holds in host memory.
+    int64_t bytes() const;
 };
 
 RecurrentState make_empty_state(const ModelConfig& config);
 // Throws retnet::Error unless `state` has the layer count and per-layer sizes of `config`'s state
-// (what every backend checks before restore()).
+// at its position (what every backend checks before restore()).
 void check_state_shape(const ModelConfig& config, const RecurrentState& state);
 
 // Opt-in introspection. Nothing is computed or copied unless requested; results are filled by

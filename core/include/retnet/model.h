@@ -64,8 +64,11 @@ std::vector<const Tensor*> weight_tensors(const Model& model);
 
 // γ_h = 1 − 2^(−5−h), as log γ rounded through float32 exactly as torchscale and fla compute it.
 std::vector<float> default_log_decay(int n_heads);
-// torchscale: θ_i = 10000^(−i/(Dk/2−1)) (linspace); fla: θ_i = 10000^(−2i/Dk).
-std::vector<float> default_rotary_theta(Family family, int head_dim_k);
+// torchscale: θ_i = 10000^(−i/(Dk/2−1)) (linspace); fla: θ_i = base^(−2i/Dk) (base 10000; the
+// Transformer twin's is its rope_theta, formed in float32 as transformers' Llama does).
+std::vector<float> default_rotary_theta(Family family, int head_dim_k, double base = 10000.0);
+// The rotary frequencies a model of this config has (the twin's from its rope_theta).
+std::vector<float> default_rotary_theta(const ModelConfig& config);
 
 // Allocates every tensor with the config's shapes, filled with zeros (norm weights with ones).
 // With allocate = false the tensors get their shapes but no values (the loader allocates each in
@@ -73,6 +76,21 @@ std::vector<float> default_rotary_theta(Family family, int head_dim_k);
 Model make_empty_model(const ModelConfig& config, bool allocate = true);
 // The reference implementation's initialization (docs/spec.md §2.11 torchscale, §3.7 fla), deterministic in seed.
 Model make_random_model(const ModelConfig& config, uint64_t seed);
+
+// The Transformer twin of a RetNet config (docs/transformer.md): same d, L, H, vocabulary, norm eps,
+// tying and token ids; head width D = d/H (q, k, v, o of H·D); the SwiGLU width chosen so that
+// the parameter count matches the RetNet's (transformer_twin_ffn_dim). Throws retnet::Error when
+// H does not divide d or d/H is odd (rotary rotates pairs).
+ModelConfig transformer_twin_config(const ModelConfig& retnet);
+// The twin's SwiGLU width F': RetNet's attention holds q, k (K×d), v, g (Vd×d) and o (d×Vd),
+// (2K + 3Vd)·d values a layer; the twin's q, k, v, o hold 4·d·(H·D) = 4d². The difference goes
+// into the FFN, 3·d values per unit of width: F' = F + (2K + 3Vd − 4d)/3, rounded to the nearest
+// multiple of 8 (at least 8). The twin's count then differs from the RetNet's by at most
+// L·(12d + Dv) + d: the rounding (≤ 4 units of 3d a layer), RetNet's head norm weight (Dv a
+// layer) and torchscale's embedding norm (d).
+int transformer_twin_ffn_dim(const ModelConfig& retnet);
+// A randomly initialized twin (Llama's init: normal std 0.02, norms 1), deterministic in seed.
+Model make_transformer_twin(const ModelConfig& retnet, uint64_t seed);
 
 // Reports load progress in [0, 1]; returning false cancels (throws retnet::Cancelled).
 using ProgressCallback = std::function<bool(double fraction)>;

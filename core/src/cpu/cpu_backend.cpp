@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The fast CPU backend: the block sequence of BlockBackend over float32 ops on host memory,
 // matrix products through OpenBLAS (threaded) or, for bf16 weights, cpu::gemm_bf16 (float32
-// sums); the state kept in float32 like the GPU's.
+// sums); the state kept in float32 like the GPU's (the Transformer twin's KV cache too).
 // Tested against the double reference (tests/core).
+#include <algorithm>
 #include <array>
 #include <cstring>
 
+#include "cpu/cpu_attention.h"
 #include "cpu/cpu_ops.h"
 #include "cpu/cpu_retention.h"
 #include "retnet/block_ops.h"
@@ -25,6 +27,14 @@ public:
     std::string name() const override { return "cpu"; }
 
 private:
+    // The twin's cache of one layer: capacity ≥ the slot's position tokens, of which the first
+    // `position` are valid.
+    struct KvCache {
+        std::vector<float> K;  // (capacity, H, D) rotated keys
+        std::vector<float> V;  // (capacity, H, D)
+    };
+    static constexpr size_t kKvBlock = 256;
+
     BlockOps& ops() override { return *this; }
 
     // ---- state storage -----------------------------------------------------------------------
@@ -33,17 +43,38 @@ private:
         return static_cast<size_t>(c.n_heads) * c.head_dim_k() * c.head_dim_v();
     }
     void resize_states(int slots) override {
-        states_.resize(static_cast<size_t>(slots),
-                       std::vector<std::vector<float>>(static_cast<size_t>(model_->config.n_layers),
-                                                       std::vector<float>(state_size(), 0.0f)));
+        const size_t L = static_cast<size_t>(model_->config.n_layers);
+        if (model_->config.is_transformer()) {
+            caches_.resize(static_cast<size_t>(slots), std::vector<KvCache>(L));
+            return;
+        }
+        states_.resize(static_cast<size_t>(slots), std::vector<std::vector<float>>(L, std::vector<float>(state_size(), 0.0f)));
     }
     void zero_state(int slot) override {
+        if (model_->config.is_transformer()) {
+            for (KvCache& cache : caches_[static_cast<size_t>(slot)]) cache = KvCache();  // its memory freed
+            return;
+        }
         for (std::vector<float>& s : states_[static_cast<size_t>(slot)]) std::fill(s.begin(), s.end(), 0.0f);
     }
     void read_state(int slot, RecurrentState& out) const override {
+        if (model_->config.is_transformer()) {
+            const size_t n = static_cast<size_t>(out.position) * static_cast<size_t>(model_->config.key_dim);
+            for (size_t l = 0; l < out.layers.size(); ++l) {
+                const KvCache& cache = caches_[static_cast<size_t>(slot)][l];
+                out.layers[l].K.assign(cache.K.begin(), cache.K.begin() + static_cast<std::ptrdiff_t>(n));
+                out.layers[l].V.assign(cache.V.begin(), cache.V.begin() + static_cast<std::ptrdiff_t>(n));
+            }
+            return;
+        }
         for (size_t l = 0; l < out.layers.size(); ++l) out.layers[l].S = states_[static_cast<size_t>(slot)][l];
     }
     void write_state(int slot, const RecurrentState& state) override {
+        if (model_->config.is_transformer()) {
+            for (size_t l = 0; l < state.layers.size(); ++l)
+                caches_[static_cast<size_t>(slot)][l] = KvCache{state.layers[l].K, state.layers[l].V};
+            return;
+        }
         for (size_t l = 0; l < state.layers.size(); ++l) states_[static_cast<size_t>(slot)][l] = state.layers[l].S;
     }
 
@@ -91,6 +122,49 @@ private:
 
     void download(Rows x, float* host) override {
         std::memcpy(host, x.data, sizeof(float) * static_cast<size_t>(x.count * x.width));
+    }
+
+    // ---- the Transformer twin's attention --------------------------------------------------------
+
+    void attention(const AttentionCall& call, Rows q, Rows k, Rows v, Rows y) override {
+        const ModelConfig& c = model_->config;
+        std::vector<cpu::AttentionInputs> inputs;  // one per sequence; each slot's cache is its own
+        for (const SequenceSlice& slice : call.sequences) {
+            rotate_slice(slice, q, k);
+            const KvCache& cache = append_kv(slice, call.layer, k, v);
+            cpu::AttentionInputs in;
+            in.q = q.data + slice.first_row * q.width;
+            in.ldq = q.width;
+            in.K = cache.K.data();
+            in.V = cache.V.data();
+            in.y = y.data + slice.first_row * y.width;
+            in.ldy = y.width;
+            in.position = slice.position;
+            in.T = slice.length;
+            in.n_heads = c.n_heads;
+            in.head_dim = c.head_dim_k();
+            inputs.push_back(in);
+        }
+        cpu::attention_forward(inputs, call.form == Form::Recurrent);
+    }
+
+    // Writes the slice's rotated k and v rows into its slot's cache of this layer at
+    // [position, position + T), growing the cache in blocks of kKvBlock tokens (at least by half).
+    const KvCache& append_kv(const SequenceSlice& slice, int layer, Rows k, Rows v) {
+        KvCache& cache = caches_[static_cast<size_t>(slice.slot)][static_cast<size_t>(layer)];
+        const size_t width = static_cast<size_t>(k.width);  // H·D
+        const size_t needed = static_cast<size_t>(slice.position + slice.length);
+        const size_t capacity = cache.K.size() / width;
+        if (needed > capacity) {
+            const size_t grown = std::max(needed, capacity + capacity / 2);
+            const size_t tokens = (grown + kKvBlock - 1) / kKvBlock * kKvBlock;
+            cache.K.resize(tokens * width);
+            cache.V.resize(tokens * width);
+        }
+        const size_t at = static_cast<size_t>(slice.position) * width, n = static_cast<size_t>(slice.length) * width;
+        std::memcpy(cache.K.data() + at, k.data + slice.first_row * k.width, sizeof(float) * n);
+        std::memcpy(cache.V.data() + at, v.data + slice.first_row * v.width, sizeof(float) * n);
+        return cache;
     }
 
     // ---- retention of one sequence, head by head ------------------------------------------------
@@ -167,7 +241,8 @@ private:
     }
 
     std::vector<double> gamma_;                            // (H)
-    std::vector<std::vector<std::vector<float>>> states_;  // slot × layer × (H, Dk, Dv)
+    std::vector<std::vector<std::vector<float>>> states_;  // slot × layer × (H, Dk, Dv); RetNet
+    std::vector<std::vector<KvCache>> caches_;             // slot × layer; the twin
     std::array<std::vector<float>, static_cast<size_t>(Scratch::Count)> scratch_;
 };
 

@@ -103,10 +103,9 @@ void Generator::run_tokens(std::span<const int32_t> tokens) {
 }
 
 void Generator::thin_checkpoints() {
-    const Saved& any = saved_.begin()->second;
-    int64_t bytes = static_cast<int64_t>(any.logits.size() * sizeof(float));
-    for (const LayerState& l : any.state.layers)
-        bytes += static_cast<int64_t>(l.S.size() * sizeof(float) + l.scale.size() * sizeof(double));
+    // The newest checkpoint is the largest (a Transformer twin's KV cache grows with the position).
+    const Saved& any = saved_.rbegin()->second;
+    const int64_t bytes = static_cast<int64_t>(any.logits.size() * sizeof(float)) + any.state.bytes();
     const int64_t budget = std::max<int64_t>(replay_params_.checkpoint_budget_bytes, 3 * bytes);
     if (static_cast<int64_t>(saved_.size()) * bytes <= budget) return;
     bool drop = false;  // every other one, from the oldest; never the prompt end or the newest

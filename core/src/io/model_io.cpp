@@ -63,10 +63,40 @@ struct Layout {
     std::set<std::string> tolerated;  // present or not, read or not (e.g. a duplicate of a tied matrix)
 };
 
+// transformers' LlamaForCausalLM names (the Transformer twin). No decay, and no rotary buffer:
+// the frequencies follow from rope_theta (an old checkpoint's rotary_emb.inv_freq is ignorable).
+Layout llama_layout(const ModelConfig& c) {
+    const int64_t V = c.vocab_size, d = c.d_model, K = c.key_dim, F = c.ffn_dim;
+    Layout out;
+    auto add = [&](std::string name, Shape shape, std::function<Tensor&(ModelWeights&)> target) {
+        out.slots.push_back(Slot{std::move(name), std::move(shape), {std::move(target)}});
+    };
+    add("model.embed_tokens.weight", {V, d}, global(&ModelWeights::embed));
+    for (size_t i = 0; i < static_cast<size_t>(c.n_layers); ++i) {
+        const std::string l = "model.layers." + std::to_string(i) + ".";
+        add(l + "input_layernorm.weight", {d}, layer(i, &LayerWeights::attn_norm));
+        add(l + "self_attn.q_proj.weight", {K, d}, layer(i, &LayerWeights::q_proj));
+        add(l + "self_attn.k_proj.weight", {K, d}, layer(i, &LayerWeights::k_proj));
+        add(l + "self_attn.v_proj.weight", {K, d}, layer(i, &LayerWeights::v_proj));
+        add(l + "self_attn.o_proj.weight", {d, K}, layer(i, &LayerWeights::o_proj));
+        add(l + "post_attention_layernorm.weight", {d}, layer(i, &LayerWeights::ffn_norm));
+        add(l + "mlp.gate_proj.weight", {F, d}, layer(i, &LayerWeights::ffn_act));
+        add(l + "mlp.up_proj.weight", {F, d}, layer(i, &LayerWeights::ffn_lin));
+        add(l + "mlp.down_proj.weight", {d, F}, layer(i, &LayerWeights::ffn_out));
+    }
+    add("model.norm.weight", {d}, global(&ModelWeights::final_norm));
+    if (c.tie_embeddings)
+        out.tolerated.insert("lm_head.weight");  // transformers omits it when tied; a copy, if present, is unused
+    else
+        add("lm_head.weight", {V, d}, global(&ModelWeights::lm_head));
+    return out;
+}
+
 // The file layout of a model with this config. `names` (the file's tensors, when loading)
 // resolves the variants a family allows; when saving it is null and the canonical names are used.
 Layout make_layout(const ModelConfig& c, const SafetensorsSet* names) {
     const int64_t V = c.vocab_size, d = c.d_model, K = c.key_dim, Vd = c.value_dim, F = c.ffn_dim;
+    if (c.is_transformer()) return llama_layout(c);
     const auto has = [&](const std::string& n) { return names && names->contains(n); };
     Layout out;
     auto add = [&](std::string name, Shape shape, std::function<Tensor&(ModelWeights&)> target) {
@@ -232,7 +262,7 @@ uint64_t check_files_against_layout(const ModelConfig& config, const Layout& lay
     if (unexpected)
         throw Error(set.file_of(first_unexpected) + ": unexpected tensor '" + first_unexpected + "'" +
                     (unexpected > 1 ? " (and " + std::to_string(unexpected - 1) + " more)" : std::string()) +
-                    " for a " + family_name(config.family) + " model as described by " + config_path);
+                    " for a " + format_name(config) + " model as described by " + config_path);
     return total_values;
 }
 
@@ -307,6 +337,39 @@ void read_decay_and_theta(const ModelConfig& config, const Layout& layout, const
     model.weights.rotary_theta = std::move(angle);
 }
 
+// The decay and rotary buffers the model's file keeps (filled into decay and angle, which must
+// outlive `tensors`): torchscale's always, our fla-layout extras only when they differ from fla's
+// fixed ones, none for the twin (its frequencies follow from rope_theta).
+void add_buffers(const Model& model, const Layout& layout, const std::string& where, Tensor& decay, Tensor& angle,
+                 std::vector<NamedTensor>& tensors) {
+    const ModelConfig& config = model.config;
+    const ModelWeights& weights = model.weights;
+    if (config.is_transformer()) {
+        if (weights.rotary_theta != default_rotary_theta(config) || !weights.log_decay.empty())
+            throw Error(where + "a Llama file keeps no decay and no rotary frequencies other than rope_theta's");
+        return;
+    }
+    if (weights.log_decay.size() != static_cast<size_t>(config.n_heads) ||
+        weights.rotary_theta.size() != static_cast<size_t>(config.head_dim_k() / 2))
+        throw Error(where + "log_decay must have " + std::to_string(config.n_heads) + " values and rotary_theta " +
+                    std::to_string(config.head_dim_k() / 2));
+    decay = Tensor({config.n_heads});
+    decay.data = weights.log_decay;
+    if (config.family == Family::TorchScale) {
+        angle = Tensor({config.head_dim_k()});
+        for (size_t i = 0; i < weights.rotary_theta.size(); ++i)
+            angle.data[2 * i] = angle.data[2 * i + 1] = weights.rotary_theta[i];
+        tensors.push_back({layout.angle_name, &angle});
+        tensors.push_back({layout.decay_name, &decay});
+    } else {
+        angle = Tensor({config.head_dim_k() / 2});
+        angle.data = weights.rotary_theta;
+        if (weights.log_decay != default_log_decay(config.n_heads)) tensors.push_back({layout.decay_name, &decay});
+        if (weights.rotary_theta != default_rotary_theta(config.family, config.head_dim_k()))
+            tensors.push_back({layout.angle_name, &angle});
+    }
+}
+
 }  // namespace
 
 Model load_model(const std::string& directory, const ProgressCallback& progress, WeightStorage storage) {
@@ -346,27 +409,8 @@ void save_model(const Model& model, const std::string& directory, DType weight_d
                         shape_to_string(s.shape) + " from the config");
         tensors.push_back({s.name, &t});
     }
-    if (weights.log_decay.size() != static_cast<size_t>(config.n_heads) ||
-        weights.rotary_theta.size() != static_cast<size_t>(config.head_dim_k() / 2))
-        throw Error(where + "log_decay must have " + std::to_string(config.n_heads) + " values and rotary_theta " +
-                    std::to_string(config.head_dim_k() / 2));
-
-    Tensor decay({config.n_heads}), angle;
-    decay.data = weights.log_decay;
-    if (config.family == Family::TorchScale) {
-        angle = Tensor({config.head_dim_k()});
-        for (size_t i = 0; i < weights.rotary_theta.size(); ++i)
-            angle.data[2 * i] = angle.data[2 * i + 1] = weights.rotary_theta[i];
-        tensors.push_back({layout.angle_name, &angle});
-        tensors.push_back({layout.decay_name, &decay});
-    } else {
-        angle = Tensor({config.head_dim_k() / 2});
-        angle.data = weights.rotary_theta;
-        if (weights.log_decay != default_log_decay(config.n_heads)) tensors.push_back({layout.decay_name, &decay});
-        if (weights.rotary_theta != default_rotary_theta(config.family, config.head_dim_k()))
-            tensors.push_back({layout.angle_name, &angle});
-    }
-
+    Tensor decay, angle;  // the decay and rotary buffers, when the file keeps them
+    add_buffers(model, layout, where, decay, angle, tensors);
     // One dtype per file: the decay and rotary buffers, when written, must not be rounded to bf16.
     if (weight_dtype == DType::BF16 && tensors.size() != layout.slots.size())
         throw Error(where + "BF16 storage would round the model's decay/rotary buffers (" + layout.decay_name + ", " +
@@ -383,7 +427,7 @@ void save_model(const Model& model, const std::string& directory, DType weight_d
     io::AtomicFile config_file((fs::path(directory) / "config.json").string());
     config_file.write(config_to_json(config).dump(2) + "\n");
     write_safetensors((fs::path(directory) / "model.safetensors").string(), tensors,
-                      {{"format", "pt"}, {"producer", "retnet-studio"}, {"family", family_name(config.family)}},
+                      {{"format", "pt"}, {"producer", "retnet-studio"}, {"family", format_name(config)}},
                       weight_dtype);
     config_file.commit();
 }

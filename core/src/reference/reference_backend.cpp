@@ -23,6 +23,12 @@ struct RefLayerState {
     std::vector<double> scale;   // (H) torchscale r_n
 };
 
+// The Transformer twin's KV cache of one layer in double.
+struct RefKv {
+    std::vector<double> K;  // (position, H·D) rotated keys
+    std::vector<double> V;  // (position, H·D)
+};
+
 struct HeadInputs {
     Matrix q;  // (T, Dk) rotated; fla: carries 1/√Dk
     Matrix k;  // (T, Dk) rotated; torchscale: carries 1/√Dk
@@ -49,9 +55,11 @@ public:
         const ModelConfig& c = model_->config;
         layers_.assign(static_cast<size_t>(c.n_layers), {});
         for (RefLayerState& l : layers_) {
+            if (c.is_transformer()) break;  // its state is the KV cache
             l.S.assign(static_cast<size_t>(c.n_heads), Matrix(c.head_dim_k(), c.head_dim_v()));
             l.scale.assign(static_cast<size_t>(c.n_heads), 0.0);
         }
+        kv_.assign(static_cast<size_t>(c.n_layers), {});
         position_ = 0;
     }
 
@@ -64,6 +72,8 @@ public:
             for (const Matrix& s : layers_[l].S)
                 for (double x : s.data) out.layers[l].S[i++] = static_cast<float>(x);
             if (model_->config.family == Family::TorchScale) out.layers[l].scale = layers_[l].scale;
+            out.layers[l].K.assign(kv_[l].K.begin(), kv_[l].K.end());
+            out.layers[l].V.assign(kv_[l].V.begin(), kv_[l].V.end());
         }
         return out;
     }
@@ -78,6 +88,8 @@ public:
             for (Matrix& s : layers_[l].S)
                 for (double& x : s.data) x = state.layers[l].S[i++];
             if (c.family == Family::TorchScale) layers_[l].scale = state.layers[l].scale;
+            kv_[l].K.assign(state.layers[l].K.begin(), state.layers[l].K.end());
+            kv_[l].V.assign(state.layers[l].V.begin(), state.layers[l].V.end());
         }
         position_ = state.position;
     }
@@ -104,9 +116,6 @@ private:
         const Model& m = *model_;
         const ModelConfig& c = m.config;
         const int T = static_cast<int>(tokens.size());
-        const int chunk = effective_chunk_size(c, options);
-        const double head_eps = options.head_norm_eps.value_or(c.norm_eps);
-
         if (intro) {
             intro->layer_outputs.clear();
             intro->state_norms = intro->want_state_norms ? Tensor({T, c.n_layers, c.n_heads}) : Tensor();
@@ -116,35 +125,10 @@ private:
         Matrix x = ref::embed(m, tokens);  // (T, d)
         for (int l = 0; l < c.n_layers; ++l) {
             const LayerWeights& w = m.weights.layers[static_cast<size_t>(l)];
-            RefLayerState& state = layers_[static_cast<size_t>(l)];
 
             const Matrix h = ref::rms_norm(x, w.attn_norm, c.norm_eps);
-            const Matrix g = ref::linear(h, w.g_proj);                   // (T, H*Dv)
-            std::vector<HeadInputs> heads = project_heads(h, w);          // H
-            Matrix retained(T, c.value_dim);                             // (T, H*Dv) after head norm
-
-            for (int hd = 0; hd < c.n_heads; ++hd) {
-                HeadInputs& in = heads[static_cast<size_t>(hd)];
-                const double gamma = std::exp(static_cast<double>(m.weights.log_decay[static_cast<size_t>(hd)]));
-                const bool want_scores = intro && intro->score_layer == l &&
-                                         (intro->want_all_head_scores || intro->score_head == hd);
-                Matrix scores;
-                Matrix o = run_retention(options.form, chunk, gamma, in, state, hd,
-                                         want_scores ? &scores : nullptr);
-                if (intro && intro->want_state_norms)
-                    record_state_norms(in, gamma, state, hd, l, *intro);
-                advance_state(in, gamma, state, hd);
-                if (want_scores) store_scores(scores, hd, T, *intro);
-
-                for (int t = 0; t < T; ++t) {
-                    std::vector<double> row(o.row(t), o.row(t) + o.cols);
-                    ref::head_rms_norm(row, w.head_norm, head_eps);
-                    for (int j = 0; j < o.cols; ++j) retained.at(t, hd * o.cols + j) = row[static_cast<size_t>(j)];
-                }
-            }
-            for (int t = 0; t < T; ++t)
-                for (int j = 0; j < c.value_dim; ++j) retained.at(t, j) *= ref::silu(g.at(t, j));
-            ref::add_in_place(x, ref::linear(retained, w.o_proj));
+            const Matrix mixed = c.is_transformer() ? attend(h, w, l) : retain(h, w, l, options, intro);
+            ref::add_in_place(x, ref::linear(mixed, w.o_proj));
 
             const Matrix f = ref::rms_norm(x, w.ffn_norm, c.norm_eps);
             ref::add_in_place(x, ref::glu(f, w, c.ffn_activation));
@@ -153,6 +137,81 @@ private:
         position_ += T;
         const Matrix out = ref::rms_norm(x, m.weights.final_norm, c.norm_eps);
         return ref::to_tensor(ref::linear(out, m.weights.output_matrix()));
+    }
+
+    // Gated multi-scale retention of layer l from its state (advanced), after the head norm and
+    // the gate: (T, H·Dv).
+    Matrix retain(const Matrix& h, const LayerWeights& w, int l, const ForwardOptions& options, Introspection* intro) {
+        const Model& m = *model_;
+        const ModelConfig& c = m.config;
+        const int T = h.rows;
+        const int chunk = effective_chunk_size(c, options);
+        const double head_eps = options.head_norm_eps.value_or(c.norm_eps);
+        RefLayerState& state = layers_[static_cast<size_t>(l)];
+        const Matrix g = ref::linear(h, w.g_proj);                   // (T, H*Dv)
+        std::vector<HeadInputs> heads = project_heads(h, w);          // H
+        Matrix retained(T, c.value_dim);                             // (T, H*Dv) after head norm
+
+        for (int hd = 0; hd < c.n_heads; ++hd) {
+            HeadInputs& in = heads[static_cast<size_t>(hd)];
+            const double gamma = std::exp(static_cast<double>(m.weights.log_decay[static_cast<size_t>(hd)]));
+            const bool want_scores = intro && intro->score_layer == l &&
+                                     (intro->want_all_head_scores || intro->score_head == hd);
+            Matrix scores;
+            Matrix o = run_retention(options.form, chunk, gamma, in, state, hd,
+                                     want_scores ? &scores : nullptr);
+            if (intro && intro->want_state_norms)
+                record_state_norms(in, gamma, state, hd, l, *intro);
+            advance_state(in, gamma, state, hd);
+            if (want_scores) store_scores(scores, hd, T, *intro);
+
+            for (int t = 0; t < T; ++t) {
+                std::vector<double> row(o.row(t), o.row(t) + o.cols);
+                ref::head_rms_norm(row, w.head_norm, head_eps);
+                for (int j = 0; j < o.cols; ++j) retained.at(t, hd * o.cols + j) = row[static_cast<size_t>(j)];
+            }
+        }
+        for (int t = 0; t < T; ++t)
+            for (int j = 0; j < c.value_dim; ++j) retained.at(t, j) *= ref::silu(g.at(t, j));
+        return retained;
+    }
+
+    // The Transformer twin's causal attention of layer l: q, k rotated at their absolute
+    // positions (half-split pairs), q·1/√D; k, v appended to the layer's cache; then
+    // y_t = softmax_{m ≤ P+t}(q_t·K_m) V_m per head. (T, H·D)
+    Matrix attend(const Matrix& h, const LayerWeights& w, int l) {
+        const ModelConfig& c = model_->config;
+        Matrix q = ref::linear(h, w.q_proj), k = ref::linear(h, w.k_proj);
+        const Matrix v = ref::linear(h, w.v_proj);
+        const int T = h.rows, H = c.n_heads, D = c.head_dim_k(), HD = c.key_dim;
+        const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(D));
+        RefKv& cache = kv_[static_cast<size_t>(l)];
+        for (int t = 0; t < T; ++t)
+            for (int hd = 0; hd < H; ++hd) {
+                ref::rotate(q.row(t) + hd * D, D, position_ + t, model_->weights.rotary_theta, c.family);
+                ref::rotate(k.row(t) + hd * D, D, position_ + t, model_->weights.rotary_theta, c.family);
+                for (int i = 0; i < D; ++i) q.at(t, hd * D + i) *= inv_sqrt_d;
+            }
+        cache.K.insert(cache.K.end(), k.data.begin(), k.data.end());
+        cache.V.insert(cache.V.end(), v.data.begin(), v.data.end());
+        Matrix out(T, HD);
+        for (int t = 0; t < T; ++t)
+            for (int hd = 0; hd < H; ++hd) {
+                const int64_t keys = position_ + t + 1;
+                std::vector<double> p(static_cast<size_t>(keys));
+                double peak = -INFINITY, sum = 0.0;
+                for (int64_t m = 0; m < keys; ++m) {
+                    double dot = 0.0;
+                    for (int i = 0; i < D; ++i) dot += q.at(t, hd * D + i) * cache.K[static_cast<size_t>(m * HD + hd * D + i)];
+                    p[static_cast<size_t>(m)] = dot;
+                    peak = std::max(peak, dot);
+                }
+                for (double& e : p) sum += (e = std::exp(e - peak));
+                for (int64_t m = 0; m < keys; ++m)
+                    for (int i = 0; i < D; ++i)
+                        out.at(t, hd * D + i) += p[static_cast<size_t>(m)] / sum * cache.V[static_cast<size_t>(m * HD + hd * D + i)];
+            }
+        return out;
     }
 
     // q, k, v per head, rotated at absolute positions, with 1/√Dk where the family puts it.
@@ -238,6 +297,7 @@ private:
 
     std::shared_ptr<const Model> model_;
     std::vector<RefLayerState> layers_;
+    std::vector<RefKv> kv_;  // L; the twin
     int64_t position_ = 0;
 };
 

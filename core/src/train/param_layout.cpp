@@ -10,6 +10,7 @@ namespace retnet::train {
 
 ParamLayout make_param_layout(const ModelConfig& config) {
     config.validate();
+    if (config.is_transformer()) throw Error("training the Transformer twin is not supported yet");
     if (config.family != Family::Fla || config.scale_embedding || config.layernorm_embedding ||
         config.ffn_activation != Activation::Swish)
         throw Error("training supports the fla layout only (swish GLU, no embedding scale or norm); got " +
