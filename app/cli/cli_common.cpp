@@ -149,4 +149,37 @@ void check_stdout() {
     if (const int error = stdout_error()) throw StdoutFailed{error};
 }
 
+std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& device, std::shared_ptr<const Model> model) {
+    if (dtype == "stored") return model;
+    const bool bf16 = dtype == "bf16";
+    if (device.rfind("cuda", 0) == 0) {
+        device = bf16 ? "cuda-bf16" : "cuda";
+        return model;
+    }
+    if (!bf16) return with_f32_weights(std::move(model));
+    Model narrowed = *model;
+    for (const Tensor* t : weight_tensors(narrowed))
+        if (t->rank() == 2) const_cast<Tensor*>(t)->narrow_to_bf16();
+    return std::make_shared<const Model>(std::move(narrowed));
+}
+
+std::vector<int> parse_positive_list(const std::string& option, const std::string& text) {
+    std::vector<int> out;
+    try {
+        for (const int32_t T : parse_token_list(text)) out.push_back(T);
+    } catch (const Error&) {
+        throw Error(option + " expects comma-separated integers, got '" + text + "'");
+    }
+    for (const int T : out)
+        if (T < 1) throw Error(option + " must be positive, got " + std::to_string(T));
+    return out;
+}
+
+void require_one_of(const std::string& option, const std::string& value, const std::vector<std::string>& known) {
+    if (std::find(known.begin(), known.end(), value) != known.end()) return;
+    std::string list;
+    for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+    throw Error("option " + option + " must be one of " + list + ", got '" + value + "'");
+}
+
 }  // namespace retnet::cli

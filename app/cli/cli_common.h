@@ -5,6 +5,7 @@
 #include <csignal>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "shared_options.h"
 #include "retnet/forward.h"
@@ -28,6 +29,17 @@ std::shared_ptr<const Model> load_model_edited(const std::string& dir, const Int
 // The backend of --device (cpu|cuda|reference). A CUDA request on a machine without a usable GPU
 // falls back to the CPU with a one-line notice on stderr.
 std::unique_ptr<Backend> make_backend_option(const std::string& device, std::shared_ptr<const Model> model);
+
+// A list option such as --lengths 64,256,1024, strictly ("1e9" or "12abc" are refused); every
+// value ≥ 1.
+std::vector<int> parse_positive_list(const std::string& option, const std::string& text);
+// Throws one line ("option --mode must be one of all, prefill, decode, got 'x'") unless value is known.
+void require_one_of(const std::string& option, const std::string& value, const std::vector<std::string>& known);
+
+// --dtype stored|fp32|bf16: the projections' precision. On CUDA it picks cuda or cuda-bf16 (and
+// changes `device`); on the CPU it widens a bf16 checkpoint to float32 or narrows a float32 one to
+// bf16 in memory.
+std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& device, std::shared_ptr<const Model> model);
 
 // Ctrl-C during a long command: while an InterruptGuard lives, SIGINT only raises flag(), which the
 // work polls (to stop cleanly: save, print what it has, exit 130); the previous handler comes back

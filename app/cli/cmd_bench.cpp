@@ -32,27 +32,6 @@ double elapsed_ms(std::chrono::steady_clock::time_point since) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
 }
 
-// Strictly "64,256,1024": "1e9" or "12abc" are refused, not read as 1 or 12.
-std::vector<int> parse_positive_list(const std::string& option, const std::string& text) {
-    std::vector<int> out;
-    try {
-        for (const int32_t T : parse_token_list(text)) out.push_back(T);
-    } catch (const Error&) {
-        throw Error(option + " expects comma-separated integers, got '" + text + "'");
-    }
-    for (const int T : out)
-        if (T < 1) throw Error(option + " must be positive, got " + std::to_string(T));
-    return out;
-}
-
-// One line in the style of the other options (CLI11's IsMember says "--mode: both not in {…}").
-void require_one_of(const std::string& option, const std::string& value, const std::vector<std::string>& known) {
-    if (std::find(known.begin(), known.end(), value) != known.end()) return;
-    std::string list;
-    for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
-    throw Error("option " + option + " must be one of " + list + ", got '" + value + "'");
-}
-
 std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937& rng) {
     std::uniform_int_distribution<int32_t> pick(0, vocab - 1);
     std::vector<int32_t> tokens(static_cast<size_t>(n));
@@ -111,22 +90,6 @@ nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, std
     const double per_step = median(ms);
     return {{"batch", B}, {"context", context}, {"ms_per_step", per_step}, {"tokens_per_s", B * 1000.0 / per_step},
             {"state_bytes", static_cast<int64_t>(B) * recurrent_state_bytes(c)}};
-}
-
-// --dtype: the projections' precision. On CUDA it picks cuda or cuda-bf16; on the CPU it widens a
-// bf16 checkpoint to float32 or narrows a float32 one to bf16 in memory.
-std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& device, std::shared_ptr<const Model> model) {
-    if (dtype == "stored") return model;
-    const bool bf16 = dtype == "bf16";
-    if (device.rfind("cuda", 0) == 0) {
-        device = bf16 ? "cuda-bf16" : "cuda";
-        return model;
-    }
-    if (!bf16) return with_f32_weights(std::move(model));
-    Model narrowed = *model;
-    for (const Tensor* t : weight_tensors(narrowed))
-        if (t->rank() == 2) const_cast<Tensor*>(t)->narrow_to_bf16();
-    return std::make_shared<const Model>(std::move(narrowed));
 }
 
 // Refuses, before anything is allocated, decoding timings that would pass the memory limit: the

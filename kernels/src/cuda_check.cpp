@@ -28,7 +28,7 @@ void throw_out_of_gpu_memory(size_t bytes, const std::string& what) {
     if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
         memory = " (" + mebibytes(free_bytes) + " of " + mebibytes(total_bytes) + " free)";
     (void)cudaGetLastError();
-    throw Error("out of GPU memory: " + what + " needs " + mebibytes(bytes) + memory);
+    throw OutOfMemory("out of GPU memory: " + what + " needs " + mebibytes(bytes) + memory);
 }
 
 void print_cuda_error(cudaError_t status, const char* expr, const char* file, int line) {

@@ -50,6 +50,13 @@ private:
     }
 };
 
+// Thrown when memory runs out or would pass the memory limit (host or device): callers that measure
+// how far a workload scales (retnet cost) report it as a result rather than a failure.
+class OutOfMemory : public Error {
+public:
+    using Error::Error;
+};
+
 // Thrown when a long operation is cancelled through its progress callback or stop flag.
 class Cancelled : public Error {
 public:

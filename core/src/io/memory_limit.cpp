@@ -57,7 +57,7 @@ void set_memory_limit(uint64_t bytes, const std::string& source) {
 void check_memory(uint64_t bytes, const std::string& what) {
     const uint64_t limit = memory_limit();
     if (bytes <= limit) return;
-    throw Error(what + " needs " + format_bytes(bytes) + ", more than the memory limit of " + format_bytes(limit) +
+    throw OutOfMemory(what + " needs " + format_bytes(bytes) + ", more than the memory limit of " + format_bytes(limit) +
                 " (" + memory_limit_source() + "; set another with --max-memory SIZE or RETNET_MAX_MEMORY)");
 }
 

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// The paper's inference-cost comparison on the user's own device: a RetNet against its
+// Transformer twin (docs/transformer.md) of the same size, at each context length × batch size:
+// prefill time, decode latency per step and throughput, and the memory each keeps per sequence
+// (RetNet's constant recurrent state against the twin's KV cache, which grows with the text).
+// Used by `retnet cost` and the app's Cost view.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "retnet/forward.h"
+
+namespace retnet {
+
+struct CostOptions {
+    std::vector<int> lengths{1024, 4096, 16384, 32768};  // context tokens before the timed steps
+    std::vector<int> batches{1, 8, 16, 64};              // sequences decoded together
+    int decode_steps = 16;                               // timed steps (after 2 untimed)
+    uint64_t seed = 1;                                   // of the random token streams
+};
+
+// One measurement of one model at one (length, batch).
+struct CostPoint {
+    std::string model;        // "RetNet" or "Transformer"
+    int length = 0;           // context tokens in each sequence's state / cache
+    int batch = 0;
+    double prefill_ms = 0;    // one sequence's prompt of `length` tokens (RetNet: chunkwise form)
+    double ms_per_step = 0;   // median wall time of one decoding step of the whole batch
+    double tokens_per_s = 0;  // batch · 1000 / ms_per_step
+    int64_t state_bytes = 0;  // the batch's recurrent states or KV caches at the end (fp32 as held)
+    int64_t device_bytes = -1;  // the device's memory in use after the steps; −1 when not known
+    bool out_of_memory = false;  // the point did not fit: `note` says what
+    std::string note;
+};
+
+struct CostReport {
+    std::string device;
+    int64_t retnet_parameters = 0, transformer_parameters = 0;
+    std::vector<CostPoint> points;  // RetNet's, then the twin's, each by length then batch
+};
+
+// Progress in [0, 1] with a line saying what runs; returning false cancels (throws retnet::Cancelled).
+using CostProgress = std::function<bool(double fraction, const std::string& what)>;
+// Memory in use on the backends' device (bytes), or −1; called after each point's steps.
+using DeviceMemoryProbe = std::function<int64_t()>;
+
+// Measures both backends (a RetNet and a Transformer twin of the same vocabulary) at every
+// (length, batch). A point whose states would pass the memory limit (retnet/memory_limit.h), or
+// whose device runs out of memory, is reported out_of_memory and the larger ones of that model
+// are skipped as such; nothing crashes. Leaves each backend with one empty slot.
+CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions& options,
+                        const CostProgress& progress = {}, const DeviceMemoryProbe& device_memory = {});
+
+// Bytes one sequence's state takes after `tokens` tokens: RetNet's constant recurrent state, the
+// twin's KV cache (both fp32, as the backends hold them).
+int64_t sequence_state_bytes(const ModelConfig& config, int64_t tokens);
+
+}  // namespace retnet

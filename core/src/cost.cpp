@@ -1,0 +1,177 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// RetNet against its Transformer twin at each context length × batch (retnet/cost.h).
+#include "retnet/cost.h"
+
+#include <algorithm>
+#include <chrono>
+#include <new>
+#include <random>
+
+#include "retnet/error.h"
+#include "retnet/memory_limit.h"
+#include "retnet/model.h"
+#include "retnet/model_stats.h"
+
+namespace retnet {
+namespace {
+
+constexpr int kUntimedSteps = 2;
+
+double median(std::vector<double> v) {
+    if (v.empty()) return 0.0;
+    std::sort(v.begin(), v.end());
+    const size_t m = v.size() / 2;
+    return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937_64& rng) {
+    std::uniform_int_distribution<int32_t> pick(0, vocab - 1);
+    std::vector<int32_t> tokens(static_cast<size_t>(n));
+    for (int32_t& t : tokens) t = pick(rng);
+    return tokens;
+}
+
+bool on_host(const Backend& backend) { return backend.name().rfind("cuda", 0) != 0; }
+
+// Counts work units (one prefill of a sequence or one decoding step) and reports them.
+class Progress {
+public:
+    Progress(const CostProgress& callback, int64_t total) : callback_(callback), total_(std::max<int64_t>(total, 1)) {}
+    void step(const std::string& what) {
+        ++done_;
+        if (callback_ && !callback_(static_cast<double>(done_) / static_cast<double>(total_), what)) throw Cancelled();
+    }
+    void skip(int64_t units) { done_ += units; }
+
+private:
+    const CostProgress& callback_;
+    int64_t total_, done_ = 0;
+};
+
+std::string point_name(const std::string& model, int length, int batch) {
+    return model + " at " + std::to_string(length) + " tokens × " + std::to_string(batch);
+}
+
+// The B sequences prefilled with `length` tokens each, then decoded together, one token each a step.
+void measure_point(Backend& backend, CostPoint& point, const CostOptions& options, std::mt19937_64& rng,
+                   Progress& progress) {
+    const ModelConfig& c = backend.model().config;
+    const std::string name = point_name(point.model, point.length, point.batch);
+    backend.set_slot_count(point.batch);
+    ForwardOptions prefill, step;
+    prefill.form = Form::Chunkwise;  // the twin attends to the whole prompt at once in every form but recurrent
+    step.form = Form::Recurrent;
+    const std::vector<int32_t> prompt = random_tokens(point.length, c.vocab_size, rng);
+    for (int s = 0; s < point.batch; ++s) {
+        backend.reset(s);
+        const SequenceRequest request{prompt, s, LogitRows::Last};
+        const auto t0 = std::chrono::steady_clock::now();
+        backend.forward_batch({&request, 1}, prefill);
+        if (s == 0) point.prefill_ms = ms_since(t0);
+        progress.step("prefill of " + name + " (sequence " + std::to_string(s + 1) + ")");
+    }
+    std::vector<int32_t> next(static_cast<size_t>(point.batch));
+    std::vector<SequenceRequest> batch(static_cast<size_t>(point.batch));
+    std::vector<double> ms;
+    for (int i = 0; i < options.decode_steps + kUntimedSteps; ++i) {
+        next = random_tokens(point.batch, c.vocab_size, rng);
+        for (int s = 0; s < point.batch; ++s)
+            batch[static_cast<size_t>(s)] = {std::span(&next[static_cast<size_t>(s)], 1), s, LogitRows::Last};
+        const auto t0 = std::chrono::steady_clock::now();
+        backend.forward_batch(batch, step);
+        if (i >= kUntimedSteps) ms.push_back(ms_since(t0));
+        progress.step("decoding " + name);
+    }
+    point.ms_per_step = median(ms);
+    point.tokens_per_s = point.ms_per_step > 0 ? point.batch * 1000.0 / point.ms_per_step : 0.0;
+    point.state_bytes = point.batch * sequence_state_bytes(c, point.length + options.decode_steps + kUntimedSteps);
+}
+
+void validate(const CostOptions& options) {
+    if (options.lengths.empty() || options.batches.empty()) throw Error("cost: no lengths or no batch sizes to measure");
+    for (int length : options.lengths)
+        if (length < 1) throw Error("cost: a context length must be at least 1 token (got " + std::to_string(length) + ")");
+    for (int batch : options.batches)
+        if (batch < 1) throw Error("cost: a batch size must be at least 1 (got " + std::to_string(batch) + ")");
+    if (options.decode_steps < 1) throw Error("cost: at least one decoding step must be timed");
+}
+
+// One model at every (length, batch). A point that does not fit is reported, and every point at
+// least as long and as wide after it is reported as not fitting without being tried.
+void measure_model(Backend& backend, const CostOptions& options, const DeviceMemoryProbe& device_memory,
+                   Progress& progress, std::vector<CostPoint>& out) {
+    const ModelConfig& c = backend.model().config;
+    const std::string model = c.is_transformer() ? "Transformer" : "RetNet";
+    std::mt19937_64 rng(options.seed);
+    std::vector<std::pair<int, int>> failed;  // (length, batch) that did not fit
+    for (int length : options.lengths)
+        for (int batch : options.batches) {
+            CostPoint point;
+            point.model = model, point.length = length, point.batch = batch;
+            const int64_t units = batch + options.decode_steps + kUntimedSteps;
+            const auto larger = std::find_if(failed.begin(), failed.end(), [&](const auto& f) {
+                return length >= f.first && batch >= f.second;
+            });
+            try {
+                if (larger != failed.end())
+                    throw OutOfMemory("not tried: " + std::to_string(larger->first) + " tokens × " +
+                                      std::to_string(larger->second) + " did not fit");
+                const int64_t state = batch * sequence_state_bytes(c, length + options.decode_steps + kUntimedSteps);
+                if (on_host(backend)) check_memory(static_cast<uint64_t>(state), "the states of " +
+                                                   point_name(model, length, batch));
+                measure_point(backend, point, options, rng, progress);
+                if (device_memory) point.device_bytes = device_memory();
+            } catch (const OutOfMemory& e) {
+                point.out_of_memory = true, point.note = e.what();
+            } catch (const std::bad_alloc&) {
+                point.out_of_memory = true, point.note = "out of host memory";
+            }
+            if (point.out_of_memory) {
+                failed.emplace_back(length, batch);
+                progress.skip(units);
+            }
+            backend.set_slot_count(1);  // frees the batch's states before the next point
+            backend.reset(0);
+            out.push_back(std::move(point));
+        }
+}
+
+}  // namespace
+
+int64_t sequence_state_bytes(const ModelConfig& config, int64_t tokens) {
+    return config.is_transformer() ? kv_cache_bytes(config, tokens) : recurrent_state_bytes(config);
+}
+
+CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions& options,
+                        const CostProgress& progress, const DeviceMemoryProbe& device_memory) {
+    validate(options);
+    if (retnet.model().config.is_transformer() || !transformer.model().config.is_transformer())
+        throw Error("cost: needs a RetNet and a Transformer (in that order)");
+    if (retnet.model().config.vocab_size != transformer.model().config.vocab_size)
+        throw Error("cost: the RetNet and the Transformer have different vocabularies");
+    CostReport report;
+    report.device = retnet.name();
+    report.retnet_parameters = retnet.model().parameter_count();
+    report.transformer_parameters = transformer.model().parameter_count();
+    int64_t units = 0;
+    for (size_t l = 0; l < options.lengths.size(); ++l)
+        for (int batch : options.batches) units += 2 * (batch + options.decode_steps + kUntimedSteps);
+    Progress counter(progress, units);
+    try {
+        measure_model(retnet, options, device_memory, counter, report.points);
+        measure_model(transformer, options, device_memory, counter, report.points);
+    } catch (...) {
+        for (Backend* b : {&retnet, &transformer}) {
+            b->set_slot_count(1);
+            b->reset(0);
+        }
+        throw;
+    }
+    return report;
+}
+
+}  // namespace retnet
