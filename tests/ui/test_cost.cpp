@@ -262,3 +262,24 @@ TEST(CostView, GaugeFollowsTheGeneration) {
 }
 
 }  // namespace
+
+namespace {
+
+// A Transformer opened in the app has no twin to measure against: one line, and the gauge says so.
+TEST(CostView, ATransformerModelIsNamedInOneLine) {
+    auto twin = std::make_shared<const retnet::Model>(
+        retnet::make_transformer_twin(tinyConfig(retnet::Family::Fla), 5));
+    Window w(twin);
+    CostView* view = costView(w.window);
+    view->setLengths(QStringLiteral("4"));
+    view->setBatches(QStringLiteral("1"));
+    QSignalSpy failed(w.window.controller(), &EngineController::costFailed);
+    view->measure();
+    ASSERT_TRUE(failed.wait(kWaitMs));
+    EXPECT_EQ(view->note(), QStringLiteral("Not measured: this model is a Transformer: open a RetNet to compare it "
+                                           "with its twin"));
+    EXPECT_FALSE(view->isMeasuring());
+    EXPECT_TRUE(view->gaugeText().contains(QStringLiteral("this Transformer's KV cache"))) << view->gaugeText().toStdString();
+}
+
+}  // namespace

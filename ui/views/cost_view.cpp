@@ -292,6 +292,9 @@ void CostView::fillTable() {
 void CostView::updateGauge() {
     if (m_info.layers == 0) return m_gauge->setText(tr("Open a model to compare its state with a KV cache."));
     const int64_t kv = m_info.kvCacheBytes(m_position);
+    if (m_info.family == QLatin1String("llama"))  // a Transformer was opened: it has no state to compare
+        return m_gauge->setText(tr("<b>At position %1</b>: this Transformer's KV cache <b>%2</b>; open a RetNet to "
+                                   "compare it with its twin").arg(m_position).arg(bytes(kv)));
     QString text = tr("<b>At position %1</b>: RetNet state <b>%2</b> (the same at every position) · "
                       "Transformer twin's KV cache <b>%3</b>")
                        .arg(m_position)
