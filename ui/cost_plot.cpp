@@ -4,6 +4,7 @@
 #include <QApplication>
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <set>
 
@@ -32,6 +33,14 @@ class BytesTicker : public Base {
 protected:
     QString getTickLabel(double tick, const QLocale&, QChar, int) override {
         return QLocale::c().formattedDataSize(qint64(tick + 0.5), 0, QLocale::DataSizeIecFormat);
+    }
+};
+
+// On a linear axis, steps of a power of two bytes (4 MiB, not 5 000 000 bytes shown as "5 MiB").
+class LinearBytesTicker : public BytesTicker<QCPAxisTicker> {
+protected:
+    double getTickStep(const QCPRange& range) override {
+        return std::exp2(std::ceil(std::log2(std::max(range.size() / double(tickCount()), 1.0))));
     }
 };
 
@@ -97,7 +106,7 @@ double setupValueAxis(QCPAxis* axis, const std::vector<double>& values, bool byt
         return hi * 3.0;
     }
     axis->setScaleType(QCPAxis::stLinear);
-    axis->setTicker(bytes ? QSharedPointer<QCPAxisTicker>(new BytesTicker<QCPAxisTicker>)
+    axis->setTicker(bytes ? QSharedPointer<QCPAxisTicker>(new LinearBytesTicker)
                           : QSharedPointer<QCPAxisTicker>::create());
     axis->setNumberFormat(QStringLiteral("gb"));
     axis->setNumberPrecision(6);
