@@ -56,15 +56,18 @@ std::vector<Panel> panels(int batch, int length) {
     auto atBatch = [batch](const CostPoint& p) { return p.batch == batch; };
     auto byLength = [](const CostPoint& p) { return double(p.length); };
     const QString lengthLabel = QStringLiteral("context length (tokens)");
+    // Nothing measured yet: the panels without the batch and length they do not have.
+    const QString atB = batch > 0 ? QStringLiteral(" (batch %1)").arg(batch) : QString();
+    const QString atT = length > 0 ? QStringLiteral(" (%1 tokens)").arg(length) : QString();
     return {
-        {QStringLiteral("Memory: state vs KV cache (batch %1)").arg(batch), lengthLabel,
+        {QStringLiteral("Memory: state vs KV cache") + atB, lengthLabel,
          QStringLiteral("held by the batch"), true, atBatch, byLength,
          [](const CostPoint& p) { return double(p.state_bytes); }},
-        {QStringLiteral("Throughput (batch %1)").arg(batch), lengthLabel, QStringLiteral("tokens / s"), false, atBatch,
+        {QStringLiteral("Throughput") + atB, lengthLabel, QStringLiteral("tokens / s"), false, atBatch,
          byLength, [](const CostPoint& p) { return p.tokens_per_s; }},
-        {QStringLiteral("Latency per step (batch %1)").arg(batch), lengthLabel, QStringLiteral("ms / step"), false, atBatch,
+        {QStringLiteral("Latency per step") + atB, lengthLabel, QStringLiteral("ms / step"), false, atBatch,
          byLength, [](const CostPoint& p) { return p.ms_per_step; }},
-        {QStringLiteral("Latency per step vs batch (%1 tokens)").arg(length), QStringLiteral("batch size"),
+        {QStringLiteral("Latency per step vs batch") + atT, QStringLiteral("batch size"),
          QStringLiteral("ms / step"), false, [length](const CostPoint& p) { return p.length == length; },
          [](const CostPoint& p) { return double(p.batch); }, [](const CostPoint& p) { return p.ms_per_step; }},
     };

@@ -79,8 +79,8 @@ CostView::CostView(QWidget* parent) : ViewBase(parent) {
     layout->setContentsMargins(4, 4, 4, 4);
     layout->addWidget(buildControls());
     layout->addWidget(m_gauge);
-    layout->addWidget(m_plot, 3);
-    layout->addWidget(m_table, 2);
+    layout->addWidget(m_plot, 4);
+    layout->addWidget(m_table, 1);
     applyDefaults(false);
     setMeasuring(false);
     updateGauge();
@@ -184,7 +184,7 @@ void CostView::setModelInfo(const ModelInfo& info) {
         fillChoices();
         fillTable();
         redraw();
-        setNote({});
+        setNote(tr("Measure times this model against its Transformer twin on %1.").arg(info.device));
     }
     m_info = info;
     updateGauge();
