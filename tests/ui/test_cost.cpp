@@ -8,6 +8,7 @@
 
 #include <QFile>
 #include <QImage>
+#include <QProcess>
 #include <QPushButton>
 #include <QTableWidget>
 #include <QTemporaryDir>
@@ -280,6 +281,38 @@ TEST(CostView, ATransformerModelIsNamedInOneLine) {
                                            "with its twin"));
     EXPECT_FALSE(view->isMeasuring());
     EXPECT_TRUE(view->gaugeText().contains(QStringLiteral("this Transformer's KV cache"))) << view->gaugeText().toStdString();
+}
+
+}  // namespace
+
+namespace {
+
+// `retnet cost --plot` of this build (Qt on): the PNG is written with the app's panels, the CLI's
+// stderr holds only its own progress, and an unwritable path is one error line and status 1.
+TEST(CostPlot, CliPlotWritesThePngOrNamesThePath) {
+    QTemporaryDir dir;
+    const QString png = dir.filePath(QStringLiteral("cost.png"));
+    const QStringList args = {QStringLiteral("cost"), QStringLiteral("--model"), QStringLiteral(RETNET_DEFAULT_MODEL_DIR),
+                              QStringLiteral("--lengths"), QStringLiteral("8,16"), QStringLiteral("--batch"),
+                              QStringLiteral("1,2"), QStringLiteral("--decode-steps"), QStringLiteral("2"),
+                              QStringLiteral("--plot")};
+    QProcess cli;
+    cli.start(QStringLiteral(RETNET_CLI_PATH), args + QStringList{png});
+    ASSERT_TRUE(cli.waitForFinished(kWaitMs));
+    const QString err = QString::fromUtf8(cli.readAllStandardError());
+    EXPECT_EQ(cli.exitCode(), 0) << err.toStdString();
+    EXPECT_FALSE(err.contains(QStringLiteral("QStandardPaths"))) << err.toStdString();
+    const QImage image(png);
+    EXPECT_GE(image.width(), 1400);
+    EXPECT_EQ(image.text(QStringLiteral("device")), QStringLiteral("cpu"));
+
+    cli.start(QStringLiteral(RETNET_CLI_PATH), args + QStringList{QStringLiteral("/nonexistent-directory-of-the-test/c.png")});
+    ASSERT_TRUE(cli.waitForFinished(kWaitMs));
+    EXPECT_EQ(cli.exitCode(), 1);
+    const QStringList lines = QString::fromUtf8(cli.readAllStandardError()).split(QLatin1Char('\n'), Qt::SkipEmptyParts);
+    ASSERT_FALSE(lines.isEmpty());
+    EXPECT_EQ(lines.last(), QStringLiteral("retnet cost: error: --plot: /nonexistent-directory-of-the-test/c.png: "
+                                           "No such file or directory"));
 }
 
 }  // namespace
