@@ -191,7 +191,8 @@ QCPAxisRect* addPanel(QCustomPlot* plot, QCPLayoutGrid* grid, int index, const Q
 
 void addLegend(QCustomPlot* plot, QCPAxisRect* rect) {
     auto* legend = new QCPLegend;
-    rect->insetLayout()->addElement(legend, Qt::AlignTop | Qt::AlignRight);
+    // Top left: where the memory panel stays empty (the KV cache grows towards the top right).
+    rect->insetLayout()->addElement(legend, Qt::AlignTop | Qt::AlignLeft);
     legend->setLayer(QStringLiteral("legend"));
     const QPalette pal = QApplication::palette();
     legend->setBrush(pal.color(QPalette::Base));
