@@ -104,6 +104,17 @@ void checkPromptLength(size_t tokens) {
                             "--max-prompt-tokens`");
 }
 
+// The Transformer twin of `model` (random weights), its matrices held as the model's are: with a
+// bf16 checkpoint's matrices in bf16 on the CPU, a float32 twin would read twice the bytes per
+// step and look slower than it is.
+retnet::Model twinOf(const retnet::Model& model) {
+    retnet::Model twin = retnet::make_transformer_twin(model.config, 1);
+    if (!model.all_f32())
+        for (const retnet::Tensor* t : retnet::weight_tensors(twin))
+            if (t->rank() == 2) const_cast<retnet::Tensor*>(t)->narrow_to_bf16();  // twin is ours, not yet shared
+    return twin;
+}
+
 constexpr int kCandidates = 10;  // top tokens shown per position
 // A screen refresh is ~16 ms: batches more often than this cannot be seen, only paid for.
 constexpr auto kBatchInterval = std::chrono::milliseconds(25);
@@ -520,7 +531,7 @@ void EngineWorker::measureCost(uint64_t id, const CostRequest& request) {
         if (m_model->config.is_transformer())
             throw retnet::Error("this model is a Transformer: open a RetNet to compare it with its twin");
         const std::string device = m_backend->name();
-        auto twin = std::make_shared<const retnet::Model>(retnet::make_transformer_twin(m_model->config, 1));
+        auto twin = std::make_shared<const retnet::Model>(twinOf(*m_model));
         auto retnet = retnet::make_backend(device, m_model);
         auto transformer = retnet::make_backend(device, twin);
         retnet::CostOptions options;
