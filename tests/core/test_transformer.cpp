@@ -4,6 +4,7 @@
 // batches over slots, reset/snapshot/restore of the KV cache, and generation.
 #include <gtest/gtest.h>
 
+#include "retnet/analysis_tap.h"
 #include "retnet/batch_generate.h"
 #include "retnet/block_ops.h"
 #include "retnet/error.h"
@@ -256,6 +257,28 @@ TEST(Twin, IntrospectionOfWhatTheTwinHas) {
         EXPECT_STREQ(e.what(),
                      "the Transformer twin has no retention state or scores to show (state norms were asked for)");
     }
+}
+
+// The app's tap (TapBackend) watches a twin's generation: logits for every row, no state norms.
+TEST(Twin, TapWatchesWithoutStateNorms) {
+    std::shared_ptr<const Model> model = twin_model(29);
+    std::unique_ptr<Backend> cpu = make_cpu_backend(model);
+    int calls = 0;
+    TapBackend tap(*cpu, [&](int64_t first, const Tensor& logits, const Tensor& norms) {
+        EXPECT_EQ(first, calls == 0 ? 0 : 4);
+        EXPECT_EQ(logits.dim(0), calls == 0 ? 4 : 1);
+        EXPECT_EQ(norms.rank(), 0);
+        ++calls;
+    });
+    const std::vector<int32_t> tokens = {3, 4, 5, 6, 7};
+    const SequenceRequest prompt{std::span(tokens).first(4), 0, LogitRows::Last};
+    const SequenceRequest next{std::span(tokens).subspan(4), 0, LogitRows::Last};
+    tap.forward_batch({&prompt, 1}, {}, nullptr);
+    const Tensor last = tap.forward_batch({&next, 1}, {}, nullptr)[0];
+    EXPECT_EQ(calls, 2);
+    std::unique_ptr<Backend> alone = make_reference_backend(model);
+    const SequenceRequest whole{tokens, 0, LogitRows::Last};
+    EXPECT_LT(relative_error(last, alone->forward_batch({&whole, 1}, {})[0]), kTolerance);
 }
 
 // A backend that has not wired the twin's attention says so in one line (the default of BlockOps).

@@ -14,7 +14,7 @@ namespace retnet {
 class TapBackend : public Backend {
 public:
     // `logits` (T, V); `state_norms` (T, L, H) ‖S_t‖_F after each of the T tokens, or empty
-    // (rank 0) when `want_norms` said no for this call.
+    // (rank 0) when `want_norms` said no for this call, and always for the Transformer twin.
     using Observer = std::function<void(int64_t first_position, const Tensor& logits,
                                         const Tensor& state_norms)>;
     // `want_norms`, when given, is asked before every call: the norms cost a pass over every

@@ -13,7 +13,8 @@ std::vector<Tensor> TapBackend::forward_batch(std::span<const SequenceRequest> b
     if (batch.size() != 1) return inner_.forward_batch(batch, options, introspection);
     Introspection local;
     Introspection* probe = introspection ? introspection : &local;
-    probe->want_state_norms = !want_norms_ || want_norms_();
+    // The Transformer twin has no retention state: its observer gets no norms (rank 0).
+    probe->want_state_norms = !inner_.model().config.is_transformer() && (!want_norms_ || want_norms_());
     SequenceRequest all = batch[0];
     all.logits = LogitRows::All;  // the observer sees every row (the prompt's candidates)
     Tensor logits = std::move(inner_.forward_batch({&all, 1}, options, probe).front());
