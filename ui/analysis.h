@@ -19,7 +19,7 @@
 
 namespace retnet::ui {
 
-enum class Job { OpenModel, UseModel, SetDevice, SetInterventions, Generate, Analysis };
+enum class Job { OpenModel, UseModel, SetDevice, SetInterventions, Generate, Analysis, Cost };
 
 // A kind of engine work; analysis work is told apart by the view that asked and a channel
 // (a view may keep two requests in flight, e.g. the retention matrix and its overview).
@@ -29,17 +29,18 @@ struct JobRef {
     int channel = 0;
 
     bool operator==(const JobRef&) const = default;
-    bool isModelJob() const { return job != Job::Generate && job != Job::Analysis; }
+    bool isModelJob() const { return job != Job::Generate && job != Job::Analysis && job != Job::Cost; }
 };
 
 inline constexpr int kAnalysisChannels = 2;
 // Requests share a freshness slot when a newer one makes an older one pointless: every model
-// change shares one, generation one, and each view's channel one.
-inline constexpr int kFreshnessSlots = 2 + kViewCount * kAnalysisChannels;
+// change shares one, generation one, the cost measurement one, and each view's channel one.
+inline constexpr int kFreshnessSlots = 3 + kViewCount * kAnalysisChannels;
 inline int freshnessSlot(const JobRef& j) {
     if (j.isModelJob()) return 0;
     if (j.job == Job::Generate) return 1;
-    return 2 + int(j.view) * kAnalysisChannels + j.channel;
+    if (j.job == Job::Cost) return 2;
+    return 3 + int(j.view) * kAnalysisChannels + j.channel;
 }
 
 // The title an error is shown under, e.g. "Open model: …", "Retention: …".

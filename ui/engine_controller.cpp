@@ -15,6 +15,7 @@ void registerMetaTypes() {
     qRegisterMetaType<JobRef>();
     qRegisterMetaType<ViewId>();
     qRegisterMetaType<std::any>();
+    qRegisterMetaType<retnet::CostReport>();
 }
 }  // namespace
 
@@ -33,6 +34,7 @@ EngineController::~EngineController() {
     // Make every running job end at its next check, then let the thread drain its queue.
     m_flags->stopGeneration = true;
     m_flags->cancelLoad = true;
+    m_flags->cancelCost = true;
     for (auto& id : m_flags->latest) id = ~uint64_t(0);
     m_thread.quit();
     m_thread.wait();
@@ -69,6 +71,15 @@ void EngineController::connectWorker() {
     });
     connect(w, &EngineWorker::analysisReady, this, &EngineController::onAnalysisReady);
     connect(w, &EngineWorker::failed, this, &EngineController::onFailed);
+    const JobRef cost{Job::Cost};
+    connect(w, &EngineWorker::costProgress, this, [=, this](uint64_t id, double f, const QString& what) {
+        if (fresh(cost, id)) emit costProgress(f, what);
+    });
+    connect(w, &EngineWorker::costReady, this, [=, this](uint64_t id, const retnet::CostReport& report) {
+        if (!fresh(cost, id)) return;
+        m_measuringCost = false;
+        emit costMeasured(report);
+    });
 }
 
 // One batch, passed on in the order the engine made it: the norms, the tokens, then the timings
@@ -108,6 +119,9 @@ void EngineController::onFailed(uint64_t id, const JobRef& job, const QString& m
         m_loading = false;
         if (message == QLatin1String("cancelled")) return emit loadCancelled();
         if (job.job != Job::SetInterventions) emit loadFailed(message);
+    } else if (job.job == Job::Cost) {
+        m_measuringCost = false;
+        return emit costFailed(message);
     } else if (job.job == Job::Generate) {
         m_generating = false;
         GenerationStats s;
@@ -123,6 +137,7 @@ void EngineController::openModelDirectory(const QString& directory, const QStrin
     const uint64_t id = startJob(JobRef{Job::OpenModel});
     m_flags->cancelLoad = false;
     m_flags->stopGeneration = true;  // a running generation must not hold the old model
+    m_flags->cancelCost = true;  // so must a measurement
     m_loading = true;
     emit loadStarted(directory);
     post([w = m_worker, id, directory, device] { w->loadModelDirectory(id, directory, device); });
@@ -135,6 +150,7 @@ void EngineController::useModel(std::shared_ptr<const retnet::Model> model,
                                 const QString& device) {
     const uint64_t id = startJob(JobRef{Job::UseModel});
     m_flags->stopGeneration = true;
+    m_flags->cancelCost = true;
     m_loading = true;
     post([w = m_worker, id, model = std::move(model), tokenizer = std::move(tokenizer), device] {
         w->useModel(id, model, tokenizer, device);
@@ -144,6 +160,7 @@ void EngineController::useModel(std::shared_ptr<const retnet::Model> model,
 void EngineController::setDevice(const QString& device) {
     const uint64_t id = startJob(JobRef{Job::SetDevice});
     m_flags->stopGeneration = true;
+    m_flags->cancelCost = true;
     m_loading = true;
     post([w = m_worker, id, device] { w->setDevice(id, device); });
 }
@@ -151,6 +168,7 @@ void EngineController::setDevice(const QString& device) {
 void EngineController::setInterventions(const retnet::Interventions& interventions) {
     const uint64_t id = startJob(JobRef{Job::SetInterventions});
     m_flags->stopGeneration = true;
+    m_flags->cancelCost = true;
     m_loading = true;
     post([w = m_worker, id, interventions] { w->setInterventions(id, interventions); });
 }
@@ -173,6 +191,14 @@ uint64_t EngineController::analyse(AnalysisRequest request, QObject* receiver, R
     m_subscribers[size_t(freshnessSlot(request.job))] =
         Subscriber{id, receiver, std::move(onResult), std::move(onError), request.showsOwnErrors};
     post([w = m_worker, id, request = std::move(request)] { w->analyse(id, request); });
+    return id;
+}
+
+uint64_t EngineController::measureCost(const CostRequest& request) {
+    const uint64_t id = startJob(JobRef{Job::Cost});
+    m_flags->cancelCost = false;
+    m_measuringCost = true;
+    post([w = m_worker, id, request] { w->measureCost(id, request); });
     return id;
 }
 

@@ -44,6 +44,12 @@ public:
     using ErrorHandler = std::function<void(const QString& message)>;
     uint64_t analyse(AnalysisRequest request, QObject* receiver, ResultHandler onResult,
                      ErrorHandler onError = {});
+    // Measures the model against its Transformer twin on the current device (retnet/cost.h):
+    // costProgress while it runs, then costMeasured or costFailed ("cancelled" after
+    // cancelCost(), a new model or a newer measurement).
+    uint64_t measureCost(const CostRequest& request);
+    void cancelCost() { m_flags->cancelCost = true; }
+    bool isMeasuringCost() const { return m_measuringCost; }
 
     bool hasModel() const { return m_hasModel; }
     bool isLoading() const { return m_loading; }
@@ -66,6 +72,9 @@ signals:
     void sequenceRescored(const std::vector<std::vector<retnet::ui::TokenCandidate>>& candidates);
     // Every failure, named by its job (the load's also come as loadFailed).
     void errorOccurred(const retnet::ui::JobRef& job, const QString& message);
+    void costProgress(double fraction, const QString& what);
+    void costMeasured(const retnet::CostReport& report);
+    void costFailed(const QString& message);  // one line; not an errorOccurred (the view shows it)
 
 private:
     struct Subscriber {
@@ -92,6 +101,7 @@ private:
     bool m_hasModel = false;
     bool m_loading = false;
     bool m_generating = false;
+    bool m_measuringCost = false;
     ModelInfo m_info;
     std::array<Subscriber, kFreshnessSlots> m_subscribers;  // the latest analysis request per slot
 };

@@ -17,6 +17,7 @@
 
 #include "retnet/analysis.h"
 #include "retnet/analysis_tap.h"
+#include "retnet/cost.h"
 #include "retnet/error.h"
 #include "retnet/model_stats.h"
 
@@ -103,6 +104,17 @@ void checkPromptLength(size_t tokens) {
                             "--max-prompt-tokens`");
 }
 
+// The Transformer twin of `model` (random weights), its matrices held as the model's are: with a
+// bf16 checkpoint's matrices in bf16 on the CPU, a float32 twin would read twice the bytes per
+// step and look slower than it is.
+retnet::Model twinOf(const retnet::Model& model) {
+    retnet::Model twin = retnet::make_transformer_twin(model.config, 1);
+    if (!model.all_f32())
+        for (const retnet::Tensor* t : retnet::weight_tensors(twin))
+            if (t->rank() == 2) const_cast<retnet::Tensor*>(t)->narrow_to_bf16();  // twin is ours, not yet shared
+    return twin;
+}
+
 constexpr int kCandidates = 10;  // top tokens shown per position
 // A screen refresh is ~16 ms: batches more often than this cannot be seen, only paid for.
 constexpr auto kBatchInterval = std::chrono::milliseconds(25);
@@ -116,6 +128,7 @@ QString jobTitle(const JobRef& job) {
         case Job::SetDevice: return QStringLiteral("Switch device");
         case Job::SetInterventions: return QStringLiteral("Interventions");
         case Job::Generate: return QStringLiteral("Generate");
+        case Job::Cost: return QStringLiteral("Cost");
         case Job::Analysis: break;
     }
     QString name = viewName(job.view);
@@ -505,6 +518,38 @@ void EngineWorker::analyse(uint64_t id, const AnalysisRequest& request) {
         if (!m_flags->stale(request.job, id)) emit analysisReady(id, request.job, result);
     } catch (const std::exception& e) {
         fail(id, request.job, e);
+    }
+}
+
+// ---- cost ------------------------------------------------------------------------------------
+
+void EngineWorker::measureCost(uint64_t id, const CostRequest& request) {
+    const JobRef job{Job::Cost};
+    if (m_flags->stale(job, id)) return;
+    try {
+        if (!m_model || !m_backend) throw retnet::Error("no model is open");
+        if (m_model->config.is_transformer())
+            throw retnet::Error("this model is a Transformer: open a RetNet to compare it with its twin");
+        const std::string device = m_backend->name();
+        auto twin = std::make_shared<const retnet::Model>(twinOf(*m_model));
+        auto retnet = retnet::make_backend(device, m_model);
+        auto transformer = retnet::make_backend(device, twin);
+        retnet::CostOptions options;
+        options.lengths = request.lengths;
+        options.batches = request.batches;
+        options.decode_steps = request.decodeSteps;
+        double reported = -1.0;
+        auto progress = [&](double fraction, const std::string& what) {
+            if (fraction - reported >= 0.005 || fraction >= 1.0) {  // a bar of ~200 steps
+                reported = fraction;
+                emit costProgress(id, fraction, QString::fromStdString(what));
+            }
+            return !m_flags->cancelCost.load() && !m_flags->stale(job, id);
+        };
+        const retnet::CostReport report = retnet::measure_cost(*retnet, *transformer, options, progress);
+        emit costReady(id, report);
+    } catch (const std::exception& e) {
+        fail(id, job, e);
     }
 }
 

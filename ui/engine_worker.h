@@ -19,6 +19,7 @@
 #include "retnet/sampler.h"
 #include "retnet/tokenizer.h"
 #include "analysis.h"
+#include "cost_job.h"
 #include "snapshots.h"
 
 namespace retnet::ui {
@@ -27,6 +28,7 @@ namespace retnet::ui {
 struct JobFlags {
     std::atomic<bool> stopGeneration{false};
     std::atomic<bool> cancelLoad{false};
+    std::atomic<bool> cancelCost{false};
     std::atomic<bool> liveStateNorms{true};  // a view shows ‖S‖ while generating: compute them
     std::array<std::atomic<uint64_t>, kFreshnessSlots> latest{};  // by freshnessSlot()
 
@@ -48,6 +50,9 @@ public:
     void setInterventions(uint64_t id, const retnet::Interventions& interventions);
     void generate(uint64_t id, const GenerateRequest& request);
     void analyse(uint64_t id, const AnalysisRequest& request);
+    // RetNet against its Transformer twin (random weights, same size) on the current device, in
+    // backends of their own: the generation's state is left as it is.
+    void measureCost(uint64_t id, const CostRequest& request);
 
 signals:
     void loadProgress(uint64_t id, double fraction);
@@ -56,6 +61,8 @@ signals:
     // Tokens, state norms and timings of a generation (or of a replay after an edit).
     void generationBatch(const retnet::ui::GenerationBatch& batch);
     void analysisReady(uint64_t id, const retnet::ui::JobRef& job, const std::any& result);
+    void costProgress(uint64_t id, double fraction, const QString& what);
+    void costReady(uint64_t id, const retnet::CostReport& report);
     void failed(uint64_t id, const retnet::ui::JobRef& job, const QString& message);
 
 private:

@@ -45,6 +45,7 @@
 #include "retnet/intervention.h"
 #include "retnet/model.h"
 #include "retnet/model_names.h"
+#include "views/cost_view.h"
 #include "views/decay_view.h"
 #include "views/equivalence_view.h"
 #include "views/generate_view.h"
@@ -80,7 +81,7 @@ std::vector<ViewBase*> makeViews() {
     std::vector<ViewBase*> views(size_t(kViewCount), nullptr);
     for (ViewBase* v : std::initializer_list<ViewBase*>{new GenerateView, new EquivalenceView, new DecayView,
                                                         new RetentionView, new StateView, new LensView,
-                                                        new RecurrenceView})
+                                                        new RecurrenceView, new CostView})
         views[size_t(v->id())] = v;
     return views;
 }

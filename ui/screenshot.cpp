@@ -7,6 +7,7 @@
 #include <QPixmap>
 
 #include "main_window.h"
+#include "views/cost_view.h"
 #include "views/equivalence_view.h"
 #include "views/generate_view.h"
 
@@ -65,7 +66,17 @@ void ScreenshotRunner::onGenerationFinished() {
 void ScreenshotRunner::onViewData(ViewId id) {
     if (m_done || !m_waitingForView || m_captureScheduled || id != m_options.view) return;
     m_captureScheduled = true;  // the view may announce its data twice (end of generation, refresh)
+    if (id == ViewId::Cost) return measureCost();
     QTimer::singleShot(300, this, &ScreenshotRunner::capture);
+}
+
+// The Cost view measures only when asked (it may take minutes on a GPU's lists): the picture
+// shows one measurement of its default lengths and batches.
+void ScreenshotRunner::measureCost() {
+    EngineController* c = m_window->controller();
+    connect(c, &EngineController::costMeasured, this, [this] { QTimer::singleShot(300, this, &ScreenshotRunner::capture); });
+    connect(c, &EngineController::costFailed, this, [this](const QString& message) { fail(QStringLiteral("Cost: ") + message); });
+    static_cast<CostView*>(m_window->view(ViewId::Cost))->measure();
 }
 
 void ScreenshotRunner::capture() {

@@ -37,6 +37,7 @@ private:
     void onModelLoaded();
     void onGenerationFinished();
     void onViewData(ViewId id);
+    void measureCost();
     void capture();
     void fail(const QString& message);
 

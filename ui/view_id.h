@@ -11,11 +11,11 @@
 
 namespace retnet::ui {
 
-enum class ViewId { Generate, Equivalence, Decay, Retention, State, Lens, Recurrence, Count };
+enum class ViewId { Generate, Equivalence, Decay, Retention, State, Lens, Recurrence, Cost, Count };
 inline constexpr int kViewCount = int(ViewId::Count);
 
 inline constexpr std::array<const char*, kViewCount> kViewNames = {
-    "generate", "equivalence", "decay", "retention", "state", "lens", "recurrence"};
+    "generate", "equivalence", "decay", "retention", "state", "lens", "recurrence", "cost"};
 
 inline QString viewName(ViewId id) { return QString::fromLatin1(kViewNames[size_t(id)]); }
 
