@@ -2,6 +2,8 @@
 // retnet cost: the paper's inference-cost comparison on this machine — the model against its
 // Transformer twin (retnet/cost.h) at each context length × batch, as a table, JSON or a PNG.
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 
 #include <nlohmann/json.hpp>
@@ -74,64 +76,109 @@ CostProgress stderr_progress(const InterruptGuard& interrupt) {
     };
 }
 
-int run_cost(const std::vector<std::string>& argv) {
-    const auto app = make_app("cost", "Measures the model against a same-size Transformer twin (random weights, or "
-                                      "--transformer DIR): prefill time, decoding latency and throughput, and the "
-                                      "memory of RetNet's state against the twin's KV cache, at each context length "
-                                      "and batch size. Points that do not fit are reported as out of memory.");
-    std::string model_dir, transformer_dir, device = "cpu", lengths_text = "1024,4096,16384,32768",
-                                            batch_text = "1,8,16,64", dtype = "stored", plot_path;
-    int steps = 16;
-    int64_t seed = 1;
-    bool json = false;
-    add_model_option(*app, model_dir);
-    add_device_option(*app, device);
-    add_text(*app, "--transformer", transformer_dir, "a Llama-format directory to use as the Transformer")
-        ->default_str("a random twin of the model");
-    add_text(*app, "--lengths", lengths_text, "context lengths (tokens in each sequence before the timed steps)")
-        ->type_name("T,T,...");
-    add_text(*app, "--batch", batch_text, "batch sizes (sequences decoded together)")->type_name("B,B,...");
-    add_text(*app, "--dtype", dtype, "precision of the projections: stored, fp32 or bf16")->type_name("stored|fp32|bf16");
-    add_int(*app, "--decode-steps", steps, 1, 100000, "decoding steps timed per point");
-    add_int(*app, "--seed", seed, 0, INT64_MAX, "seed of the twin's weights and of the token streams");
-    add_text(*app, "--plot", plot_path, "also draw the paper's panels (memory, throughput, latency) into this PNG")
-        ->type_name("FILE.png");
-    add_json_flag(*app, json);
-    parse(*app, argv);
-    require_one_of("--dtype", dtype, {"stored", "fp32", "bf16"});
-    CostOptions options;
-    options.lengths = parse_positive_list("--lengths", lengths_text);
-    options.batches = parse_positive_list("--batch", batch_text);
-    options.decode_steps = steps;
-    options.seed = static_cast<uint64_t>(seed);
-#ifndef RETNET_HAVE_COST_PLOT
-    if (!plot_path.empty()) throw Error("--plot needs the Qt build of retnet (this one has none); use --json");
-#endif
+// A report written by --json, for --from (measured on a headless GPU machine, drawn elsewhere).
+CostReport read_report(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in || std::filesystem::is_directory(path)) throw Error("--from: cannot read " + shown(path));
+    try {
+        const nlohmann::json j = nlohmann::json::parse(in);
+        CostReport report;
+        report.device = j.at("device").get<std::string>();
+        report.retnet_parameters = j.at("retnet_parameters").get<int64_t>();
+        report.transformer_parameters = j.at("transformer_parameters").get<int64_t>();
+        for (const nlohmann::json& row : j.at("points")) {
+            CostPoint p;
+            p.model = row.at("model").get<std::string>();
+            p.length = row.at("length").get<int>();
+            p.batch = row.at("batch").get<int>();
+            p.out_of_memory = row.at("out_of_memory").get<bool>();
+            if (p.out_of_memory) {
+                p.note = row.value("note", std::string());
+            } else {
+                p.prefill_ms = row.at("prefill_ms").get<double>();
+                p.ms_per_step = row.at("ms_per_step").get<double>();
+                p.tokens_per_s = row.at("tokens_per_s").get<double>();
+                p.state_bytes = row.at("state_bytes").get<int64_t>();
+                p.device_bytes = row.value("device_bytes", int64_t{-1});
+            }
+            if ((p.model != "RetNet" && p.model != "Transformer") || p.length < 1 || p.batch < 1)
+                throw Error("a point of model '" + p.model + "' at " + std::to_string(p.length) + " × " +
+                            std::to_string(p.batch) + " is not one retnet cost writes");
+            report.points.push_back(std::move(p));
+        }
+        if (report.points.empty()) throw Error("it has no points");
+        return report;
+    } catch (const nlohmann::json::exception& e) {
+        throw Error("--from: " + shown(path) + " is not a report of retnet cost --json (" + e.what() + ")");
+    } catch (const Error& e) {
+        throw Error("--from: " + shown(path) + ": " + e.what());
+    }
+}
 
-    std::string model_device = device;
-    auto retnet_model = apply_dtype(dtype, model_device, load_model_edited(model_dir));
+struct CostArgs {
+    std::string model_dir, transformer_dir, device = "cpu", dtype = "stored";
+    CostOptions options;
+};
+
+CostReport measure(const CostArgs& args) {
+    std::string model_device = args.device;
+    auto retnet_model = apply_dtype(args.dtype, model_device, load_model_edited(args.model_dir));
     if (retnet_model->config.is_transformer())
         throw Error("--model must be a RetNet (it is a Transformer); pass a Transformer with --transformer");
     std::shared_ptr<const Model> twin;
-    if (transformer_dir.empty()) {
+    if (args.transformer_dir.empty()) {
         check_memory(estimated_weight_bytes(transformer_twin_config(retnet_model->config)), "the Transformer twin");
-        twin = std::make_shared<const Model>(make_transformer_twin(retnet_model->config, static_cast<uint64_t>(seed)));
+        twin = std::make_shared<const Model>(make_transformer_twin(retnet_model->config, args.options.seed));
     } else {
-        twin = std::make_shared<const Model>(load_model(transformer_dir, {}, WeightStorage::AsStored));
-        if (!twin->config.is_transformer()) throw Error("--transformer " + shown(transformer_dir) + " is not a Llama-format Transformer");
+        twin = std::make_shared<const Model>(load_model(args.transformer_dir, {}, WeightStorage::AsStored));
+        if (!twin->config.is_transformer())
+            throw Error("--transformer " + shown(args.transformer_dir) + " is not a Llama-format Transformer");
     }
-    std::string twin_device = device;
-    twin = apply_dtype(dtype, twin_device, twin);
+    std::string twin_device = args.device;
+    twin = apply_dtype(args.dtype, twin_device, twin);
     auto retnet_backend = make_backend_option(model_device, retnet_model);
     auto twin_backend = make_backend_option(twin_device, twin);
-
     DeviceMemoryProbe device_memory;
 #ifdef RETNET_HAVE_CUDA
     if (retnet_backend->name().rfind("cuda", 0) == 0) device_memory = [] { return cuda_device_memory_in_use(); };
 #endif
     InterruptGuard interrupt;
-    const CostReport report = measure_cost(*retnet_backend, *twin_backend, options, stderr_progress(interrupt),
-                                           device_memory);
+    return measure_cost(*retnet_backend, *twin_backend, args.options, stderr_progress(interrupt), device_memory);
+}
+
+int run_cost(const std::vector<std::string>& argv) {
+    const auto app = make_app("cost", "Measures the model against a same-size Transformer twin (random weights, or "
+                                      "--transformer DIR): prefill time, decoding latency and throughput, and the "
+                                      "memory of RetNet's state against the twin's KV cache, at each context length "
+                                      "and batch size. Points that do not fit are reported as out of memory.");
+    CostArgs args;
+    std::string lengths_text = "1024,4096,16384,32768", batch_text = "1,8,16,64", plot_path, from;
+    int64_t seed = 1;
+    bool json = false;
+    add_model_option(*app, args.model_dir);
+    add_device_option(*app, args.device);
+    add_text(*app, "--transformer", args.transformer_dir, "a Llama-format directory to use as the Transformer")
+        ->default_str("a random twin of the model");
+    add_text(*app, "--lengths", lengths_text, "context lengths (tokens in each sequence before the timed steps)")
+        ->type_name("T,T,...");
+    add_text(*app, "--batch", batch_text, "batch sizes (sequences decoded together)")->type_name("B,B,...");
+    add_text(*app, "--dtype", args.dtype, "precision of the projections: stored, fp32 or bf16")
+        ->type_name("stored|fp32|bf16");
+    add_int(*app, "--decode-steps", args.options.decode_steps, 1, 100000, "decoding steps timed per point");
+    add_int(*app, "--seed", seed, 0, INT64_MAX, "seed of the twin's weights and of the token streams");
+    add_text(*app, "--plot", plot_path, "also draw the paper's panels (memory, throughput, latency) into this PNG")
+        ->type_name("FILE.png");
+    add_text(*app, "--from", from, "measure nothing: print or --plot a report saved with --json")->type_name("FILE.json");
+    add_json_flag(*app, json);
+    parse(*app, argv);
+    require_one_of("--dtype", args.dtype, {"stored", "fp32", "bf16"});
+    args.options.lengths = parse_positive_list("--lengths", lengths_text);
+    args.options.batches = parse_positive_list("--batch", batch_text);
+    args.options.seed = static_cast<uint64_t>(seed);
+#ifndef RETNET_HAVE_COST_PLOT
+    if (!plot_path.empty()) throw Error("--plot needs the Qt build of retnet (this one has none); use --json");
+#endif
+    const CostReport report = from.empty() ? measure(args) : read_report(from);
     if (json) std::printf("%s\n", to_json(report).dump(2).c_str());
     else print_table(report);
 #ifdef RETNET_HAVE_COST_PLOT
