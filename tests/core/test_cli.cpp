@@ -78,6 +78,29 @@ void rewrite_weights(const fs::path& dir, const std::string& drop, const std::st
     write_safetensors((dir / "model.safetensors").string(), named);
 }
 
+// retnet cost measures a RetNet against its twin; --json round-trips through --from.
+TEST(Cli, CostJsonRoundTripsThroughFrom) {
+    const Result r = run_cli("cost --model " + kFixtures + "fla_small --lengths 3,5 --batch 1,2 --decode-steps 1 --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const nlohmann::json report = nlohmann::json::parse(r.out);
+    ASSERT_EQ(report["points"].size(), 8u);
+    EXPECT_EQ(report["points"][0]["model"], "RetNet");
+    EXPECT_EQ(report["points"][7]["model"], "Transformer");
+    EXPECT_EQ(report["points"][7]["length"], 5);
+    EXPECT_EQ(report["points"][7]["batch"], 2);
+    const fs::path saved = fs::temp_directory_path() / ("retnet_cost_" + std::to_string(getpid()) + ".json");
+    std::ofstream(saved) << r.out;
+    const Result again = run_cli("cost --from " + saved.string() + " --json");
+    ASSERT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_EQ(nlohmann::json::parse(again.out), report);
+    const Result table = run_cli("cost --from " + saved.string());
+    EXPECT_NE(table.out.find("Transformer"), std::string::npos) << table.out;
+    std::ofstream(saved) << R"({"device": "cpu", "points": []})";
+    expect_one_line_error(run_cli("cost --from " + saved.string()), "is not a report of retnet cost --json");
+    expect_one_line_error(run_cli("cost --from " + fs::temp_directory_path().string()), "--from: cannot read");
+    fs::remove(saved);
+}
+
 TEST(Cli, LogitsWritesTheNpyOfTheRequestedShape) {
     const std::string out = (fs::temp_directory_path() / "retnet_cli_logits.npy").string();
     const Result r = run_cli("logits --model " + kFixtures + "fla_small --tokens 3,1,4,1,5 --mode chunkwise --chunk-size 2 --out " + out);
