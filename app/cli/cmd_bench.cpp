@@ -13,6 +13,7 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/cost.h"
 #include "retnet/error.h"
 #include "retnet/memory_limit.h"
 #include "retnet/model_stats.h"
@@ -89,7 +90,7 @@ nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, std
     backend.set_slot_count(1);
     const double per_step = median(ms);
     return {{"batch", B}, {"context", context}, {"ms_per_step", per_step}, {"tokens_per_s", B * 1000.0 / per_step},
-            {"state_bytes", static_cast<int64_t>(B) * recurrent_state_bytes(c)}};
+            {"state_bytes", B * sequence_state_bytes(c, context + steps + kWarmup, backend.kv_cache_element_bytes())}};
 }
 
 // Refuses, before anything is allocated, decoding timings that would pass the memory limit: the
@@ -101,7 +102,8 @@ void check_decode_memory(const Backend& backend, const std::vector<int>& batches
     const auto B = static_cast<uint64_t>(*std::max_element(batches.begin(), batches.end()));
     const int C = *std::max_element(contexts.begin(), contexts.end());
     const bool host_states = backend.name().rfind("cuda", 0) != 0;
-    const uint64_t states = host_states ? saturating_product({B, static_cast<uint64_t>(recurrent_state_bytes(c))}) : 0;
+    const auto per_sequence = static_cast<uint64_t>(sequence_state_bytes(c, C, backend.kv_cache_element_bytes()));
+    const uint64_t states = host_states ? saturating_product({B, per_sequence}) : 0;
     check_forward_memory(c, static_cast<int64_t>(B), Form::Recurrent, 0,
                          "decoding --batch " + std::to_string(B) + " (the states of the sequences and one step)", states);
     check_forward_memory(c, C, Form::Chunkwise, chunk, "the prefill of --contexts " + std::to_string(C), states);

@@ -101,6 +101,18 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     fs::remove(saved);
 }
 
+// bench on a Transformer twin reports its KV cache, which grows with the context.
+TEST(Cli, BenchReportsTheTwinsGrowingCache) {
+    const Result r = run_cli("bench --model " + kFixtures + "llama_small --mode decode --batch 2 --contexts 4,20 "
+                             "--decode-steps 1 --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const nlohmann::json report = nlohmann::json::parse(r.out);
+    ASSERT_EQ(report["decode"].size(), 2u);
+    // llama_small: 2 layers, d 32 → 2·2·32·4 = 512 bytes a token, for context + 1 + 4 warm-up tokens
+    EXPECT_EQ(report["decode"][0]["state_bytes"], 2 * 512 * (4 + 1 + 4));
+    EXPECT_EQ(report["decode"][1]["state_bytes"], 2 * 512 * (20 + 1 + 4));
+}
+
 TEST(Cli, LogitsWritesTheNpyOfTheRequestedShape) {
     const std::string out = (fs::temp_directory_path() / "retnet_cli_logits.npy").string();
     const Result r = run_cli("logits --model " + kFixtures + "fla_small --tokens 3,1,4,1,5 --mode chunkwise --chunk-size 2 --out " + out);
