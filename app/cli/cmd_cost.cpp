@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet cost: the paper's inference-cost comparison on this machine — the model against its
 // Transformer twin (retnet/cost.h) at each context length × batch, as a table, JSON or a PNG.
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -63,12 +65,41 @@ void print_table(const CostReport& report) {
     }
 }
 
+namespace fs = std::filesystem;
+
+bool is_image_name(const fs::path& path) {
+    std::string ext = path.extension().string();
+    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+    return ext == ".png" || ext == ".pdf";
+}
+
+// The picture is drawn after the whole measurement: a path that cannot take it is refused before.
+// A symlink is followed (as by every --out), but only to another image: `plot.png -> /etc/passwd`
+// would otherwise replace the file it points to.
+void check_plot_path(const std::string& path) {
+    const fs::path p(path);
+    if (!is_image_name(p)) throw Error("--plot " + path + ": unknown image type (use .png or .pdf)");
+    std::error_code ec;
+    if (fs::is_directory(fs::status(p, ec))) throw Error("--plot " + path + " is a directory");
+    if (fs::is_symlink(fs::symlink_status(p, ec))) {
+        const fs::path target = fs::weakly_canonical(p, ec);
+        if (ec || !is_image_name(target))
+            throw Error("--plot " + path + " is a symlink to " + (ec ? ec.message() : target.string()) +
+                        ", not to a .png or .pdf file; it is not overwritten");
+    }
+    const fs::path parent = p.has_parent_path() ? p.parent_path() : fs::path(".");
+    const fs::file_status folder = fs::status(parent, ec);
+    if (!fs::is_directory(folder))
+        throw Error("--plot " + path + ": " + parent.string() + (fs::exists(folder) ? " is not a directory" : " does not exist"));
+}
+
 // Progress on stderr, one line per point; Ctrl-C cancels between steps.
 CostProgress stderr_progress(const InterruptGuard& interrupt) {
     return [&interrupt, last = std::string()](double fraction, const std::string& what) mutable {
         if (interrupt.raised()) return false;
-        const std::string point = what.substr(what.find(' ') + 1);
-        if (what.rfind("prefill", 0) == 0 && point != last) {
+        const std::string prefix = "prefill of ";
+        const std::string point = what.substr(std::min(what.size(), prefix.size()));
+        if (what.rfind(prefix, 0) == 0 && point != last) {
             std::fprintf(stderr, "[%3.0f%%] %s\n", 100.0 * fraction, point.c_str());
             last = point;
         }
@@ -158,6 +189,7 @@ int run_cost(const std::vector<std::string>& argv) {
     add_model_option(*app, args.model_dir);
     add_device_option(*app, args.device);
     add_text(*app, "--transformer", args.transformer_dir, "a Llama-format directory to use as the Transformer")
+        ->type_name("DIR")
         ->default_str("a random twin of the model");
     add_text(*app, "--lengths", lengths_text, "context lengths (tokens in each sequence before the timed steps)")
         ->type_name("T,T,...");
@@ -178,6 +210,7 @@ int run_cost(const std::vector<std::string>& argv) {
 #ifndef RETNET_HAVE_COST_PLOT
     if (!plot_path.empty()) throw Error("--plot needs the Qt build of retnet (this one has none); use --json");
 #endif
+    if (!plot_path.empty()) check_plot_path(plot_path);
     const CostReport report = from.empty() ? measure(args) : read_report(from);
     if (json) std::printf("%s\n", to_json(report).dump(2).c_str());
     else print_table(report);

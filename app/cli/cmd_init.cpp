@@ -8,9 +8,11 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
+#include "retnet/files.h"
 #include "retnet/memory_limit.h"
 #include "retnet/model_names.h"
 #include "retnet/model_stats.h"
+#include "retnet/tokenizer.h"
 
 namespace retnet::cli {
 namespace {
@@ -31,14 +33,47 @@ ModelConfig config_to_init(const std::string& arch, const std::string& config_pa
     return config.is_transformer() ? config : transformer_twin_config(config);
 }
 
-// The tokenizer of the --like model, so that the twin reads the same text.
-void copy_tokenizer(const std::string& like, const std::string& out) {
-    if (like.empty()) return;
-    const fs::path from = fs::path(resolve_model_path(like)) / "tokenizer.model", to = fs::path(out) / "tokenizer.model";
+// init writes a new model: a directory that already holds something (a trained model, even the
+// --like model itself) is never overwritten with random weights.
+void require_new_directory(const std::string& out) {
     std::error_code ec;
-    if (!fs::is_regular_file(from, ec) || fs::exists(to, ec)) return;  // none to copy (a bare model), or one there
-    fs::copy_file(from, to, ec);
-    if (ec) throw Error("cannot copy " + from.string() + " to " + to.string() + ": " + ec.message());
+    const fs::file_status status = fs::status(out, ec);
+    if (!fs::exists(status)) return;
+    if (!fs::is_directory(status)) throw Error("--out " + out + " exists and is not a directory");
+    const fs::directory_iterator first(out, ec);
+    if (ec) throw Error("--out " + out + ": " + ec.message());
+    if (first != fs::directory_iterator())
+        throw Error("--out " + out + " is not empty (it holds " + first->path().filename().string() +
+                    "); init writes a new model: choose a new or empty directory");
+}
+
+// The bytes of the --like model's tokenizer, read and checked before anything is written (empty: none).
+std::string like_tokenizer(const std::string& like) {
+    if (like.empty()) return {};
+    const fs::path from = fs::path(resolve_model_path(like)) / "tokenizer.model";
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(from, ec))) return {};  // a bare model: token ids only
+    std::string bytes = read_regular_file(from.string());
+    Tokenizer::from_serialized(bytes, from.string());
+    return bytes;
+}
+
+// The tokenizer first and config.json last (save_model commits it after the weights): a run killed
+// midway leaves a directory without config.json, which never loads as a model.
+void write_model(const Model& model, const std::string& tokenizer, const std::string& out) {
+    std::error_code ec;
+    const bool created = !fs::exists(fs::symlink_status(out, ec));
+    try {
+        if (!tokenizer.empty()) {
+            fs::create_directories(out, ec);
+            if (ec) throw Error("cannot save to " + out + ": " + ec.message());
+            write_file_atomically((fs::path(out) / "tokenizer.model").string(), tokenizer);
+        }
+        save_model(model, out);
+    } catch (...) {
+        if (created) fs::remove_all(out, ec);  // nothing half-written stays behind
+        throw;
+    }
 }
 
 int run_init(const std::vector<std::string>& argv) {
@@ -57,11 +92,12 @@ int run_init(const std::vector<std::string>& argv) {
     add_int(*app, "-s,--seed", seed, 0, INT64_MAX, "random seed of the weights");
     parse(*app, argv);
     const ModelConfig config = config_to_init(arch, config_path, like);
+    require_new_directory(out);
+    const std::string tokenizer = like_tokenizer(like);
     // The weights, and their bytes as they are written.
     check_memory(saturating_product({2, estimated_weight_bytes(config)}), "a model of " + (like.empty() ? config_path : like));
     const Model model = make_random_model(config, static_cast<uint64_t>(seed));
-    save_model(model, out);
-    copy_tokenizer(like, out);
+    write_model(model, tokenizer, out);
     std::fprintf(stderr, "wrote %s: %s model, %s parameters\n", shown(out).c_str(), format_name(model.config),
                  format_count(model.parameter_count()).c_str());
     return 0;

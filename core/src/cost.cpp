@@ -129,8 +129,10 @@ void measure_model(Backend& backend, const CostOptions& options, const DeviceMem
                                       std::to_string(larger->second) + " did not fit");
                 const int64_t state = batch * sequence_state_bytes(c, length + options.decode_steps + kUntimedSteps,
                                                                    backend.kv_cache_element_bytes());
-                if (on_host(backend)) check_memory(static_cast<uint64_t>(state), "the states of " +
-                                                   point_name(model, length, batch));
+                if (on_host(backend)) {
+                    check_memory(static_cast<uint64_t>(state), "the states of " + point_name(model, length, batch));
+                    check_memory(prefill_host_bytes(c, length), "the prefill of " + point_name(model, length, batch));
+                }
                 measure_point(backend, point, options, rng, progress);
                 if (device_memory) point.device_bytes = device_memory();
             } catch (const OutOfMemory& e) {
@@ -154,13 +156,23 @@ int64_t sequence_state_bytes(const ModelConfig& config, int64_t tokens, int kv_e
     return config.is_transformer() ? kv_cache_bytes(config, tokens) / 4 * kv_element_bytes : recurrent_state_bytes(config);
 }
 
+uint64_t prefill_host_bytes(const ModelConfig& c, int length) {
+    const auto t = static_cast<uint64_t>(length);
+    const uint64_t span = std::min<uint64_t>(t, static_cast<uint64_t>(std::max(c.chunk_size, 64)));
+    const uint64_t per_token = 16ull * c.d_model + 4ull * c.ffn_dim + 2ull * c.key_dim + 2ull * c.value_dim;
+    return saturating_sum({saturating_product({t, span, static_cast<uint64_t>(c.n_heads), 4}),
+                           saturating_product({t, per_token, 4})});
+}
+
 CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions& options,
                         const CostProgress& progress, const DeviceMemoryProbe& device_memory) {
     validate(options);
     if (retnet.model().config.is_transformer() || !transformer.model().config.is_transformer())
         throw Error("cost: needs a RetNet and a Transformer (in that order)");
     if (retnet.model().config.vocab_size != transformer.model().config.vocab_size)
-        throw Error("cost: the RetNet and the Transformer have different vocabularies");
+        throw Error("cost: the RetNet and the Transformer have different vocabularies (" +
+                    std::to_string(retnet.model().config.vocab_size) + " and " +
+                    std::to_string(transformer.model().config.vocab_size) + " tokens)");
     CostReport report;
     report.device = retnet.name();
     report.retnet_parameters = retnet.model().parameter_count();

@@ -28,6 +28,7 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   grep -E "^\[  FAILED  \]" "$OUT/cuda_tests.log" | head -10 | tee -a "$OUT/summary.txt"
 fi
 RETNET="$BUILD/bin/retnet"
+rm -rf "$MODEL"  # init writes only into a new or empty directory
 timeout 150 "$RETNET" init --config "$ROOT/tools/bench/fla_1.3b.json" --out "$MODEL" >"$OUT/init.log" 2>&1
 log "model: $(tail -1 "$OUT/init.log")"
 

@@ -61,9 +61,12 @@ TEST_F(CostFixture, PointsOverTheMemoryLimitAreReportedNotTried) {
     // A limit between the RetNet's states and the twin's longest caches: the twin's big points
     // are out of memory, the ones at least as long and as wide after the first are not tried.
     const uint64_t saved = memory_limit();
-    const int64_t fits = 3 * kv_cache_bytes(twin->config, 4 + 4);
+    // The prefill's activations count too (prefill_host_bytes): room for the longest one's.
+    const int64_t fits = 64 * kv_cache_bytes(twin->config, 4 + 4) +
+                         static_cast<int64_t>(prefill_host_bytes(twin->config, 20));
     set_memory_limit(static_cast<uint64_t>(fits), "the test");
     options.lengths = {4, 9, 20};
+    options.batches = {1, 64};
     CostReport report;
     try {
         report = measure_cost(*retnet, *transformer, options);
@@ -85,6 +88,29 @@ TEST_F(CostFixture, PointsOverTheMemoryLimitAreReportedNotTried) {
     }
     EXPECT_GT(oom, 0);
     EXPECT_EQ(report.points.back().note.rfind("not tried", 0), 0u) << report.points.back().note;
+}
+
+TEST_F(CostFixture, APrefillOverTheMemoryLimitIsReportedNotRun) {
+    // 10⁵ tokens: RetNet's state is tiny, but the prefill's activations pass a 64 MiB limit. Before,
+    // the point ran (10⁶ tokens of the bundled model held 20 GB for minutes).
+    const uint64_t saved = memory_limit();
+    set_memory_limit(uint64_t(64) << 20, "the test");
+    options.lengths = {4, 100000};
+    options.batches = {1};
+    CostReport report;
+    try {
+        report = measure_cost(*retnet, *transformer, options);
+    } catch (...) {
+        set_memory_limit(saved, "the machine's memory");
+        throw;
+    }
+    set_memory_limit(saved, "the machine's memory");
+    ASSERT_EQ(report.points.size(), 4u);
+    EXPECT_FALSE(report.points[0].out_of_memory) << report.points[0].note;
+    EXPECT_TRUE(report.points[1].out_of_memory);
+    EXPECT_EQ(report.points[1].note.rfind("the prefill of RetNet at 100000 tokens × 1 needs", 0), 0u)
+        << report.points[1].note;
+    EXPECT_TRUE(report.points[3].out_of_memory);
 }
 
 TEST_F(CostFixture, CancelStopsWithCancelledAndLeavesTheBackendsUsable) {
@@ -109,6 +135,18 @@ TEST_F(CostFixture, RefusesBadOptionsAndSwappedModels) {
     bad.batches = {0};
     EXPECT_THROW(measure_cost(*retnet, *transformer, bad), Error);
     EXPECT_THROW(measure_cost(*transformer, *retnet, options), Error);
+    // A Transformer of another vocabulary: both sizes named.
+    ModelConfig other = twin->config;
+    other.vocab_size += 1;
+    const auto other_backend = make_cpu_backend(std::make_shared<const Model>(make_random_model(other, 1)));
+    try {
+        measure_cost(*retnet, *other_backend, options);
+        ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("different vocabularies (" + std::to_string(other.vocab_size - 1) + " and " +
+                                             std::to_string(other.vocab_size) + " tokens)"),
+                  std::string::npos) << e.what();
+    }
 }
 
 }  // namespace

@@ -117,5 +117,38 @@ TEST_F(TwinCli, BadRequestsFailInOneLine) {
              "cannot set a head's decay: the Transformer twin has none");
 }
 
+// init writes a new model: it never replaces what a directory holds (a trained model, the --like
+// model itself), and a failure leaves no directory behind.
+TEST_F(TwinCli, InitNeverOverwritesADirectoryThatHoldsSomething) {
+    fs::copy(kDefaultModel, path("model"), fs::copy_options::recursive);
+    const std::string weights = slurp(path("model") + "/model.safetensors");
+    for (const std::string& like : {kDefaultModel, path("model")}) {
+        const Result r = run("init --arch transformer --like " + like + " --out " + path("model"));
+        EXPECT_EQ(r.exit_code, 1);
+        EXPECT_NE(r.err.find("--out " + path("model") + " is not empty (it holds "), std::string::npos) << r.err;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    }
+    EXPECT_EQ(slurp(path("model") + "/model.safetensors"), weights);
+    EXPECT_EQ(nlohmann::json::parse(slurp(path("model") + "/config.json"))["model_type"], "retnet");
+
+    std::ofstream(path("file")) << "x";
+    const Result file = run("init --arch transformer --like " + kDefaultModel + " --out " + path("file"));
+    EXPECT_EQ(file.exit_code, 1);
+    EXPECT_NE(file.err.find("--out " + path("file") + " exists and is not a directory"), std::string::npos) << file.err;
+
+    // An empty directory is fine; the tokenizer comes first and config.json last.
+    fs::create_directories(path("empty"));
+    ASSERT_EQ(run("init --arch transformer --like " + kDefaultModel + " --out " + path("empty")).exit_code, 0);
+    EXPECT_EQ(slurp(path("empty") + "/tokenizer.model"), slurp(kDefaultModel + "/tokenizer.model"));
+
+    // A --like model whose tokenizer is broken: refused before anything is written.
+    fs::copy(kDefaultModel, path("broken"), fs::copy_options::recursive);
+    std::ofstream(path("broken") + "/tokenizer.model", std::ios::trunc) << "not a tokenizer";
+    const Result broken = run("init --arch transformer --like " + path("broken") + " --out " + path("twin"));
+    EXPECT_EQ(broken.exit_code, 1);
+    EXPECT_NE(broken.err.find("tokenizer.model"), std::string::npos) << broken.err;
+    EXPECT_FALSE(fs::exists(path("twin")));
+}
+
 }  // namespace
 }  // namespace retnet

@@ -6,7 +6,9 @@
 // gauge follows the generation.
 #include <gtest/gtest.h>
 
+#include <QDir>
 #include <QFile>
+#include <QFileInfo>
 #include <QImage>
 #include <QProcess>
 #include <QPushButton>
@@ -306,13 +308,33 @@ TEST(CostPlot, CliPlotWritesThePngOrNamesThePath) {
     EXPECT_GE(image.width(), 1400);
     EXPECT_EQ(image.text(QStringLiteral("device")), QStringLiteral("cpu"));
 
-    cli.start(QStringLiteral(RETNET_CLI_PATH), args + QStringList{QStringLiteral("/nonexistent-directory-of-the-test/c.png")});
-    ASSERT_TRUE(cli.waitForFinished(kWaitMs));
-    EXPECT_EQ(cli.exitCode(), 1);
-    const QStringList lines = QString::fromUtf8(cli.readAllStandardError()).split(QLatin1Char('\n'), Qt::SkipEmptyParts);
-    ASSERT_FALSE(lines.isEmpty());
-    EXPECT_EQ(lines.last(), QStringLiteral("retnet cost: error: --plot: /nonexistent-directory-of-the-test/c.png: "
-                                           "No such file or directory"));
+    // A path that cannot take the picture is refused before anything is measured: one line, no table.
+    const auto refused = [&](const QString& path, const QString& line) {
+        cli.start(QStringLiteral(RETNET_CLI_PATH), args + QStringList{path});
+        ASSERT_TRUE(cli.waitForFinished(kWaitMs));
+        EXPECT_EQ(cli.exitCode(), 1) << path.toStdString();
+        EXPECT_TRUE(cli.readAllStandardOutput().isEmpty()) << path.toStdString();
+        EXPECT_EQ(QString::fromUtf8(cli.readAllStandardError()), line + QLatin1Char('\n'));
+    };
+    refused(QStringLiteral("/nonexistent-directory-of-the-test/c.png"),
+            QStringLiteral("retnet cost: error: --plot /nonexistent-directory-of-the-test/c.png: "
+                           "/nonexistent-directory-of-the-test does not exist"));
+    ASSERT_TRUE(QDir(dir.path()).mkdir(QStringLiteral("folder.png")));
+    refused(dir.filePath(QStringLiteral("folder.png")),
+            QStringLiteral("retnet cost: error: --plot %1 is a directory").arg(dir.filePath(QStringLiteral("folder.png"))));
+    // A symlink named .png that points to another kind of file (say /etc/passwd) leaves that file alone.
+    const QString precious = dir.filePath(QStringLiteral("passwd")), link = dir.filePath(QStringLiteral("link.png"));
+    {
+        QFile f(precious);
+        ASSERT_TRUE(f.open(QIODevice::WriteOnly));
+        f.write("root:x:0:0:root:/root:/bin/bash\n");
+    }
+    ASSERT_TRUE(QFile::link(precious, link));
+    refused(link, QStringLiteral("retnet cost: error: --plot %1 is a symlink to %2, not to a .png or .pdf file; it is "
+                                 "not overwritten").arg(link, QFileInfo(precious).canonicalFilePath()));
+    QFile kept(precious);
+    ASSERT_TRUE(kept.open(QIODevice::ReadOnly));
+    EXPECT_EQ(kept.readAll(), QByteArray("root:x:0:0:root:/root:/bin/bash\n"));
 }
 
 }  // namespace

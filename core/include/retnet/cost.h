@@ -58,4 +58,10 @@ CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions
 // (Backend::kv_cache_element_bytes()).
 int64_t sequence_state_bytes(const ModelConfig& config, int64_t tokens, int kv_element_bytes = 4);
 
+// Host memory of one prefill of `length` tokens in the chunkwise form: the activations of every
+// token (the CLI's check_forward_memory counts the same) and one chunk's (the twin's 64-row query
+// tile's) scores against the whole prompt. measure_cost checks it on the host before the prefill:
+// a length of 10⁶ would otherwise take the machine's memory for minutes before failing.
+uint64_t prefill_host_bytes(const ModelConfig& config, int length);
+
 }  // namespace retnet
