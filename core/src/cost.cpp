@@ -130,7 +130,7 @@ void measure_model(Backend& backend, const CostOptions& options, const DeviceMem
                 const int64_t state = batch * sequence_state_bytes(c, length + options.decode_steps + kUntimedSteps,
                                                                    backend.kv_cache_element_bytes());
                 if (on_host(backend)) {
-                    check_memory(static_cast<uint64_t>(state), "the states of " + point_name(model, length, batch));
+                    check_memory(static_cast<uint64_t>(state), "the state memory of " + point_name(model, length, batch));
                     check_memory(prefill_host_bytes(c, length), "the prefill of " + point_name(model, length, batch));
                 }
                 measure_point(backend, point, options, rng, progress);
