@@ -26,6 +26,21 @@ struct CostFixture : ::testing::Test {
         o.decode_steps = 2;
         return o;
     }();
+
+    // measure_cost(options) under a memory limit of `bytes`; the previous limit comes back after.
+    CostReport measure_under_limit(uint64_t bytes) {
+        const uint64_t saved = memory_limit();
+        const std::string source = memory_limit_source();
+        set_memory_limit(bytes, "the test");
+        try {
+            CostReport report = measure_cost(*retnet, *transformer, options);
+            set_memory_limit(saved, source);
+            return report;
+        } catch (...) {
+            set_memory_limit(saved, source);
+            throw;
+        }
+    }
 };
 
 TEST_F(CostFixture, MeasuresEveryPointOfBothModels) {
@@ -60,21 +75,13 @@ TEST_F(CostFixture, MeasuresEveryPointOfBothModels) {
 TEST_F(CostFixture, PointsOverTheMemoryLimitAreReportedNotTried) {
     // A limit between the RetNet's states and the twin's longest caches: the twin's big points
     // are out of memory, the ones at least as long and as wide after the first are not tried.
-    const uint64_t saved = memory_limit();
     // The prefill's activations count too (prefill_host_bytes): room for the longest one's.
     const int64_t fits = 64 * kv_cache_bytes(twin->config, 4 + 4) +
                          static_cast<int64_t>(prefill_host_bytes(twin->config, 20));
-    set_memory_limit(static_cast<uint64_t>(fits), "the test");
+    const auto limit = static_cast<uint64_t>(fits);
     options.lengths = {4, 9, 20};
     options.batches = {1, 64};
-    CostReport report;
-    try {
-        report = measure_cost(*retnet, *transformer, options);
-    } catch (...) {
-        set_memory_limit(saved, "the machine's memory");
-        throw;
-    }
-    set_memory_limit(saved, "the machine's memory");
+    const CostReport report = measure_under_limit(limit);
     int oom = 0;
     for (const CostPoint& p : report.points) {
         const bool expect_oom = p.model == "Transformer" && p.length > 4 &&
@@ -93,18 +100,10 @@ TEST_F(CostFixture, PointsOverTheMemoryLimitAreReportedNotTried) {
 TEST_F(CostFixture, APrefillOverTheMemoryLimitIsReportedNotRun) {
     // 10⁵ tokens: RetNet's state is tiny, but the prefill's activations pass a 64 MiB limit. Before,
     // the point ran (10⁶ tokens of the bundled model held 20 GB for minutes).
-    const uint64_t saved = memory_limit();
-    set_memory_limit(uint64_t(64) << 20, "the test");
+    const uint64_t limit = uint64_t(64) << 20;
     options.lengths = {4, 100000};
     options.batches = {1};
-    CostReport report;
-    try {
-        report = measure_cost(*retnet, *transformer, options);
-    } catch (...) {
-        set_memory_limit(saved, "the machine's memory");
-        throw;
-    }
-    set_memory_limit(saved, "the machine's memory");
+    const CostReport report = measure_under_limit(limit);
     ASSERT_EQ(report.points.size(), 4u);
     EXPECT_FALSE(report.points[0].out_of_memory) << report.points[0].note;
     EXPECT_TRUE(report.points[1].out_of_memory);
