@@ -215,6 +215,8 @@ private:
     void prepare_retention(Form form, int chunk, size_t t_max, size_t tp_max, size_t n);
     void prepare_attention(const ForwardPlan& plan);
     void attention_prefill(const AttentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v, Rows y);
+    // Query rows per step of a sequence's prefill: what prepare_attention sized the scratch for.
+    int attention_block_rows(const SequenceSlice& s) const;
 
     // ---- batched decoding: one token per sequence, recurrent, no introspection --------------------
     void stage_decode_batch(const ForwardPlan& plan);
@@ -375,9 +377,8 @@ void CudaBackend::prepare_attention(const ForwardPlan& plan) {
         bytes = cuda::attention_decode_workspace_floats(N, H, D, attention_splits_) * sizeof(float);
     } else {
         for (const SequenceSlice& s : plan.sequences) {
-            const int rows = cuda::attention_prefill_block_rows(s.length, H, D, s.position, kv_->dtype(),
-                                                                kAttentionBlockBytes);
-            bytes = std::max(bytes, cuda::attention_prefill_workspace_bytes(s.length, H, D, s.position, rows,
+            bytes = std::max(bytes, cuda::attention_prefill_workspace_bytes(s.length, H, D, s.position,
+                                                                            attention_block_rows(s),
                                                                             kv_->dtype()));
         }
     }
@@ -620,6 +621,12 @@ void CudaBackend::attention(const AttentionCall& call, Rows q, Rows k, Rows v, R
     cuda::launch_attention_decode(args, stream());
 }
 
+int CudaBackend::attention_block_rows(const SequenceSlice& s) const {
+    const ModelConfig& c = model_->config;
+    return cuda::attention_prefill_block_rows(s.length, c.n_heads, c.head_dim_k(), s.position, kv_->dtype(),
+                                              kAttentionBlockBytes);
+}
+
 void CudaBackend::attention_prefill(const AttentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v,
                                     Rows y) {
     const ModelConfig& c = model_->config;
@@ -637,8 +644,7 @@ void CudaBackend::attention_prefill(const AttentionCall& call, const SequenceSli
     args.workspace = attention_ws_.get();
     args.workspace_bytes = attention_ws_.size();
     args.T = slice.length, args.H = c.n_heads, args.D = c.head_dim_k();
-    args.block_rows = cuda::attention_prefill_block_rows(slice.length, c.n_heads, c.head_dim_k(), slice.position,
-                                                         kv_->dtype(), kAttentionBlockBytes);
+    args.block_rows = attention_block_rows(slice);
     cuda::launch_attention_prefill(cublas_->get(), args, stream());
 }
 

@@ -12,6 +12,7 @@
 #include <tuple>
 
 #include "cuda_test_util.h"
+#include "decode_scenario.h"
 #include "decode_retention.h"
 #include "gemv.h"
 #include "naive_ops.h"
@@ -327,28 +328,6 @@ INSTANTIATE_TEST_SUITE_P(Shapes, DecodeRetentionTest,
 
 // ---- whole models: graph replay against launches one by one ----------------------------------------
 
-ModelConfig small_config(Family family) {
-    ModelConfig c;
-    c.family = family;
-    c.vocab_size = 97;
-    c.d_model = 128;
-    c.n_layers = 2;
-    c.n_heads = 2;
-    c.key_dim = 2 * 64;
-    c.value_dim = 2 * 96;
-    c.ffn_dim = 160;
-    c.chunk_size = 16;
-    c.head_norm_affine = family == Family::Fla;
-    return c;
-}
-
-std::vector<int32_t> tokens_of(int T, uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::vector<int32_t> t(static_cast<size_t>(T));
-    for (int32_t& x : t) x = static_cast<int32_t>(rng() % 97);
-    return t;
-}
-
 class GraphDecodeTest : public CudaTest, public ::testing::WithParamInterface<std::tuple<Family, bool>> {};
 
 // Three sequences decode together for eight steps. The logit rows asked for change at step 3 and a
@@ -357,49 +336,12 @@ class GraphDecodeTest : public CudaTest, public ::testing::WithParamInterface<st
 // for bit, and both must match the double reference within the model tolerance.
 TEST_P(GraphDecodeTest, ReplayEqualsEagerBitForBitAndMatchesReference) {
     const auto [family, bf16] = GetParam();
-    auto model = std::make_shared<const Model>(make_random_model(small_config(family), 7));
-    CudaOptions eager_options, graph_options;
-    eager_options.cuda_graphs = false;
-    eager_options.bf16_weights = graph_options.bf16_weights = bf16;
-    std::unique_ptr<Backend> eager = make_cuda_backend(model, eager_options);
-    std::unique_ptr<Backend> graphs = make_cuda_backend(model, graph_options);
-    std::vector<std::unique_ptr<Backend>> refs;  // the reference keeps one state: one per slot
-    for (int s = 0; s < 3; ++s) refs.push_back(make_reference_backend(model));
-    ForwardOptions chunkwise, recurrent;
-    chunkwise.form = Form::Chunkwise;
-    recurrent.form = Form::Recurrent;
-    auto run_all = [&](std::span<const SequenceRequest> batch, const ForwardOptions& o) {
-        const std::vector<Tensor> a = eager->forward_batch(batch, o), b = graphs->forward_batch(batch, o);
-        for (size_t i = 0; i < batch.size(); ++i) {
-            EXPECT_EQ(a[i].data, b[i].data) << "sequence " << i;
-            SequenceRequest alone = batch[i];
-            alone.slot = 0;
-            const Tensor r = refs[static_cast<size_t>(batch[i].slot)]->forward_batch({&alone, 1}, o)[0];
-            if (!bf16) {
-                EXPECT_LT(rel_max_error(b[i].data, r.data), 2e-5) << "sequence " << i;
-            }
-        }
-    };
-    eager->set_slot_count(3);
-    graphs->set_slot_count(3);
-    const std::vector<int32_t> history0 = tokens_of(7, 1), history2 = tokens_of(3, 2);
-    const std::vector<SequenceRequest> prefill = {{history0, 0, LogitRows::None}, {history2, 2, LogitRows::None}};
-    run_all(prefill, chunkwise);
-    for (int step = 0; step < 8; ++step) {
-        if (step == 5) {
-            const std::vector<int32_t> more = tokens_of(40, 3);
-            const SequenceRequest grow{more, 1, LogitRows::Last};
-            run_all({&grow, 1}, chunkwise);
-        }
-        std::vector<std::vector<int32_t>> next;
-        for (int s = 0; s < 3; ++s) next.push_back(tokens_of(1, 100 + 10 * step + s));
-        const LogitRows middle = step == 3 ? LogitRows::None : LogitRows::Last;
-        const std::vector<SequenceRequest> batch = {
-            {next[0], 2, LogitRows::Last}, {next[1], 0, middle}, {next[2], 1, LogitRows::Last}};
-        run_all(batch, recurrent);
-    }
+    auto model = std::make_shared<const Model>(make_random_model(small_decode_config(family), 7));
+    EagerGraphsReference backends(model, bf16);
+    const double worst = backends.run(DecodeScenario{});
+    if (!bf16) EXPECT_LT(worst, 2e-5);
     for (int s = 0; s < 3; ++s) {
-        const RecurrentState a = eager->snapshot(s), b = graphs->snapshot(s);
+        const RecurrentState a = backends.eager().snapshot(s), b = backends.graphs().snapshot(s);
         EXPECT_EQ(a.position, b.position);
         for (size_t l = 0; l < a.layers.size(); ++l) EXPECT_EQ(a.layers[l].S, b.layers[l].S) << "slot " << s;
     }
