@@ -71,8 +71,11 @@ public:
         stream_ = std::make_unique<cuda::CudaStream>();
         cublas_ = std::make_unique<cuda::CublasHandle>();
         RETNET_CUBLAS_CHECK(cublasSetStream(cublas_->get(), stream_->get()));
-        RETNET_CUBLAS_CHECK(cublasSetMathMode(
-            cublas_->get(), options_.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+        // With bf16 weights the projections already round their inputs to bf16 (8-bit mantissa);
+        // the fp32 products left (retention's Q Kᵀ, A V, Kᵀ V, Q S) lose less on TF32's 10-bit
+        // inputs and run on tensor cores instead of FMA units. fp32 weights keep exact fp32.
+        const bool tf32 = options_.allow_tf32 || options_.bf16_weights;
+        RETNET_CUBLAS_CHECK(cublasSetMathMode(cublas_->get(), tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
         // cuBLAS's own workspace, fixed up front: a captured decoding graph keeps its address.
         cublas_workspace_.resize(kCublasWorkspaceBytes);
         RETNET_CUBLAS_CHECK(cublasSetWorkspace(cublas_->get(), cublas_workspace_.get(), kCublasWorkspaceBytes));

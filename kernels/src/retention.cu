@@ -8,6 +8,7 @@
 // Head-major (H, Tp, D) inputs; per-head decay γ_h = exp(log_decay[h]) with log γ in float32 as
 // both reference implementations hold it. Decay powers γ^n are exp(n·log γ) in double.
 #include <cmath>
+#include <cstdint>
 
 #include "common.cuh"
 #include "cuda_check.h"
@@ -87,36 +88,76 @@ __global__ void scale_per_head_kernel(float* S, const float* factor, int64_t n_p
     S[idx] *= factor[idx / n_per_head];
 }
 
-// One thread per (h, state element); walks the chunks in order.
-__global__ void chunk_state_scan_kernel(float* U, float* state, const float* chunk_decay, int H,
-                                        int nC, int64_t DkDv) {
+// The chunk-state scan is memory-bound: per state element one dependent walk over nC chunks.
+// Each thread takes kWidth consecutive elements (float4 loads when the layout allows) and loads a
+// group of kGroup chunks before it stores any of them, so that many loads are in flight at once
+// (a store into U and the next load from U cannot be reordered by the compiler otherwise).
+constexpr int kScanGroup = 8;
+
+__device__ inline float4 decay_add(float d, float4 s, float4 u) {
+    return make_float4(d * s.x + u.x, d * s.y + u.y, d * s.z + u.z, d * s.w + u.w);
+}
+__device__ inline float decay_add(float d, float s, float u) { return d * s + u; }
+
+// U (H, nC, DkDv) holds each chunk's contribution on entry and the state before it on return;
+// state (H, DkDv) goes in as the state before chunk 0 and comes out as the state after the last.
+template <typename Vec>
+__global__ void chunk_state_scan_kernel(float* U, float* state, const float* chunk_decay, int H, int nC,
+                                        int64_t DkDv) {
+    const int64_t per_head = DkDv * sizeof(float) / sizeof(Vec);
     const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (idx >= H * DkDv) return;
-    const int h = static_cast<int>(idx / DkDv);
-    const int64_t e = idx % DkDv;
-    float s = state[idx];
-    for (int c = 0; c < nC; ++c) {
-        float* u = U + (static_cast<int64_t>(h) * nC + c) * DkDv + e;
-        const float contribution = *u;
-        *u = s;
-        s = chunk_decay[static_cast<int64_t>(h) * nC + c] * s + contribution;
+    if (idx >= H * per_head) return;
+    const int h = static_cast<int>(idx / per_head);
+    Vec* u = reinterpret_cast<Vec*>(U) + static_cast<int64_t>(h) * nC * per_head + idx % per_head;
+    const float* decay = chunk_decay + static_cast<int64_t>(h) * nC;
+    Vec s = reinterpret_cast<Vec*>(state)[idx];
+    for (int c0 = 0; c0 < nC; c0 += kScanGroup) {
+        Vec contribution[kScanGroup];
+#pragma unroll
+        for (int i = 0; i < kScanGroup; ++i)
+            if (c0 + i < nC) contribution[i] = u[(c0 + i) * per_head];
+#pragma unroll
+        for (int i = 0; i < kScanGroup; ++i)
+            if (c0 + i < nC) {
+                u[(c0 + i) * per_head] = s;
+                s = decay_add(decay[c0 + i], s, contribution[i]);
+            }
     }
-    state[idx] = s;
+    reinterpret_cast<Vec*>(state)[idx] = s;
 }
 
-// The scan's transpose, one thread per (h, state element), walking the chunks backwards.
-__global__ void chunk_state_scan_backward_kernel(const float* G, float* after, const float* chunk_decay, int H,
-                                                 int nC, int64_t DkDv) {
+// The scan's transpose, walking the chunks backwards: after[c − 1] = G[c] + γ_c · after[c],
+// after[nC − 1] = 0. G and after are distinct buffers.
+template <typename Vec>
+__global__ void chunk_state_scan_backward_kernel(const float* __restrict__ G, float* __restrict__ after,
+                                                 const float* chunk_decay, int H, int nC, int64_t DkDv) {
+    const int64_t per_head = DkDv * sizeof(float) / sizeof(Vec);
     const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (idx >= H * DkDv) return;
-    const int h = static_cast<int>(idx / DkDv);
-    const int64_t e = idx % DkDv, base = static_cast<int64_t>(h) * nC * DkDv + e;
-    float g = 0.0f;
-    after[base + static_cast<int64_t>(nC - 1) * DkDv] = 0.0f;
-    for (int c = nC - 1; c >= 1; --c) {
-        g = G[base + static_cast<int64_t>(c) * DkDv] + chunk_decay[static_cast<int64_t>(h) * nC + c] * g;
-        after[base + static_cast<int64_t>(c - 1) * DkDv] = g;
+    if (idx >= H * per_head) return;
+    const int h = static_cast<int>(idx / per_head);
+    const int64_t base = static_cast<int64_t>(h) * nC * per_head + idx % per_head;
+    const Vec* g_in = reinterpret_cast<const Vec*>(G) + base;
+    Vec* out = reinterpret_cast<Vec*>(after) + base;
+    const float* decay = chunk_decay + static_cast<int64_t>(h) * nC;
+    Vec g{};
+    out[static_cast<int64_t>(nC - 1) * per_head] = g;
+    for (int c1 = nC - 1; c1 >= 1; c1 -= kScanGroup) {  // chunks c1, c1 − 1, … down to 1
+        Vec contribution[kScanGroup];
+#pragma unroll
+        for (int i = 0; i < kScanGroup; ++i)
+            if (c1 - i >= 1) contribution[i] = g_in[(c1 - i) * per_head];
+#pragma unroll
+        for (int i = 0; i < kScanGroup; ++i)
+            if (c1 - i >= 1) {
+                g = decay_add(decay[c1 - i], g, contribution[i]);
+                out[(c1 - i - 1) * per_head] = g;
+            }
     }
+}
+
+// float4 when every head's block of DkDv floats starts 16-byte aligned.
+bool scan_vectorizes(int64_t DkDv, const void* a, const void* b) {
+    return DkDv % 4 == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0 && reinterpret_cast<uintptr_t>(b) % 16 == 0;
 }
 
 // One block per (h, chunk): largest column sum of |state| (torchscale's s_c).
@@ -306,17 +347,25 @@ void launch_scale_per_head(float* d_S, const float* d_factor, int H, int64_t n_p
 
 void launch_chunk_state_scan(float* d_U, float* d_state, const float* d_chunk_decay, int H, int nC,
                              int64_t DkDv, cudaStream_t stream) {
-    chunk_state_scan_kernel<<<ceil_div(H * DkDv, kThreads), kThreads, 0, stream>>>(d_U, d_state,
-                                                                                  d_chunk_decay, H, nC, DkDv);
+    if (H * DkDv == 0) return;
+    if (scan_vectorizes(DkDv, d_U, d_state))
+        chunk_state_scan_kernel<float4><<<ceil_div(H * DkDv / 4, kThreads), kThreads, 0, stream>>>(
+            d_U, d_state, d_chunk_decay, H, nC, DkDv);
+    else
+        chunk_state_scan_kernel<float><<<ceil_div(H * DkDv, kThreads), kThreads, 0, stream>>>(d_U, d_state,
+                                                                                           d_chunk_decay, H, nC, DkDv);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 
 void launch_chunk_state_scan_backward(const float* d_G, float* d_after, const float* d_chunk_decay, int H,
                                       int nC, int64_t DkDv, cudaStream_t stream) {
     if (H * DkDv == 0) return;
-    chunk_state_scan_backward_kernel<<<ceil_div(H * DkDv, kThreads), kThreads, 0, stream>>>(d_G, d_after,
-                                                                                           d_chunk_decay, H, nC,
-                                                                                           DkDv);
+    if (scan_vectorizes(DkDv, d_G, d_after))
+        chunk_state_scan_backward_kernel<float4><<<ceil_div(H * DkDv / 4, kThreads), kThreads, 0, stream>>>(
+            d_G, d_after, d_chunk_decay, H, nC, DkDv);
+    else
+        chunk_state_scan_backward_kernel<float><<<ceil_div(H * DkDv, kThreads), kThreads, 0, stream>>>(
+            d_G, d_after, d_chunk_decay, H, nC, DkDv);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 

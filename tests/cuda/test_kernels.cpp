@@ -302,11 +302,26 @@ TEST_F(KernelTest, ChunkDecayMaskBothFamilies) {
     }
 }
 
-TEST_F(KernelTest, ChunkStateScanKeepsStatesBeforeEachChunk) {
-    const int H = 2, nC = 4;
-    const int64_t DkDv = 100 * 3;
+// The scan's shapes: chunk counts below, at and past its load group of 8 (1, 4, 11, 17) and
+// state sizes that take float4 loads (300) or single floats (7, 301).
+struct ChunkScanCase {
+    int nC;
+    int64_t DkDv;
+};
+
+class ChunkStateScanTest : public KernelTest, public ::testing::WithParamInterface<ChunkScanCase> {};
+
+std::vector<float> scan_decays(int H, int nC) {  // (H, nC) in (0.2, 0.95]
+    std::vector<float> decay(static_cast<size_t>(H) * nC);
+    for (size_t i = 0; i < decay.size(); ++i) decay[i] = 0.95f - 0.75f * static_cast<float>(i % 13) / 13.0f;
+    return decay;
+}
+
+TEST_P(ChunkStateScanTest, KeepsStatesBeforeEachChunk) {
+    const int H = 2, nC = GetParam().nC;
+    const int64_t DkDv = GetParam().DkDv;
     const auto U0 = random_vector(static_cast<size_t>(H) * nC * DkDv, 50), S0 = random_vector(static_cast<size_t>(H) * DkDv, 51);
-    const std::vector<float> decay = {0.9f, 0.8f, 0.7f, 0.6f, 0.5f, 0.4f, 0.3f, 0.2f};  // (H, nC)
+    const std::vector<float> decay = scan_decays(H, nC);
     auto dU = to_device(U0, stream()), dS = to_device(S0, stream()), dd = to_device(decay, stream());
     launch_chunk_state_scan(dU.get(), dS.get(), dd.get(), H, nC, DkDv, stream());
     std::vector<double> refU(U0.size()), refS(S0.begin(), S0.end());
@@ -322,11 +337,11 @@ TEST_F(KernelTest, ChunkStateScanKeepsStatesBeforeEachChunk) {
 }
 
 // The CUDA trainer's backward through the scan: the transpose of the recurrence above.
-TEST_F(KernelTest, ChunkStateScanBackwardCarriesGradientsToEarlierChunks) {
-    const int H = 2, nC = 4;
-    const int64_t DkDv = 100 * 3;
+TEST_P(ChunkStateScanTest, BackwardCarriesGradientsToEarlierChunks) {
+    const int H = 2, nC = GetParam().nC;
+    const int64_t DkDv = GetParam().DkDv;
     const auto G = random_vector(static_cast<size_t>(H) * nC * DkDv, 52);
-    const std::vector<float> decay = {0.9f, 0.8f, 0.7f, 0.6f, 0.5f, 0.4f, 0.3f, 0.2f};  // (H, nC)
+    const std::vector<float> decay = scan_decays(H, nC);
     auto dG = to_device(G, stream()), dd = to_device(decay, stream());
     DeviceBuffer<float> dafter(G.size());
     launch_chunk_state_scan_backward(dG.get(), dafter.get(), dd.get(), H, nC, DkDv, stream());
@@ -338,6 +353,10 @@ TEST_F(KernelTest, ChunkStateScanBackwardCarriesGradientsToEarlierChunks) {
                     G[(h * nC + c) * DkDv + e] + decay[h * nC + c] * ref[(h * nC + c) * DkDv + e];
     EXPECT_LT(rel_max_error(to_host(dafter, stream()), ref), kF32Tol);
 }
+
+INSTANTIATE_TEST_SUITE_P(Shapes, ChunkStateScanTest,
+                         ::testing::Values(ChunkScanCase{4, 300}, ChunkScanCase{1, 7}, ChunkScanCase{11, 300}, ChunkScanCase{17, 301},
+                                           ChunkScanCase{8, 4}));
 
 // The trainer's batch of sequences: every sequence's heads take the decays of the head index.
 TEST_F(KernelTest, ChunkDecayMaskOfSeveralSequencesSharesTheHeadDecays) {

@@ -15,7 +15,7 @@ namespace retnet {
 struct CudaOptions {
     int device = 0;             // CUDA device ordinal
     bool bf16_weights = false;  // projections in bf16 (fp32 accumulation); fp32 otherwise
-    bool allow_tf32 = false;    // fp32 GEMMs may use TF32 tensor cores (off for parity runs)
+    bool allow_tf32 = false;    // fp32 GEMMs may use TF32 tensor cores; always on with bf16_weights
     bool cuda_graphs = true;    // decoding steps replay a captured CUDA graph (same results)
 };
 
