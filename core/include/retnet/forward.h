@@ -30,6 +30,10 @@ struct ForwardOptions {
     int chunk_size = 0;  // chunkwise only; 0 = the config's chunk_size
     // Replaces config.norm_eps in the per-head norm only (the equivalence view's "eps = 0" switch).
     std::optional<double> head_norm_eps;
+    // Polled on the calling thread before each layer: true ends the call with retnet::Cancelled
+    // within one layer's time (a long prefill need not run to its end after Ctrl-C). The slots the
+    // call ran are then left empty, since their states had been advanced in some layers only.
+    std::function<bool()> cancelled;
 };
 
 // The recurrent state of all layers, K-first for both families:

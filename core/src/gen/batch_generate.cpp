@@ -77,6 +77,8 @@ void BatchGenerator::add(BatchRequest request) {
         } else {
             prefill(s);
         }
+    } catch (const Cancelled&) {  // the stop flag, seen between two layers of the prefill
+        finish(s, StopReason::Cancelled);
     } catch (const std::exception& e) {
         finish(s, StopReason::None, e.what());
     }
@@ -89,6 +91,7 @@ void BatchGenerator::prefill(Sequence& s) {
     ForwardOptions options;
     options.form = s.tokens.size() == 1 ? Form::Recurrent : s.request.params.prefill_form;
     options.chunk_size = s.request.params.chunk_size;
+    if (const std::atomic<bool>* stop = s.request.stop) options.cancelled = [stop] { return stop->load(); };
     const SequenceRequest request{s.tokens, s.slot, LogitRows::Last};
     const Tensor logits = std::move(backend_->forward_batch({&request, 1}, options).front());  // (1, V)
     s.result.stats.prefill_tokens = static_cast<int64_t>(s.tokens.size());
