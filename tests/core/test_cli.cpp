@@ -76,6 +76,21 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     EXPECT_EQ(nlohmann::json::parse(again.out), report);
     const CliRun table = run_cli("cost --from " + saved.string());
     EXPECT_NE(table.out.find("Transformer"), std::string::npos) << table.out;
+    // Each memory column says what it is; the CPU measured no GPU memory, so that column is absent.
+    EXPECT_NE(table.out.find("state / cache: the batch's RetNet states or KV caches, computed from the tokens they "
+                             "hold\n"),
+              std::string::npos)
+        << table.out;
+    EXPECT_EQ(table.out.find("GPU in use"), std::string::npos) << table.out;
+    nlohmann::json on_gpu = report;
+    for (nlohmann::json& point : on_gpu["points"]) point["device_bytes"] = int64_t(3) << 30;
+    std::ofstream(saved) << on_gpu.dump();
+    const CliRun gpu_table = run_cli("cost --from " + saved.string());
+    EXPECT_NE(gpu_table.out.find("GPU in use\n"), std::string::npos) << gpu_table.out;
+    EXPECT_NE(gpu_table.out.find("        3.0 GiB\n"), std::string::npos) << gpu_table.out;
+    EXPECT_NE(gpu_table.out.find("; GPU in use: measured after the steps, the whole device's (other processes' too)\n"),
+              std::string::npos)
+        << gpu_table.out;
     std::ofstream(saved) << R"({"device": "cpu", "points": []})";
     expect_one_line_error(run_cli("cost --from " + saved.string()), "is not a report of retnet cost --json");
     expect_one_line_error(run_cli("cost --from " + fs::temp_directory_path().string()), "--from: cannot read");

@@ -124,6 +124,9 @@ public:
     // Bytes of one element of a Transformer twin's KV cache as this backend holds it (CUDA with
     // bf16 weights keeps a bf16 cache; every other backend float32).
     virtual int kv_cache_element_bytes() const { return 4; }
+    // Bytes of device memory in use now as the device reports it (CUDA: the whole GPU's, every
+    // process's, from cudaMemGetInfo), or −1 for a backend that runs in host memory.
+    virtual int64_t device_memory_in_use() const { return -1; }
 };
 
 // Backends share the model read-only; each owns its own state.
