@@ -172,6 +172,15 @@ void BatchGenerator::finish(Sequence& s, StopReason reason, const std::string& e
     s.finished = true;
     s.result.stats.stop_reason = reason;
     slot_used_[static_cast<size_t>(s.slot)] = false;
+    // A twin's KV cache is freed now, not when the slot is next used: the server counts the caches
+    // of the running requests only. (A RetNet state keeps its size; the next prefill resets it.)
+    if (backend_->model().config.is_transformer()) {
+        try {
+            backend_->reset(s.slot);
+        } catch (const std::exception&) {
+            // A backend that cannot reset now (a failed device) says so at the slot's next prefill.
+        }
+    }
     if (s.request.on_done) s.request.on_done(s.result, error);
 }
 
