@@ -61,7 +61,7 @@ std::vector<Panel> panels(int batch, int length) {
     const QString atT = length > 0 ? QStringLiteral(" (%1 tokens)").arg(length) : QString();
     return {
         {QStringLiteral("Memory: state vs KV cache") + atB, lengthLabel,
-         QStringLiteral("held by the batch"), true, atBatch, byLength,
+         QStringLiteral("held by the batch (computed)"), true, atBatch, byLength,
          [](const CostPoint& p) { return double(p.state_bytes); }},
         {QStringLiteral("Throughput") + atB, lengthLabel, QStringLiteral("tokens / s"), false, atBatch,
          byLength, [](const CostPoint& p) { return p.tokens_per_s; }},

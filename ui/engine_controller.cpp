@@ -75,6 +75,9 @@ void EngineController::connectWorker() {
     connect(w, &EngineWorker::costProgress, this, [=, this](uint64_t id, double f, const QString& what) {
         if (fresh(cost, id)) emit costProgress(f, what);
     });
+    connect(w, &EngineWorker::costPointReady, this, [=, this](uint64_t id, const retnet::CostReport& soFar) {
+        if (fresh(cost, id)) emit costPointMeasured(soFar);
+    });
     connect(w, &EngineWorker::costReady, this, [=, this](uint64_t id, const retnet::CostReport& report) {
         if (!fresh(cost, id)) return;
         m_measuringCost = false;

@@ -45,8 +45,8 @@ public:
     uint64_t analyse(AnalysisRequest request, QObject* receiver, ResultHandler onResult,
                      ErrorHandler onError = {});
     // Measures the model against its Transformer twin on the current device (retnet/cost.h):
-    // costProgress while it runs, then costMeasured or costFailed ("cancelled" after
-    // cancelCost(), a new model or a newer measurement).
+    // costProgress and costPointMeasured (after each point) while it runs, then costMeasured or
+    // costFailed ("cancelled" after cancelCost(), a new model or a newer measurement).
     uint64_t measureCost(const CostRequest& request);
     void cancelCost() { m_flags->cancelCost = true; }
     bool isMeasuringCost() const { return m_measuringCost; }
@@ -73,6 +73,7 @@ signals:
     // Every failure, named by its job (the load's also come as loadFailed).
     void errorOccurred(const retnet::ui::JobRef& job, const QString& message);
     void costProgress(double fraction, const QString& what);
+    void costPointMeasured(const retnet::CostReport& soFar);  // the points so far, the newest last
     void costMeasured(const retnet::CostReport& report);
     void costFailed(const QString& message);  // one line; not an errorOccurred (the view shows it)
 

@@ -546,7 +546,8 @@ void EngineWorker::measureCost(uint64_t id, const CostRequest& request) {
             }
             return !m_flags->cancelCost.load() && !m_flags->stale(job, id);
         };
-        const retnet::CostReport report = retnet::measure_cost(*retnet, *transformer, options, progress);
+        auto pointDone = [&](const retnet::CostReport& soFar) { emit costPointReady(id, soFar); };
+        const retnet::CostReport report = retnet::measure_cost(*retnet, *transformer, options, progress, pointDone);
         emit costReady(id, report);
     } catch (const std::exception& e) {
         fail(id, job, e);

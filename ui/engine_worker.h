@@ -62,6 +62,8 @@ signals:
     void generationBatch(const retnet::ui::GenerationBatch& batch);
     void analysisReady(uint64_t id, const retnet::ui::JobRef& job, const std::any& result);
     void costProgress(uint64_t id, double fraction, const QString& what);
+    // After each point: the report so far (a copy), its newest point last.
+    void costPointReady(uint64_t id, const retnet::CostReport& soFar);
     void costReady(uint64_t id, const retnet::CostReport& report);
     void failed(uint64_t id, const retnet::ui::JobRef& job, const QString& message);
 

@@ -78,15 +78,18 @@ InterruptGuard::~InterruptGuard() { std::signal(SIGINT, previous_); }
 const std::atomic<bool>& InterruptGuard::flag() const { return g_interrupted; }
 std::atomic<bool>& InterruptGuard::flag() { return g_interrupted; }
 
-void check_forward_memory(const ModelConfig& c, int64_t T, Form form, int chunk, const std::string& what,
-                          uint64_t extra_bytes) {
+uint64_t forward_memory_bytes(const ModelConfig& c, int64_t T, Form form, int chunk) {
     const auto t = static_cast<uint64_t>(std::max<int64_t>(T, 0));
     const uint64_t span = form == Form::Parallel ? t : form == Form::Chunkwise ? std::min<uint64_t>(t, chunk > 0 ? chunk : c.chunk_size) : 1;
     const uint64_t per_token = static_cast<uint64_t>(c.vocab_size) + 16ull * c.d_model + 4ull * c.ffn_dim +
                                2ull * c.key_dim + 2ull * c.value_dim;
-    check_memory(saturating_sum({saturating_product({t, span, static_cast<uint64_t>(c.n_heads), 4}),
-                                 saturating_product({t, per_token, 4}), extra_bytes}),
-                 what);
+    return saturating_sum({saturating_product({t, span, static_cast<uint64_t>(c.n_heads), 4}),
+                           saturating_product({t, per_token, 4})});
+}
+
+void check_forward_memory(const ModelConfig& c, int64_t T, Form form, int chunk, const std::string& what,
+                          uint64_t extra_bytes) {
+    check_memory(saturating_sum({forward_memory_bytes(c, T, form, chunk), extra_bytes}), what);
 }
 
 void check_prompt_memory(const ModelConfig& config, int64_t T, Form form, int chunk) {

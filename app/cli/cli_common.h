@@ -64,6 +64,8 @@ private:
 // (chunkwise: (T, chunk)), plus `extra_bytes` the caller keeps besides (inspect's JSON).
 void check_forward_memory(const ModelConfig& config, int64_t T, Form form, int chunk, const std::string& what,
                           uint64_t extra_bytes = 0);
+// The bytes check_forward_memory counts for those T tokens, `extra_bytes` aside.
+uint64_t forward_memory_bytes(const ModelConfig& config, int64_t T, Form form, int chunk);
 
 // check_forward_memory for a prompt of T tokens prefilled in `form` (generate, a chat turn), naming
 // the prompt; the parallel form's refusal points to the forms that need less.

@@ -17,9 +17,6 @@
 #include "retnet/memory_limit.h"
 #include "retnet/model.h"
 #include "retnet/model_stats.h"
-#ifdef RETNET_HAVE_CUDA
-#include "retnet/cuda/backend_cuda.h"
-#endif
 #ifdef RETNET_HAVE_COST_PLOT
 #include "cost_plot_png.h"
 #endif
@@ -49,20 +46,27 @@ nlohmann::json to_json(const CostReport& report) {
     return j;
 }
 
+// The GPU column only where a backend measured it (CUDA); its note says what each memory column is.
 void print_table(const CostReport& report) {
+    const bool gpu = std::any_of(report.points.begin(), report.points.end(),
+                                 [](const CostPoint& p) { return p.device_bytes >= 0; });
     std::printf("%s backend; RetNet %s parameters, Transformer twin %s; medians of the timed steps\n",
                 report.device.c_str(), format_count(report.retnet_parameters).c_str(),
                 format_count(report.transformer_parameters).c_str());
-    std::printf("%-12s %8s %6s %12s %11s %13s %14s\n", "model", "length", "batch", "prefill ms", "ms / step",
-                "tokens / s", "state / cache");
+    std::printf("%-12s %8s %6s %12s %11s %13s %14s%s\n", "model", "length", "batch", "prefill ms", "ms / step",
+                "tokens / s", "state / cache", gpu ? "     GPU in use" : "");
     for (const CostPoint& p : report.points) {
         if (p.out_of_memory) {
             std::printf("%-12s %8d %6d   out of memory: %s\n", p.model.c_str(), p.length, p.batch, shown(p.note).c_str());
             continue;
         }
-        std::printf("%-12s %8d %6d %12.2f %11.3f %13.1f %14s\n", p.model.c_str(), p.length, p.batch, p.prefill_ms,
+        std::printf("%-12s %8d %6d %12.2f %11.3f %13.1f %14s", p.model.c_str(), p.length, p.batch, p.prefill_ms,
                     p.ms_per_step, p.tokens_per_s, format_bytes(static_cast<uint64_t>(p.state_bytes)).c_str());
+        if (gpu) std::printf(" %14s", p.device_bytes >= 0 ? format_bytes(static_cast<uint64_t>(p.device_bytes)).c_str() : "");
+        std::printf("\n");
     }
+    std::printf("state / cache: the batch's RetNet states or KV caches, computed from the tokens they hold%s\n",
+                gpu ? "; GPU in use: measured after the steps, the whole device's (other processes' too)" : "");
 }
 
 namespace fs = std::filesystem;
@@ -151,7 +155,13 @@ struct CostArgs {
     CostOptions options;
 };
 
-CostReport measure(const CostArgs& args) {
+// A measurement, or what it had measured when Ctrl-C stopped it.
+struct Measured {
+    CostReport report;
+    bool cancelled = false;
+};
+
+Measured measure(const CostArgs& args) {
     std::string model_device = args.device;
     auto retnet_model = apply_dtype(args.dtype, model_device, load_model_edited(args.model_dir));
     if (retnet_model->config.is_transformer())
@@ -169,12 +179,15 @@ CostReport measure(const CostArgs& args) {
     twin = apply_dtype(args.dtype, twin_device, twin);
     auto retnet_backend = make_backend_option(model_device, retnet_model);
     auto twin_backend = make_backend_option(twin_device, twin);
-    DeviceMemoryProbe device_memory;
-#ifdef RETNET_HAVE_CUDA
-    if (retnet_backend->name().rfind("cuda", 0) == 0) device_memory = [] { return cuda_device_memory_in_use(); };
-#endif
     InterruptGuard interrupt;
-    return measure_cost(*retnet_backend, *twin_backend, args.options, stderr_progress(interrupt), device_memory);
+    Measured out;
+    try {
+        out.report = measure_cost(*retnet_backend, *twin_backend, args.options, stderr_progress(interrupt),
+                                  [&out](const CostReport& so_far) { out.report = so_far; });
+    } catch (const Cancelled&) {
+        out.cancelled = true;
+    }
+    return out;
 }
 
 int run_cost(const std::vector<std::string>& argv) {
@@ -211,14 +224,20 @@ int run_cost(const std::vector<std::string>& argv) {
     if (!plot_path.empty()) throw Error("--plot needs the Qt build of retnet (this one has none); use --json");
 #endif
     if (!plot_path.empty()) check_plot_path(plot_path);
-    const CostReport report = from.empty() ? measure(args) : read_report(from);
+    const Measured measured = from.empty() ? measure(args) : Measured{read_report(from)};
+    const CostReport& report = measured.report;
+    if (measured.cancelled && report.points.empty()) throw Cancelled();
     if (json) std::printf("%s\n", to_json(report).dump(2).c_str());
     else print_table(report);
 #ifdef RETNET_HAVE_COST_PLOT
     std::string error;
     if (!plot_path.empty() && !write_cost_plot_png(report, plot_path, &error)) throw Error("--plot: " + error);
 #endif
-    return 0;
+    if (!measured.cancelled) return 0;
+    const size_t planned = 2 * args.options.lengths.size() * args.options.batches.size();
+    std::fprintf(stderr, "retnet cost: cancelled after %zu of %zu points; the %s holds those measured\n",
+                 report.points.size(), planned, json ? "report" : "table");
+    return 130;
 }
 
 const Command reg("cost", "RetNet against a same-size Transformer: latency, throughput and memory vs length and batch",

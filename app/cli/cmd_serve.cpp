@@ -3,7 +3,9 @@
 // events, GET /v1/models, GET /health) on loopback, built on cpp-httplib. One decode thread runs
 // up to --parallel requests together (retnet/batch_generate.h: one slot each, one batched forward
 // call per token); more wait in a bounded queue, a full queue answers 503, a client that leaves
-// cancels its request. Its options are parsed here. See docs/serve.md.
+// cancels its request. A Transformer twin's request reserves its KV cache at prompt + max_tokens
+// when it is admitted (507 when it can never fit, 503 while others hold the room). Its options
+// are parsed here. See docs/serve.md.
 #include <httplib.h>
 #include <sys/socket.h>
 
@@ -25,6 +27,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/batch_generate.h"
+#include "retnet/cost.h"
 #include "retnet/error.h"
 #include "retnet/generate.h"
 #include "retnet/memory_limit.h"
@@ -81,6 +84,7 @@ std::string model_id(const std::string& dir) {
 struct Job {
     std::vector<int32_t> prompt;
     GenerationParams params;
+    uint64_t kv_bytes = 0;  // a twin's KV cache at prompt + max_tokens, reserved while it runs or waits
     std::atomic<bool> cancel{false};
 
     std::mutex mutex;
@@ -124,12 +128,15 @@ const char* finish_reason(StopReason r) {
 }
 
 // The model, one decode thread decoding up to `parallel` requests together, and the bounded
-// queue in front of it.
+// queue in front of it. A Transformer twin's requests reserve their KV caches (Job::kv_bytes)
+// within `kv_budget` bytes while they run or wait; a RetNet's states were counted at start.
 class Engine {
 public:
-    Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Tokenizer> tokenizer, int parallel, int queue)
+    Engine(std::unique_ptr<Backend> backend, std::unique_ptr<Tokenizer> tokenizer, int parallel, int queue,
+           uint64_t kv_budget)
         : backend_(std::move(backend)), tokenizer_(std::move(tokenizer)), capacity_(parallel + queue),
-          vocab_size_(backend_->model().config.vocab_size), encoder_(*backend_, tokenizer_.get()),
+          kv_budget_(kv_budget), vocab_size_(backend_->model().config.vocab_size),
+          kv_element_bytes_(backend_->kv_cache_element_bytes()), encoder_(*backend_, tokenizer_.get()),
           batch_(*backend_, tokenizer_.get(), parallel), thread_([this] { loop(); }) {}
     ~Engine() {
         {
@@ -142,15 +149,24 @@ public:
     // Only reads the tokenizer and the BOS id, so handler threads may call it at any time.
     const Generator& encoder() const { return encoder_; }
     int vocab_size() const { return vocab_size_; }
+    // The model is read-only once served: any thread may read it.
+    const ModelConfig& config() const { return backend_->model().config; }
+    int kv_element_bytes() const { return kv_element_bytes_; }
+    uint64_t kv_budget() const { return kv_budget_; }
 
-    // False when `parallel + queue` requests are already decoding or waiting.
-    bool submit(const std::shared_ptr<Job>& job) {
+    enum class Refusal { None, Full, Memory };
+    // Full when `parallel + queue` requests are already decoding or waiting; Memory when the job's
+    // KV cache does not fit in the budget beside those they reserve (`*reserved` says how much).
+    Refusal submit(const std::shared_ptr<Job>& job, uint64_t* reserved) {
         std::lock_guard lock(mutex_);
-        if (in_flight_ >= capacity_) return false;
+        *reserved = kv_reserved_;
+        if (in_flight_ >= capacity_) return Refusal::Full;
+        if (job->kv_bytes > kv_budget_ - kv_reserved_) return Refusal::Memory;
+        kv_reserved_ += job->kv_bytes;
         ++in_flight_;
         queue_.push_back(job);
         wake_.notify_one();
-        return true;
+        return Refusal::None;
     }
     // Shutdown: the running requests and every waiting one end now (their clients get what was made).
     void cancel_all() {
@@ -162,7 +178,7 @@ public:
         std::lock_guard lock(mutex_);
         return {{"status", "ok"}, {"in_flight", in_flight_}, {"active", running_.size()}, {"peak_active", peak_active_},
                 {"parallel", batch_.slots()}, {"capacity", capacity_}, {"served", served_},
-                {"cancelled", cancelled_}};
+                {"cancelled", cancelled_}, {"kv_reserved", kv_reserved_}};
     }
 
 private:
@@ -173,7 +189,9 @@ private:
     std::unique_ptr<Backend> backend_;
     std::unique_ptr<Tokenizer> tokenizer_;
     const int capacity_;
+    const uint64_t kv_budget_;
     const int vocab_size_;
+    const int kv_element_bytes_;
     const Generator encoder_;
     BatchGenerator batch_;  // the decode thread's only (slots() is constant)
     mutable std::mutex mutex_;
@@ -181,6 +199,7 @@ private:
     std::deque<std::shared_ptr<Job>> queue_;
     std::vector<std::shared_ptr<Job>> running_;  // in batch_
     int in_flight_ = 0;
+    uint64_t kv_reserved_ = 0;  // Σ kv_bytes of the jobs in flight
     size_t peak_active_ = 0;  // most requests decoded together so far
     int64_t served_ = 0, cancelled_ = 0;
     bool stopping_ = false;
@@ -232,6 +251,7 @@ void Engine::finished(const std::shared_ptr<Job>& job) {
     std::lock_guard lock(mutex_);
     std::erase(running_, job);
     --in_flight_;
+    kv_reserved_ -= job->kv_bytes;  // BatchGenerator has freed the cache
     ++(job->finish_reason == "cancelled" ? cancelled_ : served_);
 }
 
@@ -242,7 +262,7 @@ struct BadRequest {
 };
 
 void send_error(httplib::Response& res, int status, const std::string& message, const std::string& param = {}) {
-    const char* type = status == 503 ? "server_error" : "invalid_request_error";
+    const char* type = status >= 500 ? "server_error" : "invalid_request_error";
     json e = {{"message", message}, {"type", type}, {"param", param.empty() ? json(nullptr) : json(param)},
               {"code", nullptr}};
     res.status = status;
@@ -419,6 +439,23 @@ void answer_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
         [job](bool success) { release_response(*job, success); });
 }
 
+// A twin's KV cache at the request's prompt + max_tokens, at the backend's element size (0 for
+// a RetNet: its state does not grow). One that cannot fit even alone is refused with 507.
+uint64_t kv_reservation(const Engine& engine, size_t prompt_tokens, int max_tokens) {
+    const ModelConfig& c = engine.config();
+    if (!c.is_transformer()) return 0;
+    const int64_t tokens = static_cast<int64_t>(prompt_tokens) + max_tokens;
+    const auto bytes = static_cast<uint64_t>(sequence_state_bytes(c, tokens, engine.kv_element_bytes()));
+    if (bytes > engine.kv_budget())
+        throw BadRequest{507, "the KV cache of this request at " + std::to_string(prompt_tokens) + " prompt + " +
+                                  std::to_string(max_tokens) + " max_tokens tokens needs " + format_bytes(bytes) +
+                                  ", more than the " + format_bytes(engine.kv_budget()) + " that the memory limit of " +
+                                  format_bytes(memory_limit()) + " (" + memory_limit_source() +
+                                  ") leaves beside a prompt's working memory; ask for fewer max_tokens",
+                         "max_tokens"};
+    return bytes;
+}
+
 void handle_completion(Engine& engine, const ServeOptions& o, const std::string& model, const httplib::Request& req,
                        httplib::Response& res) {
     static std::atomic<int64_t> counter{0};
@@ -437,13 +474,24 @@ void handle_completion(Engine& engine, const ServeOptions& o, const std::string&
         const json s = body.value("stream", json(false));
         if (!s.is_boolean()) throw BadRequest{400, "stream must be true or false", "stream"};
         stream = s.get<bool>();
+        job->kv_bytes = kv_reservation(engine, job->prompt.size(), job->params.max_new_tokens);
     } catch (const BadRequest& e) {
         return send_error(res, e.status, e.message, e.param);
     }
-    if (!engine.submit(job)) {
-        res.set_header("Retry-After", "1");
-        return send_error(res, 503, "the server is busy: " + std::to_string(o.parallel + o.queue) +
-                                        " requests are already running or waiting; retry later");
+    uint64_t reserved = 0;
+    switch (engine.submit(job, &reserved)) {
+        case Engine::Refusal::None: break;
+        case Engine::Refusal::Full:
+            res.set_header("Retry-After", "1");
+            return send_error(res, 503, "the server is busy: " + std::to_string(o.parallel + o.queue) +
+                                            " requests are already running or waiting; retry later");
+        case Engine::Refusal::Memory:
+            res.set_header("Retry-After", "1");
+            return send_error(res, 503, "the server is busy: the KV caches of the requests running or waiting hold " +
+                                            format_bytes(reserved) + " of the " + format_bytes(engine.kv_budget()) +
+                                            " the memory limit leaves them, and this one's " +
+                                            format_bytes(job->kv_bytes) + " does not fit beside them; retry later",
+                              "max_tokens");
     }
     const std::string id = "cmpl-" + std::to_string(++counter);
     const auto created = static_cast<int64_t>(std::time(nullptr));
@@ -490,12 +538,15 @@ void add_routes(httplib::Server& server, Engine& engine, const ServeOptions& o, 
 
 // Refused at the start rather than by the OOM killer at the first long request: a prompt of
 // --max-prompt-tokens in the chunkwise form, with the states of --parallel requests beside it.
-void check_serving_memory(const ModelConfig& c, const ServeOptions& o) {
+// A twin's KV caches grow with each request: what the limit leaves beside the prompt is returned,
+// and each request reserves its cache from it when admitted.
+uint64_t check_serving_memory(const ModelConfig& c, const ServeOptions& o) {
     const uint64_t states = saturating_product({static_cast<uint64_t>(o.parallel), static_cast<uint64_t>(recurrent_state_bytes(c))});
     check_forward_memory(c, o.max_prompt_tokens, Form::Chunkwise, 0,
                          "a prompt of --max-prompt-tokens " + std::to_string(o.max_prompt_tokens) + " beside --parallel " +
                              std::to_string(o.parallel) + " requests' states",
                          states);
+    return memory_limit() - forward_memory_bytes(c, o.max_prompt_tokens, Form::Chunkwise, 0);
 }
 
 int run_serve(const std::vector<std::string>& argv) {
@@ -510,14 +561,14 @@ int run_serve(const std::vector<std::string>& argv) {
     o.model = model_dir_or_default(o.model);
     check_model_memory(o.model);
     auto model = std::make_shared<const Model>(load_model(o.model, {}, WeightStorage::AsStored));
-    check_serving_memory(model->config, o);
+    const uint64_t kv_budget = check_serving_memory(model->config, o);
     std::string notice;
     auto backend = make_backend_or_cpu(o.device, model, &notice);
     if (!notice.empty()) std::fprintf(stderr, "retnet serve: %s\n", notice.c_str());
     const std::string name = o.name.empty() ? model_id(o.model) : o.name;
 
     httplib::Server server;
-    Engine engine(std::move(backend), Tokenizer::load_from_model_dir(o.model), o.parallel, o.queue);
+    Engine engine(std::move(backend), Tokenizer::load_from_model_dir(o.model), o.parallel, o.queue, kv_budget);
     // Enough handler threads that a request beyond the queue is answered 503 at once.
     server.new_task_queue = [n = o.parallel + o.queue + 4] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     server.set_payload_max_length(static_cast<size_t>(o.max_body));

@@ -151,6 +151,10 @@ std::vector<Tensor> BlockBackend::forward_batch(std::span<const SequenceRequest>
         if (c.layernorm_embedding) o.rms_norm(x, -1, Weight::EmbedNorm, c.norm_eps, x);
         run_layers(options, slices, x, intro);
         logits = project_logits(batch, slices, rows, x);
+    } catch (const Cancelled&) {
+        o.finish(false);
+        for (const SequenceSlice& slice : slices) reset(slice.slot);  // advanced in some layers only
+        throw;
     } catch (...) {
         o.finish(false);
         throw;
@@ -192,6 +196,7 @@ void BlockBackend::run_layers(const ForwardOptions& options, std::span<const Seq
         }
     }
     for (int l = 0; l < c.n_layers; ++l) {
+        if (options.cancelled && options.cancelled()) throw Cancelled();
         call.layer = attention_call.layer = l;
         if (c.is_transformer())
             attention_block(attention_call, r, x, intro);

@@ -43,9 +43,13 @@ public:
     Progress(const CostProgress& callback, int64_t total) : callback_(callback), total_(std::max<int64_t>(total, 1)) {}
     void step(const std::string& what) {
         ++done_;
-        if (callback_ && !callback_(static_cast<double>(done_) / static_cast<double>(total_), what)) throw Cancelled();
+        if (cancelled(what)) throw Cancelled();
     }
     void skip(int64_t units) { done_ += units; }
+    // Asks the callback with the fraction done so far (between the layers of a prefill).
+    bool cancelled(const std::string& what) const {
+        return callback_ && !callback_(static_cast<double>(done_) / static_cast<double>(total_), what);
+    }
 
 private:
     const CostProgress& callback_;
@@ -58,9 +62,11 @@ std::string point_name(const std::string& model, int length, int batch) {
 
 // Sequence 0 prefilled with `length` tokens (timed); the others start as copies of its state (a
 // fork costs a state copy, not another prefill: the Transformer's at 32k tokens would dominate).
-void prefill_and_fork(Backend& backend, CostPoint& point, std::mt19937_64& rng) {
+// `cancelled` is polled between the prefill's layers.
+void prefill_and_fork(Backend& backend, CostPoint& point, std::mt19937_64& rng, std::function<bool()> cancelled) {
     ForwardOptions prefill;
     prefill.form = Form::Chunkwise;  // the twin attends to the whole prompt at once in every form but recurrent
+    prefill.cancelled = std::move(cancelled);
     const std::vector<int32_t> prompt = random_tokens(point.length, backend.model().config.vocab_size, rng);
     backend.set_slot_count(point.batch);
     backend.reset(0);
@@ -76,8 +82,9 @@ void measure_point(Backend& backend, CostPoint& point, const CostOptions& option
                    Progress& progress) {
     const ModelConfig& c = backend.model().config;
     const std::string name = point_name(point.model, point.length, point.batch);
-    prefill_and_fork(backend, point, rng);
-    progress.step("prefill of " + name);
+    const std::string prefill = "prefill of " + name;
+    prefill_and_fork(backend, point, rng, [&] { return progress.cancelled(prefill); });
+    progress.step(prefill);
     ForwardOptions step;
     step.form = Form::Recurrent;
     std::vector<int32_t> next(static_cast<size_t>(point.batch));
@@ -96,6 +103,7 @@ void measure_point(Backend& backend, CostPoint& point, const CostOptions& option
     point.tokens_per_s = point.ms_per_step > 0 ? point.batch * 1000.0 / point.ms_per_step : 0.0;
     point.state_bytes = point.batch * sequence_state_bytes(c, point.length + options.decode_steps + kUntimedSteps,
                                                            backend.kv_cache_element_bytes());
+    point.device_bytes = backend.device_memory_in_use();  // while the batch's states are still held
 }
 
 void validate(const CostOptions& options) {
@@ -109,8 +117,8 @@ void validate(const CostOptions& options) {
 
 // One model at every (length, batch). A point that does not fit is reported, and every point at
 // least as long and as wide after it is reported as not fitting without being tried.
-void measure_model(Backend& backend, const CostOptions& options, const DeviceMemoryProbe& device_memory,
-                   Progress& progress, std::vector<CostPoint>& out) {
+void measure_model(Backend& backend, const CostOptions& options, Progress& progress, CostReport& report,
+                   const CostPointDone& point_done) {
     const ModelConfig& c = backend.model().config;
     const std::string model = c.is_transformer() ? "Transformer" : "RetNet";
     std::mt19937_64 rng(options.seed);
@@ -134,7 +142,6 @@ void measure_model(Backend& backend, const CostOptions& options, const DeviceMem
                     check_memory(prefill_host_bytes(c, length), "the prefill of " + point_name(model, length, batch));
                 }
                 measure_point(backend, point, options, rng, progress);
-                if (device_memory) point.device_bytes = device_memory();
             } catch (const OutOfMemory& e) {
                 point.out_of_memory = true, point.note = e.what();
             } catch (const std::bad_alloc&) {
@@ -146,7 +153,8 @@ void measure_model(Backend& backend, const CostOptions& options, const DeviceMem
             }
             backend.set_slot_count(1);  // frees the batch's states before the next point
             backend.reset(0);
-            out.push_back(std::move(point));
+            report.points.push_back(std::move(point));
+            if (point_done) point_done(report);
         }
 }
 
@@ -165,7 +173,7 @@ uint64_t prefill_host_bytes(const ModelConfig& c, int length) {
 }
 
 CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions& options,
-                        const CostProgress& progress, const DeviceMemoryProbe& device_memory) {
+                        const CostProgress& progress, const CostPointDone& point_done) {
     validate(options);
     if (retnet.model().config.is_transformer() || !transformer.model().config.is_transformer())
         throw Error("cost: needs a RetNet and a Transformer (in that order)");
@@ -180,8 +188,8 @@ CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions
     const auto points = static_cast<int64_t>(options.lengths.size() * options.batches.size());
     Progress counter(progress, 2 * points * (1 + options.decode_steps + kUntimedSteps));
     try {
-        measure_model(retnet, options, device_memory, counter, report.points);
-        measure_model(transformer, options, device_memory, counter, report.points);
+        measure_model(retnet, options, counter, report, point_done);
+        measure_model(transformer, options, counter, report, point_done);
     } catch (...) {
         for (Backend* b : {&retnet, &transformer}) {
             b->set_slot_count(1);

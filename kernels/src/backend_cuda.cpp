@@ -94,6 +94,10 @@ public:
     int kv_cache_element_bytes() const override {
         return static_cast<int>(cuda::kv_dtype_bytes(options_.bf16_weights ? cuda::KvDtype::BF16 : cuda::KvDtype::F32));
     }
+    int64_t device_memory_in_use() const override {
+        RETNET_CUDA_CHECK(cudaSetDevice(options_.device));
+        return cuda_device_memory_in_use();
+    }
 
     double last_device_ms_ = 0.0;  // device time of the last forward, logits copy excluded
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // Batched decoding: sequences decoded together (one forward_batch per step, each in its own slot,
 // joining and leaving at different steps) give exactly what each gives alone through the
-// Generator, greedy and seeded; finished and cancelled sequences free their slots.
+// Generator, greedy and seeded; finished and cancelled sequences free their slots (a twin's its
+// KV cache too).
 #include <gtest/gtest.h>
 
 #include <map>
@@ -167,6 +168,28 @@ TEST(BatchGenerate, CancelledAndFailedSequencesFreeTheirSlots) {
     EXPECT_NE(out["bad"].error.find("outside the vocabulary"), std::string::npos) << out["bad"].error;
     EXPECT_EQ(batch.active(), 1);
     EXPECT_TRUE(batch.has_free_slot());
+}
+
+// The server counts the KV caches of running requests only: a twin's finished sequence frees its
+// cache at once, not when its slot is next used; the sequence beside it keeps its own.
+TEST(BatchGenerate, ATwinsFinishedSequenceFreesItsKvCacheAtOnce) {
+    const auto twin = std::make_shared<const Model>(make_transformer_twin(test::small_config(Family::Fla), 3));
+    const auto backend = make_cpu_backend(twin);
+    BatchGenerator batch(*backend, nullptr, 2);
+    GenerationParams params;
+    params.max_new_tokens = 2;
+    params.n_top = 0;
+    params.sampler.temperature = 0.0;
+    bool short_done = false;
+    batch.add({test::random_tokens(5, twin->config.vocab_size, 1), params, {},
+               [&](const GenerationResult&, const std::string&) { short_done = true; }});
+    params.max_new_tokens = 8;
+    batch.add({test::random_tokens(7, twin->config.vocab_size, 2), params, {}, {}});
+    while (!short_done) batch.step();
+    EXPECT_EQ(backend->snapshot(0).position, 0);
+    EXPECT_TRUE(backend->snapshot(0).layers[0].K.empty());
+    EXPECT_EQ(backend->snapshot(1).position, 7 + 1);  // its prompt and the token the step fed
+    EXPECT_EQ(batch.active(), 1);
 }
 
 }  // namespace

@@ -5,13 +5,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
+#include "cli_test_util.h"
 #include "retnet/npy.h"
 #include "retnet/retention_reach.h"
 #include "retnet/safetensors.h"
@@ -22,31 +23,11 @@ namespace fs = std::filesystem;
 
 const std::string kFixtures = std::string(RETNET_TEST_DATA_DIR) + "/reference/";
 
-struct Result {
-    int exit_code = -1;
-    std::string out, err;
-};
+using test::CliRun;
+using test::run_cli;
+using test::slurp;
 
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-Result run_cli(const std::string& arguments) {
-    static int counter = 0;
-    const fs::path dir = fs::temp_directory_path() / ("retnet_cli_test_" + std::to_string(getpid()));
-    fs::create_directories(dir);
-    const fs::path out = dir / ("out" + std::to_string(counter)), err = dir / ("err" + std::to_string(counter++));
-    const std::string cmd = std::string(RETNET_CLI_PATH) + " " + arguments + " >" + out.string() + " 2>" + err.string();
-    const int status = std::system(cmd.c_str());
-    Result r;
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
-}
-
-void expect_one_line_error(const Result& r, const std::string& needle) {
+void expect_one_line_error(const CliRun& r, const std::string& needle) {
     EXPECT_NE(r.exit_code, 0);
     ASSERT_FALSE(r.err.empty());
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
@@ -80,7 +61,7 @@ void rewrite_weights(const fs::path& dir, const std::string& drop, const std::st
 
 // retnet cost measures a RetNet against its twin; --json round-trips through --from.
 TEST(Cli, CostJsonRoundTripsThroughFrom) {
-    const Result r = run_cli("cost --model " + kFixtures + "fla_small --lengths 3,5 --batch 1,2 --decode-steps 1 --json");
+    const CliRun r = run_cli("cost --model " + kFixtures + "fla_small --lengths 3,5 --batch 1,2 --decode-steps 1 --json");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const nlohmann::json report = nlohmann::json::parse(r.out);
     ASSERT_EQ(report["points"].size(), 8u);
@@ -90,11 +71,26 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     EXPECT_EQ(report["points"][7]["batch"], 2);
     const fs::path saved = fs::temp_directory_path() / ("retnet_cost_" + std::to_string(getpid()) + ".json");
     std::ofstream(saved) << r.out;
-    const Result again = run_cli("cost --from " + saved.string() + " --json");
+    const CliRun again = run_cli("cost --from " + saved.string() + " --json");
     ASSERT_EQ(again.exit_code, 0) << again.err;
     EXPECT_EQ(nlohmann::json::parse(again.out), report);
-    const Result table = run_cli("cost --from " + saved.string());
+    const CliRun table = run_cli("cost --from " + saved.string());
     EXPECT_NE(table.out.find("Transformer"), std::string::npos) << table.out;
+    // Each memory column says what it is; the CPU measured no GPU memory, so that column is absent.
+    EXPECT_NE(table.out.find("state / cache: the batch's RetNet states or KV caches, computed from the tokens they "
+                             "hold\n"),
+              std::string::npos)
+        << table.out;
+    EXPECT_EQ(table.out.find("GPU in use"), std::string::npos) << table.out;
+    nlohmann::json on_gpu = report;
+    for (nlohmann::json& point : on_gpu["points"]) point["device_bytes"] = int64_t(3) << 30;
+    std::ofstream(saved) << on_gpu.dump();
+    const CliRun gpu_table = run_cli("cost --from " + saved.string());
+    EXPECT_NE(gpu_table.out.find("GPU in use\n"), std::string::npos) << gpu_table.out;
+    EXPECT_NE(gpu_table.out.find("        3.0 GiB\n"), std::string::npos) << gpu_table.out;
+    EXPECT_NE(gpu_table.out.find("; GPU in use: measured after the steps, the whole device's (other processes' too)\n"),
+              std::string::npos)
+        << gpu_table.out;
     std::ofstream(saved) << R"({"device": "cpu", "points": []})";
     expect_one_line_error(run_cli("cost --from " + saved.string()), "is not a report of retnet cost --json");
     expect_one_line_error(run_cli("cost --from " + fs::temp_directory_path().string()), "--from: cannot read");
@@ -103,7 +99,7 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
 
 // bench on a Transformer twin reports its KV cache, which grows with the context.
 TEST(Cli, BenchReportsTheTwinsGrowingCache) {
-    const Result r = run_cli("bench --model " + kFixtures + "llama_small --mode decode --batch 2 --contexts 4,20 "
+    const CliRun r = run_cli("bench --model " + kFixtures + "llama_small --mode decode --batch 2 --contexts 4,20 "
                              "--decode-steps 1 --json");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const nlohmann::json report = nlohmann::json::parse(r.out);
@@ -115,31 +111,31 @@ TEST(Cli, BenchReportsTheTwinsGrowingCache) {
 
 TEST(Cli, LogitsWritesTheNpyOfTheRequestedShape) {
     const std::string out = (fs::temp_directory_path() / "retnet_cli_logits.npy").string();
-    const Result r = run_cli("logits --model " + kFixtures + "fla_small --tokens 3,1,4,1,5 --mode chunkwise --chunk-size 2 --out " + out);
+    const CliRun r = run_cli("logits --model " + kFixtures + "fla_small --tokens 3,1,4,1,5 --mode chunkwise --chunk-size 2 --out " + out);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const Tensor t = read_npy(out);
     EXPECT_EQ(t.shape, (std::vector<int64_t>{5, 97}));
 }
 
 TEST(Cli, CompareJsonReportsThePairsAndTheirVerdicts) {
-    const Result r = run_cli("compare --model " + kFixtures + "ts_eps_sensitive --tokens 1,2,3,4,5,6,7,8,9,10,11 --chunk-size 4 --head-norm-eps 0 --json");
+    const CliRun r = run_cli("compare --model " + kFixtures + "ts_eps_sensitive --tokens 1,2,3,4,5,6,7,8,9,10,11 --chunk-size 4 --head-norm-eps 0 --json");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("\"passed\": true"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("\"per_layer_max_abs\""), std::string::npos);
-    const Result with_eps = run_cli("compare --model " + kFixtures + "ts_eps_sensitive --tokens 1,2,3,4,5,6,7,8,9,10,11 --chunk-size 4");
+    const CliRun with_eps = run_cli("compare --model " + kFixtures + "ts_eps_sensitive --tokens 1,2,3,4,5,6,7,8,9,10,11 --chunk-size 4");
     ASSERT_EQ(with_eps.exit_code, 0);
     EXPECT_NE(with_eps.out.find("FAIL"), std::string::npos) << with_eps.out;
 }
 
 TEST(Cli, InfoPrintsFamilyAndStateSize) {
-    const Result r = run_cli("info --model " + kFixtures + "ts_small");
+    const CliRun r = run_cli("info --model " + kFixtures + "ts_small");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("torchscale"), std::string::npos);
     EXPECT_NE(r.out.find("6.0 KiB"), std::string::npos) << r.out;  // 2 layers × 2 heads × 16 × 24 × 4 B
 }
 
 TEST(Cli, InspectJsonHasTheScoresOfTheChosenHead) {
-    const Result r = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3 --layer 1 --head 1 --json");
+    const CliRun r = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3 --layer 1 --head 1 --json");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("\"scores\":[["), std::string::npos);
     EXPECT_NE(r.out.find("\"state_norms\""), std::string::npos);
@@ -157,20 +153,20 @@ TEST(Cli, InspectJsonHasTheScoresOfTheChosenHead) {
 
 TEST(Cli, InterventionsChangeTheModelTheCommandsRun) {
     const std::string base = "inspect --model " + kFixtures + "fla_small --tokens 1,2,3 --json";
-    const Result plain = run_cli(base);
-    const Result edited = run_cli(base + " --gamma 0=0.5 --mute 1.1");
+    const CliRun plain = run_cli(base);
+    const CliRun edited = run_cli(base + " --gamma 0=0.5 --mute 1.1");
     ASSERT_EQ(edited.exit_code, 0) << edited.err;
     EXPECT_NE(edited.err.find("retnet: interventions: mute 1.1; gamma 0=0.5"), std::string::npos) << edited.err;
     const auto j = nlohmann::json::parse(edited.out), p = nlohmann::json::parse(plain.out);
     EXPECT_NEAR(j.at("decay")[0].at("gamma").get<double>(), 0.5, 1e-7);  // stored as float log γ
     EXPECT_EQ(j["decay"][1], p.at("decay")[1]);
     // Layer 1, head 1 is muted, not silenced: its scores are still computed and unchanged.
-    const Result head = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3 --layer 1 --head 1 --json --mute 1.1");
-    const Result head_plain = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3 --layer 1 --head 1 --json");
+    const CliRun head = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3 --layer 1 --head 1 --json --mute 1.1");
+    const CliRun head_plain = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3 --layer 1 --head 1 --json");
     EXPECT_EQ(nlohmann::json::parse(head.out).at("scores"), nlohmann::json::parse(head_plain.out).at("scores"));
     // generate reads the same options: a muted layer changes the greedy continuation's logits.
-    const Result g0 = run_cli("generate --model " + kFixtures + "fla_small --tokens 1,2,3 --greedy --max-new-tokens 4 --json");
-    const Result g1 = run_cli("generate --model " + kFixtures + "fla_small --tokens 1,2,3 --greedy --max-new-tokens 4 --json --mute 0.0,0.1,1.0,1.1");
+    const CliRun g0 = run_cli("generate --model " + kFixtures + "fla_small --tokens 1,2,3 --greedy --max-new-tokens 4 --json");
+    const CliRun g1 = run_cli("generate --model " + kFixtures + "fla_small --tokens 1,2,3 --greedy --max-new-tokens 4 --json --mute 0.0,0.1,1.0,1.1");
     ASSERT_EQ(g1.exit_code, 0) << g1.err;
     EXPECT_NE(g0.out, g1.out);
 
@@ -180,7 +176,7 @@ TEST(Cli, InterventionsChangeTheModelTheCommandsRun) {
 }
 
 TEST(Cli, InspectLensReadsEveryLayerAtEveryPosition) {
-    const Result r = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3,4 --lens --lens-top 3 --json");
+    const CliRun r = run_cli("inspect --model " + kFixtures + "fla_small --tokens 1,2,3,4 --lens --lens-top 3 --json");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const auto j = nlohmann::json::parse(r.out);
     const auto& lens = j.at("lens");

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // measure_cost: RetNet against its Transformer twin on the CPU, every point measured or reported as
-// not fitting, the memory columns exactly the state / KV-cache sizes, cancel and bad options.
+// not fitting, the memory columns exactly the state / KV-cache sizes, each point reported as it
+// is measured, cancel (between a prefill's layers too) and bad options.
 #include <gtest/gtest.h>
 
 #include "retnet/cost.h"
@@ -28,12 +29,12 @@ struct CostFixture : ::testing::Test {
     }();
 
     // measure_cost(options) under a memory limit of `bytes`; the previous limit comes back after.
-    CostReport measure_under_limit(uint64_t bytes) {
+    CostReport measure_under_limit(uint64_t bytes, const CostPointDone& point_done = {}) {
         const uint64_t saved = memory_limit();
         const std::string source = memory_limit_source();
         set_memory_limit(bytes, "the test");
         try {
-            CostReport report = measure_cost(*retnet, *transformer, options);
+            CostReport report = measure_cost(*retnet, *transformer, options, {}, point_done);
             set_memory_limit(saved, source);
             return report;
         } catch (...) {
@@ -61,6 +62,7 @@ TEST_F(CostFixture, MeasuresEveryPointOfBothModels) {
         const int64_t expected = i < 4 ? p.batch * recurrent_state_bytes(retnet_model->config)
                                        : p.batch * kv_cache_bytes(twin->config, p.length + steps);
         EXPECT_EQ(p.state_bytes, expected) << p.model << " " << p.length << "×" << p.batch;
+        EXPECT_EQ(p.device_bytes, -1);  // the CPU backend measures no device memory
     }
     // RetNet's state does not grow with the length; the twin's cache grows linearly with it.
     EXPECT_EQ(report.points[0].state_bytes, report.points[2].state_bytes);
@@ -115,7 +117,7 @@ TEST_F(CostFixture, APrefillOverTheMemoryLimitIsReportedNotRun) {
 TEST_F(CostFixture, CancelStopsWithCancelledAndLeavesTheBackendsUsable) {
     int calls = 0;
     const CostProgress cancel_third = [&](double fraction, const std::string& what) {
-        EXPECT_GT(fraction, 0.0);
+        EXPECT_GE(fraction, 0.0);
         EXPECT_LE(fraction, 1.0);
         EXPECT_FALSE(what.empty());
         return ++calls < 3;
@@ -124,6 +126,65 @@ TEST_F(CostFixture, CancelStopsWithCancelledAndLeavesTheBackendsUsable) {
     EXPECT_EQ(retnet->slot_count(), 1);
     EXPECT_TRUE(retnet->snapshot(0).empty());
     EXPECT_NO_THROW(measure_cost(*retnet, *transformer, options));
+}
+
+void expect_same_point(const CostPoint& a, const CostPoint& b) {
+    EXPECT_EQ(a.model, b.model);
+    EXPECT_EQ(a.length, b.length);
+    EXPECT_EQ(a.batch, b.batch);
+    EXPECT_EQ(a.prefill_ms, b.prefill_ms);
+    EXPECT_EQ(a.ms_per_step, b.ms_per_step);
+    EXPECT_EQ(a.tokens_per_s, b.tokens_per_s);
+    EXPECT_EQ(a.state_bytes, b.state_bytes);
+    EXPECT_EQ(a.device_bytes, b.device_bytes);
+    EXPECT_EQ(a.out_of_memory, b.out_of_memory);
+    EXPECT_EQ(a.note, b.note);
+}
+
+TEST_F(CostFixture, EachPointReachesTheCallbackInOrderWithTheReportsValues) {
+    options.lengths = {4, 9, 100000};  // the last is out of memory under 64 MiB: reported as well
+    std::vector<CostReport> seen;
+    const CostReport report =
+        measure_under_limit(uint64_t(64) << 20, [&](const CostReport& so_far) { seen.push_back(so_far); });
+    ASSERT_EQ(report.points.size(), 12u);
+    EXPECT_TRUE(report.points[5].out_of_memory);
+    ASSERT_EQ(seen.size(), report.points.size());
+    for (size_t k = 0; k < seen.size(); ++k) {
+        SCOPED_TRACE(k);
+        EXPECT_EQ(seen[k].device, report.device);
+        EXPECT_EQ(seen[k].retnet_parameters, report.retnet_parameters);
+        EXPECT_EQ(seen[k].transformer_parameters, report.transformer_parameters);
+        ASSERT_EQ(seen[k].points.size(), k + 1);
+        for (size_t j = 0; j <= k; ++j) expect_same_point(seen[k].points[j], report.points[j]);
+    }
+}
+
+TEST_F(CostFixture, ACancelKeepsThePointsTheCallbackHasGiven) {
+    CostReport kept;
+    const CostProgress cancel_after_three = [&](double, const std::string&) { return kept.points.size() < 3; };
+    EXPECT_THROW(measure_cost(*retnet, *transformer, options, cancel_after_three,
+                              [&](const CostReport& so_far) { kept = so_far; }),
+                 Cancelled);
+    ASSERT_EQ(kept.points.size(), 3u);  // the fourth was cancelled in its prefill
+    EXPECT_EQ(kept.points[2].model, "RetNet");
+    EXPECT_EQ(kept.points[2].length, 9);
+    EXPECT_EQ(kept.points[2].batch, 1);
+    EXPECT_GT(kept.points[2].ms_per_step, 0.0);
+}
+
+TEST_F(CostFixture, TheProgressIsAskedBetweenThePrefillsLayers) {
+    // The RetNet's two layers: asked before each, with the prefill's point. Cancelled at the
+    // second, the prefill ends before its last layer: the step after it is never reported.
+    std::vector<std::string> asked;
+    const CostProgress cancel_second = [&](double fraction, const std::string& what) {
+        EXPECT_EQ(fraction, 0.0);
+        asked.push_back(what);
+        return asked.size() < 2;
+    };
+    ASSERT_EQ(retnet_model->config.n_layers, 2);
+    EXPECT_THROW(measure_cost(*retnet, *transformer, options, cancel_second), Cancelled);
+    EXPECT_EQ(asked, std::vector<std::string>(2, "prefill of RetNet at 4 tokens × 1"));
+    EXPECT_TRUE(retnet->snapshot(0).empty());
 }
 
 TEST_F(CostFixture, RefusesBadOptionsAndSwappedModels) {

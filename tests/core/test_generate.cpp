@@ -4,16 +4,16 @@
 // (so states compare exactly); the real CPU and reference backends check the form handoff.
 #include <gtest/gtest.h>
 
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cstdlib>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "cli_test_util.h"
 #include "retnet/error.h"
 #include "retnet/generate.h"
 #include "test_models.h"
@@ -566,23 +566,9 @@ INSTANTIATE_TEST_SUITE_P(Backends, GenerateOnRealBackend,
 
 // ---- the CLI ------------------------------------------------------------------------------
 
-struct CliRun {
-    int exit_code = -1;
-    std::string out, err;
-};
-
-std::string read_all(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream buffer;
-    buffer << in.rdbuf();
-    return buffer.str();
-}
-
-std::string shell_quote(const std::string& s) {
-    std::string out = "'";
-    for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-    return out + "'";
-}
+using test::CliRun;
+using test::run_cli;
+using test::shell_quote;
 
 class GenerateCli : public ::testing::Test {
 protected:
@@ -600,18 +586,6 @@ protected:
     }
     static void TearDownTestSuite() { std::filesystem::remove_all(dir_); }
 
-    // `arguments` are already shell-quoted where needed.
-    static CliRun run(const std::string& arguments, const std::string& environment = "") {
-        const auto out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-        const std::string command = environment + " " + shell_quote(RETNET_CLI_PATH) + " " + arguments + " >" +
-                                    shell_quote(out.string()) + " 2>" + shell_quote(err.string());
-        const int status = std::system(command.c_str());
-        CliRun result;
-        result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        result.out = read_all(out);
-        result.err = read_all(err);
-        return result;
-    }
     static std::string model_arg() { return "generate --model " + shell_quote((dir_ / "model").string()); }
 
     static inline std::filesystem::path dir_;
@@ -619,7 +593,7 @@ protected:
 };
 
 TEST_F(GenerateCli, StreamsTheSameTextAsTheLibraryAndSummarizesOnStderr) {
-    const CliRun r = run(model_arg() + " --prompt 'the robot' --max-new-tokens 20 --greedy --ignore-eos");
+    const CliRun r = run_cli(model_arg() + " --prompt 'the robot' --max-new-tokens 20 --greedy --ignore-eos");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     auto backend = make_backend("cpu", model_);
     Generator generator(*backend, &test_tokenizer());
@@ -633,7 +607,7 @@ TEST_F(GenerateCli, StreamsTheSameTextAsTheLibraryAndSummarizesOnStderr) {
 }
 
 TEST_F(GenerateCli, JsonEmitsOneObjectPerTokenThenASummary) {
-    const CliRun r = run(model_arg() + " --prompt 'Once upon a time' --max-new-tokens 12 --seed 5 --top-n 4 "
+    const CliRun r = run_cli(model_arg() + " --prompt 'Once upon a time' --max-new-tokens 12 --seed 5 --top-n 4 "
                                        "--ignore-eos --json");
     ASSERT_EQ(r.exit_code, 0) << r.err;
     std::istringstream lines(r.out);
@@ -661,16 +635,16 @@ TEST_F(GenerateCli, JsonEmitsOneObjectPerTokenThenASummary) {
 TEST_F(GenerateCli, SameSeedSameOutputOnEveryFormAndDevice) {
     const std::string common = model_arg() + " --prompt 'The decay of each head' --max-new-tokens 16 --seed 42 "
                                              "--temperature 0.9 --ignore-eos --chunk-size 3";
-    const CliRun reference = run(common + " --mode parallel");
+    const CliRun reference = run_cli(common + " --mode parallel");
     ASSERT_EQ(reference.exit_code, 0) << reference.err;
     // "cuda" runs on the GPU where there is one and falls back to the CPU (with a notice) elsewhere.
     for (const std::string variant : {" --mode chunkwise", " --mode recurrent", " --device reference",
                                       " --device cuda", " --device cuda --mode recurrent"}) {
-        const CliRun r = run(common + variant);
+        const CliRun r = run_cli(common + variant);
         ASSERT_EQ(r.exit_code, 0) << r.err;
         EXPECT_EQ(r.out, reference.out) << variant;
     }
-    EXPECT_NE(run(model_arg() + " --prompt 'The decay of each head' --max-new-tokens 16 --seed 43 --temperature 0.9 "
+    EXPECT_NE(run_cli(model_arg() + " --prompt 'The decay of each head' --max-new-tokens 16 --seed 43 --temperature 0.9 "
                                 "--ignore-eos").out,
               reference.out);
 }
@@ -688,7 +662,7 @@ TEST_F(GenerateCli, BadInputsGiveOneClearLine) {
         {" --prompt x --bogus 1", "unknown option --bogus"},
     };
     for (const auto& [arguments, expected] : cases) {
-        const CliRun direct = run(model_arg() + arguments);
+        const CliRun direct = run_cli(model_arg() + arguments);
         EXPECT_EQ(direct.exit_code, 1) << arguments;
         EXPECT_NE(direct.err.find(expected), std::string::npos) << arguments << " -> " << direct.err;
         EXPECT_EQ(std::count(direct.err.begin(), direct.err.end(), '\n'), 1) << direct.err;
@@ -696,18 +670,18 @@ TEST_F(GenerateCli, BadInputsGiveOneClearLine) {
 }
 
 TEST_F(GenerateCli, EmptyPromptStartsFromBosAndStopStringsEndTheOutput) {
-    const CliRun r = run(model_arg() + " --prompt '' --max-new-tokens 5 --greedy --ignore-eos");
+    const CliRun r = run_cli(model_arg() + " --prompt '' --max-new-tokens 5 --greedy --ignore-eos");
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.err.find("prefill 1 tokens"), std::string::npos) << r.err;
 
     // Whatever the model writes first becomes the stop string: the output is then empty.
-    const CliRun first = run(model_arg() + " --prompt 'the' --max-new-tokens 3 --greedy --ignore-eos --json");
+    const CliRun first = run_cli(model_arg() + " --prompt 'the' --max-new-tokens 3 --greedy --ignore-eos --json");
     std::istringstream lines(first.out);
     std::string line;
     std::getline(lines, line);
     const std::string first_text = nlohmann::json::parse(line)["text"];
     ASSERT_FALSE(first_text.empty());
-    const CliRun stopped = run(model_arg() + " --prompt 'the' --max-new-tokens 3 --greedy --ignore-eos --stop " +
+    const CliRun stopped = run_cli(model_arg() + " --prompt 'the' --max-new-tokens 3 --greedy --ignore-eos --stop " +
                                shell_quote(first_text));
     EXPECT_EQ(stopped.exit_code, 0) << stopped.err;
     EXPECT_EQ(stopped.out, "\n");
@@ -721,7 +695,7 @@ TEST_F(GenerateCli, MissingDefaultModelIsAClearError) {
     for (const char* relative : {"../../resources/models/default", "../resources/models/default",
                                  "../share/retnet-studio/models/default"})
         bundled = bundled || std::filesystem::exists(exe_dir / relative / "config.json");
-    const CliRun r = run("generate --prompt hello --max-new-tokens 2", "env -u RETNET_DEFAULT_MODEL");
+    const CliRun r = run_cli("generate --prompt hello --max-new-tokens 2", "env -u RETNET_DEFAULT_MODEL");
     if (bundled) {
         EXPECT_EQ(r.exit_code, 0) << r.err;
     } else {
@@ -732,19 +706,19 @@ TEST_F(GenerateCli, MissingDefaultModelIsAClearError) {
 
 TEST_F(GenerateCli, TokenizerTrainEncodeDecode) {
     const auto out = dir_ / "trained";
-    const CliRun train = run("tokenizer train --text " + shell_quote(std::string(RETNET_TEST_DATA_DIR) + "/tokenizer/corpus.txt") +
+    const CliRun train = run_cli("tokenizer train --text " + shell_quote(std::string(RETNET_TEST_DATA_DIR) + "/tokenizer/corpus.txt") +
                              " --vocab-size 400 --out " + shell_quote(out.string()));
     ASSERT_EQ(train.exit_code, 0) << train.err;
     EXPECT_TRUE(std::filesystem::exists(out / "tokenizer.model"));
     const std::string text = "the robot \xF0\x9F\xA4\x96 counted";
-    const CliRun encode = run("tokenizer encode --model " + shell_quote(out.string()) + " --text " + shell_quote(text));
+    const CliRun encode = run_cli("tokenizer encode --model " + shell_quote(out.string()) + " --text " + shell_quote(text));
     ASSERT_EQ(encode.exit_code, 0) << encode.err;
     std::string ids = encode.out;
     ids.pop_back();  // newline
-    const CliRun decode = run("tokenizer decode --model " + shell_quote(out.string()) + " --tokens " + ids);
+    const CliRun decode = run_cli("tokenizer decode --model " + shell_quote(out.string()) + " --tokens " + ids);
     ASSERT_EQ(decode.exit_code, 0) << decode.err;
     EXPECT_EQ(decode.out, text + "\n");
-    const CliRun bad = run("tokenizer train --text /nonexistent.txt --vocab-size 400 --out " + shell_quote(out.string()));
+    const CliRun bad = run_cli("tokenizer train --text /nonexistent.txt --vocab-size 400 --out " + shell_quote(out.string()));
     EXPECT_EQ(bad.exit_code, 1);
     EXPECT_NE(bad.err.find("/nonexistent.txt: cannot open (No such file or directory)"), std::string::npos) << bad.err;
 }

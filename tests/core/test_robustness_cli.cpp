@@ -2,7 +2,8 @@
 // Prompts and options that `retnet generate` must survive (issue "Robustness"): each bad one is a
 // non-zero exit with one line on stderr naming the problem; odd but valid ones (empty prompt,
 // control characters, a chunk larger than the prompt) generate normally. Ctrl-C (SIGINT) during
-// generation and training stops cleanly, and training resumes from the checkpoint it saved.
+// generation and training stops cleanly, and training resumes from the checkpoint it saved; during
+// `retnet cost` the points measured are still printed.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -191,6 +192,27 @@ TEST(RobustInterrupt, SigintDuringGenerationStopsCleanly) {
     EXPECT_GT(summary["generated_tokens"].get<int64_t>(), 0);
     EXPECT_LT(summary["generated_tokens"].get<int64_t>(), 10000000);
     EXPECT_NE(r.err.find("stopped: cancelled"), std::string::npos) << r.err;
+}
+
+TEST(RobustInterrupt, SigintDuringCostKeepsThePointsMeasured) {
+    // 8 points of 50000 timed steps each; the second point's progress line means the first is done.
+    RunningRetnet child({"cost", "--model", model_dir().string(), "--lengths", "3,4,5,6", "--batch", "1",
+                         "--decode-steps", "50000", "--json"});
+    ASSERT_TRUE(child.wait_for_stderr("RetNet at 4 tokens", 120));
+    child.send(SIGINT);
+    const CliResult r = child.finish(60);
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 130) << r.err;
+    const nlohmann::json report = nlohmann::json::parse(r.out);
+    const size_t measured = report["points"].size();
+    EXPECT_GE(measured, 1u);
+    EXPECT_LT(measured, 8u);
+    EXPECT_EQ(report["points"][0]["length"], 3);
+    EXPECT_GT(report["points"][0]["ms_per_step"].get<double>(), 0.0);
+    EXPECT_NE(r.err.find("retnet cost: cancelled after " + std::to_string(measured) +
+                         " of 8 points; the report holds those measured\n"),
+              std::string::npos)
+        << r.err;
 }
 
 TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {

@@ -1,10 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // `retnet init --arch transformer` and the commands that run the twin it writes (the built CLI).
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -12,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "cli_test_util.h"
 #include "retnet/model.h"
 
 namespace retnet {
@@ -21,15 +20,9 @@ namespace fs = std::filesystem;
 
 const std::string kDefaultModel = std::string(RETNET_TEST_DATA_DIR) + "/../../resources/models/default";
 
-struct Result {
-    int exit_code = -1;
-    std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using test::CliRun;
+using test::run_cli;
+using test::slurp;
 
 class TwinCli : public ::testing::Test {
 protected:
@@ -41,19 +34,13 @@ protected:
     }
     void TearDown() override { fs::remove_all(dir_); }
 
-    Result run(const std::string& arguments) const {
-        const fs::path out = dir_ / "stdout", err = dir_ / "stderr";
-        const std::string cmd = std::string(RETNET_CLI_PATH) + " " + arguments + " >" + out.string() + " 2>" + err.string();
-        const int status = std::system(cmd.c_str());
-        return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-    }
     std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
     fs::path dir_;
 };
 
 TEST_F(TwinCli, InitWritesTheTwinOfTheDefaultModelAndGenerateRunsIt) {
-    const Result init = run("init --arch transformer --like " + kDefaultModel + " --out " + path("twin") + " --seed 4");
+    const CliRun init = run_cli("init --arch transformer --like " + kDefaultModel + " --out " + path("twin") + " --seed 4");
     ASSERT_EQ(init.exit_code, 0) << init.err;
     EXPECT_NE(init.err.find("llama model, 12.20M parameters"), std::string::npos) << init.err;
     const nlohmann::json config = nlohmann::json::parse(slurp(path("twin") + "/config.json"));
@@ -65,40 +52,40 @@ TEST_F(TwinCli, InitWritesTheTwinOfTheDefaultModelAndGenerateRunsIt) {
     const Model twin = load_model(path("twin")), retnet = load_model(kDefaultModel);
     EXPECT_LE(std::abs(twin.parameter_count() - retnet.parameter_count()), 6 * 128);  // RetNet's head norms (Dv a layer)
 
-    const Result generated = run("generate --model " + path("twin") + " --prompt ROMEO: -n 6 --device cpu --json");
+    const CliRun generated = run_cli("generate --model " + path("twin") + " --prompt ROMEO: -n 6 --device cpu --json");
     ASSERT_EQ(generated.exit_code, 0) << generated.err;
     EXPECT_NE(generated.out.find("\"generated_tokens\":6"), std::string::npos) << generated.out;
 
     // eval runs the twin through the inference backend, in windows or as one stream.
     std::ofstream(path("text.txt")) << "To be, or not to be, that is the question.\n";
-    const Result windows = run("eval --model " + path("twin") + " --text " + path("text.txt"));
-    const Result stream = run("eval --model " + path("twin") + " --text " + path("text.txt") + " --stream");
+    const CliRun windows = run_cli("eval --model " + path("twin") + " --text " + path("text.txt"));
+    const CliRun stream = run_cli("eval --model " + path("twin") + " --text " + path("text.txt") + " --stream");
     ASSERT_EQ(windows.exit_code, 0) << windows.err;
     ASSERT_EQ(stream.exit_code, 0) << stream.err;
     const auto bits = [](const std::string& out) { return out.substr(out.find("bits per char")); };
     EXPECT_EQ(bits(windows.out), bits(stream.out));  // one window holds the whole text: the same tokens
 
-    const Result info = run("info --model " + path("twin") + " --context 1000");
+    const CliRun info = run_cli("info --model " + path("twin") + " --context 1000");
     ASSERT_EQ(info.exit_code, 0) << info.err;
     EXPECT_NE(info.out.find("family       llama"), std::string::npos) << info.out;
     // L·2·d·4 = 6·2·384·4 bytes a token; the RetNet's info names the same number for its twin.
     EXPECT_NE(info.out.find("KV cache     18.0 KiB per token"), std::string::npos) << info.out;
-    EXPECT_NE(run("info --model " + kDefaultModel).out.find("needs 18.0 KiB per token"), std::string::npos);
+    EXPECT_NE(run_cli("info --model " + kDefaultModel).out.find("needs 18.0 KiB per token"), std::string::npos);
 
     // From the RetNet's config file, the same twin (the same seed, the same weights).
-    const Result from_config = run("init --arch transformer --config " + kDefaultModel + "/config.json --out " +
+    const CliRun from_config = run_cli("init --arch transformer --config " + kDefaultModel + "/config.json --out " +
                                    path("twin2") + " --seed 4");
     ASSERT_EQ(from_config.exit_code, 0) << from_config.err;
     EXPECT_EQ(slurp(path("twin2") + "/model.safetensors"), slurp(path("twin") + "/model.safetensors"));
     // A Llama config initializes as it is.
-    const Result llama = run("init --arch transformer --config " + path("twin") + "/config.json --out " + path("twin3"));
+    const CliRun llama = run_cli("init --arch transformer --config " + path("twin") + "/config.json --out " + path("twin3"));
     ASSERT_EQ(llama.exit_code, 0) << llama.err;
     EXPECT_EQ(slurp(path("twin3") + "/config.json"), slurp(path("twin") + "/config.json"));
 }
 
 TEST_F(TwinCli, BadRequestsFailInOneLine) {
     const auto one_line = [&](const std::string& arguments, const std::string& needle) {
-        const Result r = run(arguments);
+        const CliRun r = run_cli(arguments);
         EXPECT_NE(r.exit_code, 0) << arguments;
         EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
         EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
@@ -106,7 +93,7 @@ TEST_F(TwinCli, BadRequestsFailInOneLine) {
     one_line("init --arch transformer --out " + path("x"), "give either --config FILE or --like DIR");
     one_line("init --arch mamba --like " + kDefaultModel + " --out " + path("x"),
              "option --arch must be one of retnet, transformer, got 'mamba'");
-    ASSERT_EQ(run("init --arch transformer --like " + kDefaultModel + " --out " + path("twin")).exit_code, 0);
+    ASSERT_EQ(run_cli("init --arch transformer --like " + kDefaultModel + " --out " + path("twin")).exit_code, 0);
     one_line("init --config " + path("twin") + "/config.json --out " + path("x"),
              "describes a Llama Transformer; add --arch transformer");
     one_line("train --data " + kDefaultModel + "/README.md --config " + path("twin") + "/config.json --tokenizer " +
@@ -123,7 +110,7 @@ TEST_F(TwinCli, InitNeverOverwritesADirectoryThatHoldsSomething) {
     fs::copy(kDefaultModel, path("model"), fs::copy_options::recursive);
     const std::string weights = slurp(path("model") + "/model.safetensors");
     for (const std::string& like : {kDefaultModel, path("model")}) {
-        const Result r = run("init --arch transformer --like " + like + " --out " + path("model"));
+        const CliRun r = run_cli("init --arch transformer --like " + like + " --out " + path("model"));
         EXPECT_EQ(r.exit_code, 1);
         EXPECT_NE(r.err.find("--out " + path("model") + " is not empty (it holds "), std::string::npos) << r.err;
         EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
@@ -132,19 +119,19 @@ TEST_F(TwinCli, InitNeverOverwritesADirectoryThatHoldsSomething) {
     EXPECT_EQ(nlohmann::json::parse(slurp(path("model") + "/config.json"))["model_type"], "retnet");
 
     std::ofstream(path("file")) << "x";
-    const Result file = run("init --arch transformer --like " + kDefaultModel + " --out " + path("file"));
+    const CliRun file = run_cli("init --arch transformer --like " + kDefaultModel + " --out " + path("file"));
     EXPECT_EQ(file.exit_code, 1);
     EXPECT_NE(file.err.find("--out " + path("file") + " exists and is not a directory"), std::string::npos) << file.err;
 
     // An empty directory is fine; the tokenizer comes first and config.json last.
     fs::create_directories(path("empty"));
-    ASSERT_EQ(run("init --arch transformer --like " + kDefaultModel + " --out " + path("empty")).exit_code, 0);
+    ASSERT_EQ(run_cli("init --arch transformer --like " + kDefaultModel + " --out " + path("empty")).exit_code, 0);
     EXPECT_EQ(slurp(path("empty") + "/tokenizer.model"), slurp(kDefaultModel + "/tokenizer.model"));
 
     // A --like model whose tokenizer is broken: refused before anything is written.
     fs::copy(kDefaultModel, path("broken"), fs::copy_options::recursive);
     std::ofstream(path("broken") + "/tokenizer.model", std::ios::trunc) << "not a tokenizer";
-    const Result broken = run("init --arch transformer --like " + path("broken") + " --out " + path("twin"));
+    const CliRun broken = run_cli("init --arch transformer --like " + path("broken") + " --out " + path("twin"));
     EXPECT_EQ(broken.exit_code, 1);
     EXPECT_NE(broken.err.find("tokenizer.model"), std::string::npos) << broken.err;
     EXPECT_FALSE(fs::exists(path("twin")));

@@ -298,6 +298,17 @@ TEST(CudaForms, TorchscaleFormsAgreeAtZeroHeadEps) {
     EXPECT_LT(rel_max_error(logits[2].data, logits[0].data), 1e-5);
 }
 
+// What `retnet cost` and the Cost view show as the GPU memory in use: the whole device's, so at
+// least this backend's fp32 weights; the CPU backend reports none.
+TEST(CudaMemory, DeviceMemoryInUseHoldsTheWeights) {
+    std::string why;
+    if (!cuda_device_available(&why)) GTEST_SKIP() << "CUDA unavailable: " << why;
+    const auto model = make_model(ModelCase{"fla", Family::Fla, 2, 64, 64, 64, 64, 31});
+    const auto backend = make_cuda_backend(model);
+    EXPECT_GE(backend->device_memory_in_use(), model->parameter_count() * int64_t(sizeof(float)));
+    EXPECT_EQ(make_cpu_backend(model)->device_memory_in_use(), -1);
+}
+
 TEST(CudaRegistry, RegisteredDeviceOrClearError) {
     register_cuda_backend();
     const auto devices = available_devices();

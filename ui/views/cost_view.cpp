@@ -13,6 +13,7 @@
 #include <QTableWidget>
 #include <QVBoxLayout>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -64,8 +65,14 @@ CostView::CostView(QWidget* parent) : ViewBase(parent) {
     m_plot->setMinimumHeight(280);
     m_table = new QTableWidget(0, 9);
     m_table->setHorizontalHeaderLabels({tr("model"), tr("length"), tr("batch"), tr("prefill (ms)"),
-                                        tr("ms / step"), tr("tokens / s"), tr("state / KV cache"),
-                                        tr("device memory"), tr("note")});
+                                        tr("ms / step"), tr("tokens / s"), tr("state / KV cache (computed)"),
+                                        tr("GPU memory in use (measured)"), tr("note")});
+    m_table->horizontalHeaderItem(6)->setToolTip(
+        tr("The batch's RetNet states or Transformer KV caches, computed from the tokens they hold at the "
+           "backend's element size. Not measured: the allocator may hold more."));
+    m_table->horizontalHeaderItem(7)->setToolTip(
+        tr("The GPU's memory in use after the timed steps, as the device reports it: the whole GPU's, other "
+           "processes' included. The CPU backend reports none, so the column is hidden there."));
     m_table->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
     m_table->horizontalHeader()->setStretchLastSection(true);
     m_table->verticalHeader()->setVisible(false);
@@ -146,6 +153,9 @@ void CostView::attached() {
         m_progress->setValue(int(std::lround(fraction * 1000.0)));
         setNote(what);
     });
+    connect(e, &EngineController::costPointMeasured, this, [this](const CostReport& soFar) {
+        if (m_measuring) showPoints(soFar);
+    });
     connect(e, &EngineController::costMeasured, this, [this](const CostReport& report) {
         setMeasuring(false);
         showReport(report);
@@ -153,6 +163,15 @@ void CostView::attached() {
     connect(e, &EngineController::costFailed, this, [this](const QString& message) {
         setMeasuring(false);
         m_progress->setValue(0);
+        if (m_partial)
+            return setNote(message == QLatin1String("cancelled")
+                               ? tr("Cancelled after %1 of %2 points; the table and the curves keep those measured.")
+                                     .arg(m_report.points.size())
+                                     .arg(m_planned)
+                               : tr("Not measured beyond %1 of %2 points: %3")
+                                     .arg(m_report.points.size())
+                                     .arg(m_planned)
+                                     .arg(message));
         const QString kept = hasData() ? tr("; the table keeps the last results") : QString();
         setNote(message == QLatin1String("cancelled") ? tr("Cancelled%1.").arg(kept)
                                                       : tr("Not measured: %1").arg(message));
@@ -177,6 +196,7 @@ void CostView::setModelInfo(const ModelInfo& info) {
     if (m_defaultsForCuda != cuda) applyDefaults(cuda);
     if (!info.sequenceKept) {  // another model: neither its numbers nor its text are this one's
         m_report = CostReport();
+        m_partial = false;
         m_position = 0;
         m_generated = 0;
         m_decodeMs = 0.0;
@@ -220,6 +240,8 @@ void CostView::measure() {
     if (error.isEmpty()) request.batches = parseList(m_batches->text(), tr("batches"), &error);
     if (!error.isEmpty()) return setNote(tr("Not measured: %1").arg(error));
     request.decodeSteps = m_steps->value();
+    m_planned = int(2 * request.lengths.size() * request.batches.size());
+    m_partial = false;  // the last results stay until the first new point replaces them
     setMeasuring(true);
     m_progress->setValue(0);
     setNote(tr("Building the Transformer twin…"));
@@ -230,8 +252,18 @@ void CostView::cancel() {
     if (m_measuring && engine()) engine()->cancelCost();
 }
 
+void CostView::showPoints(const CostReport& soFar) {
+    m_report = soFar;
+    m_partial = true;
+    fillChoices();
+    fillTable();
+    redraw();
+    updateGauge();
+}
+
 void CostView::showReport(const CostReport& report) {
     m_report = report;
+    m_partial = false;
     fillChoices();
     fillTable();
     redraw();
@@ -271,6 +303,9 @@ void CostView::updateTheme() { redraw(); }
 
 void CostView::fillTable() {
     m_table->setRowCount(int(m_report.points.size()));
+    const bool gpu = std::any_of(m_report.points.begin(), m_report.points.end(),
+                                 [](const CostPoint& p) { return p.device_bytes >= 0; });
+    m_table->setColumnHidden(7, !gpu);
     for (int r = 0; r < int(m_report.points.size()); ++r) {
         const CostPoint& p = m_report.points[size_t(r)];
         const bool ok = !p.out_of_memory;

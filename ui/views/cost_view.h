@@ -3,7 +3,8 @@
 // The paper's inference-cost comparison on the current device: the model against its Transformer
 // twin (same size, random weights) at the chosen context lengths × batch sizes, measured in the
 // engine thread with progress and cancel, drawn as the four cost panels (ui/cost_plot.h) with a
-// table of the numbers. Beside it, a gauge that follows the generation: the RetNet's state
+// table of the numbers, both filled point by point as the engine measures them (a cancel keeps
+// the points measured). Beside it, a gauge that follows the generation: the RetNet's state
 // (constant) against the KV cache the twin would hold at the current position, and the ms per
 // token the RetNet has taken so far.
 #include "cost_job.h"
@@ -62,6 +63,7 @@ private:
     void setMeasuring(bool on);
     void setNote(const QString& line);
     void redraw();
+    void showPoints(const CostReport& soFar);  // a measurement's points so far
     void fillTable();
     void fillChoices();
     void updateGauge();
@@ -82,6 +84,8 @@ private:
 
     CostReport m_report;
     bool m_measuring = false;
+    int m_planned = 0;         // points the running measurement will have
+    bool m_partial = false;    // m_report holds the running measurement's points so far
     std::optional<bool> m_defaultsForCuda;  // which device's default lists the fields hold
     // The gauge: the model, where the text is, and the generation's timings so far.
     ModelInfo m_info;

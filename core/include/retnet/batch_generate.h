@@ -6,7 +6,8 @@
 // row only) and its first token sampled. Every step() then runs one forward_batch in the
 // recurrent form with one token per active sequence and samples each sequence's next token.
 // A sequence that ends (EOS, stop string, max_new_tokens, its stop flag, an error) reports
-// through its done callback and frees its slot at once.
+// through its done callback and frees its slot at once (a Transformer twin's slot its KV cache
+// too). A stop flag set during a prefill ends it before its next layer.
 //
 // Per sequence, the tokens, text and stop handling are those of Generator::generate with the
 // same prompt and params (the sampler is the same code, seeded the same way); top-candidate

@@ -29,8 +29,12 @@ struct CostPoint {
     double prefill_ms = 0;    // one sequence's prompt of `length` tokens (RetNet: chunkwise form)
     double ms_per_step = 0;   // median wall time of one decoding step of the whole batch
     double tokens_per_s = 0;  // batch · 1000 / ms_per_step
-    int64_t state_bytes = 0;  // the batch's recurrent states or KV caches at the end, as held
-    int64_t device_bytes = -1;  // the device's memory in use after the steps; −1 when not known
+    // The batch's recurrent states or KV caches at the end, computed from the tokens they hold at
+    // the backend's element size (not measured: a cache's allocation may hold more).
+    int64_t state_bytes = 0;
+    // Measured: the GPU's memory in use after the steps (Backend::device_memory_in_use(): the whole
+    // device's, other processes' included); −1 on the CPU, whose backends report none.
+    int64_t device_bytes = -1;
     bool out_of_memory = false;  // the point did not fit: `note` says what
     std::string note;
 };
@@ -42,16 +46,18 @@ struct CostReport {
 };
 
 // Progress in [0, 1] with a line saying what runs; returning false cancels (throws retnet::Cancelled).
+// It is also asked between the layers of a prefill, so a cancel is seen within one layer's time.
 using CostProgress = std::function<bool(double fraction, const std::string& what)>;
-// Memory in use on the backends' device (bytes), or −1; called after each point's steps.
-using DeviceMemoryProbe = std::function<int64_t()>;
+// Called after each point (measured or out of memory) with the report so far, the new point last:
+// a caller shows the points as they come, and still has them when the measurement is cancelled.
+using CostPointDone = std::function<void(const CostReport& so_far)>;
 
 // Measures both backends (a RetNet and a Transformer twin of the same vocabulary) at every
 // (length, batch). A point whose states would pass the memory limit (retnet/memory_limit.h), or
 // whose device runs out of memory, is reported out_of_memory and the larger ones of that model
 // are skipped as such; nothing crashes. Leaves each backend with one empty slot.
 CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions& options,
-                        const CostProgress& progress = {}, const DeviceMemoryProbe& device_memory = {});
+                        const CostProgress& progress = {}, const CostPointDone& point_done = {});
 
 // Bytes one sequence's state takes after `tokens` tokens: RetNet's constant recurrent state
 // (float32 on every backend), the twin's KV cache at `kv_element_bytes` an element

@@ -30,6 +30,10 @@ struct ForwardOptions {
     int chunk_size = 0;  // chunkwise only; 0 = the config's chunk_size
     // Replaces config.norm_eps in the per-head norm only (the equivalence view's "eps = 0" switch).
     std::optional<double> head_norm_eps;
+    // Polled on the calling thread before each layer: true ends the call with retnet::Cancelled
+    // within one layer's time (a long prefill need not run to its end after Ctrl-C). The slots the
+    // call ran are then left empty, since their states had been advanced in some layers only.
+    std::function<bool()> cancelled;
 };
 
 // The recurrent state of all layers, K-first for both families:
@@ -120,6 +124,9 @@ public:
     // Bytes of one element of a Transformer twin's KV cache as this backend holds it (CUDA with
     // bf16 weights keeps a bf16 cache; every other backend float32).
     virtual int kv_cache_element_bytes() const { return 4; }
+    // Bytes of device memory in use now as the device reports it (CUDA: the whole GPU's, every
+    // process's, from cudaMemGetInfo), or −1 for a backend that runs in host memory.
+    virtual int64_t device_memory_in_use() const { return -1; }
 };
 
 // Backends share the model read-only; each owns its own state.

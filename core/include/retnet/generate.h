@@ -6,7 +6,8 @@
 //
 // Threading: a Generator and its Backend are used from one thread at a time (the app's engine
 // worker). Only the stop flag is shared: set it from any thread to end generation after the
-// current token.
+// current token, or a prefill (prompt or replay) before its next layer: the call then returns
+// what it has with StopReason::Cancelled.
 //
 // Positions: token i of the sequence sits at position i (the prompt first). The state "at
 // position p" has consumed tokens [0, p) and its logits give the distribution of token p.
@@ -164,8 +165,10 @@ private:
     };
 
     // Brings the backend to position `position` (consumed tokens [0, position)) with its logits.
-    void sync_to(int64_t position);
-    void run_tokens(std::span<const int32_t> tokens);  // forward from backend_position_
+    // A set `stop` ends a prefill of several tokens between layers with retnet::Cancelled.
+    void sync_to(int64_t position, const std::atomic<bool>* stop = nullptr);
+    // forward from backend_position_
+    void run_tokens(std::span<const int32_t> tokens, const std::atomic<bool>* stop = nullptr);
     void truncate(int64_t position);
     // Throws retnet::Error for bad params, an empty input, too many tokens or ids outside the vocabulary.
     void check_input(std::span<const int32_t> prompt, const GenerationParams& params) const;

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "retnet/error.h"
+
 namespace retnet {
 
 TapBackend::TapBackend(Backend& inner, Observer observer, std::function<bool()> want_norms)
@@ -17,7 +19,13 @@ std::vector<Tensor> TapBackend::forward_batch(std::span<const SequenceRequest> b
     probe->want_state_norms = !inner_.model().config.is_transformer() && (!want_norms_ || want_norms_());
     SequenceRequest all = batch[0];
     all.logits = LogitRows::All;  // the observer sees every row (the prompt's candidates)
-    Tensor logits = std::move(inner_.forward_batch({&all, 1}, options, probe).front());
+    Tensor logits;
+    try {
+        logits = std::move(inner_.forward_batch({&all, 1}, options, probe).front());
+    } catch (const Cancelled&) {
+        position_ = 0;  // a cancelled forward leaves the slot empty (ForwardOptions::cancelled)
+        throw;
+    }
     const int64_t first = position_;
     position_ += int64_t(all.tokens.size());
     if (observer_) observer_(first, logits, probe->state_norms);

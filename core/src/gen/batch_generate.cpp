@@ -77,6 +77,8 @@ void BatchGenerator::add(BatchRequest request) {
         } else {
             prefill(s);
         }
+    } catch (const Cancelled&) {  // the stop flag, seen between two layers of the prefill
+        finish(s, StopReason::Cancelled);
     } catch (const std::exception& e) {
         finish(s, StopReason::None, e.what());
     }
@@ -89,6 +91,7 @@ void BatchGenerator::prefill(Sequence& s) {
     ForwardOptions options;
     options.form = s.tokens.size() == 1 ? Form::Recurrent : s.request.params.prefill_form;
     options.chunk_size = s.request.params.chunk_size;
+    if (const std::atomic<bool>* stop = s.request.stop) options.cancelled = [stop] { return stop->load(); };
     const SequenceRequest request{s.tokens, s.slot, LogitRows::Last};
     const Tensor logits = std::move(backend_->forward_batch({&request, 1}, options).front());  // (1, V)
     s.result.stats.prefill_tokens = static_cast<int64_t>(s.tokens.size());
@@ -169,6 +172,15 @@ void BatchGenerator::finish(Sequence& s, StopReason reason, const std::string& e
     s.finished = true;
     s.result.stats.stop_reason = reason;
     slot_used_[static_cast<size_t>(s.slot)] = false;
+    // A twin's KV cache is freed now, not when the slot is next used: the server counts the caches
+    // of the running requests only. (A RetNet state keeps its size; the next prefill resets it.)
+    if (backend_->model().config.is_transformer()) {
+        try {
+            backend_->reset(s.slot);
+        } catch (const std::exception&) {
+            // A backend that cannot reset now (a failed device) says so at the slot's next prefill.
+        }
+    }
     if (s.request.on_done) s.request.on_done(s.result, error);
 }
 

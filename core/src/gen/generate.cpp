@@ -79,8 +79,10 @@ std::vector<int32_t> Generator::encode_prompt(std::string_view text, int max_pro
     return ids;
 }
 
-void Generator::run_tokens(std::span<const int32_t> tokens) {
+void Generator::run_tokens(std::span<const int32_t> tokens, const std::atomic<bool>* stop) {
     ForwardOptions options;
+    // A decoding step stays whole (it ends within a token anyway); a prefill may be cut.
+    if (stop && tokens.size() > 1) options.cancelled = [stop] { return stop->load(); };
     options.form = tokens.size() == 1 ? Form::Recurrent : replay_params_.prefill_form;
     // The parallel form cannot start from a state (torchscale's row normalization needs whole
     // rows); from one, the chunkwise form computes the same thing.
@@ -88,7 +90,14 @@ void Generator::run_tokens(std::span<const int32_t> tokens) {
     options.chunk_size = replay_params_.chunk_size;
     // Sampling needs only the last row: the backend projects no other.
     const SequenceRequest request{tokens, 0, LogitRows::Last};
-    Tensor logits = std::move(backend_->forward_batch({&request, 1}, options).front());  // (1, V)
+    Tensor logits;  // (1, V)
+    try {
+        logits = std::move(backend_->forward_batch({&request, 1}, options).front());
+    } catch (const Cancelled&) {
+        backend_position_ = -1;  // the backend emptied the slot: rebuild from the checkpoints
+        logits_.clear();
+        throw;
+    }
     if (logits.rank() != 2 || logits.dim(0) != 1 || logits.dim(1) != vocab_size_)
         throw Error("backend " + backend_->name() + " returned logits of shape " + logits.shape_string());
     logits_ = std::move(logits.data);
@@ -118,7 +127,7 @@ void Generator::thin_checkpoints() {
     }
 }
 
-void Generator::sync_to(int64_t position) {
+void Generator::sync_to(int64_t position, const std::atomic<bool>* stop) {
     if (backend_position_ == position && !logits_.empty()) return;
     auto it = saved_.upper_bound(position);  // first checkpoint after `position`
     const int64_t nearest_saved = it == saved_.begin() ? 0 : std::prev(it)->first;
@@ -136,7 +145,8 @@ void Generator::sync_to(int64_t position) {
     }
     if (backend_position_ < position)
         run_tokens(std::span(tokens_).subspan(static_cast<size_t>(backend_position_),
-                                              static_cast<size_t>(position - backend_position_)));
+                                              static_cast<size_t>(position - backend_position_)),
+                   stop);
 }
 
 void Generator::truncate(int64_t position) {
@@ -278,9 +288,14 @@ GenerationResult Generator::run(const GenerationParams& params, std::optional<in
     if (!in_sync && backend_position_ != length() - 1) {
         const auto start = Clock::now();
         const int64_t run_before = tokens_run_;
-        sync_to(length());
+        try {
+            sync_to(length(), stop);
+        } catch (const Cancelled&) {
+            stats.stop_reason = StopReason::Cancelled;
+        }
         stats.prefill_ms = milliseconds_since(start);
         stats.prefill_tokens = tokens_run_ - run_before;
+        if (stats.stop_reason == StopReason::Cancelled) return result;
     }
 
     std::string call_text;  // text of this call's tokens

@@ -124,6 +124,10 @@ private:
 
         Matrix x = ref::embed(m, tokens);  // (T, d)
         for (int l = 0; l < c.n_layers; ++l) {
+            if (options.cancelled && options.cancelled()) {
+                reset();  // the layers before this one have advanced their states
+                throw Cancelled();
+            }
             const LayerWeights& w = m.weights.layers[static_cast<size_t>(l)];
 
             const Matrix h = ref::rms_norm(x, w.attn_norm, c.norm_eps);
