@@ -2,8 +2,8 @@
 // The training attention kernels (train/train_attention.h) against the double twin of naive_ops.h,
 // whose gradient is itself checked against finite differences of its forward (no GPU needed).
 //
-// Shapes: T = 1, odd T, T not a multiple of the tile (64 rows up to head dim 128, 32 at 256),
-// several sequences and heads, Dk ≠ Dv both ways, head dims that are not multiples of 4, the
+// Shapes: T = 1, odd T, T not a multiple of the tile (64 rows up to head dim 128, 32 at 256)
+// and T of whole tiles, several sequences and heads, Dk ≠ Dv both ways, head dims that are not multiples of 4, the
 // 1.3B head (Dk = Dv = 256), a long sequence of many tiles, and scores large enough that an
 // unshifted exp would overflow. q, k, v lie head-major with padding rows (the trainer's layout)
 // holding NaN, which the kernels must never read; o and d_o lie as rows.
@@ -175,7 +175,9 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionCase{"Dk64_Dv128", 2, 2, 130, 64, 128},
                       AttentionCase{"Dk128_Dv64_HeadsAsRows", 2, 3, 67, 128, 64, 2.0, true},
                       AttentionCase{"OddHeadDims", 2, 1, 37, 24, 41},
+                      AttentionCase{"T128_WholeTiles_SmallHeads", 3, 2, 128, 8, 8},
                       AttentionCase{"Head256_1p3B", 1, 2, 70, 256, 256},
+                      AttentionCase{"Head256_T33_Dv200", 2, 1, 33, 256, 200},
                       AttentionCase{"Long1000", 1, 1, 1000, 32, 32},
                       AttentionCase{"SharpScores", 2, 1, 130, 64, 64, 40.0}),
     [](const ::testing::TestParamInfo<AttentionCase>& case_info) { return case_info.param.name; });
