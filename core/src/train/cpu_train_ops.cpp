@@ -23,7 +23,6 @@ public:
                 int chunk)
         : c_(c), layout_(layout), P_(params), G_(grad), batch_(batch), chunk_(chunk),
           N_(int64_t(batch.batch) * batch.seq_len), log_decay_(default_log_decay(c.n_heads)),
-          theta_(default_rotary_theta(Family::Fla, c.head_dim_k())),
           bufs_(static_cast<size_t>((1 + c.n_layers) * static_cast<int>(Buf::Count))) {}
 
     double loss_sum() const { return loss_sum_; }
@@ -65,12 +64,13 @@ public:
     void project_heads(Act x, int layer, Weight w, const HeadRotary& rotary, Act heads) override {
         linear(x, layer, w, heads);
         if (rotary.apply)
-            cpu::rotary_forward(at(heads), rotary_shape(), theta_.data(), cpu::rotary_pairs(Family::Fla), rotary.scale);
+            cpu::rotary_forward(at(heads), rotary_shape(), theta(rotary).data(), cpu::rotary_pairs(Family::Fla),
+                                rotary.scale);
     }
     void project_heads_backward(Act x, int layer, Weight w, const HeadRotary& rotary, Act dheads, Act dx,
                                 bool accumulate) override {
         if (rotary.apply)
-            cpu::rotary_backward(at(dheads), rotary_shape(), theta_.data(), cpu::rotary_pairs(Family::Fla),
+            cpu::rotary_backward(at(dheads), rotary_shape(), theta(rotary).data(), cpu::rotary_pairs(Family::Fla),
                                  rotary.scale);
         linear_backward(x, layer, w, dheads, dx, accumulate);
     }
@@ -80,6 +80,12 @@ public:
     void retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act dk, Act dv) override {
         cpu::retention_backward(at(q), at(k), at(v), at(d_o), retention_shape(), log_decay_.data(), chunk_, at(dq),
                                 at(dk), at(dv));
+    }
+    void attention(Act, Act, Act, Act, Act) override {
+        throw Error("training: the CPU attention of the Transformer twin is not implemented yet");
+    }
+    void attention_backward(Act, Act, Act, Act, Act, Act, Act, Act, Act) override {
+        throw Error("training: the CPU attention of the Transformer twin is not implemented yet");
     }
     void head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) override {
         cpu::head_norm_gate_forward(at(o), at(g), head_norm(P_, layer), N_, c_.n_heads, c_.head_dim_v(), c_.norm_eps,
@@ -120,6 +126,10 @@ private:
         const int64_t off = layout_.layers[static_cast<size_t>(layer)].head_norm;
         return off >= 0 ? base + off : nullptr;
     }
+    // (Dk/2) the frequencies of the rotary's base, formed as inference forms them.
+    std::vector<float> theta(const HeadRotary& rotary) const {
+        return default_rotary_theta(Family::Fla, c_.head_dim_k(), rotary.base);
+    }
     cpu::RotaryShape rotary_shape() const { return {batch_.batch, batch_.seq_len, c_.n_heads, c_.head_dim_k()}; }
     cpu::RetentionShape retention_shape() const {
         return {batch_.batch, batch_.seq_len, c_.n_heads, c_.head_dim_k(), c_.head_dim_v()};
@@ -140,7 +150,7 @@ private:
     const BatchView& batch_;
     const int chunk_;
     const int64_t N_;  // B·T rows
-    const std::vector<float> log_decay_, theta_;
+    const std::vector<float> log_decay_;
     std::vector<std::vector<T>> bufs_;  // (1 + L) × Buf::Count: model level first, then per layer
     std::vector<T> branch_;             // (N, d) a branch's output before dropout
     double loss_sum_ = 0;

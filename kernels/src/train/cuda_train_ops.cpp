@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 #include "../cuda_check.h"
 #include "retnet/error.h"
@@ -19,7 +20,7 @@ using train::Buf;
 CudaTrainOps::CudaTrainOps(const ModelConfig& config, const train::ParamLayout& layout, int chunk, cudaStream_t stream,
                            cublasHandle_t cublas, cublasComputeType_t compute)
     : config_(config), layout_(layout), chunk_(chunk), stream_(stream), cublas_(cublas), compute_(compute) {
-    const std::vector<float> theta = default_rotary_theta(Family::Fla, config.head_dim_k());
+    const std::vector<float> theta = default_rotary_theta(Family::Fla, config.head_dim_k(), train::rotary_base(config));
     theta_.resize(theta.size());
     theta_.upload(theta, stream_);
 }
@@ -64,8 +65,10 @@ float* CudaTrainOps::at(Act a) {
         if (a.layer < 0 || a.layer >= static_cast<int>(layers_.size()))
             throw Error("CUDA training: buffer named with the wrong layer");
         LayerBuffers& L = layers_[static_cast<size_t>(a.layer)];
-        DeviceBuffer<float>* saved[] = {&L.x_in, &L.rstd1, &L.xn1,   &L.qh,    &L.kh,  &L.vh, &L.g,  &L.o,
-                                        &L.rstd_h, &L.y,   &L.x_mid, &L.rstd2, &L.xn2, &L.a,  &L.b, &L.hidden};
+        DeviceBuffer<float>* saved[] = {&L.x_in,  &L.rstd1, &L.xn1, &L.qh,    &L.kh,  &L.vh, &L.g,
+                                        &L.o,     &L.lse,   &L.rstd_h, &L.y, &L.x_mid, &L.rstd2, &L.xn2,
+                                        &L.a,     &L.b,     &L.hidden};
+        static_assert(std::size(saved) == train::kLayerBufs);
         return saved[static_cast<int>(a.name)]->get();
     }
     switch (a.name) {
@@ -217,6 +220,15 @@ void CudaTrainOps::retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act 
         throw Error("CUDA training: the retention backward writes DQ, DK and DV");
     lk::rows_to_heads(at(d_o), dOh_.get(), B_, T_, Tp_, H(), Dv(), stream_);
     retention_heads_backward(L);
+}
+
+// The trainer refuses the twin until this device has its attention (CudaTrainer's constructor).
+void CudaTrainOps::attention(Act, Act, Act, Act, Act) {
+    throw Error("CUDA training: the Transformer twin's attention is not implemented yet");
+}
+
+void CudaTrainOps::attention_backward(Act, Act, Act, Act, Act, Act, Act, Act, Act) {
+    throw Error("CUDA training: the Transformer twin's attention is not implemented yet");
 }
 
 void CudaTrainOps::head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) {

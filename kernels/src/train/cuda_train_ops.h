@@ -20,7 +20,8 @@ namespace retnet::cuda {
 
 class CudaTrainOps final : public train::TrainOps {
 public:
-    // chunk: 0 for the parallel retention, else the chunk size. Uploads the rotary frequencies.
+    // chunk: 0 for the parallel retention, else the chunk size. Uploads the rotary frequencies
+    // (of train::rotary_base(config): project_heads rotates with them whatever rotary.base says).
     CudaTrainOps(const ModelConfig& config, const train::ParamLayout& layout, int chunk, cudaStream_t stream,
                  cublasHandle_t cublas, cublasComputeType_t compute);
 
@@ -48,6 +49,9 @@ public:
     void retention(train::Act q, train::Act k, train::Act v, train::Act o) override;
     void retention_backward(train::Act q, train::Act k, train::Act v, train::Act d_o, train::Act dq, train::Act dk,
                             train::Act dv) override;
+    void attention(train::Act q, train::Act k, train::Act v, train::Act o, train::Act lse) override;
+    void attention_backward(train::Act q, train::Act k, train::Act v, train::Act o, train::Act lse, train::Act d_o,
+                            train::Act dq, train::Act dk, train::Act dv) override;
     void head_norm_gate(train::Act o, train::Act g, int layer, train::Act y, train::Act rstd) override;
     void head_norm_gate_backward(train::Act o, train::Act g, int layer, train::Act rstd, train::Act dy,
                                  train::Act d_o, train::Act dg) override;
@@ -69,6 +73,7 @@ private:
         DeviceBuffer<float> states;   // (B·H·n_chunks, Dk, Dv) state before each chunk (chunkwise only)
         DeviceBuffer<float> g;        // (N, H·Dv)
         DeviceBuffer<float> o;        // (N, H·Dv) retention output
+        DeviceBuffer<float> lse;      // (N, H) the twin's attention log-sum-exp (unused by the RetNet)
         DeviceBuffer<float> rstd_h;   // (N, H)
         DeviceBuffer<float> y;        // (N, H·Dv) normed and gated, input of o_proj
         DeviceBuffer<float> x_mid;    // (N, d) after the retention residual

@@ -70,6 +70,9 @@ CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& la
     const train::ParamLayout expected = train::make_param_layout(config);  // validates the config
     if (expected.total != layout.total || expected.layers.size() != layout.layers.size())
         throw Error("CUDA training: the parameter layout does not match the model config");
+    if (config.is_transformer())
+        throw Error("CUDA training: the Transformer twin is not supported on this device yet (its attention is "
+                    "not implemented); train it with --device cpu");
     Impl& s = *impl_;
     s.config = config;
     s.layout = layout;
