@@ -222,13 +222,24 @@ void CudaTrainOps::retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act 
     retention_heads_backward(L);
 }
 
-// The trainer refuses the twin until this device has its attention (CudaTrainer's constructor).
-void CudaTrainOps::attention(Act, Act, Act, Act, Act) {
-    throw Error("CUDA training: the Transformer twin's attention is not implemented yet");
+tk::AttentionLayouts CudaTrainOps::attention_layouts() const {
+    return {tk::heads_layout(H(), Tp_, Dk()), tk::heads_layout(H(), Tp_, Dv()), tk::rows_layout(T_, H(), Dv())};
 }
 
-void CudaTrainOps::attention_backward(Act, Act, Act, Act, Act, Act, Act, Act, Act) {
-    throw Error("CUDA training: the Transformer twin's attention is not implemented yet");
+// The fused kernels read q, k, v head-major where project_heads left them and o rows where o_proj
+// reads them; lse (N, H) is all they keep for the backward.
+void CudaTrainOps::attention(Act q, Act k, Act v, Act o, Act lse) {
+    LayerBuffers& L = heads_of(q, k, v);
+    tk::attention_forward(attention_shape(), attention_layouts(), L.qh.get(), L.kh.get(), L.vh.get(), at(o), at(lse),
+                          stream_);
+}
+
+void CudaTrainOps::attention_backward(Act q, Act k, Act v, Act o, Act lse, Act d_o, Act dq, Act dk, Act dv) {
+    LayerBuffers& L = heads_of(q, k, v);
+    if (at(dq) != dQh_.get() || at(dk) != dKh_.get() || at(dv) != dVh_.get())
+        throw Error("CUDA training: the attention backward writes DQ, DK and DV");
+    tk::attention_backward(attention_shape(), attention_layouts(), L.qh.get(), L.kh.get(), L.vh.get(), at(o), at(lse),
+                           at(d_o), dQh_.get(), dKh_.get(), dVh_.get(), attention_rows_.get(), stream_);
 }
 
 void CudaTrainOps::head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) {
@@ -271,10 +282,10 @@ void CudaTrainOps::prepare(int batch, int seq_len) {
     // Buffers only grow (reserve): evaluation batches between training steps reuse them.
     B_ = batch;
     T_ = seq_len;
-    C_ = chunk_ > 0 ? std::min(chunk_, T_) : T_;
+    C_ = chunk_ > 0 && !twin() ? std::min(chunk_, T_) : T_;
     n_chunks_ = (T_ + C_ - 1) / C_;
     Tp_ = n_chunks_ * C_;
-    upload_decay_tables();
+    if (!twin()) upload_decay_tables();
     reserve_layer_activations();
     reserve_scratch();
 }
@@ -284,6 +295,7 @@ void CudaTrainOps::reserve_layer_activations() {
     const int dd = d(), dk = Dk(), dv = Dv(), Vd = config_.value_dim, F = config_.ffn_dim;
     const int64_t heads_k = static_cast<int64_t>(B_) * H() * Tp_ * dk, heads_v = static_cast<int64_t>(B_) * H() * Tp_ * dv;
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
+    const auto rows_of = [&](Buf b) { return sz(n * train::buffer_width(config_, b)); };  // 0 where unused
     layers_.resize(layout_.layers.size());  // std::vector: one LayerBuffers per layer
     for (LayerBuffers& L : layers_) {
         L.x_in.reserve(sz(n * dd));
@@ -293,10 +305,11 @@ void CudaTrainOps::reserve_layer_activations() {
         L.kh.reserve(sz(heads_k));
         L.vh.reserve(sz(heads_v));
         L.states.reserve(n_chunks_ > 1 ? sz(int64_t(n_mats()) * dk * dv) : 0);
-        L.g.reserve(sz(n * Vd));
+        L.g.reserve(rows_of(Buf::G));
         L.o.reserve(sz(n * Vd));
-        L.rstd_h.reserve(sz(n * H()));
-        L.y.reserve(sz(n * Vd));
+        L.lse.reserve(rows_of(Buf::Lse));
+        L.rstd_h.reserve(rows_of(Buf::RstdH));
+        L.y.reserve(rows_of(Buf::Y));
         L.x_mid.reserve(sz(n * dd));
         L.rstd2.reserve(sz(n));
         L.xn2.reserve(sz(n * dd));
@@ -312,7 +325,7 @@ void CudaTrainOps::reserve_scratch() {
               F = config_.ffn_dim, V = config_.vocab_size, C = C_;
     const int64_t heads_k = static_cast<int64_t>(B_) * h * Tp_ * dk, heads_v = static_cast<int64_t>(B_) * h * Tp_ * dv;
     const int64_t mats = n_mats();
-    const bool chunked = n_chunks_ > 1;
+    const bool retention = !twin(), chunked = n_chunks_ > 1;  // the twin has one "chunk"
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
     inputs_.reserve(sz(n));
     targets_.reserve(sz(n));
@@ -327,20 +340,23 @@ void CudaTrainOps::reserve_scratch() {
     row_loss_.reserve(sz(n));
     branch_.reserve(sz(n * dd));
     lin_.reserve(sz(n * std::max(K, Vd)));
-    oh_.reserve(sz(heads_v));
-    scores_.reserve(sz(mats * C * C));
-    dscores_.reserve(sz(mats * C * C));
+    oh_.reserve(retention ? sz(heads_v) : 0);
+    scores_.reserve(retention ? sz(mats * C * C) : 0);  // the twin would need T² per head here
+    dscores_.reserve(retention ? sz(mats * C * C) : 0);
     rows_k_.reserve(chunked ? sz(mats * C * dk) : 0);
     rows_v_.reserve(chunked ? sz(mats * C * dv) : 0);
     contrib_.reserve(chunked ? sz(mats * dk * dv) : 0);
     after_.reserve(chunked ? sz(mats * dk * dv) : 0);
     for (DeviceBuffer<float>* buffer : {&dx_, &dxn_}) buffer->reserve(sz(n * dd));
     for (DeviceBuffer<float>* buffer : {&dhidden_, &da_, &db_}) buffer->reserve(sz(n * F));
-    for (DeviceBuffer<float>* buffer : {&dy_, &d_o_, &dg_}) buffer->reserve(sz(n * Vd));
-    for (DeviceBuffer<float>* buffer : {&dOh_, &dVh_}) buffer->reserve(sz(heads_v));
+    for (DeviceBuffer<float>* buffer : {&dy_, &dg_}) buffer->reserve(sz(n * train::buffer_width(config_, Buf::DY)));
+    d_o_.reserve(sz(n * Vd));
+    dOh_.reserve(retention ? sz(heads_v) : 0);
+    dVh_.reserve(sz(heads_v));
     for (DeviceBuffer<float>* buffer : {&dQh_, &dKh_}) buffer->reserve(sz(heads_k));
     partials_.reserve(sz(std::max({lk::rmsnorm_backward_parts(n) * dd, lk::head_norm_gate_backward_parts(n, h) * dv,
                                    max_segments * dd})));
+    attention_rows_.reserve(retention ? 0 : sz(tk::attention_backward_scratch_floats(attention_shape())));
 }
 
 }  // namespace retnet::cuda

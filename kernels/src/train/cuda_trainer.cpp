@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <utility>
 
 #include "../cuda_check.h"
@@ -18,6 +19,7 @@
 #include "retnet/error.h"
 #include "retnet/train_device.h"
 #include "retnet/train_ops.h"
+#include "train_attention.h"
 #include "train_kernels.h"
 
 namespace retnet::cuda {
@@ -70,9 +72,10 @@ CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& la
     const train::ParamLayout expected = train::make_param_layout(config);  // validates the config
     if (expected.total != layout.total || expected.layers.size() != layout.layers.size())
         throw Error("CUDA training: the parameter layout does not match the model config");
-    if (config.is_transformer())
-        throw Error("CUDA training: the Transformer twin is not supported on this device yet (its attention is "
-                    "not implemented); train it with --device cpu");
+    const int head_dim = std::max(config.head_dim_k(), config.head_dim_v());
+    if (config.is_transformer() && head_dim > tk::kAttentionMaxHeadDim)
+        throw Error("CUDA training: the twin's head dim " + std::to_string(head_dim) + " is above the " +
+                    std::to_string(tk::kAttentionMaxHeadDim) + " its attention kernels take");
     Impl& s = *impl_;
     s.config = config;
     s.layout = layout;
