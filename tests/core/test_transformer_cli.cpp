@@ -109,9 +109,13 @@ TEST_F(TwinCli, BadRequestsFailInOneLine) {
     ASSERT_EQ(run("init --arch transformer --like " + kDefaultModel + " --out " + path("twin")).exit_code, 0);
     one_line("init --config " + path("twin") + "/config.json --out " + path("x"),
              "describes a Llama Transformer; add --arch transformer");
-    one_line("train --data " + kDefaultModel + "/README.md --config " + path("twin") + "/config.json --tokenizer " +
-                 path("twin") + "/tokenizer.model --out " + path("t") + " --steps 1",
-             "training the Transformer twin is not supported yet");
+    // A Llama config trains with --arch transformer only; the twin's attention has no chunkwise form.
+    const std::string train = "train --data " + kDefaultModel + "/README.md --tokenizer " + path("twin") +
+                              "/tokenizer.model --out " + path("t") + " --steps 1 --config ";
+    one_line(train + path("twin") + "/config.json", "describes a Llama Transformer; add --arch transformer");
+    one_line(train + kDefaultModel + "/config.json --arch transformer --chunk 64",
+             "--chunk applies to the RetNet's retention; the Transformer twin's attention has one form");
+    one_line(train + kDefaultModel + "/config.json --arch mamba", "option --arch must be one of retnet, transformer");
     one_line("inspect --model " + path("twin") + " --tokens 1,2,3 --json", "the Transformer twin has no retention");
     one_line("logits --model " + path("twin") + " --tokens 1,2 --gamma 0=0.5 --out " + path("l.npy"),
              "cannot set a head's decay: the Transformer twin has none");

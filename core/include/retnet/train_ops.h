@@ -12,7 +12,7 @@
 // forward beside its backward, over its own op library and memory — and may lay a buffer out as
 // it likes (the CUDA device keeps q, k, v head-major for its retention).
 //
-// The trainer's limits: fla layout (make_param_layout), every sequence from an empty state at
+// The trainer's limits: fla layout or its twin (make_param_layout), every sequence from an empty state at
 // position 0, a batch of B sequences of T tokens: every buffer has N = B·T rows.
 #include <cstdint>
 #include <optional>
@@ -141,6 +141,8 @@ void train_backward(TrainOps& ops, const ModelConfig& config, const PassDropout&
 void check_train_batch(const ModelConfig& config, const BatchView& batch);
 // Throws retnet::Error unless the dropout rate is in [0, 1).
 void check_dropout_rate(double rate);
+// Throws retnet::Error for a negative chunk size, or any for the twin (its attention has one form).
+void check_chunk(const ModelConfig& config, int chunk);
 // The offset of (layer, w) in the flat parameter vector (block_ops.h names); the head norm is
 // LayerOffsets::head_norm.
 int64_t param_offset(const ParamLayout& layout, int layer, Weight w);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The CPU as a TrainOps device (retnet/train_ops.h) over the op library (retnet/cpu_ops.h), in
-// float (training) or double (gradient checks), and loss_and_gradient on it.
+// float (training) or double (gradient checks), and loss_and_gradient on it — the RetNet's and
+// the Transformer twin's.
 #include <algorithm>
 #include <cstring>
 
@@ -81,11 +82,12 @@ public:
         cpu::retention_backward(at(q), at(k), at(v), at(d_o), retention_shape(), log_decay_.data(), chunk_, at(dq),
                                 at(dk), at(dv));
     }
-    void attention(Act, Act, Act, Act, Act) override {
-        throw Error("training: the CPU attention of the Transformer twin is not implemented yet");
+    void attention(Act q, Act k, Act v, Act o, Act lse) override {
+        cpu::causal_attention_forward(at(q), at(k), at(v), attention_shape(), at(o), at(lse));
     }
-    void attention_backward(Act, Act, Act, Act, Act, Act, Act, Act, Act) override {
-        throw Error("training: the CPU attention of the Transformer twin is not implemented yet");
+    void attention_backward(Act q, Act k, Act v, Act o, Act lse, Act d_o, Act dq, Act dk, Act dv) override {
+        cpu::causal_attention_backward(at(q), at(k), at(v), at(o), at(lse), at(d_o), attention_shape(), at(dq), at(dk),
+                                       at(dv));
     }
     void head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) override {
         cpu::head_norm_gate_forward(at(o), at(g), head_norm(P_, layer), N_, c_.n_heads, c_.head_dim_v(), c_.norm_eps,
@@ -131,6 +133,9 @@ private:
         return default_rotary_theta(Family::Fla, c_.head_dim_k(), rotary.base);
     }
     cpu::RotaryShape rotary_shape() const { return {batch_.batch, batch_.seq_len, c_.n_heads, c_.head_dim_k()}; }
+    cpu::AttentionShape attention_shape() const {
+        return {batch_.batch, batch_.seq_len, c_.n_heads, c_.head_dim_k()};
+    }
     cpu::RetentionShape retention_shape() const {
         return {batch_.batch, batch_.seq_len, c_.n_heads, c_.head_dim_k(), c_.head_dim_v()};
     }
@@ -177,6 +182,7 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
                          T* grad, const LossOptions& options, std::vector<T>* logits) {
     check_train_batch(c, batch);
     check_dropout_rate(options.dropout);
+    check_chunk(c, options.chunk);
     const int64_t rows = static_cast<int64_t>(batch.batch) * batch.seq_len;
     CpuTrainOps<T> ops(c, layout, params, grad, batch, options.chunk);
     const PassDropout dropout{options.dropout, options.dropout_seed};

@@ -38,24 +38,34 @@ void check_dropout_rate(double rate) {
     if (!(rate >= 0.0 && rate < 1.0)) throw Error("training: dropout must be in [0, 1)");
 }
 
+void check_chunk(const ModelConfig& c, int chunk) {
+    if (chunk < 0) throw Error("training: chunk size must be ≥ 0");
+    if (chunk > 0 && c.is_transformer())
+        throw Error("training: a chunk size applies to the RetNet's retention, not the Transformer twin's attention");
+}
+
 int64_t param_offset(const ParamLayout& layout, int layer, Weight w) {
     if (w == Weight::FinalNorm) return layout.final_norm;
     if (w == Weight::Output) return layout.lm_head;
     if (layer < 0 || layer >= static_cast<int>(layout.layers.size()) || w == Weight::EmbedNorm)
         throw Error("training: no parameter for this layer and weight");
     const LayerOffsets& l = layout.layers[static_cast<size_t>(layer)];
-    switch (w) {
-        case Weight::AttnNorm: return l.attn_norm;
-        case Weight::Q: return l.q_proj;
-        case Weight::K: return l.k_proj;
-        case Weight::V: return l.v_proj;
-        case Weight::G: return l.g_proj;
-        case Weight::O: return l.o_proj;
-        case Weight::FfnNorm: return l.ffn_norm;
-        case Weight::FfnAct: return l.ffn_act;
-        case Weight::FfnLin: return l.ffn_lin;
-        default: return l.ffn_out;
-    }
+    const int64_t offset = [&] {
+        switch (w) {
+            case Weight::AttnNorm: return l.attn_norm;
+            case Weight::Q: return l.q_proj;
+            case Weight::K: return l.k_proj;
+            case Weight::V: return l.v_proj;
+            case Weight::G: return l.g_proj;
+            case Weight::O: return l.o_proj;
+            case Weight::FfnNorm: return l.ffn_norm;
+            case Weight::FfnAct: return l.ffn_act;
+            case Weight::FfnLin: return l.ffn_lin;
+            default: return l.ffn_out;
+        }
+    }();
+    if (offset < 0) throw Error("training: no parameter for this layer and weight");  // the twin's g_proj
+    return offset;
 }
 
 namespace {
