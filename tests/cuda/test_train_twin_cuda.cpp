@@ -109,7 +109,9 @@ TEST_P(CudaTwinTrainGradient, LossGradientAndLogitsMatchTheCpuDoubleReference) {
     with_dropout.dropout_seed = 0x1234567890ABCDEFULL;
     std::vector<double> grad_dropout_ref;
     const double loss_dropout_ref = cpu_reference(config, layout, params, batch, with_dropout, &grad_dropout_ref);
-    ASSERT_GT(std::abs(loss_dropout_ref - loss_ref), 1e-3 * loss_ref);  // the masks matter at this size
+    // The masks matter at this size (the gradient moves by O(1)), so the comparison below can fail.
+    ASSERT_GT(std::abs(loss_dropout_ref - loss_ref), 1e-4 * loss_ref);
+    ASSERT_GT(rel_l2_error(grad_ref, grad_dropout_ref), 0.1);
     const double loss_dropout =
         trainer.loss_and_gradient(batch, true, TrainDropout{with_dropout.dropout, with_dropout.dropout_seed});
     EXPECT_NEAR(loss_dropout, loss_dropout_ref, 1e-5 * loss_dropout_ref);
@@ -181,8 +183,14 @@ TEST_F(CudaTwinTrainerTest, Bf16AndTf32LossesAreWithinOnePercentOfTheDoubleRefer
     }
 }
 
-TEST_F(CudaTwinTrainerTest, RefusesHeadsWiderThanTheKernels) {
-    ModelConfig config = twin_config(TwinCase{"wide", 1, 4, 8, false});
+TEST_F(CudaTwinTrainerTest, RefusesAChunkSizeAndHeadsWiderThanTheKernels) {
+    const ModelConfig small = twin_config(TwinCase{});
+    CudaTrainerOptions chunked;
+    chunked.chunk = 8;
+    const ParamLayout small_layout = train::make_param_layout(small);
+    EXPECT_THROW({ CudaTrainer trainer(small, small_layout, chunked); }, Error);
+
+    ModelConfig config = small;
     config.d_model = 16;
     config.n_heads = 1;
     config.key_dim = config.value_dim = 264;

@@ -282,7 +282,7 @@ void CudaTrainOps::prepare(int batch, int seq_len) {
     // Buffers only grow (reserve): evaluation batches between training steps reuse them.
     B_ = batch;
     T_ = seq_len;
-    C_ = chunk_ > 0 && !twin() ? std::min(chunk_, T_) : T_;
+    C_ = chunk_ > 0 ? std::min(chunk_, T_) : T_;
     n_chunks_ = (T_ + C_ - 1) / C_;
     Tp_ = n_chunks_ * C_;
     if (!twin()) upload_decay_tables();
@@ -325,7 +325,7 @@ void CudaTrainOps::reserve_scratch() {
               F = config_.ffn_dim, V = config_.vocab_size, C = C_;
     const int64_t heads_k = static_cast<int64_t>(B_) * h * Tp_ * dk, heads_v = static_cast<int64_t>(B_) * h * Tp_ * dv;
     const int64_t mats = n_mats();
-    const bool retention = !twin(), chunked = n_chunks_ > 1;  // the twin has one "chunk"
+    const bool retention = !twin(), chunked = n_chunks_ > 1;  // the twin has one chunk (chunk_ 0)
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
     inputs_.reserve(sz(n));
     targets_.reserve(sz(n));

@@ -22,8 +22,8 @@ namespace retnet::cuda {
 
 class CudaTrainOps final : public train::TrainOps {
 public:
-    // chunk: 0 for the parallel retention, else the chunk size (the twin has no chunks: its
-    // head-major tensors have Tp = T). Uploads the rotary frequencies
+    // chunk: 0 for the parallel retention, else the chunk size (0 for the twin, whose head-major
+    // tensors have Tp = T). Uploads the rotary frequencies
     // (of train::rotary_base(config): project_heads rotates with them whatever rotary.base says).
     CudaTrainOps(const ModelConfig& config, const train::ParamLayout& layout, int chunk, cudaStream_t stream,
                  cublasHandle_t cublas, cublasComputeType_t compute);

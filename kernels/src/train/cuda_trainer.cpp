@@ -67,7 +67,7 @@ CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& la
     : impl_(std::make_unique<Impl>()) {
     std::string why;
     if (!cuda_device_available(&why)) throw Error("CUDA training unavailable: " + why);
-    if (options.chunk < 0) throw Error("CUDA training: chunk size must be ≥ 0");
+    train::check_chunk(config, options.chunk);  // ≥ 0, and 0 for the twin
     if (!(options.dropout >= 0.0 && options.dropout < 1.0)) throw Error("CUDA training: dropout must be in [0, 1)");
     const train::ParamLayout expected = train::make_param_layout(config);  // validates the config
     if (expected.total != layout.total || expected.layers.size() != layout.layers.size())
