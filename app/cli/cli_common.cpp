@@ -185,4 +185,9 @@ void require_one_of(const std::string& option, const std::string& value, const s
     throw Error("option " + option + " must be one of " + list + ", got '" + value + "'");
 }
 
+Architecture parse_architecture(const std::string& arch) {
+    require_one_of("--arch", arch, {"retnet", "transformer"});
+    return arch == "retnet" ? Architecture::RetNet : Architecture::Transformer;
+}
+
 }  // namespace retnet::cli

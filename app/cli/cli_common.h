@@ -35,6 +35,8 @@ std::unique_ptr<Backend> make_backend_option(const std::string& device, std::sha
 std::vector<int> parse_positive_list(const std::string& option, const std::string& text);
 // Throws one line ("option --mode must be one of all, prefill, decode, got 'x'") unless value is known.
 void require_one_of(const std::string& option, const std::string& value, const std::vector<std::string>& known);
+// The value of --arch: "retnet" or "transformer" (else one line naming the option).
+Architecture parse_architecture(const std::string& arch);
 
 // --dtype stored|fp32|bf16: the projections' precision. On CUDA it picks cuda or cuda-bf16 (and
 // changes `device`); on the CPU it widens a bf16 checkpoint to float32 or narrows a float32 one to

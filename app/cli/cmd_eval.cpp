@@ -64,9 +64,9 @@ int run_eval(const std::vector<std::string>& argv) {
     parse(*app, argv);
     if (stream && window_option->count() > 0) throw Error("--stream and --window exclude each other (--stream has no windows)");
     // Interventions need the inference backend (the trainer's path computes γ from the config).
-    // So does the Transformer twin, which the trainer's path does not run.
-    const bool edited = !parse_interventions(edits.mute, edits.gamma).empty() ||
-                        load_config((std::filesystem::path(model_dir) / "config.json").string()).is_transformer();
+    // Without them the windows run the trainer's forward (the RetNet's or the twin's), so that
+    // --tail reproduces the trainer's validation numbers exactly.
+    const bool edited = !parse_interventions(edits.mute, edits.gamma).empty();
     std::unique_ptr<Backend> backend;
     if (stream || edited) backend = make_backend_option(device, load_model_edited(model_dir, edits));
     cpu::set_num_threads(threads);

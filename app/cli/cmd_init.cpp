@@ -23,14 +23,7 @@ namespace fs = std::filesystem;
 ModelConfig config_to_init(const std::string& arch, const std::string& config_path, const std::string& like) {
     if (config_path.empty() == like.empty()) throw Error("give either --config FILE or --like DIR");
     const std::string source = like.empty() ? config_path : (fs::path(resolve_model_path(like)) / "config.json").string();
-    if (arch != "retnet" && arch != "transformer")
-        throw Error("option --arch must be one of retnet, transformer, got '" + arch + "'");
-    const ModelConfig config = load_config(source);
-    if (arch == "retnet") {
-        if (config.is_transformer()) throw Error(source + " describes a Llama Transformer; add --arch transformer");
-        return config;
-    }
-    return config.is_transformer() ? config : transformer_twin_config(config);
+    return config_for_architecture(load_config(source), parse_architecture(arch), source);
 }
 
 // init writes a new model: a directory that already holds something (a trained model, even the

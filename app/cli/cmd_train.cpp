@@ -1,21 +1,21 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// retnet train: trains an fla-layout RetNet on a text file with the CPU trainer. Ctrl-C saves a
-// checkpoint and exits; --resume continues from it exactly.
+// retnet train: trains an fla-layout RetNet, or (--arch transformer) its Transformer twin, on a
+// text file. Ctrl-C saves a checkpoint and exits; --resume continues from it exactly.
 #include <algorithm>
 #include <cstdio>
 #include <optional>
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/error.h"
 #include "retnet/files.h"
 #include "retnet/memory_limit.h"
 #include "retnet/run_directory.h"
+#include "retnet/train_ops.h"
 #include "retnet/trainer.h"
 
 namespace retnet::cli {
 namespace {
-
-
 
 std::string format_duration(double seconds) {
     const long s = static_cast<long>(seconds + 0.5);
@@ -28,15 +28,24 @@ std::string format_duration(double seconds) {
 }
 
 // The host memory of a run, estimated before anything is allocated: weights, gradient, AdamW's two
-// moments and the average (5 copies), and the activations the backward pass keeps for a batch,
-// retention scores included (B·H·T·span per layer, span = T, or the chunk size).
+// moments and the average (5 copies); per token the pass's buffers (train::buffer_width: what the
+// backward keeps, the gradient scratch, the logits) and a residual branch before dropout; and the
+// scores: the retention's B·H·T·span per layer (span = T, or the chunk size), the twin's attention
+// a tile of at most 64 query rows per (sequence, head) that no layer keeps.
 uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o) {
     const auto B = static_cast<uint64_t>(o.batch), T = static_cast<uint64_t>(o.seq_len);
-    const uint64_t span = o.chunk > 0 ? std::min<uint64_t>(T, static_cast<uint64_t>(o.chunk)) : T;
-    const uint64_t per_token = 2ull * c.vocab_size + static_cast<uint64_t>(c.n_layers) *
-                               (20ull * c.d_model + 4ull * c.ffn_dim + 2ull * c.key_dim + 2ull * c.value_dim);
+    uint64_t per_token = static_cast<uint64_t>(c.d_model);
+    for (int b = 0; b < static_cast<int>(train::Buf::Count); ++b) {
+        const auto name = static_cast<train::Buf>(b);
+        per_token += static_cast<uint64_t>(train::buffer_width(c, name)) *
+                     static_cast<uint64_t>(train::per_layer(name) ? c.n_layers : 1);
+    }
+    const uint64_t span = c.is_transformer() ? std::min<uint64_t>(T, 64)
+                          : o.chunk > 0      ? std::min<uint64_t>(T, static_cast<uint64_t>(o.chunk))
+                                             : T;
+    const uint64_t score_layers = c.is_transformer() ? 1 : static_cast<uint64_t>(c.n_layers);
     return saturating_sum({saturating_product({5, estimated_weight_bytes(c)}), saturating_product({B, T, per_token, 4}),
-                           saturating_product({B, T, span, static_cast<uint64_t>(c.n_heads), static_cast<uint64_t>(c.n_layers), 4})});
+                           saturating_product({B, T, span, static_cast<uint64_t>(c.n_heads), score_layers, 4})});
 }
 
 // --resume of a run whose checkpoint is already at its last step: say so instead of a "done" line
@@ -50,9 +59,14 @@ bool already_complete(const train::CheckpointInfo& info, const train::TrainOptio
 }
 
 // Every option of `retnet train`, on `o` (whose initial values are the defaults shown).
-void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, bool& overwrite) {
+void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, bool& overwrite, std::string& arch) {
     add_text(app, "--data", o.data_path, "the UTF-8 training text")->type_name("FILE")->required();
-    add_text(app, "--config", o.config_path, "the model's config.json (fla keys)")->type_name("FILE")->required();
+    add_text(app, "--config", o.config_path, "the model's config.json (fla keys; llama keys with --arch transformer)")
+        ->type_name("FILE")
+        ->required();
+    add_text(app, "--arch", arch, "retnet, or transformer: train the Transformer twin of the RetNet config (same width, "
+                                  "depth, heads, vocabulary and parameter count; docs/transformer.md)")
+        ->type_name("retnet|transformer");
     add_text(app, "--out", o.out_dir, "the run directory (checkpoint/, best/, run.json)")->type_name("DIR")->required();
     add_text(app, "--tokenizer", o.tokenizer_path, "tokenizer.model (on --resume: the checkpoint's)")->type_name("FILE");
     add_flag(app, "--resume", o.resume, "continue the run in --out from its checkpoint");
@@ -75,7 +89,8 @@ void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, boo
     add_number(app, "--weight-decay", o.adamw.weight_decay, 0.0, 10.0, "decoupled weight decay")->group(optimizer);
     add_number(app, "--grad-clip", o.grad_clip, 0.0, 1e9, "clip the gradient's norm to this")->group(optimizer);
     add_number(app, "--dropout", o.dropout, 0.0, 0.95, "embedding and residual dropout")->group(optimizer);
-    add_int(app, "--chunk", o.chunk, 0, 1 << 20, "chunkwise retention with this chunk size; 0 = parallel")->group(optimizer);
+    add_int(app, "--chunk", o.chunk, 0, 1 << 20, "chunkwise retention with this chunk size; 0 = parallel (RetNet only)")
+        ->group(optimizer);
     add_number(app, "--ema-decay", o.average_decay, 0.0, 0.999999, "keep an average of the weights; 0 = off")
         ->group(optimizer);
     add_int(app, "-s,--seed", seed, 0, INT64_MAX, "random seed of the initialization, batches and dropout")->group(optimizer);
@@ -91,18 +106,24 @@ void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, boo
 }
 
 int run_train(const std::vector<std::string>& argv) {
-    const auto app = make_app("train", "Trains an fla-layout RetNet on a text file. Ctrl-C saves a checkpoint; --resume "
-                                       "continues from it exactly.");
+    const auto app = make_app("train", "Trains an fla-layout RetNet, or its Transformer twin, on a text file. Ctrl-C "
+                                       "saves a checkpoint; --resume continues from it exactly.");
     train::TrainOptions o;
     int64_t seed = static_cast<int64_t>(o.seed);
     bool overwrite = false;
-    add_train_options(*app, o, seed, overwrite);
+    std::string arch = "retnet";
+    add_train_options(*app, o, seed, overwrite, arch);
     parse(*app, argv);
     o.seed = static_cast<uint64_t>(seed);
+    o.architecture = parse_architecture(arch);
     // Inputs that are FIFOs or directories get their own line here, never a reader that blocks.
     for (const std::string& path : {o.data_path, o.config_path, o.tokenizer_path})
         if (!path.empty()) require_regular_file(path);
-    check_memory(estimated_training_bytes(load_config(o.config_path), o),
+    const ModelConfig config = train::run_config(o);
+    if (config.is_transformer() && o.chunk > 0)
+        throw Error("--chunk applies to the RetNet's retention; the Transformer twin's attention has one form (leave "
+                    "--chunk out)");
+    check_memory(estimated_training_bytes(config, o),
                  "training with --batch " + std::to_string(o.batch) + " --seq-len " + std::to_string(o.seq_len));
     const train::RunDirectoryLock lock(o.out_dir);  // held until the run ends
     std::string notice;

@@ -80,6 +80,14 @@ ModelConfig transformer_twin_config(const ModelConfig& r) {
     return t;
 }
 
+ModelConfig config_for_architecture(const ModelConfig& config, Architecture architecture, const std::string& source) {
+    if (architecture == Architecture::RetNet) {
+        if (config.is_transformer()) throw Error(source + " describes a Llama Transformer; add --arch transformer");
+        return config;
+    }
+    return config.is_transformer() ? config : transformer_twin_config(config);
+}
+
 Model make_transformer_twin(const ModelConfig& retnet, uint64_t seed) {
     return make_random_model(transformer_twin_config(retnet), seed);
 }

@@ -34,13 +34,16 @@ ModelConfig small_config() {
     return c;
 }
 
+// A config's TrainOps: names only buffers of its architecture (width > 0).
 class RecordingOps final : public TrainOps {
 public:
+    explicit RecordingOps(const ModelConfig& c) : c_(c) {}
     std::set<std::pair<int, int>> written;           // (name, layer)
     std::map<std::pair<int, int>, int> weight_grads;  // (layer, Weight) → backward ops that fed it
     std::vector<uint64_t> dropout_bases;             // in call order
     std::vector<double> rotary_scales;               // of project_heads, in call order
-    int embed_grads = 0, head_norm_grads = 0, zeroed_gradient = 0, losses = 0;
+    std::set<double> rotary_bases;                   // of the rotated projections
+    int embed_grads = 0, head_norm_grads = 0, attention_grads = 0, zeroed_gradient = 0, losses = 0;
     bool loss_gradient = false;
 
     void embed(Act x) override { write(x); }
@@ -67,6 +70,7 @@ public:
     void project_heads(Act x, int, Weight, const HeadRotary& rotary, Act heads) override {
         read(x); write(heads);
         rotary_scales.push_back(rotary.apply ? rotary.scale : 0.0);
+        if (rotary.apply) rotary_bases.insert(rotary.base);
     }
     void project_heads_backward(Act x, int layer, Weight w, const HeadRotary&, Act dheads, Act dx,
                                 bool accumulate) override {
@@ -75,6 +79,11 @@ public:
     void retention(Act q, Act k, Act v, Act o) override { read(q); read(k); read(v); write(o); }
     void retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act dk, Act dv) override {
         read(q); read(k); read(v); read(d_o); write(dq); write(dk); write(dv);
+    }
+    void attention(Act q, Act k, Act v, Act o, Act lse) override { read(q); read(k); read(v); write(o); write(lse); }
+    void attention_backward(Act q, Act k, Act v, Act o, Act lse, Act d_o, Act dq, Act dk, Act dv) override {
+        read(q); read(k); read(v); read(o); read(lse); read(d_o); write(dq); write(dk); write(dv);
+        ++attention_grads;
     }
     void head_norm_gate(Act o, Act g, int, Act y, Act rstd) override { read(o); read(g); write(y); write(rstd); }
     void head_norm_gate_backward(Act o, Act g, int, Act rstd, Act dy, Act d_o, Act dg) override {
@@ -96,27 +105,34 @@ private:
     static std::pair<int, int> key(Act a) { return {static_cast<int>(a.name), a.layer}; }
     void read(Act a) const {
         EXPECT_EQ(per_layer(a.name), a.layer >= 0) << "buffer " << static_cast<int>(a.name);
+        EXPECT_GT(buffer_width(c_, a.name), 0) << "buffer " << static_cast<int>(a.name) << " is not the model's";
         EXPECT_TRUE(written.count(key(a))) << "buffer " << static_cast<int>(a.name) << " of layer " << a.layer
                                            << " read before it was written";
     }
     void write(Act a) {
         EXPECT_EQ(per_layer(a.name), a.layer >= 0) << "buffer " << static_cast<int>(a.name);
+        EXPECT_GT(buffer_width(c_, a.name), 0) << "buffer " << static_cast<int>(a.name) << " is not the model's";
         written.insert(key(a));
     }
     void grad(int layer, Weight w) {
         EXPECT_EQ(zeroed_gradient, 1) << "a weight gradient before the gradient was zeroed";
         ++weight_grads[{layer, static_cast<int>(w)}];
     }
+
+    const ModelConfig c_;
 };
 
 }  // namespace
 
 TEST(TrainPass, ForwardWritesEveryActivationBeforeItIsRead) {
     const ModelConfig c = small_config();
-    RecordingOps ops;
+    RecordingOps ops(c);
     train_forward(ops, c, 6, {}, false);
     for (int l = 0; l < c.n_layers; ++l)
-        for (int b = 0; b < kLayerBufs; ++b) EXPECT_TRUE(ops.written.count({b, l})) << "buffer " << b << " layer " << l;
+        for (int b = 0; b < kLayerBufs; ++b) {
+            if (buffer_width(c, static_cast<Buf>(b)) == 0) continue;  // Lse is the twin's
+            EXPECT_TRUE(ops.written.count({b, l})) << "buffer " << b << " layer " << l;
+        }
     EXPECT_EQ(ops.losses, 1);
     EXPECT_FALSE(ops.loss_gradient);
     EXPECT_TRUE(ops.dropout_bases.empty());
@@ -125,11 +141,12 @@ TEST(TrainPass, ForwardWritesEveryActivationBeforeItIsRead) {
     EXPECT_EQ(ops.rotary_scales[0], 0.5);
     EXPECT_EQ(ops.rotary_scales[1], 1.0);
     EXPECT_EQ(ops.rotary_scales[2], 0.0);
+    EXPECT_EQ(ops.rotary_bases, std::set<double>{10000.0});  // fla's
 }
 
 TEST(TrainPass, BackwardFeedsEveryParameterTensorExactlyOnce) {
     const ModelConfig c = small_config();
-    RecordingOps ops;
+    RecordingOps ops(c);
     train_forward(ops, c, 6, {}, true);
     EXPECT_TRUE(ops.loss_gradient);
     train_backward(ops, c, {});
@@ -148,7 +165,7 @@ TEST(TrainPass, BackwardFeedsEveryParameterTensorExactlyOnce) {
 TEST(TrainPass, DropoutMasksAreTheSitesOfTheMaskFunctionInBothDirections) {
     const ModelConfig c = small_config();
     const PassDropout dropout{0.25, 1234};
-    RecordingOps ops;
+    RecordingOps ops(c);
     train_forward(ops, c, 6, dropout, true);
     std::vector<uint64_t> forward{dropout_site_base(dropout.seed, dropout_site_embedding)};
     for (int l = 0; l < c.n_layers; ++l) {
@@ -159,7 +176,7 @@ TEST(TrainPass, DropoutMasksAreTheSitesOfTheMaskFunctionInBothDirections) {
     ops.dropout_bases.clear();
     train_backward(ops, c, dropout);
     EXPECT_EQ(ops.dropout_bases, std::vector<uint64_t>(forward.rbegin(), forward.rend()));
-    RecordingOps bad;
+    RecordingOps bad(c);
     EXPECT_THROW(train_forward(bad, c, 6, {1.0, 0}, true), Error);
 }
 
@@ -180,4 +197,35 @@ TEST(TrainPass, NamesMapToTheLayoutAndTheirWidths) {
     EXPECT_EQ(buffer_width(c, Buf::DLogits), 11);
     EXPECT_EQ(buffer_width(c, Buf::Rstd1), 1);
     EXPECT_EQ(buffer_width(c, Buf::DBranch), 8);
+}
+
+// The twin's pass: attention in place of retention, gate and head norm; the buffers it names are
+// its own (RecordingOps checks every width), rotated with its rope_theta.
+TEST(TrainPass, TwinPassUsesAttentionAndItsOwnBuffers) {
+    ModelConfig c = small_config();
+    c.architecture = Architecture::Transformer;
+    c.value_dim = c.key_dim;
+    c.head_norm_affine = false;
+    c.rope_theta = 500.0;
+    for (Buf b : {Buf::G, Buf::RstdH, Buf::Y, Buf::DG, Buf::DY}) EXPECT_EQ(buffer_width(c, b), 0);
+    EXPECT_EQ(buffer_width(c, Buf::Lse), c.n_heads);
+    EXPECT_EQ(buffer_width(small_config(), Buf::Lse), 0);
+    RecordingOps ops(c);
+    train_forward(ops, c, 6, {0.25, 7}, true);
+    for (int l = 0; l < c.n_layers; ++l) {
+        EXPECT_TRUE(ops.written.count({static_cast<int>(Buf::Lse), l}));
+        EXPECT_TRUE(ops.written.count({static_cast<int>(Buf::O), l}));
+    }
+    EXPECT_EQ(ops.rotary_bases, std::set<double>{500.0});
+    EXPECT_EQ(ops.dropout_bases.size(), 1u + 2u * c.n_layers);
+    train_backward(ops, c, {0.25, 7});
+    EXPECT_EQ(ops.attention_grads, c.n_layers);
+    EXPECT_EQ(ops.head_norm_grads, 0);
+    std::map<std::pair<int, int>, int> expected{{{-1, static_cast<int>(Weight::FinalNorm)}, 1},
+                                                {{-1, static_cast<int>(Weight::Output)}, 1}};
+    for (int l = 0; l < c.n_layers; ++l)
+        for (Weight w : {Weight::AttnNorm, Weight::Q, Weight::K, Weight::V, Weight::O, Weight::FfnNorm, Weight::FfnAct,
+                         Weight::FfnLin, Weight::FfnOut})
+            expected[{l, static_cast<int>(w)}] = 1;
+    EXPECT_EQ(ops.weight_grads, expected);
 }

@@ -107,4 +107,78 @@ inline Vec recurrent(const FVec& q, const FVec& k, const FVec& v, Vec& S, const 
 
 inline double decay_pow(float log_decay, int n) { return std::exp(double(n) * double(log_decay)); }
 
+// Causal softmax attention per matrix of dense (BH, T, D) tensors (q already scaled):
+// o_n = Σ_{m≤n} p_nm v_m, p_nm = softmax_m(q_n·k_m); o (BH, T, Dv), lse (BH, T) = logsumexp_m.
+template <typename In>
+void attention(const std::vector<In>& q, const std::vector<In>& k, const std::vector<In>& v, int BH, int T, int Dk,
+               int Dv, Vec& o, Vec& lse) {
+    o.assign(static_cast<size_t>(BH) * T * Dv, 0.0);
+    lse.assign(static_cast<size_t>(BH) * T, 0.0);
+    Vec s(static_cast<size_t>(T));
+    for (int bh = 0; bh < BH; ++bh)
+        for (int n = 0; n < T; ++n) {
+            const size_t qn = (static_cast<size_t>(bh) * T + n) * Dk;
+            double mx = -INFINITY;
+            for (int m = 0; m <= n; ++m) {
+                const size_t km = (static_cast<size_t>(bh) * T + m) * Dk;
+                double dot = 0;
+                for (int c = 0; c < Dk; ++c) dot += double(q[qn + c]) * double(k[km + c]);
+                s[m] = dot;
+                mx = std::max(mx, dot);
+            }
+            double sum = 0;
+            for (int m = 0; m <= n; ++m) sum += std::exp(s[m] - mx);
+            double* on = o.data() + (static_cast<size_t>(bh) * T + n) * Dv;
+            for (int m = 0; m <= n; ++m) {
+                const double p = std::exp(s[m] - mx) / sum;
+                for (int c = 0; c < Dv; ++c) on[c] += p * double(v[(static_cast<size_t>(bh) * T + m) * Dv + c]);
+            }
+            lse[static_cast<size_t>(bh) * T + n] = mx + std::log(sum);
+        }
+}
+
+// The gradients of attention() for the output's gradient d_o (BH, T, Dv): with dp_nm = d_o_n·v_m
+// and dS_nm = p_nm (dp_nm − Σ_m' p_nm' dp_nm'), dq_n = Σ_m dS_nm k_m, dk_m = Σ_n dS_nm q_n,
+// dv_m = Σ_n p_nm d_o_n.
+template <typename In>
+void attention_backward(const std::vector<In>& q, const std::vector<In>& k, const std::vector<In>& v,
+                        const std::vector<In>& d_o, int BH, int T, int Dk, int Dv, Vec& dq, Vec& dk, Vec& dv) {
+    dq.assign(static_cast<size_t>(BH) * T * Dk, 0.0);
+    dk.assign(dq.size(), 0.0);
+    dv.assign(static_cast<size_t>(BH) * T * Dv, 0.0);
+    Vec p(static_cast<size_t>(T)), dp(static_cast<size_t>(T));
+    for (int bh = 0; bh < BH; ++bh)
+        for (int n = 0; n < T; ++n) {
+            const size_t qn = (static_cast<size_t>(bh) * T + n) * Dk, on = (static_cast<size_t>(bh) * T + n) * Dv;
+            double mx = -INFINITY;
+            for (int m = 0; m <= n; ++m) {
+                const size_t km = (static_cast<size_t>(bh) * T + m) * Dk;
+                double dot = 0;
+                for (int c = 0; c < Dk; ++c) dot += double(q[qn + c]) * double(k[km + c]);
+                p[m] = dot;
+                mx = std::max(mx, dot);
+            }
+            double sum = 0;
+            for (int m = 0; m <= n; ++m) sum += std::exp(p[m] - mx);
+            double delta = 0;
+            for (int m = 0; m <= n; ++m) {
+                p[m] = std::exp(p[m] - mx) / sum;
+                const size_t vm = (static_cast<size_t>(bh) * T + m) * Dv;
+                double dot = 0;
+                for (int c = 0; c < Dv; ++c) dot += double(d_o[on + c]) * double(v[vm + c]);
+                dp[m] = dot;
+                delta += p[m] * dot;
+            }
+            for (int m = 0; m <= n; ++m) {
+                const double ds = p[m] * (dp[m] - delta);
+                const size_t km = (static_cast<size_t>(bh) * T + m) * Dk, vm = (static_cast<size_t>(bh) * T + m) * Dv;
+                for (int c = 0; c < Dk; ++c) {
+                    dq[qn + c] += ds * double(k[km + c]);
+                    dk[km + c] += ds * double(q[qn + c]);
+                }
+                for (int c = 0; c < Dv; ++c) dv[vm + c] += p[m] * double(d_o[on + c]);
+            }
+        }
+}
+
 }  // namespace retnet::cuda::naive

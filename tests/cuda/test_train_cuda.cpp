@@ -26,6 +26,7 @@
 #include "retnet/train.h"
 #include "retnet/train_device.h"
 #include "train/train_kernels.h"
+#include "train_test_util.h"
 
 namespace retnet::cuda::test {
 namespace {
@@ -59,61 +60,6 @@ ModelConfig small_config(const TrainCase& c) {
     m.bos_token_id = 1;
     m.eos_token_id = 2;
     return m;
-}
-
-// Weights well away from the 0.02 initialization, so every path carries a sizeable gradient
-// (norm weights around 1, as the core gradient tests do).
-std::vector<float> random_params(const ParamLayout& layout, uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::uniform_real_distribution<float> dist(-0.4f, 0.4f);
-    std::vector<float> p(static_cast<size_t>(layout.total));
-    for (float& x : p) x = dist(rng);
-    for (const train::ParamTensor& t : layout.tensors)
-        if (t.shape.size() == 1)
-            for (int64_t i = 0; i < t.size; ++i) p[static_cast<size_t>(t.offset + i)] += 1.0f;
-    return p;
-}
-
-struct Tokens {
-    std::vector<int32_t> inputs, targets;
-    BatchView view(int batch, int seq_len) const { return {inputs.data(), targets.data(), batch, seq_len}; }
-};
-
-Tokens random_tokens(int n, int vocab, uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::uniform_int_distribution<int32_t> tok(0, vocab - 1);
-    Tokens t;
-    t.inputs.resize(static_cast<size_t>(n));
-    t.targets.resize(static_cast<size_t>(n));
-    for (auto& x : t.inputs) x = tok(rng);
-    for (auto& x : t.targets) x = tok(rng);
-    return t;
-}
-
-// Each tensor's gradient, not only the vector as a whole (a small tensor could hide in the norm).
-void expect_every_tensor_close(const ParamLayout& layout, const std::vector<float>& grad,
-                               const std::vector<double>& grad_ref, double tolerance) {
-    for (const train::ParamTensor& t : layout.tensors) {
-        const auto first = static_cast<size_t>(t.offset), last = static_cast<size_t>(t.offset + t.size);
-        const std::vector<float> g(grad.begin() + first, grad.begin() + last);
-        const std::vector<double> r(grad_ref.begin() + first, grad_ref.begin() + last);
-        EXPECT_LT(rel_l2_error(g, r), tolerance) << t.name;
-    }
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
-// The CPU trainer's loss in double for float weights (with its gradient and logits when asked):
-// the reference every device result is compared with.
-double cpu_reference(const ModelConfig& config, const ParamLayout& layout, const std::vector<float>& params,
-                     const BatchView& batch, const LossOptions& options, std::vector<double>* grad = nullptr,
-                     std::vector<double>* logits = nullptr) {
-    const std::vector<double> params_d(params.begin(), params.end());
-    if (grad) grad->assign(params.size(), 0.0);
-    return train::loss_and_gradient<double>(config, layout, params_d.data(), batch, grad ? grad->data() : nullptr,
-                                            options, logits);
 }
 
 // One test's model and batch: small_config(c), weights from random_params and `batch_size`

@@ -143,6 +143,22 @@ template <typename T>
 void retention_backward(const T* q, const T* k, const T* v, const T* d_o, const RetentionShape& shape,
                         const float* log_decay, int chunk, T* dq, T* dk, T* dv);
 
+// ---- the Transformer twin's causal softmax attention (training), forward and backward -----------
+
+// o_n = Σ_{m≤n} softmax_m(q_n·k_m) v_m per sequence and head, q already carrying 1/√D; q, k, v, o
+// (B·T, H·D). lse (B·T, H) = log Σ_{m≤n} exp(q_n·k_m) is kept for the backward. Query rows go in
+// tiles, so the scratch is O(tile·T) per thread and the keys above a tile's diagonal are skipped.
+struct AttentionShape {
+    int64_t batch, seq_len, n_heads, head_dim;
+};
+template <typename T>
+void causal_attention_forward(const T* q, const T* k, const T* v, const AttentionShape& shape, T* o, T* lse);
+// dq, dk, dv (overwritten) of Σ o·d_o: FlashAttention-2's backward, P recomputed from lse and
+// D_n = d_o_n·o_n, so dS = P ⊙ (d_o Vᵀ − D), dq = dS K, dk = dSᵀ q, dv = Pᵀ d_o.
+template <typename T>
+void causal_attention_backward(const T* q, const T* k, const T* v, const T* o, const T* lse, const T* d_o,
+                               const AttentionShape& shape, T* dq, T* dk, T* dv);
+
 // ---- loss ------------------------------------------------------------------------------------
 
 // −log softmax(logits)[target] per row, summed (in double) so callers can average over any

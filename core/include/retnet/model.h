@@ -89,6 +89,10 @@ ModelConfig transformer_twin_config(const ModelConfig& retnet);
 // L·(12d + Dv) + d: the rounding (≤ 4 units of 3d a layer), RetNet's head norm weight (Dv a
 // layer) and torchscale's embedding norm (d).
 int transformer_twin_ffn_dim(const ModelConfig& retnet);
+// The config of `architecture` a command (init, train --arch) builds from `config`, read from
+// `source`: for the RetNet the config itself (a Llama config is refused: "add --arch
+// transformer"); for the Transformer the twin of a RetNet config, a Llama config as it is.
+ModelConfig config_for_architecture(const ModelConfig& config, Architecture architecture, const std::string& source);
 // A randomly initialized twin (Llama's init: normal std 0.02, norms 1), deterministic in seed.
 Model make_transformer_twin(const ModelConfig& retnet, uint64_t seed);
 

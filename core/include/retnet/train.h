@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// Training the fla-layout RetNet on the CPU: the parameters as one flat vector, the loss and its
+// Training the fla-layout RetNet (and its Llama-style Transformer twin) on the CPU: the parameters as one flat vector, the loss and its
 // gradient for a batch (a training forward that keeps its activations, then the backward), AdamW
 // with decoupled weight decay, gradient clipping and a warmup + cosine schedule.
 // The same loss/gradient code is instantiated for float (training) and double (gradient checks).
@@ -15,7 +15,7 @@ namespace retnet::train {
 
 // One weight tensor inside the flat parameter vector.
 struct ParamTensor {
-    std::string name;  // fla state_dict name, e.g. "model.layers.0.attn.q_proj.weight"
+    std::string name;  // the model file's name, e.g. fla's "model.layers.0.attn.q_proj.weight"
     std::vector<int64_t> shape;
     int64_t offset = 0;
     int64_t size = 0;
@@ -23,7 +23,7 @@ struct ParamTensor {
 };
 
 struct LayerOffsets {
-    int64_t attn_norm, q_proj, k_proj, v_proj, g_proj, o_proj;
+    int64_t attn_norm, q_proj, k_proj, v_proj, g_proj, o_proj;  // g_proj −1 for the twin (no output gate)
     int64_t head_norm;  // −1 when the per-head norm has no weight
     int64_t ffn_norm, ffn_act, ffn_lin, ffn_out;
 };
@@ -36,7 +36,8 @@ struct ParamLayout {
     int64_t total = 0;
 };
 
-// Throws retnet::Error unless the config is an fla model (the family the trainer writes).
+// Throws retnet::Error unless the config is an fla model (the family the trainer writes) or its
+// Transformer twin (Llama names).
 ParamLayout make_param_layout(const ModelConfig& config);
 std::vector<float> flatten_weights(const Model& model, const ParamLayout& layout);
 // Copies the flat vector into the model's tensors (which must have the layout's shapes).
@@ -51,7 +52,7 @@ struct BatchView {
 };
 
 struct LossOptions {
-    int chunk = 0;  // 0: parallel retention (T×T scores); > 0: chunkwise with this chunk size
+    int chunk = 0;  // 0: parallel retention (T×T scores); > 0: chunkwise with this chunk size (RetNet only)
     // Training-only regularization, not part of the model: the embedding output and each residual
     // branch's output (after o_proj, after down_proj) are zeroed with probability `dropout` and
     // scaled by 1/(1 − dropout). The masks are a pure function of (dropout_seed, site, element).

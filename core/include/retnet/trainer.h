@@ -81,6 +81,9 @@ void save_trained_weights(const ModelConfig& config, const ParamLayout& layout,
 struct TrainOptions {
     std::string data_path;       // UTF-8 text
     std::string config_path;     // model config.json (fla keys); vocab_size must match the tokenizer
+    // Transformer: train the Transformer twin of config_path's RetNet (or the Llama config it is),
+    // config_for_architecture in retnet/model.h.
+    Architecture architecture = Architecture::RetNet;
     std::string tokenizer_path;  // tokenizer.model (on --resume: the checkpoint's when empty)
     std::string out_dir;
     bool resume = false;
@@ -94,7 +97,7 @@ struct TrainOptions {
     AdamWConfig adamw;
     double grad_clip = 1.0;
     double dropout = 0;  // training-only: embedding and residual-branch dropout (see LossOptions)
-    int chunk = 0;  // 0: parallel retention; > 0: chunkwise with this chunk size
+    int chunk = 0;  // 0: parallel retention; > 0: chunkwise with this chunk size (RetNet only)
     // > 0: keep an exponential moving average of the weights (update_average in train.h) and
     // validate and save it to best/ instead of the raw weights.
     double average_decay = 0;
@@ -129,6 +132,9 @@ struct TrainResult {
 
 // Runs (or, with options.resume, continues) training. `stop` is polled after every step: when it
 // becomes true the loop saves a checkpoint and returns with interrupted = true.
+// The config a run trains: config_path's, made the options' architecture (config_for_architecture).
+ModelConfig run_config(const TrainOptions& options);
+
 TrainResult run_training(const TrainOptions& options,
                          const std::function<void(const TrainProgress&)>& on_progress,
                          const std::atomic<bool>* stop = nullptr);

@@ -5,13 +5,14 @@
 
 #include "retnet/error.h"
 #include "retnet/train_device.h"
+#include "retnet/train_ops.h"
 
 namespace retnet::train {
 
 CpuTrainDevice::CpuTrainDevice(const ModelConfig& config, const ParamLayout& layout, const TrainDeviceOptions& options)
     : config_(config), layout_(layout), options_(options) {
     if (!(options.dropout >= 0.0 && options.dropout < 1.0)) throw Error("training: dropout must be in [0, 1)");
-    if (options.chunk < 0) throw Error("training: chunk size must be ≥ 0");
+    check_chunk(config, options.chunk);
     if (make_param_layout(config).total != layout.total)  // validates the config too
         throw Error("training: the parameter layout does not match the model config");
     params_.resize(static_cast<size_t>(layout.total));

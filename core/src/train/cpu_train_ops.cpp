@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The CPU as a TrainOps device (retnet/train_ops.h) over the op library (retnet/cpu_ops.h), in
-// float (training) or double (gradient checks), and loss_and_gradient on it.
+// float (training) or double (gradient checks), and loss_and_gradient on it — the RetNet's and
+// the Transformer twin's.
 #include <algorithm>
 #include <cstring>
 
@@ -23,7 +24,6 @@ public:
                 int chunk)
         : c_(c), layout_(layout), P_(params), G_(grad), batch_(batch), chunk_(chunk),
           N_(int64_t(batch.batch) * batch.seq_len), log_decay_(default_log_decay(c.n_heads)),
-          theta_(default_rotary_theta(Family::Fla, c.head_dim_k())),
           bufs_(static_cast<size_t>((1 + c.n_layers) * static_cast<int>(Buf::Count))) {}
 
     double loss_sum() const { return loss_sum_; }
@@ -65,12 +65,13 @@ public:
     void project_heads(Act x, int layer, Weight w, const HeadRotary& rotary, Act heads) override {
         linear(x, layer, w, heads);
         if (rotary.apply)
-            cpu::rotary_forward(at(heads), rotary_shape(), theta_.data(), cpu::rotary_pairs(Family::Fla), rotary.scale);
+            cpu::rotary_forward(at(heads), rotary_shape(), theta(rotary).data(), cpu::rotary_pairs(Family::Fla),
+                                rotary.scale);
     }
     void project_heads_backward(Act x, int layer, Weight w, const HeadRotary& rotary, Act dheads, Act dx,
                                 bool accumulate) override {
         if (rotary.apply)
-            cpu::rotary_backward(at(dheads), rotary_shape(), theta_.data(), cpu::rotary_pairs(Family::Fla),
+            cpu::rotary_backward(at(dheads), rotary_shape(), theta(rotary).data(), cpu::rotary_pairs(Family::Fla),
                                  rotary.scale);
         linear_backward(x, layer, w, dheads, dx, accumulate);
     }
@@ -80,6 +81,13 @@ public:
     void retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act dk, Act dv) override {
         cpu::retention_backward(at(q), at(k), at(v), at(d_o), retention_shape(), log_decay_.data(), chunk_, at(dq),
                                 at(dk), at(dv));
+    }
+    void attention(Act q, Act k, Act v, Act o, Act lse) override {
+        cpu::causal_attention_forward(at(q), at(k), at(v), attention_shape(), at(o), at(lse));
+    }
+    void attention_backward(Act q, Act k, Act v, Act o, Act lse, Act d_o, Act dq, Act dk, Act dv) override {
+        cpu::causal_attention_backward(at(q), at(k), at(v), at(o), at(lse), at(d_o), attention_shape(), at(dq), at(dk),
+                                       at(dv));
     }
     void head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) override {
         cpu::head_norm_gate_forward(at(o), at(g), head_norm(P_, layer), N_, c_.n_heads, c_.head_dim_v(), c_.norm_eps,
@@ -120,7 +128,14 @@ private:
         const int64_t off = layout_.layers[static_cast<size_t>(layer)].head_norm;
         return off >= 0 ? base + off : nullptr;
     }
+    // (Dk/2) the frequencies of the rotary's base, formed as inference forms them.
+    std::vector<float> theta(const HeadRotary& rotary) const {
+        return default_rotary_theta(Family::Fla, c_.head_dim_k(), rotary.base);
+    }
     cpu::RotaryShape rotary_shape() const { return {batch_.batch, batch_.seq_len, c_.n_heads, c_.head_dim_k()}; }
+    cpu::AttentionShape attention_shape() const {
+        return {batch_.batch, batch_.seq_len, c_.n_heads, c_.head_dim_k()};
+    }
     cpu::RetentionShape retention_shape() const {
         return {batch_.batch, batch_.seq_len, c_.n_heads, c_.head_dim_k(), c_.head_dim_v()};
     }
@@ -140,7 +155,7 @@ private:
     const BatchView& batch_;
     const int chunk_;
     const int64_t N_;  // B·T rows
-    const std::vector<float> log_decay_, theta_;
+    const std::vector<float> log_decay_;
     std::vector<std::vector<T>> bufs_;  // (1 + L) × Buf::Count: model level first, then per layer
     std::vector<T> branch_;             // (N, d) a branch's output before dropout
     double loss_sum_ = 0;
@@ -167,6 +182,7 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
                          T* grad, const LossOptions& options, std::vector<T>* logits) {
     check_train_batch(c, batch);
     check_dropout_rate(options.dropout);
+    check_chunk(c, options.chunk);
     const int64_t rows = static_cast<int64_t>(batch.batch) * batch.seq_len;
     CpuTrainOps<T> ops(c, layout, params, grad, batch, options.chunk);
     const PassDropout dropout{options.dropout, options.dropout_seed};

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The trainer's flat parameter vector: its layout (ParamLayout) and the copies between it and a
-// Model's tensors. The loss and gradient over it: cpu_train_ops.cpp and train_pass.cpp.
+// Model's tensors. The loss and gradient over it: cpu_train_ops.cpp and train_pass.cpp. The
+// names are the model files' (fla's for the RetNet, transformers' Llama for the twin), in their
+// storage order.
 #include <algorithm>
 
 #include "retnet/error.h"
@@ -10,7 +12,6 @@ namespace retnet::train {
 
 ParamLayout make_param_layout(const ModelConfig& config) {
     config.validate();
-    if (config.is_transformer()) throw Error("training the Transformer twin is not supported yet");
     if (config.family != Family::Fla || config.scale_embedding || config.layernorm_embedding ||
         config.ffn_activation != Activation::Swish)
         throw Error("training supports the fla layout only (swish GLU, no embedding scale or norm); got " +
@@ -31,20 +32,24 @@ ParamLayout make_param_layout(const ModelConfig& config) {
     };
     const int64_t V = config.vocab_size, d = config.d_model, K = config.key_dim,
                   Vd = config.value_dim, F = config.ffn_dim;
-    layout.embed = add("model.embeddings.weight", {V, d}, false);
+    // fla: model.layers.i.{attn_norm, attn.*, mlp_norm, mlp.*}; Llama: model.layers.i.{input_layernorm,
+    // self_attn.*, post_attention_layernorm, mlp.*}, no output gate, no head norm.
+    const bool twin = config.is_transformer();
+    const std::string attn = twin ? "self_attn." : "attn.";
+    layout.embed = add(twin ? "model.embed_tokens.weight" : "model.embeddings.weight", {V, d}, false);
     for (int i = 0; i < config.n_layers; ++i) {
         const std::string p = "model.layers." + std::to_string(i) + ".";
         LayerOffsets l{};
-        l.attn_norm = add(p + "attn_norm.weight", {d}, false);
-        l.q_proj = add(p + "attn.q_proj.weight", {K, d}, true);
-        l.k_proj = add(p + "attn.k_proj.weight", {K, d}, true);
-        l.v_proj = add(p + "attn.v_proj.weight", {Vd, d}, true);
-        l.g_proj = add(p + "attn.g_proj.weight", {Vd, d}, true);
-        l.o_proj = add(p + "attn.o_proj.weight", {d, Vd}, true);
+        l.attn_norm = add(p + (twin ? "input_layernorm.weight" : "attn_norm.weight"), {d}, false);
+        l.q_proj = add(p + attn + "q_proj.weight", {K, d}, true);
+        l.k_proj = add(p + attn + "k_proj.weight", {K, d}, true);
+        l.v_proj = add(p + attn + "v_proj.weight", {Vd, d}, true);
+        l.g_proj = twin ? -1 : add(p + "attn.g_proj.weight", {Vd, d}, true);
+        l.o_proj = add(p + attn + "o_proj.weight", {d, Vd}, true);
         l.head_norm = config.head_norm_affine
                           ? add(p + "attn.g_norm_swish_gate.weight", {config.head_dim_v()}, false)
                           : -1;
-        l.ffn_norm = add(p + "mlp_norm.weight", {d}, false);
+        l.ffn_norm = add(p + (twin ? "post_attention_layernorm.weight" : "mlp_norm.weight"), {d}, false);
         l.ffn_act = add(p + "mlp.gate_proj.weight", {F, d}, true);
         l.ffn_lin = add(p + "mlp.up_proj.weight", {F, d}, true);
         l.ffn_out = add(p + "mlp.down_proj.weight", {d, F}, true);
@@ -57,13 +62,13 @@ ParamLayout make_param_layout(const ModelConfig& config) {
 
 namespace {
 
-// The model tensors in the layout's storage order.
+// The model tensors in the layout's storage order (the twin has no g_proj).
 std::vector<Tensor*> tensors_in_order(Model& model) {
     ModelWeights& w = model.weights;
     std::vector<Tensor*> out{&w.embed};
     for (LayerWeights& l : w.layers) {
         for (Tensor* t : {&l.attn_norm, &l.q_proj, &l.k_proj, &l.v_proj, &l.g_proj, &l.o_proj})
-            out.push_back(t);
+            if (t != &l.g_proj || !model.config.is_transformer()) out.push_back(t);
         if (!l.head_norm.empty()) out.push_back(&l.head_norm);
         for (Tensor* t : {&l.ffn_norm, &l.ffn_act, &l.ffn_lin, &l.ffn_out}) out.push_back(t);
     }

@@ -75,8 +75,9 @@ json run_identity(const TrainOptions& o) {
             {"chunk", o.chunk},
             {"seed", o.seed},
             {"validation_fraction", o.validation_fraction}};
-    // Only when on, so that checkpoints written before averaging existed still resume.
+    // Only when on, so that checkpoints written before averaging (or the twin) existed still resume.
     if (o.average_decay > 0) identity["average_decay"] = o.average_decay;
+    if (o.architecture == Architecture::Transformer) identity["architecture"] = "transformer";
     return identity;
 }
 
@@ -179,6 +180,14 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
     s.elapsed_s = state.at("elapsed_s").get<double>();
 }
 
+}  // namespace
+
+ModelConfig run_config(const TrainOptions& o) {
+    return config_for_architecture(load_config(o.config_path), o.architecture, o.config_path);
+}
+
+namespace {
+
 // What the options define, read once: tokenizer, model shape and the two parts of the data.
 struct RunSetup {
     std::string tokenizer_bytes;
@@ -196,7 +205,7 @@ RunSetup load_run_setup(const TrainOptions& o, const fs::path& out) {
     if (tokenizer_path.empty()) throw Error("no tokenizer: pass --tokenizer FILE (train one with `retnet tokenizer train`)");
     std::string tokenizer_bytes = read_file(tokenizer_path);
     Tokenizer tokenizer = Tokenizer::from_serialized(tokenizer_bytes, tokenizer_path);
-    ModelConfig config = load_config(o.config_path);
+    ModelConfig config = run_config(o);
     if (config.vocab_size != tokenizer.vocab_size())
         throw Error(o.config_path + ": vocab_size = " + std::to_string(config.vocab_size) + " but " +
                     tokenizer_path + " has " + std::to_string(tokenizer.vocab_size()) + " pieces");

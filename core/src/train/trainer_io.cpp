@@ -139,11 +139,11 @@ LoadedWeights load_trained_weights(const std::string& directory) {
     const Model model = load_model(directory);
     LoadedWeights w;
     w.config = model.config;
-    w.layout = make_param_layout(w.config);  // throws for anything but the fla layout
-    // The trainer computes γ and θ from the config; a checkpoint that stores other values
-    // (load_model accepts them) would silently change the model.
-    if (model.weights.log_decay != default_log_decay(w.config.n_heads) ||
-        model.weights.rotary_theta != default_rotary_theta(Family::Fla, w.config.head_dim_k()))
+    w.layout = make_param_layout(w.config);  // throws for anything but the fla layout or its twin
+    // The trainer computes γ (none for the twin) and θ from the config; a checkpoint that stores
+    // other values (load_model accepts them) would silently change the model.
+    const std::vector<float> decay = w.config.is_transformer() ? std::vector<float>{} : default_log_decay(w.config.n_heads);
+    if (model.weights.log_decay != decay || model.weights.rotary_theta != default_rotary_theta(w.config))
         throw Error(directory + ": the model stores non-default decays or rotary frequencies, which the trainer does not support");
     w.params = flatten_weights(model, w.layout);
     return w;

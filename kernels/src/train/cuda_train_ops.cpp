@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 
 #include "../cuda_check.h"
 #include "retnet/error.h"
@@ -19,7 +20,7 @@ using train::Buf;
 CudaTrainOps::CudaTrainOps(const ModelConfig& config, const train::ParamLayout& layout, int chunk, cudaStream_t stream,
                            cublasHandle_t cublas, cublasComputeType_t compute)
     : config_(config), layout_(layout), chunk_(chunk), stream_(stream), cublas_(cublas), compute_(compute) {
-    const std::vector<float> theta = default_rotary_theta(Family::Fla, config.head_dim_k());
+    const std::vector<float> theta = default_rotary_theta(Family::Fla, config.head_dim_k(), train::rotary_base(config));
     theta_.resize(theta.size());
     theta_.upload(theta, stream_);
 }
@@ -64,8 +65,10 @@ float* CudaTrainOps::at(Act a) {
         if (a.layer < 0 || a.layer >= static_cast<int>(layers_.size()))
             throw Error("CUDA training: buffer named with the wrong layer");
         LayerBuffers& L = layers_[static_cast<size_t>(a.layer)];
-        DeviceBuffer<float>* saved[] = {&L.x_in, &L.rstd1, &L.xn1,   &L.qh,    &L.kh,  &L.vh, &L.g,  &L.o,
-                                        &L.rstd_h, &L.y,   &L.x_mid, &L.rstd2, &L.xn2, &L.a,  &L.b, &L.hidden};
+        DeviceBuffer<float>* saved[] = {&L.x_in,  &L.rstd1, &L.xn1, &L.qh,    &L.kh,  &L.vh, &L.g,
+                                        &L.o,     &L.lse,   &L.rstd_h, &L.y, &L.x_mid, &L.rstd2, &L.xn2,
+                                        &L.a,     &L.b,     &L.hidden};
+        static_assert(std::size(saved) == train::kLayerBufs);
         return saved[static_cast<int>(a.name)]->get();
     }
     switch (a.name) {
@@ -219,6 +222,26 @@ void CudaTrainOps::retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act 
     retention_heads_backward(L);
 }
 
+tk::AttentionLayouts CudaTrainOps::attention_layouts() const {
+    return {tk::heads_layout(H(), Tp_, Dk()), tk::heads_layout(H(), Tp_, Dv()), tk::rows_layout(T_, H(), Dv())};
+}
+
+// The fused kernels read q, k, v head-major where project_heads left them and o rows where o_proj
+// reads them; lse (N, H) is all they keep for the backward.
+void CudaTrainOps::attention(Act q, Act k, Act v, Act o, Act lse) {
+    LayerBuffers& L = heads_of(q, k, v);
+    tk::attention_forward(attention_shape(), attention_layouts(), L.qh.get(), L.kh.get(), L.vh.get(), at(o), at(lse),
+                          stream_);
+}
+
+void CudaTrainOps::attention_backward(Act q, Act k, Act v, Act o, Act lse, Act d_o, Act dq, Act dk, Act dv) {
+    LayerBuffers& L = heads_of(q, k, v);
+    if (at(dq) != dQh_.get() || at(dk) != dKh_.get() || at(dv) != dVh_.get())
+        throw Error("CUDA training: the attention backward writes DQ, DK and DV");
+    tk::attention_backward(attention_shape(), attention_layouts(), L.qh.get(), L.kh.get(), L.vh.get(), at(o), at(lse),
+                           at(d_o), dQh_.get(), dKh_.get(), dVh_.get(), attention_rows_.get(), stream_);
+}
+
 void CudaTrainOps::head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) {
     lk::head_norm_gate_forward({at(o)}, at(g), head_norm_weight(layer), rows(), H(), Dv(),
                                static_cast<float>(config_.norm_eps), at(y), at(rstd), stream_);
@@ -262,7 +285,7 @@ void CudaTrainOps::prepare(int batch, int seq_len) {
     C_ = chunk_ > 0 ? std::min(chunk_, T_) : T_;
     n_chunks_ = (T_ + C_ - 1) / C_;
     Tp_ = n_chunks_ * C_;
-    upload_decay_tables();
+    if (!twin()) upload_decay_tables();
     reserve_layer_activations();
     reserve_scratch();
 }
@@ -272,6 +295,7 @@ void CudaTrainOps::reserve_layer_activations() {
     const int dd = d(), dk = Dk(), dv = Dv(), Vd = config_.value_dim, F = config_.ffn_dim;
     const int64_t heads_k = static_cast<int64_t>(B_) * H() * Tp_ * dk, heads_v = static_cast<int64_t>(B_) * H() * Tp_ * dv;
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
+    const auto rows_of = [&](Buf b) { return sz(n * train::buffer_width(config_, b)); };  // 0 where unused
     layers_.resize(layout_.layers.size());  // std::vector: one LayerBuffers per layer
     for (LayerBuffers& L : layers_) {
         L.x_in.reserve(sz(n * dd));
@@ -281,10 +305,11 @@ void CudaTrainOps::reserve_layer_activations() {
         L.kh.reserve(sz(heads_k));
         L.vh.reserve(sz(heads_v));
         L.states.reserve(n_chunks_ > 1 ? sz(int64_t(n_mats()) * dk * dv) : 0);
-        L.g.reserve(sz(n * Vd));
+        L.g.reserve(rows_of(Buf::G));
         L.o.reserve(sz(n * Vd));
-        L.rstd_h.reserve(sz(n * H()));
-        L.y.reserve(sz(n * Vd));
+        L.lse.reserve(rows_of(Buf::Lse));
+        L.rstd_h.reserve(rows_of(Buf::RstdH));
+        L.y.reserve(rows_of(Buf::Y));
         L.x_mid.reserve(sz(n * dd));
         L.rstd2.reserve(sz(n));
         L.xn2.reserve(sz(n * dd));
@@ -300,7 +325,7 @@ void CudaTrainOps::reserve_scratch() {
               F = config_.ffn_dim, V = config_.vocab_size, C = C_;
     const int64_t heads_k = static_cast<int64_t>(B_) * h * Tp_ * dk, heads_v = static_cast<int64_t>(B_) * h * Tp_ * dv;
     const int64_t mats = n_mats();
-    const bool chunked = n_chunks_ > 1;
+    const bool retention = !twin(), chunked = n_chunks_ > 1;  // the twin has one chunk (chunk_ 0)
     const auto sz = [](int64_t x) { return static_cast<size_t>(x); };
     inputs_.reserve(sz(n));
     targets_.reserve(sz(n));
@@ -315,20 +340,23 @@ void CudaTrainOps::reserve_scratch() {
     row_loss_.reserve(sz(n));
     branch_.reserve(sz(n * dd));
     lin_.reserve(sz(n * std::max(K, Vd)));
-    oh_.reserve(sz(heads_v));
-    scores_.reserve(sz(mats * C * C));
-    dscores_.reserve(sz(mats * C * C));
+    oh_.reserve(retention ? sz(heads_v) : 0);
+    scores_.reserve(retention ? sz(mats * C * C) : 0);  // the twin would need T² per head here
+    dscores_.reserve(retention ? sz(mats * C * C) : 0);
     rows_k_.reserve(chunked ? sz(mats * C * dk) : 0);
     rows_v_.reserve(chunked ? sz(mats * C * dv) : 0);
     contrib_.reserve(chunked ? sz(mats * dk * dv) : 0);
     after_.reserve(chunked ? sz(mats * dk * dv) : 0);
     for (DeviceBuffer<float>* buffer : {&dx_, &dxn_}) buffer->reserve(sz(n * dd));
     for (DeviceBuffer<float>* buffer : {&dhidden_, &da_, &db_}) buffer->reserve(sz(n * F));
-    for (DeviceBuffer<float>* buffer : {&dy_, &d_o_, &dg_}) buffer->reserve(sz(n * Vd));
-    for (DeviceBuffer<float>* buffer : {&dOh_, &dVh_}) buffer->reserve(sz(heads_v));
+    for (DeviceBuffer<float>* buffer : {&dy_, &dg_}) buffer->reserve(sz(n * train::buffer_width(config_, Buf::DY)));
+    d_o_.reserve(sz(n * Vd));
+    dOh_.reserve(retention ? sz(heads_v) : 0);
+    dVh_.reserve(sz(heads_v));
     for (DeviceBuffer<float>* buffer : {&dQh_, &dKh_}) buffer->reserve(sz(heads_k));
     partials_.reserve(sz(std::max({lk::rmsnorm_backward_parts(n) * dd, lk::head_norm_gate_backward_parts(n, h) * dv,
                                    max_segments * dd})));
+    attention_rows_.reserve(retention ? 0 : sz(tk::attention_backward_scratch_floats(attention_shape())));
 }
 
 }  // namespace retnet::cuda

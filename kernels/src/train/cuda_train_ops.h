@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
 // The GPU as a TrainOps device (retnet/train_ops.h): cuBLAS GEMMs for every projection and the
-// retention products, the layer kernels (../layer_kernels.h) and the training kernels
-// (train_kernels.h) for the rest, on the activations of one batch shape kept on the device.
+// retention products, the twin's fused attention (train_attention.h), the layer kernels
+// (../layer_kernels.h) and the training kernels (train_kernels.h) for the rest, on the activations
+// of one batch shape kept on the device.
 // The core's train_forward / train_backward run the block sequence over it; CudaTrainer owns the
 // parameters, gradient and optimizer state and points the ops at them for each pass.
 #include <cublas_v2.h>
@@ -14,13 +15,16 @@
 #include "../device_buffer.h"
 #include "../layer_kernels.h"
 #include "retnet/train_ops.h"
+#include "train_attention.h"
 #include "train_kernels.h"
 
 namespace retnet::cuda {
 
 class CudaTrainOps final : public train::TrainOps {
 public:
-    // chunk: 0 for the parallel retention, else the chunk size. Uploads the rotary frequencies.
+    // chunk: 0 for the parallel retention, else the chunk size (0 for the twin, whose head-major
+    // tensors have Tp = T). Uploads the rotary frequencies
+    // (of train::rotary_base(config): project_heads rotates with them whatever rotary.base says).
     CudaTrainOps(const ModelConfig& config, const train::ParamLayout& layout, int chunk, cudaStream_t stream,
                  cublasHandle_t cublas, cublasComputeType_t compute);
 
@@ -48,6 +52,9 @@ public:
     void retention(train::Act q, train::Act k, train::Act v, train::Act o) override;
     void retention_backward(train::Act q, train::Act k, train::Act v, train::Act d_o, train::Act dq, train::Act dk,
                             train::Act dv) override;
+    void attention(train::Act q, train::Act k, train::Act v, train::Act o, train::Act lse) override;
+    void attention_backward(train::Act q, train::Act k, train::Act v, train::Act o, train::Act lse, train::Act d_o,
+                            train::Act dq, train::Act dk, train::Act dv) override;
     void head_norm_gate(train::Act o, train::Act g, int layer, train::Act y, train::Act rstd) override;
     void head_norm_gate_backward(train::Act o, train::Act g, int layer, train::Act rstd, train::Act dy,
                                  train::Act d_o, train::Act dg) override;
@@ -59,7 +66,7 @@ public:
 
 private:
     // Activations of one layer kept for the backward. N = B·T rows; head-major tensors are
-    // (B·H, Tp, D) with Tp = n_chunks·C.
+    // (B·H, Tp, D) with Tp = n_chunks·C. The twin leaves g, rstd_h and y empty, the RetNet lse.
     struct LayerBuffers {
         DeviceBuffer<float> x_in;     // (N, d) residual stream entering the layer
         DeviceBuffer<float> rstd1;    // (N)
@@ -69,6 +76,7 @@ private:
         DeviceBuffer<float> states;   // (B·H·n_chunks, Dk, Dv) state before each chunk (chunkwise only)
         DeviceBuffer<float> g;        // (N, H·Dv)
         DeviceBuffer<float> o;        // (N, H·Dv) retention output
+        DeviceBuffer<float> lse;      // (N, H) the twin's attention log-sum-exp (unused by the RetNet)
         DeviceBuffer<float> rstd_h;   // (N, H)
         DeviceBuffer<float> y;        // (N, H·Dv) normed and gated, input of o_proj
         DeviceBuffer<float> x_mid;    // (N, d) after the retention residual
@@ -83,6 +91,7 @@ private:
     int Dk() const { return config_.head_dim_k(); }
     int Dv() const { return config_.head_dim_v(); }
     int n_mats() const { return B_ * H() * n_chunks_; }
+    bool twin() const { return config_.is_transformer(); }
     int width(train::Act a) const { return static_cast<int>(train::buffer_width(config_, a.name)); }
     float* at(train::Act a);
     const float* weight(int layer, Weight w) const;
@@ -99,6 +108,9 @@ private:
     LayerBuffers& heads_of(train::Act q, train::Act k, train::Act v);
     void retention_heads_forward(LayerBuffers& L);
     void retention_heads_backward(LayerBuffers& L);
+    train_kernels::AttentionShape attention_shape() const { return {B_, H(), T_, Dk(), Dv()}; }
+    // q, k, v and their gradients head-major, o and d_o rows.
+    train_kernels::AttentionLayouts attention_layouts() const;
 
     void prepare(int batch, int seq_len);
     void upload_decay_tables();
@@ -132,7 +144,8 @@ private:
     DeviceBuffer<float> row_loss_;               // (N)
     DeviceBuffer<float> branch_;                 // (N, d) a residual branch before dropout, or its gradient
     bool logits_valid_ = false;  // false before a forward and after one overwrote them with their gradient
-    // Scratch shared by the layers.
+    // Scratch shared by the layers; the twin leaves the retention's (oh_ … after_, dOh_) and the
+    // gate's (dy_, dg_) empty.
     DeviceBuffer<float> lin_;       // (N, max(K, H·Dv)) projection before the layout change
     DeviceBuffer<float> oh_;        // (B·H, Tp, Dv)
     DeviceBuffer<float> scores_;    // (B·H·n_chunks, C, C)
@@ -147,6 +160,7 @@ private:
     DeviceBuffer<float> dOh_, dVh_;          // (B·H, Tp, Dv)
     DeviceBuffer<float> dQh_, dKh_;          // (B·H, Tp, Dk)
     DeviceBuffer<float> partials_;           // partial sums of the weight-gradient reductions
+    DeviceBuffer<float> attention_rows_;     // (B·H, T) the twin's attention backward's D = rowsum(dO ⊙ O)
 };
 
 }  // namespace retnet::cuda

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <utility>
 
 #include "../cuda_check.h"
@@ -18,6 +19,7 @@
 #include "retnet/error.h"
 #include "retnet/train_device.h"
 #include "retnet/train_ops.h"
+#include "train_attention.h"
 #include "train_kernels.h"
 
 namespace retnet::cuda {
@@ -65,11 +67,15 @@ CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& la
     : impl_(std::make_unique<Impl>()) {
     std::string why;
     if (!cuda_device_available(&why)) throw Error("CUDA training unavailable: " + why);
-    if (options.chunk < 0) throw Error("CUDA training: chunk size must be ≥ 0");
+    train::check_chunk(config, options.chunk);  // ≥ 0, and 0 for the twin
     if (!(options.dropout >= 0.0 && options.dropout < 1.0)) throw Error("CUDA training: dropout must be in [0, 1)");
     const train::ParamLayout expected = train::make_param_layout(config);  // validates the config
     if (expected.total != layout.total || expected.layers.size() != layout.layers.size())
         throw Error("CUDA training: the parameter layout does not match the model config");
+    const int head_dim = std::max(config.head_dim_k(), config.head_dim_v());
+    if (config.is_transformer() && head_dim > tk::kAttentionMaxHeadDim)
+        throw Error("CUDA training: the twin's head dim " + std::to_string(head_dim) + " is above the " +
+                    std::to_string(tk::kAttentionMaxHeadDim) + " its attention kernels take");
     Impl& s = *impl_;
     s.config = config;
     s.layout = layout;

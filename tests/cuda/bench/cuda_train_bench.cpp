@@ -1,18 +1,23 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // Training throughput of the CUDA trainer: tokens/s of whole steps (forward, backward, clipping,
 // AdamW; wall clock, the step waits for its loss) on random fla models, fp32 / tf32 / bf16 GEMMs,
-// parallel and chunkwise retention. Also checks the device gradient against the CPU trainer's
-// float gradient at a realistic size. Usage: retnet_cuda_train_bench [batch] [seq_len] [steps]
+// parallel and chunkwise retention, and the same shapes as Transformer twins. Also checks the
+// device gradient against the CPU trainer's float gradient at a realistic size, and times the
+// twin's training attention kernels alone (train/train_attention.h) up to the 1.3B twin's heads at
+// T = 8192. Usage: retnet_cuda_train_bench [batch] [seq_len] [steps]
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
 
+#include "device_buffer.h"
 #include "retnet/cuda/backend_cuda.h"
 #include "retnet/cuda/cuda_trainer.h"
 #include "retnet/model.h"
 #include "retnet/train.h"
+#include "train/train_attention.h"
 
 using namespace retnet;
 
@@ -66,6 +71,49 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& ref) {
     return std::sqrt(e / s);
 }
 
+// Forward and backward of the training attention on random head-major q, k, v (o, d_o rows):
+// milliseconds (CUDA events, the median of 5 after a warm-up) and the fp32 rate of the products
+// they execute: the forward's two (q·k, p·v) over the T(T+1)/2 causal pairs of each head, the
+// backward's seven (dq: q·k, dO·v, dS·k; dk, dv: q·k, dO·v, P·dO, dS·q).
+void bench_attention(int B, int H, int T, int D, cudaStream_t stream) {
+    namespace tk = cuda::train_kernels;
+    const tk::AttentionShape shape{B, H, T, D, D};
+    const tk::AttentionLayouts layouts{tk::heads_layout(H, T, D), tk::heads_layout(H, T, D), tk::rows_layout(T, H, D)};
+    const size_t n = static_cast<size_t>(B) * H * T * D;
+    std::mt19937_64 rng(4);
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    std::vector<float> host(n);
+    for (float& x : host) x = dist(rng);
+    cuda::DeviceBuffer<float> q(n), k(n), v(n), o(n), d_o(n), dq(n), dk(n), dv(n);
+    cuda::DeviceBuffer<float> lse(static_cast<size_t>(B) * T * H);
+    cuda::DeviceBuffer<float> scratch(static_cast<size_t>(tk::attention_backward_scratch_floats(shape)));
+    for (cuda::DeviceBuffer<float>* x : {&q, &k, &v, &d_o}) x->upload(host, stream);
+    const auto median_ms = [&](auto&& run) {
+        run();
+        std::vector<float> ms;
+        for (int i = 0; i < 5; ++i) {
+            cuda::CudaEvent start, stop;
+            start.record(stream);
+            run();
+            stop.record(stream);
+            ms.push_back(stop.elapsed_ms_since(start));
+        }
+        std::sort(ms.begin(), ms.end());
+        return static_cast<double>(ms[2]);
+    };
+    const double fwd = median_ms([&] {
+        tk::attention_forward(shape, layouts, q.get(), k.get(), v.get(), o.get(), lse.get(), stream);
+    });
+    const double bwd = median_ms([&] {
+        tk::attention_backward(shape, layouts, q.get(), k.get(), v.get(), o.get(), lse.get(), d_o.get(), dq.get(),
+                               dk.get(), dv.get(), scratch.get(), stream);
+    });
+    const double pairs = static_cast<double>(B) * H * T * (T + 1.0) / 2.0;
+    std::printf("attention B=%d H=%d T=%d D=%d: forward %.2f ms (%.1f TFLOP/s), backward %.2f ms (%.1f TFLOP/s)\n", B,
+                H, T, D, fwd, 2.0 * pairs * 2 * D / (fwd * 1e9), bwd, 2.0 * pairs * 7 * D / (bwd * 1e9));
+    std::fflush(stdout);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -104,16 +152,27 @@ int main(int argc, char** argv) {
                 }
             }
         }
+        {
+            cuda::CudaStream stream;
+            bench_attention(B, 4, T, 64, stream.get());
+            bench_attention(4, 16, 2048, 128, stream.get());
+            bench_attention(1, 8, 8192, 256, stream.get());
+        }
         struct Shape {
             int d, layers, heads, ffn;
+            bool twin;
         };
-        for (const Shape& s : {Shape{256, 4, 4, 768}, Shape{384, 6, 6, 1024}}) {
-            const ModelConfig config = fla_config(s.d, s.layers, s.heads, s.ffn, 2048);
+        for (const Shape& s : {Shape{256, 4, 4, 768, false}, Shape{384, 6, 6, 1024, false}, Shape{256, 4, 4, 768, true},
+                               Shape{384, 6, 6, 1024, true}}) {
+            const ModelConfig retnet = fla_config(s.d, s.layers, s.heads, s.ffn, 2048);
+            const ModelConfig config = s.twin ? transformer_twin_config(retnet) : retnet;
             const train::ParamLayout layout = train::make_param_layout(config);
-            const std::vector<float> params = train::flatten_weights(make_random_model(config, 1), layout);
+            const std::vector<float> params = train::flatten_weights(
+                s.twin ? make_transformer_twin(retnet, 1) : make_random_model(config, 1), layout);
             const Batch batch = random_batch(B * T, config.vocab_size, 3);
             const train::BatchView view{batch.inputs.data(), batch.targets.data(), B, T};
             for (int chunk : {0, 64}) {
+                if (s.twin && chunk > 0) continue;  // the twin has no chunks
                 for (auto p : {cuda::TrainPrecision::Fp32, cuda::TrainPrecision::Tf32, cuda::TrainPrecision::Bf16}) {
                     cuda::CudaTrainerOptions o;
                     o.chunk = chunk;
@@ -126,10 +185,11 @@ int main(int argc, char** argv) {
                     const auto t0 = std::chrono::steady_clock::now();
                     for (int i = 0; i < steps; ++i) loss = trainer.train_step(view, 1.0, adam, 1e-3, &norm);
                     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-                    std::printf("train d=%d L=%d H=%d F=%d V=2048 params=%.1fM B=%d T=%d chunk=%d %s: %.2f ms/step, "
+                    std::printf("train %s d=%d L=%d H=%d F=%d V=2048 params=%.1fM B=%d T=%d chunk=%d %s: %.2f ms/step, "
                                 "%.0f tokens/s (loss %.4f)\n",
-                                s.d, s.layers, s.heads, s.ffn, static_cast<double>(layout.total) / 1e6, B, T, chunk,
-                                precision_name(p), 1e3 * sec / steps, static_cast<double>(B) * T * steps / sec, loss);
+                                s.twin ? "twin" : "retnet", s.d, s.layers, s.heads, config.ffn_dim,
+                                static_cast<double>(layout.total) / 1e6, B, T, chunk, precision_name(p),
+                                1e3 * sec / steps, static_cast<double>(B) * T * steps / sec, loss);
                     std::fflush(stdout);
                 }
             }

@@ -27,6 +27,7 @@ struct CudaTrainerOptions {
     int device = 0;  // CUDA device ordinal
     TrainPrecision precision = TrainPrecision::Fp32;
     int chunk = 0;  // 0: parallel retention (one T×T block per head); > 0: chunkwise, this chunk size
+                    // (the Transformer twin's attention has no chunks: 0)
     double dropout = 0;  // the rate step() applies (TrainDevice); in [0, 1)
 };
 
@@ -41,8 +42,9 @@ struct TrainDropout {
 class CudaTrainer final : public train::TrainDevice {
 public:
     // Allocates the parameters, gradient and moments on the device (zeros; call upload next).
-    // Throws retnet::Error when no device is usable, the config is not trainable or the dropout
-    // rate is outside [0, 1).
+    // Throws retnet::Error when no device is usable, the config is not trainable (a twin's head
+    // dim above the attention kernels' 256 included), the chunk size is negative or set for the
+    // twin, or the dropout rate is outside [0, 1).
     CudaTrainer(const ModelConfig& config, const train::ParamLayout& layout, CudaTrainerOptions options = {});
     ~CudaTrainer() override;
     CudaTrainer(const CudaTrainer&) = delete;
