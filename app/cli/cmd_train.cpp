@@ -1,21 +1,23 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// retnet train: trains an fla-layout RetNet on a text file with the CPU trainer. Ctrl-C saves a
-// checkpoint and exits; --resume continues from it exactly.
+// retnet train: trains an fla-layout RetNet on a text file, on the CPU or a GPU, alone or as one of
+// several data-parallel ranks (train_ranks.h). Ctrl-C saves a checkpoint and exits; --resume
+// continues from it exactly.
 #include <algorithm>
 #include <cstdio>
 #include <optional>
+#include <span>
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/error.h"
 #include "retnet/files.h"
 #include "retnet/memory_limit.h"
 #include "retnet/run_directory.h"
 #include "retnet/trainer.h"
+#include "train_ranks.h"
 
 namespace retnet::cli {
 namespace {
-
-
 
 std::string format_duration(double seconds) {
     const long s = static_cast<long>(seconds + 0.5);
@@ -29,9 +31,10 @@ std::string format_duration(double seconds) {
 
 // The host memory of a run, estimated before anything is allocated: weights, gradient, AdamW's two
 // moments and the average (5 copies), and the activations the backward pass keeps for a batch,
-// retention scores included (B·H·T·span per layer, span = T, or the chunk size).
-uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o) {
-    const auto B = static_cast<uint64_t>(o.batch), T = static_cast<uint64_t>(o.seq_len);
+// retention scores included (B·H·T·span per layer, span = T, or the chunk size). B is a rank's
+// share of the global batch.
+uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o, int ranks) {
+    const auto B = static_cast<uint64_t>(o.batch / ranks), T = static_cast<uint64_t>(o.seq_len);
     const uint64_t span = o.chunk > 0 ? std::min<uint64_t>(T, static_cast<uint64_t>(o.chunk)) : T;
     const uint64_t per_token = 2ull * c.vocab_size + static_cast<uint64_t>(c.n_layers) *
                                (20ull * c.d_model + 4ull * c.ffn_dim + 2ull * c.key_dim + 2ull * c.value_dim);
@@ -39,18 +42,8 @@ uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOption
                            saturating_product({B, T, span, static_cast<uint64_t>(c.n_heads), static_cast<uint64_t>(c.n_layers), 4})});
 }
 
-// --resume of a run whose checkpoint is already at its last step: say so instead of a "done" line
-// with no loss.
-bool already_complete(const train::CheckpointInfo& info, const train::TrainOptions& o) {
-    const int64_t total = info.schedule_fixed ? info.total_steps : o.steps;
-    if (info.step < total) return false;
-    std::printf("the run in %s is already complete at step %lld/%lld; nothing to do (raise --steps to train further)\n",
-                shown(o.out_dir).c_str(), static_cast<long long>(info.step), static_cast<long long>(total));
-    return true;
-}
-
 // Every option of `retnet train`, on `o` (whose initial values are the defaults shown).
-void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, bool& overwrite) {
+void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, bool& overwrite, int& gpus) {
     add_text(app, "--data", o.data_path, "the UTF-8 training text")->type_name("FILE")->required();
     add_text(app, "--config", o.config_path, "the model's config.json (fla keys)")->type_name("FILE")->required();
     add_text(app, "--out", o.out_dir, "the run directory (checkpoint/, best/, run.json)")->type_name("DIR")->required();
@@ -59,9 +52,11 @@ void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, boo
     add_flag(app, "--overwrite", overwrite, "replace a finished run in --out");
     add_text(app, "--device", o.device, "where to train")->type_name("cpu|cuda|cuda-tf32|cuda-bf16");
     add_int(app, "--threads", o.threads, 0, 4096, "CPU threads; 0 = all cores");
+    add_int(app, "--gpus", gpus, 1, 4096,
+            "train on N GPUs of this host, one process each, --batch split among them (several hosts: mpirun)");
     const std::string schedule = "Schedule";
     add_int(app, "--steps", o.steps, 1, int64_t(1) << 40, "optimizer steps")->group(schedule);
-    add_int(app, "--batch", o.batch, 1, 1 << 16, "sequences per step")->group(schedule);
+    add_int(app, "--batch", o.batch, 1, 1 << 16, "sequences per step (all ranks together)")->group(schedule);
     add_int(app, "--seq-len", o.seq_len, 1, 1 << 20, "tokens per sequence")->group(schedule);
     add_number(app, "--lr", o.lr, 0.0, 10.0, "peak learning rate")->group(schedule);
     add_number(app, "--min-lr-ratio", o.min_lr_ratio, 0.0, 1.0, "final learning rate over the peak (cosine)")->group(schedule);
@@ -90,44 +85,62 @@ void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, boo
     add_int(app, "--eval-window", o.eval_window, 1, 1 << 20, "tokens per validation window")->group(evaluation);
 }
 
-int run_train(const std::vector<std::string>& argv) {
-    const auto app = make_app("train", "Trains an fla-layout RetNet on a text file. Ctrl-C saves a checkpoint; --resume "
-                                       "continues from it exactly.");
-    train::TrainOptions o;
-    int64_t seed = static_cast<int64_t>(o.seed);
-    bool overwrite = false;
-    add_train_options(*app, o, seed, overwrite);
-    parse(*app, argv);
-    o.seed = static_cast<uint64_t>(seed);
+// The checks every rank makes alike, before the ranks meet: each refuses the same way and rank 0
+// alone says why (one line, not one per rank).
+void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvironment& env, int gpus) {
+    using Launcher = dist::RankEnvironment::Launcher;
+    if (gpus > 1 && env.launcher == Launcher::Mpirun)
+        throw Error("--gpus starts its own processes: under mpirun leave it out (mpirun -np N starts the ranks)");
+    if (env.launcher == Launcher::RetnetGpus && env.size != gpus)
+        throw Error("RETNET_WORLD_SIZE=" + std::to_string(env.size) + " but --gpus " + std::to_string(gpus));
+    train::batch_shard(o.batch, env.rank, env.size);
     // Inputs that are FIFOs or directories get their own line here, never a reader that blocks.
     for (const std::string& path : {o.data_path, o.config_path, o.tokenizer_path})
         if (!path.empty()) require_regular_file(path);
-    check_memory(estimated_training_bytes(load_config(o.config_path), o),
-                 "training with --batch " + std::to_string(o.batch) + " --seq-len " + std::to_string(o.seq_len));
-    const train::RunDirectoryLock lock(o.out_dir);  // held until the run ends
-    std::string notice;
-    const std::optional<train::CheckpointInfo> resumed = train::prepare_run_directory(o, overwrite, &notice);
-    if (!notice.empty()) std::fprintf(stderr, "retnet train: %s\n", shown(notice).c_str());
-    if (resumed && already_complete(*resumed, o)) return 0;
+    check_memory(estimated_training_bytes(load_config(o.config_path), o, env.size),
+                 "training with --batch " + std::to_string(o.batch) + " --seq-len " + std::to_string(o.seq_len) +
+                     (env.size > 1 ? " over " + std::to_string(env.size) + " ranks" : ""));
+}
 
+void print_progress(const train::TrainProgress& p) {
+    if (p.is_validation) {
+        std::printf("step %6lld/%lld  validation loss %.4f  bits/char %.4f%s%s\n", static_cast<long long>(p.step),
+                    static_cast<long long>(p.total_steps), p.val_loss, p.val_bpc, p.message.empty() ? "" : "  ",
+                    p.message.c_str());
+    } else if (!p.message.empty()) {
+        std::printf("step %6lld/%lld  %s\n", static_cast<long long>(p.step), static_cast<long long>(p.total_steps),
+                    p.message.c_str());
+    } else {
+        std::printf("step %6lld/%lld  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  elapsed %s  ETA %s\n",
+                    static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, p.lr, p.grad_norm,
+                    p.tokens_per_s, format_duration(p.elapsed_s).c_str(), format_duration(p.eta_s).c_str());
+    }
+    std::fflush(stdout);
+}
+
+// Training as one rank (rank 0 of 1 when alone). Rank 0 owns the run directory (unless the --gpus
+// launcher holds it for the job) and speaks; every rank trains.
+int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks) {
+    train::Communicator& comm = *ranks.comm;
+    std::optional<train::RunDirectoryLock> lock;  // held until the run ends
+    int proceed = 1;
+    if (comm.rank() == 0 && ranks.env.launcher != dist::RankEnvironment::Launcher::RetnetGpus) {
+        lock.emplace(o.out_dir);
+        std::string notice;
+        const std::optional<train::CheckpointInfo> resumed = train::prepare_run_directory(o, overwrite, &notice);
+        if (!notice.empty()) std::fprintf(stderr, "retnet train: %s\n", shown(notice).c_str());
+        if (resumed && already_complete(*resumed, o)) proceed = 0;
+    }
+    comm.broadcast(std::span(&proceed, 1), 0);
+    if (!proceed) return 0;
+    const bool speaks = comm.rank() == 0;
+    if (speaks && comm.size() > 1)
+        std::printf("training as %s, %d of the %d sequences of each step on each rank\n", comm.description().c_str(),
+                    o.batch / comm.size(), o.batch);
+    o.communicator = &comm;
     InterruptGuard interrupt;
-    const auto on_progress = [](const train::TrainProgress& p) {
-        if (p.is_validation) {
-            std::printf("step %6lld/%lld  validation loss %.4f  bits/char %.4f%s%s\n",
-                        static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.val_loss,
-                        p.val_bpc, p.message.empty() ? "" : "  ", p.message.c_str());
-        } else if (!p.message.empty()) {
-            std::printf("step %6lld/%lld  %s\n", static_cast<long long>(p.step),
-                        static_cast<long long>(p.total_steps), p.message.c_str());
-        } else {
-            std::printf("step %6lld/%lld  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  elapsed %s  ETA %s\n",
-                        static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, p.lr,
-                        p.grad_norm, p.tokens_per_s, format_duration(p.elapsed_s).c_str(),
-                        format_duration(p.eta_s).c_str());
-        }
-        std::fflush(stdout);
-    };
-    const train::TrainResult r = train::run_training(o, on_progress, &interrupt.flag());
+    const train::TrainResult r = train::run_training(o, print_progress, &interrupt.flag());
+    if (!speaks) return r.interrupted ? 130 : 0;
     if (r.interrupted) {
         std::printf("interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
                     static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());
@@ -139,7 +152,36 @@ int run_train(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("train", "train a model on a text file (CPU or CUDA), resumable", &run_train);
+int run_train(const std::vector<std::string>& argv) {
+    const auto app = make_app("train", "Trains an fla-layout RetNet on a text file. Ctrl-C saves a checkpoint; --resume "
+                                       "continues from it exactly. --gpus N trains on N GPUs of this host; under "
+                                       "mpirun -np N each process is one rank (CPU or GPU, one host or several).");
+    train::TrainOptions o;
+    int64_t seed = static_cast<int64_t>(o.seed);
+    bool overwrite = false;
+    int gpus = 1;
+    add_train_options(*app, o, seed, overwrite, gpus);
+    parse(*app, argv);
+    o.seed = static_cast<uint64_t>(seed);
+    const dist::RankEnvironment env = dist::rank_environment();
+    if (gpus > 1 && env.launcher == dist::RankEnvironment::Launcher::None)
+        return launch_gpu_ranks(o, gpus, overwrite, argv);
+    try {
+        check_before_ranks_meet(o, env, gpus);
+    } catch (const Error&) {
+        if (env.rank != 0) return 1;
+        throw;
+    }
+    const TrainRanks ranks = join_train_ranks(env);
+    if (ranks.comm->size() == 1) return train_as_rank(o, overwrite, ranks);
+    try {
+        return train_as_rank(o, overwrite, ranks);
+    } catch (const std::exception& e) {
+        ranks.fail(e.what());
+    }
+}
+
+const Command reg("train", "train a model on a text file (CPU or CUDA, one or several ranks), resumable", &run_train);
 
 }  // namespace
 }  // namespace retnet::cli
