@@ -86,7 +86,7 @@ void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, boo
 }
 
 // The checks every rank makes alike, before the ranks meet: each refuses the same way and rank 0
-// alone says why (one line, not one per rank).
+// alone says why (one line, not one per rank; so do the options' own errors).
 void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvironment& env, int gpus) {
     using Launcher = dist::RankEnvironment::Launcher;
     if (gpus > 1 && env.launcher == Launcher::Mpirun)
@@ -161,12 +161,12 @@ int run_train(const std::vector<std::string>& argv) {
     bool overwrite = false;
     int gpus = 1;
     add_train_options(*app, o, seed, overwrite, gpus);
-    parse(*app, argv);
-    o.seed = static_cast<uint64_t>(seed);
     const dist::RankEnvironment env = dist::rank_environment();
-    if (gpus > 1 && env.launcher == dist::RankEnvironment::Launcher::None)
-        return launch_gpu_ranks(o, gpus, overwrite, argv);
     try {
+        parse(*app, argv);
+        o.seed = static_cast<uint64_t>(seed);
+        if (gpus > 1 && env.launcher == dist::RankEnvironment::Launcher::None)
+            return launch_gpu_ranks(o, gpus, overwrite, argv);
         check_before_ranks_meet(o, env, gpus);
     } catch (const Error&) {
         if (env.rank != 0) return 1;

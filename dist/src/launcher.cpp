@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -102,9 +103,11 @@ LaunchResult launch_ranks(const std::vector<std::string>& argv, int size,
     while (running > 0) {
         if (const int sig = g_signal.exchange(0); sig != 0) {
             stop_all(sig);  // Ctrl-C: the ranks save and exit 130; SIGTERM: they end
-            if (sig == SIGTERM && kill_at == clock::time_point::max())
-                kill_at = clock::now() + std::chrono::duration_cast<clock::duration>(
-                                              std::chrono::duration<double>(options.grace_s));
+            if (sig == SIGTERM && result.message.empty()) {
+                result = {1, "stopped by SIGTERM; so were the ranks"};
+                kill_at = std::min(kill_at, clock::now() + std::chrono::duration_cast<clock::duration>(
+                                                                std::chrono::duration<double>(options.grace_s)));
+            }
         }
         if (clock::now() >= kill_at) stop_all(SIGKILL);
         int status = 0;
