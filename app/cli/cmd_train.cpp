@@ -91,6 +91,9 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
     using Launcher = dist::RankEnvironment::Launcher;
     if (gpus > 1 && env.launcher == Launcher::Mpirun)
         throw Error("--gpus starts its own processes: under mpirun leave it out (mpirun -np N starts the ranks)");
+    if (env.launcher == Launcher::Mpirun && env.size > 1 && !dist::mpi_available())
+        throw Error("this retnet was built without MPI, so it cannot train as one of several mpirun ranks "
+                    "(install libopenmpi-dev and rebuild)");
     if (env.launcher == Launcher::RetnetGpus && env.size != gpus)
         throw Error("RETNET_WORLD_SIZE=" + std::to_string(env.size) + " but --gpus " + std::to_string(gpus));
     train::batch_shard(o.batch, env.rank, env.size);
