@@ -191,8 +191,15 @@ TEST(DistCli, AKilledRankEndsTheJobWithinSecondsAndTheLastCheckpointResumes) {
     EXPECT_LT(after_kill, 20.0);
     std::printf("the job ended %.1f s after rank 1 was killed\n", after_kill);
 
-    // The last checkpoint is complete and one process resumes it.
-    const int64_t step = trainer_state(ws.dir / "run").at("step").get<int64_t>();
+    // The last checkpoint is complete and one process resumes it. Rank 0 may have been stopped in
+    // the middle of saving: the newest complete one is under checkpoint/, checkpoint.old/ (between
+    // the two renames) or checkpoint.tmp/ (its state file is written last).
+    int64_t step = -1;
+    for (const char* name : {"checkpoint", "checkpoint.old", "checkpoint.tmp"})
+        if (fs::exists(ws.dir / "run" / name / "trainer_state.json"))
+            step = std::max(step, nlohmann::json::parse(test::read_text(ws.dir / "run" / name / "trainer_state.json"))
+                                      .at("step")
+                                      .get<int64_t>());
     EXPECT_GE(step, 5);
     const test::Run resumed =
         test::run(ws.train("run", {"--steps", std::to_string(step + 2), "--resume", "--save-every", "5", "--eval-every", "0"}));

@@ -4,6 +4,7 @@
 // Every host wait polls with a deadline, so a rank that died turns into an error, not a hang.
 #include <nccl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -87,14 +88,21 @@ public:
         stream_->synchronize();
         staged_.clear();
     }
+    // In pieces through one staging buffer: the initial state of a large model passes here once,
+    // and the GPU memory it would hold whole belongs to the training.
     void broadcast_bytes(std::span<std::byte> bytes, int root) override {
-        if (bytes.empty()) return;
-        bytes_.upload(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), stream());
-        nccl_check(ncclBroadcast(bytes_.get(), bytes_.get(), bytes.size(), ncclUint8, root, comm(), stream()),
-                   "ncclBroadcast", comm_);
-        wait_host();
-        bytes_.download(reinterpret_cast<uint8_t*>(bytes.data()), bytes.size(), stream());
-        stream_->synchronize();
+        constexpr size_t kPiece = size_t{64} << 20;
+        DeviceBuffer<uint8_t> staged(std::min(bytes.size(), kPiece));
+        for (size_t at = 0; at < bytes.size(); at += kPiece) {
+            const size_t n = std::min(kPiece, bytes.size() - at);
+            auto* host = reinterpret_cast<uint8_t*>(bytes.data() + at);
+            staged.upload(host, n, stream());
+            nccl_check(ncclBroadcast(staged.get(), staged.get(), n, ncclUint8, root, comm(), stream()), "ncclBroadcast",
+                       comm_);
+            wait_host();
+            staged.download(host, n, stream());
+            stream_->synchronize();
+        }
     }
 
     void start(float* data, size_t count, cudaStream_t after) override {
@@ -150,8 +158,7 @@ private:
     cudaEvent_t ready_ = nullptr;         // a bucket's gradient is complete on the compute stream
     cudaEvent_t done_ = nullptr;          // every collective queued so far has finished
     ncclComm_t comm_ = nullptr;
-    DeviceBuffer<double> doubles_;  // host collectives staged through the GPU
-    DeviceBuffer<uint8_t> bytes_;
+    DeviceBuffer<double> doubles_;  // host sums staged through the GPU
     std::vector<Staged> staged_;    // host floats being summed, until wait_all
 };
 
