@@ -126,16 +126,23 @@ void print_progress(const train::TrainProgress& p) {
 int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks) {
     train::Communicator& comm = *ranks.comm;
     std::optional<train::RunDirectoryLock> lock;  // held until the run ends
-    int proceed = 1;
+    int proceed = 1;  // 0: nothing to do; −1: rank 0 refused the directory and said why
     if (comm.rank() == 0 && ranks.env.launcher != dist::RankEnvironment::Launcher::RetnetGpus) {
-        lock.emplace(o.out_dir);
-        std::string notice;
-        const std::optional<train::CheckpointInfo> resumed = train::prepare_run_directory(o, overwrite, &notice);
-        if (!notice.empty()) std::fprintf(stderr, "retnet train: %s\n", shown(notice).c_str());
-        if (resumed && already_complete(*resumed, o)) proceed = 0;
+        try {
+            lock.emplace(o.out_dir);
+            std::string notice;
+            const std::optional<train::CheckpointInfo> resumed = train::prepare_run_directory(o, overwrite, &notice);
+            if (!notice.empty()) std::fprintf(stderr, "retnet train: %s\n", shown(notice).c_str());
+            if (resumed && already_complete(*resumed, o)) proceed = 0;
+        } catch (const Error& e) {
+            if (comm.size() == 1) throw;
+            // The other ranks wait for the verdict: they end with rank 0, no job abort needed.
+            std::fprintf(stderr, "retnet train: error: %s\n", e.what());
+            proceed = -1;
+        }
     }
     comm.broadcast(std::span(&proceed, 1), 0);
-    if (!proceed) return 0;
+    if (proceed <= 0) return proceed < 0 ? 1 : 0;
     const bool speaks = comm.rank() == 0;
     if (speaks && comm.size() > 1)
         std::printf("training as %s, %d of the %d sequences of each step on each rank\n", comm.description().c_str(),

@@ -232,16 +232,39 @@ TEST(DistCli, ARankThatThrowsEndsTheJobWithItsLine) {
     EXPECT_FALSE(fs::exists(ws.dir / "run" / "checkpoint"));
 }
 
+namespace {
+
+// The lines of stderr that retnet wrote (mpirun adds its own report of a failed job).
+std::vector<std::string> retnet_lines(const std::string& err) {
+    const std::regex ours("(^|\n)(retnet[^\n]*)");
+    std::vector<std::string> lines;
+    for (auto it = std::sregex_iterator(err.begin(), err.end(), ours); it != std::sregex_iterator(); ++it)
+        lines.push_back((*it)[2].str());
+    return lines;
+}
+
+}  // namespace
+
+TEST(DistCli, ARunDirectoryRankZeroRefusesEndsEveryRankWithOneLine) {
+    Workspace ws;
+    expect_success(test::run(mpirun(2, ws.train("run", {"--steps", "1", "--eval-every", "0"}))));
+    const test::Run again = test::run(mpirun(2, ws.train("run", {"--steps", "1", "--eval-every", "0"})), 120);
+    EXPECT_FALSE(again.timed_out);
+    EXPECT_NE(again.exit_code, 0);
+    const std::vector<std::string> lines = retnet_lines(again.err);
+    ASSERT_EQ(lines.size(), 1u) << again.err;
+    EXPECT_EQ(lines[0], "retnet train: error: " + (ws.dir / "run").string() +
+                            " already holds a training run (checkpoint at step 1/1); continue it with --resume, "
+                            "replace it with --overwrite, or choose another --out");
+}
+
 TEST(DistCli, AGlobalBatchTheRanksCannotShareIsRefusedInOneLine) {
     Workspace ws;
     const test::Run r = test::run(mpirun(2, ws.train("run", {"--steps", "5"}, 3)), 120);
     EXPECT_FALSE(r.timed_out);
     EXPECT_NE(r.exit_code, 0);
-    // mpirun adds its own report of the failed job; retnet's is one line, from rank 0 only.
-    const std::regex ours("(^|\n)retnet[^\n]*");
-    std::vector<std::string> lines;
-    for (auto it = std::sregex_iterator(r.err.begin(), r.err.end(), ours); it != std::sregex_iterator(); ++it)
-        lines.push_back((*it).str());
+    // One line, from rank 0 only.
+    const std::vector<std::string> lines = retnet_lines(r.err);
     ASSERT_EQ(lines.size(), 1u) << r.err;
     EXPECT_NE(lines[0].find("retnet train: error: --batch 3 cannot be split over 2 ranks: the global batch must be a "
                             "multiple of the number of ranks"),
