@@ -307,7 +307,9 @@ public:
     Session(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_progress)
         : o_(o), out_(o.out_dir), comm_(o.communicator ? *o.communicator : single_process_),
           shard_(batch_shard(o.batch, comm_.rank(), comm_.size())), writer_(comm_.rank() == 0),
-          on_progress_(writer_ ? on_progress : std::function<void(const TrainProgress&)>()), setup_(load_run_setup(o, out_, comm_)),
+          on_progress_(writer_ ? on_progress : std::function<void(const TrainProgress&)>()),
+          setup_(load_run_setup(o, out_, comm_)),
+          // Every rank checks its inputs against rank 0's before taking rank 0's state.
           s_((check_same_setup(o, setup_, comm_), initial_state(o, setup_, out_, comm_))),
           // A device that cannot apply dropout refuses it in its factory (one line naming the device).
           device_(make_train_device(o.device, setup_.config, setup_.layout,
@@ -506,8 +508,8 @@ private:
             s_.best_val_loss = r.loss_per_token;
             s_.best_val_bpc = r.bits_per_char;
             if (writer_)
-                save_best(out_, setup_.config, setup_.layout, averaging() ? s_.average : s_.params, setup_.tokenizer_bytes,
-                      s_.adam.step, r.loss_per_token, r.bits_per_char);
+                save_best(out_, setup_.config, setup_.layout, averaging() ? s_.average : s_.params,
+                          setup_.tokenizer_bytes, s_.adam.step, r.loss_per_token, r.bits_per_char);
             p.message = "best so far, saved to best/";
         }
         if (on_progress_) on_progress_(p);
