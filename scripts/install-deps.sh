@@ -9,6 +9,7 @@ packages=(
   qt6-base-dev libqcustomplot-dev libgl1-mesa-dev
   clang libclang-rt-14-dev
   libcpp-httplib-dev libcli11-dev help2man
+  libopenmpi-dev openmpi-bin
   curl desktop-file-utils appstream lintian dpkg-dev file
 )
 # The serve tests' JavaScript client needs Node.js and npm: Debian's, unless the machine already

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// retnet train: trains an fla-layout RetNet, or (--arch transformer) its Transformer twin, on a
-// text file. Ctrl-C saves a checkpoint and exits; --resume continues from it exactly.
+// retnet train: trains an fla-layout RetNet, or (--arch transformer) its Transformer twin, on a text
+// file, on the CPU or a GPU, alone or as one of several data-parallel ranks (train_ranks.h). Ctrl-C saves a checkpoint and exits; --resume
+// continues from it exactly.
 #include <algorithm>
 #include <cstdio>
 #include <optional>
+#include <span>
 
 #include "cli_common.h"
 #include "command.h"
@@ -13,6 +15,7 @@
 #include "retnet/run_directory.h"
 #include "retnet/train_ops.h"
 #include "retnet/trainer.h"
+#include "train_ranks.h"
 
 namespace retnet::cli {
 namespace {
@@ -31,9 +34,10 @@ std::string format_duration(double seconds) {
 // moments and the average (5 copies); per token the pass's buffers (train::buffer_width: what the
 // backward keeps, the gradient scratch, the logits) and a residual branch before dropout; and the
 // scores: the retention's B·H·T·span per layer (span = T, or the chunk size), the twin's attention
-// a tile of at most 64 query rows per (sequence, head) that no layer keeps.
-uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o) {
-    const auto B = static_cast<uint64_t>(o.batch), T = static_cast<uint64_t>(o.seq_len);
+// a tile of at most 64 query rows per (sequence, head) that no layer keeps. B is a rank's share of
+// the global batch.
+uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o, int ranks) {
+    const auto B = static_cast<uint64_t>(o.batch / ranks), T = static_cast<uint64_t>(o.seq_len);
     uint64_t per_token = static_cast<uint64_t>(c.d_model);
     for (int b = 0; b < static_cast<int>(train::Buf::Count); ++b) {
         const auto name = static_cast<train::Buf>(b);
@@ -48,18 +52,9 @@ uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOption
                            saturating_product({B, T, span, static_cast<uint64_t>(c.n_heads), score_layers, 4})});
 }
 
-// --resume of a run whose checkpoint is already at its last step: say so instead of a "done" line
-// with no loss.
-bool already_complete(const train::CheckpointInfo& info, const train::TrainOptions& o) {
-    const int64_t total = info.schedule_fixed ? info.total_steps : o.steps;
-    if (info.step < total) return false;
-    std::printf("the run in %s is already complete at step %lld/%lld; nothing to do (raise --steps to train further)\n",
-                shown(o.out_dir).c_str(), static_cast<long long>(info.step), static_cast<long long>(total));
-    return true;
-}
-
 // Every option of `retnet train`, on `o` (whose initial values are the defaults shown).
-void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, bool& overwrite, std::string& arch) {
+void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, bool& overwrite, std::string& arch,
+                       int& gpus) {
     add_text(app, "--data", o.data_path, "the UTF-8 training text")->type_name("FILE")->required();
     add_text(app, "--config", o.config_path, "the model's config.json (fla keys; llama keys with --arch transformer)")
         ->type_name("FILE")
@@ -73,9 +68,11 @@ void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, boo
     add_flag(app, "--overwrite", overwrite, "replace a finished run in --out");
     add_text(app, "--device", o.device, "where to train")->type_name("cpu|cuda|cuda-tf32|cuda-bf16");
     add_int(app, "--threads", o.threads, 0, 4096, "CPU threads; 0 = all cores");
+    add_int(app, "--gpus", gpus, 1, 4096,
+            "train on N GPUs of this host, one process each, --batch split among them (several hosts: mpirun)");
     const std::string schedule = "Schedule";
     add_int(app, "--steps", o.steps, 1, int64_t(1) << 40, "optimizer steps")->group(schedule);
-    add_int(app, "--batch", o.batch, 1, 1 << 16, "sequences per step")->group(schedule);
+    add_int(app, "--batch", o.batch, 1, 1 << 16, "sequences per step (all ranks together)")->group(schedule);
     add_int(app, "--seq-len", o.seq_len, 1, 1 << 20, "tokens per sequence")->group(schedule);
     add_number(app, "--lr", o.lr, 0.0, 10.0, "peak learning rate")->group(schedule);
     add_number(app, "--min-lr-ratio", o.min_lr_ratio, 0.0, 1.0, "final learning rate over the peak (cosine)")->group(schedule);
@@ -89,8 +86,7 @@ void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, boo
     add_number(app, "--weight-decay", o.adamw.weight_decay, 0.0, 10.0, "decoupled weight decay")->group(optimizer);
     add_number(app, "--grad-clip", o.grad_clip, 0.0, 1e9, "clip the gradient's norm to this")->group(optimizer);
     add_number(app, "--dropout", o.dropout, 0.0, 0.95, "embedding and residual dropout")->group(optimizer);
-    add_int(app, "--chunk", o.chunk, 0, 1 << 20, "chunkwise retention with this chunk size; 0 = parallel (RetNet only)")
-        ->group(optimizer);
+    add_int(app, "--chunk", o.chunk, 0, 1 << 20, "chunkwise retention with this chunk size; 0 = parallel")->group(optimizer);
     add_number(app, "--ema-decay", o.average_decay, 0.0, 0.999999, "keep an average of the weights; 0 = off")
         ->group(optimizer);
     add_int(app, "-s,--seed", seed, 0, INT64_MAX, "random seed of the initialization, batches and dropout")->group(optimizer);
@@ -105,17 +101,18 @@ void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, boo
     add_int(app, "--eval-window", o.eval_window, 1, 1 << 20, "tokens per validation window")->group(evaluation);
 }
 
-int run_train(const std::vector<std::string>& argv) {
-    const auto app = make_app("train", "Trains an fla-layout RetNet, or its Transformer twin, on a text file. Ctrl-C "
-                                       "saves a checkpoint; --resume continues from it exactly.");
-    train::TrainOptions o;
-    int64_t seed = static_cast<int64_t>(o.seed);
-    bool overwrite = false;
-    std::string arch = "retnet";
-    add_train_options(*app, o, seed, overwrite, arch);
-    parse(*app, argv);
-    o.seed = static_cast<uint64_t>(seed);
-    o.architecture = parse_architecture(arch);
+// The checks every rank makes alike, before the ranks meet: each refuses the same way and rank 0
+// alone says why (one line, not one per rank; so do the options' own errors).
+void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvironment& env, int gpus) {
+    using Launcher = dist::RankEnvironment::Launcher;
+    if (gpus > 1 && env.launcher == Launcher::Mpirun)
+        throw Error("--gpus starts its own processes: under mpirun leave it out (mpirun -np N starts the ranks)");
+    if (env.launcher == Launcher::Mpirun && env.size > 1 && !dist::mpi_available())
+        throw Error("this retnet was built without MPI, so it cannot train as one of several mpirun ranks "
+                    "(install libopenmpi-dev and rebuild)");
+    if (env.launcher == Launcher::RetnetGpus && env.size != gpus)
+        throw Error("RETNET_WORLD_SIZE=" + std::to_string(env.size) + " but --gpus " + std::to_string(gpus));
+    train::batch_shard(o.batch, env.rank, env.size);
     // Inputs that are FIFOs or directories get their own line here, never a reader that blocks.
     for (const std::string& path : {o.data_path, o.config_path, o.tokenizer_path})
         if (!path.empty()) require_regular_file(path);
@@ -123,32 +120,57 @@ int run_train(const std::vector<std::string>& argv) {
     if (config.is_transformer() && o.chunk > 0)
         throw Error("--chunk applies to the RetNet's retention; the Transformer twin's attention has one form (leave "
                     "--chunk out)");
-    check_memory(estimated_training_bytes(config, o),
-                 "training with --batch " + std::to_string(o.batch) + " --seq-len " + std::to_string(o.seq_len));
-    const train::RunDirectoryLock lock(o.out_dir);  // held until the run ends
-    std::string notice;
-    const std::optional<train::CheckpointInfo> resumed = train::prepare_run_directory(o, overwrite, &notice);
-    if (!notice.empty()) std::fprintf(stderr, "retnet train: %s\n", shown(notice).c_str());
-    if (resumed && already_complete(*resumed, o)) return 0;
+    check_memory(estimated_training_bytes(config, o, env.size),
+                 "training with --batch " + std::to_string(o.batch) + " --seq-len " + std::to_string(o.seq_len) +
+                     (env.size > 1 ? " over " + std::to_string(env.size) + " ranks" : ""));
+}
 
-    InterruptGuard interrupt;
-    const auto on_progress = [](const train::TrainProgress& p) {
-        if (p.is_validation) {
-            std::printf("step %6lld/%lld  validation loss %.4f  bits/char %.4f%s%s\n",
-                        static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.val_loss,
-                        p.val_bpc, p.message.empty() ? "" : "  ", p.message.c_str());
-        } else if (!p.message.empty()) {
-            std::printf("step %6lld/%lld  %s\n", static_cast<long long>(p.step),
-                        static_cast<long long>(p.total_steps), p.message.c_str());
-        } else {
-            std::printf("step %6lld/%lld  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  elapsed %s  ETA %s\n",
-                        static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, p.lr,
-                        p.grad_norm, p.tokens_per_s, format_duration(p.elapsed_s).c_str(),
-                        format_duration(p.eta_s).c_str());
+void print_progress(const train::TrainProgress& p) {
+    if (p.is_validation) {
+        std::printf("step %6lld/%lld  validation loss %.4f  bits/char %.4f%s%s\n", static_cast<long long>(p.step),
+                    static_cast<long long>(p.total_steps), p.val_loss, p.val_bpc, p.message.empty() ? "" : "  ",
+                    p.message.c_str());
+    } else if (!p.message.empty()) {
+        std::printf("step %6lld/%lld  %s\n", static_cast<long long>(p.step), static_cast<long long>(p.total_steps),
+                    p.message.c_str());
+    } else {
+        std::printf("step %6lld/%lld  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  elapsed %s  ETA %s\n",
+                    static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss, p.lr, p.grad_norm,
+                    p.tokens_per_s, format_duration(p.elapsed_s).c_str(), format_duration(p.eta_s).c_str());
+    }
+    std::fflush(stdout);
+}
+
+// Training as one rank (rank 0 of 1 when alone). Rank 0 owns the run directory (unless the --gpus
+// launcher holds it for the job) and speaks; every rank trains.
+int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks) {
+    train::Communicator& comm = *ranks.comm;
+    std::optional<train::RunDirectoryLock> lock;  // held until the run ends
+    int proceed = 1;  // 0: nothing to do; −1: rank 0 refused the directory and said why
+    if (comm.rank() == 0 && ranks.env.launcher != dist::RankEnvironment::Launcher::RetnetGpus) {
+        try {
+            lock.emplace(o.out_dir);
+            std::string notice;
+            const std::optional<train::CheckpointInfo> resumed = train::prepare_run_directory(o, overwrite, &notice);
+            if (!notice.empty()) std::fprintf(stderr, "retnet train: %s\n", shown(notice).c_str());
+            if (resumed && already_complete(*resumed, o)) proceed = 0;
+        } catch (const Error& e) {
+            if (comm.size() == 1) throw;
+            // The other ranks wait for the verdict: they end with rank 0, no job abort needed.
+            std::fprintf(stderr, "retnet train: error: %s\n", e.what());
+            proceed = -1;
         }
-        std::fflush(stdout);
-    };
-    const train::TrainResult r = train::run_training(o, on_progress, &interrupt.flag());
+    }
+    comm.broadcast(std::span(&proceed, 1), 0);
+    if (proceed <= 0) return proceed < 0 ? 1 : 0;
+    const bool speaks = comm.rank() == 0;
+    if (speaks && comm.size() > 1)
+        std::printf("training as %s, %d of the %d sequences of each step on each rank\n", comm.description().c_str(),
+                    o.batch / comm.size(), o.batch);
+    o.communicator = &comm;
+    InterruptGuard interrupt;
+    const train::TrainResult r = train::run_training(o, print_progress, &interrupt.flag());
+    if (!speaks) return r.interrupted ? 130 : 0;
     if (r.interrupted) {
         std::printf("interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
                     static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());
@@ -160,7 +182,38 @@ int run_train(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("train", "train a model on a text file (CPU or CUDA), resumable", &run_train);
+int run_train(const std::vector<std::string>& argv) {
+    const auto app = make_app("train", "Trains an fla-layout RetNet, or its Transformer twin, on a text file. Ctrl-C saves a checkpoint; --resume "
+                                       "continues from it exactly. --gpus N trains on N GPUs of this host; under "
+                                       "mpirun -np N each process is one rank (CPU or GPU, one host or several).");
+    train::TrainOptions o;
+    int64_t seed = static_cast<int64_t>(o.seed);
+    bool overwrite = false;
+    std::string arch = "retnet";
+    int gpus = 1;
+    add_train_options(*app, o, seed, overwrite, arch, gpus);
+    const dist::RankEnvironment env = dist::rank_environment();
+    try {
+        parse(*app, argv);
+        o.seed = static_cast<uint64_t>(seed);
+        o.architecture = parse_architecture(arch);
+        if (gpus > 1 && env.launcher == dist::RankEnvironment::Launcher::None)
+            return launch_gpu_ranks(o, gpus, overwrite, argv);
+        check_before_ranks_meet(o, env, gpus);
+    } catch (const Error&) {
+        if (env.rank != 0) return 1;
+        throw;
+    }
+    const TrainRanks ranks = join_train_ranks(env);
+    if (ranks.comm->size() == 1) return train_as_rank(o, overwrite, ranks);
+    try {
+        return train_as_rank(o, overwrite, ranks);
+    } catch (const std::exception& e) {
+        ranks.fail(e.what());
+    }
+}
+
+const Command reg("train", "train a model on a text file (CPU or CUDA, one or several ranks), resumable", &run_train);
 
 }  // namespace
 }  // namespace retnet::cli

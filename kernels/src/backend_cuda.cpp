@@ -938,6 +938,15 @@ bool cuda_device_available(std::string* why) {
     return true;
 }
 
+int cuda_device_count() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return count;
+}
+
 // Device bytes of the uploaded weights: embeddings and norms in fp32, projections in fp32 or bf16
 // (the output matrix is a separate copy even when tied).
 static size_t device_weight_bytes(const Model& model, bool bf16) {

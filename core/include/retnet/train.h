@@ -5,8 +5,10 @@
 // with decoupled weight decay, gradient clipping and a warmup + cosine schedule.
 // The same loss/gradient code is instantiated for float (training) and double (gradient checks).
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "retnet/model.h"
@@ -43,6 +45,18 @@ std::vector<float> flatten_weights(const Model& model, const ParamLayout& layout
 // Copies the flat vector into the model's tensors (which must have the layout's shapes).
 void unflatten_weights(std::span<const float> flat, const ParamLayout& layout, Model& model);
 
+// The parts of the gradient in the order train_backward completes them: the head (final norm and
+// an untied lm_head), layers n − 1 … 0, the embedding (with a tied lm_head). Each is a contiguous
+// range of the flat vector (gradient_range), final once reported, so a data-parallel device can
+// send it to the other ranks while the backward goes on.
+struct GradientPart {
+    enum class Kind { Head, Layer, Embedding } kind;
+    int layer = -1;  // Kind::Layer
+};
+using GradientReady = std::function<void(const GradientPart&)>;
+// [begin, end) of a part in the flat parameter vector.
+std::pair<int64_t, int64_t> gradient_range(const ParamLayout& layout, const GradientPart& part);
+
 // A batch of `batch` sequences of `seq_len` tokens; targets[i] is the token after inputs[i].
 struct BatchView {
     const int32_t* inputs;   // (B, T)
@@ -58,6 +72,13 @@ struct LossOptions {
     // scaled by 1/(1 − dropout). The masks are a pure function of (dropout_seed, site, element).
     double dropout = 0;
     uint64_t dropout_seed = 0;
+    // Data parallelism: the batch is rank's shard, rows [first_row, first_row + B·T) of a global
+    // batch of global_rows rows (0: the batch is the whole batch). The gradient is then this
+    // shard's part of the global mean's (the ranks' parts sum to it) and the dropout masks are the
+    // global batch's; the returned loss stays the shard's own mean.
+    int64_t first_row = 0;
+    int64_t global_rows = 0;
+    GradientReady gradient_ready;  // passed to train_backward (a part of the gradient is final)
 };
 
 // Mean next-token cross-entropy (nats) over the B·T positions. When `grad` is not null it is

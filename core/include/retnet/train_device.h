@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "retnet/communicator.h"
 #include "retnet/train.h"
 
 namespace retnet::train {
@@ -27,6 +28,8 @@ public:
     virtual double loss(const BatchView& batch) = 0;
     // One step; returns the loss before the update, *grad_norm the gradient norm before clipping.
     // dropout_seed is the step's LossOptions::dropout_seed (the masks, when made with dropout > 0).
+    // With ranks (TrainDeviceOptions::communicator), `batch` is this rank's shard of the global
+    // batch, the gradient is summed over the ranks before clipping, and the loss is the shard's.
     virtual double step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
                         uint64_t dropout_seed, double* grad_norm) = 0;
 
@@ -41,6 +44,9 @@ public:
 struct TrainDeviceOptions {
     int chunk = 0;       // 0: parallel retention; > 0: chunkwise with this chunk size
     double dropout = 0;  // LossOptions::dropout; a device that cannot apply it throws when > 0
+    // The ranks of a data-parallel job (retnet/communicator.h), which outlive the device; null or
+    // one rank: a single process. Every rank's shard is the same size.
+    Communicator* communicator = nullptr;
 };
 
 // The CPU trainer's functions (train.h) on the device's own copy of the parameters, moments and

@@ -125,17 +125,23 @@ public:
     virtual void zero_gradient() = 0;
 };
 
+// first_row: the pass's rows are rows [first_row, first_row + B·T) of a global batch that ranks
+// share (0 for a whole batch), so every rank draws the global batch's masks for its rows.
 struct PassDropout {
     double rate = 0;
     uint64_t seed = 0;
+    int64_t first_row = 0;
 };
 
-// The forward over `rows` = B·T rows; the loss's gradient is formed when want_gradient.
-void train_forward(TrainOps& ops, const ModelConfig& config, int64_t rows, const PassDropout& dropout,
+// The forward over a batch of B·T rows; the loss's gradient is formed when want_gradient, scaled by
+// 1/loss_rows: B·T for a whole batch, the global batch's rows for a rank's shard (then the ranks'
+// gradients sum to the global batch's).
+void train_forward(TrainOps& ops, const ModelConfig& config, int64_t loss_rows, const PassDropout& dropout,
                    bool want_gradient);
 // The backward after train_forward(…, want_gradient = true) with the same dropout: overwrites the
-// device's gradient with ∂loss/∂params.
-void train_backward(TrainOps& ops, const ModelConfig& config, const PassDropout& dropout);
+// device's gradient with ∂loss/∂params, calling `ready` (when set) as each part is done.
+void train_backward(TrainOps& ops, const ModelConfig& config, const PassDropout& dropout,
+                    const GradientReady& ready = {});
 
 // Throws retnet::Error for an empty batch or a token outside [0, vocab).
 void check_train_batch(const ModelConfig& config, const BatchView& batch);

@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "retnet/communicator.h"
 #include "retnet/forward.h"
 #include "retnet/model.h"
 #include "retnet/tokenizer.h"
@@ -111,6 +112,11 @@ struct TrainOptions {
     double time_limit_s = 0;      // > 0: shrink the schedule so training ends within this time
     int threads = 0;              // element-wise and per-head threads (0 = all cores)
     std::string device = "cpu";   // "cpu" or a registered training device (retnet/train_device.h)
+    // Data parallelism (retnet/communicator.h): every rank runs run_training with the same options
+    // and trains on its shard of each global batch of `batch` sequences (batch / ranks each, so the
+    // ranks must divide it). Rank 0 sets the initial state (fresh or from the checkpoint) and sends
+    // it to the others, and alone reports progress and writes to out_dir. Null: one process.
+    Communicator* communicator = nullptr;
 };
 
 struct TrainProgress {

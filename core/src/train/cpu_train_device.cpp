@@ -45,7 +45,19 @@ double CpuTrainDevice::step(const BatchView& batch, double max_norm, const AdamW
     lo.chunk = options_.chunk;
     lo.dropout = options_.dropout;
     lo.dropout_seed = dropout_seed;
+    Communicator* comm = options_.communicator;
+    if (comm && comm->size() > 1) {
+        const int64_t rows = static_cast<int64_t>(batch.batch) * batch.seq_len;
+        lo.first_row = comm->rank() * rows;
+        lo.global_rows = comm->size() * rows;
+        // Each layer's gradient leaves for the other ranks as soon as the backward is past it.
+        lo.gradient_ready = [&](const GradientPart& part) {
+            const auto [begin, end] = gradient_range(layout_, part);
+            comm->start_all_reduce_sum(std::span(grad_).subspan(static_cast<size_t>(begin), static_cast<size_t>(end - begin)));
+        };
+    }
     const double loss = loss_and_gradient<float>(config_, layout_, params_.data(), batch, grad_.data(), lo);
+    if (lo.gradient_ready) comm->wait_all();
     const double norm = clip_grad_norm(grad_, max_norm);
     if (grad_norm) *grad_norm = norm;
     adamw_update(params_, grad_, state_, layout_, adamw, lr);

@@ -60,6 +60,22 @@ ParamLayout make_param_layout(const ModelConfig& config) {
     return layout;
 }
 
+std::pair<int64_t, int64_t> gradient_range(const ParamLayout& layout, const GradientPart& part) {
+    // Storage order: embedding, layer 0 … n − 1, final norm, lm_head (untied).
+    const auto layer_start = [&layout](size_t l) {
+        return l < layout.layers.size() ? layout.layers[l].attn_norm : layout.final_norm;
+    };
+    switch (part.kind) {
+        case GradientPart::Kind::Head: return {layout.final_norm, layout.total};
+        case GradientPart::Kind::Embedding: return {layout.embed, layer_start(0)};
+        case GradientPart::Kind::Layer: break;
+    }
+    if (part.layer < 0 || part.layer >= static_cast<int>(layout.layers.size()))
+        throw Error("training: no layer " + std::to_string(part.layer) + " in the gradient");
+    const auto l = static_cast<size_t>(part.layer);
+    return {layer_start(l), layer_start(l + 1)};
+}
+
 namespace {
 
 // The model tensors in the layout's storage order (the twin has no g_proj).

@@ -70,9 +70,12 @@ int64_t param_offset(const ParamLayout& layout, int layer, Weight w) {
 
 namespace {
 
-DropoutSite site_of(const PassDropout& dropout, uint64_t site) {
+// Every site is (B·T, d) and the masks hash base + element: a shard's rows start first_row·d
+// elements into the global batch's (unsigned wrap-around is the same on every device).
+DropoutSite site_of(const ModelConfig& c, const PassDropout& dropout, uint64_t site) {
     if (dropout.rate <= 0.0) return {};
-    return {dropout.rate, dropout_site_base(dropout.seed, site)};
+    return {dropout.rate, dropout_site_base(dropout.seed, site) +
+                              static_cast<uint64_t>(dropout.first_row) * static_cast<uint64_t>(c.d_model)};
 }
 
 // The residual stream leaving layer l: the next layer's input, or the final norm's.
@@ -92,7 +95,7 @@ void mixer_block(TrainOps& o, const ModelConfig& c, int l, const PassDropout& dr
     o.project_heads(at(Buf::Xn1), l, Weight::Q, rotary_of(c, Weight::Q), at(Buf::Q));
     o.project_heads(at(Buf::Xn1), l, Weight::K, rotary_of(c, Weight::K), at(Buf::K));
     o.project_heads(at(Buf::Xn1), l, Weight::V, rotary_of(c, Weight::V), at(Buf::V));
-    const DropoutSite site = site_of(dropout, dropout_site_retention(l));
+    const DropoutSite site = site_of(c, dropout, dropout_site_retention(l));
     if (c.is_transformer()) {
         o.attention(at(Buf::Q), at(Buf::K), at(Buf::V), at(Buf::O), at(Buf::Lse));
         o.residual_branch(at(Buf::XIn), at(Buf::O), l, Weight::O, site, at(Buf::XMid));
@@ -105,26 +108,26 @@ void mixer_block(TrainOps& o, const ModelConfig& c, int l, const PassDropout& dr
 }
 
 // next = XMid + down(silu(gate(Xn2)) ⊙ up(Xn2)), Xn2 = norm(XMid).
-void ffn_block(TrainOps& o, int l, const PassDropout& dropout, Act next) {
+void ffn_block(TrainOps& o, const ModelConfig& c, int l, const PassDropout& dropout, Act next) {
     const auto at = [l](Buf b) { return Act{b, l}; };
     o.rms_norm(at(Buf::XMid), l, Weight::FfnNorm, at(Buf::Xn2), at(Buf::Rstd2));
     o.linear(at(Buf::Xn2), l, Weight::FfnAct, at(Buf::A));
     o.linear(at(Buf::Xn2), l, Weight::FfnLin, at(Buf::B));
     o.glu(at(Buf::A), at(Buf::B), at(Buf::Hidden));
-    o.residual_branch(at(Buf::XMid), at(Buf::Hidden), l, Weight::FfnOut, site_of(dropout, dropout_site_ffn(l)), next);
+    o.residual_branch(at(Buf::XMid), at(Buf::Hidden), l, Weight::FfnOut, site_of(c, dropout, dropout_site_ffn(l)), next);
 }
 
 // ∂loss/∂(a branch's output before dropout): DX through the site's mask.
-Act branch_gradient(TrainOps& o, const PassDropout& dropout, uint64_t site) {
+Act branch_gradient(TrainOps& o, const ModelConfig& c, const PassDropout& dropout, uint64_t site) {
     if (dropout.rate <= 0.0) return Act{Buf::DX};
-    o.dropout(Act{Buf::DX}, Act{Buf::DBranch}, site_of(dropout, site));
+    o.dropout(Act{Buf::DX}, Act{Buf::DBranch}, site_of(c, dropout, site));
     return Act{Buf::DBranch};
 }
 
-void ffn_block_backward(TrainOps& o, int l, const PassDropout& dropout) {
+void ffn_block_backward(TrainOps& o, const ModelConfig& c, int l, const PassDropout& dropout) {
     const auto at = [l](Buf b) { return Act{b, l}; };
     const Act dx{Buf::DX}, dxn{Buf::DXn}, dh{Buf::DHidden}, da{Buf::DA}, db{Buf::DB};
-    o.linear_backward(at(Buf::Hidden), l, Weight::FfnOut, branch_gradient(o, dropout, dropout_site_ffn(l)), dh, false);
+    o.linear_backward(at(Buf::Hidden), l, Weight::FfnOut, branch_gradient(o, c, dropout, dropout_site_ffn(l)), dh, false);
     o.glu_backward(at(Buf::A), at(Buf::B), dh, da, db);
     o.linear_backward(at(Buf::Xn2), l, Weight::FfnAct, da, dxn, false);
     o.linear_backward(at(Buf::Xn2), l, Weight::FfnLin, db, dxn, true);
@@ -135,7 +138,7 @@ void mixer_block_backward(TrainOps& o, const ModelConfig& c, int l, const PassDr
     const auto at = [l](Buf b) { return Act{b, l}; };
     const Act dx{Buf::DX}, dxn{Buf::DXn}, dy{Buf::DY}, d_o{Buf::DO}, dg{Buf::DG};
     const Act dq{Buf::DQ}, dk{Buf::DK}, dv{Buf::DV};
-    const Act dbranch = branch_gradient(o, dropout, dropout_site_retention(l));
+    const Act dbranch = branch_gradient(o, c, dropout, dropout_site_retention(l));
     if (c.is_transformer()) {
         o.linear_backward(at(Buf::O), l, Weight::O, dbranch, d_o, false);
         o.attention_backward(at(Buf::Q), at(Buf::K), at(Buf::V), at(Buf::O), at(Buf::Lse), d_o, dq, dk, dv);
@@ -153,34 +156,41 @@ void mixer_block_backward(TrainOps& o, const ModelConfig& c, int l, const PassDr
 
 }  // namespace
 
-void train_forward(TrainOps& o, const ModelConfig& c, int64_t rows, const PassDropout& dropout, bool want_gradient) {
+void train_forward(TrainOps& o, const ModelConfig& c, int64_t loss_rows, const PassDropout& dropout,
+                   bool want_gradient) {
     check_dropout_rate(dropout.rate);
     const Act x0 = c.n_layers > 0 ? Act{Buf::XIn, 0} : Act{Buf::XFinal};
     o.embed(x0);
-    if (dropout.rate > 0.0) o.dropout(x0, x0, site_of(dropout, dropout_site_embedding));
+    if (dropout.rate > 0.0) o.dropout(x0, x0, site_of(c, dropout, dropout_site_embedding));
     for (int l = 0; l < c.n_layers; ++l) {
         mixer_block(o, c, l, dropout);
-        ffn_block(o, l, dropout, residual_after(l, c.n_layers));
+        ffn_block(o, c, l, dropout, residual_after(l, c.n_layers));
     }
     o.rms_norm(Act{Buf::XFinal}, -1, Weight::FinalNorm, Act{Buf::Xf}, Act{Buf::RstdF});
     o.linear(Act{Buf::Xf}, -1, Weight::Output, Act{Buf::Logits});
     o.cross_entropy(Act{Buf::Logits}, want_gradient ? std::optional<Act>(Act{Buf::DLogits}) : std::nullopt,
-                    1.0 / static_cast<double>(rows));
+                    1.0 / static_cast<double>(loss_rows));
 }
 
-void train_backward(TrainOps& o, const ModelConfig& c, const PassDropout& dropout) {
+void train_backward(TrainOps& o, const ModelConfig& c, const PassDropout& dropout, const GradientReady& ready) {
+    const auto done = [&ready](GradientPart::Kind kind, int layer) {
+        if (ready) ready(GradientPart{kind, layer});
+    };
     o.zero_gradient();
     const Act dx{Buf::DX};
     // DXn serves as ∂loss/∂Xf here.
     o.linear_backward(Act{Buf::Xf}, -1, Weight::Output, Act{Buf::DLogits}, Act{Buf::DXn}, false);
     o.zero(dx);
     o.rms_norm_backward(Act{Buf::XFinal}, -1, Weight::FinalNorm, Act{Buf::RstdF}, Act{Buf::DXn}, dx);
+    done(GradientPart::Kind::Head, -1);
     for (int l = c.n_layers; l-- > 0;) {
-        ffn_block_backward(o, l, dropout);
+        ffn_block_backward(o, c, l, dropout);
         mixer_block_backward(o, c, l, dropout);
+        done(GradientPart::Kind::Layer, l);
     }
-    if (dropout.rate > 0.0) o.dropout(dx, dx, site_of(dropout, dropout_site_embedding));
+    if (dropout.rate > 0.0) o.dropout(dx, dx, site_of(c, dropout, dropout_site_embedding));
     o.embed_backward(dx);
+    done(GradientPart::Kind::Embedding, -1);
 }
 
 }  // namespace retnet::train

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/atomic_file.h"
+#include "retnet/communicator.h"
 #include "retnet/cpu_ops.h"
 #include "retnet/error.h"
 #include "retnet/safetensors.h"
@@ -198,12 +199,18 @@ struct RunSetup {
     std::string val_text;
 };
 
-RunSetup load_run_setup(const TrainOptions& o, const fs::path& out) {
-    // Tokenizer: the given file, else (on resume) the checkpoint's.
-    std::string tokenizer_path = o.tokenizer_path;
-    if (tokenizer_path.empty() && o.resume) tokenizer_path = (find_checkpoint(out) / "tokenizer.model").string();
-    if (tokenizer_path.empty()) throw Error("no tokenizer: pass --tokenizer FILE (train one with `retnet tokenizer train`)");
-    std::string tokenizer_bytes = read_file(tokenizer_path);
+RunSetup load_run_setup(const TrainOptions& o, const fs::path& out, Communicator& comm) {
+    // Tokenizer: the given file, else (on resume) the checkpoint's, which only rank 0's host may
+    // hold: rank 0 reads it and sends it to the other ranks.
+    std::string tokenizer_path = o.tokenizer_path, tokenizer_bytes;
+    if (comm.rank() == 0) {
+        if (tokenizer_path.empty() && o.resume) tokenizer_path = (find_checkpoint(out) / "tokenizer.model").string();
+        if (tokenizer_path.empty())
+            throw Error("no tokenizer: pass --tokenizer FILE (train one with `retnet tokenizer train`)");
+        tokenizer_bytes = read_file(tokenizer_path);
+    }
+    comm.broadcast(tokenizer_path, 0);
+    comm.broadcast(tokenizer_bytes, 0);
     Tokenizer tokenizer = Tokenizer::from_serialized(tokenizer_bytes, tokenizer_path);
     ModelConfig config = run_config(o);
     if (config.vocab_size != tokenizer.vocab_size())
@@ -222,19 +229,81 @@ RunSetup load_run_setup(const TrainOptions& o, const fs::path& out) {
                     std::move(train_tokens), std::string(val_text)};
 }
 
-// The state to start from: the checkpoint's on resume, else a random model at step 0.
-RunState initial_state(const TrainOptions& o, const RunSetup& r, const fs::path& out) {
+uint64_t fnv1a(std::span<const std::byte> bytes, uint64_t h = 1469598103934665603ull) {
+    for (const std::byte b : bytes) h = (h ^ static_cast<uint64_t>(b)) * 1099511628211ull;
+    return h;
+}
+
+// Every rank must train on the same text, model and options, or the ranks would silently train
+// different models (another --data on another host). A rank that differs from rank 0 says so.
+void check_same_setup(const TrainOptions& o, const RunSetup& r, Communicator& comm) {
+    if (comm.size() == 1) return;
+    const json what = {{"config", config_to_json(r.config)}, {"run", run_identity(o)},   {"steps", o.steps},
+                       {"device", o.device},                 {"eval_every", o.eval_every},
+                       {"save_every", o.save_every},         {"eval_window", o.eval_window},
+                       {"time_limit_s", o.time_limit_s}};
+    const std::string text = what.dump();
+    uint64_t h = fnv1a(std::as_bytes(std::span(text)));
+    h = fnv1a(std::as_bytes(std::span(r.train_tokens)), h);
+    h = fnv1a(std::as_bytes(std::span(r.val_text)), h);
+    uint64_t root = h;
+    comm.broadcast(std::span(&root, 1), 0);
+    if (h != root)
+        throw Error("rank " + std::to_string(comm.rank()) + ": --data, --config or the options differ from rank 0's "
+                    "(every rank must train on the same text, model and options)");
+}
+
+// The ranks start from rank 0's state: the same weights, moments, data position and schedule.
+void share_state(Communicator& comm, const ParamLayout& layout, RunState& s) {
+    if (comm.size() == 1) return;
+    const auto finite_or_null = [](double x) { return std::isfinite(x) ? json(x) : json(nullptr); };
+    std::string scalars;
+    if (comm.rank() == 0) {
+        std::ostringstream rng;
+        rng << s.rng;
+        scalars = json{{"step", s.adam.step},
+                       {"total_steps", s.total_steps},
+                       {"schedule_fixed", s.schedule_fixed},
+                       {"rng", rng.str()},
+                       {"best_val_loss", finite_or_null(s.best_val_loss)},
+                       {"best_val_bpc", finite_or_null(s.best_val_bpc)},
+                       {"elapsed_s", s.elapsed_s},
+                       {"averaging", !s.average.empty()}}
+                      .dump();
+    }
+    comm.broadcast(scalars, 0);
+    if (comm.rank() != 0) {
+        const json j = json::parse(scalars);
+        s.params.resize(static_cast<size_t>(layout.total));
+        s.adam = make_adamw_state(layout);
+        s.adam.step = j.at("step").get<int64_t>();
+        s.total_steps = j.at("total_steps").get<int64_t>();
+        s.schedule_fixed = j.at("schedule_fixed").get<bool>();
+        std::istringstream rng(j.at("rng").get<std::string>());
+        rng >> s.rng;
+        if (!j.at("best_val_loss").is_null()) s.best_val_loss = j.at("best_val_loss").get<double>();
+        if (!j.at("best_val_bpc").is_null()) s.best_val_bpc = j.at("best_val_bpc").get<double>();
+        s.elapsed_s = j.at("elapsed_s").get<double>();
+        if (j.at("averaging").get<bool>()) s.average.resize(s.params.size());
+    }
+    for (std::vector<float>* v : {&s.params, &s.adam.m, &s.adam.v, &s.average}) comm.broadcast(std::span(*v), 0);
+}
+
+// The state to start from: the checkpoint's on resume, else a random model at step 0 (rank 0's,
+// shared with the other ranks).
+RunState initial_state(const TrainOptions& o, const RunSetup& r, const fs::path& out, Communicator& comm) {
     RunState s;
-    if (o.resume) {
+    if (comm.rank() == 0 && o.resume) {
         load_checkpoint(find_checkpoint(out), r.config, r.layout, o, s);
         if (!s.schedule_fixed && o.steps != s.total_steps) s.total_steps = o.steps;
-        return s;
+    } else if (comm.rank() == 0) {
+        s.params = flatten_weights(make_random_model(r.config, o.seed), r.layout);
+        s.adam = make_adamw_state(r.layout);
+        s.rng.seed(o.seed);
+        s.total_steps = o.steps;
+        if (o.average_decay > 0) s.average = s.params;
     }
-    s.params = flatten_weights(make_random_model(r.config, o.seed), r.layout);
-    s.adam = make_adamw_state(r.layout);
-    s.rng.seed(o.seed);
-    s.total_steps = o.steps;
-    if (o.average_decay > 0) s.average = s.params;
+    share_state(comm, r.layout, s);
     return s;
 }
 
@@ -245,11 +314,16 @@ public:
     using clock = std::chrono::steady_clock;
 
     Session(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_progress)
-        : o_(o), out_(o.out_dir), on_progress_(on_progress), setup_(load_run_setup(o, out_)),
-          s_(initial_state(o, setup_, out_)),
+        : o_(o), out_(o.out_dir), comm_(o.communicator ? *o.communicator : single_process_),
+          shard_(batch_shard(o.batch, comm_.rank(), comm_.size())), writer_(comm_.rank() == 0),
+          on_progress_(writer_ ? on_progress : std::function<void(const TrainProgress&)>()),
+          setup_(load_run_setup(o, out_, comm_)),
+          // Every rank checks its inputs against rank 0's before taking rank 0's state.
+          s_((check_same_setup(o, setup_, comm_), initial_state(o, setup_, out_, comm_))),
           // A device that cannot apply dropout refuses it in its factory (one line naming the device).
-          device_(make_train_device(o.device, setup_.config, setup_.layout, TrainDeviceOptions{o.chunk, o.dropout})),
-          inputs_(static_cast<size_t>(o.batch) * static_cast<size_t>(o.seq_len)), targets_(inputs_.size()),
+          device_(make_train_device(o.device, setup_.config, setup_.layout,
+                                    TrainDeviceOptions{o.chunk, o.dropout, &comm_})),
+          inputs_(static_cast<size_t>(shard_.count) * static_cast<size_t>(o.seq_len)), targets_(inputs_.size()),
           start_dist_(0, static_cast<int64_t>(setup_.train_tokens.size()) - o.seq_len - 1),
           first_step_(s_.adam.step) {
         device_->upload(s_.params, s_.adam);
@@ -260,7 +334,7 @@ public:
     TrainResult run(const std::atomic<bool>* stop) {
         TrainResult result;
         while (s_.adam.step < s_.total_steps) {
-            if (stop && stop->load()) {
+            if (any_rank(stop && stop->load())) {
                 result.interrupted = true;
                 break;
             }
@@ -271,6 +345,7 @@ public:
         }
         if (result.interrupted) {
             sync_from_device();
+            check_ranks_agree();
             checkpoint();
         }
         result.steps_done = s_.adam.step;
@@ -293,17 +368,36 @@ private:
         return p;
     }
 
-    // Random contiguous windows of the training tokens, drawn from the run's RNG.
+    // Whether a flag is raised on any rank (Ctrl-C reaches the ranks at different moments; they
+    // must stop after the same step).
+    bool any_rank(bool flag) {
+        double raised = flag ? 1.0 : 0.0;
+        comm_.all_reduce_sum(std::span(&raised, 1));
+        return raised > 0;
+    }
+
+    // The global batch: random contiguous windows of the training tokens, drawn from the run's
+    // RNG. Every rank draws all of them (so the generator stays the same everywhere) and keeps
+    // its shard.
     BatchView next_batch() {
         const std::vector<int32_t>& tokens = setup_.train_tokens;
         for (int b = 0; b < o_.batch; ++b) {
             const int64_t start = start_dist_(s_.rng);
+            if (b < shard_.first || b >= shard_.first + shard_.count) continue;
+            const int row = (b - shard_.first) * o_.seq_len;
             for (int t = 0; t < o_.seq_len; ++t) {
-                inputs_[static_cast<size_t>(b * o_.seq_len + t)] = tokens[static_cast<size_t>(start + t)];
-                targets_[static_cast<size_t>(b * o_.seq_len + t)] = tokens[static_cast<size_t>(start + t + 1)];
+                inputs_[static_cast<size_t>(row + t)] = tokens[static_cast<size_t>(start + t)];
+                targets_[static_cast<size_t>(row + t)] = tokens[static_cast<size_t>(start + t + 1)];
             }
         }
-        return BatchView{inputs_.data(), targets_.data(), o_.batch, o_.seq_len};
+        return BatchView{inputs_.data(), targets_.data(), shard_.count, o_.seq_len};
+    }
+
+    // The global batch's mean loss from the shards' (of equal size).
+    double mean_over_ranks(double shard_loss) {
+        if (comm_.size() == 1) return shard_loss;
+        comm_.all_reduce_sum(std::span(&shard_loss, 1));
+        return shard_loss / comm_.size();
     }
 
     double train_step() {
@@ -311,7 +405,7 @@ private:
         const BatchView batch = next_batch();
         const uint64_t dropout_seed = o_.seed * 0x9E3779B97F4A7C15ULL + static_cast<uint64_t>(step);
         lr_ = learning_rate(step, s_.total_steps, o_.warmup, o_.lr, o_.min_lr_ratio);
-        const double loss = device_->step(batch, o_.grad_clip, o_.adamw, lr_, dropout_seed, &grad_norm_);
+        const double loss = mean_over_ranks(device_->step(batch, o_.grad_clip, o_.adamw, lr_, dropout_seed, &grad_norm_));
         s_.adam.step += 1;
         if (!std::isfinite(loss))
             throw Error("training diverged: loss is " + std::to_string(loss) + " at step " + std::to_string(step));
@@ -331,7 +425,8 @@ private:
         const double eval_cost = 1.0 + per_step * 0.5 * val_tokens / static_cast<double>(tokens_per_step());
         const double budget = o_.time_limit_s - elapsed() - 10.0 - eval_cost;
         const double cost_per_step = per_step + (o_.eval_every > 0 ? eval_cost / static_cast<double>(o_.eval_every) : 0.0);
-        const int64_t fit = s_.adam.step + std::max<int64_t>(0, static_cast<int64_t>(budget / cost_per_step));
+        int64_t fit = s_.adam.step + std::max<int64_t>(0, static_cast<int64_t>(budget / cost_per_step));
+        comm_.broadcast(std::span(&fit, 1), 0);  // rank 0's clock decides for all
         if (fit < s_.total_steps) {
             s_.total_steps = std::max<int64_t>(s_.adam.step + 1, fit);
             if (on_progress_) {
@@ -368,6 +463,7 @@ private:
         const bool want_eval = (o_.eval_every > 0 && s_.adam.step % o_.eval_every == 0) || last;
         const bool want_save = (o_.save_every > 0 && s_.adam.step % o_.save_every == 0) || last;
         if (want_eval || want_save) sync_from_device();
+        if (want_save) check_ranks_agree();
         if (want_eval) validate();
         if (want_save) checkpoint();
         window_start_ += clock::now() - pause_start;
@@ -378,9 +474,38 @@ private:
         if (averaging()) device_->download_average(s_.average);
     }
 
+    // Every rank holds the same parameters after every step (the same summed gradient, the same
+    // update): checked at each checkpoint with a hash of the bits, so a rank that drifted stops the
+    // job before rank 0 saves.
+    void check_ranks_agree() {
+        if (comm_.size() == 1) return;
+        const uint64_t mine = bits_hash(s_.params);
+        uint64_t root = mine;
+        comm_.broadcast(std::span(&root, 1), 0);
+        double differing = mine != root ? 1.0 : 0.0;
+        comm_.all_reduce_sum(std::span(&differing, 1));
+        if (differing > 0)
+            throw Error("after step " + std::to_string(s_.adam.step) + " the parameters of " +
+                        std::to_string(static_cast<int>(differing)) + " rank(s) differ from rank 0's");
+    }
+
+    // The mean loss of a batch of validation windows, the windows shared out over the ranks (as
+    // evenly as they go; a rank may get none).
+    double validation_loss(const BatchView& v) {
+        if (comm_.size() == 1) return device_->loss(v);
+        const int first = v.batch * comm_.rank() / comm_.size(), end = v.batch * (comm_.rank() + 1) / comm_.size();
+        const size_t offset = static_cast<size_t>(first) * static_cast<size_t>(v.seq_len);
+        double sum = 0;
+        if (end > first)
+            sum = device_->loss(BatchView{v.inputs + offset, v.targets + offset, end - first, v.seq_len}) *
+                  (end - first) * v.seq_len;
+        comm_.all_reduce_sum(std::span(&sum, 1));
+        return sum / (static_cast<double>(v.batch) * v.seq_len);
+    }
+
     void validate() {
         if (averaging()) device_->swap_average();
-        const EvalResult r = evaluate_text([&](const BatchView& v) { return device_->loss(v); }, setup_.tokenizer,
+        const EvalResult r = evaluate_text([&](const BatchView& v) { return validation_loss(v); }, setup_.tokenizer,
                                            setup_.val_text, o_.eval_window);
         if (averaging()) device_->swap_average();
         TrainProgress p = progress();
@@ -391,15 +516,16 @@ private:
         if (r.loss_per_token < s_.best_val_loss) {
             s_.best_val_loss = r.loss_per_token;
             s_.best_val_bpc = r.bits_per_char;
-            save_best(out_, setup_.config, setup_.layout, averaging() ? s_.average : s_.params, setup_.tokenizer_bytes,
-                      s_.adam.step, r.loss_per_token, r.bits_per_char);
+            if (writer_)
+                save_best(out_, setup_.config, setup_.layout, averaging() ? s_.average : s_.params,
+                          setup_.tokenizer_bytes, s_.adam.step, r.loss_per_token, r.bits_per_char);
             p.message = "best so far, saved to best/";
         }
         if (on_progress_) on_progress_(p);
     }
 
     void checkpoint() {
-        save_checkpoint(out_, setup_.config, setup_.layout, o_, s_, setup_.tokenizer_bytes, elapsed());
+        if (writer_) save_checkpoint(out_, setup_.config, setup_.layout, o_, s_, setup_.tokenizer_bytes, elapsed());
         if (!on_progress_) return;
         TrainProgress p = progress();
         p.elapsed_s = elapsed();
@@ -409,7 +535,11 @@ private:
 
     const TrainOptions& o_;
     const fs::path out_;
-    const std::function<void(const TrainProgress&)>& on_progress_;
+    SingleProcess single_process_;  // the communicator without options.communicator
+    Communicator& comm_;
+    const BatchShard shard_;  // this rank's sequences of each global batch
+    const bool writer_;       // rank 0: reports progress and writes out_dir
+    const std::function<void(const TrainProgress&)> on_progress_;
     RunSetup setup_;
     RunState s_;
     std::unique_ptr<TrainDevice> device_;
@@ -429,7 +559,7 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
                          const std::atomic<bool>* stop) {
     if (o.batch < 1 || o.seq_len < 1 || o.steps < 1) throw Error("batch, seq-len and steps must be at least 1");
     cpu::set_num_threads(o.threads);
-    fs::create_directories(o.out_dir);
+    if (!o.communicator || o.communicator->rank() == 0) fs::create_directories(o.out_dir);
     return Session(o, on_progress).run(stop);
 }
 

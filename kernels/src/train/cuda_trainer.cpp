@@ -14,6 +14,7 @@
 
 #include "../cuda_check.h"
 #include "../device_buffer.h"
+#include "../dist/gradient_sync.h"
 #include "cuda_train_ops.h"
 #include "retnet/cuda/backend_cuda.h"
 #include "retnet/error.h"
@@ -53,14 +54,36 @@ struct CudaTrainer::Impl {
     DeviceBuffer<double> sum_sq_partials;    // (kSumOfSquaresPartials)
     int64_t adam_step = 0;
     TrainDropout dropout;  // of the last forward; its backward uses the same masks
+    // Data parallelism: this rank of `ranks`, the gradient summed over them through `sync`.
+    int rank = 0, ranks = 1;
+    std::unique_ptr<GradientSync> own_sync;  // when the ranks are not NCCL's themselves
+    GradientSync* sync = nullptr;
 
-    train::PassDropout pass_dropout() const { return {dropout.rate, dropout.seed}; }
+    // The shard's rows within the global batch (every rank's shard has the same size).
+    train::PassDropout pass_dropout() const { return {dropout.rate, dropout.seed, rank * ops->rows()}; }
     void forward(const BatchView& batch, bool want_gradient, const TrainDropout& drop) {
         ops->begin_pass(batch, want_gradient, params.get(), grad.get());
         dropout = drop;
-        train::train_forward(*ops, config, ops->rows(), pass_dropout(), want_gradient);
+        train::train_forward(*ops, config, ranks * ops->rows(), pass_dropout(), want_gradient);
     }
-    void backward() { train::train_backward(*ops, config, pass_dropout()); }
+    // With ranks, each part of the gradient leaves on the ranks' stream as soon as the compute
+    // stream has it, and the compute stream waits for all of them before the optimizer reads it.
+    void backward() {
+        if (!sync) {
+            train::train_backward(*ops, config, pass_dropout());
+            return;
+        }
+        train::train_backward(*ops, config, pass_dropout(), [this](const train::GradientPart& part) {
+            const auto [begin, end] = train::gradient_range(layout, part);
+            sync->start(grad.get() + begin, static_cast<size_t>(end - begin), stream);
+        });
+        sync->join(stream);
+    }
+    // Before any host wait on the compute stream: a rank that died shows as an error here (the
+    // ranks' timeout), not as a wait that never ends.
+    void wait_for_ranks() {
+        if (sync) sync->wait_host();
+    }
 };
 
 CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& layout, CudaTrainerOptions options)
@@ -79,6 +102,17 @@ CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& la
     Impl& s = *impl_;
     s.config = config;
     s.layout = layout;
+    train::Communicator* comm = options.communicator;
+    if (comm && comm->size() > 1) {
+        s.rank = comm->rank();
+        s.ranks = comm->size();
+        options.device = comm->local_rank();
+        int devices = 0;
+        RETNET_CUDA_CHECK(cudaGetDeviceCount(&devices));
+        if (options.device >= devices)
+            throw Error("rank " + std::to_string(s.rank) + " would train on GPU " + std::to_string(options.device) +
+                        ", but this host shows " + std::to_string(devices) + " (one GPU per rank of a host)");
+    }
     s.options = options;
     RETNET_CUDA_CHECK(cudaSetDevice(options.device));
     s.stream_owner = std::make_unique<CudaStream>();
@@ -112,6 +146,13 @@ CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& la
     s.sum_sq_partials.resize(tk::kSumOfSquaresPartials);
     s.ops = std::make_unique<CudaTrainOps>(config, layout, options.chunk, s.stream, s.cublas, s.compute);
     s.stream_owner->synchronize();
+    if (s.ranks > 1) {
+        s.sync = dynamic_cast<GradientSync*>(comm);  // the ranks of `retnet train --gpus N` are NCCL's
+        if (!s.sync) {
+            s.own_sync = nccl_over(*comm, options.device);
+            s.sync = s.own_sync.get();
+        }
+    }
 }
 
 CudaTrainer::~CudaTrainer() = default;
@@ -188,6 +229,7 @@ double CudaTrainer::loss_and_gradient(const BatchView& batch, bool want_gradient
     Impl& s = *impl_;
     s.forward(batch, want_gradient, dropout);
     if (want_gradient) s.backward();
+    s.wait_for_ranks();
     return s.ops->read_loss();
 }
 
@@ -240,6 +282,7 @@ double CudaTrainer::train_step(const BatchView& batch, double max_norm, const tr
     tk::sum_of_squares(s.grad.get(), s.layout.total, s.sum_sq_partials.get(), s.sum_sq.get(), s.stream);
     tk::clip_by_norm(s.grad.get(), s.layout.total, s.sum_sq.get(), max_norm, s.stream);
     adamw_step(config, lr);
+    s.wait_for_ranks();
     double ss = 0.0;
     s.sum_sq.download(&ss, 1, s.stream);
     const double loss = s.ops->read_loss();  // synchronizes
@@ -282,6 +325,7 @@ void register_cuda_trainer() {
             options.precision = train_precision_from_device(device);
             options.chunk = o.chunk;
             options.dropout = o.dropout;
+            options.communicator = o.communicator;
             return std::unique_ptr<train::TrainDevice>(std::make_unique<CudaTrainer>(config, layout, options));
         });
     }

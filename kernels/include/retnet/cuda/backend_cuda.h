@@ -23,6 +23,9 @@ struct CudaOptions {
 // "no CUDA device found" or "CUDA driver unavailable: ...".
 bool cuda_device_available(std::string* why = nullptr);
 
+// How many CUDA devices this process sees (0 when none, or without a usable driver).
+int cuda_device_count();
+
 // Bytes of the current CUDA device's memory in use (by every process), for benchmarks.
 int64_t cuda_device_memory_in_use();
 

@@ -29,6 +29,12 @@ struct CudaTrainerOptions {
     int chunk = 0;  // 0: parallel retention (one T×T block per head); > 0: chunkwise, this chunk size
                     // (the Transformer twin's attention has no chunks: 0)
     double dropout = 0;  // the rate step() applies (TrainDevice); in [0, 1)
+    // GPU ranks of a data-parallel job (null or one rank: this GPU alone). The trainer uses GPU
+    // communicator->local_rank() instead of `device`, trains on its shard of each global batch, and
+    // sums every gradient bucket over the ranks with NCCL as the backward finishes it: directly
+    // over the ranks of `retnet train --gpus N` (nccl_ranks.h), else over an NCCL communicator it
+    // sets up through the given ranks (mpirun's).
+    train::Communicator* communicator = nullptr;
 };
 
 // Training-only dropout of one call (train::LossOptions::dropout and ::dropout_seed): the CPU
@@ -74,6 +80,8 @@ public:
 
     // Forward + backward of one batch: returns the mean cross-entropy (nats) and leaves ∂loss/∂params
     // in the device gradient (overwritten). With want_gradient = false only the loss is computed.
+    // With ranks, `batch` is this rank's shard and the gradient is the global batch's (summed over
+    // the ranks); the loss is the shard's.
     // `dropout` as loss_and_gradient's LossOptions (validation passes none).
     double loss_and_gradient(const train::BatchView& batch, bool want_gradient = true,
                              const TrainDropout& dropout = {});

@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "train_ranks.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+
+#include "cli_common.h"
+#include "retnet/dist/launcher.h"
+#include "retnet/error.h"
+#include "retnet/files.h"
+#include "retnet/run_directory.h"
+#ifdef RETNET_HAVE_CUDA
+#include "retnet/cuda/backend_cuda.h"
+#include "retnet/cuda/nccl_ranks.h"
+#endif
+
+namespace retnet::cli {
+
+namespace fs = std::filesystem;
+using Launcher = dist::RankEnvironment::Launcher;
+
+void TrainRanks::fail(const std::string& message) const {
+    const std::string line =
+        message.rfind("rank ", 0) == 0 ? message : "rank " + std::to_string(comm->rank()) + ": " + message;
+    std::fflush(stdout);
+    std::fprintf(stderr, "retnet train: error: %s\n", Error(line).what());
+    std::fflush(stderr);
+    if (mpi) mpi->abort(1);
+    std::_Exit(1);  // no destructors: a communicator's teardown could wait for the ranks still running
+}
+
+TrainRanks join_train_ranks(const dist::RankEnvironment& env) {
+    TrainRanks ranks;
+    ranks.env = env;
+    if (env.launcher == Launcher::Mpirun && env.size > 1) {
+        std::unique_ptr<dist::MpiRanks> mpi = dist::join_mpi();
+        ranks.mpi = mpi.get();
+        ranks.comm = std::move(mpi);
+    } else if (env.launcher == Launcher::RetnetGpus && env.size > 1) {
+#ifdef RETNET_HAVE_CUDA
+        ranks.comm = cuda::nccl_ranks_from_file(env.rank, env.size, env.local_rank, env.nccl_id_file);
+#else
+        throw Error("this retnet was built without CUDA, so it cannot be a GPU rank");
+#endif
+    } else {
+        ranks.comm = std::make_unique<train::SingleProcess>();
+    }
+    return ranks;
+}
+
+bool already_complete(const train::CheckpointInfo& info, const train::TrainOptions& o) {
+    const int64_t total = info.schedule_fixed ? info.total_steps : o.steps;
+    if (info.step < total) return false;
+    std::printf("the run in %s is already complete at step %lld/%lld; nothing to do (raise --steps to train further)\n",
+                shown(o.out_dir).c_str(), static_cast<long long>(info.step), static_cast<long long>(total));
+    return true;
+}
+
+namespace {
+
+std::string own_executable() {
+    std::error_code ec;
+    const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    if (ec) throw Error("cannot find the retnet executable to start the ranks (/proc/self/exe: " + ec.message() + ")");
+    return self.string();
+}
+
+}  // namespace
+
+int launch_gpu_ranks(const train::TrainOptions& o, int gpus, bool overwrite, const std::vector<std::string>& args) {
+    if (o.device.rfind("cuda", 0) != 0)
+        throw Error("--gpus trains on CUDA devices: add --device cuda, cuda-tf32 or cuda-bf16");
+    train::batch_shard(o.batch, 0, gpus);  // one line when the global batch does not split
+#ifdef RETNET_HAVE_CUDA
+    if (!cuda::nccl_available())
+        throw Error("this retnet was built without NCCL, so it cannot train on several GPUs (NCCL comes with the "
+                    "CUDA toolkit; rebuild where CMake finds nccl.h and libnccl)");
+    if (const int seen = cuda_device_count(); seen < gpus)
+        throw Error("--gpus " + std::to_string(gpus) + ": this host shows " + std::to_string(seen) + " CUDA device(s)");
+#else
+    throw Error("--gpus needs a build with CUDA and NCCL");
+#endif
+    for (const std::string& path : {o.data_path, o.config_path, o.tokenizer_path})
+        if (!path.empty()) require_regular_file(path);
+    // The launcher owns the run directory for the whole job; its ranks never take the lock.
+    const train::RunDirectoryLock lock(o.out_dir);
+    std::string notice;
+    const std::optional<train::CheckpointInfo> resumed = train::prepare_run_directory(o, overwrite, &notice);
+    if (!notice.empty()) std::fprintf(stderr, "retnet train: %s\n", shown(notice).c_str());
+    if (resumed && already_complete(*resumed, o)) return 0;
+    const std::string id_file = (fs::path(o.out_dir) / (".nccl-id-" + std::to_string(::getpid()))).string();
+    std::error_code ec;
+    fs::remove(id_file, ec);
+    std::vector<std::string> argv{own_executable(), "train"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::fflush(stdout);
+    const dist::LaunchResult result = dist::launch_ranks(
+        argv, gpus, [&](int rank) { return dist::gpu_rank_environment(rank, gpus, id_file); });
+    fs::remove(id_file, ec);
+    if (!result.message.empty()) std::fprintf(stderr, "retnet train: %s\n", result.message.c_str());
+    return result.exit_code;
+}
+
+}  // namespace retnet::cli
