@@ -19,6 +19,7 @@
 #include "retnet/model_stats.h"
 #ifdef RETNET_HAVE_CUDA
 #include "retnet/cuda/backend_cuda.h"
+#include "retnet/cuda/retention_bench.h"
 #endif
 
 namespace retnet::cli {
@@ -109,6 +110,34 @@ void check_decode_memory(const Backend& backend, const std::vector<int>& batches
     check_forward_memory(c, C, Form::Chunkwise, chunk, "the prefill of --contexts " + std::to_string(C), states);
 }
 
+// The retention alone at each B × T of the model's head shape, as the CUDA trainer runs it (chunk
+// products and scan, forward and forward + backward): the kernel-level numbers fla's
+// chunk_retention is compared with (scripts/gpu/fla_anchors.py).
+nlohmann::json bench_retention_kernels(const Backend& backend, const std::vector<int>& batches,
+                                       const std::vector<int>& lengths, int chunk, int repeats) {
+#ifdef RETNET_HAVE_CUDA
+    const ModelConfig& c = backend.model().config;
+    if (c.is_transformer()) throw Error("--mode kernels times the RetNet's retention; this model is a Transformer");
+    if (backend.name().rfind("cuda", 0) != 0)
+        throw Error("--mode kernels times the CUDA retention kernels: use --device cuda or cuda-bf16");
+    const bool bf16 = backend.name() == "cuda-bf16";
+    nlohmann::json rows = nlohmann::json::array();
+    for (int T : lengths)
+        for (int B : batches) {
+            cuda::RetentionKernelShape shape{B, T, c.n_heads, c.head_dim_k(), c.head_dim_v(), chunk > 0 ? chunk : c.chunk_size};
+            const cuda::RetentionKernelTiming t =
+                cuda::time_retention_kernels(shape, bf16 ? cuda::TrainPrecision::Bf16 : cuda::TrainPrecision::Fp32, repeats);
+            rows.push_back({{"B", B}, {"T", T}, {"H", shape.heads}, {"Dk", shape.head_dim_k}, {"Dv", shape.head_dim_v},
+                            {"chunk", shape.chunk}, {"precision", bf16 ? "bf16" : "fp32"}, {"forward_ms", t.forward_ms},
+                            {"forward_backward_ms", t.forward_backward_ms}});
+        }
+    return rows;
+#else
+    (void)backend, (void)batches, (void)lengths, (void)chunk, (void)repeats;
+    throw Error("--mode kernels times the CUDA retention kernels; this retnet was built without CUDA");
+#endif
+}
+
 void print_tables(const nlohmann::json& report) {
     std::printf("%s backend, %s parameters, %s; medians after a warm-up\n", report["device"].get<std::string>().c_str(),
                 format_count(report["parameters"].get<int64_t>()).c_str(), report["dtype"].get<std::string>().c_str());
@@ -125,6 +154,16 @@ void print_tables(const nlohmann::json& report) {
             std::printf("%8d %9d %12.3f %14.1f %12s\n", row["batch"].get<int>(), row["context"].get<int>(),
                         row["ms_per_step"].get<double>(), row["tokens_per_s"].get<double>(),
                         format_bytes(row["state_bytes"].get<int64_t>()).c_str());
+    }
+    if (report.contains("kernels")) {
+        std::printf("retention kernels (chunkwise, the trainer's path)\n%6s %8s %10s %8s %12s %16s\n", "B", "T",
+                    "H×Dk×Dv", "chunk", "forward ms", "fwd + bwd ms");
+        for (const auto& row : report["kernels"]) {
+            const std::string heads = std::to_string(row["H"].get<int>()) + "×" + std::to_string(row["Dk"].get<int>()) +
+                                      "×" + std::to_string(row["Dv"].get<int>());
+            std::printf("%6d %8d %10s %8d %12.3f %16.3f\n", row["B"].get<int>(), row["T"].get<int>(), heads.c_str(),
+                        row["chunk"].get<int>(), row["forward_ms"].get<double>(), row["forward_backward_ms"].get<double>());
+        }
     }
     if (report.contains("device_memory_bytes"))
         std::printf("device memory in use at the end: %s\n", format_bytes(report["device_memory_bytes"].get<int64_t>()).c_str());
@@ -145,7 +184,10 @@ int run_bench(const std::vector<std::string>& argv) {
     add_text(*app, "--contexts", contexts_text, "tokens each sequence holds before the timed decoding")->type_name("C,C,...");
     add_text(*app, "--dtype", dtype, "precision of the projections: stored (as the checkpoint), fp32 or bf16")
         ->type_name("stored|fp32|bf16");
-    add_text(*app, "--mode", mode, "what to time: all, prefill or decode")->type_name("all|prefill|decode");
+    add_text(*app, "--mode", mode,
+             "what to time: all, prefill, decode, or kernels (CUDA: the retention alone, forward and forward + "
+             "backward, B × T for each --batch and --lengths)")
+        ->type_name("all|prefill|decode|kernels");
     add_int(*app, "--repeats", repeats, 1, 1000, "timed prefill runs per measurement (the median is reported)");
     add_int(*app, "--decode-steps", decode_steps, 1, 100000, "decoding steps timed per batch and context");
     add_int(*app, "--chunk-size", chunk, 1, 1 << 20, "chunk length of the chunkwise form")->default_str("the model's");
@@ -153,23 +195,25 @@ int run_bench(const std::vector<std::string>& argv) {
     add_intervention_options(*app, edits);
     parse(*app, argv);
     require_one_of("--dtype", dtype, {"stored", "fp32", "bf16"});
-    require_one_of("--mode", mode, {"all", "prefill", "decode"});
+    require_one_of("--mode", mode, {"all", "prefill", "decode", "kernels"});
     const std::vector<int> lengths = parse_positive_list("--lengths", lengths_text);
     const std::vector<int> batches = parse_positive_list("--batch", batch_text);
     const std::vector<int> contexts = parse_positive_list("--contexts", contexts_text);
     auto model = apply_dtype(dtype, device, load_model_edited(model_dir, edits));
     auto backend = make_backend_option(device, model);
     const int longest = *std::max_element(lengths.begin(), lengths.end());
-    if (mode != "decode")
+    const bool prefill = mode == "all" || mode == "prefill", decode = mode == "all" || mode == "decode";
+    if (prefill)
         check_forward_memory(model->config, longest, Form::Parallel, 0, "the parallel form at T = " + std::to_string(longest));
-    if (mode != "prefill") check_decode_memory(*backend, batches, contexts, chunk);
+    if (decode) check_decode_memory(*backend, batches, contexts, chunk);
 
     std::mt19937 rng(1);
     nlohmann::json report = {{"device", backend->name()}, {"family", family_name(model->config.family)},
                              {"parameters", model->parameter_count()}, {"dtype", dtype}, {"repeats", repeats}};
-    if (mode != "decode")
+    if (mode == "kernels") report["kernels"] = bench_retention_kernels(*backend, batches, lengths, chunk, repeats);
+    if (prefill)
         for (int T : lengths) report["prefill"].push_back(bench_prefill(*backend, T, repeats, chunk, rng));
-    if (mode != "prefill")
+    if (decode)
         for (int C : contexts)
             for (int B : batches) report["decode"].push_back(bench_decode(*backend, B, C, decode_steps, rng));
 #ifdef RETNET_HAVE_CUDA

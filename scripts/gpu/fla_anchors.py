@@ -114,7 +114,8 @@ def bench_kernels(torch, shapes):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", help="the model directory (not needed with --kernels-only)")
+    parser.add_argument("--kernels-only", action="store_true", help="time the retention kernels alone")
     parser.add_argument("--out", required=True)
     parser.add_argument("--batch", default="1,16,64")
     parser.add_argument("--lengths", default="2048,8192")
@@ -137,15 +138,16 @@ def main():
     lengths = [int(t) for t in args.lengths.split(",")]
     t0 = time.time()
     save()
-    try:
-        model, missing, unexpected = load_fla_model(torch, args.model)
-        report["weights"] = {"missing": missing, "unexpected": unexpected}
-        report["model"] = bench_model(torch, model, batches, lengths, model.config.vocab_size)
-        del model
-        torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001
-        report["model_error"] = traceback.format_exc()[-2000:]
-    save()
+    if not args.kernels_only:
+        try:
+            model, missing, unexpected = load_fla_model(torch, args.model)
+            report["weights"] = {"missing": missing, "unexpected": unexpected}
+            report["model"] = bench_model(torch, model, batches, lengths, model.config.vocab_size)
+            del model
+            torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001
+            report["model_error"] = traceback.format_exc()[-2000:]
+        save()
     try:
         shapes = [(8, 2048, 8, 256, 512), (2, 8192, 8, 256, 512), (1, 32768, 8, 256, 512), (8, 2048, 8, 128, 256)]
         report["kernels"] = bench_kernels(torch, shapes)

@@ -495,6 +495,11 @@ TEST(RobustOptions2, BooleansAndNumbersAreReadStrictly) {
         EXPECT_EQ(r.exit_code, 1) << lengths << r.out;
         EXPECT_NE(r.err.find("--lengths"), std::string::npos) << r.err;
     }
+    // The kernel-level mode times CUDA kernels: on the CPU backend it says so in one line.
+    r = run_retnet({"bench", "--model", m, "--mode", "kernels", "--lengths", "64"});
+    EXPECT_EQ(r.exit_code, 1) << r.out;
+    EXPECT_EQ(r.err_lines(), 1) << r.err;
+    EXPECT_NE(r.err.find("--mode kernels times the CUDA retention kernels"), std::string::npos) << r.err;
     r = run_retnet({"generate", "--model", m, "--prompt", "a", "--temprature", "1"});
     EXPECT_NE(r.err.find("unknown option --temprature (did you mean --temperature?)"), std::string::npos) << r.err;
     r = run_retnet({"generate", "--help"});
