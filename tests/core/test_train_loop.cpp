@@ -267,6 +267,20 @@ TEST(TrainLoop, ResumeRefusesADamagedTrainerState) {
     EXPECT_EQ(run_training(o, {}).steps_done, 4);
 }
 
+// A misspelt --device is one line, and leaves no run directory behind to clean up.
+TEST(TrainLoop, CliRefusesAnUnknownDeviceBeforeMakingTheRunDirectory) {
+    Workspace ws;
+    const fs::path out = ws.dir / "typo";
+    const auto r = robustness::run_retnet({"train", "--data", ws.text.string(), "--config", ws.config.string(),
+                                           "--tokenizer", ws.tokenizer.string(), "--out", out.string(), "--device",
+                                           "gpu", "--steps", "1", "--batch", "2", "--seq-len", "16"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err.rfind("retnet train: error: option --device must be one of cpu", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(", got 'gpu'\n"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(out));
+}
+
 TEST(TrainLoop, CliTrainThenEval) {
     using robustness::run_retnet;
     Workspace ws;
