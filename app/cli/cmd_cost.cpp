@@ -178,6 +178,8 @@ Measured measure(const CostArgs& args) {
     std::string twin_device = args.device;
     twin = apply_dtype(args.dtype, twin_device, twin);
     auto retnet_backend = make_backend_option(model_device, retnet_model);
+    // A device the RetNet fell back from (no GPU) is not tried again for the twin: one notice, not two.
+    if (retnet_backend->name() == "cpu") twin_device = "cpu";
     auto twin_backend = make_backend_option(twin_device, twin);
     InterruptGuard interrupt;
     Measured out;

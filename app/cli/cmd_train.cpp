@@ -13,6 +13,7 @@
 #include "retnet/files.h"
 #include "retnet/memory_limit.h"
 #include "retnet/run_directory.h"
+#include "retnet/train_device.h"
 #include "retnet/train_ops.h"
 #include "retnet/trainer.h"
 #include "train_ranks.h"
@@ -113,6 +114,9 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
     if (env.launcher == Launcher::RetnetGpus && env.size != gpus)
         throw Error("RETNET_WORLD_SIZE=" + std::to_string(env.size) + " but --gpus " + std::to_string(gpus));
     train::batch_shard(o.batch, env.rank, env.size);
+    // A misspelt device is refused before the run directory is made (the device itself is built
+    // after the lock is taken).
+    require_one_of("--device", o.device, train::train_devices());
     // Inputs that are FIFOs or directories get their own line here, never a reader that blocks.
     for (const std::string& path : {o.data_path, o.config_path, o.tokenizer_path})
         if (!path.empty()) require_regular_file(path);

@@ -175,6 +175,18 @@ TEST(RobustOptions, CudaWithoutAGpuFallsBackToTheCpuWithANotice) {
     }
 }
 
+TEST(RobustOptions, CostWithoutAGpuFallsBackOnceForBothModels) {
+    // `cost` makes two backends (the RetNet's and its twin's): without a GPU the notice is said once.
+    const CliResult r = run_retnet({"cost", "--model", model_dir().string(), "--device", "cuda", "--lengths", "3",
+                                    "--batch", "1", "--json"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    size_t notices = 0;
+    for (size_t at = r.err.find("using the CPU backend"); at != std::string::npos;
+         at = r.err.find("using the CPU backend", at + 1))
+        ++notices;
+    EXPECT_EQ(notices, nlohmann::json::parse(r.out)["device"] == "cpu" ? 1u : 0u) << r.err;
+}
+
 // ---- Ctrl-C ---------------------------------------------------------------------------------
 
 TEST(RobustInterrupt, SigintDuringGenerationStopsCleanly) {

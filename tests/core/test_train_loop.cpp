@@ -220,7 +220,65 @@ TEST(TrainLoop, ResumeRejectsChangedOptions) {
     run_training(o, {});
     o.resume = true;
     o.lr = 5e-3;
-    EXPECT_THROW(run_training(o, {}), Error);
+    o.architecture = Architecture::Transformer;
+    // The line names each option that changed as the command line spells it.
+    try {
+        run_training(o, {});
+        ADD_FAILURE() << "a resume with other options was accepted";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("--arch retnet (this command: transformer), --lr 0.01 (this command: 0.005)"),
+                  std::string::npos)
+                << e.what();
+    }
+}
+
+// trainer_state.json is a file on disk: an edited or damaged field is one line naming it, never a
+// library exception or a resume that silently draws other batches.
+TEST(TrainLoop, ResumeRefusesADamagedTrainerState) {
+    Workspace ws;
+    TrainOptions o = ws.options("run");
+    o.steps = 2;
+    run_training(o, {});
+    o.resume = true;
+    o.steps = 4;
+    const fs::path state_path = fs::path(o.out_dir) / "checkpoint" / "trainer_state.json";
+    const std::string good = robustness::slurp(state_path);
+    const auto damaged = [&](const std::string& from, const std::string& to) {
+        std::string text = good;
+        const size_t at = text.find(from);
+        EXPECT_NE(at, std::string::npos) << from;
+        text.replace(at, from.size(), to);
+        std::ofstream(state_path, std::ios::binary | std::ios::trunc) << text;
+        try {
+            run_training(o, {});
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("accepted");
+    };
+    EXPECT_NE(damaged("\"data_rng\": \"", "\"data_rng\": \"garbage ").find("field 'data_rng' is not a saved data generator state"),
+              std::string::npos);
+    EXPECT_NE(damaged("\"elapsed_s\"", "\"elapsed\"").find("trainer_state.json: missing field 'elapsed_s'"),
+              std::string::npos);
+    EXPECT_NE(damaged("\"best_val_loss\": ", "\"best_val_loss\": \"x\", \"_\": ").find("field 'best_val_loss' has the wrong type"),
+              std::string::npos);
+    // The intact file still resumes.
+    std::ofstream(state_path, std::ios::binary | std::ios::trunc) << good;
+    EXPECT_EQ(run_training(o, {}).steps_done, 4);
+}
+
+// A misspelt --device is one line, and leaves no run directory behind to clean up.
+TEST(TrainLoop, CliRefusesAnUnknownDeviceBeforeMakingTheRunDirectory) {
+    Workspace ws;
+    const fs::path out = ws.dir / "typo";
+    const auto r = robustness::run_retnet({"train", "--data", ws.text.string(), "--config", ws.config.string(),
+                                           "--tokenizer", ws.tokenizer.string(), "--out", out.string(), "--device",
+                                           "gpu", "--steps", "1", "--batch", "2", "--seq-len", "16"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err.rfind("retnet train: error: option --device must be one of cpu", 0), 0u) << r.err;
+    EXPECT_NE(r.err.find(", got 'gpu'\n"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(out));
 }
 
 TEST(TrainLoop, CliTrainThenEval) {

@@ -8,6 +8,8 @@
 #include <memory>
 #include <random>
 #include <sstream>
+#include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -82,6 +84,30 @@ json run_identity(const TrainOptions& o) {
     return identity;
 }
 
+// Names the options of `run` (a checkpoint's run_identity) that differ from `ours` as the command
+// line spells them, so a refused resume says which flag to change instead of showing both sets.
+std::string identity_differences(const json& run, const json& ours) {
+    static constexpr std::pair<const char*, const char*> kFlags[] = {
+            {"architecture", "--arch"},   {"batch", "--batch"},         {"seq_len", "--seq-len"},
+            {"lr", "--lr"},               {"min_lr_ratio", "--min-lr-ratio"}, {"warmup", "--warmup"},
+            {"beta1", "--beta1"},         {"beta2", "--beta2"},         {"eps", "--adam-eps"},
+            {"weight_decay", "--weight-decay"}, {"grad_clip", "--grad-clip"}, {"dropout", "--dropout"},
+            {"chunk", "--chunk"},         {"seed", "--seed"},           {"validation_fraction", "--val-fraction"},
+            {"average_decay", "--ema-decay"}};
+    // An absent key is the option's default: run_identity writes these two only when they are on.
+    const auto shown = [](const json& j, const std::string& key) -> std::string {
+        if (j.is_object() && j.contains(key)) return j.at(key).is_string() ? j.at(key).get<std::string>() : j.at(key).dump();
+        return key == "architecture" ? "retnet" : "0";
+    };
+    std::string out;
+    for (const auto& [key, flag] : kFlags) {
+        const std::string theirs = shown(run, key), mine = shown(ours, key);
+        if (theirs == mine) continue;
+        out += (out.empty() ? "" : ", ") + std::string(flag) + " " + theirs + " (this command: " + mine + ")";
+    }
+    return out;
+}
+
 struct RunState {
     std::vector<float> params;
     AdamWState adam;
@@ -145,14 +171,41 @@ fs::path find_checkpoint(const fs::path& out) {
     throw Error(out.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing)");
 }
 
+// A field of trainer_state.json, a file a user may have edited or a crash truncated: one line naming
+// the field when it is missing or of the wrong type.
+template <typename T>
+T state_field(const json& state, const char* name, const std::string& path) {
+    if (!state.is_object() || !state.contains(name)) throw Error(path + ": missing field '" + name + "'");
+    try {
+        return state.at(name).get<T>();
+    } catch (const json::exception&) {
+        throw Error(path + ": field '" + name + "' has the wrong type (" + state.at(name).dump().substr(0, 80) + ")");
+    }
+}
+
+// A best validation number: null before the first validation.
+double optional_state_number(const json& state, const char* name, const std::string& path) {
+    if (state.is_object() && state.contains(name) && state.at(name).is_null()) return INFINITY;
+    return state_field<double>(state, name, path);
+}
+
 void load_checkpoint(const fs::path& dir, const ModelConfig& config, const ParamLayout& layout,
                      const TrainOptions& options, RunState& s) {
-    const json state = json::parse(read_file((dir / "trainer_state.json").string()));
-    if (state.value("version", 0) != kStateVersion)
-        throw Error((dir / "trainer_state.json").string() + ": unknown version");
-    if (state.at("run") != run_identity(options))
-        throw Error((dir / "trainer_state.json").string() + ": the run options differ from this command's (" +
-                    state.at("run").dump() + "); resume with the same options");
+    const std::string state_path = (dir / "trainer_state.json").string();
+    json state;
+    try {
+        state = json::parse(read_file(state_path));
+    } catch (const json::exception& e) {
+        throw Error(state_path + ": not valid JSON (" + std::string(e.what()).substr(0, 200) + ")");
+    }
+    if (!state.is_object() || state.value("version", 0) != kStateVersion)
+        throw Error(state_path + ": unknown version");
+    const json run = state_field<json>(state, "run", state_path);
+    if (run != run_identity(options)) {
+        const std::string differences = identity_differences(run, run_identity(options));
+        throw Error(state_path + ": the run was started with other options: " +
+                    (differences.empty() ? run.dump() : differences) + "; resume with the run's options");
+    }
     LoadedWeights w = load_trained_weights(dir.string());
     if (config_to_json(w.config) != config_to_json(config))
         throw Error((dir / "config.json").string() + ": the checkpoint's model config differs from --config");
@@ -171,14 +224,18 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
         s.average.resize(static_cast<size_t>(layout.total));
         opt.read_into("average", s.average.data());
     }
-    s.adam.step = state.at("step").get<int64_t>();
-    s.total_steps = state.at("total_steps").get<int64_t>();
-    s.schedule_fixed = state.at("schedule_fixed").get<bool>();
-    std::istringstream rng(state.at("data_rng").get<std::string>());
+    s.adam.step = state_field<int64_t>(state, "step", state_path);
+    s.total_steps = state_field<int64_t>(state, "total_steps", state_path);
+    s.schedule_fixed = state_field<bool>(state, "schedule_fixed", state_path);
+    // A generator state that does not parse would leave the seed's generator in place and resume
+    // with other batches than the run would have drawn: refused, not continued inexactly.
+    std::istringstream rng(state_field<std::string>(state, "data_rng", state_path));
     rng >> s.rng;
-    if (!state.at("best_val_loss").is_null()) s.best_val_loss = state.at("best_val_loss").get<double>();
-    if (!state.at("best_val_bpc").is_null()) s.best_val_bpc = state.at("best_val_bpc").get<double>();
-    s.elapsed_s = state.at("elapsed_s").get<double>();
+    if (rng.fail() || !(rng >> std::ws).eof())
+        throw Error(state_path + ": field 'data_rng' is not a saved data generator state");
+    s.best_val_loss = optional_state_number(state, "best_val_loss", state_path);
+    s.best_val_bpc = optional_state_number(state, "best_val_bpc", state_path);
+    s.elapsed_s = state_field<double>(state, "elapsed_s", state_path);
 }
 
 }  // namespace
