@@ -200,7 +200,7 @@ check 1 10 "--chunk-size 0" -- logits --model "$M" --tokens 1,2 --mode chunkwise
 check 1 10 "unknown mode" -- logits --model "$M" --tokens 1,2 --mode sideways --out "$W/x.npy"
 check 1 10 "unknown device" -- info --model "$M" --device tpu
 check 1 10 "bench --dtype fp16" "=option --dtype must be one of stored, fp32, bf16, got 'fp16'" bench --model "$M" --dtype fp16
-check 1 10 "bench --mode both" "=option --mode must be one of all, prefill, decode, got 'both'" bench --model "$M" --mode both
+check 1 10 "bench --mode both" "=option --mode must be one of all, prefill, decode, kernels, got 'both'" bench --model "$M" --mode both
 check 1 10 "--model '' (an unset variable)" "=option --model is empty" info --model ""
 
 echo "hostile: $tried tried, $passed passed"
