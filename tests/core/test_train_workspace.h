@@ -4,6 +4,7 @@
 // a BPE tokenizer trained on it and a small fla config.json of that vocabulary. Removed at the end.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -12,7 +13,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "retnet/safetensors.h"
 #include "retnet/tokenizer.h"
+#include "retnet/train.h"
+#include "retnet/trainer.h"
 
 namespace retnet::test {
 
@@ -60,5 +64,35 @@ struct TrainWorkspace {
     TrainWorkspace(const TrainWorkspace&) = delete;
     TrainWorkspace& operator=(const TrainWorkspace&) = delete;
 };
+
+// Exact resume, for any architecture: `full` runs its steps uninterrupted; `part` (the same options,
+// another directory) is interrupted after half of them and resumed. Both checkpoints must hold the
+// same bits, weights and AdamW's second moment.
+inline void expect_resume_equals_uninterrupted(const train::TrainOptions& full, train::TrainOptions part) {
+    namespace fs = std::filesystem;
+    train::run_training(full, {});
+    const int64_t stop_at = full.steps / 2;
+    std::atomic<bool> stop{false};
+    const train::TrainResult first = train::run_training(part, [&](const train::TrainProgress& p) {
+        if (!p.is_validation && p.message.empty() && p.step == stop_at) stop = true;
+    }, &stop);
+    EXPECT_TRUE(first.interrupted);
+    EXPECT_EQ(first.steps_done, stop_at);
+    part.resume = true;
+    part.tokenizer_path.clear();  // taken from the checkpoint
+    const train::TrainResult second = train::run_training(part, {});
+    EXPECT_FALSE(second.interrupted);
+    EXPECT_EQ(second.steps_done, full.steps);
+
+    const std::vector<float> a = train::load_trained_weights((fs::path(full.out_dir) / "checkpoint").string()).params;
+    const std::vector<float> b = train::load_trained_weights((fs::path(part.out_dir) / "checkpoint").string()).params;
+    ASSERT_EQ(a.size(), b.size());
+    size_t differing = 0;
+    for (size_t i = 0; i < a.size(); ++i) differing += a[i] != b[i];
+    EXPECT_EQ(differing, 0u) << "resumed run differs from the uninterrupted one";
+    SafetensorsFile oa((fs::path(full.out_dir) / "checkpoint" / "optimizer.safetensors").string());
+    SafetensorsFile ob((fs::path(part.out_dir) / "checkpoint" / "optimizer.safetensors").string());
+    EXPECT_EQ(oa.read("adamw.v").data, ob.read("adamw.v").data);
+}
 
 }  // namespace retnet::test
