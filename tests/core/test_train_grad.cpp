@@ -15,6 +15,7 @@
 
 #include "retnet/error.h"
 #include "retnet/train.h"
+#include "train_float_check.h"
 #include "retnet/cpu_ops.h"
 
 using namespace retnet;
@@ -336,23 +337,7 @@ TEST(TrainGrad, FloatGradientMatchesDouble) {
     const ParamLayout layout = make_param_layout(config);
     std::mt19937_64 rng(43);
     Vec params = random_vec(static_cast<size_t>(layout.total), rng, 0.4);
-    std::vector<float> params_f(params.begin(), params.end());
-    for (size_t i = 0; i < params.size(); ++i) params[i] = params_f[i];  // same values exactly
-    std::vector<int32_t> inputs = {1, 4, 7, 2, 9, 3, 0, 5, 10, 6}, targets = {4, 7, 2, 9, 3, 0, 5, 10, 6, 8};
-    const BatchView batch{inputs.data(), targets.data(), 2, 5};
-    Vec grad(params.size());
-    std::vector<float> grad_f(params.size());
-    const double loss = loss_and_gradient<double>(config, layout, params.data(), batch, grad.data());
-    const double loss_f = loss_and_gradient<float>(config, layout, params_f.data(), batch, grad_f.data());
-    EXPECT_NEAR(loss_f, loss, 1e-5 * loss);
-    double max_abs = 0, max_err = 0;
-    for (size_t i = 0; i < grad.size(); ++i) {
-        max_abs = std::max(max_abs, std::abs(grad[i]));
-        max_err = std::max(max_err, std::abs(grad[i] - grad_f[i]));
-    }
-    // float has 24 bits; a few hundred operations deep the error stays below 1e-4 of the scale.
-    EXPECT_LT(max_err, 1e-4 * max_abs);
-    std::printf("  [grad-check] float vs double: max |Δg| %.2e (max |g| %.2e)\n", max_err, max_abs);
+    test::expect_float_gradient_matches_double(config, layout, params, "RetNet");
 }
 
 TEST(TrainLayout, RoundTripsThroughModel) {

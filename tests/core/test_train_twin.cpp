@@ -23,6 +23,7 @@
 #include "retnet/safetensors.h"
 #include "retnet/tokenizer.h"
 #include "retnet/train.h"
+#include "train_float_check.h"
 #include "retnet/train_ops.h"
 #include "retnet/train_device.h"
 #include "retnet/trainer.h"
@@ -211,24 +212,7 @@ TEST(TwinTrain, FloatGradientMatchesDouble) {
     const ParamLayout layout = make_param_layout(config);
     std::mt19937_64 rng(43);
     Vec params = model_params(layout, rng);
-    std::vector<float> params_f(params.begin(), params.end());
-    for (size_t i = 0; i < params.size(); ++i) params[i] = params_f[i];  // the same values exactly
-    std::vector<int32_t> inputs = {1, 4, 7, 2, 9, 3, 0, 5, 10, 6}, targets = {4, 7, 2, 9, 3, 0, 5, 10, 6, 8};
-    const BatchView batch{inputs.data(), targets.data(), 2, 5};
-    Vec grad(params.size());
-    std::vector<float> grad_f(params.size());
-    const double loss = loss_and_gradient<double>(config, layout, params.data(), batch, grad.data());
-    const double loss_f = loss_and_gradient<float>(config, layout, params_f.data(), batch, grad_f.data());
-    EXPECT_NEAR(loss_f, loss, 1e-5 * loss);
-    double max_abs = 0, max_err = 0;
-    for (size_t i = 0; i < grad.size(); ++i) {
-        max_abs = std::max(max_abs, std::abs(grad[i]));
-        max_err = std::max(max_err, std::abs(grad[i] - grad_f[i]));
-    }
-    // float has 24 bits; a few hundred operations deep the error stays below 1e-4 of the scale
-    // (the RetNet's float check in test_train_grad.cpp uses the same bound).
-    EXPECT_LT(max_err, 1e-4 * max_abs);
-    std::printf("  [grad-check] twin float vs double: max |Δg| %.2e (max |g| %.2e)\n", max_err, max_abs);
+    test::expect_float_gradient_matches_double(config, layout, params, "twin");
 }
 
 TEST(TwinTrain, RefusesAChunkSize) {
