@@ -74,8 +74,8 @@ public:
         // With bf16 weights the projections already round their inputs to bf16 (8-bit mantissa);
         // the fp32 products left (retention's Q Kᵀ, A V, Kᵀ V, Q S) lose less on TF32's 10-bit
         // inputs and run on tensor cores instead of FMA units. fp32 weights keep exact fp32.
-        const bool tf32 = options_.allow_tf32 || options_.bf16_weights;
-        RETNET_CUBLAS_CHECK(cublasSetMathMode(cublas_->get(), tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_PEDANTIC_MATH));
+        RETNET_CUBLAS_CHECK(cublasSetMathMode(cublas_->get(), tf32_products() ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                              : CUBLAS_PEDANTIC_MATH));
         // cuBLAS's own workspace, fixed up front: a captured decoding graph keeps its address.
         cublas_workspace_.resize(kCublasWorkspaceBytes);
         RETNET_CUBLAS_CHECK(cublasSetWorkspace(cublas_->get(), cublas_workspace_.get(), kCublasWorkspaceBytes));
@@ -90,6 +90,7 @@ public:
         stream_->synchronize();
     }
 
+    bool tf32_products() const { return options_.allow_tf32 || options_.bf16_weights; }
     std::string name() const override { return options_.bf16_weights ? "cuda-bf16" : "cuda"; }
     int kv_cache_element_bytes() const override {
         return static_cast<int>(cuda::kv_dtype_bytes(options_.bf16_weights ? cuda::KvDtype::BF16 : cuda::KvDtype::F32));
@@ -206,6 +207,9 @@ private:
     }
     void linear(Rows x, int layer, Weight w, Rows y, bool accumulate) override;
     void linears(Rows x, int layer, std::span<const LinearOut> outputs) override;
+    const __nv_bfloat16* activations_bf16(Rows x);
+    bool cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut> outputs) const;
+    void linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs);
     void norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
                       std::optional<Activation> glu_activation) override;
     void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) override;
@@ -232,7 +236,7 @@ private:
     // ---- retention of one sequence ----------------------------------------------------------------
     void retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v, Rows g, Rows y);
     void retention_parallel(int layer, const SequenceSlice& slice);
-    void retention_chunkwise(int layer, const SequenceSlice& slice, int Tp, int C);
+    void retention_chunkwise(int layer, const SequenceSlice& slice, int Tp, int C, bool want_row_factor);
     void retention_recurrent(int layer, const SequenceSlice& slice, float* d_S, float* d_norms_sq, int Tp,
                              bool output);
     // Step coefficients (T, H) for the slice's tokens from its row sums.
@@ -505,13 +509,18 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     } else if (!bf16) {
         cuda::linear_f32(cublas_->get(), x.data, W.f32.get(), y.data, M, W.out, W.in, accumulate ? 1.0f : 0.0f);
     } else {
-        const int64_t n = static_cast<int64_t>(M) * W.in;
-        grow(ws_.act_bf16, static_cast<size_t>(n));
-        cuda::launch_float_to_bf16(x.data, ws_.act_bf16.get(), n, stream());
-        cuda::linear_bf16(cublas_->get(), ws_.act_bf16.get(), W.bf16.get(), y.data, M, W.out, W.in,
+        cuda::linear_bf16(cublas_->get(), activations_bf16(x), W.bf16.get(), y.data, M, W.out, W.in,
                           accumulate ? 1.0f : 0.0f);
     }
     if (w == Weight::Output) stop_timer();
+}
+
+// x rounded to bf16 for cuBLAS, in the workspace that the next projection overwrites.
+const __nv_bfloat16* CudaBackend::activations_bf16(Rows x) {
+    const int64_t n = x.count * x.width;
+    grow(ws_.act_bf16, static_cast<size_t>(n));
+    cuda::launch_float_to_bf16(x.data, ws_.act_bf16.get(), n, stream());
+    return ws_.act_bf16.get();
 }
 
 // Projections of the same rows: one GEMV launch for all of them when the rows are few.
@@ -529,6 +538,10 @@ void CudaBackend::linears(Rows x, int layer, std::span<const LinearOut> outputs)
         }
         jobs.push_back(gemv_job(W, out.y.data, false));
     }
+    if (jobs.empty() && cublas_bf16_rows(x, layer, outputs)) {  // the rows rounded once for all the projections
+        linears_bf16(activations_bf16(x), M, layer, outputs);
+        return;
+    }
     if (jobs.empty()) {
         for (const LinearOut& out : outputs) linear(x, layer, out.weight, out.y, false);
         return;
@@ -536,7 +549,26 @@ void CudaBackend::linears(Rows x, int layer, std::span<const LinearOut> outputs)
     cuda::launch_gemv(x.data, M, static_cast<int>(x.width), jobs.data(), static_cast<int>(jobs.size()), bf16, stream());
 }
 
-// Few rows: the norm (and the GLU) inside the projections' one launch; h is never written.
+// Too many rows for the GEMV, every weight bf16 and as wide as the rows: cuBLAS bf16 GEMMs.
+bool CudaBackend::cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut> outputs) const {
+    const int K = static_cast<int>(x.width);
+    return !cuda::gemv_supports(static_cast<int>(x.count), K, true) &&
+           std::all_of(outputs.begin(), outputs.end(), [&](const LinearOut& out) {
+               const DeviceWeight& W = weight(layer, out.weight);
+               return !W.bf16.empty() && W.in == K;
+           });
+}
+
+void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs) {
+    for (const LinearOut& out : outputs) {
+        const DeviceWeight& W = weight(layer, out.weight);
+        cuda::linear_bf16(cublas_->get(), rows, W.bf16.get(), out.y.data, M, W.out, W.in, 0.0f);
+        if (out.weight == Weight::Output) stop_timer();
+    }
+}
+
+// Few rows: the norm (and the GLU) inside the projections' one launch; h is never written. More
+// rows with bf16 weights: the norm writes the GEMMs' bf16 input directly.
 void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
                                std::optional<Activation> glu_activation) {
     if (replaying()) return;
@@ -550,8 +582,16 @@ void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows 
         fusable = fusable && W.in == K && (W.bf16.empty() != bf16);
         jobs.push_back(gemv_job(W, out.y.data, false));
     }
-    if (!fusable) return BlockOps::norm_linears(x, layer, norm, eps, h, outputs, glu_activation);
     const DeviceWeight& norm_weight = weight(layer, norm);
+    if (!fusable && cublas_bf16_rows(x, layer, outputs)) {
+        grow(ws_.act_bf16, static_cast<size_t>(M) * static_cast<size_t>(K));
+        cuda::launch_rmsnorm_bf16(x.data, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(), ws_.act_bf16.get(),
+                                  M, K, static_cast<float>(eps), stream());
+        linears_bf16(ws_.act_bf16.get(), M, layer, outputs);
+        if (glu_activation) glu(outputs[0].y, outputs[1].y, *glu_activation);
+        return;
+    }
+    if (!fusable) return BlockOps::norm_linears(x, layer, norm, eps, h, outputs, glu_activation);
     const cuda::GemvInputTransform input{cuda::GemvInput::RmsNorm, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(),
                                          static_cast<float>(eps)};
     const cuda::GemvGlu glu = !glu_activation                       ? cuda::GemvGlu::None
@@ -721,7 +761,7 @@ void CudaBackend::retain_sequence(const RetentionCall& call, const SequenceSlice
     }
     switch (call.form) {
         case Form::Parallel: retention_parallel(call.layer, slice); break;
-        case Form::Chunkwise: retention_chunkwise(call.layer, slice, Tp, C); break;
+        case Form::Chunkwise: retention_chunkwise(call.layer, slice, Tp, C, record && record->scores); break;
         case Form::Recurrent:
             retention_recurrent(call.layer, slice, S, want_norms ? ws_.norms_sq.get() : nullptr, Tp, true);
             break;
@@ -806,7 +846,7 @@ void CudaBackend::retention_parallel(int layer, const SequenceSlice& slice) {
 //   inner_c = (mask ⊙ Q_c K_cᵀ) V_c,   cross_c = Q_c · state_c (raw),
 //   state_{c+1} = γ^len_c state_c + Σ_j γ^(len_c−1−j) k_j v_jᵀ (exact for the partial last chunk,
 //   so the final state is the recurrent form's), combined per the family (see ops.h).
-void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int Tp, int C) {
+void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int Tp, int C, bool want_row_factor) {
     const ModelConfig& c = model_->config;
     const int H = c.n_heads, Dk = c.head_dim_k(), Dv = c.head_dim_v(), T = slice.length;
     const int nC = Tp / C;
@@ -833,17 +873,34 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
             from_raw[static_cast<size_t>(h)] = static_cast<float>(1.0 / std::sqrt(advance_row_sum(r0, gamma, T)));
         }
     }
+    // fla with TF32 products: the states and the output in two fused passes (chunk_states.cu,
+    // chunk_output.cu); torchscale's normalizations and the introspected row factors take the
+    // kernels below.
+    if (tf32_products() && !ts && !want_row_factor && cuda::chunk_output_supports(C)) {
+        cuda::launch_chunk_states_tf32(ws_.kh.get(), ws_.vh.get(), staging_.stage(k_decay, stream()),
+                                       staging_.stage(chunk_decay, stream()), S, ws_.chunk_states.get(), H, nC, C, Dk,
+                                       Dv, stream());
+        cuda::launch_chunk_output_tf32(ws_.qh.get(), ws_.kh.get(), ws_.vh.get(), ws_.chunk_states.get(),
+                                       log_decay_.get(), H, ws_.oh.get(), H, nC, C, Dk, Dv, stream());
+        return;
+    }
     cuda::gemm_strided_batched(handle, false, true, C, C, Dk, 1.0f, ws_.qh.get(), Dk, ck, ws_.kh.get(), Dk, ck,
                                0.0f, ws_.scores.get(), C, cc, H * nC);
     cuda::launch_chunk_decay_mask(ws_.scores.get(), log_decay_.get(), ws_.row_abs.get(), H, nC, C, ts, stream());
     cuda::gemm_strided_batched(handle, false, false, C, Dv, C, 1.0f, ws_.scores.get(), C, cc, ws_.vh.get(), Dv, cv,
                                0.0f, ws_.inner.get(), Dv, cv, H * nC);
-    cuda::launch_scale_rows(ws_.kh.get(), staging_.stage(k_decay, stream()), ws_.kd.get(), H, Tp, Dk, stream());
-    cuda::gemm_strided_batched(handle, true, false, Dk, Dv, C, 1.0f, ws_.kd.get(), Dk, ck, ws_.vh.get(), Dv, cv,
-                               0.0f, ws_.chunk_states.get(), Dv, sS, H * nC);
     if (ts) cuda::launch_scale_per_head(S, staging_.stage(to_raw, stream()), H, sS, stream());
-    cuda::launch_chunk_state_scan(ws_.chunk_states.get(), S, staging_.stage(chunk_decay, stream()), H, nC, sS,
-                                  stream());
+    const float* d_k_decay = staging_.stage(k_decay, stream());
+    const float* d_chunk_decay = staging_.stage(chunk_decay, stream());
+    if (tf32_products()) {
+        cuda::launch_chunk_states_tf32(ws_.kh.get(), ws_.vh.get(), d_k_decay, d_chunk_decay, S, ws_.chunk_states.get(),
+                                       H, nC, C, Dk, Dv, stream());
+    } else {
+        cuda::launch_scale_rows(ws_.kh.get(), d_k_decay, ws_.kd.get(), H, Tp, Dk, stream());
+        cuda::gemm_strided_batched(handle, true, false, Dk, Dv, C, 1.0f, ws_.kd.get(), Dk, ck, ws_.vh.get(), Dv, cv,
+                                   0.0f, ws_.chunk_states.get(), Dv, sS, H * nC);
+        cuda::launch_chunk_state_scan(ws_.chunk_states.get(), S, d_chunk_decay, H, nC, sS, stream());
+    }
     cuda::gemm_strided_batched(handle, false, false, C, Dv, Dk, 1.0f, ws_.qh.get(), Dk, ck, ws_.chunk_states.get(),
                                Dv, sS, 0.0f, ws_.cross.get(), Dv, cv, H * nC);
     if (ts) {

@@ -18,9 +18,13 @@ constexpr int kGatePairsPerBlock = 64;  // (row, head) pairs of one head-norm ba
 // Fewer head-norm pairs than this (under a warp-per-pair block per SM) get a block each.
 constexpr int64_t kBlockPerPairBelow = 1024;
 
-// One block per row.
-__global__ void rmsnorm_forward_kernel(const float* x, const float* w, int dim, float eps, float* y,
-                                       float* rstd) {
+__device__ __forceinline__ void store_as(float* at, float value) { *at = value; }
+__device__ __forceinline__ void store_as(__nv_bfloat16* at, float value) { *at = __float2bfloat16_rn(value); }
+
+// One block per row. A bf16 y is the float result rounded (a bf16 GEMM's input, bit for bit
+// launch_float_to_bf16 of the float y).
+template <typename Out>
+__global__ void rmsnorm_forward_kernel(const float* x, const float* w, int dim, float eps, Out* y, float* rstd) {
     __shared__ double shared[32];
     wait_for_previous_grid();
     allow_next_grid();
@@ -31,7 +35,7 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, int dim, 
     ss = block_sum(ss, shared);
     const float s = static_cast<float>(1.0 / sqrt(ss / dim + static_cast<double>(eps)));
     if (rstd && threadIdx.x == 0) rstd[r] = s;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) y[r * dim + i] = xr[i] * s * (w ? w[i] : 1.0f);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) store_as(y + r * dim + i, xr[i] * s * (w ? w[i] : 1.0f));
 }
 
 // kNormRowsPerBlock rows per block; each thread owns columns threadIdx.x + k·blockDim.x, so it
@@ -174,7 +178,7 @@ __global__ void sum_partials_kernel(const float* partials, int64_t n_parts, int 
 void rmsnorm_forward(const float* x, const float* w, int64_t rows, int dim, float eps, float* y, float* rstd,
                      cudaStream_t stream) {
     if (rows <= 0) return;
-    rmsnorm_forward_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, dim, eps, y, rstd);
+    rmsnorm_forward_kernel<float><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, dim, eps, y, rstd);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 
@@ -230,7 +234,14 @@ namespace retnet::cuda {
 void launch_rmsnorm(const float* d_x, const float* d_weight, float* d_y, int rows, int cols, float eps,
                     cudaStream_t stream) {
     if (rows <= 0) return;
-    launch_overlapped(layer_kernels::rmsnorm_forward_kernel, dim3(static_cast<unsigned>(rows)),
+    launch_overlapped(layer_kernels::rmsnorm_forward_kernel<float>, dim3(static_cast<unsigned>(rows)),
+                      dim3(layer_kernels::kThreads), 0, stream, d_x, d_weight, cols, eps, d_y, nullptr);
+}
+
+void launch_rmsnorm_bf16(const float* d_x, const float* d_weight, __nv_bfloat16* d_y, int rows, int cols, float eps,
+                         cudaStream_t stream) {
+    if (rows <= 0) return;
+    launch_overlapped(layer_kernels::rmsnorm_forward_kernel<__nv_bfloat16>, dim3(static_cast<unsigned>(rows)),
                       dim3(layer_kernels::kThreads), 0, stream, d_x, d_weight, cols, eps, d_y, nullptr);
 }
 

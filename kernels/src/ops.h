@@ -24,6 +24,10 @@ void launch_embedding(const int32_t* d_tokens, const float* d_embed, float* d_x,
 void launch_rmsnorm(const float* d_x, const float* d_weight, float* d_y, int rows, int cols,
                     float eps, cudaStream_t stream);
 
+// The same, rounded to bf16 as it is written (the input of bf16 GEMMs).   y (rows, cols)
+void launch_rmsnorm_bf16(const float* d_x, const float* d_weight, __nv_bfloat16* d_y, int rows, int cols,
+                         float eps, cudaStream_t stream);
+
 // Rotates q or k at absolute positions pos0 + t and writes them head-major, multiplied by `scale`
 // (the family's 1/sqrt(Dk) on k for torchscale, on q for fla). Interleaved pairs (2i, 2i+1) for
 // torchscale, half-split pairs (i, i + Dk/2) for fla. The angle (pos * theta_i) is formed in
@@ -80,6 +84,27 @@ void launch_scale_per_head(float* d_S, const float* d_factor, int H, int64_t n_p
 //   U (H, nC, Dk, Dv), state (H, Dk, Dv), chunk_decay (H, nC)
 void launch_chunk_state_scan(float* d_U, float* d_state, const float* d_chunk_decay, int H, int nC,
                              int64_t DkDv, cudaStream_t stream);
+
+// The same chunk states from K and V directly, in one pass with each state tile kept in
+// tensor-core accumulators (chunk_states.cu), for the backends that already round the retention
+// products to TF32: U[h, c] = Σ_{t in chunk c} row_decay[h, t]·k_t v_tᵀ with K·row_decay and V
+// rounded to TF32 and fp32 accumulation, then the scan above: states[h, c] = S before chunk c, S
+// after the last. Replaces launch_scale_rows + a batched K_cᵀ V_c GEMM + launch_chunk_state_scan.
+//   k (H, Tp, Dk), v (H, Tp, Dv), row_decay (H, Tp), Tp = nC·C; chunk_decay (H, nC);
+//   S (H, Dk, Dv) in/out; states (H, nC, Dk, Dv)
+void launch_chunk_states_tf32(const float* d_k, const float* d_v, const float* d_row_decay,
+                              const float* d_chunk_decay, float* d_S, float* d_states, int H, int nC, int C,
+                              int Dk, int Dv, cudaStream_t stream);
+
+// fla's chunkwise output from the chunk states, in one pass (chunk_output.cu), TF32 products with
+// fp32 accumulation: o_t = Σ_{s ≤ t in t's chunk} (q_t·k_s)·γ^(t−s)·v_s + γ^(i+1)·q_t S_c, i = t mod C,
+// S_c = states[h, c] the state before t's chunk, γ = exp(log_decay[h mod decay_heads]) (the
+// trainer's B sequences share the H decays). Chunks of at most 64 (chunk_output_supports).
+//   q, k (H, Tp, Dk), v, o (H, Tp, Dv), Tp = nC·C; states (H, nC, Dk, Dv); log_decay (decay_heads)
+bool chunk_output_supports(int C);
+void launch_chunk_output_tf32(const float* d_q, const float* d_k, const float* d_v, const float* d_states,
+                              const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk,
+                              int Dv, cudaStream_t stream);
 
 // The scan's transpose (the trainer's backward, from zero after the last chunk): on entry G[h, c] =
 // ∂loss/∂(state before chunk c) through chunk c's outputs; on exit after[h, c] = ∂loss/∂(state

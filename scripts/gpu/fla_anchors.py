@@ -79,9 +79,10 @@ def bench_model(torch, model, batches, lengths, vocab):
     return out
 
 
-def bench_kernels(torch, shapes):
+def bench_kernels(torch, shapes, out, save):
+    """Appends to out and calls save() after every measurement (Triton's autotuning of a new shape
+    can take minutes: a time limit keeps what was measured)."""
     from fla.ops.retention import chunk_retention, fused_recurrent_retention
-    out = []
     for (B, T, H, K, V) in shapes:
         q = torch.randn(B, T, H, K, device="cuda", dtype=torch.bfloat16, requires_grad=True)
         k = torch.randn(B, T, H, K, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -96,8 +97,12 @@ def bench_kernels(torch, shapes):
             o, _ = chunk_retention(q, k, v)
             o.backward(do)
 
-        out.append({"kernel": "chunk_retention", "B": B, "T": T, "H": H, "K": K, "V": V,
-                    "forward_ms": time_cuda_ms(torch, forward), "forward_backward_ms": time_cuda_ms(torch, forward_backward)})
+        row = {"kernel": "chunk_retention", "B": B, "T": T, "H": H, "K": K, "V": V,
+               "forward_ms": time_cuda_ms(torch, forward)}
+        out.append(row)
+        save()
+        row["forward_backward_ms"] = time_cuda_ms(torch, forward_backward)
+        save()
         del q, k, v, do
     for B in (1, 16, 64):
         H, K, V = 8, 256, 512
@@ -109,7 +114,7 @@ def bench_kernels(torch, shapes):
                               reps=50)
         out.append({"kernel": "fused_recurrent_retention (one step)", "B": B, "T": 1, "H": H, "K": K, "V": V,
                     "forward_ms": ms})
-    return out
+        save()
 
 
 def main():
@@ -150,7 +155,8 @@ def main():
         save()
     try:
         shapes = [(8, 2048, 8, 256, 512), (2, 8192, 8, 256, 512), (1, 32768, 8, 256, 512), (8, 2048, 8, 128, 256)]
-        report["kernels"] = bench_kernels(torch, shapes)
+        report["kernels"] = []
+        bench_kernels(torch, shapes, report["kernels"], save)
     except Exception:  # noqa: BLE001
         report["kernels_error"] = traceback.format_exc()[-2000:]
     save()

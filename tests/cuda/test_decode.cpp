@@ -339,7 +339,9 @@ TEST_P(GraphDecodeTest, ReplayEqualsEagerBitForBitAndMatchesReference) {
     auto model = std::make_shared<const Model>(make_random_model(small_decode_config(family), 7));
     EagerGraphsReference backends(model, bf16);
     const double worst = backends.run(DecodeScenario{});
-    if (!bf16) EXPECT_LT(worst, 2e-5);
+    if (!bf16) {
+        EXPECT_LT(worst, 2e-5);
+    }
     for (int s = 0; s < 3; ++s) {
         const RecurrentState a = backends.eager().snapshot(s), b = backends.graphs().snapshot(s);
         EXPECT_EQ(a.position, b.position);

@@ -4,6 +4,8 @@
 // bf16 GEMMs within 1e-2 (bf16 keeps 8 significant bits: 2^-9 ≈ 2e-3 per operand).
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "cuda_test_util.h"
 #include "gemm.h"
 #include "naive_ops.h"
@@ -90,6 +92,46 @@ TEST_F(KernelTest, ToHeadMajorTransposesAndPads) {
         for (int t = 0; t < Tp; ++t)
             for (int i = 0; i < D; ++i)
                 EXPECT_EQ(got[(h * Tp + t) * D + i], t < T ? src[(t * H + h) * D + i] : 0.0f);
+}
+
+// The bf16 GEMMs' inputs: rounded to nearest even as the host rounds them, at odd lengths (the
+// vector loop's tail), from unaligned buffers (one value a thread), and the RMSNorm that writes
+// bf16 itself bit for bit the float RMSNorm rounded.
+uint16_t bf16_bits(float x) {  // round to nearest, ties to even
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    return static_cast<uint16_t>((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+std::vector<uint16_t> bits_of(const DeviceBuffer<__nv_bfloat16>& d, size_t n, cudaStream_t stream) {
+    std::vector<uint16_t> host(n);
+    RETNET_CUDA_CHECK(cudaMemcpyAsync(host.data(), d.get(), n * sizeof(uint16_t), cudaMemcpyDeviceToHost, stream));
+    RETNET_CUDA_CHECK(cudaStreamSynchronize(stream));
+    return host;
+}
+
+TEST_F(KernelTest, FloatToBf16RoundsToNearestEvenAtAnyLengthAndAlignment) {
+    const auto x = random_vector(1031, 4, -5.0f, 5.0f);
+    auto dx = to_device(x, stream());
+    DeviceBuffer<__nv_bfloat16> dy(x.size());
+    for (const size_t offset : {size_t{0}, size_t{1}}) {
+        const size_t n = x.size() - offset;
+        launch_float_to_bf16(dx.get() + offset, dy.get(), static_cast<int64_t>(n), stream());
+        const std::vector<uint16_t> got = bits_of(dy, n, stream());
+        for (size_t i = 0; i < n; ++i) ASSERT_EQ(got[i], bf16_bits(x[i + offset])) << "offset " << offset << " i " << i;
+    }
+}
+
+TEST_F(KernelTest, RmsNormToBf16IsTheFloatNormRounded) {
+    const int rows = 3, cols = 2049;
+    const auto x = random_vector(static_cast<size_t>(rows) * cols, 5, -3.0f, 3.0f);
+    const auto w = random_vector(cols, 6);
+    auto dx = to_device(x, stream()), dw = to_device(w, stream());
+    DeviceBuffer<float> dy(x.size());
+    DeviceBuffer<__nv_bfloat16> dy_bf16(x.size()), dy_rounded(x.size());
+    launch_rmsnorm(dx.get(), dw.get(), dy.get(), rows, cols, 1e-6f, stream());
+    launch_float_to_bf16(dy.get(), dy_rounded.get(), static_cast<int64_t>(x.size()), stream());
+    launch_rmsnorm_bf16(dx.get(), dw.get(), dy_bf16.get(), rows, cols, 1e-6f, stream());
+    EXPECT_EQ(bits_of(dy_bf16, x.size(), stream()), bits_of(dy_rounded, x.size(), stream()));
 }
 
 TEST_F(KernelTest, HeadNormGateWithSharedWeightAndWithout) {

@@ -42,15 +42,25 @@ void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
     const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
+    if (compute_ != CUBLAS_COMPUTE_32F && n_chunks > 1 && chunk_output_supports(C)) {
+        // TF32 or bf16 products: the states and the output in two fused passes (chunk_states.cu,
+        // chunk_output.cu)
+        scan_state_.zero(stream_);
+        launch_chunk_states_tf32(L.kh.get(), L.vh.get(), row_tail_.get(), chunk_decay_.get(), scan_state_.get(),
+                                 L.states.get(), B_ * H(), n_chunks, C, dk, dv, stream_);
+        launch_chunk_output_tf32(L.qh.get(), L.kh.get(), L.vh.get(), L.states.get(), log_decay_.get(), H(), oh_.get(),
+                                 B_ * H(), n_chunks, C, dk, dv, stream_);
+        return;
+    }
     gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores_.get(), C, ss, mats);
     launch_chunk_decay_mask(scores_.get(), log_decay_.get(), nullptr, H(), n_chunks, C, false, stream_, B_);
     gemm(false, false, C, dv, C, 1.0f, scores_.get(), C, ss, L.vh.get(), dv, sv, 0.0f, oh_.get(), dv, sv, mats);
     if (n_chunks == 1) return;
-    // U_c = K_cᵀ diag(γ^(C−1−j)) V_c into L.states, which the scan turns into the state before each
-    // chunk from the empty state; O_c += diag(γ^(i+1)) Q_c S_c
+    // L.states = the state before each chunk from the empty state, U_c = K_cᵀ diag(γ^(C−1−j)) V_c
+    // scanned; O_c += diag(γ^(i+1)) Q_c S_c
+    scan_state_.zero(stream_);
     launch_scale_rows(L.vh.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
     gemm(true, false, dk, dv, C, 1.0f, L.kh.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, L.states.get(), dv, se, mats);
-    scan_state_.zero(stream_);
     launch_chunk_state_scan(L.states.get(), scan_state_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
     launch_scale_rows(L.qh.get(), row_head_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
     gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, L.states.get(), dv, se, 1.0f, oh_.get(), dv, sv, mats);

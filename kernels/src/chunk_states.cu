@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The chunk states of the chunkwise form in one pass (see launch_chunk_states_tf32 in ops.h).
+//
+// The unfused path writes every chunk's own contribution K_cᵀ V_c to memory (a cuBLAS batched
+// GEMM), then a scan reads and rewrites all of them: three passes over (H, nC, Dk, Dv) floats,
+// which at Dk 256, Dv 512 are 512 KB per head and chunk. Here a block owns one 64 × 64 tile of
+// one head's state for the whole walk over the chunks: the tile stays in tensor-core
+// accumulators, each chunk's K and V slabs are staged through shared memory (the next slab's
+// loads in flight while the tensor cores work on the current one), and the state before each chunk
+// is written once.
+//
+// Precision: K·row_decay and V are rounded to TF32 (10-bit mantissa, round to nearest) for the
+// products, which accumulate in fp32; the decay of the state is applied in fp32. This is the
+// precision the bf16 backends already use for the retention products (cublasSetMathMode TF32).
+#include <string>
+
+#include "chunk_tiles.cuh"
+#include "common.cuh"
+#include "cuda_check.h"
+#include "ops.h"
+#include "retnet/error.h"
+
+namespace retnet::cuda {
+namespace {
+
+using namespace chunk_tiles;
+
+template <int Vec>
+__global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __restrict__ k, const float* __restrict__ v,
+                                                                const float* __restrict__ row_decay,
+                                                                const float* __restrict__ chunk_decay, float* S,
+                                                                float* __restrict__ states, int nC, int C, int Dk, int Dv) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    __shared__ __align__(32) float s_k[kTile * kLd];  // (t, i): K·row_decay, read as Kᵀ (col-major A); also the out tile
+    __shared__ __align__(32) float s_v[kTile * kLd];  // (t, j)
+    __shared__ float s_scale[kTile];
+    const int j0 = blockIdx.x * kTile, i0 = blockIdx.y * kTile, h = blockIdx.z;
+    const int valid_k = min(kTile, Dk - i0), valid_v = min(kTile, Dv - j0);  // the tile's state rows, columns
+    const int64_t Tp = static_cast<int64_t>(nC) * C, state_size = static_cast<int64_t>(Dk) * Dv;
+    const float* k_head = k + h * Tp * Dk;
+    const float* v_head = v + h * Tp * Dv;
+    const float* decay_rows = row_decay + h * Tp;
+    float* S_tile = S + h * state_size + static_cast<int64_t>(i0) * Dv + j0;
+    const int warp = threadIdx.x / 32, m0 = (warp / 2) * 32, n0 = (warp % 2) * 32;
+
+    FragC acc[2][2];
+    tile_from_global(s_k, S_tile, Dv, valid_k, valid_v);
+    __syncthreads();
+    load_quarter(acc, s_k, m0, n0);
+
+    const int slabs = (C + kTile - 1) / kTile;
+    SlabPart<Vec> next_k, next_v;
+    next_k.load(k_head, 0, min(kTile, C), Dk, i0, valid_k);
+    next_v.load(v_head, 0, min(kTile, C), Dv, j0, valid_v);
+    for (int c = 0; c < nC; ++c) {
+        // the state before chunk c goes out, then decays
+        __syncthreads();  // the previous slab's products are done with s_k
+        store_quarter(s_k, acc, m0, n0);
+        __syncthreads();
+        tile_to_global<Vec>(s_k, states + (static_cast<int64_t>(h) * nC + c) * state_size + static_cast<int64_t>(i0) * Dv + j0,
+                       Dv, valid_k, valid_v);
+        const float d = chunk_decay[static_cast<int64_t>(h) * nC + c];
+#pragma unroll
+        for (int a = 0; a < 2; ++a)
+#pragma unroll
+            for (int b = 0; b < 2; ++b)
+#pragma unroll
+                for (int e = 0; e < acc[a][b].num_elements; ++e) acc[a][b].x[e] *= d;
+
+        for (int s = 0; s < slabs; ++s) {
+            const int64_t t0 = static_cast<int64_t>(c) * C + s * kTile;
+            const int steps = min(kTile, C - s * kTile);
+            __syncthreads();  // s_k, s_v free (the out tile copied, or the last slab's products done)
+            if (threadIdx.x < kTile) s_scale[threadIdx.x] = threadIdx.x < steps ? decay_rows[t0 + threadIdx.x] : 0.0f;
+            __syncthreads();
+            next_k.store(s_k, s_scale);
+            next_v.store(s_v, nullptr);
+            __syncthreads();
+            // the next slab (of this chunk or the next) loads while the tensor cores work
+            const bool last_slab = s + 1 == slabs;
+            if (!last_slab || c + 1 < nC) {
+                const int64_t n0t = last_slab ? static_cast<int64_t>(c + 1) * C : t0 + kTile;
+                const int nsteps = last_slab ? min(kTile, C) : min(kTile, C - (s + 1) * kTile);
+                next_k.load(k_head, n0t, nsteps, Dk, i0, valid_k);
+                next_v.load(v_head, n0t, nsteps, Dv, j0, valid_v);
+            }
+            for (int kk = 0; kk < steps; kk += kStep) {
+                Frag<wmma::matrix_a, wmma::col_major> fa[2];  // Kᵀ: (i, t) at s_k[t·kLd + i]
+                Frag<wmma::matrix_b, wmma::row_major> fb[2];  // V: (t, j) at s_v[t·kLd + j]
+#pragma unroll
+                for (int a = 0; a < 2; ++a) load_tf32(fa[a], s_k + kk * kLd + m0 + 16 * a);
+#pragma unroll
+                for (int b = 0; b < 2; ++b) load_tf32(fb[b], s_v + kk * kLd + n0 + 16 * b);
+#pragma unroll
+                for (int a = 0; a < 2; ++a)
+#pragma unroll
+                    for (int b = 0; b < 2; ++b) wmma::mma_sync(acc[a][b], fa[a], fb[b], acc[a][b]);
+            }
+        }
+    }
+    __syncthreads();
+    store_quarter(s_k, acc, m0, n0);
+    __syncthreads();
+    tile_to_global<Vec>(s_k, S_tile, Dv, valid_k, valid_v);
+#endif
+}
+
+}  // namespace
+
+void launch_chunk_states_tf32(const float* d_k, const float* d_v, const float* d_row_decay,
+                              const float* d_chunk_decay, float* d_S, float* d_states, int H, int nC, int C,
+                              int Dk, int Dv, cudaStream_t stream) {
+    if (H == 0 || nC == 0) return;
+    if (C <= 0 || Dk <= 0 || Dv <= 0 || H > 65535)
+        throw Error("chunk states: unsupported shape (H " + std::to_string(H) + ", C " + std::to_string(C) + ", Dk " +
+                    std::to_string(Dk) + ", Dv " + std::to_string(Dv) + ")");
+    const dim3 grid(ceil_div(Dv, kTile), ceil_div(Dk, kTile), static_cast<unsigned>(H));
+    auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    const bool aligned = Dk % 4 == 0 && Dv % 4 == 0 && aligned16(d_k) && aligned16(d_v) && aligned16(d_S) &&
+                         aligned16(d_states);
+    if (aligned)
+        chunk_states_kernel<4><<<grid, kThreads, 0, stream>>>(d_k, d_v, d_row_decay, d_chunk_decay, d_S, d_states, nC, C,
+                                                              Dk, Dv);
+    else
+        chunk_states_kernel<1><<<grid, kThreads, 0, stream>>>(d_k, d_v, d_row_decay, d_chunk_decay, d_S, d_states, nC, C,
+                                                              Dk, Dv);
+    RETNET_CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace retnet::cuda

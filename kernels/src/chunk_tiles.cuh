@@ -1,0 +1,106 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// What the fused chunkwise kernels (chunk_states.cu, chunk_output.cu) share: 64 × 64 tiles of
+// head-major fp32 matrices staged through shared memory for TF32 tensor-core products (wmma
+// m16 n16 k8, fp32 accumulation) by blocks of four warps, each warp a 32 × 32 quarter.
+#include <mma.h>
+
+#include <cstdint>
+
+namespace retnet::cuda::chunk_tiles {
+
+using namespace nvcuda;
+
+constexpr int kTile = 64;            // state rows (Dk) and columns (Dv) per block; time steps per slab
+constexpr int kLd = kTile + 4;       // shared row stride in floats: 16-byte rows, banks staggered
+constexpr int kThreads = 128;        // 4 warps, each a 32 × 32 quarter of the tile
+constexpr int kFrag = 16, kStep = 8;  // wmma tf32 shape m16 n16 k8
+
+template <typename Use, typename Layout>
+using Frag = wmma::fragment<Use, kFrag, kFrag, kStep, wmma::precision::tf32, Layout>;
+using FragC = wmma::fragment<wmma::accumulator, kFrag, kFrag, kStep, float>;
+
+// A tile's fragment loaded from shared memory and rounded to TF32 (round to nearest).
+template <typename Use, typename Layout>
+__device__ __forceinline__ void load_tf32(Frag<Use, Layout>& f, const float* at) {
+    wmma::load_matrix_sync(f, at, kLd);
+#pragma unroll
+    for (int e = 0; e < f.num_elements; ++e) f.x[e] = wmma::__float_to_tf32(f.x[e]);
+}
+
+// The warp's 2 × 2 accumulators of its quarter (rows m0, columns n0) to/from shared (kTile, kLd).
+__device__ __forceinline__ void store_quarter(float* tile, FragC (&acc)[2][2], int m0, int n0) {
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+        for (int b = 0; b < 2; ++b)
+            wmma::store_matrix_sync(tile + (m0 + 16 * a) * kLd + n0 + 16 * b, acc[a][b], kLd, wmma::mem_row_major);
+}
+__device__ __forceinline__ void load_quarter(FragC (&acc)[2][2], const float* tile, int m0, int n0) {
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+        for (int b = 0; b < 2; ++b)
+            wmma::load_matrix_sync(acc[a][b], tile + (m0 + 16 * a) * kLd + n0 + 16 * b, kLd, wmma::mem_row_major);
+}
+
+// One thread's share of a 64 × 64 slab of a head-major matrix: Vec floats at a time, rows
+// tid / per_row + r · rows_per_pass.
+template <int Vec>
+struct SlabPart {
+    static constexpr int kPerRow = kTile / Vec;
+    static constexpr int kRowsPerPass = kThreads / kPerRow;
+    static constexpr int kPasses = kTile / kRowsPerPass;
+    float values[kPasses][Vec];
+
+    // rows [row0, row0 + rows) of src (ld floats apart), columns [col0, col0 + cols), zero outside
+    __device__ void load(const float* src, int64_t row0, int rows, int64_t ld, int col0, int cols) {
+        const int c = (threadIdx.x % kPerRow) * Vec;
+#pragma unroll
+        for (int p = 0; p < kPasses; ++p) {
+            const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
+            const float* at = src + (row0 + r) * ld + col0 + c;
+            if constexpr (Vec == 4) {
+                const float4 x = r < rows && c < cols ? __ldg(reinterpret_cast<const float4*>(at))
+                                                       : make_float4(0.f, 0.f, 0.f, 0.f);
+                values[p][0] = x.x, values[p][1] = x.y, values[p][2] = x.z, values[p][3] = x.w;
+            } else {
+                values[p][0] = r < rows && c < cols ? __ldg(at) : 0.0f;
+            }
+        }
+    }
+    // into shared (kTile, kLd), row r multiplied by scale[r] (null: 1)
+    __device__ void store(float* dst, const float* scale) const {
+        const int c = (threadIdx.x % kPerRow) * Vec;
+#pragma unroll
+        for (int p = 0; p < kPasses; ++p) {
+            const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
+            const float s = scale ? scale[r] : 1.0f;
+#pragma unroll
+            for (int e = 0; e < Vec; ++e) dst[r * kLd + c + e] = values[p][e] * s;
+        }
+    }
+};
+
+// The block's accumulators through shared (kTile, kLd) to/from global rows ld floats apart
+// (Vec floats at a time: rows and columns are then multiples of Vec and 16-byte aligned).
+template <int Vec>
+__device__ void tile_to_global(const float* tile, float* dst, int64_t ld, int rows, int cols) {
+    for (int e = threadIdx.x * Vec; e < kTile * kTile; e += kThreads * Vec) {
+        const int r = e / kTile, c = e % kTile;
+        if (r >= rows || c >= cols) continue;
+        if constexpr (Vec == 4)
+            *reinterpret_cast<float4*>(dst + r * ld + c) = *reinterpret_cast<const float4*>(tile + r * kLd + c);
+        else
+            dst[r * ld + c] = tile[r * kLd + c];
+    }
+}
+__device__ inline void tile_from_global(float* tile, const float* src, int64_t ld, int rows, int cols) {
+    for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
+        const int r = e / kTile, c = e % kTile;
+        tile[r * kLd + c] = r < rows && c < cols ? src[r * ld + c] : 0.0f;
+    }
+}
+
+
+}  // namespace retnet::cuda::chunk_tiles

@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The fused chunkwise kernels against their naive double twins.
+//
+// The chunk states (chunk_states.cu): the same recurrence
+// over chunks, S ← chunk_decay·S + Σ_t row_decay_t·k_t v_tᵀ, with K·row_decay and V rounded to
+// TF32 as the kernel rounds them, so that what is left is fp32 accumulation. Each fp32 operation
+// errs by at most 2^-23 of its result (round to nearest, or truncation in the tensor cores'
+// accumulators); an element takes nC·(C + 1) of them, so the bound is that many times 2^-23 times
+// the largest partial sum, relative to the largest state. A missed TF32 rounding (2^-11), a wrong
+// decay or index are orders above it.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "cuda_test_util.h"
+#include "ops.h"
+
+namespace retnet::cuda::test {
+namespace {
+
+// cvt.rna.tf32.f32: round to nearest, ties away from zero, keeping 10 mantissa bits
+float round_to_tf32(float x) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    bits = (bits + 0x1000u) & ~0x1FFFu;
+    float y;
+    std::memcpy(&y, &bits, sizeof y);
+    return y;
+}
+
+struct ChunkStatesCase {
+    int H, nC, C, Dk, Dv;
+};
+
+class ChunkStatesTest : public CudaTest, public ::testing::WithParamInterface<ChunkStatesCase> {
+protected:
+    void expect_matches_reference() {
+        const auto [H, nC, C, Dk, Dv] = GetParam();
+        const int Tp = nC * C;
+        const auto k = random_vector(static_cast<size_t>(H) * Tp * Dk, 61);  // (H, Tp, Dk)
+        const auto v = random_vector(static_cast<size_t>(H) * Tp * Dv, 62);  // (H, Tp, Dv)
+        const auto S0 = random_vector(static_cast<size_t>(H) * Dk * Dv, 63);  // (H, Dk, Dv) non-zero start
+        std::vector<float> row_decay(static_cast<size_t>(H) * Tp), chunk_decay(static_cast<size_t>(H) * nC);
+        for (int h = 0; h < H; ++h) {
+            const double gamma = 1.0 - std::pow(2.0, -5.0 - h);
+            for (int t = 0; t < Tp; ++t)  // the last chunk padded: its rows past T weigh 0
+                row_decay[static_cast<size_t>(h) * Tp + t] =
+                    (nC > 1 && t >= Tp - 2) ? 0.0f : static_cast<float>(std::pow(gamma, C - 1 - t % C));
+            for (int c = 0; c < nC; ++c)  // a different decay per chunk, so that the order of the walk shows
+                chunk_decay[static_cast<size_t>(h) * nC + c] = static_cast<float>(std::pow(gamma, C + c));
+        }
+        auto dk = to_device(k, stream()), dv = to_device(v, stream()), dS = to_device(S0, stream());
+        auto drow = to_device(row_decay, stream()), dchunk = to_device(chunk_decay, stream());
+        DeviceBuffer<float> dstates(static_cast<size_t>(H) * nC * Dk * Dv);
+        launch_chunk_states_tf32(dk.get(), dv.get(), drow.get(), dchunk.get(), dS.get(), dstates.get(), H, nC, C, Dk,
+                                 Dv, stream());
+
+        const int64_t DkDv = static_cast<int64_t>(Dk) * Dv;
+        std::vector<double> ref_states(static_cast<size_t>(H) * nC * DkDv), ref_S(S0.begin(), S0.end());
+        double largest_partial = 0.0;
+        for (int h = 0; h < H; ++h)
+            for (int c = 0; c < nC; ++c) {
+                double* S = ref_S.data() + h * DkDv;
+                std::copy(S, S + DkDv, ref_states.begin() + (static_cast<int64_t>(h) * nC + c) * DkDv);
+                for (int64_t e = 0; e < DkDv; ++e) S[e] *= chunk_decay[static_cast<size_t>(h) * nC + c];
+                for (int t = c * C; t < (c + 1) * C; ++t) {
+                    const float decay = row_decay[static_cast<size_t>(h) * Tp + t];
+                    for (int i = 0; i < Dk; ++i) {
+                        const double ki = round_to_tf32(k[(static_cast<size_t>(h) * Tp + t) * Dk + i] * decay);
+                        for (int j = 0; j < Dv; ++j) {
+                            double& s = S[static_cast<int64_t>(i) * Dv + j];
+                            s += ki * round_to_tf32(v[(static_cast<size_t>(h) * Tp + t) * Dv + j]);
+                            largest_partial = std::max(largest_partial, std::abs(s));
+                        }
+                    }
+                }
+            }
+        double largest_state = 0.0;
+        for (double s : ref_S) largest_state = std::max(largest_state, std::abs(s));
+        for (double s : ref_states) largest_state = std::max(largest_state, std::abs(s));
+        const double tol = nC * (C + 1.0) * std::ldexp(1.0, -23) * largest_partial / largest_state;
+        EXPECT_LT(rel_max_error(to_host(dstates, stream()), ref_states), tol);
+        EXPECT_LT(rel_max_error(to_host(dS, stream()), ref_S), tol);
+    }
+};
+
+TEST_P(ChunkStatesTest, EqualTheScannedChunkContributions) { expect_matches_reference(); }
+
+// T = 1 (one chunk of one step), odd chunk lengths, chunks longer than the 64-step slab (100,
+// 130: a partial second and third slab), head widths that are not a multiple of the 64 tile (72,
+// 40) or of 4 (7, 13: scalar loads), and the 1.3B head shape (256 × 512).
+INSTANTIATE_TEST_SUITE_P(Shapes, ChunkStatesTest,
+                         ::testing::Values(ChunkStatesCase{1, 1, 1, 8, 8}, ChunkStatesCase{2, 3, 7, 16, 24},
+                                           ChunkStatesCase{2, 5, 64, 72, 40}, ChunkStatesCase{1, 2, 100, 64, 64},
+                                           ChunkStatesCase{1, 3, 130, 7, 13}, ChunkStatesCase{3, 4, 33, 13, 7},
+                                           ChunkStatesCase{2, 3, 64, 256, 512}));
+
+// fla's chunk output (chunk_output.cu) against the double definition
+//   o_t = Σ_{s ≤ t in t's chunk} (q_t·k_s)·γ^(t−s)·v_s + γ^(i+1)·q_t S_c,   i = t mod C.
+// TF32 rounds q, k, S, v and the masked score to 10 mantissa bits (relative error ≤ 2^-11 each),
+// so a product of three rounded factors errs by ≤ 4·2^-11 of its size (plus fp32 accumulation,
+// far below): each output may err by 4·2^-11 times the sum of its terms' magnitudes, which the
+// reference computes beside it. A wrong decay, mask or index errs by whole terms.
+struct ChunkOutputCase {
+    int H, decay_heads, nC, C, Dk, Dv;
+};
+
+class ChunkOutputTest : public CudaTest, public ::testing::WithParamInterface<ChunkOutputCase> {};
+
+TEST_P(ChunkOutputTest, EqualsIntraChunkPlusStateTerms) {
+    const auto [H, decay_heads, nC, C, Dk, Dv] = GetParam();
+    const int Tp = nC * C;
+    const auto q = random_vector(static_cast<size_t>(H) * Tp * Dk, 71), k = random_vector(q.size(), 72);
+    const auto v = random_vector(static_cast<size_t>(H) * Tp * Dv, 73);
+    const auto states = random_vector(static_cast<size_t>(H) * nC * Dk * Dv, 74, -4.0f, 4.0f);
+    std::vector<float> log_decay(static_cast<size_t>(decay_heads));
+    for (int h = 0; h < decay_heads; ++h) log_decay[static_cast<size_t>(h)] = static_cast<float>(std::log(1.0 - std::pow(2.0, -1.0 - h)));
+    auto dq = to_device(q, stream()), dk = to_device(k, stream()), dv = to_device(v, stream());
+    auto dstates = to_device(states, stream()), dlog = to_device(log_decay, stream());
+    DeviceBuffer<float> dout(v.size());
+    launch_chunk_output_tf32(dq.get(), dk.get(), dv.get(), dstates.get(), dlog.get(), decay_heads, dout.get(), H, nC, C,
+                             Dk, Dv, stream());
+    const std::vector<float> got = to_host(dout, stream());
+
+    double worst = 0.0;  // |error| / bound
+    for (int h = 0; h < H; ++h) {
+        const double lg = log_decay[static_cast<size_t>(h % decay_heads)];
+        for (int t = 0; t < Tp; ++t) {
+            const int c = t / C, i = t % C;
+            const float* qt = q.data() + (static_cast<size_t>(h) * Tp + t) * Dk;
+            const float* S = states.data() + (static_cast<size_t>(h) * nC + c) * Dk * Dv;
+            std::vector<double> score(static_cast<size_t>(C)), score_size(score.size());  // decayed
+            for (int s = c * C; s <= t; ++s) {
+                const float* ks = k.data() + (static_cast<size_t>(h) * Tp + s) * Dk;
+                double dot = 0.0, dot_size = 0.0;
+                for (int e = 0; e < Dk; ++e) {
+                    dot += static_cast<double>(qt[e]) * ks[e];
+                    dot_size += std::abs(static_cast<double>(qt[e]) * ks[e]);
+                }
+                score[static_cast<size_t>(s - c * C)] = dot * std::exp((t - s) * lg);
+                score_size[static_cast<size_t>(s - c * C)] = dot_size * std::exp((t - s) * lg);
+            }
+            for (int j = 0; j < Dv; ++j) {
+                double ref = 0.0, size = 0.0;
+                for (int s = c * C; s <= t; ++s) {
+                    const double vj = v[(static_cast<size_t>(h) * Tp + s) * Dv + j];
+                    ref += score[static_cast<size_t>(s - c * C)] * vj;
+                    size += score_size[static_cast<size_t>(s - c * C)] * std::abs(vj);
+                }
+                const double cross_coef = std::exp((i + 1) * lg);
+                for (int e = 0; e < Dk; ++e) {
+                    ref += cross_coef * qt[e] * S[static_cast<size_t>(e) * Dv + j];
+                    size += cross_coef * std::abs(static_cast<double>(qt[e]) * S[static_cast<size_t>(e) * Dv + j]);
+                }
+                const double error = std::abs(got[(static_cast<size_t>(h) * Tp + t) * Dv + j] - ref);
+                worst = std::max(worst, error / (4.0 * std::ldexp(1.0, -11) * size + 1e-30));
+            }
+        }
+    }
+    EXPECT_LT(worst, 1.0) << "the largest error, in units of its TF32 bound";
+}
+
+// T = 1, odd chunk lengths, the largest chunk (64), head widths off the 64 tile (72, 40) and off
+// 4 (7, 13: scalar loads), several sequences sharing the decays (H 6 of 3 decays), the 1.3B heads.
+INSTANTIATE_TEST_SUITE_P(Shapes, ChunkOutputTest,
+                         ::testing::Values(ChunkOutputCase{1, 1, 1, 1, 8, 8}, ChunkOutputCase{2, 2, 3, 7, 16, 24},
+                                           ChunkOutputCase{2, 2, 2, 64, 72, 40}, ChunkOutputCase{6, 3, 2, 33, 13, 7},
+                                           ChunkOutputCase{1, 1, 2, 64, 256, 512}));
+
+}  // namespace
+}  // namespace retnet::cuda::test
