@@ -876,7 +876,7 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
     // fla with TF32 products: the states and the output in two fused passes (chunk_states.cu,
     // chunk_output.cu); torchscale's normalizations and the introspected row factors take the
     // kernels below.
-    if (tf32_products() && !ts && !want_row_factor && cuda::chunk_output_supports(C)) {
+    if (tf32_products() && !ts && !want_row_factor && cuda::chunk_output_supports(C, nC)) {
         cuda::launch_chunk_states_tf32(ws_.kh.get(), ws_.vh.get(), staging_.stage(k_decay, stream()),
                                        staging_.stage(chunk_decay, stream()), S, ws_.chunk_states.get(), H, nC, C, Dk,
                                        Dv, stream());

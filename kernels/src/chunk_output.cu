@@ -121,7 +121,7 @@ void launch_chunk_output_tf32(const float* d_q, const float* d_k, const float* d
                               const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk,
                               int Dv, cudaStream_t stream) {
     if (H == 0 || nC == 0) return;
-    if (!chunk_output_supports(C) || Dk <= 0 || Dv <= 0 || decay_heads <= 0 || H > 65535 || nC > 65535)
+    if (!chunk_output_supports(C, nC) || Dk <= 0 || Dv <= 0 || decay_heads <= 0 || H > 65535)
         throw Error("chunk output: unsupported shape (H " + std::to_string(H) + ", chunks " + std::to_string(nC) +
                     ", C " + std::to_string(C) + ", Dk " + std::to_string(Dk) + ", Dv " + std::to_string(Dv) + ")");
     const dim3 grid(ceil_div(Dv, kTile), static_cast<unsigned>(nC), static_cast<unsigned>(H));
@@ -136,6 +136,6 @@ void launch_chunk_output_tf32(const float* d_q, const float* d_k, const float* d
     RETNET_CUDA_CHECK(cudaGetLastError());
 }
 
-bool chunk_output_supports(int C) { return C >= 1 && C <= kTile; }
+bool chunk_output_supports(int C, int n_chunks) { return C >= 1 && C <= kTile && n_chunks <= 65535; }
 
 }  // namespace retnet::cuda

@@ -42,7 +42,7 @@ void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
     const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
-    if (compute_ != CUBLAS_COMPUTE_32F && n_chunks > 1 && chunk_output_supports(C)) {
+    if (compute_ != CUBLAS_COMPUTE_32F && n_chunks > 1 && chunk_output_supports(C, n_chunks)) {
         // TF32 or bf16 products: the states and the output in two fused passes (chunk_states.cu,
         // chunk_output.cu)
         scan_state_.zero(stream_);
