@@ -6,7 +6,8 @@
 //   kill -9), a second `retnet train` on DIR is refused naming the first one's process id;
 // - no silent clobbering: a directory that holds a run is only replaced with --overwrite;
 // - an honest resume: the data and tokenizer must be the ones the run started with
-//   (DIR/run.json records their size and hash), else the difference is named;
+//   (DIR/run.json records their size and hash), and so must the options that define the run,
+//   else the difference is named — also when the run is already finished;
 // - nothing lost to a badly timed kill: a complete checkpoint.tmp/ newer than checkpoint/ (the
 //   process died between writing it and renaming it) is verified and taken.
 #include <cstdint>
@@ -50,7 +51,8 @@ std::string run_inputs_json(const RunInputs& inputs);
 
 // Before training into options.out_dir (call with the lock held). Fresh run: refuses a directory
 // holding a run unless `overwrite` (then removes the old run's checkpoints); records run.json.
-// Resume: takes a complete newer checkpoint.tmp, refuses other data or another tokenizer.
+// Resume: takes a complete newer checkpoint.tmp, refuses other data, another tokenizer or other
+// options (check_resume_options), finished or not.
 // Returns the progress of the checkpoint a resume continues from; nullopt for a fresh run. Lines
 // worth telling the user (a recovered checkpoint) go to `notice`.
 std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& options, bool overwrite, std::string* notice);

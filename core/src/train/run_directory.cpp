@@ -246,6 +246,9 @@ std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& o, bool 
         recover_checkpoint_tmp(out, notice);
         const fs::path checkpoint = resume_checkpoint(out);
         check_same_inputs(o, checkpoint);
+        // Before anything looks at the step: a finished run resumed with other options is refused
+        // like an unfinished one, not called complete.
+        check_resume_options(o, checkpoint.string());
         const std::string state_path = (checkpoint / "trainer_state.json").string();
         return parse_checkpoint_info(read_regular_file(state_path, 1 << 20), state_path);
     }
