@@ -9,10 +9,12 @@
 //   (DIR/run.json records their size and hash), and so must the options that define the run,
 //   else the difference is named — also when the run is already finished;
 // - nothing lost to a badly timed kill: a complete checkpoint.tmp/ newer than checkpoint/ (the
-//   process died between writing it and renaming it) is verified and taken.
+//   process died between writing it and renaming it) is verified and taken;
+// - no debris from a failed start: a run that fails before its first save removes what it created.
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "retnet/trainer.h"
 
@@ -21,12 +23,22 @@ namespace retnet::train {
 class RunDirectoryLock {
 public:
     explicit RunDirectoryLock(const std::string& out_dir);  // creates out_dir; throws if it is taken
+    // Releases the lock. A start that failed leaves nothing behind: when the directory then holds
+    // no run (no checkpoint/ or best/ was ever saved), what this process created there is removed
+    // first — run.json, an unfinished checkpoint.tmp/ or best.tmp/, train.lock, and the directories
+    // it made for out_dir. Nothing that stood there before is touched.
     ~RunDirectoryLock();
     RunDirectoryLock(const RunDirectoryLock&) = delete;
     RunDirectoryLock& operator=(const RunDirectoryLock&) = delete;
 
 private:
+    void remove_what_this_process_made() const;
+    void remove_made_directories() const;
+
+    std::string dir_;
     int fd_ = -1;
+    std::vector<std::string> made_dirs_;  // out_dir and the parents this lock created, innermost first
+    std::vector<std::string> new_names_;  // the run's file names that were absent when the lock was taken
 };
 
 // What a checkpoint's trainer_state.json says about the run's progress.
