@@ -10,7 +10,8 @@
 //   else the difference is named — also when the run is already finished;
 // - nothing lost to a badly timed kill: a complete checkpoint.tmp/ newer than checkpoint/ (the
 //   process died between writing it and renaming it) is verified and taken;
-// - no debris from a failed start: a run that fails before its first save removes what it created.
+// - no debris from a failed start: a run that fails before its first save removes what it created;
+// - one directory: --out given as a symbolic link is resolved once, before anything else.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -19,6 +20,13 @@
 #include "retnet/trainer.h"
 
 namespace retnet::train {
+
+// --out as given, or, when it is a symbolic link, the directory it leads to (absolute, every link
+// followed), as the project follows a symlink wherever it writes. Resolved once, before the lock is
+// taken, so that the lock, run.json and the checkpoints' renames all act in that one directory even
+// if the link is changed while the run trains. A link to nothing, to something other than a
+// directory, or a loop of links is refused in one line.
+std::string resolve_run_directory(const std::string& out_dir);
 
 class RunDirectoryLock {
 public:

@@ -176,7 +176,8 @@ void check_same_inputs(const TrainOptions& o, const fs::path& checkpoint) {
 
 namespace {
 
-// The names a run writes in its directory besides the complete checkpoints (kRunFiles' others).
+// The names a run writes in its directory besides the complete checkpoints, in the order a failed
+// start removes them: train.lock last.
 constexpr const char* kMadeByARun[] = {"run.json", "checkpoint.tmp", "best.tmp", "train.lock"};
 
 bool stands(const fs::path& p) {
@@ -203,11 +204,30 @@ bool still_named(int fd, const std::string& path) {
 
 }  // namespace
 
+std::string resolve_run_directory(const std::string& out_dir) {
+    fs::path link(out_dir);
+    if (!link.has_filename()) link = link.parent_path();  // "link/" would be followed by the kernel itself
+    std::error_code ec;
+    if (!fs::is_symlink(fs::symlink_status(link, ec))) return out_dir;
+    const std::string where = "--out " + out_dir + " is a symbolic link";
+    const fs::path target = fs::read_symlink(link, ec);
+    const fs::path resolved = fs::canonical(link, ec);
+    if (ec == std::errc::too_many_symbolic_link_levels) throw Error(where + " in a loop of links");
+    if (ec == std::errc::no_such_file_or_directory)
+        throw Error(where + " to " + target.string() +
+                    ", which does not exist; create that directory or give --out a directory");
+    if (ec) throw Error(where + " that cannot be followed (" + ec.message() + ")");
+    if (!fs::is_directory(resolved, ec))
+        throw Error(where + " to " + resolved.string() + ", which is not a directory; give --out a directory");
+    return resolved.string();
+}
+
 RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) : dir_(out_dir) {
     const std::string path = (fs::path(out_dir) / "train.lock").string();
     for (int attempt = 0; fd_ < 0; ++attempt) {
         for (std::string& dir : missing_directories(out_dir))
-            if (std::find(made_dirs_.begin(), made_dirs_.end(), dir) == made_dirs_.end()) made_dirs_.push_back(std::move(dir));
+            if (std::find(made_dirs_.begin(), made_dirs_.end(), dir) == made_dirs_.end())
+                made_dirs_.push_back(std::move(dir));
         std::error_code ec;
         fs::create_directories(out_dir, ec);
         if (ec) {
@@ -236,7 +256,8 @@ RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) : dir_(out_dir) {
         if (!still_named(fd_, path)) {
             ::close(fd_);
             fd_ = -1;
-            if (attempt == 10) throw Error(path + ": the lock file keeps being removed; is another process cleaning " + out_dir + "?");
+            if (attempt == 10)
+                throw Error(path + ": the lock file keeps being removed; is another process cleaning " + out_dir + "?");
         }
     }
     const std::string me = std::to_string(::getpid());
@@ -260,10 +281,7 @@ RunDirectoryLock::~RunDirectoryLock() {
 // directories only when empty, so a process that took the directory meanwhile keeps its files.
 void RunDirectoryLock::remove_what_this_process_made() const {
     std::error_code ec;
-    for (const std::string& name : new_names_)
-        if (name != "train.lock") fs::remove_all(fs::path(dir_) / name, ec);
-    if (std::find(new_names_.begin(), new_names_.end(), "train.lock") != new_names_.end())
-        fs::remove(fs::path(dir_) / "train.lock", ec);
+    for (const std::string& name : new_names_) fs::remove_all(fs::path(dir_) / name, ec);  // kMadeByARun's order
     remove_made_directories();
 }
 

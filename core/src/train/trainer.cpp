@@ -209,7 +209,9 @@ void check_same_run(const json& state, const std::string& state_path, const fs::
     const json run = state_field<json>(state, "run", state_path), ours = run_identity(o);
     std::string differences = identity_differences(run, ours);
     const std::string config_path = (dir / "config.json").string();
-    const auto architecture = [](const json& j) { return j.is_object() && j.contains("architecture") ? j.at("architecture") : json(); };
+    const auto architecture = [](const json& j) {
+        return j.is_object() && j.contains("architecture") ? j.at("architecture") : json();
+    };
     const bool same_arch = architecture(run) == architecture(ours);
     const bool same_config = !same_arch || config_to_json(load_config(config_path)) == config_to_json(config);
     if (!same_config)
