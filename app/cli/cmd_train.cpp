@@ -151,8 +151,11 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
     train::Communicator& comm = *ranks.comm;
     std::optional<train::RunDirectoryLock> lock;  // held until the run ends
     int proceed = 1;  // 0: nothing to do; −1: rank 0 refused the directory and said why
-    if (comm.rank() == 0 && ranks.env.launcher != dist::RankEnvironment::Launcher::RetnetGpus) {
+    const bool launched = ranks.env.launcher == dist::RankEnvironment::Launcher::RetnetGpus;
+    if (comm.rank() == 0 && launched) resolve_out_dir(o, false);  // the launcher holds it and said so
+    if (comm.rank() == 0 && !launched) {
         try {
+            resolve_out_dir(o, true);
             lock.emplace(o.out_dir);
             std::string notice;
             const std::optional<train::CheckpointInfo> resumed = train::prepare_run_directory(o, overwrite, &notice);

@@ -52,6 +52,15 @@ TrainRanks join_train_ranks(const dist::RankEnvironment& env) {
     return ranks;
 }
 
+void resolve_out_dir(train::TrainOptions& o, bool announce) {
+    const std::string given = o.out_dir;
+    o.out_dir = train::resolve_run_directory(given);
+    if (announce && o.out_dir != given)
+        std::fprintf(stderr,
+                     "retnet train: --out %s is a symbolic link: the run's lock, run.json and checkpoints are in %s\n",
+                     shown(given).c_str(), shown(o.out_dir).c_str());
+}
+
 bool already_complete(const train::CheckpointInfo& info, const train::TrainOptions& o) {
     const int64_t total = info.schedule_fixed ? info.total_steps : o.steps;
     if (info.step < total) return false;
@@ -71,7 +80,7 @@ std::string own_executable() {
 
 }  // namespace
 
-int launch_gpu_ranks(const train::TrainOptions& o, int gpus, bool overwrite, const std::vector<std::string>& args) {
+int launch_gpu_ranks(train::TrainOptions o, int gpus, bool overwrite, const std::vector<std::string>& args) {
     if (o.device.rfind("cuda", 0) != 0)
         throw Error("--gpus trains on CUDA devices: add --device cuda, cuda-tf32 or cuda-bf16");
     train::batch_shard(o.batch, 0, gpus);  // one line when the global batch does not split
@@ -86,7 +95,9 @@ int launch_gpu_ranks(const train::TrainOptions& o, int gpus, bool overwrite, con
 #endif
     for (const std::string& path : {o.data_path, o.config_path, o.tokenizer_path})
         if (!path.empty()) require_regular_file(path);
-    // The launcher owns the run directory for the whole job; its ranks never take the lock.
+    // The launcher owns the run directory for the whole job; its ranks never take the lock (rank 0
+    // resolves --out again, silently, to write there).
+    resolve_out_dir(o, true);
     const train::RunDirectoryLock lock(o.out_dir);
     std::string notice;
     const std::optional<train::CheckpointInfo> resumed = train::prepare_run_directory(o, overwrite, &notice);

@@ -28,6 +28,10 @@ struct TrainRanks {
 // of --gpus N, nothing when alone.
 TrainRanks join_train_ranks(const dist::RankEnvironment& env);
 
+// Makes o.out_dir the run directory it names (train::resolve_run_directory: a symbolic link is
+// resolved, before the lock is taken); with `announce`, says so in one line on stderr.
+void resolve_out_dir(train::TrainOptions& o, bool announce);
+
 // --resume of a run whose checkpoint is already at its last step: says so (instead of a "done" line
 // with no loss) and returns true.
 bool already_complete(const train::CheckpointInfo& info, const train::TrainOptions& o);
@@ -36,6 +40,6 @@ bool already_complete(const train::CheckpointInfo& info, const train::TrainOptio
 // the run directory (lock, resume checks), starts N copies of `retnet train` + args with their rank
 // in the environment, and waits for them: a rank that fails stops the others and is named in one
 // line. Returns the exit status.
-int launch_gpu_ranks(const train::TrainOptions& o, int gpus, bool overwrite, const std::vector<std::string>& args);
+int launch_gpu_ranks(train::TrainOptions o, int gpus, bool overwrite, const std::vector<std::string>& args);
 
 }  // namespace retnet::cli

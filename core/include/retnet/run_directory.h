@@ -6,26 +6,47 @@
 //   kill -9), a second `retnet train` on DIR is refused naming the first one's process id;
 // - no silent clobbering: a directory that holds a run is only replaced with --overwrite;
 // - an honest resume: the data and tokenizer must be the ones the run started with
-//   (DIR/run.json records their size and hash), else the difference is named;
+//   (DIR/run.json records their size and hash), and so must the options that define the run,
+//   else the difference is named — also when the run is already finished;
 // - nothing lost to a badly timed kill: a complete checkpoint.tmp/ newer than checkpoint/ (the
-//   process died between writing it and renaming it) is verified and taken.
+//   process died between writing it and renaming it) is verified and taken;
+// - no debris from a failed start: a run that fails before its first save removes what it created;
+// - one directory: --out given as a symbolic link is resolved once, before anything else.
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "retnet/trainer.h"
 
 namespace retnet::train {
 
+// --out as given, or, when it is a symbolic link, the directory it leads to (absolute, every link
+// followed), as the project follows a symlink wherever it writes. Resolved once, before the lock is
+// taken, so that the lock, run.json and the checkpoints' renames all act in that one directory even
+// if the link is changed while the run trains. A link to nothing, to something other than a
+// directory, or a loop of links is refused in one line.
+std::string resolve_run_directory(const std::string& out_dir);
+
 class RunDirectoryLock {
 public:
     explicit RunDirectoryLock(const std::string& out_dir);  // creates out_dir; throws if it is taken
+    // Releases the lock. A start that failed leaves nothing behind: when the directory then holds
+    // no run (no checkpoint/ or best/ was ever saved), what this process created there is removed
+    // first — run.json, an unfinished checkpoint.tmp/ or best.tmp/, train.lock, and the directories
+    // it made for out_dir. Nothing that stood there before is touched.
     ~RunDirectoryLock();
     RunDirectoryLock(const RunDirectoryLock&) = delete;
     RunDirectoryLock& operator=(const RunDirectoryLock&) = delete;
 
 private:
+    void remove_what_this_process_made() const;
+    void remove_made_directories() const;
+
+    std::string dir_;
     int fd_ = -1;
+    std::vector<std::string> made_dirs_;  // out_dir and the parents this lock created, innermost first
+    std::vector<std::string> new_names_;  // the run's file names that were absent when the lock was taken
 };
 
 // What a checkpoint's trainer_state.json says about the run's progress.
@@ -50,7 +71,8 @@ std::string run_inputs_json(const RunInputs& inputs);
 
 // Before training into options.out_dir (call with the lock held). Fresh run: refuses a directory
 // holding a run unless `overwrite` (then removes the old run's checkpoints); records run.json.
-// Resume: takes a complete newer checkpoint.tmp, refuses other data or another tokenizer.
+// Resume: takes a complete newer checkpoint.tmp, refuses other data, another tokenizer or other
+// options (check_resume_options), finished or not.
 // Returns the progress of the checkpoint a resume continues from; nullopt for a fresh run. Lines
 // worth telling the user (a recovered checkpoint) go to `notice`.
 std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& options, bool overwrite, std::string* notice);

@@ -136,11 +136,18 @@ struct TrainResult {
     bool interrupted = false;
 };
 
-// Runs (or, with options.resume, continues) training. `stop` is polled after every step: when it
-// becomes true the loop saves a checkpoint and returns with interrupted = true.
 // The config a run trains: config_path's, made the options' architecture (config_for_architecture).
 ModelConfig run_config(const TrainOptions& options);
 
+// Refuses (retnet::Error, one line naming each option that differs, as the command line spells it)
+// to continue the checkpoint in `checkpoint_dir` with options that define another run: batch,
+// seq-len, the schedule, AdamW, clipping, dropout, chunk, seed, validation fraction, weight
+// average, architecture, model config. Reads only trainer_state.json and config.json, so a
+// finished run is checked as cheaply as one that continues; run_training checks the same.
+void check_resume_options(const TrainOptions& options, const std::string& checkpoint_dir);
+
+// Runs (or, with options.resume, continues) training. `stop` is polled after every step: when it
+// becomes true the loop saves a checkpoint and returns with interrupted = true.
 TrainResult run_training(const TrainOptions& options,
                          const std::function<void(const TrainProgress&)>& on_progress,
                          const std::atomic<bool>* stop = nullptr);

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "retnet/run_directory.h"
 
+#include <algorithm>
 #include <limits>
 #include <type_traits>
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -172,22 +174,91 @@ void check_same_inputs(const TrainOptions& o, const fs::path& checkpoint) {
 
 }  // namespace
 
-RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) {
+namespace {
+
+// The names a run writes in its directory besides the complete checkpoints, in the order a failed
+// start removes them: train.lock last.
+constexpr const char* kMadeByARun[] = {"run.json", "checkpoint.tmp", "best.tmp", "train.lock"};
+
+bool stands(const fs::path& p) {
     std::error_code ec;
-    fs::create_directories(out_dir, ec);
-    if (ec) throw Error(out_dir + ": cannot create the run directory (" + ec.message() + ")");
+    return fs::exists(fs::symlink_status(p, ec));  // a dangling symlink stands there too
+}
+
+// `dir` and those of its parents that do not exist, innermost first: what create_directories makes.
+std::vector<std::string> missing_directories(const std::string& dir) {
+    std::vector<std::string> missing;
+    fs::path p(dir);
+    if (!p.has_filename()) p = p.parent_path();  // "run/" names "run"
+    for (; !p.empty() && !stands(p); p = p.parent_path()) missing.push_back(p.string());
+    return missing;
+}
+
+// An open lock file still named train.lock: another process's failed start may have removed the
+// name between our open() and flock(); the lock on the removed file would guard nothing.
+bool still_named(int fd, const std::string& path) {
+    struct stat opened {}, named {};
+    return ::fstat(fd, &opened) == 0 && ::stat(path.c_str(), &named) == 0 && opened.st_dev == named.st_dev &&
+           opened.st_ino == named.st_ino;
+}
+
+}  // namespace
+
+std::string resolve_run_directory(const std::string& out_dir) {
+    fs::path link(out_dir);
+    if (!link.has_filename()) link = link.parent_path();  // "link/" would be followed by the kernel itself
+    std::error_code ec;
+    if (!fs::is_symlink(fs::symlink_status(link, ec))) return out_dir;
+    const std::string where = "--out " + out_dir + " is a symbolic link";
+    const fs::path target = fs::read_symlink(link, ec);
+    const fs::path resolved = fs::canonical(link, ec);
+    if (ec == std::errc::too_many_symbolic_link_levels) throw Error(where + " in a loop of links");
+    if (ec == std::errc::no_such_file_or_directory)
+        throw Error(where + " to " + target.string() +
+                    ", which does not exist; create that directory or give --out a directory");
+    if (ec) throw Error(where + " that cannot be followed (" + ec.message() + ")");
+    if (!fs::is_directory(resolved, ec))
+        throw Error(where + " to " + resolved.string() + ", which is not a directory; give --out a directory");
+    return resolved.string();
+}
+
+RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) : dir_(out_dir) {
     const std::string path = (fs::path(out_dir) / "train.lock").string();
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd_ < 0) throw Error(path + ": cannot create the lock file (" + std::strerror(errno) + ")");
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-        char pid[32] = {};
-        const ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
-        ::close(fd_);
-        fd_ = -1;
-        std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "?";
-        if (holder.find_first_not_of("0123456789") != std::string::npos) holder = "?";
-        throw Error(out_dir + " is in use by another `retnet train` (process " + holder +
-                    "); wait for it or choose another --out");
+    for (int attempt = 0; fd_ < 0; ++attempt) {
+        for (std::string& dir : missing_directories(out_dir))
+            if (std::find(made_dirs_.begin(), made_dirs_.end(), dir) == made_dirs_.end())
+                made_dirs_.push_back(std::move(dir));
+        std::error_code ec;
+        fs::create_directories(out_dir, ec);
+        if (ec) {
+            remove_made_directories();
+            throw Error(out_dir + ": cannot create the run directory (" + ec.message() + ")");
+        }
+        new_names_.clear();
+        for (const char* name : kMadeByARun)
+            if (!stands(fs::path(out_dir) / name)) new_names_.push_back(name);
+        fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd_ < 0) {
+            const std::string reason = std::strerror(errno);
+            remove_made_directories();
+            throw Error(path + ": cannot create the lock file (" + reason + ")");
+        }
+        if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+            char pid[32] = {};
+            const ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
+            ::close(fd_);
+            fd_ = -1;
+            std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "?";
+            if (holder.find_first_not_of("0123456789") != std::string::npos) holder = "?";
+            throw Error(out_dir + " is in use by another `retnet train` (process " + holder +
+                        "); wait for it or choose another --out");
+        }
+        if (!still_named(fd_, path)) {
+            ::close(fd_);
+            fd_ = -1;
+            if (attempt == 10)
+                throw Error(path + ": the lock file keeps being removed; is another process cleaning " + out_dir + "?");
+        }
     }
     const std::string me = std::to_string(::getpid());
     if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) < 0) {
@@ -196,7 +267,27 @@ RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) {
 }
 
 RunDirectoryLock::~RunDirectoryLock() {
-    if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+    if (fd_ < 0) return;
+    const fs::path out(dir_);
+    bool saved = false;
+    for (const char* name : {"checkpoint", "checkpoint.old", "best", "best.old"}) saved = saved || stands(out / name);
+    // Removed while the lock is held (train.lock last), so a process that takes the directory
+    // meanwhile finds it locked or finds none of these.
+    if (!saved) remove_what_this_process_made();
+    ::close(fd_);  // closing releases the flock
+}
+
+// What this process made, when the directory holds no run: train.lock is removed last and the
+// directories only when empty, so a process that took the directory meanwhile keeps its files.
+void RunDirectoryLock::remove_what_this_process_made() const {
+    std::error_code ec;
+    for (const std::string& name : new_names_) fs::remove_all(fs::path(dir_) / name, ec);  // kMadeByARun's order
+    remove_made_directories();
+}
+
+void RunDirectoryLock::remove_made_directories() const {
+    std::error_code ec;
+    for (const std::string& dir : made_dirs_) fs::remove(dir, ec);  // rmdir: only when empty
 }
 
 CheckpointInfo parse_checkpoint_info(const std::string& json_text, const std::string& source) {
@@ -246,6 +337,9 @@ std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& o, bool 
         recover_checkpoint_tmp(out, notice);
         const fs::path checkpoint = resume_checkpoint(out);
         check_same_inputs(o, checkpoint);
+        // Before anything looks at the step: a finished run resumed with other options is refused
+        // like an unfinished one, not called complete.
+        check_resume_options(o, checkpoint.string());
         const std::string state_path = (checkpoint / "trainer_state.json").string();
         return parse_checkpoint_info(read_regular_file(state_path, 1 << 20), state_path);
     }

@@ -189,9 +189,7 @@ double optional_state_number(const json& state, const char* name, const std::str
     return state_field<double>(state, name, path);
 }
 
-void load_checkpoint(const fs::path& dir, const ModelConfig& config, const ParamLayout& layout,
-                     const TrainOptions& options, RunState& s) {
-    const std::string state_path = (dir / "trainer_state.json").string();
+json read_state(const std::string& state_path) {
     json state;
     try {
         state = json::parse(read_file(state_path));
@@ -200,15 +198,36 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
     }
     if (!state.is_object() || state.value("version", 0) != kStateVersion)
         throw Error(state_path + ": unknown version");
-    const json run = state_field<json>(state, "run", state_path);
-    if (run != run_identity(options)) {
-        const std::string differences = identity_differences(run, run_identity(options));
+    return state;
+}
+
+// Refuses to continue the checkpoint in `dir` (its trainer_state.json `state`) with options that
+// define another run: one line naming each changed option, the model config (`config`, the
+// options' model) among them. A changed --arch changes the config too; only --arch is named then.
+void check_same_run(const json& state, const std::string& state_path, const fs::path& dir, const TrainOptions& o,
+                    const ModelConfig& config) {
+    const json run = state_field<json>(state, "run", state_path), ours = run_identity(o);
+    std::string differences = identity_differences(run, ours);
+    const std::string config_path = (dir / "config.json").string();
+    const auto architecture = [](const json& j) {
+        return j.is_object() && j.contains("architecture") ? j.at("architecture") : json();
+    };
+    const bool same_arch = architecture(run) == architecture(ours);
+    const bool same_config = !same_arch || config_to_json(load_config(config_path)) == config_to_json(config);
+    if (!same_config)
+        differences += (differences.empty() ? "" : ", ") + std::string("--config ") + o.config_path +
+                       " (not the model of the run, " + config_path + ")";
+    if (run != ours || !same_config)
         throw Error(state_path + ": the run was started with other options: " +
                     (differences.empty() ? run.dump() : differences) + "; resume with the run's options");
-    }
+}
+
+void load_checkpoint(const fs::path& dir, const ModelConfig& config, const ParamLayout& layout,
+                     const TrainOptions& options, RunState& s) {
+    const std::string state_path = (dir / "trainer_state.json").string();
+    const json state = read_state(state_path);
+    check_same_run(state, state_path, dir, options, config);
     LoadedWeights w = load_trained_weights(dir.string());
-    if (config_to_json(w.config) != config_to_json(config))
-        throw Error((dir / "config.json").string() + ": the checkpoint's model config differs from --config");
     s.params = std::move(w.params);
     SafetensorsFile opt((dir / "optimizer.safetensors").string());
     s.adam = make_adamw_state(layout);
@@ -242,6 +261,11 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
 
 ModelConfig run_config(const TrainOptions& o) {
     return config_for_architecture(load_config(o.config_path), o.architecture, o.config_path);
+}
+
+void check_resume_options(const TrainOptions& options, const std::string& checkpoint_dir) {
+    const std::string state_path = (fs::path(checkpoint_dir) / "trainer_state.json").string();
+    check_same_run(read_state(state_path), state_path, checkpoint_dir, options, run_config(options));
 }
 
 namespace {
