@@ -149,7 +149,10 @@ TEST(TrainDevice, CpuDeviceStepsAreTheCpuTrainersFunctions) {
     const AdamWConfig adamw;
     std::vector<float> grad(params.size());
     for (uint64_t seed = 7; seed < 9; ++seed) {
-        LossOptions lo{options.chunk, options.dropout, seed};
+        LossOptions lo;
+        lo.chunk = options.chunk;
+        lo.dropout = options.dropout;
+        lo.dropout_seed = seed;
         const double loss = loss_and_gradient<float>(config, layout, params.data(), batch, grad.data(), lo);
         const double norm = clip_grad_norm(grad, 0.5);
         adamw_update(params, grad, state, layout, adamw, 1e-2);
