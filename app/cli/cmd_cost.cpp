@@ -174,6 +174,8 @@ Measured measure(const CostArgs& args) {
         twin = std::make_shared<const Model>(load_model(args.transformer_dir, {}, WeightStorage::AsStored));
         if (!twin->config.is_transformer())
             throw Error("--transformer " + shown(args.transformer_dir) + " is not a Llama-format Transformer");
+        if (const std::string mismatch = size_mismatch(*retnet_model, *twin); !mismatch.empty())
+            std::fprintf(stderr, "retnet cost: warning: %s\n", mismatch.c_str());
     }
     std::string twin_device = args.device;
     twin = apply_dtype(args.dtype, twin_device, twin);
@@ -203,7 +205,9 @@ int run_cost(const std::vector<std::string>& argv) {
     bool json = false;
     add_model_option(*app, args.model_dir);
     add_device_option(*app, args.device);
-    add_text(*app, "--transformer", args.transformer_dir, "a Llama-format directory to use as the Transformer")
+    add_text(*app, "--transformer", args.transformer_dir,
+             "a Llama-format directory to use as the Transformer, of the model's vocabulary (a parameter count "
+             "more than 5 % away from the model's is warned about)")
         ->type_name("DIR")
         ->default_str("a random twin of the model");
     add_text(*app, "--lengths", lengths_text, "context lengths (tokens in each sequence before the timed steps)")
