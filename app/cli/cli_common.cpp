@@ -45,13 +45,14 @@ std::string model_dir_or_default(const std::string& dir) {
     return bundled;
 }
 
-std::shared_ptr<const Model> load_model_edited(const std::string& dir_option, const InterventionText& text) {
+std::shared_ptr<const Model> load_model_edited(const std::string& dir_option, const InterventionText& text,
+                                               const ProgressCallback& progress) {
     const std::string dir = model_dir_or_default(dir_option);
     const Interventions edits = parse_interventions(text.mute, text.gamma);
     check_model_memory(dir, edits.empty() ? 1 : 2);  // an edited model is a second copy
     // bf16 weights stay bf16 (half the memory; the CPU backend streams them, make_backend widens
     // them for other devices).
-    Model model = load_model(dir, {}, WeightStorage::AsStored);
+    Model model = load_model(dir, progress, WeightStorage::AsStored);
     if (edits.empty()) return std::make_shared<const Model>(std::move(model));
     auto edited = std::make_shared<const Model>(apply_interventions(model, edits));
     std::fprintf(stderr, "retnet: interventions: %s\n", describe(edits).c_str());

@@ -23,8 +23,10 @@ std::string default_model_dir();
 std::string model_dir_or_default(const std::string& dir);
 
 // The model in `dir` (or the bundled default model), with the interventions of --mute L.H,… and
-// --gamma H=G,… applied (retnet/intervention.h), announced on stderr.
-std::shared_ptr<const Model> load_model_edited(const std::string& dir, const InterventionText& edits = {});
+// --gamma H=G,… applied (retnet/intervention.h), announced on stderr. `progress` is asked between
+// tensors; false cancels (retnet::Cancelled).
+std::shared_ptr<const Model> load_model_edited(const std::string& dir, const InterventionText& edits = {},
+                                               const ProgressCallback& progress = {});
 
 // The backend of --device (cpu|cuda|reference). A CUDA request on a machine without a usable GPU
 // falls back to the CPU with a one-line notice on stderr.

@@ -162,26 +162,39 @@ struct Measured {
 };
 
 Measured measure(const CostArgs& args) {
+    // Ctrl-C is caught from the start: loading a large model and making its random twin take
+    // seconds, and SIGINT's default action would end the process without a word. The loaders poll
+    // the flag between tensors (layers of the twin); the steps between are short.
+    InterruptGuard interrupt;
+    const auto stop_if_interrupted = [&interrupt] {
+        if (interrupt.raised()) throw Cancelled();
+    };
+    const ProgressCallback loading = [&interrupt](double) { return !interrupt.raised(); };
     std::string model_device = args.device;
-    auto retnet_model = apply_dtype(args.dtype, model_device, load_model_edited(args.model_dir));
+    auto retnet_model = apply_dtype(args.dtype, model_device, load_model_edited(args.model_dir, {}, loading));
     if (retnet_model->config.is_transformer())
         throw Error("--model must be a RetNet (it is a Transformer); pass a Transformer with --transformer");
+    stop_if_interrupted();
     std::shared_ptr<const Model> twin;
     if (args.transformer_dir.empty()) {
         check_memory(estimated_weight_bytes(transformer_twin_config(retnet_model->config)), "the Transformer twin");
-        twin = std::make_shared<const Model>(make_transformer_twin(retnet_model->config, args.options.seed));
+        twin = std::make_shared<const Model>(
+            make_transformer_twin(retnet_model->config, args.options.seed, [&interrupt] { return interrupt.raised(); }));
     } else {
-        twin = std::make_shared<const Model>(load_model(args.transformer_dir, {}, WeightStorage::AsStored));
+        twin = std::make_shared<const Model>(load_model(args.transformer_dir, loading, WeightStorage::AsStored));
         if (!twin->config.is_transformer())
             throw Error("--transformer " + shown(args.transformer_dir) + " is not a Llama-format Transformer");
+        if (const std::string mismatch = size_mismatch(*retnet_model, *twin); !mismatch.empty())
+            std::fprintf(stderr, "retnet cost: warning: %s\n", mismatch.c_str());
     }
     std::string twin_device = args.device;
     twin = apply_dtype(args.dtype, twin_device, twin);
+    stop_if_interrupted();
     auto retnet_backend = make_backend_option(model_device, retnet_model);
     // A device the RetNet fell back from (no GPU) is not tried again for the twin: one notice, not two.
     if (retnet_backend->name() == "cpu") twin_device = "cpu";
+    stop_if_interrupted();
     auto twin_backend = make_backend_option(twin_device, twin);
-    InterruptGuard interrupt;
     Measured out;
     try {
         out.report = measure_cost(*retnet_backend, *twin_backend, args.options, stderr_progress(interrupt),
@@ -203,7 +216,9 @@ int run_cost(const std::vector<std::string>& argv) {
     bool json = false;
     add_model_option(*app, args.model_dir);
     add_device_option(*app, args.device);
-    add_text(*app, "--transformer", args.transformer_dir, "a Llama-format directory to use as the Transformer")
+    add_text(*app, "--transformer", args.transformer_dir,
+             "a Llama-format directory to use as the Transformer, of the model's vocabulary (a parameter count "
+             "more than 5 % away from the model's is warned about)")
         ->type_name("DIR")
         ->default_str("a random twin of the model");
     add_text(*app, "--lengths", lengths_text, "context lengths (tokens in each sequence before the timed steps)")

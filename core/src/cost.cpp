@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <new>
 #include <random>
 
@@ -159,6 +161,21 @@ void measure_model(Backend& backend, const CostOptions& options, Progress& progr
 }
 
 }  // namespace
+
+std::string size_mismatch(const Model& retnet, const Model& transformer) {
+    const ModelConfig& c = retnet.config;
+    const int64_t r = retnet.parameter_count(), t = transformer.parameter_count();
+    const double rule_bound = static_cast<double>(int64_t(c.n_layers) * (12 * int64_t(c.d_model) + c.head_dim_v()) + c.d_model);
+    const double allowed = std::max(kSameSizeTolerance, rule_bound / static_cast<double>(std::max<int64_t>(r, 1)));
+    const double gap = static_cast<double>(t - r) / static_cast<double>(std::max<int64_t>(r, 1));
+    if (std::abs(gap) <= allowed) return "";
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "the Transformer has %lld parameters and the RetNet %lld (%+.1f %%), more than the %.1f %% two "
+                  "models of the same size may differ by: this does not compare same-size models",
+                  static_cast<long long>(t), static_cast<long long>(r), 100.0 * gap, 100.0 * allowed);
+    return line;
+}
 
 int64_t sequence_state_bytes(const ModelConfig& config, int64_t tokens, int kv_element_bytes) {
     return config.is_transformer() ? kv_cache_bytes(config, tokens) / 4 * kv_element_bytes : recurrent_state_bytes(config);

@@ -88,8 +88,8 @@ ModelConfig config_for_architecture(const ModelConfig& config, Architecture arch
     return config.is_transformer() ? config : transformer_twin_config(config);
 }
 
-Model make_transformer_twin(const ModelConfig& retnet, uint64_t seed) {
-    return make_random_model(transformer_twin_config(retnet), seed);
+Model make_transformer_twin(const ModelConfig& retnet, uint64_t seed, const std::function<bool()>& cancelled) {
+    return make_random_model(transformer_twin_config(retnet), seed, cancelled);
 }
 
 namespace {
@@ -208,15 +208,21 @@ void linear_default(Tensor& t, std::mt19937_64& rng) {
 
 }  // namespace
 
-Model make_random_model(const ModelConfig& config, uint64_t seed) {
+Model make_random_model(const ModelConfig& config, uint64_t seed, const std::function<bool()>& cancelled) {
+    const auto poll = [&cancelled] {
+        if (cancelled && cancelled()) throw Cancelled();
+    };
+    poll();
     Model m = make_empty_model(config);
     std::mt19937_64 rng(seed);
     ModelWeights& w = m.weights;
     const double d = config.d_model;
     if (config.family == Family::TorchScale) {
         fill_normal(w.embed, rng, 1.0 / std::sqrt(d));
+        poll();  // the embedding and the output matrix alone can be 10⁸ values
         if (!w.lm_head.empty()) fill_normal(w.lm_head, rng, 1.0 / std::sqrt(d));
         for (LayerWeights& l : w.layers) {
+            poll();
             const double g = std::pow(2.0, -2.5);
             xavier_uniform(l.q_proj, rng, g);
             xavier_uniform(l.k_proj, rng, g);
@@ -231,8 +237,10 @@ Model make_random_model(const ModelConfig& config, uint64_t seed) {
         // fla initializer_range, and LlamaPreTrainedModel's (the twin's g_proj is empty: no values)
         const double range = 0.02;
         fill_normal(w.embed, rng, range);
+        poll();
         if (!w.lm_head.empty()) fill_normal(w.lm_head, rng, range);
         for (LayerWeights& l : w.layers) {
+            poll();
             for (Tensor* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.g_proj, &l.o_proj, &l.ffn_act,
                               &l.ffn_lin, &l.ffn_out})
                 fill_normal(*t, rng, range);

@@ -209,5 +209,41 @@ TEST_F(CostFixture, RefusesBadOptionsAndSwappedModels) {
     }
 }
 
+// The twin matches the RetNet's parameter count (2.3 % apart here: the FFN width rounded to 8); a
+// Transformer 5 % or more away is named with both counts and the relative difference.
+TEST_F(CostFixture, SizeMismatchNamesBothCountsBeyondTheTolerance) {
+    const int64_t r = retnet_model->parameter_count();
+    ASSERT_LT(std::abs(twin->parameter_count() - r), r / 20);
+    EXPECT_EQ(size_mismatch(*retnet_model, *twin), "");
+    ModelConfig wider = twin->config;
+    wider.ffn_dim += 24;  // 3·d·24·L = 4608 values more than the twin: +17.8 % against the RetNet's 22,872
+    const Model other = make_random_model(wider, 5);
+    ASSERT_EQ(r, 22872);
+    ASSERT_EQ(other.parameter_count(), twin->parameter_count() + 4608);
+    EXPECT_EQ(size_mismatch(*retnet_model, other),
+              "the Transformer has 26944 parameters and the RetNet 22872 (+17.8 %), more than the 5.0 % two models "
+              "of the same size may differ by: this does not compare same-size models");
+    ModelConfig narrower = twin->config;
+    narrower.ffn_dim = 8;  // 3·d·56·L = 10,752 values fewer than the twin: −49.4 %
+    EXPECT_NE(size_mismatch(*retnet_model, make_random_model(narrower, 5)).find("(-49.4 %)"), std::string::npos);
+}
+
+// A RetNet so small that its twin's FFN rounding alone passes 5 % (9.4 % here): the matching
+// rule's bound L·(12d + Dv) + d (14.6 %) is the tolerance, so its own twin is not warned about.
+TEST(CostSize, TheTwinOfATinyRetNetIsNotWarnedAbout) {
+    ModelConfig tiny = test::small_config(Family::Fla);
+    tiny.vocab_size = 4, tiny.d_model = 8, tiny.n_layers = 1, tiny.n_heads = 2;
+    tiny.key_dim = 8, tiny.value_dim = 16, tiny.ffn_dim = 8;
+    const Model retnet = make_random_model(tiny, 1), twin = make_transformer_twin(tiny, 2);
+    ASSERT_EQ(retnet.parameter_count(), 768);
+    ASSERT_EQ(twin.parameter_count(), 696);
+    EXPECT_EQ(size_mismatch(retnet, twin), "");
+    ModelConfig smaller = twin.config;
+    smaller.ffn_dim = 8;  // 3·8·8 = 192 values fewer again: 264 in all, −34.4 %
+    const std::string line = size_mismatch(retnet, make_random_model(smaller, 2));
+    EXPECT_NE(line.find("has 504 parameters and the RetNet 768 (-34.4 %), more than the 14.6 %"), std::string::npos)
+        << line;
+}
+
 }  // namespace
 }  // namespace retnet

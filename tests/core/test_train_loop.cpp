@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "retnet/error.h"
+#include "retnet/eval_stream.h"
 #include "retnet/safetensors.h"
 #include "retnet/tokenizer.h"
 #include "retnet/trainer.h"
@@ -185,6 +186,81 @@ TEST(TrainLoop, StreamingEvaluationEqualsOneWindowOverTheWholeText) {
         if (streaming) EXPECT_THROW(evaluate_text_streaming(*backend, tok, text, 64, cancel), Cancelled);
         else EXPECT_THROW(evaluate_text(config, layout, params.data(), tok, text, 16, 2, cancel), Cancelled);
         EXPECT_EQ(calls, 2);
+    }
+}
+
+// Passes every call through and records what the backend was asked to compute: the resets, and
+// per forward call its new tokens and the position of slot 0 before and after.
+class CountingBackend : public Backend {
+public:
+    explicit CountingBackend(Backend& inner) : inner_(inner) {}
+    std::string name() const override { return inner_.name(); }
+    const Model& model() const override { return inner_.model(); }
+    std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
+                                      Introspection* introspection) override {
+        const int64_t before = inner_.snapshot(0).position;
+        std::vector<Tensor> out = inner_.forward_batch(batch, options, introspection);
+        calls.push_back({static_cast<int64_t>(batch[0].tokens.size()), before, inner_.snapshot(0).position});
+        return out;
+    }
+    int slot_count() const override { return inner_.slot_count(); }
+    void set_slot_count(int slots) override { inner_.set_slot_count(slots); }
+    void reset(int slot) override {
+        ++resets;
+        inner_.reset(slot);
+    }
+    RecurrentState snapshot(int slot) const override { return inner_.snapshot(slot); }
+    void restore(const RecurrentState& state, int slot) override { inner_.restore(state, slot); }
+
+    struct Call {
+        int64_t tokens, position_before, position_after;
+    };
+    std::vector<Call> calls;
+    int resets = 0;
+
+private:
+    Backend& inner_;
+};
+
+// `retnet eval --stream` on the Transformer twin: each token goes through the model once, each
+// piece continuing from the KV cache the pieces before it left (its position is every token fed so
+// far), so the work per token is the attention over its context and never a prefill of the prefix
+// again. The loss equals one window over the whole text (the trainer's forward; float both ways,
+// ~1e-6 relative).
+TEST(TrainLoop, TheTwinsStreamedEvaluationFeedsEachTokenOnceThroughItsCache) {
+    Workspace ws;
+    const ModelConfig config = transformer_twin_config(load_config(ws.config.string()));
+    const ParamLayout layout = make_param_layout(config);
+    Model model = make_random_model(config, 7);
+    std::vector<float> params = flatten_weights(model, layout);
+    for (float& p : params) p *= 8.0f;  // sharper than the 0.02 init, so that context matters
+    unflatten_weights(params, layout, model);
+    const Tokenizer tok = Tokenizer::load(ws.tokenizer.string());
+    std::ifstream in(ws.text, std::ios::binary);
+    std::string text(2000, '\0');
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    const fs::path part_path = ws.dir / "part.txt";
+    std::ofstream(part_path, std::ios::binary) << text;
+    const EvalResult whole = evaluate_text(config, layout, params.data(), tok, text, 100000);
+    ASSERT_GT(whole.tokens, 300);
+    auto cpu = make_cpu_backend(std::make_shared<const Model>(model));
+    for (const int piece : {7, 64}) {
+        SCOPED_TRACE(piece);
+        CountingBackend counting(*cpu);
+        const TextFileSpan part{part_path.string(), 0, count_characters(text), 100};  // 100-byte blocks
+        const EvalResult stream = evaluate_file_streaming(counting, tok, part, piece);
+        EXPECT_EQ(stream.tokens, whole.tokens);
+        EXPECT_NEAR(stream.loss_per_token, whole.loss_per_token, 1e-5 * whole.loss_per_token);
+        EXPECT_EQ(counting.resets, 1);
+        ASSERT_EQ(static_cast<int64_t>(counting.calls.size()), (whole.tokens + piece - 1) / piece);
+        int64_t fed = 0;
+        for (const CountingBackend::Call& call : counting.calls) {
+            EXPECT_EQ(call.tokens, std::min<int64_t>(piece, whole.tokens - fed));
+            EXPECT_EQ(call.position_before, fed);
+            fed += call.tokens;
+            EXPECT_EQ(call.position_after, fed);
+        }
+        EXPECT_EQ(fed, whole.tokens);  // n tokens computed for n predictions
     }
 }
 

@@ -301,6 +301,22 @@ TEST(Twin, BlockOpsDefaultAttentionThrows) {
     }
 }
 
+// Making a twin asks `cancelled` before the embedding, the output matrix and each layer (retnet
+// cost's Ctrl-C while a large twin is made): true stops it with Cancelled; never true, the weights
+// are those made without asking.
+TEST(Twin, MakingOneAsksCancelledBeforeEachLayer) {
+    const ModelConfig retnet = test::small_config(Family::Fla);
+    int asked = 0;
+    const Model asked_twin = make_transformer_twin(retnet, 9, [&asked] { return ++asked < 0; });
+    EXPECT_EQ(asked, 2 + retnet.n_layers);  // before anything is allocated, after the (tied) embedding, each layer
+    const Model plain = make_transformer_twin(retnet, 9);
+    EXPECT_EQ(asked_twin.weights.layers[1].ffn_out.data, plain.weights.layers[1].ffn_out.data);
+    EXPECT_EQ(asked_twin.weights.embed.data, plain.weights.embed.data);
+    asked = 0;
+    EXPECT_THROW(make_transformer_twin(retnet, 9, [&asked] { return ++asked == 3; }), Cancelled);
+    EXPECT_EQ(asked, 3);  // stopped before the first layer's weights
+}
+
 // generate() prefills and decodes a twin on the CPU: greedy tokens equal the argmax of the
 // reference's logits over the growing sequence, and a fork replays from a checkpoint.
 TEST(Twin, GeneratesOnTheCpu) {

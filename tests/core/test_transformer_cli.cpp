@@ -109,6 +109,40 @@ TEST_F(TwinCli, BadRequestsFailInOneLine) {
              "cannot set a head's decay: the Transformer twin has none");
 }
 
+// cost compares same-size models: against a Transformer of another size it warns in one line that
+// names both counts and their relative difference, and measures all the same; the twin init makes
+// (1.6 % smaller: the FFN width rounded to 8) gets no warning. The report records both counts.
+TEST_F(TwinCli, CostWarnsWhenTheTransformerIsNotTheModelsSize) {
+    const std::string fla_small = std::string(RETNET_TEST_DATA_DIR) + "/reference/fla_small/config.json";
+    ASSERT_EQ(run_cli("init --config " + fla_small + " --out " + path("retnet")).exit_code, 0);
+    ASSERT_EQ(run_cli("init --arch transformer --like " + path("retnet") + " --out " + path("twin")).exit_code, 0);
+    nlohmann::json llama = nlohmann::json::parse(slurp(path("twin") + "/config.json"));
+    llama["intermediate_size"] = 8;  // the twin's is 104
+    std::ofstream(path("llama.json")) << llama.dump();
+    ASSERT_EQ(run_cli("init --arch transformer --config " + path("llama.json") + " --out " + path("small")).exit_code, 0);
+    const std::string cost = "cost --model " + path("retnet") + " --lengths 2 --batch 1 --decode-steps 1 --json --transformer ";
+
+    const CliRun twin = run_cli(cost + path("twin"));
+    ASSERT_EQ(twin.exit_code, 0) << twin.err;
+    EXPECT_EQ(twin.err.find("warning"), std::string::npos) << twin.err;
+    EXPECT_EQ(nlohmann::json::parse(twin.out)["transformer_parameters"], 34528);
+
+    const CliRun small = run_cli(cost + path("small"));
+    ASSERT_EQ(small.exit_code, 0) << small.err;
+    // fla_small: 35,104 values; the small Llama 16,096 (FFN 3·8·32 a layer instead of 3·104·32).
+    const std::string warning = "retnet cost: warning: the Transformer has 16096 parameters and the RetNet 35104 "
+                                "(-54.1 %), more than the 5.0 % two models of the same size may differ by: this does "
+                                "not compare same-size models\n";
+    EXPECT_EQ(small.err.rfind(warning, 0), 0u) << small.err;  // first, before the progress lines
+    EXPECT_EQ(small.err.find("warning", warning.size()), std::string::npos) << "one warning: " << small.err;
+    const nlohmann::json report = nlohmann::json::parse(small.out);
+    EXPECT_EQ(report["retnet_parameters"], 35104);
+    EXPECT_EQ(report["transformer_parameters"], 16096);
+    ASSERT_EQ(report["points"].size(), 2u);
+    EXPECT_EQ(report["points"][1]["model"], "Transformer");
+    EXPECT_GT(report["points"][1]["ms_per_step"].get<double>(), 0.0);
+}
+
 // init writes a new model: it never replaces what a directory holds (a trained model, the --like
 // model itself), and a failure leaves no directory behind.
 TEST_F(TwinCli, InitNeverOverwritesADirectoryThatHoldsSomething) {

@@ -75,7 +75,9 @@ std::vector<float> default_rotary_theta(const ModelConfig& config);
 // the type it keeps, so that a bf16 model never holds a float32 copy on the way).
 Model make_empty_model(const ModelConfig& config, bool allocate = true);
 // The reference implementation's initialization (docs/spec.md §2.11 torchscale, §3.7 fla), deterministic in seed.
-Model make_random_model(const ModelConfig& config, uint64_t seed);
+// `cancelled` is asked before the embedding, the output matrix and each layer (a model of billions
+// of values takes tens of seconds); true throws retnet::Cancelled.
+Model make_random_model(const ModelConfig& config, uint64_t seed, const std::function<bool()>& cancelled = {});
 
 // The Transformer twin of a RetNet config (docs/transformer.md): same d, L, H, vocabulary, norm eps,
 // tying and token ids; head width D = d/H (q, k, v, o of H·D); the SwiGLU width chosen so that
@@ -93,8 +95,9 @@ int transformer_twin_ffn_dim(const ModelConfig& retnet);
 // `source`: for the RetNet the config itself (a Llama config is refused: "add --arch
 // transformer"); for the Transformer the twin of a RetNet config, a Llama config as it is.
 ModelConfig config_for_architecture(const ModelConfig& config, Architecture architecture, const std::string& source);
-// A randomly initialized twin (Llama's init: normal std 0.02, norms 1), deterministic in seed.
-Model make_transformer_twin(const ModelConfig& retnet, uint64_t seed);
+// A randomly initialized twin (Llama's init: normal std 0.02, norms 1), deterministic in seed;
+// `cancelled` as for make_random_model.
+Model make_transformer_twin(const ModelConfig& retnet, uint64_t seed, const std::function<bool()>& cancelled = {});
 
 // Reports load progress in [0, 1]; returning false cancels (throws retnet::Cancelled).
 using ProgressCallback = std::function<bool(double fraction)>;
