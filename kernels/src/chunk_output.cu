@@ -20,7 +20,7 @@ namespace {
 
 using namespace chunk_tiles;
 
-constexpr int kTiles = 3;  // shared tiles: Q | K, then scores | cross | S, then V
+constexpr int kTiles = 3;  // shared tiles: the Q, K and S slabs; then the scores, the cross term and V
 constexpr size_t kSharedBytes = kTiles * kTile * kLd * sizeof(float) + (2 * kTile + 1) * sizeof(float);
 
 // Block (column tile, chunk, head); chunk length C ≤ 64.
