@@ -175,6 +175,7 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
         std::printf("training as %s, %d of the %d sequences of each step on each rank\n", comm.description().c_str(),
                     o.batch / comm.size(), o.batch);
     o.communicator = &comm;
+    if (comm.rank() == 0 && !o.resume) o.on_started = [&o] { train::begin_fresh_run(o); };
     InterruptGuard interrupt;
     const train::TrainResult r = train::run_training(o, print_progress, &interrupt.flag());
     if (!speaks) return r.interrupted ? 130 : 0;

@@ -124,6 +124,47 @@ TEST(TrainRunDirectory, FailedStartIntoAnExistingDirectoryLeavesItAsItWas) {
     EXPECT_TRUE(fs::exists(dir / "empty" / "checkpoint" / "trainer_state.json"));
 }
 
+// --overwrite whose start fails (text that is not UTF-8, a config that does not fit the tokenizer:
+// both found once the trainer reads them) keeps the run it would have replaced, every file of it
+// run.json included, so --resume still continues it; one that starts replaces it. Before, the old
+// checkpoints were removed before the inputs were read, and a typo lost the run.
+TEST(TrainRunDirectory, OverwriteThatFailsToStartKeepsTheRunItWouldReplace) {
+    ScratchDir dir("overwrite_failed");
+    const std::vector<std::string> args = with(tiny_training_args(dir.path()), {"--steps", "1"});
+    ASSERT_EQ(run_retnet(args).exit_code, 0);
+    spit(dir / "latin1.txt", slurp(dir / "text.txt") + "caf\xe9\n");
+    std::string config = slurp(dir / "config.json");
+    config.replace(config.find("\"vocab_size\": 400"), 17, "\"vocab_size\": 500");
+    spit(dir / "vocab500.json", config);
+    const std::vector<std::string> before = entries(dir / "run");
+    const std::string weights = slurp(dir / "run" / "checkpoint" / "model.safetensors");
+    const std::string run_json = slurp(dir / "run" / "run.json");
+    const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+        {replaced(args, "--data", (dir / "latin1.txt").string()), "latin1.txt: invalid UTF-8 at byte offset"},
+        {replaced(args, "--config", (dir / "vocab500.json").string()), "vocab500.json: vocab_size = 500 but "},
+    };
+    for (const auto& [failing, message] : cases) {
+        const CliResult r = run_retnet(with(failing, {"--overwrite"}));
+        EXPECT_EQ(r.exit_code, 1) << message;
+        EXPECT_EQ(r.err_lines(), 1) << r.err;
+        EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+        EXPECT_EQ(entries(dir / "run"), before) << message;
+        EXPECT_EQ(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights) << message;
+        EXPECT_EQ(slurp(dir / "run" / "run.json"), run_json) << message;
+    }
+    const CliResult resumed = run_retnet(replaced(with(args, {"--resume"}), "--steps", "2"));
+    EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
+    EXPECT_NE(resumed.out.find("step      2/2"), std::string::npos) << resumed.out;
+    // A start that works replaces it: a new run of one step with another seed.
+    const CliResult replaced_run = run_retnet(with(args, {"--overwrite", "--seed", "5"}));
+    EXPECT_EQ(replaced_run.exit_code, 0) << replaced_run.err;
+    const std::string state = slurp(dir / "run" / "checkpoint" / "trainer_state.json");
+    EXPECT_NE(state.find("\"step\": 1,"), std::string::npos) << state;
+    EXPECT_NE(state.find("\"seed\": 5"), std::string::npos) << state;
+    EXPECT_NE(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights);
+    EXPECT_EQ(entries(dir / "run"), before);
+}
+
 // A resume that fails once training has the directory (a damaged trainer_state.json, found when
 // the checkpoint is loaded) leaves every file of the run as it was.
 TEST(TrainRunDirectory, FailedResumeLeavesTheRunsFilesAlone) {

@@ -117,6 +117,11 @@ struct TrainOptions {
     // ranks must divide it). Rank 0 sets the initial state (fresh or from the checkpoint) and sends
     // it to the others, and alone reports progress and writes to out_dir. Null: one process.
     Communicator* communicator = nullptr;
+    // Called on the writer (rank 0) once the inputs are read, the initial state is made and the
+    // device has started, just before the first step: `retnet train` writes a fresh run's run.json
+    // and removes the run --overwrite replaces only here (begin_fresh_run in
+    // retnet/run_directory.h), so a start that fails leaves that run as it was.
+    std::function<void()> on_started;
 };
 
 struct TrainProgress {

@@ -352,12 +352,16 @@ std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& o, bool 
                               : std::string()) +
                         "; continue it with --resume, replace it with --overwrite, or choose another --out");
         }
-        for (const char* name : kRunFiles) fs::remove_all(out / name);
     }
+    return std::nullopt;  // the replaced run stays until begin_fresh_run
+}
+
+void begin_fresh_run(const TrainOptions& o) {
+    const fs::path out(o.out_dir);
+    for (const char* name : kRunFiles) fs::remove_all(out / name);
     io::AtomicFile file((out / "run.json").string());
     file.write(run_inputs_json(fingerprint_inputs(o.data_path, o.tokenizer_path)));
     file.commit();
-    return std::nullopt;
 }
 
 }  // namespace retnet::train

@@ -640,8 +640,11 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
                          const std::atomic<bool>* stop) {
     if (o.batch < 1 || o.seq_len < 1 || o.steps < 1) throw Error("batch, seq-len and steps must be at least 1");
     cpu::set_num_threads(o.threads);
-    if (!o.communicator || o.communicator->rank() == 0) fs::create_directories(o.out_dir);
-    return Session(o, on_progress).run(stop);
+    const bool writer = !o.communicator || o.communicator->rank() == 0;
+    if (writer) fs::create_directories(o.out_dir);
+    Session session(o, on_progress);
+    if (writer && o.on_started) o.on_started();
+    return session.run(stop);
 }
 
 }  // namespace retnet::train
