@@ -414,7 +414,15 @@ public:
 
     TrainResult run(const std::atomic<bool>* stop) {
         TrainResult result;
-        while (s_.adam.step < s_.total_steps) {
+        // Ctrl-C while the inputs were read: nothing was trained, so nothing is saved (a fresh run
+        // leaves no checkpoint of step 0, and the run --overwrite would replace stays).
+        if (any_rank(stop && stop->load())) {
+            result.interrupted = true;
+            result.started = false;
+        } else if (writer_ && o_.on_started) {
+            o_.on_started();
+        }
+        while (result.started && s_.adam.step < s_.total_steps) {
             if (any_rank(stop && stop->load())) {
                 result.interrupted = true;
                 break;
@@ -424,7 +432,7 @@ public:
             report_window();
             validate_and_save();
         }
-        if (result.interrupted) {
+        if (result.interrupted && result.started) {
             sync_from_device();
             check_ranks_agree();
             checkpoint();
@@ -640,11 +648,8 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
                          const std::atomic<bool>* stop) {
     if (o.batch < 1 || o.seq_len < 1 || o.steps < 1) throw Error("batch, seq-len and steps must be at least 1");
     cpu::set_num_threads(o.threads);
-    const bool writer = !o.communicator || o.communicator->rank() == 0;
-    if (writer) fs::create_directories(o.out_dir);
-    Session session(o, on_progress);
-    if (writer && o.on_started) o.on_started();
-    return session.run(stop);
+    if (!o.communicator || o.communicator->rank() == 0) fs::create_directories(o.out_dir);
+    return Session(o, on_progress).run(stop);
 }
 
 }  // namespace retnet::train
