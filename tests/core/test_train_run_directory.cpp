@@ -3,6 +3,7 @@
 // start that fails, --out as a symbolic link. Tiny CPU runs (a 1-layer d 16 model, 2 × 16 tokens);
 // the lock's clean-up and the link's resolution also on their own.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <string>
@@ -63,6 +64,13 @@ TEST(TrainRunDirectory, FinishedRunResumedWithOtherOptionsIsRefusedLikeAnUnfinis
                          " (not the model of the run, " + (dir / "run" / "checkpoint" / "config.json").string() + ")"),
               std::string::npos)
         << r.err;
+    // Fewer --steps than the run has done: said so, not "complete at step 2/1".
+    const CliResult past = run_retnet(with(args, {"--steps", "1", "--resume"}));
+    EXPECT_EQ(past.exit_code, 0) << past.err;
+    EXPECT_NE(past.out.find("is already at step 2, past --steps 1; nothing to do (give --steps above 2 to train "
+                            "further)"),
+              std::string::npos)
+        << past.out;
     // Unchanged: complete, nothing to do, exit 0, the checkpoint untouched.
     const CliResult done = run_retnet(with(args, {"--steps", "2", "--resume"}));
     EXPECT_EQ(done.exit_code, 0) << done.err;
@@ -163,6 +171,27 @@ TEST(TrainRunDirectory, OverwriteThatFailsToStartKeepsTheRunItWouldReplace) {
     EXPECT_NE(state.find("\"seed\": 5"), std::string::npos) << state;
     EXPECT_NE(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights);
     EXPECT_EQ(entries(dir / "run"), before);
+}
+
+// --out naming a file, a FIFO or a device: what it is, in one line (before: mkdir's "Not a
+// directory", as if a parent were wrong), and it is left as it was.
+TEST(TrainRunDirectory, OutThatIsNotADirectorySaysWhatItIs) {
+    ScratchDir dir("out_not_a_directory");
+    const std::vector<std::string> args = with(tiny_training_args(dir.path()), {"--steps", "1"});
+    spit(dir / "file", "mine");
+    ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0644), 0);
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {(dir / "file").string(), "a regular file"},
+        {(dir / "fifo").string(), "a FIFO (named pipe)"},
+        {"/dev/null", "a character device"},  // only looked at: refused before anything is created
+    };
+    for (const auto& [out, kind] : cases) {
+        const CliResult r = run_retnet(replaced(args, "--out", out));
+        EXPECT_EQ(r.exit_code, 1) << out;
+        EXPECT_EQ(r.err, "retnet train: error: --out " + out + " is " + kind + ", not a directory; give --out a directory\n");
+    }
+    EXPECT_EQ(slurp(dir / "file"), "mine");
+    EXPECT_TRUE(fs::is_fifo(dir / "fifo"));
 }
 
 // A resume that fails once training has the directory (a damaged trainer_state.json, found when

@@ -202,6 +202,18 @@ bool still_named(int fd, const std::string& path) {
            opened.st_ino == named.st_ino;
 }
 
+// What stands at an --out that is not a directory, for its refusal.
+const char* kind_of(const fs::file_status& s) {
+    switch (s.type()) {
+        case fs::file_type::regular: return "a regular file";
+        case fs::file_type::character: return "a character device";
+        case fs::file_type::block: return "a block device";
+        case fs::file_type::fifo: return "a FIFO (named pipe)";
+        case fs::file_type::socket: return "a socket";
+        default: return "not a directory";
+    }
+}
+
 }  // namespace
 
 std::string resolve_run_directory(const std::string& out_dir) {
@@ -224,6 +236,10 @@ std::string resolve_run_directory(const std::string& out_dir) {
 
 RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) : dir_(out_dir) {
     const std::string path = (fs::path(out_dir) / "train.lock").string();
+    std::error_code status_ec;
+    // Named here, not as mkdir's "Not a directory", which reads as if a parent were wrong.
+    if (const fs::file_status st = fs::status(out_dir, status_ec); fs::exists(st) && !fs::is_directory(st))
+        throw Error("--out " + out_dir + " is " + kind_of(st) + ", not a directory; give --out a directory");
     for (int attempt = 0; fd_ < 0; ++attempt) {
         for (std::string& dir : missing_directories(out_dir))
             if (std::find(made_dirs_.begin(), made_dirs_.end(), dir) == made_dirs_.end())
