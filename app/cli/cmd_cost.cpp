@@ -183,7 +183,14 @@ Measured measure(const CostArgs& args) {
     } else {
         twin = std::make_shared<const Model>(load_model(args.transformer_dir, loading, WeightStorage::AsStored));
         if (!twin->config.is_transformer())
-            throw Error("--transformer " + shown(args.transformer_dir) + " is not a Llama-format Transformer");
+            throw Error("--transformer " + shown(args.transformer_dir) +
+                        " is not a Llama-format Transformer (it is a RetNet; make its twin with retnet init --arch "
+                        "transformer --like DIR)");
+        // Refused before the size warning: one line, the one that matters.
+        if (const int64_t ours = retnet_model->config.vocab_size, theirs = twin->config.vocab_size; ours != theirs)
+            throw Error("--transformer " + shown(args.transformer_dir) + " has a vocabulary of " +
+                        std::to_string(theirs) + " tokens and --model one of " + std::to_string(ours) +
+                        "; both run on the same token streams, so they need the same vocabulary");
         if (const std::string mismatch = size_mismatch(*retnet_model, *twin); !mismatch.empty())
             std::fprintf(stderr, "retnet cost: warning: %s\n", mismatch.c_str());
     }
