@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet cost: the paper's inference-cost comparison on this machine — the model against its
 // Transformer twin (retnet/cost.h) at each context length × batch, as a table, JSON or a PNG.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <memory>
@@ -98,6 +103,17 @@ void check_plot_path(const std::string& path) {
     const fs::file_status folder = fs::status(parent, ec);
     if (!fs::is_directory(folder))
         throw Error("--plot " + path + ": " + parent.string() + (fs::exists(folder) ? " is not a directory" : " does not exist"));
+    const fs::file_status target = fs::status(p, ec);
+    if (fs::exists(target) && !fs::is_regular_file(target))
+        throw Error("--plot " + path + " is not a regular file (a device or FIFO); choose a file name");
+    // The picture goes to a temporary file beside the (linked-to) file, renamed over it: make one
+    // now, so that a folder that cannot take it (read-only, no permission, /proc) is named before
+    // the measurement, not after it.
+    const fs::path probe = fs::weakly_canonical(p, ec).parent_path() / (".retnet-plot-" + std::to_string(::getpid()));
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) throw Error("--plot " + path + ": cannot write in " + probe.parent_path().string() + " (" + std::strerror(errno) + ")");
+    ::close(fd);
+    ::unlink(probe.c_str());
 }
 
 // Progress on stderr, one line per point; Ctrl-C cancels between steps.

@@ -119,6 +119,23 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     expect_one_line_error(run_cli("cost --from " + saved.string()), saved.string() + ": cannot open (No such file or directory)");
 }
 
+// --plot onto a folder that cannot take the picture (/proc: no file can be made there) or onto a
+// FIFO is refused before anything is measured: one line, no table (before: the table, then the
+// error, after what may be minutes of measuring).
+TEST(Cli, CostPlotThatCannotBeWrittenIsRefusedBeforeMeasuring) {
+    const std::string cost = "cost --model " + kFixtures + "fla_small --lengths 3 --batch 1 --decode-steps 1 --plot ";
+    const fs::path fifo = fs::temp_directory_path() / ("retnet_cost_plot_" + std::to_string(getpid()) + ".png");
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const CliRun into_fifo = run_cli(cost + fifo.string());
+    fs::remove(fifo);
+    if (into_fifo.err.find("needs the Qt build") != std::string::npos) GTEST_SKIP() << "no --plot in this build";
+    expect_one_line_error(into_fifo, "--plot " + fifo.string() + " is not a regular file (a device or FIFO); choose a file name");
+    EXPECT_EQ(into_fifo.out, "");
+    const CliRun into_proc = run_cli(cost + "/proc/cost.png");
+    expect_one_line_error(into_proc, "retnet cost: error: --plot /proc/cost.png: cannot write in /proc (");
+    EXPECT_EQ(into_proc.out, "");
+}
+
 // bench on a Transformer twin reports its KV cache, which grows with the context.
 TEST(Cli, BenchReportsTheTwinsGrowingCache) {
     const CliRun r = run_cli("bench --model " + kFixtures + "llama_small --mode decode --batch 2 --contexts 4,20 "
