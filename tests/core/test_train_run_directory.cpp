@@ -190,6 +190,22 @@ TEST(TrainRunDirectory, OutThatIsNotADirectorySaysWhatItIs) {
         EXPECT_EQ(r.exit_code, 1) << out;
         EXPECT_EQ(r.err, "retnet train: error: --out " + out + " is " + kind + ", not a directory; give --out a directory\n");
     }
+    // Below a file or a link to nothing: that one is named (mkdir said "Not a directory" or "File
+    // exists"), and nothing is created.
+    fs::create_symlink("nowhere", dir / "dangling");
+    const std::vector<std::pair<fs::path, std::string>> below = {
+        {dir / "file" / "run", (dir / "file").string() + " is a regular file, not a directory"},
+        {dir / "dangling" / "run", (dir / "dangling").string() + " is a symbolic link to nowhere, which does not exist"},
+    };
+    for (const auto& [out, why] : below) {
+        const CliResult r = run_retnet(replaced(args, "--out", out.string()));
+        EXPECT_EQ(r.exit_code, 1) << out;
+        EXPECT_EQ(r.err, "retnet train: error: " + out.string() + ": cannot create the run directory (" + why + ")\n");
+    }
+    EXPECT_FALSE(fs::exists(dir / "nowhere"));
+    const CliResult empty = run_retnet(replaced(args, "--out", ""));
+    EXPECT_EQ(empty.exit_code, 1);
+    EXPECT_EQ(empty.err, "retnet train: error: --out is empty; give the run directory\n");
     EXPECT_EQ(slurp(dir / "file"), "mine");
     EXPECT_TRUE(fs::is_fifo(dir / "fifo"));
 }

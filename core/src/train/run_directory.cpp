@@ -214,9 +214,26 @@ const char* kind_of(const fs::file_status& s) {
     }
 }
 
+// Why `dir` cannot be made when an ancestor stands in the way (mkdir says only "File exists" or
+// "Not a directory"): the nearest one that exists and is not a directory, or a link to nothing.
+std::string blocking_ancestor(const fs::path& dir) {
+    std::error_code ec;
+    for (fs::path p = dir.parent_path(); !p.empty() && p != p.root_path(); p = p.parent_path()) {
+        const fs::file_status own = fs::symlink_status(p, ec);
+        if (!fs::exists(own)) continue;
+        const fs::file_status st = fs::status(p, ec);
+        if (fs::is_symlink(own) && !fs::exists(st))
+            return p.string() + " is a symbolic link to " + fs::read_symlink(p, ec).string() + ", which does not exist";
+        if (!fs::is_directory(st)) return p.string() + " is " + kind_of(st) + ", not a directory";
+        return "";
+    }
+    return "";
+}
+
 }  // namespace
 
 std::string resolve_run_directory(const std::string& out_dir) {
+    if (out_dir.empty()) throw Error("--out is empty; give the run directory");
     fs::path link(out_dir);
     if (!link.has_filename()) link = link.parent_path();  // "link/" would be followed by the kernel itself
     std::error_code ec;
@@ -248,7 +265,8 @@ RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) : dir_(out_dir) {
         fs::create_directories(out_dir, ec);
         if (ec) {
             remove_made_directories();
-            throw Error(out_dir + ": cannot create the run directory (" + ec.message() + ")");
+            const std::string why = blocking_ancestor(fs::path(out_dir));
+            throw Error(out_dir + ": cannot create the run directory (" + (why.empty() ? ec.message() : why) + ")");
         }
         new_names_.clear();
         for (const char* name : kMadeByARun)
