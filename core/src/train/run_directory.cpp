@@ -282,10 +282,12 @@ RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) : dir_(out_dir) {
             const ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
             ::close(fd_);
             fd_ = -1;
-            std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "?";
-            if (holder.find_first_not_of("0123456789") != std::string::npos) holder = "?";
-            throw Error(out_dir + " is in use by another `retnet train` (process " + holder +
-                        "); wait for it or choose another --out");
+            std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "";
+            if (holder.find_first_not_of("0123456789") != std::string::npos) holder.clear();
+            // No id yet when the holder has only just taken the lock (two starts at once).
+            throw Error(out_dir + " is in use by another `retnet train`" +
+                        (holder.empty() ? std::string() : " (process " + holder + ")") +
+                        "; wait for it or choose another --out");
         }
         if (!still_named(fd_, path)) {
             ::close(fd_);
