@@ -1,11 +1,18 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet cost: the paper's inference-cost comparison on this machine — the model against its
 // Transformer twin (retnet/cost.h) at each context length × batch, as a table, JSON or a PNG.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <limits>
 #include <memory>
 
 #include <nlohmann/json.hpp>
@@ -14,6 +21,7 @@
 #include "command.h"
 #include "retnet/cost.h"
 #include "retnet/error.h"
+#include "retnet/files.h"
 #include "retnet/memory_limit.h"
 #include "retnet/model.h"
 #include "retnet/model_stats.h"
@@ -95,6 +103,17 @@ void check_plot_path(const std::string& path) {
     const fs::file_status folder = fs::status(parent, ec);
     if (!fs::is_directory(folder))
         throw Error("--plot " + path + ": " + parent.string() + (fs::exists(folder) ? " is not a directory" : " does not exist"));
+    const fs::file_status target = fs::status(p, ec);
+    if (fs::exists(target) && !fs::is_regular_file(target))
+        throw Error("--plot " + path + " is not a regular file (a device or FIFO); choose a file name");
+    // The picture goes to a temporary file beside the (linked-to) file, renamed over it: make one
+    // now, so that a folder that cannot take it (read-only, no permission, /proc) is named before
+    // the measurement, not after it.
+    const fs::path probe = fs::weakly_canonical(p, ec).parent_path() / (".retnet-plot-" + std::to_string(::getpid()));
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) throw Error("--plot " + path + ": cannot write in " + probe.parent_path().string() + " (" + std::strerror(errno) + ")");
+    ::close(fd);
+    ::unlink(probe.c_str());
 }
 
 // Progress on stderr, one line per point; Ctrl-C cancels between steps.
@@ -111,34 +130,61 @@ CostProgress stderr_progress(const InterruptGuard& interrupt) {
     };
 }
 
+// A field of a --from report as retnet cost writes it: an integer within [lo, hi], a finite
+// number at least 0. Anything else (3e9 as a length, a negative size, a float where an integer
+// goes) is refused, never converted (nlohmann's get<int> of 3e9 wraps).
+int64_t integer_field(const nlohmann::json& row, const char* name, int64_t lo, int64_t hi) {
+    const nlohmann::json& v = row.at(name);
+    // A non-negative integer is parsed as unsigned: compared as one, it cannot wrap past hi.
+    const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(hi) && v.get<int64_t>() >= lo
+                      : v.is_number_integer() ? v.get<int64_t>() >= lo && v.get<int64_t>() <= hi
+                                              : false;
+    if (!fits)
+        throw Error("field '" + std::string(name) + "' = " + v.dump().substr(0, 40) + " is not an integer in [" +
+                    std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    return v.get<int64_t>();
+}
+
+double measure_field(const nlohmann::json& row, const char* name) {
+    const nlohmann::json& v = row.at(name);
+    if (!v.is_number() || !(v.get<double>() >= 0) || !std::isfinite(v.get<double>()))
+        throw Error("field '" + std::string(name) + "' = " + v.dump().substr(0, 40) + " is not a finite number >= 0");
+    return v.get<double>();
+}
+
 // A report written by --json, for --from (measured on a headless GPU machine, drawn elsewhere).
+// Read as a regular file (a FIFO would block, a device never end).
 CostReport read_report(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in || std::filesystem::is_directory(path)) throw Error("--from: cannot read " + shown(path));
+    std::string text;
     try {
-        const nlohmann::json j = nlohmann::json::parse(in);
+        text = read_regular_file(path, uint64_t(64) << 20);
+    } catch (const Error& e) {
+        throw Error("--from: " + std::string(e.what()));
+    }
+    constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
+    try {
+        const nlohmann::json j = nlohmann::json::parse(text);
         CostReport report;
         report.device = j.at("device").get<std::string>();
-        report.retnet_parameters = j.at("retnet_parameters").get<int64_t>();
-        report.transformer_parameters = j.at("transformer_parameters").get<int64_t>();
+        report.retnet_parameters = integer_field(j, "retnet_parameters", 0, INT64_MAX);
+        report.transformer_parameters = integer_field(j, "transformer_parameters", 0, INT64_MAX);
         for (const nlohmann::json& row : j.at("points")) {
             CostPoint p;
             p.model = row.at("model").get<std::string>();
-            p.length = row.at("length").get<int>();
-            p.batch = row.at("batch").get<int>();
+            p.length = static_cast<int>(integer_field(row, "length", 1, kMaxInt));
+            p.batch = static_cast<int>(integer_field(row, "batch", 1, kMaxInt));
             p.out_of_memory = row.at("out_of_memory").get<bool>();
             if (p.out_of_memory) {
                 p.note = row.value("note", std::string());
             } else {
-                p.prefill_ms = row.at("prefill_ms").get<double>();
-                p.ms_per_step = row.at("ms_per_step").get<double>();
-                p.tokens_per_s = row.at("tokens_per_s").get<double>();
-                p.state_bytes = row.at("state_bytes").get<int64_t>();
-                p.device_bytes = row.value("device_bytes", int64_t{-1});
+                p.prefill_ms = measure_field(row, "prefill_ms");
+                p.ms_per_step = measure_field(row, "ms_per_step");
+                p.tokens_per_s = measure_field(row, "tokens_per_s");
+                p.state_bytes = integer_field(row, "state_bytes", 0, INT64_MAX);
+                if (row.contains("device_bytes")) p.device_bytes = integer_field(row, "device_bytes", 0, INT64_MAX);
             }
-            if ((p.model != "RetNet" && p.model != "Transformer") || p.length < 1 || p.batch < 1)
-                throw Error("a point of model '" + p.model + "' at " + std::to_string(p.length) + " × " +
-                            std::to_string(p.batch) + " is not one retnet cost writes");
+            if (p.model != "RetNet" && p.model != "Transformer")
+                throw Error("a point of model '" + p.model + "' is not one retnet cost writes");
             report.points.push_back(std::move(p));
         }
         if (report.points.empty()) throw Error("it has no points");
@@ -183,7 +229,14 @@ Measured measure(const CostArgs& args) {
     } else {
         twin = std::make_shared<const Model>(load_model(args.transformer_dir, loading, WeightStorage::AsStored));
         if (!twin->config.is_transformer())
-            throw Error("--transformer " + shown(args.transformer_dir) + " is not a Llama-format Transformer");
+            throw Error("--transformer " + shown(args.transformer_dir) +
+                        " is not a Llama-format Transformer (it is a RetNet; make its twin with retnet init --arch "
+                        "transformer --like DIR)");
+        // Refused before the size warning: one line, the one that matters.
+        if (const int64_t ours = retnet_model->config.vocab_size, theirs = twin->config.vocab_size; ours != theirs)
+            throw Error("--transformer " + shown(args.transformer_dir) + " has a vocabulary of " +
+                        std::to_string(theirs) + " tokens and --model one of " + std::to_string(ours) +
+                        "; both run on the same token streams, so they need the same vocabulary");
         if (const std::string mismatch = size_mismatch(*retnet_model, *twin); !mismatch.empty())
             std::fprintf(stderr, "retnet cost: warning: %s\n", mismatch.c_str());
     }

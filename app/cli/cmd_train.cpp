@@ -175,9 +175,18 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
         std::printf("training as %s, %d of the %d sequences of each step on each rank\n", comm.description().c_str(),
                     o.batch / comm.size(), o.batch);
     o.communicator = &comm;
+    if (comm.rank() == 0 && !o.resume) o.on_started = [&o] { train::begin_fresh_run(o); };
     InterruptGuard interrupt;
     const train::TrainResult r = train::run_training(o, print_progress, &interrupt.flag());
     if (!speaks) return r.interrupted ? 130 : 0;
+    if (r.interrupted && !r.started) {
+        if (o.resume)
+            std::printf("interrupted while starting; the checkpoint in %s/checkpoint is as it was (continue with --resume)\n",
+                        shown(o.out_dir).c_str());
+        else
+            std::printf("interrupted while starting; nothing was saved\n");
+        return 130;
+    }
     if (r.interrupted) {
         std::printf("interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
                     static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());

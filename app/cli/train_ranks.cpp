@@ -64,6 +64,13 @@ void resolve_out_dir(train::TrainOptions& o, bool announce) {
 bool already_complete(const train::CheckpointInfo& info, const train::TrainOptions& o) {
     const int64_t total = info.schedule_fixed ? info.total_steps : o.steps;
     if (info.step < total) return false;
+    if (info.step > total) {
+        std::printf("the run in %s is already at step %lld, past --steps %lld; nothing to do (give --steps above %lld "
+                    "to train further)\n",
+                    shown(o.out_dir).c_str(), static_cast<long long>(info.step), static_cast<long long>(total),
+                    static_cast<long long>(info.step));
+        return true;
+    }
     std::printf("the run in %s is already complete at step %lld/%lld; nothing to do (raise --steps to train further)\n",
                 shown(o.out_dir).c_str(), static_cast<long long>(info.step), static_cast<long long>(total));
     return true;

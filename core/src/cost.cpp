@@ -103,8 +103,8 @@ void measure_point(Backend& backend, CostPoint& point, const CostOptions& option
     }
     point.ms_per_step = median(ms);
     point.tokens_per_s = point.ms_per_step > 0 ? point.batch * 1000.0 / point.ms_per_step : 0.0;
-    point.state_bytes = point.batch * sequence_state_bytes(c, point.length + options.decode_steps + kUntimedSteps,
-                                                           backend.kv_cache_element_bytes());
+    point.state_bytes = point.batch * sequence_state_bytes(c, int64_t(point.length) + options.decode_steps + kUntimedSteps,
+                                                           backend.kv_cache_element_bytes());  // it fit: no overflow
     point.device_bytes = backend.device_memory_in_use();  // while the batch's states are still held
 }
 
@@ -137,10 +137,13 @@ void measure_model(Backend& backend, const CostOptions& options, Progress& progr
                 if (larger != failed.end())
                     throw OutOfMemory("not tried: " + std::to_string(larger->first) + " tokens × " +
                                       std::to_string(larger->second) + " did not fit");
-                const int64_t state = batch * sequence_state_bytes(c, length + options.decode_steps + kUntimedSteps,
-                                                                   backend.kv_cache_element_bytes());
+                // In 64 bits, saturating: at the largest lengths and batches the product passes 2^63, and
+                // a wrapped one could look small enough to run.
+                const auto per_sequence = static_cast<uint64_t>(sequence_state_bytes(
+                    c, int64_t(length) + options.decode_steps + kUntimedSteps, backend.kv_cache_element_bytes()));
+                const uint64_t state = saturating_product({static_cast<uint64_t>(batch), per_sequence});
                 if (on_host(backend)) {
-                    check_memory(static_cast<uint64_t>(state), "the state memory of " + point_name(model, length, batch));
+                    check_memory(state, "the state memory of " + point_name(model, length, batch));
                     check_memory(prefill_host_bytes(c, length), "the prefill of " + point_name(model, length, batch));
                 }
                 measure_point(backend, point, options, rng, progress);

@@ -2,6 +2,7 @@
 // The `retnet` executable end to end: outputs of the happy paths, and for every broken input a
 // non-zero exit with exactly one line on stderr that names the problem.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
 
@@ -93,8 +94,46 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
         << gpu_table.out;
     std::ofstream(saved) << R"({"device": "cpu", "points": []})";
     expect_one_line_error(run_cli("cost --from " + saved.string()), "is not a report of retnet cost --json");
-    expect_one_line_error(run_cli("cost --from " + fs::temp_directory_path().string()), "--from: cannot read");
+    expect_one_line_error(run_cli("cost --from " + fs::temp_directory_path().string()),
+                          "--from: " + fs::temp_directory_path().string() + ": is a directory, expected a regular file");
+    // Values no report holds are named, never converted: before, 3e9 as a length wrapped to
+    // -1294967296, 1e300 to INT_MIN, and a negative state size printed as 16 EiB.
+    const auto with_point = [&](const std::string& field, const nlohmann::json& value) {
+        nlohmann::json broken = report;
+        broken["points"][0][field] = value;
+        std::ofstream(saved) << broken.dump();
+        return run_cli("cost --from " + saved.string());
+    };
+    expect_one_line_error(with_point("length", 3000000000LL), "field 'length' = 3000000000 is not an integer in [1, 2147483647]");
+    expect_one_line_error(with_point("length", 1e300), "field 'length' = 1e+300 is not an integer in [1, 2147483647]");
+    expect_one_line_error(with_point("batch", 0), "field 'batch' = 0 is not an integer in [1, 2147483647]");
+    expect_one_line_error(with_point("state_bytes", -5), "field 'state_bytes' = -5 is not an integer in [0, ");
+    expect_one_line_error(with_point("ms_per_step", -1.5), "field 'ms_per_step' = -1.5 is not a finite number >= 0");
+    // A truncated report, a FIFO (nobody writes it: before, --from waited forever), a missing file.
+    std::ofstream(saved) << r.out.substr(0, r.out.size() / 2);
+    expect_one_line_error(run_cli("cost --from " + saved.string()), "is not a report of retnet cost --json (");
     fs::remove(saved);
+    ASSERT_EQ(::mkfifo(saved.c_str(), 0600), 0);
+    expect_one_line_error(run_cli("cost --from " + saved.string()), saved.string() + ": is a FIFO (named pipe), expected a regular file");
+    fs::remove(saved);
+    expect_one_line_error(run_cli("cost --from " + saved.string()), saved.string() + ": cannot open (No such file or directory)");
+}
+
+// --plot onto a folder that cannot take the picture (/proc: no file can be made there) or onto a
+// FIFO is refused before anything is measured: one line, no table (before: the table, then the
+// error, after what may be minutes of measuring).
+TEST(Cli, CostPlotThatCannotBeWrittenIsRefusedBeforeMeasuring) {
+    const std::string cost = "cost --model " + kFixtures + "fla_small --lengths 3 --batch 1 --decode-steps 1 --plot ";
+    const fs::path fifo = fs::temp_directory_path() / ("retnet_cost_plot_" + std::to_string(getpid()) + ".png");
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const CliRun into_fifo = run_cli(cost + fifo.string());
+    fs::remove(fifo);
+    if (into_fifo.err.find("needs the Qt build") != std::string::npos) GTEST_SKIP() << "no --plot in this build";
+    expect_one_line_error(into_fifo, "--plot " + fifo.string() + " is not a regular file (a device or FIFO); choose a file name");
+    EXPECT_EQ(into_fifo.out, "");
+    const CliRun into_proc = run_cli(cost + "/proc/cost.png");
+    expect_one_line_error(into_proc, "retnet cost: error: --plot /proc/cost.png: cannot write in /proc (");
+    EXPECT_EQ(into_proc.out, "");
 }
 
 // bench on a Transformer twin reports its KV cache, which grows with the context.

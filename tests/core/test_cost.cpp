@@ -114,6 +114,35 @@ TEST_F(CostFixture, APrefillOverTheMemoryLimitIsReportedNotRun) {
     EXPECT_TRUE(report.points[3].out_of_memory);
 }
 
+// The batch's state size in 64 bits without wrapping: 2^30 sequences of 2^34 bytes of KV cache
+// each is 2^64 bytes, which wrapped to 0 and let the point run (a prefill of 2^34 / (bytes a token)
+// tokens, then 2^30 copies of its cache). Now it saturates and the point is out of memory. The
+// progress callback cancels any point that is tried, so a regression ends at once.
+TEST_F(CostFixture, AStateLargerThan64BitsIsOutOfMemoryNotWrapped) {
+    const int64_t per_token = kv_cache_bytes(twin->config, 1);
+    ASSERT_EQ(per_token & (per_token - 1), 0) << per_token << " bytes a token: not a power of two";
+    const int batch = 1 << 30;
+    options.lengths = {static_cast<int>((int64_t(1) << 34) / per_token) - options.decode_steps - 2};
+    options.batches = {batch};
+    // Above the twin's prefill, below the RetNet's 2^30 states (its point is refused on those).
+    const uint64_t limit = 2 * prefill_host_bytes(twin->config, options.lengths[0]);
+    ASSERT_GT(uint64_t(batch) * uint64_t(recurrent_state_bytes(retnet_model->config)), limit);
+    const uint64_t saved = memory_limit();
+    const std::string source = memory_limit_source();
+    set_memory_limit(limit, "the test");
+    bool tried = false;
+    const CostProgress tries = [&](double, const std::string&) { return !(tried = true); };
+    CostReport report;
+    EXPECT_NO_THROW(report = measure_cost(*retnet, *transformer, options, tries));
+    set_memory_limit(saved, source);
+    EXPECT_FALSE(tried);
+    ASSERT_EQ(report.points.size(), 2u);
+    for (const CostPoint& p : report.points) {
+        EXPECT_TRUE(p.out_of_memory) << p.model;
+        EXPECT_EQ(p.note.rfind("the state memory of " + p.model + " at ", 0), 0u) << p.note;
+    }
+}
+
 TEST_F(CostFixture, CancelStopsWithCancelledAndLeavesTheBackendsUsable) {
     int calls = 0;
     const CostProgress cancel_third = [&](double fraction, const std::string& what) {

@@ -7,10 +7,12 @@
 
 #include <cstdlib>
 
+#include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 
+#include <algorithm>
 #include <cmath>
 #include <thread>
 
@@ -288,6 +290,18 @@ TEST(RobustTrainRun, SecondWriterIsRefused) {
               std::string::npos)
         << r.err;
     EXPECT_FALSE(fs::exists(dir / "run" / "checkpoint"));
+    // A holder that has not written its id yet (it took the lock a moment ago): no "(process ?)".
+    fs::create_directories(dir / "fresh");
+    const int fd = ::open((dir / "fresh" / "train.lock").c_str(), O_RDWR | O_CREAT, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+    std::vector<std::string> into_fresh = with(args, {"--steps", "1"});
+    *(std::find(into_fresh.begin(), into_fresh.end(), "--out") + 1) = (dir / "fresh").string();
+    const CliResult early = run_retnet(into_fresh);
+    ::close(fd);
+    EXPECT_EQ(early.exit_code, 1);
+    EXPECT_EQ(early.err, "retnet train: error: " + (dir / "fresh").string() +
+                             " is in use by another `retnet train`; wait for it or choose another --out\n");
 }
 
 TEST(RobustTrainRun, CompleteCheckpointTmpIsRecoveredAndAnIncompleteOneIgnored) {

@@ -103,6 +103,49 @@ TEST(TrainLoop, InterruptedAndResumedRunEqualsUninterruptedRun) {
     test::expect_resume_equals_uninterrupted(full, part);
 }
 
+// Ctrl-C raised while the inputs are read (before the first step): nothing is trained, nothing is
+// saved, and on_started (where `retnet train` removes the run --overwrite replaces) is not called;
+// a resumed run's checkpoint is left byte for byte. Otherwise on_started comes once, before the
+// first step's report. Before, the loop saved a checkpoint of step 0 (a fresh run now "held a run"
+// that needed --resume or --overwrite).
+TEST(TrainLoop, AStopRaisedWhileStartingSavesNothing) {
+    Workspace ws;
+    TrainOptions o = ws.options("start");
+    o.steps = 2;
+    int started = 0, reports_before_start = 0;
+    o.on_started = [&] { ++started; };
+    const auto follow = [&](const TrainProgress&) { reports_before_start += started == 0 ? 1 : 0; };
+    std::atomic<bool> stop{true};
+    const TrainResult early = run_training(o, follow, &stop);
+    EXPECT_TRUE(early.interrupted);
+    EXPECT_FALSE(early.started);
+    EXPECT_EQ(early.steps_done, 0);
+    EXPECT_EQ(started, 0);
+    EXPECT_FALSE(fs::exists(fs::path(o.out_dir) / "checkpoint"));
+    EXPECT_FALSE(fs::exists(fs::path(o.out_dir) / "best"));
+
+    stop = false;
+    const TrainResult done = run_training(o, follow, &stop);
+    EXPECT_TRUE(done.started);
+    EXPECT_EQ(done.steps_done, 2);
+    EXPECT_EQ(started, 1);
+    EXPECT_EQ(reports_before_start, 0);
+
+    const fs::path weights = fs::path(o.out_dir) / "checkpoint" / "model.safetensors";
+    const std::string saved = robustness::slurp(weights);
+    const auto saved_time = fs::last_write_time(weights);
+    o.resume = true;
+    o.on_started = nullptr;
+    o.steps = 4;
+    stop = true;
+    const TrainResult resumed = run_training(o, follow, &stop);
+    EXPECT_TRUE(resumed.interrupted);
+    EXPECT_FALSE(resumed.started);
+    EXPECT_EQ(resumed.steps_done, 2);
+    EXPECT_EQ(robustness::slurp(weights), saved);
+    EXPECT_EQ(fs::last_write_time(weights), saved_time);
+}
+
 // With --ema-decay the loop keeps average_t = average_{t−1} + (1 − d_t)(params_t − average_{t−1})
 // from the initial weights, resumes it exactly, and validates and saves it (not the raw weights).
 TEST(TrainLoop, ParameterAverageFollowsItsDefinitionAndResumes) {

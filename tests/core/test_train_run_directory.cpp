@@ -3,6 +3,7 @@
 // start that fails, --out as a symbolic link. Tiny CPU runs (a 1-layer d 16 model, 2 × 16 tokens);
 // the lock's clean-up and the link's resolution also on their own.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <string>
@@ -63,6 +64,13 @@ TEST(TrainRunDirectory, FinishedRunResumedWithOtherOptionsIsRefusedLikeAnUnfinis
                          " (not the model of the run, " + (dir / "run" / "checkpoint" / "config.json").string() + ")"),
               std::string::npos)
         << r.err;
+    // Fewer --steps than the run has done: said so, not "complete at step 2/1".
+    const CliResult past = run_retnet(with(args, {"--steps", "1", "--resume"}));
+    EXPECT_EQ(past.exit_code, 0) << past.err;
+    EXPECT_NE(past.out.find("is already at step 2, past --steps 1; nothing to do (give --steps above 2 to train "
+                            "further)"),
+              std::string::npos)
+        << past.out;
     // Unchanged: complete, nothing to do, exit 0, the checkpoint untouched.
     const CliResult done = run_retnet(with(args, {"--steps", "2", "--resume"}));
     EXPECT_EQ(done.exit_code, 0) << done.err;
@@ -122,6 +130,84 @@ TEST(TrainRunDirectory, FailedStartIntoAnExistingDirectoryLeavesItAsItWas) {
     const CliResult fixed = run_retnet(replaced(args, "--out", (dir / "empty").string()));
     EXPECT_EQ(fixed.exit_code, 0) << fixed.err;
     EXPECT_TRUE(fs::exists(dir / "empty" / "checkpoint" / "trainer_state.json"));
+}
+
+// --overwrite whose start fails (text that is not UTF-8, a config that does not fit the tokenizer:
+// both found once the trainer reads them) keeps the run it would have replaced, every file of it
+// run.json included, so --resume still continues it; one that starts replaces it. Before, the old
+// checkpoints were removed before the inputs were read, and a typo lost the run.
+TEST(TrainRunDirectory, OverwriteThatFailsToStartKeepsTheRunItWouldReplace) {
+    ScratchDir dir("overwrite_failed");
+    const std::vector<std::string> args = with(tiny_training_args(dir.path()), {"--steps", "1"});
+    ASSERT_EQ(run_retnet(args).exit_code, 0);
+    spit(dir / "latin1.txt", slurp(dir / "text.txt") + "caf\xe9\n");
+    std::string config = slurp(dir / "config.json");
+    config.replace(config.find("\"vocab_size\": 400"), 17, "\"vocab_size\": 500");
+    spit(dir / "vocab500.json", config);
+    const std::vector<std::string> before = entries(dir / "run");
+    const std::string weights = slurp(dir / "run" / "checkpoint" / "model.safetensors");
+    const std::string run_json = slurp(dir / "run" / "run.json");
+    const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+        {replaced(args, "--data", (dir / "latin1.txt").string()), "latin1.txt: invalid UTF-8 at byte offset"},
+        {replaced(args, "--config", (dir / "vocab500.json").string()), "vocab500.json: vocab_size = 500 but "},
+    };
+    for (const auto& [failing, message] : cases) {
+        const CliResult r = run_retnet(with(failing, {"--overwrite"}));
+        EXPECT_EQ(r.exit_code, 1) << message;
+        EXPECT_EQ(r.err_lines(), 1) << r.err;
+        EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+        EXPECT_EQ(entries(dir / "run"), before) << message;
+        EXPECT_EQ(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights) << message;
+        EXPECT_EQ(slurp(dir / "run" / "run.json"), run_json) << message;
+    }
+    const CliResult resumed = run_retnet(replaced(with(args, {"--resume"}), "--steps", "2"));
+    EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
+    EXPECT_NE(resumed.out.find("step      2/2"), std::string::npos) << resumed.out;
+    // A start that works replaces it: a new run of one step with another seed.
+    const CliResult replaced_run = run_retnet(with(args, {"--overwrite", "--seed", "5"}));
+    EXPECT_EQ(replaced_run.exit_code, 0) << replaced_run.err;
+    const std::string state = slurp(dir / "run" / "checkpoint" / "trainer_state.json");
+    EXPECT_NE(state.find("\"step\": 1,"), std::string::npos) << state;
+    EXPECT_NE(state.find("\"seed\": 5"), std::string::npos) << state;
+    EXPECT_NE(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights);
+    EXPECT_EQ(entries(dir / "run"), before);
+}
+
+// --out naming a file, a FIFO or a device: what it is, in one line (before: mkdir's "Not a
+// directory", as if a parent were wrong), and it is left as it was.
+TEST(TrainRunDirectory, OutThatIsNotADirectorySaysWhatItIs) {
+    ScratchDir dir("out_not_a_directory");
+    const std::vector<std::string> args = with(tiny_training_args(dir.path()), {"--steps", "1"});
+    spit(dir / "file", "mine");
+    ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0644), 0);
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {(dir / "file").string(), "a regular file"},
+        {(dir / "fifo").string(), "a FIFO (named pipe)"},
+        {"/dev/null", "a character device"},  // only looked at: refused before anything is created
+    };
+    for (const auto& [out, kind] : cases) {
+        const CliResult r = run_retnet(replaced(args, "--out", out));
+        EXPECT_EQ(r.exit_code, 1) << out;
+        EXPECT_EQ(r.err, "retnet train: error: --out " + out + " is " + kind + ", not a directory; give --out a directory\n");
+    }
+    // Below a file or a link to nothing: that one is named (mkdir said "Not a directory" or "File
+    // exists"), and nothing is created.
+    fs::create_symlink("nowhere", dir / "dangling");
+    const std::vector<std::pair<fs::path, std::string>> below = {
+        {dir / "file" / "run", (dir / "file").string() + " is a regular file, not a directory"},
+        {dir / "dangling" / "run", (dir / "dangling").string() + " is a symbolic link to nowhere, which does not exist"},
+    };
+    for (const auto& [out, why] : below) {
+        const CliResult r = run_retnet(replaced(args, "--out", out.string()));
+        EXPECT_EQ(r.exit_code, 1) << out;
+        EXPECT_EQ(r.err, "retnet train: error: " + out.string() + ": cannot create the run directory (" + why + ")\n");
+    }
+    EXPECT_FALSE(fs::exists(dir / "nowhere"));
+    const CliResult empty = run_retnet(replaced(args, "--out", ""));
+    EXPECT_EQ(empty.exit_code, 1);
+    EXPECT_EQ(empty.err, "retnet train: error: --out is empty; give the run directory\n");
+    EXPECT_EQ(slurp(dir / "file"), "mine");
+    EXPECT_TRUE(fs::is_fifo(dir / "fifo"));
 }
 
 // A resume that fails once training has the directory (a damaged trainer_state.json, found when

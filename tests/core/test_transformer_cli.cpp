@@ -141,6 +141,25 @@ TEST_F(TwinCli, CostWarnsWhenTheTransformerIsNotTheModelsSize) {
     ASSERT_EQ(report["points"].size(), 2u);
     EXPECT_EQ(report["points"][1]["model"], "Transformer");
     EXPECT_GT(report["points"][1]["ms_per_step"].get<double>(), 0.0);
+
+    // Another vocabulary: one line naming both, no size warning before it (it had been the first
+    // of two lines). A RetNet as --transformer: named as one, with how to make its twin.
+    llama = nlohmann::json::parse(slurp(path("twin") + "/config.json"));
+    llama["vocab_size"] = llama["vocab_size"].get<int>() + 100;
+    std::ofstream(path("llama_vocab.json")) << llama.dump();
+    ASSERT_EQ(run_cli("init --arch transformer --config " + path("llama_vocab.json") + " --out " + path("vocab")).exit_code, 0);
+    const CliRun vocab = run_cli(cost + path("vocab"));
+    EXPECT_EQ(vocab.exit_code, 1);
+    EXPECT_EQ(vocab.err, "retnet cost: error: --transformer " + path("vocab") + " has a vocabulary of " +
+                             std::to_string(llama["vocab_size"].get<int>()) + " tokens and --model one of " +
+                             std::to_string(llama["vocab_size"].get<int>() - 100) +
+                             "; both run on the same token streams, so they need the same vocabulary\n");
+    EXPECT_EQ(vocab.out, "");
+    const CliRun retnet = run_cli(cost + path("retnet"));
+    EXPECT_EQ(retnet.exit_code, 1);
+    EXPECT_EQ(retnet.err, "retnet cost: error: --transformer " + path("retnet") +
+                              " is not a Llama-format Transformer (it is a RetNet; make its twin with retnet init "
+                              "--arch transformer --like DIR)\n");
 }
 
 // init writes a new model: it never replaces what a directory holds (a trained model, the --like

@@ -4,7 +4,8 @@
 // trainer writes anything:
 // - one writer: an exclusive lock (flock on DIR/train.lock, released when the process ends, even by
 //   kill -9), a second `retnet train` on DIR is refused naming the first one's process id;
-// - no silent clobbering: a directory that holds a run is only replaced with --overwrite;
+// - no silent clobbering: a directory that holds a run is only replaced with --overwrite, and only
+//   once the new run has started;
 // - an honest resume: the data and tokenizer must be the ones the run started with
 //   (DIR/run.json records their size and hash), and so must the options that define the run,
 //   else the difference is named — also when the run is already finished;
@@ -70,11 +71,16 @@ RunInputs parse_run_inputs(const std::string& json_text, const std::string& sour
 std::string run_inputs_json(const RunInputs& inputs);
 
 // Before training into options.out_dir (call with the lock held). Fresh run: refuses a directory
-// holding a run unless `overwrite` (then removes the old run's checkpoints); records run.json.
+// holding a run unless `overwrite` (the old run is removed later, by begin_fresh_run).
 // Resume: takes a complete newer checkpoint.tmp, refuses other data, another tokenizer or other
 // options (check_resume_options), finished or not.
 // Returns the progress of the checkpoint a resume continues from; nullopt for a fresh run. Lines
 // worth telling the user (a recovered checkpoint) go to `notice`.
 std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& options, bool overwrite, std::string* notice);
+
+// A fresh run once its trainer has started (TrainOptions::on_started, with the lock held): removes
+// the run --overwrite replaces and records run.json. Not before: a start that fails (text that is
+// not UTF-8, a config that does not fit the tokenizer, a device that cannot start) keeps that run.
+void begin_fresh_run(const TrainOptions& options);
 
 }  // namespace retnet::train

@@ -117,6 +117,11 @@ struct TrainOptions {
     // ranks must divide it). Rank 0 sets the initial state (fresh or from the checkpoint) and sends
     // it to the others, and alone reports progress and writes to out_dir. Null: one process.
     Communicator* communicator = nullptr;
+    // Called on the writer (rank 0) once the inputs are read, the initial state is made and the
+    // device has started, just before the first step: `retnet train` writes a fresh run's run.json
+    // and removes the run --overwrite replaces only here (begin_fresh_run in
+    // retnet/run_directory.h), so a start that fails, or is interrupted, leaves that run as it was.
+    std::function<void()> on_started;
 };
 
 struct TrainProgress {
@@ -134,6 +139,7 @@ struct TrainResult {
     double best_val_loss = 0, best_val_bpc = 0;
     double elapsed_s = 0;
     bool interrupted = false;
+    bool started = true;  // false: interrupted before the first step, while the inputs were read (nothing saved)
 };
 
 // The config a run trains: config_path's, made the options' architecture (config_for_architecture).
@@ -147,7 +153,8 @@ ModelConfig run_config(const TrainOptions& options);
 void check_resume_options(const TrainOptions& options, const std::string& checkpoint_dir);
 
 // Runs (or, with options.resume, continues) training. `stop` is polled after every step: when it
-// becomes true the loop saves a checkpoint and returns with interrupted = true.
+// becomes true the loop saves a checkpoint and returns with interrupted = true; raised before the
+// first step (while the inputs were read) it saves nothing and returns with started = false too.
 TrainResult run_training(const TrainOptions& options,
                          const std::function<void(const TrainProgress&)>& on_progress,
                          const std::atomic<bool>* stop = nullptr);

@@ -202,9 +202,38 @@ bool still_named(int fd, const std::string& path) {
            opened.st_ino == named.st_ino;
 }
 
+// What stands at an --out that is not a directory, for its refusal.
+const char* kind_of(const fs::file_status& s) {
+    switch (s.type()) {
+        case fs::file_type::regular: return "a regular file";
+        case fs::file_type::character: return "a character device";
+        case fs::file_type::block: return "a block device";
+        case fs::file_type::fifo: return "a FIFO (named pipe)";
+        case fs::file_type::socket: return "a socket";
+        default: return "not a directory";
+    }
+}
+
+// Why `dir` cannot be made when an ancestor stands in the way (mkdir says only "File exists" or
+// "Not a directory"): the nearest one that exists and is not a directory, or a link to nothing.
+std::string blocking_ancestor(const fs::path& dir) {
+    std::error_code ec;
+    for (fs::path p = dir.parent_path(); !p.empty() && p != p.root_path(); p = p.parent_path()) {
+        const fs::file_status own = fs::symlink_status(p, ec);
+        if (!fs::exists(own)) continue;
+        const fs::file_status st = fs::status(p, ec);
+        if (fs::is_symlink(own) && !fs::exists(st))
+            return p.string() + " is a symbolic link to " + fs::read_symlink(p, ec).string() + ", which does not exist";
+        if (!fs::is_directory(st)) return p.string() + " is " + kind_of(st) + ", not a directory";
+        return "";
+    }
+    return "";
+}
+
 }  // namespace
 
 std::string resolve_run_directory(const std::string& out_dir) {
+    if (out_dir.empty()) throw Error("--out is empty; give the run directory");
     fs::path link(out_dir);
     if (!link.has_filename()) link = link.parent_path();  // "link/" would be followed by the kernel itself
     std::error_code ec;
@@ -224,6 +253,10 @@ std::string resolve_run_directory(const std::string& out_dir) {
 
 RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) : dir_(out_dir) {
     const std::string path = (fs::path(out_dir) / "train.lock").string();
+    std::error_code status_ec;
+    // Named here, not as mkdir's "Not a directory", which reads as if a parent were wrong.
+    if (const fs::file_status st = fs::status(out_dir, status_ec); fs::exists(st) && !fs::is_directory(st))
+        throw Error("--out " + out_dir + " is " + kind_of(st) + ", not a directory; give --out a directory");
     for (int attempt = 0; fd_ < 0; ++attempt) {
         for (std::string& dir : missing_directories(out_dir))
             if (std::find(made_dirs_.begin(), made_dirs_.end(), dir) == made_dirs_.end())
@@ -232,7 +265,8 @@ RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) : dir_(out_dir) {
         fs::create_directories(out_dir, ec);
         if (ec) {
             remove_made_directories();
-            throw Error(out_dir + ": cannot create the run directory (" + ec.message() + ")");
+            const std::string why = blocking_ancestor(fs::path(out_dir));
+            throw Error(out_dir + ": cannot create the run directory (" + (why.empty() ? ec.message() : why) + ")");
         }
         new_names_.clear();
         for (const char* name : kMadeByARun)
@@ -248,10 +282,12 @@ RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) : dir_(out_dir) {
             const ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
             ::close(fd_);
             fd_ = -1;
-            std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "?";
-            if (holder.find_first_not_of("0123456789") != std::string::npos) holder = "?";
-            throw Error(out_dir + " is in use by another `retnet train` (process " + holder +
-                        "); wait for it or choose another --out");
+            std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "";
+            if (holder.find_first_not_of("0123456789") != std::string::npos) holder.clear();
+            // No id yet when the holder has only just taken the lock (two starts at once).
+            throw Error(out_dir + " is in use by another `retnet train`" +
+                        (holder.empty() ? std::string() : " (process " + holder + ")") +
+                        "; wait for it or choose another --out");
         }
         if (!still_named(fd_, path)) {
             ::close(fd_);
@@ -352,12 +388,16 @@ std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& o, bool 
                               : std::string()) +
                         "; continue it with --resume, replace it with --overwrite, or choose another --out");
         }
-        for (const char* name : kRunFiles) fs::remove_all(out / name);
     }
+    return std::nullopt;  // the replaced run stays until begin_fresh_run
+}
+
+void begin_fresh_run(const TrainOptions& o) {
+    const fs::path out(o.out_dir);
+    for (const char* name : kRunFiles) fs::remove_all(out / name);
     io::AtomicFile file((out / "run.json").string());
     file.write(run_inputs_json(fingerprint_inputs(o.data_path, o.tokenizer_path)));
     file.commit();
-    return std::nullopt;
 }
 
 }  // namespace retnet::train

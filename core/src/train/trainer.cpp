@@ -414,7 +414,15 @@ public:
 
     TrainResult run(const std::atomic<bool>* stop) {
         TrainResult result;
-        while (s_.adam.step < s_.total_steps) {
+        // Ctrl-C while the inputs were read: nothing was trained, so nothing is saved (a fresh run
+        // leaves no checkpoint of step 0, and the run --overwrite would replace stays).
+        if (any_rank(stop && stop->load())) {
+            result.interrupted = true;
+            result.started = false;
+        } else if (writer_ && o_.on_started) {
+            o_.on_started();
+        }
+        while (result.started && s_.adam.step < s_.total_steps) {
             if (any_rank(stop && stop->load())) {
                 result.interrupted = true;
                 break;
@@ -424,7 +432,7 @@ public:
             report_window();
             validate_and_save();
         }
-        if (result.interrupted) {
+        if (result.interrupted && result.started) {
             sync_from_device();
             check_ranks_agree();
             checkpoint();
