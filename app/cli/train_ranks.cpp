@@ -64,8 +64,14 @@ void resolve_out_dir(train::TrainOptions& o, bool announce) {
 bool already_complete(const train::CheckpointInfo& info, const train::TrainOptions& o) {
     const int64_t total = info.schedule_fixed ? info.total_steps : o.steps;
     if (info.step < total) return false;
-    std::printf("the run in %s is already complete at step %lld/%lld; nothing to do (raise --steps to train further)\n",
-                shown(o.out_dir).c_str(), static_cast<long long>(info.step), static_cast<long long>(total));
+    const auto step = static_cast<long long>(info.step);
+    if (info.step > total && !info.schedule_fixed)  // --steps lowered below the steps done: not "2/1"
+        std::printf("the run in %s is already at step %lld, past --steps %lld; nothing to do (raise --steps above "
+                    "%lld to train further)\n",
+                    shown(o.out_dir).c_str(), step, static_cast<long long>(total), step);
+    else
+        std::printf("the run in %s is already complete at step %lld/%lld; nothing to do (raise --steps to train further)\n",
+                    shown(o.out_dir).c_str(), step, static_cast<long long>(total));
     return true;
 }
 

@@ -69,6 +69,14 @@ TEST(TrainRunDirectory, FinishedRunResumedWithOtherOptionsIsRefusedLikeAnUnfinis
     EXPECT_EQ(done.err, "");
     EXPECT_NE(done.out.find("already complete at step 2/2; nothing to do"), std::string::npos) << done.out;
     EXPECT_EQ(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights);
+    // --steps lowered below the steps done: past it, said so (not "complete at step 2/1").
+    const CliResult past = run_retnet(with(args, {"--steps", "1", "--resume"}));
+    EXPECT_EQ(past.exit_code, 0) << past.err;
+    EXPECT_EQ(past.err, "");
+    EXPECT_EQ(past.out, "the run in " + (dir / "run").string() +
+                            " is already at step 2, past --steps 1; nothing to do (raise --steps above 2 to train "
+                            "further)\n");
+    EXPECT_EQ(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights);
 }
 
 // Starts that fail after the run directory was taken (the lock, run.json): text that is not UTF-8,
