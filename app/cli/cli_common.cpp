@@ -45,14 +45,22 @@ std::string model_dir_or_default(const std::string& dir) {
     return bundled;
 }
 
-std::shared_ptr<const Model> load_model_edited(const std::string& dir_option, const InterventionText& text,
-                                               const ProgressCallback& progress) {
+Model load_model_interruptible(const std::string& dir, WeightStorage storage) {
+    // A large model takes seconds to read, and SIGINT's default action would end the process
+    // without a word; the loader polls the flag before each tensor.
+    const InterruptGuard interrupt;
+    Model model = load_model(dir, interrupt.progress(), storage);
+    interrupt.check();
+    return model;
+}
+
+std::shared_ptr<const Model> load_model_edited(const std::string& dir_option, const InterventionText& text) {
     const std::string dir = model_dir_or_default(dir_option);
     const Interventions edits = parse_interventions(text.mute, text.gamma);
     check_model_memory(dir, edits.empty() ? 1 : 2);  // an edited model is a second copy
     // bf16 weights stay bf16 (half the memory; the CPU backend streams them, make_backend widens
     // them for other devices).
-    Model model = load_model(dir, progress, WeightStorage::AsStored);
+    Model model = load_model_interruptible(dir, WeightStorage::AsStored);
     if (edits.empty()) return std::make_shared<const Model>(std::move(model));
     auto edited = std::make_shared<const Model>(apply_interventions(model, edits));
     std::fprintf(stderr, "retnet: interventions: %s\n", describe(edits).c_str());
@@ -60,24 +68,39 @@ std::shared_ptr<const Model> load_model_edited(const std::string& dir_option, co
 }
 
 std::unique_ptr<Backend> make_backend_option(const std::string& device, std::shared_ptr<const Model> model) {
+    const InterruptGuard interrupt;  // the copy to a device cannot be polled: a Ctrl-C is said after it
     std::string notice;
     auto backend = make_backend_or_cpu(device, std::move(model), &notice);
     if (!notice.empty()) std::fprintf(stderr, "retnet: %s\n", notice.c_str());
+    interrupt.check();
     return backend;
 }
 
 namespace {
 std::atomic<bool> g_interrupted{false};
+int g_guards = 0;  // guards alive; only the main thread makes them
 extern "C" void retnet_cli_on_sigint(int) { g_interrupted.store(true); }
 }  // namespace
 
 InterruptGuard::InterruptGuard() {
-    g_interrupted.store(false);
+    if (g_guards++ == 0) g_interrupted.store(false);  // an inner guard keeps a Ctrl-C the outer one saw
     previous_ = std::signal(SIGINT, retnet_cli_on_sigint);
 }
-InterruptGuard::~InterruptGuard() { std::signal(SIGINT, previous_); }
+InterruptGuard::~InterruptGuard() {
+    std::signal(SIGINT, previous_);
+    --g_guards;
+}
 const std::atomic<bool>& InterruptGuard::flag() const { return g_interrupted; }
 std::atomic<bool>& InterruptGuard::flag() { return g_interrupted; }
+void InterruptGuard::check() const {
+    if (raised()) throw Cancelled();
+}
+ProgressCallback InterruptGuard::progress() const {
+    return [](double) { return !g_interrupted.load(); };
+}
+std::function<bool()> InterruptGuard::cancelled() const {
+    return [] { return g_interrupted.load(); };
+}
 
 uint64_t forward_memory_bytes(const ModelConfig& c, int64_t T, Form form, int chunk) {
     const auto t = static_cast<uint64_t>(std::max<int64_t>(T, 0));
@@ -160,10 +183,17 @@ std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& 
         device = bf16 ? "cuda-bf16" : "cuda";
         return model;
     }
-    if (!bf16) return with_f32_weights(std::move(model));
+    const InterruptGuard interrupt;  // a copy of every weight: seconds for a large model
+    if (!bf16) {
+        auto widened = with_f32_weights(std::move(model));
+        interrupt.check();
+        return widened;
+    }
     Model narrowed = *model;
-    for (const Tensor* t : weight_tensors(narrowed))
+    for (const Tensor* t : weight_tensors(narrowed)) {
         if (t->rank() == 2) const_cast<Tensor*>(t)->narrow_to_bf16();
+        interrupt.check();
+    }
     return std::make_shared<const Model>(std::move(narrowed));
 }
 

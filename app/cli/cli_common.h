@@ -3,6 +3,7 @@
 // What several subcommands share: finding and loading the model, choosing the backend.
 #include <atomic>
 #include <csignal>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,14 +23,18 @@ std::string default_model_dir();
 // retnet::Error naming where it looked when there is none).
 std::string model_dir_or_default(const std::string& dir);
 
+// load_model with Ctrl-C caught while it reads (InterruptGuard): a Ctrl-C stops it between tensors
+// with retnet::Cancelled, which main() reports as "retnet COMMAND: cancelled" with status 130.
+Model load_model_interruptible(const std::string& dir, WeightStorage storage = WeightStorage::F32);
+
 // The model in `dir` (or the bundled default model), with the interventions of --mute L.H,… and
-// --gamma H=G,… applied (retnet/intervention.h), announced on stderr. `progress` is asked between
-// tensors; false cancels (retnet::Cancelled).
-std::shared_ptr<const Model> load_model_edited(const std::string& dir, const InterventionText& edits = {},
-                                               const ProgressCallback& progress = {});
+// --gamma H=G,… applied (retnet/intervention.h), announced on stderr. Interruptible as
+// load_model_interruptible (bf16 weights kept as stored).
+std::shared_ptr<const Model> load_model_edited(const std::string& dir, const InterventionText& edits = {});
 
 // The backend of --device (cpu|cuda|reference). A CUDA request on a machine without a usable GPU
-// falls back to the CPU with a one-line notice on stderr.
+// falls back to the CPU with a one-line notice on stderr. A Ctrl-C while the weights are copied
+// (to a GPU: seconds for a large model) throws retnet::Cancelled once they are.
 std::unique_ptr<Backend> make_backend_option(const std::string& device, std::shared_ptr<const Model> model);
 
 // A list option such as --lengths 64,256,1024, strictly ("1e9" or "12abc" are refused); every
@@ -42,12 +47,15 @@ Architecture parse_architecture(const std::string& arch);
 
 // --dtype stored|fp32|bf16: the projections' precision. On CUDA it picks cuda or cuda-bf16 (and
 // changes `device`); on the CPU it widens a bf16 checkpoint to float32 or narrows a float32 one to
-// bf16 in memory.
+// bf16 in memory (a Ctrl-C stops the copy between tensors: retnet::Cancelled).
 std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& device, std::shared_ptr<const Model> model);
 
 // Ctrl-C during a long command: while an InterruptGuard lives, SIGINT only raises flag(), which the
 // work polls (to stop cleanly: save, print what it has, exit 130); the previous handler comes back
-// when the guard ends. One guard at a time.
+// when the guard ends. A command whose work polls holds one from before its model loads; the
+// loading helpers above hold their own for the load alone, so that SIGINT's default action is back
+// for work that does not poll. Guards nest (all on the main thread): an inner one shares the
+// outer one's flag, which only the outermost clears.
 class InterruptGuard {
 public:
     InterruptGuard();
@@ -57,6 +65,12 @@ public:
     const std::atomic<bool>& flag() const;
     std::atomic<bool>& flag();
     bool raised() const { return flag().load(); }
+    // Throws retnet::Cancelled once Ctrl-C came: between steps that do not poll the flag.
+    void check() const;
+    // For load_model and its kin, asked between tensors: false once Ctrl-C came.
+    ProgressCallback progress() const;
+    // For make_random_model, asked between layers: true once Ctrl-C came.
+    std::function<bool()> cancelled() const;
 
 private:
     void (*previous_)(int);

@@ -100,16 +100,16 @@ void chat_turn(Session& s, const std::string& line, InterruptGuard& interrupt) {
                  static_cast<long long>(s.generator.length()));
 }
 
-// Lines until end of input or /quit. Returns the exit status: 1 when a line was refused.
 // What the model keeps between turns, for the ready line.
 std::string ready_state(const ModelConfig& c) {
     if (c.is_transformer()) return "its KV cache " + format_bytes(kv_cache_bytes(c, 1)) + " a token of the conversation";
     return "its state " + format_bytes(recurrent_state_bytes(c)) + " whatever the length of the conversation";
 }
 
-int chat_loop(Session& s) {
+// Lines until end of input or /quit; Ctrl-C (`interrupt`) ends the reply under way. Returns the
+// exit status: 1 when a line was refused.
+int chat_loop(Session& s, InterruptGuard& interrupt) {
     const bool terminal = ::isatty(0) != 0;
-    InterruptGuard interrupt;  // Ctrl-C ends the reply under way
     std::fprintf(stderr,
                  "retnet chat: ready (%s model, %s). /reset clears the state, /quit or end of input ends, Ctrl-C "
                  "stops a reply.\n",
@@ -155,13 +155,17 @@ int run_chat(const std::vector<std::string>& argv) {
     GenerationParams params = c.generation.resolve("chat");
     params.checkpoint_interval = 0;  // nothing rewinds: keep only the state the model holds
     params.n_top = 0;
+    // Ctrl-C while the model loads cancels the command; once the session is ready it ends the
+    // reply under way.
+    InterruptGuard interrupt;
     auto model = load_model_edited(model_dir, c.edits);
     auto backend = make_backend_option(c.device, model);
     const std::unique_ptr<Tokenizer> tokenizer = Tokenizer::load_from_model_dir(model_dir);
     if (!tokenizer) throw Error(model_dir + " has no tokenizer.model: chat needs one to read text");
     Generator generator(*backend, tokenizer.get());
     Session session{*model, generator, params, !c.generation.no_bos, c.json};
-    return chat_loop(session);
+    interrupt.check();
+    return chat_loop(session, interrupt);
 }
 
 const Command reg("chat", "an interactive session that keeps the recurrent state between turns", &run_chat);

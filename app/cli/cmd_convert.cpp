@@ -33,7 +33,7 @@ int run_convert(const std::vector<std::string>& argv) {
         throw Error("--out " + out_dir + " is the model directory itself; choose another one");
 
     check_model_memory(model_dir, 2);  // the weights, and their bytes as they are written
-    const Model model = load_model(model_dir);
+    const Model model = load_model_interruptible(model_dir);
     // The files that come along are read (and the tokenizer checked) before anything is written, so
     // an unreadable one cannot leave a half-written output directory.
     std::vector<std::pair<std::string, std::string>> extras;  // name, bytes

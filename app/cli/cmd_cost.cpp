@@ -209,25 +209,19 @@ struct Measured {
 
 Measured measure(const CostArgs& args) {
     // Ctrl-C is caught from the start: loading a large model and making its random twin take
-    // seconds, and SIGINT's default action would end the process without a word. The loaders poll
-    // the flag between tensors (layers of the twin); the steps between are short.
+    // seconds. The loaders poll the flag between tensors (layers of the twin), the copies of the
+    // weights (apply_dtype, make_backend_option) when they end.
     InterruptGuard interrupt;
-    const auto stop_if_interrupted = [&interrupt] {
-        if (interrupt.raised()) throw Cancelled();
-    };
-    const ProgressCallback loading = [&interrupt](double) { return !interrupt.raised(); };
     std::string model_device = args.device;
-    auto retnet_model = apply_dtype(args.dtype, model_device, load_model_edited(args.model_dir, {}, loading));
+    auto retnet_model = apply_dtype(args.dtype, model_device, load_model_edited(args.model_dir));
     if (retnet_model->config.is_transformer())
         throw Error("--model must be a RetNet (it is a Transformer); pass a Transformer with --transformer");
-    stop_if_interrupted();
     std::shared_ptr<const Model> twin;
     if (args.transformer_dir.empty()) {
         check_memory(estimated_weight_bytes(transformer_twin_config(retnet_model->config)), "the Transformer twin");
-        twin = std::make_shared<const Model>(
-            make_transformer_twin(retnet_model->config, args.options.seed, [&interrupt] { return interrupt.raised(); }));
+        twin = std::make_shared<const Model>(make_transformer_twin(retnet_model->config, args.options.seed, interrupt.cancelled()));
     } else {
-        twin = std::make_shared<const Model>(load_model(args.transformer_dir, loading, WeightStorage::AsStored));
+        twin = std::make_shared<const Model>(load_model_interruptible(args.transformer_dir, WeightStorage::AsStored));
         if (!twin->config.is_transformer())
             throw Error("--transformer " + shown(args.transformer_dir) +
                         " is not a Llama-format Transformer (it is a RetNet; make its twin with retnet init --arch "
@@ -242,11 +236,9 @@ Measured measure(const CostArgs& args) {
     }
     std::string twin_device = args.device;
     twin = apply_dtype(args.dtype, twin_device, twin);
-    stop_if_interrupted();
     auto retnet_backend = make_backend_option(model_device, retnet_model);
     // A device the RetNet fell back from (no GPU) is not tried again for the twin: one notice, not two.
     if (retnet_backend->name() == "cpu") twin_device = "cpu";
-    stop_if_interrupted();
     auto twin_backend = make_backend_option(twin_device, twin);
     Measured out;
     try {

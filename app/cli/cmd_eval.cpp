@@ -67,6 +67,9 @@ int run_eval(const std::vector<std::string>& argv) {
     // Without them the windows run the trainer's forward (the RetNet's or the twin's), so that
     // --tail reproduces the trainer's validation numbers exactly.
     const bool edited = !parse_interventions(edits.mute, edits.gamma).empty();
+    // Ctrl-C is caught from the start: a large model takes seconds to load (its loader polls the
+    // flag between tensors), then the text is scanned and evaluated, both polling it.
+    InterruptGuard interrupt;
     std::unique_ptr<Backend> backend;
     if (stream || edited) backend = make_backend_option(device, load_model_edited(model_dir, edits));
     cpu::set_num_threads(threads);
@@ -75,7 +78,6 @@ int run_eval(const std::vector<std::string>& argv) {
     const Tokenizer tokenizer = Tokenizer::load(tok_path);
     // The text is read twice in blocks (checked and counted, then tokenized as it is evaluated), never
     // whole: a text of any size evaluates in the memory of one block and one batch of windows.
-    InterruptGuard interrupt;
     const TextScan scan = scan_text_file(text_path, tail, &interrupt.flag());
     const train::TextFileSpan part{text_path, scan.tail_begin, scan.tail_characters};
     train::EvalResult r;
@@ -86,7 +88,8 @@ int run_eval(const std::vector<std::string>& argv) {
         r = train::evaluate_file(train::backend_batch_loss(*backend), tokenizer, part, window, 8, eval_progress(interrupt));
     } else {
         check_model_memory(model_dir, 2);  // the model and its flattened parameters
-        const train::LoadedWeights w = train::load_trained_weights(model_dir);
+        const train::LoadedWeights w = train::load_trained_weights(model_dir, interrupt.progress());
+        interrupt.check();  // the first window batch of a large model takes seconds before its progress
         check_forward_memory(w.config, int64_t(window) * 8, Form::Chunkwise, window, "8 windows of --window " + std::to_string(window));
         const train::BatchLoss loss = [&w](const train::BatchView& view) {
             return train::loss_and_gradient<float>(w.config, w.layout, w.params.data(), view, nullptr);

@@ -96,6 +96,9 @@ int run_generate(const std::vector<std::string>& argv) {
     if (!c.json) params.n_top = 0;  // the candidates are listed only in JSON: no softmax per token otherwise
     const SamplerParams& sampler = params.sampler;
     const bool add_bos = !c.generation.no_bos;
+    // Caught from here, after the prompt is read (a Ctrl-C at a terminal typing it still ends the
+    // command at once): a large model takes seconds to load and a long prompt to encode.
+    InterruptGuard interrupt;
     auto model = load_model_edited(model_dir, c.edits);
     auto backend = make_backend_option(c.device, model);
 
@@ -111,8 +114,8 @@ int run_generate(const std::vector<std::string>& argv) {
     }
     // Before any allocation: a long prompt in the parallel form holds (T, T) scores per head.
     check_prompt_memory(model->config, static_cast<int64_t>(prompt.size()), params.prefill_form, params.chunk_size);
+    interrupt.check();  // nothing generated yet: "cancelled", not a summary of no tokens
 
-    InterruptGuard interrupt;
     std::string printed;  // stream text written so far
     bool first_id = true;
     const auto on_token = [&](const TokenEvent& e) {

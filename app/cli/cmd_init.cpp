@@ -69,6 +69,16 @@ void write_model(const Model& model, const std::string& tokenizer, const std::st
     }
 }
 
+// The model's random weights, with Ctrl-C caught while they are drawn (tens of seconds for billions
+// of values; asked between layers): retnet::Cancelled, before anything is written. The guard ends
+// before the writing, which a Ctrl-C ends as before (a directory without config.json).
+Model make_random_weights(const ModelConfig& config, uint64_t seed) {
+    const InterruptGuard interrupt;
+    Model model = make_random_model(config, seed, interrupt.cancelled());
+    interrupt.check();
+    return model;
+}
+
 int run_init(const std::vector<std::string>& argv) {
     const auto app = make_app("init", "Creates a model directory with random weights, initialized as the reference "
                                       "implementation does.");
@@ -89,7 +99,7 @@ int run_init(const std::vector<std::string>& argv) {
     const std::string tokenizer = like_tokenizer(like);
     // The weights, and their bytes as they are written.
     check_memory(saturating_product({2, estimated_weight_bytes(config)}), "a model of " + (like.empty() ? config_path : like));
-    const Model model = make_random_model(config, static_cast<uint64_t>(seed));
+    const Model model = make_random_weights(config, static_cast<uint64_t>(seed));
     write_model(model, tokenizer, out);
     std::fprintf(stderr, "wrote %s: %s model, %s parameters\n", shown(out).c_str(), format_name(model.config),
                  format_count(model.parameter_count()).c_str());

@@ -560,7 +560,9 @@ int run_serve(const std::vector<std::string>& argv) {
                     "add --allow-remote to listen there anyway");
     o.model = model_dir_or_default(o.model);
     check_model_memory(o.model);
-    auto model = std::make_shared<const Model>(load_model(o.model, {}, WeightStorage::AsStored));
+    // A Ctrl-C while the model loads cancels the command ("retnet serve: cancelled", 130); once the
+    // server runs, SIGINT and SIGTERM stop it gracefully (StopOnSignal below).
+    auto model = std::make_shared<const Model>(load_model_interruptible(o.model, WeightStorage::AsStored));
     const uint64_t kv_budget = check_serving_memory(model->config, o);
     std::string notice;
     auto backend = make_backend_or_cpu(o.device, model, &notice);

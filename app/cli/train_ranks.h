@@ -32,8 +32,8 @@ TrainRanks join_train_ranks(const dist::RankEnvironment& env);
 // resolved, before the lock is taken); with `announce`, says so in one line on stderr.
 void resolve_out_dir(train::TrainOptions& o, bool announce);
 
-// --resume of a run whose checkpoint is already at its last step: says so (instead of a "done" line
-// with no loss) and returns true.
+// --resume of a run whose checkpoint is already at its last step, or past a lowered --steps: says
+// so (instead of a "done" line with no loss) and returns true.
 bool already_complete(const train::CheckpointInfo& info, const train::TrainOptions& o);
 
 // `retnet train --gpus N` (N > 1) on this host: checks what every rank would refuse alike, takes

@@ -14,6 +14,7 @@
 #include "retnet/error.h"
 #include "retnet/model.h"
 #include "retnet/safetensors.h"
+#include "retnet/trainer.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -458,13 +459,40 @@ TEST_F(ModelIoTest, ProgressAndCancellation) {
         seen.push_back(f);
         return true;
     });
-    ASSERT_EQ(seen.size(), 2u + 10u * 2u + 1u);  // one call per weight tensor
+    ASSERT_EQ(seen.size(), 1u + 2u + 10u * 2u + 1u);  // once before the first weight tensor, once after each
+    EXPECT_EQ(seen.front(), 0.0);
     for (size_t i = 1; i < seen.size(); ++i) EXPECT_GT(seen[i], seen[i - 1]);
     EXPECT_DOUBLE_EQ(seen.back(), 1.0);
 
     int calls = 0;
     EXPECT_THROW(retnet::load_model(dir("p"), [&](double) { return ++calls < 3; }), retnet::Cancelled);
     EXPECT_EQ(calls, 3);
+}
+
+// The CLI's Ctrl-C reaches the loaders as a progress callback that turns false. Raised before the
+// load began (while the command checked the files), it stops the load at the first question,
+// before any tensor is read; raised while loading, after the tensor under way. `retnet eval`'s
+// load_trained_weights passes the callback through.
+TEST_F(ModelIoTest, ACancelBeforeOrDuringTheLoadStopsIt) {
+    const Model m = random_model(small_config(Family::Fla, false), 52);
+    retnet::save_model(m, dir("c"));
+    std::vector<double> asked;
+    const retnet::ProgressCallback raised_before = [&](double f) {
+        asked.push_back(f);
+        return false;
+    };
+    EXPECT_THROW(retnet::load_model(dir("c"), raised_before, retnet::WeightStorage::AsStored), retnet::Cancelled);
+    EXPECT_EQ(asked, std::vector<double>{0.0});
+    asked.clear();
+    EXPECT_THROW(retnet::train::load_trained_weights(dir("c"), raised_before), retnet::Cancelled);
+    EXPECT_EQ(asked, std::vector<double>{0.0});
+
+    int calls = 0;  // raised while the third tensor is read
+    EXPECT_THROW(retnet::train::load_trained_weights(dir("c"), [&](double) { return ++calls < 4; }), retnet::Cancelled);
+    EXPECT_EQ(calls, 4);
+    // Never raised: the weights of a load without a callback.
+    const auto never = [](double) { return true; };
+    EXPECT_EQ(retnet::train::load_trained_weights(dir("c"), never).params, retnet::train::load_trained_weights(dir("c")).params);
 }
 
 TEST_F(ModelIoTest, SaveChecksTheModelAndKeepsOldFilesOnFailure) {

@@ -64,18 +64,19 @@ TEST(TrainRunDirectory, FinishedRunResumedWithOtherOptionsIsRefusedLikeAnUnfinis
                          " (not the model of the run, " + (dir / "run" / "checkpoint" / "config.json").string() + ")"),
               std::string::npos)
         << r.err;
-    // Fewer --steps than the run has done: said so, not "complete at step 2/1".
-    const CliResult past = run_retnet(with(args, {"--steps", "1", "--resume"}));
-    EXPECT_EQ(past.exit_code, 0) << past.err;
-    EXPECT_NE(past.out.find("is already at step 2, past --steps 1; nothing to do (give --steps above 2 to train "
-                            "further)"),
-              std::string::npos)
-        << past.out;
     // Unchanged: complete, nothing to do, exit 0, the checkpoint untouched.
     const CliResult done = run_retnet(with(args, {"--steps", "2", "--resume"}));
     EXPECT_EQ(done.exit_code, 0) << done.err;
     EXPECT_EQ(done.err, "");
     EXPECT_NE(done.out.find("already complete at step 2/2; nothing to do"), std::string::npos) << done.out;
+    EXPECT_EQ(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights);
+    // --steps lowered below the steps done: past it, said so (not "complete at step 2/1").
+    const CliResult past = run_retnet(with(args, {"--steps", "1", "--resume"}));
+    EXPECT_EQ(past.exit_code, 0) << past.err;
+    EXPECT_EQ(past.err, "");
+    EXPECT_EQ(past.out, "the run in " + (dir / "run").string() +
+                            " is already at step 2, past --steps 1; nothing to do (give --steps above 2 to train "
+                            "further)\n");
     EXPECT_EQ(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights);
 }
 

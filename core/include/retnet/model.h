@@ -99,7 +99,7 @@ ModelConfig config_for_architecture(const ModelConfig& config, Architecture arch
 // `cancelled` as for make_random_model.
 Model make_transformer_twin(const ModelConfig& retnet, uint64_t seed, const std::function<bool()>& cancelled = {});
 
-// Reports load progress in [0, 1]; returning false cancels (throws retnet::Cancelled).
+// Reports load progress in [0, 1], from 0 before the first tensor; false cancels (retnet::Cancelled).
 using ProgressCallback = std::function<bool(double fraction)>;
 
 // How the loader holds the weights. F32: everything widened to float32 (training, analyses that

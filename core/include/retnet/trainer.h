@@ -68,13 +68,13 @@ EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer,
                                    int piece = 1024, const EvalProgress& progress = {});
 
 // Reads an fla model directory written by the trainer (config.json + model.safetensors) into the
-// flat parameter vector of `layout` (made from the returned config).
+// flat parameter vector of `layout` (made from the returned config). `progress` as for load_model.
 struct LoadedWeights {
     ModelConfig config;
     ParamLayout layout;
     std::vector<float> params;
 };
-LoadedWeights load_trained_weights(const std::string& directory);
+LoadedWeights load_trained_weights(const std::string& directory, const ProgressCallback& progress = {});
 // Writes config.json + model.safetensors (F32, fla state_dict names) into `directory`.
 void save_trained_weights(const ModelConfig& config, const ParamLayout& layout,
                           std::span<const float> params, const std::string& directory);

@@ -305,6 +305,9 @@ void read_slot_as(const Slot& s, const SafetensorsSet& set, std::vector<T> Tenso
 // a fused tensor into its several targets).
 void read_weights(const Layout& layout, const SafetensorsSet& set, uint64_t total_values, WeightStorage storage,
                   const ProgressCallback& progress, Model& model) {
+    // Asked before the first tensor too: a cancel that came before the load (a Ctrl-C while the
+    // files were checked) stops it before the largest tensors are read.
+    if (progress && !progress(0.0)) throw Cancelled();
     uint64_t done_values = 0;
     for (const Slot& s : layout.slots) {
         if (keeps_bf16(s, set, storage))

@@ -135,8 +135,8 @@ EvalResult evaluate_text_streaming(Backend& backend, const Tokenizer& tokenizer,
     return result;
 }
 
-LoadedWeights load_trained_weights(const std::string& directory) {
-    const Model model = load_model(directory);
+LoadedWeights load_trained_weights(const std::string& directory, const ProgressCallback& progress) {
+    const Model model = load_model(directory, progress);
     LoadedWeights w;
     w.config = model.config;
     w.layout = make_param_layout(w.config);  // throws for anything but the fla layout or its twin
