@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 
 #include <unistd.h>
 
@@ -198,6 +199,17 @@ std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& 
 }
 
 std::vector<int> parse_positive_list(const std::string& option, const std::string& text) {
+    // A number too large for an int is said to be one (not "expects integers")
+    for (size_t begin = 0; begin <= text.size();) {
+        const size_t end = std::min(text.find(',', begin), text.size());
+        const std::string item = text.substr(begin, end - begin);
+        const bool digits =
+            !item.empty() && std::all_of(item.begin(), item.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+        if (digits && (item.size() > 10 || std::stoll(item) > std::numeric_limits<int32_t>::max()))
+            throw Error(option + " value " + item + " is out of range (at most " +
+                        std::to_string(std::numeric_limits<int32_t>::max()) + ")");
+        begin = end + 1;
+    }
     std::vector<int> out;
     try {
         for (const int32_t T : parse_token_list(text)) out.push_back(T);

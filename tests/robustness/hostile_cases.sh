@@ -170,6 +170,8 @@ done
 for bad in 1e9 12abc 0 -3 "64,,256" "64;256"; do
   check 1 10 "bench --lengths '$bad'" -- bench --model "$M" --lengths "$bad" --repeats 1
 done
+check 1 10 "bench --lengths beyond an int" "=--lengths value 99999999999 is out of range (at most 2147483647)" \
+  bench --model "$M" --lengths 64,99999999999 --repeats 1
 for bad in nan inf -1 1e999 abc; do
   check 1 10 "--temperature '$bad'" -- generate --model "$M" --prompt a --temperature "$bad"
 done
