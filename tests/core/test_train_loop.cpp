@@ -50,6 +50,28 @@ struct Workspace : test::TrainWorkspace {
 
 std::vector<float> read_params(const fs::path& dir) { return load_trained_weights(dir.string()).params; }
 
+// A random model whose weights are 8× the 0.02 init's (sharper, so that context matters), and the
+// same weights flat in the trainer's layout.
+struct SharpModel {
+    Model model;
+    std::vector<float> params;
+};
+SharpModel sharp_random_model(const ModelConfig& config, const ParamLayout& layout) {
+    SharpModel sharp{make_random_model(config, 7), {}};
+    sharp.params = flatten_weights(sharp.model, layout);
+    for (float& p : sharp.params) p *= 8.0f;
+    unflatten_weights(sharp.params, layout, sharp.model);
+    return sharp;
+}
+
+// The first `bytes` bytes of the file at `path`.
+std::string text_prefix(const fs::path& path, size_t bytes) {
+    std::ifstream in(path, std::ios::binary);
+    std::string text(bytes, '\0');
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    return text;
+}
+
 }  // namespace
 
 TEST(TrainLoop, SplitTailCutsTheLastFractionOfCharacters) {
@@ -190,14 +212,11 @@ TEST(TrainLoop, StreamingEvaluationEqualsOneWindowOverTheWholeText) {
     Workspace ws;
     const ModelConfig config = load_config(ws.config.string());
     const ParamLayout layout = make_param_layout(config);
-    Model model = make_random_model(config, 7);
-    std::vector<float> params = flatten_weights(model, layout);
-    for (float& p : params) p *= 8.0f;  // sharper than the 0.02 init, so that context matters
-    unflatten_weights(params, layout, model);
+    const SharpModel sharp = sharp_random_model(config, layout);
+    const Model& model = sharp.model;
+    const std::vector<float>& params = sharp.params;
     const Tokenizer tok = Tokenizer::load(ws.tokenizer.string());
-    std::ifstream in(ws.text, std::ios::binary);
-    std::string text(600, '\0');
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    const std::string text = text_prefix(ws.text, 600);
     const EvalResult whole = evaluate_text(config, layout, params.data(), tok, text, 100000);
     const EvalResult windows = evaluate_text(config, layout, params.data(), tok, text, 8);
     auto backend = make_cpu_backend(std::make_shared<const Model>(model));
@@ -274,14 +293,11 @@ TEST(TrainLoop, TheTwinsStreamedEvaluationFeedsEachTokenOnceThroughItsCache) {
     Workspace ws;
     const ModelConfig config = transformer_twin_config(load_config(ws.config.string()));
     const ParamLayout layout = make_param_layout(config);
-    Model model = make_random_model(config, 7);
-    std::vector<float> params = flatten_weights(model, layout);
-    for (float& p : params) p *= 8.0f;  // sharper than the 0.02 init, so that context matters
-    unflatten_weights(params, layout, model);
+    const SharpModel sharp = sharp_random_model(config, layout);
+    const Model& model = sharp.model;
+    const std::vector<float>& params = sharp.params;
     const Tokenizer tok = Tokenizer::load(ws.tokenizer.string());
-    std::ifstream in(ws.text, std::ios::binary);
-    std::string text(2000, '\0');
-    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    const std::string text = text_prefix(ws.text, 2000);
     const fs::path part_path = ws.dir / "part.txt";
     std::ofstream(part_path, std::ios::binary) << text;
     const EvalResult whole = evaluate_text(config, layout, params.data(), tok, text, 100000);
