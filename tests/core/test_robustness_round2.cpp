@@ -227,11 +227,6 @@ TEST(RobustMemory, MemorySizesParseStrictly) {
 
 // ---- 3. training runs clobbered --------------------------------------------------------------
 
-std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& extra) {
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
-}
-
 TEST(RobustTrainRun, FinishedRunIsNotOverwrittenWithoutOverwrite) {
     ScratchDir dir("clobber");
     const std::vector<std::string> args = tiny_training_args(dir.path());

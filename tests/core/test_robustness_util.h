@@ -299,6 +299,12 @@ inline ModelConfig small_chat_config() {
 
 inline void write_small_model(const fs::path& dir, bool with_tokenizer = true);
 
+// `args` followed by `extra`: a command line with what one case adds.
+inline std::vector<std::string> with(std::vector<std::string> args, const std::vector<std::string>& extra) {
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+}
+
 // A tiny training run in `dir`: write_small_model's tokenizer, three copies of the tokenizer corpus
 // as text, a one-layer d = 16 config. Returns the `retnet train` arguments that write to dir/run
 // (batch 2 × 16, no periodic validation or checkpoints); a test adds --steps and what it needs.

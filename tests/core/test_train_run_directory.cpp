@@ -18,11 +18,6 @@ namespace {
 
 using namespace robustness;
 
-std::vector<std::string> with(std::vector<std::string> a, const std::vector<std::string>& extra) {
-    a.insert(a.end(), extra.begin(), extra.end());
-    return a;
-}
-
 // The files and folders under `dir` (relative paths, sorted): what a run left there.
 std::vector<std::string> entries(const fs::path& dir) {
     std::vector<std::string> names;
