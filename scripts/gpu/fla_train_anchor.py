@@ -27,6 +27,7 @@ def main():
     sys.path.insert(0, os.environ.get("FLA_SRC", ".device/fla"))
     import torch
     from fla.models.retnet import RetNetConfig, RetNetForCausalLM
+    from fla_anchors import time_cuda_ms  # beside this file
 
     with open(args.config) as f:
         fields = json.load(f)
@@ -48,19 +49,7 @@ def main():
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-            for _ in range(3):
-                step()
-            torch.cuda.synchronize()
-            times = []
-            for _ in range(args.steps):
-                start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                step()
-                stop.record()
-                stop.synchronize()
-                times.append(start.elapsed_time(stop))
-            times.sort()
-            ms = times[len(times) // 2]
+            ms = time_cuda_ms(torch, step, warmup=3, reps=args.steps)
             row.update({"ms_per_step": ms, "tokens_per_s": args.batch * T * 1000.0 / ms,
                         "peak_allocated_bytes": torch.cuda.max_memory_allocated()})
             del model, optimizer

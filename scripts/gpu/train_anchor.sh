@@ -28,16 +28,8 @@ python3 - "$ROOT/tools/bench/fla_1.3b.json" "$CONFIG" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1])); c["vocab_size"] = 323; json.dump(c, open(sys.argv[2], "w"))
 PY
-peak_of() {  # peak memory.used (MiB) of process $1 while it runs
-  local pid=$1 peak=0 m
-  while kill -0 "$pid" 2>/dev/null; do
-    m=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null \
-        | awk -F', ' -v p="$pid" '$1 == p {print $2}')
-    [ -n "$m" ] && [ "$m" -gt "$peak" ] && peak=$m
-    sleep 0.1
-  done
-  echo "$peak"
-}
+# shellcheck source=scripts/gpu/peak_memory.sh
+. "$ROOT/scripts/gpu/peak_memory.sh"
 rows=()
 for T in ${LENGTHS//,/ }; do
   "$BUILD/bin/retnet" train --data "$ROOT/resources/data/tinyshakespeare.txt" --config "$CONFIG" \

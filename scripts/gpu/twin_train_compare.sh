@@ -34,17 +34,8 @@ grep -E "^\[  FAILED  \]" "$OUT/cuda_tests.log" | head -10 | tee -a "$OUT/summar
 DATA=$ROOT/resources/data/tinyshakespeare.txt
 CONFIG=$ROOT/tools/default_model_config.json
 TOKENIZER=$ROOT/resources/models/default/tokenizer.model
-# Peak memory.used of this process (MiB) while it runs: nvidia-smi's per-process figure.
-peak_of() {
-  local pid=$1 peak=0 m
-  while kill -0 "$pid" 2>/dev/null; do
-    m=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader,nounits 2>/dev/null \
-        | awk -F', ' -v p="$pid" '$1 == p {print $2}')
-    [ -n "$m" ] && [ "$m" -gt "$peak" ] && peak=$m
-    sleep 0.1
-  done
-  echo "$peak"
-}
+# shellcheck source=scripts/gpu/peak_memory.sh
+. "$ROOT/scripts/gpu/peak_memory.sh"
 echo '{"speed": [' >"$WORK/speed.json"
 first=1
 for run in "retnet:" "retnet-chunk64:--chunk 64" "transformer:--arch transformer"; do
