@@ -35,6 +35,7 @@
 #include "retnet/cuda/backend_cuda.h"
 #include "retnet/error.h"
 #include "retnet/family_rules.h"
+#include "skinny_gemm.h"
 
 namespace retnet {
 namespace {
@@ -209,7 +210,8 @@ private:
     void linears(Rows x, int layer, std::span<const LinearOut> outputs) override;
     const __nv_bfloat16* activations_bf16(Rows x);
     bool cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut> outputs) const;
-    void linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs);
+    void linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
+                      std::optional<Activation> glu_activation = std::nullopt);
     void norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
                       std::optional<Activation> glu_activation) override;
     void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) override;
@@ -497,7 +499,13 @@ cuda::GemvJob gemv_job(const DeviceWeight& W, float* y, bool accumulate) {
     return {W.bf16.empty() ? static_cast<const void*>(W.f32.get()) : W.bf16.get(), y, W.out, accumulate};
 }
 
-// y (M, out) = x (M, in) · Wᵀ (+ y): few rows through the streaming GEMV, more through cuBLAS.
+cuda::GemvGlu gemv_glu(std::optional<Activation> activation) {
+    if (!activation) return cuda::GemvGlu::None;
+    return *activation == Activation::Gelu ? cuda::GemvGlu::Gelu : cuda::GemvGlu::Swish;
+}
+
+// y (M, out) = x (M, in) · Wᵀ (+ y): up to 8 rows through the streaming GEMV, up to 64 with bf16
+// weights through the tensor-core one, more through cuBLAS.
 void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     if (replaying()) return;
     const DeviceWeight& W = weight(layer, w);
@@ -508,6 +516,9 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
         cuda::launch_gemv(x.data, M, W.in, &job, 1, bf16, stream());
     } else if (!bf16) {
         cuda::linear_f32(cublas_->get(), x.data, W.f32.get(), y.data, M, W.out, W.in, accumulate ? 1.0f : 0.0f);
+    } else if (cuda::skinny_gemm_supports(M, W.in)) {
+        const cuda::GemvJob job = gemv_job(W, y.data, accumulate);
+        cuda::launch_skinny_gemm(activations_bf16(x), M, W.in, &job, 1, stream());
     } else {
         cuda::linear_bf16(cublas_->get(), activations_bf16(x), W.bf16.get(), y.data, M, W.out, W.in,
                           accumulate ? 1.0f : 0.0f);
@@ -559,12 +570,24 @@ bool CudaBackend::cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut>
            });
 }
 
-void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs) {
-    for (const LinearOut& out : outputs) {
-        const DeviceWeight& W = weight(layer, out.weight);
-        cuda::linear_bf16(cublas_->get(), rows, W.bf16.get(), out.y.data, M, W.out, W.in, 0.0f);
-        if (out.weight == Weight::Output) stop_timer();
+// Up to 64 rows: one tensor-core launch for all the projections (and the GLU); more: cuBLAS.
+void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
+                               std::optional<Activation> glu_activation) {
+    const int K = weight(layer, outputs.front().weight).in;
+    if (cuda::skinny_gemm_supports(M, K) && outputs.size() <= static_cast<size_t>(cuda::kGemvMaxJobs)) {
+        std::vector<cuda::GemvJob> jobs;
+        for (const LinearOut& out : outputs) jobs.push_back(gemv_job(weight(layer, out.weight), out.y.data, false));
+        cuda::launch_skinny_gemm(rows, M, K, jobs.data(), static_cast<int>(jobs.size()), stream(),
+                                 gemv_glu(glu_activation));
+    } else {
+        for (const LinearOut& out : outputs) {
+            const DeviceWeight& W = weight(layer, out.weight);
+            cuda::linear_bf16(cublas_->get(), rows, W.bf16.get(), out.y.data, M, W.out, W.in, 0.0f);
+        }
+        if (glu_activation) glu(outputs[0].y, outputs[1].y, *glu_activation);
     }
+    for (const LinearOut& out : outputs)
+        if (out.weight == Weight::Output) stop_timer();
 }
 
 // Few rows: the norm (and the GLU) inside the projections' one launch; h is never written. More
@@ -587,17 +610,14 @@ void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows 
         grow(ws_.act_bf16, static_cast<size_t>(M) * static_cast<size_t>(K));
         cuda::launch_rmsnorm_bf16(x.data, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(), ws_.act_bf16.get(),
                                   M, K, static_cast<float>(eps), stream());
-        linears_bf16(ws_.act_bf16.get(), M, layer, outputs);
-        if (glu_activation) glu(outputs[0].y, outputs[1].y, *glu_activation);
+        linears_bf16(ws_.act_bf16.get(), M, layer, outputs, glu_activation);
         return;
     }
     if (!fusable) return BlockOps::norm_linears(x, layer, norm, eps, h, outputs, glu_activation);
     const cuda::GemvInputTransform input{cuda::GemvInput::RmsNorm, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(),
                                          static_cast<float>(eps)};
-    const cuda::GemvGlu glu = !glu_activation                       ? cuda::GemvGlu::None
-                              : *glu_activation == Activation::Gelu ? cuda::GemvGlu::Gelu
-                                                                    : cuda::GemvGlu::Swish;
-    cuda::launch_gemv(x.data, M, K, jobs.data(), static_cast<int>(jobs.size()), bf16, stream(), input, glu);
+    cuda::launch_gemv(x.data, M, K, jobs.data(), static_cast<int>(jobs.size()), bf16, stream(), input,
+                      gemv_glu(glu_activation));
     for (const LinearOut& out : outputs)
         if (out.weight == Weight::Output) stop_timer();
 }

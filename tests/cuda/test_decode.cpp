@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// The decoding fast path: the few-row GEMV and the batched decode step against naive double
-// twins on awkward shapes, the decode step bit for bit against the general recurrent path it
-// replaces, and whole models decoding through captured CUDA graphs bit for bit against the same
-// steps launched one by one (and within the model tolerance of the double reference).
+// The decoding fast path: the few-row GEMV, the tensor-core projections of up to 64 rows and the
+// batched decode step against naive double twins on awkward shapes, the decode step bit for bit
+// against the general recurrent path it replaces, and whole models decoding through captured CUDA
+// graphs bit for bit against the same steps launched one by one (and within the model tolerance of
+// the double reference).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -19,6 +20,7 @@
 #include "ops.h"
 #include "retnet/forward.h"
 #include "retnet/model.h"
+#include "skinny_gemm.h"
 
 namespace retnet::cuda::test {
 namespace {
@@ -136,6 +138,95 @@ TEST(GemvLimits, RefusesShapesItCannotRead) {
     EXPECT_TRUE(gemv_supports_fusion(4, 2048, true));
     EXPECT_FALSE(gemv_supports_fusion(5, 64, true));
     EXPECT_FALSE(gemv_supports_fusion(4, 4096, true));  // 64 KiB of x̂: over the shared-memory budget
+}
+
+struct SkinnyCase {
+    int M, K;
+    std::vector<int> N;  // one job per entry
+};
+
+std::vector<__nv_bfloat16> to_bf16(const std::vector<float>& v) {
+    std::vector<__nv_bfloat16> h(v.size());
+    for (size_t i = 0; i < v.size(); ++i) h[i] = __float2bfloat16_rn(v[i]);
+    return h;
+}
+
+std::vector<float> rounded_to_bf16(std::vector<float> v) {
+    for (float& x : v) x = round_to_bf16(x);
+    return v;
+}
+
+class SkinnyGemmTest : public CudaTest, public ::testing::WithParamInterface<SkinnyCase> {};
+
+// Against the product in double of the same bf16-rounded operands: bf16 products are exact in
+// fp32, so only the fp32 sums differ (kF32Tol). Each job's y has one guard row past M that must
+// stay as it was: rows past M are padding of the 16-row tiles, never written.
+TEST_P(SkinnyGemmTest, MatchesNaiveLinearForEveryJob) {
+    const SkinnyCase& c = GetParam();
+    ASSERT_TRUE(skinny_gemm_supports(c.M, c.K));
+    const auto x = rounded_to_bf16(random_vector(static_cast<size_t>(c.M) * c.K, 1));
+    auto dx = to_device(to_bf16(x), stream());
+    std::vector<GemvJob> jobs;
+    std::vector<DeviceBuffer<float>> y;
+    std::vector<DeviceBuffer<__nv_bfloat16>> w16;
+    std::vector<std::vector<float>> weights, y0;
+    for (size_t j = 0; j < c.N.size(); ++j) {
+        const int N = c.N[j];
+        weights.push_back(rounded_to_bf16(random_vector(static_cast<size_t>(N) * c.K, 10 + j)));
+        w16.push_back(to_device(to_bf16(weights.back()), stream()));
+        y0.push_back(random_vector(static_cast<size_t>(c.M + 1) * N, 20 + j));
+        y.push_back(to_device(y0.back(), stream()));
+        jobs.push_back({w16.back().get(), y.back().get(), N, j % 2 == 1});  // odd jobs accumulate
+    }
+    launch_skinny_gemm(dx.get(), c.M, c.K, jobs.data(), static_cast<int>(jobs.size()), stream());
+    for (size_t j = 0; j < c.N.size(); ++j) {
+        const size_t rows = static_cast<size_t>(c.M) * c.N[j];
+        naive::Vec ref = naive::linear(x, weights[j], c.M, c.N[j], c.K);
+        if (j % 2 == 1)
+            for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[j][i];
+        const std::vector<float> got = to_host(y[j], stream());
+        EXPECT_LT(rel_max_error(std::vector<float>(got.begin(), got.begin() + rows), ref), kF32Tol) << "job " << j;
+        EXPECT_TRUE(std::equal(got.begin() + rows, got.end(), y0[j].begin() + rows)) << "job " << j << " guard row";
+    }
+}
+
+// M: one row, one tile exactly, one row past a tile, 3 and 4 tiles; K: one partial chunk of 32,
+// off 32, 4096 and 2816 (split between warps, parts of uneven length); N: off the 8- and 16-row tiles.
+INSTANTIATE_TEST_SUITE_P(Shapes, SkinnyGemmTest,
+                         ::testing::Values(SkinnyCase{1, 8, {1}}, SkinnyCase{9, 40, {7, 33, 5}},
+                                           SkinnyCase{16, 136, {9, 64}}, SkinnyCase{17, 2056, {257, 31, 100, 3}},
+                                           SkinnyCase{33, 4096, {40}}, SkinnyCase{48, 2816, {24, 17}},
+                                           SkinnyCase{64, 2048, {130, 1}}, SkinnyCase{16, 4096, {2048}},
+                                           SkinnyCase{64, 8, {33}}));
+
+// The GLU of two weights in one launch against the act and lin products in double.
+TEST_F(CudaTest, SkinnyGemmGluMatchesNaive) {
+    for (int K : {40, 2048, 4104})
+        for (int M : {9, 16, 40, 64})
+            for (GemvGlu kind : {GemvGlu::Swish, GemvGlu::Gelu}) {
+                const int N = 37;
+                const auto x = rounded_to_bf16(random_vector(static_cast<size_t>(M) * K, 1));
+                const auto w_act = rounded_to_bf16(random_vector(static_cast<size_t>(N) * K, 4));
+                const auto w_lin = rounded_to_bf16(random_vector(w_act.size(), 5));
+                auto dx = to_device(to_bf16(x), stream());
+                auto act = to_device(to_bf16(w_act), stream()), lin = to_device(to_bf16(w_lin), stream());
+                DeviceBuffer<float> y(static_cast<size_t>(M) * N);
+                const GemvJob pair[2] = {{act.get(), y.get(), N, false}, {lin.get(), nullptr, N, false}};
+                launch_skinny_gemm(dx.get(), M, K, pair, 2, stream(), kind);
+                const naive::Vec a = naive::linear(x, w_act, M, N, K), b = naive::linear(x, w_lin, M, N, K);
+                naive::Vec ref(a.size());
+                for (size_t i = 0; i < a.size(); ++i)
+                    ref[i] = (kind == GemvGlu::Gelu ? naive::gelu(a[i]) : naive::silu(a[i])) * b[i];
+                EXPECT_LT(rel_max_error(to_host(y, stream()), ref), kF32Tol)
+                    << "M=" << M << " K=" << K << (kind == GemvGlu::Gelu ? " gelu" : " swish");
+            }
+}
+
+TEST(SkinnyGemmLimits, RefusesShapesItCannotRead) {
+    EXPECT_FALSE(skinny_gemm_supports(65, 64));
+    EXPECT_FALSE(skinny_gemm_supports(0, 64));
+    EXPECT_FALSE(skinny_gemm_supports(16, 12));
+    EXPECT_TRUE(skinny_gemm_supports(64, 8));
 }
 
 struct DecodeCase {

@@ -1,0 +1,258 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Few-row bf16 projections on the tensor cores (see skinny_gemm.h). A warp owns a tile of 8·R
+// weight rows and one part of K, and computes all M rows of X for it with mma m16n8k16.
+//
+// The K permutation: in 32 columns k0 … k0+31, lane (g, t) (g = lane / 4, t = lane % 4) loads the
+// 16 bytes at k0 + 8t of weight row g and of X rows g and g + 8. The first product of the pair
+// uses columns 8t … 8t+3 as its logical columns {2t, 2t+1, 2t+8, 2t+9}, the second 8t+4 … 8t+7;
+// both operands follow the same map, so each product still sums x[k]·w[k] over the same 32 k.
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "activations.cuh"
+#include "common.cuh"
+#include "cuda_check.h"
+#include "retnet/error.h"
+#include "skinny_gemm.h"
+
+namespace retnet::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kLoadsInFlight = 8;  // 16-byte weight loads per lane and round, as in the GEMV
+constexpr int kMaxSplit = kWarps;
+
+struct SkinnyParams {
+    GemvJob jobs[kGemvMaxJobs];
+    int tile_start[kGemvMaxJobs + 1];  // job j owns tiles [tile_start[j], tile_start[j + 1])
+    int count = 0;                     // jobs whose tiles are enumerated (a GLU enumerates the act rows)
+    int total_tiles = 0;
+    int split = 1;   // warps (parts of K) per tile, a power of two ≤ kWarps
+    int part_k = 0;  // columns per part, a multiple of 32
+    bool gelu = false;
+};
+
+// The tile shape for M rows: R weight tiles of 8 rows per warp share each X fragment, and U
+// chunks of 32 columns per round keep kLoadsInFlight loads in flight per lane.
+template <int MT, bool kGlu>
+struct TileShape {
+    static constexpr int kStreams = kGlu ? 2 : 1;
+    static constexpr int R = (MT == 1 || kGlu) ? 1 : 2;
+    static constexpr int U = kLoadsInFlight / (kStreams * R);
+    static constexpr int kAcc = kStreams * MT * R * 4;  // fp32 accumulators per lane
+};
+
+__device__ __forceinline__ void mma_bf16(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
+                                         unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Where a warp's tile is: its job (by constant indices, so that the parameters stay in the
+// constant bank), first weight row and output.
+struct TileRef {
+    const __nv_bfloat16* w[2] = {nullptr, nullptr};  // act (or the only weight), lin
+    float* y = nullptr;
+    int n0 = 0, n = 0;
+    bool accumulate = false;
+};
+
+template <int R, bool kGlu>
+__device__ __forceinline__ TileRef locate_tile(const SkinnyParams& p, int tile) {
+    TileRef ref;
+    int first = 0;
+    ref.w[0] = static_cast<const __nv_bfloat16*>(p.jobs[0].weight);
+    ref.y = p.jobs[0].y, ref.n = p.jobs[0].n, ref.accumulate = p.jobs[0].accumulate;
+    if (kGlu) {
+        ref.w[1] = static_cast<const __nv_bfloat16*>(p.jobs[1].weight);
+    } else {
+#pragma unroll
+        for (int j = 1; j < kGemvMaxJobs; ++j)
+            if (j < p.count && tile >= p.tile_start[j]) {
+                ref.w[0] = static_cast<const __nv_bfloat16*>(p.jobs[j].weight);
+                ref.y = p.jobs[j].y, ref.n = p.jobs[j].n, ref.accumulate = p.jobs[j].accumulate;
+                first = p.tile_start[j];
+            }
+    }
+    ref.n0 = (tile - first) * 8 * R;
+    return ref;
+}
+
+template <int MT, bool kGlu>
+__global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfloat16* __restrict__ x, int M, int K,
+                                                                  SkinnyParams p) {
+    using S = TileShape<MT, kGlu>;
+    constexpr int R = S::R, U = S::U, kStreams = S::kStreams;
+    __shared__ float partial[kWarps][S::kAcc][32];  // the parts' sums, lane-minor (no bank conflicts)
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int part = warp % p.split;
+    const int tile = static_cast<int>(blockIdx.x) * (kWarps / p.split) + warp / p.split;
+    const bool active = tile < p.total_tiles;
+    const int k_begin = part * p.part_k, k_end = min(K, k_begin + p.part_k);
+    const int rounds = active && k_begin < k_end ? (k_end - k_begin + 32 * U - 1) / (32 * U) : 0;
+
+    TileRef ref;
+    if (active) ref = locate_tile<R, kGlu>(p, tile);
+    const uint4* rows[kStreams][R];  // this lane's weight row g of each 8-row tile, or null past N
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int n = ref.n0 + 8 * r + g;
+#pragma unroll
+        for (int s = 0; s < kStreams; ++s)
+            rows[s][r] = active && n < ref.n ? reinterpret_cast<const uint4*>(ref.w[s] + static_cast<int64_t>(n) * K)
+                                             : nullptr;
+    }
+    auto load_round = [&](uint4 (&w)[kStreams][R][U], int round) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int k = k_begin + (round * U + u) * 32 + 8 * t;
+#pragma unroll
+            for (int s = 0; s < kStreams; ++s)
+#pragma unroll
+                for (int r = 0; r < R; ++r)
+                    w[s][r][u] = rows[s][r] && k < k_end ? __ldcs(rows[s][r] + k / 8) : make_uint4(0, 0, 0, 0);
+        }
+    };
+
+    uint4 w_now[kStreams][R][U], w_next[kStreams][R][U];
+    if (rounds > 0) load_round(w_now, 0);  // weights are never written: requested before the wait
+    wait_for_previous_grid();
+    allow_next_grid();
+
+    float acc[kStreams][MT][R][4] = {};
+    const uint4* x_vec = reinterpret_cast<const uint4*>(x);
+    for (int round = 0; round < rounds; ++round) {
+        if (round + 1 < rounds) load_round(w_next, round + 1);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int k = k_begin + (round * U + u) * 32 + 8 * t;
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                const int m = mt * 16 + g;
+                const bool in_k = k < k_end;
+                const uint4 xa = in_k && m < M ? __ldg(x_vec + (static_cast<int64_t>(m) * K + k) / 8) : make_uint4(0, 0, 0, 0);
+                const uint4 xb = in_k && m + 8 < M ? __ldg(x_vec + (static_cast<int64_t>(m + 8) * K + k) / 8)
+                                                   : make_uint4(0, 0, 0, 0);
+#pragma unroll
+                for (int s = 0; s < kStreams; ++s)
+#pragma unroll
+                    for (int r = 0; r < R; ++r) {
+                        const uint4 wv = w_now[s][r][u];
+                        mma_bf16(acc[s][mt][r], xa.x, xb.x, xa.y, xb.y, wv.x, wv.y);
+                        mma_bf16(acc[s][mt][r], xa.z, xb.z, xa.w, xb.w, wv.z, wv.w);
+                    }
+            }
+        }
+        if (round + 1 < rounds) {
+#pragma unroll
+            for (int s = 0; s < kStreams; ++s)
+#pragma unroll
+                for (int r = 0; r < R; ++r)
+#pragma unroll
+                    for (int u = 0; u < U; ++u) w_now[s][r][u] = w_next[s][r][u];
+        }
+    }
+
+    float* flat = &acc[0][0][0][0];
+    if (p.split > 1) {
+        if (part != 0)
+#pragma unroll
+            for (int i = 0; i < S::kAcc; ++i) partial[warp][i][lane] = flat[i];
+        __syncthreads();
+        if (part != 0) return;
+        for (int q = 1; q < p.split; ++q)
+#pragma unroll
+            for (int i = 0; i < S::kAcc; ++i) flat[i] += partial[warp + q][i][lane];
+    }
+    if (!active) return;
+    // The accumulator fragment: entries 0, 1 at row g, columns 2t, 2t + 1; entries 2, 3 at row g + 8.
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int m = mt * 16 + g + (e >= 2 ? 8 : 0), n = ref.n0 + 8 * r + 2 * t + (e & 1);
+                if (m >= M || n >= ref.n) continue;
+                float v = acc[0][mt][r][e];
+                if constexpr (kGlu) v = (p.gelu ? gelu(v) : silu(v)) * acc[kStreams - 1][mt][r][e];
+                float* out = ref.y + static_cast<int64_t>(m) * ref.n + n;
+                *out = ref.accumulate ? *out + v : v;
+            }
+}
+
+int multiprocessors() {
+    static std::mutex mutex;
+    static std::map<int, int> cache;
+    int device = 0;
+    RETNET_CUDA_CHECK(cudaGetDevice(&device));
+    const std::lock_guard<std::mutex> lock(mutex);
+    const auto found = cache.find(device);
+    if (found != cache.end()) return found->second;
+    int sms = 0;
+    RETNET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    return cache[device] = std::max(1, sms);
+}
+
+// Splits K until there are warps enough for two blocks per multiprocessor, while every part
+// keeps at least one whole round of loads.
+template <int MT, bool kGlu>
+void launch_shape(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const GemvJob* jobs, int job_count,
+                  cudaStream_t stream) {
+    using S = TileShape<MT, kGlu>;
+    const int tile_rows = 8 * S::R;
+    p.tile_start[0] = 0;
+    for (int j = 0; j < p.count; ++j)
+        p.tile_start[j + 1] = p.tile_start[j] + static_cast<int>(ceil_div(jobs[j].n, tile_rows));
+    for (int j = p.count; j < job_count; ++j) p.tile_start[j + 1] = p.tile_start[j];
+    p.total_tiles = p.tile_start[p.count];
+    const int target_warps = 2 * kWarps * multiprocessors();
+    while (p.split < kMaxSplit && p.total_tiles * p.split < target_warps && K >= 2 * 32 * S::U * p.split)
+        p.split *= 2;
+    p.part_k = static_cast<int>(ceil_div(ceil_div(K, p.split), 32)) * 32;
+    const unsigned blocks = ceil_div(p.total_tiles, kWarps / p.split);
+    launch_overlapped(skinny_gemm_kernel<MT, kGlu>, dim3(blocks), dim3(kWarps * 32), 0, stream, x, M, K, p);
+}
+
+template <bool kGlu>
+void launch_rows(const __nv_bfloat16* x, int M, int K, const SkinnyParams& p, const GemvJob* jobs, int job_count,
+                 cudaStream_t stream) {
+    switch ((M + 15) / 16) {
+        case 1: return launch_shape<1, kGlu>(x, M, K, p, jobs, job_count, stream);
+        case 2: return launch_shape<2, kGlu>(x, M, K, p, jobs, job_count, stream);
+        case 3: return launch_shape<3, kGlu>(x, M, K, p, jobs, job_count, stream);
+        default: return launch_shape<4, kGlu>(x, M, K, p, jobs, job_count, stream);
+    }
+}
+
+}  // namespace
+
+bool skinny_gemm_supports(int M, int K) {
+    return M >= 1 && M <= kSkinnyMaxRows && K > 0 && K % 8 == 0;
+}
+
+void launch_skinny_gemm(const __nv_bfloat16* x, int M, int K, const GemvJob* jobs, int job_count, cudaStream_t stream,
+                        GemvGlu glu) {
+    const bool paired = glu != GemvGlu::None;
+    const bool jobs_ok = paired ? job_count == 2 && jobs[0].n == jobs[1].n && !jobs[0].accumulate
+                                : job_count >= 1 && job_count <= kGemvMaxJobs;
+    if (!skinny_gemm_supports(M, K) || !jobs_ok)
+        throw Error("skinny gemm: unsupported shape M " + std::to_string(M) + ", K " + std::to_string(K) + ", " +
+                    std::to_string(job_count) + " weights (internal error)");
+    SkinnyParams p;
+    p.count = paired ? 1 : job_count;
+    for (int j = 0; j < job_count; ++j) p.jobs[j] = jobs[j];
+    p.gelu = glu == GemvGlu::Gelu;
+    int rows = 0;
+    for (int j = 0; j < p.count; ++j) rows += jobs[j].n;
+    if (rows == 0) return;
+    if (paired) launch_rows<true>(x, M, K, p, jobs, job_count, stream);
+    else launch_rows<false>(x, M, K, p, jobs, job_count, stream);
+}
+
+}  // namespace retnet::cuda
