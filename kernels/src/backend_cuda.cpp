@@ -212,6 +212,9 @@ private:
     bool cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut> outputs) const;
     void linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
                       std::optional<Activation> glu_activation = std::nullopt);
+    template <typename Xt>
+    void launch_skinny(const Xt* x, int M, int layer, std::span<const LinearOut> outputs,
+                       std::optional<Activation> glu_activation);
     void norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
                       std::optional<Activation> glu_activation) override;
     void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) override;
@@ -518,7 +521,7 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
         cuda::linear_f32(cublas_->get(), x.data, W.f32.get(), y.data, M, W.out, W.in, accumulate ? 1.0f : 0.0f);
     } else if (cuda::skinny_gemm_supports(M, W.in)) {
         const cuda::GemvJob job = gemv_job(W, y.data, accumulate);
-        cuda::launch_skinny_gemm(activations_bf16(x), M, W.in, &job, 1, stream());
+        cuda::launch_skinny_gemm(x.data, M, W.in, &job, 1, stream());
     } else {
         cuda::linear_bf16(cublas_->get(), activations_bf16(x), W.bf16.get(), y.data, M, W.out, W.in,
                           accumulate ? 1.0f : 0.0f);
@@ -532,6 +535,18 @@ const __nv_bfloat16* CudaBackend::activations_bf16(Rows x) {
     grow(ws_.act_bf16, static_cast<size_t>(n));
     cuda::launch_float_to_bf16(x.data, ws_.act_bf16.get(), n, stream());
     return ws_.act_bf16.get();
+}
+
+// All the projections (and the GLU) of up to 64 rows in one tensor-core launch; x fp32 or bf16.
+template <typename Xt>
+void CudaBackend::launch_skinny(const Xt* x, int M, int layer, std::span<const LinearOut> outputs,
+                                std::optional<Activation> glu_activation) {
+    std::vector<cuda::GemvJob> jobs;
+    for (const LinearOut& out : outputs) jobs.push_back(gemv_job(weight(layer, out.weight), out.y.data, false));
+    cuda::launch_skinny_gemm(x, M, weight(layer, outputs.front().weight).in, jobs.data(), static_cast<int>(jobs.size()),
+                             stream(), gemv_glu(glu_activation));
+    for (const LinearOut& out : outputs)
+        if (out.weight == Weight::Output) stop_timer();
 }
 
 // Projections of the same rows: one GEMV launch for all of them when the rows are few.
@@ -550,7 +565,11 @@ void CudaBackend::linears(Rows x, int layer, std::span<const LinearOut> outputs)
         jobs.push_back(gemv_job(W, out.y.data, false));
     }
     if (jobs.empty() && cublas_bf16_rows(x, layer, outputs)) {  // the rows rounded once for all the projections
-        linears_bf16(activations_bf16(x), M, layer, outputs);
+        if (cuda::skinny_gemm_supports(M, static_cast<int>(x.width)) &&
+            outputs.size() <= static_cast<size_t>(cuda::kGemvMaxJobs))
+            launch_skinny(x.data, M, layer, outputs, std::nullopt);
+        else
+            linears_bf16(activations_bf16(x), M, layer, outputs);
         return;
     }
     if (jobs.empty()) {
@@ -570,22 +589,19 @@ bool CudaBackend::cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut>
            });
 }
 
-// Up to 64 rows: one tensor-core launch for all the projections (and the GLU); more: cuBLAS.
+// bf16 rows: up to 64 through the tensor-core launch, more through cuBLAS.
 void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
                                std::optional<Activation> glu_activation) {
     const int K = weight(layer, outputs.front().weight).in;
     if (cuda::skinny_gemm_supports(M, K) && outputs.size() <= static_cast<size_t>(cuda::kGemvMaxJobs)) {
-        std::vector<cuda::GemvJob> jobs;
-        for (const LinearOut& out : outputs) jobs.push_back(gemv_job(weight(layer, out.weight), out.y.data, false));
-        cuda::launch_skinny_gemm(rows, M, K, jobs.data(), static_cast<int>(jobs.size()), stream(),
-                                 gemv_glu(glu_activation));
-    } else {
-        for (const LinearOut& out : outputs) {
-            const DeviceWeight& W = weight(layer, out.weight);
-            cuda::linear_bf16(cublas_->get(), rows, W.bf16.get(), out.y.data, M, W.out, W.in, 0.0f);
-        }
-        if (glu_activation) glu(outputs[0].y, outputs[1].y, *glu_activation);
+        launch_skinny(rows, M, layer, outputs, glu_activation);
+        return;
     }
+    for (const LinearOut& out : outputs) {
+        const DeviceWeight& W = weight(layer, out.weight);
+        cuda::linear_bf16(cublas_->get(), rows, W.bf16.get(), out.y.data, M, W.out, W.in, 0.0f);
+    }
+    if (glu_activation) glu(outputs[0].y, outputs[1].y, *glu_activation);
     for (const LinearOut& out : outputs)
         if (out.weight == Weight::Output) stop_timer();
 }

@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// Few-row bf16 projections on the tensor cores (see skinny_gemm.h). A warp owns a tile of 8·R
-// weight rows and one part of K, and computes all M rows of X for it with mma m16n8k16.
+// Few-row bf16 projections on the tensor cores (see skinny_gemm.h). A block of 8 warps owns 8
+// tiles of 8·R weight rows and one part of K; it stages X's columns of that part in shared memory
+// (rounded to bf16 there when X is fp32), and each warp computes all M rows of X for its tile
+// with mma m16n8k16. The parts of a tile are the blocks of one thread block cluster: their sums
+// meet in the first block's shared memory and are added in part order.
 //
 // The K permutation: in 32 columns k0 … k0+31, lane (g, t) (g = lane / 4, t = lane % 4) loads the
 // 16 bytes at k0 + 8t of weight row g and of X rows g and g + 8. The first product of the pair
 // uses columns 8t … 8t+3 as its logical columns {2t, 2t+1, 2t+8, 2t+9}, the second 8t+4 … 8t+7;
 // both operands follow the same map, so each product still sums x[k]·w[k] over the same 32 k.
+#include <cooperative_groups.h>
+
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -22,20 +27,21 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kLoadsInFlight = 8;  // 16-byte weight loads per lane and round, as in the GEMV
-constexpr int kMaxSplit = kWarps;
+constexpr int kMaxSplit = 8;       // parts of K: blocks of a cluster (the portable cluster size)
+constexpr size_t kMaxStageBytes = 112 * 1024;  // two blocks per multiprocessor
 
 struct SkinnyParams {
     GemvJob jobs[kGemvMaxJobs];
     int tile_start[kGemvMaxJobs + 1];  // job j owns tiles [tile_start[j], tile_start[j + 1])
     int count = 0;                     // jobs whose tiles are enumerated (a GLU enumerates the act rows)
     int total_tiles = 0;
-    int split = 1;   // warps (parts of K) per tile, a power of two ≤ kWarps
+    int split = 1;   // parts of K, the blocks of a cluster
     int part_k = 0;  // columns per part, a multiple of 32
     bool gelu = false;
 };
 
-// The tile shape for M rows: R weight tiles of 8 rows per warp share each X fragment, and U
-// chunks of 32 columns per round keep kLoadsInFlight loads in flight per lane.
+// The tile shape for MT tiles of 16 X rows: R weight tiles of 8 rows per warp share each X
+// fragment, and U chunks of 32 columns per round keep kLoadsInFlight loads in flight per lane.
 template <int MT, bool kGlu>
 struct TileShape {
     static constexpr int kStreams = kGlu ? 2 : 1;
@@ -44,6 +50,16 @@ struct TileShape {
     static constexpr int kAcc = kStreams * MT * R * 4;  // fp32 accumulators per lane
 };
 
+// Row stride of the staged X in elements: 16-byte aligned, and ≡ 64 bytes mod 128 when it
+// would be a multiple of 128, so that the 8 lanes of a phase (two rows × 64 bytes) hit all banks.
+__host__ __device__ constexpr int stage_stride(int part_k) { return part_k % 64 == 0 ? part_k + 32 : part_k; }
+
+size_t stage_bytes(int mt, int part_k) {
+    return static_cast<size_t>(mt) * 16 * static_cast<size_t>(stage_stride(part_k)) * sizeof(__nv_bfloat16);
+}
+
+int part_columns(int K, int split) { return static_cast<int>(ceil_div(ceil_div(K, split), 32)) * 32; }
+
 __device__ __forceinline__ void mma_bf16(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
                                          unsigned b0, unsigned b1) {
     asm volatile(
@@ -51,6 +67,17 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], unsigned a0, unsigned a1
         "{%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Eight consecutive elements of X as bf16 (rounded to nearest, as launch_float_to_bf16 rounds).
+__device__ __forceinline__ uint4 load8_bf16(const __nv_bfloat16* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ uint4 load8_bf16(const float* p) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(p)), b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+    auto pack = [](float lo, float hi) {
+        const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<const unsigned*>(&v);
+    };
+    return make_uint4(pack(a.x, a.y), pack(a.z, a.w), pack(b.x, b.y), pack(b.z, b.w));
 }
 
 // Where a warp's tile is: its job (by constant indices, so that the parameters stay in the
@@ -83,18 +110,18 @@ __device__ __forceinline__ TileRef locate_tile(const SkinnyParams& p, int tile) 
     return ref;
 }
 
-template <int MT, bool kGlu>
-__global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfloat16* __restrict__ x, int M, int K,
+// Grid: x the part of K (a cluster of p.split blocks), y the group of kWarps tiles.
+template <typename Xt, int MT, bool kGlu>
+__global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const Xt* __restrict__ x, int M, int K,
                                                                   SkinnyParams p) {
     using S = TileShape<MT, kGlu>;
     constexpr int R = S::R, U = S::U, kStreams = S::kStreams;
-    __shared__ float partial[kWarps][S::kAcc][32];  // the parts' sums, lane-minor (no bank conflicts)
+    extern __shared__ uint4 shared[];  // X's part (MT·16, stride) in bf16; then the parts' sums
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int part = warp % p.split;
-    const int tile = static_cast<int>(blockIdx.x) * (kWarps / p.split) + warp / p.split;
+    const int part = static_cast<int>(blockIdx.x), tile = static_cast<int>(blockIdx.y) * kWarps + warp;
     const bool active = tile < p.total_tiles;
     const int k_begin = part * p.part_k, k_end = min(K, k_begin + p.part_k);
-    const int rounds = active && k_begin < k_end ? (k_end - k_begin + 32 * U - 1) / (32 * U) : 0;
+    const int part_len = max(0, k_end - k_begin), rounds = (part_len + 32 * U - 1) / (32 * U);
 
     TileRef ref;
     if (active) ref = locate_tile<R, kGlu>(p, tile);
@@ -124,20 +151,29 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfl
     wait_for_previous_grid();
     allow_next_grid();
 
+    // X's columns [k_begin, k_begin + part_k) as bf16, zero past M and past K.
+    const int stride = stage_stride(p.part_k), vectors = p.part_k / 8;
+    __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(shared);
+    for (int i = static_cast<int>(threadIdx.x); i < MT * 16 * vectors; i += kWarps * 32) {
+        const int m = i / vectors, c = (i % vectors) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (m < M && k_begin + c < k_end) v = load8_bf16(x + static_cast<int64_t>(m) * K + k_begin + c);
+        *reinterpret_cast<uint4*>(xs + m * stride + c) = v;
+    }
+    __syncthreads();
+
     float acc[kStreams][MT][R][4] = {};
-    const uint4* x_vec = reinterpret_cast<const uint4*>(x);
     for (int round = 0; round < rounds; ++round) {
         if (round + 1 < rounds) load_round(w_next, round + 1);
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            const int k = k_begin + (round * U + u) * 32 + 8 * t;
+            const int c = (round * U + u) * 32;
+            if (c >= part_len) break;  // the same for the whole warp
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
-                const int m = mt * 16 + g;
-                const bool in_k = k < k_end;
-                const uint4 xa = in_k && m < M ? __ldg(x_vec + (static_cast<int64_t>(m) * K + k) / 8) : make_uint4(0, 0, 0, 0);
-                const uint4 xb = in_k && m + 8 < M ? __ldg(x_vec + (static_cast<int64_t>(m + 8) * K + k) / 8)
-                                                   : make_uint4(0, 0, 0, 0);
+                const __nv_bfloat16* xr = xs + (mt * 16 + g) * stride + c + 8 * t;
+                const uint4 xa = *reinterpret_cast<const uint4*>(xr);
+                const uint4 xb = *reinterpret_cast<const uint4*>(xr + 8 * stride);
 #pragma unroll
                 for (int s = 0; s < kStreams; ++s)
 #pragma unroll
@@ -159,15 +195,22 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfl
     }
 
     float* flat = &acc[0][0][0][0];
-    if (p.split > 1) {
-        if (part != 0)
+    if (p.split > 1) {  // the parts' sums, lane-minor (no bank conflicts), into the first block
+        namespace cg = cooperative_groups;
+        const cg::cluster_group cluster = cg::this_cluster();
+        float* sums = reinterpret_cast<float*>(shared);  // (kWarps, kAcc, 32)
+        __syncthreads();                                 // every warp is done with the staged X
 #pragma unroll
-            for (int i = 0; i < S::kAcc; ++i) partial[warp][i][lane] = flat[i];
-        __syncthreads();
+        for (int i = 0; i < S::kAcc; ++i) sums[(warp * S::kAcc + i) * 32 + lane] = flat[i];
+        cluster.sync();
+        if (part == 0)
+            for (int q = 1; q < p.split; ++q) {
+                const float* remote = cluster.map_shared_rank(sums, q);
+#pragma unroll
+                for (int i = 0; i < S::kAcc; ++i) flat[i] += remote[(warp * S::kAcc + i) * 32 + lane];
+            }
+        cluster.sync();  // the other blocks' shared memory stays until the first has read it
         if (part != 0) return;
-        for (int q = 1; q < p.split; ++q)
-#pragma unroll
-            for (int i = 0; i < S::kAcc; ++i) flat[i] += partial[warp + q][i][lane];
     }
     if (!active) return;
     // The accumulator fragment: entries 0, 1 at row g, columns 2t, 2t + 1; entries 2, 3 at row g + 8.
@@ -199,10 +242,12 @@ int multiprocessors() {
     return cache[device] = std::max(1, sms);
 }
 
-// Splits K until there are warps enough for two blocks per multiprocessor, while every part
-// keeps at least one whole round of loads.
-template <int MT, bool kGlu>
-void launch_shape(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const GemvJob* jobs, int job_count,
+int row_tiles(int M) { return (M + 15) / 16; }
+
+// Splits K until there are blocks enough for two per multiprocessor while every part keeps at
+// least one whole round of loads, and further while X's part does not fit the stage.
+template <typename Xt, int MT, bool kGlu>
+void launch_shape(const Xt* x, int M, int K, SkinnyParams p, const GemvJob* jobs, int job_count,
                   cudaStream_t stream) {
     using S = TileShape<MT, kGlu>;
     const int tile_rows = 8 * S::R;
@@ -211,33 +256,36 @@ void launch_shape(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const Ge
         p.tile_start[j + 1] = p.tile_start[j] + static_cast<int>(ceil_div(jobs[j].n, tile_rows));
     for (int j = p.count; j < job_count; ++j) p.tile_start[j + 1] = p.tile_start[j];
     p.total_tiles = p.tile_start[p.count];
-    const int target_warps = 2 * kWarps * multiprocessors();
-    while (p.split < kMaxSplit && p.total_tiles * p.split < target_warps && K >= 2 * 32 * S::U * p.split)
+    const int groups = static_cast<int>(ceil_div(p.total_tiles, kWarps)), target_blocks = 2 * multiprocessors();
+    while (p.split < kMaxSplit &&
+           ((groups * p.split < target_blocks && part_columns(K, 2 * p.split) >= 32 * S::U) ||
+            stage_bytes(MT, part_columns(K, p.split)) > kMaxStageBytes))
         p.split *= 2;
-    p.part_k = static_cast<int>(ceil_div(ceil_div(K, p.split), 32)) * 32;
-    const unsigned blocks = ceil_div(p.total_tiles, kWarps / p.split);
-    launch_overlapped(skinny_gemm_kernel<MT, kGlu>, dim3(blocks), dim3(kWarps * 32), 0, stream, x, M, K, p);
+    p.part_k = part_columns(K, p.split);
+    const size_t shared = std::max(stage_bytes(MT, p.part_k), sizeof(float) * kWarps * S::kAcc * 32);
+    auto* kernel = skinny_gemm_kernel<Xt, MT, kGlu>;
+    static std::once_flag configured;  // one per instantiation
+    std::call_once(configured, [&] {
+        RETNET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               static_cast<int>(kMaxStageBytes)));
+    });
+    launch_overlapped_clusters(kernel, dim3(static_cast<unsigned>(p.split), static_cast<unsigned>(groups)),
+                               dim3(kWarps * 32), shared, stream, static_cast<unsigned>(p.split), x, M, K, p);
 }
 
-template <bool kGlu>
-void launch_rows(const __nv_bfloat16* x, int M, int K, const SkinnyParams& p, const GemvJob* jobs, int job_count,
+template <typename Xt, bool kGlu>
+void launch_rows(const Xt* x, int M, int K, const SkinnyParams& p, const GemvJob* jobs, int job_count,
                  cudaStream_t stream) {
-    switch ((M + 15) / 16) {
-        case 1: return launch_shape<1, kGlu>(x, M, K, p, jobs, job_count, stream);
-        case 2: return launch_shape<2, kGlu>(x, M, K, p, jobs, job_count, stream);
-        case 3: return launch_shape<3, kGlu>(x, M, K, p, jobs, job_count, stream);
-        default: return launch_shape<4, kGlu>(x, M, K, p, jobs, job_count, stream);
+    switch (row_tiles(M)) {
+        case 1: return launch_shape<Xt, 1, kGlu>(x, M, K, p, jobs, job_count, stream);
+        case 2: return launch_shape<Xt, 2, kGlu>(x, M, K, p, jobs, job_count, stream);
+        case 3: return launch_shape<Xt, 3, kGlu>(x, M, K, p, jobs, job_count, stream);
+        default: return launch_shape<Xt, 4, kGlu>(x, M, K, p, jobs, job_count, stream);
     }
 }
 
-}  // namespace
-
-bool skinny_gemm_supports(int M, int K) {
-    return M >= 1 && M <= kSkinnyMaxRows && K > 0 && K % 8 == 0;
-}
-
-void launch_skinny_gemm(const __nv_bfloat16* x, int M, int K, const GemvJob* jobs, int job_count, cudaStream_t stream,
-                        GemvGlu glu) {
+template <typename Xt>
+void launch_typed(const Xt* x, int M, int K, const GemvJob* jobs, int job_count, cudaStream_t stream, GemvGlu glu) {
     const bool paired = glu != GemvGlu::None;
     const bool jobs_ok = paired ? job_count == 2 && jobs[0].n == jobs[1].n && !jobs[0].accumulate
                                 : job_count >= 1 && job_count <= kGemvMaxJobs;
@@ -251,8 +299,25 @@ void launch_skinny_gemm(const __nv_bfloat16* x, int M, int K, const GemvJob* job
     int rows = 0;
     for (int j = 0; j < p.count; ++j) rows += jobs[j].n;
     if (rows == 0) return;
-    if (paired) launch_rows<true>(x, M, K, p, jobs, job_count, stream);
-    else launch_rows<false>(x, M, K, p, jobs, job_count, stream);
+    if (paired) launch_rows<Xt, true>(x, M, K, p, jobs, job_count, stream);
+    else launch_rows<Xt, false>(x, M, K, p, jobs, job_count, stream);
+}
+
+}  // namespace
+
+bool skinny_gemm_supports(int M, int K) {
+    return M >= 1 && M <= kSkinnyMaxRows && K > 0 && K % 8 == 0 &&
+           stage_bytes(row_tiles(M), part_columns(K, kMaxSplit)) <= kMaxStageBytes;
+}
+
+void launch_skinny_gemm(const __nv_bfloat16* x, int M, int K, const GemvJob* jobs, int job_count, cudaStream_t stream,
+                        GemvGlu glu) {
+    launch_typed(x, M, K, jobs, job_count, stream, glu);
+}
+
+void launch_skinny_gemm(const float* x, int M, int K, const GemvJob* jobs, int job_count, cudaStream_t stream,
+                        GemvGlu glu) {
+    launch_typed(x, M, K, jobs, job_count, stream, glu);
 }
 
 }  // namespace retnet::cuda
