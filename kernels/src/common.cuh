@@ -26,34 +26,22 @@ __device__ __forceinline__ void allow_next_grid() {
 #endif
 }
 
-// launch_overlapped() in thread block clusters of `cluster_x` consecutive blocks along x (Hopper:
-// the blocks of a cluster run at once and can read each other's shared memory).
-template <typename... Params, typename... Args>
-void launch_overlapped_clusters(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes,
-                                cudaStream_t stream, unsigned cluster_x, Args&&... args) {
-    cudaLaunchConfig_t config = {};
-    config.gridDim = grid;
-    config.blockDim = block;
-    config.dynamicSmemBytes = shared_bytes;
-    config.stream = stream;
-    cudaLaunchAttribute attributes[2];
-    attributes[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attributes[0].val.programmaticStreamSerializationAllowed = 1;
-    attributes[1].id = cudaLaunchAttributeClusterDimension;
-    attributes[1].val.clusterDim.x = cluster_x;
-    attributes[1].val.clusterDim.y = 1;
-    attributes[1].val.clusterDim.z = 1;
-    config.attrs = attributes;
-    config.numAttrs = cluster_x > 1 ? 2 : 1;
-    RETNET_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
-}
-
 // Launches `kernel` so that it may overlap the end of the previous kernel (see above). Every
 // kernel launched this way calls wait_for_previous_grid() before reading another kernel's output.
 template <typename... Params, typename... Args>
 void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
                        Args&&... args) {
-    launch_overlapped_clusters(kernel, grid, block, shared_bytes, stream, 1, std::forward<Args>(args)...);
+    cudaLaunchConfig_t config = {};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = shared_bytes;
+    config.stream = stream;
+    cudaLaunchAttribute overlap[1];
+    overlap[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    overlap[0].val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = overlap;
+    config.numAttrs = 1;
+    RETNET_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }

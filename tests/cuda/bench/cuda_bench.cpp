@@ -14,6 +14,8 @@
 #include "decode_retention.h"
 #include "device_buffer.h"
 #include "gemv.h"
+#include "gemm.h"
+#include "skinny_gemm.h"
 #include "ops.h"
 #include "retnet/cuda/backend_cuda.h"
 #include "retnet/error.h"
@@ -161,10 +163,16 @@ void bench_decode_ops(int M) {
     DeviceBuffer<int64_t> pos(static_cast<size_t>(M));
     RETNET_CUDA_CHECK(cudaMemsetAsync(pos.get(), 0, pos.bytes(), stream.get()));
     auto report = [&](const char* what, double us, double bytes) {
+        if (us <= 0.0) return;
         std::printf("  op M=%d %-28s %8.2f us  %7.0f GB/s\n", M, what, us, bytes / (us * 1e3));
     };
     const __nv_bfloat16* W = w.get();
+    DeviceBuffer<__nv_bfloat16> big_w(M > 8 ? static_cast<size_t>(256) * 1024 * 1024 + big : 0), xb(static_cast<size_t>(M) * 8192);
+    if (M > 8) RETNET_CUDA_CHECK(cudaMemsetAsync(big_w.get(), 0, big_w.bytes(), stream.get()));
+    CublasHandle blas;
+    RETNET_CUBLAS_CHECK(cublasSetStream(blas.get(), stream.get()));
     auto gemv = [&](std::vector<GemvJob> jobs, int K, GemvInputTransform input = {}, GemvGlu glu = GemvGlu::None) {
+        if (!gemv_supports(M, K, true)) return 0.0;  // not reported
         return time_launches_us(stream, [&] {
             launch_gemv(x.get(), M, K, jobs.data(), static_cast<int>(jobs.size()), true, stream.get(), input, glu);
         });
@@ -197,6 +205,40 @@ void bench_decode_ops(int M) {
         report("fused norm + ffn + glu", gemv({{W, y.get(), F, false}, {W + F * d, y.get(), F, false}}, d, norm_input,
                                               GemvGlu::Swish), 2.0 * 2 * F * d);
     }
+    if (M > 8) {  // the tensor-core kernel against cuBLAS, on weights cycling through 512 MB (past L2)
+        auto rotating = [&](auto launch) {
+            int i = 0;
+            return time_launches_us(stream, [&] { launch(big_w.get() + static_cast<size_t>(i++ % 8) * 32 * 1024 * 1024); });
+        };
+        auto skinny = [&](std::vector<std::pair<size_t, int>> jobs, int K, bool acc, GemvGlu glu = GemvGlu::None) {
+            if (!skinny_gemm_supports(M, K)) return 0.0;
+            return rotating([&](const __nv_bfloat16* base) {
+                std::vector<GemvJob> js;
+                for (auto [off, n] : jobs) js.push_back({base + off, y.get(), n, acc});
+                launch_float_to_bf16(x.get(), xb.get(), static_cast<int64_t>(M) * K, stream.get());
+                launch_skinny_gemm(xb.get(), M, K, js.data(), static_cast<int>(js.size()), stream.get(), glu);
+            });
+        };
+        auto cublas = [&](std::vector<std::pair<size_t, int>> jobs, int K) {
+            return rotating([&](const __nv_bfloat16* base) {
+                launch_float_to_bf16(x.get(), xb.get(), static_cast<int64_t>(M) * K, stream.get());
+                for (auto [off, n] : jobs) linear_bf16(blas.get(), xb.get(), base + off, y.get(), M, n, K, 0.0f);
+            });
+        };
+        const size_t dd = static_cast<size_t>(d) * d;
+        const std::vector<std::pair<size_t, int>> qkvg{{0, d}, {dd, d}, {2 * dd, 2 * d}, {4 * dd, 2 * d}};
+        const std::vector<std::pair<size_t, int>> o1{{0, d}}, ffn{{0, F}, {static_cast<size_t>(F) * d, F}}, out{{0, V}};
+        report("skinny q,k,v,g (+convert)", skinny(qkvg, d, false), 2.0 * 6 * d * d);
+        report("cublas q,k,v,g (+convert)", cublas(qkvg, d), 2.0 * 6 * d * d);
+        report("skinny o (accumulate)", skinny(o1, 2 * d, true), 2.0 * 2 * d * d);
+        report("cublas o", cublas(o1, 2 * d), 2.0 * 2 * d * d);
+        report("skinny ffn glu", skinny(ffn, d, false, GemvGlu::Swish), 2.0 * 2 * F * d);
+        report("cublas ffn act,lin", cublas(ffn, d), 2.0 * 2 * F * d);
+        report("skinny ffn out", skinny(o1, F, true), 2.0 * F * d);
+        report("cublas ffn out", cublas(o1, F), 2.0 * F * d);
+        report("skinny output (V rows)", skinny(out, d, false), 2.0 * V * d);
+        report("cublas output (V rows)", cublas(out, d), 2.0 * V * d);
+    }
     report("recurrent scan T=1 (old path)", time_launches_us(stream, [&] {
         launch_recurrent_scan(x.get(), x.get(), x.get(), states.get(), coef.get(), coef.get(), o.get(), nullptr, H, 1, 1, Dk, Dv, stream.get());
     }), 8.0 * H * Dk * Dv);
@@ -212,7 +254,18 @@ int main(int argc, char** argv) {
             return 0;
         }
         const int layers = argc > 1 ? std::atoi(argv[1]) : 4;
-        for (int M : {1, 4, 8}) bench_decode_ops(M);
+        // `retnet_cuda_bench L ops [M,M,…]`: the per-op table only, for the given rows.
+        std::vector<int> rows{1, 4, 8, 16, 64};
+        if (argc > 3) {
+            rows.clear();
+            for (const char* p = argv[3]; *p;) {
+                char* end = nullptr;
+                rows.push_back(static_cast<int>(std::strtol(p, &end, 10)));
+                p = *end == ',' ? end + 1 : end;
+                if (end == p && *p) break;
+            }
+        }
+        for (int M : rows) bench_decode_ops(M);
         if (argc > 2 && std::string(argv[2]) == "ops") return 0;
         bench_recurrent_kernel(8, 256, 512, 1);
         bench_recurrent_kernel(8, 256, 512, 1024);
