@@ -380,7 +380,8 @@ void share_state(Communicator& comm, const ParamLayout& layout, RunState& s) {
 
 // The state to start from: the checkpoint's on resume, else a random model at step 0 (rank 0's,
 // shared with the other ranks). `cancelled` stops the checkpoint's load between tensors, the
-// random weights between layers (retnet::Cancelled).
+// random weights between layers, and is asked once more when the state is complete
+// (retnet::Cancelled).
 RunState initial_state(const TrainOptions& o, const RunSetup& r, const fs::path& out, Communicator& comm,
                        const std::function<bool()>& cancelled) {
     RunState s;
@@ -394,6 +395,7 @@ RunState initial_state(const TrainOptions& o, const RunSetup& r, const fs::path&
         s.total_steps = o.steps;
         if (o.average_decay > 0) s.average = s.params;
     }
+    if (cancelled && cancelled()) throw Cancelled();  // the last tensors, the moments' allocation
     share_state(comm, r.layout, s);
     return s;
 }
@@ -419,6 +421,9 @@ public:
           inputs_(static_cast<size_t>(shard_.count) * static_cast<size_t>(o.seq_len)), targets_(inputs_.size()),
           start_dist_(0, static_cast<int64_t>(setup_.train_tokens.size()) - o.seq_len - 1),
           first_step_(s_.adam.step) {
+        // Making the device allocates its copies at once (seconds for a large model); the upload
+        // that follows copies into them: asked between the two.
+        if (setup_cancelled && setup_cancelled()) throw Cancelled();
         device_->upload(s_.params, s_.adam);
         if (averaging()) device_->set_average(s_.average, o.average_decay);
         session_start_ = window_start_ = clock::now();
