@@ -406,7 +406,8 @@ class Session {
 public:
     using clock = std::chrono::steady_clock;
 
-    // `setup_cancelled` stops the loading of the initial state (retnet::Cancelled; see run_training).
+    // `setup_cancelled` stops the setup (retnet::Cancelled; see run_training): the initial state's
+    // load or draw, and before the upload to the device.
     Session(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_progress,
             const std::function<bool()>& setup_cancelled)
         : o_(o), out_(o.out_dir), comm_(o.communicator ? *o.communicator : single_process_),
