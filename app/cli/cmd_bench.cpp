@@ -42,14 +42,17 @@ std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937& rng) {
 }
 
 // Prefill of T tokens from an empty state in each form, asking for the last logits row only (what
-// generation needs): the median of `repeats` runs after a warm-up.
-nlohmann::json bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937& rng) {
+// generation needs): the median of `repeats` runs after a warm-up. Ctrl-C is polled before each
+// layer (a long prompt's run takes seconds) and between runs, outside the timed calls.
+nlohmann::json bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937& rng,
+                             const InterruptGuard& interrupt) {
     const std::vector<int32_t> tokens = random_tokens(T, backend.model().config.vocab_size, rng);
     nlohmann::json row = {{"T", T}};
     for (Form form : {Form::Parallel, Form::Chunkwise, Form::Recurrent}) {
         ForwardOptions o;
         o.form = form;
         o.chunk_size = chunk;
+        o.cancelled = interrupt.cancelled();
         const SequenceRequest request{tokens, 0, LogitRows::Last};
         std::vector<double> ms;
         for (int r = 0; r <= repeats; ++r) {
@@ -57,6 +60,7 @@ nlohmann::json bench_prefill(Backend& backend, int T, int repeats, int chunk, st
             const auto t0 = std::chrono::steady_clock::now();
             backend.forward_batch({&request, 1}, o);
             if (r > 0) ms.push_back(elapsed_ms(t0));  // run 0 is the warm-up
+            interrupt.check();
         }
         row[form_name(form) + std::string("_ms")] = median(ms);
     }
@@ -64,12 +68,15 @@ nlohmann::json bench_prefill(Backend& backend, int T, int repeats, int chunk, st
 }
 
 // B sequences decoded together, each in its own state slot after a chunkwise prefill of `context`
-// tokens: the median wall time of a step (last logits row of every sequence to the host).
-nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, std::mt19937& rng) {
+// tokens: the median wall time of a step (last logits row of every sequence to the host). Ctrl-C
+// is polled before each layer of the prefills and between steps, outside the timed calls.
+nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, std::mt19937& rng,
+                            const InterruptGuard& interrupt) {
     const ModelConfig& c = backend.model().config;
     backend.set_slot_count(B);
     ForwardOptions prefill, step;
     prefill.form = Form::Chunkwise;
+    prefill.cancelled = interrupt.cancelled();
     step.form = Form::Recurrent;
     const std::vector<int32_t> history = random_tokens(context, c.vocab_size, rng);
     for (int s = 0; s < B; ++s) {
@@ -87,6 +94,7 @@ nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, std
         const auto t0 = std::chrono::steady_clock::now();
         backend.forward_batch(batch, step);
         if (i >= kWarmup) ms.push_back(elapsed_ms(t0));
+        interrupt.check();
     }
     backend.set_slot_count(1);
     const double per_step = median(ms);
@@ -112,9 +120,10 @@ void check_decode_memory(const Backend& backend, const std::vector<int>& batches
 
 // The retention alone at each B × T of the model's head shape, as the CUDA trainer runs it (chunk
 // products and scan, forward and forward + backward): the kernel-level numbers fla's
-// chunk_retention is compared with (scripts/gpu/fla_anchors.py).
+// chunk_retention is compared with (scripts/gpu/fla_anchors.py). Ctrl-C is polled between shapes.
 nlohmann::json bench_retention_kernels(const Backend& backend, const std::vector<int>& batches,
-                                       const std::vector<int>& lengths, int chunk, int repeats) {
+                                       const std::vector<int>& lengths, int chunk, int repeats,
+                                       const InterruptGuard& interrupt) {
 #ifdef RETNET_HAVE_CUDA
     const ModelConfig& c = backend.model().config;
     if (c.is_transformer()) throw Error("--mode kernels times the RetNet's retention; this model is a Transformer");
@@ -124,6 +133,7 @@ nlohmann::json bench_retention_kernels(const Backend& backend, const std::vector
     nlohmann::json rows = nlohmann::json::array();
     for (int T : lengths)
         for (int B : batches) {
+            interrupt.check();
             cuda::RetentionKernelShape shape{B, T, c.n_heads, c.head_dim_k(), c.head_dim_v(), chunk > 0 ? chunk : c.chunk_size};
             const cuda::RetentionKernelTiming t =
                 cuda::time_retention_kernels(shape, bf16 ? cuda::TrainPrecision::Bf16 : cuda::TrainPrecision::Fp32, repeats);
@@ -133,7 +143,7 @@ nlohmann::json bench_retention_kernels(const Backend& backend, const std::vector
         }
     return rows;
 #else
-    (void)backend, (void)batches, (void)lengths, (void)chunk, (void)repeats;
+    (void)backend, (void)batches, (void)lengths, (void)chunk, (void)repeats, (void)interrupt;
     throw Error("--mode kernels times the CUDA retention kernels; this retnet was built without CUDA");
 #endif
 }
@@ -199,6 +209,8 @@ int run_bench(const std::vector<std::string>& argv) {
     const std::vector<int> lengths = parse_positive_list("--lengths", lengths_text);
     const std::vector<int> batches = parse_positive_list("--batch", batch_text);
     const std::vector<int> contexts = parse_positive_list("--contexts", contexts_text);
+    // Ctrl-C from the load to the last timing: cancelled, exit 130, no table.
+    const InterruptGuard interrupt;
     auto model = apply_dtype(dtype, device, load_model_edited(model_dir, edits));
     auto backend = make_backend_option(device, model);
     const int longest = *std::max_element(lengths.begin(), lengths.end());
@@ -210,12 +222,14 @@ int run_bench(const std::vector<std::string>& argv) {
     std::mt19937 rng(1);
     nlohmann::json report = {{"device", backend->name()}, {"family", family_name(model->config.family)},
                              {"parameters", model->parameter_count()}, {"dtype", dtype}, {"repeats", repeats}};
-    if (mode == "kernels") report["kernels"] = bench_retention_kernels(*backend, batches, lengths, chunk, repeats);
+    if (mode == "kernels")
+        report["kernels"] = bench_retention_kernels(*backend, batches, lengths, chunk, repeats, interrupt);
     if (prefill)
-        for (int T : lengths) report["prefill"].push_back(bench_prefill(*backend, T, repeats, chunk, rng));
+        for (int T : lengths) report["prefill"].push_back(bench_prefill(*backend, T, repeats, chunk, rng, interrupt));
     if (decode)
         for (int C : contexts)
-            for (int B : batches) report["decode"].push_back(bench_decode(*backend, B, C, decode_steps, rng));
+            for (int B : batches)
+                report["decode"].push_back(bench_decode(*backend, B, C, decode_steps, rng, interrupt));
 #ifdef RETNET_HAVE_CUDA
     if (backend->name().rfind("cuda", 0) == 0) report["device_memory_bytes"] = cuda_device_memory_in_use();
 #endif

@@ -47,6 +47,9 @@ int run_compare(const std::vector<std::string>& argv) {
     parse(*app, argv);
     const std::vector<int32_t> tokens = parse_token_list(tokens_text);
     if (eps_option->count() > 0) options.head_norm_eps = eps;
+    // Ctrl-C from the load to the last form: the three forms poll it before each layer.
+    const InterruptGuard interrupt;
+    options.cancelled = interrupt.cancelled();
     auto model = load_model_edited(model_dir, edits);
     auto backend = make_backend_option(device, model);
     const auto t = static_cast<uint64_t>(tokens.size());  // three forms' logits and layer outputs side by side

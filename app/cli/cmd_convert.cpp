@@ -33,6 +33,9 @@ int run_convert(const std::vector<std::string>& argv) {
         throw Error("--out " + out_dir + " is the model directory itself; choose another one");
 
     check_model_memory(model_dir, 2);  // the weights, and their bytes as they are written
+    // Ctrl-C from the load to the last tensor written (between tensors): nothing of this run is
+    // left, an older model in --out stays as it was. The small files after the weights finish.
+    const InterruptGuard interrupt;
     const Model model = load_model_interruptible(model_dir);
     // The files that come along are read (and the tokenizer checked) before anything is written, so
     // an unreadable one cannot leave a half-written output directory.
@@ -45,7 +48,7 @@ int run_convert(const std::vector<std::string>& argv) {
     }
     const bool created = !fs::exists(fs::symlink_status(out_dir, ec));
     try {
-        save_model(model, out_dir, dtype);
+        save_model(model, out_dir, dtype, interrupt.cancelled());
         for (const auto& [name, bytes] : extras) write_file_atomically((fs::path(out_dir) / name).string(), bytes);
     } catch (...) {
         if (created) fs::remove_all(out_dir, ec);  // nothing half-written stays behind

@@ -14,6 +14,9 @@
 #include <filesystem>
 #include <limits>
 #include <memory>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -54,24 +57,46 @@ nlohmann::json to_json(const CostReport& report) {
     return j;
 }
 
+std::string fixed(double value, int decimals) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.*f", decimals, value);
+    return buf;
+}
+
 // The GPU column only where a backend measured it (CUDA); its note says what each memory column is.
+// Each column is as wide as its widest cell (at least its usual width), so a 10-digit length or a
+// slow point's long timing keeps the columns in line; an out-of-memory point says so after its batch.
 void print_table(const CostReport& report) {
     const bool gpu = std::any_of(report.points.begin(), report.points.end(),
                                  [](const CostPoint& p) { return p.device_bytes >= 0; });
     std::printf("%s backend; RetNet %s parameters, Transformer twin %s; medians of the timed steps\n",
                 report.device.c_str(), format_count(report.retnet_parameters).c_str(),
                 format_count(report.transformer_parameters).c_str());
-    std::printf("%-12s %8s %6s %12s %11s %13s %14s%s\n", "model", "length", "batch", "prefill ms", "ms / step",
-                "tokens / s", "state / cache", gpu ? "     GPU in use" : "");
+    std::vector<std::vector<std::string>> rows = {
+        {"model", "length", "batch", "prefill ms", "ms / step", "tokens / s", "state / cache"}};
+    std::vector<size_t> width = {12, 8, 6, 12, 11, 13, 14};
+    if (gpu) rows[0].push_back("GPU in use"), width.push_back(14);
+    std::vector<std::optional<std::string>> out_of_memory = {std::nullopt};  // per row: the note of a point that did not fit
     for (const CostPoint& p : report.points) {
-        if (p.out_of_memory) {
-            std::printf("%-12s %8d %6d   out of memory: %s\n", p.model.c_str(), p.length, p.batch, shown(p.note).c_str());
-            continue;
+        std::vector<std::string>& row = rows.emplace_back();
+        row = {p.model, std::to_string(p.length), std::to_string(p.batch)};
+        out_of_memory.push_back(p.out_of_memory ? std::optional(shown(p.note)) : std::nullopt);
+        if (p.out_of_memory) continue;
+        row.insert(row.end(), {fixed(p.prefill_ms, 2), fixed(p.ms_per_step, 3), fixed(p.tokens_per_s, 1),
+                               format_bytes(static_cast<uint64_t>(p.state_bytes))});
+        if (gpu) row.push_back(p.device_bytes >= 0 ? format_bytes(static_cast<uint64_t>(p.device_bytes)) : "");
+    }
+    for (const auto& row : rows)
+        for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
+    for (size_t r = 0; r < rows.size(); ++r) {
+        const std::vector<std::string>& row = rows[r];
+        std::string line;
+        for (size_t c = 0; c < row.size(); ++c) {
+            const std::string pad(width[c] - row[c].size(), ' ');
+            line += (c > 0 ? " " : "") + (c == 0 ? row[c] + pad : pad + row[c]);
         }
-        std::printf("%-12s %8d %6d %12.2f %11.3f %13.1f %14s", p.model.c_str(), p.length, p.batch, p.prefill_ms,
-                    p.ms_per_step, p.tokens_per_s, format_bytes(static_cast<uint64_t>(p.state_bytes)).c_str());
-        if (gpu) std::printf(" %14s", p.device_bytes >= 0 ? format_bytes(static_cast<uint64_t>(p.device_bytes)).c_str() : "");
-        std::printf("\n");
+        if (out_of_memory[r]) line += "   out of memory: " + *out_of_memory[r];
+        std::printf("%s\n", line.c_str());
     }
     std::printf("state / cache: the batch's RetNet states or KV caches, computed from the tokens they hold%s\n",
                 gpu ? "; GPU in use: measured after the steps, the whole device's (other processes' too)" : "");

@@ -12,6 +12,7 @@
 #include "retnet/memory_limit.h"
 #include "retnet/model_names.h"
 #include "retnet/model_stats.h"
+#include "retnet/safetensors.h"
 #include "retnet/tokenizer.h"
 
 namespace retnet::cli {
@@ -52,31 +53,26 @@ std::string like_tokenizer(const std::string& like) {
 }
 
 // The tokenizer first and config.json last (save_model commits it after the weights): a run killed
-// midway leaves a directory without config.json, which never loads as a model.
-void write_model(const Model& model, const std::string& tokenizer, const std::string& out) {
+// midway leaves a directory without config.json, which never loads as a model. A failure, or
+// `cancelled` (asked between tensors), removes what was written: the directory when init made it,
+// else the tokenizer copied into the empty one (require_new_directory).
+void write_model(const Model& model, const std::string& tokenizer, const std::string& out,
+                 const std::function<bool()>& cancelled) {
     std::error_code ec;
     const bool created = !fs::exists(fs::symlink_status(out, ec));
+    const fs::path tokenizer_file = fs::path(out) / "tokenizer.model";
     try {
         if (!tokenizer.empty()) {
             fs::create_directories(out, ec);
             if (ec) throw Error("cannot save to " + out + ": " + ec.message());
-            write_file_atomically((fs::path(out) / "tokenizer.model").string(), tokenizer);
+            write_file_atomically(tokenizer_file.string(), tokenizer);
         }
-        save_model(model, out);
+        save_model(model, out, DType::F32, cancelled);
     } catch (...) {
         if (created) fs::remove_all(out, ec);  // nothing half-written stays behind
+        else if (!tokenizer.empty()) fs::remove(tokenizer_file, ec);
         throw;
     }
-}
-
-// The model's random weights, with Ctrl-C caught while they are drawn (tens of seconds for billions
-// of values; asked between layers): retnet::Cancelled, before anything is written. The guard ends
-// before the writing, which a Ctrl-C ends as before (a directory without config.json).
-Model make_random_weights(const ModelConfig& config, uint64_t seed) {
-    const InterruptGuard interrupt;
-    Model model = make_random_model(config, seed, interrupt.cancelled());
-    interrupt.check();
-    return model;
 }
 
 int run_init(const std::vector<std::string>& argv) {
@@ -99,8 +95,11 @@ int run_init(const std::vector<std::string>& argv) {
     const std::string tokenizer = like_tokenizer(like);
     // The weights, and their bytes as they are written.
     check_memory(saturating_product({2, estimated_weight_bytes(config)}), "a model of " + (like.empty() ? config_path : like));
-    const Model model = make_random_weights(config, static_cast<uint64_t>(seed));
-    write_model(model, tokenizer, out);
+    // Ctrl-C while the weights are drawn (tens of seconds for billions of values; asked between
+    // layers) or written (between tensors): retnet::Cancelled, and nothing of the model is left.
+    const InterruptGuard interrupt;
+    const Model model = make_random_model(config, static_cast<uint64_t>(seed), interrupt.cancelled());
+    write_model(model, tokenizer, out, interrupt.cancelled());
     std::fprintf(stderr, "wrote %s: %s model, %s parameters\n", shown(out).c_str(), format_name(model.config),
                  format_count(model.parameter_count()).c_str());
     return 0;

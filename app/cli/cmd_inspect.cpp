@@ -123,6 +123,10 @@ int run_inspect(const std::vector<std::string>& argv) {
     parse(*app, argv);
     const std::vector<int32_t> tokens = parse_token_list(tokens_text);
     options.form = parse_form(mode);
+    // Ctrl-C from the load to the logit lens: the forward polls it before each layer, the lens
+    // before each layer's readout.
+    const InterruptGuard interrupt;
+    options.cancelled = interrupt.cancelled();
     auto model = load_model_edited(model_dir, edits);
     auto backend = make_backend_option(device, model);
     const ModelConfig& c = model->config;
@@ -146,7 +150,7 @@ int run_inspect(const std::vector<std::string>& argv) {
     backend->forward(tokens, options, &intro);
     const int T = static_cast<int>(tokens.size());
     std::vector<std::vector<LensReading>> readings;
-    if (lens) readings = logit_lens(*model, intro.layer_outputs, tokens, lens_top);
+    if (lens) readings = logit_lens(*model, intro.layer_outputs, tokens, lens_top, interrupt.cancelled());
 
     const HeadReach reach = retention_reach(intro.scores.data, T,
                                             std::exp(static_cast<double>(model->weights.log_decay[static_cast<size_t>(head)])));

@@ -24,11 +24,17 @@ int run_logits(const std::vector<std::string>& argv) {
     parse(*app, argv);
     const std::vector<int32_t> tokens = parse_token_list(tokens_text);
     options.form = parse_form(mode);
+    // Ctrl-C from the load to the end of the forward, which polls it before each layer. The .npy
+    // is written after a last look at it: a Ctrl-C during that write lets it finish (the file is
+    // renamed into place only when complete either way).
+    const InterruptGuard interrupt;
+    options.cancelled = interrupt.cancelled();
     auto model = load_model_edited(model_dir, edits);
     auto backend = make_backend_option(device, model);
     check_forward_memory(model->config, static_cast<int64_t>(tokens.size()), options.form, options.chunk_size,
                          "a forward pass over " + std::to_string(tokens.size()) + " tokens");
     const Tensor logits = backend->forward(tokens, options);
+    interrupt.check();
     write_npy(out, logits);
     std::fprintf(stderr, "wrote %s: logits %s (%s form, %s backend)\n", shown(out).c_str(), logits.shape_string().c_str(),
                  form_name(options.form), backend->name().c_str());

@@ -148,6 +148,10 @@ void print_progress(const train::TrainProgress& p) {
 // Training as one rank (rank 0 of 1 when alone). Rank 0 owns the run directory (unless the --gpus
 // launcher holds it for the job) and speaks; every rank trains.
 int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks) {
+    // Ctrl-C from before the run directory is taken: while the run starts (the lock, the text, the
+    // checkpoint or random weights, which the setup polls between tensors) it saves nothing and
+    // leaves nothing this process made; after, it saves a checkpoint.
+    InterruptGuard interrupt;
     train::Communicator& comm = *ranks.comm;
     std::optional<train::RunDirectoryLock> lock;  // held until the run ends
     int proceed = 1;  // 0: nothing to do; −1: rank 0 refused the directory and said why
@@ -176,7 +180,6 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
                     o.batch / comm.size(), o.batch);
     o.communicator = &comm;
     if (comm.rank() == 0 && !o.resume) o.on_started = [&o] { train::begin_fresh_run(o); };
-    InterruptGuard interrupt;
     const train::TrainResult r = train::run_training(o, print_progress, &interrupt.flag());
     if (!speaks) return r.interrupted ? 130 : 0;
     if (r.interrupted && !r.started) {

@@ -54,6 +54,14 @@ TrainRanks join_train_ranks(const dist::RankEnvironment& env) {
 
 void resolve_out_dir(train::TrainOptions& o, bool announce) {
     const std::string given = o.out_dir;
+    // One of the run's own inputs given as --out (the text, say): named as such, not only as "a
+    // regular file".
+    for (const auto& [option, path] : {std::pair{"--data", o.data_path}, std::pair{"--config", o.config_path},
+                                       std::pair{"--tokenizer", o.tokenizer_path}}) {
+        std::error_code ec;
+        if (!path.empty() && fs::equivalent(given, path, ec))
+            throw Error("--out " + given + " is the " + option + " file; give the run a directory of its own");
+    }
     o.out_dir = train::resolve_run_directory(given);
     if (announce && o.out_dir != given)
         std::fprintf(stderr,

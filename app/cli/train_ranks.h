@@ -29,7 +29,8 @@ struct TrainRanks {
 TrainRanks join_train_ranks(const dist::RankEnvironment& env);
 
 // Makes o.out_dir the run directory it names (train::resolve_run_directory: a symbolic link is
-// resolved, before the lock is taken); with `announce`, says so in one line on stderr.
+// resolved, before the lock is taken; the filesystem root is refused); with `announce`, says so in
+// one line on stderr. An --out that is the --data, --config or --tokenizer file is refused as such.
 void resolve_out_dir(train::TrainOptions& o, bool announce);
 
 // --resume of a run whose checkpoint is already at its last step, or past a lowered --steps: says

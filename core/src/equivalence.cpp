@@ -81,6 +81,7 @@ FormRun run_form(Backend& backend, std::span<const int32_t> tokens, Form form,
     fo.form = form;
     fo.chunk_size = options.chunk_size;
     fo.head_norm_eps = options.head_norm_eps;
+    fo.cancelled = options.cancelled;
     check_forward_inputs(backend.model(), tokens, fo);
 
     Introspection probe;

@@ -11,7 +11,8 @@
 namespace retnet {
 
 std::vector<std::vector<LensReading>> logit_lens(const Model& model, const std::vector<Tensor>& layer_outputs,
-                                                 std::span<const int32_t> tokens, int n_top) {
+                                                 std::span<const int32_t> tokens, int n_top,
+                                                 const std::function<bool()>& cancelled) {
     const ModelConfig& c = model.config;
     const int d = c.d_model, V = c.vocab_size;
     if (static_cast<int>(layer_outputs.size()) != c.n_layers)
@@ -22,6 +23,7 @@ std::vector<std::vector<LensReading>> logit_lens(const Model& model, const std::
     std::vector<std::vector<LensReading>> readings;
     std::vector<float> x, logits;  // (T, d), (T, V)
     for (const Tensor& out : layer_outputs) {
+        if (cancelled && cancelled()) throw Cancelled();
         if (out.rank() != 2 || out.dim(1) != d || (!readings.empty() && out.dim(0) != layer_outputs[0].dim(0)))
             throw Error("logit lens: layer output of shape " + out.shape_string() + ", expected (T, " +
                         std::to_string(d) + ") for every layer");

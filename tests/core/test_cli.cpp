@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "cli_test_util.h"
 #include "retnet/npy.h"
@@ -117,6 +118,60 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     expect_one_line_error(run_cli("cost --from " + saved.string()), saved.string() + ": is a FIFO (named pipe), expected a regular file");
     fs::remove(saved);
     expect_one_line_error(run_cli("cost --from " + saved.string()), saved.string() + ": cannot open (No such file or directory)");
+}
+
+// The cost table's columns are as wide as their widest cell: a 10-digit length, a 6-digit batch and
+// a slow point's 7-digit prefill stay under their headers (before, fixed widths of 8, 6 and 12
+// pushed such a row's later cells to the right). Usual values keep the usual widths.
+TEST(Cli, CostTableColumnsFitTheirContent) {
+    const nlohmann::json point = {{"model", "RetNet"}, {"length", 1024}, {"batch", 1}, {"out_of_memory", false},
+                                  {"prefill_ms", 12.5}, {"ms_per_step", 0.25}, {"tokens_per_s", 4000.0},
+                                  {"state_bytes", 65536}};
+    nlohmann::json report = {{"device", "cpu"}, {"retnet_parameters", 1000}, {"transformer_parameters", 1000},
+                             {"points", {point}}};
+    nlohmann::json wide = point;
+    wide["model"] = "Transformer";
+    wide["length"] = 2147483647;
+    wide["batch"] = 100000;
+    wide["prefill_ms"] = 1234567.0;
+    report["points"].push_back(wide);
+    report["points"].push_back({{"model", "Transformer"}, {"length", 2147483647}, {"batch", 1},
+                                {"out_of_memory", true}, {"note", "needs 9 TiB"}});
+    const fs::path saved = fs::temp_directory_path() / ("retnet_cost_table_" + std::to_string(getpid()) + ".json");
+    std::ofstream(saved) << report.dump();
+    const CliRun table = run_cli("cost --from " + saved.string());
+    fs::remove(saved);
+    ASSERT_EQ(table.exit_code, 0) << table.err;
+    std::vector<std::string> lines;
+    std::istringstream in(table.out);
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    ASSERT_GE(lines.size(), 5u) << table.out;
+    const std::string& header = lines[1];
+    // Each header ends where its column's cells end (right-aligned), in every row.
+    const std::vector<std::pair<std::string, std::vector<std::string>>> columns = {
+        {"length", {"1024", "2147483647", "2147483647"}},
+        {"batch", {"1", "100000", "1"}},
+        {"prefill ms", {"12.50", "1234567.00"}},
+        {"state / cache", {"64 KiB", "64 KiB"}},
+    };
+    for (const auto& [name, cells] : columns) {
+        const size_t end = header.find(name) + name.size();
+        for (size_t r = 0; r < cells.size(); ++r)
+            EXPECT_EQ(lines[2 + r].substr(end - cells[r].size() - 1, cells[r].size() + 1), " " + cells[r])
+                << name << " in\n" << table.out;
+    }
+    EXPECT_EQ(lines[2].size(), header.size()) << table.out;
+    EXPECT_EQ(lines[3].size(), header.size()) << table.out;
+    EXPECT_NE(lines[4].find("   out of memory: needs 9 TiB"), std::string::npos) << table.out;
+    // Usual values: the usual widths (model 12, length 8, batch 6, then 12, 11, 13 and 14).
+    report["points"] = {point};
+    std::ofstream(saved) << report.dump();
+    const CliRun usual = run_cli("cost --from " + saved.string());
+    fs::remove(saved);
+    EXPECT_NE(usual.out.find("\nmodel          length  batch   prefill ms   ms / step    tokens / s  state / cache\n"
+                             "RetNet           1024      1        12.50       0.250        4000.0         64 KiB\n"),
+              std::string::npos)
+        << usual.out;
 }
 
 // --plot onto a folder that cannot take the picture (/proc: no file can be made there) or onto a

@@ -227,6 +227,25 @@ TEST(EquivalenceReference, FlaFormsAgree) {
     }
 }
 
+// `retnet compare`'s Ctrl-C: the three forms ask `cancelled` before each of their layers (2 × 3
+// polls); true at the second form's second layer ends the comparison with Cancelled, and the
+// backend then compares exactly as a fresh one (the cancelled form left no state behind).
+TEST(EquivalenceReference, CancelledIsAskedBeforeEachLayerOfEachForm) {
+    auto backend = make_cpu_backend(tiny_model(Family::Fla));
+    const auto tokens = some_tokens(11);
+    EquivalenceOptions options;
+    int asked = 0;
+    options.cancelled = [&asked] { return ++asked == 4; };
+    EXPECT_THROW(compare_forms(*backend, tokens, options), Cancelled);
+    EXPECT_EQ(asked, 4);
+    asked = 0;
+    options.cancelled = [&asked] { return ++asked < 0; };  // asked, never true
+    const EquivalenceReport after = compare_forms(*backend, tokens, options);
+    EXPECT_EQ(asked, 3 * 2);
+    const EquivalenceReport fresh = compare_forms(*make_cpu_backend(tiny_model(Family::Fla)), tokens);
+    for (size_t f = 0; f < 3; ++f) EXPECT_EQ(after.runs[f].logits.data, fresh.runs[f].logits.data) << f;
+}
+
 TEST(EquivalenceReference, TorchscaleFormsAgreeWithZeroEps) {
     auto backend = make_reference_backend(tiny_model(Family::TorchScale));
     const auto tokens = some_tokens(11);

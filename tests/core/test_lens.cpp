@@ -110,4 +110,28 @@ TEST(LensErrors, ShapesThatDoNotMatchTheModelAreRefused) {
     EXPECT_EQ(logit_lens(*model, fine, four, 3).size(), 2u);
 }
 
+// `retnet inspect --lens`'s Ctrl-C: asked before each layer's readout; true before the second one
+// ends the lens with Cancelled, never true gives the readings of a lens without the question.
+TEST(LensCancel, AskedBeforeEachLayersReadout) {
+    const std::shared_ptr<const Model> model = test::small_model(Family::Fla, 5);
+    const ModelConfig& c = model->config;
+    const std::vector<int32_t> four = {1, 2, 3, 4};
+    Introspection probe;
+    probe.want_layer_outputs = true;
+    make_cpu_backend(model)->forward(four, ForwardOptions{}, &probe);
+    int asked = 0;
+    EXPECT_THROW(logit_lens(*model, probe.layer_outputs, four, 3, [&asked] { return ++asked == 2; }), Cancelled);
+    EXPECT_EQ(asked, 2);
+    asked = 0;
+    const auto polled = logit_lens(*model, probe.layer_outputs, four, 3, [&asked] { return ++asked < 0; });
+    EXPECT_EQ(asked, c.n_layers);
+    const auto plain = logit_lens(*model, probe.layer_outputs, four, 3);
+    ASSERT_EQ(polled.size(), plain.size());
+    for (size_t l = 0; l < plain.size(); ++l)
+        for (size_t t = 0; t < four.size(); ++t) {
+            EXPECT_EQ(polled[l][t].next_prob, plain[l][t].next_prob);
+            EXPECT_EQ(polled[l][t].top.front().id, plain[l][t].top.front().id);
+        }
+}
+
 }  // namespace

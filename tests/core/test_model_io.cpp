@@ -495,6 +495,48 @@ TEST_F(ModelIoTest, ACancelBeforeOrDuringTheLoadStopsIt) {
     EXPECT_EQ(retnet::train::load_trained_weights(dir("c"), never).params, retnet::train::load_trained_weights(dir("c")).params);
 }
 
+// The bytes of every file in `directory`, by name (temporary files included).
+std::map<std::string, std::string> files_in(const std::string& directory) {
+    std::map<std::string, std::string> files;
+    for (const auto& entry : fs::directory_iterator(directory)) {
+        std::ifstream in(entry.path(), std::ios::binary);
+        files[entry.path().filename().string()] = std::string(std::istreambuf_iterator<char>(in), {});
+    }
+    return files;
+}
+
+// `retnet convert`'s and `init`'s Ctrl-C: save_model asks `cancelled` before each tensor and once
+// more before the files replace their old versions. True at any of those questions throws
+// Cancelled and leaves the directory as it was: empty when new, the old model byte for byte (in
+// bf16 too, convert's default), no temporary file. Never true, the files are those of a save
+// without the question.
+TEST_F(ModelIoTest, ACancelWhileSavingLeavesTheDirectoryAsItWas) {
+    const Model old_model = random_model(small_config(Family::Fla, false), 71);
+    const Model m = random_model(small_config(Family::Fla, false), 72);
+    retnet::save_model(m, dir("plain"));
+    const size_t tensors = SafetensorsFile(weights("plain")).tensors().size();
+    for (const retnet::DType dtype : {retnet::DType::F32, retnet::DType::BF16}) {
+        retnet::save_model(old_model, dir("old"), dtype);
+        const auto before = files_in(dir("old"));
+        for (size_t cancel_at = 1; cancel_at <= tensors + 1; ++cancel_at) {
+            size_t asked = 0;
+            const auto cancelled = [&] { return ++asked == cancel_at; };
+            EXPECT_THROW(retnet::save_model(m, dir("old"), dtype, cancelled), retnet::Cancelled) << cancel_at;
+            EXPECT_EQ(asked, cancel_at);
+            EXPECT_EQ(files_in(dir("old")), before) << "cancelled at question " << cancel_at;
+            fs::create_directories(dir("new"));
+            asked = 0;
+            EXPECT_THROW(retnet::save_model(m, dir("new"), dtype, cancelled), retnet::Cancelled) << cancel_at;
+            EXPECT_TRUE(files_in(dir("new")).empty()) << "cancelled at question " << cancel_at;
+        }
+        size_t asked = 0;
+        retnet::save_model(m, dir("asked"), dtype, [&asked] { return ++asked == 0; });
+        EXPECT_EQ(asked, tensors + 1);
+        retnet::save_model(m, dir("unasked"), dtype);
+        EXPECT_EQ(files_in(dir("asked")), files_in(dir("unasked")));
+    }
+}
+
 TEST_F(ModelIoTest, SaveChecksTheModelAndKeepsOldFilesOnFailure) {
     Model m = random_model(small_config(Family::Fla, false), 61);
     retnet::save_model(m, dir("s"));

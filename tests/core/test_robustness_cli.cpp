@@ -3,8 +3,11 @@
 // non-zero exit with one line on stderr naming the problem; odd but valid ones (empty prompt,
 // control characters, a chunk larger than the prompt) generate normally. Ctrl-C (SIGINT) during
 // generation and training stops cleanly, and training resumes from the checkpoint it saved; during
-// `retnet cost` the points measured are still printed.
+// `retnet cost` the points measured are still printed; during `retnet convert`'s writing no model
+// is left as if complete.
 #include <gtest/gtest.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 
 #include <nlohmann/json.hpp>
 
@@ -243,6 +246,57 @@ TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {
     EXPECT_EQ(r.exit_code, 130) << r.out << r.err;
     EXPECT_NE(r.err.find("retnet eval: cancelled"), std::string::npos) << r.err;
     EXPECT_EQ(r.out.find("bits per char"), std::string::npos) << "no result after a cancel: " << r.out;
+}
+
+// Ctrl-C while `retnet convert` writes: the writing stops between two tensors, `retnet convert:
+// cancelled`, exit 130, and no config.json is left (nothing reads as a complete model; the
+// temporary files are removed). Timed by the pipe, not the clock: the weights go into a FIFO (a
+// FIFO is written in place) whose pipe the test shrinks to one page and does not read until the
+// signal is sent. Once bytes arrive, the writer is inside model.safetensors and cannot finish it
+// (the file is far larger than the pipe), so the signal comes while it writes; then the test
+// drains the pipe. Before: SIGINT's default action, killed by the signal.
+TEST(RobustInterrupt, SigintWhileConvertWritesLeavesNoModel) {
+    ScratchDir dir("convert_interrupt");
+    write_small_model(dir / "model");
+    ASSERT_EQ(run_retnet({"convert", "--model", (dir / "model").string(), "--out", (dir / "whole").string(), "--dtype",
+                          "f32"})
+                  .exit_code,
+              0);
+    const auto whole = static_cast<size_t>(fs::file_size(dir / "whole" / "model.safetensors"));
+    fs::create_directories(dir / "out");
+    const fs::path fifo = dir / "out" / "model.safetensors";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+    const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+    ASSERT_GE(reader, 0);
+    const int capacity = ::fcntl(reader, F_SETPIPE_SZ, 4096);
+    ASSERT_GT(capacity, 0);
+    ASSERT_LT(static_cast<size_t>(capacity), whole / 4);
+    RunningRetnet child({"convert", "--model", (dir / "model").string(), "--out", (dir / "out").string(), "--dtype", "f32"});
+    int queued = 0;
+    for (int waited = 0; queued == 0 && waited < 60000; waited += 5) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        ASSERT_EQ(::ioctl(reader, FIONREAD, &queued), 0);
+    }
+    ASSERT_GT(queued, 0) << "the writer never began model.safetensors";
+    child.send(SIGINT);
+    size_t drained = 0;
+    for (char buffer[4096];;) {  // until the writer closes the FIFO
+        pollfd p{reader, POLLIN, 0};
+        ASSERT_GT(::poll(&p, 1, 60000), 0) << "the writer neither wrote nor closed";
+        const ssize_t n = ::read(reader, buffer, sizeof buffer);
+        if (n == 0) break;
+        if (n > 0) drained += static_cast<size_t>(n);
+    }
+    ::close(reader);
+    const CliResult r = child.finish(60);
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 130) << r.err;
+    EXPECT_EQ(r.err, "retnet convert: cancelled\n");
+    EXPECT_LT(drained, whole) << "the weights were written to the end";
+    EXPECT_TRUE(fs::is_fifo(fifo));
+    std::vector<std::string> left;
+    for (const auto& entry : fs::directory_iterator(dir / "out")) left.push_back(entry.path().filename().string());
+    EXPECT_EQ(left, std::vector<std::string>{"model.safetensors"});
 }
 
 TEST(RobustInterrupt, SigintDuringTrainingSavesACheckpointAndResumes) {

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "retnet/error.h"
 #include "retnet/eval_stream.h"
@@ -168,6 +169,44 @@ TEST(TrainLoop, AStopRaisedWhileStartingSavesNothing) {
     EXPECT_EQ(fs::last_write_time(weights), saved_time);
 }
 
+// Ctrl-C while a resume loads its checkpoint (seconds for a large model: three times its weights):
+// the load stops at its first question, before any tensor is read, instead of reading them all and
+// being told when the setup ends. Shown with a checkpoint whose last weight is NaN, which a load
+// that read everything refuses: stopped, the run is interrupted before it started, with the
+// checkpoint left byte for byte.
+TEST(TrainLoop, AStopRaisedWhileTheCheckpointLoadsEndsTheLoad) {
+    Workspace ws;
+    TrainOptions o = ws.options("load");
+    o.steps = 2;
+    std::atomic<bool> stop{false};
+    ASSERT_EQ(run_training(o, nullptr, &stop).steps_done, 2);
+    const fs::path weights = fs::path(o.out_dir) / "checkpoint" / "model.safetensors";
+    {
+        std::fstream f(weights, std::ios::binary | std::ios::in | std::ios::out);
+        f.seekp(-4, std::ios::end);  // the last value of the last tensor (the data section ends the file)
+        const float nan = std::nanf("");
+        f.write(reinterpret_cast<const char*>(&nan), 4);
+    }
+    std::map<std::string, std::string> before;
+    for (const auto& entry : fs::directory_iterator(fs::path(o.out_dir) / "checkpoint"))
+        before[entry.path().filename().string()] = robustness::slurp(entry.path());
+    o.resume = true;
+    o.steps = 4;
+    stop = true;
+    const TrainResult stopped = run_training(o, nullptr, &stop);
+    EXPECT_TRUE(stopped.interrupted);
+    EXPECT_FALSE(stopped.started);
+    for (const auto& [name, bytes] : before)
+        EXPECT_EQ(robustness::slurp(fs::path(o.out_dir) / "checkpoint" / name), bytes) << name;
+    stop = false;
+    try {
+        run_training(o, nullptr, &stop);
+        FAIL() << "resumed from a checkpoint holding a NaN weight";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("contains NaN"), std::string::npos) << e.what();
+    }
+}
+
 // With --ema-decay the loop keeps average_t = average_{t−1} + (1 − d_t)(params_t − average_{t−1})
 // from the initial weights, resumes it exactly, and validates and saves it (not the raw weights).
 TEST(TrainLoop, ParameterAverageFollowsItsDefinitionAndResumes) {
@@ -248,6 +287,52 @@ TEST(TrainLoop, StreamingEvaluationEqualsOneWindowOverTheWholeText) {
         if (streaming) EXPECT_THROW(evaluate_text_streaming(*backend, tok, text, 64, cancel), Cancelled);
         else EXPECT_THROW(evaluate_text(config, layout, params.data(), tok, text, 16, 2, cancel), Cancelled);
         EXPECT_EQ(calls, 2);
+    }
+}
+
+// `retnet eval`'s Ctrl-C without --stream: a batch of windows of a large model takes seconds, so
+// the trainer's forward asks LossOptions::cancelled before each layer (the inference backend's
+// windows ForwardOptions::cancelled, through backend_batch_loss). Raised at the first batch's
+// second layer, the evaluation ends with Cancelled before that batch's progress report; never
+// raised, it gives the loss of an evaluation without the question.
+TEST(TrainLoop, WindowedEvaluationAsksCancelledBeforeEachLayerOfABatch) {
+    Workspace ws;
+    const ModelConfig config = load_config(ws.config.string());
+    const ParamLayout layout = make_param_layout(config);
+    const SharpModel sharp = sharp_random_model(config, layout);
+    const Tokenizer tok = Tokenizer::load(ws.tokenizer.string());
+    const std::string text = text_prefix(ws.text, 600);
+    const fs::path file = ws.dir / "eval.txt";
+    robustness::spit(file, text);
+    const TextFileSpan part{file.string(), 0, count_characters(text)};
+    auto backend = make_cpu_backend(std::make_shared<const Model>(sharp.model));
+    int asked = 0, reports = 0;
+    const EvalProgress count_reports = [&reports](int64_t, int64_t) { return ++reports > 0; };
+    LossOptions polled;
+    const BatchLoss trainer_loss = [&](const BatchView& view) {
+        return loss_and_gradient<float>(config, layout, sharp.params.data(), view, nullptr, polled);
+    };
+    for (const bool trainer : {true, false}) {
+        const std::function<bool()> at_second = [&asked] { return ++asked == 2; };
+        const std::function<bool()> never = [&asked] { return ++asked < 0; };
+        asked = reports = 0;
+        polled.cancelled = at_second;
+        EXPECT_THROW(evaluate_file(trainer ? trainer_loss : backend_batch_loss(*backend, at_second), tok, part, 16, 2,
+                                   count_reports),
+                     Cancelled);
+        EXPECT_EQ(asked, 2);
+        EXPECT_EQ(reports, 0) << "the first batch of windows never ended";
+
+        asked = reports = 0;
+        polled.cancelled = never;
+        const EvalResult r = evaluate_file(trainer ? trainer_loss : backend_batch_loss(*backend, never), tok, part, 16,
+                                           2, count_reports);
+        polled.cancelled = {};
+        const EvalResult plain =
+            evaluate_file(trainer ? trainer_loss : backend_batch_loss(*backend), tok, part, 16, 2);
+        EXPECT_EQ(r.loss_per_token, plain.loss_per_token);
+        // The trainer asks once per layer of each batch of 2 windows, the backend per layer of each window.
+        EXPECT_EQ(asked, config.n_layers * (trainer ? reports : static_cast<int>((r.tokens + 15) / 16)));
     }
 }
 

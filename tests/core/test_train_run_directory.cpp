@@ -288,6 +288,47 @@ TEST(TrainRunDirectory, ResolveRunDirectoryFollowsOnlyALinkToADirectory) {
     EXPECT_EQ(refusal(dir / "loop_a"), "--out " + (dir / "loop_a").string() + " is a symbolic link in a loop of links");
 }
 
+// The filesystem root is a directory, but a run there would put train.lock, run.json and its
+// checkpoints among the system's directories: refused however it is named, before anything is
+// made (resolve_run_directory runs before the lock is taken).
+TEST(TrainRunDirectory, TheFilesystemRootIsRefusedHoweverItIsNamed) {
+    ScratchDir dir("root");
+    fs::create_symlink("/", dir / "to_root");
+    const std::string advice = "; give the run a directory of its own, e.g. --out runs/NAME";
+    const std::vector<std::pair<std::string, std::string>> cases = {
+        {"/", "--out / is the filesystem root" + advice},
+        {"//", "--out // is the filesystem root (/)" + advice},
+        {"/tmp/..", "--out /tmp/.. is the filesystem root (/)" + advice},
+        {(dir / "to_root").string(), "--out " + (dir / "to_root").string() + " is the filesystem root (/)" + advice},
+        {(dir / "to_root/").string(), "--out " + (dir / "to_root/").string() + " is the filesystem root (/)" + advice},
+    };
+    for (const auto& [out, message] : cases) {
+        try {
+            train::resolve_run_directory(out);
+            ADD_FAILURE() << out << " accepted";
+        } catch (const Error& e) {
+            EXPECT_EQ(std::string(e.what()), message);
+        }
+    }
+    EXPECT_EQ(train::resolve_run_directory("/tmp"), "/tmp");  // a directory under the root is one's choice
+}
+
+// --out naming one of the run's inputs (the text, say) is named as that input, not only as "a
+// regular file"; the file is left as it was.
+TEST(TrainRunDirectory, OutThatIsAnInputOfTheRunIsNamedAsSuch) {
+    ScratchDir dir("out_is_an_input");
+    const std::vector<std::string> args = with(tiny_training_args(dir.path()), {"--steps", "1"});
+    for (const std::string option : {"--data", "--config", "--tokenizer"}) {
+        const std::string input = *(std::find(args.begin(), args.end(), option) + 1);
+        const std::string before = slurp(input);
+        const CliResult r = run_retnet(replaced(args, "--out", input));
+        EXPECT_EQ(r.exit_code, 1) << option;
+        EXPECT_EQ(r.err, "retnet train: error: --out " + input + " is the " + option +
+                             " file; give the run a directory of its own\n");
+        EXPECT_EQ(slurp(input), before);
+    }
+}
+
 // --out as a symbolic link to a directory: resolved once and said so; the lock, run.json and the
 // checkpoints are the target's (a lock held on the target refuses a run through the link, and the
 // run continues through either name); the link stays a link. A link to nothing or to a file is

@@ -11,6 +11,7 @@
 // ~100 and a fixed absolute bound would mean different things for each. Per-layer errors come
 // from the residual stream after each layer (Introspection::layer_outputs).
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <vector>
@@ -25,6 +26,9 @@ struct EquivalenceOptions {
     std::optional<double> head_norm_eps;  // override (0 shows torchscale's forms agree, docs/spec.md §2.7)
     double tolerance = 1e-4;              // relative to max|logit| of the first form of a pair
     bool want_layer_outputs = true;       // per-layer errors and the heat map's layer columns
+    // Polled before each layer of each form (ForwardOptions::cancelled): true ends the comparison
+    // with retnet::Cancelled within one layer's time (Ctrl-C in `retnet compare`).
+    std::function<bool()> cancelled;
 };
 
 // One form's output on the tokens.

@@ -118,8 +118,11 @@ Model load_model(const std::string& directory, const ProgressCallback& progress 
 void save_model(const Model& model, const std::string& directory);
 // The same with the weights stored as `weight_dtype`: DType::F32 or DType::BF16 (round to nearest
 // even, half the bytes; loading widens them back to float32 unless WeightStorage::AsStored).
-// The model's own tensors may be held in either type. Other types throw.
+// The model's own tensors may be held in either type. Other types throw. `cancelled` is asked
+// before each tensor is written and before the files replace their old versions: true throws
+// retnet::Cancelled with neither file replaced and no temporary file left.
 enum class DType;  // retnet/safetensors.h
-void save_model(const Model& model, const std::string& directory, DType weight_dtype);
+void save_model(const Model& model, const std::string& directory, DType weight_dtype,
+                const std::function<bool()>& cancelled = {});
 
 }  // namespace retnet

@@ -26,7 +26,8 @@ namespace retnet::train {
 // followed), as the project follows a symlink wherever it writes. Resolved once, before the lock is
 // taken, so that the lock, run.json and the checkpoints' renames all act in that one directory even
 // if the link is changed while the run trains. A link to nothing, to something other than a
-// directory, or a loop of links is refused in one line.
+// directory, or a loop of links is refused in one line, and so is the filesystem root however it
+// is named ("/", "/tmp/..", a link to it).
 std::string resolve_run_directory(const std::string& out_dir);
 
 class RunDirectoryLock {

@@ -6,6 +6,7 @@
 // Files are memory-mapped and the whole header is validated when a file is opened, so a corrupt
 // file fails with one line naming the file and the problem before any tensor is read.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -104,9 +105,12 @@ struct NamedTensor {
 
 // Writes `tensors` in the given order as F32 or BF16 (round to nearest even), atomically: the data
 // goes to `path`.tmp, which is renamed over `path` only when complete. On failure the temporary
-// file is removed, `path` is left as it was, and retnet::Error is thrown.
+// file is removed, `path` is left as it was, and retnet::Error is thrown. `cancelled` is asked
+// before each tensor's data and once after the last, before the rename: true throws
+// retnet::Cancelled the same way (Ctrl-C while `retnet convert` or `init` writes).
 void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
-                       const std::map<std::string, std::string>& metadata = {}, DType dtype = DType::F32);
+                       const std::map<std::string, std::string>& metadata = {}, DType dtype = DType::F32,
+                       const std::function<bool()>& cancelled = {});
 
 // IEEE binary16 / bfloat16 bits <-> float. float_to_* round to nearest even and keep NaN a NaN.
 float half_to_float(uint16_t bits);

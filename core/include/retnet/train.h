@@ -79,6 +79,9 @@ struct LossOptions {
     int64_t first_row = 0;
     int64_t global_rows = 0;
     GradientReady gradient_ready;  // passed to train_backward (a part of the gradient is final)
+    // Asked before each layer of the forward: true throws retnet::Cancelled (`retnet eval` stops
+    // within a layer of its batch of windows after Ctrl-C).
+    std::function<bool()> cancelled;
 };
 
 // Mean next-token cross-entropy (nats) over the B·T positions. When `grad` is not null it is

@@ -15,6 +15,7 @@
 // The trainer's limits: fla layout or its twin (make_param_layout), every sequence from an empty state at
 // position 0, a batch of B sequences of T tokens: every buffer has N = B·T rows.
 #include <cstdint>
+#include <functional>
 #include <optional>
 
 #include "retnet/block_ops.h"
@@ -135,9 +136,10 @@ struct PassDropout {
 
 // The forward over a batch of B·T rows; the loss's gradient is formed when want_gradient, scaled by
 // 1/loss_rows: B·T for a whole batch, the global batch's rows for a rank's shard (then the ranks'
-// gradients sum to the global batch's).
+// gradients sum to the global batch's). `cancelled` is asked before each layer: true throws
+// retnet::Cancelled (an evaluation stopped by Ctrl-C within one layer's time).
 void train_forward(TrainOps& ops, const ModelConfig& config, int64_t loss_rows, const PassDropout& dropout,
-                   bool want_gradient);
+                   bool want_gradient, const std::function<bool()>& cancelled = {});
 // The backward after train_forward(…, want_gradient = true) with the same dropout: overwrites the
 // device's gradient with ∂loss/∂params, calling `ready` (when set) as each part is done.
 void train_backward(TrainOps& ops, const ModelConfig& config, const PassDropout& dropout,

@@ -58,7 +58,8 @@ EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer
 
 // The mean loss of each batch of windows through an inference backend (parallel form, each window
 // from an empty state), for models the trainer's forward does not cover (e.g. with interventions).
-BatchLoss backend_batch_loss(Backend& backend);
+// `cancelled` is polled before each layer of each window (ForwardOptions::cancelled).
+BatchLoss backend_batch_loss(Backend& backend, std::function<bool()> cancelled = {});
 
 // The whole text as one sequence, the recurrent way: the backend's state is carried from the first
 // token to the last (forward() on pieces of `piece` tokens in the chunkwise form), so every
@@ -155,6 +156,8 @@ void check_resume_options(const TrainOptions& options, const std::string& checkp
 // Runs (or, with options.resume, continues) training. `stop` is polled after every step: when it
 // becomes true the loop saves a checkpoint and returns with interrupted = true; raised before the
 // first step (while the inputs were read) it saves nothing and returns with started = false too.
+// A lone process also polls it while the initial state is made: between the tensors of the
+// checkpoint a resume loads, between the layers of a fresh run's random weights.
 TrainResult run_training(const TrainOptions& options,
                          const std::function<void(const TrainProgress&)>& on_progress,
                          const std::atomic<bool>* stop = nullptr);

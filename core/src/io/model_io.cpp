@@ -391,7 +391,8 @@ Model load_model(const std::string& directory, const ProgressCallback& progress,
 
 void save_model(const Model& model, const std::string& directory) { save_model(model, directory, DType::F32); }
 
-void save_model(const Model& model, const std::string& directory, DType weight_dtype) {
+void save_model(const Model& model, const std::string& directory, DType weight_dtype,
+                const std::function<bool()>& cancelled) {
     const ModelConfig& config = model.config;
     if (weight_dtype != DType::F32 && weight_dtype != DType::BF16)
         throw Error("cannot save to " + directory + ": weights can be stored as F32 or BF16, not " +
@@ -431,7 +432,7 @@ void save_model(const Model& model, const std::string& directory, DType weight_d
     config_file.write(config_to_json(config).dump(2) + "\n");
     write_safetensors((fs::path(directory) / "model.safetensors").string(), tensors,
                       {{"format", "pt"}, {"producer", "retnet-studio"}, {"family", format_name(config)}},
-                      weight_dtype);
+                      weight_dtype, cancelled);
     config_file.commit();
 }
 

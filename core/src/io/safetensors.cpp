@@ -468,7 +468,8 @@ void write_values(io::AtomicFile& out, const Tensor& t, DType dtype) {
 }  // namespace
 
 void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
-                       const std::map<std::string, std::string>& metadata, DType dtype) {
+                       const std::map<std::string, std::string>& metadata, DType dtype,
+                       const std::function<bool()>& cancelled) {
     if (dtype != DType::F32 && dtype != DType::BF16)
         throw Error(path + ": can only write F32 or BF16, not " + dtype_name(dtype));
     const uint64_t elem = static_cast<uint64_t>(dtype_size(dtype));
@@ -496,7 +497,14 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
     io::AtomicFile out(path);
     out.write(&header_len, 8);
     out.write(text);
-    for (const NamedTensor& t : tensors) write_values(out, *t.tensor, dtype);
+    const auto poll = [&cancelled] {
+        if (cancelled && cancelled()) throw Cancelled();  // `out` removes the temporary file
+    };
+    for (const NamedTensor& t : tensors) {
+        poll();
+        write_values(out, *t.tensor, dtype);
+    }
+    poll();
     out.commit();
 }
 

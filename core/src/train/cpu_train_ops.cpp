@@ -186,7 +186,8 @@ double loss_and_gradient(const ModelConfig& c, const ParamLayout& layout, const 
     const int64_t rows = static_cast<int64_t>(batch.batch) * batch.seq_len;
     CpuTrainOps<T> ops(c, layout, params, grad, batch, options.chunk);
     const PassDropout dropout{options.dropout, options.dropout_seed, options.first_row};
-    train_forward(ops, c, options.global_rows > 0 ? options.global_rows : rows, dropout, grad != nullptr);
+    train_forward(ops, c, options.global_rows > 0 ? options.global_rows : rows, dropout, grad != nullptr,
+                  options.cancelled);
     if (grad) train_backward(ops, c, dropout, options.gradient_ready);
     if (logits) *logits = ops.take(Act{Buf::Logits});
     return ops.loss_sum() / static_cast<double>(rows);

@@ -232,8 +232,19 @@ std::string blocking_ancestor(const fs::path& dir) {
 
 }  // namespace
 
+// The filesystem root is a directory, but a run there would put train.lock, run.json and its
+// checkpoints among the system's directories (and --overwrite would clear them from there).
+void refuse_the_root(const std::string& out_dir) {
+    std::error_code ec;
+    const fs::path full = fs::weakly_canonical(fs::absolute(out_dir, ec), ec);
+    if (ec || full != full.root_path()) return;
+    throw Error("--out " + out_dir + " is the filesystem root" + (out_dir == full.string() ? "" : " (" + full.string() + ")") +
+                "; give the run a directory of its own, e.g. --out runs/NAME");
+}
+
 std::string resolve_run_directory(const std::string& out_dir) {
     if (out_dir.empty()) throw Error("--out is empty; give the run directory");
+    refuse_the_root(out_dir);  // however it is spelt: "/", "//", "/tmp/..", a link to "/"
     fs::path link(out_dir);
     if (!link.has_filename()) link = link.parent_path();  // "link/" would be followed by the kernel itself
     std::error_code ec;

@@ -157,12 +157,13 @@ void mixer_block_backward(TrainOps& o, const ModelConfig& c, int l, const PassDr
 }  // namespace
 
 void train_forward(TrainOps& o, const ModelConfig& c, int64_t loss_rows, const PassDropout& dropout,
-                   bool want_gradient) {
+                   bool want_gradient, const std::function<bool()>& cancelled) {
     check_dropout_rate(dropout.rate);
     const Act x0 = c.n_layers > 0 ? Act{Buf::XIn, 0} : Act{Buf::XFinal};
     o.embed(x0);
     if (dropout.rate > 0.0) o.dropout(x0, x0, site_of(c, dropout, dropout_site_embedding));
     for (int l = 0; l < c.n_layers; ++l) {
+        if (cancelled && cancelled()) throw Cancelled();
         mixer_block(o, c, l, dropout);
         ffn_block(o, c, l, dropout, residual_after(l, c.n_layers));
     }

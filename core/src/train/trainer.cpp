@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -222,22 +223,29 @@ void check_same_run(const json& state, const std::string& state_path, const fs::
                     (differences.empty() ? run.dump() : differences) + "; resume with the run's options");
 }
 
+// `cancelled` is asked before each tensor of the weights and of the optimizer's state (together
+// three times the model's size): true throws retnet::Cancelled.
 void load_checkpoint(const fs::path& dir, const ModelConfig& config, const ParamLayout& layout,
-                     const TrainOptions& options, RunState& s) {
+                     const TrainOptions& options, RunState& s, const std::function<bool()>& cancelled) {
     const std::string state_path = (dir / "trainer_state.json").string();
     const json state = read_state(state_path);
     check_same_run(state, state_path, dir, options, config);
-    LoadedWeights w = load_trained_weights(dir.string());
+    LoadedWeights w = load_trained_weights(dir.string(), [&cancelled](double) { return !(cancelled && cancelled()); });
     s.params = std::move(w.params);
     SafetensorsFile opt((dir / "optimizer.safetensors").string());
     s.adam = make_adamw_state(layout);
+    const auto poll = [&cancelled] {
+        if (cancelled && cancelled()) throw Cancelled();
+    };
     for (auto [name, dst] : {std::pair{"adamw.m", &s.adam.m}, std::pair{"adamw.v", &s.adam.v}}) {
+        poll();
         if (opt.info(name).numel() != layout.total)
             throw Error(opt.path() + ": " + name + " does not match the model's parameter count");
         opt.read_into(name, dst->data());
     }
     if (options.average_decay > 0) {
         if (!opt.contains("average")) throw Error(opt.path() + ": no parameter average (tensor 'average') to resume");
+        poll();
         if (opt.info("average").numel() != layout.total)
             throw Error(opt.path() + ": average does not match the model's parameter count");
         s.average.resize(static_cast<size_t>(layout.total));
@@ -371,19 +379,23 @@ void share_state(Communicator& comm, const ParamLayout& layout, RunState& s) {
 }
 
 // The state to start from: the checkpoint's on resume, else a random model at step 0 (rank 0's,
-// shared with the other ranks).
-RunState initial_state(const TrainOptions& o, const RunSetup& r, const fs::path& out, Communicator& comm) {
+// shared with the other ranks). `cancelled` stops the checkpoint's load between tensors, the
+// random weights between layers, and is asked once more when the state is complete
+// (retnet::Cancelled).
+RunState initial_state(const TrainOptions& o, const RunSetup& r, const fs::path& out, Communicator& comm,
+                       const std::function<bool()>& cancelled) {
     RunState s;
     if (comm.rank() == 0 && o.resume) {
-        load_checkpoint(find_checkpoint(out), r.config, r.layout, o, s);
+        load_checkpoint(find_checkpoint(out), r.config, r.layout, o, s, cancelled);
         if (!s.schedule_fixed && o.steps != s.total_steps) s.total_steps = o.steps;
     } else if (comm.rank() == 0) {
-        s.params = flatten_weights(make_random_model(r.config, o.seed), r.layout);
+        s.params = flatten_weights(make_random_model(r.config, o.seed, cancelled), r.layout);
         s.adam = make_adamw_state(r.layout);
         s.rng.seed(o.seed);
         s.total_steps = o.steps;
         if (o.average_decay > 0) s.average = s.params;
     }
+    if (cancelled && cancelled()) throw Cancelled();  // the last tensors, the moments' allocation
     share_state(comm, r.layout, s);
     return s;
 }
@@ -394,19 +406,25 @@ class Session {
 public:
     using clock = std::chrono::steady_clock;
 
-    Session(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_progress)
+    // `setup_cancelled` stops the setup (retnet::Cancelled; see run_training): the initial state's
+    // load or draw, and before the upload to the device.
+    Session(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_progress,
+            const std::function<bool()>& setup_cancelled)
         : o_(o), out_(o.out_dir), comm_(o.communicator ? *o.communicator : single_process_),
           shard_(batch_shard(o.batch, comm_.rank(), comm_.size())), writer_(comm_.rank() == 0),
           on_progress_(writer_ ? on_progress : std::function<void(const TrainProgress&)>()),
           setup_(load_run_setup(o, out_, comm_)),
           // Every rank checks its inputs against rank 0's before taking rank 0's state.
-          s_((check_same_setup(o, setup_, comm_), initial_state(o, setup_, out_, comm_))),
+          s_((check_same_setup(o, setup_, comm_), initial_state(o, setup_, out_, comm_, setup_cancelled))),
           // A device that cannot apply dropout refuses it in its factory (one line naming the device).
           device_(make_train_device(o.device, setup_.config, setup_.layout,
                                     TrainDeviceOptions{o.chunk, o.dropout, &comm_})),
           inputs_(static_cast<size_t>(shard_.count) * static_cast<size_t>(o.seq_len)), targets_(inputs_.size()),
           start_dist_(0, static_cast<int64_t>(setup_.train_tokens.size()) - o.seq_len - 1),
           first_step_(s_.adam.step) {
+        // Making the device allocates its copies at once (seconds for a large model); the upload
+        // that follows copies into them: asked between the two.
+        if (setup_cancelled && setup_cancelled()) throw Cancelled();
         device_->upload(s_.params, s_.adam);
         if (averaging()) device_->set_average(s_.average, o.average_decay);
         session_start_ = window_start_ = clock::now();
@@ -642,6 +660,23 @@ private:
     clock::time_point window_start_;
 };
 
+// The result of a run whose setup was stopped: nothing trained; a resume stays at its checkpoint's
+// step (read before the load that was stopped), as Session::run reports a stop seen after the setup.
+TrainResult stopped_while_starting(const TrainOptions& o) {
+    TrainResult r;
+    r.interrupted = true;
+    r.started = false;
+    r.total_steps = o.steps;
+    if (o.resume) {
+        const std::string state_path = (find_checkpoint(o.out_dir) / "trainer_state.json").string();
+        const json state = read_state(state_path);
+        r.steps_done = state_field<int64_t>(state, "step", state_path);
+        if (state_field<bool>(state, "schedule_fixed", state_path))
+            r.total_steps = state_field<int64_t>(state, "total_steps", state_path);
+    }
+    return r;
+}
+
 }  // namespace
 
 TrainResult run_training(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_progress,
@@ -649,7 +684,19 @@ TrainResult run_training(const TrainOptions& o, const std::function<void(const T
     if (o.batch < 1 || o.seq_len < 1 || o.steps < 1) throw Error("batch, seq-len and steps must be at least 1");
     cpu::set_num_threads(o.threads);
     if (!o.communicator || o.communicator->rank() == 0) fs::create_directories(o.out_dir);
-    return Session(o, on_progress).run(stop);
+    // A stop raised while the initial state loads (a large checkpoint or random model: seconds to
+    // minutes) ends the load between tensors, with nothing trained or saved. Only a lone process:
+    // the other ranks would wait for rank 0's state in a broadcast; they see the flag when the
+    // setup ends, as the first step's poll.
+    std::function<bool()> setup_cancelled;
+    if (stop && (!o.communicator || o.communicator->size() == 1)) setup_cancelled = [stop] { return stop->load(); };
+    std::optional<Session> session;
+    try {
+        session.emplace(o, on_progress, setup_cancelled);
+    } catch (const Cancelled&) {
+        return stopped_while_starting(o);
+    }
+    return session->run(stop);
 }
 
 }  // namespace retnet::train

@@ -103,13 +103,15 @@ EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer
     return result;
 }
 
-BatchLoss backend_batch_loss(Backend& backend) {
-    return [&backend](const BatchView& b) {
+BatchLoss backend_batch_loss(Backend& backend, std::function<bool()> cancelled) {
+    ForwardOptions options;
+    options.cancelled = std::move(cancelled);
+    return [&backend, options](const BatchView& b) {
         const auto T = static_cast<size_t>(b.seq_len);
         double total = 0.0;
         for (size_t i = 0; i < static_cast<size_t>(b.batch); ++i) {
             backend.reset();
-            total += target_loss_sum(backend.forward({b.inputs + i * T, T}, ForwardOptions{}), b.targets + i * T);
+            total += target_loss_sum(backend.forward({b.inputs + i * T, T}, options), b.targets + i * T);
         }
         return total / (static_cast<double>(b.batch) * static_cast<double>(T));
     };
