@@ -92,8 +92,10 @@ void print_table(const CostReport& report) {
         const std::vector<std::string>& row = rows[r];
         std::string line;
         for (size_t c = 0; c < row.size(); ++c) {
-            const std::string pad(width[c] - row[c].size(), ' ');
-            line += (c > 0 ? " " : "") + (c == 0 ? row[c] + pad : pad + row[c]);
+            const size_t pad = width[c] - row[c].size();  // names left-aligned, numbers right-aligned
+            if (c > 0) line.append(1 + pad, ' ');
+            line += row[c];
+            if (c == 0) line.append(pad, ' ');
         }
         if (out_of_memory[r]) line += "   out of memory: " + *out_of_memory[r];
         std::printf("%s\n", line.c_str());
