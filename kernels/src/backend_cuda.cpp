@@ -225,7 +225,12 @@ private:
     void stop_timer();
 
     // ---- the Transformer twin: caches sized and scratch for attention (kernels/src/attention.h) ----
-    void prepare_retention(Form form, int chunk, size_t t_max, size_t tp_max, size_t n);
+    void prepare_retention(Form form, int chunk, size_t t_max, size_t tp_max, size_t n, bool introspection);
+    // fla's chunkwise form in the two fused TF32 passes (no work buffers beyond the chunk states).
+    bool fused_chunkwise(int C, size_t n_chunks, bool want_row_factor) const {
+        return tf32_products() && model_->config.family != Family::TorchScale && !want_row_factor &&
+               n_chunks <= 65535 && cuda::chunk_output_supports(C, static_cast<int>(n_chunks));
+    }
     void prepare_attention(const ForwardPlan& plan);
     void attention_prefill(const AttentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v, Rows y);
     // Query rows per step of a sequence's prefill: what prepare_attention sized the scratch for.
@@ -340,7 +345,7 @@ void CudaBackend::upload_weights() {
 }
 
 // The retention forms' scratch, head-major, for the longest sequence of the forward.
-void CudaBackend::prepare_retention(Form form, int chunk, size_t t_max, size_t tp_max, size_t n) {
+void CudaBackend::prepare_retention(Form form, int chunk, size_t t_max, size_t tp_max, size_t n, bool introspection) {
     const ModelConfig& c = model_->config;
     const size_t H = static_cast<size_t>(c.n_heads), Dk = static_cast<size_t>(c.head_dim_k()),
                  Dv = static_cast<size_t>(c.head_dim_v());
@@ -357,15 +362,20 @@ void CudaBackend::prepare_retention(Form form, int chunk, size_t t_max, size_t t
     grow(ws_.row_abs, H * tp_max);
     grow(ws_.norms_sq, t_max * H);
     grow(ws_.state_copy, H * Dk * Dv);
-    if (form != Form::Recurrent) {
+    const size_t nC = form == Form::Chunkwise ? tp_max / static_cast<size_t>(chunk) : 0;
+    // The fused chunkwise passes need none of the unfused path's (H, Tp, ·) buffers (at T = 8192 on
+    // the 1.3B heads, inner and cross alone are 134 MB each).
+    const bool unfused = form == Form::Parallel || (form == Form::Chunkwise && !fused_chunkwise(chunk, nC, introspection));
+    if (unfused) {
         grow(ws_.kd, H * tp_max * Dk);
         grow(ws_.cross, H * tp_max * Dv);
     }
     if (form == Form::Parallel) grow(ws_.scores, H * t_max * t_max);
     if (form == Form::Chunkwise) {
-        const size_t nC = tp_max / static_cast<size_t>(chunk);
-        grow(ws_.scores, H * tp_max * static_cast<size_t>(chunk));
-        grow(ws_.inner, H * tp_max * Dv);
+        if (unfused) {
+            grow(ws_.scores, H * tp_max * static_cast<size_t>(chunk));
+            grow(ws_.inner, H * tp_max * Dv);
+        }
         grow(ws_.chunk_states, H * nC * Dk * Dv);
         grow(ws_.state_abs, H * nC);
     }
@@ -416,7 +426,7 @@ void CudaBackend::prepare(const ForwardPlan& plan) {
     }
     decode_.active = form == Form::Recurrent && !plan.introspection && n == plan.sequences.size() && n <= 65535;
     if (kv_) prepare_attention(plan);
-    else prepare_retention(form, chunk, t_max, tp_max, n);
+    else prepare_retention(form, chunk, t_max, tp_max, n, plan.introspection);
     // tokens, and for decoding the positions, state addresses and torchscale's (2, N, H) per layer
     staged += n + 64 + (decode_.active ? 2 * n + 4 * L * n + 2 * L * n * H + 64 * (2 * L + 3) : 0);
     staging_.begin(staged, stream());
@@ -900,7 +910,7 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
     // fla with TF32 products: the states and the output in two fused passes (chunk_states.cu,
     // chunk_output.cu); torchscale's normalizations and the introspected row factors take the
     // kernels below.
-    if (tf32_products() && !ts && !want_row_factor && cuda::chunk_output_supports(C, nC)) {
+    if (fused_chunkwise(C, static_cast<size_t>(nC), want_row_factor)) {
         cuda::launch_chunk_states_tf32(ws_.kh.get(), ws_.vh.get(), staging_.stage(k_decay, stream()),
                                        staging_.stage(chunk_decay, stream()), S, ws_.chunk_states.get(), H, nC, C, Dk,
                                        Dv, stream());

@@ -267,6 +267,22 @@ TEST_P(ModelTest, Bf16WeightsWithinBf16Rounding) {
         std::cout << "  [" << GetParam().name << "] bf16 " << form_name(f) << ": logits rel l2 err " << err << "\n";
         EXPECT_LT(err, 1e-2) << form_name(f);
     }
+    // A new backend whose first forward is chunkwise (fla: the fused TF32 passes, which size none of
+    // the unfused path's buffers), then asked for scores: the unfused path runs and sizes them then.
+    auto fresh = make_cuda_backend(model_, options);
+    fresh->forward(tokens, form_options(Form::Chunkwise));
+    fresh->reset();
+    ref_->reset();
+    Introspection a, b;
+    for (Introspection* in : {&a, &b}) {
+        in->score_layer = 1;
+        in->score_head = GetParam().H - 1;
+    }
+    const Tensor la = fresh->forward(tokens, form_options(Form::Chunkwise), &a);
+    const Tensor lb = ref_->forward(tokens, form_options(Form::Chunkwise), &b);
+    EXPECT_LT(rel_l2_error(la.data, lb.data), 1e-2) << "chunkwise with scores";
+    ASSERT_EQ(a.scores.shape, b.scores.shape);
+    EXPECT_LT(rel_l2_error(a.scores.data, b.scores.data), 1e-2) << "scores";
 }
 
 INSTANTIATE_TEST_SUITE_P(
