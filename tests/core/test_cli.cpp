@@ -128,7 +128,7 @@ TEST(Cli, CostTableColumnsFitTheirContent) {
                                   {"prefill_ms", 12.5}, {"ms_per_step", 0.25}, {"tokens_per_s", 4000.0},
                                   {"state_bytes", 65536}};
     nlohmann::json report = {{"device", "cpu"}, {"retnet_parameters", 1000}, {"transformer_parameters", 1000},
-                             {"points", {point}}};
+                             {"points", nlohmann::json::array({point})}};
     nlohmann::json wide = point;
     wide["model"] = "Transformer";
     wide["length"] = 2147483647;
@@ -164,7 +164,7 @@ TEST(Cli, CostTableColumnsFitTheirContent) {
     EXPECT_EQ(lines[3].size(), header.size()) << table.out;
     EXPECT_NE(lines[4].find("   out of memory: needs 9 TiB"), std::string::npos) << table.out;
     // Usual values: the usual widths (model 12, length 8, batch 6, then 12, 11, 13 and 14).
-    report["points"] = {point};
+    report["points"] = nlohmann::json::array({point});  // not {point}: one element may copy instead
     std::ofstream(saved) << report.dump();
     const CliRun usual = run_cli("cost --from " + saved.string());
     fs::remove(saved);
