@@ -146,6 +146,12 @@ TEST(TrainRunDirectory, OverwriteThatFailsToStartKeepsTheRunItWouldReplace) {
     const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
         {replaced(args, "--data", (dir / "latin1.txt").string()), "latin1.txt: invalid UTF-8 at byte offset"},
         {replaced(args, "--config", (dir / "vocab500.json").string()), "vocab500.json: vocab_size = 500 but "},
+        // an input inside the checkpoints it would remove (before: the old run was lost, then
+        // the new one failed to open its tokenizer)
+        {replaced(args, "--tokenizer", (dir / "run" / "checkpoint" / "tokenizer.model").string()),
+         "is inside the run that --overwrite would replace ("},
+        {replaced(args, "--data", (dir / "run" / "checkpoint" / ".." / "checkpoint" / "config.json").string()),
+         "is inside the run that --overwrite would replace ("},
     };
     for (const auto& [failing, message] : cases) {
         const CliResult r = run_retnet(with(failing, {"--overwrite"}));

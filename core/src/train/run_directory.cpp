@@ -377,6 +377,31 @@ std::string run_inputs_json(const RunInputs& r) {
     return j.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
+namespace {
+
+// --overwrite removes the old run's checkpoints once the new run has started: an input of the new
+// run kept inside them (a tokenizer taken from the old run's best/) would go with them.
+void refuse_inputs_inside_run(const TrainOptions& o, const fs::path& out) {
+    const std::pair<const char*, const std::string*> inputs[] = {
+        {"--data", &o.data_path}, {"--config", &o.config_path}, {"--tokenizer", &o.tokenizer_path}};
+    for (const auto& [option, path] : inputs) {
+        if (path->empty()) continue;
+        std::error_code ec;
+        const fs::path input = fs::weakly_canonical(*path, ec);
+        if (ec) continue;
+        for (const char* name : kRunFiles) {
+            const fs::path held = fs::weakly_canonical(out / name, ec);
+            if (ec) continue;
+            const auto [end, _] = std::mismatch(held.begin(), held.end(), input.begin(), input.end());
+            if (end == held.end())
+                throw Error(std::string(option) + " " + *path + " is inside the run that --overwrite would replace (" +
+                            (out / name).string() + "); copy it out of " + out.string() + " first");
+        }
+    }
+}
+
+}  // namespace
+
 std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& o, bool overwrite, std::string* notice) {
     const fs::path out(o.out_dir);
     if (o.resume && overwrite) throw Error("--resume and --overwrite exclude each other");
@@ -391,6 +416,7 @@ std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& o, bool 
         return parse_checkpoint_info(read_regular_file(state_path, 1 << 20), state_path);
     }
     if (holds_run(out)) {
+        if (overwrite) refuse_inputs_inside_run(o, out);
         if (!overwrite) {
             const auto info = checkpoint_step(out / "checkpoint");
             throw Error(o.out_dir + " already holds a training run" +
