@@ -148,6 +148,17 @@ TEST(RobustWrite, TempNameTakenByADirectory) {
     EXPECT_EQ(slurp(file), before);
 }
 
+// A FIFO left at the temporary name (say by a killed writer's namesake) is replaced, not waited on
+// (before: the write blocked forever in open(), deaf to Ctrl-C).
+TEST(RobustWrite, TempNameTakenByAFifoIsReplaced) {
+    ScratchDir dir("tmp_is_fifo");
+    const fs::path file = dir / "a.npy";
+    ASSERT_EQ(::mkfifo((dir / "a.npy.tmp").c_str(), 0600), 0);
+    write_npy(file.string(), sample_tensor(3.0f));
+    EXPECT_EQ(read_npy(file.string()).data, sample_tensor(3.0f).data);
+    EXPECT_FALSE(fs::exists(fs::symlink_status(dir / "a.npy.tmp")));
+}
+
 TEST(RobustWrite, ReadOnlyDirectoryForNonRoot) {
     if (::geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions; covered by /dev/full and ENOTDIR";
     ScratchDir dir("read_only");

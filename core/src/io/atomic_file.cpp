@@ -63,8 +63,18 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
         return;
     }
     temp_path_ = target_ + ".tmp";
-    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // O_NONBLOCK: a FIFO left at the temporary name (ENXIO without a reader) is never waited on;
+    // it is replaced by a file like any stale temporary.
+    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644);
+    struct stat opened {};
+    if ((fd_ < 0 && errno == ENXIO) || (fd_ >= 0 && ::fstat(fd_, &opened) == 0 && S_ISFIFO(opened.st_mode))) {
+        if (fd_ >= 0) ::close(fd_);
+        ::unlink(temp_path_.c_str());
+        fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    }
     if (fd_ < 0) throw Error(path_ + ": cannot create " + temp_path_ + " (" + std::strerror(errno) + ")");
+    const int flags = ::fcntl(fd_, F_GETFL);
+    if (flags >= 0) ::fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK);
 }
 
 void AtomicFile::open_in_place(int fd, const std::string& open_path) {
