@@ -192,12 +192,13 @@ CostReport read_report(const std::string& path) {
     try {
         const nlohmann::json j = nlohmann::json::parse(text);
         CostReport report;
-        report.device = j.at("device").get<std::string>();
+        // The report's text is printed: control characters shown escaped, not sent to the terminal.
+        report.device = shown(j.at("device").get<std::string>());
         report.retnet_parameters = integer_field(j, "retnet_parameters", 0, INT64_MAX);
         report.transformer_parameters = integer_field(j, "transformer_parameters", 0, INT64_MAX);
         for (const nlohmann::json& row : j.at("points")) {
             CostPoint p;
-            p.model = row.at("model").get<std::string>();
+            p.model = shown(row.at("model").get<std::string>());
             p.length = static_cast<int>(integer_field(row, "length", 1, kMaxInt));
             p.batch = static_cast<int>(integer_field(row, "batch", 1, kMaxInt));
             p.out_of_memory = row.at("out_of_memory").get<bool>();

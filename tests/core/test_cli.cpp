@@ -163,6 +163,14 @@ TEST(Cli, CostTableColumnsFitTheirContent) {
     EXPECT_EQ(lines[2].size(), header.size()) << table.out;
     EXPECT_EQ(lines[3].size(), header.size()) << table.out;
     EXPECT_NE(lines[4].find("   out of memory: needs 9 TiB"), std::string::npos) << table.out;
+    // Text from the report is shown escaped: no terminal control sequence, no extra line.
+    report["device"] = "cpu\x1b[31mRED\nx";
+    report["points"][0]["model"] = "Ret\x1bNet";
+    std::ofstream(saved) << report.dump();
+    const CliRun escaped = run_cli("cost --from " + saved.string());
+    fs::remove(saved);
+    EXPECT_EQ(escaped.out.find('\x1b'), std::string::npos) << escaped.out;
+    EXPECT_EQ(escaped.out.substr(0, escaped.out.find("medians")).find('\n'), std::string::npos) << escaped.out;
     // Usual values: the usual widths (model 12, length 8, batch 6, then 12, 11, 13 and 14).
     report["points"] = nlohmann::json::array({point});  // not {point}: one element may copy instead
     std::ofstream(saved) << report.dump();
