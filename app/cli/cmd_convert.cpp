@@ -21,7 +21,7 @@ int run_convert(const std::vector<std::string>& argv) {
                                          "training notes come along.");
     std::string model_dir, out_dir, dtype_name = "bf16";
     add_model_option(*app, model_dir)->required();
-    add_text(*app, "--out", out_dir, "the directory to write")->type_name("DIR")->required();
+    add_out_directory(*app, out_dir, "the directory to write");
     add_text(*app, "--dtype", dtype_name, "how the weights are stored")->type_name("bf16|f32");
     parse(*app, argv);
     DType dtype;

@@ -87,7 +87,7 @@ int run_init(const std::vector<std::string>& argv) {
     add_text(*app, "--arch", arch, "retnet, or transformer: the Transformer twin of the RetNet config (same width, "
                                    "depth, heads, vocabulary and parameter count; docs/transformer.md)")
         ->type_name("retnet|transformer");
-    add_text(*app, "--out", out, "the directory to write")->type_name("DIR")->required();
+    add_out_directory(*app, out, "the directory to write");
     add_int(*app, "-s,--seed", seed, 0, INT64_MAX, "random seed of the weights");
     parse(*app, argv);
     const ModelConfig config = config_to_init(arch, config_path, like);

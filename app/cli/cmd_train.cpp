@@ -63,7 +63,7 @@ void add_train_options(CLI::App& app, train::TrainOptions& o, int64_t& seed, boo
     add_text(app, "--arch", arch, "retnet, or transformer: train the Transformer twin of the RetNet config (same width, "
                                   "depth, heads, vocabulary and parameter count; docs/transformer.md)")
         ->type_name("retnet|transformer");
-    add_text(app, "--out", o.out_dir, "the run directory (checkpoint/, best/, run.json)")->type_name("DIR")->required();
+    add_out_directory(app, o.out_dir, "the run directory (checkpoint/, best/, run.json)");
     add_text(app, "--tokenizer", o.tokenizer_path, "tokenizer.model (on --resume: the checkpoint's)")->type_name("FILE");
     add_flag(app, "--resume", o.resume, "continue the run in --out from its checkpoint");
     add_flag(app, "--overwrite", overwrite, "replace a finished run in --out");

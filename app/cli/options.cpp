@@ -151,6 +151,17 @@ CLI::Option* add_text(CLI::App& app, const std::string& names, std::string& valu
     return app.add_option(names, value, help)->type_name("TEXT")->default_str(value);
 }
 
+CLI::Option* add_out_directory(CLI::App& app, std::string& value, const std::string& help) {
+    return add_text(app, "--out", value, help)
+        ->type_name("DIR")
+        ->required()
+        ->check(
+            [](const std::string& v) -> std::string {
+                return v == "-" ? "'-' is standard output, not a directory; name one, e.g. --out NAME" : "";
+            },
+            "", "");
+}
+
 CLI::Option* add_flag(CLI::App& app, const std::string& names, bool& value, const std::string& help) {
     const std::string what = option_name(names);
     // CLI11 stores the text after '=' ("true" for the flag alone) here; each() reads it as a real

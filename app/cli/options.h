@@ -37,6 +37,8 @@ CLI::Option* add_number(CLI::App& app, const std::string& names, double& value, 
                         const std::string& help);
 // A text option; `value`'s initial value is the default (shown when not empty).
 CLI::Option* add_text(CLI::App& app, const std::string& names, std::string& value, const std::string& help);
+// --out naming a directory to write (required): '-', which means standard output elsewhere, is refused.
+CLI::Option* add_out_directory(CLI::App& app, std::string& value, const std::string& help);
 // A flag: alone it is true; --name=true|false|1|0|yes|no|on|off sets it; any other value is an error.
 CLI::Option* add_flag(CLI::App& app, const std::string& names, bool& value, const std::string& help);
 

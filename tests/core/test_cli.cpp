@@ -120,6 +120,15 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     expect_one_line_error(run_cli("cost --from " + saved.string()), saved.string() + ": cannot open (No such file or directory)");
 }
 
+// '-' means standard output to the commands that write files; where --out names a directory it
+// is refused in one line (before: a directory named '-' was made in the current one).
+TEST(Cli, DashAsAnOutputDirectoryIsRefused) {
+    for (const char* command : {"convert --model m", "init --config c.json", "train --data d.txt"}) {
+        const CliRun r = run_cli(std::string(command) + " --out -");
+        expect_one_line_error(r, "--out: '-' is standard output, not a directory");
+    }
+}
+
 // The cost table's columns are as wide as their widest cell: a 10-digit length, a 6-digit batch and
 // a slow point's 7-digit prefill stay under their headers (before, fixed widths of 8, 6 and 12
 // pushed such a row's later cells to the right). Usual values keep the usual widths.
