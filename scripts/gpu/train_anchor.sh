@@ -14,6 +14,7 @@ OUT=${OUT:-$ROOT/device-out}
 BUILD=${BUILD:-/tmp/retnet-build}
 LENGTHS=${LENGTHS:-2048,8192}
 STEPS=${STEPS:-12}
+SYSTEMS=${SYSTEMS:-retnet,fla}  # either or both
 WORK=/tmp/train-anchor
 mkdir -p "$OUT" && rm -rf "$WORK" && mkdir -p "$WORK"
 log() { echo "== $(date +%T) $*" | tee -a "$OUT/summary.txt"; }
@@ -32,16 +33,19 @@ PY
 . "$ROOT/scripts/gpu/peak_memory.sh"
 rows=()
 for T in ${LENGTHS//,/ }; do
-  "$BUILD/bin/retnet" train --data "$ROOT/resources/data/tinyshakespeare.txt" --config "$CONFIG" \
-    --tokenizer "$ROOT/resources/models/default/tokenizer.model" --out "$WORK/ours-$T" --device cuda-bf16 --chunk 64 \
-    --seq-len "$T" --batch 1 --steps "$STEPS" --warmup 2 --log-every 4 --eval-every 100000 --save-every 0 \
-    >"$OUT/ours-$T.log" 2>&1 &
-  pid=$!
-  peak=$(peak_of $pid)
-  wait $pid; rc=$?
-  tps=$(grep 'tok/s' "$OUT/ours-$T.log" | tail -1 | sed -n 's/.* \([0-9][0-9]*\) tok\/s.*/\1/p')
-  log "ours T=$T: rc $rc, ${tps:-?} tok/s, peak $peak MiB"
-  rows+=("{\"system\": \"retnet\", \"T\": $T, \"B\": 1, \"rc\": $rc, \"tokens_per_s\": ${tps:-null}, \"peak_mib\": $peak}")
+  if [[ ,$SYSTEMS, == *,retnet,* ]]; then
+    "$BUILD/bin/retnet" train --data "$ROOT/resources/data/tinyshakespeare.txt" --config "$CONFIG" \
+      --tokenizer "$ROOT/resources/models/default/tokenizer.model" --out "$WORK/ours-$T" --device cuda-bf16 --chunk 64 \
+      --seq-len "$T" --batch 1 --steps "$STEPS" --warmup 2 --log-every 4 --eval-every 100000 --save-every 0 \
+      >"$OUT/ours-$T.log" 2>&1 &
+    pid=$!
+    peak=$(peak_of $pid)
+    wait $pid; rc=$?
+    tps=$(grep 'tok/s' "$OUT/ours-$T.log" | tail -1 | sed -n 's/.* \([0-9][0-9]*\) tok\/s.*/\1/p')
+    log "ours T=$T: rc $rc, ${tps:-?} tok/s, peak $peak MiB"
+    rows+=("{\"system\": \"retnet\", \"T\": $T, \"B\": 1, \"rc\": $rc, \"tokens_per_s\": ${tps:-null}, \"peak_mib\": $peak}")
+  fi
+  [[ ,$SYSTEMS, == *,fla,* ]] || continue
   FLA_SRC=$ROOT/.device/fla python3 "$ROOT/scripts/gpu/fla_train_anchor.py" --config "$CONFIG" --lengths "$T" \
     --steps 8 >"$WORK/fla-$T.json" 2>"$OUT/fla-$T.log" &
   pid=$!

@@ -108,11 +108,18 @@ private:
         EXPECT_GT(buffer_width(c_, a.name), 0) << "buffer " << static_cast<int>(a.name) << " is not the model's";
         EXPECT_TRUE(written.count(key(a))) << "buffer " << static_cast<int>(a.name) << " of layer " << a.layer
                                            << " read before it was written";
+        // A device may keep one buffer for all layers of these: the last write must be this layer's.
+        if (recomputed_in_backward(a.name)) {
+            EXPECT_EQ(last_writer.at(static_cast<int>(a.name)), a.layer)
+                << "shared buffer " << static_cast<int>(a.name) << " read at layer " << a.layer
+                << " holds another layer's values";
+        }
     }
     void write(Act a) {
         EXPECT_EQ(per_layer(a.name), a.layer >= 0) << "buffer " << static_cast<int>(a.name);
         EXPECT_GT(buffer_width(c_, a.name), 0) << "buffer " << static_cast<int>(a.name) << " is not the model's";
         written.insert(key(a));
+        last_writer[static_cast<int>(a.name)] = a.layer;
     }
     void grad(int layer, Weight w) {
         EXPECT_EQ(zeroed_gradient, 1) << "a weight gradient before the gradient was zeroed";
@@ -120,6 +127,7 @@ private:
     }
 
     const ModelConfig c_;
+    std::map<int, int> last_writer;  // name → layer of its latest write
 };
 
 }  // namespace

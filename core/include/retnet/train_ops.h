@@ -44,6 +44,10 @@ enum class Buf {
 };
 inline constexpr int kLayerBufs = static_cast<int>(Buf::Hidden) + 1;
 inline bool per_layer(Buf b) { return static_cast<int>(b) < kLayerBufs; }
+// Per-layer activations that train_backward forms again from the kept ones before it reads them
+// (the norms' outputs, the gated retention and the GLU: cheap elementwise work), so a device may
+// keep one buffer of each for all layers instead of one per layer.
+inline bool recomputed_in_backward(Buf b) { return b == Buf::Xn1 || b == Buf::Xn2 || b == Buf::Y || b == Buf::Hidden; }
 // Values per row of a buffer in the row layout (N, width); 0 for a buffer `config`'s architecture
 // does not use.
 int64_t buffer_width(const ModelConfig& config, Buf b);

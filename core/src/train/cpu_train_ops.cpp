@@ -115,8 +115,9 @@ private:
     std::vector<T>& buf(Act a) {
         if (per_layer(a.name) != (a.layer >= 0) || a.layer >= c_.n_layers)
             throw Error("training: buffer named with the wrong layer");
-        std::vector<T>& b = bufs_[static_cast<size_t>((1 + a.layer) * static_cast<int>(Buf::Count) +
-                                                      static_cast<int>(a.name))];
+        // One buffer for all layers of what the backward recomputes (row 0 holds no per-layer name).
+        const int row = recomputed_in_backward(a.name) ? 0 : 1 + a.layer;
+        std::vector<T>& b = bufs_[static_cast<size_t>(row * static_cast<int>(Buf::Count) + static_cast<int>(a.name))];
         if (b.empty()) b.assign(static_cast<size_t>(N_ * width(a)), T(0));
         return b;
     }

@@ -127,6 +127,9 @@ Act branch_gradient(TrainOps& o, const ModelConfig& c, const PassDropout& dropou
 void ffn_block_backward(TrainOps& o, const ModelConfig& c, int l, const PassDropout& dropout) {
     const auto at = [l](Buf b) { return Act{b, l}; };
     const Act dx{Buf::DX}, dxn{Buf::DXn}, dh{Buf::DHidden}, da{Buf::DA}, db{Buf::DB};
+    // Xn2 and Hidden again (recomputed_in_backward): the same values the forward formed.
+    o.rms_norm(at(Buf::XMid), l, Weight::FfnNorm, at(Buf::Xn2), at(Buf::Rstd2));
+    o.glu(at(Buf::A), at(Buf::B), at(Buf::Hidden));
     o.linear_backward(at(Buf::Hidden), l, Weight::FfnOut, branch_gradient(o, c, dropout, dropout_site_ffn(l)), dh, false);
     o.glu_backward(at(Buf::A), at(Buf::B), dh, da, db);
     o.linear_backward(at(Buf::Xn2), l, Weight::FfnAct, da, dxn, false);
@@ -139,10 +142,13 @@ void mixer_block_backward(TrainOps& o, const ModelConfig& c, int l, const PassDr
     const Act dx{Buf::DX}, dxn{Buf::DXn}, dy{Buf::DY}, d_o{Buf::DO}, dg{Buf::DG};
     const Act dq{Buf::DQ}, dk{Buf::DK}, dv{Buf::DV};
     const Act dbranch = branch_gradient(o, c, dropout, dropout_site_retention(l));
+    // Xn1 and Y again (recomputed_in_backward).
+    o.rms_norm(at(Buf::XIn), l, Weight::AttnNorm, at(Buf::Xn1), at(Buf::Rstd1));
     if (c.is_transformer()) {
         o.linear_backward(at(Buf::O), l, Weight::O, dbranch, d_o, false);
         o.attention_backward(at(Buf::Q), at(Buf::K), at(Buf::V), at(Buf::O), at(Buf::Lse), d_o, dq, dk, dv);
     } else {
+        o.head_norm_gate(at(Buf::O), at(Buf::G), l, at(Buf::Y), at(Buf::RstdH));
         o.linear_backward(at(Buf::Y), l, Weight::O, dbranch, dy, false);
         o.head_norm_gate_backward(at(Buf::O), at(Buf::G), l, at(Buf::RstdH), dy, d_o, dg);
         o.retention_backward(at(Buf::Q), at(Buf::K), at(Buf::V), d_o, dq, dk, dv);

@@ -65,9 +65,14 @@ float* CudaTrainOps::at(Act a) {
         if (a.layer < 0 || a.layer >= static_cast<int>(layers_.size()))
             throw Error("CUDA training: buffer named with the wrong layer");
         LayerBuffers& L = layers_[static_cast<size_t>(a.layer)];
-        DeviceBuffer<float>* saved[] = {&L.x_in,  &L.rstd1, &L.xn1, &L.qh,    &L.kh,  &L.vh, &L.g,
-                                        &L.o,     &L.lse,   &L.rstd_h, &L.y, &L.x_mid, &L.rstd2, &L.xn2,
-                                        &L.a,     &L.b,     &L.hidden};
+        switch (a.name) {  // train::recomputed_in_backward: one buffer for all layers
+            case Buf::Xn1: case Buf::Xn2: return normed_.get();
+            case Buf::Y: case Buf::Hidden: return branch_input_.get();
+            default: break;
+        }
+        DeviceBuffer<float>* saved[] = {&L.x_in,  &L.rstd1, nullptr,   &L.qh,    &L.kh,    &L.vh,
+                                        &L.g,     &L.o,     &L.lse,    &L.rstd_h, nullptr, &L.x_mid,
+                                        &L.rstd2, nullptr,  &L.a,      &L.b,      nullptr};
         static_assert(std::size(saved) == train::kLayerBufs);
         return saved[static_cast<int>(a.name)]->get();
     }
@@ -201,7 +206,7 @@ void CudaTrainOps::project_heads_backward(Act x, int layer, Weight w, const trai
                          weight_grad(layer, w));
 }
 
-// The retention works on one layer's saved q, k, v (its chunk states stay beside them).
+// The retention works on one layer's saved q, k, v.
 CudaTrainOps::LayerBuffers& CudaTrainOps::heads_of(Act q, Act k, Act v) {
     LayerBuffers& L = layers_[static_cast<size_t>(std::max(q.layer, 0))];
     if (at(q) != L.qh.get() || at(k) != L.kh.get() || at(v) != L.vh.get())
@@ -300,23 +305,21 @@ void CudaTrainOps::reserve_layer_activations() {
     for (LayerBuffers& L : layers_) {
         L.x_in.reserve(sz(n * dd));
         L.rstd1.reserve(sz(n));
-        L.xn1.reserve(sz(n * dd));
         L.qh.reserve(sz(heads_k));
         L.kh.reserve(sz(heads_k));
         L.vh.reserve(sz(heads_v));
-        L.states.reserve(n_chunks_ > 1 ? sz(int64_t(n_mats()) * dk * dv) : 0);
         L.g.reserve(rows_of(Buf::G));
         L.o.reserve(sz(n * Vd));
         L.lse.reserve(rows_of(Buf::Lse));
         L.rstd_h.reserve(rows_of(Buf::RstdH));
-        L.y.reserve(rows_of(Buf::Y));
         L.x_mid.reserve(sz(n * dd));
         L.rstd2.reserve(sz(n));
-        L.xn2.reserve(sz(n * dd));
         L.a.reserve(sz(n * F));
         L.b.reserve(sz(n * F));
-        L.hidden.reserve(sz(n * F));
     }
+    normed_.reserve(sz(n * dd));
+    branch_input_.reserve(sz(n * std::max(train::buffer_width(config_, Buf::Y), int64_t{F})));
+    states_.reserve(n_chunks_ > 1 ? sz(int64_t(n_mats()) * dk * dv) : 0);
 }
 
 void CudaTrainOps::reserve_scratch() {

@@ -66,24 +66,22 @@ public:
 
 private:
     // Activations of one layer kept for the backward. N = B·T rows; head-major tensors are
-    // (B·H, Tp, D) with Tp = n_chunks·C. The twin leaves g, rstd_h and y empty, the RetNet lse.
+    // (B·H, Tp, D) with Tp = n_chunks·C. The twin leaves g and rstd_h empty, the RetNet lse. What
+    // the backward forms again (train::recomputed_in_backward: the norms' outputs, the gated
+    // retention, the GLU) and the chunk states live once for all layers (normed_, branch_input_,
+    // states_).
     struct LayerBuffers {
         DeviceBuffer<float> x_in;     // (N, d) residual stream entering the layer
         DeviceBuffer<float> rstd1;    // (N)
-        DeviceBuffer<float> xn1;      // (N, d)
         DeviceBuffer<float> qh, kh;   // (B·H, Tp, Dk) rotated; q also scaled by Dk^−½
         DeviceBuffer<float> vh;       // (B·H, Tp, Dv)
-        DeviceBuffer<float> states;   // (B·H·n_chunks, Dk, Dv) state before each chunk (chunkwise only)
         DeviceBuffer<float> g;        // (N, H·Dv)
         DeviceBuffer<float> o;        // (N, H·Dv) retention output
         DeviceBuffer<float> lse;      // (N, H) the twin's attention log-sum-exp (unused by the RetNet)
         DeviceBuffer<float> rstd_h;   // (N, H)
-        DeviceBuffer<float> y;        // (N, H·Dv) normed and gated, input of o_proj
         DeviceBuffer<float> x_mid;    // (N, d) after the retention residual
         DeviceBuffer<float> rstd2;    // (N)
-        DeviceBuffer<float> xn2;      // (N, d)
         DeviceBuffer<float> a, b;     // (N, F) gate and up projections
-        DeviceBuffer<float> hidden;   // (N, F) silu(a) ⊙ b
     };
 
     int d() const { return config_.d_model; }
@@ -106,6 +104,10 @@ private:
     // The CPU trainer's float masks of one site: factor 0 or float(1/(1 − rate)).
     static train_kernels::DropoutSite device_site(const train::DropoutSite& site);
     LayerBuffers& heads_of(train::Act q, train::Act k, train::Act v);
+    // TF32 or bf16 products over several chunks: the two fused passes (chunk_states.cu, chunk_output.cu).
+    bool fused_chunks() const;
+    // states_ = the state before each chunk of L's k, v (the forward's values again in the backward).
+    void chunk_states(const LayerBuffers& L);
     void retention_heads_forward(LayerBuffers& L);
     void retention_heads_backward(LayerBuffers& L);
     train_kernels::AttentionShape attention_shape() const { return {B_, H(), T_, Dk(), Dv()}; }
@@ -146,6 +148,9 @@ private:
     bool logits_valid_ = false;  // false before a forward and after one overwrote them with their gradient
     // Scratch shared by the layers; the twin leaves the retention's (oh_ … after_, dOh_) and the
     // gate's (dy_, dg_) empty.
+    DeviceBuffer<float> normed_;        // (N, d) Xn1 or Xn2 of the layer at hand
+    DeviceBuffer<float> branch_input_;  // (N, max(H·Dv, F)) Y or Hidden of the layer at hand
+    DeviceBuffer<float> states_;        // (B·H·n_chunks, Dk, Dv) the state before each chunk (chunkwise only)
     DeviceBuffer<float> lin_;       // (N, max(K, H·Dv)) projection before the layout change
     DeviceBuffer<float> oh_;        // (B·H, Tp, Dv)
     DeviceBuffer<float> scores_;    // (B·H·n_chunks, C, C)

@@ -37,18 +37,36 @@ void CudaTrainOps::upload_decay_tables() {
                         static_cast<size_t>(Dv()));
 }
 
+bool CudaTrainOps::fused_chunks() const {
+    return compute_ != CUBLAS_COMPUTE_32F && n_chunks_ > 1 && chunk_output_supports(C_, n_chunks_);
+}
+
+// Formed in the forward and again in the backward rather than kept per layer ((B·H·n_chunks, Dk, Dv)
+// per layer: the largest activation at the 1.3B heads); deterministic kernels give the same values.
+void CudaTrainOps::chunk_states(const LayerBuffers& L) {
+    const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
+    scan_state_.zero(stream_);
+    if (fused_chunks()) {
+        launch_chunk_states_tf32(L.kh.get(), L.vh.get(), row_tail_.get(), chunk_decay_.get(), scan_state_.get(),
+                                 states_.get(), B_ * H(), n_chunks, C, dk, dv, stream_);
+        return;
+    }
+    // U_c = K_cᵀ diag(γ^(C−1−j)) V_c, scanned from the empty state
+    const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
+                  se = static_cast<int64_t>(dk) * dv;
+    launch_scale_rows(L.vh.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
+    gemm(true, false, dk, dv, C, 1.0f, L.kh.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, states_.get(), dv, se, mats);
+    launch_chunk_state_scan(states_.get(), scan_state_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
+}
+
 // O = ((Q Kᵀ) ⊙ D) V within each chunk, plus diag(γ^(i+1)) Q_c S_c from the state before it.
 void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
     const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
-    if (compute_ != CUBLAS_COMPUTE_32F && n_chunks > 1 && chunk_output_supports(C, n_chunks)) {
-        // TF32 or bf16 products: the states and the output in two fused passes (chunk_states.cu,
-        // chunk_output.cu)
-        scan_state_.zero(stream_);
-        launch_chunk_states_tf32(L.kh.get(), L.vh.get(), row_tail_.get(), chunk_decay_.get(), scan_state_.get(),
-                                 L.states.get(), B_ * H(), n_chunks, C, dk, dv, stream_);
-        launch_chunk_output_tf32(L.qh.get(), L.kh.get(), L.vh.get(), L.states.get(), log_decay_.get(), H(), oh_.get(),
+    if (fused_chunks()) {
+        chunk_states(L);
+        launch_chunk_output_tf32(L.qh.get(), L.kh.get(), L.vh.get(), states_.get(), log_decay_.get(), H(), oh_.get(),
                                  B_ * H(), n_chunks, C, dk, dv, stream_);
         return;
     }
@@ -56,14 +74,10 @@ void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
     launch_chunk_decay_mask(scores_.get(), log_decay_.get(), nullptr, H(), n_chunks, C, false, stream_, B_);
     gemm(false, false, C, dv, C, 1.0f, scores_.get(), C, ss, L.vh.get(), dv, sv, 0.0f, oh_.get(), dv, sv, mats);
     if (n_chunks == 1) return;
-    // L.states = the state before each chunk from the empty state, U_c = K_cᵀ diag(γ^(C−1−j)) V_c
-    // scanned; O_c += diag(γ^(i+1)) Q_c S_c
-    scan_state_.zero(stream_);
-    launch_scale_rows(L.vh.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
-    gemm(true, false, dk, dv, C, 1.0f, L.kh.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, L.states.get(), dv, se, mats);
-    launch_chunk_state_scan(L.states.get(), scan_state_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
+    // O_c += diag(γ^(i+1)) Q_c S_c
+    chunk_states(L);
     launch_scale_rows(L.qh.get(), row_head_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
-    gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, L.states.get(), dv, se, 1.0f, oh_.get(), dv, sv, mats);
+    gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, states_.get(), dv, se, 1.0f, oh_.get(), dv, sv, mats);
 }
 
 // From dOh (head-major): dQh, dKh, dVh.
@@ -80,12 +94,13 @@ void CudaTrainOps::retention_heads_backward(LayerBuffers& L) {
     gemm(false, false, C, dk, C, 1.0f, dscores_.get(), C, ss, L.kh.get(), dk, sk, 0.0f, dQh_.get(), dk, sk, mats);
     gemm(true, false, C, dk, C, 1.0f, dscores_.get(), C, ss, L.qh.get(), dk, sk, 0.0f, dKh_.get(), dk, sk, mats);
     if (n_chunks == 1) return;
+    chunk_states(L);
     // Through the states: dO_s = diag(γ^(i+1)) dO_c; contrib_c = Q_cᵀ dO_s (∂/∂S_c via the outputs)
     launch_scale_rows(dOh_.get(), row_head_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
     gemm(true, false, dk, dv, C, 1.0f, L.qh.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, contrib_.get(), dv, se, mats);
     launch_chunk_state_scan_backward(contrib_.get(), after_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
     // dQ_c += dO_s S_cᵀ
-    gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, L.states.get(), dv, se, 1.0f, dQh_.get(), dk, sk, mats);
+    gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, states_.get(), dv, se, 1.0f, dQh_.get(), dk, sk, mats);
     // dV_c += diag(γ^(C−1−j)) K_c G_c;  dK_c += diag(γ^(C−1−j)) V_c G_cᵀ  (G_c = after[c])
     launch_scale_rows(L.kh.get(), row_tail_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
     gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, after_.get(), dv, se, 1.0f, dVh_.get(), dv, sv, mats);
