@@ -8,6 +8,7 @@
 #include <iterator>
 
 #include "../cuda_check.h"
+#include "../ops.h"
 #include "retnet/error.h"
 
 namespace retnet::cuda {
@@ -123,15 +124,43 @@ void CudaTrainOps::gemm(bool ta, bool tb, int M, int Nn, int K, float alpha, con
                                                        compute_, CUBLAS_GEMM_DEFAULT));
 }
 
+void CudaTrainOps::gemm_bf16(bool ta, bool tb, int M, int Nn, int K, const __nv_bfloat16* A, int lda,
+                             const __nv_bfloat16* Bm, int ldb, float beta, float* Cm, int ldc) {
+    if (M == 0 || Nn == 0) return;
+    const float alpha = 1.0f;
+    RETNET_CUBLAS_CHECK(cublasGemmEx(cublas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, Nn, M, K,
+                                     &alpha, Bm, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, Cm, CUDA_R_32F, ldc,
+                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+const __nv_bfloat16* CudaTrainOps::as_bf16(const float* x, int64_t n, DeviceBuffer<__nv_bfloat16>& copy) {
+    copy.reserve(static_cast<size_t>(n));
+    launch_float_to_bf16(x, copy.get(), n, stream_);
+    return copy.get();
+}
+
 // y (N, out) = x (N, in) · Wᵀ + beta·y
 void CudaTrainOps::gemm_linear(const float* x, const float* W, float* y, int in, int out, float beta) {
-    gemm(false, true, static_cast<int>(rows()), out, in, 1.0f, x, in, 0, W, in, 0, beta, y, out, 0);
+    const int r = static_cast<int>(rows());
+    if (bf16_projections()) {
+        gemm_bf16(false, true, r, out, in, as_bf16(x, int64_t{r} * in, x16_), in,
+                  as_bf16(W, int64_t{out} * in, w16_), in, beta, y, out);
+        return;
+    }
+    gemm(false, true, r, out, in, 1.0f, x, in, 0, W, in, 0, beta, y, out, 0);
 }
 
 // dx (N, in) = dy · W (+= when accumulate); dW (out, in) += dyᵀ · x
 void CudaTrainOps::gemm_linear_backward(const float* x, const float* W, const float* dy, int in, int out, float* dx,
                                         bool accumulate, float* dW) {
     const int r = static_cast<int>(rows());
+    if (bf16_projections()) {
+        const __nv_bfloat16* dy16 = as_bf16(dy, int64_t{r} * out, dy16_);
+        gemm_bf16(false, false, r, in, out, dy16, out, as_bf16(W, int64_t{out} * in, w16_), in,
+                  accumulate ? 1.0f : 0.0f, dx, in);
+        gemm_bf16(true, false, out, in, r, dy16, out, as_bf16(x, int64_t{r} * in, x16_), in, 1.0f, dW, in);
+        return;
+    }
     gemm(false, false, r, in, out, 1.0f, dy, out, 0, W, in, 0, accumulate ? 1.0f : 0.0f, dx, in, 0);
     gemm(true, false, out, in, r, 1.0f, dy, out, 0, x, in, 0, 1.0f, dW, in, 0);
 }
@@ -343,6 +372,12 @@ void CudaTrainOps::reserve_scratch() {
     row_loss_.reserve(sz(n));
     branch_.reserve(sz(n * dd));
     lin_.reserve(sz(n * std::max(K, Vd)));
+    if (bf16_projections()) {  // the widest projection input and output, the largest weight
+        const int64_t widest_in = std::max({dd, F, K, Vd});
+        x16_.reserve(sz(n * widest_in));
+        dy16_.reserve(sz(n * std::max<int64_t>(widest_in, V)));
+        w16_.reserve(sz(std::max<int64_t>(V, widest_in) * widest_in));
+    }
     oh_.reserve(retention ? sz(heads_v) : 0);
     scores_.reserve(retention ? sz(mats * C * C) : 0);  // the twin would need T² per head here
     dscores_.reserve(retention ? sz(mats * C * C) : 0);

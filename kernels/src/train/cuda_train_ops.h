@@ -7,6 +7,7 @@
 // The core's train_forward / train_backward run the block sequence over it; CudaTrainer owns the
 // parameters, gradient and optimizer state and points the ops at them for each pass.
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -98,6 +99,13 @@ private:
 
     void gemm(bool ta, bool tb, int M, int Nn, int K, float alpha, const float* A, int lda, int64_t sa,
               const float* Bm, int ldb, int64_t sb, float beta, float* Cm, int ldc, int64_t sc, int batch = 1);
+    // cuda-bf16: the projections multiply bf16 copies of their operands (rounded as
+    // CUBLAS_COMPUTE_32F_FAST_16BF rounds them inside cuBLAS, at twice its speed on fp32 storage).
+    bool bf16_projections() const { return compute_ == CUBLAS_COMPUTE_32F_FAST_16BF; }
+    // Row-major C (M, Nn) = op(A)·op(B) + beta·C from bf16 operands, fp32 sums and C.
+    void gemm_bf16(bool ta, bool tb, int M, int Nn, int K, const __nv_bfloat16* A, int lda,
+                   const __nv_bfloat16* Bm, int ldb, float beta, float* Cm, int ldc);
+    const __nv_bfloat16* as_bf16(const float* x, int64_t n, DeviceBuffer<__nv_bfloat16>& copy);
     void gemm_linear(const float* x, const float* W, float* y, int in, int out, float beta);
     void gemm_linear_backward(const float* x, const float* W, const float* dy, int in, int out, float* dx,
                               bool accumulate, float* dW);
@@ -151,6 +159,7 @@ private:
     DeviceBuffer<float> normed_;        // (N, d) Xn1 or Xn2 of the layer at hand
     DeviceBuffer<float> branch_input_;  // (N, max(H·Dv, F)) Y or Hidden of the layer at hand
     DeviceBuffer<float> states_;        // (B·H·n_chunks, Dk, Dv) the state before each chunk (chunkwise only)
+    DeviceBuffer<__nv_bfloat16> x16_, dy16_, w16_;  // a projection's operands in bf16 (bf16_projections)
     DeviceBuffer<float> lin_;       // (N, max(K, H·Dv)) projection before the layout change
     DeviceBuffer<float> oh_;        // (B·H, Tp, Dv)
     DeviceBuffer<float> scores_;    // (B·H·n_chunks, C, C)
