@@ -13,6 +13,7 @@
 #include "activations.cuh"
 #include "common.cuh"
 #include "cuda_check.h"
+#include "device_limits.h"
 #include "gemv.h"
 #include "retnet/error.h"
 
@@ -279,10 +280,9 @@ int resident_blocks(const void* kernel, size_t shared) {
     const auto key = std::make_tuple(device, kernel, shared);
     const auto found = cache.find(key);
     if (found != cache.end()) return found->second;
-    int per_sm = 0, sms = 0;
+    int per_sm = 0;
     RETNET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarpsPerBlock * 32, shared));
-    RETNET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    return cache[key] = std::max(1, per_sm * sms);
+    return cache[key] = std::max(1, per_sm * multiprocessor_count());
 }
 
 // Rows needing more than one round each go to the split kernel when all their warps fit on the

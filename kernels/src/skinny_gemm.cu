@@ -7,13 +7,12 @@
 // uses columns 8t … 8t+3 as its logical columns {2t, 2t+1, 2t+8, 2t+9}, the second 8t+4 … 8t+7;
 // both operands follow the same map, so each product still sums x[k]·w[k] over the same 32 k.
 #include <algorithm>
-#include <map>
-#include <mutex>
 #include <string>
 
 #include "activations.cuh"
 #include "common.cuh"
 #include "cuda_check.h"
+#include "device_limits.h"
 #include "retnet/error.h"
 #include "skinny_gemm.h"
 
@@ -167,19 +166,6 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfl
     }
 }
 
-int multiprocessors() {
-    static std::mutex mutex;
-    static std::map<int, int> cache;
-    int device = 0;
-    RETNET_CUDA_CHECK(cudaGetDevice(&device));
-    const std::lock_guard<std::mutex> lock(mutex);
-    const auto found = cache.find(device);
-    if (found != cache.end()) return found->second;
-    int sms = 0;
-    RETNET_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    return cache[device] = std::max(1, sms);
-}
-
 // Splits K until there are warps enough for two blocks per multiprocessor, while every part
 // keeps at least one whole round of loads.
 template <bool kGlu>
@@ -192,7 +178,7 @@ void launch_shape(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const Ge
         p.tile_start[j + 1] = p.tile_start[j] + static_cast<int>(ceil_div(jobs[j].n, tile_rows));
     for (int j = p.count; j < job_count; ++j) p.tile_start[j + 1] = p.tile_start[j];
     p.total_tiles = p.tile_start[p.count];
-    const int target_warps = 2 * kWarps * multiprocessors();
+    const int target_warps = 2 * kWarps * multiprocessor_count();
     while (p.split < kMaxSplit && p.total_tiles * p.split < target_warps && K >= 2 * 32 * S::U * p.split)
         p.split *= 2;
     p.part_k = static_cast<int>(ceil_div(ceil_div(K, p.split), 32)) * 32;

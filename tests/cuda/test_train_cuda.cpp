@@ -245,6 +245,7 @@ TEST_F(CudaTrainerTest, Bf16LossIsWithinOnePercentOfTheDoubleReference) {
     LossOptions lo;
     lo.chunk = c.chunk;
     const double loss_ref = setup.reference(lo, &grad_ref);
+    std::vector<std::vector<float>> grads;
     for (TrainPrecision precision : {TrainPrecision::Bf16, TrainPrecision::Tf32}) {
         CudaTrainerOptions options;
         options.chunk = c.chunk;
@@ -252,7 +253,8 @@ TEST_F(CudaTrainerTest, Bf16LossIsWithinOnePercentOfTheDoubleReference) {
         CudaTrainer trainer(config, layout, options);
         trainer.upload_params(params);
         const double loss = trainer.loss_and_gradient(batch);
-        const double grad_err = rel_l2_error(trainer.download_gradient(), grad_ref);
+        grads.push_back(trainer.download_gradient());
+        const double grad_err = rel_l2_error(grads.back(), grad_ref);
         std::printf("[%s] loss %.6f (cpu double %.6f, rel %.2e), gradient rel l2 err %.3e\n",
                     precision == TrainPrecision::Bf16 ? "bf16" : "tf32", loss, loss_ref,
                     std::abs(loss - loss_ref) / loss_ref, grad_err);
@@ -260,6 +262,11 @@ TEST_F(CudaTrainerTest, Bf16LossIsWithinOnePercentOfTheDoubleReference) {
         // The gradient direction survives the 8-bit mantissa (a wrong path would be off by O(1)).
         EXPECT_LT(grad_err, 0.1);
     }
+    // bf16 operands (8 significant bits) against TF32 ones (11): the gradients must differ by about
+    // bf16's rounding (measured 6e-2 relative). cuBLAS's FAST_16BF on fp32 storage once ran as
+    // TF32 and gave the TF32 bits exactly; this fails if bf16 quietly becomes TF32 again.
+    const std::vector<double> tf32_grad(grads[1].begin(), grads[1].end());
+    EXPECT_GT(rel_l2_error(grads[0], tf32_grad), 1e-2);
 }
 
 TEST_F(CudaTrainerTest, ClippingAndAdamWMatchTheCpuOptimizer) {
