@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <limits>
 
+#include <poll.h>
 #include <unistd.h>
 
 #include "retnet/error.h"
@@ -163,18 +164,32 @@ std::string printable(const std::string& text) {
     return out;
 }
 
+namespace {
+// A pipe or socket whose reader has gone says so itself (POLLERR), whatever errno holds by now.
+bool reader_gone(int fd) {
+    pollfd p{fd, POLLOUT, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
+}
+}  // namespace
+
 int stdout_error() {
     static int first_error = 0;  // the reason of the first failure; later flushes may not repeat it
     if (first_error != 0) return first_error;
     errno = 0;
     const bool flushed = std::fflush(stdout) == 0;
     if (flushed && !std::ferror(stdout)) return 0;
-    first_error = errno != 0 ? errno : EIO;
+    // A printf larger than stdio's buffer writes straight through: when that write failed, the
+    // flush finds nothing left to write and sets no errno, though the error flag stays.
+    first_error = errno != 0 ? errno : reader_gone(::fileno(stdout)) ? EPIPE : EIO;
     return first_error;
 }
 
 void check_stdout() {
     if (const int error = stdout_error()) throw StdoutFailed{error};
+}
+
+void check_stdout_reader() {
+    if (reader_gone(STDOUT_FILENO)) throw StdoutFailed{EPIPE};
 }
 
 std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& device, std::shared_ptr<const Model> model) {

@@ -115,5 +115,8 @@ struct StdoutFailed {
 void check_stdout();
 // The same without throwing: 0, or the errno of the failure.
 int stdout_error();
+// Throws StdoutFailed{EPIPE} when standard output is a pipe whose reader has gone: for a failed
+// write to descriptor 1 that did not go through stdio (logits --out -).
+void check_stdout_reader();
 
 }  // namespace retnet::cli

@@ -4,6 +4,7 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/error.h"
 #include "retnet/memory_limit.h"
 #include "retnet/npy.h"
 
@@ -35,7 +36,12 @@ int run_logits(const std::vector<std::string>& argv) {
                          "a forward pass over " + std::to_string(tokens.size()) + " tokens");
     const Tensor logits = backend->forward(tokens, options);
     interrupt.check();
-    write_npy(out, logits);
+    try {
+        write_npy(out, logits);
+    } catch (const Error&) {
+        if (out == "-" || out == "/dev/stdout") check_stdout_reader();  // `| head -c 10`: quietly, 141
+        throw;
+    }
     std::fprintf(stderr, "wrote %s: logits %s (%s form, %s backend)\n", shown(out).c_str(), logits.shape_string().c_str(),
                  form_name(options.form), backend->name().c_str());
     return 0;

@@ -433,6 +433,33 @@ TEST(RobustStdout, AClosedPipeEndsGenerationQuietly) {
     EXPECT_EQ(r.err, "");
 }
 
+// A reader gone before the command writes: every command ends quietly with 141. Before: output
+// larger than stdio's buffer (inspect's scores) failed inside printf, the flush after it found
+// nothing to write and no errno, and the command said "Input/output error", exit 1; `logits --out -`
+// said "-: cannot write (Broken pipe)".
+TEST(RobustStdout, AClosedPipeEndsEveryCommandQuietly) {
+    ScratchDir dir("stdout_closed");
+    write_small_model(dir / "model");
+    const std::string m = (dir / "model").string();
+    std::string tokens = "1";
+    for (int t = 2; t <= 300; ++t) tokens.append(",").append(std::to_string(t));
+    const std::vector<std::vector<std::string>> cases = {
+        {"inspect", "--model", m, "--tokens", tokens, "--json"},
+        {"inspect", "--model", m, "--tokens", tokens},
+        {"logits", "--model", m, "--tokens", tokens, "--out", "-"},
+        {"info", "--model", m},
+        {"generate", "--model", m, "--prompt", "hi", "--max-new-tokens", "4"},
+    };
+    for (const auto& args : cases) {
+        RunningRetnet run(args);
+        run.close_output();
+        const CliResult r = run.finish(60);
+        EXPECT_EQ(r.signal, 0) << args[0] << " died of signal " << r.signal;
+        EXPECT_EQ(r.exit_code, 141) << args[0] << ": " << r.err;
+        EXPECT_EQ(r.err, "") << args[0];
+    }
+}
+
 // ---- 6. messages -----------------------------------------------------------------------------
 
 TEST(RobustMessages, ControlCharactersInAPathNeverReachTheTerminal) {
