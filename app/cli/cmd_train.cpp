@@ -182,17 +182,19 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
     if (comm.rank() == 0 && !o.resume) o.on_started = [&o] { train::begin_fresh_run(o); };
     const train::TrainResult r = train::run_training(o, print_progress, &interrupt.flag());
     if (!speaks) return r.interrupted ? 130 : 0;
+    // Said on stderr: stdout holds the run's results and may be a file of them.
     if (r.interrupted && !r.started) {
         if (o.resume)
-            std::printf("interrupted while starting; the checkpoint in %s/checkpoint is as it was (continue with --resume)\n",
-                        shown(o.out_dir).c_str());
+            std::fprintf(stderr, "retnet train: interrupted while starting; the checkpoint in %s/checkpoint is as it was "
+                                 "(continue with --resume)\n",
+                         shown(o.out_dir).c_str());
         else
-            std::printf("interrupted while starting; nothing was saved\n");
+            std::fprintf(stderr, "retnet train: interrupted while starting; nothing was saved\n");
         return 130;
     }
     if (r.interrupted) {
-        std::printf("interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
-                    static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());
+        std::fprintf(stderr, "retnet train: interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
+                     static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());
         return 130;
     }
     std::printf("done: %lld steps in %s, last loss %.4f, best validation loss %.4f (%.4f bits/char) in %s/best\n",

@@ -312,9 +312,12 @@ TEST(RobustInterrupt, SigintDuringTrainingSavesACheckpointAndResumes) {
         const CliResult r = child.finish(60);
         EXPECT_EQ(r.signal, 0);
         EXPECT_EQ(r.exit_code, 130) << r.out << r.err;
-        const size_t at = r.out.find("interrupted at step ");
-        ASSERT_NE(at, std::string::npos) << r.out;
-        first_stop = std::stoll(r.out.substr(at + 20));
+        // On stderr, so that stdout (progress and results) may go to a file.
+        const std::string said = "retnet train: interrupted at step ";
+        const size_t at = r.err.find(said);
+        ASSERT_NE(at, std::string::npos) << r.err;
+        EXPECT_EQ(r.out.find("interrupted"), std::string::npos) << r.out;
+        first_stop = std::stoll(r.err.substr(at + said.size()));
         EXPECT_GT(first_stop, 0);
         EXPECT_TRUE(fs::exists(out / "checkpoint" / "model.safetensors"));
         EXPECT_TRUE(fs::exists(out / "checkpoint" / "trainer_state.json"));
@@ -333,9 +336,9 @@ TEST(RobustInterrupt, SigintDuringTrainingSavesACheckpointAndResumes) {
     child.send(SIGINT);
     const CliResult r = child.finish(60);
     EXPECT_EQ(r.exit_code, 130) << r.out << r.err;
-    const size_t at = r.out.find("interrupted at step ");
-    ASSERT_NE(at, std::string::npos) << r.out;
-    EXPECT_GT(std::stoll(r.out.substr(at + 20)), first_stop);
+    const size_t at = r.err.find("interrupted at step ");
+    ASSERT_NE(at, std::string::npos) << r.err;
+    EXPECT_GT(std::stoll(r.err.substr(at + 20)), first_stop);
 }
 
 }  // namespace
