@@ -118,8 +118,7 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
     // after the lock is taken).
     require_one_of("--device", o.device, train::train_devices());
     // Inputs that are FIFOs or directories get their own line here, never a reader that blocks.
-    for (const std::string& path : {o.data_path, o.config_path, o.tokenizer_path})
-        if (!path.empty()) require_regular_file(path);
+    for (const auto& input : o.named_inputs()) require_regular_file(input.second);
     const ModelConfig config = train::run_config(o);
     if (config.is_transformer() && o.chunk > 0)
         throw Error("--chunk applies to the RetNet's retention; the Transformer twin's attention has one form (leave "

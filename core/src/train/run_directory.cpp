@@ -382,19 +382,16 @@ namespace {
 // --overwrite removes the old run's checkpoints once the new run has started: an input of the new
 // run kept inside them (a tokenizer taken from the old run's best/) would go with them.
 void refuse_inputs_inside_run(const TrainOptions& o, const fs::path& out) {
-    const std::pair<const char*, const std::string*> inputs[] = {
-        {"--data", &o.data_path}, {"--config", &o.config_path}, {"--tokenizer", &o.tokenizer_path}};
-    for (const auto& [option, path] : inputs) {
-        if (path->empty()) continue;
+    for (const auto& [option, path] : o.named_inputs()) {
         std::error_code ec;
-        const fs::path input = fs::weakly_canonical(*path, ec);
+        const fs::path input = fs::weakly_canonical(path, ec);
         if (ec) continue;
         for (const char* name : kRunFiles) {
             const fs::path held = fs::weakly_canonical(out / name, ec);
             if (ec) continue;
             const auto [end, _] = std::mismatch(held.begin(), held.end(), input.begin(), input.end());
             if (end == held.end())
-                throw Error(std::string(option) + " " + *path + " is inside the run that --overwrite would replace (" +
+                throw Error(option + " " + path + " is inside the run that --overwrite would replace (" +
                             (out / name).string() + "); copy it out of " + out.string() + " first");
         }
     }
