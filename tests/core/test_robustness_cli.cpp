@@ -248,6 +248,20 @@ TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {
     EXPECT_EQ(r.out.find("bits per char"), std::string::npos) << "no result after a cancel: " << r.out;
 }
 
+// Ctrl-C while the process starts: the handler is in before the libraries' initializers (CUDA,
+// cuBLAS, OpenBLAS, MPI, Qt: about 0.1 s before main() here), so the command ends with its usual
+// line and 130. Before: no handler until a command's first InterruptGuard (`tokenizer` holds none),
+// SIGINT's default action, no word.
+TEST(RobustInterrupt, SigintWhileTheProcessStartsGivesTheUsualLine) {
+    RunningRetnet child({"tokenizer", "encode", "--model", model_dir().string(), "--text", "to be"});
+    ASSERT_TRUE(child.wait_until_caught(SIGINT, 30)) << "SIGINT is not caught while the process starts";
+    child.send(SIGINT);
+    const CliResult r = child.finish(30);
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 130);
+    EXPECT_EQ(r.err, "retnet tokenizer: cancelled\n");
+}
+
 // Ctrl-C while `retnet convert` writes: the writing stops between two tensors, `retnet convert:
 // cancelled`, exit 130, and no config.json is left (nothing reads as a complete model; the
 // temporary files are removed). Timed by the pipe, not the clock: the weights go into a FIFO (a
