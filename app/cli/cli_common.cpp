@@ -82,13 +82,18 @@ std::unique_ptr<Backend> make_backend_option(const std::string& device, std::sha
 
 namespace {
 std::atomic<bool> g_interrupted{false};
+std::atomic<int> g_signal{0};          // what raised g_interrupted
+std::atomic<bool> g_terminated{false};  // a SIGTERM raised it
 std::atomic<int> g_guards{0};  // guards alive; only the main thread makes them, the handler reads it
 char g_early_line[64] = "retnet: cancelled\n";  // named before the handler is installed
 std::atomic<const char*> g_cancelled_line{g_early_line};
 
-// Async-signal-safe only: atomics, strlen, write(2), _exit(2).
-extern "C" void retnet_cli_on_sigint(int sig) {
-    if (g_guards.load() > 0) {
+// Async-signal-safe only: atomics, strlen, write(2), _exit(2). A second SIGINT does not end the
+// process at once: `retnet train --gpus N` passes a terminal's Ctrl-C on to ranks that got it too.
+extern "C" void retnet_cli_on_signal(int sig) {
+    const bool again = sig == SIGTERM && g_terminated.exchange(true);
+    if (g_guards.load() > 0 && !again) {
+        g_signal.store(sig);
         g_interrupted.store(true);
         return;
     }
@@ -108,10 +113,11 @@ void install_interrupt_handler(const char* command) {
         for (const char* part : {"retnet ", command, ": cancelled\n"}) end = ::stpcpy(end, part);
     }
     struct sigaction action {};
-    action.sa_handler = retnet_cli_on_sigint;
+    action.sa_handler = retnet_cli_on_signal;
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;
     sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
 }
 
 void name_interrupted_command(const std::string& command) {
@@ -123,8 +129,17 @@ void name_interrupted_command(const std::string& command) {
     g_cancelled_line.store(line);
 }
 
+int cancelled_status() {
+    const int sig = g_signal.load();
+    return 128 + (sig != 0 ? sig : SIGINT);
+}
+
 InterruptGuard::InterruptGuard() {
-    if (g_guards.load() == 0) g_interrupted.store(false);  // an inner guard keeps a Ctrl-C the outer one saw
+    if (g_guards.load() == 0) {  // an inner guard keeps a signal the outer one saw
+        g_interrupted.store(false);
+        g_terminated.store(false);
+        g_signal.store(0);
+    }
     g_guards.fetch_add(1);
 }
 InterruptGuard::~InterruptGuard() { g_guards.fetch_sub(1); }

@@ -180,7 +180,7 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
     o.communicator = &comm;
     if (comm.rank() == 0 && !o.resume) o.on_started = [&o] { train::begin_fresh_run(o); };
     const train::TrainResult r = train::run_training(o, print_progress, &interrupt.flag());
-    if (!speaks) return r.interrupted ? 130 : 0;
+    if (!speaks) return r.interrupted ? cancelled_status() : 0;
     // Said on stderr: stdout holds the run's results and may be a file of them.
     if (r.interrupted && !r.started) {
         if (o.resume)
@@ -189,12 +189,12 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
                          shown(o.out_dir).c_str());
         else
             std::fprintf(stderr, "retnet train: interrupted while starting; nothing was saved\n");
-        return 130;
+        return cancelled_status();
     }
     if (r.interrupted) {
         std::fprintf(stderr, "retnet train: interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
                      static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());
-        return 130;
+        return cancelled_status();
     }
     std::printf("done: %lld steps in %s, last loss %.4f, best validation loss %.4f (%.4f bits/char) in %s/best\n",
                 static_cast<long long>(r.steps_done), format_duration(r.elapsed_s).c_str(), r.last_loss,
@@ -213,6 +213,10 @@ int run_train(const std::vector<std::string>& argv) {
     int gpus = 1;
     add_train_options(*app, o, seed, overwrite, arch, gpus);
     const dist::RankEnvironment env = dist::rank_environment();
+    // A rank of a job of several processes is stopped by its launcher (mpirun, or --gpus N once a
+    // rank failed) with SIGTERM, often while it waits in a collective for a rank that is gone and
+    // polls nothing: it ends at once, and its launcher says why.
+    if (env.size > 1) std::signal(SIGTERM, SIG_DFL);
     try {
         parse(*app, argv);
         o.seed = static_cast<uint64_t>(seed);

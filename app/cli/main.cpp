@@ -73,7 +73,7 @@ int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::
         std::fprintf(stderr, "retnet %s: error: cannot write to standard output (%s)\n", name, std::strerror(e.error));
     } catch (const retnet::Cancelled&) {
         std::fprintf(stderr, "retnet %s: cancelled\n", name);
-        return 130;
+        return retnet::cli::cancelled_status();
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "retnet %s: error: out of memory (lower the sizes, or see --max-memory)\n", name);
     } catch (const std::exception& e) {
@@ -84,9 +84,9 @@ int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::
     return 1;
 }
 
-// Ctrl-C's handler goes in before anything else runs: the shared libraries' initializers (CUDA,
-// cuBLAS, OpenBLAS, MPI, Qt) take about 0.1 s before main() is reached, during which SIGINT's
-// default action ended the process without a word. The dynamic linker runs an executable's
+// The handler of Ctrl-C and SIGTERM goes in before anything else runs: the shared libraries'
+// initializers (CUDA, cuBLAS, OpenBLAS, MPI, Qt) take about 0.1 s before main() is reached, during
+// which SIGINT's default action ended the process without a word. The dynamic linker runs an executable's
 // .preinit_array ahead of every library's initializers (glibc passes argc, argv and envp).
 void install_handler_first(int argc, char** argv, char**) {
     retnet::cli::install_interrupt_handler(argc > 1 ? argv[1] : nullptr);
