@@ -31,6 +31,7 @@ int run_convert(const std::vector<std::string>& argv) {
     std::error_code ec;
     if (fs::exists(out_dir) && fs::equivalent(model_dir, out_dir, ec))
         throw Error("--out " + out_dir + " is the model directory itself; choose another one");
+    check_output_directory(out_dir, "the model directory");
 
     check_model_memory(model_dir, 2);  // the weights, and their bytes as they are written
     // Ctrl-C from the load to the last tensor written (between tensors): nothing of this run is

@@ -5,6 +5,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
+#include "retnet/files.h"
 #include "retnet/memory_limit.h"
 #include "retnet/npy.h"
 
@@ -25,6 +26,7 @@ int run_logits(const std::vector<std::string>& argv) {
     parse(*app, argv);
     const std::vector<int32_t> tokens = parse_token_list(tokens_text);
     options.form = parse_form(mode);
+    check_output_file(out);
     // Ctrl-C from the load to the end of the forward, which polls it before each layer. The .npy
     // is written after a last look at it: a Ctrl-C during that write lets it finish (the file is
     // renamed into place only when complete either way).

@@ -119,6 +119,46 @@ TEST(RobustOutput, DirectoryAsOutputIsRefused) {
     EXPECT_TRUE(fs::is_directory(dir / "d.npy"));
 }
 
+// A bad --out of convert, init and logits is refused before the work (the model's load, the random
+// weights), in train's lines for its --out: the model given here cannot be loaded, so a line that
+// names --out came first. Nothing is created. Before: the load's error, or with a good model the
+// --out's after the work ("cannot save to …: File exists" for a link to nothing).
+TEST(RobustOutput, ABadOutIsRefusedBeforeTheWork) {
+    ScratchDir dir("out_bad");
+    write_small_model(dir / "model");
+    fs::copy(dir / "model", dir / "broken");
+    fs::resize_file(dir / "broken" / "model.safetensors", 100);  // its load fails
+    spit(dir / "file", "mine");
+    fs::create_symlink(dir / "nowhere", dir / "dangling");
+    const std::string broken = (dir / "broken").string(), config = (dir / "model" / "config.json").string();
+    const std::vector<std::pair<std::string, std::string>> directories = {
+        {(dir / "dangling").string(), "--out " + (dir / "dangling").string() + " is a symbolic link to " +
+                                          (dir / "nowhere").string() +
+                                          ", which does not exist; create that directory or give --out a directory"},
+        {(dir / "file" / "sub").string(), (dir / "file" / "sub").string() + ": cannot create the model directory (" +
+                                              (dir / "file").string() + " is a regular file, not a directory)"},
+        {"/proc/retnet_no_such_dir/out", "/proc/retnet_no_such_dir/out: cannot create the model directory ("},
+    };
+    for (const auto& [out, line] : directories) {
+        for (const std::vector<std::string>& args : {std::vector<std::string>{"convert", "--model", broken, "--out", out},
+                                                     std::vector<std::string>{"init", "--config", config, "--out", out}}) {
+            const CliResult r = run_retnet(args);
+            EXPECT_EQ(r.exit_code, 1) << args[0] << " " << out;
+            EXPECT_EQ(r.err.rfind("retnet " + args[0] + ": error: " + line, 0), 0u) << r.err;
+            EXPECT_EQ(r.err_lines(), 1) << r.err;
+        }
+    }
+    for (const fs::path& out : {dir / "missing" / "l.npy", fs::path("/proc/retnet_logits.npy")}) {
+        const CliResult r = run_retnet({"logits", "--model", broken, "--tokens", "1,5,6", "--out", out.string()});
+        EXPECT_EQ(r.exit_code, 1) << out;
+        EXPECT_EQ(r.err, "retnet logits: error: " + out.string() + ": cannot create " + out.string() +
+                             ".tmp (No such file or directory)\n");
+    }
+    EXPECT_FALSE(fs::exists(fs::symlink_status(dir / "nowhere")));
+    EXPECT_FALSE(fs::exists(dir / "missing"));
+    EXPECT_EQ(slurp(dir / "file"), "mine");
+}
+
 // ---- 2. unbounded memory ---------------------------------------------------------------------
 
 // The tokens of a file evaluated as they stream in give exactly what the whole text gives.
