@@ -159,6 +159,50 @@ TEST(RobustOutput, ABadOutIsRefusedBeforeTheWork) {
     EXPECT_EQ(slurp(dir / "file"), "mine");
 }
 
+// convert into a directory that holds no model (no model.safetensors) leaves what it holds as it
+// was and names the file it would have replaced (before: someone's config.json and tokenizer.model
+// replaced, the weights added among their files). New, empty, or holding a model: written, an
+// older model replaced as a whole.
+TEST(RobustOutput, ConvertReplacesOnlyAModel) {
+    ScratchDir dir("convert_into");
+    write_small_model(dir / "model");
+    const auto convert = [&](const fs::path& out, const std::string& dtype) {
+        return run_retnet({"convert", "--model", (dir / "model").string(), "--out", out.string(), "--dtype", dtype});
+    };
+    const auto entries = [](const fs::path& d) {
+        std::vector<std::string> names;
+        for (const auto& entry : fs::directory_iterator(d)) names.push_back(entry.path().filename().string());
+        std::sort(names.begin(), names.end());
+        return names;
+    };
+    fs::create_directories(dir / "project");
+    spit(dir / "project" / "config.json", "{\"mine\": 1}");
+    spit(dir / "project" / "tokenizer.model", "not a model's");
+    CliResult r = convert(dir / "project", "f32");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "retnet convert: error: --out " + (dir / "project").string() +
+                         " holds no model but a config.json that convert would replace; choose a new or empty directory\n");
+    EXPECT_EQ(slurp(dir / "project" / "config.json"), "{\"mine\": 1}");
+    EXPECT_EQ(slurp(dir / "project" / "tokenizer.model"), "not a model's");
+    EXPECT_EQ(entries(dir / "project"), (std::vector<std::string>{"config.json", "tokenizer.model"}));
+
+    fs::create_directories(dir / "notes");
+    spit(dir / "notes" / "notes.txt", "mine");
+    r = convert(dir / "notes", "f32");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "retnet convert: error: --out " + (dir / "notes").string() +
+                         " is not empty (it holds notes.txt) and holds no model; choose a new or empty directory\n");
+    EXPECT_EQ(entries(dir / "notes"), std::vector<std::string>{"notes.txt"});
+
+    fs::create_directories(dir / "empty");
+    ASSERT_EQ(convert(dir / "empty", "bf16").exit_code, 0);
+    const auto bf16_size = fs::file_size(dir / "empty" / "model.safetensors");
+    r = convert(dir / "empty", "f32");  // now an older model: replaced
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_GT(fs::file_size(dir / "empty" / "model.safetensors"), bf16_size);
+    EXPECT_EQ(entries(dir / "empty"), (std::vector<std::string>{"config.json", "model.safetensors", "tokenizer.model"}));
+}
+
 // ---- 2. unbounded memory ---------------------------------------------------------------------
 
 // The tokens of a file evaluated as they stream in give exactly what the whole text gives.
