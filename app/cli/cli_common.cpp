@@ -5,9 +5,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 
+#include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include "retnet/error.h"
@@ -79,18 +82,67 @@ std::unique_ptr<Backend> make_backend_option(const std::string& device, std::sha
 
 namespace {
 std::atomic<bool> g_interrupted{false};
-int g_guards = 0;  // guards alive; only the main thread makes them
-extern "C" void retnet_cli_on_sigint(int) { g_interrupted.store(true); }
+std::atomic<int> g_signal{0};          // what raised g_interrupted
+std::atomic<bool> g_terminated{false};  // a SIGTERM raised it
+std::atomic<int> g_guards{0};  // guards alive; only the main thread makes them, the handler reads it
+char g_early_line[64] = "retnet: cancelled\n";  // named before the handler is installed
+std::atomic<const char*> g_cancelled_line{g_early_line};
+
+// Async-signal-safe only: atomics, strlen, write(2), _exit(2). A second SIGINT does not end the
+// process at once: `retnet train --gpus N` passes a terminal's Ctrl-C on to ranks that got it too.
+extern "C" void retnet_cli_on_signal(int sig) {
+    const bool again = sig == SIGTERM && g_terminated.exchange(true);
+    if (g_guards.load() > 0 && !again) {
+        g_signal.store(sig);
+        g_interrupted.store(true);
+        return;
+    }
+    const char* line = g_cancelled_line.load();
+    const ssize_t ignored = ::write(STDERR_FILENO, line, std::strlen(line));
+    (void)ignored;
+    ::_exit(128 + sig);
+}
 }  // namespace
 
+void install_interrupt_handler(const char* command) {
+    // Called before the libraries have started: plain byte copies into the line. A command's name
+    // is a short lowercase word; anything else ("--version", a typo) stays out of it.
+    const size_t length = command ? std::strlen(command) : 0;
+    if (length > 0 && length < 32 && std::all_of(command, command + length, [](char c) { return c >= 'a' && c <= 'z'; })) {
+        char* end = g_early_line;
+        for (const char* part : {"retnet ", command, ": cancelled\n"}) end = ::stpcpy(end, part);
+    }
+    struct sigaction action {};
+    action.sa_handler = retnet_cli_on_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+}
+
+void name_interrupted_command(const std::string& command) {
+    // No std::string: the handler may read the line after exit() has run the static destructors.
+    static char line[64];
+    const std::string text = "retnet " + command + ": cancelled\n";
+    if (text.size() >= sizeof line || g_cancelled_line.load() == line) return;
+    std::memcpy(line, text.c_str(), text.size() + 1);
+    g_cancelled_line.store(line);
+}
+
+int cancelled_status() {
+    const int sig = g_signal.load();
+    return 128 + (sig != 0 ? sig : SIGINT);
+}
+
 InterruptGuard::InterruptGuard() {
-    if (g_guards++ == 0) g_interrupted.store(false);  // an inner guard keeps a Ctrl-C the outer one saw
-    previous_ = std::signal(SIGINT, retnet_cli_on_sigint);
+    if (g_guards.load() == 0) {  // an inner guard keeps a signal the outer one saw
+        g_interrupted.store(false);
+        g_terminated.store(false);
+        g_signal.store(0);
+    }
+    g_guards.fetch_add(1);
 }
-InterruptGuard::~InterruptGuard() {
-    std::signal(SIGINT, previous_);
-    --g_guards;
-}
+InterruptGuard::~InterruptGuard() { g_guards.fetch_sub(1); }
 const std::atomic<bool>& InterruptGuard::flag() const { return g_interrupted; }
 std::atomic<bool>& InterruptGuard::flag() { return g_interrupted; }
 void InterruptGuard::check() const {
@@ -163,18 +215,32 @@ std::string printable(const std::string& text) {
     return out;
 }
 
+namespace {
+// A pipe or socket whose reader has gone says so itself (POLLERR), whatever errno holds by now.
+bool reader_gone(int fd) {
+    pollfd p{fd, POLLOUT, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & POLLERR) != 0;
+}
+}  // namespace
+
 int stdout_error() {
     static int first_error = 0;  // the reason of the first failure; later flushes may not repeat it
     if (first_error != 0) return first_error;
     errno = 0;
     const bool flushed = std::fflush(stdout) == 0;
     if (flushed && !std::ferror(stdout)) return 0;
-    first_error = errno != 0 ? errno : EIO;
+    // A printf larger than stdio's buffer writes straight through: when that write failed, the
+    // flush finds nothing left to write and sets no errno, though the error flag stays.
+    first_error = errno != 0 ? errno : reader_gone(::fileno(stdout)) ? EPIPE : EIO;
     return first_error;
 }
 
 void check_stdout() {
     if (const int error = stdout_error()) throw StdoutFailed{error};
+}
+
+void check_stdout_reader() {
+    if (reader_gone(STDOUT_FILENO)) throw StdoutFailed{EPIPE};
 }
 
 std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& device, std::shared_ptr<const Model> model) {

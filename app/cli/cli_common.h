@@ -50,12 +50,26 @@ Architecture parse_architecture(const std::string& arch);
 // bf16 in memory (a Ctrl-C stops the copy between tensors: retnet::Cancelled).
 std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& device, std::shared_ptr<const Model> model);
 
-// Ctrl-C during a long command: while an InterruptGuard lives, SIGINT only raises flag(), which the
-// work polls (to stop cleanly: save, print what it has, exit 130); the previous handler comes back
-// when the guard ends. A command whose work polls holds one from before its model loads; the
-// loading helpers above hold their own for the load alone, so that SIGINT's default action is back
-// for work that does not poll. Guards nest (all on the main thread): an inner one shares the
-// outer one's flag, which only the outermost clears.
+// Ctrl-C and SIGTERM, from the process's first moment: one handler, installed before the
+// libraries' own start-up code runs (main.cpp), serves the whole process and takes both signals
+// alike. While no InterruptGuard lives, either ends the process at once with "retnet COMMAND:
+// cancelled" on stderr and status 128 + the signal (130, 143): nothing polls then, and nothing has
+// been written that a clean stop would remove. The command is named from argv[1] until main()
+// confirms it with name_interrupted_command.
+void install_interrupt_handler(const char* command);
+void name_interrupted_command(const std::string& command);
+
+// The exit status of a command that stopped for a signal: 130 for Ctrl-C (SIGINT), 143 for SIGTERM,
+// as a shell reports a process the signal ended.
+int cancelled_status();
+
+// Ctrl-C (or SIGTERM) during a long command: while an InterruptGuard lives, the signal only raises
+// flag(), which the work polls (to stop cleanly: save, print what it has, exit cancelled_status()).
+// A second SIGTERM before the work has stopped ends the process at once: it is stuck where it
+// cannot poll (a write to a reader that stopped reading). A command whose work polls holds one from
+// before its model loads; the loading helpers above hold their own for the load alone, so that
+// work that does not poll is ended at once again. Guards nest (all on the main thread): an inner
+// one shares the outer one's flag, which only the outermost clears.
 class InterruptGuard {
 public:
     InterruptGuard();
@@ -71,9 +85,6 @@ public:
     ProgressCallback progress() const;
     // For make_random_model, asked between layers: true once Ctrl-C came.
     std::function<bool()> cancelled() const;
-
-private:
-    void (*previous_)(int);
 };
 
 // Refuses (retnet::Error naming `what`, the size and the limit) a forward pass over T tokens whose
@@ -115,5 +126,8 @@ struct StdoutFailed {
 void check_stdout();
 // The same without throwing: 0, or the errno of the failure.
 int stdout_error();
+// Throws StdoutFailed{EPIPE} when standard output is a pipe whose reader has gone: for a failed
+// write to descriptor 1 that did not go through stdio (logits --out -).
+void check_stdout_reader();
 
 }  // namespace retnet::cli

@@ -165,6 +165,9 @@ int run_chat(const std::vector<std::string>& argv) {
     Generator generator(*backend, tokenizer.get());
     Session session{*model, generator, params, !c.generation.no_bos, c.json};
     interrupt.check();
+    // From here Ctrl-C ends a reply, not the session; SIGTERM still must end the session, also while
+    // it waits for a line (a read that polls nothing).
+    std::signal(SIGTERM, SIG_DFL);
     return chat_loop(session, interrupt);
 }
 

@@ -16,6 +16,28 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// The files that come along with the weights, when the model has them.
+constexpr const char* kCarried[] = {"tokenizer.model", "training.json"};
+
+// convert replaces a model as a whole. A directory that holds none (no model.safetensors) may hold
+// someone's config.json or tokenizer.model, which would be replaced, or files the model would be
+// mixed among: as with init, such a directory must be new or empty.
+void require_model_or_empty_directory(const std::string& out, const std::vector<std::string>& written) {
+    std::error_code ec;
+    if (!fs::is_directory(out, ec)) return;  // a new one (check_output_directory refused the rest)
+    for (const char* weights : {"model.safetensors", "model.safetensors.index.json"})
+        if (fs::exists(fs::symlink_status(fs::path(out) / weights, ec))) return;
+    const fs::directory_iterator first(out, ec);
+    if (ec) throw Error("--out " + out + ": " + ec.message());
+    if (first == fs::directory_iterator()) return;
+    for (const std::string& name : written)
+        if (fs::exists(fs::symlink_status(fs::path(out) / name, ec)))
+            throw Error("--out " + out + " holds no model but a " + name +
+                        " that convert would replace; choose a new or empty directory");
+    throw Error("--out " + out + " is not empty (it holds " + first->path().filename().string() +
+                ") and holds no model; choose a new or empty directory");
+}
+
 int run_convert(const std::vector<std::string>& argv) {
     const auto app = make_app("convert", "Writes a model with its weights stored as bf16 or f32; the tokenizer and "
                                          "training notes come along.");
@@ -31,6 +53,11 @@ int run_convert(const std::vector<std::string>& argv) {
     std::error_code ec;
     if (fs::exists(out_dir) && fs::equivalent(model_dir, out_dir, ec))
         throw Error("--out " + out_dir + " is the model directory itself; choose another one");
+    check_output_directory(out_dir, "the model directory");
+    std::vector<std::string> written{"config.json"};  // and model.safetensors, which a directory without a model lacks
+    for (const char* extra : kCarried)
+        if (fs::exists(fs::symlink_status(fs::path(model_dir) / extra, ec))) written.emplace_back(extra);
+    require_model_or_empty_directory(out_dir, written);
 
     check_model_memory(model_dir, 2);  // the weights, and their bytes as they are written
     // Ctrl-C from the load to the last tensor written (between tensors): nothing of this run is
@@ -40,7 +67,7 @@ int run_convert(const std::vector<std::string>& argv) {
     // The files that come along are read (and the tokenizer checked) before anything is written, so
     // an unreadable one cannot leave a half-written output directory.
     std::vector<std::pair<std::string, std::string>> extras;  // name, bytes
-    for (const char* extra : {"tokenizer.model", "training.json"}) {
+    for (const char* extra : kCarried) {
         const fs::path from = fs::path(model_dir) / extra;
         if (!fs::exists(fs::symlink_status(from, ec))) continue;
         extras.emplace_back(extra, read_regular_file(from.string()));

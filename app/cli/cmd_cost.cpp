@@ -327,7 +327,7 @@ int run_cost(const std::vector<std::string>& argv) {
     const size_t planned = 2 * args.options.lengths.size() * args.options.batches.size();
     std::fprintf(stderr, "retnet cost: cancelled after %zu of %zu points; the %s holds those measured\n",
                  report.points.size(), planned, json ? "report" : "table");
-    return 130;
+    return cancelled_status();
 }
 
 const Command reg("cost", "RetNet against a same-size Transformer: latency, throughput and memory vs length and batch",

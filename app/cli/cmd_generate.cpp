@@ -165,7 +165,7 @@ int run_generate(const std::vector<std::string>& argv) {
                  backend->name().c_str(), static_cast<long long>(s.prefill_tokens), s.prefill_ms,
                  form_name(s.prefill_form), stop_reason_name(s.stop_reason),
                  s.stop_string.empty() ? "" : (" \"" + printable(s.stop_string) + "\"").c_str());
-    return s.stop_reason == StopReason::Cancelled ? 130 : 0;
+    return s.stop_reason == StopReason::Cancelled ? cancelled_status() : 0;
 }
 
 const Command reg("generate", "continue a prompt: prefill in any form, decode recurrently, stream the text", &run_generate);

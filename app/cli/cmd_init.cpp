@@ -92,6 +92,7 @@ int run_init(const std::vector<std::string>& argv) {
     parse(*app, argv);
     const ModelConfig config = config_to_init(arch, config_path, like);
     require_new_directory(out);
+    check_output_directory(out, "the model directory");
     const std::string tokenizer = like_tokenizer(like);
     // The weights, and their bytes as they are written.
     check_memory(saturating_product({2, estimated_weight_bytes(config)}), "a model of " + (like.empty() ? config_path : like));

@@ -4,6 +4,8 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/error.h"
+#include "retnet/files.h"
 #include "retnet/memory_limit.h"
 #include "retnet/npy.h"
 
@@ -24,6 +26,7 @@ int run_logits(const std::vector<std::string>& argv) {
     parse(*app, argv);
     const std::vector<int32_t> tokens = parse_token_list(tokens_text);
     options.form = parse_form(mode);
+    check_output_file(out);
     // Ctrl-C from the load to the end of the forward, which polls it before each layer. The .npy
     // is written after a last look at it: a Ctrl-C during that write lets it finish (the file is
     // renamed into place only when complete either way).
@@ -35,7 +38,12 @@ int run_logits(const std::vector<std::string>& argv) {
                          "a forward pass over " + std::to_string(tokens.size()) + " tokens");
     const Tensor logits = backend->forward(tokens, options);
     interrupt.check();
-    write_npy(out, logits);
+    try {
+        write_npy(out, logits);
+    } catch (const Error&) {
+        if (out == "-" || out == "/dev/stdout") check_stdout_reader();  // `| head -c 10`: quietly, 141
+        throw;
+    }
     std::fprintf(stderr, "wrote %s: logits %s (%s form, %s backend)\n", shown(out).c_str(), logits.shape_string().c_str(),
                  form_name(options.form), backend->name().c_str());
     return 0;

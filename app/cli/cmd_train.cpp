@@ -118,8 +118,7 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
     // after the lock is taken).
     require_one_of("--device", o.device, train::train_devices());
     // Inputs that are FIFOs or directories get their own line here, never a reader that blocks.
-    for (const std::string& path : {o.data_path, o.config_path, o.tokenizer_path})
-        if (!path.empty()) require_regular_file(path);
+    for (const auto& input : o.named_inputs()) require_regular_file(input.second);
     const ModelConfig config = train::run_config(o);
     if (config.is_transformer() && o.chunk > 0)
         throw Error("--chunk applies to the RetNet's retention; the Transformer twin's attention has one form (leave "
@@ -181,19 +180,21 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
     o.communicator = &comm;
     if (comm.rank() == 0 && !o.resume) o.on_started = [&o] { train::begin_fresh_run(o); };
     const train::TrainResult r = train::run_training(o, print_progress, &interrupt.flag());
-    if (!speaks) return r.interrupted ? 130 : 0;
+    if (!speaks) return r.interrupted ? cancelled_status() : 0;
+    // Said on stderr: stdout holds the run's results and may be a file of them.
     if (r.interrupted && !r.started) {
         if (o.resume)
-            std::printf("interrupted while starting; the checkpoint in %s/checkpoint is as it was (continue with --resume)\n",
-                        shown(o.out_dir).c_str());
+            std::fprintf(stderr, "retnet train: interrupted while starting; the checkpoint in %s/checkpoint is as it was "
+                                 "(continue with --resume)\n",
+                         shown(o.out_dir).c_str());
         else
-            std::printf("interrupted while starting; nothing was saved\n");
-        return 130;
+            std::fprintf(stderr, "retnet train: interrupted while starting; nothing was saved\n");
+        return cancelled_status();
     }
     if (r.interrupted) {
-        std::printf("interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
-                    static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());
-        return 130;
+        std::fprintf(stderr, "retnet train: interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
+                     static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());
+        return cancelled_status();
     }
     std::printf("done: %lld steps in %s, last loss %.4f, best validation loss %.4f (%.4f bits/char) in %s/best\n",
                 static_cast<long long>(r.steps_done), format_duration(r.elapsed_s).c_str(), r.last_loss,
@@ -212,6 +213,10 @@ int run_train(const std::vector<std::string>& argv) {
     int gpus = 1;
     add_train_options(*app, o, seed, overwrite, arch, gpus);
     const dist::RankEnvironment env = dist::rank_environment();
+    // A rank of a job of several processes is stopped by its launcher (mpirun, or --gpus N once a
+    // rank failed) with SIGTERM, often while it waits in a collective for a rank that is gone and
+    // polls nothing: it ends at once, and its launcher says why.
+    if (env.size > 1) std::signal(SIGTERM, SIG_DFL);
     try {
         parse(*app, argv);
         o.seed = static_cast<uint64_t>(seed);

@@ -73,7 +73,7 @@ int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::
         std::fprintf(stderr, "retnet %s: error: cannot write to standard output (%s)\n", name, std::strerror(e.error));
     } catch (const retnet::Cancelled&) {
         std::fprintf(stderr, "retnet %s: cancelled\n", name);
-        return 130;
+        return retnet::cli::cancelled_status();
     } catch (const std::bad_alloc&) {
         std::fprintf(stderr, "retnet %s: error: out of memory (lower the sizes, or see --max-memory)\n", name);
     } catch (const std::exception& e) {
@@ -83,6 +83,15 @@ int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::
     }
     return 1;
 }
+
+// The handler of Ctrl-C and SIGTERM goes in before anything else runs: the shared libraries'
+// initializers (CUDA, cuBLAS, OpenBLAS, MPI, Qt) take about 0.1 s before main() is reached, during
+// which SIGINT's default action ended the process without a word. The dynamic linker runs an executable's
+// .preinit_array ahead of every library's initializers (glibc passes argc, argv and envp).
+void install_handler_first(int argc, char** argv, char**) {
+    retnet::cli::install_interrupt_handler(argc > 1 ? argv[1] : nullptr);
+}
+__attribute__((section(".preinit_array"), used)) void (*g_install_handler_first)(int, char**, char**) = install_handler_first;
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -109,8 +118,11 @@ int main(int argc, char** argv) {
         name = argv[2];
         args = {"--help"};
     }
-    for (const auto& command : retnet::cli::command_table())
-        if (command.name == name) return run_guarded(command, args);
+    for (const auto& command : retnet::cli::command_table()) {
+        if (command.name != name) continue;
+        retnet::cli::name_interrupted_command(name);
+        return run_guarded(command, args);
+    }
     std::vector<std::string> names;
     for (const auto& command : retnet::cli::command_table()) names.push_back(command.name);
     const std::string near = retnet::cli::closest_match(name, names);

@@ -25,13 +25,16 @@ extern "C" void on_stop_signal(int sig) {
     (void)ignored;
 }
 
+// The handlers that were there before go back when the server has stopped (main's own).
+struct sigaction g_previous_int {}, g_previous_term {};
+
 void set_handlers(void (*handler)(int)) {
     struct sigaction action {};
     action.sa_handler = handler;
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;
-    sigaction(SIGINT, &action, nullptr);
-    sigaction(SIGTERM, &action, nullptr);
+    sigaction(SIGINT, &action, &g_previous_int);
+    sigaction(SIGTERM, &action, &g_previous_term);
 }
 
 }  // namespace
@@ -52,7 +55,8 @@ StopOnSignal::StopOnSignal(std::function<void()> stop) {
 }
 
 StopOnSignal::~StopOnSignal() {
-    set_handlers(SIG_DFL);
+    sigaction(SIGINT, &g_previous_int, nullptr);
+    sigaction(SIGTERM, &g_previous_term, nullptr);
     const char end = 0;
     const ssize_t ignored = write(pipe_[1], &end, 1);  // wakes the watcher if no signal came
     (void)ignored;

@@ -56,10 +56,9 @@ void resolve_out_dir(train::TrainOptions& o, bool announce) {
     const std::string given = o.out_dir;
     // One of the run's own inputs given as --out (the text, say): named as such, not only as "a
     // regular file".
-    for (const auto& [option, path] : {std::pair{"--data", o.data_path}, std::pair{"--config", o.config_path},
-                                       std::pair{"--tokenizer", o.tokenizer_path}}) {
+    for (const auto& [option, path] : o.named_inputs()) {
         std::error_code ec;
-        if (!path.empty() && fs::equivalent(given, path, ec))
+        if (fs::equivalent(given, path, ec))
             throw Error("--out " + given + " is the " + option + " file; give the run a directory of its own");
     }
     o.out_dir = train::resolve_run_directory(given);
@@ -108,8 +107,7 @@ int launch_gpu_ranks(train::TrainOptions o, int gpus, bool overwrite, const std:
 #else
     throw Error("--gpus needs a build with CUDA and NCCL");
 #endif
-    for (const std::string& path : {o.data_path, o.config_path, o.tokenizer_path})
-        if (!path.empty()) require_regular_file(path);
+    for (const auto& input : o.named_inputs()) require_regular_file(input.second);
     // The launcher owns the run directory for the whole job; its ranks never take the lock (rank 0
     // resolves --out again, silently, to write there).
     resolve_out_dir(o, true);

@@ -248,6 +248,22 @@ TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {
     EXPECT_EQ(r.out.find("bits per char"), std::string::npos) << "no result after a cancel: " << r.out;
 }
 
+// Ctrl-C while the process starts: the handler is in before the libraries' initializers (CUDA,
+// cuBLAS, OpenBLAS, MPI, Qt: about 0.1 s before main() here), so the command ends with its usual
+// line and 130. Before: no handler until a command's first InterruptGuard (`tokenizer` holds none),
+// SIGINT's default action, no word. SIGTERM alike, with 143 (before: its default action).
+TEST(RobustInterrupt, SigintWhileTheProcessStartsGivesTheUsualLine) {
+    for (const int signal : {SIGINT, SIGTERM}) {
+        RunningRetnet child({"tokenizer", "encode", "--model", model_dir().string(), "--text", "to be"});
+        ASSERT_TRUE(child.wait_until_caught(signal, 30)) << "signal " << signal << " is not caught while the process starts";
+        child.send(signal);
+        const CliResult r = child.finish(30);
+        EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+        EXPECT_EQ(r.exit_code, 128 + signal);
+        EXPECT_EQ(r.err, "retnet tokenizer: cancelled\n");
+    }
+}
+
 // Ctrl-C while `retnet convert` writes: the writing stops between two tensors, `retnet convert:
 // cancelled`, exit 130, and no config.json is left (nothing reads as a complete model; the
 // temporary files are removed). Timed by the pipe, not the clock: the weights go into a FIFO (a
@@ -255,7 +271,7 @@ TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {
 // signal is sent. Once bytes arrive, the writer is inside model.safetensors and cannot finish it
 // (the file is far larger than the pipe), so the signal comes while it writes; then the test
 // drains the pipe. Before: SIGINT's default action, killed by the signal.
-TEST(RobustInterrupt, SigintWhileConvertWritesLeavesNoModel) {
+void expect_convert_stops_cleanly(int signal) {
     ScratchDir dir("convert_interrupt");
     write_small_model(dir / "model");
     ASSERT_EQ(run_retnet({"convert", "--model", (dir / "model").string(), "--out", (dir / "whole").string(), "--dtype",
@@ -278,7 +294,7 @@ TEST(RobustInterrupt, SigintWhileConvertWritesLeavesNoModel) {
         ASSERT_EQ(::ioctl(reader, FIONREAD, &queued), 0);
     }
     ASSERT_GT(queued, 0) << "the writer never began model.safetensors";
-    child.send(SIGINT);
+    child.send(signal);
     size_t drained = 0;
     for (char buffer[4096];;) {  // until the writer closes the FIFO
         pollfd p{reader, POLLIN, 0};
@@ -290,13 +306,61 @@ TEST(RobustInterrupt, SigintWhileConvertWritesLeavesNoModel) {
     ::close(reader);
     const CliResult r = child.finish(60);
     EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
-    EXPECT_EQ(r.exit_code, 130) << r.err;
+    EXPECT_EQ(r.exit_code, 128 + signal) << r.err;
     EXPECT_EQ(r.err, "retnet convert: cancelled\n");
     EXPECT_LT(drained, whole) << "the weights were written to the end";
     EXPECT_TRUE(fs::is_fifo(fifo));
     std::vector<std::string> left;
     for (const auto& entry : fs::directory_iterator(dir / "out")) left.push_back(entry.path().filename().string());
     EXPECT_EQ(left, std::vector<std::string>{"model.safetensors"});
+}
+
+TEST(RobustInterrupt, SigintWhileConvertWritesLeavesNoModel) { expect_convert_stops_cleanly(SIGINT); }
+
+// SIGTERM takes Ctrl-C's path, with 143. Before: its default action, and config.json.tmp was left.
+TEST(RobustInterrupt, SigtermWhileConvertWritesLeavesNoModel) { expect_convert_stops_cleanly(SIGTERM); }
+
+// A write stuck where nothing polls (into a FIFO whose reader stopped reading) cannot see the flag
+// the first SIGTERM raised; a second one ends the command at once, with its line and 143. Before:
+// the first SIGTERM's default action.
+TEST(RobustInterrupt, ASecondSigtermEndsAStuckWrite) {
+    ScratchDir dir("convert_stuck");
+    write_small_model(dir / "model");
+    fs::create_directories(dir / "out");
+    const fs::path fifo = dir / "out" / "model.safetensors";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0);
+    const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);  // never read
+    ASSERT_GE(reader, 0);
+    ASSERT_GT(::fcntl(reader, F_SETPIPE_SZ, 4096), 0);
+    RunningRetnet child({"convert", "--model", (dir / "model").string(), "--out", (dir / "out").string(), "--dtype", "f32"});
+    int queued = 0;
+    for (int waited = 0; queued == 0 && waited < 60000; waited += 5) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        ASSERT_EQ(::ioctl(reader, FIONREAD, &queued), 0);
+    }
+    ASSERT_GT(queued, 0) << "the writer never began model.safetensors";
+    child.send(SIGTERM);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // delivered, not merged with the next
+    child.send(SIGTERM);
+    const CliResult r = child.finish(30);
+    ::close(reader);
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 143) << r.err;
+    EXPECT_EQ(r.err, "retnet convert: cancelled\n");
+}
+
+// SIGTERM during training takes Ctrl-C's path: a checkpoint, the line on stderr, 143. Before: its
+// default action, nothing saved since the last --save-every.
+TEST(RobustInterrupt, SigtermDuringTrainingSavesACheckpoint) {
+    ScratchDir dir("train_sigterm");
+    RunningRetnet child(with(tiny_training_args(dir.path()), {"--steps", "1000000"}));
+    ASSERT_TRUE(child.wait_for_output("loss", 60)) << child.output();
+    child.send(SIGTERM);
+    const CliResult r = child.finish(60);
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 143) << r.out << r.err;
+    EXPECT_NE(r.err.find("retnet train: interrupted at step "), std::string::npos) << r.err;
+    EXPECT_TRUE(fs::exists(dir / "run" / "checkpoint" / "trainer_state.json"));
 }
 
 TEST(RobustInterrupt, SigintDuringTrainingSavesACheckpointAndResumes) {
@@ -312,9 +376,12 @@ TEST(RobustInterrupt, SigintDuringTrainingSavesACheckpointAndResumes) {
         const CliResult r = child.finish(60);
         EXPECT_EQ(r.signal, 0);
         EXPECT_EQ(r.exit_code, 130) << r.out << r.err;
-        const size_t at = r.out.find("interrupted at step ");
-        ASSERT_NE(at, std::string::npos) << r.out;
-        first_stop = std::stoll(r.out.substr(at + 20));
+        // On stderr, so that stdout (progress and results) may go to a file.
+        const std::string said = "retnet train: interrupted at step ";
+        const size_t at = r.err.find(said);
+        ASSERT_NE(at, std::string::npos) << r.err;
+        EXPECT_EQ(r.out.find("interrupted"), std::string::npos) << r.out;
+        first_stop = std::stoll(r.err.substr(at + said.size()));
         EXPECT_GT(first_stop, 0);
         EXPECT_TRUE(fs::exists(out / "checkpoint" / "model.safetensors"));
         EXPECT_TRUE(fs::exists(out / "checkpoint" / "trainer_state.json"));
@@ -333,9 +400,9 @@ TEST(RobustInterrupt, SigintDuringTrainingSavesACheckpointAndResumes) {
     child.send(SIGINT);
     const CliResult r = child.finish(60);
     EXPECT_EQ(r.exit_code, 130) << r.out << r.err;
-    const size_t at = r.out.find("interrupted at step ");
-    ASSERT_NE(at, std::string::npos) << r.out;
-    EXPECT_GT(std::stoll(r.out.substr(at + 20)), first_stop);
+    const size_t at = r.err.find("interrupted at step ");
+    ASSERT_NE(at, std::string::npos) << r.err;
+    EXPECT_GT(std::stoll(r.err.substr(at + 20)), first_stop);
 }
 
 }  // namespace

@@ -119,6 +119,90 @@ TEST(RobustOutput, DirectoryAsOutputIsRefused) {
     EXPECT_TRUE(fs::is_directory(dir / "d.npy"));
 }
 
+// A bad --out of convert, init and logits is refused before the work (the model's load, the random
+// weights), in train's lines for its --out: the model given here cannot be loaded, so a line that
+// names --out came first. Nothing is created. Before: the load's error, or with a good model the
+// --out's after the work ("cannot save to …: File exists" for a link to nothing).
+TEST(RobustOutput, ABadOutIsRefusedBeforeTheWork) {
+    ScratchDir dir("out_bad");
+    write_small_model(dir / "model");
+    fs::copy(dir / "model", dir / "broken");
+    fs::resize_file(dir / "broken" / "model.safetensors", 100);  // its load fails
+    spit(dir / "file", "mine");
+    fs::create_symlink(dir / "nowhere", dir / "dangling");
+    const std::string broken = (dir / "broken").string(), config = (dir / "model" / "config.json").string();
+    const std::vector<std::pair<std::string, std::string>> directories = {
+        {(dir / "dangling").string(), "--out " + (dir / "dangling").string() + " is a symbolic link to " +
+                                          (dir / "nowhere").string() +
+                                          ", which does not exist; create that directory or give --out a directory"},
+        {(dir / "file" / "sub").string(), (dir / "file" / "sub").string() + ": cannot create the model directory (" +
+                                              (dir / "file").string() + " is a regular file, not a directory)"},
+        {"/proc/retnet_no_such_dir/out", "/proc/retnet_no_such_dir/out: cannot create the model directory ("},
+    };
+    for (const auto& [out, line] : directories) {
+        for (const std::vector<std::string>& args : {std::vector<std::string>{"convert", "--model", broken, "--out", out},
+                                                     std::vector<std::string>{"init", "--config", config, "--out", out}}) {
+            const CliResult r = run_retnet(args);
+            EXPECT_EQ(r.exit_code, 1) << args[0] << " " << out;
+            EXPECT_EQ(r.err.rfind("retnet " + args[0] + ": error: " + line, 0), 0u) << r.err;
+            EXPECT_EQ(r.err_lines(), 1) << r.err;
+        }
+    }
+    for (const fs::path& out : {dir / "missing" / "l.npy", fs::path("/proc/retnet_logits.npy")}) {
+        const CliResult r = run_retnet({"logits", "--model", broken, "--tokens", "1,5,6", "--out", out.string()});
+        EXPECT_EQ(r.exit_code, 1) << out;
+        EXPECT_EQ(r.err, "retnet logits: error: " + out.string() + ": cannot create " + out.string() +
+                             ".tmp (No such file or directory)\n");
+    }
+    EXPECT_FALSE(fs::exists(fs::symlink_status(dir / "nowhere")));
+    EXPECT_FALSE(fs::exists(dir / "missing"));
+    EXPECT_EQ(slurp(dir / "file"), "mine");
+}
+
+// convert into a directory that holds no model (no model.safetensors) leaves what it holds as it
+// was and names the file it would have replaced (before: someone's config.json and tokenizer.model
+// replaced, the weights added among their files). New, empty, or holding a model: written, an
+// older model replaced as a whole.
+TEST(RobustOutput, ConvertReplacesOnlyAModel) {
+    ScratchDir dir("convert_into");
+    write_small_model(dir / "model");
+    const auto convert = [&](const fs::path& out, const std::string& dtype) {
+        return run_retnet({"convert", "--model", (dir / "model").string(), "--out", out.string(), "--dtype", dtype});
+    };
+    const auto entries = [](const fs::path& d) {
+        std::vector<std::string> names;
+        for (const auto& entry : fs::directory_iterator(d)) names.push_back(entry.path().filename().string());
+        std::sort(names.begin(), names.end());
+        return names;
+    };
+    fs::create_directories(dir / "project");
+    spit(dir / "project" / "config.json", "{\"mine\": 1}");
+    spit(dir / "project" / "tokenizer.model", "not a model's");
+    CliResult r = convert(dir / "project", "f32");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "retnet convert: error: --out " + (dir / "project").string() +
+                         " holds no model but a config.json that convert would replace; choose a new or empty directory\n");
+    EXPECT_EQ(slurp(dir / "project" / "config.json"), "{\"mine\": 1}");
+    EXPECT_EQ(slurp(dir / "project" / "tokenizer.model"), "not a model's");
+    EXPECT_EQ(entries(dir / "project"), (std::vector<std::string>{"config.json", "tokenizer.model"}));
+
+    fs::create_directories(dir / "notes");
+    spit(dir / "notes" / "notes.txt", "mine");
+    r = convert(dir / "notes", "f32");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "retnet convert: error: --out " + (dir / "notes").string() +
+                         " is not empty (it holds notes.txt) and holds no model; choose a new or empty directory\n");
+    EXPECT_EQ(entries(dir / "notes"), std::vector<std::string>{"notes.txt"});
+
+    fs::create_directories(dir / "empty");
+    ASSERT_EQ(convert(dir / "empty", "bf16").exit_code, 0);
+    const auto bf16_size = fs::file_size(dir / "empty" / "model.safetensors");
+    r = convert(dir / "empty", "f32");  // now an older model: replaced
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_GT(fs::file_size(dir / "empty" / "model.safetensors"), bf16_size);
+    EXPECT_EQ(entries(dir / "empty"), (std::vector<std::string>{"config.json", "model.safetensors", "tokenizer.model"}));
+}
+
 // ---- 2. unbounded memory ---------------------------------------------------------------------
 
 // The tokens of a file evaluated as they stream in give exactly what the whole text gives.
@@ -431,6 +515,33 @@ TEST(RobustStdout, AClosedPipeEndsGenerationQuietly) {
     EXPECT_EQ(r.signal, 0) << "died of signal " << r.signal;
     EXPECT_EQ(r.exit_code, 141);
     EXPECT_EQ(r.err, "");
+}
+
+// A reader gone before the command writes: every command ends quietly with 141. Before: output
+// larger than stdio's buffer (inspect's scores) failed inside printf, the flush after it found
+// nothing to write and no errno, and the command said "Input/output error", exit 1; `logits --out -`
+// said "-: cannot write (Broken pipe)".
+TEST(RobustStdout, AClosedPipeEndsEveryCommandQuietly) {
+    ScratchDir dir("stdout_closed");
+    write_small_model(dir / "model");
+    const std::string m = (dir / "model").string();
+    std::string tokens = "1";
+    for (int t = 2; t <= 300; ++t) tokens.append(",").append(std::to_string(t));
+    const std::vector<std::vector<std::string>> cases = {
+        {"inspect", "--model", m, "--tokens", tokens, "--json"},
+        {"inspect", "--model", m, "--tokens", tokens},
+        {"logits", "--model", m, "--tokens", tokens, "--out", "-"},
+        {"info", "--model", m},
+        {"generate", "--model", m, "--prompt", "hi", "--max-new-tokens", "4"},
+    };
+    for (const auto& args : cases) {
+        RunningRetnet run(args);
+        run.close_output();
+        const CliResult r = run.finish(60);
+        EXPECT_EQ(r.signal, 0) << args[0] << " died of signal " << r.signal;
+        EXPECT_EQ(r.exit_code, 141) << args[0] << ": " << r.err;
+        EXPECT_EQ(r.err, "") << args[0];
+    }
 }
 
 // ---- 6. messages -----------------------------------------------------------------------------

@@ -217,6 +217,26 @@ public:
         return true;
     }
 
+    // Waits until the child, once it runs retnet, catches `signal` (its handler is in: true), or
+    // it ends or the time is up (false).
+    bool wait_until_caught(int signal, int timeout_s) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+        const fs::path proc = fs::path("/proc") / std::to_string(pid_);
+        const fs::path exe = fs::canonical(RETNET_CLI_PATH);
+        while (std::chrono::steady_clock::now() < deadline) {
+            std::error_code ec;
+            const bool exec_done = fs::read_symlink(proc / "exe", ec) == exe;  // before: the test's own handlers
+            std::ifstream status(proc / "status");
+            for (std::string line; std::getline(status, line);) {
+                if (line.rfind("State:", 0) == 0 && line.find('Z') != std::string::npos) return false;
+                if (exec_done && line.rfind("SigCgt:", 0) == 0 && ((std::stoull(line.substr(7), nullptr, 16) >> (signal - 1)) & 1))
+                    return true;
+            }
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+        return false;
+    }
+
     void send(int signal) { ::kill(pid_, signal); }
     // Closes our end of the child's stdout, as `| head` does after its bytes.
     void close_output() {

@@ -152,6 +152,8 @@ TEST(TrainRunDirectory, OverwriteThatFailsToStartKeepsTheRunItWouldReplace) {
          "is inside the run that --overwrite would replace ("},
         {replaced(args, "--data", (dir / "run" / "checkpoint" / ".." / "checkpoint" / "config.json").string()),
          "is inside the run that --overwrite would replace ("},
+        {replaced(args, "--config", (dir / "run" / "checkpoint" / "config.json").string()),
+         "--config " + (dir / "run" / "checkpoint" / "config.json").string() + " is inside the run that --overwrite"},
     };
     for (const auto& [failing, message] : cases) {
         const CliResult r = run_retnet(with(failing, {"--overwrite"}));
@@ -333,6 +335,19 @@ TEST(TrainRunDirectory, OutThatIsAnInputOfTheRunIsNamedAsSuch) {
                              " file; give the run a directory of its own\n");
         EXPECT_EQ(slurp(input), before);
     }
+}
+
+// The one list of the run's inputs that the checks above walk (the inside-the-run refusal, --out
+// as an input, the regular-file checks): each path with its option, a missing --tokenizer left out.
+TEST(TrainRunDirectory, NamedInputsAreTheFilesTheRunReads) {
+    train::TrainOptions o;
+    o.data_path = "text.txt";
+    o.config_path = "config.json";
+    using Named = std::vector<std::pair<std::string, std::string>>;
+    EXPECT_EQ(o.named_inputs(), (Named{{"--data", "text.txt"}, {"--config", "config.json"}}));
+    o.tokenizer_path = "tokenizer.model";
+    EXPECT_EQ(o.named_inputs(),
+              (Named{{"--data", "text.txt"}, {"--config", "config.json"}, {"--tokenizer", "tokenizer.model"}}));
 }
 
 // --out as a symbolic link to a directory: resolved once and said so; the lock, run.json and the

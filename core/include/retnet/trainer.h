@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "retnet/communicator.h"
@@ -89,6 +90,11 @@ struct TrainOptions {
     std::string tokenizer_path;  // tokenizer.model (on --resume: the checkpoint's when empty)
     std::string out_dir;
     bool resume = false;
+
+    // The files the run reads, each with the option that names it: --data, --config, and
+    // --tokenizer when given (an empty path is left out). Every check of the inputs walks this one
+    // list, so that none of them forgets one.
+    std::vector<std::pair<std::string, std::string>> named_inputs() const;
 
     int64_t steps = 1000;
     int batch = 16;

@@ -47,7 +47,28 @@ std::string follow_symlinks(const std::string& path) {
     throw Error(path + ": cannot write (a symlink loop: " + std::strerror(ELOOP) + ")");
 }
 
+[[noreturn]] void refuse_directory(const std::string& path) {
+    throw Error(path + ": is a directory, expected a file name to write");
+}
+
 }  // namespace
+
+void check_writable(const std::string& path) {
+    if (descriptor_path(path)) return;
+    const std::string target = follow_symlinks(path);
+    struct stat st {};
+    if (::stat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+        if (S_ISDIR(st.st_mode)) refuse_directory(path);
+        return;
+    }
+    const std::string probe = target + ".probe-" + std::to_string(::getpid());
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NONBLOCK, 0644);
+    if (fd < 0 && errno != EEXIST)
+        throw Error(path + ": cannot create " + target + ".tmp (" + std::strerror(errno) + ")");
+    if (fd < 0) return;
+    ::close(fd);
+    ::unlink(probe.c_str());
+}
 
 AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
     if (const auto fd = descriptor_path(path_)) {
@@ -57,7 +78,7 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
     target_ = follow_symlinks(path_);
     struct stat st {};
     if (::stat(target_.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-        if (S_ISDIR(st.st_mode)) throw Error(path_ + ": is a directory, expected a file name to write");
+        if (S_ISDIR(st.st_mode)) refuse_directory(path_);
         // O_NONBLOCK: a FIFO without a reader fails with ENXIO instead of blocking forever.
         open_in_place(::open(target_.c_str(), O_WRONLY | O_CLOEXEC | O_NONBLOCK), target_);
         return;

@@ -14,6 +14,12 @@
 
 namespace retnet::io {
 
+// Before the work whose bytes an AtomicFile will write: throws the Error its constructor would for
+// `path` (a directory given as the file, a missing or read-only folder, a symlink loop), having made
+// and removed a file of its own beside the target; a temporary file already there is left as it
+// is. A device, a FIFO and a descriptor are not opened (a FIFO's reader would see its end).
+void check_writable(const std::string& path);
+
 class AtomicFile {
 public:
     explicit AtomicFile(std::string path);  // throws retnet::Error if the output cannot be opened

@@ -7,6 +7,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <string>
 
 #include "io/atomic_file.h"
 #include "retnet/error.h"
@@ -15,6 +17,36 @@
 namespace retnet {
 
 namespace {
+
+namespace fs = std::filesystem;
+
+// What stands at an --out that is not a directory, for its refusal.
+const char* kind_of(const fs::file_status& s) {
+    switch (s.type()) {
+        case fs::file_type::regular: return "a regular file";
+        case fs::file_type::character: return "a character device";
+        case fs::file_type::block: return "a block device";
+        case fs::file_type::fifo: return "a FIFO (named pipe)";
+        case fs::file_type::socket: return "a socket";
+        default: return "not a directory";
+    }
+}
+
+// Why `dir` cannot be made when an ancestor stands in the way (mkdir says only "File exists" or
+// "Not a directory"): the nearest one that exists and is not a directory, or a link to nothing.
+std::string blocking_ancestor(const fs::path& dir) {
+    std::error_code ec;
+    for (fs::path p = dir.parent_path(); !p.empty() && p != p.root_path(); p = p.parent_path()) {
+        const fs::file_status own = fs::symlink_status(p, ec);
+        if (!fs::exists(own)) continue;
+        const fs::file_status st = fs::status(p, ec);
+        if (fs::is_symlink(own) && !fs::exists(st))
+            return p.string() + " is a symbolic link to " + fs::read_symlink(p, ec).string() + ", which does not exist";
+        if (!fs::is_directory(st)) return p.string() + " is " + kind_of(st) + ", not a directory";
+        return "";
+    }
+    return "";
+}
 
 const char* type_name(mode_t mode) {
     if (S_ISREG(mode)) return "a regular file";
@@ -33,6 +65,50 @@ void write_file_atomically(const std::string& path, const std::string& bytes) {
     file.write(bytes);
     file.commit();
 }
+
+std::string follow_output_directory(const std::string& out_dir) {
+    fs::path link(out_dir);
+    if (!link.has_filename()) link = link.parent_path();  // "link/" would be followed by the kernel itself
+    std::error_code ec;
+    if (!fs::is_symlink(fs::symlink_status(link, ec))) return out_dir;
+    const std::string where = "--out " + out_dir + " is a symbolic link";
+    const fs::path target = fs::read_symlink(link, ec);
+    const fs::path resolved = fs::canonical(link, ec);
+    if (ec == std::errc::too_many_symbolic_link_levels) throw Error(where + " in a loop of links");
+    if (ec == std::errc::no_such_file_or_directory)
+        throw Error(where + " to " + target.string() +
+                    ", which does not exist; create that directory or give --out a directory");
+    if (ec) throw Error(where + " that cannot be followed (" + ec.message() + ")");
+    if (!fs::is_directory(resolved, ec))
+        throw Error(where + " to " + resolved.string() + ", which is not a directory; give --out a directory");
+    return resolved.string();
+}
+
+void check_output_directory(const std::string& dir, const std::string& what) {
+    if (dir.empty()) throw Error("--out is empty; give " + what);
+    const fs::path target = follow_output_directory(dir);
+    std::error_code ec;
+    // Named here, not as mkdir's "Not a directory", which reads as if a parent were wrong.
+    const fs::file_status st = fs::status(target, ec);
+    if (fs::exists(st) && !fs::is_directory(st))
+        throw Error("--out " + dir + " is " + kind_of(st) + ", not a directory; give --out a directory");
+    const bool exists = fs::exists(st);
+    if (!exists)
+        if (const std::string why = blocking_ancestor(target); !why.empty())
+            throw Error(dir + ": cannot create " + what + " (" + why + ")");
+    // The first name the writing will make goes into `dir`, or into its nearest existing ancestor:
+    // a directory made and removed there now meets a read-only filesystem or a missing permission
+    // (which access() does not tell root) before the work, not after it.
+    fs::path place = exists ? target : target.parent_path();
+    while (!place.empty() && !fs::exists(fs::symlink_status(place, ec))) place = place.parent_path();
+    const fs::path probe = (place.empty() ? fs::path(".") : place) / (".retnet-probe-" + std::to_string(::getpid()));
+    if (::mkdir(probe.c_str(), 0700) == 0)
+        ::rmdir(probe.c_str());
+    else if (errno != EEXIST)
+        throw Error(dir + ": cannot " + (exists ? "write in " : "create ") + what + " (" + std::strerror(errno) + ")");
+}
+
+void check_output_file(const std::string& path) { io::check_writable(path); }
 
 void require_regular_file(const std::string& path) {
     struct stat st {};

@@ -202,34 +202,6 @@ bool still_named(int fd, const std::string& path) {
            opened.st_ino == named.st_ino;
 }
 
-// What stands at an --out that is not a directory, for its refusal.
-const char* kind_of(const fs::file_status& s) {
-    switch (s.type()) {
-        case fs::file_type::regular: return "a regular file";
-        case fs::file_type::character: return "a character device";
-        case fs::file_type::block: return "a block device";
-        case fs::file_type::fifo: return "a FIFO (named pipe)";
-        case fs::file_type::socket: return "a socket";
-        default: return "not a directory";
-    }
-}
-
-// Why `dir` cannot be made when an ancestor stands in the way (mkdir says only "File exists" or
-// "Not a directory"): the nearest one that exists and is not a directory, or a link to nothing.
-std::string blocking_ancestor(const fs::path& dir) {
-    std::error_code ec;
-    for (fs::path p = dir.parent_path(); !p.empty() && p != p.root_path(); p = p.parent_path()) {
-        const fs::file_status own = fs::symlink_status(p, ec);
-        if (!fs::exists(own)) continue;
-        const fs::file_status st = fs::status(p, ec);
-        if (fs::is_symlink(own) && !fs::exists(st))
-            return p.string() + " is a symbolic link to " + fs::read_symlink(p, ec).string() + ", which does not exist";
-        if (!fs::is_directory(st)) return p.string() + " is " + kind_of(st) + ", not a directory";
-        return "";
-    }
-    return "";
-}
-
 }  // namespace
 
 // The filesystem root is a directory, but a run there would put train.lock, run.json and its
@@ -245,39 +217,21 @@ void refuse_the_root(const std::string& out_dir) {
 std::string resolve_run_directory(const std::string& out_dir) {
     if (out_dir.empty()) throw Error("--out is empty; give the run directory");
     refuse_the_root(out_dir);  // however it is spelt: "/", "//", "/tmp/..", a link to "/"
-    fs::path link(out_dir);
-    if (!link.has_filename()) link = link.parent_path();  // "link/" would be followed by the kernel itself
-    std::error_code ec;
-    if (!fs::is_symlink(fs::symlink_status(link, ec))) return out_dir;
-    const std::string where = "--out " + out_dir + " is a symbolic link";
-    const fs::path target = fs::read_symlink(link, ec);
-    const fs::path resolved = fs::canonical(link, ec);
-    if (ec == std::errc::too_many_symbolic_link_levels) throw Error(where + " in a loop of links");
-    if (ec == std::errc::no_such_file_or_directory)
-        throw Error(where + " to " + target.string() +
-                    ", which does not exist; create that directory or give --out a directory");
-    if (ec) throw Error(where + " that cannot be followed (" + ec.message() + ")");
-    if (!fs::is_directory(resolved, ec))
-        throw Error(where + " to " + resolved.string() + ", which is not a directory; give --out a directory");
-    return resolved.string();
+    return follow_output_directory(out_dir);
 }
 
 RunDirectoryLock::RunDirectoryLock(const std::string& out_dir) : dir_(out_dir) {
     const std::string path = (fs::path(out_dir) / "train.lock").string();
-    std::error_code status_ec;
-    // Named here, not as mkdir's "Not a directory", which reads as if a parent were wrong.
-    if (const fs::file_status st = fs::status(out_dir, status_ec); fs::exists(st) && !fs::is_directory(st))
-        throw Error("--out " + out_dir + " is " + kind_of(st) + ", not a directory; give --out a directory");
+    check_output_directory(out_dir, "the run directory");
     for (int attempt = 0; fd_ < 0; ++attempt) {
         for (std::string& dir : missing_directories(out_dir))
             if (std::find(made_dirs_.begin(), made_dirs_.end(), dir) == made_dirs_.end())
                 made_dirs_.push_back(std::move(dir));
         std::error_code ec;
         fs::create_directories(out_dir, ec);
-        if (ec) {
+        if (ec) {  // what check_output_directory saw has changed since
             remove_made_directories();
-            const std::string why = blocking_ancestor(fs::path(out_dir));
-            throw Error(out_dir + ": cannot create the run directory (" + (why.empty() ? ec.message() : why) + ")");
+            throw Error(out_dir + ": cannot create the run directory (" + ec.message() + ")");
         }
         new_names_.clear();
         for (const char* name : kMadeByARun)
@@ -382,19 +336,16 @@ namespace {
 // --overwrite removes the old run's checkpoints once the new run has started: an input of the new
 // run kept inside them (a tokenizer taken from the old run's best/) would go with them.
 void refuse_inputs_inside_run(const TrainOptions& o, const fs::path& out) {
-    const std::pair<const char*, const std::string*> inputs[] = {
-        {"--data", &o.data_path}, {"--config", &o.config_path}, {"--tokenizer", &o.tokenizer_path}};
-    for (const auto& [option, path] : inputs) {
-        if (path->empty()) continue;
+    for (const auto& [option, path] : o.named_inputs()) {
         std::error_code ec;
-        const fs::path input = fs::weakly_canonical(*path, ec);
+        const fs::path input = fs::weakly_canonical(path, ec);
         if (ec) continue;
         for (const char* name : kRunFiles) {
             const fs::path held = fs::weakly_canonical(out / name, ec);
             if (ec) continue;
             const auto [end, _] = std::mismatch(held.begin(), held.end(), input.begin(), input.end());
             if (end == held.end())
-                throw Error(std::string(option) + " " + *path + " is inside the run that --overwrite would replace (" +
+                throw Error(option + " " + path + " is inside the run that --overwrite would replace (" +
                             (out / name).string() + "); copy it out of " + out.string() + " first");
         }
     }

@@ -679,6 +679,14 @@ TrainResult stopped_while_starting(const TrainOptions& o) {
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> TrainOptions::named_inputs() const {
+    std::vector<std::pair<std::string, std::string>> inputs;
+    for (const auto& [option, path] : {std::pair<const char*, const std::string*>{"--data", &data_path},
+                                       {"--config", &config_path}, {"--tokenizer", &tokenizer_path}})
+        if (!path->empty()) inputs.emplace_back(option, *path);
+    return inputs;
+}
+
 TrainResult run_training(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_progress,
                          const std::atomic<bool>* stop) {
     if (o.batch < 1 || o.seq_len < 1 || o.steps < 1) throw Error("batch, seq-len and steps must be at least 1");
