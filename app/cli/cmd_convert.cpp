@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet convert: rewrite a model directory with its weights stored as F32 or BF16 (half the
 // bytes: how a bundled model fits its size budget). The tokenizer and the training notes come along.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -38,6 +39,32 @@ void require_model_or_empty_directory(const std::string& out, const std::vector<
                 ") and holds no model; choose a new or empty directory");
 }
 
+// The files convert writes in --out replace what is there, never what a link there points to (the
+// source model's weights, a file outside --out: the atomic writer follows links, as a file --out
+// may be one). A directory where a file goes is refused before the load, not after it.
+void refuse_links_and_directories(const std::string& out, const std::vector<std::string>& written) {
+    std::error_code ec;
+    for (const std::string& name : written) {
+        const fs::path at = fs::path(out) / name;
+        const fs::file_status st = fs::symlink_status(at, ec);
+        if (fs::is_symlink(st))
+            throw Error("--out " + out + " holds " + name + " as a symbolic link (to " + fs::read_symlink(at, ec).string() +
+                        "); convert replaces a model's files, never what a link points to: remove the link or choose "
+                        "another directory");
+        if (fs::is_directory(st))
+            throw Error("--out " + out + " holds a directory named " + name + " where convert writes that file");
+    }
+}
+
+// A replaced model loses the files that come along which the new one does not have (an older
+// model's tokenizer next to other weights would be taken for theirs).
+void remove_stale_carried(const std::string& out, const std::vector<std::pair<std::string, std::string>>& extras) {
+    std::error_code ec;
+    for (const char* name : kCarried)
+        if (std::none_of(extras.begin(), extras.end(), [&](const auto& extra) { return extra.first == name; }))
+            fs::remove(fs::path(out) / name, ec);  // a link is removed, not what it points to
+}
+
 int run_convert(const std::vector<std::string>& argv) {
     const auto app = make_app("convert", "Writes a model with its weights stored as bf16 or f32; the tokenizer and "
                                          "training notes come along.");
@@ -58,6 +85,8 @@ int run_convert(const std::vector<std::string>& argv) {
     for (const char* extra : kCarried)
         if (fs::exists(fs::symlink_status(fs::path(model_dir) / extra, ec))) written.emplace_back(extra);
     require_model_or_empty_directory(out_dir, written);
+    written.emplace_back("model.safetensors");
+    refuse_links_and_directories(follow_output_directory(out_dir), written);
 
     check_model_memory(model_dir, 2);  // the weights, and their bytes as they are written
     // Ctrl-C from the load to the last tensor written (between tensors): nothing of this run is
@@ -77,6 +106,7 @@ int run_convert(const std::vector<std::string>& argv) {
     try {
         save_model(model, out_dir, dtype, interrupt.cancelled());
         for (const auto& [name, bytes] : extras) write_file_atomically((fs::path(out_dir) / name).string(), bytes);
+        if (!created) remove_stale_carried(out_dir, extras);
     } catch (...) {
         if (created) fs::remove_all(out_dir, ec);  // nothing half-written stays behind
         throw;

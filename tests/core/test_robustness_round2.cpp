@@ -154,6 +154,13 @@ TEST(RobustOutput, ABadOutIsRefusedBeforeTheWork) {
         EXPECT_EQ(r.err, "retnet logits: error: " + out.string() + ": cannot create " + out.string() +
                              ".tmp (No such file or directory)\n");
     }
+    // a link to nothing: written through, it would create its target elsewhere (before: it did)
+    fs::create_symlink(dir / "nowhere.npy", dir / "dangling.npy");
+    const CliResult r = run_retnet({"logits", "--model", broken, "--tokens", "1,5,6", "--out", (dir / "dangling.npy").string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "retnet logits: error: " + (dir / "dangling.npy").string() + " is a symbolic link to " +
+                         (dir / "nowhere.npy").string() + ", which does not exist; give the file's own path\n");
+    EXPECT_FALSE(fs::exists(fs::symlink_status(dir / "nowhere.npy")));
     EXPECT_FALSE(fs::exists(fs::symlink_status(dir / "nowhere")));
     EXPECT_FALSE(fs::exists(dir / "missing"));
     EXPECT_EQ(slurp(dir / "file"), "mine");
@@ -201,6 +208,61 @@ TEST(RobustOutput, ConvertReplacesOnlyAModel) {
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_GT(fs::file_size(dir / "empty" / "model.safetensors"), bf16_size);
     EXPECT_EQ(entries(dir / "empty"), (std::vector<std::string>{"config.json", "model.safetensors", "tokenizer.model"}));
+}
+
+// The files convert writes in --out replace what is there, never what a link there points to:
+// before, a model.safetensors linking to the source model's weights overwrote them (f32 → bf16),
+// one linking elsewhere overwrote or created that file. A directory at a file's name is refused
+// before the load. A replaced model loses the carried files the new one lacks (before: an older
+// model's tokenizer stayed beside other weights).
+TEST(RobustOutput, ConvertNeverWritesThroughALinkAndReplacesAModelWhole) {
+    ScratchDir dir("convert_links");
+    write_small_model(dir / "model");
+    const std::string source_weights = slurp(dir / "model" / "model.safetensors");
+    const auto convert = [&](const fs::path& from, const fs::path& out) {
+        return run_retnet({"convert", "--model", from.string(), "--out", out.string(), "--dtype", "bf16"});
+    };
+    struct Case {
+        std::string name, file;
+        fs::path target;
+    };
+    spit(dir / "precious.bin", "mine");
+    for (const Case& c : {Case{"to_source", "model.safetensors", dir / "model" / "model.safetensors"},
+                          Case{"to_other", "model.safetensors", dir / "precious.bin"},
+                          Case{"to_nothing", "model.safetensors", dir / "nonexistent"},
+                          Case{"config_out", "config.json", dir / "precious.bin"}}) {
+        const fs::path out = dir / c.name;
+        ASSERT_EQ(convert(dir / "model", out).exit_code, 0);  // a model there, then one of its files a link
+        fs::remove(out / c.file);
+        fs::create_symlink(c.target, out / c.file);
+        const CliResult r = convert(dir / "model", out);
+        EXPECT_EQ(r.exit_code, 1) << c.name;
+        EXPECT_EQ(r.err, "retnet convert: error: --out " + out.string() + " holds " + c.file + " as a symbolic link (to " +
+                             c.target.string() + "); convert replaces a model's files, never what a link points to: "
+                             "remove the link or choose another directory\n");
+    }
+    EXPECT_EQ(slurp(dir / "model" / "model.safetensors"), source_weights);
+    EXPECT_EQ(slurp(dir / "precious.bin"), "mine");
+    EXPECT_FALSE(fs::exists(fs::symlink_status(dir / "nonexistent")));
+
+    fs::create_directories(dir / "folder" / "model.safetensors");
+    CliResult r = convert(dir / "model", dir / "folder");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "retnet convert: error: --out " + (dir / "folder").string() +
+                         " holds a directory named model.safetensors where convert writes that file\n");
+
+    // an older model with a tokenizer and notes, replaced by one without them
+    fs::create_directories(dir / "bare");
+    fs::copy_file(dir / "model" / "config.json", dir / "bare" / "config.json");
+    fs::copy_file(dir / "model" / "model.safetensors", dir / "bare" / "model.safetensors");
+    ASSERT_EQ(convert(dir / "model", dir / "older").exit_code, 0);
+    ASSERT_TRUE(fs::exists(dir / "older" / "tokenizer.model"));
+    spit(dir / "older" / "training.json", "{}");
+    r = convert(dir / "bare", dir / "older");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "older" / "tokenizer.model"));
+    EXPECT_FALSE(fs::exists(dir / "older" / "training.json"));
+    EXPECT_TRUE(fs::exists(dir / "older" / "model.safetensors"));
 }
 
 // ---- 2. unbounded memory ---------------------------------------------------------------------

@@ -108,7 +108,15 @@ void check_output_directory(const std::string& dir, const std::string& what) {
         throw Error(dir + ": cannot " + (exists ? "write in " : "create ") + what + " (" + std::strerror(errno) + ")");
 }
 
-void check_output_file(const std::string& path) { io::check_writable(path); }
+void check_output_file(const std::string& path) {
+    // A link to nothing would make the write create its target somewhere else: refused, as the
+    // directories' --out refuses it.
+    std::error_code ec;
+    if (fs::is_symlink(fs::symlink_status(path, ec)) && !fs::exists(fs::status(path, ec)))
+        throw Error(path + " is a symbolic link to " + fs::read_symlink(path, ec).string() +
+                    ", which does not exist; give the file's own path");
+    io::check_writable(path);
+}
 
 void require_regular_file(const std::string& path) {
     struct stat st {};
