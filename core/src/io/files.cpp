@@ -112,7 +112,8 @@ void check_output_file(const std::string& path) {
     // A link to nothing would make the write create its target somewhere else: refused, as the
     // directories' --out refuses it.
     std::error_code ec;
-    if (fs::is_symlink(fs::symlink_status(path, ec)) && !fs::exists(fs::status(path, ec)))
+    if (fs::is_symlink(fs::symlink_status(path, ec)) && fs::status(path, ec).type() == fs::file_type::not_found &&
+        ec == std::errc::no_such_file_or_directory)  // a loop of links is named by check_writable
         throw Error(path + " is a symbolic link to " + fs::read_symlink(path, ec).string() +
                     ", which does not exist; give the file's own path");
     io::check_writable(path);
