@@ -264,6 +264,17 @@ TEST(RobustInterrupt, SigintWhileTheProcessStartsGivesTheUsualLine) {
     }
 }
 
+// Bytes waiting in `reader`'s pipe once the writer has put any there (0 after a minute, -1 when
+// the pipe cannot be asked): how a test knows the writer is inside the file.
+int wait_for_queued_bytes(int reader) {
+    int queued = 0;
+    for (int waited = 0; queued == 0 && waited < 60000; waited += 5) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        if (::ioctl(reader, FIONREAD, &queued) != 0) return -1;
+    }
+    return queued;
+}
+
 // Ctrl-C while `retnet convert` writes: the writing stops between two tensors, `retnet convert:
 // cancelled`, exit 130, and no config.json is left (nothing reads as a complete model; the
 // temporary files are removed). Timed by the pipe, not the clock: the weights go into a FIFO (a
@@ -288,12 +299,7 @@ void expect_convert_stops_cleanly(int signal) {
     ASSERT_GT(capacity, 0);
     ASSERT_LT(static_cast<size_t>(capacity), whole / 4);
     RunningRetnet child({"convert", "--model", (dir / "model").string(), "--out", (dir / "out").string(), "--dtype", "f32"});
-    int queued = 0;
-    for (int waited = 0; queued == 0 && waited < 60000; waited += 5) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        ASSERT_EQ(::ioctl(reader, FIONREAD, &queued), 0);
-    }
-    ASSERT_GT(queued, 0) << "the writer never began model.safetensors";
+    ASSERT_GT(wait_for_queued_bytes(reader), 0) << "the writer never began model.safetensors";
     child.send(signal);
     size_t drained = 0;
     for (char buffer[4096];;) {  // until the writer closes the FIFO
@@ -333,12 +339,7 @@ TEST(RobustInterrupt, ASecondSigtermEndsAStuckWrite) {
     ASSERT_GE(reader, 0);
     ASSERT_GT(::fcntl(reader, F_SETPIPE_SZ, 4096), 0);
     RunningRetnet child({"convert", "--model", (dir / "model").string(), "--out", (dir / "out").string(), "--dtype", "f32"});
-    int queued = 0;
-    for (int waited = 0; queued == 0 && waited < 60000; waited += 5) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
-        ASSERT_EQ(::ioctl(reader, FIONREAD, &queued), 0);
-    }
-    ASSERT_GT(queued, 0) << "the writer never began model.safetensors";
+    ASSERT_GT(wait_for_queued_bytes(reader), 0) << "the writer never began model.safetensors";
     child.send(SIGTERM);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // delivered, not merged with the next
     child.send(SIGTERM);
