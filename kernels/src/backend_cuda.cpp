@@ -372,10 +372,9 @@ void CudaBackend::prepare_retention(Form form, int chunk, size_t t_max, size_t t
     }
     if (form == Form::Parallel) grow(ws_.scores, H * t_max * t_max);
     if (form == Form::Chunkwise) {
-        if (unfused) {
-            grow(ws_.scores, H * tp_max * static_cast<size_t>(chunk));
-            grow(ws_.inner, H * tp_max * Dv);
-        }
+        // the chunks' masked scores, rows padded to chunk_scores_ld (the fused passes' layout)
+        grow(ws_.scores, H * tp_max * static_cast<size_t>(cuda::chunk_scores_ld(chunk)));
+        if (unfused) grow(ws_.inner, H * tp_max * Dv);
         grow(ws_.chunk_states, H * nC * Dk * Dv);
         grow(ws_.state_abs, H * nC);
     }
@@ -907,14 +906,16 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
             from_raw[static_cast<size_t>(h)] = static_cast<float>(1.0 / std::sqrt(advance_row_sum(r0, gamma, T)));
         }
     }
-    // fla with TF32 products: the states and the output in two fused passes (chunk_states.cu,
-    // chunk_output.cu); torchscale's normalizations and the introspected row factors take the
+    // fla with TF32 products: the states, the chunks' masked scores and the output in three fused
+    // passes (chunk_states.cu, chunk_output.cu); torchscale's normalizations and the introspected row factors take the
     // kernels below.
     if (fused_chunkwise(C, static_cast<size_t>(nC), want_row_factor)) {
         cuda::launch_chunk_states_tf32(ws_.kh.get(), ws_.vh.get(), staging_.stage(k_decay, stream()),
                                        staging_.stage(chunk_decay, stream()), S, ws_.chunk_states.get(), H, nC, C, Dk,
                                        Dv, stream());
-        cuda::launch_chunk_output_tf32(ws_.qh.get(), ws_.kh.get(), ws_.vh.get(), ws_.chunk_states.get(),
+        cuda::launch_chunk_scores_tf32(ws_.qh.get(), ws_.kh.get(), log_decay_.get(), H, ws_.scores.get(), H, nC, C, Dk,
+                                       stream());
+        cuda::launch_chunk_output_tf32(ws_.qh.get(), ws_.scores.get(), ws_.vh.get(), ws_.chunk_states.get(),
                                        log_decay_.get(), H, ws_.oh.get(), H, nC, C, Dk, Dv, stream());
         return;
     }

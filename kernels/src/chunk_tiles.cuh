@@ -20,13 +20,14 @@ template <typename Use, typename Layout>
 using Frag = wmma::fragment<Use, kFrag, kFrag, kStep, wmma::precision::tf32, Layout>;
 using FragC = wmma::fragment<wmma::accumulator, kFrag, kFrag, kStep, float>;
 
-// A tile's fragment loaded from shared memory and rounded to TF32 (round to nearest).
+// An operand's fragment from shared memory. Operand tiles are rounded to TF32 when they are staged
+// (SlabPart::store, to_tf32), once per element rather than in every fragment load (each element is
+// read by two warps): the passes are bound by instruction issue, not by the tensor cores or memory.
 template <typename Use, typename Layout>
-__device__ __forceinline__ void load_tf32(Frag<Use, Layout>& f, const float* at) {
+__device__ __forceinline__ void load_operand(Frag<Use, Layout>& f, const float* at) {
     wmma::load_matrix_sync(f, at, kLd);
-#pragma unroll
-    for (int e = 0; e < f.num_elements; ++e) f.x[e] = wmma::__float_to_tf32(f.x[e]);
 }
+__device__ __forceinline__ float to_tf32(float x) { return wmma::__float_to_tf32(x); }
 
 // The warp's 2 × 2 accumulators of its quarter (rows m0, columns n0) to/from shared (kTile, kLd).
 __device__ __forceinline__ void store_quarter(float* tile, FragC (&acc)[2][2], int m0, int n0) {
@@ -69,15 +70,44 @@ struct SlabPart {
             }
         }
     }
-    // into shared (kTile, kLd), row r multiplied by scale[r] (null: 1)
-    __device__ void store(float* dst, const float* scale) const {
+    // rows [row0, row0 + rows) of a per-row vector (the rows' decays), zero outside: the scale
+    // of this thread's rows, one per pass
+    __device__ void load_row_scales(const float* src, int64_t row0, int rows, float (&scale)[kPasses]) const {
+#pragma unroll
+        for (int p = 0; p < kPasses; ++p) {
+            const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
+            scale[p] = r < rows ? __ldg(src + row0 + r) : 0.0f;
+        }
+    }
+    // into shared (kTile, kLd) as a TF32 operand, the row of pass p multiplied by scale[p]
+    __device__ void store(float* dst, const float (&scale)[kPasses]) const {
         const int c = (threadIdx.x % kPerRow) * Vec;
 #pragma unroll
         for (int p = 0; p < kPasses; ++p) {
             const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
-            const float s = scale ? scale[r] : 1.0f;
 #pragma unroll
-            for (int e = 0; e < Vec; ++e) dst[r * kLd + c + e] = values[p][e] * s;
+            for (int e = 0; e < Vec; ++e) dst[r * kLd + c + e] = to_tf32(values[p][e] * scale[p]);
+        }
+    }
+    // into shared (kTile, kLd) as a TF32 operand, row r multiplied by row_scale[r] (shared memory)
+    __device__ void store_row_scaled(float* dst, const float* row_scale) const {
+        const int c = (threadIdx.x % kPerRow) * Vec;
+#pragma unroll
+        for (int p = 0; p < kPasses; ++p) {
+            const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
+            const float scale = row_scale[r];
+#pragma unroll
+            for (int e = 0; e < Vec; ++e) dst[r * kLd + c + e] = to_tf32(values[p][e] * scale);
+        }
+    }
+    // into shared (kTile, kLd) as a TF32 operand
+    __device__ void store(float* dst) const {
+        const int c = (threadIdx.x % kPerRow) * Vec;
+#pragma unroll
+        for (int p = 0; p < kPasses; ++p) {
+            const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
+#pragma unroll
+            for (int e = 0; e < Vec; ++e) dst[r * kLd + c + e] = to_tf32(values[p][e]);
         }
     }
 };

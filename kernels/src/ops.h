@@ -96,14 +96,21 @@ void launch_chunk_states_tf32(const float* d_k, const float* d_v, const float* d
                               const float* d_chunk_decay, float* d_S, float* d_states, int H, int nC, int C,
                               int Dk, int Dv, cudaStream_t stream);
 
-// fla's chunkwise output from the chunk states, in one pass (chunk_output.cu), TF32 products with
+// fla's chunkwise output from the chunk states in two passes (chunk_output.cu), TF32 products with
 // fp32 accumulation: o_t = Σ_{s ≤ t in t's chunk} (q_t·k_s)·γ^(t−s)·v_s + γ^(i+1)·q_t S_c, i = t mod C,
 // S_c = states[h, c] the state before t's chunk, γ = exp(log_decay[h mod decay_heads]) (the
 // trainer's B sequences share the H decays). Chunks of at most 64, at most 65535 of them
 // (chunk_output_supports: a grid dimension).
-//   q, k (H, Tp, Dk), v, o (H, Tp, Dv), Tp = nC·C; states (H, nC, Dk, Dv); log_decay (decay_heads)
+// The scores pass: scores[h, c] (C, chunk_scores_ld(C)) = (Q_c K_cᵀ) ⊙ D, D(t, s) = γ^(t−s) for
+// s ≤ t, else 0, rounded to TF32; padding columns zero. Once per chunk, not once per column tile of
+// the output. The output pass: scores · V_c + diag(γ^(i+1)) Q_c S_c.
+//   q, k (H, Tp, Dk), v, o (H, Tp, Dv), Tp = nC·C; states (H, nC, Dk, Dv); log_decay (decay_heads);
+//   scores (H, nC, C, chunk_scores_ld(C))
 bool chunk_output_supports(int C, int n_chunks);
-void launch_chunk_output_tf32(const float* d_q, const float* d_k, const float* d_v, const float* d_states,
+int chunk_scores_ld(int C);
+void launch_chunk_scores_tf32(const float* d_q, const float* d_k, const float* d_log_decay, int decay_heads,
+                              float* d_scores, int H, int nC, int C, int Dk, cudaStream_t stream);
+void launch_chunk_output_tf32(const float* d_q, const float* d_scores, const float* d_v, const float* d_states,
                               const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk,
                               int Dv, cudaStream_t stream);
 

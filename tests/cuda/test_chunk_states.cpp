@@ -97,9 +97,62 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ChunkStatesTest,
                                            ChunkStatesCase{1, 3, 130, 7, 13}, ChunkStatesCase{3, 4, 33, 13, 7},
                                            ChunkStatesCase{2, 3, 64, 256, 512}));
 
-// fla's chunk output (chunk_output.cu) against the double definition
+// The chunks' masked scores (chunk_output.cu's first pass) against the double definition
+//   A_c(t, s) = (q_t·k_s)·γ^(t−s) for s ≤ t in the chunk, else 0,
+// q and k rounded to TF32 (≤ 2^-11 each) and the result rounded again: each score may err by
+// 3·2^-11 of Σ |q_e k_e| γ^(t−s). The padding columns of each row (up to chunk_scores_ld) hold 0.
+struct ChunkScoresCase {
+    int H, decay_heads, nC, C, Dk;
+};
+
+class ChunkScoresTest : public CudaTest, public ::testing::WithParamInterface<ChunkScoresCase> {};
+
+TEST_P(ChunkScoresTest, EqualTheMaskedDecayedProducts) {
+    const auto [H, decay_heads, nC, C, Dk] = GetParam();
+    const int Tp = nC * C, ld = chunk_scores_ld(C);
+    ASSERT_GE(ld, C);
+    ASSERT_EQ(ld % 4, 0);
+    const auto q = random_vector(static_cast<size_t>(H) * Tp * Dk, 81), k = random_vector(q.size(), 82);
+    std::vector<float> log_decay(static_cast<size_t>(decay_heads));
+    for (int h = 0; h < decay_heads; ++h) log_decay[static_cast<size_t>(h)] = static_cast<float>(std::log(1.0 - std::pow(2.0, -1.0 - h)));
+    auto dq = to_device(q, stream()), dk = to_device(k, stream()), dlog = to_device(log_decay, stream());
+    const size_t n = static_cast<size_t>(H) * nC * C * ld;
+    auto dscores = to_device(std::vector<float>(n, 7.0f), stream());  // padding must be written, not left
+    launch_chunk_scores_tf32(dq.get(), dk.get(), dlog.get(), decay_heads, dscores.get(), H, nC, C, Dk, stream());
+    const std::vector<float> got = to_host(dscores, stream());
+
+    double worst = 0.0;  // |error| / bound
+    for (int h = 0; h < H; ++h)
+        for (int c = 0; c < nC; ++c)
+            for (int t = 0; t < C; ++t)
+                for (int x = 0; x < ld; ++x) {
+                    const float value = got[((static_cast<size_t>(h) * nC + c) * C + t) * ld + x];
+                    if (x > t || x >= C) {
+                        ASSERT_EQ(value, 0.0f) << "head " << h << " chunk " << c << " row " << t << " column " << x;
+                        continue;
+                    }
+                    const float* qt = q.data() + (static_cast<size_t>(h) * Tp + c * C + t) * Dk;
+                    const float* ks = k.data() + (static_cast<size_t>(h) * Tp + c * C + x) * Dk;
+                    double dot = 0.0, size = 0.0;
+                    for (int e = 0; e < Dk; ++e) {
+                        dot += static_cast<double>(qt[e]) * ks[e];
+                        size += std::abs(static_cast<double>(qt[e]) * ks[e]);
+                    }
+                    const double decay = std::exp((t - x) * static_cast<double>(log_decay[static_cast<size_t>(h % decay_heads)]));
+                    worst = std::max(worst, std::abs(value - dot * decay) / (3.0 * std::ldexp(1.0, -11) * size * decay + 1e-30));
+                }
+    EXPECT_LT(worst, 1.0) << "the largest error, in units of its TF32 bound";
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, ChunkScoresTest,
+                         ::testing::Values(ChunkScoresCase{1, 1, 1, 1, 8}, ChunkScoresCase{2, 2, 3, 7, 16},
+                                           ChunkScoresCase{2, 1, 2, 64, 72}, ChunkScoresCase{6, 3, 2, 33, 13},
+                                           ChunkScoresCase{1, 1, 2, 64, 256}));
+
+// fla's chunk output (chunk_output.cu: the scores pass, then the output pass) against the double
+// definition
 //   o_t = Σ_{s ≤ t in t's chunk} (q_t·k_s)·γ^(t−s)·v_s + γ^(i+1)·q_t S_c,   i = t mod C.
-// TF32 rounds q, k, S, v and the masked score to 10 mantissa bits (relative error ≤ 2^-11 each),
+// TF32 rounds q (times its cross decay), k, S, v and the masked score to 10 mantissa bits (≤ 2^-11 each),
 // so a product of three rounded factors errs by ≤ 4·2^-11 of its size (plus fp32 accumulation,
 // far below): each output may err by 4·2^-11 times the sum of its terms' magnitudes, which the
 // reference computes beside it. A wrong decay, mask or index errs by whole terms.
@@ -119,9 +172,10 @@ TEST_P(ChunkOutputTest, EqualsIntraChunkPlusStateTerms) {
     for (int h = 0; h < decay_heads; ++h) log_decay[static_cast<size_t>(h)] = static_cast<float>(std::log(1.0 - std::pow(2.0, -1.0 - h)));
     auto dq = to_device(q, stream()), dk = to_device(k, stream()), dv = to_device(v, stream());
     auto dstates = to_device(states, stream()), dlog = to_device(log_decay, stream());
-    DeviceBuffer<float> dout(v.size());
-    launch_chunk_output_tf32(dq.get(), dk.get(), dv.get(), dstates.get(), dlog.get(), decay_heads, dout.get(), H, nC, C,
-                             Dk, Dv, stream());
+    DeviceBuffer<float> dout(v.size()), dscores(static_cast<size_t>(H) * nC * C * chunk_scores_ld(C));
+    launch_chunk_scores_tf32(dq.get(), dk.get(), dlog.get(), decay_heads, dscores.get(), H, nC, C, Dk, stream());
+    launch_chunk_output_tf32(dq.get(), dscores.get(), dv.get(), dstates.get(), dlog.get(), decay_heads, dout.get(), H,
+                             nC, C, Dk, Dv, stream());
     const std::vector<float> got = to_host(dout, stream());
 
     double worst = 0.0;  // |error| / bound

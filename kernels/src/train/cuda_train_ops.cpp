@@ -379,7 +379,8 @@ void CudaTrainOps::reserve_scratch() {
         w16_.reserve(sz(std::max<int64_t>(V, widest_in) * widest_in));
     }
     oh_.reserve(retention ? sz(heads_v) : 0);
-    scores_.reserve(retention ? sz(mats * C * C) : 0);  // the twin would need T² per head here
+    // the twin would need T² per head here; the fused forward pads the scores' rows (chunk_scores_ld)
+    scores_.reserve(retention ? sz(mats * C * chunk_scores_ld(static_cast<int>(C))) : 0);
     dscores_.reserve(retention ? sz(mats * C * C) : 0);
     rows_k_.reserve(chunked ? sz(mats * C * dk) : 0);
     rows_v_.reserve(chunked ? sz(mats * C * dv) : 0);

@@ -66,7 +66,9 @@ void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
     if (fused_chunks()) {
         chunk_states(L);
-        launch_chunk_output_tf32(L.qh.get(), L.kh.get(), L.vh.get(), states_.get(), log_decay_.get(), H(), oh_.get(),
+        launch_chunk_scores_tf32(L.qh.get(), L.kh.get(), log_decay_.get(), H(), scores_.get(), B_ * H(), n_chunks, C, dk,
+                                 stream_);
+        launch_chunk_output_tf32(L.qh.get(), scores_.get(), L.vh.get(), states_.get(), log_decay_.get(), H(), oh_.get(),
                                  B_ * H(), n_chunks, C, dk, dv, stream_);
         return;
     }
