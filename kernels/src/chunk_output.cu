@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(kThreads) chunk_scores_kernel(const float* __r
 
 // Block (column tile, chunk, head); chunk length C ≤ 64.
 template <int Vec>
-__global__ void __launch_bounds__(kThreads, Vec == 4 ? 4 : 1) chunk_output_kernel(const float* __restrict__ q,
+__global__ void __launch_bounds__(kThreads) chunk_output_kernel(const float* __restrict__ q,
                                                                 const float* __restrict__ scores, int ld,
                                                                 const float* __restrict__ v,
                                                                 const float* __restrict__ states,

@@ -26,7 +26,7 @@ namespace {
 using namespace chunk_tiles;
 
 template <int Vec>
-__global__ void __launch_bounds__(kThreads, Vec == 4 ? 4 : 1) chunk_states_kernel(const float* __restrict__ k, const float* __restrict__ v,
+__global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __restrict__ k, const float* __restrict__ v,
                                                                 const float* __restrict__ row_decay,
                                                                 const float* __restrict__ chunk_decay, float* S,
                                                                 float* __restrict__ states, int nC, int C, int Dk, int Dv) {
