@@ -193,7 +193,7 @@ void check_model_memory(const std::string& dir, uint64_t copies) {
     std::error_code ec;
     if (!fs::is_regular_file(config, ec)) return;  // load_model says what is missing
     check_memory(saturating_product({copies, estimated_weight_bytes(load_config(config.string()))}),
-                 "the weights of " + dir);
+                 "loading the weights of " + dir);  // "the weights … needs" would not agree
 }
 
 std::string shown(const std::string& text) { return Error(text).what(); }

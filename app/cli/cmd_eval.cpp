@@ -84,14 +84,14 @@ int run_eval(const std::vector<std::string>& argv) {
     if (stream) {
         r = train::evaluate_file_streaming(*backend, tokenizer, part, 1024, eval_progress(interrupt));
     } else if (edited) {
-        check_forward_memory(backend->model().config, int64_t(window) * 8, Form::Chunkwise, window, "8 windows of --window " + std::to_string(window));
+        check_forward_memory(backend->model().config, int64_t(window) * 8, Form::Chunkwise, window, "evaluating 8 windows of --window " + std::to_string(window));
         r = train::evaluate_file(train::backend_batch_loss(*backend, interrupt.cancelled()), tokenizer, part, window, 8,
                                  eval_progress(interrupt));
     } else {
         check_model_memory(model_dir, 2);  // the model and its flattened parameters
         const train::LoadedWeights w = train::load_trained_weights(model_dir, interrupt.progress());
         interrupt.check();
-        check_forward_memory(w.config, int64_t(window) * 8, Form::Chunkwise, window, "8 windows of --window " + std::to_string(window));
+        check_forward_memory(w.config, int64_t(window) * 8, Form::Chunkwise, window, "evaluating 8 windows of --window " + std::to_string(window));
         // A batch of windows of a large model takes seconds: its forward polls Ctrl-C before each
         // layer, the progress after each batch.
         train::LossOptions polled;

@@ -341,6 +341,10 @@ TEST(CliErrors, BadOptions) {
     expect_one_line_error(run_cli("logits " + model + "--tokens 1,2 --mode sideways --out /tmp/x.npy"), "unknown mode");
     expect_one_line_error(run_cli("logits " + model + "--tokens 1,x --out /tmp/x.npy"), "bad token list");
     expect_one_line_error(run_cli("logits " + model + "--tokens 1,97 --out /tmp/x.npy"), "outside the vocabulary");
+    // beyond int32 (before: "is not an integer id")
+    expect_one_line_error(run_cli("logits " + model + "--tokens 1,99999999999 --out /tmp/x.npy"),
+                          "'99999999999' is outside the vocabulary");
+    expect_one_line_error(run_cli("logits " + model + "--tokens -99999999999 --out /tmp/x.npy"), "outside the vocabulary");
     expect_one_line_error(run_cli("logits " + model + "--tokens 1,2 --mode chunkwise --chunk-size 0 --out /tmp/x.npy"), "chunk-size");
     expect_one_line_error(run_cli("info " + model + "--bogus 1"), "unknown option --bogus");
     expect_one_line_error(run_cli("inspect " + model + "--tokens 1 --layer 9"), "--layer 9");
