@@ -20,15 +20,16 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// What stands at an --out that is not a directory, for its refusal.
-const char* kind_of(const fs::file_status& s) {
-    switch (s.type()) {
+// What stands at a path, for a refusal that names it.
+const char* kind_of(fs::file_type type) {
+    switch (type) {
         case fs::file_type::regular: return "a regular file";
+        case fs::file_type::directory: return "a directory";
         case fs::file_type::character: return "a character device";
         case fs::file_type::block: return "a block device";
         case fs::file_type::fifo: return "a FIFO (named pipe)";
         case fs::file_type::socket: return "a socket";
-        default: return "not a directory";
+        default: return "a file of another kind";
     }
 }
 
@@ -42,20 +43,10 @@ std::string blocking_ancestor(const fs::path& dir) {
         const fs::file_status st = fs::status(p, ec);
         if (fs::is_symlink(own) && !fs::exists(st))
             return p.string() + " is a symbolic link to " + fs::read_symlink(p, ec).string() + ", which does not exist";
-        if (!fs::is_directory(st)) return p.string() + " is " + kind_of(st) + ", not a directory";
+        if (!fs::is_directory(st)) return p.string() + " is " + kind_of(st.type()) + ", not a directory";
         return "";
     }
     return "";
-}
-
-const char* type_name(mode_t mode) {
-    if (S_ISREG(mode)) return "a regular file";
-    if (S_ISDIR(mode)) return "a directory";
-    if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
-    if (S_ISCHR(mode)) return "a character device";
-    if (S_ISBLK(mode)) return "a block device";
-    if (S_ISSOCK(mode)) return "a socket";
-    return "not a regular file";
 }
 
 }  // namespace
@@ -91,7 +82,7 @@ void check_output_directory(const std::string& dir, const std::string& what) {
     // Named here, not as mkdir's "Not a directory", which reads as if a parent were wrong.
     const fs::file_status st = fs::status(target, ec);
     if (fs::exists(st) && !fs::is_directory(st))
-        throw Error("--out " + dir + " is " + kind_of(st) + ", not a directory; give --out a directory");
+        throw Error("--out " + dir + " is " + kind_of(st.type()) + ", not a directory; give --out a directory");
     const bool exists = fs::exists(st);
     if (!exists)
         if (const std::string why = blocking_ancestor(target); !why.empty())
@@ -120,13 +111,14 @@ void check_output_file(const std::string& path) {
 }
 
 void require_regular_file(const std::string& path) {
-    struct stat st {};
-    if (::stat(path.c_str(), &st) != 0) {
-        if (errno == ELOOP) throw Error(path + ": cannot open (a symlink loop: " + std::strerror(errno) + ")");
-        throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
+    std::error_code ec;
+    const fs::file_status st = fs::status(path, ec);
+    if (ec) {
+        if (ec == std::errc::too_many_symbolic_link_levels)
+            throw Error(path + ": cannot open (a symlink loop: " + ec.message() + ")");
+        throw Error(path + ": cannot open (" + ec.message() + ")");
     }
-    if (!S_ISREG(st.st_mode))
-        throw Error(path + ": is " + type_name(st.st_mode) + ", expected a regular file");
+    if (!fs::is_regular_file(st)) throw Error(path + ": is " + kind_of(st.type()) + ", expected a regular file");
 }
 
 std::string read_regular_file(const std::string& path, uint64_t max_bytes) {
