@@ -907,8 +907,8 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
         }
     }
     // fla with TF32 products: the states, the chunks' masked scores and the output in three fused
-    // passes (chunk_states.cu, chunk_output.cu); torchscale's normalizations and the introspected row factors take the
-    // kernels below.
+    // passes (chunk_states.cu, chunk_output.cu); torchscale's normalizations and the introspected
+    // row factors take the kernels below.
     if (fused_chunkwise(C, static_cast<size_t>(nC), want_row_factor)) {
         cuda::launch_chunk_states_tf32(ws_.kh.get(), ws_.vh.get(), staging_.stage(k_decay, stream()),
                                        staging_.stage(chunk_decay, stream()), S, ws_.chunk_states.get(), H, nC, C, Dk,

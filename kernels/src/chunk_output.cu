@@ -41,10 +41,7 @@ __global__ void __launch_bounds__(kThreads) chunk_scores_kernel(const float* __r
     for (int n = threadIdx.x; n < kTile; n += kThreads) s_pow[n] = decay_pow(lg, n);
 
     FragC acc[2][2];
-#pragma unroll
-    for (int a = 0; a < 2; ++a)
-#pragma unroll
-        for (int b = 0; b < 2; ++b) wmma::fill_fragment(acc[a][b], 0.0f);
+    zero_quarter(acc);
     SlabPart<Vec> next_q, next_k;  // the next Dk slab loads while the tensor cores work
     next_q.load(q_head, t0, C, Dk, 0, min(kTile, Dk));
     next_k.load(k_head, t0, C, Dk, 0, min(kTile, Dk));
@@ -64,10 +61,7 @@ __global__ void __launch_bounds__(kThreads) chunk_scores_kernel(const float* __r
             for (int a = 0; a < 2; ++a) load_operand(fq[a], s_q + (m0 + 16 * a) * kLd + kk);
 #pragma unroll
             for (int b = 0; b < 2; ++b) load_operand(fk[b], s_k + (n0 + 16 * b) * kLd + kk);
-#pragma unroll
-            for (int a = 0; a < 2; ++a)
-#pragma unroll
-                for (int b = 0; b < 2; ++b) wmma::mma_sync(acc[a][b], fq[a], fk[b], acc[a][b]);
+            mma_quarter(acc, fq, fk);
         }
     }
     __syncthreads();
@@ -105,10 +99,7 @@ __global__ void __launch_bounds__(kThreads) chunk_output_kernel(const float* __r
     }
 
     FragC out[2][2];
-#pragma unroll
-    for (int a = 0; a < 2; ++a)
-#pragma unroll
-        for (int b = 0; b < 2; ++b) wmma::fill_fragment(out[a][b], 0.0f);
+    zero_quarter(out);
     SlabPart<Vec> next_q, next_s;  // the next Dk slab loads while the tensor cores work
     next_q.load(q_head, t0, C, Dk, 0, min(kTile, Dk));
     next_s.load(S, 0, min(kTile, Dk), Dv, j0, valid_v);
@@ -132,10 +123,7 @@ __global__ void __launch_bounds__(kThreads) chunk_output_kernel(const float* __r
             for (int a = 0; a < 2; ++a) load_operand(fq[a], s_a + (m0 + 16 * a) * kLd + kk);
 #pragma unroll
             for (int b = 0; b < 2; ++b) load_operand(fs[b], s_b + kk * kLd + n0 + 16 * b);
-#pragma unroll
-            for (int a = 0; a < 2; ++a)
-#pragma unroll
-                for (int b = 0; b < 2; ++b) wmma::mma_sync(out[a][b], fq[a], fs[b], out[a][b]);
+            mma_quarter(out, fq, fs);
         }
     }
     // the cross term is in the accumulators; A_c V_c adds to it
@@ -150,10 +138,7 @@ __global__ void __launch_bounds__(kThreads) chunk_output_kernel(const float* __r
         for (int a = 0; a < 2; ++a) load_operand(fa[a], s_a + (m0 + 16 * a) * kLd + kk);
 #pragma unroll
         for (int b = 0; b < 2; ++b) load_operand(fv[b], s_b + kk * kLd + n0 + 16 * b);
-#pragma unroll
-        for (int a = 0; a < 2; ++a)
-#pragma unroll
-            for (int b = 0; b < 2; ++b) wmma::mma_sync(out[a][b], fa[a], fv[b], out[a][b]);
+        mma_quarter(out, fa, fv);
     }
     __syncthreads();  // every warp is done reading A from s_a
     store_quarter(s_a, out, m0, n0);
@@ -161,8 +146,6 @@ __global__ void __launch_bounds__(kThreads) chunk_output_kernel(const float* __r
     tile_to_global<Vec>(s_a, o + (static_cast<int64_t>(h) * Tp + t0) * Dv + j0, Dv, C, valid_v);
 #endif
 }
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 

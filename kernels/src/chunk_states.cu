@@ -103,10 +103,7 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
                 for (int a = 0; a < 2; ++a) load_operand(fa[a], s_k + kk * kLd + m0 + 16 * a);
 #pragma unroll
                 for (int b = 0; b < 2; ++b) load_operand(fb[b], s_v + kk * kLd + n0 + 16 * b);
-#pragma unroll
-                for (int a = 0; a < 2; ++a)
-#pragma unroll
-                    for (int b = 0; b < 2; ++b) wmma::mma_sync(acc[a][b], fa[a], fb[b], acc[a][b]);
+                mma_quarter(acc, fa, fb);
             }
         }
     }
@@ -127,7 +124,6 @@ void launch_chunk_states_tf32(const float* d_k, const float* d_v, const float* d
         throw Error("chunk states: unsupported shape (H " + std::to_string(H) + ", C " + std::to_string(C) + ", Dk " +
                     std::to_string(Dk) + ", Dv " + std::to_string(Dv) + ")");
     const dim3 grid(ceil_div(Dv, kTile), ceil_div(Dk, kTile), static_cast<unsigned>(H));
-    auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
     const bool aligned = Dk % 4 == 0 && Dv % 4 == 0 && aligned16(d_k) && aligned16(d_v) && aligned16(d_S) &&
                          aligned16(d_states);
     if (aligned)

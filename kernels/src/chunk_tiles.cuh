@@ -29,6 +29,23 @@ __device__ __forceinline__ void load_operand(Frag<Use, Layout>& f, const float* 
 }
 __device__ __forceinline__ float to_tf32(float x) { return wmma::__float_to_tf32(x); }
 
+// The warp's quarter: acc (2 × 2 fragments) = 0, and acc += a · b for its two row fragments of A and
+// two column fragments of B.
+__device__ __forceinline__ void zero_quarter(FragC (&acc)[2][2]) {
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+        for (int b = 0; b < 2; ++b) wmma::fill_fragment(acc[a][b], 0.0f);
+}
+template <typename LayoutA, typename LayoutB>
+__device__ __forceinline__ void mma_quarter(FragC (&acc)[2][2], const Frag<wmma::matrix_a, LayoutA> (&a)[2],
+                                            const Frag<wmma::matrix_b, LayoutB> (&b)[2]) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+}
+
 // The warp's 2 × 2 accumulators of its quarter (rows m0, columns n0) to/from shared (kTile, kLd).
 __device__ __forceinline__ void store_quarter(float* tile, FragC (&acc)[2][2], int m0, int n0) {
 #pragma unroll
@@ -81,33 +98,28 @@ struct SlabPart {
     }
     // into shared (kTile, kLd) as a TF32 operand, the row of pass p multiplied by scale[p]
     __device__ void store(float* dst, const float (&scale)[kPasses]) const {
-        const int c = (threadIdx.x % kPerRow) * Vec;
-#pragma unroll
-        for (int p = 0; p < kPasses; ++p) {
-            const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
-#pragma unroll
-            for (int e = 0; e < Vec; ++e) dst[r * kLd + c + e] = to_tf32(values[p][e] * scale[p]);
-        }
+        store_scaled(dst, [&](int p, int) { return scale[p]; });
     }
     // into shared (kTile, kLd) as a TF32 operand, row r multiplied by row_scale[r] (shared memory)
     __device__ void store_row_scaled(float* dst, const float* row_scale) const {
-        const int c = (threadIdx.x % kPerRow) * Vec;
-#pragma unroll
-        for (int p = 0; p < kPasses; ++p) {
-            const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
-            const float scale = row_scale[r];
-#pragma unroll
-            for (int e = 0; e < Vec; ++e) dst[r * kLd + c + e] = to_tf32(values[p][e] * scale);
-        }
+        store_scaled(dst, [&](int, int r) { return row_scale[r]; });
     }
     // into shared (kTile, kLd) as a TF32 operand
     __device__ void store(float* dst) const {
+        store_scaled(dst, [](int, int) { return 1.0f; });  // x · 1 is x: the same bits
+    }
+
+private:
+    // row r (of pass p) multiplied by scale_of(p, r)
+    template <typename Scale>
+    __device__ __forceinline__ void store_scaled(float* dst, Scale scale_of) const {
         const int c = (threadIdx.x % kPerRow) * Vec;
 #pragma unroll
         for (int p = 0; p < kPasses; ++p) {
             const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
+            const float scale = scale_of(p, r);
 #pragma unroll
-            for (int e = 0; e < Vec; ++e) dst[r * kLd + c + e] = to_tf32(values[p][e]);
+            for (int e = 0; e < Vec; ++e) dst[r * kLd + c + e] = to_tf32(values[p][e] * scale);
         }
     }
 };
@@ -132,5 +144,8 @@ __device__ inline void tile_from_global(float* tile, const float* src, int64_t l
     }
 }
 
+
+// The launchers' test for the float4 kernels' pointers.
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace retnet::cuda::chunk_tiles
