@@ -81,17 +81,22 @@ int run_eval(const std::vector<std::string>& argv) {
     const TextScan scan = scan_text_file(text_path, tail, &interrupt.flag());
     const train::TextFileSpan part{text_path, scan.tail_begin, scan.tail_characters};
     train::EvalResult r;
+    // A batch of 8 windows is what evaluate_file runs at once.
+    auto check_batch_memory = [window](const ModelConfig& config) {
+        check_forward_memory(config, int64_t(window) * 8, Form::Chunkwise, window,
+                             "evaluating 8 windows of --window " + std::to_string(window));
+    };
     if (stream) {
         r = train::evaluate_file_streaming(*backend, tokenizer, part, 1024, eval_progress(interrupt));
     } else if (edited) {
-        check_forward_memory(backend->model().config, int64_t(window) * 8, Form::Chunkwise, window, "evaluating 8 windows of --window " + std::to_string(window));
+        check_batch_memory(backend->model().config);
         r = train::evaluate_file(train::backend_batch_loss(*backend, interrupt.cancelled()), tokenizer, part, window, 8,
                                  eval_progress(interrupt));
     } else {
         check_model_memory(model_dir, 2);  // the model and its flattened parameters
         const train::LoadedWeights w = train::load_trained_weights(model_dir, interrupt.progress());
         interrupt.check();
-        check_forward_memory(w.config, int64_t(window) * 8, Form::Chunkwise, window, "evaluating 8 windows of --window " + std::to_string(window));
+        check_batch_memory(w.config);
         // A batch of windows of a large model takes seconds: its forward polls Ctrl-C before each
         // layer, the progress after each batch.
         train::LossOptions polled;
