@@ -14,6 +14,7 @@
 // - no debris from a failed start: a run that fails before its first save removes what it created;
 // - one directory: --out given as a symbolic link is resolved once, before anything else.
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -83,5 +84,14 @@ std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& options,
 // the run --overwrite replaces and records run.json. Not before: a start that fails (text that is
 // not UTF-8, a config that does not fit the tokenizer, a device that cannot start) keeps that run.
 void begin_fresh_run(const TrainOptions& options);
+
+// Replaces directory `final_dir` by the complete `tmp_dir` with renames only, so at every moment
+// either the old or the new directory is complete under one of the two names (a crash between the
+// two renames leaves it as final_dir.old, which resume_checkpoint takes).
+void swap_in_directory(const std::filesystem::path& tmp_dir, const std::filesystem::path& final_dir);
+
+// The checkpoint directory a resume continues from: DIR/checkpoint, or DIR/checkpoint.old when a
+// crash hit between the two renames of swap_in_directory; throws when neither holds one.
+std::filesystem::path resume_checkpoint(const std::filesystem::path& out);
 
 }  // namespace retnet::train

@@ -119,7 +119,7 @@ std::optional<CheckpointInfo> checkpoint_step(const fs::path& dir) {
 // A kill between writing checkpoint.tmp/ and renaming it leaves a complete checkpoint there; take it
 // when it verifies and is newer than the one in place.
 void recover_checkpoint_tmp(const fs::path& out, std::string* notice) {
-    const fs::path tmp = out / "checkpoint.tmp", final_dir = out / "checkpoint", old_dir = out / "checkpoint.old";
+    const fs::path tmp = out / "checkpoint.tmp", final_dir = out / "checkpoint";
     std::error_code ec;
     if (!fs::is_directory(tmp, ec)) return;
     CheckpointInfo info;
@@ -129,15 +129,22 @@ void recover_checkpoint_tmp(const fs::path& out, std::string* notice) {
         return;  // incomplete: the kill came while it was written; checkpoint/ is the last good one
     }
     std::optional<CheckpointInfo> current = checkpoint_step(final_dir);
-    if (!current) current = checkpoint_step(old_dir);
+    if (!current) current = checkpoint_step(out / "checkpoint.old");
     if (current && current->step >= info.step) return;
-    fs::remove_all(old_dir);
-    if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
-    fs::rename(tmp, final_dir);
-    fs::remove_all(old_dir);
+    swap_in_directory(tmp, final_dir);
     if (notice)
         *notice = "recovered the complete checkpoint of step " + std::to_string(info.step) + " from " + tmp.string() +
                   " (the previous run ended before renaming it)";
+}
+
+}  // namespace
+
+void swap_in_directory(const fs::path& tmp_dir, const fs::path& final_dir) {
+    const fs::path old_dir = final_dir.string() + ".old";
+    fs::remove_all(old_dir);
+    if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
+    fs::rename(tmp_dir, final_dir);
+    fs::remove_all(old_dir);
 }
 
 fs::path resume_checkpoint(const fs::path& out) {
@@ -145,6 +152,8 @@ fs::path resume_checkpoint(const fs::path& out) {
         if (fs::exists(out / name / "trainer_state.json")) return out / name;
     throw Error(out.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing)");
 }
+
+namespace {
 
 void check_same_inputs(const TrainOptions& o, const fs::path& checkpoint) {
     const fs::path run_file = fs::path(o.out_dir) / "run.json";
@@ -171,10 +180,6 @@ void check_same_inputs(const TrainOptions& o, const fs::path& checkpoint) {
         throw Error("--data " + o.data_path + " is not the text the run in " + o.out_dir + " started with (" +
                     info.data + ")");
 }
-
-}  // namespace
-
-namespace {
 
 // The names a run writes in its directory besides the complete checkpoints, in the order a failed
 // start removes them: train.lock last.

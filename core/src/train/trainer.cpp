@@ -14,10 +14,11 @@
 
 #include <nlohmann/json.hpp>
 
-#include "io/atomic_file.h"
 #include "retnet/communicator.h"
 #include "retnet/cpu_ops.h"
 #include "retnet/error.h"
+#include "retnet/files.h"
+#include "retnet/run_directory.h"
 #include "retnet/safetensors.h"
 #include "retnet/train_device.h"
 #include "retnet/trainer.h"
@@ -38,22 +39,6 @@ std::string read_file(const std::string& path) {
     std::stringstream s;
     s << in.rdbuf();
     return s.str();
-}
-
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-    io::AtomicFile f(path);
-    f.write(bytes);
-    f.commit();
-}
-
-// Replaces directory `final_dir` by the complete `tmp_dir` with renames only, so at every moment
-// either the old or the new directory is complete under one of the two names.
-void swap_in_directory(const fs::path& tmp_dir, const fs::path& final_dir) {
-    const fs::path old_dir = final_dir.string() + ".old";
-    fs::remove_all(old_dir);
-    if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
-    fs::rename(tmp_dir, final_dir);
-    fs::remove_all(old_dir);
 }
 
 fs::path fresh_tmp_dir(const fs::path& final_dir) {
@@ -126,7 +111,7 @@ void save_checkpoint(const fs::path& out, const ModelConfig& config, const Param
     const fs::path final_dir = out / "checkpoint";
     const fs::path tmp = fresh_tmp_dir(final_dir);
     save_trained_weights(config, layout, s.params, tmp.string());
-    write_file_atomic((tmp / "tokenizer.model").string(), tokenizer_bytes);
+    write_file_atomically((tmp / "tokenizer.model").string(), tokenizer_bytes);
     Tensor m({layout.total}), v({layout.total}), average({layout.total});
     m.data = s.adam.m;
     v.data = s.adam.v;
@@ -148,7 +133,7 @@ void save_checkpoint(const fs::path& out, const ModelConfig& config, const Param
                   {"elapsed_s", elapsed_s},
                   {"data", options.data_path},
                   {"run", run_identity(options)}};
-    write_file_atomic((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
+    write_file_atomically((tmp / "trainer_state.json").string(), state.dump(2) + "\n");
     swap_in_directory(tmp, final_dir);
 }
 
@@ -158,18 +143,10 @@ void save_best(const fs::path& out, const ModelConfig& config, const ParamLayout
     const fs::path final_dir = out / "best";
     const fs::path tmp = fresh_tmp_dir(final_dir);
     save_trained_weights(config, layout, params, tmp.string());
-    write_file_atomic((tmp / "tokenizer.model").string(), tokenizer_bytes);
+    write_file_atomically((tmp / "tokenizer.model").string(), tokenizer_bytes);
     json info = {{"step", step}, {"val_loss", val_loss}, {"val_bits_per_char", val_bpc}};
-    write_file_atomic((tmp / "training.json").string(), info.dump(2) + "\n");
+    write_file_atomically((tmp / "training.json").string(), info.dump(2) + "\n");
     swap_in_directory(tmp, final_dir);
-}
-
-// The checkpoint directory to resume from: checkpoint/, or checkpoint.old/ when a crash hit
-// between the two renames of swap_in_directory.
-fs::path find_checkpoint(const fs::path& out) {
-    for (const char* name : {"checkpoint", "checkpoint.old"})
-        if (fs::exists(out / name / "trainer_state.json")) return out / name;
-    throw Error(out.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing)");
 }
 
 // A field of trainer_state.json, a file a user may have edited or a crash truncated: one line naming
@@ -293,7 +270,7 @@ RunSetup load_run_setup(const TrainOptions& o, const fs::path& out, Communicator
     // hold: rank 0 reads it and sends it to the other ranks.
     std::string tokenizer_path = o.tokenizer_path, tokenizer_bytes;
     if (comm.rank() == 0) {
-        if (tokenizer_path.empty() && o.resume) tokenizer_path = (find_checkpoint(out) / "tokenizer.model").string();
+        if (tokenizer_path.empty() && o.resume) tokenizer_path = (resume_checkpoint(out) / "tokenizer.model").string();
         if (tokenizer_path.empty())
             throw Error("no tokenizer: pass --tokenizer FILE (train one with `retnet tokenizer train`)");
         tokenizer_bytes = read_file(tokenizer_path);
@@ -386,7 +363,7 @@ RunState initial_state(const TrainOptions& o, const RunSetup& r, const fs::path&
                        const std::function<bool()>& cancelled) {
     RunState s;
     if (comm.rank() == 0 && o.resume) {
-        load_checkpoint(find_checkpoint(out), r.config, r.layout, o, s, cancelled);
+        load_checkpoint(resume_checkpoint(out), r.config, r.layout, o, s, cancelled);
         if (!s.schedule_fixed && o.steps != s.total_steps) s.total_steps = o.steps;
     } else if (comm.rank() == 0) {
         s.params = flatten_weights(make_random_model(r.config, o.seed, cancelled), r.layout);
@@ -668,7 +645,7 @@ TrainResult stopped_while_starting(const TrainOptions& o) {
     r.started = false;
     r.total_steps = o.steps;
     if (o.resume) {
-        const std::string state_path = (find_checkpoint(o.out_dir) / "trainer_state.json").string();
+        const std::string state_path = (resume_checkpoint(o.out_dir) / "trainer_state.json").string();
         const json state = read_state(state_path);
         r.steps_done = state_field<int64_t>(state, "step", state_path);
         if (state_field<bool>(state, "schedule_fixed", state_path))
