@@ -41,7 +41,7 @@ void require_model_or_empty_directory(const std::string& out, const std::vector<
 
 // The files convert writes in --out replace what is there, never what a link there points to (the
 // source model's weights, a file outside --out: the atomic writer follows links, as a file --out
-// may be one). A directory where a file goes is refused before the load, not after it.
+// may be one). A directory, FIFO or device where a file goes is refused before the load, not after it.
 void refuse_links_and_directories(const std::string& out, const std::vector<std::string>& written) {
     std::error_code ec;
     for (const std::string& name : written) {
@@ -51,8 +51,9 @@ void refuse_links_and_directories(const std::string& out, const std::vector<std:
             throw Error("--out " + out + " holds " + name + " as a symbolic link (to " + fs::read_symlink(at, ec).string() +
                         "); convert replaces a model's files, never what a link points to: remove the link or choose "
                         "another directory");
-        if (fs::is_directory(st))
-            throw Error("--out " + out + " holds a directory named " + name + " where convert writes that file");
+        if (fs::exists(st) && !fs::is_regular_file(st))
+            throw Error("--out " + out + " holds " + kind_of(st.type()) + " named " + name +
+                        " where convert writes that file; remove it or choose another directory");
     }
 }
 
@@ -78,7 +79,7 @@ int run_convert(const std::vector<std::string>& argv) {
     else if (dtype_name == "f32") dtype = DType::F32;
     else throw Error("--dtype must be f32 or bf16, not '" + dtype_name + "'");
     std::error_code ec;
-    if (fs::exists(out_dir) && fs::equivalent(model_dir, out_dir, ec))
+    if (fs::exists(out_dir, ec) && fs::equivalent(model_dir, out_dir, ec))
         throw Error("--out " + out_dir + " is the model directory itself; choose another one");
     check_output_directory(out_dir, "the model directory");
     std::vector<std::string> written{"config.json"};  // and model.safetensors, which a directory without a model lacks

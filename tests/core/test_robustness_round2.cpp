@@ -249,7 +249,27 @@ TEST(RobustOutput, ConvertNeverWritesThroughALinkAndReplacesAModelWhole) {
     CliResult r = convert(dir / "model", dir / "folder");
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_EQ(r.err, "retnet convert: error: --out " + (dir / "folder").string() +
-                         " holds a directory named model.safetensors where convert writes that file\n");
+                         " holds a directory named model.safetensors where convert writes that file; remove it or "
+                         "choose another directory\n");
+    // a FIFO there is refused before the load (the write would wait for a reader, or fail after it)
+    fs::create_directories(dir / "piped");
+    ASSERT_EQ(::mkfifo((dir / "piped" / "model.safetensors").c_str(), 0600), 0);
+    r = convert(dir / "model", dir / "piped");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "retnet convert: error: --out " + (dir / "piped").string() +
+                         " holds a FIFO (named pipe) named model.safetensors where convert writes that file; remove it "
+                         "or choose another directory\n");
+    // a loop of links as --out, or above it: named as such, not as std::filesystem's "status: Too many levels"
+    fs::create_symlink(dir / "loop_b", dir / "loop_a");
+    fs::create_symlink(dir / "loop_a", dir / "loop_b");
+    r = convert(dir / "model", dir / "loop_a");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "retnet convert: error: --out " + (dir / "loop_a").string() + " is a symbolic link in a loop of links\n");
+    r = convert(dir / "model", dir / "loop_a" / "sub");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "retnet convert: error: " + (dir / "loop_a" / "sub").string() +
+                         ": cannot create the model directory (" + (dir / "loop_a").string() +
+                         " is in a loop of symbolic links)\n");
 
     // an older model with a tokenizer and notes, replaced by one without them
     fs::create_directories(dir / "bare");

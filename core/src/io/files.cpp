@@ -20,7 +20,25 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// What stands at a path, for a refusal that names it.
+// Why `dir` cannot be made when an ancestor stands in the way (mkdir says only "File exists" or
+// "Not a directory"): the nearest one that exists and is not a directory, or a link to nothing.
+std::string blocking_ancestor(const fs::path& dir) {
+    std::error_code ec;
+    for (fs::path p = dir.parent_path(); !p.empty() && p != p.root_path(); p = p.parent_path()) {
+        const fs::file_status own = fs::symlink_status(p, ec);
+        if (!fs::exists(own)) continue;
+        const fs::file_status st = fs::status(p, ec);
+        if (ec == std::errc::too_many_symbolic_link_levels) return p.string() + " is in a loop of symbolic links";
+        if (fs::is_symlink(own) && !fs::exists(st))
+            return p.string() + " is a symbolic link to " + fs::read_symlink(p, ec).string() + ", which does not exist";
+        if (!fs::is_directory(st)) return p.string() + " is " + kind_of(st.type()) + ", not a directory";
+        return "";
+    }
+    return "";
+}
+
+}  // namespace
+
 const char* kind_of(fs::file_type type) {
     switch (type) {
         case fs::file_type::regular: return "a regular file";
@@ -32,24 +50,6 @@ const char* kind_of(fs::file_type type) {
         default: return "a file of another kind";
     }
 }
-
-// Why `dir` cannot be made when an ancestor stands in the way (mkdir says only "File exists" or
-// "Not a directory"): the nearest one that exists and is not a directory, or a link to nothing.
-std::string blocking_ancestor(const fs::path& dir) {
-    std::error_code ec;
-    for (fs::path p = dir.parent_path(); !p.empty() && p != p.root_path(); p = p.parent_path()) {
-        const fs::file_status own = fs::symlink_status(p, ec);
-        if (!fs::exists(own)) continue;
-        const fs::file_status st = fs::status(p, ec);
-        if (fs::is_symlink(own) && !fs::exists(st))
-            return p.string() + " is a symbolic link to " + fs::read_symlink(p, ec).string() + ", which does not exist";
-        if (!fs::is_directory(st)) return p.string() + " is " + kind_of(st.type()) + ", not a directory";
-        return "";
-    }
-    return "";
-}
-
-}  // namespace
 
 void write_file_atomically(const std::string& path, const std::string& bytes) {
     io::AtomicFile file(path);
