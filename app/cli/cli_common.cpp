@@ -198,23 +198,6 @@ void check_model_memory(const std::string& dir, uint64_t copies) {
 
 std::string shown(const std::string& text) { return Error(text).what(); }
 
-std::string printable(const std::string& text) {
-    std::string out;
-    out.reserve(text.size());
-    for (const char c : text) {
-        const auto byte = static_cast<unsigned char>(c);
-        if ((byte < 0x20 && c != '\n' && c != '\t') || byte == 0x7F) {
-            const unsigned picture = byte == 0x7F ? 0x2421 : 0x2400 + byte;
-            out += static_cast<char>(0xE0 | (picture >> 12));
-            out += static_cast<char>(0x80 | ((picture >> 6) & 0x3F));
-            out += static_cast<char>(0x80 | (picture & 0x3F));
-        } else {
-            out += c;
-        }
-    }
-    return out;
-}
-
 namespace {
 // A pipe or socket whose reader has gone says so itself (POLLERR), whatever errno holds by now.
 bool reader_gone(int fd) {

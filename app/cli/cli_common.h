@@ -112,9 +112,6 @@ void check_model_memory(const std::string& dir, uint64_t copies = 1);
 // text cut in the middle (as in retnet::Error).
 std::string shown(const std::string& text);
 
-// Terminal-safe text: C0 controls other than \n and \t, and DEL, become their visible Unicode
-// "control picture" (U+2400 + c), so generated escape sequences cannot drive the terminal.
-std::string printable(const std::string& text);
 
 // Standard output could not be written: a closed pipe (`retnet generate | head`) or a full disk.
 // main() exits quietly with 141 for the pipe (what a shell reports for a tool ended by SIGPIPE)

@@ -15,6 +15,7 @@
 #include "command.h"
 #include "retnet/error.h"
 #include "retnet/generate.h"
+#include "retnet/utf8.h"
 #include "retnet/model_stats.h"
 
 namespace retnet::cli {

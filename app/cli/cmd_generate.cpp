@@ -14,6 +14,7 @@
 #include "retnet/error.h"
 #include "retnet/files.h"
 #include "retnet/generate.h"
+#include "retnet/utf8.h"
 
 namespace retnet::cli {
 namespace {

@@ -640,6 +640,21 @@ TEST(RobustMessages, ControlCharactersInAPathNeverReachTheTerminal) {
     EXPECT_NE(r.out.find("run\\n\\x1b[2Jx/best"), std::string::npos) << r.out;
 }
 
+TEST(RobustMessages, BytesThatAreNotTextAndC1ControlsAreEscaped) {
+    // valid UTF-8 passes (é, €, 𝄞, U+00A0); CSI as a C1 control (U+009B) and bytes that are not UTF-8
+    // (a lone 0xff, an overlong '/', a surrogate, a sequence cut short) are escaped byte by byte
+    EXPECT_STREQ(Error("caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e \xc2\xa0").what(),
+                 "caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e \xc2\xa0");
+    EXPECT_STREQ(Error("a\xc2\x9b" "31mred").what(), "a\\xc2\\x9b31mred");
+    EXPECT_STREQ(Error("\xff \xc0\xaf \xed\xa0\x80 end\xe2\x82").what(),
+                 "\\xff \\xc0\\xaf \\xed\\xa0\\x80 end\\xe2\\x82");
+    // the CLI's one line says the same for a path given on the command line
+    const CliResult r = run_retnet({"info", "--model", "/nonexistent/\xff\xc2\x9b" "2J"});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err.find("\xc2\x9b"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("/nonexistent/\\xff\\xc2\\x9b2J"), std::string::npos) << r.err;
+}
+
 TEST(RobustMessages, HugeValuesAreCutInTheMessage) {
     ScratchDir dir("msg_long");
     write_small_model(dir / "model", false);

@@ -162,4 +162,12 @@ TEST(Utf8, AssemblerOutputIsAlwaysValid) {
 }
 
 }  // namespace
+TEST(Printable, ControlsBecomeVisibleAndTextStays) {
+    // C0 controls and DEL as their control pictures (ESC U+241B, BEL U+2407, DEL U+2421); \n and \t stay
+    EXPECT_EQ(printable("a\x1b[31m\x07\x7f\n\tb"), "a\xe2\x90\x9b[31m\xe2\x90\x87\xe2\x90\xa1\n\tb");
+    // C1 controls (CSI is U+009B, NEL U+0085) have no pictures: U+FFFD; their neighbours (U+00A0, é) stay
+    EXPECT_EQ(printable("x\xc2\x9b" "2J\xc2\x85\xc2\xa0\xc3\xa9"), "x\xef\xbf\xbd" "2J\xef\xbf\xbd\xc2\xa0\xc3\xa9");
+    EXPECT_EQ(printable("end\xc2"), "end\xc2");  // a cut sequence is left to the caller's UTF-8 check
+}
+
 }  // namespace retnet

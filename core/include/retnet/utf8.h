@@ -41,4 +41,9 @@ private:
 // Appends U+FFFD (the replacement character) to `out`.
 void append_replacement_character(std::string& out);
 
+// Terminal-safe text: C0 controls other than \n and \t, and DEL, become their visible Unicode
+// "control picture" (U+2400 + c), and C1 controls (U+0080..U+009F, which have none) U+FFFD, so
+// generated escape sequences cannot drive the terminal.
+std::string printable(const std::string& text);
+
 }  // namespace retnet
