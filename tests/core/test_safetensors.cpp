@@ -149,6 +149,25 @@ TEST_F(SafetensorsTest, Bf16WriteRoundsToNearestEven) {
     EXPECT_TRUE(std::isnan(back.data[5]));
 }
 
+// A tensor larger than one 2^24-element slice, read in slices: the same values across the slice
+// boundary (bf16: the source offsets are in 2-byte elements); a cancel between slices throws.
+TEST_F(SafetensorsTest, SlicedReadEqualsTheWholeReadAndCancelsBetweenSlices) {
+    const size_t n = (size_t(1) << 24) + 5;
+    Tensor t({static_cast<int64_t>(n)});
+    for (size_t i = 0; i < n; ++i) t.data[i] = static_cast<float>(i % 251) - 125.0f;
+    const std::string p = path("big_bf16.safetensors");
+    retnet::write_safetensors(p, {{"t", &t}}, {}, DType::BF16);
+    SafetensorsFile file(p);
+    std::vector<float> sliced(n, -1.0f);
+    int checks = 0;
+    file.read_into("t", sliced.data(), [&checks] { return ++checks > 99; });
+    EXPECT_EQ(checks, 2);  // one check before each slice
+    EXPECT_EQ(sliced, t.data);
+    checks = 0;
+    EXPECT_THROW(file.read_into("t", sliced.data(), [&checks] { return ++checks > 1; }), retnet::Cancelled);
+    EXPECT_EQ(checks, 2);  // the first check let the first slice through, the second stopped the read
+}
+
 TEST(HalfConversion, KnownValues) {
     EXPECT_EQ(retnet::half_to_float(0x3C00), 1.0f);
     EXPECT_EQ(retnet::half_to_float(0xC000), -2.0f);

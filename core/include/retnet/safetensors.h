@@ -51,6 +51,9 @@ public:
     Tensor read(const std::string& name) const;
     // dst must hold info(name).numel() floats.
     void read_into(const std::string& name, float* dst) const;
+    // The same in slices, throwing retnet::Cancelled when `cancelled` says so between them (a
+    // multi-GB tensor read from disk takes seconds).
+    void read_into(const std::string& name, float* dst, const std::function<bool()>& cancelled) const;
     // A BF16 tensor's values as stored; dst must hold info(name).numel() values.
     void read_bf16_into(const std::string& name, uint16_t* dst) const;
     // Drops the tensor's mapped pages from this process (they stay in the page cache), so that a

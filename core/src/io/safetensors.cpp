@@ -282,12 +282,11 @@ void SafetensorsFile::release(const std::string& name) const {
     if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);  // a hint: errors do not matter
 }
 
-void SafetensorsFile::read_into(const std::string& name, float* dst) const {
-    const TensorInfo& t = info(name);
-    const unsigned char* src = map_ + data_start_ + t.begin;
-    const size_t n = static_cast<size_t>(t.numel());
-    if (n == 0) return;  // dst may be null for an empty tensor
-    switch (t.dtype) {
+namespace {
+
+// n values of `dtype` at src as floats at dst.
+void convert_to_float(DType dtype, const unsigned char* src, float* dst, size_t n) {
+    switch (dtype) {
         case DType::F32: std::memcpy(dst, src, n * 4); break;
         case DType::F16:
             for (size_t i = 0; i < n; ++i) dst[i] = half_to_float(load_unaligned<uint16_t>(src + 2 * i));
@@ -314,6 +313,22 @@ void SafetensorsFile::read_into(const std::string& name, float* dst) const {
         case DType::Bool:
             for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
             break;
+    }
+}
+
+}  // namespace
+
+void SafetensorsFile::read_into(const std::string& name, float* dst) const { read_into(name, dst, {}); }
+
+void SafetensorsFile::read_into(const std::string& name, float* dst, const std::function<bool()>& cancelled) const {
+    const TensorInfo& t = info(name);
+    const unsigned char* src = map_ + data_start_ + t.begin;
+    const size_t n = static_cast<size_t>(t.numel()), width = static_cast<size_t>(dtype_size(t.dtype));
+    // Slices of 64 MB of floats: the page faults of a multi-GB tensor are spread between checks.
+    constexpr size_t kSlice = size_t(1) << 24;
+    for (size_t done = 0; done < n; done += kSlice) {  // dst may be null for an empty tensor
+        if (cancelled && cancelled()) throw Cancelled();
+        convert_to_float(t.dtype, src + done * width, dst + done, std::min(kSlice, n - done));
     }
 }
 
