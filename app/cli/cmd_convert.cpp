@@ -41,7 +41,9 @@ void require_model_or_empty_directory(const std::string& out, const std::vector<
 
 // The files convert writes in --out replace what is there, never what a link there points to (the
 // source model's weights, a file outside --out: the atomic writer follows links, as a file --out
-// may be one). A directory, FIFO or device where a file goes is refused before the load, not after it.
+// may be one). A directory where a file goes is refused before the load, not after it; a FIFO or a
+// device there is written in place, as every output of the project is (a FIFO's reader, if it has
+// one, cannot be asked without ending its stream).
 void refuse_links_and_directories(const std::string& out, const std::vector<std::string>& written) {
     std::error_code ec;
     for (const std::string& name : written) {
@@ -51,8 +53,8 @@ void refuse_links_and_directories(const std::string& out, const std::vector<std:
             throw Error("--out " + out + " holds " + name + " as a symbolic link (to " + fs::read_symlink(at, ec).string() +
                         "); convert replaces a model's files, never what a link points to: remove the link or choose "
                         "another directory");
-        if (fs::exists(st) && !fs::is_regular_file(st))
-            throw Error("--out " + out + " holds " + kind_of(st.type()) + " named " + name +
+        if (fs::is_directory(st))
+            throw Error("--out " + out + " holds a directory named " + name +
                         " where convert writes that file; remove it or choose another directory");
     }
 }

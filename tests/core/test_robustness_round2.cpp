@@ -251,14 +251,6 @@ TEST(RobustOutput, ConvertNeverWritesThroughALinkAndReplacesAModelWhole) {
     EXPECT_EQ(r.err, "retnet convert: error: --out " + (dir / "folder").string() +
                          " holds a directory named model.safetensors where convert writes that file; remove it or "
                          "choose another directory\n");
-    // a FIFO there is refused before the load (the write would wait for a reader, or fail after it)
-    fs::create_directories(dir / "piped");
-    ASSERT_EQ(::mkfifo((dir / "piped" / "model.safetensors").c_str(), 0600), 0);
-    r = convert(dir / "model", dir / "piped");
-    EXPECT_EQ(r.exit_code, 1);
-    EXPECT_EQ(r.err, "retnet convert: error: --out " + (dir / "piped").string() +
-                         " holds a FIFO (named pipe) named model.safetensors where convert writes that file; remove it "
-                         "or choose another directory\n");
     // a loop of links as --out, or above it: named as such, not as std::filesystem's "status: Too many levels"
     fs::create_symlink(dir / "loop_b", dir / "loop_a");
     fs::create_symlink(dir / "loop_a", dir / "loop_b");

@@ -4,13 +4,9 @@
 // what stands at the path must be a regular file. A FIFO would block the reader forever, a
 // directory would read as empty ("not valid JSON", "too short"), so each gets its own line instead.
 #include <cstdint>
-#include <filesystem>
 #include <string>
 
 namespace retnet {
-
-// What stands at a path, for a refusal that names it: "a regular file", "a FIFO (named pipe)", ...
-const char* kind_of(std::filesystem::file_type type);
 
 // Throws retnet::Error naming `path` and what is wrong: missing, a directory, a FIFO, a device,
 // a socket, a symlink loop, no permission. Never opens the file, so never blocks.

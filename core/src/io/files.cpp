@@ -20,6 +20,19 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// What stands at a path, for a refusal that names it.
+const char* kind_of(fs::file_type type) {
+    switch (type) {
+        case fs::file_type::regular: return "a regular file";
+        case fs::file_type::directory: return "a directory";
+        case fs::file_type::character: return "a character device";
+        case fs::file_type::block: return "a block device";
+        case fs::file_type::fifo: return "a FIFO (named pipe)";
+        case fs::file_type::socket: return "a socket";
+        default: return "a file of another kind";
+    }
+}
+
 // Why `dir` cannot be made when an ancestor stands in the way (mkdir says only "File exists" or
 // "Not a directory"): the nearest one that exists and is not a directory, or a link to nothing.
 std::string blocking_ancestor(const fs::path& dir) {
@@ -38,18 +51,6 @@ std::string blocking_ancestor(const fs::path& dir) {
 }
 
 }  // namespace
-
-const char* kind_of(fs::file_type type) {
-    switch (type) {
-        case fs::file_type::regular: return "a regular file";
-        case fs::file_type::directory: return "a directory";
-        case fs::file_type::character: return "a character device";
-        case fs::file_type::block: return "a block device";
-        case fs::file_type::fifo: return "a FIFO (named pipe)";
-        case fs::file_type::socket: return "a socket";
-        default: return "a file of another kind";
-    }
-}
 
 void write_file_atomically(const std::string& path, const std::string& bytes) {
     io::AtomicFile file(path);
