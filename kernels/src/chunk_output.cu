@@ -4,7 +4,7 @@
 // The unfused path writes the chunk scores Q_c K_cᵀ, masks them in place, writes the inner
 // product A_c V_c and the cross product Q_c S_c as two (H, Tp, Dv) buffers and adds them in a
 // fourth kernel. Here the scores pass forms each chunk's masked, decayed scores A_c once (C × C,
-// 16 KB at C = 64); then a block of the output pass owns 64 columns of one chunk's output: it
+// 16 KB at C = 64); then a block of the output pass owns 128 columns of one chunk's output: it
 // accumulates (diag(γ^(i+1)) Q_c) S_c over Dk slabs (the state slab read once, straight from the
 // chunk states) and adds A_c V_c in the same accumulators. An earlier version formed Q_c K_cᵀ in
 // every column tile's block (8 times per chunk at Dv 512), half of its products.
@@ -75,32 +75,40 @@ __global__ void __launch_bounds__(kThreads) chunk_scores_kernel(const float* __r
 #endif
 }
 
+// The output pass's blocks are 64 rows × 128 columns, eight warps of 32 × 32 in a 2 × 4 grid: each
+// chunk's Q slabs are read by Dv / 128 blocks rather than Dv / 64 (the pass is bound by what the
+// multiprocessors pull from L2, and Q was half of it at Dv 512).
+constexpr int kOutCols = 2 * kTile, kOutThreads = 2 * kThreads, kLdOut = kOutCols + 4;
+constexpr size_t kOutSharedBytes = (kTile * kLd + kTile * kLdOut + kTile) * sizeof(float);  // above the static 48 KB
+
 // Block (column tile, chunk, head); chunk length C ≤ 64.
 template <int Vec>
-__global__ void __launch_bounds__(kThreads) chunk_output_kernel(const float* __restrict__ q,
-                                                                const float* __restrict__ scores, int ld,
-                                                                const float* __restrict__ v,
-                                                                const float* __restrict__ states,
-                                                                const float* __restrict__ log_decay, int decay_heads,
-                                                                float* __restrict__ o, int nC, int C, int Dk, int Dv) {
+__global__ void __launch_bounds__(kOutThreads) chunk_output_kernel(const float* __restrict__ q,
+                                                                   const float* __restrict__ scores, int ld,
+                                                                   const float* __restrict__ v,
+                                                                   const float* __restrict__ states,
+                                                                   const float* __restrict__ log_decay, int decay_heads,
+                                                                   float* __restrict__ o, int nC, int C, int Dk, int Dv) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    __shared__ __align__(32) float s_a[kTile * kLd];  // Q slab (t, i) · γ^(t+1); then the scores A (t, s); the output
-    __shared__ __align__(32) float s_b[kTile * kLd];  // S slab (i, j); then V (s, j)
-    const int j0 = blockIdx.x * kTile, c = blockIdx.y, h = blockIdx.z;
-    const int valid_v = min(kTile, Dv - j0);
+    extern __shared__ __align__(32) float smem[];
+    float* s_a = smem;                            // Q slab (t, i) · γ^(t+1); then the scores A (t, s)
+    float* s_b = s_a + kTile * kLd;               // S slab (i, j); then V (s, j); then the output
+    float* s_cross_decay = s_b + kTile * kLdOut;  // γ^(t+1): Q's rows carry the cross term's decay
+    const int j0 = blockIdx.x * kOutCols, c = blockIdx.y, h = blockIdx.z;
+    const int valid_v = min(kOutCols, Dv - j0);
     const int64_t Tp = static_cast<int64_t>(nC) * C, t0 = static_cast<int64_t>(c) * C;
     const float* q_head = q + h * Tp * Dk;
     const float* S = states + (static_cast<int64_t>(h) * nC + c) * Dk * Dv;
-    const int warp = threadIdx.x / 32, m0 = (warp / 2) * 32, n0 = (warp % 2) * 32;
-    __shared__ float s_cross_decay[kTile];  // γ^(t+1): Q's rows carry the cross term's decay
+    const int warp = threadIdx.x / 32, m0 = (warp / 4) * 32, n0 = (warp % 4) * 32;
     {
         const float lg = log_decay[h % decay_heads];
-        for (int t = threadIdx.x; t < kTile; t += kThreads) s_cross_decay[t] = decay_pow(lg, t + 1);
+        for (int t = threadIdx.x; t < kTile; t += kOutThreads) s_cross_decay[t] = decay_pow(lg, t + 1);
     }
 
     FragC out[2][2];
     zero_quarter(out);
-    SlabPart<Vec> next_q, next_s;  // the next Dk slab loads while the tensor cores work
+    SlabPart<Vec, kTile, kOutThreads> next_q;     // Q, then A: the next slab loads while the tensor cores work
+    SlabPart<Vec, kOutCols, kOutThreads> next_s;  // S, then V
     next_q.load(q_head, t0, C, Dk, 0, min(kTile, Dk));
     next_s.load(S, 0, min(kTile, Dk), Dv, j0, valid_v);
     for (int i0 = 0; i0 < Dk; i0 += kTile) {
@@ -118,11 +126,11 @@ __global__ void __launch_bounds__(kThreads) chunk_output_kernel(const float* __r
         }
         for (int kk = 0; kk < width; kk += kStep) {
             Frag<wmma::matrix_a, wmma::row_major> fq[2];  // Q: (t, i) at s_a[t·kLd + i]
-            Frag<wmma::matrix_b, wmma::row_major> fs[2];  // S: (i, j) at s_b[i·kLd + j]
+            Frag<wmma::matrix_b, wmma::row_major> fs[2];  // S: (i, j) at s_b[i·kLdOut + j]
 #pragma unroll
             for (int a = 0; a < 2; ++a) load_operand(fq[a], s_a + (m0 + 16 * a) * kLd + kk);
 #pragma unroll
-            for (int b = 0; b < 2; ++b) load_operand(fs[b], s_b + kk * kLd + n0 + 16 * b);
+            for (int b = 0; b < 2; ++b) load_operand(fs[b], s_b + kk * kLdOut + n0 + 16 * b, kLdOut);
             mma_quarter(out, fq, fs);
         }
     }
@@ -133,17 +141,17 @@ __global__ void __launch_bounds__(kThreads) chunk_output_kernel(const float* __r
     __syncthreads();
     for (int kk = 0; kk < C; kk += kStep) {
         Frag<wmma::matrix_a, wmma::row_major> fa[2];  // A: (t, s) at s_a[t·kLd + s]
-        Frag<wmma::matrix_b, wmma::row_major> fv[2];  // V: (s, j) at s_b[s·kLd + j]
+        Frag<wmma::matrix_b, wmma::row_major> fv[2];  // V: (s, j) at s_b[s·kLdOut + j]
 #pragma unroll
         for (int a = 0; a < 2; ++a) load_operand(fa[a], s_a + (m0 + 16 * a) * kLd + kk);
 #pragma unroll
-        for (int b = 0; b < 2; ++b) load_operand(fv[b], s_b + kk * kLd + n0 + 16 * b);
+        for (int b = 0; b < 2; ++b) load_operand(fv[b], s_b + kk * kLdOut + n0 + 16 * b, kLdOut);
         mma_quarter(out, fa, fv);
     }
-    __syncthreads();  // every warp is done reading A from s_a
-    store_quarter(s_a, out, m0, n0);
+    __syncthreads();  // every warp is done reading V from s_b
+    store_quarter(s_b, out, m0, n0, kLdOut);
     __syncthreads();
-    tile_to_global<Vec>(s_a, o + (static_cast<int64_t>(h) * Tp + t0) * Dv + j0, Dv, C, valid_v);
+    tile_to_global<Vec, kOutCols, kOutThreads>(s_b, o + (static_cast<int64_t>(h) * Tp + t0) * Dv + j0, Dv, C, valid_v);
 #endif
 }
 
@@ -171,12 +179,14 @@ void launch_chunk_output_tf32(const float* d_q, const float* d_scores, const flo
     if (!chunk_output_supports(C, nC) || Dk <= 0 || Dv <= 0 || decay_heads <= 0 || H > 65535)
         throw Error("chunk output: unsupported shape (H " + std::to_string(H) + ", chunks " + std::to_string(nC) +
                     ", C " + std::to_string(C) + ", Dk " + std::to_string(Dk) + ", Dv " + std::to_string(Dv) + ")");
-    const dim3 grid(ceil_div(Dv, kTile), static_cast<unsigned>(nC), static_cast<unsigned>(H));
+    const dim3 grid(ceil_div(Dv, kOutCols), static_cast<unsigned>(nC), static_cast<unsigned>(H));
     const bool aligned = Dk % 4 == 0 && Dv % 4 == 0 && aligned16(d_q) && aligned16(d_scores) && aligned16(d_v) &&
                          aligned16(d_states) && aligned16(d_o);
     auto* kernel = aligned ? chunk_output_kernel<4> : chunk_output_kernel<1>;
-    kernel<<<grid, kThreads, 0, stream>>>(d_q, d_scores, chunk_scores_ld(C), d_v, d_states, d_log_decay, decay_heads,
-                                          d_o, nC, C, Dk, Dv);
+    RETNET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(kOutSharedBytes)));
+    kernel<<<grid, kOutThreads, kOutSharedBytes, stream>>>(d_q, d_scores, chunk_scores_ld(C), d_v, d_states,
+                                                           d_log_decay, decay_heads, d_o, nC, C, Dk, Dv);
     RETNET_CUDA_CHECK(cudaGetLastError());
 }
 

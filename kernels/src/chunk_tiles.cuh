@@ -24,8 +24,8 @@ using FragC = wmma::fragment<wmma::accumulator, kFrag, kFrag, kStep, float>;
 // (SlabPart::store, to_tf32), once per element rather than in every fragment load (each element is
 // read by two warps): the passes are bound by instruction issue, not by the tensor cores or memory.
 template <typename Use, typename Layout>
-__device__ __forceinline__ void load_operand(Frag<Use, Layout>& f, const float* at) {
-    wmma::load_matrix_sync(f, at, kLd);
+__device__ __forceinline__ void load_operand(Frag<Use, Layout>& f, const float* at, int ld = kLd) {
+    wmma::load_matrix_sync(f, at, ld);
 }
 __device__ __forceinline__ float to_tf32(float x) { return wmma::__float_to_tf32(x); }
 
@@ -47,12 +47,13 @@ __device__ __forceinline__ void mma_quarter(FragC (&acc)[2][2], const Frag<wmma:
 }
 
 // The warp's 2 × 2 accumulators of its quarter (rows m0, columns n0) to/from shared (kTile, kLd).
-__device__ __forceinline__ void store_quarter(float* tile, FragC (&acc)[2][2], int m0, int n0) {
+// (A tile of other width: its row stride ld.)
+__device__ __forceinline__ void store_quarter(float* tile, FragC (&acc)[2][2], int m0, int n0, int ld = kLd) {
 #pragma unroll
     for (int a = 0; a < 2; ++a)
 #pragma unroll
         for (int b = 0; b < 2; ++b)
-            wmma::store_matrix_sync(tile + (m0 + 16 * a) * kLd + n0 + 16 * b, acc[a][b], kLd, wmma::mem_row_major);
+            wmma::store_matrix_sync(tile + (m0 + 16 * a) * ld + n0 + 16 * b, acc[a][b], ld, wmma::mem_row_major);
 }
 __device__ __forceinline__ void load_quarter(FragC (&acc)[2][2], const float* tile, int m0, int n0) {
 #pragma unroll
@@ -64,11 +65,13 @@ __device__ __forceinline__ void load_quarter(FragC (&acc)[2][2], const float* ti
 
 // One thread's share of a 64 × 64 slab of a head-major matrix: Vec floats at a time, rows
 // tid / per_row + r · rows_per_pass.
-template <int Vec>
+template <int Vec, int Cols = kTile, int Threads = kThreads>
 struct SlabPart {
-    static constexpr int kPerRow = kTile / Vec;
-    static constexpr int kRowsPerPass = kThreads / kPerRow;
+    static constexpr int kLdShared = Cols + 4;  // the shared tile's row stride (kLd for 64 columns)
+    static constexpr int kPerRow = Cols / Vec;
+    static constexpr int kRowsPerPass = Threads / kPerRow;
     static constexpr int kPasses = kTile / kRowsPerPass;
+    static_assert(Threads % kPerRow == 0 && kTile % kRowsPerPass == 0);
     float values[kPasses][Vec];
 
     // rows [row0, row0 + rows) of src (ld floats apart), columns [col0, col0 + cols), zero outside
@@ -96,15 +99,15 @@ struct SlabPart {
             scale[p] = r < rows ? __ldg(src + row0 + r) : 0.0f;
         }
     }
-    // into shared (kTile, kLd) as a TF32 operand, the row of pass p multiplied by scale[p]
+    // into shared (kTile, kLdShared) as a TF32 operand, the row of pass p multiplied by scale[p]
     __device__ void store(float* dst, const float (&scale)[kPasses]) const {
         store_scaled(dst, [&](int p, int) { return scale[p]; });
     }
-    // into shared (kTile, kLd) as a TF32 operand, row r multiplied by row_scale[r] (shared memory)
+    // into shared (kTile, kLdShared) as a TF32 operand, row r multiplied by row_scale[r] (shared memory)
     __device__ void store_row_scaled(float* dst, const float* row_scale) const {
         store_scaled(dst, [&](int, int r) { return row_scale[r]; });
     }
-    // into shared (kTile, kLd) as a TF32 operand
+    // into shared (kTile, kLdShared) as a TF32 operand
     __device__ void store(float* dst) const {
         store_scaled(dst, [](int, int) { return 1.0f; });  // x · 1 is x: the same bits
     }
@@ -119,22 +122,23 @@ private:
             const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
             const float scale = scale_of(p, r);
 #pragma unroll
-            for (int e = 0; e < Vec; ++e) dst[r * kLd + c + e] = to_tf32(values[p][e] * scale);
+            for (int e = 0; e < Vec; ++e) dst[r * kLdShared + c + e] = to_tf32(values[p][e] * scale);
         }
     }
 };
 
-// The block's accumulators through shared (kTile, kLd) to/from global rows ld floats apart
+// The block's accumulators through shared (kTile, Cols + 4) to/from global rows ld floats apart
 // (Vec floats at a time: rows and columns are then multiples of Vec and 16-byte aligned).
-template <int Vec>
+template <int Vec, int Cols = kTile, int Threads = kThreads>
 __device__ void tile_to_global(const float* tile, float* dst, int64_t ld, int rows, int cols) {
-    for (int e = threadIdx.x * Vec; e < kTile * kTile; e += kThreads * Vec) {
-        const int r = e / kTile, c = e % kTile;
+    constexpr int kLdTile = Cols + 4;
+    for (int e = threadIdx.x * Vec; e < kTile * Cols; e += Threads * Vec) {
+        const int r = e / Cols, c = e % Cols;
         if (r >= rows || c >= cols) continue;
         if constexpr (Vec == 4)
-            *reinterpret_cast<float4*>(dst + r * ld + c) = *reinterpret_cast<const float4*>(tile + r * kLd + c);
+            *reinterpret_cast<float4*>(dst + r * ld + c) = *reinterpret_cast<const float4*>(tile + r * kLdTile + c);
         else
-            dst[r * ld + c] = tile[r * kLd + c];
+            dst[r * ld + c] = tile[r * kLdTile + c];
     }
 }
 __device__ inline void tile_from_global(float* tile, const float* src, int64_t ld, int rows, int cols) {
