@@ -68,6 +68,12 @@ void remove_stale_carried(const std::string& out, const std::vector<std::pair<st
             fs::remove(fs::path(out) / name, ec);  // a link is removed, not what it points to
 }
 
+std::string format_megabytes(uintmax_t bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.2f MB", static_cast<double>(bytes) / 1e6);
+    return text;
+}
+
 int run_convert(const std::vector<std::string>& argv) {
     const auto app = make_app("convert", "Writes a model with its weights stored as bf16 or f32; the tokenizer and "
                                          "training notes come along.");
@@ -114,9 +120,9 @@ int run_convert(const std::vector<std::string>& argv) {
         if (created) fs::remove_all(out_dir, ec);  // nothing half-written stays behind
         throw;
     }
-    const auto bytes = fs::file_size(fs::path(out_dir) / "model.safetensors");
-    std::printf("wrote %s (%s weights, model.safetensors %.2f MB)\n", shown(out_dir).c_str(), dtype_name.c_str(),
-                static_cast<double>(bytes) / 1e6);
+    const auto bytes = fs::file_size(fs::path(out_dir) / "model.safetensors", ec);  // none for a FIFO or device
+    std::printf("wrote %s (%s weights%s)\n", shown(out_dir).c_str(), dtype_name.c_str(),
+                ec ? "" : (", model.safetensors " + format_megabytes(bytes)).c_str());
     return 0;
 }
 

@@ -11,6 +11,7 @@
 #include "command.h"
 #include "retnet/error.h"
 #include "retnet/tokenizer.h"
+#include "retnet/utf8.h"
 
 namespace retnet::cli {
 namespace {
@@ -67,7 +68,8 @@ int run_decode(const TokenizerOptions& o) {
         if (ids[i] < 0 || ids[i] >= tokenizer.vocab_size())
             throw Error("token id " + std::to_string(ids[i]) + " at position " + std::to_string(i) +
                         " is outside the tokenizer's vocabulary [0, " + std::to_string(tokenizer.vocab_size()) + ")");
-    std::printf("%s\n", tokenizer.decode(ids).c_str());
+    // Control bytes (a NUL, ESC, CSI) shown as symbols: they would end the line or drive the terminal.
+    std::printf("%s\n", printable(tokenizer.decode(ids)).c_str());
     return 0;
 }
 

@@ -84,9 +84,16 @@ void parse(CLI::App& app, const std::vector<std::string>& argv) {
     } catch (const CLI::ParseError& e) {
         throw Error(e.what());
     }
-    const CLI::App* chosen = &app;  // the subcommand given (retnet tokenizer train), whose options apply
-    while (!chosen->get_subcommands().empty()) chosen = chosen->get_subcommands().front();
-    if (!chosen->remaining().empty()) unknown_argument(*chosen, chosen->remaining().front());
+    // The subcommand given (retnet tokenizer train) names what is left, with its options to suggest;
+    // what it did not take may have fallen through to the command itself.
+    std::vector<std::string> left = app.remaining();
+    const CLI::App* chosen = &app;
+    while (!chosen->get_subcommands().empty()) {
+        chosen = chosen->get_subcommands().front();
+        const std::vector<std::string> own = chosen->remaining();
+        left.insert(left.begin(), own.begin(), own.end());
+    }
+    if (!left.empty()) unknown_argument(*chosen, left.front());
 }
 
 std::string option_name(const std::string& names) {

@@ -161,6 +161,30 @@ TEST(RobustPrompt, TokenizerCommandsRejectBadTextAndIds) {
     // Controls and a lone byte-fallback piece round-trip through the command line.
     const CliResult enc = run_retnet({"tokenizer", "encode", "--model", dir, "--text", "a\x01b"});
     EXPECT_EQ(enc.exit_code, 0) << enc.err;
+    // decode shows control bytes as symbols: ESC and a CSI (U+009B) never reach the terminal, and a NUL
+    // (the byte piece before <0x01>) no longer ends the line early
+    const CliResult esc = run_retnet({"tokenizer", "encode", "--model", dir, "--text", "x\x1b[2J\xc2\x9by"});
+    ASSERT_EQ(esc.exit_code, 0) << esc.err;
+    const std::string esc_ids = esc.out.substr(0, esc.out.find('\n'));
+    const CliResult shown = run_retnet({"tokenizer", "decode", "--model", dir, "--tokens", esc_ids});
+    ASSERT_EQ(shown.exit_code, 0) << shown.err;
+    EXPECT_EQ(shown.out.find('\x1b'), std::string::npos) << shown.out;
+    EXPECT_EQ(shown.out.find("\xc2\x9b"), std::string::npos) << shown.out;
+    EXPECT_NE(shown.out.find("x\xe2\x90\x9b[2J\xef\xbf\xbdy"), std::string::npos) << shown.out;
+    const nlohmann::json pieces = nlohmann::json::parse(
+        run_retnet({"tokenizer", "encode", "--model", dir, "--text", "\x01", "--json"}).out);
+    const int byte_one = pieces["ids"].back().get<int>();  // <0x01>
+    const CliResult nul = run_retnet({"tokenizer", "decode", "--model", dir, "--tokens",
+                                      std::to_string(byte_one) + "," + std::to_string(byte_one - 1) + "," +
+                                          std::to_string(byte_one)});
+    EXPECT_EQ(nul.out, "\xe2\x90\x81\xe2\x90\x80\xe2\x90\x81\n");
+    // the actions refuse what they do not take, as every command does
+    expect_one_line_error(run_retnet({"tokenizer", "decode", "--model", dir, "--tokens", "5", "--bogus"}),
+                          "unknown option --bogus");
+    expect_one_line_error(run_retnet({"tokenizer", "decode", "--model", dir, "--tokens", "5", "--json"}),
+                          "unknown option --json");
+    expect_one_line_error(run_retnet({"tokenizer", "encode", "--model", dir, "--text", "a", "extra"}),
+                          "unexpected argument 'extra'");
 }
 
 TEST(RobustOptions, CudaWithoutAGpuFallsBackToTheCpuWithANotice) {
