@@ -661,6 +661,21 @@ TEST(RobustMessages, HugeValuesAreCutInTheMessage) {
     EXPECT_NE(r.err.find("hidden_act"), std::string::npos) << r.err.substr(0, 300);
 }
 
+// The limit holds for the escaped line: 4 KB of control bytes (each escaped to four characters) give a
+// line of about kMaxLength, which keeps whole escapes at both ends and counts the bytes it cut.
+TEST(RobustMessages, EscapedMessagesStayWithinTheLimit) {
+    const std::string line = Error("start " + std::string(4096, '\x01') + " end").what();
+    EXPECT_LE(line.size(), Error::kMaxLength + 32) << line.size();
+    EXPECT_EQ(line.rfind("start \\x01\\x01", 0), 0u) << line.substr(0, 40);
+    EXPECT_EQ(line.substr(line.size() - 12), "\\x01\\x01 end");
+    const size_t marker = line.find("...(");
+    ASSERT_NE(marker, std::string::npos);
+    EXPECT_EQ(line[marker - 4], '\\') << "the head ends with a whole escape";
+    // what is kept plus what was cut is the whole message
+    const size_t kept_escapes = (marker - 6) / 4 + (line.size() - line.find(")...") - 4 - 4) / 4;
+    EXPECT_NE(line.find("(" + std::to_string(4096 - kept_escapes) + " bytes cut)"), std::string::npos) << line;
+}
+
 TEST(RobustMessages, MisleadingLinesNowSayWhatIsWrong) {
     ScratchDir dir("msg_misleading");
     write_small_model(dir / "model");

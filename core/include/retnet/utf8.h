@@ -16,6 +16,14 @@ namespace retnet {
 std::optional<size_t> find_invalid_utf8(std::string_view text);
 inline bool is_valid_utf8(std::string_view text) { return !find_invalid_utf8(text); }
 
+// Length in bytes of the well-formed character that starts at text[pos], or 0 where none does (a
+// byte that cannot start one, or a sequence that is invalid or cut short by the end of the text).
+size_t utf8_sequence_length(std::string_view text, size_t pos);
+
+// Whether a C1 control (U+0080..U+009F, two bytes: 0xC2 0x80..0x9F) starts at text[pos]. They are
+// well-formed characters, but CSI (U+009B) starts an escape sequence on some terminals.
+bool is_c1_control(std::string_view text, size_t pos);
+
 // Throws retnet::Error "<what>: invalid UTF-8 at byte offset N (byte 0xXX)".
 void check_utf8(std::string_view text, const std::string& what);
 

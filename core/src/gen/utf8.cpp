@@ -46,6 +46,16 @@ int scan_sequence(std::string_view text, size_t pos) {
 
 }  // namespace
 
+size_t utf8_sequence_length(std::string_view text, size_t pos) {
+    const int length = scan_sequence(text, pos);
+    return length > 0 ? static_cast<size_t>(length) : 0;
+}
+
+bool is_c1_control(std::string_view text, size_t pos) {
+    return pos + 1 < text.size() && static_cast<unsigned char>(text[pos]) == 0xC2 &&
+           static_cast<unsigned char>(text[pos + 1]) >= 0x80 && static_cast<unsigned char>(text[pos + 1]) < 0xA0;
+}
+
 std::optional<size_t> find_invalid_utf8(std::string_view text) {
     size_t pos = 0;
     while (pos < text.size()) {
@@ -113,9 +123,8 @@ std::string printable(const std::string& text) {
             out += static_cast<char>(0xE0 | (picture >> 12));
             out += static_cast<char>(0x80 | ((picture >> 6) & 0x3F));
             out += static_cast<char>(0x80 | (picture & 0x3F));
-        } else if (byte == 0xC2 && i + 1 < text.size() && static_cast<unsigned char>(text[i + 1]) < 0xA0 &&
-                   static_cast<unsigned char>(text[i + 1]) >= 0x80) {
-            append_replacement_character(out);  // a C1 control (U+0080..U+009F): CSI is one; no pictures exist
+        } else if (is_c1_control(text, i)) {
+            append_replacement_character(out);  // C1 controls have no control pictures
             ++i;
         } else {
             out += text[i];

@@ -1,0 +1,68 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "retnet/error.h"
+
+#include <algorithm>
+#include <iterator>
+#include <vector>
+
+#include "retnet/utf8.h"
+
+namespace retnet {
+namespace {
+
+void append_hex(std::string& out, unsigned char c) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    out += "\\x";
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+}
+
+// Appends the escaped form of the character or byte at text[i]; returns the bytes of text it took.
+size_t escape_one(const std::string& text, size_t i, std::string& out) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x80) {
+        // A well-formed character passes but for the C1 controls; any other byte is escaped on its own.
+        const bool c1 = is_c1_control(text, i);
+        const size_t length = c1 ? 0 : utf8_sequence_length(text, i);
+        if (length > 0) {
+            out.append(text, i, length);
+            return length;
+        }
+        const size_t escaped = c1 ? 2 : 1;
+        for (size_t e = 0; e < escaped; ++e) append_hex(out, static_cast<unsigned char>(text[i + e]));
+        return escaped;
+    }
+    if (c >= 0x20 && c != 0x7f) out += text[i];
+    else if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else append_hex(out, c);
+    return 1;
+}
+
+}  // namespace
+
+// The limit applies to the escaped text (an escape is up to four times its byte): where it is
+// passed, the message keeps whole characters and escapes of its start and end.
+std::string Error::one_line(const std::string& text) {
+    std::string out;
+    out.reserve(text.size());
+    struct Boundary {
+        size_t in, out;  // where a character starts in text and in out
+    };
+    std::vector<Boundary> boundaries;
+    for (size_t i = 0; i < text.size();) {
+        if (text.size() > kMaxLength / 4) boundaries.push_back({i, out.size()});
+        i += escape_one(text, i, out);
+    }
+    if (out.size() <= kMaxLength) return out;
+    boundaries.push_back({text.size(), out.size()});
+    const size_t keep = kMaxLength / 2;
+    const auto head = std::prev(std::upper_bound(boundaries.begin(), boundaries.end(), keep,
+                                                 [](size_t at, const Boundary& b) { return at < b.out; }));
+    const auto tail = std::lower_bound(boundaries.begin(), boundaries.end(), out.size() - keep,
+                                       [](const Boundary& b, size_t at) { return b.out < at; });
+    return out.substr(0, head->out) + "...(" + std::to_string(tail->in - head->in) + " bytes cut)..." +
+           out.substr(tail->out);
+}
+
+}  // namespace retnet
