@@ -168,6 +168,29 @@ TEST_F(SafetensorsTest, SlicedReadEqualsTheWholeReadAndCancelsBetweenSlices) {
     EXPECT_EQ(checks, 2);  // the first check let the first slice through, the second stopped the read
 }
 
+// A range of the flattened tensor holds the same values as the whole read there; a range past the
+// end is refused with the file's name rather than read out of the mapping.
+TEST_F(SafetensorsTest, RangeReadEqualsTheWholeReadAndRefusesThePastTheEnd) {
+    Tensor t({3, 5});
+    for (size_t i = 0; i < t.data.size(); ++i) t.data[i] = 0.5f * static_cast<float>(i) - 3.0f;
+    const std::string p = path("range_bf16.safetensors");
+    retnet::write_safetensors(p, {{"t", &t}}, {}, DType::BF16);
+    SafetensorsFile file(p);
+    std::vector<float> part(4, -1.0f);
+    file.read_range_into("t", 7, 4, part.data());
+    EXPECT_EQ(part, std::vector<float>(t.data.begin() + 7, t.data.begin() + 11));
+    file.read_range_into("t", 15, 0, part.data());  // empty at the end: nothing written
+    EXPECT_EQ(part[0], t.data[7]);
+    try {
+        file.read_range_into("t", 12, 4, part.data());
+        FAIL() << "a range past the end was read";
+    } catch (const retnet::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("pass its end (15 elements)"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("range_bf16.safetensors"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(file.read_range_into("t", 16, 0, part.data()), retnet::Error);
+}
+
 TEST(HalfConversion, KnownValues) {
     EXPECT_EQ(retnet::half_to_float(0x3C00), 1.0f);
     EXPECT_EQ(retnet::half_to_float(0xC000), -2.0f);

@@ -54,6 +54,12 @@ public:
     // The same in slices, throwing retnet::Cancelled when `cancelled` says so between them (a
     // multi-GB tensor read from disk takes seconds).
     void read_into(const std::string& name, float* dst, const std::function<bool()>& cancelled) const;
+    // Elements [first, first + count) of the flattened tensor into dst (count floats): a caller that
+    // fills its own buffer slice by slice. Throws retnet::Error when the range passes the tensor's end.
+    void read_range_into(const std::string& name, size_t first, size_t count, float* dst) const;
+    // The slice of the cancellable reads: 64 MB of floats, so that the page faults of a multi-GB
+    // tensor are spread between the checks.
+    static constexpr size_t kReadSlice = size_t(1) << 24;
     // A BF16 tensor's values as stored; dst must hold info(name).numel() values.
     void read_bf16_into(const std::string& name, uint16_t* dst) const;
     // Drops the tensor's mapped pages from this process (they stay in the page cache), so that a

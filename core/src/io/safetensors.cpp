@@ -321,15 +321,20 @@ void convert_to_float(DType dtype, const unsigned char* src, float* dst, size_t 
 void SafetensorsFile::read_into(const std::string& name, float* dst) const { read_into(name, dst, {}); }
 
 void SafetensorsFile::read_into(const std::string& name, float* dst, const std::function<bool()>& cancelled) const {
-    const TensorInfo& t = info(name);
-    const unsigned char* src = map_ + data_start_ + t.begin;
-    const size_t n = static_cast<size_t>(t.numel()), width = static_cast<size_t>(dtype_size(t.dtype));
-    // Slices of 64 MB of floats: the page faults of a multi-GB tensor are spread between checks.
-    constexpr size_t kSlice = size_t(1) << 24;
-    for (size_t done = 0; done < n; done += kSlice) {  // dst may be null for an empty tensor
+    const size_t n = static_cast<size_t>(info(name).numel());
+    for (size_t done = 0; done < n; done += kReadSlice) {  // dst may be null for an empty tensor
         if (cancelled && cancelled()) throw Cancelled();
-        convert_to_float(t.dtype, src + done * width, dst + done, std::min(kSlice, n - done));
+        read_range_into(name, done, std::min(kReadSlice, n - done), dst + done);
     }
+}
+
+void SafetensorsFile::read_range_into(const std::string& name, size_t first, size_t count, float* dst) const {
+    const TensorInfo& t = info(name);
+    const size_t n = static_cast<size_t>(t.numel()), width = static_cast<size_t>(dtype_size(t.dtype));
+    if (first > n || count > n - first)
+        throw Error(path_ + ": elements " + std::to_string(first) + " + " + std::to_string(count) + " of '" + name +
+                    "' pass its end (" + std::to_string(n) + " elements)");
+    convert_to_float(t.dtype, map_ + data_start_ + t.begin + first * width, dst, count);
 }
 
 Tensor SafetensorsFile::read(const std::string& name) const {

@@ -216,14 +216,14 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
         if (opt.info(name).numel() != layout.total)
             throw Error(opt.path() + ": " + name + " does not match the model's parameter count");
         const size_t n = static_cast<size_t>(layout.total);
-        constexpr size_t kSlice = size_t(1) << 24;
         dst.clear();
         dst.reserve(n);
         while (dst.size() < n) {
             if (cancelled && cancelled()) throw Cancelled();
-            dst.resize(std::min(n, dst.size() + kSlice));
+            const size_t first = dst.size(), count = std::min(n - first, SafetensorsFile::kReadSlice);
+            dst.resize(first + count);
+            opt.read_range_into(name, first, count, dst.data() + first);
         }
-        opt.read_into(name, dst.data(), cancelled);
     };
     read_moment("adamw.m", s.adam.m);
     read_moment("adamw.v", s.adam.v);
