@@ -100,7 +100,9 @@ std::vector<std::string> parse_stop_strings(const std::string& text) {
         const char c = text[i];
         if (c == ',') {
             out.emplace_back();
-        } else if (c == '\\' && i + 1 < text.size()) {
+        } else if (c == '\\') {
+            if (i + 1 == text.size())
+                throw Error("option --stop ends in a lone '\\' in '" + text + "' (write \\\\ for a backslash)");
             const char next = text[++i];
             if (next == 'n') out.back() += '\n';
             else if (next == 't') out.back() += '\t';

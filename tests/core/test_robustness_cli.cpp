@@ -140,6 +140,8 @@ TEST(RobustOptions, ContradictingOrOutOfRangeOptions) {
     expect_one_line_error(generate({"--tokens", "1", "--temperature", "-1"}), "temperature");
     expect_one_line_error(generate({"--tokens", "1", "--max-new-tokens", "-1"}), "max-new-tokens");
     expect_one_line_error(generate({"--tokens", "1", "--stop", "a,,b"}), "empty stop string");
+    expect_one_line_error(generate({"--tokens", "1", "--stop", "a\\"}), "ends in a lone");
+    expect_one_line_error(generate({"--tokens", "1", "--stop", "a\\q"}), "unknown escape");
     expect_one_line_error(generate({"--tokens", "1", "--stop", "\xFF"}), "UTF-8");
 }
 
