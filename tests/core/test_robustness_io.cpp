@@ -5,9 +5,10 @@
 // there before is left byte-for-byte intact, with no temporary file left behind.
 //
 // The tests run as root on CI, where permissions do not stop writes, so the failures are made
-// with the kernel's own devices instead: the writers' temporary file `<path>.tmp` is made a
-// symlink to /dev/full (every write fails with ENOSPC, exactly as on a full disk), or the
-// directory is a path below a regular file (ENOTDIR). The permission test runs only as non-root.
+// otherwise: a file size limit (RLIMIT_FSIZE: a write past it fails with EFBIG, as on a full disk),
+// a directory at the writers' temporary name `<path>.tmp`, or a path below a regular file (ENOTDIR).
+// The permission test runs only as non-root. (A symlink at the temporary name to /dev/full once
+// made the full disk; the writers now replace such a link instead of writing through it.)
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
@@ -41,20 +42,12 @@ void expect_error(const std::string& message, const std::string& names, const st
     EXPECT_NE(message.find(reason), std::string::npos) << message;
 }
 
-bool dev_full_works() {
-    FILE* f = std::fopen("/dev/full", "w");
-    if (!f) return false;
-    const bool full = std::fputc('x', f) != EOF && std::fflush(f) != 0;
-    std::fclose(f);
-    return full;
-}
-
-// Makes `<path>.tmp` a symlink to /dev/full: the writer's data then meets a full disk.
-void make_disk_full_for(const fs::path& path) {
+// Makes `<path>.tmp` a directory: the writer cannot create its temporary file there (EISDIR).
+fs::path block_temp_name_of(const fs::path& path) {
     fs::path tmp = path;
     tmp += ".tmp";
-    fs::remove(tmp);
-    fs::create_symlink("/dev/full", tmp);
+    fs::create_directory(tmp);
+    return tmp;
 }
 
 bool temp_file_left(const fs::path& path) {
@@ -70,30 +63,32 @@ Tensor sample_tensor(float base) {
 }
 
 TEST(RobustWrite, NpyOnAFullDiskKeepsThePreviousFile) {
-    if (!dev_full_works()) GTEST_SKIP() << "/dev/full is not available";
     ScratchDir dir("npy_full");
     const fs::path file = dir / "logits.npy";
     write_npy(file.string(), sample_tensor(1.0f));
     const std::string before = slurp(file);
-    make_disk_full_for(file);
-    expect_error(error_of([&] { write_npy(file.string(), sample_tensor(100.0f)); }), file.string(),
-                 "No space left on device");
+    {
+        FileSizeLimit full(64);  // the header fits, the data does not
+        expect_error(error_of([&] { write_npy(file.string(), sample_tensor(100.0f)); }), file.string(),
+                     "File too large");
+    }
     EXPECT_EQ(slurp(file), before);
     EXPECT_FALSE(temp_file_left(file));
     EXPECT_EQ(read_npy(file.string()).data, sample_tensor(1.0f).data);
 }
 
 TEST(RobustWrite, SafetensorsOnAFullDiskKeepsThePreviousFile) {
-    if (!dev_full_works()) GTEST_SKIP() << "/dev/full is not available";
     ScratchDir dir("st_full");
     const fs::path file = dir / "model.safetensors";
     const Tensor old_tensor = sample_tensor(1.0f), new_tensor = sample_tensor(-7.0f);
     write_safetensors(file.string(), {{"w", &old_tensor}});
     const std::string before = slurp(file);
     for (DType dtype : {DType::F32, DType::BF16}) {
-        make_disk_full_for(file);
-        expect_error(error_of([&] { write_safetensors(file.string(), {{"w", &new_tensor}}, {}, dtype); }),
-                     file.string(), "No space left on device");
+        {
+            FileSizeLimit full(40);
+            expect_error(error_of([&] { write_safetensors(file.string(), {{"w", &new_tensor}}, {}, dtype); }),
+                         file.string(), "File too large");
+        }
         EXPECT_EQ(slurp(file), before);
         EXPECT_FALSE(temp_file_left(file));
     }
@@ -101,23 +96,27 @@ TEST(RobustWrite, SafetensorsOnAFullDiskKeepsThePreviousFile) {
 }
 
 TEST(RobustWrite, SaveModelOnAFullDiskKeepsTheLoadableModel) {
-    if (!dev_full_works()) GTEST_SKIP() << "/dev/full is not available";
     ScratchDir dir("save_full");
     write_small_model(dir.path(), /*with_tokenizer=*/false);
     const std::string weights_before = slurp(dir / "model.safetensors"), config_before = slurp(dir / "config.json");
     const Model other = make_random_model(small_chat_config(), 99);
-    make_disk_full_for(dir / "model.safetensors");
-    expect_error(error_of([&] { save_model(other, dir.path().string()); }), (dir / "model.safetensors").string(),
-                 "No space left on device");
+    {
+        FileSizeLimit full(4096);  // config.json fits, the weights do not
+        ASSERT_LT(config_before.size(), 4096u);
+        ASSERT_GT(weights_before.size(), 4096u);
+        expect_error(error_of([&] { save_model(other, dir.path().string()); }), (dir / "model.safetensors").string(),
+                     "File too large");
+    }
     EXPECT_EQ(slurp(dir / "model.safetensors"), weights_before);
     EXPECT_EQ(slurp(dir / "config.json"), config_before);
-    // Full again, this time when config.json is written: the weights must not change either,
-    // or the directory would pair new weights with the old config.
-    make_disk_full_for(dir / "config.json");
+    // This time config.json cannot be written: the weights must not change either, or the directory
+    // would pair new weights with the old config.
+    const fs::path blocked = block_temp_name_of(dir / "config.json");
     expect_error(error_of([&] { save_model(other, dir.path().string()); }), (dir / "config.json").string(),
-                 "No space left on device");
+                 "Is a directory");
     EXPECT_EQ(slurp(dir / "config.json"), config_before);
     EXPECT_EQ(slurp(dir / "model.safetensors"), weights_before);
+    fs::remove(blocked);
     EXPECT_FALSE(temp_file_left(dir / "config.json"));
     EXPECT_FALSE(temp_file_left(dir / "model.safetensors"));
     EXPECT_NO_THROW(load_model(dir.path().string()));
@@ -160,7 +159,7 @@ TEST(RobustWrite, TempNameTakenByAFifoIsReplaced) {
 }
 
 TEST(RobustWrite, ReadOnlyDirectoryForNonRoot) {
-    if (::geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions; covered by /dev/full and ENOTDIR";
+    if (::geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions; covered by the size limit and ENOTDIR";
     ScratchDir dir("read_only");
     const fs::path file = dir / "a.npy";
     write_npy(file.string(), sample_tensor(2.0f));
@@ -172,20 +171,39 @@ TEST(RobustWrite, ReadOnlyDirectoryForNonRoot) {
 }
 
 TEST(RobustWrite, CliOutputOnAFullDiskIsOneLineAndKeepsTheOldFile) {
-    if (!dev_full_works()) GTEST_SKIP() << "/dev/full is not available";
     ScratchDir dir("cli_full");
     write_small_model(dir / "model", /*with_tokenizer=*/false);
     const fs::path out = dir / "logits.npy";
     const std::vector<std::string> args{"logits", "--model", (dir / "model").string(), "--tokens", "1,5,6", "--out", out.string()};
     ASSERT_EQ(run_retnet(args).exit_code, 0);
     const std::string before = slurp(out);
-    make_disk_full_for(out);
-    const CliResult r = run_retnet(args);
+    ASSERT_GT(before.size(), 256u);
+    const CliResult r = run_retnet(args, 120, /*file_size_limit=*/256);
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_EQ(r.err_lines(), 1) << r.err;
-    EXPECT_NE(r.err.find("No space left on device"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("File too large"), std::string::npos) << r.err;
     EXPECT_EQ(slurp(out), before);
     EXPECT_FALSE(temp_file_left(out));
+}
+
+// A symbolic link left at the temporary name is replaced, not written through: the file it points to
+// (here outside the output directory) keeps its bytes, and the output is a file, not the link.
+TEST(RobustWrite, TempNameTakenBySymlinkIsReplacedNotFollowed) {
+    ScratchDir dir("tmp_is_link");
+    const fs::path outside = dir / "outside.txt", file = dir / "out" / "a.npy";
+    fs::create_directories(file.parent_path());
+    spit(outside, "keep me");
+    fs::create_symlink(outside, dir / "out" / "a.npy.tmp");
+    write_npy(file.string(), sample_tensor(3.0f));
+    EXPECT_EQ(slurp(outside), "keep me");
+    EXPECT_FALSE(fs::is_symlink(fs::symlink_status(file)));
+    EXPECT_EQ(read_npy(file.string()).data, sample_tensor(3.0f).data);
+    EXPECT_FALSE(temp_file_left(file));
+    // a dangling link there, too: nothing is created where it points
+    fs::create_symlink(dir / "nowhere.npy", dir / "out" / "a.npy.tmp");
+    write_npy(file.string(), sample_tensor(4.0f));
+    EXPECT_FALSE(fs::exists(dir / "nowhere.npy"));
+    EXPECT_EQ(read_npy(file.string()).data, sample_tensor(4.0f).data);
 }
 
 TEST(RobustWrite, TrainingCheckpointThatCannotBeWrittenKeepsThePreviousOne) {

@@ -84,14 +84,16 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
         return;
     }
     temp_path_ = target_ + ".tmp";
-    // O_NONBLOCK: a FIFO left at the temporary name (ENXIO without a reader) is never waited on;
-    // it is replaced by a file like any stale temporary.
-    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK, 0644);
+    // A stale temporary that is not a file is replaced by one, never written through: a FIFO
+    // (O_NONBLOCK: ENXIO without a reader, so it is never waited on), or a symbolic link (O_NOFOLLOW:
+    // ELOOP), which would put the data wherever it points and then be renamed over the target.
+    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, 0644);
     struct stat opened {};
-    if ((fd_ < 0 && errno == ENXIO) || (fd_ >= 0 && ::fstat(fd_, &opened) == 0 && S_ISFIFO(opened.st_mode))) {
+    if ((fd_ < 0 && (errno == ENXIO || errno == ELOOP)) ||
+        (fd_ >= 0 && ::fstat(fd_, &opened) == 0 && S_ISFIFO(opened.st_mode))) {
         if (fd_ >= 0) ::close(fd_);
         ::unlink(temp_path_.c_str());
-        fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
     }
     if (fd_ < 0) throw Error(path_ + ": cannot create " + temp_path_ + " (" + std::strerror(errno) + ")");
     const int flags = ::fcntl(fd_, F_GETFL);
