@@ -206,6 +206,33 @@ TEST(RobustWrite, TempNameTakenBySymlinkIsReplacedNotFollowed) {
     EXPECT_EQ(read_npy(file.string()).data, sample_tensor(4.0f).data);
 }
 
+// A hard link at the temporary name (the same file under two names) is replaced too: writing through
+// it overwrote the file it shares, even a read-only one (as root), and left the output sharing it.
+TEST(RobustWrite, TempNameTakenByAHardLinkIsReplacedNotWrittenThrough) {
+    ScratchDir dir("tmp_is_hardlink");
+    const fs::path outside = dir / "outside.txt", file = dir / "out" / "a.npy";
+    fs::create_directories(file.parent_path());
+    spit(outside, "keep me");
+    fs::permissions(outside, fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+    fs::create_hard_link(outside, dir / "out" / "a.npy.tmp");
+    write_npy(file.string(), sample_tensor(5.0f));
+    EXPECT_EQ(slurp(outside), "keep me");
+    EXPECT_EQ(fs::hard_link_count(outside), 1u);
+    EXPECT_EQ(fs::hard_link_count(file), 1u);
+    EXPECT_EQ(read_npy(file.string()).data, sample_tensor(5.0f).data);
+}
+
+// A file that is replaced keeps its permission bits: a private output stays private (it became 0644).
+TEST(RobustWrite, ReplacedFileKeepsItsPermissions) {
+    ScratchDir dir("keep_mode");
+    const fs::path file = dir / "private.npy";
+    write_npy(file.string(), sample_tensor(1.0f));
+    fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write);
+    write_npy(file.string(), sample_tensor(2.0f));
+    EXPECT_EQ(fs::status(file).permissions() & fs::perms::all, fs::perms::owner_read | fs::perms::owner_write);
+    EXPECT_EQ(read_npy(file.string()).data, sample_tensor(2.0f).data);
+}
+
 TEST(RobustWrite, TrainingCheckpointThatCannotBeWrittenKeepsThePreviousOne) {
     ScratchDir dir("train_full");
     const fs::path out = dir / "run";

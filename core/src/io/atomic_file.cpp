@@ -77,27 +77,26 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
     }
     target_ = follow_symlinks(path_);
     struct stat st {};
-    if (::stat(target_.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    const bool exists = ::stat(target_.c_str(), &st) == 0;
+    if (exists && !S_ISREG(st.st_mode)) {
         if (S_ISDIR(st.st_mode)) refuse_directory(path_);
         // O_NONBLOCK: a FIFO without a reader fails with ENXIO instead of blocking forever.
         open_in_place(::open(target_.c_str(), O_WRONLY | O_CLOEXEC | O_NONBLOCK), target_);
         return;
     }
     temp_path_ = target_ + ".tmp";
-    // A stale temporary that is not a file is replaced by one, never written through: a FIFO
-    // (O_NONBLOCK: ENXIO without a reader, so it is never waited on), or a symbolic link (O_NOFOLLOW:
-    // ELOOP), which would put the data wherever it points and then be renamed over the target.
-    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW, 0644);
-    struct stat opened {};
-    if ((fd_ < 0 && (errno == ENXIO || errno == ELOOP)) ||
-        (fd_ >= 0 && ::fstat(fd_, &opened) == 0 && S_ISFIFO(opened.st_mode))) {
-        if (fd_ >= 0) ::close(fd_);
-        ::unlink(temp_path_.c_str());
-        fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    }
+    // Whatever is at the temporary name is stale (a killed writer's) and goes before a new file is
+    // made there, never written through: a symbolic link or a hard link would put the data into the
+    // file it shares (and be renamed over the target), a FIFO would wait for a reader. A directory
+    // there stays, and the create fails (EISDIR).
+    if (::unlink(temp_path_.c_str()) != 0 && errno != ENOENT)
+        throw Error(path_ + ": cannot create " + temp_path_ + " (" + std::strerror(errno) + ")");
+    // A file replaced keeps its permission bits (a private file stays private); a new one gets 0644
+    // less the umask.
+    const mode_t mode = exists ? (st.st_mode & 0777) : 0644;
+    fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd_ >= 0 && exists) ::fchmod(fd_, mode);  // exactly, whatever the umask
     if (fd_ < 0) throw Error(path_ + ": cannot create " + temp_path_ + " (" + std::strerror(errno) + ")");
-    const int flags = ::fcntl(fd_, F_GETFL);
-    if (flags >= 0) ::fcntl(fd_, F_SETFL, flags & ~O_NONBLOCK);
 }
 
 void AtomicFile::open_in_place(int fd, const std::string& open_path) {
