@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <string_view>
 #include <vector>
 
 #include "retnet/utf8.h"
@@ -39,6 +40,24 @@ size_t escape_one(const std::string& text, size_t i, std::string& out) {
     return 1;
 }
 
+// "...(N bytes cut)..." markers of an earlier cut in text (a message that quotes a cut message): their
+// place and N, so that cutting again counts what both cuts removed.
+struct CutMarker {
+    size_t begin, end, bytes;
+};
+std::vector<CutMarker> cut_markers(const std::string& text) {
+    static constexpr std::string_view kOpen = "...(", kClose = " bytes cut)...";
+    std::vector<CutMarker> markers;
+    for (size_t at = text.find(kOpen); at != std::string::npos; at = text.find(kOpen, at + 1)) {
+        size_t digits_end = at + kOpen.size();
+        while (digits_end < text.size() && text[digits_end] >= '0' && text[digits_end] <= '9') ++digits_end;
+        const size_t digits = digits_end - at - kOpen.size();
+        if (digits == 0 || digits > 18 || text.compare(digits_end, kClose.size(), kClose) != 0) continue;
+        markers.push_back({at, digits_end + kClose.size(), std::stoull(text.substr(at + kOpen.size(), digits))});
+    }
+    return markers;
+}
+
 }  // namespace
 
 // The limit applies to the escaped text (an escape is up to four times its byte): where it is
@@ -57,11 +76,24 @@ std::string Error::one_line(const std::string& text) {
     if (out.size() <= kMaxLength) return out;
     boundaries.push_back({text.size(), out.size()});
     const size_t keep = kMaxLength / 2;
-    const auto head = std::prev(std::upper_bound(boundaries.begin(), boundaries.end(), keep,
-                                                 [](size_t at, const Boundary& b) { return at < b.out; }));
-    const auto tail = std::lower_bound(boundaries.begin(), boundaries.end(), out.size() - keep,
-                                       [](const Boundary& b, size_t at) { return b.out < at; });
-    return out.substr(0, head->out) + "...(" + std::to_string(tail->in - head->in) + " bytes cut)..." +
+    auto head = std::prev(std::upper_bound(boundaries.begin(), boundaries.end(), keep,
+                                           [](size_t at, const Boundary& b) { return at < b.out; }));
+    auto tail = std::lower_bound(boundaries.begin(), boundaries.end(), out.size() - keep,
+                                 [](const Boundary& b, size_t at) { return b.out < at; });
+    // An earlier cut's marker that this cut touches goes whole, and its count joins this one's.
+    // (Markers are ASCII: every one of their bytes starts a character, so boundaries exist there.)
+    const auto boundary_at = [&](size_t in) {
+        return std::lower_bound(boundaries.begin(), boundaries.end(), in,
+                                [](const Boundary& b, size_t at) { return b.in < at; });
+    };
+    size_t earlier_cuts = 0;
+    for (const CutMarker& m : cut_markers(text)) {
+        if (m.end <= head->in || m.begin >= tail->in) continue;
+        if (m.begin < head->in) head = boundary_at(m.begin);
+        if (m.end > tail->in) tail = boundary_at(m.end);
+        earlier_cuts += m.bytes - (m.end - m.begin);
+    }
+    return out.substr(0, head->out) + "...(" + std::to_string(tail->in - head->in + earlier_cuts) + " bytes cut)..." +
            out.substr(tail->out);
 }
 

@@ -676,6 +676,18 @@ TEST(RobustMessages, EscapedMessagesStayWithinTheLimit) {
     EXPECT_NE(line.find("(" + std::to_string(4096 - kept_escapes) + " bytes cut)"), std::string::npos) << line;
 }
 
+// A message that quotes a cut message and is cut again counts what both cuts removed (it counted its
+// own cut only: "(23 bytes cut)" for 99,023 missing bytes).
+TEST(RobustMessages, ACutMessageCutAgainCountsBothCuts) {
+    const std::string inner = Error(std::string(100000, 'A')).what();
+    const std::string outer = Error("while loading: " + inner).what();
+    EXPECT_LE(outer.size(), Error::kMaxLength + 32) << outer.size();
+    EXPECT_EQ(outer.rfind("while loading: AAA", 0), 0u);
+    const size_t kept = static_cast<size_t>(std::count(outer.begin(), outer.end(), 'A'));
+    EXPECT_NE(outer.find("...(" + std::to_string(100000 - kept) + " bytes cut)..."), std::string::npos) << outer;
+    EXPECT_EQ(outer.find("bytes cut"), outer.rfind("bytes cut")) << "one marker: " << outer;
+}
+
 TEST(RobustMessages, MisleadingLinesNowSayWhatIsWrong) {
     ScratchDir dir("msg_misleading");
     write_small_model(dir / "model");
