@@ -19,6 +19,18 @@
 namespace retnet::cli {
 namespace {
 
+// A stop string as --stop spells it (\n, \t, \\, \,), other controls as visible symbols: the
+// summary line stays one line.
+std::string as_stop_option(const std::string& stop) {
+    std::string spelled;
+    for (const char c : stop) {
+        if (c == '\n') spelled += "\\n";
+        else if (c == '\t') spelled += "\\t";
+        else if (c == '\\' || c == ',') spelled += std::string("\\") + c;
+        else spelled += c;
+    }
+    return printable(spelled);
+}
 
 // --prompt TEXT, or --prompt-file FILE ("-": standard input), for prompts too long for a command line.
 std::optional<std::string> read_prompt(const CLI::Option* text_option, const std::string& text, const std::string& file) {
@@ -165,7 +177,7 @@ int run_generate(const std::vector<std::string>& argv) {
                  s.generated_tokens ? s.decode_ms / static_cast<double>(s.generated_tokens) : 0.0,
                  backend->name().c_str(), static_cast<long long>(s.prefill_tokens), s.prefill_ms,
                  form_name(s.prefill_form), stop_reason_name(s.stop_reason),
-                 s.stop_string.empty() ? "" : (" \"" + printable(s.stop_string) + "\"").c_str());
+                 s.stop_string.empty() ? "" : (" \"" + as_stop_option(s.stop_string) + "\"").c_str());
     return s.stop_reason == StopReason::Cancelled ? cancelled_status() : 0;
 }
 

@@ -145,6 +145,18 @@ TEST(RobustOptions, ContradictingOrOutOfRangeOptions) {
     expect_one_line_error(generate({"--tokens", "1", "--stop", "\xFF"}), "UTF-8");
 }
 
+// The summary names a matched stop string as --stop spells it: a newline in it split the line, and a
+// control byte in it reached the terminal raw. (The bundled model's greedy text breaks its line early.)
+TEST(RobustPrompt, TheSummaryNamesAStopStringOnOneLine) {
+    const fs::path bundled = fs::path(RETNET_CLI_PATH).parent_path() / ".." / ".." / "resources" / "models" / "default";
+    if (!fs::exists(bundled / "config.json")) GTEST_SKIP() << "no bundled model beside this build";
+    const CliResult r = run_retnet({"generate", "--model", bundled.string(), "--prompt", "Once upon a time", "-n", "200",
+                                    "--greedy", "--stop", "\\n"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.err_lines(), 1) << r.err;
+    EXPECT_NE(r.err.find("stopped: stop-string \"\\n\""), std::string::npos) << r.err;
+}
+
 TEST(RobustOptions, ModelWithoutTokenizerNeedsTokenIds) {
     ScratchDir dir("no_tokenizer");
     write_small_model(dir.path(), /*with_tokenizer=*/false);
