@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -459,6 +460,41 @@ TEST(TrainLoop, ResumeRefusesADamagedTrainerState) {
               std::string::npos);
     // The intact file still resumes.
     std::ofstream(state_path, std::ios::binary | std::ios::trunc) << good;
+    EXPECT_EQ(run_training(o, {}).steps_done, 4);
+}
+
+// Moments no run can have written (NaN; a negative second moment) are refused when the run resumes:
+// it went on from them, saved NaN weights as "best so far", or ended as "training diverged".
+TEST(TrainLoop, ResumeRefusesMomentsNoRunCanHaveWritten) {
+    Workspace ws;
+    TrainOptions o = ws.options("run");
+    o.steps = 2;
+    run_training(o, {});
+    o.resume = true;
+    o.steps = 4;
+    const fs::path optimizer = fs::path(o.out_dir) / "checkpoint" / "optimizer.safetensors";
+    const std::string good = robustness::slurp(optimizer);
+    const auto with_value = [&](const std::string& name, int64_t index, float value) {
+        uint64_t header = 0;
+        std::memcpy(&header, good.data(), sizeof header);
+        const TensorInfo info = SafetensorsFile(optimizer.string()).info(name);
+        EXPECT_EQ(info.dtype, DType::F32);
+        std::string bytes = good;
+        std::memcpy(bytes.data() + 8 + header + info.begin + 4 * index, &value, sizeof value);
+        std::ofstream(optimizer, std::ios::binary | std::ios::trunc) << bytes;
+        try {
+            run_training(o, {});
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("accepted");
+    };
+    EXPECT_NE(with_value("adamw.v", 3, -1.0f).find("optimizer.safetensors: adamw.v holds -1.000000 at index 3"),
+              std::string::npos);
+    EXPECT_NE(with_value("adamw.m", 0, std::nanf("")).find("adamw.m holds nan at index 0 (not a finite number)"),
+              std::string::npos);
+    EXPECT_NE(with_value("adamw.v", 1, INFINITY).find("adamw.v holds inf at index 1"), std::string::npos);
+    std::ofstream(optimizer, std::ios::binary | std::ios::trunc) << good;
     EXPECT_EQ(run_training(o, {}).steps_done, 4);
 }
 

@@ -15,9 +15,9 @@ CpuTrainDevice::CpuTrainDevice(const ModelConfig& config, const ParamLayout& lay
     check_chunk(config, options.chunk);
     if (make_param_layout(config).total != layout.total)  // validates the config too
         throw Error("training: the parameter layout does not match the model config");
-    params_.resize(static_cast<size_t>(layout.total));
-    grad_.resize(params_.size());
-    state_ = make_adamw_state(layout);
+    // Nothing is allocated here: upload() brings the parameters and moments (zero-filling three
+    // copies of a large model first kept a Ctrl-C during a resume waiting for seconds), and the
+    // first step sizes the gradient.
 }
 
 std::string CpuTrainDevice::description() const { return "cpu"; }
@@ -36,11 +36,14 @@ void CpuTrainDevice::download(std::vector<float>& params, AdamWState& state) {
 }
 
 double CpuTrainDevice::loss(const BatchView& batch) {
+    if (params_.size() != static_cast<size_t>(layout_.total)) throw Error("training: a loss before the upload");
     return loss_and_gradient<float>(config_, layout_, params_.data(), batch, nullptr);
 }
 
 double CpuTrainDevice::step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
                             uint64_t dropout_seed, double* grad_norm) {
+    if (params_.size() != static_cast<size_t>(layout_.total)) throw Error("training: a step before the upload");
+    grad_.resize(params_.size());
     LossOptions lo;
     lo.chunk = options_.chunk;
     lo.dropout = options_.dropout;

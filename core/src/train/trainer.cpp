@@ -212,7 +212,9 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
     SafetensorsFile opt((dir / "optimizer.safetensors").string());
     // Each of these is as large as the weights: allocated and read in slices with Ctrl-C between
     // them (zeroing 2 × 3 GB of fresh pages in one call kept a Ctrl-C waiting 9–12 s).
-    const auto read_moment = [&](const char* name, std::vector<float>& dst) {
+    // A value no run can have written (not finite; a negative second moment) is refused here: the
+    // run would go on from it and save NaN weights, or end as "training diverged".
+    const auto read_moment = [&](const char* name, std::vector<float>& dst, bool non_negative) {
         if (opt.info(name).numel() != layout.total)
             throw Error(opt.path() + ": " + name + " does not match the model's parameter count");
         const size_t n = static_cast<size_t>(layout.total);
@@ -223,13 +225,19 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
             const size_t first = dst.size(), count = std::min(n - first, SafetensorsFile::kReadSlice);
             dst.resize(first + count);
             opt.read_range_into(name, first, count, dst.data() + first);
+            for (size_t i = first; i < dst.size(); ++i)
+                if (!std::isfinite(dst[i]) || (non_negative && dst[i] < 0.0f))
+                    throw Error(opt.path() + ": " + name + " holds " + std::to_string(dst[i]) + " at index " +
+                                std::to_string(i) + (non_negative ? " (AdamW's second moments are finite and never negative)"
+                                                                  : " (not a finite number)") +
+                                "; the checkpoint is corrupt");
         }
     };
-    read_moment("adamw.m", s.adam.m);
-    read_moment("adamw.v", s.adam.v);
+    read_moment("adamw.m", s.adam.m, false);
+    read_moment("adamw.v", s.adam.v, true);
     if (options.average_decay > 0) {
         if (!opt.contains("average")) throw Error(opt.path() + ": no parameter average (tensor 'average') to resume");
-        read_moment("average", s.average);
+        read_moment("average", s.average, false);
     }
     s.adam.step = state_field<int64_t>(state, "step", state_path);
     s.total_steps = state_field<int64_t>(state, "total_steps", state_path);
