@@ -226,7 +226,10 @@ private:
 
     // ---- the Transformer twin: caches sized and scratch for attention (kernels/src/attention.h) ----
     void prepare_retention(Form form, int chunk, size_t t_max, size_t tp_max, size_t n, bool introspection);
-    // fla's chunkwise form in the two fused TF32 passes (no work buffers beyond the chunk states).
+    // fla's chunkwise form in the fused passes (no work buffers beyond the chunk states). Their products
+    // stay TF32 with bf16 weights too: bf16 products took the 1.3B shape's logits (1024 tokens) from
+    // 1.44e-1 to 2.24e-1 relative L2 of the fp32 ones, argmax 71 → 60.5 % (docs/benchmarks.md).
+    static constexpr cuda::ChunkProducts kChunkProducts = cuda::ChunkProducts::Tf32;
     bool fused_chunkwise(int C, size_t n_chunks, bool want_row_factor) const {
         return tf32_products() && model_->config.family != Family::TorchScale && !want_row_factor &&
                n_chunks <= 65535 && cuda::chunk_output_supports(C, static_cast<int>(n_chunks));
@@ -906,17 +909,17 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
             from_raw[static_cast<size_t>(h)] = static_cast<float>(1.0 / std::sqrt(advance_row_sum(r0, gamma, T)));
         }
     }
-    // fla with TF32 products: the states, the chunks' masked scores and the output in three fused
-    // passes (chunk_states.cu, chunk_output.cu); torchscale's normalizations and the introspected
-    // row factors take the kernels below.
+    // fla with TF32 or bf16 products: the states, the chunks' masked scores and the output in three
+    // fused passes (chunk_states.cu, chunk_output.cu); torchscale's normalizations and the
+    // introspected row factors take the kernels below.
     if (fused_chunkwise(C, static_cast<size_t>(nC), want_row_factor)) {
-        cuda::launch_chunk_states_tf32(ws_.kh.get(), ws_.vh.get(), staging_.stage(k_decay, stream()),
-                                       staging_.stage(chunk_decay, stream()), S, ws_.chunk_states.get(), H, nC, C, Dk,
-                                       Dv, stream());
-        cuda::launch_chunk_scores_tf32(ws_.qh.get(), ws_.kh.get(), log_decay_.get(), H, ws_.scores.get(), H, nC, C, Dk,
-                                       stream());
-        cuda::launch_chunk_output_tf32(ws_.qh.get(), ws_.scores.get(), ws_.vh.get(), ws_.chunk_states.get(),
-                                       log_decay_.get(), H, ws_.oh.get(), H, nC, C, Dk, Dv, stream());
+        cuda::launch_chunk_states(ws_.kh.get(), ws_.vh.get(), staging_.stage(k_decay, stream()),
+                                  staging_.stage(chunk_decay, stream()), S, ws_.chunk_states.get(), H, nC, C, Dk, Dv,
+                                  kChunkProducts, stream());
+        cuda::launch_chunk_scores(ws_.qh.get(), ws_.kh.get(), log_decay_.get(), H, ws_.scores.get(), H, nC, C, Dk,
+                                  kChunkProducts, stream());
+        cuda::launch_chunk_output(ws_.qh.get(), ws_.scores.get(), ws_.vh.get(), ws_.chunk_states.get(),
+                                  log_decay_.get(), H, ws_.oh.get(), H, nC, C, Dk, Dv, kChunkProducts, stream());
         return;
     }
     cuda::gemm_strided_batched(handle, false, true, C, C, Dk, 1.0f, ws_.qh.get(), Dk, ck, ws_.kh.get(), Dk, ck,
@@ -928,8 +931,8 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
     const float* d_k_decay = staging_.stage(k_decay, stream());
     const float* d_chunk_decay = staging_.stage(chunk_decay, stream());
     if (tf32_products()) {
-        cuda::launch_chunk_states_tf32(ws_.kh.get(), ws_.vh.get(), d_k_decay, d_chunk_decay, S, ws_.chunk_states.get(),
-                                       H, nC, C, Dk, Dv, stream());
+        cuda::launch_chunk_states(ws_.kh.get(), ws_.vh.get(), d_k_decay, d_chunk_decay, S, ws_.chunk_states.get(), H,
+                                  nC, C, Dk, Dv, kChunkProducts, stream());
     } else {
         cuda::launch_scale_rows(ws_.kh.get(), d_k_decay, ws_.kd.get(), H, Tp, Dk, stream());
         cuda::gemm_strided_batched(handle, true, false, Dk, Dv, C, 1.0f, ws_.kd.get(), Dk, ck, ws_.vh.get(), Dv, cv,

@@ -9,9 +9,10 @@
 // loads in flight while the tensor cores work on the current one), and the state before each chunk
 // is written once.
 //
-// Precision: K·row_decay and V are rounded to TF32 (10-bit mantissa, round to nearest) for the
-// products, which accumulate in fp32; the decay of the state is applied in fp32. This is the
-// precision the bf16 backends already use for the retention products (cublasSetMathMode TF32).
+// Precision: K·row_decay and V are rounded to TF32 or bf16 (chunk_tiles.cuh) for the products,
+// which accumulate in fp32; the decay of the state is applied in fp32, and the states are written
+// in fp32.
+#include <algorithm>
 #include <string>
 
 #include "chunk_tiles.cuh"
@@ -25,14 +26,29 @@ namespace {
 
 using namespace chunk_tiles;
 
-template <int Vec>
+// Shared memory: the K and V operand tiles, and over both, once the products are done, the fp32
+// tile of the accumulators (the state's way to and from global memory where it cannot go direct).
+template <typename P>
+struct StatesShared {
+    using Elem = typename P::Elem;
+    static constexpr int kLdOperand = operand_ld<Elem>(kTile);
+    static constexpr int kOperandBytes = kTile * kLdOperand * static_cast<int>(sizeof(Elem));
+    static constexpr int kBytes = std::max(2 * kOperandBytes, kTile * kLd * static_cast<int>(sizeof(float)));
+};
+
+template <typename P, int Vec>
 __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __restrict__ k, const float* __restrict__ v,
                                                                 const float* __restrict__ row_decay,
                                                                 const float* __restrict__ chunk_decay, float* S,
                                                                 float* __restrict__ states, int nC, int C, int Dk, int Dv) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    __shared__ __align__(32) float s_k[kTile * kLd];  // (t, i): K·row_decay, read as Kᵀ (col-major A); also the out tile
-    __shared__ __align__(32) float s_v[kTile * kLd];  // (t, j)
+    using Shared = StatesShared<P>;
+    using Elem = typename P::Elem;
+    constexpr int ld = Shared::kLdOperand;
+    __shared__ __align__(32) unsigned char smem[Shared::kBytes];
+    Elem* s_k = reinterpret_cast<Elem*>(smem);  // (t, i): K·row_decay, read as Kᵀ (col-major A)
+    Elem* s_v = reinterpret_cast<Elem*>(smem + Shared::kOperandBytes);  // (t, j)
+    float* s_tile = reinterpret_cast<float*>(smem);  // (kTile, kLd) the accumulators, over both
     const int j0 = blockIdx.x * kTile, i0 = blockIdx.y * kTile, h = blockIdx.z;
     const int valid_k = min(kTile, Dk - i0), valid_v = min(kTile, Dv - j0);  // the tile's state rows, columns
     const int64_t Tp = static_cast<int64_t>(nC) * C, state_size = static_cast<int64_t>(Dk) * Dv;
@@ -46,14 +62,14 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
     const bool direct_out = Vec == 4 && valid_k == kTile && valid_v == kTile && Dv % 8 == 0 &&
                             reinterpret_cast<uintptr_t>(states) % 32 == 0;
 
-    FragC acc[2][2];
-    tile_from_global(s_k, S_tile, Dv, valid_k, valid_v);
+    FragC<P> acc[2][2];
+    tile_from_global(s_tile, S_tile, Dv, valid_k, valid_v);
     __syncthreads();
-    load_quarter(acc, s_k, m0, n0);
+    load_quarter(acc, s_tile, m0, n0);
 
     const int slabs = (C + kTile - 1) / kTile;
-    SlabPart<Vec> next_k, next_v;
-    float next_scale[SlabPart<Vec>::kPasses];  // the decays of next_k's rows
+    SlabPart<P, Vec> next_k, next_v;
+    float next_scale[SlabPart<P, Vec>::kPasses];  // the decays of next_k's rows
     auto load_next = [&](int64_t t0, int steps) {
         next_k.load(k_head, t0, steps, Dk, i0, valid_k);
         next_v.load(v_head, t0, steps, Dv, j0, valid_v);
@@ -71,10 +87,10 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
                     wmma::store_matrix_sync(out + static_cast<int64_t>(m0 + 16 * a) * Dv + n0 + 16 * b, acc[a][b], Dv,
                                             wmma::mem_row_major);
         } else {
-            __syncthreads();  // the previous slab's products are done with s_k
-            store_quarter(s_k, acc, m0, n0);
+            __syncthreads();  // the previous slab's products are done with s_k and s_v
+            store_quarter(s_tile, acc, m0, n0);
             __syncthreads();
-            tile_to_global<Vec>(s_k, out, Dv, valid_k, valid_v);
+            tile_to_global<Vec>(s_tile, out, Dv, valid_k, valid_v);
         }
         const float d = chunk_decay[static_cast<int64_t>(h) * nC + c];
 #pragma unroll
@@ -87,7 +103,7 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
         for (int s = 0; s < slabs; ++s) {
             const int64_t t0 = static_cast<int64_t>(c) * C + s * kTile;
             const int steps = min(kTile, C - s * kTile);
-            __syncthreads();  // s_k, s_v free (the out tile copied, or the last slab's products done)
+            __syncthreads();  // s_k, s_v free (the state tile copied, or the last slab's products done)
             next_k.store(s_k, next_scale);
             next_v.store(s_v);
             __syncthreads();
@@ -96,29 +112,29 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
             if (!last_slab || c + 1 < nC)
                 load_next(last_slab ? static_cast<int64_t>(c + 1) * C : t0 + kTile,
                           last_slab ? min(kTile, C) : min(kTile, C - (s + 1) * kTile));
-            for (int kk = 0; kk < steps; kk += kStep) {
-                Frag<wmma::matrix_a, wmma::col_major> fa[2];  // Kᵀ: (i, t) at s_k[t·kLd + i]
-                Frag<wmma::matrix_b, wmma::row_major> fb[2];  // V: (t, j) at s_v[t·kLd + j]
+            for (int kk = 0; kk < steps; kk += P::kStep) {  // rows past `steps` are zero
+                Frag<P, wmma::matrix_a, wmma::col_major> fa[2];  // Kᵀ: (i, t) at s_k[t·ld + i]
+                Frag<P, wmma::matrix_b, wmma::row_major> fb[2];  // V: (t, j) at s_v[t·ld + j]
 #pragma unroll
-                for (int a = 0; a < 2; ++a) load_operand(fa[a], s_k + kk * kLd + m0 + 16 * a);
+                for (int a = 0; a < 2; ++a) load_operand<P>(fa[a], s_k + kk * ld + m0 + 16 * a, ld);
 #pragma unroll
-                for (int b = 0; b < 2; ++b) load_operand(fb[b], s_v + kk * kLd + n0 + 16 * b);
-                mma_quarter(acc, fa, fb);
+                for (int b = 0; b < 2; ++b) load_operand<P>(fb[b], s_v + kk * ld + n0 + 16 * b, ld);
+                mma_quarter<P>(acc, fa, fb);
             }
         }
     }
     __syncthreads();
-    store_quarter(s_k, acc, m0, n0);
+    store_quarter(s_tile, acc, m0, n0);
     __syncthreads();
-    tile_to_global<Vec>(s_k, S_tile, Dv, valid_k, valid_v);
+    tile_to_global<Vec>(s_tile, S_tile, Dv, valid_k, valid_v);
 #endif
 }
 
 }  // namespace
 
-void launch_chunk_states_tf32(const float* d_k, const float* d_v, const float* d_row_decay,
-                              const float* d_chunk_decay, float* d_S, float* d_states, int H, int nC, int C,
-                              int Dk, int Dv, cudaStream_t stream) {
+void launch_chunk_states(const float* d_k, const float* d_v, const float* d_row_decay, const float* d_chunk_decay,
+                         float* d_S, float* d_states, int H, int nC, int C, int Dk, int Dv, ChunkProducts products,
+                         cudaStream_t stream) {
     if (H == 0 || nC == 0) return;
     if (C <= 0 || Dk <= 0 || Dv <= 0 || H > 65535)
         throw Error("chunk states: unsupported shape (H " + std::to_string(H) + ", C " + std::to_string(C) + ", Dk " +
@@ -126,12 +142,10 @@ void launch_chunk_states_tf32(const float* d_k, const float* d_v, const float* d
     const dim3 grid(ceil_div(Dv, kTile), ceil_div(Dk, kTile), static_cast<unsigned>(H));
     const bool aligned = Dk % 4 == 0 && Dv % 4 == 0 && aligned16(d_k) && aligned16(d_v) && aligned16(d_S) &&
                          aligned16(d_states);
-    if (aligned)
-        chunk_states_kernel<4><<<grid, kThreads, 0, stream>>>(d_k, d_v, d_row_decay, d_chunk_decay, d_S, d_states, nC, C,
-                                                              Dk, Dv);
-    else
-        chunk_states_kernel<1><<<grid, kThreads, 0, stream>>>(d_k, d_v, d_row_decay, d_chunk_decay, d_S, d_states, nC, C,
-                                                              Dk, Dv);
+    const bool bf16 = products == ChunkProducts::Bf16;
+    auto* kernel = bf16 ? (aligned ? chunk_states_kernel<Bf16Products, 4> : chunk_states_kernel<Bf16Products, 1>)
+                        : (aligned ? chunk_states_kernel<Tf32Products, 4> : chunk_states_kernel<Tf32Products, 1>);
+    kernel<<<grid, kThreads, 0, stream>>>(d_k, d_v, d_row_decay, d_chunk_decay, d_S, d_states, nC, C, Dk, Dv);
     RETNET_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -85,34 +85,39 @@ void launch_scale_per_head(float* d_S, const float* d_factor, int H, int64_t n_p
 void launch_chunk_state_scan(float* d_U, float* d_state, const float* d_chunk_decay, int H, int nC,
                              int64_t DkDv, cudaStream_t stream);
 
+// The precision of the fused chunkwise passes' products (chunk_tiles.cuh), fp32 accumulation either
+// way: TF32 (10-bit mantissas) for the backends that allow TF32 with fp32 weights; bf16 (8-bit) where
+// the projections round their inputs to bf16 already (bf16 weights, the cuda-bf16 trainer).
+enum class ChunkProducts { Tf32, Bf16 };
+
 // The same chunk states from K and V directly, in one pass with each state tile kept in
-// tensor-core accumulators (chunk_states.cu), for the backends that already round the retention
-// products to TF32: U[h, c] = Σ_{t in chunk c} row_decay[h, t]·k_t v_tᵀ with K·row_decay and V
-// rounded to TF32 and fp32 accumulation, then the scan above: states[h, c] = S before chunk c, S
-// after the last. Replaces launch_scale_rows + a batched K_cᵀ V_c GEMM + launch_chunk_state_scan.
+// tensor-core accumulators (chunk_states.cu), for the backends that round the retention products:
+// U[h, c] = Σ_{t in chunk c} row_decay[h, t]·k_t v_tᵀ with K·row_decay and V rounded to `products`'
+// precision and fp32 accumulation, then the scan above: states[h, c] = S before chunk c, S after the
+// last. Replaces launch_scale_rows + a batched K_cᵀ V_c GEMM + launch_chunk_state_scan.
 //   k (H, Tp, Dk), v (H, Tp, Dv), row_decay (H, Tp), Tp = nC·C; chunk_decay (H, nC);
 //   S (H, Dk, Dv) in/out; states (H, nC, Dk, Dv)
-void launch_chunk_states_tf32(const float* d_k, const float* d_v, const float* d_row_decay,
-                              const float* d_chunk_decay, float* d_S, float* d_states, int H, int nC, int C,
-                              int Dk, int Dv, cudaStream_t stream);
+void launch_chunk_states(const float* d_k, const float* d_v, const float* d_row_decay, const float* d_chunk_decay,
+                         float* d_S, float* d_states, int H, int nC, int C, int Dk, int Dv, ChunkProducts products,
+                         cudaStream_t stream);
 
-// fla's chunkwise output from the chunk states in two passes (chunk_output.cu), TF32 products with
-// fp32 accumulation: o_t = Σ_{s ≤ t in t's chunk} (q_t·k_s)·γ^(t−s)·v_s + γ^(i+1)·q_t S_c, i = t mod C,
-// S_c = states[h, c] the state before t's chunk, γ = exp(log_decay[h mod decay_heads]) (the
-// trainer's B sequences share the H decays). Chunks of at most 64, at most 65535 of them
-// (chunk_output_supports: a grid dimension).
+// fla's chunkwise output from the chunk states in two passes (chunk_output.cu), products in
+// `products`' precision with fp32 accumulation: o_t = Σ_{s ≤ t in t's chunk} (q_t·k_s)·γ^(t−s)·v_s +
+// γ^(i+1)·q_t S_c, i = t mod C, S_c = states[h, c] the state before t's chunk, γ = exp(log_decay[h mod
+// decay_heads]) (the trainer's B sequences share the H decays). Chunks of at most 64, at most 65535 of
+// them (chunk_output_supports: a grid dimension).
 // The scores pass: scores[h, c] (C, chunk_scores_ld(C)) = (Q_c K_cᵀ) ⊙ D, D(t, s) = γ^(t−s) for
-// s ≤ t, else 0, rounded to TF32; padding columns zero. Once per chunk, not once per column tile of
-// the output. The output pass: scores · V_c + diag(γ^(i+1)) Q_c S_c.
+// s ≤ t, else 0, rounded to the products' precision; padding columns zero. Once per chunk, not once
+// per column tile of the output. The output pass: scores · V_c + diag(γ^(i+1)) Q_c S_c.
 //   q, k (H, Tp, Dk), v, o (H, Tp, Dv), Tp = nC·C; states (H, nC, Dk, Dv); log_decay (decay_heads);
 //   scores (H, nC, C, chunk_scores_ld(C))
 bool chunk_output_supports(int C, int n_chunks);
 int chunk_scores_ld(int C);
-void launch_chunk_scores_tf32(const float* d_q, const float* d_k, const float* d_log_decay, int decay_heads,
-                              float* d_scores, int H, int nC, int C, int Dk, cudaStream_t stream);
-void launch_chunk_output_tf32(const float* d_q, const float* d_scores, const float* d_v, const float* d_states,
-                              const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk,
-                              int Dv, cudaStream_t stream);
+void launch_chunk_scores(const float* d_q, const float* d_k, const float* d_log_decay, int decay_heads, float* d_scores,
+                         int H, int nC, int C, int Dk, ChunkProducts products, cudaStream_t stream);
+void launch_chunk_output(const float* d_q, const float* d_scores, const float* d_v, const float* d_states,
+                         const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk, int Dv,
+                         ChunkProducts products, cudaStream_t stream);
 
 // The scan's transpose (the trainer's backward, from zero after the last chunk): on entry G[h, c] =
 // ∂loss/∂(state before chunk c) through chunk c's outputs; on exit after[h, c] = ∂loss/∂(state

@@ -1,18 +1,23 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The fused chunkwise kernels against their naive double twins.
 //
+// Each in both precisions of their products (ops.h, ChunkProducts): TF32, 10-bit mantissas rounded
+// to nearest with ties away from zero (cvt.rna), unit roundoff u = 2^-11; bf16, 8-bit mantissas
+// rounded to nearest even, u = 2^-8.
+//
 // The chunk states (chunk_states.cu): the same recurrence
-// over chunks, S ← chunk_decay·S + Σ_t row_decay_t·k_t v_tᵀ, with K·row_decay and V rounded to
-// TF32 as the kernel rounds them, so that what is left is fp32 accumulation. Each fp32 operation
+// over chunks, S ← chunk_decay·S + Σ_t row_decay_t·k_t v_tᵀ, with K·row_decay and V rounded
+// as the kernel rounds them, so that what is left is fp32 accumulation. Each fp32 operation
 // errs by at most 2^-23 of its result (round to nearest, or truncation in the tensor cores'
 // accumulators); an element takes nC·(C + 1) of them, so the bound is that many times 2^-23 times
-// the largest partial sum, relative to the largest state. A missed TF32 rounding (2^-11), a wrong
+// the largest partial sum, relative to the largest state. A missed rounding (2^-11 or 2^-8), a wrong
 // decay or index are orders above it.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 #include "cuda_test_util.h"
 #include "ops.h"
@@ -30,14 +35,25 @@ float round_to_tf32(float x) {
     return y;
 }
 
+float round_to_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+
+float round_for(ChunkProducts products, float x) {
+    return products == ChunkProducts::Bf16 ? round_to_bf16(x) : round_to_tf32(x);
+}
+double unit_roundoff(ChunkProducts products) { return std::ldexp(1.0, products == ChunkProducts::Bf16 ? -8 : -11); }
+
+const auto kBothProducts = ::testing::Values(ChunkProducts::Tf32, ChunkProducts::Bf16);
+
 struct ChunkStatesCase {
     int H, nC, C, Dk, Dv;
 };
 
-class ChunkStatesTest : public CudaTest, public ::testing::WithParamInterface<ChunkStatesCase> {
+class ChunkStatesTest : public CudaTest,
+                        public ::testing::WithParamInterface<std::tuple<ChunkStatesCase, ChunkProducts>> {
 protected:
     void expect_matches_reference() {
-        const auto [H, nC, C, Dk, Dv] = GetParam();
+        const auto [H, nC, C, Dk, Dv] = std::get<0>(GetParam());
+        const ChunkProducts products = std::get<1>(GetParam());
         const int Tp = nC * C;
         const auto k = random_vector(static_cast<size_t>(H) * Tp * Dk, 61);  // (H, Tp, Dk)
         const auto v = random_vector(static_cast<size_t>(H) * Tp * Dv, 62);  // (H, Tp, Dv)
@@ -54,8 +70,8 @@ protected:
         auto dk = to_device(k, stream()), dv = to_device(v, stream()), dS = to_device(S0, stream());
         auto drow = to_device(row_decay, stream()), dchunk = to_device(chunk_decay, stream());
         DeviceBuffer<float> dstates(static_cast<size_t>(H) * nC * Dk * Dv);
-        launch_chunk_states_tf32(dk.get(), dv.get(), drow.get(), dchunk.get(), dS.get(), dstates.get(), H, nC, C, Dk,
-                                 Dv, stream());
+        launch_chunk_states(dk.get(), dv.get(), drow.get(), dchunk.get(), dS.get(), dstates.get(), H, nC, C, Dk, Dv,
+                            products, stream());
 
         const int64_t DkDv = static_cast<int64_t>(Dk) * Dv;
         std::vector<double> ref_states(static_cast<size_t>(H) * nC * DkDv), ref_S(S0.begin(), S0.end());
@@ -68,10 +84,10 @@ protected:
                 for (int t = c * C; t < (c + 1) * C; ++t) {
                     const float decay = row_decay[static_cast<size_t>(h) * Tp + t];
                     for (int i = 0; i < Dk; ++i) {
-                        const double ki = round_to_tf32(k[(static_cast<size_t>(h) * Tp + t) * Dk + i] * decay);
+                        const double ki = round_for(products, k[(static_cast<size_t>(h) * Tp + t) * Dk + i] * decay);
                         for (int j = 0; j < Dv; ++j) {
                             double& s = S[static_cast<int64_t>(i) * Dv + j];
-                            s += ki * round_to_tf32(v[(static_cast<size_t>(h) * Tp + t) * Dv + j]);
+                            s += ki * round_for(products, v[(static_cast<size_t>(h) * Tp + t) * Dv + j]);
                             largest_partial = std::max(largest_partial, std::abs(s));
                         }
                     }
@@ -93,24 +109,28 @@ TEST_P(ChunkStatesTest, EqualTheScannedChunkContributions) { expect_matches_refe
 // 40) or of 4 (7, 13: scalar loads), the 1.3B head shape (256 × 512), and widths with a partial tile
 // after whole ones (200 = 3 · 64 + 8, 131).
 INSTANTIATE_TEST_SUITE_P(Shapes, ChunkStatesTest,
-                         ::testing::Values(ChunkStatesCase{1, 1, 1, 8, 8}, ChunkStatesCase{2, 3, 7, 16, 24},
-                                           ChunkStatesCase{2, 5, 64, 72, 40}, ChunkStatesCase{1, 2, 100, 64, 64},
-                                           ChunkStatesCase{1, 3, 130, 7, 13}, ChunkStatesCase{3, 4, 33, 13, 7},
-                                           ChunkStatesCase{2, 3, 64, 256, 512}, ChunkStatesCase{2, 3, 64, 72, 200},
-                                           ChunkStatesCase{1, 2, 17, 13, 131}));
+                         ::testing::Combine(::testing::Values(ChunkStatesCase{1, 1, 1, 8, 8}, ChunkStatesCase{2, 3, 7, 16, 24},
+                                                              ChunkStatesCase{2, 5, 64, 72, 40}, ChunkStatesCase{1, 2, 100, 64, 64},
+                                                              ChunkStatesCase{1, 3, 130, 7, 13}, ChunkStatesCase{3, 4, 33, 13, 7},
+                                                              ChunkStatesCase{2, 3, 64, 256, 512}, ChunkStatesCase{2, 3, 64, 72, 200},
+                                                              ChunkStatesCase{1, 2, 17, 13, 131}),
+                                            kBothProducts));
 
 // The chunks' masked scores (chunk_output.cu's first pass) against the double definition
 //   A_c(t, s) = (q_t·k_s)·γ^(t−s) for s ≤ t in the chunk, else 0,
-// q and k rounded to TF32 (≤ 2^-11 each) and the result rounded again: each score may err by
-// 3·2^-11 of Σ |q_e k_e| γ^(t−s). The padding columns of each row (up to chunk_scores_ld) hold 0.
+// q and k rounded (≤ u each) and the result rounded again: each score may err by 3u of
+// Σ |q_e k_e| γ^(t−s). The padding columns of each row (up to chunk_scores_ld) hold 0.
 struct ChunkScoresCase {
     int H, decay_heads, nC, C, Dk;
 };
 
-class ChunkScoresTest : public CudaTest, public ::testing::WithParamInterface<ChunkScoresCase> {};
+class ChunkScoresTest : public CudaTest,
+                        public ::testing::WithParamInterface<std::tuple<ChunkScoresCase, ChunkProducts>> {};
 
 TEST_P(ChunkScoresTest, EqualTheMaskedDecayedProducts) {
-    const auto [H, decay_heads, nC, C, Dk] = GetParam();
+    const auto [H, decay_heads, nC, C, Dk] = std::get<0>(GetParam());
+    const ChunkProducts products = std::get<1>(GetParam());
+    const double u = unit_roundoff(products);
     const int Tp = nC * C, ld = chunk_scores_ld(C);
     ASSERT_GE(ld, C);
     ASSERT_EQ(ld % 4, 0);
@@ -120,7 +140,7 @@ TEST_P(ChunkScoresTest, EqualTheMaskedDecayedProducts) {
     auto dq = to_device(q, stream()), dk = to_device(k, stream()), dlog = to_device(log_decay, stream());
     const size_t n = static_cast<size_t>(H) * nC * C * ld;
     auto dscores = to_device(std::vector<float>(n, 7.0f), stream());  // padding must be written, not left
-    launch_chunk_scores_tf32(dq.get(), dk.get(), dlog.get(), decay_heads, dscores.get(), H, nC, C, Dk, stream());
+    launch_chunk_scores(dq.get(), dk.get(), dlog.get(), decay_heads, dscores.get(), H, nC, C, Dk, products, stream());
     const std::vector<float> got = to_host(dscores, stream());
 
     double worst = 0.0;  // |error| / bound
@@ -141,31 +161,36 @@ TEST_P(ChunkScoresTest, EqualTheMaskedDecayedProducts) {
                         size += std::abs(static_cast<double>(qt[e]) * ks[e]);
                     }
                     const double decay = std::exp((t - x) * static_cast<double>(log_decay[static_cast<size_t>(h % decay_heads)]));
-                    worst = std::max(worst, std::abs(value - dot * decay) / (3.0 * std::ldexp(1.0, -11) * size * decay + 1e-30));
+                    worst = std::max(worst, std::abs(value - dot * decay) / (3.0 * u * size * decay + 1e-30));
+                    ASSERT_EQ(value, round_for(products, value)) << "a score not rounded for the output pass";
                 }
-    EXPECT_LT(worst, 1.0) << "the largest error, in units of its TF32 bound";
+    EXPECT_LT(worst, 1.0) << "the largest error, in units of its bound";
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ChunkScoresTest,
-                         ::testing::Values(ChunkScoresCase{1, 1, 1, 1, 8}, ChunkScoresCase{2, 2, 3, 7, 16},
-                                           ChunkScoresCase{2, 1, 2, 64, 72}, ChunkScoresCase{6, 3, 2, 33, 13},
-                                           ChunkScoresCase{1, 1, 2, 64, 256}));
+                         ::testing::Combine(::testing::Values(ChunkScoresCase{1, 1, 1, 1, 8}, ChunkScoresCase{2, 2, 3, 7, 16},
+                                                              ChunkScoresCase{2, 1, 2, 64, 72}, ChunkScoresCase{6, 3, 2, 33, 13},
+                                                              ChunkScoresCase{1, 1, 2, 64, 256}),
+                                            kBothProducts));
 
 // fla's chunk output (chunk_output.cu: the scores pass, then the output pass) against the double
 // definition
 //   o_t = Σ_{s ≤ t in t's chunk} (q_t·k_s)·γ^(t−s)·v_s + γ^(i+1)·q_t S_c,   i = t mod C.
-// TF32 rounds q (times its cross decay), k, S, v and the masked score to 10 mantissa bits (≤ 2^-11 each),
-// so a product of three rounded factors errs by ≤ 4·2^-11 of its size (plus fp32 accumulation,
-// far below): each output may err by 4·2^-11 times the sum of its terms' magnitudes, which the
-// reference computes beside it. A wrong decay, mask or index errs by whole terms.
+// The products round q (times its cross decay), k, S, v and the masked score (≤ u each), so a product
+// of three rounded factors errs by ≤ 4u of its size (plus fp32 accumulation, far below): each
+// output may err by 4u times the sum of its terms' magnitudes, which the reference computes beside
+// it. A wrong decay, mask or index errs by whole terms.
 struct ChunkOutputCase {
     int H, decay_heads, nC, C, Dk, Dv;
 };
 
-class ChunkOutputTest : public CudaTest, public ::testing::WithParamInterface<ChunkOutputCase> {};
+class ChunkOutputTest : public CudaTest,
+                        public ::testing::WithParamInterface<std::tuple<ChunkOutputCase, ChunkProducts>> {};
 
 TEST_P(ChunkOutputTest, EqualsIntraChunkPlusStateTerms) {
-    const auto [H, decay_heads, nC, C, Dk, Dv] = GetParam();
+    const auto [H, decay_heads, nC, C, Dk, Dv] = std::get<0>(GetParam());
+    const ChunkProducts products = std::get<1>(GetParam());
+    const double u = unit_roundoff(products);
     const int Tp = nC * C;
     const auto q = random_vector(static_cast<size_t>(H) * Tp * Dk, 71), k = random_vector(q.size(), 72);
     const auto v = random_vector(static_cast<size_t>(H) * Tp * Dv, 73);
@@ -175,9 +200,9 @@ TEST_P(ChunkOutputTest, EqualsIntraChunkPlusStateTerms) {
     auto dq = to_device(q, stream()), dk = to_device(k, stream()), dv = to_device(v, stream());
     auto dstates = to_device(states, stream()), dlog = to_device(log_decay, stream());
     DeviceBuffer<float> dout(v.size()), dscores(static_cast<size_t>(H) * nC * C * chunk_scores_ld(C));
-    launch_chunk_scores_tf32(dq.get(), dk.get(), dlog.get(), decay_heads, dscores.get(), H, nC, C, Dk, stream());
-    launch_chunk_output_tf32(dq.get(), dscores.get(), dv.get(), dstates.get(), dlog.get(), decay_heads, dout.get(), H,
-                             nC, C, Dk, Dv, stream());
+    launch_chunk_scores(dq.get(), dk.get(), dlog.get(), decay_heads, dscores.get(), H, nC, C, Dk, products, stream());
+    launch_chunk_output(dq.get(), dscores.get(), dv.get(), dstates.get(), dlog.get(), decay_heads, dout.get(), H, nC, C,
+                        Dk, Dv, products, stream());
     const std::vector<float> got = to_host(dout, stream());
 
     double worst = 0.0;  // |error| / bound
@@ -211,21 +236,22 @@ TEST_P(ChunkOutputTest, EqualsIntraChunkPlusStateTerms) {
                     size += cross_coef * std::abs(static_cast<double>(qt[e]) * S[static_cast<size_t>(e) * Dv + j]);
                 }
                 const double error = std::abs(got[(static_cast<size_t>(h) * Tp + t) * Dv + j] - ref);
-                worst = std::max(worst, error / (4.0 * std::ldexp(1.0, -11) * size + 1e-30));
+                worst = std::max(worst, error / (4.0 * u * size + 1e-30));
             }
         }
     }
-    EXPECT_LT(worst, 1.0) << "the largest error, in units of its TF32 bound";
+    EXPECT_LT(worst, 1.0) << "the largest error, in units of its bound";
 }
 
 // T = 1, odd chunk lengths, the largest chunk (64), head widths off the 64 tile (72, 40) and off
 // 4 (7, 13: scalar loads), several sequences sharing the decays (H 6 of 3 decays), the 1.3B heads,
 // value widths off the output pass's 128 columns after a whole tile (200, 131).
 INSTANTIATE_TEST_SUITE_P(Shapes, ChunkOutputTest,
-                         ::testing::Values(ChunkOutputCase{1, 1, 1, 1, 8, 8}, ChunkOutputCase{2, 2, 3, 7, 16, 24},
-                                           ChunkOutputCase{2, 2, 2, 64, 72, 40}, ChunkOutputCase{6, 3, 2, 33, 13, 7},
-                                           ChunkOutputCase{1, 1, 2, 64, 256, 512}, ChunkOutputCase{2, 1, 3, 64, 72, 200},
-                                           ChunkOutputCase{1, 1, 2, 17, 13, 131}));
+                         ::testing::Combine(::testing::Values(ChunkOutputCase{1, 1, 1, 1, 8, 8}, ChunkOutputCase{2, 2, 3, 7, 16, 24},
+                                                              ChunkOutputCase{2, 2, 2, 64, 72, 40}, ChunkOutputCase{6, 3, 2, 33, 13, 7},
+                                                              ChunkOutputCase{1, 1, 2, 64, 256, 512}, ChunkOutputCase{2, 1, 3, 64, 72, 200},
+                                                              ChunkOutputCase{1, 1, 2, 17, 13, 131}),
+                                            kBothProducts));
 
 }  // namespace
 }  // namespace retnet::cuda::test

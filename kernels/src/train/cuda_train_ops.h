@@ -15,6 +15,7 @@
 
 #include "../device_buffer.h"
 #include "../layer_kernels.h"
+#include "../ops.h"
 #include "retnet/train_ops.h"
 #include "train_attention.h"
 #include "train_kernels.h"
@@ -112,8 +113,10 @@ private:
     // The CPU trainer's float masks of one site: factor 0 or float(1/(1 − rate)).
     static train_kernels::DropoutSite device_site(const train::DropoutSite& site);
     LayerBuffers& heads_of(train::Act q, train::Act k, train::Act v);
-    // TF32 or bf16 products over several chunks: the two fused passes (chunk_states.cu, chunk_output.cu).
+    // TF32 or bf16 products over several chunks: the fused passes (chunk_states.cu, chunk_output.cu),
+    // in bf16 with bf16 projections (as the backward's cuBLAS products), else TF32.
     bool fused_chunks() const;
+    ChunkProducts chunk_products() const { return bf16_projections() ? ChunkProducts::Bf16 : ChunkProducts::Tf32; }
     // states_ = the state before each chunk of L's k, v (the forward's values again in the backward).
     void chunk_states(const LayerBuffers& L);
     void retention_heads_forward(LayerBuffers& L);

@@ -47,8 +47,8 @@ void CudaTrainOps::chunk_states(const LayerBuffers& L) {
     const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
     scan_state_.zero(stream_);
     if (fused_chunks()) {
-        launch_chunk_states_tf32(L.kh.get(), L.vh.get(), row_tail_.get(), chunk_decay_.get(), scan_state_.get(),
-                                 states_.get(), B_ * H(), n_chunks, C, dk, dv, stream_);
+        launch_chunk_states(L.kh.get(), L.vh.get(), row_tail_.get(), chunk_decay_.get(), scan_state_.get(),
+                            states_.get(), B_ * H(), n_chunks, C, dk, dv, chunk_products(), stream_);
         return;
     }
     // U_c = K_cᵀ diag(γ^(C−1−j)) V_c, scanned from the empty state
@@ -66,10 +66,10 @@ void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
     if (fused_chunks()) {
         chunk_states(L);
-        launch_chunk_scores_tf32(L.qh.get(), L.kh.get(), log_decay_.get(), H(), scores_.get(), B_ * H(), n_chunks, C, dk,
-                                 stream_);
-        launch_chunk_output_tf32(L.qh.get(), scores_.get(), L.vh.get(), states_.get(), log_decay_.get(), H(), oh_.get(),
-                                 B_ * H(), n_chunks, C, dk, dv, stream_);
+        launch_chunk_scores(L.qh.get(), L.kh.get(), log_decay_.get(), H(), scores_.get(), B_ * H(), n_chunks, C, dk,
+                            chunk_products(), stream_);
+        launch_chunk_output(L.qh.get(), scores_.get(), L.vh.get(), states_.get(), log_decay_.get(), H(), oh_.get(),
+                            B_ * H(), n_chunks, C, dk, dv, chunk_products(), stream_);
         return;
     }
     gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores_.get(), C, ss, mats);
