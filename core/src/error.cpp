@@ -2,7 +2,9 @@
 #include "retnet/error.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <iterator>
+#include <limits>
 #include <string_view>
 #include <vector>
 
@@ -61,8 +63,20 @@ std::vector<CutMarker> cut_markers(const std::string& text) {
 }  // namespace
 
 // The limit applies to the escaped text (an escape is up to four times its byte): where it is
-// passed, the message keeps whole characters and escapes of its start and end.
+// passed, the message keeps whole characters and escapes of its start and end, and says how many
+// bytes it cut between them.
 std::string Error::one_line(const std::string& text) {
+    // Of a huge text only its ends can be kept: the middle goes first (as an earlier cut, whose
+    // count the cut below takes over), so that the work and memory stay those of a few KB.
+    constexpr size_t kWindow = 4 * kMaxLength;
+    if (text.size() > 2 * kWindow + 64) {
+        const auto continuation = [&](size_t at) { return (static_cast<unsigned char>(text[at]) & 0xC0) == 0x80; };
+        size_t head = kWindow, tail = text.size() - kWindow;
+        while (head > 0 && continuation(head)) --head;
+        while (tail < text.size() && continuation(tail)) ++tail;
+        return one_line(text.substr(0, head) + "...(" + std::to_string(tail - head) + " bytes cut)..." +
+                        text.substr(tail));
+    }
     std::string out;
     out.reserve(text.size());
     struct Boundary {
@@ -75,26 +89,31 @@ std::string Error::one_line(const std::string& text) {
     }
     if (out.size() <= kMaxLength) return out;
     boundaries.push_back({text.size(), out.size()});
-    const size_t keep = kMaxLength / 2;
+    const size_t keep = (kMaxLength - 40) / 2;  // the marker takes the rest: at most 38 bytes
     auto head = std::prev(std::upper_bound(boundaries.begin(), boundaries.end(), keep,
                                            [](size_t at, const Boundary& b) { return at < b.out; }));
     auto tail = std::lower_bound(boundaries.begin(), boundaries.end(), out.size() - keep,
                                  [](const Boundary& b, size_t at) { return b.out < at; });
     // An earlier cut's marker that this cut touches goes whole, and its count joins this one's.
     // (Markers are ASCII: every one of their bytes starts a character, so boundaries exist there.)
+    // A marker typed into the text counts as one too; the sums saturate rather than wrap.
     const auto boundary_at = [&](size_t in) {
         return std::lower_bound(boundaries.begin(), boundaries.end(), in,
                                 [](const Boundary& b, size_t at) { return b.in < at; });
     };
-    size_t earlier_cuts = 0;
+    constexpr uint64_t kMost = std::numeric_limits<uint64_t>::max();
+    uint64_t marker_bytes = 0, earlier_cuts = 0;
     for (const CutMarker& m : cut_markers(text)) {
         if (m.end <= head->in || m.begin >= tail->in) continue;
         if (m.begin < head->in) head = boundary_at(m.begin);
         if (m.end > tail->in) tail = boundary_at(m.end);
-        earlier_cuts += m.bytes - (m.end - m.begin);
+        marker_bytes += m.end - m.begin;
+        earlier_cuts = m.bytes > kMost - earlier_cuts ? kMost : earlier_cuts + m.bytes;
     }
-    return out.substr(0, head->out) + "...(" + std::to_string(tail->in - head->in + earlier_cuts) + " bytes cut)..." +
-           out.substr(tail->out);
+    const uint64_t removed = tail->in - head->in;
+    const uint64_t here = removed > marker_bytes ? removed - marker_bytes : 0;
+    const uint64_t cut = here > kMost - earlier_cuts ? kMost : here + earlier_cuts;
+    return out.substr(0, head->out) + "...(" + std::to_string(cut) + " bytes cut)..." + out.substr(tail->out);
 }
 
 }  // namespace retnet

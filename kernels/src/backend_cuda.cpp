@@ -909,8 +909,8 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
             from_raw[static_cast<size_t>(h)] = static_cast<float>(1.0 / std::sqrt(advance_row_sum(r0, gamma, T)));
         }
     }
-    // fla with TF32 or bf16 products: the states, the chunks' masked scores and the output in three
-    // fused passes (chunk_states.cu, chunk_output.cu); torchscale's normalizations and the
+    // fla with TF32 products (kChunkProducts): the states, the chunks' masked scores and the output in
+    // three fused passes (chunk_states.cu, chunk_output.cu); torchscale's normalizations and the
     // introspected row factors take the kernels below.
     if (fused_chunkwise(C, static_cast<size_t>(nC), want_row_factor)) {
         cuda::launch_chunk_states(ws_.kh.get(), ws_.vh.get(), staging_.stage(k_decay, stream()),

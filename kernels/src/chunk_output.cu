@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// fla's chunkwise output in two passes (see launch_chunk_output_tf32 in ops.h).
+// fla's chunkwise output in two passes (see launch_chunk_scores and launch_chunk_output in ops.h).
 //
 // The unfused path writes the chunk scores Q_c K_cᵀ, masks them in place, writes the inner
 // product A_c V_c and the cross product Q_c S_c as two (H, Tp, Dv) buffers and adds them in a
@@ -33,7 +33,7 @@ __global__ void __launch_bounds__(kThreads) chunk_scores_kernel(const float* __r
     using Elem = typename P::Elem;
     constexpr int ld_op = operand_ld<Elem>(kTile);
     constexpr int kOperandBytes = kTile * ld_op * static_cast<int>(sizeof(Elem));
-    __shared__ __align__(32) unsigned char smem[std::max(2 * kOperandBytes, kTile * kLd * 4)];
+    __shared__ __align__(32) unsigned char smem[std::max(2 * kOperandBytes, kTile * kLd * static_cast<int>(sizeof(float)))];
     Elem* s_q = reinterpret_cast<Elem*>(smem);                  // Q slab (t, i)
     Elem* s_k = reinterpret_cast<Elem*>(smem + kOperandBytes);  // K slab (s, i)
     float* s_scores = reinterpret_cast<float*>(smem);           // (t, s), over both once the products are done

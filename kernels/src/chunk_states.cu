@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// The chunk states of the chunkwise form in one pass (see launch_chunk_states_tf32 in ops.h).
+// The chunk states of the chunkwise form in one pass (see launch_chunk_states in ops.h).
 //
 // The unfused path writes every chunk's own contribution K_cᵀ V_c to memory (a cuBLAS batched
 // GEMM), then a scan reads and rewrites all of them: three passes over (H, nC, Dk, Dv) floats,

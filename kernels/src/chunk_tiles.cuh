@@ -4,8 +4,8 @@
 // head-major fp32 matrices staged through shared memory for tensor-core products with fp32
 // accumulation (wmma) by blocks of four warps, each warp a 32 × 32 quarter. The operands are
 // rounded as they are staged, to one of two precisions (ops.h, ChunkProducts):
-//   Tf32Products  10-bit mantissas, m16 n16 k8, fp32 tiles (the fp32-weight backends' TF32 option);
-//   Bf16Products  8-bit mantissas, m16 n16 k16, bf16 tiles: twice the products per instruction and
+//   Tf32Products  11 significant bits, m16 n16 k8, fp32 tiles (the fp32-weight backends' TF32 option);
+//   Bf16Products  8 significant bits, m16 n16 k16, bf16 tiles: twice the products per instruction and
 //                 half the shared-memory traffic per operand (the bf16-weight backends, whose
 //                 projections already round their inputs to bf16).
 #include <cuda_bf16.h>

@@ -86,8 +86,8 @@ void launch_chunk_state_scan(float* d_U, float* d_state, const float* d_chunk_de
                              int64_t DkDv, cudaStream_t stream);
 
 // The precision of the fused chunkwise passes' products (chunk_tiles.cuh), fp32 accumulation either
-// way: TF32 (10-bit mantissas) for the backends that allow TF32 with fp32 weights; bf16 (8-bit) where
-// the projections round their inputs to bf16 already (bf16 weights, the cuda-bf16 trainer).
+// way: TF32 (11 significant bits), which the inference backends use; bf16 (8), which the cuda-bf16
+// trainer uses, whose projections and backward products round their operands to bf16 already.
 enum class ChunkProducts { Tf32, Bf16 };
 
 // The same chunk states from K and V directly, in one pass with each state tile kept in

@@ -10,9 +10,10 @@
 // The permission test runs only as non-root. (A symlink at the temporary name to /dev/full once
 // made the full disk; the writers now replace such a link instead of writing through it.)
 #include <gtest/gtest.h>
-
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "retnet/error.h"
 #include "retnet/model.h"
@@ -68,7 +69,7 @@ TEST(RobustWrite, NpyOnAFullDiskKeepsThePreviousFile) {
     write_npy(file.string(), sample_tensor(1.0f));
     const std::string before = slurp(file);
     {
-        FileSizeLimit full(64);  // the header fits, the data does not
+        FileSizeLimit full(150);  // the header (128 bytes) fits, the data does not
         expect_error(error_of([&] { write_npy(file.string(), sample_tensor(100.0f)); }), file.string(),
                      "File too large");
     }
@@ -83,9 +84,11 @@ TEST(RobustWrite, SafetensorsOnAFullDiskKeepsThePreviousFile) {
     const Tensor old_tensor = sample_tensor(1.0f), new_tensor = sample_tensor(-7.0f);
     write_safetensors(file.string(), {{"w", &old_tensor}});
     const std::string before = slurp(file);
+    uint64_t header = 0;  // the JSON header's length: the limit falls inside the tensor's bytes
+    std::memcpy(&header, before.data(), sizeof header);
     for (DType dtype : {DType::F32, DType::BF16}) {
         {
-            FileSizeLimit full(40);
+            FileSizeLimit full(8 + header + 10);
             expect_error(error_of([&] { write_safetensors(file.string(), {{"w", &new_tensor}}, {}, dtype); }),
                          file.string(), "File too large");
         }

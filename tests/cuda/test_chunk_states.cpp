@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The fused chunkwise kernels against their naive double twins.
 //
-// Each in both precisions of their products (ops.h, ChunkProducts): TF32, 10-bit mantissas rounded
-// to nearest with ties away from zero (cvt.rna), unit roundoff u = 2^-11; bf16, 8-bit mantissas
+// Each in both precisions of their products (ops.h, ChunkProducts): TF32, 11 significant bits rounded
+// to nearest with ties away from zero (cvt.rna), unit roundoff u = 2^-11; bf16, 8 significant bits
 // rounded to nearest even, u = 2^-8.
 //
 // The chunk states (chunk_states.cu): the same recurrence

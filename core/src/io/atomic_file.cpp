@@ -88,15 +88,20 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
     // Whatever is at the temporary name is stale (a killed writer's) and goes before a new file is
     // made there, never written through: a symbolic link or a hard link would put the data into the
     // file it shares (and be renamed over the target), a FIFO would wait for a reader. A directory
-    // there stays, and the create fails (EISDIR).
+    // there cannot be unlinked: that failure (EISDIR on Linux) is the error. (Two writers of one
+    // path at once still share the name: the later one's unlink takes the earlier one's file.)
     if (::unlink(temp_path_.c_str()) != 0 && errno != ENOENT)
         throw Error(path_ + ": cannot create " + temp_path_ + " (" + std::strerror(errno) + ")");
-    // A file replaced keeps its permission bits (a private file stays private); a new one gets 0644
-    // less the umask.
+    // A file replaced keeps its permission bits (a private file stays private; not set-id bits) and,
+    // where this process may give it, its owner; a new one gets 0644 less the umask.
     const mode_t mode = exists ? (st.st_mode & 0777) : 0644;
     fd_ = ::open(temp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    if (fd_ >= 0 && exists) ::fchmod(fd_, mode);  // exactly, whatever the umask
     if (fd_ < 0) throw Error(path_ + ": cannot create " + temp_path_ + " (" + std::strerror(errno) + ")");
+    if (exists) {
+        const bool owner_kept = ::fchown(fd_, st.st_uid, st.st_gid) == 0;  // only root may give a file away
+        (void)owner_kept;  // else the file stays this process's, as any new one
+        ::fchmod(fd_, mode);  // exactly, whatever the umask (after fchown, which may clear bits)
+    }
 }
 
 void AtomicFile::open_in_place(int fd, const std::string& open_path) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -30,6 +31,13 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
+
+// A float as its shortest exact-enough text ("-1e-30", "nan"): std::to_string prints tiny values as 0.
+std::string format_value(float x) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.9g", static_cast<double>(x));
+    return text;
+}
 
 constexpr int kStateVersion = 1;
 
@@ -227,7 +235,7 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
             opt.read_range_into(name, first, count, dst.data() + first);
             for (size_t i = first; i < dst.size(); ++i)
                 if (!std::isfinite(dst[i]) || (non_negative && dst[i] < 0.0f))
-                    throw Error(opt.path() + ": " + name + " holds " + std::to_string(dst[i]) + " at index " +
+                    throw Error(opt.path() + ": " + name + " holds " + format_value(dst[i]) + " at index " +
                                 std::to_string(i) + (non_negative ? " (AdamW's second moments are finite and never negative)"
                                                                   : " (not a finite number)") +
                                 "; the checkpoint is corrupt");
@@ -410,8 +418,8 @@ public:
           inputs_(static_cast<size_t>(shard_.count) * static_cast<size_t>(o.seq_len)), targets_(inputs_.size()),
           start_dist_(0, static_cast<int64_t>(setup_.train_tokens.size()) - o.seq_len - 1),
           first_step_(s_.adam.step) {
-        // Making the device allocates its copies at once (seconds for a large model); the upload
-        // that follows copies into them: asked between the two.
+        // Making a device may allocate its copies at once (seconds for a large model on a GPU); the
+        // upload that follows copies into them: asked between the two.
         if (setup_cancelled && setup_cancelled()) throw Cancelled();
         device_->upload(s_.params, s_.adam);
         if (averaging()) device_->set_average(s_.average, o.average_decay);
