@@ -99,7 +99,7 @@ int run_convert(const std::vector<std::string>& argv) {
 
     check_model_memory(model_dir, 2);  // the weights, and their bytes as they are written
     // Ctrl-C from the load to the last tensor written (between tensors): nothing of this run is
-    // left, an older model in --out stays as it was. The small files after the weights finish.
+    // left, an older model in --out stays as it was.
     const InterruptGuard interrupt;
     const Model model = load_model_interruptible(model_dir);
     // The files that come along are read (and the tokenizer checked) before anything is written, so
@@ -113,8 +113,7 @@ int run_convert(const std::vector<std::string>& argv) {
     }
     const bool created = !fs::exists(fs::symlink_status(out_dir, ec));
     try {
-        save_model(model, out_dir, dtype, interrupt.cancelled());
-        for (const auto& [name, bytes] : extras) write_file_atomically((fs::path(out_dir) / name).string(), bytes);
+        save_model(model, out_dir, dtype, interrupt.cancelled(), extras);  // the carried files in its commit
         if (!created) remove_stale_carried(out_dir, extras);
     } catch (...) {
         if (created) fs::remove_all(out_dir, ec);  // nothing half-written stays behind

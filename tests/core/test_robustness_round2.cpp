@@ -210,6 +210,31 @@ TEST(RobustOutput, ConvertReplacesOnlyAModel) {
     EXPECT_EQ(entries(dir / "empty"), (std::vector<std::string>{"config.json", "model.safetensors", "tokenizer.model"}));
 }
 
+// A carried file (tokenizer.model) that cannot be written leaves the older model whole: it is part of
+// the weights' commit now (before, the weights and config were already replaced when it failed).
+TEST(RobustOutput, ConvertThatCannotWriteACarriedFileLeavesTheOldModelWhole) {
+    ScratchDir dir("convert_carried");
+    write_small_model(dir / "model");
+    const fs::path out = dir / "out";
+    const auto convert = [&](const std::string& dtype) {
+        return run_retnet({"convert", "--model", (dir / "model").string(), "--out", out.string(), "--dtype", dtype});
+    };
+    ASSERT_EQ(convert("bf16").exit_code, 0);
+    const std::string weights = slurp(out / "model.safetensors"), config = slurp(out / "config.json");
+    fs::create_directory(out / "tokenizer.model.tmp");
+    const CliResult r = convert("f32");
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "retnet convert: error: " + (out / "tokenizer.model").string() + ": cannot create " +
+                         (out / "tokenizer.model.tmp").string() + " (Is a directory)\n");
+    EXPECT_EQ(slurp(out / "model.safetensors"), weights);
+    EXPECT_EQ(slurp(out / "config.json"), config);
+    EXPECT_FALSE(fs::exists(out / "model.safetensors.tmp"));
+    EXPECT_FALSE(fs::exists(out / "config.json.tmp"));
+    fs::remove(out / "tokenizer.model.tmp");
+    EXPECT_EQ(convert("f32").exit_code, 0);
+    EXPECT_NE(slurp(out / "model.safetensors"), weights);
+}
+
 // The files convert writes in --out replace what is there, never what a link there points to:
 // before, a model.safetensors linking to the source model's weights overwrote them (f32 → bf16),
 // one linking elsewhere overwrote or created that file. A directory at a file's name is refused

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "retnet/config.h"
@@ -121,8 +122,12 @@ void save_model(const Model& model, const std::string& directory);
 // The model's own tensors may be held in either type. Other types throw. `cancelled` is asked
 // before each tensor is written and before the files replace their old versions: true throws
 // retnet::Cancelled with neither file replaced and no temporary file left.
+// `carried_files` (file name, bytes), such as a tokenizer.model that comes with the model, join the
+// same commit: each is written in full before the weights replace theirs and renamed after, so one
+// that cannot be written leaves the old model whole.
 enum class DType;  // retnet/safetensors.h
 void save_model(const Model& model, const std::string& directory, DType weight_dtype,
-                const std::function<bool()>& cancelled = {});
+                const std::function<bool()>& cancelled = {},
+                const std::vector<std::pair<std::string, std::string>>& carried_files = {});
 
 }  // namespace retnet

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <set>
 #include <type_traits>
 
@@ -392,7 +393,8 @@ Model load_model(const std::string& directory, const ProgressCallback& progress,
 void save_model(const Model& model, const std::string& directory) { save_model(model, directory, DType::F32); }
 
 void save_model(const Model& model, const std::string& directory, DType weight_dtype,
-                const std::function<bool()>& cancelled) {
+                const std::function<bool()>& cancelled,
+                const std::vector<std::pair<std::string, std::string>>& carried_files) {
     const ModelConfig& config = model.config;
     if (weight_dtype != DType::F32 && weight_dtype != DType::BF16)
         throw Error("cannot save to " + directory + ": weights can be stored as F32 or BF16, not " +
@@ -426,14 +428,22 @@ void save_model(const Model& model, const std::string& directory, DType weight_d
     if (fs::exists(fs::path(directory) / "model.safetensors.index.json"))
         throw Error(where + "it holds a sharded model (model.safetensors.index.json); choose another directory");
 
-    // Both files are written in full before either replaces its old version, so a failure (a full
-    // disk, an unwritable file) leaves the old pair; only a crash between the two renames could mix them.
+    // Every file is written in full before any replaces its old version, so a failure (a full disk,
+    // an unwritable file) leaves the old set; only a crash between the renames could mix them.
     io::AtomicFile config_file((fs::path(directory) / "config.json").string());
     config_file.write(config_to_json(config).dump(2) + "\n");
+    std::vector<std::unique_ptr<io::AtomicFile>> carried;
+    for (const auto& [name, bytes] : carried_files) {
+        if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
+            throw Error(where + "'" + name + "' is not a file name");
+        carried.push_back(std::make_unique<io::AtomicFile>((fs::path(directory) / name).string()));
+        carried.back()->write(bytes);
+    }
     write_safetensors((fs::path(directory) / "model.safetensors").string(), tensors,
                       {{"format", "pt"}, {"producer", "retnet-studio"}, {"family", format_name(config)}},
                       weight_dtype, cancelled);
     config_file.commit();
+    for (const auto& file : carried) file->commit();
 }
 
 }  // namespace retnet
