@@ -74,6 +74,27 @@ std::string text_prefix(const fs::path& path, size_t bytes) {
     return text;
 }
 
+// The options of a run that trained 2 steps in the workspace, set to resume it to step 4.
+TrainOptions trained_run_to_resume(const Workspace& ws) {
+    TrainOptions o = ws.options("run");
+    o.steps = 2;
+    run_training(o, {});
+    o.resume = true;
+    o.steps = 4;
+    return o;
+}
+
+// Writes `bytes` to `file` (one of the checkpoint's) and resumes: the error's line, or "accepted".
+std::string resume_with(const TrainOptions& o, const fs::path& file, const std::string& bytes) {
+    std::ofstream(file, std::ios::binary | std::ios::trunc) << bytes;
+    try {
+        run_training(o, {});
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "accepted";
+}
+
 }  // namespace
 
 TEST(TrainLoop, SplitTailCutsTheLastFractionOfCharacters) {
@@ -432,11 +453,7 @@ TEST(TrainLoop, ResumeRejectsChangedOptions) {
 // library exception or a resume that silently draws other batches.
 TEST(TrainLoop, ResumeRefusesADamagedTrainerState) {
     Workspace ws;
-    TrainOptions o = ws.options("run");
-    o.steps = 2;
-    run_training(o, {});
-    o.resume = true;
-    o.steps = 4;
+    const TrainOptions o = trained_run_to_resume(ws);
     const fs::path state_path = fs::path(o.out_dir) / "checkpoint" / "trainer_state.json";
     const std::string good = robustness::slurp(state_path);
     const auto damaged = [&](const std::string& from, const std::string& to) {
@@ -444,13 +461,7 @@ TEST(TrainLoop, ResumeRefusesADamagedTrainerState) {
         const size_t at = text.find(from);
         EXPECT_NE(at, std::string::npos) << from;
         text.replace(at, from.size(), to);
-        std::ofstream(state_path, std::ios::binary | std::ios::trunc) << text;
-        try {
-            run_training(o, {});
-        } catch (const Error& e) {
-            return std::string(e.what());
-        }
-        return std::string("accepted");
+        return resume_with(o, state_path, text);
     };
     EXPECT_NE(damaged("\"data_rng\": \"", "\"data_rng\": \"garbage ").find("field 'data_rng' is not a saved data generator state"),
               std::string::npos);
@@ -467,11 +478,7 @@ TEST(TrainLoop, ResumeRefusesADamagedTrainerState) {
 // it went on from them, saved NaN weights as "best so far", or ended as "training diverged".
 TEST(TrainLoop, ResumeRefusesMomentsNoRunCanHaveWritten) {
     Workspace ws;
-    TrainOptions o = ws.options("run");
-    o.steps = 2;
-    run_training(o, {});
-    o.resume = true;
-    o.steps = 4;
+    const TrainOptions o = trained_run_to_resume(ws);
     const fs::path optimizer = fs::path(o.out_dir) / "checkpoint" / "optimizer.safetensors";
     const std::string good = robustness::slurp(optimizer);
     const auto with_value = [&](const std::string& name, int64_t index, float value) {
@@ -481,13 +488,7 @@ TEST(TrainLoop, ResumeRefusesMomentsNoRunCanHaveWritten) {
         EXPECT_EQ(info.dtype, DType::F32);
         std::string bytes = good;
         std::memcpy(bytes.data() + 8 + header + info.begin + 4 * index, &value, sizeof value);
-        std::ofstream(optimizer, std::ios::binary | std::ios::trunc) << bytes;
-        try {
-            run_training(o, {});
-        } catch (const Error& e) {
-            return std::string(e.what());
-        }
-        return std::string("accepted");
+        return resume_with(o, optimizer, bytes);
     };
     EXPECT_NE(with_value("adamw.v", 3, -1.0f).find("optimizer.safetensors: adamw.v holds -1 at index 3"),
               std::string::npos);
