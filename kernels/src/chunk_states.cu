@@ -14,6 +14,7 @@
 // in fp32.
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "chunk_tiles.cuh"
 #include "common.cuh"
@@ -26,29 +27,24 @@ namespace {
 
 using namespace chunk_tiles;
 
-// Shared memory: the K and V operand tiles, and over both, once the products are done, the fp32
-// tile of the accumulators (the state's way to and from global memory where it cannot go direct).
-template <typename P>
-struct StatesShared {
-    using Elem = typename P::Elem;
-    static constexpr int kLdOperand = operand_ld<Elem>(kTile);
-    static constexpr int kOperandBytes = kTile * kLdOperand * static_cast<int>(sizeof(Elem));
-    static constexpr int kBytes = std::max(2 * kOperandBytes, kTile * kLd * static_cast<int>(sizeof(float)));
-};
-
 template <typename P, int Vec>
 __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __restrict__ k, const float* __restrict__ v,
                                                                 const float* __restrict__ row_decay,
                                                                 const float* __restrict__ chunk_decay, float* S,
                                                                 float* __restrict__ states, int nC, int C, int Dk, int Dv) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    using Shared = StatesShared<P>;
     using Elem = typename P::Elem;
-    constexpr int ld = Shared::kLdOperand;
-    __shared__ __align__(32) unsigned char smem[Shared::kBytes];
-    Elem* s_k = reinterpret_cast<Elem*>(smem);  // (t, i): K·row_decay, read as Kᵀ (col-major A)
-    Elem* s_v = reinterpret_cast<Elem*>(smem + Shared::kOperandBytes);  // (t, j)
-    float* s_tile = reinterpret_cast<float*>(smem);  // (kTile, kLd) the accumulators, over both
+    constexpr int ld = operand_ld<Elem>(kTile);
+    // The K and V operand tiles, and the fp32 tile of the accumulators (the state's way to and from
+    // global memory where it cannot go direct). TF32's operand tile has the accumulators' shape, so
+    // the accumulators reuse s_k; bf16's is half the size, so they get their own. Two arrays, not one
+    // byte array cut in parts: the compiler then knows the tiles apart (the cut version spilled).
+    constexpr bool kTileInK = std::is_same_v<Elem, float>;
+    static_assert(!kTileInK || ld == kLd);
+    __shared__ __align__(32) Elem s_k[kTile * ld];  // (t, i): K·row_decay, read as Kᵀ (col-major A)
+    __shared__ __align__(32) Elem s_v[kTile * ld];  // (t, j)
+    __shared__ __align__(32) float s_own_tile[kTileInK ? 1 : kTile * kLd];
+    float* s_tile = kTileInK ? reinterpret_cast<float*>(s_k) : s_own_tile;  // (kTile, kLd)
     const int j0 = blockIdx.x * kTile, i0 = blockIdx.y * kTile, h = blockIdx.z;
     const int valid_k = min(kTile, Dk - i0), valid_v = min(kTile, Dv - j0);  // the tile's state rows, columns
     const int64_t Tp = static_cast<int64_t>(nC) * C, state_size = static_cast<int64_t>(Dk) * Dv;
