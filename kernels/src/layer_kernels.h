@@ -16,6 +16,7 @@
 // keeps them at float rounding of the double reference. Sums that many threads feed (weight
 // gradients) are taken in two stages of fixed order, never with atomics, so a training step is
 // bit-reproducible; the callers own the partials' scratch.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -99,13 +100,16 @@ struct RotaryArgs {
 // cos and the rotation are taken in double.
 void rotary_forward(const float* src, float* dst, int B, int T, int Tp, int H, int Dk, const RotaryArgs& args,
                     cudaStream_t stream);
-// The transpose: src head-major → dst rows, rotated by −angle, times scale.
-void rotary_backward(const float* src, float* dst, int B, int T, int Tp, int H, int Dk, const RotaryArgs& args,
+// The transpose: src head-major → dst rows, rotated by −angle, times scale. Out: float, or bf16
+// (rounded from the float rows, for a bf16 GEMM).
+template <typename Out>
+void rotary_backward(const float* src, Out* dst, int B, int T, int Tp, int H, int Dk, const RotaryArgs& args,
                      cudaStream_t stream);
 
 // Layout changes: rows (B·T, H·D) ↔ head-major (B·H, Tp, D) (padding rows written as zeros).
 void rows_to_heads(const float* src, float* dst, int B, int T, int Tp, int H, int D, cudaStream_t stream);
-void heads_to_rows(const float* src, float* dst, int B, int T, int Tp, int H, int D, cudaStream_t stream);
+template <typename Out>  // float, or bf16 as rotary_backward
+void heads_to_rows(const float* src, Out* dst, int B, int T, int Tp, int H, int D, cudaStream_t stream);
 
 // ---- GLU (glu.cu) ------------------------------------------------------------------------------
 

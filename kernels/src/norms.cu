@@ -13,7 +13,10 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kReduceThreads = 128;
-constexpr int kNormRowsPerBlock = 32;   // rows of one RMSNorm-backward block (shares its dw partial)
+// Rows of one RMSNorm-backward block (sharing its dw partial). Each row waits on a block-wide sum, so
+// the blocks must be many for their loads to keep the memory busy: 32 rows a block (256 blocks at
+// 8192 rows) ran at a fifth of the bandwidth.
+constexpr int kNormRowsPerBlock = 8;
 constexpr int kGatePairsPerBlock = 64;  // (row, head) pairs of one head-norm backward block
 // Fewer head-norm pairs than this (under a warp-per-pair block per SM) get a block each.
 constexpr int64_t kBlockPerPairBelow = 1024;
@@ -124,7 +127,12 @@ __global__ void head_norm_gate_forward_block_kernel(const float* o, int heads_T,
 
 // kGatePairsPerBlock pairs per block, one warp at a time per pair. Each warp sums its pairs' dw in
 // its own row of shared memory (lane i owns columns i + 32k); the warps' rows are then added in
-// warp order into the block's row of dw_partials.
+// warp order into the block's row of dw_partials. A pair's o, dy and g are read once into registers
+// when Dv ≤ 32·kMaxPerLane and a multiple of 32 (kPerLane > 0: all of a warp's loads in flight at
+// once, each silu formed once), else re-read in a second pass (kPerLane = 0); the same sums in the
+// same order either way.
+constexpr int kMaxPerLane = 16;
+template <int kPerLane>
 __global__ void head_norm_gate_backward_kernel(const float* o, const float* g, const float* w,
                                                const float* rstd, const float* dy, int64_t pairs, int Dv,
                                                float* d_o, float* dg, float* dw_partials) {
@@ -138,19 +146,37 @@ __global__ void head_norm_gate_backward_kernel(const float* o, const float* g, c
         const int64_t off = pair * Dv;
         const float s = rstd[pair];
         double dot = 0.0;
-        for (int i = lane; i < Dv; i += 32) {
-            const float xhat = o[off + i] * s;
-            const float wi = w ? w[i] : 1.0f;
-            const float dn = dy[off + i] * silu(g[off + i]);
-            dg[off + i] = dy[off + i] * xhat * wi * silu_grad(g[off + i]);
-            if (dw_partials) my_dw[i] += dn * xhat;
-            dot += static_cast<double>(dn * wi) * xhat;
-        }
-        const float mean = static_cast<float>(warp_sum(dot) / Dv);
-        for (int i = lane; i < Dv; i += 32) {
-            const float xhat = o[off + i] * s;
-            const float dxhat = dy[off + i] * silu(g[off + i]) * (w ? w[i] : 1.0f);
-            d_o[off + i] = s * (dxhat - xhat * mean);
+        if constexpr (kPerLane > 0) {
+            float xhat[kPerLane], dxhat[kPerLane];  // o·s and dy·silu(g)·w of lane + 32k
+#pragma unroll
+            for (int k = 0; k < kPerLane; ++k) {
+                const int i = lane + 32 * k;
+                const float gi = g[off + i], dyi = dy[off + i], wi = w ? w[i] : 1.0f;
+                xhat[k] = o[off + i] * s;
+                const float dn = dyi * silu(gi);
+                dg[off + i] = dyi * xhat[k] * wi * silu_grad(gi);
+                if (dw_partials) my_dw[i] += dn * xhat[k];
+                dxhat[k] = dn * wi;
+                dot += static_cast<double>(dxhat[k]) * xhat[k];
+            }
+            const float mean = static_cast<float>(warp_sum(dot) / Dv);
+#pragma unroll
+            for (int k = 0; k < kPerLane; ++k) d_o[off + lane + 32 * k] = s * (dxhat[k] - xhat[k] * mean);
+        } else {
+            for (int i = lane; i < Dv; i += 32) {
+                const float xhat = o[off + i] * s;
+                const float wi = w ? w[i] : 1.0f;
+                const float dn = dy[off + i] * silu(g[off + i]);
+                dg[off + i] = dy[off + i] * xhat * wi * silu_grad(g[off + i]);
+                if (dw_partials) my_dw[i] += dn * xhat;
+                dot += static_cast<double>(dn * wi) * xhat;
+            }
+            const float mean = static_cast<float>(warp_sum(dot) / Dv);
+            for (int i = lane; i < Dv; i += 32) {
+                const float xhat = o[off + i] * s;
+                const float dxhat = dy[off + i] * silu(g[off + i]) * (w ? w[i] : 1.0f);
+                d_o[off + i] = s * (dxhat - xhat * mean);
+            }
         }
     }
     if (!dw_partials) return;
@@ -213,9 +239,20 @@ void head_norm_gate_backward(const float* o, const float* g, const float* w, con
                              cudaStream_t stream) {
     const int64_t pairs = rows * H;
     if (pairs == 0) return;
-    head_norm_gate_backward_kernel<<<ceil_div(pairs, kGatePairsPerBlock), kThreads,
-                                     sizeof(float) * (kThreads / 32) * Dv, stream>>>(o, g, w, rstd, dy, pairs, Dv,
-                                                                                    d_o, dg, dw ? dw_partials : nullptr);
+    const unsigned blocks = ceil_div(pairs, kGatePairsPerBlock);
+    const size_t shared = sizeof(float) * (kThreads / 32) * Dv;
+    float* partials = dw ? dw_partials : nullptr;
+    // the register-held pair for the widths models have (Dv 64 … 512), the two-pass loop otherwise
+    const auto launch = [&](auto kernel) {
+        kernel<<<blocks, kThreads, shared, stream>>>(o, g, w, rstd, dy, pairs, Dv, d_o, dg, partials);
+    };
+    switch (Dv % 32 == 0 ? Dv / 32 : 0) {
+        case 2: launch(head_norm_gate_backward_kernel<2>); break;
+        case 4: launch(head_norm_gate_backward_kernel<4>); break;
+        case 8: launch(head_norm_gate_backward_kernel<8>); break;
+        case kMaxPerLane: launch(head_norm_gate_backward_kernel<kMaxPerLane>); break;
+        default: launch(head_norm_gate_backward_kernel<0>); break;
+    }
     RETNET_CUDA_CHECK_LAUNCH();
     if (dw) sum_partials(dw_partials, head_norm_gate_backward_parts(rows, H), Dv, dw, stream);
 }

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <string>
 
 #include "cuda_test_util.h"
 #include "layer_kernels.h"
@@ -60,47 +61,52 @@ TEST_F(LayerKernelTest, RmsNormForwardKeepsRstdAndBackwardMatchesTheCpuOp) {
 }
 
 // The gate reads o in rows (training) or head-major (inference) with the same bits; its backward
-// against the CPU op. Dv = 40 spans more than a warp's 32 lanes; 67 rows × 3 heads leave the last
-// backward block of 64 pairs partial.
+// against the CPU op. Dv = 40 spans more than a warp's 32 lanes and takes the backward's two-pass
+// loop; 64 and 512 its register-held pairs; 67 rows × 3 heads leave the last backward block of 64
+// pairs partial.
 TEST_F(LayerKernelTest, HeadNormGateInBothLayoutsAndItsBackward) {
-    const int B = 1, T = 67, Tp = 72, H = 3, Dv = 40;
-    const int64_t rows = int64_t(B) * T, n = rows * H * Dv;
-    const auto o = random_vector(static_cast<size_t>(n), 21, -2.0f, 2.0f);
-    const auto g = random_vector(o.size(), 22, -3.0f, 3.0f);
-    const auto w = random_vector(static_cast<size_t>(Dv), 23, 0.5f, 1.5f);
-    const auto dy = random_vector(o.size(), 24);
-    std::vector<float> o_heads(static_cast<size_t>(H) * Tp * Dv, 7.0f);  // padding rows hold garbage
-    for (int t = 0; t < T; ++t)
-        for (int h = 0; h < H; ++h)
-            for (int i = 0; i < Dv; ++i)
-                o_heads[(static_cast<size_t>(h) * Tp + t) * Dv + i] = o[(static_cast<size_t>(t) * H + h) * Dv + i];
-    auto d_o = to_device(o, stream());
-    auto d_oh = to_device(o_heads, stream());
-    auto d_g = to_device(g, stream());
-    auto d_w = to_device(w, stream());
-    auto d_dy = to_device(dy, stream());
-    DeviceBuffer<float> d_y(o.size()), d_y2(o.size()), d_rstd(static_cast<size_t>(rows * H)), d_do(o.size()),
-        d_dg(o.size()), partials(static_cast<size_t>(lk::head_norm_gate_backward_parts(rows, H) * Dv));
-    auto d_dw = to_device(std::vector<float>(static_cast<size_t>(Dv), 0.0f), stream());
-    lk::head_norm_gate_forward({d_o.get()}, d_g.get(), d_w.get(), rows, H, Dv, 1e-6f, d_y.get(), d_rstd.get(), stream());
-    lk::head_norm_gate_forward({d_oh.get(), T, Tp}, d_g.get(), d_w.get(), rows, H, Dv, 1e-6f, d_y2.get(), nullptr,
-                               stream());
-    lk::head_norm_gate_backward(d_o.get(), d_g.get(), d_w.get(), d_rstd.get(), d_dy.get(), rows, H, Dv, d_do.get(),
-                                d_dg.get(), d_dw.get(), partials.get(), stream());
-    const std::vector<float> y = to_host(d_y, stream());
-    EXPECT_EQ(std::memcmp(y.data(), to_host(d_y2, stream()).data(), y.size() * sizeof(float)), 0);
+    for (const int Dv : {40, 64, 512}) {
+        SCOPED_TRACE("Dv " + std::to_string(Dv));
+        const int B = 1, T = 67, Tp = 72, H = 3;
+        const int64_t rows = int64_t(B) * T, n = rows * H * Dv;
+        const auto o = random_vector(static_cast<size_t>(n), 21, -2.0f, 2.0f);
+        const auto g = random_vector(o.size(), 22, -3.0f, 3.0f);
+        const auto w = random_vector(static_cast<size_t>(Dv), 23, 0.5f, 1.5f);
+        const auto dy = random_vector(o.size(), 24);
+        std::vector<float> o_heads(static_cast<size_t>(H) * Tp * Dv, 7.0f);  // padding rows hold garbage
+        for (int t = 0; t < T; ++t)
+            for (int h = 0; h < H; ++h)
+                for (int i = 0; i < Dv; ++i)
+                    o_heads[(static_cast<size_t>(h) * Tp + t) * Dv + i] = o[(static_cast<size_t>(t) * H + h) * Dv + i];
+        auto d_o = to_device(o, stream());
+        auto d_oh = to_device(o_heads, stream());
+        auto d_g = to_device(g, stream());
+        auto d_w = to_device(w, stream());
+        auto d_dy = to_device(dy, stream());
+        DeviceBuffer<float> d_y(o.size()), d_y2(o.size()), d_rstd(static_cast<size_t>(rows * H)), d_do(o.size()),
+            d_dg(o.size()), partials(static_cast<size_t>(lk::head_norm_gate_backward_parts(rows, H) * Dv));
+        auto d_dw = to_device(std::vector<float>(static_cast<size_t>(Dv), 0.0f), stream());
+        lk::head_norm_gate_forward({d_o.get()}, d_g.get(), d_w.get(), rows, H, Dv, 1e-6f, d_y.get(), d_rstd.get(),
+                                   stream());
+        lk::head_norm_gate_forward({d_oh.get(), T, Tp}, d_g.get(), d_w.get(), rows, H, Dv, 1e-6f, d_y2.get(), nullptr,
+                                   stream());
+        lk::head_norm_gate_backward(d_o.get(), d_g.get(), d_w.get(), d_rstd.get(), d_dy.get(), rows, H, Dv, d_do.get(),
+                                    d_dg.get(), d_dw.get(), partials.get(), stream());
+        const std::vector<float> y = to_host(d_y, stream());
+        EXPECT_EQ(std::memcmp(y.data(), to_host(d_y2, stream()).data(), y.size() * sizeof(float)), 0);
 
-    const std::vector<double> od = widen(o), gd = widen(g), wd = widen(w), dyd = widen(dy);
-    std::vector<double> yr(o.size()), rstd(static_cast<size_t>(rows * H)), dor(o.size()), dgr(o.size()),
-        dwr(static_cast<size_t>(Dv), 0.0);
-    cpu::head_norm_gate_forward(od.data(), gd.data(), wd.data(), rows, H, Dv, 1e-6, yr.data(), rstd.data());
-    cpu::head_norm_gate_backward(od.data(), gd.data(), wd.data(), rstd.data(), dyd.data(), rows, H, Dv, dor.data(),
-                                 dgr.data(), dwr.data());
-    EXPECT_LT(rel_max_error(y, yr), kF32Tol);
-    EXPECT_LT(rel_max_error(to_host(d_rstd, stream()), rstd), kF32Tol);
-    EXPECT_LT(rel_max_error(to_host(d_do, stream()), dor), kF32Tol);
-    EXPECT_LT(rel_max_error(to_host(d_dg, stream()), dgr), kF32Tol);
-    EXPECT_LT(rel_max_error(to_host(d_dw, stream()), dwr), kF32Tol);
+        const std::vector<double> od = widen(o), gd = widen(g), wd = widen(w), dyd = widen(dy);
+        std::vector<double> yr(o.size()), rstd(static_cast<size_t>(rows * H)), dor(o.size()), dgr(o.size()),
+            dwr(static_cast<size_t>(Dv), 0.0);
+        cpu::head_norm_gate_forward(od.data(), gd.data(), wd.data(), rows, H, Dv, 1e-6, yr.data(), rstd.data());
+        cpu::head_norm_gate_backward(od.data(), gd.data(), wd.data(), rstd.data(), dyd.data(), rows, H, Dv, dor.data(),
+                                     dgr.data(), dwr.data());
+        EXPECT_LT(rel_max_error(y, yr), kF32Tol);
+        EXPECT_LT(rel_max_error(to_host(d_rstd, stream()), rstd), kF32Tol);
+        EXPECT_LT(rel_max_error(to_host(d_do, stream()), dor), kF32Tol);
+        EXPECT_LT(rel_max_error(to_host(d_dg, stream()), dgr), kF32Tol);
+        EXPECT_LT(rel_max_error(to_host(d_dw, stream()), dwr), kF32Tol);
+    }
 }
 
 // A batch of sequences in rows → head-major with padding, both pair layouts, at position 0 and
@@ -140,23 +146,69 @@ TEST_F(LayerKernelTest, RotaryOfABatchAndItsTransposeMatchTheCpuOp) {
         }
 }
 
+// D = 7 moves single floats, D = 12 four at a time.
 TEST_F(LayerKernelTest, LayoutChangesOfABatchRoundTripAndPad) {
-    const int B = 3, T = 5, Tp = 8, H = 2, D = 7;
-    const auto src = random_vector(static_cast<size_t>(B) * T * H * D, 41);
-    auto d_src = to_device(src, stream());
-    DeviceBuffer<float> d_heads(static_cast<size_t>(B) * H * Tp * D), d_back(src.size());
-    lk::rows_to_heads(d_src.get(), d_heads.get(), B, T, Tp, H, D, stream());
-    lk::heads_to_rows(d_heads.get(), d_back.get(), B, T, Tp, H, D, stream());
-    const auto heads = to_host(d_heads, stream());
-    EXPECT_EQ(to_host(d_back, stream()), src);
-    for (int b = 0; b < B; ++b)
-        for (int h = 0; h < H; ++h)
-            for (int t = 0; t < Tp; ++t)
-                for (int i = 0; i < D; ++i) {
-                    const float got = heads[((static_cast<size_t>(b) * H + h) * Tp + t) * D + i];
-                    const float want = t < T ? src[((static_cast<size_t>(b) * T + t) * H + h) * D + i] : 0.0f;
-                    ASSERT_EQ(got, want) << b << " " << h << " " << t << " " << i;
-                }
+    for (const int D : {7, 12}) {
+        SCOPED_TRACE("D " + std::to_string(D));
+        const int B = 3, T = 5, Tp = 8, H = 2;
+        const auto src = random_vector(static_cast<size_t>(B) * T * H * D, 41);
+        auto d_src = to_device(src, stream());
+        DeviceBuffer<float> d_heads(static_cast<size_t>(B) * H * Tp * D), d_back(src.size());
+        lk::rows_to_heads(d_src.get(), d_heads.get(), B, T, Tp, H, D, stream());
+        lk::heads_to_rows(d_heads.get(), d_back.get(), B, T, Tp, H, D, stream());
+        const auto heads = to_host(d_heads, stream());
+        EXPECT_EQ(to_host(d_back, stream()), src);
+        for (int b = 0; b < B; ++b)
+            for (int h = 0; h < H; ++h)
+                for (int t = 0; t < Tp; ++t)
+                    for (int i = 0; i < D; ++i) {
+                        const float got = heads[((static_cast<size_t>(b) * H + h) * Tp + t) * D + i];
+                        const float want = t < T ? src[((static_cast<size_t>(b) * T + t) * H + h) * D + i] : 0.0f;
+                        ASSERT_EQ(got, want) << b << " " << h << " " << t << " " << i;
+                    }
+    }
+}
+
+// The trainer's bf16 projections take the backward's rows in bf16 straight from these kernels:
+// they must be the float rows rounded to nearest even, bit for bit (what a conversion after the
+// float kernel gave before).
+TEST_F(LayerKernelTest, BackwardRowsInBf16AreTheFloatRowsRounded) {
+    const auto expect_rounded = [&](const DeviceBuffer<float>& f, const DeviceBuffer<__nv_bfloat16>& b16, size_t n,
+                                    const std::string& what) {
+        const std::vector<float> wide = to_host(f, stream());
+        std::vector<__nv_bfloat16> narrow(n);
+        b16.download(narrow.data(), n, stream());
+        RETNET_CUDA_CHECK(cudaStreamSynchronize(stream()));
+        int rounded_away = 0;
+        for (size_t i = 0; i < n; ++i) {
+            const float want = __bfloat162float(__float2bfloat16_rn(wide[i]));
+            ASSERT_EQ(__bfloat162float(narrow[i]), want) << what << " element " << i;
+            rounded_away += want != wide[i];
+        }
+        EXPECT_GT(rounded_away, 0) << what << ": the data must need rounding for the check to mean anything";
+    };
+    for (const int Dk : {6, 8}) {  // the layout change moves single values at 6, four at a time at 8
+        const int B = 2, T = 5, Tp = 8, H = 3;
+        const std::vector<float> theta = default_rotary_theta(Family::Fla, Dk);
+        auto d_theta = to_device(theta, stream());
+        const auto grad_heads = random_vector(static_cast<size_t>(B) * H * Tp * Dk, 33, -3.0f, 3.0f);
+        auto d_gh = to_device(grad_heads, stream());
+        const size_t n_rows = static_cast<size_t>(B) * T * H * Dk;
+        const std::string at = " at Dk " + std::to_string(Dk);
+        for (bool interleaved : {false, true}) {
+            const lk::RotaryArgs args{d_theta.get(), 7, 0.5f, interleaved};
+            DeviceBuffer<float> d_rows(n_rows);
+            DeviceBuffer<__nv_bfloat16> d_rows16(n_rows);
+            lk::rotary_backward(d_gh.get(), d_rows.get(), B, T, Tp, H, Dk, args, stream());
+            lk::rotary_backward(d_gh.get(), d_rows16.get(), B, T, Tp, H, Dk, args, stream());
+            expect_rounded(d_rows, d_rows16, n_rows, (interleaved ? "rotary, interleaved" : "rotary, half split") + at);
+        }
+        DeviceBuffer<float> d_rows(n_rows);
+        DeviceBuffer<__nv_bfloat16> d_rows16(n_rows);
+        lk::heads_to_rows(d_gh.get(), d_rows.get(), B, T, Tp, H, Dk, stream());
+        lk::heads_to_rows(d_gh.get(), d_rows16.get(), B, T, Tp, H, Dk, stream());
+        expect_rounded(d_rows, d_rows16, n_rows, "layout" + at);
+    }
 }
 
 TEST_F(LayerKernelTest, GluBackwardMatchesTheCpuOpForBothActivations) {

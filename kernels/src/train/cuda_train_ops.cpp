@@ -29,6 +29,7 @@ CudaTrainOps::CudaTrainOps(const ModelConfig& config, const train::ParamLayout& 
 void CudaTrainOps::begin_pass(const train::BatchView& batch, bool want_gradient, const float* params, float* grad) {
     train::check_train_batch(config_, batch);
     prepare(batch.batch, batch.seq_len);
+    forget_projection_input();
     const size_t n = static_cast<size_t>(rows());
     inputs_.upload(batch.inputs, n, stream_);
     targets_.upload(batch.targets, n, stream_);
@@ -139,11 +140,19 @@ const __nv_bfloat16* CudaTrainOps::as_bf16(const float* x, int64_t n, DeviceBuff
     return copy.get();
 }
 
+const __nv_bfloat16* CudaTrainOps::projection_input_bf16(const float* x, int64_t n) {
+    if (x == x16_source_ && n == x16_count_) return x16_.get();
+    const bool kept = x == normed_.get() || x == branch_input_.get() || x == xf_.get();
+    x16_source_ = kept ? x : nullptr;
+    x16_count_ = n;
+    return as_bf16(x, n, x16_);
+}
+
 // y (N, out) = x (N, in) · Wᵀ + beta·y
 void CudaTrainOps::gemm_linear(const float* x, const float* W, float* y, int in, int out, float beta) {
     const int r = static_cast<int>(rows());
     if (bf16_projections()) {
-        gemm_bf16(false, true, r, out, in, as_bf16(x, int64_t{r} * in, x16_), in,
+        gemm_bf16(false, true, r, out, in, projection_input_bf16(x, int64_t{r} * in), in,
                   as_bf16(W, int64_t{out} * in, w16_), in, beta, y, out);
         return;
     }
@@ -155,14 +164,19 @@ void CudaTrainOps::gemm_linear_backward(const float* x, const float* W, const fl
                                         bool accumulate, float* dW) {
     const int r = static_cast<int>(rows());
     if (bf16_projections()) {
-        const __nv_bfloat16* dy16 = as_bf16(dy, int64_t{r} * out, dy16_);
-        gemm_bf16(false, false, r, in, out, dy16, out, as_bf16(W, int64_t{out} * in, w16_), in,
-                  accumulate ? 1.0f : 0.0f, dx, in);
-        gemm_bf16(true, false, out, in, r, dy16, out, as_bf16(x, int64_t{r} * in, x16_), in, 1.0f, dW, in);
+        gemm_linear_backward(x, W, as_bf16(dy, int64_t{r} * out, dy16_), in, out, dx, accumulate, dW);
         return;
     }
     gemm(false, false, r, in, out, 1.0f, dy, out, 0, W, in, 0, accumulate ? 1.0f : 0.0f, dx, in, 0);
     gemm(true, false, out, in, r, 1.0f, dy, out, 0, x, in, 0, 1.0f, dW, in, 0);
+}
+
+void CudaTrainOps::gemm_linear_backward(const float* x, const float* W, const __nv_bfloat16* dy16, int in, int out,
+                                        float* dx, bool accumulate, float* dW) {
+    const int r = static_cast<int>(rows());
+    gemm_bf16(false, false, r, in, out, dy16, out, as_bf16(W, int64_t{out} * in, w16_), in, accumulate ? 1.0f : 0.0f,
+              dx, in);
+    gemm_bf16(true, false, out, in, r, dy16, out, projection_input_bf16(x, int64_t{r} * in), in, 1.0f, dW, in);
 }
 
 void CudaTrainOps::embed(Act x) {
@@ -181,6 +195,7 @@ void CudaTrainOps::dropout(Act in, Act out, const train::DropoutSite& site) {
 }
 
 void CudaTrainOps::rms_norm(Act x, int layer, Weight w, Act y, Act rstd) {
+    forget_projection_input();
     lk::rmsnorm_forward(at(x), weight(layer, w), rows(), width(x), static_cast<float>(config_.norm_eps), at(y), at(rstd),
                         stream_);
 }
@@ -226,13 +241,21 @@ void CudaTrainOps::project_heads(Act x, int layer, Weight w, const train::HeadRo
 void CudaTrainOps::project_heads_backward(Act x, int layer, Weight w, const train::HeadRotary& rotary, Act dheads,
                                           Act dx, bool accumulate) {
     const int out = width(dheads);
-    if (rotary.apply)
-        lk::rotary_backward(at(dheads), lin_.get(), B_, T_, Tp_, H(), Dk(),
-                            {theta_.get(), 0, static_cast<float>(rotary.scale), false}, stream_);
-    else
-        lk::heads_to_rows(at(dheads), lin_.get(), B_, T_, Tp_, H(), out / H(), stream_);
-    gemm_linear_backward(at(x), weight(layer, w), lin_.get(), width(x), out, at(dx), accumulate,
-                         weight_grad(layer, w));
+    // with bf16 projections the rows go out in bf16 straight away (the GEMMs' operand)
+    const auto to_rows = [&](auto* rows) {
+        if (rotary.apply)
+            lk::rotary_backward(at(dheads), rows, B_, T_, Tp_, H(), Dk(),
+                                {theta_.get(), 0, static_cast<float>(rotary.scale), false}, stream_);
+        else
+            lk::heads_to_rows(at(dheads), rows, B_, T_, Tp_, H(), out / H(), stream_);
+        gemm_linear_backward(at(x), weight(layer, w), rows, width(x), out, at(dx), accumulate, weight_grad(layer, w));
+    };
+    if (bf16_projections()) {
+        dy16_.reserve(static_cast<size_t>(rows() * out));
+        to_rows(dy16_.get());
+    } else {
+        to_rows(lin_.get());
+    }
 }
 
 // The retention works on one layer's saved q, k, v.
@@ -277,6 +300,7 @@ void CudaTrainOps::attention_backward(Act q, Act k, Act v, Act o, Act lse, Act d
 }
 
 void CudaTrainOps::head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) {
+    forget_projection_input();
     lk::head_norm_gate_forward({at(o)}, at(g), head_norm_weight(layer), rows(), H(), Dv(),
                                static_cast<float>(config_.norm_eps), at(y), at(rstd), stream_);
 }
@@ -288,6 +312,7 @@ void CudaTrainOps::head_norm_gate_backward(Act o, Act g, int layer, Act rstd, Ac
 }
 
 void CudaTrainOps::glu(Act a, Act b, Act h) {
+    forget_projection_input();
     lk::glu_forward(at(a), at(b), rows() * width(a), false, at(h), stream_);
 }
 

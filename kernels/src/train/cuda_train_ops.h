@@ -107,8 +107,17 @@ private:
     void gemm_bf16(bool ta, bool tb, int M, int Nn, int K, const __nv_bfloat16* A, int lda,
                    const __nv_bfloat16* Bm, int ldb, float beta, float* Cm, int ldc);
     const __nv_bfloat16* as_bf16(const float* x, int64_t n, DeviceBuffer<__nv_bfloat16>& copy);
+    // x (n) in bf16 for a projection, in x16_. The copy of a norm's, the gated retention's or the
+    // GLU's output serves every projection of that output until its producer writes it again (q, k,
+    // v and g share Xn1's, the FFN's two Xn2's, in the forward and again in the backward).
+    const __nv_bfloat16* projection_input_bf16(const float* x, int64_t n);
+    // The producers of those buffers (rms_norm, head_norm_gate, glu) call this before they write.
+    void forget_projection_input() { x16_source_ = nullptr; }
     void gemm_linear(const float* x, const float* W, float* y, int in, int out, float beta);
     void gemm_linear_backward(const float* x, const float* W, const float* dy, int in, int out, float* dx,
+                              bool accumulate, float* dW);
+    // The same from dy already in bf16 (bf16_projections only).
+    void gemm_linear_backward(const float* x, const float* W, const __nv_bfloat16* dy16, int in, int out, float* dx,
                               bool accumulate, float* dW);
     // The CPU trainer's float masks of one site: factor 0 or float(1/(1 − rate)).
     static train_kernels::DropoutSite device_site(const train::DropoutSite& site);
@@ -159,10 +168,14 @@ private:
     bool logits_valid_ = false;  // false before a forward and after one overwrote them with their gradient
     // Scratch shared by the layers; the twin leaves the retention's (oh_ … after_, dOh_) and the
     // gate's (dy_, dg_) empty.
+    // normed_, branch_input_ and xf_ are written by their producers only (rms_norm, head_norm_gate,
+    // glu), which forget x16_'s copy: projection_input_bf16 reuses copies of these three alone.
     DeviceBuffer<float> normed_;        // (N, d) Xn1 or Xn2 of the layer at hand
     DeviceBuffer<float> branch_input_;  // (N, max(H·Dv, F)) Y or Hidden of the layer at hand
     DeviceBuffer<float> states_;        // (B·H·n_chunks, Dk, Dv) the state before each chunk (chunkwise only)
     DeviceBuffer<__nv_bfloat16> x16_, dy16_, w16_;  // a projection's operands in bf16 (bf16_projections)
+    const float* x16_source_ = nullptr;              // whose copy x16_ holds (projection_input_bf16)
+    int64_t x16_count_ = 0;
     DeviceBuffer<float> lin_;       // (N, max(K, H·Dv)) projection before the layout change
     DeviceBuffer<float> oh_;        // (B·H, Tp, Dv)
     DeviceBuffer<float> scores_;    // (B·H·n_chunks, C, C)
