@@ -32,8 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
             previous_end = t.end;
             values.assign(static_cast<size_t>(t.numel()), 0.0f);
             st.read_into(t.name, values.data());
-            const auto raw = st.raw(t.name);
-            if (raw.second != bytes) fuzz_fail("raw() size differs from the header: " + t.name);
+            if (st.bytes(t.name).size() != bytes) fuzz_fail("bytes() size differs from the header: " + t.name);
         }
         for (const auto& [key, value] : st.metadata())
             if (key.empty() && value.size() > size) fuzz_fail("metadata larger than the file");

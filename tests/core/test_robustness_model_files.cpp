@@ -157,10 +157,11 @@ TEST_F(BrokenModel, IntegerWeightsAreRefused) {
     {
         const SafetensorsFile file(weights_.string());
         for (const TensorInfo& info : file.tensors()) {
-            const auto [bytes, size] = file.raw(info.name);
+            const std::vector<unsigned char> bytes = file.bytes(info.name);
             const std::string dtype = info.name == kQ0 ? "I32" : "F32";
-            header[info.name] = {{"dtype", dtype}, {"shape", info.shape}, {"data_offsets", {data.size(), data.size() + size}}};
-            data.append(reinterpret_cast<const char*>(bytes), size);
+            header[info.name] = {{"dtype", dtype}, {"shape", info.shape},
+                                 {"data_offsets", {data.size(), data.size() + bytes.size()}}};
+            data.append(bytes.begin(), bytes.end());
         }
     }
     spit(weights_, safetensors_bytes(header, data));

@@ -134,10 +134,10 @@ TEST_F(SafetensorsTest, Bf16WriteRoundsToNearestEven) {
     retnet::write_safetensors(p, {{"t", &t}}, {}, DType::BF16);
     SafetensorsFile file(p);
     EXPECT_EQ(file.info("t").dtype, DType::BF16);
-    const auto [raw, size] = file.raw("t");
-    ASSERT_EQ(size, 12u);
+    const std::vector<unsigned char> raw = file.bytes("t");
+    ASSERT_EQ(raw.size(), 12u);
     std::vector<uint16_t> bits(6);
-    std::memcpy(bits.data(), raw, 12);
+    std::memcpy(bits.data(), raw.data(), 12);
     EXPECT_EQ(bits[0], 0x3F80);
     EXPECT_EQ(bits[1], 0x3F80);
     EXPECT_EQ(bits[2], 0x3F82);
@@ -189,6 +189,46 @@ TEST_F(SafetensorsTest, RangeReadEqualsTheWholeReadAndRefusesThePastTheEnd) {
         EXPECT_NE(std::string(e.what()).find("range_bf16.safetensors"), std::string::npos) << e.what();
     }
     EXPECT_THROW(file.read_range_into("t", 16, 0, part.data()), retnet::Error);
+}
+
+// Another program may truncate or replace the file between its opening and the reads (a training
+// run saving over the model a viewer is loading): a shrunk file is an Error naming the file, not a
+// SIGBUS as reading a shrunk memory map was; a file replaced by a rename is read as it was opened.
+TEST_F(SafetensorsTest, AFileThatShrinksAfterOpeningFailsItsReadsWithOneLine) {
+    Tensor a({4, 8}), b({6});
+    for (size_t i = 0; i < a.data.size(); ++i) a.data[i] = static_cast<float>(i);
+    for (size_t i = 0; i < b.data.size(); ++i) b.data[i] = -static_cast<float>(i);
+    for (const DType dtype : {DType::F32, DType::BF16}) {
+        const std::string p = path(std::string("shrinks_") + retnet::dtype_name(dtype) + ".safetensors");
+        retnet::write_safetensors(p, {{"a", &a}, {"b", &b}}, {}, dtype);
+        const SafetensorsFile file(p);
+        const uint64_t a_end = file.info("a").end, b_begin = file.info("b").begin;
+        const uint64_t data_start = fs::file_size(p) - file.info("b").end;  // b is the last tensor
+        fs::resize_file(p, data_start + b_begin + 2);  // b loses all but 2 bytes
+        std::vector<float> values(b.data.size());
+        try {
+            file.read_into("b", values.data());
+            FAIL() << "read past the end of a shrunk file";
+        } catch (const Error& e) {
+            const std::string what = e.what();
+            EXPECT_NE(what.find(p + ": the file shrank while it was read"), std::string::npos) << what;
+            EXPECT_EQ(what.find('\n'), std::string::npos) << what;
+        }
+        EXPECT_THROW(file.bytes("b"), Error);
+        if (dtype == DType::BF16) {
+            std::vector<uint16_t> bits(b.data.size());
+            EXPECT_THROW(file.read_bf16_into("b", bits.data()), Error);
+        }
+        ASSERT_LE(data_start + a_end, data_start + b_begin);
+        EXPECT_EQ(file.read("a").data, a.data);  // what is still there reads as before
+    }
+    const std::string p = path("replaced.safetensors");
+    retnet::write_safetensors(p, {{"a", &a}}, {}, DType::F32);
+    const SafetensorsFile file(p);
+    Tensor other({4, 8});
+    retnet::write_safetensors(path("new.safetensors"), {{"a", &other}}, {}, DType::F32);
+    fs::rename(path("new.safetensors"), p);
+    EXPECT_EQ(file.read("a").data, a.data);
 }
 
 TEST(HalfConversion, KnownValues) {

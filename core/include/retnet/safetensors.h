@@ -3,8 +3,9 @@
 // The safetensors format (https://huggingface.co/docs/safetensors): an 8-byte little-endian header
 // length N, N bytes of JSON {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__":
 // {str: str}}, then the data section; offsets are relative to the data section.
-// Files are memory-mapped and the whole header is validated when a file is opened, so a corrupt
-// file fails with one line naming the file and the problem before any tensor is read.
+// The whole header is validated when a file is opened, so a corrupt file fails with one line naming
+// the file and the problem before any tensor is read; tensors are read with pread, so a file that
+// another program truncates meanwhile fails the same way (a shrunk memory map would raise SIGBUS).
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -32,7 +33,7 @@ struct TensorInfo {
     int64_t numel() const { return shape_numel(shape); }
 };
 
-// One memory-mapped .safetensors file, read-only.
+// One .safetensors file, read-only: the header parsed on opening, tensors read on demand.
 class SafetensorsFile {
 public:
     explicit SafetensorsFile(const std::string& path);
@@ -57,23 +58,23 @@ public:
     // Elements [first, first + count) of the flattened tensor into dst (count floats): a caller that
     // fills its own buffer slice by slice. Throws retnet::Error when the range passes the tensor's end.
     void read_range_into(const std::string& name, size_t first, size_t count, float* dst) const;
-    // The slice of the cancellable reads: 64 MB of floats, so that the page faults of a multi-GB
-    // tensor are spread between the checks.
+    // The slice of the cancellable reads: 64 MB of floats, so that the reads of a multi-GB tensor
+    // are spread between the checks.
     static constexpr size_t kReadSlice = size_t(1) << 24;
     // A BF16 tensor's values as stored; dst must hold info(name).numel() values.
     void read_bf16_into(const std::string& name, uint16_t* dst) const;
-    // Drops the tensor's mapped pages from this process (they stay in the page cache), so that a
-    // loader that copied a tensor does not also hold its file pages until the file is closed.
-    void release(const std::string& name) const;
     // The tensor's bytes as stored (little-endian).
-    std::pair<const unsigned char*, size_t> raw(const std::string& name) const;
+    std::vector<unsigned char> bytes(const std::string& name) const;
 
 private:
     void parse_header();
+    // n bytes at offset into dst; a file that has become shorter since it was opened is an Error
+    // naming that, not a crash (as touching a shrunk memory map was: SIGBUS).
+    void read_bytes(uint64_t offset, size_t n, void* dst) const;
 
     std::string path_;
-    const unsigned char* map_ = nullptr;  // whole file
-    size_t size_ = 0;
+    int fd_ = -1;     // open for the object's lifetime: reads see the file that was opened
+    size_t size_ = 0;  // when opened
     size_t data_start_ = 0;  // 8 + header length
     std::vector<TensorInfo> tensors_;
     std::map<std::string, size_t> index_;
@@ -97,7 +98,6 @@ public:
     Tensor read(const std::string& name) const;
     void read_into(const std::string& name, float* dst) const;
     void read_bf16_into(const std::string& name, uint16_t* dst) const;
-    void release(const std::string& name) const;
     // The file that describes the set: model.safetensors or the index.
     const std::string& source() const { return source_; }
 

@@ -290,7 +290,6 @@ void read_slot_as(const Slot& s, const SafetensorsSet& set, std::vector<T> Tenso
         set.read_bf16_into(s.name, buffer.data());
         check_finite_bf16(buffer.data(), buffer.size(), set.file_of(s.name), s.name);
     }
-    set.release(s.name);
     if (s.targets.size() == 1) {
         s.targets[0](model.weights).*values = std::move(buffer);
         return;

@@ -2,7 +2,6 @@
 #include "retnet/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -128,43 +127,50 @@ uint16_t float_to_half(float value) {
 // Reading
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
-    if (fd < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) {
-        const std::string reason = std::strerror(errno);
-        ::close(fd);
-        throw Error(path + ": cannot stat (" + reason + ")");
-    }
-    if (!S_ISREG(st.st_mode)) {
-        ::close(fd);
-        throw Error(path + ": not a regular file");
-    }
-    size_ = static_cast<size_t>(st.st_size);
-    if (size_ < 8) {
-        ::close(fd);
-        throw Error(path + ": truncated file (" + std::to_string(size_) +
-                    " bytes; a safetensors file starts with an 8-byte header length)");
-    }
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    const int map_errno = errno;
-    ::close(fd);
-    if (p == MAP_FAILED) throw Error(path + ": cannot map into memory (" + std::strerror(map_errno) + ")");
-    map_ = static_cast<const unsigned char*>(p);
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
+    if (fd_ < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
     try {
+        struct stat st {};
+        if (::fstat(fd_, &st) != 0) throw Error(path + ": cannot stat (" + std::strerror(errno) + ")");
+        if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
+        size_ = static_cast<size_t>(st.st_size);
+        if (size_ < 8)
+            throw Error(path + ": truncated file (" + std::to_string(size_) +
+                        " bytes; a safetensors file starts with an 8-byte header length)");
         parse_header();
     } catch (...) {
         // The destructor does not run for a constructor that throws.
-        ::munmap(const_cast<unsigned char*>(map_), size_);
-        map_ = nullptr;
+        ::close(fd_);
         throw;
+    }
+}
+
+SafetensorsFile::~SafetensorsFile() { ::close(fd_); }
+
+void SafetensorsFile::read_bytes(uint64_t offset, size_t n, void* dst) const {
+    auto* out = static_cast<unsigned char*>(dst);
+    while (n > 0) {
+        const ssize_t got = ::pread(fd_, out, std::min<size_t>(n, size_t{1} << 30), static_cast<off_t>(offset));
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) throw Error(path_ + ": cannot read (" + std::strerror(errno) + ")");
+        if (got == 0) {
+            struct stat st {};
+            const std::string now = ::fstat(fd_, &st) == 0 ? std::to_string(st.st_size) + " bytes" : "less";
+            throw Error(path_ + ": the file shrank while it was read (" + std::to_string(size_) + " bytes when opened, " +
+                        now + " now: truncated or rewritten by another program?)");
+        }
+        out += got;
+        offset += static_cast<uint64_t>(got);
+        n -= static_cast<size_t>(got);
     }
 }
 
 void SafetensorsFile::parse_header() {
     auto fail = [&](const std::string& what) { throw Error(path_ + ": " + what); };
 
-    const uint64_t header_len = load_unaligned<uint64_t>(map_);
+    unsigned char length_bytes[8];
+    read_bytes(0, 8, length_bytes);
+    const uint64_t header_len = load_unaligned<uint64_t>(length_bytes);
     if (header_len > size_ - 8)
         fail("header length " + std::to_string(header_len) + " exceeds the file size " + std::to_string(size_) +
              " (truncated or not a safetensors file)");
@@ -180,9 +186,10 @@ void SafetensorsFile::parse_header() {
             duplicate = parsed.get<std::string>();
         return true;
     };
+    std::string header_text(static_cast<size_t>(header_len), '\0');
+    read_bytes(8, header_text.size(), header_text.data());
     try {
-        header = json::parse(reinterpret_cast<const char*>(map_ + 8), reinterpret_cast<const char*>(map_ + data_start_),
-                             find_duplicates);
+        header = json::parse(header_text, find_duplicates);
     } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
         std::string what = e.what();
         const auto pos = what.find("] ");
@@ -250,36 +257,24 @@ void SafetensorsFile::parse_header() {
     for (size_t i = 0; i < tensors_.size(); ++i) index_[tensors_[i].name] = i;
 }
 
-SafetensorsFile::~SafetensorsFile() {
-    if (map_) ::munmap(const_cast<unsigned char*>(map_), size_);
-}
-
 const TensorInfo& SafetensorsFile::info(const std::string& name) const {
     const auto it = index_.find(name);
     if (it == index_.end()) throw Error(path_ + ": no tensor named '" + name + "'");
     return tensors_[it->second];
 }
 
-std::pair<const unsigned char*, size_t> SafetensorsFile::raw(const std::string& name) const {
+std::vector<unsigned char> SafetensorsFile::bytes(const std::string& name) const {
     const TensorInfo& t = info(name);
-    return {map_ + data_start_ + t.begin, static_cast<size_t>(t.end - t.begin)};
+    std::vector<unsigned char> out(static_cast<size_t>(t.end - t.begin));
+    read_bytes(data_start_ + t.begin, out.size(), out.data());
+    return out;
 }
 
 void SafetensorsFile::read_bf16_into(const std::string& name, uint16_t* dst) const {
     const TensorInfo& t = info(name);
     if (t.dtype != DType::BF16)
         throw Error(path_ + ": tensor '" + name + "' is " + dtype_name(t.dtype) + ", not BF16");
-    std::memcpy(dst, map_ + data_start_ + t.begin, static_cast<size_t>(t.end - t.begin));
-}
-
-void SafetensorsFile::release(const std::string& name) const {
-    const TensorInfo& t = info(name);
-    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const uintptr_t begin = reinterpret_cast<uintptr_t>(map_ + data_start_ + t.begin);
-    const uintptr_t end = reinterpret_cast<uintptr_t>(map_ + data_start_ + t.end);
-    // Only whole pages inside the tensor: its neighbours may not have been read yet.
-    const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
-    if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);  // a hint: errors do not matter
+    read_bytes(data_start_ + t.begin, static_cast<size_t>(t.end - t.begin), dst);
 }
 
 namespace {
@@ -334,7 +329,20 @@ void SafetensorsFile::read_range_into(const std::string& name, size_t first, siz
     if (first > n || count > n - first)
         throw Error(path_ + ": elements " + std::to_string(first) + " + " + std::to_string(count) + " of '" + name +
                     "' pass its end (" + std::to_string(n) + " elements)");
-    convert_to_float(t.dtype, map_ + data_start_ + t.begin + first * width, dst, count);
+    const uint64_t offset = data_start_ + t.begin + first * width;
+    if (t.dtype == DType::F32) {  // as stored (little-endian)
+        read_bytes(offset, count * width, dst);
+        return;
+    }
+    // other widths through a bounded staging buffer
+    constexpr size_t kStagingBytes = size_t{1} << 20;
+    std::vector<unsigned char> staging(std::min(kStagingBytes, count * width));
+    const size_t per_pass = staging.empty() ? 0 : staging.size() / width;
+    for (size_t done = 0; done < count; done += per_pass) {
+        const size_t part = std::min(per_pass, count - done);
+        read_bytes(offset + done * width, part * width, staging.data());
+        convert_to_float(t.dtype, staging.data(), dst + done, part);
+    }
 }
 
 Tensor SafetensorsFile::read(const std::string& name) const {
@@ -448,11 +456,6 @@ void SafetensorsSet::read_bf16_into(const std::string& name, uint16_t* dst) cons
     const auto it = where_.find(name);
     if (it == where_.end()) throw Error(source_ + ": no tensor named '" + name + "'");
     files_[it->second]->read_bf16_into(name, dst);
-}
-
-void SafetensorsSet::release(const std::string& name) const {
-    const auto it = where_.find(name);
-    if (it != where_.end()) files_[it->second]->release(name);
 }
 
 // ---------------------------------------------------------------------------------------------
