@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 
 #include <bit>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -193,7 +194,8 @@ TEST_F(SafetensorsTest, RangeReadEqualsTheWholeReadAndRefusesThePastTheEnd) {
 
 // Another program may truncate or replace the file between its opening and the reads (a training
 // run saving over the model a viewer is loading): a shrunk file is an Error naming the file, not a
-// SIGBUS as reading a shrunk memory map was; a file replaced by a rename is read as it was opened.
+// SIGBUS as reading a shrunk memory map was, and so is one written over in place (what was read could
+// mix two files); a file replaced by a rename is read as it was opened.
 TEST_F(SafetensorsTest, AFileThatShrinksAfterOpeningFailsItsReadsWithOneLine) {
     Tensor a({4, 8}), b({6});
     for (size_t i = 0; i < a.data.size(); ++i) a.data[i] = static_cast<float>(i);
@@ -220,7 +222,27 @@ TEST_F(SafetensorsTest, AFileThatShrinksAfterOpeningFailsItsReadsWithOneLine) {
             EXPECT_THROW(file.read_bf16_into("b", bits.data()), Error);
         }
         ASSERT_LE(data_start + a_end, data_start + b_begin);
-        EXPECT_EQ(file.read("a").data, a.data);  // what is still there reads as before
+        EXPECT_THROW(file.read("a"), Error);  // still there, but the file is no longer the one opened
+    }
+    {  // written over in place, same size: the read after it is refused (its time of modification moved;
+       // the file is dated an hour back first, so that the write cannot fall in the same clock tick)
+        const std::string p = path("overwritten.safetensors");
+        retnet::write_safetensors(p, {{"a", &a}, {"b", &b}}, {}, DType::F32);
+        fs::last_write_time(p, fs::last_write_time(p) - std::chrono::hours(1));
+        const SafetensorsFile file(p);
+        EXPECT_EQ(file.read("a").data, a.data);
+        {
+            std::fstream in_place(p, std::ios::binary | std::ios::in | std::ios::out);
+            in_place.seekp(static_cast<std::streamoff>(fs::file_size(p) - 4));
+            in_place.write("\0\0\0\0", 4);
+        }
+        try {
+            file.read("b");
+            FAIL() << "read a file written over since it was opened";
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(p + ": the file changed while it was read"), std::string::npos)
+                << e.what();
+        }
     }
     const std::string p = path("replaced.safetensors");
     retnet::write_safetensors(p, {{"a", &a}}, {}, DType::F32);
@@ -229,6 +251,34 @@ TEST_F(SafetensorsTest, AFileThatShrinksAfterOpeningFailsItsReadsWithOneLine) {
     retnet::write_safetensors(path("new.safetensors"), {{"a", &other}}, {}, DType::F32);
     fs::rename(path("new.safetensors"), p);
     EXPECT_EQ(file.read("a").data, a.data);
+}
+
+// A header of many tensors opens in time that grows with its size (the JSON parser's callback form
+// took minutes for 100,000 and could not be interrupted meanwhile); a name given twice is still
+// found, and a huge shape is quoted in an error cut to a readable length.
+TEST_F(SafetensorsTest, ManyTensorsRepeatedNamesAndHugeShapesInTheHeader) {
+    const int n = 100000;
+    std::string header = "{";
+    for (int i = 0; i < n; ++i)
+        header += (i ? ",\"t" : "\"t") + std::to_string(i) + "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[" +
+                  std::to_string(i) + "," + std::to_string(i + 1) + "]}";
+    std::string data(static_cast<size_t>(n), '\0');
+    for (int i = 0; i < n; ++i) data[static_cast<size_t>(i)] = static_cast<char>(i % 251);
+    const SafetensorsFile many(write_raw("many.safetensors", header + "}", data));
+    ASSERT_EQ(many.tensors().size(), static_cast<size_t>(n));
+    EXPECT_EQ(many.read("t99999").data, std::vector<float>{static_cast<float>(99999 % 251)});
+
+    const std::string twice = header + ",\"t500\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}";
+    EXPECT_NE(open_error(write_raw("twice.safetensors", twice, data)).find("header names 't500' twice"),
+              std::string::npos);
+
+    json wide = json::array();
+    for (int i = 0; i < 10000; ++i) wide.push_back(2);
+    const json wide_header = {{"w", {{"dtype", "F32"}, {"shape", wide}, {"data_offsets", {0, 4}}}}};
+    const std::string error = open_error(write_raw("wide.safetensors", wide_header.dump(), "abcd"));
+    EXPECT_NE(error.find("tensor 'w': shape [2,2,2,"), std::string::npos) << error;
+    EXPECT_NE(error.find(" more)"), std::string::npos) << error;
+    EXPECT_LT(error.size(), 400u) << error;
 }
 
 TEST(HalfConversion, KnownValues) {
@@ -333,7 +383,7 @@ TEST_F(SafetensorsTest, CorruptFilesFailWithFileAndProblem) {
          "tensor 'a': shape [5] needs 20 bytes but the data section holds only 16 (truncated file?)"},
         {"outside", json{{"a", entry("F32", {4}, 8, 24)}}.dump(), data4,
          "tensor 'a': data_offsets [8, 24] lie outside the data section of 16 bytes"},
-        {"reversed", json{{"a", entry("F32", {0}, 8, 4)}}.dump(), data4, "lie outside the data section"},
+        {"reversed", json{{"a", entry("F32", {0}, 8, 4)}}.dump(), data4, "data_offsets [8, 4] end before they begin"},
         {"wrong_size", json{{"a", entry("F32", {3}, 0, 16)}}.dump(), data4,
          "tensor 'a': data_offsets [0, 16] hold 16 bytes but F32 [3] needs 12"},
         {"overlap", json{{"a", entry("F32", {3}, 0, 12)}, {"b", entry("F32", {2}, 8, 16)}}.dump(), data4,
@@ -365,9 +415,10 @@ TEST_F(SafetensorsTest, TruncatedFilesAndHeaderLengths) {
 
     p = write_raw("long_header.safetensors", "{}", "", 1000);
     EXPECT_EQ(open_error(p),
-              p + ": header length 1000 exceeds the file size 10 (truncated or not a safetensors file)");
+              p + ": header length 1000 does not fit in the file: 10 bytes hold 8 for the length and 2 after it "
+                     "(truncated or not a safetensors file)");
     p = write_raw("huge_header.safetensors", "{}", "", ~0ULL);
-    EXPECT_NE(open_error(p).find("header length 18446744073709551615 exceeds the file size"), std::string::npos);
+    EXPECT_NE(open_error(p).find("header length 18446744073709551615 does not fit in the file"), std::string::npos);
 
     // A valid file cut short inside its data section.
     Tensor t({16}, 1.5f);
@@ -380,7 +431,7 @@ TEST_F(SafetensorsTest, TruncatedFilesAndHeaderLengths) {
     // Cut inside the header.
     retnet::write_safetensors(p, {{"t", &t}});
     fs::resize_file(p, 20);
-    EXPECT_NE(open_error(p).find("exceeds the file size 20"), std::string::npos);
+    EXPECT_NE(open_error(p).find("does not fit in the file: 20 bytes"), std::string::npos);
 
     EXPECT_NE(open_error(path("absent.safetensors")).find("absent.safetensors: cannot open"), std::string::npos);
     EXPECT_NE(open_error(dir_.string()).find("not a regular file"), std::string::npos);
@@ -466,6 +517,17 @@ TEST_F(SafetensorsTest, ShardedIndex) {
     missing["weight_map"]["c"] = "model-00003-of-00003.safetensors";
     EXPECT_EQ(open_error_of(missing),
               index_path + ": shard 'model-00003-of-00003.safetensors' (holding 'c') does not exist");
+    // Something that is there but is no safetensors file is named as what it is, not as missing.
+    fs::create_directory(dir_ / "a-directory.safetensors");
+    ASSERT_EQ(::mkfifo((dir_ / "a-fifo.safetensors").c_str(), 0600), 0);
+    fs::create_symlink("nowhere.safetensors", dir_ / "dangling.safetensors");
+    for (const auto& [shard, why] : {std::pair<std::string, std::string>{"a-directory.safetensors", "not a regular file"},
+                                     {"a-fifo.safetensors", "not a regular file"},
+                                     {"dangling.safetensors", "cannot open (No such file or directory)"}}) {
+        json odd = index;
+        odd["weight_map"]["c"] = shard;
+        EXPECT_EQ(open_error_of(odd), (dir_ / shard).string() + ": " + why);
+    }
     json wrong = index;
     wrong["weight_map"]["c"] = "model-00001-of-00002.safetensors";
     EXPECT_EQ(open_error_of(wrong),

@@ -7,6 +7,7 @@
 // the file and the problem before any tensor is read; tensors are read with pread, so a file that
 // another program truncates meanwhile fails the same way (a shrunk memory map would raise SIGBUS).
 #include <cstdint>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <memory>
@@ -75,6 +76,7 @@ private:
     std::string path_;
     int fd_ = -1;     // open for the object's lifetime: reads see the file that was opened
     size_t size_ = 0;  // when opened
+    timespec opened_mtime_{};  // a read after another program wrote to the file is an Error
     size_t data_start_ = 0;  // 8 + header length
     std::vector<TensorInfo> tensors_;
     std::map<std::string, size_t> index_;

@@ -123,6 +123,47 @@ uint16_t float_to_half(float value) {
     return static_cast<uint16_t>(sign | (((static_cast<uint32_t>(exponent + 15)) << 10) + (mantissa - 0x400u)));
 }
 
+namespace {
+
+// A header value as quoted in an error: its JSON, cut after 100 characters (a shape of 10,000
+// dimensions would fill the screen).
+std::string brief(const json& value) {
+    std::string text = value.dump();
+    if (text.size() > 100) text = text.substr(0, 100) + "...(" + std::to_string(text.size() - 100) + " more)";
+    return text;
+}
+
+// The first key that the top-level object of valid JSON text names twice, or "" (the parsed json
+// keeps only one of them). A SAX pass: the parser's callback form walks the whole parent object
+// after each member that ends, which took minutes for a header of 100,000 tensors.
+std::string first_repeated_top_level_key(const std::string& text) {
+    struct TopLevelKeys : nlohmann::json_sax<json> {
+        int depth = 0;
+        std::set<std::string> seen;
+        std::string repeated;
+        bool null() override { return true; }
+        bool boolean(bool) override { return true; }
+        bool number_integer(number_integer_t) override { return true; }
+        bool number_unsigned(number_unsigned_t) override { return true; }
+        bool number_float(number_float_t, const string_t&) override { return true; }
+        bool string(string_t&) override { return true; }
+        bool binary(binary_t&) override { return true; }
+        bool start_object(std::size_t) override { return ++depth, true; }
+        bool end_object() override { return --depth, true; }
+        bool start_array(std::size_t) override { return ++depth, true; }
+        bool end_array() override { return --depth, true; }
+        bool key(string_t& k) override {
+            if (depth == 1 && !seen.insert(k).second) repeated = k;
+            return repeated.empty();  // the first repeat is enough
+        }
+        bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+    } keys;
+    json::sax_parse(text, &keys);
+    return keys.repeated;
+}
+
+}  // namespace
+
 // ---------------------------------------------------------------------------------------------
 // Reading
 
@@ -134,9 +175,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
         if (::fstat(fd_, &st) != 0) throw Error(path + ": cannot stat (" + std::strerror(errno) + ")");
         if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
         size_ = static_cast<size_t>(st.st_size);
+        opened_mtime_ = st.st_mtim;
         if (size_ < 8)
-            throw Error(path + ": truncated file (" + std::to_string(size_) +
-                        " bytes; a safetensors file starts with an 8-byte header length)");
+            throw Error(path + ": truncated file (" + std::to_string(size_) + (size_ == 1 ? " byte" : " bytes") +
+                        "; a safetensors file starts with an 8-byte header length)");
         parse_header();
     } catch (...) {
         // The destructor does not run for a constructor that throws.
@@ -163,6 +205,14 @@ void SafetensorsFile::read_bytes(uint64_t offset, size_t n, void* dst) const {
         offset += static_cast<uint64_t>(got);
         n -= static_cast<size_t>(got);
     }
+    // Written over in place (same size or larger) while it was read: what was read may mix two
+    // files. A write updates the time of modification before it copies its data, so a read that saw
+    // new bytes sees the new time here.
+    struct stat st {};
+    if (::fstat(fd_, &st) == 0 &&
+        (st.st_mtim.tv_sec != opened_mtime_.tv_sec || st.st_mtim.tv_nsec != opened_mtime_.tv_nsec))
+        throw Error(path_ + ": the file changed while it was read (written over by another program?); read it again "
+                            "once that program is done");
 }
 
 void SafetensorsFile::parse_header() {
@@ -172,24 +222,18 @@ void SafetensorsFile::parse_header() {
     read_bytes(0, 8, length_bytes);
     const uint64_t header_len = load_unaligned<uint64_t>(length_bytes);
     if (header_len > size_ - 8)
-        fail("header length " + std::to_string(header_len) + " exceeds the file size " + std::to_string(size_) +
-             " (truncated or not a safetensors file)");
+        fail("header length " + std::to_string(header_len) + " does not fit in the file: " + std::to_string(size_) +
+             " bytes hold 8 for the length and " + std::to_string(size_ - 8) +
+             " after it (truncated or not a safetensors file)");
     if (header_len > kMaxHeaderBytes) fail("header length " + std::to_string(header_len) + " is larger than 100 MiB");
     data_start_ = 8 + static_cast<size_t>(header_len);
     const uint64_t data_size = size_ - data_start_;
 
-    json header;
-    std::set<std::string> top_keys;
-    std::string duplicate;
-    const json::parser_callback_t find_duplicates = [&](int depth, json::parse_event_t event, json& parsed) {
-        if (depth == 1 && event == json::parse_event_t::key && !top_keys.insert(parsed.get<std::string>()).second)
-            duplicate = parsed.get<std::string>();
-        return true;
-    };
     std::string header_text(static_cast<size_t>(header_len), '\0');
     read_bytes(8, header_text.size(), header_text.data());
+    json header;
     try {
-        header = json::parse(header_text, find_duplicates);
+        header = json::parse(header_text);
     } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
         std::string what = e.what();
         const auto pos = what.find("] ");
@@ -197,6 +241,7 @@ void SafetensorsFile::parse_header() {
         fail("header is not valid JSON (" + what + ")");
     }
     if (!header.is_object()) fail("header is not a JSON object");
+    const std::string duplicate = first_repeated_top_level_key(header_text);
     if (!duplicate.empty()) fail("header names '" + duplicate + "' twice");
 
     for (const auto& [name, entry] : header.items()) {
@@ -222,7 +267,7 @@ void SafetensorsFile::parse_header() {
         bool overflow = false;
         for (const json& dim : entry["shape"]) {
             if (!dim.is_number_integer() || (dim.is_number_integer() && !dim.is_number_unsigned() && dim.get<int64_t>() < 0))
-                fail(where + ": shape " + entry["shape"].dump() + " has a dimension that is not a non-negative integer");
+                fail(where + ": shape " + brief(entry["shape"]) + " has a dimension that is not a non-negative integer");
             const uint64_t d = dim.get<uint64_t>();
             if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || __builtin_mul_overflow(numel, d, &numel))
                 overflow = true;
@@ -230,21 +275,24 @@ void SafetensorsFile::parse_header() {
         }
         uint64_t nbytes = 0;
         if (overflow || __builtin_mul_overflow(numel, static_cast<uint64_t>(dtype_size(info.dtype)), &nbytes))
-            fail(where + ": shape " + entry["shape"].dump() + " is too large (its byte size overflows)");
+            fail(where + ": shape " + brief(entry["shape"]) + " is too large (its byte size overflows)");
         if (nbytes > data_size)
-            fail(where + ": shape " + entry["shape"].dump() + " needs " + std::to_string(nbytes) +
+            fail(where + ": shape " + brief(entry["shape"]) + " needs " + std::to_string(nbytes) +
                  " bytes but the data section holds only " + std::to_string(data_size) + " (truncated file?)");
         for (const json& off : entry["data_offsets"])
             if (!off.is_number_unsigned() && !(off.is_number_integer() && off.get<int64_t>() >= 0))
-                fail(where + ": data_offsets " + entry["data_offsets"].dump() + " are not non-negative integers");
+                fail(where + ": data_offsets " + brief(entry["data_offsets"]) + " are not non-negative integers");
         info.begin = entry["data_offsets"][0].get<uint64_t>();
         info.end = entry["data_offsets"][1].get<uint64_t>();
-        if (info.begin > info.end || info.end > data_size)
+        if (info.begin > info.end)
+            fail(where + ": data_offsets [" + std::to_string(info.begin) + ", " + std::to_string(info.end) +
+                 "] end before they begin");
+        if (info.end > data_size)
             fail(where + ": data_offsets [" + std::to_string(info.begin) + ", " + std::to_string(info.end) +
                  "] lie outside the data section of " + std::to_string(data_size) + " bytes (truncated file?)");
         if (info.end - info.begin != nbytes)
             fail(where + ": data_offsets [" + std::to_string(info.begin) + ", " + std::to_string(info.end) + "] hold " +
-                 std::to_string(info.end - info.begin) + " bytes but " + dtype + " " + entry["shape"].dump() +
+                 std::to_string(info.end - info.begin) + " bytes but " + dtype + " " + brief(entry["shape"]) +
                  " needs " + std::to_string(nbytes));
         tensors_.push_back(std::move(info));
     }
@@ -409,7 +457,8 @@ SafetensorsSet SafetensorsSet::open(const std::string& path) {
         auto it = file_index.find(shard);
         if (it == file_index.end()) {
             const std::string full = (dir / shard_path).string();
-            if (!is_file(full))
+            std::error_code ec;  // nothing at all there; anything else the shard's own open names precisely
+            if (!fs::exists(fs::symlink_status(full, ec)))
                 throw Error(path + ": shard '" + shard + "' (holding '" + name + "') does not exist");
             set.files_.push_back(std::make_shared<SafetensorsFile>(full));
             it = file_index.emplace(shard, set.files_.size() - 1).first;
