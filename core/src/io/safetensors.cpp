@@ -133,14 +133,23 @@ std::string brief(const json& value) {
     return text;
 }
 
-// The first key that the top-level object of valid JSON text names twice, or "" (the parsed json
-// keeps only one of them). A SAX pass: the parser's callback form walks the whole parent object
-// after each member that ends, which took minutes for a header of 100,000 tensors.
-std::string first_repeated_top_level_key(const std::string& text) {
-    struct TopLevelKeys : nlohmann::json_sax<json> {
+// More would not be a model this program runs (a shard of the largest public models holds a few
+// thousand), and its header would take seconds and a gigabyte to parse, deaf to Ctrl-C meanwhile.
+constexpr size_t kMaxTensors = 100000;
+
+// The top-level names of JSON text, by a SAX pass that stops at the first name given twice (the
+// parsed json keeps only one of them) or past kMaxTensors + 1 names (the tensors and
+// __metadata__). nlohmann's callback parser, the other way to see repeated names, walks the whole
+// parent object after each member that ends: minutes for 100,000 tensors.
+struct TopLevelNames {
+    std::string repeated;
+    bool too_many = false;
+};
+TopLevelNames scan_top_level_names(const std::string& text) {
+    struct Scan : nlohmann::json_sax<json> {
         int depth = 0;
         std::set<std::string> seen;
-        std::string repeated;
+        TopLevelNames found;
         bool null() override { return true; }
         bool boolean(bool) override { return true; }
         bool number_integer(number_integer_t) override { return true; }
@@ -153,13 +162,15 @@ std::string first_repeated_top_level_key(const std::string& text) {
         bool start_array(std::size_t) override { return ++depth, true; }
         bool end_array() override { return --depth, true; }
         bool key(string_t& k) override {
-            if (depth == 1 && !seen.insert(k).second) repeated = k;
-            return repeated.empty();  // the first repeat is enough
+            if (depth != 1) return true;
+            if (!seen.insert(k).second) found.repeated = k;
+            found.too_many = seen.size() > kMaxTensors + 1;
+            return found.repeated.empty() && !found.too_many;
         }
         bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
-    } keys;
-    json::sax_parse(text, &keys);
-    return keys.repeated;
+    } scan;
+    json::sax_parse(text, &scan);
+    return scan.found;
 }
 
 }  // namespace
@@ -169,11 +180,20 @@ std::string first_repeated_top_level_key(const std::string& text) {
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
-    if (fd_ < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
+    if (fd_ < 0) {
+        const int open_errno = errno;
+        std::error_code ec;
+        if (open_errno == ENOENT && fs::is_symlink(fs::symlink_status(path, ec)))
+            throw Error(path + ": is a symbolic link to " + fs::read_symlink(path, ec).string() + ", which does not exist");
+        throw Error(path + ": cannot open (" + std::strerror(open_errno) + ")");
+    }
     try {
         struct stat st {};
         if (::fstat(fd_, &st) != 0) throw Error(path + ": cannot stat (" + std::strerror(errno) + ")");
-        if (!S_ISREG(st.st_mode)) throw Error(path + ": not a regular file");
+        if (!S_ISREG(st.st_mode)) {
+            require_regular_file(path);  // names what is there: a directory, a FIFO, a device…
+            throw Error(path + ": is not a regular file");
+        }
         size_ = static_cast<size_t>(st.st_size);
         opened_mtime_ = st.st_mtim;
         if (size_ < 8)
@@ -231,6 +251,9 @@ void SafetensorsFile::parse_header() {
 
     std::string header_text(static_cast<size_t>(header_len), '\0');
     read_bytes(8, header_text.size(), header_text.data());
+    const TopLevelNames names = scan_top_level_names(header_text);  // (valid JSON or not: parsed next)
+    if (names.too_many)
+        fail("header lists more than " + std::to_string(kMaxTensors) + " tensors (not a model file this program runs)");
     json header;
     try {
         header = json::parse(header_text);
@@ -241,8 +264,7 @@ void SafetensorsFile::parse_header() {
         fail("header is not valid JSON (" + what + ")");
     }
     if (!header.is_object()) fail("header is not a JSON object");
-    const std::string duplicate = first_repeated_top_level_key(header_text);
-    if (!duplicate.empty()) fail("header names '" + duplicate + "' twice");
+    if (!names.repeated.empty()) fail("header names '" + names.repeated + "' twice");
 
     for (const auto& [name, entry] : header.items()) {
         if (name == "__metadata__") {
