@@ -20,13 +20,36 @@ void append_hex(std::string& out, unsigned char c) {
     out += kHex[c & 15];
 }
 
+// Characters that change how the rest of a terminal line reads without being controls: the line and
+// paragraph separators and the bidirectional marks, embeddings, overrides and isolates (U+202E would
+// show "txt.exe" as "exe.txt").
+bool reorders_or_breaks_the_line(uint32_t code) {
+    return code == 0x061C || code == 0x200E || code == 0x200F || (code >= 0x2028 && code <= 0x202E) ||
+           (code >= 0x2066 && code <= 0x2069);
+}
+
+// The code point of a well-formed sequence of 2 or 3 bytes at text[i] (0 for other lengths).
+uint32_t code_point(const std::string& text, size_t i, size_t length) {
+    const auto b = [&](size_t k) { return static_cast<uint32_t>(static_cast<unsigned char>(text[i + k])); };
+    if (length == 2) return (b(0) & 0x1F) << 6 | (b(1) & 0x3F);
+    if (length == 3) return (b(0) & 0x0F) << 12 | (b(1) & 0x3F) << 6 | (b(2) & 0x3F);
+    return 0;
+}
+
 // Appends the escaped form of the character or byte at text[i]; returns the bytes of text it took.
 size_t escape_one(const std::string& text, size_t i, std::string& out) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (c >= 0x80) {
-        // A well-formed character passes but for the C1 controls; any other byte is escaped on its own.
+        // A well-formed character passes but for the C1 controls and those that reorder or break the
+        // line (as \uXXXX); any other byte is escaped on its own.
         const bool c1 = is_c1_control(text, i);
         const size_t length = c1 ? 0 : utf8_sequence_length(text, i);
+        if (const uint32_t code = code_point(text, i, length); reorders_or_breaks_the_line(code)) {
+            static constexpr char kHex[] = "0123456789abcdef";
+            out += "\\u";
+            for (int shift = 12; shift >= 0; shift -= 4) out += kHex[(code >> shift) & 15];
+            return length;
+        }
         if (length > 0) {
             out.append(text, i, length);
             return length;

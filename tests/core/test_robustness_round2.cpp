@@ -663,6 +663,11 @@ TEST(RobustMessages, BytesThatAreNotTextAndC1ControlsAreEscaped) {
     EXPECT_STREQ(Error("caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e \xc2\xa0").what(),
                  "caf\xc3\xa9 \xe2\x82\xac \xf0\x9d\x84\x9e \xc2\xa0");
     EXPECT_STREQ(Error("a\xc2\x9b" "31mred").what(), "a\\xc2\\x9b31mred");
+    // characters that reorder or break the line (U+202E, U+2028, U+2066, U+061C) as \uXXXX; their
+    // neighbours (U+202F, U+2065 unassigned, U+061B) pass
+    EXPECT_STREQ(Error("a\xe2\x80\xaetxt.exe \xe2\x80\xa8 \xe2\x81\xa6 \xd8\x9c|"
+                       "\xe2\x80\xaf \xe2\x81\xa5 \xd8\x9b").what(),
+                 "a\\u202etxt.exe \\u2028 \\u2066 \\u061c|\xe2\x80\xaf \xe2\x81\xa5 \xd8\x9b");
     EXPECT_STREQ(Error("\xff \xc0\xaf \xed\xa0\x80 end\xe2\x82").what(),
                  "\\xff \\xc0\\xaf \\xed\\xa0\\x80 end\\xe2\\x82");
     // the CLI's one line says the same for a path given on the command line
