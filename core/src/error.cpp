@@ -13,8 +13,9 @@
 namespace retnet {
 namespace {
 
+constexpr char kHex[] = "0123456789abcdef";
+
 void append_hex(std::string& out, unsigned char c) {
-    static constexpr char kHex[] = "0123456789abcdef";
     out += "\\x";
     out += kHex[c >> 4];
     out += kHex[c & 15];
@@ -45,7 +46,6 @@ size_t escape_one(const std::string& text, size_t i, std::string& out) {
         const bool c1 = is_c1_control(text, i);
         const size_t length = c1 ? 0 : utf8_sequence_length(text, i);
         if (const uint32_t code = code_point(text, i, length); reorders_or_breaks_the_line(code)) {
-            static constexpr char kHex[] = "0123456789abcdef";
             out += "\\u";
             for (int shift = 12; shift >= 0; shift -= 4) out += kHex[(code >> shift) & 15];
             return length;

@@ -117,6 +117,10 @@ void require_regular_file(const std::string& path) {
     if (ec) {
         if (ec == std::errc::too_many_symbolic_link_levels)
             throw Error(path + ": cannot open (a symlink loop: " + ec.message() + ")");
+        std::error_code link_ec;
+        if (ec == std::errc::no_such_file_or_directory && fs::is_symlink(fs::symlink_status(path, link_ec)))
+            throw Error(path + ": is a symbolic link to " + fs::read_symlink(path, link_ec).string() +
+                        ", which does not exist");
         throw Error(path + ": cannot open (" + ec.message() + ")");
     }
     if (!fs::is_regular_file(st)) throw Error(path + ": is " + kind_of(st.type()) + ", expected a regular file");

@@ -179,21 +179,14 @@ TopLevelNames scan_top_level_names(const std::string& text) {
 // Reading
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO must not block
-    if (fd_ < 0) {
-        const int open_errno = errno;
-        std::error_code ec;
-        if (open_errno == ENOENT && fs::is_symlink(fs::symlink_status(path, ec)))
-            throw Error(path + ": is a symbolic link to " + fs::read_symlink(path, ec).string() + ", which does not exist");
-        throw Error(path + ": cannot open (" + std::strerror(open_errno) + ")");
-    }
+    require_regular_file(path);  // else names what is there: a directory, a FIFO, a link to nothing…
+    // O_NONBLOCK: if the path was swapped for a FIFO since the check, open() still returns at once.
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd_ < 0) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
     try {
         struct stat st {};
         if (::fstat(fd_, &st) != 0) throw Error(path + ": cannot stat (" + std::strerror(errno) + ")");
-        if (!S_ISREG(st.st_mode)) {
-            require_regular_file(path);  // names what is there: a directory, a FIFO, a device…
-            throw Error(path + ": is not a regular file");
-        }
+        if (!S_ISREG(st.st_mode)) throw Error(path + ": is not a regular file");
         size_ = static_cast<size_t>(st.st_size);
         opened_mtime_ = st.st_mtim;
         if (size_ < 8)
@@ -407,7 +400,7 @@ void SafetensorsFile::read_range_into(const std::string& name, size_t first, siz
     // other widths through a bounded staging buffer
     constexpr size_t kStagingBytes = size_t{1} << 20;
     std::vector<unsigned char> staging(std::min(kStagingBytes, count * width));
-    const size_t per_pass = staging.empty() ? 0 : staging.size() / width;
+    const size_t per_pass = staging.size() / width;
     for (size_t done = 0; done < count; done += per_pass) {
         const size_t part = std::min(per_pass, count - done);
         read_bytes(offset + done * width, part * width, staging.data());
