@@ -29,9 +29,6 @@ __device__ __forceinline__ float store_as<float>(float x) { return x; }
 template <>
 __device__ __forceinline__ bf16 store_as<bf16>(float x) { return __float2bfloat16_rn(x); }
 
-__device__ __forceinline__ float load_as_float(float x) { return x; }
-__device__ __forceinline__ float load_as_float(bf16 x) { return __bfloat162float(x); }
-
 // x rounded to what the cache dtype holds (the query's rounding for bf16 caches).
 template <typename T>
 __device__ __forceinline__ float round_to(float x) { return load_as_float(store_as<T>(x)); }

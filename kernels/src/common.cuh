@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// Device-side helpers shared by the kernels: block reductions and launch arithmetic.
+// Device-side helpers shared by the kernels: element loads and stores, block reductions and launch
+// arithmetic.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -43,6 +45,12 @@ void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t 
     config.numAttrs = 1;
     RETNET_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
+
+// Elements stored in float or bf16 (the trainer's kept activations), read and written as float.
+__device__ __forceinline__ float load_as_float(float x) { return x; }
+__device__ __forceinline__ float load_as_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void store_as(float* at, float value) { *at = value; }
+__device__ __forceinline__ void store_as(__nv_bfloat16* at, float value) { *at = __float2bfloat16_rn(value); }
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 

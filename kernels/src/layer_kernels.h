@@ -77,9 +77,13 @@ struct HeadNormInput {
 // rstd (N, H) when not null. w may be null (no weight; one w shared by the heads).
 void head_norm_gate_forward(const HeadNormInput& o, const float* g, const float* w, int64_t rows, int H, int Dv,
                             float eps, float* y, float* rstd, cudaStream_t stream);
-// o rows. Writes d_o and dg; accumulates dw (Dv) when w is not null, through dw_partials, scratch
-// of (head_norm_gate_backward_parts(rows, H), Dv).
-void head_norm_gate_backward(const float* o, const float* g, const float* w, const float* rstd, const float* dy,
+// The same from o and g rows in bf16 (the cuda-bf16 trainer keeps them so), widened to float.
+void head_norm_gate_forward(const __nv_bfloat16* o, const __nv_bfloat16* g, const float* w, int64_t rows, int H,
+                            int Dv, float eps, float* y, float* rstd, cudaStream_t stream);
+// o rows; In float or bf16, as the forward. Writes d_o and dg; accumulates dw (Dv) when w is not
+// null, through dw_partials, scratch of (head_norm_gate_backward_parts(rows, H), Dv).
+template <typename In>
+void head_norm_gate_backward(const In* o, const In* g, const float* w, const float* rstd, const float* dy,
                              int64_t rows, int H, int Dv, float* d_o, float* dg, float* dw, float* dw_partials,
                              cudaStream_t stream);
 int64_t head_norm_gate_backward_parts(int64_t rows, int H);
@@ -113,10 +117,13 @@ void heads_to_rows(const float* src, Out* dst, int B, int T, int Tp, int H, int 
 
 // ---- GLU (glu.cu) ------------------------------------------------------------------------------
 
-// h = act(a) ⊙ b, act = gelu (exact erf) or swish (silu); a, b, h (n); h may be a.
-void glu_forward(const float* a, const float* b, int64_t n, bool gelu, float* h, cudaStream_t stream);
+// h = act(a) ⊙ b, act = gelu (exact erf) or swish (silu); a, b, h (n); h may be a. In: float, or bf16 (the
+// cuda-bf16 trainer's kept a and b), widened to float.
+template <typename In>
+void glu_forward(const In* a, const In* b, int64_t n, bool gelu, float* h, cudaStream_t stream);
 // Writes da, db.
-void glu_backward(const float* a, const float* b, const float* dh, int64_t n, bool gelu, float* da, float* db,
+template <typename In>
+void glu_backward(const In* a, const In* b, const float* dh, int64_t n, bool gelu, float* da, float* db,
                   cudaStream_t stream);
 
 }  // namespace retnet::cuda::layer_kernels

@@ -21,9 +21,6 @@ constexpr int kGatePairsPerBlock = 64;  // (row, head) pairs of one head-norm ba
 // Fewer head-norm pairs than this (under a warp-per-pair block per SM) get a block each.
 constexpr int64_t kBlockPerPairBelow = 1024;
 
-__device__ __forceinline__ void store_as(float* at, float value) { *at = value; }
-__device__ __forceinline__ void store_as(__nv_bfloat16* at, float value) { *at = __float2bfloat16_rn(value); }
-
 // One block per row. A bf16 y is the float result rounded (a bf16 GEMM's input, bit for bit
 // launch_float_to_bf16 of the float y).
 template <typename Out>
@@ -84,15 +81,29 @@ __device__ __forceinline__ void gate_offsets(int64_t pair, int heads_T, int head
     }
 }
 
-// y = o·rsqrt(mean(o²) + eps)·w ⊙ silu(g) for one pair, its sum of squares already reduced.
-__device__ __forceinline__ void gate_write(const float* o, const float* g, const float* w, int64_t off, int64_t o_off,
+// y = o·rsqrt(mean(o²) + eps)·w ⊙ silu(g) for one pair, its sum of squares already reduced. In:
+// float, or bf16 (the cuda-bf16 trainer keeps o and g in bf16), widened to float.
+template <typename In>
+__device__ __forceinline__ void gate_write(const In* o, const In* g, const float* w, int64_t off, int64_t o_off,
                                            int Dv, double ss, float eps, int first, int stride, float* y) {
     const float s = static_cast<float>(1.0 / sqrt(ss / Dv + static_cast<double>(eps)));
-    for (int i = first; i < Dv; i += stride) y[off + i] = o[o_off + i] * s * (w ? w[i] : 1.0f) * silu(g[off + i]);
+    for (int i = first; i < Dv; i += stride)
+        y[off + i] = load_as_float(o[o_off + i]) * s * (w ? w[i] : 1.0f) * silu(load_as_float(g[off + i]));
+}
+
+template <typename In>
+__device__ __forceinline__ double squares(const In* o, int first, int stride, int Dv) {
+    double ss = 0.0;
+    for (int i = first; i < Dv; i += stride) {
+        const double x = load_as_float(o[i]);
+        ss += x * x;
+    }
+    return ss;
 }
 
 // Many pairs (training, prefill): one warp per pair.
-__global__ void head_norm_gate_forward_warp_kernel(const float* o, int heads_T, int heads_Tp, const float* g,
+template <typename In>
+__global__ void head_norm_gate_forward_warp_kernel(const In* o, int heads_T, int heads_Tp, const In* g,
                                                    const float* w, int64_t pairs, int H, int Dv, float eps, float* y,
                                                    float* rstd) {
     wait_for_previous_grid();
@@ -102,15 +113,14 @@ __global__ void head_norm_gate_forward_warp_kernel(const float* o, int heads_T, 
     if (pair >= pairs) return;
     int64_t off, o_off;
     gate_offsets(pair, heads_T, heads_Tp, H, Dv, off, o_off);
-    double ss = 0.0;
-    for (int i = lane; i < Dv; i += 32) ss += static_cast<double>(o[o_off + i]) * o[o_off + i];
-    ss = warp_sum(ss);
+    const double ss = warp_sum(squares(o + o_off, lane, 32, Dv));
     if (rstd && lane == 0) rstd[pair] = static_cast<float>(1.0 / sqrt(ss / Dv + static_cast<double>(eps)));
     gate_write(o, g, w, off, o_off, Dv, ss, eps, lane, 32, y);
 }
 
 // Few pairs (a decoding step): one block per pair, so they still spread over the GPU.
-__global__ void head_norm_gate_forward_block_kernel(const float* o, int heads_T, int heads_Tp, const float* g,
+template <typename In>
+__global__ void head_norm_gate_forward_block_kernel(const In* o, int heads_T, int heads_Tp, const In* g,
                                                     const float* w, int H, int Dv, float eps, float* y, float* rstd) {
     __shared__ double shared[32];
     wait_for_previous_grid();
@@ -118,24 +128,24 @@ __global__ void head_norm_gate_forward_block_kernel(const float* o, int heads_T,
     const int64_t pair = blockIdx.x;
     int64_t off, o_off;
     gate_offsets(pair, heads_T, heads_Tp, H, Dv, off, o_off);
-    double ss = 0.0;
-    for (int i = threadIdx.x; i < Dv; i += blockDim.x) ss += static_cast<double>(o[o_off + i]) * o[o_off + i];
-    ss = block_sum(ss, shared);
+    const double ss = block_sum(squares(o + o_off, threadIdx.x, blockDim.x, Dv), shared);
     if (rstd && threadIdx.x == 0) rstd[pair] = static_cast<float>(1.0 / sqrt(ss / Dv + static_cast<double>(eps)));
     gate_write(o, g, w, off, o_off, Dv, ss, eps, threadIdx.x, blockDim.x, y);
 }
 
 // kGatePairsPerBlock pairs per block, one warp at a time per pair. Each warp sums its pairs' dw in
 // its own row of shared memory (lane i owns columns i + 32k); the warps' rows are then added in
-// warp order into the block's row of dw_partials. A pair's o, dy and g are read once into registers
-// when Dv ≤ 32·kMaxPerLane and a multiple of 32 (kPerLane > 0: all of a warp's loads in flight at
-// once, each silu formed once), else re-read in a second pass (kPerLane = 0); the same sums in the
-// same order either way.
+// warp order into the block's row of dw_partials. A pair's o, dy and g are loaded into registers
+// before anything is stored when Dv ≤ 32·kMaxPerLane and a multiple of 32 (kPerLane > 0: all of a
+// warp's loads in flight at once, each silu formed once), else re-read in a second pass
+// (kPerLane = 0); the same sums in the same order either way. In: as gate_write.
 constexpr int kMaxPerLane = 16;
-template <int kPerLane>
-__global__ void head_norm_gate_backward_kernel(const float* o, const float* g, const float* w,
-                                               const float* rstd, const float* dy, int64_t pairs, int Dv,
-                                               float* d_o, float* dg, float* dw_partials) {
+template <int kPerLane, typename In>
+__global__ void head_norm_gate_backward_kernel(const In* __restrict__ o, const In* __restrict__ g,
+                                               const float* __restrict__ w, const float* __restrict__ rstd,
+                                               const float* __restrict__ dy, int64_t pairs, int Dv,
+                                               float* __restrict__ d_o, float* __restrict__ dg,
+                                               float* __restrict__ dw_partials) {
     extern __shared__ float warp_dw[];  // (n_warps, Dv)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     float* my_dw = warp_dw + static_cast<int64_t>(warp) * Dv;
@@ -147,14 +157,22 @@ __global__ void head_norm_gate_backward_kernel(const float* o, const float* g, c
         const float s = rstd[pair];
         double dot = 0.0;
         if constexpr (kPerLane > 0) {
-            float xhat[kPerLane], dxhat[kPerLane];  // o·s and dy·silu(g)·w of lane + 32k
+            float ov[kPerLane], gv[kPerLane], dyv[kPerLane];  // of lane + 32k
+#pragma unroll
+            for (int k = 0; k < kPerLane; ++k) {
+                const int64_t i = off + lane + 32 * k;
+                ov[k] = load_as_float(o[i]);
+                gv[k] = load_as_float(g[i]);
+                dyv[k] = dy[i];
+            }
+            float xhat[kPerLane], dxhat[kPerLane];  // o·s and dy·silu(g)·w
 #pragma unroll
             for (int k = 0; k < kPerLane; ++k) {
                 const int i = lane + 32 * k;
-                const float gi = g[off + i], dyi = dy[off + i], wi = w ? w[i] : 1.0f;
-                xhat[k] = o[off + i] * s;
-                const float dn = dyi * silu(gi);
-                dg[off + i] = dyi * xhat[k] * wi * silu_grad(gi);
+                const float wi = w ? w[i] : 1.0f;
+                xhat[k] = ov[k] * s;
+                const float dn = dyv[k] * silu(gv[k]);
+                dg[off + i] = dyv[k] * xhat[k] * wi * silu_grad(gv[k]);
                 if (dw_partials) my_dw[i] += dn * xhat[k];
                 dxhat[k] = dn * wi;
                 dot += static_cast<double>(dxhat[k]) * xhat[k];
@@ -164,17 +182,17 @@ __global__ void head_norm_gate_backward_kernel(const float* o, const float* g, c
             for (int k = 0; k < kPerLane; ++k) d_o[off + lane + 32 * k] = s * (dxhat[k] - xhat[k] * mean);
         } else {
             for (int i = lane; i < Dv; i += 32) {
-                const float xhat = o[off + i] * s;
+                const float xhat = load_as_float(o[off + i]) * s, gi = load_as_float(g[off + i]);
                 const float wi = w ? w[i] : 1.0f;
-                const float dn = dy[off + i] * silu(g[off + i]);
-                dg[off + i] = dy[off + i] * xhat * wi * silu_grad(g[off + i]);
+                const float dn = dy[off + i] * silu(gi);
+                dg[off + i] = dy[off + i] * xhat * wi * silu_grad(gi);
                 if (dw_partials) my_dw[i] += dn * xhat;
                 dot += static_cast<double>(dn * wi) * xhat;
             }
             const float mean = static_cast<float>(warp_sum(dot) / Dv);
             for (int i = lane; i < Dv; i += 32) {
-                const float xhat = o[off + i] * s;
-                const float dxhat = dy[off + i] * silu(g[off + i]) * (w ? w[i] : 1.0f);
+                const float xhat = load_as_float(o[off + i]) * s;
+                const float dxhat = dy[off + i] * silu(load_as_float(g[off + i])) * (w ? w[i] : 1.0f);
                 d_o[off + i] = s * (dxhat - xhat * mean);
             }
         }
@@ -219,22 +237,36 @@ void rmsnorm_backward(const float* x, const float* w, const float* rstd, const f
     if (dw) sum_partials(dw_partials, rmsnorm_backward_parts(rows), dim, dw, stream);
 }
 
-void head_norm_gate_forward(const HeadNormInput& o, const float* g, const float* w, int64_t rows, int H, int Dv,
-                            float eps, float* y, float* rstd, cudaStream_t stream) {
+namespace {
+template <typename In>
+void gate_forward(const In* o, int heads_T, int heads_Tp, const In* g, const float* w, int64_t rows, int H, int Dv,
+                  float eps, float* y, float* rstd, cudaStream_t stream) {
     const int64_t pairs = rows * H;
     if (pairs <= 0) return;
     if (pairs < kBlockPerPairBelow)
-        head_norm_gate_forward_block_kernel<<<static_cast<unsigned>(pairs), kThreads, 0, stream>>>(
-            o.o, o.heads_T, o.heads_Tp, g, w, H, Dv, eps, y, rstd);
+        head_norm_gate_forward_block_kernel<In><<<static_cast<unsigned>(pairs), kThreads, 0, stream>>>(
+            o, heads_T, heads_Tp, g, w, H, Dv, eps, y, rstd);
     else
-        head_norm_gate_forward_warp_kernel<<<ceil_div(pairs * 32, kThreads), kThreads, 0, stream>>>(
-            o.o, o.heads_T, o.heads_Tp, g, w, pairs, H, Dv, eps, y, rstd);
+        head_norm_gate_forward_warp_kernel<In><<<ceil_div(pairs * 32, kThreads), kThreads, 0, stream>>>(
+            o, heads_T, heads_Tp, g, w, pairs, H, Dv, eps, y, rstd);
     RETNET_CUDA_CHECK_LAUNCH();
+}
+}  // namespace
+
+void head_norm_gate_forward(const HeadNormInput& o, const float* g, const float* w, int64_t rows, int H, int Dv,
+                            float eps, float* y, float* rstd, cudaStream_t stream) {
+    gate_forward(o.o, o.heads_T, o.heads_Tp, g, w, rows, H, Dv, eps, y, rstd, stream);
+}
+
+void head_norm_gate_forward(const __nv_bfloat16* o, const __nv_bfloat16* g, const float* w, int64_t rows, int H,
+                            int Dv, float eps, float* y, float* rstd, cudaStream_t stream) {
+    gate_forward(o, 0, 0, g, w, rows, H, Dv, eps, y, rstd, stream);
 }
 
 int64_t head_norm_gate_backward_parts(int64_t rows, int H) { return ceil_div(rows * H, kGatePairsPerBlock); }
 
-void head_norm_gate_backward(const float* o, const float* g, const float* w, const float* rstd, const float* dy,
+template <typename In>
+void head_norm_gate_backward(const In* o, const In* g, const float* w, const float* rstd, const float* dy,
                              int64_t rows, int H, int Dv, float* d_o, float* dg, float* dw, float* dw_partials,
                              cudaStream_t stream) {
     const int64_t pairs = rows * H;
@@ -247,15 +279,20 @@ void head_norm_gate_backward(const float* o, const float* g, const float* w, con
         kernel<<<blocks, kThreads, shared, stream>>>(o, g, w, rstd, dy, pairs, Dv, d_o, dg, partials);
     };
     switch (Dv % 32 == 0 ? Dv / 32 : 0) {
-        case 2: launch(head_norm_gate_backward_kernel<2>); break;
-        case 4: launch(head_norm_gate_backward_kernel<4>); break;
-        case 8: launch(head_norm_gate_backward_kernel<8>); break;
-        case kMaxPerLane: launch(head_norm_gate_backward_kernel<kMaxPerLane>); break;
-        default: launch(head_norm_gate_backward_kernel<0>); break;
+        case 2: launch(head_norm_gate_backward_kernel<2, In>); break;
+        case 4: launch(head_norm_gate_backward_kernel<4, In>); break;
+        case 8: launch(head_norm_gate_backward_kernel<8, In>); break;
+        case kMaxPerLane: launch(head_norm_gate_backward_kernel<kMaxPerLane, In>); break;
+        default: launch(head_norm_gate_backward_kernel<0, In>); break;
     }
     RETNET_CUDA_CHECK_LAUNCH();
     if (dw) sum_partials(dw_partials, head_norm_gate_backward_parts(rows, H), Dv, dw, stream);
 }
+
+template void head_norm_gate_backward(const float*, const float*, const float*, const float*, const float*, int64_t,
+                                      int, int, float*, float*, float*, float*, cudaStream_t);
+template void head_norm_gate_backward(const __nv_bfloat16*, const __nv_bfloat16*, const float*, const float*,
+                                      const float*, int64_t, int, int, float*, float*, float*, float*, cudaStream_t);
 
 void sum_partials(const float* partials, int64_t n_parts, int cols, float* out, cudaStream_t stream) {
     if (n_parts == 0 || cols == 0) return;
@@ -288,10 +325,10 @@ void launch_head_norm_gate(const float* d_o, const float* d_g, const float* d_we
     const int64_t pairs = static_cast<int64_t>(T) * H;
     if (pairs <= 0) return;
     if (pairs < kBlockPerPairBelow)
-        launch_overlapped(head_norm_gate_forward_block_kernel, dim3(static_cast<unsigned>(pairs)), dim3(kThreads), 0,
+        launch_overlapped(head_norm_gate_forward_block_kernel<float>, dim3(static_cast<unsigned>(pairs)), dim3(kThreads), 0,
                           stream, d_o, T, Tp, d_g, d_weight, H, Dv, eps, d_y, nullptr);
     else
-        launch_overlapped(head_norm_gate_forward_warp_kernel, dim3(ceil_div(pairs * 32, kThreads)), dim3(kThreads), 0,
+        launch_overlapped(head_norm_gate_forward_warp_kernel<float>, dim3(ceil_div(pairs * 32, kThreads)), dim3(kThreads), 0,
                           stream, d_o, T, Tp, d_g, d_weight, pairs, H, Dv, eps, d_y, nullptr);
 }
 

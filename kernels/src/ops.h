@@ -119,12 +119,13 @@ void launch_chunk_output(const float* d_q, const float* d_scores, const float* d
                          const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk, int Dv,
                          ChunkProducts products, cudaStream_t stream);
 
-// The scan's transpose (the trainer's backward, from zero after the last chunk): on entry G[h, c] =
-// ∂loss/∂(state before chunk c) through chunk c's outputs; on exit after[h, c] = ∂loss/∂(state
-// after chunk c): after[h, nC−1] = 0, after[h, c−1] = G[h, c] + chunk_decay[h, c]·after[h, c].
-//   G, after (H, nC, Dk, Dv), chunk_decay (H, nC)
-void launch_chunk_state_scan_backward(const float* d_G, float* d_after, const float* d_chunk_decay, int H,
-                                      int nC, int64_t DkDv, cudaStream_t stream);
+// The scan's transpose (the trainer's backward, from zero after the last chunk), in place: on entry
+// G[h, c] = ∂loss/∂(state before chunk c) through chunk c's outputs; on exit the same buffer holds
+// after[h, c] = ∂loss/∂(state after chunk c): after[h, nC−1] = 0, after[h, c−1] = G[h, c] +
+// chunk_decay[h, c]·after[h, c].
+//   G_then_after (H, nC, Dk, Dv), chunk_decay (H, nC)
+void launch_chunk_state_scan_backward(float* d_G_then_after, const float* d_chunk_decay, int H, int nC, int64_t DkDv,
+                                      cudaStream_t stream);
 
 // torchscale s_c = clamp(max_v Σ_k |state_c[k, v]| / S_B, 1) per (head, chunk).
 //   states (H, nC, Dk, Dv), out (H, nC)

@@ -126,31 +126,33 @@ __global__ void chunk_state_scan_kernel(float* U, float* state, const float* chu
     reinterpret_cast<Vec*>(state)[idx] = s;
 }
 
-// The scan's transpose, walking the chunks backwards: after[c − 1] = G[c] + γ_c · after[c],
-// after[nC − 1] = 0. G and after are distinct buffers.
+// The scan's transpose, walking the chunks backwards in place: slot c holds G[c] on entry and
+// after[c] on return, after[nC − 1] = 0, after[c] = G[c + 1] + γ_(c+1) · after[c + 1]. Each group
+// reads its slots' G before writing them, and G[c + 1] is carried in registers (its slot already
+// holds after[c + 1]), so no second (H, nC, DkDv) buffer is needed.
 template <typename Vec>
-__global__ void chunk_state_scan_backward_kernel(const float* __restrict__ G, float* __restrict__ after,
-                                                 const float* chunk_decay, int H, int nC, int64_t DkDv) {
+__global__ void chunk_state_scan_backward_kernel(float* G_then_after, const float* chunk_decay, int H, int nC,
+                                                 int64_t DkDv) {
     const int64_t per_head = DkDv * sizeof(float) / sizeof(Vec);
     const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (idx >= H * per_head) return;
     const int h = static_cast<int>(idx / per_head);
-    const int64_t base = static_cast<int64_t>(h) * nC * per_head + idx % per_head;
-    const Vec* g_in = reinterpret_cast<const Vec*>(G) + base;
-    Vec* out = reinterpret_cast<Vec*>(after) + base;
+    Vec* slot = reinterpret_cast<Vec*>(G_then_after) + static_cast<int64_t>(h) * nC * per_head + idx % per_head;
     const float* decay = chunk_decay + static_cast<int64_t>(h) * nC;
-    Vec g{};
-    out[static_cast<int64_t>(nC - 1) * per_head] = g;
-    for (int c1 = nC - 1; c1 >= 1; c1 -= kScanGroup) {  // chunks c1, c1 − 1, … down to 1
-        Vec contribution[kScanGroup];
+    Vec next_g = slot[static_cast<int64_t>(nC - 1) * per_head];  // G[c + 1] of the slot c at hand
+    Vec after{};
+    slot[static_cast<int64_t>(nC - 1) * per_head] = after;
+    for (int c0 = nC - 2; c0 >= 0; c0 -= kScanGroup) {  // slots c0, c0 − 1, … down to 0
+        Vec g[kScanGroup];
 #pragma unroll
         for (int i = 0; i < kScanGroup; ++i)
-            if (c1 - i >= 1) contribution[i] = g_in[(c1 - i) * per_head];
+            if (c0 - i >= 0) g[i] = slot[static_cast<int64_t>(c0 - i) * per_head];
 #pragma unroll
         for (int i = 0; i < kScanGroup; ++i)
-            if (c1 - i >= 1) {
-                g = decay_add(decay[c1 - i], g, contribution[i]);
-                out[(c1 - i - 1) * per_head] = g;
+            if (c0 - i >= 0) {
+                after = decay_add(decay[c0 - i + 1], after, next_g);
+                slot[static_cast<int64_t>(c0 - i) * per_head] = after;
+                next_g = g[i];
             }
     }
 }
@@ -357,15 +359,15 @@ void launch_chunk_state_scan(float* d_U, float* d_state, const float* d_chunk_de
     RETNET_CUDA_CHECK_LAUNCH();
 }
 
-void launch_chunk_state_scan_backward(const float* d_G, float* d_after, const float* d_chunk_decay, int H,
-                                      int nC, int64_t DkDv, cudaStream_t stream) {
+void launch_chunk_state_scan_backward(float* d_G_then_after, const float* d_chunk_decay, int H, int nC, int64_t DkDv,
+                                      cudaStream_t stream) {
     if (H * DkDv == 0) return;
-    if (scan_vectorizes(DkDv, d_G, d_after))
+    if (scan_vectorizes(DkDv, d_G_then_after, d_G_then_after))
         chunk_state_scan_backward_kernel<float4><<<ceil_div(H * DkDv / 4, kThreads), kThreads, 0, stream>>>(
-            d_G, d_after, d_chunk_decay, H, nC, DkDv);
+            d_G_then_after, d_chunk_decay, H, nC, DkDv);
     else
         chunk_state_scan_backward_kernel<float><<<ceil_div(H * DkDv, kThreads), kThreads, 0, stream>>>(
-            d_G, d_after, d_chunk_decay, H, nC, DkDv);
+            d_G_then_after, d_chunk_decay, H, nC, DkDv);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 

@@ -17,10 +17,7 @@ namespace {
 constexpr int kThreads = 256;
 
 // The backward's rows may go out in bf16 (the input of a bf16 GEMM): rounded from the float the
-// fp32 rows would hold, so they equal those rows converted afterwards.
-__device__ __forceinline__ void store_as(float* p, float x) { *p = x; }
-__device__ __forceinline__ void store_as(__nv_bfloat16* p, float x) { *p = __float2bfloat16_rn(x); }
-
+// fp32 rows would hold (store_as), so they equal those rows converted afterwards.
 // The kernels index within one head of one sequence (blockIdx.y = b·H + h) in 32 bits: 64-bit
 // divisions per element made them bound by integer arithmetic (1.3 TB/s at 8192 tokens).
 

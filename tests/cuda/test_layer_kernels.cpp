@@ -231,6 +231,79 @@ TEST_F(LayerKernelTest, GluBackwardMatchesTheCpuOpForBothActivations) {
     }
 }
 
+// The cuda-bf16 trainer keeps the gate g, the retention output o and the FFN's a and b in bf16. From
+// bf16 the gate's and the GLU's kernels must give, bit for bit, what their float kernels give on the
+// same values widened (the arithmetic stays float). Dv 40 takes the backward's two-pass loop, 64 and
+// 512 its register-held pairs.
+TEST_F(LayerKernelTest, GateAndGluFromBf16AreTheFloatKernelsOnTheWidenedValues) {
+    const auto narrow = [](const std::vector<float>& v) {
+        std::vector<__nv_bfloat16> out(v.size());
+        for (size_t i = 0; i < v.size(); ++i) out[i] = __float2bfloat16_rn(v[i]);
+        return out;
+    };
+    const auto widen16 = [](const std::vector<__nv_bfloat16>& v) {
+        std::vector<float> out(v.size());
+        for (size_t i = 0; i < v.size(); ++i) out[i] = __bfloat162float(v[i]);
+        return out;
+    };
+    const auto expect_same_bits = [&](const DeviceBuffer<float>& a, const DeviceBuffer<float>& b, const char* what) {
+        const std::vector<float> ha = to_host(a, stream()), hb = to_host(b, stream());
+        ASSERT_EQ(ha.size(), hb.size());
+        EXPECT_EQ(std::memcmp(ha.data(), hb.data(), ha.size() * sizeof(float)), 0) << what;
+    };
+    for (const int Dv : {40, 64, 512}) {
+        SCOPED_TRACE("Dv " + std::to_string(Dv));
+        const int64_t rows = 67, H = 3, n = rows * H * Dv;
+        const auto o16 = narrow(random_vector(static_cast<size_t>(n), 71, -2.0f, 2.0f));
+        const auto g16 = narrow(random_vector(static_cast<size_t>(n), 72, -3.0f, 3.0f));
+        const auto w = random_vector(static_cast<size_t>(Dv), 73, 0.5f, 1.5f);
+        const auto dy = random_vector(static_cast<size_t>(n), 74);
+        auto d_o16 = to_device(o16, stream()), d_g16 = to_device(g16, stream());
+        auto d_o = to_device(widen16(o16), stream()), d_g = to_device(widen16(g16), stream());
+        auto d_w = to_device(w, stream()), d_dy = to_device(dy, stream());
+        const size_t parts = static_cast<size_t>(lk::head_norm_gate_backward_parts(rows, H) * Dv);
+        DeviceBuffer<float> y[2], rstd[2], d_o_grad[2], dg[2], partials[2];
+        DeviceBuffer<float> dw[2] = {to_device(std::vector<float>(static_cast<size_t>(Dv), 0.0f), stream()),
+                                     to_device(std::vector<float>(static_cast<size_t>(Dv), 0.0f), stream())};
+        for (int k = 0; k < 2; ++k) {
+            for (DeviceBuffer<float>* b : {&y[k], &d_o_grad[k], &dg[k]}) b->resize(static_cast<size_t>(n));
+            rstd[k].resize(static_cast<size_t>(rows * H));
+            partials[k].resize(parts);
+        }
+        lk::head_norm_gate_forward({d_o.get()}, d_g.get(), d_w.get(), rows, H, Dv, 1e-6f, y[0].get(), rstd[0].get(),
+                                   stream());
+        lk::head_norm_gate_forward(d_o16.get(), d_g16.get(), d_w.get(), rows, H, Dv, 1e-6f, y[1].get(), rstd[1].get(),
+                                   stream());
+        lk::head_norm_gate_backward(d_o.get(), d_g.get(), d_w.get(), rstd[0].get(), d_dy.get(), rows, H, Dv,
+                                    d_o_grad[0].get(), dg[0].get(), dw[0].get(), partials[0].get(), stream());
+        lk::head_norm_gate_backward(d_o16.get(), d_g16.get(), d_w.get(), rstd[0].get(), d_dy.get(), rows, H, Dv,
+                                    d_o_grad[1].get(), dg[1].get(), dw[1].get(), partials[1].get(), stream());
+        expect_same_bits(y[0], y[1], "gate y");
+        expect_same_bits(rstd[0], rstd[1], "gate rstd");
+        expect_same_bits(d_o_grad[0], d_o_grad[1], "gate d_o");
+        expect_same_bits(dg[0], dg[1], "gate dg");
+        expect_same_bits(dw[0], dw[1], "gate dw");
+    }
+    const int64_t n = 1001;  // not a multiple of the block
+    const auto a16 = narrow(random_vector(static_cast<size_t>(n), 75, -4.0f, 4.0f));
+    const auto b16 = narrow(random_vector(static_cast<size_t>(n), 76));
+    auto d_a16 = to_device(a16, stream()), d_b16 = to_device(b16, stream());
+    auto d_a = to_device(widen16(a16), stream()), d_b = to_device(widen16(b16), stream());
+    auto d_dh = to_device(random_vector(static_cast<size_t>(n), 77), stream());
+    for (bool gelu : {false, true}) {
+        DeviceBuffer<float> h[2], da[2], db[2];
+        for (int k = 0; k < 2; ++k)
+            for (DeviceBuffer<float>* b : {&h[k], &da[k], &db[k]}) b->resize(static_cast<size_t>(n));
+        lk::glu_forward(d_a.get(), d_b.get(), n, gelu, h[0].get(), stream());
+        lk::glu_forward(d_a16.get(), d_b16.get(), n, gelu, h[1].get(), stream());
+        lk::glu_backward(d_a.get(), d_b.get(), d_dh.get(), n, gelu, da[0].get(), db[0].get(), stream());
+        lk::glu_backward(d_a16.get(), d_b16.get(), d_dh.get(), n, gelu, da[1].get(), db[1].get(), stream());
+        expect_same_bits(h[0], h[1], gelu ? "gelu h" : "swish h");
+        expect_same_bits(da[0], da[1], gelu ? "gelu da" : "swish da");
+        expect_same_bits(db[0], db[1], gelu ? "gelu db" : "swish db");
+    }
+}
+
 TEST_F(LayerKernelTest, EmbeddingOfABatchGathersRowsUnscaled) {
     const int V = 9, d = 45;
     const std::vector<int32_t> tokens = {8, 0, 3, 3, 8, 1, 0};  // two sequences' rows, repeats

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iterator>
+#include <tuple>
 
 #include "../cuda_check.h"
 #include "../ops.h"
@@ -64,17 +65,19 @@ std::vector<float> CudaTrainOps::download_logits() const {
 // logits is formed in their place.
 float* CudaTrainOps::at(Act a) {
     if (train::per_layer(a.name)) {
-        if (a.layer < 0 || a.layer >= static_cast<int>(layers_.size()))
-            throw Error("CUDA training: buffer named with the wrong layer");
+        if (KeptRows* kept = kept_rows(a)) {
+            if (kept_in_bf16(a.name)) throw Error("CUDA training: a buffer kept in bf16 was asked for in fp32");
+            return kept->f32.get();
+        }
         LayerBuffers& L = layers_[static_cast<size_t>(a.layer)];
         switch (a.name) {  // train::recomputed_in_backward: one buffer for all layers
             case Buf::Xn1: case Buf::Xn2: return normed_.get();
             case Buf::Y: case Buf::Hidden: return branch_input_.get();
             default: break;
         }
-        DeviceBuffer<float>* saved[] = {&L.x_in,  &L.rstd1, nullptr,   &L.qh,    &L.kh,    &L.vh,
-                                        &L.g,     &L.o,     &L.lse,    &L.rstd_h, nullptr, &L.x_mid,
-                                        &L.rstd2, nullptr,  &L.a,      &L.b,      nullptr};
+        DeviceBuffer<float>* saved[] = {&L.x_in,  &L.rstd1, nullptr,   &L.qh,    &L.kh,     &L.vh,
+                                        nullptr,  nullptr,  &L.lse,    &L.rstd_h, nullptr,  &L.x_mid,
+                                        &L.rstd2, nullptr,  nullptr,   nullptr,   nullptr};
         static_assert(std::size(saved) == train::kLayerBufs);
         return saved[static_cast<int>(a.name)]->get();
     }
@@ -97,6 +100,32 @@ float* CudaTrainOps::at(Act a) {
         case Buf::DV: return dVh_.get();
         default: throw Error("CUDA training: no such buffer");
     }
+}
+
+// G, O (the RetNet's) and A, B under cuda-bf16: only element-wise ops read them, from bf16.
+bool CudaTrainOps::kept_in_bf16(Buf b) const {
+    return bf16_projections() && (b == Buf::A || b == Buf::B || (!twin() && (b == Buf::G || b == Buf::O)));
+}
+
+// The KeptRows of G, O, A or B (checking the layer), else null.
+CudaTrainOps::KeptRows* CudaTrainOps::kept_rows(Act a) {
+    if (!train::per_layer(a.name)) return nullptr;
+    if (a.layer < 0 || a.layer >= static_cast<int>(layers_.size()))
+        throw Error("CUDA training: buffer named with the wrong layer");
+    LayerBuffers& L = layers_[static_cast<size_t>(a.layer)];
+    switch (a.name) {
+        case Buf::G: return &L.g;
+        case Buf::O: return &L.o;
+        case Buf::A: return &L.a;
+        case Buf::B: return &L.b;
+        default: return nullptr;
+    }
+}
+
+__nv_bfloat16* CudaTrainOps::at16(Act a) {
+    KeptRows* kept = kept_rows(a);
+    if (!kept || !kept_in_bf16(a.name)) throw Error("CUDA training: a buffer kept in fp32 was asked for in bf16");
+    return kept->bf16.get();
 }
 
 const float* CudaTrainOps::weight(int layer, Weight w) const { return P_ + train::param_offset(layout_, layer, w); }
@@ -125,13 +154,26 @@ void CudaTrainOps::gemm(bool ta, bool tb, int M, int Nn, int K, float alpha, con
                                                        compute_, CUBLAS_GEMM_DEFAULT));
 }
 
-void CudaTrainOps::gemm_bf16(bool ta, bool tb, int M, int Nn, int K, const __nv_bfloat16* A, int lda,
-                             const __nv_bfloat16* Bm, int ldb, float beta, float* Cm, int ldc) {
+namespace {
+// Row-major C = op(A)·op(B) + beta·C, A and B bf16, fp32 sums, C of type c_type.
+void gemm_bf16_into(cublasHandle_t cublas, bool ta, bool tb, int M, int Nn, int K, const __nv_bfloat16* A, int lda,
+                    const __nv_bfloat16* Bm, int ldb, float beta, void* Cm, cudaDataType_t c_type, int ldc) {
     if (M == 0 || Nn == 0) return;
     const float alpha = 1.0f;
-    RETNET_CUBLAS_CHECK(cublasGemmEx(cublas_, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, Nn, M, K,
-                                     &alpha, Bm, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, Cm, CUDA_R_32F, ldc,
+    RETNET_CUBLAS_CHECK(cublasGemmEx(cublas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, Nn, M, K,
+                                     &alpha, Bm, CUDA_R_16BF, ldb, A, CUDA_R_16BF, lda, &beta, Cm, c_type, ldc,
                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+}  // namespace
+
+void CudaTrainOps::gemm_bf16(bool ta, bool tb, int M, int Nn, int K, const __nv_bfloat16* A, int lda,
+                             const __nv_bfloat16* Bm, int ldb, float beta, float* Cm, int ldc) {
+    gemm_bf16_into(cublas_, ta, tb, M, Nn, K, A, lda, Bm, ldb, beta, Cm, CUDA_R_32F, ldc);
+}
+
+void CudaTrainOps::gemm_bf16(bool ta, bool tb, int M, int Nn, int K, const __nv_bfloat16* A, int lda,
+                             const __nv_bfloat16* Bm, int ldb, __nv_bfloat16* Cm, int ldc) {
+    gemm_bf16_into(cublas_, ta, tb, M, Nn, K, A, lda, Bm, ldb, 0.0f, Cm, CUDA_R_16BF, ldc);
 }
 
 const __nv_bfloat16* CudaTrainOps::as_bf16(const float* x, int64_t n, DeviceBuffer<__nv_bfloat16>& copy) {
@@ -157,6 +199,12 @@ void CudaTrainOps::gemm_linear(const float* x, const float* W, float* y, int in,
         return;
     }
     gemm(false, true, r, out, in, 1.0f, x, in, 0, W, in, 0, beta, y, out, 0);
+}
+
+void CudaTrainOps::gemm_linear(const float* x, const float* W, __nv_bfloat16* y, int in, int out) {
+    const int r = static_cast<int>(rows());
+    gemm_bf16(false, true, r, out, in, projection_input_bf16(x, int64_t{r} * in), in,
+              as_bf16(W, int64_t{out} * in, w16_), in, y, out);
 }
 
 // dx (N, in) = dy · W (+= when accumulate); dW (out, in) += dyᵀ · x
@@ -206,7 +254,10 @@ void CudaTrainOps::rms_norm_backward(Act x, int layer, Weight w, Act rstd, Act d
 }
 
 void CudaTrainOps::linear(Act x, int layer, Weight w, Act y) {
-    gemm_linear(at(x), weight(layer, w), at(y), width(x), width(y), 0.0f);
+    if (kept_in_bf16(y.name))
+        gemm_linear(at(x), weight(layer, w), at16(y), width(x), width(y));
+    else
+        gemm_linear(at(x), weight(layer, w), at(y), width(x), width(y), 0.0f);
 }
 
 void CudaTrainOps::linear_backward(Act x, int layer, Weight w, Act dy, Act dx, bool accumulate) {
@@ -268,7 +319,10 @@ CudaTrainOps::LayerBuffers& CudaTrainOps::heads_of(Act q, Act k, Act v) {
 
 void CudaTrainOps::retention(Act q, Act k, Act v, Act o) {
     retention_heads_forward(heads_of(q, k, v));
-    lk::heads_to_rows(oh_.get(), at(o), B_, T_, Tp_, H(), Dv(), stream_);
+    if (kept_in_bf16(o.name))
+        lk::heads_to_rows(oh_.get(), at16(o), B_, T_, Tp_, H(), Dv(), stream_);
+    else
+        lk::heads_to_rows(oh_.get(), at(o), B_, T_, Tp_, H(), Dv(), stream_);
 }
 
 void CudaTrainOps::retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act dk, Act dv) {
@@ -299,25 +353,44 @@ void CudaTrainOps::attention_backward(Act q, Act k, Act v, Act o, Act lse, Act d
                            at(d_o), dQh_.get(), dKh_.get(), dVh_.get(), attention_rows_.get(), stream_);
 }
 
+// o and g are kept both in fp32 or both in bf16 (kept_in_bf16), as are the GLU's a and b.
 void CudaTrainOps::head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) {
     forget_projection_input();
-    lk::head_norm_gate_forward({at(o)}, at(g), head_norm_weight(layer), rows(), H(), Dv(),
-                               static_cast<float>(config_.norm_eps), at(y), at(rstd), stream_);
+    const float eps = static_cast<float>(config_.norm_eps);
+    if (kept_in_bf16(o.name))
+        lk::head_norm_gate_forward(at16(o), at16(g), head_norm_weight(layer), rows(), H(), Dv(), eps, at(y), at(rstd),
+                                   stream_);
+    else
+        lk::head_norm_gate_forward({at(o)}, at(g), head_norm_weight(layer), rows(), H(), Dv(), eps, at(y), at(rstd),
+                                   stream_);
 }
 
 void CudaTrainOps::head_norm_gate_backward(Act o, Act g, int layer, Act rstd, Act dy, Act d_o, Act dg) {
     const int64_t off = layout_.layers[static_cast<size_t>(layer)].head_norm;
-    lk::head_norm_gate_backward(at(o), at(g), head_norm_weight(layer), at(rstd), at(dy), rows(), H(), Dv(), at(d_o),
-                                at(dg), off >= 0 ? G_ + off : nullptr, partials_.get(), stream_);
+    float* dw = off >= 0 ? G_ + off : nullptr;
+    const auto backward = [&](const auto* o_rows, const auto* g_rows) {
+        lk::head_norm_gate_backward(o_rows, g_rows, head_norm_weight(layer), at(rstd), at(dy), rows(), H(), Dv(),
+                                    at(d_o), at(dg), dw, partials_.get(), stream_);
+    };
+    if (kept_in_bf16(o.name))
+        backward(at16(o), at16(g));
+    else
+        backward(at(o), at(g));
 }
 
 void CudaTrainOps::glu(Act a, Act b, Act h) {
     forget_projection_input();
-    lk::glu_forward(at(a), at(b), rows() * width(a), false, at(h), stream_);
+    if (kept_in_bf16(a.name))
+        lk::glu_forward(at16(a), at16(b), rows() * width(a), false, at(h), stream_);
+    else
+        lk::glu_forward(at(a), at(b), rows() * width(a), false, at(h), stream_);
 }
 
 void CudaTrainOps::glu_backward(Act a, Act b, Act dh, Act da, Act db) {
-    lk::glu_backward(at(a), at(b), at(dh), rows() * width(a), false, at(da), at(db), stream_);
+    if (kept_in_bf16(a.name))
+        lk::glu_backward(at16(a), at16(b), at(dh), rows() * width(a), false, at(da), at(db), stream_);
+    else
+        lk::glu_backward(at(a), at(b), at(dh), rows() * width(a), false, at(da), at(db), stream_);
 }
 
 // The gradient, when asked for, overwrites the logits (DLogits is the logits' buffer).
@@ -362,14 +435,17 @@ void CudaTrainOps::reserve_layer_activations() {
         L.qh.reserve(sz(heads_k));
         L.kh.reserve(sz(heads_k));
         L.vh.reserve(sz(heads_v));
-        L.g.reserve(rows_of(Buf::G));
-        L.o.reserve(sz(n * Vd));
+        for (auto [kept, name, count] : {std::tuple{&L.g, Buf::G, rows_of(Buf::G)}, std::tuple{&L.o, Buf::O, sz(n * Vd)},
+                                         std::tuple{&L.a, Buf::A, sz(n * F)}, std::tuple{&L.b, Buf::B, sz(n * F)}}) {
+            if (kept_in_bf16(name))
+                kept->bf16.reserve(count);
+            else
+                kept->f32.reserve(count);
+        }
         L.lse.reserve(rows_of(Buf::Lse));
         L.rstd_h.reserve(rows_of(Buf::RstdH));
         L.x_mid.reserve(sz(n * dd));
         L.rstd2.reserve(sz(n));
-        L.a.reserve(sz(n * F));
-        L.b.reserve(sz(n * F));
     }
     normed_.reserve(sz(n * dd));
     branch_input_.reserve(sz(n * std::max(train::buffer_width(config_, Buf::Y), int64_t{F})));
@@ -409,7 +485,6 @@ void CudaTrainOps::reserve_scratch() {
     dscores_.reserve(retention ? sz(mats * C * C) : 0);
     rows_k_.reserve(chunked ? sz(mats * C * dk) : 0);
     rows_v_.reserve(chunked ? sz(mats * C * dv) : 0);
-    contrib_.reserve(chunked ? sz(mats * dk * dv) : 0);
     after_.reserve(chunked ? sz(mats * dk * dv) : 0);
     for (DeviceBuffer<float>* buffer : {&dx_, &dxn_}) buffer->reserve(sz(n * dd));
     for (DeviceBuffer<float>* buffer : {&dhidden_, &da_, &db_}) buffer->reserve(sz(n * F));

@@ -67,6 +67,14 @@ public:
     void zero_gradient() override;
 
 private:
+    // A kept activation read only by element-wise ops (the gate, the retention output, the FFN's two
+    // projections): fp32, or bf16 under cuda-bf16 (kept_in_bf16), as autocast keeps a bf16 GEMM's
+    // output — the precision the projections already multiply in, at half the memory (5.4 GB at the
+    // 1.3B shape and 8192 tokens). Exactly one of the two is sized.
+    struct KeptRows {
+        DeviceBuffer<float> f32;
+        DeviceBuffer<__nv_bfloat16> bf16;
+    };
     // Activations of one layer kept for the backward. N = B·T rows; head-major tensors are
     // (B·H, Tp, D) with Tp = n_chunks·C. The twin leaves g and rstd_h empty, the RetNet lse. What
     // the backward forms again (train::recomputed_in_backward: the norms' outputs, the gated
@@ -77,13 +85,13 @@ private:
         DeviceBuffer<float> rstd1;    // (N)
         DeviceBuffer<float> qh, kh;   // (B·H, Tp, Dk) rotated; q also scaled by Dk^−½
         DeviceBuffer<float> vh;       // (B·H, Tp, Dv)
-        DeviceBuffer<float> g;        // (N, H·Dv)
-        DeviceBuffer<float> o;        // (N, H·Dv) retention output
+        KeptRows g;                   // (N, H·Dv)
+        KeptRows o;                   // (N, H·Dv) retention output (the twin's attention output: fp32)
         DeviceBuffer<float> lse;      // (N, H) the twin's attention log-sum-exp (unused by the RetNet)
         DeviceBuffer<float> rstd_h;   // (N, H)
         DeviceBuffer<float> x_mid;    // (N, d) after the retention residual
         DeviceBuffer<float> rstd2;    // (N)
-        DeviceBuffer<float> a, b;     // (N, F) gate and up projections
+        KeptRows a, b;                // (N, F) gate and up projections
     };
 
     int d() const { return config_.d_model; }
@@ -93,7 +101,11 @@ private:
     int n_mats() const { return B_ * H() * n_chunks_; }
     bool twin() const { return config_.is_transformer(); }
     int width(train::Act a) const { return static_cast<int>(train::buffer_width(config_, a.name)); }
+    // A buffer's device pointer; at() throws for one kept in bf16, at16() for one that is not.
     float* at(train::Act a);
+    __nv_bfloat16* at16(train::Act a);
+    bool kept_in_bf16(train::Buf b) const;
+    KeptRows* kept_rows(train::Act a);
     const float* weight(int layer, Weight w) const;
     float* weight_grad(int layer, Weight w) const;
     const float* head_norm_weight(int layer) const;
@@ -106,6 +118,9 @@ private:
     // Row-major C (M, Nn) = op(A)·op(B) + beta·C from bf16 operands, fp32 sums and C.
     void gemm_bf16(bool ta, bool tb, int M, int Nn, int K, const __nv_bfloat16* A, int lda,
                    const __nv_bfloat16* Bm, int ldb, float beta, float* Cm, int ldc);
+    // The same with C in bf16 (the fp32 sums rounded once).
+    void gemm_bf16(bool ta, bool tb, int M, int Nn, int K, const __nv_bfloat16* A, int lda,
+                   const __nv_bfloat16* Bm, int ldb, __nv_bfloat16* Cm, int ldc);
     const __nv_bfloat16* as_bf16(const float* x, int64_t n, DeviceBuffer<__nv_bfloat16>& copy);
     // x (n) in bf16 for a projection, in x16_. The copy of a norm's, the gated retention's or the
     // GLU's output serves every projection of that output until its producer writes it again (q, k,
@@ -114,6 +129,7 @@ private:
     // The producers of those buffers (rms_norm, head_norm_gate, glu) call this before they write.
     void forget_projection_input() { x16_source_ = nullptr; }
     void gemm_linear(const float* x, const float* W, float* y, int in, int out, float beta);
+    void gemm_linear(const float* x, const float* W, __nv_bfloat16* y, int in, int out);  // bf16_projections only
     void gemm_linear_backward(const float* x, const float* W, const float* dy, int in, int out, float* dx,
                               bool accumulate, float* dW);
     // The same from dy already in bf16 (bf16_projections only).
@@ -182,8 +198,7 @@ private:
     DeviceBuffer<float> dscores_;   // (B·H·n_chunks, C, C)
     DeviceBuffer<float> rows_k_;    // (B·H·n_chunks, C, Dk) decay-scaled q or k
     DeviceBuffer<float> rows_v_;    // (B·H·n_chunks, C, Dv) decay-scaled v or dO
-    DeviceBuffer<float> contrib_;   // (B·H·n_chunks, Dk, Dv)
-    DeviceBuffer<float> after_;     // (B·H·n_chunks, Dk, Dv) ∂loss/∂(state after chunk c)
+    DeviceBuffer<float> after_;     // (B·H·n_chunks, Dk, Dv) ∂loss/∂(state after chunk c), scanned in place
     DeviceBuffer<float> dx_, dxn_;  // (N, d)
     DeviceBuffer<float> dhidden_, da_, db_;  // (N, F)
     DeviceBuffer<float> dy_, d_o_, dg_;      // (N, H·Dv)

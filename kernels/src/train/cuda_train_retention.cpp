@@ -97,10 +97,11 @@ void CudaTrainOps::retention_heads_backward(LayerBuffers& L) {
     gemm(true, false, C, dk, C, 1.0f, dscores_.get(), C, ss, L.qh.get(), dk, sk, 0.0f, dKh_.get(), dk, sk, mats);
     if (n_chunks == 1) return;
     chunk_states(L);
-    // Through the states: dO_s = diag(γ^(i+1)) dO_c; contrib_c = Q_cᵀ dO_s (∂/∂S_c via the outputs)
+    // Through the states: dO_s = diag(γ^(i+1)) dO_c; Q_cᵀ dO_s (∂/∂S_c via the outputs), scanned in
+    // place into G_c = ∂/∂(state after chunk c)
     launch_scale_rows(dOh_.get(), row_head_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
-    gemm(true, false, dk, dv, C, 1.0f, L.qh.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, contrib_.get(), dv, se, mats);
-    launch_chunk_state_scan_backward(contrib_.get(), after_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
+    gemm(true, false, dk, dv, C, 1.0f, L.qh.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, after_.get(), dv, se, mats);
+    launch_chunk_state_scan_backward(after_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
     // dQ_c += dO_s S_cᵀ
     gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, states_.get(), dv, se, 1.0f, dQh_.get(), dk, sk, mats);
     // dV_c += diag(γ^(C−1−j)) K_c G_c;  dK_c += diag(γ^(C−1−j)) V_c G_cᵀ  (G_c = after[c])
