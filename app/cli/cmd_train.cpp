@@ -31,13 +31,20 @@ std::string format_duration(double seconds) {
     return buf;
 }
 
-// The host memory of a run, estimated before anything is allocated: weights, gradient, AdamW's two
-// moments and the average (5 copies); per token the pass's buffers (train::buffer_width: what the
+// The host memory of a run, estimated before anything is allocated. The loop keeps the parameters,
+// AdamW's two moments and the average when there is one (3 or 4 copies of the weights; drawing the
+// random weights holds 2). With --device cpu the device adds its own parameters, moments, average
+// and the gradient (4 or 5 more), and the pass's buffers: per token train::buffer_width (what the
 // backward keeps, the gradient scratch, the logits) and a residual branch before dropout; and the
 // scores: the retention's B·H·T·span per layer (span = T, or the chunk size), the twin's attention
-// a tile of at most 64 query rows per (sequence, head) that no layer keeps. B is a rank's share of
-// the global batch.
+// a tile of at most 64 query rows per (sequence, head) that no layer keeps. A GPU holds those in its
+// own memory (its allocations fail with one line of their own). B is a rank's share of the global
+// batch.
 uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o, int ranks) {
+    const bool on_cpu = o.device == "cpu";
+    const uint64_t averaging = o.average_decay > 0 ? 1 : 0;
+    const uint64_t state = saturating_product({3 + averaging + (on_cpu ? 4 + averaging : 0), estimated_weight_bytes(c)});
+    if (!on_cpu) return state;
     const auto B = static_cast<uint64_t>(o.batch / ranks), T = static_cast<uint64_t>(o.seq_len);
     uint64_t per_token = static_cast<uint64_t>(c.d_model);
     for (int b = 0; b < static_cast<int>(train::Buf::Count); ++b) {
@@ -49,7 +56,7 @@ uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOption
                           : o.chunk > 0      ? std::min<uint64_t>(T, static_cast<uint64_t>(o.chunk))
                                              : T;
     const uint64_t score_layers = c.is_transformer() ? 1 : static_cast<uint64_t>(c.n_layers);
-    return saturating_sum({saturating_product({5, estimated_weight_bytes(c)}), saturating_product({B, T, per_token, 4}),
+    return saturating_sum({state, saturating_product({B, T, per_token, 4}),
                            saturating_product({B, T, span, static_cast<uint64_t>(c.n_heads), score_layers, 4})});
 }
 

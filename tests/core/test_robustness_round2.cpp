@@ -24,6 +24,7 @@
 #include "retnet/memory_limit.h"
 #include "retnet/npy.h"
 #include "retnet/run_directory.h"
+#include "retnet/train.h"
 #include "retnet/trainer.h"
 #include "test_robustness_util.h"
 
@@ -395,6 +396,32 @@ TEST(RobustMemory, HugeAllocationsAreRefusedUpFrontWithSizeAndLimit) {
         EXPECT_LT(seconds, 20.0) << args[0];
         EXPECT_FALSE(fs::exists(dir / "giant"));
     }
+}
+
+// The CPU trainer's device keeps its own parameters, moments and gradient beside the loop's
+// parameters and moments: 7 copies of the weights on the host (a 1.3B config was OOM-killed under an
+// estimate of 5). A GPU run keeps 3 on the host, so a limit of 6 lets it past the check (it then
+// stops where this machine has no GPU, or trains).
+TEST(RobustMemory, TrainingCountsTheHostCopiesOfItsDevice) {
+    ScratchDir dir("host-copies");
+    std::vector<std::string> args = tiny_training_args(dir.path());
+    spit(dir / "wide.json", R"({"model_type": "retnet", "hidden_size": 256, "num_heads": 2, "num_hidden_layers": 4,
+                                "expand_k": 1, "expand_v": 1, "intermediate_size": 512, "vocab_size": 400,
+                                "bos_token_id": 1, "eos_token_id": 2})");
+    *(std::find(args.begin(), args.end(), "--config") + 1) = (dir / "wide.json").string();
+    const uint64_t weight_bytes =
+        static_cast<uint64_t>(train::make_param_layout(load_config((dir / "wide.json").string())).total) * 4;
+    args.insert(args.end(), {"--steps", "1", "--max-memory", std::to_string(6 * weight_bytes)});
+    std::vector<std::string> on_cpu = args, on_gpu = args;
+    on_cpu.insert(on_cpu.end(), {"--device", "cpu"});
+    on_gpu.insert(on_gpu.end(), {"--device", "cuda"});
+    *(std::find(on_gpu.begin(), on_gpu.end(), "--out") + 1) = (dir / "gpu-run").string();
+    const CliResult cpu = run_retnet(on_cpu, 60);
+    EXPECT_EQ(cpu.exit_code, 1) << cpu.err;
+    EXPECT_EQ(cpu.err_lines(), 1) << cpu.err;
+    EXPECT_NE(cpu.err.find("more than the memory limit of"), std::string::npos) << cpu.err;
+    const CliResult gpu = run_retnet(on_gpu, 60);
+    EXPECT_EQ(gpu.err.find("memory limit"), std::string::npos) << gpu.err;
 }
 
 TEST(RobustMemory, MemorySizesParseStrictly) {

@@ -19,6 +19,7 @@
 #include "retnet/cpu_ops.h"
 #include "retnet/error.h"
 #include "retnet/files.h"
+#include "retnet/model_stats.h"
 #include "retnet/run_directory.h"
 #include "retnet/safetensors.h"
 #include "retnet/train_device.h"
@@ -379,12 +380,20 @@ void share_state(Communicator& comm, const ParamLayout& layout, RunState& s) {
 // random weights between layers, and is asked once more when the state is complete
 // (retnet::Cancelled).
 RunState initial_state(const TrainOptions& o, const RunSetup& r, const fs::path& out, Communicator& comm,
-                       const std::function<bool()>& cancelled) {
+                       const std::function<bool()>& cancelled,
+                       const std::function<void(const TrainProgress&)>& on_progress) {
     RunState s;
     if (comm.rank() == 0 && o.resume) {
         load_checkpoint(resume_checkpoint(out), r.config, r.layout, o, s, cancelled);
         if (!s.schedule_fixed && o.steps != s.total_steps) s.total_steps = o.steps;
     } else if (comm.rank() == 0) {
+        // seconds for a billion parameters, before the first step's line
+        if (on_progress && r.layout.total >= 100'000'000) {
+            TrainProgress p;
+            p.total_steps = o.steps;
+            p.message = "drawing the random weights of " + format_count(r.layout.total) + " parameters";
+            on_progress(p);
+        }
         s.params = flatten_weights(make_random_model(r.config, o.seed, cancelled), r.layout);
         s.adam = make_adamw_state(r.layout);
         s.rng.seed(o.seed);
@@ -411,7 +420,7 @@ public:
           on_progress_(writer_ ? on_progress : std::function<void(const TrainProgress&)>()),
           setup_(load_run_setup(o, out_, comm_)),
           // Every rank checks its inputs against rank 0's before taking rank 0's state.
-          s_((check_same_setup(o, setup_, comm_), initial_state(o, setup_, out_, comm_, setup_cancelled))),
+          s_((check_same_setup(o, setup_, comm_), initial_state(o, setup_, out_, comm_, setup_cancelled, on_progress_))),
           // A device that cannot apply dropout refuses it in its factory (one line naming the device).
           device_(make_train_device(o.device, setup_.config, setup_.layout,
                                     TrainDeviceOptions{o.chunk, o.dropout, &comm_})),
