@@ -127,9 +127,11 @@ __global__ void chunk_state_scan_kernel(float* U, float* state, const float* chu
 }
 
 // The scan's transpose, walking the chunks backwards in place: slot c holds G[c] on entry and
-// after[c] on return, after[nC − 1] = 0, after[c] = G[c + 1] + γ_(c+1) · after[c + 1]. Each group
-// reads its slots' G before writing them, and G[c + 1] is carried in registers (its slot already
-// holds after[c + 1]), so no second (H, nC, DkDv) buffer is needed.
+// after[c] on return, after[nC − 1] = 0, after[c] = G[c + 1] + γ_(c+1) · after[c + 1]. G[c + 1] is
+// carried in registers (its slot already holds after[c + 1]), so no second (H, nC, DkDv) buffer is
+// needed. The next group's G is loaded before this group's results are stored: the slots are
+// disjoint, and written in this order the loads stay in flight during the stores (the compiler may
+// not move a load above a store to the same buffer).
 template <typename Vec>
 __global__ void chunk_state_scan_backward_kernel(float* G_then_after, const float* chunk_decay, int H, int nC,
                                                  int64_t DkDv) {
@@ -139,14 +141,18 @@ __global__ void chunk_state_scan_backward_kernel(float* G_then_after, const floa
     const int h = static_cast<int>(idx / per_head);
     Vec* slot = reinterpret_cast<Vec*>(G_then_after) + static_cast<int64_t>(h) * nC * per_head + idx % per_head;
     const float* decay = chunk_decay + static_cast<int64_t>(h) * nC;
-    Vec next_g = slot[static_cast<int64_t>(nC - 1) * per_head];  // G[c + 1] of the slot c at hand
-    Vec after{};
-    slot[static_cast<int64_t>(nC - 1) * per_head] = after;
-    for (int c0 = nC - 2; c0 >= 0; c0 -= kScanGroup) {  // slots c0, c0 − 1, … down to 0
-        Vec g[kScanGroup];
+    const auto load_group = [&](int c0, Vec* g) {  // G of slots c0, c0 − 1, … (those ≥ 0)
 #pragma unroll
         for (int i = 0; i < kScanGroup; ++i)
             if (c0 - i >= 0) g[i] = slot[static_cast<int64_t>(c0 - i) * per_head];
+    };
+    Vec next_g = slot[static_cast<int64_t>(nC - 1) * per_head];  // G[c + 1] of the slot c at hand
+    Vec after{};
+    slot[static_cast<int64_t>(nC - 1) * per_head] = after;
+    Vec g[kScanGroup] = {}, g_ahead[kScanGroup] = {};
+    load_group(nC - 2, g);
+    for (int c0 = nC - 2; c0 >= 0; c0 -= kScanGroup) {  // slots c0, c0 − 1, … down to 0
+        load_group(c0 - kScanGroup, g_ahead);
 #pragma unroll
         for (int i = 0; i < kScanGroup; ++i)
             if (c0 - i >= 0) {
@@ -154,6 +160,8 @@ __global__ void chunk_state_scan_backward_kernel(float* G_then_after, const floa
                 slot[static_cast<int64_t>(c0 - i) * per_head] = after;
                 next_g = g[i];
             }
+#pragma unroll
+        for (int i = 0; i < kScanGroup; ++i) g[i] = g_ahead[i];
     }
 }
 
