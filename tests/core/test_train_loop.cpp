@@ -191,6 +191,38 @@ TEST(TrainLoop, AStopRaisedWhileStartingSavesNothing) {
     EXPECT_EQ(fs::last_write_time(weights), saved_time);
 }
 
+// Ctrl-C right after a step that wrote its checkpoint: that checkpoint is the interrupted run's, so
+// it is neither written a second time (seconds for a large model) nor reported twice.
+TEST(TrainLoop, AStopAfterASavedStepDoesNotSaveItAgain) {
+    Workspace ws;
+    TrainOptions o = ws.options("saved");
+    o.steps = 6;
+    o.save_every = 2;
+    std::atomic<bool> stop{false};
+    std::vector<int64_t> saved_at;
+    const auto follow = [&](const TrainProgress& p) {
+        if (p.message != "checkpoint saved") return;
+        saved_at.push_back(p.step);
+        if (p.step == 2) stop = true;
+    };
+    const TrainResult r = run_training(o, follow, &stop);
+    EXPECT_TRUE(r.interrupted);
+    EXPECT_EQ(r.steps_done, 2);
+    EXPECT_EQ(saved_at, std::vector<int64_t>{2});
+    // and a stop between saves still saves the step it stopped at
+    o.resume = true;
+    saved_at.clear();
+    stop = false;
+    const auto stop_at_3 = [&](const TrainProgress& p) {
+        if (p.message == "checkpoint saved") saved_at.push_back(p.step);
+        if (p.step == 3 && !p.is_validation && p.message.empty()) stop = true;
+    };
+    const TrainResult again = run_training(o, stop_at_3, &stop);
+    EXPECT_TRUE(again.interrupted);
+    EXPECT_EQ(again.steps_done, 3);
+    EXPECT_EQ(saved_at, std::vector<int64_t>{3});
+}
+
 // Ctrl-C while a resume loads its checkpoint (seconds for a large model: three times its weights):
 // the load stops at its first question, before any tensor is read, instead of reading them all and
 // being told when the setup ends. Shown with a checkpoint whose last weight is NaN, which a load

@@ -455,7 +455,8 @@ public:
             report_window();
             validate_and_save();
         }
-        if (result.interrupted && result.started) {
+        // (a checkpoint of this very step may have just been written by validate_and_save)
+        if (result.interrupted && result.started && saved_step_ != s_.adam.step) {
             sync_from_device();
             check_ranks_agree();
             checkpoint();
@@ -638,6 +639,7 @@ private:
 
     void checkpoint() {
         if (writer_) save_checkpoint(out_, setup_.config, setup_.layout, o_, s_, setup_.tokenizer_bytes, elapsed());
+        saved_step_ = s_.adam.step;
         if (!on_progress_) return;
         TrainProgress p = progress();
         p.elapsed_s = elapsed();
@@ -658,6 +660,7 @@ private:
     std::vector<int32_t> inputs_, targets_;  // (batch, seq_len) each
     std::uniform_int_distribution<int64_t> start_dist_;
     const int64_t first_step_;
+    int64_t saved_step_ = -1;  // the step of the last checkpoint this session wrote
     clock::time_point session_start_;
     double lr_ = 0, grad_norm_ = 0;  // of the last step
     double window_loss_ = 0;         // summed since the last report
