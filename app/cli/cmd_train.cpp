@@ -17,6 +17,9 @@
 #include "retnet/train_ops.h"
 #include "retnet/trainer.h"
 #include "train_ranks.h"
+#ifdef RETNET_HAVE_CUDA
+#include "retnet/cuda/backend_cuda.h"
+#endif
 
 namespace retnet::cli {
 namespace {
@@ -33,19 +36,22 @@ std::string format_duration(double seconds) {
 
 // The host memory of a run, estimated before anything is allocated. The loop keeps the parameters,
 // AdamW's two moments and the average when there is one (3 or 4 copies of the weights; drawing the
-// random weights holds 2). With --device cpu the device adds its own parameters, moments, average
-// and the gradient (4 or 5 more), and the pass's buffers: per token train::buffer_width (what the
-// backward keeps, the gradient scratch, the logits) and a residual branch before dropout; and the
-// scores: the retention's B·H·T·span per layer (span = T, or the chunk size), the twin's attention
-// a tile of at most 64 query rows per (sequence, head) that no layer keeps. A GPU holds those in its
-// own memory (its allocations fail with one line of their own). B is a rank's share of the global
-// batch.
+// random weights holds 2), and a checkpoint or best/ save adds the model it writes (1). With
+// --device cpu the device adds its own parameters, moments, average and the gradient (4 or 5
+// more), its validation up to 2 more (9.5 copies measured at the peak of a 2048-wide run), and the
+// pass's buffers: per token train::buffer_width (what the backward keeps, the gradient scratch, the
+// logits) and a residual branch before dropout; and the scores: the retention's B·H·T·span per
+// layer (span = T, or the chunk size), the twin's attention a tile of at most 64 query rows per
+// (sequence, head) that no layer keeps. A GPU holds those in its own memory (its allocations fail
+// with one line of their own); the host keeps a batch's inputs and targets (8 bytes a token). B is
+// a rank's share of the global batch.
 uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o, int ranks) {
     const bool on_cpu = o.device == "cpu";
     const uint64_t averaging = o.average_decay > 0 ? 1 : 0;
-    const uint64_t state = saturating_product({3 + averaging + (on_cpu ? 4 + averaging : 0), estimated_weight_bytes(c)});
-    if (!on_cpu) return state;
+    const uint64_t copies = 4 + averaging + (on_cpu ? 6 + averaging : 0);
+    const uint64_t state = saturating_product({copies, estimated_weight_bytes(c)});
     const auto B = static_cast<uint64_t>(o.batch / ranks), T = static_cast<uint64_t>(o.seq_len);
+    if (!on_cpu) return saturating_sum({state, saturating_product({B, T, 8})});
     uint64_t per_token = static_cast<uint64_t>(c.d_model);
     for (int b = 0; b < static_cast<int>(train::Buf::Count); ++b) {
         const auto name = static_cast<train::Buf>(b);
@@ -130,6 +136,13 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
     if (config.is_transformer() && o.chunk > 0)
         throw Error("--chunk applies to the RetNet's retention; the Transformer twin's attention has one form (leave "
                     "--chunk out)");
+#ifdef RETNET_HAVE_CUDA
+    // before the weights are drawn (a minute at 1.3B) rather than when the device is made
+    if (o.device.rfind("cuda", 0) == 0) {
+        std::string why;
+        if (!cuda_device_available(&why)) throw Error("CUDA training unavailable: " + why);
+    }
+#endif
     check_memory(estimated_training_bytes(config, o, env.size),
                  "training with --batch " + std::to_string(o.batch) + " --seq-len " + std::to_string(o.seq_len) +
                      (env.size > 1 ? " over " + std::to_string(env.size) + " ranks" : ""));

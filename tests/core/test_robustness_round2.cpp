@@ -398,10 +398,10 @@ TEST(RobustMemory, HugeAllocationsAreRefusedUpFrontWithSizeAndLimit) {
     }
 }
 
-// The CPU trainer's device keeps its own parameters, moments and gradient beside the loop's
-// parameters and moments: 7 copies of the weights on the host (a 1.3B config was OOM-killed under an
-// estimate of 5). A GPU run keeps 3 on the host, so a limit of 6 lets it past the check (it then
-// stops where this machine has no GPU, or trains).
+// The CPU trainer's device keeps its own parameters, moments and gradient beside the loop's, and
+// validates and saves beside them: 10 copies of the weights on the host at the peak (a 1.3B config
+// was OOM-killed under an estimate of 5). A GPU run keeps 4 on the host, so a limit of 6 lets it
+// past the memory check (it then stops where this machine has no GPU, or trains).
 TEST(RobustMemory, TrainingCountsTheHostCopiesOfItsDevice) {
     ScratchDir dir("host-copies");
     std::vector<std::string> args = tiny_training_args(dir.path());

@@ -114,22 +114,43 @@ struct RunState {
     bool schedule_fixed = false;  // total_steps already shrunk to the time limit
 };
 
+// A vector of the run's state lent to a tensor for a write, given back however the write ends: the
+// moments and the average are written without copies (three copies of a large model's weights made
+// the save the run's peak of host memory).
+class LentValues {
+public:
+    LentValues(std::vector<float>& owner, Tensor& borrower) : owner_(owner), borrower_(borrower) {
+        borrower_.shape = {static_cast<int64_t>(owner.size())};
+        borrower_.data.swap(owner_);
+    }
+    ~LentValues() { borrower_.data.swap(owner_); }
+    LentValues(const LentValues&) = delete;
+    LentValues& operator=(const LentValues&) = delete;
+
+private:
+    std::vector<float>& owner_;
+    Tensor& borrower_;
+};
+
 void save_checkpoint(const fs::path& out, const ModelConfig& config, const ParamLayout& layout,
-                     const TrainOptions& options, const RunState& s, const std::string& tokenizer_bytes,
+                     const TrainOptions& options, RunState& s, const std::string& tokenizer_bytes,
                      double elapsed_s) {
     const fs::path final_dir = out / "checkpoint";
     const fs::path tmp = fresh_tmp_dir(final_dir);
     save_trained_weights(config, layout, s.params, tmp.string());
     write_file_atomically((tmp / "tokenizer.model").string(), tokenizer_bytes);
-    Tensor m({layout.total}), v({layout.total}), average({layout.total});
-    m.data = s.adam.m;
-    v.data = s.adam.v;
-    std::vector<NamedTensor> tensors = {{"adamw.m", &m}, {"adamw.v", &v}};
-    if (!s.average.empty()) {
-        average.data = s.average;
-        tensors.push_back({"average", &average});
+    {
+        Tensor m, v, average;
+        const LentValues lend_m(s.adam.m, m), lend_v(s.adam.v, v);
+        std::vector<NamedTensor> tensors = {{"adamw.m", &m}, {"adamw.v", &v}};
+        std::optional<LentValues> lend_average;
+        if (!s.average.empty()) {
+            lend_average.emplace(s.average, average);
+            tensors.push_back({"average", &average});
+        }
+        write_safetensors((tmp / "optimizer.safetensors").string(), tensors,
+                          {{"step", std::to_string(s.adam.step)}});
     }
-    write_safetensors((tmp / "optimizer.safetensors").string(), tensors, {{"step", std::to_string(s.adam.step)}});
     std::ostringstream rng;
     rng << s.rng;
     json state = {{"version", kStateVersion},
