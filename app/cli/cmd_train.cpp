@@ -18,7 +18,7 @@
 #include "retnet/trainer.h"
 #include "train_ranks.h"
 #ifdef RETNET_HAVE_CUDA
-#include "retnet/cuda/backend_cuda.h"
+#include "retnet/cuda/cuda_trainer.h"
 #endif
 
 namespace retnet::cli {
@@ -138,10 +138,7 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
                     "--chunk out)");
 #ifdef RETNET_HAVE_CUDA
     // before the weights are drawn (a minute at 1.3B) rather than when the device is made
-    if (o.device.rfind("cuda", 0) == 0) {
-        std::string why;
-        if (!cuda_device_available(&why)) throw Error("CUDA training unavailable: " + why);
-    }
+    if (o.device.rfind("cuda", 0) == 0) cuda::require_cuda_training_device();
 #endif
     check_memory(estimated_training_bytes(config, o, env.size),
                  "training with --batch " + std::to_string(o.batch) + " --seq-len " + std::to_string(o.seq_len) +

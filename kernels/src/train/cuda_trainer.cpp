@@ -86,10 +86,14 @@ struct CudaTrainer::Impl {
     }
 };
 
-CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& layout, CudaTrainerOptions options)
-    : impl_(std::make_unique<Impl>()) {
+void require_cuda_training_device() {
     std::string why;
     if (!cuda_device_available(&why)) throw Error("CUDA training unavailable: " + why);
+}
+
+CudaTrainer::CudaTrainer(const ModelConfig& config, const train::ParamLayout& layout, CudaTrainerOptions options)
+    : impl_(std::make_unique<Impl>()) {
+    require_cuda_training_device();
     train::check_chunk(config, options.chunk);  // ≥ 0, and 0 for the twin
     if (!(options.dropout >= 0.0 && options.dropout < 1.0)) throw Error("CUDA training: dropout must be in [0, 1)");
     const train::ParamLayout expected = train::make_param_layout(config);  // validates the config

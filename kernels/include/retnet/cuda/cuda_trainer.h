@@ -5,11 +5,12 @@
 // the AdamW moments, the gradient and every activation resident on the device. No CUDA types here,
 // so the CLI includes it without the toolkit's headers.
 //
-// Precision: every tensor is stored in fp32 (the parameters are the fp32 master weights). The
-// GEMMs run in fp32 (Fp32: no TF32, the parity mode the tests use), TF32 tensor cores (Tf32), or
-// bf16 tensor cores with fp32 accumulation (Bf16: cuBLAS rounds the fp32 operands to bf16 inside
-// the GEMM, CUBLAS_COMPUTE_32F_FAST_16BF). Norms, softmax, rotary, decay and the optimizer are fp32
-// everywhere.
+// Precision: the parameters, moments and gradient are fp32 (the parameters are the fp32 master
+// weights). The GEMMs run in fp32 (Fp32: no TF32, the parity mode the tests use), TF32 tensor cores
+// (Tf32), or bf16 tensor cores with fp32 accumulation (Bf16: the projections multiply bf16 copies of
+// their operands, and the activations only element-wise ops read — the gate, the retention output,
+// the FFN's two projections — are kept in bf16; docs/training.md). Norms, softmax, rotary, decay and
+// the optimizer compute in fp32 everywhere.
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -111,6 +112,10 @@ private:
 
 // "cuda" → Fp32, "cuda-tf32" → Tf32, "cuda-bf16" → Bf16; throws retnet::Error otherwise.
 TrainPrecision train_precision_from_device(const std::string& device);
+
+// Throws retnet::Error "CUDA training unavailable: <why>" when no CUDA device can be used: what
+// making a CudaTrainer checks first, for callers that would rather ask before costly set-up.
+void require_cuda_training_device();
 
 // Registers the training devices "cuda", "cuda-tf32" and "cuda-bf16" (retnet/train_device.h).
 // Idempotent; the CLI calls it at start-up. Using one without a GPU throws a one-line error.
