@@ -58,8 +58,10 @@ void embedding_backward(const DeviceTokenRowGroups& groups, const float* dx, flo
 
 // ---- norms (norms.cu) --------------------------------------------------------------------------
 
-// y = x · rstd · w per row (w null: no weight; y may be x); writes rstd (N) when not null.
-void rmsnorm_forward(const float* x, const float* w, int64_t rows, int dim, float eps, float* y, float* rstd,
+// y = x · rstd · w per row (w null: no weight; y may be x); writes rstd (N) when not null. Out:
+// float, or bf16 (the float result rounded, for a bf16 GEMM: launch_float_to_bf16's bits).
+template <typename Out>
+void rmsnorm_forward(const float* x, const float* w, int64_t rows, int dim, float eps, Out* y, float* rstd,
                      cudaStream_t stream);
 // Accumulates dx (N, dim) and dw (dim, when not null); dw_partials is scratch of
 // (rmsnorm_backward_parts(rows), dim).
@@ -77,14 +79,17 @@ struct HeadNormInput {
 // rstd (N, H) when not null. w may be null (no weight; one w shared by the heads).
 void head_norm_gate_forward(const HeadNormInput& o, const float* g, const float* w, int64_t rows, int H, int Dv,
                             float eps, float* y, float* rstd, cudaStream_t stream);
-// The same from o and g rows in bf16 (the cuda-bf16 trainer keeps them so), widened to float.
+// The same from o and g rows in bf16 (the cuda-bf16 trainer keeps them so), widened to float; y
+// (Out) float, or bf16 rounded from the float result.
+template <typename Out>
 void head_norm_gate_forward(const __nv_bfloat16* o, const __nv_bfloat16* g, const float* w, int64_t rows, int H,
-                            int Dv, float eps, float* y, float* rstd, cudaStream_t stream);
-// o rows; In float or bf16, as the forward. Writes d_o and dg; accumulates dw (Dv) when w is not
-// null, through dw_partials, scratch of (head_norm_gate_backward_parts(rows, H), Dv).
-template <typename In>
+                            int Dv, float eps, Out* y, float* rstd, cudaStream_t stream);
+// o rows; In float or bf16, as the forward. Writes d_o and dg (DG: float, or bf16 from a bf16 In);
+// accumulates dw (Dv) when w is not null, through dw_partials, scratch of
+// (head_norm_gate_backward_parts(rows, H), Dv).
+template <typename In, typename DG>
 void head_norm_gate_backward(const In* o, const In* g, const float* w, const float* rstd, const float* dy,
-                             int64_t rows, int H, int Dv, float* d_o, float* dg, float* dw, float* dw_partials,
+                             int64_t rows, int H, int Dv, float* d_o, DG* dg, float* dw, float* dw_partials,
                              cudaStream_t stream);
 int64_t head_norm_gate_backward_parts(int64_t rows, int H);
 
@@ -118,12 +123,13 @@ void heads_to_rows(const float* src, Out* dst, int B, int T, int Tp, int H, int 
 // ---- GLU (glu.cu) ------------------------------------------------------------------------------
 
 // h = act(a) ⊙ b, act = gelu (exact erf) or swish (silu); a, b, h (n); h may be a. In: float, or bf16 (the
-// cuda-bf16 trainer's kept a and b), widened to float.
-template <typename In>
-void glu_forward(const In* a, const In* b, int64_t n, bool gelu, float* h, cudaStream_t stream);
-// Writes da, db.
-template <typename In>
-void glu_backward(const In* a, const In* b, const float* dh, int64_t n, bool gelu, float* da, float* db,
+// cuda-bf16 trainer's kept a and b), widened to float. Out: float, or (from bf16 In) bf16 rounded from
+// the float result.
+template <typename In, typename Out>
+void glu_forward(const In* a, const In* b, int64_t n, bool gelu, Out* h, cudaStream_t stream);
+// Writes da, db (Out as glu_forward's).
+template <typename In, typename Out>
+void glu_backward(const In* a, const In* b, const float* dh, int64_t n, bool gelu, Out* da, Out* db,
                   cudaStream_t stream);
 
 }  // namespace retnet::cuda::layer_kernels

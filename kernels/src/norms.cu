@@ -83,12 +83,13 @@ __device__ __forceinline__ void gate_offsets(int64_t pair, int heads_T, int head
 
 // y = o·rsqrt(mean(o²) + eps)·w ⊙ silu(g) for one pair, its sum of squares already reduced. In:
 // float, or bf16 (the cuda-bf16 trainer keeps o and g in bf16), widened to float.
-template <typename In>
+// Out: float, or bf16 (the float result rounded: a bf16 GEMM's input).
+template <typename In, typename Out>
 __device__ __forceinline__ void gate_write(const In* o, const In* g, const float* w, int64_t off, int64_t o_off,
-                                           int Dv, double ss, float eps, int first, int stride, float* y) {
+                                           int Dv, double ss, float eps, int first, int stride, Out* y) {
     const float s = static_cast<float>(1.0 / sqrt(ss / Dv + static_cast<double>(eps)));
     for (int i = first; i < Dv; i += stride)
-        y[off + i] = load_as_float(o[o_off + i]) * s * (w ? w[i] : 1.0f) * silu(load_as_float(g[off + i]));
+        store_as(y + off + i, load_as_float(o[o_off + i]) * s * (w ? w[i] : 1.0f) * silu(load_as_float(g[off + i])));
 }
 
 template <typename In>
@@ -102,9 +103,9 @@ __device__ __forceinline__ double squares(const In* o, int first, int stride, in
 }
 
 // Many pairs (training, prefill): one warp per pair.
-template <typename In>
+template <typename In, typename Out>
 __global__ void head_norm_gate_forward_warp_kernel(const In* o, int heads_T, int heads_Tp, const In* g,
-                                                   const float* w, int64_t pairs, int H, int Dv, float eps, float* y,
+                                                   const float* w, int64_t pairs, int H, int Dv, float eps, Out* y,
                                                    float* rstd) {
     wait_for_previous_grid();
     allow_next_grid();
@@ -119,9 +120,9 @@ __global__ void head_norm_gate_forward_warp_kernel(const In* o, int heads_T, int
 }
 
 // Few pairs (a decoding step): one block per pair, so they still spread over the GPU.
-template <typename In>
+template <typename In, typename Out>
 __global__ void head_norm_gate_forward_block_kernel(const In* o, int heads_T, int heads_Tp, const In* g,
-                                                    const float* w, int H, int Dv, float eps, float* y, float* rstd) {
+                                                    const float* w, int H, int Dv, float eps, Out* y, float* rstd) {
     __shared__ double shared[32];
     wait_for_previous_grid();
     allow_next_grid();
@@ -138,13 +139,13 @@ __global__ void head_norm_gate_forward_block_kernel(const In* o, int heads_T, in
 // warp order into the block's row of dw_partials. A pair's o, dy and g are loaded into registers
 // before anything is stored when Dv ≤ 32·kMaxPerLane and a multiple of 32 (kPerLane > 0: all of a
 // warp's loads in flight at once, each silu formed once), else re-read in a second pass
-// (kPerLane = 0); the same sums in the same order either way. In: as gate_write.
+// (kPerLane = 0); the same sums in the same order either way. In and DG (dg's type): as gate_write.
 constexpr int kMaxPerLane = 16;
-template <int kPerLane, typename In>
+template <int kPerLane, typename In, typename DG>
 __global__ void head_norm_gate_backward_kernel(const In* __restrict__ o, const In* __restrict__ g,
                                                const float* __restrict__ w, const float* __restrict__ rstd,
                                                const float* __restrict__ dy, int64_t pairs, int Dv,
-                                               float* __restrict__ d_o, float* __restrict__ dg,
+                                               float* __restrict__ d_o, DG* __restrict__ dg,
                                                float* __restrict__ dw_partials) {
     extern __shared__ float warp_dw[];  // (n_warps, Dv)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
@@ -172,7 +173,7 @@ __global__ void head_norm_gate_backward_kernel(const In* __restrict__ o, const I
                 const float wi = w ? w[i] : 1.0f;
                 xhat[k] = ov[k] * s;
                 const float dn = dyv[k] * silu(gv[k]);
-                dg[off + i] = dyv[k] * xhat[k] * wi * silu_grad(gv[k]);
+                store_as(dg + off + i, dyv[k] * xhat[k] * wi * silu_grad(gv[k]));
                 if (dw_partials) my_dw[i] += dn * xhat[k];
                 dxhat[k] = dn * wi;
                 dot += static_cast<double>(dxhat[k]) * xhat[k];
@@ -185,7 +186,7 @@ __global__ void head_norm_gate_backward_kernel(const In* __restrict__ o, const I
                 const float xhat = load_as_float(o[off + i]) * s, gi = load_as_float(g[off + i]);
                 const float wi = w ? w[i] : 1.0f;
                 const float dn = dy[off + i] * silu(gi);
-                dg[off + i] = dy[off + i] * xhat * wi * silu_grad(gi);
+                store_as(dg + off + i, dy[off + i] * xhat * wi * silu_grad(gi));
                 if (dw_partials) my_dw[i] += dn * xhat;
                 dot += static_cast<double>(dn * wi) * xhat;
             }
@@ -219,12 +220,15 @@ __global__ void sum_partials_kernel(const float* partials, int64_t n_parts, int 
 
 }  // namespace
 
-void rmsnorm_forward(const float* x, const float* w, int64_t rows, int dim, float eps, float* y, float* rstd,
+template <typename Out>
+void rmsnorm_forward(const float* x, const float* w, int64_t rows, int dim, float eps, Out* y, float* rstd,
                      cudaStream_t stream) {
     if (rows <= 0) return;
-    rmsnorm_forward_kernel<float><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, dim, eps, y, rstd);
+    rmsnorm_forward_kernel<Out><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, w, dim, eps, y, rstd);
     RETNET_CUDA_CHECK_LAUNCH();
 }
+template void rmsnorm_forward(const float*, const float*, int64_t, int, float, float*, float*, cudaStream_t);
+template void rmsnorm_forward(const float*, const float*, int64_t, int, float, __nv_bfloat16*, float*, cudaStream_t);
 
 int64_t rmsnorm_backward_parts(int64_t rows) { return ceil_div(rows, kNormRowsPerBlock); }
 
@@ -238,16 +242,16 @@ void rmsnorm_backward(const float* x, const float* w, const float* rstd, const f
 }
 
 namespace {
-template <typename In>
+template <typename In, typename Out>
 void gate_forward(const In* o, int heads_T, int heads_Tp, const In* g, const float* w, int64_t rows, int H, int Dv,
-                  float eps, float* y, float* rstd, cudaStream_t stream) {
+                  float eps, Out* y, float* rstd, cudaStream_t stream) {
     const int64_t pairs = rows * H;
     if (pairs <= 0) return;
     if (pairs < kBlockPerPairBelow)
-        head_norm_gate_forward_block_kernel<In><<<static_cast<unsigned>(pairs), kThreads, 0, stream>>>(
+        head_norm_gate_forward_block_kernel<In, Out><<<static_cast<unsigned>(pairs), kThreads, 0, stream>>>(
             o, heads_T, heads_Tp, g, w, H, Dv, eps, y, rstd);
     else
-        head_norm_gate_forward_warp_kernel<In><<<ceil_div(pairs * 32, kThreads), kThreads, 0, stream>>>(
+        head_norm_gate_forward_warp_kernel<In, Out><<<ceil_div(pairs * 32, kThreads), kThreads, 0, stream>>>(
             o, heads_T, heads_Tp, g, w, pairs, H, Dv, eps, y, rstd);
     RETNET_CUDA_CHECK_LAUNCH();
 }
@@ -258,16 +262,21 @@ void head_norm_gate_forward(const HeadNormInput& o, const float* g, const float*
     gate_forward(o.o, o.heads_T, o.heads_Tp, g, w, rows, H, Dv, eps, y, rstd, stream);
 }
 
+template <typename Out>
 void head_norm_gate_forward(const __nv_bfloat16* o, const __nv_bfloat16* g, const float* w, int64_t rows, int H,
-                            int Dv, float eps, float* y, float* rstd, cudaStream_t stream) {
+                            int Dv, float eps, Out* y, float* rstd, cudaStream_t stream) {
     gate_forward(o, 0, 0, g, w, rows, H, Dv, eps, y, rstd, stream);
 }
+template void head_norm_gate_forward(const __nv_bfloat16*, const __nv_bfloat16*, const float*, int64_t, int, int, float,
+                                     float*, float*, cudaStream_t);
+template void head_norm_gate_forward(const __nv_bfloat16*, const __nv_bfloat16*, const float*, int64_t, int, int, float,
+                                     __nv_bfloat16*, float*, cudaStream_t);
 
 int64_t head_norm_gate_backward_parts(int64_t rows, int H) { return ceil_div(rows * H, kGatePairsPerBlock); }
 
-template <typename In>
+template <typename In, typename DG>
 void head_norm_gate_backward(const In* o, const In* g, const float* w, const float* rstd, const float* dy,
-                             int64_t rows, int H, int Dv, float* d_o, float* dg, float* dw, float* dw_partials,
+                             int64_t rows, int H, int Dv, float* d_o, DG* dg, float* dw, float* dw_partials,
                              cudaStream_t stream) {
     const int64_t pairs = rows * H;
     if (pairs == 0) return;
@@ -279,11 +288,11 @@ void head_norm_gate_backward(const In* o, const In* g, const float* w, const flo
         kernel<<<blocks, kThreads, shared, stream>>>(o, g, w, rstd, dy, pairs, Dv, d_o, dg, partials);
     };
     switch (Dv % 32 == 0 ? Dv / 32 : 0) {
-        case 2: launch(head_norm_gate_backward_kernel<2, In>); break;
-        case 4: launch(head_norm_gate_backward_kernel<4, In>); break;
-        case 8: launch(head_norm_gate_backward_kernel<8, In>); break;
-        case kMaxPerLane: launch(head_norm_gate_backward_kernel<kMaxPerLane, In>); break;
-        default: launch(head_norm_gate_backward_kernel<0, In>); break;
+        case 2: launch(head_norm_gate_backward_kernel<2, In, DG>); break;
+        case 4: launch(head_norm_gate_backward_kernel<4, In, DG>); break;
+        case 8: launch(head_norm_gate_backward_kernel<8, In, DG>); break;
+        case kMaxPerLane: launch(head_norm_gate_backward_kernel<kMaxPerLane, In, DG>); break;
+        default: launch(head_norm_gate_backward_kernel<0, In, DG>); break;
     }
     RETNET_CUDA_CHECK_LAUNCH();
     if (dw) sum_partials(dw_partials, head_norm_gate_backward_parts(rows, H), Dv, dw, stream);
@@ -293,6 +302,9 @@ template void head_norm_gate_backward(const float*, const float*, const float*, 
                                       int, int, float*, float*, float*, float*, cudaStream_t);
 template void head_norm_gate_backward(const __nv_bfloat16*, const __nv_bfloat16*, const float*, const float*,
                                       const float*, int64_t, int, int, float*, float*, float*, float*, cudaStream_t);
+template void head_norm_gate_backward(const __nv_bfloat16*, const __nv_bfloat16*, const float*, const float*,
+                                      const float*, int64_t, int, int, float*, __nv_bfloat16*, float*, float*,
+                                      cudaStream_t);
 
 void sum_partials(const float* partials, int64_t n_parts, int cols, float* out, cudaStream_t stream) {
     if (n_parts == 0 || cols == 0) return;
@@ -325,10 +337,10 @@ void launch_head_norm_gate(const float* d_o, const float* d_g, const float* d_we
     const int64_t pairs = static_cast<int64_t>(T) * H;
     if (pairs <= 0) return;
     if (pairs < kBlockPerPairBelow)
-        launch_overlapped(head_norm_gate_forward_block_kernel<float>, dim3(static_cast<unsigned>(pairs)), dim3(kThreads), 0,
+        launch_overlapped(head_norm_gate_forward_block_kernel<float, float>, dim3(static_cast<unsigned>(pairs)), dim3(kThreads), 0,
                           stream, d_o, T, Tp, d_g, d_weight, H, Dv, eps, d_y, nullptr);
     else
-        launch_overlapped(head_norm_gate_forward_warp_kernel<float>, dim3(ceil_div(pairs * 32, kThreads)), dim3(kThreads), 0,
+        launch_overlapped(head_norm_gate_forward_warp_kernel<float, float>, dim3(ceil_div(pairs * 32, kThreads)), dim3(kThreads), 0,
                           stream, d_o, T, Tp, d_g, d_weight, pairs, H, Dv, eps, d_y, nullptr);
 }
 

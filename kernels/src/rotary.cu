@@ -21,38 +21,45 @@ constexpr int kThreads = 256;
 // The kernels index within one head of one sequence (blockIdx.y = b·H + h) in 32 bits: 64-bit
 // divisions per element made them bound by integer arithmetic (1.3 TB/s at 8192 tokens).
 
-// One thread per (t < Tp, pair i < Dk/2) of head blockIdx.y. Forward: rows → head-major, +angle,
-// scale first (padding rows t ≥ T written as zeros). Backward: head-major → rows, −angle, scale last.
+// One thread per (t < Tp, pair i < Dk/2) of sequence blockIdx.y, turning that pair in each of the H
+// heads: the double-precision sincos, which bounded the kernel when a thread turned one head, is
+// taken once per position and pair. Forward: rows → head-major, +angle, scale first (padding rows
+// t ≥ T written as zeros). Backward: head-major → rows, −angle, scale last.
 template <bool kForward, typename Out>
-__global__ void rotary_kernel(const float* src, Out* dst, int T, int Tp, int H, int Dk, RotaryArgs args) {
+__global__ void rotary_kernel(const float* __restrict__ src, Out* __restrict__ dst, int T, int Tp, int H, int Dk,
+                              RotaryArgs args) {
     const int half = Dk / 2;
     const int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
     if (e >= Tp * half) return;
     const int t = e / half, i = e - t * half;
-    const int bh = static_cast<int>(blockIdx.y), h = bh % H, b = bh / H;
+    const int64_t b = blockIdx.y, head_stride = static_cast<int64_t>(Tp) * Dk;
     const int i0 = args.interleaved ? 2 * i : i;
     const int i1 = args.interleaved ? 2 * i + 1 : i + half;
-    const int64_t head_off = (static_cast<int64_t>(bh) * Tp + t) * Dk;
-    const int64_t row_off = (static_cast<int64_t>(b) * T + t) * H * Dk + static_cast<int64_t>(h) * Dk;
+    int64_t head_off = (b * H * Tp + t) * Dk;  // of head 0; head h is h·head_stride further
+    int64_t row_off = (b * T + t) * H * Dk;    // of head 0; head h is h·Dk further
     if (t >= T) {
-        if (kForward) {
-            store_as(dst + head_off + i0, 0.0f);
-            store_as(dst + head_off + i1, 0.0f);
-        }
+        if (kForward)
+            for (int h = 0; h < H; ++h, head_off += head_stride) {
+                store_as(dst + head_off + i0, 0.0f);
+                store_as(dst + head_off + i1, 0.0f);
+            }
         return;
     }
     const float angle = static_cast<float>(args.pos0 + t) * args.theta[i];  // float32, as the references
     double s, c;
     sincos(static_cast<double>(angle), &s, &c);
-    if (kForward) {
-        const double a = static_cast<double>(src[row_off + i0]) * args.scale;
-        const double bb = static_cast<double>(src[row_off + i1]) * args.scale;
-        store_as(dst + head_off + i0, static_cast<float>(a * c - bb * s));
-        store_as(dst + head_off + i1, static_cast<float>(bb * c + a * s));
-    } else {
-        const double a = static_cast<double>(src[head_off + i0]), bb = static_cast<double>(src[head_off + i1]);
-        store_as(dst + row_off + i0, static_cast<float>((a * c + bb * s) * args.scale));
-        store_as(dst + row_off + i1, static_cast<float>((bb * c - a * s) * args.scale));
+#pragma unroll 4
+    for (int h = 0; h < H; ++h, head_off += head_stride, row_off += Dk) {
+        if (kForward) {
+            const double a = static_cast<double>(src[row_off + i0]) * args.scale;
+            const double bb = static_cast<double>(src[row_off + i1]) * args.scale;
+            store_as(dst + head_off + i0, static_cast<float>(a * c - bb * s));
+            store_as(dst + head_off + i1, static_cast<float>(bb * c + a * s));
+        } else {
+            const double a = static_cast<double>(src[head_off + i0]), bb = static_cast<double>(src[head_off + i1]);
+            store_as(dst + row_off + i0, static_cast<float>((a * c + bb * s) * args.scale));
+            store_as(dst + row_off + i1, static_cast<float>((bb * c - a * s) * args.scale));
+        }
     }
 }
 
@@ -126,20 +133,28 @@ void launch_layout(const float* src, Out* dst, int B, int T, int Tp, int H, int 
 
 }  // namespace
 
+namespace {
+// rotary_kernel's grid: one thread per position and pair of each of the B sequences.
+dim3 rotary_grid(int B, int Tp, int Dk) {
+    const int64_t per_sequence = static_cast<int64_t>(Tp) * (Dk / 2);
+    if (B > 65535 || per_sequence > (int64_t{1} << 30))
+        throw Error("rotary: too many sequences or rows for one launch (B " + std::to_string(B) + ")");
+    return dim3(ceil_div(per_sequence, kThreads), static_cast<unsigned>(B));
+}
+}  // namespace
+
 void rotary_forward(const float* src, float* dst, int B, int T, int Tp, int H, int Dk, const RotaryArgs& args,
                     cudaStream_t stream) {
-    const int64_t per_head = static_cast<int64_t>(Tp) * (Dk / 2);
-    if (per_head <= 0 || B <= 0 || H <= 0) return;
-    rotary_kernel<true><<<head_grid(B, H, per_head, "rotary"), kThreads, 0, stream>>>(src, dst, T, Tp, H, Dk, args);
+    if (Tp <= 0 || Dk < 2 || B <= 0 || H <= 0) return;
+    rotary_kernel<true><<<rotary_grid(B, Tp, Dk), kThreads, 0, stream>>>(src, dst, T, Tp, H, Dk, args);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 
 template <typename Out>
 void rotary_backward(const float* src, Out* dst, int B, int T, int Tp, int H, int Dk, const RotaryArgs& args,
                      cudaStream_t stream) {
-    const int64_t per_head = static_cast<int64_t>(Tp) * (Dk / 2);
-    if (per_head <= 0 || B <= 0 || H <= 0) return;
-    rotary_kernel<false><<<head_grid(B, H, per_head, "rotary"), kThreads, 0, stream>>>(src, dst, T, Tp, H, Dk, args);
+    if (Tp <= 0 || Dk < 2 || B <= 0 || H <= 0) return;
+    rotary_kernel<false><<<rotary_grid(B, Tp, Dk), kThreads, 0, stream>>>(src, dst, T, Tp, H, Dk, args);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 template void rotary_backward(const float*, float*, int, int, int, int, int, const RotaryArgs&, cudaStream_t);

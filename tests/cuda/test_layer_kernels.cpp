@@ -233,8 +233,9 @@ TEST_F(LayerKernelTest, GluBackwardMatchesTheCpuOpForBothActivations) {
 
 // The cuda-bf16 trainer keeps the gate g, the retention output o and the FFN's a and b in bf16. From
 // bf16 the gate's and the GLU's kernels must give, bit for bit, what their float kernels give on the
-// same values widened (the arithmetic stays float). Dv 40 takes the backward's two-pass loop, 64 and
-// 512 its register-held pairs.
+// same values widened (the arithmetic stays float); where they also write bf16 (y, dg, h, da, db: the
+// projections' operands), the float results rounded to nearest even. Dv 40 takes the backward's
+// two-pass loop, 64 and 512 its register-held pairs.
 TEST_F(LayerKernelTest, GateAndGluFromBf16AreTheFloatKernelsOnTheWidenedValues) {
     const auto narrow = [](const std::vector<float>& v) {
         std::vector<__nv_bfloat16> out(v.size());
@@ -250,6 +251,13 @@ TEST_F(LayerKernelTest, GateAndGluFromBf16AreTheFloatKernelsOnTheWidenedValues) 
         const std::vector<float> ha = to_host(a, stream()), hb = to_host(b, stream());
         ASSERT_EQ(ha.size(), hb.size());
         EXPECT_EQ(std::memcmp(ha.data(), hb.data(), ha.size() * sizeof(float)), 0) << what;
+    };
+    // b16 holds a's floats rounded
+    const auto expect_rounded = [&](const DeviceBuffer<float>& a, const DeviceBuffer<__nv_bfloat16>& b16,
+                                    const char* what) {
+        const std::vector<__nv_bfloat16> want = narrow(to_host(a, stream())), got = to_host(b16, stream());
+        ASSERT_EQ(want.size(), got.size());
+        EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(__nv_bfloat16)), 0) << what;
     };
     for (const int Dv : {40, 64, 512}) {
         SCOPED_TRACE("Dv " + std::to_string(Dv));
@@ -283,6 +291,19 @@ TEST_F(LayerKernelTest, GateAndGluFromBf16AreTheFloatKernelsOnTheWidenedValues) 
         expect_same_bits(d_o_grad[0], d_o_grad[1], "gate d_o");
         expect_same_bits(dg[0], dg[1], "gate dg");
         expect_same_bits(dw[0], dw[1], "gate dw");
+
+        DeviceBuffer<__nv_bfloat16> y16(static_cast<size_t>(n)), dg16(static_cast<size_t>(n));
+        DeviceBuffer<float> rstd16(static_cast<size_t>(rows * H)), d_o_grad16(static_cast<size_t>(n));
+        DeviceBuffer<float> dw16 = to_device(std::vector<float>(static_cast<size_t>(Dv), 0.0f), stream());
+        lk::head_norm_gate_forward(d_o16.get(), d_g16.get(), d_w.get(), rows, H, Dv, 1e-6f, y16.get(), rstd16.get(),
+                                   stream());
+        lk::head_norm_gate_backward(d_o16.get(), d_g16.get(), d_w.get(), rstd[0].get(), d_dy.get(), rows, H, Dv,
+                                    d_o_grad16.get(), dg16.get(), dw16.get(), partials[1].get(), stream());
+        expect_rounded(y[0], y16, "gate y in bf16");
+        expect_same_bits(rstd[0], rstd16, "gate rstd beside a bf16 y");
+        expect_rounded(dg[0], dg16, "gate dg in bf16");
+        expect_same_bits(d_o_grad[0], d_o_grad16, "gate d_o beside a bf16 dg");
+        expect_same_bits(dw[0], dw16, "gate dw beside a bf16 dg");
     }
     const int64_t n = 1001;  // not a multiple of the block
     const auto a16 = narrow(random_vector(static_cast<size_t>(n), 75, -4.0f, 4.0f));
@@ -301,6 +322,38 @@ TEST_F(LayerKernelTest, GateAndGluFromBf16AreTheFloatKernelsOnTheWidenedValues) 
         expect_same_bits(h[0], h[1], gelu ? "gelu h" : "swish h");
         expect_same_bits(da[0], da[1], gelu ? "gelu da" : "swish da");
         expect_same_bits(db[0], db[1], gelu ? "gelu db" : "swish db");
+        DeviceBuffer<__nv_bfloat16> h16(static_cast<size_t>(n)), da16(static_cast<size_t>(n)), db16(static_cast<size_t>(n));
+        lk::glu_forward(d_a16.get(), d_b16.get(), n, gelu, h16.get(), stream());
+        lk::glu_backward(d_a16.get(), d_b16.get(), d_dh.get(), n, gelu, da16.get(), db16.get(), stream());
+        expect_rounded(h[0], h16, gelu ? "gelu h in bf16" : "swish h in bf16");
+        expect_rounded(da[0], da16, gelu ? "gelu da in bf16" : "swish da in bf16");
+        expect_rounded(db[0], db16, gelu ? "gelu db in bf16" : "swish db in bf16");
+    }
+}
+
+// The cuda-bf16 trainer's norms write their output in bf16 for the projections: the float output
+// rounded to nearest even, and the same rstd.
+TEST_F(LayerKernelTest, RmsNormInBf16IsTheFloatOutputRounded) {
+    for (const int dim : {37, 2048}) {
+        SCOPED_TRACE("dim " + std::to_string(dim));
+        const int64_t rows = 19;
+        const auto x = random_vector(static_cast<size_t>(rows * dim), 81, -3.0f, 3.0f);
+        const auto w = random_vector(static_cast<size_t>(dim), 82, 0.5f, 1.5f);
+        auto d_x = to_device(x, stream()), d_w = to_device(w, stream());
+        DeviceBuffer<float> y(x.size()), rstd(static_cast<size_t>(rows)), rstd16(static_cast<size_t>(rows));
+        DeviceBuffer<__nv_bfloat16> y16(x.size());
+        lk::rmsnorm_forward(d_x.get(), d_w.get(), rows, dim, 1e-6f, y.get(), rstd.get(), stream());
+        lk::rmsnorm_forward(d_x.get(), d_w.get(), rows, dim, 1e-6f, y16.get(), rstd16.get(), stream());
+        const std::vector<float> yf = to_host(y, stream());
+        const std::vector<__nv_bfloat16> got = to_host(y16, stream());
+        size_t differ = 0;
+        for (size_t i = 0; i < yf.size(); ++i) {
+            const __nv_bfloat16 want = __float2bfloat16_rn(yf[i]);
+            differ += std::memcmp(&want, &got[i], sizeof want) != 0;
+        }
+        EXPECT_EQ(differ, 0u);
+        const std::vector<float> r = to_host(rstd, stream()), r16 = to_host(rstd16, stream());
+        EXPECT_EQ(std::memcmp(r.data(), r16.data(), r.size() * sizeof(float)), 0);
     }
 }
 

@@ -313,6 +313,38 @@ TEST_F(CudaTrainerTest, ClippingAndAdamWMatchTheCpuOptimizer) {
     EXPECT_EQ(again.adamw_steps(), 3);
 }
 
+// train_step clips inside the update: its parameters and moments have the bits of loss_and_gradient +
+// clip_grad_norm + adamw_step, with a norm limit that clips and with one that does not.
+TEST_F(CudaTrainerTest, TrainStepClipsInsideTheUpdateWithTheBitsOfTheSeparateCalls) {
+    const TrainCase c{"fused clip", false, true, 16, 0};
+    const TrainSetup setup(c, 2, 41, 42);
+    const auto& [config, layout, initial, tokens, batch] = setup;
+    for (const double max_norm : {0.05, 1e9}) {
+        CudaTrainer fused(config, layout), separate(config, layout);
+        fused.upload(initial, train::make_adamw_state(layout));
+        separate.upload(initial, train::make_adamw_state(layout));
+        AdamWConfig adam;
+        adam.weight_decay = 0.1;
+        for (int step = 0; step < 3; ++step) {
+            double fused_norm = 0.0;
+            const double fused_loss = fused.train_step(batch, max_norm, adam, 1e-2, &fused_norm);
+            const double separate_loss = separate.loss_and_gradient(batch);
+            const double separate_norm = separate.clip_grad_norm(max_norm);
+            separate.adamw_step(adam, 1e-2);
+            EXPECT_EQ(fused_loss, separate_loss);
+            EXPECT_EQ(fused_norm, separate_norm);
+            if (max_norm < 1.0) ASSERT_GT(fused_norm, max_norm) << "the test must exercise clipping";
+        }
+        std::vector<float> params_a, params_b;
+        AdamWState state_a, state_b;
+        fused.download(params_a, state_a);
+        separate.download(params_b, state_b);
+        EXPECT_TRUE(same_bits(params_a, params_b)) << max_norm;
+        EXPECT_TRUE(same_bits(state_a.m, state_b.m)) << max_norm;
+        EXPECT_TRUE(same_bits(state_a.v, state_b.v)) << max_norm;
+    }
+}
+
 // The device's parameter average after each AdamW step is the CPU's update_average of the
 // device's new parameters; swap_average makes the loss that of the averaged weights.
 TEST_F(CudaTrainerTest, ParameterAverageMatchesTheCpuAverageAndSwapsIn) {

@@ -30,7 +30,6 @@ CudaTrainOps::CudaTrainOps(const ModelConfig& config, const train::ParamLayout& 
 void CudaTrainOps::begin_pass(const train::BatchView& batch, bool want_gradient, const float* params, float* grad) {
     train::check_train_batch(config_, batch);
     prepare(batch.batch, batch.seq_len);
-    forget_projection_input();
     const size_t n = static_cast<size_t>(rows());
     inputs_.upload(batch.inputs, n, stream_);
     targets_.upload(batch.targets, n, stream_);
@@ -64,11 +63,9 @@ std::vector<float> CudaTrainOps::download_logits() const {
 // The named buffers: q, k, v and their gradients head-major, the rest rows; the gradient of the
 // logits is formed in their place.
 float* CudaTrainOps::at(Act a) {
+    if (in_bf16(a.name)) throw Error("CUDA training: a buffer held in bf16 was asked for in fp32");
     if (train::per_layer(a.name)) {
-        if (KeptRows* kept = kept_rows(a)) {
-            if (kept_in_bf16(a.name)) throw Error("CUDA training: a buffer kept in bf16 was asked for in fp32");
-            return kept->f32.get();
-        }
+        if (KeptRows* kept = kept_rows(a)) return kept->f32.get();
         LayerBuffers& L = layers_[static_cast<size_t>(a.layer)];
         switch (a.name) {  // train::recomputed_in_backward: one buffer for all layers
             case Buf::Xn1: case Buf::Xn2: return normed_.get();
@@ -107,6 +104,15 @@ bool CudaTrainOps::kept_in_bf16(Buf b) const {
     return bf16_projections() && (b == Buf::A || b == Buf::B || (!twin() && (b == Buf::G || b == Buf::O)));
 }
 
+bool CudaTrainOps::in_bf16(Buf b) const {
+    if (!bf16_projections()) return false;
+    switch (b) {
+        case Buf::Xn1: case Buf::Xn2: case Buf::Xf: case Buf::Hidden: case Buf::DA: case Buf::DB: return true;
+        case Buf::Y: case Buf::DG: return !twin();
+        default: return kept_in_bf16(b);
+    }
+}
+
 // The KeptRows of G, O, A or B (checking the layer), else null.
 CudaTrainOps::KeptRows* CudaTrainOps::kept_rows(Act a) {
     if (!train::per_layer(a.name)) return nullptr;
@@ -123,9 +129,15 @@ CudaTrainOps::KeptRows* CudaTrainOps::kept_rows(Act a) {
 }
 
 __nv_bfloat16* CudaTrainOps::at16(Act a) {
-    KeptRows* kept = kept_rows(a);
-    if (!kept || !kept_in_bf16(a.name)) throw Error("CUDA training: a buffer kept in fp32 was asked for in bf16");
-    return kept->bf16.get();
+    if (!in_bf16(a.name)) throw Error("CUDA training: a buffer held in fp32 was asked for in bf16");
+    switch (a.name) {  // the norms' outputs and the branch inputs: one buffer for all layers, as in fp32
+        case Buf::Xn1: case Buf::Xn2: case Buf::Xf: return normed16_.get();
+        case Buf::Y: case Buf::Hidden: return branch16_.get();
+        case Buf::DA: return da16_.get();
+        case Buf::DB: return db16_.get();
+        case Buf::DG: return dg16_.get();
+        default: return kept_rows(a)->bf16.get();
+    }
 }
 
 const float* CudaTrainOps::weight(int layer, Weight w) const { return P_ + train::param_offset(layout_, layer, w); }
@@ -182,49 +194,44 @@ const __nv_bfloat16* CudaTrainOps::as_bf16(const float* x, int64_t n, DeviceBuff
     return copy.get();
 }
 
-const __nv_bfloat16* CudaTrainOps::projection_input_bf16(const float* x, int64_t n) {
-    if (x == x16_source_ && n == x16_count_) return x16_.get();
-    const bool kept = x == normed_.get() || x == branch_input_.get() || x == xf_.get();
-    x16_source_ = kept ? x : nullptr;
-    x16_count_ = n;
-    return as_bf16(x, n, x16_);
+const __nv_bfloat16* CudaTrainOps::operand16(Act x) {
+    if (in_bf16(x.name)) return at16(x);
+    return as_bf16(at(x), rows() * width(x), x16_);
 }
 
 // y (N, out) = x (N, in) · Wᵀ + beta·y
-void CudaTrainOps::gemm_linear(const float* x, const float* W, float* y, int in, int out, float beta) {
-    const int r = static_cast<int>(rows());
+void CudaTrainOps::gemm_linear(Act x, const float* W, float* y, int out, float beta) {
+    const int r = static_cast<int>(rows()), in = width(x);
     if (bf16_projections()) {
-        gemm_bf16(false, true, r, out, in, projection_input_bf16(x, int64_t{r} * in), in,
-                  as_bf16(W, int64_t{out} * in, w16_), in, beta, y, out);
+        gemm_bf16(false, true, r, out, in, operand16(x), in, as_bf16(W, int64_t{out} * in, w16_), in, beta, y, out);
         return;
     }
-    gemm(false, true, r, out, in, 1.0f, x, in, 0, W, in, 0, beta, y, out, 0);
+    gemm(false, true, r, out, in, 1.0f, at(x), in, 0, W, in, 0, beta, y, out, 0);
 }
 
-void CudaTrainOps::gemm_linear(const float* x, const float* W, __nv_bfloat16* y, int in, int out) {
-    const int r = static_cast<int>(rows());
-    gemm_bf16(false, true, r, out, in, projection_input_bf16(x, int64_t{r} * in), in,
-              as_bf16(W, int64_t{out} * in, w16_), in, y, out);
+void CudaTrainOps::gemm_linear(Act x, const float* W, __nv_bfloat16* y, int out) {
+    const int r = static_cast<int>(rows()), in = width(x);
+    gemm_bf16(false, true, r, out, in, operand16(x), in, as_bf16(W, int64_t{out} * in, w16_), in, y, out);
 }
 
 // dx (N, in) = dy · W (+= when accumulate); dW (out, in) += dyᵀ · x
-void CudaTrainOps::gemm_linear_backward(const float* x, const float* W, const float* dy, int in, int out, float* dx,
-                                        bool accumulate, float* dW) {
-    const int r = static_cast<int>(rows());
+void CudaTrainOps::gemm_linear_backward(Act x, const float* W, const float* dy, int out, float* dx, bool accumulate,
+                                        float* dW) {
+    const int r = static_cast<int>(rows()), in = width(x);
     if (bf16_projections()) {
-        gemm_linear_backward(x, W, as_bf16(dy, int64_t{r} * out, dy16_), in, out, dx, accumulate, dW);
+        gemm_linear_backward(x, W, as_bf16(dy, int64_t{r} * out, dy16_), out, dx, accumulate, dW);
         return;
     }
     gemm(false, false, r, in, out, 1.0f, dy, out, 0, W, in, 0, accumulate ? 1.0f : 0.0f, dx, in, 0);
-    gemm(true, false, out, in, r, 1.0f, dy, out, 0, x, in, 0, 1.0f, dW, in, 0);
+    gemm(true, false, out, in, r, 1.0f, dy, out, 0, at(x), in, 0, 1.0f, dW, in, 0);
 }
 
-void CudaTrainOps::gemm_linear_backward(const float* x, const float* W, const __nv_bfloat16* dy16, int in, int out,
-                                        float* dx, bool accumulate, float* dW) {
-    const int r = static_cast<int>(rows());
+void CudaTrainOps::gemm_linear_backward(Act x, const float* W, const __nv_bfloat16* dy16, int out, float* dx,
+                                        bool accumulate, float* dW) {
+    const int r = static_cast<int>(rows()), in = width(x);
     gemm_bf16(false, false, r, in, out, dy16, out, as_bf16(W, int64_t{out} * in, w16_), in, accumulate ? 1.0f : 0.0f,
               dx, in);
-    gemm_bf16(true, false, out, in, r, dy16, out, projection_input_bf16(x, int64_t{r} * in), in, 1.0f, dW, in);
+    gemm_bf16(true, false, out, in, r, dy16, out, operand16(x), in, 1.0f, dW, in);
 }
 
 void CudaTrainOps::embed(Act x) {
@@ -243,9 +250,14 @@ void CudaTrainOps::dropout(Act in, Act out, const train::DropoutSite& site) {
 }
 
 void CudaTrainOps::rms_norm(Act x, int layer, Weight w, Act y, Act rstd) {
-    forget_projection_input();
-    lk::rmsnorm_forward(at(x), weight(layer, w), rows(), width(x), static_cast<float>(config_.norm_eps), at(y), at(rstd),
-                        stream_);
+    const auto norm = [&](auto* out) {
+        lk::rmsnorm_forward(at(x), weight(layer, w), rows(), width(x), static_cast<float>(config_.norm_eps), out,
+                            at(rstd), stream_);
+    };
+    if (in_bf16(y.name))
+        norm(at16(y));
+    else
+        norm(at(y));
 }
 
 void CudaTrainOps::rms_norm_backward(Act x, int layer, Weight w, Act rstd, Act dy, Act dx) {
@@ -254,15 +266,17 @@ void CudaTrainOps::rms_norm_backward(Act x, int layer, Weight w, Act rstd, Act d
 }
 
 void CudaTrainOps::linear(Act x, int layer, Weight w, Act y) {
-    if (kept_in_bf16(y.name))
-        gemm_linear(at(x), weight(layer, w), at16(y), width(x), width(y));
+    if (in_bf16(y.name))
+        gemm_linear(x, weight(layer, w), at16(y), width(y));
     else
-        gemm_linear(at(x), weight(layer, w), at(y), width(x), width(y), 0.0f);
+        gemm_linear(x, weight(layer, w), at(y), width(y), 0.0f);
 }
 
 void CudaTrainOps::linear_backward(Act x, int layer, Weight w, Act dy, Act dx, bool accumulate) {
-    gemm_linear_backward(at(x), weight(layer, w), at(dy), width(x), width(dy), at(dx), accumulate,
-                         weight_grad(layer, w));
+    if (in_bf16(dy.name))
+        gemm_linear_backward(x, weight(layer, w), at16(dy), width(dy), at(dx), accumulate, weight_grad(layer, w));
+    else
+        gemm_linear_backward(x, weight(layer, w), at(dy), width(dy), at(dx), accumulate, weight_grad(layer, w));
 }
 
 // out = residual + x · Wᵀ, through the site's dropout mask when it has one.
@@ -270,18 +284,18 @@ void CudaTrainOps::residual_branch(Act residual, Act x, int layer, Weight w, con
     const int64_t n = rows();
     const int dd = d();
     if (site.rate > 0.0) {
-        gemm_linear(at(x), weight(layer, w), branch_.get(), width(x), dd, 0.0f);
+        gemm_linear(x, weight(layer, w), branch_.get(), dd, 0.0f);
         tk::dropout_residual_add(at(residual), branch_.get(), at(out), n * dd, device_site(site), stream_);
         return;
     }
     RETNET_CUDA_CHECK(cudaMemcpyAsync(at(out), at(residual), sizeof(float) * n * dd, cudaMemcpyDeviceToDevice, stream_));
-    gemm_linear(at(x), weight(layer, w), at(out), width(x), dd, 1.0f);
+    gemm_linear(x, weight(layer, w), at(out), dd, 1.0f);
 }
 
 // The projection into lin_, then rotated (positions from 0) or laid out head-major.
 void CudaTrainOps::project_heads(Act x, int layer, Weight w, const train::HeadRotary& rotary, Act heads) {
     const int out = width(heads);
-    gemm_linear(at(x), weight(layer, w), lin_.get(), width(x), out, 0.0f);
+    gemm_linear(x, weight(layer, w), lin_.get(), out, 0.0f);
     if (rotary.apply)
         lk::rotary_forward(lin_.get(), at(heads), B_, T_, Tp_, H(), Dk(),
                            {theta_.get(), 0, static_cast<float>(rotary.scale), false}, stream_);
@@ -299,7 +313,7 @@ void CudaTrainOps::project_heads_backward(Act x, int layer, Weight w, const trai
                                 {theta_.get(), 0, static_cast<float>(rotary.scale), false}, stream_);
         else
             lk::heads_to_rows(at(dheads), rows, B_, T_, Tp_, H(), out / H(), stream_);
-        gemm_linear_backward(at(x), weight(layer, w), rows, width(x), out, at(dx), accumulate, weight_grad(layer, w));
+        gemm_linear_backward(x, weight(layer, w), rows, out, at(dx), accumulate, weight_grad(layer, w));
     };
     if (bf16_projections()) {
         dy16_.reserve(static_cast<size_t>(rows() * out));
@@ -353,13 +367,13 @@ void CudaTrainOps::attention_backward(Act q, Act k, Act v, Act o, Act lse, Act d
                            at(d_o), dQh_.get(), dKh_.get(), dVh_.get(), attention_rows_.get(), stream_);
 }
 
-// o and g are kept both in fp32 or both in bf16 (kept_in_bf16), as are the GLU's a and b.
+// Under cuda-bf16 the gate's o, g, y and dg are all in bf16 (in_bf16), as are the GLU's a, b, h, da and
+// db; otherwise all in fp32.
 void CudaTrainOps::head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) {
-    forget_projection_input();
     const float eps = static_cast<float>(config_.norm_eps);
-    if (kept_in_bf16(o.name))
-        lk::head_norm_gate_forward(at16(o), at16(g), head_norm_weight(layer), rows(), H(), Dv(), eps, at(y), at(rstd),
-                                   stream_);
+    if (in_bf16(y.name))
+        lk::head_norm_gate_forward(at16(o), at16(g), head_norm_weight(layer), rows(), H(), Dv(), eps, at16(y),
+                                   at(rstd), stream_);
     else
         lk::head_norm_gate_forward({at(o)}, at(g), head_norm_weight(layer), rows(), H(), Dv(), eps, at(y), at(rstd),
                                    stream_);
@@ -368,27 +382,26 @@ void CudaTrainOps::head_norm_gate(Act o, Act g, int layer, Act y, Act rstd) {
 void CudaTrainOps::head_norm_gate_backward(Act o, Act g, int layer, Act rstd, Act dy, Act d_o, Act dg) {
     const int64_t off = layout_.layers[static_cast<size_t>(layer)].head_norm;
     float* dw = off >= 0 ? G_ + off : nullptr;
-    const auto backward = [&](const auto* o_rows, const auto* g_rows) {
+    const auto backward = [&](const auto* o_rows, const auto* g_rows, auto* dg_rows) {
         lk::head_norm_gate_backward(o_rows, g_rows, head_norm_weight(layer), at(rstd), at(dy), rows(), H(), Dv(),
-                                    at(d_o), at(dg), dw, partials_.get(), stream_);
+                                    at(d_o), dg_rows, dw, partials_.get(), stream_);
     };
-    if (kept_in_bf16(o.name))
-        backward(at16(o), at16(g));
+    if (in_bf16(dg.name))
+        backward(at16(o), at16(g), at16(dg));
     else
-        backward(at(o), at(g));
+        backward(at(o), at(g), at(dg));
 }
 
 void CudaTrainOps::glu(Act a, Act b, Act h) {
-    forget_projection_input();
-    if (kept_in_bf16(a.name))
-        lk::glu_forward(at16(a), at16(b), rows() * width(a), false, at(h), stream_);
+    if (in_bf16(h.name))
+        lk::glu_forward(at16(a), at16(b), rows() * width(a), false, at16(h), stream_);
     else
         lk::glu_forward(at(a), at(b), rows() * width(a), false, at(h), stream_);
 }
 
 void CudaTrainOps::glu_backward(Act a, Act b, Act dh, Act da, Act db) {
-    if (kept_in_bf16(a.name))
-        lk::glu_backward(at16(a), at16(b), at(dh), rows() * width(a), false, at(da), at(db), stream_);
+    if (in_bf16(da.name))
+        lk::glu_backward(at16(a), at16(b), at(dh), rows() * width(a), false, at16(da), at16(db), stream_);
     else
         lk::glu_backward(at(a), at(b), at(dh), rows() * width(a), false, at(da), at(db), stream_);
 }
@@ -447,8 +460,15 @@ void CudaTrainOps::reserve_layer_activations() {
         L.x_mid.reserve(sz(n * dd));
         L.rstd2.reserve(sz(n));
     }
-    normed_.reserve(sz(n * dd));
-    branch_input_.reserve(sz(n * std::max(train::buffer_width(config_, Buf::Y), int64_t{F})));
+    // the norms' outputs and the branch inputs, in the precision the projections read them
+    const size_t branch = sz(n * std::max(train::buffer_width(config_, Buf::Y), int64_t{F}));
+    if (bf16_projections()) {
+        normed16_.reserve(sz(n * dd));
+        branch16_.reserve(branch);
+    } else {
+        normed_.reserve(sz(n * dd));
+        branch_input_.reserve(branch);
+    }
     states_.reserve(n_chunks_ > 1 ? sz(int64_t(n_mats()) * dk * dv) : 0);
 }
 
@@ -468,14 +488,14 @@ void CudaTrainOps::reserve_scratch() {
     group_token_segment_.reserve(sz(V + 1));
     x_final_.reserve(sz(n * dd));
     rstd_f_.reserve(sz(n));
-    xf_.reserve(sz(n * dd));
+    xf_.reserve(bf16_projections() ? 0 : sz(n * dd));  // bf16: normed16_
     logits_.reserve(sz(n * V));
     row_loss_.reserve(sz(n));
     branch_.reserve(sz(n * dd));
     lin_.reserve(sz(n * std::max(K, Vd)));
     if (bf16_projections()) {  // the widest projection input and output, the largest weight
         const int64_t widest_in = std::max({dd, F, K, Vd});
-        x16_.reserve(sz(n * widest_in));
+        x16_.reserve(twin() ? sz(n * Vd) : 0);  // the one input not held in bf16: the twin's attention output
         dy16_.reserve(sz(n * std::max<int64_t>(widest_in, V)));
         w16_.reserve(sz(std::max<int64_t>(V, widest_in) * widest_in));
     }
@@ -487,8 +507,14 @@ void CudaTrainOps::reserve_scratch() {
     rows_v_.reserve(chunked ? sz(mats * C * dv) : 0);
     after_.reserve(chunked ? sz(mats * dk * dv) : 0);
     for (DeviceBuffer<float>* buffer : {&dx_, &dxn_}) buffer->reserve(sz(n * dd));
-    for (DeviceBuffer<float>* buffer : {&dhidden_, &da_, &db_}) buffer->reserve(sz(n * F));
-    for (DeviceBuffer<float>* buffer : {&dy_, &dg_}) buffer->reserve(sz(n * train::buffer_width(config_, Buf::DY)));
+    const int64_t gate_width = train::buffer_width(config_, Buf::DY);
+    dhidden_.reserve(sz(n * F));
+    dy_.reserve(sz(n * gate_width));
+    const bool bf16 = bf16_projections();
+    for (DeviceBuffer<float>* buffer : {&da_, &db_}) buffer->reserve(bf16 ? 0 : sz(n * F));
+    for (DeviceBuffer<__nv_bfloat16>* buffer : {&da16_, &db16_}) buffer->reserve(bf16 ? sz(n * F) : 0);
+    dg_.reserve(bf16 ? 0 : sz(n * gate_width));
+    dg16_.reserve(bf16 ? sz(n * gate_width) : 0);
     d_o_.reserve(sz(n * Vd));
     dOh_.reserve(retention ? sz(heads_v) : 0);
     dVh_.reserve(sz(heads_v));

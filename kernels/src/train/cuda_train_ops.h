@@ -101,9 +101,14 @@ private:
     int n_mats() const { return B_ * H() * n_chunks_; }
     bool twin() const { return config_.is_transformer(); }
     int width(train::Act a) const { return static_cast<int>(train::buffer_width(config_, a.name)); }
-    // A buffer's device pointer; at() throws for one kept in bf16, at16() for one that is not.
+    // A buffer's device pointer; at() throws for one held in bf16, at16() for one that is not.
     float* at(train::Act a);
     __nv_bfloat16* at16(train::Act a);
+    // Held in bf16 under cuda-bf16, else fp32: the kept activations (kept_in_bf16), and what only the
+    // projections read — the norms' outputs, the gated retention, the GLU, and the GLU's and gate's
+    // input gradients. Their producers write them in bf16: the float result rounded, the bits a
+    // conversion kernel would give, without the fp32 copy or the conversion's pass.
+    bool in_bf16(train::Buf b) const;
     bool kept_in_bf16(train::Buf b) const;
     KeptRows* kept_rows(train::Act a);
     const float* weight(int layer, Weight w) const;
@@ -122,18 +127,15 @@ private:
     void gemm_bf16(bool ta, bool tb, int M, int Nn, int K, const __nv_bfloat16* A, int lda,
                    const __nv_bfloat16* Bm, int ldb, __nv_bfloat16* Cm, int ldc);
     const __nv_bfloat16* as_bf16(const float* x, int64_t n, DeviceBuffer<__nv_bfloat16>& copy);
-    // x (n) in bf16 for a projection, in x16_. The copy of a norm's, the gated retention's or the
-    // GLU's output serves every projection of that output until its producer writes it again (q, k,
-    // v and g share Xn1's, the FFN's two Xn2's, in the forward and again in the backward).
-    const __nv_bfloat16* projection_input_bf16(const float* x, int64_t n);
-    // The producers of those buffers (rms_norm, head_norm_gate, glu) call this before they write.
-    void forget_projection_input() { x16_source_ = nullptr; }
-    void gemm_linear(const float* x, const float* W, float* y, int in, int out, float beta);
-    void gemm_linear(const float* x, const float* W, __nv_bfloat16* y, int in, int out);  // bf16_projections only
-    void gemm_linear_backward(const float* x, const float* W, const float* dy, int in, int out, float* dx,
-                              bool accumulate, float* dW);
+    // x as a bf16 projection operand: held so (in_bf16), else rounded into x16_.
+    const __nv_bfloat16* operand16(train::Act x);
+    // The projections of x (N, width(x)) by W (out, width(x)).
+    void gemm_linear(train::Act x, const float* W, float* y, int out, float beta);
+    void gemm_linear(train::Act x, const float* W, __nv_bfloat16* y, int out);  // bf16_projections only
+    void gemm_linear_backward(train::Act x, const float* W, const float* dy, int out, float* dx, bool accumulate,
+                              float* dW);
     // The same from dy already in bf16 (bf16_projections only).
-    void gemm_linear_backward(const float* x, const float* W, const __nv_bfloat16* dy16, int in, int out, float* dx,
+    void gemm_linear_backward(train::Act x, const float* W, const __nv_bfloat16* dy16, int out, float* dx,
                               bool accumulate, float* dW);
     // The CPU trainer's float masks of one site: factor 0 or float(1/(1 − rate)).
     static train_kernels::DropoutSite device_site(const train::DropoutSite& site);
@@ -177,21 +179,20 @@ private:
     layer_kernels::TokenRowGroups input_groups_;  // of the inputs, for the embedding gradient
     DeviceBuffer<int32_t> group_rows_, group_segment_start_, group_token_segment_;
     std::vector<LayerBuffers> layers_;
-    DeviceBuffer<float> x_final_, rstd_f_, xf_;  // (N, d), (N), (N, d)
+    DeviceBuffer<float> x_final_, rstd_f_, xf_;  // (N, d), (N), (N, d); xf_ fp32 only (bf16: normed16_)
     DeviceBuffer<float> logits_;                 // (N, V); the gradient after a forward that formed it
     DeviceBuffer<float> row_loss_;               // (N)
     DeviceBuffer<float> branch_;                 // (N, d) a residual branch before dropout, or its gradient
     bool logits_valid_ = false;  // false before a forward and after one overwrote them with their gradient
     // Scratch shared by the layers; the twin leaves the retention's (oh_ … after_, dOh_) and the
     // gate's (dy_, dg_) empty.
-    // normed_, branch_input_ and xf_ are written by their producers only (rms_norm, head_norm_gate,
-    // glu), which forget x16_'s copy: projection_input_bf16 reuses copies of these three alone.
-    DeviceBuffer<float> normed_;        // (N, d) Xn1 or Xn2 of the layer at hand
-    DeviceBuffer<float> branch_input_;  // (N, max(H·Dv, F)) Y or Hidden of the layer at hand
-    DeviceBuffer<float> states_;        // (B·H·n_chunks, Dk, Dv) the state before each chunk (chunkwise only)
-    DeviceBuffer<__nv_bfloat16> x16_, dy16_, w16_;  // a projection's operands in bf16 (bf16_projections)
-    const float* x16_source_ = nullptr;              // whose copy x16_ holds (projection_input_bf16)
-    int64_t x16_count_ = 0;
+    // What only the projections read, in fp32 or (in_bf16) in bf16: exactly one of each pair is sized.
+    DeviceBuffer<float> normed_;                // (N, d) Xn1 or Xn2 of the layer at hand
+    DeviceBuffer<__nv_bfloat16> normed16_;      // (N, d) the same, or Xf
+    DeviceBuffer<float> branch_input_;          // (N, max(H·Dv, F)) Y or Hidden of the layer at hand
+    DeviceBuffer<__nv_bfloat16> branch16_;      // the same
+    DeviceBuffer<float> states_;                // (B·H·n_chunks, Dk, Dv) the state before each chunk (chunkwise only)
+    DeviceBuffer<__nv_bfloat16> x16_, dy16_, w16_;  // a projection's operands rounded to bf16 (bf16_projections)
     DeviceBuffer<float> lin_;       // (N, max(K, H·Dv)) projection before the layout change
     DeviceBuffer<float> oh_;        // (B·H, Tp, Dv)
     DeviceBuffer<float> scores_;    // (B·H·n_chunks, C, C)
@@ -201,7 +202,9 @@ private:
     DeviceBuffer<float> after_;     // (B·H·n_chunks, Dk, Dv) ∂loss/∂(state after chunk c), scanned in place
     DeviceBuffer<float> dx_, dxn_;  // (N, d)
     DeviceBuffer<float> dhidden_, da_, db_;  // (N, F)
+    DeviceBuffer<__nv_bfloat16> da16_, db16_;  // (N, F)
     DeviceBuffer<float> dy_, d_o_, dg_;      // (N, H·Dv)
+    DeviceBuffer<__nv_bfloat16> dg16_;       // (N, H·Dv)
     DeviceBuffer<float> dOh_, dVh_;          // (B·H, Tp, Dv)
     DeviceBuffer<float> dQh_, dKh_;          // (B·H, Tp, Dk)
     DeviceBuffer<float> partials_;           // partial sums of the weight-gradient reductions

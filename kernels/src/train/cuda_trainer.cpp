@@ -257,7 +257,9 @@ double CudaTrainer::clip_grad_norm(double max_norm) {
     return std::sqrt(ss);
 }
 
-void CudaTrainer::adamw_step(const train::AdamWConfig& c, double lr) {
+void CudaTrainer::adamw_step(const train::AdamWConfig& c, double lr) { update(c, lr, nullptr, 0.0); }
+
+void CudaTrainer::update(const train::AdamWConfig& c, double lr, const double* clip_sum_sq, double max_norm) {
     Impl& s = *impl_;
     s.adam_step += 1;
     const double bc1 = 1.0 - std::pow(c.beta1, static_cast<double>(s.adam_step));
@@ -269,7 +271,8 @@ void CudaTrainer::adamw_step(const train::AdamWConfig& c, double lr) {
     k.decay = static_cast<float>(lr * c.weight_decay);
     k.step_size = static_cast<float>(lr / bc1);
     k.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-    tk::adamw(s.params.get(), s.grad.get(), s.m.get(), s.v.get(), s.decays.get(), s.layout.total, k, s.stream);
+    tk::adamw(s.params.get(), s.grad.get(), s.m.get(), s.v.get(), s.decays.get(), s.layout.total, k, clip_sum_sq,
+              max_norm, s.stream);
     if (s.average_decay > 0)
         tk::update_average(s.average.get(), s.params.get(), s.layout.total,
                            static_cast<float>(train::average_decay_at(s.average_decay, s.adam_step)), s.stream);
@@ -282,10 +285,10 @@ double CudaTrainer::train_step(const BatchView& batch, double max_norm, const tr
     Impl& s = *impl_;
     s.forward(batch, true, dropout);
     s.backward();
-    // The norm and the loss are read after the update is queued: one wait per step.
+    // The norm and the loss are read after the update is queued: one wait per step. The update
+    // clips as it reads the gradient (one pass over it fewer than clip_grad_norm + adamw_step).
     tk::sum_of_squares(s.grad.get(), s.layout.total, s.sum_sq_partials.get(), s.sum_sq.get(), s.stream);
-    tk::clip_by_norm(s.grad.get(), s.layout.total, s.sum_sq.get(), max_norm, s.stream);
-    adamw_step(config, lr);
+    update(config, lr, s.sum_sq.get(), max_norm);
     s.wait_for_ranks();
     double ss = 0.0;
     s.sum_sq.download(&ss, 1, s.stream);

@@ -41,21 +41,28 @@ __global__ void cross_entropy_kernel(float* logits, const int32_t* targets, int 
     }
 }
 
-__global__ void clip_kernel(float* g, int64_t n, const double* sum_sq, double max_norm) {
+// The factor clipping multiplies the gradient by, or 0 when it leaves the gradient as it is.
+__device__ __forceinline__ float clip_scale(const double* sum_sq, double max_norm) {
     const double norm = sqrt(*sum_sq);
-    if (!(max_norm > 0.0 && norm > max_norm)) return;
-    const float scale = static_cast<float>(max_norm / (norm + 1e-12));
+    return max_norm > 0.0 && norm > max_norm ? static_cast<float>(max_norm / (norm + 1e-12)) : 0.0f;
+}
+
+__global__ void clip_kernel(float* g, int64_t n, const double* sum_sq, double max_norm) {
+    const float scale = clip_scale(sum_sq, max_norm);
+    if (scale == 0.0f) return;
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x)
         g[i] *= scale;
 }
 
-// The CPU trainer's update, operation for operation (train/optimizer.cpp).
+// The CPU trainer's update, operation for operation (train/optimizer.cpp), from the gradient clipped
+// by clip_kernel's factor when sum_sq is not null: the same float product, without its pass.
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, const uint8_t* decays, int64_t n,
-                             AdamWScalars s) {
+                             AdamWScalars s, const double* sum_sq, double max_norm) {
     const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    const float gi = g[i];
+    const float scale = sum_sq ? clip_scale(sum_sq, max_norm) : 0.0f;
+    const float gi = scale != 0.0f ? g[i] * scale : g[i];
     const float mi = s.beta1 * m[i] + (1.0f - s.beta1) * gi;
     const float vi = s.beta2 * v[i] + (1.0f - s.beta2) * gi * gi;
     m[i] = mi;
@@ -93,9 +100,9 @@ void clip_by_norm(float* g, int64_t n, const double* sum_sq, double max_norm, cu
 }
 
 void adamw(float* params, const float* grad, float* m, float* v, const uint8_t* decays, int64_t n,
-           const AdamWScalars& s, cudaStream_t stream) {
+           const AdamWScalars& s, const double* clip_sum_sq, double max_norm, cudaStream_t stream) {
     if (n == 0) return;
-    adamw_kernel<<<grid_for(n), kThreads, 0, stream>>>(params, grad, m, v, decays, n, s);
+    adamw_kernel<<<grid_for(n), kThreads, 0, stream>>>(params, grad, m, v, decays, n, s, clip_sum_sq, max_norm);
     RETNET_CUDA_CHECK_LAUNCH();
 }
 

@@ -45,8 +45,10 @@ struct AdamWScalars {
     float step_size;      // lr / (1 − β1^t)
     float inv_sqrt_bc2;   // 1 / √(1 − β2^t)
 };
+// With clip_sum_sq (the gradient's squared norm) not null, the update reads the gradient as
+// clip_by_norm(·, clip_sum_sq, max_norm) would leave it, bit for bit, and leaves it unclipped.
 void adamw(float* params, const float* grad, float* m, float* v, const uint8_t* decays, int64_t n,
-           const AdamWScalars& s, cudaStream_t stream);
+           const AdamWScalars& s, const double* clip_sum_sq, double max_norm, cudaStream_t stream);
 // average += (1 − keep)·(params − average)
 void update_average(float* average, const float* params, int64_t n, float keep, cudaStream_t stream);
 

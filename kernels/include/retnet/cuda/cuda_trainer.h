@@ -98,7 +98,9 @@ public:
     void adamw_step(const train::AdamWConfig& config, double lr);
     int64_t adamw_steps() const;
 
-    // loss_and_gradient + clip_grad_norm + adamw_step; *grad_norm gets the norm before clipping.
+    // loss_and_gradient + clip_grad_norm + adamw_step, the same parameters and moments bit for bit
+    // (the update clips as it reads, so the device gradient is left unclipped); *grad_norm gets the
+    // norm before clipping.
     double train_step(const train::BatchView& batch, double max_norm, const train::AdamWConfig& config,
                       double lr, double* grad_norm = nullptr, const TrainDropout& dropout = {});
 
@@ -106,6 +108,8 @@ public:
     std::string device_name() const;
 
 private:
+    // adamw_step from the gradient clipped by clip_sum_sq's norm (null: as it is).
+    void update(const train::AdamWConfig& config, double lr, const double* clip_sum_sq, double max_norm);
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };
