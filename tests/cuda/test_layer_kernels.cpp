@@ -26,36 +26,38 @@ std::vector<double> widen(const std::vector<float>& v) { return {v.begin(), v.en
 class LayerKernelTest : public CudaTest {};
 
 TEST_F(LayerKernelTest, RmsNormForwardKeepsRstdAndBackwardMatchesTheCpuOp) {
-    const int64_t rows = 70;  // 3 backward blocks of 32 rows, the last one partial
-    const int dim = 37;
-    const auto x = random_vector(static_cast<size_t>(rows * dim), 11, -2.0f, 2.0f);
-    const auto w = random_vector(static_cast<size_t>(dim), 12, 0.5f, 1.5f);
-    const auto dy = random_vector(x.size(), 13);
-    const auto dx0 = random_vector(x.size(), 14);  // the backward accumulates into dx
-    for (bool weighted : {true, false}) {
-        auto d_x = to_device(x, stream());
-        auto d_w = to_device(w, stream());
-        auto d_dy = to_device(dy, stream());
-        auto d_dx = to_device(dx0, stream());
-        auto d_dw = to_device(std::vector<float>(static_cast<size_t>(dim), 0.25f), stream());
-        DeviceBuffer<float> d_y(x.size()), d_rstd(static_cast<size_t>(rows)),
-            partials(static_cast<size_t>(lk::rmsnorm_backward_parts(rows) * dim));
-        const float* wp = weighted ? d_w.get() : nullptr;
-        lk::rmsnorm_forward(d_x.get(), wp, rows, dim, 1e-6f, d_y.get(), d_rstd.get(), stream());
-        lk::rmsnorm_backward(d_x.get(), wp, d_rstd.get(), d_dy.get(), rows, dim, d_dx.get(),
-                             weighted ? d_dw.get() : nullptr, partials.get(), stream());
+    for (const int dim : {37, 384, 2048}) {  // a block a row; a warp a row, 3 and 16 runs of four floats a lane
+        SCOPED_TRACE("dim " + std::to_string(dim));
+        const int64_t rows = 70;  // 9 backward blocks of 8 rows, the last one partial
+        const auto x = random_vector(static_cast<size_t>(rows * dim), 11, -2.0f, 2.0f);
+        const auto w = random_vector(static_cast<size_t>(dim), 12, 0.5f, 1.5f);
+        const auto dy = random_vector(x.size(), 13);
+        const auto dx0 = random_vector(x.size(), 14);  // the backward accumulates into dx
+        for (bool weighted : {true, false}) {
+            auto d_x = to_device(x, stream());
+            auto d_w = to_device(w, stream());
+            auto d_dy = to_device(dy, stream());
+            auto d_dx = to_device(dx0, stream());
+            auto d_dw = to_device(std::vector<float>(static_cast<size_t>(dim), 0.25f), stream());
+            DeviceBuffer<float> d_y(x.size()), d_rstd(static_cast<size_t>(rows)),
+                partials(static_cast<size_t>(lk::rmsnorm_backward_parts(rows) * dim));
+            const float* wp = weighted ? d_w.get() : nullptr;
+            lk::rmsnorm_forward(d_x.get(), wp, rows, dim, 1e-6f, d_y.get(), d_rstd.get(), stream());
+            lk::rmsnorm_backward(d_x.get(), wp, d_rstd.get(), d_dy.get(), rows, dim, d_dx.get(),
+                                 weighted ? d_dw.get() : nullptr, partials.get(), stream());
 
-        const std::vector<double> xd = widen(x), wd = widen(w), dyd = widen(dy);
-        std::vector<double> y(x.size()), rstd(static_cast<size_t>(rows)), dx = widen(dx0),
-            dw(static_cast<size_t>(dim), 0.25);
-        const double* wpd = weighted ? wd.data() : nullptr;
-        cpu::rmsnorm_forward(xd.data(), wpd, rows, dim, 1e-6, y.data(), rstd.data());
-        cpu::rmsnorm_backward(xd.data(), wpd, rstd.data(), dyd.data(), rows, dim, dx.data(), weighted ? dw.data() : nullptr);
-        EXPECT_LT(rel_max_error(to_host(d_y, stream()), y), kF32Tol) << weighted;
-        EXPECT_LT(rel_max_error(to_host(d_rstd, stream()), rstd), kF32Tol) << weighted;
-        EXPECT_LT(rel_max_error(to_host(d_dx, stream()), dx), kF32Tol) << weighted;
-        if (weighted) {
-            EXPECT_LT(rel_max_error(to_host(d_dw, stream()), dw), kF32Tol);
+            const std::vector<double> xd = widen(x), wd = widen(w), dyd = widen(dy);
+            std::vector<double> y(x.size()), rstd(static_cast<size_t>(rows)), dx = widen(dx0),
+                dw(static_cast<size_t>(dim), 0.25);
+            const double* wpd = weighted ? wd.data() : nullptr;
+            cpu::rmsnorm_forward(xd.data(), wpd, rows, dim, 1e-6, y.data(), rstd.data());
+            cpu::rmsnorm_backward(xd.data(), wpd, rstd.data(), dyd.data(), rows, dim, dx.data(), weighted ? dw.data() : nullptr);
+            EXPECT_LT(rel_max_error(to_host(d_y, stream()), y), kF32Tol) << weighted;
+            EXPECT_LT(rel_max_error(to_host(d_rstd, stream()), rstd), kF32Tol) << weighted;
+            EXPECT_LT(rel_max_error(to_host(d_dx, stream()), dx), kF32Tol) << weighted;
+            if (weighted) {
+                EXPECT_LT(rel_max_error(to_host(d_dw, stream()), dw), kF32Tol);
+            }
         }
     }
 }
@@ -305,36 +307,74 @@ TEST_F(LayerKernelTest, GateAndGluFromBf16AreTheFloatKernelsOnTheWidenedValues) 
         expect_same_bits(d_o_grad[0], d_o_grad16, "gate d_o beside a bf16 dg");
         expect_same_bits(dw[0], dw16, "gate dw beside a bf16 dg");
     }
-    const int64_t n = 1001;  // not a multiple of the block
-    const auto a16 = narrow(random_vector(static_cast<size_t>(n), 75, -4.0f, 4.0f));
-    const auto b16 = narrow(random_vector(static_cast<size_t>(n), 76));
-    auto d_a16 = to_device(a16, stream()), d_b16 = to_device(b16, stream());
-    auto d_a = to_device(widen16(a16), stream()), d_b = to_device(widen16(b16), stream());
-    auto d_dh = to_device(random_vector(static_cast<size_t>(n), 77), stream());
-    for (bool gelu : {false, true}) {
-        DeviceBuffer<float> h[2], da[2], db[2];
-        for (int k = 0; k < 2; ++k)
-            for (DeviceBuffer<float>* b : {&h[k], &da[k], &db[k]}) b->resize(static_cast<size_t>(n));
-        lk::glu_forward(d_a.get(), d_b.get(), n, gelu, h[0].get(), stream());
-        lk::glu_forward(d_a16.get(), d_b16.get(), n, gelu, h[1].get(), stream());
-        lk::glu_backward(d_a.get(), d_b.get(), d_dh.get(), n, gelu, da[0].get(), db[0].get(), stream());
-        lk::glu_backward(d_a16.get(), d_b16.get(), d_dh.get(), n, gelu, da[1].get(), db[1].get(), stream());
-        expect_same_bits(h[0], h[1], gelu ? "gelu h" : "swish h");
-        expect_same_bits(da[0], da[1], gelu ? "gelu da" : "swish da");
-        expect_same_bits(db[0], db[1], gelu ? "gelu db" : "swish db");
-        DeviceBuffer<__nv_bfloat16> h16(static_cast<size_t>(n)), da16(static_cast<size_t>(n)), db16(static_cast<size_t>(n));
-        lk::glu_forward(d_a16.get(), d_b16.get(), n, gelu, h16.get(), stream());
-        lk::glu_backward(d_a16.get(), d_b16.get(), d_dh.get(), n, gelu, da16.get(), db16.get(), stream());
-        expect_rounded(h[0], h16, gelu ? "gelu h in bf16" : "swish h in bf16");
-        expect_rounded(da[0], da16, gelu ? "gelu da in bf16" : "swish da in bf16");
-        expect_rounded(db[0], db16, gelu ? "gelu db in bf16" : "swish db in bf16");
+    // n not a multiple of 8 (one element a thread), and a multiple (eight a thread)
+    for (const int64_t n : {int64_t{1001}, int64_t{4096}}) {
+        SCOPED_TRACE("n " + std::to_string(n));
+        const auto a16 = narrow(random_vector(static_cast<size_t>(n), 75, -4.0f, 4.0f));
+        const auto b16 = narrow(random_vector(static_cast<size_t>(n), 76));
+        auto d_a16 = to_device(a16, stream()), d_b16 = to_device(b16, stream());
+        auto d_a = to_device(widen16(a16), stream()), d_b = to_device(widen16(b16), stream());
+        auto d_dh = to_device(random_vector(static_cast<size_t>(n), 77), stream());
+        for (bool gelu : {false, true}) {
+            DeviceBuffer<float> h[2], da[2], db[2];
+            for (int k = 0; k < 2; ++k)
+                for (DeviceBuffer<float>* b : {&h[k], &da[k], &db[k]}) b->resize(static_cast<size_t>(n));
+            lk::glu_forward(d_a.get(), d_b.get(), n, gelu, h[0].get(), stream());
+            lk::glu_forward(d_a16.get(), d_b16.get(), n, gelu, h[1].get(), stream());
+            lk::glu_backward(d_a.get(), d_b.get(), d_dh.get(), n, gelu, da[0].get(), db[0].get(), stream());
+            lk::glu_backward(d_a16.get(), d_b16.get(), d_dh.get(), n, gelu, da[1].get(), db[1].get(), stream());
+            expect_same_bits(h[0], h[1], gelu ? "gelu h" : "swish h");
+            expect_same_bits(da[0], da[1], gelu ? "gelu da" : "swish da");
+            expect_same_bits(db[0], db[1], gelu ? "gelu db" : "swish db");
+            DeviceBuffer<__nv_bfloat16> h16(static_cast<size_t>(n)), da16(static_cast<size_t>(n)), db16(static_cast<size_t>(n));
+            lk::glu_forward(d_a16.get(), d_b16.get(), n, gelu, h16.get(), stream());
+            lk::glu_backward(d_a16.get(), d_b16.get(), d_dh.get(), n, gelu, da16.get(), db16.get(), stream());
+            expect_rounded(h[0], h16, gelu ? "gelu h in bf16" : "swish h in bf16");
+            expect_rounded(da[0], da16, gelu ? "gelu da in bf16" : "swish da in bf16");
+            expect_rounded(db[0], db16, gelu ? "gelu db in bf16" : "swish db in bf16");
+        }
+    }
+}
+
+// Many (row, head) pairs of bf16 o and g take the gate's forward in runs of eight elements per lane:
+// against the CPU op in double on the widened values, and its bf16 y the float y rounded.
+TEST_F(LayerKernelTest, GateForwardOfManyBf16PairsMatchesTheCpuOp) {
+    const auto narrow = [](const std::vector<float>& v) {
+        std::vector<__nv_bfloat16> out(v.size());
+        for (size_t i = 0; i < v.size(); ++i) out[i] = __float2bfloat16_rn(v[i]);
+        return out;
+    };
+    for (const int Dv : {40, 64, 512}) {
+        SCOPED_TRACE("Dv " + std::to_string(Dv));
+        const int64_t rows = 411, H = 3, n = rows * H * Dv;  // 1233 pairs: one warp each
+        const auto o16 = narrow(random_vector(static_cast<size_t>(n), 91, -2.0f, 2.0f));
+        const auto g16 = narrow(random_vector(static_cast<size_t>(n), 92, -3.0f, 3.0f));
+        const auto w = random_vector(static_cast<size_t>(Dv), 93, 0.5f, 1.5f);
+        auto d_o16 = to_device(o16, stream()), d_g16 = to_device(g16, stream());
+        auto d_w = to_device(w, stream());
+        DeviceBuffer<float> y(static_cast<size_t>(n)), rstd(static_cast<size_t>(rows * H)),
+            rstd16(static_cast<size_t>(rows * H));
+        DeviceBuffer<__nv_bfloat16> y16(static_cast<size_t>(n));
+        lk::head_norm_gate_forward(d_o16.get(), d_g16.get(), d_w.get(), rows, H, Dv, 1e-6f, y.get(), rstd.get(), stream());
+        lk::head_norm_gate_forward(d_o16.get(), d_g16.get(), d_w.get(), rows, H, Dv, 1e-6f, y16.get(), rstd16.get(),
+                                   stream());
+        std::vector<double> od(o16.size()), gd(g16.size());
+        for (size_t i = 0; i < o16.size(); ++i) od[i] = __bfloat162float(o16[i]), gd[i] = __bfloat162float(g16[i]);
+        const std::vector<double> wd = widen(w);
+        std::vector<double> yr(static_cast<size_t>(n)), rstd_ref(static_cast<size_t>(rows * H));
+        cpu::head_norm_gate_forward(od.data(), gd.data(), wd.data(), rows, H, Dv, 1e-6, yr.data(), rstd_ref.data());
+        const std::vector<float> yf = to_host(y, stream());
+        EXPECT_LT(rel_max_error(yf, yr), kF32Tol);
+        EXPECT_LT(rel_max_error(to_host(rstd, stream()), rstd_ref), kF32Tol);
+        const std::vector<__nv_bfloat16> want = narrow(yf), got = to_host(y16, stream());
+        EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(__nv_bfloat16)), 0);
     }
 }
 
 // The cuda-bf16 trainer's norms write their output in bf16 for the projections: the float output
 // rounded to nearest even, and the same rstd.
 TEST_F(LayerKernelTest, RmsNormInBf16IsTheFloatOutputRounded) {
-    for (const int dim : {37, 2048}) {
+    for (const int dim : {37, 384, 2048}) {  // one block a row; one warp a row, 3 and 16 runs a lane
         SCOPED_TRACE("dim " + std::to_string(dim));
         const int64_t rows = 19;
         const auto x = random_vector(static_cast<size_t>(rows * dim), 81, -3.0f, 3.0f);
