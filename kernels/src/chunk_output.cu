@@ -8,9 +8,14 @@
 // accumulates (diag(γ^(i+1)) Q_c) S_c over Dk slabs (the state slab read once, straight from the
 // chunk states) and adds A_c V_c in the same accumulators. An earlier version formed Q_c K_cᵀ in
 // every column tile's block (8 times per chunk at Dv 512), half of its products.
+// The trainer's backward forms dQ, dK and dV by the same pass (launch_chunk_gradient): each is an
+// intra-chunk product of scores (dA or A, maybe transposed) plus a row-decayed product with a
+// chunk state (S or G, maybe transposed), written once, where the unfused backward writes the
+// intra-chunk term and adds the state term in a second GEMM after scaling its rows in a third kernel.
 // Products are TF32 or bf16 with fp32 accumulation, as in chunk_states.cu.
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "chunk_tiles.cuh"
 #include "common.cuh"
@@ -86,93 +91,126 @@ __global__ void __launch_bounds__(kThreads) chunk_scores_kernel(const float* __r
 // multiprocessors pull from L2, and Q was half of it at Dv 512).
 constexpr int kOutCols = 2 * kTile, kOutThreads = 2 * kThreads, kLdOut = operand_ld<float>(kOutCols);
 
-// Dynamic shared memory: the operand tiles A (Q, then the scores) and B (S, then V); over both, once
-// the products are done, the fp32 output tile; then the cross decays.
-template <typename P>
-struct OutputShared {
+// The output pass and the backward's three gradient passes are one shape (launch_chunk_gradient in
+// ops.h): Out_c = diag(r_t) X_c M_c + Â_c Y_c, with
+//   kTailDecay        r_t = γ^(C−1−t) (the states' row decay), else γ^(t+1) (the cross decay);
+//   kTransposedM      M_c stored (Dout, Dr) row-major (Sᵀ, Gᵀ), else (Dr, Dout);
+//   kTransposedScores Â_c the stored scores' transpose (Aᵀ, dAᵀ): the same shared tile read as a
+//                     column-major operand, no copy.
+// Dynamic shared memory: the operand tiles A (X, then the scores) and B (M, then Y); over both, once
+// the products are done, the fp32 output tile; then the row decays. A transposed M slab is 128 rows
+// (j) of 64 columns (i), a little larger than the plain slab's 64 rows of 128.
+template <typename P, bool kTransposedM>
+struct PassShared {
     using Elem = typename P::Elem;
     static constexpr int kLdA = operand_ld<Elem>(kTile), kLdB = operand_ld<Elem>(kOutCols);
+    static constexpr int kLdM = kTransposedM ? kLdA : kLdB;  // the M slab's row stride
     static constexpr int kBOffset = kTile * kLdA * static_cast<int>(sizeof(Elem));
-    static constexpr int kDecayOffset =
-        std::max(kBOffset + kTile * kLdB * static_cast<int>(sizeof(Elem)), kTile * kLdOut * static_cast<int>(sizeof(float)));
+    static constexpr int kBBytes =
+        std::max(kTile * kLdB, kTransposedM ? kOutCols * kLdA : 0) * static_cast<int>(sizeof(Elem));
+    static constexpr int kDecayOffset = std::max(kBOffset + kBBytes, kTile * kLdOut * static_cast<int>(sizeof(float)));
     static constexpr size_t kBytes = kDecayOffset + kTile * sizeof(float);  // above the static 48 KB for TF32
 };
 
 // Block (column tile, chunk, head); chunk length C ≤ 64.
-template <typename P, int Vec>
-__global__ void __launch_bounds__(kOutThreads) chunk_output_kernel(const float* __restrict__ q,
-                                                                   const float* __restrict__ scores, int ld,
-                                                                   const float* __restrict__ v,
-                                                                   const float* __restrict__ states,
-                                                                   const float* __restrict__ log_decay, int decay_heads,
-                                                                   float* __restrict__ o, int nC, int C, int Dk, int Dv) {
+template <typename P, int Vec, bool kTailDecay, bool kTransposedM, bool kTransposedScores>
+__global__ void __launch_bounds__(kOutThreads) chunk_pass_kernel(const float* __restrict__ x,
+                                                                 const float* __restrict__ scores, int ld,
+                                                                 const float* __restrict__ y,
+                                                                 const float* __restrict__ m,
+                                                                 const float* __restrict__ log_decay, int decay_heads,
+                                                                 float* __restrict__ out, int nC, int C, int Dr, int Dout) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    using Shared = OutputShared<P>;
+    using Shared = PassShared<P, kTransposedM>;
     using Elem = typename P::Elem;
-    constexpr int ld_a = Shared::kLdA, ld_b = Shared::kLdB;
+    using XPart = SlabPart<P, Vec, kTile, kOutThreads>;     // X slabs (t, i), then the scores (t, s)
+    using BPart = SlabPart<P, Vec, kOutCols, kOutThreads>;  // M slabs (i, j), or stacked (j, i); then Y (s, j)
+    using LayoutM = std::conditional_t<kTransposedM, wmma::col_major, wmma::row_major>;
+    using LayoutScores = std::conditional_t<kTransposedScores, wmma::col_major, wmma::row_major>;
+    constexpr int ld_a = Shared::kLdA, ld_b = Shared::kLdB, ld_m = Shared::kLdM;
+    static_assert(XPart::kLdShared == ld_a && BPart::kLdShared == ld_b &&
+                  (kTransposedM ? BPart::kLdStacked : BPart::kLdShared) == ld_m);
     extern __shared__ __align__(32) unsigned char smem[];
-    Elem* s_a = reinterpret_cast<Elem*>(smem);                    // Q slab (t, i) · γ^(t+1); then the scores A (t, s)
-    Elem* s_b = reinterpret_cast<Elem*>(smem + Shared::kBOffset);  // S slab (i, j); then V (s, j)
+    Elem* s_a = reinterpret_cast<Elem*>(smem);                    // X slab (t, i) · r_t; then the scores (t, s)
+    Elem* s_b = reinterpret_cast<Elem*>(smem + Shared::kBOffset);  // M slab (i, j), or (j, i) transposed; then Y (s, j)
     float* s_out = reinterpret_cast<float*>(smem);                // (kTile, kLdOut) the output, over both
-    float* s_cross_decay = reinterpret_cast<float*>(smem + Shared::kDecayOffset);  // γ^(t+1): carried by Q's rows
+    float* s_row_decay = reinterpret_cast<float*>(smem + Shared::kDecayOffset);  // r_t: carried by X's rows
     const int j0 = blockIdx.x * kOutCols, c = blockIdx.y, h = blockIdx.z;
-    const int valid_v = min(kOutCols, Dv - j0);
+    const int valid_out = min(kOutCols, Dout - j0);
     const int64_t Tp = static_cast<int64_t>(nC) * C, t0 = static_cast<int64_t>(c) * C;
-    const float* q_head = q + h * Tp * Dk;
-    const float* S = states + (static_cast<int64_t>(h) * nC + c) * Dk * Dv;
+    const float* x_head = x + h * Tp * Dr;
+    const float* M = m + (static_cast<int64_t>(h) * nC + c) * Dr * Dout;
     const int warp = threadIdx.x / 32, m0 = (warp / 4) * 32, n0 = (warp % 4) * 32;
     {
         const float lg = log_decay[h % decay_heads];
-        for (int t = threadIdx.x; t < kTile; t += kOutThreads) s_cross_decay[t] = decay_pow(lg, t + 1);
+        for (int t = threadIdx.x; t < kTile; t += kOutThreads)  // the tail's rows past C are zero, not γ^(−n)
+            s_row_decay[t] = kTailDecay ? (t < C ? decay_pow(lg, C - 1 - t) : 0.0f) : decay_pow(lg, t + 1);
     }
 
-    FragC<P> out[2][2];
-    zero_quarter(out);
-    SlabPart<P, Vec, kTile, kOutThreads> next_q;     // Q, then A: the next slab loads while the tensor cores work
-    SlabPart<P, Vec, kOutCols, kOutThreads> next_s;  // S, then V
-    next_q.load(q_head, t0, C, Dk, 0, min(kTile, Dk));
-    next_s.load(S, 0, min(kTile, Dk), Dv, j0, valid_v);
-    for (int i0 = 0; i0 < Dk; i0 += kTile) {
-        const int width = min(kTile, Dk - i0);
+    FragC<P> acc[2][2];
+    zero_quarter(acc);
+    XPart next_x;  // X, then the scores: the next slab loads while the tensor cores work
+    // M, then Y: one set of registers even where M's slab is transposed (SlabPart's stacked form);
+    // with a part of each shape, the compiler kept both alive over the last slab (173 registers, not 128)
+    BPart next_b;
+    // M's slab of Dr rows [i0, i0 + width), 128 columns from j0; outside the matrix zero
+    auto load_m = [&](int i0, int width) {
+        if constexpr (kTransposedM)
+            next_b.load_stacked(M, j0, valid_out, Dr, i0, width);  // stored rows j, columns i
+        else
+            next_b.load(M, i0, width, Dout, j0, valid_out);
+    };
+    next_x.load(x_head, t0, C, Dr, 0, min(kTile, Dr));
+    load_m(0, min(kTile, Dr));
+    for (int i0 = 0; i0 < Dr; i0 += kTile) {
+        const int width = min(kTile, Dr - i0);
         __syncthreads();  // the previous slab's products are done
-        next_q.store_row_scaled(s_a, s_cross_decay);
-        next_s.store(s_b);
+        next_x.store_row_scaled(s_a, s_row_decay);
+        if constexpr (kTransposedM)
+            next_b.store_stacked(s_b);
+        else
+            next_b.store(s_b);
         __syncthreads();
-        if (i0 + kTile < Dk) {
-            next_q.load(q_head, t0, C, Dk, i0 + kTile, min(kTile, Dk - i0 - kTile));
-            next_s.load(S, i0 + kTile, min(kTile, Dk - i0 - kTile), Dv, j0, valid_v);
-        } else {  // the chunk's scores and V
-            next_q.load(scores + (static_cast<int64_t>(h) * nC + c) * C * ld, 0, C, ld, 0, C);
-            next_s.load(v, static_cast<int64_t>(h) * Tp + t0, C, Dv, j0, valid_v);
+        if (i0 + kTile < Dr) {
+            next_x.load(x_head, t0, C, Dr, i0 + kTile, min(kTile, Dr - i0 - kTile));
+            load_m(i0 + kTile, min(kTile, Dr - i0 - kTile));
+        } else {  // the chunk's scores and Y
+            next_x.load(scores + (static_cast<int64_t>(h) * nC + c) * C * ld, 0, C, ld, 0, C);
+            next_b.load(y, static_cast<int64_t>(h) * Tp + t0, C, Dout, j0, valid_out);
         }
-        for (int kk = 0; kk < width; kk += P::kStep) {  // rows and columns past Dk are zero
-            Frag<P, wmma::matrix_a, wmma::row_major> fq[2];  // Q: (t, i) at s_a[t·ld_a + i]
-            Frag<P, wmma::matrix_b, wmma::row_major> fs[2];  // S: (i, j) at s_b[i·ld_b + j]
+        for (int kk = 0; kk < width; kk += P::kStep) {  // rows and columns past Dr are zero
+            Frag<P, wmma::matrix_a, wmma::row_major> fx[2];  // X: (t, i) at s_a[t·ld_a + i]
+            Frag<P, wmma::matrix_b, LayoutM> fm[2];         // M: (i, j) at s_b[i·ld_m + j], or s_b[j·ld_m + i]
 #pragma unroll
-            for (int a = 0; a < 2; ++a) load_operand<P>(fq[a], s_a + (m0 + 16 * a) * ld_a + kk, ld_a);
+            for (int a = 0; a < 2; ++a) load_operand<P>(fx[a], s_a + (m0 + 16 * a) * ld_a + kk, ld_a);
 #pragma unroll
-            for (int b = 0; b < 2; ++b) load_operand<P>(fs[b], s_b + kk * ld_b + n0 + 16 * b, ld_b);
-            mma_quarter<P>(out, fq, fs);
+            for (int b = 0; b < 2; ++b)
+                load_operand<P>(fm[b], kTransposedM ? s_b + (n0 + 16 * b) * ld_m + kk : s_b + kk * ld_m + n0 + 16 * b,
+                                ld_m);
+            mma_quarter<P>(acc, fx, fm);
         }
     }
-    // the cross term is in the accumulators; A_c V_c adds to it
+    // the X M term is in the accumulators; Â_c Y_c adds to it
     __syncthreads();
-    next_q.store(s_a);  // A is rounded already: rounding again keeps it
-    next_s.store(s_b);
+    next_x.store(s_a);  // the scores are rounded already: rounding again keeps them
+    next_b.store(s_b);
     __syncthreads();
-    for (int kk = 0; kk < C; kk += P::kStep) {  // A's columns and V's rows past C are zero
-        Frag<P, wmma::matrix_a, wmma::row_major> fa[2];  // A: (t, s) at s_a[t·ld_a + s]
-        Frag<P, wmma::matrix_b, wmma::row_major> fv[2];  // V: (s, j) at s_b[s·ld_b + j]
+    for (int kk = 0; kk < C; kk += P::kStep) {  // the scores' rows and columns and Y's rows past C are zero
+        Frag<P, wmma::matrix_a, LayoutScores> fa[2];  // Â: (t, s) at s_a[t·ld_a + s], or s_a[s·ld_a + t]
+        Frag<P, wmma::matrix_b, wmma::row_major> fy[2];  // Y: (s, j) at s_b[s·ld_b + j]
 #pragma unroll
-        for (int a = 0; a < 2; ++a) load_operand<P>(fa[a], s_a + (m0 + 16 * a) * ld_a + kk, ld_a);
+        for (int a = 0; a < 2; ++a)
+            load_operand<P>(fa[a], kTransposedScores ? s_a + kk * ld_a + m0 + 16 * a : s_a + (m0 + 16 * a) * ld_a + kk,
+                            ld_a);
 #pragma unroll
-        for (int b = 0; b < 2; ++b) load_operand<P>(fv[b], s_b + kk * ld_b + n0 + 16 * b, ld_b);
-        mma_quarter<P>(out, fa, fv);
+        for (int b = 0; b < 2; ++b) load_operand<P>(fy[b], s_b + kk * ld_b + n0 + 16 * b, ld_b);
+        mma_quarter<P>(acc, fa, fy);
     }
-    __syncthreads();  // every warp is done reading A and V
-    store_quarter(s_out, out, m0, n0, kLdOut);
+    __syncthreads();  // every warp is done reading the scores and Y
+    store_quarter(s_out, acc, m0, n0, kLdOut);
     __syncthreads();
-    tile_to_global<Vec, kOutCols, kOutThreads>(s_out, o + (static_cast<int64_t>(h) * Tp + t0) * Dv + j0, Dv, C, valid_v);
+    tile_to_global<Vec, kOutCols, kOutThreads>(s_out, out + (static_cast<int64_t>(h) * Tp + t0) * Dout + j0, Dout, C,
+                                                valid_out);
 #endif
 }
 
@@ -197,16 +235,33 @@ void launch_chunk_scores(const float* d_q, const float* d_k, const float* d_log_
 
 namespace {
 
-template <typename P>
-void launch_output_pass(bool aligned, dim3 grid, const float* d_q, const float* d_scores, int ld, const float* d_v,
-                        const float* d_states, const float* d_log_decay, int decay_heads, float* d_o, int nC, int C,
-                        int Dk, int Dv, cudaStream_t stream) {
-    auto* kernel = aligned ? chunk_output_kernel<P, 4> : chunk_output_kernel<P, 1>;
-    constexpr size_t bytes = OutputShared<P>::kBytes;
+// One pass: Out_c = diag(r_t) X_c M_c + Â_c Y_c for every (column tile, chunk, head).
+template <typename P, bool kTailDecay, bool kTransposedM, bool kTransposedScores>
+void launch_pass(bool aligned, const float* d_x, const float* d_scores, const float* d_y, const float* d_m,
+                 const float* d_log_decay, int decay_heads, float* d_out, int H, int nC, int C, int Dr, int Dout,
+                 cudaStream_t stream) {
+    auto* kernel = aligned ? chunk_pass_kernel<P, 4, kTailDecay, kTransposedM, kTransposedScores>
+                           : chunk_pass_kernel<P, 1, kTailDecay, kTransposedM, kTransposedScores>;
+    constexpr size_t bytes = PassShared<P, kTransposedM>::kBytes;
     RETNET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
-    kernel<<<grid, kOutThreads, bytes, stream>>>(d_q, d_scores, ld, d_v, d_states, d_log_decay, decay_heads, d_o, nC, C,
-                                                 Dk, Dv);
+    const dim3 grid(ceil_div(Dout, kOutCols), static_cast<unsigned>(nC), static_cast<unsigned>(H));
+    kernel<<<grid, kOutThreads, bytes, stream>>>(d_x, d_scores, chunk_scores_ld(C), d_y, d_m, d_log_decay, decay_heads,
+                                                 d_out, nC, C, Dr, Dout);
     RETNET_CUDA_CHECK(cudaGetLastError());
+}
+
+template <bool kTailDecay, bool kTransposedM, bool kTransposedScores>
+void launch_pass(ChunkProducts products, const float* d_x, const float* d_scores, const float* d_y, const float* d_m,
+                 const float* d_log_decay, int decay_heads, float* d_out, int H, int nC, int C, int Dr, int Dout,
+                 cudaStream_t stream) {
+    const bool aligned = Dr % 4 == 0 && Dout % 4 == 0 && aligned16(d_x) && aligned16(d_scores) && aligned16(d_y) &&
+                         aligned16(d_m) && aligned16(d_out);
+    if (products == ChunkProducts::Bf16)
+        launch_pass<Bf16Products, kTailDecay, kTransposedM, kTransposedScores>(
+            aligned, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C, Dr, Dout, stream);
+    else
+        launch_pass<Tf32Products, kTailDecay, kTransposedM, kTransposedScores>(
+            aligned, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C, Dr, Dout, stream);
 }
 
 }  // namespace
@@ -218,15 +273,32 @@ void launch_chunk_output(const float* d_q, const float* d_scores, const float* d
     if (!chunk_output_supports(C, nC) || Dk <= 0 || Dv <= 0 || decay_heads <= 0 || H > 65535)
         throw Error("chunk output: unsupported shape (H " + std::to_string(H) + ", chunks " + std::to_string(nC) +
                     ", C " + std::to_string(C) + ", Dk " + std::to_string(Dk) + ", Dv " + std::to_string(Dv) + ")");
-    const dim3 grid(ceil_div(Dv, kOutCols), static_cast<unsigned>(nC), static_cast<unsigned>(H));
-    const bool aligned = Dk % 4 == 0 && Dv % 4 == 0 && aligned16(d_q) && aligned16(d_scores) && aligned16(d_v) &&
-                         aligned16(d_states) && aligned16(d_o);
-    if (products == ChunkProducts::Bf16)
-        launch_output_pass<Bf16Products>(aligned, grid, d_q, d_scores, chunk_scores_ld(C), d_v, d_states, d_log_decay,
-                                         decay_heads, d_o, nC, C, Dk, Dv, stream);
-    else
-        launch_output_pass<Tf32Products>(aligned, grid, d_q, d_scores, chunk_scores_ld(C), d_v, d_states, d_log_decay,
-                                         decay_heads, d_o, nC, C, Dk, Dv, stream);
+    // O_c = A_c V_c + diag(γ^(t+1)) Q_c S_c
+    launch_pass<false, false, false>(products, d_q, d_scores, d_v, d_states, d_log_decay, decay_heads, d_o, H, nC, C,
+                                     Dk, Dv, stream);
+}
+
+void launch_chunk_gradient(ChunkGradient which, const float* d_x, const float* d_m, const float* d_scores,
+                           const float* d_y, const float* d_log_decay, int decay_heads, float* d_out, int H, int nC,
+                           int C, int Dr, int Dout, ChunkProducts products, cudaStream_t stream) {
+    if (H == 0 || nC == 0) return;
+    if (!chunk_output_supports(C, nC) || Dr <= 0 || Dout <= 0 || decay_heads <= 0 || H > 65535)
+        throw Error("chunk gradient: unsupported shape (H " + std::to_string(H) + ", chunks " + std::to_string(nC) +
+                    ", C " + std::to_string(C) + ", Dr " + std::to_string(Dr) + ", Dout " + std::to_string(Dout) + ")");
+    switch (which) {
+    case ChunkGradient::DQ:  // dA_c K_c + diag(γ^(t+1)) dO_c S_cᵀ
+        launch_pass<false, true, false>(products, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C,
+                                        Dr, Dout, stream);
+        break;
+    case ChunkGradient::DK:  // dA_cᵀ Q_c + diag(γ^(C−1−t)) V_c G_cᵀ
+        launch_pass<true, true, true>(products, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C, Dr,
+                                      Dout, stream);
+        break;
+    case ChunkGradient::DV:  // A_cᵀ dO_c + diag(γ^(C−1−t)) K_c G_c
+        launch_pass<true, false, true>(products, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C, Dr,
+                                       Dout, stream);
+        break;
+    }
 }
 
 bool chunk_output_supports(int C, int n_chunks) { return C >= 1 && C <= kTile && n_chunks <= 65535; }

@@ -107,31 +107,28 @@ __device__ __forceinline__ void store4(__nv_bfloat16* at, __nv_bfloat16 a, __nv_
 
 // One thread's share of a 64-row slab of a head-major fp32 matrix, Cols columns: Vec floats at a
 // time, rows tid / per_row + r · rows_per_pass; staged into a shared operand tile of P's elements.
+// The same registers also hold a slab of twice the rows and half the columns ("stacked": column c
+// of row r is row r + 64·⌊c / (Cols/2)⌋, column c mod (Cols/2)), such as a transposed operand's
+// 128 × 64 slab where the other operand of the pass is 64 × 128: one set of registers for both.
 template <typename P, int Vec, int Cols = kTile, int Threads = kThreads>
 struct SlabPart {
     using Elem = typename P::Elem;
     static constexpr int kLdShared = operand_ld<Elem>(Cols);  // the shared tile's row stride
+    static constexpr int kHalf = Cols / 2;                     // a stacked slab's columns
+    static constexpr int kLdStacked = operand_ld<Elem>(kHalf);  // and its shared tile's row stride
     static constexpr int kPerRow = Cols / Vec;
     static constexpr int kRowsPerPass = Threads / kPerRow;
     static constexpr int kPasses = kTile / kRowsPerPass;
-    static_assert(Threads % kPerRow == 0 && kTile % kRowsPerPass == 0);
+    static_assert(Threads % kPerRow == 0 && kTile % kRowsPerPass == 0 && kHalf % Vec == 0);
     float values[kPasses][Vec];
 
     // rows [row0, row0 + rows) of src (ld floats apart), columns [col0, col0 + cols), zero outside
     __device__ void load(const float* src, int64_t row0, int rows, int64_t ld, int col0, int cols) {
-        const int c = (threadIdx.x % kPerRow) * Vec;
-#pragma unroll
-        for (int p = 0; p < kPasses; ++p) {
-            const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
-            const float* at = src + (row0 + r) * ld + col0 + c;
-            if constexpr (Vec == 4) {
-                const float4 x = r < rows && c < cols ? __ldg(reinterpret_cast<const float4*>(at))
-                                                       : make_float4(0.f, 0.f, 0.f, 0.f);
-                values[p][0] = x.x, values[p][1] = x.y, values[p][2] = x.z, values[p][3] = x.w;
-            } else {
-                values[p][0] = r < rows && c < cols ? __ldg(at) : 0.0f;
-            }
-        }
+        load_placed<false>(src, row0, rows, ld, col0, cols);
+    }
+    // the same of a stacked slab: rows ≤ 2·64, cols ≤ Cols/2
+    __device__ void load_stacked(const float* src, int64_t row0, int rows, int64_t ld, int col0, int cols) {
+        load_placed<true>(src, row0, rows, ld, col0, cols);
     }
     // rows [row0, row0 + rows) of a per-row vector (the rows' decays), zero outside: the scale
     // of this thread's rows, one per pass
@@ -144,27 +141,57 @@ struct SlabPart {
     }
     // into shared (kTile, kLdShared), rounded, the row of pass p multiplied by scale[p]
     __device__ void store(Elem* dst, const float (&scale)[kPasses]) const {
-        store_scaled(dst, [&](int p, int) { return scale[p]; });
+        store_scaled<false>(dst, [&](int p, int) { return scale[p]; });
     }
     // into shared (kTile, kLdShared), rounded, row r multiplied by row_scale[r] (shared memory)
     __device__ void store_row_scaled(Elem* dst, const float* row_scale) const {
-        store_scaled(dst, [&](int, int r) { return row_scale[r]; });
+        store_scaled<false>(dst, [&](int, int r) { return row_scale[r]; });
     }
     // into shared (kTile, kLdShared), rounded
     __device__ void store(Elem* dst) const {
-        store_scaled(dst, [](int, int) { return 1.0f; });  // x · 1 is x: the same bits
+        store_scaled<false>(dst, [](int, int) { return 1.0f; });  // x · 1 is x: the same bits
+    }
+    // a stacked slab into shared (2·kTile, kLdStacked), rounded
+    __device__ void store_stacked(Elem* dst) const {
+        store_scaled<true>(dst, [](int, int) { return 1.0f; });
     }
 
 private:
-    // row r (of pass p) multiplied by scale_of(p, r)
-    template <typename Scale>
-    __device__ __forceinline__ void store_scaled(Elem* dst, Scale scale_of) const {
+    // The matrix column of this thread's values, and how far below the slab's row r they sit: 0,
+    // or 64 for a stacked slab's right half.
+    template <bool kStacked>
+    static __device__ __forceinline__ int placed_col(int c) { return kStacked ? c % kHalf : c; }
+    template <bool kStacked>
+    static __device__ __forceinline__ int placed_row_offset(int c) { return kStacked ? kTile * (c / kHalf) : 0; }
+
+    template <bool kStacked>
+    __device__ __forceinline__ void load_placed(const float* src, int64_t row0, int rows, int64_t ld, int col0, int cols) {
         const int c = (threadIdx.x % kPerRow) * Vec;
+        const int col = placed_col<kStacked>(c), row_offset = placed_row_offset<kStacked>(c);
+#pragma unroll
+        for (int p = 0; p < kPasses; ++p) {
+            const int r = threadIdx.x / kPerRow + p * kRowsPerPass + row_offset;
+            const float* at = src + (row0 + r) * ld + col0 + col;
+            if constexpr (Vec == 4) {
+                const float4 x = r < rows && col < cols ? __ldg(reinterpret_cast<const float4*>(at))
+                                                         : make_float4(0.f, 0.f, 0.f, 0.f);
+                values[p][0] = x.x, values[p][1] = x.y, values[p][2] = x.z, values[p][3] = x.w;
+            } else {
+                values[p][0] = r < rows && col < cols ? __ldg(at) : 0.0f;
+            }
+        }
+    }
+    // row r (of pass p) multiplied by scale_of(p, r), where load_placed read it from
+    template <bool kStacked, typename Scale>
+    __device__ __forceinline__ void store_scaled(Elem* dst, Scale scale_of) const {
+        constexpr int ld = kStacked ? kLdStacked : kLdShared;
+        const int c = (threadIdx.x % kPerRow) * Vec;
+        const int col = placed_col<kStacked>(c), row_offset = placed_row_offset<kStacked>(c);
 #pragma unroll
         for (int p = 0; p < kPasses; ++p) {
             const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
             const float scale = scale_of(p, r);
-            Elem* at = dst + r * kLdShared + c;
+            Elem* at = dst + (r + row_offset) * ld + col;
             if constexpr (Vec == 4)
                 store4(at, P::round(values[p][0] * scale), P::round(values[p][1] * scale),
                        P::round(values[p][2] * scale), P::round(values[p][3] * scale));

@@ -119,6 +119,23 @@ void launch_chunk_output(const float* d_q, const float* d_scores, const float* d
                          const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk, int Dv,
                          ChunkProducts products, cudaStream_t stream);
 
+// The chunkwise backward's dQ, dK and dV, each by one pass of the output pass's shape (chunk_output.cu),
+// written once, products in `products`' precision with fp32 accumulation. Per head and chunk c:
+//   out_c = diag(r_t) X_c M_c + Â_c Y_c,   t = row within the chunk,
+//   DQ: dQ_c = dA_c K_c  + diag(γ^(t+1))   dO_c S_cᵀ   x = dO, m = states, scores = dA, y = K;  Dr = Dv, Dout = Dk
+//   DK: dK_c = dA_cᵀ Q_c + diag(γ^(C−1−t)) V_c  G_cᵀ   x = V,  m = after,  scores = dA, y = Q;  Dr = Dv, Dout = Dk
+//   DV: dV_c = A_cᵀ dO_c + diag(γ^(C−1−t)) K_c  G_c    x = K,  m = after,  scores = A,  y = dO; Dr = Dk, Dout = Dv
+// with S_c = states[h, c] the state before chunk c (launch_chunk_states), G_c = after[h, c] =
+// ∂loss/∂(state after chunk c) (launch_chunk_state_scan_backward), A = launch_chunk_scores(Q, K) and
+// dA = (dO Vᵀ) ⊙ D = launch_chunk_scores(q = dO, k = V, Dk = Dv), γ = exp(log_decay[h mod decay_heads]).
+// The same shapes as launch_chunk_output (chunk_output_supports); the transposes are read in place.
+//   x (H, Tp, Dr), y, out (H, Tp, Dout), Tp = nC·C; m (H, nC, Dk, Dv); log_decay (decay_heads);
+//   scores (H, nC, C, chunk_scores_ld(C))
+enum class ChunkGradient { DQ, DK, DV };
+void launch_chunk_gradient(ChunkGradient which, const float* d_x, const float* d_m, const float* d_scores,
+                           const float* d_y, const float* d_log_decay, int decay_heads, float* d_out, int H, int nC,
+                           int C, int Dr, int Dout, ChunkProducts products, cudaStream_t stream);
+
 // The scan's transpose (the trainer's backward, from zero after the last chunk), in place: on entry
 // G[h, c] = ∂loss/∂(state before chunk c) through chunk c's outputs; on exit the same buffer holds
 // after[h, c] = ∂loss/∂(state after chunk c): after[h, nC−1] = 0, after[h, c−1] = G[h, c] +
