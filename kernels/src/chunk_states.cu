@@ -31,7 +31,8 @@ template <typename P, int Vec>
 __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __restrict__ k, const float* __restrict__ v,
                                                                 const float* __restrict__ row_decay,
                                                                 const float* __restrict__ chunk_decay, float* S,
-                                                                float* __restrict__ states, int nC, int C, int Dk, int Dv) {
+                                                                float* __restrict__ states, int nC, int C, int Dk, int Dv,
+                                                                bool reverse) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     using Elem = typename P::Elem;
     constexpr int ld = operand_ld<Elem>(kTile);
@@ -71,8 +72,11 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
         next_v.load(v_head, t0, steps, Dv, j0, valid_v);
         next_k.load_row_scales(decay_rows, t0, steps, next_scale);
     };
-    load_next(0, min(kTile, C));
-    for (int c = 0; c < nC; ++c) {
+    // the walk's w-th chunk: c = w, or nC − 1 − w when walking backwards
+    const auto chunk_at = [&](int w) { return reverse ? nC - 1 - w : w; };
+    load_next(static_cast<int64_t>(chunk_at(0)) * C, min(kTile, C));
+    for (int w = 0; w < nC; ++w) {
+        const int c = chunk_at(w);
         // the state before chunk c goes out, then decays
         float* out = states + (static_cast<int64_t>(h) * nC + c) * state_size + static_cast<int64_t>(i0) * Dv + j0;
         if (direct_out) {
@@ -105,8 +109,8 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
             __syncthreads();
             // the next slab (of this chunk or the next) loads while the tensor cores work
             const bool last_slab = s + 1 == slabs;
-            if (!last_slab || c + 1 < nC)
-                load_next(last_slab ? static_cast<int64_t>(c + 1) * C : t0 + kTile,
+            if (!last_slab || w + 1 < nC)
+                load_next(last_slab ? static_cast<int64_t>(chunk_at(w + 1)) * C : t0 + kTile,
                           last_slab ? min(kTile, C) : min(kTile, C - (s + 1) * kTile));
             for (int kk = 0; kk < steps; kk += P::kStep) {  // rows past `steps` are zero
                 Frag<P, wmma::matrix_a, wmma::col_major> fa[2];  // Kᵀ: (i, t) at s_k[t·ld + i]
@@ -130,7 +134,7 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
 
 void launch_chunk_states(const float* d_k, const float* d_v, const float* d_row_decay, const float* d_chunk_decay,
                          float* d_S, float* d_states, int H, int nC, int C, int Dk, int Dv, ChunkProducts products,
-                         cudaStream_t stream) {
+                         cudaStream_t stream, ChunkWalk walk) {
     if (H == 0 || nC == 0) return;
     if (C <= 0 || Dk <= 0 || Dv <= 0 || H > 65535)
         throw Error("chunk states: unsupported shape (H " + std::to_string(H) + ", C " + std::to_string(C) + ", Dk " +
@@ -141,7 +145,8 @@ void launch_chunk_states(const float* d_k, const float* d_v, const float* d_row_
     const bool bf16 = products == ChunkProducts::Bf16;
     auto* kernel = bf16 ? (aligned ? chunk_states_kernel<Bf16Products, 4> : chunk_states_kernel<Bf16Products, 1>)
                         : (aligned ? chunk_states_kernel<Tf32Products, 4> : chunk_states_kernel<Tf32Products, 1>);
-    kernel<<<grid, kThreads, 0, stream>>>(d_k, d_v, d_row_decay, d_chunk_decay, d_S, d_states, nC, C, Dk, Dv);
+    kernel<<<grid, kThreads, 0, stream>>>(d_k, d_v, d_row_decay, d_chunk_decay, d_S, d_states, nC, C, Dk, Dv,
+                                              walk == ChunkWalk::Backward);
     RETNET_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -97,9 +97,14 @@ enum class ChunkProducts { Tf32, Bf16 };
 // last. Replaces launch_scale_rows + a batched K_cᵀ V_c GEMM + launch_chunk_state_scan.
 //   k (H, Tp, Dk), v (H, Tp, Dv), row_decay (H, Tp), Tp = nC·C; chunk_decay (H, nC);
 //   S (H, Dk, Dv) in/out; states (H, nC, Dk, Dv)
+// ChunkWalk::Backward walks the chunks from the last to the first: states[h, c] = S after chunk c
+// (before the walk reaches it), then S ← chunk_decay[h, c]·S + U[h, c]. With k = Q, v = dO,
+// row_decay = γ^(i+1) and S = 0 that is the trainer's backward scan: states[h, c] = ∂loss/∂(state
+// after chunk c), the G_c of launch_chunk_gradient, without writing the per-chunk terms first.
+enum class ChunkWalk { Forward, Backward };
 void launch_chunk_states(const float* d_k, const float* d_v, const float* d_row_decay, const float* d_chunk_decay,
                          float* d_S, float* d_states, int H, int nC, int C, int Dk, int Dv, ChunkProducts products,
-                         cudaStream_t stream);
+                         cudaStream_t stream, ChunkWalk walk = ChunkWalk::Forward);
 
 // fla's chunkwise output from the chunk states in two passes (chunk_output.cu), products in
 // `products`' precision with fp32 accumulation: o_t = Σ_{s ≤ t in t's chunk} (q_t·k_s)·γ^(t−s)·v_s +
@@ -126,7 +131,7 @@ void launch_chunk_output(const float* d_q, const float* d_scores, const float* d
 //   DK: dK_c = dA_cᵀ Q_c + diag(γ^(C−1−t)) V_c  G_cᵀ   x = V,  m = after,  scores = dA, y = Q;  Dr = Dv, Dout = Dk
 //   DV: dV_c = A_cᵀ dO_c + diag(γ^(C−1−t)) K_c  G_c    x = K,  m = after,  scores = A,  y = dO; Dr = Dk, Dout = Dv
 // with S_c = states[h, c] the state before chunk c (launch_chunk_states), G_c = after[h, c] =
-// ∂loss/∂(state after chunk c) (launch_chunk_state_scan_backward), A = launch_chunk_scores(Q, K) and
+// ∂loss/∂(state after chunk c) (launch_chunk_states walked backwards), A = launch_chunk_scores(Q, K) and
 // dA = (dO Vᵀ) ⊙ D = launch_chunk_scores(q = dO, k = V, Dk = Dv), γ = exp(log_decay[h mod decay_heads]).
 // The same shapes as launch_chunk_output (chunk_output_supports); the transposes are read in place.
 //   x (H, Tp, Dr), y, out (H, Tp, Dout), Tp = nC·C; m (H, nC, Dk, Dv); log_decay (decay_heads);

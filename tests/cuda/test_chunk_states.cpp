@@ -6,7 +6,7 @@
 // rounded to nearest even, u = 2^-8.
 //
 // The chunk states (chunk_states.cu): the same recurrence
-// over chunks, S ← chunk_decay·S + Σ_t row_decay_t·k_t v_tᵀ, with K·row_decay and V rounded
+// over chunks (first to last, or last to first for the trainer's backward), S ← chunk_decay·S + Σ_t row_decay_t·k_t v_tᵀ, with K·row_decay and V rounded
 // as the kernel rounds them, so that what is left is fp32 accumulation. Each fp32 operation
 // errs by at most 2^-23 of its result (round to nearest, or truncation in the tensor cores'
 // accumulators); an element takes nC·(C + 1) of them, so the bound is that many times 2^-23 times
@@ -51,7 +51,7 @@ struct ChunkStatesCase {
 class ChunkStatesTest : public CudaTest,
                         public ::testing::WithParamInterface<std::tuple<ChunkStatesCase, ChunkProducts>> {
 protected:
-    void expect_matches_reference() {
+    void expect_matches_reference(ChunkWalk walk) {
         const auto [H, nC, C, Dk, Dv] = std::get<0>(GetParam());
         const ChunkProducts products = std::get<1>(GetParam());
         const int Tp = nC * C;
@@ -71,13 +71,14 @@ protected:
         auto drow = to_device(row_decay, stream()), dchunk = to_device(chunk_decay, stream());
         DeviceBuffer<float> dstates(static_cast<size_t>(H) * nC * Dk * Dv);
         launch_chunk_states(dk.get(), dv.get(), drow.get(), dchunk.get(), dS.get(), dstates.get(), H, nC, C, Dk, Dv,
-                            products, stream());
+                            products, stream(), walk);
 
         const int64_t DkDv = static_cast<int64_t>(Dk) * Dv;
         std::vector<double> ref_states(static_cast<size_t>(H) * nC * DkDv), ref_S(S0.begin(), S0.end());
         double largest_partial = 0.0;
         for (int h = 0; h < H; ++h)
-            for (int c = 0; c < nC; ++c) {
+            for (int w = 0; w < nC; ++w) {
+                const int c = walk == ChunkWalk::Backward ? nC - 1 - w : w;
                 double* S = ref_S.data() + h * DkDv;
                 std::copy(S, S + DkDv, ref_states.begin() + (static_cast<int64_t>(h) * nC + c) * DkDv);
                 for (int64_t e = 0; e < DkDv; ++e) S[e] *= chunk_decay[static_cast<size_t>(h) * nC + c];
@@ -102,7 +103,11 @@ protected:
     }
 };
 
-TEST_P(ChunkStatesTest, EqualTheScannedChunkContributions) { expect_matches_reference(); }
+TEST_P(ChunkStatesTest, EqualTheScannedChunkContributions) { expect_matches_reference(ChunkWalk::Forward); }
+
+// The trainer's backward walk: the same recurrence from the last chunk to the first, states[c]
+// holding S after chunk c (as the walk reaches it)
+TEST_P(ChunkStatesTest, WalkedBackwardsEqualTheReverseScan) { expect_matches_reference(ChunkWalk::Backward); }
 
 // T = 1 (one chunk of one step), odd chunk lengths, chunks longer than the 64-step slab (100,
 // 130: a partial second and third slab), head widths that are not a multiple of the 64 tile (72,

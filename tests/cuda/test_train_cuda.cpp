@@ -237,36 +237,44 @@ TEST_F(CudaTrainerTest, RegisteredDeviceStepsWithTheLoopsDropoutSeed) {
     EXPECT_THROW(train::make_train_device("cuda", config, layout, options), Error);
 }
 
+// Three whole chunks, and a last chunk of 15 of 16 steps (the fused passes' padded rows: measured
+// 4.7e-2 with the fused backward, 4.6e-2 with the cuBLAS one). Not 45 steps: with these seeds the
+// bf16 gradient there is 0.30 from the double one with either backward (fused 0.297, cuBLAS 0.303)
+// and 0.093 with the retention's forward products in TF32 — the bf16 rounding of the forward's
+// products at Dk 8 and Dv 16, amplified by the 16-wide head norm (docs/training.md). At 33 and 40
+// steps, with the cuBLAS backward: 0.092 and 0.060.
 TEST_F(CudaTrainerTest, Bf16LossIsWithinOnePercentOfTheDoubleReference) {
-    const TrainCase c{"bf16", false, true, 48, 16};
-    const TrainSetup setup(c, 4, 3, 5);
-    const auto& [config, layout, params, tokens, batch] = setup;
-    std::vector<double> grad_ref;
-    LossOptions lo;
-    lo.chunk = c.chunk;
-    const double loss_ref = setup.reference(lo, &grad_ref);
-    std::vector<std::vector<float>> grads;
-    for (TrainPrecision precision : {TrainPrecision::Bf16, TrainPrecision::Tf32}) {
-        CudaTrainerOptions options;
-        options.chunk = c.chunk;
-        options.precision = precision;
-        CudaTrainer trainer(config, layout, options);
-        trainer.upload_params(params);
-        const double loss = trainer.loss_and_gradient(batch);
-        grads.push_back(trainer.download_gradient());
-        const double grad_err = rel_l2_error(grads.back(), grad_ref);
-        std::printf("[%s] loss %.6f (cpu double %.6f, rel %.2e), gradient rel l2 err %.3e\n",
-                    precision == TrainPrecision::Bf16 ? "bf16" : "tf32", loss, loss_ref,
-                    std::abs(loss - loss_ref) / loss_ref, grad_err);
-        EXPECT_NEAR(loss, loss_ref, 1e-2 * loss_ref);
-        // The gradient direction survives the 8-bit mantissa (a wrong path would be off by O(1)).
-        EXPECT_LT(grad_err, 0.1);
+    for (const TrainCase& c : {TrainCase{"bf16", false, true, 48, 16}, TrainCase{"bf16_partial", false, true, 47, 16}}) {
+        SCOPED_TRACE(c.name);
+        const TrainSetup setup(c, 4, 3, 5);
+        const auto& [config, layout, params, tokens, batch] = setup;
+        std::vector<double> grad_ref;
+        LossOptions lo;
+        lo.chunk = c.chunk;
+        const double loss_ref = setup.reference(lo, &grad_ref);
+        std::vector<std::vector<float>> grads;
+        for (TrainPrecision precision : {TrainPrecision::Bf16, TrainPrecision::Tf32}) {
+            CudaTrainerOptions options;
+            options.chunk = c.chunk;
+            options.precision = precision;
+            CudaTrainer trainer(config, layout, options);
+            trainer.upload_params(params);
+            const double loss = trainer.loss_and_gradient(batch);
+            grads.push_back(trainer.download_gradient());
+            const double grad_err = rel_l2_error(grads.back(), grad_ref);
+            std::printf("[%s T=%d] loss %.6f (cpu double %.6f, rel %.2e), gradient rel l2 err %.3e\n",
+                        precision == TrainPrecision::Bf16 ? "bf16" : "tf32", c.seq_len, loss, loss_ref,
+                        std::abs(loss - loss_ref) / loss_ref, grad_err);
+            EXPECT_NEAR(loss, loss_ref, 1e-2 * loss_ref);
+            // The gradient direction survives the 8-bit mantissa (a wrong path would be off by O(1)).
+            EXPECT_LT(grad_err, 0.1);
+        }
+        // bf16 operands (8 significant bits) against TF32 ones (11): the gradients must differ by about
+        // bf16's rounding (measured 4e-2 relative). cuBLAS's FAST_16BF on fp32 storage once ran as
+        // TF32 and gave the TF32 bits exactly; this fails if bf16 quietly becomes TF32 again.
+        const std::vector<double> tf32_grad(grads[1].begin(), grads[1].end());
+        EXPECT_GT(rel_l2_error(grads[0], tf32_grad), 1e-2);
     }
-    // bf16 operands (8 significant bits) against TF32 ones (11): the gradients must differ by about
-    // bf16's rounding (measured 6e-2 relative). cuBLAS's FAST_16BF on fp32 storage once ran as
-    // TF32 and gave the TF32 bits exactly; this fails if bf16 quietly becomes TF32 again.
-    const std::vector<double> tf32_grad(grads[1].begin(), grads[1].end());
-    EXPECT_GT(rel_l2_error(grads[0], tf32_grad), 1e-2);
 }
 
 TEST_F(CudaTrainerTest, ClippingAndAdamWMatchTheCpuOptimizer) {
@@ -333,7 +341,9 @@ TEST_F(CudaTrainerTest, TrainStepClipsInsideTheUpdateWithTheBitsOfTheSeparateCal
             separate.adamw_step(adam, 1e-2);
             EXPECT_EQ(fused_loss, separate_loss);
             EXPECT_EQ(fused_norm, separate_norm);
-            if (max_norm < 1.0) ASSERT_GT(fused_norm, max_norm) << "the test must exercise clipping";
+            if (max_norm < 1.0) {
+                ASSERT_GT(fused_norm, max_norm) << "the test must exercise clipping";
+            }
         }
         std::vector<float> params_a, params_b;
         AdamWState state_a, state_b;

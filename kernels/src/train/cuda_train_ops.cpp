@@ -500,11 +500,12 @@ void CudaTrainOps::reserve_scratch() {
         w16_.reserve(sz(std::max<int64_t>(V, widest_in) * widest_in));
     }
     oh_.reserve(retention ? sz(heads_v) : 0);
-    // the twin would need T² per head here; the fused forward pads the scores' rows (chunk_scores_ld)
-    scores_.reserve(retention ? sz(mats * C * chunk_scores_ld(static_cast<int>(C))) : 0);
-    dscores_.reserve(retention ? sz(mats * C * C) : 0);
-    rows_k_.reserve(chunked ? sz(mats * C * dk) : 0);
-    rows_v_.reserve(chunked ? sz(mats * C * dv) : 0);
+    // the twin would need T² per head here; the fused passes pad the scores' rows (chunk_scores_ld)
+    for (DeviceBuffer<float>* scores : {&scores_, &dscores_})
+        scores->reserve(retention ? sz(mats * C * chunk_scores_ld(static_cast<int>(C))) : 0);
+    const bool unfused = chunked && !fused_chunks();  // the row scalings of the cuBLAS path
+    rows_k_.reserve(unfused ? sz(mats * C * dk) : 0);
+    rows_v_.reserve(unfused ? sz(mats * C * dv) : 0);
     after_.reserve(chunked ? sz(mats * dk * dv) : 0);
     for (DeviceBuffer<float>* buffer : {&dx_, &dxn_}) buffer->reserve(sz(n * dd));
     const int64_t gate_width = train::buffer_width(config_, Buf::DY);

@@ -148,6 +148,7 @@ private:
     void chunk_states(const LayerBuffers& L);
     void retention_heads_forward(LayerBuffers& L);
     void retention_heads_backward(LayerBuffers& L);
+    void fused_retention_backward(LayerBuffers& L);  // fused_chunks()
     train_kernels::AttentionShape attention_shape() const { return {B_, H(), T_, Dk(), Dv()}; }
     // q, k, v and their gradients head-major, o and d_o rows.
     train_kernels::AttentionLayouts attention_layouts() const;
@@ -195,10 +196,10 @@ private:
     DeviceBuffer<__nv_bfloat16> x16_, dy16_, w16_;  // a projection's operands rounded to bf16 (bf16_projections)
     DeviceBuffer<float> lin_;       // (N, max(K, H·Dv)) projection before the layout change
     DeviceBuffer<float> oh_;        // (B·H, Tp, Dv)
-    DeviceBuffer<float> scores_;    // (B·H·n_chunks, C, C)
-    DeviceBuffer<float> dscores_;   // (B·H·n_chunks, C, C)
-    DeviceBuffer<float> rows_k_;    // (B·H·n_chunks, C, Dk) decay-scaled q or k
-    DeviceBuffer<float> rows_v_;    // (B·H·n_chunks, C, Dv) decay-scaled v or dO
+    DeviceBuffer<float> scores_;    // (B·H·n_chunks, C, chunk_scores_ld(C)) A (unfused: (…, C, C))
+    DeviceBuffer<float> dscores_;   // the same for dA
+    DeviceBuffer<float> rows_k_;    // (B·H·n_chunks, C, Dk) decay-scaled q or k (unfused only)
+    DeviceBuffer<float> rows_v_;    // (B·H·n_chunks, C, Dv) decay-scaled v or dO (unfused only)
     DeviceBuffer<float> after_;     // (B·H·n_chunks, Dk, Dv) ∂loss/∂(state after chunk c), scanned in place
     DeviceBuffer<float> dx_, dxn_;  // (N, d)
     DeviceBuffer<float> dhidden_, da_, db_;  // (N, F)

@@ -84,6 +84,10 @@ void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
 
 // From dOh (head-major): dQh, dKh, dVh.
 void CudaTrainOps::retention_heads_backward(LayerBuffers& L) {
+    if (fused_chunks()) {
+        fused_retention_backward(L);
+        return;
+    }
     const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
@@ -109,6 +113,30 @@ void CudaTrainOps::retention_heads_backward(LayerBuffers& L) {
     gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, after_.get(), dv, se, 1.0f, dVh_.get(), dv, sv, mats);
     launch_scale_rows(L.vh.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
     gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, after_.get(), dv, se, 1.0f, dKh_.get(), dk, sk, mats);
+}
+
+// The backward by the fused passes (ops.h): the scores A and dA once per chunk; the states S before
+// each chunk walked forwards over K, V, and G = ∂loss/∂(state after each chunk) walked backwards over
+// Q, dO (the same walk: G_c = γ^C G_{c+1} + Q_{c+1}ᵀ diag(γ^(i+1)) dO_{c+1}); then dQ, dK and dV each
+// formed by one pass and written once. The unfused path above writes the state-sized product Qᵀ dO,
+// scans it, and adds six cuBLAS products and three row scalings into dQ, dK and dV.
+void CudaTrainOps::fused_retention_backward(LayerBuffers& L) {
+    const int dk = Dk(), dv = Dv(), heads = n_mats() / n_chunks_, C = C_, nC = n_chunks_;
+    const ChunkProducts products = chunk_products();
+    launch_chunk_scores(L.qh.get(), L.kh.get(), log_decay_.get(), H(), scores_.get(), heads, nC, C, dk, products,
+                        stream_);
+    launch_chunk_scores(dOh_.get(), L.vh.get(), log_decay_.get(), H(), dscores_.get(), heads, nC, C, dv, products,
+                        stream_);
+    chunk_states(L);
+    scan_state_.zero(stream_);
+    launch_chunk_states(L.qh.get(), dOh_.get(), row_head_.get(), chunk_decay_.get(), scan_state_.get(), after_.get(),
+                        heads, nC, C, dk, dv, products, stream_, ChunkWalk::Backward);
+    launch_chunk_gradient(ChunkGradient::DQ, dOh_.get(), states_.get(), dscores_.get(), L.kh.get(), log_decay_.get(),
+                          H(), dQh_.get(), heads, nC, C, dv, dk, products, stream_);
+    launch_chunk_gradient(ChunkGradient::DK, L.vh.get(), after_.get(), dscores_.get(), L.qh.get(), log_decay_.get(),
+                          H(), dKh_.get(), heads, nC, C, dv, dk, products, stream_);
+    launch_chunk_gradient(ChunkGradient::DV, L.kh.get(), after_.get(), scores_.get(), dOh_.get(), log_decay_.get(),
+                          H(), dVh_.get(), heads, nC, C, dk, dv, products, stream_);
 }
 
 }  // namespace retnet::cuda
