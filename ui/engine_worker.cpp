@@ -19,6 +19,7 @@
 #include "retnet/analysis_tap.h"
 #include "retnet/cost.h"
 #include "retnet/error.h"
+#include "retnet/memory_limit.h"
 #include "retnet/model_stats.h"
 
 namespace retnet::ui {

@@ -16,6 +16,7 @@
 #include "retnet/error.h"
 #include "retnet/generate.h"
 #include "retnet/utf8.h"
+#include "retnet/memory_limit.h"
 #include "retnet/model_stats.h"
 
 namespace retnet::cli {

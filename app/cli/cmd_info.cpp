@@ -6,6 +6,7 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/memory_limit.h"
 #include "retnet/model_stats.h"
 
 namespace retnet::cli {

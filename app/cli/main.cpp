@@ -34,7 +34,8 @@ void print_usage(FILE* to) {
                  "       retnet --version\n\nCommands:\n",
                  RETNET_VERSION);
     for (const auto& c : table) std::fprintf(to, "  %-11s %s\n", c.name.c_str(), c.summary.c_str());
-    std::fprintf(to, "\nEvery command takes --max-memory SIZE (e.g. 8G), which caps what it may allocate, and -h/--help.\n"
+    std::fprintf(to, "\nEvery command takes --max-memory SIZE (e.g. 8G; K, M, G, T with or without B or iB, all powers of\n"
+                     "1024; a bare number or a trailing B is bytes), which caps what it may allocate, and -h/--help.\n"
                      "--model takes a directory or ORG/NAME[@REVISION] of a model in the Hugging Face cache.\n");
 }
 

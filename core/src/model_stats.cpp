@@ -28,19 +28,6 @@ int64_t kv_cache_bytes(const ModelConfig& c, int64_t tokens) {
     return int64_t(c.n_layers) * 2 * width * int64_t(sizeof(float)) * tokens;
 }
 
-std::string format_bytes(int64_t bytes) {
-    const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double v = static_cast<double>(bytes);
-    int u = 0;
-    while (v >= 1024.0 && u < 4) {
-        v /= 1024.0;
-        ++u;
-    }
-    char buf[32];
-    std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-    return buf;
-}
-
 std::string format_count(int64_t n) {
     char buf[32];
     if (n >= 1000000000) std::snprintf(buf, sizeof buf, "%.2fB", n / 1e9);

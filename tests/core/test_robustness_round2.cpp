@@ -429,10 +429,44 @@ TEST(RobustMemory, MemorySizesParseStrictly) {
     EXPECT_EQ(parse_bytes("512MiB", "x"), uint64_t(512) << 20);
     EXPECT_EQ(parse_bytes("1.5G", "x"), uint64_t(3) << 29);
     EXPECT_EQ(parse_bytes("4096", "x"), 4096u);
-    for (const char* bad : {"", "G", "12abc", "-1G", "1e400", "0"}) EXPECT_THROW(parse_bytes(bad, "x"), Error) << bad;
+    EXPECT_EQ(parse_bytes("4096B", "x"), 4096u);
+    EXPECT_EQ(parse_bytes("2 GB", "x"), uint64_t(2) << 30);
+    EXPECT_EQ(parse_bytes(" 3k ", "x"), uint64_t(3) << 10);
+    EXPECT_EQ(parse_bytes("1.5K", "x"), 1536u);
+    EXPECT_EQ(parse_bytes("1e3", "x"), 1000u);
+    for (const char* bad : {"", "G", "B", "iB", "8iB", "12abc", "-1G", "1e400", "0", "8 G B", "GiB", "0x10", "0x1p4G",
+                            "inf", "nan", "1.5", "1.5B"})
+        EXPECT_THROW(parse_bytes(bad, "x"), Error) << bad;
     EXPECT_EQ(saturating_product({uint64_t(1) << 40, uint64_t(1) << 40}), UINT64_MAX);
     EXPECT_EQ(saturating_sum({UINT64_MAX, 5}), UINT64_MAX);
     EXPECT_EQ(format_bytes(3ull << 30), "3.0 GiB");
+    EXPECT_EQ(format_bytes(17), "17 bytes");
+    EXPECT_EQ(format_bytes(uint64_t(48) << 20), "48 MiB");
+    EXPECT_EQ(format_bytes(UINT64_MAX), "more than 16 EiB");
+}
+
+// A size just over the limit that rounds to the limit's own figure is told in bytes, not as
+// "needs 92 MiB, more than the memory limit of 92 MiB".
+TEST(RobustMemory, ARefusalJustOverTheLimitNamesTheExactCounts) {
+    const uint64_t limit = uint64_t(92) << 20;
+    set_memory_limit(limit, "the test");
+    try {
+        check_memory(limit + 1, "the thing");
+        ADD_FAILURE() << "not refused";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("the thing needs 96468993 bytes, more than the memory limit of 96468992 bytes"),
+                  std::string::npos)
+            << e.what();
+    }
+    try {
+        check_memory(limit * 2, "the thing");
+        ADD_FAILURE() << "not refused";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("needs 184 MiB, more than the memory limit of 92 MiB"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_NO_THROW(check_memory(limit, "the thing"));
+    set_memory_limit(0);
 }
 
 // ---- 3. training runs clobbered --------------------------------------------------------------

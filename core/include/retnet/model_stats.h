@@ -27,7 +27,6 @@ int64_t recurrent_state_bytes(const ModelConfig& config);
 // (docs/transformer.md), which for a RetNet config is its twin's, with H·D = d.
 int64_t kv_cache_bytes(const ModelConfig& config, int64_t tokens);
 
-std::string format_bytes(int64_t bytes);  // "1.5 MiB"
-std::string format_count(int64_t n);      // "12.3M"
+std::string format_count(int64_t n);  // "12.3M"; sizes in bytes: format_bytes (memory_limit.h)
 
 }  // namespace retnet

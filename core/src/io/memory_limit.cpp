@@ -6,10 +6,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
+#include <string>
 
 #include "retnet/error.h"
 
@@ -57,7 +60,10 @@ void set_memory_limit(uint64_t bytes, const std::string& source) {
 void check_memory(uint64_t bytes, const std::string& what) {
     const uint64_t limit = memory_limit();
     if (bytes <= limit) return;
-    throw OutOfMemory(what + " needs " + format_bytes(bytes) + ", more than the memory limit of " + format_bytes(limit) +
+    std::string need = format_bytes(bytes), have = format_bytes(limit);
+    if (need == have)  // "needs 92 MiB, more than the limit of 92 MiB" says nothing: the exact counts
+        need = std::to_string(bytes) + " bytes", have = std::to_string(limit) + " bytes";
+    throw OutOfMemory(what + " needs " + need + ", more than the memory limit of " + have +
                 " (" + memory_limit_source() + "; set another with --max-memory SIZE or RETNET_MAX_MEMORY)");
 }
 
@@ -79,13 +85,19 @@ std::string format_bytes(uint64_t bytes) {
 uint64_t parse_bytes(const std::string& text, const std::string& what) {
     char* end = nullptr;
     const double value = std::strtod(text.c_str(), &end);
+    // a decimal number only: strtod would also read "0x10", "inf" and "nan"
+    const bool decimal = std::all_of(text.c_str(), static_cast<const char*>(end),
+                                     [](char c) { return std::isdigit(static_cast<unsigned char>(c)) || std::strchr(" .eE+-", c); });
     std::string unit(end ? end : "");
-    for (const char* suffix : {"iB", "B"})  // "G", "GB", "GiB" all mean 2^30
-        if (unit.size() > 1 && unit.size() > std::string(suffix).size() &&
-            unit.compare(unit.size() - std::string(suffix).size(), std::string::npos, suffix) == 0) {
-            unit.resize(unit.size() - std::string(suffix).size());
-            break;
-        }
+    unit.erase(0, unit.find_first_not_of(' '));  // "8 G" as "8G"
+    unit.erase(unit.find_last_not_of(' ') + 1);
+    const auto ends_with = [&](const char* suffix) {
+        const size_t n = std::strlen(suffix);
+        return unit.size() >= n && unit.compare(unit.size() - n, n, suffix) == 0;
+    };
+    // "G", "GB" and "GiB" all mean 2^30; "B" alone means bytes
+    if (unit.size() > 2 && ends_with("iB")) unit.resize(unit.size() - 2);
+    else if (ends_with("B")) unit.resize(unit.size() - 1);
     double scale = 0;
     if (unit.empty()) scale = 1;
     else if (unit == "K" || unit == "k") scale = 1024.0;
@@ -93,7 +105,8 @@ uint64_t parse_bytes(const std::string& text, const std::string& what) {
     else if (unit == "G" || unit == "g") scale = 1024.0 * 1024 * 1024;
     else if (unit == "T" || unit == "t") scale = 1024.0 * 1024 * 1024 * 1024;
     const double bytes = value * scale;
-    if (end == text.c_str() || scale == 0 || !std::isfinite(bytes) || bytes < 1 || bytes >= 1.8e19)
+    if (end == text.c_str() || !decimal || scale == 0 || !std::isfinite(bytes) || bytes < 1 || bytes >= 1.8e19 ||
+        bytes != std::floor(bytes))  // "1.5" bytes; "1.5K" is 1536
         throw Error(what + " expects a size such as 8G, 512M or 1048576, got '" + text + "'");
     return static_cast<uint64_t>(bytes);
 }
