@@ -241,8 +241,8 @@ TEST_F(CudaTrainerTest, RegisteredDeviceStepsWithTheLoopsDropoutSeed) {
 // 4.7e-2 with the fused backward, 4.6e-2 with the cuBLAS one). Not 45 steps: with these seeds the
 // bf16 gradient there is 0.30 from the double one with either backward (fused 0.297, cuBLAS 0.303)
 // and 0.093 with the retention's forward products in TF32 — the bf16 rounding of the forward's
-// products at Dk 8 and Dv 16, amplified by the 16-wide head norm (docs/training.md). At 33 and 40
-// steps, with the cuBLAS backward: 0.092 and 0.060.
+// products at Dk 8 and Dv 16, most likely amplified by the 16-wide head norm (docs/training.md). At
+// 33 and 40 steps, with the cuBLAS backward: 0.092 and 0.060.
 TEST_F(CudaTrainerTest, Bf16LossIsWithinOnePercentOfTheDoubleReference) {
     for (const TrainCase& c : {TrainCase{"bf16", false, true, 48, 16}, TrainCase{"bf16_partial", false, true, 47, 16}}) {
         SCOPED_TRACE(c.name);
