@@ -222,7 +222,4 @@ __device__ inline void tile_from_global(float* tile, const float* src, int64_t l
     }
 }
 
-// The launchers' test for the float4 kernels' pointers.
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace retnet::cuda::chunk_tiles

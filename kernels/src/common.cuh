@@ -87,7 +87,8 @@ __device__ __forceinline__ void store4_as(__nv_bfloat16* p, float a, float b, fl
     *reinterpret_cast<uint2*>(p) =
         make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
 }
-inline bool aligned_16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// The launchers' test for pointers of 16-byte (float4, eight-bf16) accesses.
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 

@@ -76,7 +76,7 @@ __global__ void glu_backward8_kernel(const In* __restrict__ a, const In* __restr
 template <typename In, typename Out>
 void glu_forward(const In* a, const In* b, int64_t n, bool gelu_act, Out* h, cudaStream_t stream) {
     if (n <= 0) return;
-    const bool by8 = n % 8 == 0 && aligned_16(a) && aligned_16(b) && aligned_16(h) &&
+    const bool by8 = n % 8 == 0 && aligned16(a) && aligned16(b) && aligned16(h) &&
                      static_cast<const void*>(h) != static_cast<const void*>(a) &&
                      static_cast<const void*>(h) != static_cast<const void*>(b);
     if (by8)
@@ -90,7 +90,7 @@ template <typename In, typename Out>
 void glu_backward(const In* a, const In* b, const float* dh, int64_t n, bool gelu_act, Out* da, Out* db,
                   cudaStream_t stream) {
     if (n <= 0) return;
-    if (n % 8 == 0 && aligned_16(a) && aligned_16(b) && aligned_16(dh) && aligned_16(da) && aligned_16(db))
+    if (n % 8 == 0 && aligned16(a) && aligned16(b) && aligned16(dh) && aligned16(da) && aligned16(db))
         glu_backward8_kernel<In, Out><<<ceil_div(n / 8, kThreads), kThreads, 0, stream>>>(a, b, dh, n, gelu_act, da, db);
     else
         glu_backward_kernel<In, Out><<<ceil_div(n, kThreads), kThreads, 0, stream>>>(a, b, dh, n, gelu_act, da, db);

@@ -291,7 +291,7 @@ template <typename Out>
 void rmsnorm_forward(const float* x, const float* w, int64_t rows, int dim, float eps, Out* y, float* rstd,
                      cudaStream_t stream) {
     if (rows <= 0) return;
-    if (dim % 128 == 0 && dim <= 128 * kMaxRunsPerLane && aligned_16(x) && aligned_16(y))
+    if (dim % 128 == 0 && dim <= 128 * kMaxRunsPerLane && aligned16(x) && aligned16(y))
         rmsnorm_forward_warp_kernel<Out><<<ceil_div(rows * 32, kThreads), kThreads, 0, stream>>>(x, w, rows, dim, eps, y,
                                                                                                  rstd);
     else
@@ -337,7 +337,7 @@ template <typename Out>
 void head_norm_gate_forward(const __nv_bfloat16* o, const __nv_bfloat16* g, const float* w, int64_t rows, int H,
                             int Dv, float eps, Out* y, float* rstd, cudaStream_t stream) {
     const int64_t pairs = rows * H;
-    if (pairs >= kBlockPerPairBelow && Dv % 8 == 0 && aligned_16(o) && aligned_16(g) && aligned_16(y)) {
+    if (pairs >= kBlockPerPairBelow && Dv % 8 == 0 && aligned16(o) && aligned16(g) && aligned16(y)) {
         head_norm_gate_forward_warp8_kernel<__nv_bfloat16, Out><<<ceil_div(pairs * 32, kThreads), kThreads, 0, stream>>>(
             o, g, w, pairs, Dv, eps, y, rstd);
         RETNET_CUDA_CHECK_LAUNCH();

@@ -167,7 +167,7 @@ __global__ void chunk_state_scan_backward_kernel(float* G_then_after, const floa
 
 // float4 when every head's block of DkDv floats starts 16-byte aligned.
 bool scan_vectorizes(int64_t DkDv, const void* a, const void* b) {
-    return DkDv % 4 == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0 && reinterpret_cast<uintptr_t>(b) % 16 == 0;
+    return DkDv % 4 == 0 && aligned16(a) && aligned16(b);
 }
 
 // One block per (h, chunk): largest column sum of |state| (torchscale's s_c).

@@ -120,7 +120,7 @@ template <bool kToHeads, typename Out>
 void launch_layout(const float* src, Out* dst, int B, int T, int Tp, int H, int D, cudaStream_t stream) {
     const int64_t per_head = static_cast<int64_t>(Tp) * D;
     if (per_head <= 0 || B <= 0 || H <= 0) return;
-    const bool vec = D % 4 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0 &&
+    const bool vec = D % 4 == 0 && aligned16(src) &&
                      reinterpret_cast<uintptr_t>(dst) % (4 * sizeof(Out)) == 0;
     if (vec)
         layout_kernel<kToHeads, 4><<<head_grid(B, H, per_head / 4, "layout change"), kThreads, 0, stream>>>(

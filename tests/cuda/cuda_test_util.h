@@ -1,16 +1,19 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// Shared helpers of the CUDA tests: the skip-without-GPU fixture, random data, device round trips
-// and a scale-aware error measure.
+// Shared helpers of the CUDA tests: the skip-without-GPU fixture, random data, device round trips,
+// a scale-aware error measure, and the roundings of the tensor cores' operands.
+#include <cuda_bf16.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "device_buffer.h"
+#include "ops.h"
 #include "retnet/cuda/backend_cuda.h"
 
 namespace retnet::cuda::test {
@@ -78,5 +81,24 @@ double rel_l2_error(const std::vector<A>& got, const std::vector<B>& ref) {
     }
     return scale > 0 ? std::sqrt(err / scale) : std::sqrt(err);
 }
+
+// bf16 round to nearest even, as __float2bfloat16_rn and the kernels' conversions
+inline float round_to_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+
+// cvt.rna.tf32.f32: round to nearest, ties away from zero, keeping 10 mantissa bits
+inline float round_to_tf32(float x) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    bits = (bits + 0x1000u) & ~0x1FFFu;
+    float y;
+    std::memcpy(&y, &bits, sizeof y);
+    return y;
+}
+
+// The fused chunk passes' operand rounding (ops.h, ChunkProducts) and its unit roundoff u.
+inline float round_for(ChunkProducts products, float x) {
+    return products == ChunkProducts::Bf16 ? round_to_bf16(x) : round_to_tf32(x);
+}
+inline double unit_roundoff(ChunkProducts products) { return std::ldexp(1.0, products == ChunkProducts::Bf16 ? -8 : -11); }
 
 }  // namespace retnet::cuda::test

@@ -41,7 +41,6 @@ constexpr float kQueryRange = 4.0f;   // q ∈ [−4, 4]: scores of std ≈ 1.3,
 
 using bf16 = __nv_bfloat16;
 
-float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 const char* dtype_name(KvDtype d) { return d == KvDtype::BF16 ? "bf16" : "fp32"; }
 
 std::vector<float> llama_theta(int D) {  // θ_i = 10000^(−2i/D)
@@ -72,7 +71,7 @@ std::vector<float> as_operand(const naive::Vec& x, KvDtype dtype) {
     std::vector<float> y(x.size());
     for (size_t i = 0; i < x.size(); ++i) {
         y[i] = static_cast<float>(x[i]);
-        if (dtype == KvDtype::BF16) y[i] = round_bf16(y[i]);
+        if (dtype == KvDtype::BF16) y[i] = round_to_bf16(y[i]);
     }
     return y;
 }
@@ -124,7 +123,7 @@ public:
         for (int which = 0; which < 2; ++which) {
             std::vector<float> host(rows_ * row_, kSentinel);
             const auto fill = random_vector(static_cast<size_t>(filled) * row_, seed + which);
-            for (size_t i = 0; i < fill.size(); ++i) host[i] = dtype == KvDtype::BF16 ? round_bf16(fill[i]) : fill[i];
+            for (size_t i = 0; i < fill.size(); ++i) host[i] = dtype == KvDtype::BF16 ? round_to_bf16(fill[i]) : fill[i];
             initial_[which] = host;
             buffers_[which].resize(host.size() * kv_dtype_bytes(dtype));
             const std::vector<unsigned char> bytes = encode(host);
@@ -192,7 +191,7 @@ void expect_appended(const Cache& cache, const std::vector<float>& K, const std:
     const double k_err = rel_max_error(k_got, k_ref);
     EXPECT_LT(k_err, k_tol) << what << ": rotated k rows, max error " << k_err;
     for (size_t i = 0; i < T * HD; ++i) {
-        const float want = dtype == KvDtype::BF16 ? round_bf16(v_new[i]) : v_new[i];
+        const float want = dtype == KvDtype::BF16 ? round_to_bf16(v_new[i]) : v_new[i];
         if (V[begin + i] != want) {
             ADD_FAILURE() << what << ": v element " << i << " is " << V[begin + i] << ", expected " << want;
             break;

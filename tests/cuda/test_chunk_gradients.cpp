@@ -31,8 +31,6 @@
 namespace retnet::cuda::test {
 namespace {
 
-double unit_roundoff(ChunkProducts products) { return std::ldexp(1.0, products == ChunkProducts::Bf16 ? -8 : -11); }
-
 struct ChunkGradientCase {
     int H, decay_heads, nC, C, Dk, Dv;
 };

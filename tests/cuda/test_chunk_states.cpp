@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <tuple>
 
 #include "cuda_test_util.h"
@@ -24,23 +23,6 @@
 
 namespace retnet::cuda::test {
 namespace {
-
-// cvt.rna.tf32.f32: round to nearest, ties away from zero, keeping 10 mantissa bits
-float round_to_tf32(float x) {
-    uint32_t bits;
-    std::memcpy(&bits, &x, sizeof bits);
-    bits = (bits + 0x1000u) & ~0x1FFFu;
-    float y;
-    std::memcpy(&y, &bits, sizeof y);
-    return y;
-}
-
-float round_to_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
-
-float round_for(ChunkProducts products, float x) {
-    return products == ChunkProducts::Bf16 ? round_to_bf16(x) : round_to_tf32(x);
-}
-double unit_roundoff(ChunkProducts products) { return std::ldexp(1.0, products == ChunkProducts::Bf16 ? -8 : -11); }
 
 const auto kBothProducts = ::testing::Values(ChunkProducts::Tf32, ChunkProducts::Bf16);
 

@@ -28,10 +28,6 @@ namespace {
 // fp32 sums of K ≤ 2052 products of O(1) values: ~K·2⁻²⁴ relative in the worst case, far below.
 constexpr double kF32Tol = 1e-5;
 
-float round_to_bf16(float x) {
-    return __bfloat162float(__float2bfloat16_rn(x));
-}
-
 struct GemvCase {
     int M, K;
     std::vector<int> N;  // one job per entry

@@ -121,7 +121,7 @@ void CudaTrainOps::retention_heads_backward(LayerBuffers& L) {
 // formed by one pass and written once. The unfused path above writes the state-sized product Qᵀ dO,
 // scans it, and adds six cuBLAS products and three row scalings into dQ, dK and dV.
 void CudaTrainOps::fused_retention_backward(LayerBuffers& L) {
-    const int dk = Dk(), dv = Dv(), heads = n_mats() / n_chunks_, C = C_, nC = n_chunks_;
+    const int dk = Dk(), dv = Dv(), heads = B_ * H(), C = C_, nC = n_chunks_;
     const ChunkProducts products = chunk_products();
     launch_chunk_scores(L.qh.get(), L.kh.get(), log_decay_.get(), H(), scores_.get(), heads, nC, C, dk, products,
                         stream_);
