@@ -12,7 +12,8 @@
 // intra-chunk product of scores (dA or A, maybe transposed) plus a row-decayed product with a
 // chunk state (S or G, maybe transposed), written once, where the unfused backward writes the
 // intra-chunk term and adds the state term in a second GEMM after scaling its rows in a third kernel.
-// Products are TF32 or bf16 with fp32 accumulation, as in chunk_states.cu.
+// Products are TF32 or bf16 with fp32 accumulation, as in chunk_states.cu; with bf16 products the
+// operand matrices (not the scores) may be stored in bf16 (In), as the CUDA trainer keeps them.
 #include <algorithm>
 #include <string>
 #include <type_traits>
@@ -30,8 +31,8 @@ using namespace chunk_tiles;
 
 // Block (chunk, head): A_c = (Q_c K_cᵀ) ⊙ D, D(t, s) = γ^(t−s) for s ≤ t < C, else 0, rounded to P's
 // precision (it is the output pass's operand), padding columns C … ld zero. Chunk length C ≤ 64.
-template <typename P, int Vec>
-__global__ void __launch_bounds__(kThreads) chunk_scores_kernel(const float* __restrict__ q, const float* __restrict__ k,
+template <typename P, int Vec, typename In>
+__global__ void __launch_bounds__(kThreads) chunk_scores_kernel(const In* __restrict__ q, const In* __restrict__ k,
                                                                 const float* __restrict__ log_decay, int decay_heads,
                                                                 float* __restrict__ scores, int nC, int C, int ld, int Dk) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -45,8 +46,8 @@ __global__ void __launch_bounds__(kThreads) chunk_scores_kernel(const float* __r
     __shared__ float s_pow[kTile];                              // γ^n, n < kTile
     const int c = blockIdx.x, h = blockIdx.y;
     const int64_t Tp = static_cast<int64_t>(nC) * C, t0 = static_cast<int64_t>(c) * C;
-    const float* q_head = q + h * Tp * Dk;
-    const float* k_head = k + h * Tp * Dk;
+    const In* q_head = q + h * Tp * Dk;
+    const In* k_head = k + h * Tp * Dk;
     const int warp = threadIdx.x / 32, m0 = (warp / 2) * 32, n0 = (warp % 2) * 32;
     const float lg = log_decay[h % decay_heads];
     for (int n = threadIdx.x; n < kTile; n += kThreads) s_pow[n] = decay_pow(lg, n);
@@ -58,8 +59,8 @@ __global__ void __launch_bounds__(kThreads) chunk_scores_kernel(const float* __r
     next_k.load(k_head, t0, C, Dk, 0, min(kTile, Dk));
     for (int i0 = 0; i0 < Dk; i0 += kTile) {
         __syncthreads();  // the previous slab's products are done
-        next_q.store(s_q);
-        next_k.store(s_k);
+        next_q.template store<In>(s_q);
+        next_k.template store<In>(s_k);
         __syncthreads();
         if (i0 + kTile < Dk) {
             next_q.load(q_head, t0, C, Dk, i0 + kTile, min(kTile, Dk - i0 - kTile));
@@ -113,11 +114,16 @@ struct PassShared {
 };
 
 // Block (column tile, chunk, head); chunk length C ≤ 64.
-template <typename P, int Vec, bool kTailDecay, bool kTransposedM, bool kTransposedScores>
-__global__ void __launch_bounds__(kOutThreads) chunk_pass_kernel(const float* __restrict__ x,
+// Two blocks a multiprocessor (128 registers) for the vector kernels: left to itself the compiler
+// gives some 140–160 and one block; capped, the bf16-storage ones spill a few words (4–48 bytes), the
+// others none. The scalar kernels (widths off 4: small shapes) keep their 170–250 registers unspilled.
+template <int Vec>
+constexpr int kPassBlocksPerSm = Vec == 4 ? 2 : 1;
+template <typename P, int Vec, bool kTailDecay, bool kTransposedM, bool kTransposedScores, typename In>
+__global__ void __launch_bounds__(kOutThreads, kPassBlocksPerSm<Vec>) chunk_pass_kernel(const In* __restrict__ x,
                                                                  const float* __restrict__ scores, int ld,
-                                                                 const float* __restrict__ y,
-                                                                 const float* __restrict__ m,
+                                                                 const In* __restrict__ y,
+                                                                 const In* __restrict__ m,
                                                                  const float* __restrict__ log_decay, int decay_heads,
                                                                  float* __restrict__ out, int nC, int C, int Dr, int Dout) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -131,15 +137,15 @@ __global__ void __launch_bounds__(kOutThreads) chunk_pass_kernel(const float* __
     static_assert(XPart::kLdShared == ld_a && BPart::kLdShared == ld_b &&
                   (kTransposedM ? BPart::kLdStacked : BPart::kLdShared) == ld_m);
     extern __shared__ __align__(32) unsigned char smem[];
-    Elem* s_a = reinterpret_cast<Elem*>(smem);                    // X slab (t, i) · r_t; then the scores (t, s)
+    Elem* s_a = reinterpret_cast<Elem*>(smem);                    // X slab (t, i); then the scores (t, s)
     Elem* s_b = reinterpret_cast<Elem*>(smem + Shared::kBOffset);  // M slab (i, j), or (j, i) transposed; then Y (s, j)
     float* s_out = reinterpret_cast<float*>(smem);                // (kTile, kLdOut) the output, over both
-    float* s_row_decay = reinterpret_cast<float*>(smem + Shared::kDecayOffset);  // r_t: carried by X's rows
+    float* s_row_decay = reinterpret_cast<float*>(smem + Shared::kDecayOffset);  // r_t of X M's rows
     const int j0 = blockIdx.x * kOutCols, c = blockIdx.y, h = blockIdx.z;
     const int valid_out = min(kOutCols, Dout - j0);
     const int64_t Tp = static_cast<int64_t>(nC) * C, t0 = static_cast<int64_t>(c) * C;
-    const float* x_head = x + h * Tp * Dr;
-    const float* M = m + (static_cast<int64_t>(h) * nC + c) * Dr * Dout;
+    const In* x_head = x + h * Tp * Dr;
+    const In* M = m + (static_cast<int64_t>(h) * nC + c) * Dr * Dout;
     const int warp = threadIdx.x / 32, m0 = (warp / 4) * 32, n0 = (warp % 4) * 32;
     {
         const float lg = log_decay[h % decay_heads];
@@ -165,11 +171,11 @@ __global__ void __launch_bounds__(kOutThreads) chunk_pass_kernel(const float* __
     for (int i0 = 0; i0 < Dr; i0 += kTile) {
         const int width = min(kTile, Dr - i0);
         __syncthreads();  // the previous slab's products are done
-        next_x.store_row_scaled(s_a, s_row_decay);
+        next_x.template store<In>(s_a);
         if constexpr (kTransposedM)
-            next_b.store_stacked(s_b);
+            next_b.template store_stacked<In>(s_b);
         else
-            next_b.store(s_b);
+            next_b.template store<In>(s_b);
         __syncthreads();
         if (i0 + kTile < Dr) {
             next_x.load(x_head, t0, C, Dr, i0 + kTile, min(kTile, Dr - i0 - kTile));
@@ -190,10 +196,13 @@ __global__ void __launch_bounds__(kOutThreads) chunk_pass_kernel(const float* __
             mma_quarter<P>(acc, fx, fm);
         }
     }
-    // the X M term is in the accumulators; Â_c Y_c adds to it
-    __syncthreads();
-    next_x.store(s_a);  // the scores are rounded already: rounding again keeps them
-    next_b.store(s_b);
+    // X M is in the accumulators: times r_t by rows (after the products, not on X's staged rows, so that
+    // X is rounded once, as stored), then Â_c Y_c adds to it
+    __syncthreads();  // every warp is done with the operand tiles that its quarter of s_out covers
+    scale_quarter_rows(acc, s_out, m0, n0, kLdOut, s_row_decay);
+    __syncthreads();  // every warp is done with s_out
+    next_x.template store<float>(s_a);  // the scores are rounded already: rounding again keeps them
+    next_b.template store<In>(s_b);
     __syncthreads();
     for (int kk = 0; kk < C; kk += P::kStep) {  // the scores' rows and columns and Y's rows past C are zero
         Frag<P, wmma::matrix_a, LayoutScores> fa[2];  // Â: (t, s) at s_a[t·ld_a + s], or s_a[s·ld_a + t]
@@ -218,30 +227,48 @@ __global__ void __launch_bounds__(kOutThreads) chunk_pass_kernel(const float* __
 
 int chunk_scores_ld(int C) { return (C + 3) / 4 * 4; }
 
-void launch_chunk_scores(const float* d_q, const float* d_k, const float* d_log_decay, int decay_heads, float* d_scores,
-                         int H, int nC, int C, int Dk, ChunkProducts products, cudaStream_t stream) {
+namespace {
+
+// The kernels of In: bf16 storage only with bf16 products (it is their operands' precision).
+template <typename In>
+void check_products(ChunkProducts products, const char* what) {
+    if (std::is_same_v<In, __nv_bfloat16> && products != ChunkProducts::Bf16)
+        throw Error(std::string(what) + ": bf16 inputs are for bf16 products");
+}
+
+}  // namespace
+
+template <typename In>
+void launch_chunk_scores(const In* d_q, const In* d_k, const float* d_log_decay, int decay_heads, float* d_scores, int H,
+                         int nC, int C, int Dk, ChunkProducts products, cudaStream_t stream) {
     if (H == 0 || nC == 0) return;
     if (!chunk_output_supports(C, nC) || Dk <= 0 || decay_heads <= 0 || H > 65535)
         throw Error("chunk scores: unsupported shape (H " + std::to_string(H) + ", chunks " + std::to_string(nC) +
                     ", C " + std::to_string(C) + ", Dk " + std::to_string(Dk) + ")");
+    check_products<In>(products, "chunk scores");
     const dim3 grid(static_cast<unsigned>(nC), static_cast<unsigned>(H));
-    const bool aligned = Dk % 4 == 0 && aligned16(d_q) && aligned16(d_k);
-    const bool bf16 = products == ChunkProducts::Bf16;
-    auto* kernel = bf16 ? (aligned ? chunk_scores_kernel<Bf16Products, 4> : chunk_scores_kernel<Bf16Products, 1>)
-                        : (aligned ? chunk_scores_kernel<Tf32Products, 4> : chunk_scores_kernel<Tf32Products, 1>);
+    const bool aligned = Dk % 4 == 0 && vec4_aligned(d_q) && vec4_aligned(d_k);
+    auto* kernel = aligned ? chunk_scores_kernel<Bf16Products, 4, In> : chunk_scores_kernel<Bf16Products, 1, In>;
+    if constexpr (std::is_same_v<In, float>)
+        if (products != ChunkProducts::Bf16)
+            kernel = aligned ? chunk_scores_kernel<Tf32Products, 4, In> : chunk_scores_kernel<Tf32Products, 1, In>;
     kernel<<<grid, kThreads, 0, stream>>>(d_q, d_k, d_log_decay, decay_heads, d_scores, nC, C, chunk_scores_ld(C), Dk);
     RETNET_CUDA_CHECK(cudaGetLastError());
 }
+template void launch_chunk_scores(const float*, const float*, const float*, int, float*, int, int, int, int,
+                                  ChunkProducts, cudaStream_t);
+template void launch_chunk_scores(const __nv_bfloat16*, const __nv_bfloat16*, const float*, int, float*, int, int, int,
+                                  int, ChunkProducts, cudaStream_t);
 
 namespace {
 
 // One pass: Out_c = diag(r_t) X_c M_c + Â_c Y_c for every (column tile, chunk, head).
-template <typename P, bool kTailDecay, bool kTransposedM, bool kTransposedScores>
-void launch_pass(bool aligned, const float* d_x, const float* d_scores, const float* d_y, const float* d_m,
+template <typename P, bool kTailDecay, bool kTransposedM, bool kTransposedScores, typename In>
+void launch_pass(bool aligned, const In* d_x, const float* d_scores, const In* d_y, const In* d_m,
                  const float* d_log_decay, int decay_heads, float* d_out, int H, int nC, int C, int Dr, int Dout,
                  cudaStream_t stream) {
-    auto* kernel = aligned ? chunk_pass_kernel<P, 4, kTailDecay, kTransposedM, kTransposedScores>
-                           : chunk_pass_kernel<P, 1, kTailDecay, kTransposedM, kTransposedScores>;
+    auto* kernel = aligned ? chunk_pass_kernel<P, 4, kTailDecay, kTransposedM, kTransposedScores, In>
+                           : chunk_pass_kernel<P, 1, kTailDecay, kTransposedM, kTransposedScores, In>;
     constexpr size_t bytes = PassShared<P, kTransposedM>::kBytes;
     RETNET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
     const dim3 grid(ceil_div(Dout, kOutCols), static_cast<unsigned>(nC), static_cast<unsigned>(H));
@@ -250,41 +277,52 @@ void launch_pass(bool aligned, const float* d_x, const float* d_scores, const fl
     RETNET_CUDA_CHECK(cudaGetLastError());
 }
 
-template <bool kTailDecay, bool kTransposedM, bool kTransposedScores>
-void launch_pass(ChunkProducts products, const float* d_x, const float* d_scores, const float* d_y, const float* d_m,
+template <bool kTailDecay, bool kTransposedM, bool kTransposedScores, typename In>
+void launch_pass(ChunkProducts products, const In* d_x, const float* d_scores, const In* d_y, const In* d_m,
                  const float* d_log_decay, int decay_heads, float* d_out, int H, int nC, int C, int Dr, int Dout,
                  cudaStream_t stream) {
-    const bool aligned = Dr % 4 == 0 && Dout % 4 == 0 && aligned16(d_x) && aligned16(d_scores) && aligned16(d_y) &&
-                         aligned16(d_m) && aligned16(d_out);
-    if (products == ChunkProducts::Bf16)
-        launch_pass<Bf16Products, kTailDecay, kTransposedM, kTransposedScores>(
-            aligned, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C, Dr, Dout, stream);
-    else
-        launch_pass<Tf32Products, kTailDecay, kTransposedM, kTransposedScores>(
-            aligned, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C, Dr, Dout, stream);
+    const bool aligned = Dr % 4 == 0 && Dout % 4 == 0 && vec4_aligned(d_x) && aligned16(d_scores) &&
+                         vec4_aligned(d_y) && vec4_aligned(d_m) && aligned16(d_out);
+    if constexpr (std::is_same_v<In, float>) {
+        if (products != ChunkProducts::Bf16) {
+            launch_pass<Tf32Products, kTailDecay, kTransposedM, kTransposedScores>(
+                aligned, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C, Dr, Dout, stream);
+            return;
+        }
+    }
+    launch_pass<Bf16Products, kTailDecay, kTransposedM, kTransposedScores>(
+        aligned, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C, Dr, Dout, stream);
 }
 
 }  // namespace
 
-void launch_chunk_output(const float* d_q, const float* d_scores, const float* d_v, const float* d_states,
+template <typename In>
+void launch_chunk_output(const In* d_q, const float* d_scores, const In* d_v, const In* d_states,
                          const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk, int Dv,
                          ChunkProducts products, cudaStream_t stream) {
     if (H == 0 || nC == 0) return;
     if (!chunk_output_supports(C, nC) || Dk <= 0 || Dv <= 0 || decay_heads <= 0 || H > 65535)
         throw Error("chunk output: unsupported shape (H " + std::to_string(H) + ", chunks " + std::to_string(nC) +
                     ", C " + std::to_string(C) + ", Dk " + std::to_string(Dk) + ", Dv " + std::to_string(Dv) + ")");
+    check_products<In>(products, "chunk output");
     // O_c = A_c V_c + diag(γ^(t+1)) Q_c S_c
     launch_pass<false, false, false>(products, d_q, d_scores, d_v, d_states, d_log_decay, decay_heads, d_o, H, nC, C,
                                      Dk, Dv, stream);
 }
+template void launch_chunk_output(const float*, const float*, const float*, const float*, const float*, int, float*, int,
+                                  int, int, int, int, ChunkProducts, cudaStream_t);
+template void launch_chunk_output(const __nv_bfloat16*, const float*, const __nv_bfloat16*, const __nv_bfloat16*,
+                                  const float*, int, float*, int, int, int, int, int, ChunkProducts, cudaStream_t);
 
-void launch_chunk_gradient(ChunkGradient which, const float* d_x, const float* d_m, const float* d_scores,
-                           const float* d_y, const float* d_log_decay, int decay_heads, float* d_out, int H, int nC,
-                           int C, int Dr, int Dout, ChunkProducts products, cudaStream_t stream) {
+template <typename In>
+void launch_chunk_gradient(ChunkGradient which, const In* d_x, const In* d_m, const float* d_scores, const In* d_y,
+                           const float* d_log_decay, int decay_heads, float* d_out, int H, int nC, int C, int Dr,
+                           int Dout, ChunkProducts products, cudaStream_t stream) {
     if (H == 0 || nC == 0) return;
     if (!chunk_output_supports(C, nC) || Dr <= 0 || Dout <= 0 || decay_heads <= 0 || H > 65535)
         throw Error("chunk gradient: unsupported shape (H " + std::to_string(H) + ", chunks " + std::to_string(nC) +
                     ", C " + std::to_string(C) + ", Dr " + std::to_string(Dr) + ", Dout " + std::to_string(Dout) + ")");
+    check_products<In>(products, "chunk gradient");
     switch (which) {
     case ChunkGradient::DQ:  // dA_c K_c + diag(γ^(t+1)) dO_c S_cᵀ
         launch_pass<false, true, false>(products, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C,
@@ -300,6 +338,11 @@ void launch_chunk_gradient(ChunkGradient which, const float* d_x, const float* d
         break;
     }
 }
+template void launch_chunk_gradient(ChunkGradient, const float*, const float*, const float*, const float*, const float*,
+                                    int, float*, int, int, int, int, int, ChunkProducts, cudaStream_t);
+template void launch_chunk_gradient(ChunkGradient, const __nv_bfloat16*, const __nv_bfloat16*, const float*,
+                                    const __nv_bfloat16*, const float*, int, float*, int, int, int, int, int,
+                                    ChunkProducts, cudaStream_t);
 
 bool chunk_output_supports(int C, int n_chunks) { return C >= 1 && C <= kTile && n_chunks <= 65535; }
 

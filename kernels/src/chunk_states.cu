@@ -11,7 +11,9 @@
 //
 // Precision: K·row_decay and V are rounded to TF32 or bf16 (chunk_tiles.cuh) for the products,
 // which accumulate in fp32; the decay of the state is applied in fp32, and the states are written
-// in fp32.
+// in the inputs' storage type: fp32, or bf16 where K and V are stored in bf16 (the CUDA trainer's
+// bf16 products, whose next pass rounds the states to bf16 as it stages them: the same bits at half
+// the traffic). S, the walk's first and last state, stays fp32.
 #include <algorithm>
 #include <string>
 #include <type_traits>
@@ -27,11 +29,11 @@ namespace {
 
 using namespace chunk_tiles;
 
-template <typename P, int Vec>
-__global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __restrict__ k, const float* __restrict__ v,
+template <typename P, int Vec, typename In>
+__global__ void __launch_bounds__(kThreads) chunk_states_kernel(const In* __restrict__ k, const In* __restrict__ v,
                                                                 const float* __restrict__ row_decay,
                                                                 const float* __restrict__ chunk_decay, float* S,
-                                                                float* __restrict__ states, int nC, int C, int Dk, int Dv,
+                                                                In* __restrict__ states, int nC, int C, int Dk, int Dv,
                                                                 bool reverse) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     using Elem = typename P::Elem;
@@ -49,14 +51,16 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
     const int j0 = blockIdx.x * kTile, i0 = blockIdx.y * kTile, h = blockIdx.z;
     const int valid_k = min(kTile, Dk - i0), valid_v = min(kTile, Dv - j0);  // the tile's state rows, columns
     const int64_t Tp = static_cast<int64_t>(nC) * C, state_size = static_cast<int64_t>(Dk) * Dv;
-    const float* k_head = k + h * Tp * Dk;
-    const float* v_head = v + h * Tp * Dv;
+    const In* k_head = k + h * Tp * Dk;
+    const In* v_head = v + h * Tp * Dv;
     const float* decay_rows = row_decay + h * Tp;
     float* S_tile = S + h * state_size + static_cast<int64_t>(i0) * Dv + j0;
     const int warp = threadIdx.x / 32, m0 = (warp / 2) * 32, n0 = (warp % 2) * 32;
-    // A whole tile of 16-byte-aligned rows goes out straight from the accumulators (wmma stores need
-    // 32-byte-aligned sub-tiles): no trip through shared memory and two fewer barriers per chunk.
-    const bool direct_out = Vec == 4 && valid_k == kTile && valid_v == kTile && Dv % 8 == 0 &&
+    // A whole fp32 tile of 16-byte-aligned rows goes out straight from the accumulators (wmma stores
+    // need 32-byte-aligned sub-tiles): no trip through shared memory and two fewer barriers per chunk.
+    // Other tiles go through the fp32 tile, without the barriers where it is not s_k (bf16 products).
+    constexpr bool kFloatOut = std::is_same_v<In, float>;
+    const bool direct_out = kFloatOut && Vec == 4 && valid_k == kTile && valid_v == kTile && Dv % 8 == 0 &&
                             reinterpret_cast<uintptr_t>(states) % 32 == 0;
 
     FragC<P> acc[2][2];
@@ -78,19 +82,28 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
     for (int w = 0; w < nC; ++w) {
         const int c = chunk_at(w);
         // the state before chunk c goes out, then decays
-        float* out = states + (static_cast<int64_t>(h) * nC + c) * state_size + static_cast<int64_t>(i0) * Dv + j0;
-        if (direct_out) {
+        In* out = states + (static_cast<int64_t>(h) * nC + c) * state_size + static_cast<int64_t>(i0) * Dv + j0;
+        if constexpr (kFloatOut) {
+            if (direct_out) {
 #pragma unroll
-            for (int a = 0; a < 2; ++a)
+                for (int a = 0; a < 2; ++a)
 #pragma unroll
-                for (int b = 0; b < 2; ++b)
-                    wmma::store_matrix_sync(out + static_cast<int64_t>(m0 + 16 * a) * Dv + n0 + 16 * b, acc[a][b], Dv,
-                                            wmma::mem_row_major);
-        } else {
-            __syncthreads();  // the previous slab's products are done with s_k and s_v
-            store_quarter(s_tile, acc, m0, n0);
-            __syncthreads();
-            tile_to_global<Vec>(s_tile, out, Dv, valid_k, valid_v);
+                    for (int b = 0; b < 2; ++b)
+                        wmma::store_matrix_sync(out + static_cast<int64_t>(m0 + 16 * a) * Dv + n0 + 16 * b, acc[a][b],
+                                                Dv, wmma::mem_row_major);
+            }
+        }
+        if (!direct_out) {
+            if constexpr (!kTileInK) {  // the tile is the block's own: each warp stages its quarter alone
+                store_quarter(s_tile, acc, m0, n0);
+                __syncwarp();
+                quarter_to_global<Vec>(s_tile, out, Dv, m0, n0, valid_k, valid_v);
+            } else {
+                __syncthreads();  // the previous slab's products are done with s_k and s_v
+                store_quarter(s_tile, acc, m0, n0);
+                __syncthreads();
+                tile_to_global<Vec>(s_tile, out, Dv, valid_k, valid_v);
+            }
         }
         const float d = chunk_decay[static_cast<int64_t>(h) * nC + c];
 #pragma unroll
@@ -104,8 +117,8 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
             const int64_t t0 = static_cast<int64_t>(c) * C + s * kTile;
             const int steps = min(kTile, C - s * kTile);
             __syncthreads();  // s_k, s_v free (the state tile copied, or the last slab's products done)
-            next_k.store(s_k, next_scale);
-            next_v.store(s_v);
+            next_k.template store<In>(s_k, next_scale);
+            next_v.template store<In>(s_v);
             __syncthreads();
             // the next slab (of this chunk or the next) loads while the tensor cores work
             const bool last_slab = s + 1 == slabs;
@@ -132,22 +145,30 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const float* __r
 
 }  // namespace
 
-void launch_chunk_states(const float* d_k, const float* d_v, const float* d_row_decay, const float* d_chunk_decay,
-                         float* d_S, float* d_states, int H, int nC, int C, int Dk, int Dv, ChunkProducts products,
-                         cudaStream_t stream, ChunkWalk walk) {
+template <typename In>
+void launch_chunk_states(const In* d_k, const In* d_v, const float* d_row_decay, const float* d_chunk_decay, float* d_S,
+                         In* d_states, int H, int nC, int C, int Dk, int Dv, ChunkProducts products, cudaStream_t stream,
+                         ChunkWalk walk) {
     if (H == 0 || nC == 0) return;
     if (C <= 0 || Dk <= 0 || Dv <= 0 || H > 65535)
         throw Error("chunk states: unsupported shape (H " + std::to_string(H) + ", C " + std::to_string(C) + ", Dk " +
                     std::to_string(Dk) + ", Dv " + std::to_string(Dv) + ")");
-    const dim3 grid(ceil_div(Dv, kTile), ceil_div(Dk, kTile), static_cast<unsigned>(H));
-    const bool aligned = Dk % 4 == 0 && Dv % 4 == 0 && aligned16(d_k) && aligned16(d_v) && aligned16(d_S) &&
-                         aligned16(d_states);
+    constexpr bool kBf16Stored = std::is_same_v<In, __nv_bfloat16>;
     const bool bf16 = products == ChunkProducts::Bf16;
-    auto* kernel = bf16 ? (aligned ? chunk_states_kernel<Bf16Products, 4> : chunk_states_kernel<Bf16Products, 1>)
-                        : (aligned ? chunk_states_kernel<Tf32Products, 4> : chunk_states_kernel<Tf32Products, 1>);
+    if (kBf16Stored && !bf16) throw Error("chunk states: bf16 inputs are for bf16 products");
+    const dim3 grid(ceil_div(Dv, kTile), ceil_div(Dk, kTile), static_cast<unsigned>(H));
+    const bool aligned = Dk % 4 == 0 && Dv % 4 == 0 && vec4_aligned(d_k) && vec4_aligned(d_v) && aligned16(d_S) &&
+                         vec4_aligned(d_states);
+    auto* kernel = aligned ? chunk_states_kernel<Bf16Products, 4, In> : chunk_states_kernel<Bf16Products, 1, In>;
+    if constexpr (!kBf16Stored)
+        if (!bf16) kernel = aligned ? chunk_states_kernel<Tf32Products, 4, In> : chunk_states_kernel<Tf32Products, 1, In>;
     kernel<<<grid, kThreads, 0, stream>>>(d_k, d_v, d_row_decay, d_chunk_decay, d_S, d_states, nC, C, Dk, Dv,
-                                              walk == ChunkWalk::Backward);
+                                          walk == ChunkWalk::Backward);
     RETNET_CUDA_CHECK(cudaGetLastError());
 }
+template void launch_chunk_states(const float*, const float*, const float*, const float*, float*, float*, int, int, int,
+                                  int, int, ChunkProducts, cudaStream_t, ChunkWalk);
+template void launch_chunk_states(const __nv_bfloat16*, const __nv_bfloat16*, const float*, const float*, float*,
+                                  __nv_bfloat16*, int, int, int, int, int, ChunkProducts, cudaStream_t, ChunkWalk);
 
 }  // namespace retnet::cuda

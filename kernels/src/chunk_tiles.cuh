@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
 // What the fused chunkwise kernels (chunk_states.cu, chunk_output.cu) share: 64 × 64 tiles of
-// head-major fp32 matrices staged through shared memory for tensor-core products with fp32
+// head-major fp32 or bf16 matrices staged through shared memory for tensor-core products with fp32
 // accumulation (wmma) by blocks of four warps, each warp a 32 × 32 quarter. The operands are
 // rounded as they are staged, to one of two precisions (ops.h, ChunkProducts):
 //   Tf32Products  11 significant bits, m16 n16 k8, fp32 tiles (the fp32-weight backends' TF32 option);
@@ -12,6 +12,7 @@
 #include <mma.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace retnet::cuda::chunk_tiles {
 
@@ -86,12 +87,24 @@ __device__ __forceinline__ void store_quarter(float* tile, Acc (&acc)[2][2], int
             wmma::store_matrix_sync(tile + (m0 + 16 * a) * ld + n0 + 16 * b, acc[a][b], ld, wmma::mem_row_major);
 }
 template <typename Acc>
-__device__ __forceinline__ void load_quarter(Acc (&acc)[2][2], const float* tile, int m0, int n0) {
+__device__ __forceinline__ void load_quarter(Acc (&acc)[2][2], const float* tile, int m0, int n0, int ld = kLd) {
 #pragma unroll
     for (int a = 0; a < 2; ++a)
 #pragma unroll
         for (int b = 0; b < 2; ++b)
-            wmma::load_matrix_sync(acc[a][b], tile + (m0 + 16 * a) * kLd + n0 + 16 * b, kLd, wmma::mem_row_major);
+            wmma::load_matrix_sync(acc[a][b], tile + (m0 + 16 * a) * ld + n0 + 16 * b, ld, wmma::mem_row_major);
+}
+// acc's rows times row_scale (shared, by the tile's row), through the warp's own quarter of a shared
+// fp32 tile (ld floats a row) that no other warp touches meanwhile: the accumulators' layout is opaque.
+template <typename Acc>
+__device__ __forceinline__ void scale_quarter_rows(Acc (&acc)[2][2], float* tile, int m0, int n0, int ld,
+                                                   const float* row_scale) {
+    store_quarter(tile, acc, m0, n0, ld);
+    __syncwarp();
+    const int lane = threadIdx.x % 32;
+    for (int r = m0; r < m0 + 32; ++r) tile[r * ld + n0 + lane] *= row_scale[r];
+    __syncwarp();
+    load_quarter(acc, tile, m0, n0, ld);
 }
 
 // Four rounded values to a shared operand tile: one 16-byte (fp32) or 8-byte (bf16) store.
@@ -105,11 +118,36 @@ __device__ __forceinline__ void store4(__nv_bfloat16* at, __nv_bfloat16 a, __nv_
         make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
 }
 
-// One thread's share of a 64-row slab of a head-major fp32 matrix, Cols columns: Vec floats at a
-// time, rows tid / per_row + r · rows_per_pass; staged into a shared operand tile of P's elements.
+// Vec floats to a stored matrix: fp32, or rounded to bf16 (nearest even).
+template <int Vec>
+__device__ __forceinline__ void store_vec(float* at, const float* v) {
+    if constexpr (Vec == 4) *reinterpret_cast<float4*>(at) = make_float4(v[0], v[1], v[2], v[3]);
+    else at[0] = v[0];
+}
+template <int Vec>
+__device__ __forceinline__ void store_vec(__nv_bfloat16* at, const float* v) {
+    if constexpr (Vec == 4) {
+        const __nv_bfloat162 lo = __floats2bfloat162_rn(v[0], v[1]), hi = __floats2bfloat162_rn(v[2], v[3]);
+        *reinterpret_cast<uint2*>(at) =
+            make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+    } else {
+        at[0] = __float2bfloat16_rn(v[0]);
+    }
+}
+// Whether Vec-4 accesses of a stored matrix are aligned (rows of a multiple of 4 elements besides).
+template <typename T>
+inline bool vec4_aligned(const T* p) { return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0; }
+
+// One thread's share of a 64-row slab of a head-major matrix stored in fp32 or bf16 (Src), Cols
+// columns: Vec elements at a time, rows tid / per_row + r · rows_per_pass; staged into a shared
+// operand tile of P's elements. The registers hold the bits as loaded (fp32 words, or bf16 pairs),
+// converted only when they are staged: a conversion at the load would wait for it there, where the
+// loads of the next slab are meant to stay in flight while the tensor cores work. A bf16 slab staged
+// unscaled for bf16 products is copied as it is.
 // The same registers also hold a slab of twice the rows and half the columns ("stacked": column c
 // of row r is row r + 64·⌊c / (Cols/2)⌋, column c mod (Cols/2)), such as a transposed operand's
 // 128 × 64 slab where the other operand of the pass is 64 × 128: one set of registers for both.
+// The stores name the type of the last load (Src).
 template <typename P, int Vec, int Cols = kTile, int Threads = kThreads>
 struct SlabPart {
     using Elem = typename P::Elem;
@@ -120,14 +158,17 @@ struct SlabPart {
     static constexpr int kRowsPerPass = Threads / kPerRow;
     static constexpr int kPasses = kTile / kRowsPerPass;
     static_assert(Threads % kPerRow == 0 && kTile % kRowsPerPass == 0 && kHalf % Vec == 0);
-    float values[kPasses][Vec];
+    static_assert(Vec == 1 || Vec == 4);
+    uint32_t bits[kPasses][Vec];  // fp32: Vec words; bf16: Vec 4 in two words of pairs, Vec 1 in the low half
 
-    // rows [row0, row0 + rows) of src (ld floats apart), columns [col0, col0 + cols), zero outside
-    __device__ void load(const float* src, int64_t row0, int rows, int64_t ld, int col0, int cols) {
+    // rows [row0, row0 + rows) of src (ld elements apart), columns [col0, col0 + cols), zero outside
+    template <typename Src>
+    __device__ void load(const Src* src, int64_t row0, int rows, int64_t ld, int col0, int cols) {
         load_placed<false>(src, row0, rows, ld, col0, cols);
     }
     // the same of a stacked slab: rows ≤ 2·64, cols ≤ Cols/2
-    __device__ void load_stacked(const float* src, int64_t row0, int rows, int64_t ld, int col0, int cols) {
+    template <typename Src>
+    __device__ void load_stacked(const Src* src, int64_t row0, int rows, int64_t ld, int col0, int cols) {
         load_placed<true>(src, row0, rows, ld, col0, cols);
     }
     // rows [row0, row0 + rows) of a per-row vector (the rows' decays), zero outside: the scale
@@ -140,20 +181,19 @@ struct SlabPart {
         }
     }
     // into shared (kTile, kLdShared), rounded, the row of pass p multiplied by scale[p]
+    template <typename Src>
     __device__ void store(Elem* dst, const float (&scale)[kPasses]) const {
-        store_scaled<false>(dst, [&](int p, int) { return scale[p]; });
-    }
-    // into shared (kTile, kLdShared), rounded, row r multiplied by row_scale[r] (shared memory)
-    __device__ void store_row_scaled(Elem* dst, const float* row_scale) const {
-        store_scaled<false>(dst, [&](int, int r) { return row_scale[r]; });
+        store_scaled<false, false, Src>(dst, [&](int p) { return scale[p]; });
     }
     // into shared (kTile, kLdShared), rounded
+    template <typename Src>
     __device__ void store(Elem* dst) const {
-        store_scaled<false>(dst, [](int, int) { return 1.0f; });  // x · 1 is x: the same bits
+        store_scaled<false, true, Src>(dst, [](int) { return 1.0f; });
     }
     // a stacked slab into shared (2·kTile, kLdStacked), rounded
+    template <typename Src>
     __device__ void store_stacked(Elem* dst) const {
-        store_scaled<true>(dst, [](int, int) { return 1.0f; });
+        store_scaled<true, true, Src>(dst, [](int) { return 1.0f; });
     }
 
 private:
@@ -164,55 +204,108 @@ private:
     template <bool kStacked>
     static __device__ __forceinline__ int placed_row_offset(int c) { return kStacked ? kTile * (c / kHalf) : 0; }
 
-    template <bool kStacked>
-    __device__ __forceinline__ void load_placed(const float* src, int64_t row0, int rows, int64_t ld, int col0, int cols) {
+    template <bool kStacked, typename Src>
+    __device__ __forceinline__ void load_placed(const Src* src, int64_t row0, int rows, int64_t ld, int col0, int cols) {
+        static_assert(std::is_same_v<Src, float> || std::is_same_v<Src, __nv_bfloat16>);
         const int c = (threadIdx.x % kPerRow) * Vec;
         const int col = placed_col<kStacked>(c), row_offset = placed_row_offset<kStacked>(c);
 #pragma unroll
         for (int p = 0; p < kPasses; ++p) {
             const int r = threadIdx.x / kPerRow + p * kRowsPerPass + row_offset;
-            const float* at = src + (row0 + r) * ld + col0 + col;
-            if constexpr (Vec == 4) {
-                const float4 x = r < rows && col < cols ? __ldg(reinterpret_cast<const float4*>(at))
-                                                         : make_float4(0.f, 0.f, 0.f, 0.f);
-                values[p][0] = x.x, values[p][1] = x.y, values[p][2] = x.z, values[p][3] = x.w;
+            const bool inside = r < rows && col < cols;
+            const Src* at = src + (row0 + r) * ld + col0 + col;
+            if constexpr (std::is_same_v<Src, float> && Vec == 4) {
+                const float4 x = inside ? __ldg(reinterpret_cast<const float4*>(at)) : make_float4(0.f, 0.f, 0.f, 0.f);
+                bits[p][0] = __float_as_uint(x.x), bits[p][1] = __float_as_uint(x.y);
+                bits[p][2] = __float_as_uint(x.z), bits[p][3] = __float_as_uint(x.w);
+            } else if constexpr (std::is_same_v<Src, float>) {
+                bits[p][0] = inside ? __float_as_uint(__ldg(at)) : 0u;
+            } else if constexpr (Vec == 4) {
+                const uint2 x = inside ? __ldg(reinterpret_cast<const uint2*>(at)) : make_uint2(0u, 0u);
+                bits[p][0] = x.x, bits[p][1] = x.y;
             } else {
-                values[p][0] = r < rows && col < cols ? __ldg(at) : 0.0f;
+                bits[p][0] = inside ? __ldg(reinterpret_cast<const unsigned short*>(at)) : 0u;
             }
         }
     }
-    // row r (of pass p) multiplied by scale_of(p, r), where load_placed read it from
-    template <bool kStacked, typename Scale>
+    // The values of pass p as floats (bf16 widens exactly: its bits are a float's upper half).
+    template <typename Src>
+    __device__ __forceinline__ void decode(int p, float (&v)[Vec]) const {
+        if constexpr (std::is_same_v<Src, float>) {
+#pragma unroll
+            for (int e = 0; e < Vec; ++e) v[e] = __uint_as_float(bits[p][e]);
+        } else if constexpr (Vec == 4) {
+            v[0] = __uint_as_float(bits[p][0] << 16), v[1] = __uint_as_float(bits[p][0] & 0xffff0000u);
+            v[2] = __uint_as_float(bits[p][1] << 16), v[3] = __uint_as_float(bits[p][1] & 0xffff0000u);
+        } else {
+            v[0] = __uint_as_float(bits[p][0] << 16);
+        }
+    }
+    // the values of pass p multiplied by scale_of(p), where load_placed read them from
+    template <bool kStacked, bool kUnscaled, typename Src, typename Scale>
     __device__ __forceinline__ void store_scaled(Elem* dst, Scale scale_of) const {
         constexpr int ld = kStacked ? kLdStacked : kLdShared;
+        constexpr bool kCopy = kUnscaled && std::is_same_v<Src, __nv_bfloat16> && std::is_same_v<Elem, __nv_bfloat16>;
         const int c = (threadIdx.x % kPerRow) * Vec;
         const int col = placed_col<kStacked>(c), row_offset = placed_row_offset<kStacked>(c);
 #pragma unroll
         for (int p = 0; p < kPasses; ++p) {
             const int r = threadIdx.x / kPerRow + p * kRowsPerPass;
-            const float scale = scale_of(p, r);
             Elem* at = dst + (r + row_offset) * ld + col;
-            if constexpr (Vec == 4)
-                store4(at, P::round(values[p][0] * scale), P::round(values[p][1] * scale),
-                       P::round(values[p][2] * scale), P::round(values[p][3] * scale));
-            else
-                at[0] = P::round(values[p][0] * scale);
+            if constexpr (kCopy) {  // bf16 as loaded: rounding a bf16 to bf16 keeps it
+                if constexpr (Vec == 4)
+                    *reinterpret_cast<uint2*>(at) = make_uint2(bits[p][0], bits[p][1]);
+                else
+                    *reinterpret_cast<unsigned short*>(at) = static_cast<unsigned short>(bits[p][0]);
+            } else {
+                float v[Vec];
+                decode<Src>(p, v);
+                const float scale = scale_of(p);  // x · 1 is x: the same bits
+                if constexpr (Vec == 4)
+                    store4(at, P::round(v[0] * scale), P::round(v[1] * scale), P::round(v[2] * scale),
+                           P::round(v[3] * scale));
+                else
+                    at[0] = P::round(v[0] * scale);
+            }
         }
     }
 };
 
 // The block's accumulators through a shared fp32 tile (kTile, Cols + 4) to/from global rows ld
-// floats apart (Vec floats at a time: rows and columns are then multiples of Vec and 16-byte aligned).
-template <int Vec, int Cols = kTile, int Threads = kThreads>
-__device__ void tile_to_global(const float* tile, float* dst, int64_t ld, int rows, int cols) {
+// elements apart (Vec at a time: rows and columns are then multiples of Vec and vec4_aligned); going
+// out to bf16, rounded to nearest even.
+template <int Vec, int Cols = kTile, int Threads = kThreads, typename Dst>
+__device__ void tile_to_global(const float* tile, Dst* dst, int64_t ld, int rows, int cols) {
     constexpr int kLdTile = operand_ld<float>(Cols);
     for (int e = threadIdx.x * Vec; e < kTile * Cols; e += Threads * Vec) {
         const int r = e / Cols, c = e % Cols;
         if (r >= rows || c >= cols) continue;
-        if constexpr (Vec == 4)
-            *reinterpret_cast<float4*>(dst + r * ld + c) = *reinterpret_cast<const float4*>(tile + r * kLdTile + c);
-        else
-            dst[r * ld + c] = tile[r * kLdTile + c];
+        float v[Vec];
+        if constexpr (Vec == 4) {
+            const float4 x = *reinterpret_cast<const float4*>(tile + r * kLdTile + c);
+            v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+        } else {
+            v[0] = tile[r * kLdTile + c];
+        }
+        store_vec<Vec>(dst + r * ld + c, v);
+    }
+}
+// A warp's 32 × 32 quarter (rows m0, columns n0) of such a tile (kTile, kLd) to global rows ld
+// elements apart, by that warp alone (after a __syncwarp that follows its store_quarter).
+template <int Vec, typename Dst>
+__device__ void quarter_to_global(const float* tile, Dst* dst, int64_t ld, int m0, int n0, int rows, int cols) {
+    constexpr int kLanesPerRow = 32 / Vec, kRowsPerStep = 32 / kLanesPerRow;
+    const int lane = threadIdx.x % 32, c = n0 + (lane % kLanesPerRow) * Vec;
+    if (c >= cols) return;
+    for (int r = m0 + lane / kLanesPerRow; r < min(m0 + 32, rows); r += kRowsPerStep) {
+        float v[Vec];
+        if constexpr (Vec == 4) {
+            const float4 x = *reinterpret_cast<const float4*>(tile + r * kLd + c);
+            v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+        } else {
+            v[0] = tile[r * kLd + c];
+        }
+        store_vec<Vec>(dst + r * ld + c, v);
     }
 }
 __device__ inline void tile_from_global(float* tile, const float* src, int64_t ld, int rows, int cols) {

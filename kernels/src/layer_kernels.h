@@ -106,8 +106,9 @@ struct RotaryArgs {
 };
 // Rotates src rows (B·T, H·Dk) at positions pos0 + t into dst head-major (B·H, Tp, Dk), times
 // scale. The angle (pos·θ_i) is formed in float32 as both reference implementations do; sin and
-// cos and the rotation are taken in double.
-void rotary_forward(const float* src, float* dst, int B, int T, int Tp, int H, int Dk, const RotaryArgs& args,
+// cos and the rotation are taken in double. Out: float, or bf16 (rounded from the float result).
+template <typename Out>
+void rotary_forward(const float* src, Out* dst, int B, int T, int Tp, int H, int Dk, const RotaryArgs& args,
                     cudaStream_t stream);
 // The transpose: src head-major → dst rows, rotated by −angle, times scale. Out: float, or bf16
 // (rounded from the float rows, for a bf16 GEMM).
@@ -116,7 +117,8 @@ void rotary_backward(const float* src, Out* dst, int B, int T, int Tp, int H, in
                      cudaStream_t stream);
 
 // Layout changes: rows (B·T, H·D) ↔ head-major (B·H, Tp, D) (padding rows written as zeros).
-void rows_to_heads(const float* src, float* dst, int B, int T, int Tp, int H, int D, cudaStream_t stream);
+template <typename Out>  // float, or bf16 as rotary_forward
+void rows_to_heads(const float* src, Out* dst, int B, int T, int Tp, int H, int D, cudaStream_t stream);
 template <typename Out>  // float, or bf16 as rotary_backward
 void heads_to_rows(const float* src, Out* dst, int B, int T, int Tp, int H, int D, cudaStream_t stream);
 

@@ -89,6 +89,10 @@ void launch_chunk_state_scan(float* d_U, float* d_state, const float* d_chunk_de
 // way: TF32 (11 significant bits), which the inference backends use; bf16 (8), which the cuda-bf16
 // trainer uses, whose projections and backward products round their operands to bf16 already.
 enum class ChunkProducts { Tf32, Bf16 };
+// The fused passes below read their matrix operands (In) in fp32, or with bf16 products in bf16: the
+// CUDA trainer stores q, k, v, dO and the chunk states so, rounded once where the passes would round
+// them as they stage them (docs/cuda.md: "bf16 storage"). Scores, outputs and S stay fp32. A bf16 In
+// with TF32 products is refused.
 
 // The same chunk states from K and V directly, in one pass with each state tile kept in
 // tensor-core accumulators (chunk_states.cu), for the backends that round the retention products:
@@ -102,9 +106,10 @@ enum class ChunkProducts { Tf32, Bf16 };
 // row_decay = γ^(i+1) and S = 0 that is the trainer's backward scan: states[h, c] = ∂loss/∂(state
 // after chunk c), the G_c of launch_chunk_gradient, without writing the per-chunk terms first.
 enum class ChunkWalk { Forward, Backward };
-void launch_chunk_states(const float* d_k, const float* d_v, const float* d_row_decay, const float* d_chunk_decay,
-                         float* d_S, float* d_states, int H, int nC, int C, int Dk, int Dv, ChunkProducts products,
-                         cudaStream_t stream, ChunkWalk walk = ChunkWalk::Forward);
+template <typename In>  // float or __nv_bfloat16: k, v and states
+void launch_chunk_states(const In* d_k, const In* d_v, const float* d_row_decay, const float* d_chunk_decay, float* d_S,
+                         In* d_states, int H, int nC, int C, int Dk, int Dv, ChunkProducts products, cudaStream_t stream,
+                         ChunkWalk walk = ChunkWalk::Forward);
 
 // fla's chunkwise output from the chunk states in two passes (chunk_output.cu), products in
 // `products`' precision with fp32 accumulation: o_t = Σ_{s ≤ t in t's chunk} (q_t·k_s)·γ^(t−s)·v_s +
@@ -118,9 +123,11 @@ void launch_chunk_states(const float* d_k, const float* d_v, const float* d_row_
 //   scores (H, nC, C, chunk_scores_ld(C))
 bool chunk_output_supports(int C, int n_chunks);
 int chunk_scores_ld(int C);
-void launch_chunk_scores(const float* d_q, const float* d_k, const float* d_log_decay, int decay_heads, float* d_scores,
-                         int H, int nC, int C, int Dk, ChunkProducts products, cudaStream_t stream);
-void launch_chunk_output(const float* d_q, const float* d_scores, const float* d_v, const float* d_states,
+template <typename In>  // q, k
+void launch_chunk_scores(const In* d_q, const In* d_k, const float* d_log_decay, int decay_heads, float* d_scores, int H,
+                         int nC, int C, int Dk, ChunkProducts products, cudaStream_t stream);
+template <typename In>  // q, v, states
+void launch_chunk_output(const In* d_q, const float* d_scores, const In* d_v, const In* d_states,
                          const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk, int Dv,
                          ChunkProducts products, cudaStream_t stream);
 
@@ -137,9 +144,10 @@ void launch_chunk_output(const float* d_q, const float* d_scores, const float* d
 //   x (H, Tp, Dr), y, out (H, Tp, Dout), Tp = nC·C; m (H, nC, Dk, Dv); log_decay (decay_heads);
 //   scores (H, nC, C, chunk_scores_ld(C))
 enum class ChunkGradient { DQ, DK, DV };
-void launch_chunk_gradient(ChunkGradient which, const float* d_x, const float* d_m, const float* d_scores,
-                           const float* d_y, const float* d_log_decay, int decay_heads, float* d_out, int H, int nC,
-                           int C, int Dr, int Dout, ChunkProducts products, cudaStream_t stream);
+template <typename In>  // x, m, y
+void launch_chunk_gradient(ChunkGradient which, const In* d_x, const In* d_m, const float* d_scores, const In* d_y,
+                           const float* d_log_decay, int decay_heads, float* d_out, int H, int nC, int C, int Dr,
+                           int Dout, ChunkProducts products, cudaStream_t stream);
 
 // The scan's transpose (the trainer's backward, from zero after the last chunk), in place: on entry
 // G[h, c] = ∂loss/∂(state before chunk c) through chunk c's outputs; on exit the same buffer holds

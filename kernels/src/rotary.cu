@@ -16,8 +16,9 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// The backward's rows may go out in bf16 (the input of a bf16 GEMM): rounded from the float the
-// fp32 rows would hold (store_as), so they equal those rows converted afterwards.
+// The backward's rows may go out in bf16 (the input of a bf16 GEMM), and the forward's heads (the
+// CUDA trainer's operands of bf16 retention products): rounded from the float the fp32 rows or heads
+// would hold (store_as), so they equal those converted afterwards.
 // The kernels index within one head of one sequence (blockIdx.y = b·H + h) in 32 bits: 64-bit
 // divisions per element made them bound by integer arithmetic (1.3 TB/s at 8192 tokens).
 
@@ -143,12 +144,15 @@ dim3 rotary_grid(int B, int Tp, int Dk) {
 }
 }  // namespace
 
-void rotary_forward(const float* src, float* dst, int B, int T, int Tp, int H, int Dk, const RotaryArgs& args,
+template <typename Out>
+void rotary_forward(const float* src, Out* dst, int B, int T, int Tp, int H, int Dk, const RotaryArgs& args,
                     cudaStream_t stream) {
     if (Tp <= 0 || Dk < 2 || B <= 0 || H <= 0) return;
     rotary_kernel<true><<<rotary_grid(B, Tp, Dk), kThreads, 0, stream>>>(src, dst, T, Tp, H, Dk, args);
     RETNET_CUDA_CHECK_LAUNCH();
 }
+template void rotary_forward(const float*, float*, int, int, int, int, int, const RotaryArgs&, cudaStream_t);
+template void rotary_forward(const float*, __nv_bfloat16*, int, int, int, int, int, const RotaryArgs&, cudaStream_t);
 
 template <typename Out>
 void rotary_backward(const float* src, Out* dst, int B, int T, int Tp, int H, int Dk, const RotaryArgs& args,
@@ -160,9 +164,12 @@ void rotary_backward(const float* src, Out* dst, int B, int T, int Tp, int H, in
 template void rotary_backward(const float*, float*, int, int, int, int, int, const RotaryArgs&, cudaStream_t);
 template void rotary_backward(const float*, __nv_bfloat16*, int, int, int, int, int, const RotaryArgs&, cudaStream_t);
 
-void rows_to_heads(const float* src, float* dst, int B, int T, int Tp, int H, int D, cudaStream_t stream) {
+template <typename Out>
+void rows_to_heads(const float* src, Out* dst, int B, int T, int Tp, int H, int D, cudaStream_t stream) {
     launch_layout<true>(src, dst, B, T, Tp, H, D, stream);
 }
+template void rows_to_heads(const float*, float*, int, int, int, int, int, cudaStream_t);
+template void rows_to_heads(const float*, __nv_bfloat16*, int, int, int, int, int, cudaStream_t);
 
 template <typename Out>
 void heads_to_rows(const float* src, Out* dst, int B, int T, int Tp, int H, int D, cudaStream_t stream) {

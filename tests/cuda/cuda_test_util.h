@@ -8,8 +8,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <ostream>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "device_buffer.h"
@@ -100,5 +102,57 @@ inline float round_for(ChunkProducts products, float x) {
     return products == ChunkProducts::Bf16 ? round_to_bf16(x) : round_to_tf32(x);
 }
 inline double unit_roundoff(ChunkProducts products) { return std::ldexp(1.0, products == ChunkProducts::Bf16 ? -8 : -11); }
+
+// A fused chunk pass's precision: its products, and whether its operand matrices are stored in bf16
+// (ops.h; only with bf16 products), as the CUDA trainer stores them under cuda-bf16.
+struct ChunkPrecision {
+    ChunkProducts products;
+    bool bf16_storage;
+};
+inline void PrintTo(const ChunkPrecision& p, std::ostream* os) {
+    *os << (p.products == ChunkProducts::Bf16 ? "bf16 products" : "TF32 products")
+        << (p.bf16_storage ? ", bf16 storage" : ", fp32 storage");
+}
+inline const auto kChunkPrecisions = ::testing::Values(ChunkPrecision{ChunkProducts::Tf32, false},
+                                                       ChunkPrecision{ChunkProducts::Bf16, false},
+                                                       ChunkPrecision{ChunkProducts::Bf16, true});
+
+// Host data as a pass reads it: with bf16 storage every value rounded to bf16 once (what the trainer
+// stores), so that a double reference on the returned values sees exactly the kernel's inputs.
+inline std::vector<float> as_stored(const ChunkPrecision& p, std::vector<float> x) {
+    if (p.bf16_storage)
+        for (float& e : x) e = round_to_bf16(e);
+    return x;
+}
+// The storage type's device copy of such data, and its values back as floats.
+template <typename In>
+DeviceBuffer<In> to_device_as(const std::vector<float>& host, cudaStream_t stream) {
+    if constexpr (std::is_same_v<In, float>) {
+        return to_device(host, stream);
+    } else {
+        std::vector<In> stored(host.size());
+        for (size_t i = 0; i < host.size(); ++i) stored[i] = __float2bfloat16_rn(host[i]);
+        return to_device(stored, stream);
+    }
+}
+template <typename In>
+std::vector<float> to_host_floats(const DeviceBuffer<In>& d, cudaStream_t stream) {
+    if constexpr (std::is_same_v<In, float>) {
+        return to_host(d, stream);
+    } else {
+        const std::vector<In> stored = to_host(d, stream);
+        std::vector<float> out(stored.size());
+        for (size_t i = 0; i < stored.size(); ++i) out[i] = __bfloat162float(stored[i]);
+        return out;
+    }
+}
+// Calls run(In{}) with In the storage type of p: float, or __nv_bfloat16.
+template <typename Run>
+void with_storage(const ChunkPrecision& p, Run&& run) {
+    if (p.bf16_storage)
+        run(__nv_bfloat16{});
+    else
+        run(float{});
+}
 
 }  // namespace retnet::cuda::test

@@ -7,10 +7,12 @@
 // with A_c(t, s) = (q_t·k_s)·γ^(t−s), dA_c(t, s) = (do_t·v_s)·γ^(t−s) for s ≤ t in the chunk, else 0;
 // S_c and G_c are random (the pass takes them as inputs, whatever walk made them).
 //
-// Both precisions of the products (ops.h, ChunkProducts): TF32, u = 2^-11; bf16, u = 2^-8. As in
+// Both precisions of the products (ops.h, ChunkProducts): TF32, u = 2^-11; bf16, u = 2^-8; bf16 also
+// with the operands stored in bf16 (the data rounded before the reference sees them). As in
 // the forward's test (test_chunk_states.cpp), every term is a product of rounded factors: a score
 // (within 3u of its own terms' magnitudes: two rounded factors, then the score rounded) times a
-// rounded y, or a rounded x·r_t times a rounded M entry, so each errs by at most 4u of its magnitude.
+// rounded y, or a rounded x times a rounded M entry (times r_t in fp32), so each errs by at most 4u of its
+// magnitude.
 // Beyond the roundings, each fp32 step errs by at most 2^-23 of the magnitudes: this pass's C + Dr
 // additions, the scores pass's (its width), and the few products of decays before the rounding.
 // A wrong decay, transpose, mask or index errs by whole terms.
@@ -21,6 +23,7 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "cuda_test_util.h"
@@ -51,19 +54,22 @@ struct GradientPass {
 
 class ChunkGradientTest
     : public CudaTest,
-      public ::testing::WithParamInterface<std::tuple<ChunkGradientCase, ChunkGradient, ChunkProducts>> {};
+      public ::testing::WithParamInterface<std::tuple<ChunkGradientCase, ChunkGradient, ChunkPrecision>> {};
 
 TEST_P(ChunkGradientTest, EqualsIntraChunkPlusStateTerms) {
     const auto [H, decay_heads, nC, C, Dk, Dv] = std::get<0>(GetParam());
     const ChunkGradient which = std::get<1>(GetParam());
-    const ChunkProducts products = std::get<2>(GetParam());
+    const ChunkPrecision precision = std::get<2>(GetParam());
+    const ChunkProducts products = precision.products;
     const double u = unit_roundoff(products);
     const int Tp = nC * C;
-    const auto q = random_vector(static_cast<size_t>(H) * Tp * Dk, 91), k = random_vector(q.size(), 92);  // (H, Tp, Dk)
-    const auto v = random_vector(static_cast<size_t>(H) * Tp * Dv, 93);       // (H, Tp, Dv)
-    const auto grad_o = random_vector(v.size(), 94);                          // ∂loss/∂O (H, Tp, Dv)
-    const auto states = random_vector(static_cast<size_t>(H) * nC * Dk * Dv, 95, -4.0f, 4.0f);  // S_c (H, nC, Dk, Dv)
-    const auto after = random_vector(states.size(), 96, -4.0f, 4.0f);                         // G_c (H, nC, Dk, Dv)
+    const auto stored = [&](std::vector<float> x) { return as_stored(precision, std::move(x)); };
+    const auto q = stored(random_vector(static_cast<size_t>(H) * Tp * Dk, 91));  // (H, Tp, Dk)
+    const auto k = stored(random_vector(q.size(), 92));                          // (H, Tp, Dk)
+    const auto v = stored(random_vector(static_cast<size_t>(H) * Tp * Dv, 93));  // (H, Tp, Dv)
+    const auto grad_o = stored(random_vector(v.size(), 94));                     // ∂loss/∂O (H, Tp, Dv)
+    const auto states = stored(random_vector(static_cast<size_t>(H) * nC * Dk * Dv, 95, -4.0f, 4.0f));  // S_c
+    const auto after = stored(random_vector(states.size(), 96, -4.0f, 4.0f));  // G_c (H, nC, Dk, Dv)
     const std::vector<float> log_decay = default_log_decay(decay_heads);
 
     const GradientPass pass = [&] {  // launch_chunk_gradient's table
@@ -73,16 +79,21 @@ TEST_P(ChunkGradientTest, EqualsIntraChunkPlusStateTerms) {
     }();
     const int Dr = pass.Dr, Dout = pass.Dout;
 
-    auto dscore_q = to_device(pass.score_q, stream()), dscore_k = to_device(pass.score_k, stream());
-    auto dx = to_device(pass.x, stream()), dm = to_device(pass.m, stream()), dy = to_device(pass.y, stream());
     auto dlog = to_device(log_decay, stream());
     DeviceBuffer<float> dscores(static_cast<size_t>(H) * nC * C * chunk_scores_ld(C));  // (H, nC, C, ld)
     const float unwritten = std::numeric_limits<float>::quiet_NaN();  // every element must be written
     auto dout = to_device(std::vector<float>(static_cast<size_t>(H) * Tp * Dout, unwritten), stream());  // (H, Tp, Dout)
-    launch_chunk_scores(dscore_q.get(), dscore_k.get(), dlog.get(), decay_heads, dscores.get(), H, nC, C,
-                        pass.score_width, products, stream());
-    launch_chunk_gradient(which, dx.get(), dm.get(), dscores.get(), dy.get(), dlog.get(), decay_heads, dout.get(), H, nC,
-                          C, Dr, Dout, products, stream());
+    with_storage(precision, [&](auto tag) {
+        using In = decltype(tag);
+        auto dscore_q = to_device_as<In>(pass.score_q, stream()), dscore_k = to_device_as<In>(pass.score_k, stream());
+        auto dx = to_device_as<In>(pass.x, stream()), dm = to_device_as<In>(pass.m, stream());
+        auto dy = to_device_as<In>(pass.y, stream());
+        launch_chunk_scores(dscore_q.get(), dscore_k.get(), dlog.get(), decay_heads, dscores.get(), H, nC, C,
+                            pass.score_width, products, stream());
+        launch_chunk_gradient(which, dx.get(), dm.get(), dscores.get(), dy.get(), dlog.get(), decay_heads, dout.get(), H,
+                              nC, C, Dr, Dout, products, stream());
+        sync();
+    });
     const std::vector<float> got = to_host(dout, stream());
 
     const double fp32_steps = C + Dr + pass.score_width + 4;
@@ -152,7 +163,7 @@ INSTANTIATE_TEST_SUITE_P(
                                          ChunkGradientCase{3, 3, 5, 17, 256, 512},
                                          ChunkGradientCase{6, 3, 2, 33, 13, 131}),
                        ::testing::Values(ChunkGradient::DQ, ChunkGradient::DK, ChunkGradient::DV),
-                       ::testing::Values(ChunkProducts::Tf32, ChunkProducts::Bf16)));
+                       kChunkPrecisions));
 
 // ---- host-side rules (no device needed) --------------------------------------------------------------
 
@@ -160,8 +171,8 @@ INSTANTIATE_TEST_SUITE_P(
 // do here); no heads or no chunks is nothing to do.
 TEST(ChunkGradientLimits, RefusesWhatItCannotRunWithOneLine) {
     const auto pass = [](int H, int decay_heads, int nC, int C, int Dr, int Dout) {
-        launch_chunk_gradient(ChunkGradient::DK, nullptr, nullptr, nullptr, nullptr, nullptr, decay_heads, nullptr, H, nC, C,
-                              Dr, Dout, ChunkProducts::Bf16, nullptr);
+        launch_chunk_gradient<float>(ChunkGradient::DK, nullptr, nullptr, nullptr, nullptr, nullptr, decay_heads, nullptr,
+                                     H, nC, C, Dr, Dout, ChunkProducts::Bf16, nullptr);
     };
     try {
         pass(3, 3, 2, 65, 64, 128);  // chunks longer than the 64-row tile
@@ -177,6 +188,32 @@ TEST(ChunkGradientLimits, RefusesWhatItCannotRunWithOneLine) {
     EXPECT_THROW(pass(3, 0, 2, 64, 64, 128), Error);
     EXPECT_NO_THROW(pass(0, 3, 2, 64, 64, 128));
     EXPECT_NO_THROW(pass(3, 3, 0, 64, 64, 128));
+}
+
+// Operands stored in bf16 are for bf16 products only (TF32 products would read 8 of their 11 bits).
+TEST(ChunkGradientLimits, RefusesBf16StorageWithTf32Products) {
+    using Bf16 = __nv_bfloat16;
+    const auto expect_one_line = [](auto&& call) {
+        try {
+            call();
+            ADD_FAILURE() << "bf16 operands with TF32 products were accepted";
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find("bf16"), std::string::npos) << e.what();
+            EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+        }
+    };
+    const auto tf32 = ChunkProducts::Tf32;
+    expect_one_line([&] {
+        launch_chunk_gradient<Bf16>(ChunkGradient::DV, nullptr, nullptr, nullptr, nullptr, nullptr, 1, nullptr, 1, 1, 1,
+                                    8, 8, tf32, nullptr);
+    });
+    expect_one_line([&] {
+        launch_chunk_output<Bf16>(nullptr, nullptr, nullptr, nullptr, nullptr, 1, nullptr, 1, 1, 1, 8, 8, tf32, nullptr);
+    });
+    expect_one_line([&] { launch_chunk_scores<Bf16>(nullptr, nullptr, nullptr, 1, nullptr, 1, 1, 1, 8, tf32, nullptr); });
+    expect_one_line([&] {
+        launch_chunk_states<Bf16>(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, 1, 1, 1, 8, 8, tf32, nullptr);
+    });
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <iterator>
 #include <tuple>
+#include <utility>
 
 #include "../cuda_check.h"
 #include "../ops.h"
@@ -65,14 +66,14 @@ std::vector<float> CudaTrainOps::download_logits() const {
 float* CudaTrainOps::at(Act a) {
     if (in_bf16(a.name)) throw Error("CUDA training: a buffer held in bf16 was asked for in fp32");
     if (train::per_layer(a.name)) {
-        if (KeptRows* kept = kept_rows(a)) return kept->f32.get();
+        if (Fp32OrBf16* kept = kept_rows(a)) return kept->f32.get();
         LayerBuffers& L = layers_[static_cast<size_t>(a.layer)];
         switch (a.name) {  // train::recomputed_in_backward: one buffer for all layers
             case Buf::Xn1: case Buf::Xn2: return normed_.get();
             case Buf::Y: case Buf::Hidden: return branch_input_.get();
             default: break;
         }
-        DeviceBuffer<float>* saved[] = {&L.x_in,  &L.rstd1, nullptr,   &L.qh,    &L.kh,     &L.vh,
+        DeviceBuffer<float>* saved[] = {&L.x_in,  &L.rstd1, nullptr,   nullptr,  nullptr,   nullptr,
                                         nullptr,  nullptr,  &L.lse,    &L.rstd_h, nullptr,  &L.x_mid,
                                         &L.rstd2, nullptr,  nullptr,   nullptr,   nullptr};
         static_assert(std::size(saved) == train::kLayerBufs);
@@ -109,12 +110,13 @@ bool CudaTrainOps::in_bf16(Buf b) const {
     switch (b) {
         case Buf::Xn1: case Buf::Xn2: case Buf::Xf: case Buf::Hidden: case Buf::DA: case Buf::DB: return true;
         case Buf::Y: case Buf::DG: return !twin();
+        case Buf::Q: case Buf::K: case Buf::V: return heads_in_bf16();
         default: return kept_in_bf16(b);
     }
 }
 
-// The KeptRows of G, O, A or B (checking the layer), else null.
-CudaTrainOps::KeptRows* CudaTrainOps::kept_rows(Act a) {
+// The Fp32OrBf16 of G, O, A, B, Q, K or V (checking the layer), else null.
+CudaTrainOps::Fp32OrBf16* CudaTrainOps::kept_rows(Act a) {
     if (!train::per_layer(a.name)) return nullptr;
     if (a.layer < 0 || a.layer >= static_cast<int>(layers_.size()))
         throw Error("CUDA training: buffer named with the wrong layer");
@@ -124,6 +126,9 @@ CudaTrainOps::KeptRows* CudaTrainOps::kept_rows(Act a) {
         case Buf::O: return &L.o;
         case Buf::A: return &L.a;
         case Buf::B: return &L.b;
+        case Buf::Q: return &L.qh;
+        case Buf::K: return &L.kh;
+        case Buf::V: return &L.vh;
         default: return nullptr;
     }
 }
@@ -292,15 +297,22 @@ void CudaTrainOps::residual_branch(Act residual, Act x, int layer, Weight w, con
     gemm_linear(x, weight(layer, w), at(out), dd, 1.0f);
 }
 
-// The projection into lin_, then rotated (positions from 0) or laid out head-major.
+// The projection into lin_, then rotated (positions from 0) or laid out head-major, in fp32 or
+// (heads_in_bf16) rounded to bf16 from the float the fp32 heads would hold.
 void CudaTrainOps::project_heads(Act x, int layer, Weight w, const train::HeadRotary& rotary, Act heads) {
     const int out = width(heads);
     gemm_linear(x, weight(layer, w), lin_.get(), out, 0.0f);
-    if (rotary.apply)
-        lk::rotary_forward(lin_.get(), at(heads), B_, T_, Tp_, H(), Dk(),
-                           {theta_.get(), 0, static_cast<float>(rotary.scale), false}, stream_);
+    const auto to_heads = [&](auto* dst) {
+        if (rotary.apply)
+            lk::rotary_forward(lin_.get(), dst, B_, T_, Tp_, H(), Dk(),
+                               {theta_.get(), 0, static_cast<float>(rotary.scale), false}, stream_);
+        else
+            lk::rows_to_heads(lin_.get(), dst, B_, T_, Tp_, H(), out / H(), stream_);
+    };
+    if (in_bf16(heads.name))
+        to_heads(at16(heads));
     else
-        lk::rows_to_heads(lin_.get(), at(heads), B_, T_, Tp_, H(), out / H(), stream_);
+        to_heads(at(heads));
 }
 
 void CudaTrainOps::project_heads_backward(Act x, int layer, Weight w, const train::HeadRotary& rotary, Act dheads,
@@ -325,10 +337,10 @@ void CudaTrainOps::project_heads_backward(Act x, int layer, Weight w, const trai
 
 // The retention works on one layer's saved q, k, v.
 CudaTrainOps::LayerBuffers& CudaTrainOps::heads_of(Act q, Act k, Act v) {
-    LayerBuffers& L = layers_[static_cast<size_t>(std::max(q.layer, 0))];
-    if (at(q) != L.qh.get() || at(k) != L.kh.get() || at(v) != L.vh.get())
+    if (q.name != Buf::Q || k.name != Buf::K || v.name != Buf::V || q.layer != k.layer || k.layer != v.layer ||
+        q.layer < 0 || q.layer >= static_cast<int>(layers_.size()))
         throw Error("CUDA training: retention needs the q, k and v of one layer");
-    return L;
+    return layers_[static_cast<size_t>(q.layer)];
 }
 
 void CudaTrainOps::retention(Act q, Act k, Act v, Act o) {
@@ -343,7 +355,10 @@ void CudaTrainOps::retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act 
     LayerBuffers& L = heads_of(q, k, v);
     if (at(dq) != dQh_.get() || at(dk) != dKh_.get() || at(dv) != dVh_.get())
         throw Error("CUDA training: the retention backward writes DQ, DK and DV");
-    lk::rows_to_heads(at(d_o), dOh_.get(), B_, T_, Tp_, H(), Dv(), stream_);
+    if (heads_in_bf16())
+        lk::rows_to_heads(at(d_o), dOh16_.get(), B_, T_, Tp_, H(), Dv(), stream_);
+    else
+        lk::rows_to_heads(at(d_o), dOh_.get(), B_, T_, Tp_, H(), Dv(), stream_);
     retention_heads_backward(L);
 }
 
@@ -354,17 +369,16 @@ tk::AttentionLayouts CudaTrainOps::attention_layouts() const {
 // The fused kernels read q, k, v head-major where project_heads left them and o rows where o_proj
 // reads them; lse (N, H) is all they keep for the backward.
 void CudaTrainOps::attention(Act q, Act k, Act v, Act o, Act lse) {
-    LayerBuffers& L = heads_of(q, k, v);
-    tk::attention_forward(attention_shape(), attention_layouts(), L.qh.get(), L.kh.get(), L.vh.get(), at(o), at(lse),
-                          stream_);
+    heads_of(q, k, v);
+    tk::attention_forward(attention_shape(), attention_layouts(), at(q), at(k), at(v), at(o), at(lse), stream_);
 }
 
 void CudaTrainOps::attention_backward(Act q, Act k, Act v, Act o, Act lse, Act d_o, Act dq, Act dk, Act dv) {
-    LayerBuffers& L = heads_of(q, k, v);
+    heads_of(q, k, v);
     if (at(dq) != dQh_.get() || at(dk) != dKh_.get() || at(dv) != dVh_.get())
         throw Error("CUDA training: the attention backward writes DQ, DK and DV");
-    tk::attention_backward(attention_shape(), attention_layouts(), L.qh.get(), L.kh.get(), L.vh.get(), at(o), at(lse),
-                           at(d_o), dQh_.get(), dKh_.get(), dVh_.get(), attention_rows_.get(), stream_);
+    tk::attention_backward(attention_shape(), attention_layouts(), at(q), at(k), at(v), at(o), at(lse), at(d_o),
+                           dQh_.get(), dKh_.get(), dVh_.get(), attention_rows_.get(), stream_);
 }
 
 // Under cuda-bf16 the gate's o, g, y and dg are all in bf16 (in_bf16), as are the GLU's a, b, h, da and
@@ -445,9 +459,12 @@ void CudaTrainOps::reserve_layer_activations() {
     for (LayerBuffers& L : layers_) {
         L.x_in.reserve(sz(n * dd));
         L.rstd1.reserve(sz(n));
-        L.qh.reserve(sz(heads_k));
-        L.kh.reserve(sz(heads_k));
-        L.vh.reserve(sz(heads_v));
+        for (auto [heads, count] : {std::pair{&L.qh, heads_k}, std::pair{&L.kh, heads_k}, std::pair{&L.vh, heads_v}}) {
+            if (heads_in_bf16())
+                heads->bf16.reserve(sz(count));
+            else
+                heads->f32.reserve(sz(count));
+        }
         for (auto [kept, name, count] : {std::tuple{&L.g, Buf::G, rows_of(Buf::G)}, std::tuple{&L.o, Buf::O, sz(n * Vd)},
                                          std::tuple{&L.a, Buf::A, sz(n * F)}, std::tuple{&L.b, Buf::B, sz(n * F)}}) {
             if (kept_in_bf16(name))
@@ -469,7 +486,9 @@ void CudaTrainOps::reserve_layer_activations() {
         normed_.reserve(sz(n * dd));
         branch_input_.reserve(branch);
     }
-    states_.reserve(n_chunks_ > 1 ? sz(int64_t(n_mats()) * dk * dv) : 0);
+    const size_t states = n_chunks_ > 1 ? sz(int64_t(n_mats()) * dk * dv) : 0;
+    states_.reserve(heads_in_bf16() ? 0 : states);
+    states16_.reserve(heads_in_bf16() ? states : 0);
 }
 
 void CudaTrainOps::reserve_scratch() {
@@ -506,7 +525,8 @@ void CudaTrainOps::reserve_scratch() {
     const bool unfused = chunked && !fused_chunks();  // the row scalings of the cuBLAS path
     rows_k_.reserve(unfused ? sz(mats * C * dk) : 0);
     rows_v_.reserve(unfused ? sz(mats * C * dv) : 0);
-    after_.reserve(chunked ? sz(mats * dk * dv) : 0);
+    after_.reserve(chunked && !heads_in_bf16() ? sz(mats * dk * dv) : 0);
+    after16_.reserve(chunked && heads_in_bf16() ? sz(mats * dk * dv) : 0);
     for (DeviceBuffer<float>* buffer : {&dx_, &dxn_}) buffer->reserve(sz(n * dd));
     const int64_t gate_width = train::buffer_width(config_, Buf::DY);
     dhidden_.reserve(sz(n * F));
@@ -517,7 +537,8 @@ void CudaTrainOps::reserve_scratch() {
     dg_.reserve(bf16 ? 0 : sz(n * gate_width));
     dg16_.reserve(bf16 ? sz(n * gate_width) : 0);
     d_o_.reserve(sz(n * Vd));
-    dOh_.reserve(retention ? sz(heads_v) : 0);
+    dOh_.reserve(retention && !heads_in_bf16() ? sz(heads_v) : 0);
+    dOh16_.reserve(heads_in_bf16() ? sz(heads_v) : 0);
     dVh_.reserve(sz(heads_v));
     for (DeviceBuffer<float>* buffer : {&dQh_, &dKh_}) buffer->reserve(sz(heads_k));
     partials_.reserve(sz(std::max({lk::rmsnorm_backward_parts(n) * dd, lk::head_norm_gate_backward_parts(n, h) * dv,

@@ -70,8 +70,10 @@ private:
     // A kept activation read only by element-wise ops (the gate, the retention output, the FFN's two
     // projections): fp32, or bf16 under cuda-bf16 (kept_in_bf16), as autocast keeps a bf16 GEMM's
     // output — the precision the projections already multiply in, at half the memory (5.4 GB at the
-    // 1.3B shape and 8192 tokens). Exactly one of the two is sized.
-    struct KeptRows {
+    // 1.3B shape and 8192 tokens). Likewise q, k and v, read only by the retention's bf16 products
+    // (heads_in_bf16: 3.2 GB at that shape). Exactly one of the two is sized for a batch shape (both
+    // once shapes of both kinds have been seen: buffers only grow).
+    struct Fp32OrBf16 {
         DeviceBuffer<float> f32;
         DeviceBuffer<__nv_bfloat16> bf16;
     };
@@ -83,15 +85,15 @@ private:
     struct LayerBuffers {
         DeviceBuffer<float> x_in;     // (N, d) residual stream entering the layer
         DeviceBuffer<float> rstd1;    // (N)
-        DeviceBuffer<float> qh, kh;   // (B·H, Tp, Dk) rotated; q also scaled by Dk^−½
-        DeviceBuffer<float> vh;       // (B·H, Tp, Dv)
-        KeptRows g;                   // (N, H·Dv)
-        KeptRows o;                   // (N, H·Dv) retention output (the twin's attention output: fp32)
+        Fp32OrBf16 qh, kh;            // (B·H, Tp, Dk) rotated; q also scaled by Dk^−½
+        Fp32OrBf16 vh;                // (B·H, Tp, Dv)
+        Fp32OrBf16 g;                   // (N, H·Dv)
+        Fp32OrBf16 o;                   // (N, H·Dv) retention output (the twin's attention output: fp32)
         DeviceBuffer<float> lse;      // (N, H) the twin's attention log-sum-exp (unused by the RetNet)
         DeviceBuffer<float> rstd_h;   // (N, H)
         DeviceBuffer<float> x_mid;    // (N, d) after the retention residual
         DeviceBuffer<float> rstd2;    // (N)
-        KeptRows a, b;                // (N, F) gate and up projections
+        Fp32OrBf16 a, b;                // (N, F) gate and up projections
     };
 
     int d() const { return config_.d_model; }
@@ -110,7 +112,10 @@ private:
     // conversion kernel would give, without the fp32 copy or the conversion's pass.
     bool in_bf16(train::Buf b) const;
     bool kept_in_bf16(train::Buf b) const;
-    KeptRows* kept_rows(train::Act a);
+    // q, k, v (and the backward's dO, chunk states and their gradient) stored in bf16: the fused
+    // passes' bf16 products read nothing else of them (ops.h, ChunkProducts).
+    bool heads_in_bf16() const { return bf16_projections() && !twin() && fused_chunks(); }
+    Fp32OrBf16* kept_rows(train::Act a);
     const float* weight(int layer, Weight w) const;
     float* weight_grad(int layer, Weight w) const;
     const float* head_norm_weight(int layer) const;
@@ -144,11 +149,15 @@ private:
     // in bf16 with bf16 projections (as the backward's cuBLAS products), else TF32.
     bool fused_chunks() const;
     ChunkProducts chunk_products() const { return bf16_projections() ? ChunkProducts::Bf16 : ChunkProducts::Tf32; }
-    // states_ = the state before each chunk of L's k, v (the forward's values again in the backward).
+    // states_ = the state before each chunk of L's k, v (the unfused path).
     void chunk_states(const LayerBuffers& L);
     void retention_heads_forward(LayerBuffers& L);
     void retention_heads_backward(LayerBuffers& L);
-    void fused_retention_backward(LayerBuffers& L);  // fused_chunks()
+    // The fused passes on the layer's q, k, v in In (float, or bf16 when heads_in_bf16).
+    template <typename In>
+    void fused_forward(const In* q, const In* k, const In* v, In* states);
+    template <typename In>
+    void fused_backward(const In* q, const In* k, const In* v, In* d_o, In* states, In* after);
     train_kernels::AttentionShape attention_shape() const { return {B_, H(), T_, Dk(), Dv()}; }
     // q, k, v and their gradients head-major, o and d_o rows.
     train_kernels::AttentionLayouts attention_layouts() const;
@@ -193,6 +202,7 @@ private:
     DeviceBuffer<float> branch_input_;          // (N, max(H·Dv, F)) Y or Hidden of the layer at hand
     DeviceBuffer<__nv_bfloat16> branch16_;      // the same
     DeviceBuffer<float> states_;                // (B·H·n_chunks, Dk, Dv) the state before each chunk (chunkwise only)
+    DeviceBuffer<__nv_bfloat16> states16_;      // the same, heads_in_bf16 (then states_ is empty)
     DeviceBuffer<__nv_bfloat16> x16_, dy16_, w16_;  // a projection's operands rounded to bf16 (bf16_projections)
     DeviceBuffer<float> lin_;       // (N, max(K, H·Dv)) projection before the layout change
     DeviceBuffer<float> oh_;        // (B·H, Tp, Dv)
@@ -201,12 +211,14 @@ private:
     DeviceBuffer<float> rows_k_;    // (B·H·n_chunks, C, Dk) decay-scaled q or k (unfused only)
     DeviceBuffer<float> rows_v_;    // (B·H·n_chunks, C, Dv) decay-scaled v or dO (unfused only)
     DeviceBuffer<float> after_;     // (B·H·n_chunks, Dk, Dv) ∂loss/∂(state after chunk c), scanned in place
+    DeviceBuffer<__nv_bfloat16> after16_;  // the same, heads_in_bf16
     DeviceBuffer<float> dx_, dxn_;  // (N, d)
     DeviceBuffer<float> dhidden_, da_, db_;  // (N, F)
     DeviceBuffer<__nv_bfloat16> da16_, db16_;  // (N, F)
     DeviceBuffer<float> dy_, d_o_, dg_;      // (N, H·Dv)
     DeviceBuffer<__nv_bfloat16> dg16_;       // (N, H·Dv)
     DeviceBuffer<float> dOh_, dVh_;          // (B·H, Tp, Dv)
+    DeviceBuffer<__nv_bfloat16> dOh16_;      // (B·H, Tp, Dv) dO, heads_in_bf16 (then dOh_ is empty)
     DeviceBuffer<float> dQh_, dKh_;          // (B·H, Tp, Dk)
     DeviceBuffer<float> partials_;           // partial sums of the weight-gradient reductions
     DeviceBuffer<float> attention_rows_;     // (B·H, T) the twin's attention backward's D = rowsum(dO ⊙ O)

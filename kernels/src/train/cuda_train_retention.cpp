@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// The CUDA trainer's fla retention on head-major q, k, v (cuda_train_ops.h): cuBLAS batched GEMMs
-// within chunks and the inference retention's chunk kernels (../ops.h) across them, forward and
-// backward.
+// The CUDA trainer's fla retention on head-major q, k, v (cuda_train_ops.h), forward and backward:
+// the fused chunkwise passes (../ops.h) over several chunks of at most 64 with rounded products —
+// under cuda-bf16 reading q, k, v, dO and the chunk states stored in bf16 (heads_in_bf16) — else
+// cuBLAS batched GEMMs within chunks and the chunk-state scan across them.
 #include <utility>
 #include <vector>
 
@@ -41,77 +42,92 @@ bool CudaTrainOps::fused_chunks() const {
     return compute_ != CUBLAS_COMPUTE_32F && n_chunks_ > 1 && chunk_output_supports(C_, n_chunks_);
 }
 
-// Formed in the forward and again in the backward rather than kept per layer ((B·H·n_chunks, Dk, Dv)
-// per layer: the largest activation at the 1.3B heads); deterministic kernels give the same values.
+// The unfused path's chunk states, states_ = the state before each chunk of L's k, v:
+// U_c = K_cᵀ diag(γ^(C−1−j)) V_c, scanned from the empty state.
 void CudaTrainOps::chunk_states(const LayerBuffers& L) {
     const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
     scan_state_.zero(stream_);
-    if (fused_chunks()) {
-        launch_chunk_states(L.kh.get(), L.vh.get(), row_tail_.get(), chunk_decay_.get(), scan_state_.get(),
-                            states_.get(), B_ * H(), n_chunks, C, dk, dv, chunk_products(), stream_);
-        return;
-    }
-    // U_c = K_cᵀ diag(γ^(C−1−j)) V_c, scanned from the empty state
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   se = static_cast<int64_t>(dk) * dv;
-    launch_scale_rows(L.vh.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
-    gemm(true, false, dk, dv, C, 1.0f, L.kh.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, states_.get(), dv, se, mats);
+    launch_scale_rows(L.vh.f32.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
+    gemm(true, false, dk, dv, C, 1.0f, L.kh.f32.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, states_.get(), dv, se,
+         mats);
     launch_chunk_state_scan(states_.get(), scan_state_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
+}
+
+// The fused passes (ops.h): the states S before each chunk walked over K, V (formed here and again in
+// the backward rather than kept per layer — (B·H·n_chunks, Dk, Dv) per layer, the largest activation at
+// the 1.3B heads; deterministic kernels give the same values), the scores A, then O = A V + diag(γ^(i+1)) Q S.
+template <typename In>
+void CudaTrainOps::fused_forward(const In* q, const In* k, const In* v, In* states) {
+    const int heads = B_ * H(), C = C_, nC = n_chunks_;
+    scan_state_.zero(stream_);
+    launch_chunk_states(k, v, row_tail_.get(), chunk_decay_.get(), scan_state_.get(), states, heads, nC, C, Dk(), Dv(),
+                        chunk_products(), stream_);
+    launch_chunk_scores(q, k, log_decay_.get(), H(), scores_.get(), heads, nC, C, Dk(), chunk_products(), stream_);
+    launch_chunk_output(q, scores_.get(), v, states, log_decay_.get(), H(), oh_.get(), heads, nC, C, Dk(), Dv(),
+                        chunk_products(), stream_);
 }
 
 // O = ((Q Kᵀ) ⊙ D) V within each chunk, plus diag(γ^(i+1)) Q_c S_c from the state before it.
 void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
+    if (heads_in_bf16()) {
+        fused_forward(L.qh.bf16.get(), L.kh.bf16.get(), L.vh.bf16.get(), states16_.get());
+        return;
+    }
+    if (fused_chunks()) {
+        fused_forward(L.qh.f32.get(), L.kh.f32.get(), L.vh.f32.get(), states_.get());
+        return;
+    }
     const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
-    if (fused_chunks()) {
-        chunk_states(L);
-        launch_chunk_scores(L.qh.get(), L.kh.get(), log_decay_.get(), H(), scores_.get(), B_ * H(), n_chunks, C, dk,
-                            chunk_products(), stream_);
-        launch_chunk_output(L.qh.get(), scores_.get(), L.vh.get(), states_.get(), log_decay_.get(), H(), oh_.get(),
-                            B_ * H(), n_chunks, C, dk, dv, chunk_products(), stream_);
-        return;
-    }
-    gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores_.get(), C, ss, mats);
+    const float *q = L.qh.f32.get(), *k = L.kh.f32.get(), *v = L.vh.f32.get();
+    gemm(false, true, C, C, dk, 1.0f, q, dk, sk, k, dk, sk, 0.0f, scores_.get(), C, ss, mats);
     launch_chunk_decay_mask(scores_.get(), log_decay_.get(), nullptr, H(), n_chunks, C, false, stream_, B_);
-    gemm(false, false, C, dv, C, 1.0f, scores_.get(), C, ss, L.vh.get(), dv, sv, 0.0f, oh_.get(), dv, sv, mats);
+    gemm(false, false, C, dv, C, 1.0f, scores_.get(), C, ss, v, dv, sv, 0.0f, oh_.get(), dv, sv, mats);
     if (n_chunks == 1) return;
     // O_c += diag(γ^(i+1)) Q_c S_c
     chunk_states(L);
-    launch_scale_rows(L.qh.get(), row_head_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
+    launch_scale_rows(q, row_head_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
     gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, states_.get(), dv, se, 1.0f, oh_.get(), dv, sv, mats);
 }
 
 // From dOh (head-major): dQh, dKh, dVh.
 void CudaTrainOps::retention_heads_backward(LayerBuffers& L) {
+    if (heads_in_bf16()) {
+        fused_backward(L.qh.bf16.get(), L.kh.bf16.get(), L.vh.bf16.get(), dOh16_.get(), states16_.get(),
+                       after16_.get());
+        return;
+    }
     if (fused_chunks()) {
-        fused_retention_backward(L);
+        fused_backward(L.qh.f32.get(), L.kh.f32.get(), L.vh.f32.get(), dOh_.get(), states_.get(), after_.get());
         return;
     }
     const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
-    gemm(false, true, C, C, dk, 1.0f, L.qh.get(), dk, sk, L.kh.get(), dk, sk, 0.0f, scores_.get(), C, ss, mats);
+    gemm(false, true, C, C, dk, 1.0f, L.qh.f32.get(), dk, sk, L.kh.f32.get(), dk, sk, 0.0f, scores_.get(), C, ss, mats);
     launch_chunk_decay_mask(scores_.get(), log_decay_.get(), nullptr, H(), n_chunks, C, false, stream_, B_);
-    gemm(false, true, C, C, dv, 1.0f, dOh_.get(), dv, sv, L.vh.get(), dv, sv, 0.0f, dscores_.get(), C, ss, mats);
+    gemm(false, true, C, C, dv, 1.0f, dOh_.get(), dv, sv, L.vh.f32.get(), dv, sv, 0.0f, dscores_.get(), C, ss, mats);
     launch_chunk_decay_mask(dscores_.get(), log_decay_.get(), nullptr, H(), n_chunks, C, false, stream_, B_);
     // dV = Aᵀ dO, dQ = dA K, dK = dAᵀ Q (within chunks)
     gemm(true, false, C, dv, C, 1.0f, scores_.get(), C, ss, dOh_.get(), dv, sv, 0.0f, dVh_.get(), dv, sv, mats);
-    gemm(false, false, C, dk, C, 1.0f, dscores_.get(), C, ss, L.kh.get(), dk, sk, 0.0f, dQh_.get(), dk, sk, mats);
-    gemm(true, false, C, dk, C, 1.0f, dscores_.get(), C, ss, L.qh.get(), dk, sk, 0.0f, dKh_.get(), dk, sk, mats);
+    gemm(false, false, C, dk, C, 1.0f, dscores_.get(), C, ss, L.kh.f32.get(), dk, sk, 0.0f, dQh_.get(), dk, sk, mats);
+    gemm(true, false, C, dk, C, 1.0f, dscores_.get(), C, ss, L.qh.f32.get(), dk, sk, 0.0f, dKh_.get(), dk, sk, mats);
     if (n_chunks == 1) return;
     chunk_states(L);
     // Through the states: dO_s = diag(γ^(i+1)) dO_c; Q_cᵀ dO_s (∂/∂S_c via the outputs), scanned in
     // place into G_c = ∂/∂(state after chunk c)
     launch_scale_rows(dOh_.get(), row_head_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
-    gemm(true, false, dk, dv, C, 1.0f, L.qh.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, after_.get(), dv, se, mats);
+    gemm(true, false, dk, dv, C, 1.0f, L.qh.f32.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, after_.get(), dv, se, mats);
     launch_chunk_state_scan_backward(after_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
     // dQ_c += dO_s S_cᵀ
     gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, states_.get(), dv, se, 1.0f, dQh_.get(), dk, sk, mats);
     // dV_c += diag(γ^(C−1−j)) K_c G_c;  dK_c += diag(γ^(C−1−j)) V_c G_cᵀ  (G_c = after[c])
-    launch_scale_rows(L.kh.get(), row_tail_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
+    launch_scale_rows(L.kh.f32.get(), row_tail_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
     gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, after_.get(), dv, se, 1.0f, dVh_.get(), dv, sv, mats);
-    launch_scale_rows(L.vh.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
+    launch_scale_rows(L.vh.f32.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
     gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, after_.get(), dv, se, 1.0f, dKh_.get(), dk, sk, mats);
 }
 
@@ -120,23 +136,24 @@ void CudaTrainOps::retention_heads_backward(LayerBuffers& L) {
 // Q, dO (the same walk: G_c = γ^C G_{c+1} + Q_{c+1}ᵀ diag(γ^(i+1)) dO_{c+1}); then dQ, dK and dV each
 // formed by one pass and written once. The unfused path above writes the state-sized product Qᵀ dO,
 // scans it, and adds six cuBLAS products and three row scalings into dQ, dK and dV.
-void CudaTrainOps::fused_retention_backward(LayerBuffers& L) {
+template <typename In>
+void CudaTrainOps::fused_backward(const In* q, const In* k, const In* v, In* d_o, In* states, In* after) {
     const int dk = Dk(), dv = Dv(), heads = B_ * H(), C = C_, nC = n_chunks_;
     const ChunkProducts products = chunk_products();
-    launch_chunk_scores(L.qh.get(), L.kh.get(), log_decay_.get(), H(), scores_.get(), heads, nC, C, dk, products,
-                        stream_);
-    launch_chunk_scores(dOh_.get(), L.vh.get(), log_decay_.get(), H(), dscores_.get(), heads, nC, C, dv, products,
-                        stream_);
-    chunk_states(L);
+    launch_chunk_scores(q, k, log_decay_.get(), H(), scores_.get(), heads, nC, C, dk, products, stream_);
+    launch_chunk_scores<In>(d_o, v, log_decay_.get(), H(), dscores_.get(), heads, nC, C, dv, products, stream_);
     scan_state_.zero(stream_);
-    launch_chunk_states(L.qh.get(), dOh_.get(), row_head_.get(), chunk_decay_.get(), scan_state_.get(), after_.get(),
-                        heads, nC, C, dk, dv, products, stream_, ChunkWalk::Backward);
-    launch_chunk_gradient(ChunkGradient::DQ, dOh_.get(), states_.get(), dscores_.get(), L.kh.get(), log_decay_.get(),
-                          H(), dQh_.get(), heads, nC, C, dv, dk, products, stream_);
-    launch_chunk_gradient(ChunkGradient::DK, L.vh.get(), after_.get(), dscores_.get(), L.qh.get(), log_decay_.get(),
-                          H(), dKh_.get(), heads, nC, C, dv, dk, products, stream_);
-    launch_chunk_gradient(ChunkGradient::DV, L.kh.get(), after_.get(), scores_.get(), dOh_.get(), log_decay_.get(),
-                          H(), dVh_.get(), heads, nC, C, dk, dv, products, stream_);
+    launch_chunk_states(k, v, row_tail_.get(), chunk_decay_.get(), scan_state_.get(), states, heads, nC, C, dk, dv,
+                        products, stream_);
+    scan_state_.zero(stream_);
+    launch_chunk_states<In>(q, d_o, row_head_.get(), chunk_decay_.get(), scan_state_.get(), after, heads, nC, C, dk, dv,
+                            products, stream_, ChunkWalk::Backward);
+    launch_chunk_gradient<In>(ChunkGradient::DQ, d_o, states, dscores_.get(), k, log_decay_.get(), H(), dQh_.get(),
+                              heads, nC, C, dv, dk, products, stream_);
+    launch_chunk_gradient<In>(ChunkGradient::DK, v, after, dscores_.get(), q, log_decay_.get(), H(), dKh_.get(), heads,
+                              nC, C, dv, dk, products, stream_);
+    launch_chunk_gradient<In>(ChunkGradient::DV, k, after, scores_.get(), d_o, log_decay_.get(), H(), dVh_.get(), heads,
+                              nC, C, dk, dv, products, stream_);
 }
 
 }  // namespace retnet::cuda
