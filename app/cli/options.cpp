@@ -60,7 +60,7 @@ std::unique_ptr<CLI::App> make_app(const std::string& name, const std::string& d
     app->add_option_function<std::string>(
            "--max-memory",
            [](const std::string& size) { set_memory_limit(parse_bytes(size, "option --max-memory")); },
-           "refuse work that would allocate more than SIZE, e.g. 8G (default: the machine's memory or ulimit -v)")
+           "refuse work that would allocate more than SIZE, e.g. 8G (default: the machine's memory; never above ulimit -v)")
         ->type_name("SIZE");
     app->footer("Every error is one line on stderr and a non-zero exit status.");
     return app;

@@ -445,6 +445,38 @@ TEST(RobustMemory, MemorySizesParseStrictly) {
     EXPECT_EQ(format_bytes(UINT64_MAX), "more than 16 EiB");
 }
 
+// --max-memory (or RETNET_MAX_MEMORY) above ulimit -v cannot give the process what it may not map:
+// the check binds at the address-space limit and says so. Before, the asked limit replaced it, so
+// init passed the check and died allocating the weights.
+TEST(RobustMemory, AnAskedLimitAboveUlimitStillRefusesAtUlimit) {
+    if (kSanitized) GTEST_SKIP() << "an address-space cap cannot hold a sanitizer's shadow memory";
+    ScratchDir dir("asked-over-ulimit");
+    // ~680M parameters: 2.7 GB of fp32 weights, over the 1.5 GiB cap, far under the 100 GiB asked for.
+    spit(dir / "big.json", R"({"model_type": "retnet", "hidden_size": 2048, "num_heads": 8, "num_hidden_layers": 8,
+                               "expand_k": 1, "expand_v": 2, "intermediate_size": 5632, "vocab_size": 32000})");
+    setenv("OPENBLAS_NUM_THREADS", "2", 1);  // as above: thread buffers under a cap
+    for (const bool by_env : {false, true}) {
+        std::vector<std::string> args = {"init", "--config", (dir / "big.json").string(), "--out",
+                                         (dir / "model").string()};
+        if (by_env)
+            setenv("RETNET_MAX_MEMORY", "100G", 1);
+        else
+            args.insert(args.end(), {"--max-memory", "100G"});
+        RunningRetnet run(args, ChildSetup{"", "", 1536L << 20});
+        const CliResult r = run.finish(60);
+        unsetenv("RETNET_MAX_MEMORY");
+        EXPECT_EQ(r.exit_code, 1) << r.err;
+        EXPECT_EQ(r.err_lines(), 1) << r.err;
+        EXPECT_NE(r.err.find("more than the memory limit of 1.5 GiB (the process's address-space limit (ulimit -v), "
+                             "lower than " +
+                             std::string(by_env ? "RETNET_MAX_MEMORY" : "--max-memory") + "'s 100 GiB"),
+                  std::string::npos)
+            << r.err;
+        EXPECT_FALSE(fs::exists(dir / "model"));
+    }
+    unsetenv("OPENBLAS_NUM_THREADS");
+}
+
 // A size just over the limit that rounds to the limit's own figure is told in bytes, not as
 // "needs 92 MiB, more than the memory limit of 92 MiB".
 TEST(RobustMemory, ARefusalJustOverTheLimitNamesTheExactCounts) {

@@ -10,7 +10,8 @@
 namespace retnet {
 
 // The limit in bytes: set_memory_limit()'s value, else $RETNET_MAX_MEMORY, else the machine's
-// physical memory, lowered to the process's RLIMIT_AS / RLIMIT_DATA when those are smaller.
+// physical memory; lowered to the process's RLIMIT_AS / RLIMIT_DATA when those are smaller (a
+// setting cannot give the process more than it may map).
 uint64_t memory_limit();
 // Where memory_limit() comes from, for messages ("the machine's memory", "--max-memory", …).
 std::string memory_limit_source();

@@ -37,19 +37,32 @@ const char* env_limit() {
     const char* env = std::getenv("RETNET_MAX_MEMORY");
     return env && *env ? env : nullptr;
 }
+
+// What the process may map at all (ulimit -v, or a data-segment limit): no setting raises it.
+uint64_t process_limit() { return std::min(rlimit_of(RLIMIT_AS), rlimit_of(RLIMIT_DATA)); }
+
+// The limit asked for (--max-memory, RETNET_MAX_MEMORY), else 0.
+uint64_t asked_limit() {
+    if (const uint64_t set = g_limit.load()) return set;
+    if (const char* env = env_limit()) return parse_bytes(env, "RETNET_MAX_MEMORY");
+    return 0;
+}
+
 }  // namespace
 
 uint64_t memory_limit() {
-    if (const uint64_t set = g_limit.load()) return set;
-    if (const char* env = env_limit()) return parse_bytes(env, "RETNET_MAX_MEMORY");
-    return std::min({physical_memory(), rlimit_of(RLIMIT_AS), rlimit_of(RLIMIT_DATA)});
+    if (const uint64_t asked = asked_limit()) return std::min(asked, process_limit());
+    return std::min(physical_memory(), process_limit());
 }
 
 std::string memory_limit_source() {
-    if (g_limit.load()) return g_source;
-    if (env_limit()) return "RETNET_MAX_MEMORY";
-    const uint64_t process = std::min(rlimit_of(RLIMIT_AS), rlimit_of(RLIMIT_DATA));
-    return process < physical_memory() ? "the process's address-space limit (ulimit -v)" : "the machine's memory";
+    const std::string asked = g_limit.load() ? g_source : env_limit() ? "RETNET_MAX_MEMORY" : "";
+    const uint64_t process = process_limit();
+    static const std::string kProcess = "the process's address-space limit (ulimit -v)";
+    if (!asked.empty())
+        return process < asked_limit() ? kProcess + ", lower than " + asked + "'s " + format_bytes(asked_limit())
+                                       : asked;
+    return process < physical_memory() ? kProcess : "the machine's memory";
 }
 
 void set_memory_limit(uint64_t bytes, const std::string& source) {
@@ -63,8 +76,11 @@ void check_memory(uint64_t bytes, const std::string& what) {
     std::string need = format_bytes(bytes), have = format_bytes(limit);
     if (need == have)  // "needs 92 MiB, more than the limit of 92 MiB" says nothing: the exact counts
         need = std::to_string(bytes) + " bytes", have = std::to_string(limit) + " bytes";
-    throw OutOfMemory(what + " needs " + need + ", more than the memory limit of " + have +
-                " (" + memory_limit_source() + "; set another with --max-memory SIZE or RETNET_MAX_MEMORY)");
+    const std::string source = memory_limit_source();
+    const bool process_binds = source.find("ulimit -v") != std::string::npos;  // no option raises it
+    throw OutOfMemory(what + " needs " + need + ", more than the memory limit of " + have + " (" + source +
+                      (process_binds ? "; raise it or lower the sizes)"
+                                     : "; set another with --max-memory SIZE or RETNET_MAX_MEMORY)"));
 }
 
 std::string format_bytes(uint64_t bytes) {
