@@ -15,8 +15,10 @@
 // Products are TF32 or bf16 with fp32 accumulation, as in chunk_states.cu; with bf16 products the
 // operand matrices (not the scores) may be stored in bf16 (In), as the CUDA trainer keeps them.
 #include <algorithm>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "chunk_tiles.cuh"
 #include "common.cuh"
@@ -229,11 +231,23 @@ int chunk_scores_ld(int C) { return (C + 3) / 4 * 4; }
 
 namespace {
 
-// The kernels of In: bf16 storage only with bf16 products (it is their operands' precision).
+// Whether a pass has work (heads and chunks), after refusing with one line what it cannot run: chunks
+// longer than the 64-row tile or more than a grid dimension, empty widths, no decays, bf16 storage
+// with other than bf16 products (it is their operands' precision).
 template <typename In>
-void check_products(ChunkProducts products, const char* what) {
+bool pass_has_work(const char* what, ChunkProducts products, int H, int decay_heads, int nC, int C,
+                   std::initializer_list<std::pair<const char*, int>> widths) {
+    if (H == 0 || nC == 0) return false;
+    bool bad = !chunk_output_supports(C, nC) || decay_heads <= 0 || H > 65535;
+    std::string shape = "H " + std::to_string(H) + ", chunks " + std::to_string(nC) + ", C " + std::to_string(C);
+    for (const auto& [name, width] : widths) {
+        bad = bad || width <= 0;
+        shape += std::string(", ") + name + " " + std::to_string(width);
+    }
+    if (bad) throw Error(std::string(what) + ": unsupported shape (" + shape + ")");
     if (std::is_same_v<In, __nv_bfloat16> && products != ChunkProducts::Bf16)
         throw Error(std::string(what) + ": bf16 inputs are for bf16 products");
+    return true;
 }
 
 }  // namespace
@@ -241,11 +255,7 @@ void check_products(ChunkProducts products, const char* what) {
 template <typename In>
 void launch_chunk_scores(const In* d_q, const In* d_k, const float* d_log_decay, int decay_heads, float* d_scores, int H,
                          int nC, int C, int Dk, ChunkProducts products, cudaStream_t stream) {
-    if (H == 0 || nC == 0) return;
-    if (!chunk_output_supports(C, nC) || Dk <= 0 || decay_heads <= 0 || H > 65535)
-        throw Error("chunk scores: unsupported shape (H " + std::to_string(H) + ", chunks " + std::to_string(nC) +
-                    ", C " + std::to_string(C) + ", Dk " + std::to_string(Dk) + ")");
-    check_products<In>(products, "chunk scores");
+    if (!pass_has_work<In>("chunk scores", products, H, decay_heads, nC, C, {{"Dk", Dk}})) return;
     const dim3 grid(static_cast<unsigned>(nC), static_cast<unsigned>(H));
     const bool aligned = Dk % 4 == 0 && vec4_aligned(d_q) && vec4_aligned(d_k);
     auto* kernel = aligned ? chunk_scores_kernel<Bf16Products, 4, In> : chunk_scores_kernel<Bf16Products, 1, In>;
@@ -300,11 +310,7 @@ template <typename In>
 void launch_chunk_output(const In* d_q, const float* d_scores, const In* d_v, const In* d_states,
                          const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk, int Dv,
                          ChunkProducts products, cudaStream_t stream) {
-    if (H == 0 || nC == 0) return;
-    if (!chunk_output_supports(C, nC) || Dk <= 0 || Dv <= 0 || decay_heads <= 0 || H > 65535)
-        throw Error("chunk output: unsupported shape (H " + std::to_string(H) + ", chunks " + std::to_string(nC) +
-                    ", C " + std::to_string(C) + ", Dk " + std::to_string(Dk) + ", Dv " + std::to_string(Dv) + ")");
-    check_products<In>(products, "chunk output");
+    if (!pass_has_work<In>("chunk output", products, H, decay_heads, nC, C, {{"Dk", Dk}, {"Dv", Dv}})) return;
     // O_c = A_c V_c + diag(γ^(t+1)) Q_c S_c
     launch_pass<false, false, false>(products, d_q, d_scores, d_v, d_states, d_log_decay, decay_heads, d_o, H, nC, C,
                                      Dk, Dv, stream);
@@ -318,11 +324,7 @@ template <typename In>
 void launch_chunk_gradient(ChunkGradient which, const In* d_x, const In* d_m, const float* d_scores, const In* d_y,
                            const float* d_log_decay, int decay_heads, float* d_out, int H, int nC, int C, int Dr,
                            int Dout, ChunkProducts products, cudaStream_t stream) {
-    if (H == 0 || nC == 0) return;
-    if (!chunk_output_supports(C, nC) || Dr <= 0 || Dout <= 0 || decay_heads <= 0 || H > 65535)
-        throw Error("chunk gradient: unsupported shape (H " + std::to_string(H) + ", chunks " + std::to_string(nC) +
-                    ", C " + std::to_string(C) + ", Dr " + std::to_string(Dr) + ", Dout " + std::to_string(Dout) + ")");
-    check_products<In>(products, "chunk gradient");
+    if (!pass_has_work<In>("chunk gradient", products, H, decay_heads, nC, C, {{"Dr", Dr}, {"Dout", Dout}})) return;
     switch (which) {
     case ChunkGradient::DQ:  // dA_c K_c + diag(γ^(t+1)) dO_c S_cᵀ
         launch_pass<false, true, false>(products, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C,
