@@ -5,8 +5,8 @@
 // product A_c V_c and the cross product Q_c S_c as two (H, Tp, Dv) buffers and adds them in a
 // fourth kernel. Here the scores pass forms each chunk's masked, decayed scores A_c once (C × C,
 // 16 KB at C = 64); then a block of the output pass owns 128 columns of one chunk's output: it
-// accumulates (diag(γ^(i+1)) Q_c) S_c over Dk slabs (the state slab read once, straight from the
-// chunk states) and adds A_c V_c in the same accumulators. An earlier version formed Q_c K_cᵀ in
+// accumulates Q_c S_c over Dk slabs (the state slab read once, straight from the chunk states),
+// scales its rows by γ^(i+1) and adds A_c V_c in the same accumulators. An earlier version formed Q_c K_cᵀ in
 // every column tile's block (8 times per chunk at Dv 512), half of its products.
 // The trainer's backward forms dQ, dK and dV by the same pass (launch_chunk_gradient): each is an
 // intra-chunk product of scores (dA or A, maybe transposed) plus a row-decayed product with a
@@ -117,8 +117,9 @@ struct PassShared {
 
 // Block (column tile, chunk, head); chunk length C ≤ 64.
 // Two blocks a multiprocessor (128 registers) for the vector kernels: left to itself the compiler
-// gives some 140–160 and one block; capped, the bf16-storage ones spill a few words (4–48 bytes), the
-// others none. The scalar kernels (widths off 4: small shapes) keep their 170–250 registers unspilled.
+// gives some 140–160 and one block; capped, the bf16-storage dQ and dK passes spill 168 bytes, the
+// others none (nvcc 13.0, sm_90; the cap is not timed against an uncapped build of this version).
+// The scalar kernels (widths off 4: small shapes) keep their 160–250 registers.
 template <int Vec>
 constexpr int kPassBlocksPerSm = Vec == 4 ? 2 : 1;
 template <typename P, int Vec, bool kTailDecay, bool kTransposedM, bool kTransposedScores, typename In>

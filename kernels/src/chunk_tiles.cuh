@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "common.cuh"
+
 namespace retnet::cuda::chunk_tiles {
 
 using namespace nvcuda;
@@ -117,26 +119,6 @@ __device__ __forceinline__ void store4(__nv_bfloat16* at, __nv_bfloat16 a, __nv_
     *reinterpret_cast<uint2*>(at) =
         make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
 }
-
-// Vec floats to a stored matrix: fp32, or rounded to bf16 (nearest even).
-template <int Vec>
-__device__ __forceinline__ void store_vec(float* at, const float* v) {
-    if constexpr (Vec == 4) *reinterpret_cast<float4*>(at) = make_float4(v[0], v[1], v[2], v[3]);
-    else at[0] = v[0];
-}
-template <int Vec>
-__device__ __forceinline__ void store_vec(__nv_bfloat16* at, const float* v) {
-    if constexpr (Vec == 4) {
-        const __nv_bfloat162 lo = __floats2bfloat162_rn(v[0], v[1]), hi = __floats2bfloat162_rn(v[2], v[3]);
-        *reinterpret_cast<uint2*>(at) =
-            make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
-    } else {
-        at[0] = __float2bfloat16_rn(v[0]);
-    }
-}
-// Whether Vec-4 accesses of a stored matrix are aligned (rows of a multiple of 4 elements besides).
-template <typename T>
-inline bool vec4_aligned(const T* p) { return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0; }
 
 // One thread's share of a 64-row slab of a head-major matrix stored in fp32 or bf16 (Src), Cols
 // columns: Vec elements at a time, rows tid / per_row + r · rows_per_pass; staged into a shared
@@ -272,26 +254,22 @@ private:
 };
 
 // The block's accumulators through a shared fp32 tile (kTile, Cols + 4) to/from global rows ld
-// elements apart (Vec at a time: rows and columns are then multiples of Vec and vec4_aligned); going
-// out to bf16, rounded to nearest even.
-template <int Vec, int Cols = kTile, int Threads = kThreads, typename Dst>
-__device__ void tile_to_global(const float* tile, Dst* dst, int64_t ld, int rows, int cols) {
+// floats apart (Vec floats at a time: rows and columns are then multiples of Vec and 16-byte aligned).
+template <int Vec, int Cols = kTile, int Threads = kThreads>
+__device__ void tile_to_global(const float* tile, float* dst, int64_t ld, int rows, int cols) {
     constexpr int kLdTile = operand_ld<float>(Cols);
     for (int e = threadIdx.x * Vec; e < kTile * Cols; e += Threads * Vec) {
         const int r = e / Cols, c = e % Cols;
         if (r >= rows || c >= cols) continue;
-        float v[Vec];
-        if constexpr (Vec == 4) {
-            const float4 x = *reinterpret_cast<const float4*>(tile + r * kLdTile + c);
-            v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
-        } else {
-            v[0] = tile[r * kLdTile + c];
-        }
-        store_vec<Vec>(dst + r * ld + c, v);
+        if constexpr (Vec == 4)
+            *reinterpret_cast<float4*>(dst + r * ld + c) = *reinterpret_cast<const float4*>(tile + r * kLdTile + c);
+        else
+            dst[r * ld + c] = tile[r * kLdTile + c];
     }
 }
 // A warp's 32 × 32 quarter (rows m0, columns n0) of such a tile (kTile, kLd) to global rows ld
-// elements apart, by that warp alone (after a __syncwarp that follows its store_quarter).
+// elements apart, fp32 or rounded to bf16 (vec4_aligned for Vec 4), by that warp alone (after a
+// __syncwarp that follows its store_quarter).
 template <int Vec, typename Dst>
 __device__ void quarter_to_global(const float* tile, Dst* dst, int64_t ld, int m0, int n0, int rows, int cols) {
     constexpr int kLanesPerRow = 32 / Vec, kRowsPerStep = 32 / kLanesPerRow;

@@ -87,8 +87,17 @@ __device__ __forceinline__ void store4_as(__nv_bfloat16* p, float a, float b, fl
     *reinterpret_cast<uint2*>(p) =
         make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
 }
+// Vec (1 or 4) consecutive values, as store_as / store4_as store them.
+template <int Vec, typename Out>
+__device__ __forceinline__ void store_vec(Out* p, const float (&v)[Vec]) {
+    if constexpr (Vec == 4) store4_as(p, v[0], v[1], v[2], v[3]);
+    else store_as(p, v[0]);
+}
 // The launchers' test for pointers of 16-byte (float4, eight-bf16) accesses.
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// And for accesses of four elements of T (16 bytes of float, 8 of bf16).
+template <typename T>
+inline bool vec4_aligned(const T* p) { return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0; }
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 

@@ -73,22 +73,6 @@ __device__ __forceinline__ void load_vec(const float* p, float (&v)[Vec]) {
         v[0] = *p;
     }
 }
-template <int Vec>
-__device__ __forceinline__ void store_vec(float* p, const float (&v)[Vec]) {
-    if constexpr (Vec == 4) *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
-    else *p = v[0];
-}
-template <int Vec>
-__device__ __forceinline__ void store_vec(__nv_bfloat16* p, const float (&v)[Vec]) {
-    if constexpr (Vec == 4) {
-        __nv_bfloat162* q = reinterpret_cast<__nv_bfloat162*>(p);
-        q[0] = __floats2bfloat162_rn(v[0], v[1]);
-        q[1] = __floats2bfloat162_rn(v[2], v[3]);
-    } else {
-        store_as(p, v[0]);
-    }
-}
-
 // One thread per Vec elements of a head-major row (t < Tp) of head blockIdx.y (Vec 4: D a
 // multiple of 4 and the buffers aligned, 16-byte loads).
 template <bool kToHeads, int Vec, typename Out>
@@ -122,7 +106,7 @@ void launch_layout(const float* src, Out* dst, int B, int T, int Tp, int H, int 
     const int64_t per_head = static_cast<int64_t>(Tp) * D;
     if (per_head <= 0 || B <= 0 || H <= 0) return;
     const bool vec = D % 4 == 0 && aligned16(src) &&
-                     reinterpret_cast<uintptr_t>(dst) % (4 * sizeof(Out)) == 0;
+                     vec4_aligned(dst);
     if (vec)
         layout_kernel<kToHeads, 4><<<head_grid(B, H, per_head / 4, "layout change"), kThreads, 0, stream>>>(
             src, dst, T, Tp, H, D);

@@ -453,6 +453,32 @@ TEST_F(CudaTrainerTest, BatchShapesCanChangeBetweenCalls) {
     }
 }
 
+// Under cuda-bf16 a shape of several chunks keeps q, k, v (and dO, the chunk states) in bf16 and a
+// one-chunk shape (the validation's short last window) in fp32, on buffers that only grow: after
+// each switch the trainer gives the same bits as a fresh one on that batch (its kernels are
+// deterministic: TrainingIsBitReproducible…).
+TEST_F(CudaTrainerTest, Bf16StorageFollowsTheBatchShape) {
+    const TrainCase c{"bf16 shapes", false, true, 24, 8};
+    const ModelConfig config = small_config(c);
+    const ParamLayout layout = train::make_param_layout(config);
+    const std::vector<float> params = random_params(layout, 9);
+    CudaTrainerOptions options;
+    options.chunk = c.chunk;
+    options.precision = TrainPrecision::Bf16;
+    CudaTrainer reused(config, layout, options);
+    reused.upload_params(params);
+    for (auto [B, T] : {std::pair{3, 24}, std::pair{1, 5}, std::pair{2, 17}, std::pair{1, 8}, std::pair{3, 24}}) {
+        const Tokens tokens = random_tokens(B * T, config.vocab_size, static_cast<uint64_t>(200 + B * T));
+        const BatchView batch = tokens.view(B, T);
+        CudaTrainer fresh(config, layout, options);
+        fresh.upload_params(params);
+        const double fresh_eval = fresh.loss_and_gradient(batch, false), fresh_loss = fresh.loss_and_gradient(batch);
+        EXPECT_EQ(reused.loss_and_gradient(batch, false), fresh_eval) << B << "x" << T;
+        EXPECT_EQ(reused.loss_and_gradient(batch), fresh_loss) << B << "x" << T;
+        EXPECT_EQ(reused.download_gradient(), fresh.download_gradient()) << B << "x" << T;
+    }
+}
+
 // A training run on the GPU is bit-reproducible: no sum depends on thread timing
 // (train_reductions.cu). Five tokens over 2,048 rows put ~400 rows on each token (several
 // embedding segments) and every norm weight sums over 64 row blocks; the gradient of such a batch

@@ -87,13 +87,13 @@ private:
         DeviceBuffer<float> rstd1;    // (N)
         Fp32OrBf16 qh, kh;            // (B·H, Tp, Dk) rotated; q also scaled by Dk^−½
         Fp32OrBf16 vh;                // (B·H, Tp, Dv)
-        Fp32OrBf16 g;                   // (N, H·Dv)
-        Fp32OrBf16 o;                   // (N, H·Dv) retention output (the twin's attention output: fp32)
+        Fp32OrBf16 g;                 // (N, H·Dv)
+        Fp32OrBf16 o;                 // (N, H·Dv) retention output (the twin's attention output: fp32)
         DeviceBuffer<float> lse;      // (N, H) the twin's attention log-sum-exp (unused by the RetNet)
         DeviceBuffer<float> rstd_h;   // (N, H)
         DeviceBuffer<float> x_mid;    // (N, d) after the retention residual
         DeviceBuffer<float> rstd2;    // (N)
-        Fp32OrBf16 a, b;                // (N, F) gate and up projections
+        Fp32OrBf16 a, b;              // (N, F) gate and up projections
     };
 
     int d() const { return config_.d_model; }
@@ -106,9 +106,9 @@ private:
     // A buffer's device pointer; at() throws for one held in bf16, at16() for one that is not.
     float* at(train::Act a);
     __nv_bfloat16* at16(train::Act a);
-    // Held in bf16 under cuda-bf16, else fp32: the kept activations (kept_in_bf16), and what only the
+    // Held in bf16 under cuda-bf16, else fp32: the kept activations (kept_in_bf16), what only the
     // projections read — the norms' outputs, the gated retention, the GLU, and the GLU's and gate's
-    // input gradients. Their producers write them in bf16: the float result rounded, the bits a
+    // input gradients — and q, k, v where the fused passes read them (heads_in_bf16). Their producers write them in bf16: the float result rounded, the bits a
     // conversion kernel would give, without the fp32 copy or the conversion's pass.
     bool in_bf16(train::Buf b) const;
     bool kept_in_bf16(train::Buf b) const;
@@ -194,8 +194,8 @@ private:
     DeviceBuffer<float> row_loss_;               // (N)
     DeviceBuffer<float> branch_;                 // (N, d) a residual branch before dropout, or its gradient
     bool logits_valid_ = false;  // false before a forward and after one overwrote them with their gradient
-    // Scratch shared by the layers; the twin leaves the retention's (oh_ … after_, dOh_) and the
-    // gate's (dy_, dg_) empty.
+    // Scratch shared by the layers; the twin leaves the retention's (states16_, oh_ … after16_, dOh_,
+    // dOh16_) and the gate's (dy_, dg_) empty.
     // What only the projections read, in fp32 or (in_bf16) in bf16: exactly one of each pair is sized.
     DeviceBuffer<float> normed_;                // (N, d) Xn1 or Xn2 of the layer at hand
     DeviceBuffer<__nv_bfloat16> normed16_;      // (N, d) the same, or Xf
