@@ -246,8 +246,7 @@ bool pass_has_work(const char* what, ChunkProducts products, int H, int decay_he
         shape += std::string(", ") + name + " " + std::to_string(width);
     }
     if (bad) throw Error(std::string(what) + ": unsupported shape (" + shape + ")");
-    if (std::is_same_v<In, __nv_bfloat16> && products != ChunkProducts::Bf16)
-        throw Error(std::string(what) + ": bf16 inputs are for bf16 products");
+    check_storage<In>(products, what);
     return true;
 }
 

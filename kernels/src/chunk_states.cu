@@ -153,9 +153,9 @@ void launch_chunk_states(const In* d_k, const In* d_v, const float* d_row_decay,
     if (C <= 0 || Dk <= 0 || Dv <= 0 || H > 65535)
         throw Error("chunk states: unsupported shape (H " + std::to_string(H) + ", C " + std::to_string(C) + ", Dk " +
                     std::to_string(Dk) + ", Dv " + std::to_string(Dv) + ")");
+    check_storage<In>(products, "chunk states");
     constexpr bool kBf16Stored = std::is_same_v<In, __nv_bfloat16>;
     const bool bf16 = products == ChunkProducts::Bf16;
-    if (kBf16Stored && !bf16) throw Error("chunk states: bf16 inputs are for bf16 products");
     const dim3 grid(ceil_div(Dv, kTile), ceil_div(Dk, kTile), static_cast<unsigned>(H));
     const bool aligned = Dk % 4 == 0 && Dv % 4 == 0 && vec4_aligned(d_k) && vec4_aligned(d_v) && aligned16(d_S) &&
                          vec4_aligned(d_states);

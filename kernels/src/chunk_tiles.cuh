@@ -12,9 +12,12 @@
 #include <mma.h>
 
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include "common.cuh"
+#include "ops.h"
+#include "retnet/error.h"
 
 namespace retnet::cuda::chunk_tiles {
 
@@ -23,6 +26,14 @@ using namespace nvcuda;
 constexpr int kTile = 64;      // state rows (Dk) and columns (Dv) per block; time steps per slab
 constexpr int kThreads = 128;  // 4 warps, each a 32 × 32 quarter of the tile
 constexpr int kFrag = 16;      // wmma m16 n16
+
+// The launchers' rule for operand storage In: bf16 only with bf16 products (it is their operands'
+// precision; TF32 products would read 8 of their 11 bits).
+template <typename In>
+void check_storage(ChunkProducts products, const char* what) {
+    if (std::is_same_v<In, __nv_bfloat16> && products != ChunkProducts::Bf16)
+        throw Error(std::string(what) + ": bf16 inputs are for bf16 products");
+}
 
 // A shared operand tile's row stride for `cols` columns of `Elem`: rows of a multiple of 16 bytes
 // (wmma's ldm rule for both types), banks staggered by 16 bytes.

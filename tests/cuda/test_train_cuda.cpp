@@ -17,6 +17,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <utility>
 
@@ -429,27 +430,40 @@ TEST_F(CudaTrainerTest, AFewStepsOfTrainingLowerTheLoss) {
     }
 }
 
-TEST_F(CudaTrainerTest, BatchShapesCanChangeBetweenCalls) {
-    // Validation batches (fewer windows, a short last window) run between training steps on the
-    // same buffers, which only grow.
+// The shape-change tests' model (chunk 8, 24-token windows) and a trainer of it with its parameters.
+struct ShapeChanges {
+    explicit ShapeChanges(TrainPrecision precision) { options.precision = precision; }
+    std::unique_ptr<CudaTrainer> trainer() const {
+        auto t = std::make_unique<CudaTrainer>(config, layout, options);
+        t->upload_params(params);
+        return t;
+    }
     const TrainCase c{"shapes", false, true, 24, 8};
     const ModelConfig config = small_config(c);
     const ParamLayout layout = train::make_param_layout(config);
     const std::vector<float> params = random_params(layout, 9);
-    CudaTrainerOptions options;
-    options.chunk = c.chunk;
-    CudaTrainer trainer(config, layout, options);
-    trainer.upload_params(params);
+    CudaTrainerOptions options = [this] {
+        CudaTrainerOptions o;
+        o.chunk = c.chunk;
+        return o;
+    }();
+};
+
+TEST_F(CudaTrainerTest, BatchShapesCanChangeBetweenCalls) {
+    // Validation batches (fewer windows, a short last window) run between training steps on the
+    // same buffers, which only grow.
+    const ShapeChanges s(TrainPrecision::Fp32);
+    const auto trainer = s.trainer();
     LossOptions lo;
-    lo.chunk = c.chunk;
+    lo.chunk = s.c.chunk;
     for (auto [B, T] : {std::pair{3, 24}, std::pair{1, 5}, std::pair{2, 17}, std::pair{3, 24}}) {
-        const Tokens tokens = random_tokens(B * T, config.vocab_size, static_cast<uint64_t>(100 + B * T));
+        const Tokens tokens = random_tokens(B * T, s.config.vocab_size, static_cast<uint64_t>(100 + B * T));
         const BatchView batch = tokens.view(B, T);
         std::vector<double> grad_ref;
-        const double loss_ref = cpu_reference(config, layout, params, batch, lo, &grad_ref);
-        EXPECT_NEAR(trainer.loss_and_gradient(batch, false), loss_ref, 1e-5 * loss_ref) << B << "x" << T;
-        EXPECT_NEAR(trainer.loss_and_gradient(batch), loss_ref, 1e-5 * loss_ref) << B << "x" << T;
-        EXPECT_LT(rel_l2_error(trainer.download_gradient(), grad_ref), 1e-4) << B << "x" << T;
+        const double loss_ref = cpu_reference(s.config, s.layout, s.params, batch, lo, &grad_ref);
+        EXPECT_NEAR(trainer->loss_and_gradient(batch, false), loss_ref, 1e-5 * loss_ref) << B << "x" << T;
+        EXPECT_NEAR(trainer->loss_and_gradient(batch), loss_ref, 1e-5 * loss_ref) << B << "x" << T;
+        EXPECT_LT(rel_l2_error(trainer->download_gradient(), grad_ref), 1e-4) << B << "x" << T;
     }
 }
 
@@ -458,24 +472,16 @@ TEST_F(CudaTrainerTest, BatchShapesCanChangeBetweenCalls) {
 // each switch the trainer gives the same bits as a fresh one on that batch (its kernels are
 // deterministic: TrainingIsBitReproducible…).
 TEST_F(CudaTrainerTest, Bf16StorageFollowsTheBatchShape) {
-    const TrainCase c{"bf16 shapes", false, true, 24, 8};
-    const ModelConfig config = small_config(c);
-    const ParamLayout layout = train::make_param_layout(config);
-    const std::vector<float> params = random_params(layout, 9);
-    CudaTrainerOptions options;
-    options.chunk = c.chunk;
-    options.precision = TrainPrecision::Bf16;
-    CudaTrainer reused(config, layout, options);
-    reused.upload_params(params);
+    const ShapeChanges s(TrainPrecision::Bf16);
+    const auto reused = s.trainer();
     for (auto [B, T] : {std::pair{3, 24}, std::pair{1, 5}, std::pair{2, 17}, std::pair{1, 8}, std::pair{3, 24}}) {
-        const Tokens tokens = random_tokens(B * T, config.vocab_size, static_cast<uint64_t>(200 + B * T));
+        const Tokens tokens = random_tokens(B * T, s.config.vocab_size, static_cast<uint64_t>(200 + B * T));
         const BatchView batch = tokens.view(B, T);
-        CudaTrainer fresh(config, layout, options);
-        fresh.upload_params(params);
-        const double fresh_eval = fresh.loss_and_gradient(batch, false), fresh_loss = fresh.loss_and_gradient(batch);
-        EXPECT_EQ(reused.loss_and_gradient(batch, false), fresh_eval) << B << "x" << T;
-        EXPECT_EQ(reused.loss_and_gradient(batch), fresh_loss) << B << "x" << T;
-        EXPECT_EQ(reused.download_gradient(), fresh.download_gradient()) << B << "x" << T;
+        const auto fresh = s.trainer();
+        const double fresh_eval = fresh->loss_and_gradient(batch, false), fresh_loss = fresh->loss_and_gradient(batch);
+        EXPECT_EQ(reused->loss_and_gradient(batch, false), fresh_eval) << B << "x" << T;
+        EXPECT_EQ(reused->loss_and_gradient(batch), fresh_loss) << B << "x" << T;
+        EXPECT_EQ(reused->download_gradient(), fresh->download_gradient()) << B << "x" << T;
     }
 }
 

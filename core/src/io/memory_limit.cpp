@@ -48,21 +48,23 @@ uint64_t asked_limit() {
     return 0;
 }
 
+// The limit before the process's own: the asked one, else the machine's memory.
+uint64_t limit_before_process() {
+    const uint64_t asked = asked_limit();
+    return asked ? asked : physical_memory();
+}
+
+bool process_limit_binds() { return process_limit() < limit_before_process(); }
+
 }  // namespace
 
-uint64_t memory_limit() {
-    if (const uint64_t asked = asked_limit()) return std::min(asked, process_limit());
-    return std::min(physical_memory(), process_limit());
-}
+uint64_t memory_limit() { return std::min(limit_before_process(), process_limit()); }
 
 std::string memory_limit_source() {
     const std::string asked = g_limit.load() ? g_source : env_limit() ? "RETNET_MAX_MEMORY" : "";
-    const uint64_t process = process_limit();
-    static const std::string kProcess = "the process's address-space limit (ulimit -v)";
-    if (!asked.empty())
-        return process < asked_limit() ? kProcess + ", lower than " + asked + "'s " + format_bytes(asked_limit())
-                                       : asked;
-    return process < physical_memory() ? kProcess : "the machine's memory";
+    const std::string process = "the process's address-space limit (ulimit -v)";
+    if (!process_limit_binds()) return asked.empty() ? "the machine's memory" : asked;
+    return asked.empty() ? process : process + ", lower than " + asked + "'s " + format_bytes(asked_limit());
 }
 
 void set_memory_limit(uint64_t bytes, const std::string& source) {
@@ -76,11 +78,10 @@ void check_memory(uint64_t bytes, const std::string& what) {
     std::string need = format_bytes(bytes), have = format_bytes(limit);
     if (need == have)  // "needs 92 MiB, more than the limit of 92 MiB" says nothing: the exact counts
         need = std::to_string(bytes) + " bytes", have = std::to_string(limit) + " bytes";
-    const std::string source = memory_limit_source();
-    const bool process_binds = source.find("ulimit -v") != std::string::npos;  // no option raises it
-    throw OutOfMemory(what + " needs " + need + ", more than the memory limit of " + have + " (" + source +
-                      (process_binds ? "; raise it or lower the sizes)"
-                                     : "; set another with --max-memory SIZE or RETNET_MAX_MEMORY)"));
+    throw OutOfMemory(what + " needs " + need + ", more than the memory limit of " + have + " (" +
+                      memory_limit_source() +
+                      (process_limit_binds() ? "; raise it or lower the sizes)"  // no option raises it
+                                             : "; set another with --max-memory SIZE or RETNET_MAX_MEMORY)"));
 }
 
 std::string format_bytes(uint64_t bytes) {

@@ -356,9 +356,9 @@ void CudaTrainOps::retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act 
     if (at(dq) != dQh_.get() || at(dk) != dKh_.get() || at(dv) != dVh_.get())
         throw Error("CUDA training: the retention backward writes DQ, DK and DV");
     if (heads_in_bf16())
-        lk::rows_to_heads(at(d_o), dOh16_.get(), B_, T_, Tp_, H(), Dv(), stream_);
+        lk::rows_to_heads(at(d_o), dOh_.bf16.get(), B_, T_, Tp_, H(), Dv(), stream_);
     else
-        lk::rows_to_heads(at(d_o), dOh_.get(), B_, T_, Tp_, H(), Dv(), stream_);
+        lk::rows_to_heads(at(d_o), dOh_.f32.get(), B_, T_, Tp_, H(), Dv(), stream_);
     retention_heads_backward(L);
 }
 
@@ -459,19 +459,11 @@ void CudaTrainOps::reserve_layer_activations() {
     for (LayerBuffers& L : layers_) {
         L.x_in.reserve(sz(n * dd));
         L.rstd1.reserve(sz(n));
-        for (auto [heads, count] : {std::pair{&L.qh, heads_k}, std::pair{&L.kh, heads_k}, std::pair{&L.vh, heads_v}}) {
-            if (heads_in_bf16())
-                heads->bf16.reserve(sz(count));
-            else
-                heads->f32.reserve(sz(count));
-        }
+        for (auto [heads, count] : {std::pair{&L.qh, heads_k}, std::pair{&L.kh, heads_k}, std::pair{&L.vh, heads_v}})
+            heads->reserve(heads_in_bf16(), sz(count));
         for (auto [kept, name, count] : {std::tuple{&L.g, Buf::G, rows_of(Buf::G)}, std::tuple{&L.o, Buf::O, sz(n * Vd)},
-                                         std::tuple{&L.a, Buf::A, sz(n * F)}, std::tuple{&L.b, Buf::B, sz(n * F)}}) {
-            if (kept_in_bf16(name))
-                kept->bf16.reserve(count);
-            else
-                kept->f32.reserve(count);
-        }
+                                         std::tuple{&L.a, Buf::A, sz(n * F)}, std::tuple{&L.b, Buf::B, sz(n * F)}})
+            kept->reserve(kept_in_bf16(name), count);
         L.lse.reserve(rows_of(Buf::Lse));
         L.rstd_h.reserve(rows_of(Buf::RstdH));
         L.x_mid.reserve(sz(n * dd));
@@ -486,9 +478,7 @@ void CudaTrainOps::reserve_layer_activations() {
         normed_.reserve(sz(n * dd));
         branch_input_.reserve(branch);
     }
-    const size_t states = n_chunks_ > 1 ? sz(int64_t(n_mats()) * dk * dv) : 0;
-    states_.reserve(heads_in_bf16() ? 0 : states);
-    states16_.reserve(heads_in_bf16() ? states : 0);
+    states_.reserve(heads_in_bf16(), n_chunks_ > 1 ? sz(int64_t(n_mats()) * dk * dv) : 0);
 }
 
 void CudaTrainOps::reserve_scratch() {
@@ -525,8 +515,7 @@ void CudaTrainOps::reserve_scratch() {
     const bool unfused = chunked && !fused_chunks();  // the row scalings of the cuBLAS path
     rows_k_.reserve(unfused ? sz(mats * C * dk) : 0);
     rows_v_.reserve(unfused ? sz(mats * C * dv) : 0);
-    after_.reserve(chunked && !heads_in_bf16() ? sz(mats * dk * dv) : 0);
-    after16_.reserve(chunked && heads_in_bf16() ? sz(mats * dk * dv) : 0);
+    after_.reserve(heads_in_bf16(), chunked ? sz(mats * dk * dv) : 0);
     for (DeviceBuffer<float>* buffer : {&dx_, &dxn_}) buffer->reserve(sz(n * dd));
     const int64_t gate_width = train::buffer_width(config_, Buf::DY);
     dhidden_.reserve(sz(n * F));
@@ -537,8 +526,7 @@ void CudaTrainOps::reserve_scratch() {
     dg_.reserve(bf16 ? 0 : sz(n * gate_width));
     dg16_.reserve(bf16 ? sz(n * gate_width) : 0);
     d_o_.reserve(sz(n * Vd));
-    dOh_.reserve(retention && !heads_in_bf16() ? sz(heads_v) : 0);
-    dOh16_.reserve(heads_in_bf16() ? sz(heads_v) : 0);
+    dOh_.reserve(heads_in_bf16(), retention ? sz(heads_v) : 0);
     dVh_.reserve(sz(heads_v));
     for (DeviceBuffer<float>* buffer : {&dQh_, &dKh_}) buffer->reserve(sz(heads_k));
     partials_.reserve(sz(std::max({lk::rmsnorm_backward_parts(n) * dd, lk::head_norm_gate_backward_parts(n, h) * dv,

@@ -76,6 +76,12 @@ private:
     struct Fp32OrBf16 {
         DeviceBuffer<float> f32;
         DeviceBuffer<__nv_bfloat16> bf16;
+        void reserve(bool in_bf16, size_t count) {
+            if (in_bf16)
+                bf16.reserve(count);
+            else
+                f32.reserve(count);
+        }
     };
     // Activations of one layer kept for the backward. N = B·T rows; head-major tensors are
     // (B·H, Tp, D) with Tp = n_chunks·C. The twin leaves g and rstd_h empty, the RetNet lse. What
@@ -108,8 +114,9 @@ private:
     __nv_bfloat16* at16(train::Act a);
     // Held in bf16 under cuda-bf16, else fp32: the kept activations (kept_in_bf16), what only the
     // projections read — the norms' outputs, the gated retention, the GLU, and the GLU's and gate's
-    // input gradients — and q, k, v where the fused passes read them (heads_in_bf16). Their producers write them in bf16: the float result rounded, the bits a
-    // conversion kernel would give, without the fp32 copy or the conversion's pass.
+    // input gradients — and q, k, v where the fused passes read them (heads_in_bf16). Their producers
+    // write them in bf16: the float result rounded, the bits a conversion kernel would give, without
+    // the fp32 copy or the conversion's pass.
     bool in_bf16(train::Buf b) const;
     bool kept_in_bf16(train::Buf b) const;
     // q, k, v (and the backward's dO, chunk states and their gradient) stored in bf16: the fused
@@ -194,15 +201,14 @@ private:
     DeviceBuffer<float> row_loss_;               // (N)
     DeviceBuffer<float> branch_;                 // (N, d) a residual branch before dropout, or its gradient
     bool logits_valid_ = false;  // false before a forward and after one overwrote them with their gradient
-    // Scratch shared by the layers; the twin leaves the retention's (states16_, oh_ … after16_, dOh_,
-    // dOh16_) and the gate's (dy_, dg_) empty.
+    // Scratch shared by the layers; the twin leaves the retention's (states_, oh_ … after_, dOh_) and
+    // the gate's (dy_, dg_) empty.
     // What only the projections read, in fp32 or (in_bf16) in bf16: exactly one of each pair is sized.
     DeviceBuffer<float> normed_;                // (N, d) Xn1 or Xn2 of the layer at hand
     DeviceBuffer<__nv_bfloat16> normed16_;      // (N, d) the same, or Xf
     DeviceBuffer<float> branch_input_;          // (N, max(H·Dv, F)) Y or Hidden of the layer at hand
     DeviceBuffer<__nv_bfloat16> branch16_;      // the same
-    DeviceBuffer<float> states_;                // (B·H·n_chunks, Dk, Dv) the state before each chunk (chunkwise only)
-    DeviceBuffer<__nv_bfloat16> states16_;      // the same, heads_in_bf16 (then states_ is empty)
+    Fp32OrBf16 states_;  // (B·H·n_chunks, Dk, Dv) the state before each chunk (chunkwise only); bf16: heads_in_bf16
     DeviceBuffer<__nv_bfloat16> x16_, dy16_, w16_;  // a projection's operands rounded to bf16 (bf16_projections)
     DeviceBuffer<float> lin_;       // (N, max(K, H·Dv)) projection before the layout change
     DeviceBuffer<float> oh_;        // (B·H, Tp, Dv)
@@ -210,15 +216,14 @@ private:
     DeviceBuffer<float> dscores_;   // the same for dA
     DeviceBuffer<float> rows_k_;    // (B·H·n_chunks, C, Dk) decay-scaled q or k (unfused only)
     DeviceBuffer<float> rows_v_;    // (B·H·n_chunks, C, Dv) decay-scaled v or dO (unfused only)
-    DeviceBuffer<float> after_;     // (B·H·n_chunks, Dk, Dv) ∂loss/∂(state after chunk c), scanned in place
-    DeviceBuffer<__nv_bfloat16> after16_;  // the same, heads_in_bf16
+    Fp32OrBf16 after_;              // (B·H·n_chunks, Dk, Dv) ∂loss/∂(state after chunk c); bf16: heads_in_bf16
     DeviceBuffer<float> dx_, dxn_;  // (N, d)
     DeviceBuffer<float> dhidden_, da_, db_;  // (N, F)
     DeviceBuffer<__nv_bfloat16> da16_, db16_;  // (N, F)
     DeviceBuffer<float> dy_, d_o_, dg_;      // (N, H·Dv)
     DeviceBuffer<__nv_bfloat16> dg16_;       // (N, H·Dv)
-    DeviceBuffer<float> dOh_, dVh_;          // (B·H, Tp, Dv)
-    DeviceBuffer<__nv_bfloat16> dOh16_;      // (B·H, Tp, Dv) dO, heads_in_bf16 (then dOh_ is empty)
+    Fp32OrBf16 dOh_;                         // (B·H, Tp, Dv); bf16: heads_in_bf16
+    DeviceBuffer<float> dVh_;                // (B·H, Tp, Dv)
     DeviceBuffer<float> dQh_, dKh_;          // (B·H, Tp, Dk)
     DeviceBuffer<float> partials_;           // partial sums of the weight-gradient reductions
     DeviceBuffer<float> attention_rows_;     // (B·H, T) the twin's attention backward's D = rowsum(dO ⊙ O)

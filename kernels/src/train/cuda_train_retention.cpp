@@ -50,9 +50,9 @@ void CudaTrainOps::chunk_states(const LayerBuffers& L) {
     const int64_t sk = static_cast<int64_t>(C) * dk, sv = static_cast<int64_t>(C) * dv,
                   se = static_cast<int64_t>(dk) * dv;
     launch_scale_rows(L.vh.f32.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
-    gemm(true, false, dk, dv, C, 1.0f, L.kh.f32.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, states_.get(), dv, se,
+    gemm(true, false, dk, dv, C, 1.0f, L.kh.f32.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, states_.f32.get(), dv, se,
          mats);
-    launch_chunk_state_scan(states_.get(), scan_state_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
+    launch_chunk_state_scan(states_.f32.get(), scan_state_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
 }
 
 // The fused passes (ops.h): the states S before each chunk walked over K, V (formed here and again in
@@ -72,11 +72,11 @@ void CudaTrainOps::fused_forward(const In* q, const In* k, const In* v, In* stat
 // O = ((Q Kᵀ) ⊙ D) V within each chunk, plus diag(γ^(i+1)) Q_c S_c from the state before it.
 void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
     if (heads_in_bf16()) {
-        fused_forward(L.qh.bf16.get(), L.kh.bf16.get(), L.vh.bf16.get(), states16_.get());
+        fused_forward(L.qh.bf16.get(), L.kh.bf16.get(), L.vh.bf16.get(), states_.bf16.get());
         return;
     }
     if (fused_chunks()) {
-        fused_forward(L.qh.f32.get(), L.kh.f32.get(), L.vh.f32.get(), states_.get());
+        fused_forward(L.qh.f32.get(), L.kh.f32.get(), L.vh.f32.get(), states_.f32.get());
         return;
     }
     const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
@@ -90,18 +90,18 @@ void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
     // O_c += diag(γ^(i+1)) Q_c S_c
     chunk_states(L);
     launch_scale_rows(q, row_head_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
-    gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, states_.get(), dv, se, 1.0f, oh_.get(), dv, sv, mats);
+    gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, states_.f32.get(), dv, se, 1.0f, oh_.get(), dv, sv, mats);
 }
 
 // From dOh (head-major): dQh, dKh, dVh.
 void CudaTrainOps::retention_heads_backward(LayerBuffers& L) {
     if (heads_in_bf16()) {
-        fused_backward(L.qh.bf16.get(), L.kh.bf16.get(), L.vh.bf16.get(), dOh16_.get(), states16_.get(),
-                       after16_.get());
+        fused_backward(L.qh.bf16.get(), L.kh.bf16.get(), L.vh.bf16.get(), dOh_.bf16.get(), states_.bf16.get(),
+                       after_.bf16.get());
         return;
     }
     if (fused_chunks()) {
-        fused_backward(L.qh.f32.get(), L.kh.f32.get(), L.vh.f32.get(), dOh_.get(), states_.get(), after_.get());
+        fused_backward(L.qh.f32.get(), L.kh.f32.get(), L.vh.f32.get(), dOh_.f32.get(), states_.f32.get(), after_.f32.get());
         return;
     }
     const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
@@ -109,26 +109,26 @@ void CudaTrainOps::retention_heads_backward(LayerBuffers& L) {
                   ss = static_cast<int64_t>(C) * C, se = static_cast<int64_t>(dk) * dv;
     gemm(false, true, C, C, dk, 1.0f, L.qh.f32.get(), dk, sk, L.kh.f32.get(), dk, sk, 0.0f, scores_.get(), C, ss, mats);
     launch_chunk_decay_mask(scores_.get(), log_decay_.get(), nullptr, H(), n_chunks, C, false, stream_, B_);
-    gemm(false, true, C, C, dv, 1.0f, dOh_.get(), dv, sv, L.vh.f32.get(), dv, sv, 0.0f, dscores_.get(), C, ss, mats);
+    gemm(false, true, C, C, dv, 1.0f, dOh_.f32.get(), dv, sv, L.vh.f32.get(), dv, sv, 0.0f, dscores_.get(), C, ss, mats);
     launch_chunk_decay_mask(dscores_.get(), log_decay_.get(), nullptr, H(), n_chunks, C, false, stream_, B_);
     // dV = Aᵀ dO, dQ = dA K, dK = dAᵀ Q (within chunks)
-    gemm(true, false, C, dv, C, 1.0f, scores_.get(), C, ss, dOh_.get(), dv, sv, 0.0f, dVh_.get(), dv, sv, mats);
+    gemm(true, false, C, dv, C, 1.0f, scores_.get(), C, ss, dOh_.f32.get(), dv, sv, 0.0f, dVh_.get(), dv, sv, mats);
     gemm(false, false, C, dk, C, 1.0f, dscores_.get(), C, ss, L.kh.f32.get(), dk, sk, 0.0f, dQh_.get(), dk, sk, mats);
     gemm(true, false, C, dk, C, 1.0f, dscores_.get(), C, ss, L.qh.f32.get(), dk, sk, 0.0f, dKh_.get(), dk, sk, mats);
     if (n_chunks == 1) return;
     chunk_states(L);
     // Through the states: dO_s = diag(γ^(i+1)) dO_c; Q_cᵀ dO_s (∂/∂S_c via the outputs), scanned in
     // place into G_c = ∂/∂(state after chunk c)
-    launch_scale_rows(dOh_.get(), row_head_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
-    gemm(true, false, dk, dv, C, 1.0f, L.qh.f32.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, after_.get(), dv, se, mats);
-    launch_chunk_state_scan_backward(after_.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
+    launch_scale_rows(dOh_.f32.get(), row_head_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
+    gemm(true, false, dk, dv, C, 1.0f, L.qh.f32.get(), dk, sk, rows_v_.get(), dv, sv, 0.0f, after_.f32.get(), dv, se, mats);
+    launch_chunk_state_scan_backward(after_.f32.get(), chunk_decay_.get(), B_ * H(), n_chunks, se, stream_);
     // dQ_c += dO_s S_cᵀ
-    gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, states_.get(), dv, se, 1.0f, dQh_.get(), dk, sk, mats);
+    gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, states_.f32.get(), dv, se, 1.0f, dQh_.get(), dk, sk, mats);
     // dV_c += diag(γ^(C−1−j)) K_c G_c;  dK_c += diag(γ^(C−1−j)) V_c G_cᵀ  (G_c = after[c])
     launch_scale_rows(L.kh.f32.get(), row_tail_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
-    gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, after_.get(), dv, se, 1.0f, dVh_.get(), dv, sv, mats);
+    gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, after_.f32.get(), dv, se, 1.0f, dVh_.get(), dv, sv, mats);
     launch_scale_rows(L.vh.f32.get(), row_tail_.get(), rows_v_.get(), B_ * H(), Tp, dv, stream_);
-    gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, after_.get(), dv, se, 1.0f, dKh_.get(), dk, sk, mats);
+    gemm(false, true, C, dk, dv, 1.0f, rows_v_.get(), dv, sv, after_.f32.get(), dv, se, 1.0f, dKh_.get(), dk, sk, mats);
 }
 
 // The backward by the fused passes (ops.h): the scores A and dA once per chunk; the states S before
