@@ -919,7 +919,8 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
         cuda::launch_chunk_scores(ws_.qh.get(), ws_.kh.get(), log_decay_.get(), H, ws_.scores.get(), H, nC, C, Dk,
                                   kChunkProducts, stream());
         cuda::launch_chunk_output(ws_.qh.get(), ws_.scores.get(), ws_.vh.get(), ws_.chunk_states.get(),
-                                  log_decay_.get(), H, ws_.oh.get(), H, nC, C, Dk, Dv, kChunkProducts, stream());
+                                  log_decay_.get(), H, cuda::ChunkDestination::head_major(ws_.oh.get()), H, nC, C, Dk,
+                                  Dv, kChunkProducts, stream());
         return;
     }
     cuda::gemm_strided_batched(handle, false, true, C, C, Dk, 1.0f, ws_.qh.get(), Dk, ck, ws_.kh.get(), Dk, ck,

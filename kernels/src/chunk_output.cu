@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(kOutThreads, kPassBlocksPerSm<Vec>) chunk_pass
                                                                  const In* __restrict__ y,
                                                                  const In* __restrict__ m,
                                                                  const float* __restrict__ log_decay, int decay_heads,
-                                                                 float* __restrict__ out, int nC, int C, int Dr, int Dout) {
+                                                                 ChunkDestination out, int nC, int C, int Dr, int Dout) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     using Shared = PassShared<P, kTransposedM>;
     using Elem = typename P::Elem;
@@ -221,8 +221,23 @@ __global__ void __launch_bounds__(kOutThreads, kPassBlocksPerSm<Vec>) chunk_pass
     __syncthreads();  // every warp is done reading the scores and Y
     store_quarter(s_out, acc, m0, n0, kLdOut);
     __syncthreads();
-    tile_to_global<Vec, kOutCols, kOutThreads>(s_out, out + (static_cast<int64_t>(h) * Tp + t0) * Dout + j0, Dout, C,
-                                                valid_out);
+    // only the output pass writes rows (the gradient passes stay head-major: no rows code in them)
+    constexpr bool kOutputPass = !kTailDecay && !kTransposedM && !kTransposedScores;
+    if (!kOutputPass || out.heads_per_row == 0) {
+        float* dst = static_cast<float*>(out.data) + (static_cast<int64_t>(h) * Tp + t0) * Dout + j0;
+        tile_to_global<Vec, kOutCols, kOutThreads>(s_out, dst, Dout, C, valid_out);
+        return;
+    }
+    if constexpr (!kOutputPass) return;
+    // rows (sequence, t, head, j): head h is head h mod heads_per_row of sequence h / heads_per_row
+    const int per_row = out.heads_per_row, rows = min(C, out.T - static_cast<int>(t0));
+    const int64_t row_ld = static_cast<int64_t>(per_row) * Dout;
+    const int64_t at = ((static_cast<int64_t>(h / per_row) * out.T + t0) * per_row + h % per_row) * Dout + j0;
+    if (out.bf16)
+        tile_to_global<Vec, kOutCols, kOutThreads>(s_out, static_cast<__nv_bfloat16*>(out.data) + at, row_ld, rows,
+                                                    valid_out);
+    else
+        tile_to_global<Vec, kOutCols, kOutThreads>(s_out, static_cast<float*>(out.data) + at, row_ld, rows, valid_out);
 #endif
 }
 
@@ -275,8 +290,8 @@ namespace {
 // One pass: Out_c = diag(r_t) X_c M_c + Â_c Y_c for every (column tile, chunk, head).
 template <typename P, bool kTailDecay, bool kTransposedM, bool kTransposedScores, typename In>
 void launch_pass(bool aligned, const In* d_x, const float* d_scores, const In* d_y, const In* d_m,
-                 const float* d_log_decay, int decay_heads, float* d_out, int H, int nC, int C, int Dr, int Dout,
-                 cudaStream_t stream) {
+                 const float* d_log_decay, int decay_heads, ChunkDestination d_out, int H, int nC, int C, int Dr,
+                 int Dout, cudaStream_t stream) {
     auto* kernel = aligned ? chunk_pass_kernel<P, 4, kTailDecay, kTransposedM, kTransposedScores, In>
                            : chunk_pass_kernel<P, 1, kTailDecay, kTransposedM, kTransposedScores, In>;
     constexpr size_t bytes = PassShared<P, kTransposedM>::kBytes;
@@ -289,10 +304,12 @@ void launch_pass(bool aligned, const In* d_x, const float* d_scores, const In* d
 
 template <bool kTailDecay, bool kTransposedM, bool kTransposedScores, typename In>
 void launch_pass(ChunkProducts products, const In* d_x, const float* d_scores, const In* d_y, const In* d_m,
-                 const float* d_log_decay, int decay_heads, float* d_out, int H, int nC, int C, int Dr, int Dout,
-                 cudaStream_t stream) {
+                 const float* d_log_decay, int decay_heads, ChunkDestination d_out, int H, int nC, int C, int Dr,
+                 int Dout, cudaStream_t stream) {
+    const bool out_aligned = d_out.bf16 ? vec4_aligned(static_cast<const __nv_bfloat16*>(d_out.data))
+                                        : vec4_aligned(static_cast<const float*>(d_out.data));
     const bool aligned = Dr % 4 == 0 && Dout % 4 == 0 && vec4_aligned(d_x) && aligned16(d_scores) &&
-                         vec4_aligned(d_y) && vec4_aligned(d_m) && aligned16(d_out);
+                         vec4_aligned(d_y) && vec4_aligned(d_m) && out_aligned;
     if constexpr (std::is_same_v<In, float>) {
         if (products != ChunkProducts::Bf16) {
             launch_pass<Tf32Products, kTailDecay, kTransposedM, kTransposedScores>(
@@ -308,23 +325,30 @@ void launch_pass(ChunkProducts products, const In* d_x, const float* d_scores, c
 
 template <typename In>
 void launch_chunk_output(const In* d_q, const float* d_scores, const In* d_v, const In* d_states,
-                         const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk, int Dv,
-                         ChunkProducts products, cudaStream_t stream) {
+                         const float* d_log_decay, int decay_heads, ChunkDestination d_o, int H, int nC, int C, int Dk,
+                         int Dv, ChunkProducts products, cudaStream_t stream) {
     if (!pass_has_work<In>("chunk output", products, H, decay_heads, nC, C, {{"Dk", Dk}, {"Dv", Dv}})) return;
+    const int Tp = nC * C;
+    if (d_o.heads_per_row == 0 && d_o.bf16) throw Error("chunk output: head-major output is fp32 (internal error)");
+    if (d_o.heads_per_row < 0 || (d_o.heads_per_row > 0 && (H % d_o.heads_per_row != 0 || d_o.T <= Tp - C || d_o.T > Tp)))
+        throw Error("chunk output: rows of " + std::to_string(d_o.heads_per_row) + " heads and " +
+                    std::to_string(d_o.T) + " tokens do not fit " + std::to_string(H) + " heads of " +
+                    std::to_string(nC) + " chunks of " + std::to_string(C));
     // O_c = A_c V_c + diag(γ^(t+1)) Q_c S_c
     launch_pass<false, false, false>(products, d_q, d_scores, d_v, d_states, d_log_decay, decay_heads, d_o, H, nC, C,
                                      Dk, Dv, stream);
 }
-template void launch_chunk_output(const float*, const float*, const float*, const float*, const float*, int, float*, int,
-                                  int, int, int, int, ChunkProducts, cudaStream_t);
+template void launch_chunk_output(const float*, const float*, const float*, const float*, const float*, int,
+                                  ChunkDestination, int, int, int, int, int, ChunkProducts, cudaStream_t);
 template void launch_chunk_output(const __nv_bfloat16*, const float*, const __nv_bfloat16*, const __nv_bfloat16*,
-                                  const float*, int, float*, int, int, int, int, int, ChunkProducts, cudaStream_t);
+                                  const float*, int, ChunkDestination, int, int, int, int, int, ChunkProducts, cudaStream_t);
 
 template <typename In>
 void launch_chunk_gradient(ChunkGradient which, const In* d_x, const In* d_m, const float* d_scores, const In* d_y,
-                           const float* d_log_decay, int decay_heads, float* d_out, int H, int nC, int C, int Dr,
+                           const float* d_log_decay, int decay_heads, float* d_grad, int H, int nC, int C, int Dr,
                            int Dout, ChunkProducts products, cudaStream_t stream) {
     if (!pass_has_work<In>("chunk gradient", products, H, decay_heads, nC, C, {{"Dr", Dr}, {"Dout", Dout}})) return;
+    const ChunkDestination d_out = ChunkDestination::head_major(d_grad);
     switch (which) {
     case ChunkGradient::DQ:  // dA_c K_c + diag(γ^(t+1)) dO_c S_cᵀ
         launch_pass<false, true, false>(products, d_x, d_scores, d_y, d_m, d_log_decay, decay_heads, d_out, H, nC, C,

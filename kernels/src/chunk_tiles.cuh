@@ -265,17 +265,22 @@ private:
 };
 
 // The block's accumulators through a shared fp32 tile (kTile, Cols + 4) to/from global rows ld
-// floats apart (Vec floats at a time: rows and columns are then multiples of Vec and 16-byte aligned).
-template <int Vec, int Cols = kTile, int Threads = kThreads>
-__device__ void tile_to_global(const float* tile, float* dst, int64_t ld, int rows, int cols) {
+// elements apart, fp32 or rounded to bf16 (Vec elements at a time: rows and columns are then
+// multiples of Vec and the destination vec4_aligned).
+template <int Vec, int Cols = kTile, int Threads = kThreads, typename Dst>
+__device__ void tile_to_global(const float* tile, Dst* dst, int64_t ld, int rows, int cols) {
     constexpr int kLdTile = operand_ld<float>(Cols);
     for (int e = threadIdx.x * Vec; e < kTile * Cols; e += Threads * Vec) {
         const int r = e / Cols, c = e % Cols;
         if (r >= rows || c >= cols) continue;
-        if constexpr (Vec == 4)
-            *reinterpret_cast<float4*>(dst + r * ld + c) = *reinterpret_cast<const float4*>(tile + r * kLdTile + c);
-        else
-            dst[r * ld + c] = tile[r * kLdTile + c];
+        float v[Vec];
+        if constexpr (Vec == 4) {
+            const float4 x = *reinterpret_cast<const float4*>(tile + r * kLdTile + c);
+            v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+        } else {
+            v[0] = tile[r * kLdTile + c];
+        }
+        store_vec<Vec>(dst + r * ld + c, v);
     }
 }
 // A warp's 32 × 32 quarter (rows m0, columns n0) of such a tile (kTile, kLd) to global rows ld

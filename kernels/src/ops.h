@@ -119,17 +119,29 @@ void launch_chunk_states(const In* d_k, const In* d_v, const float* d_row_decay,
 // The scores pass: scores[h, c] (C, chunk_scores_ld(C)) = (Q_c K_cᵀ) ⊙ D, D(t, s) = γ^(t−s) for
 // s ≤ t, else 0, rounded to the products' precision; padding columns zero. Once per chunk, not once
 // per column tile of the output. The output pass: scores · V_c + diag(γ^(i+1)) Q_c S_c.
-//   q, k (H, Tp, Dk), v, o (H, Tp, Dv), Tp = nC·C; states (H, nC, Dk, Dv); log_decay (decay_heads);
-//   scores (H, nC, C, chunk_scores_ld(C))
+//   q, k (H, Tp, Dk), v (H, Tp, Dv), Tp = nC·C; states (H, nC, Dk, Dv); log_decay (decay_heads);
+//   scores (H, nC, C, chunk_scores_ld(C)); o: ChunkDestination below
 bool chunk_output_supports(int C, int n_chunks);
 int chunk_scores_ld(int C);
+// Where the output pass writes o: head-major (H, Tp, Dv) in fp32, as the inference backends keep it,
+// or the rows (H / heads_per_row sequences, T, heads_per_row, Dv) that the output projection reads, in
+// fp32 or bf16, the padding rows past T not written (the trainer's o: no layout kernel after the pass).
+struct ChunkDestination {
+    void* data = nullptr;
+    bool bf16 = false;
+    int heads_per_row = 0;  // 0: head-major
+    int T = 0;              // the rows layout's rows per sequence, 0 < T ≤ Tp
+    static ChunkDestination head_major(float* o) { return {o, false, 0, 0}; }
+    static ChunkDestination rows(float* o, int heads_per_row, int T) { return {o, false, heads_per_row, T}; }
+    static ChunkDestination rows(__nv_bfloat16* o, int heads_per_row, int T) { return {o, true, heads_per_row, T}; }
+};
 template <typename In>  // q, k
 void launch_chunk_scores(const In* d_q, const In* d_k, const float* d_log_decay, int decay_heads, float* d_scores, int H,
                          int nC, int C, int Dk, ChunkProducts products, cudaStream_t stream);
 template <typename In>  // q, v, states
 void launch_chunk_output(const In* d_q, const float* d_scores, const In* d_v, const In* d_states,
-                         const float* d_log_decay, int decay_heads, float* d_o, int H, int nC, int C, int Dk, int Dv,
-                         ChunkProducts products, cudaStream_t stream);
+                         const float* d_log_decay, int decay_heads, ChunkDestination o, int H, int nC, int C, int Dk,
+                         int Dv, ChunkProducts products, cudaStream_t stream);
 
 // The chunkwise backward's dQ, dK and dV, each by one pass of the output pass's shape (chunk_output.cu),
 // written once, products in `products`' precision with fp32 accumulation. Per head and chunk c:

@@ -190,6 +190,27 @@ TEST(ChunkGradientLimits, RefusesWhatItCannotRunWithOneLine) {
     EXPECT_NO_THROW(pass(3, 3, 0, 64, 64, 128));
 }
 
+// The output pass's rows must hold the heads' chunks: whole sequences of heads_per_row heads, T within
+// the last chunk; head-major output is fp32 (nothing is launched: null pointers do).
+TEST(ChunkGradientLimits, RefusesOutputRowsThatDoNotFit) {
+    const auto output = [](ChunkDestination o, int H, int nC, int C) {
+        launch_chunk_output<float>(nullptr, nullptr, nullptr, nullptr, nullptr, 1, o, H, nC, C, 8, 8,
+                                   ChunkProducts::Bf16, nullptr);
+    };
+    float* none = nullptr;
+    try {
+        output(ChunkDestination::rows(none, 3, 129), 6, 2, 64);  // T past the chunks
+        ADD_FAILURE() << "129 rows of 2 chunks of 64 were accepted";
+    } catch (const Error& e) {
+        EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("129"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(output(ChunkDestination::rows(none, 3, 64), 6, 2, 64), Error);  // a whole chunk of padding
+    EXPECT_THROW(output(ChunkDestination::rows(none, 4, 100), 6, 2, 64), Error);  // 6 heads are not rows of 4
+    EXPECT_THROW(output(ChunkDestination::rows(none, 3, 0), 6, 1, 64), Error);
+    EXPECT_THROW(output(ChunkDestination{none, true, 0, 0}, 6, 2, 64), Error);  // bf16 head-major
+}
+
 // Operands stored in bf16 are for bf16 products only (TF32 products would read 8 of their 11 bits).
 TEST(ChunkGradientLimits, RefusesBf16StorageWithTf32Products) {
     using Bf16 = __nv_bfloat16;
@@ -208,7 +229,8 @@ TEST(ChunkGradientLimits, RefusesBf16StorageWithTf32Products) {
                                     8, 8, tf32, nullptr);
     });
     expect_one_line([&] {
-        launch_chunk_output<Bf16>(nullptr, nullptr, nullptr, nullptr, nullptr, 1, nullptr, 1, 1, 1, 8, 8, tf32, nullptr);
+        launch_chunk_output<Bf16>(nullptr, nullptr, nullptr, nullptr, nullptr, 1, ChunkDestination{}, 1, 1, 1, 8, 8, tf32,
+                                  nullptr);
     });
     expect_one_line([&] { launch_chunk_scores<Bf16>(nullptr, nullptr, nullptr, 1, nullptr, 1, 1, 1, 8, tf32, nullptr); });
     expect_one_line([&] {

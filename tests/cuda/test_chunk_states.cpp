@@ -182,17 +182,23 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ChunkScoresTest,
 // The products round q, k, S, v and the masked score (≤ u each; the cross decay scales q S in fp32), so a product
 // of three rounded factors errs by ≤ 4u of its size (plus fp32 accumulation, far below): each
 // output may err by 4u times the sum of its terms' magnitudes, which the reference computes beside
-// it. A wrong decay, mask or index errs by whole terms.
+// it. A wrong decay, mask or index errs by whole terms. The output goes head-major (fp32), as the
+// inference backends read it, or into the trainer's rows (sequence, t, head, j) in fp32 or bf16 (one
+// more rounding of the output, u = 2⁻⁸ of it), with the padding rows past T left out: a sentinel
+// after the rows must survive.
 struct ChunkOutputCase {
     int H, decay_heads, nC, C, Dk, Dv;
 };
+enum class OutputLayout { HeadMajor, Rows, Bf16Rows };
 
-class ChunkOutputTest : public CudaTest,
-                        public ::testing::WithParamInterface<std::tuple<ChunkOutputCase, ChunkPrecision>> {};
+class ChunkOutputTest
+    : public CudaTest,
+      public ::testing::WithParamInterface<std::tuple<ChunkOutputCase, ChunkPrecision, OutputLayout>> {};
 
 TEST_P(ChunkOutputTest, EqualsIntraChunkPlusStateTerms) {
     const auto [H, decay_heads, nC, C, Dk, Dv] = std::get<0>(GetParam());
     const ChunkPrecision precision = std::get<1>(GetParam());
+    const OutputLayout layout = std::get<2>(GetParam());
     const ChunkProducts products = precision.products;
     const double u = unit_roundoff(products);
     const int Tp = nC * C;
@@ -203,18 +209,42 @@ TEST_P(ChunkOutputTest, EqualsIntraChunkPlusStateTerms) {
     std::vector<float> log_decay(static_cast<size_t>(decay_heads));
     for (int h = 0; h < decay_heads; ++h) log_decay[static_cast<size_t>(h)] = static_cast<float>(std::log(1.0 - std::pow(2.0, -1.0 - h)));
     auto dlog = to_device(log_decay, stream());
-    DeviceBuffer<float> dout(v.size()), dscores(static_cast<size_t>(H) * nC * C * chunk_scores_ld(C));
+    DeviceBuffer<float> dscores(static_cast<size_t>(H) * nC * C * chunk_scores_ld(C));
+    // rows: the heads are H / decay_heads sequences of decay_heads heads (as the trainer's B sequences
+    // share the H decays), each T tokens long, the last chunk partial
+    const bool rows = layout != OutputLayout::HeadMajor;
+    const int T = rows ? Tp - (C - 1) / 2 : Tp, per_row = decay_heads;
+    const auto index = [&](int h, int t, int j) -> int64_t {  // where o(h, t, j) is, -1 where not written
+        if (!rows) return (static_cast<int64_t>(h) * Tp + t) * Dv + j;
+        if (t >= T) return -1;
+        return ((static_cast<int64_t>(h / per_row) * T + t) * per_row + h % per_row) * Dv + j;
+    };
+    const size_t written = static_cast<size_t>(H) * T * Dv, guard = 64;
+    constexpr float kSentinel = 12288.0f;  // exact in bf16
+    const std::vector<float> sentinel(written + guard, kSentinel);
+    std::vector<float> got;
     with_storage(precision, [&](auto stored) {
         using In = decltype(stored);
         auto dq = to_device_as<In>(q, stream()), dk = to_device_as<In>(k, stream()), dv = to_device_as<In>(v, stream());
         auto dstates = to_device_as<In>(states, stream());
         launch_chunk_scores(dq.get(), dk.get(), dlog.get(), decay_heads, dscores.get(), H, nC, C, Dk, products,
                             stream());
-        launch_chunk_output(dq.get(), dscores.get(), dv.get(), dstates.get(), dlog.get(), decay_heads, dout.get(), H,
-                            nC, C, Dk, Dv, products, stream());
-        sync();
+        const auto run = [&](const auto& out, ChunkDestination destination) {
+            launch_chunk_output(dq.get(), dscores.get(), dv.get(), dstates.get(), dlog.get(), decay_heads, destination,
+                                H, nC, C, Dk, Dv, products, stream());
+            sync();
+            got = to_host_floats(out, stream());
+        };
+        if (layout == OutputLayout::Bf16Rows) {
+            auto out = to_device_as<__nv_bfloat16>(sentinel, stream());
+            run(out, ChunkDestination::rows(out.get(), per_row, T));
+        } else {
+            auto out = to_device(sentinel, stream());
+            run(out, rows ? ChunkDestination::rows(out.get(), per_row, T) : ChunkDestination::head_major(out.get()));
+        }
     });
-    const std::vector<float> got = to_host(dout, stream());
+    for (size_t e = written; e < got.size(); ++e) ASSERT_EQ(got[e], kSentinel) << "written past the output, at " << e;
+    const double u_out = layout == OutputLayout::Bf16Rows ? std::ldexp(1.0, -8) : 0.0;
 
     double worst = 0.0;  // |error| / bound
     for (int h = 0; h < H; ++h) {
@@ -246,8 +276,10 @@ TEST_P(ChunkOutputTest, EqualsIntraChunkPlusStateTerms) {
                     ref += cross_coef * qt[e] * S[static_cast<size_t>(e) * Dv + j];
                     size += cross_coef * std::abs(static_cast<double>(qt[e]) * S[static_cast<size_t>(e) * Dv + j]);
                 }
-                const double error = std::abs(got[(static_cast<size_t>(h) * Tp + t) * Dv + j] - ref);
-                worst = std::max(worst, error / (4.0 * u * size + 1e-30));
+                const int64_t at = index(h, t, j);
+                if (at < 0) continue;
+                const double error = std::abs(got[static_cast<size_t>(at)] - ref);
+                worst = std::max(worst, error / (4.0 * u * size + u_out * std::abs(ref) + 1e-30));
             }
         }
     }
@@ -262,7 +294,9 @@ INSTANTIATE_TEST_SUITE_P(Shapes, ChunkOutputTest,
                                                               ChunkOutputCase{2, 2, 2, 64, 72, 40}, ChunkOutputCase{6, 3, 2, 33, 13, 7},
                                                               ChunkOutputCase{1, 1, 2, 64, 256, 512}, ChunkOutputCase{2, 1, 3, 64, 72, 200},
                                                               ChunkOutputCase{1, 1, 2, 17, 13, 131}),
-                                            kChunkPrecisions));
+                                            kChunkPrecisions,
+                                            ::testing::Values(OutputLayout::HeadMajor, OutputLayout::Rows,
+                                                              OutputLayout::Bf16Rows)));
 
 }  // namespace
 }  // namespace retnet::cuda::test

@@ -344,11 +344,11 @@ CudaTrainOps::LayerBuffers& CudaTrainOps::heads_of(Act q, Act k, Act v) {
 }
 
 void CudaTrainOps::retention(Act q, Act k, Act v, Act o) {
-    retention_heads_forward(heads_of(q, k, v));
+    LayerBuffers& L = heads_of(q, k, v);
     if (kept_in_bf16(o.name))
-        lk::heads_to_rows(oh_.get(), at16(o), B_, T_, Tp_, H(), Dv(), stream_);
+        retention_forward(L, at16(o));
     else
-        lk::heads_to_rows(oh_.get(), at(o), B_, T_, Tp_, H(), Dv(), stream_);
+        retention_forward(L, at(o));
 }
 
 void CudaTrainOps::retention_backward(Act q, Act k, Act v, Act d_o, Act dq, Act dk, Act dv) {
@@ -508,7 +508,7 @@ void CudaTrainOps::reserve_scratch() {
         dy16_.reserve(sz(n * std::max<int64_t>(widest_in, V)));
         w16_.reserve(sz(std::max<int64_t>(V, widest_in) * widest_in));
     }
-    oh_.reserve(retention ? sz(heads_v) : 0);
+    oh_.reserve(retention && !fused_chunks() ? sz(heads_v) : 0);  // the fused passes write o's rows
     // the twin would need T² per head here; the fused passes pad the scores' rows (chunk_scores_ld)
     for (DeviceBuffer<float>* scores : {&scores_, &dscores_})
         scores->reserve(retention ? sz(mats * C * chunk_scores_ld(static_cast<int>(C))) : 0);

@@ -158,11 +158,13 @@ private:
     ChunkProducts chunk_products() const { return bf16_projections() ? ChunkProducts::Bf16 : ChunkProducts::Tf32; }
     // states_ = the state before each chunk of L's k, v (the unfused path).
     void chunk_states(const LayerBuffers& L);
-    void retention_heads_forward(LayerBuffers& L);
+    // o's rows (B, T, H·Dv) from L's q, k, v (fp32 or bf16: kept_in_bf16(O)).
+    template <typename Out>
+    void retention_forward(LayerBuffers& L, Out* o);
     void retention_heads_backward(LayerBuffers& L);
     // The fused passes on the layer's q, k, v in In (float, or bf16 when heads_in_bf16).
     template <typename In>
-    void fused_forward(const In* q, const In* k, const In* v, In* states);
+    void fused_forward(const In* q, const In* k, const In* v, In* states, ChunkDestination o);
     template <typename In>
     void fused_backward(const In* q, const In* k, const In* v, In* d_o, In* states, In* after);
     train_kernels::AttentionShape attention_shape() const { return {B_, H(), T_, Dk(), Dv()}; }
@@ -211,7 +213,7 @@ private:
     Fp32OrBf16 states_;  // (B·H·n_chunks, Dk, Dv) the state before each chunk (chunkwise only); bf16: heads_in_bf16
     DeviceBuffer<__nv_bfloat16> x16_, dy16_, w16_;  // a projection's operands rounded to bf16 (bf16_projections)
     DeviceBuffer<float> lin_;       // (N, max(K, H·Dv)) projection before the layout change
-    DeviceBuffer<float> oh_;        // (B·H, Tp, Dv)
+    DeviceBuffer<float> oh_;        // (B·H, Tp, Dv): the cuBLAS path's o before its layout
     DeviceBuffer<float> scores_;    // (B·H·n_chunks, C, chunk_scores_ld(C)) A (unfused: (…, C, C))
     DeviceBuffer<float> dscores_;   // the same for dA
     DeviceBuffer<float> rows_k_;    // (B·H·n_chunks, C, Dk) decay-scaled q or k (unfused only)

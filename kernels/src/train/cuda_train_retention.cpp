@@ -57,26 +57,30 @@ void CudaTrainOps::chunk_states(const LayerBuffers& L) {
 
 // The fused passes (ops.h): the states S before each chunk walked over K, V (formed here and again in
 // the backward rather than kept per layer — (B·H·n_chunks, Dk, Dv) per layer, the largest activation at
-// the 1.3B heads; deterministic kernels give the same values), the scores A, then O = A V + diag(γ^(i+1)) Q S.
+// the 1.3B heads; deterministic kernels give the same values), the scores A, then O = A V + diag(γ^(i+1)) Q S
+// written straight into o's rows.
 template <typename In>
-void CudaTrainOps::fused_forward(const In* q, const In* k, const In* v, In* states) {
+void CudaTrainOps::fused_forward(const In* q, const In* k, const In* v, In* states, ChunkDestination o) {
     const int heads = B_ * H(), C = C_, nC = n_chunks_;
     scan_state_.zero(stream_);
     launch_chunk_states(k, v, row_tail_.get(), chunk_decay_.get(), scan_state_.get(), states, heads, nC, C, Dk(), Dv(),
                         chunk_products(), stream_);
     launch_chunk_scores(q, k, log_decay_.get(), H(), scores_.get(), heads, nC, C, Dk(), chunk_products(), stream_);
-    launch_chunk_output(q, scores_.get(), v, states, log_decay_.get(), H(), oh_.get(), heads, nC, C, Dk(), Dv(),
-                        chunk_products(), stream_);
+    launch_chunk_output(q, scores_.get(), v, states, log_decay_.get(), H(), o, heads, nC, C, Dk(), Dv(), chunk_products(),
+                        stream_);
 }
 
-// O = ((Q Kᵀ) ⊙ D) V within each chunk, plus diag(γ^(i+1)) Q_c S_c from the state before it.
-void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
+// O = ((Q Kᵀ) ⊙ D) V within each chunk, plus diag(γ^(i+1)) Q_c S_c from the state before it, into o's rows
+// (B, T, H·Dv): by the fused passes, or head-major into oh_ by cuBLAS and laid out after.
+template <typename Out>
+void CudaTrainOps::retention_forward(LayerBuffers& L, Out* o) {
+    const ChunkDestination rows = ChunkDestination::rows(o, H(), T_);
     if (heads_in_bf16()) {
-        fused_forward(L.qh.bf16.get(), L.kh.bf16.get(), L.vh.bf16.get(), states_.bf16.get());
+        fused_forward(L.qh.bf16.get(), L.kh.bf16.get(), L.vh.bf16.get(), states_.bf16.get(), rows);
         return;
     }
     if (fused_chunks()) {
-        fused_forward(L.qh.f32.get(), L.kh.f32.get(), L.vh.f32.get(), states_.f32.get());
+        fused_forward(L.qh.f32.get(), L.kh.f32.get(), L.vh.f32.get(), states_.f32.get(), rows);
         return;
     }
     const int dk = Dk(), dv = Dv(), mats = n_mats(), C = C_, n_chunks = n_chunks_, Tp = Tp_;
@@ -86,12 +90,16 @@ void CudaTrainOps::retention_heads_forward(LayerBuffers& L) {
     gemm(false, true, C, C, dk, 1.0f, q, dk, sk, k, dk, sk, 0.0f, scores_.get(), C, ss, mats);
     launch_chunk_decay_mask(scores_.get(), log_decay_.get(), nullptr, H(), n_chunks, C, false, stream_, B_);
     gemm(false, false, C, dv, C, 1.0f, scores_.get(), C, ss, v, dv, sv, 0.0f, oh_.get(), dv, sv, mats);
-    if (n_chunks == 1) return;
-    // O_c += diag(γ^(i+1)) Q_c S_c
-    chunk_states(L);
-    launch_scale_rows(q, row_head_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
-    gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, states_.f32.get(), dv, se, 1.0f, oh_.get(), dv, sv, mats);
+    if (n_chunks > 1) {  // O_c += diag(γ^(i+1)) Q_c S_c
+        chunk_states(L);
+        launch_scale_rows(q, row_head_.get(), rows_k_.get(), B_ * H(), Tp, dk, stream_);
+        gemm(false, false, C, dv, dk, 1.0f, rows_k_.get(), dk, sk, states_.f32.get(), dv, se, 1.0f, oh_.get(), dv, sv,
+             mats);
+    }
+    layer_kernels::heads_to_rows(oh_.get(), o, B_, T_, Tp_, H(), Dv(), stream_);
 }
+template void CudaTrainOps::retention_forward(LayerBuffers&, float*);
+template void CudaTrainOps::retention_forward(LayerBuffers&, __nv_bfloat16*);
 
 // From dOh (head-major): dQh, dKh, dVh.
 void CudaTrainOps::retention_heads_backward(LayerBuffers& L) {
