@@ -106,7 +106,7 @@ Layout make_layout(const ModelConfig& c, const SafetensorsSet* names) {
 
     if (c.family == Family::TorchScale) {
         // fairseq's RetNetLanguageModel prefixes every key with "decoder."; syncdoth's HF port
-        // (RetNetForCausalLM, spec §2.9) with "model." and names the output projection lm_head.
+        // (RetNetForCausalLM, docs/spec.md §2.9) with "model." and names the output projection lm_head.
         const bool fairseq = has("decoder.embed_tokens.weight") || has("decoder.output_projection.weight") ||
                              has("decoder.layer_norm.weight");
         const bool syncdoth = has("model.embed_tokens.weight") || has("model.layer_norm.weight");
