@@ -140,9 +140,11 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
     // before the weights are drawn (a minute at 1.3B) rather than when the device is made
     if (o.device.rfind("cuda", 0) == 0) cuda::require_cuda_training_device();
 #endif
-    check_memory(estimated_training_bytes(config, o, env.size),
-                 "training with --batch " + std::to_string(o.batch) + " --seq-len " + std::to_string(o.seq_len) +
-                     (env.size > 1 ? " over " + std::to_string(env.size) + " ranks" : ""));
+    const uint64_t per_rank = estimated_training_bytes(config, o, env.size);
+    const std::string what = "training with --batch " + std::to_string(o.batch) + " --seq-len " +
+                             std::to_string(o.seq_len) + (env.size > 1 ? " over " + std::to_string(env.size) + " ranks" : "");
+    check_memory(per_rank, what);
+    check_host_memory(per_rank, env.local_size, what);
 }
 
 void print_progress(const train::TrainProgress& p) {

@@ -30,6 +30,7 @@ RankEnvironment rank_environment() {
         e.launcher = RankEnvironment::Launcher::RetnetGpus;
         e.size = size;
         e.rank = e.local_rank = env_int("RETNET_RANK");
+        e.local_size = size;
         const char* file = std::getenv("RETNET_NCCL_ID_FILE");
         e.nccl_id_file = file ? file : "";
         if (e.nccl_id_file.empty()) throw Error("RETNET_WORLD_SIZE is set without RETNET_NCCL_ID_FILE");
@@ -38,7 +39,11 @@ RankEnvironment rank_environment() {
         e.size = mpi_size;
         e.rank = env_int("OMPI_COMM_WORLD_RANK");
         e.local_rank = std::max(0, env_int("OMPI_COMM_WORLD_LOCAL_RANK"));
+        e.local_size = std::max(1, env_int("OMPI_COMM_WORLD_LOCAL_SIZE"));
     }
+    if (e.local_size > e.size)
+        throw Error(std::to_string(e.local_size) + " ranks on this host of " + std::to_string(e.size) +
+                    " ranks in all is impossible (check the launcher's environment)");
     if (e.size < 1 || e.rank < 0 || e.rank >= e.size)
         throw Error("rank " + std::to_string(e.rank) + " of " + std::to_string(e.size) +
                     " ranks is impossible (check the launcher's environment)");

@@ -424,6 +424,46 @@ TEST(RobustMemory, TrainingCountsTheHostCopiesOfItsDevice) {
     EXPECT_EQ(gpu.err.find("memory limit"), std::string::npos) << gpu.err;
 }
 
+// The ranks of a job on one machine share its memory: each rank's estimate fits, their sum does not
+// (before, every rank checked its own share against the whole machine, and together they could be
+// OOM-killed). Stand-in mpirun variables make this process rank 0 of 4096 ranks on this machine: the
+// refusal comes before MPI is joined (a build without MPI refuses the ranks first, and is skipped).
+TEST(RobustMemory, RanksOnOneMachineShareItsMemory) {
+    const uint64_t machine = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    EXPECT_NO_THROW(check_host_memory(machine / 4, 2, "x"));
+    EXPECT_NO_THROW(check_host_memory(UINT64_MAX, 1, "x"));  // one rank: check_memory's business alone
+    try {
+        check_host_memory(machine / 2 + 1, 2, "training");
+        ADD_FAILURE() << "two ranks of more than half the machine were accepted";
+    } catch (const OutOfMemory& e) {
+        EXPECT_NE(std::string(e.what()).find("for the 2 ranks on this machine, more than its memory of"),
+                  std::string::npos)
+            << e.what();
+    }
+
+    ScratchDir dir("ranks-share");
+    std::vector<std::string> args = tiny_training_args(dir.path());
+    // ~25M parameters: about 1 GB of host state a CPU rank, 4 TB for 4096 of them
+    spit(dir / "wide.json", R"({"model_type": "retnet", "hidden_size": 1024, "num_heads": 4, "num_hidden_layers": 2,
+                                "expand_k": 1, "expand_v": 2, "intermediate_size": 2048, "vocab_size": 400,
+                                "bos_token_id": 1, "eos_token_id": 2})");
+    *(std::find(args.begin(), args.end(), "--config") + 1) = (dir / "wide.json").string();
+    *(std::find(args.begin(), args.end(), "--batch") + 1) = "4096";
+    args.insert(args.end(), {"--steps", "1"});
+    const std::vector<std::pair<const char*, const char*>> ranks = {{"OMPI_COMM_WORLD_SIZE", "4096"},
+                                                                    {"OMPI_COMM_WORLD_RANK", "0"},
+                                                                    {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
+                                                                    {"OMPI_COMM_WORLD_LOCAL_SIZE", "4096"}};
+    for (const auto& [name, value] : ranks) setenv(name, value, 1);
+    const CliResult r = run_retnet(args, 60);
+    for (const auto& [name, value] : ranks) unsetenv(name);
+    if (r.err.find("without MPI") != std::string::npos) GTEST_SKIP() << "this build has no MPI: " << r.err;
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_EQ(r.err_lines(), 1) << r.err;
+    EXPECT_NE(r.err.find("for the 4096 ranks on this machine, more than its memory of"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "run"));
+}
+
 TEST(RobustMemory, MemorySizesParseStrictly) {
     EXPECT_EQ(parse_bytes("8G", "x"), uint64_t(8) << 30);
     EXPECT_EQ(parse_bytes("512MiB", "x"), uint64_t(512) << 20);

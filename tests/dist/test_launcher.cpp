@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "retnet/dist/launcher.h"
 #include "retnet/dist/ranks.h"
+#include "retnet/error.h"
 #include "dist_test_util.h"
 
 namespace fs = std::filesystem;
@@ -67,6 +69,29 @@ TEST(Launcher, RanksThatIgnoreSigtermAreKilledAfterTheGracePeriod) {
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_EQ(r.message, "rank 2 was killed by signal 9 (SIGKILL); the other ranks were stopped");
     EXPECT_LT(seconds_since(start), 10.0);
+}
+
+// How many ranks share this machine (its memory): all of them under --gpus, mpirun's local size
+// under mpirun, one alone; more on this machine than in the job is refused in one line.
+TEST(Launcher, RanksKnowHowManyShareTheirMachine) {
+    EXPECT_EQ(rank_environment().local_size, 1);
+    setenv("OMPI_COMM_WORLD_SIZE", "8", 1);
+    setenv("OMPI_COMM_WORLD_RANK", "5", 1);
+    setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "4", 1);
+    EXPECT_EQ(rank_environment().local_size, 4);
+    setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "9", 1);
+    try {
+        rank_environment();
+        ADD_FAILURE() << "9 ranks on one machine of a job of 8 were accepted";
+    } catch (const Error& e) {
+        EXPECT_EQ(std::string(e.what()), "9 ranks on this host of 8 ranks in all is impossible (check the launcher's "
+                                         "environment)");
+    }
+    for (const char* name : {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"})
+        unsetenv(name);
+    for (const auto& [name, value] : gpu_rank_environment(2, 3, "/nonexistent/id")) setenv(name.c_str(), value.c_str(), 1);
+    EXPECT_EQ(rank_environment().local_size, 3);
+    for (const auto& [name, value] : gpu_rank_environment(2, 3, "/nonexistent/id")) unsetenv(name.c_str());
 }
 
 TEST(Launcher, RanksInterruptedTogetherEndWithStatus130) {

@@ -22,6 +22,12 @@ void set_memory_limit(uint64_t bytes, const std::string& source = "--max-memory"
 // bytes > memory_limit().
 void check_memory(uint64_t bytes, const std::string& what);
 
+// Ranks of a job on one machine share its memory, whatever each one's own limit: throws
+// retnet::OutOfMemory "<what> needs 1.0 GiB per rank, 64 GiB for the 64 ranks on this machine, more
+// than its memory of 31 GiB (…)" when bytes_per_rank × ranks_here > the machine's physical memory.
+// One rank here: nothing beyond check_memory.
+void check_host_memory(uint64_t bytes_per_rank, int ranks_here, const std::string& what);
+
 // "512 MiB", "3.2 GiB", "17 bytes".
 std::string format_bytes(uint64_t bytes);
 // "8G", "512M", "1.5GiB", "4096" (bytes) -> bytes; throws retnet::Error naming `what` otherwise.

@@ -84,6 +84,16 @@ void check_memory(uint64_t bytes, const std::string& what) {
                                              : "; set another with --max-memory SIZE or RETNET_MAX_MEMORY)"));
 }
 
+void check_host_memory(uint64_t bytes_per_rank, int ranks_here, const std::string& what) {
+    if (ranks_here <= 1) return;
+    const uint64_t total = saturating_product({bytes_per_rank, static_cast<uint64_t>(ranks_here)});
+    const uint64_t machine = physical_memory();
+    if (total <= machine) return;
+    throw OutOfMemory(what + " needs " + format_bytes(bytes_per_rank) + " per rank, " + format_bytes(total) + " for the " +
+                      std::to_string(ranks_here) + " ranks on this machine, more than its memory of " +
+                      format_bytes(machine) + " (the ranks share it: start fewer on one machine or lower the sizes)");
+}
+
 std::string format_bytes(uint64_t bytes) {
     if (bytes == UINT64_MAX) return "more than 16 EiB";
     static const char* kUnits[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};

@@ -18,6 +18,7 @@ namespace retnet::dist {
 struct RankEnvironment {
     enum class Launcher { None, Mpirun, RetnetGpus } launcher = Launcher::None;
     int rank = 0, size = 1, local_rank = 0;
+    int local_size = 1;  // ranks on this host, which share its memory (all of them under --gpus)
     std::string nccl_id_file;  // Launcher::RetnetGpus
 };
 
