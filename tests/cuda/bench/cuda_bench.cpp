@@ -4,10 +4,15 @@
 // ends in a stream synchronize; median of several calls after warm-up). The model is random, with
 // the layer shapes of fla-hub/retnet-1.3B (d 2048, 8 heads, Dk 256, Dv 512, FFN 2816, V 32000)
 // and fewer layers (argument 1, default 4) so that it builds in seconds; time per layer scales.
+// `retnet_cuda_bench L ops [M,…]`: the decoding ops alone; `retnet_cuda_bench 0 kernels`: the
+// retention kernels as `retnet bench --mode kernels` times them (a binary built elsewhere can run
+// them on the GPU machine without Qt or MPI: scripts/gpu/run_prebuilt.sh).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "backend_cuda_internal.h"
@@ -18,6 +23,7 @@
 #include "skinny_gemm.h"
 #include "ops.h"
 #include "retnet/cuda/backend_cuda.h"
+#include "retnet/cuda/retention_bench.h"
 #include "retnet/error.h"
 #include "retnet/model.h"
 
@@ -254,6 +260,18 @@ int main(int argc, char** argv) {
             return 0;
         }
         const int layers = argc > 1 ? std::atoi(argv[1]) : 4;
+        // `retnet_cuda_bench 0 kernels`: the retention alone as the cuda-bf16 trainer runs it (what
+        // `retnet bench --mode kernels` times) at the shapes, without the CLI.
+        if (argc > 2 && std::string(argv[2]) == "kernels") {
+            for (const auto& [B, T, Dk, Dv] : {std::tuple{8, 2048, 256, 512}, std::tuple{2, 8192, 256, 512},
+                                               std::tuple{1, 32768, 256, 512}, std::tuple{8, 2048, 128, 256}}) {
+                const cuda::RetentionKernelTiming t =
+                    cuda::time_retention_kernels({B, T, 8, Dk, Dv, 64}, cuda::TrainPrecision::Bf16, 9);
+                std::printf("retention kernels B %d T %d H 8 Dk %d Dv %d: forward %.3f ms, forward + backward %.3f ms\n",
+                            B, T, Dk, Dv, t.forward_ms, t.forward_backward_ms);
+            }
+            return 0;
+        }
         // `retnet_cuda_bench L ops [M,M,…]`: the per-op table only, for the given rows.
         std::vector<int> rows{1, 4, 8, 16, 64};
         if (argc > 3) {

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
 // Kernel-level timing of the retention alone (`retnet bench --mode kernels`): the fla retention of
-// B sequences of T tokens as the CUDA trainer runs it — q, k, v head-major, the chunk products in
-// cuBLAS, the chunk-state scan — forward alone and forward + backward, without the projections
-// around it. No CUDA types here, so the CLI includes it without the toolkit's headers.
+// B sequences of T tokens as the CUDA trainer runs it — q, k, v head-major (bf16 under cuda-bf16), the
+// fused chunkwise passes (cuBLAS with exact fp32 products) — forward alone and forward + backward,
+// without the projections around it. No CUDA types here, so the CLI includes it without the toolkit's headers.
 #include "retnet/cuda/cuda_trainer.h"
 
 namespace retnet::cuda {
