@@ -10,7 +10,9 @@
 
 #include "cli_common.h"
 #include "command.h"
+#include "retnet/cpu_ops.h"
 #include "retnet/error.h"
+#include "retnet/memory_limit.h"
 #ifdef RETNET_HAVE_CUDA
 #include "retnet/cuda/backend_cuda.h"
 #include "retnet/cuda/cuda_trainer.h"
@@ -89,7 +91,10 @@ int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::
 // initializers (CUDA, cuBLAS, OpenBLAS, MPI, Qt) take about 0.1 s before main() is reached, during
 // which SIGINT's default action ended the process without a word. The dynamic linker runs an executable's
 // .preinit_array ahead of every library's initializers (glibc passes argc, argv and envp).
-void install_handler_first(int argc, char** argv, char**) {
+// Under a ulimit -v, OpenBLAS's threads are held at one there, before OpenBLAS starts them, and
+// fitted to the room left once main() runs (retnet/memory_limit.h: they would hang).
+void install_handler_first(int argc, char** argv, char** envp) {
+    retnet::hold_blas_threads_for_address_limit(argv, envp);  // may execute the process again
     retnet::cli::install_interrupt_handler(argc > 1 ? argv[1] : nullptr);
 }
 __attribute__((section(".preinit_array"), used)) void (*g_install_handler_first)(int, char**, char**) = install_handler_first;
@@ -98,6 +103,7 @@ __attribute__((section(".preinit_array"), used)) void (*g_install_handler_first)
 int main(int argc, char** argv) {
     // A closed pipe makes write() fail with EPIPE, which run_guarded reports, instead of a signal.
     std::signal(SIGPIPE, SIG_IGN);
+    retnet::cpu::fit_blas_threads_to_address_limit();
 #ifdef RETNET_HAVE_CUDA
     retnet::register_cuda_backend();  // registers "cuda"; it reports a missing GPU when used
     retnet::cuda::register_cuda_trainer();  // `retnet train --device cuda|cuda-tf32|cuda-bf16`

@@ -12,6 +12,8 @@
 
 #include "generate_bench.h"
 #include "main_window.h"
+#include "retnet/cpu_ops.h"
+#include "retnet/memory_limit.h"
 #include "screenshot.h"
 #include "views/generate_view.h"
 
@@ -20,6 +22,14 @@
 #endif
 
 namespace {
+
+// Before any library's initializer: OpenBLAS's threads held at one under a ulimit -v, where their
+// buffers might not map and it would hang; main() fits them to the room left (retnet/memory_limit.h).
+void hold_blas_threads_first(int, char** argv, char** envp) {
+    retnet::hold_blas_threads_for_address_limit(argv, envp);
+}
+__attribute__((section(".preinit_array"), used)) void (*g_hold_blas_threads_first)(int, char**, char**) =
+    hold_blas_threads_first;
 
 using retnet::ui::ScreenshotOptions;
 
@@ -141,6 +151,7 @@ int runBench(QApplication& app, retnet::ui::MainWindow& window, retnet::ui::Gene
 }  // namespace
 
 int main(int argc, char** argv) {
+    retnet::cpu::fit_blas_threads_to_address_limit();
     QCoreApplication::setApplicationName(QStringLiteral("retnet-studio"));
     QCoreApplication::setOrganizationName(QStringLiteral("retnet-studio"));
     QCoreApplication::setApplicationVersion(QStringLiteral("0.1.0"));

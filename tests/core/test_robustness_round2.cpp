@@ -464,6 +464,29 @@ TEST(RobustMemory, RanksOnOneMachineShareItsMemory) {
     EXPECT_FALSE(fs::exists(dir / "run"));
 }
 
+// OpenBLAS starts a thread per core as it loads, each mapping a 128 MiB buffer; under a ulimit -v
+// that leaves no room for one (the libraries already map ~0.98 GB), it retried the mapping forever and
+// even `retnet --version` hung, joining the thread at exit (seen at 1 GiB on 2 cores; on a many-core
+// machine at any cap below ~1 GB + 136 MiB a core). The executable now executes itself again with one
+// OpenBLAS thread before any library starts and fits the count to the room left in main()
+// (hold_blas_threads_for_address_limit), unless the user chose one.
+TEST(RobustMemory, ATightAddressLimitDoesNotHangOpenBlas) {
+    if (kSanitized) GTEST_SKIP() << "an address-space cap cannot hold a sanitizer's shadow memory";
+    ScratchDir dir("blas-threads");
+    write_small_model(dir / "model");
+    for (const char* name : {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"}) unsetenv(name);
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"--version"}, {"info", "--model", (dir / "model").string()}}) {
+        const auto start = std::chrono::steady_clock::now();
+        RunningRetnet run(args, ChildSetup{"", "", 1024L << 20});
+        const CliResult r = run.finish(30);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.err;
+        EXPECT_LT(seconds, 10.0) << args[0];
+        EXPECT_NE(r.out.find(args[0] == "--version" ? "retnet " : "shape"), std::string::npos) << r.out;
+    }
+}
+
 TEST(RobustMemory, MemorySizesParseStrictly) {
     EXPECT_EQ(parse_bytes("8G", "x"), uint64_t(8) << 30);
     EXPECT_EQ(parse_bytes("512MiB", "x"), uint64_t(512) << 20);

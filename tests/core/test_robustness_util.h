@@ -3,6 +3,7 @@
 // Helpers of the robustness tests: scratch directories, running the `retnet` executable with an
 // exact argv (prompts may hold any bytes, so no shell), a child that can be interrupted, and a
 // small model directory with a tokenizer.
+#include <cerrno>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -271,17 +272,26 @@ public:
     CliResult finish(int timeout_s) {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
         CliResult r;
+        bool timed_out = false;
         while (true) {
             const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             if (left.count() <= 0) {
-                ::kill(pid_, SIGKILL);
-                r.err = "(timed out)";
+                timed_out = true;
                 break;
             }
             if (!read_some(static_cast<int>(left.count()))) break;  // EOF: the child closed stdout
         }
+        // the exit, by the same deadline: a child that closed its output may still hang (in its exit handlers)
         int status = 0;
-        ::waitpid(pid_, &status, 0);
+        while (!timed_out && ::waitpid(pid_, &status, WNOHANG) == 0) {
+            if (std::chrono::steady_clock::now() >= deadline) timed_out = true;
+            else std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        if (timed_out) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, &status, 0);
+            r.err = "(timed out)";
+        }
         reaped_ = true;
         if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
         if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
@@ -301,7 +311,9 @@ private:
             return info.si_pid == 0;  // still running
         }
         pollfd p{out_fd_, POLLIN, 0};
-        if (::poll(&p, 1, timeout_ms) <= 0) return false;
+        const int ready = ::poll(&p, 1, timeout_ms);
+        if (ready == 0 || (ready < 0 && errno == EINTR)) return true;  // nothing yet: the caller's deadline decides
+        if (ready < 0) return false;
         char buffer[4096];
         const ssize_t n = ::read(out_fd_, buffer, sizeof buffer);
         if (n <= 0) return false;

@@ -20,6 +20,9 @@ namespace retnet::cpu {
 // Sets how many threads the element-wise ops and the per-(sequence, head) retention use
 // (0 = hardware concurrency). BLAS keeps its own thread count.
 void set_num_threads(int n);
+// OpenBLAS's threads, held at one under a ulimit -v (hold_blas_threads_for_address_limit in
+// memory_limit.h), raised to blas_threads_that_fit(); nothing when they were not held.
+void fit_blas_threads_to_address_limit();
 int num_threads();
 
 // C (M, N) = alpha · op(A) · op(B) + beta · C, row-major, through cblas_{s,d}gemm.

@@ -18,6 +18,23 @@ std::string memory_limit_source();
 // 0 returns to the default. `source` names the setting in messages.
 void set_memory_limit(uint64_t bytes, const std::string& source = "--max-memory");
 
+// OpenBLAS starts one thread per core as it loads, and each maps a 128 MiB buffer; where ulimit -v
+// leaves no room for one, OpenBLAS retries the mapping forever and the process hangs (it joins the
+// thread at exit). In two steps, for an executable:
+// - hold_blas_threads_for_address_limit(argv, envp), from its .preinit_array (before any library's
+//   initializer): when such a limit is set and the user chose no count (OPENBLAS_NUM_THREADS,
+//   GOTO_NUM_THREADS, OMP_NUM_THREADS), the process executes itself again at once with
+//   OPENBLAS_NUM_THREADS=1 (a setenv there would not last: the C library sets its environment from
+//   envp after the .preinit_array has run) and RETNET_BLAS_THREADS_HELD=1 beside it;
+// - cpu::fit_blas_threads_to_address_limit() (cpu_ops.h), from main(), then gives OpenBLAS
+//   blas_threads_that_fit() threads: as many as fit in half the room the limit leaves once every
+//   library's initializer has run (they map ~0.5 GB beyond the libraries themselves), at most the
+//   cores; 0 when nothing was held.
+void hold_blas_threads_for_address_limit(char** argv, char** envp);
+int blas_threads_that_fit();
+// The environment variable that marks the held count (removed again once it is fitted).
+inline constexpr const char* kBlasThreadsHeld = "RETNET_BLAS_THREADS_HELD";
+
 // Throws retnet::Error "<what> needs 3.2 GiB, more than the memory limit of 2.0 GiB (…)" when
 // bytes > memory_limit().
 void check_memory(uint64_t bytes, const std::string& what);

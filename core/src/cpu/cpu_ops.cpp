@@ -7,11 +7,13 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <atomic>
 #include <thread>
 #include <vector>
 
 #include "cpu/parallel.h"
+#include "retnet/memory_limit.h"
 
 namespace retnet::cpu {
 
@@ -20,6 +22,15 @@ std::atomic<int> g_threads{0};
 }
 
 void set_num_threads(int n) { g_threads = std::max(0, n); }
+
+void fit_blas_threads_to_address_limit() {
+    const int fit = blas_threads_that_fit();
+    if (fit == 0) return;
+    if (fit > 1) openblas_set_num_threads(fit);
+    // a process this one starts holds its own threads again
+    ::unsetenv("OPENBLAS_NUM_THREADS");
+    ::unsetenv(kBlasThreadsHeld);
+}
 
 int num_threads() {
     const int n = g_threads.load();

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "retnet/memory_limit.h"
 
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -92,6 +93,37 @@ void check_host_memory(uint64_t bytes_per_rank, int ranks_here, const std::strin
     throw OutOfMemory(what + " needs " + format_bytes(bytes_per_rank) + " per rank, " + format_bytes(total) + " for the " +
                       std::to_string(ranks_here) + " ranks on this machine, more than its memory of " +
                       format_bytes(machine) + " (the ranks share it: start fewer on one machine or lower the sizes)");
+}
+
+void hold_blas_threads_for_address_limit(char** argv, char** envp) {
+    if (!argv || !argv[0] || !envp) return;
+    size_t count = 0;
+    for (; envp[count]; ++count)  // the C library's getenv does not read envp yet
+        for (const char* name : {"OPENBLAS_NUM_THREADS=", "GOTO_NUM_THREADS=", "OMP_NUM_THREADS=", "RETNET_BLAS_THREADS_HELD="})
+            if (std::strncmp(envp[count], name, std::strlen(name)) == 0) return;  // the user's count, or held already
+    if (process_limit() == UINT64_MAX) return;
+    static char threads[] = "OPENBLAS_NUM_THREADS=1", held[] = "RETNET_BLAS_THREADS_HELD=1";
+    char** env = static_cast<char**>(std::malloc((count + 3) * sizeof(char*)));
+    if (!env) return;
+    std::memcpy(env, envp, count * sizeof(char*));
+    env[count] = threads, env[count + 1] = held, env[count + 2] = nullptr;
+    ::execve("/proc/self/exe", argv, env);  // returns only where it failed: go on as before
+    std::free(env);
+}
+
+int blas_threads_that_fit() {
+    if (!std::getenv(kBlasThreadsHeld)) return 0;
+    uint64_t mapped_pages = 0;  // the address space in use: /proc/self/statm's first field
+    if (const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC); fd >= 0) {
+        char text[64] = {};
+        if (::read(fd, text, sizeof text - 1) > 0) mapped_pages = std::strtoull(text, nullptr, 10);
+        ::close(fd);
+    }
+    const long page = ::sysconf(_SC_PAGESIZE), cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+    const uint64_t mapped = mapped_pages * static_cast<uint64_t>(page > 0 ? page : 4096), limit = process_limit();
+    const uint64_t room = limit > mapped ? limit - mapped : 0;
+    constexpr uint64_t kPerThread = uint64_t(136) << 20;  // its 128 MiB buffer and an 8 MiB stack
+    return static_cast<int>(std::clamp<uint64_t>(room / 2 / kPerThread, 1, cores > 0 ? static_cast<uint64_t>(cores) : 1));
 }
 
 std::string format_bytes(uint64_t bytes) {
