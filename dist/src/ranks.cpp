@@ -18,7 +18,7 @@ int env_int(const char* name) {
     int n = -1;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
     if (ec != std::errc() || end != text.data() + text.size() || n < 0)
-        throw Error(std::string(name) + "='" + value + "' is not a rank number");
+        throw Error(std::string(name) + "='" + value + "' is not a rank or a count of ranks");
     return n;
 }
 
@@ -39,9 +39,10 @@ RankEnvironment rank_environment() {
         e.size = mpi_size;
         e.rank = env_int("OMPI_COMM_WORLD_RANK");
         e.local_rank = std::max(0, env_int("OMPI_COMM_WORLD_LOCAL_RANK"));
-        e.local_size = std::max(1, env_int("OMPI_COMM_WORLD_LOCAL_SIZE"));
+        const int local_size = env_int("OMPI_COMM_WORLD_LOCAL_SIZE");  // -1: not set (an older mpirun)
+        e.local_size = local_size < 0 ? 1 : local_size;
     }
-    if (e.local_size > e.size)
+    if (e.local_size < 1 || e.local_size > e.size)
         throw Error(std::to_string(e.local_size) + " ranks on this host of " + std::to_string(e.size) +
                     " ranks in all is impossible (check the launcher's environment)");
     if (e.size < 1 || e.rank < 0 || e.rank >= e.size)

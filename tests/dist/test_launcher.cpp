@@ -72,7 +72,7 @@ TEST(Launcher, RanksThatIgnoreSigtermAreKilledAfterTheGracePeriod) {
 }
 
 // How many ranks share this machine (its memory): all of them under --gpus, mpirun's local size
-// under mpirun, one alone; more on this machine than in the job is refused in one line.
+// under mpirun, one alone; none, or more on this machine than in the job, is refused in one line.
 TEST(Launcher, RanksKnowHowManyShareTheirMachine) {
     EXPECT_EQ(rank_environment().local_size, 1);
     setenv("OMPI_COMM_WORLD_SIZE", "8", 1);
@@ -87,6 +87,8 @@ TEST(Launcher, RanksKnowHowManyShareTheirMachine) {
         EXPECT_EQ(std::string(e.what()), "9 ranks on this host of 8 ranks in all is impossible (check the launcher's "
                                          "environment)");
     }
+    setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "0", 1);
+    EXPECT_THROW(rank_environment(), Error);
     for (const char* name : {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"})
         unsetenv(name);
     for (const auto& [name, value] : gpu_rank_environment(2, 3, "/nonexistent/id")) setenv(name.c_str(), value.c_str(), 1);

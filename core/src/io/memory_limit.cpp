@@ -90,9 +90,12 @@ void check_host_memory(uint64_t bytes_per_rank, int ranks_here, const std::strin
     const uint64_t total = saturating_product({bytes_per_rank, static_cast<uint64_t>(ranks_here)});
     const uint64_t machine = physical_memory();
     if (total <= machine) return;
-    throw OutOfMemory(what + " needs " + format_bytes(bytes_per_rank) + " per rank, " + format_bytes(total) + " for the " +
-                      std::to_string(ranks_here) + " ranks on this machine, more than its memory of " +
-                      format_bytes(machine) + " (the ranks share it: start fewer on one machine or lower the sizes)");
+    std::string need = format_bytes(total), have = format_bytes(machine);
+    if (need == have)  // "24 GiB …, more than its memory of 24 GiB" says nothing: the exact counts
+        need = std::to_string(total) + " bytes", have = std::to_string(machine) + " bytes";
+    throw OutOfMemory(what + " needs " + format_bytes(bytes_per_rank) + " per rank, " + need + " for the " +
+                      std::to_string(ranks_here) + " ranks on this machine, more than its memory of " + have +
+                      " (the ranks share it: start fewer on one machine or lower the sizes)");
 }
 
 void hold_blas_threads_for_address_limit(char** argv, char** envp) {
@@ -102,12 +105,21 @@ void hold_blas_threads_for_address_limit(char** argv, char** envp) {
         for (const char* name : {"OPENBLAS_NUM_THREADS=", "GOTO_NUM_THREADS=", "OMP_NUM_THREADS=", "RETNET_BLAS_THREADS_HELD="})
             if (std::strncmp(envp[count], name, std::strlen(name)) == 0) return;  // the user's count, or held already
     if (process_limit() == UINT64_MAX) return;
+    // the executable itself, by its path (so that the process keeps its name); not where the dynamic
+    // loader was run as a program (`ld.so retnet …`), whose arguments would then be read as its own
+    static char path[4096];
+    const ssize_t length = ::readlink("/proc/self/exe", path, sizeof path - 1);
+    if (length <= 0) return;
+    path[length] = '\0';
+    const char* base = std::strrchr(path, '/');
+    if (std::strncmp(base ? base + 1 : path, "ld-linux", 8) == 0 || std::strncmp(base ? base + 1 : path, "ld.so", 5) == 0)
+        return;
     static char threads[] = "OPENBLAS_NUM_THREADS=1", held[] = "RETNET_BLAS_THREADS_HELD=1";
     char** env = static_cast<char**>(std::malloc((count + 3) * sizeof(char*)));
     if (!env) return;
     std::memcpy(env, envp, count * sizeof(char*));
     env[count] = threads, env[count + 1] = held, env[count + 2] = nullptr;
-    ::execve("/proc/self/exe", argv, env);  // returns only where it failed: go on as before
+    ::execve(path, argv, env);  // returns only where it failed: go on as before
     std::free(env);
 }
 
