@@ -221,23 +221,23 @@ __global__ void __launch_bounds__(kOutThreads, kPassBlocksPerSm<Vec>) chunk_pass
     __syncthreads();  // every warp is done reading the scores and Y
     store_quarter(s_out, acc, m0, n0, kLdOut);
     __syncthreads();
-    // only the output pass writes rows (the gradient passes stay head-major: no rows code in them)
-    constexpr bool kOutputPass = !kTailDecay && !kTransposedM && !kTransposedScores;
-    if (!kOutputPass || out.heads_per_row == 0) {
-        float* dst = static_cast<float*>(out.data) + (static_cast<int64_t>(h) * Tp + t0) * Dout + j0;
-        tile_to_global<Vec, kOutCols, kOutThreads>(s_out, dst, Dout, C, valid_out);
-        return;
+    // only the output pass may write rows (the gradient passes stay head-major: no rows code in them)
+    if constexpr (!kTailDecay && !kTransposedM && !kTransposedScores) {
+        if (out.heads_per_row > 0) {  // rows (sequence, t, head, j): head h is head h mod heads_per_row of sequence h / heads_per_row
+            const int per_row = out.heads_per_row, rows = min(C, out.T - static_cast<int>(t0));
+            const int64_t row_ld = static_cast<int64_t>(per_row) * Dout;
+            const int64_t at = ((static_cast<int64_t>(h / per_row) * out.T + t0) * per_row + h % per_row) * Dout + j0;
+            if (out.bf16)
+                tile_to_global<Vec, kOutCols, kOutThreads>(s_out, static_cast<__nv_bfloat16*>(out.data) + at, row_ld,
+                                                            rows, valid_out);
+            else
+                tile_to_global<Vec, kOutCols, kOutThreads>(s_out, static_cast<float*>(out.data) + at, row_ld, rows,
+                                                            valid_out);
+            return;
+        }
     }
-    if constexpr (!kOutputPass) return;
-    // rows (sequence, t, head, j): head h is head h mod heads_per_row of sequence h / heads_per_row
-    const int per_row = out.heads_per_row, rows = min(C, out.T - static_cast<int>(t0));
-    const int64_t row_ld = static_cast<int64_t>(per_row) * Dout;
-    const int64_t at = ((static_cast<int64_t>(h / per_row) * out.T + t0) * per_row + h % per_row) * Dout + j0;
-    if (out.bf16)
-        tile_to_global<Vec, kOutCols, kOutThreads>(s_out, static_cast<__nv_bfloat16*>(out.data) + at, row_ld, rows,
-                                                    valid_out);
-    else
-        tile_to_global<Vec, kOutCols, kOutThreads>(s_out, static_cast<float*>(out.data) + at, row_ld, rows, valid_out);
+    float* dst = static_cast<float*>(out.data) + (static_cast<int64_t>(h) * Tp + t0) * Dout + j0;
+    tile_to_global<Vec, kOutCols, kOutThreads>(s_out, dst, Dout, C, valid_out);
 #endif
 }
 

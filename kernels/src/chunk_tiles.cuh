@@ -264,6 +264,19 @@ private:
     }
 };
 
+// Vec consecutive floats of a shared fp32 tile (16-byte aligned for Vec 4) to global memory, fp32 or
+// rounded to bf16 (store_vec).
+template <int Vec, typename Dst>
+__device__ __forceinline__ void tile_vec_to_global(const float* from, Dst* to) {
+    float v[Vec];
+    if constexpr (Vec == 4) {
+        const float4 x = *reinterpret_cast<const float4*>(from);
+        v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
+    } else {
+        v[0] = *from;
+    }
+    store_vec<Vec>(to, v);
+}
 // The block's accumulators through a shared fp32 tile (kTile, Cols + 4) to/from global rows ld
 // elements apart, fp32 or rounded to bf16 (Vec elements at a time: rows and columns are then
 // multiples of Vec and the destination vec4_aligned).
@@ -272,15 +285,7 @@ __device__ void tile_to_global(const float* tile, Dst* dst, int64_t ld, int rows
     constexpr int kLdTile = operand_ld<float>(Cols);
     for (int e = threadIdx.x * Vec; e < kTile * Cols; e += Threads * Vec) {
         const int r = e / Cols, c = e % Cols;
-        if (r >= rows || c >= cols) continue;
-        float v[Vec];
-        if constexpr (Vec == 4) {
-            const float4 x = *reinterpret_cast<const float4*>(tile + r * kLdTile + c);
-            v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
-        } else {
-            v[0] = tile[r * kLdTile + c];
-        }
-        store_vec<Vec>(dst + r * ld + c, v);
+        if (r < rows && c < cols) tile_vec_to_global<Vec>(tile + r * kLdTile + c, dst + r * ld + c);
     }
 }
 // A warp's 32 × 32 quarter (rows m0, columns n0) of such a tile (kTile, kLd) to global rows ld
@@ -291,16 +296,8 @@ __device__ void quarter_to_global(const float* tile, Dst* dst, int64_t ld, int m
     constexpr int kLanesPerRow = 32 / Vec, kRowsPerStep = 32 / kLanesPerRow;
     const int lane = threadIdx.x % 32, c = n0 + (lane % kLanesPerRow) * Vec;
     if (c >= cols) return;
-    for (int r = m0 + lane / kLanesPerRow; r < min(m0 + 32, rows); r += kRowsPerStep) {
-        float v[Vec];
-        if constexpr (Vec == 4) {
-            const float4 x = *reinterpret_cast<const float4*>(tile + r * kLd + c);
-            v[0] = x.x, v[1] = x.y, v[2] = x.z, v[3] = x.w;
-        } else {
-            v[0] = tile[r * kLd + c];
-        }
-        store_vec<Vec>(dst + r * ld + c, v);
-    }
+    for (int r = m0 + lane / kLanesPerRow; r < min(m0 + 32, rows); r += kRowsPerStep)
+        tile_vec_to_global<Vec>(tile + r * kLd + c, dst + r * ld + c);
 }
 __device__ inline void tile_from_global(float* tile, const float* src, int64_t ld, int rows, int cols) {
     for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {

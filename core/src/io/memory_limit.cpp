@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "retnet/error.h"
 
@@ -73,12 +74,22 @@ void set_memory_limit(uint64_t bytes, const std::string& source) {
     g_limit.store(bytes);
 }
 
+namespace {
+
+// A refusal's two sizes as its message writes them: rounded, or in exact bytes where the rounded
+// figures read equal ("needs 92 MiB, more than the limit of 92 MiB" says nothing).
+std::pair<std::string, std::string> need_and_have(uint64_t need, uint64_t have) {
+    std::string need_text = format_bytes(need), have_text = format_bytes(have);
+    if (need_text == have_text) need_text = std::to_string(need) + " bytes", have_text = std::to_string(have) + " bytes";
+    return {need_text, have_text};
+}
+
+}  // namespace
+
 void check_memory(uint64_t bytes, const std::string& what) {
     const uint64_t limit = memory_limit();
     if (bytes <= limit) return;
-    std::string need = format_bytes(bytes), have = format_bytes(limit);
-    if (need == have)  // "needs 92 MiB, more than the limit of 92 MiB" says nothing: the exact counts
-        need = std::to_string(bytes) + " bytes", have = std::to_string(limit) + " bytes";
+    const auto [need, have] = need_and_have(bytes, limit);
     throw OutOfMemory(what + " needs " + need + ", more than the memory limit of " + have + " (" +
                       memory_limit_source() +
                       (process_limit_binds() ? "; raise it or lower the sizes)"  // no option raises it
@@ -90,9 +101,7 @@ void check_host_memory(uint64_t bytes_per_rank, int ranks_here, const std::strin
     const uint64_t total = saturating_product({bytes_per_rank, static_cast<uint64_t>(ranks_here)});
     const uint64_t machine = physical_memory();
     if (total <= machine) return;
-    std::string need = format_bytes(total), have = format_bytes(machine);
-    if (need == have)  // "24 GiB …, more than its memory of 24 GiB" says nothing: the exact counts
-        need = std::to_string(total) + " bytes", have = std::to_string(machine) + " bytes";
+    const auto [need, have] = need_and_have(total, machine);
     throw OutOfMemory(what + " needs " + format_bytes(bytes_per_rank) + " per rank, " + need + " for the " +
                       std::to_string(ranks_here) + " ranks on this machine, more than its memory of " + have +
                       " (the ranks share it: start fewer on one machine or lower the sizes)");
@@ -111,9 +120,9 @@ void hold_blas_threads_for_address_limit(char** argv, char** envp) {
     const ssize_t length = ::readlink("/proc/self/exe", path, sizeof path - 1);
     if (length <= 0) return;
     path[length] = '\0';
-    const char* base = std::strrchr(path, '/');
-    if (std::strncmp(base ? base + 1 : path, "ld-linux", 8) == 0 || std::strncmp(base ? base + 1 : path, "ld.so", 5) == 0)
-        return;
+    const char* slash = std::strrchr(path, '/');
+    const char* name = slash ? slash + 1 : path;
+    if (std::strncmp(name, "ld-linux", 8) == 0 || std::strncmp(name, "ld.so", 5) == 0) return;
     static char threads[] = "OPENBLAS_NUM_THREADS=1", held[] = "RETNET_BLAS_THREADS_HELD=1";
     char** env = static_cast<char**>(std::malloc((count + 3) * sizeof(char*)));
     if (!env) return;
