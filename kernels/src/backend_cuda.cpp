@@ -60,7 +60,7 @@ struct HeadMajor {
     DeviceBuffer<float> norms_sq;             // (T, H)
     DeviceBuffer<float> state_copy;           // (H, Dk, Dv)
     DeviceBuffer<float> intro_scores;         // (H', T, T)
-    DeviceBuffer<__nv_bfloat16> act_bf16;     // largest GEMM input
+    DeviceBuffer<__nv_bfloat16> act_bf16;     // the next GEMM's bf16 input rows
     DeviceBuffer<unsigned> arrivals;          // (N, H) decoding: zero between steps (decode_retention.h)
 };
 
@@ -209,7 +209,10 @@ private:
     void linear(Rows x, int layer, Weight w, Rows y, bool accumulate) override;
     void linears(Rows x, int layer, std::span<const LinearOut> outputs) override;
     const __nv_bfloat16* activations_bf16(Rows x);
+    void release_act_bf16();
     bool cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut> outputs) const;
+    bool cublas_bf16_linear(int M, int layer, Weight w) const;
+    void write_v_head_major(const __nv_bfloat16* rows, int M, const DeviceWeight& W);
     void linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
                       std::optional<Activation> glu_activation = std::nullopt);
     void norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
@@ -244,7 +247,8 @@ private:
     void decode_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y);
 
     // ---- retention of one sequence ----------------------------------------------------------------
-    void retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v, Rows g, Rows y);
+    void retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v, Rows g, Rows y,
+                         __nv_bfloat16* y_bf16);
     void retention_parallel(int layer, const SequenceSlice& slice);
     void retention_chunkwise(int layer, const SequenceSlice& slice, int Tp, int C, bool want_row_factor);
     void retention_recurrent(int layer, const SequenceSlice& slice, float* d_S, float* d_norms_sq, int Tp,
@@ -257,6 +261,21 @@ private:
     CudaOptions options_;
     std::unique_ptr<cuda::CudaStream> stream_;
     std::unique_ptr<cuda::CublasHandle> cublas_;
+    // Rows whose values went to ws_.act_bf16 rounded to bf16 and nowhere else (the head norm + gate's
+    // and the GLU's output when the next projection is a bf16 cuBLAS GEMM): activations_bf16() then
+    // takes them without a conversion launch; their fp32 buffer was not written.
+    const float* rows_in_bf16_only_ = nullptr;
+    // A forward of one sequence (no introspection, bf16 weights): its v projection writes ws_.vh
+    // head-major itself (v_head_major_rows_ rows, padded to v_head_major_tp_ with zero rows), where
+    // retain_sequence's layout pass would read v's rows back; v_in_head_major_ says it did.
+    int v_head_major_rows_ = 0, v_head_major_tp_ = 0;
+    bool v_in_head_major_ = false;
+    // The fused chunkwise passes' decays, staged by the forward's first layer (T = -1: none yet).
+    struct StagedDecays {
+        int T = -1, C = -1;
+        const float* k_decay = nullptr;      // (H, Tp)
+        const float* chunk_decay = nullptr;  // (H, nC)
+    } staged_decays_;
 
     DeviceBuffer<float> embed_;  // (V, d) fp32: the lookup table
     std::array<DeviceWeight, static_cast<size_t>(Weight::Output) + 1> model_weights_;  // EmbedNorm, FinalNorm, Output
@@ -429,6 +448,11 @@ void CudaBackend::prepare(const ForwardPlan& plan) {
     decode_.active = form == Form::Recurrent && !plan.introspection && n == plan.sequences.size() && n <= 65535;
     if (kv_) prepare_attention(plan);
     else prepare_retention(form, chunk, t_max, tp_max, n, plan.introspection);
+    const bool one_sequence = !kv_ && !decode_.active && !plan.introspection && plan.sequences.size() == 1;
+    v_head_major_rows_ = one_sequence && options_.bf16_weights ? static_cast<int>(t_max) : 0;
+    v_head_major_tp_ = static_cast<int>(tp_max);
+    v_in_head_major_ = false;
+    staged_decays_ = {};
     // tokens, and for decoding the positions, state addresses and torchscale's (2, N, H) per layer
     staged += n + 64 + (decode_.active ? 2 * n + 4 * L * n + 2 * L * n * H + 64 * (2 * L + 3) : 0);
     staging_.begin(staged, stream());
@@ -446,6 +470,8 @@ void CudaBackend::prepare(const ForwardPlan& plan) {
 }
 
 void CudaBackend::finish(bool completed) {
+    rows_in_bf16_only_ = nullptr;
+    v_in_head_major_ = false;
     if (!completed) {
         downloads_.discard();
         graphs_.abandon(stream());
@@ -523,6 +549,8 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     const DeviceWeight& W = weight(layer, w);
     const int M = static_cast<int>(x.count);
     const bool bf16 = !W.bf16.empty();
+    if (rows_in_bf16_only_ == x.data && !cublas_bf16_linear(M, layer, w))
+        throw Error("CUDA backend: rows kept only in bf16 reached a projection that reads fp32 (internal error)");
     if (cuda::gemv_supports(M, W.in, bf16)) {
         const cuda::GemvJob job = gemv_job(W, y.data, accumulate);
         cuda::launch_gemv(x.data, M, W.in, &job, 1, bf16, stream());
@@ -538,8 +566,27 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     if (w == Weight::Output) stop_timer();
 }
 
+// Whether linear() multiplies M rows by weight w through cuBLAS from bf16 rows (its last branch).
+bool CudaBackend::cublas_bf16_linear(int M, int layer, Weight w) const {
+    const DeviceWeight& W = weight(layer, w);
+    return !W.bf16.empty() && !cuda::gemv_supports(M, W.in, true) &&
+           !(cuda::skinny_gemm_supports(M, W.in) && w != Weight::Output);
+}
+
+// Before act_bf16 is overwritten: rows kept there alone must have been read (by the projection
+// that follows the op that made them).
+void CudaBackend::release_act_bf16() {
+    if (rows_in_bf16_only_)
+        throw Error("CUDA backend: rows kept only in bf16 were overwritten before their projection (internal error)");
+}
+
 // x rounded to bf16 for cuBLAS, in the workspace that the next projection overwrites.
 const __nv_bfloat16* CudaBackend::activations_bf16(Rows x) {
+    if (rows_in_bf16_only_ == x.data) {
+        rows_in_bf16_only_ = nullptr;
+        return ws_.act_bf16.get();
+    }
+    release_act_bf16();
     const int64_t n = x.count * x.width;
     grow(ws_.act_bf16, static_cast<size_t>(n));
     cuda::launch_float_to_bf16(x.data, ws_.act_bf16.get(), n, stream());
@@ -598,12 +645,40 @@ void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std:
     } else {
         for (const LinearOut& out : outputs) {
             const DeviceWeight& W = weight(layer, out.weight);
+            if (out.weight == Weight::V && M == v_head_major_rows_) {
+                write_v_head_major(rows, M, W);
+                continue;
+            }
             cuda::linear_bf16(cublas_->get(), rows, W.bf16.get(), out.y.data, M, W.out, W.in, 0.0f);
         }
-        if (glu_activation) glu(outputs[0].y, outputs[1].y, *glu_activation);
+        if (glu_activation) {
+            const Rows a = outputs[0].y, b = outputs[1].y;
+            if (cublas_bf16_linear(M, layer, Weight::FfnOut)) {
+                // the FFN's down projection reads the GLU's output from act_bf16, which the GEMMs above read
+                // before it in the stream; norm_linears sized it for these rows
+                release_act_bf16();
+                cuda::launch_glu(a.data, b.data, ws_.act_bf16.get(), a.count * a.width,
+                                 *glu_activation == Activation::Gelu, stream());
+                rows_in_bf16_only_ = a.data;
+            } else {
+                glu(a, b, *glu_activation);
+            }
+        }
     }
     for (const LinearOut& out : outputs)
         if (out.weight == Weight::Output) stop_timer();
+}
+
+// v (M rows) = rows · W_vᵀ straight into ws_.vh (H, Tp, Dv), its padding rows zero: what
+// retain_sequence's launch_to_head_major would make of v's rows.
+void CudaBackend::write_v_head_major(const __nv_bfloat16* rows, int M, const DeviceWeight& W) {
+    const int H = model_->config.n_heads, Dv = W.out / H, Tp = v_head_major_tp_;
+    const int64_t head_stride = static_cast<int64_t>(Tp) * Dv;
+    cuda::linear_bf16_head_major(cublas_->get(), rows, W.bf16.get(), ws_.vh.get(), M, W.out, W.in, H, head_stride);
+    if (Tp > M)
+        RETNET_CUDA_CHECK(cudaMemset2DAsync(ws_.vh.get() + static_cast<int64_t>(M) * Dv, head_stride * sizeof(float), 0,
+                                            static_cast<size_t>(Tp - M) * Dv * sizeof(float), H, stream()));
+    v_in_head_major_ = true;
 }
 
 // Few rows: the norm (and the GLU) inside the projections' one launch; h is never written. More
@@ -623,7 +698,12 @@ void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows 
     }
     const DeviceWeight& norm_weight = weight(layer, norm);
     if (!fusable && cublas_bf16_rows(x, layer, outputs)) {
-        grow(ws_.act_bf16, static_cast<size_t>(M) * static_cast<size_t>(K));
+        // wide enough for the rows' bf16 outputs too (retain_sequence, linears_bf16): act_bf16 does not
+        // move while the GEMMs that read it are queued
+        int64_t widest = K;
+        for (const LinearOut& out : outputs) widest = std::max(widest, out.y.width);
+        release_act_bf16();
+        grow(ws_.act_bf16, static_cast<size_t>(M) * static_cast<size_t>(widest));
         cuda::launch_rmsnorm_bf16(x.data, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(), ws_.act_bf16.get(),
                                   M, K, static_cast<float>(eps), stream());
         linears_bf16(ws_.act_bf16.get(), M, layer, outputs, glu_activation);
@@ -677,7 +757,14 @@ void CudaBackend::stop_timer() {
 
 void CudaBackend::gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) {
     if (decode_.active) return decode_retention(call, q, k, v, g, y);
-    for (const SequenceSlice& slice : call.sequences) retain_sequence(call, slice, q, k, v, g, y);
+    // The output projection's bf16 input straight from the head norm + gate (norm_linears sized
+    // act_bf16 for y's rows).
+    const bool y_in_bf16 = cublas_bf16_linear(static_cast<int>(y.count), call.layer, Weight::O) &&
+                           ws_.act_bf16.size() >= static_cast<size_t>(y.count * y.width);
+    if (y_in_bf16) release_act_bf16();
+    for (const SequenceSlice& slice : call.sequences)
+        retain_sequence(call, slice, q, k, v, g, y, y_in_bf16 ? ws_.act_bf16.get() : nullptr);
+    if (y_in_bf16) rows_in_bf16_only_ = y.data;
 }
 
 // The twin's attention: all sequences in one decode launch, or each sequence's prefill.
@@ -770,7 +857,7 @@ void CudaBackend::decode_retention(const RetentionCall& call, Rows q, Rows k, Ro
 }
 
 void CudaBackend::retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v,
-                                  Rows g, Rows y) {
+                                  Rows g, Rows y, __nv_bfloat16* y_bf16) {
     const ModelConfig& c = model_->config;
     const int T = slice.length, H = c.n_heads, Dk = c.head_dim_k(), Dv = c.head_dim_v();
     const int C = call.chunk;
@@ -782,7 +869,10 @@ void CudaBackend::retain_sequence(const RetentionCall& call, const SequenceSlice
                                       slice.position, scale.q, interleaved, stream());
     cuda::launch_rotary_to_head_major(k.data + row0 * k.width, theta_.get(), ws_.kh.get(), T, Tp, H, Dk,
                                       slice.position, scale.k, interleaved, stream());
-    cuda::launch_to_head_major(v.data + row0 * v.width, ws_.vh.get(), T, Tp, H, Dv, stream());
+    if (v_in_head_major_)  // the v projection wrote it (write_v_head_major)
+        v_in_head_major_ = false;
+    else
+        cuda::launch_to_head_major(v.data + row0 * v.width, ws_.vh.get(), T, Tp, H, Dv, stream());
 
     float* S = state_of(slice.slot, call.layer);
     RetentionRecord* record = call.record;
@@ -806,9 +896,14 @@ void CudaBackend::retain_sequence(const RetentionCall& call, const SequenceSlice
     if (record && record->scores) record_scores(slice, Tp, *record);
 
     const DeviceBuffer<float>& head_norm = head_norms_[static_cast<size_t>(call.layer)];
-    cuda::launch_head_norm_gate(ws_.oh.get(), g.data + row0 * g.width, head_norm.empty() ? nullptr : head_norm.get(),
-                                y.data + row0 * y.width, T, Tp, H, Dv, static_cast<float>(call.head_norm_eps),
-                                stream());
+    const float* w = head_norm.empty() ? nullptr : head_norm.get();
+    const float eps = static_cast<float>(call.head_norm_eps);
+    if (y_bf16)
+        cuda::launch_head_norm_gate(ws_.oh.get(), g.data + row0 * g.width, w, y_bf16 + row0 * y.width, T, Tp, H, Dv, eps,
+                                    stream());
+    else
+        cuda::launch_head_norm_gate(ws_.oh.get(), g.data + row0 * g.width, w, y.data + row0 * y.width, T, Tp, H, Dv, eps,
+                                    stream());
 }
 
 void CudaBackend::step_coefficients(const SequenceSlice& slice, std::vector<float>& decay,
@@ -913,9 +1008,12 @@ void CudaBackend::retention_chunkwise(int layer, const SequenceSlice& slice, int
     // three fused passes (chunk_states.cu, chunk_output.cu); torchscale's normalizations and the
     // introspected row factors take the kernels below.
     if (fused_chunkwise(C, static_cast<size_t>(nC), want_row_factor)) {
-        cuda::launch_chunk_states(ws_.kh.get(), ws_.vh.get(), staging_.stage(k_decay, stream()),
-                                  staging_.stage(chunk_decay, stream()), S, ws_.chunk_states.get(), H, nC, C, Dk, Dv,
-                                  kChunkProducts, stream());
+        // The decays depend on the heads' γ, T and C alone: staged once for all the layers of a forward
+        // (a copy between two kernels also ends the second's overlap with the first).
+        if (staged_decays_.T != T || staged_decays_.C != C)
+            staged_decays_ = {T, C, staging_.stage(k_decay, stream()), staging_.stage(chunk_decay, stream())};
+        cuda::launch_chunk_states(ws_.kh.get(), ws_.vh.get(), staged_decays_.k_decay, staged_decays_.chunk_decay, S,
+                                  ws_.chunk_states.get(), H, nC, C, Dk, Dv, kChunkProducts, stream());
         cuda::launch_chunk_scores(ws_.qh.get(), ws_.kh.get(), log_decay_.get(), H, ws_.scores.get(), H, nC, C, Dk,
                                   kChunkProducts, stream());
         cuda::launch_chunk_output(ws_.qh.get(), ws_.scores.get(), ws_.vh.get(), ws_.chunk_states.get(),

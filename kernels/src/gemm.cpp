@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "gemm.h"
 
+#include <string>
+
 #include "cuda_check.h"
+#include "retnet/error.h"
 
 namespace retnet::cuda {
 
@@ -31,6 +34,19 @@ void linear_bf16(cublasHandle_t handle, const __nv_bfloat16* X, const __nv_bfloa
     RETNET_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &alpha, W, CUDA_R_16BF, K, X,
                                      CUDA_R_16BF, K, &beta, Y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
                                      CUBLAS_GEMM_DEFAULT));
+}
+
+void linear_bf16_head_major(cublasHandle_t handle, const __nv_bfloat16* X, const __nv_bfloat16* W, float* Y, int M,
+                            int N, int K, int heads, int64_t head_stride) {
+    if (M == 0 || N == 0) return;
+    if (heads <= 0 || N % heads != 0) throw Error("linear_bf16_head_major: " + std::to_string(N) +
+                                                  " columns do not split into " + std::to_string(heads) + " heads");
+    const int D = N / heads;
+    const float alpha = 1.0f, beta = 0.0f;
+    RETNET_CUBLAS_CHECK(cublasGemmStridedBatchedEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, D, M, K, &alpha, W, CUDA_R_16BF, K,
+                                                   static_cast<long long>(D) * K, X, CUDA_R_16BF, K, 0, &beta, Y,
+                                                   CUDA_R_32F, D, head_stride, heads, CUBLAS_COMPUTE_32F,
+                                                   CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace retnet::cuda

@@ -24,4 +24,10 @@ void linear_f32(cublasHandle_t handle, const float* X, const float* W, float* Y,
 void linear_bf16(cublasHandle_t handle, const __nv_bfloat16* X, const __nv_bfloat16* W, float* Y,
                  int M, int N, int K, float beta);
 
+// Y = X · Wᵀ as linear_bf16 computes it, written head-major: the `heads` blocks of N / heads
+// columns each to their own (M, N / heads) matrix, head h's at Y + h · head_stride (one batched GEMM
+// instead of the GEMM and a layout pass that reads and writes Y again).
+void linear_bf16_head_major(cublasHandle_t handle, const __nv_bfloat16* X, const __nv_bfloat16* W, float* Y, int M,
+                            int N, int K, int heads, int64_t head_stride);
+
 }  // namespace retnet::cuda

@@ -30,6 +30,8 @@ __global__ void glu_forward_kernel(const In* a, const In* b, int64_t n, bool gel
 template <typename In, typename Out>
 __global__ void glu_forward8_kernel(const In* __restrict__ a, const In* __restrict__ b, int64_t n, bool gelu_act,
                                     Out* __restrict__ h) {
+    wait_for_previous_grid();
+    allow_next_grid();
     const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 8;
     if (i >= n) return;
     float av[8], bv[8], hv[8];
@@ -114,6 +116,17 @@ void launch_glu(const float* d_a, const float* d_b, float* d_h, int64_t n, bool 
     if (n <= 0) return;
     launch_overlapped(layer_kernels::glu_forward_kernel<float, float>, dim3(ceil_div(n, layer_kernels::kThreads)),
                       dim3(layer_kernels::kThreads), 0, stream, d_a, d_b, n, gelu, d_h);
+}
+
+void launch_glu(const float* d_a, const float* d_b, __nv_bfloat16* d_h, int64_t n, bool gelu, cudaStream_t stream) {
+    using namespace layer_kernels;
+    if (n <= 0) return;
+    if (n % 8 == 0 && aligned16(d_a) && aligned16(d_b) && aligned16(d_h))
+        launch_overlapped(glu_forward8_kernel<float, __nv_bfloat16>, dim3(ceil_div(n / 8, kThreads)), dim3(kThreads), 0,
+                          stream, d_a, d_b, n, gelu, d_h);
+    else
+        launch_overlapped(glu_forward_kernel<float, __nv_bfloat16>, dim3(ceil_div(n, kThreads)), dim3(kThreads), 0,
+                          stream, d_a, d_b, n, gelu, d_h);
 }
 
 }  // namespace retnet::cuda

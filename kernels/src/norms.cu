@@ -46,6 +46,8 @@ constexpr int kMaxRunsPerLane = 16;
 template <typename Out>
 __global__ void rmsnorm_forward_warp_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t rows,
                                             int dim, float eps, Out* __restrict__ y, float* __restrict__ rstd) {
+    wait_for_previous_grid();
+    allow_next_grid();
     const int lane = threadIdx.x & 31;
     const int64_t r = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
     if (r >= rows) return;
@@ -159,17 +161,21 @@ __global__ void head_norm_gate_forward_warp_kernel(const In* o, int heads_T, int
 // ran at half the bandwidth. The same float arithmetic per element; the squares are summed in
 // another order (double, so rstd is the same to far below float rounding).
 template <typename In, typename Out>
-__global__ void head_norm_gate_forward_warp8_kernel(const In* __restrict__ o, const In* __restrict__ g,
-                                                    const float* __restrict__ w, int64_t pairs, int Dv, float eps,
-                                                    Out* __restrict__ y, float* __restrict__ rstd) {
+__global__ void head_norm_gate_forward_warp8_kernel(const In* __restrict__ o, int heads_T, int heads_Tp,
+                                                    const In* __restrict__ g, const float* __restrict__ w,
+                                                    int64_t pairs, int H, int Dv, float eps, Out* __restrict__ y,
+                                                    float* __restrict__ rstd) {
+    wait_for_previous_grid();
+    allow_next_grid();
     const int lane = threadIdx.x & 31;
     const int64_t pair = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
     if (pair >= pairs) return;
-    const int64_t off = pair * Dv;  // o, g and y rows
+    int64_t off, o_off;  // g and y rows; o's
+    gate_offsets(pair, heads_T, heads_Tp, H, Dv, off, o_off);
     double ss = 0.0;
     for (int c = lane * 8; c < Dv; c += 256) {
         float ov[8];
-        load8_as_float(o + off + c, ov);
+        load8_as_float(o + o_off + c, ov);
 #pragma unroll
         for (int k = 0; k < 8; ++k) ss += static_cast<double>(ov[k]) * ov[k];
     }
@@ -178,7 +184,7 @@ __global__ void head_norm_gate_forward_warp8_kernel(const In* __restrict__ o, co
     if (rstd && lane == 0) rstd[pair] = s;
     for (int c = lane * 8; c < Dv; c += 256) {
         float ov[8], gv[8], yv[8];
-        load8_as_float(o + off + c, ov);
+        load8_as_float(o + o_off + c, ov);
         load8_as_float(g + off + c, gv);
 #pragma unroll
         for (int k = 0; k < 8; ++k) yv[k] = ov[k] * s * (w ? w[c + k] : 1.0f) * silu(gv[k]);
@@ -339,7 +345,7 @@ void head_norm_gate_forward(const __nv_bfloat16* o, const __nv_bfloat16* g, cons
     const int64_t pairs = rows * H;
     if (pairs >= kBlockPerPairBelow && Dv % 8 == 0 && aligned16(o) && aligned16(g) && aligned16(y)) {
         head_norm_gate_forward_warp8_kernel<__nv_bfloat16, Out><<<ceil_div(pairs * 32, kThreads), kThreads, 0, stream>>>(
-            o, g, w, pairs, Dv, eps, y, rstd);
+            o, 0, 0, g, w, pairs, H, Dv, eps, y, rstd);
         RETNET_CUDA_CHECK_LAUNCH();
         return;
     }
@@ -395,31 +401,62 @@ void sum_partials(const float* partials, int64_t n_parts, int cols, float* out, 
 namespace retnet::cuda {
 
 // The inference launchers let each kernel start as the previous one ends (common.cuh).
+namespace {
+// Many rows (a prefill) a warp each, 16-byte loads (rmsnorm_forward_warp_kernel); few rows (a
+// decoding step) a block each, so that they still spread over the GPU.
+constexpr int64_t kWarpPerRowFrom = 1024;
+template <typename Out>
+void launch_rmsnorm_as(const float* d_x, const float* d_weight, Out* d_y, int rows, int cols, float eps,
+                       cudaStream_t stream) {
+    using namespace layer_kernels;
+    if (rows <= 0) return;
+    const bool apart = static_cast<const void*>(d_x) != static_cast<const void*>(d_y);  // its pointers are restrict
+    if (rows >= kWarpPerRowFrom && apart && cols % 128 == 0 && cols <= 128 * kMaxRunsPerLane && aligned16(d_x) &&
+        aligned16(d_y))
+        launch_overlapped(rmsnorm_forward_warp_kernel<Out>, dim3(ceil_div(static_cast<int64_t>(rows) * 32, kThreads)),
+                          dim3(kThreads), 0, stream, d_x, d_weight, static_cast<int64_t>(rows), cols, eps, d_y, nullptr);
+    else
+        launch_overlapped(rmsnorm_forward_kernel<Out>, dim3(static_cast<unsigned>(rows)), dim3(kThreads), 0, stream,
+                          d_x, d_weight, cols, eps, d_y, nullptr);
+}
+}  // namespace
+
 void launch_rmsnorm(const float* d_x, const float* d_weight, float* d_y, int rows, int cols, float eps,
                     cudaStream_t stream) {
-    if (rows <= 0) return;
-    launch_overlapped(layer_kernels::rmsnorm_forward_kernel<float>, dim3(static_cast<unsigned>(rows)),
-                      dim3(layer_kernels::kThreads), 0, stream, d_x, d_weight, cols, eps, d_y, nullptr);
+    launch_rmsnorm_as(d_x, d_weight, d_y, rows, cols, eps, stream);
 }
 
 void launch_rmsnorm_bf16(const float* d_x, const float* d_weight, __nv_bfloat16* d_y, int rows, int cols, float eps,
                          cudaStream_t stream) {
-    if (rows <= 0) return;
-    launch_overlapped(layer_kernels::rmsnorm_forward_kernel<__nv_bfloat16>, dim3(static_cast<unsigned>(rows)),
-                      dim3(layer_kernels::kThreads), 0, stream, d_x, d_weight, cols, eps, d_y, nullptr);
+    launch_rmsnorm_as(d_x, d_weight, d_y, rows, cols, eps, stream);
 }
 
-void launch_head_norm_gate(const float* d_o, const float* d_g, const float* d_weight, float* d_y, int T, int Tp,
-                           int H, int Dv, float eps, cudaStream_t stream) {
+namespace {
+template <typename Out>
+void launch_head_norm_gate_as(const float* d_o, const float* d_g, const float* d_weight, Out* d_y, int T, int Tp, int H,
+                              int Dv, float eps, cudaStream_t stream) {
     using namespace layer_kernels;
     const int64_t pairs = static_cast<int64_t>(T) * H;
     if (pairs <= 0) return;
     if (pairs < kBlockPerPairBelow)
-        launch_overlapped(head_norm_gate_forward_block_kernel<float, float>, dim3(static_cast<unsigned>(pairs)), dim3(kThreads), 0,
-                          stream, d_o, T, Tp, d_g, d_weight, H, Dv, eps, d_y, nullptr);
+        launch_overlapped(head_norm_gate_forward_block_kernel<float, Out>, dim3(static_cast<unsigned>(pairs)),
+                          dim3(kThreads), 0, stream, d_o, T, Tp, d_g, d_weight, H, Dv, eps, d_y, nullptr);
+    else if (Dv % 8 == 0 && aligned16(d_o) && aligned16(d_g) && aligned16(d_y))  // 16-byte accesses
+        launch_overlapped(head_norm_gate_forward_warp8_kernel<float, Out>, dim3(ceil_div(pairs * 32, kThreads)),
+                          dim3(kThreads), 0, stream, d_o, T, Tp, d_g, d_weight, pairs, H, Dv, eps, d_y, nullptr);
     else
-        launch_overlapped(head_norm_gate_forward_warp_kernel<float, float>, dim3(ceil_div(pairs * 32, kThreads)), dim3(kThreads), 0,
-                          stream, d_o, T, Tp, d_g, d_weight, pairs, H, Dv, eps, d_y, nullptr);
+        launch_overlapped(head_norm_gate_forward_warp_kernel<float, Out>, dim3(ceil_div(pairs * 32, kThreads)),
+                          dim3(kThreads), 0, stream, d_o, T, Tp, d_g, d_weight, pairs, H, Dv, eps, d_y, nullptr);
+}
+}  // namespace
+
+void launch_head_norm_gate(const float* d_o, const float* d_g, const float* d_weight, float* d_y, int T, int Tp,
+                           int H, int Dv, float eps, cudaStream_t stream) {
+    launch_head_norm_gate_as(d_o, d_g, d_weight, d_y, T, Tp, H, Dv, eps, stream);
+}
+void launch_head_norm_gate(const float* d_o, const float* d_g, const float* d_weight, __nv_bfloat16* d_y, int T, int Tp,
+                           int H, int Dv, float eps, cudaStream_t stream) {
+    launch_head_norm_gate_as(d_o, d_g, d_weight, d_y, T, Tp, H, Dv, eps, stream);
 }
 
 }  // namespace retnet::cuda

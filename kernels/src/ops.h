@@ -45,9 +45,16 @@ void launch_to_head_major(const float* d_src, float* d_dst, int T, int Tp, int H
 //   o (H, Tp, Dv) head-major, g (T, H*Dv), y (T, H*Dv) token-major
 void launch_head_norm_gate(const float* d_o, const float* d_g, const float* d_weight, float* d_y,
                            int T, int Tp, int H, int Dv, float eps, cudaStream_t stream);
+// The same with y rounded to bf16 (the input of the next bf16 GEMM: launch_float_to_bf16's bits of the
+// float result).
+void launch_head_norm_gate(const float* d_o, const float* d_g, const float* d_weight, __nv_bfloat16* d_y,
+                           int T, int Tp, int H, int Dv, float eps, cudaStream_t stream);
 
 // h = act(a) ⊙ b, act = gelu (exact erf) or swish; a, b, h (n)
 void launch_glu(const float* d_a, const float* d_b, float* d_h, int64_t n, bool gelu,
+                cudaStream_t stream);
+// The same with h rounded to bf16 (h must not overlap a or b).
+void launch_glu(const float* d_a, const float* d_b, __nv_bfloat16* d_h, int64_t n, bool gelu,
                 cudaStream_t stream);
 
 void launch_float_to_bf16(const float* d_src, __nv_bfloat16* d_dst, int64_t n, cudaStream_t stream);

@@ -4,12 +4,14 @@
 // bf16 GEMMs within 1e-2 (bf16 keeps 8 significant bits: 2^-9 ≈ 2e-3 per operand).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "cuda_test_util.h"
 #include "gemm.h"
 #include "naive_ops.h"
 #include "ops.h"
+#include "retnet/error.h"
 
 namespace retnet::cuda::test {
 namespace {
@@ -165,6 +167,62 @@ TEST_F(KernelTest, GluGeluAndSwish) {
     }
 }
 
+// The bf16 outputs that the prefill's output and FFN-down projections read directly (no conversion
+// launch between): bit for bit the float results rounded, by each head-norm kernel (a block per pair;
+// a warp per pair, one element or eight at a time) and by the scalar and the 8-wide GLU (odd
+// length, unaligned). The float results of the kernels that few-pair tests do not reach are checked
+// against the naive twin too.
+TEST_F(KernelTest, HeadNormGateToBf16IsTheFloatResultRounded) {
+    const int H = 2;
+    for (const auto& [T, Dv] : {std::pair{3, 100}, std::pair{600, 100}, std::pair{600, 128}}) {
+        const int Tp = T + 1;  // 6 pairs: a block each; 1200 pairs: a warp each (Dv 128: eight elements a lane)
+        const auto o = random_vector(static_cast<size_t>(H) * Tp * Dv, 11, -2.0f, 2.0f);
+        const auto g = random_vector(static_cast<size_t>(T) * H * Dv, 12, -4.0f, 4.0f);
+        const auto w = random_vector(Dv, 13);
+        auto d_o = to_device(o, stream()), dg = to_device(g, stream()), dw = to_device(w, stream());
+        DeviceBuffer<float> dy(g.size());
+        DeviceBuffer<__nv_bfloat16> dy_bf16(g.size()), dy_rounded(g.size());
+        launch_head_norm_gate(d_o.get(), dg.get(), dw.get(), dy.get(), T, Tp, H, Dv, 1e-6f, stream());
+        EXPECT_LT(rel_max_error(to_host(dy, stream()), naive::head_norm_gate(o, g, w, T, Tp, H, Dv, 1e-6)), kF32Tol)
+            << "T " << T << " Dv " << Dv;
+        launch_float_to_bf16(dy.get(), dy_rounded.get(), static_cast<int64_t>(g.size()), stream());
+        launch_head_norm_gate(d_o.get(), dg.get(), dw.get(), dy_bf16.get(), T, Tp, H, Dv, 1e-6f, stream());
+        EXPECT_EQ(bits_of(dy_bf16, g.size(), stream()), bits_of(dy_rounded, g.size(), stream()))
+            << "T " << T << " Dv " << Dv;
+    }
+}
+
+// A prefill's rows (a warp each, 16-byte loads) against the naive twin, and its bf16 output the
+// float one rounded.
+TEST_F(KernelTest, RmsNormOfManyRowsAndItsBf16Rounding) {
+    const int rows = 1030, cols = 256;
+    const auto x = random_vector(static_cast<size_t>(rows) * cols, 16, -3.0f, 3.0f);
+    const auto w = random_vector(cols, 17);
+    auto dx = to_device(x, stream()), dw = to_device(w, stream());
+    DeviceBuffer<float> dy(x.size());
+    DeviceBuffer<__nv_bfloat16> dy_bf16(x.size()), dy_rounded(x.size());
+    launch_rmsnorm(dx.get(), dw.get(), dy.get(), rows, cols, 1e-6f, stream());
+    EXPECT_LT(rel_max_error(to_host(dy, stream()), naive::rmsnorm(x, w, rows, cols, 1e-6)), kF32Tol);
+    launch_float_to_bf16(dy.get(), dy_rounded.get(), static_cast<int64_t>(x.size()), stream());
+    launch_rmsnorm_bf16(dx.get(), dw.get(), dy_bf16.get(), rows, cols, 1e-6f, stream());
+    EXPECT_EQ(bits_of(dy_bf16, x.size(), stream()), bits_of(dy_rounded, x.size(), stream()));
+}
+
+TEST_F(KernelTest, GluToBf16IsTheFloatResultRounded) {
+    const auto a = random_vector(1032, 14, -5.0f, 5.0f), b = random_vector(1032, 15);
+    auto da = to_device(a, stream()), db = to_device(b, stream());
+    DeviceBuffer<float> dh(a.size());
+    DeviceBuffer<__nv_bfloat16> dh_bf16(a.size()), dh_rounded(a.size());
+    for (const auto& [n, offset] : {std::pair{1032, 0}, std::pair{1001, 0}, std::pair{1024, 1}})
+        for (bool gelu : {true, false}) {
+            launch_glu(da.get() + offset, db.get() + offset, dh.get(), n, gelu, stream());
+            launch_float_to_bf16(dh.get(), dh_rounded.get(), n, stream());
+            launch_glu(da.get() + offset, db.get() + offset, dh_bf16.get(), n, gelu, stream());
+            EXPECT_EQ(bits_of(dh_bf16, n, stream()), bits_of(dh_rounded, n, stream()))
+                << "n " << n << " offset " << offset << " gelu " << gelu;
+        }
+}
+
 class GemmTest : public CudaTest {
 protected:
     void SetUp() override {
@@ -204,6 +262,41 @@ TEST_F(GemmTest, LinearBf16WithinBf16Rounding) {
     const double err = rel_l2_error(to_host(dY, stream()), ref);
     EXPECT_LT(err, 1e-2);
     EXPECT_GT(err, 0.0);  // it really ran in bf16
+}
+
+// The v projection of a prefill written head-major by one batched GEMM: each head's columns of
+// linear_bf16's result (the same bf16 operands, fp32 sums in cuBLAS's order: within fp32 rounding of
+// the sum of |products|), the rows past M untouched; and a width that does not split into the heads
+// refused.
+TEST_F(GemmTest, LinearBf16HeadMajorIsLinearBf16PerHead) {
+    const int M = 37, H = 3, D = 40, N = H * D, K = 96, Tp = 40;
+    const auto X = random_vector(static_cast<size_t>(M) * K, 18), W = random_vector(static_cast<size_t>(N) * K, 19);
+    auto dX = to_device(X, stream()), dW = to_device(W, stream());
+    DeviceBuffer<__nv_bfloat16> dXb(X.size()), dWb(W.size());
+    launch_float_to_bf16(dX.get(), dXb.get(), static_cast<int64_t>(X.size()), stream());
+    launch_float_to_bf16(dW.get(), dWb.get(), static_cast<int64_t>(W.size()), stream());
+    DeviceBuffer<float> rows(static_cast<size_t>(M) * N);
+    const std::vector<float> sentinel(static_cast<size_t>(H) * Tp * D, -7.0f);
+    auto heads = to_device(sentinel, stream());
+    linear_bf16(handle_->get(), dXb.get(), dWb.get(), rows.get(), M, N, K, 0.0f);
+    linear_bf16_head_major(handle_->get(), dXb.get(), dWb.get(), heads.get(), M, N, K, H, static_cast<int64_t>(Tp) * D);
+    const std::vector<float> by_rows = to_host(rows, stream()), by_heads = to_host(heads, stream());
+    for (int h = 0; h < H; ++h)
+        for (int t = 0; t < Tp; ++t)
+            for (int d = 0; d < D; ++d) {
+                const float got = by_heads[(static_cast<size_t>(h) * Tp + t) * D + d];
+                if (t >= M) {
+                    ASSERT_EQ(got, -7.0f) << "padding row " << t << " of head " << h;
+                    continue;
+                }
+                const float want = by_rows[static_cast<size_t>(t) * N + h * D + d];
+                double magnitude = 0.0;  // Σ_k |x_k w_k|: two fp32 sums of K terms differ by ≤ 2K·2⁻²⁴ of it
+                for (int k = 0; k < K; ++k)
+                    magnitude += std::fabs(static_cast<double>(X[static_cast<size_t>(t) * K + k]) *
+                                           W[static_cast<size_t>(h * D + d) * K + k]);
+                ASSERT_NEAR(got, want, 2.0 * K * std::ldexp(1.0, -24) * magnitude) << "h " << h << " t " << t << " d " << d;
+            }
+    EXPECT_THROW(linear_bf16_head_major(handle_->get(), dXb.get(), dWb.get(), heads.get(), M, N, K, 7, 0), Error);
 }
 
 TEST_F(GemmTest, StridedBatchedTransposes) {

@@ -5,8 +5,10 @@
 // the layer shapes of fla-hub/retnet-1.3B (d 2048, 8 heads, Dk 256, Dv 512, FFN 2816, V 32000)
 // and fewer layers (argument 1, default 4) so that it builds in seconds; time per layer scales.
 // `retnet_cuda_bench L ops [M,…]`: the decoding ops alone; `retnet_cuda_bench 0 kernels`: the
-// retention kernels as `retnet bench --mode kernels` times them (a binary built elsewhere can run
-// them on the GPU machine without Qt or MPI: scripts/gpu/run_prebuilt.sh).
+// retention kernels as `retnet bench --mode kernels` times them (`… kernels B,T,Dk,Dv`: one shape, for
+// a profiler); `retnet_cuda_bench L prefill`: a chunkwise prefill of 2048 and 8192 tokens, last logits
+// row only, as `retnet bench --mode prefill` times it. A binary built elsewhere runs these on the GPU
+// machine without Qt or MPI (scripts/gpu/run_prebuilt.sh).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -55,6 +57,21 @@ Timing time_forward(Backend& b, const std::vector<int32_t>& tokens, const Forwar
         }
     }
     return {median(ms), median(dev)};
+}
+
+// The layer shapes of fla-hub/retnet-1.3B with L layers.
+ModelConfig fla_1_3b_shape(int layers) {
+    ModelConfig c;
+    c.family = Family::Fla;
+    c.vocab_size = 32000;
+    c.d_model = 2048;
+    c.n_layers = layers;
+    c.n_heads = 8;
+    c.key_dim = 2048;
+    c.value_dim = 4096;
+    c.ffn_dim = 2816;
+    c.chunk_size = 64;
+    return c;
 }
 
 void bench_recurrent_kernel(int H, int Dk, int Dv, int T) {
@@ -263,12 +280,43 @@ int main(int argc, char** argv) {
         // `retnet_cuda_bench 0 kernels`: the retention alone as the cuda-bf16 trainer runs it (what
         // `retnet bench --mode kernels` times) at the shapes, without the CLI.
         if (argc > 2 && std::string(argv[2]) == "kernels") {
-            for (const auto& [B, T, Dk, Dv] : {std::tuple{8, 2048, 256, 512}, std::tuple{2, 8192, 256, 512},
-                                               std::tuple{1, 32768, 256, 512}, std::tuple{8, 2048, 128, 256}}) {
+            std::vector<std::tuple<int, int, int, int>> shapes{
+                {8, 2048, 256, 512}, {2, 8192, 256, 512}, {1, 32768, 256, 512}, {8, 2048, 128, 256}};
+            int one[4];  // `… kernels B,T,Dk,Dv`: that shape alone (for a profiler)
+            if (argc > 3 && std::sscanf(argv[3], "%d,%d,%d,%d", &one[0], &one[1], &one[2], &one[3]) == 4)
+                shapes = {{one[0], one[1], one[2], one[3]}};
+            for (const auto& [B, T, Dk, Dv] : shapes) {
                 const cuda::RetentionKernelTiming t =
                     cuda::time_retention_kernels({B, T, 8, Dk, Dv, 64}, cuda::TrainPrecision::Bf16, 9);
                 std::printf("retention kernels B %d T %d H 8 Dk %d Dv %d: forward %.3f ms, forward + backward %.3f ms\n",
                             B, T, Dk, Dv, t.forward_ms, t.forward_backward_ms);
+            }
+            return 0;
+        }
+        // `retnet_cuda_bench L prefill`: a chunkwise prefill of the 1.3B shape's L layers (bf16 weights,
+        // last logits row only: what `retnet bench --mode prefill` times) at 2048 and 8192 tokens.
+        if (argc > 2 && std::string(argv[2]) == "prefill") {
+            auto model = std::make_shared<const Model>(make_random_model(fla_1_3b_shape(layers), 1));
+            CudaOptions options;
+            options.bf16_weights = true;
+            auto backend = make_cuda_backend(model, options);
+            for (int T : {2048, 8192}) {
+                std::vector<int32_t> tokens(static_cast<size_t>(T));
+                for (int i = 0; i < T; ++i) tokens[static_cast<size_t>(i)] = (i * 7919) % 32000;
+                const SequenceRequest request{tokens, 0, LogitRows::Last};
+                ForwardOptions o;
+                o.form = Form::Chunkwise;
+                for (int round = 0; round < 2; ++round) {
+                    std::vector<double> ms;
+                    for (int r = 0; r < 7; ++r) {  // two warm-up calls
+                        backend->reset();
+                        const auto t0 = std::chrono::steady_clock::now();
+                        backend->forward_batch({&request, 1}, o);
+                        const auto t1 = std::chrono::steady_clock::now();
+                        if (r >= 2) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+                    }
+                    std::printf("prefill L %d T %d: %.2f ms\n", layers, T, median(ms));
+                }
             }
             return 0;
         }
@@ -289,16 +337,7 @@ int main(int argc, char** argv) {
         bench_recurrent_kernel(8, 256, 512, 1024);
         bench_recurrent_kernel(8, 100, 128, 1024);
 
-        ModelConfig c;
-        c.family = Family::Fla;
-        c.vocab_size = 32000;
-        c.d_model = 2048;
-        c.n_layers = layers;
-        c.n_heads = 8;
-        c.key_dim = 2048;
-        c.value_dim = 4096;
-        c.ffn_dim = 2816;
-        c.chunk_size = 64;
+        const ModelConfig c = fla_1_3b_shape(layers);
         const auto t0 = std::chrono::steady_clock::now();
         auto model = std::make_shared<const Model>(make_random_model(c, 1));
         const auto t1 = std::chrono::steady_clock::now();
