@@ -209,7 +209,7 @@ private:
     void linear(Rows x, int layer, Weight w, Rows y, bool accumulate) override;
     void linears(Rows x, int layer, std::span<const LinearOut> outputs) override;
     const __nv_bfloat16* activations_bf16(Rows x);
-    void release_act_bf16();
+    void release_act_bf16(size_t count);
     bool cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut> outputs) const;
     bool cublas_bf16_linear(int M, int layer, Weight w) const;
     void write_v_head_major(const __nv_bfloat16* rows, int M, const DeviceWeight& W);
@@ -448,6 +448,11 @@ void CudaBackend::prepare(const ForwardPlan& plan) {
     decode_.active = form == Form::Recurrent && !plan.introspection && n == plan.sequences.size() && n <= 65535;
     if (kv_) prepare_attention(plan);
     else prepare_retention(form, chunk, t_max, tp_max, n, plan.introspection);
+    // The projections' bf16 input rows, sized before a graph capture begins (a buffer that moved
+    // during one would leave its earlier nodes on freed memory): each row as wide as the widest input
+    // that a kernel writes there (x, y, the GLU's output).
+    if (options_.bf16_weights)
+        grow(ws_.act_bf16, n * static_cast<size_t>(std::max({c.d_model, c.value_dim, c.ffn_dim})));
     const bool one_sequence = !kv_ && !decode_.active && !plan.introspection && plan.sequences.size() == 1;
     v_head_major_rows_ = one_sequence && options_.bf16_weights ? static_cast<int>(t_max) : 0;
     v_head_major_tp_ = static_cast<int>(tp_max);
@@ -574,10 +579,14 @@ bool CudaBackend::cublas_bf16_linear(int M, int layer, Weight w) const {
 }
 
 // Before act_bf16 is overwritten: rows kept there alone must have been read (by the projection
-// that follows the op that made them).
-void CudaBackend::release_act_bf16() {
+// that follows the op that made them). It is then sized for `count` values: prepare() sized it for
+// every forward whose steps a graph captures.
+void CudaBackend::release_act_bf16(size_t count) {
     if (rows_in_bf16_only_)
         throw Error("CUDA backend: rows kept only in bf16 were overwritten before their projection (internal error)");
+    if (count > ws_.act_bf16.size() && graphs_.mode() == cuda::GraphCache::Mode::Capture)
+        throw Error("CUDA backend: the bf16 input rows grew while a graph was captured (internal error)");
+    grow(ws_.act_bf16, count);
 }
 
 // x rounded to bf16 for cuBLAS, in the workspace that the next projection overwrites.
@@ -586,9 +595,8 @@ const __nv_bfloat16* CudaBackend::activations_bf16(Rows x) {
         rows_in_bf16_only_ = nullptr;
         return ws_.act_bf16.get();
     }
-    release_act_bf16();
     const int64_t n = x.count * x.width;
-    grow(ws_.act_bf16, static_cast<size_t>(n));
+    release_act_bf16(static_cast<size_t>(n));
     cuda::launch_float_to_bf16(x.data, ws_.act_bf16.get(), n, stream());
     return ws_.act_bf16.get();
 }
@@ -656,7 +664,7 @@ void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std:
             if (cublas_bf16_linear(M, layer, Weight::FfnOut)) {
                 // the FFN's down projection reads the GLU's output from act_bf16, which the GEMMs above read
                 // before it in the stream; norm_linears sized it for these rows
-                release_act_bf16();
+                release_act_bf16(static_cast<size_t>(a.count * a.width));
                 cuda::launch_glu(a.data, b.data, ws_.act_bf16.get(), a.count * a.width,
                                  *glu_activation == Activation::Gelu, stream());
                 rows_in_bf16_only_ = a.data;
@@ -698,12 +706,12 @@ void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows 
     }
     const DeviceWeight& norm_weight = weight(layer, norm);
     if (!fusable && cublas_bf16_rows(x, layer, outputs)) {
-        // wide enough for the rows' bf16 outputs too (retain_sequence, linears_bf16): act_bf16 does not
-        // move while the GEMMs that read it are queued
+        // wide enough for the bf16 rows that the head norm + gate or the GLU write there after the GEMMs
+        // that read it (the vocabulary's outputs are not among them)
         int64_t widest = K;
-        for (const LinearOut& out : outputs) widest = std::max(widest, out.y.width);
-        release_act_bf16();
-        grow(ws_.act_bf16, static_cast<size_t>(M) * static_cast<size_t>(widest));
+        for (const LinearOut& out : outputs)
+            if (out.weight != Weight::Output) widest = std::max(widest, out.y.width);
+        release_act_bf16(static_cast<size_t>(M) * static_cast<size_t>(widest));
         cuda::launch_rmsnorm_bf16(x.data, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(), ws_.act_bf16.get(),
                                   M, K, static_cast<float>(eps), stream());
         linears_bf16(ws_.act_bf16.get(), M, layer, outputs, glu_activation);
@@ -761,7 +769,7 @@ void CudaBackend::gated_retention(const RetentionCall& call, Rows q, Rows k, Row
     // act_bf16 for y's rows).
     const bool y_in_bf16 = cublas_bf16_linear(static_cast<int>(y.count), call.layer, Weight::O) &&
                            ws_.act_bf16.size() >= static_cast<size_t>(y.count * y.width);
-    if (y_in_bf16) release_act_bf16();
+    if (y_in_bf16) release_act_bf16(static_cast<size_t>(y.count * y.width));
     for (const SequenceSlice& slice : call.sequences)
         retain_sequence(call, slice, q, k, v, g, y, y_in_bf16 ? ws_.act_bf16.get() : nullptr);
     if (y_in_bf16) rows_in_bf16_only_ = y.data;

@@ -285,6 +285,44 @@ TEST_P(ModelTest, Bf16WeightsWithinBf16Rounding) {
     EXPECT_LT(rel_l2_error(a.scores.data, b.scores.data), 1e-2) << "scores";
 }
 
+// With bf16 weights, what a prefill of many rows takes. Three sequences of more than 16 tokens in one
+// call against each alone, all through cuBLAS from bf16 rows: together, each sequence's rows of the
+// head norm + gate's bf16 output sit at its offset and v is laid out by the layout kernel; alone, v
+// comes head-major from its projection. The two differ by fp32 summation order and the bf16 roundings
+// that flips (≪ 1e-3), where a misplaced row or head is O(1) — and bf16 weights are ~1e-2 from the fp32
+// reference here. Then one sequence of 1100 tokens (a warp per row in the norms, the decays staged once
+// for both layers) within bf16 rounding of the reference, as Bf16WeightsWithinBf16Rounding bounds it.
+TEST_P(ModelTest, Bf16WeightsInBatchesAndLongPrefills) {
+    CudaOptions options;
+    options.bf16_weights = true;
+    auto bf16 = make_cuda_backend(model_, options);
+    bf16->set_slot_count(3);
+    const int V = GetParam().V;
+    const std::vector<std::vector<int32_t>> prompts = {make_tokens(17, V, 21), make_tokens(20, V, 22),
+                                                       make_tokens(25, V, 23)};
+    for (Form f : {Form::Parallel, Form::Chunkwise, Form::Recurrent}) {
+        for (int s = 0; s < 3; ++s) bf16->reset(s);
+        std::vector<SequenceRequest> batch;
+        for (int s = 0; s < 3; ++s) batch.push_back({prompts[static_cast<size_t>(s)], s, LogitRows::All});
+        const std::vector<Tensor> together = bf16->forward_batch(batch, form_options(f, 5));
+        for (size_t s = 0; s < prompts.size(); ++s) {
+            bf16->reset(0);
+            const SequenceRequest one{prompts[s], 0, LogitRows::All};
+            const Tensor alone = bf16->forward_batch({&one, 1}, form_options(f, 5))[0];
+            EXPECT_LT(rel_l2_error(together[s].data, alone.data), 1e-3) << form_name(f) << " sequence " << s;
+        }
+    }
+    const std::vector<int32_t> long_prompt = make_tokens(1100, V, 24);
+    for (Form f : {Form::Chunkwise, Form::Recurrent}) {
+        bf16->reset(0);
+        ref_->reset();
+        const SequenceRequest request{long_prompt, 0, LogitRows::All};
+        const Tensor got = bf16->forward_batch({&request, 1}, form_options(f))[0];
+        const Tensor want = ref_->forward(long_prompt, form_options(f));
+        EXPECT_LT(rel_l2_error(got.data, want.data), 1e-2) << form_name(f) << ", 1100 tokens";
+    }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Families, ModelTest,
     ::testing::Values(ModelCase{"fla_dk64_dv100", Family::Fla, 2, 64, 100, 96, 160, 101},

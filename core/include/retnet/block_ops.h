@@ -110,6 +110,8 @@ public:
     }
     // h = RMSNorm(x) · w_norm, then linears(h, outputs); with `glu`, outputs are (a, b) and end as
     // a = act(a) ⊙ b. A backend may fuse the three and never write h (its callers do not read it).
+    // With `glu`, a is for the next linear() alone: a backend may hand it to that projection in its
+    // own form (the CUDA backend: bf16 rows) and leave a's rows unwritten; so may it leave b.
     virtual void norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
                               std::optional<Activation> glu_activation = std::nullopt) {
         rms_norm(x, layer, norm, eps, h);
@@ -120,7 +122,9 @@ public:
     // slot's state (advanced to after the call, always in the recurrent form's definition):
     //   y = RMSNorm_head(Retention(rotary(q)·s_q, rotary(k)·s_k, v)) · w_head ⊙ silu(g)
     // with the family's rotary pairs and q/k scales (family_rules.h) at the slice's positions.
-    // q, k (N, H·Dk) unrotated; v, g, y (N, H·Dv).
+    // q, k (N, H·Dk) unrotated; v, g, y (N, H·Dv). y is for the next linear() alone, as the GLU's a
+    // above. Without introspection (ForwardPlan), v's rows too are for this call alone: a backend's
+    // norm_linears may have formed v where this call reads it and left v's rows unwritten.
     virtual void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) = 0;
     // The Transformer twin's causal attention of one layer, for each sequence from its slot's KV
     // cache of this layer: q and k rotated at the slice's positions with the family's pairs and θ
