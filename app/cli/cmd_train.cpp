@@ -231,23 +231,32 @@ int run_train(const std::vector<std::string>& argv) {
     std::string arch = "retnet";
     int gpus = 1;
     add_train_options(*app, o, seed, overwrite, arch, gpus);
-    const dist::RankEnvironment env = dist::rank_environment();
+    // The launcher's environment is read first (for SIGTERM below) but a fault in it is reported
+    // after the options, so that --help and an option's error come first.
+    std::optional<dist::RankEnvironment> env;
+    std::string env_error;
+    try {
+        env = dist::rank_environment();
+    } catch (const Error& e) {
+        env_error = e.what();
+    }
     // A rank of a job of several processes is stopped by its launcher (mpirun, or --gpus N once a
     // rank failed) with SIGTERM, often while it waits in a collective for a rank that is gone and
     // polls nothing: it ends at once, and its launcher says why.
-    if (env.size > 1) std::signal(SIGTERM, SIG_DFL);
+    if (env && env->size > 1) std::signal(SIGTERM, SIG_DFL);
     try {
         parse(*app, argv);
+        if (!env) throw Error(env_error);
         o.seed = static_cast<uint64_t>(seed);
         o.architecture = parse_architecture(arch);
-        if (gpus > 1 && env.launcher == dist::RankEnvironment::Launcher::None)
+        if (gpus > 1 && env->launcher == dist::RankEnvironment::Launcher::None)
             return launch_gpu_ranks(o, gpus, overwrite, argv);
-        check_before_ranks_meet(o, env, gpus);
+        check_before_ranks_meet(o, *env, gpus);
     } catch (const Error&) {
-        if (env.rank != 0) return 1;
+        if (env && env->rank != 0) return 1;  // rank 0 says it
         throw;
     }
-    const TrainRanks ranks = join_train_ranks(env);
+    const TrainRanks ranks = join_train_ranks(*env);
     if (ranks.comm->size() == 1) return train_as_rank(o, overwrite, ranks);
     try {
         return train_as_rank(o, overwrite, ranks);

@@ -5,6 +5,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <utility>
+#include <vector>
 
 #include "retnet/error.h"
 #include "retnet/memory_limit.h"
@@ -66,11 +68,32 @@ std::unique_ptr<CLI::App> make_app(const std::string& name, const std::string& d
     return app;
 }
 
+namespace {
+// The required options of an app and of its subcommands, made optional for CLI11's parse: it checks
+// them before the words it does not know, so `retnet eval --bogus` said "--model is required".
+// parse() checks them itself after naming an unknown word.
+std::vector<std::pair<const CLI::App*, CLI::Option*>> take_requirements(CLI::App& app) {
+    std::vector<std::pair<const CLI::App*, CLI::Option*>> taken;
+    for (CLI::Option* opt : app.get_options())
+        if (opt->get_required()) {
+            opt->required(false);
+            taken.emplace_back(&app, opt);
+        }
+    for (CLI::App* sub : app.get_subcommands({})) {
+        const auto own = take_requirements(*sub);
+        taken.insert(taken.end(), own.begin(), own.end());
+    }
+    return taken;
+}
+}  // namespace
+
 void parse(CLI::App& app, const std::vector<std::string>& argv) {
     std::vector<std::string> reversed(argv.rbegin(), argv.rend());  // CLI11 takes them last first
+    const auto requirements = take_requirements(app);
     try {
         app.parse(reversed);
     } catch (const CLI::CallForHelp&) {
+        for (const auto& [owner, opt] : requirements) opt->required(true);  // the help marks them "(required)"
         // All: a command with actions (tokenizer) lists each action's options too.
         const std::string help = app.help("", CLI::AppFormatMode::All);
         std::fputs(help.c_str(), stdout);
@@ -94,6 +117,8 @@ void parse(CLI::App& app, const std::vector<std::string>& argv) {
         left.insert(left.begin(), own.begin(), own.end());
     }
     if (!left.empty()) unknown_argument(*chosen, left.front());
+    for (const auto& [owner, opt] : requirements)
+        if ((owner == &app || owner->parsed()) && opt->count() == 0) throw Error(opt->get_name() + " is required");
 }
 
 std::string option_name(const std::string& names) {

@@ -134,6 +134,30 @@ TEST(RobustOptions, UnknownModeDeviceAndOption) {
     EXPECT_EQ(unknown.err_lines(), 1) << unknown.err;
 }
 
+// A word the command does not know is named before an option it still needs (CLI11 checks required
+// options first: `retnet eval --bogus` said "--model is required"), in an action of a command too.
+TEST(RobustOptions, AnUnknownOptionIsNamedBeforeAMissingOne) {
+    expect_one_line_error(run_retnet({"eval", "--bogus"}), "unknown option --bogus");
+    expect_one_line_error(run_retnet({"eval", "--text", "x", "--modle", "m"}), "unknown option --modle (did you mean --model?)");
+    expect_one_line_error(run_retnet({"eval", "--text", "x"}), "--model is required");
+    expect_one_line_error(run_retnet({"tokenizer", "encode", "--bogus"}), "unknown option --bogus");
+    expect_one_line_error(run_retnet({"tokenizer", "encode"}), "--model is required");
+}
+
+// `retnet train` under a launcher whose environment is impossible (mpirun's variables, 0 ranks on this
+// host): --help and an option's error come first, then the environment's, in one line each.
+TEST(RobustOptions, TrainingOptionsComeBeforeTheLaunchersEnvironment) {
+    ChildSetup impossible;
+    impossible.environment = {{"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_RANK", "0"},
+                              {"OMPI_COMM_WORLD_LOCAL_SIZE", "0"}};
+    const CliResult help = run_retnet({"train", "--help"}, 60, 0, impossible);
+    EXPECT_EQ(help.exit_code, 0) << help.err;
+    EXPECT_NE(help.out.find("--config"), std::string::npos) << help.out;
+    expect_one_line_error(run_retnet({"train", "--bogus"}, 60, 0, impossible), "unknown option --bogus");
+    expect_one_line_error(run_retnet({"train", "--data", "d.txt", "--config", "c.json", "--out", "run"}, 60, 0, impossible),
+                          "0 ranks on this host of 2 ranks in all is impossible");
+}
+
 TEST(RobustOptions, ContradictingOrOutOfRangeOptions) {
     expect_one_line_error(generate({"--tokens", "1", "--prompt", "hi"}), "either --prompt or --tokens");
     expect_one_line_error(generate({"--tokens", "1", "--top-p", "0"}), "top-p");

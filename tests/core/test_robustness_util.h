@@ -17,6 +17,7 @@
 #include <fstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "retnet/config.h"
@@ -75,6 +76,7 @@ struct ChildSetup {
     std::string stdout_path;
     std::string stdin_path;  // "" = /dev/null
     long address_space_limit = 0;
+    std::vector<std::pair<std::string, std::string>> environment;  // set in the child only
 };
 
 // Memory caps mean nothing to a sanitizer build, whose shadow memory alone passes them.
@@ -91,6 +93,7 @@ inline constexpr bool kSanitized = false;
 #endif
 
 inline void apply_child_setup(const ChildSetup& setup) {
+    for (const auto& [name, value] : setup.environment) ::setenv(name.c_str(), value.c_str(), 1);
     if (setup.address_space_limit > 0) {
         const rlimit limit{static_cast<rlim_t>(setup.address_space_limit), static_cast<rlim_t>(setup.address_space_limit)};
         ::setrlimit(RLIMIT_AS, &limit);
