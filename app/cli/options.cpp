@@ -85,9 +85,65 @@ std::vector<std::pair<const CLI::App*, CLI::Option*>> take_requirements(CLI::App
     }
     return taken;
 }
+
+// CLI11 gives an option that takes a value the next word even when that word is another option, and
+// `--x=` (nothing after '=') the word after it: `init --out --seed=5` wrote a model into ./--seed=5
+// with the default seed. Here a value option followed by an option's word is refused, and `--x=` is
+// the empty value it spells. Help asked for anywhere is given (below).
+std::vector<std::string> guard_option_values(CLI::App& app, const std::vector<std::string>& argv) {
+    std::vector<CLI::App*> apps{&app};
+    for (CLI::App* sub : app.get_subcommands({})) apps.push_back(sub);
+    // the value option named `name` ("--x" or "-x"), or null
+    const auto value_option = [&apps](const std::string& name) -> const CLI::Option* {
+        for (CLI::App* a : apps)
+            if (const CLI::Option* opt = a->get_option_no_throw(name)) return opt->get_expected_min() > 0 && opt->get_type_size_min() > 0 ? opt : nullptr;
+        return nullptr;
+    };
+    // --name, or -x with a letter (-1 is a value)
+    const auto option_word = [](const std::string& w) {
+        const bool letter = w.size() == 2 && ((w[1] >= 'a' && w[1] <= 'z') || (w[1] >= 'A' && w[1] <= 'Z'));
+        return (w.size() > 2 && w.rfind("--", 0) == 0) || (w[0] == '-' && letter);
+    };
+    // -h or --help anywhere wins over every other word (CLI11 could take it as a value, or stop at a
+    // bad value first): the command's help, or its action's.
+    const auto end = std::find(argv.begin(), argv.end(), std::string("--"));
+    if (std::find_if(argv.begin(), end, [](const std::string& w) { return w == "-h" || w == "--help"; }) != end) {
+        std::vector<std::string> words;
+        for (auto w = argv.begin(); w != end; ++w)
+            if (std::any_of(apps.begin() + 1, apps.end(), [&](const CLI::App* a) { return a->get_name() == *w; }))
+                words.push_back(*w);
+        words.emplace_back("--help");
+        return words;
+    }
+    std::vector<std::string> words;
+    for (size_t i = 0; i < argv.size(); ++i) {
+        const std::string& w = argv[i];
+        if (w == "--") {  // the rest is CLI11's to refuse (no command takes positional words)
+            words.insert(words.end(), argv.begin() + static_cast<std::ptrdiff_t>(i), argv.end());
+            break;
+        }
+        const size_t eq = w.find('=');
+        const std::string name = w.substr(0, eq);
+        const CLI::Option* opt = !name.empty() && option_word(name) ? value_option(name) : nullptr;
+        if (opt) {
+            if (eq + 1 == w.size()) {
+                words.push_back(name);
+                words.emplace_back();
+                continue;
+            }
+            if (eq == std::string::npos && i + 1 < argv.size() && option_word(argv[i + 1])) {
+                const std::string spelled = opt->get_lnames().empty() ? name : "--" + opt->get_lnames().front();
+                throw Error("option " + name + " needs a value (one that starts with '-' goes as " + spelled + "=VALUE)");
+            }
+        }
+        words.push_back(w);
+    }
+    return words;
+}
 }  // namespace
 
-void parse(CLI::App& app, const std::vector<std::string>& argv) {
+void parse(CLI::App& app, const std::vector<std::string>& argv_in) {
+    const std::vector<std::string> argv = guard_option_values(app, argv_in);
     std::vector<std::string> reversed(argv.rbegin(), argv.rend());  // CLI11 takes them last first
     const auto requirements = take_requirements(app);
     try {

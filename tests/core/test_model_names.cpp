@@ -77,8 +77,18 @@ TEST(ModelNameParse, AcceptsNamesAndLeavesPathsAlone) {
     const auto pinned = parse_model_name("org/name@v1.0");
     ASSERT_TRUE(pinned);
     EXPECT_EQ(pinned->revision, "v1.0");
-    for (const char* path : {"/abs/dir", "./rel", "a/b/c", "models", "../x", "org/name@../../etc", ".hidden/x"})
+    for (const char* path : {"/abs/dir", "./rel", "a/b/c", "models", "../x", "org/name@../../etc", ".hidden/x",
+                             "org/", "/name", "org/name@", "org/-name", "org/name@-x", "org@x/name", "org/na me"})
         EXPECT_FALSE(parse_model_name(path)) << path;
+    const auto branch = parse_model_name("org/name@release/v2_0.1");
+    ASSERT_TRUE(branch);
+    EXPECT_EQ(branch->revision, "release/v2_0.1");
+    // A name of 200,000 characters (a std::regex overflowed the stack on ~26,000).
+    const std::string huge(200000, 'a');
+    const auto long_name = parse_model_name(huge + "/x");
+    ASSERT_TRUE(long_name);
+    EXPECT_EQ(long_name->repo.size(), huge.size() + 2);
+    EXPECT_FALSE(parse_model_name(huge));
 }
 
 TEST_F(ModelNames, CacheDirectoryFollowsHuggingFaceHubPrecedence) {

@@ -144,6 +144,26 @@ TEST(RobustOptions, AnUnknownOptionIsNamedBeforeAMissingOne) {
     expect_one_line_error(run_retnet({"tokenizer", "encode"}), "--model is required");
 }
 
+// An option that takes a value is not given the next option's word (CLI11 took it: `init --out
+// --seed=5` wrote a model into ./--seed=5), `--x=` is the empty value, negative numbers are still
+// values, help asked for anywhere is given, and a --model of 30,000 characters is one line (a regex
+// of the hub-name parser overflowed the stack: SIGSEGV).
+TEST(RobustOptions, AnOptionsValueIsNeverTheNextOption) {
+    expect_one_line_error(run_retnet({"init", "--config", "c.json", "--out", "--seed=5"}),
+                          "option --out needs a value (one that starts with '-' goes as --out=VALUE)");
+    expect_one_line_error(generate({"--tokens", "1", "-p", "-n", "2"}),
+                          "option -p needs a value (one that starts with '-' goes as --prompt=VALUE)");
+    expect_one_line_error(generate({"--tokens", "1", "--max-new-tokens=", "--greedy"}), "expects an integer, got ''");
+    expect_one_line_error(generate({"--tokens", "1", "--temperature", "-1"}), "must be in [0, 100], got -1");
+    const CliResult help = run_retnet({"eval", "--model", "--help"});
+    EXPECT_EQ(help.exit_code, 0) << help.err;
+    EXPECT_NE(help.out.find("--text"), std::string::npos) << help.out;
+    const CliResult long_name = run_retnet({"info", "--model", std::string(30000, 'a')});
+    EXPECT_EQ(long_name.signal, 0);
+    EXPECT_EQ(long_name.exit_code, 1);
+    EXPECT_EQ(long_name.err_lines(), 1);
+}
+
 // `retnet train` under a launcher whose environment is impossible (mpirun's variables, 0 ranks on this
 // host): --help and an option's error come first, then the environment's, in one line each.
 TEST(RobustOptions, TrainingOptionsComeBeforeTheLaunchersEnvironment) {

@@ -8,7 +8,7 @@
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
-#include <regex>
+#include <string_view>
 
 #include "retnet/files.h"
 #include "retnet/config.h"
@@ -97,12 +97,39 @@ std::string hub_cache_dir() {
     return (fs::path(env("HOME")) / ".cache" / "huggingface" / "hub").string();
 }
 
+namespace {
+bool ascii_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); }
+// [A-Za-z0-9_] then [A-Za-z0-9_.-]*: a hub ORG or NAME. (A std::regex recursed once a character and
+// overflowed the stack on a --model of ~26,000 characters.)
+bool repo_part(std::string_view s) {
+    const auto word = [](char c) { return ascii_alnum(c) || c == '_'; };
+    if (s.empty() || !word(s.front())) return false;
+    return std::all_of(s.begin(), s.end(), [&](char c) { return word(c) || c == '.' || c == '-'; });
+}
+// [A-Za-z0-9_.] then [A-Za-z0-9_./-]*: a branch, tag or commit
+bool revision_part(std::string_view s) {
+    const auto word = [](char c) { return ascii_alnum(c) || c == '_' || c == '.'; };
+    if (s.empty() || !word(s.front())) return false;
+    return std::all_of(s.begin(), s.end(), [&](char c) { return word(c) || c == '/' || c == '-'; });
+}
+}  // namespace
+
 std::optional<ModelName> parse_model_name(const std::string& text) {
-    // Hub repo ids: ORG and NAME of letters, digits, '-', '_', '.', not starting with '.' or '-'.
-    static const std::regex shape(R"(([A-Za-z0-9_][A-Za-z0-9_.-]*)/([A-Za-z0-9_][A-Za-z0-9_.-]*)(@([A-Za-z0-9_.][A-Za-z0-9_./-]*))?)");
-    std::smatch m;
-    if (!std::regex_match(text, m, shape)) return std::nullopt;
-    ModelName name{m[1].str() + "/" + m[2].str(), m[4].matched ? m[4].str() : "main"};
+    // Hub repo ids ORG/NAME[@REVISION]: ORG and NAME of letters, digits, '-', '_', '.', not starting
+    // with '.' or '-'.
+    const std::string_view all(text);
+    const size_t slash = all.find('/');
+    if (slash == std::string_view::npos) return std::nullopt;
+    const std::string_view org = all.substr(0, slash), rest = all.substr(slash + 1);
+    const size_t at = rest.find('@');
+    const std::string_view repo = rest.substr(0, at);
+    if (!repo_part(org) || !repo_part(repo)) return std::nullopt;
+    ModelName name{std::string(org) + "/" + std::string(repo), "main"};
+    if (at != std::string_view::npos) {
+        const std::string_view revision = rest.substr(at + 1);
+        if (!revision_part(revision)) return std::nullopt;
+        name.revision = std::string(revision);
+    }
     if (name.revision.find("..") != std::string::npos) return std::nullopt;  // no escaping refs/
     return name;
 }
