@@ -96,7 +96,8 @@ std::vector<std::string> guard_option_values(CLI::App& app, const std::vector<st
     // the value option named `name` ("--x" or "-x"), or null
     const auto value_option = [&apps](const std::string& name) -> const CLI::Option* {
         for (CLI::App* a : apps)
-            if (const CLI::Option* opt = a->get_option_no_throw(name)) return opt->get_expected_min() > 0 && opt->get_type_size_min() > 0 ? opt : nullptr;
+            if (const CLI::Option* opt = a->get_option_no_throw(name))
+                return opt->get_expected_min() > 0 && opt->get_type_size_min() > 0 ? opt : nullptr;
         return nullptr;
     };
     // --name, or -x with a letter (-1 is a value)

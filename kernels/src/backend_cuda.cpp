@@ -579,8 +579,9 @@ bool CudaBackend::cublas_bf16_linear(int M, int layer, Weight w) const {
 }
 
 // Before act_bf16 is overwritten: rows kept there alone must have been read (by the projection
-// that follows the op that made them). It is then sized for `count` values: prepare() sized it for
-// every forward whose steps a graph captures.
+// that follows the op that made them). It is then sized for `count` values; prepare() sized it for
+// every write of the forward, so that it does not move while GEMMs that read it are queued or while
+// a graph is captured.
 void CudaBackend::release_act_bf16(size_t count) {
     if (rows_in_bf16_only_)
         throw Error("CUDA backend: rows kept only in bf16 were overwritten before their projection (internal error)");
@@ -663,7 +664,7 @@ void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std:
             const Rows a = outputs[0].y, b = outputs[1].y;
             if (cublas_bf16_linear(M, layer, Weight::FfnOut)) {
                 // the FFN's down projection reads the GLU's output from act_bf16, which the GEMMs above read
-                // before it in the stream; norm_linears sized it for these rows
+                // before it in the stream
                 release_act_bf16(static_cast<size_t>(a.count * a.width));
                 cuda::launch_glu(a.data, b.data, ws_.act_bf16.get(), a.count * a.width,
                                  *glu_activation == Activation::Gelu, stream());
@@ -706,12 +707,7 @@ void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows 
     }
     const DeviceWeight& norm_weight = weight(layer, norm);
     if (!fusable && cublas_bf16_rows(x, layer, outputs)) {
-        // wide enough for the bf16 rows that the head norm + gate or the GLU write there after the GEMMs
-        // that read it (the vocabulary's outputs are not among them)
-        int64_t widest = K;
-        for (const LinearOut& out : outputs)
-            if (out.weight != Weight::Output) widest = std::max(widest, out.y.width);
-        release_act_bf16(static_cast<size_t>(M) * static_cast<size_t>(widest));
+        release_act_bf16(static_cast<size_t>(M) * static_cast<size_t>(K));
         cuda::launch_rmsnorm_bf16(x.data, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(), ws_.act_bf16.get(),
                                   M, K, static_cast<float>(eps), stream());
         linears_bf16(ws_.act_bf16.get(), M, layer, outputs, glu_activation);
@@ -765,10 +761,8 @@ void CudaBackend::stop_timer() {
 
 void CudaBackend::gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) {
     if (decode_.active) return decode_retention(call, q, k, v, g, y);
-    // The output projection's bf16 input straight from the head norm + gate (norm_linears sized
-    // act_bf16 for y's rows).
-    const bool y_in_bf16 = cublas_bf16_linear(static_cast<int>(y.count), call.layer, Weight::O) &&
-                           ws_.act_bf16.size() >= static_cast<size_t>(y.count * y.width);
+    // The output projection's bf16 input straight from the head norm + gate.
+    const bool y_in_bf16 = cublas_bf16_linear(static_cast<int>(y.count), call.layer, Weight::O);
     if (y_in_bf16) release_act_bf16(static_cast<size_t>(y.count * y.width));
     for (const SequenceSlice& slice : call.sequences)
         retain_sequence(call, slice, q, k, v, g, y, y_in_bf16 ? ws_.act_bf16.get() : nullptr);

@@ -75,13 +75,18 @@ __global__ void glu_backward8_kernel(const In* __restrict__ a, const In* __restr
 
 }  // namespace
 
+// Whether glu_forward8_kernel takes these buffers (its pointers are restrict: h apart from a and b).
+template <typename In, typename Out>
+bool glu_by8(const In* a, const In* b, const Out* h, int64_t n) {
+    return n % 8 == 0 && aligned16(a) && aligned16(b) && aligned16(h) &&
+           static_cast<const void*>(h) != static_cast<const void*>(a) &&
+           static_cast<const void*>(h) != static_cast<const void*>(b);
+}
+
 template <typename In, typename Out>
 void glu_forward(const In* a, const In* b, int64_t n, bool gelu_act, Out* h, cudaStream_t stream) {
     if (n <= 0) return;
-    const bool by8 = n % 8 == 0 && aligned16(a) && aligned16(b) && aligned16(h) &&
-                     static_cast<const void*>(h) != static_cast<const void*>(a) &&
-                     static_cast<const void*>(h) != static_cast<const void*>(b);
-    if (by8)
+    if (glu_by8(a, b, h, n))
         glu_forward8_kernel<In, Out><<<ceil_div(n / 8, kThreads), kThreads, 0, stream>>>(a, b, n, gelu_act, h);
     else
         glu_forward_kernel<In, Out><<<ceil_div(n, kThreads), kThreads, 0, stream>>>(a, b, n, gelu_act, h);
@@ -121,7 +126,7 @@ void launch_glu(const float* d_a, const float* d_b, float* d_h, int64_t n, bool 
 void launch_glu(const float* d_a, const float* d_b, __nv_bfloat16* d_h, int64_t n, bool gelu, cudaStream_t stream) {
     using namespace layer_kernels;
     if (n <= 0) return;
-    if (n % 8 == 0 && aligned16(d_a) && aligned16(d_b) && aligned16(d_h))
+    if (glu_by8(d_a, d_b, d_h, n))
         launch_overlapped(glu_forward8_kernel<float, __nv_bfloat16>, dim3(ceil_div(n / 8, kThreads)), dim3(kThreads), 0,
                           stream, d_a, d_b, n, gelu, d_h);
     else

@@ -43,6 +43,12 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, int dim, 
 // once), summed by the warp alone (no block barrier). The same per-element arithmetic as the kernel
 // above; the squares summed in another order (double: rstd agrees far below float rounding).
 constexpr int kMaxRunsPerLane = 16;
+// Whether rmsnorm_forward_warp_kernel takes these rows (its pointers are restrict: y apart from x).
+template <typename Out>
+bool rmsnorm_warp_fits(const float* x, const Out* y, int dim) {
+    return dim % 128 == 0 && dim <= 128 * kMaxRunsPerLane && aligned16(x) && aligned16(y) &&
+           static_cast<const void*>(x) != static_cast<const void*>(y);
+}
 template <typename Out>
 __global__ void rmsnorm_forward_warp_kernel(const float* __restrict__ x, const float* __restrict__ w, int64_t rows,
                                             int dim, float eps, Out* __restrict__ y, float* __restrict__ rstd) {
@@ -160,6 +166,11 @@ __global__ void head_norm_gate_forward_warp_kernel(const In* o, int heads_T, int
 // y 16-byte aligned): for bf16 o, g and y the one-element lanes moved 64 bytes a warp per access and
 // ran at half the bandwidth. The same float arithmetic per element; the squares are summed in
 // another order (double, so rstd is the same to far below float rounding).
+// Whether head_norm_gate_forward_warp8_kernel takes these buffers (16-byte accesses).
+template <typename In, typename Out>
+bool gate_by8(const In* o, const In* g, const Out* y, int Dv) {
+    return Dv % 8 == 0 && aligned16(o) && aligned16(g) && aligned16(y);
+}
 template <typename In, typename Out>
 __global__ void head_norm_gate_forward_warp8_kernel(const In* __restrict__ o, int heads_T, int heads_Tp,
                                                     const In* __restrict__ g, const float* __restrict__ w,
@@ -297,7 +308,7 @@ template <typename Out>
 void rmsnorm_forward(const float* x, const float* w, int64_t rows, int dim, float eps, Out* y, float* rstd,
                      cudaStream_t stream) {
     if (rows <= 0) return;
-    if (dim % 128 == 0 && dim <= 128 * kMaxRunsPerLane && aligned16(x) && aligned16(y))
+    if (rmsnorm_warp_fits(x, y, dim))
         rmsnorm_forward_warp_kernel<Out><<<ceil_div(rows * 32, kThreads), kThreads, 0, stream>>>(x, w, rows, dim, eps, y,
                                                                                                  rstd);
     else
@@ -343,7 +354,7 @@ template <typename Out>
 void head_norm_gate_forward(const __nv_bfloat16* o, const __nv_bfloat16* g, const float* w, int64_t rows, int H,
                             int Dv, float eps, Out* y, float* rstd, cudaStream_t stream) {
     const int64_t pairs = rows * H;
-    if (pairs >= kBlockPerPairBelow && Dv % 8 == 0 && aligned16(o) && aligned16(g) && aligned16(y)) {
+    if (pairs >= kBlockPerPairBelow && gate_by8(o, g, y, Dv)) {
         head_norm_gate_forward_warp8_kernel<__nv_bfloat16, Out><<<ceil_div(pairs * 32, kThreads), kThreads, 0, stream>>>(
             o, 0, 0, g, w, pairs, H, Dv, eps, y, rstd);
         RETNET_CUDA_CHECK_LAUNCH();
@@ -410,9 +421,7 @@ void launch_rmsnorm_as(const float* d_x, const float* d_weight, Out* d_y, int ro
                        cudaStream_t stream) {
     using namespace layer_kernels;
     if (rows <= 0) return;
-    const bool apart = static_cast<const void*>(d_x) != static_cast<const void*>(d_y);  // its pointers are restrict
-    if (rows >= kWarpPerRowFrom && apart && cols % 128 == 0 && cols <= 128 * kMaxRunsPerLane && aligned16(d_x) &&
-        aligned16(d_y))
+    if (rows >= kWarpPerRowFrom && rmsnorm_warp_fits(d_x, d_y, cols))
         launch_overlapped(rmsnorm_forward_warp_kernel<Out>, dim3(ceil_div(static_cast<int64_t>(rows) * 32, kThreads)),
                           dim3(kThreads), 0, stream, d_x, d_weight, static_cast<int64_t>(rows), cols, eps, d_y, nullptr);
     else
@@ -441,7 +450,7 @@ void launch_head_norm_gate_as(const float* d_o, const float* d_g, const float* d
     if (pairs < kBlockPerPairBelow)
         launch_overlapped(head_norm_gate_forward_block_kernel<float, Out>, dim3(static_cast<unsigned>(pairs)),
                           dim3(kThreads), 0, stream, d_o, T, Tp, d_g, d_weight, H, Dv, eps, d_y, nullptr);
-    else if (Dv % 8 == 0 && aligned16(d_o) && aligned16(d_g) && aligned16(d_y))  // 16-byte accesses
+    else if (gate_by8(d_o, d_g, d_y, Dv))
         launch_overlapped(head_norm_gate_forward_warp8_kernel<float, Out>, dim3(ceil_div(pairs * 32, kThreads)),
                           dim3(kThreads), 0, stream, d_o, T, Tp, d_g, d_weight, pairs, H, Dv, eps, d_y, nullptr);
     else

@@ -39,7 +39,7 @@ std::vector<nlohmann::json> chat(const std::string& input, CliResult* result = n
     std::vector<std::string> args{"chat", "-m", chat_model().string(), "--json"};
     args.insert(args.end(), kSampling.begin(), kSampling.end());
     args.insert(args.end(), extra.begin(), extra.end());
-    const CliResult r = run_retnet(args, 120, 0, ChildSetup{"", (dir / "in.txt").string(), 0});
+    const CliResult r = run_retnet(args, 120, 0, ChildSetup{"", (dir / "in.txt").string(), 0, {}});
     EXPECT_EQ(r.exit_code, expected_exit) << r.err;
     EXPECT_NE(r.err.find("[turn 1: "), std::string::npos) << r.err;
     std::vector<nlohmann::json> turns;
@@ -134,7 +134,7 @@ TEST(CliChat, CtrlCStopsTheReplyNotTheSession) {
     ScratchDir dir("chat_sigint");
     spit(dir / "in.txt", "to be or\nnot\n");
     RunningRetnet child({"chat", "-m", chat_model().string(), "-n", "10000000", "--ignore-eos"},
-                        ChildSetup{"", (dir / "in.txt").string(), 0});
+                        ChildSetup{"", (dir / "in.txt").string(), 0, {}});
     // The replies are effectively endless; once one streams, Ctrl-C ends it and the next turn starts.
     ASSERT_TRUE(child.wait_for_output_bytes(20, 60)) << child.output();
     child.send(SIGINT);

@@ -353,7 +353,7 @@ TEST(RobustMemory, LargeTextEvaluatesUnderAMemoryCapAndCancels) {
     setenv("OPENBLAS_NUM_THREADS", "2", 1);
     RunningRetnet run({"eval", "--model", (dir / "model").string(), "--text", (dir / "big.txt").string(), "--window",
                        "64", "--threads", "1"},
-                      ChildSetup{"", "", 1536L << 20});  // 24 MB of text needed about 6 GB before
+                      ChildSetup{"", "", 1536L << 20, {}});  // 24 MB of text needed about 6 GB before
     unsetenv("OPENBLAS_NUM_THREADS");
     ASSERT_TRUE(run.wait_for_stderr("eval:", 90)) << "no progress under a 1.5 GiB cap";
     run.send(SIGINT);
@@ -478,7 +478,7 @@ TEST(RobustMemory, ATightAddressLimitDoesNotHangOpenBlas) {
     for (const std::vector<std::string>& args :
          {std::vector<std::string>{"--version"}, {"info", "--model", (dir / "model").string()}}) {
         const auto start = std::chrono::steady_clock::now();
-        RunningRetnet run(args, ChildSetup{"", "", 1024L << 20});
+        RunningRetnet run(args, ChildSetup{"", "", 1024L << 20, {}});
         const CliResult r = run.finish(30);
         const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.err;
@@ -525,7 +525,7 @@ TEST(RobustMemory, AnAskedLimitAboveUlimitStillRefusesAtUlimit) {
             setenv("RETNET_MAX_MEMORY", "100G", 1);
         else
             args.insert(args.end(), {"--max-memory", "100G"});
-        RunningRetnet run(args, ChildSetup{"", "", 1536L << 20});
+        RunningRetnet run(args, ChildSetup{"", "", 1536L << 20, {}});
         const CliResult r = run.finish(60);
         unsetenv("RETNET_MAX_MEMORY");
         EXPECT_EQ(r.exit_code, 1) << r.err;
@@ -751,7 +751,7 @@ TEST(RobustStdout, AFullStdoutIsAnErrorNotExitZero) {
         {"inspect", "--model", m, "--tokens", "1,5,6", "--json"},
     };
     for (const auto& args : cases) {
-        const CliResult r = run_retnet(args, 60, 0, ChildSetup{"/dev/full", "", 0});
+        const CliResult r = run_retnet(args, 60, 0, ChildSetup{"/dev/full", "", 0, {}});
         EXPECT_EQ(r.exit_code, 1) << args[0] << ": " << r.err;
         EXPECT_EQ(r.err_lines(), 1) << args[0] << ": " << r.err;
         EXPECT_NE(r.err.find("cannot write to standard output (No space left on device)"), std::string::npos)
@@ -962,7 +962,7 @@ TEST(RobustOptions2, ShortFormsRandomSeedAndPromptFiles) {
                                        "--ignore-eos"});
     EXPECT_EQ(file.out, longs.out) << file.err;
     const CliResult piped = run_retnet({"generate", "-m", m, "--prompt-file", "-", "-n", "6", "--temp", "0", "--ignore-eos"},
-                                       60, 0, ChildSetup{"", (dir / "prompt.txt").string(), 0});
+                                       60, 0, ChildSetup{"", (dir / "prompt.txt").string(), 0, {}});
     EXPECT_EQ(piped.out, longs.out) << piped.err;
     const CliResult both = run_retnet({"generate", "-m", m, "-p", "a", "-f", (dir / "prompt.txt").string()});
     EXPECT_EQ(both.exit_code, 1);

@@ -124,16 +124,19 @@ TEST_F(KernelTest, FloatToBf16RoundsToNearestEvenAtAnyLengthAndAlignment) {
 }
 
 TEST_F(KernelTest, RmsNormToBf16IsTheFloatNormRounded) {
-    const int rows = 3, cols = 2049;
-    const auto x = random_vector(static_cast<size_t>(rows) * cols, 5, -3.0f, 3.0f);
-    const auto w = random_vector(cols, 6);
-    auto dx = to_device(x, stream()), dw = to_device(w, stream());
-    DeviceBuffer<float> dy(x.size());
-    DeviceBuffer<__nv_bfloat16> dy_bf16(x.size()), dy_rounded(x.size());
-    launch_rmsnorm(dx.get(), dw.get(), dy.get(), rows, cols, 1e-6f, stream());
-    launch_float_to_bf16(dy.get(), dy_rounded.get(), static_cast<int64_t>(x.size()), stream());
-    launch_rmsnorm_bf16(dx.get(), dw.get(), dy_bf16.get(), rows, cols, 1e-6f, stream());
-    EXPECT_EQ(bits_of(dy_bf16, x.size(), stream()), bits_of(dy_rounded, x.size(), stream()));
+    // 3 rows of 2049: a block per row; 1030 rows of 256 (a prefill's): a warp per row, 16-byte loads
+    for (const auto& [rows, cols] : {std::pair{3, 2049}, std::pair{1030, 256}}) {
+        const auto x = random_vector(static_cast<size_t>(rows) * cols, 5, -3.0f, 3.0f);
+        const auto w = random_vector(cols, 6);
+        auto dx = to_device(x, stream()), dw = to_device(w, stream());
+        DeviceBuffer<float> dy(x.size());
+        DeviceBuffer<__nv_bfloat16> dy_bf16(x.size()), dy_rounded(x.size());
+        launch_rmsnorm(dx.get(), dw.get(), dy.get(), rows, cols, 1e-6f, stream());
+        EXPECT_LT(rel_max_error(to_host(dy, stream()), naive::rmsnorm(x, w, rows, cols, 1e-6)), kF32Tol) << rows;
+        launch_float_to_bf16(dy.get(), dy_rounded.get(), static_cast<int64_t>(x.size()), stream());
+        launch_rmsnorm_bf16(dx.get(), dw.get(), dy_bf16.get(), rows, cols, 1e-6f, stream());
+        EXPECT_EQ(bits_of(dy_bf16, x.size(), stream()), bits_of(dy_rounded, x.size(), stream())) << rows;
+    }
 }
 
 TEST_F(KernelTest, HeadNormGateWithSharedWeightAndWithout) {
@@ -190,22 +193,6 @@ TEST_F(KernelTest, HeadNormGateToBf16IsTheFloatResultRounded) {
         EXPECT_EQ(bits_of(dy_bf16, g.size(), stream()), bits_of(dy_rounded, g.size(), stream()))
             << "T " << T << " Dv " << Dv;
     }
-}
-
-// A prefill's rows (a warp each, 16-byte loads) against the naive twin, and its bf16 output the
-// float one rounded.
-TEST_F(KernelTest, RmsNormOfManyRowsAndItsBf16Rounding) {
-    const int rows = 1030, cols = 256;
-    const auto x = random_vector(static_cast<size_t>(rows) * cols, 16, -3.0f, 3.0f);
-    const auto w = random_vector(cols, 17);
-    auto dx = to_device(x, stream()), dw = to_device(w, stream());
-    DeviceBuffer<float> dy(x.size());
-    DeviceBuffer<__nv_bfloat16> dy_bf16(x.size()), dy_rounded(x.size());
-    launch_rmsnorm(dx.get(), dw.get(), dy.get(), rows, cols, 1e-6f, stream());
-    EXPECT_LT(rel_max_error(to_host(dy, stream()), naive::rmsnorm(x, w, rows, cols, 1e-6)), kF32Tol);
-    launch_float_to_bf16(dy.get(), dy_rounded.get(), static_cast<int64_t>(x.size()), stream());
-    launch_rmsnorm_bf16(dx.get(), dw.get(), dy_bf16.get(), rows, cols, 1e-6f, stream());
-    EXPECT_EQ(bits_of(dy_bf16, x.size(), stream()), bits_of(dy_rounded, x.size(), stream()));
 }
 
 TEST_F(KernelTest, GluToBf16IsTheFloatResultRounded) {
