@@ -5,7 +5,9 @@
 
 #include <cmath>
 #include <limits>
+#include <algorithm>
 #include <map>
+#include <random>
 
 #include "retnet/error.h"
 #include "retnet/sampler.h"
@@ -221,6 +223,12 @@ TEST(Sampler, MaskedTokensAreNeverDrawnAndNanIsAnError) {
     EXPECT_THROW(sampler.sample(nan_logits, {}), Error);
     const std::vector<float> all_masked = {-inf, -inf};
     EXPECT_THROW(sampler.sample(all_masked, {}), Error);
+    Sampler greedy({.temperature = 0.0});
+    EXPECT_THROW(greedy.sample(all_masked, {}), Error);  // not token 0
+    // A penalty so large that it overflows the only finite logit masks it as well.
+    Sampler penalized({.temperature = 0.0, .repeat_penalty = 1e300});
+    const std::vector<int32_t> history = {1};
+    EXPECT_THROW(penalized.sample(std::vector<float>{-inf, -1e30f}, history), Error);
 }
 
 TEST(Sampler, InvalidParamsAreRejectedWithTheFieldName) {
@@ -239,6 +247,117 @@ TEST(Sampler, InvalidParamsAreRejectedWithTheFieldName) {
     EXPECT_EQ(message({.repeat_penalty = 0.0}).rfind("repeat penalty must be > 0", 0), 0u);
     EXPECT_EQ(message({.temperature = std::nan("")}), "temperature must be a finite number");
     EXPECT_EQ(message({.temperature = 0.7, .top_k = 40, .top_p = 0.9, .min_p = 0.05}), "no error");
+    EXPECT_EQ(message({.temperature = 1e-101}).rfind("temperature must be 0 (greedy) or at least 1e-100", 0), 0u);
+    EXPECT_EQ(message({.temperature = 1e-100}), "no error");
+}
+
+TEST(Sampler, AnExtremeTemperatureGivesAnEvenOrAGreedyDraw) {
+    // 1e300: every scaled logit underflows towards 0, so the kept tokens are equally likely (no NaN).
+    Sampler flat({.temperature = 1e300, .top_k = 3, .seed = 4});
+    const std::vector<float> logits = {3.0f, -1.0f, 0.5f, 9.0f, -20.0f};
+    std::map<int32_t, int> seen;
+    for (int i = 0; i < 300; ++i) ++seen[flat.sample(logits, {})];
+    ASSERT_EQ(seen.size(), 3u);  // the three best: 3, 0 and 2
+    EXPECT_TRUE(seen.count(3) && seen.count(0) && seen.count(2));
+    Sampler sharp({.temperature = 1e-100, .seed = 4});
+    for (int i = 0; i < 50; ++i) ASSERT_EQ(sharp.sample(logits, {}), 3);
+}
+
+// The naive twin of Sampler::sample: every candidate sorted, best first, by (scaled logit, id),
+// then the filters of sampler.h in order. Sums run in the order the sampler documents: over the
+// ranked list once top-k or top-p has ranked it, over ids otherwise.
+int32_t naive_sample(const SamplerParams& p, const std::vector<float>& logits, const std::vector<int32_t>& history,
+                     Rng& rng) {
+    const auto V = static_cast<int32_t>(logits.size());
+    std::vector<double> value(logits.begin(), logits.end());
+    if (p.repeat_penalty != 1.0) {
+        const size_t window = p.repeat_last_n < 0 ? history.size()
+                                                  : std::min(history.size(), static_cast<size_t>(p.repeat_last_n));
+        std::vector<bool> penalized(logits.size(), false);
+        for (size_t i = history.size() - window; i < history.size(); ++i) {
+            const int32_t id = history[i];
+            if (id < 0 || id >= V || penalized[static_cast<size_t>(id)]) continue;
+            penalized[static_cast<size_t>(id)] = true;
+            double& v = value[static_cast<size_t>(id)];
+            v = v > 0.0 ? v / p.repeat_penalty : v * p.repeat_penalty;
+        }
+    }
+    std::vector<int32_t> kept;
+    for (int32_t i = 0; i < V; ++i)
+        if (value[static_cast<size_t>(i)] > -HUGE_VAL) kept.push_back(i);
+    for (int32_t id : kept) value[static_cast<size_t>(id)] /= p.temperature;
+    std::vector<int32_t> ranked = kept;
+    std::sort(ranked.begin(), ranked.end(), [&](int32_t a, int32_t b) {
+        const double va = value[static_cast<size_t>(a)], vb = value[static_cast<size_t>(b)];
+        return va != vb ? va > vb : a < b;
+    });
+    if (p.top_k > 0 && static_cast<size_t>(p.top_k) < kept.size()) {
+        ranked.resize(static_cast<size_t>(p.top_k));
+        kept = ranked;
+    }
+    double max_value = -HUGE_VAL, sum = 0.0;
+    for (int32_t id : kept) max_value = std::max(max_value, value[static_cast<size_t>(id)]);
+    std::vector<double> prob(logits.size(), 0.0);
+    for (int32_t id : kept) sum += prob[static_cast<size_t>(id)] = std::exp(value[static_cast<size_t>(id)] - max_value);
+    for (int32_t id : kept) prob[static_cast<size_t>(id)] /= sum;
+    if (p.top_p < 1.0) {
+        double cumulative = 0.0;
+        size_t n = 0;
+        while (n < ranked.size() && cumulative < p.top_p) cumulative += prob[static_cast<size_t>(ranked[n++])];
+        kept.assign(ranked.begin(), ranked.begin() + static_cast<ptrdiff_t>(n));
+    }
+    if (p.min_p > 0.0) {
+        double max_prob = 0.0;
+        for (int32_t id : kept) max_prob = std::max(max_prob, prob[static_cast<size_t>(id)]);
+        std::erase_if(kept, [&](int32_t id) { return prob[static_cast<size_t>(id)] < p.min_p * max_prob; });
+    }
+    double total = 0.0;
+    for (int32_t id : kept) total += prob[static_cast<size_t>(id)];
+    const double target = rng.uniform() * total;
+    double cumulative = 0.0;
+    for (int32_t id : kept)
+        if (target < (cumulative += prob[static_cast<size_t>(id)])) return id;
+    return kept.back();
+}
+
+TEST(Sampler, DrawsWhatTheNaiveTwinDraws) {
+    // The sampler selects top-k with a heap and top-p above a falling threshold instead of sorting
+    // the vocabulary; the draws must be the twin's, token for token. Logits on a grid of 0.5 make
+    // ties at every cut, and some tokens are masked.
+    std::mt19937 gen(7);
+    const int sizes[] = {1, 2, 7, 50, 1000, 32000};
+    const int top_ks[] = {0, 1, 3, 40, 999, 40000};
+    const double top_ps[] = {1.0, 0.5, 0.95}, min_ps[] = {0.0, 0.05}, temperatures[] = {0.3, 0.8, 2.5};
+    int compared = 0, expected = 0;
+    for (int config = 0; config < 240; ++config) {
+        const int V = sizes[config % 6];
+        SamplerParams p;
+        p.temperature = temperatures[gen() % 3];
+        p.top_k = top_ks[gen() % 6];
+        p.top_p = top_ps[gen() % 3];
+        p.min_p = min_ps[gen() % 2];
+        p.repeat_penalty = gen() % 2 ? 1.0 : 1.3;
+        p.seed = gen();
+        std::vector<float> logits(static_cast<size_t>(V));
+        for (float& x : logits) x = gen() % 11 == 0 ? -HUGE_VALF : 0.5f * static_cast<float>(gen() % 24) - 6.0f;
+        logits[gen() % logits.size()] = 1.0f;  // never every token masked
+        Sampler sampler(p);
+        Rng twin_rng(p.seed);
+        std::vector<int32_t> history, twin_history;
+        const int draws = V > 5000 ? 3 : 12;  // the twin sorts the whole vocabulary every draw
+        expected += draws;
+        for (int draw = 0; draw < draws; ++draw) {
+            const int32_t id = sampler.sample(logits, history);
+            const int32_t twin = naive_sample(p, logits, twin_history, twin_rng);
+            ASSERT_EQ(id, twin) << "V " << V << " T " << p.temperature << " top-k " << p.top_k << " top-p "
+                                << p.top_p << " min-p " << p.min_p << " draw " << draw;
+            ASSERT_GT(logits[static_cast<size_t>(id)], -HUGE_VALF);
+            history.push_back(id);
+            twin_history.push_back(twin);
+            ++compared;
+        }
+    }
+    EXPECT_EQ(compared, expected);
 }
 
 }  // namespace
