@@ -18,7 +18,8 @@ namespace {
 
 // --model takes a model directory (its tokenizer.model) or the tokenizer file itself.
 Tokenizer load_tokenizer_option(const std::string& path) {
-    if (std::filesystem::is_directory(path)) {
+    std::error_code error;  // a name too long or a loop of links: Tokenizer::load says why below
+    if (std::filesystem::is_directory(path, error)) {
         auto tokenizer = Tokenizer::load_from_model_dir(path);
         if (!tokenizer) throw Error(path + ": no tokenizer.model in this directory");
         return std::move(*tokenizer);

@@ -41,6 +41,7 @@ public:
 
 // The unknown word and the option names it might be a misspelling of.
 [[noreturn]] void unknown_argument(const CLI::App& app, const std::string& word) {
+    if (word == "--") throw Error("'--' ends the options, but no command takes other words after them");
     if (word.size() < 2 || word[0] != '-')
         throw Error("unexpected argument '" + word + "' (options look like --name value)");
     std::string name = word.substr(0, word.find('='));
@@ -100,6 +101,9 @@ std::vector<std::string> guard_option_values(CLI::App& app, const std::vector<st
                 return opt->get_expected_min() > 0 && opt->get_type_size_min() > 0 ? opt : nullptr;
         return nullptr;
     };
+    const auto any_option = [&apps](const std::string& name) {
+        return std::any_of(apps.begin(), apps.end(), [&](CLI::App* a) { return a->get_option_no_throw(name) != nullptr; });
+    };
     // --name, or -x with a letter (-1 is a value)
     const auto option_word = [](const std::string& w) {
         const bool letter = w.size() == 2 && ((w[1] >= 'a' && w[1] <= 'z') || (w[1] >= 'A' && w[1] <= 'Z'));
@@ -125,7 +129,16 @@ std::vector<std::string> guard_option_values(CLI::App& app, const std::vector<st
         }
         const size_t eq = w.find('=');
         const std::string name = w.substr(0, eq);
+        // -model is -m with the value "odel" to CLI11; a word that is a long option's name with one
+        // dash was meant as that option.
+        if (w.size() > 2 && w[0] == '-' && w[1] != '-' && name.size() > 2 && any_option("--" + name.substr(1)))
+            throw Error("unknown option " + name + " (long options take two dashes: -" + name + ")");
         const CLI::Option* opt = !name.empty() && option_word(name) ? value_option(name) : nullptr;
+        if (opt && name.size() == 2 && eq == 2) {  // -p=hi: the value is "hi", not "=hi"
+            words.push_back(name);
+            words.push_back(w.substr(3));
+            continue;
+        }
         if (opt) {
             if (eq + 1 == w.size()) {
                 words.push_back(name);
@@ -135,6 +148,11 @@ std::vector<std::string> guard_option_values(CLI::App& app, const std::vector<st
             if (eq == std::string::npos && i + 1 < argv.size() && option_word(argv[i + 1])) {
                 const std::string spelled = opt->get_lnames().empty() ? name : "--" + opt->get_lnames().front();
                 throw Error("option " + name + " needs a value (one that starts with '-' goes as " + spelled + "=VALUE)");
+            }
+            if (eq == std::string::npos && i + 1 < argv.size()) {  // its value is not looked at (--prompt -model)
+                words.push_back(w);
+                words.push_back(argv[++i]);
+                continue;
             }
         }
         words.push_back(w);
@@ -147,6 +165,18 @@ void parse(CLI::App& app, const std::vector<std::string>& argv_in) {
     const std::vector<std::string> argv = guard_option_values(app, argv_in);
     std::vector<std::string> reversed(argv.rbegin(), argv.rend());  // CLI11 takes them last first
     const auto requirements = take_requirements(app);
+    // The words nobody took: the subcommand given (retnet tokenizer train) names them, with its
+    // options to suggest; what it did not take may have fallen through to the command itself.
+    const auto name_unknown_words = [&app] {
+        std::vector<std::string> left = app.remaining();
+        const CLI::App* chosen = &app;
+        while (!chosen->get_subcommands().empty()) {
+            chosen = chosen->get_subcommands().front();
+            const std::vector<std::string> own = chosen->remaining();
+            left.insert(left.begin(), own.begin(), own.end());
+        }
+        if (!left.empty()) unknown_argument(*chosen, left.front());
+    };
     try {
         app.parse(reversed);
     } catch (const CLI::CallForHelp&) {
@@ -157,23 +187,29 @@ void parse(CLI::App& app, const std::vector<std::string>& argv_in) {
         if (!help.empty() && help.back() != '\n') std::fputs("\n", stdout);
         throw HelpShown{};
     } catch (const CLI::ArgumentMismatch& e) {
+        name_unknown_words();
         // CLI11 says "--x: At Most 1 required but received 2" or "--x: 1 required TEXT missing".
         const std::string what = e.what(), name = what.substr(0, what.find(':'));
         if (what.find("At Most") != std::string::npos) throw Error("option " + name + " is given more than once");
         throw Error("option " + name + " needs a value (one that starts with '-' goes as " + name + "=VALUE)");
-    } catch (const CLI::ParseError& e) {
+    } catch (const CLI::RequiredError& e) {
+        name_unknown_words();
+        if (app.get_require_subcommand_min() > 0 && app.get_subcommands().empty()) {
+            std::string actions;
+            for (const CLI::App* sub : app.get_subcommands({})) actions += (actions.empty() ? "" : "|") + sub->get_name();
+            throw Error("missing action: " + app.get_name() + " " + actions + " [options] (" + app.get_name() + " --help)");
+        }
         throw Error(e.what());
+    } catch (const CLI::ParseError& e) {
+        name_unknown_words();
+        throw Error(e.what());
+    } catch (const Error&) {
+        // A value refused by an option's own check (--seed abc): all words were read by then, so
+        // an unknown one is named first, as for every other error.
+        name_unknown_words();
+        throw;
     }
-    // The subcommand given (retnet tokenizer train) names what is left, with its options to suggest;
-    // what it did not take may have fallen through to the command itself.
-    std::vector<std::string> left = app.remaining();
-    const CLI::App* chosen = &app;
-    while (!chosen->get_subcommands().empty()) {
-        chosen = chosen->get_subcommands().front();
-        const std::vector<std::string> own = chosen->remaining();
-        left.insert(left.begin(), own.begin(), own.end());
-    }
-    if (!left.empty()) unknown_argument(*chosen, left.front());
+    name_unknown_words();
     for (const auto& [owner, opt] : requirements)
         if ((owner == &app || owner->parsed()) && opt->count() == 0) throw Error(opt->get_name() + " is required");
 }
@@ -186,6 +222,8 @@ std::string option_name(const std::string& names) {
 int64_t parse_int(const std::string& what, const std::string& text, int64_t min, int64_t max) {
     int64_t out = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    if (ec == std::errc::result_out_of_range && end == text.data() + text.size())
+        throw Error(what + " must be in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " + text);
     if (ec != std::errc() || end != text.data() + text.size())
         throw Error(what + " expects an integer, got '" + text + "'");
     if (out < min || out > max)

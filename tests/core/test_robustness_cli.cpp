@@ -158,6 +158,32 @@ TEST(RobustOptions, AnOptionsValueIsNeverTheNextOption) {
     const CliResult help = run_retnet({"eval", "--model", "--help"});
     EXPECT_EQ(help.exit_code, 0) << help.err;
     EXPECT_NE(help.out.find("--text"), std::string::npos) << help.out;
+    // -model is not -m "odel"; -p=hi is the prompt "hi"; a value is never read as an option itself.
+    expect_one_line_error(generate({"-model", "m", "-p", "hi"}),
+                          "unknown option -model (long options take two dashes: --model)");
+    const auto prompt_tokens = [](const std::vector<std::string>& prompt) {
+        std::vector<std::string> args = prompt;
+        args.insert(args.end(), {"-n", "0", "--json"});
+        const CliResult r = generate(args);
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        const size_t at = r.out.find("\"prompt_tokens\":");
+        return at == std::string::npos ? std::string("none") : r.out.substr(at, r.out.find(',', at) - at);
+    };
+    EXPECT_EQ(prompt_tokens({"-p=abc"}), prompt_tokens({"--prompt", "abc"}));
+    EXPECT_NE(prompt_tokens({"-p=abc"}), prompt_tokens({"--prompt", "=abc"}));
+    const CliResult value_like = generate({"-p", "-model", "-n", "0", "--json"});
+    EXPECT_EQ(value_like.exit_code, 0) << value_like.err;
+    expect_one_line_error(generate({"--tokens", "1", "--", "x"}), "'--' ends the options");
+    expect_one_line_error(generate({"--tokens", "1", "-n", "99999999999999999999"}),
+                          "option --max-new-tokens must be in [0, ");
+    // An unknown word is named before a refused value, and before a missing action.
+    expect_one_line_error(generate({"--tokens", "1", "--seed", "abc", "--bogus"}), "unknown option --bogus");
+    expect_one_line_error(run_retnet({"tokenizer", "--bogus"}), "unknown option --bogus");
+    expect_one_line_error(run_retnet({"tokenizer", "--max-memory", "1G"}),
+                          "missing action: retnet tokenizer train|encode|decode");
+    const CliResult long_tokenizer = run_retnet({"tokenizer", "encode", "-m", std::string(5000, 'a'), "--text", "x"});
+    EXPECT_EQ(long_tokenizer.exit_code, 1);
+    EXPECT_NE(long_tokenizer.err.find("cannot open (File name too long)"), std::string::npos) << long_tokenizer.err;
     const CliResult long_name = run_retnet({"info", "--model", std::string(30000, 'a')});
     EXPECT_EQ(long_name.signal, 0);
     EXPECT_EQ(long_name.exit_code, 1);

@@ -89,6 +89,21 @@ TEST(Launcher, RanksKnowHowManyShareTheirMachine) {
     }
     setenv("OMPI_COMM_WORLD_LOCAL_SIZE", "0", 1);
     EXPECT_THROW(rank_environment(), Error);
+    // The launcher's own variables are named when the world is empty or this rank has no number.
+    const auto message = [] {
+        try {
+            rank_environment();
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("accepted");
+    };
+    setenv("OMPI_COMM_WORLD_SIZE", "0", 1);
+    EXPECT_EQ(message(), "OMPI_COMM_WORLD_SIZE=0: a world of no ranks (check the launcher's environment)");
+    setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+    unsetenv("OMPI_COMM_WORLD_RANK");
+    unsetenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    EXPECT_EQ(message(), "OMPI_COMM_WORLD_SIZE is set without OMPI_COMM_WORLD_RANK (check the launcher's environment)");
     for (const char* name : {"OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"})
         unsetenv(name);
     for (const auto& [name, value] : gpu_rank_environment(2, 3, "/nonexistent/id")) setenv(name.c_str(), value.c_str(), 1);
