@@ -30,6 +30,10 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/retnet.pc DESTINATION ${CMAKE_INSTALL_
 
 # --- the command-line tool and the bundled model (component cli) ---
 install(TARGETS retnet RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT cli)
+if(RETNET_HAVE_CUDA)
+  # The CUDA backend the programs load on first use, where their loader looks (retnet/cuda/module.h).
+  install(TARGETS retnet_cuda_module LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}/retnet COMPONENT cli)
+endif()
 install(DIRECTORY resources/models/default DESTINATION ${CMAKE_INSTALL_DATADIR}/retnet-studio/models COMPONENT cli)
 
 # --- man pages, generated from --help by help2man (Debian: help2man) when it is installed ---

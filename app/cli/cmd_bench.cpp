@@ -18,8 +18,7 @@
 #include "retnet/memory_limit.h"
 #include "retnet/model_stats.h"
 #ifdef RETNET_HAVE_CUDA
-#include "retnet/cuda/backend_cuda.h"
-#include "retnet/cuda/retention_bench.h"
+#include "retnet/cuda/module.h"
 #endif
 
 namespace retnet::cli {
@@ -136,7 +135,8 @@ nlohmann::json bench_retention_kernels(const Backend& backend, const std::vector
             interrupt.check();
             cuda::RetentionKernelShape shape{B, T, c.n_heads, c.head_dim_k(), c.head_dim_v(), chunk > 0 ? chunk : c.chunk_size};
             const cuda::RetentionKernelTiming t =
-                cuda::time_retention_kernels(shape, bf16 ? cuda::TrainPrecision::Bf16 : cuda::TrainPrecision::Fp32, repeats);
+                cuda::cuda_module_or_throw().time_retention_kernels(
+                    shape, bf16 ? cuda::TrainPrecision::Bf16 : cuda::TrainPrecision::Fp32, repeats);
             rows.push_back({{"B", B}, {"T", T}, {"H", shape.heads}, {"Dk", shape.head_dim_k}, {"Dv", shape.head_dim_v},
                             {"chunk", shape.chunk}, {"precision", bf16 ? "bf16" : "fp32"}, {"forward_ms", t.forward_ms},
                             {"forward_backward_ms", t.forward_backward_ms}});
@@ -230,9 +230,7 @@ int run_bench(const std::vector<std::string>& argv) {
         for (int C : contexts)
             for (int B : batches)
                 report["decode"].push_back(bench_decode(*backend, B, C, decode_steps, rng, interrupt));
-#ifdef RETNET_HAVE_CUDA
-    if (backend->name().rfind("cuda", 0) == 0) report["device_memory_bytes"] = cuda_device_memory_in_use();
-#endif
+    if (const int64_t in_use = backend->device_memory_in_use(); in_use >= 0) report["device_memory_bytes"] = in_use;
     if (json) std::printf("%s\n", report.dump(2).c_str());
     else print_tables(report);
     return 0;

@@ -18,7 +18,7 @@
 #include "retnet/trainer.h"
 #include "train_ranks.h"
 #ifdef RETNET_HAVE_CUDA
-#include "retnet/cuda/cuda_trainer.h"
+#include "retnet/cuda/module.h"
 #endif
 
 namespace retnet::cli {
@@ -138,7 +138,7 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
                     "--chunk out)");
 #ifdef RETNET_HAVE_CUDA
     // before the weights are drawn (a minute at 1.3B) rather than when the device is made
-    if (o.device.rfind("cuda", 0) == 0) cuda::require_cuda_training_device();
+    if (o.device.rfind("cuda", 0) == 0) cuda::cuda_module_or_throw().require_training_device();
 #endif
     const uint64_t per_rank = estimated_training_bytes(config, o, env.size);
     const std::string what = "training with --batch " + std::to_string(o.batch) + " --seq-len " +

@@ -14,8 +14,7 @@
 #include "retnet/error.h"
 #include "retnet/memory_limit.h"
 #ifdef RETNET_HAVE_CUDA
-#include "retnet/cuda/backend_cuda.h"
-#include "retnet/cuda/cuda_trainer.h"
+#include "retnet/cuda/module.h"
 #endif
 
 namespace retnet::cli {
@@ -105,8 +104,8 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
     retnet::cpu::fit_blas_threads_to_address_limit();
 #ifdef RETNET_HAVE_CUDA
-    retnet::register_cuda_backend();  // registers "cuda"; it reports a missing GPU when used
-    retnet::cuda::register_cuda_trainer();  // `retnet train --device cuda|cuda-tf32|cuda-bf16`
+    // "cuda", "cuda-bf16" and the CUDA trainers, from the module loaded when one is first asked for.
+    retnet::cuda::install_cuda_module_loader();
 #endif
     if (argc < 2) {
         print_usage(stderr);

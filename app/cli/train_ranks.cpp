@@ -14,8 +14,7 @@
 #include "retnet/files.h"
 #include "retnet/run_directory.h"
 #ifdef RETNET_HAVE_CUDA
-#include "retnet/cuda/backend_cuda.h"
-#include "retnet/cuda/nccl_ranks.h"
+#include "retnet/cuda/module.h"
 #endif
 
 namespace retnet::cli {
@@ -42,7 +41,8 @@ TrainRanks join_train_ranks(const dist::RankEnvironment& env) {
         ranks.comm = std::move(mpi);
     } else if (env.launcher == Launcher::RetnetGpus && env.size > 1) {
 #ifdef RETNET_HAVE_CUDA
-        ranks.comm = cuda::nccl_ranks_from_file(env.rank, env.size, env.local_rank, env.nccl_id_file);
+        ranks.comm = cuda::cuda_module_or_throw().nccl_ranks_from_file(env.rank, env.size, env.local_rank,
+                                                                      env.nccl_id_file, 120);
 #else
         throw Error("this retnet was built without CUDA, so it cannot be a GPU rank");
 #endif
@@ -99,10 +99,11 @@ int launch_gpu_ranks(train::TrainOptions o, int gpus, bool overwrite, const std:
         throw Error("--gpus trains on CUDA devices: add --device cuda, cuda-tf32 or cuda-bf16");
     train::batch_shard(o.batch, 0, gpus);  // one line when the global batch does not split
 #ifdef RETNET_HAVE_CUDA
-    if (!cuda::nccl_available())
+    const cuda::ModuleApi& cuda_api = cuda::cuda_module_or_throw();
+    if (!cuda_api.nccl_available())
         throw Error("this retnet was built without NCCL, so it cannot train on several GPUs (NCCL comes with the "
                     "CUDA toolkit; rebuild where CMake finds nccl.h and libnccl)");
-    if (const int seen = cuda_device_count(); seen < gpus)
+    if (const int seen = cuda_api.device_count(); seen < gpus)
         throw Error("--gpus " + std::to_string(gpus) + ": this host shows " + std::to_string(seen) + " CUDA device(s)");
 #else
     throw Error("--gpus needs a build with CUDA and NCCL");

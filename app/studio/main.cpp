@@ -18,7 +18,7 @@
 #include "views/generate_view.h"
 
 #ifdef RETNET_HAVE_CUDA
-#include "retnet/cuda/backend_cuda.h"
+#include "retnet/cuda/module.h"
 #endif
 
 namespace {
@@ -184,7 +184,7 @@ int main(int argc, char** argv) {
     QApplication app(argc, argv);
     QApplication::setApplicationName(QStringLiteral("RetNet Studio"));
 #ifdef RETNET_HAVE_CUDA
-    retnet::register_cuda_backend();
+    retnet::cuda::install_cuda_module_loader();
 #endif
     retnet::ui::MainWindow window;
     window.resize(checked->width, checked->height);

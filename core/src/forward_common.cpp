@@ -135,7 +135,40 @@ std::map<std::string, BackendFactory>& registry() {
     };
     return factories;
 }
+
+// The registered factory for `device`, or null; without one, the device modules are loaded (once)
+// and asked again.
+BackendFactory find_factory(const std::string& device) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        {
+            std::lock_guard lock(g_registry_mutex);
+            auto it = registry().find(device);
+            if (it != registry().end()) return it->second;
+        }
+        load_device_modules();
+    }
+    return {};
+}
+
+std::mutex g_loader_mutex;
+std::function<void()> g_device_loader;
+bool g_device_loader_ran = false;
 }  // namespace
+
+void set_device_loader(std::function<void()> load) {
+    std::lock_guard lock(g_loader_mutex);
+    g_device_loader = std::move(load);
+    g_device_loader_ran = false;
+}
+
+void load_device_modules() {
+    // Held while the loader runs, so that concurrent callers wait for its registrations; the loader
+    // takes the registries' own locks, never this one.
+    std::lock_guard lock(g_loader_mutex);
+    if (g_device_loader_ran || !g_device_loader) return;
+    g_device_loader_ran = true;
+    g_device_loader();
+}
 
 void register_backend(const std::string& device, BackendFactory factory) {
     std::lock_guard lock(g_registry_mutex);
@@ -143,6 +176,7 @@ void register_backend(const std::string& device, BackendFactory factory) {
 }
 
 std::vector<std::string> available_devices() {
+    load_device_modules();
     std::lock_guard lock(g_registry_mutex);
     std::vector<std::string> out;
     for (const auto& [name, factory] : registry()) out.push_back(name);
@@ -151,12 +185,7 @@ std::vector<std::string> available_devices() {
 
 std::unique_ptr<Backend> make_backend(const std::string& device,
                                       std::shared_ptr<const Model> model) {
-    BackendFactory factory;
-    {
-        std::lock_guard lock(g_registry_mutex);
-        auto it = registry().find(device);
-        if (it != registry().end()) factory = it->second;
-    }
+    const BackendFactory factory = find_factory(device);
     if (!factory) {
         std::string known;
         for (const std::string& name : available_devices()) known += (known.empty() ? "" : ", ") + name;
@@ -173,8 +202,7 @@ std::unique_ptr<Backend> make_backend(const std::string& device,
 std::unique_ptr<Backend> make_backend_or_cpu(const std::string& device,
                                              std::shared_ptr<const Model> model,
                                              std::string* notice) {
-    const std::vector<std::string> known = available_devices();
-    const bool registered = std::find(known.begin(), known.end(), device) != known.end();
+    const bool registered = static_cast<bool>(find_factory(device));
     if (!registered && device != "cuda") return make_backend(device, std::move(model));  // throws: unknown
     try {
         return make_backend(device, model);

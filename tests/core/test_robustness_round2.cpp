@@ -487,6 +487,26 @@ TEST(RobustMemory, ATightAddressLimitDoesNotHangOpenBlas) {
     }
 }
 
+// The CUDA libraries are mapped only when a CUDA device is asked for (retnet/cuda/module.h): a run
+// on the CPU fits a cap they alone would not (cuBLAS maps ~1 GB; the CLI failed to start below
+// ~1.1 GB), and --device cuda under it falls back to the CPU with the reason.
+TEST(RobustMemory, TheCpuRunsUnderACapTheCudaLibrariesWouldNotFit) {
+    if (kSanitized) GTEST_SKIP() << "an address-space cap cannot hold a sanitizer's shadow memory";
+    ScratchDir dir("cap-without-cuda");
+    write_small_model(dir / "model");
+    for (const char* device : {"cpu", "cuda"}) {
+        RunningRetnet run({"generate", "--model", (dir / "model").string(), "-p", "ab", "-n", "3", "--greedy",
+                           "--device", device},
+                          ChildSetup{"", "", 512L << 20, {}});
+        const CliResult r = run.finish(60);
+        EXPECT_EQ(r.exit_code, 0) << device << ": " << r.err;
+        EXPECT_NE(r.err.find("3 tokens"), std::string::npos) << device << ": " << r.err;
+        if (std::string(device) == "cuda") {
+            EXPECT_NE(r.err.find("retnet: CUDA unavailable ("), std::string::npos) << r.err;
+        }
+    }
+}
+
 TEST(RobustMemory, MemorySizesParseStrictly) {
     EXPECT_EQ(parse_bytes("8G", "x"), uint64_t(8) << 30);
     EXPECT_EQ(parse_bytes("512MiB", "x"), uint64_t(512) << 20);

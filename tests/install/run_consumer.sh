@@ -14,6 +14,17 @@ for component in dev cli; do
 done
 test -x "$work/prefix/bin/retnet"
 test -f "$work/prefix/share/retnet-studio/models/default/config.json"
+# A build with CUDA installs its module where the installed retnet looks for it: --device cuda then
+# says what the machine lacks (or runs), never that the module is missing.
+module=$(find "$work/prefix" -name libretnet-cuda.so)
+if [ -n "$module" ]; then
+  notice=$(env -u RETNET_CUDA_MODULE "$work/prefix/bin/retnet" generate --model "$fixture" --tokens 1,2 -n 1 --greedy \
+           --device cuda 2>&1 >/dev/null)
+  if printf '%s' "$notice" | grep -q 'libretnet-cuda\|undefined symbol'; then
+    echo "the installed retnet did not load its CUDA module ($module): $notice" >&2
+    exit 1
+  fi
+fi
 
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)

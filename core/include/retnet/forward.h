@@ -137,6 +137,12 @@ std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model);  
 // core never depends on them. A factory throws retnet::Error when its device is unusable.
 using BackendFactory = std::function<std::unique_ptr<Backend>(std::shared_ptr<const Model>)>;
 void register_backend(const std::string& device, BackendFactory factory);
+// Devices that live in a module loaded on first use (the CUDA backend, which the CLI and the app
+// dlopen so that a run on the CPU never loads cuBLAS): `load` registers them. It runs once, the
+// first time a device that is not registered is asked for or the devices are listed (for inference
+// or training, retnet/train_device.h), outside the registries' locks.
+void set_device_loader(std::function<void()> load);
+void load_device_modules();  // runs the loader if it has not run yet; thread-safe
 std::vector<std::string> available_devices();
 // Throws retnet::Error for an unknown device, listing the known ones.
 std::unique_ptr<Backend> make_backend(const std::string& device, std::shared_ptr<const Model> model);

@@ -5,6 +5,7 @@
 #include <mutex>
 
 #include "retnet/error.h"
+#include "retnet/forward.h"
 
 namespace retnet::train {
 
@@ -30,6 +31,7 @@ void register_train_device(const std::string& name, TrainDeviceFactory factory) 
 }
 
 std::vector<std::string> train_devices() {
+    load_device_modules();
     Registry& r = registry();
     std::lock_guard lock(r.mutex);
     std::vector<std::string> names{"cpu"};
@@ -41,7 +43,8 @@ std::unique_ptr<TrainDevice> make_train_device(const std::string& name, const Mo
                                                const ParamLayout& layout, const TrainDeviceOptions& options) {
     if (name == "cpu") return std::make_unique<CpuTrainDevice>(config, layout, options);
     TrainDeviceFactory factory;
-    {
+    for (int attempt = 0; attempt < 2 && !factory; ++attempt) {  // the second after loading the modules
+        if (attempt == 1) load_device_modules();
         Registry& r = registry();
         std::lock_guard lock(r.mutex);
         const auto it = r.factories.find(name);

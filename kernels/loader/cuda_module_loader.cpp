@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// Finds and loads libretnet-cuda.so (retnet/cuda/module.h). Plain C++ and POSIX: this part is
+// linked into the CLI and the app, which then never link cuBLAS themselves.
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+#include <vector>
+
+#include "retnet/cuda/module.h"
+#include "retnet/error.h"
+#include "retnet/forward.h"
+#include "retnet/train_device.h"
+
+namespace retnet::cuda {
+namespace {
+namespace fs = std::filesystem;
+
+constexpr const char* kModuleFile = "libretnet-cuda.so";
+
+struct Loaded {
+    const ModuleApi* api = nullptr;
+    std::string why;  // when api is null
+};
+
+// dlerror()'s text, on one line.
+std::string loader_error() {
+    const char* text = dlerror();
+    std::string out = text ? text : "unknown dlopen error";
+    for (char& c : out)
+        if (c == '\n' || c == '\r') c = ' ';
+    return out;
+}
+
+Loaded load_from(const fs::path& path) {
+    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!handle) return {nullptr, loader_error()};
+    using Entry = const ModuleApi* (*)();
+    const auto entry = reinterpret_cast<Entry>(dlsym(handle, "retnet_cuda_module_api"));
+    if (!entry) {
+        dlclose(handle);
+        return {nullptr, path.string() + " is not a RetNet CUDA module"};
+    }
+    const ModuleApi* api = entry();
+    const std::string build = api && api->build_id ? api->build_id : "?";  // copied: dlclose unmaps it
+    if (build != RETNET_BUILD_ID) {
+        // The module runs on this program's classes: one from another build could misread them.
+        dlclose(handle);
+        return {nullptr, path.string() + " is from another build of retnet (build " + build +
+                             ", this program " RETNET_BUILD_ID "): rebuild or reinstall both"};
+    }
+    return {api, ""};  // kept loaded for the life of the process
+}
+
+Loaded load() {
+    if (const char* chosen = std::getenv("RETNET_CUDA_MODULE")) {
+        if (*chosen == '\0') return {nullptr, "RETNET_CUDA_MODULE is set but empty"};
+        std::error_code ec;
+        const fs::path path = fs::absolute(chosen, ec);  // dlopen searches the library path for a bare name
+        if (ec) return {nullptr, "RETNET_CUDA_MODULE: " + ec.message()};
+        return load_from(path);
+    }
+    std::error_code ec;
+    const fs::path program = fs::read_symlink("/proc/self/exe", ec);
+    if (ec) return {nullptr, std::string("cannot find this program's directory (/proc/self/exe: ") + ec.message() + ")"};
+    // Beside the program (the build tree), then the install's library directory.
+    const std::vector<fs::path> places = {program.parent_path() / kModuleFile,
+                                          (program.parent_path() / RETNET_CUDA_MODULE_INSTALL_REL / kModuleFile)
+                                              .lexically_normal()};
+    for (const fs::path& place : places)
+        if (fs::exists(place, ec)) return load_from(place);
+    return {nullptr, std::string(kModuleFile) + " was found neither beside this program nor in " +
+                         places.back().parent_path().string()};
+}
+
+const Loaded& loaded() {
+    static const Loaded once = load();  // thread-safe initialization
+    return once;
+}
+
+void register_stand_ins(const std::string& why) {
+    const std::string reason = "CUDA unavailable (" + why + ")";
+    for (const char* name : {"cuda", "cuda-bf16"})
+        register_backend(name, [reason](std::shared_ptr<const Model>) -> std::unique_ptr<Backend> { throw Error(reason); });
+    for (const char* name : {"cuda", "cuda-tf32", "cuda-bf16"})
+        train::register_train_device(name, [reason](const ModelConfig&, const train::ParamLayout&,
+                                                    const train::TrainDeviceOptions&) -> std::unique_ptr<train::TrainDevice> {
+            throw Error(reason);
+        });
+}
+
+}  // namespace
+
+const ModuleApi* cuda_module(std::string* why) {
+    const Loaded& l = loaded();
+    if (!l.api && why) *why = l.why;
+    return l.api;
+}
+
+const ModuleApi& cuda_module_or_throw() {
+    std::string why;
+    if (const ModuleApi* api = cuda_module(&why)) return *api;
+    throw Error("CUDA unavailable (" + why + ")");
+}
+
+void install_cuda_module_loader() {
+    set_device_loader([] {
+        std::string why;
+        if (const ModuleApi* api = cuda_module(&why)) api->register_devices();
+        else register_stand_ins(why);
+    });
+}
+
+}  // namespace retnet::cuda

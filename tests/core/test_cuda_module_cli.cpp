@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The CUDA backend as a module the CLI loads on first use (retnet/cuda/module.h): a run on the CPU
+// never loads it; a module that is missing, broken or from another build is a one-line notice and
+// the CPU backend (or a one-line error where there is no CPU fallback: training); the module built
+// beside the program loads into it (every engine symbol it needs found in the program).
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "test_robustness_util.h"
+
+namespace retnet {
+namespace {
+
+using namespace robustness;
+
+#ifdef RETNET_FAKE_CUDA_MODULE
+
+const fs::path& bundled_model() {
+    static const fs::path dir = fs::path(RETNET_TEST_DATA_DIR) / ".." / ".." / "resources" / "models" / "default";
+    return dir;
+}
+
+CliResult generate_on(const std::string& device, std::vector<std::pair<std::string, std::string>> environment) {
+    return run_retnet({"generate", "--model", bundled_model().string(), "-p", "ROMEO:", "-n", "2", "--greedy",
+                       "--device", device},
+                      120, 0, ChildSetup{"", "", 0, std::move(environment)});
+}
+
+std::string fallback_notice(const std::string& why) { return "retnet: CUDA unavailable (" + why + "); using the CPU backend\n"; }
+
+TEST(CudaModule, ARunOnTheCpuNeverLoadsIt) {
+    ScratchDir dir("cuda_module_mark");
+    const fs::path mark = dir.path() / "loaded";
+    const std::vector<std::pair<std::string, std::string>> environment = {
+        {"RETNET_CUDA_MODULE", RETNET_FAKE_CUDA_MODULE}, {"RETNET_FAKE_MODULE_MARK", mark.string()}};
+    const CliResult cpu = generate_on("cpu", environment);
+    EXPECT_EQ(cpu.exit_code, 0) << cpu.err;
+    EXPECT_EQ(run_retnet({"--version"}, 60, 0, ChildSetup{"", "", 0, environment}).exit_code, 0);
+    EXPECT_FALSE(fs::exists(mark)) << "a command on the CPU loaded the CUDA module";
+
+    const CliResult cuda = generate_on("cuda", environment);
+    EXPECT_EQ(cuda.exit_code, 0) << cuda.err;
+    EXPECT_TRUE(fs::exists(mark));
+    EXPECT_EQ(cuda.err.rfind("retnet: CUDA unavailable (" + std::string(RETNET_FAKE_CUDA_MODULE) +
+                                 " is from another build of retnet (build another-build, this program ",
+                             0),
+              0u)
+        << cuda.err;
+    EXPECT_NE(cuda.err.find("): rebuild or reinstall both); using the CPU backend\n"), std::string::npos) << cuda.err;
+}
+
+TEST(CudaModule, AMissingOrBrokenModuleIsTheCpuWithTheReason) {
+    ScratchDir dir("cuda_module_broken");
+    const fs::path text = dir.path() / "libretnet-cuda.so";
+    std::ofstream(text) << std::string(4096, 'x');  // longer than an ELF header
+    const std::pair<std::string, std::string> cases[] = {
+        {"/nonexistent/libretnet-cuda.so", "/nonexistent/libretnet-cuda.so: cannot open shared object file: No such file or directory"},
+        {"", "RETNET_CUDA_MODULE is set but empty"},
+        {text.string(), text.string() + ": invalid ELF header"},
+        {"/dev/null", "/dev/null: file too short"},
+        {"/tmp", "/tmp: cannot read file data: Is a directory"},
+    };
+    for (const auto& [module, why] : cases) {
+        const CliResult r = generate_on("cuda-bf16", {{"RETNET_CUDA_MODULE", module}});
+        EXPECT_EQ(r.exit_code, 0) << module << ": " << r.err;
+        EXPECT_EQ(r.signal, 0);
+        EXPECT_EQ(r.err.rfind(fallback_notice(why), 0), 0u) << r.err;
+    }
+    // Training has no CPU fallback: the reason, in one line, before any weights are drawn.
+    const CliResult train = run_retnet({"train", "--device", "cuda", "--config", (bundled_model() / "config.json").string(),
+                                        "--tokenizer", (bundled_model() / "tokenizer.model").string(), "--data",
+                                        (bundled_model() / ".." / ".." / "data" / "tinyshakespeare.txt").string(), "--out",
+                                        (dir.path() / "run").string(), "--steps", "1"},
+                                       120, 0, ChildSetup{"", "", 0, {{"RETNET_CUDA_MODULE", "/nonexistent/m.so"}}});
+    EXPECT_EQ(train.exit_code, 1) << train.err;
+    EXPECT_EQ(train.err_lines(), 1) << train.err;
+    EXPECT_NE(train.err.find("CUDA unavailable (/nonexistent/m.so: cannot open shared object file"), std::string::npos)
+        << train.err;
+}
+
+TEST(CudaModule, TheBuiltModuleLoadsIntoTheProgram) {
+    // Beside the program, and named explicitly: loaded with every symbol bound at once, so an engine
+    // symbol the program does not export would be "undefined symbol" here. What remains to say is the
+    // machine's (no GPU, no driver), or nothing where a GPU is present.
+    for (const auto& environment : {std::vector<std::pair<std::string, std::string>>{},
+                                    std::vector<std::pair<std::string, std::string>>{
+                                        {"RETNET_CUDA_MODULE", RETNET_CUDA_MODULE_PATH}}}) {
+        const CliResult r = generate_on("cuda", environment);
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        for (const char* loader_problem : {"libretnet-cuda", "undefined symbol", "another build", "cannot open"})
+            EXPECT_EQ(r.err.find(loader_problem), std::string::npos) << r.err;
+    }
+}
+
+#endif  // RETNET_FAKE_CUDA_MODULE
+
+}  // namespace
+}  // namespace retnet
