@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Trains the bundled default model on the GPU machine (the `run` tool, carry [".debs"], plus a
-# prebuilt `retnet` in RETNET if there is one; else it is built in $BUILD after
+# prebuilt `retnet` in RETNET if there is one, its libretnet-cuda.so beside it; else it is built in $BUILD after
 # scripts/gpu/run_device_checks.sh CONFIGURE_ONLY=1). The recipe of resources/models/default:
 # tools/default_model_config.json (fla, d 384, 6 layers, 6 heads of Dk 64 / Dv 128, SwiGLU 704,
 # 323 pieces untied: 12.2M parameters), the bundled character-level tokenizer, and

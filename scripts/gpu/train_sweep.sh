@@ -14,7 +14,8 @@
 # The final evaluation uses the best run's --eval-window.
 # Environment: TOKENIZER (required: the tokenizer.model the configs' vocab_size matches),
 # TIME_LIMIT (300 s per run: the schedule is shortened if the steps would not fit), RETNET (default
-# $BUILD/bin/retnet; a prebuilt one can be carried), SCRATCH (/tmp/retnet-deps: the carried .debs
+# $BUILD/bin/retnet; a prebuilt one can be carried, with the libretnet-cuda.so built beside it in
+# the same directory: it loads its CUDA backend from there), SCRATCH (/tmp/retnet-deps: the carried .debs
 # are unpacked there unless it already holds them), WORK (/tmp/retnet-sweep).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

@@ -12,6 +12,8 @@
 #include <iterator>
 #include <string>
 
+#include "process_scratch.h"
+
 namespace retnet::test {
 
 struct CliRun {
@@ -36,9 +38,7 @@ inline std::string shell_quote(const std::string& text) {
 // (ctest runs tests side by side), removed once read.
 inline CliRun run_cli(const std::string& arguments, const std::string& environment = {}) {
     static int counter = 0;
-    const std::filesystem::path dir =
-        std::filesystem::temp_directory_path() / ("retnet_cli_test_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir);
+    const std::filesystem::path& dir = process_scratch_dir();
     const std::string n = std::to_string(counter++);
     const std::filesystem::path out = dir / ("out" + n), err = dir / ("err" + n);
     const std::string command = environment + " " + shell_quote(RETNET_CLI_PATH) + " " + arguments + " >" +

@@ -38,7 +38,7 @@ void expect_one_line_error(const CliRun& r, const std::string& needle) {
 
 // A copy of a fixture model whose files the test may break.
 fs::path copy_fixture(const std::string& name, const std::string& tag) {
-    const fs::path dst = fs::temp_directory_path() / ("retnet_cli_model_" + tag + "_" + std::to_string(getpid()));
+    const fs::path dst = test::process_scratch_dir() / ("model_" + tag);
     fs::remove_all(dst);
     fs::create_directories(dst);
     for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(kFixtures + name + "/" + f, dst / f);
@@ -221,7 +221,7 @@ TEST(Cli, BenchReportsTheTwinsGrowingCache) {
 }
 
 TEST(Cli, LogitsWritesTheNpyOfTheRequestedShape) {
-    const std::string out = (fs::temp_directory_path() / "retnet_cli_logits.npy").string();
+    const std::string out = (test::process_scratch_dir() / "logits.npy").string();
     const CliRun r = run_cli("logits --model " + kFixtures + "fla_small --tokens 3,1,4,1,5 --mode chunkwise --chunk-size 2 --out " + out);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const Tensor t = read_npy(out);

@@ -22,6 +22,7 @@
 
 #include "retnet/config.h"
 #include "retnet/model.h"
+#include "process_scratch.h"
 #include "retnet/tokenizer.h"
 
 namespace retnet::robustness {
@@ -129,8 +130,7 @@ private:
 inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s = 120, long file_size_limit = 0,
                             const ChildSetup& setup = {}) {
     static int counter = 0;
-    const fs::path dir = fs::temp_directory_path() / ("retnet_robust_cli_" + std::to_string(::getpid()));
-    fs::create_directories(dir);
+    const fs::path& dir = test::process_scratch_dir();
     const fs::path out = dir / ("out" + std::to_string(counter)), err = dir / ("err" + std::to_string(counter++));
     std::vector<std::string> argv_strings{RETNET_CLI_PATH};
     argv_strings.insert(argv_strings.end(), args.begin(), args.end());
@@ -181,7 +181,8 @@ inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s 
 class RunningRetnet {
 public:
     explicit RunningRetnet(const std::vector<std::string>& args, const ChildSetup& setup = {}) {
-        err_path_ = fs::temp_directory_path() / ("retnet_robust_bg_" + std::to_string(::getpid()) + ".err");
+        static int counter = 0;
+        err_path_ = test::process_scratch_dir() / ("background" + std::to_string(counter++) + ".err");
         std::vector<std::string> argv_strings{RETNET_CLI_PATH};
         argv_strings.insert(argv_strings.end(), args.begin(), args.end());
         std::vector<char*> argv;
