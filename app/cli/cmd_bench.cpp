@@ -212,7 +212,10 @@ int run_bench(const std::vector<std::string>& argv) {
     // Ctrl-C from the load to the last timing: cancelled, exit 130, no table.
     const InterruptGuard interrupt;
     auto model = apply_dtype(dtype, device, load_model_edited(model_dir, edits));
-    auto backend = make_backend_option(device, model);
+    if (mode == "kernels" && device.rfind("cuda", 0) != 0)
+        throw Error("--mode kernels times the CUDA retention kernels: use --device cuda or cuda-bf16");
+    // The kernels need the GPU itself: its absence is the error, not a fall back to the CPU.
+    auto backend = mode == "kernels" ? make_backend(device, model) : make_backend_option(device, model);
     const int longest = *std::max_element(lengths.begin(), lengths.end());
     const bool prefill = mode == "all" || mode == "prefill", decode = mode == "all" || mode == "decode";
     if (prefill)

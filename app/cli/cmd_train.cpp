@@ -128,8 +128,8 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
         throw Error("RETNET_WORLD_SIZE=" + std::to_string(env.size) + " but --gpus " + std::to_string(gpus));
     train::batch_shard(o.batch, env.rank, env.size);
     // A misspelt device is refused before the run directory is made (the device itself is built
-    // after the lock is taken).
-    require_one_of("--device", o.device, train::train_devices());
+    // after the lock is taken). Listing the devices loads the CUDA module: not for the CPU.
+    if (o.device != "cpu") require_one_of("--device", o.device, train::train_devices());
     // Inputs that are FIFOs or directories get their own line here, never a reader that blocks.
     for (const auto& input : o.named_inputs()) require_regular_file(input.second);
     const ModelConfig config = train::run_config(o);

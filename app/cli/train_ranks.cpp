@@ -103,6 +103,8 @@ int launch_gpu_ranks(train::TrainOptions o, int gpus, bool overwrite, const std:
     if (!cuda_api.nccl_available())
         throw Error("this retnet was built without NCCL, so it cannot train on several GPUs (NCCL comes with the "
                     "CUDA toolkit; rebuild where CMake finds nccl.h and libnccl)");
+    if (std::string why; !cuda_api.device_available(&why))
+        throw Error("--gpus " + std::to_string(gpus) + ": CUDA unavailable (" + why + ")");
     if (const int seen = cuda_api.device_count(); seen < gpus)
         throw Error("--gpus " + std::to_string(gpus) + ": this host shows " + std::to_string(seen) + " CUDA device(s)");
 #else

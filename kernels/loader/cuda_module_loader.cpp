@@ -2,9 +2,12 @@
 // Finds and loads libretnet-cuda.so (retnet/cuda/module.h). Plain C++ and POSIX: this part is
 // linked into the CLI and the app, which then never link cuBLAS themselves.
 #include <dlfcn.h>
+#include <elf.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <vector>
 
@@ -24,16 +27,42 @@ struct Loaded {
     std::string why;  // when api is null
 };
 
-// dlerror()'s text, on one line.
+// dlerror()'s text (retnet::Error escapes what could break its line).
 std::string loader_error() {
     const char* text = dlerror();
-    std::string out = text ? text : "unknown dlopen error";
-    for (char& c : out)
-        if (c == '\n' || c == '\r') c = ' ';
-    return out;
+    return text ? text : "unknown dlopen error";
+}
+
+// Why `path` cannot be given to dlopen, or "". dlopen blocks for ever on a FIFO, and maps the
+// segments of a truncated file past its end: the first touch of those pages is SIGBUS. So the file
+// must be a regular 64-bit ELF file whose loadable segments lie within it.
+std::string unloadable(const fs::path& path) {
+    std::error_code ec;
+    const fs::file_status status = fs::status(path, ec);
+    if (ec) return path.string() + ": " + ec.message();
+    if (!fs::is_regular_file(status)) return path.string() + ": not a regular file";
+    const uintmax_t size = fs::file_size(path, ec);
+    std::ifstream in(path, std::ios::binary);
+    Elf64_Ehdr header{};
+    if (ec || !in.read(reinterpret_cast<char*>(&header), sizeof header))
+        return path.string() + ": not an ELF shared object (too short or unreadable)";
+    if (std::memcmp(header.e_ident, ELFMAG, SELFMAG) != 0) return path.string() + ": not an ELF shared object";
+    if (header.e_ident[EI_CLASS] != ELFCLASS64 || header.e_phentsize != sizeof(Elf64_Phdr))
+        return path.string() + ": not a 64-bit ELF shared object";
+    const std::string truncated = path.string() + ": truncated (" + std::to_string(size) + " bytes)";
+    if (header.e_phoff > size || header.e_phnum > (size - header.e_phoff) / sizeof(Elf64_Phdr)) return truncated;
+    in.seekg(static_cast<std::streamoff>(header.e_phoff));
+    for (int i = 0; i < header.e_phnum; ++i) {
+        Elf64_Phdr segment{};
+        if (!in.read(reinterpret_cast<char*>(&segment), sizeof segment)) return truncated;
+        if (segment.p_type == PT_LOAD && (segment.p_offset > size || segment.p_filesz > size - segment.p_offset))
+            return truncated;
+    }
+    return "";
 }
 
 Loaded load_from(const fs::path& path) {
+    if (std::string why = unloadable(path); !why.empty()) return {nullptr, why};
     void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!handle) return {nullptr, loader_error()};
     using Entry = const ModuleApi* (*)();

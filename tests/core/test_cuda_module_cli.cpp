@@ -5,6 +5,8 @@
 // beside the program loads into it (every engine symbol it needs found in the program).
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+
 #include <fstream>
 
 #include "test_robustness_util.h"
@@ -37,6 +39,13 @@ TEST(CudaModule, ARunOnTheCpuNeverLoadsIt) {
     const CliResult cpu = generate_on("cpu", environment);
     EXPECT_EQ(cpu.exit_code, 0) << cpu.err;
     EXPECT_EQ(run_retnet({"--version"}, 60, 0, ChildSetup{"", "", 0, environment}).exit_code, 0);
+    std::ofstream(dir.path() / "text.txt") << std::string(40, 'a') + "\n" + std::string(2000, 'b');
+    const CliResult train = run_retnet(
+        {"train", "--device", "cpu", "--config", (bundled_model() / "config.json").string(), "--tokenizer",
+         (bundled_model() / "tokenizer.model").string(), "--data", (dir.path() / "text.txt").string(), "--out",
+         (dir.path() / "run").string(), "--steps", "1", "--batch", "1", "--seq-len", "16", "--eval-every", "0"},
+        120, 0, ChildSetup{"", "", 0, environment});
+    EXPECT_EQ(train.exit_code, 0) << train.err;
     EXPECT_FALSE(fs::exists(mark)) << "a command on the CPU loaded the CUDA module";
 
     const CliResult cuda = generate_on("cuda", environment);
@@ -54,12 +63,25 @@ TEST(CudaModule, AMissingOrBrokenModuleIsTheCpuWithTheReason) {
     ScratchDir dir("cuda_module_broken");
     const fs::path text = dir.path() / "libretnet-cuda.so";
     std::ofstream(text) << std::string(4096, 'x');  // longer than an ELF header
+    // A FIFO blocked dlopen for ever, and a truncated module was SIGBUS (its segments mapped past
+    // the end of the file): both are refused before dlopen.
+    const fs::path fifo = dir.path() / "fifo";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    const fs::path truncated = dir.path() / "truncated.so";
+    {
+        std::ifstream real(RETNET_CUDA_MODULE_PATH, std::ios::binary);
+        std::string head(100000, '\0');
+        real.read(head.data(), static_cast<std::streamsize>(head.size()));
+        std::ofstream(truncated, std::ios::binary) << head;
+    }
     const std::pair<std::string, std::string> cases[] = {
-        {"/nonexistent/libretnet-cuda.so", "/nonexistent/libretnet-cuda.so: cannot open shared object file: No such file or directory"},
+        {"/nonexistent/libretnet-cuda.so", "/nonexistent/libretnet-cuda.so: No such file or directory"},
         {"", "RETNET_CUDA_MODULE is set but empty"},
-        {text.string(), text.string() + ": invalid ELF header"},
-        {"/dev/null", "/dev/null: file too short"},
-        {"/tmp", "/tmp: cannot read file data: Is a directory"},
+        {text.string(), text.string() + ": not an ELF shared object"},
+        {"/dev/null", "/dev/null: not a regular file"},
+        {"/tmp", "/tmp: not a regular file"},
+        {fifo.string(), fifo.string() + ": not a regular file"},
+        {truncated.string(), truncated.string() + ": truncated (100000 bytes)"},
     };
     for (const auto& [module, why] : cases) {
         const CliResult r = generate_on("cuda-bf16", {{"RETNET_CUDA_MODULE", module}});
@@ -67,6 +89,11 @@ TEST(CudaModule, AMissingOrBrokenModuleIsTheCpuWithTheReason) {
         EXPECT_EQ(r.signal, 0);
         EXPECT_EQ(r.err.rfind(fallback_notice(why), 0), 0u) << r.err;
     }
+    // The kernel benchmark times the GPU itself: the reason is its one-line error, no fallback.
+    const CliResult kernels = run_retnet({"bench", "--model", bundled_model().string(), "--mode", "kernels", "--device", "cuda"},
+                                         120, 0, ChildSetup{"", "", 0, {{"RETNET_CUDA_MODULE", "/nonexistent/m.so"}}});
+    EXPECT_EQ(kernels.exit_code, 1) << kernels.err;
+    EXPECT_EQ(kernels.err, "retnet bench: error: CUDA unavailable (/nonexistent/m.so: No such file or directory)\n");
     // Training has no CPU fallback: the reason, in one line, before any weights are drawn.
     const CliResult train = run_retnet({"train", "--device", "cuda", "--config", (bundled_model() / "config.json").string(),
                                         "--tokenizer", (bundled_model() / "tokenizer.model").string(), "--data",
@@ -75,7 +102,7 @@ TEST(CudaModule, AMissingOrBrokenModuleIsTheCpuWithTheReason) {
                                        120, 0, ChildSetup{"", "", 0, {{"RETNET_CUDA_MODULE", "/nonexistent/m.so"}}});
     EXPECT_EQ(train.exit_code, 1) << train.err;
     EXPECT_EQ(train.err_lines(), 1) << train.err;
-    EXPECT_NE(train.err.find("CUDA unavailable (/nonexistent/m.so: cannot open shared object file"), std::string::npos)
+    EXPECT_NE(train.err.find("CUDA unavailable (/nonexistent/m.so: No such file or directory)"), std::string::npos)
         << train.err;
 }
 

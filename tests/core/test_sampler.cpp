@@ -247,7 +247,7 @@ TEST(Sampler, InvalidParamsAreRejectedWithTheFieldName) {
     EXPECT_EQ(message({.repeat_penalty = 0.0}).rfind("repeat penalty must be > 0", 0), 0u);
     EXPECT_EQ(message({.temperature = std::nan("")}), "temperature must be a finite number");
     EXPECT_EQ(message({.temperature = 0.7, .top_k = 40, .top_p = 0.9, .min_p = 0.05}), "no error");
-    EXPECT_EQ(message({.temperature = 1e-101}).rfind("temperature must be 0 (greedy) or at least 1e-100", 0), 0u);
+    EXPECT_EQ(message({.temperature = 1e-101}), "temperature must be 0 (greedy) or at least 1e-100, got 1e-101");
     EXPECT_EQ(message({.temperature = 1e-100}), "no error");
 }
 

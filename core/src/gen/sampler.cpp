@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <unordered_set>
@@ -19,6 +20,13 @@ uint64_t splitmix64(uint64_t& x) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+// 1e-101, not to_string's 0.000000.
+std::string shortest(double x) {
+    char text[32];
+    const auto end = std::to_chars(text, text + sizeof text, x).ptr;
+    return std::string(text, end);
 }
 
 uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
@@ -117,7 +125,7 @@ void SamplerParams::validate() const {
     // Below this a float logit divided by the temperature could overflow a double; the
     // distribution there is the greedy choice in all but ties anyway.
     if (temperature > 0.0 && temperature < 1e-100)
-        throw Error("temperature must be 0 (greedy) or at least 1e-100, got " + std::to_string(temperature));
+        throw Error("temperature must be 0 (greedy) or at least 1e-100, got " + shortest(temperature));
     if (top_k < 0) throw Error("top-k must be >= 0 (0 = off), got " + std::to_string(top_k));
     if (!(top_p > 0.0 && top_p <= 1.0)) throw Error("top-p must be in (0, 1], got " + std::to_string(top_p));
     if (!(min_p >= 0.0 && min_p <= 1.0)) throw Error("min-p must be in [0, 1], got " + std::to_string(min_p));
@@ -233,7 +241,8 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
         // partial sort of the whole vocabulary cost ~1 ms a token).
         double threshold = 1.0 / sum;
         for (;;) {
-            threshold /= 16.0;
+            // Past 1e-30 of the top token's probability only zeros and underflows are left: all then.
+            threshold = threshold > 1e-30 / sum ? threshold / 16.0 : 0.0;
             nucleus_.clear();
             double mass = 0.0;
             for (int32_t id : order_) {

@@ -18,6 +18,7 @@ constexpr ModuleApi kApi{
     RETNET_BUILD_ID,
     &register_devices,
     &cuda_device_count,
+    &cuda_device_available,
     &nccl_available,
     &require_cuda_training_device,
     &time_retention_kernels,

@@ -14,7 +14,7 @@ __attribute__((constructor)) void mark_loaded() {
         if (std::FILE* f = std::fopen(path, "w")) std::fclose(f);
 }
 
-const retnet::cuda::ModuleApi kApi{"another-build", nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+const retnet::cuda::ModuleApi kApi{"another-build", nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
 
 }  // namespace
 

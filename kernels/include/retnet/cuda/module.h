@@ -23,6 +23,7 @@ struct ModuleApi {
     const char* build_id;
     void (*register_devices)();  // "cuda", "cuda-bf16" backends; "cuda", "cuda-tf32", "cuda-bf16" trainers
     int (*device_count)();
+    bool (*device_available)(std::string* why);  // as cuda_device_available
     bool (*nccl_available)();
     void (*require_training_device)();
     RetentionKernelTiming (*time_retention_kernels)(const RetentionKernelShape&, TrainPrecision, int repeats);
