@@ -71,7 +71,14 @@ int run_eval(const std::vector<std::string>& argv) {
     // flag between tensors), then the text is scanned and evaluated, both polling it.
     InterruptGuard interrupt;
     std::unique_ptr<Backend> backend;
-    if (stream || edited) backend = make_backend_option(device, load_model_edited(model_dir, edits));
+    if (stream || edited) {
+        backend = make_backend_option(device, load_model_edited(model_dir, edits));
+    } else if (device != "cpu") {
+        // The windows run the trainer's forward on the CPU: a device asked for is named, not dropped.
+        require_one_of("--device", device, available_devices());
+        std::fprintf(stderr, "retnet eval: --device %s applies with --stream or an intervention; the windows run "
+                             "the trainer's forward on the CPU\n", device.c_str());
+    }
     cpu::set_num_threads(threads);
 
     const std::string tok_path = (std::filesystem::path(model_dir) / "tokenizer.model").string();

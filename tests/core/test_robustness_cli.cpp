@@ -204,6 +204,23 @@ TEST(RobustOptions, TrainingOptionsComeBeforeTheLaunchersEnvironment) {
                           "0 ranks on this host of 2 ranks in all is impossible");
 }
 
+// eval's windows run the trainer's forward on the CPU whatever --device says: a device that does not
+// exist is refused, one that does is named as unused (it was dropped without a word).
+TEST(RobustOptions, EvalNamesADeviceItDoesNotUse) {
+    ScratchDir dir("eval_device");
+    const std::string text = (dir / "text.txt").string();
+    std::ofstream(text) << "abcabcabcabcabcabcabcabc\n";
+    expect_one_line_error(run_retnet({"eval", "--model", model_dir().string(), "--text", text, "--device", "bogus"}),
+                          "bogus");
+    const CliResult unused =
+        run_retnet({"eval", "--model", model_dir().string(), "--text", text, "--device", "reference", "--window", "8"});
+    EXPECT_EQ(unused.exit_code, 0) << unused.err;
+    EXPECT_NE(unused.err.find("retnet eval: --device reference applies with --stream or an intervention; the windows run "
+                              "the trainer's forward on the CPU\n"),
+              std::string::npos)
+        << unused.err;
+}
+
 TEST(RobustOptions, ContradictingOrOutOfRangeOptions) {
     expect_one_line_error(generate({"--tokens", "1", "--prompt", "hi"}), "either --prompt or --tokens");
     expect_one_line_error(generate({"--tokens", "1", "--top-p", "0"}), "top-p");
