@@ -133,8 +133,9 @@ public:
 std::unique_ptr<Backend> make_reference_backend(std::shared_ptr<const Model> model);  // double, naive
 std::unique_ptr<Backend> make_cpu_backend(std::shared_ptr<const Model> model);  // float, BLAS, threads
 
-// Devices beyond "cpu" and "reference" (the CUDA backend) register themselves at start-up, so
-// core never depends on them. A factory throws retnet::Error when its device is unusable.
+// Devices beyond "cpu" and "reference" (the CUDA backend) register themselves, at start-up or when
+// the device loader below loads them, so core never depends on them. A factory throws
+// retnet::Error when its device is unusable.
 using BackendFactory = std::function<std::unique_ptr<Backend>(std::shared_ptr<const Model>)>;
 void register_backend(const std::string& device, BackendFactory factory);
 // Devices that live in a module loaded on first use (the CUDA backend, which the CLI and the app

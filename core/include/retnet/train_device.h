@@ -3,8 +3,8 @@
 // Training devices: a device holds its own copy of the parameters and the AdamW state and runs
 // whole steps (loss and gradient, clipping, AdamW) — the math of loss_and_gradient +
 // clip_grad_norm + adamw_update. The training loop runs every step through one. "cpu"
-// (CpuTrainDevice) is built into core; other devices (the CUDA trainer) register themselves at
-// start-up, so core never depends on them.
+// (CpuTrainDevice) is built into core; other devices (the CUDA trainer) register themselves, at
+// start-up or through the device loader of retnet/forward.h, so core never depends on them.
 #include <cstdint>
 #include <functional>
 #include <memory>

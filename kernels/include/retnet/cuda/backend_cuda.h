@@ -35,7 +35,8 @@ std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model,
                                            CudaOptions options = {});
 
 // Registers "cuda" (fp32) and "cuda-bf16" (bf16 weights) with retnet::register_backend.
-// Idempotent; the CLI and the app call it at start-up.
+// Idempotent; the CUDA module calls it when the CLI or the app first asks for a CUDA device
+// (retnet/cuda/module.h), a program that links retnet_cuda itself at start-up.
 void register_cuda_backend();
 
 }  // namespace retnet

@@ -122,7 +122,8 @@ TrainPrecision train_precision_from_device(const std::string& device);
 void require_cuda_training_device();
 
 // Registers the training devices "cuda", "cuda-tf32" and "cuda-bf16" (retnet/train_device.h).
-// Idempotent; the CLI calls it at start-up. Using one without a GPU throws a one-line error.
+// Idempotent; the CUDA module calls it (retnet/cuda/module.h). Using one without a GPU throws a
+// one-line error.
 void register_cuda_trainer();
 
 }  // namespace retnet::cuda
