@@ -2,6 +2,7 @@
 #include "options.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -303,10 +304,17 @@ CLI::Option* add_flag(CLI::App& app, const std::string& names, bool& value, cons
     });
 }
 
-std::string closest_match(const std::string& word, const std::vector<std::string>& candidates) {
+std::string closest_match(const std::string& typed, const std::vector<std::string>& candidates) {
+    // Case is not a spelling difference: --PROMPT is --prompt.
+    const auto lower = [](std::string s) {
+        for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        return s;
+    };
+    const std::string word = lower(typed);
     std::string best;
     size_t best_distance = 3;
-    for (const std::string& c : candidates) {
+    for (const std::string& candidate : candidates) {
+        const std::string c = lower(candidate);
         // Levenshtein distance, one row at a time.
         std::vector<size_t> row(c.size() + 1);
         for (size_t j = 0; j <= c.size(); ++j) row[j] = j;
@@ -323,7 +331,7 @@ std::string closest_match(const std::string& word, const std::vector<std::string
         const size_t distance = prefix ? 1 : row[c.size()];
         if (distance < best_distance) {
             best_distance = distance;
-            best = c;
+            best = candidate;
         }
     }
     return best;

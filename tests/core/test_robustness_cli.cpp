@@ -174,6 +174,7 @@ TEST(RobustOptions, AnOptionsValueIsNeverTheNextOption) {
     const CliResult value_like = generate({"-p", "-model", "-n", "0", "--json"});
     EXPECT_EQ(value_like.exit_code, 0) << value_like.err;
     expect_one_line_error(generate({"--tokens", "1", "--", "x"}), "'--' ends the options");
+    expect_one_line_error(generate({"--PROMPT=hi"}), "unknown option --PROMPT (did you mean --prompt?)");
     expect_one_line_error(generate({"--tokens", "1", "-n", "99999999999999999999"}),
                           "option --max-new-tokens must be in [0, ");
     // An unknown word is named before a refused value, and before a missing action.
