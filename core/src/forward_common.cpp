@@ -7,6 +7,8 @@
 #include "retnet/error.h"
 #include "retnet/forward.h"
 
+#include "device_registry.h"
+
 namespace retnet {
 
 const char* form_name(Form form) {
@@ -136,20 +138,6 @@ std::map<std::string, BackendFactory>& registry() {
     return factories;
 }
 
-// The registered factory for `device`, or null; without one, the device modules are loaded (once)
-// and asked again.
-BackendFactory find_factory(const std::string& device) {
-    for (int attempt = 0; attempt < 2; ++attempt) {
-        {
-            std::lock_guard lock(g_registry_mutex);
-            auto it = registry().find(device);
-            if (it != registry().end()) return it->second;
-        }
-        load_device_modules();
-    }
-    return {};
-}
-
 std::mutex g_loader_mutex;
 std::function<void()> g_device_loader;
 bool g_device_loader_ran = false;
@@ -183,29 +171,39 @@ std::vector<std::string> available_devices() {
     return out;
 }
 
-std::unique_ptr<Backend> make_backend(const std::string& device,
-                                      std::shared_ptr<const Model> model) {
-    const BackendFactory factory = find_factory(device);
-    if (!factory) {
-        std::string known;
-        for (const std::string& name : available_devices()) known += (known.empty() ? "" : ", ") + name;
-        if (device == "cuda")
-            throw Error("device 'cuda' is not available: this build has no CUDA backend (known: " +
-                        known + ")");
-        throw Error("unknown device '" + device + "' (known: " + known + ")");
-    }
+namespace {
+
+[[noreturn]] void throw_unknown_device(const std::string& device) {
+    std::string known;
+    for (const std::string& name : available_devices()) known += (known.empty() ? "" : ", ") + name;
+    if (device == "cuda")
+        throw Error("device 'cuda' is not available: this build has no CUDA backend (known: " + known + ")");
+    throw Error("unknown device '" + device + "' (known: " + known + ")");
+}
+
+std::unique_ptr<Backend> make_with(const BackendFactory& factory, const std::string& device,
+                                   std::shared_ptr<const Model> model) {
     // The CPU and CUDA backends read bf16-held weights; the others get float32 (docs/architecture.md).
     const bool reads_bf16 = device == "cpu" || device.rfind("cuda", 0) == 0;
     return factory(reads_bf16 ? std::move(model) : with_f32_weights(std::move(model)));
 }
 
+}  // namespace
+
+std::unique_ptr<Backend> make_backend(const std::string& device, std::shared_ptr<const Model> model) {
+    const BackendFactory factory = find_registered(g_registry_mutex, registry(), device);
+    if (!factory) throw_unknown_device(device);
+    return make_with(factory, device, std::move(model));
+}
+
 std::unique_ptr<Backend> make_backend_or_cpu(const std::string& device,
                                              std::shared_ptr<const Model> model,
                                              std::string* notice) {
-    const bool registered = static_cast<bool>(find_factory(device));
-    if (!registered && device != "cuda") return make_backend(device, std::move(model));  // throws: unknown
+    const BackendFactory factory = find_registered(g_registry_mutex, registry(), device);
+    if (!factory && device != "cuda") throw_unknown_device(device);
     try {
-        return make_backend(device, model);
+        if (!factory) throw_unknown_device(device);  // 'cuda' in a build without it: the CPU's, with the reason
+        return make_with(factory, device, model);
     } catch (const Error& e) {
         if (device == "cpu" || device == "reference") throw;
         if (notice) *notice = std::string(e.what()) + "; using the CPU backend";

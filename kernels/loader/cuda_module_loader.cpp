@@ -109,9 +109,9 @@ const Loaded& loaded() {
 
 void register_stand_ins(const std::string& why) {
     const std::string reason = "CUDA unavailable (" + why + ")";
-    for (const char* name : {"cuda", "cuda-bf16"})
+    for (const char* name : kCudaBackends)
         register_backend(name, [reason](std::shared_ptr<const Model>) -> std::unique_ptr<Backend> { throw Error(reason); });
-    for (const char* name : {"cuda", "cuda-tf32", "cuda-bf16"})
+    for (const char* name : kCudaTrainDevices)
         train::register_train_device(name, [reason](const ModelConfig&, const train::ParamLayout&,
                                                     const train::TrainDeviceOptions&) -> std::unique_ptr<train::TrainDevice> {
             throw Error(reason);

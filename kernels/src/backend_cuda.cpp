@@ -33,6 +33,7 @@
 #include "param_staging.h"
 #include "retnet/block_ops.h"
 #include "retnet/cuda/backend_cuda.h"
+#include "retnet/cuda/module.h"
 #include "retnet/error.h"
 #include "retnet/family_rules.h"
 #include "skinny_gemm.h"
@@ -1183,12 +1184,12 @@ std::unique_ptr<Backend> make_cuda_backend(std::shared_ptr<const Model> model, C
 
 void register_cuda_backend() {
     std::call_once(g_register_once, [] {
-        register_backend("cuda", [](std::shared_ptr<const Model> m) { return make_cuda_backend(std::move(m)); });
-        register_backend("cuda-bf16", [](std::shared_ptr<const Model> m) {
-            CudaOptions options;
-            options.bf16_weights = true;
-            return make_cuda_backend(std::move(m), options);
-        });
+        for (const std::string name : cuda::kCudaBackends)
+            register_backend(name, [bf16 = name == "cuda-bf16"](std::shared_ptr<const Model> m) {
+                CudaOptions options;
+                options.bf16_weights = bf16;
+                return make_cuda_backend(std::move(m), options);
+            });
     });
 }
 

@@ -6,6 +6,7 @@
 
 #include "retnet/error.h"
 #include "retnet/forward.h"
+#include "device_registry.h"
 
 namespace retnet::train {
 
@@ -42,14 +43,8 @@ std::vector<std::string> train_devices() {
 std::unique_ptr<TrainDevice> make_train_device(const std::string& name, const ModelConfig& config,
                                                const ParamLayout& layout, const TrainDeviceOptions& options) {
     if (name == "cpu") return std::make_unique<CpuTrainDevice>(config, layout, options);
-    TrainDeviceFactory factory;
-    for (int attempt = 0; attempt < 2 && !factory; ++attempt) {  // the second after loading the modules
-        if (attempt == 1) load_device_modules();
-        Registry& r = registry();
-        std::lock_guard lock(r.mutex);
-        const auto it = r.factories.find(name);
-        if (it != r.factories.end()) factory = it->second;
-    }
+    Registry& r = registry();
+    const TrainDeviceFactory factory = find_registered(r.mutex, r.factories, name);
     if (!factory) {
         std::string known;
         for (const std::string& n : train_devices()) known += (known.empty() ? "" : ", ") + n;

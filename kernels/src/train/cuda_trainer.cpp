@@ -15,6 +15,7 @@
 #include "../cuda_check.h"
 #include "../device_buffer.h"
 #include "../dist/gradient_sync.h"
+#include "retnet/cuda/module.h"
 #include "cuda_train_ops.h"
 #include "retnet/cuda/backend_cuda.h"
 #include "retnet/error.h"
@@ -324,7 +325,7 @@ std::string CudaTrainer::device_name() const {
 namespace retnet::cuda {
 
 void register_cuda_trainer() {
-    for (const char* name : {"cuda", "cuda-tf32", "cuda-bf16"}) {
+    for (const char* name : kCudaTrainDevices) {
         const std::string device = name;
         train::register_train_device(device, [device](const ModelConfig& config, const train::ParamLayout& layout,
                                                       const train::TrainDeviceOptions& o) {

@@ -17,11 +17,16 @@ class Communicator;
 
 namespace retnet::cuda {
 
+// The devices the module registers: inference backends and training devices. Where it cannot be
+// loaded, stand-ins of the same names say why.
+inline constexpr const char* kCudaBackends[] = {"cuda", "cuda-bf16"};
+inline constexpr const char* kCudaTrainDevices[] = {"cuda", "cuda-tf32", "cuda-bf16"};
+
 // What the program calls in the module beyond the devices it registers. The module and the program
 // come from one build (`build_id` must match: the module shares the program's classes).
 struct ModuleApi {
     const char* build_id;
-    void (*register_devices)();  // "cuda", "cuda-bf16" backends; "cuda", "cuda-tf32", "cuda-bf16" trainers
+    void (*register_devices)();  // kCudaBackends and kCudaTrainDevices
     int (*device_count)();
     bool (*device_available)(std::string* why);  // as cuda_device_available
     bool (*nccl_available)();
