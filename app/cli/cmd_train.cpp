@@ -3,7 +3,9 @@
 // file, on the CPU or a GPU, alone or as one of several data-parallel ranks (train_ranks.h). Ctrl-C saves a checkpoint and exits; --resume
 // continues from it exactly.
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 #include <span>
 
@@ -44,26 +46,45 @@ std::string format_duration(double seconds) {
 // layer (span = T, or the chunk size), the twin's attention a tile of at most 64 query rows per
 // (sequence, head) that no layer keeps. A GPU holds those in its own memory (its allocations fail
 // with one line of their own); the host keeps a batch's inputs and targets (8 bytes a token). B is
-// a rank's share of the global batch.
-uint64_t estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o, int ranks) {
+// a rank's share of the global batch. The validation runs the same pass over its own batch (a
+// rank's share of kEvalBatch windows of --eval-window tokens), which can be the larger one.
+struct TrainingBytes {
+    uint64_t bytes;
+    bool validation_binds;  // its batch, not the training batch, sets the pass's buffers
+};
+TrainingBytes estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o, int ranks) {
     const bool on_cpu = o.device == "cpu";
     const uint64_t averaging = o.average_decay > 0 ? 1 : 0;
     const uint64_t copies = 4 + averaging + (on_cpu ? 6 + averaging : 0);
     const uint64_t state = saturating_product({copies, estimated_weight_bytes(c)});
     const auto B = static_cast<uint64_t>(o.batch / ranks), T = static_cast<uint64_t>(o.seq_len);
-    if (!on_cpu) return saturating_sum({state, saturating_product({B, T, 8})});
+    if (!on_cpu) return {saturating_sum({state, saturating_product({B, T, 8})}), false};
     uint64_t per_token = static_cast<uint64_t>(c.d_model);
     for (int b = 0; b < static_cast<int>(train::Buf::Count); ++b) {
         const auto name = static_cast<train::Buf>(b);
         per_token += static_cast<uint64_t>(train::buffer_width(c, name)) *
                      static_cast<uint64_t>(train::per_layer(name) ? c.n_layers : 1);
     }
-    const uint64_t span = c.is_transformer() ? std::min<uint64_t>(T, 64)
-                          : o.chunk > 0      ? std::min<uint64_t>(T, static_cast<uint64_t>(o.chunk))
-                                             : T;
     const uint64_t score_layers = c.is_transformer() ? 1 : static_cast<uint64_t>(c.n_layers);
-    return saturating_sum({state, saturating_product({B, T, per_token, 4}),
-                           saturating_product({B, T, span, static_cast<uint64_t>(c.n_heads), score_layers, 4})});
+    const auto pass_bytes = [&](uint64_t sequences, uint64_t length) {
+        const uint64_t span = c.is_transformer() ? std::min<uint64_t>(length, 64)
+                              : o.chunk > 0      ? std::min<uint64_t>(length, static_cast<uint64_t>(o.chunk))
+                                                 : length;
+        return saturating_sum({saturating_product({sequences, length, per_token, 4}),
+                               saturating_product({sequences, length, span, static_cast<uint64_t>(c.n_heads),
+                                                   score_layers, 4})});
+    };
+    const uint64_t training = pass_bytes(B, T);
+    // The held-out tail has at most 4 tokens a character (byte fallback), and no more than its bytes.
+    std::error_code ec;
+    const uint64_t size = std::filesystem::file_size(o.data_path, ec), text_bytes = ec ? UINT64_MAX : size;
+    const double tail_chars = std::ceil(static_cast<double>(text_bytes) * o.validation_fraction);
+    const uint64_t tail_tokens =
+        std::min<uint64_t>(text_bytes, static_cast<uint64_t>(std::min(4.0 * tail_chars, 1.8e19))) + 2;
+    const uint64_t length = std::min<uint64_t>(static_cast<uint64_t>(o.eval_window), tail_tokens);
+    const uint64_t windows = std::min<uint64_t>((train::kEvalBatch + ranks - 1) / ranks, (tail_tokens + length - 1) / length);
+    const uint64_t validation = pass_bytes(windows, length);
+    return {saturating_sum({state, std::max(training, validation)}), validation > training};
 }
 
 // Every option of `retnet train`, on `o` (whose initial values are the defaults shown).
@@ -140,9 +161,13 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
     // before the weights are drawn (a minute at 1.3B) rather than when the device is made
     if (o.device.rfind("cuda", 0) == 0) cuda::cuda_module_or_throw().require_training_device();
 #endif
-    const uint64_t per_rank = estimated_training_bytes(config, o, env.size);
-    const std::string what = "training with --batch " + std::to_string(o.batch) + " --seq-len " +
-                             std::to_string(o.seq_len) + (env.size > 1 ? " over " + std::to_string(env.size) + " ranks" : "");
+    const auto [per_rank, validation_binds] = estimated_training_bytes(config, o, env.size);
+    const std::string what =
+        "training with --batch " + std::to_string(o.batch) + " --seq-len " + std::to_string(o.seq_len) +
+        (validation_binds ? " (its validation: " + std::to_string(train::kEvalBatch) + " windows of --eval-window " +
+                                std::to_string(o.eval_window) + " tokens at once)"
+                          : "") +
+        (env.size > 1 ? " over " + std::to_string(env.size) + " ranks" : "");
     check_memory(per_rank, what);
     check_host_memory(per_rank, env.local_size, what);
 }

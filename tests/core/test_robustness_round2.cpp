@@ -487,6 +487,67 @@ TEST(RobustMemory, ATightAddressLimitDoesNotHangOpenBlas) {
     }
 }
 
+// Every thread that calls OpenBLAS maps a 128 MiB buffer of its own, and OpenBLAS retries a mapping
+// that fails forever: a prefill whose two threads each multiplied under ulimit -v 400 MB spun (and
+// a first SIGTERM only asked it to stop), and at 250 MB a worker thread that could not be started
+// ended the command with "Resource temporarily unavailable". Now the callers are as many as the
+// buffers that fit, a block whose thread cannot start runs on the caller's, and where not even one
+// buffer fits the command says so in one line. Across caps from too small to enough, every run
+// ends, in one line or with the text.
+TEST(RobustMemory, BlasUnderATightAddressLimitEndsInOneLineNotAHang) {
+    if (kSanitized) GTEST_SKIP() << "an address-space cap cannot hold a sanitizer's shadow memory";
+    ScratchDir dir("blas-callers");
+    write_small_model(dir / "model");
+    for (const char* name : {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS"}) unsetenv(name);
+    std::string prompt;
+    for (int i = 0; i < 60; ++i) prompt += "the quick brown fox jumps over the lazy dog ";
+    int succeeded = 0;
+    for (long megabytes = 250; megabytes <= 700; megabytes += 50) {
+        RunningRetnet run({"generate", "--model", (dir / "model").string(), "--mode", "chunkwise", "-p", prompt, "-n",
+                           "2", "--greedy"},
+                          ChildSetup{"", "", megabytes << 20, {}});
+        const CliResult r = run.finish(60);
+        ASSERT_EQ(r.signal, 0) << megabytes << " MiB: killed by signal " << r.signal << " (a hang?)";
+        EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << megabytes << " MiB: exit " << r.exit_code << ": " << r.err;
+        EXPECT_EQ(r.err.find("Resource temporarily unavailable"), std::string::npos) << megabytes << " MiB: " << r.err;
+        if (r.exit_code == 0) {
+            ++succeeded;
+            EXPECT_NE(r.err.find("2 tokens"), std::string::npos) << megabytes << " MiB: " << r.err;
+        } else {
+            EXPECT_EQ(r.err_lines(), 1) << megabytes << " MiB: " << r.err;
+            EXPECT_TRUE(r.err.find("work buffer needs") != std::string::npos ||
+                        r.err.find("out of memory") != std::string::npos ||
+                        r.err.find("more than the memory limit") != std::string::npos)
+                << megabytes << " MiB: " << r.err;
+        }
+    }
+    EXPECT_GT(succeeded, 0) << "no cap up to 700 MiB was enough";
+}
+
+// A run whose training batch fits the memory limit but whose validation batch (kEvalBatch windows
+// of --eval-window tokens) does not is refused before it starts, naming the validation: it used to
+// train to the end, run out of memory validating, and leave no checkpoint.
+TEST(RobustMemory, AValidationThatCannotFitIsRefusedBeforeTraining) {
+    ScratchDir dir("validation-fit");
+    std::vector<std::string> args = tiny_training_args(dir.path());
+    *(std::find(args.begin(), args.end(), "--val-fraction") + 1) = "0.5";
+    args.insert(args.end(), {"--steps", "2", "--eval-window", "4096", "--max-memory", "256M"});
+    const CliResult refused = run_retnet(args, 60);
+    EXPECT_EQ(refused.exit_code, 1) << refused.err;
+    EXPECT_EQ(refused.err_lines(), 1) << refused.err;
+    EXPECT_NE(refused.err.find("training with --batch 2 --seq-len 16 (its validation: 8 windows of --eval-window "
+                               "4096 tokens at once) needs"),
+              std::string::npos)
+        << refused.err;
+    EXPECT_FALSE(fs::exists(dir / "run" / "checkpoint"));
+    // The same run with windows that fit trains, validates and saves.
+    *(std::find(args.begin(), args.end(), "--eval-window") + 1) = "64";
+    const CliResult trained = run_retnet(args, 120);
+    EXPECT_EQ(trained.exit_code, 0) << trained.err;
+    EXPECT_NE(trained.out.find("validation loss"), std::string::npos) << trained.out;
+    EXPECT_TRUE(fs::exists(dir / "run" / "checkpoint" / "trainer_state.json"));
+}
+
 // The CUDA libraries are mapped only when a CUDA device is asked for (retnet/cuda/module.h): a run
 // on the CPU fits a cap they alone would not (cuBLAS maps ~1 GB; the CLI failed to start below
 // ~1.1 GB), and --device cuda under it falls back to the CPU with the reason.

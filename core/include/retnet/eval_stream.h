@@ -23,7 +23,7 @@ struct TextFileSpan {
 // Windows of `window` tokens, each from an empty state, `batch` at a time (evaluate_text).
 // `progress` gets the predicted tokens so far and an estimate of the total.
 EvalResult evaluate_file(const BatchLoss& batch_loss, const Tokenizer& tokenizer, const TextFileSpan& text,
-                         int window, int batch = 8, const EvalProgress& progress = {});
+                         int window, int batch = kEvalBatch, const EvalProgress& progress = {});
 // The whole part as one sequence with the backend's state carried (evaluate_text_streaming).
 EvalResult evaluate_file_streaming(Backend& backend, const Tokenizer& tokenizer, const TextFileSpan& text,
                                    int piece = 1024, const EvalProgress& progress = {});

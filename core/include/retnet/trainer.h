@@ -46,16 +46,19 @@ struct EvalResult {
 // returning false cancels it (the evaluation throws retnet::Cancelled).
 using EvalProgress = std::function<bool(int64_t done, int64_t total)>;
 
+// Windows evaluated at once, by default and in a training run's validation.
+inline constexpr int kEvalBatch = 8;
+
 // Loss of predicting tokens[1..] of `text`'s tokenization, in consecutive windows of `window`
 // tokens (each window starts from an empty state; window w predicts its tokens from the ones
 // before it inside the window). The first token is context only: its characters are not counted.
 EvalResult evaluate_text(const ModelConfig& config, const ParamLayout& layout, const float* params,
-                         const Tokenizer& tokenizer, std::string_view text, int window, int batch = 8,
+                         const Tokenizer& tokenizer, std::string_view text, int window, int batch = kEvalBatch,
                          const EvalProgress& progress = {});
 // The same with the mean loss of each batch of windows computed by `batch_loss` (a training device).
 using BatchLoss = std::function<double(const BatchView&)>;
 EvalResult evaluate_text(const BatchLoss& batch_loss, const Tokenizer& tokenizer, std::string_view text,
-                         int window, int batch = 8, const EvalProgress& progress = {});
+                         int window, int batch = kEvalBatch, const EvalProgress& progress = {});
 
 // The mean loss of each batch of windows through an inference backend (parallel form, each window
 // from an empty state), for models the trainer's forward does not cover (e.g. with interventions).

@@ -91,17 +91,15 @@ void attention_forward(std::span<const AttentionInputs> sequences, bool token_by
         for (int h = 0; h < in.n_heads; ++h)
             for (int t0 = 0; t0 < in.T; t0 += step) jobs.push_back({&in, h, t0, std::min(in.T, t0 + step), loop});
     }
-    with_single_threaded_blas([&] {
-        parallel_blocks(static_cast<int64_t>(jobs.size()), 1, [&](int64_t j0, int64_t j1, int) {
-            std::vector<float> scores;
-            for (int64_t j = j0; j < j1; ++j) {
-                const Job& job = jobs[static_cast<size_t>(j)];
-                if (job.loop)
-                    attend_one(*job.in, job.head, job.t0, scores);
-                else
-                    attend_tile(*job.in, job.head, job.t0, job.t1, scores);
-            }
-        });
+    parallel_blas_blocks(static_cast<int64_t>(jobs.size()), [&](int64_t j0, int64_t j1, int) {
+        std::vector<float> scores;
+        for (int64_t j = j0; j < j1; ++j) {
+            const Job& job = jobs[static_cast<size_t>(j)];
+            if (job.loop)
+                attend_one(*job.in, job.head, job.t0, scores);
+            else
+                attend_tile(*job.in, job.head, job.t0, job.t1, scores);
+        }
     });
 }
 

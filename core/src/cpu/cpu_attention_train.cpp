@@ -26,10 +26,8 @@ HeadRows head_rows(const AttentionShape& s, int64_t b, int64_t h) {
 // Calls fn(b, h) for every (sequence, head) pair across threads, BLAS single-threaded inside.
 template <typename Fn>
 void for_each_sequence_head(const AttentionShape& s, const Fn& fn) {
-    with_single_threaded_blas([&] {
-        parallel_blocks(s.batch * s.n_heads, 1, [&](int64_t i0, int64_t i1, int) {
-            for (int64_t i = i0; i < i1; ++i) fn(i / s.n_heads, i % s.n_heads);
-        });
+    parallel_blas_blocks(s.batch * s.n_heads, [&](int64_t i0, int64_t i1, int) {
+        for (int64_t i = i0; i < i1; ++i) fn(i / s.n_heads, i % s.n_heads);
     });
 }
 

@@ -133,10 +133,8 @@ void fla_backward(double gamma, int64_t chunk, const HeadView<Real>& in, const R
 
 // Calls fn(b, h) for every (sequence, head) pair across threads, BLAS single-threaded inside.
 void for_each_sequence_head(int64_t batch, int64_t n_heads, const std::function<void(int64_t, int64_t)>& fn) {
-    with_single_threaded_blas([&] {
-        parallel_blocks(batch * n_heads, 1, [&](int64_t i0, int64_t i1, int) {
-            for (int64_t i = i0; i < i1; ++i) fn(i / n_heads, i % n_heads);
-        });
+    parallel_blas_blocks(batch * n_heads, [&](int64_t i0, int64_t i1, int) {
+        for (int64_t i = i0; i < i1; ++i) fn(i / n_heads, i % n_heads);
     });
 }
 

@@ -120,17 +120,15 @@ void gemm_bf16_dot(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
 void gemm_bf16_tiled(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* B, float* C,
                      int64_t ldc, bool accumulate) {
     const int64_t tiles = (N + kTileRows - 1) / kTileRows;
-    with_single_threaded_blas([&] {
-        parallel_blocks(tiles, 1, [&](int64_t t0, int64_t t1, int) {
-            std::vector<float> tile(static_cast<size_t>(std::min(kTileRows, N) * K));  // (kTileRows, K)
-            for (int64_t n0 = t0 * kTileRows; n0 < std::min(N, t1 * kTileRows); n0 += kTileRows) {
-                const int64_t rows = std::min(kTileRows, N - n0);
-                const uint16_t* src = B + n0 * K;
-                for (int64_t i = 0; i < rows * K; ++i) tile[static_cast<size_t>(i)] = widen(src[i]);
-                gemm<float>(false, true, M, rows, K, 1.0f, A, lda, tile.data(), K, accumulate ? 1.0f : 0.0f,
-                            C + n0, ldc);
-            }
-        });
+    parallel_blas_blocks(tiles, [&](int64_t t0, int64_t t1, int) {
+        std::vector<float> tile(static_cast<size_t>(std::min(kTileRows, N) * K));  // (kTileRows, K)
+        for (int64_t n0 = t0 * kTileRows; n0 < std::min(N, t1 * kTileRows); n0 += kTileRows) {
+            const int64_t rows = std::min(kTileRows, N - n0);
+            const uint16_t* src = B + n0 * K;
+            for (int64_t i = 0; i < rows * K; ++i) tile[static_cast<size_t>(i)] = widen(src[i]);
+            gemm<float>(false, true, M, rows, K, 1.0f, A, lda, tile.data(), K, accumulate ? 1.0f : 0.0f,
+                        C + n0, ldc);
+        }
     });
 }
 

@@ -132,19 +132,56 @@ void hold_blas_threads_for_address_limit(char** argv, char** envp) {
     std::free(env);
 }
 
-int blas_threads_that_fit() {
-    if (!std::getenv(kBlasThreadsHeld)) return 0;
-    uint64_t mapped_pages = 0;  // the address space in use: /proc/self/statm's first field
+namespace {
+
+// The address space in use: /proc/self/statm's first field.
+uint64_t mapped_bytes() {
+    uint64_t pages = 0;
     if (const int fd = ::open("/proc/self/statm", O_RDONLY | O_CLOEXEC); fd >= 0) {
         char text[64] = {};
-        if (::read(fd, text, sizeof text - 1) > 0) mapped_pages = std::strtoull(text, nullptr, 10);
+        if (::read(fd, text, sizeof text - 1) > 0) pages = std::strtoull(text, nullptr, 10);
         ::close(fd);
     }
-    const long page = ::sysconf(_SC_PAGESIZE), cores = ::sysconf(_SC_NPROCESSORS_ONLN);
-    const uint64_t mapped = mapped_pages * static_cast<uint64_t>(page > 0 ? page : 4096), limit = process_limit();
-    const uint64_t room = limit > mapped ? limit - mapped : 0;
-    constexpr uint64_t kPerThread = uint64_t(136) << 20;  // its 128 MiB buffer and an 8 MiB stack
-    return static_cast<int>(std::clamp<uint64_t>(room / 2 / kPerThread, 1, cores > 0 ? static_cast<uint64_t>(cores) : 1));
+    const long page = ::sysconf(_SC_PAGESIZE);
+    return pages * static_cast<uint64_t>(page > 0 ? page : 4096);
+}
+
+uint64_t address_room() {
+    const uint64_t mapped = mapped_bytes(), limit = process_limit();
+    return limit > mapped ? limit - mapped : 0;
+}
+
+}  // namespace
+
+int blas_threads_that_fit() {
+    if (!std::getenv(kBlasThreadsHeld)) return 0;
+    const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+    return static_cast<int>(
+        std::clamp<uint64_t>(address_room() / 2 / kBlasThreadBytes, 1, cores > 0 ? static_cast<uint64_t>(cores) : 1));
+}
+
+int blas_callers_that_fit(int wanted) {
+    static std::atomic<int> granted{0};  // OpenBLAS keeps the buffers of the callers granted before
+    const int before = granted.load(std::memory_order_relaxed);
+    if (wanted <= before) return wanted;
+    if (process_limit() == UINT64_MAX) {  // no cap: never asked again
+        granted.store(std::numeric_limits<int>::max(), std::memory_order_relaxed);
+        return wanted;
+    }
+    const uint64_t room = address_room();
+    if (before == 0 && room < kBlasThreadBytes)
+        throw OutOfMemory("the BLAS library's work buffer needs " + format_bytes(kBlasBufferBytes) + " and " +
+                          format_bytes(kBlasThreadBytes - kBlasBufferBytes) + " beside it, more than the " +
+                          format_bytes(room) + " left under the process's address-space limit of " +
+                          format_bytes(process_limit()) + " (ulimit -v; raise it)");
+    const uint64_t more = room / 2 / kBlasThreadBytes;
+    const int fit = static_cast<int>(std::clamp<uint64_t>(static_cast<uint64_t>(before) + more,
+                                                          static_cast<uint64_t>(std::max(before, 1)),
+                                                          static_cast<uint64_t>(wanted)));
+    int seen = before;
+    while (seen < fit && !granted.compare_exchange_weak(seen, fit, std::memory_order_relaxed)) {
+    }
+    return fit;
 }
 
 std::string format_bytes(uint64_t bytes) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <new>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -598,7 +599,22 @@ private:
         const bool want_save = (o_.save_every > 0 && s_.adam.step % o_.save_every == 0) || last;
         if (want_eval || want_save) sync_from_device();
         if (want_save) check_ranks_agree();
-        if (want_eval) validate();
+        if (want_eval) {
+            try {
+                validate();
+            } catch (const std::bad_alloc&) {
+                if (want_save) checkpoint();  // the steps are not lost to a validation that failed
+                const std::string step = std::to_string(s_.adam.step);
+                throw OutOfMemory("the validation after step " + step + " (" + std::to_string(kEvalBatch) +
+                                  " windows of --eval-window " + std::to_string(o_.eval_window) +
+                                  " tokens at once) ran out of memory" +
+                                  (want_save ? "; the checkpoint of step " + step + " is saved" : "") +
+                                  " (lower --eval-window)");
+            } catch (...) {
+                if (want_save) checkpoint();
+                throw;
+            }
+        }
         if (want_save) checkpoint();
         window_start_ += clock::now() - pause_start;
     }
@@ -640,7 +656,7 @@ private:
     void validate() {
         if (averaging()) device_->swap_average();
         const EvalResult r = evaluate_text([&](const BatchView& v) { return validation_loss(v); }, setup_.tokenizer,
-                                           setup_.val_text, o_.eval_window);
+                                           setup_.val_text, o_.eval_window, kEvalBatch);
         if (averaging()) device_->swap_average();
         TrainProgress p = progress();
         p.is_validation = true;
