@@ -60,16 +60,29 @@ std::string unloadable(const fs::path& path) {
     return "";
 }
 
+// Whether the loaded symbol at `address` is a function (its ELF symbol's type).
+bool is_function(void* address) {
+    Dl_info info{};
+    void* entry = nullptr;  // its Elf64_Sym
+    if (!dladdr1(address, &info, &entry, RTLD_DL_SYMENT) || !entry) return false;
+    return ELF64_ST_TYPE(static_cast<const Elf64_Sym*>(entry)->st_info) == STT_FUNC;
+}
+
 Loaded load_from(const fs::path& path) {
     if (std::string why = unloadable(path); !why.empty()) return {nullptr, why};
     void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (!handle) return {nullptr, loader_error()};
     using Entry = const ModuleApi* (*)();
-    const auto entry = reinterpret_cast<Entry>(dlsym(handle, "retnet_cuda_module_api"));
-    if (!entry) {
+    void* symbol = dlsym(handle, "retnet_cuda_module_api");
+    if (!symbol) {
         dlclose(handle);
         return {nullptr, path.string() + " is not a RetNet CUDA module"};
     }
+    if (!is_function(symbol)) {  // calling data of that name would jump into it
+        dlclose(handle);
+        return {nullptr, path.string() + " is not a RetNet CUDA module (its retnet_cuda_module_api is not a function)"};
+    }
+    const auto entry = reinterpret_cast<Entry>(symbol);
     const ModuleApi* api = entry();
     const std::string build = api && api->build_id ? api->build_id : "?";  // copied: dlclose unmaps it
     if (build != RETNET_BUILD_ID) {

@@ -82,6 +82,9 @@ TEST(CudaModule, AMissingOrBrokenModuleIsTheCpuWithTheReason) {
         {"/tmp", "/tmp: not a regular file"},
         {fifo.string(), fifo.string() + ": not a regular file"},
         {truncated.string(), truncated.string() + ": truncated (100000 bytes)"},
+        // its entry point's name on data: calling it was a crash
+        {RETNET_FAKE_CUDA_MODULE_DATA,
+         RETNET_FAKE_CUDA_MODULE_DATA " is not a RetNet CUDA module (its retnet_cuda_module_api is not a function)"},
     };
     for (const auto& [module, why] : cases) {
         const CliResult r = generate_on("cuda-bf16", {{"RETNET_CUDA_MODULE", module}});
