@@ -296,10 +296,12 @@ CLI::Option* add_flag(CLI::App& app, const std::string& names, bool& value, cons
     // boolean. (A flag bound to a bool would take "2" as on, and an integer flag aborts on "maybe".)
     auto text = std::make_shared<std::string>();
     return app.add_flag(names, *text, help)->multi_option_policy(CLI::MultiOptionPolicy::Throw)->each([&value, what, text](const std::string& given) {
+        std::string word = given;  // TRUE and Off as well
+        for (char& ch : word) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
         for (const char* yes : {"true", "1", "yes", "on"})
-            if (given == yes) return void(value = true);
+            if (word == yes) return void(value = true);
         for (const char* no : {"false", "0", "no", "off"})
-            if (given == no) return void(value = false);
+            if (word == no) return void(value = false);
         throw Error("option " + what + " is a flag: give it alone, or =true / =false, not '" + given + "'");
     });
 }

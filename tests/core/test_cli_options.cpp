@@ -77,6 +77,9 @@ TEST(CliOptions, ValuesCli11AloneWouldReadAreRefused) {
     const CliResult off = run_retnet({"info", "-m", m, "--json=off"});
     EXPECT_EQ(off.exit_code, 0) << off.err;
     EXPECT_EQ(off.out.find('{'), std::string::npos) << off.out;  // text, not JSON
+    const CliResult upper = run_retnet({"info", "-m", m, "--json=TRUE"});  // refused before 2026-12-05
+    EXPECT_EQ(upper.exit_code, 0) << upper.err;
+    EXPECT_EQ(upper.out.rfind('{', 0), 0u) << upper.out;
     const CliResult twice = run_retnet({"generate", "-m", m, "-p", "a", "-n", "2", "--max-new-tokens", "3"});
     EXPECT_EQ(twice.exit_code, 1);
     EXPECT_NE(twice.err.find("option --max-new-tokens is given more than once"), std::string::npos) << twice.err;
