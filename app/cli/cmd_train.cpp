@@ -6,8 +6,10 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "cli_common.h"
 #include "command.h"
@@ -51,14 +53,43 @@ std::string format_duration(double seconds) {
 struct TrainingBytes {
     uint64_t bytes;
     bool validation_binds;  // its batch, not the training batch, sets the pass's buffers
+    uint64_t validation_windows, validation_length;  // at most, at once
 };
+
+// The bytes of the text's held-out tail, the last `fraction` of its characters as the trainer
+// splits it (split_tail): the characters counted, then the tail's bytes read back from the end.
+// The file's size where it cannot be read.
+uint64_t held_out_bytes(const std::string& path, double fraction) {
+    std::error_code ec;
+    const uint64_t size = std::filesystem::file_size(path, ec);
+    if (ec) return UINT64_MAX;
+    std::ifstream in(path, std::ios::binary);
+    std::vector<char> block(size_t(1) << 20);
+    const auto is_char_start = [](char byte) { return (static_cast<unsigned char>(byte) & 0xC0) != 0x80; };
+    uint64_t chars = 0;
+    while (in.read(block.data(), static_cast<std::streamsize>(block.size())) || in.gcount() > 0)
+        chars += static_cast<uint64_t>(std::count_if(block.data(), block.data() + in.gcount(), is_char_start));
+    const auto tail_chars = static_cast<uint64_t>(std::llround(static_cast<double>(chars) * fraction));
+    if (tail_chars == 0) return 0;
+    in.clear();
+    uint64_t seen = 0, end = size;
+    while (end > 0 && seen < tail_chars) {
+        const uint64_t begin = end > block.size() ? end - block.size() : 0;
+        in.seekg(static_cast<std::streamoff>(begin));
+        if (!in.read(block.data(), static_cast<std::streamsize>(end - begin))) return size;
+        for (uint64_t i = end - begin; i-- > 0;)
+            if (is_char_start(block[i]) && ++seen == tail_chars) return size - (begin + i);
+        end = begin;
+    }
+    return size;
+}
 TrainingBytes estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o, int ranks) {
     const bool on_cpu = o.device == "cpu";
     const uint64_t averaging = o.average_decay > 0 ? 1 : 0;
     const uint64_t copies = 4 + averaging + (on_cpu ? 6 + averaging : 0);
     const uint64_t state = saturating_product({copies, estimated_weight_bytes(c)});
     const auto B = static_cast<uint64_t>(o.batch / ranks), T = static_cast<uint64_t>(o.seq_len);
-    if (!on_cpu) return {saturating_sum({state, saturating_product({B, T, 8})}), false};
+    if (!on_cpu) return {saturating_sum({state, saturating_product({B, T, 8})}), false, 0, 0};
     uint64_t per_token = static_cast<uint64_t>(c.d_model);
     for (int b = 0; b < static_cast<int>(train::Buf::Count); ++b) {
         const auto name = static_cast<train::Buf>(b);
@@ -75,16 +106,12 @@ TrainingBytes estimated_training_bytes(const ModelConfig& c, const train::TrainO
                                                    score_layers, 4})});
     };
     const uint64_t training = pass_bytes(B, T);
-    // The held-out tail has at most 4 tokens a character (byte fallback), and no more than its bytes.
-    std::error_code ec;
-    const uint64_t size = std::filesystem::file_size(o.data_path, ec), text_bytes = ec ? UINT64_MAX : size;
-    const double tail_chars = std::ceil(static_cast<double>(text_bytes) * o.validation_fraction);
-    const uint64_t tail_tokens =
-        std::min<uint64_t>(text_bytes, static_cast<uint64_t>(std::min(4.0 * tail_chars, 1.8e19))) + 2;
+    // A token covers at least one byte: the held-out tail has no more tokens than its bytes (+ BOS).
+    const uint64_t tail_tokens = saturating_sum({held_out_bytes(o.data_path, o.validation_fraction), 2});
     const uint64_t length = std::min<uint64_t>(static_cast<uint64_t>(o.eval_window), tail_tokens);
     const uint64_t windows = std::min<uint64_t>((train::kEvalBatch + ranks - 1) / ranks, (tail_tokens + length - 1) / length);
     const uint64_t validation = pass_bytes(windows, length);
-    return {saturating_sum({state, std::max(training, validation)}), validation > training};
+    return {saturating_sum({state, std::max(training, validation)}), validation > training, windows, length};
 }
 
 // Every option of `retnet train`, on `o` (whose initial values are the defaults shown).
@@ -161,11 +188,12 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
     // before the weights are drawn (a minute at 1.3B) rather than when the device is made
     if (o.device.rfind("cuda", 0) == 0) cuda::cuda_module_or_throw().require_training_device();
 #endif
-    const auto [per_rank, validation_binds] = estimated_training_bytes(config, o, env.size);
+    const auto [per_rank, validation_binds, windows, length] = estimated_training_bytes(config, o, env.size);
     const std::string what =
         "training with --batch " + std::to_string(o.batch) + " --seq-len " + std::to_string(o.seq_len) +
-        (validation_binds ? " (its validation: " + std::to_string(train::kEvalBatch) + " windows of --eval-window " +
-                                std::to_string(o.eval_window) + " tokens at once)"
+        (validation_binds ? " (its validation: " + std::to_string(windows) + " window" + (windows == 1 ? "" : "s") +
+                                " of " + std::to_string(length) + " tokens at once, --eval-window " +
+                                std::to_string(o.eval_window) + ")"
                           : "") +
         (env.size > 1 ? " over " + std::to_string(env.size) + " ranks" : "");
     check_memory(per_rank, what);

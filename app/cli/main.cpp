@@ -77,7 +77,13 @@ int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::
         std::fprintf(stderr, "retnet %s: cancelled\n", name);
         return retnet::cli::cancelled_status();
     } catch (const std::bad_alloc&) {
-        std::fprintf(stderr, "retnet %s: error: out of memory (lower the sizes, or see --max-memory)\n", name);
+        // Under ulimit -v, --max-memory cannot help: name the cap that was hit.
+        const std::string source = retnet::memory_limit_source();
+        if (source.rfind("the process's address-space limit", 0) == 0)
+            std::fprintf(stderr, "retnet %s: error: out of memory under the memory limit of %s (%s; raise it or lower the sizes)\n",
+                         name, retnet::format_bytes(retnet::memory_limit()).c_str(), source.c_str());
+        else
+            std::fprintf(stderr, "retnet %s: error: out of memory (lower the sizes, or see --max-memory)\n", name);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "retnet %s: error: %s\n", name, retnet::Error(e.what()).what());
     } catch (...) {

@@ -87,6 +87,29 @@ TEST(GemmBf16, MatchesTheExactProductWithinTheFloat32SummationBound) {
                 }
 }
 
+// One row (decoding one sequence) runs four weight rows side by side; each of its sums is formed as
+// a row of a several-row product forms it, so decoding a sequence alone or in a batch gives the
+// same bits.
+TEST(GemmBf16, OneRowIsBitForBitARowOfSeveral) {
+    std::mt19937_64 rng(11);
+    for (int64_t N : {1, 3, 4, 5, 67, 384})
+        for (int64_t K : {1, 15, 16, 33, 384}) {
+            Tensor B({N, K});
+            B.data = random_floats(static_cast<size_t>(N * K), rng);
+            B.narrow_to_bf16();
+            const std::vector<float> row = random_floats(static_cast<size_t>(K), rng);
+            std::vector<float> two_rows = row;
+            two_rows.insert(two_rows.end(), row.begin(), row.end());
+            std::vector<float> alone(static_cast<size_t>(N)), pair(static_cast<size_t>(2 * N));
+            cpu::gemm_bf16(1, N, K, row.data(), K, B.bf16.data(), alone.data(), N, false);
+            cpu::gemm_bf16(2, N, K, two_rows.data(), K, B.bf16.data(), pair.data(), N, false);
+            for (int64_t n = 0; n < N; ++n) {
+                ASSERT_EQ(alone[static_cast<size_t>(n)], pair[static_cast<size_t>(n)]) << "N " << N << " K " << K << " n " << n;
+                ASSERT_EQ(alone[static_cast<size_t>(n)], pair[static_cast<size_t>(N + n)]) << "N " << N << " K " << K;
+            }
+        }
+}
+
 // The whole model, bf16-held against its float32 widening, in every form, for both families,
 // on a single token, odd lengths and a length that is not a multiple of the chunk. Both run the
 // same float32 arithmetic except for the order of the sums inside the projections (the dot kernel

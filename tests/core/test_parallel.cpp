@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "cpu/parallel.h"
@@ -49,6 +50,38 @@ TEST(Parallel, AnExceptionInAnyBlockReachesTheCallerAfterEveryBlockEnded) {
             << thrower;
         EXPECT_EQ(ended.load(), 3) << thrower;
     }
+}
+
+// The workers are kept between regions: thousands of small regions in a row, regions inside a
+// region's blocks (on the calling thread and on a worker), and regions from two threads at once
+// each cover every item once.
+TEST(Parallel, KeptWorkersServeRegionsInARowNestedAndFromTwoThreads) {
+    const Threads threads(3);
+    auto region_sum = [](int64_t n) {
+        std::vector<int64_t> partial(3, 0);
+        const int used = parallel_blocks(n, 1, [&](int64_t begin, int64_t end, int block) {
+            for (int64_t i = begin; i < end; ++i) partial[static_cast<size_t>(block)] += i;
+        });
+        int64_t sum = 0;
+        for (int b = 0; b < used; ++b) sum += partial[static_cast<size_t>(b)];
+        return sum;
+    };
+    for (int round = 0; round < 5000; ++round) {
+        const int64_t n = 1 + round % 17;
+        ASSERT_EQ(region_sum(n), n * (n - 1) / 2) << "round " << round;
+    }
+    std::vector<int64_t> inner(3, 0);
+    parallel_blocks(3, 1, [&](int64_t begin, int64_t, int block) { inner[static_cast<size_t>(block)] = region_sum(100 + begin); });
+    for (int b = 0; b < 3; ++b) EXPECT_EQ(inner[static_cast<size_t>(b)], (100 + b) * (99 + b) / 2) << b;
+    std::atomic<int> wrong{0};
+    auto hammer = [&] {
+        for (int round = 0; round < 2000; ++round)
+            if (region_sum(64) != 64 * 63 / 2) wrong += 1;
+    };
+    std::thread other(hammer);
+    hammer();
+    other.join();
+    EXPECT_EQ(wrong.load(), 0);
 }
 
 }  // namespace

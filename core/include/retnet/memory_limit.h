@@ -32,14 +32,27 @@ void set_memory_limit(uint64_t bytes, const std::string& source = "--max-memory"
 //   cores; 0 when nothing was held.
 void hold_blas_threads_for_address_limit(char** argv, char** envp);
 int blas_threads_that_fit();
-// Each thread that calls OpenBLAS maps such a buffer too, and OpenBLAS keeps one per thread that
-// called it at the same time; the mapping is retried forever where it fails. How many threads may
-// call BLAS at once, at most `wanted`: all where no address-space limit is set, else those whose
-// buffers fit in half the room the limit leaves, counting the ones mapped already (the most callers
-// granted before). Throws OutOfMemory when the first buffer does not fit.
+// Each thread that calls OpenBLAS maps such a buffer too, at its first product, and OpenBLAS keeps
+// one per thread that called it at the same time; the mapping is retried forever where it fails.
+// blas_call_guard() is held around every BLAS call: a call that would need one buffer more than
+// ever before checks first that it fits (throwing OutOfMemory in one line where it does not) and
+// runs alone while it maps it. blas_callers_that_fit(wanted) says how many threads may call BLAS
+// at once, at most `wanted` and at least 1: all where no address-space limit is set, else those
+// whose buffers fit in half the room the limit leaves, counting the ones mapped already.
+class BlasCallGuard {
+public:
+    BlasCallGuard();
+    ~BlasCallGuard();
+    BlasCallGuard(const BlasCallGuard&) = delete;
+    BlasCallGuard& operator=(const BlasCallGuard&) = delete;
+
+private:
+    bool mapping_;  // this call holds the lock under which a new buffer is mapped
+};
 int blas_callers_that_fit(int wanted);
 inline constexpr uint64_t kBlasBufferBytes = uint64_t(128) << 20;
 inline constexpr uint64_t kBlasThreadBytes = kBlasBufferBytes + (uint64_t(8) << 20);  // and a thread's stack
+inline constexpr uint64_t kBlasCallRoom = kBlasBufferBytes + (uint64_t(2) << 20);    // and OpenBLAS's headers
 // The environment variable that marks the held count (removed again once it is fitted).
 inline constexpr const char* kBlasThreadsHeld = "RETNET_BLAS_THREADS_HELD";
 

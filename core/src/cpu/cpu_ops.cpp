@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// The CPU op library (retnet/cpu_ops.h) outside the retention: threads, GEMM, linear, RMSNorm,
+// The CPU op library (retnet/cpu_ops.h) outside the retention: GEMM, linear, RMSNorm,
 // rotary, GLU, the fla output gate and the cross-entropy, forward beside backward; and the
 // inference backend's Tensor-shaped calls (cpu/cpu_ops.h) on top of them.
 #include "cpu/cpu_ops.h"
@@ -8,22 +8,12 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <atomic>
-#include <exception>
-#include <system_error>
-#include <thread>
 #include <vector>
 
 #include "cpu/parallel.h"
 #include "retnet/memory_limit.h"
 
 namespace retnet::cpu {
-
-namespace {
-std::atomic<int> g_threads{0};
-}
-
-void set_num_threads(int n) { g_threads = std::max(0, n); }
 
 void fit_blas_threads_to_address_limit() {
     const int fit = blas_threads_that_fit();
@@ -34,80 +24,10 @@ void fit_blas_threads_to_address_limit() {
     ::unsetenv(kBlasThreadsHeld);
 }
 
-int num_threads() {
-    const int n = g_threads.load();
-    if (n > 0) return n;
-    // Asked once: glibc reads /sys for it, which costs more than a small op.
-    static const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-    return hardware;
-}
-
-int block_count(int64_t n, int64_t min_block) {
-    const int64_t by_size = std::max<int64_t>(1, n / std::max<int64_t>(1, min_block));
-    return static_cast<int>(std::min<int64_t>(num_threads(), by_size));
-}
-
-namespace {
-
-// parallel_blocks with at most `max_blocks` blocks. A worker that cannot be started (no room for
-// its stack under ulimit -v) leaves its block to this thread: the split, and so the result, is the
-// same. An exception in any block is rethrown here once every worker has ended.
-int parallel_blocks_at_most(int64_t n, int64_t min_block, int max_blocks,
-                            const std::function<void(int64_t, int64_t, int)>& fn) {
-    const int blocks = std::max(1, std::min(block_count(n, min_block), max_blocks));
-    if (blocks == 1) {
-        fn(0, n, 0);
-        return 1;
-    }
-    std::vector<std::exception_ptr> errors(static_cast<size_t>(blocks));
-    auto run_block = [&](int b) {
-        try {
-            fn(n * b / blocks, n * (b + 1) / blocks, b);
-        } catch (...) {
-            errors[static_cast<size_t>(b)] = std::current_exception();
-        }
-    };
-    std::vector<std::thread> workers;
-    std::vector<int> here{0};  // the blocks this thread runs
-    workers.reserve(static_cast<size_t>(blocks - 1));
-    for (int b = 1; b < blocks; ++b) {
-        try {
-            workers.emplace_back(run_block, b);
-        } catch (const std::system_error&) {
-            here.push_back(b);
-        }
-    }
-    for (const int b : here) run_block(b);
-    for (auto& w : workers) w.join();
-    for (const std::exception_ptr& error : errors)
-        if (error) std::rethrow_exception(error);
-    return blocks;
-}
-
-}  // namespace
-
-int parallel_blocks(int64_t n, int64_t min_block, const std::function<void(int64_t, int64_t, int)>& fn) {
-    return parallel_blocks_at_most(n, min_block, num_threads(), fn);
-}
-
-int parallel_blas_blocks(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn) {
-    const int callers = blas_callers_that_fit(block_count(n, 1));
-    const int previous = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-    try {
-        const int used = parallel_blocks_at_most(n, 1, callers, fn);
-        openblas_set_num_threads(previous);
-        return used;
-    } catch (...) {
-        openblas_set_num_threads(previous);
-        throw;
-    }
-}
-
 template <>
 void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-    blas_callers_that_fit(1);
+    const BlasCallGuard guard;
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
                 static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
@@ -116,7 +36,7 @@ void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
 template <>
 void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
                   const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-    blas_callers_that_fit(1);
+    const BlasCallGuard guard;
     cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                 static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
                 static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
@@ -386,7 +306,7 @@ void linear(const float* x, int64_t T, int64_t in, const Tensor& w, float* y, bo
     if (w.storage() == Storage::BF16)
         gemm_bf16(T, out, in, x, in, w.bf16.data(), y, ldy, accumulate);
     else if (T == 1) {  // decode: OpenBLAS's sgemm with one row runs at a fraction of sgemv's bandwidth
-        blas_callers_that_fit(1);
+        const BlasCallGuard guard;
         cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<blasint>(out), static_cast<blasint>(in), 1.0f,
                     w.ptr(), static_cast<blasint>(in), x, 1, accumulate ? 1.0f : 0.0f, y, 1);
     } else

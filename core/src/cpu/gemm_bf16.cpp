@@ -88,6 +88,33 @@ __attribute__((target("avx2,fma"))) void dot_rows_avx2(const float* A, int64_t l
     }
 }
 
+// One row of A against kWeightRows weight rows (B, row-major with K columns) at once: a single row
+// leaves each dot product a chain of dependent FMAs, so four rows run side by side, sharing the
+// loads of A. Each row's sums are formed exactly as dot_rows_avx2_fixed<1> forms them (the same
+// two accumulators, the same horizontal sum and tail), so the result is bit for bit the same.
+constexpr int64_t kWeightRows = 4;
+
+__attribute__((target("avx2,fma"))) void dot_weight_rows_avx2(const float* a, const uint16_t* B, int64_t K,
+                                                               float* out) {
+    __m256 acc0[kWeightRows], acc1[kWeightRows];
+    for (int i = 0; i < kWeightRows; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        const __m256 a0 = _mm256_loadu_ps(a + k), a1 = _mm256_loadu_ps(a + k + 8);
+        for (int i = 0; i < kWeightRows; ++i) {
+            const uint16_t* b = B + i * K + k;
+            acc0[i] = _mm256_fmadd_ps(a0, load_bf16x8(b), acc0[i]);
+            acc1[i] = _mm256_fmadd_ps(a1, load_bf16x8(b + 8), acc1[i]);
+        }
+    }
+    for (int i = 0; i < kWeightRows; ++i) {
+        const uint16_t* b = B + i * K;
+        float sum = horizontal_sum(_mm256_add_ps(acc0[i], acc1[i]));
+        for (int64_t kk = k; kk < K; ++kk) sum += a[kk] * widen(b[kk]);
+        out[i] = sum;
+    }
+}
+
 bool has_avx2_fma() {
     static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     return yes;
@@ -104,11 +131,22 @@ void dot_rows(const float* A, int64_t lda, int64_t rows, const uint16_t* b, int6
 // Few rows: weight rows split over the threads, each read once.
 void gemm_bf16_dot(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const uint16_t* B, float* C,
                    int64_t ldc, bool accumulate) {
-    // At least ~64 KiB of weights per thread, so that small matrices do not pay for thread starts.
-    const int64_t min_rows = std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, K));
+    // At least 512 KiB of weights per thread: below, waking a second thread costs more than the
+    // half of the product it takes (the bundled model decodes fastest on one, docs/benchmarks.md).
+    const int64_t min_rows = std::max<int64_t>(1, (int64_t(1) << 18) / std::max<int64_t>(1, K));
     parallel_blocks(N, min_rows, [&](int64_t n0, int64_t n1, int) {
         float sums[kDotMaxRows];  // (M)
-        for (int64_t n = n0; n < n1; ++n) {
+        int64_t n = n0;
+#if defined(__x86_64__)
+        if (M == 1 && has_avx2_fma()) {  // decoding one sequence
+            for (; n + kWeightRows <= n1; n += kWeightRows) {
+                float row_sums[kWeightRows];
+                dot_weight_rows_avx2(A, B + n * K, K, row_sums);
+                for (int64_t i = 0; i < kWeightRows; ++i) C[n + i] = accumulate ? C[n + i] + row_sums[i] : row_sums[i];
+            }
+        }
+#endif
+        for (; n < n1; ++n) {
             dot_rows(A, lda, M, B + n * K, K, sums);
             for (int64_t m = 0; m < M; ++m) C[m * ldc + n] = accumulate ? C[m * ldc + n] + sums[m] : sums[m];
         }

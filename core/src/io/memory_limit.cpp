@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -160,28 +161,54 @@ int blas_threads_that_fit() {
         std::clamp<uint64_t>(address_room() / 2 / kBlasThreadBytes, 1, cores > 0 ? static_cast<uint64_t>(cores) : 1));
 }
 
-int blas_callers_that_fit(int wanted) {
-    static std::atomic<int> granted{0};  // OpenBLAS keeps the buffers of the callers granted before
-    const int before = granted.load(std::memory_order_relaxed);
-    if (wanted <= before) return wanted;
+namespace {
+
+std::atomic<int> g_blas_active{0};   // threads inside a BLAS call now
+std::atomic<int> g_blas_buffers{0};  // the most that ever were: OpenBLAS keeps a buffer for each
+std::mutex g_blas_mapping;           // held by a call that maps a new buffer
+std::atomic<bool> g_blas_unlimited{false};
+
+}  // namespace
+
+BlasCallGuard::BlasCallGuard() : mapping_(false) {
+    const int active = g_blas_active.fetch_add(1, std::memory_order_acq_rel) + 1;
+    if (active <= g_blas_buffers.load(std::memory_order_acquire) || g_blas_unlimited.load(std::memory_order_relaxed))
+        return;
     if (process_limit() == UINT64_MAX) {  // no cap: never asked again
-        granted.store(std::numeric_limits<int>::max(), std::memory_order_relaxed);
-        return wanted;
+        g_blas_unlimited.store(true, std::memory_order_relaxed);
+        return;
     }
+    g_blas_mapping.lock();  // one new buffer at a time, each checked against the room left then
+    mapping_ = true;
+    if (active <= g_blas_buffers.load(std::memory_order_acquire)) return;  // mapped meanwhile
     const uint64_t room = address_room();
-    if (before == 0 && room < kBlasThreadBytes)
-        throw OutOfMemory("the BLAS library's work buffer needs " + format_bytes(kBlasBufferBytes) + " and " +
-                          format_bytes(kBlasThreadBytes - kBlasBufferBytes) + " beside it, more than the " +
+    if (room < kBlasCallRoom) {
+        g_blas_mapping.unlock();
+        mapping_ = false;
+        g_blas_active.fetch_sub(1, std::memory_order_acq_rel);
+        throw OutOfMemory("the BLAS library needs " + format_bytes(kBlasCallRoom) + " more (its " +
+                          format_bytes(kBlasBufferBytes) + " work buffer and room beside it), more than the " +
                           format_bytes(room) + " left under the process's address-space limit of " +
                           format_bytes(process_limit()) + " (ulimit -v; raise it)");
-    const uint64_t more = room / 2 / kBlasThreadBytes;
-    const int fit = static_cast<int>(std::clamp<uint64_t>(static_cast<uint64_t>(before) + more,
-                                                          static_cast<uint64_t>(std::max(before, 1)),
-                                                          static_cast<uint64_t>(wanted)));
-    int seen = before;
-    while (seen < fit && !granted.compare_exchange_weak(seen, fit, std::memory_order_relaxed)) {
     }
-    return fit;
+    int seen = g_blas_buffers.load(std::memory_order_relaxed);
+    while (seen < active && !g_blas_buffers.compare_exchange_weak(seen, active, std::memory_order_acq_rel)) {
+    }
+}
+
+BlasCallGuard::~BlasCallGuard() {
+    g_blas_active.fetch_sub(1, std::memory_order_acq_rel);
+    if (mapping_) g_blas_mapping.unlock();
+}
+
+int blas_callers_that_fit(int wanted) {
+    const int mapped = g_blas_buffers.load(std::memory_order_acquire);
+    if (wanted <= std::max(mapped, 1) || g_blas_unlimited.load(std::memory_order_relaxed) ||
+        process_limit() == UINT64_MAX)
+        return std::max(wanted, 1);
+    const uint64_t more = address_room() / 2 / kBlasThreadBytes;
+    return static_cast<int>(std::clamp<uint64_t>(static_cast<uint64_t>(mapped) + more,
+                                                 static_cast<uint64_t>(std::max(mapped, 1)), static_cast<uint64_t>(wanted)));
 }
 
 std::string format_bytes(uint64_t bytes) {

@@ -337,6 +337,13 @@ RunSetup load_run_setup(const TrainOptions& o, const fs::path& out, Communicator
                     std::move(train_tokens), std::string(val_text)};
 }
 
+// 0.1 as "0.1", not "0.100000".
+std::string shortest(double value) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%g", value);
+    return text;
+}
+
 uint64_t fnv1a(std::span<const std::byte> bytes, uint64_t h = 1469598103934665603ull) {
     for (const std::byte b : bytes) h = (h ^ static_cast<uint64_t>(b)) * 1099511628211ull;
     return h;
@@ -603,15 +610,18 @@ private:
             try {
                 validate();
             } catch (const std::bad_alloc&) {
-                if (want_save) checkpoint();  // the steps are not lost to a validation that failed
+                checkpoint();  // the run ends here: its steps are not lost with it
                 const std::string step = std::to_string(s_.adam.step);
-                throw OutOfMemory("the validation after step " + step + " (" + std::to_string(kEvalBatch) +
-                                  " windows of --eval-window " + std::to_string(o_.eval_window) +
-                                  " tokens at once) ran out of memory" +
-                                  (want_save ? "; the checkpoint of step " + step + " is saved" : "") +
-                                  " (lower --eval-window)");
+                throw OutOfMemory(
+                    "the validation after step " + step + " (" + std::to_string(kEvalBatch) + " windows of --eval-window " +
+                    std::to_string(o_.eval_window) + " tokens at once) ran out of memory; the checkpoint of step " + step +
+                    " is saved: " +
+                    (last ? "evaluate it with retnet eval --model " + (out_ / "checkpoint").string() + " --text " +
+                                o_.data_path + " --tail " + shortest(o_.validation_fraction) + " --window " +
+                                std::to_string(std::max(1, o_.eval_window / 4))
+                          : "--resume it with a lower --eval-window"));
             } catch (...) {
-                if (want_save) checkpoint();
+                checkpoint();
                 throw;
             }
         }
