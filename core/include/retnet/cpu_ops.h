@@ -21,7 +21,8 @@ namespace retnet::cpu {
 // (0 = hardware concurrency). BLAS keeps its own thread count.
 void set_num_threads(int n);
 // OpenBLAS's threads, held at one under a ulimit -v (hold_blas_threads_for_address_limit in
-// memory_limit.h), raised to blas_threads_that_fit(); nothing when they were not held.
+// memory_limit.h), raised to blas_threads_that_fit(); nothing when they were not held. Under such a
+// cap it also limits malloc to two arenas (glibc reserves 64 MiB of address space for each).
 void fit_blas_threads_to_address_limit();
 int num_threads();
 

@@ -34,7 +34,7 @@ void hold_blas_threads_for_address_limit(char** argv, char** envp);
 int blas_threads_that_fit();
 // Each thread that calls OpenBLAS maps such a buffer too, at its first product, and OpenBLAS keeps
 // one per thread that called it at the same time; the mapping is retried forever where it fails.
-// blas_call_guard() is held around every BLAS call: a call that would need one buffer more than
+// A BlasCallGuard is held around every BLAS call: a call that would need one buffer more than
 // ever before checks first that it fits (throwing OutOfMemory in one line where it does not) and
 // runs alone while it maps it. blas_callers_that_fit(wanted) says how many threads may call BLAS
 // at once, at most `wanted` and at least 1: all where no address-space limit is set, else those
