@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// A minimal fork-join helper for the CPU ops' element-wise loops and the trainer's optimizer. The
-// split of [0, n) into contiguous blocks depends only on n and the thread count, so per-block
-// partial sums reduced in block order give bit-identical results run after run (exact resume
-// relies on it).
+// The fork-join helper of the CPU ops, the per-head retention and the trainer's optimizer, on
+// worker threads kept for the process (parallel.cpp). The split of [0, n) into contiguous blocks
+// depends only on n and the thread count, so per-block partial sums reduced in block order give
+// bit-identical results run after run (exact resume relies on it).
 #include <cstdint>
 #include <functional>
 
