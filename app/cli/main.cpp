@@ -78,10 +78,10 @@ int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::
         return retnet::cli::cancelled_status();
     } catch (const std::bad_alloc&) {
         // Under ulimit -v, --max-memory cannot help: name the cap that was hit.
-        const std::string source = retnet::memory_limit_source();
-        if (source.rfind("the process's address-space limit", 0) == 0)
+        if (retnet::address_space_limit_binds())
             std::fprintf(stderr, "retnet %s: error: out of memory under the memory limit of %s (%s; raise it or lower the sizes)\n",
-                         name, retnet::format_bytes(retnet::memory_limit()).c_str(), source.c_str());
+                         name, retnet::format_bytes(retnet::memory_limit()).c_str(),
+                         retnet::memory_limit_source().c_str());
         else
             std::fprintf(stderr, "retnet %s: error: out of memory (lower the sizes, or see --max-memory)\n", name);
     } catch (const std::exception& e) {

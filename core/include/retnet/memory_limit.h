@@ -15,6 +15,8 @@ namespace retnet {
 uint64_t memory_limit();
 // Where memory_limit() comes from, for messages ("the machine's memory", "--max-memory", …).
 std::string memory_limit_source();
+// Whether the process's own limit (ulimit -v, or a data-segment limit) is what binds.
+bool address_space_limit_binds();
 // 0 returns to the default. `source` names the setting in messages.
 void set_memory_limit(uint64_t bytes, const std::string& source = "--max-memory");
 

@@ -19,7 +19,7 @@ namespace retnet::cpu {
 void fit_blas_threads_to_address_limit() {
     // glibc reserves 64 MiB of address space for each thread's malloc arena: under a cap, 16
     // threads reserved a gigabyte of it before any work. Two arenas serve every thread then.
-    if (memory_limit_source().rfind("the process's address-space limit", 0) == 0) mallopt(M_ARENA_MAX, 2);
+    if (address_space_limit_binds()) mallopt(M_ARENA_MAX, 2);
     const int fit = blas_threads_that_fit();
     if (fit == 0) return;
     if (fit > 1) openblas_set_num_threads(fit);

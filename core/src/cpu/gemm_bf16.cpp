@@ -51,6 +51,15 @@ __attribute__((target("avx2,fma"))) inline float horizontal_sum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
+// A dot product's end, the same in every kernel (so that their sums agree bit for bit): the two
+// accumulators' lanes summed, then the terms k0..K−1 the 16-wide loop left.
+__attribute__((target("avx2,fma"))) inline float finish_dot(__m256 acc0, __m256 acc1, const float* a,
+                                                             const uint16_t* b, int64_t k0, int64_t K) {
+    float sum = horizontal_sum(_mm256_add_ps(acc0, acc1));
+    for (int64_t k = k0; k < K; ++k) sum += a[k] * widen(b[k]);
+    return sum;
+}
+
 // R rows (1 to 4) with AVX2 + FMA: each 16 widened weights feed every row; two accumulators per
 // row hide the FMA latency. R is a template argument so that the accumulators stay in registers.
 template <int R>
@@ -67,12 +76,7 @@ __attribute__((target("avx2,fma"))) void dot_rows_avx2_fixed(const float* A, int
             acc1[i] = _mm256_fmadd_ps(_mm256_loadu_ps(a + 8), w1, acc1[i]);
         }
     }
-    for (int i = 0; i < R; ++i) {
-        const float* a = A + i * lda;
-        float sum = horizontal_sum(_mm256_add_ps(acc0[i], acc1[i]));
-        for (int64_t kk = k; kk < K; ++kk) sum += a[kk] * widen(b[kk]);
-        out[i] = sum;
-    }
+    for (int i = 0; i < R; ++i) out[i] = finish_dot(acc0[i], acc1[i], A + i * lda, b, k, K);
 }
 
 __attribute__((target("avx2,fma"))) void dot_rows_avx2(const float* A, int64_t lda, int64_t rows, const uint16_t* b,
@@ -91,7 +95,7 @@ __attribute__((target("avx2,fma"))) void dot_rows_avx2(const float* A, int64_t l
 // One row of A against kWeightRows weight rows (B, row-major with K columns) at once: a single row
 // leaves each dot product a chain of dependent FMAs, so four rows run side by side, sharing the
 // loads of A. Each row's sums are formed exactly as dot_rows_avx2_fixed<1> forms them (the same
-// two accumulators, the same horizontal sum and tail), so the result is bit for bit the same.
+// two accumulators, then finish_dot), so the result is bit for bit the same.
 constexpr int64_t kWeightRows = 4;
 
 __attribute__((target("avx2,fma"))) void dot_weight_rows_avx2(const float* a, const uint16_t* B, int64_t K,
@@ -107,12 +111,7 @@ __attribute__((target("avx2,fma"))) void dot_weight_rows_avx2(const float* a, co
             acc1[i] = _mm256_fmadd_ps(a1, load_bf16x8(b + 8), acc1[i]);
         }
     }
-    for (int i = 0; i < kWeightRows; ++i) {
-        const uint16_t* b = B + i * K;
-        float sum = horizontal_sum(_mm256_add_ps(acc0[i], acc1[i]));
-        for (int64_t kk = k; kk < K; ++kk) sum += a[kk] * widen(b[kk]);
-        out[i] = sum;
-    }
+    for (int i = 0; i < kWeightRows; ++i) out[i] = finish_dot(acc0[i], acc1[i], a, B + i * K, k, K);
 }
 
 bool has_avx2_fma() {

@@ -57,16 +57,16 @@ uint64_t limit_before_process() {
     return asked ? asked : physical_memory();
 }
 
-bool process_limit_binds() { return process_limit() < limit_before_process(); }
-
 }  // namespace
 
 uint64_t memory_limit() { return std::min(limit_before_process(), process_limit()); }
 
+bool address_space_limit_binds() { return process_limit() < limit_before_process(); }
+
 std::string memory_limit_source() {
     const std::string asked = g_limit.load() ? g_source : env_limit() ? "RETNET_MAX_MEMORY" : "";
     const std::string process = "the process's address-space limit (ulimit -v)";
-    if (!process_limit_binds()) return asked.empty() ? "the machine's memory" : asked;
+    if (!address_space_limit_binds()) return asked.empty() ? "the machine's memory" : asked;
     return asked.empty() ? process : process + ", lower than " + asked + "'s " + format_bytes(asked_limit());
 }
 
@@ -93,7 +93,7 @@ void check_memory(uint64_t bytes, const std::string& what) {
     const auto [need, have] = need_and_have(bytes, limit);
     throw OutOfMemory(what + " needs " + need + ", more than the memory limit of " + have + " (" +
                       memory_limit_source() +
-                      (process_limit_binds() ? "; raise it or lower the sizes)"  // no option raises it
+                      (address_space_limit_binds() ? "; raise it or lower the sizes)"  // no option raises it
                                              : "; set another with --max-memory SIZE or RETNET_MAX_MEMORY)"));
 }
 
@@ -166,18 +166,18 @@ namespace {
 std::atomic<int> g_blas_active{0};   // threads inside a BLAS call now
 std::atomic<int> g_blas_buffers{0};  // the most that ever were: OpenBLAS keeps a buffer for each
 std::mutex g_blas_mapping;           // held by a call that maps a new buffer
-std::atomic<bool> g_blas_unlimited{false};
+
+// No address-space limit: no buffer needs checking. Asked once (the process never sets its own).
+bool blas_unlimited() {
+    static const bool unlimited = process_limit() == UINT64_MAX;
+    return unlimited;
+}
 
 }  // namespace
 
 BlasCallGuard::BlasCallGuard() : mapping_(false) {
     const int active = g_blas_active.fetch_add(1, std::memory_order_acq_rel) + 1;
-    if (active <= g_blas_buffers.load(std::memory_order_acquire) || g_blas_unlimited.load(std::memory_order_relaxed))
-        return;
-    if (process_limit() == UINT64_MAX) {  // no cap: never asked again
-        g_blas_unlimited.store(true, std::memory_order_relaxed);
-        return;
-    }
+    if (active <= g_blas_buffers.load(std::memory_order_acquire) || blas_unlimited()) return;
     g_blas_mapping.lock();  // one new buffer at a time, each checked against the room left then
     mapping_ = true;
     if (active <= g_blas_buffers.load(std::memory_order_acquire)) return;  // mapped meanwhile
@@ -203,9 +203,7 @@ BlasCallGuard::~BlasCallGuard() {
 
 int blas_callers_that_fit(int wanted) {
     const int mapped = g_blas_buffers.load(std::memory_order_acquire);
-    if (wanted <= std::max(mapped, 1) || g_blas_unlimited.load(std::memory_order_relaxed) ||
-        process_limit() == UINT64_MAX)
-        return std::max(wanted, 1);
+    if (wanted <= std::max(mapped, 1) || blas_unlimited()) return std::max(wanted, 1);
     const uint64_t more = address_room() / 2 / kBlasThreadBytes;
     return static_cast<int>(std::clamp<uint64_t>(static_cast<uint64_t>(mapped) + more,
                                                  static_cast<uint64_t>(std::max(mapped, 1)), static_cast<uint64_t>(wanted)));
