@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <filesystem>
 #include <limits>
 
@@ -280,6 +281,28 @@ void require_one_of(const std::string& option, const std::string& value, const s
 Architecture parse_architecture(const std::string& arch) {
     require_one_of("--arch", arch, {"retnet", "transformer"});
     return arch == "retnet" ? Architecture::RetNet : Architecture::Transformer;
+}
+
+TokenProgressLine::TokenProgressLine(std::string label, double quiet_seconds)
+    : label_(std::move(label)),
+      terminal_(::isatty(::fileno(stderr)) != 0),
+      quiet_seconds_(quiet_seconds),
+      start_(std::chrono::steady_clock::now()) {}
+
+void TokenProgressLine::show(int64_t done, int64_t total) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double eta = done > 0 ? elapsed * static_cast<double>(total - done) / static_cast<double>(done) : 0.0;
+    if (elapsed < quiet_seconds_) return;
+    const int64_t tenth = done * 10 / std::max<int64_t>(1, total);
+    if (!terminal_ && tenth <= last_tenth_) return;
+    char eta_text[32] = "";  // none before the first piece is done
+    if (done > 0) std::snprintf(eta_text, sizeof eta_text, ", ETA %.0f s", eta);
+    std::fprintf(stderr, "%s%s: %lld/%lld tokens (%lld%%), %.0f s%s%s", terminal_ ? "\r" : "", label_.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total),
+                 static_cast<long long>(done * 100 / std::max<int64_t>(1, total)), elapsed, eta_text,
+                 terminal_ ? (done == total ? "\n" : "   ") : "\n");
+    std::fflush(stderr);
+    last_tenth_ = tenth;
 }
 
 }  // namespace retnet::cli

@@ -2,10 +2,8 @@
 // retnet eval: loss per token and bits per character of (the tail of) a text file, in windows
 // that each start from an empty state (the trainer's validation) or, with --stream, as one
 // sequence whose recurrent state is carried through the whole text.
-#include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -22,25 +20,13 @@
 namespace retnet::cli {
 namespace {
 
-// Progress on stderr: one updating line on a terminal, a line at the start and per tenth otherwise
-// (the total is an estimate while the text streams in). Ctrl-C
-// cancels (the evaluation throws retnet::Cancelled, the command exits with 130).
+// Progress on stderr (TokenProgressLine); Ctrl-C cancels (the evaluation throws
+// retnet::Cancelled, the command exits with 130).
 train::EvalProgress eval_progress(const InterruptGuard& interrupt) {
-    const bool terminal = ::isatty(::fileno(stderr)) != 0;
-    const auto start = std::chrono::steady_clock::now();
-    return [=, &interrupt, last_tenth = int64_t{-1}](int64_t done, int64_t total) mutable {
+    auto line = std::make_shared<TokenProgressLine>("eval");
+    return [line, &interrupt](int64_t done, int64_t total) {
         if (interrupt.raised()) return false;
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        const double eta = done > 0 ? elapsed * static_cast<double>(total - done) / static_cast<double>(done) : 0.0;
-        const int64_t tenth = done * 10 / std::max<int64_t>(1, total);
-        if (terminal || tenth > last_tenth) {
-            std::fprintf(stderr, "%seval: %lld/%lld tokens (%lld%%), %.0f s, ETA %.0f s%s", terminal ? "\r" : "",
-                         static_cast<long long>(done), static_cast<long long>(total),
-                         static_cast<long long>(done * 100 / std::max<int64_t>(1, total)), elapsed, eta,
-                         terminal ? (done == total ? "\n" : "   ") : "\n");
-            std::fflush(stderr);
-            last_tenth = tenth;
-        }
+        line->show(done, total);
         return true;
     };
 }

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -216,6 +218,18 @@ void print_progress(const train::TrainProgress& p) {
     std::fflush(stdout);
 }
 
+// A validation's progress on stderr (stdout holds the run's results and may be a file of them),
+// once it has run for 2 s: a short one stays out of the log.
+std::function<void(int64_t, int64_t, int64_t)> validation_progress_printer() {
+    auto line = std::make_shared<std::optional<TokenProgressLine>>();
+    auto line_step = std::make_shared<int64_t>(-1);
+    return [line, line_step](int64_t step, int64_t done, int64_t total) {
+        if (step != *line_step) line->emplace("validation after step " + std::to_string(step), 2.0);
+        *line_step = step;
+        (*line)->show(done, total);
+    };
+}
+
 // Training as one rank (rank 0 of 1 when alone). Rank 0 owns the run directory (unless the --gpus
 // launcher holds it for the job) and speaks; every rank trains.
 int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks) {
@@ -251,6 +265,7 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
                     o.batch / comm.size(), o.batch);
     o.communicator = &comm;
     if (comm.rank() == 0 && !o.resume) o.on_started = [&o] { train::begin_fresh_run(o); };
+    o.on_validation_progress = validation_progress_printer();
     const train::TrainResult r = train::run_training(o, print_progress, &interrupt.flag());
     if (!speaks) return r.interrupted ? cancelled_status() : 0;
     // Said on stderr: stdout holds the run's results and may be a file of them.
@@ -263,8 +278,16 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
             std::fprintf(stderr, "retnet train: interrupted while starting; nothing was saved\n");
         return cancelled_status();
     }
+    if (r.interrupted_in_validation && r.steps_done == r.total_steps) {  // --resume would have nothing to do
+        std::fprintf(stderr, "retnet train: interrupted during the final validation, after step %lld/%lld; checkpoint "
+                             "saved in %s/checkpoint (evaluate it with retnet eval --model %s/checkpoint --text %s --tail %g --window %d)\n",
+                     static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str(),
+                     shown(o.out_dir).c_str(), shown(o.data_path).c_str(), o.validation_fraction, o.eval_window);
+        return cancelled_status();
+    }
     if (r.interrupted) {
-        std::fprintf(stderr, "retnet train: interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
+        std::fprintf(stderr, "retnet train: interrupted %s step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
+                     r.interrupted_in_validation ? "during the validation after" : "at",
                      static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());
         return cancelled_status();
     }

@@ -9,6 +9,8 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "test_robustness_util.h"
@@ -530,6 +532,38 @@ TEST(RobustInterrupt, SigintDuringTrainingSavesACheckpointAndResumes) {
     const size_t at = r.err.find("interrupted at step ");
     ASSERT_NE(at, std::string::npos) << r.err;
     EXPECT_GT(std::stoll(r.err.substr(at + 20)), first_stop);
+}
+
+// Ctrl-C during the final validation ends it at once with the checkpoint of the last step and a
+// line that says how to evaluate it (--resume would have nothing left to do). Before: the
+// validation ran to its end (51 s for a 0.5 tail of tinyshakespeare at d 256), Ctrl-C unheard.
+TEST(RobustInterrupt, SigintDuringTheFinalValidationSavesAndEndsIt) {
+    ScratchDir dir("train_validation_interrupt");
+    std::vector<std::string> args = tiny_training_args(dir.path());
+    std::string corpus;
+    for (const std::string& line : tokenizer_corpus_lines()) corpus += line + "\n";
+    std::string text;
+    while (text.size() < 3000000) text += corpus;  // a validation long enough to be caught mid-way
+    spit(dir / "text.txt", text);
+    // Half of it held out: 1.5 MB, several seconds of validation (its progress shows after 2 s).
+    *(std::find(args.begin(), args.end(), "--val-fraction") + 1) = "0.5";
+    args.insert(args.end(), {"--steps", "2"});
+    RunningRetnet child(args);
+    ASSERT_TRUE(child.wait_for_stderr("validation after step 2: ", 120)) << child.finish(5).err;  // its first batch
+    child.send(SIGINT);
+    const CliResult r = child.finish(60);
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 130) << r.out << r.err;
+    EXPECT_NE(r.err.find("retnet train: interrupted during the final validation, after step 2/2; checkpoint saved in "),
+              std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find("(evaluate it with retnet eval --model "), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("validation loss"), std::string::npos) << "the validation ran to its end: " << r.out;
+    EXPECT_NE(r.out.find("step      2/2  checkpoint saved"), std::string::npos) << r.out;
+    EXPECT_TRUE(fs::exists(dir / "run" / "checkpoint" / "trainer_state.json"));
+    // The checkpoint is the run's end: a --resume has nothing left to train.
+    const CliResult resumed = run_retnet(with(args, {"--resume"}));
+    EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
 }
 
 }  // namespace

@@ -132,13 +132,16 @@ struct TrainOptions {
     // and removes the run --overwrite replaces only here (begin_fresh_run in
     // retnet/run_directory.h), so a start that fails, or is interrupted, leaves that run as it was.
     std::function<void()> on_started;
+    // Called on the writer after each batch of a validation's windows: the step it follows, the
+    // predicted tokens done and in all.
+    std::function<void(int64_t step, int64_t done, int64_t total)> on_validation_progress;
 };
 
 struct TrainProgress {
     int64_t step = 0, total_steps = 0;
     double loss = 0, lr = 0, grad_norm = 0;
     double tokens_per_s = 0, elapsed_s = 0, eta_s = 0;
-    bool is_validation = false;  // val_* are set
+    bool is_validation = false;  // val_loss and val_bpc are set
     double val_loss = 0, val_bpc = 0;
     std::string message;  // "checkpoint saved", "schedule set to N steps", ...
 };
@@ -149,6 +152,7 @@ struct TrainResult {
     double best_val_loss = 0, best_val_bpc = 0;
     double elapsed_s = 0;
     bool interrupted = false;
+    bool interrupted_in_validation = false;  // the validation after steps_done was stopped (its checkpoint saved)
     bool started = true;  // false: interrupted before the first step, while the inputs were read (nothing saved)
 };
 
@@ -162,8 +166,10 @@ ModelConfig run_config(const TrainOptions& options);
 // finished run is checked as cheaply as one that continues; run_training checks the same.
 void check_resume_options(const TrainOptions& options, const std::string& checkpoint_dir);
 
-// Runs (or, with options.resume, continues) training. `stop` is polled after every step: when it
-// becomes true the loop saves a checkpoint and returns with interrupted = true; raised before the
+// Runs (or, with options.resume, continues) training. `stop` is polled after every step and after
+// each batch of a validation's windows: when it becomes true the loop saves a checkpoint and
+// returns with interrupted = true (and interrupted_in_validation where a validation was stopped:
+// the checkpoint holds the steps before it, the validation's results are not kept); raised before the
 // first step (while the inputs were read) it saves nothing and returns with started = false too.
 // A lone process also polls it while the initial state is made: between the tensors of the
 // checkpoint a resume loads, between the layers of a fresh run's random weights.

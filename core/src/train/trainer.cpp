@@ -466,6 +466,7 @@ public:
 
     TrainResult run(const std::atomic<bool>* stop) {
         TrainResult result;
+        stop_ = stop;
         // Ctrl-C while the inputs were read: nothing was trained, so nothing is saved (a fresh run
         // leaves no checkpoint of step 0, and the run --overwrite would replace stays).
         if (any_rank(stop && stop->load())) {
@@ -483,6 +484,10 @@ public:
             fit_schedule_to_time_limit();
             report_window();
             validate_and_save();
+            if (stopped_in_validation_) {
+                result.interrupted = result.interrupted_in_validation = true;
+                break;
+            }
         }
         // (a checkpoint of this very step may have just been written by validate_and_save)
         if (result.interrupted && result.started && saved_step_ != s_.adam.step) {
@@ -620,6 +625,10 @@ private:
                                 o_.data_path + " --tail " + shortest(o_.validation_fraction) + " --window " +
                                 std::to_string(std::max(1, o_.eval_window / 4))
                           : "--resume it with a lower --eval-window"));
+            } catch (const Cancelled&) {  // stopped between batches of windows: the steps are kept
+                checkpoint();
+                stopped_in_validation_ = true;
+                return;
             } catch (...) {
                 checkpoint();
                 throw;
@@ -663,10 +672,23 @@ private:
         return sum / (static_cast<double>(v.batch) * v.seq_len);
     }
 
+    // Ctrl-C is asked after each batch of windows (every rank, in step: they share each batch's
+    // sum), so a long validation ends at once (retnet::Cancelled) rather than when it is done.
     void validate() {
         if (averaging()) device_->swap_average();
-        const EvalResult r = evaluate_text([&](const BatchView& v) { return validation_loss(v); }, setup_.tokenizer,
-                                           setup_.val_text, o_.eval_window, kEvalBatch);
+        EvalResult r;
+        try {
+            r = evaluate_text([&](const BatchView& v) { return validation_loss(v); }, setup_.tokenizer, setup_.val_text,
+                              o_.eval_window, kEvalBatch, [this](int64_t done, int64_t total) {
+                                  if (any_rank(stop_ && stop_->load())) return false;
+                                  if (writer_ && o_.on_validation_progress)
+                                      o_.on_validation_progress(s_.adam.step, done, total);
+                                  return true;
+                              });
+        } catch (...) {
+            if (averaging()) device_->swap_average();
+            throw;
+        }
         if (averaging()) device_->swap_average();
         TrainProgress p = progress();
         p.is_validation = true;
@@ -701,6 +723,8 @@ private:
     const BatchShard shard_;  // this rank's sequences of each global batch
     const bool writer_;       // rank 0: reports progress and writes out_dir
     const std::function<void(const TrainProgress&)> on_progress_;
+    const std::atomic<bool>* stop_ = nullptr;  // run()'s
+    bool stopped_in_validation_ = false;
     RunSetup setup_;
     RunState s_;
     std::unique_ptr<TrainDevice> device_;
