@@ -166,6 +166,7 @@ int run_chat(const std::vector<std::string>& argv) {
     if (!tokenizer) throw Error(model_dir + " has no tokenizer.model: chat needs one to read text");
     Generator generator(*backend, tokenizer.get());
     Session session{*model, generator, params, !c.generation.no_bos, c.json};
+    if (backend->name() == "cpu") check_blas_room();  // refused before "ready", not at the first line
     interrupt.check();
     // From here Ctrl-C ends a reply, not the session; SIGTERM still must end the session, also while
     // it waits for a line (a read that polls nothing).

@@ -524,6 +524,28 @@ TEST(RobustMemory, BlasUnderATightAddressLimitEndsInOneLineNotAHang) {
     EXPECT_GT(succeeded, 0) << "no cap up to 700 MiB was enough";
 }
 
+// A chat whose BLAS buffer cannot fit under the cap is refused before its ready line, in that
+// line alone, not at its first turn after saying it is ready.
+TEST(RobustMemory, AChatThatCannotRunBlasIsRefusedBeforeItIsReady) {
+    if (kSanitized) GTEST_SKIP() << "an address-space cap cannot hold a sanitizer's shadow memory";
+    ScratchDir dir("blas-chat");
+    write_small_model(dir / "model");
+    spit(dir / "lines.txt", "hello there\n");
+    int refused = 0;
+    for (long megabytes = 200; megabytes <= 300; megabytes += 50) {
+        RunningRetnet run({"chat", "--model", (dir / "model").string(), "-n", "2", "--greedy"},
+                          ChildSetup{"", (dir / "lines.txt").string(), megabytes << 20, {}});
+        const CliResult r = run.finish(60);
+        ASSERT_EQ(r.signal, 0) << megabytes << " MiB: killed by signal " << r.signal;
+        if (r.exit_code == 0) continue;  // it fits
+        ++refused;
+        EXPECT_EQ(r.exit_code, 1) << megabytes << " MiB: " << r.err;
+        EXPECT_EQ(r.err_lines(), 1) << megabytes << " MiB: " << r.err;
+        EXPECT_NE(r.err.find("work buffer and room beside it"), std::string::npos) << megabytes << " MiB: " << r.err;
+    }
+    EXPECT_GT(refused, 0) << "every cap from 200 MiB fitted: the case was not reached";
+}
+
 // A run whose training batch fits the memory limit but whose validation batch (kEvalBatch windows
 // of --eval-window tokens) does not is refused before it starts, naming the validation: it used to
 // train to the end, run out of memory validating, and leave no checkpoint.

@@ -52,6 +52,10 @@ private:
     bool mapping_;  // this call holds the lock under which a new buffer is mapped
 };
 int blas_callers_that_fit(int wanted);
+// Throws the OutOfMemory a first BLAS call would throw, now: for a command that will need BLAS
+// (the CPU backend's products) and should refuse before it says it is ready, not at its first
+// product. Maps nothing: it only asks whether the buffer would fit.
+void check_blas_room();
 inline constexpr uint64_t kBlasBufferBytes = uint64_t(128) << 20;
 inline constexpr uint64_t kBlasThreadBytes = kBlasBufferBytes + (uint64_t(8) << 20);  // and a thread's stack
 inline constexpr uint64_t kBlasCallRoom = kBlasBufferBytes + (uint64_t(2) << 20);    // and OpenBLAS's headers

@@ -173,6 +173,13 @@ bool blas_unlimited() {
     return unlimited;
 }
 
+OutOfMemory no_room_for_blas(uint64_t room) {
+    return OutOfMemory("the BLAS library needs " + format_bytes(kBlasCallRoom) + " more (its " +
+                       format_bytes(kBlasBufferBytes) + " work buffer and room beside it), more than the " +
+                       format_bytes(room) + " left under the process's address-space limit of " +
+                       format_bytes(process_limit()) + " (ulimit -v; raise it)");
+}
+
 }  // namespace
 
 BlasCallGuard::BlasCallGuard() : mapping_(false) {
@@ -186,10 +193,7 @@ BlasCallGuard::BlasCallGuard() : mapping_(false) {
         g_blas_mapping.unlock();
         mapping_ = false;
         g_blas_active.fetch_sub(1, std::memory_order_acq_rel);
-        throw OutOfMemory("the BLAS library needs " + format_bytes(kBlasCallRoom) + " more (its " +
-                          format_bytes(kBlasBufferBytes) + " work buffer and room beside it), more than the " +
-                          format_bytes(room) + " left under the process's address-space limit of " +
-                          format_bytes(process_limit()) + " (ulimit -v; raise it)");
+        throw no_room_for_blas(room);
     }
     int seen = g_blas_buffers.load(std::memory_order_relaxed);
     while (seen < active && !g_blas_buffers.compare_exchange_weak(seen, active, std::memory_order_acq_rel)) {
@@ -199,6 +203,11 @@ BlasCallGuard::BlasCallGuard() : mapping_(false) {
 BlasCallGuard::~BlasCallGuard() {
     g_blas_active.fetch_sub(1, std::memory_order_acq_rel);
     if (mapping_) g_blas_mapping.unlock();
+}
+
+void check_blas_room() {
+    if (blas_unlimited() || g_blas_buffers.load(std::memory_order_acquire) > 0) return;
+    if (const uint64_t room = address_room(); room < kBlasCallRoom) throw no_room_for_blas(room);
 }
 
 int blas_callers_that_fit(int wanted) {
