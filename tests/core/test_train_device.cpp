@@ -9,8 +9,12 @@
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <new>
 
 #include "retnet/error.h"
+#include "retnet/run_directory.h"
 #include "retnet/safetensors.h"
 #include "retnet/train_device.h"
 #include "retnet/trainer.h"
@@ -24,6 +28,8 @@ namespace {
 
 struct TwinCounters {
     int uploads = 0, downloads = 0, steps = 0, losses = 0;
+    std::atomic<bool>* raise_on_loss = nullptr;  // a Ctrl-C during the first validation batch
+    bool loss_out_of_memory = false;             // every validation batch fails to allocate
 };
 
 // Another device for the loop: the CPU device behind a counter of the loop's calls.
@@ -43,6 +49,8 @@ public:
     }
     double loss(const BatchView& batch) override {
         counters_->losses += 1;
+        if (counters_->raise_on_loss) *counters_->raise_on_loss = true;
+        if (counters_->loss_out_of_memory) throw std::bad_alloc();
         return cpu_.loss(batch);
     }
     double step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,
@@ -96,6 +104,13 @@ struct Workspace : test::TrainWorkspace {
         return o;
     }
 };
+
+int64_t checkpoint_step(const TrainOptions& o) {
+    const fs::path state = fs::path(o.out_dir) / "checkpoint" / "trainer_state.json";
+    std::ifstream in(state);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return parse_checkpoint_info(text, state.string()).step;
+}
 
 std::vector<float> checkpoint_params(const TrainOptions& o) {
     return load_trained_weights((fs::path(o.out_dir) / "checkpoint").string()).params;
@@ -255,4 +270,53 @@ TEST(TrainDevice, ADeviceWithoutDropoutRefusesIt) {
     o.dropout = 0;
     o.steps = 1;
     EXPECT_EQ(run_training(o, {}).steps_done, 1);
+}
+
+// A stop raised during a validation is seen after that batch of windows: the validation ends
+// there (one batch of the step-3 validation's many), the step's checkpoint is saved without its
+// numbers (no best/), and a resume continues from it to the end.
+TEST(TrainDevice, AStopDuringAValidationEndsItAtOnceAndKeepsTheStep) {
+    register_twin();
+    Workspace ws;
+    TrainOptions o = ws.options("stop_in_validation", "host-twin");
+    o.eval_window = 8;  // the held-out tail in many batches of 8 windows
+    o.save_every = 0;
+    std::atomic<bool> stop{false};
+    g_twin = {};
+    g_twin.raise_on_loss = &stop;
+    const TrainResult r = run_training(o, {}, &stop);
+    EXPECT_TRUE(r.interrupted);
+    EXPECT_TRUE(r.interrupted_in_validation);
+    EXPECT_EQ(r.steps_done, 3);
+    EXPECT_EQ(g_twin.losses, 1);
+    EXPECT_EQ(checkpoint_step(o), 3);
+    EXPECT_FALSE(fs::exists(fs::path(o.out_dir) / "best"));
+
+    g_twin.raise_on_loss = nullptr;
+    stop = false;
+    o.resume = true;
+    const TrainResult resumed = run_training(o, {}, &stop);
+    EXPECT_FALSE(resumed.interrupted);
+    EXPECT_EQ(resumed.steps_done, 8);
+    EXPECT_EQ(checkpoint_step(o), 8);
+}
+
+// A validation that runs out of memory writes the step's checkpoint first (whatever save_every
+// says) and says how to go on, in one line.
+TEST(TrainDevice, AValidationOutOfMemorySavesTheStepAndSaysHowToGoOn) {
+    register_twin();
+    Workspace ws;
+    TrainOptions o = ws.options("oom_in_validation", "host-twin");
+    o.save_every = 0;
+    g_twin = {};
+    g_twin.loss_out_of_memory = true;
+    try {
+        run_training(o, {});
+        FAIL() << "no error for a validation out of memory";
+    } catch (const OutOfMemory& e) {
+        EXPECT_EQ(std::string(e.what()), "the validation after step 3 (8 windows of --eval-window 32 tokens at once) ran out "
+                                         "of memory; the checkpoint of step 3 is saved: --resume it with a lower "
+                                         "--eval-window");
+    }
+    EXPECT_EQ(checkpoint_step(o), 3);
 }

@@ -615,12 +615,13 @@ private:
             try {
                 validate();
             } catch (const std::bad_alloc&) {
-                checkpoint();  // the run ends here: its steps are not lost with it
                 const std::string step = std::to_string(s_.adam.step);
+                const std::string failure = "the validation after step " + step + " (" + std::to_string(kEvalBatch) +
+                                            " windows of --eval-window " + std::to_string(o_.eval_window) +
+                                            " tokens at once) ran out of memory";
+                checkpoint_after(failure);  // the run ends here: its steps are not lost with it
                 throw OutOfMemory(
-                    "the validation after step " + step + " (" + std::to_string(kEvalBatch) + " windows of --eval-window " +
-                    std::to_string(o_.eval_window) + " tokens at once) ran out of memory; the checkpoint of step " + step +
-                    " is saved: " +
+                    failure + "; the checkpoint of step " + step + " is saved: " +
                     (last ? "evaluate it with retnet eval --model " + (out_ / "checkpoint").string() + " --text " +
                                 o_.data_path + " --tail " + shortest(o_.validation_fraction) + " --window " +
                                 std::to_string(std::max(1, o_.eval_window / 4))
@@ -629,8 +630,11 @@ private:
                 checkpoint();
                 stopped_in_validation_ = true;
                 return;
+            } catch (const std::exception& e) {
+                checkpoint_after(e.what());
+                throw;
             } catch (...) {
-                checkpoint();
+                checkpoint_after("the validation after step " + std::to_string(s_.adam.step) + " failed");
                 throw;
             }
         }
@@ -704,6 +708,20 @@ private:
             p.message = "best so far, saved to best/";
         }
         if (on_progress_) on_progress_(p);
+    }
+
+    // The checkpoint of a run that ends with `failure`. Where saving it runs out of memory too,
+    // the error says so and which checkpoint the run directory holds (saves are atomic).
+    void checkpoint_after(const std::string& failure) {
+        try {
+            checkpoint();
+        } catch (const std::bad_alloc&) {
+            const int64_t on_disk = saved_step_ >= 0 ? saved_step_ : o_.resume ? first_step_ : -1;
+            throw OutOfMemory(failure + ", and saving the checkpoint of step " + std::to_string(s_.adam.step) +
+                              " ran out of memory too; " +
+                              (on_disk >= 0 ? (out_ / "checkpoint").string() + " holds step " + std::to_string(on_disk)
+                                            : std::string("no checkpoint was saved")));
+        }
     }
 
     void checkpoint() {
