@@ -626,7 +626,8 @@ private:
                                 o_.data_path + " --tail " + shortest(o_.validation_fraction) + " --window " +
                                 std::to_string(std::max(1, o_.eval_window / 4))
                           : "--resume it with a lower --eval-window"));
-            } catch (const Cancelled&) {  // stopped between batches of windows: the steps are kept
+            } catch (const Cancelled&) {  // stopped between batches of windows (every rank): the steps are kept
+                check_ranks_agree();
                 checkpoint();
                 stopped_in_validation_ = true;
                 return;
