@@ -278,16 +278,15 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
             std::fprintf(stderr, "retnet train: interrupted while starting; nothing was saved\n");
         return cancelled_status();
     }
-    if (r.interrupted_in_validation && r.steps_done == r.total_steps) {  // --resume would have nothing to do
-        std::fprintf(stderr, "retnet train: interrupted during the final validation, after step %lld/%lld; checkpoint "
-                             "saved in %s/checkpoint (evaluate it with retnet eval --model %s/checkpoint --text %s --tail %g --window %d)\n",
+    if (r.interrupted_in_validation) {
+        std::fprintf(stderr, "retnet train: interrupted during the validation after step %lld/%lld; checkpoint saved in "
+                             "%s/checkpoint (--resume runs that validation first%s)\n",
                      static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str(),
-                     shown(o.out_dir).c_str(), shown(o.data_path).c_str(), o.validation_fraction, o.eval_window);
+                     r.steps_done < r.total_steps ? ", then continues" : "");
         return cancelled_status();
     }
     if (r.interrupted) {
-        std::fprintf(stderr, "retnet train: interrupted %s step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
-                     r.interrupted_in_validation ? "during the validation after" : "at",
+        std::fprintf(stderr, "retnet train: interrupted at step %lld/%lld; checkpoint saved in %s/checkpoint (continue with --resume)\n",
                      static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());
         return cancelled_status();
     }

@@ -105,11 +105,11 @@ struct Workspace : test::TrainWorkspace {
     }
 };
 
-int64_t checkpoint_step(const TrainOptions& o) {
+CheckpointInfo checkpoint_info(const TrainOptions& o) {
     const fs::path state = fs::path(o.out_dir) / "checkpoint" / "trainer_state.json";
     std::ifstream in(state);
     const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    return parse_checkpoint_info(text, state.string()).step;
+    return parse_checkpoint_info(text, state.string());
 }
 
 std::vector<float> checkpoint_params(const TrainOptions& o) {
@@ -273,8 +273,9 @@ TEST(TrainDevice, ADeviceWithoutDropoutRefusesIt) {
 }
 
 // A stop raised during a validation is seen after that batch of windows: the validation ends
-// there (one batch of the step-3 validation's many), the step's checkpoint is saved without its
-// numbers (no best/), and a resume continues from it to the end.
+// there (one batch of the step-3 validation's many), the step's checkpoint is saved owing it (no
+// best/), and a resume runs that validation first, then continues to the end: the same
+// validations, best/ and final weights as a run that was never stopped.
 TEST(TrainDevice, AStopDuringAValidationEndsItAtOnceAndKeepsTheStep) {
     register_twin();
     Workspace ws;
@@ -289,16 +290,35 @@ TEST(TrainDevice, AStopDuringAValidationEndsItAtOnceAndKeepsTheStep) {
     EXPECT_TRUE(r.interrupted_in_validation);
     EXPECT_EQ(r.steps_done, 3);
     EXPECT_EQ(g_twin.losses, 1);
-    EXPECT_EQ(checkpoint_step(o), 3);
+    EXPECT_EQ(checkpoint_info(o).step, 3);
+    EXPECT_TRUE(checkpoint_info(o).validation_pending);
     EXPECT_FALSE(fs::exists(fs::path(o.out_dir) / "best"));
 
     g_twin.raise_on_loss = nullptr;
     stop = false;
     o.resume = true;
-    const TrainResult resumed = run_training(o, {}, &stop);
+    std::vector<std::pair<int64_t, double>> validations;
+    const auto record = [&](const TrainProgress& p) {
+        if (p.is_validation) validations.emplace_back(p.step, p.val_loss);
+    };
+    const TrainResult resumed = run_training(o, record, &stop);
     EXPECT_FALSE(resumed.interrupted);
     EXPECT_EQ(resumed.steps_done, 8);
-    EXPECT_EQ(checkpoint_step(o), 8);
+    EXPECT_EQ(checkpoint_info(o).step, 8);
+    EXPECT_FALSE(checkpoint_info(o).validation_pending);
+
+    TrainOptions whole = ws.options("never_stopped", "cpu");
+    whole.eval_window = 8;
+    whole.save_every = 0;
+    std::vector<std::pair<int64_t, double>> whole_validations;
+    run_training(whole, [&](const TrainProgress& p) {
+        if (p.is_validation) whole_validations.emplace_back(p.step, p.val_loss);
+    });
+    ASSERT_EQ(whole_validations.size(), 3u);  // steps 3, 6 and 8
+    EXPECT_EQ(validations, whole_validations);
+    EXPECT_EQ(checkpoint_params(o), checkpoint_params(whole));
+    EXPECT_EQ(load_trained_weights((fs::path(o.out_dir) / "best").string()).params,
+              load_trained_weights((fs::path(whole.out_dir) / "best").string()).params);
 }
 
 // A validation that runs out of memory writes the step's checkpoint first (whatever save_every
@@ -316,7 +336,17 @@ TEST(TrainDevice, AValidationOutOfMemorySavesTheStepAndSaysHowToGoOn) {
     } catch (const OutOfMemory& e) {
         EXPECT_EQ(std::string(e.what()), "the validation after step 3 (8 windows of --eval-window 32 tokens at once) ran out "
                                          "of memory; the checkpoint of step 3 is saved: --resume it with a lower "
-                                         "--eval-window");
+                                         "--eval-window (it runs that validation first)");
     }
-    EXPECT_EQ(checkpoint_step(o), 3);
+    EXPECT_EQ(checkpoint_info(o).step, 3);
+    EXPECT_TRUE(checkpoint_info(o).validation_pending);
+    g_twin.loss_out_of_memory = false;
+    o.resume = true;
+    o.eval_window = 16;  // a lower --eval-window continues the run
+    std::vector<int64_t> validated;
+    const TrainResult resumed = run_training(o, [&](const TrainProgress& p) {
+        if (p.is_validation) validated.push_back(p.step);
+    });
+    EXPECT_EQ(resumed.steps_done, 8);
+    EXPECT_EQ(validated, (std::vector<int64_t>{3, 6, 8}));
 }

@@ -56,6 +56,7 @@ private:
 struct CheckpointInfo {
     int64_t step = 0, total_steps = 0;
     bool schedule_fixed = false;  // total_steps was set by --time-limit and stays
+    bool validation_pending = false;  // the validation after `step` was cut short: a resume runs it first
     std::string data;             // --data of the run that wrote it
 };
 // Parses trainer_state.json's text; throws retnet::Error naming `source` for anything malformed.

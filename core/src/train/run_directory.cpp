@@ -302,6 +302,7 @@ CheckpointInfo parse_checkpoint_info(const std::string& json_text, const std::st
     info.step = field<int64_t>(j, "step", source);
     info.total_steps = field<int64_t>(j, "total_steps", source);
     info.schedule_fixed = field<bool>(j, "schedule_fixed", source);
+    info.validation_pending = j.contains("validation_pending") && field<bool>(j, "validation_pending", source);
     info.data = j.is_object() && j.contains("data") ? field<std::string>(j, "data", source) : "";
     if (info.step < 0 || info.total_steps < 1)
         throw Error(source + ": step " + std::to_string(info.step) + " of " + std::to_string(info.total_steps) +

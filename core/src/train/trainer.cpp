@@ -113,6 +113,7 @@ struct RunState {
     double best_val_loss = INFINITY, best_val_bpc = INFINITY;
     double elapsed_s = 0;  // training time of earlier sessions
     bool schedule_fixed = false;  // total_steps already shrunk to the time limit
+    bool validation_pending = false;  // the validation after `step` was cut short: a resume runs it first
 };
 
 // A vector of the run's state lent to a tensor for a write, given back however the write ends: the
@@ -158,6 +159,7 @@ void save_checkpoint(const fs::path& out, const ModelConfig& config, const Param
                   {"step", s.adam.step},
                   {"total_steps", s.total_steps},
                   {"schedule_fixed", s.schedule_fixed},
+                  {"validation_pending", s.validation_pending},
                   {"data_rng", rng.str()},
                   {"best_val_loss", std::isfinite(s.best_val_loss) ? json(s.best_val_loss) : json(nullptr)},
                   {"best_val_bpc", std::isfinite(s.best_val_bpc) ? json(s.best_val_bpc) : json(nullptr)},
@@ -273,6 +275,8 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
     s.adam.step = state_field<int64_t>(state, "step", state_path);
     s.total_steps = state_field<int64_t>(state, "total_steps", state_path);
     s.schedule_fixed = state_field<bool>(state, "schedule_fixed", state_path);
+    // absent from the checkpoints written before 2026-12-05: none owed a validation
+    s.validation_pending = state.contains("validation_pending") && state_field<bool>(state, "validation_pending", state_path);
     // A generator state that does not parse would leave the seed's generator in place and resume
     // with other batches than the run would have drawn: refused, not continued inexactly.
     std::istringstream rng(state_field<std::string>(state, "data_rng", state_path));
@@ -337,13 +341,6 @@ RunSetup load_run_setup(const TrainOptions& o, const fs::path& out, Communicator
                     std::move(train_tokens), std::string(val_text)};
 }
 
-// 0.1 as "0.1", not "0.100000".
-std::string shortest(double value) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%g", value);
-    return text;
-}
-
 uint64_t fnv1a(std::span<const std::byte> bytes, uint64_t h = 1469598103934665603ull) {
     for (const std::byte b : bytes) h = (h ^ static_cast<uint64_t>(b)) * 1099511628211ull;
     return h;
@@ -379,6 +376,7 @@ void share_state(Communicator& comm, const ParamLayout& layout, RunState& s) {
         scalars = json{{"step", s.adam.step},
                        {"total_steps", s.total_steps},
                        {"schedule_fixed", s.schedule_fixed},
+                       {"validation_pending", s.validation_pending},
                        {"rng", rng.str()},
                        {"best_val_loss", finite_or_null(s.best_val_loss)},
                        {"best_val_bpc", finite_or_null(s.best_val_bpc)},
@@ -394,6 +392,7 @@ void share_state(Communicator& comm, const ParamLayout& layout, RunState& s) {
         s.adam.step = j.at("step").get<int64_t>();
         s.total_steps = j.at("total_steps").get<int64_t>();
         s.schedule_fixed = j.at("schedule_fixed").get<bool>();
+        s.validation_pending = j.at("validation_pending").get<bool>();
         std::istringstream rng(j.at("rng").get<std::string>());
         rng >> s.rng;
         if (!j.at("best_val_loss").is_null()) s.best_val_loss = j.at("best_val_loss").get<double>();
@@ -475,7 +474,10 @@ public:
         } else if (writer_ && o_.on_started) {
             o_.on_started();
         }
-        while (result.started && s_.adam.step < s_.total_steps) {
+        if (result.started && s_.validation_pending && !validate_owed()) {
+            result.interrupted = result.interrupted_in_validation = true;
+        }
+        while (result.started && !result.interrupted && s_.adam.step < s_.total_steps) {
             if (any_rank(stop && stop->load())) {
                 result.interrupted = true;
                 break;
@@ -611,36 +613,52 @@ private:
         const bool want_save = (o_.save_every > 0 && s_.adam.step % o_.save_every == 0) || last;
         if (want_eval || want_save) sync_from_device();
         if (want_save) check_ranks_agree();
-        if (want_eval) {
-            try {
-                validate();
-            } catch (const std::bad_alloc&) {
-                const std::string step = std::to_string(s_.adam.step);
-                const std::string failure = "the validation after step " + step + " (" + std::to_string(kEvalBatch) +
-                                            " windows of --eval-window " + std::to_string(o_.eval_window) +
-                                            " tokens at once) ran out of memory";
-                checkpoint_after(failure);  // the run ends here: its steps are not lost with it
-                throw OutOfMemory(
-                    failure + "; the checkpoint of step " + step + " is saved: " +
-                    (last ? "evaluate it with retnet eval --model " + (out_ / "checkpoint").string() + " --text " +
-                                o_.data_path + " --tail " + shortest(o_.validation_fraction) + " --window " +
-                                std::to_string(std::max(1, o_.eval_window / 4))
-                          : "--resume it with a lower --eval-window"));
-            } catch (const Cancelled&) {  // stopped between batches of windows (every rank): the steps are kept
-                check_ranks_agree();
-                checkpoint();
-                stopped_in_validation_ = true;
-                return;
-            } catch (const std::exception& e) {
-                checkpoint_after(e.what());
-                throw;
-            } catch (...) {
-                checkpoint_after("the validation after step " + std::to_string(s_.adam.step) + " failed");
-                throw;
-            }
-        }
+        if (want_eval && !validate_or_owe_it()) return;
         if (want_save) checkpoint();
         window_start_ += clock::now() - pause_start;
+    }
+
+    // The validation of the current step. Where it is cut short the checkpoint of the step is saved
+    // owing it (validation_pending: a resume runs it first): after a stop, between batches of
+    // windows, this returns false; after a failure (out of memory, ...) the error is thrown on.
+    bool validate_or_owe_it() {
+        const std::string step = std::to_string(s_.adam.step);
+        try {
+            validate();
+            return true;
+        } catch (const Cancelled&) {  // every rank saw the stop after the same batch
+            s_.validation_pending = true;
+            check_ranks_agree();
+            checkpoint();
+            stopped_in_validation_ = true;
+            return false;
+        } catch (const std::bad_alloc&) {
+            s_.validation_pending = true;
+            const std::string failure = "the validation after step " + step + " (" + std::to_string(kEvalBatch) +
+                                        " windows of --eval-window " + std::to_string(o_.eval_window) +
+                                        " tokens at once) ran out of memory";
+            checkpoint_after(failure);  // the run ends here: its steps are not lost with it
+            throw OutOfMemory(failure + "; the checkpoint of step " + step +
+                              " is saved: --resume it with a lower --eval-window (it runs that validation first)");
+        } catch (const std::exception& e) {
+            s_.validation_pending = true;
+            checkpoint_after(e.what());
+            throw;
+        } catch (...) {
+            s_.validation_pending = true;
+            checkpoint_after("the validation after step " + step + " failed");
+            throw;
+        }
+    }
+
+    // A resumed run that owes the validation of its step runs it before the next step (and saves
+    // the checkpoint that no longer owes it). False where a stop cut it short again.
+    bool validate_owed() {
+        if (!validate_or_owe_it()) return false;
+        s_.validation_pending = false;
+        check_ranks_agree();
+        checkpoint();
+        return true;
     }
 
     void sync_from_device() {
