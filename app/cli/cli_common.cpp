@@ -283,6 +283,17 @@ Architecture parse_architecture(const std::string& arch) {
     return arch == "retnet" ? Architecture::RetNet : Architecture::Transformer;
 }
 
+namespace {
+bool g_progress_line_open = false;  // a terminal line drawn without its newline yet
+}  // namespace
+
+void end_progress_line() {
+    if (!g_progress_line_open) return;
+    std::fputs("\n", stderr);
+    std::fflush(stderr);
+    g_progress_line_open = false;
+}
+
 TokenProgressLine::TokenProgressLine(std::string label, double quiet_seconds)
     : label_(std::move(label)),
       terminal_(::isatty(::fileno(stderr)) != 0),
@@ -295,13 +306,16 @@ void TokenProgressLine::show(int64_t done, int64_t total) {
     if (elapsed < quiet_seconds_) return;
     const int64_t tenth = done * 10 / std::max<int64_t>(1, total);
     if (!terminal_ && tenth <= last_tenth_) return;
+    if (terminal_ && done < total && elapsed - last_drawn_ < 0.1) return;
+    last_drawn_ = elapsed;
     char eta_text[32] = "";  // none before the first piece is done
     if (done > 0) std::snprintf(eta_text, sizeof eta_text, ", ETA %.0f s", eta);
     std::fprintf(stderr, "%s%s: %lld/%lld tokens (%lld%%), %.0f s%s%s", terminal_ ? "\r" : "", label_.c_str(),
                  static_cast<long long>(done), static_cast<long long>(total),
                  static_cast<long long>(done * 100 / std::max<int64_t>(1, total)), elapsed, eta_text,
-                 terminal_ ? (done == total ? "\n" : "   ") : "\n");
+                 terminal_ ? (done >= total ? "\n" : "   ") : "\n");
     std::fflush(stderr);
+    g_progress_line_open = terminal_ && done < total;
     last_tenth_ = tenth;
 }
 

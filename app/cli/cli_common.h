@@ -92,7 +92,8 @@ public:
 // Progress of work over tokens on stderr: one updating line on a terminal, a line at the start and
 // per tenth otherwise (the total may be an estimate that grows while a text streams in), as
 // "LABEL: 1200/4096 tokens (29%), 3 s, ETA 7 s" (no ETA before the first piece is done). Nothing
-// until `quiet_seconds` have passed, so that short work leaves no lines.
+// until `quiet_seconds` have passed, so that short work leaves no lines; on a terminal at most ten
+// redraws a second.
 class TokenProgressLine {
 public:
     explicit TokenProgressLine(std::string label, double quiet_seconds = 0.0);
@@ -103,8 +104,14 @@ private:
     bool terminal_;
     double quiet_seconds_;
     std::chrono::steady_clock::time_point start_;
+    double last_drawn_ = -1.0;  // seconds after start_
     int64_t last_tenth_ = -1;
 };
+
+// Ends a progress line left open on a terminal (the work was stopped, or its total was an estimate
+// it did not reach), so that what is printed next starts a line of its own. Called before any
+// other output of a command that shows one: its results, its error or cancel line.
+void end_progress_line();
 
 // Refuses (retnet::Error naming `what`, the size and the limit) a forward pass over T tokens whose
 // working memory would pass the memory limit (retnet/memory_limit.h): logits (T, V), activations

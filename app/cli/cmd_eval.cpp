@@ -99,6 +99,7 @@ int run_eval(const std::vector<std::string>& argv) {
         };
         r = train::evaluate_file(loss, tokenizer, part, window, 8, eval_progress(interrupt));
     }
+    end_progress_line();
     std::printf("text            %s (%s)\n", shown(text_path).c_str(),
                 tail < 1.0 ? ("last " + std::to_string(tail * 100).substr(0, 5) + "% of the characters").c_str()
                            : "whole file");

@@ -203,6 +203,7 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
 }
 
 void print_progress(const train::TrainProgress& p) {
+    end_progress_line();  // a validation's, stopped or done
     if (p.is_validation) {
         std::printf("step %6lld/%lld  validation loss %.4f  bits/char %.4f%s%s\n", static_cast<long long>(p.step),
                     static_cast<long long>(p.total_steps), p.val_loss, p.val_bpc, p.message.empty() ? "" : "  ",
@@ -267,6 +268,7 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
     if (comm.rank() == 0 && !o.resume) o.on_started = [&o] { train::begin_fresh_run(o); };
     o.on_validation_progress = validation_progress_printer();
     const train::TrainResult r = train::run_training(o, print_progress, &interrupt.flag());
+    end_progress_line();
     if (!speaks) return r.interrupted ? cancelled_status() : 0;
     // Said on stderr: stdout holds the run's results and may be a file of them.
     if (r.interrupted && !r.started) {

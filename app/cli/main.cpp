@@ -66,10 +66,10 @@ int print_top_help() {
     return stdout_exit_code();
 }
 
-int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::string>& args) {
-    const char* name = command.name.c_str();
+// The line and exit status of the exception in flight (called from a catch block).
+int report_failure(const char* name) {
     try {
-        return run_command(command, args);
+        throw;
     } catch (const retnet::cli::StdoutFailed& e) {
         if (e.error == EPIPE) return 141;  // the reader has gone (`| head`): nothing to say to it
         std::fprintf(stderr, "retnet %s: error: cannot write to standard output (%s)\n", name, std::strerror(e.error));
@@ -90,6 +90,15 @@ int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::
         std::fprintf(stderr, "retnet %s: error: unexpected failure (an unknown exception)\n", name);
     }
     return 1;
+}
+
+int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::string>& args) {
+    try {
+        return run_command(command, args);
+    } catch (...) {
+        retnet::cli::end_progress_line();  // the line that follows starts a line of its own
+        return report_failure(command.name.c_str());
+    }
 }
 
 // The handler of Ctrl-C and SIGTERM goes in before anything else runs: the shared libraries'

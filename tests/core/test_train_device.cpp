@@ -61,6 +61,7 @@ public:
     void set_average(std::span<const float> average, double decay) override { cpu_.set_average(average, decay); }
     void download_average(std::vector<float>& average) override { cpu_.download_average(average); }
     void swap_average() override { cpu_.swap_average(); }
+    void set_loss_cancelled(std::function<bool()> cancelled) override { cpu_.set_loss_cancelled(std::move(cancelled)); }
 
 private:
     CpuTrainDevice cpu_;
@@ -349,4 +350,26 @@ TEST(TrainDevice, AValidationOutOfMemorySavesTheStepAndSaysHowToGoOn) {
     });
     EXPECT_EQ(resumed.steps_done, 8);
     EXPECT_EQ(validated, (std::vector<int64_t>{3, 6, 8}));
+}
+
+// The CPU device's loss asks its cancel callback between layers (a validation's batch of long
+// windows takes seconds): true ends it with retnet::Cancelled; cleared, the loss is the trainer's.
+TEST(TrainDevice, TheCpuDevicesLossStopsWhenAskedTo) {
+    const ModelConfig config = load_config(Workspace().config.string());
+    const ParamLayout layout = make_param_layout(config);
+    const std::vector<float> params = flatten_weights(make_random_model(config, 5), layout);
+    std::vector<int32_t> inputs(2 * 12), targets(inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i) {
+        inputs[i] = static_cast<int32_t>((i * 37 + 3) % static_cast<size_t>(config.vocab_size));
+        targets[i] = static_cast<int32_t>((i * 11 + 5) % static_cast<size_t>(config.vocab_size));
+    }
+    const BatchView batch{inputs.data(), targets.data(), 2, 12};
+    const std::unique_ptr<TrainDevice> device = make_train_device("cpu", config, layout, {});
+    device->upload(params, make_adamw_state(layout));
+    int asked = 0;
+    device->set_loss_cancelled([&asked] { return ++asked >= 1; });
+    EXPECT_THROW(device->loss(batch), Cancelled);
+    EXPECT_EQ(asked, 1);
+    device->set_loss_cancelled({});
+    EXPECT_EQ(device->loss(batch), loss_and_gradient<float>(config, layout, params.data(), batch, nullptr));
 }

@@ -10,6 +10,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "retnet/communicator.h"
@@ -39,6 +40,10 @@ public:
     virtual void download_average(std::vector<float>& average) = 0;
     // Exchanges the parameters and the average, so loss() measures the average; again to undo.
     virtual void swap_average() = 0;
+    // Asked by loss() between layers where the device can (the CPU device; elsewhere a batch is
+    // short): true ends it with retnet::Cancelled. A lone process's validation sets it, so that a
+    // batch of long windows does not hold Ctrl-C for seconds; ranks finish a batch together.
+    virtual void set_loss_cancelled(std::function<bool()> cancelled) { (void)cancelled; }
 };
 
 struct TrainDeviceOptions {
@@ -64,6 +69,7 @@ public:
     void set_average(std::span<const float> average, double decay) override;
     void download_average(std::vector<float>& average) override;
     void swap_average() override;
+    void set_loss_cancelled(std::function<bool()> cancelled) override { loss_cancelled_ = std::move(cancelled); }
 
 private:
     ModelConfig config_;
@@ -73,6 +79,7 @@ private:
     AdamWState state_;
     std::vector<float> average_;  // (layout.total) after set_average
     double average_decay_ = 0;    // 0: no average
+    std::function<bool()> loss_cancelled_;
 };
 
 using TrainDeviceFactory = std::function<std::unique_ptr<TrainDevice>(

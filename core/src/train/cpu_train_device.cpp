@@ -37,7 +37,9 @@ void CpuTrainDevice::download(std::vector<float>& params, AdamWState& state) {
 
 double CpuTrainDevice::loss(const BatchView& batch) {
     if (params_.size() != static_cast<size_t>(layout_.total)) throw Error("training: a loss before the upload");
-    return loss_and_gradient<float>(config_, layout_, params_.data(), batch, nullptr);
+    LossOptions lo;
+    lo.cancelled = loss_cancelled_;
+    return loss_and_gradient<float>(config_, layout_, params_.data(), batch, nullptr, lo);
 }
 
 double CpuTrainDevice::step(const BatchView& batch, double max_norm, const AdamWConfig& adamw, double lr,

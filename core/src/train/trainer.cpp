@@ -699,6 +699,8 @@ private:
     // sum), so a long validation ends at once (retnet::Cancelled) rather than when it is done.
     void validate() {
         if (averaging()) device_->swap_average();
+        // A lone process also stops inside a batch (a batch of long windows takes seconds on a CPU).
+        if (comm_.size() == 1 && stop_) device_->set_loss_cancelled([stop = stop_] { return stop->load(); });
         EvalResult r;
         try {
             r = evaluate_text([&](const BatchView& v) { return validation_loss(v); }, setup_.tokenizer, setup_.val_text,
@@ -709,9 +711,11 @@ private:
                                   return true;
                               });
         } catch (...) {
+            device_->set_loss_cancelled({});
             if (averaging()) device_->swap_average();
             throw;
         }
+        device_->set_loss_cancelled({});
         if (averaging()) device_->swap_average();
         TrainProgress p = progress();
         p.is_validation = true;
