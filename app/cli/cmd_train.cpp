@@ -292,8 +292,10 @@ int train_as_rank(train::TrainOptions o, bool overwrite, const TrainRanks& ranks
                      static_cast<long long>(r.steps_done), static_cast<long long>(r.total_steps), shown(o.out_dir).c_str());
         return cancelled_status();
     }
-    std::printf("done: %lld steps in %s, last loss %.4f, best validation loss %.4f (%.4f bits/char) in %s/best\n",
-                static_cast<long long>(r.steps_done), format_duration(r.elapsed_s).c_str(), r.last_loss,
+    char last_loss[48] = "";  // none where this call trained no step (it ran the validation it owed)
+    if (r.steps_trained > 0) std::snprintf(last_loss, sizeof last_loss, ", last loss %.4f", r.last_loss);
+    std::printf("done: %lld steps in %s%s, best validation loss %.4f (%.4f bits/char) in %s/best\n",
+                static_cast<long long>(r.steps_done), format_duration(r.elapsed_s).c_str(), last_loss,
                 r.best_val_loss, r.best_val_bpc, shown(o.out_dir).c_str());
     return 0;
 }

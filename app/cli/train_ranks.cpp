@@ -70,7 +70,7 @@ void resolve_out_dir(train::TrainOptions& o, bool announce) {
 
 bool already_complete(const train::CheckpointInfo& info, const train::TrainOptions& o) {
     const int64_t total = info.schedule_fixed ? info.total_steps : o.steps;
-    if (info.step < total || (info.step == total && info.validation_pending)) return false;  // owes its validation
+    if (info.step < total || info.validation_pending) return false;  // steps to train, or a validation it owes
     if (info.step > total) {
         std::printf("the run in %s is already at step %lld, past --steps %lld; nothing to do (give --steps above %lld "
                     "to train further)\n",

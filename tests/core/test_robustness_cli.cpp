@@ -566,6 +566,8 @@ TEST(RobustInterrupt, SigintDuringTheFinalValidationSavesAndEndsIt) {
     EXPECT_EQ(resumed.exit_code, 0) << resumed.err;
     EXPECT_NE(resumed.out.find("step      2/2  validation loss "), std::string::npos) << resumed.out;
     EXPECT_EQ(resumed.out.find("/2  loss "), std::string::npos) << "a step trained again: " << resumed.out;
+    EXPECT_NE(resumed.out.find("done: 2 steps in "), std::string::npos) << resumed.out;
+    EXPECT_EQ(resumed.out.find("last loss"), std::string::npos) << "no step trained, no last loss: " << resumed.out;
     EXPECT_TRUE(fs::exists(dir / "run" / "best" / "model.safetensors"));
 }
 

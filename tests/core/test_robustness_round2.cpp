@@ -320,13 +320,27 @@ TEST(RobustMemory, StreamedEvaluationEqualsTheWholeText) {
     for (const size_t block : {size_t(64), size_t(1000), size_t(1) << 20}) {
         const train::TextFileSpan part{(dir / "text.txt").string(), 0, scan.characters, block};
         const train::EvalResult whole = train::evaluate_text(train::backend_batch_loss(*backend), tokenizer, text, 48, 3);
-        const train::EvalResult streamed = train::evaluate_file(train::backend_batch_loss(*backend), tokenizer, part, 48, 3);
+        std::pair<int64_t, int64_t> last_progress{-1, -1};
+        const train::EvalResult streamed =
+            train::evaluate_file(train::backend_batch_loss(*backend), tokenizer, part, 48, 3, [&](int64_t done, int64_t total) {
+                EXPECT_LE(done, total) << block;
+                last_progress = {done, total};
+                return true;
+            });
         EXPECT_EQ(streamed.tokens, whole.tokens) << block;
+        // the estimated total ends exact: the progress reaches 100 % (it stopped one short)
+        EXPECT_EQ(last_progress, std::make_pair(streamed.tokens, streamed.tokens)) << block;
+        int64_t carried_total = -1;
         EXPECT_EQ(streamed.characters, whole.characters) << block;
         EXPECT_NEAR(streamed.loss_per_token, whole.loss_per_token, 1e-9) << block;
         const train::EvalResult carried = train::evaluate_text_streaming(*backend, tokenizer, text, 100);
-        const train::EvalResult carried_file = train::evaluate_file_streaming(*backend, tokenizer, part, 100);
+        const train::EvalResult carried_file =
+            train::evaluate_file_streaming(*backend, tokenizer, part, 100, [&](int64_t, int64_t total) {
+                carried_total = total;
+                return true;
+            });
         EXPECT_EQ(carried_file.tokens, carried.tokens) << block;
+        EXPECT_EQ(carried_total, carried_file.tokens) << block;
         EXPECT_NEAR(carried_file.loss_per_token, carried.loss_per_token, 1e-6) << block;
     }
     // A tail: the same cut as train::split_tail.

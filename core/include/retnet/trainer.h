@@ -148,7 +148,8 @@ struct TrainProgress {
 
 struct TrainResult {
     int64_t steps_done = 0, total_steps = 0;
-    double last_loss = 0;
+    int64_t steps_trained = 0;  // by this call (0: a resume that only ran the validation it owed)
+    double last_loss = 0;       // of the last step trained by this call
     double best_val_loss = 0, best_val_bpc = 0;
     double elapsed_s = 0;
     bool interrupted = false;

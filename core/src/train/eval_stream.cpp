@@ -35,10 +35,11 @@ public:
         dropped_ += static_cast<int64_t>(n);
     }
     // Predicted tokens in all, estimated from the part of the file read so far.
+    // The predictions in all: the tokens, the first one context only (exact once the text is read).
     int64_t estimated_total(int64_t done) const {
         const double read = static_cast<double>(std::max<uint64_t>(1, stream_.bytes_read()));
         return std::max<int64_t>(done, static_cast<int64_t>(static_cast<double>(dropped_ + static_cast<int64_t>(tokens_.size())) *
-                                                           static_cast<double>(stream_.bytes_total()) / read));
+                                                           static_cast<double>(stream_.bytes_total()) / read) - 1);
     }
     EvalResult finish(double loss_sum, int64_t predicted) const {
         if (predicted < 1) throw Error("evaluation text is too short: fewer than 2 tokens");

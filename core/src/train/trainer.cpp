@@ -460,7 +460,7 @@ public:
         if (setup_cancelled && setup_cancelled()) throw Cancelled();
         device_->upload(s_.params, s_.adam);
         if (averaging()) device_->set_average(s_.average, o.average_decay);
-        session_start_ = window_start_ = clock::now();
+        session_start_ = steps_start_ = window_start_ = clock::now();
     }
 
     TrainResult run(const std::atomic<bool>* stop) {
@@ -474,8 +474,9 @@ public:
         } else if (writer_ && o_.on_started) {
             o_.on_started();
         }
-        if (result.started && s_.validation_pending && !validate_owed()) {
-            result.interrupted = result.interrupted_in_validation = true;
+        if (result.started && s_.validation_pending) {
+            if (!validate_owed()) result.interrupted = result.interrupted_in_validation = true;
+            steps_start_ = window_start_ = clock::now();  // tokens/s, the ETA and --time-limit time steps alone
         }
         while (result.started && !result.interrupted && s_.adam.step < s_.total_steps) {
             if (any_rank(stop && stop->load())) {
@@ -483,6 +484,7 @@ public:
                 break;
             }
             result.last_loss = train_step();
+            ++result.steps_trained;
             fit_schedule_to_time_limit();
             report_window();
             validate_and_save();
@@ -566,7 +568,7 @@ private:
     // Fits the schedule into the time limit once the speed is known (after 10 steps).
     void fit_schedule_to_time_limit() {
         if (!(o_.time_limit_s > 0) || s_.schedule_fixed || s_.adam.step - first_step_ != 10) return;
-        const double per_step = std::chrono::duration<double>(clock::now() - session_start_).count() / 10.0;
+        const double per_step = std::chrono::duration<double>(clock::now() - steps_start_).count() / 10.0;
         // A validation pass is a forward over the validation tokens: about a third of a training
         // step's work per token; count half to stay on the safe side, plus a second for the
         // checkpoint written with it. Solve steps·per_step + evals·eval_cost ≤ budget.
@@ -774,6 +776,7 @@ private:
     const int64_t first_step_;
     int64_t saved_step_ = -1;  // the step of the last checkpoint this session wrote
     clock::time_point session_start_;
+    clock::time_point steps_start_;  // the first step's start: after a validation the resume owed
     double lr_ = 0, grad_norm_ = 0;  // of the last step
     double window_loss_ = 0;         // summed since the last report
     int64_t window_steps_ = 0;
