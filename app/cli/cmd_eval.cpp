@@ -23,10 +23,9 @@ namespace {
 // Progress on stderr (TokenProgressLine); Ctrl-C cancels (the evaluation throws
 // retnet::Cancelled, the command exits with 130).
 train::EvalProgress eval_progress(const InterruptGuard& interrupt) {
-    auto line = std::make_shared<TokenProgressLine>("eval");
-    return [line, &interrupt](int64_t done, int64_t total) {
+    return [line = TokenProgressLine("eval"), &interrupt](int64_t done, int64_t total) mutable {
         if (interrupt.raised()) return false;
-        line->show(done, total);
+        line.show(done, total);
         return true;
     };
 }

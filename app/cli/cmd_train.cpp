@@ -6,9 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <functional>
-#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -19,6 +17,7 @@
 #include "retnet/files.h"
 #include "retnet/memory_limit.h"
 #include "retnet/run_directory.h"
+#include "retnet/text_stream.h"
 #include "retnet/train_device.h"
 #include "retnet/train_ops.h"
 #include "retnet/trainer.h"
@@ -59,32 +58,19 @@ struct TrainingBytes {
 };
 
 // The bytes of the text's held-out tail, the last `fraction` of its characters as the trainer
-// splits it (split_tail): the characters counted, then the tail's bytes read back from the end.
-// The file's size where it cannot be read.
+// splits it (scan_text_file's tail_begin); the file's size where it cannot be scanned (the
+// trainer's own read then says why).
 uint64_t held_out_bytes(const std::string& path, double fraction) {
-    std::error_code ec;
-    const uint64_t size = std::filesystem::file_size(path, ec);
-    if (ec) return UINT64_MAX;
-    std::ifstream in(path, std::ios::binary);
-    std::vector<char> block(size_t(1) << 20);
-    const auto is_char_start = [](char byte) { return (static_cast<unsigned char>(byte) & 0xC0) != 0x80; };
-    uint64_t chars = 0;
-    while (in.read(block.data(), static_cast<std::streamsize>(block.size())) || in.gcount() > 0)
-        chars += static_cast<uint64_t>(std::count_if(block.data(), block.data() + in.gcount(), is_char_start));
-    const auto tail_chars = static_cast<uint64_t>(std::llround(static_cast<double>(chars) * fraction));
-    if (tail_chars == 0) return 0;
-    in.clear();
-    uint64_t seen = 0, end = size;
-    while (end > 0 && seen < tail_chars) {
-        const uint64_t begin = end > block.size() ? end - block.size() : 0;
-        in.seekg(static_cast<std::streamoff>(begin));
-        if (!in.read(block.data(), static_cast<std::streamsize>(end - begin))) return size;
-        for (uint64_t i = end - begin; i-- > 0;)
-            if (is_char_start(block[i]) && ++seen == tail_chars) return size - (begin + i);
-        end = begin;
+    try {
+        const TextScan scan = scan_text_file(path, fraction);
+        return scan.bytes - scan.tail_begin;
+    } catch (const Error&) {
+        std::error_code ec;
+        const uint64_t size = std::filesystem::file_size(path, ec);
+        return ec ? UINT64_MAX : size;
     }
-    return size;
 }
+
 TrainingBytes estimated_training_bytes(const ModelConfig& c, const train::TrainOptions& o, int ranks) {
     const bool on_cpu = o.device == "cpu";
     const uint64_t averaging = o.average_decay > 0 ? 1 : 0;
@@ -222,12 +208,11 @@ void print_progress(const train::TrainProgress& p) {
 // A validation's progress on stderr (stdout holds the run's results and may be a file of them),
 // once it has run for 2 s: a short one stays out of the log.
 std::function<void(int64_t, int64_t, int64_t)> validation_progress_printer() {
-    auto line = std::make_shared<std::optional<TokenProgressLine>>();
-    auto line_step = std::make_shared<int64_t>(-1);
-    return [line, line_step](int64_t step, int64_t done, int64_t total) {
-        if (step != *line_step) line->emplace("validation after step " + std::to_string(step), 2.0);
-        *line_step = step;
-        (*line)->show(done, total);
+    return [line = std::optional<TokenProgressLine>(), line_step = int64_t{-1}](int64_t step, int64_t done,
+                                                                                 int64_t total) mutable {
+        if (step != line_step) line.emplace("validation after step " + std::to_string(step), 2.0);
+        line_step = step;
+        line->show(done, total);
     };
 }
 

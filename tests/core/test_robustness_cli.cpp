@@ -361,11 +361,7 @@ TEST(RobustInterrupt, SigintDuringCostKeepsThePointsMeasured) {
 TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {
     ScratchDir dir("eval_interrupt");
     write_small_model(dir / "model");
-    std::string corpus;
-    for (const std::string& line : tokenizer_corpus_lines()) corpus += line + "\n";
-    std::string text;
-    while (text.size() < 3000000) text += corpus;  // long enough to be caught mid-way
-    spit(dir / "text.txt", text);
+    spit(dir / "text.txt", repeated_corpus(3000000));  // long enough to be caught mid-way
     RunningRetnet child({"eval", "--model", (dir / "model").string(), "--text", (dir / "text.txt").string(), "--stream"});
     ASSERT_TRUE(child.wait_for_stderr("eval: ", 60));  // the first progress line (10%)
     child.send(SIGINT);
@@ -540,11 +536,7 @@ TEST(RobustInterrupt, SigintDuringTrainingSavesACheckpointAndResumes) {
 TEST(RobustInterrupt, SigintDuringTheFinalValidationSavesAndEndsIt) {
     ScratchDir dir("train_validation_interrupt");
     std::vector<std::string> args = tiny_training_args(dir.path());
-    std::string corpus;
-    for (const std::string& line : tokenizer_corpus_lines()) corpus += line + "\n";
-    std::string text;
-    while (text.size() < 3000000) text += corpus;  // a validation long enough to be caught mid-way
-    spit(dir / "text.txt", text);
+    spit(dir / "text.txt", repeated_corpus(3000000));  // a validation long enough to be caught mid-way
     // Half of it held out: 1.5 MB, several seconds of validation (its progress shows after 2 s).
     *(std::find(args.begin(), args.end(), "--val-fraction") + 1) = "0.5";
     args.insert(args.end(), {"--steps", "2"});

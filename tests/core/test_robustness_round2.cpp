@@ -567,11 +567,7 @@ TEST(RobustMemory, AValidationThatCannotFitIsRefusedBeforeTraining) {
     ScratchDir dir("validation-fit");
     std::vector<std::string> args = tiny_training_args(dir.path());
     // a held-out half long enough for 8 windows of 4096 tokens (a token covers at least a byte)
-    std::string text;
-    for (const std::string& line : tokenizer_corpus_lines()) text += line + "\n";
-    std::string corpus;
-    while (corpus.size() < 80000) corpus += text;
-    spit(dir / "text.txt", corpus);
+    spit(dir / "text.txt", repeated_corpus(80000));
     *(std::find(args.begin(), args.end(), "--val-fraction") + 1) = "0.5";
     args.insert(args.end(), {"--steps", "2", "--eval-window", "4096", "--max-memory", "256M"});
     const CliResult refused = run_retnet(args, 60);

@@ -339,6 +339,14 @@ inline std::vector<std::string> tokenizer_corpus_lines() {
     return lines;
 }
 
+// The tokenizer corpus, a line each, repeated until the text holds at least `bytes` bytes.
+inline std::string repeated_corpus(size_t bytes) {
+    std::string corpus, text;
+    for (const std::string& line : tokenizer_corpus_lines()) corpus += line + "\n";
+    while (text.size() < bytes) text += corpus;
+    return text;
+}
+
 // A small fla model (d = 32, 2 heads, 2 layers) with a 400-piece byte-fallback tokenizer,
 // BOS 1 and EOS 2: enough for `retnet generate --prompt` and fast on any machine.
 inline ModelConfig small_chat_config() {

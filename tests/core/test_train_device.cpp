@@ -106,6 +106,18 @@ struct Workspace : test::TrainWorkspace {
     }
 };
 
+// Two sequences of 12 tokens, the same every time.
+struct FixedBatch {
+    std::vector<int32_t> inputs, targets;
+    explicit FixedBatch(const ModelConfig& config) : inputs(2 * 12), targets(inputs.size()) {
+        for (size_t i = 0; i < inputs.size(); ++i) {
+            inputs[i] = static_cast<int32_t>((i * 37 + 3) % static_cast<size_t>(config.vocab_size));
+            targets[i] = static_cast<int32_t>((i * 11 + 5) % static_cast<size_t>(config.vocab_size));
+        }
+    }
+    BatchView view() const { return BatchView{inputs.data(), targets.data(), 2, 12}; }
+};
+
 CheckpointInfo checkpoint_info(const TrainOptions& o) {
     const fs::path state = fs::path(o.out_dir) / "checkpoint" / "trainer_state.json";
     std::ifstream in(state);
@@ -150,12 +162,8 @@ TEST(TrainDevice, CpuDeviceStepsAreTheCpuTrainersFunctions) {
     const ModelConfig config = load_config(Workspace().config.string());
     const ParamLayout layout = make_param_layout(config);
     std::vector<float> params = flatten_weights(make_random_model(config, 5), layout);
-    std::vector<int32_t> inputs(2 * 12), targets(inputs.size());
-    for (size_t i = 0; i < inputs.size(); ++i) {
-        inputs[i] = static_cast<int32_t>((i * 37 + 3) % static_cast<size_t>(config.vocab_size));
-        targets[i] = static_cast<int32_t>((i * 11 + 5) % static_cast<size_t>(config.vocab_size));
-    }
-    const BatchView batch{inputs.data(), targets.data(), 2, 12};
+    const FixedBatch fixed(config);
+    const BatchView batch = fixed.view();
     const TrainDeviceOptions options{4, 0.3};
     const std::unique_ptr<TrainDevice> device = make_train_device("cpu", config, layout, options);
     AdamWState state = make_adamw_state(layout);
@@ -358,12 +366,8 @@ TEST(TrainDevice, TheCpuDevicesLossStopsWhenAskedTo) {
     const ModelConfig config = load_config(Workspace().config.string());
     const ParamLayout layout = make_param_layout(config);
     const std::vector<float> params = flatten_weights(make_random_model(config, 5), layout);
-    std::vector<int32_t> inputs(2 * 12), targets(inputs.size());
-    for (size_t i = 0; i < inputs.size(); ++i) {
-        inputs[i] = static_cast<int32_t>((i * 37 + 3) % static_cast<size_t>(config.vocab_size));
-        targets[i] = static_cast<int32_t>((i * 11 + 5) % static_cast<size_t>(config.vocab_size));
-    }
-    const BatchView batch{inputs.data(), targets.data(), 2, 12};
+    const FixedBatch fixed(config);
+    const BatchView batch = fixed.view();
     const std::unique_ptr<TrainDevice> device = make_train_device("cpu", config, layout, {});
     device->upload(params, make_adamw_state(layout));
     int asked = 0;

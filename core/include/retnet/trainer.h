@@ -170,7 +170,7 @@ void check_resume_options(const TrainOptions& options, const std::string& checkp
 // Runs (or, with options.resume, continues) training. `stop` is polled after every step and after
 // each batch of a validation's windows: when it becomes true the loop saves a checkpoint and
 // returns with interrupted = true (and interrupted_in_validation where a validation was stopped:
-// the checkpoint holds the steps before it, the validation's results are not kept); raised before the
+// the checkpoint holds the steps before it and owes that validation, which a resume runs first); raised before the
 // first step (while the inputs were read) it saves nothing and returns with started = false too.
 // A lone process also polls it while the initial state is made: between the tensors of the
 // checkpoint a resume loads, between the layers of a fresh run's random weights.

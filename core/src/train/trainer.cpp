@@ -487,8 +487,7 @@ public:
             ++result.steps_trained;
             fit_schedule_to_time_limit();
             report_window();
-            validate_and_save();
-            if (stopped_in_validation_) {
+            if (!validate_and_save()) {
                 result.interrupted = result.interrupted_in_validation = true;
                 break;
             }
@@ -607,7 +606,8 @@ private:
         window_start_ = clock::now();
     }
 
-    void validate_and_save() {
+    // False where a stop cut the validation short (its checkpoint saved, owing it).
+    bool validate_and_save() {
         const bool last = s_.adam.step == s_.total_steps;
         // Validation and checkpoints are not training time: keep them out of tokens/s and the ETA.
         const auto pause_start = clock::now();
@@ -615,9 +615,10 @@ private:
         const bool want_save = (o_.save_every > 0 && s_.adam.step % o_.save_every == 0) || last;
         if (want_eval || want_save) sync_from_device();
         if (want_save) check_ranks_agree();
-        if (want_eval && !validate_or_owe_it()) return;
+        if (want_eval && !validate_or_owe_it()) return false;
         if (want_save) checkpoint();
         window_start_ += clock::now() - pause_start;
+        return true;
     }
 
     // The validation of the current step. Where it is cut short the checkpoint of the step is saved
@@ -632,7 +633,6 @@ private:
             s_.validation_pending = true;
             check_ranks_agree();
             checkpoint();
-            stopped_in_validation_ = true;
             return false;
         } catch (const std::bad_alloc&) {
             s_.validation_pending = true;
@@ -767,7 +767,6 @@ private:
     const bool writer_;       // rank 0: reports progress and writes out_dir
     const std::function<void(const TrainProgress&)> on_progress_;
     const std::atomic<bool>* stop_ = nullptr;  // run()'s
-    bool stopped_in_validation_ = false;
     RunSetup setup_;
     RunState s_;
     std::unique_ptr<TrainDevice> device_;
