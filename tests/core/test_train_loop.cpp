@@ -532,6 +532,27 @@ TEST(TrainLoop, ResumeRefusesMomentsNoRunCanHaveWritten) {
     EXPECT_EQ(run_training(o, {}).steps_done, 4);
 }
 
+// optimizer.safetensors records the step it was written at: one copied in from another checkpoint
+// (here: trainer_state.json edited to another step) is refused instead of resuming weights and
+// moments of different steps.
+TEST(TrainLoop, ResumeRefusesAnOptimizerStateOfAnotherStep) {
+    Workspace ws;
+    const TrainOptions o = trained_run_to_resume(ws);
+    const fs::path state_path = fs::path(o.out_dir) / "checkpoint" / "trainer_state.json";
+    const std::string good = robustness::slurp(state_path);
+    EXPECT_EQ(SafetensorsFile((state_path.parent_path() / "optimizer.safetensors").string()).metadata().at("step"), "2");
+    std::string text = good;
+    const size_t at = text.find("\"step\": 2");
+    ASSERT_NE(at, std::string::npos) << text;
+    text.replace(at, 9, "\"step\": 1");
+    EXPECT_NE(resume_with(o, state_path, text)
+                      .find("optimizer.safetensors: written at step 2, but " + state_path.string() +
+                            " is at step 1; the checkpoint mixes files of two steps"),
+              std::string::npos);
+    std::ofstream(state_path, std::ios::binary | std::ios::trunc) << good;
+    EXPECT_EQ(run_training(o, {}).steps_done, 4);
+}
+
 // A misspelt --device is one line, and leaves no run directory behind to clean up.
 TEST(TrainLoop, CliRefusesAnUnknownDeviceBeforeMakingTheRunDirectory) {
     Workspace ws;
