@@ -9,6 +9,7 @@
 #include <utility>
 #include <filesystem>
 #include <limits>
+#include <set>
 
 #include <poll.h>
 #include <signal.h>
@@ -248,6 +249,24 @@ std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& 
     return std::make_shared<const Model>(std::move(narrowed));
 }
 
+std::unique_ptr<Backend> make_backend_at_dtype(const std::string& dtype, const std::string& device,
+                                               std::shared_ptr<const Model> model) {
+    std::string chosen = device;
+    auto converted = apply_dtype(dtype, chosen, std::move(model));  // a GPU's: only the device's name changes
+    auto backend = make_backend_option(chosen, converted);
+    if (dtype == "stored" || chosen.rfind("cuda", 0) != 0 || backend->name().rfind("cuda", 0) == 0) return backend;
+    backend.reset();  // fell back: the CPU backend holds the weights as stored
+    std::string cpu = "cpu";
+    return make_backend_option(cpu, apply_dtype(dtype, cpu, std::move(converted)));
+}
+
+void check_batch_fits(const Backend& backend, int batch, const std::string& option) {
+    if (batch <= backend.max_slot_count()) return;
+    throw Error(option + " " + std::to_string(batch) + ": the " + backend.name() + " backend decodes at most " +
+                std::to_string(backend.max_slot_count()) + " sequence" + (backend.max_slot_count() == 1 ? "" : "s") +
+                " at once; use --device cpu or cuda for batches");
+}
+
 std::vector<int> parse_positive_list(const std::string& option, const std::string& text) {
     // A number too large for an int is said to be one (not "expects integers")
     for (size_t begin = 0; begin <= text.size();) {
@@ -268,6 +287,10 @@ std::vector<int> parse_positive_list(const std::string& option, const std::strin
     }
     for (const int T : out)
         if (T < 1) throw Error(option + " must be positive, got " + std::to_string(T));
+    // each value is one measurement: a repeat would measure it again under another row
+    std::set<int> seen;
+    for (const int T : out)
+        if (!seen.insert(T).second) throw Error(option + " lists " + std::to_string(T) + " twice");
     return out;
 }
 

@@ -40,7 +40,7 @@ std::shared_ptr<const Model> load_model_edited(const std::string& dir, const Int
 std::unique_ptr<Backend> make_backend_option(const std::string& device, std::shared_ptr<const Model> model);
 
 // A list option such as --lengths 64,256,1024, strictly ("1e9" or "12abc" are refused); every
-// value ≥ 1.
+// value ≥ 1, none twice.
 std::vector<int> parse_positive_list(const std::string& option, const std::string& text);
 // Throws one line ("option --mode must be one of all, prefill, decode, got 'x'") unless value is known.
 void require_one_of(const std::string& option, const std::string& value, const std::vector<std::string>& known);
@@ -51,6 +51,13 @@ Architecture parse_architecture(const std::string& arch);
 // changes `device`); on the CPU it widens a bf16 checkpoint to float32 or narrows a float32 one to
 // bf16 in memory (a Ctrl-C stops the copy between tensors: retnet::Cancelled).
 std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& device, std::shared_ptr<const Model> model);
+// The backend of --device (make_backend_option: a GPU that is not there falls back to the CPU,
+// with a notice) for the model at --dtype: on a GPU the backend converts the weights; on the CPU,
+// also after a fall back from the GPU, they are converted here (the fall back kept them as stored).
+std::unique_ptr<Backend> make_backend_at_dtype(const std::string& dtype, const std::string& device,
+                                               std::shared_ptr<const Model> model);
+// Refuses, before any work, decoding `batch` sequences at once on a backend that keeps fewer.
+void check_batch_fits(const Backend& backend, int batch, const std::string& option = "--batch");
 
 // Ctrl-C and SIGTERM, from the process's first moment: one handler, installed before the
 // libraries' own start-up code runs (main.cpp), serves the whole process and takes both signals

@@ -24,14 +24,34 @@
 namespace retnet::cli {
 namespace {
 
+// As retnet cost's: the middle value, or the mean of the two middle ones.
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
+    const size_t m = v.size() / 2;
+    return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
 }
+
+// One line on stderr as each measurement starts ("[ 40%] prefill of 1024 tokens, chunkwise form"),
+// as retnet cost shows its points: a 32k-token context on the CPU takes minutes.
+class BenchProgress {
+public:
+    explicit BenchProgress(int total) : total_(std::max(total, 1)) {}
+    void start(const std::string& what) {
+        std::fprintf(stderr, "[%3.0f%%] %s\n", 100.0 * done_ / total_, what.c_str());
+        ++done_;
+    }
+    int started() const { return done_; }
+    int total() const { return total_; }
+
+private:
+    int total_, done_ = 0;
+};
 
 double elapsed_ms(std::chrono::steady_clock::time_point since) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
 }
+
+constexpr int kDecodeWarmup = 4;  // untimed steps before the timed ones
 
 std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937& rng) {
     std::uniform_int_distribution<int32_t> pick(0, vocab - 1);
@@ -44,10 +64,12 @@ std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937& rng) {
 // generation needs): the median of `repeats` runs after a warm-up. Ctrl-C is polled before each
 // layer (a long prompt's run takes seconds) and between runs, outside the timed calls.
 nlohmann::json bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937& rng,
-                             const InterruptGuard& interrupt) {
+                             const InterruptGuard& interrupt, BenchProgress& progress) {
     const std::vector<int32_t> tokens = random_tokens(T, backend.model().config.vocab_size, rng);
     nlohmann::json row = {{"T", T}};
     for (Form form : {Form::Parallel, Form::Chunkwise, Form::Recurrent}) {
+        progress.start("prefill of " + std::to_string(T) + " token" + (T == 1 ? "" : "s") + ", " + form_name(form) +
+                       " form");
         ForwardOptions o;
         o.form = form;
         o.chunk_size = chunk;
@@ -66,27 +88,31 @@ nlohmann::json bench_prefill(Backend& backend, int T, int repeats, int chunk, st
     return row;
 }
 
-// B sequences decoded together, each in its own state slot after a chunkwise prefill of `context`
-// tokens: the median wall time of a step (last logits row of every sequence to the host). Ctrl-C
-// is polled before each layer of the prefills and between steps, outside the timed calls.
-nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, std::mt19937& rng,
-                            const InterruptGuard& interrupt) {
+// B sequences decoded together, each in its own state slot holding `context` tokens: slot 0
+// prefilled in the chunkwise form (chunk `chunk`, 0 the model's), the others copies of its state
+// (as retnet cost forks them: B prefills of a long context took minutes on the CPU, untimed). The
+// median wall time of a step (last logits row of every sequence to the host). Ctrl-C is polled
+// before each layer of the prefill and between steps, outside the timed calls.
+nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int chunk, std::mt19937& rng,
+                            const InterruptGuard& interrupt, BenchProgress& progress) {
     const ModelConfig& c = backend.model().config;
+    progress.start("decoding " + std::to_string(B) + " sequence" + (B == 1 ? "" : "s") + " at " +
+                   std::to_string(context) + " tokens of context");
     backend.set_slot_count(B);
     ForwardOptions prefill, step;
     prefill.form = Form::Chunkwise;
+    prefill.chunk_size = chunk;
     prefill.cancelled = interrupt.cancelled();
     step.form = Form::Recurrent;
     const std::vector<int32_t> history = random_tokens(context, c.vocab_size, rng);
-    for (int s = 0; s < B; ++s) {
-        backend.reset(s);
-        const SequenceRequest r{history, s, LogitRows::None};
-        backend.forward_batch({&r, 1}, prefill);
-    }
+    backend.reset(0);
+    const SequenceRequest first{history, 0, LogitRows::None};
+    backend.forward_batch({&first, 1}, prefill);
+    for (int s = 1; s < B; ++s) backend.copy_slot(0, s);
     std::vector<int32_t> next(static_cast<size_t>(B));
     std::vector<SequenceRequest> batch(static_cast<size_t>(B));
     std::vector<double> ms;
-    constexpr int kWarmup = 4;
+    constexpr int kWarmup = kDecodeWarmup;
     for (int i = 0; i < steps + kWarmup; ++i) {
         next = random_tokens(B, c.vocab_size, rng);
         for (int s = 0; s < B; ++s) batch[static_cast<size_t>(s)] = {std::span(&next[static_cast<size_t>(s)], 1), s, LogitRows::Last};
@@ -105,13 +131,14 @@ nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, std
 // chunkwise prefill of the longest context, and the widest batch's states (B slots, held in host
 // memory unless the backend is a GPU's) with its one-token step.
 void check_decode_memory(const Backend& backend, const std::vector<int>& batches, const std::vector<int>& contexts,
-                         int chunk) {
+                         int chunk, int steps) {
     const ModelConfig& c = backend.model().config;
-    const auto B = static_cast<uint64_t>(*std::max_element(batches.begin(), batches.end()));
+    const int B = *std::max_element(batches.begin(), batches.end());
     const int C = *std::max_element(contexts.begin(), contexts.end());
     const bool host_states = backend.name().rfind("cuda", 0) != 0;
-    const auto per_sequence = static_cast<uint64_t>(sequence_state_bytes(c, C, backend.kv_cache_element_bytes()));
-    const uint64_t states = host_states ? saturating_product({B, per_sequence}) : 0;
+    // the tokens a sequence holds at the end: the context, the warm-up steps and the timed ones
+    const int64_t held = int64_t(C) + steps + kDecodeWarmup;
+    const uint64_t states = host_states ? host_state_peak_bytes(c, B, held, backend.kv_cache_element_bytes()) : 0;
     check_forward_memory(c, static_cast<int64_t>(B), Form::Recurrent, 0,
                          "decoding --batch " + std::to_string(B) + " (the states of the sequences and one step)", states);
     check_forward_memory(c, C, Form::Chunkwise, chunk, "the prefill of --contexts " + std::to_string(C), states);
@@ -122,17 +149,17 @@ void check_decode_memory(const Backend& backend, const std::vector<int>& batches
 // chunk_retention is compared with (scripts/gpu/fla_anchors.py). Ctrl-C is polled between shapes.
 nlohmann::json bench_retention_kernels(const Backend& backend, const std::vector<int>& batches,
                                        const std::vector<int>& lengths, int chunk, int repeats,
-                                       const InterruptGuard& interrupt) {
+                                       const InterruptGuard& interrupt, BenchProgress& progress, nlohmann::json& rows) {
 #ifdef RETNET_HAVE_CUDA
     const ModelConfig& c = backend.model().config;
     if (c.is_transformer()) throw Error("--mode kernels times the RetNet's retention; this model is a Transformer");
     if (backend.name().rfind("cuda", 0) != 0)
         throw Error("--mode kernels times the CUDA retention kernels: use --device cuda or cuda-bf16");
     const bool bf16 = backend.name() == "cuda-bf16";
-    nlohmann::json rows = nlohmann::json::array();
     for (int T : lengths)
         for (int B : batches) {
             interrupt.check();
+            progress.start("retention kernels at " + std::to_string(B) + " × " + std::to_string(T));
             cuda::RetentionKernelShape shape{B, T, c.n_heads, c.head_dim_k(), c.head_dim_v(), chunk > 0 ? chunk : c.chunk_size};
             const cuda::RetentionKernelTiming t =
                 cuda::cuda_module_or_throw().time_retention_kernels(
@@ -141,16 +168,25 @@ nlohmann::json bench_retention_kernels(const Backend& backend, const std::vector
                             {"chunk", shape.chunk}, {"precision", bf16 ? "bf16" : "fp32"}, {"forward_ms", t.forward_ms},
                             {"forward_backward_ms", t.forward_backward_ms}});
         }
-    return rows;
 #else
-    (void)backend, (void)batches, (void)lengths, (void)chunk, (void)repeats, (void)interrupt;
+    (void)backend, (void)batches, (void)lengths, (void)chunk, (void)repeats, (void)interrupt, (void)progress, (void)rows;
     throw Error("--mode kernels times the CUDA retention kernels; this retnet was built without CUDA");
 #endif
 }
 
+// The precision of the weights the backend computes with: a GPU backend's by its name (it converts
+// them as it uploads them), the CPU's by the tensors it holds (--dtype stored keeps the checkpoint's).
+std::string weights_precision(const Backend& backend) {
+    if (backend.name().rfind("cuda", 0) == 0) return backend.name() == "cuda-bf16" ? "bf16" : "fp32";
+    for (const Tensor* t : weight_tensors(backend.model()))
+        if (t->storage() == Storage::BF16) return "bf16";
+    return "fp32";
+}
+
 void print_tables(const nlohmann::json& report) {
-    std::printf("%s backend, %s parameters, %s; medians after a warm-up\n", report["device"].get<std::string>().c_str(),
-                format_count(report["parameters"].get<int64_t>()).c_str(), report["dtype"].get<std::string>().c_str());
+    std::printf("%s backend, %s parameters, %s weights (--dtype %s); medians after a warm-up\n",
+                report["device"].get<std::string>().c_str(), format_count(report["parameters"].get<int64_t>()).c_str(),
+                report["weights"].get<std::string>().c_str(), report["dtype"].get<std::string>().c_str());
     if (report.contains("prefill")) {
         std::printf("prefill (last logits row)\n%8s %14s %14s %14s\n", "T", "parallel ms", "chunkwise ms", "recurrent ms");
         for (const auto& row : report["prefill"])
@@ -209,33 +245,67 @@ int run_bench(const std::vector<std::string>& argv) {
     const std::vector<int> lengths = parse_positive_list("--lengths", lengths_text);
     const std::vector<int> batches = parse_positive_list("--batch", batch_text);
     const std::vector<int> contexts = parse_positive_list("--contexts", contexts_text);
-    // Ctrl-C from the load to the last timing: cancelled, exit 130, no table.
-    const InterruptGuard interrupt;
-    auto model = apply_dtype(dtype, device, load_model_edited(model_dir, edits));
-    // The kernels need the GPU itself: its absence is the error, not a fall back to the CPU (a
-    // device that is not CUDA is refused by bench_retention_kernels).
-    auto backend = mode == "kernels" ? make_backend(device, model) : make_backend_option(device, model);
-    const int longest = *std::max_element(lengths.begin(), lengths.end());
     const bool prefill = mode == "all" || mode == "prefill", decode = mode == "all" || mode == "decode";
+    // Ctrl-C during the load: cancelled, exit 130, no table; during the timings: the table of the
+    // measurements done, then exit 130.
+    const InterruptGuard interrupt;
+    auto model = load_model_edited(model_dir, edits);
+    std::unique_ptr<Backend> backend;
+    if (mode == "kernels") {  // the kernels need the GPU itself: its absence is the error, not a fall back
+        std::string chosen = device;
+        backend = make_backend(chosen, apply_dtype(dtype, chosen, std::move(model)));
+    } else {
+        backend = make_backend_at_dtype(dtype, device, std::move(model));
+    }
+    const ModelConfig& config = backend->model().config;
+    const int longest = *std::max_element(lengths.begin(), lengths.end());
     if (prefill)
-        check_forward_memory(model->config, longest, Form::Parallel, 0, "the parallel form at T = " + std::to_string(longest));
-    if (decode) check_decode_memory(*backend, batches, contexts, chunk);
+        check_forward_memory(config, longest, Form::Parallel, 0, "the parallel form at T = " + std::to_string(longest));
+    if (decode) {
+        check_batch_fits(*backend, *std::max_element(batches.begin(), batches.end()));
+        check_decode_memory(*backend, batches, contexts, chunk, decode_steps);
+    }
 
     std::mt19937 rng(1);
-    nlohmann::json report = {{"device", backend->name()}, {"family", family_name(model->config.family)},
-                             {"parameters", model->parameter_count()}, {"dtype", dtype}, {"repeats", repeats}};
-    if (mode == "kernels")
-        report["kernels"] = bench_retention_kernels(*backend, batches, lengths, chunk, repeats, interrupt);
-    if (prefill)
-        for (int T : lengths) report["prefill"].push_back(bench_prefill(*backend, T, repeats, chunk, rng, interrupt));
-    if (decode)
-        for (int C : contexts)
-            for (int B : batches)
-                report["decode"].push_back(bench_decode(*backend, B, C, decode_steps, rng, interrupt));
+    nlohmann::json report = {{"model", model_dir.empty() ? std::string("the bundled default model") : model_dir},
+                             {"device", backend->name()}, {"family", format_name(config)},
+                             {"parameters", backend->model().parameter_count()}, {"dtype", dtype},
+                             {"weights", weights_precision(*backend)},
+                             {"chunk_size", chunk > 0 ? chunk : config.chunk_size}};
+    if (prefill || mode == "kernels") report["repeats"] = repeats;
+    if (decode) report["decode_steps"] = decode_steps;
+    const auto lengths_count = static_cast<int>(lengths.size()), pairs = static_cast<int>(contexts.size() * batches.size());
+    BenchProgress progress(mode == "kernels" ? lengths_count * static_cast<int>(batches.size())
+                                             : (prefill ? 3 * lengths_count : 0) + (decode ? pairs : 0));
+    bool cancelled = false;
+    try {
+        if (mode == "kernels") {
+            report["kernels"] = nlohmann::json::array();
+            bench_retention_kernels(*backend, batches, lengths, chunk, repeats, interrupt, progress, report["kernels"]);
+        }
+        if (prefill)
+            for (int T : lengths) report["prefill"].push_back(bench_prefill(*backend, T, repeats, chunk, rng, interrupt, progress));
+        if (decode)
+            for (int C : contexts)
+                for (int B : batches)
+                    report["decode"].push_back(bench_decode(*backend, B, C, decode_steps, chunk, rng, interrupt, progress));
+    } catch (const Cancelled&) {
+        cancelled = true;
+    }
+    const bool measured_any = [&report] {
+        for (const char* part : {"kernels", "prefill", "decode"})
+            if (report.contains(part) && !report[part].empty()) return true;
+        return false;
+    }();
+    if (cancelled && !measured_any) throw Cancelled();
     if (const int64_t in_use = backend->device_memory_in_use(); in_use >= 0) report["device_memory_bytes"] = in_use;
     if (json) std::printf("%s\n", report.dump(2).c_str());
     else print_tables(report);
-    return 0;
+    if (!cancelled) return 0;
+    std::fflush(stdout);
+    std::fprintf(stderr, "retnet bench: cancelled during measurement %d of %d; the %s holds those finished before it\n",
+                 progress.started(), progress.total(), json ? "report" : "table");
+    return cancelled_status();
 }
 
 const Command reg("bench", "prefill time of each form and batched decoding speed", &run_bench);

@@ -69,7 +69,8 @@ std::string fixed(double value, int decimals) {
 void print_table(const CostReport& report) {
     const bool gpu = std::any_of(report.points.begin(), report.points.end(),
                                  [](const CostPoint& p) { return p.device_bytes >= 0; });
-    std::printf("%s backend; RetNet %s parameters, Transformer twin %s; medians of the timed steps\n",
+    std::printf("%s backend; RetNet %s parameters, Transformer twin %s; prefill: one run after a warm-up, "
+                "decoding: medians of the timed steps\n",
                 report.device.c_str(), format_count(report.retnet_parameters).c_str(),
                 format_count(report.transformer_parameters).c_str());
     std::vector<std::vector<std::string>> rows = {
@@ -240,10 +241,11 @@ Measured measure(const CostArgs& args) {
     // seconds. The loaders poll the flag between tensors (layers of the twin), the copies of the
     // weights (apply_dtype, make_backend_option) when they end.
     InterruptGuard interrupt;
-    std::string model_device = args.device;
-    auto retnet_model = apply_dtype(args.dtype, model_device, load_model_edited(args.model_dir));
+    auto retnet_model = load_model_edited(args.model_dir);
     if (retnet_model->config.is_transformer())
         throw Error("--model must be a RetNet (it is a Transformer); pass a Transformer with --transformer");
+    auto retnet_backend = make_backend_at_dtype(args.dtype, args.device, retnet_model);
+    check_batch_fits(*retnet_backend, *std::max_element(args.options.batches.begin(), args.options.batches.end()));
     std::shared_ptr<const Model> twin;
     if (args.transformer_dir.empty()) {
         check_memory(estimated_weight_bytes(transformer_twin_config(retnet_model->config)), "the Transformer twin");
@@ -262,12 +264,10 @@ Measured measure(const CostArgs& args) {
         if (const std::string mismatch = size_mismatch(*retnet_model, *twin); !mismatch.empty())
             std::fprintf(stderr, "retnet cost: warning: %s\n", mismatch.c_str());
     }
-    std::string twin_device = args.device;
-    twin = apply_dtype(args.dtype, twin_device, twin);
-    auto retnet_backend = make_backend_option(model_device, retnet_model);
+    retnet_model.reset();  // the backend holds what it needs (a converted copy, or this one)
     // A device the RetNet fell back from (no GPU) is not tried again for the twin: one notice, not two.
-    if (retnet_backend->name() == "cpu") twin_device = "cpu";
-    auto twin_backend = make_backend_option(twin_device, twin);
+    const std::string twin_device = retnet_backend->name() == "cpu" ? "cpu" : args.device;
+    auto twin_backend = make_backend_at_dtype(args.dtype, twin_device, twin);
     Measured out;
     try {
         out.report = measure_cost(*retnet_backend, *twin_backend, args.options, stderr_progress(interrupt),
@@ -306,6 +306,14 @@ int run_cost(const std::vector<std::string>& argv) {
     add_text(*app, "--from", from, "measure nothing: print or --plot a report saved with --json")->type_name("FILE.json");
     add_json_flag(*app, json);
     parse(*app, argv);
+    if (app->count("--transformer") > 0 && args.transformer_dir.empty())
+        throw Error("option --transformer is empty (leave it out for a random twin of the model)");
+    if (!from.empty())
+        for (const char* option : {"--model", "--transformer", "--device", "--lengths", "--batch", "--dtype",
+                                   "--decode-steps", "--seed"})
+            if (app->count(option) > 0)
+                throw Error(std::string(option) + " is for a measurement, and --from measures nothing (it prints or "
+                            "--plots the saved report): leave out one of them");
     require_one_of("--dtype", args.dtype, {"stored", "fp32", "bf16"});
     args.options.lengths = parse_positive_list("--lengths", lengths_text);
     args.options.batches = parse_positive_list("--batch", batch_text);

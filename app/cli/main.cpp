@@ -117,6 +117,12 @@ __attribute__((section(".preinit_array"), used)) void (*g_install_handler_first)
 int main(int argc, char** argv) {
     // A closed pipe makes write() fail with EPIPE, which run_guarded reports, instead of a signal.
     std::signal(SIGPIPE, SIG_IGN);
+    try {
+        retnet::check_memory_setting();  // every command (and --version) would meet it first as an uncaught throw
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "retnet: error: %s\n", e.what());
+        return 1;
+    }
     retnet::cpu::fit_blas_threads_to_address_limit();
 #ifdef RETNET_HAVE_CUDA
     // "cuda", "cuda-bf16" and the CUDA trainers, from the module loaded when one is first asked for.

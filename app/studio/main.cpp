@@ -151,6 +151,12 @@ int runBench(QApplication& app, retnet::ui::MainWindow& window, retnet::ui::Gene
 }  // namespace
 
 int main(int argc, char** argv) {
+    try {
+        retnet::check_memory_setting();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "retnet-studio: error: %s\n", e.what());
+        return 1;
+    }
     retnet::cpu::fit_blas_threads_to_address_limit();
     QCoreApplication::setApplicationName(QStringLiteral("retnet-studio"));
     QCoreApplication::setOrganizationName(QStringLiteral("retnet-studio"));

@@ -215,9 +215,43 @@ TEST(Cli, BenchReportsTheTwinsGrowingCache) {
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const nlohmann::json report = nlohmann::json::parse(r.out);
     ASSERT_EQ(report["decode"].size(), 2u);
+    EXPECT_EQ(report["family"], "llama");  // its format, not the RetNet family its config defaults to
+    EXPECT_EQ(report["decode_steps"], 1);
+    EXPECT_FALSE(report.contains("repeats"));  // a prefill option: no prefill was timed
     // llama_small: 2 layers, d 32 → 2·2·32·4 = 512 bytes a token, for context + 1 + 4 warm-up tokens
     EXPECT_EQ(report["decode"][0]["state_bytes"], 2 * 512 * (4 + 1 + 4));
     EXPECT_EQ(report["decode"][1]["state_bytes"], 2 * 512 * (20 + 1 + 4));
+}
+
+// A batch the device cannot hold (the reference backend keeps one state) is refused before any
+// timing: it was said after every prefill had run (minutes with the default lengths).
+TEST(Cli, BenchRefusesABatchTheDeviceCannotHoldBeforeTiming) {
+    const CliRun r = run_cli("bench --model " + kFixtures + "fla_small --device reference --batch 1,2 --lengths 3");
+    expect_one_line_error(r, "retnet bench: error: --batch 2: the reference backend decodes at most 1 sequence at "
+                             "once; use --device cpu or cuda for batches");
+    EXPECT_EQ(r.out, "");
+    const CliRun cost = run_cli("cost --model " + kFixtures + "fla_small --device reference --batch 1,2 --lengths 3");
+    expect_one_line_error(cost, "retnet cost: error: --batch 2: the reference backend decodes at most 1 sequence at once");
+    EXPECT_EQ(cost.out, "");
+}
+
+// A list option names each measurement once: a repeated value is refused, not measured again.
+TEST(Cli, ListOptionsRefuseARepeatedValue) {
+    expect_one_line_error(run_cli("bench --model " + kFixtures + "fla_small --lengths 3,5,3"),
+                          "retnet bench: error: --lengths lists 3 twice");
+    expect_one_line_error(run_cli("cost --model " + kFixtures + "fla_small --batch 1,1 --lengths 3"),
+                          "retnet cost: error: --batch lists 1 twice");
+}
+
+// cost --from prints a saved report: options of a measurement beside it are refused, not ignored;
+// an empty --transformer is a mistake, not a request for the random twin.
+TEST(Cli, CostRefusesMeasuringOptionsWithFromAndAnEmptyTransformer) {
+    expect_one_line_error(run_cli("cost --from report.json --lengths 5"),
+                          "retnet cost: error: --lengths is for a measurement, and --from measures nothing");
+    expect_one_line_error(run_cli("cost --from report.json --model " + kFixtures + "fla_small"),
+                          "retnet cost: error: --model is for a measurement");
+    expect_one_line_error(run_cli("cost --transformer ''"),
+                          "retnet cost: error: option --transformer is empty (leave it out for a random twin of the model)");
 }
 
 TEST(Cli, LogitsWritesTheNpyOfTheRequestedShape) {

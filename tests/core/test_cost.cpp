@@ -75,19 +75,23 @@ TEST_F(CostFixture, MeasuresEveryPointOfBothModels) {
 }
 
 TEST_F(CostFixture, PointsOverTheMemoryLimitAreReportedNotTried) {
-    // A limit between the RetNet's states and the twin's longest caches: the twin's big points
-    // are out of memory, the ones at least as long and as wide after the first are not tried.
-    // The prefill's activations count too (prefill_host_bytes): room for the longest one's.
-    const int64_t fits = 64 * kv_cache_bytes(twin->config, 4 + 4) +
-                         static_cast<int64_t>(prefill_host_bytes(twin->config, 20));
-    const auto limit = static_cast<uint64_t>(fits);
+    // A limit between the RetNet's states and the twin's widest caches: the twin's big points are
+    // out of memory, the ones at least as long and as wide after the first are not tried. A point
+    // needs its states at their peak on the CPU (host_state_peak_bytes: a KV cache's headroom and
+    // the fork's copy) and its prefill's buffers (prefill_host_bytes), which the backend keeps.
+    const int held = options.decode_steps + 2;  // tokens a sequence holds beyond its context
+    const auto need = [&](const Model& m, int length, int batch) {
+        return host_state_peak_bytes(m.config, batch, length + held) + prefill_host_bytes(m.config, length);
+    };
     options.lengths = {4, 9, 20};
     options.batches = {1, 64};
+    const uint64_t limit = need(*twin, 20, 1);  // every twin point of one sequence fits, none of 64
+    ASSERT_LT(need(*twin, 20, 1), need(*twin, 4, 64));
+    ASSERT_LE(need(*retnet_model, 20, 64), limit);
     const CostReport report = measure_under_limit(limit);
     int oom = 0;
     for (const CostPoint& p : report.points) {
-        const bool expect_oom = p.model == "Transformer" && p.length > 4 &&
-                                p.batch * kv_cache_bytes(twin->config, p.length + 4) > fits;
+        const bool expect_oom = p.model == "Transformer" && p.batch == 64;
         EXPECT_EQ(p.out_of_memory, expect_oom) << p.model << " " << p.length << "×" << p.batch << ": " << p.note;
         if (p.out_of_memory) {
             ++oom;
@@ -202,17 +206,19 @@ TEST_F(CostFixture, ACancelKeepsThePointsTheCallbackHasGiven) {
 }
 
 TEST_F(CostFixture, TheProgressIsAskedBetweenThePrefillsLayers) {
-    // The RetNet's two layers: asked before each, with the prefill's point. Cancelled at the
-    // second, the prefill ends before its last layer: the step after it is never reported.
+    // The RetNet's two layers: asked before each, with the prefill's point (after the untimed
+    // warm-up prefill's two). Cancelled at the second, the prefill ends before its last layer: the
+    // step after it is never reported.
     std::vector<std::string> asked;
     const CostProgress cancel_second = [&](double fraction, const std::string& what) {
         EXPECT_EQ(fraction, 0.0);
         asked.push_back(what);
-        return asked.size() < 2;
+        return asked.size() < 4;
     };
     ASSERT_EQ(retnet_model->config.n_layers, 2);
     EXPECT_THROW(measure_cost(*retnet, *transformer, options, cancel_second), Cancelled);
-    EXPECT_EQ(asked, std::vector<std::string>(2, "prefill of RetNet at 4 tokens × 1"));
+    const std::string point = "prefill of RetNet at 4 tokens × 1";
+    EXPECT_EQ(asked, (std::vector<std::string>{"warm-up", "warm-up", point, point}));
     EXPECT_TRUE(retnet->snapshot(0).empty());
 }
 

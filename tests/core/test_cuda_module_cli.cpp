@@ -9,6 +9,8 @@
 
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "test_robustness_util.h"
 
 namespace retnet {
@@ -107,6 +109,21 @@ TEST(CudaModule, AMissingOrBrokenModuleIsTheCpuWithTheReason) {
     EXPECT_EQ(train.err_lines(), 1) << train.err;
     EXPECT_NE(train.err.find("CUDA unavailable (/nonexistent/m.so: No such file or directory)"), std::string::npos)
         << train.err;
+}
+
+// --dtype on a GPU that falls back to the CPU: the CPU converts the weights itself (the fall back
+// kept them as stored, while the report said the --dtype asked for).
+TEST(CudaModule, ADtypeIsAppliedAfterTheFallBackToTheCpu) {
+    for (const auto& [dtype, weights] : {std::pair{"fp32", "fp32"}, std::pair{"stored", "bf16"}}) {
+        const CliResult r = run_retnet({"bench", "--model", bundled_model().string(), "--device", "cuda", "--dtype", dtype,
+                                        "--mode", "prefill", "--lengths", "3", "--repeats", "1", "--json"},
+                                       120, 0, ChildSetup{"", "", 0, {{"RETNET_CUDA_MODULE", "/nonexistent/m.so"}}});
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        const nlohmann::json report = nlohmann::json::parse(r.out);
+        EXPECT_EQ(report["device"], "cpu");
+        EXPECT_EQ(report["dtype"], dtype);
+        EXPECT_EQ(report["weights"], weights) << dtype;  // the bundled model is stored in bf16
+    }
 }
 
 TEST(CudaModule, TheBuiltModuleLoadsIntoTheProgram) {

@@ -657,6 +657,24 @@ TEST(RobustMemory, AnAskedLimitAboveUlimitStillRefusesAtUlimit) {
     unsetenv("OPENBLAS_NUM_THREADS");
 }
 
+// A RETNET_MAX_MEMORY that is not a size is one line and status 1 for every command, --version
+// included: it was an uncaught exception (abort, status 134) thrown before any command ran.
+TEST(RobustMemory, AnEnvironmentLimitThatIsNotASizeIsOneLine) {
+    for (const char* value : {"foo", "0", "-5", "99999999999999999999999"}) {
+        setenv("RETNET_MAX_MEMORY", value, 1);
+        for (const std::vector<std::string>& args :
+             {std::vector<std::string>{"--version"}, std::vector<std::string>{"info"}}) {
+            const CliResult r = run_retnet(args, 30);
+            EXPECT_EQ(r.signal, 0) << value;
+            EXPECT_EQ(r.exit_code, 1) << value << ": " << r.err;
+            EXPECT_EQ(r.err_lines(), 1) << r.err;
+            EXPECT_EQ(r.err.rfind("retnet: error: RETNET_MAX_MEMORY expects a size such as 8G", 0), 0) << r.err;
+        }
+    }
+    unsetenv("RETNET_MAX_MEMORY");
+    EXPECT_EQ(run_retnet({"--version"}, 30).exit_code, 0);
+}
+
 // A size just over the limit that rounds to the limit's own figure is told in bytes, not as
 // "needs 92 MiB, more than the memory limit of 92 MiB".
 TEST(RobustMemory, ARefusalJustOverTheLimitNamesTheExactCounts) {

@@ -28,6 +28,7 @@ public:
                                       Introspection* introspection) override;
     int slot_count() const override { return inner_.slot_count(); }
     void set_slot_count(int count) override { inner_.set_slot_count(count); }
+    int max_slot_count() const override { return inner_.max_slot_count(); }
     void reset(int slot = 0) override;
     RecurrentState snapshot(int slot = 0) const override { return inner_.snapshot(slot); }
     void restore(const RecurrentState& state, int slot = 0) override;

@@ -26,7 +26,8 @@ struct CostPoint {
     std::string model;        // "RetNet" or "Transformer"
     int length = 0;           // context tokens in each sequence's state / cache
     int batch = 0;
-    double prefill_ms = 0;    // one sequence's prompt of `length` tokens (RetNet: chunkwise form)
+    double prefill_ms = 0;    // one sequence's prompt of `length` tokens (RetNet: chunkwise form), one run
+                              // (the model's first point after a short untimed warm-up prefill)
     double ms_per_step = 0;   // median wall time of one decoding step of the whole batch
     double tokens_per_s = 0;  // batch · 1000 / ms_per_step
     // The batch's recurrent states or KV caches at the end, computed from the tokens they hold at
@@ -77,6 +78,12 @@ std::string size_mismatch(const Model& retnet, const Model& transformer);
 // (float32 on every backend), the twin's KV cache at `kv_element_bytes` an element
 // (Backend::kv_cache_element_bytes()).
 int64_t sequence_state_bytes(const ModelConfig& config, int64_t tokens, int kv_element_bytes = 4);
+
+// Host memory the states of `batch` sequences of `tokens` tokens each take at their peak on the
+// CPU backend: a KV cache holds up to an eighth more than its tokens, in blocks of 256 (it grows
+// so), and one more sequence's worth is counted for the copy a fork makes of slot 0 (and a
+// layer's old cache while it grows). RetNet's states: batch + 1 of them.
+uint64_t host_state_peak_bytes(const ModelConfig& config, int batch, int64_t tokens, int kv_element_bytes = 4);
 
 // Host memory of one prefill of `length` tokens in the chunkwise form: the activations of every
 // token (the CLI's check_forward_memory counts the same) and one chunk's (the twin's 64-row query

@@ -9,6 +9,7 @@
 // float CPU backend (core/src/cpu) and the CUDA backend (kernels/).
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -114,6 +115,9 @@ public:
     // slots and adds empty ones; shrinking drops the highest.
     virtual int slot_count() const = 0;
     virtual void set_slot_count(int slots) = 0;
+    // The most slots set_slot_count accepts (the reference backend keeps one): a caller that will
+    // decode a batch asks before any work, not after it.
+    virtual int max_slot_count() const { return std::numeric_limits<int>::max(); }
 
     virtual void reset(int slot = 0) = 0;                      // back to the empty state
     virtual RecurrentState snapshot(int slot = 0) const = 0;   // copy of the state (host memory)

@@ -17,6 +17,9 @@ uint64_t memory_limit();
 std::string memory_limit_source();
 // Whether the process's own limit (ulimit -v, or a data-segment limit) is what binds.
 bool address_space_limit_binds();
+// Throws retnet::Error naming RETNET_MAX_MEMORY where it is set to something that is not a size:
+// for main() to report in one line before anything asks for the limit (each ask would throw it).
+void check_memory_setting();
 // 0 returns to the default. `source` names the setting in messages.
 void set_memory_limit(uint64_t bytes, const std::string& source = "--max-memory");
 

@@ -149,14 +149,17 @@ private:
     }
 
     // Writes the slice's rotated k and v rows into its slot's cache of this layer at
-    // [position, position + T), growing the cache in blocks of kKvBlock tokens (at least by half).
+    // [position, position + T), growing the cache in blocks of kKvBlock tokens, by at least an eighth
+    // (host_state_peak_bytes in cost.h counts that headroom; by half, a cache restored at its length
+    // took 1.5× its size at the first decoding step). The copies an eighth costs are ~8 rows a token,
+    // against the whole cache that each decoding step's attention reads.
     const KvCache& append_kv(const SequenceSlice& slice, int layer, Rows k, Rows v) {
         KvCache& cache = caches_[static_cast<size_t>(slice.slot)][static_cast<size_t>(layer)];
         const size_t width = static_cast<size_t>(k.width);  // H·D
         const size_t needed = static_cast<size_t>(slice.position + slice.length);
         const size_t capacity = cache.K.size() / width;
         if (needed > capacity) {
-            const size_t grown = std::max(needed, capacity + capacity / 2);
+            const size_t grown = std::max(needed, capacity + capacity / 8);
             const size_t tokens = (grown + kKvBlock - 1) / kKvBlock * kKvBlock;
             cache.K.resize(tokens * width);
             cache.V.resize(tokens * width);

@@ -70,6 +70,10 @@ std::string memory_limit_source() {
     return asked.empty() ? process : process + ", lower than " + asked + "'s " + format_bytes(asked_limit());
 }
 
+void check_memory_setting() {
+    if (const char* env = env_limit()) parse_bytes(env, "RETNET_MAX_MEMORY");
+}
+
 void set_memory_limit(uint64_t bytes, const std::string& source) {
     g_source = source;
     g_limit.store(bytes);

@@ -46,6 +46,7 @@ public:
 
     // The oracle runs one sequence at a time: a single state slot.
     int slot_count() const override { return 1; }
+    int max_slot_count() const override { return 1; }
     void set_slot_count(int slots) override {
         if (slots != 1) throw Error("the reference backend keeps one state (slot 0), not " + std::to_string(slots));
     }
