@@ -38,7 +38,9 @@ struct ModuleApi {
 
 // The loaded module, or null when it cannot be loaded; `why` then holds the reason in one line
 // ("libcublas.so.13: cannot open shared object file …"). Loads once; thread-safe. Where it looks:
-// $RETNET_CUDA_MODULE when set, else beside the program, else the install's library directory.
+// $RETNET_CUDA_MODULE when set, else beside the program, else the install's library directory;
+// in the last two cases only where the NVIDIA driver library (libcuda.so.1) loads and reports a
+// device, so that a machine without a GPU never maps the module and cuBLAS.
 const ModuleApi* cuda_module(std::string* why = nullptr);
 // The module, or retnet::Error("CUDA unavailable (<why>)").
 const ModuleApi& cuda_module_or_throw();
