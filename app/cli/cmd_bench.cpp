@@ -37,14 +37,16 @@ class BenchProgress {
 public:
     explicit BenchProgress(int total) : total_(std::max(total, 1)) {}
     void start(const std::string& what) {
-        std::fprintf(stderr, "[%3.0f%%] %s\n", 100.0 * done_ / total_, what.c_str());
-        ++done_;
+        std::fprintf(stderr, "[%3.0f%%] %s\n", 100.0 * finished_ / total_, what.c_str());
+        ++started_;
     }
-    int started() const { return done_; }
+    void finish() { ++finished_; }
+    int started() const { return started_; }
+    int finished() const { return finished_; }
     int total() const { return total_; }
 
 private:
-    int total_, done_ = 0;
+    int total_, started_ = 0, finished_ = 0;
 };
 
 double elapsed_ms(std::chrono::steady_clock::time_point since) {
@@ -63,10 +65,10 @@ std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937& rng) {
 // Prefill of T tokens from an empty state in each form, asking for the last logits row only (what
 // generation needs): the median of `repeats` runs after a warm-up. Ctrl-C is polled before each
 // layer (a long prompt's run takes seconds) and between runs, outside the timed calls.
-nlohmann::json bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937& rng,
-                             const InterruptGuard& interrupt, BenchProgress& progress) {
+// `row` holds T; each form's median is added to it as it is measured (a cancel keeps those done).
+void bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937& rng, const InterruptGuard& interrupt,
+                   BenchProgress& progress, nlohmann::json& row) {
     const std::vector<int32_t> tokens = random_tokens(T, backend.model().config.vocab_size, rng);
-    nlohmann::json row = {{"T", T}};
     for (Form form : {Form::Parallel, Form::Chunkwise, Form::Recurrent}) {
         progress.start("prefill of " + std::to_string(T) + " token" + (T == 1 ? "" : "s") + ", " + form_name(form) +
                        " form");
@@ -84,8 +86,8 @@ nlohmann::json bench_prefill(Backend& backend, int T, int repeats, int chunk, st
             interrupt.check();
         }
         row[form_name(form) + std::string("_ms")] = median(ms);
+        progress.finish();
     }
-    return row;
 }
 
 // B sequences decoded together, each in its own state slot holding `context` tokens: slot 0
@@ -122,6 +124,7 @@ nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int
         interrupt.check();
     }
     backend.set_slot_count(1);
+    progress.finish();
     const double per_step = median(ms);
     return {{"batch", B}, {"context", context}, {"ms_per_step", per_step}, {"tokens_per_s", B * 1000.0 / per_step},
             {"state_bytes", B * sequence_state_bytes(c, context + steps + kWarmup, backend.kv_cache_element_bytes())}};
@@ -167,6 +170,7 @@ nlohmann::json bench_retention_kernels(const Backend& backend, const std::vector
             rows.push_back({{"B", B}, {"T", T}, {"H", shape.heads}, {"Dk", shape.head_dim_k}, {"Dv", shape.head_dim_v},
                             {"chunk", shape.chunk}, {"precision", bf16 ? "bf16" : "fp32"}, {"forward_ms", t.forward_ms},
                             {"forward_backward_ms", t.forward_backward_ms}});
+            progress.finish();
         }
 #else
     (void)backend, (void)batches, (void)lengths, (void)chunk, (void)repeats, (void)interrupt, (void)progress, (void)rows;
@@ -189,9 +193,17 @@ void print_tables(const nlohmann::json& report) {
                 report["weights"].get<std::string>().c_str(), report["dtype"].get<std::string>().c_str());
     if (report.contains("prefill")) {
         std::printf("prefill (last logits row)\n%8s %14s %14s %14s\n", "T", "parallel ms", "chunkwise ms", "recurrent ms");
-        for (const auto& row : report["prefill"])
-            std::printf("%8d %14.3f %14.3f %14.3f\n", row["T"].get<int>(), row["parallel_ms"].get<double>(),
-                        row["chunkwise_ms"].get<double>(), row["recurrent_ms"].get<double>());
+        for (const auto& row : report["prefill"]) {  // a form not measured (cancelled before it): "-"
+            std::string line = std::to_string(row["T"].get<int>());
+            line.insert(0, 8 - std::min<size_t>(8, line.size()), ' ');
+            for (const char* form : {"parallel_ms", "chunkwise_ms", "recurrent_ms"}) {
+                char cell[32];
+                if (row.contains(form)) std::snprintf(cell, sizeof cell, " %14.3f", row[form].get<double>());
+                else std::snprintf(cell, sizeof cell, " %14s", "-");
+                line += cell;
+            }
+            std::printf("%s\n", line.c_str());
+        }
     }
     if (report.contains("decode")) {
         std::printf("decode (recurrent, one token per sequence per step)\n%8s %9s %12s %14s %12s\n", "batch",
@@ -267,7 +279,7 @@ int run_bench(const std::vector<std::string>& argv) {
     }
 
     std::mt19937 rng(1);
-    nlohmann::json report = {{"model", model_dir.empty() ? std::string("the bundled default model") : model_dir},
+    nlohmann::json report = {{"model", model_dir_or_default(model_dir)},
                              {"device", backend->name()}, {"family", format_name(config)},
                              {"parameters", backend->model().parameter_count()}, {"dtype", dtype},
                              {"weights", weights_precision(*backend)},
@@ -284,7 +296,10 @@ int run_bench(const std::vector<std::string>& argv) {
             bench_retention_kernels(*backend, batches, lengths, chunk, repeats, interrupt, progress, report["kernels"]);
         }
         if (prefill)
-            for (int T : lengths) report["prefill"].push_back(bench_prefill(*backend, T, repeats, chunk, rng, interrupt, progress));
+            for (int T : lengths) {
+                report["prefill"].push_back({{"T", T}});
+                bench_prefill(*backend, T, repeats, chunk, rng, interrupt, progress, report["prefill"].back());
+            }
         if (decode)
             for (int C : contexts)
                 for (int B : batches)
@@ -292,19 +307,19 @@ int run_bench(const std::vector<std::string>& argv) {
     } catch (const Cancelled&) {
         cancelled = true;
     }
-    const bool measured_any = [&report] {
-        for (const char* part : {"kernels", "prefill", "decode"})
-            if (report.contains(part) && !report[part].empty()) return true;
-        return false;
-    }();
-    if (cancelled && !measured_any) throw Cancelled();
+    if (cancelled) {  // what was finished is reported (in --json, an empty list where nothing was)
+        // a length none of whose forms was done has no row
+        if (report.contains("prefill") && report["prefill"].back().size() == 1) report["prefill"].erase(report["prefill"].size() - 1);
+        if (report.contains("prefill") && report["prefill"].empty()) report.erase("prefill");
+        report["cancelled"] = true;
+    }
     if (const int64_t in_use = backend->device_memory_in_use(); in_use >= 0) report["device_memory_bytes"] = in_use;
     if (json) std::printf("%s\n", report.dump(2).c_str());
     else print_tables(report);
     if (!cancelled) return 0;
     std::fflush(stdout);
-    std::fprintf(stderr, "retnet bench: cancelled during measurement %d of %d; the %s holds those finished before it\n",
-                 progress.started(), progress.total(), json ? "report" : "table");
+    std::fprintf(stderr, "retnet bench: cancelled during measurement %d of %d; the %s holds the %d finished before it\n",
+                 progress.started(), progress.total(), json ? "report" : "table", progress.finished());
     return cancelled_status();
 }
 

@@ -306,6 +306,8 @@ int run_cost(const std::vector<std::string>& argv) {
     add_text(*app, "--from", from, "measure nothing: print or --plot a report saved with --json")->type_name("FILE.json");
     add_json_flag(*app, json);
     parse(*app, argv);
+    if (app->count("--from") > 0 && from.empty())
+        throw Error("option --from is empty (name a report saved with --json, or leave it out to measure)");
     if (app->count("--transformer") > 0 && args.transformer_dir.empty())
         throw Error("option --transformer is empty (leave it out for a random twin of the model)");
     if (!from.empty())

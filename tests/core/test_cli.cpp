@@ -250,6 +250,7 @@ TEST(Cli, CostRefusesMeasuringOptionsWithFromAndAnEmptyTransformer) {
                           "retnet cost: error: --lengths is for a measurement, and --from measures nothing");
     expect_one_line_error(run_cli("cost --from report.json --model " + kFixtures + "fla_small"),
                           "retnet cost: error: --model is for a measurement");
+    expect_one_line_error(run_cli("cost --from ''"), "retnet cost: error: option --from is empty");
     expect_one_line_error(run_cli("cost --transformer ''"),
                           "retnet cost: error: option --transformer is empty (leave it out for a random twin of the model)");
 }

@@ -798,6 +798,20 @@ TEST(RobustTrainRun, CompleteCheckpointTmpIsRecoveredAndAnIncompleteOneIgnored) 
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_NE(r.out.find("step      3/3"), std::string::npos) << r.out;
     EXPECT_EQ(r.err.find("recovered"), std::string::npos) << r.err;
+    // Mixed (step 4's optimizer under a state of step 5): not complete, so ignored; checkpoint/ kept.
+    fs::remove_all(run / "checkpoint");
+    fs::remove_all(run / "checkpoint.tmp");
+    fs::copy(dir / "step2", run / "checkpoint", fs::copy_options::recursive);
+    fs::copy(dir / "step4", run / "checkpoint.tmp", fs::copy_options::recursive);
+    std::string state = slurp(run / "checkpoint.tmp" / "trainer_state.json");
+    const size_t at = state.find("\"step\": 4");
+    ASSERT_NE(at, std::string::npos) << state;
+    state.replace(at, 9, "\"step\": 5");
+    spit(run / "checkpoint.tmp" / "trainer_state.json", state);
+    r = run_retnet(with(args, {"--steps", "3", "--resume"}));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("step      3/3"), std::string::npos) << r.out;
+    EXPECT_EQ(r.err.find("recovered"), std::string::npos) << r.err;
 }
 
 TEST(RobustTrainRun, MetadataParsersRejectMalformedInput) {

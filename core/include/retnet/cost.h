@@ -80,9 +80,9 @@ std::string size_mismatch(const Model& retnet, const Model& transformer);
 int64_t sequence_state_bytes(const ModelConfig& config, int64_t tokens, int kv_element_bytes = 4);
 
 // Host memory the states of `batch` sequences of `tokens` tokens each take at their peak on the
-// CPU backend: a KV cache holds up to an eighth more than its tokens, in blocks of 256 (it grows
-// so), and one more sequence's worth is counted for the copy a fork makes of slot 0 (and a
-// layer's old cache while it grows). RetNet's states: batch + 1 of them.
+// CPU backend: a KV cache holds up to an eighth more than its tokens, in blocks of 256 (it is made
+// and grows so), and one more sequence's worth is counted for what is freed while it grows and
+// the heap keeps. RetNet's states: batch + 1 of them.
 uint64_t host_state_peak_bytes(const ModelConfig& config, int batch, int64_t tokens, int kv_element_bytes = 4);
 
 // Host memory of one prefill of `length` tokens in the chunkwise form: the activations of every

@@ -15,6 +15,7 @@
 // - one directory: --out given as a symbolic link is resolved once, before anything else.
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -61,6 +62,11 @@ struct CheckpointInfo {
 };
 // Parses trainer_state.json's text; throws retnet::Error naming `source` for anything malformed.
 CheckpointInfo parse_checkpoint_info(const std::string& json_text, const std::string& source);
+// Both files of a checkpoint are written for one step: throws retnet::Error where the step that
+// optimizer.safetensors records (its metadata "step"; files written before it had one pass) is not
+// `step`, that of trainer_state.json at `state_path` (an optimizer copied in from another checkpoint).
+void check_optimizer_step(const std::map<std::string, std::string>& optimizer_metadata,
+                          const std::string& optimizer_path, int64_t step, const std::string& state_path);
 
 // The fingerprint of a run's inputs kept in DIR/run.json.
 struct RunInputs {

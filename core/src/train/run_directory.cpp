@@ -101,7 +101,8 @@ CheckpointInfo verify_checkpoint(const fs::path& dir) {
     const std::string state_path = (dir / "trainer_state.json").string();
     CheckpointInfo info = parse_checkpoint_info(read_regular_file(state_path, 1 << 20), state_path);
     SafetensorsFile((dir / "model.safetensors").string());
-    SafetensorsFile((dir / "optimizer.safetensors").string());
+    const SafetensorsFile optimizer((dir / "optimizer.safetensors").string());
+    check_optimizer_step(optimizer.metadata(), optimizer.path(), info.step, state_path);
     load_config((dir / "config.json").string());
     Tokenizer::load((dir / "tokenizer.model").string());
     return info;
@@ -138,6 +139,14 @@ void recover_checkpoint_tmp(const fs::path& out, std::string* notice) {
 }
 
 }  // namespace
+
+void check_optimizer_step(const std::map<std::string, std::string>& optimizer_metadata,
+                          const std::string& optimizer_path, int64_t step, const std::string& state_path) {
+    const auto written_at = optimizer_metadata.find("step");
+    if (written_at != optimizer_metadata.end() && written_at->second != std::to_string(step))
+        throw Error(optimizer_path + ": written at step " + written_at->second.substr(0, 40) + ", but " + state_path +
+                    " is at step " + std::to_string(step) + "; the checkpoint mixes files of two steps");
+}
 
 void swap_in_directory(const fs::path& tmp_dir, const fs::path& final_dir) {
     const fs::path old_dir = final_dir.string() + ".old";

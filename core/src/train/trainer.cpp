@@ -273,12 +273,9 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
         read_moment("average", s.average, false);
     }
     s.adam.step = state_field<int64_t>(state, "step", state_path);
-    // Both files are written for the same step; an optimizer.safetensors copied in from another
-    // checkpoint would resume the weights of one step with the moments of another.
-    const auto written_at = opt.metadata().find("step");
-    if (written_at != opt.metadata().end() && written_at->second != std::to_string(s.adam.step))
-        throw Error(opt.path() + ": written at step " + written_at->second + ", but " + state_path + " is at step " +
-                    std::to_string(s.adam.step) + "; the checkpoint mixes files of two steps");
+    // an optimizer.safetensors copied in from another checkpoint would resume the weights of one
+    // step with the moments of another
+    check_optimizer_step(opt.metadata(), opt.path(), s.adam.step, state_path);
     s.total_steps = state_field<int64_t>(state, "total_steps", state_path);
     s.schedule_fixed = state_field<bool>(state, "schedule_fixed", state_path);
     // absent from the checkpoints written before 2026-12-05: none owed a validation
