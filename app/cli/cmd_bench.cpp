@@ -114,20 +114,19 @@ nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int
     std::vector<int32_t> next(static_cast<size_t>(B));
     std::vector<SequenceRequest> batch(static_cast<size_t>(B));
     std::vector<double> ms;
-    constexpr int kWarmup = kDecodeWarmup;
-    for (int i = 0; i < steps + kWarmup; ++i) {
+    for (int i = 0; i < steps + kDecodeWarmup; ++i) {
         next = random_tokens(B, c.vocab_size, rng);
         for (int s = 0; s < B; ++s) batch[static_cast<size_t>(s)] = {std::span(&next[static_cast<size_t>(s)], 1), s, LogitRows::Last};
         const auto t0 = std::chrono::steady_clock::now();
         backend.forward_batch(batch, step);
-        if (i >= kWarmup) ms.push_back(elapsed_ms(t0));
+        if (i >= kDecodeWarmup) ms.push_back(elapsed_ms(t0));
         interrupt.check();
     }
     backend.set_slot_count(1);
     progress.finish();
     const double per_step = median(ms);
     return {{"batch", B}, {"context", context}, {"ms_per_step", per_step}, {"tokens_per_s", B * 1000.0 / per_step},
-            {"state_bytes", B * sequence_state_bytes(c, context + steps + kWarmup, backend.kv_cache_element_bytes())}};
+            {"state_bytes", B * sequence_state_bytes(c, context + steps + kDecodeWarmup, backend.kv_cache_element_bytes())}};
 }
 
 // Refuses, before anything is allocated, decoding timings that would pass the memory limit: the
@@ -150,9 +149,9 @@ void check_decode_memory(const Backend& backend, const std::vector<int>& batches
 // The retention alone at each B × T of the model's head shape, as the CUDA trainer runs it (chunk
 // products and scan, forward and forward + backward): the kernel-level numbers fla's
 // chunk_retention is compared with (scripts/gpu/fla_anchors.py). Ctrl-C is polled between shapes.
-nlohmann::json bench_retention_kernels(const Backend& backend, const std::vector<int>& batches,
-                                       const std::vector<int>& lengths, int chunk, int repeats,
-                                       const InterruptGuard& interrupt, BenchProgress& progress, nlohmann::json& rows) {
+void bench_retention_kernels(const Backend& backend, const std::vector<int>& batches,
+                             const std::vector<int>& lengths, int chunk, int repeats, const InterruptGuard& interrupt,
+                             BenchProgress& progress, nlohmann::json& rows) {
 #ifdef RETNET_HAVE_CUDA
     const ModelConfig& c = backend.model().config;
     if (c.is_transformer()) throw Error("--mode kernels times the RetNet's retention; this model is a Transformer");
@@ -307,9 +306,9 @@ int run_bench(const std::vector<std::string>& argv) {
     } catch (const Cancelled&) {
         cancelled = true;
     }
-    if (cancelled) {  // what was finished is reported (in --json, an empty list where nothing was)
-        // a length none of whose forms was done has no row
-        if (report.contains("prefill") && report["prefill"].back().size() == 1) report["prefill"].erase(report["prefill"].size() - 1);
+    if (cancelled) {  // what was finished is reported; a length none of whose forms was done has no row
+        if (report.contains("prefill") && report["prefill"].back().size() == 1)
+            report["prefill"].erase(report["prefill"].size() - 1);
         if (report.contains("prefill") && report["prefill"].empty()) report.erase("prefill");
         report["cancelled"] = true;
     }

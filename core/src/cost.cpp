@@ -164,7 +164,7 @@ void measure_model(Backend& backend, const CostOptions& options, Progress& progr
                     check_memory(prefill, "the prefill of " + point_name(model, length, batch));
                     // the prefill's buffers stay with the backend while the states fill up
                     check_memory(saturating_sum({state, prefill}),
-                                 "the prefill and the state memory of " + point_name(model, length, batch));
+                                 "the state memory of " + point_name(model, length, batch) + " with its prefill's buffers");
                 }
                 if (!warmed_up) warm_up(backend, rng, progress);
                 warmed_up = true;
