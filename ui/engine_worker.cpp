@@ -110,10 +110,7 @@ void checkPromptLength(size_t tokens) {
 // step and look slower than it is.
 retnet::Model twinOf(const retnet::Model& model) {
     retnet::Model twin = retnet::make_transformer_twin(model.config, 1);
-    if (!model.all_f32())
-        for (const retnet::Tensor* t : retnet::weight_tensors(twin))
-            if (t->rank() == 2) const_cast<retnet::Tensor*>(t)->narrow_to_bf16();  // twin is ours, not yet shared
-    return twin;
+    return model.all_f32() ? twin : retnet::narrowed_to_bf16(twin);
 }
 
 constexpr int kCandidates = 10;  // top tokens shown per position

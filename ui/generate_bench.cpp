@@ -1,11 +1,10 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "generate_bench.h"
 
-#include <algorithm>
-
 #include <time.h>
 
 #include "main_window.h"
+#include "retnet/decode_timing.h"
 #include "views/generate_view.h"
 
 namespace retnet::ui {
@@ -17,13 +16,6 @@ double threadCpuSeconds() {
     return double(t.tv_sec) + double(t.tv_nsec) * 1e-9;
 }
 }  // namespace
-
-double median(std::vector<double> values) {
-    if (values.empty()) return 0.0;
-    std::sort(values.begin(), values.end());
-    const size_t n = values.size();
-    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
 
 GenerateBench::GenerateBench(MainWindow* window, GenerateBenchOptions options, QObject* parent)
     : QObject(parent), m_window(window), m_options(std::move(options)) {

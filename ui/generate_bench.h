@@ -31,9 +31,6 @@ struct GenerateBenchRun {
     double guiCpuShare = 0.0;            // the GUI thread's CPU time / the run's wall time
 };
 
-// The median of a list of values (the mean of the two middle ones for an even count).
-double median(std::vector<double> values);
-
 class GenerateBench : public QObject {
     Q_OBJECT
 public:

@@ -241,12 +241,7 @@ std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& 
         interrupt.check();
         return widened;
     }
-    Model narrowed = *model;
-    for (const Tensor* t : weight_tensors(narrowed)) {
-        if (t->rank() == 2) const_cast<Tensor*>(t)->narrow_to_bf16();
-        interrupt.check();
-    }
-    return std::make_shared<const Model>(std::move(narrowed));
+    return std::make_shared<const Model>(narrowed_to_bf16(*model, interrupt.cancelled()));
 }
 
 std::unique_ptr<Backend> make_backend_at_dtype(const std::string& dtype, const std::string& device,

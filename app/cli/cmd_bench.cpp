@@ -14,6 +14,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/cost.h"
+#include "retnet/decode_timing.h"
 #include "retnet/error.h"
 #include "retnet/memory_limit.h"
 #include "retnet/model_stats.h"
@@ -23,13 +24,6 @@
 
 namespace retnet::cli {
 namespace {
-
-// As retnet cost's: the middle value, or the mean of the two middle ones.
-double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    const size_t m = v.size() / 2;
-    return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
 
 // One line on stderr as each measurement starts ("[ 40%] prefill of 1024 tokens, chunkwise form"),
 // as retnet cost shows its points: a 32k-token context on the CPU takes minutes.
@@ -49,24 +43,13 @@ private:
     int total_, started_ = 0, finished_ = 0;
 };
 
-double elapsed_ms(std::chrono::steady_clock::time_point since) {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
-}
-
 constexpr int kDecodeWarmup = 4;  // untimed steps before the timed ones
-
-std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937& rng) {
-    std::uniform_int_distribution<int32_t> pick(0, vocab - 1);
-    std::vector<int32_t> tokens(static_cast<size_t>(n));
-    for (int32_t& t : tokens) t = pick(rng);
-    return tokens;
-}
 
 // Prefill of T tokens from an empty state in each form, asking for the last logits row only (what
 // generation needs): the median of `repeats` runs after a warm-up. Ctrl-C is polled before each
 // layer (a long prompt's run takes seconds) and between runs, outside the timed calls.
 // `row` holds T; each form's median is added to it as it is measured (a cancel keeps those done).
-void bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937& rng, const InterruptGuard& interrupt,
+void bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937_64& rng, const InterruptGuard& interrupt,
                    BenchProgress& progress, nlohmann::json& row) {
     const std::vector<int32_t> tokens = random_tokens(T, backend.model().config.vocab_size, rng);
     for (Form form : {Form::Parallel, Form::Chunkwise, Form::Recurrent}) {
@@ -82,7 +65,7 @@ void bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937
             backend.reset();
             const auto t0 = std::chrono::steady_clock::now();
             backend.forward_batch({&request, 1}, o);
-            if (r > 0) ms.push_back(elapsed_ms(t0));  // run 0 is the warm-up
+            if (r > 0) ms.push_back(ms_since(t0));  // run 0 is the warm-up
             interrupt.check();
         }
         row[form_name(form) + std::string("_ms")] = median(ms);
@@ -95,33 +78,14 @@ void bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937
 // (as retnet cost forks them: B prefills of a long context took minutes on the CPU, untimed). The
 // median wall time of a step (last logits row of every sequence to the host). Ctrl-C is polled
 // before each layer of the prefill and between steps, outside the timed calls.
-nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int chunk, std::mt19937& rng,
+nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int chunk, std::mt19937_64& rng,
                             const InterruptGuard& interrupt, BenchProgress& progress) {
     const ModelConfig& c = backend.model().config;
     progress.start("decoding " + std::to_string(B) + " sequence" + (B == 1 ? "" : "s") + " at " +
                    std::to_string(context) + " tokens of context");
-    backend.set_slot_count(B);
-    ForwardOptions prefill, step;
-    prefill.form = Form::Chunkwise;
-    prefill.chunk_size = chunk;
-    prefill.cancelled = interrupt.cancelled();
-    step.form = Form::Recurrent;
     const std::vector<int32_t> history = random_tokens(context, c.vocab_size, rng);
-    backend.reset(0);
-    const SequenceRequest first{history, 0, LogitRows::None};
-    backend.forward_batch({&first, 1}, prefill);
-    for (int s = 1; s < B; ++s) backend.copy_slot(0, s);
-    std::vector<int32_t> next(static_cast<size_t>(B));
-    std::vector<SequenceRequest> batch(static_cast<size_t>(B));
-    std::vector<double> ms;
-    for (int i = 0; i < steps + kDecodeWarmup; ++i) {
-        next = random_tokens(B, c.vocab_size, rng);
-        for (int s = 0; s < B; ++s) batch[static_cast<size_t>(s)] = {std::span(&next[static_cast<size_t>(s)], 1), s, LogitRows::Last};
-        const auto t0 = std::chrono::steady_clock::now();
-        backend.forward_batch(batch, step);
-        if (i >= kDecodeWarmup) ms.push_back(elapsed_ms(t0));
-        interrupt.check();
-    }
+    prefill_and_fork(backend, history, B, chunk, interrupt.cancelled());
+    const std::vector<double> ms = time_decode_steps(backend, B, kDecodeWarmup, steps, rng, [&] { interrupt.check(); });
     backend.set_slot_count(1);
     progress.finish();
     const double per_step = median(ms);
@@ -175,15 +139,6 @@ void bench_retention_kernels(const Backend& backend, const std::vector<int>& bat
     (void)backend, (void)batches, (void)lengths, (void)chunk, (void)repeats, (void)interrupt, (void)progress, (void)rows;
     throw Error("--mode kernels times the CUDA retention kernels; this retnet was built without CUDA");
 #endif
-}
-
-// The precision of the weights the backend computes with: a GPU backend's by its name (it converts
-// them as it uploads them), the CPU's by the tensors it holds (--dtype stored keeps the checkpoint's).
-std::string weights_precision(const Backend& backend) {
-    if (backend.name().rfind("cuda", 0) == 0) return backend.name() == "cuda-bf16" ? "bf16" : "fp32";
-    for (const Tensor* t : weight_tensors(backend.model()))
-        if (t->storage() == Storage::BF16) return "bf16";
-    return "fp32";
 }
 
 void print_tables(const nlohmann::json& report) {
@@ -277,7 +232,7 @@ int run_bench(const std::vector<std::string>& argv) {
         check_decode_memory(*backend, batches, contexts, chunk, decode_steps);
     }
 
-    std::mt19937 rng(1);
+    std::mt19937_64 rng(1);
     nlohmann::json report = {{"model", model_dir_or_default(model_dir)},
                              {"device", backend->name()}, {"family", format_name(config)},
                              {"parameters", backend->model().parameter_count()}, {"dtype", dtype},

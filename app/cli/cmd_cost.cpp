@@ -37,6 +37,7 @@ namespace {
 
 nlohmann::json to_json(const CostReport& report) {
     nlohmann::json j = {{"device", report.device},
+                        {"weights", report.weights},
                         {"retnet_parameters", report.retnet_parameters},
                         {"transformer_parameters", report.transformer_parameters},
                         {"points", nlohmann::json::array()}};
@@ -69,9 +70,10 @@ std::string fixed(double value, int decimals) {
 void print_table(const CostReport& report) {
     const bool gpu = std::any_of(report.points.begin(), report.points.end(),
                                  [](const CostPoint& p) { return p.device_bytes >= 0; });
-    std::printf("%s backend; RetNet %s parameters, Transformer twin %s; prefill: one run after a warm-up, "
+    const std::string weights = report.weights.empty() ? "" : ", " + report.weights + " weights";
+    std::printf("%s backend%s; RetNet %s parameters, Transformer twin %s; prefill: one run after a warm-up, "
                 "decoding: medians of the timed steps\n",
-                report.device.c_str(), format_count(report.retnet_parameters).c_str(),
+                report.device.c_str(), weights.c_str(), format_count(report.retnet_parameters).c_str(),
                 format_count(report.transformer_parameters).c_str());
     std::vector<std::vector<std::string>> rows = {
         {"model", "length", "batch", "prefill ms", "ms / step", "tokens / s", "state / cache"}};
@@ -195,6 +197,7 @@ CostReport read_report(const std::string& path) {
         CostReport report;
         // The report's text is printed: control characters shown escaped, not sent to the terminal.
         report.device = shown(j.at("device").get<std::string>());
+        report.weights = shown(j.value("weights", std::string()));  // reports of before 2026-12 lack it
         report.retnet_parameters = integer_field(j, "retnet_parameters", 0, INT64_MAX);
         report.transformer_parameters = integer_field(j, "transformer_parameters", 0, INT64_MAX);
         for (const nlohmann::json& row : j.at("points")) {
@@ -267,7 +270,10 @@ Measured measure(const CostArgs& args) {
     retnet_model.reset();  // the backend holds what it needs (a converted copy, or this one)
     // A device the RetNet fell back from (no GPU) is not tried again for the twin: one notice, not two.
     const std::string twin_device = retnet_backend->name() == "cpu" ? "cpu" : args.device;
-    auto twin_backend = make_backend_at_dtype(args.dtype, twin_device, twin);
+    // The twin computes at the RetNet's precision: with --dtype stored, a bf16 checkpoint's RetNet
+    // reads half the bytes a step of a float32 twin would, and the twin would look slower than it is.
+    const std::string precision = weights_precision(*retnet_backend);
+    auto twin_backend = make_backend_at_dtype(precision, twin_device, twin);
     Measured out;
     try {
         out.report = measure_cost(*retnet_backend, *twin_backend, args.options, stderr_progress(interrupt),

@@ -3,12 +3,12 @@
 #include "retnet/cost.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <new>
 #include <random>
 
+#include "retnet/decode_timing.h"
 #include "retnet/error.h"
 #include "retnet/memory_limit.h"
 #include "retnet/model.h"
@@ -19,24 +19,6 @@ namespace {
 
 constexpr int kUntimedSteps = 2;
 constexpr int kWarmUpTokens = 64;
-
-double median(std::vector<double> v) {
-    if (v.empty()) return 0.0;
-    std::sort(v.begin(), v.end());
-    const size_t m = v.size() / 2;
-    return v.size() % 2 ? v[m] : 0.5 * (v[m - 1] + v[m]);
-}
-
-double ms_since(std::chrono::steady_clock::time_point t0) {
-    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-std::vector<int32_t> random_tokens(int n, int vocab, std::mt19937_64& rng) {
-    std::uniform_int_distribution<int32_t> pick(0, vocab - 1);
-    std::vector<int32_t> tokens(static_cast<size_t>(n));
-    for (int32_t& t : tokens) t = pick(rng);
-    return tokens;
-}
 
 bool on_host(const Backend& backend) { return backend.name().rfind("cuda", 0) != 0; }
 
@@ -63,35 +45,12 @@ std::string point_name(const std::string& model, int length, int batch) {
     return model + " at " + std::to_string(length) + (length == 1 ? " token × " : " tokens × ") + std::to_string(batch);
 }
 
-// Sequence 0 prefilled with `length` tokens (timed); the others start as copies of its state (a
-// fork costs a state copy, not another prefill: the Transformer's at 32k tokens would dominate).
-// `cancelled` is polled between the prefill's layers.
-void prefill_and_fork(Backend& backend, CostPoint& point, std::mt19937_64& rng, std::function<bool()> cancelled) {
-    ForwardOptions prefill;
-    prefill.form = Form::Chunkwise;  // the twin attends to the whole prompt at once in every form but recurrent
-    prefill.cancelled = std::move(cancelled);
-    const std::vector<int32_t> prompt = random_tokens(point.length, backend.model().config.vocab_size, rng);
-    backend.set_slot_count(point.batch);
-    backend.reset(0);
-    const SequenceRequest request{prompt, 0, LogitRows::Last};
-    const auto t0 = std::chrono::steady_clock::now();
-    backend.forward_batch({&request, 1}, prefill);
-    point.prefill_ms = ms_since(t0);
-    for (int s = 1; s < point.batch; ++s) backend.copy_slot(0, s);
-}
-
 // One short untimed prefill before a model's first measured point: its first call pays one-time costs
 // (threads started, buffers, lazily loaded kernels) that would be counted in that point's prefill
 // (a 64-token prefill took 283 ms as the first point on the CPU, 75–96 ms after it).
 void warm_up(Backend& backend, std::mt19937_64& rng, const Progress& progress) {
-    ForwardOptions prefill;
-    prefill.form = Form::Chunkwise;
-    prefill.cancelled = [&progress] { return progress.cancelled("warm-up"); };
     const std::vector<int32_t> prompt = random_tokens(kWarmUpTokens, backend.model().config.vocab_size, rng);
-    const SequenceRequest request{prompt, 0, LogitRows::Last};
-    backend.set_slot_count(1);
-    backend.reset(0);
-    backend.forward_batch({&request, 1}, prefill);
+    prefill_and_fork(backend, prompt, 1, 0, [&progress] { return progress.cancelled("warm-up"); });
     backend.reset(0);
 }
 
@@ -101,22 +60,12 @@ void measure_point(Backend& backend, CostPoint& point, const CostOptions& option
     const ModelConfig& c = backend.model().config;
     const std::string name = point_name(point.model, point.length, point.batch);
     const std::string prefill = "prefill of " + name;
-    prefill_and_fork(backend, point, rng, [&] { return progress.cancelled(prefill); });
+    // the prefill is timed once: the Transformer's at 32k tokens would dominate repeated ones
+    const std::vector<int32_t> prompt = random_tokens(point.length, c.vocab_size, rng);
+    point.prefill_ms = prefill_and_fork(backend, prompt, point.batch, 0, [&] { return progress.cancelled(prefill); });
     progress.step(prefill);
-    ForwardOptions step;
-    step.form = Form::Recurrent;
-    std::vector<int32_t> next(static_cast<size_t>(point.batch));
-    std::vector<SequenceRequest> batch(static_cast<size_t>(point.batch));
-    std::vector<double> ms;
-    for (int i = 0; i < options.decode_steps + kUntimedSteps; ++i) {
-        next = random_tokens(point.batch, c.vocab_size, rng);
-        for (int s = 0; s < point.batch; ++s)
-            batch[static_cast<size_t>(s)] = {std::span(&next[static_cast<size_t>(s)], 1), s, LogitRows::Last};
-        const auto t0 = std::chrono::steady_clock::now();
-        backend.forward_batch(batch, step);
-        if (i >= kUntimedSteps) ms.push_back(ms_since(t0));
-        progress.step("decoding " + name);
-    }
+    const std::vector<double> ms = time_decode_steps(backend, point.batch, kUntimedSteps, options.decode_steps, rng,
+                                                     [&] { progress.step("decoding " + name); });
     point.ms_per_step = median(ms);
     point.tokens_per_s = point.ms_per_step > 0 ? point.batch * 1000.0 / point.ms_per_step : 0.0;
     point.state_bytes = point.batch * sequence_state_bytes(c, int64_t(point.length) + options.decode_steps + kUntimedSteps,
@@ -233,6 +182,10 @@ CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions
                     std::to_string(transformer.model().config.vocab_size) + " tokens)");
     CostReport report;
     report.device = retnet.name();
+    if (weights_precision(retnet) != weights_precision(transformer))
+        throw Error("cost: the RetNet computes with " + weights_precision(retnet) + " weights and the Transformer with " +
+                    weights_precision(transformer) + ": a comparison needs the same precision");
+    report.weights = weights_precision(retnet);
     report.retnet_parameters = retnet.model().parameter_count();
     report.transformer_parameters = transformer.model().parameter_count();
     const auto points = static_cast<int64_t>(options.lengths.size() * options.batches.size());

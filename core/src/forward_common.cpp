@@ -115,6 +115,11 @@ void check_batch(const Model& model, std::span<const SequenceRequest> batch, int
     }
 }
 
+std::string weights_precision(const Backend& backend) {
+    if (backend.name().rfind("cuda", 0) == 0) return backend.name() == "cuda-bf16" ? "bf16" : "fp32";
+    return backend.model().all_f32() ? "fp32" : "bf16";
+}
+
 int effective_chunk_size(const ModelConfig& config, const ForwardOptions& options) {
     return options.chunk_size > 0 ? options.chunk_size : config.chunk_size;
 }

@@ -137,6 +137,15 @@ std::shared_ptr<const Model> with_f32_weights(std::shared_ptr<const Model> model
     return std::make_shared<const Model>(widened(*model));
 }
 
+Model narrowed_to_bf16(const Model& model, const std::function<bool()>& cancelled) {
+    Model out = model;
+    for (Tensor* t : tensors_of(out.weights)) {
+        if (t->rank() == 2) t->narrow_to_bf16();
+        if (cancelled && cancelled()) throw Cancelled();
+    }
+    return out;
+}
+
 namespace {
 
 // A tensor of this shape: filled, or (allocate = false) with its shape only.

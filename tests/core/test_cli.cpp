@@ -71,6 +71,7 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     EXPECT_EQ(report["points"][7]["model"], "Transformer");
     EXPECT_EQ(report["points"][7]["length"], 5);
     EXPECT_EQ(report["points"][7]["batch"], 2);
+    EXPECT_EQ(report["weights"], "fp32");
     const fs::path saved = fs::temp_directory_path() / ("retnet_cost_" + std::to_string(getpid()) + ".json");
     std::ofstream(saved) << r.out;
     const CliRun again = run_cli("cost --from " + saved.string() + " --json");
@@ -78,6 +79,7 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     EXPECT_EQ(nlohmann::json::parse(again.out), report);
     const CliRun table = run_cli("cost --from " + saved.string());
     EXPECT_NE(table.out.find("Transformer"), std::string::npos) << table.out;
+    EXPECT_EQ(table.out.rfind("cpu backend, fp32 weights; RetNet ", 0), 0u) << table.out;
     // Each memory column says what it is; the CPU measured no GPU memory, so that column is absent.
     EXPECT_NE(table.out.find("state / cache: the batch's RetNet states or KV caches, computed from the tokens they "
                              "hold\n"),

@@ -244,6 +244,23 @@ TEST_F(CostFixture, RefusesBadOptionsAndSwappedModels) {
     }
 }
 
+// Both models compute at one precision, which the report names: a bf16 RetNet against a float32
+// Transformer on the CPU reads half the bytes a step and is refused, not reported as faster.
+TEST_F(CostFixture, ThePrecisionIsReportedAndMustBeTheSameForBothModels) {
+    options.lengths = {3}, options.batches = {1}, options.decode_steps = 1;
+    EXPECT_EQ(measure_cost(*retnet, *transformer, options).weights, "fp32");
+    const auto bf16_retnet = make_cpu_backend(std::make_shared<const Model>(narrowed_to_bf16(*retnet_model)));
+    try {
+        measure_cost(*bf16_retnet, *transformer, options);
+        ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+        EXPECT_STREQ(e.what(), "cost: the RetNet computes with bf16 weights and the Transformer with fp32: a comparison "
+                               "needs the same precision");
+    }
+    const auto bf16_twin = make_cpu_backend(std::make_shared<const Model>(narrowed_to_bf16(*twin)));
+    EXPECT_EQ(measure_cost(*bf16_retnet, *bf16_twin, options).weights, "bf16");
+}
+
 // The twin matches the RetNet's parameter count (2.3 % apart here: the FFN width rounded to 8); a
 // Transformer 5 % or more away is named with both counts and the relative difference.
 TEST_F(CostFixture, SizeMismatchNamesBothCountsBeyondTheTolerance) {

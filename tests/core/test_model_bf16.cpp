@@ -99,6 +99,31 @@ TEST(ModelBf16, OtherValuesAreRoundedToNearestWithinHalfAnUlp) {
     fs::remove_all(dir);
 }
 
+// The copy the CLI's --dtype bf16 and the app's cost twin run: matrices rounded to nearest bf16,
+// vectors (norms) kept float32, the original untouched; a cancel between tensors throws.
+TEST(ModelBf16, NarrowedCopyRoundsTheMatricesOnly) {
+    const Model m = make_random_model(fla_config(), 6);
+    const Model narrowed = narrowed_to_bf16(m);
+    EXPECT_TRUE(m.all_f32());
+    const Model back = widened(narrowed);
+    const auto original = all_tensors(m), stored = all_tensors(narrowed), values = all_tensors(back);
+    for (size_t i = 0; i < original.size(); ++i) {
+        EXPECT_EQ(stored[i]->storage(), original[i]->rank() == 2 ? Storage::BF16 : Storage::F32) << "tensor " << i;
+        for (size_t k = 0; k < original[i]->data.size(); ++k) {
+            const float x = original[i]->data[k], y = values[i]->data[k];
+            if (original[i]->rank() != 2) {
+                EXPECT_EQ(x, y);
+                continue;
+            }
+            EXPECT_LE(std::abs(y - x), std::ldexp(std::abs(x), -8)) << x;
+            EXPECT_EQ(y, truncate_to_bf16(y));
+        }
+    }
+    int polls = 0;
+    EXPECT_THROW(narrowed_to_bf16(m, [&] { return ++polls == 3; }), Cancelled);
+    EXPECT_EQ(polls, 3);
+}
+
 TEST(ModelBf16, BuffersThatWouldBeRoundedAreRefused) {
     // torchscale files carry the decay and rotary buffers: rounding them would change the model.
     const Model ts = load_model(kReference + "ts_small");

@@ -109,6 +109,22 @@ TEST_F(TwinCli, BadRequestsFailInOneLine) {
              "cannot set a head's decay: the Transformer twin has none");
 }
 
+// cost runs both models at the RetNet's precision: the default model's matrices are bf16, so its
+// twin's are too (random, or a float32 --transformer narrowed), and --dtype fp32 widens both. Before,
+// a bf16 RetNet was timed against a float32 twin that read twice the bytes a step.
+TEST_F(TwinCli, CostRunsTheTwinAtTheRetNetsPrecision) {
+    ASSERT_EQ(run_cli("init --arch transformer --like " + kDefaultModel + " --out " + path("twin")).exit_code, 0);
+    const Model written = load_model(path("twin"));
+    ASSERT_TRUE(written.all_f32());
+    const std::string cost = "cost --model " + kDefaultModel + " --lengths 2 --batch 1 --decode-steps 1 --json";
+    for (const auto& [options, weights] : std::vector<std::pair<std::string, std::string>>{
+             {"", "bf16"}, {" --transformer " + path("twin"), "bf16"}, {" --dtype fp32", "fp32"}}) {
+        const CliRun r = run_cli(cost + options);
+        ASSERT_EQ(r.exit_code, 0) << options << ": " << r.err;
+        EXPECT_EQ(nlohmann::json::parse(r.out)["weights"], weights) << options;
+    }
+}
+
 // cost compares same-size models: against a Transformer of another size it warns in one line that
 // names both counts and their relative difference, and measures all the same; the twin init makes
 // (1.6 % smaller: the FFN width rounded to 8) gets no warning. The report records both counts.

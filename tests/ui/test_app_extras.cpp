@@ -346,12 +346,6 @@ TEST(AppExtras, StateNormsAreComputedLiveOnlyWhileShown) {
     EXPECT_EQ(state->positions(), w.window.generateView()->sequenceLength() - 1);
 }
 
-TEST(AppExtras, MedianOfRuns) {
-    EXPECT_DOUBLE_EQ(median({3.0, 1.0, 2.0}), 2.0);
-    EXPECT_DOUBLE_EQ(median({4.0, 1.0, 3.0, 2.0}), 2.5);
-    EXPECT_DOUBLE_EQ(median({}), 0.0);
-}
-
 // --bench-generate prints one line per run and the medians, with the token count asked for.
 TEST(AppExtras, BenchGenerateReportsEachRunAndTheMedian) {
     QProcess p;

@@ -42,6 +42,7 @@ struct CostPoint {
 
 struct CostReport {
     std::string device;
+    std::string weights;  // "fp32" or "bf16": the precision both models compute with (weights_precision)
     int64_t retnet_parameters = 0, transformer_parameters = 0;
     std::vector<CostPoint> points;  // RetNet's, then the twin's, each by length then batch
 };

@@ -157,6 +157,11 @@ std::unique_ptr<Backend> make_backend_or_cpu(const std::string& device,
                                              std::shared_ptr<const Model> model,
                                              std::string* notice);
 
+// The precision of the weights `backend` computes with, "bf16" or "fp32": a GPU backend's by its
+// name (it converts them as it uploads them), another's by the tensors its model holds (the CPU
+// backend computes with a bf16 checkpoint's matrices as stored).
+std::string weights_precision(const Backend& backend);
+
 // Validates tokens against the vocabulary and the options against the model (chunk size ≥ 1 …).
 void check_forward_inputs(const Model& model, std::span<const int32_t> tokens,
                           const ForwardOptions& options);

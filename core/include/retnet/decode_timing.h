@@ -1,0 +1,39 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// The timing steps `retnet bench` and `retnet cost` share: a prompt prefilled once and forked
+// into a batch's slots, then timed batched decoding steps, and the median of the times.
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "retnet/forward.h"
+
+namespace retnet {
+
+// The middle value, or the mean of the two middle ones; 0 for none.
+double median(std::vector<double> values);
+
+// Wall time since `since`, in milliseconds.
+double ms_since(std::chrono::steady_clock::time_point since);
+
+// `count` tokens drawn uniformly from the vocabulary (the content does not change a timing).
+std::vector<int32_t> random_tokens(int count, int vocab_size, std::mt19937_64& rng);
+
+// Slot 0 prefilled with `prompt` from an empty state in the chunkwise form (`chunk_size`, 0 the
+// model's; the last logits row to the host), then slots 1 … batch − 1 made copies of its state: a
+// fork costs a state copy, not another prefill (B prefills of a long context took minutes on the
+// CPU). The backend is left with `batch` slots. `cancelled` is polled between the prefill's layers.
+// Returns the prefill's wall time in ms.
+double prefill_and_fork(Backend& backend, std::span<const int32_t> prompt, int batch, int chunk_size,
+                        std::function<bool()> cancelled);
+
+// Slots 0 … batch − 1 decode one random token each a step in the recurrent form (the last logits row
+// of every sequence to the host): `untimed` steps, then `timed` ones, whose wall times (ms) are
+// returned. `after_step` runs after every step, outside the timing (progress, a cancel's check).
+std::vector<double> time_decode_steps(Backend& backend, int batch, int untimed, int timed, std::mt19937_64& rng,
+                                      const std::function<void()>& after_step);
+
+}  // namespace retnet

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#include "retnet/decode_timing.h"
+
+#include <algorithm>
+
+#include "retnet/model.h"
+
+namespace retnet {
+
+double median(std::vector<double> values) {
+    if (values.empty()) return 0.0;
+    std::sort(values.begin(), values.end());
+    const size_t m = values.size() / 2;
+    return values.size() % 2 ? values[m] : 0.5 * (values[m - 1] + values[m]);
+}
+
+double ms_since(std::chrono::steady_clock::time_point since) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
+}
+
+std::vector<int32_t> random_tokens(int count, int vocab_size, std::mt19937_64& rng) {
+    std::uniform_int_distribution<int32_t> pick(0, vocab_size - 1);
+    std::vector<int32_t> tokens(static_cast<size_t>(count));
+    for (int32_t& t : tokens) t = pick(rng);
+    return tokens;
+}
+
+double prefill_and_fork(Backend& backend, std::span<const int32_t> prompt, int batch, int chunk_size,
+                        std::function<bool()> cancelled) {
+    ForwardOptions prefill;
+    prefill.form = Form::Chunkwise;  // a Transformer twin attends to the whole prompt at once in every form but recurrent
+    prefill.chunk_size = chunk_size;
+    prefill.cancelled = std::move(cancelled);
+    backend.set_slot_count(batch);
+    backend.reset(0);
+    const SequenceRequest request{prompt, 0, LogitRows::Last};
+    const auto t0 = std::chrono::steady_clock::now();
+    backend.forward_batch({&request, 1}, prefill);
+    const double ms = ms_since(t0);
+    for (int s = 1; s < batch; ++s) backend.copy_slot(0, s);
+    return ms;
+}
+
+std::vector<double> time_decode_steps(Backend& backend, int batch, int untimed, int timed, std::mt19937_64& rng,
+                                      const std::function<void()>& after_step) {
+    const int vocab_size = backend.model().config.vocab_size;
+    ForwardOptions step;
+    step.form = Form::Recurrent;
+    std::vector<int32_t> next;                                    // (batch): one token a sequence
+    std::vector<SequenceRequest> requests(static_cast<size_t>(batch));
+    std::vector<double> ms;
+    for (int i = 0; i < untimed + timed; ++i) {
+        next = random_tokens(batch, vocab_size, rng);
+        for (int s = 0; s < batch; ++s)
+            requests[static_cast<size_t>(s)] = {std::span(&next[static_cast<size_t>(s)], 1), s, LogitRows::Last};
+        const auto t0 = std::chrono::steady_clock::now();
+        backend.forward_batch(requests, step);
+        if (i >= untimed) ms.push_back(ms_since(t0));
+        if (after_step) after_step();
+    }
+    return ms;
+}
+
+}  // namespace retnet
