@@ -75,17 +75,17 @@ std::string format_megabytes(uintmax_t bytes) {
 }
 
 int run_convert(const std::vector<std::string>& argv) {
-    const auto app = make_app("convert", "Writes a model with its weights stored as bf16 or f32; the tokenizer and "
+    const auto app = make_app("convert", "Writes a model with its weights stored as bf16 or fp32; the tokenizer and "
                                          "training notes come along.");
     std::string model_dir, out_dir, dtype_name = "bf16";
     add_model_option(*app, model_dir)->required();
     add_out_directory(*app, out_dir, "the directory to write");
-    add_text(*app, "--dtype", dtype_name, "how the weights are stored")->type_name("bf16|f32");
+    add_text(*app, "--dtype", dtype_name, "how the weights are stored (f32: fp32, safetensors' name)")
+        ->type_name("bf16|fp32");
     parse(*app, argv);
-    DType dtype;
-    if (dtype_name == "bf16") dtype = DType::BF16;
-    else if (dtype_name == "f32") dtype = DType::F32;
-    else throw Error("--dtype must be f32 or bf16, not '" + dtype_name + "'");
+    if (dtype_name == "f32") dtype_name = "fp32";  // the name convert took first; fp32 as bench, cost and generate
+    require_one_of("--dtype", dtype_name, {"bf16", "fp32"});
+    const DType dtype = dtype_name == "bf16" ? DType::BF16 : DType::F32;
     std::error_code ec;
     if (fs::exists(out_dir, ec) && fs::equivalent(model_dir, out_dir, ec))
         throw Error("--out " + out_dir + " is the model directory itself; choose another one");
@@ -125,7 +125,7 @@ int run_convert(const std::vector<std::string>& argv) {
     return 0;
 }
 
-const Command reg("convert", "a model rewritten with bf16 (or f32) weights", &run_convert);
+const Command reg("convert", "a model rewritten with bf16 (or fp32) weights", &run_convert);
 
 }  // namespace
 }  // namespace retnet::cli

@@ -122,6 +122,22 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     expect_one_line_error(run_cli("cost --from " + saved.string()), saved.string() + ": cannot open (No such file or directory)");
 }
 
+// convert names float32 fp32, as bench, cost and generate do; f32 (its first name, safetensors')
+// still works. Another value is refused naming the choices.
+TEST(Cli, ConvertTakesFp32AndItsOlderNameF32) {
+    const fs::path out = fs::temp_directory_path() / ("retnet_convert_fp32_" + std::to_string(getpid()));
+    for (const char* name : {"fp32", "f32"}) {
+        fs::remove_all(out);
+        const CliRun r = run_cli("convert --model " + kFixtures + "fla_small --out " + out.string() + " --dtype " + name);
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        EXPECT_EQ(r.out.rfind("wrote " + out.string() + " (fp32 weights, model.safetensors ", 0), 0u) << r.out;
+        EXPECT_EQ(SafetensorsFile((out / "model.safetensors").string()).info("model.embeddings.weight").dtype, DType::F32);
+    }
+    expect_one_line_error(run_cli("convert --model " + kFixtures + "fla_small --out " + out.string() + " --dtype f16"),
+                          "option --dtype must be one of bf16, fp32, got 'f16'");
+    fs::remove_all(out);
+}
+
 // '-' means standard output to the commands that write files; where --out names a directory it
 // is refused in one line (before: a directory named '-' was made in the current one).
 TEST(Cli, DashAsAnOutputDirectoryIsRefused) {
