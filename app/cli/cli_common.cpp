@@ -89,6 +89,11 @@ std::atomic<bool> g_terminated{false};  // a SIGTERM raised it
 std::atomic<int> g_guards{0};  // guards alive; only the main thread makes them, the handler reads it
 char g_early_line[64] = "retnet: cancelled\n";  // named before the handler is installed
 std::atomic<const char*> g_cancelled_line{g_early_line};
+// Whether the cancel has been said, by the command or by the handler: signals after it end the
+// process without another line (before, a burst of Ctrl-C and SIGTERM wrote it two or three times:
+// the handler ran in several threads at once, or after the command had said it).
+enum CancelSaid : int { kNotSaid, kHandlerWriting, kSaid };
+std::atomic<int> g_cancel_said{kNotSaid};
 
 // Async-signal-safe only: atomics, strlen, write(2), _exit(2). A second SIGINT does not end the
 // process at once: `retnet train --gpus N` passes a terminal's Ctrl-C on to ranks that got it too.
@@ -99,9 +104,17 @@ extern "C" void retnet_cli_on_signal(int sig) {
         g_interrupted.store(true);
         return;
     }
-    const char* line = g_cancelled_line.load();
-    const ssize_t ignored = ::write(STDERR_FILENO, line, std::strlen(line));
-    (void)ignored;
+    int not_said = kNotSaid;
+    if (g_cancel_said.compare_exchange_strong(not_said, kHandlerWriting)) {
+        const char* line = g_cancelled_line.load();
+        const ssize_t ignored = ::write(STDERR_FILENO, line, std::strlen(line));
+        (void)ignored;
+        g_cancel_said.store(kSaid);
+    } else {
+        // Another thread's handler is writing the line: ending the process now would cut it off.
+        while (g_cancel_said.load() == kHandlerWriting) {
+        }
+    }
     ::_exit(128 + sig);
 }
 }  // namespace
@@ -116,7 +129,9 @@ void install_interrupt_handler(const char* command) {
     }
     struct sigaction action {};
     action.sa_handler = retnet_cli_on_signal;
-    sigemptyset(&action.sa_mask);
+    sigemptyset(&action.sa_mask);  // one handler at a time: a SIGTERM does not interrupt the SIGINT's
+    sigaddset(&action.sa_mask, SIGINT);
+    sigaddset(&action.sa_mask, SIGTERM);
     action.sa_flags = SA_RESTART;
     sigaction(SIGINT, &action, nullptr);
     sigaction(SIGTERM, &action, nullptr);
@@ -132,6 +147,7 @@ void name_interrupted_command(const std::string& command) {
 }
 
 int cancelled_status() {
+    g_cancel_said.store(kSaid);  // called as the command has said its cancel
     const int sig = g_signal.load();
     return 128 + (sig != 0 ? sig : SIGINT);
 }

@@ -69,7 +69,8 @@ void install_interrupt_handler(const char* command);
 void name_interrupted_command(const std::string& command);
 
 // The exit status of a command that stopped for a signal: 130 for Ctrl-C (SIGINT), 143 for SIGTERM,
-// as a shell reports a process the signal ended.
+// as a shell reports a process the signal ended. Called once the command has said its cancel: a
+// signal after it ends the process without saying it again.
 int cancelled_status();
 
 // Ctrl-C (or SIGTERM) during a long command: while an InterruptGuard lives, the signal only raises

@@ -388,6 +388,26 @@ TEST(RobustInterrupt, SigintWhileTheProcessStartsGivesTheUsualLine) {
     }
 }
 
+// A burst of Ctrl-C and SIGTERM (an impatient user, a supervisor after them) at any moment of a
+// command's life, its load and its work: one "cancelled" line and 130 or 143, never killed by a
+// signal. Before, the signals were handled in several threads at once (OpenBLAS's, the loader's),
+// each handler wrote the line, and one's _exit could cut off another's: two lines, or none.
+TEST(RobustInterrupt, ABurstOfSignalsSaysTheCancelOnce) {
+    for (const int delay_ms : {0, 0, 1, 1, 2, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 100, 300}) {
+        RunningRetnet child({"cost", "--model", model_dir().string(), "--lengths", "3", "--batch", "1",
+                             "--decode-steps", "100000"});
+        ASSERT_TRUE(child.wait_until_caught(SIGTERM, 30));
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+        for (const int signal : {SIGINT, SIGTERM, SIGINT, SIGTERM, SIGINT}) child.send(signal);
+        const CliResult r = child.finish(60);
+        EXPECT_EQ(r.signal, 0) << "after " << delay_ms << " ms: killed by signal " << r.signal;
+        EXPECT_TRUE(r.exit_code == 130 || r.exit_code == 143) << "after " << delay_ms << " ms: " << r.exit_code;
+        const size_t first = r.err.find("cancelled");
+        EXPECT_NE(first, std::string::npos) << "after " << delay_ms << " ms: " << r.exit_code << " [" << r.err << "]";
+        EXPECT_EQ(r.err.find("cancelled", first + 1), std::string::npos) << "after " << delay_ms << " ms: " << r.err;
+    }
+}
+
 // Bytes waiting in `reader`'s pipe once the writer has put any there (0 after a minute, -1 when
 // the pipe cannot be asked): how a test knows the writer is inside the file.
 int wait_for_queued_bytes(int reader) {
