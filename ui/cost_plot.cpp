@@ -255,6 +255,8 @@ bool save_cost_plot_png(const CostReport& report, const QString& path, QString* 
     const QStringList caption = {
         QStringLiteral("Inference cost: RetNet and its Transformer twin"),
         QStringLiteral("device: %1").arg(QString::fromStdString(report.device)),
+        QStringLiteral("weights: %1").arg(report.weights.empty() ? QStringLiteral("not recorded")
+                                                                 : QString::fromStdString(report.weights)),
         QStringLiteral("RetNet parameters: %1").arg(report.retnet_parameters),
         QStringLiteral("Transformer parameters: %1").arg(report.transformer_parameters),
     };

@@ -102,7 +102,7 @@ TEST(CostView, MeasuresTheModelAndItsTwinAndShowsBoth) {
     EXPECT_EQ(table->item(7, 1)->text(), QStringLiteral("8"));
     EXPECT_EQ(table->item(7, 2)->text(), QStringLiteral("2"));
     EXPECT_EQ(table->item(7, 4)->text(), QString::number(r.points[7].ms_per_step, 'f', 3));
-    EXPECT_TRUE(view->note().startsWith(QStringLiteral("Measured on cpu"))) << view->note().toStdString();
+    EXPECT_TRUE(view->note().startsWith(QStringLiteral("Measured on cpu with fp32 weights: "))) << view->note().toStdString();
     EXPECT_TRUE(view->csv().startsWith(QStringLiteral("model,length,batch,")));
     EXPECT_EQ(view->csv().count(QLatin1Char('\n')), 9);
 }

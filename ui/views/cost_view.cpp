@@ -270,8 +270,9 @@ void CostView::showReport(const CostReport& report) {
     m_progress->setValue(hasData() ? 1000 : 0);
     int oom = 0;
     for (const CostPoint& p : m_report.points) oom += p.out_of_memory ? 1 : 0;
-    setNote(tr("Measured on %1: RetNet %2 parameters, Transformer twin %3%4")
+    setNote(tr("Measured on %1 with %2 weights: RetNet %3 parameters, Transformer twin %4%5")
                 .arg(QString::fromStdString(report.device))
+                .arg(QString::fromStdString(report.weights))
                 .arg(report.retnet_parameters)
                 .arg(report.transformer_parameters)
                 .arg(oom ? tr("; %n point(s) did not fit", nullptr, oom) : QString()));
@@ -368,6 +369,7 @@ QString CostView::csv() const {
 
 QStringList CostView::exportInfo() const {
     return {QStringLiteral("cost device: %1").arg(QString::fromStdString(m_report.device)),
+            QStringLiteral("cost weights: %1").arg(QString::fromStdString(m_report.weights)),
             QStringLiteral("RetNet parameters: %1").arg(m_report.retnet_parameters),
             QStringLiteral("Transformer parameters: %1").arg(m_report.transformer_parameters),
             QStringLiteral("timed steps per point: %1").arg(m_steps->value())};
