@@ -252,7 +252,7 @@ bool save_cost_plot_png(const CostReport& report, const QString& path, QString* 
     QCustomPlot plot;
     plot.resize(width, height);
     drawCostPlot(&plot, report, 0, 0);
-    const QStringList caption = {
+    QStringList caption = {
         QStringLiteral("Inference cost: RetNet and its Transformer twin"),
         QStringLiteral("device: %1").arg(QString::fromStdString(report.device)),
         QStringLiteral("weights: %1").arg(report.weights.empty() ? QStringLiteral("not recorded")
@@ -260,6 +260,7 @@ bool save_cost_plot_png(const CostReport& report, const QString& path, QString* 
         QStringLiteral("RetNet parameters: %1").arg(report.retnet_parameters),
         QStringLiteral("Transformer parameters: %1").arg(report.transformer_parameters),
     };
+    if (report.cancelled) caption << QStringLiteral("cancelled: the points measured before it");
     return saveImage(&plot, caption, path, error);
 }
 

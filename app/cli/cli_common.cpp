@@ -244,6 +244,12 @@ void check_stdout_reader() {
     if (reader_gone(STDOUT_FILENO)) throw StdoutFailed{EPIPE};
 }
 
+void check_dtype_for_device(const std::string& dtype, const std::string& device) {
+    if (dtype == "bf16" && device == "reference")
+        throw Error("--dtype bf16 with --device reference: the reference backend computes in double from float32 "
+                    "weights; use --device cpu or cuda for bf16");
+}
+
 std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& device, std::shared_ptr<const Model> model) {
     if (dtype == "stored") return model;
     const bool bf16 = dtype == "bf16";
@@ -285,7 +291,9 @@ std::vector<int> parse_positive_list(const std::string& option, const std::strin
         const std::string item = text.substr(begin, end - begin);
         const bool digits =
             !item.empty() && std::all_of(item.begin(), item.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
-        if (digits && (item.size() > 10 || std::stoll(item) > std::numeric_limits<int32_t>::max()))
+        const size_t first_nonzero = item.find_first_not_of('0');  // leading zeros do not make 0001 large
+        const std::string value = first_nonzero == std::string::npos ? "0" : item.substr(first_nonzero);
+        if (digits && (value.size() > 10 || std::stoll(value) > std::numeric_limits<int32_t>::max()))
             throw Error(option + " value " + item + " is out of range (at most " +
                         std::to_string(std::numeric_limits<int32_t>::max()) + ")");
         begin = end + 1;

@@ -47,6 +47,10 @@ void require_one_of(const std::string& option, const std::string& value, const s
 // The value of --arch: "retnet" or "transformer" (else one line naming the option).
 Architecture parse_architecture(const std::string& arch);
 
+// Refuses a --dtype the --device cannot compute with, before any load: bf16 on the reference
+// backend, which computes in double from float32 weights (before, the request was dropped: "fp32
+// weights (--dtype bf16)").
+void check_dtype_for_device(const std::string& dtype, const std::string& device);
 // --dtype stored|fp32|bf16: the projections' precision. On CUDA it picks cuda or cuda-bf16 (and
 // changes `device`); on the CPU it widens a bf16 checkpoint to float32 or narrows a float32 one to
 // bf16 in memory (a Ctrl-C stops the copy between tensors: retnet::Cancelled).

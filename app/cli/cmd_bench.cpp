@@ -207,6 +207,7 @@ int run_bench(const std::vector<std::string>& argv) {
     add_intervention_options(*app, edits);
     parse(*app, argv);
     require_one_of("--dtype", dtype, {"stored", "fp32", "bf16"});
+    check_dtype_for_device(dtype, device);
     require_one_of("--mode", mode, {"all", "prefill", "decode", "kernels"});
     const std::vector<int> lengths = parse_positive_list("--lengths", lengths_text);
     const std::vector<int> batches = parse_positive_list("--batch", batch_text);

@@ -20,14 +20,20 @@ namespace fs = std::filesystem;
 // The files that come along with the weights, when the model has them.
 constexpr const char* kCarried[] = {"tokenizer.model", "training.json"};
 
-// convert replaces a model as a whole. A directory that holds none (no model.safetensors) may hold
-// someone's config.json or tokenizer.model, which would be replaced, or files the model would be
-// mixed among: as with init, such a directory must be new or empty.
-void require_model_or_empty_directory(const std::string& out, const std::vector<std::string>& written) {
+// convert replaces a model as a whole, and only when asked to (--overwrite): before, any model in
+// --out was replaced without a word, another model's tokenizer and training notes removed with it.
+// A directory that holds none (no model.safetensors) may hold someone's config.json or
+// tokenizer.model, which would be replaced, or files the model would be mixed among: as with init,
+// such a directory must be new or empty.
+void require_model_or_empty_directory(const std::string& out, const std::vector<std::string>& written, bool overwrite) {
     std::error_code ec;
     if (!fs::is_directory(out, ec)) return;  // a new one (check_output_directory refused the rest)
     for (const char* weights : {"model.safetensors", "model.safetensors.index.json"})
-        if (fs::exists(fs::symlink_status(fs::path(out) / weights, ec))) return;
+        if (fs::exists(fs::symlink_status(fs::path(out) / weights, ec))) {
+            if (overwrite) return;
+            throw Error("--out " + out + " holds a model already (" + weights +
+                        "); pass --overwrite to replace it as a whole, or choose a new or empty directory");
+        }
     const fs::directory_iterator first(out, ec);
     if (ec) throw Error("--out " + out + ": " + ec.message());
     if (first == fs::directory_iterator()) return;
@@ -78,10 +84,12 @@ int run_convert(const std::vector<std::string>& argv) {
     const auto app = make_app("convert", "Writes a model with its weights stored as bf16 or fp32; the tokenizer and "
                                          "training notes come along.");
     std::string model_dir, out_dir, dtype_name = "bf16";
+    bool overwrite = false;
     add_model_option(*app, model_dir)->required();
     add_out_directory(*app, out_dir, "the directory to write");
     add_text(*app, "--dtype", dtype_name, "how the weights are stored (f32: fp32, safetensors' name)")
         ->type_name("bf16|fp32");
+    add_flag(*app, "--overwrite", overwrite, "replace a model already in --out (its tokenizer and training notes too)");
     parse(*app, argv);
     if (dtype_name == "f32") dtype_name = "fp32";  // the name convert took first; fp32 as bench, cost and generate
     require_one_of("--dtype", dtype_name, {"bf16", "fp32"});
@@ -93,7 +101,7 @@ int run_convert(const std::vector<std::string>& argv) {
     std::vector<std::string> written{"config.json"};  // and model.safetensors, which a directory without a model lacks
     for (const char* extra : kCarried)
         if (fs::exists(fs::symlink_status(fs::path(model_dir) / extra, ec))) written.emplace_back(extra);
-    require_model_or_empty_directory(out_dir, written);
+    require_model_or_empty_directory(out_dir, written, overwrite);
     written.emplace_back("model.safetensors");
     refuse_links_and_directories(follow_output_directory(out_dir), written);
 

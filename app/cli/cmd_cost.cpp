@@ -41,6 +41,7 @@ nlohmann::json to_json(const CostReport& report) {
                         {"retnet_parameters", report.retnet_parameters},
                         {"transformer_parameters", report.transformer_parameters},
                         {"points", nlohmann::json::array()}};
+    if (report.cancelled) j["cancelled"] = true;  // a saved report says it is partial
     for (const CostPoint& p : report.points) {
         nlohmann::json row = {{"model", p.model}, {"length", p.length}, {"batch", p.batch},
                               {"out_of_memory", p.out_of_memory}};
@@ -105,6 +106,7 @@ void print_table(const CostReport& report) {
     }
     std::printf("state / cache: the batch's RetNet states or KV caches, computed from the tokens they hold%s\n",
                 gpu ? "; GPU in use: measured after the steps, the whole device's (other processes' too)" : "");
+    if (report.cancelled) std::printf("cancelled: the measurement stopped after these points\n");
 }
 
 namespace fs = std::filesystem;
@@ -197,7 +199,14 @@ CostReport read_report(const std::string& path) {
         CostReport report;
         // The report's text is printed: control characters shown escaped, not sent to the terminal.
         report.device = shown(j.at("device").get<std::string>());
-        report.weights = shown(j.value("weights", std::string()));  // reports of before 2026-12 lack it
+        if (j.contains("weights")) {  // reports of before 2026-12-05 lack it
+            const nlohmann::json& w = j.at("weights");
+            const std::string value = w.is_string() ? w.get<std::string>() : "";
+            if (!w.is_string() || (value != "fp32" && value != "bf16" && value != "mixed" && !value.empty()))
+                throw Error("field 'weights' = " + shown(w.dump().substr(0, 40)) + " is not fp32, bf16 or mixed");
+            report.weights = value;
+        }
+        if (j.contains("cancelled")) report.cancelled = j.at("cancelled").get<bool>();
         report.retnet_parameters = integer_field(j, "retnet_parameters", 0, INT64_MAX);
         report.transformer_parameters = integer_field(j, "transformer_parameters", 0, INT64_MAX);
         for (const nlohmann::json& row : j.at("points")) {
@@ -273,13 +282,17 @@ Measured measure(const CostArgs& args) {
     // The twin computes at the RetNet's precision: with --dtype stored, a bf16 checkpoint's RetNet
     // reads half the bytes a step of a float32 twin would, and the twin would look slower than it is.
     const std::string precision = weights_precision(*retnet_backend);
+    if (precision == "mixed")
+        throw Error("the model " + shown(model_dir_or_default(args.model_dir)) +
+                    " stores some matrices in bf16 and others in fp32, which its twin cannot match: pass --dtype fp32 "
+                    "or bf16 to compare both at one precision");
     auto twin_backend = make_backend_at_dtype(precision, twin_device, twin);
     Measured out;
     try {
         out.report = measure_cost(*retnet_backend, *twin_backend, args.options, stderr_progress(interrupt),
                                   [&out](const CostReport& so_far) { out.report = so_far; });
     } catch (const Cancelled&) {
-        out.cancelled = true;
+        out.cancelled = out.report.cancelled = true;
     }
     return out;
 }
@@ -323,6 +336,7 @@ int run_cost(const std::vector<std::string>& argv) {
                 throw Error(std::string(option) + " is for a measurement, and --from measures nothing (it prints or "
                             "--plots the saved report): leave out one of them");
     require_one_of("--dtype", args.dtype, {"stored", "fp32", "bf16"});
+    check_dtype_for_device(args.dtype, args.device);
     args.options.lengths = parse_positive_list("--lengths", lengths_text);
     args.options.batches = parse_positive_list("--batch", batch_text);
     args.options.seed = static_cast<uint64_t>(seed);

@@ -33,8 +33,9 @@ void add_intervention_options(CLI::App& app, InterventionText& edits) {
 }
 
 CLI::Option* add_device_option(CLI::App& app, std::string& device) {
-    return add_text(app, "--device", device, "where the model runs; cuda falls back to the CPU with a notice")
-        ->type_name("cpu|cuda|reference");
+    return add_text(app, "--device", device,
+                    "where the model runs (cuda-bf16: the GPU with bf16 weights); cuda falls back to the CPU with a notice")
+        ->type_name("cpu|cuda|cuda-bf16|reference");
 }
 
 CLI::Option* add_tokens_option(CLI::App& app, std::string& tokens) {

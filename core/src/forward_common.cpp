@@ -117,7 +117,10 @@ void check_batch(const Model& model, std::span<const SequenceRequest> batch, int
 
 std::string weights_precision(const Backend& backend) {
     if (backend.name().rfind("cuda", 0) == 0) return backend.name() == "cuda-bf16" ? "bf16" : "fp32";
-    return backend.model().all_f32() ? "fp32" : "bf16";
+    bool bf16 = false, fp32 = false;  // among the matrices, which hold the weights' bytes (vectors stay float32)
+    for (const Tensor* t : weight_tensors(backend.model()))
+        if (t->rank() == 2 && t->numel() > 0) (t->storage() == Storage::BF16 ? bf16 : fp32) = true;
+    return bf16 && fp32 ? "mixed" : bf16 ? "bf16" : "fp32";
 }
 
 int effective_chunk_size(const ModelConfig& config, const ForwardOptions& options) {

@@ -83,7 +83,7 @@ done
 [ -n "$best" ] || { log "no run produced a model"; exit 1; }
 
 log "best run: $best ($best_bpc bpc); converting to bf16 and evaluating on the last 10% (CPU)"
-"$RETNET" convert --model "$WORK/$best/best" --out "$WORK/bf16" --dtype bf16
+"$RETNET" convert --model "$WORK/$best/best" --out "$WORK/bf16" --dtype bf16 --overwrite
 "$RETNET" eval --model "$WORK/bf16" --text "$DATA" --tail 0.1 --window "$best_window" --threads "$(nproc)" 2>&1 | tee "$OUT/eval.txt"
 log "and as one sequence, the state carried through the whole text (retnet eval --stream, CUDA backend)"
 "$RETNET" eval --model "$WORK/bf16" --text "$DATA" --tail 0.1 --stream --device cuda 2>&1 | tee -a "$OUT/eval.txt"

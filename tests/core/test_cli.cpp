@@ -72,6 +72,7 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     EXPECT_EQ(report["points"][7]["length"], 5);
     EXPECT_EQ(report["points"][7]["batch"], 2);
     EXPECT_EQ(report["weights"], "fp32");
+    EXPECT_FALSE(report.contains("cancelled"));  // complete
     const fs::path saved = fs::temp_directory_path() / ("retnet_cost_" + std::to_string(getpid()) + ".json");
     std::ofstream(saved) << r.out;
     const CliRun again = run_cli("cost --from " + saved.string() + " --json");
@@ -112,6 +113,20 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     expect_one_line_error(with_point("batch", 0), "field 'batch' = 0 is not an integer in [1, 2147483647]");
     expect_one_line_error(with_point("state_bytes", -5), "field 'state_bytes' = -5 is not an integer in [0, ");
     expect_one_line_error(with_point("ms_per_step", -1.5), "field 'ms_per_step' = -1.5 is not a finite number >= 0");
+    // The precision is one retnet cost writes, named when it is not (it is printed in the header).
+    for (const nlohmann::json& weights : {nlohmann::json(5), nlohmann::json(nullptr), nlohmann::json("fp64; fake")}) {
+        nlohmann::json broken = report;
+        broken["weights"] = weights;
+        std::ofstream(saved) << broken.dump();
+        expect_one_line_error(run_cli("cost --from " + saved.string()),
+                              "field 'weights' = " + weights.dump() + " is not fp32, bf16 or mixed");
+    }
+    nlohmann::json older = report;  // before 2026-12-05 a report had no precision: it still prints
+    older.erase("weights");
+    std::ofstream(saved) << older.dump();
+    const CliRun older_table = run_cli("cost --from " + saved.string());
+    EXPECT_EQ(older_table.exit_code, 0) << older_table.err;
+    EXPECT_EQ(older_table.out.rfind("cpu backend; RetNet ", 0), 0u) << older_table.out;
     // A truncated report, a FIFO (nobody writes it: before, --from waited forever), a missing file.
     std::ofstream(saved) << r.out.substr(0, r.out.size() / 2);
     expect_one_line_error(run_cli("cost --from " + saved.string()), "is not a report of retnet cost --json (");
@@ -259,6 +274,21 @@ TEST(Cli, ListOptionsRefuseARepeatedValue) {
                           "retnet bench: error: --lengths lists 3 twice");
     expect_one_line_error(run_cli("cost --model " + kFixtures + "fla_small --batch 1,1 --lengths 3"),
                           "retnet cost: error: --batch lists 1 twice");
+    // leading zeros neither make a value large nor hide a repeat
+    expect_one_line_error(run_cli("bench --model " + kFixtures + "fla_small --lengths 00000000003,3"),
+                          "retnet bench: error: --lengths lists 3 twice");
+    expect_one_line_error(run_cli("bench --model " + kFixtures + "fla_small --batch 0003000000000"),
+                          "retnet bench: error: --batch value 0003000000000 is out of range (at most 2147483647)");
+}
+
+// The reference backend computes in double from float32 weights: --dtype bf16 there is refused
+// before the load, not dropped (it printed "fp32 weights (--dtype bf16)").
+TEST(Cli, Bf16OnTheReferenceBackendIsRefused) {
+    for (const char* command : {"bench", "cost"})
+        expect_one_line_error(
+            run_cli(std::string(command) + " --model " + kFixtures + "fla_small --device reference --dtype bf16"),
+            "retnet " + std::string(command) + ": error: --dtype bf16 with --device reference: the reference backend "
+            "computes in double from float32 weights; use --device cpu or cuda for bf16");
 }
 
 // cost --from prints a saved report: options of a measurement beside it are refused, not ignored;

@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "retnet/error.h"
+#include "retnet/forward.h"
 #include "retnet/model.h"
 #include "retnet/safetensors.h"
 
@@ -122,6 +123,18 @@ TEST(ModelBf16, NarrowedCopyRoundsTheMatricesOnly) {
     int polls = 0;
     EXPECT_THROW(narrowed_to_bf16(m, [&] { return ++polls == 3; }), Cancelled);
     EXPECT_EQ(polls, 3);
+}
+
+// The precision a backend computes with, as bench and cost report it: a model whose matrices are
+// partly bf16 is "mixed" (cost then cannot give its twin the same precision, and refuses).
+TEST(ModelBf16, WeightsPrecisionNamesAMixOfMatrices) {
+    const auto fp32 = std::make_shared<const Model>(make_random_model(fla_config(), 7));
+    const auto bf16 = std::make_shared<const Model>(narrowed_to_bf16(*fp32));
+    Model mixed = *fp32;
+    mixed.weights.layers[0].q_proj.narrow_to_bf16();
+    EXPECT_EQ(weights_precision(*make_cpu_backend(fp32)), "fp32");
+    EXPECT_EQ(weights_precision(*make_cpu_backend(bf16)), "bf16");
+    EXPECT_EQ(weights_precision(*make_cpu_backend(std::make_shared<const Model>(std::move(mixed)))), "mixed");
 }
 
 TEST(ModelBf16, BuffersThatWouldBeRoundedAreRefused) {

@@ -356,6 +356,13 @@ TEST(RobustInterrupt, SigintDuringCostKeepsThePointsMeasured) {
                          " of 8 points; the report holds those measured\n"),
               std::string::npos)
         << r.err;
+    // The saved report says it is partial, and so does its table printed again (--from).
+    EXPECT_EQ(report["cancelled"], true);
+    ScratchDir dir("cost_cancelled");
+    spit(dir / "partial.json", r.out);
+    const CliResult again = run_retnet({"cost", "--from", (dir / "partial.json").string()});
+    EXPECT_EQ(again.exit_code, 0) << again.err;
+    EXPECT_NE(again.out.find("\ncancelled: the measurement stopped after these points\n"), std::string::npos) << again.out;
 }
 
 TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {
@@ -442,7 +449,8 @@ void expect_convert_stops_cleanly(int signal) {
     const int capacity = ::fcntl(reader, F_SETPIPE_SZ, 4096);
     ASSERT_GT(capacity, 0);
     ASSERT_LT(static_cast<size_t>(capacity), whole / 4);
-    RunningRetnet child({"convert", "--model", (dir / "model").string(), "--out", (dir / "out").string(), "--dtype", "f32"});
+    RunningRetnet child({"convert", "--model", (dir / "model").string(), "--out", (dir / "out").string(), "--dtype", "f32",
+                         "--overwrite"});  // the FIFO at model.safetensors reads as a model there
     ASSERT_GT(wait_for_queued_bytes(reader), 0) << "the writer never began model.safetensors";
     child.send(signal);
     size_t drained = 0;
@@ -482,7 +490,8 @@ TEST(RobustInterrupt, ASecondSigtermEndsAStuckWrite) {
     const int reader = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);  // never read
     ASSERT_GE(reader, 0);
     ASSERT_GT(::fcntl(reader, F_SETPIPE_SZ, 4096), 0);
-    RunningRetnet child({"convert", "--model", (dir / "model").string(), "--out", (dir / "out").string(), "--dtype", "f32"});
+    RunningRetnet child({"convert", "--model", (dir / "model").string(), "--out", (dir / "out").string(), "--dtype", "f32",
+                         "--overwrite"});  // the FIFO at model.safetensors reads as a model there
     ASSERT_GT(wait_for_queued_bytes(reader), 0) << "the writer never began model.safetensors";
     child.send(SIGTERM);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));  // delivered, not merged with the next

@@ -205,7 +205,14 @@ TEST(RobustOutput, ConvertReplacesOnlyAModel) {
     fs::create_directories(dir / "empty");
     ASSERT_EQ(convert(dir / "empty", "bf16").exit_code, 0);
     const auto bf16_size = fs::file_size(dir / "empty" / "model.safetensors");
-    r = convert(dir / "empty", "f32");  // now an older model: replaced
+    r = convert(dir / "empty", "f32");  // now a model: replaced only with --overwrite
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "retnet convert: error: --out " + (dir / "empty").string() +
+                         " holds a model already (model.safetensors); pass --overwrite to replace it as a whole, or "
+                         "choose a new or empty directory\n");
+    EXPECT_EQ(fs::file_size(dir / "empty" / "model.safetensors"), bf16_size);
+    r = run_retnet({"convert", "--model", (dir / "model").string(), "--out", (dir / "empty").string(), "--dtype", "f32",
+                    "--overwrite"});
     EXPECT_EQ(r.exit_code, 0) << r.err;
     EXPECT_GT(fs::file_size(dir / "empty" / "model.safetensors"), bf16_size);
     EXPECT_EQ(entries(dir / "empty"), (std::vector<std::string>{"config.json", "model.safetensors", "tokenizer.model"}));
@@ -218,7 +225,8 @@ TEST(RobustOutput, ConvertThatCannotWriteACarriedFileLeavesTheOldModelWhole) {
     write_small_model(dir / "model");
     const fs::path out = dir / "out";
     const auto convert = [&](const std::string& dtype) {
-        return run_retnet({"convert", "--model", (dir / "model").string(), "--out", out.string(), "--dtype", dtype});
+        return run_retnet(
+            {"convert", "--model", (dir / "model").string(), "--out", out.string(), "--dtype", dtype, "--overwrite"});
     };
     ASSERT_EQ(convert("bf16").exit_code, 0);
     const std::string weights = slurp(out / "model.safetensors"), config = slurp(out / "config.json");
@@ -246,7 +254,7 @@ TEST(RobustOutput, ConvertNeverWritesThroughALinkAndReplacesAModelWhole) {
     write_small_model(dir / "model");
     const std::string source_weights = slurp(dir / "model" / "model.safetensors");
     const auto convert = [&](const fs::path& from, const fs::path& out) {
-        return run_retnet({"convert", "--model", from.string(), "--out", out.string(), "--dtype", "bf16"});
+        return run_retnet({"convert", "--model", from.string(), "--out", out.string(), "--dtype", "bf16", "--overwrite"});
     };
     struct Case {
         std::string name, file;

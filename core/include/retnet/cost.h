@@ -45,6 +45,7 @@ struct CostReport {
     std::string weights;  // "fp32" or "bf16": the precision both models compute with (weights_precision)
     int64_t retnet_parameters = 0, transformer_parameters = 0;
     std::vector<CostPoint> points;  // RetNet's, then the twin's, each by length then batch
+    bool cancelled = false;  // the measurement stopped early: `points` are those measured before (set by the caller)
 };
 
 // Progress in [0, 1] with a line saying what runs; returning false cancels (throws retnet::Cancelled).

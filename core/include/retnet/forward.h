@@ -157,9 +157,9 @@ std::unique_ptr<Backend> make_backend_or_cpu(const std::string& device,
                                              std::shared_ptr<const Model> model,
                                              std::string* notice);
 
-// The precision of the weights `backend` computes with, "bf16" or "fp32": a GPU backend's by its
-// name (it converts them as it uploads them), another's by the tensors its model holds (the CPU
-// backend computes with a bf16 checkpoint's matrices as stored).
+// The precision of the weights `backend` computes with, "bf16", "fp32" or "mixed": a GPU backend's
+// by its name (it converts them as it uploads them), another's by the matrices its model holds (the
+// CPU backend computes with a bf16 checkpoint's matrices as stored; "mixed": some of each).
 std::string weights_precision(const Backend& backend);
 
 // Validates tokens against the vocabulary and the options against the model (chunk size ≥ 1 …).
