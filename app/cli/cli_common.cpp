@@ -271,10 +271,12 @@ std::unique_ptr<Backend> make_backend_at_dtype(const std::string& dtype, const s
     std::string chosen = device;
     auto converted = apply_dtype(dtype, chosen, std::move(model));  // a GPU's: only the device's name changes
     auto backend = make_backend_option(chosen, converted);
-    if (dtype == "stored" || chosen.rfind("cuda", 0) != 0 || backend->name().rfind("cuda", 0) == 0) return backend;
+    // On the CPU the precision asked of the GPU is kept: --dtype's, or cuda-bf16's bf16
+    const std::string on_cpu = dtype == "stored" && chosen == "cuda-bf16" ? "bf16" : dtype;
+    if (on_cpu == "stored" || chosen.rfind("cuda", 0) != 0 || backend->name().rfind("cuda", 0) == 0) return backend;
     backend.reset();  // fell back: the CPU backend holds the weights as stored
     std::string cpu = "cpu";
-    return make_backend_option(cpu, apply_dtype(dtype, cpu, std::move(converted)));
+    return make_backend_option(cpu, apply_dtype(on_cpu, cpu, std::move(converted)));
 }
 
 void check_batch_fits(const Backend& backend, int batch, const std::string& option) {

@@ -165,6 +165,12 @@ CostProgress stderr_progress(const InterruptGuard& interrupt) {
 // A field of a --from report as retnet cost writes it: an integer within [lo, hi], a finite
 // number at least 0. Anything else (3e9 as a length, a negative size, a float where an integer
 // goes) is refused, never converted (nlohmann's get<int> of 3e9 wraps).
+// A field's value as an error names it: its JSON, cut at 40 characters.
+std::string field_value(const nlohmann::json& v) {
+    const std::string text = v.dump();
+    return text.size() <= 40 ? text : text.substr(0, 40) + "…";
+}
+
 int64_t integer_field(const nlohmann::json& row, const char* name, int64_t lo, int64_t hi) {
     const nlohmann::json& v = row.at(name);
     // A non-negative integer is parsed as unsigned: compared as one, it cannot wrap past hi.
@@ -172,7 +178,7 @@ int64_t integer_field(const nlohmann::json& row, const char* name, int64_t lo, i
                       : v.is_number_integer() ? v.get<int64_t>() >= lo && v.get<int64_t>() <= hi
                                               : false;
     if (!fits)
-        throw Error("field '" + std::string(name) + "' = " + v.dump().substr(0, 40) + " is not an integer in [" +
+        throw Error("field '" + std::string(name) + "' = " + field_value(v) + " is not an integer in [" +
                     std::to_string(lo) + ", " + std::to_string(hi) + "]");
     return v.get<int64_t>();
 }
@@ -180,8 +186,21 @@ int64_t integer_field(const nlohmann::json& row, const char* name, int64_t lo, i
 double measure_field(const nlohmann::json& row, const char* name) {
     const nlohmann::json& v = row.at(name);
     if (!v.is_number() || !(v.get<double>() >= 0) || !std::isfinite(v.get<double>()))
-        throw Error("field '" + std::string(name) + "' = " + v.dump().substr(0, 40) + " is not a finite number >= 0");
+        throw Error("field '" + std::string(name) + "' = " + field_value(v) + " is not a finite number >= 0");
     return v.get<double>();
+}
+
+// Text, shown as it will be printed (control characters escaped, not sent to the terminal).
+std::string text_field(const nlohmann::json& row, const char* name) {
+    const nlohmann::json& v = row.at(name);
+    if (!v.is_string()) throw Error("field '" + std::string(name) + "' = " + field_value(v) + " is not a string");
+    return shown(v.get<std::string>());
+}
+
+bool flag_field(const nlohmann::json& row, const char* name) {
+    const nlohmann::json& v = row.at(name);
+    if (!v.is_boolean()) throw Error("field '" + std::string(name) + "' = " + field_value(v) + " is not true or false");
+    return v.get<bool>();
 }
 
 // A report written by --json, for --from (measured on a headless GPU machine, drawn elsewhere).
@@ -198,25 +217,25 @@ CostReport read_report(const std::string& path) {
         const nlohmann::json j = nlohmann::json::parse(text);
         CostReport report;
         // The report's text is printed: control characters shown escaped, not sent to the terminal.
-        report.device = shown(j.at("device").get<std::string>());
+        report.device = text_field(j, "device");
         if (j.contains("weights")) {  // reports of before 2026-12-05 lack it
             const nlohmann::json& w = j.at("weights");
             const std::string value = w.is_string() ? w.get<std::string>() : "";
             if (!w.is_string() || (value != "fp32" && value != "bf16" && value != "mixed" && !value.empty()))
-                throw Error("field 'weights' = " + shown(w.dump().substr(0, 40)) + " is not fp32, bf16 or mixed");
+                throw Error("field 'weights' = " + shown(field_value(w)) + " is not fp32, bf16 or mixed");
             report.weights = value;
         }
-        if (j.contains("cancelled")) report.cancelled = j.at("cancelled").get<bool>();
+        if (j.contains("cancelled")) report.cancelled = flag_field(j, "cancelled");
         report.retnet_parameters = integer_field(j, "retnet_parameters", 0, INT64_MAX);
         report.transformer_parameters = integer_field(j, "transformer_parameters", 0, INT64_MAX);
         for (const nlohmann::json& row : j.at("points")) {
             CostPoint p;
-            p.model = shown(row.at("model").get<std::string>());
+            p.model = text_field(row, "model");
             p.length = static_cast<int>(integer_field(row, "length", 1, kMaxInt));
             p.batch = static_cast<int>(integer_field(row, "batch", 1, kMaxInt));
-            p.out_of_memory = row.at("out_of_memory").get<bool>();
+            p.out_of_memory = flag_field(row, "out_of_memory");
             if (p.out_of_memory) {
-                p.note = row.value("note", std::string());
+                if (row.contains("note")) p.note = text_field(row, "note");
             } else {
                 p.prefill_ms = measure_field(row, "prefill_ms");
                 p.ms_per_step = measure_field(row, "ms_per_step");

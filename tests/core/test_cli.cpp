@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "cli_test_util.h"
 #include "retnet/npy.h"
@@ -121,6 +122,19 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
         expect_one_line_error(run_cli("cost --from " + saved.string()),
                               "field 'weights' = " + weights.dump() + " is not fp32, bf16 or mixed");
     }
+    // A field of the wrong type is named, not left to the JSON library's words.
+    for (const auto& [field, value, expected] :
+         std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+             {"cancelled", "yes", "field 'cancelled' = \"yes\" is not true or false"},
+             {"device", 5, "field 'device' = 5 is not a string"},
+             {"weights", std::string(100, 'x'), "field 'weights' = \"" + std::string(39, 'x') + "… is not fp32"}}) {
+        nlohmann::json broken = report;
+        broken[field] = value;
+        std::ofstream(saved) << broken.dump();
+        expect_one_line_error(run_cli("cost --from " + saved.string()), expected);
+    }
+    expect_one_line_error(with_point("out_of_memory", 1), "field 'out_of_memory' = 1 is not true or false");
+    expect_one_line_error(with_point("model", nullptr), "field 'model' = null is not a string");
     nlohmann::json older = report;  // before 2026-12-05 a report had no precision: it still prints
     older.erase("weights");
     std::ofstream(saved) << older.dump();

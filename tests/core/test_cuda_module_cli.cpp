@@ -125,6 +125,14 @@ TEST(CudaModule, ADtypeIsAppliedAfterTheFallBackToTheCpu) {
         EXPECT_EQ(report["dtype"], dtype);
         EXPECT_EQ(report["weights"], weights) << dtype;  // the bundled model is stored in bf16
     }
+    // cuda-bf16 asks for bf16 weights by its name: the CPU it falls back to computes with them too
+    // (before, a float32 model stayed float32 there without a word).
+    const std::string fp32_model = std::string(RETNET_TEST_DATA_DIR) + "/reference/fla_small";
+    const CliResult r = run_retnet({"bench", "--model", fp32_model, "--device", "cuda-bf16", "--mode", "prefill",
+                                    "--lengths", "3", "--repeats", "1", "--json"},
+                                   120, 0, ChildSetup{"", "", 0, {{"RETNET_CUDA_MODULE", "/nonexistent/m.so"}}});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["weights"], "bf16");
 }
 
 TEST(CudaModule, TheBuiltModuleLoadsIntoTheProgram) {
