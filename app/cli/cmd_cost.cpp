@@ -162,14 +162,15 @@ CostProgress stderr_progress(const InterruptGuard& interrupt) {
     };
 }
 
-// A field of a --from report as retnet cost writes it: an integer within [lo, hi], a finite
-// number at least 0. Anything else (3e9 as a length, a negative size, a float where an integer
-// goes) is refused, never converted (nlohmann's get<int> of 3e9 wraps).
 // A field's value as an error names it: its JSON, cut at 40 characters.
 std::string field_value(const nlohmann::json& v) {
     const std::string text = v.dump();
     return text.size() <= 40 ? text : text.substr(0, 40) + "…";
 }
+
+// A field of a --from report as retnet cost writes it: an integer within [lo, hi], a finite
+// number at least 0. Anything else (3e9 as a length, a negative size, a float where an integer
+// goes) is refused, never converted (nlohmann's get<int> of 3e9 wraps).
 
 int64_t integer_field(const nlohmann::json& row, const char* name, int64_t lo, int64_t hi) {
     const nlohmann::json& v = row.at(name);
@@ -277,6 +278,13 @@ Measured measure(const CostArgs& args) {
         throw Error("--model must be a RetNet (it is a Transformer); pass a Transformer with --transformer");
     auto retnet_backend = make_backend_at_dtype(args.dtype, args.device, retnet_model);
     check_batch_fits(*retnet_backend, *std::max_element(args.options.batches.begin(), args.options.batches.end()));
+    // The twin computes at the RetNet's precision: with --dtype stored, a bf16 checkpoint's RetNet
+    // reads half the bytes a step of a float32 twin would, and the twin would look slower than it is.
+    const std::string precision = weights_precision(*retnet_backend);
+    if (precision == "mixed")
+        throw Error("the model " + shown(model_dir_or_default(args.model_dir)) +
+                    " stores some matrices in bf16 and others in fp32, which its twin cannot match: pass --dtype fp32 "
+                    "or bf16 to compare both at one precision");
     std::shared_ptr<const Model> twin;
     if (args.transformer_dir.empty()) {
         check_memory(estimated_weight_bytes(transformer_twin_config(retnet_model->config)), "the Transformer twin");
@@ -298,13 +306,6 @@ Measured measure(const CostArgs& args) {
     retnet_model.reset();  // the backend holds what it needs (a converted copy, or this one)
     // A device the RetNet fell back from (no GPU) is not tried again for the twin: one notice, not two.
     const std::string twin_device = retnet_backend->name() == "cpu" ? "cpu" : args.device;
-    // The twin computes at the RetNet's precision: with --dtype stored, a bf16 checkpoint's RetNet
-    // reads half the bytes a step of a float32 twin would, and the twin would look slower than it is.
-    const std::string precision = weights_precision(*retnet_backend);
-    if (precision == "mixed")
-        throw Error("the model " + shown(model_dir_or_default(args.model_dir)) +
-                    " stores some matrices in bf16 and others in fp32, which its twin cannot match: pass --dtype fp32 "
-                    "or bf16 to compare both at one precision");
     auto twin_backend = make_backend_at_dtype(precision, twin_device, twin);
     Measured out;
     try {
