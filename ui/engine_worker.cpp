@@ -110,7 +110,7 @@ void checkPromptLength(size_t tokens) {
 // step and look slower than it is.
 retnet::Model twinOf(const retnet::Model& model) {
     retnet::Model twin = retnet::make_transformer_twin(model.config, 1);
-    return model.all_f32() ? twin : retnet::narrowed_to_bf16(twin);
+    return model.all_f32() ? twin : retnet::narrowed_to_bf16(std::move(twin));
 }
 
 constexpr int kCandidates = 10;  // top tokens shown per position

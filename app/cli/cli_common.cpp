@@ -263,7 +263,7 @@ std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& 
         interrupt.check();
         return widened;
     }
-    return std::make_shared<const Model>(narrowed_to_bf16(*model, interrupt.cancelled()));
+    return with_bf16_matrices(std::move(model), interrupt.cancelled());
 }
 
 std::unique_ptr<Backend> make_backend_at_dtype(const std::string& dtype, const std::string& device,

@@ -223,7 +223,7 @@ CostReport read_report(const std::string& path) {
             const nlohmann::json& w = j.at("weights");
             const std::string value = w.is_string() ? w.get<std::string>() : "";
             if (!w.is_string() || (value != "fp32" && value != "bf16" && value != "mixed" && !value.empty()))
-                throw Error("field 'weights' = " + shown(field_value(w)) + " is not fp32, bf16 or mixed");
+                throw Error("field 'weights' = " + field_value(w) + " is not fp32, bf16 or mixed");
             report.weights = value;
         }
         if (j.contains("cancelled")) report.cancelled = flag_field(j, "cancelled");
@@ -288,7 +288,12 @@ Measured measure(const CostArgs& args) {
     std::shared_ptr<const Model> twin;
     if (args.transformer_dir.empty()) {
         check_memory(estimated_weight_bytes(transformer_twin_config(retnet_model->config)), "the Transformer twin");
-        twin = std::make_shared<const Model>(make_transformer_twin(retnet_model->config, args.options.seed, interrupt.cancelled()));
+        Model made = make_transformer_twin(retnet_model->config, args.options.seed, interrupt.cancelled());
+        // narrowed in place for a bf16 RetNet on the CPU, before it is shared: a narrowed copy would
+        // hold the float32 twin twice (the GPU narrows as it uploads)
+        if (precision == "bf16" && retnet_backend->name() == "cpu")
+            made = narrowed_to_bf16(std::move(made), interrupt.cancelled());
+        twin = std::make_shared<const Model>(std::move(made));
     } else {
         twin = std::make_shared<const Model>(load_model_interruptible(args.transformer_dir, WeightStorage::AsStored));
         if (!twin->config.is_transformer())
@@ -306,7 +311,7 @@ Measured measure(const CostArgs& args) {
     retnet_model.reset();  // the backend holds what it needs (a converted copy, or this one)
     // A device the RetNet fell back from (no GPU) is not tried again for the twin: one notice, not two.
     const std::string twin_device = retnet_backend->name() == "cpu" ? "cpu" : args.device;
-    auto twin_backend = make_backend_at_dtype(precision, twin_device, twin);
+    auto twin_backend = make_backend_at_dtype(precision, twin_device, std::move(twin));
     Measured out;
     try {
         out.report = measure_cost(*retnet_backend, *twin_backend, args.options, stderr_progress(interrupt),

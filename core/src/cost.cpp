@@ -182,10 +182,10 @@ CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions
                     std::to_string(transformer.model().config.vocab_size) + " tokens)");
     CostReport report;
     report.device = retnet.name();
-    if (weights_precision(retnet) != weights_precision(transformer))
-        throw Error("cost: the RetNet computes with " + weights_precision(retnet) + " weights and the Transformer with " +
-                    weights_precision(transformer) + ": a comparison needs the same precision");
     report.weights = weights_precision(retnet);
+    if (const std::string twin_weights = weights_precision(transformer); twin_weights != report.weights)
+        throw Error("cost: the RetNet computes with " + report.weights + " weights and the Transformer with " +
+                    twin_weights + ": a comparison needs the same precision");
     report.retnet_parameters = retnet.model().parameter_count();
     report.transformer_parameters = transformer.model().parameter_count();
     const auto points = static_cast<int64_t>(options.lengths.size() * options.batches.size());

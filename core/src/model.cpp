@@ -137,13 +137,21 @@ std::shared_ptr<const Model> with_f32_weights(std::shared_ptr<const Model> model
     return std::make_shared<const Model>(widened(*model));
 }
 
-Model narrowed_to_bf16(const Model& model, const std::function<bool()>& cancelled) {
-    Model out = model;
-    for (Tensor* t : tensors_of(out.weights)) {
+Model narrowed_to_bf16(Model model, const std::function<bool()>& cancelled) {
+    for (Tensor* t : tensors_of(model.weights)) {
         if (t->rank() == 2) t->narrow_to_bf16();
         if (cancelled && cancelled()) throw Cancelled();
     }
-    return out;
+    return model;
+}
+
+std::shared_ptr<const Model> with_bf16_matrices(std::shared_ptr<const Model> model,
+                                                const std::function<bool()>& cancelled) {
+    const auto weights = weight_tensors(*model);
+    if (std::none_of(weights.begin(), weights.end(),
+                     [](const Tensor* t) { return t->rank() == 2 && t->storage() == Storage::F32 && t->numel() > 0; }))
+        return model;
+    return std::make_shared<const Model>(narrowed_to_bf16(*model, cancelled));
 }
 
 namespace {

@@ -42,7 +42,7 @@ struct CostPoint {
 
 struct CostReport {
     std::string device;
-    std::string weights;  // "fp32" or "bf16": the precision both models compute with (weights_precision)
+    std::string weights;  // the precision both models compute with (weights_precision: "fp32", "bf16" or "mixed")
     int64_t retnet_parameters = 0, transformer_parameters = 0;
     std::vector<CostPoint> points;  // RetNet's, then the twin's, each by length then batch
     bool cancelled = false;  // the measurement stopped early: `points` are those measured before (set by the caller)

@@ -60,10 +60,14 @@ Model widened(const Model& model);
 // The model itself when all float32, else a widened copy: for the backends that read float32
 // weights (the reference, CUDA's upload); make_backend applies it to every device but "cpu".
 std::shared_ptr<const Model> with_f32_weights(std::shared_ptr<const Model> model);
-// A copy whose matrices (the rank-2 weights) are held in bf16, as a bf16 checkpoint's are; the
-// norms' vectors stay float32. `cancelled` is polled between tensors (retnet::Cancelled): a copy of
-// every weight of a large model takes seconds.
-Model narrowed_to_bf16(const Model& model, const std::function<bool()>& cancelled = {});
+// The model with its matrices (the rank-2 weights) held in bf16, as a bf16 checkpoint's are; the
+// norms' vectors stay float32. Taken by value: a caller that moves its model in narrows it in place
+// (a copy of a large model's float32 weights would double the memory). `cancelled` is polled
+// between tensors (retnet::Cancelled): narrowing every weight of a large model takes seconds.
+Model narrowed_to_bf16(Model model, const std::function<bool()>& cancelled = {});
+// The model itself when its matrices are bf16 already, else a narrowed copy (as with_f32_weights).
+std::shared_ptr<const Model> with_bf16_matrices(std::shared_ptr<const Model> model,
+                                                const std::function<bool()>& cancelled = {});
 // Every weight tensor of the model, for code that visits them all.
 std::vector<const Tensor*> weight_tensors(const Model& model);
 
