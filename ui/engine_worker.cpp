@@ -277,6 +277,7 @@ ModelInfo EngineWorker::describeModel(const QString& notice, bool sequenceKept) 
                                       : QFileInfo(m_directory).fileName();
     info.family = QString::fromLatin1(retnet::format_name(c));
     info.device = m_backend ? QString::fromStdString(m_backend->name()) : QString();
+    info.onDevice = m_backend && m_backend->on_device();
     for (const std::string& d : retnet::available_devices()) info.devices << QString::fromStdString(d);
     info.notice = notice;
     info.hasTokenizer = m_tokenizer != nullptr;

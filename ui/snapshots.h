@@ -24,6 +24,7 @@ struct ModelInfo {
     QString name;       // directory name or "random model"
     QString family;
     QString device;     // backend name in use
+    bool onDevice = false;  // that backend runs in a GPU's memory (Backend::on_device)
     QStringList devices;
     QString notice;     // e.g. "CUDA unavailable; using the CPU backend"
     bool hasTokenizer = false;

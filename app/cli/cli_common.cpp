@@ -18,6 +18,7 @@
 #include "retnet/error.h"
 #include "retnet/intervention.h"
 #include "retnet/memory_limit.h"
+#include "retnet/safetensors.h"
 
 namespace retnet::cli {
 namespace fs = std::filesystem;
@@ -63,7 +64,7 @@ Model load_model_interruptible(const std::string& dir, WeightStorage storage) {
 std::shared_ptr<const Model> load_model_edited(const std::string& dir_option, const InterventionText& text) {
     const std::string dir = model_dir_or_default(dir_option);
     const Interventions edits = parse_interventions(text.mute, text.gamma);
-    check_model_memory(dir, edits.empty() ? 1 : 2);  // an edited model is a second copy
+    check_model_memory(dir, edits.empty() ? 1 : 2, WeightStorage::AsStored);  // an edited model is a second copy
     // bf16 weights stay bf16 (half the memory; the CPU backend streams them, make_backend widens
     // them for other devices).
     Model model = load_model_interruptible(dir, WeightStorage::AsStored);
@@ -206,11 +207,31 @@ uint64_t estimated_weight_bytes(const ModelConfig& c) {
                                                   saturating_product({static_cast<uint64_t>(c.n_layers), per_layer})})});
 }
 
-void check_model_memory(const std::string& dir, uint64_t copies) {
+namespace {
+// The bytes the weights of `dir` take once loaded with `storage`, from the checkpoint's header: a
+// BF16 matrix kept as stored is two bytes a value, everything else float32. A header that cannot
+// be read gives the config's float32 estimate (load_model then names what is wrong with it).
+uint64_t loaded_weight_bytes(const std::string& dir, const ModelConfig& config, WeightStorage storage) {
+    try {
+        const SafetensorsSet set = SafetensorsSet::open_directory(dir);
+        uint64_t bytes = 0;
+        for (const std::string& name : set.names()) {
+            const TensorInfo& t = set.info(name);
+            const bool kept_bf16 = storage == WeightStorage::AsStored && t.shape.size() == 2 && t.dtype == DType::BF16;
+            bytes = saturating_sum({bytes, saturating_product({uint64_t(t.numel()), kept_bf16 ? 2u : 4u})});
+        }
+        return bytes;
+    } catch (const Error&) {
+        return estimated_weight_bytes(config);
+    }
+}
+}  // namespace
+
+void check_model_memory(const std::string& dir, uint64_t copies, WeightStorage storage) {
     const fs::path config = fs::path(dir) / "config.json";
     std::error_code ec;
     if (!fs::is_regular_file(config, ec)) return;  // load_model says what is missing
-    check_memory(saturating_product({copies, estimated_weight_bytes(load_config(config.string()))}),
+    check_memory(saturating_product({copies, loaded_weight_bytes(dir, load_config(config.string()), storage)}),
                  "loading the weights of " + dir);  // "the weights … needs" would not agree
 }
 
@@ -253,7 +274,7 @@ void check_dtype_for_device(const std::string& dtype, const std::string& device)
 std::shared_ptr<const Model> apply_dtype(const std::string& dtype, std::string& device, std::shared_ptr<const Model> model) {
     if (dtype == "stored") return model;
     const bool bf16 = dtype == "bf16";
-    if (device.rfind("cuda", 0) == 0) {
+    if (is_gpu_device(device)) {
         device = bf16 ? "cuda-bf16" : "cuda";
         return model;
     }
@@ -273,7 +294,7 @@ std::unique_ptr<Backend> make_backend_at_dtype(const std::string& dtype, const s
     auto backend = make_backend_option(chosen, converted);
     // On the CPU the precision asked of the GPU is kept: --dtype's, or cuda-bf16's bf16
     const std::string on_cpu = dtype == "stored" && chosen == "cuda-bf16" ? "bf16" : dtype;
-    if (on_cpu == "stored" || chosen.rfind("cuda", 0) != 0 || backend->name().rfind("cuda", 0) == 0) return backend;
+    if (on_cpu == "stored" || !is_gpu_device(chosen) || backend->on_device()) return backend;
     backend.reset();  // fell back: the CPU backend holds the weights as stored
     std::string cpu = "cpu";
     return make_backend_option(cpu, apply_dtype(on_cpu, cpu, std::move(converted)));

@@ -101,7 +101,7 @@ void check_decode_memory(const Backend& backend, const std::vector<int>& batches
     const ModelConfig& c = backend.model().config;
     const int B = *std::max_element(batches.begin(), batches.end());
     const int C = *std::max_element(contexts.begin(), contexts.end());
-    const bool host_states = backend.name().rfind("cuda", 0) != 0;
+    const bool host_states = !backend.on_device();
     // the tokens a sequence holds at the end: the context, the warm-up steps and the timed ones
     const int64_t held = int64_t(C) + steps + kDecodeWarmup;
     const uint64_t states = host_states ? host_state_peak_bytes(c, B, held, backend.kv_cache_element_bytes()) : 0;
@@ -119,9 +119,9 @@ void bench_retention_kernels(const Backend& backend, const std::vector<int>& bat
 #ifdef RETNET_HAVE_CUDA
     const ModelConfig& c = backend.model().config;
     if (c.is_transformer()) throw Error("--mode kernels times the RetNet's retention; this model is a Transformer");
-    if (backend.name().rfind("cuda", 0) != 0)
+    if (!backend.on_device())
         throw Error("--mode kernels times the CUDA retention kernels: use --device cuda or cuda-bf16");
-    const bool bf16 = backend.name() == "cuda-bf16";
+    const bool bf16 = backend.weights_precision() == "bf16";
     for (int T : lengths)
         for (int B : batches) {
             interrupt.check();
@@ -237,7 +237,7 @@ int run_bench(const std::vector<std::string>& argv) {
     nlohmann::json report = {{"model", model_dir_or_default(model_dir)},
                              {"device", backend->name()}, {"family", format_name(config)},
                              {"parameters", backend->model().parameter_count()}, {"dtype", dtype},
-                             {"weights", weights_precision(*backend)},
+                             {"weights", backend->weights_precision()},
                              {"chunk_size", chunk > 0 ? chunk : config.chunk_size}};
     if (prefill || mode == "kernels") report["repeats"] = repeats;
     if (decode) report["decode_steps"] = decode_steps;

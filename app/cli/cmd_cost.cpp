@@ -74,7 +74,7 @@ void print_table(const CostReport& report) {
     const std::string weights = report.weights.empty() ? "" : ", " + report.weights + " weights";
     std::printf("%s backend%s; RetNet %s parameters, Transformer twin %s; prefill: one run after a warm-up, "
                 "decoding: medians of the timed steps\n",
-                report.device.c_str(), weights.c_str(), format_count(report.retnet_parameters).c_str(),
+                shown(report.device).c_str(), weights.c_str(), format_count(report.retnet_parameters).c_str(),
                 format_count(report.transformer_parameters).c_str());
     std::vector<std::vector<std::string>> rows = {
         {"model", "length", "batch", "prefill ms", "ms / step", "tokens / s", "state / cache"}};
@@ -195,7 +195,7 @@ double measure_field(const nlohmann::json& row, const char* name) {
 std::string text_field(const nlohmann::json& row, const char* name) {
     const nlohmann::json& v = row.at(name);
     if (!v.is_string()) throw Error("field '" + std::string(name) + "' = " + field_value(v) + " is not a string");
-    return shown(v.get<std::string>());
+    return v.get<std::string>();  // as written: --json writes it back so; the table and the plot escape it
 }
 
 bool flag_field(const nlohmann::json& row, const char* name) {
@@ -217,7 +217,6 @@ CostReport read_report(const std::string& path) {
     try {
         const nlohmann::json j = nlohmann::json::parse(text);
         CostReport report;
-        // The report's text is printed: control characters shown escaped, not sent to the terminal.
         report.device = text_field(j, "device");
         if (j.contains("weights")) {  // reports of before 2026-12-05 lack it
             const nlohmann::json& w = j.at("weights");
@@ -280,7 +279,7 @@ Measured measure(const CostArgs& args) {
     check_batch_fits(*retnet_backend, *std::max_element(args.options.batches.begin(), args.options.batches.end()));
     // The twin computes at the RetNet's precision: with --dtype stored, a bf16 checkpoint's RetNet
     // reads half the bytes a step of a float32 twin would, and the twin would look slower than it is.
-    const std::string precision = weights_precision(*retnet_backend);
+    const std::string precision = retnet_backend->weights_precision();
     if (precision == "mixed")
         throw Error("the model " + shown(model_dir_or_default(args.model_dir)) +
                     " stores some matrices in bf16 and others in fp32, which its twin cannot match: pass --dtype fp32 "
@@ -376,7 +375,11 @@ int run_cost(const std::vector<std::string>& argv) {
     else print_table(report);
 #ifdef RETNET_HAVE_COST_PLOT
     std::string error;
-    if (!plot_path.empty() && !write_cost_plot_png(report, plot_path, &error)) throw Error("--plot: " + error);
+    if (!plot_path.empty()) {
+        CostReport drawn = report;  // a report's own text drawn escaped, as the table prints it
+        drawn.device = shown(drawn.device);
+        if (!write_cost_plot_png(drawn, plot_path, &error)) throw Error("--plot: " + error);
+    }
 #endif
     if (!measured.cancelled) return 0;
     const size_t planned = 2 * args.options.lengths.size() * args.options.batches.size();

@@ -559,7 +559,7 @@ int run_serve(const std::vector<std::string>& argv) {
         throw Error("--host " + o.host + " is reachable from other machines and the server has no authentication; "
                     "add --allow-remote to listen there anyway");
     o.model = model_dir_or_default(o.model);
-    check_model_memory(o.model);
+    check_model_memory(o.model, 1, WeightStorage::AsStored);
     // A Ctrl-C while the model loads cancels the command ("retnet serve: cancelled", 130); once the
     // server runs, SIGINT and SIGTERM stop it gracefully (StopOnSignal below).
     auto model = std::make_shared<const Model>(load_model_interruptible(o.model, WeightStorage::AsStored));

@@ -174,7 +174,7 @@ void check_before_ranks_meet(const train::TrainOptions& o, const dist::RankEnvir
                     "--chunk out)");
 #ifdef RETNET_HAVE_CUDA
     // before the weights are drawn (a minute at 1.3B) rather than when the device is made
-    if (o.device.rfind("cuda", 0) == 0) cuda::cuda_module_or_throw().require_training_device();
+    if (is_gpu_device(o.device)) cuda::cuda_module_or_throw().require_training_device();
 #endif
     const auto [per_rank, validation_binds, windows, length] = estimated_training_bytes(config, o, env.size);
     const std::string what =

@@ -95,7 +95,7 @@ std::string own_executable() {
 }  // namespace
 
 int launch_gpu_ranks(train::TrainOptions o, int gpus, bool overwrite, const std::vector<std::string>& args) {
-    if (o.device.rfind("cuda", 0) != 0)
+    if (!is_gpu_device(o.device))
         throw Error("--gpus trains on CUDA devices: add --device cuda, cuda-tf32 or cuda-bf16");
     train::batch_shard(o.batch, 0, gpus);  // one line when the global batch does not split
 #ifdef RETNET_HAVE_CUDA

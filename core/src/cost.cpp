@@ -20,8 +20,6 @@ namespace {
 constexpr int kUntimedSteps = 2;
 constexpr int kWarmUpTokens = 64;
 
-bool on_host(const Backend& backend) { return backend.name().rfind("cuda", 0) != 0; }
-
 // Counts work units (a prefill or a decoding step) and reports them.
 class Progress {
 public:
@@ -107,7 +105,7 @@ void measure_model(Backend& backend, const CostOptions& options, Progress& progr
                 // a wrapped one could look small enough to run.
                 const uint64_t state = host_state_peak_bytes(c, batch, int64_t(length) + options.decode_steps + kUntimedSteps,
                                                              backend.kv_cache_element_bytes());
-                if (on_host(backend)) {
+                if (!backend.on_device()) {
                     const uint64_t prefill = prefill_host_bytes(c, length);
                     check_memory(state, "the state memory of " + point_name(model, length, batch));
                     check_memory(prefill, "the prefill of " + point_name(model, length, batch));
@@ -182,8 +180,8 @@ CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions
                     std::to_string(transformer.model().config.vocab_size) + " tokens)");
     CostReport report;
     report.device = retnet.name();
-    report.weights = weights_precision(retnet);
-    if (const std::string twin_weights = weights_precision(transformer); twin_weights != report.weights)
+    report.weights = retnet.weights_precision();
+    if (const std::string twin_weights = transformer.weights_precision(); twin_weights != report.weights)
         throw Error("cost: the RetNet computes with " + report.weights + " weights and the Transformer with " +
                     twin_weights + ": a comparison needs the same precision");
     report.retnet_parameters = retnet.model().parameter_count();

@@ -115,13 +115,14 @@ void check_batch(const Model& model, std::span<const SequenceRequest> batch, int
     }
 }
 
-std::string weights_precision(const Backend& backend) {
-    if (backend.name().rfind("cuda", 0) == 0) return backend.name() == "cuda-bf16" ? "bf16" : "fp32";
+std::string Backend::weights_precision() const {
     bool bf16 = false, fp32 = false;  // among the matrices, which hold the weights' bytes (vectors stay float32)
-    for (const Tensor* t : weight_tensors(backend.model()))
+    for (const Tensor* t : weight_tensors(model()))
         if (t->rank() == 2 && t->numel() > 0) (t->storage() == Storage::BF16 ? bf16 : fp32) = true;
     return bf16 && fp32 ? "mixed" : bf16 ? "bf16" : "fp32";
 }
+
+bool is_gpu_device(std::string_view device) { return device.starts_with("cuda"); }
 
 int effective_chunk_size(const ModelConfig& config, const ForwardOptions& options) {
     return options.chunk_size > 0 ? options.chunk_size : config.chunk_size;
@@ -192,7 +193,7 @@ namespace {
 std::unique_ptr<Backend> make_with(const BackendFactory& factory, const std::string& device,
                                    std::shared_ptr<const Model> model) {
     // The CPU and CUDA backends read bf16-held weights; the others get float32 (docs/architecture.md).
-    const bool reads_bf16 = device == "cpu" || device.rfind("cuda", 0) == 0;
+    const bool reads_bf16 = device == "cpu" || is_gpu_device(device);
     return factory(reads_bf16 ? std::move(model) : with_f32_weights(std::move(model)));
 }
 

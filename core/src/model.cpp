@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "retnet/error.h"
+#include "retnet/memory_limit.h"
 
 namespace retnet {
 
@@ -134,6 +135,9 @@ Model widened(const Model& model) {
 
 std::shared_ptr<const Model> with_f32_weights(std::shared_ptr<const Model> model) {
     if (!model || model->all_f32()) return model;
+    // The float32 copy is made while the stored one is held (a bf16 1.3B model: 2.7 + 5.4 GB).
+    check_memory(saturating_sum({model->weight_bytes(), saturating_product({uint64_t(model->parameter_count()), 4})}),
+                 "widening the model's bf16 weights to float32");
     return std::make_shared<const Model>(widened(*model));
 }
 

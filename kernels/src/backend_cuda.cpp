@@ -94,6 +94,8 @@ public:
 
     bool tf32_products() const { return options_.allow_tf32 || options_.bf16_weights; }
     std::string name() const override { return options_.bf16_weights ? "cuda-bf16" : "cuda"; }
+    bool on_device() const override { return true; }
+    std::string weights_precision() const override { return options_.bf16_weights ? "bf16" : "fp32"; }
     int kv_cache_element_bytes() const override {
         return static_cast<int>(cuda::kv_dtype_bytes(options_.bf16_weights ? cuda::KvDtype::BF16 : cuda::KvDtype::F32));
     }

@@ -140,6 +140,49 @@ TEST(Analysis, TapBackendSkipsTheNormsWhenNotWanted) {
     EXPECT_EQ(logitRows, 5);
 }
 
+// A CPU backend that answers as a GPU backend with bf16 weights would: where it runs, its precision,
+// its KV-cache elements and the device memory it reports.
+class DeviceLikeBackend : public Backend {
+public:
+    explicit DeviceLikeBackend(std::shared_ptr<const Model> model) : inner_(make_cpu_backend(std::move(model))) {}
+    std::string name() const override { return "device-like"; }
+    const Model& model() const override { return inner_->model(); }
+    std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
+                                      Introspection* introspection) override {
+        return inner_->forward_batch(batch, options, introspection);
+    }
+    int slot_count() const override { return inner_->slot_count(); }
+    void set_slot_count(int slots) override { inner_->set_slot_count(slots); }
+    void reset(int slot) override { inner_->reset(slot); }
+    RecurrentState snapshot(int slot) const override { return inner_->snapshot(slot); }
+    void restore(const RecurrentState& state, int slot) override { inner_->restore(state, slot); }
+    int kv_cache_element_bytes() const override { return 2; }
+    int64_t device_memory_in_use() const override { return 12345; }
+    bool on_device() const override { return true; }
+    std::string weights_precision() const override { return "bf16"; }
+
+private:
+    std::unique_ptr<Backend> inner_;
+};
+
+// The app watches its backend through the tap, and the cost view and the memory checks ask the
+// tap where the backend runs and in what precision: it answers as the backend it wraps.
+TEST(Analysis, TapBackendAnswersAsTheBackendItWraps) {
+    auto model = test::small_model(Family::Fla, 5);
+    DeviceLikeBackend inner(model);
+    TapBackend tap(inner, [](int64_t, const Tensor&, const Tensor&) {});
+    EXPECT_TRUE(tap.on_device());
+    EXPECT_EQ(tap.weights_precision(), "bf16");
+    EXPECT_EQ(tap.kv_cache_element_bytes(), 2);
+    EXPECT_EQ(tap.device_memory_in_use(), 12345);
+    auto cpu = make_cpu_backend(model);
+    TapBackend on_host(*cpu, [](int64_t, const Tensor&, const Tensor&) {});
+    EXPECT_FALSE(on_host.on_device());
+    EXPECT_EQ(on_host.weights_precision(), "fp32");
+    EXPECT_EQ(on_host.kv_cache_element_bytes(), 4);
+    EXPECT_EQ(on_host.device_memory_in_use(), -1);
+}
+
 // torchscale keeps a float64 normalizer r_n per layer and head beside S; fla does not.
 // q·k of the retention inputs, with the decay, gives the reference's parallel scores of every
 // head (fla: exactly those; torchscale: those up to its per-row normalization).

@@ -97,6 +97,19 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     EXPECT_NE(gpu_table.out.find("; GPU in use: measured after the steps, the whole device's (other processes' too)\n"),
               std::string::npos)
         << gpu_table.out;
+    // Text is kept as written through --from --json (before, it came back escaped, and escaped again
+    // at each round); the table shows it escaped once.
+    nlohmann::json noted = report;
+    noted["device"] = "cpu \x1b[1mbold\x1b[0m";
+    noted["points"][1] = {{"model", "RetNet"}, {"length", 5}, {"batch", 1}, {"out_of_memory", true},
+                          {"note", "needs 9 TiB\nof \"memory\""}};
+    std::ofstream(saved) << noted.dump();
+    const CliRun noted_json = run_cli("cost --from " + saved.string() + " --json");
+    ASSERT_EQ(noted_json.exit_code, 0) << noted_json.err;
+    EXPECT_EQ(nlohmann::json::parse(noted_json.out), noted);
+    const CliRun noted_table = run_cli("cost --from " + saved.string());
+    EXPECT_EQ(noted_table.out.rfind("cpu \\x1b[1mbold\\x1b[0m backend, fp32 weights;", 0), 0u) << noted_table.out;
+    EXPECT_NE(noted_table.out.find("   out of memory: needs 9 TiB\\nof \"memory\"\n"), std::string::npos) << noted_table.out;
     std::ofstream(saved) << R"({"device": "cpu", "points": []})";
     expect_one_line_error(run_cli("cost --from " + saved.string()), "is not a report of retnet cost --json");
     expect_one_line_error(run_cli("cost --from " + fs::temp_directory_path().string()),
@@ -165,6 +178,32 @@ TEST(Cli, ConvertTakesFp32AndItsOlderNameF32) {
     expect_one_line_error(run_cli("convert --model " + kFixtures + "fla_small --out " + out.string() + " --dtype f16"),
                           "option --dtype must be one of bf16, fp32, got 'f16'");
     fs::remove_all(out);
+}
+
+// A bf16 checkpoint is held as stored (two bytes a matrix value) by the commands that compute with
+// it, so the memory check counts it so: before, it was counted at float32 and refused under a limit
+// it fits in. Widening it to float32 (--dtype fp32, the reference backend) holds both copies, which
+// is refused in one line naming the widening.
+TEST(Cli, ABf16CheckpointIsCountedAtTheBytesItIsHeldIn) {
+    const fs::path dir = fs::temp_directory_path() / ("retnet_bf16_memory_" + std::to_string(getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    // 10.0M parameters: 40 MB (38 MiB) as float32, half with bf16 matrices.
+    std::ofstream(dir / "config.json") << R"({"model_type": "retnet", "hidden_size": 256, "num_heads": 2,
+        "num_hidden_layers": 2, "expand_k": 1, "expand_v": 2, "intermediate_size": 512, "vocab_size": 16000})";
+    ASSERT_EQ(run_cli("init --config " + (dir / "config.json").string() + " --out " + (dir / "fp32").string()).exit_code, 0);
+    const CliRun converted = run_cli("convert --model " + (dir / "fp32").string() + " --out " + (dir / "bf16").string() +
+                                     " --dtype bf16");
+    ASSERT_EQ(converted.exit_code, 0) << converted.err;
+    const std::string bf16 = " --model " + (dir / "bf16").string() + " --max-memory 30M";
+    const CliRun info = run_cli("info" + bf16);
+    EXPECT_EQ(info.exit_code, 0) << info.err;
+    expect_one_line_error(run_cli("info --model " + (dir / "fp32").string() + " --max-memory 30M"),
+                          "loading the weights of " + (dir / "fp32").string() + " needs 38 MiB, more than the memory limit of 30 MiB");
+    for (const char* widening : {"bench --dtype fp32 --lengths 4 --batch 1", "compare --device reference --tokens 1,2,3"})
+        expect_one_line_error(run_cli(std::string(widening) + bf16),
+                              "widening the model's bf16 weights to float32 needs 57 MiB, more than the memory limit");
+    fs::remove_all(dir);
 }
 
 // '-' means standard output to the commands that write files; where --out names a directory it

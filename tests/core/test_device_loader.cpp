@@ -42,6 +42,14 @@ TEST(DeviceLoader, RunsOnceAndOnlyForADeviceThatIsNotRegistered) {
     set_device_loader(nullptr);
 }
 
+// The CLI's GPU-only choices (--gpus, the GPU defaults of cost, --dtype on the device) go by this.
+TEST(DeviceNames, TheCudaDevicesAreTheGpus) {
+    for (const char* gpu : {"cuda", "cuda-bf16", "cuda-tf32"}) EXPECT_TRUE(is_gpu_device(gpu)) << gpu;
+    for (const char* host : {"cpu", "reference", "", "cud", "on-demand"}) EXPECT_FALSE(is_gpu_device(host)) << host;
+    const auto model = test::small_model(Family::Fla, 1);
+    for (const char* device : {"cpu", "reference"}) EXPECT_FALSE(make_backend(device, model)->on_device()) << device;
+}
+
 TEST(DeviceLoader, ATrainingDeviceIsLoadedOnDemandToo) {
     int runs = 0;
     set_device_loader([&runs] {

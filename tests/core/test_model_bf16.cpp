@@ -132,9 +132,9 @@ TEST(ModelBf16, WeightsPrecisionNamesAMixOfMatrices) {
     const auto bf16 = std::make_shared<const Model>(narrowed_to_bf16(*fp32));
     Model mixed = *fp32;
     mixed.weights.layers[0].q_proj.narrow_to_bf16();
-    EXPECT_EQ(weights_precision(*make_cpu_backend(fp32)), "fp32");
-    EXPECT_EQ(weights_precision(*make_cpu_backend(bf16)), "bf16");
-    EXPECT_EQ(weights_precision(*make_cpu_backend(std::make_shared<const Model>(std::move(mixed)))), "mixed");
+    EXPECT_EQ(make_cpu_backend(fp32)->weights_precision(), "fp32");
+    EXPECT_EQ(make_cpu_backend(bf16)->weights_precision(), "bf16");
+    EXPECT_EQ(make_cpu_backend(std::make_shared<const Model>(std::move(mixed)))->weights_precision(), "mixed");
 }
 
 TEST(ModelBf16, BuffersThatWouldBeRoundedAreRefused) {

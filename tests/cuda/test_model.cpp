@@ -372,6 +372,9 @@ TEST(CudaRegistry, RegisteredDeviceOrClearError) {
     if (cuda_device_available(&why)) {
         auto b = make_backend("cuda", model);
         EXPECT_EQ(b->name(), "cuda");
+        EXPECT_TRUE(b->on_device());
+        EXPECT_EQ(b->weights_precision(), "fp32");
+        EXPECT_EQ(make_backend("cuda-bf16", model)->weights_precision(), "bf16");  // a float32 model, uploaded as bf16
     } else {
         EXPECT_THROW(make_backend("cuda", model), Error);
         std::string notice;

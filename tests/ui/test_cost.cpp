@@ -319,6 +319,26 @@ TEST(CostView, GaugeFollowsTheGeneration) {
     EXPECT_TRUE(gauge.contains(QStringLiteral("over 5 generated"))) << gauge.toStdString();
 }
 
+// The lists a model opens with are sized for where it runs: the GPU's when the backend says it
+// runs on one (whatever its name), the CPU's otherwise; a list the user typed stays.
+TEST(CostView, DefaultListsFollowWhereTheBackendRuns) {
+    CostView view;
+    ModelInfo info;
+    info.device = QStringLiteral("gpu-of-another-name");
+    info.onDevice = true;
+    view.setModelInfo(info);
+    EXPECT_EQ(view.lengths(), QStringLiteral("1024, 4096, 16384, 32768"));
+    EXPECT_EQ(view.batches(), QStringLiteral("1, 8, 16, 64"));
+    info.device = QStringLiteral("cuda-named-but-on-the-host");
+    info.onDevice = false;
+    view.setModelInfo(info);
+    EXPECT_EQ(view.lengths(), QStringLiteral("64, 256, 1024"));
+    EXPECT_EQ(view.batches(), QStringLiteral("1, 4"));
+    view.setLengths(QStringLiteral("8, 16"));
+    view.setModelInfo(info);
+    EXPECT_EQ(view.lengths(), QStringLiteral("8, 16"));
+}
+
 }  // namespace
 
 namespace {

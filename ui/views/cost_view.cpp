@@ -192,7 +192,7 @@ void CostView::attached() {
 }
 
 void CostView::setModelInfo(const ModelInfo& info) {
-    const bool cuda = info.device.startsWith(QLatin1String("cuda"));
+    const bool cuda = info.onDevice;
     if (m_defaultsForCuda != cuda) applyDefaults(cuda);
     if (!info.sequenceKept) {  // another model: neither its numbers nor its text are this one's
         m_report = CostReport();

@@ -32,6 +32,10 @@ public:
     void reset(int slot = 0) override;
     RecurrentState snapshot(int slot = 0) const override { return inner_.snapshot(slot); }
     void restore(const RecurrentState& state, int slot = 0) override;
+    int kv_cache_element_bytes() const override { return inner_.kv_cache_element_bytes(); }
+    int64_t device_memory_in_use() const override { return inner_.device_memory_in_use(); }
+    bool on_device() const override { return inner_.on_device(); }
+    std::string weights_precision() const override { return inner_.weights_precision(); }
 
 private:
     Backend& inner_;

@@ -14,6 +14,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "retnet/model.h"
@@ -131,6 +132,13 @@ public:
     // Bytes of device memory in use now as the device reports it (CUDA: the whole GPU's, every
     // process's, from cudaMemGetInfo), or −1 for a backend that runs in host memory.
     virtual int64_t device_memory_in_use() const { return -1; }
+    // Whether the weights and states live in a device's memory (a GPU's), not the host's: the host
+    // memory checks leave them out, and a timing waits for the device.
+    virtual bool on_device() const { return false; }
+    // The precision the weights' matrices are computed with: "bf16", "fp32" or "mixed" (some of
+    // each). The default reads the model's matrices, as the CPU backend computes with a bf16
+    // checkpoint's as stored; a GPU backend says what it converted them to as it uploaded them.
+    virtual std::string weights_precision() const;
 };
 
 // Backends share the model read-only; each owns its own state.
@@ -157,10 +165,9 @@ std::unique_ptr<Backend> make_backend_or_cpu(const std::string& device,
                                              std::shared_ptr<const Model> model,
                                              std::string* notice);
 
-// The precision of the weights `backend` computes with, "bf16", "fp32" or "mixed": a GPU backend's
-// by its name (it converts them as it uploads them), another's by the matrices its model holds (the
-// CPU backend computes with a bf16 checkpoint's matrices as stored; "mixed": some of each).
-std::string weights_precision(const Backend& backend);
+// Whether a device name (as make_backend takes it: "cuda", "cuda-bf16", the trainer's "cuda-tf32")
+// names a GPU rather than the host.
+bool is_gpu_device(std::string_view device);
 
 // Validates tokens against the vocabulary and the options against the model (chunk size ≥ 1 …).
 void check_forward_inputs(const Model& model, std::span<const int32_t> tokens,

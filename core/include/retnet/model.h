@@ -58,7 +58,8 @@ struct Model {
 // A float32 copy of the model (bf16 weights widened exactly).
 Model widened(const Model& model);
 // The model itself when all float32, else a widened copy: for the backends that read float32
-// weights (the reference, CUDA's upload); make_backend applies it to every device but "cpu".
+// weights (the reference); make_backend applies it to every device but the CPU and the GPUs. The
+// copy is refused (retnet::Error) when it and the stored weights would pass the memory limit.
 std::shared_ptr<const Model> with_f32_weights(std::shared_ptr<const Model> model);
 // The model with its matrices (the rank-2 weights) held in bf16, as a bf16 checkpoint's are; the
 // norms' vectors stay float32. Taken by value: a caller that moves its model in narrows it in place
