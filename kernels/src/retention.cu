@@ -2,7 +2,7 @@
 // Retention kernels of the three forms, shared by inference and the CUDA trainer (whose fla
 // chunkwise forward is the decay mask, row scaling and chunk scan below, from an empty state), with
 // the scan's transpose for the trainer's backward beside the scan. The matrix products (Q Kᵀ, A V, Kᵀ V, Q S) run in cuBLAS
-// (see gemm.h and backend_cuda.cpp); these kernels do the decay, the family's normalization,
+// (see gemm.h and backend_cuda_mixing.cpp); these kernels do the decay, the family's normalization,
 // the chunk-state scan and the fused recurrent step.
 //
 // Head-major (H, Tp, D) inputs; per-head decay γ_h = exp(log_decay[h]) with log γ in float32 as

@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+// The CUDA backend's projections: up to 8 rows through the streaming GEMV (norm and GLU fused), up
+// to 16 with bf16 weights through the tensor-core skinny GEMM, more through cuBLAS; the bf16 input
+// rows they share, and v written head-major for the retention that follows.
+#include <algorithm>
+#include <vector>
+
+#include "backend_cuda_class.h"
+#include "gemm.h"
+#include "gemv.h"
+#include "retnet/error.h"
+#include "skinny_gemm.h"
+
+namespace retnet::cuda_backend {
+namespace {
+
+// The GEMV's view of a projection: its weights as they are held (bf16 or fp32) and its output.
+cuda::GemvJob gemv_job(const DeviceWeight& W, float* y, bool accumulate) {
+    return {W.bf16.empty() ? static_cast<const void*>(W.f32.get()) : W.bf16.get(), y, W.out, accumulate};
+}
+
+cuda::GemvGlu gemv_glu(std::optional<Activation> activation) {
+    if (!activation) return cuda::GemvGlu::None;
+    return *activation == Activation::Gelu ? cuda::GemvGlu::Gelu : cuda::GemvGlu::Swish;
+}
+
+}  // namespace
+
+// y (M, out) = x (M, in) · Wᵀ (+ y): up to 8 rows through the streaming GEMV, up to 16 with bf16
+// weights through the tensor-core one, more through cuBLAS.
+void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
+    if (replaying()) return;
+    const DeviceWeight& W = weight(layer, w);
+    const int M = static_cast<int>(x.count);
+    const bool bf16 = !W.bf16.empty();
+    if (rows_in_bf16_only_ == x.data && !cublas_bf16_linear(M, layer, w))
+        throw Error("CUDA backend: rows kept only in bf16 reached a projection that reads fp32 (internal error)");
+    if (cuda::gemv_supports(M, W.in, bf16)) {
+        const cuda::GemvJob job = gemv_job(W, y.data, accumulate);
+        cuda::launch_gemv(x.data, M, W.in, &job, 1, bf16, stream());
+    } else if (!bf16) {
+        cuda::linear_f32(cublas_->get(), x.data, W.f32.get(), y.data, M, W.out, W.in, accumulate ? 1.0f : 0.0f);
+    } else if (cuda::skinny_gemm_supports(M, W.in) && w != Weight::Output) {
+        const cuda::GemvJob job = gemv_job(W, y.data, accumulate);
+        cuda::launch_skinny_gemm(activations_bf16(x), M, W.in, &job, 1, stream());
+    } else {
+        cuda::linear_bf16(cublas_->get(), activations_bf16(x), W.bf16.get(), y.data, M, W.out, W.in,
+                          accumulate ? 1.0f : 0.0f);
+    }
+    if (w == Weight::Output) stop_timer();
+}
+
+// Whether linear() multiplies M rows by weight w through cuBLAS from bf16 rows (its last branch).
+bool CudaBackend::cublas_bf16_linear(int M, int layer, Weight w) const {
+    const DeviceWeight& W = weight(layer, w);
+    return !W.bf16.empty() && !cuda::gemv_supports(M, W.in, true) &&
+           !(cuda::skinny_gemm_supports(M, W.in) && w != Weight::Output);
+}
+
+// Before act_bf16 is overwritten: rows kept there alone must have been read (by the projection
+// that follows the op that made them). It is then sized for `count` values; prepare() sized it for
+// every write of the forward, so that it does not move while GEMMs that read it are queued or while
+// a graph is captured.
+void CudaBackend::release_act_bf16(size_t count) {
+    if (rows_in_bf16_only_)
+        throw Error("CUDA backend: rows kept only in bf16 were overwritten before their projection (internal error)");
+    if (count > ws_.act_bf16.size() && graphs_.mode() == cuda::GraphCache::Mode::Capture)
+        throw Error("CUDA backend: the bf16 input rows grew while a graph was captured (internal error)");
+    grow(ws_.act_bf16, count);
+}
+
+// x rounded to bf16 for cuBLAS, in the workspace that the next projection overwrites.
+const __nv_bfloat16* CudaBackend::activations_bf16(Rows x) {
+    if (rows_in_bf16_only_ == x.data) {
+        rows_in_bf16_only_ = nullptr;
+        return ws_.act_bf16.get();
+    }
+    const int64_t n = x.count * x.width;
+    release_act_bf16(static_cast<size_t>(n));
+    cuda::launch_float_to_bf16(x.data, ws_.act_bf16.get(), n, stream());
+    return ws_.act_bf16.get();
+}
+
+// Projections of the same rows: one GEMV launch for all of them when the rows are few.
+void CudaBackend::linears(Rows x, int layer, std::span<const LinearOut> outputs) {
+    if (replaying()) return;
+    const int M = static_cast<int>(x.count);
+    std::vector<cuda::GemvJob> jobs;
+    bool bf16 = false;
+    for (const LinearOut& out : outputs) {
+        const DeviceWeight& W = weight(layer, out.weight);
+        bf16 = !W.bf16.empty();
+        if (!cuda::gemv_supports(M, W.in, bf16) || W.in != x.width || jobs.size() == cuda::kGemvMaxJobs) {
+            jobs.clear();
+            break;
+        }
+        jobs.push_back(gemv_job(W, out.y.data, false));
+    }
+    if (jobs.empty() && cublas_bf16_rows(x, layer, outputs)) {  // the rows rounded once for all the projections
+        linears_bf16(activations_bf16(x), M, layer, outputs);
+        return;
+    }
+    if (jobs.empty()) {
+        for (const LinearOut& out : outputs) linear(x, layer, out.weight, out.y, false);
+        return;
+    }
+    cuda::launch_gemv(x.data, M, static_cast<int>(x.width), jobs.data(), static_cast<int>(jobs.size()), bf16, stream());
+}
+
+// Too many rows for the GEMV, every weight bf16 and as wide as the rows: cuBLAS bf16 GEMMs.
+bool CudaBackend::cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut> outputs) const {
+    const int K = static_cast<int>(x.width);
+    return !cuda::gemv_supports(static_cast<int>(x.count), K, true) &&
+           std::all_of(outputs.begin(), outputs.end(), [&](const LinearOut& out) {
+               const DeviceWeight& W = weight(layer, out.weight);
+               return !W.bf16.empty() && W.in == K;
+           });
+}
+
+// Up to 16 rows: one tensor-core launch for all of a layer's projections (and the GLU); more
+// rows, and the vocabulary projection (32,000 rows of 2048: cuBLAS streams it faster, 38.7 against
+// 48.5 µs at 16 rows on the H200), through cuBLAS.
+void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
+                               std::optional<Activation> glu_activation) {
+    const int K = weight(layer, outputs.front().weight).in;
+    const bool vocabulary = std::any_of(outputs.begin(), outputs.end(),
+                                        [](const LinearOut& out) { return out.weight == Weight::Output; });
+    if (cuda::skinny_gemm_supports(M, K) && !vocabulary && outputs.size() <= static_cast<size_t>(cuda::kGemvMaxJobs)) {
+        std::vector<cuda::GemvJob> jobs;
+        for (const LinearOut& out : outputs) jobs.push_back(gemv_job(weight(layer, out.weight), out.y.data, false));
+        cuda::launch_skinny_gemm(rows, M, K, jobs.data(), static_cast<int>(jobs.size()), stream(),
+                                 gemv_glu(glu_activation));
+    } else {
+        for (const LinearOut& out : outputs) {
+            const DeviceWeight& W = weight(layer, out.weight);
+            if (out.weight == Weight::V && M == v_head_major_rows_) {
+                write_v_head_major(rows, M, W);
+                continue;
+            }
+            cuda::linear_bf16(cublas_->get(), rows, W.bf16.get(), out.y.data, M, W.out, W.in, 0.0f);
+        }
+        if (glu_activation) {
+            const Rows a = outputs[0].y, b = outputs[1].y;
+            if (cublas_bf16_linear(M, layer, Weight::FfnOut)) {
+                // the FFN's down projection reads the GLU's output from act_bf16, which the GEMMs above read
+                // before it in the stream
+                release_act_bf16(static_cast<size_t>(a.count * a.width));
+                cuda::launch_glu(a.data, b.data, ws_.act_bf16.get(), a.count * a.width,
+                                 *glu_activation == Activation::Gelu, stream());
+                rows_in_bf16_only_ = a.data;
+            } else {
+                glu(a, b, *glu_activation);
+            }
+        }
+    }
+    for (const LinearOut& out : outputs)
+        if (out.weight == Weight::Output) stop_timer();
+}
+
+// v (M rows) = rows · W_vᵀ straight into ws_.vh (H, Tp, Dv), its padding rows zero: what
+// retain_sequence's launch_to_head_major would make of v's rows.
+void CudaBackend::write_v_head_major(const __nv_bfloat16* rows, int M, const DeviceWeight& W) {
+    const int H = model_->config.n_heads, Dv = W.out / H, Tp = v_head_major_tp_;
+    const int64_t head_stride = static_cast<int64_t>(Tp) * Dv;
+    cuda::linear_bf16_head_major(cublas_->get(), rows, W.bf16.get(), ws_.vh.get(), M, W.out, W.in, H, head_stride);
+    if (Tp > M)
+        RETNET_CUDA_CHECK(cudaMemset2DAsync(ws_.vh.get() + static_cast<int64_t>(M) * Dv, head_stride * sizeof(float), 0,
+                                            static_cast<size_t>(Tp - M) * Dv * sizeof(float), H, stream()));
+    v_in_head_major_ = true;
+}
+
+// Few rows: the norm (and the GLU) inside the projections' one launch; h is never written. More
+// rows with bf16 weights: the norm writes the GEMMs' bf16 input directly.
+void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
+                               std::optional<Activation> glu_activation) {
+    if (replaying()) return;
+    const int M = static_cast<int>(x.count), K = static_cast<int>(x.width);
+    const bool bf16 = options_.bf16_weights;
+    bool fusable = cuda::gemv_supports_fusion(M, K, bf16) && !outputs.empty() &&
+                   outputs.size() <= static_cast<size_t>(cuda::kGemvMaxJobs) && (!glu_activation || outputs.size() == 2);
+    std::vector<cuda::GemvJob> jobs;
+    for (const LinearOut& out : outputs) {
+        const DeviceWeight& W = weight(layer, out.weight);
+        fusable = fusable && W.in == K && (W.bf16.empty() != bf16);
+        jobs.push_back(gemv_job(W, out.y.data, false));
+    }
+    const DeviceWeight& norm_weight = weight(layer, norm);
+    if (!fusable && cublas_bf16_rows(x, layer, outputs)) {
+        release_act_bf16(static_cast<size_t>(M) * static_cast<size_t>(K));
+        cuda::launch_rmsnorm_bf16(x.data, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(), ws_.act_bf16.get(),
+                                  M, K, static_cast<float>(eps), stream());
+        linears_bf16(ws_.act_bf16.get(), M, layer, outputs, glu_activation);
+        return;
+    }
+    if (!fusable) return BlockOps::norm_linears(x, layer, norm, eps, h, outputs, glu_activation);
+    const cuda::GemvInputTransform input{cuda::GemvInput::RmsNorm, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(),
+                                         static_cast<float>(eps)};
+    cuda::launch_gemv(x.data, M, K, jobs.data(), static_cast<int>(jobs.size()), bf16, stream(), input,
+                      gemv_glu(glu_activation));
+    for (const LinearOut& out : outputs)
+        if (out.weight == Weight::Output) stop_timer();
+}
+
+}  // namespace retnet::cuda_backend
