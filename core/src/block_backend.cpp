@@ -19,19 +19,7 @@ const Tensor& model_weight(const Model& model, int layer, Weight weight) {
     if (layer < 0 || layer >= static_cast<int>(w.layers.size()))
         throw Error("layer " + std::to_string(layer) + " is out of range (the model has " +
                     std::to_string(w.layers.size()) + " layers)");
-    const LayerWeights& l = w.layers[static_cast<size_t>(layer)];
-    switch (weight) {
-        case Weight::AttnNorm: return l.attn_norm;
-        case Weight::Q: return l.q_proj;
-        case Weight::K: return l.k_proj;
-        case Weight::V: return l.v_proj;
-        case Weight::G: return l.g_proj;
-        case Weight::O: return l.o_proj;
-        case Weight::FfnNorm: return l.ffn_norm;
-        case Weight::FfnAct: return l.ffn_act;
-        case Weight::FfnLin: return l.ffn_lin;
-        default: return l.ffn_out;
-    }
+    return layer_member(w.layers[static_cast<size_t>(layer)], weight);
 }
 
 void BlockOps::attention(const AttentionCall& call, Rows q, Rows k, Rows v, Rows y) {

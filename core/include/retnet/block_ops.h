@@ -36,6 +36,24 @@ enum class Weight { EmbedNorm, AttnNorm, Q, K, V, G, O, FfnNorm, FfnAct, FfnLin,
 // embedding matrix when tied). An absent optional weight (no head norm weight) is empty.
 const Tensor& model_weight(const Model& model, int layer, Weight weight);
 
+// The member of a layer's record that `weight` names, for every record with the model's field
+// names (LayerWeights' tensors, the trainer's LayerOffsets); `weight` is one of a layer's own.
+template <class Layer>
+auto& layer_member(Layer& layer, Weight weight) {
+    switch (weight) {
+        case Weight::AttnNorm: return layer.attn_norm;
+        case Weight::Q: return layer.q_proj;
+        case Weight::K: return layer.k_proj;
+        case Weight::V: return layer.v_proj;
+        case Weight::G: return layer.g_proj;
+        case Weight::O: return layer.o_proj;
+        case Weight::FfnNorm: return layer.ffn_norm;
+        case Weight::FfnAct: return layer.ffn_act;
+        case Weight::FfnLin: return layer.ffn_lin;
+        default: return layer.ffn_out;
+    }
+}
+
 // Named scratch buffers a backend keeps between calls.
 enum class Scratch { Residual, Normed, Q, K, V, G, Gated, FfnA, FfnB, Selected, Logits, Count };
 

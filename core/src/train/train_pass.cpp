@@ -49,21 +49,7 @@ int64_t param_offset(const ParamLayout& layout, int layer, Weight w) {
     if (w == Weight::Output) return layout.lm_head;
     if (layer < 0 || layer >= static_cast<int>(layout.layers.size()) || w == Weight::EmbedNorm)
         throw Error("training: no parameter for this layer and weight");
-    const LayerOffsets& l = layout.layers[static_cast<size_t>(layer)];
-    const int64_t offset = [&] {
-        switch (w) {
-            case Weight::AttnNorm: return l.attn_norm;
-            case Weight::Q: return l.q_proj;
-            case Weight::K: return l.k_proj;
-            case Weight::V: return l.v_proj;
-            case Weight::G: return l.g_proj;
-            case Weight::O: return l.o_proj;
-            case Weight::FfnNorm: return l.ffn_norm;
-            case Weight::FfnAct: return l.ffn_act;
-            case Weight::FfnLin: return l.ffn_lin;
-            default: return l.ffn_out;
-        }
-    }();
+    const int64_t offset = layer_member(layout.layers[static_cast<size_t>(layer)], w);
     if (offset < 0) throw Error("training: no parameter for this layer and weight");  // the twin's g_proj
     return offset;
 }
