@@ -25,6 +25,7 @@
 #include "retnet/cost.h"
 #include "retnet/error.h"
 #include "retnet/files.h"
+#include "retnet/json_text.h"
 #include "retnet/memory_limit.h"
 #include "retnet/model.h"
 #include "retnet/model_stats.h"
@@ -215,7 +216,7 @@ CostReport read_report(const std::string& path) {
     }
     constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
     try {
-        const nlohmann::json j = nlohmann::json::parse(text);
+        const nlohmann::json j = parse_json_bounded(text);
         CostReport report;
         report.device = text_field(j, "device");
         if (j.contains("weights")) {  // reports of before 2026-12-05 lack it

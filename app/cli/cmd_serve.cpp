@@ -30,6 +30,7 @@
 #include "retnet/cost.h"
 #include "retnet/error.h"
 #include "retnet/generate.h"
+#include "retnet/json_text.h"
 #include "retnet/memory_limit.h"
 #include "retnet/model_names.h"
 #include "retnet/model_stats.h"
@@ -461,7 +462,10 @@ void handle_completion(Engine& engine, const ServeOptions& o, const std::string&
     static std::atomic<int64_t> counter{0};
     json body;
     try {
-        body = json::parse(req.body);
+        body = parse_json_bounded(req.body);
+    } catch (const json::other_error&) {
+        return send_error(res, 400, "the request body nests arrays or objects more than " +
+                                        std::to_string(kMaxJsonDepth) + " levels deep");
     } catch (const json::exception&) {
         return send_error(res, 400, "the request body is not valid JSON");
     }

@@ -11,6 +11,7 @@
 
 #include "retnet/error.h"
 #include "retnet/files.h"
+#include "retnet/json_text.h"
 
 namespace retnet {
 
@@ -390,7 +391,7 @@ ModelConfig load_config(const std::string& path) {
     const std::string text = read_regular_file(path, uint64_t(16) << 20);  // a FIFO or directory: its own line
     json j;
     try {
-        j = json::parse(text);
+        j = parse_json_bounded(text);
     } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
         // e.what() starts with "[json.exception.parse_error.101] "; keep the readable part.
         std::string what = e.what();

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -21,6 +22,7 @@
 #include "retnet/error.h"
 #include "retnet/eval_stream.h"
 #include "retnet/forward.h"
+#include "retnet/json_text.h"
 #include "retnet/memory_limit.h"
 #include "retnet/npy.h"
 #include "retnet/run_directory.h"
@@ -1064,6 +1066,65 @@ TEST(RobustMessages, MisleadingLinesNowSayWhatIsWrong) {
     r = run_retnet({"convert", "--model", (dir / "broken").string(), "--out", (dir / "converted").string()});
     EXPECT_EQ(r.exit_code, 1);
     EXPECT_FALSE(fs::exists(dir / "converted")) << r.err;
+}
+
+// A JSON value nested 100,000 deep (200 KB) in any file the program reads is one line naming the
+// nesting: before, the error message that quoted it (nlohmann's dump() recurses once a level) or a
+// copy of it overflowed the stack, and every command that loads the model died by SIGSEGV.
+TEST(RobustMessages, JsonNestedTooDeepIsOneLineNotACrash) {
+    ScratchDir dir("deep_json");
+    const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+    write_small_model(dir / "model", false);
+    const std::string config = slurp(dir / "model" / "config.json");
+    // config.json: a field holds the nested value.
+    fs::copy(dir / "model", dir / "deep_config", fs::copy_options::recursive);
+    spit(dir / "deep_config" / "config.json", "{\"bos_token_id\": " + deep + ", " + config.substr(config.find('{') + 1));
+    // model.safetensors: the header's metadata holds it.
+    fs::copy(dir / "model", dir / "deep_header", fs::copy_options::recursive);
+    {
+        const std::string file = slurp(dir / "model" / "model.safetensors");
+        uint64_t length = 0;
+        std::memcpy(&length, file.data(), 8);
+        std::string header = file.substr(8, length);
+        header = "{\"__deep__\": " + deep + ", " + header.substr(1);
+        const uint64_t new_length = header.size();
+        std::string out(8, '\0');
+        std::memcpy(out.data(), &new_length, 8);
+        spit(dir / "deep_header" / "model.safetensors", out + header + file.substr(8 + length));
+    }
+    // A sharded model whose index holds it.
+    fs::create_directories(dir / "deep_index");
+    fs::copy(dir / "model" / "config.json", dir / "deep_index" / "config.json");
+    spit(dir / "deep_index" / "model.safetensors.index.json", "{\"weight_map\": " + deep + "}");
+    for (const auto& [model, words] : std::vector<std::pair<std::string, std::string>>{
+             {"deep_config", "not valid JSON (arrays and objects nested more than 64 levels deep)"},
+             {"deep_header", "header nests arrays or objects more than 64 levels deep"},
+             {"deep_index", "arrays and objects nested more than 64 levels deep"}}) {
+        const CliResult r = run_retnet({"info", "--model", (dir / model).string()}, 60);
+        EXPECT_EQ(r.signal, 0) << model;
+        EXPECT_EQ(r.exit_code, 1) << model << ": " << r.err;
+        EXPECT_EQ(r.err_lines(), 1) << r.err.substr(0, 300);
+        EXPECT_NE(r.err.find(words), std::string::npos) << model << ": " << r.err.substr(0, 300);
+    }
+    // A cost report.
+    const CliResult report = run_retnet({"cost", "--model", (dir / "model").string(), "--lengths", "4", "--batch", "1",
+                                         "--decode-steps", "1", "--json"},
+                                        120);
+    ASSERT_EQ(report.exit_code, 0) << report.err;
+    nlohmann::json j = nlohmann::json::parse(report.out);
+    std::string text = j.dump();
+    text.replace(text.find("\"device\":\"cpu\""), 14, "\"device\":" + deep);
+    spit(dir / "deep.json", text);
+    const CliResult from = run_retnet({"cost", "--from", (dir / "deep.json").string()}, 60);
+    EXPECT_EQ(from.signal, 0);
+    EXPECT_EQ(from.exit_code, 1) << from.err;
+    EXPECT_EQ(from.err_lines(), 1) << from.err.substr(0, 300);
+    EXPECT_NE(from.err.find("is not a report of retnet cost --json ("), std::string::npos) << from.err.substr(0, 300);
+    EXPECT_NE(from.err.find("nested more than 64 levels deep"), std::string::npos) << from.err.substr(0, 300);
+    // 64 levels pass the depth check (the parse then names what is wrong with the value).
+    EXPECT_FALSE(nests_too_deep(std::string(64, '[') + std::string(64, ']')));
+    EXPECT_TRUE(nests_too_deep(std::string(65, '[') + std::string(65, ']')));
+    EXPECT_FALSE(nests_too_deep("[[[ not json"));
 }
 
 // ---- 7. options read strictly ----------------------------------------------------------------

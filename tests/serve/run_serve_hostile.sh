@@ -3,7 +3,8 @@
 # `retnet serve` against a hostile user, with curl only, on loopback: SIGINT the moment the server
 # says it listens (a signal between bind and listen was lost: the server hung), SIGTERM during a
 # streamed request (a signal landing on an OpenBLAS thread killed the server, exit 143), a second
-# server on a port in use (cpp-httplib's SO_REUSEPORT let it bind and share the clients).
+# server on a port in use (cpp-httplib's SO_REUSEPORT let it bind and share the clients), a request
+# body nested too deep.
 # Usage: run_serve_hostile.sh RETNET MODEL_DIR
 set -euo pipefail
 retnet=$(realpath "$1")
@@ -63,4 +64,11 @@ start_server
 if "$retnet" serve --model "$model" --port "$port" >"$work/second" 2>&1; then fail "a second server bound port $port"; fi
 grep -q "cannot listen on 127.0.0.1:$port: the port is in use" "$work/second" || fail "second server said: $(cat "$work/second")"
 [ "$(wc -l <"$work/second")" = 1 ] || fail "more than one line: $(cat "$work/second")"
+# A body nested 1,000 deep is refused in one 400 naming the nesting, and the server goes on.
+python3 -c "print('{\"prompt\": \"x\", \"stop\": ' + '[' * 1000 + ']' * 1000 + '}')" >"$work/deep.json"
+curl -sS -m 10 -H 'Content-Type: application/json' --data-binary @"$work/deep.json" \
+  "http://127.0.0.1:$port/v1/completions" >"$work/deep_reply" || fail "the deeply nested request failed: $?"
+grep -q 'nests arrays or objects more than 64 levels deep' "$work/deep_reply" || fail "deep body: $(head -c 300 "$work/deep_reply")"
+curl -sS -m 30 -H 'Content-Type: application/json' -d '{"prompt": "x", "max_tokens": 2}' \
+  "http://127.0.0.1:$port/v1/completions" | grep -q '"choices"' || fail "the server did not answer after the deep body"
 echo "serve: all hostile tests passed"

@@ -18,6 +18,7 @@
 
 #include "io/atomic_file.h"
 #include "retnet/files.h"
+#include "retnet/json_text.h"
 #include "retnet/error.h"
 
 static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian");
@@ -138,12 +139,13 @@ std::string brief(const json& value) {
 constexpr size_t kMaxTensors = 100000;
 
 // The top-level names of JSON text, by a SAX pass that stops at the first name given twice (the
-// parsed json keeps only one of them) or past kMaxTensors + 1 names (the tensors and
-// __metadata__). nlohmann's callback parser, the other way to see repeated names, walks the whole
+// parsed json keeps only one of them), past kMaxTensors + 1 names (the tensors and
+// __metadata__) or past kMaxJsonDepth levels of nesting. nlohmann's callback parser, the other way to see repeated names, walks the whole
 // parent object after each member that ends: minutes for 100,000 tensors.
 struct TopLevelNames {
     std::string repeated;
     bool too_many = false;
+    bool too_deep = false;  // nested past kMaxJsonDepth (retnet/json_text.h)
 };
 TopLevelNames scan_top_level_names(const std::string& text) {
     struct Scan : nlohmann::json_sax<json> {
@@ -157,9 +159,13 @@ TopLevelNames scan_top_level_names(const std::string& text) {
         bool number_float(number_float_t, const string_t&) override { return true; }
         bool string(string_t&) override { return true; }
         bool binary(binary_t&) override { return true; }
-        bool start_object(std::size_t) override { return ++depth, true; }
+        bool enter() {
+            found.too_deep = ++depth > kMaxJsonDepth;
+            return !found.too_deep;
+        }
+        bool start_object(std::size_t) override { return enter(); }
         bool end_object() override { return --depth, true; }
-        bool start_array(std::size_t) override { return ++depth, true; }
+        bool start_array(std::size_t) override { return enter(); }
         bool end_array() override { return --depth, true; }
         bool key(string_t& k) override {
             if (depth != 1) return true;
@@ -247,6 +253,8 @@ void SafetensorsFile::parse_header() {
     const TopLevelNames names = scan_top_level_names(header_text);  // (valid JSON or not: parsed next)
     if (names.too_many)
         fail("header lists more than " + std::to_string(kMaxTensors) + " tensors (not a model file this program runs)");
+    if (names.too_deep)
+        fail("header nests arrays or objects more than " + std::to_string(kMaxJsonDepth) + " levels deep (not a model file)");
     json header;
     try {
         header = json::parse(header_text);
@@ -448,7 +456,7 @@ SafetensorsSet SafetensorsSet::open(const std::string& path) {
 
     json index;
     try {
-        index = json::parse(read_regular_file(path, 64u << 20));  // a weight map: KiB per thousand tensors
+        index = parse_json_bounded(read_regular_file(path, 64u << 20));  // a weight map: KiB per thousand tensors
     } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
         std::string what = e.what();
         const auto pos = what.find("] ");

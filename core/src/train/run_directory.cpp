@@ -22,6 +22,7 @@
 #include "retnet/config.h"
 #include "retnet/error.h"
 #include "retnet/files.h"
+#include "retnet/json_text.h"
 #include "retnet/safetensors.h"
 #include "retnet/tokenizer.h"
 
@@ -81,7 +82,7 @@ T field(const json& j, const char* name, const std::string& source) {
 
 json parse_json(const std::string& text, const std::string& source) {
     try {
-        return json::parse(text);
+        return parse_json_bounded(text);
     } catch (const json::exception& e) {
         throw Error(source + ": not valid JSON (" + std::string(e.what()).substr(0, 200) + ")");
     }

@@ -20,6 +20,7 @@
 #include "retnet/cpu_ops.h"
 #include "retnet/error.h"
 #include "retnet/files.h"
+#include "retnet/json_text.h"
 #include "retnet/model_stats.h"
 #include "retnet/run_directory.h"
 #include "retnet/safetensors.h"
@@ -203,7 +204,7 @@ double optional_state_number(const json& state, const char* name, const std::str
 json read_state(const std::string& state_path) {
     json state;
     try {
-        state = json::parse(read_file(state_path));
+        state = parse_json_bounded(read_file(state_path));
     } catch (const json::exception& e) {
         throw Error(state_path + ": not valid JSON (" + std::string(e.what()).substr(0, 200) + ")");
     }
