@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <utility>
 #include <filesystem>
 #include <limits>
@@ -96,10 +97,29 @@ std::atomic<const char*> g_cancelled_line{g_early_line};
 enum CancelSaid : int { kNotSaid, kHandlerWriting, kSaid };
 std::atomic<int> g_cancel_said{kNotSaid};
 
-// Async-signal-safe only: atomics, strlen, write(2), _exit(2). A second SIGINT does not end the
-// process at once: `retnet train --gpus N` passes a terminal's Ctrl-C on to ranks that got it too.
+std::atomic<int64_t> g_first_term_ns{0};  // CLOCK_MONOTONIC of the SIGTERM that raised g_terminated
+
+// A SIGTERM within this long of the first is the same request: coreutils' `timeout` sends one to
+// the command and one to its process group, so the command gets two at once (the second one
+// ended it before it printed what it had measured, in a third of the runs).
+constexpr int64_t kSameTermNs = 100'000'000;
+
+int64_t monotonic_ns() {  // clock_gettime is async-signal-safe
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    return int64_t(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+}
+
+// Async-signal-safe only: atomics, strlen, clock_gettime(2), write(2), _exit(2). A second SIGINT
+// does not end the process at once: `retnet train --gpus N` passes a terminal's Ctrl-C on to ranks
+// that got it too. A second SIGTERM does, from 100 ms after the first.
 extern "C" void retnet_cli_on_signal(int sig) {
-    const bool again = sig == SIGTERM && g_terminated.exchange(true);
+    bool again = false;
+    if (sig == SIGTERM) {
+        const int64_t now = monotonic_ns();
+        if (!g_terminated.exchange(true)) g_first_term_ns.store(now);
+        else again = now - g_first_term_ns.load() >= kSameTermNs;
+    }
     if (g_guards.load() > 0 && !again) {
         g_signal.store(sig);
         g_interrupted.store(true);
@@ -236,6 +256,10 @@ void check_model_memory(const std::string& dir, uint64_t copies, WeightStorage s
 }
 
 std::string shown(const std::string& text) { return Error(text).what(); }
+
+std::string json_text(const nlohmann::json& value, int indent) {
+    return value.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
 
 namespace {
 // A pipe or socket whose reader has gone says so itself (POLLERR), whatever errno holds by now.

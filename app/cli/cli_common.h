@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "shared_options.h"
 #include "retnet/forward.h"
 #include "retnet/intervention.h"
@@ -149,6 +151,10 @@ void check_model_memory(const std::string& dir, uint64_t copies = 1, WeightStora
 // Text from a user (a path, a value) fit to print in one line: control characters escaped, long
 // text cut in the middle (as in retnet::Error).
 std::string shown(const std::string& text);
+
+// JSON output (indent < 0: one line). Text that is not UTF-8 (a path's bytes) is written with U+FFFD
+// for its bad bytes: nlohmann's dump() throws on it, and `info --json` of such a directory failed.
+std::string json_text(const nlohmann::json& value, int indent = -1);
 
 
 // Standard output could not be written: a closed pipe (`retnet generate | head`) or a full disk.

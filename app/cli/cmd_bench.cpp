@@ -269,7 +269,7 @@ int run_bench(const std::vector<std::string>& argv) {
         report["cancelled"] = true;
     }
     if (const int64_t in_use = backend->device_memory_in_use(); in_use >= 0) report["device_memory_bytes"] = in_use;
-    if (json) std::printf("%s\n", report.dump(2).c_str());
+    if (json) std::printf("%s\n", json_text(report, 2).c_str());
     else print_tables(report);
     if (!cancelled) return 0;
     std::fflush(stdout);

@@ -85,7 +85,7 @@ void chat_turn(Session& s, const std::string& line, InterruptGuard& interrupt) {
                                   {"text", r.text}, {"prefill_tokens", st.prefill_tokens}, {"prefill_ms", st.prefill_ms},
                                   {"tokens_per_s", st.tokens_per_s()}, {"stop_reason", stop_reason_name(st.stop_reason)},
                                   {"state_bytes", state_bytes}, {"sequence_tokens", s.generator.length()}};
-        std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+        std::printf("%s\n", json_text(j).c_str());
     } else {
         // Text held back as a possible stop string that never completed.
         if (r.text.size() > printed) std::fputs(printable(r.text.substr(printed)).c_str(), stdout);

@@ -65,7 +65,7 @@ int run_compare(const std::vector<std::string>& argv) {
                             {"head_norm_eps", report.head_norm_eps}, {"tolerance_rel", options.tolerance},
                             {"passed", report.passed()}};
         for (const PairReport& p : report.pairs) j["pairs"].push_back(pair_json(p));
-        std::printf("%s\n", j.dump(2).c_str());
+        std::printf("%s\n", json_text(j, 2).c_str());
         return 0;
     }
     std::printf("%s model, %zu tokens, chunk size %d, head-norm eps %g, %s backend, tolerance %g x max|logit|\n",

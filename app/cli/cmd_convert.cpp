@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <iterator>
+
+#include <unistd.h>
 
 #include "cli_common.h"
 #include "command.h"
@@ -20,6 +23,14 @@ namespace fs = std::filesystem;
 // The files that come along with the weights, when the model has them.
 constexpr const char* kCarried[] = {"tokenizer.model", "training.json"};
 
+// The names of the temporary files a convert writes (the atomic writer's `<file>.tmp`).
+bool is_leftover(const std::string& name) {
+    if (!name.ends_with(".tmp")) return false;
+    const std::string file = name.substr(0, name.size() - 4);
+    return file == "config.json" || file == "model.safetensors" ||
+           std::any_of(std::begin(kCarried), std::end(kCarried), [&](const char* carried) { return file == carried; });
+}
+
 // convert replaces a model as a whole, and only when asked to (--overwrite): before, any model in
 // --out was replaced without a word, another model's tokenizer and training notes removed with it.
 // A directory that holds none (no model.safetensors) may hold someone's config.json or
@@ -34,15 +45,22 @@ void require_model_or_empty_directory(const std::string& out, const std::vector<
             throw Error("--out " + out + " holds a model already (" + weights +
                         "); pass --overwrite to replace it as a whole, or choose a new or empty directory");
         }
-    const fs::directory_iterator first(out, ec);
+    // The temporary files of a convert that was killed outright (a second SIGTERM) are no one's
+    // files: the next write unlinks and replaces them, so they do not make the directory taken.
+    std::string other;  // the first entry that is not such a leftover
+    for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec))
+        if (const std::string name = it->path().filename().string(); !is_leftover(name)) {
+            other = name;
+            break;
+        }
     if (ec) throw Error("--out " + out + ": " + ec.message());
-    if (first == fs::directory_iterator()) return;
+    if (other.empty()) return;
     for (const std::string& name : written)
         if (fs::exists(fs::symlink_status(fs::path(out) / name, ec)))
             throw Error("--out " + out + " holds no model but a " + name +
                         " that convert would replace; choose a new or empty directory");
-    throw Error("--out " + out + " is not empty (it holds " + first->path().filename().string() +
-                ") and holds no model; choose a new or empty directory");
+    throw Error("--out " + out + " is not empty (it holds " + other + ") and holds no model; choose a new or empty "
+                "directory");
 }
 
 // The files convert writes in --out replace what is there, never what a link there points to (the
@@ -123,6 +141,8 @@ int run_convert(const std::vector<std::string>& argv) {
     try {
         save_model(model, out_dir, dtype, interrupt.cancelled(), extras);  // the carried files in its commit
         if (!created) remove_stale_carried(out_dir, extras);
+        for (const auto& entry : fs::directory_iterator(out_dir, ec))  // a killed convert's that this one did not write
+            if (is_leftover(entry.path().filename().string())) ::unlink(entry.path().c_str());
     } catch (...) {
         if (created) fs::remove_all(out_dir, ec);  // nothing half-written stays behind
         throw;

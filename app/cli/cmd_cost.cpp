@@ -369,10 +369,13 @@ int run_cost(const std::vector<std::string>& argv) {
     if (!plot_path.empty()) throw Error("--plot needs the Qt build of retnet (this one has none); use --json");
 #endif
     if (!plot_path.empty()) check_plot_path(plot_path);
+    // Held until the report is printed: a signal then (after the measurement, or a second one from
+    // `timeout`) is noted, not obeyed at once, so what was measured is not lost.
+    const InterruptGuard until_printed;
     const Measured measured = from.empty() ? measure(args) : Measured{read_report(from)};
     const CostReport& report = measured.report;
     if (measured.cancelled && report.points.empty()) throw Cancelled();
-    if (json) std::printf("%s\n", to_json(report).dump(2).c_str());
+    if (json) std::printf("%s\n", json_text(to_json(report), 2).c_str());
     else print_table(report);
 #ifdef RETNET_HAVE_COST_PLOT
     std::string error;

@@ -67,8 +67,6 @@ nlohmann::json candidates_json(const std::vector<TokenProb>& list, const Tokeniz
     return out;
 }
 
-std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
-
 // What `generate` reads besides the shared generation options.
 struct GenerateCommand {
     std::string model_dir, device = "cpu", prompt, prompt_file, tokens;
@@ -138,7 +136,7 @@ int run_generate(const std::vector<std::string>& argv) {
             if (tokenizer) j["piece"] = tokenizer->display_piece(e.id);
             j["top"] = candidates_json(e.top, tokenizer.get());
             j["top_filtered"] = candidates_json(e.top_filtered, tokenizer.get());
-            std::printf("%s\n", dump(j).c_str());
+            std::printf("%s\n", json_text(j).c_str());
         } else if (tokenizer) {
             std::fputs(printable(e.stream_text).c_str(), stdout);
             printed += e.stream_text;
@@ -162,7 +160,7 @@ int run_generate(const std::vector<std::string>& argv) {
             {"stop_reason", stop_reason_name(s.stop_reason)}, {"device", backend->name()},
             {"seed", sampler.seed}, {"tokens", result.tokens}, {"text", result.text}};
         if (!s.stop_string.empty()) summary["stop_string"] = s.stop_string;
-        std::printf("%s\n", dump(summary).c_str());
+        std::printf("%s\n", json_text(summary).c_str());
     } else {
         // Text held back as a possible stop string that never completed.
         if (tokenizer && result.text.size() > printed.size())

@@ -36,10 +36,10 @@ int run_info(const std::vector<std::string>& argv) {
                             {"state_bytes_fp32", s.state_bytes_fp32},
                             {"kv_cache_bytes_fp32_per_token", s.kv_cache_bytes_per_token_fp32},
                             {"context", context}, {"kv_cache_bytes_fp32_at_context", s.kv_cache_bytes_at_context_fp32}};
-        std::printf("%s\n", j.dump(2).c_str());
+        std::printf("%s\n", json_text(j, 2).c_str());
         return 0;
     }
-    std::printf("model        %s\n", model->directory.c_str());
+    std::printf("model        %s\n", shown(model->directory).c_str());
     std::printf("family       %s\n", format_name(c));
     std::printf("shape        d=%d  layers=%d  heads=%d  Dk=%d  Dv=%d  ffn=%d  vocab=%d\n", c.d_model, c.n_layers,
                 c.n_heads, c.head_dim_k(), c.head_dim_v(), c.ffn_dim, c.vocab_size);

@@ -63,7 +63,7 @@ void print_json(const Inspection& in) {
         }
         j["lens"] = std::move(layers);
     }
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", json_text(j).c_str());
 }
 
 void print_text(const Inspection& in) {

@@ -267,7 +267,7 @@ void send_error(httplib::Response& res, int status, const std::string& message, 
     json e = {{"message", message}, {"type", type}, {"param", param.empty() ? json(nullptr) : json(param)},
               {"code", nullptr}};
     res.status = status;
-    res.set_content(json{{"error", e}}.dump(), "application/json");
+    res.set_content(json_text(json{{"error", e}}), "application/json");
 }
 
 std::vector<int32_t> request_prompt(const json& body, const Engine& engine, const ServeOptions& o) {
@@ -371,7 +371,7 @@ json completion_chunk(const std::string& id, const std::string& model, int64_t c
 std::atomic<int> g_open_responses{0};
 
 std::string sse(const json& j) {
-    return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+    return "data: " + json_text(j) + "\n\n";
 }
 
 // Sends one chunk of a job's response; a client that left cancels the job.
@@ -433,7 +433,7 @@ void answer_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
                                  {"completion_tokens", job->completion_tokens},
                                  {"total_tokens", prompt_tokens + job->completion_tokens}};
                 if (!job->error.empty()) body = {{"error", {{"message", job->error}, {"type", "server_error"}}}};
-                out = body.dump(-1, ' ', false, json::error_handler_t::replace);
+                out = json_text(body);
             }
             return send_chunk(sink, *job, out, finished);
         },
@@ -526,11 +526,11 @@ int bind_or_throw(httplib::Server& server, const ServeOptions& o) {
 
 void add_routes(httplib::Server& server, Engine& engine, const ServeOptions& o, const std::string& model) {
     server.Get("/health", [&](const httplib::Request&, httplib::Response& res) {
-        res.set_content(engine.health().dump(), "application/json");
+        res.set_content(json_text(engine.health()), "application/json");
     });
     server.Get("/v1/models", [&, model](const httplib::Request&, httplib::Response& res) {
         const json entry = {{"id", model}, {"object", "model"}, {"created", 0}, {"owned_by", "retnet-studio"}};
-        res.set_content(json{{"object", "list"}, {"data", json::array({entry})}}.dump(), "application/json");
+        res.set_content(json_text(json{{"object", "list"}, {"data", json::array({entry})}}), "application/json");
     });
     server.Post("/v1/completions", [&, model](const httplib::Request& req, httplib::Response& res) {
         handle_completion(engine, o, model, req, res);

@@ -50,7 +50,7 @@ int run_encode(const TokenizerOptions& o) {
     if (o.json) {
         nlohmann::json pieces = nlohmann::json::array();
         for (int32_t id : ids) pieces.push_back(tokenizer.display_piece(id));
-        std::printf("%s\n", nlohmann::json{{"ids", ids}, {"pieces", pieces}}.dump().c_str());
+        std::printf("%s\n", json_text(nlohmann::json{{"ids", ids}, {"pieces", pieces}}).c_str());
         return 0;
     }
     std::string line;

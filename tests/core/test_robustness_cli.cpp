@@ -415,6 +415,26 @@ TEST(RobustInterrupt, ABurstOfSignalsSaysTheCancelOnce) {
     }
 }
 
+// coreutils' `timeout` sends SIGTERM to the command and again to its process group: two at once.
+// They are one request: what was measured is printed (bench's JSON says "cancelled") and the exit
+// status is 143. Before, the second one ended the process before it printed anything (a SIGTERM
+// 100 ms or more after the first still ends it at once: RobustInterrupt.ASecondSigtermEndsAStuckWrite).
+TEST(RobustInterrupt, TwoSigtermsAtOnceAreOneRequestAndKeepTheReport) {
+    for (int run = 0; run < 3; ++run) {
+        RunningRetnet child({"bench", "--model", model_dir().string(), "--mode", "decode", "--contexts", "4",
+                             "--decode-steps", "100000", "--json"});
+        ASSERT_TRUE(child.wait_until_caught(SIGTERM, 30));
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));  // into the measurement
+        child.send(SIGTERM);
+        child.send(SIGTERM);
+        const CliResult r = child.finish(60);
+        EXPECT_EQ(r.signal, 0);
+        EXPECT_EQ(r.exit_code, 143) << r.err;
+        ASSERT_FALSE(r.out.empty()) << "run " << run << ": no report; stderr: " << r.err;
+        EXPECT_EQ(nlohmann::json::parse(r.out).value("cancelled", false), true) << r.out;
+    }
+}
+
 // Bytes waiting in `reader`'s pipe once the writer has put any there (0 after a minute, -1 when
 // the pipe cannot be asked): how a test knows the writer is inside the file.
 int wait_for_queued_bytes(int reader) {
@@ -494,13 +514,49 @@ TEST(RobustInterrupt, ASecondSigtermEndsAStuckWrite) {
                          "--overwrite"});  // the FIFO at model.safetensors reads as a model there
     ASSERT_GT(wait_for_queued_bytes(reader), 0) << "the writer never began model.safetensors";
     child.send(SIGTERM);
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // delivered, not merged with the next
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // past the 100 ms in which it is the same request
     child.send(SIGTERM);
     const CliResult r = child.finish(30);
     ::close(reader);
     EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
     EXPECT_EQ(r.exit_code, 143) << r.err;
     EXPECT_EQ(r.err, "retnet convert: cancelled\n");
+}
+
+// A convert ended outright (a second SIGTERM) leaves its temporary files; the next convert into
+// that directory takes them for what they are and writes over them, with or without a model there
+// (before: "--out … is not empty (it holds model.safetensors.tmp) and holds no model", even with
+// --overwrite, and the user had to clean up by hand). Nothing of them is left after it.
+TEST(RobustInterrupt, TheTemporaryFilesOfAKilledConvertDoNotBlockTheNext) {
+    ScratchDir dir("convert_leftovers");
+    write_small_model(dir / "model");
+    for (const bool with_model : {false, true}) {
+        const fs::path out = dir / (with_model ? "over_a_model" : "only_leftovers");
+        if (with_model) {
+            ASSERT_EQ(run_retnet({"convert", "--model", (dir / "model").string(), "--out", out.string()}).exit_code, 0);
+        } else {
+            fs::create_directories(out);
+        }
+        for (const char* name : {"config.json.tmp", "model.safetensors.tmp", "tokenizer.model.tmp", "training.json.tmp"})
+            spit(out / name, "half written");
+        std::vector<std::string> args = {"convert", "--model", (dir / "model").string(), "--out", out.string()};
+        if (with_model) args.push_back("--overwrite");
+        const CliResult r = run_retnet(args);
+        EXPECT_EQ(r.exit_code, 0) << r.err;
+        std::vector<std::string> left;
+        for (const auto& entry : fs::directory_iterator(out)) left.push_back(entry.path().filename().string());
+        std::sort(left.begin(), left.end());
+        EXPECT_EQ(left, (std::vector<std::string>{"config.json", "model.safetensors", "tokenizer.model"})) << out;
+        EXPECT_EQ(run_retnet({"info", "--model", out.string()}).exit_code, 0);
+    }
+    // Someone's file among them still makes the directory taken.
+    const fs::path taken = dir / "taken";
+    fs::create_directories(taken);
+    spit(taken / "model.safetensors.tmp", "half written");
+    spit(taken / "notes.txt", "mine");
+    const CliResult r = run_retnet({"convert", "--model", (dir / "model").string(), "--out", taken.string()});
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("is not empty (it holds notes.txt) and holds no model"), std::string::npos) << r.err;
 }
 
 // SIGTERM during training takes Ctrl-C's path: a checkpoint, the line on stderr, 143. Before: its

@@ -1127,6 +1127,29 @@ TEST(RobustMessages, JsonNestedTooDeepIsOneLineNotACrash) {
     EXPECT_FALSE(nests_too_deep("[[[ not json"));
 }
 
+// A model directory whose name is not UTF-8 (a path is bytes) is named escaped in text and with
+// U+FFFD for its bad bytes in JSON: before, `info --json` and `bench --json` ended with nlohmann's
+// "invalid UTF-8 byte" (type_error 316), and `info` printed the raw bytes and escapes to the terminal.
+TEST(RobustMessages, AModelPathThatIsNotUtf8IsShownNotFatal) {
+    ScratchDir dir("not_utf8");
+    const fs::path model = dir / "bad\xff\x1b[31mdir";
+    write_small_model(model, false);
+    const CliResult text = run_retnet({"info", "--model", model.string()});
+    EXPECT_EQ(text.exit_code, 0) << text.err;
+    EXPECT_EQ(text.out.find('\x1b'), std::string::npos) << text.out;
+    EXPECT_NE(text.out.find("bad\\xff\\x1b[31mdir"), std::string::npos) << text.out;
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"info", "--json"}, {"bench", "--lengths", "4", "--repeats", "1", "--decode-steps", "2", "--json"}}) {
+        std::vector<std::string> with_model = args;
+        with_model.insert(with_model.end(), {"--model", model.string()});
+        const CliResult r = run_retnet(with_model, 120);
+        EXPECT_EQ(r.exit_code, 0) << args[0] << ": " << r.err;
+        const nlohmann::json j = nlohmann::json::parse(r.out);
+        const std::string named = j.contains("model") ? j["model"].get<std::string>() : j["directory"].get<std::string>();
+        EXPECT_NE(named.find("bad\xef\xbf\xbd\x1b[31mdir"), std::string::npos) << args[0] << ": " << named;
+    }
+}
+
 // ---- 7. options read strictly ----------------------------------------------------------------
 
 TEST(RobustOptions2, BooleansAndNumbersAreReadStrictly) {
