@@ -228,31 +228,38 @@ uint64_t estimated_weight_bytes(const ModelConfig& c) {
 }
 
 namespace {
-// The bytes the weights of `dir` take once loaded with `storage`, from the checkpoint's header: a
-// BF16 matrix kept as stored is two bytes a value, everything else float32. A header that cannot
-// be read gives the config's float32 estimate (load_model then names what is wrong with it).
+// The bytes the weights of `dir` take once loaded with `storage`: the config's float32 estimate,
+// halved where the checkpoint stores every matrix as BF16 and they are kept so. From the config,
+// not a sum over the header: a stray tensor or a shape the config disagrees with is then named by
+// load_model, not hidden behind a memory refusal of its size.
 uint64_t loaded_weight_bytes(const std::string& dir, const ModelConfig& config, WeightStorage storage) {
+    const uint64_t f32 = estimated_weight_bytes(config);
+    if (storage != WeightStorage::AsStored) return f32;
     try {
         const SafetensorsSet set = SafetensorsSet::open_directory(dir);
-        uint64_t bytes = 0;
+        bool matrices = false;
         for (const std::string& name : set.names()) {
             const TensorInfo& t = set.info(name);
-            const bool kept_bf16 = storage == WeightStorage::AsStored && t.shape.size() == 2 && t.dtype == DType::BF16;
-            bytes = saturating_sum({bytes, saturating_product({uint64_t(t.numel()), kept_bf16 ? 2u : 4u})});
+            if (t.shape.size() != 2) continue;
+            if (t.dtype != DType::BF16) return f32;
+            matrices = true;
         }
-        return bytes;
+        return matrices ? f32 / 2 : f32;
     } catch (const Error&) {
-        return estimated_weight_bytes(config);
+        return f32;  // load_model names what is wrong with the header
     }
 }
 }  // namespace
 
-void check_model_memory(const std::string& dir, uint64_t copies, WeightStorage storage) {
+void check_model_memory(const std::string& dir, uint64_t copies, WeightStorage storage, uint64_t held_beside) {
     const fs::path config = fs::path(dir) / "config.json";
     std::error_code ec;
     if (!fs::is_regular_file(config, ec)) return;  // load_model says what is missing
-    check_memory(saturating_product({copies, loaded_weight_bytes(dir, load_config(config.string()), storage)}),
-                 "loading the weights of " + dir);  // "the weights … needs" would not agree
+    const uint64_t bytes = saturating_product({copies, loaded_weight_bytes(dir, load_config(config.string()), storage)});
+    // "the weights … needs" would not agree
+    check_memory(saturating_sum({bytes, held_beside}),
+                 "loading the weights of " + dir +
+                     (held_beside > 0 ? " (beside the " + format_bytes(held_beside) + " of weights already held)" : ""));
 }
 
 std::string shown(const std::string& text) { return Error(text).what(); }

@@ -144,9 +144,11 @@ void check_prompt_memory(const ModelConfig& config, int64_t T, Form form, int ch
 // projections and FFN of every layer), before anything is allocated.
 uint64_t estimated_weight_bytes(const ModelConfig& config);
 
-// Refuses a model directory whose weights as loaded with `storage` (times `copies`) would pass the
-// memory limit, from its config.json and its safetensors header, before any weight is read.
-void check_model_memory(const std::string& dir, uint64_t copies = 1, WeightStorage storage = WeightStorage::F32);
+// Refuses a model directory whose weights as loaded with `storage` (times `copies`), with
+// `held_beside` bytes already in memory, would pass the memory limit: from its config.json (and
+// the dtype its safetensors header gives the matrices), before any weight is read.
+void check_model_memory(const std::string& dir, uint64_t copies = 1, WeightStorage storage = WeightStorage::F32,
+                        uint64_t held_beside = 0);
 
 // Text from a user (a path, a value) fit to print in one line: control characters escaped, long
 // text cut in the middle (as in retnet::Error).

@@ -273,10 +273,12 @@ Measured measure(const CostArgs& args) {
     // seconds. The loaders poll the flag between tensors (layers of the twin), the copies of the
     // weights (apply_dtype, make_backend_option) when they end.
     InterruptGuard interrupt;
-    auto retnet_model = load_model_edited(args.model_dir);
-    if (retnet_model->config.is_transformer())
+    auto loaded = load_model_edited(args.model_dir);
+    if (loaded->config.is_transformer())
         throw Error("--model must be a RetNet (it is a Transformer); pass a Transformer with --transformer");
-    auto retnet_backend = make_backend_at_dtype(args.dtype, args.device, retnet_model);
+    // moved in: a converted copy (--dtype) is then the only one held
+    auto retnet_backend = make_backend_at_dtype(args.dtype, args.device, std::move(loaded));
+    const Model& retnet = retnet_backend->model();
     check_batch_fits(*retnet_backend, *std::max_element(args.options.batches.begin(), args.options.batches.end()));
     // The twin computes at the RetNet's precision: with --dtype stored, a bf16 checkpoint's RetNet
     // reads half the bytes a step of a float32 twin would, and the twin would look slower than it is.
@@ -285,30 +287,38 @@ Measured measure(const CostArgs& args) {
         throw Error("the model " + shown(model_dir_or_default(args.model_dir)) +
                     " stores some matrices in bf16 and others in fp32, which its twin cannot match: pass --dtype fp32 "
                     "or bf16 to compare both at one precision");
+    // Every twin below is made while the RetNet's weights are held (in host memory on every device).
+    const uint64_t held = retnet.weight_bytes();
+    const std::string beside = " (beside the RetNet's " + format_bytes(held) + " of weights)";
+    const bool on_cpu = !retnet_backend->on_device();
     std::shared_ptr<const Model> twin;
     if (args.transformer_dir.empty()) {
-        check_memory(estimated_weight_bytes(transformer_twin_config(retnet_model->config)), "the Transformer twin");
-        Model made = make_transformer_twin(retnet_model->config, args.options.seed, interrupt.cancelled());
+        check_memory(saturating_sum({held, estimated_weight_bytes(transformer_twin_config(retnet.config))}),
+                     "the Transformer twin" + beside);
+        Model made = make_transformer_twin(retnet.config, args.options.seed, interrupt.cancelled());
         // narrowed in place for a bf16 RetNet on the CPU, before it is shared: a narrowed copy would
         // hold the float32 twin twice (the GPU narrows as it uploads)
-        if (precision == "bf16" && retnet_backend->name() == "cpu")
-            made = narrowed_to_bf16(std::move(made), interrupt.cancelled());
+        if (precision == "bf16" && on_cpu) made = narrowed_to_bf16(std::move(made), interrupt.cancelled());
         twin = std::make_shared<const Model>(std::move(made));
     } else {
+        check_model_memory(args.transformer_dir, 1, WeightStorage::AsStored, held);
         twin = std::make_shared<const Model>(load_model_interruptible(args.transformer_dir, WeightStorage::AsStored));
         if (!twin->config.is_transformer())
             throw Error("--transformer " + shown(args.transformer_dir) +
                         " is not a Llama-format Transformer (it is a RetNet; make its twin with retnet init --arch "
                         "transformer --like DIR)");
         // Refused before the size warning: one line, the one that matters.
-        if (const int64_t ours = retnet_model->config.vocab_size, theirs = twin->config.vocab_size; ours != theirs)
+        if (const int64_t ours = retnet.config.vocab_size, theirs = twin->config.vocab_size; ours != theirs)
             throw Error("--transformer " + shown(args.transformer_dir) + " has a vocabulary of " +
                         std::to_string(theirs) + " tokens and --model one of " + std::to_string(ours) +
                         "; both run on the same token streams, so they need the same vocabulary");
-        if (const std::string mismatch = size_mismatch(*retnet_model, *twin); !mismatch.empty())
+        if (const std::string mismatch = size_mismatch(retnet, *twin); !mismatch.empty())
             std::fprintf(stderr, "retnet cost: warning: %s\n", mismatch.c_str());
+        // On the CPU a twin stored at another precision is converted: a float32 copy beside it at the peak.
+        if (on_cpu && matrices_precision(*twin) != precision)
+            check_memory(saturating_sum({held, twin->weight_bytes(), saturating_product({uint64_t(twin->parameter_count()), 4})}),
+                         "the Transformer twin converted to " + precision + beside);
     }
-    retnet_model.reset();  // the backend holds what it needs (a converted copy, or this one)
     // A device the RetNet fell back from (no GPU) is not tried again for the twin: one notice, not two.
     const std::string twin_device = retnet_backend->name() == "cpu" ? "cpu" : args.device;
     auto twin_backend = make_backend_at_dtype(precision, twin_device, std::move(twin));
@@ -354,6 +364,8 @@ int run_cost(const std::vector<std::string>& argv) {
         throw Error("option --from is empty (name a report saved with --json, or leave it out to measure)");
     if (app->count("--transformer") > 0 && args.transformer_dir.empty())
         throw Error("option --transformer is empty (leave it out for a random twin of the model)");
+    if (app->count("--plot") > 0 && plot_path.empty())
+        throw Error("option --plot is empty (name the PNG to draw, or leave it out)");
     if (!from.empty())
         for (const char* option : {"--model", "--transformer", "--device", "--lengths", "--batch", "--dtype",
                                    "--decode-steps", "--seed"})

@@ -115,12 +115,7 @@ void check_batch(const Model& model, std::span<const SequenceRequest> batch, int
     }
 }
 
-std::string Backend::weights_precision() const {
-    bool bf16 = false, fp32 = false;  // among the matrices, which hold the weights' bytes (vectors stay float32)
-    for (const Tensor* t : weight_tensors(model()))
-        if (t->rank() == 2 && t->numel() > 0) (t->storage() == Storage::BF16 ? bf16 : fp32) = true;
-    return bf16 && fp32 ? "mixed" : bf16 ? "bf16" : "fp32";
-}
+std::string Backend::weights_precision() const { return matrices_precision(model()); }
 
 bool is_gpu_device(std::string_view device) { return device.starts_with("cuda"); }
 

@@ -127,6 +127,13 @@ bool Model::all_f32() const {
     return true;
 }
 
+std::string matrices_precision(const Model& model) {
+    bool bf16 = false, fp32 = false;  // among the matrices, which hold the weights' bytes (vectors stay float32)
+    for (const Tensor* t : weight_tensors(model))
+        if (t->rank() == 2 && t->numel() > 0) (t->storage() == Storage::BF16 ? bf16 : fp32) = true;
+    return bf16 && fp32 ? "mixed" : bf16 ? "bf16" : "fp32";
+}
+
 Model widened(const Model& model) {
     Model out = model;
     for (Tensor* t : tensors_of(out.weights)) t->widen();
@@ -155,6 +162,8 @@ std::shared_ptr<const Model> with_bf16_matrices(std::shared_ptr<const Model> mod
     if (std::none_of(weights.begin(), weights.end(),
                      [](const Tensor* t) { return t->rank() == 2 && t->storage() == Storage::F32 && t->numel() > 0; }))
         return model;
+    // A float32 copy is made beside the model, then narrowed tensor by tensor.
+    check_memory(saturating_product({model->weight_bytes(), 2}), "narrowing the model's weights to bf16");
     return std::make_shared<const Model>(narrowed_to_bf16(*model, cancelled));
 }
 

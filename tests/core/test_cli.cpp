@@ -182,8 +182,8 @@ TEST(Cli, ConvertTakesFp32AndItsOlderNameF32) {
 
 // A bf16 checkpoint is held as stored (two bytes a matrix value) by the commands that compute with
 // it, so the memory check counts it so: before, it was counted at float32 and refused under a limit
-// it fits in. Widening it to float32 (--dtype fp32, the reference backend) holds both copies, which
-// is refused in one line naming the widening.
+// it fits in. Converting weights (--dtype, the reference backend) holds both copies at its peak,
+// which is refused in one line naming the conversion.
 TEST(Cli, ABf16CheckpointIsCountedAtTheBytesItIsHeldIn) {
     const fs::path dir = fs::temp_directory_path() / ("retnet_bf16_memory_" + std::to_string(getpid()));
     fs::remove_all(dir);
@@ -203,6 +203,26 @@ TEST(Cli, ABf16CheckpointIsCountedAtTheBytesItIsHeldIn) {
     for (const char* widening : {"bench --dtype fp32 --lengths 4 --batch 1", "compare --device reference --tokens 1,2,3"})
         expect_one_line_error(run_cli(std::string(widening) + bf16),
                               "widening the model's bf16 weights to float32 needs 57 MiB, more than the memory limit");
+    // Narrowing makes a float32 copy first; cost makes or loads its twin beside the RetNet's weights
+    // and converts a twin stored at another precision (before, none of these was counted).
+    expect_one_line_error(run_cli("bench --dtype bf16 --lengths 4 --repeats 1 --model " + (dir / "fp32").string() +
+                                  " --max-memory 60M"),
+                          "narrowing the model's weights to bf16 needs 77 MiB, more than the memory limit of 60 MiB");
+    ASSERT_EQ(run_cli("init --arch transformer --like " + (dir / "fp32").string() + " --out " + (dir / "twin").string())
+                  .exit_code,
+              0);
+    const std::string cost = "cost --lengths 4 --batch 1 --decode-steps 1 --model " + (dir / "bf16").string();
+    expect_one_line_error(run_cli(cost + " --max-memory 39M"),
+                          "the Transformer twin (beside the RetNet's 19 MiB of weights) needs 58 MiB, more than the "
+                          "memory limit of 39 MiB");
+    const std::string with_twin = cost + " --transformer " + (dir / "twin").string();
+    expect_one_line_error(run_cli(with_twin + " --max-memory 39M"),
+                          "loading the weights of " + (dir / "twin").string() +
+                              " (beside the 19 MiB of weights already held) needs 58 MiB, more than the memory limit");
+    expect_one_line_error(run_cli(with_twin + " --max-memory 80M"),
+                          "the Transformer twin converted to bf16 (beside the RetNet's 19 MiB of weights) needs 96 MiB");
+    const CliRun fits = run_cli(cost + " --max-memory 80M");
+    EXPECT_EQ(fits.exit_code, 0) << fits.err;
     fs::remove_all(dir);
 }
 
@@ -282,6 +302,8 @@ TEST(Cli, CostTableColumnsFitTheirContent) {
 // error, after what may be minutes of measuring).
 TEST(Cli, CostPlotThatCannotBeWrittenIsRefusedBeforeMeasuring) {
     const std::string cost = "cost --model " + kFixtures + "fla_small --lengths 3 --batch 1 --decode-steps 1 --plot ";
+    // An empty name was taken for no --plot at all: the table, and no picture without a word.
+    expect_one_line_error(run_cli(cost + "''"), "option --plot is empty (name the PNG to draw, or leave it out)");
     const fs::path fifo = fs::temp_directory_path() / ("retnet_cost_plot_" + std::to_string(getpid()) + ".png");
     ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
     const CliRun into_fifo = run_cli(cost + fifo.string());

@@ -55,6 +55,10 @@ struct Model {
     bool all_f32() const;
 };
 
+// "bf16", "fp32" or "mixed": how the model holds its matrices, which hold the weights' bytes
+// (vectors stay float32).
+std::string matrices_precision(const Model& model);
+
 // A float32 copy of the model (bf16 weights widened exactly).
 Model widened(const Model& model);
 // The model itself when all float32, else a widened copy: for the backends that read float32
@@ -66,7 +70,8 @@ std::shared_ptr<const Model> with_f32_weights(std::shared_ptr<const Model> model
 // (a copy of a large model's float32 weights would double the memory). `cancelled` is polled
 // between tensors (retnet::Cancelled): narrowing every weight of a large model takes seconds.
 Model narrowed_to_bf16(Model model, const std::function<bool()>& cancelled = {});
-// The model itself when its matrices are bf16 already, else a narrowed copy (as with_f32_weights).
+// The model itself when its matrices are bf16 already, else a narrowed copy (as with_f32_weights;
+// refused when the copy and the model would pass the memory limit).
 std::shared_ptr<const Model> with_bf16_matrices(std::shared_ptr<const Model> model,
                                                 const std::function<bool()>& cancelled = {});
 // Every weight tensor of the model, for code that visits them all.
