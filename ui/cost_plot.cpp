@@ -126,9 +126,13 @@ QCPGraph* addSeries(QCustomPlot* plot, QCPAxisRect* rect, const QString& name, c
     return g;
 }
 
-// One model's out-of-memory points: crosses on a row near the top, the first one labelled.
-void addOutOfMemory(QCustomPlot* plot, QCPAxisRect* rect, int model, const QVector<double>& keys, double row) {
-    if (keys.isEmpty()) return;
+// One model's out-of-memory points: crosses on a row near the top, labelled beside them where the
+// panel has room: left of the first cross, else right of the last (the first at the panel's left
+// edge would cut the label there), else under the row from the first.
+void addOutOfMemory(QCustomPlot* plot, QCPAxisRect* rect, int model, const QVector<double>& keys, double row,
+                    const std::set<double>& panelKeys) {
+    if (keys.isEmpty()) return;  // (and panelKeys holds them)
+    const double firstKey = *panelKeys.begin(), lastKey = *panelKeys.rbegin();
     const QColor color = modelColor(model);
     QCPGraph* g = addSeries(plot, rect, QStringLiteral("%1: out of memory").arg(QLatin1String(kModels[model])), color);
     g->setLineStyle(QCPGraph::lsNone);
@@ -137,9 +141,19 @@ void addOutOfMemory(QCustomPlot* plot, QCPAxisRect* rect, int model, const QVect
     auto* label = new QCPItemText(plot);
     label->setClipAxisRect(rect);
     label->position->setAxes(rect->axis(QCPAxis::atBottom), rect->axis(QCPAxis::atLeft));
-    label->position->setCoords(keys.front(), row);
-    label->setPositionAlignment(Qt::AlignRight | Qt::AlignVCenter);
-    label->setPadding(QMargins(0, 0, 10, 0));
+    if (keys.front() > firstKey) {
+        label->position->setCoords(keys.front(), row);
+        label->setPositionAlignment(Qt::AlignRight | Qt::AlignVCenter);
+        label->setPadding(QMargins(0, 0, 10, 0));
+    } else if (keys.back() < lastKey) {
+        label->position->setCoords(keys.back(), row);
+        label->setPositionAlignment(Qt::AlignLeft | Qt::AlignVCenter);
+        label->setPadding(QMargins(10, 0, 0, 0));
+    } else {
+        label->position->setCoords(keys.front(), row);
+        label->setPositionAlignment(Qt::AlignLeft | Qt::AlignTop);
+        label->setPadding(QMargins(0, 10, 0, 0));
+    }
     label->setText(QStringLiteral("%1: out of memory").arg(QLatin1String(kModels[model])));
     label->setColor(color);
 }
@@ -169,7 +183,7 @@ void drawPanel(QCustomPlot* plot, QCPAxisRect* rect, const Panel& panel, const C
     for (int m = 0; m < 2; ++m) {
         QCPGraph* g = addSeries(plot, rect, QLatin1String(kModels[m]), modelColor(m));
         g->setData(keys[m], values[m], true);
-        addOutOfMemory(plot, rect, m, oom[m], row);
+        addOutOfMemory(plot, rect, m, oom[m], row, allKeys);
     }
 }
 

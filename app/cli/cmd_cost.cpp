@@ -386,12 +386,13 @@ int run_cost(const std::vector<std::string>& argv) {
     const InterruptGuard until_printed;
     const Measured measured = from.empty() ? measure(args) : Measured{read_report(from)};
     const CostReport& report = measured.report;
-    if (measured.cancelled && report.points.empty()) throw Cancelled();
+    // A JSON report is written even with no point finished (as bench's): a script reads "cancelled".
+    if (measured.cancelled && report.points.empty() && !json) throw Cancelled();
     if (json) std::printf("%s\n", json_text(to_json(report), 2).c_str());
     else print_table(report);
 #ifdef RETNET_HAVE_COST_PLOT
     std::string error;
-    if (!plot_path.empty()) {
+    if (!plot_path.empty() && !report.points.empty()) {
         CostReport drawn = report;  // a report's own text drawn escaped, as the table prints it
         drawn.device = shown(drawn.device);
         if (!write_cost_plot_png(drawn, plot_path, &error)) throw Error("--plot: " + error);

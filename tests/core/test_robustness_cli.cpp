@@ -363,6 +363,20 @@ TEST(RobustInterrupt, SigintDuringCostKeepsThePointsMeasured) {
     const CliResult again = run_retnet({"cost", "--from", (dir / "partial.json").string()});
     EXPECT_EQ(again.exit_code, 0) << again.err;
     EXPECT_NE(again.out.find("\ncancelled: the measurement stopped after these points\n"), std::string::npos) << again.out;
+    // Cancelled before any point finished, --json still writes a report that says so (as bench's
+    // does); before, nothing.
+    RunningRetnet early({"cost", "--model", model_dir().string(), "--lengths", "3", "--batch", "1", "--decode-steps",
+                         "100000", "--json"});
+    ASSERT_TRUE(early.wait_for_stderr("RetNet at 3 tokens", 60));
+    early.send(SIGINT);
+    const CliResult none = early.finish(60);
+    EXPECT_EQ(none.exit_code, 130) << none.err;
+    const nlohmann::json empty = nlohmann::json::parse(none.out);
+    EXPECT_EQ(empty["cancelled"], true);
+    EXPECT_EQ(empty["points"].size(), 0u);
+    EXPECT_NE(none.err.find("retnet cost: cancelled after 0 of 2 points; the report holds those measured\n"),
+              std::string::npos)
+        << none.err;
 }
 
 TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {

@@ -273,6 +273,38 @@ TEST(CostPlot, OutOfMemoryPointsAreCrossesAtTheTopWithALabel) {
     EXPECT_TRUE(view->note().endsWith(QStringLiteral("2 point(s) did not fit"))) << view->note().toStdString();
 }
 
+// An out-of-memory label stays inside its panel wherever the crosses are: at the last length (left
+// of them), at the first (right of them: before, the label ran off the panel's left edge and read
+// "mory"), or at every length (under them).
+TEST(CostPlot, OutOfMemoryLabelsStayInsideTheirPanel) {
+    for (const std::vector<int>& oom_lengths : std::vector<std::vector<int>>{{32768}, {1024}, {1024, 4096, 32768}}) {
+        retnet::CostReport report = handMadeReport();
+        for (retnet::CostPoint& p : report.points) {
+            if (p.model != "Transformer") continue;
+            p.out_of_memory = std::find(oom_lengths.begin(), oom_lengths.end(), p.length) != oom_lengths.end();
+            if (!p.out_of_memory) p.ms_per_step = 1.5, p.tokens_per_s = 1000.0, p.state_bytes = 1 << 20;
+        }
+        QCustomPlot plot;
+        plot.resize(1000, 800);
+        drawCostPlot(&plot, report);
+        plot.replot();
+        int labels = 0;
+        for (int i = 0; i < plot.itemCount(); ++i) {
+            auto* t = qobject_cast<QCPItemText*>(plot.item(i));
+            if (!t || t->text() != QLatin1String("Transformer: out of memory")) continue;
+            ++labels;
+            const QRectF panel = t->clipAxisRect()->rect();
+            const QRectF text(t->topLeft->pixelPosition(), t->bottomRight->pixelPosition());
+            EXPECT_TRUE(panel.contains(text)) << "out of memory at " << oom_lengths.front() << "…: label at "
+                                              << text.left() << ".." << text.right() << ", panel " << panel.left()
+                                              << ".." << panel.right();
+        }
+        // one a panel that shows an out-of-memory point: the batch panel shows 32k only
+        const bool at_32k = std::find(oom_lengths.begin(), oom_lengths.end(), 32768) != oom_lengths.end();
+        EXPECT_EQ(labels, at_32k ? 4 : 3);
+    }
+}
+
 TEST(CostPlot, PngIsWrittenAndABadPathIsNamedInOneLine) {
     QTemporaryDir dir;
     const QString path = dir.filePath(QStringLiteral("cost.png"));
