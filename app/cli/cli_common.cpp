@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <utility>
 #include <filesystem>
 #include <limits>
@@ -20,6 +19,7 @@
 #include "retnet/intervention.h"
 #include "retnet/memory_limit.h"
 #include "retnet/safetensors.h"
+#include "signal_request.h"
 
 namespace retnet::cli {
 namespace fs = std::filesystem;
@@ -87,7 +87,6 @@ std::unique_ptr<Backend> make_backend_option(const std::string& device, std::sha
 namespace {
 std::atomic<bool> g_interrupted{false};
 std::atomic<int> g_signal{0};          // what raised g_interrupted
-std::atomic<bool> g_terminated{false};  // a SIGTERM raised it
 std::atomic<int> g_guards{0};  // guards alive; only the main thread makes them, the handler reads it
 char g_early_line[64] = "retnet: cancelled\n";  // named before the handler is installed
 std::atomic<const char*> g_cancelled_line{g_early_line};
@@ -97,29 +96,15 @@ std::atomic<const char*> g_cancelled_line{g_early_line};
 enum CancelSaid : int { kNotSaid, kHandlerWriting, kSaid };
 std::atomic<int> g_cancel_said{kNotSaid};
 
-std::atomic<int64_t> g_first_term_ns{0};  // CLOCK_MONOTONIC of the SIGTERM that raised g_terminated
-
-// A SIGTERM within this long of the first is the same request: coreutils' `timeout` sends one to
-// the command and one to its process group, so the command gets two at once (the second one
-// ended it before it printed what it had measured, in a third of the runs).
-constexpr int64_t kSameTermNs = 100'000'000;
-
-int64_t monotonic_ns() {  // clock_gettime is async-signal-safe
-    timespec now{};
-    ::clock_gettime(CLOCK_MONOTONIC, &now);
-    return int64_t(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
-}
+// The first SIGTERM's time (signal_request.h): two at once, as `timeout` sends them, ended bench and
+// cost before they printed what they had measured, in a third of the runs.
+std::atomic<int64_t> g_first_term_ns{0};
 
 // Async-signal-safe only: atomics, strlen, clock_gettime(2), write(2), _exit(2). A second SIGINT
 // does not end the process at once: `retnet train --gpus N` passes a terminal's Ctrl-C on to ranks
 // that got it too. A second SIGTERM does, from 100 ms after the first.
 extern "C" void retnet_cli_on_signal(int sig) {
-    bool again = false;
-    if (sig == SIGTERM) {
-        const int64_t now = monotonic_ns();
-        if (!g_terminated.exchange(true)) g_first_term_ns.store(now);
-        else again = now - g_first_term_ns.load() >= kSameTermNs;
-    }
+    const bool again = sig == SIGTERM && classify_signal(g_first_term_ns) == SignalRequest::Again;
     if (g_guards.load() > 0 && !again) {
         g_signal.store(sig);
         g_interrupted.store(true);
@@ -176,7 +161,7 @@ int cancelled_status() {
 InterruptGuard::InterruptGuard() {
     if (g_guards.load() == 0) {  // an inner guard keeps a signal the outer one saw
         g_interrupted.store(false);
-        g_terminated.store(false);
+        g_first_term_ns.store(0);
         g_signal.store(0);
     }
     g_guards.fetch_add(1);
@@ -263,6 +248,18 @@ void check_model_memory(const std::string& dir, uint64_t copies, WeightStorage s
 }
 
 std::string shown(const std::string& text) { return Error(text).what(); }
+
+bool is_model_write_leftover(const std::string& name) {
+    if (!name.ends_with(".tmp")) return false;
+    const std::string file = name.substr(0, name.size() - 4);
+    return file == "config.json" || file == "model.safetensors" || file == "tokenizer.model" || file == "training.json";
+}
+
+void remove_model_write_leftovers(const std::string& dir) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(dir, ec))
+        if (is_model_write_leftover(entry.path().filename().string())) ::unlink(entry.path().c_str());
+}
 
 std::string json_text(const nlohmann::json& value, int indent) {
     return value.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);

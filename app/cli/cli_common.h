@@ -154,6 +154,13 @@ void check_model_memory(const std::string& dir, uint64_t copies = 1, WeightStora
 // text cut in the middle (as in retnet::Error).
 std::string shown(const std::string& text);
 
+// A temporary file of a model's write (save_model's `<file>.tmp` for config.json, model.safetensors,
+// tokenizer.model, training.json): what a convert or init ended outright (a second SIGTERM) leaves
+// behind. It is no one's file: the next write there unlinks and replaces it.
+bool is_model_write_leftover(const std::string& name);
+// Removes those in `dir` (a link among them is removed, not its target).
+void remove_model_write_leftovers(const std::string& dir);
+
 // JSON output (indent < 0: one line). Text that is not UTF-8 (a path's bytes) is written with U+FFFD
 // for its bad bytes: nlohmann's dump() throws on it, and `info --json` of such a directory failed.
 std::string json_text(const nlohmann::json& value, int indent = -1);

@@ -4,9 +4,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <iterator>
-
-#include <unistd.h>
 
 #include "cli_common.h"
 #include "command.h"
@@ -22,14 +19,6 @@ namespace fs = std::filesystem;
 
 // The files that come along with the weights, when the model has them.
 constexpr const char* kCarried[] = {"tokenizer.model", "training.json"};
-
-// The names of the temporary files a convert writes (the atomic writer's `<file>.tmp`).
-bool is_leftover(const std::string& name) {
-    if (!name.ends_with(".tmp")) return false;
-    const std::string file = name.substr(0, name.size() - 4);
-    return file == "config.json" || file == "model.safetensors" ||
-           std::any_of(std::begin(kCarried), std::end(kCarried), [&](const char* carried) { return file == carried; });
-}
 
 // convert replaces a model as a whole, and only when asked to (--overwrite): before, any model in
 // --out was replaced without a word, another model's tokenizer and training notes removed with it.
@@ -49,7 +38,7 @@ void require_model_or_empty_directory(const std::string& out, const std::vector<
     // files: the next write unlinks and replaces them, so they do not make the directory taken.
     std::string other;  // the first entry that is not such a leftover
     for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec))
-        if (const std::string name = it->path().filename().string(); !is_leftover(name)) {
+        if (const std::string name = it->path().filename().string(); !is_model_write_leftover(name)) {
             other = name;
             break;
         }
@@ -141,8 +130,7 @@ int run_convert(const std::vector<std::string>& argv) {
     try {
         save_model(model, out_dir, dtype, interrupt.cancelled(), extras);  // the carried files in its commit
         if (!created) remove_stale_carried(out_dir, extras);
-        for (const auto& entry : fs::directory_iterator(out_dir, ec))  // a killed convert's that this one did not write
-            if (is_leftover(entry.path().filename().string())) ::unlink(entry.path().c_str());
+        remove_model_write_leftovers(out_dir);  // a killed convert's that this one did not write
     } catch (...) {
         if (created) fs::remove_all(out_dir, ec);  // nothing half-written stays behind
         throw;

@@ -34,11 +34,11 @@ void require_new_directory(const std::string& out) {
     const fs::file_status status = fs::status(out, ec);
     if (!fs::exists(status)) return;
     if (!fs::is_directory(status)) throw Error("--out " + out + " exists and is not a directory");
-    const fs::directory_iterator first(out, ec);
+    for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec))
+        if (const std::string name = it->path().filename().string(); !is_model_write_leftover(name))
+            throw Error("--out " + out + " is not empty (it holds " + name +
+                        "); init writes a new model: choose a new or empty directory");
     if (ec) throw Error("--out " + out + ": " + ec.message());
-    if (first != fs::directory_iterator())
-        throw Error("--out " + out + " is not empty (it holds " + first->path().filename().string() +
-                    "); init writes a new model: choose a new or empty directory");
 }
 
 // The bytes of the --like model's tokenizer, read and checked before anything is written (empty: none).
@@ -68,6 +68,7 @@ void write_model(const Model& model, const std::string& tokenizer, const std::st
             write_file_atomically(tokenizer_file.string(), tokenizer);
         }
         save_model(model, out, DType::F32, cancelled);
+        remove_model_write_leftovers(out);  // a killed init's that this one did not write
     } catch (...) {
         if (created) fs::remove_all(out, ec);  // nothing half-written stays behind
         else if (!tokenizer.empty()) fs::remove(tokenizer_file, ec);

@@ -452,7 +452,7 @@ uint64_t kv_reservation(const Engine& engine, size_t prompt_tokens, int max_toke
                                   std::to_string(max_tokens) + " max_tokens tokens needs " + format_bytes(bytes) +
                                   ", more than the " + format_bytes(engine.kv_budget()) + " that the memory limit of " +
                                   format_bytes(memory_limit()) + " (" + memory_limit_source() +
-                                  ") leaves beside a prompt's working memory; ask for fewer max_tokens",
+                                  ") leaves beside the weights and a prompt's working memory; ask for fewer max_tokens",
                          "max_tokens"};
     return bytes;
 }
@@ -460,6 +460,7 @@ uint64_t kv_reservation(const Engine& engine, size_t prompt_tokens, int max_toke
 void handle_completion(Engine& engine, const ServeOptions& o, const std::string& model, const httplib::Request& req,
                        httplib::Response& res) {
     static std::atomic<int64_t> counter{0};
+    if (req.body.size() > static_cast<size_t>(o.max_body)) return send_error(res, 413, "the request body is too large");
     json body;
     try {
         body = parse_json_bounded(req.body);
@@ -544,13 +545,15 @@ void add_routes(httplib::Server& server, Engine& engine, const ServeOptions& o, 
 // --max-prompt-tokens in the chunkwise form, with the states of --parallel requests beside it.
 // A twin's KV caches grow with each request: what the limit leaves beside the prompt is returned,
 // and each request reserves its cache from it when admitted.
-uint64_t check_serving_memory(const ModelConfig& c, const ServeOptions& o) {
+uint64_t check_serving_memory(const Model& model, const ServeOptions& o) {
+    const ModelConfig& c = model.config;
     const uint64_t states = saturating_product({static_cast<uint64_t>(o.parallel), static_cast<uint64_t>(recurrent_state_bytes(c))});
+    const uint64_t weights = model.weight_bytes();  // held all along (the KV budget counted none: 38 MiB over)
     check_forward_memory(c, o.max_prompt_tokens, Form::Chunkwise, 0,
                          "a prompt of --max-prompt-tokens " + std::to_string(o.max_prompt_tokens) + " beside --parallel " +
-                             std::to_string(o.parallel) + " requests' states",
-                         states);
-    return memory_limit() - forward_memory_bytes(c, o.max_prompt_tokens, Form::Chunkwise, 0);
+                             std::to_string(o.parallel) + " requests' states and the model's weights",
+                         saturating_sum({states, weights}));
+    return memory_limit() - forward_memory_bytes(c, o.max_prompt_tokens, Form::Chunkwise, 0) - weights;
 }
 
 int run_serve(const std::vector<std::string>& argv) {
@@ -567,7 +570,7 @@ int run_serve(const std::vector<std::string>& argv) {
     // A Ctrl-C while the model loads cancels the command ("retnet serve: cancelled", 130); once the
     // server runs, SIGINT and SIGTERM stop it gracefully (StopOnSignal below).
     auto model = std::make_shared<const Model>(load_model_interruptible(o.model, WeightStorage::AsStored));
-    const uint64_t kv_budget = check_serving_memory(model->config, o);
+    const uint64_t kv_budget = check_serving_memory(*model, o);
     std::string notice;
     auto backend = make_backend_or_cpu(o.device, model, &notice);
     if (!notice.empty()) std::fprintf(stderr, "retnet serve: %s\n", notice.c_str());
@@ -578,6 +581,20 @@ int run_serve(const std::vector<std::string>& argv) {
     // Enough handler threads that a request beyond the queue is answered 503 at once.
     server.new_task_queue = [n = o.parallel + o.queue + 4] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
     server.set_payload_max_length(static_cast<size_t>(o.max_body));
+    // Asked before the body is read: cpp-httplib 0.11 holds --max-body to a Content-Length only, and
+    // read a chunked body (4 MB under the 1 MiB limit) or a compressed one (285 KB of gzip, 300 MB
+    // inflated: the server's memory went to 1.2 GB) whole.
+    server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+        const std::string encoding = req.get_header_value("Content-Encoding");
+        if (!encoding.empty() && encoding != "identity")
+            send_error(res, 415, "compressed request bodies are not accepted: send the JSON as it is");
+        else if (req.has_header("Transfer-Encoding"))
+            send_error(res, 411, "send the request body with a Content-Length (a chunked body is not accepted)");
+        else
+            return httplib::Server::HandlerResponse::Unhandled;
+        res.set_header("Connection", "close");  // its body was not read
+        return httplib::Server::HandlerResponse::Handled;
+    });
     server.set_read_timeout(10, 0);
     server.set_socket_options(reuse_address_only);
     add_routes(server, engine, o, name);
@@ -595,8 +612,8 @@ int run_serve(const std::vector<std::string>& argv) {
         std::fprintf(stderr, "retnet serve: warning: listening on %s, reachable from other machines, without authentication\n",
                      o.host.c_str());
     std::printf("retnet serve: %s (%s, %s parameters) on http://%s:%d/v1 (%d requests decoded together, queue %d)\n",
-                name.c_str(), format_name(model->config), format_count(model->parameter_count()).c_str(),
-                o.host.c_str(), port, o.parallel, o.queue);
+                shown(name).c_str(), format_name(model->config), format_count(model->parameter_count()).c_str(),
+                shown(o.host).c_str(), port, o.parallel, o.queue);
     std::fflush(stdout);
     server.listen_after_bind();
     listen_returned = true;

@@ -39,7 +39,7 @@ int run_train(const TokenizerOptions& o) {
     if (options.type != "bpe" && options.type != "unigram" && options.type != "char")
         throw Error("option --type must be bpe, unigram or char, got '" + options.type + "'");
     const Tokenizer tokenizer = train_tokenizer_file(o.text, options, o.out);
-    std::fprintf(stderr, "retnet tokenizer: wrote %s/tokenizer.model (%s, %d pieces, byte fallback)\n", o.out.c_str(),
+    std::fprintf(stderr, "retnet tokenizer: wrote %s/tokenizer.model (%s, %d pieces, byte fallback)\n", shown(o.out).c_str(),
                  options.type.c_str(), tokenizer.vocab_size());
     return 0;
 }

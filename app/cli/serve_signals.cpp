@@ -10,16 +10,20 @@
 #include <cstring>
 
 #include "retnet/error.h"
+#include "signal_request.h"
 
 namespace retnet::cli {
 namespace {
 
 std::atomic<int> g_write_fd{-1};
-std::atomic<int> g_signals{0};
+std::atomic<int64_t> g_first_signal_ns{0};  // signal_request.h
 
-// Async-signal-safe only: an atomic, write(2) and _exit(2).
+// Async-signal-safe only: atomics, clock_gettime(2), write(2) and _exit(2). A repeat within 100 ms
+// (`timeout` sends SIGTERM twice at once) is the same request; a later one ends the server at once.
 extern "C" void on_stop_signal(int sig) {
-    if (g_signals.fetch_add(1) > 0) _exit(128 + sig);
+    const SignalRequest request = classify_signal(g_first_signal_ns);
+    if (request == SignalRequest::Again) _exit(128 + sig);
+    if (request == SignalRequest::Repeat) return;
     const char wake = 1;
     const ssize_t ignored = write(g_write_fd.load(), &wake, 1);
     (void)ignored;
@@ -42,7 +46,7 @@ void set_handlers(void (*handler)(int)) {
 StopOnSignal::StopOnSignal(std::function<void()> stop) {
     if (pipe2(pipe_, O_CLOEXEC) != 0) throw Error(std::string("cannot create a pipe: ") + std::strerror(errno));
     g_write_fd = pipe_[1];
-    g_signals = 0;
+    g_first_signal_ns = 0;
     signal(SIGPIPE, SIG_IGN);  // a client that left must not end the server
     watcher_ = std::thread([this, stop = std::move(stop)] {
         char byte = 0;
@@ -55,8 +59,12 @@ StopOnSignal::StopOnSignal(std::function<void()> stop) {
 }
 
 StopOnSignal::~StopOnSignal() {
-    sigaction(SIGINT, &g_previous_int, nullptr);
-    sigaction(SIGTERM, &g_previous_term, nullptr);
+    // After a stop signal this handler stays: the repeat `timeout` sends may still be on its way, and
+    // main's handler would take it for a cancel ("retnet serve: cancelled", 143, after a clean stop).
+    if (g_first_signal_ns.load() == 0) {
+        sigaction(SIGINT, &g_previous_int, nullptr);
+        sigaction(SIGTERM, &g_previous_term, nullptr);
+    }
     const char end = 0;
     const ssize_t ignored = write(pipe_[1], &end, 1);  // wakes the watcher if no signal came
     (void)ignored;

@@ -13,7 +13,7 @@ namespace retnet::cli {
 class StopOnSignal {
 public:
     explicit StopOnSignal(std::function<void()> stop);  // installs the handlers, starts the watcher
-    ~StopOnSignal();                                     // the previous handlers back, watcher ended
+    ~StopOnSignal();  // the previous handlers back (unless a stop signal came), watcher ended
     StopOnSignal(const StopOnSignal&) = delete;
     StopOnSignal& operator=(const StopOnSignal&) = delete;
 

@@ -81,9 +81,10 @@ void validate(const CostOptions& options) {
 }
 
 // One model at every (length, batch). A point that does not fit is reported, and every point at
-// least as long and as wide after it is reported as not fitting without being tried.
-void measure_model(Backend& backend, const CostOptions& options, Progress& progress, CostReport& report,
-                   const CostPointDone& point_done) {
+// least as long and as wide after it is reported as not fitting without being tried. `weights`: the
+// host bytes both models' weights hold all along, which a point's states and buffers come beside.
+void measure_model(Backend& backend, const CostOptions& options, uint64_t weights, Progress& progress,
+                   CostReport& report, const CostPointDone& point_done) {
     const ModelConfig& c = backend.model().config;
     const std::string model = c.is_transformer() ? "Transformer" : "RetNet";
     std::mt19937_64 rng(options.seed);
@@ -112,6 +113,9 @@ void measure_model(Backend& backend, const CostOptions& options, Progress& progr
                     // the prefill's buffers stay with the backend while the states fill up
                     check_memory(saturating_sum({state, prefill}),
                                  "the state memory of " + point_name(model, length, batch) + " with its prefill's buffers");
+                    check_memory(saturating_sum({state, prefill, weights}),
+                                 "the state memory of " + point_name(model, length, batch) +
+                                     " with its prefill's buffers, beside both models' weights");
                 }
                 if (!warmed_up) warm_up(backend, rng, progress);
                 warmed_up = true;
@@ -189,8 +193,10 @@ CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions
     const auto points = static_cast<int64_t>(options.lengths.size() * options.batches.size());
     Progress counter(progress, 2 * points * (1 + options.decode_steps + kUntimedSteps));
     try {
-        measure_model(retnet, options, counter, report, point_done);
-        measure_model(transformer, options, counter, report, point_done);
+        // held in host memory on every device (a GPU backend keeps the model it uploaded)
+        const uint64_t weights = saturating_sum({retnet.model().weight_bytes(), transformer.model().weight_bytes()});
+        measure_model(retnet, options, weights, counter, report, point_done);
+        measure_model(transformer, options, weights, counter, report, point_done);
     } catch (...) {
         for (Backend* b : {&retnet, &transformer}) {
             b->set_slot_count(1);

@@ -78,10 +78,12 @@ TEST_F(CostFixture, PointsOverTheMemoryLimitAreReportedNotTried) {
     // A limit between the RetNet's states and the twin's widest caches: the twin's big points are
     // out of memory, the ones at least as long and as wide after the first are not tried. A point
     // needs its states at their peak on the CPU (host_state_peak_bytes: a KV cache's headroom and
-    // the fork's copy) and its prefill's buffers (prefill_host_bytes), which the backend keeps.
+    // the fork's copy) and its prefill's buffers (prefill_host_bytes), which the backend keeps,
+    // beside both models' weights.
     const int held = options.decode_steps + 2;  // tokens a sequence holds beyond its context
+    const uint64_t weights = retnet->model().weight_bytes() + transformer->model().weight_bytes();
     const auto need = [&](const Model& m, int length, int batch) {
-        return host_state_peak_bytes(m.config, batch, length + held) + prefill_host_bytes(m.config, length);
+        return host_state_peak_bytes(m.config, batch, length + held) + prefill_host_bytes(m.config, length) + weights;
     };
     options.lengths = {4, 9, 20};
     options.batches = {1, 64};
@@ -101,6 +103,27 @@ TEST_F(CostFixture, PointsOverTheMemoryLimitAreReportedNotTried) {
     }
     EXPECT_GT(oom, 0);
     EXPECT_EQ(report.points.back().note.rfind("not tried", 0), 0u) << report.points.back().note;
+}
+
+// A point's states and buffers come beside both models' weights, which are held all along: a limit
+// that the point alone fits but not beside them reports it out of memory, naming them (before, the
+// weights were left out, and the review measured both models at 77 MiB of weights plus 48 MiB of
+// states and caches under an 80 MiB limit).
+TEST_F(CostFixture, APointIsCountedBesideBothModelsWeights) {
+    options.lengths = {4};
+    options.batches = {1};
+    const int held = options.decode_steps + 2;
+    const Model& m = retnet->model();
+    const uint64_t alone = host_state_peak_bytes(m.config, 1, 4 + held) + prefill_host_bytes(m.config, 4);
+    const uint64_t weights = m.weight_bytes() + transformer->model().weight_bytes();
+    const CostReport report = measure_under_limit(alone + weights - 1);
+    ASSERT_EQ(report.points.size(), 2u);
+    EXPECT_TRUE(report.points[0].out_of_memory);
+    EXPECT_NE(report.points[0].note.find("the state memory of RetNet at 4 tokens × 1 with its prefill's buffers, "
+                                         "beside both models' weights needs"),
+              std::string::npos)
+        << report.points[0].note;
+    EXPECT_FALSE(measure_under_limit(alone + weights + (uint64_t(1) << 20)).points[0].out_of_memory);
 }
 
 TEST_F(CostFixture, APrefillOverTheMemoryLimitIsReportedNotRun) {

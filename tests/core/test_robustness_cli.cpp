@@ -537,11 +537,11 @@ TEST(RobustInterrupt, ASecondSigtermEndsAStuckWrite) {
     EXPECT_EQ(r.err, "retnet convert: cancelled\n");
 }
 
-// A convert ended outright (a second SIGTERM) leaves its temporary files; the next convert into
+// A convert or init ended outright (a second SIGTERM) leaves its temporary files; the next one into
 // that directory takes them for what they are and writes over them, with or without a model there
 // (before: "--out … is not empty (it holds model.safetensors.tmp) and holds no model", even with
 // --overwrite, and the user had to clean up by hand). Nothing of them is left after it.
-TEST(RobustInterrupt, TheTemporaryFilesOfAKilledConvertDoNotBlockTheNext) {
+TEST(RobustInterrupt, TheTemporaryFilesOfAKilledWriteDoNotBlockTheNext) {
     ScratchDir dir("convert_leftovers");
     write_small_model(dir / "model");
     for (const bool with_model : {false, true}) {
@@ -563,6 +563,16 @@ TEST(RobustInterrupt, TheTemporaryFilesOfAKilledConvertDoNotBlockTheNext) {
         EXPECT_EQ(left, (std::vector<std::string>{"config.json", "model.safetensors", "tokenizer.model"})) << out;
         EXPECT_EQ(run_retnet({"info", "--model", out.string()}).exit_code, 0);
     }
+    // init, which never writes over a model, takes them so too (it refused the directory the same way).
+    const fs::path init_out = dir / "init_leftovers";
+    fs::create_directories(init_out);
+    for (const char* name : {"config.json.tmp", "model.safetensors.tmp"}) spit(init_out / name, "half written");
+    const CliResult made = run_retnet({"init", "--config", (dir / "model" / "config.json").string(), "--out", init_out.string()});
+    EXPECT_EQ(made.exit_code, 0) << made.err;
+    std::vector<std::string> init_left;
+    for (const auto& entry : fs::directory_iterator(init_out)) init_left.push_back(entry.path().filename().string());
+    std::sort(init_left.begin(), init_left.end());
+    EXPECT_EQ(init_left, (std::vector<std::string>{"config.json", "model.safetensors"}));
     // Someone's file among them still makes the directory taken.
     const fs::path taken = dir / "taken";
     fs::create_directories(taken);

@@ -254,6 +254,15 @@ TEST(Tokenizer, BadInputsGiveOneLineErrors) {
         train_tokenizer(lines, options);
     });
     EXPECT_EQ(bad_line, "training text line 2: invalid UTF-8 at byte offset 3 (byte 0xFF)");
+    // Lines SentencePiece would skip, all of them: before, "tokenizer training failed: " and no reason.
+    EXPECT_EQ(message([] {
+                  TokenizerTrainOptions options;
+                  options.vocab_size = 400;
+                  std::vector<std::string> lines = {std::string(70000, 'a'), std::string(65537, 'b')};
+                  train_tokenizer(lines, options);
+              }),
+              "every line of the training text is longer than 65536 bytes, which the tokenizer trainer skips: break "
+              "the text into lines");
 }
 
 }  // namespace

@@ -3,8 +3,8 @@
 # `retnet serve` against a hostile user, with curl only, on loopback: SIGINT the moment the server
 # says it listens (a signal between bind and listen was lost: the server hung), SIGTERM during a
 # streamed request (a signal landing on an OpenBLAS thread killed the server, exit 143), a second
-# server on a port in use (cpp-httplib's SO_REUSEPORT let it bind and share the clients), a request
-# body nested too deep.
+# server on a port in use (cpp-httplib's SO_REUSEPORT let it bind and share the clients), two
+# SIGTERMs at once, a request body nested too deep, chunked or compressed.
 # Usage: run_serve_hostile.sh RETNET MODEL_DIR
 set -euo pipefail
 retnet=$(realpath "$1")
@@ -60,6 +60,21 @@ await_exit
 wait "$client" || fail "the streaming client saw an error at shutdown"
 tail -2 "$work/sse" | grep -qx 'data: \[DONE\]' || fail "the stream was cut without [DONE]: $(tail -c 300 "$work/sse")"
 
+# Two SIGTERMs at once (coreutils' timeout sends them so) are one request: the same graceful stop.
+# Before, the second ended the server at once (143, the stream cut) in about half the runs.
+for i in 1 2 3; do
+  start_server
+  curl -sS -N -m 30 -H 'Content-Type: application/json' \
+    -d '{"prompt": "x", "max_tokens": 4000, "stream": true}' "http://127.0.0.1:$port/v1/completions" >"$work/sse2" &
+  client=$!
+  for _ in $(seq 1 100); do grep -qs '^data: {' "$work/sse2" && break; sleep 0.05; done
+  kill -TERM "$pid"; kill -TERM "$pid"
+  await_exit
+  [ "$status" = 0 ] || fail "two SIGTERMs at once (try $i): exit status $status"
+  wait "$client" || fail "two SIGTERMs at once (try $i): the streaming client saw an error"
+  tail -2 "$work/sse2" | grep -qx 'data: \[DONE\]' || fail "two SIGTERMs at once (try $i): the stream was cut"
+done
+
 start_server
 if "$retnet" serve --model "$model" --port "$port" >"$work/second" 2>&1; then fail "a second server bound port $port"; fi
 grep -q "cannot listen on 127.0.0.1:$port: the port is in use" "$work/second" || fail "second server said: $(cat "$work/second")"
@@ -71,4 +86,16 @@ curl -sS -m 10 -H 'Content-Type: application/json' --data-binary @"$work/deep.js
 grep -q 'nests arrays or objects more than 64 levels deep' "$work/deep_reply" || fail "deep body: $(head -c 300 "$work/deep_reply")"
 curl -sS -m 30 -H 'Content-Type: application/json' -d '{"prompt": "x", "max_tokens": 2}' \
   "http://127.0.0.1:$port/v1/completions" | grep -q '"choices"' || fail "the server did not answer after the deep body"
+# --max-body holds for bodies without a Content-Length too: cpp-httplib read a chunked or compressed
+# body whole (285 KB of gzip inflated to 300 MB). Both are refused before their body is read.
+python3 -c "import json; print(json.dumps({'prompt': 'x', 'max_tokens': 2, 'user': 'x' * 5000}))" >"$work/plain.json"
+gzip -c "$work/plain.json" >"$work/plain.json.gz"
+code=$(curl -sS -o "$work/gz_reply" -w '%{http_code}' -m 10 -H 'Content-Type: application/json' -H 'Content-Encoding: gzip' \
+  --data-binary @"$work/plain.json.gz" "http://127.0.0.1:$port/v1/completions")
+[ "$code" = 415 ] || fail "a gzip body answered $code: $(head -c 300 "$work/gz_reply")"
+code=$(curl -sS -o "$work/chunked_reply" -w '%{http_code}' -m 10 -H 'Content-Type: application/json' \
+  -H 'Transfer-Encoding: chunked' --data-binary @"$work/plain.json" "http://127.0.0.1:$port/v1/completions")
+[ "$code" = 411 ] || fail "a chunked body answered $code: $(head -c 300 "$work/chunked_reply")"
+curl -sS -m 30 -H 'Content-Type: application/json' --data-binary @"$work/plain.json" \
+  "http://127.0.0.1:$port/v1/completions" | grep -q '"choices"' || fail "the server did not answer after the refused bodies"
 echo "serve: all hostile tests passed"

@@ -75,16 +75,24 @@ void check_char_vocabulary(std::span<const std::string> lines, const TokenizerTr
 
 }  // namespace
 
+// The longest line SentencePiece trains on (its max_sentence_length); longer ones are skipped.
+constexpr size_t kMaxTrainingLineBytes = 65536;
+
 std::string train_tokenizer(std::span<const std::string> lines, const TokenizerTrainOptions& options) {
     if (options.type != "bpe" && options.type != "unigram" && options.type != "char")
         throw Error("unknown tokenizer type '" + options.type + "' (expected bpe, unigram or char)");
     if (options.vocab_size < 8) throw Error("tokenizer vocabulary size must be at least 8");
-    size_t total_bytes = 0;
+    size_t total_bytes = 0, trained_bytes = 0;
     for (size_t i = 0; i < lines.size(); ++i) {
         check_utf8(lines[i], "training text line " + std::to_string(i + 1));
         total_bytes += lines[i].size();
+        if (lines[i].size() <= kMaxTrainingLineBytes) trained_bytes += lines[i].size();
     }
     if (total_bytes == 0) throw Error("training text is empty");
+    // SentencePiece skips longer lines and, with none left, failed without a reason.
+    if (trained_bytes == 0)
+        throw Error("every line of the training text is longer than " + std::to_string(kMaxTrainingLineBytes) +
+                    " bytes, which the tokenizer trainer skips: break the text into lines");
     if (options.type == "char") check_char_vocabulary(lines, options);
 
     std::unordered_map<std::string, std::string> spec = {
@@ -97,7 +105,7 @@ std::string train_tokenizer(std::span<const std::string> lines, const TokenizerT
         {"unk_id", std::to_string(options.unk_id)},
         {"pad_id", std::to_string(options.pad_id)},
         {"split_digits", "true"},
-        {"max_sentence_length", "65536"},
+        {"max_sentence_length", std::to_string(kMaxTrainingLineBytes)},
         {"num_threads", "2"},
         {"minloglevel", "2"},  // the trainer's progress log would flood stderr
     };
