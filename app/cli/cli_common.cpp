@@ -69,6 +69,7 @@ std::shared_ptr<const Model> load_model_edited(const std::string& dir_option, co
     // bf16 weights stay bf16 (half the memory; the CPU backend streams them, make_backend widens
     // them for other devices).
     Model model = load_model_interruptible(dir, WeightStorage::AsStored);
+    note_weights_held(model.weight_bytes());
     if (edits.empty()) return std::make_shared<const Model>(std::move(model));
     auto edited = std::make_shared<const Model>(apply_interventions(model, edits));
     std::fprintf(stderr, "retnet: interventions: %s\n", describe(edits).c_str());
@@ -188,9 +189,17 @@ uint64_t forward_memory_bytes(const ModelConfig& c, int64_t T, Form form, int ch
                            saturating_product({t, per_token, 4})});
 }
 
+namespace {
+std::atomic<uint64_t> g_weights_held{0};  // note_weights_held's
+}  // namespace
+
+void note_weights_held(uint64_t bytes) { g_weights_held.store(bytes); }
+
 void check_forward_memory(const ModelConfig& c, int64_t T, Form form, int chunk, const std::string& what,
                           uint64_t extra_bytes) {
-    check_memory(saturating_sum({forward_memory_bytes(c, T, form, chunk), extra_bytes}), what);
+    const uint64_t weights = g_weights_held.load();
+    check_memory(saturating_sum({forward_memory_bytes(c, T, form, chunk), extra_bytes, weights}),
+                 weights > 0 ? what + " beside the model's " + format_bytes(weights) + " of weights" : what);
 }
 
 void check_prompt_memory(const ModelConfig& config, int64_t T, Form form, int chunk) {
@@ -322,10 +331,13 @@ std::unique_ptr<Backend> make_backend_at_dtype(const std::string& dtype, const s
     auto backend = make_backend_option(chosen, converted);
     // On the CPU the precision asked of the GPU is kept: --dtype's, or cuda-bf16's bf16
     const std::string on_cpu = dtype == "stored" && chosen == "cuda-bf16" ? "bf16" : dtype;
-    if (on_cpu == "stored" || !is_gpu_device(chosen) || backend->on_device()) return backend;
-    backend.reset();  // fell back: the CPU backend holds the weights as stored
-    std::string cpu = "cpu";
-    return make_backend_option(cpu, apply_dtype(on_cpu, cpu, std::move(converted)));
+    if (on_cpu != "stored" && is_gpu_device(chosen) && !backend->on_device()) {
+        backend.reset();  // fell back: the CPU backend holds the weights as stored
+        std::string cpu = "cpu";
+        backend = make_backend_option(cpu, apply_dtype(on_cpu, cpu, std::move(converted)));
+    }
+    note_weights_held(backend->model().weight_bytes());  // the copy the backend computes with
+    return backend;
 }
 
 void check_batch_fits(const Backend& backend, int batch, const std::string& option) {

@@ -127,10 +127,17 @@ private:
 // other output of a command that shows one: its results, its error or cancel line.
 void end_progress_line();
 
+// The bytes of the weights the command holds while it computes, which check_forward_memory counts:
+// noted by load_model_edited and make_backend_at_dtype (the copy the backend computes with). Before,
+// a forward's working memory was checked alone: generate of a 38 MiB model with a 47 MiB prompt
+// passed a 60M limit.
+void note_weights_held(uint64_t bytes);
+
 // Refuses (retnet::Error naming `what`, the size and the limit) a forward pass over T tokens whose
 // working memory would pass the memory limit (retnet/memory_limit.h): logits (T, V), activations
 // (T, d) per layer, and the retention scores (T, T) per head that the parallel form holds
-// (chunkwise: (T, chunk)), plus `extra_bytes` the caller keeps besides (inspect's JSON).
+// (chunkwise: (T, chunk)), plus `extra_bytes` the caller keeps besides (inspect's JSON), beside the
+// weights the command holds (note_weights_held).
 void check_forward_memory(const ModelConfig& config, int64_t T, Form form, int chunk, const std::string& what,
                           uint64_t extra_bytes = 0);
 // The bytes check_forward_memory counts for those T tokens, `extra_bytes` aside.

@@ -223,6 +223,16 @@ TEST(Cli, ABf16CheckpointIsCountedAtTheBytesItIsHeldIn) {
                           "the Transformer twin converted to bf16 (beside the RetNet's 19 MiB of weights) needs 96 MiB");
     const CliRun fits = run_cli(cost + " --max-memory 80M");
     EXPECT_EQ(fits.exit_code, 0) << fits.err;
+    // A forward's working memory (47 MiB here) comes beside the weights: before, it was checked alone,
+    // and passed a limit with 38 MiB of weights beside it. The bf16 copy leaves room for it.
+    std::string tokens = "0";
+    for (int i = 1; i < 500; ++i) tokens.append(",").append(std::to_string(i));
+    const std::string prompt = " --tokens " + tokens + " -n 2 --max-memory 70M --model ";
+    expect_one_line_error(run_cli("generate" + prompt + (dir / "fp32").string()),
+                          "the parallel form over a prompt of 500 tokens beside the model's 38 MiB of weights needs 85 "
+                          "MiB, more than the memory limit of 70 MiB");
+    const CliRun bf16_prompt = run_cli("generate" + prompt + (dir / "bf16").string());
+    EXPECT_EQ(bf16_prompt.exit_code, 0) << bf16_prompt.err;
     fs::remove_all(dir);
 }
 
