@@ -251,7 +251,7 @@ CostReport read_report(const std::string& path) {
         if (report.points.empty()) throw Error("it has no points");
         return report;
     } catch (const nlohmann::json::exception& e) {
-        throw Error("--from: " + shown(path) + " is not a report of retnet cost --json (" + e.what() + ")");
+        throw Error("--from: " + shown(path) + " is not a report of retnet cost --json (" + json_error_text(e) + ")");
     } catch (const Error& e) {
         throw Error("--from: " + shown(path) + ": " + e.what());
     }

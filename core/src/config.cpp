@@ -393,11 +393,7 @@ ModelConfig load_config(const std::string& path) {
     try {
         j = parse_json_bounded(text);
     } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
-        // e.what() starts with "[json.exception.parse_error.101] "; keep the readable part.
-        std::string what = e.what();
-        const auto pos = what.find("] ");
-        if (pos != std::string::npos) what = what.substr(pos + 2);
-        throw Error(path + ": not valid JSON (" + what + ")");
+        throw Error(path + ": not valid JSON (" + json_error_text(e) + ")");
     }
     return parse_config(j, path);
 }

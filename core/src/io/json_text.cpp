@@ -33,6 +33,16 @@ bool nests_too_deep(std::string_view text) {
     return scan.too_deep;
 }
 
+std::string json_error_text(const json::exception& e) {
+    std::string what = e.what();
+    if (what.starts_with("[json.exception.")) {
+        const auto tag_end = what.find("] ");
+        if (tag_end != std::string::npos) what.erase(0, tag_end + 2);
+    }
+    if (what.size() > 200) what.resize(200);
+    return what;
+}
+
 json parse_json_bounded(std::string_view text) {
     if (nests_too_deep(text))
         throw json::other_error::create(

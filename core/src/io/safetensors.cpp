@@ -259,10 +259,7 @@ void SafetensorsFile::parse_header() {
     try {
         header = json::parse(header_text);
     } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
-        std::string what = e.what();
-        const auto pos = what.find("] ");
-        if (pos != std::string::npos) what = what.substr(pos + 2);
-        fail("header is not valid JSON (" + what + ")");
+        fail("header is not valid JSON (" + json_error_text(e) + ")");
     }
     if (!header.is_object()) fail("header is not a JSON object");
     if (!names.repeated.empty()) fail("header names '" + names.repeated + "' twice");
@@ -458,10 +455,7 @@ SafetensorsSet SafetensorsSet::open(const std::string& path) {
     try {
         index = parse_json_bounded(read_regular_file(path, 64u << 20));  // a weight map: KiB per thousand tensors
     } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
-        std::string what = e.what();
-        const auto pos = what.find("] ");
-        if (pos != std::string::npos) what = what.substr(pos + 2);
-        throw Error(path + ": not valid JSON (" + what + ")");
+        throw Error(path + ": not valid JSON (" + json_error_text(e) + ")");
     }
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
         throw Error(path + ": missing field 'weight_map' (an object {tensor: file})");

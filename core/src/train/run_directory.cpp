@@ -84,7 +84,7 @@ json parse_json(const std::string& text, const std::string& source) {
     try {
         return parse_json_bounded(text);
     } catch (const json::exception& e) {
-        throw Error(source + ": not valid JSON (" + std::string(e.what()).substr(0, 200) + ")");
+        throw Error(source + ": not valid JSON (" + json_error_text(e) + ")");
     }
 }
 

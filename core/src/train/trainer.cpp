@@ -206,7 +206,7 @@ json read_state(const std::string& state_path) {
     try {
         state = parse_json_bounded(read_file(state_path));
     } catch (const json::exception& e) {
-        throw Error(state_path + ": not valid JSON (" + std::string(e.what()).substr(0, 200) + ")");
+        throw Error(state_path + ": not valid JSON (" + json_error_text(e) + ")");
     }
     if (!state.is_object() || state.value("version", 0) != kStateVersion)
         throw Error(state_path + ": unknown version");
