@@ -27,4 +27,32 @@ std::string json_error_text(const nlohmann::json::exception& e);
 // false, the parse that follows names its error).
 bool nests_too_deep(std::string_view text);
 
+// A SAX pass over every value that stops where arrays and objects nest past kMaxJsonDepth
+// (too_deep) or at a parse error; `depth` is 1 inside the top-level object. A scan that looks at
+// names overrides key() (the safetensors header's, for repeated tensor names).
+struct DepthBoundedSax : nlohmann::json_sax<nlohmann::json> {
+    int depth = 0;
+    bool too_deep = false;
+
+    bool null() override { return true; }
+    bool boolean(bool) override { return true; }
+    bool number_integer(number_integer_t) override { return true; }
+    bool number_unsigned(number_unsigned_t) override { return true; }
+    bool number_float(number_float_t, const string_t&) override { return true; }
+    bool string(string_t&) override { return true; }
+    bool binary(binary_t&) override { return true; }
+    bool key(string_t&) override { return true; }
+    bool start_object(std::size_t) override { return enter(); }
+    bool end_object() override { return --depth, true; }
+    bool start_array(std::size_t) override { return enter(); }
+    bool end_array() override { return --depth, true; }
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+private:
+    bool enter() {
+        too_deep = ++depth > kMaxJsonDepth;
+        return !too_deep;
+    }
+};
+
 }  // namespace retnet

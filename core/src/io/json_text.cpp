@@ -8,27 +8,7 @@ namespace retnet {
 using json = nlohmann::json;
 
 bool nests_too_deep(std::string_view text) {
-    struct DepthScan : nlohmann::json_sax<json> {
-        int depth = 0;
-        bool too_deep = false;
-        bool enter() {
-            too_deep = ++depth > kMaxJsonDepth;
-            return !too_deep;
-        }
-        bool null() override { return true; }
-        bool boolean(bool) override { return true; }
-        bool number_integer(number_integer_t) override { return true; }
-        bool number_unsigned(number_unsigned_t) override { return true; }
-        bool number_float(number_float_t, const string_t&) override { return true; }
-        bool string(string_t&) override { return true; }
-        bool binary(binary_t&) override { return true; }
-        bool key(string_t&) override { return true; }
-        bool start_object(std::size_t) override { return enter(); }
-        bool end_object() override { return --depth, true; }
-        bool start_array(std::size_t) override { return enter(); }
-        bool end_array() override { return --depth, true; }
-        bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
-    } scan;
+    DepthBoundedSax scan;
     json::sax_parse(text, &scan);
     return scan.too_deep;
 }

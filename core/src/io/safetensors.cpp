@@ -139,43 +139,28 @@ std::string brief(const json& value) {
 constexpr size_t kMaxTensors = 100000;
 
 // The top-level names of JSON text, by a SAX pass that stops at the first name given twice (the
-// parsed json keeps only one of them), past kMaxTensors + 1 names (the tensors and
-// __metadata__) or past kMaxJsonDepth levels of nesting. nlohmann's callback parser, the other way to see repeated names, walks the whole
-// parent object after each member that ends: minutes for 100,000 tensors.
+// parsed json keeps only one of them), past kMaxTensors + 1 names (the tensors and __metadata__)
+// or past kMaxJsonDepth levels of nesting. nlohmann's callback parser, the other way to see
+// repeated names, walks the whole parent object after each member that ends: minutes for 100,000
+// tensors.
 struct TopLevelNames {
     std::string repeated;
     bool too_many = false;
     bool too_deep = false;  // nested past kMaxJsonDepth (retnet/json_text.h)
 };
 TopLevelNames scan_top_level_names(const std::string& text) {
-    struct Scan : nlohmann::json_sax<json> {
-        int depth = 0;
+    struct Scan : DepthBoundedSax {
         std::set<std::string> seen;
         TopLevelNames found;
-        bool null() override { return true; }
-        bool boolean(bool) override { return true; }
-        bool number_integer(number_integer_t) override { return true; }
-        bool number_unsigned(number_unsigned_t) override { return true; }
-        bool number_float(number_float_t, const string_t&) override { return true; }
-        bool string(string_t&) override { return true; }
-        bool binary(binary_t&) override { return true; }
-        bool enter() {
-            found.too_deep = ++depth > kMaxJsonDepth;
-            return !found.too_deep;
-        }
-        bool start_object(std::size_t) override { return enter(); }
-        bool end_object() override { return --depth, true; }
-        bool start_array(std::size_t) override { return enter(); }
-        bool end_array() override { return --depth, true; }
         bool key(string_t& k) override {
             if (depth != 1) return true;
             if (!seen.insert(k).second) found.repeated = k;
             found.too_many = seen.size() > kMaxTensors + 1;
             return found.repeated.empty() && !found.too_many;
         }
-        bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
     } scan;
     json::sax_parse(text, &scan);
+    scan.found.too_deep = scan.too_deep;
     return scan.found;
 }
 
