@@ -270,6 +270,14 @@ void remove_model_write_leftovers(const std::string& dir) {
         if (is_model_write_leftover(entry.path().filename().string())) ::unlink(entry.path().c_str());
 }
 
+std::string first_entry_besides_leftovers(const std::string& out) {
+    std::error_code ec;
+    for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec))
+        if (std::string name = it->path().filename().string(); !is_model_write_leftover(name)) return name;
+    if (ec) throw Error("--out " + out + ": " + ec.message());
+    return "";
+}
+
 std::string json_text(const nlohmann::json& value, int indent) {
     return value.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
 }

@@ -167,6 +167,9 @@ std::string shown(const std::string& text);
 bool is_model_write_leftover(const std::string& name);
 // Removes those in `dir` (a link among them is removed, not its target).
 void remove_model_write_leftovers(const std::string& dir);
+// The name of the first entry of the output directory `out` that is not such a leftover, or "" when
+// it holds nothing else; an unreadable directory is an Error naming --out.
+std::string first_entry_besides_leftovers(const std::string& out);
 
 // JSON output (indent < 0: one line). Text that is not UTF-8 (a path's bytes) is written with U+FFFD
 // for its bad bytes: nlohmann's dump() throws on it, and `info --json` of such a directory failed.

@@ -36,13 +36,7 @@ void require_model_or_empty_directory(const std::string& out, const std::vector<
         }
     // The temporary files of a convert that was killed outright (a second SIGTERM) are no one's
     // files: the next write unlinks and replaces them, so they do not make the directory taken.
-    std::string other;  // the first entry that is not such a leftover
-    for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec))
-        if (const std::string name = it->path().filename().string(); !is_model_write_leftover(name)) {
-            other = name;
-            break;
-        }
-    if (ec) throw Error("--out " + out + ": " + ec.message());
+    const std::string other = first_entry_besides_leftovers(out);
     if (other.empty()) return;
     for (const std::string& name : written)
         if (fs::exists(fs::symlink_status(fs::path(out) / name, ec)))

@@ -34,11 +34,9 @@ void require_new_directory(const std::string& out) {
     const fs::file_status status = fs::status(out, ec);
     if (!fs::exists(status)) return;
     if (!fs::is_directory(status)) throw Error("--out " + out + " exists and is not a directory");
-    for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec))
-        if (const std::string name = it->path().filename().string(); !is_model_write_leftover(name))
-            throw Error("--out " + out + " is not empty (it holds " + name +
-                        "); init writes a new model: choose a new or empty directory");
-    if (ec) throw Error("--out " + out + ": " + ec.message());
+    if (const std::string other = first_entry_besides_leftovers(out); !other.empty())
+        throw Error("--out " + out + " is not empty (it holds " + other +
+                    "); init writes a new model: choose a new or empty directory");
 }
 
 // The bytes of the --like model's tokenizer, read and checked before anything is written (empty: none).
