@@ -75,6 +75,32 @@ TEST(TrainRunDirectory, FinishedRunResumedWithOtherOptionsIsRefusedLikeAnUnfinis
     EXPECT_EQ(slurp(dir / "run" / "checkpoint" / "model.safetensors"), weights);
 }
 
+// A run killed while it wrote its first checkpoint leaves run.json and an incomplete checkpoint.tmp/:
+// --resume and a plain start each say there is nothing to resume and name --overwrite (a plain
+// start used to send the user to --resume, and --resume to nothing), which then starts it again.
+TEST(TrainRunDirectory, ARunKilledBeforeItsFirstCheckpointPointsToOverwrite) {
+    ScratchDir dir("killed_before_first_checkpoint");
+    const std::vector<std::string> args = with(tiny_training_args(dir.path()), {"--steps", "1"});
+    ASSERT_EQ(run_retnet(args).exit_code, 0);
+    const fs::path run = dir / "run";
+    fs::rename(run / "checkpoint", run / "checkpoint.tmp");
+    fs::remove(run / "checkpoint.tmp" / "trainer_state.json");  // the kill came before this file
+    const CliResult resumed = run_retnet(with(args, {"--resume"}));
+    EXPECT_EQ(resumed.exit_code, 1);
+    EXPECT_EQ(resumed.err, "retnet train: error: " + run.string() +
+                               ": no checkpoint to resume: the run stopped while writing its first one (" +
+                               (run / "checkpoint.tmp").string() + " is incomplete); start it again with --overwrite\n");
+    const CliResult again = run_retnet(args);
+    EXPECT_EQ(again.exit_code, 1);
+    EXPECT_EQ(again.err, "retnet train: error: " + run.string() +
+                             " already holds a training run that stopped before its first checkpoint, so there is "
+                             "nothing to resume; replace it with --overwrite, or choose another --out\n");
+    const CliResult replaced_run = run_retnet(with(args, {"--overwrite"}));
+    EXPECT_EQ(replaced_run.exit_code, 0) << replaced_run.err;
+    EXPECT_TRUE(fs::exists(run / "checkpoint" / "trainer_state.json"));
+    EXPECT_FALSE(fs::exists(run / "checkpoint.tmp"));
+}
+
 // Starts that fail after the run directory was taken (the lock, run.json): text that is not UTF-8,
 // a config whose vocabulary is not the tokenizer's (both found once the data is read), --resume of
 // a directory without a run. Each leaves no directory, and the fixed command needs no --overwrite.

@@ -157,9 +157,23 @@ void swap_in_directory(const fs::path& tmp_dir, const fs::path& final_dir) {
     fs::remove_all(old_dir);
 }
 
-fs::path resume_checkpoint(const fs::path& out) {
+namespace {
+
+std::optional<fs::path> resumable_checkpoint(const fs::path& out) {
+    std::error_code ec;
     for (const char* name : {"checkpoint", "checkpoint.old"})
-        if (fs::exists(out / name / "trainer_state.json")) return out / name;
+        if (fs::exists(out / name / "trainer_state.json", ec)) return out / name;
+    return std::nullopt;
+}
+
+}  // namespace
+
+fs::path resume_checkpoint(const fs::path& out) {
+    if (const auto found = resumable_checkpoint(out)) return *found;
+    std::error_code ec;
+    if (fs::exists(fs::symlink_status(out / "checkpoint.tmp", ec)))
+        throw Error(out.string() + ": no checkpoint to resume: the run stopped while writing its first one (" +
+                    (out / "checkpoint.tmp").string() + " is incomplete); start it again with --overwrite");
     throw Error(out.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing)");
 }
 
@@ -384,6 +398,9 @@ std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& o, bool 
     }
     if (holds_run(out)) {
         if (overwrite) refuse_inputs_inside_run(o, out);
+        if (!overwrite && !resumable_checkpoint(out))
+            throw Error(o.out_dir + " already holds a training run that stopped before its first checkpoint, so there "
+                        "is nothing to resume; replace it with --overwrite, or choose another --out");
         if (!overwrite) {
             const auto info = checkpoint_step(out / "checkpoint");
             throw Error(o.out_dir + " already holds a training run" +
