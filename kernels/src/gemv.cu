@@ -5,10 +5,7 @@
 // variants normalize X into shared memory first or pair two weights into a GLU, so that a
 // decoding step launches fewer, longer kernels.
 #include <algorithm>
-#include <map>
-#include <mutex>
 #include <string>
-#include <tuple>
 
 #include "activations.cuh"
 #include "common.cuh"
@@ -270,21 +267,6 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_split_kernel(const f
     write_row<Wt, M, kGlu>(row, p, acc, acc_lin);
 }
 
-// Blocks that fit on the device at once (cached per kernel and shared-memory size).
-int resident_blocks(const void* kernel, size_t shared) {
-    static std::mutex mutex;
-    static std::map<std::tuple<int, const void*, size_t>, int> cache;
-    int device = 0;
-    RETNET_CUDA_CHECK(cudaGetDevice(&device));
-    const std::lock_guard<std::mutex> lock(mutex);
-    const auto key = std::make_tuple(device, kernel, shared);
-    const auto found = cache.find(key);
-    if (found != cache.end()) return found->second;
-    int per_sm = 0;
-    RETNET_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarpsPerBlock * 32, shared));
-    return cache[key] = std::max(1, per_sm * multiprocessor_count());
-}
-
 // Rows needing more than one round each go to the split kernel when all their warps fit on the
 // GPU at once; otherwise the persistent kernel streams them in rounds.
 template <typename Wt, int M, bool kStaged, bool kGlu>
@@ -295,12 +277,12 @@ void launch_rows(const float* x, int K, const GemvParams& p, cudaStream_t stream
     auto* split = gemv_split_kernel<Wt, M, kStaged, kGlu>;
     const int split_blocks = static_cast<int>(ceil_div(p.total_rows, kWarpsPerBlock / kGemvSplit));
     if (n_vec > 32 * kLoads &&
-        split_blocks <= resident_blocks(reinterpret_cast<const void*>(split), shared))
+        split_blocks <= resident_blocks(reinterpret_cast<const void*>(split), kWarpsPerBlock * 32, shared))
         return launch_overlapped(split, dim3(static_cast<unsigned>(split_blocks)), dim3(kWarpsPerBlock * 32), shared,
                                  stream, x, K, p);
     auto* kernel = gemv_kernel<Wt, M, kStaged, kGlu>;
     const int blocks = std::min(static_cast<int>(ceil_div(p.total_rows, kWarpsPerBlock)),
-                                resident_blocks(reinterpret_cast<const void*>(kernel), shared));
+                                resident_blocks(reinterpret_cast<const void*>(kernel), kWarpsPerBlock * 32, shared));
     launch_overlapped(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarpsPerBlock * 32), shared, stream, x, K, p);
 }
 

@@ -166,8 +166,10 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfl
     }
 }
 
-// Splits K until there are warps enough for two blocks per multiprocessor, while every part
-// keeps at least one whole round of loads.
+// Splits K into as many parts as keep every block of the launch resident at once (one wave):
+// a second, partial wave streams its weights with a fraction of the GPU's loads in flight (the
+// q, k, v, g launch of 16 rows was 1.45 waves when split to fill two blocks per multiprocessor),
+// while every part keeps at least one whole round of loads.
 template <bool kGlu>
 void launch_shape(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const GemvJob* jobs, int job_count,
                   cudaStream_t stream) {
@@ -178,8 +180,9 @@ void launch_shape(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const Ge
         p.tile_start[j + 1] = p.tile_start[j] + static_cast<int>(ceil_div(jobs[j].n, tile_rows));
     for (int j = p.count; j < job_count; ++j) p.tile_start[j + 1] = p.tile_start[j];
     p.total_tiles = p.tile_start[p.count];
-    const int target_warps = 2 * kWarps * multiprocessor_count();
-    while (p.split < kMaxSplit && p.total_tiles * p.split < target_warps && K >= 2 * 32 * S::U * p.split)
+    const int resident_warps =
+        resident_blocks(reinterpret_cast<const void*>(skinny_gemm_kernel<kGlu>), kWarps * 32, 0) * kWarps;
+    while (p.split < kMaxSplit && p.total_tiles * p.split * 2 <= resident_warps && K >= 2 * 32 * S::U * p.split)
         p.split *= 2;
     p.part_k = static_cast<int>(ceil_div(ceil_div(K, p.split), 32)) * 32;
     const unsigned blocks = ceil_div(p.total_tiles, kWarps / p.split);
