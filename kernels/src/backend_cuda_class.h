@@ -195,7 +195,7 @@ private:
     const __nv_bfloat16* activations_bf16(Rows x);
     void release_act_bf16(size_t count);
     bool cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut> outputs) const;
-    bool cublas_bf16_linear(int M, int layer, Weight w) const;
+    bool reads_bf16_rows(int M, int layer, Weight w) const;
     void write_v_head_major(const __nv_bfloat16* rows, int M, const DeviceWeight& W);
     void linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
                       std::optional<Activation> glu_activation = std::nullopt);

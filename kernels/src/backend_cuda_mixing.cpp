@@ -25,7 +25,7 @@ namespace retnet::cuda_backend {
 void CudaBackend::gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) {
     if (decode_.active) return decode_retention(call, q, k, v, g, y);
     // The output projection's bf16 input straight from the head norm + gate.
-    const bool y_in_bf16 = cublas_bf16_linear(static_cast<int>(y.count), call.layer, Weight::O);
+    const bool y_in_bf16 = reads_bf16_rows(static_cast<int>(y.count), call.layer, Weight::O);
     if (y_in_bf16) release_act_bf16(static_cast<size_t>(y.count * y.width));
     for (const SequenceSlice& slice : call.sequences)
         retain_sequence(call, slice, q, k, v, g, y, y_in_bf16 ? ws_.act_bf16.get() : nullptr);
@@ -115,10 +115,19 @@ void CudaBackend::decode_retention(const RetentionCall& call, Rows q, Rows k, Ro
     args.o = ws_.oh.get();
     args.N = N, args.H = H, args.Dk = c.head_dim_k(), args.Dv = c.head_dim_v();
     const DeviceBuffer<float>& head_norm = head_norms_[static_cast<size_t>(call.layer)];
-    args.g = g.data, args.y = y.data, args.arrivals = ws_.arrivals.get();
+    args.g = g.data, args.arrivals = ws_.arrivals.get();
     args.head_norm_weight = head_norm.empty() ? nullptr : head_norm.get();
     args.head_norm_eps = static_cast<float>(call.head_norm_eps);
+    // The output projection's bf16 input straight from the head norm + gate (no conversion launch).
+    const bool y_in_bf16 = reads_bf16_rows(N, call.layer, Weight::O);
+    if (y_in_bf16) {
+        release_act_bf16(static_cast<size_t>(y.count * y.width));
+        args.y_bf16 = ws_.act_bf16.get();
+    } else {
+        args.y = y.data;
+    }
     cuda::launch_decode_retention(args, stream());
+    if (y_in_bf16) rows_in_bf16_only_ = y.data;
 }
 
 void CudaBackend::retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v,

@@ -33,7 +33,7 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     const DeviceWeight& W = weight(layer, w);
     const int M = static_cast<int>(x.count);
     const bool bf16 = !W.bf16.empty();
-    if (rows_in_bf16_only_ == x.data && !cublas_bf16_linear(M, layer, w))
+    if (rows_in_bf16_only_ == x.data && !reads_bf16_rows(M, layer, w))
         throw Error("CUDA backend: rows kept only in bf16 reached a projection that reads fp32 (internal error)");
     if (cuda::gemv_supports(M, W.in, bf16)) {
         const cuda::GemvJob job = gemv_job(W, y.data, accumulate);
@@ -50,11 +50,11 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     if (w == Weight::Output) stop_timer();
 }
 
-// Whether linear() multiplies M rows by weight w through cuBLAS from bf16 rows (its last branch).
-bool CudaBackend::cublas_bf16_linear(int M, int layer, Weight w) const {
+// Whether linear() reads M rows for weight w as bf16 (the skinny GEMM and cuBLAS branches), so
+// that the op before it may write them in bf16 alone (rows_in_bf16_only_).
+bool CudaBackend::reads_bf16_rows(int M, int layer, Weight w) const {
     const DeviceWeight& W = weight(layer, w);
-    return !W.bf16.empty() && !cuda::gemv_supports(M, W.in, true) &&
-           !(cuda::skinny_gemm_supports(M, W.in) && w != Weight::Output);
+    return !W.bf16.empty() && !cuda::gemv_supports(M, W.in, true);
 }
 
 // Before act_bf16 is overwritten: rows kept there alone must have been read (by the projection
@@ -141,7 +141,7 @@ void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std:
         }
         if (glu_activation) {
             const Rows a = outputs[0].y, b = outputs[1].y;
-            if (cublas_bf16_linear(M, layer, Weight::FfnOut)) {
+            if (reads_bf16_rows(M, layer, Weight::FfnOut)) {
                 // the FFN's down projection reads the GLU's output from act_bf16, which the GEMMs above read
                 // before it in the stream
                 release_act_bf16(static_cast<size_t>(a.count * a.width));

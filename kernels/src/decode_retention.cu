@@ -20,6 +20,12 @@ constexpr int kRowsInFlight = 32;  // Dk 256: every row of a thread in one round
 
 __device__ void head_norm_gate_if_last(const DecodeRetentionArgs& a, int n, int h, const float* o_head);
 
+// One gated output: in y, or rounded as store_as rounds into y_bf16.
+__device__ __forceinline__ void store_gated(const DecodeRetentionArgs& a, int64_t at, float value) {
+    if (a.y_bf16) store_as(a.y_bf16 + at, value);
+    else a.y[at] = value;
+}
+
 __global__ void __launch_bounds__(kCols * kRowGroups) decode_retention_kernel(DecodeRetentionArgs a) {
     extern __shared__ float smem[];
     float* s_q = smem;            // (Dk) rotated, scaled
@@ -107,7 +113,7 @@ __global__ void __launch_bounds__(kCols * kRowGroups) decode_retention_kernel(De
             atomicAdd(a.norms_sq + static_cast<int64_t>(n) * a.H + h, total);
         }
     }
-    if (a.y) head_norm_gate_if_last(a, n, h, o_head);
+    if (a.y || a.y_bf16) head_norm_gate_if_last(a, n, h, o_head);
 }
 
 // The head norm and gate of head h of sequence n, by whichever of its column blocks finishes
@@ -132,7 +138,7 @@ __device__ void head_norm_gate_if_last(const DecodeRetentionArgs& a, int n, int 
     const float s = static_cast<float>(1.0 / sqrt(ss / a.Dv + static_cast<double>(a.head_norm_eps)));
     const int64_t off = (static_cast<int64_t>(n) * a.H + h) * a.Dv;
     for (int i = threadIdx.x; i < a.Dv; i += blockDim.x)
-        a.y[off + i] = __ldcg(o_head + i) * s * (a.head_norm_weight ? a.head_norm_weight[i] : 1.0f) * silu(a.g[off + i]);
+        store_gated(a, off + i, __ldcg(o_head + i) * s * (a.head_norm_weight ? a.head_norm_weight[i] : 1.0f) * silu(a.g[off + i]));
     if (threadIdx.x == 0) *arrivals = 0;  // ready for the next launch (a graph replays it as is)
 }
 
@@ -147,7 +153,7 @@ void launch_decode_retention(const DecodeRetentionArgs& args, cudaStream_t strea
     if (smem > 48 * 1024)
         RETNET_CUDA_CHECK(cudaFuncSetAttribute(decode_retention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem)));
-    if (args.y && !args.arrivals) throw Error("decode retention: the fused head norm needs its arrival counters (internal error)");
+    if ((args.y || args.y_bf16) && !args.arrivals) throw Error("decode retention: the fused head norm needs its arrival counters (internal error)");
     const dim3 grid(ceil_div(args.Dv, kCols), static_cast<unsigned>(args.H), static_cast<unsigned>(args.N));
     launch_overlapped(decode_retention_kernel, grid, dim3(kCols * kRowGroups), smem, stream, args);
 }

@@ -357,7 +357,8 @@ TEST_P(DecodeRetentionTest, BitIdenticalToRotaryThenRecurrentScan) {
 }
 
 // The head norm and gate fused into the step against the same step followed by the separate
-// launch it replaces, bit for bit, over two steps (the arrival counters must be back at zero).
+// launch it replaces, bit for bit, over three steps, the last writing y in bf16 (the arrival
+// counters must be back at zero after each).
 TEST_P(DecodeRetentionTest, FusedHeadNormGateEqualsSeparateLaunch) {
     const DecodeCase& c = GetParam();
     const size_t qk = static_cast<size_t>(c.N) * c.H * c.Dk, vv = static_cast<size_t>(c.N) * c.H * c.Dv;
@@ -389,19 +390,34 @@ TEST_P(DecodeRetentionTest, FusedHeadNormGateEqualsSeparateLaunch) {
     args.theta = dtheta.get(), args.q_scale = 0.5f, args.k_scale = 1.25f, args.interleaved = c.interleaved;
     args.coef_a = dcoef.get(), args.coef_b = dcoef.get() + c.H;
     args.N = c.N, args.H = c.H, args.Dk = c.Dk, args.Dv = c.Dv;
-    for (int step = 0; step < 2; ++step)
+    DeviceBuffer<__nv_bfloat16> y16_fused(vv), y16_separate(vv);
+    auto bits = [&](const DeviceBuffer<__nv_bfloat16>& y) {
+        const std::vector<__nv_bfloat16> h = to_host(y, stream());
+        std::vector<uint16_t> b(h.size());
+        std::memcpy(b.data(), h.data(), h.size() * sizeof(uint16_t));
+        return b;
+    };
+    for (int step = 0; step < 3; ++step)  // the third step writes y in bf16 alone, as the batched step does
         for (const float* weight : {static_cast<const float*>(dw.get()), static_cast<const float*>(nullptr)}) {
+            const bool in_bf16 = step == 2;
             DecodeRetentionArgs fused = args, separate = args;
             fused.states = d_fused_ptrs.get(), fused.o = o_fused.get();
             fused.g = dg.get(), fused.head_norm_weight = weight, fused.head_norm_eps = 1e-6f;
-            fused.y = y_fused.get(), fused.arrivals = arrivals.get();
+            if (in_bf16) fused.y_bf16 = y16_fused.get();
+            else fused.y = y_fused.get();
+            fused.arrivals = arrivals.get();
             launch_decode_retention(fused, stream());
             separate.states = d_separate_ptrs.get(), separate.o = o_separate.get();
             launch_decode_retention(separate, stream());
             launch_head_norm_gate(o_separate.get(), dg.get(), weight, y_separate.get(), c.N, c.N, c.H, c.Dv, 1e-6f,
                                   stream());
             const std::string what = "step " + std::to_string(step) + (weight ? " with" : " without") + " weight";
-            ASSERT_EQ(to_host(y_fused, stream()), to_host(y_separate, stream())) << what;
+            if (in_bf16) {  // rounded as the conversion launch it replaces rounds
+                launch_float_to_bf16(y_separate.get(), y16_separate.get(), static_cast<int64_t>(vv), stream());
+                ASSERT_EQ(bits(y16_fused), bits(y16_separate)) << what;
+            } else {
+                ASSERT_EQ(to_host(y_fused, stream()), to_host(y_separate, stream())) << what;
+            }
             EXPECT_EQ(to_host(arrivals, stream()), std::vector<unsigned>(arrivals.size(), 0u)) << what;
         }
 }
@@ -410,7 +426,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, DecodeRetentionTest,
                          ::testing::Values(DecodeCase{1, 1, 6, 5, true, false}, DecodeCase{3, 2, 64, 100, false, true},
                                            DecodeCase{4, 3, 100, 40, true, true},
                                            DecodeCase{2, 2, 256, 512, false, false},
-                                           DecodeCase{5, 1, 128, 33, false, true}));
+                                           DecodeCase{5, 1, 128, 33, false, true},
+                                           DecodeCase{2, 2, 32, 600, true, false}));
 
 
 // ---- whole models: graph replay against launches one by one ----------------------------------------

@@ -212,6 +212,13 @@ void bench_decode_ops(int M) {
     a.coef_a = coef.get(), a.coef_b = coef.get() + H, a.o = o.get(), a.N = M, a.H = H, a.Dk = Dk, a.Dv = Dv;
     report("decode retention", time_launches_us(stream, [&] { launch_decode_retention(a, stream.get()); }),
            8.0 * M * H * Dk * Dv);
+    DeviceBuffer<unsigned> arrivals(static_cast<size_t>(M) * H);
+    arrivals.zero(stream.get());
+    DecodeRetentionArgs fused = a;
+    fused.g = x.get(), fused.head_norm_weight = norm.get(), fused.head_norm_eps = 1e-6f, fused.y = y2.get();
+    fused.arrivals = arrivals.get();
+    report("decode retention + head norm", time_launches_us(stream, [&] { launch_decode_retention(fused, stream.get()); }),
+           8.0 * M * H * Dk * Dv);
     report("head norm gate", time_launches_us(stream, [&] { launch_head_norm_gate(o.get(), x.get(), norm.get(), y2.get(), M, M, H, Dv, 1e-6f, stream.get()); }),
            16.0 * M * H * Dv);
     report("gemv o (accumulate)", gemv({{W, y.get(), d, true}}, 2 * d), 2.0 * 2 * d * d);
