@@ -18,6 +18,7 @@
 #include "retnet/cuda/module.h"
 #include "retnet/error.h"
 #include "retnet/family_rules.h"
+#include "skinny_gemm.h"
 
 namespace retnet {
 namespace cuda_backend {
@@ -160,9 +161,11 @@ void CudaBackend::prepare(const ForwardPlan& plan) {
     else prepare_retention(form, chunk, t_max, tp_max, n, plan.introspection);
     // The projections' bf16 input rows, sized before a graph capture begins (a buffer that moved
     // during one would leave its earlier nodes on freed memory): each row as wide as the widest input
-    // that a kernel writes there (x, y, the GLU's output).
+    // that a kernel writes there (x, y, the GLU's output); for few rows also the skinny GEMM's GLU
+    // output beside its input (linears_bf16).
     if (options_.bf16_weights)
-        grow(ws_.act_bf16, n * static_cast<size_t>(std::max({c.d_model, c.value_dim, c.ffn_dim})));
+        grow(ws_.act_bf16, n * static_cast<size_t>(std::max({c.d_model, c.value_dim, c.ffn_dim})) +
+                               (n <= static_cast<size_t>(cuda::kSkinnyMaxRows) ? n * static_cast<size_t>(c.ffn_dim) : 0));
     const bool one_sequence = !kv_ && !decode_.active && !plan.introspection && plan.sequences.size() == 1;
     v_head_major_rows_ = one_sequence && options_.bf16_weights ? static_cast<int>(t_max) : 0;
     v_head_major_tp_ = static_cast<int>(tp_max);
@@ -185,7 +188,7 @@ void CudaBackend::prepare(const ForwardPlan& plan) {
 }
 
 void CudaBackend::finish(bool completed) {
-    rows_in_bf16_only_ = nullptr;
+    rows_in_bf16_only_ = nullptr, bf16_only_at_ = nullptr;
     v_in_head_major_ = false;
     if (!completed) {
         downloads_.discard();

@@ -194,6 +194,7 @@ private:
     void linears(Rows x, int layer, std::span<const LinearOut> outputs) override;
     const __nv_bfloat16* activations_bf16(Rows x);
     void release_act_bf16(size_t count);
+    void keep_rows_in_bf16_only(const float* rows, const __nv_bfloat16* at);
     bool cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut> outputs) const;
     bool reads_bf16_rows(int M, int layer, Weight w) const;
     void write_v_head_major(const __nv_bfloat16* rows, int M, const DeviceWeight& W);
@@ -246,9 +247,10 @@ private:
     std::unique_ptr<cuda::CudaStream> stream_;
     std::unique_ptr<cuda::CublasHandle> cublas_;
     // Rows whose values went to ws_.act_bf16 rounded to bf16 and nowhere else (the head norm + gate's
-    // and the GLU's output when the next projection is a bf16 cuBLAS GEMM): activations_bf16() then
+    // and the GLU's output when the next projection reads bf16 rows): activations_bf16() then
     // takes them without a conversion launch; their fp32 buffer was not written.
     const float* rows_in_bf16_only_ = nullptr;
+    const __nv_bfloat16* bf16_only_at_ = nullptr;  // where in ws_.act_bf16 they are
     // A forward of one sequence (no introspection, bf16 weights): its v projection writes ws_.vh
     // head-major itself (v_head_major_rows_ rows, padded to v_head_major_tp_ with zero rows), where
     // retain_sequence's layout pass would read v's rows back; v_in_head_major_ says it did.

@@ -29,7 +29,7 @@ void CudaBackend::gated_retention(const RetentionCall& call, Rows q, Rows k, Row
     if (y_in_bf16) release_act_bf16(static_cast<size_t>(y.count * y.width));
     for (const SequenceSlice& slice : call.sequences)
         retain_sequence(call, slice, q, k, v, g, y, y_in_bf16 ? ws_.act_bf16.get() : nullptr);
-    if (y_in_bf16) rows_in_bf16_only_ = y.data;
+    if (y_in_bf16) keep_rows_in_bf16_only(y.data, ws_.act_bf16.get());
 }
 
 // The twin's attention: all sequences in one decode launch, or each sequence's prefill.
@@ -127,7 +127,7 @@ void CudaBackend::decode_retention(const RetentionCall& call, Rows q, Rows k, Ro
         args.y = y.data;
     }
     cuda::launch_decode_retention(args, stream());
-    if (y_in_bf16) rows_in_bf16_only_ = y.data;
+    if (y_in_bf16) keep_rows_in_bf16_only(y.data, ws_.act_bf16.get());
 }
 
 void CudaBackend::retain_sequence(const RetentionCall& call, const SequenceSlice& slice, Rows q, Rows k, Rows v,

@@ -69,11 +69,15 @@ void CudaBackend::release_act_bf16(size_t count) {
     grow(ws_.act_bf16, count);
 }
 
+void CudaBackend::keep_rows_in_bf16_only(const float* rows, const __nv_bfloat16* at) {
+    rows_in_bf16_only_ = rows, bf16_only_at_ = at;
+}
+
 // x rounded to bf16 for cuBLAS, in the workspace that the next projection overwrites.
 const __nv_bfloat16* CudaBackend::activations_bf16(Rows x) {
     if (rows_in_bf16_only_ == x.data) {
         rows_in_bf16_only_ = nullptr;
-        return ws_.act_bf16.get();
+        return bf16_only_at_;
     }
     const int64_t n = x.count * x.width;
     release_act_bf16(static_cast<size_t>(n));
@@ -128,8 +132,14 @@ void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std:
     if (cuda::skinny_gemm_supports(M, K) && !vocabulary && outputs.size() <= static_cast<size_t>(cuda::kGemvMaxJobs)) {
         std::vector<cuda::GemvJob> jobs;
         for (const LinearOut& out : outputs) jobs.push_back(gemv_job(weight(layer, out.weight), out.y.data, false));
+        // The GLU's output in bf16 alone for the down projection, beside the rows this launch reads
+        // (prepare() made room for it).
+        const size_t in = static_cast<size_t>(M) * K, glu_out = static_cast<size_t>(outputs.front().y.count * outputs.front().y.width);
+        const bool glu_in_bf16 = glu_activation && rows == ws_.act_bf16.get() && ws_.act_bf16.size() >= in + glu_out &&
+                                 reads_bf16_rows(M, layer, Weight::FfnOut);
         cuda::launch_skinny_gemm(rows, M, K, jobs.data(), static_cast<int>(jobs.size()), stream(),
-                                 gemv_glu(glu_activation));
+                                 gemv_glu(glu_activation), glu_in_bf16 ? ws_.act_bf16.get() + in : nullptr);
+        if (glu_in_bf16) keep_rows_in_bf16_only(outputs.front().y.data, ws_.act_bf16.get() + in);
     } else {
         for (const LinearOut& out : outputs) {
             const DeviceWeight& W = weight(layer, out.weight);
@@ -147,7 +157,7 @@ void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std:
                 release_act_bf16(static_cast<size_t>(a.count * a.width));
                 cuda::launch_glu(a.data, b.data, ws_.act_bf16.get(), a.count * a.width,
                                  *glu_activation == Activation::Gelu, stream());
-                rows_in_bf16_only_ = a.data;
+                keep_rows_in_bf16_only(a.data, ws_.act_bf16.get());
             } else {
                 glu(a, b, *glu_activation);
             }

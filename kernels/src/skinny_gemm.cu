@@ -31,6 +31,7 @@ struct SkinnyParams {
     int split = 1;   // warps (parts of K) per tile, a power of two ≤ kWarps
     int part_k = 0;  // columns per part, a multiple of 32
     bool gelu = false;
+    __nv_bfloat16* glu_bf16 = nullptr;  // the GLU's (M, N) output in bf16 alone, or null: fp32 to jobs[0].y
 };
 
 // Per warp: one tile of 8 weight rows (of each weight of a GLU) and all of X's 16-row tile; U
@@ -160,7 +161,13 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfl
         const int m = g + (e >= 2 ? 8 : 0), col = ref.n0 + 2 * t + (e & 1);
         if (m >= M || col >= ref.n) continue;
         float v = acc[0][e];
-        if constexpr (kGlu) v = (p.gelu ? gelu(v) : silu(v)) * acc[kStreams - 1][e];
+        if constexpr (kGlu) {
+            v = (p.gelu ? gelu(v) : silu(v)) * acc[kStreams - 1][e];
+            if (p.glu_bf16) {  // rounded as launch_float_to_bf16 rounds
+                p.glu_bf16[static_cast<int64_t>(m) * ref.n + col] = __float2bfloat16_rn(v);
+                continue;
+            }
+        }
         float* out = ref.y + static_cast<int64_t>(m) * ref.n + col;
         *out = ref.accumulate ? *out + v : v;
     }
@@ -196,8 +203,9 @@ bool skinny_gemm_supports(int M, int K) {
 }
 
 void launch_skinny_gemm(const __nv_bfloat16* x, int M, int K, const GemvJob* jobs, int job_count, cudaStream_t stream,
-                        GemvGlu glu) {
+                        GemvGlu glu, __nv_bfloat16* glu_bf16) {
     const bool paired = glu != GemvGlu::None;
+    if (glu_bf16 && !paired) throw Error("skinny gemm: a bf16 output without a GLU (internal error)");
     const bool jobs_ok = paired ? job_count == 2 && jobs[0].n == jobs[1].n && !jobs[0].accumulate
                                 : job_count >= 1 && job_count <= kGemvMaxJobs;
     if (!skinny_gemm_supports(M, K) || !jobs_ok)
@@ -207,6 +215,7 @@ void launch_skinny_gemm(const __nv_bfloat16* x, int M, int K, const GemvJob* job
     p.count = paired ? 1 : job_count;
     for (int j = 0; j < job_count; ++j) p.jobs[j] = jobs[j];
     p.gelu = glu == GemvGlu::Gelu;
+    p.glu_bf16 = glu_bf16;
     int rows = 0;
     for (int j = 0; j < p.count; ++j) rows += jobs[j].n;
     if (rows == 0) return;

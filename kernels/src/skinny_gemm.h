@@ -27,8 +27,9 @@ constexpr int kSkinnyMaxRows = 16;
 bool skinny_gemm_supports(int M, int K);
 
 // The jobs' weights are bf16 (GemvJob::weight), 16-byte aligned; X (M, K) bf16, 16-byte aligned.
-// With a GLU: two jobs of the same N, act then lin; y of the first gets act(x·W_actᵀ) ⊙ (x·W_linᵀ).
+// With a GLU: two jobs of the same N, act then lin; y of the first gets act(x·W_actᵀ) ⊙ (x·W_linᵀ),
+// or glu_bf16 (M, N) gets it rounded to bf16 (the next bf16 projection's input) and y is not written.
 void launch_skinny_gemm(const __nv_bfloat16* x, int M, int K, const GemvJob* jobs, int job_count,
-                        cudaStream_t stream, GemvGlu glu = GemvGlu::None);
+                        cudaStream_t stream, GemvGlu glu = GemvGlu::None, __nv_bfloat16* glu_bf16 = nullptr);
 
 }  // namespace retnet::cuda
