@@ -192,6 +192,16 @@ double measure_field(const nlohmann::json& row, const char* name) {
     return v.get<double>();
 }
 
+// A time in milliseconds as a clock measures it: 0 (not measured), or from a nanosecond to a
+// year. Outside that a report was edited, and its plot would have an empty panel (1e300 ms).
+double time_field(const nlohmann::json& row, const char* name) {
+    const double ms = measure_field(row, name);
+    if (ms != 0 && (ms < 1e-6 || ms > 3.2e10))
+        throw Error("field '" + std::string(name) + "' = " + field_value(row.at(name)) +
+                    " is not a time in milliseconds from 1e-06 (a nanosecond) to 3.2e+10 (a year), or 0");
+    return ms;
+}
+
 // Text, shown as it will be printed (control characters escaped, not sent to the terminal).
 std::string text_field(const nlohmann::json& row, const char* name) {
     const nlohmann::json& v = row.at(name);
@@ -238,14 +248,23 @@ CostReport read_report(const std::string& path) {
             if (p.out_of_memory) {
                 if (row.contains("note")) p.note = text_field(row, "note");
             } else {
-                p.prefill_ms = measure_field(row, "prefill_ms");
-                p.ms_per_step = measure_field(row, "ms_per_step");
+                p.prefill_ms = time_field(row, "prefill_ms");
+                p.ms_per_step = time_field(row, "ms_per_step");
                 p.tokens_per_s = measure_field(row, "tokens_per_s");
+                // as cost.cpp derives it: a rate that is not the step's was edited
+                const double rate = p.ms_per_step > 0 ? p.batch * 1000.0 / p.ms_per_step : 0.0;
+                if (std::abs(p.tokens_per_s - rate) > 1e-9 * std::max(1.0, rate))
+                    throw Error("field 'tokens_per_s' = " + field_value(row.at("tokens_per_s")) +
+                                " is not batch × 1000 / ms_per_step (" + field_value(rate) + ")");
                 p.state_bytes = integer_field(row, "state_bytes", 0, INT64_MAX);
                 if (row.contains("device_bytes")) p.device_bytes = integer_field(row, "device_bytes", 0, INT64_MAX);
             }
             if (p.model != "RetNet" && p.model != "Transformer")
                 throw Error("a point of model '" + p.model + "' is not one retnet cost writes");
+            for (const CostPoint& q : report.points)
+                if (q.model == p.model && q.length == p.length && q.batch == p.batch)
+                    throw Error("two points of " + p.model + " at length " + std::to_string(p.length) + ", batch " +
+                                std::to_string(p.batch) + " (retnet cost measures each once)");
             report.points.push_back(std::move(p));
         }
         if (report.points.empty()) throw Error("it has no points");

@@ -101,7 +101,7 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     // at each round); the table shows it escaped once.
     nlohmann::json noted = report;
     noted["device"] = "cpu \x1b[1mbold\x1b[0m";
-    noted["points"][1] = {{"model", "RetNet"}, {"length", 5}, {"batch", 1}, {"out_of_memory", true},
+    noted["points"][1] = {{"model", "RetNet"}, {"length", 9}, {"batch", 1}, {"out_of_memory", true},
                           {"note", "needs 9 TiB\nof \"memory\""}};
     std::ofstream(saved) << noted.dump();
     const CliRun noted_json = run_cli("cost --from " + saved.string() + " --json");
@@ -127,6 +127,21 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     expect_one_line_error(with_point("batch", 0), "field 'batch' = 0 is not an integer in [1, 2147483647]");
     expect_one_line_error(with_point("state_bytes", -5), "field 'state_bytes' = -5 is not an integer in [0, ");
     expect_one_line_error(with_point("ms_per_step", -1.5), "field 'ms_per_step' = -1.5 is not a finite number >= 0");
+    // Times a clock cannot give, a rate that is not the step's, a point twice: edited, refused
+    // (before, 1e300 drew an empty panel and a second point of the same length and batch a zigzag).
+    expect_one_line_error(with_point("ms_per_step", 1e300),
+                          "field 'ms_per_step' = 1e+300 is not a time in milliseconds from 1e-06 (a nanosecond)");
+    expect_one_line_error(with_point("prefill_ms", 1e-300), "field 'prefill_ms' = 1e-300 is not a time in milliseconds");
+    expect_one_line_error(with_point("tokens_per_s", 1e300), "field 'tokens_per_s' = 1e+300 is not batch × 1000 / ms_per_step (");
+    {
+        nlohmann::json twice = report;
+        twice["points"].push_back(twice["points"][0]);
+        std::ofstream(saved) << twice.dump();
+        const std::string p0 = report["points"][0]["model"].get<std::string>() + " at length " +
+                               std::to_string(report["points"][0]["length"].get<int>()) + ", batch " +
+                               std::to_string(report["points"][0]["batch"].get<int>());
+        expect_one_line_error(run_cli("cost --from " + saved.string()), "two points of " + p0 + " (retnet cost measures each once)");
+    }
     // The precision is one retnet cost writes, named when it is not (it is printed in the header).
     for (const nlohmann::json& weights : {nlohmann::json(5), nlohmann::json(nullptr), nlohmann::json("fp64; fake")}) {
         nlohmann::json broken = report;
@@ -259,6 +274,7 @@ TEST(Cli, CostTableColumnsFitTheirContent) {
     wide["length"] = 2147483647;
     wide["batch"] = 100000;
     wide["prefill_ms"] = 1234567.0;
+    wide["tokens_per_s"] = 100000 * 1000.0 / 0.25;  // the batch's rate at the same step
     report["points"].push_back(wide);
     report["points"].push_back({{"model", "Transformer"}, {"length", 2147483647}, {"batch", 1},
                                 {"out_of_memory", true}, {"note", "needs 9 TiB"}});
