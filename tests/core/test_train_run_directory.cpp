@@ -78,6 +78,7 @@ TEST(TrainRunDirectory, FinishedRunResumedWithOtherOptionsIsRefusedLikeAnUnfinis
 // A run killed while it wrote its first checkpoint leaves run.json and an incomplete checkpoint.tmp/:
 // --resume and a plain start each say there is nothing to resume and name --overwrite (a plain
 // start used to send the user to --resume, and --resume to nothing), which then starts it again.
+// A complete checkpoint.tmp/ (killed before the rename) is still something to resume.
 TEST(TrainRunDirectory, ARunKilledBeforeItsFirstCheckpointPointsToOverwrite) {
     ScratchDir dir("killed_before_first_checkpoint");
     const std::vector<std::string> args = with(tiny_training_args(dir.path()), {"--steps", "1"});
@@ -93,12 +94,22 @@ TEST(TrainRunDirectory, ARunKilledBeforeItsFirstCheckpointPointsToOverwrite) {
     const CliResult again = run_retnet(args);
     EXPECT_EQ(again.exit_code, 1);
     EXPECT_EQ(again.err, "retnet train: error: " + run.string() +
-                             " already holds a training run that stopped before its first checkpoint, so there is "
-                             "nothing to resume; replace it with --overwrite, or choose another --out\n");
+                             " already holds a training run with no checkpoint to resume (it stopped before saving "
+                             "one); replace it with --overwrite, which removes what it holds, or choose another --out\n");
     const CliResult replaced_run = run_retnet(with(args, {"--overwrite"}));
     EXPECT_EQ(replaced_run.exit_code, 0) << replaced_run.err;
     EXPECT_TRUE(fs::exists(run / "checkpoint" / "trainer_state.json"));
     EXPECT_FALSE(fs::exists(run / "checkpoint.tmp"));
+    // Killed after the first checkpoint was complete but before its rename: --resume recovers it,
+    // so a plain start still points there (and --overwrite would throw it away).
+    fs::rename(run / "checkpoint", run / "checkpoint.tmp");
+    const CliResult complete = run_retnet(args);
+    EXPECT_EQ(complete.exit_code, 1);
+    EXPECT_NE(complete.err.find(" already holds a training run; continue it with --resume"), std::string::npos)
+        << complete.err;
+    const CliResult recovered = run_retnet(with(args, {"--resume"}));
+    EXPECT_EQ(recovered.exit_code, 0) << recovered.err;
+    EXPECT_NE(recovered.err.find("recovered the complete checkpoint of step 1"), std::string::npos) << recovered.err;
 }
 
 // Starts that fail after the run directory was taken (the lock, run.json): text that is not UTF-8,

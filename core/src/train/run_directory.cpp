@@ -159,11 +159,28 @@ void swap_in_directory(const fs::path& tmp_dir, const fs::path& final_dir) {
 
 namespace {
 
+// The checkpoint --resume would take, by its state file; one that cannot be looked at (no
+// permission) is taken, so that the error reading it names the problem.
 std::optional<fs::path> resumable_checkpoint(const fs::path& out) {
-    std::error_code ec;
-    for (const char* name : {"checkpoint", "checkpoint.old"})
-        if (fs::exists(out / name / "trainer_state.json", ec)) return out / name;
+    for (const char* name : {"checkpoint", "checkpoint.old"}) {
+        std::error_code ec;
+        if (fs::exists(out / name / "trainer_state.json", ec) || ec) return out / name;
+    }
     return std::nullopt;
+}
+
+// True when --resume has something to continue: a checkpoint, or a complete checkpoint.tmp/ that
+// it would recover (a kill between writing the first checkpoint and renaming it).
+bool resume_has_checkpoint(const fs::path& out) {
+    if (resumable_checkpoint(out)) return true;
+    std::error_code ec;
+    if (!fs::is_directory(out / "checkpoint.tmp", ec)) return false;
+    try {
+        verify_checkpoint(out / "checkpoint.tmp");
+        return true;
+    } catch (const Error&) {
+        return false;
+    }
 }
 
 }  // namespace
@@ -398,9 +415,9 @@ std::optional<CheckpointInfo> prepare_run_directory(const TrainOptions& o, bool 
     }
     if (holds_run(out)) {
         if (overwrite) refuse_inputs_inside_run(o, out);
-        if (!overwrite && !resumable_checkpoint(out))
-            throw Error(o.out_dir + " already holds a training run that stopped before its first checkpoint, so there "
-                        "is nothing to resume; replace it with --overwrite, or choose another --out");
+        if (!overwrite && !resume_has_checkpoint(out))
+            throw Error(o.out_dir + " already holds a training run with no checkpoint to resume (it stopped before "
+                        "saving one); replace it with --overwrite, which removes what it holds, or choose another --out");
         if (!overwrite) {
             const auto info = checkpoint_step(out / "checkpoint");
             throw Error(o.out_dir + " already holds a training run" +
