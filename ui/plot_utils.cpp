@@ -2,14 +2,16 @@
 #include "plot_utils.h"
 
 #include <QApplication>
+#include <QBuffer>
 #include <QFile>
 #include <QFileInfo>
 #include <QImageWriter>
 #include <QPdfWriter>
 #include <QPalette>
 #include <QSaveFile>
-#include <QTextStream>
 
+#include <cerrno>
+#include <cstring>
 #include <initializer_list>
 #include <utility>
 
@@ -165,12 +167,28 @@ bool openExport(QSaveFile& file, const QString& path, QString* error) {
     if (info.exists() && !info.isFile())
         return fail(error, QStringLiteral("%1: not a regular file (a directory, device or FIFO); choose a file name").arg(path));
     if (info.isSymLink()) file.setFileName(info.canonicalFilePath());
-    if (!file.open(QIODevice::WriteOnly)) return fail(error, QStringLiteral("%1: %2").arg(path, file.errorString()));
+    // unbuffered: a failed write is seen at write(), where errno still names it
+    if (!file.open(QIODevice::WriteOnly | QIODevice::Unbuffered))
+        return fail(error, QStringLiteral("%1: %2").arg(path, file.errorString()));
     return true;
+}
+
+// All of `bytes`, then the rename over the target; on failure the reason the system gave (Qt's own
+// string for a short write is "Unknown error") and the target untouched.
+bool writeExport(QSaveFile& file, const QByteArray& bytes, const QString& path, QString* error) {
+    errno = 0;
+    if (file.write(bytes) == bytes.size() && file.commit()) return true;
+    const int reason = errno;
+    file.cancelWriting();
+    return fail(error, QStringLiteral("%1: %2").arg(
+                           path, reason != 0 ? QString::fromLocal8Bit(std::strerror(reason)) : file.errorString()));
 }
 
 }  // namespace
 
+// The image is made in memory and only then written: an encoder writing straight to the file met
+// a full disk half-way (libpng printed its own line, the PDF writer none and left a cut-off file
+// that commit() then renamed over the old one).
 bool saveImage(QWidget* source, const QStringList& caption, const QString& path, QString* error) {
     const QString suffix = QFileInfo(path).suffix().toLower();
     if (suffix != QLatin1String("png") && suffix != QLatin1String("pdf"))
@@ -179,6 +197,9 @@ bool saveImage(QWidget* source, const QStringList& caption, const QString& path,
     const int height = 16 + QFontMetrics(QApplication::font()).lineSpacing() * int(caption.size()) + source->height();
     QSaveFile file(path);
     if (!openExport(file, path, error)) return false;
+    QByteArray bytes;
+    QBuffer buffer(&bytes);
+    buffer.open(QIODevice::WriteOnly);
     if (suffix == QLatin1String("png")) {
         QImage image(QSize(width, height) * 2, QImage::Format_ARGB32_Premultiplied);
         image.setDevicePixelRatio(2.0);
@@ -192,10 +213,10 @@ bool saveImage(QWidget* source, const QStringList& caption, const QString& path,
             const qsizetype colon = line.indexOf(QStringLiteral(": "));
             if (colon > 0) image.setText(line.left(colon), line.mid(colon + 2));
         }
-        QImageWriter writer(&file, "png");
+        QImageWriter writer(&buffer, "png");
         if (!writer.write(image)) return fail(error, QStringLiteral("%1: %2").arg(path, writer.errorString()));
     } else {
-        QPdfWriter writer(&file);
+        QPdfWriter writer(&buffer);
         writer.setPageSize(QPageSize(QSizeF(width, height), QPageSize::Point));
         writer.setPageMargins(QMarginsF(0, 0, 0, 0));
         writer.setResolution(72);
@@ -205,24 +226,19 @@ bool saveImage(QWidget* source, const QStringList& caption, const QString& path,
         p.setMode(QCPPainter::pmVectorized);
         p.setMode(QCPPainter::pmNoCaching);
         paintExport(p, source, caption, width);
+        p.end();  // the PDF's last objects and its trailer, into the buffer
     }
-    if (!file.commit()) return fail(error, QStringLiteral("%1: %2").arg(path, file.errorString()));
-    return true;
+    return writeExport(file, bytes, path, error);
 }
 
 bool saveCsv(const QString& path, const QString& metadata, const QString& csv, QString* error) {
     QSaveFile file(path);
     if (!openExport(file, path, error)) return false;
-    QTextStream out(&file);
+    QByteArray bytes;
     for (const QString& line : metadata.split(QLatin1Char('\n'), Qt::SkipEmptyParts))
-        out << "# " << line << '\n';
-    out << csv;
-    out.flush();
-    if (!file.commit()) {
-        if (error) *error = QStringLiteral("%1: %2").arg(path, file.errorString());
-        return false;
-    }
-    return true;
+        bytes += "# " + line.toUtf8() + '\n';
+    bytes += csv.toUtf8();
+    return writeExport(file, bytes, path, error);
 }
 
 PositionMarker::PositionMarker(QCustomPlot* plot, QCPAxis* keyAxis, QCPAxis* valueAxis, Qt::Orientation orientation)

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "retnet/error.h"
+#include "retnet/files.h"
 #include "retnet/intervention.h"
 #include "retnet/memory_limit.h"
 #include "retnet/safetensors.h"
@@ -271,6 +272,7 @@ void remove_model_write_leftovers(const std::string& dir) {
 }
 
 std::string first_entry_besides_leftovers(const std::string& out) {
+    remove_dead_output_probes(out);
     std::error_code ec;
     for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec))
         if (std::string name = it->path().filename().string(); !is_model_write_leftover(name)) return name;

@@ -15,7 +15,9 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -102,7 +104,7 @@ void print_table(const CostReport& report) {
             line += row[c];
             if (c == 0) line.append(pad, ' ');
         }
-        if (out_of_memory[r]) line += "   out of memory: " + *out_of_memory[r];
+        if (out_of_memory[r]) line += "   out of memory" + (out_of_memory[r]->empty() ? "" : ": " + *out_of_memory[r]);
         std::printf("%s\n", line.c_str());
     }
     std::printf("state / cache: the batch's RetNet states or KV caches, computed from the tokens they hold%s\n",
@@ -189,7 +191,7 @@ double measure_field(const nlohmann::json& row, const char* name) {
     const nlohmann::json& v = row.at(name);
     if (!v.is_number() || !(v.get<double>() >= 0) || !std::isfinite(v.get<double>()))
         throw Error("field '" + std::string(name) + "' = " + field_value(v) + " is not a finite number >= 0");
-    return v.get<double>();
+    return v.get<double>() + 0.0;  // -0 as 0 (it printed as -0.00)
 }
 
 // A time in milliseconds as a clock measures it: 0 (not measured), or from a nanosecond to a
@@ -239,7 +241,11 @@ CostReport read_report(const std::string& path) {
         if (j.contains("cancelled")) report.cancelled = flag_field(j, "cancelled");
         report.retnet_parameters = integer_field(j, "retnet_parameters", 0, INT64_MAX);
         report.transformer_parameters = integer_field(j, "transformer_parameters", 0, INT64_MAX);
-        for (const nlohmann::json& row : j.at("points")) {
+        const nlohmann::json& points = j.at("points");
+        if (!points.is_array()) throw Error("field 'points' = " + field_value(points) + " is not a list of points");
+        std::set<std::tuple<std::string, int, int>> seen;  // (model, length, batch)
+        for (const nlohmann::json& row : points) {
+            if (!row.is_object()) throw Error("a point = " + field_value(row) + " is not an object");
             CostPoint p;
             p.model = text_field(row, "model");
             p.length = static_cast<int>(integer_field(row, "length", 1, kMaxInt));
@@ -261,10 +267,9 @@ CostReport read_report(const std::string& path) {
             }
             if (p.model != "RetNet" && p.model != "Transformer")
                 throw Error("a point of model '" + p.model + "' is not one retnet cost writes");
-            for (const CostPoint& q : report.points)
-                if (q.model == p.model && q.length == p.length && q.batch == p.batch)
-                    throw Error("two points of " + p.model + " at length " + std::to_string(p.length) + ", batch " +
-                                std::to_string(p.batch) + " (retnet cost measures each once)");
+            if (!seen.emplace(p.model, p.length, p.batch).second)
+                throw Error("two points of " + p.model + " at length " + std::to_string(p.length) + ", batch " +
+                            std::to_string(p.batch) + " (retnet cost measures each once)");
             report.points.push_back(std::move(p));
         }
         if (report.points.empty()) throw Error("it has no points");

@@ -141,6 +141,12 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
                                std::to_string(report["points"][0]["length"].get<int>()) + ", batch " +
                                std::to_string(report["points"][0]["batch"].get<int>());
         expect_one_line_error(run_cli("cost --from " + saved.string()), "two points of " + p0 + " (retnet cost measures each once)");
+        twice["points"] = twice["points"][0];  // one point where the list goes
+        std::ofstream(saved) << twice.dump();
+        expect_one_line_error(run_cli("cost --from " + saved.string()), "field 'points' = {");
+        twice["points"] = nlohmann::json::array({5});
+        std::ofstream(saved) << twice.dump();
+        expect_one_line_error(run_cli("cost --from " + saved.string()), "a point = 5 is not an object");
     }
     // The precision is one retnet cost writes, named when it is not (it is printed in the header).
     for (const nlohmann::json& weights : {nlohmann::json(5), nlohmann::json(nullptr), nlohmann::json("fp64; fake")}) {

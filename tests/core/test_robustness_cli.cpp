@@ -563,10 +563,16 @@ TEST(RobustInterrupt, TheTemporaryFilesOfAKilledWriteDoNotBlockTheNext) {
         EXPECT_EQ(left, (std::vector<std::string>{"config.json", "model.safetensors", "tokenizer.model"})) << out;
         EXPECT_EQ(run_retnet({"info", "--model", out.string()}).exit_code, 0);
     }
-    // init, which never writes over a model, takes them so too (it refused the directory the same way).
+    // init, which never writes over a model, takes them so too (it refused the directory the same way),
+    // and the probe directory of a check killed half-way (its process gone) is removed first.
     const fs::path init_out = dir / "init_leftovers";
     fs::create_directories(init_out);
     for (const char* name : {"config.json.tmp", "model.safetensors.tmp"}) spit(init_out / name, "half written");
+    const pid_t gone = ::fork();
+    if (gone == 0) ::_exit(0);
+    ASSERT_GT(gone, 0);
+    ::waitpid(gone, nullptr, 0);
+    fs::create_directory(init_out / (".retnet-probe-" + std::to_string(gone)));
     const CliResult made = run_retnet({"init", "--config", (dir / "model" / "config.json").string(), "--out", init_out.string()});
     EXPECT_EQ(made.exit_code, 0) << made.err;
     std::vector<std::string> init_left;

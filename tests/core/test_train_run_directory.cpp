@@ -110,6 +110,19 @@ TEST(TrainRunDirectory, ARunKilledBeforeItsFirstCheckpointPointsToOverwrite) {
     const CliResult recovered = run_retnet(with(args, {"--resume"}));
     EXPECT_EQ(recovered.exit_code, 0) << recovered.err;
     EXPECT_NE(recovered.err.find("recovered the complete checkpoint of step 1"), std::string::npos) << recovered.err;
+    // A checkpoint/ that lost its state file still holds weights: a plain start sends the user to
+    // --resume (which names the missing file), not to --overwrite, which would delete them.
+    fs::remove(run / "checkpoint" / "trainer_state.json");
+    EXPECT_NE(run_retnet(args).err.find(" already holds a training run; continue it with --resume"), std::string::npos);
+    EXPECT_EQ(run_retnet(with(args, {"--resume"})).err,
+              "retnet train: error: " + run.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing)\n");
+    // Only best/ left: nothing to resume, and --overwrite named.
+    fs::remove_all(run / "checkpoint");
+    ASSERT_TRUE(fs::exists(run / "best"));
+    EXPECT_EQ(run_retnet(with(args, {"--resume"})).err,
+              "retnet train: error: " + run.string() +
+                  ": no checkpoint to resume (the run saved none); start it again with --overwrite, which removes "
+                  "what it holds, or choose another --out\n");
 }
 
 // Starts that fail after the run directory was taken (the lock, run.json): text that is not UTF-8,

@@ -33,6 +33,11 @@ std::string follow_output_directory(const std::string& dir);
 // no permission, /proc). `what` names it in the lines ("the run directory"). Leaves nothing behind.
 void check_output_directory(const std::string& dir, const std::string& what);
 
+// check_output_directory makes and removes a probe directory (.retnet-probe-PID) in `dir`; one
+// left by a process killed in between, whose process is gone, is removed here (an empty directory
+// only), so that it does not make `dir` look taken. A running process's probe is left alone.
+void remove_dead_output_probes(const std::string& dir);
+
 // The same for a file that write_file_atomically and its kin will write (logits --out), refused
 // in the write's own line (a missing or read-only folder, a directory given as the file). A device,
 // a FIFO and standard output are written in place and not opened before (a FIFO's reader would

@@ -2,9 +2,12 @@
 #include "retnet/files.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -76,6 +79,23 @@ std::string follow_output_directory(const std::string& out_dir) {
     return resolved.string();
 }
 
+namespace {
+constexpr const char* kProbePrefix = ".retnet-probe-";
+}  // namespace
+
+void remove_dead_output_probes(const std::string& dir) {
+    const fs::path place(dir);
+    std::error_code ec;
+    for (fs::directory_iterator it(place, ec), end; !ec && it != end; it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (!name.starts_with(kProbePrefix)) continue;
+        const std::string digits = name.substr(std::strlen(kProbePrefix));
+        if (digits.empty() || digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
+        const pid_t pid = static_cast<pid_t>(std::stol(digits));
+        if (pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH) ::rmdir(it->path().c_str());  // empty only
+    }
+}
+
 void check_output_directory(const std::string& dir, const std::string& what) {
     if (dir.empty()) throw Error("--out is empty; give " + what);
     const fs::path target = follow_output_directory(dir);
@@ -93,7 +113,9 @@ void check_output_directory(const std::string& dir, const std::string& what) {
     // (which access() does not tell root) before the work, not after it.
     fs::path place = exists ? target : target.parent_path();
     while (!place.empty() && !fs::exists(fs::symlink_status(place, ec))) place = place.parent_path();
-    const fs::path probe = (place.empty() ? fs::path(".") : place) / (".retnet-probe-" + std::to_string(::getpid()));
+    if (place.empty()) place = ".";
+    remove_dead_output_probes(place.string());
+    const fs::path probe = place / (kProbePrefix + std::to_string(::getpid()));
     if (::mkdir(probe.c_str(), 0700) == 0)
         ::rmdir(probe.c_str());
     else if (errno != EEXIST)

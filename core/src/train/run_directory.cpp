@@ -171,9 +171,13 @@ std::optional<fs::path> resumable_checkpoint(const fs::path& out) {
 
 // True when --resume has something to continue: a checkpoint, or a complete checkpoint.tmp/ that
 // it would recover (a kill between writing the first checkpoint and renaming it).
+// A checkpoint directory without its state file counts too: --resume then names what is missing,
+// where --overwrite would throw away the weights it still holds.
 bool resume_has_checkpoint(const fs::path& out) {
     if (resumable_checkpoint(out)) return true;
     std::error_code ec;
+    if (fs::exists(fs::symlink_status(out / "checkpoint", ec)) || fs::exists(fs::symlink_status(out / "checkpoint.old", ec)))
+        return true;
     if (!fs::is_directory(out / "checkpoint.tmp", ec)) return false;
     try {
         verify_checkpoint(out / "checkpoint.tmp");
@@ -191,7 +195,12 @@ fs::path resume_checkpoint(const fs::path& out) {
     if (fs::exists(fs::symlink_status(out / "checkpoint.tmp", ec)))
         throw Error(out.string() + ": no checkpoint to resume: the run stopped while writing its first one (" +
                     (out / "checkpoint.tmp").string() + " is incomplete); start it again with --overwrite");
-    throw Error(out.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing)");
+    if (fs::exists(fs::symlink_status(out / "checkpoint", ec)))  // its weights may be worth keeping
+        throw Error(out.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing)");
+    if (!holds_run(out))
+        throw Error(out.string() + ": no checkpoint to resume (no run was started there); start one without --resume");
+    throw Error(out.string() + ": no checkpoint to resume (the run saved none); start it again with --overwrite, "
+                "which removes what it holds, or choose another --out");
 }
 
 namespace {
