@@ -115,13 +115,14 @@ TEST(TrainRunDirectory, ARunKilledBeforeItsFirstCheckpointPointsToOverwrite) {
     fs::remove(run / "checkpoint" / "trainer_state.json");
     EXPECT_NE(run_retnet(args).err.find(" already holds a training run; continue it with --resume"), std::string::npos);
     EXPECT_EQ(run_retnet(with(args, {"--resume"})).err,
-              "retnet train: error: " + run.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing)\n");
+              "retnet train: error: " + run.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing); "
+              "copy out of " + (run / "checkpoint").string() + " what you want to keep, then start again with --overwrite\n");
     // Only best/ left: nothing to resume, and --overwrite named.
     fs::remove_all(run / "checkpoint");
     ASSERT_TRUE(fs::exists(run / "best"));
     EXPECT_EQ(run_retnet(with(args, {"--resume"})).err,
               "retnet train: error: " + run.string() +
-                  ": no checkpoint to resume (the run saved none); start it again with --overwrite, which removes "
+                  ": no checkpoint to resume (none is left); start the run again with --overwrite, which removes "
                   "what it holds, or choose another --out\n");
 }
 

@@ -196,10 +196,11 @@ fs::path resume_checkpoint(const fs::path& out) {
         throw Error(out.string() + ": no checkpoint to resume: the run stopped while writing its first one (" +
                     (out / "checkpoint.tmp").string() + " is incomplete); start it again with --overwrite");
     if (fs::exists(fs::symlink_status(out / "checkpoint", ec)))  // its weights may be worth keeping
-        throw Error(out.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing)");
+        throw Error(out.string() + ": no checkpoint to resume (checkpoint/trainer_state.json missing); copy out of " +
+                    (out / "checkpoint").string() + " what you want to keep, then start again with --overwrite");
     if (!holds_run(out))
         throw Error(out.string() + ": no checkpoint to resume (no run was started there); start one without --resume");
-    throw Error(out.string() + ": no checkpoint to resume (the run saved none); start it again with --overwrite, "
+    throw Error(out.string() + ": no checkpoint to resume (none is left); start the run again with --overwrite, "
                 "which removes what it holds, or choose another --out");
 }
 
