@@ -125,7 +125,7 @@ TEST(SecondPass, GenerationLeavesTheGuiThreadMostlyIdle) {
     const QString prompt = QStringLiteral("Once upon a time");
     QProcess cli;
     cli.start(QStringLiteral(RETNET_CLI_PATH), {QStringLiteral("generate"), QStringLiteral("--model"), dir, QStringLiteral("--prompt"),
-                                                prompt, QStringLiteral("--max-new-tokens"), QStringLiteral("300"), QStringLiteral("--json")});
+                                                prompt, QStringLiteral("--max-new-tokens"), QStringLiteral("1000"), QStringLiteral("--json")});
     ASSERT_TRUE(cli.waitForFinished(kWaitMs));
     const QJsonObject summary = QJsonDocument::fromJson(cli.readAllStandardOutput().trimmed().split('\n').last()).object();
 
@@ -137,21 +137,30 @@ TEST(SecondPass, GenerationLeavesTheGuiThreadMostlyIdle) {
     ASSERT_TRUE(ready.wait(kWaitMs));
     GenerateView* view = window.generateView();
     view->setPrompt(prompt);
-    view->setMaxTokens(300);
+    view->setMaxTokens(1000);
     QSignalSpy done(window.controller(), &EngineController::generationFinished);
-    timespec start {}, end {};
+    timespec start {}, end {}, wall_start {}, wall_end {};
+    const auto seconds = [](const timespec& a, const timespec& b) {
+        return double(b.tv_sec - a.tv_sec) + 1e-9 * double(b.tv_nsec - a.tv_nsec);
+    };
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &start);
+    clock_gettime(CLOCK_MONOTONIC, &wall_start);
     emit view->generateRequested();
     ASSERT_TRUE(done.wait(kWaitMs));
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &end);
-    const double guiSeconds = double(end.tv_sec - start.tv_sec) + 1e-9 * double(end.tv_nsec - start.tv_nsec);
+    clock_gettime(CLOCK_MONOTONIC, &wall_end);
+    const double guiSeconds = seconds(start, end), wallSeconds = seconds(wall_start, wall_end);
     const auto stats = done.last().at(0).value<GenerationStats>();
     std::printf("decode: app %.1f tok/s (%d tokens), retnet generate %.1f tok/s (%d tokens); GUI thread CPU %.2f s "
-                "over %.2f s of decoding\n",
+                "over %.2f s from the request to the end (%.2f s of decoding)\n",
                 stats.decodeTokensPerSecond(), stats.generated, summary.value(QStringLiteral("tokens_per_s")).toDouble(),
-                summary.value(QStringLiteral("generated_tokens")).toInt(), guiSeconds, stats.decodeMs / 1000.0);
+                summary.value(QStringLiteral("generated_tokens")).toInt(), guiSeconds, wallSeconds, stats.decodeMs / 1000.0);
     ASSERT_GT(stats.generated, 50);
-    EXPECT_LT(guiSeconds, 0.15 * stats.decodeMs / 1000.0);
+    // The GUI thread's CPU over the same window as its wall time: from the request to the end, the
+    // prefill and the last update included (the decoding time alone left those out, so a fast
+    // decode of 300 tokens, 0.66 s in a CI run, counted that fixed work, ~0.05 s, against too short
+    // a time: 18 %). 1,000 tokens: ~11 % on the CI machine, the fixed part amortized.
+    EXPECT_LT(guiSeconds, 0.15 * wallSeconds);
 }
 
 // #14.4: Apply, Clear and a device switch keep the generated text; a refused edit keeps the
