@@ -22,6 +22,7 @@
 
 #include "retnet/config.h"
 #include "retnet/model.h"
+#include "file_size_limit.h"
 #include "process_scratch.h"
 #include "retnet/tokenizer.h"
 
@@ -100,29 +101,6 @@ inline void apply_child_setup(const ChildSetup& setup) {
         ::setrlimit(RLIMIT_AS, &limit);
     }
 }
-
-// For its scope, every write that would take a file of this process past `bytes` fails with EFBIG,
-// as writes fail on a full disk (RLIMIT_FSIZE's soft limit, SIGXFSZ ignored); both are restored after.
-class FileSizeLimit {
-public:
-    explicit FileSizeLimit(rlim_t bytes) {
-        ::getrlimit(RLIMIT_FSIZE, &saved_);
-        saved_handler_ = ::signal(SIGXFSZ, SIG_IGN);
-        rlimit limit = saved_;
-        limit.rlim_cur = std::min(bytes, saved_.rlim_max);
-        ::setrlimit(RLIMIT_FSIZE, &limit);
-    }
-    ~FileSizeLimit() {
-        ::setrlimit(RLIMIT_FSIZE, &saved_);
-        ::signal(SIGXFSZ, saved_handler_);
-    }
-    FileSizeLimit(const FileSizeLimit&) = delete;
-    FileSizeLimit& operator=(const FileSizeLimit&) = delete;
-
-private:
-    rlimit saved_{};
-    sighandler_t saved_handler_ = SIG_DFL;
-};
 
 // Runs `retnet args...` with stdin from /dev/null and waits (at most `timeout_s`, then SIGKILL).
 // `file_size_limit` > 0 caps the size of every file the child writes (RLIMIT_FSIZE, SIGXFSZ

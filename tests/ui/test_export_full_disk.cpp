@@ -5,40 +5,17 @@
 // was. Before, a PDF was cut at the limit and renamed over the old file with success reported, and a
 // PNG's failure was "Unknown error" after libpng's own line on stderr.
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 
 #include <QDir>
 #include <QFile>
 #include <QTemporaryDir>
-#include <algorithm>
 #include <cmath>
-#include <csignal>
 
+#include "../core/file_size_limit.h"
 #include "plot_utils.h"
 
 namespace retnet::ui {
 namespace {
-
-class FileSizeLimit {
-public:
-    explicit FileSizeLimit(rlim_t bytes) {
-        ::getrlimit(RLIMIT_FSIZE, &saved_);
-        saved_handler_ = std::signal(SIGXFSZ, SIG_IGN);
-        rlimit limit = saved_;
-        limit.rlim_cur = std::min(bytes, saved_.rlim_max);
-        ::setrlimit(RLIMIT_FSIZE, &limit);
-    }
-    ~FileSizeLimit() {
-        ::setrlimit(RLIMIT_FSIZE, &saved_);
-        std::signal(SIGXFSZ, saved_handler_);
-    }
-    FileSizeLimit(const FileSizeLimit&) = delete;
-    FileSizeLimit& operator=(const FileSizeLimit&) = delete;
-
-private:
-    rlimit saved_{};
-    void (*saved_handler_)(int) = SIG_DFL;
-};
 
 QByteArray contents(const QString& path) {
     QFile f(path);

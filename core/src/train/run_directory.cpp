@@ -169,12 +169,11 @@ std::optional<fs::path> resumable_checkpoint(const fs::path& out) {
     return std::nullopt;
 }
 
-// True when --resume has something to continue: a checkpoint, or a complete checkpoint.tmp/ that
-// it would recover (a kill between writing the first checkpoint and renaming it).
-// A checkpoint directory without its state file counts too: --resume then names what is missing,
-// where --overwrite would throw away the weights it still holds.
+// True when --resume has something to continue or to name: a checkpoint directory (one without
+// its state file too: --resume then names what is missing, where --overwrite would throw away the
+// weights it still holds), or a complete checkpoint.tmp/ that it would recover (a kill between
+// writing the first checkpoint and renaming it).
 bool resume_has_checkpoint(const fs::path& out) {
-    if (resumable_checkpoint(out)) return true;
     std::error_code ec;
     if (fs::exists(fs::symlink_status(out / "checkpoint", ec)) || fs::exists(fs::symlink_status(out / "checkpoint.old", ec)))
         return true;
