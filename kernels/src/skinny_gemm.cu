@@ -1,11 +1,20 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// Few-row bf16 projections on the tensor cores (see skinny_gemm.h). A warp owns a tile of 8
-// weight rows and one part of K, and computes all M ≤ 16 rows of X for it with mma m16n8k16.
+// Few-row bf16 projections on the tensor cores (see skinny_gemm.h). A warp owns a tile of weight
+// rows and one part of K, and computes all M ≤ 16 rows of X for it with mma m16n8k16, in one of two
+// shapes:
+//   8 weight rows   X is the A operand (16 rows), the weights the B operand (8 rows);
+//   16 weight rows  the weights are A, X is B in two n-tiles of 8 rows: each X load serves 16
+//                   weight rows instead of 8, so X is read from L2 half as often per weight byte.
+// On the H200 (16 rows of X, ops table) 16-row tiles took q, k, v, g from 23.9 to 19.0 µs and the
+// vocabulary from 48.8 to 40.4, but the output and down projections (128 tiles of 16) and the
+// FFN's GLU (176) from 11.1 / 10.6 / 12.7 to 12.7 / 11.1 / 14.0: half the tiles leave fewer
+// warps streaming. So a launch takes 16-row tiles where they alone give every resident block one.
 //
 // The K permutation: in 32 columns k0 … k0+31, lane (g, t) (g = lane / 4, t = lane % 4) loads the
-// 16 bytes at k0 + 8t of weight row g and of X rows g and g + 8. The first product of the pair
-// uses columns 8t … 8t+3 as its logical columns {2t, 2t+1, 2t+8, 2t+9}, the second 8t+4 … 8t+7;
-// both operands follow the same map, so each product still sums x[k]·w[k] over the same 32 k.
+// 16 bytes at k0 + 8t of its weight rows (g; or g and g + 8) and of X rows g and g + 8. The first
+// product of the pair uses columns 8t … 8t+3 as its logical columns {2t, 2t+1, 2t+8, 2t+9}, the
+// second 8t+4 … 8t+7; both operands follow the same map, so each product still sums x[k]·w[k]
+// over the same 32 k.
 #include <algorithm>
 #include <string>
 
@@ -34,13 +43,15 @@ struct SkinnyParams {
     __nv_bfloat16* glu_bf16 = nullptr;  // the GLU's (M, N) output in bf16 alone, or null: fp32 to jobs[0].y
 };
 
-// Per warp: one tile of 8 weight rows (of each weight of a GLU) and all of X's 16-row tile; U
-// chunks of 32 columns per round keep kLoadsInFlight loads in flight per lane.
-template <bool kGlu>
+// Per warp: one tile of kRows weight rows (of each weight of a GLU) and all of X's 16 rows; U
+// chunks of 32 columns per round keep kLoadsInFlight weight loads in flight per lane.
+template <bool kGlu, int kRows>
 struct TileShape {
     static constexpr int kStreams = kGlu ? 2 : 1;
-    static constexpr int U = kLoadsInFlight / kStreams;
-    static constexpr int kAcc = kStreams * 4;  // fp32 accumulators per lane
+    static constexpr int kRowsPerLane = kRows / 8;  // g, and g + 8 with 16-row tiles
+    static constexpr int U = kLoadsInFlight / (kStreams * kRowsPerLane);
+    static constexpr int kProducts = kRows == 16 ? 2 : 1;  // accumulator fragments per stream
+    static constexpr int kAcc = kStreams * kProducts * 4;  // fp32 accumulators per lane
 };
 
 __device__ __forceinline__ void mma_bf16(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
@@ -61,7 +72,7 @@ struct TileRef {
     bool accumulate = false;
 };
 
-template <bool kGlu>
+template <bool kGlu, int kRows>
 __device__ __forceinline__ TileRef locate_tile(const SkinnyParams& p, int tile) {
     TileRef ref;
     int first = 0;
@@ -78,15 +89,15 @@ __device__ __forceinline__ TileRef locate_tile(const SkinnyParams& p, int tile) 
                 first = p.tile_start[j];
             }
     }
-    ref.n0 = (tile - first) * 8;
+    ref.n0 = (tile - first) * kRows;
     return ref;
 }
 
-template <bool kGlu>
+template <bool kGlu, int kRows>
 __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfloat16* __restrict__ x, int M, int K,
                                                                   SkinnyParams p) {
-    using S = TileShape<kGlu>;
-    constexpr int U = S::U, kStreams = S::kStreams;
+    using S = TileShape<kGlu, kRows>;
+    constexpr int U = S::U, kStreams = S::kStreams, R = S::kRowsPerLane, P = S::kProducts;
     __shared__ float partial[kWarps][S::kAcc][32];  // the parts' sums, lane-minor (no bank conflicts)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int part = warp % p.split;
@@ -96,29 +107,35 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfl
     const int rounds = active && k_begin < k_end ? (k_end - k_begin + 32 * U - 1) / (32 * U) : 0;
 
     TileRef ref;
-    if (active) ref = locate_tile<kGlu>(p, tile);
-    const int n = ref.n0 + g;  // this lane's weight row
-    const uint4* rows[kStreams];
+    if (active) ref = locate_tile<kGlu, kRows>(p, tile);
+    const uint4* rows[kStreams][R];  // this lane's weight rows: g (and g + 8) of each stream
 #pragma unroll
     for (int s = 0; s < kStreams; ++s)
-        rows[s] = active && n < ref.n ? reinterpret_cast<const uint4*>(ref.w[s] + static_cast<int64_t>(n) * K) : nullptr;
-    auto load_round = [&](uint4 (&w)[kStreams][U], int round) {
+#pragma unroll
+        for (int h = 0; h < R; ++h) {
+            const int n = ref.n0 + g + 8 * h;
+            rows[s][h] = active && n < ref.n ? reinterpret_cast<const uint4*>(ref.w[s] + static_cast<int64_t>(n) * K) : nullptr;
+        }
+    auto load_round = [&](uint4 (&w)[kStreams][U][R], int round) {
 #pragma unroll
         for (int u = 0; u < U; ++u) {
             const int k = k_begin + (round * U + u) * 32 + 8 * t;
 #pragma unroll
             for (int s = 0; s < kStreams; ++s)
-                w[s][u] = rows[s] && k < k_end ? __ldcs(rows[s] + k / 8) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+                for (int h = 0; h < R; ++h)
+                    w[s][u][h] = rows[s][h] && k < k_end ? __ldcs(rows[s][h] + k / 8) : make_uint4(0, 0, 0, 0);
         }
     };
 
-    uint4 w_now[kStreams][U], w_next[kStreams][U];
+    uint4 w_now[kStreams][U][R], w_next[kStreams][U][R];
     if (rounds > 0) load_round(w_now, 0);  // weights are never written: requested before the wait
     wait_for_previous_grid();
     allow_next_grid();
 
-    float acc[kStreams][4] = {};
+    float acc[kStreams][P][4] = {};
     const uint4* x_vec = reinterpret_cast<const uint4*>(x);
+    const bool second_x_tile = M > 8;  // the same for the whole warp
     for (int round = 0; round < rounds; ++round) {
         if (round + 1 < rounds) load_round(w_next, round + 1);
 #pragma unroll
@@ -130,20 +147,32 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfl
                 in_k && g + 8 < M ? __ldg(x_vec + (static_cast<int64_t>(g + 8) * K + k) / 8) : make_uint4(0, 0, 0, 0);
 #pragma unroll
             for (int s = 0; s < kStreams; ++s) {
-                const uint4 wv = w_now[s][u];
-                mma_bf16(acc[s], xa.x, xb.x, xa.y, xb.y, wv.x, wv.y);
-                mma_bf16(acc[s], xa.z, xb.z, xa.w, xb.w, wv.z, wv.w);
+                if constexpr (kRows == 8) {  // A: X rows g, g + 8; B: weight row g
+                    const uint4 wv = w_now[s][u][0];
+                    mma_bf16(acc[s][0], xa.x, xb.x, xa.y, xb.y, wv.x, wv.y);
+                    mma_bf16(acc[s][0], xa.z, xb.z, xa.w, xb.w, wv.z, wv.w);
+                } else {  // A: weight rows g, g + 8; B: X row g of each n-tile
+                    const uint4 lo = w_now[s][u][0], hi = w_now[s][u][R - 1];
+                    mma_bf16(acc[s][0], lo.x, hi.x, lo.y, hi.y, xa.x, xa.y);
+                    mma_bf16(acc[s][0], lo.z, hi.z, lo.w, hi.w, xa.z, xa.w);
+                    if (second_x_tile) {
+                        mma_bf16(acc[s][P - 1], lo.x, hi.x, lo.y, hi.y, xb.x, xb.y);
+                        mma_bf16(acc[s][P - 1], lo.z, hi.z, lo.w, hi.w, xb.z, xb.w);
+                    }
+                }
             }
         }
         if (round + 1 < rounds) {
 #pragma unroll
             for (int s = 0; s < kStreams; ++s)
 #pragma unroll
-                for (int u = 0; u < U; ++u) w_now[s][u] = w_next[s][u];
+                for (int u = 0; u < U; ++u)
+#pragma unroll
+                    for (int h = 0; h < R; ++h) w_now[s][u][h] = w_next[s][u][h];
         }
     }
 
-    float* flat = &acc[0][0];
+    float* flat = &acc[0][0][0];
     if (p.split > 1) {
         if (part != 0)
 #pragma unroll
@@ -155,45 +184,60 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfl
             for (int i = 0; i < S::kAcc; ++i) flat[i] += partial[warp + q][i][lane];
     }
     if (!active) return;
-    // The accumulator fragment: entries 0, 1 at row g, columns 2t, 2t + 1; entries 2, 3 at row g + 8.
+    // The accumulator fragment: entries 0, 1 at row g, columns 2t, 2t + 1; entries 2, 3 at row
+    // g + 8. Rows are X's and columns weight rows with 8-row tiles; with 16-row tiles rows are
+    // weight rows and the columns X rows 8j + … of n-tile j.
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-        const int m = g + (e >= 2 ? 8 : 0), col = ref.n0 + 2 * t + (e & 1);
-        if (m >= M || col >= ref.n) continue;
-        float v = acc[0][e];
-        if constexpr (kGlu) {
-            v = (p.gelu ? gelu(v) : silu(v)) * acc[kStreams - 1][e];
-            if (p.glu_bf16) {  // rounded as launch_float_to_bf16 rounds
-                p.glu_bf16[static_cast<int64_t>(m) * ref.n + col] = __float2bfloat16_rn(v);
-                continue;
+    for (int j = 0; j < P; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int along_g = g + (e >= 2 ? 8 : 0), along_t = 2 * t + (e & 1);
+            const int m = kRows == 8 ? along_g : 8 * j + along_t, col = ref.n0 + (kRows == 8 ? along_t : along_g);
+            if (m >= M || col >= ref.n) continue;
+            float v = acc[0][j][e];
+            if constexpr (kGlu) {
+                v = (p.gelu ? gelu(v) : silu(v)) * acc[kStreams - 1][j][e];
+                if (p.glu_bf16) {  // rounded as launch_float_to_bf16 rounds
+                    p.glu_bf16[static_cast<int64_t>(m) * ref.n + col] = __float2bfloat16_rn(v);
+                    continue;
+                }
             }
+            float* out = ref.y + static_cast<int64_t>(m) * ref.n + col;
+            *out = ref.accumulate ? *out + v : v;
         }
-        float* out = ref.y + static_cast<int64_t>(m) * ref.n + col;
-        *out = ref.accumulate ? *out + v : v;
-    }
 }
 
 // Splits K into as many parts as keep every block of the launch resident at once (one wave):
 // a second, partial wave streams its weights with a fraction of the GPU's loads in flight (the
 // q, k, v, g launch of 16 rows was 1.45 waves when split to fill two blocks per multiprocessor),
 // while every part keeps at least one whole round of loads.
-template <bool kGlu>
-void launch_shape(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const GemvJob* jobs, int job_count,
-                  cudaStream_t stream) {
-    using S = TileShape<kGlu>;
-    const int tile_rows = 8;
+template <bool kGlu, int kRows>
+void launch_tiles(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const GemvJob* jobs, int job_count,
+                  int resident_warps, cudaStream_t stream) {
+    using S = TileShape<kGlu, kRows>;
     p.tile_start[0] = 0;
     for (int j = 0; j < p.count; ++j)
-        p.tile_start[j + 1] = p.tile_start[j] + static_cast<int>(ceil_div(jobs[j].n, tile_rows));
+        p.tile_start[j + 1] = p.tile_start[j] + static_cast<int>(ceil_div(jobs[j].n, kRows));
     for (int j = p.count; j < job_count; ++j) p.tile_start[j + 1] = p.tile_start[j];
     p.total_tiles = p.tile_start[p.count];
-    const int resident_warps =
-        resident_blocks(reinterpret_cast<const void*>(skinny_gemm_kernel<kGlu>), kWarps * 32, 0) * kWarps;
     while (p.split < kMaxSplit && p.total_tiles * p.split * 2 <= resident_warps && K >= 2 * 32 * S::U * p.split)
         p.split *= 2;
     p.part_k = static_cast<int>(ceil_div(ceil_div(K, p.split), 32)) * 32;
     const unsigned blocks = ceil_div(p.total_tiles, kWarps / p.split);
-    launch_overlapped(skinny_gemm_kernel<kGlu>, dim3(blocks), dim3(kWarps * 32), 0, stream, x, M, K, p);
+    launch_overlapped(skinny_gemm_kernel<kGlu, kRows>, dim3(blocks), dim3(kWarps * 32), 0, stream, x, M, K, p);
+}
+
+// 16-row tiles where they alone give every resident block one (see the top of the file).
+template <bool kGlu>
+void launch_shape(const __nv_bfloat16* x, int M, int K, const SkinnyParams& p, const GemvJob* jobs, int job_count,
+                  cudaStream_t stream) {
+    int rows = 0;
+    for (int j = 0; j < p.count; ++j) rows += static_cast<int>(ceil_div(jobs[j].n, 16));
+    const int resident =
+        resident_blocks(reinterpret_cast<const void*>(skinny_gemm_kernel<kGlu, 16>), kWarps * 32, 0);
+    if (rows >= resident) return launch_tiles<kGlu, 16>(x, M, K, p, jobs, job_count, resident * kWarps, stream);
+    const int resident_8 = resident_blocks(reinterpret_cast<const void*>(skinny_gemm_kernel<kGlu, 8>), kWarps * 32, 0);
+    launch_tiles<kGlu, 8>(x, M, K, p, jobs, job_count, resident_8 * kWarps, stream);
 }
 
 }  // namespace
