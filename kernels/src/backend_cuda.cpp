@@ -302,6 +302,11 @@ double cuda_last_forward_device_ms(const Backend& backend) {
     return cuda ? cuda->last_device_ms_ : -1.0;
 }
 
+uint64_t cuda_bf16_handoffs(const Backend& backend) {
+    const auto* cuda = dynamic_cast<const CudaBackend*>(&backend);
+    return cuda ? cuda->bf16_handoffs_ : 0;
+}
+
 int64_t cuda_device_memory_in_use() {
     size_t free_bytes = 0, total_bytes = 0;
     RETNET_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));

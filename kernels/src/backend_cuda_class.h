@@ -86,6 +86,7 @@ public:
     }
 
     double last_device_ms_ = 0.0;  // device time of the last forward, logits copy excluded
+    uint64_t bf16_handoffs_ = 0;   // projections that read rows an op wrote in bf16 alone (tests)
 
 private:
     struct DeviceGuard {

@@ -77,6 +77,7 @@ void CudaBackend::keep_rows_in_bf16_only(const float* rows, const __nv_bfloat16*
 const __nv_bfloat16* CudaBackend::activations_bf16(Rows x) {
     if (rows_in_bf16_only_ == x.data) {
         rows_in_bf16_only_ = nullptr;
+        ++bf16_handoffs_;
         return bf16_only_at_;
     }
     const int64_t n = x.count * x.width;

@@ -14,6 +14,7 @@
 
 #include "cuda_test_util.h"
 #include "decode_scenario.h"
+#include "backend_cuda_internal.h"
 #include "decode_retention.h"
 #include "gemv.h"
 #include "naive_ops.h"
@@ -500,6 +501,7 @@ TEST_P(GraphDecodeTest, ManyBf16SequencesReplayEqualsEagerAndMatchSequencesAlone
             for (Backend* b : {eager.get(), graphs.get(), alone.get()}) b->forward_batch({&prompt, 1}, chunkwise);
         }
         double worst = 0.0;
+        const uint64_t handoffs_before = cuda_bf16_handoffs(*eager);
         for (int step = 0; step < kSteps; ++step) {
             std::vector<std::vector<int32_t>> next(static_cast<size_t>(slots));
             std::vector<SequenceRequest> batch;
@@ -525,6 +527,10 @@ TEST_P(GraphDecodeTest, ManyBf16SequencesReplayEqualsEagerAndMatchSequencesAlone
         // row read from the wrong place would be off by order one.
         const double bound = 2.0 * 9 * std::ldexp(1.0, -9);
         EXPECT_LT(worst, bound) << slots << " slots";
+        // At least the output projection of every layer in every step read the decode retention's bf16
+        // rows (the FFN's down projection too where the FFN has a GLU).
+        EXPECT_GE(cuda_bf16_handoffs(*eager) - handoffs_before, static_cast<uint64_t>(kSteps * config.n_layers))
+            << slots << " slots: the bf16 hand-off did not run";
         EXPECT_GT(worst, 0.0) << slots << " slots: the batch should round its rows, the sequence alone not";
     }
 }
