@@ -118,18 +118,26 @@ std::optional<CheckpointInfo> checkpoint_step(const fs::path& dir) {
     }
 }
 
-// A kill between writing checkpoint.tmp/ and renaming it leaves a complete checkpoint there; take it
-// when it verifies and is newer than the one in place.
+// checkpoint.tmp/'s progress when it is complete (a kill came between writing it and renaming it);
+// nothing when there is none or it was cut off while written.
+std::optional<CheckpointInfo> complete_checkpoint_tmp(const fs::path& out) {
+    const fs::path tmp = out / "checkpoint.tmp";
+    std::error_code ec;
+    if (!fs::is_directory(tmp, ec)) return std::nullopt;
+    try {
+        return verify_checkpoint(tmp);
+    } catch (const Error&) {
+        return std::nullopt;
+    }
+}
+
+// A complete checkpoint.tmp/ is taken when it is newer than the one in place (an incomplete one is
+// left: checkpoint/ is then the last good one).
 void recover_checkpoint_tmp(const fs::path& out, std::string* notice) {
     const fs::path tmp = out / "checkpoint.tmp", final_dir = out / "checkpoint";
-    std::error_code ec;
-    if (!fs::is_directory(tmp, ec)) return;
-    CheckpointInfo info;
-    try {
-        info = verify_checkpoint(tmp);
-    } catch (const Error&) {
-        return;  // incomplete: the kill came while it was written; checkpoint/ is the last good one
-    }
+    const std::optional<CheckpointInfo> recovered = complete_checkpoint_tmp(out);
+    if (!recovered) return;
+    const CheckpointInfo& info = *recovered;
     std::optional<CheckpointInfo> current = checkpoint_step(final_dir);
     if (!current) current = checkpoint_step(out / "checkpoint.old");
     if (current && current->step >= info.step) return;
@@ -177,13 +185,7 @@ bool resume_has_checkpoint(const fs::path& out) {
     std::error_code ec;
     if (fs::exists(fs::symlink_status(out / "checkpoint", ec)) || fs::exists(fs::symlink_status(out / "checkpoint.old", ec)))
         return true;
-    if (!fs::is_directory(out / "checkpoint.tmp", ec)) return false;
-    try {
-        verify_checkpoint(out / "checkpoint.tmp");
-        return true;
-    } catch (const Error&) {
-        return false;
-    }
+    return complete_checkpoint_tmp(out).has_value();
 }
 
 }  // namespace
