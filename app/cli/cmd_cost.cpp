@@ -257,8 +257,8 @@ CostReport read_report(const std::string& path) {
                 p.prefill_ms = time_field(row, "prefill_ms");
                 p.ms_per_step = time_field(row, "ms_per_step");
                 p.tokens_per_s = measure_field(row, "tokens_per_s");
-                // as cost.cpp derives it: a rate that is not the step's was edited
-                const double rate = p.ms_per_step > 0 ? p.batch * 1000.0 / p.ms_per_step : 0.0;
+                // a rate that is not the step's was edited
+                const double rate = tokens_per_second(p.batch, p.ms_per_step);
                 if (std::abs(p.tokens_per_s - rate) > 1e-9 * std::max(1.0, rate))
                     throw Error("field 'tokens_per_s' = " + field_value(row.at("tokens_per_s")) +
                                 " is not batch × 1000 / ms_per_step (" + field_value(rate) + ")");

@@ -65,7 +65,7 @@ void measure_point(Backend& backend, CostPoint& point, const CostOptions& option
     const std::vector<double> ms = time_decode_steps(backend, point.batch, kUntimedSteps, options.decode_steps, rng,
                                                      [&] { progress.step("decoding " + name); });
     point.ms_per_step = median(ms);
-    point.tokens_per_s = point.ms_per_step > 0 ? point.batch * 1000.0 / point.ms_per_step : 0.0;
+    point.tokens_per_s = tokens_per_second(point.batch, point.ms_per_step);
     point.state_bytes = point.batch * sequence_state_bytes(c, int64_t(point.length) + options.decode_steps + kUntimedSteps,
                                                            backend.kv_cache_element_bytes());  // it fit: no overflow
     point.device_bytes = backend.device_memory_in_use();  // while the batch's states are still held

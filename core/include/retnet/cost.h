@@ -40,6 +40,11 @@ struct CostPoint {
     std::string note;
 };
 
+// A point's decoding rate, from its step time: batch · 1000 / ms_per_step (0 when not measured).
+inline double tokens_per_second(int batch, double ms_per_step) {
+    return ms_per_step > 0 ? batch * 1000.0 / ms_per_step : 0.0;
+}
+
 struct CostReport {
     std::string device;
     std::string weights;  // the precision both models compute with (weights_precision: "fp32", "bf16" or "mixed")
