@@ -92,6 +92,18 @@ __device__ void stage_input(const float* __restrict__ x, int K, const GemvInputT
     }
 }
 
+// The rows the products read: x itself, or (kStaged) x ⊙ g staged in shared memory, with the
+// per-row scale that write_row applies (1 for x itself).
+template <int M, bool kStaged>
+__device__ __forceinline__ const float* input_rows(const float* __restrict__ x, int K, const GemvInputTransform& t,
+                                                   float4* staged, float (&scale)[M]) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) scale[m] = 1.0f;
+    if constexpr (!kStaged) return x;
+    stage_input<M>(x, K, t, reinterpret_cast<float*>(staged), scale);
+    return reinterpret_cast<const float*>(staged);
+}
+
 // One output row: its weights (and the GLU partner's), where it goes.
 template <typename Wt>
 struct RowRef {
@@ -186,14 +198,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(const float* 
     }
     wait_for_previous_grid();
     allow_next_grid();
-    const float* xs = x;
     float scale[M];
-#pragma unroll
-    for (int m = 0; m < M; ++m) scale[m] = 1.0f;
-    if constexpr (kStaged) {
-        stage_input<M>(x, K, p.input, reinterpret_cast<float*>(staged), scale);
-        xs = reinterpret_cast<const float*>(staged);
-    }
+    const float* xs = input_rows<M, kStaged>(x, K, p.input, staged, scale);
     while (r < total) {
         float acc[M], acc_lin[kGlu ? M : 1];
 #pragma unroll
@@ -245,14 +251,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_split_kernel(const f
     }
     wait_for_previous_grid();
     allow_next_grid();
-    const float* xs = x;
     float scale[M];
-#pragma unroll
-    for (int m = 0; m < M; ++m) scale[m] = 1.0f;
-    if constexpr (kStaged) {
-        stage_input<M>(x, K, p.input, reinterpret_cast<float*>(staged), scale);
-        xs = reinterpret_cast<const float*>(staged);
-    }
+    const float* xs = input_rows<M, kStaged>(x, K, p.input, staged, scale);
     float acc[M], acc_lin[kGlu ? M : 1];
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[m] = 0.0f, acc_lin[kGlu ? m : 0] = 0.0f;

@@ -231,11 +231,11 @@ void launch_tiles(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const Ge
 template <bool kGlu>
 void launch_shape(const __nv_bfloat16* x, int M, int K, const SkinnyParams& p, const GemvJob* jobs, int job_count,
                   cudaStream_t stream) {
-    int rows = 0;
-    for (int j = 0; j < p.count; ++j) rows += static_cast<int>(ceil_div(jobs[j].n, 16));
+    int tiles_of_16 = 0;
+    for (int j = 0; j < p.count; ++j) tiles_of_16 += static_cast<int>(ceil_div(jobs[j].n, 16));
     const int resident =
         resident_blocks(reinterpret_cast<const void*>(skinny_gemm_kernel<kGlu, 16>), kWarps * 32, 0);
-    if (rows >= resident) return launch_tiles<kGlu, 16>(x, M, K, p, jobs, job_count, resident * kWarps, stream);
+    if (tiles_of_16 >= resident) return launch_tiles<kGlu, 16>(x, M, K, p, jobs, job_count, resident * kWarps, stream);
     const int resident_8 = resident_blocks(reinterpret_cast<const void*>(skinny_gemm_kernel<kGlu, 8>), kWarps * 32, 0);
     launch_tiles<kGlu, 8>(x, M, K, p, jobs, job_count, resident_8 * kWarps, stream);
 }
