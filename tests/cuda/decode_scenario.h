@@ -48,15 +48,16 @@ struct DecodeScenario {
 
 class EagerGraphsReference {
 public:
-    EagerGraphsReference(std::shared_ptr<const Model> model, bool bf16) {
+    // `slots`: the slots of both CUDA backends, each with a reference of its own (run() uses 3).
+    EagerGraphsReference(std::shared_ptr<const Model> model, bool bf16, int slots = 3) {
         CudaOptions eager_options, graph_options;
         eager_options.cuda_graphs = false;
         eager_options.bf16_weights = graph_options.bf16_weights = bf16;
         eager_ = make_cuda_backend(model, eager_options);
         graphs_ = make_cuda_backend(model, graph_options);
-        for (int s = 0; s < 3; ++s) refs_.push_back(make_reference_backend(model));
-        eager_->set_slot_count(3);
-        graphs_->set_slot_count(3);
+        for (int s = 0; s < slots; ++s) refs_.push_back(make_reference_backend(model));
+        eager_->set_slot_count(slots);
+        graphs_->set_slot_count(slots);
     }
 
     // Runs the scenario: graph replay must equal eager launches bit for bit at every step. Returns
@@ -87,8 +88,10 @@ public:
 
     Backend& eager() { return *eager_; }
     Backend& graphs() { return *graphs_; }
+    double worst() const { return worst_; }
 
-private:
+    // One call on both backends: their outputs equal bit for bit, each sequence's against the
+    // reference of its slot decoding it alone (worst()).
     void step(std::span<const SequenceRequest> batch, const ForwardOptions& o) {
         const std::vector<Tensor> a = eager_->forward_batch(batch, o), b = graphs_->forward_batch(batch, o);
         for (size_t i = 0; i < batch.size(); ++i) {
@@ -101,6 +104,7 @@ private:
         }
     }
 
+private:
     std::unique_ptr<Backend> eager_, graphs_;
     std::vector<std::unique_ptr<Backend>> refs_;  // the reference keeps one state: one per slot
     double worst_ = 0.0;

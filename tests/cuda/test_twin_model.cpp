@@ -5,7 +5,6 @@
 // KV cache.
 #include <gtest/gtest.h>
 
-#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -88,35 +87,16 @@ TEST_P(TwinCudaTest, SnapshotRestoreCarriesTheCache) {
 // sequence stays within the twin's bf16 tolerance of the double reference decoding it alone.
 TEST_F(CudaTest, TwinManyBf16SequencesReplayEqualsEagerAndMatchReference) {
     auto model = std::make_shared<const Model>(make_transformer_twin(small_decode_config(Family::Fla), 9));
-    CudaOptions eager_options, graph_options;
-    eager_options.cuda_graphs = false;
-    eager_options.bf16_weights = graph_options.bf16_weights = true;
     ForwardOptions chunkwise, recurrent;
     chunkwise.form = Form::Chunkwise;
     recurrent.form = Form::Recurrent;
     for (const int slots : {12, 16}) {
-        auto eager = make_cuda_backend(model, eager_options), graphs = make_cuda_backend(model, graph_options);
-        eager->set_slot_count(slots);
-        graphs->set_slot_count(slots);
-        std::vector<std::unique_ptr<Backend>> refs;  // the reference keeps one sequence: one per slot
-        for (int s = 0; s < slots; ++s) refs.push_back(make_reference_backend(model));
-        double worst = 0.0;
-        auto step = [&](std::span<const SequenceRequest> batch, const ForwardOptions& o, const std::string& what) {
-            const std::vector<Tensor> a = eager->forward_batch(batch, o), b = graphs->forward_batch(batch, o);
-            for (size_t i = 0; i < batch.size(); ++i) {
-                ASSERT_EQ(a[i].data, b[i].data) << what << ", sequence " << i;
-                SequenceRequest alone = batch[i];
-                alone.slot = 0;
-                const Tensor r = refs[static_cast<size_t>(batch[i].slot)]->forward_batch({&alone, 1}, o)[0];
-                ASSERT_EQ(r.data.size(), b[i].data.size());
-                worst = std::max(worst, rel_max_error(b[i].data, r.data));
-            }
-        };
+        EagerGraphsReference backends(model, true, slots);
         std::vector<std::vector<int32_t>> prompts;
         for (int s = 0; s < slots; ++s) prompts.push_back(tokens_of(2, 400 + s));
         for (int s = 0; s < slots; ++s) {
             const SequenceRequest prompt{prompts[static_cast<size_t>(s)], s, LogitRows::Last};
-            step({&prompt, 1}, chunkwise, "prompt " + std::to_string(s));
+            backends.step({&prompt, 1}, chunkwise);
         }
         for (int t = 0; t < 4; ++t) {
             std::vector<std::vector<int32_t>> next(static_cast<size_t>(slots));
@@ -125,9 +105,10 @@ TEST_F(CudaTest, TwinManyBf16SequencesReplayEqualsEagerAndMatchReference) {
                 next[static_cast<size_t>(s)] = tokens_of(1, 1000 + 100 * t + s);
                 batch.push_back({next[static_cast<size_t>(s)], s, LogitRows::Last});
             }
-            step(batch, recurrent, std::to_string(slots) + " slots, step " + std::to_string(t));
+            SCOPED_TRACE(std::to_string(slots) + " slots, step " + std::to_string(t));
+            backends.step(batch, recurrent);
         }
-        EXPECT_LT(worst, tolerance(true)) << slots << " slots";
+        EXPECT_LT(backends.worst(), tolerance(true)) << slots << " slots";
     }
 }
 
