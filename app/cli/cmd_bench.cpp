@@ -76,7 +76,8 @@ void bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937
 // B sequences decoded together, each in its own state slot holding `context` tokens: slot 0
 // prefilled in the chunkwise form (chunk `chunk`, 0 the model's), the others copies of its state
 // (as retnet cost forks them: B prefills of a long context took minutes on the CPU, untimed). The
-// median wall time of a step (last logits row of every sequence to the host). Ctrl-C is polled
+// median wall time of a step (last logits row of every sequence to the host), and on a GPU the
+// median of the device's own time for it (the logits' copy left out). Ctrl-C is polled
 // before each layer of the prefill and between steps, outside the timed calls.
 nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int chunk, std::mt19937_64& rng,
                             const InterruptGuard& interrupt, BenchProgress& progress) {
@@ -85,12 +86,15 @@ nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int
                    std::to_string(context) + " tokens of context");
     const std::vector<int32_t> history = random_tokens(context, c.vocab_size, rng);
     prefill_and_fork(backend, history, B, chunk, interrupt.cancelled());
-    const std::vector<double> ms = time_decode_steps(backend, B, kDecodeWarmup, steps, rng, [&] { interrupt.check(); });
+    const DecodeTimes times = time_decode_steps(backend, B, kDecodeWarmup, steps, rng, [&] { interrupt.check(); });
     backend.set_slot_count(1);
     progress.finish();
-    const double per_step = median(ms);
-    return {{"batch", B}, {"context", context}, {"ms_per_step", per_step}, {"tokens_per_s", B * 1000.0 / per_step},
-            {"state_bytes", B * sequence_state_bytes(c, context + steps + kDecodeWarmup, backend.kv_cache_element_bytes())}};
+    const double per_step = median(times.wall_ms);
+    nlohmann::json row = {
+        {"batch", B}, {"context", context}, {"ms_per_step", per_step}, {"tokens_per_s", B * 1000.0 / per_step},
+        {"state_bytes", B * sequence_state_bytes(c, context + steps + kDecodeWarmup, backend.kv_cache_element_bytes())}};
+    if (!times.device_ms.empty()) row["device_ms_per_step"] = median(times.device_ms);
+    return row;
 }
 
 // Refuses, before anything is allocated, decoding timings that would pass the memory limit: the
@@ -160,12 +164,16 @@ void print_tables(const nlohmann::json& report) {
         }
     }
     if (report.contains("decode")) {
-        std::printf("decode (recurrent, one token per sequence per step)\n%8s %9s %12s %14s %12s\n", "batch",
-                    "context", "ms / step", "tokens / s", "state");
-        for (const auto& row : report["decode"])
-            std::printf("%8d %9d %12.3f %14.1f %12s\n", row["batch"].get<int>(), row["context"].get<int>(),
+        std::printf("decode (recurrent, one token per sequence per step)\n%8s %9s %12s %14s %12s %18s\n", "batch",
+                    "context", "ms / step", "tokens / s", "state", "device ms / step");
+        for (const auto& row : report["decode"]) {
+            char device[32] = "-";
+            if (row.contains("device_ms_per_step"))
+                std::snprintf(device, sizeof device, "%.3f", row["device_ms_per_step"].get<double>());
+            std::printf("%8d %9d %12.3f %14.1f %12s %18s\n", row["batch"].get<int>(), row["context"].get<int>(),
                         row["ms_per_step"].get<double>(), row["tokens_per_s"].get<double>(),
-                        format_bytes(row["state_bytes"].get<int64_t>()).c_str());
+                        format_bytes(row["state_bytes"].get<int64_t>()).c_str(), device);
+        }
     }
     if (report.contains("kernels")) {
         std::printf("retention kernels (chunkwise, the trainer's path)\n%6s %8s %10s %8s %12s %16s\n", "B", "T",

@@ -62,9 +62,9 @@ void measure_point(Backend& backend, CostPoint& point, const CostOptions& option
     const std::vector<int32_t> prompt = random_tokens(point.length, c.vocab_size, rng);
     point.prefill_ms = prefill_and_fork(backend, prompt, point.batch, 0, [&] { return progress.cancelled(prefill); });
     progress.step(prefill);
-    const std::vector<double> ms = time_decode_steps(backend, point.batch, kUntimedSteps, options.decode_steps, rng,
-                                                     [&] { progress.step("decoding " + name); });
-    point.ms_per_step = median(ms);
+    const DecodeTimes times = time_decode_steps(backend, point.batch, kUntimedSteps, options.decode_steps, rng,
+                                                [&] { progress.step("decoding " + name); });
+    point.ms_per_step = median(times.wall_ms);
     point.tokens_per_s = tokens_per_second(point.batch, point.ms_per_step);
     point.state_bytes = point.batch * sequence_state_bytes(c, int64_t(point.length) + options.decode_steps + kUntimedSteps,
                                                            backend.kv_cache_element_bytes());  // it fit: no overflow

@@ -41,24 +41,28 @@ double prefill_and_fork(Backend& backend, std::span<const int32_t> prompt, int b
     return ms;
 }
 
-std::vector<double> time_decode_steps(Backend& backend, int batch, int untimed, int timed, std::mt19937_64& rng,
-                                      const std::function<void()>& after_step) {
+DecodeTimes time_decode_steps(Backend& backend, int batch, int untimed, int timed, std::mt19937_64& rng,
+                              const std::function<void()>& after_step) {
     const int vocab_size = backend.model().config.vocab_size;
     ForwardOptions step;
     step.form = Form::Recurrent;
     std::vector<int32_t> next;                                    // (batch): one token a sequence
     std::vector<SequenceRequest> requests(static_cast<size_t>(batch));
-    std::vector<double> ms;
+    DecodeTimes times;
     for (int i = 0; i < untimed + timed; ++i) {
         next = random_tokens(batch, vocab_size, rng);
         for (int s = 0; s < batch; ++s)
             requests[static_cast<size_t>(s)] = {std::span(&next[static_cast<size_t>(s)], 1), s, LogitRows::Last};
         const auto t0 = std::chrono::steady_clock::now();
         backend.forward_batch(requests, step);
-        if (i >= untimed) ms.push_back(ms_since(t0));
+        if (i >= untimed) {
+            times.wall_ms.push_back(ms_since(t0));
+            if (const double device_ms = backend.last_forward_device_ms(); device_ms >= 0.0)
+                times.device_ms.push_back(device_ms);
+        }
         if (after_step) after_step();
     }
-    return ms;
+    return times;
 }
 
 }  // namespace retnet

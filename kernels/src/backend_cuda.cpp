@@ -297,11 +297,6 @@ std::once_flag g_register_once;
 
 using cuda_backend::CudaBackend;
 
-double cuda_last_forward_device_ms(const Backend& backend) {
-    const auto* cuda = dynamic_cast<const CudaBackend*>(&backend);
-    return cuda ? cuda->last_device_ms_ : -1.0;
-}
-
 uint64_t cuda_bf16_handoffs(const Backend& backend) {
     const auto* cuda = dynamic_cast<const CudaBackend*>(&backend);
     return cuda ? cuda->bf16_handoffs_ : 0;

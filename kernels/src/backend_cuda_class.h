@@ -84,11 +84,13 @@ public:
         RETNET_CUDA_CHECK(cudaSetDevice(options_.device));
         return cuda_device_memory_in_use();
     }
+    // CUDA events around the forward: the token upload to the end of the output projection.
+    double last_forward_device_ms() const override { return last_device_ms_; }
 
-    double last_device_ms_ = 0.0;  // device time of the last forward, logits copy excluded
     uint64_t bf16_handoffs_ = 0;   // projections that read rows an op wrote in bf16 alone (tests)
 
 private:
+    double last_device_ms_ = -1.0;  // no forward yet
     struct DeviceGuard {
         explicit DeviceGuard(int device) { RETNET_CUDA_CHECK(cudaSetDevice(device)); }
     };

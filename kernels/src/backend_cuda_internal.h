@@ -8,10 +8,6 @@
 
 namespace retnet {
 
-// Device time (CUDA events) of the last forward() of a CUDA backend, from the token upload to the
-// end of the output projection: the logits' copy to the host is not included. −1 for other backends.
-double cuda_last_forward_device_ms(const Backend& backend);
-
 // How many projections of a CUDA backend have read their input rows from where the op before them
 // wrote them in bf16 alone (no conversion launch); 0 for other backends. Replayed graphs add none.
 uint64_t cuda_bf16_handoffs(const Backend& backend);

@@ -66,7 +66,8 @@ for round in $(seq 1 "$ROUNDS"); do
     timeout 90 "$t/bin/retnet" bench --model "$MODEL" --device cuda --dtype bf16 --mode decode --batch "$BATCHES" \
       --contexts 512 --decode-steps 32 --json >"$json" 2>"${json%.json}.err"
     log "decode round $round, $(name "$t"): $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
-print('  '.join(f\"batch {r['batch']}: {r['ms_per_step']:.3f} ms ({r['tokens_per_s']:.0f} tok/s)\" for r in d['decode']))" "$json" 2>&1 | tail -1)"
+print('  '.join(f\"batch {r['batch']}: {r['ms_per_step']:.3f} ms ({r['tokens_per_s']:.0f} tok/s)\" \
++ (f\" device {r['device_ms_per_step']:.3f}\" if 'device_ms_per_step' in r else '') for r in d['decode']))" "$json" 2>&1 | tail -1)"
   done
 done
 log "done"

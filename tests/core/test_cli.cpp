@@ -361,6 +361,7 @@ TEST(Cli, BenchReportsTheTwinsGrowingCache) {
     // llama_small: 2 layers, d 32 → 2·2·32·4 = 512 bytes a token, for context + 1 + 4 warm-up tokens
     EXPECT_EQ(report["decode"][0]["state_bytes"], 2 * 512 * (4 + 1 + 4));
     EXPECT_EQ(report["decode"][1]["state_bytes"], 2 * 512 * (20 + 1 + 4));
+    EXPECT_FALSE(report["decode"][0].contains("device_ms_per_step"));  // the CPU has no device clock
 }
 
 // A batch the device cannot hold (the reference backend keeps one state) is refused before any

@@ -35,6 +35,7 @@ public:
     int kv_cache_element_bytes() const override { return inner_.kv_cache_element_bytes(); }
     int64_t device_memory_in_use() const override { return inner_.device_memory_in_use(); }
     bool on_device() const override { return inner_.on_device(); }
+    double last_forward_device_ms() const override { return inner_.last_forward_device_ms(); }
     std::string weights_precision() const override { return inner_.weights_precision(); }
 
 private:

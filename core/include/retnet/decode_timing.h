@@ -30,10 +30,17 @@ std::vector<int32_t> random_tokens(int count, int vocab_size, std::mt19937_64& r
 double prefill_and_fork(Backend& backend, std::span<const int32_t> prompt, int batch, int chunk_size,
                         std::function<bool()> cancelled);
 
+// The times (ms) of decoding steps: wall ones, and the device's own for each where the backend has
+// a device clock (Backend::last_forward_device_ms; empty otherwise). The difference is the host's
+// part of a step: uploading its tokens, launching it, and copying the logits back.
+struct DecodeTimes {
+    std::vector<double> wall_ms, device_ms;
+};
+
 // Slots 0 … batch − 1 decode one random token each a step in the recurrent form (the last logits row
-// of every sequence to the host): `untimed` steps, then `timed` ones, whose wall times (ms) are
-// returned. `after_step` runs after every step, outside the timing (progress, a cancel's check).
-std::vector<double> time_decode_steps(Backend& backend, int batch, int untimed, int timed, std::mt19937_64& rng,
-                                      const std::function<void()>& after_step);
+// of every sequence to the host): `untimed` steps, then `timed` ones, whose times are returned.
+// `after_step` runs after every step, outside the timing (progress, a cancel's check).
+DecodeTimes time_decode_steps(Backend& backend, int batch, int untimed, int timed, std::mt19937_64& rng,
+                              const std::function<void()>& after_step);
 
 }  // namespace retnet

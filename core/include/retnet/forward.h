@@ -135,6 +135,9 @@ public:
     // Whether the weights and states live in a device's memory (a GPU's), not the host's: the host
     // memory checks leave them out, and a timing waits for the device.
     virtual bool on_device() const { return false; }
+    // The device's own time for the last forward (ms, by its clock: from the forward's first kernel
+    // to its logits, their copy to the host left out), or −1 for a backend without a device clock.
+    virtual double last_forward_device_ms() const { return -1.0; }
     // The precision the weights' matrices are computed with: "bf16", "fp32" or "mixed" (some of
     // each). The default reads the model's matrices, as the CPU backend computes with a bf16
     // checkpoint's as stored; a GPU backend says what it converted them to as it uploaded them.

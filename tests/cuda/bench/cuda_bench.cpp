@@ -53,7 +53,7 @@ Timing time_forward(Backend& b, const std::vector<int32_t>& tokens, const Forwar
         const auto t1 = std::chrono::steady_clock::now();
         if (i >= 2) {
             ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-            dev.push_back(cuda_last_forward_device_ms(b));
+            dev.push_back(b.last_forward_device_ms());
         }
     }
     return {median(ms), median(dev)};
@@ -141,7 +141,7 @@ void bench_batched_decode(Backend& backend, const Model& model, const char* name
         const auto t1 = std::chrono::steady_clock::now();
         if (i >= 8) {
             ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
-            dev.push_back(cuda_last_forward_device_ms(backend));
+            dev.push_back(backend.last_forward_device_ms());
         }
     }
     const double m = median(ms), d = median(dev), floor = decode_floor_ms(model, bf16, B);
