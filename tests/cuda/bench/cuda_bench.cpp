@@ -171,17 +171,19 @@ void bench_decode_ops(int M) {
     using namespace retnet::cuda;
     CudaStream stream;
     const int d = 2048, H = 8, Dk = 256, Dv = 512, F = 2816, V = 32000;
-    const size_t big = static_cast<size_t>(V) * d;
-    DeviceBuffer<__nv_bfloat16> w(big);  // one buffer, sliced: contents do not matter for time
-    RETNET_CUDA_CHECK(cudaMemsetAsync(w.get(), 0, w.bytes(), stream.get()));
+    const size_t big = static_cast<size_t>(V) * d, state_floats = static_cast<size_t>(H) * Dk * Dv;
+    // M sequences' states of one layer, in as many copies as make 192 MB (a step's layers each have
+    // their own, so they come from DRAM; one copy launched twenty times stayed in L2 at small M).
+    const size_t set_bytes = M * state_floats * sizeof(float);
+    const int state_sets = std::max(2, static_cast<int>(((size_t{192} << 20) + set_bytes - 1) / set_bytes));
     DeviceBuffer<float> x(static_cast<size_t>(M) * 8192), y(static_cast<size_t>(M) * V), y2(static_cast<size_t>(M) * 8192),
-        norm(8192), states(static_cast<size_t>(M) * H * Dk * Dv), o(static_cast<size_t>(M) * H * Dv), theta(Dk / 2),
-        coef(2 * H);
+        norm(8192), states(static_cast<size_t>(state_sets) * M * state_floats), o(static_cast<size_t>(M) * H * Dv),
+        theta(Dk / 2), coef(2 * H);
     for (DeviceBuffer<float>* b : {&x, &y, &y2, &norm, &states, &o, &theta, &coef})
         RETNET_CUDA_CHECK(cudaMemsetAsync(b->get(), 0, b->bytes(), stream.get()));
     std::vector<float*> ptrs;
-    for (int n = 0; n < M; ++n) ptrs.push_back(states.get() + static_cast<size_t>(n) * H * Dk * Dv);
-    DeviceBuffer<float*> dptrs(static_cast<size_t>(M));
+    for (int n = 0; n < state_sets * M; ++n) ptrs.push_back(states.get() + static_cast<size_t>(n) * state_floats);
+    DeviceBuffer<float*> dptrs(ptrs.size());
     dptrs.upload(ptrs, stream.get());
     DeviceBuffer<int64_t> pos(static_cast<size_t>(M));
     RETNET_CUDA_CHECK(cudaMemsetAsync(pos.get(), 0, pos.bytes(), stream.get()));
@@ -189,15 +191,25 @@ void bench_decode_ops(int M) {
         if (us <= 0.0) return;
         std::printf("  op M=%d %-28s %8.2f us  %7.0f GB/s\n", M, what, us, bytes / (us * 1e3));
     };
-    const __nv_bfloat16* W = w.get();
-    DeviceBuffer<__nv_bfloat16> big_w(M > 8 ? static_cast<size_t>(256) * 1024 * 1024 + big : 0), xb(static_cast<size_t>(M) * 8192);
-    if (M > 8) RETNET_CUDA_CHECK(cudaMemsetAsync(big_w.get(), 0, big_w.bytes(), stream.get()));
+    // Weights (contents do not matter for time) cycle through 512 MB, eight bases 64 MB apart, past
+    // the 50–60 MB of L2, so that every projection streams from DRAM as it does in a step (the same
+    // 17 MB twenty times in a row came from L2: 2.9 TB/s for the output projection at one row on the
+    // H100). The gemv jobs below name their weights as offsets from W, the first base.
+    DeviceBuffer<__nv_bfloat16> big_w(static_cast<size_t>(256) * 1024 * 1024 + big), xb(static_cast<size_t>(M) * 8192);
+    RETNET_CUDA_CHECK(cudaMemsetAsync(big_w.get(), 0, big_w.bytes(), stream.get()));
+    const __nv_bfloat16* W = big_w.get();
+    auto rotating = [&](auto launch) {
+        int i = 0;
+        return time_launches_us(stream, [&] { launch(big_w.get() + static_cast<size_t>(i++ % 8) * 32 * 1024 * 1024); });
+    };
     CublasHandle blas;
     RETNET_CUBLAS_CHECK(cublasSetStream(blas.get(), stream.get()));
     auto gemv = [&](std::vector<GemvJob> jobs, int K, GemvInputTransform input = {}, GemvGlu glu = GemvGlu::None) {
         if (!gemv_supports(M, K, true)) return 0.0;  // not reported
-        return time_launches_us(stream, [&] {
-            launch_gemv(x.get(), M, K, jobs.data(), static_cast<int>(jobs.size()), true, stream.get(), input, glu);
+        return rotating([&](const __nv_bfloat16* base) {
+            std::vector<GemvJob> js = jobs;
+            for (GemvJob& j : js) j.weight = base + (static_cast<const __nv_bfloat16*>(j.weight) - W);
+            launch_gemv(x.get(), M, K, js.data(), static_cast<int>(js.size()), true, stream.get(), input, glu);
         });
     };
     const GemvInputTransform norm_input{GemvInput::RmsNorm, norm.get(), 1e-6f};
@@ -210,15 +222,20 @@ void bench_decode_ops(int M) {
     DecodeRetentionArgs a;
     a.q = x.get(), a.k = x.get(), a.v = x.get(), a.states = dptrs.get(), a.positions = pos.get(), a.theta = theta.get();
     a.coef_a = coef.get(), a.coef_b = coef.get() + H, a.o = o.get(), a.N = M, a.H = H, a.Dk = Dk, a.Dv = Dv;
-    report("decode retention", time_launches_us(stream, [&] { launch_decode_retention(a, stream.get()); }),
-           8.0 * M * H * Dk * Dv);
+    auto retention = [&](DecodeRetentionArgs args) {
+        int i = 0;
+        return time_launches_us(stream, [&] {
+            args.states = dptrs.get() + static_cast<size_t>(i++ % state_sets) * M;
+            launch_decode_retention(args, stream.get());
+        });
+    };
+    report("decode retention", retention(a), 8.0 * M * H * Dk * Dv);
     DeviceBuffer<unsigned> arrivals(static_cast<size_t>(M) * H);
     arrivals.zero(stream.get());
     DecodeRetentionArgs fused = a;
     fused.g = x.get(), fused.head_norm_weight = norm.get(), fused.head_norm_eps = 1e-6f, fused.y = y2.get();
     fused.arrivals = arrivals.get();
-    report("decode retention + head norm", time_launches_us(stream, [&] { launch_decode_retention(fused, stream.get()); }),
-           8.0 * M * H * Dk * Dv);
+    report("decode retention + head norm", retention(fused), 8.0 * M * H * Dk * Dv);
     report("head norm gate", time_launches_us(stream, [&] { launch_head_norm_gate(o.get(), x.get(), norm.get(), y2.get(), M, M, H, Dv, 1e-6f, stream.get()); }),
            16.0 * M * H * Dv);
     report("gemv o (accumulate)", gemv({{W, y.get(), d, true}}, 2 * d), 2.0 * 2 * d * d);
@@ -235,11 +252,7 @@ void bench_decode_ops(int M) {
         report("fused norm + ffn + glu", gemv({{W, y.get(), F, false}, {W + F * d, y.get(), F, false}}, d, norm_input,
                                               GemvGlu::Swish), 2.0 * 2 * F * d);
     }
-    if (M > 8) {  // the tensor-core kernel against cuBLAS, on weights cycling through 512 MB (past L2)
-        auto rotating = [&](auto launch) {
-            int i = 0;
-            return time_launches_us(stream, [&] { launch(big_w.get() + static_cast<size_t>(i++ % 8) * 32 * 1024 * 1024); });
-        };
+    if (M > 8) {  // the tensor-core kernel against cuBLAS
         auto skinny = [&](std::vector<std::pair<size_t, int>> jobs, int K, bool acc, GemvGlu glu = GemvGlu::None) {
             if (!skinny_gemm_supports(M, K)) return 0.0;
             return rotating([&](const __nv_bfloat16* base) {
