@@ -164,13 +164,14 @@ void print_tables(const nlohmann::json& report) {
         }
     }
     if (report.contains("decode")) {
-        std::printf("decode (recurrent, one token per sequence per step)\n%8s %9s %12s %14s %12s %18s\n", "batch",
-                    "context", "ms / step", "tokens / s", "state", "device ms / step");
+        std::printf("decode (one token per sequence per step: the recurrent form, or a Transformer's cached attention)\n"
+                    "%8s %9s %12s %14s %14s %18s\n",
+                    "batch", "context", "ms / step", "tokens / s", "state / cache", "device ms / step");
         for (const auto& row : report["decode"]) {
             char device[32] = "-";
             if (row.contains("device_ms_per_step"))
                 std::snprintf(device, sizeof device, "%.3f", row["device_ms_per_step"].get<double>());
-            std::printf("%8d %9d %12.3f %14.1f %12s %18s\n", row["batch"].get<int>(), row["context"].get<int>(),
+            std::printf("%8d %9d %12.3f %14.1f %14s %18s\n", row["batch"].get<int>(), row["context"].get<int>(),
                         row["ms_per_step"].get<double>(), row["tokens_per_s"].get<double>(),
                         format_bytes(row["state_bytes"].get<int64_t>()).c_str(), device);
         }
@@ -263,10 +264,12 @@ int run_bench(const std::vector<std::string>& argv) {
                 report["prefill"].push_back({{"T", T}});
                 bench_prefill(*backend, T, repeats, chunk, rng, interrupt, progress, report["prefill"].back());
             }
-        if (decode)
+        if (decode) {
+            report["decode"] = nlohmann::json::array();  // a list even when cancelled before its first row
             for (int C : contexts)
                 for (int B : batches)
                     report["decode"].push_back(bench_decode(*backend, B, C, decode_steps, chunk, rng, interrupt, progress));
+        }
     } catch (const Cancelled&) {
         cancelled = true;
     }
