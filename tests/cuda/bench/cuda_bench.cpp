@@ -252,7 +252,7 @@ void bench_decode_ops(int M) {
         report("fused norm + ffn + glu", gemv({{W, y.get(), F, false}, {W + F * d, y.get(), F, false}}, d, norm_input,
                                               GemvGlu::Swish), 2.0 * 2 * F * d);
     }
-    if (M > 8) {  // the tensor-core kernel against cuBLAS
+    {  // the tensor-core kernel against cuBLAS, at every M (below 9 rows: against the GEMV above)
         auto skinny = [&](std::vector<std::pair<size_t, int>> jobs, int K, bool acc, GemvGlu glu = GemvGlu::None) {
             if (!skinny_gemm_supports(M, K)) return 0.0;
             return rotating([&](const __nv_bfloat16* base) {
