@@ -17,7 +17,6 @@
 #include <tuple>
 #include <vector>
 
-#include "backend_cuda_internal.h"
 #include "decode_retention.h"
 #include "device_buffer.h"
 #include "gemv.h"
