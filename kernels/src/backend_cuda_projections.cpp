@@ -19,6 +19,16 @@ cuda::GemvJob gemv_job(const DeviceWeight& W, float* y, bool accumulate) {
     return {W.bf16.empty() ? static_cast<const void*>(W.f32.get()) : W.bf16.get(), y, W.out, accumulate};
 }
 
+// With bf16 weights the GEMV takes one row only; from two rows on the skinny tensor-core GEMM (and
+// cuBLAS for the vocabulary), whose cost hardly depends on M, where the GEMV's grows with its x
+// traffic. Measured on the H100 (1.3B shape, device ms a step, decode_ab.sh): batch 2 1.71 against
+// 1.83 with the GEMV, batch 4 1.82 against 2.73, batch 8 2.14 against 4.18; batch 1 stays with the
+// GEMV (its fused norm + q, k, v, g 20.6 us against the skinny kernel's 21.6 plus the norm).
+constexpr int kGemvMaxRowsBf16 = 1;
+bool gemv_takes(int M, int K, bool bf16) {
+    return cuda::gemv_supports(M, K, bf16) && (!bf16 || M <= kGemvMaxRowsBf16);
+}
+
 cuda::GemvGlu gemv_glu(std::optional<Activation> activation) {
     if (!activation) return cuda::GemvGlu::None;
     return *activation == Activation::Gelu ? cuda::GemvGlu::Gelu : cuda::GemvGlu::Swish;
@@ -35,7 +45,7 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     const bool bf16 = !W.bf16.empty();
     if (rows_in_bf16_only_ == x.data && !reads_bf16_rows(M, layer, w))
         throw Error("CUDA backend: rows kept only in bf16 reached a projection that reads fp32 (internal error)");
-    if (cuda::gemv_supports(M, W.in, bf16)) {
+    if (gemv_takes(M, W.in, bf16)) {
         const cuda::GemvJob job = gemv_job(W, y.data, accumulate);
         cuda::launch_gemv(x.data, M, W.in, &job, 1, bf16, stream());
     } else if (!bf16) {
@@ -54,7 +64,7 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
 // that the op before it may write them in bf16 alone (rows_in_bf16_only_).
 bool CudaBackend::reads_bf16_rows(int M, int layer, Weight w) const {
     const DeviceWeight& W = weight(layer, w);
-    return !W.bf16.empty() && !cuda::gemv_supports(M, W.in, true);
+    return !W.bf16.empty() && !gemv_takes(M, W.in, true);
 }
 
 // Before act_bf16 is overwritten: rows kept there alone must have been read (by the projection
@@ -95,7 +105,7 @@ void CudaBackend::linears(Rows x, int layer, std::span<const LinearOut> outputs)
     for (const LinearOut& out : outputs) {
         const DeviceWeight& W = weight(layer, out.weight);
         bf16 = !W.bf16.empty();
-        if (!cuda::gemv_supports(M, W.in, bf16) || W.in != x.width || jobs.size() == cuda::kGemvMaxJobs) {
+        if (!gemv_takes(M, W.in, bf16) || W.in != x.width || jobs.size() == cuda::kGemvMaxJobs) {
             jobs.clear();
             break;
         }
@@ -115,7 +125,7 @@ void CudaBackend::linears(Rows x, int layer, std::span<const LinearOut> outputs)
 // Too many rows for the GEMV, every weight bf16 and as wide as the rows: cuBLAS bf16 GEMMs.
 bool CudaBackend::cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut> outputs) const {
     const int K = static_cast<int>(x.width);
-    return !cuda::gemv_supports(static_cast<int>(x.count), K, true) &&
+    return !gemv_takes(static_cast<int>(x.count), K, true) &&
            std::all_of(outputs.begin(), outputs.end(), [&](const LinearOut& out) {
                const DeviceWeight& W = weight(layer, out.weight);
                return !W.bf16.empty() && W.in == K;
@@ -187,7 +197,7 @@ void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows 
     if (replaying()) return;
     const int M = static_cast<int>(x.count), K = static_cast<int>(x.width);
     const bool bf16 = options_.bf16_weights;
-    bool fusable = cuda::gemv_supports_fusion(M, K, bf16) && !outputs.empty() &&
+    bool fusable = cuda::gemv_supports_fusion(M, K, bf16) && gemv_takes(M, K, bf16) && !outputs.empty() &&
                    outputs.size() <= static_cast<size_t>(cuda::kGemvMaxJobs) && (!glu_activation || outputs.size() == 2);
     std::vector<cuda::GemvJob> jobs;
     for (const LinearOut& out : outputs) {

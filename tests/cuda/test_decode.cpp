@@ -472,7 +472,8 @@ TEST_P(GraphDecodeTest, ReplayEqualsEagerBitForBitAndMatchesReference) {
 }
 
 // Many sequences decode together with bf16 weights after prompts of two tokens each, prefilled one
-// at a time: the steps' projections read bf16 rows (12 rows: the tensor-core skinny GEMM; 20: cuBLAS),
+// at a time: the steps' projections read bf16 rows (3 and 12 rows: the tensor-core skinny GEMM, which
+// takes every batch of 2 rows or more from the GEMV; 20: cuBLAS),
 // the decode retention and the GLU write the next projection's rows in bf16 alone, and the
 // vocabulary (500) is wider than any other row, so the buffers the first capture needs are sized
 // before it (a buffer that grew during a capture is refused as an internal error). Replay equals
@@ -487,7 +488,7 @@ TEST_P(GraphDecodeTest, ManyBf16SequencesReplayEqualsEagerAndMatchSequencesAlone
     CudaOptions eager_options, graph_options;
     eager_options.cuda_graphs = false;
     eager_options.bf16_weights = graph_options.bf16_weights = true;
-    for (const int slots : {12, 20}) {
+    for (const int slots : {3, 12, 20}) {
         auto eager = make_cuda_backend(model, eager_options), graphs = make_cuda_backend(model, graph_options);
         auto alone = make_cuda_backend(model, eager_options);
         constexpr int kSteps = 4;
