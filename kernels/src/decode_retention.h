@@ -10,7 +10,9 @@
 // the gate (one launch fewer per layer and step). (A thread block cluster of a head's column
 // blocks, each reading the others' o from distributed shared memory, was measured on the H200:
 // 6.78 → 6.57 µs at 1 sequence, but 43.8 → 55.3 µs at 16 and 160 → 204 µs at 64, the clusters
-// co-scheduling fewer blocks; not kept.)
+// co-scheduling fewer blocks; not kept. Leaving the norm's scale to the output projection's GEMV,
+// and storing the last state rows after the block's arrival, were measured slower on the H100:
+// docs/benchmarks.md.)
 // Everything that changes between steps (positions, the states' addresses, torchscale's
 // coefficients) is read from device memory, so the launch can be replayed from a CUDA graph.
 #include <cuda_bf16.h>
