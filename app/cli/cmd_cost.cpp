@@ -290,6 +290,7 @@ struct CostArgs {
 struct Measured {
     CostReport report;
     bool cancelled = false;
+    bool before_measuring = false;  // cancelled while the model loaded or its twin was made
 };
 
 Measured measure(const CostArgs& args) {
@@ -408,7 +409,16 @@ int run_cost(const std::vector<std::string>& argv) {
     // Held until the report is printed: a signal then (after the measurement, or a second one from
     // `timeout`) is noted, not obeyed at once, so what was measured is not lost.
     const InterruptGuard until_printed;
-    const Measured measured = from.empty() ? measure(args) : Measured{read_report(from)};
+    Measured measured;
+    if (!from.empty()) {
+        measured.report = read_report(from);
+    } else {
+        try {
+            measured = measure(args);
+        } catch (const Cancelled&) {  // in the setup: --json still says so, with no point
+            measured.cancelled = measured.before_measuring = measured.report.cancelled = true;
+        }
+    }
     const CostReport& report = measured.report;
     // A JSON report is written even with no point finished (as bench's): a script reads "cancelled".
     if (measured.cancelled && report.points.empty() && !json) throw Cancelled();
@@ -423,6 +433,10 @@ int run_cost(const std::vector<std::string>& argv) {
     }
 #endif
     if (!measured.cancelled) return 0;
+    if (measured.before_measuring) {
+        std::fprintf(stderr, "retnet cost: cancelled before the first point (while loading the model and its twin)\n");
+        return cancelled_status();
+    }
     const size_t planned = 2 * args.options.lengths.size() * args.options.batches.size();
     std::fprintf(stderr, "retnet cost: cancelled after %zu of %zu points; the %s holds those measured\n",
                  report.points.size(), planned, json ? "report" : "table");

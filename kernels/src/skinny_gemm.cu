@@ -207,6 +207,13 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfl
         }
 }
 
+// Tiles of kRows weight rows that the first `count` jobs make.
+int tiles_of(const GemvJob* jobs, int count, int rows) {
+    int tiles = 0;
+    for (int j = 0; j < count; ++j) tiles += static_cast<int>(ceil_div(jobs[j].n, rows));
+    return tiles;
+}
+
 // Splits K into as many parts as keep every block of the launch resident at once (one wave):
 // a second, partial wave streams its weights with a fraction of the GPU's loads in flight (the
 // q, k, v, g launch of 16 rows was 1.45 waves when split to fill two blocks per multiprocessor),
@@ -216,9 +223,7 @@ void launch_tiles(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const Ge
                   int resident_warps, cudaStream_t stream) {
     using S = TileShape<kGlu, kRows>;
     p.tile_start[0] = 0;
-    for (int j = 0; j < p.count; ++j)
-        p.tile_start[j + 1] = p.tile_start[j] + static_cast<int>(ceil_div(jobs[j].n, kRows));
-    for (int j = p.count; j < job_count; ++j) p.tile_start[j + 1] = p.tile_start[j];
+    for (int j = 0; j < job_count; ++j) p.tile_start[j + 1] = p.tile_start[j] + (j < p.count ? tiles_of(jobs + j, 1, kRows) : 0);
     p.total_tiles = p.tile_start[p.count];
     while (p.split < kMaxSplit && p.total_tiles * p.split * 2 <= resident_warps && K >= 2 * 32 * S::U * p.split)
         p.split *= 2;
@@ -231,8 +236,7 @@ void launch_tiles(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const Ge
 template <bool kGlu>
 void launch_shape(const __nv_bfloat16* x, int M, int K, const SkinnyParams& p, const GemvJob* jobs, int job_count,
                   cudaStream_t stream) {
-    int tiles_of_16 = 0;
-    for (int j = 0; j < p.count; ++j) tiles_of_16 += static_cast<int>(ceil_div(jobs[j].n, 16));
+    const int tiles_of_16 = tiles_of(jobs, p.count, 16);
     const int resident =
         resident_blocks(reinterpret_cast<const void*>(skinny_gemm_kernel<kGlu, 16>), kWarps * 32, 0);
     if (tiles_of_16 >= resident) return launch_tiles<kGlu, 16>(x, M, K, p, jobs, job_count, resident * kWarps, stream);

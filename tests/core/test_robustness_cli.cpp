@@ -379,6 +379,46 @@ TEST(RobustInterrupt, SigintDuringCostKeepsThePointsMeasured) {
         << none.err;
 }
 
+// Ctrl-C while the model loads and its twin is made: --json still writes a report that says it was
+// cancelled, with no point, and one line says when (before, only "cancelled" and no report). The
+// signal comes at growing delays into a run of an 11M-parameter model, so that some land in that
+// window; earlier ones (before the command's first guard) end it with the usual line alone, later
+// ones during the first point.
+TEST(RobustInterrupt, SigintBeforeCostMeasuresStillWritesItsReport) {
+    ScratchDir dir("cost_setup_cancel");
+    spit(dir / "config.json", R"({"model_type": "retnet", "hidden_size": 384, "num_hidden_layers": 4, "num_heads": 6,
+        "expand_k": 1, "expand_v": 2, "intermediate_size": 1024, "vocab_size": 4096, "tie_word_embeddings": true})");
+    const CliResult made = run_retnet({"init", "--config", (dir / "config.json").string(), "--out", (dir / "model").string()});
+    ASSERT_EQ(made.exit_code, 0) << made.err;
+    int in_setup = 0;
+    for (int delay_ms = 0; delay_ms <= 400 && in_setup < 2; delay_ms += 10) {
+        RunningRetnet child({"cost", "--model", (dir / "model").string(), "--lengths", "3", "--batch", "1",
+                             "--decode-steps", "100000", "--json"});
+        ASSERT_TRUE(child.wait_until_caught(SIGINT, 30));
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+        child.send(SIGINT);
+        const CliResult r = child.finish(60);
+        const std::string when = "after " + std::to_string(delay_ms) + " ms: ";
+        EXPECT_EQ(r.signal, 0) << when << "killed by signal " << r.signal;
+        EXPECT_EQ(r.exit_code, 130) << when << r.err;
+        if (r.err == "retnet cost: cancelled\n") {  // before the first guard: nothing measured, nothing to say
+            EXPECT_EQ(r.out, "") << when;
+            continue;
+        }
+        ASSERT_FALSE(r.out.empty()) << when << "no report; stderr: " << r.err;
+        const nlohmann::json report = nlohmann::json::parse(r.out);
+        EXPECT_EQ(report["cancelled"], true) << when;
+        EXPECT_EQ(report["points"].size(), 0u) << when;
+        if (r.err == "retnet cost: cancelled before the first point (while loading the model and its twin)\n")
+            ++in_setup;
+        else  // in the first point
+            EXPECT_NE(r.err.find("retnet cost: cancelled after 0 of 2 points; the report holds those measured\n"),
+                      std::string::npos)
+                << when << r.err;
+    }
+    EXPECT_GT(in_setup, 0) << "no signal landed while the model loaded";
+}
+
 TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {
     ScratchDir dir("eval_interrupt");
     write_small_model(dir / "model");
