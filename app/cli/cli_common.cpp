@@ -108,7 +108,8 @@ std::atomic<int64_t> g_first_term_ns{0};
 extern "C" void retnet_cli_on_signal(int sig) {
     const bool again = sig == SIGTERM && classify_signal(g_first_term_ns) == SignalRequest::Again;
     if (g_guards.load() > 0 && !again) {
-        g_signal.store(sig);
+        int none = 0;  // the first signal names the request (and the exit status): a SIGINT after a SIGTERM is 143
+        g_signal.compare_exchange_strong(none, sig);
         g_interrupted.store(true);
         return;
     }
