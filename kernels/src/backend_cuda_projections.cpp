@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
-// The CUDA backend's projections: up to 8 rows through the streaming GEMV (norm and GLU fused), up
-// to 16 with bf16 weights through the tensor-core skinny GEMM, more through cuBLAS; the bf16 input
-// rows they share, and v written head-major for the retention that follows.
+// The CUDA backend's projections: one row with bf16 weights (up to 8 with fp32) through the streaming
+// GEMV (norm and GLU fused), 2 to 16 with bf16 weights through the tensor-core skinny GEMM, more
+// through cuBLAS; the bf16 input rows they share, and v written head-major for the retention that
+// follows.
 #include <algorithm>
 #include <vector>
 
@@ -36,8 +37,8 @@ cuda::GemvGlu gemv_glu(std::optional<Activation> activation) {
 
 }  // namespace
 
-// y (M, out) = x (M, in) · Wᵀ (+ y): up to 8 rows through the streaming GEMV, up to 16 with bf16
-// weights through the tensor-core one, more through cuBLAS.
+// y (M, out) = x (M, in) · Wᵀ (+ y): through the GEMV, the tensor-core skinny GEMM or cuBLAS, as
+// gemv_takes() and skinny_gemm_supports() route them.
 void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
     if (replaying()) return;
     const DeviceWeight& W = weight(layer, w);
