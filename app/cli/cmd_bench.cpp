@@ -222,16 +222,26 @@ int run_bench(const std::vector<std::string>& argv) {
     const std::vector<int> batches = parse_positive_list("--batch", batch_text);
     const std::vector<int> contexts = parse_positive_list("--contexts", contexts_text);
     const bool prefill = mode == "all" || mode == "prefill", decode = mode == "all" || mode == "decode";
-    // Ctrl-C during the load: cancelled, exit 130, no table; during the timings: the table of the
-    // measurements done, then exit 130.
+    // Ctrl-C during the load: cancelled, exit 130, no table (with --json, a report that says so, as
+    // cost's); during the timings: the table of the measurements done, then exit 130.
     const InterruptGuard interrupt;
-    auto model = load_model_edited(model_dir, edits);
     std::unique_ptr<Backend> backend;
-    if (mode == "kernels") {  // the kernels need the GPU itself: its absence is the error, not a fall back
-        std::string chosen = device;
-        backend = make_backend(chosen, apply_dtype(dtype, chosen, std::move(model)));
-    } else {
-        backend = make_backend_at_dtype(dtype, device, std::move(model));
+    try {
+        auto model = load_model_edited(model_dir, edits);
+        if (mode == "kernels") {  // the kernels need the GPU itself: its absence is the error, not a fall back
+            std::string chosen = device;
+            backend = make_backend(chosen, apply_dtype(dtype, chosen, std::move(model)));
+        } else {
+            backend = make_backend_at_dtype(dtype, device, std::move(model));
+        }
+    } catch (const Cancelled&) {
+        if (!json) throw;
+        nlohmann::json nothing = {{"model", model_dir_or_default(model_dir)}, {"dtype", dtype}, {"cancelled", true}};
+        if (decode) nothing["decode"] = nlohmann::json::array();
+        std::printf("%s\n", json_text(nothing, 2).c_str());
+        std::fflush(stdout);
+        std::fprintf(stderr, "retnet bench: cancelled while loading the model; the report holds no measurement\n");
+        return cancelled_status();
     }
     const ModelConfig& config = backend->model().config;
     const int longest = *std::max_element(lengths.begin(), lengths.end());

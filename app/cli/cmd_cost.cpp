@@ -272,7 +272,8 @@ CostReport read_report(const std::string& path) {
                             std::to_string(p.batch) + " (retnet cost measures each once)");
             report.points.push_back(std::move(p));
         }
-        if (report.points.empty()) throw Error("it has no points");
+        // what `cost --json` writes when cancelled before its first point: read back as it is
+        if (report.points.empty() && !report.cancelled) throw Error("it has no points");
         return report;
     } catch (const nlohmann::json::exception& e) {
         throw Error("--from: " + shown(path) + " is not a report of retnet cost --json (" + json_error_text(e) + ")");
@@ -350,7 +351,11 @@ Measured measure(const CostArgs& args) {
     Measured out;
     try {
         out.report = measure_cost(*retnet_backend, *twin_backend, args.options, stderr_progress(interrupt),
-                                  [&out](const CostReport& so_far) { out.report = so_far; });
+                                  [&out](const CostReport& so_far) {
+                                      // the new point alone: a copy of the whole report a point was quadratic
+                                      if (out.report.points.empty()) out.report = so_far;
+                                      else out.report.points.push_back(so_far.points.back());
+                                  });
     } catch (const Cancelled&) {
         out.cancelled = out.report.cancelled = true;
     }
@@ -420,9 +425,17 @@ int run_cost(const std::vector<std::string>& argv) {
         }
     }
     const CostReport& report = measured.report;
+    const char* const before_measuring = "retnet cost: cancelled before the first point (while loading the model and its twin)\n";
     // A JSON report is written even with no point finished (as bench's): a script reads "cancelled".
-    if (measured.cancelled && report.points.empty() && !json) throw Cancelled();
+    if (measured.cancelled && report.points.empty() && !json) {
+        if (!measured.before_measuring) throw Cancelled();
+        std::fputs(before_measuring, stderr);
+        return cancelled_status();
+    }
+    if (!from.empty() && !plot_path.empty() && report.points.empty())
+        throw Error("--plot: " + shown(from) + " holds no point to draw (its measurement was cancelled before the first)");
     if (json) std::printf("%s\n", json_text(to_json(report), 2).c_str());
+    else if (report.points.empty()) std::printf("no point: the measurement was cancelled before its first point\n");
     else print_table(report);
 #ifdef RETNET_HAVE_COST_PLOT
     std::string error;
@@ -434,7 +447,7 @@ int run_cost(const std::vector<std::string>& argv) {
 #endif
     if (!measured.cancelled) return 0;
     if (measured.before_measuring) {
-        std::fprintf(stderr, "retnet cost: cancelled before the first point (while loading the model and its twin)\n");
+        std::fputs(before_measuring, stderr);
         return cancelled_status();
     }
     const size_t planned = 2 * args.options.lengths.size() * args.options.batches.size();

@@ -115,8 +115,11 @@ __attribute__((section(".preinit_array"), used)) void (*g_install_handler_first)
 }  // namespace
 
 int main(int argc, char** argv) {
-    // A closed pipe makes write() fail with EPIPE, which run_guarded reports, instead of a signal.
+    // A closed pipe makes write() fail with EPIPE, which run_guarded reports, instead of a signal;
+    // a file past `ulimit -f` makes it fail with EFBIG (named as a full disk is), instead of
+    // SIGXFSZ ending the process and losing what it had printed.
     std::signal(SIGPIPE, SIG_IGN);
+    std::signal(SIGXFSZ, SIG_IGN);
     try {
         retnet::check_memory_setting();  // every command (and --version) would meet it first as an uncaught throw
     } catch (const std::exception& e) {

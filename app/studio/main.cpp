@@ -7,6 +7,7 @@
 #include <QRegularExpression>
 #include <QTimer>
 
+#include <csignal>
 #include <cstdio>
 #include <optional>
 
@@ -151,6 +152,9 @@ int runBench(QApplication& app, retnet::ui::MainWindow& window, retnet::ui::Gene
 }  // namespace
 
 int main(int argc, char** argv) {
+    // An export past `ulimit -f` fails with EFBIG, which the export names, instead of SIGXFSZ
+    // ending the app with the session's unsaved work.
+    std::signal(SIGXFSZ, SIG_IGN);
     try {
         retnet::check_memory_setting();
     } catch (const std::exception& e) {

@@ -215,31 +215,43 @@ Model make_empty_model(const ModelConfig& config, bool allocate) {
 
 namespace {
 
-void fill_normal(Tensor& t, std::mt19937_64& rng, double stddev) {
+// `poll` every 2^20 values (a millisecond or so): a 32000 × 1024 embedding took a second between
+// two polls, and a second SIGTERM within it ended `retnet cost` before it wrote its report. The
+// draws are the same as without it.
+using Poll = std::function<void()>;
+constexpr size_t kValuesBetweenPolls = size_t{1} << 20;
+
+void fill_normal(Tensor& t, std::mt19937_64& rng, double stddev, const Poll& poll) {
     std::normal_distribution<double> dist(0.0, stddev);
-    for (float& x : t.data) x = static_cast<float>(dist(rng));
+    for (size_t i = 0; i < t.data.size(); ++i) {
+        if (i % kValuesBetweenPolls == 0) poll();
+        t.data[i] = static_cast<float>(dist(rng));
+    }
 }
 
-void fill_uniform(Tensor& t, std::mt19937_64& rng, double bound) {
+void fill_uniform(Tensor& t, std::mt19937_64& rng, double bound, const Poll& poll) {
     std::uniform_real_distribution<double> dist(-bound, bound);
-    for (float& x : t.data) x = static_cast<float>(dist(rng));
+    for (size_t i = 0; i < t.data.size(); ++i) {
+        if (i % kValuesBetweenPolls == 0) poll();
+        t.data[i] = static_cast<float>(dist(rng));
+    }
 }
 
 // torch.nn.init.xavier_uniform_ for a [out, in] weight.
-void xavier_uniform(Tensor& t, std::mt19937_64& rng, double gain) {
+void xavier_uniform(Tensor& t, std::mt19937_64& rng, double gain, const Poll& poll) {
     const double fan_out = static_cast<double>(t.dim(0)), fan_in = static_cast<double>(t.dim(1));
-    fill_uniform(t, rng, gain * std::sqrt(6.0 / (fan_in + fan_out)));
+    fill_uniform(t, rng, gain * std::sqrt(6.0 / (fan_in + fan_out)), poll);
 }
 
 // nn.Linear's default init: kaiming_uniform(a=√5) = U(±1/√fan_in).
-void linear_default(Tensor& t, std::mt19937_64& rng) {
-    fill_uniform(t, rng, 1.0 / std::sqrt(static_cast<double>(t.dim(1))));
+void linear_default(Tensor& t, std::mt19937_64& rng, const Poll& poll) {
+    fill_uniform(t, rng, 1.0 / std::sqrt(static_cast<double>(t.dim(1))), poll);
 }
 
 }  // namespace
 
 Model make_random_model(const ModelConfig& config, uint64_t seed, const std::function<bool()>& cancelled) {
-    const auto poll = [&cancelled] {
+    const Poll poll = [&cancelled] {
         if (cancelled && cancelled()) throw Cancelled();
     };
     poll();
@@ -248,32 +260,30 @@ Model make_random_model(const ModelConfig& config, uint64_t seed, const std::fun
     ModelWeights& w = m.weights;
     const double d = config.d_model;
     if (config.family == Family::TorchScale) {
-        fill_normal(w.embed, rng, 1.0 / std::sqrt(d));
-        poll();  // the embedding and the output matrix alone can be 10⁸ values
-        if (!w.lm_head.empty()) fill_normal(w.lm_head, rng, 1.0 / std::sqrt(d));
+        fill_normal(w.embed, rng, 1.0 / std::sqrt(d), poll);
+        if (!w.lm_head.empty()) fill_normal(w.lm_head, rng, 1.0 / std::sqrt(d), poll);
         for (LayerWeights& l : w.layers) {
             poll();
             const double g = std::pow(2.0, -2.5);
-            xavier_uniform(l.q_proj, rng, g);
-            xavier_uniform(l.k_proj, rng, g);
-            xavier_uniform(l.v_proj, rng, g);
-            xavier_uniform(l.g_proj, rng, g);
-            xavier_uniform(l.o_proj, rng, std::pow(2.0, -1.0));
-            linear_default(l.ffn_act, rng);
-            linear_default(l.ffn_lin, rng);
-            linear_default(l.ffn_out, rng);
+            xavier_uniform(l.q_proj, rng, g, poll);
+            xavier_uniform(l.k_proj, rng, g, poll);
+            xavier_uniform(l.v_proj, rng, g, poll);
+            xavier_uniform(l.g_proj, rng, g, poll);
+            xavier_uniform(l.o_proj, rng, std::pow(2.0, -1.0), poll);
+            linear_default(l.ffn_act, rng, poll);
+            linear_default(l.ffn_lin, rng, poll);
+            linear_default(l.ffn_out, rng, poll);
         }
     } else {
         // fla initializer_range, and LlamaPreTrainedModel's (the twin's g_proj is empty: no values)
         const double range = 0.02;
-        fill_normal(w.embed, rng, range);
-        poll();
-        if (!w.lm_head.empty()) fill_normal(w.lm_head, rng, range);
+        fill_normal(w.embed, rng, range, poll);
+        if (!w.lm_head.empty()) fill_normal(w.lm_head, rng, range, poll);
         for (LayerWeights& l : w.layers) {
             poll();
             for (Tensor* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.g_proj, &l.o_proj, &l.ffn_act,
                               &l.ffn_lin, &l.ffn_out})
-                fill_normal(*t, rng, range);
+                fill_normal(*t, rng, range, poll);
         }
     }
     return m;

@@ -158,7 +158,10 @@ TEST_F(CostFixture, AStateLargerThan64BitsIsOutOfMemoryNotWrapped) {
     const std::string source = memory_limit_source();
     set_memory_limit(limit, "the test");
     bool tried = false;
-    const CostProgress tries = [&](double, const std::string&) { return !(tried = true); };
+    const CostProgress tries = [&](double, const std::string& what) {  // every point asks first; work says what it is
+        tried = what == "warm-up" || what.rfind("prefill of ", 0) == 0 || what.rfind("decoding ", 0) == 0;
+        return !tried;
+    };
     CostReport report;
     EXPECT_NO_THROW(report = measure_cost(*retnet, *transformer, options, tries));
     set_memory_limit(saved, source);
@@ -229,20 +232,46 @@ TEST_F(CostFixture, ACancelKeepsThePointsTheCallbackHasGiven) {
 }
 
 TEST_F(CostFixture, TheProgressIsAskedBetweenThePrefillsLayers) {
-    // The RetNet's two layers: asked before each, with the prefill's point (after the untimed
-    // warm-up prefill's two). Cancelled at the second, the prefill ends before its last layer: the
-    // step after it is never reported.
+    // The RetNet's two layers: asked before each, with the prefill's point (after the point itself,
+    // before it starts, and the untimed warm-up prefill's two). Cancelled at the second, the prefill
+    // ends before its last layer: the step after it is never reported.
     std::vector<std::string> asked;
     const CostProgress cancel_second = [&](double fraction, const std::string& what) {
         EXPECT_EQ(fraction, 0.0);
         asked.push_back(what);
-        return asked.size() < 4;
+        return asked.size() < 5;
     };
     ASSERT_EQ(retnet_model->config.n_layers, 2);
     EXPECT_THROW(measure_cost(*retnet, *transformer, options, cancel_second), Cancelled);
     const std::string point = "prefill of RetNet at 4 tokens × 1";
-    EXPECT_EQ(asked, (std::vector<std::string>{"warm-up", "warm-up", point, point}));
+    EXPECT_EQ(asked, (std::vector<std::string>{"RetNet at 4 tokens × 1", "warm-up", "warm-up", point, point}));
     EXPECT_TRUE(retnet->snapshot(0).empty());
+}
+
+// Points that are not tried (a smaller one did not fit) ask for a cancel too: 20,000 lengths past
+// the limit, cancelled at the 1,000th point, stop there (before, none asked: `retnet cost` with
+// 220,000 such points ran for minutes through Ctrl-C and SIGTERM, then exited 0).
+TEST_F(CostFixture, PointsNotTriedStillAskForACancel) {
+    options.lengths.clear();
+    for (int k = 0; k < 20000; ++k) options.lengths.push_back(1000000 + k);
+    options.batches = {1};
+    CostReport kept;
+    int asked = 0;
+    const CostProgress cancel_at_the_thousandth = [&](double, const std::string& what) {
+        if (what.rfind("prefill of ", 0) == 0 || what == "warm-up") return true;
+        return ++asked < 1000;
+    };
+    const uint64_t saved = memory_limit();
+    const std::string source = memory_limit_source();
+    set_memory_limit(uint64_t(64) << 20, "the test");
+    EXPECT_THROW(measure_cost(*retnet, *transformer, options, cancel_at_the_thousandth,
+                              [&](const CostReport& so_far) { kept.points.push_back(so_far.points.back()); }),
+                 Cancelled);
+    set_memory_limit(saved, source);
+    EXPECT_EQ(asked, 1000);
+    ASSERT_EQ(kept.points.size(), 999u);
+    EXPECT_TRUE(kept.points[0].out_of_memory);
+    EXPECT_EQ(kept.points.back().note.rfind("not tried: 1000000 tokens × 1 did not fit", 0), 0u) << kept.points.back().note;
 }
 
 TEST_F(CostFixture, RefusesBadOptionsAndSwappedModels) {

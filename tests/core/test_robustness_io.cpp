@@ -189,6 +189,28 @@ TEST(RobustWrite, CliOutputOnAFullDiskIsOneLineAndKeepsTheOldFile) {
     EXPECT_FALSE(temp_file_left(out));
 }
 
+// `ulimit -f` with the table already printed: the PNG's write fails with EFBIG and is named in one
+// line; the table stays on stdout. Before, SIGXFSZ's default action killed the process (exit 153
+// from a shell) and the table written so far was lost: only the tests ignored the signal.
+TEST(RobustWrite, CostPlotPastTheFileSizeLimitIsOneLineAndKeepsTheTable) {
+    ScratchDir dir("cost_plot_full");
+    write_small_model(dir / "model", /*with_tokenizer=*/false);
+    const fs::path plot = dir / "cost.png";
+    const CliResult r = run_retnet({"cost", "--model", (dir / "model").string(), "--lengths", "3", "--batch", "1",
+                                    "--decode-steps", "1", "--plot", plot.string()},
+                                   120, /*file_size_limit=*/4096);
+    if (r.err.find("needs the Qt build") != std::string::npos) GTEST_SKIP() << "no --plot in this build";
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    const size_t error = r.err.find("retnet cost: error: ");  // after the progress lines, the one line
+    ASSERT_NE(error, std::string::npos) << r.err;
+    EXPECT_EQ(r.err.find('\n', error), r.err.size() - 1) << r.err;
+    EXPECT_NE(r.err.find("File too large", error), std::string::npos) << r.err;
+    EXPECT_NE(r.out.find("RetNet"), std::string::npos) << "the table: " << r.out;
+    EXPECT_FALSE(fs::exists(plot));
+    EXPECT_FALSE(temp_file_left(plot));
+}
+
 // A symbolic link left at the temporary name is replaced, not written through: the file it points to
 // (here outside the output directory) keeps its bytes, and the output is a file, not the link.
 TEST(RobustWrite, TempNameTakenBySymlinkIsReplacedNotFollowed) {

@@ -103,8 +103,10 @@ inline void apply_child_setup(const ChildSetup& setup) {
 }
 
 // Runs `retnet args...` with stdin from /dev/null and waits (at most `timeout_s`, then SIGKILL).
-// `file_size_limit` > 0 caps the size of every file the child writes (RLIMIT_FSIZE, SIGXFSZ
-// ignored): a write past it fails with EFBIG, as writes fail on a full disk or quota.
+// `file_size_limit` > 0 caps the size of every file the child writes (RLIMIT_FSIZE), as a
+// shell's `ulimit -f` does: SIGXFSZ is left at its default action, which retnet itself must
+// ignore so that a write past the limit fails with EFBIG, as writes fail on a full disk or quota
+// (before, the tests ignored it for the child, and `retnet` under `ulimit -f` was killed).
 inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s = 120, long file_size_limit = 0,
                             const ChildSetup& setup = {}) {
     static int counter = 0;
@@ -126,7 +128,7 @@ inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s 
         ::dup2(out_fd, 1);
         ::dup2(err_fd, 2);
         if (file_size_limit > 0) {
-            ::signal(SIGXFSZ, SIG_IGN);  // stays ignored across exec
+            ::signal(SIGXFSZ, SIG_DFL);  // as a shell leaves it (an ignored one would stay so across exec)
             const rlimit limit{static_cast<rlim_t>(file_size_limit), static_cast<rlim_t>(file_size_limit)};
             ::setrlimit(RLIMIT_FSIZE, &limit);
         }
