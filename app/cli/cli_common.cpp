@@ -13,6 +13,9 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "retnet/error.h"
@@ -293,6 +296,23 @@ bool reader_gone(int fd) {
 }
 }  // namespace
 
+namespace {
+// Why a write to `fd` failed when its errno is gone: the reader left, a file at the size limit
+// (`ulimit -f`), a full file system, or EIO.
+int probable_write_error(int fd) {
+    if (reader_gone(fd)) return EPIPE;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return EIO;
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
+        static_cast<rlim_t>(st.st_size) >= limit.rlim_cur)
+        return EFBIG;
+    struct statvfs fs {};
+    if (::fstatvfs(fd, &fs) == 0 && fs.f_bavail == 0) return ENOSPC;
+    return EIO;
+}
+}  // namespace
+
 int stdout_error() {
     static int first_error = 0;  // the reason of the first failure; later flushes may not repeat it
     if (first_error != 0) return first_error;
@@ -301,7 +321,7 @@ int stdout_error() {
     if (flushed && !std::ferror(stdout)) return 0;
     // A printf larger than stdio's buffer writes straight through: when that write failed, the
     // flush finds nothing left to write and sets no errno, though the error flag stays.
-    first_error = errno != 0 ? errno : reader_gone(::fileno(stdout)) ? EPIPE : EIO;
+    first_error = errno != 0 ? errno : probable_write_error(::fileno(stdout));
     return first_error;
 }
 

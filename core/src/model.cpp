@@ -179,8 +179,11 @@ Tensor make_tensor(std::vector<int64_t> shape, float fill, bool allocate) {
 
 }  // namespace
 
-Model make_empty_model(const ModelConfig& config, bool allocate) {
+Model make_empty_model(const ModelConfig& config, bool allocate, const std::function<bool()>& cancelled) {
     config.validate();
+    const auto poll = [&cancelled] {
+        if (cancelled && cancelled()) throw Cancelled();
+    };
     const auto T = [allocate](std::vector<int64_t> shape, float fill = 0.0f) {
         return make_tensor(std::move(shape), fill, allocate);
     };
@@ -193,8 +196,10 @@ Model make_empty_model(const ModelConfig& config, bool allocate) {
     if (config.layernorm_embedding) w.embed_norm = T({d}, 1.0f);
     w.final_norm = T({d}, 1.0f);
     if (!config.tie_embeddings) w.lm_head = T({V, d});
+    poll();
     w.layers.resize(static_cast<size_t>(config.n_layers));
     for (LayerWeights& l : w.layers) {
+        poll();
         l.attn_norm = T({d}, 1.0f);
         l.q_proj = T({K, d});
         l.k_proj = T({K, d});
@@ -255,7 +260,7 @@ Model make_random_model(const ModelConfig& config, uint64_t seed, const std::fun
         if (cancelled && cancelled()) throw Cancelled();
     };
     poll();
-    Model m = make_empty_model(config);
+    Model m = make_empty_model(config, true, cancelled);  // zero-filling 0.7 GB took 0.1-0.25 s
     std::mt19937_64 rng(seed);
     ModelWeights& w = m.weights;
     const double d = config.d_model;

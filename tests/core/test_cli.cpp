@@ -167,6 +167,19 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
         std::ofstream(saved) << broken.dump();
         expect_one_line_error(run_cli("cost --from " + saved.string()), expected);
     }
+    // What only a report cancelled before its first point lacks is refused beside points (before,
+    // the header read " backend; RetNet 0 parameters").
+    for (const auto& [field, value, expected] :
+         std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+             {"device", "", "field 'device' is empty, in a report with points"},
+             {"weights", "", "field 'weights' is empty, in a report with points"},
+             {"retnet_parameters", 0, "a parameter count is 0, in a report with points"},
+             {"transformer_parameters", 0, "a parameter count is 0, in a report with points"}}) {
+        nlohmann::json broken = report;
+        broken[field] = value;
+        std::ofstream(saved) << broken.dump();
+        expect_one_line_error(run_cli("cost --from " + saved.string()), expected);
+    }
     expect_one_line_error(with_point("out_of_memory", 1), "field 'out_of_memory' = 1 is not true or false");
     expect_one_line_error(with_point("model", nullptr), "field 'model' = null is not a string");
     nlohmann::json older = report;  // before 2026-12-05 a report had no precision: it still prints

@@ -428,7 +428,9 @@ TEST(RobustInterrupt, SigintWhileTheModelLoadsStillWritesTheReport) {
             const std::string last = r.err.substr(line);
             if (last == c.setup_line) {
                 ++in_setup;
-                if (!json) EXPECT_EQ(r.out, "") << when;
+                if (!json) {
+                    EXPECT_EQ(r.out, "") << when;
+                }
             } else {
                 EXPECT_EQ(last, c.measuring_line) << when;
             }
@@ -452,8 +454,52 @@ TEST(RobustInterrupt, SigintWhileTheModelLoadsStillWritesTheReport) {
     EXPECT_EQ(nlohmann::json::parse(round_trip.out), nlohmann::json::parse(saved_report));
     const CliResult plot = run_retnet({"cost", "--from", (dir / "cancelled.json").string(), "--plot", (dir / "p.png").string()});
     EXPECT_EQ(plot.exit_code, 1);
-    if (plot.err.find("needs the Qt build") == std::string::npos)
+    if (plot.err.find("needs the Qt build") == std::string::npos) {
         EXPECT_NE(plot.err.find("holds no point to draw"), std::string::npos) << plot.err;
+    }
+}
+
+// A Ctrl-C once the measuring is done (here: while `cost --from` reads or prints a report of 200,000
+// points) is held until the output is whole, and the exit status still says it came: 130, with a
+// line (or, while reading, nothing printed). Before, the signal was dropped and the exit was 0.
+TEST(RobustInterrupt, ASignalAfterTheMeasurementStillEndsWith130) {
+    ScratchDir dir("signal_after");
+    std::string lengths = "1000000000";  // 10,000 lengths past any memory (an argument holds at most 128 KB)
+    for (int k = 1; k < 10000; ++k) {
+        lengths += ',';
+        lengths += std::to_string(1000000000 + k);
+    }
+    std::string batches = "1";
+    for (int b = 2; b <= 10; ++b) {
+        batches += ',';
+        batches += std::to_string(b);
+    }
+    const CliResult measured = run_retnet({"cost", "--model", model_dir().string(), "--lengths", lengths, "--batch",
+                                           batches, "--json", "--max-memory", "2G"});
+    ASSERT_EQ(measured.exit_code, 0) << measured.err;
+    spit(dir / "big.json", measured.out);
+    int late = 0;
+    for (const int delay_ms : {100, 300, 600, 1000}) {
+        RunningRetnet child({"cost", "--from", (dir / "big.json").string(), "--json"});
+        ASSERT_TRUE(child.wait_until_caught(SIGINT, 30));
+        std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+        child.send(SIGINT);
+        const CliResult r = child.finish(60);
+        const std::string when = "after " + std::to_string(delay_ms) + " ms: ";
+        EXPECT_EQ(r.signal, 0) << when;
+        if (r.exit_code == 0) {  // it had ended before the signal came
+            ++late;
+            continue;
+        }
+        EXPECT_EQ(r.exit_code, 130) << when << r.err;
+        if (r.out.empty()) {  // while the report was read
+            EXPECT_EQ(r.err, "retnet cost: cancelled\n") << when;
+        } else {
+            EXPECT_EQ(nlohmann::json::parse(r.out)["points"].size(), 200000u) << when;
+            EXPECT_EQ(r.err, "retnet cost: cancelled after the report was complete (it is printed whole)\n") << when;
+        }
+    }
+    EXPECT_LT(late, 4) << "every signal came after the command had ended";
 }
 
 TEST(RobustInterrupt, SigintDuringEvaluationCancelsIt) {

@@ -211,6 +211,28 @@ TEST(RobustWrite, CostPlotPastTheFileSizeLimitIsOneLineAndKeepsTheTable) {
     EXPECT_FALSE(temp_file_left(plot));
 }
 
+// One printf larger than stdio's buffer (a report of 40,000 points) into a file past `ulimit -f`:
+// the write's errno is gone when the flush finds the error, and the reason is found again from the
+// file and the limit. Before: "cannot write to standard output (Input/output error)".
+TEST(RobustWrite, StdoutPastTheFileSizeLimitNamesTheLimit) {
+    ScratchDir dir("stdout_full");
+    write_small_model(dir / "model", /*with_tokenizer=*/false);
+    std::string lengths = "1000000000";
+    for (int k = 1; k < 4000; ++k) {
+        lengths += ',';
+        lengths += std::to_string(1000000000 + k);
+    }
+    const CliResult measured = run_retnet({"cost", "--model", (dir / "model").string(), "--lengths", lengths,
+                                           "--batch", "1,2,3,4,5", "--json", "--max-memory", "2G"});
+    ASSERT_EQ(measured.exit_code, 0) << measured.err;
+    ASSERT_GT(measured.out.size(), size_t{1} << 20);
+    spit(dir / "big.json", measured.out);
+    const CliResult r = run_retnet({"cost", "--from", (dir / "big.json").string(), "--json"}, 120, /*file_size_limit=*/10240);
+    EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
+    EXPECT_EQ(r.exit_code, 1) << r.err;
+    EXPECT_EQ(r.err, "retnet cost: error: cannot write to standard output (File too large)\n");
+}
+
 // A symbolic link left at the temporary name is replaced, not written through: the file it points to
 // (here outside the output directory) keeps its bytes, and the output is a file, not the link.
 TEST(RobustWrite, TempNameTakenBySymlinkIsReplacedNotFollowed) {

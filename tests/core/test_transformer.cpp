@@ -304,10 +304,11 @@ TEST(Twin, BlockOpsDefaultAttentionThrows) {
 // Making a twin asks `cancelled` before the embedding, the output matrix and each layer (retnet
 // cost's Ctrl-C while a large twin is made): true stops it with Cancelled; never true, the weights
 // are those made without asking.
-// Asked before anything is allocated, before each layer, and as each weight is filled: at its start
-// and every 2^20 values (a 32000 × 1024 embedding went a second without asking).
+// Asked before anything is allocated; as the tensors are allocated, after the embedding and before
+// each layer; then before each layer's weights are drawn, and as each weight is filled: at its
+// start and every 2^20 values (a 32000 × 1024 embedding went a second without asking).
 int64_t expected_asks(const Model& m) {
-    int64_t asks = 1 + m.config.n_layers;
+    int64_t asks = 1 + (1 + m.config.n_layers) + m.config.n_layers;
     auto fills = [](const Tensor& t) { return (t.numel() + (int64_t(1) << 20) - 1) >> 20; };
     asks += fills(m.weights.embed) + fills(m.weights.lm_head);
     for (const LayerWeights& l : m.weights.layers)
@@ -327,16 +328,17 @@ TEST(Twin, MakingOneAsksCancelledBeforeEachLayer) {
     asked = 0;
     EXPECT_THROW(make_transformer_twin(retnet, 9, [&asked] { return ++asked == 3; }), Cancelled);
     EXPECT_EQ(asked, 3);  // stopped before the first layer's weights
-    // An embedding of 100000 × 32 (3.2M values) asks 4 times, and a cancel at the third ask stops
-    // inside it.
+    // An embedding of 100000 × 32 (3.2M values) asks 4 times as it is drawn, and a cancel at its
+    // second ask stops inside it.
     retnet.vocab_size = 100000;
     asked = 0;
     const Model wide = make_transformer_twin(retnet, 9, [&asked] { return ++asked < 0; });
     ASSERT_EQ(wide.weights.embed.numel(), 100000 * retnet.d_model);
     EXPECT_EQ(asked, expected_asks(wide));
+    const int inside = 1 + (1 + retnet.n_layers) + 2;
     asked = 0;
-    EXPECT_THROW(make_transformer_twin(retnet, 9, [&asked] { return ++asked == 3; }), Cancelled);
-    EXPECT_EQ(asked, 3);
+    EXPECT_THROW(make_transformer_twin(retnet, 9, [&](){ return ++asked == inside; }), Cancelled);
+    EXPECT_EQ(asked, inside);
 }
 
 // generate() prefills and decodes a twin on the CPU: greedy tokens equal the argmax of the

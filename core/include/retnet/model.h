@@ -87,8 +87,9 @@ std::vector<float> default_rotary_theta(const ModelConfig& config);
 
 // Allocates every tensor with the config's shapes, filled with zeros (norm weights with ones).
 // With allocate = false the tensors get their shapes but no values (the loader allocates each in
-// the type it keeps, so that a bf16 model never holds a float32 copy on the way).
-Model make_empty_model(const ModelConfig& config, bool allocate = true);
+// the type it keeps, so that a bf16 model never holds a float32 copy on the way). `cancelled` is
+// asked after the embedding and before each layer (throws retnet::Cancelled).
+Model make_empty_model(const ModelConfig& config, bool allocate = true, const std::function<bool()>& cancelled = {});
 // The reference implementation's initialization (docs/spec.md §2.11 torchscale, §3.7 fla), deterministic in seed.
 // `cancelled` is asked before the embedding, the output matrix and each layer (a model of billions
 // of values takes tens of seconds); true throws retnet::Cancelled.
