@@ -229,6 +229,7 @@ CostReport read_report(const std::string& path) {
     constexpr int64_t kMaxInt = std::numeric_limits<int>::max();
     try {
         const nlohmann::json j = parse_json_bounded(text);
+        if (!j.is_object()) throw Error("it is " + field_value(j) + ", not a report (a JSON object)");
         CostReport report;
         report.device = text_field(j, "device");
         if (j.contains("weights")) {  // reports of before 2026-12-05 lack it

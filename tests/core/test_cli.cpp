@@ -110,6 +110,8 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     const CliRun noted_table = run_cli("cost --from " + saved.string());
     EXPECT_EQ(noted_table.out.rfind("cpu \\x1b[1mbold\\x1b[0m backend, fp32 weights;", 0), 0u) << noted_table.out;
     EXPECT_NE(noted_table.out.find("   out of memory: needs 9 TiB\\nof \"memory\"\n"), std::string::npos) << noted_table.out;
+    std::ofstream(saved) << "[]";  // before: the JSON library's words, "cannot use at() with array"
+    expect_one_line_error(run_cli("cost --from " + saved.string()), ": it is [], not a report (a JSON object)");
     std::ofstream(saved) << R"({"device": "cpu", "points": []})";
     expect_one_line_error(run_cli("cost --from " + saved.string()), "is not a report of retnet cost --json");
     expect_one_line_error(run_cli("cost --from " + fs::temp_directory_path().string()),
