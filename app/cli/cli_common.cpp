@@ -16,6 +16,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "retnet/error.h"
@@ -297,12 +298,14 @@ bool reader_gone(int fd) {
 }  // namespace
 
 namespace {
-// Why a write to `fd` failed when its errno is gone: the reader left, a file at the size limit
-// (`ulimit -f`), a full file system, or EIO.
+// Why a write to `fd` failed when its errno is gone: the reader left, /dev/full, a file at the size
+// limit (`ulimit -f`), a full file system, or EIO.
 int probable_write_error(int fd) {
     if (reader_gone(fd)) return EPIPE;
     struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return EIO;
+    if (::fstat(fd, &st) != 0) return EIO;
+    if (S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 7) return ENOSPC;  // /dev/full
+    if (!S_ISREG(st.st_mode)) return EIO;
     rlimit limit{};
     if (::getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY &&
         static_cast<rlim_t>(st.st_size) >= limit.rlim_cur)

@@ -301,12 +301,14 @@ struct Measured {
     CostReport report;
     bool cancelled = false;
     bool before_measuring = false;  // cancelled while the model loaded or its twin was made
-    // The models, freed after the report is printed: freeing 1.35 GB took 50 ms between a cancel
-    // and its report, in which a second SIGTERM ended the process without it.
+    // The models, held here as soon as they are made and freed after the report is printed:
+    // freeing 1.35 GB took 50 ms between a cancel and its report, in which a second SIGTERM ended
+    // the process without it.
     std::vector<std::unique_ptr<Backend>> freed_after_printing;
 };
 
-Measured measure(const CostArgs& args) {
+// Fills `out` (a Cancelled from the load or the twin's making leaves it without a report).
+void measure(const CostArgs& args, Measured& out) {
     // Ctrl-C is caught from the start: loading a large model and making its random twin take
     // seconds. The loaders poll the flag between tensors (layers of the twin), the copies of the
     // weights (apply_dtype, make_backend_option) when they end.
@@ -315,7 +317,8 @@ Measured measure(const CostArgs& args) {
     if (loaded->config.is_transformer())
         throw Error("--model must be a RetNet (it is a Transformer); pass a Transformer with --transformer");
     // moved in: a converted copy (--dtype) is then the only one held
-    auto retnet_backend = make_backend_at_dtype(args.dtype, args.device, std::move(loaded));
+    Backend* retnet_backend =
+        out.freed_after_printing.emplace_back(make_backend_at_dtype(args.dtype, args.device, std::move(loaded))).get();
     const Model& retnet = retnet_backend->model();
     check_batch_fits(*retnet_backend, *std::max_element(args.options.batches.begin(), args.options.batches.end()));
     // The twin computes at the RetNet's precision: with --dtype stored, a bf16 checkpoint's RetNet
@@ -359,8 +362,8 @@ Measured measure(const CostArgs& args) {
     }
     // A device the RetNet fell back from (no GPU) is not tried again for the twin: one notice, not two.
     const std::string twin_device = retnet_backend->name() == "cpu" ? "cpu" : args.device;
-    auto twin_backend = make_backend_at_dtype(precision, twin_device, std::move(twin));
-    Measured out;
+    Backend* twin_backend =
+        out.freed_after_printing.emplace_back(make_backend_at_dtype(precision, twin_device, std::move(twin))).get();
     try {
         out.report = measure_cost(*retnet_backend, *twin_backend, args.options, stderr_progress(interrupt),
                                   [&out](const CostReport& so_far) {
@@ -371,9 +374,6 @@ Measured measure(const CostArgs& args) {
     } catch (const Cancelled&) {
         out.cancelled = out.report.cancelled = true;
     }
-    out.freed_after_printing.push_back(std::move(twin_backend));
-    out.freed_after_printing.push_back(std::move(retnet_backend));
-    return out;
 }
 
 int run_cost(const std::vector<std::string>& argv) {
@@ -434,7 +434,7 @@ int run_cost(const std::vector<std::string>& argv) {
         until_printed.check();  // a Ctrl-C while a large report was read: nothing printed yet
     } else {
         try {
-            measured = measure(args);
+            measure(args, measured);
         } catch (const Cancelled&) {  // in the setup: --json still says so, with no point
             measured.cancelled = measured.before_measuring = measured.report.cancelled = true;
         }
@@ -452,6 +452,7 @@ int run_cost(const std::vector<std::string>& argv) {
     if (json) std::printf("%s\n", json_text(to_json(report), 2).c_str());
     else if (report.points.empty()) std::printf("no point: the measurement was cancelled before its first point\n");
     else print_table(report);
+    std::fflush(stdout);  // out of the process before the models are freed
 #ifdef RETNET_HAVE_COST_PLOT
     std::string error;
     if (!plot_path.empty() && !report.points.empty()) {

@@ -231,6 +231,11 @@ TEST(RobustWrite, StdoutPastTheFileSizeLimitNamesTheLimit) {
     EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal;
     EXPECT_EQ(r.exit_code, 1) << r.err;
     EXPECT_EQ(r.err, "retnet cost: error: cannot write to standard output (File too large)\n");
+    ChildSetup onto_full;
+    onto_full.stdout_path = "/dev/full";
+    const CliResult full = run_retnet({"cost", "--from", (dir / "big.json").string(), "--json"}, 120, 0, onto_full);
+    EXPECT_EQ(full.exit_code, 1) << full.err;
+    EXPECT_EQ(full.err, "retnet cost: error: cannot write to standard output (No space left on device)\n");
 }
 
 // A symbolic link left at the temporary name is replaced, not written through: the file it points to
