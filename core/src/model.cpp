@@ -95,6 +95,11 @@ Model make_transformer_twin(const ModelConfig& retnet, uint64_t seed, const std:
 
 namespace {
 
+// The cancel check of this file's long steps: true from `cancelled` throws retnet::Cancelled.
+void throw_if_cancelled(const std::function<bool()>& cancelled) {
+    if (cancelled && cancelled()) throw Cancelled();
+}
+
 // Every weight tensor of `weights` (const or not).
 template <typename Weights, typename T = std::conditional_t<std::is_const_v<Weights>, const Tensor, Tensor>>
 std::vector<T*> tensors_of(Weights& w) {
@@ -151,7 +156,7 @@ std::shared_ptr<const Model> with_f32_weights(std::shared_ptr<const Model> model
 Model narrowed_to_bf16(Model model, const std::function<bool()>& cancelled) {
     for (Tensor* t : tensors_of(model.weights)) {
         if (t->rank() == 2) t->narrow_to_bf16();
-        if (cancelled && cancelled()) throw Cancelled();
+        throw_if_cancelled(cancelled);
     }
     return model;
 }
@@ -181,9 +186,6 @@ Tensor make_tensor(std::vector<int64_t> shape, float fill, bool allocate) {
 
 Model make_empty_model(const ModelConfig& config, bool allocate, const std::function<bool()>& cancelled) {
     config.validate();
-    const auto poll = [&cancelled] {
-        if (cancelled && cancelled()) throw Cancelled();
-    };
     const auto T = [allocate](std::vector<int64_t> shape, float fill = 0.0f) {
         return make_tensor(std::move(shape), fill, allocate);
     };
@@ -196,10 +198,10 @@ Model make_empty_model(const ModelConfig& config, bool allocate, const std::func
     if (config.layernorm_embedding) w.embed_norm = T({d}, 1.0f);
     w.final_norm = T({d}, 1.0f);
     if (!config.tie_embeddings) w.lm_head = T({V, d});
-    poll();
+    throw_if_cancelled(cancelled);
     w.layers.resize(static_cast<size_t>(config.n_layers));
     for (LayerWeights& l : w.layers) {
-        poll();
+        throw_if_cancelled(cancelled);
         l.attn_norm = T({d}, 1.0f);
         l.q_proj = T({K, d});
         l.k_proj = T({K, d});
@@ -256,9 +258,7 @@ void linear_default(Tensor& t, std::mt19937_64& rng, const Poll& poll) {
 }  // namespace
 
 Model make_random_model(const ModelConfig& config, uint64_t seed, const std::function<bool()>& cancelled) {
-    const Poll poll = [&cancelled] {
-        if (cancelled && cancelled()) throw Cancelled();
-    };
+    const Poll poll = [&cancelled] { throw_if_cancelled(cancelled); };
     poll();
     Model m = make_empty_model(config, true, cancelled);  // zero-filling 0.7 GB took 0.1-0.25 s
     std::mt19937_64 rng(seed);

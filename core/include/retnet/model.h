@@ -91,8 +91,9 @@ std::vector<float> default_rotary_theta(const ModelConfig& config);
 // asked after the embedding and before each layer (throws retnet::Cancelled).
 Model make_empty_model(const ModelConfig& config, bool allocate = true, const std::function<bool()>& cancelled = {});
 // The reference implementation's initialization (docs/spec.md §2.11 torchscale, §3.7 fla), deterministic in seed.
-// `cancelled` is asked before the embedding, the output matrix and each layer (a model of billions
-// of values takes tens of seconds); true throws retnet::Cancelled.
+// `cancelled` is asked as the tensors are allocated (make_empty_model), before each layer, and every
+// 2^20 values drawn (a model of billions of values takes tens of seconds); true throws
+// retnet::Cancelled.
 Model make_random_model(const ModelConfig& config, uint64_t seed, const std::function<bool()>& cancelled = {});
 
 // The Transformer twin of a RetNet config (docs/transformer.md): same d, L, H, vocabulary, norm eps,
