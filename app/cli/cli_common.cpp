@@ -159,6 +159,13 @@ void name_interrupted_command(const std::string& command) {
     g_cancelled_line.store(line);
 }
 
+int cancelled_after_whole_output(const char* command, bool json) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "retnet %s: cancelled after the %s was complete (it is printed whole)\n", command,
+                 json ? "report" : "table");
+    return cancelled_status();
+}
+
 int cancelled_status() {
     g_cancel_said.store(kSaid);  // called as the command has said its cancel
     const int sig = g_signal.load();

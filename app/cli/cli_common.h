@@ -78,6 +78,10 @@ void name_interrupted_command(const std::string& command);
 // as a shell reports a process the signal ended. Called once the command has said its cancel: a
 // signal after it ends the process without saying it again.
 int cancelled_status();
+// For a signal that came once the work was done and was held until the output was whole: says so
+// ("retnet COMMAND: cancelled after the report (json) or table was complete") and gives
+// cancelled_status(). Before, such a signal was dropped and the exit was 0.
+int cancelled_after_whole_output(const char* command, bool json);
 
 // Ctrl-C (or SIGTERM) during a long command: while an InterruptGuard lives, the signal only raises
 // flag(), which the work polls (to stop cleanly: save, print what it has, exit cancelled_status()).

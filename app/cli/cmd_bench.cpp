@@ -292,12 +292,7 @@ int run_bench(const std::vector<std::string>& argv) {
     if (const int64_t in_use = backend->device_memory_in_use(); in_use >= 0) report["device_memory_bytes"] = in_use;
     if (json) std::printf("%s\n", json_text(report, 2).c_str());
     else print_tables(report);
-    if (!cancelled && interrupt.raised()) {  // after the last measurement: the output is whole, and says so
-        std::fflush(stdout);
-        std::fprintf(stderr, "retnet bench: cancelled after the %s was complete (it is printed whole)\n",
-                     json ? "report" : "table");
-        return cancelled_status();
-    }
+    if (!cancelled && interrupt.raised()) return cancelled_after_whole_output("bench", json);  // after the last measurement
     if (!cancelled) return 0;
     std::fflush(stdout);
     std::fprintf(stderr, "retnet bench: cancelled during measurement %d of %d; the %s holds the %d finished before it\n",

@@ -461,15 +461,8 @@ int run_cost(const std::vector<std::string>& argv) {
         if (!write_cost_plot_png(drawn, plot_path, &error)) throw Error("--plot: " + error);
     }
 #endif
-    if (!measured.cancelled) {
-        if (!until_printed.raised()) return 0;
-        // The signal came once the measurement was done (or the report read): it was held so the
-        // output is whole, and the exit status still says it came.
-        std::fflush(stdout);
-        std::fprintf(stderr, "retnet cost: cancelled after the %s was complete (it is printed whole)\n",
-                     json ? "report" : "table");
-        return cancelled_status();
-    }
+    // a signal once measured, or once the report was read, was held while the output was written
+    if (!measured.cancelled) return until_printed.raised() ? cancelled_after_whole_output("cost", json) : 0;
     if (measured.before_measuring) {
         std::fputs(before_measuring, stderr);
         return cancelled_status();
