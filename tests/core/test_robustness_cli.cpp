@@ -464,18 +464,10 @@ TEST(RobustInterrupt, SigintWhileTheModelLoadsStillWritesTheReport) {
 // line (or, while reading, nothing printed). Before, the signal was dropped and the exit was 0.
 TEST(RobustInterrupt, ASignalAfterTheMeasurementStillEndsWith130) {
     ScratchDir dir("signal_after");
-    std::string lengths = "1000000000";  // 10,000 lengths past any memory (an argument holds at most 128 KB)
-    for (int k = 1; k < 10000; ++k) {
-        lengths += ',';
-        lengths += std::to_string(1000000000 + k);
-    }
-    std::string batches = "1";
-    for (int b = 2; b <= 10; ++b) {
-        batches += ',';
-        batches += std::to_string(b);
-    }
-    const CliResult measured = run_retnet({"cost", "--model", model_dir().string(), "--lengths", lengths, "--batch",
-                                           batches, "--json", "--max-memory", "2G"});
+    // 10,000 lengths past any memory (an argument holds at most 128 KB) × 10 batches
+    const CliResult measured = run_retnet({"cost", "--model", model_dir().string(), "--lengths",
+                                           counting_list(1000000000, 10000), "--batch", counting_list(1, 10), "--json",
+                                           "--max-memory", "2G"});
     ASSERT_EQ(measured.exit_code, 0) << measured.err;
     spit(dir / "big.json", measured.out);
     int late = 0;

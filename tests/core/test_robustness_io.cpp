@@ -217,13 +217,9 @@ TEST(RobustWrite, CostPlotPastTheFileSizeLimitIsOneLineAndKeepsTheTable) {
 TEST(RobustWrite, StdoutPastTheFileSizeLimitNamesTheLimit) {
     ScratchDir dir("stdout_full");
     write_small_model(dir / "model", /*with_tokenizer=*/false);
-    std::string lengths = "1000000000";
-    for (int k = 1; k < 4000; ++k) {
-        lengths += ',';
-        lengths += std::to_string(1000000000 + k);
-    }
-    const CliResult measured = run_retnet({"cost", "--model", (dir / "model").string(), "--lengths", lengths,
-                                           "--batch", "1,2,3,4,5", "--json", "--max-memory", "2G"});
+    const CliResult measured = run_retnet({"cost", "--model", (dir / "model").string(), "--lengths",
+                                           counting_list(1000000000, 4000), "--batch", "1,2,3,4,5", "--json",
+                                           "--max-memory", "2G"});
     ASSERT_EQ(measured.exit_code, 0) << measured.err;
     ASSERT_GT(measured.out.size(), size_t{1} << 20);
     spit(dir / "big.json", measured.out);

@@ -107,6 +107,17 @@ inline void apply_child_setup(const ChildSetup& setup) {
 // shell's `ulimit -f` does: SIGXFSZ is left at its default action, which retnet itself must
 // ignore so that a write past the limit fails with EFBIG, as writes fail on a full disk or quota
 // (before, the tests ignored it for the child, and `retnet` under `ulimit -f` was killed).
+// "first,first+1,…" (count values): an option's list, such as lengths past any memory for a report of
+// many out-of-memory points.
+inline std::string counting_list(int64_t first, int count) {
+    std::string list;
+    for (int k = 0; k < count; ++k) {
+        if (k > 0) list += ',';
+        list += std::to_string(first + k);
+    }
+    return list;
+}
+
 inline CliResult run_retnet(const std::vector<std::string>& args, int timeout_s = 120, long file_size_limit = 0,
                             const ChildSetup& setup = {}) {
     static int counter = 0;
