@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "attention.h"
+#include "decode_retention.h"
 #include "backend_cuda_class.h"
 #include "backend_cuda_internal.h"
 #include "retnet/cuda/module.h"
@@ -91,6 +92,7 @@ void CudaBackend::prepare_retention(Form form, int chunk, size_t t_max, size_t t
         grow(ws_.arrivals, n * H);
         RETNET_CUDA_CHECK(cudaMemsetAsync(ws_.arrivals.get(), 0, sizeof(unsigned) * n * H, stream()));
     }
+    if (decode_.active) grow(ws_.rotary_angles, n * (Dk / 2));
     grow(ws_.row_factor, H * tp_max);
     grow(ws_.row_abs, H * tp_max);
     grow(ws_.norms_sq, t_max * H);
@@ -241,6 +243,10 @@ void CudaBackend::stage_decode_batch(const ForwardPlan& plan) {
     }
     decode_.positions = staging_.stage(std::span<const int64_t>(positions), stream());
     decode_.states = staging_.stage(std::span<float* const>(states), stream());
+    // The step's first launch: every layer's decode retention reads these (decode_retention.h).
+    if (!replaying())
+        cuda::launch_rotary_angles(decode_.positions, theta_.get(), static_cast<int>(N), c.head_dim_k() / 2,
+                                   ws_.rotary_angles.get(), stream());
 }
 
 void CudaBackend::embed(std::span<const int32_t> tokens, float scale, Rows x) {

@@ -44,6 +44,7 @@ struct HeadMajor {
     DeviceBuffer<float> intro_scores;         // (H', T, T)
     DeviceBuffer<__nv_bfloat16> act_bf16;     // the next GEMM's bf16 input rows
     DeviceBuffer<unsigned> arrivals;          // (N, H) decoding: zero between steps (decode_retention.h)
+    DeviceBuffer<double2> rotary_angles;      // (N, Dk/2) decoding: sin, cos at each sequence's new position
 };
 
 class CudaBackend final : public BlockBackend, private BlockOps {

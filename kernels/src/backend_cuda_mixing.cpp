@@ -108,8 +108,7 @@ void CudaBackend::decode_retention(const RetentionCall& call, Rows q, Rows k, Ro
     const QKScale scale = qk_scale(c);
     args.q = q.data, args.k = k.data, args.v = v.data;
     args.states = decode_.states + static_cast<size_t>(call.layer) * N;
-    args.positions = decode_.positions;
-    args.theta = theta_.get();
+    args.angles = ws_.rotary_angles.get();
     args.q_scale = scale.q, args.k_scale = scale.k;
     args.interleaved = rotary_pairs(c.family) == RotaryPairs::Interleaved;
     args.o = ws_.oh.get();

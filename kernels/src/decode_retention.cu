@@ -52,18 +52,22 @@ __global__ void __launch_bounds__(kCols * kRowGroups) decode_retention_kernel(De
         }
     };
     load_rows(ty);
+    // The rotary's sines and cosines at this token's position, formed once for the step by
+    // launch_rotary_angles two launches or more before this one: the launch before it let this one
+    // start only after its own wait for theirs, so they are complete and read here beside the state,
+    // off the path that waits for the projections (a double sincos in every block was on it).
+    const double2* angles = a.angles + static_cast<int64_t>(n) * half;
+    const double2 first_angle = tid < half ? angles[tid] : double2{};
     wait_for_previous_grid();
     allow_next_grid();
 
-    // rotary, exactly as launch_rotary_to_head_major: the angle in float32, the rotation in double
+    // rotary, exactly as launch_rotary_to_head_major: the rotation in double
     const float* q_row = a.q + (static_cast<int64_t>(n) * a.H + h) * Dk;
     const float* k_row = a.k + (static_cast<int64_t>(n) * a.H + h) * Dk;
-    const float position = static_cast<float>(a.positions[n]);
     for (int i = tid; i < half; i += blockDim.x) {
         const int i0 = a.interleaved ? 2 * i : i, i1 = a.interleaved ? 2 * i + 1 : i + half;
-        const float angle = position * a.theta[i];
-        double s, c;
-        sincos(static_cast<double>(angle), &s, &c);
+        const double2 angle = i == tid ? first_angle : angles[i];
+        const double s = angle.x, c = angle.y;
         const double q0 = static_cast<double>(q_row[i0]) * a.q_scale, q1 = static_cast<double>(q_row[i1]) * a.q_scale;
         const double k0 = static_cast<double>(k_row[i0]) * a.k_scale, k1 = static_cast<double>(k_row[i1]) * a.k_scale;
         s_q[i0] = static_cast<float>(q0 * c - q1 * s);
@@ -116,6 +120,19 @@ __global__ void __launch_bounds__(kCols * kRowGroups) decode_retention_kernel(De
     if (a.y || a.y_bf16) head_norm_gate_if_last(a, n, h, o_head);
 }
 
+// One thread per (sequence n, pair i): the angle in float32, its sine and cosine in double, as
+// launch_rotary_to_head_major forms them.
+__global__ void rotary_angles_kernel(const int64_t* __restrict__ positions, const float* __restrict__ theta, int N,
+                                     int half, double2* __restrict__ angles) {
+    const int e = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+    if (e >= N * half) return;
+    const int n = e / half, i = e - n * half;
+    const float angle = static_cast<float>(positions[n]) * theta[i];
+    double s, c;
+    sincos(static_cast<double>(angle), &s, &c);
+    angles[e] = make_double2(s, c);
+}
+
 // The head norm and gate of head h of sequence n, by whichever of its column blocks finishes
 // last (the others' o columns are then all written): the threadfence-reduction pattern.
 __device__ void head_norm_gate_if_last(const DecodeRetentionArgs& a, int n, int h, const float* o_head) {
@@ -144,6 +161,17 @@ __device__ void head_norm_gate_if_last(const DecodeRetentionArgs& a, int n, int 
 
 }  // namespace
 
+void launch_rotary_angles(const int64_t* positions, const float* theta, int N, int half, double2* angles,
+                          cudaStream_t stream) {
+    if (N <= 0 || half <= 0) return;
+    constexpr int kThreads = 256;
+    const int64_t total = static_cast<int64_t>(N) * half;
+    if (total > (int64_t{1} << 30)) throw Error("rotary angles: " + std::to_string(total) + " pairs (unsupported)");
+    rotary_angles_kernel<<<static_cast<unsigned>(ceil_div(total, kThreads)), kThreads, 0, stream>>>(positions, theta, N,
+                                                                                                   half, angles);
+    RETNET_CUDA_CHECK(cudaGetLastError());
+}
+
 void launch_decode_retention(const DecodeRetentionArgs& args, cudaStream_t stream) {
     if (args.N == 0) return;
     if (args.Dk % 2 != 0 || args.N > 65535 || args.H > 65535)
@@ -153,6 +181,7 @@ void launch_decode_retention(const DecodeRetentionArgs& args, cudaStream_t strea
     if (smem > 48 * 1024)
         RETNET_CUDA_CHECK(cudaFuncSetAttribute(decode_retention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem)));
+    if (!args.angles) throw Error("decode retention: no rotary angles (internal error)");
     if ((args.y || args.y_bf16) && !args.arrivals) throw Error("decode retention: the fused head norm needs its arrival counters (internal error)");
     const dim3 grid(ceil_div(args.Dv, kCols), static_cast<unsigned>(args.H), static_cast<unsigned>(args.N));
     launch_overlapped(decode_retention_kernel, grid, dim3(kCols * kRowGroups), smem, stream, args);

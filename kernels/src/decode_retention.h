@@ -13,7 +13,7 @@
 // co-scheduling fewer blocks; not kept. Leaving the norm's scale to the output projection's GEMV,
 // and storing the last state rows after the block's arrival, were measured slower on the H100:
 // docs/benchmarks.md.)
-// Everything that changes between steps (positions, the states' addresses, torchscale's
+// Everything that changes between steps (the rotary's angles, the states' addresses, torchscale's
 // coefficients) is read from device memory, so the launch can be replayed from a CUDA graph.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -27,8 +27,8 @@ struct DecodeRetentionArgs {
     const float* k = nullptr;          // (N, H·Dk)
     const float* v = nullptr;          // (N, H·Dv)
     float* const* states = nullptr;    // (N) each sequence's (H, Dk, Dv) state of this layer
-    const int64_t* positions = nullptr;  // (N) absolute position of the new token
-    const float* theta = nullptr;      // (Dk/2)
+    const double2* angles = nullptr;   // (N, Dk/2) sin, cos of the new token's angles (launch_rotary_angles),
+                                       // written two launches or more before this one (or not overlapped)
     float q_scale = 1.0f, k_scale = 1.0f;
     bool interleaved = false;          // pairs (2i, 2i+1) (torchscale), else (i, i + Dk/2)
     const float* coef_a = nullptr;     // (N, H), or (H) shared when coef_per_sequence is false
@@ -47,6 +47,12 @@ struct DecodeRetentionArgs {
     unsigned* arrivals = nullptr;      // (N, H) zero before the launch, and again after it
     int N = 0, H = 0, Dk = 0, Dv = 0;
 };
+
+// The rotary's (sin, cos) of each sequence's new token, (N, Dk/2), as launch_rotary_to_head_major
+// forms them (the angle positions[n]·θ_i in float32, its sine and cosine in double): once per step
+// for all the layers' decode retention launches.
+void launch_rotary_angles(const int64_t* positions, const float* theta, int N, int half, double2* angles,
+                          cudaStream_t stream);
 
 void launch_decode_retention(const DecodeRetentionArgs& args, cudaStream_t stream);
 

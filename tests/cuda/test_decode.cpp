@@ -261,6 +261,13 @@ protected:
         for (int n = 0; n < GetParam().N; ++n) p.push_back(n == 0 ? 0 : 17 * n + (n == 2 ? 100000 : 0));
         return p;
     }
+    // What a decoding step forms once for all its layers' retention launches.
+    DeviceBuffer<double2> rotary_angles(const DeviceBuffer<int64_t>& positions, const DeviceBuffer<float>& theta) {
+        const DecodeCase& c = GetParam();
+        DeviceBuffer<double2> angles(static_cast<size_t>(c.N) * (c.Dk / 2));
+        launch_rotary_angles(positions.get(), theta.get(), c.N, c.Dk / 2, angles.get(), stream());
+        return angles;
+    }
 };
 
 // Against the math in double: rotate, S ← aS + b k vᵀ, o = qᵀ S, per sequence and head.
@@ -283,12 +290,13 @@ TEST_P(DecodeRetentionTest, MatchesNaiveStepFromNonZeroStates) {
     auto dq = to_device(q, stream()), dk = to_device(k, stream()), dv = to_device(v, stream());
     auto dtheta = to_device(theta, stream()), da = to_device(coef_a, stream()), db = to_device(coef_b, stream());
     auto dpos = to_device(positions(), stream());
+    auto dangles = rotary_angles(dpos, dtheta);
     auto dptr = to_device(state_ptrs, stream());
     DeviceBuffer<float> d_o(static_cast<size_t>(c.H) * c.N * c.Dv), dnorm(static_cast<size_t>(c.N) * c.H);
     dnorm.zero(stream());
     DecodeRetentionArgs args;
-    args.q = dq.get(), args.k = dk.get(), args.v = dv.get(), args.states = dptr.get(), args.positions = dpos.get();
-    args.theta = dtheta.get(), args.q_scale = 0.5f, args.k_scale = 1.25f, args.interleaved = c.interleaved;
+    args.q = dq.get(), args.k = dk.get(), args.v = dv.get(), args.states = dptr.get(), args.angles = dangles.get();
+    args.q_scale = 0.5f, args.k_scale = 1.25f, args.interleaved = c.interleaved;
     args.coef_a = da.get(), args.coef_b = db.get(), args.coef_per_sequence = c.per_sequence;
     args.o = d_o.get(), args.norms_sq = dnorm.get(), args.N = c.N, args.H = c.H, args.Dk = c.Dk, args.Dv = c.Dv;
     launch_decode_retention(args, stream());
@@ -337,6 +345,7 @@ TEST_P(DecodeRetentionTest, BitIdenticalToRotaryThenRecurrentScan) {
     auto dq = to_device(q, stream()), dk = to_device(k, stream()), dv = to_device(v, stream());
     auto dtheta = to_device(theta, stream()), dcoef = to_device(coef, stream());
     auto dpos = to_device(positions(), stream());
+    auto dangles = rotary_angles(dpos, dtheta);
     std::vector<DeviceBuffer<float>> fused, scanned;
     std::vector<float*> ptrs;
     for (int n = 0; n < c.N; ++n) {
@@ -348,8 +357,8 @@ TEST_P(DecodeRetentionTest, BitIdenticalToRotaryThenRecurrentScan) {
     auto dptr = to_device(ptrs, stream());
     DeviceBuffer<float> d_o(static_cast<size_t>(c.H) * c.N * c.Dv);
     DecodeRetentionArgs args;
-    args.q = dq.get(), args.k = dk.get(), args.v = dv.get(), args.states = dptr.get(), args.positions = dpos.get();
-    args.theta = dtheta.get(), args.q_scale = 0.5f, args.k_scale = 1.25f, args.interleaved = c.interleaved;
+    args.q = dq.get(), args.k = dk.get(), args.v = dv.get(), args.states = dptr.get(), args.angles = dangles.get();
+    args.q_scale = 0.5f, args.k_scale = 1.25f, args.interleaved = c.interleaved;
     args.coef_a = dcoef.get(), args.coef_b = dcoef.get() + c.N * c.H, args.coef_per_sequence = true;
     args.o = d_o.get(), args.N = c.N, args.H = c.H, args.Dk = c.Dk, args.Dv = c.Dv;
     launch_decode_retention(args, stream());
@@ -395,6 +404,7 @@ TEST_P(DecodeRetentionTest, FusedHeadNormGateEqualsSeparateLaunch) {
     auto dg = to_device(g, stream()), dw = to_device(w, stream());
     auto dtheta = to_device(theta, stream()), dcoef = to_device(coef, stream());
     auto dpos = to_device(positions(), stream());
+    auto dangles = rotary_angles(dpos, dtheta);
     std::vector<DeviceBuffer<float>> fused_states, separate_states;
     std::vector<float*> fused_ptrs, separate_ptrs;
     for (int n = 0; n < c.N; ++n) {
@@ -410,8 +420,8 @@ TEST_P(DecodeRetentionTest, FusedHeadNormGateEqualsSeparateLaunch) {
     DeviceBuffer<unsigned> arrivals(static_cast<size_t>(c.N) * c.H);
     arrivals.zero(stream());
     DecodeRetentionArgs args;
-    args.q = dq.get(), args.k = dk.get(), args.v = dv.get(), args.positions = dpos.get();
-    args.theta = dtheta.get(), args.q_scale = 0.5f, args.k_scale = 1.25f, args.interleaved = c.interleaved;
+    args.q = dq.get(), args.k = dk.get(), args.v = dv.get(), args.angles = dangles.get();
+    args.q_scale = 0.5f, args.k_scale = 1.25f, args.interleaved = c.interleaved;
     args.coef_a = dcoef.get(), args.coef_b = dcoef.get() + c.H;
     args.N = c.N, args.H = c.H, args.Dk = c.Dk, args.Dv = c.Dv;
     DeviceBuffer<__nv_bfloat16> y16_fused(vv), y16_separate(vv);

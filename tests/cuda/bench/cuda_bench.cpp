@@ -186,6 +186,8 @@ void bench_decode_ops(int M) {
     dptrs.upload(ptrs, stream.get());
     DeviceBuffer<int64_t> pos(static_cast<size_t>(M));
     RETNET_CUDA_CHECK(cudaMemsetAsync(pos.get(), 0, pos.bytes(), stream.get()));
+    DeviceBuffer<double2> angles(static_cast<size_t>(M) * (Dk / 2));
+    launch_rotary_angles(pos.get(), theta.get(), M, Dk / 2, angles.get(), stream.get());
     auto report = [&](const char* what, double us, double bytes) {
         if (us <= 0.0) return;
         std::printf("  op M=%d %-28s %8.2f us  %7.0f GB/s\n", M, what, us, bytes / (us * 1e3));
@@ -219,7 +221,7 @@ void bench_decode_ops(int M) {
                  {W + 4 * d * d, y.get(), 2 * d, false}}, d),
            2.0 * 6 * d * d);
     DecodeRetentionArgs a;
-    a.q = x.get(), a.k = x.get(), a.v = x.get(), a.states = dptrs.get(), a.positions = pos.get(), a.theta = theta.get();
+    a.q = x.get(), a.k = x.get(), a.v = x.get(), a.states = dptrs.get(), a.angles = angles.get();
     a.coef_a = coef.get(), a.coef_b = coef.get() + H, a.o = o.get(), a.N = M, a.H = H, a.Dk = Dk, a.Dv = Dv;
     auto retention = [&](DecodeRetentionArgs args) {
         int i = 0;
