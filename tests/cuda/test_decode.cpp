@@ -6,6 +6,7 @@
 // the double reference).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -450,12 +451,31 @@ TEST_P(DecodeRetentionTest, FusedHeadNormGateEqualsSeparateLaunch) {
         }
 }
 
+// The step's angles against the math: the angle positions[n]·θ_i in float32 (as the references form
+// it), its sine and cosine in double. CUDA's double sin and cos are within 2 ulp (< 4.5e-16 here).
+TEST_P(DecodeRetentionTest, RotaryAnglesMatchDoubleSinCos) {
+    const DecodeCase& c = GetParam();
+    const auto theta = random_vector(static_cast<size_t>(c.Dk / 2), 21, 0.0f, 1.0f);
+    auto dtheta = to_device(theta, stream());
+    auto dpos = to_device(positions(), stream());
+    const DeviceBuffer<double2> dangles = rotary_angles(dpos, dtheta);
+    const std::vector<double2> got = to_host(dangles, stream());
+    for (int n = 0; n < c.N; ++n)
+        for (int i = 0; i < c.Dk / 2; ++i) {
+            const float angle = static_cast<float>(positions()[static_cast<size_t>(n)]) * theta[static_cast<size_t>(i)];
+            const double2 g = got[static_cast<size_t>(n) * (c.Dk / 2) + i];
+            EXPECT_NEAR(g.x, std::sin(static_cast<double>(angle)), 1e-15) << "n " << n << " i " << i;
+            EXPECT_NEAR(g.y, std::cos(static_cast<double>(angle)), 1e-15) << "n " << n << " i " << i;
+        }
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, DecodeRetentionTest,
                          ::testing::Values(DecodeCase{1, 1, 6, 5, true, false}, DecodeCase{3, 2, 64, 100, false, true},
                                            DecodeCase{4, 3, 100, 40, true, true},
                                            DecodeCase{2, 2, 256, 512, false, false},
                                            DecodeCase{5, 1, 128, 33, false, true},
-                                           DecodeCase{2, 2, 32, 600, true, false}));
+                                           DecodeCase{2, 2, 32, 600, true, false},
+                                           DecodeCase{1, 1, 1026, 40, true, false}));  // pairs past one per thread
 
 
 // ---- whole models: graph replay against launches one by one ----------------------------------------
