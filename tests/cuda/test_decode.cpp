@@ -475,7 +475,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, DecodeRetentionTest,
                                            DecodeCase{2, 2, 256, 512, false, false},
                                            DecodeCase{5, 1, 128, 33, false, true},
                                            DecodeCase{2, 2, 32, 600, true, false},
-                                           DecodeCase{1, 1, 1026, 40, true, false}));  // pairs past one per thread
+                                           DecodeCase{1, 1, 1026, 40, true, false},  // pairs past one per thread
+                                           DecodeCase{40, 2, 64, 512, false, true}));  // more blocks than one wave
 
 
 // ---- whole models: graph replay against launches one by one ----------------------------------------
