@@ -23,27 +23,28 @@
 
 namespace retnet {
 namespace cuda_backend {
+namespace {
+bool is_projection(Weight w) {
+    return w != Weight::EmbedNorm && w != Weight::AttnNorm && w != Weight::FfnNorm && w != Weight::FinalNorm;
+}
+}  // namespace
 
-void CudaBackend::upload(const Tensor& held, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging) {
+void CudaBackend::upload(const Tensor& held, DeviceWeight& out, __nv_bfloat16* bf16_at, DeviceBuffer<float>& staging) {
     if (held.empty()) return;
     out.out = static_cast<int>(held.dim(0));
     out.in = held.rank() > 1 ? static_cast<int>(held.dim(1)) : 1;
-    if (held.storage() == Storage::BF16 && projection && options_.bf16_weights) {
-        // A bf16 checkpoint's matrix goes up as it is held (bf16 is the upper half of an fp32).
-        out.bf16.resize(held.bf16.size());
-        RETNET_CUDA_CHECK(cudaMemcpy(out.bf16.get(), held.bf16.data(), held.bf16.size() * sizeof(uint16_t),
+    if (!bf16_at) {
+        out.f32.upload(held.storage() == Storage::BF16 ? held.to_f32().data : held.data, stream());
+        return;
+    }
+    out.bf16 = bf16_at;
+    if (held.storage() == Storage::BF16) {  // a bf16 checkpoint's matrix goes up as it is held
+        RETNET_CUDA_CHECK(cudaMemcpy(bf16_at, held.bf16.data(), held.bf16.size() * sizeof(uint16_t),
                                      cudaMemcpyHostToDevice));
         return;
     }
-    const Tensor widened = held.storage() == Storage::BF16 ? held.to_f32() : Tensor();
-    const Tensor& w = widened.empty() ? held : widened;
-    if (!projection || !options_.bf16_weights) {
-        out.f32.upload(w.data, stream());
-        return;
-    }
-    staging.upload(w.data, stream());
-    out.bf16.resize(w.data.size());
-    cuda::launch_float_to_bf16(staging.get(), out.bf16.get(), w.numel(), stream());
+    staging.upload(held.data, stream());
+    cuda::launch_float_to_bf16(staging.get(), bf16_at, held.numel(), stream());
     stream_->synchronize();  // the staging buffer is reused by the next upload
 }
 
@@ -54,16 +55,30 @@ void CudaBackend::upload_weights() {
     embed_.upload(m.weights.embed.storage() == Storage::BF16 ? m.weights.embed.to_f32().data
                                                                       : m.weights.embed.data,
                   stream());
-    for (Weight w : {Weight::EmbedNorm, Weight::FinalNorm, Weight::Output})
-        upload(model_weight(m, -1, w), model_weights_[static_cast<size_t>(w)], w == Weight::Output, staging);
-    layer_weights_.resize(m.weights.layers.size());
-    for (int l = 0; l < static_cast<int>(m.weights.layers.size()); ++l)
-        for (Weight w : {Weight::AttnNorm, Weight::Q, Weight::K, Weight::V, Weight::G, Weight::O, Weight::FfnNorm,
-                         Weight::FfnAct, Weight::FfnLin, Weight::FfnOut}) {
-            const bool projection = w != Weight::AttnNorm && w != Weight::FfnNorm;
-            upload(model_weight(m, l, w), layer_weights_[static_cast<size_t>(l)][static_cast<size_t>(w)], projection,
-                   staging);
+    const bool bf16 = options_.bf16_weights;
+    // One allocation per group, each projection's bf16 values at its place in it.
+    auto upload_group = [&](int layer, std::span<const Weight> weights, auto&& destination) {
+        size_t total = 0;
+        for (Weight w : weights)
+            if (bf16 && is_projection(w)) total += static_cast<size_t>(model_weight(m, layer, w).numel());
+        DeviceBuffer<__nv_bfloat16>& storage = bf16_weights_.emplace_back(total);
+        size_t at = 0;
+        for (Weight w : weights) {
+            const Tensor& held = model_weight(m, layer, w);
+            const bool to_bf16 = bf16 && is_projection(w) && !held.empty();
+            upload(held, destination(w), to_bf16 ? storage.get() + at : nullptr, staging);
+            if (to_bf16) at += static_cast<size_t>(held.numel());
         }
+    };
+    const Weight model_level[] = {Weight::EmbedNorm, Weight::FinalNorm, Weight::Output};
+    upload_group(-1, model_level, [&](Weight w) -> DeviceWeight& { return model_weights_[static_cast<size_t>(w)]; });
+    layer_weights_.resize(m.weights.layers.size());
+    const Weight layer_level[] = {Weight::AttnNorm, Weight::Q,       Weight::K,       Weight::V,      Weight::G,
+                                  Weight::O,        Weight::FfnNorm, Weight::FfnAct, Weight::FfnLin, Weight::FfnOut};
+    for (int l = 0; l < static_cast<int>(m.weights.layers.size()); ++l)
+        upload_group(l, layer_level, [&](Weight w) -> DeviceWeight& {
+            return layer_weights_[static_cast<size_t>(l)][static_cast<size_t>(w)];
+        });
     // The per-head norm weight is not a BlockOps weight: it is part of the retention op.
     std::vector<float> fla_step(2 * gamma_.size());
     for (size_t h = 0; h < gamma_.size(); ++h) {
@@ -93,6 +108,9 @@ void CudaBackend::prepare_retention(Form form, int chunk, size_t t_max, size_t t
         RETNET_CUDA_CHECK(cudaMemsetAsync(ws_.arrivals.get(), 0, sizeof(unsigned) * n * H, stream()));
     }
     if (decode_.active) grow(ws_.rotary_angles, n * (Dk / 2));
+    if (decode_.active && options_.bf16_weights && n > static_cast<size_t>(cuda::kSkinnyMaxRows))
+        grow(ws_.projected, n * (2 * H * Dk + 2 * H * Dv));  // project_in_one_gemm
+    projected_ = {};
     grow(ws_.row_factor, H * tp_max);
     grow(ws_.row_abs, H * tp_max);
     grow(ws_.norms_sq, t_max * H);
@@ -191,6 +209,7 @@ void CudaBackend::prepare(const ForwardPlan& plan) {
 
 void CudaBackend::finish(bool completed) {
     rows_in_bf16_only_ = nullptr, bf16_only_at_ = nullptr;
+    projected_ = {};
     v_in_head_major_ = false;
     if (!completed) {
         downloads_.discard();
@@ -306,6 +325,11 @@ using cuda_backend::CudaBackend;
 uint64_t cuda_bf16_handoffs(const Backend& backend) {
     const auto* cuda = dynamic_cast<const CudaBackend*>(&backend);
     return cuda ? cuda->bf16_handoffs_ : 0;
+}
+
+uint64_t cuda_one_gemm_projections(const Backend& backend) {
+    const auto* cuda = dynamic_cast<const CudaBackend*>(&backend);
+    return cuda ? cuda->one_gemm_projections_ : 0;
 }
 
 int64_t cuda_device_memory_in_use() {

@@ -27,7 +27,9 @@ using cuda::DeviceBuffer;
 // One weight on the device: norms and the embedding in fp32; projections fp32 or bf16.
 struct DeviceWeight {
     DeviceBuffer<float> f32;
-    DeviceBuffer<__nv_bfloat16> bf16;
+    // In the backend's bf16 storage, where a layer's projections lie one after the other in the
+    // order Q, K, V, G, O, FfnAct, FfnLin, FfnOut (so that adjacent ones can be one GEMM's rows).
+    const __nv_bfloat16* bf16 = nullptr;
     int out = 0, in = 0;
 };
 
@@ -45,6 +47,7 @@ struct HeadMajor {
     DeviceBuffer<__nv_bfloat16> act_bf16;     // the next GEMM's bf16 input rows
     DeviceBuffer<unsigned> arrivals;          // (N, H) decoding: zero between steps (decode_retention.h)
     DeviceBuffer<double2> rotary_angles;      // (N, Dk/2) decoding: sin, cos at each sequence's new position
+    DeviceBuffer<float> projected;            // (N, 2·key_dim + 2·value_dim) decoding: q, k, v, g of one GEMM
 };
 
 class CudaBackend final : public BlockBackend, private BlockOps {
@@ -89,6 +92,7 @@ public:
     double last_forward_device_ms() const override { return last_device_ms_; }
 
     uint64_t bf16_handoffs_ = 0;   // projections that read rows an op wrote in bf16 alone (tests)
+    uint64_t one_gemm_projections_ = 0;  // q, k, v, g groups made by one GEMM (project_in_one_gemm; tests)
 
 private:
     double last_device_ms_ = -1.0;  // no forward yet
@@ -162,7 +166,8 @@ private:
 
     // ---- weights ------------------------------------------------------------------------------
     void upload_weights();
-    void upload(const Tensor& w, DeviceWeight& out, bool projection, DeviceBuffer<float>& staging);
+    // A projection with bf16 weights goes to bf16_at (room for w's values), other tensors to out.f32.
+    void upload(const Tensor& w, DeviceWeight& out, __nv_bfloat16* bf16_at, DeviceBuffer<float>& staging);
     const DeviceWeight& weight(int layer, Weight w) const {
         if (layer < 0) return model_weights_[static_cast<size_t>(w)];
         return layer_weights_[static_cast<size_t>(layer)][static_cast<size_t>(w)];
@@ -253,6 +258,17 @@ private:
     // Rows whose values went to ws_.act_bf16 rounded to bf16 and nowhere else (the head norm + gate's
     // and the GLU's output when the next projection reads bf16 rows): activations_bf16() then
     // takes them without a conversion launch; their fp32 buffer was not written.
+    // Decoding more rows than the skinny GEMM takes: q, k, v and g come from one GEMM over their
+    // adjacent weights into ws_.projected, and the decode retention reads them there (rows of
+    // `stride` floats) instead of from the rows they were asked into, which stay unwritten.
+    struct ProjectedRows {
+        const float* asked = nullptr;
+        const float* at = nullptr;
+        int64_t stride = 0;
+    };
+    std::array<ProjectedRows, 4> projected_{};
+    bool project_in_one_gemm(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs);
+    ProjectedRows projected_rows(Rows r) const;
     const float* rows_in_bf16_only_ = nullptr;
     const __nv_bfloat16* bf16_only_at_ = nullptr;  // where in ws_.act_bf16 they are
     // A forward of one sequence (no introspection, bf16 weights): its v projection writes ws_.vh
@@ -270,6 +286,7 @@ private:
     DeviceBuffer<float> embed_;  // (V, d) fp32: the lookup table
     std::array<DeviceWeight, static_cast<size_t>(Weight::Output) + 1> model_weights_;  // EmbedNorm, FinalNorm, Output
     std::vector<std::array<DeviceWeight, static_cast<size_t>(Weight::Output) + 1>> layer_weights_;  // L
+    std::vector<DeviceBuffer<__nv_bfloat16>> bf16_weights_;  // the output matrix, then each layer's projections
     DeviceBuffer<float> log_decay_;  // (H)
     DeviceBuffer<float> theta_;      // (Dk/2)
     std::vector<double> gamma_;      // (H) on the host

@@ -106,7 +106,10 @@ void CudaBackend::decode_retention(const RetentionCall& call, Rows q, Rows k, Ro
     }
     if (replaying()) return;
     const QKScale scale = qk_scale(c);
-    args.q = q.data, args.k = k.data, args.v = v.data;
+    const ProjectedRows qp = projected_rows(q), kp = projected_rows(k), vp = projected_rows(v), gp = projected_rows(g);
+    projected_ = {};
+    args.q = qp.at, args.k = kp.at, args.v = vp.at, args.g = gp.at;
+    args.q_stride = qp.stride, args.k_stride = kp.stride, args.v_stride = vp.stride, args.g_stride = gp.stride;
     args.states = decode_.states + static_cast<size_t>(call.layer) * N;
     args.angles = ws_.rotary_angles.get();
     args.q_scale = scale.q, args.k_scale = scale.k;
@@ -114,7 +117,7 @@ void CudaBackend::decode_retention(const RetentionCall& call, Rows q, Rows k, Ro
     args.o = ws_.oh.get();
     args.N = N, args.H = H, args.Dk = c.head_dim_k(), args.Dv = c.head_dim_v();
     const DeviceBuffer<float>& head_norm = head_norms_[static_cast<size_t>(call.layer)];
-    args.g = g.data, args.arrivals = ws_.arrivals.get();
+    args.arrivals = ws_.arrivals.get();
     args.head_norm_weight = head_norm.empty() ? nullptr : head_norm.get();
     args.head_norm_eps = static_cast<float>(call.head_norm_eps);
     // The output projection's bf16 input straight from the head norm + gate (no conversion launch).

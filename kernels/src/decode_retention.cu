@@ -32,11 +32,11 @@ struct GateColumns {
 template <>
 struct GateColumns<true> {
     float g[kGateHeld], weight[kGateHeld];
-    __device__ void load(const DecodeRetentionArgs& a, int64_t off) {
+    __device__ void load(const DecodeRetentionArgs& a, int64_t g_off) {
 #pragma unroll
         for (int k = 0; k < kGateHeld; ++k) {
             const int i = static_cast<int>(threadIdx.x + k * blockDim.x);
-            g[k] = i < a.Dv ? a.g[off + i] : 0.0f;
+            g[k] = i < a.Dv ? a.g[g_off + i] : 0.0f;
             weight[k] = i < a.Dv && a.head_norm_weight ? a.head_norm_weight[i] : 1.0f;
         }
     }
@@ -45,6 +45,13 @@ struct GateColumns<true> {
 template <bool kHold>
 __device__ void head_norm_gate_if_last(const DecodeRetentionArgs& a, int n, int h, const float* o_head,
                                        const GateColumns<kHold>& gate);
+
+// Elements from one sequence's row to the next: `stride`, or the packed width where it is 0.
+__device__ __forceinline__ int64_t row_stride(int64_t stride, int packed) { return stride ? stride : packed; }
+// Where head h of sequence n begins in g.
+__device__ __forceinline__ int64_t gate_offset(const DecodeRetentionArgs& a, int n, int h) {
+    return n * row_stride(a.g_stride, a.H * a.Dv) + static_cast<int64_t>(h) * a.Dv;
+}
 
 // One gated output: in y, or rounded as store_as rounds into y_bf16.
 __device__ __forceinline__ void store_gated(const DecodeRetentionArgs& a, int64_t at, float value) {
@@ -88,11 +95,11 @@ __global__ void __launch_bounds__(kCols * kRowGroups) decode_retention_kernel(De
     wait_for_previous_grid();
     allow_next_grid();
     GateColumns<kHoldGate> gate;
-    if (a.y || a.y_bf16) gate.load(a, (static_cast<int64_t>(n) * a.H + h) * a.Dv);
+    if (a.y || a.y_bf16) gate.load(a, gate_offset(a, n, h));
 
     // rotary, exactly as launch_rotary_to_head_major: the rotation in double
-    const float* q_row = a.q + (static_cast<int64_t>(n) * a.H + h) * Dk;
-    const float* k_row = a.k + (static_cast<int64_t>(n) * a.H + h) * Dk;
+    const float* q_row = a.q + n * row_stride(a.q_stride, a.H * Dk) + h * Dk;
+    const float* k_row = a.k + n * row_stride(a.k_stride, a.H * Dk) + h * Dk;
     for (int i = tid; i < half; i += blockDim.x) {
         const int i0 = a.interleaved ? 2 * i : i, i1 = a.interleaved ? 2 * i + 1 : i + half;
         const double2 angle = i == tid ? first_angle : angles[i];
@@ -104,7 +111,7 @@ __global__ void __launch_bounds__(kCols * kRowGroups) decode_retention_kernel(De
         s_k[i0] = static_cast<float>(k0 * c - k1 * s);
         s_k[i1] = static_cast<float>(k1 * c + k0 * s);
     }
-    if (tid < kCols) s_v[tid] = col0 + tid < a.Dv ? a.v[(static_cast<int64_t>(n) * a.H + h) * a.Dv + col0 + tid] : 0.0f;
+    if (tid < kCols) s_v[tid] = col0 + tid < a.Dv ? a.v[n * row_stride(a.v_stride, a.H * a.Dv) + h * a.Dv + col0 + tid] : 0.0f;
     __syncthreads();
 
     const int coef = a.coef_per_sequence ? n * a.H + h : h;
@@ -194,14 +201,14 @@ __device__ void head_norm_gate_if_last(const DecodeRetentionArgs& a, int n, int 
     }
     ss = block_sum(ss, shared);
     const float s = static_cast<float>(1.0 / sqrt(ss / a.Dv + static_cast<double>(a.head_norm_eps)));
-    const int64_t off = (static_cast<int64_t>(n) * a.H + h) * a.Dv;
+    const int64_t off = (static_cast<int64_t>(n) * a.H + h) * a.Dv, g_off = gate_offset(a, n, h);
     if constexpr (kHold) {
 #pragma unroll
         for (int k = 0; k < kHeld; ++k)
             if (tid + k * stride < a.Dv) store_gated(a, off + tid + k * stride, o_held[k] * s * gate.weight[k] * silu(gate.g[k]));
     }
     for (int i = tid + kHeld * stride; i < a.Dv; i += stride)
-        store_gated(a, off + i, __ldcg(o_head + i) * s * (a.head_norm_weight ? a.head_norm_weight[i] : 1.0f) * silu(a.g[off + i]));
+        store_gated(a, off + i, __ldcg(o_head + i) * s * (a.head_norm_weight ? a.head_norm_weight[i] : 1.0f) * silu(a.g[g_off + i]));
     if (threadIdx.x == 0) *arrivals = 0;  // ready for the next launch (a graph replays it as is)
 }
 

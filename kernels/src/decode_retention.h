@@ -26,6 +26,9 @@ struct DecodeRetentionArgs {
     const float* q = nullptr;          // (N, H·Dk) rows, unrotated
     const float* k = nullptr;          // (N, H·Dk)
     const float* v = nullptr;          // (N, H·Dv)
+    // Elements from one sequence's row of q, k, v, g to the next (0: packed, H·Dk or H·Dv): rows
+    // of one GEMM's output for all four are read in place.
+    int64_t q_stride = 0, k_stride = 0, v_stride = 0, g_stride = 0;
     float* const* states = nullptr;    // (N) each sequence's (H, Dk, Dv) state of this layer
     const double2* angles = nullptr;   // (N, Dk/2) sin, cos of the new token's angles (launch_rotary_angles),
                                        // written two launches or more before this one (or not overlapped)

@@ -6,6 +6,7 @@
 // the double reference).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -392,7 +393,7 @@ TEST_P(DecodeRetentionTest, BitIdenticalToRotaryThenRecurrentScan) {
 
 // The head norm and gate fused into the step against the same step followed by the separate
 // launch it replaces, bit for bit, over three steps, the last writing y in bf16 (the arrival
-// counters must be back at zero after each).
+// counters must be back at zero after each); the fused step reads q, k, v, g as strided rows.
 TEST_P(DecodeRetentionTest, FusedHeadNormGateEqualsSeparateLaunch) {
     const DecodeCase& c = GetParam();
     const size_t qk = static_cast<size_t>(c.N) * c.H * c.Dk, vv = static_cast<size_t>(c.N) * c.H * c.Dv;
@@ -416,6 +417,17 @@ TEST_P(DecodeRetentionTest, FusedHeadNormGateEqualsSeparateLaunch) {
         separate_ptrs.push_back(separate_states.back().get());
     }
     auto d_fused_ptrs = to_device(fused_ptrs, stream()), d_separate_ptrs = to_device(separate_ptrs, stream());
+    // The fused launch reads q, k, v, g in place from rows of one buffer (N, 2·H·Dk + 2·H·Dv), as
+    // one GEMM's output of all four lies; the separate one from packed rows.
+    const size_t HDk = static_cast<size_t>(c.H) * c.Dk, HDv = static_cast<size_t>(c.H) * c.Dv, row = 2 * HDk + 2 * HDv;
+    std::vector<float> joined(row * static_cast<size_t>(c.N));
+    for (size_t n = 0; n < static_cast<size_t>(c.N); ++n) {
+        std::copy_n(q.begin() + n * HDk, HDk, joined.begin() + n * row);
+        std::copy_n(k.begin() + n * HDk, HDk, joined.begin() + n * row + HDk);
+        std::copy_n(v.begin() + n * HDv, HDv, joined.begin() + n * row + 2 * HDk);
+        std::copy_n(g.begin() + n * HDv, HDv, joined.begin() + n * row + 2 * HDk + HDv);
+    }
+    auto djoined = to_device(joined, stream());
     DeviceBuffer<float> o_fused(static_cast<size_t>(c.H) * c.N * c.Dv), o_separate(o_fused.size());
     DeviceBuffer<float> y_fused(vv), y_separate(vv);
     DeviceBuffer<unsigned> arrivals(static_cast<size_t>(c.N) * c.H);
@@ -431,7 +443,10 @@ TEST_P(DecodeRetentionTest, FusedHeadNormGateEqualsSeparateLaunch) {
             const bool in_bf16 = step == 2;
             DecodeRetentionArgs fused = args, separate = args;
             fused.states = d_fused_ptrs.get(), fused.o = o_fused.get();
-            fused.g = dg.get(), fused.head_norm_weight = weight, fused.head_norm_eps = 1e-6f;
+            fused.q = djoined.get(), fused.k = djoined.get() + HDk, fused.v = djoined.get() + 2 * HDk;
+            fused.g = djoined.get() + 2 * HDk + HDv;
+            fused.q_stride = fused.k_stride = fused.v_stride = fused.g_stride = static_cast<int64_t>(row);
+            fused.head_norm_weight = weight, fused.head_norm_eps = 1e-6f;
             if (in_bf16) fused.y_bf16 = y16_fused.get();
             else fused.y = y_fused.get();
             fused.arrivals = arrivals.get();
@@ -533,7 +548,7 @@ TEST_P(GraphDecodeTest, ManyBf16SequencesReplayEqualsEagerAndMatchSequencesAlone
             for (Backend* b : {eager.get(), graphs.get(), alone.get()}) b->forward_batch({&prompt, 1}, chunkwise);
         }
         double worst = 0.0;
-        const uint64_t handoffs_before = cuda_bf16_handoffs(*eager);
+        const uint64_t handoffs_before = cuda_bf16_handoffs(*eager), one_gemm_before = cuda_one_gemm_projections(*eager);
         for (int step = 0; step < kSteps; ++step) {
             std::vector<std::vector<int32_t>> next(static_cast<size_t>(slots));
             std::vector<SequenceRequest> batch;
@@ -564,6 +579,14 @@ TEST_P(GraphDecodeTest, ManyBf16SequencesReplayEqualsEagerAndMatchSequencesAlone
         EXPECT_GE(cuda_bf16_handoffs(*eager) - handoffs_before, static_cast<uint64_t>(kSteps * config.n_layers))
             << slots << " slots: the bf16 hand-off did not run";
         EXPECT_GT(worst, 0.0) << slots << " slots: the batch should round its rows, the sequence alone not";
+        // Past the skinny GEMM's 16 rows, every layer's q, k, v, g come from one GEMM and are read
+        // in place by the decode retention (strided rows); below, never.
+        const uint64_t one_gemm = cuda_one_gemm_projections(*eager) - one_gemm_before;
+        if (slots > kSkinnyMaxRows) {
+            EXPECT_EQ(one_gemm, static_cast<uint64_t>(kSteps * config.n_layers)) << slots << " slots";
+        } else {
+            EXPECT_EQ(one_gemm, 0u) << slots << " slots";
+        }
     }
 }
 

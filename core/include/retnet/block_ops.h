@@ -141,8 +141,10 @@ public:
     //   y = RMSNorm_head(Retention(rotary(q)·s_q, rotary(k)·s_k, v)) · w_head ⊙ silu(g)
     // with the family's rotary pairs and q/k scales (family_rules.h) at the slice's positions.
     // q, k (N, H·Dk) unrotated; v, g, y (N, H·Dv). y is for the next linear() alone, as the GLU's a
-    // above. Without introspection (ForwardPlan), v's rows too are for this call alone: a backend's
-    // norm_linears may have formed v where this call reads it and left v's rows unwritten.
+    // above. Without introspection (ForwardPlan), q, k, v and g too are for this call alone: a
+    // backend's norm_linears may have formed them where this call reads them (the CUDA backend: v
+    // head-major for a prefill, all four as one GEMM's rows for a decoding step) and left their rows
+    // unwritten.
     virtual void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) = 0;
     // The Transformer twin's causal attention of one layer, for each sequence from its slot's KV
     // cache of this layer: q and k rotated at the slice's positions with the family's pairs and θ
