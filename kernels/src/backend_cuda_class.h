@@ -92,7 +92,7 @@ public:
     double last_forward_device_ms() const override { return last_device_ms_; }
 
     uint64_t bf16_handoffs_ = 0;   // projections that read rows an op wrote in bf16 alone (tests)
-    uint64_t one_gemm_projections_ = 0;  // q, k, v, g groups made by one GEMM (project_in_one_gemm; tests)
+    uint64_t one_gemm_projections_ = 0;  // groups of projections made by one GEMM (project_in_one_gemm; tests)
 
 private:
     double last_device_ms_ = -1.0;  // no forward yet
@@ -267,7 +267,8 @@ private:
         int64_t stride = 0;
     };
     std::array<ProjectedRows, 4> projected_{};
-    bool project_in_one_gemm(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs);
+    bool project_in_one_gemm(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
+                             std::optional<Activation> glu_activation);
     ProjectedRows projected_rows(Rows r) const;
     const float* rows_in_bf16_only_ = nullptr;
     const __nv_bfloat16* bf16_only_at_ = nullptr;  // where in ws_.act_bf16 they are

@@ -12,8 +12,9 @@ namespace retnet {
 // wrote them in bf16 alone (no conversion launch); 0 for other backends. Replayed graphs add none.
 uint64_t cuda_bf16_handoffs(const Backend& backend);
 
-// How many layers' q, k, v, g a CUDA backend has made by one GEMM over their adjacent weights
-// (decoding more rows than the skinny GEMM takes); 0 for other backends. Replayed graphs add none.
+// How many groups of projections (a layer's q, k, v, g; its FFN's act and lin) a CUDA backend has
+// made by one GEMM over their adjacent weights (decoding more rows than the skinny GEMM takes); 0
+// for other backends. Replayed graphs add none.
 uint64_t cuda_one_gemm_projections(const Backend& backend);
 
 }  // namespace retnet

@@ -1,10 +1,13 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // The FFN's gated linear unit h = act(a) ⊙ b (swish or gelu), forward beside backward.
+#include <string>
+
 #include "activations.cuh"
 #include "common.cuh"
 #include "cuda_check.h"
 #include "layer_kernels.h"
 #include "ops.h"
+#include "retnet/error.h"
 
 namespace retnet::cuda::layer_kernels {
 
@@ -37,6 +40,24 @@ __global__ void glu_forward8_kernel(const In* __restrict__ a, const In* __restri
     float av[8], bv[8], hv[8];
     load8_as_float(a + i, av);
     load8_as_float(b + i, bv);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) hv[k] = glu_value(av[k], bv[k], gelu_act);
+    store8_as(h + i, hv);
+}
+
+// h (rows, width) = act(a) ⊙ b where a and b are the two halves of each row of ab, rows `stride`
+// floats apart (one GEMM's output of both weights): eight elements a thread, 16-byte accesses.
+__global__ void glu_rows8_kernel(const float* __restrict__ ab, int64_t rows, int width, int64_t stride, bool gelu_act,
+                                 __nv_bfloat16* __restrict__ h) {
+    wait_for_previous_grid();
+    allow_next_grid();
+    const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 8;
+    if (i >= rows * width) return;
+    const int64_t r = i / width, j = i - r * width;
+    const float* a = ab + r * stride + j;
+    float av[8], bv[8], hv[8];
+    load8_as_float(a, av);
+    load8_as_float(a + width, bv);
 #pragma unroll
     for (int k = 0; k < 8; ++k) hv[k] = glu_value(av[k], bv[k], gelu_act);
     store8_as(h + i, hv);
@@ -132,6 +153,22 @@ void launch_glu(const float* d_a, const float* d_b, __nv_bfloat16* d_h, int64_t 
     else
         launch_overlapped(glu_forward_kernel<float, __nv_bfloat16>, dim3(ceil_div(n, kThreads)), dim3(kThreads), 0,
                           stream, d_a, d_b, n, gelu, d_h);
+}
+
+bool glu_rows_supports(int width, int64_t stride, const float* d_ab, const __nv_bfloat16* d_h) {
+    return width > 0 && width % 8 == 0 && stride % 4 == 0 && stride >= 2 * static_cast<int64_t>(width) &&
+           aligned16(d_ab) && aligned16(d_h);
+}
+
+void launch_glu_rows(const float* d_ab, int64_t rows, int width, int64_t stride, __nv_bfloat16* d_h, bool gelu,
+                     cudaStream_t stream) {
+    using namespace layer_kernels;
+    if (rows <= 0) return;
+    if (!glu_rows_supports(width, stride, d_ab, d_h))
+        throw Error("glu rows: unsupported width " + std::to_string(width) + " or stride " + std::to_string(stride) +
+                    " (internal error)");
+    launch_overlapped(glu_rows8_kernel, dim3(ceil_div(rows * width / 8, kThreads)), dim3(kThreads), 0, stream, d_ab, rows,
+                      width, stride, gelu, d_h);
 }
 
 }  // namespace retnet::cuda

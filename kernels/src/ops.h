@@ -57,6 +57,13 @@ void launch_glu(const float* d_a, const float* d_b, float* d_h, int64_t n, bool 
 void launch_glu(const float* d_a, const float* d_b, __nv_bfloat16* d_h, int64_t n, bool gelu,
                 cudaStream_t stream);
 
+// h (rows, width) in bf16 = act(a) ⊙ b, a and b the halves of each row of ab (rows `stride` floats
+// apart: one GEMM's output of both weights), as launch_glu would round them; for the shapes that
+// glu_rows_supports (width a multiple of 8, 16-byte-aligned rows).
+bool glu_rows_supports(int width, int64_t stride, const float* d_ab, const __nv_bfloat16* d_h);
+void launch_glu_rows(const float* d_ab, int64_t rows, int width, int64_t stride, __nv_bfloat16* d_h, bool gelu,
+                     cudaStream_t stream);
+
 void launch_float_to_bf16(const float* d_src, __nv_bfloat16* d_dst, int64_t n, cudaStream_t stream);
 
 // ---- retention --------------------------------------------------------------------------------

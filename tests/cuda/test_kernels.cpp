@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 #include "cuda_test_util.h"
 #include "gemm.h"
@@ -209,6 +210,30 @@ TEST_F(KernelTest, GluToBf16IsTheFloatResultRounded) {
             EXPECT_EQ(bits_of(dh_bf16, n, stream()), bits_of(dh_rounded, n, stream()))
                 << "n " << n << " offset " << offset << " gelu " << gelu;
         }
+}
+
+// The GLU of one GEMM's rows (act and lin side by side, rows `stride` apart) against the GLU of
+// the same values as separate arrays, bit for bit: one row, odd rows, a stride past 2 · width.
+TEST_F(KernelTest, GluRowsEqualGluOfSeparateHalves) {
+    for (const auto& [rows, width, stride] : {std::tuple{1, 8, 16}, std::tuple{3, 2816, 5632}, std::tuple{5, 24, 52}})
+        for (bool gelu : {true, false}) {
+            const auto ab = random_vector(static_cast<size_t>(rows) * stride, 16, -5.0f, 5.0f);
+            std::vector<float> a, b;
+            for (int r = 0; r < rows; ++r) {
+                a.insert(a.end(), ab.begin() + r * stride, ab.begin() + r * stride + width);
+                b.insert(b.end(), ab.begin() + r * stride + width, ab.begin() + r * stride + 2 * width);
+            }
+            auto dab = to_device(ab, stream()), da = to_device(a, stream()), db = to_device(b, stream());
+            const size_t n = a.size();
+            DeviceBuffer<__nv_bfloat16> from_rows(n), from_halves(n);
+            ASSERT_TRUE(glu_rows_supports(width, stride, dab.get(), from_rows.get()));
+            launch_glu_rows(dab.get(), rows, width, stride, from_rows.get(), gelu, stream());
+            launch_glu(da.get(), db.get(), from_halves.get(), static_cast<int64_t>(n), gelu, stream());
+            EXPECT_EQ(bits_of(from_rows, n, stream()), bits_of(from_halves, n, stream()))
+                << rows << " rows of " << width << ", stride " << stride << ", gelu " << gelu;
+        }
+    EXPECT_FALSE(glu_rows_supports(12, 24, nullptr, nullptr));  // not a multiple of 8
+    EXPECT_FALSE(glu_rows_supports(8, 12, nullptr, nullptr));   // the halves overlap the next row
 }
 
 class GemmTest : public CudaTest {
