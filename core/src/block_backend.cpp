@@ -184,7 +184,7 @@ void BlockBackend::run_layers(const ForwardOptions& options, std::span<const Seq
         }
     }
     for (int l = 0; l < c.n_layers; ++l) {
-        if (options.cancelled && options.cancelled()) throw Cancelled();
+        throw_if_cancelled(options.cancelled);
         call.layer = attention_call.layer = l;
         if (c.is_transformer())
             attention_block(attention_call, r, x, intro);

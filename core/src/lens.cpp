@@ -23,7 +23,7 @@ std::vector<std::vector<LensReading>> logit_lens(const Model& model, const std::
     std::vector<std::vector<LensReading>> readings;
     std::vector<float> x, logits;  // (T, d), (T, V)
     for (const Tensor& out : layer_outputs) {
-        if (cancelled && cancelled()) throw Cancelled();
+        throw_if_cancelled(cancelled);
         if (out.rank() != 2 || out.dim(1) != d || (!readings.empty() && out.dim(0) != layer_outputs[0].dim(0)))
             throw Error("logit lens: layer output of shape " + out.shape_string() + ", expected (T, " +
                         std::to_string(d) + ") for every layer");

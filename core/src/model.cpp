@@ -95,11 +95,6 @@ Model make_transformer_twin(const ModelConfig& retnet, uint64_t seed, const std:
 
 namespace {
 
-// The cancel check of this file's long steps: true from `cancelled` throws retnet::Cancelled.
-void throw_if_cancelled(const std::function<bool()>& cancelled) {
-    if (cancelled && cancelled()) throw Cancelled();
-}
-
 // Every weight tensor of `weights` (const or not).
 template <typename Weights, typename T = std::conditional_t<std::is_const_v<Weights>, const Tensor, Tensor>>
 std::vector<T*> tensors_of(Weights& w) {

@@ -37,4 +37,11 @@ public:
     Cancelled() : Error("cancelled") {}
 };
 
+// The cancel check of long work: a `cancelled` (a std::function<bool()> or the like) that says true
+// throws Cancelled; an empty one never does.
+template <class CancelCheck>
+void throw_if_cancelled(const CancelCheck& cancelled) {
+    if (cancelled && cancelled()) throw Cancelled();
+}
+
 }  // namespace retnet

@@ -371,7 +371,7 @@ void SafetensorsFile::read_into(const std::string& name, float* dst) const { rea
 void SafetensorsFile::read_into(const std::string& name, float* dst, const std::function<bool()>& cancelled) const {
     const size_t n = static_cast<size_t>(info(name).numel());
     for (size_t done = 0; done < n; done += kReadSlice) {  // dst may be null for an empty tensor
-        if (cancelled && cancelled()) throw Cancelled();
+        throw_if_cancelled(cancelled);
         read_range_into(name, done, std::min(kReadSlice, n - done), dst + done);
     }
 }
@@ -572,7 +572,7 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
     out.write(&header_len, 8);
     out.write(text);
     const auto poll = [&cancelled] {
-        if (cancelled && cancelled()) throw Cancelled();  // `out` removes the temporary file
+        throw_if_cancelled(cancelled);  // `out` removes the temporary file
     };
     for (const NamedTensor& t : tensors) {
         poll();

@@ -155,7 +155,7 @@ void train_forward(TrainOps& o, const ModelConfig& c, int64_t loss_rows, const P
     o.embed(x0);
     if (dropout.rate > 0.0) o.dropout(x0, x0, site_of(c, dropout, dropout_site_embedding));
     for (int l = 0; l < c.n_layers; ++l) {
-        if (cancelled && cancelled()) throw Cancelled();
+        throw_if_cancelled(cancelled);
         mixer_block(o, c, l, dropout);
         ffn_block(o, c, l, dropout, residual_after(l, c.n_layers));
     }

@@ -255,7 +255,7 @@ void load_checkpoint(const fs::path& dir, const ModelConfig& config, const Param
         dst.clear();
         dst.reserve(n);
         while (dst.size() < n) {
-            if (cancelled && cancelled()) throw Cancelled();
+            throw_if_cancelled(cancelled);
             const size_t first = dst.size(), count = std::min(n - first, SafetensorsFile::kReadSlice);
             dst.resize(first + count);
             opt.read_range_into(name, first, count, dst.data() + first);
@@ -432,7 +432,7 @@ RunState initial_state(const TrainOptions& o, const RunSetup& r, const fs::path&
         s.total_steps = o.steps;
         if (o.average_decay > 0) s.average = s.params;
     }
-    if (cancelled && cancelled()) throw Cancelled();  // the last tensors, the moments' allocation
+    throw_if_cancelled(cancelled);  // the last tensors, the moments' allocation
     share_state(comm, r.layout, s);
     return s;
 }
@@ -461,7 +461,7 @@ public:
           first_step_(s_.adam.step) {
         // Making a device may allocate its copies at once (seconds for a large model on a GPU); the
         // upload that follows copies into them: asked between the two.
-        if (setup_cancelled && setup_cancelled()) throw Cancelled();
+        throw_if_cancelled(setup_cancelled);
         device_->upload(s_.params, s_.adam);
         if (averaging()) device_->set_average(s_.average, o.average_decay);
         session_start_ = steps_start_ = window_start_ = clock::now();
