@@ -34,7 +34,8 @@ void CudaBackend::upload(const Tensor& held, DeviceWeight& out, __nv_bfloat16* b
     out.out = static_cast<int>(held.dim(0));
     out.in = held.rank() > 1 ? static_cast<int>(held.dim(1)) : 1;
     if (!bf16_at) {
-        out.f32.upload(held.storage() == Storage::BF16 ? held.to_f32().data : held.data, stream());
+        if (held.storage() == Storage::BF16) out.f32.upload(held.to_f32().data, stream());
+        else out.f32.upload(held.data, stream());  // (one conditional expression would copy held's values)
         return;
     }
     out.bf16 = bf16_at;
@@ -56,16 +57,20 @@ void CudaBackend::upload_weights() {
                                                                       : m.weights.embed.data,
                   stream());
     const bool bf16 = options_.bf16_weights;
-    // One allocation per group, each projection's bf16 values at its place in it.
+    // One allocation per group, each projection's bf16 values at its place in it, which starts on a
+    // 16-byte boundary (the GEMV's and the skinny GEMM's vector loads): projections whose sizes are
+    // multiples of 8 values, as at every real shape, lie back to back (project_in_one_gemm).
+    auto place = [](size_t at) { return (at + 7) / 8 * 8; };
     auto upload_group = [&](int layer, std::span<const Weight> weights, auto&& destination) {
         size_t total = 0;
         for (Weight w : weights)
-            if (bf16 && is_projection(w)) total += static_cast<size_t>(model_weight(m, layer, w).numel());
+            if (bf16 && is_projection(w)) total = place(total) + static_cast<size_t>(model_weight(m, layer, w).numel());
         DeviceBuffer<__nv_bfloat16>& storage = bf16_weights_.emplace_back(total);
         size_t at = 0;
         for (Weight w : weights) {
             const Tensor& held = model_weight(m, layer, w);
             const bool to_bf16 = bf16 && is_projection(w) && !held.empty();
+            if (to_bf16) at = place(at);
             upload(held, destination(w), to_bf16 ? storage.get() + at : nullptr, staging);
             if (to_bf16) at += static_cast<size_t>(held.numel());
         }
@@ -109,7 +114,7 @@ void CudaBackend::prepare_retention(Form form, int chunk, size_t t_max, size_t t
     }
     if (decode_.active) grow(ws_.rotary_angles, n * (Dk / 2));
     if (decode_.active && options_.bf16_weights && n > static_cast<size_t>(cuda::kSkinnyMaxRows))
-        grow(ws_.projected, n * (2 * H * Dk + 2 * H * Dv));  // project_in_one_gemm
+        grow(ws_.projected, n * std::max(2 * H * Dk + 2 * H * Dv, 2 * static_cast<size_t>(model_->config.ffn_dim)));  // project_in_one_gemm
     projected_ = {};
     grow(ws_.row_factor, H * tp_max);
     grow(ws_.row_abs, H * tp_max);

@@ -87,8 +87,8 @@ __global__ void __launch_bounds__(kCols * kRowGroups) decode_retention_kernel(De
     };
     load_rows(ty);
     // The rotary's sines and cosines at this token's position, formed once for the step by
-    // launch_rotary_angles two launches or more before this one: the launch before it let this one
-    // start only after its own wait for theirs, so they are complete and read here beside the state,
+    // launch_rotary_angles, the step's first launch: the embedding's token copy, an ordinary copy,
+    // comes between it and every later kernel, so they are complete and read here beside the state,
     // off the path that waits for the projections (a double sincos in every block was on it).
     const double2* angles = a.angles + static_cast<int64_t>(n) * half;
     const double2 first_angle = tid < half ? angles[tid] : double2{};

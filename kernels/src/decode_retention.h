@@ -31,7 +31,7 @@ struct DecodeRetentionArgs {
     int64_t q_stride = 0, k_stride = 0, v_stride = 0, g_stride = 0;
     float* const* states = nullptr;    // (N) each sequence's (H, Dk, Dv) state of this layer
     const double2* angles = nullptr;   // (N, Dk/2) sin, cos of the new token's angles (launch_rotary_angles),
-                                       // written two launches or more before this one (or not overlapped)
+                                       // complete before this launch starts (read before its wait)
     float q_scale = 1.0f, k_scale = 1.0f;
     bool interleaved = false;          // pairs (2i, 2i+1) (torchscale), else (i, i + Dk/2)
     const float* coef_a = nullptr;     // (N, H), or (H) shared when coef_per_sequence is false

@@ -525,68 +525,80 @@ TEST_P(GraphDecodeTest, ReplayEqualsEagerBitForBitAndMatchesReference) {
 // before it (a buffer that grew during a capture is refused as an internal error). Replay equals
 // eager launches bit for bit, and each sequence's logits match the same sequence decoded alone (a
 // row through the fp32-input GEMV) within the rounding of the batch's bf16 activations.
+// A second model has projections whose sizes are not multiples of 8 values (d_model 6), so that in
+// the backend's bf16 weight storage each starts on a 16-byte boundary only by padding: its GEMVs
+// read aligned weights, and its q, k, v, g are not adjacent (four GEMMs) while act and lin are.
 TEST_P(GraphDecodeTest, ManyBf16SequencesReplayEqualsEagerAndMatchSequencesAlone) {
     const auto [family, bf16] = GetParam();
     if (!bf16) GTEST_SKIP() << "the bf16-weight path";
-    ModelConfig config = small_decode_config(family);
-    config.vocab_size = 500;
-    auto model = std::make_shared<const Model>(make_random_model(config, 11));
-    CudaOptions eager_options, graph_options;
-    eager_options.cuda_graphs = false;
-    eager_options.bf16_weights = graph_options.bf16_weights = true;
-    for (const int slots : {3, 12, 20}) {
-        auto eager = make_cuda_backend(model, eager_options), graphs = make_cuda_backend(model, graph_options);
-        auto alone = make_cuda_backend(model, eager_options);
-        constexpr int kSteps = 4;
-        ForwardOptions chunkwise, recurrent;
-        chunkwise.form = Form::Chunkwise;
-        recurrent.form = Form::Recurrent;
-        for (Backend* b : {eager.get(), graphs.get(), alone.get()}) b->set_slot_count(slots);
-        for (int s = 0; s < slots; ++s) {
-            const std::vector<int32_t> history = tokens_of(2, 300 + s);
-            const SequenceRequest prompt{history, s, LogitRows::Last};
-            for (Backend* b : {eager.get(), graphs.get(), alone.get()}) b->forward_batch({&prompt, 1}, chunkwise);
-        }
-        double worst = 0.0;
-        const uint64_t handoffs_before = cuda_bf16_handoffs(*eager), one_gemm_before = cuda_one_gemm_projections(*eager);
-        for (int step = 0; step < kSteps; ++step) {
-            std::vector<std::vector<int32_t>> next(static_cast<size_t>(slots));
-            std::vector<SequenceRequest> batch;
+    ModelConfig unaligned = small_decode_config(family);
+    unaligned.d_model = 6, unaligned.n_heads = 1, unaligned.key_dim = unaligned.value_dim = 6, unaligned.ffn_dim = 8;
+    for (ModelConfig config : {small_decode_config(family), unaligned}) {
+        SCOPED_TRACE("d_model " + std::to_string(config.d_model));
+        config.vocab_size = 500;
+        auto model = std::make_shared<const Model>(make_random_model(config, 11));
+        // Groups one GEMM makes past 16 rows: q, k, v, g where they lie back to back, act and lin too.
+        const auto whole_vectors = [&](int out) { return static_cast<int64_t>(out) * config.d_model % 8 == 0; };
+        const int one_gemm_groups = (whole_vectors(config.key_dim) && whole_vectors(config.value_dim) ? 1 : 0) +
+                                    (whole_vectors(config.ffn_dim) && config.ffn_dim % 8 == 0 ? 1 : 0);
+        CudaOptions eager_options, graph_options;
+        eager_options.cuda_graphs = false;
+        eager_options.bf16_weights = graph_options.bf16_weights = true;
+        for (const int slots : {3, 12, 20}) {
+            auto eager = make_cuda_backend(model, eager_options), graphs = make_cuda_backend(model, graph_options);
+            auto alone = make_cuda_backend(model, eager_options);
+            constexpr int kSteps = 4;
+            ForwardOptions chunkwise, recurrent;
+            chunkwise.form = Form::Chunkwise;
+            recurrent.form = Form::Recurrent;
+            for (Backend* b : {eager.get(), graphs.get(), alone.get()}) b->set_slot_count(slots);
             for (int s = 0; s < slots; ++s) {
-                next[static_cast<size_t>(s)] = tokens_of(1, 1000 + 100 * step + s);
-                batch.push_back({next[static_cast<size_t>(s)], s, LogitRows::Last});
+                const std::vector<int32_t> history = tokens_of(2, 300 + s);
+                const SequenceRequest prompt{history, s, LogitRows::Last};
+                for (Backend* b : {eager.get(), graphs.get(), alone.get()}) b->forward_batch({&prompt, 1}, chunkwise);
             }
-            const std::vector<Tensor> a = eager->forward_batch(batch, recurrent);
-            const std::vector<Tensor> b = graphs->forward_batch(batch, recurrent);
-            for (int s = 0; s < slots; ++s) {
-                const std::string what = std::to_string(slots) + " slots, step " + std::to_string(step) + " slot " +
-                                         std::to_string(s);
-                ASSERT_EQ(a[static_cast<size_t>(s)].data.size(), static_cast<size_t>(config.vocab_size));
-                ASSERT_EQ(a[static_cast<size_t>(s)].data, b[static_cast<size_t>(s)].data) << what;
-                const std::vector<Tensor> one = alone->forward_batch({&batch[static_cast<size_t>(s)], 1}, recurrent);
-                worst = std::max(worst, rel_l2_error(a[static_cast<size_t>(s)].data, one[0].data));
+            double worst = 0.0;
+            const uint64_t handoffs_before = cuda_bf16_handoffs(*eager), one_gemm_before = cuda_one_gemm_projections(*eager);
+            for (int step = 0; step < kSteps; ++step) {
+                std::vector<std::vector<int32_t>> next(static_cast<size_t>(slots));
+                std::vector<SequenceRequest> batch;
+                for (int s = 0; s < slots; ++s) {
+                    next[static_cast<size_t>(s)] = tokens_of(1, 1000 + 100 * step + s);
+                    batch.push_back({next[static_cast<size_t>(s)], s, LogitRows::Last});
+                }
+                const std::vector<Tensor> a = eager->forward_batch(batch, recurrent);
+                const std::vector<Tensor> b = graphs->forward_batch(batch, recurrent);
+                for (int s = 0; s < slots; ++s) {
+                    const std::string what = std::to_string(slots) + " slots, step " + std::to_string(step) + " slot " +
+                                             std::to_string(s);
+                    ASSERT_EQ(a[static_cast<size_t>(s)].data.size(), static_cast<size_t>(config.vocab_size));
+                    ASSERT_EQ(a[static_cast<size_t>(s)].data, b[static_cast<size_t>(s)].data) << what;
+                    const std::vector<Tensor> one = alone->forward_batch({&batch[static_cast<size_t>(s)], 1}, recurrent);
+                    worst = std::max(worst, rel_l2_error(a[static_cast<size_t>(s)].data, one[0].data));
+                }
             }
-        }
-        // The batch rounds the input rows of each of the 9 projections a step passes through (4 a
-        // layer, 2 layers, the vocabulary) to bf16, relative 2^-9 at most, where the sequence alone
-        // keeps them fp32: to first order at most their sum, and the state carries the earlier
-        // steps' error into the next at most as much again. (Measured on an H100: up to 1.1e-2.) A
-        // row read from the wrong place would be off by order one.
-        const double bound = 2.0 * 9 * std::ldexp(1.0, -9);
-        EXPECT_LT(worst, bound) << slots << " slots";
-        // At least the output projection of every layer in every step read the decode retention's bf16
-        // rows (the FFN's down projection too where the FFN has a GLU).
-        EXPECT_GE(cuda_bf16_handoffs(*eager) - handoffs_before, static_cast<uint64_t>(kSteps * config.n_layers))
-            << slots << " slots: the bf16 hand-off did not run";
-        EXPECT_GT(worst, 0.0) << slots << " slots: the batch should round its rows, the sequence alone not";
-        // Past the skinny GEMM's 16 rows, every layer's q, k, v, g come from one GEMM and are read
-        // in place by the decode retention (strided rows), and so do its FFN's act and lin for the
-        // GLU; below, never.
-        const uint64_t one_gemm = cuda_one_gemm_projections(*eager) - one_gemm_before;
-        if (slots > kSkinnyMaxRows) {
-            EXPECT_EQ(one_gemm, static_cast<uint64_t>(2 * kSteps * config.n_layers)) << slots << " slots";
-        } else {
-            EXPECT_EQ(one_gemm, 0u) << slots << " slots";
+            // The batch rounds the input rows of each of the 9 projections a step passes through (4 a
+            // layer, 2 layers, the vocabulary) to bf16, relative 2^-9 at most, where the sequence alone
+            // keeps them fp32: to first order at most their sum, and the state carries the earlier
+            // steps' error into the next at most as much again. (Measured on an H100: up to 1.1e-2.) A
+            // row read from the wrong place would be off by order one.
+            const double bound = 2.0 * 9 * std::ldexp(1.0, -9);
+            EXPECT_LT(worst, bound) << slots << " slots";
+            // At least the output projection of every layer in every step read the decode retention's bf16
+            // rows (the FFN's down projection too where the FFN has a GLU).
+            EXPECT_GE(cuda_bf16_handoffs(*eager) - handoffs_before, static_cast<uint64_t>(kSteps * config.n_layers))
+                << slots << " slots: the bf16 hand-off did not run";
+            EXPECT_GT(worst, 0.0) << slots << " slots: the batch should round its rows, the sequence alone not";
+            // Past the skinny GEMM's 16 rows, every layer's q, k, v, g come from one GEMM and are read
+            // in place by the decode retention (strided rows), and so do its FFN's act and lin for the
+            // GLU; below, never.
+            const uint64_t one_gemm = cuda_one_gemm_projections(*eager) - one_gemm_before;
+            if (slots > kSkinnyMaxRows) {
+                EXPECT_EQ(one_gemm, static_cast<uint64_t>(one_gemm_groups * kSteps * config.n_layers))
+                    << slots << " slots";
+            } else {
+                EXPECT_EQ(one_gemm, 0u) << slots << " slots";
+            }
         }
     }
 }
