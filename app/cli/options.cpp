@@ -33,6 +33,12 @@ public:
         if (opt->get_type_size() == 0) return "";
         return " " + opt->get_type_name() + (opt->get_required() ? " (required)" : "");
     }
+    // CLI11 ends each group of options with a blank line and begins the next with another: one is enough.
+    std::string make_help(const CLI::App* app, std::string name, CLI::AppFormatMode mode) const override {
+        std::string text = CLI::Formatter::make_help(app, std::move(name), mode);
+        for (size_t at; (at = text.find("\n\n\n")) != std::string::npos;) text.erase(at, 1);
+        return text;
+    }
     std::string make_option_desc(const CLI::Option* opt) const override {
         const std::string& fallback = opt->get_default_str();
         const bool shown = !fallback.empty() && !opt->get_required();

@@ -32,6 +32,9 @@ TEST(CliOptions, HelpListsEveryOptionWithItsDefaultOnStdout) {
     for (const char* option : {"-p,--prompt", "-f,--prompt-file", "-s,--seed", "--temp,--temperature", "--greedy",
                                "--max-memory", "--mute", "--device"})
         EXPECT_NE(help.out.find(option), std::string::npos) << option;
+    // Groups of options are one blank line apart, as every other part of the help.
+    EXPECT_EQ(help.out.find("\n\n\n"), std::string::npos) << help.out;
+    EXPECT_NE(help.out.find("\n\nInterventions:\n"), std::string::npos) << help.out;
     // -h, --help and `retnet help CMD` print the same.
     EXPECT_EQ(run_retnet({"generate", "-h"}).out, help.out);
     EXPECT_EQ(run_retnet({"generate", "--help", "--bogus"}).out, help.out);
