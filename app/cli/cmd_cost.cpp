@@ -277,7 +277,8 @@ CostReport read_report(const std::string& path) {
         if (report.points.empty() && !report.cancelled) throw Error("it has no points");
         // only such a report lacks what a measurement knows
         if (!report.points.empty()) {
-            if (report.device.empty()) throw Error("field 'device' is empty, in a report with points");
+            if (std::all_of(report.device.begin(), report.device.end(), [](unsigned char c) { return std::isspace(c); }))
+                throw Error("field 'device' is empty, in a report with points");
             if (j.contains("weights") && report.weights.empty())
                 throw Error("field 'weights' is empty, in a report with points");
             if (report.retnet_parameters < 1 || report.transformer_parameters < 1)

@@ -174,6 +174,7 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     for (const auto& [field, value, expected] :
          std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
              {"device", "", "field 'device' is empty, in a report with points"},
+             {"device", " \t", "field 'device' is empty, in a report with points"},
              {"weights", "", "field 'weights' is empty, in a report with points"},
              {"retnet_parameters", 0, "a parameter count is 0, in a report with points"},
              {"transformer_parameters", 0, "a parameter count is 0, in a report with points"}}) {
