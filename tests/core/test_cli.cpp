@@ -79,6 +79,10 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     const CliRun again = run_cli("cost --from " + saved.string() + " --json");
     ASSERT_EQ(again.exit_code, 0) << again.err;
     EXPECT_EQ(nlohmann::json::parse(again.out), report);
+    // The report's tree is asked room for before it is built (a bad_alloc while it is built ended the
+    // process with SIGABRT: the tree frees itself with allocations); --max-memory caps it too.
+    expect_one_line_error(run_cli("cost --from " + saved.string() + " --max-memory 1K"),
+                          "retnet cost: error: --from: " + saved.string() + ": a JSON document of ");
     const CliRun table = run_cli("cost --from " + saved.string());
     EXPECT_NE(table.out.find("Transformer"), std::string::npos) << table.out;
     EXPECT_EQ(table.out.rfind("cpu backend, fp32 weights; RetNet ", 0), 0u) << table.out;
@@ -362,6 +366,15 @@ TEST(Cli, CostPlotThatCannotBeWrittenIsRefusedBeforeMeasuring) {
     const CliRun into_proc = run_cli(cost + "/proc/cost.png");
     expect_one_line_error(into_proc, "retnet cost: error: --plot /proc/cost.png: cannot write in /proc (");
     EXPECT_EQ(into_proc.out, "");
+    // A link to nothing has nothing for the picture to replace (the writer refused it after the table).
+    const fs::path dangling = fs::temp_directory_path() / ("retnet_cost_link_" + std::to_string(getpid()) + ".png");
+    fs::create_symlink(fs::temp_directory_path() / "retnet_no_such_file.png", dangling);
+    const CliRun into_nothing = run_cli(cost + dangling.string());
+    fs::remove(dangling);
+    expect_one_line_error(into_nothing, "--plot " + dangling.string() + " is a symbolic link to nothing (" +
+                                            (fs::temp_directory_path() / "retnet_no_such_file.png").string() +
+                                            "); name a file, or a link to one");
+    EXPECT_EQ(into_nothing.out, "");
 }
 
 // bench on a Transformer twin reports its KV cache, which grows with the context.

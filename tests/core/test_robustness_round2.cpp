@@ -1210,6 +1210,18 @@ TEST(RobustOptions2, ShortFormsRandomSeedAndPromptFiles) {
     const CliResult both = run_retnet({"generate", "-m", m, "-p", "a", "-f", (dir / "prompt.txt").string()});
     EXPECT_EQ(both.exit_code, 1);
     EXPECT_NE(both.err.find("either --prompt or --prompt-file"), std::string::npos) << both.err;
+    // Encoding holds ~240 bytes per byte of text before the token count is known: asked for first.
+    spit(dir / "long.txt", std::string(size_t(1) << 20, 'a'));
+    const CliResult long_prompt = run_retnet({"generate", "-m", m, "-f", (dir / "long.txt").string(), "--max-memory", "64M"});
+    EXPECT_EQ(long_prompt.exit_code, 1);
+    EXPECT_EQ(long_prompt.err.rfind("retnet generate: error: encoding a prompt of 1.0 MiB needs 256 MiB, more than the "
+                                    "memory limit of 64 MiB (--max-memory", 0),
+              0u)
+        << long_prompt.err;
+    const CliResult unnamed = run_retnet({"generate", "-m", m, "-f", "", "-n", "2"});  // it ran with no prompt at all
+    EXPECT_EQ(unnamed.exit_code, 1);
+    EXPECT_EQ(unnamed.err, "retnet generate: error: option --prompt-file is empty (name a file, or - for standard input)\n");
+    EXPECT_EQ(unnamed.out, "");
     const CliResult random = run_retnet({"generate", "-m", m, "-p", "a", "-n", "2", "--seed", "-1"});
     EXPECT_EQ(random.exit_code, 0) << random.err;
     EXPECT_NE(random.err.find("retnet generate: seed "), std::string::npos) << random.err;

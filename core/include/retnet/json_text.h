@@ -4,6 +4,7 @@
 // trainer state, a server request) parsed with its nesting bounded. nlohmann parses and frees
 // without recursion, but dump(), copies and comparisons recurse once a level: a 200 KB document
 // nested 100,000 deep overflowed the stack when an error message quoted it (SIGSEGV).
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -14,9 +15,13 @@ namespace retnet {
 // The documents the program reads nest four levels at most.
 inline constexpr int kMaxJsonDepth = 64;
 
+// Bytes of memory a parsed document may take per byte of its text (check_memory_room).
+inline constexpr uint64_t kJsonTreeBytesPerTextByte = 10;
+
 // As nlohmann::json::parse; arrays and objects nested deeper than kMaxJsonDepth throw
 // nlohmann::json::other_error ("… nested more than 64 levels deep"), so every caller that
-// handles a json::exception handles it too.
+// handles a json::exception handles it too. A document whose tree would not fit in the memory
+// limit (kJsonTreeBytesPerTextByte) throws retnet::OutOfMemory first.
 nlohmann::json parse_json_bounded(std::string_view text);
 
 // A JSON exception's message without nlohmann's "[json.exception.parse_error.101] " tag, cut to 200

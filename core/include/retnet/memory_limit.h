@@ -68,6 +68,10 @@ inline constexpr const char* kBlasThreadsHeld = "RETNET_BLAS_THREADS_HELD";
 // Throws retnet::Error "<what> needs 3.2 GiB, more than the memory limit of 2.0 GiB (…)" when
 // bytes > memory_limit().
 void check_memory(uint64_t bytes, const std::string& what);
+// check_memory, and under the process's own address-space limit (ulimit -v) also against the room it
+// leaves now (the libraries and what is already held count there): for a large allocation whose
+// failure could not be caught cleanly (a JSON document's tree frees itself with allocations).
+void check_memory_room(uint64_t bytes, const std::string& what);
 
 // Ranks of a job on one machine share its memory, whatever each one's own limit: throws
 // retnet::OutOfMemory "<what> needs 1.0 GiB per rank, 64 GiB for the 64 ranks on this machine, more

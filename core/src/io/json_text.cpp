@@ -3,6 +3,8 @@
 
 #include <string>
 
+#include "retnet/memory_limit.h"
+
 namespace retnet {
 
 using json = nlohmann::json;
@@ -24,6 +26,11 @@ std::string json_error_text(const json::exception& e) {
 }
 
 json parse_json_bounded(std::string_view text) {
+    // nlohmann's tree of a document takes up to ~8 times its text (a cost report of 52 MiB: 424 MB),
+    // and frees itself with allocations: run out of memory while it is built, and the second
+    // bad_alloc, in its destructor, ends the process. So the room is asked for first.
+    check_memory_room(saturating_product({static_cast<uint64_t>(text.size()), kJsonTreeBytesPerTextByte}),
+                      "a JSON document of " + format_bytes(text.size()));
     if (nests_too_deep(text))
         throw json::other_error::create(
             501, "arrays and objects nested more than " + std::to_string(kMaxJsonDepth) + " levels deep",
