@@ -129,6 +129,10 @@ void check_plot_path(const std::string& path) {
     std::error_code ec;
     if (fs::is_directory(fs::status(p, ec))) throw Error("--plot " + path + " is a directory");
     if (fs::is_symlink(fs::symlink_status(p, ec))) {
+        // the picture replaces what a link points to, and a link to nothing has nothing to replace
+        if (!fs::exists(fs::status(p, ec)))
+            throw Error("--plot " + path + " is a symbolic link to nothing (" + fs::read_symlink(p, ec).string() +
+                        "); name a file, or a link to one");
         const fs::path target = fs::weakly_canonical(p, ec);
         if (ec || !is_image_name(target))
             throw Error("--plot " + path + " is a symlink to " + (ec ? ec.message() : target.string()) +

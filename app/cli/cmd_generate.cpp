@@ -73,13 +73,13 @@ struct GenerateCommand {
     InterventionText edits;
     GenerationOptions generation;
     bool json = false;
-    const CLI::Option *prompt_option = nullptr, *tokens_option = nullptr;
+    const CLI::Option *prompt_option = nullptr, *prompt_file_option = nullptr, *tokens_option = nullptr;
 };
 
 void add_generate_options(CLI::App& app, GenerateCommand& c) {
     add_model_option(app, c.model_dir);
     c.prompt_option = add_text(app, "-p,--prompt", c.prompt, "the text to continue");
-    add_text(app, "-f,--prompt-file", c.prompt_file, "read the prompt from FILE (- for standard input)")
+    c.prompt_file_option = add_text(app, "-f,--prompt-file", c.prompt_file, "read the prompt from FILE (- for standard input)")
         ->type_name("FILE");
     c.tokens_option = add_text(app, "--tokens", c.tokens, "the prompt as token ids instead of text")->type_name("ID,ID,...");
     add_generation_options(app, c.generation);
@@ -95,6 +95,8 @@ int run_generate(const std::vector<std::string>& argv) {
     GenerateCommand c;
     add_generate_options(*app, c);
     parse(*app, argv);
+    if (c.prompt_file_option->count() > 0 && c.prompt_file.empty())  // it ran with no prompt at all
+        throw Error("option --prompt-file is empty (name a file, or - for standard input)");
     const bool json = c.json;
     const std::string model_dir = model_dir_or_default(c.model_dir);
     const auto prompt_text = read_prompt(c.prompt_option, c.prompt, c.prompt_file);
@@ -168,12 +170,13 @@ int run_generate(const std::vector<std::string>& argv) {
         std::fputs("\n", stdout);
     }
     std::fflush(stdout);
+    const auto tokens = [](int64_t n) { return n == 1 ? "token" : "tokens"; };
     std::fprintf(stderr,
-                 "retnet generate: %lld tokens, %.1f tokens/s (%.2f ms/token) on %s; prefill %lld tokens in %.1f ms "
+                 "retnet generate: %lld %s, %.1f tokens/s (%.2f ms/token) on %s; prefill %lld %s in %.1f ms "
                  "(%s); stopped: %s%s\n",
-                 static_cast<long long>(s.generated_tokens), s.tokens_per_s(),
+                 static_cast<long long>(s.generated_tokens), tokens(s.generated_tokens), s.tokens_per_s(),
                  s.generated_tokens ? s.decode_ms / static_cast<double>(s.generated_tokens) : 0.0,
-                 backend->name().c_str(), static_cast<long long>(s.prefill_tokens), s.prefill_ms,
+                 backend->name().c_str(), static_cast<long long>(s.prefill_tokens), tokens(s.prefill_tokens), s.prefill_ms,
                  form_name(s.prefill_form), stop_reason_name(s.stop_reason),
                  s.stop_string.empty() ? "" : (" \"" + as_stop_option(s.stop_string) + "\"").c_str());
     return s.stop_reason == StopReason::Cancelled ? cancelled_status() : 0;

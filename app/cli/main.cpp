@@ -146,6 +146,12 @@ int main(int argc, char** argv) {
     if (name == "help" && argc == 2) return print_top_help();
     if (name == "help") {  // `retnet help CMD` = `retnet CMD --help`
         name = argv[2];
+        if (name == "--help" || name == "-h") return print_top_help();
+        if (argc > 3) {
+            std::fprintf(stderr, "retnet help: error: it takes one command name, got %d words (retnet help %s)\n", argc - 2,
+                         retnet::Error(name).what());
+            return 2;
+        }
         args = {"--help"};
     }
     for (const auto& command : retnet::cli::command_table()) {

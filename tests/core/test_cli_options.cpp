@@ -42,6 +42,11 @@ TEST(CliOptions, HelpListsEveryOptionWithItsDefaultOnStdout) {
     const CliResult tokenizer = run_retnet({"tokenizer", "--help"});
     EXPECT_EQ(tokenizer.exit_code, 0);
     EXPECT_NE(tokenizer.out.find("--vocab-size N (required)"), std::string::npos) << tokenizer.out;
+    // `retnet help --help` is the top-level help; a second word after the command is refused.
+    EXPECT_EQ(run_retnet({"help", "--help"}).out, run_retnet({"--help"}).out);
+    const CliResult two = run_retnet({"help", "bench", "extra"});
+    EXPECT_EQ(two.exit_code, 2);
+    EXPECT_EQ(two.err, "retnet help: error: it takes one command name, got 2 words (retnet help bench)\n");
     // The top-level help names every command.
     const CliResult top = run_retnet({"--help"});
     EXPECT_EQ(top.exit_code, 0);

@@ -672,7 +672,7 @@ TEST_F(GenerateCli, BadInputsGiveOneClearLine) {
 TEST_F(GenerateCli, EmptyPromptStartsFromBosAndStopStringsEndTheOutput) {
     const CliRun r = run_cli(model_arg() + " --prompt '' --max-new-tokens 5 --greedy --ignore-eos");
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_NE(r.err.find("prefill 1 tokens"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("prefill 1 token in "), std::string::npos) << r.err;
 
     // Whatever the model writes first becomes the stop string: the output is then empty.
     const CliRun first = run_cli(model_arg() + " --prompt 'the' --max-new-tokens 3 --greedy --ignore-eos --json");
