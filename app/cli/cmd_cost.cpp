@@ -44,6 +44,8 @@ nlohmann::json to_json(const CostReport& report) {
                         {"retnet_parameters", report.retnet_parameters},
                         {"transformer_parameters", report.transformer_parameters},
                         {"points", nlohmann::json::array()}};
+    if (report.decode_steps > 0) j["decode_steps"] = report.decode_steps;
+    if (report.seed >= 0) j["seed"] = report.seed;
     if (report.cancelled) j["cancelled"] = true;  // a saved report says it is partial
     for (const CostPoint& p : report.points) {
         nlohmann::json row = {{"model", p.model}, {"length", p.length}, {"batch", p.batch},
@@ -246,6 +248,9 @@ CostReport read_report(const std::string& path) {
         if (j.contains("cancelled")) report.cancelled = flag_field(j, "cancelled");
         report.retnet_parameters = integer_field(j, "retnet_parameters", 0, INT64_MAX);
         report.transformer_parameters = integer_field(j, "transformer_parameters", 0, INT64_MAX);
+        // reports of before 2026-12-06 lack them
+        if (j.contains("decode_steps")) report.decode_steps = static_cast<int>(integer_field(j, "decode_steps", 1, 100000));
+        if (j.contains("seed")) report.seed = integer_field(j, "seed", 0, INT64_MAX);
         const nlohmann::json& points = j.at("points");
         if (!points.is_array()) throw Error("field 'points' = " + field_value(points) + " is not a list of points");
         std::set<std::tuple<std::string, int, int>> seen;  // (model, length, batch)

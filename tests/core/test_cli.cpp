@@ -74,6 +74,8 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     EXPECT_EQ(report["points"][7]["batch"], 2);
     EXPECT_EQ(report["weights"], "fp32");
     EXPECT_FALSE(report.contains("cancelled"));  // complete
+    EXPECT_EQ(report["decode_steps"], 1);  // what a KV cache's size and the token streams depend on
+    EXPECT_EQ(report["seed"], 1);
     const fs::path saved = fs::temp_directory_path() / ("retnet_cost_" + std::to_string(getpid()) + ".json");
     std::ofstream(saved) << r.out;
     const CliRun again = run_cli("cost --from " + saved.string() + " --json");
@@ -167,6 +169,8 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
          std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
              {"cancelled", "yes", "field 'cancelled' = \"yes\" is not true or false"},
              {"device", 5, "field 'device' = 5 is not a string"},
+             {"decode_steps", 0, "field 'decode_steps' = 0 is not an integer in [1, 100000]"},
+             {"seed", -2, "field 'seed' = -2 is not an integer in [0, "},
              {"weights", std::string(100, 'x'), "field 'weights' = \"" + std::string(39, 'x') + "… is not fp32"}}) {
         nlohmann::json broken = report;
         broken[field] = value;
@@ -190,7 +194,7 @@ TEST(Cli, CostJsonRoundTripsThroughFrom) {
     expect_one_line_error(with_point("out_of_memory", 1), "field 'out_of_memory' = 1 is not true or false");
     expect_one_line_error(with_point("model", nullptr), "field 'model' = null is not a string");
     nlohmann::json older = report;  // before 2026-12-05 a report had no precision: it still prints
-    older.erase("weights");
+    for (const char* field : {"weights", "decode_steps", "seed"}) older.erase(field);
     std::ofstream(saved) << older.dump();
     const CliRun older_table = run_cli("cost --from " + saved.string());
     EXPECT_EQ(older_table.exit_code, 0) << older_table.err;

@@ -49,6 +49,11 @@ struct CostReport {
     std::string device;
     std::string weights;  // the precision both models compute with (weights_precision: "fp32", "bf16" or "mixed")
     int64_t retnet_parameters = 0, transformer_parameters = 0;
+    // The options the points were measured with (a KV cache holds length + untimed + timed tokens);
+    // 0 and -1 where a report does not record them (saved before 2026-12-06, or cancelled before
+    // its first point).
+    int decode_steps = 0;
+    int64_t seed = -1;
     std::vector<CostPoint> points;  // RetNet's, then the twin's, each by length then batch
     bool cancelled = false;  // the measurement stopped early: `points` are those measured before (set by the caller)
 };
