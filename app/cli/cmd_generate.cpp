@@ -73,13 +73,13 @@ struct GenerateCommand {
     InterventionText edits;
     GenerationOptions generation;
     bool json = false;
-    const CLI::Option *prompt_option = nullptr, *prompt_file_option = nullptr, *tokens_option = nullptr;
+    const CLI::Option *prompt_option = nullptr, *tokens_option = nullptr;
 };
 
 void add_generate_options(CLI::App& app, GenerateCommand& c) {
     add_model_option(app, c.model_dir);
     c.prompt_option = add_text(app, "-p,--prompt", c.prompt, "the text to continue");
-    c.prompt_file_option = add_text(app, "-f,--prompt-file", c.prompt_file, "read the prompt from FILE (- for standard input)")
+    add_text(app, "-f,--prompt-file", c.prompt_file, "read the prompt from FILE (- for standard input)")
         ->type_name("FILE");
     c.tokens_option = add_text(app, "--tokens", c.tokens, "the prompt as token ids instead of text")->type_name("ID,ID,...");
     add_generation_options(app, c.generation);
@@ -95,7 +95,7 @@ int run_generate(const std::vector<std::string>& argv) {
     GenerateCommand c;
     add_generate_options(*app, c);
     parse(*app, argv);
-    if (c.prompt_file_option->count() > 0 && c.prompt_file.empty())  // it ran with no prompt at all
+    if (app->count("--prompt-file") > 0 && c.prompt_file.empty())  // it ran with no prompt at all
         throw Error("option --prompt-file is empty (name a file, or - for standard input)");
     const bool json = c.json;
     const std::string model_dir = model_dir_or_default(c.model_dir);

@@ -3,8 +3,8 @@
 #include "retnet/cost.h"
 
 #include <algorithm>
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <new>
 #include <random>
@@ -194,9 +194,9 @@ CostReport measure_cost(Backend& retnet, Backend& transformer, const CostOptions
         throw Error("cost: the RetNet computes with " + report.weights + " weights and the Transformer with " +
                     twin_weights + ": a comparison needs the same precision");
     report.retnet_parameters = retnet.model().parameter_count();
+    report.transformer_parameters = transformer.model().parameter_count();
     report.decode_steps = options.decode_steps;
     report.seed = static_cast<int64_t>(std::min<uint64_t>(options.seed, INT64_MAX));
-    report.transformer_parameters = transformer.model().parameter_count();
     const auto points = static_cast<int64_t>(options.lengths.size() * options.batches.size());
     Progress counter(progress, 2 * points * (1 + options.decode_steps + kUntimedSteps));
     try {

@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "attention.h"
-#include "decode_retention.h"
 #include "backend_cuda_class.h"
 #include "backend_cuda_internal.h"
+#include "decode_retention.h"
 #include "retnet/cuda/module.h"
 #include "retnet/error.h"
 #include "retnet/family_rules.h"
@@ -113,8 +113,10 @@ void CudaBackend::prepare_retention(Form form, int chunk, size_t t_max, size_t t
         RETNET_CUDA_CHECK(cudaMemsetAsync(ws_.arrivals.get(), 0, sizeof(unsigned) * n * H, stream()));
     }
     if (decode_.active) grow(ws_.rotary_angles, n * (Dk / 2));
-    if (decode_.active && options_.bf16_weights && n > static_cast<size_t>(cuda::kSkinnyMaxRows))
-        grow(ws_.projected, n * std::max(2 * H * Dk + 2 * H * Dv, 2 * static_cast<size_t>(model_->config.ffn_dim)));  // project_in_one_gemm
+    if (decode_.active && options_.bf16_weights && n > static_cast<size_t>(cuda::kSkinnyMaxRows)) {
+        const size_t widest_group = std::max(2 * H * Dk + 2 * H * Dv, 2 * static_cast<size_t>(model_->config.ffn_dim));
+        grow(ws_.projected, n * widest_group);  // project_in_one_gemm's q, k, v, g, or act and lin
+    }
     projected_ = {};
     grow(ws_.row_factor, H * tp_max);
     grow(ws_.row_abs, H * tp_max);

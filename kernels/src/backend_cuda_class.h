@@ -47,7 +47,7 @@ struct HeadMajor {
     DeviceBuffer<__nv_bfloat16> act_bf16;     // the next GEMM's bf16 input rows
     DeviceBuffer<unsigned> arrivals;          // (N, H) decoding: zero between steps (decode_retention.h)
     DeviceBuffer<double2> rotary_angles;      // (N, Dk/2) decoding: sin, cos at each sequence's new position
-    DeviceBuffer<float> projected;            // (N, 2·key_dim + 2·value_dim) decoding: q, k, v, g of one GEMM
+    DeviceBuffer<float> projected;            // (N, ·) decoding: q, k, v, g (or act, lin) of one GEMM
 };
 
 class CudaBackend final : public BlockBackend, private BlockOps {
@@ -255,9 +255,6 @@ private:
     CudaOptions options_;
     std::unique_ptr<cuda::CudaStream> stream_;
     std::unique_ptr<cuda::CublasHandle> cublas_;
-    // Rows whose values went to ws_.act_bf16 rounded to bf16 and nowhere else (the head norm + gate's
-    // and the GLU's output when the next projection reads bf16 rows): activations_bf16() then
-    // takes them without a conversion launch; their fp32 buffer was not written.
     // Decoding more rows than the skinny GEMM takes: q, k, v and g come from one GEMM over their
     // adjacent weights into ws_.projected, and the decode retention reads them there (rows of
     // `stride` floats) instead of from the rows they were asked into, which stay unwritten.
@@ -270,6 +267,9 @@ private:
     bool project_in_one_gemm(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
                              std::optional<Activation> glu_activation);
     ProjectedRows projected_rows(Rows r) const;
+    // Rows whose values went to ws_.act_bf16 rounded to bf16 and nowhere else (the head norm + gate's
+    // and the GLU's output when the next projection reads bf16 rows): activations_bf16() then
+    // takes them without a conversion launch; their fp32 buffer was not written.
     const float* rows_in_bf16_only_ = nullptr;
     const __nv_bfloat16* bf16_only_at_ = nullptr;  // where in ws_.act_bf16 they are
     // A forward of one sequence (no introspection, bf16 weights): its v projection writes ws_.vh

@@ -19,6 +19,9 @@ using gen::Clock;
 using gen::held_back_length;
 using gen::milliseconds_since;
 
+// SentencePiece holds ~240 bytes per byte of text while it encodes (60 MiB of text: 14.5 GB).
+constexpr uint64_t kEncodeBytesPerTextByte = 256;
+
 }  // namespace
 
 const char* stop_reason_name(StopReason reason) {
@@ -62,18 +65,13 @@ Generator::Generator(Backend& backend, const Tokenizer* tokenizer) : backend_(&b
     if (eos_id_ >= vocab_size_) eos_id_ = -1;
 }
 
-namespace {
-constexpr uint64_t kEncodeBytesPerTextByte = 256;
-}  // namespace
-
 std::vector<int32_t> Generator::encode_prompt(std::string_view text, int max_prompt_tokens, bool add_bos) const {
     check_utf8(text, "prompt");
     std::vector<int32_t> ids;
     if (add_bos && bos_id_ >= 0) ids.push_back(bos_id_);
     if (!text.empty()) {
         if (!tokenizer_) throw Error("this model has no tokenizer.model; give the prompt as token ids (--tokens)");
-        // SentencePiece holds ~240 bytes per byte of text while it encodes (60 MiB of text: 14.5 GB),
-        // before the token count can be compared with the limit.
+        // asked for before the token count can be compared with the limit
         check_memory_room(saturating_product({static_cast<uint64_t>(text.size()), kEncodeBytesPerTextByte}),
                           "encoding a prompt of " + format_bytes(text.size()));
         const std::vector<int32_t> encoded = tokenizer_->encode(text);

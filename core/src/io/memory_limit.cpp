@@ -101,20 +101,6 @@ void check_memory(uint64_t bytes, const std::string& what) {
                                              : "; set another with --max-memory SIZE or RETNET_MAX_MEMORY)"));
 }
 
-namespace {
-uint64_t address_room();  // below, beside the BLAS threads' use of it
-}  // namespace
-
-void check_memory_room(uint64_t bytes, const std::string& what) {
-    check_memory(bytes, what);
-    if (process_limit() == UINT64_MAX) return;
-    const uint64_t room = address_room();
-    if (bytes <= room) return;
-    const auto [need, have] = need_and_have(bytes, room);
-    throw OutOfMemory(what + " needs " + need + ", more than the " + have + " left under the process's address-space limit of " +
-                      format_bytes(process_limit()) + " (ulimit -v; raise it or lower the sizes)");
-}
-
 void check_host_memory(uint64_t bytes_per_rank, int ranks_here, const std::string& what) {
     if (ranks_here <= 1) return;
     const uint64_t total = saturating_product({bytes_per_rank, static_cast<uint64_t>(ranks_here)});
@@ -171,6 +157,16 @@ uint64_t address_room() {
 }
 
 }  // namespace
+
+void check_memory_room(uint64_t bytes, const std::string& what) {
+    check_memory(bytes, what);
+    if (process_limit() == UINT64_MAX) return;
+    const uint64_t room = address_room();
+    if (bytes <= room) return;
+    const auto [need, have] = need_and_have(bytes, room);
+    throw OutOfMemory(what + " needs " + need + ", more than the " + have + " left under the process's address-space limit of " +
+                      format_bytes(process_limit()) + " (ulimit -v; raise it or lower the sizes)");
+}
 
 int blas_threads_that_fit() {
     if (!std::getenv(kBlasThreadsHeld)) return 0;
