@@ -18,6 +18,7 @@
 #include "retnet/error.h"
 #include "retnet/memory_limit.h"
 #include "retnet/model_stats.h"
+#include "retnet/sampler.h"
 #ifdef RETNET_HAVE_CUDA
 #include "retnet/cuda/module.h"
 #endif
@@ -76,17 +77,19 @@ void bench_prefill(Backend& backend, int T, int repeats, int chunk, std::mt19937
 // B sequences decoded together, each in its own state slot holding `context` tokens: slot 0
 // prefilled in the chunkwise form (chunk `chunk`, 0 the model's), the others copies of its state
 // (as retnet cost forks them: B prefills of a long context took minutes on the CPU, untimed). The
-// median wall time of a step (last logits row of every sequence to the host), and on a GPU the
-// median of the device's own time for it (the logits' copy left out). Ctrl-C is polled
+// median wall time of a step (every sequence's `best_logits` best logits to the host, as sampling
+// asks for them, or with 0 its whole last logits row), and on a GPU the median of the device's own
+// time for it (the copy to the host left out). Ctrl-C is polled
 // before each layer of the prefill and between steps, outside the timed calls.
-nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int chunk, std::mt19937_64& rng,
-                            const InterruptGuard& interrupt, BenchProgress& progress) {
+nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int chunk, int best_logits,
+                            std::mt19937_64& rng, const InterruptGuard& interrupt, BenchProgress& progress) {
     const ModelConfig& c = backend.model().config;
     progress.start("decoding " + std::to_string(B) + " sequence" + (B == 1 ? "" : "s") + " at " +
                    std::to_string(context) + " tokens of context");
     const std::vector<int32_t> history = random_tokens(context, c.vocab_size, rng);
     prefill_and_fork(backend, history, B, chunk, interrupt.cancelled());
-    const DecodeTimes times = time_decode_steps(backend, B, kDecodeWarmup, steps, rng, [&] { interrupt.check(); });
+    const DecodeTimes times =
+        time_decode_steps(backend, B, kDecodeWarmup, steps, best_logits, rng, [&] { interrupt.check(); });
     backend.set_slot_count(1);
     progress.finish();
     const double per_step = median(times.wall_ms);
@@ -164,8 +167,12 @@ void print_tables(const nlohmann::json& report) {
         }
     }
     if (report.contains("decode")) {
-        std::printf("decode (one token per sequence per step: the recurrent form, or a Transformer's cached attention)\n"
-                    "%8s %9s %12s %14s %14s %18s\n",
+        const int best = report.value("best_logits", 0);
+        const std::string sent = best > 0 ? "each sequence's " + std::to_string(best) + " best logit" + (best == 1 ? "" : "s")
+                                          : std::string("each sequence's whole logits row");
+        std::printf("decode (one token per sequence per step: the recurrent form, or a Transformer's cached attention; "
+                    "%s to the host)\n%8s %9s %12s %14s %14s %18s\n",
+                    sent.c_str(),
                     "batch", "context", "ms / step", "tokens / s", "state / cache", "device ms / step");
         for (const auto& row : report["decode"]) {
             char device[32] = "-";
@@ -196,7 +203,7 @@ int run_bench(const std::vector<std::string>& argv) {
     std::string model_dir, device = "cpu", lengths_text = "64,256,1024", batch_text = "1", contexts_text = "64";
     std::string dtype = "stored", mode = "all";
     InterventionText edits;
-    int repeats = 5, decode_steps = 64, chunk = 0;
+    int repeats = 5, decode_steps = 64, chunk = 0, best_logits = default_sampling().top_k;
     bool json = false;
     add_model_option(*app, model_dir);
     add_device_option(*app, device);
@@ -211,6 +218,10 @@ int run_bench(const std::vector<std::string>& argv) {
         ->type_name("all|prefill|decode|kernels");
     add_int(*app, "--repeats", repeats, 1, 1000, "timed prefill runs per measurement (the median is reported)");
     add_int(*app, "--decode-steps", decode_steps, 1, 100000, "decoding steps timed per batch and context");
+    add_int(*app, "--best-logits", best_logits, 0, kMaxBestLogits,
+            "decoding sends back each sequence's N best logits, as sampling with top-k N asks (1: greedy); 0: "
+            "the whole logits row")
+        ->default_str(std::to_string(best_logits) + ", the default top-k");
     add_int(*app, "--chunk-size", chunk, 1, 1 << 20, "chunk length of the chunkwise form")->default_str("the model's");
     add_json_flag(*app, json);
     add_intervention_options(*app, edits);
@@ -259,7 +270,10 @@ int run_bench(const std::vector<std::string>& argv) {
                              {"weights", backend->weights_precision()},
                              {"chunk_size", chunk > 0 ? chunk : config.chunk_size}};
     if (prefill || mode == "kernels") report["repeats"] = repeats;
-    if (decode) report["decode_steps"] = decode_steps;
+    if (decode) {
+        report["decode_steps"] = decode_steps;
+        report["best_logits"] = best_logits;
+    }
     const auto lengths_count = static_cast<int>(lengths.size()), pairs = static_cast<int>(contexts.size() * batches.size());
     BenchProgress progress(mode == "kernels" ? lengths_count * static_cast<int>(batches.size())
                                              : (prefill ? 3 * lengths_count : 0) + (decode ? pairs : 0));
@@ -278,7 +292,7 @@ int run_bench(const std::vector<std::string>& argv) {
             report["decode"] = nlohmann::json::array();  // a list even when cancelled before its first row
             for (int C : contexts)
                 for (int B : batches)
-                    report["decode"].push_back(bench_decode(*backend, B, C, decode_steps, chunk, rng, interrupt, progress));
+                    report["decode"].push_back(bench_decode(*backend, B, C, decode_steps, chunk, best_logits, rng, interrupt, progress));
         }
     } catch (const Cancelled&) {
         cancelled = true;

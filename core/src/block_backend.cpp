@@ -57,7 +57,7 @@ std::vector<int64_t> logit_rows(std::span<const SequenceRequest> batch, std::spa
         const SequenceSlice& slice = slices[s];
         if (batch[s].logits == LogitRows::All)
             for (int t = 0; t < slice.length; ++t) rows.push_back(slice.first_row + t);
-        else if (batch[s].logits == LogitRows::Last)
+        else if (batch[s].logits == LogitRows::Last || batch[s].logits == LogitRows::LastBest)
             rows.push_back(slice.first_row + slice.length - 1);
     }
     return rows;
@@ -130,15 +130,17 @@ std::vector<Tensor> BlockBackend::forward_batch(std::span<const SequenceRequest>
     BlockOps& o = ops();
     const bool introspecting = intro && (intro->want_state_norms || intro->want_layer_outputs || intro->score_layer >= 0 ||
                                          intro->qkv_layer >= 0);
-    o.prepare({slices, options.form, effective_chunk_size(c, options), introspecting, rows});
+    const int best_count = batch.front().logits == LogitRows::LastBest ? batch.front().best_count : 0;
+    o.prepare({slices, options.form, effective_chunk_size(c, options), introspecting, rows, best_count});
     std::vector<Tensor> logits;
+    std::vector<float> best_packed;  // (B, best_logits_packed_width) once the forward is finished
     try {
         const int64_t N = static_cast<int64_t>(tokens.size());
         Rows x = o.scratch(Scratch::Residual, N, c.d_model);  // (N, d) the residual stream
         o.embed(tokens, embedding_scale(c), x);
         if (c.layernorm_embedding) o.rms_norm(x, -1, Weight::EmbedNorm, c.norm_eps, x);
         run_layers(options, slices, x, intro);
-        logits = project_logits(batch, slices, rows, x);
+        logits = project_logits(batch, slices, rows, x, best_packed);
     } catch (const Cancelled&) {
         o.finish(false);
         for (const SequenceSlice& slice : slices) reset(slice.slot);  // advanced in some layers only
@@ -149,6 +151,11 @@ std::vector<Tensor> BlockBackend::forward_batch(std::span<const SequenceRequest>
     }
     o.finish(true);
     for (const SequenceSlice& slice : slices) slots_[static_cast<size_t>(slice.slot)].position += slice.length;
+    if (best_count > 0) {
+        const auto width = static_cast<size_t>(best_logits_packed_width(best_count));
+        for (size_t s = 0; s < batch.size(); ++s)
+            *batch[s].best = unpack_best_logits(std::span(best_packed).subspan(s * width, width), best_count, c.vocab_size);
+    }
     return logits;
 }
 
@@ -255,7 +262,7 @@ void BlockBackend::attention_block(const AttentionCall& call, const MixRows& r, 
 
 std::vector<Tensor> BlockBackend::project_logits(std::span<const SequenceRequest> batch,
                                                  std::span<const SequenceSlice> slices, std::span<const int64_t> rows,
-                                                 Rows x) {
+                                                 Rows x, std::vector<float>& best_packed) {
     const ModelConfig& c = model_->config;
     BlockOps& o = ops();
     std::vector<Tensor> out(batch.size());
@@ -269,6 +276,15 @@ std::vector<Tensor> BlockBackend::project_logits(std::span<const SequenceRequest
         Rows logits = o.scratch(Scratch::Logits, M, c.vocab_size);
         const LinearOut output[] = {{Weight::Output, logits}};
         o.norm_linears(selected, -1, Weight::FinalNorm, c.norm_eps, selected, output);
+        if (batch.front().logits == LogitRows::LastBest) {  // one row a sequence, selected where it is
+            const int count = batch.front().best_count;
+            const Rows packed = o.scratch(Scratch::Best, M, best_logits_packed_width(count));
+            o.best_logits(logits, count, packed);
+            best_packed.resize(static_cast<size_t>(packed.count * packed.width));
+            o.download(packed, best_packed.data());
+            for (Tensor& t : out) t = Tensor({0, c.vocab_size});
+            return out;
+        }
         int64_t next = 0;  // each sequence's rows are consecutive: one copy straight into its tensor
         for (size_t s = 0; s < batch.size(); ++s) {
             const int64_t n = batch[s].logits == LogitRows::All ? slices[s].length

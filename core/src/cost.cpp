@@ -63,7 +63,7 @@ void measure_point(Backend& backend, CostPoint& point, const CostOptions& option
     const std::vector<int32_t> prompt = random_tokens(point.length, c.vocab_size, rng);
     point.prefill_ms = prefill_and_fork(backend, prompt, point.batch, 0, [&] { return progress.cancelled(prefill); });
     progress.step(prefill);
-    const DecodeTimes times = time_decode_steps(backend, point.batch, kUntimedSteps, options.decode_steps, rng,
+    const DecodeTimes times = time_decode_steps(backend, point.batch, kUntimedSteps, options.decode_steps, 0, rng,
                                                 [&] { progress.step("decoding " + name); });
     point.ms_per_step = median(times.wall_ms);
     point.tokens_per_s = tokens_per_second(point.batch, point.ms_per_step);

@@ -41,18 +41,21 @@ double prefill_and_fork(Backend& backend, std::span<const int32_t> prompt, int b
     return ms;
 }
 
-DecodeTimes time_decode_steps(Backend& backend, int batch, int untimed, int timed, std::mt19937_64& rng,
+DecodeTimes time_decode_steps(Backend& backend, int batch, int untimed, int timed, int best_count, std::mt19937_64& rng,
                               const std::function<void()>& after_step) {
     const int vocab_size = backend.model().config.vocab_size;
     ForwardOptions step;
     step.form = Form::Recurrent;
     std::vector<int32_t> next;                                    // (batch): one token a sequence
     std::vector<SequenceRequest> requests(static_cast<size_t>(batch));
+    std::vector<BestLogits> best(best_count > 0 ? static_cast<size_t>(batch) : 0);
     DecodeTimes times;
     for (int i = 0; i < untimed + timed; ++i) {
         next = random_tokens(batch, vocab_size, rng);
-        for (int s = 0; s < batch; ++s)
-            requests[static_cast<size_t>(s)] = {std::span(&next[static_cast<size_t>(s)], 1), s, LogitRows::Last};
+        for (size_t s = 0; s < static_cast<size_t>(batch); ++s)
+            requests[s] = {std::span(&next[s], 1), static_cast<int>(s),
+                           best_count > 0 ? LogitRows::LastBest : LogitRows::Last, best_count,
+                           best_count > 0 ? &best[s] : nullptr};
         const auto t0 = std::chrono::steady_clock::now();
         backend.forward_batch(requests, step);
         if (i >= untimed) {

@@ -96,6 +96,23 @@ void check_introspection(const ModelConfig& config, const Introspection& intro) 
                     std::to_string(config.n_heads) + " heads)");
 }
 
+// LastBest is all or nothing in a batch, with one count: the rows' selection is one launch.
+static void check_best_requests(std::span<const SequenceRequest> batch) {
+    const SequenceRequest& first = batch.front();
+    for (const SequenceRequest& request : batch) {
+        if ((request.logits == LogitRows::LastBest) != (first.logits == LogitRows::LastBest))
+            throw Error("a batch asks for the best logits of some sequences only (all or none)");
+        if (request.logits != LogitRows::LastBest) continue;
+        if (request.best_count < 1 || request.best_count > kMaxBestLogits)
+            throw Error("best logits: count " + std::to_string(request.best_count) + " is outside [1, " +
+                        std::to_string(kMaxBestLogits) + "]");
+        if (request.best_count != first.best_count)
+            throw Error("a batch asks for different numbers of best logits (" + std::to_string(first.best_count) +
+                        " and " + std::to_string(request.best_count) + ")");
+        if (!request.best) throw Error("best logits asked for without a place to put them (internal error)");
+    }
+}
+
 void check_batch(const Model& model, std::span<const SequenceRequest> batch, int slots,
                  const ForwardOptions& options, const Introspection* intro) {
     if (batch.empty()) throw Error("no sequences to run (the batch is empty)");
@@ -109,9 +126,19 @@ void check_batch(const Model& model, std::span<const SequenceRequest> batch, int
             throw Error("state slot " + std::to_string(request.slot) + " appears twice in one batch");
         used[static_cast<size_t>(request.slot)] = true;
     }
+    check_best_requests(batch);
     if (intro) {
         if (batch.size() != 1) throw Error("introspection needs a batch of one sequence");
         check_introspection(model.config, *intro);
+    }
+}
+
+void select_best_on_host(std::span<const SequenceRequest> batch, std::vector<Tensor>& logits) {
+    for (size_t s = 0; s < batch.size(); ++s) {
+        if (batch[s].logits != LogitRows::LastBest) continue;
+        Tensor& row = logits[s];  // (1, V)
+        *batch[s].best = select_best_logits(row.data, batch[s].best_count);
+        row = Tensor({0, row.dim(1)});
     }
 }
 

@@ -206,6 +206,7 @@ void CudaBackend::prepare(const ForwardPlan& plan) {
         cuda::GraphKey key;
         for (const SequenceSlice& s : plan.sequences) key.slots.push_back(s.slot);
         key.logit_rows.assign(plan.logit_rows.begin(), plan.logit_rows.end());
+        key.best_count = plan.best_count;
         key.buffers = buffer_generation_ + (staging_.generation() << 32);
         staging_.set_replay(graphs_.begin(key, stream()) == cuda::GraphCache::Mode::Replay);
     } else {
@@ -295,17 +296,21 @@ void CudaBackend::gather_rows(Rows x, std::span<const int64_t> rows, Rows y) {
     }
 }
 
-// Logits are final once projected: their copies wait for finish(), which makes them together.
+// Logits (and their best, packed) are final once made: their copies wait for finish(), which makes
+// them together.
 // Anything else (a layer's output) is copied now, before later ops overwrite its rows.
 void CudaBackend::download(Rows x, float* host) {
     launch_graph();
     if (!timer_stopped_) stop_timer();  // without logits, the first download ends the device time
     const size_t count = static_cast<size_t>(x.count * x.width);
-    const DeviceBuffer<float>& logits = scratch_[static_cast<size_t>(Scratch::Logits)];
-    const auto begin = reinterpret_cast<uintptr_t>(logits.get()), at = reinterpret_cast<uintptr_t>(x.data);
-    if (at >= begin && at + count * sizeof(float) <= begin + logits.bytes()) {
-        downloads_.add(x.data, host, count);
-        return;
+    const auto at = reinterpret_cast<uintptr_t>(x.data);
+    for (Scratch final_rows : {Scratch::Logits, Scratch::Best}) {
+        const DeviceBuffer<float>& rows = scratch_[static_cast<size_t>(final_rows)];
+        const auto begin = reinterpret_cast<uintptr_t>(rows.get());
+        if (at >= begin && at + count * sizeof(float) <= begin + rows.bytes()) {
+            downloads_.add(x.data, host, count);
+            return;
+        }
     }
     RETNET_CUDA_CHECK(cudaMemcpyAsync(host, x.data, sizeof(float) * count, cudaMemcpyDeviceToHost, stream()));
     stream_->synchronize();

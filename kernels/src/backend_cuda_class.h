@@ -218,6 +218,11 @@ private:
         cuda::launch_glu(a.data, b.data, a.data, a.count * a.width, activation == Activation::Gelu, stream());
     }
     void gather_rows(Rows x, std::span<const int64_t> rows, Rows y) override;
+    void best_logits(Rows logits, int count, Rows packed) override {
+        if (replaying()) return;
+        cuda::launch_best_logits(logits.data, static_cast<int>(logits.count), static_cast<int>(logits.width), count,
+                                 packed.data, packed.width, stream());
+    }
     void download(Rows x, float* host) override;
     void stop_timer();
 

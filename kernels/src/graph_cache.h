@@ -17,6 +17,7 @@ namespace retnet::cuda {
 struct GraphKey {
     std::vector<int> slots;             // the batch's state slots, in order
     std::vector<int64_t> logit_rows;    // rows whose logits are projected
+    int best_count = 0;                 // > 0: only their best logits are selected and sent back
     uint64_t buffers = 0;               // generation of every buffer address the graph holds
     bool operator==(const GraphKey&) const = default;
 };

@@ -57,6 +57,11 @@ void launch_glu(const float* d_a, const float* d_b, float* d_h, int64_t n, bool 
 void launch_glu(const float* d_a, const float* d_b, __nv_bfloat16* d_h, int64_t n, bool gelu,
                 cudaStream_t stream);
 
+// packed row r = the best `count` (≤ 256) of logits row r, packed as retnet/best_logits.h's
+// pack_best_logits packs them (bit for bit).   logits (rows, V), packed (rows, 2·count + 3)
+void launch_best_logits(const float* d_logits, int rows, int V, int count, float* d_packed, int64_t packed_width,
+                        cudaStream_t stream);
+
 // h (rows, width) in bf16 = act(a) ⊙ b, a and b the halves of each row of ab (rows `stride` floats
 // apart: one GEMM's output of both weights), as launch_glu would round them; for the shapes that
 // glu_rows_supports (width a multiple of 8, 16-byte-aligned rows).

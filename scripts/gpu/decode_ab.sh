@@ -10,7 +10,8 @@
 # Steps: this tree's CUDA tests (NO_TESTS=1 skips them), the per-op tables (`retnet_cuda_bench 24 ops
 # $OPS_ROWS`, default 1,16) of both trees side by side, then `retnet bench --mode decode` at batches
 # $BATCHES (default 1,16,64), ROUNDS rounds (default 3), each tree once a round. Without BASE_TGZ only
-# this tree is measured. $OUT gets summary.txt and all-logs.tgz. About 5 minutes, plus the start.
+# this tree is measured. THIS_ALT="args" also runs this tree's bench with those arguments added, each
+# round ("this+alt"). $OUT gets summary.txt and all-logs.tgz. About 5 minutes, plus the start.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$ROOT/device-out}
@@ -60,12 +61,16 @@ fi
 rm -rf "$MODEL"
 timeout 150 "$BUILD/bin/retnet" init --config "$ROOT/tools/bench/fla_1.3b.json" --out "$MODEL" >"$OUT/init.log" 2>&1 \
   || { tail -3 "$OUT/init.log"; log "init FAILED"; exit 1; }
+RUNS=("${TREES[@]}")
+[ -n "${THIS_ALT:-}" ] && RUNS+=("$BUILD+alt")
 for round in $(seq 1 "$ROUNDS"); do
-  for t in "${TREES[@]}"; do
-    json="$OUT/decode-$round-$(name "$t").json"
+  for run in "${RUNS[@]}"; do
+    t=${run%+alt} label=$(name "$t") extra=()
+    if [ "$run" != "$t" ]; then label=this+alt; read -ra extra <<<"$THIS_ALT"; fi
+    json="$OUT/decode-$round-$label.json"
     timeout 90 "$t/bin/retnet" bench --model "$MODEL" --device cuda --dtype bf16 --mode decode --batch "$BATCHES" \
-      --contexts 512 --decode-steps 32 --json >"$json" 2>"${json%.json}.err"
-    log "decode round $round, $(name "$t"): $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
+      --contexts 512 --decode-steps 32 --json "${extra[@]}" >"$json" 2>"${json%.json}.err"
+    log "decode round $round, $label: $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
 print('  '.join(f\"batch {r['batch']}: {r['ms_per_step']:.3f} ms ({r['tokens_per_s']:.0f} tok/s)\" \
 + (f\" device {r['device_ms_per_step']:.3f}\" if 'device_ms_per_step' in r else '') for r in d['decode']))" "$json" 2>&1 | tail -1)"
   done

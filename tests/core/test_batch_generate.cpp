@@ -26,7 +26,8 @@ struct Case {
     GenerationParams params;
 };
 
-std::vector<Case> cases(int vocab, bool greedy) {
+// With a repetition penalty each step sends back whole rows; without one, their best logits.
+std::vector<Case> cases(int vocab, bool greedy, double repeat_penalty = 1.1) {
     std::vector<Case> out;
     for (int i = 0; i < 5; ++i) {
         Case c;
@@ -36,7 +37,7 @@ std::vector<Case> cases(int vocab, bool greedy) {
         c.params.n_top = 0;
         c.params.sampler.temperature = greedy ? 0.0 : 0.9;
         c.params.sampler.top_k = greedy ? 0 : 20;
-        c.params.sampler.repeat_penalty = 1.1;
+        c.params.sampler.repeat_penalty = repeat_penalty;
         c.params.sampler.seed = 7 + static_cast<uint64_t>(i);
         out.push_back(c);
     }
@@ -97,6 +98,30 @@ void expect_same(const std::vector<Outcome>& a, const std::vector<Outcome>& b) {
     }
 }
 
+// Counts the forwards (prefills and steps) that asked for best logits and those that asked for
+// whole rows, passing everything to a CPU backend.
+class RowCounter final : public Backend {
+public:
+    explicit RowCounter(std::shared_ptr<const Model> model) : inner_(make_cpu_backend(std::move(model))) {}
+    std::string name() const override { return inner_->name(); }
+    const Model& model() const override { return inner_->model(); }
+    std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
+                                      Introspection* introspection) override {
+        ++(batch.front().logits == LogitRows::LastBest ? best_steps : row_steps);
+        return inner_->forward_batch(batch, options, introspection);
+    }
+    int slot_count() const override { return inner_->slot_count(); }
+    void set_slot_count(int slots) override { inner_->set_slot_count(slots); }
+    void reset(int slot) override { inner_->reset(slot); }
+    RecurrentState snapshot(int slot) const override { return inner_->snapshot(slot); }
+    void restore(const RecurrentState& state, int slot) override { inner_->restore(state, slot); }
+
+    int best_steps = 0, row_steps = 0;
+
+private:
+    std::unique_ptr<Backend> inner_;
+};
+
 TEST(BatchGenerate, GreedyAndSeededSequencesDecodedTogetherEqualEachAlone) {
     for (Family family : {Family::Fla, Family::TorchScale}) {
         SCOPED_TRACE(family_name(family));
@@ -110,6 +135,32 @@ TEST(BatchGenerate, GreedyAndSeededSequencesDecodedTogetherEqualEachAlone) {
                 SCOPED_TRACE(std::to_string(slots) + " slots");
                 expect_same(reference, together(*backend, nullptr, cs, slots));
             }
+        }
+    }
+}
+
+// Without a penalty every sampler needs only its best logits (greedy 1, top-k 20): the steps ask
+// for those alone, and the tokens are still those of each sequence alone; one penalized sequence
+// among them makes the steps send whole rows again while it is decoded.
+TEST(BatchGenerate, StepsSendBackTheBestLogitsWhereEverySamplerAllowsIt) {
+    for (Family family : {Family::Fla, Family::TorchScale}) {
+        SCOPED_TRACE(family_name(family));
+        auto model = test::small_model(family, 3);
+        auto backend = make_cpu_backend(model);
+        for (bool greedy : {true, false}) {
+            std::vector<Case> cs = cases(model->config.vocab_size, greedy, 1.0);
+            const std::vector<Outcome> reference = alone(*backend, nullptr, cs);
+            RowCounter counter(model);
+            expect_same(reference, together(counter, nullptr, cs, 3));
+            EXPECT_GT(counter.best_steps, 0);
+            EXPECT_EQ(counter.row_steps, 0);
+
+            cs[4].params.sampler.repeat_penalty = 1.3;  // the longest: it joins last and ends last
+            const std::vector<Outcome> mixed_reference = alone(*backend, nullptr, cs);
+            RowCounter mixed(model);
+            expect_same(mixed_reference, together(mixed, nullptr, cs, 3));
+            EXPECT_GT(mixed.best_steps, 0);
+            EXPECT_GT(mixed.row_steps, 0);
         }
     }
 }
@@ -128,6 +179,7 @@ TEST(BatchGenerate, BundledModelTextAndStopsMatchTheGenerator) {
         c.params.prefill_form = Form::Chunkwise;
         c.params.n_top = 0;
         c.params.sampler.temperature = cs.size() % 2 ? 0.8 : 0.0;
+        c.params.sampler.top_k = 40;  // with greedy ones: the steps send back each row's 40 best logits
         c.params.sampler.seed = 11;
         if (cs.size() == 2) c.params.stop_strings = {"\n"};
         cs.push_back(c);

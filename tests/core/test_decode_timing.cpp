@@ -78,15 +78,27 @@ TEST(DecodeTiming, DecodeStepsAdvanceEverySlotAndTimeOnlyTheTimedOnes) {
     prefill_and_fork(*backend, prompt, 3, 0, {});
     std::mt19937_64 rng(1);
     int calls = 0;
-    const DecodeTimes times = time_decode_steps(*backend, 3, 2, 5, rng, [&] { ++calls; });
+    const DecodeTimes times = time_decode_steps(*backend, 3, 2, 5, 0, rng, [&] { ++calls; });
     EXPECT_EQ(times.wall_ms.size(), 5u);
     for (double m : times.wall_ms) EXPECT_GE(m, 0.0);
     EXPECT_TRUE(times.device_ms.empty());  // the CPU has no device clock
     EXPECT_EQ(calls, 7);
     for (int s = 0; s < 3; ++s) EXPECT_EQ(backend->snapshot(s).position, 4 + 7) << "slot " << s;
     // a throw from after_step (a Ctrl-C's check) ends the steps
-    EXPECT_THROW(time_decode_steps(*backend, 3, 0, 4, rng, [] { throw Cancelled(); }), Cancelled);
+    EXPECT_THROW(time_decode_steps(*backend, 3, 0, 4, 0, rng, [] { throw Cancelled(); }), Cancelled);
     EXPECT_EQ(backend->snapshot(0).position, 4 + 7 + 1);
+}
+
+// With best logits asked for (the sampler's top-k), the steps run the same: every slot advances.
+TEST(DecodeTiming, DecodeStepsWithBestLogitsAdvanceEverySlot) {
+    const auto backend = make_cpu_backend(test::small_model(Family::Fla, 3));
+    const std::vector<int32_t> prompt = {4, 1, 0, 2};
+    prefill_and_fork(*backend, prompt, 3, 0, {});
+    std::mt19937_64 rng(1);
+    const DecodeTimes times = time_decode_steps(*backend, 3, 1, 3, 40, rng, {});
+    EXPECT_EQ(times.wall_ms.size(), 3u);
+    for (int s = 0; s < 3; ++s) EXPECT_EQ(backend->snapshot(s).position, 4 + 4) << "slot " << s;
+    EXPECT_THROW(time_decode_steps(*backend, 3, 0, 1, kMaxBestLogits + 1, rng, {}), Error);
 }
 
 }  // namespace

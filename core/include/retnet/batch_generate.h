@@ -3,8 +3,10 @@
 // Several independent generations decoded together on one Backend (the server's decode loop).
 // Each sequence owns a state slot and a Sampler of its own. A sequence joins with add(): its
 // prompt is prefilled on its slot by a forward call of its own (params.prefill_form, last logits
-// row only) and its first token sampled. Every step() then runs one forward_batch in the
-// recurrent form with one token per active sequence and samples each sequence's next token.
+// row only, or only its best logits where the sampler allows it) and its first token sampled. Every step() then runs one forward_batch in the
+// recurrent form with one token per active sequence and samples each sequence's next token (from
+// its row's best logits alone, selected where the logits are, when every sampler allows it:
+// Sampler::best_logits_needed).
 // A sequence that ends (EOS, stop string, max_new_tokens, its stop flag, an error) reports
 // through its done callback and frees its slot at once (a Transformer twin's slot its KV cache
 // too). A stop flag set during a prefill ends it before its next layer.
@@ -54,7 +56,8 @@ private:
     struct Sequence;
 
     void prefill(Sequence& sequence);
-    void emit(Sequence& sequence, std::span<const float> logits);  // logits: (V)
+    int32_t sample_row(Sequence& sequence, std::span<const float> logits);  // logits: (V)
+    void emit(Sequence& sequence, int32_t id);
     void finish(Sequence& sequence, StopReason reason, const std::string& error = {});
     void drop_finished();
 

@@ -55,7 +55,7 @@ auto& layer_member(Layer& layer, Weight weight) {
 }
 
 // Named scratch buffers a backend keeps between calls.
-enum class Scratch { Residual, Normed, Q, K, V, G, Gated, FfnA, FfnB, Selected, Logits, Count };
+enum class Scratch { Residual, Normed, Q, K, V, G, Gated, FfnA, FfnB, Selected, Logits, Best, Count };
 
 // Sequence s of a batch: rows [first_row, first_row + length) of every activation.
 struct SequenceSlice {
@@ -100,6 +100,7 @@ struct ForwardPlan {
     int chunk = 0;
     bool introspection = false;           // the ops will be asked for records or downloads
     std::span<const int64_t> logit_rows;  // rows of the activations whose logits are projected
+    int best_count = 0;                   // > 0: only those rows' best logits go back (best_logits)
 };
 
 // One output of a group of projections that read the same input rows.
@@ -158,6 +159,13 @@ public:
     virtual void glu(Rows a, Rows b, Activation activation) = 0;
     // y row i = x row rows[i]
     virtual void gather_rows(Rows x, std::span<const int64_t> rows, Rows y) = 0;
+    // packed row i = the best `count` of logits row i, packed (retnet/best_logits.h). The default
+    // is for rows in host memory.
+    virtual void best_logits(Rows logits, int count, Rows packed) {
+        for (int64_t i = 0; i < logits.count; ++i)
+            pack_best_logits({logits.data + i * logits.width, static_cast<size_t>(logits.width)}, count,
+                             {packed.data + i * packed.width, static_cast<size_t>(packed.width)});
+    }
     // host (count, width) = x
     virtual void download(Rows x, float* host) = 0;
 };
@@ -208,8 +216,11 @@ private:
     void retention_block(RetentionCall& call, std::span<SequenceSlice> slices, const MixRows& r, Rows x,
                          Introspection* introspection, RetentionRecord& record, std::span<float> layer_norms);
     void attention_block(const AttentionCall& call, const MixRows& r, Rows x, Introspection* introspection);
+    // With LastBest the tensors have no rows and `best_packed` receives the packed rows (filled by
+    // the time the ops' finish() returns).
     std::vector<Tensor> project_logits(std::span<const SequenceRequest> batch,
-                                       std::span<const SequenceSlice> slices, std::span<const int64_t> rows, Rows x);
+                                       std::span<const SequenceSlice> slices, std::span<const int64_t> rows, Rows x,
+                                       std::vector<float>& best_packed);
 
     std::vector<SlotBook> slots_;
 };

@@ -37,10 +37,12 @@ struct DecodeTimes {
     std::vector<double> wall_ms, device_ms;
 };
 
-// Slots 0 … batch − 1 decode one random token each a step in the recurrent form (the last logits row
-// of every sequence to the host): `untimed` steps, then `timed` ones, whose times are returned.
-// `after_step` runs after every step, outside the timing (progress, a cancel's check).
-DecodeTimes time_decode_steps(Backend& backend, int batch, int untimed, int timed, std::mt19937_64& rng,
+// Slots 0 … batch − 1 decode one random token each a step in the recurrent form, with the last logits
+// row of every sequence to the host, or with best_count > 0 only its best_count best logits (as
+// sampling with top-k or greedy asks: LogitRows::LastBest): `untimed` steps, then `timed` ones,
+// whose times are returned. `after_step` runs after every step, outside the timing (progress, a
+// cancel's check).
+DecodeTimes time_decode_steps(Backend& backend, int batch, int untimed, int timed, int best_count, std::mt19937_64& rng,
                               const std::function<void()>& after_step);
 
 }  // namespace retnet

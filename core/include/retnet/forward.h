@@ -17,6 +17,7 @@
 #include <string_view>
 #include <vector>
 
+#include "retnet/best_logits.h"
 #include "retnet/model.h"
 #include "retnet/tensor.h"
 
@@ -85,8 +86,10 @@ struct Introspection {
 };
 
 // Which rows of logits a sequence needs: generation needs only the last one, a prefill for
-// introspection none, an evaluation all. Rows not asked for are never projected.
-enum class LogitRows { All, Last, None };
+// introspection none, an evaluation all. Rows not asked for are never projected. LastBest: only
+// the last row's best logits (retnet/best_logits.h), selected where the logits are (a GPU sends
+// back those instead of the row); its returned tensor has no rows.
+enum class LogitRows { All, Last, None, LastBest };
 
 // One sequence of a batch: its new tokens (T ≥ 1, each in [0, V)), the state slot it continues,
 // and the logits it wants back.
@@ -94,6 +97,10 @@ struct SequenceRequest {
     std::span<const int32_t> tokens;
     int slot = 0;
     LogitRows logits = LogitRows::All;
+    // LastBest only: how many (1 … kMaxBestLogits, the same for every request of a batch, which
+    // then asks LastBest for all of its sequences) and where they go.
+    int best_count = 0;
+    BestLogits* best = nullptr;
 };
 
 class Backend {
@@ -182,6 +189,9 @@ void check_introspection(const ModelConfig& config, const Introspection& introsp
 // introspection only with a single sequence.
 void check_batch(const Model& model, std::span<const SequenceRequest> batch, int slots,
                  const ForwardOptions& options, const Introspection* introspection);
+// For a backend that projects whole rows: each LastBest request's row of `logits` (1, V), as asked
+// for Last, becomes its best logits, and its tensor (0, V).
+void select_best_on_host(std::span<const SequenceRequest> batch, std::vector<Tensor>& logits);
 // The chunk size a call runs with: the option's, else the config's.
 int effective_chunk_size(const ModelConfig& config, const ForwardOptions& options);
 

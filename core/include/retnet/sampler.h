@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "retnet/best_logits.h"
+
 namespace retnet {
 
 // xoshiro256** (Blackman & Vigna), seeded through splitmix64.
@@ -73,11 +75,21 @@ public:
     int32_t sample(std::span<const float> logits, std::span<const int32_t> history,
                    SampleDetails* details = nullptr, int n_top = 10);
 
+    // How many best logits (retnet/best_logits.h) sampling with `params` needs instead of the whole
+    // row: 1 when greedy, top-k when on (up to kMaxBestLogits); 0 when it needs the row (no top-k,
+    // or a repetition penalty, which can lift a token from anywhere).
+    static int best_logits_needed(const SamplerParams& params);
+    // The same draw as sample() from the whole row with an empty history, from the row's best
+    // logits alone (at least best_logits_needed of them); no details.
+    int32_t sample(const BestLogits& best);
+
     // The generator's position, so a forked or continued generation can resume it.
     const Rng& rng() const { return rng_; }
     void set_rng(const Rng& rng) { rng_ = rng; }
 
 private:
+    int32_t draw(std::span<const float> logits, SampleDetails* details, int n_top);
+
     SamplerParams params_;
     Rng rng_;
     std::vector<double> work_logits_;  // (V)

@@ -30,10 +30,12 @@ std::vector<Tensor> TapBackend::forward_batch(std::span<const SequenceRequest> b
     position_ += int64_t(all.tokens.size());
     if (observer_) observer_(first, logits, probe->state_norms);
     if (batch[0].logits == LogitRows::All) return {std::move(logits)};
-    const int64_t V = logits.dim(1), rows = batch[0].logits == LogitRows::Last ? 1 : 0;
-    Tensor out({rows, V});
-    std::copy(logits.data.end() - rows * V, logits.data.end(), out.data.begin());
-    return {std::move(out)};
+    const bool last = batch[0].logits == LogitRows::Last || batch[0].logits == LogitRows::LastBest;
+    const int64_t V = logits.dim(1), rows = last ? 1 : 0;
+    std::vector<Tensor> out(1, Tensor({rows, V}));
+    std::copy(logits.data.end() - rows * V, logits.data.end(), out[0].data.begin());
+    select_best_on_host(batch, out);
+    return out;
 }
 
 void TapBackend::reset(int slot) {

@@ -92,12 +92,15 @@ void BatchGenerator::prefill(Sequence& s) {
     options.form = s.tokens.size() == 1 ? Form::Recurrent : s.request.params.prefill_form;
     options.chunk_size = s.request.params.chunk_size;
     if (const std::atomic<bool>* stop = s.request.stop) options.cancelled = [stop] { return stop->load(); };
-    const SequenceRequest request{s.tokens, s.slot, LogitRows::Last};
-    const Tensor logits = std::move(backend_->forward_batch({&request, 1}, options).front());  // (1, V)
+    const int best_count = Sampler::best_logits_needed(s.sampler.params());
+    BestLogits best;
+    const SequenceRequest request{s.tokens, s.slot, best_count > 0 ? LogitRows::LastBest : LogitRows::Last, best_count,
+                                  best_count > 0 ? &best : nullptr};
+    const Tensor logits = std::move(backend_->forward_batch({&request, 1}, options).front());  // (1, V) or (0, V)
     s.result.stats.prefill_tokens = static_cast<int64_t>(s.tokens.size());
     s.result.stats.prefill_ms = milliseconds_since(s.step_start);
     if (s.request.params.max_new_tokens == 0) finish(s, StopReason::MaxTokens);
-    else emit(s, logits.data);
+    else emit(s, best_count > 0 ? s.sampler.sample(best) : sample_row(s, logits.data));
 }
 
 void BatchGenerator::step() {
@@ -105,16 +108,32 @@ void BatchGenerator::step() {
         if (s->cancelled()) finish(*s, StopReason::Cancelled);
     drop_finished();
     if (active_.empty()) return;
-    std::vector<SequenceRequest> batch;  // one token per sequence: its last sampled one
+    // Where every sampler needs only the best logits of its row, only those come back (a GPU
+    // selects them): the most any of them needs.
+    int best_count = 0;
+    bool every_row_best = true;
     for (auto& s : active_) {
-        s->step_start = Clock::now();
-        batch.push_back({std::span(s->tokens).last(1), s->slot, LogitRows::Last});
+        const int needed = Sampler::best_logits_needed(s->sampler.params());
+        every_row_best = every_row_best && needed > 0;
+        best_count = std::max(best_count, needed);
+    }
+    if (!every_row_best) best_count = 0;
+    std::vector<BestLogits> best(best_count > 0 ? active_.size() : 0);
+    std::vector<SequenceRequest> batch;  // one token per sequence: its last sampled one
+    for (size_t i = 0; i < active_.size(); ++i) {
+        Sequence& s = *active_[i];
+        s.step_start = Clock::now();
+        batch.push_back({std::span(s.tokens).last(1), s.slot, best_count > 0 ? LogitRows::LastBest : LogitRows::Last,
+                         best_count, best_count > 0 ? &best[i] : nullptr});
     }
     ForwardOptions options;
     options.form = Form::Recurrent;
     try {
-        const std::vector<Tensor> logits = backend_->forward_batch(batch, options);  // each (1, V)
-        for (size_t i = 0; i < active_.size(); ++i) emit(*active_[i], logits[i].data);
+        const std::vector<Tensor> logits = backend_->forward_batch(batch, options);  // each (1, V), or (0, V)
+        for (size_t i = 0; i < active_.size(); ++i) {
+            Sequence& s = *active_[i];
+            emit(s, best_count > 0 ? s.sampler.sample(best[i]) : sample_row(s, logits[i].data));
+        }
     } catch (const std::exception& e) {
         for (auto& s : active_)
             if (!s->finished) finish(*s, StopReason::None, e.what());
@@ -122,16 +141,20 @@ void BatchGenerator::step() {
     drop_finished();
 }
 
-// Samples the sequence's next token from `logits` and streams it; finishes on a stop.
-void BatchGenerator::emit(Sequence& s, std::span<const float> logits) {
+int32_t BatchGenerator::sample_row(Sequence& s, std::span<const float> logits) {
     if (logits.size() != static_cast<size_t>(vocab_size_))
         throw Error("backend " + backend_->name() + " returned " + std::to_string(logits.size()) +
                     " logits, expected " + std::to_string(vocab_size_));
+    return s.sampler.sample(logits, s.tokens, nullptr, 0);
+}
+
+// Streams the sequence's next token; finishes on a stop.
+void BatchGenerator::emit(Sequence& s, int32_t id) {
     const GenerationParams& params = s.request.params;
     GenerationResult& result = s.result;
     TokenEvent event;
     event.position = static_cast<int64_t>(s.tokens.size());
-    event.id = s.sampler.sample(logits, s.tokens, nullptr, 0);
+    event.id = id;
     s.tokens.push_back(event.id);
     result.tokens.push_back(event.id);
     if (s.decoder) event.text = s.decoder->push(event.id);

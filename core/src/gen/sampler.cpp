@@ -206,7 +206,6 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
     // the k best are kept, chosen on the penalized logits before the temperature scales them (the
     // same order: dividing by a positive number keeps it), by a heap over the vocabulary instead
     // of partitioning 32k ids (~0.3 ms a token, a quarter of a GPU decoding step).
-    const ByValueThenId by_value{work_logits_.data()};
     if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < finite_count) {
         // Fewer than the finite candidates are kept, so the masked ones never are.
         select_best(work_logits_.data(), V, static_cast<size_t>(params_.top_k), order_);
@@ -221,6 +220,50 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
             }
         }
     }
+    return draw(logits, details, n_top);
+}
+
+int Sampler::best_logits_needed(const SamplerParams& params) {
+    if (params.repeat_penalty != 1.0) return 0;  // penalized tokens can rise from anywhere in the row
+    if (params.greedy()) return 1;
+    return params.top_k > 0 && params.top_k <= kMaxBestLogits ? params.top_k : 0;
+}
+
+int32_t Sampler::sample(const BestLogits& best) {
+    const int needed = best_logits_needed(params_);
+    if (needed == 0 || static_cast<int64_t>(best.ids.size()) < std::min<int64_t>(needed, best.vocab_size))
+        throw Error("sampler: these settings need " +
+                    (needed == 0 ? std::string("the whole logits row") : std::to_string(needed) + " best logits") +
+                    ", given " + std::to_string(best.ids.size()) + " (internal error)");
+    if (best.first_non_finite >= 0)  // as check_logits words it
+        throw Error("sampler: the model produced a non-finite logit (" + std::to_string(best.non_finite_value) +
+                    ") for token " + std::to_string(best.first_non_finite));
+    if (best.vocab_size < 1) throw Error("sampler: no logits (empty vocabulary)");
+    const int64_t finite_count = best.vocab_size - best.masked;
+    if (finite_count <= 0) throw Error("sampler: every token is masked (all logits are -inf)");
+    if (params_.greedy()) return best.ids.front();  // the highest logit, the lowest id among equals
+
+    // The candidates sample() would keep, with the same values: the top-k best first, or every
+    // finite token by id (all of them are among the best when there are no more than k).
+    if (work_logits_.size() < static_cast<size_t>(best.vocab_size)) work_logits_.resize(static_cast<size_t>(best.vocab_size));
+    order_.clear();
+    const auto keep = [this, &best](size_t i) {
+        order_.push_back(best.ids[i]);
+        work_logits_[static_cast<size_t>(best.ids[i])] = static_cast<double>(best.logits[i]) / params_.temperature;
+    };
+    if (params_.top_k < finite_count) {
+        for (size_t i = 0; i < static_cast<size_t>(params_.top_k); ++i) keep(i);
+    } else {
+        for (size_t i = 0; i < best.ids.size(); ++i)
+            if (best.logits[i] > -HUGE_VALF) keep(i);
+        std::sort(order_.begin(), order_.end());
+    }
+    return draw({}, nullptr, 0);
+}
+
+// The candidates are order_, their logits ÷ temperature in work_logits_[id]: softmax, top-p, min-p,
+// then the draw. `logits` (the raw row) only names the details' logits.
+int32_t Sampler::draw(std::span<const float> logits, SampleDetails* details, int n_top) {
     const bool top_p_active = params_.top_p < 1.0;
 
     // Softmax over the candidates; probabilities overwrite the scaled logits in place.
@@ -290,7 +333,8 @@ int32_t Sampler::sample(std::span<const float> logits, std::span<const int32_t> 
     if (details) {
         details->candidates_kept = static_cast<int>(order_.size());
         const auto count = std::min(order_.size(), static_cast<size_t>(std::max(n_top, 0)));
-        std::partial_sort(order_.begin(), order_.begin() + static_cast<ptrdiff_t>(count), order_.end(), by_value);
+        std::partial_sort(order_.begin(), order_.begin() + static_cast<ptrdiff_t>(count), order_.end(),
+                          ByValueThenId{work_logits_.data()});
         for (size_t i = 0; i < count; ++i) {
             const int32_t id = order_[i];
             details->top_filtered.push_back(

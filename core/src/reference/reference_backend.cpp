@@ -101,11 +101,15 @@ public:
         check_form_start(model_->config, options.form, position_);
         Tensor all = run(batch[0].tokens, options, intro);  // (T, V)
         const int64_t T = all.dim(0), V = all.dim(1);
-        const int64_t rows = batch[0].logits == LogitRows::All ? T : batch[0].logits == LogitRows::Last ? 1 : 0;
-        if (rows == T) return {std::move(all)};
-        Tensor out({rows, V});
-        std::copy(all.data.end() - rows * V, all.data.end(), out.data.begin());
-        return {std::move(out)};
+        const LogitRows wanted = batch[0].logits;
+        const int64_t rows = wanted == LogitRows::All                                     ? T
+                             : wanted == LogitRows::Last || wanted == LogitRows::LastBest ? 1
+                                                                                          : 0;
+        if (rows == T && wanted != LogitRows::LastBest) return {std::move(all)};
+        std::vector<Tensor> out(1, Tensor({rows, V}));
+        std::copy(all.data.end() - rows * V, all.data.end(), out[0].data.begin());
+        select_best_on_host(batch, out);
+        return out;
     }
 
 private:

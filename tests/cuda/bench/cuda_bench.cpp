@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -245,6 +246,17 @@ void bench_decode_ops(int M) {
            12.0 * M * F);
     report("gemv ffn out (accumulate)", gemv({{W, y.get(), d, true}}, F), 2.0 * F * d);
     report("gemv output (V rows)", gemv({{W, y.get(), V, false}}, d), 2.0 * V * d);
+    {  // a sampler's top-k 40 of each row (normal logits: few ties, as a model's)
+        std::mt19937_64 rng(3);
+        std::normal_distribution<float> normal(0.0f, 3.0f);
+        std::vector<float> rows(static_cast<size_t>(M) * V);
+        for (float& v : rows) v = normal(rng);
+        DeviceBuffer<float> logits(rows.size()), packed(static_cast<size_t>(M) * 83);
+        logits.upload(rows, stream.get());
+        report("best 40 logits of V", time_launches_us(stream, [&] {
+            launch_best_logits(logits.get(), M, V, 40, packed.get(), 83, stream.get());
+        }), 4.0 * M * V);
+    }
     if (M <= 4) {
         report("fused norm + q,k,v,g",
                gemv({{W, y.get(), d, false}, {W + 1 * d * d, y.get(), d, false}, {W + 2 * d * d, y.get(), 2 * d, false},
