@@ -219,8 +219,8 @@ int run_bench(const std::vector<std::string>& argv) {
     add_int(*app, "--repeats", repeats, 1, 1000, "timed prefill runs per measurement (the median is reported)");
     add_int(*app, "--decode-steps", decode_steps, 1, 100000, "decoding steps timed per batch and context");
     add_int(*app, "--best-logits", best_logits, 0, kMaxBestLogits,
-            "decoding sends back each sequence's N best logits, as sampling with top-k N asks (1: greedy); 0: "
-            "the whole logits row")
+            "decoding sends back each sequence's N best logits (0 to 256), as sampling with top-k N asks (1: "
+            "greedy); 0: the whole logits row")
         ->default_str(std::to_string(best_logits) + ", the default top-k");
     add_int(*app, "--chunk-size", chunk, 1, 1 << 20, "chunk length of the chunkwise form")->default_str("the model's");
     add_json_flag(*app, json);
@@ -248,7 +248,11 @@ int run_bench(const std::vector<std::string>& argv) {
     } catch (const Cancelled&) {
         if (!json) throw;
         nlohmann::json nothing = {{"model", model_dir_or_default(model_dir)}, {"dtype", dtype}, {"cancelled", true}};
-        if (decode) nothing["decode"] = nlohmann::json::array();
+        if (decode) {
+            nothing["decode_steps"] = decode_steps;
+            nothing["best_logits"] = best_logits;  // as asked: the vocabulary is not known yet
+            nothing["decode"] = nlohmann::json::array();
+        }
         std::printf("%s\n", json_text(nothing, 2).c_str());
         std::fflush(stdout);
         std::fprintf(stderr, "retnet bench: cancelled while loading the model; the report holds no measurement\n");
@@ -272,6 +276,7 @@ int run_bench(const std::vector<std::string>& argv) {
     if (prefill || mode == "kernels") report["repeats"] = repeats;
     if (decode) {
         report["decode_steps"] = decode_steps;
+        best_logits = std::min(best_logits, config.vocab_size);  // what is sent back
         report["best_logits"] = best_logits;
     }
     const auto lengths_count = static_cast<int>(lengths.size()), pairs = static_cast<int>(contexts.size() * batches.size());

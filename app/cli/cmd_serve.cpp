@@ -335,6 +335,8 @@ GenerationParams request_params(const json& body, const ServeOptions& o) {
     p.n_top = 0;
     SamplerParams& s = p.sampler;
     s.temperature = number_field<double>(body, "temperature", 1.0, 0.0, 2.0);
+    if (s.temperature > 0.0 && s.temperature < 1e-100)  // the sampler's own limit (sampler.h), named here
+        throw BadRequest{400, "temperature must be 0 (greedy) or at least 1e-100", "temperature"};
     s.top_p = number_field<double>(body, "top_p", 1.0, 1e-9, 1.0);
     s.top_k = number_field<int>(body, "top_k", 0, 0, 1 << 24);  // llama.cpp's extensions
     s.min_p = number_field<double>(body, "min_p", 0.0, 0.0, 1.0);
@@ -354,6 +356,11 @@ GenerationParams request_params(const json& body, const ServeOptions& o) {
     }
     for (const std::string& stop_string : p.stop_strings)
         if (stop_string.empty() || stop_string.size() > 256) throw BadRequest{400, "each stop string must have 1 to 256 bytes", "stop"};
+    try {  // anything else the engine would refuse is refused here, not on the decode thread
+        p.validate();
+    } catch (const Error& e) {
+        throw BadRequest{400, e.what(), "params"};
+    }
     return p;
 }
 

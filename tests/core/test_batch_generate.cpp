@@ -220,6 +220,12 @@ TEST(BatchGenerate, CancelledAndFailedSequencesFreeTheirSlots) {
     EXPECT_NE(out["bad"].error.find("outside the vocabulary"), std::string::npos) << out["bad"].error;
     EXPECT_EQ(batch.active(), 1);
     EXPECT_TRUE(batch.has_free_slot());
+    BatchRequest cold = request("cold", {1});  // the sampler's params are refused the same way, not thrown
+    cold.params.sampler.temperature = 1e-200;
+    batch.add(std::move(cold));
+    EXPECT_NE(out["cold"].error.find("temperature"), std::string::npos) << out["cold"].error;
+    EXPECT_EQ(batch.active(), 1);
+    EXPECT_TRUE(batch.has_free_slot());
 }
 
 // The server counts the KV caches of running requests only: a twin's finished sequence frees its

@@ -98,4 +98,11 @@ code=$(curl -sS -o "$work/chunked_reply" -w '%{http_code}' -m 10 -H 'Content-Typ
 [ "$code" = 411 ] || fail "a chunked body answered $code: $(head -c 300 "$work/chunked_reply")"
 curl -sS -m 30 -H 'Content-Type: application/json' --data-binary @"$work/plain.json" \
   "http://127.0.0.1:$port/v1/completions" | grep -q '"choices"' || fail "the server did not answer after the refused bodies"
+# A temperature below the sampler's smallest (1e-100) is refused in a 400 naming it, and the server goes on
+# (it used to end the decode thread, and the server with it).
+code=$(curl -sS -o "$work/cold_reply" -w '%{http_code}' -m 10 -H 'Content-Type: application/json' \
+  -d '{"prompt": "x", "temperature": 1e-200}' "http://127.0.0.1:$port/v1/completions")
+[ "$code" = 400 ] && grep -q 'temperature' "$work/cold_reply" || fail "a temperature of 1e-200 answered $code: $(head -c 300 "$work/cold_reply")"
+curl -sS -m 30 -H 'Content-Type: application/json' -d '{"prompt": "x", "max_tokens": 2, "temperature": 0}' \
+  "http://127.0.0.1:$port/v1/completions" | grep -q '"choices"' || fail "the server did not answer after the cold request"
 echo "serve: all hostile tests passed"

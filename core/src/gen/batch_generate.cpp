@@ -59,6 +59,12 @@ BatchGenerator::~BatchGenerator() = default;
 void BatchGenerator::add(BatchRequest request) {
     const auto free = std::find(slot_used_.begin(), slot_used_.end(), false);
     if (free == slot_used_.end()) throw Error("no free slot: " + std::to_string(slots()) + " sequences are active");
+    try {  // the Sequence's Sampler checks its params as it is made: bad ones end the request here
+        request.params.validate();
+    } catch (const std::exception& e) {
+        if (request.on_done) request.on_done(GenerationResult{}, e.what());
+        return;
+    }
     auto owned = std::make_unique<Sequence>(std::move(request), static_cast<int>(free - slot_used_.begin()));
     Sequence& s = *owned;
     *free = true;
