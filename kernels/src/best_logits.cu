@@ -21,6 +21,7 @@ constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxCount = 256;  // kMaxBestLogits
 constexpr int kMaxCandidates = 1024;  // logits past the fast path's threshold that it ranks
+constexpr int kHeld = 16;             // vectors of 4 logits a thread keeps in registers
 
 // best_logits_key of retnet/best_logits.h (C++20 there; these sources are C++17).
 __device__ __forceinline__ uint32_t logit_key(float logit) {
@@ -32,7 +33,7 @@ __device__ __forceinline__ uint32_t logit_key(float logit) {
 // The shared memory of one row's selection.
 struct Shared {
     unsigned histogram[256];
-    uint32_t sorted[kThreads];                 // the threads' best keys, sorted best first
+    uint32_t sorted[kThreads];                 // the threads' best keys, in a bitonic sort's stage
     uint32_t candidate_key[kMaxCandidates];
     int candidate_id[kMaxCandidates];
     int warp_ties[kWarps];
@@ -140,52 +141,67 @@ __global__ void __launch_bounds__(kThreads) best_logits_kernel(const float* __re
         if ((bits & 0x7fffffffu) >= 0x7f800000u && bits != 0xff800000u) first_bad = min(first_bad, i);
         best_key = max(best_key, logit_key(logit));
     };
-    const bool vectors = V % 4 == 0 && reinterpret_cast<uintptr_t>(row) % 16 == 0;
-    if (vectors) {
-        const float4* row4 = reinterpret_cast<const float4*>(row);
-#pragma unroll 4
-        for (int v = tid; v < V / 4; v += kThreads) {
-            const float4 f = row4[v];
-            look(f.x, 4 * v), look(f.y, 4 * v + 1), look(f.z, 4 * v + 2), look(f.w, 4 * v + 3);
-        }
-    } else {
-#pragma unroll 4
-        for (int i = tid; i < V; i += kThreads) look(row[i], i);
-    }
-    if (masked) atomicAdd(&sh.masked, masked);
-    if (first_bad != INT_MAX) atomicMin(&sh.first_bad, first_bad);
-    // Bitonic sort of the threads' keys, best first.
-    sh.sorted[tid] = best_key;
-    for (int size = 2; size <= kThreads; size <<= 1)
-        for (int stride = size / 2; stride > 0; stride >>= 1) {
-            __syncthreads();
-            const int partner = tid ^ stride;
-            if (partner > tid) {
-                const uint32_t a = sh.sorted[tid], b = sh.sorted[partner];
-                const bool descending = (tid & size) == 0;
-                if (descending ? a < b : a > b) sh.sorted[tid] = b, sh.sorted[partner] = a;
-            }
-        }
-    __syncthreads();
-    const uint32_t threshold = sh.sorted[kept - 1];
-
-    const auto gather = [&](float logit, int i) {
+    const auto gather = [&](float logit, int i, uint32_t threshold) {
         const uint32_t key = logit_key(logit);
         if (key >= threshold) {
             const int at = atomicAdd(&sh.candidates, 1);
             if (at < kMaxCandidates) sh.candidate_key[at] = key, sh.candidate_id[at] = i;
         }
     };
-    if (vectors) {
-        const float4* row4 = reinterpret_cast<const float4*>(row);
-#pragma unroll 4
-        for (int v = tid; v < V / 4; v += kThreads) {
-            const float4 f = row4[v];
-            gather(f.x, 4 * v), gather(f.y, 4 * v + 1), gather(f.z, 4 * v + 2), gather(f.w, 4 * v + 3);
+    // Rows of up to kHeld · kThreads vectors of 4 (32,768 logits) stay in registers between the
+    // passes, all their loads in flight at once; longer or unaligned rows are read twice.
+    const float4* row4 = reinterpret_cast<const float4*>(row);
+    const int vectors = V % 4 == 0 && reinterpret_cast<uintptr_t>(row) % 16 == 0 ? V / 4 : -1;
+    const bool held = vectors >= 0 && vectors <= kHeld * kThreads;
+    float4 hold[kHeld];
+    if (held) {
+#pragma unroll
+        for (int j = 0; j < kHeld; ++j) {
+            const int v = tid + j * kThreads;
+            hold[j] = v < vectors ? row4[v] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+#pragma unroll
+        for (int j = 0; j < kHeld; ++j) {
+            const int v = tid + j * kThreads;
+            if (v < vectors) look(hold[j].x, 4 * v), look(hold[j].y, 4 * v + 1), look(hold[j].z, 4 * v + 2), look(hold[j].w, 4 * v + 3);
         }
     } else {
-#pragma unroll 4
-        for (int i = tid; i < V; i += kThreads) gather(row[i], i);
+        for (int i = tid; i < V; i += kThreads) look(row[i], i);
+    }
+    if (masked) atomicAdd(&sh.masked, masked);
+    if (first_bad != INT_MAX) atomicMin(&sh.first_bad, first_bad);
+
+    // Bitonic sort of the threads' keys, best first: strides within a warp by shuffles, the others
+    // through shared memory.
+    uint32_t key = best_key;
+    for (int size = 2; size <= kThreads; size <<= 1)
+        for (int stride = size / 2; stride > 0; stride >>= 1) {
+            uint32_t other;
+            if (stride < 32) {
+                other = __shfl_xor_sync(0xffffffffu, key, stride);
+            } else {
+                sh.sorted[tid] = key;
+                __syncthreads();
+                other = sh.sorted[tid ^ stride];
+                __syncthreads();  // read before the next stage rewrites it
+            }
+            const bool descending = (tid & size) == 0, lower = (tid & stride) == 0;
+            key = lower == descending ? max(key, other) : min(key, other);
+        }
+    if (tid == kept - 1) sh.prefix = key;  // the kept-th best thread key
+    __syncthreads();
+    const uint32_t threshold = sh.prefix;
+
+    if (held) {
+#pragma unroll
+        for (int j = 0; j < kHeld; ++j) {
+            const int v = tid + j * kThreads;
+            if (v < vectors)
+                gather(hold[j].x, 4 * v, threshold), gather(hold[j].y, 4 * v + 1, threshold),
+                    gather(hold[j].z, 4 * v + 2, threshold), gather(hold[j].w, 4 * v + 3, threshold);
+        }
+    } else {
+        for (int i = tid; i < V; i += kThreads) gather(row[i], i, threshold);
     }
     __syncthreads();
     const bool overflow = sh.candidates > kMaxCandidates;  // the same for the whole block
