@@ -10,6 +10,7 @@
 #include <limits>
 #include <random>
 
+#include "retnet/analysis_tap.h"
 #include "retnet/best_logits.h"
 #include "retnet/error.h"
 #include "retnet/forward.h"
@@ -145,7 +146,9 @@ TEST(BestLogits, SamplerDrawsFromTheBestAsFromTheWholeRow) {
         for (int draw = 0; draw < 20; ++draw)
             for (const std::vector<float>& row : rows) {
                 const int32_t expected = from_row.sample(row, {}, nullptr, 0);
-                ASSERT_EQ(from_best.sample(select_best_logits(row, count)), expected) << "draw " << draw;
+                // more than it needs on odd draws, as a batch's step gives it the most any sequence needs
+                const int given = draw % 2 ? kMaxBestLogits : count;
+                ASSERT_EQ(from_best.sample(select_best_logits(row, given)), expected) << "draw " << draw;
             }
         EXPECT_EQ(from_row.rng(), from_best.rng());
     }
@@ -207,6 +210,20 @@ TEST(BestLogits, BackendsSelectTheBestOfTheirOwnLastRows) {
         bad = asked;
         bad.best = nullptr;
         EXPECT_THROW(backend->forward_batch({&bad, 1}, ForwardOptions{}), Error);
+    }
+    {  // the app's tap asks its inner backend for every row: the request is checked before that runs
+        auto inner = make_cpu_backend(model);
+        TapBackend tap(*inner, nullptr);
+        const std::vector<int32_t> prompt = test::random_tokens(4, V, 4);
+        BestLogits best;
+        SequenceRequest asked{prompt, 0, LogitRows::LastBest, 5, nullptr};
+        EXPECT_THROW(tap.forward_batch({&asked, 1}, ForwardOptions{}, nullptr), Error);
+        EXPECT_EQ(inner->snapshot().position, 0);
+        asked.best = &best;
+        EXPECT_EQ(tap.forward_batch({&asked, 1}, ForwardOptions{}, nullptr).front().dim(0), 0);
+        inner->reset();
+        const SequenceRequest last{prompt, 0, LogitRows::Last};
+        EXPECT_EQ(best.ids, select_best_logits(inner->forward_batch({&last, 1}, ForwardOptions{}).front().data, 5).ids);
     }
     auto backend = make_cpu_backend(model);
     backend->set_slot_count(2);

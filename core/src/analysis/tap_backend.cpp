@@ -13,6 +13,9 @@ TapBackend::TapBackend(Backend& inner, Observer observer, std::function<bool()> 
 std::vector<Tensor> TapBackend::forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
                                               Introspection* introspection) {
     if (batch.size() != 1) return inner_.forward_batch(batch, options, introspection);
+    // The inner backend sees an All request: what only the caller's request asks is checked here,
+    // before the slot advances.
+    check_batch(inner_.model(), batch, inner_.slot_count(), options, introspection);
     Introspection local;
     Introspection* probe = introspection ? introspection : &local;
     // The Transformer twin has no retention state: its observer gets no norms (rank 0).
