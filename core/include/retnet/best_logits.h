@@ -38,6 +38,15 @@ constexpr uint32_t best_logits_key(float logit) {
     return bits & 0x80000000u ? ~bits : bits | 0x80000000u;
 }
 
+// A row's −inf logits and its first NaN or +inf (−1 when none): one pass over the bit patterns,
+// which the compiler vectorizes (float comparisons that must hold for NaN do not), and a second to
+// find the first only where there is one.
+struct LogitScan {
+    int64_t masked = 0;
+    int64_t first_non_finite = -1;
+};
+LogitScan scan_logits(std::span<const float> row);
+
 // Floats one row takes in packed form: 2 · count + 3.
 int64_t best_logits_packed_width(int count);
 

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "retnet/best_logits.h"
 
-#include <algorithm>
 #include <bit>
+#include <limits>
 #include <string>
 
+#include "gen/select_best.h"
 #include "retnet/error.h"
 
 namespace retnet {
@@ -21,59 +22,52 @@ void check_count(int count) {
                     std::to_string(kMaxBestLogits) + "]");
 }
 
+void check_packed_width(std::span<const float> packed, int count) {
+    check_count(count);
+    if (static_cast<int64_t>(packed.size()) != best_logits_packed_width(count))
+        throw Error("best logits: the packed row has " + std::to_string(packed.size()) + " floats, expected " +
+                    std::to_string(best_logits_packed_width(count)));
+}
+
 }  // namespace
 
 int64_t best_logits_packed_width(int count) { return 2 * static_cast<int64_t>(count) + 3; }
 
+LogitScan scan_logits(std::span<const float> row) {
+    LogitScan scan;
+    size_t bad = 0;
+    for (float v : row) {
+        const auto bits = std::bit_cast<uint32_t>(v);
+        bad += ((bits & kNoSign) > kPlusInf) | (bits == kPlusInf);
+        scan.masked += bits == kMinusInf;
+    }
+    if (bad > 0)
+        for (size_t i = 0; i < row.size() && scan.first_non_finite < 0; ++i)
+            if (!(row[i] < std::numeric_limits<float>::infinity())) scan.first_non_finite = static_cast<int64_t>(i);
+    return scan;
+}
+
 void pack_best_logits(std::span<const float> row, int count, std::span<float> packed) {
-    check_count(count);
-    if (static_cast<int64_t>(packed.size()) != best_logits_packed_width(count))
-        throw Error("best logits: the packed row has " + std::to_string(packed.size()) + " floats, expected " +
-                    std::to_string(best_logits_packed_width(count)));
-    const auto V = static_cast<int32_t>(row.size());
-    int64_t masked = 0, first_bad = -1;
-    for (int32_t i = 0; i < V; ++i) {
-        const auto bits = std::bit_cast<uint32_t>(row[static_cast<size_t>(i)]);
-        masked += bits == kMinusInf;
-        if (first_bad < 0 && ((bits & kNoSign) > kPlusInf || bits == kPlusInf)) first_bad = i;
+    check_packed_width(packed, count);
+    const LogitScan scan = scan_logits(row);
+    // By best_logits_key, then lower id: NaNs get keys too, so the order stays total (such a row is
+    // refused by the sampler anyway).
+    std::vector<int32_t> best;
+    gen::select_best(static_cast<int32_t>(row.size()), static_cast<size_t>(count),
+                     [&row](int32_t id) { return best_logits_key(row[static_cast<size_t>(id)]); }, best);
+    for (size_t i = 0; i < static_cast<size_t>(count); ++i) {
+        const bool real = i < best.size();
+        packed[i] = int_bits(real ? best[i] : -1);
+        packed[static_cast<size_t>(count) + i] = real ? row[static_cast<size_t>(best[i])] : 0.0f;
     }
-    // Higher key first, then lower id (best_logits_key: NaNs get keys too, so the order stays total;
-    // such a row is refused by the sampler anyway). A heap of the kept ones whose front is the worst:
-    // most logits are turned away by one comparison with its key, one pass over the row.
-    using Entry = std::pair<uint32_t, int32_t>;  // (key, id)
-    const auto better = [](const Entry& a, const Entry& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
-    const size_t kept = std::min(static_cast<size_t>(count), static_cast<size_t>(V));
-    std::vector<Entry> heap;
-    heap.reserve(kept);
-    for (int32_t i = 0; i < V; ++i) {
-        const Entry e{best_logits_key(row[static_cast<size_t>(i)]), i};
-        if (heap.size() < kept) {
-            heap.push_back(e);
-            std::push_heap(heap.begin(), heap.end(), better);
-        } else if (e.first > heap.front().first) {  // ids rise: an equal key never beats a kept one
-            std::pop_heap(heap.begin(), heap.end(), better);
-            heap.back() = e;
-            std::push_heap(heap.begin(), heap.end(), better);
-        }
-    }
-    std::sort_heap(heap.begin(), heap.end(), better);
-    std::vector<int32_t> order(kept);
-    for (size_t i = 0; i < kept; ++i) order[i] = heap[i].second;
-    for (int i = 0; i < count; ++i) {
-        const bool real = static_cast<size_t>(i) < kept;
-        packed[static_cast<size_t>(i)] = int_bits(real ? order[static_cast<size_t>(i)] : -1);
-        packed[static_cast<size_t>(count + i)] = real ? row[static_cast<size_t>(order[static_cast<size_t>(i)])] : 0.0f;
-    }
-    packed[static_cast<size_t>(2 * count)] = int_bits(masked);
-    packed[static_cast<size_t>(2 * count + 1)] = int_bits(first_bad);
-    packed[static_cast<size_t>(2 * count + 2)] = first_bad >= 0 ? row[static_cast<size_t>(first_bad)] : 0.0f;
+    packed[static_cast<size_t>(2 * count)] = int_bits(scan.masked);
+    packed[static_cast<size_t>(2 * count + 1)] = int_bits(scan.first_non_finite);
+    packed[static_cast<size_t>(2 * count + 2)] =
+        scan.first_non_finite >= 0 ? row[static_cast<size_t>(scan.first_non_finite)] : 0.0f;
 }
 
 BestLogits unpack_best_logits(std::span<const float> packed, int count, int64_t vocab_size) {
-    check_count(count);
-    if (static_cast<int64_t>(packed.size()) != best_logits_packed_width(count))
-        throw Error("best logits: the packed row has " + std::to_string(packed.size()) + " floats, expected " +
-                    std::to_string(best_logits_packed_width(count)));
+    check_packed_width(packed, count);
     BestLogits best;
     best.vocab_size = vocab_size;
     const auto kept = static_cast<size_t>(std::min<int64_t>(count, vocab_size));

@@ -4,12 +4,12 @@
 #include "retnet/sampler.h"
 
 #include <algorithm>
-#include <bit>
 #include <charconv>
 #include <cmath>
 #include <limits>
 #include <unordered_set>
 
+#include "gen/select_best.h"
 #include "retnet/error.h"
 
 namespace retnet {
@@ -31,23 +31,18 @@ std::string shortest(double x) {
 
 uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
-// Throws on a NaN or +inf logit; returns how many are -inf (masked tokens). One pass over the
-// bit patterns, which the compiler vectorizes (float comparisons that must hold for NaN do not).
+// As the model's fault, in the words of every sampling path.
+[[noreturn]] void refuse_non_finite(float logit, int64_t id) {
+    throw Error("sampler: the model produced a non-finite logit (" + std::to_string(logit) + ") for token " +
+                std::to_string(id));
+}
+
+// Throws on a NaN or +inf logit; returns how many are -inf (masked tokens).
 size_t check_logits(std::span<const float> logits) {
     if (logits.empty()) throw Error("sampler: no logits (empty vocabulary)");
-    constexpr uint32_t kPlusInf = 0x7f800000u, kMinusInf = 0xff800000u, kNoSign = 0x7fffffffu;
-    size_t bad = 0, masked = 0;
-    for (float v : logits) {
-        const auto bits = std::bit_cast<uint32_t>(v);
-        bad += ((bits & kNoSign) > kPlusInf) | (bits == kPlusInf);
-        masked += bits == kMinusInf;
-    }
-    if (bad > 0)
-        for (size_t i = 0; i < logits.size(); ++i)
-            if (!(logits[i] < std::numeric_limits<float>::infinity()))
-                throw Error("sampler: the model produced a non-finite logit (" + std::to_string(logits[i]) +
-                            ") for token " + std::to_string(i));
-    return masked;
+    const LogitScan scan = scan_logits(logits);
+    if (scan.first_non_finite >= 0) refuse_non_finite(logits[static_cast<size_t>(scan.first_non_finite)], scan.first_non_finite);
+    return static_cast<size_t>(scan.masked);
 }
 
 // Higher value first, then lower id: a total order, so results never depend on sort stability.
@@ -59,32 +54,10 @@ struct ByValueThenId {
     }
 };
 
-// The `count` best ids of values[0..n) by higher value, then lower id (a total order, so the
-// result never depends on sort stability), best first, in `out`. A size-count heap whose front is
-// the worst kept id; most ids are turned away by one comparison with its value, so this is one
-// pass over the vocabulary for every generated token, with no vocabulary-sized buffer.
+// The `count` best ids of values[0..n) by higher value, then lower id, best first, in `out`.
 template <typename Value>
 void select_best(const Value* values, int32_t n, size_t count, std::vector<int32_t>& out) {
-    const auto better = [values](int32_t a, int32_t b) {
-        return values[a] != values[b] ? values[a] > values[b] : a < b;
-    };
-    out.clear();
-    if (count == 0) return;
-    out.reserve(count + 1);
-    int32_t id = 0;
-    for (; id < n && out.size() < count; ++id) {
-        out.push_back(id);
-        std::push_heap(out.begin(), out.end(), better);
-    }
-    Value worst = values[out.front()];
-    for (; id < n; ++id) {
-        if (values[id] < worst || !better(id, out.front())) continue;
-        std::pop_heap(out.begin(), out.end(), better);
-        out.back() = id;
-        std::push_heap(out.begin(), out.end(), better);
-        worst = values[out.front()];
-    }
-    std::sort_heap(out.begin(), out.end(), better);
+    gen::select_best(n, count, [values](int32_t id) { return values[id]; }, out);
 }
 
 }  // namespace
@@ -235,9 +208,7 @@ int32_t Sampler::sample(const BestLogits& best) {
         throw Error("sampler: these settings need " +
                     (needed == 0 ? std::string("the whole logits row") : std::to_string(needed) + " best logits") +
                     ", given " + std::to_string(best.ids.size()) + " (internal error)");
-    if (best.first_non_finite >= 0)  // as check_logits words it
-        throw Error("sampler: the model produced a non-finite logit (" + std::to_string(best.non_finite_value) +
-                    ") for token " + std::to_string(best.first_non_finite));
+    if (best.first_non_finite >= 0) refuse_non_finite(best.non_finite_value, best.first_non_finite);
     if (best.vocab_size < 1) throw Error("sampler: no logits (empty vocabulary)");
     const int64_t finite_count = best.vocab_size - best.masked;
     if (finite_count <= 0) throw Error("sampler: every token is masked (all logits are -inf)");
