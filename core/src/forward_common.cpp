@@ -133,13 +133,18 @@ void check_batch(const Model& model, std::span<const SequenceRequest> batch, int
     }
 }
 
-void select_best_on_host(std::span<const SequenceRequest> batch, std::vector<Tensor>& logits) {
-    for (size_t s = 0; s < batch.size(); ++s) {
-        if (batch[s].logits != LogitRows::LastBest) continue;
-        Tensor& row = logits[s];  // (1, V)
-        *batch[s].best = select_best_logits(row.data, batch[s].best_count);
-        row = Tensor({0, row.dim(1)});
+Tensor logits_as_asked(const SequenceRequest& request, Tensor all) {
+    const int64_t T = all.dim(0), V = all.dim(1);
+    if (request.logits == LogitRows::All || (request.logits == LogitRows::Last && T == 1)) return all;
+    if (request.logits == LogitRows::None) return Tensor({0, V});
+    const std::span<const float> last(all.data.data() + (T - 1) * V, static_cast<size_t>(V));
+    if (request.logits == LogitRows::LastBest) {
+        *request.best = select_best_logits(last, request.best_count);
+        return Tensor({0, V});
     }
+    Tensor row({1, V});
+    std::copy(last.begin(), last.end(), row.data.begin());
+    return row;
 }
 
 std::string Backend::weights_precision() const { return matrices_precision(model()); }

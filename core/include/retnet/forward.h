@@ -189,9 +189,9 @@ void check_introspection(const ModelConfig& config, const Introspection& introsp
 // introspection only with a single sequence.
 void check_batch(const Model& model, std::span<const SequenceRequest> batch, int slots,
                  const ForwardOptions& options, const Introspection* introspection);
-// For a backend that projects whole rows: each LastBest request's row of `logits` (1, V), as asked
-// for Last, becomes its best logits, and its tensor (0, V).
-void select_best_on_host(std::span<const SequenceRequest> batch, std::vector<Tensor>& logits);
+// For a backend that projects every row of a sequence, `all` (T, V): the rows `request` asks for
+// (LastBest: the last row's best logits into *request.best, and no rows).
+Tensor logits_as_asked(const SequenceRequest& request, Tensor all);
 // The chunk size a call runs with: the option's, else the config's.
 int effective_chunk_size(const ModelConfig& config, const ForwardOptions& options);
 

@@ -1,8 +1,6 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "retnet/analysis_tap.h"
 
-#include <algorithm>
-
 #include "retnet/error.h"
 
 namespace retnet {
@@ -32,13 +30,7 @@ std::vector<Tensor> TapBackend::forward_batch(std::span<const SequenceRequest> b
     const int64_t first = position_;
     position_ += int64_t(all.tokens.size());
     if (observer_) observer_(first, logits, probe->state_norms);
-    if (batch[0].logits == LogitRows::All) return {std::move(logits)};
-    const bool last = batch[0].logits == LogitRows::Last || batch[0].logits == LogitRows::LastBest;
-    const int64_t V = logits.dim(1), rows = last ? 1 : 0;
-    std::vector<Tensor> out(1, Tensor({rows, V}));
-    std::copy(logits.data.end() - rows * V, logits.data.end(), out[0].data.begin());
-    select_best_on_host(batch, out);
-    return out;
+    return {logits_as_asked(batch[0], std::move(logits))};
 }
 
 void TapBackend::reset(int slot) {

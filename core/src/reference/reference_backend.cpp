@@ -99,17 +99,7 @@ public:
                                       Introspection* intro) override {
         check_batch(*model_, batch, slot_count(), options, intro);
         check_form_start(model_->config, options.form, position_);
-        Tensor all = run(batch[0].tokens, options, intro);  // (T, V)
-        const int64_t T = all.dim(0), V = all.dim(1);
-        const LogitRows wanted = batch[0].logits;
-        const int64_t rows = wanted == LogitRows::All                                     ? T
-                             : wanted == LogitRows::Last || wanted == LogitRows::LastBest ? 1
-                                                                                          : 0;
-        if (rows == T && wanted != LogitRows::LastBest) return {std::move(all)};
-        std::vector<Tensor> out(1, Tensor({rows, V}));
-        std::copy(all.data.end() - rows * V, all.data.end(), out[0].data.begin());
-        select_best_on_host(batch, out);
-        return out;
+        return {logits_as_asked(batch[0], run(batch[0].tokens, options, intro))};  // run: (T, V)
     }
 
 private:
