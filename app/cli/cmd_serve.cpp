@@ -335,8 +335,9 @@ GenerationParams request_params(const json& body, const ServeOptions& o) {
     p.n_top = 0;
     SamplerParams& s = p.sampler;
     s.temperature = number_field<double>(body, "temperature", 1.0, 0.0, 2.0);
-    if (s.temperature > 0.0 && s.temperature < 1e-100)  // the sampler's own limit (sampler.h), named here
-        throw BadRequest{400, "temperature must be 0 (greedy) or at least 1e-100", "temperature"};
+    if (s.temperature > 0.0 && s.temperature < SamplerParams::kMinTemperature)  // validate's bound, named here
+        throw BadRequest{400, "temperature must be 0 (greedy) or at least " + json(SamplerParams::kMinTemperature).dump(),
+                         "temperature"};
     s.top_p = number_field<double>(body, "top_p", 1.0, 1e-9, 1.0);
     s.top_k = number_field<int>(body, "top_k", 0, 0, 1 << 24);  // llama.cpp's extensions
     s.min_p = number_field<double>(body, "min_p", 0.0, 0.0, 1.0);

@@ -34,7 +34,11 @@ private:
 };
 
 struct SamplerParams {
-    double temperature = 1.0;     // <= 0 means greedy; else >= 1e-100 (no overflow of logit / T)
+    // Below this a float logit divided by the temperature could overflow a double; the distribution
+    // there is the greedy choice in all but ties anyway.
+    static constexpr double kMinTemperature = 1e-100;
+
+    double temperature = 1.0;     // <= 0 means greedy; else >= kMinTemperature
     int top_k = 0;                // 0 = off
     double top_p = 1.0;           // 1 = off; in (0, 1]
     double min_p = 0.0;           // 0 = off; in [0, 1]

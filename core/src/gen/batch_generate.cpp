@@ -17,8 +17,8 @@ using gen::Clock;
 using gen::held_back_length;
 using gen::milliseconds_since;
 
+// `params` were validated by add() before its Sequence was made.
 void check_prompt(std::span<const int32_t> prompt, const GenerationParams& params, int vocab_size) {
-    params.validate();
     if (prompt.empty()) throw Error("the prompt is empty (give at least one token)");
     if (static_cast<int64_t>(prompt.size()) > params.max_prompt_tokens)
         throw Error("the prompt has " + std::to_string(prompt.size()) + " tokens, more than the limit of " +

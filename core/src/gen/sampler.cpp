@@ -95,10 +95,9 @@ SamplerParams default_sampling() {
 
 void SamplerParams::validate() const {
     if (!std::isfinite(temperature)) throw Error("temperature must be a finite number");
-    // Below this a float logit divided by the temperature could overflow a double; the
-    // distribution there is the greedy choice in all but ties anyway.
-    if (temperature > 0.0 && temperature < 1e-100)
-        throw Error("temperature must be 0 (greedy) or at least 1e-100, got " + shortest(temperature));
+    if (temperature > 0.0 && temperature < kMinTemperature)
+        throw Error("temperature must be 0 (greedy) or at least " + shortest(kMinTemperature) + ", got " +
+                    shortest(temperature));
     if (top_k < 0) throw Error("top-k must be >= 0 (0 = off), got " + std::to_string(top_k));
     if (!(top_p > 0.0 && top_p <= 1.0)) throw Error("top-p must be in (0, 1], got " + std::to_string(top_p));
     if (!(min_p >= 0.0 && min_p <= 1.0)) throw Error("min-p must be in [0, 1], got " + std::to_string(min_p));
