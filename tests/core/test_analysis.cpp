@@ -12,6 +12,7 @@
 #include "retnet/family_rules.h"
 #include "retnet/model_stats.h"
 #include "retnet/sampler.h"
+#include "forwarding_backend.h"
 #include "test_models.h"
 
 namespace retnet {
@@ -142,27 +143,14 @@ TEST(Analysis, TapBackendSkipsTheNormsWhenNotWanted) {
 
 // A CPU backend that answers as a GPU backend with bf16 weights would: where it runs, its precision,
 // its KV-cache elements and the device memory it reports.
-class DeviceLikeBackend : public Backend {
+class DeviceLikeBackend : public test::ForwardingBackend {
 public:
-    explicit DeviceLikeBackend(std::shared_ptr<const Model> model) : inner_(make_cpu_backend(std::move(model))) {}
+    explicit DeviceLikeBackend(std::shared_ptr<const Model> model) : ForwardingBackend(make_cpu_backend(std::move(model))) {}
     std::string name() const override { return "device-like"; }
-    const Model& model() const override { return inner_->model(); }
-    std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
-                                      Introspection* introspection) override {
-        return inner_->forward_batch(batch, options, introspection);
-    }
-    int slot_count() const override { return inner_->slot_count(); }
-    void set_slot_count(int slots) override { inner_->set_slot_count(slots); }
-    void reset(int slot) override { inner_->reset(slot); }
-    RecurrentState snapshot(int slot) const override { return inner_->snapshot(slot); }
-    void restore(const RecurrentState& state, int slot) override { inner_->restore(state, slot); }
     int kv_cache_element_bytes() const override { return 2; }
     int64_t device_memory_in_use() const override { return 12345; }
     bool on_device() const override { return true; }
     std::string weights_precision() const override { return "bf16"; }
-
-private:
-    std::unique_ptr<Backend> inner_;
 };
 
 // The app watches its backend through the tap, and the cost view and the memory checks ask the

@@ -9,6 +9,7 @@
 
 #include "retnet/batch_generate.h"
 #include "retnet/error.h"
+#include "forwarding_backend.h"
 #include "test_models.h"
 
 namespace retnet {
@@ -100,26 +101,16 @@ void expect_same(const std::vector<Outcome>& a, const std::vector<Outcome>& b) {
 
 // Counts the forwards (prefills and steps) that asked for best logits and those that asked for
 // whole rows, passing everything to a CPU backend.
-class RowCounter final : public Backend {
+class RowCounter final : public test::ForwardingBackend {
 public:
-    explicit RowCounter(std::shared_ptr<const Model> model) : inner_(make_cpu_backend(std::move(model))) {}
-    std::string name() const override { return inner_->name(); }
-    const Model& model() const override { return inner_->model(); }
+    explicit RowCounter(std::shared_ptr<const Model> model) : ForwardingBackend(make_cpu_backend(std::move(model))) {}
     std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
                                       Introspection* introspection) override {
         ++(batch.front().logits == LogitRows::LastBest ? best_steps : row_steps);
-        return inner_->forward_batch(batch, options, introspection);
+        return ForwardingBackend::forward_batch(batch, options, introspection);
     }
-    int slot_count() const override { return inner_->slot_count(); }
-    void set_slot_count(int slots) override { inner_->set_slot_count(slots); }
-    void reset(int slot) override { inner_->reset(slot); }
-    RecurrentState snapshot(int slot) const override { return inner_->snapshot(slot); }
-    void restore(const RecurrentState& state, int slot) override { inner_->restore(state, slot); }
 
     int best_steps = 0, row_steps = 0;
-
-private:
-    std::unique_ptr<Backend> inner_;
 };
 
 TEST(BatchGenerate, GreedyAndSeededSequencesDecodedTogetherEqualEachAlone) {

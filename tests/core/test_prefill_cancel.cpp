@@ -11,6 +11,7 @@
 #include "retnet/batch_generate.h"
 #include "retnet/error.h"
 #include "retnet/generate.h"
+#include "forwarding_backend.h"
 #include "test_models.h"
 
 namespace retnet {
@@ -118,11 +119,9 @@ TEST(PrefillCancel, OnlyTheSlotsOfTheCancelledCallAreEmptied) {
 }
 
 // Passes every call through, and reports each poll of a cut-able forward to `on_poll`.
-class PollWatcher : public Backend {
+class PollWatcher : public test::ForwardingBackend {
 public:
-    PollWatcher(Backend& inner, std::function<void()> on_poll) : inner_(inner), on_poll_(std::move(on_poll)) {}
-    std::string name() const override { return inner_.name(); }
-    const Model& model() const override { return inner_.model(); }
+    PollWatcher(Backend& inner, std::function<void()> on_poll) : ForwardingBackend(inner), on_poll_(std::move(on_poll)) {}
     std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
                                       Introspection* introspection) override {
         ForwardOptions watched = options;
@@ -131,16 +130,10 @@ public:
                 on_poll_();
                 return poll();
             };
-        return inner_.forward_batch(batch, watched, introspection);
+        return ForwardingBackend::forward_batch(batch, watched, introspection);
     }
-    int slot_count() const override { return inner_.slot_count(); }
-    void set_slot_count(int slots) override { inner_.set_slot_count(slots); }
-    void reset(int slot) override { inner_.reset(slot); }
-    RecurrentState snapshot(int slot) const override { return inner_.snapshot(slot); }
-    void restore(const RecurrentState& state, int slot) override { inner_.restore(state, slot); }
 
 private:
-    Backend& inner_;
     std::function<void()> on_poll_;
 };
 

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <map>
 
+#include "forwarding_backend.h"
 #include "retnet/error.h"
 #include "retnet/eval_stream.h"
 #include "retnet/safetensors.h"
@@ -392,35 +393,26 @@ TEST(TrainLoop, WindowedEvaluationAsksCancelledBeforeEachLayerOfABatch) {
 
 // Passes every call through and records what the backend was asked to compute: the resets, and
 // per forward call its new tokens and the position of slot 0 before and after.
-class CountingBackend : public Backend {
+class CountingBackend : public test::ForwardingBackend {
 public:
-    explicit CountingBackend(Backend& inner) : inner_(inner) {}
-    std::string name() const override { return inner_.name(); }
-    const Model& model() const override { return inner_.model(); }
+    explicit CountingBackend(Backend& inner) : ForwardingBackend(inner) {}
     std::vector<Tensor> forward_batch(std::span<const SequenceRequest> batch, const ForwardOptions& options,
                                       Introspection* introspection) override {
-        const int64_t before = inner_.snapshot(0).position;
-        std::vector<Tensor> out = inner_.forward_batch(batch, options, introspection);
-        calls.push_back({static_cast<int64_t>(batch[0].tokens.size()), before, inner_.snapshot(0).position});
+        const int64_t before = inner().snapshot(0).position;
+        std::vector<Tensor> out = inner().forward_batch(batch, options, introspection);
+        calls.push_back({static_cast<int64_t>(batch[0].tokens.size()), before, inner().snapshot(0).position});
         return out;
     }
-    int slot_count() const override { return inner_.slot_count(); }
-    void set_slot_count(int slots) override { inner_.set_slot_count(slots); }
     void reset(int slot) override {
         ++resets;
-        inner_.reset(slot);
+        ForwardingBackend::reset(slot);
     }
-    RecurrentState snapshot(int slot) const override { return inner_.snapshot(slot); }
-    void restore(const RecurrentState& state, int slot) override { inner_.restore(state, slot); }
 
     struct Call {
         int64_t tokens, position_before, position_after;
     };
     std::vector<Call> calls;
     int resets = 0;
-
-private:
-    Backend& inner_;
 };
 
 // `retnet eval --stream` on the Transformer twin: each token goes through the model once, each
