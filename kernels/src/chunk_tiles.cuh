@@ -299,6 +299,39 @@ __device__ void quarter_to_global(const float* tile, Dst* dst, int64_t ld, int m
     for (int r = m0 + lane / kLanesPerRow; r < min(m0 + 32, rows); r += kRowsPerStep)
         tile_vec_to_global<Vec>(tile + r * kLd + c, dst + r * ld + c);
 }
+// The accumulator layout of a 16 × 16 fp32 wmma fragment on sm_80 and later, which wmma calls
+// opaque: two m16n8 tiles of mma.sync, element e of lane (g = lane / 4, t = lane % 4) at row
+// g + 8·((e / 2) % 2), column 2t + e % 2 + 8·(e / 4). The bf16 chunk states' full-tile cases of
+// test_chunk_states fail if it is not.
+// A warp's 32 × 32 quarter of accumulators (rows m0, columns n0) straight to global bf16 rows ld
+// elements apart (ld a multiple of 4, dst 8-byte aligned, the whole quarter inside): no trip
+// through shared memory. Lanes t and t ^ 1 swap one pair of columns, so that each lane holds
+// four adjacent columns and a warp's store fills whole 32-byte sectors.
+template <typename Acc>
+__device__ __forceinline__ void quarter_to_global_bf16(const Acc (&acc)[2][2], __nv_bfloat16* dst, int64_t ld,
+                                                       int m0, int n0) {
+    static_assert(Acc::num_elements == 8);
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const bool even = t % 2 == 0;
+    const int col = even ? 2 * t : 2 * t + 6;  // even lanes: columns 2t … 2t+3; odd: 2t+6 … 2t+9
+    const auto pack = [](float a, float b) {
+        const __nv_bfloat162 p = __floats2bfloat162_rn(a, b);
+        return *reinterpret_cast<const uint32_t*>(&p);
+    };
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+        for (int b = 0; b < 2; ++b)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {  // rows g, g + 8
+                const uint32_t lo = pack(acc[a][b].x[2 * half], acc[a][b].x[2 * half + 1]);      // columns 2t, 2t+1
+                const uint32_t hi = pack(acc[a][b].x[4 + 2 * half], acc[a][b].x[5 + 2 * half]);  // 2t+8, 2t+9
+                const uint32_t swapped = __shfl_xor_sync(0xffffffffu, even ? hi : lo, 1);
+                const uint2 four = even ? make_uint2(lo, swapped) : make_uint2(swapped, hi);
+                *reinterpret_cast<uint2*>(dst + static_cast<int64_t>(m0 + 16 * a + g + 8 * half) * ld + n0 + 16 * b +
+                                          col) = four;
+            }
+}
 __device__ inline void tile_from_global(float* tile, const float* src, int64_t ld, int rows, int cols) {
     for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
         const int r = e / kTile, c = e % kTile;

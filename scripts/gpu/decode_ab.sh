@@ -11,12 +11,15 @@
 # $OPS_ROWS`, default 1,16) of both trees side by side, then `retnet bench --mode decode` at batches
 # $BATCHES (default 1,16,64), ROUNDS rounds (default 3), each tree once a round. Without BASE_TGZ only
 # this tree is measured. THIS_ALT="args" also runs this tree's bench with those arguments added, each
-# round ("this+alt"). $OUT gets summary.txt and all-logs.tgz. About 5 minutes, plus the start.
+# round ("this+alt"). KERNELS=N first times the retention kernels (`retnet_cuda_bench 1 kernels`, the
+# issue's shapes, forward and forward + backward) of both trees, alternating, N rounds; ROUNDS=0 and
+# OPS_ROWS= (empty) skip the decoding bench and the per-op tables. $OUT gets summary.txt and
+# all-logs.tgz. About 5 minutes, plus the start.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$ROOT/device-out}
 BUILD=/tmp/retnet-build BASE=/tmp/base-src BASE_BUILD=/tmp/base-build MODEL=/tmp/anchor-model
-OPS_ROWS=${OPS_ROWS:-1,16} BATCHES=${BATCHES:-1,16,64} ROUNDS=${ROUNDS:-3}
+OPS_ROWS=${OPS_ROWS-1,16} BATCHES=${BATCHES:-1,16,64} ROUNDS=${ROUNDS:-3} KERNELS=${KERNELS:-0}
 mkdir -p "$OUT"
 T0=$(date +%s)
 log() { echo "== $(date +%T) (+$(( $(date +%s) - T0 )) s) $*" | tee -a "$OUT/summary.txt"; }
@@ -50,14 +53,29 @@ if [ -z "${NO_TESTS:-}" ]; then
 fi
 
 name() { [ "$1" = "$BUILD" ] && echo this || echo base; }
-for t in "${TREES[@]}"; do timeout 90 "$t/bin/retnet_cuda_bench" 24 ops "$OPS_ROWS" >"$OUT/ops-$(name "$t").log" 2>&1; done
-log "per op, µs (this tree | base):"
-if [ -n "${BASE_TGZ:-}" ]; then
-  paste "$OUT/ops-this.log" "$OUT/ops-base.log" | grep -E "op M=" | awk -F'\t' '{print $1 " | " substr($2, 40)}' | tee -a "$OUT/summary.txt"
-else
-  grep -E "op M=" "$OUT/ops-this.log" | tee -a "$OUT/summary.txt"
+for round in $(seq 1 "$KERNELS"); do
+  for t in "${TREES[@]}"; do
+    log "retention kernels round $round, $(name "$t"):"
+    timeout 120 "$t/bin/retnet_cuda_bench" 1 kernels 2>&1 | grep -E "^retention kernels" | tee -a "$OUT/summary.txt"
+  done
+done
+if [ -n "$OPS_ROWS" ]; then
+  for t in "${TREES[@]}"; do timeout 90 "$t/bin/retnet_cuda_bench" 24 ops "$OPS_ROWS" >"$OUT/ops-$(name "$t").log" 2>&1; done
+  log "per op, µs (this tree | base):"
+  if [ -n "${BASE_TGZ:-}" ]; then
+    paste "$OUT/ops-this.log" "$OUT/ops-base.log" | grep -E "op M=" | awk -F'\t' '{print $1 " | " substr($2, 40)}' | tee -a "$OUT/summary.txt"
+  else
+    grep -E "op M=" "$OUT/ops-this.log" | tee -a "$OUT/summary.txt"
+  fi
 fi
 
+finish() {
+  log "done"
+  cd "$OUT" && tar czf all-logs.tgz --exclude=all-logs.tgz --exclude=summary.txt ./* 2>/dev/null
+  find "$OUT" -mindepth 1 -maxdepth 1 ! -name all-logs.tgz ! -name summary.txt -exec rm -rf {} +
+  exit 0
+}
+[ "$ROUNDS" -gt 0 ] || finish
 rm -rf "$MODEL"
 timeout 150 "$BUILD/bin/retnet" init --config "$ROOT/tools/bench/fla_1.3b.json" --out "$MODEL" >"$OUT/init.log" 2>&1 \
   || { tail -3 "$OUT/init.log"; log "init FAILED"; exit 1; }
@@ -75,6 +93,4 @@ print('  '.join(f\"batch {r['batch']}: {r['ms_per_step']:.3f} ms ({r['tokens_per
 + (f\" device {r['device_ms_per_step']:.3f}\" if 'device_ms_per_step' in r else '') for r in d['decode']))" "$json" 2>&1 | tail -1)"
   done
 done
-log "done"
-cd "$OUT" && tar czf all-logs.tgz --exclude=all-logs.tgz --exclude=summary.txt ./* 2>/dev/null
-find "$OUT" -mindepth 1 -maxdepth 1 ! -name all-logs.tgz ! -name summary.txt -exec rm -rf {} +
+finish
