@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -302,11 +303,16 @@ template <typename T>
 T number_field(const json& body, const char* key, T fallback, double lo, double hi) {
     if (!body.contains(key) || body[key].is_null()) return fallback;
     const json& v = body[key];
-    if (!v.is_number() || (std::is_integral_v<T> && !v.is_number_integer()))
-        throw BadRequest{400, std::string(key) + " must be " + (std::is_integral_v<T> ? "an integer" : "a number"), key};
+    constexpr bool kIntegral = std::is_integral_v<T>;
+    // an integer field takes 40.0 as 40 (JSON has one number type; some clients write every number so)
+    const bool whole = v.is_number_integer() || (v.is_number_float() && std::isfinite(v.get<double>()) &&
+                                                 std::floor(v.get<double>()) == v.get<double>());
+    if (!v.is_number() || (kIntegral && !whole))
+        throw BadRequest{400, std::string(key) + " must be " + (kIntegral ? "an integer" : "a number"), key};
     const double d = v.get<double>();
-    if (!(d >= lo && d <= hi))
-        throw BadRequest{400, std::string(key) + " must be in [" + json(lo).dump() + ", " + json(hi).dump() + "]", key};
+    const auto bound = [](double b) { return kIntegral ? json(static_cast<int64_t>(b)).dump() : json(b).dump(); };
+    if (!(d >= lo && d <= hi)) throw BadRequest{400, std::string(key) + " must be in [" + bound(lo) + ", " + bound(hi) + "]", key};
+    if constexpr (kIntegral) return v.is_number_integer() ? v.get<T>() : static_cast<T>(d);
     return v.get<T>();
 }
 

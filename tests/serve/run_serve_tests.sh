@@ -70,6 +70,14 @@ echo "serve: curl and openai $(node -p 'require("'"$here"'/node_modules/openai/p
 # Refusals: each a JSON error with the right status.
 [ "$(post '{"prompt": "x", "n": 2}')" = 400 ] || fail "n=2 not refused"
 [ "$(post '{"prompt": "x", "temperature": 9}')" = 400 ] || fail "temperature 9 not refused"
+# integer fields: a whole number written as 2.0 is taken, 2.5 is not; ranges are printed as integers
+[ "$(post '{"prompt": "x", "max_tokens": 2.0, "top_k": 40.0, "temperature": 0}')" = 200 ] \
+  || fail "max_tokens 2.0 / top_k 40.0 refused: $(cat "$work/body")"
+[ "$(json_field .usage.completion_tokens <"$work/body")" = 2 ] || fail "max_tokens 2.0 gave $(cat "$work/body")"
+[ "$(post '{"prompt": "x", "top_k": 2.5}')" = 400 ] && grep -q 'top_k must be an integer' "$work/body" \
+  || fail "top_k 2.5: $(cat "$work/body")"
+[ "$(post '{"prompt": "x", "top_k": -1}')" = 400 ] && grep -q 'top_k must be in \[0, 16777216\]' "$work/body" \
+  || fail "top_k -1: $(cat "$work/body")"
 [ "$(post 'not json')" = 400 ] || fail "bad JSON not refused"
 [ "$(post '{"prompt": "x", "max_tokens": 999999}')" = 400 ] || fail "max_tokens over the limit not refused"
 head -c 2000000 /dev/zero | tr '\0' 'a' | sed 's/^/{"prompt": "/; s/$/"}/' >"$work/big"
