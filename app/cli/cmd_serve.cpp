@@ -263,12 +263,16 @@ struct BadRequest {
     std::string message, param;
 };
 
+// OpenAI's error object: message, type, param (the field at fault, or null), code (null).
+json error_object(const std::string& message, const char* type, const std::string& param = {}) {
+    return {{"message", message}, {"type", type}, {"param", param.empty() ? json(nullptr) : json(param)},
+            {"code", nullptr}};
+}
+
 void send_error(httplib::Response& res, int status, const std::string& message, const std::string& param = {}) {
     const char* type = status >= 500 ? "server_error" : "invalid_request_error";
-    json e = {{"message", message}, {"type", type}, {"param", param.empty() ? json(nullptr) : json(param)},
-              {"code", nullptr}};
     res.status = status;
-    res.set_content(json_text(json{{"error", e}}), "application/json");
+    res.set_content(json_text(json{{"error", error_object(message, type, param)}}), "application/json");
 }
 
 std::vector<int32_t> request_prompt(const json& body, const Engine& engine, const ServeOptions& o) {
@@ -420,7 +424,7 @@ void stream_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
                 last["usage"] = {{"prompt_tokens", prompt_tokens},
                                  {"completion_tokens", job->completion_tokens},
                                  {"total_tokens", prompt_tokens + job->completion_tokens}};
-                if (!job->error.empty()) last["error"] = {{"message", job->error}};
+                if (!job->error.empty()) last["error"] = error_object(job->error, "server_error");
                 out += sse(last) + "data: [DONE]\n\n";
             }
             if (out.empty()) out = ": waiting\n\n";  // an SSE comment: notices a client that left
@@ -446,7 +450,7 @@ void answer_job(httplib::Response& res, std::shared_ptr<Job> job, std::string id
                 body["usage"] = {{"prompt_tokens", prompt_tokens},
                                  {"completion_tokens", job->completion_tokens},
                                  {"total_tokens", prompt_tokens + job->completion_tokens}};
-                if (!job->error.empty()) body = {{"error", {{"message", job->error}, {"type", "server_error"}}}};
+                if (!job->error.empty()) body = {{"error", error_object(job->error, "server_error")}};
                 out = json_text(body);
             }
             return send_chunk(sink, *job, out, finished);
