@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "retnet/error.h"
@@ -22,7 +23,12 @@ std::atomic<int64_t> g_first_signal_ns{0};  // signal_request.h
 // (`timeout` sends SIGTERM twice at once) is the same request; a later one ends the server at once.
 extern "C" void on_stop_signal(int sig) {
     const SignalRequest request = classify_signal(g_first_signal_ns);
-    if (request == SignalRequest::Again) _exit(128 + sig);
+    if (request == SignalRequest::Again) {
+        static const char kMessage[] = "retnet serve: stopped at once (a second signal): requests in flight were cut off\n";
+        const ssize_t ignored = write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
+        (void)ignored;
+        _exit(128 + sig);
+    }
     if (request == SignalRequest::Repeat) return;
     const char wake = 1;
     const ssize_t ignored = write(g_write_fd.load(), &wake, 1);
@@ -53,7 +59,10 @@ StopOnSignal::StopOnSignal(std::function<void()> stop) {
         ssize_t n;
         while ((n = read(pipe_[0], &byte, 1)) < 0 && errno == EINTR) {
         }
-        if (n == 1 && byte == 1) stop();  // 0 (or a closed pipe): the server ended on its own
+        if (n == 1 && byte == 1) {  // 0 (or a closed pipe): the server ended on its own
+            std::fputs("retnet serve: stopping: requests in flight are cancelled (a second signal stops at once)\n", stderr);
+            stop();
+        }
     });
     set_handlers(on_stop_signal);
 }

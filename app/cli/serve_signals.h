@@ -4,7 +4,7 @@
 // A signal mask cannot do that: OpenBLAS starts its pool threads before main, with nothing blocked,
 // and a SIGTERM landing on one of them used to kill the server outright (exit 143). So the handler,
 // process-wide, only writes a byte to a pipe; a watcher thread reads it and calls `stop`. A second
-// signal while stopping exits at once (a user pressing Ctrl-C again).
+// signal while stopping exits at once (a user pressing Ctrl-C again); each says so in a line on stderr.
 #include <functional>
 #include <thread>
 

@@ -57,6 +57,8 @@ for _ in $(seq 1 100); do grep -qs '^data: {' "$work/sse" && break; sleep 0.05; 
 kill -TERM "$pid"
 await_exit
 [ "$status" = 0 ] || fail "SIGTERM during a streamed request: exit status $status"
+grep -q "retnet serve: stopping: requests in flight are cancelled" "$work/server$((${#pids[@]} - 1)).log" \
+  || fail "no line says the server stops: $(cat "$work/server$((${#pids[@]} - 1)).log")"
 wait "$client" || fail "the streaming client saw an error at shutdown"
 tail -2 "$work/sse" | grep -qx 'data: \[DONE\]' || fail "the stream was cut without [DONE]: $(tail -c 300 "$work/sse")"
 
