@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <initializer_list>
 #include <random>
 #include <sstream>
 
@@ -233,6 +234,15 @@ int run_bench(const std::vector<std::string>& argv) {
     const std::vector<int> batches = parse_positive_list("--batch", batch_text);
     const std::vector<int> contexts = parse_positive_list("--contexts", contexts_text);
     const bool prefill = mode == "all" || mode == "prefill", decode = mode == "all" || mode == "decode";
+    // an option that the mode never reads is refused, not ignored (a user would believe it was timed)
+    const auto refuse_unless = [&](bool used, std::initializer_list<const char*> options, const char* modes) {
+        for (const char* option : options)
+            if (!used && app->count(option) > 0)
+                throw Error(std::string("option ") + option + " applies to --mode " + modes + ", not --mode " + mode);
+    };
+    refuse_unless(decode, {"--contexts", "--decode-steps", "--best-logits"}, "all or decode");
+    refuse_unless(prefill || mode == "kernels", {"--lengths", "--repeats"}, "all, prefill or kernels");
+    refuse_unless(decode || mode == "kernels", {"--batch"}, "all, decode or kernels");
     // Ctrl-C during the load: cancelled, exit 130, no table (with --json, a report that says so, as
     // cost's); during the timings: the table of the measurements done, then exit 130.
     const InterruptGuard interrupt;

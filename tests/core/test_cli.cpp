@@ -422,6 +422,29 @@ TEST(Cli, ListOptionsRefuseARepeatedValue) {
                           "retnet bench: error: --batch value 0003000000000 is out of range (at most 2147483647)");
 }
 
+// An option that the chosen --mode never reads is refused before the load, not silently ignored
+// (`--mode prefill --best-logits 5` used to run and print a table that did not use it).
+TEST(Cli, BenchRefusesOptionsItsModeDoesNotRead) {
+    const std::string bench = "bench --model " + kFixtures + "fla_small ";
+    expect_one_line_error(run_cli(bench + "--mode prefill --best-logits 5"),
+                          "retnet bench: error: option --best-logits applies to --mode all or decode, not --mode prefill");
+    expect_one_line_error(run_cli(bench + "--mode kernels --decode-steps 4"),
+                          "retnet bench: error: option --decode-steps applies to --mode all or decode, not --mode kernels");
+    expect_one_line_error(run_cli(bench + "--mode prefill --contexts 8"),
+                          "retnet bench: error: option --contexts applies to --mode all or decode, not --mode prefill");
+    expect_one_line_error(run_cli(bench + "--mode decode --lengths 8"),
+                          "retnet bench: error: option --lengths applies to --mode all, prefill or kernels, not --mode decode");
+    expect_one_line_error(run_cli(bench + "--mode decode --repeats 2"),
+                          "retnet bench: error: option --repeats applies to --mode all, prefill or kernels, not --mode decode");
+    expect_one_line_error(run_cli(bench + "--mode prefill --batch 2"),
+                          "retnet bench: error: option --batch applies to --mode all, decode or kernels, not --mode prefill");
+    // what each mode reads is taken (the chunk size by every mode)
+    const CliRun decode = run_cli(bench + "--mode decode --batch 2 --contexts 4 --decode-steps 2 --best-logits 3 --chunk-size 2 --json");
+    EXPECT_EQ(decode.exit_code, 0) << decode.err;
+    const CliRun prefill = run_cli(bench + "--mode prefill --lengths 3 --repeats 1 --chunk-size 2 --json");
+    EXPECT_EQ(prefill.exit_code, 0) << prefill.err;
+}
+
 // The reference backend computes in double from float32 weights: --dtype bf16 there is refused
 // before the load, not dropped (it printed "fp32 weights (--dtype bf16)").
 TEST(Cli, Bf16OnTheReferenceBackendIsRefused) {
