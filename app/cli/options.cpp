@@ -6,6 +6,8 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <sstream>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -189,9 +191,13 @@ void parse(CLI::App& app, const std::vector<std::string>& argv_in) {
     } catch (const CLI::CallForHelp&) {
         for (const auto& [owner, opt] : requirements) opt->required(true);  // the help marks them "(required)"
         // All: a command with actions (tokenizer) lists each action's options too.
-        const std::string help = app.help("", CLI::AppFormatMode::All);
-        std::fputs(help.c_str(), stdout);
-        if (!help.empty() && help.back() != '\n') std::fputs("\n", stdout);
+        // CLI11 indents the blank line between a subcommand's description and its options: no
+        // trailing whitespace on any line
+        std::istringstream lines(app.help("", CLI::AppFormatMode::All));
+        for (std::string line; std::getline(lines, line);) {
+            line.erase(line.find_last_not_of(" \t") + 1);
+            std::fputs((line + "\n").c_str(), stdout);
+        }
         throw HelpShown{};
     } catch (const CLI::ArgumentMismatch& e) {
         name_unknown_words();

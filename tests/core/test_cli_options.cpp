@@ -42,6 +42,11 @@ TEST(CliOptions, HelpListsEveryOptionWithItsDefaultOnStdout) {
     const CliResult tokenizer = run_retnet({"tokenizer", "--help"});
     EXPECT_EQ(tokenizer.exit_code, 0);
     EXPECT_NE(tokenizer.out.find("--vocab-size N (required)"), std::string::npos) << tokenizer.out;
+    // no line ends in blanks (CLI11 indented the blank line inside each action's part)
+    for (const CliResult* h : {&help, &tokenizer}) {
+        EXPECT_EQ(h->out.find(" \n"), std::string::npos) << h->out;
+        EXPECT_EQ(h->out.find("\t\n"), std::string::npos) << h->out;
+    }
     // `retnet help --help` is the top-level help; a second word after the command is refused.
     EXPECT_EQ(run_retnet({"help", "--help"}).out, run_retnet({"--help"}).out);
     const CliResult two = run_retnet({"help", "bench", "extra"});
