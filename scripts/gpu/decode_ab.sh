@@ -12,14 +12,16 @@
 # $BATCHES (default 1,16,64), ROUNDS rounds (default 3), each tree once a round. Without BASE_TGZ only
 # this tree is measured. THIS_ALT="args" also runs this tree's bench with those arguments added, each
 # round ("this+alt"). KERNELS=N first times the retention kernels (`retnet_cuda_bench 1 kernels`, the
-# issue's shapes, forward and forward + backward) of both trees, alternating, N rounds; ROUNDS=0 and
+# issue's shapes, forward and forward + backward) of both trees, alternating, N rounds; PREFILL=N
+# N rounds of the 24-layer chunkwise prefill at 2048 and 8192 tokens (`retnet_cuda_bench 24
+# prefill`, bf16 weights, random 1.3B-shaped model), the trees alternating; ROUNDS=0 and
 # OPS_ROWS= (empty) skip the decoding bench and the per-op tables. $OUT gets summary.txt and
 # all-logs.tgz. About 5 minutes, plus the start.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$ROOT/device-out}
 BUILD=/tmp/retnet-build BASE=/tmp/base-src BASE_BUILD=/tmp/base-build MODEL=/tmp/anchor-model
-OPS_ROWS=${OPS_ROWS-1,16} BATCHES=${BATCHES:-1,16,64} ROUNDS=${ROUNDS:-3} KERNELS=${KERNELS:-0}
+OPS_ROWS=${OPS_ROWS-1,16} BATCHES=${BATCHES:-1,16,64} ROUNDS=${ROUNDS:-3} KERNELS=${KERNELS:-0} PREFILL=${PREFILL:-0}
 mkdir -p "$OUT"
 T0=$(date +%s)
 log() { echo "== $(date +%T) (+$(( $(date +%s) - T0 )) s) $*" | tee -a "$OUT/summary.txt"; }
@@ -57,6 +59,12 @@ for round in $(seq 1 "$KERNELS"); do
   for t in "${TREES[@]}"; do
     log "retention kernels round $round, $(name "$t"):"
     timeout 120 "$t/bin/retnet_cuda_bench" 1 kernels 2>&1 | grep -E "^retention kernels" | tee -a "$OUT/summary.txt"
+  done
+done
+for round in $(seq 1 "$PREFILL"); do
+  for t in "${TREES[@]}"; do
+    log "prefill round $round, $(name "$t"): $(timeout 150 "$t/bin/retnet_cuda_bench" 24 prefill 2>&1 | grep -E "^prefill" \
+      | sed 's/prefill L 24 //' | tr '\n' ' ')"
   done
 done
 if [ -n "$OPS_ROWS" ]; then
