@@ -314,7 +314,7 @@ T number_field(const json& body, const char* key, T fallback, double lo, double 
     if (!v.is_number() || (kIntegral && !whole))
         throw BadRequest{400, std::string(key) + " must be " + (kIntegral ? "an integer" : "a number"), key};
     const double d = v.get<double>();
-    const auto bound = [](double b) { return kIntegral ? json(static_cast<int64_t>(b)).dump() : json(b).dump(); };
+    const auto bound = [](double b) { return std::is_integral_v<T> ? json(static_cast<int64_t>(b)).dump() : json(b).dump(); };
     if (!(d >= lo && d <= hi)) throw BadRequest{400, std::string(key) + " must be in [" + bound(lo) + ", " + bound(hi) + "]", key};
     if constexpr (kIntegral) return v.is_number_integer() ? v.get<T>() : static_cast<T>(d);
     return v.get<T>();
