@@ -299,6 +299,7 @@ __device__ void quarter_to_global(const float* tile, Dst* dst, int64_t ld, int m
     for (int r = m0 + lane / kLanesPerRow; r < min(m0 + 32, rows); r += kRowsPerStep)
         tile_vec_to_global<Vec>(tile + r * kLd + c, dst + r * ld + c);
 }
+
 // The accumulator layout of a 16 × 16 fp32 wmma fragment on sm_80 and later, which wmma calls
 // opaque: two m16n8 tiles of mma.sync, element e of lane (g = lane / 4, t = lane % 4) at row
 // g + 8·((e / 2) % 2), column 2t + e % 2 + 8·(e / 4). The bf16 chunk states' full-tile cases of
@@ -332,6 +333,7 @@ __device__ __forceinline__ void quarter_to_global_bf16(const Acc (&acc)[2][2], _
                                           col) = four;
             }
 }
+
 __device__ inline void tile_from_global(float* tile, const float* src, int64_t ld, int rows, int cols) {
     for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
         const int r = e / kTile, c = e % kTile;
