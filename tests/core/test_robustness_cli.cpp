@@ -548,8 +548,10 @@ TEST(RobustInterrupt, ABurstOfSignalsSaysTheCancelOnce) {
         for (const int signal : {SIGINT, SIGTERM, SIGINT, SIGTERM, SIGINT}) child.send(signal);
         const CliResult r = child.finish(60);
         EXPECT_EQ(r.signal, 0) << "after " << delay_ms << " ms: killed by signal " << r.signal;
-        // the first signal names the request: SIGINT (pending signals are delivered lowest first)
-        EXPECT_EQ(r.exit_code, 130) << "after " << delay_ms << " ms";
+        // the signal noted first names the request: mostly SIGINT (pending signals are delivered lowest
+        // first), but the kernel may hand SIGINT and SIGTERM to two threads at once, and then either is
+        // first (143 once in 17 bursts under ASan). Which one is first is TheFirstSignalGivesTheExitStatus's.
+        EXPECT_TRUE(r.exit_code == 130 || r.exit_code == 143) << "after " << delay_ms << " ms: " << r.exit_code;
         const size_t first = r.err.find("cancelled");
         EXPECT_NE(first, std::string::npos) << "after " << delay_ms << " ms: " << r.exit_code << " [" << r.err << "]";
         EXPECT_EQ(r.err.find("cancelled", first + 1), std::string::npos) << "after " << delay_ms << " ms: " << r.err;
