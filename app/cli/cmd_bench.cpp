@@ -243,6 +243,12 @@ int run_bench(const std::vector<std::string>& argv) {
     refuse_unless(decode, {"--contexts", "--decode-steps", "--best-logits"}, "all or decode");
     refuse_unless(prefill || mode == "kernels", {"--lengths", "--repeats"}, "all, prefill or kernels");
     refuse_unless(decode || mode == "kernels", {"--batch"}, "all, decode or kernels");
+    if (mode == "kernels") {  // refused before the load (a 1B model takes seconds), not after
+        if (device.rfind("cuda", 0) != 0)
+            throw Error("--mode kernels times the CUDA retention kernels: use --device cuda or cuda-bf16");
+        // the kernels run on random q, k, v of the model's head shape: its weights, so its edits, are not read
+        refuse_unless(false, {"--mute", "--gamma"}, "all, prefill or decode");
+    }
     // Ctrl-C during the load: cancelled, exit 130, no table (with --json, a report that says so, as
     // cost's); during the timings: the table of the measurements done, then exit 130.
     const InterruptGuard interrupt;

@@ -15,11 +15,14 @@
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <deque>
 #include <filesystem>
+#include <limits>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -275,6 +278,21 @@ void send_error(httplib::Response& res, int status, const std::string& message, 
     res.set_content(json_text(json{{"error", error_object(message, type, param)}}), "application/json");
 }
 
+// A JSON number that is a whole number in int64's range (40, or 40.0), or none.
+std::optional<int64_t> whole_number(const json& v) {
+    if (v.is_number_unsigned()) {
+        const auto u = v.get<uint64_t>();
+        if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
+        return static_cast<int64_t>(u);
+    }
+    if (v.is_number_integer()) return v.get<int64_t>();
+    if (!v.is_number_float()) return std::nullopt;
+    const double d = v.get<double>();
+    constexpr double kTwoTo63 = 9223372036854775808.0;  // the first double past int64's range
+    if (!std::isfinite(d) || std::floor(d) != d || d < -kTwoTo63 || d >= kTwoTo63) return std::nullopt;
+    return static_cast<int64_t>(d);
+}
+
 std::vector<int32_t> request_prompt(const json& body, const Engine& engine, const ServeOptions& o) {
     json prompt = body.value("prompt", json(""));
     // One prompt per request: a string, token ids, or a list holding exactly one of those.
@@ -287,11 +305,11 @@ std::vector<int32_t> request_prompt(const json& body, const Engine& engine, cons
         }
     }
     if (prompt.is_array() && !prompt.empty() && std::all_of(prompt.begin(), prompt.end(), [](const json& t) {
-            return t.is_number_integer();
+            return whole_number(t).has_value();
         })) {
         std::vector<int32_t> ids;
         for (const json& t : prompt) {
-            const int64_t id = t.get<int64_t>();
+            const int64_t id = *whole_number(t);
             if (id < 0 || id >= engine.vocab_size())
                 throw BadRequest{400, "token id " + std::to_string(id) + " is outside the vocabulary", "prompt"};
             ids.push_back(static_cast<int32_t>(id));
@@ -303,21 +321,29 @@ std::vector<int32_t> request_prompt(const json& body, const Engine& engine, cons
     throw BadRequest{400, "prompt must be one string or one list of token ids (one prompt per request)", "prompt"};
 }
 
-template <typename T>
-T number_field(const json& body, const char* key, T fallback, double lo, double hi) {
+// A field that is a number in [lo, hi], or `fallback` where it is absent or null.
+double number_field(const json& body, const char* key, double fallback, double lo, double hi) {
     if (!body.contains(key) || body[key].is_null()) return fallback;
     const json& v = body[key];
-    constexpr bool kIntegral = std::is_integral_v<T>;
-    // an integer field takes 40.0 as 40 (JSON has one number type; some clients write every number so)
-    const bool whole = v.is_number_integer() || (v.is_number_float() && std::isfinite(v.get<double>()) &&
-                                                 std::floor(v.get<double>()) == v.get<double>());
-    if (!v.is_number() || (kIntegral && !whole))
-        throw BadRequest{400, std::string(key) + " must be " + (kIntegral ? "an integer" : "a number"), key};
+    if (!v.is_number()) throw BadRequest{400, std::string(key) + " must be a number", key};
     const double d = v.get<double>();
-    const auto bound = [](double b) { return std::is_integral_v<T> ? json(static_cast<int64_t>(b)).dump() : json(b).dump(); };
-    if (!(d >= lo && d <= hi)) throw BadRequest{400, std::string(key) + " must be in [" + bound(lo) + ", " + bound(hi) + "]", key};
-    if constexpr (kIntegral) return v.is_number_integer() ? v.get<T>() : static_cast<T>(d);
-    return v.get<T>();
+    if (!(d >= lo && d <= hi))
+        throw BadRequest{400, std::string(key) + " must be in [" + json(lo).dump() + ", " + json(hi).dump() + "]", key};
+    return d;
+}
+
+// The same of a whole number, compared exactly (a seed of 2^63 − 1 is one): 40 or 40.0, since JSON
+// has one number type and some clients write every number with a point.
+int64_t integer_field(const json& body, const char* key, int64_t fallback, int64_t lo, int64_t hi) {
+    if (!body.contains(key) || body[key].is_null()) return fallback;
+    const json& v = body[key];
+    const std::optional<int64_t> n = whole_number(v);
+    const bool whole = n || v.is_number_unsigned() ||  // the unsigned ones past int64 are whole, out of range
+                       (v.is_number_float() && std::isfinite(v.get<double>()) && std::floor(v.get<double>()) == v.get<double>());
+    if (!whole) throw BadRequest{400, std::string(key) + " must be an integer", key};
+    if (!n || *n < lo || *n > hi)
+        throw BadRequest{400, std::string(key) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", key};
+    return *n;
 }
 
 // OpenAI fields we cannot honour are refused by name rather than ignored.
@@ -327,7 +353,7 @@ void refuse_unsupported(const json& body) {
     };
     if (!is_default("n", 1) || !is_default("best_of", 1)) throw BadRequest{400, "only n = 1 and best_of = 1 are supported", "n"};
     if (!is_default("echo", false)) throw BadRequest{400, "echo is not supported", "echo"};
-    if (!is_default("logprobs", 0)) throw BadRequest{400, "logprobs are not supported", "logprobs"};
+    if (!is_default("logprobs", 0) && !is_default("logprobs", false)) throw BadRequest{400, "logprobs are not supported", "logprobs"};
     if (!is_default("suffix", "")) throw BadRequest{400, "suffix (insertion) is not supported", "suffix"};
     if (!is_default("logit_bias", json::object())) throw BadRequest{400, "logit_bias is not supported", "logit_bias"};
     for (const char* key : {"presence_penalty", "frequency_penalty"})
@@ -338,22 +364,23 @@ void refuse_unsupported(const json& body) {
 GenerationParams request_params(const json& body, const ServeOptions& o) {
     refuse_unsupported(body);
     GenerationParams p;
-    p.max_new_tokens = number_field<int>(body, "max_tokens", 16, 0, o.max_tokens);
+    p.max_new_tokens = static_cast<int>(integer_field(body, "max_tokens", 16, 0, o.max_tokens));
     p.max_prompt_tokens = o.max_prompt_tokens;
     p.prefill_form = Form::Chunkwise;  // memory linear in the prompt length, unlike the parallel form
     p.checkpoint_interval = 0;  // no rewinding here: keep only the prompt-end state
     p.n_top = 0;
     SamplerParams& s = p.sampler;
-    s.temperature = number_field<double>(body, "temperature", 1.0, 0.0, 2.0);
+    s.temperature = number_field(body, "temperature", 1.0, 0.0, 2.0);
     if (s.temperature > 0.0 && s.temperature < SamplerParams::kMinTemperature)  // validate's bound, named here
         throw BadRequest{400, "temperature must be 0 (greedy) or at least " + json(SamplerParams::kMinTemperature).dump(),
                          "temperature"};
-    s.top_p = number_field<double>(body, "top_p", 1.0, 1e-9, 1.0);
-    s.top_k = number_field<int>(body, "top_k", 0, 0, 1 << 24);  // llama.cpp's extensions
-    s.min_p = number_field<double>(body, "min_p", 0.0, 0.0, 1.0);
-    s.repeat_penalty = number_field<double>(body, "repeat_penalty", 1.0, 1e-3, 100.0);
+    s.top_p = number_field(body, "top_p", 1.0, 1e-9, 1.0);
+    s.top_k = static_cast<int>(integer_field(body, "top_k", 0, 0, 1 << 24));  // llama.cpp's extensions
+    s.min_p = number_field(body, "min_p", 0.0, 0.0, 1.0);
+    s.repeat_penalty = number_field(body, "repeat_penalty", 1.0, 1e-3, 100.0);
     if (body.contains("seed") && !body["seed"].is_null())
-        s.seed = static_cast<uint64_t>(number_field<int64_t>(body, "seed", 0, -9.2e18, 9.2e18));
+        s.seed = static_cast<uint64_t>(integer_field(body, "seed", 0, std::numeric_limits<int64_t>::min(),
+                                                     std::numeric_limits<int64_t>::max()));
     else
         s.seed = (static_cast<uint64_t>(std::random_device{}()) << 32) | std::random_device{}();
     const json stop = body.value("stop", json(nullptr));
@@ -485,6 +512,8 @@ void handle_completion(Engine& engine, const ServeOptions& o, const std::string&
     } catch (const json::other_error&) {
         return send_error(res, 400, "the request body nests arrays or objects more than " +
                                         std::to_string(kMaxJsonDepth) + " levels deep");
+    } catch (const json::out_of_range&) {  // 1e400: valid JSON, beyond what a double holds
+        return send_error(res, 400, "the request body holds a number too large for a double (over 1.8e308)");
     } catch (const json::exception&) {
         return send_error(res, 400, "the request body is not valid JSON");
     }
@@ -625,6 +654,15 @@ int run_serve(const std::vector<std::string>& argv) {
         // A signal between bind and listen: stop() does nothing until the server runs.
         while (!server.is_running() && !listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         server.stop();
+        // The stop waits for every worker thread, and a client still sending its request (a byte a
+        // second keeps the read timeout from firing) or an idle keep-alive connection holds one: 1 s
+        // for them, then the process ends (every response has ended by now).
+        for (int i = 0; i < 200 && !listen_returned; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        if (!listen_returned) {
+            std::fputs("retnet serve: stopped; the connections still open (no request yet) were closed\n", stderr);
+            std::fflush(stdout);
+            std::_Exit(0);
+        }
     });
     if (!is_loopback(o.host))
         std::fprintf(stderr, "retnet serve: warning: listening on %s, reachable from other machines, without authentication\n",

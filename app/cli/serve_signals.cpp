@@ -24,7 +24,7 @@ std::atomic<int64_t> g_first_signal_ns{0};  // signal_request.h
 extern "C" void on_stop_signal(int sig) {
     const SignalRequest request = classify_signal(g_first_signal_ns);
     if (request == SignalRequest::Again) {
-        static const char kMessage[] = "retnet serve: stopped at once (a second signal): requests in flight were cut off\n";
+        static const char kMessage[] = "retnet serve: stopped at once (a second signal); anything still in flight was cut off\n";
         const ssize_t ignored = write(STDERR_FILENO, kMessage, sizeof kMessage - 1);
         (void)ignored;
         _exit(128 + sig);

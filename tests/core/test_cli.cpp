@@ -438,6 +438,11 @@ TEST(Cli, BenchRefusesOptionsItsModeDoesNotRead) {
                           "retnet bench: error: option --repeats applies to --mode all, prefill or kernels, not --mode decode");
     expect_one_line_error(run_cli(bench + "--mode prefill --batch 2"),
                           "retnet bench: error: option --batch applies to --mode all, decode or kernels, not --mode prefill");
+    // the kernels time random q, k, v on the GPU: a CPU device and the model's edits are refused before the load
+    expect_one_line_error(run_cli(bench + "--mode kernels"),
+                          "retnet bench: error: --mode kernels times the CUDA retention kernels: use --device cuda or cuda-bf16");
+    expect_one_line_error(run_cli(bench + "--mode kernels --device cuda --mute 0.0"),
+                          "retnet bench: error: option --mute applies to --mode all, prefill or decode, not --mode kernels");
     // what each mode reads is taken (the chunk size by every mode)
     const CliRun decode = run_cli(bench + "--mode decode --batch 2 --contexts 4 --decode-steps 2 --best-logits 3 --chunk-size 2 --json");
     EXPECT_EQ(decode.exit_code, 0) << decode.err;

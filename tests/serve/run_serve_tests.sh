@@ -78,6 +78,13 @@ echo "serve: curl and openai $(node -p 'require("'"$here"'/node_modules/openai/p
   || fail "top_k 2.5: $(cat "$work/body")"
 [ "$(post '{"prompt": "x", "top_k": -1}')" = 400 ] && grep -q 'top_k must be in \[0, 16777216\]' "$work/body" \
   || fail "top_k -1: $(cat "$work/body")"
+# a seed takes all of int64, compared exactly; token ids written as floats are ids
+[ "$(post '{"prompt": [5, 6.0], "max_tokens": 1, "seed": 9223372036854775807}')" = 200 ] || fail "seed 2^63-1 / ids 6.0: $(cat "$work/body")"
+[ "$(post '{"prompt": "x", "seed": 9223372036854775808}')" = 400 ] && grep -q 'seed must be in' "$work/body" \
+  || fail "seed 2^63: $(cat "$work/body")"
+[ "$(post '{"prompt": "x", "max_tokens": 1e400}')" = 400 ] && grep -q 'too large for a double' "$work/body" \
+  || fail "1e400: $(cat "$work/body")"
+[ "$(post '{"prompt": "x", "max_tokens": 1, "logprobs": false}')" = 200 ] || fail "logprobs false: $(cat "$work/body")"
 [ "$(post 'not json')" = 400 ] || fail "bad JSON not refused"
 [ "$(post '{"prompt": "x", "max_tokens": 999999}')" = 400 ] || fail "max_tokens over the limit not refused"
 head -c 2000000 /dev/zero | tr '\0' 'a' | sed 's/^/{"prompt": "/; s/$/"}/' >"$work/big"
