@@ -14,6 +14,8 @@
 #include <fstream>
 #include <sstream>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "cli_test_util.h"
 #include "retnet/npy.h"
@@ -426,23 +428,20 @@ TEST(Cli, ListOptionsRefuseARepeatedValue) {
 // (`--mode prefill --best-logits 5` used to run and print a table that did not use it).
 TEST(Cli, BenchRefusesOptionsItsModeDoesNotRead) {
     const std::string bench = "bench --model " + kFixtures + "fla_small ";
-    expect_one_line_error(run_cli(bench + "--mode prefill --best-logits 5"),
-                          "retnet bench: error: option --best-logits applies to --mode all or decode, not --mode prefill");
-    expect_one_line_error(run_cli(bench + "--mode kernels --decode-steps 4"),
-                          "retnet bench: error: option --decode-steps applies to --mode all or decode, not --mode kernels");
-    expect_one_line_error(run_cli(bench + "--mode prefill --contexts 8"),
-                          "retnet bench: error: option --contexts applies to --mode all or decode, not --mode prefill");
-    expect_one_line_error(run_cli(bench + "--mode decode --lengths 8"),
-                          "retnet bench: error: option --lengths applies to --mode all, prefill or kernels, not --mode decode");
-    expect_one_line_error(run_cli(bench + "--mode decode --repeats 2"),
-                          "retnet bench: error: option --repeats applies to --mode all, prefill or kernels, not --mode decode");
-    expect_one_line_error(run_cli(bench + "--mode prefill --batch 2"),
-                          "retnet bench: error: option --batch applies to --mode all, decode or kernels, not --mode prefill");
-    // the kernels time random q, k, v on the GPU: a CPU device and the model's edits are refused before the load
-    expect_one_line_error(run_cli(bench + "--mode kernels"),
-                          "retnet bench: error: --mode kernels times the CUDA retention kernels: use --device cuda or cuda-bf16");
-    expect_one_line_error(run_cli(bench + "--mode kernels --device cuda --mute 0.0"),
-                          "retnet bench: error: option --mute applies to --mode all, prefill or decode, not --mode kernels");
+    const std::string decode_only = "applies to --mode all or decode", timed = "applies to --mode all, prefill or kernels";
+    const std::vector<std::pair<std::string, std::string>> refused{
+        {"--mode prefill --best-logits 5", "option --best-logits " + decode_only + ", not --mode prefill"},
+        {"--mode kernels --decode-steps 4", "option --decode-steps " + decode_only + ", not --mode kernels"},
+        {"--mode prefill --contexts 8", "option --contexts " + decode_only + ", not --mode prefill"},
+        {"--mode decode --lengths 8", "option --lengths " + timed + ", not --mode decode"},
+        {"--mode decode --repeats 2", "option --repeats " + timed + ", not --mode decode"},
+        {"--mode prefill --batch 2", "option --batch applies to --mode all, decode or kernels, not --mode prefill"},
+        // the kernels time random q, k, v on the GPU: a CPU device and the model's edits are refused before the load
+        {"--mode kernels", "--mode kernels times the CUDA retention kernels: use --device cuda or cuda-bf16"},
+        {"--mode kernels --device cuda --mute 0.0",
+         "option --mute applies to --mode all, prefill or decode, not --mode kernels"},
+    };
+    for (const auto& [args, message] : refused) expect_one_line_error(run_cli(bench + args), "retnet bench: error: " + message);
     // what each mode reads is taken (the chunk size by every mode)
     const CliRun decode = run_cli(bench + "--mode decode --batch 2 --contexts 4 --decode-steps 2 --best-logits 3 --chunk-size 2 --json");
     EXPECT_EQ(decode.exit_code, 0) << decode.err;
