@@ -655,11 +655,11 @@ int run_serve(const std::vector<std::string>& argv) {
         while (!server.is_running() && !listen_returned) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         server.stop();
         // The stop waits for every worker thread, and a client still sending its request (a byte a
-        // second keeps the read timeout from firing) or an idle keep-alive connection holds one: 1 s
-        // for them, then the process ends (every response has ended by now).
+        // second keeps the read timeout from firing), an idle keep-alive connection or a client that
+        // stopped reading past the 5 s above holds one: 1 s for them, then the process ends.
         for (int i = 0; i < 200 && !listen_returned; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
         if (!listen_returned) {
-            std::fputs("retnet serve: stopped; the connections still open (no request yet) were closed\n", stderr);
+            std::fputs("retnet serve: stopped; the connections still open were closed\n", stderr);
             std::fflush(stdout);
             std::_Exit(0);
         }
