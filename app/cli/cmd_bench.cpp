@@ -127,8 +127,6 @@ void bench_retention_kernels(const Backend& backend, const std::vector<int>& bat
 #ifdef RETNET_HAVE_CUDA
     const ModelConfig& c = backend.model().config;
     if (c.is_transformer()) throw Error("--mode kernels times the RetNet's retention; this model is a Transformer");
-    if (!backend.on_device())
-        throw Error("--mode kernels times the CUDA retention kernels: use --device cuda or cuda-bf16");
     const bool bf16 = backend.weights_precision() == "bf16";
     for (int T : lengths)
         for (int B : batches) {
@@ -244,7 +242,7 @@ int run_bench(const std::vector<std::string>& argv) {
     refuse_unless(prefill || mode == "kernels", {"--lengths", "--repeats"}, "all, prefill or kernels");
     refuse_unless(decode || mode == "kernels", {"--batch"}, "all, decode or kernels");
     if (mode == "kernels") {  // refused before the load (a 1B model takes seconds), not after
-        if (device.rfind("cuda", 0) != 0)
+        if (!is_gpu_device(device))
             throw Error("--mode kernels times the CUDA retention kernels: use --device cuda or cuda-bf16");
         // the kernels run on random q, k, v of the model's head shape: its weights, so its edits, are not read
         refuse_unless(false, {"--mute", "--gamma"}, "all, prefill or decode");

@@ -278,6 +278,8 @@ void send_error(httplib::Response& res, int status, const std::string& message, 
     res.set_content(json_text(json{{"error", error_object(message, type, param)}}), "application/json");
 }
 
+bool is_whole(double d) { return std::isfinite(d) && std::floor(d) == d; }
+
 // A JSON number that is a whole number in int64's range (40, or 40.0), or none.
 std::optional<int64_t> whole_number(const json& v) {
     if (v.is_number_unsigned()) {
@@ -289,7 +291,7 @@ std::optional<int64_t> whole_number(const json& v) {
     if (!v.is_number_float()) return std::nullopt;
     const double d = v.get<double>();
     constexpr double kTwoTo63 = 9223372036854775808.0;  // the first double past int64's range
-    if (!std::isfinite(d) || std::floor(d) != d || d < -kTwoTo63 || d >= kTwoTo63) return std::nullopt;
+    if (!is_whole(d) || d < -kTwoTo63 || d >= kTwoTo63) return std::nullopt;
     return static_cast<int64_t>(d);
 }
 
@@ -338,8 +340,8 @@ int64_t integer_field(const json& body, const char* key, int64_t fallback, int64
     if (!body.contains(key) || body[key].is_null()) return fallback;
     const json& v = body[key];
     const std::optional<int64_t> n = whole_number(v);
-    const bool whole = n || v.is_number_unsigned() ||  // the unsigned ones past int64 are whole, out of range
-                       (v.is_number_float() && std::isfinite(v.get<double>()) && std::floor(v.get<double>()) == v.get<double>());
+    // whole but past int64 (an unsigned one, or a float): out of range, not "not an integer"
+    const bool whole = n || v.is_number_unsigned() || (v.is_number_float() && is_whole(v.get<double>()));
     if (!whole) throw BadRequest{400, std::string(key) + " must be an integer", key};
     if (!n || *n < lo || *n > hi)
         throw BadRequest{400, std::string(key) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", key};

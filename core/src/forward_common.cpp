@@ -103,9 +103,7 @@ static void check_best_requests(std::span<const SequenceRequest> batch) {
         if ((request.logits == LogitRows::LastBest) != (first.logits == LogitRows::LastBest))
             throw Error("a batch asks for the best logits of some sequences only (all or none)");
         if (request.logits != LogitRows::LastBest) continue;
-        if (request.best_count < 1 || request.best_count > kMaxBestLogits)
-            throw Error("best logits: count " + std::to_string(request.best_count) + " is outside [1, " +
-                        std::to_string(kMaxBestLogits) + "]");
+        check_best_count(request.best_count);
         if (request.best_count != first.best_count)
             throw Error("a batch asks for different numbers of best logits (" + std::to_string(first.best_count) +
                         " and " + std::to_string(request.best_count) + ")");

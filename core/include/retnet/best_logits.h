@@ -47,6 +47,9 @@ struct LogitScan {
 };
 LogitScan scan_logits(std::span<const float> row);
 
+// Throws unless 1 ≤ count ≤ kMaxBestLogits.
+void check_best_count(int count);
+
 // Floats one row takes in packed form: 2 · count + 3.
 int64_t best_logits_packed_width(int count);
 

@@ -16,20 +16,20 @@ constexpr uint32_t kPlusInf = 0x7f800000u, kMinusInf = 0xff800000u, kNoSign = 0x
 float int_bits(int64_t value) { return std::bit_cast<float>(static_cast<int32_t>(value)); }
 int32_t bits_int(float value) { return std::bit_cast<int32_t>(value); }
 
-void check_count(int count) {
-    if (count < 1 || count > kMaxBestLogits)
-        throw Error("best logits: count " + std::to_string(count) + " is outside [1, " +
-                    std::to_string(kMaxBestLogits) + "]");
-}
-
 void check_packed_width(std::span<const float> packed, int count) {
-    check_count(count);
+    check_best_count(count);
     if (static_cast<int64_t>(packed.size()) != best_logits_packed_width(count))
         throw Error("best logits: the packed row has " + std::to_string(packed.size()) + " floats, expected " +
                     std::to_string(best_logits_packed_width(count)));
 }
 
 }  // namespace
+
+void check_best_count(int count) {
+    if (count < 1 || count > kMaxBestLogits)
+        throw Error("best logits: count " + std::to_string(count) + " is outside [1, " +
+                    std::to_string(kMaxBestLogits) + "]");
+}
 
 int64_t best_logits_packed_width(int count) { return 2 * static_cast<int64_t>(count) + 3; }
 
