@@ -87,7 +87,10 @@ void add_actions(CLI::App& app, TokenizerOptions& o) {
     CLI::App* decode = app.add_subcommand("decode", "the text of token ids");
     add_text(*decode, "-m,--model", o.model, "a model directory or a tokenizer.model")->type_name("DIR|FILE")->required();
     add_tokens_option(*decode, o.tokens);
-    for (CLI::App* action : {train, encode, decode}) action->allow_extras()->fallthrough();
+    for (CLI::App* action : {train, encode, decode}) {
+        add_max_memory(*action);
+        action->allow_extras()->fallthrough();
+    }
     app.require_subcommand(1);
 }
 

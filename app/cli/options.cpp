@@ -64,16 +64,20 @@ public:
 }
 }  // namespace
 
+void add_max_memory(CLI::App& app) {
+    app.add_option_function<std::string>(
+           "--max-memory",
+           [](const std::string& size) { set_memory_limit(parse_bytes(size, "option --max-memory")); },
+           "refuse work that would allocate more than SIZE, e.g. 8G (default: the machine's memory; never above ulimit -v)")
+        ->type_name("SIZE");
+}
+
 std::unique_ptr<CLI::App> make_app(const std::string& name, const std::string& description) {
     auto app = std::make_unique<CLI::App>(description, "retnet " + name);
     app->formatter(std::make_shared<Formatter>());
     app->set_help_flag("-h,--help", "print this help (every option, its default and meaning) and exit");
     app->allow_extras();  // parse() names them, with a suggestion
-    app->add_option_function<std::string>(
-           "--max-memory",
-           [](const std::string& size) { set_memory_limit(parse_bytes(size, "option --max-memory")); },
-           "refuse work that would allocate more than SIZE, e.g. 8G (default: the machine's memory; never above ulimit -v)")
-        ->type_name("SIZE");
+    add_max_memory(*app);
     app->footer("Every error is one line on stderr and a non-zero exit status.");
     return app;
 }

@@ -21,6 +21,8 @@ struct HelpShown {};
 // A command's options: "retnet NAME" with its description, -h/--help and --max-memory, and the
 // formatter that prints each option's default after its meaning.
 std::unique_ptr<CLI::App> make_app(const std::string& name, const std::string& description);
+// --max-memory SIZE (make_app gives every command one), for a command's actions, whose --help lists their own options
+void add_max_memory(CLI::App& app);
 
 // Parses argv (without the program and command names) into the options declared on `app`.
 // Throws HelpShown after printing the help for -h/--help, retnet::Error for anything else.

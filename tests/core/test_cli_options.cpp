@@ -42,6 +42,9 @@ TEST(CliOptions, HelpListsEveryOptionWithItsDefaultOnStdout) {
     const CliResult tokenizer = run_retnet({"tokenizer", "--help"});
     EXPECT_EQ(tokenizer.exit_code, 0);
     EXPECT_NE(tokenizer.out.find("--vocab-size N (required)"), std::string::npos) << tokenizer.out;
+    // and an action's own help the options every command takes
+    for (const char* action : {"train", "encode", "decode"})
+        EXPECT_NE(run_retnet({"tokenizer", action, "--help"}).out.find("--max-memory SIZE"), std::string::npos) << action;
     // no line ends in blanks (CLI11 indented the blank line inside each action's part)
     for (const CliResult* h : {&help, &tokenizer}) {
         EXPECT_EQ(h->out.find(" \n"), std::string::npos) << h->out;
