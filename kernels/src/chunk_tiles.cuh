@@ -334,6 +334,48 @@ __device__ __forceinline__ void quarter_to_global_bf16(const Acc (&acc)[2][2], _
             }
 }
 
+// acc's rows times row_scale (shared, by the tile's row) in the registers, on the sm_80+ accumulator
+// layout above: for the pipelined pass, whose operand stages lie where a staging tile would.
+template <typename Acc>
+__device__ __forceinline__ void scale_quarter_rows_in_registers(Acc (&acc)[2][2], int m0, const float* row_scale) {
+    static_assert(Acc::num_elements == 8);
+    const int g = threadIdx.x % 32 / 4;
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+        for (int b = 0; b < 2; ++b)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[a][b].x[e] *= row_scale[m0 + 16 * a + g + 8 * (e / 2 % 2)];
+}
+
+// cp.async (sm_80+): 16 bytes from global to shared memory without passing through registers, so that
+// several slabs can be in flight at once; a source size of 0 writes zeros.
+__device__ __forceinline__ void copy16_async(void* dst_shared, const void* src, bool inside) {
+    const auto dst = static_cast<unsigned>(__cvta_generic_to_shared(dst_shared));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(inside ? 16 : 0));
+}
+__device__ __forceinline__ void commit_async_copies() { asm volatile("cp.async.commit_group;\n" ::); }
+// until at most Pending of this thread's committed groups are still in flight
+template <int Pending>
+__device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending)); }
+
+// Rows [row0, row0 + rows) and columns [col0, col0 + cols) of a row-major matrix (ld elements a row) into
+// a shared tile of Rows × Cols elements (ld_shared a row) as they are stored, zero outside, by Threads
+// threads in 16-byte pieces: src, ld, col0 and cols whole pieces (16-byte aligned), ld_shared too.
+template <int Rows, int Cols, int Threads, typename E>
+__device__ __forceinline__ void tile_to_shared_async(E* dst, int ld_shared, const E* src, int64_t row0, int rows,
+                                                     int64_t ld, int col0, int cols) {
+    constexpr int kPerPiece = 16 / static_cast<int>(sizeof(E)), kPiecesPerRow = Cols / kPerPiece;
+    static_assert(Cols % kPerPiece == 0 && Rows * kPiecesPerRow % Threads == 0);
+#pragma unroll
+    for (int n = 0; n < Rows * kPiecesPerRow / Threads; ++n) {
+        const int piece = static_cast<int>(threadIdx.x) + n * Threads;
+        const int r = piece / kPiecesPerRow, c = piece % kPiecesPerRow * kPerPiece;
+        const bool inside = r < rows && c < cols;
+        copy16_async(dst + r * ld_shared + c, inside ? src + (row0 + r) * ld + col0 + c : src, inside);
+    }
+}
+
 __device__ inline void tile_from_global(float* tile, const float* src, int64_t ld, int rows, int cols) {
     for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
         const int r = e / kTile, c = e % kTile;

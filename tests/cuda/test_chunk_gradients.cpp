@@ -153,7 +153,8 @@ TEST_P(ChunkGradientTest, EqualsIntraChunkPlusStateTerms) {
 // products' 8 or 16 steps) and the largest (64); one, two and five chunks; head widths off the 64
 // slab and the 128-column output tile (40, 72: Dr 72 is a whole slab and 8), the 1.3B heads (256 ×
 // 512: 8 slabs of Dv, 4 output tiles of Dv), several sequences sharing the decays (H 6 of 3) with
-// widths off 4 (13, 131: scalar loads, a partial second output tile).
+// widths off 4 (13, 131: scalar loads, a partial second output tile); with bf16 storage 12 × 20 (multiples of
+// 4, not of 8) in the register-staged pass, the other widths in the pipelined one.
 INSTANTIATE_TEST_SUITE_P(
     Shapes, ChunkGradientTest,
     ::testing::Combine(::testing::Values(ChunkGradientCase{3, 3, 1, 1, 40, 72}, ChunkGradientCase{3, 3, 2, 17, 40, 72},
@@ -161,7 +162,7 @@ INSTANTIATE_TEST_SUITE_P(
                                          ChunkGradientCase{3, 3, 5, 17, 64, 128}, ChunkGradientCase{3, 3, 2, 1, 64, 128},
                                          ChunkGradientCase{3, 3, 2, 64, 256, 512},
                                          ChunkGradientCase{3, 3, 5, 17, 256, 512},
-                                         ChunkGradientCase{6, 3, 2, 33, 13, 131}),
+                                         ChunkGradientCase{6, 3, 2, 33, 13, 131}, ChunkGradientCase{3, 3, 3, 40, 12, 20}),
                        ::testing::Values(ChunkGradient::DQ, ChunkGradient::DK, ChunkGradient::DV),
                        kChunkPrecisions));
 

@@ -102,13 +102,13 @@ TEST_P(ChunkStatesTest, WalkedBackwardsEqualTheReverseScan) { expect_matches_ref
 // T = 1 (one chunk of one step), odd chunk lengths, chunks longer than the 64-step slab (100,
 // 130: a partial second and third slab), head widths that are not a multiple of the 64 tile (72,
 // 40) or of 4 (7, 13: scalar loads), the 1.3B head shape (256 × 512), and widths with a partial tile
-// after whole ones (200 = 3 · 64 + 8, 131).
+// after whole ones (200 = 3 · 64 + 8, 131), and widths that are multiples of 4 but not of 8 (12 × 20).
 INSTANTIATE_TEST_SUITE_P(Shapes, ChunkStatesTest,
                          ::testing::Combine(::testing::Values(ChunkStatesCase{1, 1, 1, 8, 8}, ChunkStatesCase{2, 3, 7, 16, 24},
                                                               ChunkStatesCase{2, 5, 64, 72, 40}, ChunkStatesCase{1, 2, 100, 64, 64},
                                                               ChunkStatesCase{1, 3, 130, 7, 13}, ChunkStatesCase{3, 4, 33, 13, 7},
                                                               ChunkStatesCase{2, 3, 64, 256, 512}, ChunkStatesCase{2, 3, 64, 72, 200},
-                                                              ChunkStatesCase{1, 2, 17, 13, 131}),
+                                                              ChunkStatesCase{1, 2, 17, 13, 131}, ChunkStatesCase{2, 3, 40, 12, 20}),
                                             kChunkPrecisions));
 
 // The chunks' masked scores (chunk_output.cu's first pass) against the double definition
@@ -288,12 +288,13 @@ TEST_P(ChunkOutputTest, EqualsIntraChunkPlusStateTerms) {
 
 // T = 1, odd chunk lengths, the largest chunk (64), head widths off the 64 tile (72, 40) and off
 // 4 (7, 13: scalar loads), several sequences sharing the decays (H 6 of 3 decays), the 1.3B heads,
-// value widths off the output pass's 128 columns after a whole tile (200, 131).
+// value widths off the output pass's 128 columns after a whole tile (200, 131); with bf16 storage, 12 × 20
+// (multiples of 4, not of 8) in the register-staged pass, the rest of the multiples of 8 in the pipelined one.
 INSTANTIATE_TEST_SUITE_P(Shapes, ChunkOutputTest,
                          ::testing::Combine(::testing::Values(ChunkOutputCase{1, 1, 1, 1, 8, 8}, ChunkOutputCase{2, 2, 3, 7, 16, 24},
                                                               ChunkOutputCase{2, 2, 2, 64, 72, 40}, ChunkOutputCase{6, 3, 2, 33, 13, 7},
                                                               ChunkOutputCase{1, 1, 2, 64, 256, 512}, ChunkOutputCase{2, 1, 3, 64, 72, 200},
-                                                              ChunkOutputCase{1, 1, 2, 17, 13, 131}),
+                                                              ChunkOutputCase{1, 1, 2, 17, 13, 131}, ChunkOutputCase{2, 2, 3, 40, 12, 20}),
                                             kChunkPrecisions,
                                             ::testing::Values(OutputLayout::HeadMajor, OutputLayout::Rows,
                                                               OutputLayout::Bf16Rows)));
