@@ -36,6 +36,8 @@ struct TokenizerOptions {
 
 int run_train(const TokenizerOptions& o) {
     const TokenizerTrainOptions& options = o.train;
+    if (o.out.empty()) throw Error("option --out is empty (the directory to write tokenizer.model into)");
+    if (o.out == "-") throw Error("option --out: a tokenizer is a directory (tokenizer.model inside), not standard output");
     if (options.type != "bpe" && options.type != "unigram" && options.type != "char")
         throw Error("option --type must be bpe, unigram or char, got '" + options.type + "'");
     const Tokenizer tokenizer = train_tokenizer_file(o.text, options, o.out);
@@ -45,6 +47,7 @@ int run_train(const TokenizerOptions& o) {
 }
 
 int run_encode(const TokenizerOptions& o) {
+    check_utf8(o.text, "option --text");
     const Tokenizer tokenizer = load_tokenizer_option(o.model);
     const std::vector<int32_t> ids = tokenizer.encode(o.text);
     if (o.json) {
@@ -105,8 +108,16 @@ int run_tokenizer(const std::vector<std::string>& argv) {
         throw Error("unknown action '" + argv[0] + "' (expected train, encode or decode" +
                     (near.empty() ? "" : "; did you mean " + near + "?") + ")");
     }
+    // CLI11 takes the next word as an option's value, an action's name too: `tokenizer --max-memory encode …`
+    // then said "unknown option -m"
+    for (size_t i = 0; i + 1 < argv.size() && argv[i] != "--"; ++i)
+        if (argv[i] == "--max-memory" && std::find(actions.begin(), actions.end(), argv[i + 1]) != actions.end())
+            throw Error("option --max-memory needs a value (a size such as 8G), got the action '" + argv[i + 1] + "'");
     parse(*app, argv);
-    const std::string action = app->get_subcommands().front()->get_name();
+    CLI::App* chosen = app->get_subcommands().front();
+    if (app->count("--max-memory") > 0 && chosen->count("--max-memory") > 0)
+        throw Error("option --max-memory is given before and after the action: give it once");
+    const std::string action = chosen->get_name();
     if (action == "train") return run_train(o);
     if (action == "encode") return run_encode(o);
     return run_decode(o);

@@ -365,7 +365,7 @@ std::vector<int32_t> parse_token_list(const std::string& text) {
         int32_t id = 0;
         auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), id);
         if (ec == std::errc::result_out_of_range && end == item.data() + item.size())
-            throw Error("bad token list '" + text + "': '" + item + "' is outside the vocabulary (too large for a token id)");
+            throw Error("bad token list '" + text + "': '" + item + "' is outside the vocabulary (beyond the range of a token id)");
         if (item.empty() || ec != std::errc() || end != item.data() + item.size())
             throw Error("bad token list '" + text + "': '" + item + "' is not an integer id");
         out.push_back(id);

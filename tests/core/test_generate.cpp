@@ -721,6 +721,32 @@ TEST_F(GenerateCli, TokenizerTrainEncodeDecode) {
     const CliRun bad = run_cli("tokenizer train --text /nonexistent.txt --vocab-size 400 --out " + shell_quote(out.string()));
     EXPECT_EQ(bad.exit_code, 1);
     EXPECT_NE(bad.err.find("/nonexistent.txt: cannot open (No such file or directory)"), std::string::npos) << bad.err;
+    const std::string corpus = shell_quote(std::string(RETNET_TEST_DATA_DIR) + "/tokenizer/corpus.txt");
+    const std::string model = " --model " + shell_quote(out.string());
+    // what a hostile session found: each one line, naming the option
+    const auto refused = [](const CliRun& r, const std::string& start) {
+        EXPECT_EQ(r.exit_code, 1) << r.err;
+        EXPECT_EQ(r.err.rfind("retnet tokenizer: error: " + start, 0), 0u) << r.err;
+        EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    };
+    refused(run_cli("tokenizer train --text " + corpus + " --vocab-size 400 --out -"),
+            "option --out: a tokenizer is a directory (tokenizer.model inside), not standard output");
+    refused(run_cli("tokenizer train --text " + corpus + " --vocab-size 400 --out ''"), "option --out is empty");
+    refused(run_cli("tokenizer train --text " + corpus + " --vocab-size 400 --out " + shell_quote((dir_ / "t2").string()) +
+                    " --max-memory 1M"),
+            "training a tokenizer on ");
+    EXPECT_FALSE(std::filesystem::exists(dir_ / "t2"));
+    refused(run_cli("tokenizer --max-memory encode" + model + " --text hi"),
+            "option --max-memory needs a value (a size such as 8G), got the action 'encode'");
+    refused(run_cli("tokenizer --max-memory 1G encode" + model + " --text hi --max-memory 2G"),
+            "option --max-memory is given before and after the action: give it once");
+    refused(run_cli("tokenizer encode" + model + " --text \"$(printf 'a\\377b')\""),
+            "option --text: invalid UTF-8 at byte offset 1");
+    // before the action or after it, the same
+    const std::string plain = run_cli("tokenizer encode" + model + " --text hi").out;
+    EXPECT_FALSE(plain.empty());
+    EXPECT_EQ(run_cli("tokenizer --max-memory 1G encode" + model + " --text hi").out, plain);
+    EXPECT_EQ(run_cli("tokenizer encode" + model + " --text hi --max-memory 1G").out, plain);
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 
 #include "retnet/error.h"
 #include "retnet/files.h"
+#include "retnet/memory_limit.h"
+#include "sentencepiece_message.h"
 
 namespace retnet {
 namespace {
@@ -41,7 +43,11 @@ int byte_piece_value(const std::string& piece) {
 
 // A FIFO or directory named tokenizer.model is refused with its own line (reading a FIFO would
 // block forever). Real tokenizer models are at most a few MiB.
-std::string read_file(const std::string& path) { return read_regular_file(path, uint64_t(1) << 30); }
+std::string read_file(const std::string& path) {
+    std::error_code ec;  // a FIFO or a directory has no size: read_regular_file refuses those by name
+    if (const uint64_t size = std::filesystem::file_size(path, ec); !ec) check_memory(size, "the tokenizer " + path);
+    return read_regular_file(path, uint64_t(1) << 30);
+}
 
 }  // namespace
 
@@ -89,8 +95,10 @@ Tokenizer Tokenizer::from_serialized(std::string_view bytes, const std::string& 
         // (found by fuzz/fuzz_tokenizer_model).
         throw Error(source + ": not a SentencePiece tokenizer model (" + e.what() + ")");
     }
-    if (!status.ok())
-        throw Error(source + ": not a SentencePiece tokenizer model (" + status.ToString() + ")");
+    if (!status.ok()) {
+        const std::string reason = sentencepiece_message(status.ToString());  // empty: its bytes do not parse
+        throw Error(source + ": not a SentencePiece tokenizer model" + (reason.empty() ? "" : " (" + reason + ")"));
+    }
     impl->index(source);
     return Tokenizer(std::move(impl));
 }

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// SentencePiece's status text for a user: "Internal: char_model_trainer.cc(33) [cond] Vocabulary size is
+// smaller…" -> "Vocabulary size is smaller…"; its status code's name and source location (for its
+// developers) dropped, first line only; empty where nothing else is left.
+#include <string>
+
+namespace retnet {
+
+inline std::string sentencepiece_message(std::string text) {
+    if (const auto newline = text.find('\n'); newline != std::string::npos) text.resize(newline);
+    for (const char* code : {"Internal: ", "Invalid argument: ", "Not found: ", "Out of range: ", "Failed precondition: ",
+                             "Unknown: ", "Resource exhausted: ", "Data loss: "})
+        if (text.rfind(code, 0) == 0) {
+            text.erase(0, std::string(code).size());
+            break;
+        }
+    if (const auto cc = text.find(".cc("); cc != std::string::npos) {
+        size_t start = text.find(") ", cc);
+        start = start == std::string::npos ? cc : start + 2;
+        if (start < text.size() && text[start] == '[') {  // the failed condition
+            const size_t close = text.find("] ", start);
+            start = close == std::string::npos ? text.size() : close + 2;
+        }
+        text = text.substr(start);
+    }
+    while (!text.empty() && (text.back() == ' ' || text.back() == '.')) text.pop_back();
+    return text;
+}
+
+}  // namespace retnet
