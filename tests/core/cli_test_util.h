@@ -3,9 +3,12 @@
 // Running the built `retnet` through the shell for the CLI tests: its exit status, stdout and
 // stderr. (test_robustness_util.h runs it with an exact argv instead, for prompts of any bytes,
 // and in the background for signals.)
+#include <gtest/gtest.h>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -52,6 +55,14 @@ inline CliRun run_cli(const std::string& arguments, const std::string& environme
     std::filesystem::remove(out, ignored);
     std::filesystem::remove(err, ignored);
     return r;
+}
+
+// A refusal: a non-zero exit and one line on stderr that holds `needle`.
+inline void expect_one_line_error(const CliRun& r, const std::string& needle) {
+    EXPECT_NE(r.exit_code, 0);
+    ASSERT_FALSE(r.err.empty());
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
 }
 
 }  // namespace retnet::test

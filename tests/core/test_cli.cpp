@@ -32,12 +32,7 @@ using test::CliRun;
 using test::run_cli;
 using test::slurp;
 
-void expect_one_line_error(const CliRun& r, const std::string& needle) {
-    EXPECT_NE(r.exit_code, 0);
-    ASSERT_FALSE(r.err.empty());
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-    EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
-}
+using test::expect_one_line_error;
 
 // A copy of a fixture model whose files the test may break.
 fs::path copy_fixture(const std::string& name, const std::string& tag) {
