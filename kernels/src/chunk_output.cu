@@ -129,7 +129,7 @@ __device__ __forceinline__ void accumulate_x_m(FragC<P> (&acc)[2][2], const type
 #pragma unroll
         for (int b = 0; b < 2; ++b)
             load_operand<P>(fm[b], kTransposedM ? s_b + (n0 + 16 * b) * ld_m + kk : s_b + kk * ld_m + n0 + 16 * b,
-                                    ld_m);
+                            ld_m);
         mma_quarter<P>(acc, fx, fm);
     }
 }
@@ -346,8 +346,8 @@ __global__ void __launch_bounds__(kOutThreads, 2) chunk_pass_pipelined_kernel(
         issue(step + kStages - 1);  // into the stage the last step used
         const int s = step % kStages;
         if (step < slabs) {
-            accumulate_x_m<P, kTransposedM>(acc, stage_a(s), ld_a, stage_b(s), ld_m, min(kTile, Dr - step * kTile),
-                                                  m0, n0);
+            const int width = min(kTile, Dr - step * kTile);
+            accumulate_x_m<P, kTransposedM>(acc, stage_a(s), ld_a, stage_b(s), ld_m, width, m0, n0);
             continue;
         }
         // the scores are bf16 values already: converting keeps them

@@ -67,8 +67,9 @@ std::string training_message(const std::string& status, const TokenizerTrainOpti
     const std::string given = "--vocab-size " + std::to_string(options.vocab_size);
     long a = 0, b = 0;
     if (std::sscanf(text.c_str(), "Vocabulary size is smaller than required_chars. %ld vs %ld", &a, &b) == 2)
-        return given + " is less than the " + std::to_string(b) + " pieces this text's characters need with the 256 byte " +
-               "pieces and the special ones: raise --vocab-size to at least " + std::to_string(b);
+        return given + " is less than the " + std::to_string(b) + " pieces this text's characters need with " +
+               (options.byte_fallback ? "the 256 byte pieces and " : "") +
+               "the special ones: raise --vocab-size to at least " + std::to_string(b);
     if (std::sscanf(text.c_str(), "Vocabulary size too high (%ld). Please set it to a value <= %ld", &a, &b) == 2)
         return given + " is more than a " + options.type + " tokenizer of this text can have (at most " +
                std::to_string(b) + "): lower --vocab-size, or train on more text";
