@@ -1,15 +1,21 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 // retnet tokenizer train|encode|decode: train a SentencePiece tokenizer (byte fallback on) and
 // look at how text maps to ids.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <new>
+#include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
+#include "retnet/memory_limit.h"
 #include "retnet/tokenizer.h"
 #include "retnet/utf8.h"
 
@@ -34,13 +40,56 @@ struct TokenizerOptions {
     bool json = false;
 };
 
+// SentencePiece trains in threads of its own, where a failed allocation cannot reach this command's
+// handler: std::terminate ended the process (exit 134, "terminate called after throwing an instance of
+// 'std::bad_alloc'") under ulimit -v when the text needed more than train_tokenizer's estimate (a
+// random-CJK text needs ~1.5× it). While a TrainerOutOfMemoryExit lives, an allocation that fails in
+// another thread ends the process with the command's one out-of-memory line and exit status 1 (nothing
+// is written before the training ends); in this thread it throws as ever.
+class TrainerOutOfMemoryExit {
+public:
+    TrainerOutOfMemoryExit() {
+        // formed now: there is no memory to form it with when it is needed
+        line() = address_space_limit_binds()
+                     ? "retnet tokenizer: error: out of memory in the tokenizer trainer under the memory limit of " +
+                           format_bytes(memory_limit()) + " (" + memory_limit_source() +
+                           "; raise it or train on less text)\n"
+                     : "retnet tokenizer: error: out of memory in the tokenizer trainer (train on less text)\n";
+        owner() = std::this_thread::get_id();
+        previous_ = std::set_new_handler(&handler);
+    }
+    ~TrainerOutOfMemoryExit() { std::set_new_handler(previous_); }
+    TrainerOutOfMemoryExit(const TrainerOutOfMemoryExit&) = delete;
+    TrainerOutOfMemoryExit& operator=(const TrainerOutOfMemoryExit&) = delete;
+
+private:
+    static std::string& line() {
+        static std::string text;
+        return text;
+    }
+    static std::thread::id& owner() {
+        static std::thread::id id;
+        return id;
+    }
+    static void handler() {
+        if (std::this_thread::get_id() == owner()) throw std::bad_alloc();
+        const std::string& text = line();
+        (void)!::write(STDERR_FILENO, text.data(), text.size());
+        ::_exit(1);
+    }
+    std::new_handler previous_ = nullptr;
+};
+
 int run_train(const TokenizerOptions& o) {
     const TokenizerTrainOptions& options = o.train;
     if (o.out.empty()) throw Error("option --out is empty (the directory to write tokenizer.model into)");
     if (o.out == "-") throw Error("option --out: a tokenizer is a directory (tokenizer.model inside), not standard output");
     if (options.type != "bpe" && options.type != "unigram" && options.type != "char")
         throw Error("option --type must be bpe, unigram or char, got '" + options.type + "'");
-    const Tokenizer tokenizer = train_tokenizer_file(o.text, options, o.out);
+    const Tokenizer tokenizer = [&] {
+        const TrainerOutOfMemoryExit trainer_threads;
+        return train_tokenizer_file(o.text, options, o.out);
+    }();
     std::fprintf(stderr, "retnet tokenizer: wrote %s/tokenizer.model (%s, %d pieces, byte fallback)\n", shown(o.out).c_str(),
                  options.type.c_str(), tokenizer.vocab_size());
     return 0;

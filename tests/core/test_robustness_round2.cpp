@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -568,6 +569,50 @@ TEST(RobustMemory, AChatThatCannotRunBlasIsRefusedBeforeItIsReady) {
         EXPECT_NE(r.err.find("work buffer and room beside it"), std::string::npos) << megabytes << " MiB: " << r.err;
     }
     EXPECT_GT(refused, 0) << "every cap from 200 MiB fitted: the case was not reached";
+}
+
+// SentencePiece trains in threads of its own, where a failed allocation ended the process with
+// std::terminate ("terminate called after throwing an instance of 'std::bad_alloc'", exit 134) under
+// ulimit -v once the text needed more than the command's estimate: a text of CJK words drawn at random
+// (many distinct pairs, the trainer's worst kind) needs ~1.5× it. Across caps from too small to enough,
+// each run trains or says out of memory in one line, and none dies by a signal.
+TEST(RobustMemory, TokenizerTrainingUnderATightAddressLimitEndsInOneLine) {
+    if (kSanitized) GTEST_SKIP() << "an address-space cap cannot hold a sanitizer's shadow memory";
+    ScratchDir dir("tokenizer-memory");
+    std::mt19937 random(7);
+    std::string text;
+    while (text.size() < 600000) {
+        for (int length = 1 + static_cast<int>(random() % 6); length > 0; --length) {
+            const unsigned c = 0x4E00 + random() % 2000;  // three UTF-8 bytes each
+            text += {static_cast<char>(0xE0 | c >> 12), static_cast<char>(0x80 | (c >> 6 & 0x3F)),
+                     static_cast<char>(0x80 | (c & 0x3F))};
+        }
+        text += random() % 8 == 0 ? '\n' : ' ';
+    }
+    spit(dir / "cjk.txt", text);
+    int trained = 0, refused = 0;
+    for (long megabytes = 150; megabytes <= 330; megabytes += 15) {
+        RunningRetnet run({"tokenizer", "train", "--text", (dir / "cjk.txt").string(), "--vocab-size", "4000", "--out",
+                           (dir / ("out" + std::to_string(megabytes))).string()},
+                          ChildSetup{"", "", megabytes << 20, {}});
+        const CliResult r = run.finish(120);
+        ASSERT_EQ(r.signal, 0) << megabytes << " MiB: killed by signal " << r.signal << ": " << r.err;
+        EXPECT_EQ(r.err_lines(), 1) << megabytes << " MiB: " << r.err;
+        if (r.exit_code == 0) {
+            ++trained;
+            EXPECT_NE(r.err.find("wrote"), std::string::npos) << megabytes << " MiB: " << r.err;
+            continue;
+        }
+        ++refused;
+        EXPECT_EQ(r.exit_code, 1) << megabytes << " MiB: " << r.err;
+        // the estimate refused, or memory or a thread ran out: each said as such
+        const bool said = r.err.find("left under the process's address-space limit") != std::string::npos ||
+                          r.err.find("out of memory") != std::string::npos ||
+                          r.err.find("could not start its threads") != std::string::npos;
+        EXPECT_TRUE(said) << megabytes << " MiB: " << r.err;
+    }
+    EXPECT_GT(trained, 0) << "no cap up to 330 MiB was enough: the case was not reached";
+    EXPECT_GT(refused, 0) << "every cap from 150 MiB was enough: the case was not reached";
 }
 
 // A run whose training batch fits the memory limit but whose validation batch (kEvalBatch windows

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <system_error>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -132,7 +133,13 @@ std::string train_tokenizer(std::span<const std::string> lines, const TokenizerT
 
     LineIterator iterator(lines);
     std::string model;
-    const auto status = sentencepiece::SentencePieceTrainer::Train(spec, &iterator, &model);
+    sentencepiece::util::Status status;
+    try {
+        status = sentencepiece::SentencePieceTrainer::Train(spec, &iterator, &model);
+    } catch (const std::system_error& e) {  // a thread it could not start (EAGAIN: no room for its stack)
+        throw Error("tokenizer training failed: it could not start its threads (" + std::string(e.what()) +
+                    "): raise the memory limit or train on less text");
+    }
     if (!status.ok()) throw Error("tokenizer training failed: " + training_message(status.ToString(), options));
     return model;
 }
