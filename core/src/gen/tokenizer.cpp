@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <new>
 
 #include "retnet/error.h"
 #include "retnet/files.h"
@@ -93,7 +94,10 @@ Tokenizer Tokenizer::from_serialized(std::string_view bytes, const std::string& 
     } catch (const std::exception& e) {
         // Some corrupt models make the library's trie builder throw instead of returning a status
         // (found by fuzz/fuzz_tokenizer_model).
-        throw Error(source + ": not a SentencePiece tokenizer model (" + e.what() + ")");
+        // Darts' pool that cannot grow says so in its text: a valid large model under a memory cap
+        // was called corrupt, with the library's file and line
+        if (std::string(e.what()).find("bad_alloc") != std::string::npos) throw std::bad_alloc();
+        throw Error(source + ": not a SentencePiece tokenizer model (" + sentencepiece_message(e.what()) + ")");
     }
     if (!status.ok()) {
         const std::string reason = sentencepiece_message(status.ToString());  // empty: its bytes do not parse

@@ -89,23 +89,27 @@ uint64_t training_bytes(uint64_t text_bytes) {
 
 }  // namespace
 
-// The longest line SentencePiece trains on (its max_sentence_length); longer ones are skipped.
-constexpr size_t kMaxTrainingLineBytes = 65536;
+// The longest line SentencePiece trains on (its max_sentence_length); longer ones are skipped. Its bpe
+// trainer keeps a word's positions in 16 bits: a word of 32,770 characters without a space crashed it
+// (SIGSEGV in bpe::Trainer::ComputeFreq; at 65,536 a failed check ended the process), so bpe's lines
+// stop at 32,768 bytes, which no longer word can fit in.
+size_t max_training_line_bytes(const std::string& type) { return type == "bpe" ? 32768 : 65536; }
 
 std::string train_tokenizer(std::span<const std::string> lines, const TokenizerTrainOptions& options) {
     if (options.type != "bpe" && options.type != "unigram" && options.type != "char")
         throw Error("unknown tokenizer type '" + options.type + "' (expected bpe, unigram or char)");
     if (options.vocab_size < 8) throw Error("tokenizer vocabulary size must be at least 8");
+    const size_t max_line = max_training_line_bytes(options.type);
     size_t total_bytes = 0, trained_bytes = 0;
     for (size_t i = 0; i < lines.size(); ++i) {
         check_utf8(lines[i], "training text line " + std::to_string(i + 1));
         total_bytes += lines[i].size();
-        if (lines[i].size() <= kMaxTrainingLineBytes) trained_bytes += lines[i].size();
+        if (lines[i].size() <= max_line) trained_bytes += lines[i].size();
     }
     if (total_bytes == 0) throw Error("training text is empty");
     // SentencePiece skips longer lines and, with none left, failed without a reason.
     if (trained_bytes == 0)
-        throw Error("every line of the training text is longer than " + std::to_string(kMaxTrainingLineBytes) +
+        throw Error("every line of the training text is longer than " + std::to_string(max_line) +
                     " bytes, which the tokenizer trainer skips: break the text into lines");
     if (options.type == "char") check_char_vocabulary(lines, options);
     check_memory_room(training_bytes(total_bytes), "training a tokenizer on " + format_bytes(total_bytes) + " of text");
@@ -120,7 +124,7 @@ std::string train_tokenizer(std::span<const std::string> lines, const TokenizerT
         {"unk_id", std::to_string(options.unk_id)},
         {"pad_id", std::to_string(options.pad_id)},
         {"split_digits", "true"},
-        {"max_sentence_length", std::to_string(kMaxTrainingLineBytes)},
+        {"max_sentence_length", std::to_string(max_line)},
         {"num_threads", "2"},
         {"minloglevel", "2"},  // the trainer's progress log would flood stderr
     };
@@ -147,6 +151,12 @@ std::string train_tokenizer(std::span<const std::string> lines, const TokenizerT
 Tokenizer train_tokenizer_file(const std::string& text_file, const TokenizerTrainOptions& options,
                                const std::string& out_dir) {
     require_regular_file(text_file);  // a FIFO would block, a directory read as empty
+    // the lines (their bytes and a string each) and the training, before a byte is read
+    std::error_code size_error;
+    const uint64_t file_bytes = std::filesystem::file_size(text_file, size_error);
+    if (!size_error)
+        check_memory_room(saturating_sum({saturating_product({2, file_bytes}), training_bytes(file_bytes)}),
+                          "training a tokenizer on " + format_bytes(file_bytes) + " of text");
     std::ifstream in(text_file, std::ios::binary);
     if (!in) throw Error(text_file + ": cannot open training text");
     std::vector<std::string> lines;
@@ -158,6 +168,11 @@ Tokenizer train_tokenizer_file(const std::string& text_file, const TokenizerTrai
         check_utf8(line, text_file + " line " + std::to_string(line_number));
         lines.push_back(std::move(line));
     }
+    // getline ends on a failed allocation or read as at the end (badbit): a 600 MB line under ulimit -v
+    // left the lines before it to train on, with no word
+    if (in.bad() || !in.eof())
+        throw Error(text_file + ": cannot read it to its end (after line " + std::to_string(line_number) +
+                    "; out of memory or a read error)");
     const std::string model = train_tokenizer(lines, options);
     Tokenizer tokenizer = Tokenizer::from_serialized(model, "trained tokenizer");
 
