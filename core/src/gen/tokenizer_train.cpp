@@ -87,13 +87,13 @@ uint64_t training_bytes(uint64_t text_bytes) {
     return saturating_sum({uint64_t(48) << 20, saturating_product({32, text_bytes})});
 }
 
-}  // namespace
-
 // The longest line SentencePiece trains on (its max_sentence_length); longer ones are skipped. Its bpe
 // trainer keeps a word's positions in 16 bits: a word of 32,770 characters without a space crashed it
 // (SIGSEGV in bpe::Trainer::ComputeFreq; at 65,536 a failed check ended the process), so bpe's lines
 // stop at 32,768 bytes, which no longer word can fit in.
 size_t max_training_line_bytes(const std::string& type) { return type == "bpe" ? 32768 : 65536; }
+
+}  // namespace
 
 std::string train_tokenizer(std::span<const std::string> lines, const TokenizerTrainOptions& options) {
     if (options.type != "bpe" && options.type != "unigram" && options.type != "char")
