@@ -241,6 +241,78 @@ TEST(Tokenizer, BpeSkipsAWordTooLongForItsTrainer) {
     }
 }
 
+// A protobuf varint, and a length-delimited field of it.
+std::string varint(uint64_t v) {
+    std::string out;
+    for (; v >= 0x80; v >>= 7) out += static_cast<char>((v & 0x7f) | 0x80);
+    return out + static_cast<char>(v);
+}
+std::string bytes_field(int number, const std::string& payload) {
+    return varint(static_cast<uint64_t>(number) << 3 | 2) + varint(payload.size()) + payload;
+}
+uint64_t read_varint(const std::string& b, size_t& at) {
+    uint64_t v = 0;
+    for (int shift = 0;; shift += 7) {
+        const auto byte = static_cast<unsigned char>(b.at(at++));
+        v |= static_cast<uint64_t>(byte & 0x7f) << shift;
+        if (byte < 0x80) return v;
+    }
+}
+// The serialized model with piece `index` (ModelProto field 1, its field 1) replaced by `piece`.
+std::string with_piece(const std::string& model, int index, const std::string& piece) {
+    std::string out;
+    int seen = 0;
+    for (size_t at = 0; at < model.size();) {
+        const size_t start = at;
+        const uint64_t key = read_varint(model, at);
+        const int type = static_cast<int>(key & 7);
+        uint64_t length = 0;
+        if (type == 0) read_varint(model, at);
+        else if (type == 1 || type == 5) at += type == 1 ? 8 : 4;
+        else length = read_varint(model, at), at += length;
+        if ((key >> 3) != 1 || type != 2 || seen++ != index) {
+            out += model.substr(start, at - start);
+            continue;
+        }
+        const std::string message = model.substr(at - length, length);
+        std::string rebuilt = bytes_field(1, piece);
+        for (size_t in = 0; in < message.size();) {  // the piece's other fields (score, type) as they were
+            const size_t field_start = in;
+            const uint64_t inner = read_varint(message, in);
+            if ((inner & 7) == 0) read_varint(message, in);
+            else if ((inner & 7) == 5) in += 4;
+            else in += read_varint(message, in);
+            if ((inner >> 3) != 1) rebuilt += message.substr(field_start, in - field_start);
+        }
+        out += bytes_field(1, rebuilt);
+    }
+    return out;
+}
+
+// SentencePiece's unigram trie builder recursed once per byte of a piece: a crafted model with a
+// 200,000-byte piece overflowed the stack when loaded (SIGSEGV, the hostile helper). Pieces are
+// read before the library sees the model: at most 4096 bytes, which load on a small stack too.
+TEST(Tokenizer, RefusesAPieceTooLongForTheLibrarysTrie) {
+    TokenizerTrainOptions options;
+    options.type = "unigram";
+    options.vocab_size = 400;
+    const std::string model = train_tokenizer(corpus_lines(), options);
+    const std::string space = "\xE2\x96\x81";  // ▁
+    try {
+        Tokenizer::from_serialized(with_piece(model, 300, space + std::string(200000, 'a')), "crafted.model");
+        FAIL() << "a 200,003-byte piece was loaded";
+    } catch (const Error& e) {
+        EXPECT_STREQ(e.what(), "crafted.model: piece 300 is 200003 bytes long; a tokenizer piece has at most 4096 "
+                               "(a longer one overflows SentencePiece's trie builder)");
+    }
+    EXPECT_THROW(Tokenizer::from_serialized(with_piece(model, 7, std::string(4097, 'b')), "m"), Error);
+    // The longest allowed piece loads and is used: a text of it alone is one token.
+    const std::string longest = space + std::string(4093, 'a');
+    const Tokenizer t = Tokenizer::from_serialized(with_piece(model, 300, longest));
+    EXPECT_EQ(t.encode(std::string(4093, 'a')), std::vector<int32_t>{300});
+    EXPECT_EQ(t.decode(std::vector<int32_t>{300}), std::string(4093, 'a'));
+}
+
 TEST(Tokenizer, BadInputsGiveOneLineErrors) {
     auto message = [](auto&& f) {
         try {
