@@ -15,6 +15,7 @@
 #include "cli_common.h"
 #include "command.h"
 #include "retnet/error.h"
+#include "retnet/files.h"
 #include "retnet/memory_limit.h"
 #include "retnet/tokenizer.h"
 #include "retnet/utf8.h"
@@ -86,6 +87,7 @@ int run_train(const TokenizerOptions& o) {
     if (o.out == "-") throw Error("option --out: a tokenizer is a directory (tokenizer.model inside), not standard output");
     if (options.type != "bpe" && options.type != "unigram" && options.type != "char")
         throw Error("option --type must be bpe, unigram or char, got '" + options.type + "'");
+    check_output_directory(o.out, "the tokenizer's directory");  // before the training, not after it
     const Tokenizer tokenizer = [&] {
         const TrainerOutOfMemoryExit trainer_threads;
         return train_tokenizer_file(o.text, options, o.out);

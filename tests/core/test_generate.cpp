@@ -734,6 +734,12 @@ TEST_F(GenerateCli, TokenizerTrainEncodeDecode) {
                     " --max-memory 1M"),
             "training a tokenizer on ");
     EXPECT_FALSE(std::filesystem::exists(dir_ / "t2"));
+    // a file, or a device, as --out: refused before the training (it used to train, then fail to write)
+    std::ofstream(dir_ / "a-file") << "x";
+    refused(run_cli("tokenizer train --text " + corpus + " --vocab-size 400 --out " + shell_quote((dir_ / "a-file").string())),
+            "--out " + (dir_ / "a-file").string() + " is a regular file, not a directory; give --out a directory");
+    refused(run_cli("tokenizer train --text " + corpus + " --vocab-size 400 --out /dev/null"),
+            "--out /dev/null is a character device, not a directory; give --out a directory");
     refused(run_cli("tokenizer --max-memory encode" + model + " --text hi"),
             "option --max-memory needs a value (a size such as 8G), got the action 'encode'");
     refused(run_cli("tokenizer --max-memory 1G encode" + model + " --text hi --max-memory 2G"),
