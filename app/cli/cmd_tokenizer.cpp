@@ -92,8 +92,14 @@ int run_train(const TokenizerOptions& o) {
         const TrainerOutOfMemoryExit trainer_threads;
         return train_tokenizer_file(o.text, options, o.out);
     }();
-    std::fprintf(stderr, "retnet tokenizer: wrote %s/tokenizer.model (%s, %d pieces, byte fallback)\n", shown(o.out).c_str(),
-                 options.type.c_str(), tokenizer.vocab_size());
+    // A unigram model stops where the text has no more pieces to give (SentencePiece's soft limit):
+    // said, so that a smaller model is not taken for the size asked
+    const std::string short_of = tokenizer.vocab_size() < options.vocab_size
+                                     ? "; fewer than --vocab-size " + std::to_string(options.vocab_size) +
+                                           ": the text holds no more pieces for this model"
+                                     : "";
+    std::fprintf(stderr, "retnet tokenizer: wrote %s/tokenizer.model (%s, %d pieces, byte fallback%s)\n",
+                 shown(o.out).c_str(), options.type.c_str(), tokenizer.vocab_size(), short_of.c_str());
     return 0;
 }
 

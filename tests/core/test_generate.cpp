@@ -734,6 +734,14 @@ TEST_F(GenerateCli, TokenizerTrainEncodeDecode) {
                     " --max-memory 1M"),
             "training a tokenizer on ");
     EXPECT_FALSE(std::filesystem::exists(dir_ / "t2"));
+    // a unigram model smaller than asked says so (it said only "wrote … (unigram, 1373 pieces …)")
+    const CliRun short_of = run_cli("tokenizer train --type unigram --text " + corpus + " --vocab-size 5000 --out " +
+                                    shell_quote((dir_ / "u").string()));
+    ASSERT_EQ(short_of.exit_code, 0) << short_of.err;
+    EXPECT_NE(short_of.err.find(" pieces, byte fallback; fewer than --vocab-size 5000: the text holds no more pieces "
+                                "for this model)\n"),
+              std::string::npos)
+        << short_of.err;
     // a file, or a device, as --out: refused before the training (it used to train, then fail to write)
     std::ofstream(dir_ / "a-file") << "x";
     refused(run_cli("tokenizer train --text " + corpus + " --vocab-size 400 --out " + shell_quote((dir_ / "a-file").string())),
