@@ -25,6 +25,7 @@ namespace {
 
 // --model takes a model directory (its tokenizer.model) or the tokenizer file itself.
 Tokenizer load_tokenizer_option(const std::string& path) {
+    if (path.empty()) throw Error("option --model is empty (a model directory or a tokenizer.model)");
     std::error_code error;  // a name too long or a loop of links: Tokenizer::load says why below
     if (std::filesystem::is_directory(path, error)) {
         auto tokenizer = Tokenizer::load_from_model_dir(path);
