@@ -15,6 +15,7 @@
 #include "graph_cache.h"
 #include "host_downloads.h"
 #include "kv_cache.h"
+#include "l2_prefetch.h"
 #include "ops.h"
 #include "param_staging.h"
 #include "retnet/block_ops.h"
@@ -70,6 +71,7 @@ public:
         log_decay_.upload(model_->weights.log_decay, stream());
         theta_.upload(model_->weights.rotary_theta, stream());
         RETNET_CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, options_.device));
+        init_l2_prefetch();
         if (model_->config.is_transformer())
             kv_ = std::make_unique<cuda::KvCacheStore>(model_->config.n_layers, model_->config.key_dim,
                                                        options_.bf16_weights ? cuda::KvDtype::BF16 : cuda::KvDtype::F32);
@@ -225,6 +227,10 @@ private:
     }
     void download(Rows x, float* host) override;
     void stop_timer();
+    void init_l2_prefetch();
+    cuda::L2Prefetch prefetch_of(int layer, Weight first, Weight second) const;
+    cuda::L2Prefetch weights_after_retention(int layer, int N) const;
+    cuda::L2Prefetch weights_after_output_projection(int layer, int M) const;
 
     // ---- the Transformer twin: caches sized and scratch for attention (kernels/src/attention.h) ----
     void prepare_retention(Form form, int chunk, size_t t_max, size_t tp_max, size_t n, bool introspection);
@@ -320,6 +326,7 @@ private:
         void* const* v_caches = nullptr;
     } decode_;
     int sms_ = 0;
+    uint64_t l2_prefetch_cap_ = 0;  // bytes a launch may request into L2 for the next (backend_cuda_prefetch.cpp)
     std::unique_ptr<cuda::KvCacheStore> kv_;  // the twin's caches, instead of states_
     DeviceBuffer<uint8_t> attention_ws_;      // the twin: prefill blocks or decode partials
     int attention_splits_ = 1;                // the twin's decode: key ranges per sequence

@@ -128,6 +128,7 @@ void CudaBackend::decode_retention(const RetentionCall& call, Rows q, Rows k, Ro
     } else {
         args.y = y.data;
     }
+    args.next = weights_after_retention(call.layer, N);
     cuda::launch_decode_retention(args, stream());
     if (y_in_bf16) keep_rows_in_bf16_only(y.data, ws_.act_bf16.get());
 }

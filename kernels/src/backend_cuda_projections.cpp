@@ -48,7 +48,8 @@ void CudaBackend::linear(Rows x, int layer, Weight w, Rows y, bool accumulate) {
         throw Error("CUDA backend: rows kept only in bf16 reached a projection that reads fp32 (internal error)");
     if (gemv_takes(M, W.in, bf16)) {
         const cuda::GemvJob job = gemv_job(W, y.data, accumulate);
-        cuda::launch_gemv(x.data, M, W.in, &job, 1, bf16, stream());
+        const cuda::L2Prefetch next = w == Weight::O ? weights_after_output_projection(layer, M) : cuda::L2Prefetch{};
+        cuda::launch_gemv(x.data, M, W.in, &job, 1, bf16, stream(), {}, cuda::GemvGlu::None, next);
     } else if (!bf16) {
         cuda::linear_f32(cublas_->get(), x.data, W.f32.get(), y.data, M, W.out, W.in, accumulate ? 1.0f : 0.0f);
     } else if (cuda::skinny_gemm_supports(M, W.in) && w != Weight::Output) {

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "cuda_check.h"
+#include "l2_prefetch.h"
 
 namespace retnet::cuda {
 
@@ -25,6 +26,33 @@ __device__ __forceinline__ void wait_for_previous_grid() {
 __device__ __forceinline__ void allow_next_grid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// This block's share of `next` (split evenly over the grid's blocks) requested into L2 by warp 0,
+// 64 KB a bulk prefetch: no registers held, nothing to wait for. Called before
+// wait_for_previous_grid(), so the requests go out while the previous kernel still runs.
+__device__ __forceinline__ void prefetch_share_to_l2(const L2Prefetch& next) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr uint64_t kPiece = 64 * 1024;
+    const uint64_t total = next.bytes[0] + next.bytes[1];
+    if (total == 0 || threadIdx.x >= 32) return;
+    const uint64_t blocks = static_cast<uint64_t>(gridDim.x) * gridDim.y * gridDim.z;
+    const uint64_t block = blockIdx.x + static_cast<uint64_t>(gridDim.x) * (blockIdx.y + static_cast<uint64_t>(gridDim.y) * blockIdx.z);
+    const PrefetchShare mine = prefetch_share(total, blocks, block);
+    uint64_t region_begin = 0;
+#pragma unroll
+    for (int r = 0; r < L2Prefetch::kRegions; ++r) {
+        const uint64_t region_end = region_begin + next.bytes[r];
+        const uint64_t from = mine.begin > region_begin ? mine.begin : region_begin;
+        const uint64_t to = mine.end < region_end ? mine.end : region_end;
+        for (uint64_t at = from + threadIdx.x * kPiece; at < to; at += 32 * kPiece) {
+            const uint64_t length = to - at < kPiece ? to - at : kPiece;
+            const char* address = static_cast<const char*>(next.at[r]) + (at - region_begin);
+            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(address), "r"(static_cast<unsigned>(length)));
+        }
+        region_begin = region_end;
+    }
 #endif
 }
 

@@ -68,6 +68,7 @@ __global__ void __launch_bounds__(kCols * kRowGroups) decode_retention_kernel(De
     __shared__ float s_part[kRowGroups * kCols];
     __shared__ float s_norm[kRowGroups];
 
+    prefetch_share_to_l2(a.next);  // first, while no registers are held
     const int n = blockIdx.z, h = blockIdx.y, col0 = blockIdx.x * kCols;
     const int tid = threadIdx.x, tx = tid % kCols, ty = tid / kCols;
     const int j = col0 + tx;

@@ -20,6 +20,8 @@
 
 #include <cstdint>
 
+#include "l2_prefetch.h"
+
 namespace retnet::cuda {
 
 struct DecodeRetentionArgs {
@@ -48,6 +50,7 @@ struct DecodeRetentionArgs {
     float* y = nullptr;                // (N, H·Dv)
     __nv_bfloat16* y_bf16 = nullptr;   // or y rounded to bf16 alone (the next projection's input)
     unsigned* arrivals = nullptr;      // (N, H) zero before the launch, and again after it
+    L2Prefetch next;                   // the output projection's weights, requested into L2 at the start
     int N = 0, H = 0, Dk = 0, Dv = 0;
 };
 

@@ -30,6 +30,7 @@ struct GemvParams {
     int total_rows = 0;               // row_start[count]
     GemvInputTransform input;
     bool gelu = false;  // the GLU's activation (swish otherwise)
+    L2Prefetch next;
 };
 
 // acc[m] += Σ_i w_i · x[m][k0 + i] over the 16 bytes of weights in `packed`; x in global memory
@@ -185,6 +186,7 @@ template <typename Wt, int M, bool kStaged, bool kGlu>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_kernel(const float* __restrict__ x, int K, GemvParams p) {
     constexpr int kLoads = kGlu ? kUnroll / 2 : kUnroll;  // per weight stream
     extern __shared__ float4 staged[];                     // x̂ (M, K) when kStaged
+    prefetch_share_to_l2(p.next);  // first, while no registers are held
     const int lane = threadIdx.x & 31;
     const int warps = static_cast<int>(gridDim.x) * kWarpsPerBlock, total = p.total_rows;
     const int n_vec = K / static_cast<int>(16 / sizeof(Wt));
@@ -236,6 +238,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemv_split_kernel(const f
     constexpr int kRowsPerBlock = kWarpsPerBlock / kGemvSplit;
     extern __shared__ float4 staged[];
     __shared__ float partial[kWarpsPerBlock][kGlu ? 2 : 1][M];
+    prefetch_share_to_l2(p.next);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % kGemvSplit;
     const int r = static_cast<int>(blockIdx.x) * kRowsPerBlock + warp / kGemvSplit;
     const int n_vec = K / static_cast<int>(16 / sizeof(Wt));
@@ -346,7 +349,7 @@ bool gemv_supports_fusion(int M, int K, bool bf16) {
 }
 
 void launch_gemv(const float* x, int M, int K, const GemvJob* jobs, int job_count, bool bf16, cudaStream_t stream,
-                 const GemvInputTransform& input, GemvGlu glu) {
+                 const GemvInputTransform& input, GemvGlu glu, const L2Prefetch& next) {
     const bool staged = input.kind != GemvInput::Plain, paired = glu != GemvGlu::None;
     const bool shape_ok = (staged || paired) ? gemv_supports_fusion(M, K, bf16) : gemv_supports(M, K, bf16);
     const bool jobs_ok = paired ? job_count == 2 && jobs[0].n == jobs[1].n : job_count >= 1 && job_count <= kGemvMaxJobs;
@@ -362,6 +365,7 @@ void launch_gemv(const float* x, int M, int K, const GemvJob* jobs, int job_coun
     }
     p.input = input;
     p.gelu = glu == GemvGlu::Gelu;
+    p.next = next;
     p.total_rows = p.row_start[p.count];
     if (p.total_rows == 0) return;
     if (bf16) launch_typed<__nv_bfloat16>(x, M, K, p, staged, paired, stream);

@@ -15,6 +15,8 @@
 
 #include <cstdint>
 
+#include "l2_prefetch.h"
+
 namespace retnet::cuda {
 
 constexpr int kGemvMaxRows = 8;
@@ -46,8 +48,9 @@ bool gemv_supports(int M, int K, bool bf16);
 // True when an input transform or a GLU can be fused for M rows of K (x̂ fits shared memory).
 bool gemv_supports_fusion(int M, int K, bool bf16);
 
-// The jobs share X (M, K) and the weights' dtype.
+// The jobs share X (M, K) and the weights' dtype. `next`: the next kernel's weights, requested
+// into L2 as the launch starts (l2_prefetch.h).
 void launch_gemv(const float* x, int M, int K, const GemvJob* jobs, int job_count, bool bf16, cudaStream_t stream,
-                 const GemvInputTransform& input = {}, GemvGlu glu = GemvGlu::None);
+                 const GemvInputTransform& input = {}, GemvGlu glu = GemvGlu::None, const L2Prefetch& next = {});
 
 }  // namespace retnet::cuda

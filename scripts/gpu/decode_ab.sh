@@ -11,7 +11,8 @@
 # $OPS_ROWS`, default 1,16) of both trees side by side, then `retnet bench --mode decode` at batches
 # $BATCHES (default 1,16,64), ROUNDS rounds (default 3), each tree once a round. Without BASE_TGZ only
 # this tree is measured. THIS_ALT="args" also runs this tree's bench with those arguments added, each
-# round ("this+alt"). KERNELS=N first times the retention kernels (`retnet_cuda_bench 1 kernels`, the
+# round ("this+alt"); THIS_ENVS="VAR=value VAR=other" runs this tree's bench once more a round under
+# each setting ("this[VAR=value]"), for knobs read from the environment. KERNELS=N first times the retention kernels (`retnet_cuda_bench 1 kernels`, the
 # issue's shapes, forward and forward + backward) of both trees, alternating, N rounds; PREFILL=N
 # N rounds of the 24-layer chunkwise prefill at 2048 and 8192 tokens (`retnet_cuda_bench 24
 # prefill`, bf16 weights, random 1.3B-shaped model), the trees alternating; ROUNDS=0 and
@@ -89,12 +90,16 @@ timeout 150 "$BUILD/bin/retnet" init --config "$ROOT/tools/bench/fla_1.3b.json" 
   || { tail -3 "$OUT/init.log"; log "init FAILED"; exit 1; }
 RUNS=("${TREES[@]}")
 [ -n "${THIS_ALT:-}" ] && RUNS+=("$BUILD+alt")
+for setting in ${THIS_ENVS:-}; do RUNS+=("$BUILD+env:$setting"); done
 for round in $(seq 1 "$ROUNDS"); do
   for run in "${RUNS[@]}"; do
-    t=${run%+alt} label=$(name "$t") extra=()
-    if [ "$run" != "$t" ]; then label=this+alt; read -ra extra <<<"$THIS_ALT"; fi
-    json="$OUT/decode-$round-$label.json"
-    timeout 90 "$t/bin/retnet" bench --model "$MODEL" --device cuda --dtype bf16 --mode decode --batch "$BATCHES" \
+    t=${run%%+*} label=$(name "${run%%+*}") extra=() env=()
+    case "$run" in
+      *+alt) label=this+alt; read -ra extra <<<"$THIS_ALT" ;;
+      *+env:*) env=("${run#*+env:}"); label="this[${env[0]}]" ;;
+    esac
+    json="$OUT/decode-$round-${label//[^A-Za-z0-9+_=-]/_}.json"
+    env "${env[@]}" timeout 90 "$t/bin/retnet" bench --model "$MODEL" --device cuda --dtype bf16 --mode decode --batch "$BATCHES" \
       --contexts 512 --decode-steps 32 --json "${extra[@]}" >"$json" 2>"${json%.json}.err"
     log "decode round $round, $label: $(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); \
 print('  '.join(f\"batch {r['batch']}: {r['ms_per_step']:.3f} ms ({r['tokens_per_s']:.0f} tok/s)\" \

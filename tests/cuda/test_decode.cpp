@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -19,6 +20,7 @@
 #include "backend_cuda_internal.h"
 #include "decode_retention.h"
 #include "gemv.h"
+#include "l2_prefetch.h"
 #include "naive_ops.h"
 #include "ops.h"
 #include "retnet/forward.h"
@@ -601,6 +603,63 @@ TEST_P(GraphDecodeTest, ManyBf16SequencesReplayEqualsEagerAndMatchSequencesAlone
             }
         }
     }
+}
+
+// One sequence's decoding steps with the L2 prefetch of the next kernel's weights (the default with
+// bf16 weights: the retention requests the output projection's, the output projection the FFN's
+// act and lin) and with none: the prefetch is a hint, the logits equal bit for bit. The model whose
+// projections are not multiples of 16 bytes has regions that end between two vectors; a request
+// past its allocation's end would fail the launch.
+TEST_P(GraphDecodeTest, L2PrefetchOfTheNextWeightsChangesNoBit) {
+    const auto [family, bf16] = GetParam();
+    ModelConfig unaligned = small_decode_config(family);
+    unaligned.d_model = 6, unaligned.n_heads = 1, unaligned.key_dim = unaligned.value_dim = 6, unaligned.ffn_dim = 10;
+    for (const ModelConfig& config : {small_decode_config(family), unaligned}) {
+        SCOPED_TRACE("d_model " + std::to_string(config.d_model));
+        auto model = std::make_shared<const Model>(make_random_model(config, 13));
+        std::vector<std::vector<float>> logits[2];
+        for (const int prefetch : {0, 1}) {
+            CudaOptions options;
+            options.bf16_weights = bf16;
+            if (!prefetch) setenv("RETNET_L2_PREFETCH", "0", 1);
+            auto backend = make_cuda_backend(model, options);
+            unsetenv("RETNET_L2_PREFETCH");
+            ForwardOptions chunkwise, recurrent;
+            chunkwise.form = Form::Chunkwise;
+            recurrent.form = Form::Recurrent;
+            backend->set_slot_count(1);
+            const std::vector<int32_t> prompt = tokens_of(5, 21);
+            const SequenceRequest prefill{prompt, 0, LogitRows::Last};
+            logits[prefetch].push_back(backend->forward_batch({&prefill, 1}, chunkwise)[0].data);
+            for (int step = 0; step < 6; ++step) {
+                const std::vector<int32_t> next = tokens_of(1, 40 + step);
+                const SequenceRequest request{next, 0, LogitRows::Last};
+                logits[prefetch].push_back(backend->forward_batch({&request, 1}, recurrent)[0].data);
+            }
+        }
+        ASSERT_EQ(logits[0].size(), logits[1].size());
+        for (size_t t = 0; t < logits[0].size(); ++t) {
+            ASSERT_EQ(logits[0][t].size(), static_cast<size_t>(config.vocab_size));
+            EXPECT_EQ(logits[0][t], logits[1][t]) << "call " << t;
+        }
+    }
+}
+
+// Each block's share of the regions: together they cover every byte once, in 16-byte multiples.
+TEST(L2PrefetchShares, TileTheBytesOnceIn16ByteSteps) {
+    for (const uint64_t total : {uint64_t{16}, uint64_t{4096}, uint64_t{16} * 1000003, uint64_t{25} << 20})
+        for (const uint64_t blocks : {uint64_t{1}, uint64_t{7}, uint64_t{128}, uint64_t{1056}, uint64_t{100000}}) {
+            uint64_t covered = 0;
+            for (uint64_t b = 0; b < blocks; ++b) {
+                const PrefetchShare share = prefetch_share(total, blocks, b);
+                ASSERT_EQ(share.begin, covered) << total << " bytes, block " << b << " of " << blocks;
+                ASSERT_LE(share.begin, share.end);
+                ASSERT_EQ(share.begin % 16, 0u);
+                ASSERT_TRUE(share.end % 16 == 0 || share.end == total);
+                covered = share.end;
+            }
+            EXPECT_EQ(covered, total) << total << " bytes over " << blocks << " blocks";
+        }
 }
 
 INSTANTIATE_TEST_SUITE_P(FamiliesAndWeights, GraphDecodeTest,
