@@ -31,5 +31,6 @@ RETNET_HOST_DEVICE inline PrefetchShare prefetch_share(uint64_t total, uint64_t 
     const uint64_t begin = block * share < total ? block * share : total;
     return {begin, begin + share < total ? begin + share : total};
 }
+#undef RETNET_HOST_DEVICE
 
 }  // namespace retnet::cuda
