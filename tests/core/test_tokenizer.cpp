@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -311,6 +312,80 @@ TEST(Tokenizer, RefusesAPieceTooLongForTheLibrarysTrie) {
     const Tokenizer t = Tokenizer::from_serialized(with_piece(model, 300, longest));
     EXPECT_EQ(t.encode(std::string(4093, 'a')), std::vector<int32_t>{300});
     EXPECT_EQ(t.decode(std::vector<int32_t>{300}), std::string(4093, 'a'));
+}
+
+// The first length-delimited field `number` of a protobuf message, or "" where there is none.
+std::string field_payload(const std::string& message, int number) {
+    for (size_t at = 0; at < message.size();) {
+        const uint64_t key = read_varint(message, at);
+        const int type = static_cast<int>(key & 7);
+        if (type == 0) read_varint(message, at);
+        else if (type == 1 || type == 5) at += type == 1 ? 8 : 4;
+        else {
+            const uint64_t length = read_varint(message, at);
+            if (static_cast<int>(key >> 3) == number) return message.substr(at, length);
+            at += length;
+        }
+    }
+    return "";
+}
+
+// protobuf keeps a repeated scalar's last value and skips groups: a long piece given after a short
+// one in the same message, or behind a group, reaches the library as well (the hostile helper's
+// crashes after the first check read the first value and stopped at a group).
+TEST(Tokenizer, ALongPieceBehindAnotherOrAGroupIsRefusedToo) {
+    TokenizerTrainOptions options;
+    options.type = "unigram";
+    options.vocab_size = 400;
+    const std::string model = train_tokenizer(corpus_lines(), options);
+    const std::string longest = std::string(200000, 'a');
+    const std::string group = "\x7b\x08\x05\x7c";  // field 15 as a group holding a varint, then its end
+    const std::string twice = bytes_field(1, "zz") + bytes_field(1, longest) + "\x18\x01";
+    const std::string behind_group = group + bytes_field(1, longest) + "\x18\x01";
+    for (const std::string& piece : {twice, behind_group}) {
+        try {
+            Tokenizer::from_serialized(model + bytes_field(1, piece), "crafted.model");
+            FAIL() << "a 200,000-byte piece was loaded";
+        } catch (const Error& e) {
+            EXPECT_STREQ(e.what(), "crafted.model: piece 400 is 200000 bytes long; a tokenizer piece has at most 4096 "
+                                   "(a longer one overflows SentencePiece's trie builder)");
+        }
+    }
+    // the long value first and a short one last: the short one is the piece
+    const Tokenizer t = Tokenizer::from_serialized(model + bytes_field(1, bytes_field(1, longest) + bytes_field(1, "zz") + "\x18\x01"));
+    EXPECT_EQ(t.vocab_size(), 401);
+}
+
+// A normalization map is a trie the library walks without a bound check: one whose transitions lead
+// outside it, or whose replacement strings are missing, crashed the first encode (SIGSEGV; the
+// hostile helper). Such maps are refused; the map SentencePiece builds (nmt_nfkc) loads and is used.
+TEST(Tokenizer, ABrokenNormalizationMapIsRefusedAndABuiltOneLoads) {
+    TokenizerTrainOptions options;
+    options.vocab_size = 400;
+    options.identity_normalization = false;
+    const std::string model = train_tokenizer(corpus_lines(), options);
+    const std::string map = field_payload(field_payload(model, 3), 2);
+    ASSERT_GT(map.size(), 1000u) << "the nmt_nfkc rules should be in the model";
+    const Tokenizer t = Tokenizer::from_serialized(model);
+    EXPECT_EQ(t.encode("\xEF\xBD\x94\xEF\xBD\x88\xEF\xBD\x85"), t.encode("the"));  // fullwidth ｔｈｅ, normalized
+    uint32_t trie_bytes = 0;
+    std::memcpy(&trie_bytes, map.data(), sizeof(trie_bytes));
+    const std::string garbage_trie = map.substr(0, 4) + std::string(trie_bytes, '\xff') + map.substr(4 + trie_bytes);
+    const std::string no_replacements = map.substr(0, 4 + trie_bytes) + "x";
+    const auto refusal = [&](const std::string& spec) {
+        try {
+            Tokenizer::from_serialized(model + spec, "crafted.model");
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("loaded");
+    };
+    EXPECT_EQ(refusal(bytes_field(3, bytes_field(2, garbage_trie))),
+              "crafted.model: its normalization map is broken (its trie leads outside itself)");
+    EXPECT_EQ(refusal(bytes_field(5, bytes_field(1, "custom") + bytes_field(2, garbage_trie))),
+              "crafted.model: its denormalization map is broken (its trie leads outside itself)");
+    EXPECT_EQ(refusal(bytes_field(3, bytes_field(2, no_replacements))),
+              "crafted.model: its normalization map is broken (a replacement runs past its end)");
 }
 
 TEST(Tokenizer, BadInputsGiveOneLineErrors) {

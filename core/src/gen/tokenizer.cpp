@@ -14,6 +14,7 @@
 #include "retnet/files.h"
 #include "retnet/memory_limit.h"
 #include "sentencepiece_message.h"
+#include "tokenizer_model_check.h"
 
 namespace retnet {
 namespace {
@@ -49,66 +50,6 @@ std::string read_file(const std::string& path) {
     std::error_code ec;  // a FIFO or a directory has no size: read_regular_file refuses those by name
     if (const uint64_t size = std::filesystem::file_size(path, ec); !ec) check_memory(size, "the tokenizer " + path);
     return read_regular_file(path, uint64_t(1) << 30);
-}
-
-// The longest piece a model may hold. SentencePiece builds its unigram trie (Darts) recursing once per
-// byte of a piece, about 50 bytes of stack each: a crafted 200,000-byte piece overflowed the main
-// thread's 8 MiB (SIGSEGV). Real pieces are short (its trainer makes at most 16 characters; special
-// tokens a few dozen), and 4096 bytes need ~200 KiB of stack on any thread.
-constexpr uint64_t kMaxPieceBytes = 4096;
-
-// ModelProto's field 1, `pieces`, each a SentencePiece message whose field 1 is the piece: the
-// index and length of the first piece longer than kMaxPieceBytes, read without the library (whose
-// loading is what overflows). Bytes that do not parse as protobuf end the walk: the library then
-// refuses them itself.
-struct LongPiece {
-    int64_t index = -1;
-    uint64_t bytes = 0;
-};
-bool read_varint(std::string_view b, size_t& at, uint64_t& value) {
-    value = 0;
-    for (int shift = 0; shift < 64 && at < b.size(); shift += 7) {
-        const auto byte = static_cast<unsigned char>(b[at++]);
-        value |= static_cast<uint64_t>(byte & 0x7f) << shift;
-        if (byte < 0x80) return true;
-    }
-    return false;
-}
-// Calls `field(number, payload)` for each length-delimited field of message `b`; false where the
-// bytes are not a message.
-template <class Field>
-bool for_each_bytes_field(std::string_view b, Field&& field) {
-    for (size_t at = 0; at < b.size();) {
-        uint64_t key = 0, value = 0;
-        if (!read_varint(b, at, key)) return false;
-        switch (key & 7) {
-            case 0: if (!read_varint(b, at, value)) return false; break;
-            case 1: at += 8; break;
-            case 5: at += 4; break;
-            case 2:
-                if (!read_varint(b, at, value) || value > b.size() - at) return false;
-                if (!field(key >> 3, b.substr(at, value))) return true;  // the caller is done
-                at += value;
-                break;
-            default: return false;
-        }
-        if (at > b.size()) return false;
-    }
-    return true;
-}
-LongPiece first_long_piece(std::string_view model) {
-    LongPiece found;
-    int64_t index = 0;
-    for_each_bytes_field(model, [&](uint64_t number, std::string_view message) {
-        if (number != 1) return true;
-        for_each_bytes_field(message, [&](uint64_t inner, std::string_view piece) {
-            if (inner == 1 && piece.size() > kMaxPieceBytes) found = {index, piece.size()};
-            return inner != 1;
-        });
-        ++index;
-        return found.index < 0;
-    });
-    return found;
 }
 
 }  // namespace
@@ -148,10 +89,7 @@ Tokenizer Tokenizer::from_serialized(std::string_view bytes, const std::string& 
     if (first != std::string_view::npos && bytes[first] == '{')
         throw Error(source + ": a Hugging Face tokenizers file (tokenizer.json), not a SentencePiece model; only "
                     "tokenizer.model is read (Debian packages no tokenizers library): give token ids with --tokens");
-    if (const LongPiece p = first_long_piece(bytes); p.index >= 0)
-        throw Error(source + ": piece " + std::to_string(p.index) + " is " + std::to_string(p.bytes) +
-                    " bytes long; a tokenizer piece has at most " + std::to_string(kMaxPieceBytes) +
-                    " (a longer one overflows SentencePiece's trie builder)");
+    check_tokenizer_model_bytes(bytes, source);
     auto impl = std::make_unique<Impl>();
     sentencepiece::util::Status status;
     try {

@@ -1,0 +1,26 @@
+// SPDX-License-Identifier: GPL-3.0-or-later
+#pragma once
+// What SentencePiece's loader would crash on, checked in a tokenizer.model's protobuf before the
+// library sees it (crafted files, found by hostile reviews):
+// - a piece longer than kMaxTokenizerPieceBytes: the unigram trie builder (Darts) recurses once per
+//   byte, about 50 bytes of stack each; a 200,000-byte piece overflowed the main thread's 8 MiB
+//   (real pieces are short: the trainer makes at most 16 characters, special tokens a few dozen;
+//   4096 bytes need ~200 KiB of stack on any thread);
+// - a normalization map (normalizer_spec or denormalizer_spec precompiled_charsmap) whose trie
+//   leads outside itself, or whose replacement strings run past its end: the library walks it
+//   without a bound check (SIGSEGV on the first encode or decode).
+// Read as protobuf reads it (a repeated scalar field keeps its last value, groups are skipped, a
+// message given twice is merged). Bytes that do not parse end the check: the library then refuses
+// them itself.
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace retnet {
+
+inline constexpr uint64_t kMaxTokenizerPieceBytes = 4096;
+
+// Throws retnet::Error "<source>: …" naming what is wrong.
+void check_tokenizer_model_bytes(std::string_view model, const std::string& source);
+
+}  // namespace retnet
