@@ -88,7 +88,10 @@ int run_train(const TokenizerOptions& o) {
     if (o.out == "-") throw Error("option --out: a tokenizer is a directory (tokenizer.model inside), not standard output");
     if (options.type != "bpe" && options.type != "unigram" && options.type != "char")
         throw Error("option --type must be bpe, unigram or char, got '" + options.type + "'");
-    check_output_directory(o.out, "the tokenizer's directory");  // before the training, not after it
+    // before the training, not after it: the directory, and the file where one is there
+    check_output_directory(o.out, "the tokenizer's directory");
+    if (std::error_code ec; std::filesystem::is_directory(o.out, ec))
+        check_output_file((std::filesystem::path(o.out) / "tokenizer.model").string());
     const Tokenizer tokenizer = [&] {
         const TrainerOutOfMemoryExit trainer_threads;
         return train_tokenizer_file(o.text, options, o.out);

@@ -749,6 +749,13 @@ TEST_F(GenerateCli, TokenizerTrainEncodeDecode) {
             "--out " + (dir_ / "a-file").string() + " is a regular file, not a directory; give --out a directory");
     refused(run_cli("tokenizer train --text " + corpus + " --vocab-size 400 --out /dev/null"),
             "--out /dev/null is a character device, not a directory; give --out a directory");
+    const std::string long_name = (dir_ / std::string(256, 'x')).string();  // one name past NAME_MAX
+    refused(run_cli("tokenizer train --text " + corpus + " --vocab-size 400 --out " + shell_quote(long_name)),
+            long_name + ": cannot create the tokenizer's directory (File name too long)");
+    std::filesystem::create_directories(dir_ / "holds-a-dir" / "tokenizer.model");
+    refused(run_cli("tokenizer train --text " + corpus + " --vocab-size 400 --out " +
+                    shell_quote((dir_ / "holds-a-dir").string())),
+            (dir_ / "holds-a-dir" / "tokenizer.model").string() + ": is a directory, expected a file name to write");
     refused(run_cli("tokenizer --max-memory encode" + model + " --text hi"),
             "option --max-memory needs a value (a size such as 8G), got the action 'encode'");
     refused(run_cli("tokenizer --max-memory 1G encode" + model + " --text hi --max-memory 2G"),

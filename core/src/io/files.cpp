@@ -104,6 +104,8 @@ void check_output_directory(const std::string& dir, const std::string& what) {
     const fs::file_status st = fs::status(target, ec);
     if (fs::exists(st) && !fs::is_directory(st))
         throw Error("--out " + dir + " is " + kind_of(st.type()) + ", not a directory; give --out a directory");
+    // A name too long (ENAMETOOLONG) read as "not there" and was found by mkdir after the work.
+    if (ec == std::errc::filename_too_long) throw Error(dir + ": cannot create " + what + " (" + ec.message() + ")");
     const bool exists = fs::exists(st);
     if (!exists)
         if (const std::string why = blocking_ancestor(target); !why.empty())
