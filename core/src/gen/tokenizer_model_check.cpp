@@ -45,22 +45,21 @@ bool skip_value(std::string_view b, size_t& at, uint64_t key, int depth) {
     }
 }
 
-// Calls field(number, payload) for each length-delimited field of message `b` until it returns
-// false; false where the bytes are not a message.
+// Calls field(number, payload) for each length-delimited field of message `b`, up to where its
+// bytes stop parsing.
 template <class Field>
-bool for_each_bytes_field(std::string_view b, Field&& field) {
+void for_each_bytes_field(std::string_view b, Field&& field) {
     for (size_t at = 0; at < b.size();) {
         uint64_t key = 0;
-        if (!read_varint(b, at, key)) return false;
+        if (!read_varint(b, at, key)) return;
         const size_t value_at = at;
-        if (!skip_value(b, at, key, 0)) return false;
+        if (!skip_value(b, at, key, 0)) return;
         if ((key & 7) != 2) continue;
         uint64_t length = 0;
         size_t payload_at = value_at;
         read_varint(b, payload_at, length);
-        if (!field(key >> 3, b.substr(payload_at, length))) return true;
+        field(key >> 3, b.substr(payload_at, length));
     }
-    return true;
 }
 
 // darts-clone's unit, as SentencePiece's normalizer reads it.
@@ -112,7 +111,6 @@ void check_tokenizer_model_bytes(std::string_view model, const std::string& sour
             uint64_t piece_bytes = 0;
             for_each_bytes_field(message, [&](uint64_t inner, std::string_view piece) {
                 if (inner == 1) piece_bytes = piece.size();
-                return true;
             });
             if (piece_bytes > kMaxTokenizerPieceBytes)
                 throw Error(source + ": piece " + std::to_string(index) + " is " + std::to_string(piece_bytes) +
@@ -121,14 +119,12 @@ void check_tokenizer_model_bytes(std::string_view model, const std::string& sour
             ++index;
         } else if (number == 3 || number == 5) {  // normalizer_spec, denormalizer_spec
             for_each_bytes_field(message, [&](uint64_t inner, std::string_view charsmap) {
-                if (inner != 2) return true;
+                if (inner != 2) return;
                 if (const std::string why = broken_charsmap(charsmap); !why.empty())
                     throw Error(source + ": its " + (number == 3 ? "normalization" : "denormalization") +
                                 " map is broken (" + why + ")");
-                return true;
             });
         }
-        return true;
     });
 }
 
