@@ -356,6 +356,29 @@ TEST(Tokenizer, ALongPieceBehindAnotherOrAGroupIsRefusedToo) {
     EXPECT_EQ(t.vocab_size(), 401);
 }
 
+// Loading holds about 125 bytes a piece: a model of a million empty pieces (5 MB) is refused under a
+// 40 MiB limit before the library allocates them (20 million reached 2.8 GB under --max-memory 100M).
+TEST(Tokenizer, ManyPiecesAreCountedAgainstTheMemoryLimitBeforeLoading) {
+    const std::string model = train_tokenizer(corpus_lines(), [] {
+        TokenizerTrainOptions options;
+        options.vocab_size = 400;
+        return options;
+    }());
+    std::string many = model;
+    for (int i = 0; i < 1000000; ++i) many += bytes_field(1, bytes_field(1, "Z"));
+    set_memory_limit(uint64_t(40) << 20);
+    std::string message = "loaded";
+    try {
+        Tokenizer::from_serialized(many, "many.model");
+    } catch (const Error& e) {
+        message = e.what();
+    }
+    EXPECT_EQ(message.rfind("loading the tokenizer many.model (1000400 pieces) needs ", 0), 0u) << message;
+    EXPECT_NE(message.find("more than the memory limit of 40 MiB"), std::string::npos) << message;
+    EXPECT_EQ(Tokenizer::from_serialized(model).vocab_size(), 400);  // an ordinary model loads under it
+    set_memory_limit(0);
+}
+
 // A normalization map is a trie the library walks without a bound check: one whose transitions lead
 // outside it, or whose replacement strings are missing, crashed the first encode (SIGSEGV; the
 // hostile helper). Such maps are refused; the map SentencePiece builds (nmt_nfkc) loads and is used.

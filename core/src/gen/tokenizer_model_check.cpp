@@ -104,8 +104,8 @@ std::string broken_charsmap(std::string_view blob) {
 
 }  // namespace
 
-void check_tokenizer_model_bytes(std::string_view model, const std::string& source) {
-    int64_t index = 0;
+uint64_t check_tokenizer_model_bytes(std::string_view model, const std::string& source) {
+    uint64_t index = 0;
     for_each_bytes_field(model, [&](uint64_t number, std::string_view message) {
         if (number == 1) {  // a piece: its last field 1 is what protobuf keeps
             uint64_t piece_bytes = 0;
@@ -126,6 +126,7 @@ void check_tokenizer_model_bytes(std::string_view model, const std::string& sour
             });
         }
     });
+    return index;
 }
 
 }  // namespace retnet

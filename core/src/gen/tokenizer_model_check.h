@@ -20,7 +20,7 @@ namespace retnet {
 
 inline constexpr uint64_t kMaxTokenizerPieceBytes = 4096;
 
-// Throws retnet::Error "<source>: …" naming what is wrong.
-void check_tokenizer_model_bytes(std::string_view model, const std::string& source);
+// Throws retnet::Error "<source>: …" naming what is wrong. Returns the pieces counted.
+uint64_t check_tokenizer_model_bytes(std::string_view model, const std::string& source);
 
 }  // namespace retnet
