@@ -409,6 +409,11 @@ TEST(Tokenizer, ABrokenNormalizationMapIsRefusedAndABuiltOneLoads) {
               "crafted.model: its denormalization map is broken (its trie leads outside itself)");
     EXPECT_EQ(refusal(bytes_field(3, bytes_field(2, no_replacements))),
               "crafted.model: its normalization map is broken (a replacement runs past its end)");
+    // a trie that ends within the 4 bytes past the map (found by fuzz_tokenizer_model: the check took a
+    // substring past the end, std::out_of_range)
+    const std::string short_map = std::string("\x12\x00\x00\x00", 4) + std::string(16, '\x01');
+    EXPECT_EQ(refusal(bytes_field(3, bytes_field(2, short_map))),
+              "crafted.model: its normalization map is broken (its trie is longer than the map)");
 }
 
 TEST(Tokenizer, BadInputsGiveOneLineErrors) {

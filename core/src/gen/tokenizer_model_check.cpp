@@ -80,6 +80,8 @@ std::string broken_charsmap(std::string_view blob) {
     if (blob.size() <= sizeof(trie_bytes)) return "";  // the library refuses it itself
     std::memcpy(&trie_bytes, blob.data(), sizeof(trie_bytes));
     if (trie_bytes >= blob.size()) return "";  // refused by the library too
+    // the library takes the trie from after the size: one that ends past the map it reads beyond
+    if (trie_bytes > blob.size() - sizeof(trie_bytes)) return "its trie is longer than the map";
     const std::string_view trie = blob.substr(sizeof(trie_bytes), trie_bytes);
     const std::string_view replacements = blob.substr(sizeof(trie_bytes) + trie_bytes);
     const uint64_t units = trie.size() / sizeof(uint32_t);
