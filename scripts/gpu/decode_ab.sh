@@ -12,8 +12,9 @@
 # $BATCHES (default 1,16,64), ROUNDS rounds (default 3), each tree once a round. Without BASE_TGZ only
 # this tree is measured. THIS_ALT="args" also runs this tree's bench with those arguments added, each
 # round ("this+alt"); THIS_ENVS="VAR=value VAR=other" runs this tree's bench once more a round under
-# each setting ("this[VAR=value]"), for knobs read from the environment. KERNELS=N first times the retention kernels (`retnet_cuda_bench 1 kernels`, the
-# issue's shapes, forward and forward + backward) of both trees, alternating, N rounds; PREFILL=N
+# each setting ("this[VAR=value]"), for knobs read from the environment. KERNELS=N first times the
+# retention kernels (`retnet_cuda_bench 1 kernels`, the issue's shapes, forward and forward +
+# backward) of both trees, alternating, N rounds; PREFILL=N
 # N rounds of the 24-layer chunkwise prefill at 2048 and 8192 tokens (`retnet_cuda_bench 24
 # prefill`, bf16 weights, random 1.3B-shaped model), the trees alternating; ROUNDS=0 and
 # OPS_ROWS= (empty) skip the decoding bench and the per-op tables. $OUT gets summary.txt and
@@ -93,7 +94,8 @@ RUNS=("${TREES[@]}")
 for setting in ${THIS_ENVS:-}; do RUNS+=("$BUILD+env:$setting"); done
 for round in $(seq 1 "$ROUNDS"); do
   for run in "${RUNS[@]}"; do
-    t=${run%%+*} label=$(name "${run%%+*}") extra=() env=()
+    t=${run%%+*} extra=() env=()
+    label=$(name "$t")
     case "$run" in
       *+alt) label=this+alt; read -ra extra <<<"$THIS_ALT" ;;
       *+env:*) env=("${run#*+env:}"); label="this[${env[0]}]" ;;
