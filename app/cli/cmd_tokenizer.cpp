@@ -26,6 +26,7 @@ namespace {
 // --model takes a model directory (its tokenizer.model) or the tokenizer file itself.
 Tokenizer load_tokenizer_option(const std::string& path) {
     if (path.empty()) throw Error("option --model is empty (a model directory or a tokenizer.model)");
+    if (path == "-") throw Error("option --model: a tokenizer is read from a file (a model directory or a tokenizer.model), not standard input");
     std::error_code error;  // a name too long or a loop of links: Tokenizer::load says why below
     if (std::filesystem::is_directory(path, error)) {
         auto tokenizer = Tokenizer::load_from_model_dir(path);
@@ -184,7 +185,8 @@ int run_tokenizer(const std::vector<std::string>& argv) {
     return run_decode(o);
 }
 
-const Command reg("tokenizer", "train a tokenizer; encode text to ids and decode ids to text", &run_tokenizer);
+const Command reg("tokenizer", "train a tokenizer; encode text to ids and decode ids to text", &run_tokenizer,
+                  /*has_actions=*/true);
 
 }  // namespace
 }  // namespace retnet::cli

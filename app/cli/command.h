@@ -13,13 +13,14 @@ struct CommandInfo {
     std::string name;
     std::string summary;  // one line for `retnet --help`; the options come from the command's --help
     CommandFn run;
+    bool has_actions = false;  // its first word names an action (`retnet help CMD ACTION` shows the action's help)
 };
 
 std::vector<CommandInfo>& command_table();
 
 struct Command {
-    Command(std::string name, std::string summary, CommandFn run) {
-        command_table().push_back({std::move(name), std::move(summary), run});
+    Command(std::string name, std::string summary, CommandFn run, bool has_actions = false) {
+        command_table().push_back({std::move(name), std::move(summary), run, has_actions});
     }
 };
 

@@ -144,15 +144,19 @@ int main(int argc, char** argv) {
     std::string name = argv[1];
     std::vector<std::string> args(argv + 2, argv + argc);
     if (name == "help" && argc == 2) return print_top_help();
-    if (name == "help") {  // `retnet help CMD` = `retnet CMD --help`
+    if (name == "help") {  // `retnet help CMD [ACTION]` = `retnet CMD [ACTION] --help`
         name = argv[2];
         if (name == "--help" || name == "-h") return print_top_help();
-        if (argc > 3) {
-            std::fprintf(stderr, "retnet help: error: it takes one command name, got %d words (retnet help %s)\n", argc - 2,
+        const auto& table = retnet::cli::command_table();
+        const auto command = std::find_if(table.begin(), table.end(), [&](const auto& c) { return c.name == name; });
+        const int most_words = command != table.end() && command->has_actions ? 2 : 1;
+        if (argc - 2 > most_words) {
+            std::fprintf(stderr, "retnet help: error: it takes %s, got %d words (retnet help %s)\n",
+                         most_words == 1 ? "one command name" : "a command and its action", argc - 2,
                          retnet::Error(name).what());
             return 2;
         }
-        args = {"--help"};
+        args = argc > 3 ? std::vector<std::string>{argv[3], "--help"} : std::vector<std::string>{"--help"};
     }
     for (const auto& command : retnet::cli::command_table()) {
         if (command.name != name) continue;

@@ -50,11 +50,24 @@ TEST(CliOptions, HelpListsEveryOptionWithItsDefaultOnStdout) {
         EXPECT_EQ(h->out.find(" \n"), std::string::npos) << h->out;
         EXPECT_EQ(h->out.find("\t\n"), std::string::npos) << h->out;
     }
-    // `retnet help --help` is the top-level help; a second word after the command is refused.
+    // `retnet help --help` is the top-level help; a second word after the command is refused, unless
+    // the command has actions: then it names one, and a third word is refused.
     EXPECT_EQ(run_retnet({"help", "--help"}).out, run_retnet({"--help"}).out);
     const CliResult two = run_retnet({"help", "bench", "extra"});
     EXPECT_EQ(two.exit_code, 2);
     EXPECT_EQ(two.err, "retnet help: error: it takes one command name, got 2 words (retnet help bench)\n");
+    const CliResult action = run_retnet({"help", "tokenizer", "encode"});
+    EXPECT_EQ(action.exit_code, 0) << action.err;
+    EXPECT_EQ(action.out, run_retnet({"tokenizer", "encode", "--help"}).out);
+    EXPECT_NE(action.out.find("Usage: retnet tokenizer encode"), std::string::npos) << action.out;
+    const CliResult unknown_action = run_retnet({"help", "tokenizer", "bogus"});
+    EXPECT_EQ(unknown_action.exit_code, run_retnet({"tokenizer", "bogus"}).exit_code);
+    EXPECT_NE(unknown_action.exit_code, 0);
+    EXPECT_NE(unknown_action.err.find("unknown action 'bogus'"), std::string::npos) << unknown_action.err;
+    const CliResult three = run_retnet({"help", "tokenizer", "encode", "extra"});
+    EXPECT_EQ(three.exit_code, 2);
+    EXPECT_EQ(three.err,
+              "retnet help: error: it takes a command and its action, got 3 words (retnet help tokenizer)\n");
     // The top-level help names every command.
     const CliResult top = run_retnet({"--help"});
     EXPECT_EQ(top.exit_code, 0);

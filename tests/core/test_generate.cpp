@@ -731,6 +731,8 @@ TEST_F(GenerateCli, TokenizerTrainEncodeDecode) {
             "option --out: a tokenizer is a directory (tokenizer.model inside), not standard output");
     refused(run_cli("tokenizer train --text " + corpus + " --vocab-size 400 --out ''"), "option --out is empty");
     refused(run_cli("tokenizer encode -m '' --text hi"), "option --model is empty (a model directory or a tokenizer.model)");
+    refused(run_cli("tokenizer decode -m - --tokens 1"),
+            "option --model: a tokenizer is read from a file (a model directory or a tokenizer.model), not standard input");
     refused(run_cli("tokenizer train --text " + corpus + " --vocab-size 400 --out " + shell_quote((dir_ / "t2").string()) +
                     " --max-memory 1M"),
             "training a tokenizer on ");
