@@ -68,7 +68,7 @@ void add_max_memory(CLI::App& app) {
     app.add_option_function<std::string>(
            "--max-memory",
            [](const std::string& size) { set_memory_limit(parse_bytes(size, "option --max-memory")); },
-           "refuse work that would allocate more than SIZE, e.g. 8G (default: the machine's memory; never above ulimit -v)")
+           "refuse work that would allocate more than SIZE, e.g. 8G or 512M (K, M, G, T: powers of 1024; default: the machine's memory, never above ulimit -v)")
         ->type_name("SIZE");
 }
 
