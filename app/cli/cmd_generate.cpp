@@ -48,9 +48,9 @@ std::optional<std::string> read_prompt(const CLI::Option* text_option, const std
         }
     }
     std::string prompt;
-    char buffer[65536];
-    while (const size_t n = std::fread(buffer, 1, sizeof buffer, stdin)) {
-        prompt.append(buffer, n);
+    std::vector<char> buffer(65536);  // not on the stack: `ulimit -s 64` made it overflow
+    while (const size_t n = std::fread(buffer.data(), 1, buffer.size(), stdin)) {
+        prompt.append(buffer.data(), n);
         if (prompt.size() > kMaxPromptBytes) throw Error("--prompt-file -: standard input holds more than 64 MiB");
     }
     if (std::ferror(stdin)) throw Error("--prompt-file -: cannot read standard input");

@@ -13,6 +13,7 @@
 #include "retnet/cpu_ops.h"
 #include "retnet/error.h"
 #include "retnet/memory_limit.h"
+#include "retnet/stack_limit.h"
 #ifdef RETNET_HAVE_CUDA
 #include "retnet/cuda/module.h"
 #endif
@@ -106,9 +107,11 @@ int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::
 // which SIGINT's default action ended the process without a word. The dynamic linker runs an executable's
 // .preinit_array ahead of every library's initializers (glibc passes argc, argv and envp).
 // Under a ulimit -v, OpenBLAS's threads are held at one there, before OpenBLAS starts them, and
-// fitted to the room left once main() runs (retnet/memory_limit.h: they would hang).
+// fitted to the room left once main() runs (retnet/memory_limit.h: they would hang); a stack limit
+// too small to run on is raised there, before any thread starts (retnet/stack_limit.h).
 void install_handler_first(int argc, char** argv, char** envp) {
     retnet::hold_blas_threads_for_address_limit(argv, envp);  // may execute the process again
+    retnet::raise_stack_limit();
     retnet::cli::install_interrupt_handler(argc > 1 ? argv[1] : nullptr);
 }
 __attribute__((section(".preinit_array"), used)) void (*g_install_handler_first)(int, char**, char**) = install_handler_first;
@@ -122,6 +125,7 @@ int main(int argc, char** argv) {
     std::signal(SIGXFSZ, SIG_IGN);
     try {
         retnet::check_memory_setting();  // every command (and --version) would meet it first as an uncaught throw
+        retnet::check_stack_limit();
     } catch (const std::exception& e) {
         std::fprintf(stderr, "retnet: error: %s\n", e.what());
         return 1;

@@ -489,6 +489,31 @@ TEST(RobustMemory, RanksOnOneMachineShareItsMemory) {
     EXPECT_FALSE(fs::exists(dir / "run"));
 }
 
+// `ulimit -s 16` overflowed the stack inside printf, and `ulimit -s 64` reading a prompt from
+// standard input into a 64 KiB buffer on the stack: a soft limit that low is now raised before any
+// thread starts (retnet/stack_limit.h), and where the hard limit forbids it the command is refused in
+// one line. The prompt comes from standard input, through that buffer (now on the heap).
+TEST(RobustProcess, ASmallStackLimitIsRaisedOrNamed) {
+    ScratchDir dir("stack-limit");
+    write_small_model(dir / "model");
+    {
+        std::ofstream prompt(dir / "prompt.txt");
+        prompt << "the quick brown fox";
+    }
+    const std::vector<std::string> args{"generate", "--model", (dir / "model").string(), "--prompt-file", "-", "-n", "4"};
+    ChildSetup soft_only{"", (dir / "prompt.txt").string(), 0, {}, 16L << 10, 0};
+    const CliResult raised = run_retnet(args, 60, 0, soft_only);
+    EXPECT_EQ(raised.exit_code, 0) << raised.err;
+    EXPECT_EQ(raised.signal, 0);
+    EXPECT_FALSE(raised.out.empty());
+    ChildSetup both{"", (dir / "prompt.txt").string(), 0, {}, 64L << 10, 64L << 10};
+    const CliResult refused = run_retnet(args, 60, 0, both);
+    EXPECT_EQ(refused.exit_code, 1) << refused.err;
+    EXPECT_EQ(refused.err,
+              "retnet: error: the stack limit (ulimit -s) is 64 KiB and its hard limit 64 KiB: retnet needs at least "
+              "256 KiB (8192 KiB is usual)\n");
+}
+
 // OpenBLAS starts a thread per core as it loads, each mapping a 128 MiB buffer; under a ulimit -v
 // that leaves no room for one (the libraries already map ~0.98 GB), it retried the mapping forever and
 // even `retnet --version` hung, joining the thread at exit (seen at 1 GiB on 2 cores; on a many-core

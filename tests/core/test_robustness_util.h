@@ -79,6 +79,7 @@ struct ChildSetup {
     std::string stdin_path;  // "" = /dev/null
     long address_space_limit = 0;
     std::vector<std::pair<std::string, std::string>> environment;  // set in the child only
+    long stack_soft_limit = 0, stack_hard_limit = 0;                 // RLIMIT_STACK (ulimit -Ss, -Hs) where > 0
 };
 
 // Memory caps mean nothing to a sanitizer build, whose shadow memory alone passes them.
@@ -99,6 +100,13 @@ inline void apply_child_setup(const ChildSetup& setup) {
     if (setup.address_space_limit > 0) {
         const rlimit limit{static_cast<rlim_t>(setup.address_space_limit), static_cast<rlim_t>(setup.address_space_limit)};
         ::setrlimit(RLIMIT_AS, &limit);
+    }
+    if (setup.stack_soft_limit > 0 || setup.stack_hard_limit > 0) {
+        rlimit limit{};
+        ::getrlimit(RLIMIT_STACK, &limit);
+        if (setup.stack_hard_limit > 0) limit.rlim_max = static_cast<rlim_t>(setup.stack_hard_limit);
+        if (setup.stack_soft_limit > 0) limit.rlim_cur = static_cast<rlim_t>(setup.stack_soft_limit);
+        ::setrlimit(RLIMIT_STACK, &limit);
     }
 }
 
