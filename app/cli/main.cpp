@@ -107,11 +107,11 @@ int run_guarded(const retnet::cli::CommandInfo& command, const std::vector<std::
 // which SIGINT's default action ended the process without a word. The dynamic linker runs an executable's
 // .preinit_array ahead of every library's initializers (glibc passes argc, argv and envp).
 // Under a ulimit -v, OpenBLAS's threads are held at one there, before OpenBLAS starts them, and
-// fitted to the room left once main() runs (retnet/memory_limit.h: they would hang); a stack limit
-// too small to run on is raised there, before any thread starts (retnet/stack_limit.h).
+// fitted to the room left once main() runs (retnet/memory_limit.h: they would hang); the stack limit
+// is fitted there, before any thread starts (retnet/stack_limit.h).
 void install_handler_first(int argc, char** argv, char** envp) {
     retnet::hold_blas_threads_for_address_limit(argv, envp);  // may execute the process again
-    retnet::raise_stack_limit();
+    retnet::fit_stack_limit();
     retnet::cli::install_interrupt_handler(argc > 1 ? argv[1] : nullptr);
 }
 __attribute__((section(".preinit_array"), used)) void (*g_install_handler_first)(int, char**, char**) = install_handler_first;
@@ -150,14 +150,16 @@ int main(int argc, char** argv) {
     if (name == "help" && argc == 2) return print_top_help();
     if (name == "help") {  // `retnet help CMD [ACTION]` = `retnet CMD [ACTION] --help`
         name = argv[2];
-        if (name == "--help" || name == "-h") return print_top_help();
+        if (name == "--help" || name == "-h" || name == "help") return print_top_help();
         const auto& table = retnet::cli::command_table();
         const auto command = std::find_if(table.begin(), table.end(), [&](const auto& c) { return c.name == name; });
-        const int most_words = command != table.end() && command->has_actions ? 2 : 1;
-        if (argc - 2 > most_words) {
-            std::fprintf(stderr, "retnet help: error: it takes %s, got %d words (retnet help %s)\n",
-                         most_words == 1 ? "one command name" : "a command and its action", argc - 2,
-                         retnet::Error(name).what());
+        // an unknown command is named below, whatever follows it; an action is a word, not an option
+        const bool actions = command != table.end() && command->has_actions;
+        if (command != table.end() && (argc - 2 > (actions ? 2 : 1) || (argc > 3 && argv[3][0] == '-'))) {
+            const char* extra = !actions || argv[3][0] == '-' ? argv[3] : argv[4];
+            std::fprintf(stderr, "retnet help: error: it takes %s, got '%s' (retnet help %s%s)\n",
+                         actions ? "a command and its action" : "one command name", retnet::Error(extra).what(),
+                         name.c_str(), actions ? " ACTION" : "");
             return 2;
         }
         args = argc > 3 ? std::vector<std::string>{argv[3], "--help"} : std::vector<std::string>{"--help"};

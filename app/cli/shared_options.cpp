@@ -16,6 +16,7 @@ CLI::Option* add_model_option(CLI::App& app, std::string& dir) {
             [&dir](const std::string& value) {
                 // `--model "$UNSET"` is a mistake, not a request for the bundled default model.
                 if (value.empty()) throw Error("option --model is empty (leave it out for the bundled default model)");
+                if (value == "-") throw Error("option --model: a model is read from a directory (or ORG/NAME), not standard input");
                 dir = resolve_model_path(value);
             },
             "model directory, or ORG/NAME[@REVISION] of a model in the Hugging Face cache")

@@ -27,10 +27,10 @@ namespace {
 
 // Before any library's initializer: OpenBLAS's threads held at one under a ulimit -v, where their
 // buffers might not map and it would hang; main() fits them to the room left (retnet/memory_limit.h).
-// A stack limit too small to run on is raised before any thread starts (retnet/stack_limit.h).
+// The stack limit is fitted before any thread starts (retnet/stack_limit.h).
 void hold_blas_threads_first(int, char** argv, char** envp) {
     retnet::hold_blas_threads_for_address_limit(argv, envp);
-    retnet::raise_stack_limit();
+    retnet::fit_stack_limit();
 }
 __attribute__((section(".preinit_array"), used)) void (*g_hold_blas_threads_first)(int, char**, char**) =
     hold_blas_threads_first;

@@ -55,7 +55,7 @@ TEST(CliOptions, HelpListsEveryOptionWithItsDefaultOnStdout) {
     EXPECT_EQ(run_retnet({"help", "--help"}).out, run_retnet({"--help"}).out);
     const CliResult two = run_retnet({"help", "bench", "extra"});
     EXPECT_EQ(two.exit_code, 2);
-    EXPECT_EQ(two.err, "retnet help: error: it takes one command name, got 2 words (retnet help bench)\n");
+    EXPECT_EQ(two.err, "retnet help: error: it takes one command name, got 'extra' (retnet help bench)\n");
     const CliResult action = run_retnet({"help", "tokenizer", "encode"});
     EXPECT_EQ(action.exit_code, 0) << action.err;
     EXPECT_EQ(action.out, run_retnet({"tokenizer", "encode", "--help"}).out);
@@ -66,8 +66,21 @@ TEST(CliOptions, HelpListsEveryOptionWithItsDefaultOnStdout) {
     EXPECT_NE(unknown_action.err.find("unknown action 'bogus'"), std::string::npos) << unknown_action.err;
     const CliResult three = run_retnet({"help", "tokenizer", "encode", "extra"});
     EXPECT_EQ(three.exit_code, 2);
-    EXPECT_EQ(three.err,
-              "retnet help: error: it takes a command and its action, got 3 words (retnet help tokenizer)\n");
+    EXPECT_EQ(three.err, "retnet help: error: it takes a command and its action, got 'extra' (retnet help tokenizer ACTION)\n");
+    // an option is not an action; an unknown command is named as such, whatever follows it; `help help` is the list
+    const CliResult option = run_retnet({"help", "tokenizer", "-m"});
+    EXPECT_EQ(option.exit_code, 2);
+    EXPECT_EQ(option.err, "retnet help: error: it takes a command and its action, got '-m' (retnet help tokenizer ACTION)\n");
+    const CliResult unknown = run_retnet({"help", "bogus", "encode"});
+    EXPECT_EQ(unknown.exit_code, 2);
+    EXPECT_NE(unknown.err.find("retnet: unknown command 'bogus'"), std::string::npos) << unknown.err;
+    EXPECT_EQ(run_retnet({"help", "help"}).out, run_retnet({"--help"}).out);
+    // a model is not read from standard input (it said "-: … -/config.json: cannot open")
+    const CliResult dash = run_retnet({"info", "-m", "-"});
+    EXPECT_EQ(dash.exit_code, 1) << dash.err;
+    EXPECT_NE(dash.err.find("option --model: a model is read from a directory (or ORG/NAME), not standard input"),
+              std::string::npos)
+        << dash.err;
     // The top-level help names every command.
     const CliResult top = run_retnet({"--help"});
     EXPECT_EQ(top.exit_code, 0);

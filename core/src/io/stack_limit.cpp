@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <sys/resource.h>
 
-#include <algorithm>
 #include <string>
 
 #include "retnet/error.h"
@@ -14,28 +13,37 @@ namespace {
 
 constexpr rlim_t kLeastStack = rlim_t{256} << 10, kUsualStack = rlim_t{8} << 20;
 
-bool enough(const rlimit& limit) { return limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= kLeastStack; }
+bool enough(rlim_t bytes) { return bytes == RLIM_INFINITY || bytes >= kLeastStack; }
 
 std::string kib(rlim_t bytes) { return bytes == RLIM_INFINITY ? "unlimited" : std::to_string(bytes >> 10) + " KiB"; }
 
-}  // namespace
-
-void raise_stack_limit() {
-    rlimit limit{};
-    if (::getrlimit(RLIMIT_STACK, &limit) != 0 || enough(limit)) return;
-    const rlim_t target = limit.rlim_max == RLIM_INFINITY ? kUsualStack : std::min(limit.rlim_max, kUsualStack);
-    if (target <= limit.rlim_cur) return;
-    limit.rlim_cur = target;
-    if (::setrlimit(RLIMIT_STACK, &limit) != 0) return;
+// The stack of every thread created from now on that asks for no size of its own.
+void set_default_thread_stack(rlim_t bytes) {
     pthread_attr_t attr;
     if (::pthread_attr_init(&attr) != 0) return;
-    if (::pthread_attr_setstacksize(&attr, target) == 0) ::pthread_setattr_default_np(&attr);
+    if (::pthread_attr_setstacksize(&attr, bytes) == 0) ::pthread_setattr_default_np(&attr);
     ::pthread_attr_destroy(&attr);
+}
+
+}  // namespace
+
+void fit_stack_limit() {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_STACK, &limit) != 0) return;
+    if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur > kUsualStack) {
+        set_default_thread_stack(kUsualStack);
+        return;
+    }
+    // Raised only where the hard limit lets it reach the least: a default thread stack between
+    // (16 KiB soft under a 64 KiB hard limit) stopped OpenBLAS's threads from starting at all.
+    if (enough(limit.rlim_cur) || !enough(limit.rlim_max)) return;
+    limit.rlim_cur = limit.rlim_max == RLIM_INFINITY || limit.rlim_max > kUsualStack ? kUsualStack : limit.rlim_max;
+    if (::setrlimit(RLIMIT_STACK, &limit) == 0) set_default_thread_stack(limit.rlim_cur);
 }
 
 void check_stack_limit() {
     rlimit limit{};
-    if (::getrlimit(RLIMIT_STACK, &limit) != 0 || enough(limit)) return;
+    if (::getrlimit(RLIMIT_STACK, &limit) != 0 || enough(limit.rlim_cur)) return;
     throw Error("the stack limit (ulimit -s) is " + kib(limit.rlim_cur) + " and its hard limit " + kib(limit.rlim_max) +
                 ": retnet needs at least " + kib(kLeastStack) + " (8192 KiB is usual)");
 }
