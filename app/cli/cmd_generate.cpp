@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <optional>
 #include <random>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 

@@ -34,8 +34,8 @@ void fit_stack_limit() {
         set_default_thread_stack(kUsualStack);
         return;
     }
-    // Raised only where the hard limit lets it reach the least: a default thread stack between
-    // (16 KiB soft under a 64 KiB hard limit) stopped OpenBLAS's threads from starting at all.
+    // Raised only where the hard limit lets it reach the least: raised to a hard limit below that
+    // (16 KiB soft, 64 KiB hard), every thread got 64 KiB, too little for OpenBLAS's to start.
     if (enough(limit.rlim_cur) || !enough(limit.rlim_max)) return;
     limit.rlim_cur = limit.rlim_max == RLIM_INFINITY || limit.rlim_max > kUsualStack ? kUsualStack : limit.rlim_max;
     if (::setrlimit(RLIMIT_STACK, &limit) == 0) set_default_thread_stack(limit.rlim_cur);
