@@ -10,7 +10,9 @@
 // The permission test runs only as non-root. (A symlink at the temporary name to /dev/full once
 // made the full disk; the writers now replace such a link instead of writing through it.)
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -159,6 +161,24 @@ TEST(RobustWrite, TempNameTakenByAFifoIsReplaced) {
     write_npy(file.string(), sample_tensor(3.0f));
     EXPECT_EQ(read_npy(file.string()).data, sample_tensor(3.0f).data);
     EXPECT_FALSE(fs::exists(fs::symlink_status(dir / "a.npy.tmp")));
+}
+
+// A Unix socket as the output: open() fails with ENXIO there, which was read as "a FIFO that
+// nobody reads; start its reader first".
+TEST(RobustWrite, ASocketAsTheOutputIsNamedAsOne) {
+    ScratchDir dir("socket_out");
+    const fs::path path = dir / "a.npy";
+    const int listener = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(listener, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (path.string().size() >= sizeof address.sun_path) GTEST_SKIP() << "the scratch path is too long for a socket's name";
+    std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+    ASSERT_EQ(::bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof address), 0) << std::strerror(errno);
+    expect_error(error_of([&] { write_npy(path.string(), sample_tensor(1.0f)); }), path.string(),
+                 "is a socket, not a file that can be written");
+    ::close(listener);
+    EXPECT_TRUE(fs::is_socket(path));
 }
 
 TEST(RobustWrite, ReadOnlyDirectoryForNonRoot) {

@@ -80,6 +80,8 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
     const bool exists = ::stat(target_.c_str(), &st) == 0;
     if (exists && !S_ISREG(st.st_mode)) {
         if (S_ISDIR(st.st_mode)) refuse_directory(path_);
+        // open() fails on one with ENXIO, as on a FIFO that nobody reads: named here, not as a FIFO
+        if (S_ISSOCK(st.st_mode)) throw Error(path_ + ": is a socket, not a file that can be written");
         // O_NONBLOCK: a FIFO without a reader fails with ENXIO instead of blocking forever.
         open_in_place(::open(target_.c_str(), O_WRONLY | O_CLOEXEC | O_NONBLOCK), target_);
         return;
