@@ -147,12 +147,15 @@ int main(int argc, char** argv) {
     }
     std::string name = argv[1];
     std::vector<std::string> args(argv + 2, argv + argc);
+    const auto& table = retnet::cli::command_table();
+    const auto command_named = [&](const std::string& n) {
+        return std::find_if(table.begin(), table.end(), [&](const auto& c) { return c.name == n; });
+    };
     if (name == "help" && argc == 2) return print_top_help();
     if (name == "help") {  // `retnet help CMD [ACTION]` = `retnet CMD [ACTION] --help`
         name = argv[2];
         if (name == "--help" || name == "-h" || name == "help") return print_top_help();
-        const auto& table = retnet::cli::command_table();
-        const auto command = std::find_if(table.begin(), table.end(), [&](const auto& c) { return c.name == name; });
+        const auto command = command_named(name);
         // an unknown command is named below, whatever follows it; an action is a word, not an option
         const bool actions = command != table.end() && command->has_actions;
         if (command != table.end() && (argc - 2 > (actions ? 2 : 1) || (argc > 3 && argv[3][0] == '-'))) {
@@ -164,13 +167,12 @@ int main(int argc, char** argv) {
         }
         args = argc > 3 ? std::vector<std::string>{argv[3], "--help"} : std::vector<std::string>{"--help"};
     }
-    for (const auto& command : retnet::cli::command_table()) {
-        if (command.name != name) continue;
+    if (const auto command = command_named(name); command != table.end()) {
         retnet::cli::name_interrupted_command(name);
-        return run_guarded(command, args);
+        return run_guarded(*command, args);
     }
     std::vector<std::string> names;
-    for (const auto& command : retnet::cli::command_table()) names.push_back(command.name);
+    for (const auto& command : table) names.push_back(command.name);
     const std::string near = retnet::cli::closest_match(name, names);
     std::fprintf(stderr, "retnet: unknown command '%s'%s (retnet --help lists the commands)\n",
                  retnet::Error(name).what(), near.empty() ? "" : (" (did you mean '" + near + "'?)").c_str());

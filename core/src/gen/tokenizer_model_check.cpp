@@ -50,15 +50,15 @@ bool skip_value(std::string_view b, size_t& at, uint64_t key, int depth) {
 template <class Field>
 void for_each_bytes_field(std::string_view b, Field&& field) {
     for (size_t at = 0; at < b.size();) {
-        uint64_t key = 0;
+        uint64_t key = 0, length = 0;
         if (!read_varint(b, at, key)) return;
-        const size_t value_at = at;
-        if (!skip_value(b, at, key, 0)) return;
-        if ((key & 7) != 2) continue;
-        uint64_t length = 0;
-        size_t payload_at = value_at;
-        read_varint(b, payload_at, length);
-        field(key >> 3, b.substr(payload_at, length));
+        if ((key & 7) != 2) {
+            if (!skip_value(b, at, key, 0)) return;
+            continue;
+        }
+        if (!read_varint(b, at, length) || length > b.size() - at) return;
+        field(key >> 3, b.substr(at, length));
+        at += length;
     }
 }
 
