@@ -264,6 +264,32 @@ public:
         return false;
     }
 
+    // Waits until `signal` is pending neither for the process nor for any of its threads: a handler
+    // has taken it. (A loaded machine may leave a signal pending for tens of milliseconds, and the
+    // kernel hands pending signals out lowest number first, so a SIGINT sent after a SIGTERM that
+    // still waits is taken before it.) False if it is still pending after `timeout_s`.
+    bool wait_until_delivered(int signal, int timeout_s) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+        const fs::path proc = fs::path("/proc") / std::to_string(pid_);
+        const auto pending_in = [&](const fs::path& status_file) {
+            std::ifstream status(status_file);
+            for (std::string line; std::getline(status, line);)
+                if ((line.rfind("SigPnd:", 0) == 0 || line.rfind("ShdPnd:", 0) == 0) &&
+                    ((std::stoull(line.substr(7), nullptr, 16) >> (signal - 1)) & 1))
+                    return true;
+            return false;
+        };
+        while (std::chrono::steady_clock::now() < deadline) {
+            std::error_code ec;
+            bool pending = pending_in(proc / "status");
+            for (fs::directory_iterator task(proc / "task", ec), end; !pending && !ec && task != end; task.increment(ec))
+                pending = pending_in(task->path() / "status");
+            if (!pending) return true;
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+        return false;
+    }
+
     void send(int signal) { ::kill(pid_, signal); }
     // Closes our end of the child's stdout, as `| head` does after its bytes.
     void close_output() {
