@@ -681,7 +681,10 @@ TEST(RobustInterrupt, ASecondSigtermEndsAStuckWrite) {
                          "--overwrite"});  // the FIFO at model.safetensors reads as a model there
     ASSERT_GT(wait_for_queued_bytes(reader), 0) << "the writer never began model.safetensors";
     child.send(SIGTERM);
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));  // past the 100 ms in which it is the same request
+    // taken before the second is sent (two pending SIGTERMs are one), then past the 100 ms in which
+    // a second is the same request
+    ASSERT_TRUE(child.wait_until_delivered(SIGTERM, 30));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
     child.send(SIGTERM);
     const CliResult r = child.finish(30);
     ::close(reader);
