@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "retnet/error.h"
+#include "retnet/files.h"
 #include "retnet/model.h"
 #include "retnet/npy.h"
 #include "retnet/safetensors.h"
@@ -164,18 +165,21 @@ TEST(RobustWrite, TempNameTakenByAFifoIsReplaced) {
 }
 
 // A Unix socket as the output: open() fails with ENXIO there, which was read as "a FIFO that
-// nobody reads; start its reader first".
+// nobody reads; start its reader first". The check before the work (check_output_file, as
+// `tokenizer train` makes before training) names it too.
 TEST(RobustWrite, ASocketAsTheOutputIsNamedAsOne) {
     ScratchDir dir("socket_out");
     const fs::path path = dir / "a.npy";
-    const int listener = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    ASSERT_GE(listener, 0);
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     if (path.string().size() >= sizeof address.sun_path) GTEST_SKIP() << "the scratch path is too long for a socket's name";
     std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+    const int listener = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(listener, 0);
     ASSERT_EQ(::bind(listener, reinterpret_cast<const sockaddr*>(&address), sizeof address), 0) << std::strerror(errno);
     expect_error(error_of([&] { write_npy(path.string(), sample_tensor(1.0f)); }), path.string(),
+                 "is a socket, not a file that can be written");
+    expect_error(error_of([&] { check_output_file(path.string()); }), path.string(),
                  "is a socket, not a file that can be written");
     ::close(listener);
     EXPECT_TRUE(fs::is_socket(path));

@@ -244,6 +244,11 @@ public:
         return true;
     }
 
+    // Whether a /proc status mask line ("SigCgt:", "SigPnd:", "ShdPnd:", then hex) holds `signal`.
+    static bool mask_holds(const std::string& line, int signal) {
+        return (std::stoull(line.substr(7), nullptr, 16) >> (signal - 1)) & 1;
+    }
+
     // Waits until the child, once it runs retnet, catches `signal` (its handler is in: true), or
     // it ends or the time is up (false).
     bool wait_until_caught(int signal, int timeout_s) {
@@ -256,7 +261,7 @@ public:
             std::ifstream status(proc / "status");
             for (std::string line; std::getline(status, line);) {
                 if (line.rfind("State:", 0) == 0 && line.find('Z') != std::string::npos) return false;
-                if (exec_done && line.rfind("SigCgt:", 0) == 0 && ((std::stoull(line.substr(7), nullptr, 16) >> (signal - 1)) & 1))
+                if (exec_done && line.rfind("SigCgt:", 0) == 0 && mask_holds(line, signal))
                     return true;
             }
             std::this_thread::sleep_for(std::chrono::microseconds(200));
@@ -274,8 +279,7 @@ public:
         const auto pending_in = [&](const fs::path& status_file) {
             std::ifstream status(status_file);
             for (std::string line; std::getline(status, line);)
-                if ((line.rfind("SigPnd:", 0) == 0 || line.rfind("ShdPnd:", 0) == 0) &&
-                    ((std::stoull(line.substr(7), nullptr, 16) >> (signal - 1)) & 1))
+                if ((line.rfind("SigPnd:", 0) == 0 || line.rfind("ShdPnd:", 0) == 0) && mask_holds(line, signal))
                     return true;
             return false;
         };

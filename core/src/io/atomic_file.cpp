@@ -47,8 +47,11 @@ std::string follow_symlinks(const std::string& path) {
     throw Error(path + ": cannot write (a symlink loop: " + std::strerror(ELOOP) + ")");
 }
 
-[[noreturn]] void refuse_directory(const std::string& path) {
-    throw Error(path + ": is a directory, expected a file name to write");
+// What stands at an output path and cannot be written in place: a directory, or a socket (open()
+// fails on one with ENXIO, as on a FIFO that nobody reads: named here, not as a FIFO).
+void refuse_unwritable(const std::string& path, const struct stat& st) {
+    if (S_ISDIR(st.st_mode)) throw Error(path + ": is a directory, expected a file name to write");
+    if (S_ISSOCK(st.st_mode)) throw Error(path + ": is a socket, not a file that can be written");
 }
 
 }  // namespace
@@ -58,7 +61,7 @@ void check_writable(const std::string& path) {
     const std::string target = follow_symlinks(path);
     struct stat st {};
     if (::stat(target.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-        if (S_ISDIR(st.st_mode)) refuse_directory(path);
+        refuse_unwritable(path, st);
         return;
     }
     const std::string probe = target + ".probe-" + std::to_string(::getpid());
@@ -79,9 +82,7 @@ AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
     struct stat st {};
     const bool exists = ::stat(target_.c_str(), &st) == 0;
     if (exists && !S_ISREG(st.st_mode)) {
-        if (S_ISDIR(st.st_mode)) refuse_directory(path_);
-        // open() fails on one with ENXIO, as on a FIFO that nobody reads: named here, not as a FIFO
-        if (S_ISSOCK(st.st_mode)) throw Error(path_ + ": is a socket, not a file that can be written");
+        refuse_unwritable(path_, st);
         // O_NONBLOCK: a FIFO without a reader fails with ENXIO instead of blocking forever.
         open_in_place(::open(target_.c_str(), O_WRONLY | O_CLOEXEC | O_NONBLOCK), target_);
         return;
