@@ -414,6 +414,17 @@ TEST(Tokenizer, ABrokenNormalizationMapIsRefusedAndABuiltOneLoads) {
     const std::string short_map = std::string("\x12\x00\x00\x00", 4) + std::string(16, '\x01');
     EXPECT_EQ(refusal(bytes_field(3, bytes_field(2, short_map))),
               "crafted.model: its normalization map is broken (its trie is longer than the map)");
+    // Maps too short for their trie: the library refuses such a normalization map itself, but left a
+    // denormalization map like it unused, and every decode then returned "" (the hostile helper).
+    const std::string custom = bytes_field(1, "custom");
+    EXPECT_EQ(refusal(bytes_field(5, custom + bytes_field(2, "abc"))),
+              "crafted.model: its denormalization map is broken (it is shorter than its trie's size)");
+    EXPECT_EQ(refusal(bytes_field(5, custom + bytes_field(2, std::string("\xff\x00\x00\x00", 4) + "abcd"))),
+              "crafted.model: its denormalization map is broken (its trie is longer than the map)");
+    EXPECT_EQ(refusal(bytes_field(3, bytes_field(2, "abc"))),
+              "crafted.model: its normalization map is broken (it is shorter than its trie's size)");
+    // an empty map is no map: the text is left as it is
+    EXPECT_EQ(Tokenizer::from_serialized(model + bytes_field(5, custom + bytes_field(2, ""))).decode(t.encode("the")), "the");
 }
 
 TEST(Tokenizer, BadInputsGiveOneLineErrors) {

@@ -72,7 +72,9 @@ struct Tokenizer::Impl {
                 probe = id;
         }
         if (probe >= 0) {
-            const std::string alone = processor.DecodeIds({probe});
+            std::string alone;
+            if (const auto status = processor.Decode(std::vector<int>{probe}, &alone); !status.ok())
+                throw Error(source + ": cannot decode with this tokenizer (" + sentencepiece_message(status.ToString()) + ")");
             strips_dummy_prefix = alone.empty() || alone[0] != ' ';
         }
     }
@@ -137,7 +139,10 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
     valid.reserve(ids.size());
     for (int32_t id : ids)
         if (id >= 0 && id < vocab_size()) valid.push_back(id);
-    return impl_->processor.DecodeIds(valid);
+    std::string text;  // DecodeIds would return "" for a failed decode, as if the ids were no text
+    if (const auto status = impl_->processor.Decode(valid, &text); !status.ok())
+        throw Error("tokenizer: cannot decode ids (" + sentencepiece_message(status.ToString()) + ")");
+    return text;
 }
 
 int Tokenizer::vocab_size() const { return impl_->processor.GetPieceSize(); }

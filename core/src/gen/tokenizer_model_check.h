@@ -8,7 +8,8 @@
 //   4096 bytes need ~200 KiB of stack on any thread);
 // - a normalization map (normalizer_spec or denormalizer_spec precompiled_charsmap) whose trie
 //   leads outside itself, or whose replacement strings run past its end: the library walks it
-//   without a bound check (SIGSEGV on the first encode or decode).
+//   without a bound check (SIGSEGV on the first encode or decode); one too short for its trie
+//   (a broken denormalization map made every decode return nothing).
 // Read as protobuf reads it (a repeated scalar field keeps its last value, groups are skipped, a
 // message given twice is merged). Bytes that do not parse end the check: the library then refuses
 // them itself.
