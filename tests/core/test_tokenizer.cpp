@@ -251,6 +251,10 @@ std::string varint(uint64_t v) {
 std::string bytes_field(int number, const std::string& payload) {
     return varint(static_cast<uint64_t>(number) << 3 | 2) + varint(payload.size()) + payload;
 }
+// The same field behind a 5-byte key with bit 32 set, which protobuf drops (it keeps 32 bits).
+std::string long_key_field(int number, const std::string& payload) {
+    return varint((static_cast<uint64_t>(number) << 3 | 2) + (uint64_t(1) << 32)) + varint(payload.size()) + payload;
+}
 uint64_t read_varint(const std::string& b, size_t& at) {
     uint64_t v = 0;
     for (int shift = 0;; shift += 7) {
@@ -351,6 +355,15 @@ TEST(Tokenizer, ALongPieceBehindAnotherOrAGroupIsRefusedToo) {
                                    "(a longer one overflows SentencePiece's trie builder)");
         }
     }
+    // behind a key of 5 bytes whose bits past 32 protobuf drops: still field 1 (the hostile helper of
+    // 2026-12-07; the check read the whole varint, saw another field, and the library crashed)
+    try {
+        Tokenizer::from_serialized(model + long_key_field(1, bytes_field(1, longest) + "\x18\x01"), "crafted.model");
+        FAIL() << "a 200,000-byte piece behind a 5-byte key was loaded";
+    } catch (const Error& e) {
+        EXPECT_STREQ(e.what(), "crafted.model: piece 400 is 200000 bytes long; a tokenizer piece has at most 4096 "
+                               "(a longer one overflows SentencePiece's trie builder)");
+    }
     // the long value first and a short one last: the short one is the piece
     const Tokenizer t = Tokenizer::from_serialized(model + bytes_field(1, bytes_field(1, longest) + bytes_field(1, "zz") + "\x18\x01"));
     EXPECT_EQ(t.vocab_size(), 401);
@@ -423,8 +436,66 @@ TEST(Tokenizer, ABrokenNormalizationMapIsRefusedAndABuiltOneLoads) {
               "crafted.model: its denormalization map is broken (its trie is longer than the map)");
     EXPECT_EQ(refusal(bytes_field(3, bytes_field(2, "abc"))),
               "crafted.model: its normalization map is broken (it is shorter than its trie's size)");
+    // behind 5-byte keys, outside and inside the spec (the hostile helper of 2026-12-07: SIGSEGV, and
+    // an empty decode)
+    EXPECT_EQ(refusal(long_key_field(3, bytes_field(2, garbage_trie))),
+              "crafted.model: its normalization map is broken (its trie leads outside itself)");
+    EXPECT_EQ(refusal(bytes_field(5, custom + long_key_field(2, "abc"))),
+              "crafted.model: its denormalization map is broken (it is shorter than its trie's size)");
     // an empty map is no map: the text is left as it is
     EXPECT_EQ(Tokenizer::from_serialized(model + bytes_field(5, custom + bytes_field(2, ""))).decode(t.encode("the")), "the");
+}
+
+// A darts-clone trie of the rules "l" → replacement, "ll" → replacement, …, "l"×n → replacement, as
+// a precompiled_charsmap: each key a prefix of the next.
+std::string prefix_chain_map(int n, const std::string& replacement) {
+    std::vector<uint32_t> units(static_cast<size_t>(256 * (n + 2)), 0);
+    units[0] = 256u << 10;  // the root's children from 256 on
+    for (int k = 1; k <= n; ++k) {
+        const uint32_t at = 256u * k + 'l', base = 256u * (k + 1);
+        units[at] = ((at ^ base) << 10) | (1u << 8) | 'l';  // label 'l', a leaf, children from base
+        units[base] = 1u << 31;                           // the leaf's value: replacement at 0
+    }
+    const uint32_t trie_bytes = static_cast<uint32_t>(units.size() * sizeof(uint32_t));
+    std::string map(sizeof(trie_bytes) + trie_bytes, '\0');
+    std::memcpy(map.data(), &trie_bytes, sizeof(trie_bytes));
+    std::memcpy(map.data() + sizeof(trie_bytes), units.data(), trie_bytes);
+    return map + replacement + std::string(1, '\0');
+}
+
+// Maps that pass the bounds check but overflow or flood the normalizer (the hostile helper of
+// 2026-12-07): 33 rules beginning one text (SentencePiece 0.1.97 keeps 32 results in a fixed
+// buffer and read past it: SIGSEGV), and a replacement of 4000 bytes ('l' × 20,000 took an encode
+// to 18 GB). 32 rules and a replacement of 256 bytes load and normalize.
+TEST(Tokenizer, AMapThatWouldOverflowOrFloodTheNormalizerIsRefused) {
+    TokenizerTrainOptions options;
+    options.vocab_size = 400;
+    const std::string model = train_tokenizer(corpus_lines(), options);
+    const auto refusal = [&](const std::string& map) {
+        try {
+            Tokenizer::from_serialized(model + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, map)), "crafted.model");
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("loaded");
+    };
+    EXPECT_EQ(refusal(prefix_chain_map(33, "L")),
+              "crafted.model: its normalization map is broken (more than 32 of its rules begin one text)");
+    EXPECT_EQ(refusal(prefix_chain_map(1, std::string(257, 'L'))),
+              "crafted.model: its normalization map is broken (a replacement is longer than 256 bytes)");
+    EXPECT_EQ(refusal(std::string("\x04\x00\x00\x00", 4) + std::string((size_t(4) << 20) - 3, '\0')),
+              "crafted.model: its normalization map is broken (it is 4194305 bytes, more than the 4 MiB a map may have)");
+    // a rule on a loop: the second 'l' is given the first one's children, itself among them
+    std::string loop = prefix_chain_map(2, "L");
+    const uint32_t second_l_onto_itself = (620u ^ 512u) << 10 | (1u << 8) | 'l';  // 620: 512 ^ 'l'
+    std::memcpy(loop.data() + 4 + 620 * 4, &second_l_onto_itself, 4);
+    EXPECT_EQ(refusal(loop), "crafted.model: its normalization map is broken (more than 32 of its rules begin one text "
+                             "(they loop))");
+
+    const Tokenizer chain = Tokenizer::from_serialized(model + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, prefix_chain_map(32, "L"))));
+    EXPECT_EQ(chain.decode(chain.encode(std::string(32, 'l'))), "L");  // the longest rule wins
+    const Tokenizer wide = Tokenizer::from_serialized(model + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, prefix_chain_map(1, std::string(256, 'L')))));
+    EXPECT_EQ(wide.decode(wide.encode("l")), std::string(256, 'L'));
 }
 
 TEST(Tokenizer, BadInputsGiveOneLineErrors) {

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #include "tokenizer_model_check.h"
 
+#include <algorithm>
 #include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "retnet/error.h"
 
@@ -16,6 +20,22 @@ bool read_varint(std::string_view b, size_t& at, uint64_t& value) {
         const auto byte = static_cast<unsigned char>(b[at++]);
         value |= static_cast<uint64_t>(byte & 0x7f) << shift;
         if (byte < 0x80) return true;
+    }
+    return false;
+}
+
+// A field's key as protobuf reads it: a varint of at most 5 bytes kept to its low 32 bits (a fifth
+// byte's higher bits are dropped; a longer key does not parse). Read as a plain varint, a key
+// with those bits set named a field the library does not see, and its map went unchecked.
+bool read_key(std::string_view b, size_t& at, uint64_t& key) {
+    uint32_t value = 0;
+    for (int i = 0; i < 5 && at < b.size(); ++i) {
+        const auto byte = static_cast<unsigned char>(b[at++]);
+        value |= static_cast<uint32_t>(byte & 0x7f) << (7 * i);
+        if (byte < 0x80) {
+            key = value;
+            return true;
+        }
     }
     return false;
 }
@@ -36,7 +56,7 @@ bool skip_value(std::string_view b, size_t& at, uint64_t key, int depth) {
             if (depth >= kMaxGroupDepth) return false;
             while (at < b.size()) {
                 uint64_t inner = 0;
-                if (!read_varint(b, at, inner)) return false;
+                if (!read_key(b, at, inner)) return false;
                 if ((inner & 7) == 4) return (inner >> 3) == (key >> 3);
                 if (!skip_value(b, at, inner, depth + 1)) return false;
             }
@@ -51,7 +71,7 @@ template <class Field>
 void for_each_bytes_field(std::string_view b, Field&& field) {
     for (size_t at = 0; at < b.size();) {
         uint64_t key = 0, length = 0;
-        if (!read_varint(b, at, key)) return;
+        if (!read_key(b, at, key)) return;
         if ((key & 7) != 2) {
             if (!skip_value(b, at, key, 0)) return;
             continue;
@@ -69,7 +89,76 @@ struct TrieUnit {
     bool has_leaf() const { return (bits >> 8) & 1; }
     uint32_t offset() const { return (bits >> 10) << ((bits & (1u << 9)) >> 6); }
     uint32_t value() const { return bits & ((1u << 31) - 1); }
+    uint32_t label() const { return bits & ((1u << 31) | 0xff); }  // a value unit matches no byte
 };
+
+constexpr size_t kMaxCharsmapBytes = size_t(4) << 20;  // SentencePiece's nmt_nfkc map: ~240 KB
+constexpr int kMaxRulesPerPrefix = 32;                  // the normalizer's result buffer (0.1.97)
+constexpr size_t kMaxReplacementBytes = 256;            // NFKC's longest: 33 bytes (U+FDFA)
+
+// Why a walk from the root would overflow the normalizer, or "": more than kMaxRulesPerPrefix
+// rules that begin one text (each key a prefix of the next: SentencePiece 0.1.97 keeps 32 results
+// in a fixed buffer and reads past it), counting a loop through a rule as endless. Loops without a
+// rule are harmless (every unused unit matches byte 0 onto itself), and darts-clone shares equal
+// subtrees, so a unit may have several parents. Depth first, each unit once, without recursion (a
+// crafted chain may be as deep as the map is long). Called once every unit's children are known
+// to lie inside the trie.
+template <class Unit>
+std::string overlong_rule_chain(uint64_t units, const Unit& unit) {
+    const std::string too_many = "more than " + std::to_string(kMaxRulesPerPrefix) + " of its rules begin one text";
+    constexpr uint8_t kUnseen = 0, kOnPath = 1, kDone = 2;
+    std::vector<uint8_t> state(units, kUnseen);
+    std::vector<uint8_t> rules_below(units, 0);  // the most rules on a path from the unit down, capped past the limit
+    std::vector<uint32_t> path_index(units, 0);   // where a unit on the path sits in it
+    const auto child = [&](uint64_t parent, uint32_t byte) -> int64_t {
+        const uint64_t at = (parent ^ unit(parent).offset()) ^ byte;
+        return unit(at).label() == byte ? static_cast<int64_t>(at) : -1;
+    };
+    struct Step {
+        uint64_t unit;
+        uint32_t next_byte;  // the next child to look at
+        uint32_t rules;      // rules on the path up to and with this unit
+        uint8_t below = 0;   // the most rules below it among the children seen
+    };
+    std::vector<Step> path;
+    const auto enter = [&](uint64_t at) {
+        const uint32_t before = path.empty() ? 0 : path.back().rules;
+        state[at] = kOnPath;
+        path_index[at] = static_cast<uint32_t>(path.size());
+        path.push_back({at, 0, before + (unit(at).has_leaf() ? 1u : 0u), 0});
+    };
+    uint8_t longest = 0;
+    for (uint32_t first = 0; first < 256; ++first) {
+        const int64_t top = child(0, first);
+        if (top < 0) continue;
+        if (state[top] == kUnseen) enter(top);
+        while (!path.empty()) {
+            const uint64_t at = path.back().unit;
+            if (const uint32_t byte = path.back().next_byte++; byte < 256) {
+                const int64_t next = child(at, byte);
+                if (next < 0) continue;
+                if (state[next] == kDone) {
+                    path.back().below = std::max(path.back().below, rules_below[next]);
+                    continue;
+                }
+                if (state[next] == kOnPath) {  // a loop back to `next`: endless if a rule is on it
+                    const uint32_t i = path_index[next];
+                    if (path.back().rules > (i > 0 ? path[i - 1].rules : 0)) return too_many + " (they loop)";
+                    continue;
+                }
+                enter(static_cast<uint64_t>(next));
+                continue;
+            }
+            rules_below[at] =
+                static_cast<uint8_t>(std::min(kMaxRulesPerPrefix + 1, path.back().below + (unit(at).has_leaf() ? 1 : 0)));
+            state[at] = kDone;
+            path.pop_back();
+            if (!path.empty()) path.back().below = std::max(path.back().below, rules_below[at]);
+        }
+        longest = std::max(longest, rules_below[top]);
+    }
+    return longest > kMaxRulesPerPrefix ? too_many : "";
+}
 
 // Why a precompiled_charsmap would make the normalizer read outside it, or "" where it cannot:
 // from every unit, all 256 children lie inside the trie, and every leaf's value is the start of a
@@ -81,6 +170,9 @@ std::string broken_charsmap(std::string_view blob) {
     // The library refuses these two itself in a normalization map, but a denormalization map it
     // then leaves unused, and every decode came back empty.
     if (blob.size() <= sizeof(trie_bytes)) return "it is shorter than its trie's size";
+    if (blob.size() > kMaxCharsmapBytes)
+        return "it is " + std::to_string(blob.size()) + " bytes, more than the " +
+               std::to_string(kMaxCharsmapBytes >> 20) + " MiB a map may have";
     std::memcpy(&trie_bytes, blob.data(), sizeof(trie_bytes));
     // the library takes the trie from after the size: one that ends past the map it reads beyond
     if (trie_bytes > blob.size() - sizeof(trie_bytes)) return "its trie is longer than the map";
@@ -102,8 +194,12 @@ std::string broken_charsmap(std::string_view blob) {
         if (!u.has_leaf()) continue;
         const uint32_t value = unit(children).value();
         if (last_nul == std::string_view::npos || value > last_nul) return "a replacement runs past its end";
+        // a long replacement multiplies the text: 'l' to 4000 bytes took an encode of 20,000 characters
+        // to 18 GB inside the library, past --max-memory (the hostile helper)
+        if (replacements.find('\0', value) - value > kMaxReplacementBytes)
+            return "a replacement is longer than " + std::to_string(kMaxReplacementBytes) + " bytes";
     }
-    return "";
+    return overlong_rule_chain(units, unit);
 }
 
 }  // namespace
