@@ -498,6 +498,21 @@ TEST(Tokenizer, AMapThatWouldOverflowOrFloodTheNormalizerIsRefused) {
     EXPECT_EQ(wide.decode(wide.encode("l")), std::string(256, 'L'));
 }
 
+// The library's message names a crafted piece as it is: a newline in it was where the message was
+// cut ("… model (a)"); it is written as an escape, and the line stays one.
+TEST(Tokenizer, ALibraryMessageKeepsAPieceWithANewlineOnOneLine) {
+    TokenizerTrainOptions options;
+    options.vocab_size = 400;
+    const std::string model = train_tokenizer(corpus_lines(), options);
+    const std::string piece = bytes_field(1, bytes_field(1, "a\nb"));
+    try {
+        Tokenizer::from_serialized(model + piece + piece, "crafted.model");
+        FAIL() << "a piece given twice was loaded";
+    } catch (const Error& e) {
+        EXPECT_STREQ(e.what(), "crafted.model: not a SentencePiece tokenizer model (a\\nb is already defined)");
+    }
+}
+
 TEST(Tokenizer, BadInputsGiveOneLineErrors) {
     auto message = [](auto&& f) {
         try {
