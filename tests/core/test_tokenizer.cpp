@@ -14,6 +14,7 @@
 #include "retnet/error.h"
 #include "retnet/memory_limit.h"
 #include "retnet/tokenizer.h"
+#include "retnet/utf8.h"
 
 namespace retnet {
 namespace {
@@ -463,10 +464,10 @@ std::string prefix_chain_map(int n, const std::string& replacement) {
     return map + replacement + std::string(1, '\0');
 }
 
-// Maps that pass the bounds check but overflow or flood the normalizer (the hostile helper of
+// Maps that pass the bounds check but overflow or flood the normalizer (the hostile helpers of
 // 2026-12-07): 33 rules beginning one text (SentencePiece 0.1.97 keeps 32 results in a fixed
 // buffer and read past it: SIGSEGV), and a replacement of 4000 bytes ('l' × 20,000 took an encode
-// to 18 GB). 32 rules and a replacement of 256 bytes load and normalize.
+// to 18 GB). 32 rules and a replacement of 64 bytes load and normalize.
 TEST(Tokenizer, AMapThatWouldOverflowOrFloodTheNormalizerIsRefused) {
     TokenizerTrainOptions options;
     options.vocab_size = 400;
@@ -481,10 +482,10 @@ TEST(Tokenizer, AMapThatWouldOverflowOrFloodTheNormalizerIsRefused) {
     };
     EXPECT_EQ(refusal(prefix_chain_map(33, "L")),
               "crafted.model: its normalization map is broken (more than 32 of its rules begin one text)");
-    EXPECT_EQ(refusal(prefix_chain_map(1, std::string(257, 'L'))),
-              "crafted.model: its normalization map is broken (a replacement is longer than 256 bytes)");
-    EXPECT_EQ(refusal(std::string("\x04\x00\x00\x00", 4) + std::string((size_t(4) << 20) - 3, '\0')),
-              "crafted.model: its normalization map is broken (it is 4194305 bytes, more than the 4 MiB a map may have)");
+    EXPECT_EQ(refusal(prefix_chain_map(1, std::string(65, 'L'))),
+              "crafted.model: its normalization map is broken (a replacement is longer than 64 bytes)");
+    EXPECT_EQ(refusal(std::string("\x04\x00\x00\x00", 4) + std::string((size_t(1) << 20) - 3, '\0')),
+              "crafted.model: its normalization map is broken (it is 1048577 bytes, more than the 1 MiB a map may have)");
     // a rule on a loop: the second 'l' is given the first one's children, itself among them
     std::string loop = prefix_chain_map(2, "L");
     const uint32_t second_l_onto_itself = (620u ^ 512u) << 10 | (1u << 8) | 'l';  // 620: 512 ^ 'l'
@@ -494,12 +495,90 @@ TEST(Tokenizer, AMapThatWouldOverflowOrFloodTheNormalizerIsRefused) {
 
     const Tokenizer chain = Tokenizer::from_serialized(model + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, prefix_chain_map(32, "L"))));
     EXPECT_EQ(chain.decode(chain.encode(std::string(32, 'l'))), "L");  // the longest rule wins
-    const Tokenizer wide = Tokenizer::from_serialized(model + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, prefix_chain_map(1, std::string(256, 'L')))));
-    EXPECT_EQ(wide.decode(wide.encode("l")), std::string(256, 'L'));
+    const Tokenizer wide = Tokenizer::from_serialized(model + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, prefix_chain_map(1, std::string(64, 'L')))));
+    EXPECT_EQ(wide.decode(wide.encode("l")), std::string(64, 'L'));
 }
 
 // The library's message names a crafted piece as it is: a newline in it was where the message was
 // cut ("… model (a)"); it is written as an escape, and the line stays one.
+// A darts-clone trie laid out one 256-unit block per state (the root's state 0): each move (from,
+// byte, to, rule) a unit at from's block + byte leading to to's block, a rule's replacement "L".
+// Units of different parents may share a block, as darts-clone shares equal subtrees.
+struct TrieMove {
+    int from;
+    char byte;
+    int to;
+    bool rule;
+};
+std::string block_trie_map(int states, const std::vector<TrieMove>& moves) {
+    std::vector<uint32_t> units(static_cast<size_t>(256 * (states + 1)), 0);
+    units[0] = 256u << 10;
+    for (int v = 0; v < states; ++v) units[static_cast<size_t>(256 * (v + 1))] = 1u << 31;  // a rule's value: "L"
+    for (const TrieMove& m : moves) {
+        const uint32_t at = 256u * (m.from + 1) + static_cast<unsigned char>(m.byte), base = 256u * (m.to + 1);
+        units[at] = ((at ^ base) << 10) | (m.rule ? 1u << 8 : 0u) | static_cast<unsigned char>(m.byte);
+    }
+    const uint32_t trie_bytes = static_cast<uint32_t>(units.size() * sizeof(uint32_t));
+    std::string map(sizeof(trie_bytes) + trie_bytes, '\0');
+    std::memcpy(map.data(), &trie_bytes, sizeof(trie_bytes));
+    std::memcpy(map.data() + sizeof(trie_bytes), units.data(), trie_bytes);
+    return map + std::string("L\0", 2);
+}
+
+// Rules counted through loops and shared states (the second hostile helper of 2026-12-07: a walk
+// that reused a state's count from inside a loop let 33 rules, and a loop through a rule, pass to a
+// SIGSEGV). States: 1 A, 2 B, 3 E (A →b B →e E →a A, a loop without rules), then a chain of rules
+// under A and one from the root into E.
+TEST(Tokenizer, RulesAreCountedThroughLoopsAndSharedStates) {
+    TokenizerTrainOptions options;
+    options.vocab_size = 400;
+    const std::string model = train_tokenizer(corpus_lines(), options);
+    const auto refusal = [&](const std::string& map) {
+        try {
+            Tokenizer::from_serialized(model + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, map)), "crafted.model");
+        } catch (const Error& e) {
+            return std::string(e.what());
+        }
+        return std::string("loaded");
+    };
+    // "p q…q e a c…c": from_root rules down into E, round the loop to A, then under_a rules
+    const auto chains = [](int from_root, int under_a) {
+        std::vector<TrieMove> moves = {{0, 'f', 1, false}, {1, 'b', 2, false}, {2, 'e', 3, false}, {3, 'a', 1, false}};
+        int state = 4;
+        for (int i = 0, at = 1; i < under_a; ++i, at = state++) moves.push_back({at, 'c', state, true});
+        for (int i = 0, at = 0; i < from_root; ++i, at = state++) moves.push_back({at, i == 0 ? 'p' : 'q', state, true});
+        moves.push_back({state - 1, 'e', 3, false});
+        return block_trie_map(state, moves);
+    };
+    EXPECT_EQ(refusal(chains(16, 17)), "crafted.model: its normalization map is broken (more than 32 of its rules begin one text)");
+    EXPECT_EQ(refusal(chains(16, 16)), "loaded");
+    // a second loop, A →c C (a rule) →d D →e E →a A, met after E was finished by the first
+    const std::string rule_on_loop = block_trie_map(6, {{0, 'f', 1, false}, {1, 'b', 2, false}, {2, 'e', 3, false},
+                                                        {3, 'a', 1, false}, {1, 'c', 4, true}, {4, 'd', 5, false},
+                                                        {5, 'e', 3, false}});
+    EXPECT_EQ(refusal(rule_on_loop),
+              "crafted.model: its normalization map is broken (more than 32 of its rules begin one text (they loop))");
+    // only the map protobuf keeps is read: a broken one given first, a good one last, loads
+    const std::string broken_then_good = bytes_field(3, bytes_field(2, std::string("abc"))) +
+                                         bytes_field(3, bytes_field(1, "custom") + bytes_field(2, chains(1, 1)));
+    EXPECT_EQ(Tokenizer::from_serialized(model + broken_then_good).vocab_size(), 400);
+}
+
+// A denormalization map may write any bytes ('l' → 0xFF 0xFE here): decode's text is valid UTF-8
+// all the same, the bad bytes U+FFFD (the second hostile helper of 2026-12-07 got them raw).
+TEST(Tokenizer, DecodedTextIsValidUtf8WhateverTheDenormalizationMapWrites) {
+    TokenizerTrainOptions options;
+    options.vocab_size = 400;
+    const std::string model = train_tokenizer(corpus_lines(), options);
+    const Tokenizer plain = Tokenizer::from_serialized(model);
+    const Tokenizer t = Tokenizer::from_serialized(
+        model + bytes_field(5, bytes_field(1, "custom") + bytes_field(2, prefix_chain_map(1, "\xff\xfe"))));
+    const std::string text = t.decode(plain.encode("hello"));
+    EXPECT_TRUE(is_valid_utf8(text)) << text;
+    EXPECT_NE(text.find("\xEF\xBF\xBD"), std::string::npos) << text;  // U+FFFD where 0xFF 0xFE were
+    EXPECT_EQ(text.find('l'), std::string::npos) << text;
+}
+
 TEST(Tokenizer, ALibraryMessageKeepsAPieceWithANewlineOnOneLine) {
     TokenizerTrainOptions options;
     options.vocab_size = 400;

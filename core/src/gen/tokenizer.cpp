@@ -13,6 +13,7 @@
 #include "retnet/error.h"
 #include "retnet/files.h"
 #include "retnet/memory_limit.h"
+#include "retnet/utf8.h"
 #include "sentencepiece_message.h"
 #include "tokenizer_model_check.h"
 
@@ -142,7 +143,8 @@ std::string Tokenizer::decode(std::span<const int32_t> ids) const {
     std::string text;  // DecodeIds would return "" for a failed decode, as if the ids were no text
     if (const auto status = impl_->processor.Decode(valid, &text); !status.ok())
         throw Error("tokenizer: cannot decode ids (" + sentencepiece_message(status.ToString()) + ")");
-    return text;
+    Utf8Assembler valid_text;  // a denormalization map may write any bytes
+    return valid_text.push(text) + valid_text.flush();
 }
 
 int Tokenizer::vocab_size() const { return impl_->processor.GetPieceSize(); }

@@ -2,6 +2,7 @@
 #include "tokenizer_model_check.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -92,70 +93,83 @@ struct TrieUnit {
     uint32_t label() const { return bits & ((1u << 31) | 0xff); }  // a value unit matches no byte
 };
 
-constexpr size_t kMaxCharsmapBytes = size_t(4) << 20;  // SentencePiece's nmt_nfkc map: ~240 KB
+constexpr size_t kMaxCharsmapBytes = size_t(1) << 20;  // SentencePiece's nmt_nfkc map: ~240 KB
 constexpr int kMaxRulesPerPrefix = 32;                  // the normalizer's result buffer (0.1.97)
-constexpr size_t kMaxReplacementBytes = 256;            // NFKC's longest: 33 bytes (U+FDFA)
+constexpr size_t kMaxReplacementBytes = 64;             // NFKC's longest: 33 bytes (U+FDFA)
 
 // Why a walk from the root would overflow the normalizer, or "": more than kMaxRulesPerPrefix
 // rules that begin one text (each key a prefix of the next: SentencePiece 0.1.97 keeps 32 results
-// in a fixed buffer and reads past it), counting a loop through a rule as endless. Loops without a
-// rule are harmless (every unused unit matches byte 0 onto itself), and darts-clone shares equal
-// subtrees, so a unit may have several parents. Depth first, each unit once, without recursion (a
-// crafted chain may be as deep as the map is long). Called once every unit's children are known
-// to lie inside the trie.
+// in a fixed buffer and reads past it). The units and their byte transitions are a graph: darts-
+// clone shares equal subtrees (several parents), and a crafted trie may loop. Loops without a rule
+// are harmless (every unused unit matches byte 0 onto itself); a loop through a rule is endless.
+// So: the strongly connected components (Tarjan's, without recursion: a crafted chain may be as
+// deep as the map is long), refused if one with a loop holds a rule, then the most rules on a path,
+// component by component, in the order Tarjan finishes them (every component reachable from one is
+// finished before it). Each unit is visited once. Called once every unit's children are known to
+// lie inside the trie.
 template <class Unit>
 std::string overlong_rule_chain(uint64_t units, const Unit& unit) {
     const std::string too_many = "more than " + std::to_string(kMaxRulesPerPrefix) + " of its rules begin one text";
-    constexpr uint8_t kUnseen = 0, kOnPath = 1, kDone = 2;
-    std::vector<uint8_t> state(units, kUnseen);
-    std::vector<uint8_t> rules_below(units, 0);  // the most rules on a path from the unit down, capped past the limit
-    std::vector<uint32_t> path_index(units, 0);   // where a unit on the path sits in it
+    constexpr uint32_t kNone = UINT32_MAX;
     const auto child = [&](uint64_t parent, uint32_t byte) -> int64_t {
         const uint64_t at = (parent ^ unit(parent).offset()) ^ byte;
         return unit(at).label() == byte ? static_cast<int64_t>(at) : -1;
     };
-    struct Step {
-        uint64_t unit;
-        uint32_t next_byte;  // the next child to look at
-        uint32_t rules;      // rules on the path up to and with this unit
-        uint8_t below = 0;   // the most rules below it among the children seen
-    };
-    std::vector<Step> path;
+    std::vector<uint32_t> order(units, kNone), low(units, 0);  // Tarjan's visit order and low link
+    std::vector<uint32_t> component(units, kNone);             // finished units' component
+    std::vector<uint8_t> rules_from;                           // per component: the most rules on a path from it, capped
+    std::vector<uint64_t> open;                                // units not yet in a component
+    std::vector<bool> on_open(units, false), loops_onto_itself(units, false);
+    std::vector<std::pair<uint64_t, uint32_t>> walk;           // (unit, the next byte to look at)
+    uint32_t visited = 0;
     const auto enter = [&](uint64_t at) {
-        const uint32_t before = path.empty() ? 0 : path.back().rules;
-        state[at] = kOnPath;
-        path_index[at] = static_cast<uint32_t>(path.size());
-        path.push_back({at, 0, before + (unit(at).has_leaf() ? 1u : 0u), 0});
+        order[at] = low[at] = visited++;
+        open.push_back(at);
+        on_open[at] = true;
+        walk.emplace_back(at, 0);
     };
     uint8_t longest = 0;
     for (uint32_t first = 0; first < 256; ++first) {
         const int64_t top = child(0, first);
         if (top < 0) continue;
-        if (state[top] == kUnseen) enter(top);
-        while (!path.empty()) {
-            const uint64_t at = path.back().unit;
-            if (const uint32_t byte = path.back().next_byte++; byte < 256) {
+        if (order[top] == kNone) enter(top);
+        while (!walk.empty()) {
+            const uint64_t at = walk.back().first;
+            if (const uint32_t byte = walk.back().second++; byte < 256) {
                 const int64_t next = child(at, byte);
                 if (next < 0) continue;
-                if (state[next] == kDone) {
-                    path.back().below = std::max(path.back().below, rules_below[next]);
-                    continue;
+                if (order[next] == kNone) {
+                    enter(static_cast<uint64_t>(next));
+                } else if (on_open[next]) {
+                    low[at] = std::min(low[at], order[next]);
+                    if (static_cast<uint64_t>(next) == at) loops_onto_itself[at] = true;
                 }
-                if (state[next] == kOnPath) {  // a loop back to `next`: endless if a rule is on it
-                    const uint32_t i = path_index[next];
-                    if (path.back().rules > (i > 0 ? path[i - 1].rules : 0)) return too_many + " (they loop)";
-                    continue;
-                }
-                enter(static_cast<uint64_t>(next));
                 continue;
             }
-            rules_below[at] =
-                static_cast<uint8_t>(std::min(kMaxRulesPerPrefix + 1, path.back().below + (unit(at).has_leaf() ? 1 : 0)));
-            state[at] = kDone;
-            path.pop_back();
-            if (!path.empty()) path.back().below = std::max(path.back().below, rules_below[at]);
+            walk.pop_back();
+            if (!walk.empty()) low[walk.back().first] = std::min(low[walk.back().first], low[at]);
+            if (low[at] != order[at]) continue;
+            // `at` roots a component: the open units from it on
+            const auto id = static_cast<uint32_t>(rules_from.size());
+            size_t members = 0;
+            bool has_rule = false;
+            for (auto it = open.rbegin();; ++it) {
+                component[*it] = id;
+                on_open[*it] = false;
+                has_rule = has_rule || unit(*it).has_leaf();
+                ++members;
+                if (*it == at) break;
+            }
+            if (has_rule && (members > 1 || loops_onto_itself[at])) return too_many + " (they loop)";
+            uint8_t after = 0;  // the most rules on a path leaving the component
+            for (size_t m = open.size() - members; m < open.size(); ++m)
+                for (uint32_t byte = 0; byte < 256; ++byte)
+                    if (const int64_t next = child(open[m], byte); next >= 0 && component[next] != id && component[next] != kNone)
+                        after = std::max(after, rules_from[component[next]]);
+            rules_from.push_back(static_cast<uint8_t>(std::min(kMaxRulesPerPrefix + 1, after + (has_rule ? 1 : 0))));
+            open.resize(open.size() - members);
         }
-        longest = std::max(longest, rules_below[top]);
+        longest = std::max(longest, rules_from[component[top]]);
     }
     return longest > kMaxRulesPerPrefix ? too_many : "";
 }
@@ -206,6 +220,7 @@ std::string broken_charsmap(std::string_view blob) {
 
 uint64_t check_tokenizer_model_bytes(std::string_view model, const std::string& source) {
     uint64_t index = 0;
+    std::string_view normalization, denormalization;  // the precompiled_charsmap protobuf keeps
     for_each_bytes_field(model, [&](uint64_t number, std::string_view message) {
         if (number == 1) {  // a piece: its last field 1 is what protobuf keeps
             uint64_t piece_bytes = 0;
@@ -218,14 +233,16 @@ uint64_t check_tokenizer_model_bytes(std::string_view model, const std::string& 
                             " (a longer one overflows SentencePiece's trie builder)");
             ++index;
         } else if (number == 3 || number == 5) {  // normalizer_spec, denormalizer_spec
+            // a message given twice is merged, its bytes field's last value kept: only that map is
+            // read (checking each of 30 copies of a 4 MB map took 27 s)
             for_each_bytes_field(message, [&](uint64_t inner, std::string_view charsmap) {
-                if (inner != 2) return;
-                if (const std::string why = broken_charsmap(charsmap); !why.empty())
-                    throw Error(source + ": its " + (number == 3 ? "normalization" : "denormalization") +
-                                " map is broken (" + why + ")");
+                if (inner == 2) (number == 3 ? normalization : denormalization) = charsmap;
             });
         }
     });
+    for (const auto& [map, name] : {std::pair{normalization, "normalization"}, std::pair{denormalization, "denormalization"}})
+        if (const std::string why = broken_charsmap(map); !why.empty())
+            throw Error(source + ": its " + name + " map is broken (" + why + ")");
     return index;
 }
 

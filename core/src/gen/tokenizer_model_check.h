@@ -10,9 +10,10 @@
 //   leads outside itself, or whose replacement strings run past its end: the library walks it
 //   without a bound check (SIGSEGV on the first encode or decode); one too short for its trie
 //   (a broken denormalization map made every decode return nothing); more than 32 rules that
-//   begin one text (0.1.97 keeps 32 results in a fixed buffer: SIGSEGV); a replacement longer
-//   than 256 bytes (one of 4000 took an encode of 20,000 characters to 18 GB); a map over 4 MiB
-//   (the walk that counts the rules reads every unit once).
+//   begin one text, or a loop through a rule (0.1.97 keeps 32 results in a fixed buffer: SIGSEGV);
+//   a replacement longer than 64 bytes (one of 4000 took an encode of 20,000 characters to 18 GB);
+//   a map over 1 MiB (bounds the walk that counts the rules). Of a spec given twice, only the map
+//   protobuf keeps (the last) is read.
 // Keys are read as protobuf reads them (32 bits of at most 5 bytes), so that no field hides from
 // the check behind a key the library reads as another.
 // Read as protobuf reads it (a repeated scalar field keeps its last value, groups are skipped, a
