@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -562,6 +563,69 @@ TEST(Tokenizer, RulesAreCountedThroughLoopsAndSharedStates) {
     const std::string broken_then_good = bytes_field(3, bytes_field(2, std::string("abc"))) +
                                          bytes_field(3, bytes_field(1, "custom") + bytes_field(2, chains(1, 1)));
     EXPECT_EQ(Tokenizer::from_serialized(model + broken_then_good).vocab_size(), 400);
+}
+
+// The naive twin of the rule count: breadth first over (unit, rules matched so far, capped at 33),
+// by darts-clone's walk as SentencePiece does it: whether some text matches 33 rules or more.
+bool some_text_matches_33_rules(const std::string& map) {
+    uint32_t trie_bytes = 0;
+    std::memcpy(&trie_bytes, map.data(), 4);
+    const auto unit = [&](uint64_t i) {
+        uint32_t bits = 0;
+        std::memcpy(&bits, map.data() + 4 + i * 4, 4);
+        return bits;
+    };
+    const auto base_of = [&](uint64_t i) { const uint32_t b = unit(i); return i ^ ((b >> 10) << ((b & (1u << 9)) >> 6)); };
+    const uint64_t units = trie_bytes / 4;
+    std::vector<std::vector<bool>> seen(units, std::vector<bool>(34, false));
+    std::vector<std::pair<uint64_t, int>> queue{{0, 0}};  // the root, before any byte
+    for (size_t q = 0; q < queue.size(); ++q) {
+        const auto [at, rules] = queue[q];
+        for (uint32_t byte = 0; byte < 256; ++byte) {
+            const uint64_t next = base_of(at) ^ byte;
+            if (next >= units || (unit(next) & ((1u << 31) | 0xff)) != byte) continue;
+            const int matched = std::min(33, rules + static_cast<int>((unit(next) >> 8) & 1));
+            if (matched >= 33) return true;
+            if (!seen[next][matched]) {
+                seen[next][matched] = true;
+                queue.emplace_back(next, matched);
+            }
+        }
+    }
+    return false;
+}
+
+// Random tries of up to 40 states (chains, shared states, loops with and without rules) against the
+// naive twin: the check refuses exactly those where some text matches more than 32 rules.
+TEST(Tokenizer, TheRuleCountAgreesWithANaiveWalkOnRandomTries) {
+    TokenizerTrainOptions options;
+    options.vocab_size = 400;
+    const std::string model = train_tokenizer(corpus_lines(), options);
+    std::mt19937 random(7);
+    int refused = 0, loaded = 0;
+    for (int trial = 0; trial < 300; ++trial) {
+        const int states = 2 + static_cast<int>(random() % 39);
+        std::vector<TrieMove> moves;
+        std::set<std::pair<int, char>> used;  // one move per (state, byte)
+        const auto add = [&](int from, char byte, int to) {
+            if (used.insert({from, byte}).second) moves.push_back({from, byte, to, random() % 10 != 0});
+        };
+        for (int v = 1; v < states; ++v) add(v - 1 - static_cast<int>(random() % std::min(v, 3)), 'a', v);  // mostly a chain
+        for (int extra = static_cast<int>(random() % 4); extra > 0; --extra)  // shared states and loops
+            add(static_cast<int>(random() % states), "abc"[random() % 3], static_cast<int>(random() % states));
+        const std::string map = block_trie_map(states, moves);
+        bool was_refused = false;
+        try {
+            Tokenizer::from_serialized(model + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, map)), "random.model");
+        } catch (const Error& e) {
+            was_refused = std::string(e.what()).find("more than 32 of its rules begin one text") != std::string::npos;
+            EXPECT_TRUE(was_refused) << e.what();
+        }
+        ASSERT_EQ(was_refused, some_text_matches_33_rules(map)) << "trial " << trial << ", " << states << " states";
+        (was_refused ? refused : loaded) += 1;
+    }
+    EXPECT_GT(refused, 30);  // both verdicts are exercised
+    EXPECT_GT(loaded, 30);
 }
 
 // A denormalization map may write any bytes ('l' → 0xFF 0xFE here): decode's text is valid UTF-8
