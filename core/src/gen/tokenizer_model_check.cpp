@@ -96,28 +96,34 @@ struct TrieUnit {
 constexpr size_t kMaxCharsmapBytes = size_t(1) << 20;  // SentencePiece's nmt_nfkc map: ~240 KB
 constexpr int kMaxRulesPerPrefix = 32;                  // the normalizer's result buffer (0.1.97)
 constexpr size_t kMaxReplacementBytes = 64;             // NFKC's longest: 33 bytes (U+FDFA)
+constexpr int kMaxKeyBytes = 256;                       // the bytes one walk may match (NFKC's keys: a few)
 
-// Why a walk from the root would overflow the normalizer, or "": more than kMaxRulesPerPrefix
-// rules that begin one text (each key a prefix of the next: SentencePiece 0.1.97 keeps 32 results
-// in a fixed buffer and reads past it). The units and their byte transitions are a graph: darts-
-// clone shares equal subtrees (several parents), and a crafted trie may loop. Loops without a rule
-// are harmless (every unused unit matches byte 0 onto itself); a loop through a rule is endless.
-// So: the strongly connected components (Tarjan's, without recursion: a crafted chain may be as
-// deep as the map is long), refused if one with a loop holds a rule, then the most rules on a path,
-// component by component, in the order Tarjan finishes them (every component reachable from one is
-// finished before it). Each unit is visited once. Called once every unit's children are known to
-// lie inside the trie.
+// Why the normalizer's walks from the root would overflow or crawl, or "": more than
+// kMaxRulesPerPrefix rules that begin one text (each key a prefix of the next: SentencePiece 0.1.97
+// keeps 32 results in a fixed buffer and reads past it), or a walk longer than kMaxKeyBytes (it
+// walks from every position of the text: a loop of 'x' onto itself, with no rule, took an encode
+// of 131,000 x's 23 s). The units and their byte transitions are a graph: darts-clone shares equal
+// subtrees (several parents), and a crafted trie may loop. So: the strongly connected components
+// (Tarjan's, without recursion: a crafted chain may be as deep as the map is long), refused where
+// one loops, then the most rules and bytes on a path, component by component, in the order Tarjan
+// finishes them (every component reachable from one is finished before it). The only loops
+// allowed are those of every unused unit, which matches byte 0 onto itself without a rule (as in
+// the maps SentencePiece builds). Each unit is visited once. Called once every unit's children are
+// known to lie inside the trie.
 template <class Unit>
-std::string overlong_rule_chain(uint64_t units, const Unit& unit) {
+std::string overlong_walk(uint64_t units, const Unit& unit) {
     const std::string too_many = "more than " + std::to_string(kMaxRulesPerPrefix) + " of its rules begin one text";
     constexpr uint32_t kNone = UINT32_MAX;
     const auto child = [&](uint64_t parent, uint32_t byte) -> int64_t {
         const uint64_t at = (parent ^ unit(parent).offset()) ^ byte;
-        return unit(at).label() == byte ? static_cast<int64_t>(at) : -1;
+        if (unit(at).label() != byte) return -1;
+        if (byte == 0 && at == parent && !unit(at).has_leaf()) return -1;  // an unused unit's NUL loop
+        return static_cast<int64_t>(at);
     };
     std::vector<uint32_t> order(units, kNone), low(units, 0);  // Tarjan's visit order and low link
     std::vector<uint32_t> component(units, kNone);             // finished units' component
     std::vector<uint8_t> rules_from;                           // per component: the most rules on a path from it, capped
+    std::vector<uint16_t> bytes_from;                          // and the most bytes, capped
     std::vector<uint64_t> open;                                // units not yet in a component
     std::vector<bool> on_open(units, false), loops_onto_itself(units, false);
     std::vector<std::pair<uint64_t, uint32_t>> walk;           // (unit, the next byte to look at)
@@ -128,7 +134,8 @@ std::string overlong_rule_chain(uint64_t units, const Unit& unit) {
         on_open[at] = true;
         walk.emplace_back(at, 0);
     };
-    uint8_t longest = 0;
+    uint8_t most_rules = 0;
+    uint16_t most_bytes = 0;
     for (uint32_t first = 0; first < 256; ++first) {
         const int64_t top = child(0, first);
         if (top < 0) continue;
@@ -160,18 +167,25 @@ std::string overlong_rule_chain(uint64_t units, const Unit& unit) {
                 ++members;
                 if (*it == at) break;
             }
-            if (has_rule && (members > 1 || loops_onto_itself[at])) return too_many + " (they loop)";
-            uint8_t after = 0;  // the most rules on a path leaving the component
-            for (size_t m = open.size() - members; m < open.size(); ++m)
-                for (uint32_t byte = 0; byte < 256; ++byte)
-                    if (const int64_t next = child(open[m], byte); next >= 0 && component[next] != id && component[next] != kNone)
-                        after = std::max(after, rules_from[component[next]]);
-            rules_from.push_back(static_cast<uint8_t>(std::min(kMaxRulesPerPrefix + 1, after + (has_rule ? 1 : 0))));
-            open.resize(open.size() - members);
+            if (members > 1 || loops_onto_itself[at])
+                return has_rule ? too_many + " (they loop)" : "its keys loop (a walk as long as the text)";
+            uint8_t rules_after = 0;  // the most rules and bytes on a path leaving the component
+            uint16_t bytes_after = 0;
+            for (uint32_t byte = 0; byte < 256; ++byte)
+                if (const int64_t next = child(at, byte); next >= 0 && component[next] != kNone) {
+                    rules_after = std::max(rules_after, rules_from[component[next]]);
+                    bytes_after = std::max(bytes_after, bytes_from[component[next]]);
+                }
+            rules_from.push_back(static_cast<uint8_t>(std::min(kMaxRulesPerPrefix + 1, rules_after + (has_rule ? 1 : 0))));
+            bytes_from.push_back(static_cast<uint16_t>(std::min<int>(kMaxKeyBytes + 1, bytes_after + 1)));
+            open.pop_back();
         }
-        longest = std::max(longest, rules_from[component[top]]);
+        most_rules = std::max(most_rules, rules_from[component[top]]);
+        most_bytes = std::max(most_bytes, bytes_from[component[top]]);
     }
-    return longest > kMaxRulesPerPrefix ? too_many : "";
+    if (most_rules > kMaxRulesPerPrefix) return too_many;
+    if (most_bytes > kMaxKeyBytes) return "a key is longer than " + std::to_string(kMaxKeyBytes) + " bytes";
+    return "";
 }
 
 // Why a precompiled_charsmap would make the normalizer read outside it, or "" where it cannot:
@@ -213,7 +227,7 @@ std::string broken_charsmap(std::string_view blob) {
         if (replacements.find('\0', value) - value > kMaxReplacementBytes)
             return "a replacement is longer than " + std::to_string(kMaxReplacementBytes) + " bytes";
     }
-    return overlong_rule_chain(units, unit);
+    return overlong_walk(units, unit);
 }
 
 }  // namespace

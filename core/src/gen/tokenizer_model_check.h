@@ -10,7 +10,8 @@
 //   leads outside itself, or whose replacement strings run past its end: the library walks it
 //   without a bound check (SIGSEGV on the first encode or decode); one too short for its trie
 //   (a broken denormalization map made every decode return nothing); more than 32 rules that
-//   begin one text, or a loop through a rule (0.1.97 keeps 32 results in a fixed buffer: SIGSEGV);
+//   begin one text (0.1.97 keeps 32 results in a fixed buffer: SIGSEGV); a loop, or a key over 256
+//   bytes (the normalizer walks from every position: an encode went quadratic, 23 s for 131 KB);
 //   a replacement longer than 64 bytes (one of 4000 took an encode of 20,000 characters to 18 GB);
 //   a map over 1 MiB (bounds the walk that counts the rules). Of a spec given twice, only the map
 //   protobuf keeps (the last) is read.
