@@ -15,10 +15,9 @@
 //   a replacement longer than 64 bytes (one of 4000 took an encode of 20,000 characters to 18 GB);
 //   a map over 1 MiB (bounds the walk that counts the rules). Of a spec given twice, only the map
 //   protobuf keeps (the last) is read.
-// Keys are read as protobuf reads them (32 bits of at most 5 bytes), so that no field hides from
-// the check behind a key the library reads as another.
-// Read as protobuf reads it (a repeated scalar field keeps its last value, groups are skipped, a
-// message given twice is merged). Bytes that do not parse end the check: the library then refuses
+// Read as protobuf reads it: keys of 32 bits in at most 5 bytes (no field hides behind a key the
+// library reads as another), a repeated scalar field keeps its last value, groups are skipped, a
+// message given twice is merged. Bytes that do not parse end the check: the library then refuses
 // them itself.
 #include <cstdint>
 #include <string>
