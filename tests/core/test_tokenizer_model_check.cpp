@@ -243,22 +243,34 @@ std::string prefix_chain_map(int n, const std::string& replacement) {
     return map + replacement + std::string(1, '\0');
 }
 
+// A 400-piece bpe model, trained once for these tests.
+const std::string& small_model() {
+    static const std::string model = [] {
+        TokenizerTrainOptions options;
+        options.vocab_size = 400;
+        return train_tokenizer(corpus_lines(), options);
+    }();
+    return model;
+}
+
+// What loading small_model() with `map` as its normalization map says: the error, or "loaded".
+std::string loading_with_normalization_map(const std::string& map) {
+    try {
+        Tokenizer::from_serialized(small_model() + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, map)),
+                                   "crafted.model");
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "loaded";
+}
+
 // Maps that pass the bounds check but overflow or flood the normalizer (the hostile helpers of
 // 2026-12-07): 33 rules beginning one text (SentencePiece 0.1.97 keeps 32 results in a fixed
 // buffer and read past it: SIGSEGV), and a replacement of 4000 bytes ('l' × 20,000 took an encode
 // to 18 GB). 32 rules and a replacement of 64 bytes load and normalize.
 TEST(Tokenizer, AMapThatWouldOverflowOrFloodTheNormalizerIsRefused) {
-    TokenizerTrainOptions options;
-    options.vocab_size = 400;
-    const std::string model = train_tokenizer(corpus_lines(), options);
-    const auto refusal = [&](const std::string& map) {
-        try {
-            Tokenizer::from_serialized(model + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, map)), "crafted.model");
-        } catch (const Error& e) {
-            return std::string(e.what());
-        }
-        return std::string("loaded");
-    };
+    const std::string& model = small_model();
+    const auto refusal = loading_with_normalization_map;
     EXPECT_EQ(refusal(prefix_chain_map(33, "L")),
               "crafted.model: its normalization map is broken (more than 32 of its rules begin one text)");
     EXPECT_EQ(refusal(prefix_chain_map(1, std::string(65, 'L'))),
@@ -307,17 +319,8 @@ std::string block_trie_map(int states, const std::vector<TrieMove>& moves) {
 // through a rule, pass to a SIGSEGV; a loop without a rule, 'x' onto itself, made an encode of
 // 131,000 x's take 23 s, the normalizer walking from every position to the end).
 TEST(Tokenizer, RulesAreCountedThroughSharedStatesAndLoopsAreRefused) {
-    TokenizerTrainOptions options;
-    options.vocab_size = 400;
-    const std::string model = train_tokenizer(corpus_lines(), options);
-    const auto refusal = [&](const std::string& map) {
-        try {
-            Tokenizer::from_serialized(model + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, map)), "crafted.model");
-        } catch (const Error& e) {
-            return std::string(e.what());
-        }
-        return std::string("loaded");
-    };
+    const std::string& model = small_model();
+    const auto refusal = loading_with_normalization_map;
     // "p q…q e c…c": from_root rules into state A (1), whose under_a rules the root's "f" reaches first
     const auto chains = [](int from_root, int under_a) {
         std::vector<TrieMove> moves = {{0, 'f', 1, false}};
