@@ -226,22 +226,36 @@ TEST(Tokenizer, ABrokenNormalizationMapIsRefusedAndABuiltOneLoads) {
     EXPECT_EQ(Tokenizer::from_serialized(model + bytes_field(5, custom + bytes_field(2, ""))).decode(t.encode("the")), "the");
 }
 
-// A darts-clone trie of the rules "l" → replacement, "ll" → replacement, …, "l"×n → replacement, as
-// a precompiled_charsmap: each key a prefix of the next.
-std::string prefix_chain_map(int n, const std::string& replacement) {
-    std::vector<uint32_t> units(static_cast<size_t>(256 * (n + 2)), 0);
-    units[0] = 256u << 10;  // the root's children from 256 on
-    units[256] = 1u << 31;  // its slot for NUL: a value, which matches no byte (a zero unit matches NUL)
-    for (int k = 1; k <= n; ++k) {
-        const uint32_t at = 256u * k + 'l', base = 256u * (k + 1);
-        units[at] = ((at ^ base) << 10) | (1u << 8) | 'l';  // label 'l', a leaf, children from base
-        units[base] = 1u << 31;                           // the leaf's value: replacement at 0
+// A darts-clone trie laid out one 256-unit block per state (the root's state 0): each move (from,
+// byte, to, rule) a unit at from's block + byte leading to to's block, every rule's replacement the same.
+// Units of different parents may share a block, as darts-clone shares equal subtrees.
+struct TrieMove {
+    int from;
+    char byte;
+    int to;
+    bool rule;
+};
+std::string block_trie_map(int states, const std::vector<TrieMove>& moves, const std::string& replacement = "L") {
+    std::vector<uint32_t> units(static_cast<size_t>(256 * (states + 1)), 0);
+    units[0] = 256u << 10;
+    for (int v = 0; v < states; ++v) units[static_cast<size_t>(256 * (v + 1))] = 1u << 31;  // a rule's value: the replacement
+    for (const TrieMove& m : moves) {
+        const uint32_t at = 256u * (m.from + 1) + static_cast<unsigned char>(m.byte), base = 256u * (m.to + 1);
+        units[at] = ((at ^ base) << 10) | (m.rule ? 1u << 8 : 0u) | static_cast<unsigned char>(m.byte);
     }
     const uint32_t trie_bytes = static_cast<uint32_t>(units.size() * sizeof(uint32_t));
     std::string map(sizeof(trie_bytes) + trie_bytes, '\0');
     std::memcpy(map.data(), &trie_bytes, sizeof(trie_bytes));
     std::memcpy(map.data() + sizeof(trie_bytes), units.data(), trie_bytes);
     return map + replacement + std::string(1, '\0');
+}
+
+// The rules "l" → replacement, "ll" → replacement, …, "l"×n → replacement: each key a prefix of the
+// next (the k-th 'l' at 256k + 'l').
+std::string prefix_chain_map(int n, const std::string& replacement) {
+    std::vector<TrieMove> moves;
+    for (int k = 0; k < n; ++k) moves.push_back({k, 'l', k + 1, true});
+    return block_trie_map(n + 1, moves, replacement);
 }
 
 // A 400-piece bpe model, trained once for these tests.
@@ -289,30 +303,6 @@ TEST(Tokenizer, AMapThatWouldOverflowOrFloodTheNormalizerIsRefused) {
     EXPECT_EQ(chain.decode(chain.encode(std::string(32, 'l'))), "L");  // the longest rule wins
     const Tokenizer wide = Tokenizer::from_serialized(model + bytes_field(3, bytes_field(1, "custom") + bytes_field(2, prefix_chain_map(1, std::string(64, 'L')))));
     EXPECT_EQ(wide.decode(wide.encode("l")), std::string(64, 'L'));
-}
-
-// A darts-clone trie laid out one 256-unit block per state (the root's state 0): each move (from,
-// byte, to, rule) a unit at from's block + byte leading to to's block, a rule's replacement "L".
-// Units of different parents may share a block, as darts-clone shares equal subtrees.
-struct TrieMove {
-    int from;
-    char byte;
-    int to;
-    bool rule;
-};
-std::string block_trie_map(int states, const std::vector<TrieMove>& moves) {
-    std::vector<uint32_t> units(static_cast<size_t>(256 * (states + 1)), 0);
-    units[0] = 256u << 10;
-    for (int v = 0; v < states; ++v) units[static_cast<size_t>(256 * (v + 1))] = 1u << 31;  // a rule's value: "L"
-    for (const TrieMove& m : moves) {
-        const uint32_t at = 256u * (m.from + 1) + static_cast<unsigned char>(m.byte), base = 256u * (m.to + 1);
-        units[at] = ((at ^ base) << 10) | (m.rule ? 1u << 8 : 0u) | static_cast<unsigned char>(m.byte);
-    }
-    const uint32_t trie_bytes = static_cast<uint32_t>(units.size() * sizeof(uint32_t));
-    std::string map(sizeof(trie_bytes) + trie_bytes, '\0');
-    std::memcpy(map.data(), &trie_bytes, sizeof(trie_bytes));
-    std::memcpy(map.data() + sizeof(trie_bytes), units.data(), trie_bytes);
-    return map + std::string("L\0", 2);
 }
 
 // Rules counted through shared states, and loops (the second and third hostile helpers of
