@@ -344,6 +344,11 @@ uint64_t cuda_one_gemm_projections(const Backend& backend) {
     return cuda ? cuda->one_gemm_projections_ : 0;
 }
 
+uint64_t cuda_fused_norms(const Backend& backend) {
+    const auto* cuda = dynamic_cast<const CudaBackend*>(&backend);
+    return cuda ? cuda->fused_norms_ : 0;
+}
+
 int64_t cuda_device_memory_in_use() {
     size_t free_bytes = 0, total_bytes = 0;
     RETNET_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));

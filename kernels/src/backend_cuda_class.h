@@ -95,6 +95,7 @@ public:
 
     uint64_t bf16_handoffs_ = 0;   // projections that read rows an op wrote in bf16 alone (tests)
     uint64_t one_gemm_projections_ = 0;  // groups of projections made by one GEMM (project_in_one_gemm; tests)
+    uint64_t fused_norms_ = 0;           // norms formed inside a skinny GEMM's launch (norm_in_skinny_gemm; tests)
 
 private:
     double last_device_ms_ = -1.0;  // no forward yet
@@ -211,6 +212,8 @@ private:
     void write_v_head_major(const __nv_bfloat16* rows, int M, const DeviceWeight& W);
     void linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
                       std::optional<Activation> glu_activation = std::nullopt);
+    bool norm_in_skinny_gemm(Rows x, int layer, Weight norm, double eps, std::span<const LinearOut> outputs,
+                             std::optional<Activation> glu_activation);
     void norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
                       std::optional<Activation> glu_activation) override;
     void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) override;
@@ -327,6 +330,7 @@ private:
     } decode_;
     int sms_ = 0;
     uint64_t l2_prefetch_cap_ = 0;  // bytes a launch may request into L2 for the next (backend_cuda_prefetch.cpp)
+    bool skinny_norm_ = true;       // 2 to 16 rows: the RMSNorm inside the skinny GEMM's launch (norm_in_skinny_gemm)
     std::unique_ptr<cuda::KvCacheStore> kv_;  // the twin's caches, instead of states_
     DeviceBuffer<uint8_t> attention_ws_;      // the twin: prefill blocks or decode partials
     int attention_splits_ = 1;                // the twin's decode: key ranges per sequence

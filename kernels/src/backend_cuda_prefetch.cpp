@@ -21,6 +21,8 @@ void CudaBackend::init_l2_prefetch() {
     const char* setting = std::getenv("RETNET_L2_PREFETCH");  // "0": none (to measure what it gains)
     // measured with bf16 weights only (fp32 ones are twice the bytes: half the FFN's would fit)
     if ((setting && std::strcmp(setting, "0") == 0) || !options_.bf16_weights) l2_prefetch_cap_ = 0;
+    const char* fused_norm = std::getenv("RETNET_SKINNY_NORM");  // "0": the norm as its own launch (to measure it)
+    skinny_norm_ = !(fused_norm && std::strcmp(fused_norm, "0") == 0);
 }
 
 // Weights first and second of layer `layer`, up to half the L2 in all.

@@ -258,6 +258,7 @@ void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows 
     }
     const DeviceWeight& norm_weight = weight(layer, norm);
     if (!fusable && cublas_bf16_rows(x, layer, outputs)) {
+        if (norm_in_skinny_gemm(x, layer, norm, eps, outputs, glu_activation)) return;
         release_act_bf16(static_cast<size_t>(M) * static_cast<size_t>(K));
         cuda::launch_rmsnorm_bf16(x.data, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(), ws_.act_bf16.get(),
                                   M, K, static_cast<float>(eps), stream());
@@ -271,6 +272,30 @@ void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows 
                       gemv_glu(glu_activation));
     for (const LinearOut& out : outputs)
         if (out.weight == Weight::Output) stop_timer();
+}
+
+// 2 to 4 rows with bf16 weights (not the vocabulary): the norm inside the skinny GEMM's launch, its x̂
+// staged in shared memory, bit for bit the norm launch and the GEMM on its rows; the GLU's output for the
+// down projection in bf16 alone, at the start of act_bf16 (no input rows there to keep).
+bool CudaBackend::norm_in_skinny_gemm(Rows x, int layer, Weight norm, double eps, std::span<const LinearOut> outputs,
+                                      std::optional<Activation> glu_activation) {
+    const int M = static_cast<int>(x.count), K = static_cast<int>(x.width);
+    const bool vocabulary = std::any_of(outputs.begin(), outputs.end(),
+                                        [](const LinearOut& out) { return out.weight == Weight::Output; });
+    if (!skinny_norm_ || M > cuda::kSkinnyFusedNormMaxRows || vocabulary || !cuda::skinny_gemm_fuses_norm(M, K) ||
+        outputs.size() > static_cast<size_t>(cuda::kGemvMaxJobs) || (glu_activation && outputs.size() != 2))
+        return false;
+    std::vector<cuda::GemvJob> jobs;
+    for (const LinearOut& out : outputs) jobs.push_back(gemv_job(weight(layer, out.weight), out.y.data, false));
+    const bool glu_in_bf16 = glu_activation && reads_bf16_rows(M, layer, Weight::FfnOut);
+    if (glu_in_bf16) release_act_bf16(static_cast<size_t>(outputs.front().y.count * outputs.front().y.width));
+    const DeviceWeight& norm_weight = weight(layer, norm);
+    const cuda::SkinnyNorm input{x.data, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(), static_cast<float>(eps)};
+    cuda::launch_skinny_gemm_normed(input, M, K, jobs.data(), static_cast<int>(jobs.size()), stream(),
+                                    gemv_glu(glu_activation), glu_in_bf16 ? ws_.act_bf16.get() : nullptr);
+    if (glu_in_bf16) keep_rows_in_bf16_only(outputs.front().y.data, ws_.act_bf16.get());
+    ++fused_norms_;
+    return true;
 }
 
 }  // namespace retnet::cuda_backend

@@ -10,6 +10,10 @@
 // FFN's GLU (176) from 11.1 / 10.6 / 12.7 to 12.7 / 11.1 / 14.0: half the tiles leave fewer
 // warps streaming. So a launch takes 16-row tiles where they alone give every resident block one.
 //
+// With the norm fused (launch_skinny_gemm_normed) each block forms the RMSNorm of X's fp32 rows itself, as
+// launch_rmsnorm_bf16's kernel forms it, into shared memory, and the warps read X there: one launch
+// (and one grid's drain and the next one's wait) fewer per norm, for a read of all of X by every block.
+//
 // The K permutation: in 32 columns k0 … k0+31, lane (g, t) (g = lane / 4, t = lane % 4) loads the
 // 16 bytes at k0 + 8t of its weight rows (g; or g and g + 8) and of X rows g and g + 8. The first
 // product of the pair uses columns 8t … 8t+3 as its logical columns {2t, 2t+1, 2t+8, 2t+9}, the
@@ -41,7 +45,23 @@ struct SkinnyParams {
     int part_k = 0;  // columns per part, a multiple of 32
     bool gelu = false;
     __nv_bfloat16* glu_bf16 = nullptr;  // the GLU's (M, N) output in bf16 alone, or null: fp32 to jobs[0].y
+    // The fused norm's input: X's fp32 rows (M, K), the norm's weight (K; null: ones) and ε; x̂ is
+    // staged in shared memory with rows staged_ld elements apart.
+    const float* norm_x = nullptr;
+    const float* norm_weight = nullptr;
+    float norm_eps = 0.0f;
+    int staged_ld = 0;
 };
+
+// Shared x̂ rows: 16-byte aligned, and a multiple of 64 elements plus 8 apart, so that the 16-byte reads of
+// rows g = 0 … 7 at the same columns start 16 bytes apart in the banks (no conflicts beyond a warp's four
+// wavefronts).
+int staged_ld(int K) { return static_cast<int>(ceil_div(K, 64)) * 64 + 8; }
+size_t staged_bytes(int M, int K) { return static_cast<size_t>(M) * staged_ld(K) * sizeof(__nv_bfloat16); }
+// The fused norm's rows: at most kNormMaxK values (a thread holds its columns of a few rows in registers),
+// 16 rows of which (x̂, 64 KB) leave room for two blocks a multiprocessor (the kernels' 128 registers
+// allow two) beside their static shared memory: the launch keeps the unfused kernel's one wave.
+constexpr int kNormMaxK = 2048;
 
 // Per warp: one tile of kRows weight rows (of each weight of a GLU) and all of X's 16 rows; U
 // chunks of 32 columns per round keep kLoadsInFlight weight loads in flight per lane.
@@ -93,8 +113,67 @@ __device__ __forceinline__ TileRef locate_tile(const SkinnyParams& p, int tile) 
     return ref;
 }
 
-template <bool kGlu, int kRows>
-__global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfloat16* __restrict__ x, int M, int K,
+// x̂ (M, K) = bf16(x·s·w) into shared rows p.staged_ld apart, bit for bit what rmsnorm_forward_kernel
+// (norms.cu, 256 threads a row) writes: thread i sums the squares of columns i, i + 256, … of a row in
+// double in that order, the warps' sums meet as block_sum adds them, and s = 1/√(mean + ε) is rounded
+// from double to float; then each x̂ value is the float x·s·w rounded to nearest even. A thread keeps
+// its columns of kNormRowsAtOnce rows in registers from their load to their store (one read of x, their
+// loads in flight together; a first version took a row at a time and read x again for x̂: at 4 rows the
+// q, k, v, g launch 24.5 µs against 22.9 now). Every block reads all of X's rows, which is why the backend
+// fuses the norm for few rows only (skinny_gemm.h).
+constexpr int kNormThreads = kWarps * 32;  // the norm kernel's 256
+constexpr int kNormColumns = kNormMaxK / kNormThreads;  // a thread's columns of a row: i, i + 256, …
+constexpr int kNormRowsAtOnce = 4;
+__device__ __forceinline__ void stage_normed_rows(const SkinnyParams& p, int M, int K, const float (&w)[kNormColumns],
+                                                  __nv_bfloat16* staged) {
+    static_assert(kNormThreads == 256, "the norm kernel's 256 threads");
+    __shared__ double warp_sums[kSkinnyMaxRows][kWarps];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    using Rows = float[kNormRowsAtOnce][kNormColumns];
+    const auto load = [&](Rows& v, int m0) {
+#pragma unroll
+        for (int r = 0; r < kNormRowsAtOnce; ++r)
+#pragma unroll
+            for (int j = 0; j < kNormColumns; ++j) {
+                const int m = m0 + r, i = static_cast<int>(threadIdx.x) + kNormThreads * j;
+                v[r][j] = m < M && i < K ? __ldg(p.norm_x + static_cast<int64_t>(m) * K + i) : 0.0f;
+            }
+    };
+    Rows now;
+#pragma unroll
+    for (int m0 = 0; m0 < kSkinnyMaxRows; m0 += kNormRowsAtOnce) {
+        if (m0 >= M) break;
+        load(now, m0);
+#pragma unroll
+        for (int r = 0; r < kNormRowsAtOnce; ++r) {
+            double ss = 0.0;
+#pragma unroll
+            for (int j = 0; j < kNormColumns; ++j)
+                if (static_cast<int>(threadIdx.x) + kNormThreads * j < K) ss += static_cast<double>(now[r][j]) * now[r][j];
+            ss = warp_sum(ss);
+            if (lane == 0 && m0 + r < M) warp_sums[m0 + r][warp] = ss;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int r = 0; r < kNormRowsAtOnce; ++r) {
+            const int m = m0 + r;
+            if (m >= M) break;
+            const double total = warp_sum(lane < kWarps ? warp_sums[m][lane] : 0.0);
+            const float s = static_cast<float>(1.0 / sqrt(total / K + static_cast<double>(p.norm_eps)));
+#pragma unroll
+            for (int j = 0; j < kNormColumns; ++j) {
+                const int i = static_cast<int>(threadIdx.x) + kNormThreads * j;
+                if (i < K) staged[m * p.staged_ld + i] = __float2bfloat16_rn(now[r][j] * s * w[j]);
+            }
+        }
+    }
+    __syncthreads();
+}
+
+// Two blocks a multiprocessor, as the unfused kernels reach by themselves (128 registers): the fused
+// norm's rows held in registers would otherwise take the compiler to ~170 and one block.
+template <bool kGlu, int kRows, bool kNormed>
+__global__ void __launch_bounds__(kWarps * 32, 2) skinny_gemm_kernel(const __nv_bfloat16* __restrict__ x, int M, int K,
                                                                   SkinnyParams p) {
     using S = TileShape<kGlu, kRows>;
     constexpr int U = S::U, kStreams = S::kStreams, R = S::kRowsPerLane, P = S::kProducts;
@@ -130,11 +209,26 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfl
 
     uint4 w_now[kStreams][U][R], w_next[kStreams][U][R];
     if (rounds > 0) load_round(w_now, 0);  // weights are never written: requested before the wait
+    float norm_w[kNormed ? kNormColumns : 1];  // the norm's weights of this thread's columns, likewise
+    if constexpr (kNormed)
+#pragma unroll
+        for (int j = 0; j < kNormColumns; ++j) {
+            const int i = static_cast<int>(threadIdx.x) + kNormThreads * j;
+            norm_w[j] = !p.norm_weight ? 1.0f : i < K ? __ldg(p.norm_weight + i) : 0.0f;
+        }
     wait_for_previous_grid();
     allow_next_grid();
+    extern __shared__ __align__(16) unsigned char staged_bytes_[];
+    const auto* staged = reinterpret_cast<const __nv_bfloat16*>(staged_bytes_);  // x̂ (M, staged_ld) when kNormed
+    if constexpr (kNormed) stage_normed_rows(p, M, K, norm_w, reinterpret_cast<__nv_bfloat16*>(staged_bytes_));
 
     float acc[kStreams][P][4] = {};
     const uint4* x_vec = reinterpret_cast<const uint4*>(x);
+    // 16 bytes of X's row `row` from column k: global bf16 rows, or the block's staged x̂
+    const auto x_at = [&](int row, int k) {
+        if constexpr (kNormed) return *reinterpret_cast<const uint4*>(staged + row * p.staged_ld + k);
+        else return __ldg(x_vec + (static_cast<int64_t>(row) * K + k) / 8);
+    };
     const bool second_x_tile = M > 8;  // the same for the whole warp
     for (int round = 0; round < rounds; ++round) {
         if (round + 1 < rounds) load_round(w_next, round + 1);
@@ -142,9 +236,8 @@ __global__ void __launch_bounds__(kWarps * 32) skinny_gemm_kernel(const __nv_bfl
         for (int u = 0; u < U; ++u) {
             const int k = k_begin + (round * U + u) * 32 + 8 * t;
             const bool in_k = k < k_end;
-            const uint4 xa = in_k && g < M ? __ldg(x_vec + (static_cast<int64_t>(g) * K + k) / 8) : make_uint4(0, 0, 0, 0);
-            const uint4 xb =
-                in_k && g + 8 < M ? __ldg(x_vec + (static_cast<int64_t>(g + 8) * K + k) / 8) : make_uint4(0, 0, 0, 0);
+            const uint4 xa = in_k && g < M ? x_at(g, k) : make_uint4(0, 0, 0, 0);
+            const uint4 xb = in_k && g + 8 < M ? x_at(g + 8, k) : make_uint4(0, 0, 0, 0);
 #pragma unroll
             for (int s = 0; s < kStreams; ++s) {
                 if constexpr (kRows == 8) {  // A: X rows g, g + 8; B: weight row g
@@ -218,7 +311,7 @@ int tiles_of(const GemvJob* jobs, int count, int rows) {
 // a second, partial wave streams its weights with a fraction of the GPU's loads in flight (the
 // q, k, v, g launch of 16 rows was 1.45 waves when split to fill two blocks per multiprocessor),
 // while every part keeps at least one whole round of loads.
-template <bool kGlu, int kRows>
+template <bool kGlu, int kRows, bool kNormed>
 void launch_tiles(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const GemvJob* jobs, int job_count,
                   int resident_warps, cudaStream_t stream) {
     using S = TileShape<kGlu, kRows>;
@@ -229,19 +322,51 @@ void launch_tiles(const __nv_bfloat16* x, int M, int K, SkinnyParams p, const Ge
         p.split *= 2;
     p.part_k = static_cast<int>(ceil_div(ceil_div(K, p.split), 32)) * 32;
     const unsigned blocks = ceil_div(p.total_tiles, kWarps / p.split);
-    launch_overlapped(skinny_gemm_kernel<kGlu, kRows>, dim3(blocks), dim3(kWarps * 32), 0, stream, x, M, K, p);
+    auto* kernel = skinny_gemm_kernel<kGlu, kRows, kNormed>;
+    size_t shared = 0;
+    if constexpr (kNormed) {
+        p.staged_ld = staged_ld(K);
+        shared = staged_bytes(M, K);
+        RETNET_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared)));
+    }
+    launch_overlapped(kernel, dim3(blocks), dim3(kWarps * 32), shared, stream, x, M, K, p);
 }
 
-// 16-row tiles where they alone give every resident block one (see the top of the file).
-template <bool kGlu>
+// 16-row tiles where they alone give every resident block one (see the top of the file). The fused
+// norm takes the unfused kernel's tiles and split (the same sums, in the same order).
+template <bool kGlu, bool kNormed>
 void launch_shape(const __nv_bfloat16* x, int M, int K, const SkinnyParams& p, const GemvJob* jobs, int job_count,
                   cudaStream_t stream) {
     const int tiles_of_16 = tiles_of(jobs, p.count, 16);
     const int resident =
-        resident_blocks(reinterpret_cast<const void*>(skinny_gemm_kernel<kGlu, 16>), kWarps * 32, 0);
-    if (tiles_of_16 >= resident) return launch_tiles<kGlu, 16>(x, M, K, p, jobs, job_count, resident * kWarps, stream);
-    const int resident_8 = resident_blocks(reinterpret_cast<const void*>(skinny_gemm_kernel<kGlu, 8>), kWarps * 32, 0);
-    launch_tiles<kGlu, 8>(x, M, K, p, jobs, job_count, resident_8 * kWarps, stream);
+        resident_blocks(reinterpret_cast<const void*>(skinny_gemm_kernel<kGlu, 16, false>), kWarps * 32, 0);
+    if (tiles_of_16 >= resident)
+        return launch_tiles<kGlu, 16, kNormed>(x, M, K, p, jobs, job_count, resident * kWarps, stream);
+    const int resident_8 =
+        resident_blocks(reinterpret_cast<const void*>(skinny_gemm_kernel<kGlu, 8, false>), kWarps * 32, 0);
+    launch_tiles<kGlu, 8, kNormed>(x, M, K, p, jobs, job_count, resident_8 * kWarps, stream);
+}
+
+// The jobs checked and the launch made, X as bf16 rows or (p.norm_x) to be normed in the launch.
+void launch_jobs(const __nv_bfloat16* x, int M, int K, const GemvJob* jobs, int job_count, cudaStream_t stream,
+                 GemvGlu glu, __nv_bfloat16* glu_bf16, SkinnyParams p) {
+    const bool paired = glu != GemvGlu::None;
+    if (glu_bf16 && !paired) throw Error("skinny gemm: a bf16 output without a GLU (internal error)");
+    const bool jobs_ok = paired ? job_count == 2 && jobs[0].n == jobs[1].n && !jobs[0].accumulate
+                                : job_count >= 1 && job_count <= kGemvMaxJobs;
+    if (!skinny_gemm_supports(M, K) || !jobs_ok)
+        throw Error("skinny gemm: unsupported shape M " + std::to_string(M) + ", K " + std::to_string(K) + ", " +
+                    std::to_string(job_count) + " weights (internal error)");
+    p.count = paired ? 1 : job_count;
+    for (int j = 0; j < job_count; ++j) p.jobs[j] = jobs[j];
+    p.gelu = glu == GemvGlu::Gelu;
+    p.glu_bf16 = glu_bf16;
+    int rows = 0;
+    for (int j = 0; j < p.count; ++j) rows += jobs[j].n;
+    if (rows == 0) return;
+    const bool normed = p.norm_x != nullptr;
+    if (paired) (normed ? launch_shape<true, true> : launch_shape<true, false>)(x, M, K, p, jobs, job_count, stream);
+    else (normed ? launch_shape<false, true> : launch_shape<false, false>)(x, M, K, p, jobs, job_count, stream);
 }
 
 }  // namespace
@@ -252,23 +377,19 @@ bool skinny_gemm_supports(int M, int K) {
 
 void launch_skinny_gemm(const __nv_bfloat16* x, int M, int K, const GemvJob* jobs, int job_count, cudaStream_t stream,
                         GemvGlu glu, __nv_bfloat16* glu_bf16) {
-    const bool paired = glu != GemvGlu::None;
-    if (glu_bf16 && !paired) throw Error("skinny gemm: a bf16 output without a GLU (internal error)");
-    const bool jobs_ok = paired ? job_count == 2 && jobs[0].n == jobs[1].n && !jobs[0].accumulate
-                                : job_count >= 1 && job_count <= kGemvMaxJobs;
-    if (!skinny_gemm_supports(M, K) || !jobs_ok)
-        throw Error("skinny gemm: unsupported shape M " + std::to_string(M) + ", K " + std::to_string(K) + ", " +
-                    std::to_string(job_count) + " weights (internal error)");
+    launch_jobs(x, M, K, jobs, job_count, stream, glu, glu_bf16, SkinnyParams{});
+}
+
+bool skinny_gemm_fuses_norm(int M, int K) { return skinny_gemm_supports(M, K) && K <= kNormMaxK; }
+
+void launch_skinny_gemm_normed(const SkinnyNorm& norm, int M, int K, const GemvJob* jobs, int job_count,
+                               cudaStream_t stream, GemvGlu glu, __nv_bfloat16* glu_bf16) {
+    if (!skinny_gemm_fuses_norm(M, K) || !norm.x)
+        throw Error("skinny gemm: the norm of M " + std::to_string(M) + ", K " + std::to_string(K) +
+                    " rows cannot be fused (internal error)");
     SkinnyParams p;
-    p.count = paired ? 1 : job_count;
-    for (int j = 0; j < job_count; ++j) p.jobs[j] = jobs[j];
-    p.gelu = glu == GemvGlu::Gelu;
-    p.glu_bf16 = glu_bf16;
-    int rows = 0;
-    for (int j = 0; j < p.count; ++j) rows += jobs[j].n;
-    if (rows == 0) return;
-    if (paired) launch_shape<true>(x, M, K, p, jobs, job_count, stream);
-    else launch_shape<false>(x, M, K, p, jobs, job_count, stream);
+    p.norm_x = norm.x, p.norm_weight = norm.weight, p.norm_eps = norm.eps;
+    launch_jobs(nullptr, M, K, jobs, job_count, stream, glu, glu_bf16, p);
 }
 
 }  // namespace retnet::cuda

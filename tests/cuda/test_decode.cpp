@@ -246,6 +246,82 @@ TEST_F(CudaTest, SkinnyGemmGluMatchesNaive) {
             }
 }
 
+// The norm formed inside the skinny GEMM's launch (x̂ staged in shared memory) against the norm's own
+// launch writing bf16 rows and the GEMM reading them: the same x̂ bits, the same tiles and split, so
+// the same sums, bit for bit. Rows of different sizes (each its own scale), a norm weight or none,
+// several jobs (one accumulating), the GLU in fp32 and in bf16 alone, 8- and 16-row tiles (N 16390
+// gives 16-row tiles to every resident block), M from 1 to 16, K from one vector to the most it takes (2048)
+// and off 256 (a thread's last column past the row).
+TEST_F(CudaTest, SkinnyGemmWithItsNormEqualsTheNormThenTheGemm) {
+    struct Case {
+        int M, K;
+        std::vector<int> N;
+        GemvGlu glu;
+        bool bf16_glu, weighted;
+    };
+    const Case cases[] = {{1, 8, {3}, GemvGlu::None, false, true},           {2, 40, {7, 33, 5}, GemvGlu::None, false, false},
+                          {9, 2048, {130, 1}, GemvGlu::None, false, true},   {16, 2048, {16390}, GemvGlu::None, false, true},
+                          {16, 2040, {37, 37}, GemvGlu::Swish, false, true}, {12, 1544, {40, 40}, GemvGlu::Gelu, true, true},
+                          {16, 2048, {16390, 16390}, GemvGlu::Swish, true, false}, {5, 1032, {2048}, GemvGlu::None, false, true}};
+    for (const Case& c : cases) {
+        const std::string what = "M=" + std::to_string(c.M) + " K=" + std::to_string(c.K) + " jobs " +
+                                 std::to_string(c.N.size()) + (c.glu != GemvGlu::None ? " glu" : "");
+        ASSERT_TRUE(skinny_gemm_fuses_norm(c.M, c.K)) << what;
+        std::vector<float> x = random_vector(static_cast<size_t>(c.M) * c.K, 1);
+        for (int m = 0; m < c.M; ++m)  // rows from 1e-3 to 1e3 in size: each its own scale
+            for (int k = 0; k < c.K; ++k) x[static_cast<size_t>(m) * c.K + k] *= std::pow(10.0f, static_cast<float>(m % 7 - 3));
+        const auto norm_w = random_vector(static_cast<size_t>(c.K), 3, 0.5f, 1.5f);
+        auto dx = to_device(x, stream()), dnorm = to_device(norm_w, stream());
+        const float* weight = c.weighted ? dnorm.get() : nullptr;
+        std::vector<DeviceBuffer<__nv_bfloat16>> w16;
+        std::vector<std::vector<float>> y0;
+        for (size_t j = 0; j < c.N.size(); ++j) {
+            w16.push_back(to_device(to_bf16(random_vector(static_cast<size_t>(c.N[j]) * c.K, 10 + j)), stream()));
+            y0.push_back(random_vector(static_cast<size_t>(c.M) * c.N[j], 20 + j));
+        }
+        // one run: its outputs (fp32 y of each job, then the GLU's bf16 rows) as floats
+        const auto run = [&](bool fused) {
+            std::vector<DeviceBuffer<float>> y;
+            std::vector<GemvJob> jobs;
+            for (size_t j = 0; j < c.N.size(); ++j) {
+                y.push_back(to_device(y0[j], stream()));
+                const bool accumulate = c.glu == GemvGlu::None && j % 2 == 1;
+                jobs.push_back({w16[j].get(), c.glu != GemvGlu::None && j == 1 ? nullptr : y.back().get(), c.N[j], accumulate});
+            }
+            DeviceBuffer<__nv_bfloat16> glu16(c.bf16_glu ? static_cast<size_t>(c.M) * c.N[0] : 1);
+            __nv_bfloat16* glu_out = c.bf16_glu ? glu16.get() : nullptr;
+            if (fused) {
+                launch_skinny_gemm_normed({dx.get(), weight, 1e-6f}, c.M, c.K, jobs.data(), static_cast<int>(jobs.size()),
+                                          stream(), c.glu, glu_out);
+            } else {
+                DeviceBuffer<__nv_bfloat16> rows(static_cast<size_t>(c.M) * c.K);
+                launch_rmsnorm_bf16(dx.get(), weight, rows.get(), c.M, c.K, 1e-6f, stream());
+                launch_skinny_gemm(rows.get(), c.M, c.K, jobs.data(), static_cast<int>(jobs.size()), stream(), c.glu,
+                                   glu_out);
+                sync();  // before rows go
+            }
+            std::vector<float> all;
+            for (const auto& out : y) {
+                const std::vector<float> h = to_host(out, stream());
+                all.insert(all.end(), h.begin(), h.end());
+            }
+            if (c.bf16_glu) {
+                const std::vector<uint16_t> bits = bf16_bits(to_host(glu16, stream()));
+                all.insert(all.end(), bits.begin(), bits.end());
+            }
+            return all;
+        };
+        const std::vector<float> separate = run(false), fused = run(true);
+        ASSERT_EQ(separate.size(), fused.size()) << what;
+        EXPECT_EQ(0, std::memcmp(separate.data(), fused.data(), separate.size() * sizeof(float))) << what;
+        EXPECT_NE(separate, std::vector<float>(separate.size(), 0.0f)) << what;
+    }
+    EXPECT_TRUE(skinny_gemm_fuses_norm(16, 2048));
+    EXPECT_FALSE(skinny_gemm_fuses_norm(16, 2056));  // a thread's columns of a row held in registers: up to 2048
+    EXPECT_FALSE(skinny_gemm_fuses_norm(17, 64));
+    EXPECT_FALSE(skinny_gemm_fuses_norm(2, 12));
+}
+
 TEST(SkinnyGemmLimits, RefusesShapesItCannotRead) {
     EXPECT_FALSE(skinny_gemm_supports(17, 64));
     EXPECT_FALSE(skinny_gemm_supports(0, 64));
@@ -522,7 +598,8 @@ TEST_P(GraphDecodeTest, ReplayEqualsEagerBitForBitAndMatchesReference) {
 // Many sequences decode together with bf16 weights after prompts of two tokens each, prefilled one
 // at a time: the steps' projections read bf16 rows (3 and 12 rows: the tensor-core skinny GEMM, which
 // takes every batch of 2 rows or more from the GEMV; 20: cuBLAS),
-// the decode retention and the GLU write the next projection's rows in bf16 alone, and the
+// the decode retention and the GLU write the next projection's rows in bf16 alone, the norms before
+// the skinny GEMM are formed inside its launch (bit for bit their own launches, RETNET_SKINNY_NORM=0), and the
 // vocabulary (500) is wider than any other row, so the buffers the first capture needs are sized
 // before it (a buffer that grew during a capture is refused as an internal error). Replay equals
 // eager launches bit for bit, and each sequence's logits match the same sequence decoded alone (a
@@ -549,18 +626,23 @@ TEST_P(GraphDecodeTest, ManyBf16SequencesReplayEqualsEagerAndMatchSequencesAlone
         for (const int slots : {3, 12, 20}) {
             auto eager = make_cuda_backend(model, eager_options), graphs = make_cuda_backend(model, graph_options);
             auto alone = make_cuda_backend(model, eager_options);
+            setenv("RETNET_SKINNY_NORM", "0", 1);  // the norms as their own launches
+            auto separate_norms = make_cuda_backend(model, eager_options);
+            unsetenv("RETNET_SKINNY_NORM");
             constexpr int kSteps = 4;
             ForwardOptions chunkwise, recurrent;
             chunkwise.form = Form::Chunkwise;
             recurrent.form = Form::Recurrent;
-            for (Backend* b : {eager.get(), graphs.get(), alone.get()}) b->set_slot_count(slots);
+            const std::initializer_list<Backend*> all = {eager.get(), graphs.get(), alone.get(), separate_norms.get()};
+            for (Backend* b : all) b->set_slot_count(slots);
             for (int s = 0; s < slots; ++s) {
                 const std::vector<int32_t> history = tokens_of(2, 300 + s);
                 const SequenceRequest prompt{history, s, LogitRows::Last};
-                for (Backend* b : {eager.get(), graphs.get(), alone.get()}) b->forward_batch({&prompt, 1}, chunkwise);
+                for (Backend* b : all) b->forward_batch({&prompt, 1}, chunkwise);
             }
             double worst = 0.0;
             const uint64_t handoffs_before = cuda_bf16_handoffs(*eager), one_gemm_before = cuda_one_gemm_projections(*eager);
+            const uint64_t fused_before = cuda_fused_norms(*eager);
             for (int step = 0; step < kSteps; ++step) {
                 std::vector<std::vector<int32_t>> next(static_cast<size_t>(slots));
                 std::vector<SequenceRequest> batch;
@@ -570,11 +652,13 @@ TEST_P(GraphDecodeTest, ManyBf16SequencesReplayEqualsEagerAndMatchSequencesAlone
                 }
                 const std::vector<Tensor> a = eager->forward_batch(batch, recurrent);
                 const std::vector<Tensor> b = graphs->forward_batch(batch, recurrent);
+                const std::vector<Tensor> c = separate_norms->forward_batch(batch, recurrent);
                 for (int s = 0; s < slots; ++s) {
                     const std::string what = std::to_string(slots) + " slots, step " + std::to_string(step) + " slot " +
                                              std::to_string(s);
                     ASSERT_EQ(a[static_cast<size_t>(s)].data.size(), static_cast<size_t>(config.vocab_size));
                     ASSERT_EQ(a[static_cast<size_t>(s)].data, b[static_cast<size_t>(s)].data) << what;
+                    ASSERT_EQ(a[static_cast<size_t>(s)].data, c[static_cast<size_t>(s)].data) << what << ": norms fused or not";
                     const std::vector<Tensor> one = alone->forward_batch({&batch[static_cast<size_t>(s)], 1}, recurrent);
                     worst = std::max(worst, rel_l2_error(a[static_cast<size_t>(s)].data, one[0].data));
                 }
@@ -601,6 +685,12 @@ TEST_P(GraphDecodeTest, ManyBf16SequencesReplayEqualsEagerAndMatchSequencesAlone
             } else {
                 EXPECT_EQ(one_gemm, 0u) << slots << " slots";
             }
+            // Up to 4 rows, both norms of every layer (before q, k, v, g and before the FFN) inside the
+            // skinny GEMM's launch where the rows are whole vectors; never with RETNET_SKINNY_NORM=0.
+            const bool fusable = slots <= kSkinnyFusedNormMaxRows && skinny_gemm_fuses_norm(slots, config.d_model);
+            EXPECT_EQ(cuda_fused_norms(*eager) - fused_before, fusable ? static_cast<uint64_t>(2 * kSteps * config.n_layers) : 0u)
+                << slots << " slots";
+            EXPECT_EQ(cuda_fused_norms(*separate_norms), 0u);
         }
     }
 }

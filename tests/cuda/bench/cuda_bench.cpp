@@ -275,6 +275,21 @@ void bench_decode_ops(int M) {
                 launch_skinny_gemm(xb.get(), M, K, js.data(), static_cast<int>(js.size()), stream.get(), glu);
             });
         };
+        // the input RMSNorm as its own launch writing bf16 rows, or inside the skinny GEMM's launch
+        auto normed_skinny = [&](std::vector<std::pair<size_t, int>> jobs, int K, bool inside, GemvGlu glu) {
+            if (!skinny_gemm_fuses_norm(M, K)) return 0.0;
+            return rotating([&](const __nv_bfloat16* base) {
+                std::vector<GemvJob> js;
+                for (auto [off, n] : jobs) js.push_back({base + off, y.get(), n, false});
+                if (inside) {
+                    launch_skinny_gemm_normed({x.get(), norm.get(), 1e-6f}, M, K, js.data(), static_cast<int>(js.size()),
+                                              stream.get(), glu);
+                } else {
+                    launch_rmsnorm_bf16(x.get(), norm.get(), xb.get(), M, K, 1e-6f, stream.get());
+                    launch_skinny_gemm(xb.get(), M, K, js.data(), static_cast<int>(js.size()), stream.get(), glu);
+                }
+            });
+        };
         auto cublas = [&](std::vector<std::pair<size_t, int>> jobs, int K) {
             return rotating([&](const __nv_bfloat16* base) {
                 launch_float_to_bf16(x.get(), xb.get(), static_cast<int64_t>(M) * K, stream.get());
@@ -286,10 +301,14 @@ void bench_decode_ops(int M) {
         const std::vector<std::pair<size_t, int>> o1{{0, d}}, ffn{{0, F}, {static_cast<size_t>(F) * d, F}}, out{{0, V}};
         report("skinny q,k,v,g (+convert)", skinny(qkvg, d, false), 2.0 * 6 * d * d);
         report("cublas q,k,v,g (+convert)", cublas(qkvg, d), 2.0 * 6 * d * d);
+        report("norm, skinny q,k,v,g", normed_skinny(qkvg, d, false, GemvGlu::None), 2.0 * 6 * d * d);
+        report("skinny q,k,v,g with its norm", normed_skinny(qkvg, d, true, GemvGlu::None), 2.0 * 6 * d * d);
         report("skinny o (accumulate)", skinny(o1, 2 * d, true), 2.0 * 2 * d * d);
         report("cublas o", cublas(o1, 2 * d), 2.0 * 2 * d * d);
         report("skinny ffn glu", skinny(ffn, d, false, GemvGlu::Swish), 2.0 * 2 * F * d);
         report("cublas ffn act,lin", cublas(ffn, d), 2.0 * 2 * F * d);
+        report("norm, skinny ffn glu", normed_skinny(ffn, d, false, GemvGlu::Swish), 2.0 * 2 * F * d);
+        report("skinny ffn glu with its norm", normed_skinny(ffn, d, true, GemvGlu::Swish), 2.0 * 2 * F * d);
         report("skinny ffn out", skinny(o1, F, true), 2.0 * F * d);
         report("cublas ffn out", cublas(o1, F), 2.0 * F * d);
         report("skinny output (V rows)", skinny(out, d, false), 2.0 * V * d);
