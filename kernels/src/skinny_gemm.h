@@ -44,8 +44,8 @@ struct SkinnyNorm {
 };
 bool skinny_gemm_fuses_norm(int M, int K);
 // Where the CUDA backend fuses it: up to 4 rows. Each block reads all of X's fp32 rows to sum their squares,
-// so the staging grows with M (H100, 1.3B shape, device ms a step: batches 2, 3, 4 −7.6, −7.8, −7.0 %;
-// 6 and 8 +1.1 and +3.0 %; at 16 rows the q, k, v, g launch 35.4 µs against 26.3 with the norm's own).
+// so the staging grows with M (H100, 1.3B shape, device time a step: batches 2, 3, 4 −7.6, −7.8, −7.1 %;
+// 6 and 8 +1.2 and +3.0 %; at 16 rows the q, k, v, g launch 35.4 µs against 26.3 with the norm's own).
 constexpr int kSkinnyFusedNormMaxRows = 4;
 void launch_skinny_gemm_normed(const SkinnyNorm& norm, int M, int K, const GemvJob* jobs, int job_count,
                                cudaStream_t stream, GemvGlu glu = GemvGlu::None, __nv_bfloat16* glu_bf16 = nullptr);
