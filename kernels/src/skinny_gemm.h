@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-3.0-or-later
 #pragma once
-// Projections of 9 to 16 rows with bf16 weights on the tensor cores (batched decoding: one row
-// per sequence), written for the memory floor as the GEMV is for up to 8 rows (gemv.h). One
+// Projections of 2 to 16 rows with bf16 weights on the tensor cores (batched decoding: one row
+// per sequence), written for the memory floor as the GEMV is for one row (gemv.h; 8 with fp32 weights). One
 // 16-row tile of X: with more rows (tiles of 32 to 64, X read from L1 or staged per block in
 // shared memory, K split across a cluster) it was slower than cuBLAS on the H200 (docs/cuda.md).
 //
