@@ -103,84 +103,66 @@ constexpr int kMaxKeyBytes = 256;                       // the bytes one walk ma
 // keeps 32 results in a fixed buffer and reads past it), or a walk longer than kMaxKeyBytes (it
 // walks from every position of the text: a loop of 'x' onto itself, with no rule, took an encode
 // of 131,000 x's 23 s). The units and their byte transitions are a graph: darts-clone shares equal
-// subtrees (several parents), and a crafted trie may loop. So: the strongly connected components
-// (Tarjan's, without recursion: a crafted chain may be as deep as the map is long), refused where
-// one loops, then the most rules and bytes on a path, component by component, in the order Tarjan
-// finishes them (every component reachable from one is finished before it). No loop is allowed,
-// not even a zeroed unit's NUL onto itself (decode fed it NUL runs: 34 s for 32 pieces of 4096
-// NULs); darts-clone labels its unused units so that none matches, and no unit of nmt_nfkc's map
-// that the root reaches loops. Each unit is visited once. Called once every unit's children are
-// known to lie inside the trie.
+// subtrees (several parents), and a crafted trie may loop. So: a depth-first walk (without
+// recursion: a crafted chain may be as deep as the map is long) refuses any loop — a unit met again
+// while it is on the path —, not even a zeroed unit's NUL onto itself allowed (decode fed it NUL runs:
+// 34 s for 32 pieces of 4096 NULs; darts-clone labels its unused units so that none matches, and no
+// unit of nmt_nfkc's map that the root reaches loops); as each unit is finished, the most rules and
+// bytes on a walk from it are its children's most plus its own. Each unit is visited once. Called
+// once every unit's children are known to lie inside the trie.
 template <class Unit>
 std::string overlong_walk(uint64_t units, const Unit& unit) {
     const std::string too_many = "more than " + std::to_string(kMaxRulesPerPrefix) + " of its rules begin one text";
-    constexpr uint32_t kNone = UINT32_MAX;
     const auto child = [&](uint64_t parent, uint32_t byte) -> int64_t {
         const uint64_t at = (parent ^ unit(parent).offset()) ^ byte;
         return unit(at).label() == byte ? static_cast<int64_t>(at) : -1;
     };
-    std::vector<uint32_t> order(units, kNone), low(units, 0);  // Tarjan's visit order and low link
-    std::vector<uint32_t> component(units, kNone);             // finished units' component
-    std::vector<uint8_t> rules_from;                           // per component: the most rules on a path from it, capped
-    std::vector<uint16_t> bytes_from;                          // and the most bytes, capped
-    std::vector<uint64_t> open;                                // units not yet in a component
-    std::vector<bool> on_open(units, false), loops_onto_itself(units, false);
-    std::vector<std::pair<uint64_t, uint32_t>> walk;           // (unit, the next byte to look at)
-    uint32_t visited = 0;
+    enum : uint8_t { kUnseen, kOnPath, kFinished };
+    std::vector<uint8_t> state(units, kUnseen);
+    std::vector<uint8_t> rules_from(units, 0);   // finished units: the most rules on a walk from them, capped
+    std::vector<uint16_t> bytes_from(units, 0);  // and the most bytes, capped
+    std::vector<std::pair<uint64_t, uint32_t>> path;  // (unit, the next byte to look at)
     const auto enter = [&](uint64_t at) {
-        order[at] = low[at] = visited++;
-        open.push_back(at);
-        on_open[at] = true;
-        walk.emplace_back(at, 0);
+        state[at] = kOnPath;
+        path.emplace_back(at, 0);
     };
     uint8_t most_rules = 0;
     uint16_t most_bytes = 0;
     for (uint32_t first = 0; first < 256; ++first) {
         const int64_t top = child(0, first);
         if (top < 0) continue;
-        if (order[top] == kNone) enter(top);
-        while (!walk.empty()) {
-            const uint64_t at = walk.back().first;
-            if (const uint32_t byte = walk.back().second++; byte < 256) {
+        if (state[top] == kUnseen) enter(static_cast<uint64_t>(top));
+        while (!path.empty()) {
+            const uint64_t at = path.back().first;
+            if (const uint32_t byte = path.back().second++; byte < 256) {
                 const int64_t next = child(at, byte);
                 if (next < 0) continue;
-                if (order[next] == kNone) {
+                if (state[next] == kUnseen) {
                     enter(static_cast<uint64_t>(next));
-                } else if (on_open[next]) {
-                    low[at] = std::min(low[at], order[next]);
-                    if (static_cast<uint64_t>(next) == at) loops_onto_itself[at] = true;
+                } else if (state[next] == kOnPath) {  // a loop: the path from `next` to `at`, and back
+                    bool has_rule = false;
+                    for (auto it = path.rbegin(); it != path.rend(); ++it) {
+                        has_rule = has_rule || unit(it->first).has_leaf();
+                        if (it->first == static_cast<uint64_t>(next)) break;
+                    }
+                    return has_rule ? too_many + " (they loop)" : "its keys loop (a walk as long as the text)";
                 }
                 continue;
             }
-            walk.pop_back();
-            if (!walk.empty()) low[walk.back().first] = std::min(low[walk.back().first], low[at]);
-            if (low[at] != order[at]) continue;
-            // `at` roots a component: the open units from it on
-            const auto id = static_cast<uint32_t>(rules_from.size());
-            size_t members = 0;
-            bool has_rule = false;
-            for (auto it = open.rbegin();; ++it) {
-                component[*it] = id;
-                on_open[*it] = false;
-                has_rule = has_rule || unit(*it).has_leaf();
-                ++members;
-                if (*it == at) break;
-            }
-            if (members > 1 || loops_onto_itself[at])
-                return has_rule ? too_many + " (they loop)" : "its keys loop (a walk as long as the text)";
-            uint8_t rules_after = 0;  // the most rules and bytes on a path leaving the component
+            uint8_t rules_after = 0;  // every child is finished: the most rules and bytes on a walk from one
             uint16_t bytes_after = 0;
-            for (uint32_t byte = 0; byte < 256; ++byte)
-                if (const int64_t next = child(at, byte); next >= 0 && component[next] != kNone) {
-                    rules_after = std::max(rules_after, rules_from[component[next]]);
-                    bytes_after = std::max(bytes_after, bytes_from[component[next]]);
+            for (uint32_t b = 0; b < 256; ++b)
+                if (const int64_t next = child(at, b); next >= 0) {
+                    rules_after = std::max(rules_after, rules_from[next]);
+                    bytes_after = std::max(bytes_after, bytes_from[next]);
                 }
-            rules_from.push_back(static_cast<uint8_t>(std::min(kMaxRulesPerPrefix + 1, rules_after + (has_rule ? 1 : 0))));
-            bytes_from.push_back(static_cast<uint16_t>(std::min<int>(kMaxKeyBytes + 1, bytes_after + 1)));
-            open.pop_back();
+            rules_from[at] = static_cast<uint8_t>(std::min(kMaxRulesPerPrefix + 1, rules_after + (unit(at).has_leaf() ? 1 : 0)));
+            bytes_from[at] = static_cast<uint16_t>(std::min<int>(kMaxKeyBytes + 1, bytes_after + 1));
+            state[at] = kFinished;
+            path.pop_back();
         }
-        most_rules = std::max(most_rules, rules_from[component[top]]);
-        most_bytes = std::max(most_bytes, bytes_from[component[top]]);
+        most_rules = std::max(most_rules, rules_from[top]);
+        most_bytes = std::max(most_bytes, bytes_from[top]);
     }
     if (most_rules > kMaxRulesPerPrefix) return too_many;
     if (most_bytes > kMaxKeyBytes) return "a key is longer than " + std::to_string(kMaxKeyBytes) + " bytes";
