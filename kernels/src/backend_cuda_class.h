@@ -330,7 +330,7 @@ private:
     } decode_;
     int sms_ = 0;
     uint64_t l2_prefetch_cap_ = 0;  // bytes a launch may request into L2 for the next (backend_cuda_prefetch.cpp)
-    bool skinny_norm_ = true;       // 2 to 16 rows: the RMSNorm inside the skinny GEMM's launch (norm_in_skinny_gemm)
+    bool skinny_norm_ = true;       // 2 to 4 rows: the RMSNorm inside the skinny GEMM's launch (norm_in_skinny_gemm)
     std::unique_ptr<cuda::KvCacheStore> kv_;  // the twin's caches, instead of states_
     DeviceBuffer<uint8_t> attention_ws_;      // the twin: prefill blocks or decode partials
     int attention_splits_ = 1;                // the twin's decode: key ranges per sequence

@@ -17,7 +17,7 @@ uint64_t cuda_bf16_handoffs(const Backend& backend);
 // for other backends. Replayed graphs add none.
 uint64_t cuda_one_gemm_projections(const Backend& backend);
 
-// How many RMSNorms a CUDA backend has formed inside the skinny GEMM's launch that reads them (2 to 16
+// How many RMSNorms a CUDA backend has formed inside the skinny GEMM's launch that reads them (2 to 4
 // rows with bf16 weights; norm_in_skinny_gemm); 0 for other backends. Replayed graphs add none.
 uint64_t cuda_fused_norms(const Backend& backend);
 
