@@ -18,6 +18,7 @@
 #include "l2_prefetch.h"
 #include "ops.h"
 #include "param_staging.h"
+#include "skinny_gemm.h"
 #include "retnet/block_ops.h"
 #include "retnet/cuda/backend_cuda.h"
 
@@ -212,8 +213,8 @@ private:
     void write_v_head_major(const __nv_bfloat16* rows, int M, const DeviceWeight& W);
     void linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
                       std::optional<Activation> glu_activation = std::nullopt);
-    bool norm_in_skinny_gemm(Rows x, int layer, Weight norm, double eps, std::span<const LinearOut> outputs,
-                             std::optional<Activation> glu_activation);
+    bool norm_in_skinny_gemm(Rows x, int layer, const cuda::SkinnyNorm& input, const std::vector<cuda::GemvJob>& jobs,
+                             std::span<const LinearOut> outputs, std::optional<Activation> glu_activation);
     void norm_linears(Rows x, int layer, Weight norm, double eps, Rows h, std::span<const LinearOut> outputs,
                       std::optional<Activation> glu_activation) override;
     void gated_retention(const RetentionCall& call, Rows q, Rows k, Rows v, Rows g, Rows y) override;

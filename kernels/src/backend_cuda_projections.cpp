@@ -30,6 +30,12 @@ bool gemv_takes(int M, int K, bool bf16) {
     return cuda::gemv_supports(M, K, bf16) && (!bf16 || M <= kGemvMaxRowsBf16);
 }
 
+// Whether the vocabulary projection is among the outputs (cuBLAS streams it faster than the skinny GEMM).
+bool has_vocabulary(std::span<const LinearOut> outputs) {
+    return std::any_of(outputs.begin(), outputs.end(),
+                       [](const LinearOut& out) { return out.weight == Weight::Output; });
+}
+
 cuda::GemvGlu gemv_glu(std::optional<Activation> activation) {
     if (!activation) return cuda::GemvGlu::None;
     return *activation == Activation::Gelu ? cuda::GemvGlu::Gelu : cuda::GemvGlu::Swish;
@@ -140,9 +146,8 @@ bool CudaBackend::cublas_bf16_rows(Rows x, int layer, std::span<const LinearOut>
 void CudaBackend::linears_bf16(const __nv_bfloat16* rows, int M, int layer, std::span<const LinearOut> outputs,
                                std::optional<Activation> glu_activation) {
     const int K = weight(layer, outputs.front().weight).in;
-    const bool vocabulary = std::any_of(outputs.begin(), outputs.end(),
-                                        [](const LinearOut& out) { return out.weight == Weight::Output; });
-    if (cuda::skinny_gemm_supports(M, K) && !vocabulary && outputs.size() <= static_cast<size_t>(cuda::kGemvMaxJobs)) {
+    if (cuda::skinny_gemm_supports(M, K) && !has_vocabulary(outputs) &&
+        outputs.size() <= static_cast<size_t>(cuda::kGemvMaxJobs)) {
         std::vector<cuda::GemvJob> jobs;
         for (const LinearOut& out : outputs) jobs.push_back(gemv_job(weight(layer, out.weight), out.y.data, false));
         // The GLU's output in bf16 alone for the down projection, beside the rows this launch reads
@@ -257,17 +262,17 @@ void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows 
         jobs.push_back(gemv_job(W, out.y.data, false));
     }
     const DeviceWeight& norm_weight = weight(layer, norm);
+    const float* norm_w = norm_weight.f32.empty() ? nullptr : norm_weight.f32.get();
     if (!fusable && cublas_bf16_rows(x, layer, outputs)) {
-        if (norm_in_skinny_gemm(x, layer, norm, eps, outputs, glu_activation)) return;
+        if (norm_in_skinny_gemm(x, layer, {x.data, norm_w, static_cast<float>(eps)}, jobs, outputs, glu_activation))
+            return;
         release_act_bf16(static_cast<size_t>(M) * static_cast<size_t>(K));
-        cuda::launch_rmsnorm_bf16(x.data, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(), ws_.act_bf16.get(),
-                                  M, K, static_cast<float>(eps), stream());
+        cuda::launch_rmsnorm_bf16(x.data, norm_w, ws_.act_bf16.get(), M, K, static_cast<float>(eps), stream());
         linears_bf16(ws_.act_bf16.get(), M, layer, outputs, glu_activation);
         return;
     }
     if (!fusable) return BlockOps::norm_linears(x, layer, norm, eps, h, outputs, glu_activation);
-    const cuda::GemvInputTransform input{cuda::GemvInput::RmsNorm, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(),
-                                         static_cast<float>(eps)};
+    const cuda::GemvInputTransform input{cuda::GemvInput::RmsNorm, norm_w, static_cast<float>(eps)};
     cuda::launch_gemv(x.data, M, K, jobs.data(), static_cast<int>(jobs.size()), bf16, stream(), input,
                       gemv_glu(glu_activation));
     for (const LinearOut& out : outputs)
@@ -276,21 +281,17 @@ void CudaBackend::norm_linears(Rows x, int layer, Weight norm, double eps, Rows 
 
 // 2 to 4 rows with bf16 weights (not the vocabulary): the norm inside the skinny GEMM's launch, its x̂
 // staged in shared memory, bit for bit the norm launch and the GEMM on its rows; the GLU's output for the
-// down projection in bf16 alone, at the start of act_bf16 (no input rows there to keep).
-bool CudaBackend::norm_in_skinny_gemm(Rows x, int layer, Weight norm, double eps, std::span<const LinearOut> outputs,
+// down projection in bf16 alone, at the start of act_bf16 (no input rows there to keep). jobs: the outputs'.
+bool CudaBackend::norm_in_skinny_gemm(Rows x, int layer, const cuda::SkinnyNorm& input,
+                                      const std::vector<cuda::GemvJob>& jobs, std::span<const LinearOut> outputs,
                                       std::optional<Activation> glu_activation) {
     const int M = static_cast<int>(x.count), K = static_cast<int>(x.width);
-    const bool vocabulary = std::any_of(outputs.begin(), outputs.end(),
-                                        [](const LinearOut& out) { return out.weight == Weight::Output; });
-    if (!skinny_norm_ || M > cuda::kSkinnyFusedNormMaxRows || vocabulary || !cuda::skinny_gemm_fuses_norm(M, K) ||
-        outputs.size() > static_cast<size_t>(cuda::kGemvMaxJobs) || (glu_activation && outputs.size() != 2))
+    if (!skinny_norm_ || M > cuda::kSkinnyFusedNormMaxRows || has_vocabulary(outputs) ||
+        !cuda::skinny_gemm_fuses_norm(M, K) || outputs.size() > static_cast<size_t>(cuda::kGemvMaxJobs) ||
+        (glu_activation && outputs.size() != 2))
         return false;
-    std::vector<cuda::GemvJob> jobs;
-    for (const LinearOut& out : outputs) jobs.push_back(gemv_job(weight(layer, out.weight), out.y.data, false));
     const bool glu_in_bf16 = glu_activation && reads_bf16_rows(M, layer, Weight::FfnOut);
     if (glu_in_bf16) release_act_bf16(static_cast<size_t>(outputs.front().y.count * outputs.front().y.width));
-    const DeviceWeight& norm_weight = weight(layer, norm);
-    const cuda::SkinnyNorm input{x.data, norm_weight.f32.empty() ? nullptr : norm_weight.f32.get(), static_cast<float>(eps)};
     cuda::launch_skinny_gemm_normed(input, M, K, jobs.data(), static_cast<int>(jobs.size()), stream(),
                                     gemv_glu(glu_activation), glu_in_bf16 ? ws_.act_bf16.get() : nullptr);
     if (glu_in_bf16) keep_rows_in_bf16_only(outputs.front().y.data, ws_.act_bf16.get());

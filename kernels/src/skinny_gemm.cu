@@ -218,9 +218,9 @@ __global__ void __launch_bounds__(kWarps * 32, 2) skinny_gemm_kernel(const __nv_
         }
     wait_for_previous_grid();
     allow_next_grid();
-    extern __shared__ __align__(16) unsigned char staged_bytes_[];
-    const auto* staged = reinterpret_cast<const __nv_bfloat16*>(staged_bytes_);  // x̂ (M, staged_ld) when kNormed
-    if constexpr (kNormed) stage_normed_rows(p, M, K, norm_w, reinterpret_cast<__nv_bfloat16*>(staged_bytes_));
+    extern __shared__ __align__(16) unsigned char staged_rows[];
+    const auto* staged = reinterpret_cast<const __nv_bfloat16*>(staged_rows);  // x̂ (M, staged_ld) when kNormed
+    if constexpr (kNormed) stage_normed_rows(p, M, K, norm_w, reinterpret_cast<__nv_bfloat16*>(staged_rows));
 
     float acc[kStreams][P][4] = {};
     const uint4* x_vec = reinterpret_cast<const uint4*>(x);
