@@ -68,15 +68,10 @@ __global__ void __launch_bounds__(kThreads) chunk_scores_kernel(const In* __rest
             next_q.load(q_head, t0, C, Dk, i0 + kTile, min(kTile, Dk - i0 - kTile));
             next_k.load(k_head, t0, C, Dk, i0 + kTile, min(kTile, Dk - i0 - kTile));
         }
-        for (int kk = 0; kk < min(kTile, Dk - i0); kk += P::kStep) {  // columns past Dk are zero
-            Frag<P, wmma::matrix_a, wmma::row_major> fq[2];  // Q: (t, i) at s_q[t·ld_op + i]
-            Frag<P, wmma::matrix_b, wmma::col_major> fk[2];  // Kᵀ: (i, s) at s_k[s·ld_op + i]
-#pragma unroll
-            for (int a = 0; a < 2; ++a) load_operand<P>(fq[a], s_q + (m0 + 16 * a) * ld_op + kk, ld_op);
-#pragma unroll
-            for (int b = 0; b < 2; ++b) load_operand<P>(fk[b], s_k + (n0 + 16 * b) * ld_op + kk, ld_op);
-            mma_quarter<P>(acc, fq, fk);
-        }
+        for (int kk = 0; kk < min(kTile, Dk - i0); kk += P::kStep)  // columns past Dk are zero
+            // Q: (t, i) at s_q[t·ld_op + i]; Kᵀ: (i, s) at s_k[s·ld_op + i]
+            mma_quarter_step<P, wmma::row_major, wmma::col_major>(acc, s_q + m0 * ld_op + kk, ld_op,
+                                                                   s_k + n0 * ld_op + kk, ld_op);
     }
     __syncthreads();
     store_quarter(s_scores, acc, m0, n0);
@@ -121,17 +116,9 @@ template <typename P, bool kTransposedM>
 __device__ __forceinline__ void accumulate_x_m(FragC<P> (&acc)[2][2], const typename P::Elem* s_a, int ld_a,
                                                const typename P::Elem* s_b, int ld_m, int width, int m0, int n0) {
     using LayoutM = std::conditional_t<kTransposedM, wmma::col_major, wmma::row_major>;
-    for (int kk = 0; kk < width; kk += P::kStep) {
-        Frag<P, wmma::matrix_a, wmma::row_major> fx[2];
-        Frag<P, wmma::matrix_b, LayoutM> fm[2];
-#pragma unroll
-        for (int a = 0; a < 2; ++a) load_operand<P>(fx[a], s_a + (m0 + 16 * a) * ld_a + kk, ld_a);
-#pragma unroll
-        for (int b = 0; b < 2; ++b)
-            load_operand<P>(fm[b], kTransposedM ? s_b + (n0 + 16 * b) * ld_m + kk : s_b + kk * ld_m + n0 + 16 * b,
-                            ld_m);
-        mma_quarter<P>(acc, fx, fm);
-    }
+    for (int kk = 0; kk < width; kk += P::kStep)
+        mma_quarter_step<P, wmma::row_major, LayoutM>(acc, s_a + m0 * ld_a + kk, ld_a,
+                                                      kTransposedM ? s_b + n0 * ld_m + kk : s_b + kk * ld_m + n0, ld_m);
 }
 
 // acc += the warp's quarter of Â Y: Â (t, s) at s_a[t·ld_a + s], or its transpose at s_a[s·ld_a + t];
@@ -140,17 +127,9 @@ template <typename P, bool kTransposedScores>
 __device__ __forceinline__ void accumulate_scores_y(FragC<P> (&acc)[2][2], const typename P::Elem* s_a, int ld_a,
                                                     const typename P::Elem* s_b, int ld_b, int C, int m0, int n0) {
     using LayoutScores = std::conditional_t<kTransposedScores, wmma::col_major, wmma::row_major>;
-    for (int kk = 0; kk < C; kk += P::kStep) {
-        Frag<P, wmma::matrix_a, LayoutScores> fa[2];
-        Frag<P, wmma::matrix_b, wmma::row_major> fy[2];
-#pragma unroll
-        for (int a = 0; a < 2; ++a)
-            load_operand<P>(
-                fa[a], kTransposedScores ? s_a + kk * ld_a + m0 + 16 * a : s_a + (m0 + 16 * a) * ld_a + kk, ld_a);
-#pragma unroll
-        for (int b = 0; b < 2; ++b) load_operand<P>(fy[b], s_b + kk * ld_b + n0 + 16 * b, ld_b);
-        mma_quarter<P>(acc, fa, fy);
-    }
+    for (int kk = 0; kk < C; kk += P::kStep)
+        mma_quarter_step<P, LayoutScores, wmma::row_major>(
+            acc, kTransposedScores ? s_a + kk * ld_a + m0 : s_a + m0 * ld_a + kk, ld_a, s_b + kk * ld_b + n0, ld_b);
 }
 
 // The finished tile (s_out, kTile × kLdOut fp32) to its place: o's rows (sequence, t, head, j) where the

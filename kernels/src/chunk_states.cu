@@ -134,15 +134,10 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(const In* __rest
             if (!last_slab || w + 1 < nC)
                 load_next(last_slab ? static_cast<int64_t>(chunk_at(w + 1)) * C : t0 + kTile,
                           last_slab ? min(kTile, C) : min(kTile, C - (s + 1) * kTile));
-            for (int kk = 0; kk < steps; kk += P::kStep) {  // rows past `steps` are zero
-                Frag<P, wmma::matrix_a, wmma::col_major> fa[2];  // Kᵀ: (i, t) at s_k[t·ld + i]
-                Frag<P, wmma::matrix_b, wmma::row_major> fb[2];  // V: (t, j) at s_v[t·ld + j]
-#pragma unroll
-                for (int a = 0; a < 2; ++a) load_operand<P>(fa[a], s_k + kk * ld + m0 + 16 * a, ld);
-#pragma unroll
-                for (int b = 0; b < 2; ++b) load_operand<P>(fb[b], s_v + kk * ld + n0 + 16 * b, ld);
-                mma_quarter<P>(acc, fa, fb);
-            }
+            for (int kk = 0; kk < steps; kk += P::kStep)  // rows past `steps` are zero
+                // Kᵀ: (i, t) at s_k[t·ld + i]; V: (t, j) at s_v[t·ld + j]
+                mma_quarter_step<P, wmma::col_major, wmma::row_major>(acc, s_k + kk * ld + m0, ld,
+                                                                       s_v + kk * ld + n0, ld);
         }
     }
     __syncthreads();

@@ -2,7 +2,8 @@
 #pragma once
 // What the fused chunkwise kernels (chunk_states.cu, chunk_output.cu) share: 64 × 64 tiles of
 // head-major fp32 or bf16 matrices staged through shared memory for tensor-core products with fp32
-// accumulation (wmma) by blocks of four warps, each warp a 32 × 32 quarter. The operands are
+// accumulation (wmma's fragments; bf16 operands by ldmatrix and mma.sync, mma_quarter_step) by blocks of four
+// warps, each warp a 32 × 32 quarter. The operands are
 // rounded as they are staged, to one of two precisions (ops.h, ChunkProducts):
 //   Tf32Products  11 significant bits, m16 n16 k8, fp32 tiles (the fp32-weight backends' TF32 option);
 //   Bf16Products  8 significant bits, m16 n16 k16, bf16 tiles: twice the products per instruction and
@@ -63,16 +64,7 @@ using Frag = wmma::fragment<Use, kFrag, kFrag, P::kStep, typename P::Precision, 
 template <typename P>
 using FragC = wmma::fragment<wmma::accumulator, kFrag, kFrag, P::kStep, float>;
 
-// An operand's fragment from a shared tile (ld elements per row). Operand tiles are rounded when
-// they are staged (SlabPart::store), once per element rather than in every fragment load (each
-// element is read by two warps).
-template <typename P, typename Use, typename Layout>
-__device__ __forceinline__ void load_operand(Frag<P, Use, Layout>& f, const typename P::Elem* at, int ld) {
-    wmma::load_matrix_sync(f, at, ld);
-}
-
-// The warp's quarter: acc (2 × 2 fragments) = 0, and acc += a · b for its two row fragments of A and
-// two column fragments of B.
+// The warp's quarter: acc (2 × 2 fragments) = 0.
 template <typename Acc>
 __device__ __forceinline__ void zero_quarter(Acc (&acc)[2][2]) {
 #pragma unroll
@@ -80,13 +72,92 @@ __device__ __forceinline__ void zero_quarter(Acc (&acc)[2][2]) {
 #pragma unroll
         for (int b = 0; b < 2; ++b) wmma::fill_fragment(acc[a][b], 0.0f);
 }
+
+// How bf16 operands reach the tensor cores: by ldmatrix, four 8 × 8 matrices an instruction, and
+// mma.sync m16n8k16 into the wmma accumulators (the layout described above quarter_to_global_bf16). wmma's
+// load_matrix_sync compiles to narrow shared loads (nvcc 13.0, sm_90: the bf16 walk's step 28 LDS beside its
+// 8 HMMA). H100, retention kernels at the 1.3B heads (retnet_cuda_bench 1 kernels): the forward 0.92 → 0.80 ms
+// at 8 × 2048, 1.89 → 1.65 at 1 × 32768; forward + backward 3.23 → 2.94 and 6.62 → 6.03. 0 (-DRETNET_CHUNK_LDMATRIX=0):
+// wmma's loads and products, kept to measure the two against each other. TF32 operands (32-bit elements) always
+// take wmma's: ldmatrix.trans moves 16-bit elements only.
+#ifndef RETNET_CHUNK_LDMATRIX
+#define RETNET_CHUNK_LDMATRIX 1
+#endif
+constexpr bool kLdmatrixOperands = RETNET_CHUNK_LDMATRIX != 0;
+
+// Lane l's four registers of the 8 × 8 bf16 matrices whose rows lanes 8m … 8m+7 address (16-byte rows),
+// transposed (.trans) or not.
+template <bool kTrans>
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&m)[4], const __nv_bfloat16* row) {
+    const auto at = static_cast<unsigned>(__cvta_generic_to_shared(row));
+    if constexpr (kTrans)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(m[0]), "=r"(m[1]), "=r"(m[2]), "=r"(m[3])
+                     : "r"(at)
+                     : "memory");
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(m[0]), "=r"(m[1]), "=r"(m[2]), "=r"(m[3])
+                     : "r"(at)
+                     : "memory");
+}
+
+// acc += the warp's quarter over one k-step: A's rows m0 … m0+31, B's columns n0 … n0+31, kStep steps from kk.
+// a_at is A's element (m0, kk), at a[m·lda + k] (row_major) or a[k·lda + m] (col_major); b_at is B's
+// element (kk, n0), at b[k·ldb + n] (row_major) or b[n·ldb + k] (col_major) — wmma's layouts of the same
+// shared tiles. Rows 16-byte aligned for bf16 (operand_ld).
 template <typename P, typename LayoutA, typename LayoutB>
-__device__ __forceinline__ void mma_quarter(FragC<P> (&acc)[2][2], const Frag<P, wmma::matrix_a, LayoutA> (&a)[2],
-                                            const Frag<P, wmma::matrix_b, LayoutB> (&b)[2]) {
+__device__ __forceinline__ void mma_quarter_step(FragC<P> (&acc)[2][2], const typename P::Elem* a_at, int lda,
+                                                 const typename P::Elem* b_at, int ldb) {
+    constexpr bool kARowMajor = std::is_same_v<LayoutA, wmma::row_major>;
+    constexpr bool kBRowMajor = std::is_same_v<LayoutB, wmma::row_major>;
+    if constexpr (std::is_same_v<P, Bf16Products> && kLdmatrixOperands) {
+        static_assert(FragC<P>::num_elements == 8);
+        const int lane = threadIdx.x % 32, q = lane / 8, r = lane % 8;
+        // A's m16 k16 fragment: registers (m +0, k +0), (m +8, k +0), (m +0, k +8), (m +8, k +8): matrix q at
+        // m + 8·(q % 2), k + 8·(q / 2); stored with k along the row (row_major) it is loaded as it lies.
+        uint32_t a[2][4];
 #pragma unroll
-    for (int i = 0; i < 2; ++i)
+        for (int i = 0; i < 2; ++i) {
+            const int m = 16 * i + 8 * (q % 2), k = 8 * (q / 2);
+            ldmatrix_x4<!kARowMajor>(a[i], kARowMajor ? a_at + (m + r) * lda + k : a_at + (k + r) * lda + m);
+        }
+        // B's two n8 k16 fragments: registers (n +0, k +0), (n +0, k +8), (n +8, k +0), (n +8, k +8): matrix q
+        // at n + 8·(q / 2), k + 8·(q % 2); stored with k along the row (col_major) it is loaded as it lies.
+        uint32_t b[2][4];
 #pragma unroll
-        for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+        for (int j = 0; j < 2; ++j) {
+            const int n = 16 * j + 8 * (q / 2), k = 8 * (q % 2);
+            ldmatrix_x4<kBRowMajor>(b[j], kBRowMajor ? b_at + (k + r) * ldb + n : b_at + (n + r) * ldb + k);
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 2; ++j)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {  // the accumulators' columns +0 … +7, then +8 … +15
+                    float* c = acc[i][j].x + 4 * h;
+                    asm volatile(
+                        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                        "{%8, %9}, {%0, %1, %2, %3};\n"
+                        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                        : "r"(a[i][0]), "r"(a[i][1]), "r"(a[i][2]), "r"(a[i][3]), "r"(b[j][2 * h]),
+                          "r"(b[j][2 * h + 1]));
+                }
+    } else {
+        // Operand tiles were rounded when they were staged (SlabPart::store), once per element rather than
+        // in every fragment load (each element is read by two warps).
+        Frag<P, wmma::matrix_a, LayoutA> fa[2];
+        Frag<P, wmma::matrix_b, LayoutB> fb[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(fa[i], kARowMajor ? a_at + 16 * i * lda : a_at + 16 * i, lda);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(fb[j], kBRowMajor ? b_at + 16 * j : b_at + 16 * j * ldb, ldb);
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], fa[i], fb[j], acc[i][j]);
+    }
 }
 
 // The warp's 2 × 2 accumulators of its quarter (rows m0, columns n0) to/from a shared fp32 tile
