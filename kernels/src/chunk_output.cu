@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(kOutThreads, kPassBlocksPerSm<Vec>) chunk_pass
     constexpr int ld_a = Shared::kLdA, ld_b = Shared::kLdB, ld_m = Shared::kLdM;
     static_assert(XPart::kLdShared == ld_a && BPart::kLdShared == ld_b &&
                   (kTransposedM ? BPart::kLdStacked : BPart::kLdShared) == ld_m);
-    extern __shared__ __align__(32) unsigned char smem[];
+    extern __shared__ __align__(128) unsigned char smem[];
     Elem* s_a = reinterpret_cast<Elem*>(smem);                    // X slab (t, i); then the scores (t, s)
     Elem* s_b = reinterpret_cast<Elem*>(smem + Shared::kBOffset);  // M slab (i, j), or (j, i) transposed; then Y (s, j)
     float* s_out = reinterpret_cast<float*>(smem);                // (kTile, kLdOut) the output, over both
