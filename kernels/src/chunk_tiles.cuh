@@ -136,13 +136,8 @@ __device__ __forceinline__ void mma_quarter_step(FragC<P> (&acc)[2][2], const ty
             for (int j = 0; j < 2; ++j)
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {  // the accumulators' columns +0 … +7, then +8 … +15
-                    float* c = acc[i][j].x + 4 * h;
-                    asm volatile(
-                        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-                        "{%8, %9}, {%0, %1, %2, %3};\n"
-                        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                        : "r"(a[i][0]), "r"(a[i][1]), "r"(a[i][2]), "r"(a[i][3]), "r"(b[j][2 * h]),
-                          "r"(b[j][2 * h + 1]));
+                    float(&c)[4] = *reinterpret_cast<float(*)[4]>(acc[i][j].x + 4 * h);
+                    mma_bf16(c, a[i][0], a[i][1], a[i][2], a[i][3], b[j][2 * h], b[j][2 * h + 1]);
                 }
     } else {
         // Operand tiles were rounded when they were staged (SlabPart::store), once per element rather than

@@ -74,6 +74,17 @@ void launch_overlapped(void (*kernel)(Params...), dim3 grid, dim3 block, size_t 
     RETNET_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
 }
 
+// c (4 fp32 accumulators) += A (m16 k16, bf16, registers a0 … a3) · B (k16 n8, bf16, b0, b1): one
+// mma.sync in the sm_80+ fragment layouts (lane g·4 + t: rows g and g + 8, columns 2t and 2t + 1).
+__device__ __forceinline__ void mma_bf16(float (&c)[4], unsigned a0, unsigned a1, unsigned a2, unsigned a3,
+                                         unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
 // Elements stored in float or bf16 (the trainer's kept activations), read and written as float.
 __device__ __forceinline__ float load_as_float(float x) { return x; }
 __device__ __forceinline__ float load_as_float(__nv_bfloat16 x) { return __bfloat162float(x); }
