@@ -161,6 +161,61 @@ __device__ __forceinline__ void stage_normed_rows(const SkinnyParams& p, int M, 
     __syncthreads();
 }
 
+// A round of U chunks of 32 columns from this lane's first column k0 (k0 + 32u for chunk u), each
+// pointer then stepped to the next round. `full`: the round lies wholly inside the part (no column
+// checks); otherwise (the part's last round) chunks at or past k_end read zeros.
+template <int kStreams, int U, int R>
+__device__ __forceinline__ void load_weight_round(uint4 (&w)[kStreams][U][R], const uint4* (&at)[kStreams][R], bool full,
+                                                  int k0, int k_end) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+        const bool in_k = full || k0 + 32 * u < k_end;
+#pragma unroll
+        for (int s = 0; s < kStreams; ++s)
+#pragma unroll
+            for (int h = 0; h < R; ++h) w[s][u][h] = in_k ? __ldcs(at[s][h] + 4 * u) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int s = 0; s < kStreams; ++s)
+#pragma unroll
+        for (int h = 0; h < R; ++h) at[s][h] += 4 * U;
+}
+
+// The round's products: X's rows g and g + 8 (xa_at, xb_at: global rows or the block's staged x̂) times
+// the round's weights, both read at the same columns; then X's pointers stepped like the weights'.
+template <int kRows, bool kNormed, int kStreams, int P, int U, int R>
+__device__ __forceinline__ void multiply_round_by(float (&acc)[kStreams][P][4], const uint4 (&w)[kStreams][U][R],
+                                                  const uint4*& xa_at, const uint4*& xb_at, bool second_x_tile, bool full,
+                                                  int k0, int k_end) {
+    const auto x_load = [](const uint4* at) {
+        if constexpr (kNormed) return *at;
+        else return __ldg(at);
+    };
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+        const bool in_k = full || k0 + 32 * u < k_end;
+        const uint4 xa = in_k ? x_load(xa_at + 4 * u) : make_uint4(0, 0, 0, 0);
+        const uint4 xb = in_k && second_x_tile ? x_load(xb_at + 4 * u) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int s = 0; s < kStreams; ++s) {
+            if constexpr (kRows == 8) {  // A: X rows g, g + 8; B: weight row g
+                const uint4 wv = w[s][u][0];
+                mma_bf16(acc[s][0], xa.x, xb.x, xa.y, xb.y, wv.x, wv.y);
+                mma_bf16(acc[s][0], xa.z, xb.z, xa.w, xb.w, wv.z, wv.w);
+            } else {  // A: weight rows g, g + 8; B: X row g of each n-tile
+                const uint4 lo = w[s][u][0], hi = w[s][u][R - 1];
+                mma_bf16(acc[s][0], lo.x, hi.x, lo.y, hi.y, xa.x, xa.y);
+                mma_bf16(acc[s][0], lo.z, hi.z, lo.w, hi.w, xa.z, xa.w);
+                if (second_x_tile) {
+                    mma_bf16(acc[s][P - 1], lo.x, hi.x, lo.y, hi.y, xb.x, xb.y);
+                    mma_bf16(acc[s][P - 1], lo.z, hi.z, lo.w, hi.w, xb.z, xb.w);
+                }
+            }
+        }
+    }
+    xa_at += 4 * U, xb_at += 4 * U;
+}
+
 // Two blocks a multiprocessor, as the unfused kernels reach by themselves (128 registers): the fused
 // norm's rows held in registers would otherwise take the compiler to ~170 and one block.
 template <bool kGlu, int kRows, bool kNormed>
@@ -173,33 +228,34 @@ __global__ void __launch_bounds__(kWarps * 32, 2) skinny_gemm_kernel(const __nv_
     const int part = warp % p.split;
     const int tile = static_cast<int>(blockIdx.x) * (kWarps / p.split) + warp / p.split;
     const bool active = tile < p.total_tiles;
-    const int k_begin = part * p.part_k, k_end = min(K, k_begin + p.part_k);
-    const int rounds = active && k_begin < k_end ? (k_end - k_begin + 32 * U - 1) / (32 * U) : 0;
+    const int k_begin = part * p.part_k, k_end = min(K, k_begin + p.part_k), span = k_end - k_begin;
+    constexpr int kRoundK = 32 * U;  // columns a round
+    // Rounds wholly inside the part are read without per-column checks; only the last may be partial.
+    const int rounds = active && span > 0 ? (span + kRoundK - 1) / kRoundK : 0;
+    const int full_rounds = active && span > 0 ? span / kRoundK : 0;
 
     TileRef ref;
     if (active) ref = locate_tile<kGlu, kRows>(p, tile);
-    const uint4* rows[kStreams][R];  // this lane's weight rows: g (and g + 8) of each stream
+    // This lane's weight rows g (and g + 8) of each stream, from its first column k_begin + 8t, each
+    // advanced by a constant step a round (the loads' offsets are immediates, not a row·K + k a load).
+    // A row past the job's last reads the last instead: its sums land in outputs that are never stored.
+    const uint4* w_at[kStreams][R];
 #pragma unroll
     for (int s = 0; s < kStreams; ++s)
 #pragma unroll
         for (int h = 0; h < R; ++h) {
-            const int n = ref.n0 + g + 8 * h;
-            rows[s][h] = active && n < ref.n ? reinterpret_cast<const uint4*>(ref.w[s] + static_cast<int64_t>(n) * K) : nullptr;
+            const int n = min(ref.n0 + g + 8 * h, ref.n - 1);
+            w_at[s][h] = active ? reinterpret_cast<const uint4*>(ref.w[s] + static_cast<int64_t>(n) * K + k_begin + 8 * t)
+                                : nullptr;
         }
-    auto load_round = [&](uint4 (&w)[kStreams][U][R], int round) {
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int k = k_begin + (round * U + u) * 32 + 8 * t;
-#pragma unroll
-            for (int s = 0; s < kStreams; ++s)
-#pragma unroll
-                for (int h = 0; h < R; ++h)
-                    w[s][u][h] = rows[s][h] && k < k_end ? __ldcs(rows[s][h] + k / 8) : make_uint4(0, 0, 0, 0);
-        }
+    const auto load_round = [&](uint4(&w)[kStreams][U][R], int round) {
+        const int k0 = k_begin + round * kRoundK + 8 * t;
+        load_weight_round(w, w_at, round < full_rounds, k0, k_end);
     };
 
-    uint4 w_now[kStreams][U][R], w_next[kStreams][U][R];
-    if (rounds > 0) load_round(w_now, 0);  // weights are never written: requested before the wait
+    // Two weight buffers trade roles each round (no copy of one into the other).
+    uint4 w_even[kStreams][U][R], w_odd[kStreams][U][R];
+    if (rounds > 0) load_round(w_even, 0);  // weights are never written: requested before the wait
     float norm_w[kNormed ? kNormColumns : 1];  // the norm's weights of this thread's columns, likewise
     if constexpr (kNormed)
 #pragma unroll
@@ -213,47 +269,27 @@ __global__ void __launch_bounds__(kWarps * 32, 2) skinny_gemm_kernel(const __nv_
     const auto* staged = reinterpret_cast<const __nv_bfloat16*>(staged_rows);  // x̂ (M, staged_ld) when kNormed
     if constexpr (kNormed) stage_normed_rows(p, M, K, norm_w, reinterpret_cast<__nv_bfloat16*>(staged_rows));
 
-    float acc[kStreams][P][4] = {};
-    const uint4* x_vec = reinterpret_cast<const uint4*>(x);
-    // 16 bytes of X's row `row` from column k: global bf16 rows, or the block's staged x̂
-    const auto x_at = [&](int row, int k) {
-        if constexpr (kNormed) return *reinterpret_cast<const uint4*>(staged + row * p.staged_ld + k);
-        else return __ldg(x_vec + (static_cast<int64_t>(row) * K + k) / 8);
-    };
+    // X's rows g and g + 8 (global bf16 rows, or the block's staged x̂) from column k_begin + 8t, stepped
+    // like the weights; a row past M reads row M - 1, whose sums likewise are never stored.
     const bool second_x_tile = M > 8;  // the same for the whole warp
-    for (int round = 0; round < rounds; ++round) {
-        if (round + 1 < rounds) load_round(w_next, round + 1);
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int k = k_begin + (round * U + u) * 32 + 8 * t;
-            const bool in_k = k < k_end;
-            const uint4 xa = in_k && g < M ? x_at(g, k) : make_uint4(0, 0, 0, 0);
-            const uint4 xb = in_k && g + 8 < M ? x_at(g + 8, k) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-            for (int s = 0; s < kStreams; ++s) {
-                if constexpr (kRows == 8) {  // A: X rows g, g + 8; B: weight row g
-                    const uint4 wv = w_now[s][u][0];
-                    mma_bf16(acc[s][0], xa.x, xb.x, xa.y, xb.y, wv.x, wv.y);
-                    mma_bf16(acc[s][0], xa.z, xb.z, xa.w, xb.w, wv.z, wv.w);
-                } else {  // A: weight rows g, g + 8; B: X row g of each n-tile
-                    const uint4 lo = w_now[s][u][0], hi = w_now[s][u][R - 1];
-                    mma_bf16(acc[s][0], lo.x, hi.x, lo.y, hi.y, xa.x, xa.y);
-                    mma_bf16(acc[s][0], lo.z, hi.z, lo.w, hi.w, xa.z, xa.w);
-                    if (second_x_tile) {
-                        mma_bf16(acc[s][P - 1], lo.x, hi.x, lo.y, hi.y, xb.x, xb.y);
-                        mma_bf16(acc[s][P - 1], lo.z, hi.z, lo.w, hi.w, xb.z, xb.w);
-                    }
-                }
-            }
-        }
-        if (round + 1 < rounds) {
-#pragma unroll
-            for (int s = 0; s < kStreams; ++s)
-#pragma unroll
-                for (int u = 0; u < U; ++u)
-#pragma unroll
-                    for (int h = 0; h < R; ++h) w_now[s][u][h] = w_next[s][u][h];
-        }
+    const auto x_row = [&](int row) {
+        row = min(row, M - 1);
+        if constexpr (kNormed) return reinterpret_cast<const uint4*>(staged + row * p.staged_ld + k_begin + 8 * t);
+        else return reinterpret_cast<const uint4*>(x + static_cast<int64_t>(row) * K + k_begin + 8 * t);
+    };
+    const uint4* xa_at = x_row(g);
+    const uint4* xb_at = x_row(g + 8);
+    float acc[kStreams][P][4] = {};
+    const auto multiply_round = [&](const uint4(&w)[kStreams][U][R], int round) {
+        const int k0 = k_begin + round * kRoundK + 8 * t;
+        multiply_round_by<kRows, kNormed>(acc, w, xa_at, xb_at, second_x_tile, round < full_rounds, k0, k_end);
+    };
+    for (int round = 0; round < rounds; round += 2) {
+        if (round + 1 < rounds) load_round(w_odd, round + 1);
+        multiply_round(w_even, round);
+        if (round + 1 == rounds) break;
+        if (round + 2 < rounds) load_round(w_even, round + 2);
+        multiply_round(w_odd, round + 1);
     }
 
     float* flat = &acc[0][0][0];
