@@ -248,9 +248,9 @@ __global__ void __launch_bounds__(kWarps * 32, 2) skinny_gemm_kernel(const __nv_
             w_at[s][h] = active ? reinterpret_cast<const uint4*>(ref.w[s] + static_cast<int64_t>(n) * K + k_begin + 8 * t)
                                 : nullptr;
         }
+    const auto round_k0 = [&](int round) { return k_begin + round * kRoundK + 8 * t; };  // this lane's first column
     const auto load_round = [&](uint4(&w)[kStreams][U][R], int round) {
-        const int k0 = k_begin + round * kRoundK + 8 * t;
-        load_weight_round(w, w_at, round < full_rounds, k0, k_end);
+        load_weight_round(w, w_at, round < full_rounds, round_k0(round), k_end);
     };
 
     // Two weight buffers trade roles each round (no copy of one into the other).
@@ -281,8 +281,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) skinny_gemm_kernel(const __nv_
     const uint4* xb_at = x_row(g + 8);
     float acc[kStreams][P][4] = {};
     const auto multiply_round = [&](const uint4(&w)[kStreams][U][R], int round) {
-        const int k0 = k_begin + round * kRoundK + 8 * t;
-        multiply_round_by<kRows, kNormed>(acc, w, xa_at, xb_at, second_x_tile, round < full_rounds, k0, k_end);
+        multiply_round_by<kRows, kNormed>(acc, w, xa_at, xb_at, second_x_tile, round < full_rounds, round_k0(round), k_end);
     };
     for (int round = 0; round < rounds; round += 2) {
         if (round + 1 < rounds) load_round(w_odd, round + 1);
