@@ -59,7 +59,8 @@ if [ -n "${BASE_SRC:-}" ] && [ "$MODE" != quick ]; then
     && cmake --build "$BASE_BUILD" -j6 --target retnet_cuda_bench retnet_cuda_train_bench retnet >"$OUT/base-build.log" 2>&1 ) &
   BASE_PID=$!
 fi
-cmake --build "$BUILD" -j${JOBS:-12} --target retnet_cuda_tests retnet_cuda_oom_tests retnet_cuda_bench retnet_cuda_train_bench >"$OUT/build.log" 2>&1 \
+cmake --build "$BUILD" -j${JOBS:-12} --target retnet_cuda_tests retnet_cuda_oom_tests retnet_cuda_bench retnet_cuda_train_bench \
+  retnet_boundary_bench >"$OUT/build.log" 2>&1 \
   || { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; log "build FAILED"; exit 1; }
 # The CLI and the core tests come from other parts of the tree: a failure there is logged, not fatal.
 OTHER="retnet"
@@ -107,6 +108,8 @@ grep -E "vs|PASS|FAIL|error" "$OUT/cli.log" | head -30 >>"$OUT/summary.txt"
 # ---- benchmark ----------------------------------------------------------------------------------
 if [ "$MODE" != quick ] && [ -z "${BASE_SRC:-}" ]; then
   timeout 240 "$BUILD/bin/retnet_cuda_bench" "${BENCH_LAYERS:-4}" >"$OUT/bench.log" 2>&1
+  # what a kernel boundary costs against a grid barrier (docs/benchmarks.md); exits 1 if the chains disagree
+  timeout 60 "$BUILD/bin/retnet_boundary_bench" 24 >>"$OUT/bench.log" 2>&1 || echo "boundary bench FAILED (rc $?)" >>"$OUT/bench.log"
   cat "$OUT/bench.log" | tee -a "$OUT/summary.txt"
 fi
 # ---- A/B against BASE_SRC, in the same run -----------------------------------------------------------
