@@ -359,14 +359,20 @@ int run(int layers) {
 
 int main(int argc, char** argv) {
     try {
-        const int layers = argc > 1 ? std::atoi(argv[1]) : 24;
-        if (layers < 1 || layers > 64) throw Error("layers: a number from 1 to 64");
+        if (argc > 2) throw Error("one argument at most: the number of layers (default 24)");
+        long layers = 24;
+        if (argc > 1) {
+            char* end = nullptr;
+            layers = std::strtol(argv[1], &end, 10);
+            if (end == argv[1] || *end != '\0' || layers < 1 || layers > 64)
+                throw Error("layers '" + std::string(argv[1]) + "': a whole number from 1 to 64");
+        }
         int devices = 0;
         if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
             std::printf("boundary: no CUDA device, nothing measured\n");
             return 0;
         }
-        return run(layers);
+        return run(static_cast<int>(layers));
     } catch (const std::exception& e) {
         std::fprintf(stderr, "retnet_boundary_bench: %s\n", e.what());
         return 1;
