@@ -164,21 +164,15 @@ double median(std::vector<double> v) {
 // Median milliseconds of `launch` over `reps` calls after three warm-up calls (CUDA events).
 template <typename Launch>
 double time_ms(cudaStream_t stream, int reps, Launch&& launch) {
-    cudaEvent_t start, stop;
-    RETNET_CUDA_CHECK(cudaEventCreate(&start));
-    RETNET_CUDA_CHECK(cudaEventCreate(&stop));
+    CudaEvent start, stop;
     std::vector<double> ms;
     for (int i = 0; i < reps + 3; ++i) {
-        RETNET_CUDA_CHECK(cudaEventRecord(start, stream));
+        start.record(stream);
         launch();
-        RETNET_CUDA_CHECK(cudaEventRecord(stop, stream));
-        RETNET_CUDA_CHECK(cudaEventSynchronize(stop));
-        float t = 0;
-        RETNET_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+        stop.record(stream);
+        const double t = stop.elapsed_ms_since(start);
         if (i >= 3) ms.push_back(t);
     }
-    RETNET_CUDA_CHECK(cudaEventDestroy(start));
-    RETNET_CUDA_CHECK(cudaEventDestroy(stop));
     return median(ms);
 }
 
@@ -211,8 +205,8 @@ int run(int layers) {
     cudaDeviceProp prop{};
     RETNET_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
 
-    cudaStream_t stream;
-    RETNET_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    const CudaStream owned_stream;
+    const cudaStream_t stream = owned_stream.get();
     DeviceBuffer<__nv_bfloat16> w(weights);
     fill_bf16<<<1024, 256, 0, stream>>>(w.get(), weights, 12345u);
     RETNET_CUDA_CHECK(cudaGetLastError());
@@ -373,7 +367,6 @@ int run(int layers) {
         RETNET_CUDA_CHECK(cudaGraphExecDestroy(chains[i]));
         RETNET_CUDA_CHECK(cudaGraphDestroy(graphs[i]));
     }
-    RETNET_CUDA_CHECK(cudaStreamDestroy(stream));
     return plain_differ == 0 && differ == 0 && pairs_differ == 0 ? 0 : 1;
 }
 
@@ -389,6 +382,7 @@ int main(int argc, char** argv) {
             if (end == argv[1] || *end != '\0' || layers < 1 || layers > 64)
                 throw Error("layers '" + std::string(argv[1]) + "': a whole number from 1 to 64");
         }
+        // (not cuda_device_available: its header is C++20, which CMake 3.25 cannot ask of nvcc)
         int devices = 0;
         const cudaError_t found = cudaGetDeviceCount(&devices);
         if (found != cudaSuccess || devices == 0) {
