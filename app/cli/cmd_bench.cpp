@@ -94,10 +94,20 @@ nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int
     backend.set_slot_count(1);
     progress.finish();
     const double per_step = median(times.wall_ms);
+    // the median step's: a KV cache then holds the context, the warm-up and half the timed tokens
+    const DecodeStepBytes moved = decode_step_bytes(backend.model(), backend.weights_precision(), B,
+                                                    int64_t(context) + kDecodeWarmup + steps / 2,
+                                                    backend.kv_cache_element_bytes());
+    const auto gb_per_s = [&](double ms) { return static_cast<double>(moved.total()) / (ms * 1e6); };
     nlohmann::json row = {
         {"batch", B}, {"context", context}, {"ms_per_step", per_step}, {"tokens_per_s", B * 1000.0 / per_step},
-        {"state_bytes", B * sequence_state_bytes(c, context + steps + kDecodeWarmup, backend.kv_cache_element_bytes())}};
-    if (!times.device_ms.empty()) row["device_ms_per_step"] = median(times.device_ms);
+        {"state_bytes", B * sequence_state_bytes(c, context + steps + kDecodeWarmup, backend.kv_cache_element_bytes())},
+        {"step_bytes", moved.total()}, {"step_weight_bytes", moved.weights}, {"step_state_bytes", moved.states},
+        {"gb_per_s", gb_per_s(per_step)}};
+    if (!times.device_ms.empty()) {
+        row["device_ms_per_step"] = median(times.device_ms);
+        row["device_gb_per_s"] = gb_per_s(row["device_ms_per_step"].get<double>());
+    }
     return row;
 }
 
@@ -170,16 +180,22 @@ void print_tables(const nlohmann::json& report) {
         const std::string sent = best > 0 ? "each sequence's " + std::to_string(best) + " best logit" + (best == 1 ? "" : "s")
                                           : std::string("each sequence's whole logits row");
         std::printf("decode (one token per sequence per step: the recurrent form, or a Transformer's cached attention; "
-                    "%s to the host)\n%8s %9s %12s %14s %14s %18s\n",
-                    sent.c_str(),
-                    "batch", "context", "ms / step", "tokens / s", "state / cache", "device ms / step");
+                    "%s to the host)\n"
+                    "moved: the weights and states a step reads and writes at the least; GB/s: that over the step's time\n"
+                    "%8s %9s %12s %14s %14s %12s %10s %18s %12s\n",
+                    sent.c_str(), "batch", "context", "ms / step", "tokens / s", "state / cache", "moved", "GB/s",
+                    "device ms / step", "device GB/s");
         for (const auto& row : report["decode"]) {
-            char device[32] = "-";
-            if (row.contains("device_ms_per_step"))
+            char device[32] = "-", device_rate[32] = "-";
+            if (row.contains("device_ms_per_step")) {
                 std::snprintf(device, sizeof device, "%.3f", row["device_ms_per_step"].get<double>());
-            std::printf("%8d %9d %12.3f %14.1f %14s %18s\n", row["batch"].get<int>(), row["context"].get<int>(),
-                        row["ms_per_step"].get<double>(), row["tokens_per_s"].get<double>(),
-                        format_bytes(row["state_bytes"].get<int64_t>()).c_str(), device);
+                std::snprintf(device_rate, sizeof device_rate, "%.1f", row["device_gb_per_s"].get<double>());
+            }
+            std::printf("%8d %9d %12.3f %14.1f %14s %12s %10.1f %18s %12s\n", row["batch"].get<int>(),
+                        row["context"].get<int>(), row["ms_per_step"].get<double>(), row["tokens_per_s"].get<double>(),
+                        format_bytes(row["state_bytes"].get<int64_t>()).c_str(),
+                        format_bytes(row["step_bytes"].get<int64_t>()).c_str(), row["gb_per_s"].get<double>(), device,
+                        device_rate);
         }
     }
     if (report.contains("kernels")) {

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "retnet/model.h"
+#include "retnet/model_stats.h"
 
 namespace retnet {
 
@@ -66,6 +67,36 @@ DecodeTimes time_decode_steps(Backend& backend, int batch, int untimed, int time
         if (after_step) after_step();
     }
     return times;
+}
+
+DecodeStepBytes decode_step_bytes(const Model& model, const std::string& precision, int batch, int64_t tokens,
+                                  int kv_element_bytes) {
+    const ModelWeights& w = model.weights;
+    const auto bytes_read = [&](const Tensor& t) -> uint64_t {
+        if (t.empty()) return 0;
+        const bool as_stored_bf16 = t.storage() == Storage::BF16;
+        const uint64_t element = t.rank() != 2          ? 4
+                                 : precision == "bf16" ? 2
+                                 : precision == "fp32" ? 4
+                                                       : (as_stored_bf16 ? 2 : 4);
+        const auto values = static_cast<uint64_t>(t.numel());
+        if (&t == &w.embed && !w.lm_head.empty() && t.rank() == 2) {  // a lookup: the batch's rows only
+            const auto rows = static_cast<uint64_t>(std::max<int64_t>(t.dim(0), 1));
+            return std::min<uint64_t>(rows, static_cast<uint64_t>(batch)) * (values / rows) * element;
+        }
+        return values * element;
+    };
+    DecodeStepBytes step;
+    for (const Tensor* t : weight_tensors(model)) step.weights += bytes_read(*t);
+    const ModelConfig& c = model.config;
+    const auto sequences = static_cast<uint64_t>(batch);
+    if (c.is_transformer()) {
+        const auto per_token = static_cast<uint64_t>(kv_cache_bytes(c, 1) / 4 * kv_element_bytes);
+        step.states = sequences * (static_cast<uint64_t>(tokens) + 1) * per_token;
+    } else {
+        step.states = sequences * 2 * static_cast<uint64_t>(recurrent_state_bytes(c));
+    }
+    return step;
 }
 
 }  // namespace retnet

@@ -392,6 +392,18 @@ TEST(Cli, BenchReportsTheTwinsGrowingCache) {
     EXPECT_EQ(report["decode"][0]["state_bytes"], 2 * 512 * (4 + 1 + 4));
     EXPECT_EQ(report["decode"][1]["state_bytes"], 2 * 512 * (20 + 1 + 4));
     EXPECT_FALSE(report["decode"][0].contains("device_ms_per_step"));  // the CPU has no device clock
+    // what a step moves: the cache of its median step read (context + 4 warm-up + 0 of the one timed step)
+    // and one token's row written, twice for the batch of 2; the weights the same at both contexts
+    EXPECT_EQ(report["decode"][0]["step_state_bytes"], 2 * 512 * (4 + 4 + 1));
+    EXPECT_EQ(report["decode"][1]["step_state_bytes"], 2 * 512 * (20 + 4 + 1));
+    EXPECT_EQ(report["decode"][0]["step_weight_bytes"], report["decode"][1]["step_weight_bytes"]);
+    EXPECT_GT(report["decode"][0]["step_weight_bytes"].get<int64_t>(), 0);
+    for (const auto& row : report["decode"]) {
+        EXPECT_EQ(row["step_bytes"], row["step_weight_bytes"].get<int64_t>() + row["step_state_bytes"].get<int64_t>());
+        EXPECT_NEAR(row["gb_per_s"].get<double>(), row["step_bytes"].get<double>() / (row["ms_per_step"].get<double>() * 1e6),
+                    1e-9 * row["gb_per_s"].get<double>());
+        EXPECT_FALSE(row.contains("device_gb_per_s"));
+    }
 }
 
 // A batch the device cannot hold (the reference backend keeps one state) is refused before any

@@ -101,5 +101,44 @@ TEST(DecodeTiming, DecodeStepsWithBestLogitsAdvanceEverySlot) {
     EXPECT_THROW(time_decode_steps(*backend, 3, 0, 1, kMaxBestLogits + 1, rng, {}), Error);
 }
 
+// The bytes a step moves, against the shapes of the small models counted by hand: fla's (tied embedding,
+// a GLU) and torchscale's (untied: only the batch's embedding rows are read), and the twin's KV cache.
+TEST(DecodeTiming, DecodeStepBytesCountEveryMatrixOnceAndEveryStateTwice) {
+    const ModelConfig c = test::small_config(Family::Fla);  // vocab 53, d 32, 2 layers, 4 heads, Dk 8, Dv 12, FFN 40
+    ASSERT_TRUE(c.vocab_size == 53 && c.d_model == 32 && c.n_layers == 2 && c.n_heads == 4 && c.key_dim == 32 &&
+                c.value_dim == 48 && c.ffn_dim == 40);
+    const auto fla = test::small_model(Family::Fla, 3);
+    // a layer: q, k (32 × 32), v, g (48 × 32), o (32 × 48), act, lin (40 × 32), out (32 × 40)
+    const uint64_t layer_values = 2 * 32 * 32 + 2 * 48 * 32 + 32 * 48 + 2 * 40 * 32 + 32 * 40;
+    const uint64_t matrices = 2 * layer_values + 53 * 32;  // the tied embedding is the output matrix
+    uint64_t vectors = 0;  // norms, float32 in every precision
+    for (const Tensor* t : weight_tensors(*fla))
+        if (t->rank() == 1) vectors += static_cast<uint64_t>(t->numel());
+    EXPECT_GE(vectors, 2u * 2 * 32 + 32);  // two norms a layer and the final one at least
+    const uint64_t state = 2 * 4 * 8 * 12 * 4;  // L · H · Dk · Dv float32
+    for (const int batch : {1, 3}) {
+        const DecodeStepBytes bf16 = decode_step_bytes(*fla, "bf16", batch, 100, 4);
+        EXPECT_EQ(bf16.weights, matrices * 2 + vectors * 4) << "batch " << batch;
+        EXPECT_EQ(bf16.states, batch * 2 * state) << "batch " << batch;  // read and written
+        EXPECT_EQ(bf16.total(), bf16.weights + bf16.states);
+        EXPECT_EQ(decode_step_bytes(*fla, "fp32", batch, 100, 4).weights, matrices * 4 + vectors * 4);
+        // "mixed": each as stored (the test model's are float32)
+        EXPECT_EQ(decode_step_bytes(*fla, "mixed", batch, 100, 4).weights, matrices * 4 + vectors * 4);
+    }
+
+    const auto ts = test::small_model(Family::TorchScale, 3);
+    ASSERT_FALSE(ts->weights.lm_head.empty());
+    const DecodeStepBytes one = decode_step_bytes(*ts, "bf16", 1, 7, 4), three = decode_step_bytes(*ts, "bf16", 3, 7, 4);
+    EXPECT_EQ(three.weights - one.weights, 2u * 32 * 2);  // two more embedding rows of d bf16 values
+    uint64_t all = 0;
+    for (const Tensor* t : weight_tensors(*ts)) all += static_cast<uint64_t>(t->numel()) * (t->rank() == 2 ? 2 : 4);
+    EXPECT_EQ(one.weights, all - 52u * 32 * 2);  // the embedding's other 52 rows are not read
+
+    const Model twin = make_transformer_twin(c, 4);
+    const uint64_t kv_token = 2 * 2 * 32;  // K and V of every layer, elements
+    const DecodeStepBytes cache = decode_step_bytes(twin, "bf16", 2, 9, 2);
+    EXPECT_EQ(cache.states, 2 * (9 + 1) * kv_token * 2);  // 9 tokens read, the new one's row written, bf16
+}
+
 }  // namespace
 }  // namespace retnet

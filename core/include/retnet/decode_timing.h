@@ -7,6 +7,7 @@
 #include <functional>
 #include <random>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "retnet/forward.h"
@@ -44,5 +45,18 @@ struct DecodeTimes {
 // cancel's check).
 DecodeTimes time_decode_steps(Backend& backend, int batch, int untimed, int timed, int best_count, std::mt19937_64& rng,
                               const std::function<void()>& after_step);
+
+// The bytes one decoding step of `batch` sequences has to move through memory at the least: the floor a
+// step's time is read against (a step takes at least these bytes over the memory's bandwidth). Every
+// weight matrix read once at `precision` (the backend's weights_precision(); "mixed": as each is
+// stored), of an untied embedding only the batch's rows, the norms' vectors in float32; each sequence's
+// RetNet state read and written (float32), or a Transformer's KV cache of `tokens` tokens read and the
+// new token's row written at `kv_element_bytes`. Activations, logits and launches are left out.
+struct DecodeStepBytes {
+    uint64_t weights = 0, states = 0;
+    uint64_t total() const { return weights + states; }
+};
+DecodeStepBytes decode_step_bytes(const Model& model, const std::string& precision, int batch, int64_t tokens,
+                                  int kv_element_bytes);
 
 }  // namespace retnet
