@@ -98,9 +98,9 @@ nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int
     const DecodeStepBytes moved = decode_step_bytes(backend.model(), backend.weights_precision(), B,
                                                     int64_t(context) + kDecodeWarmup + steps / 2,
                                                     backend.kv_cache_element_bytes());
-    const auto gb_per_s = [&](double ms) { return static_cast<double>(moved.total()) / (ms * 1e6); };
+    const auto gb_per_s = [&](double ms) { return ms > 0 ? static_cast<double>(moved.total()) / (ms * 1e6) : 0.0; };
     nlohmann::json row = {
-        {"batch", B}, {"context", context}, {"ms_per_step", per_step}, {"tokens_per_s", B * 1000.0 / per_step},
+        {"batch", B}, {"context", context}, {"ms_per_step", per_step}, {"tokens_per_s", tokens_per_second(B, per_step)},
         {"state_bytes", B * sequence_state_bytes(c, context + steps + kDecodeWarmup, backend.kv_cache_element_bytes())},
         {"step_bytes", moved.total()}, {"step_weight_bytes", moved.weights}, {"step_state_bytes", moved.states},
         {"gb_per_s", gb_per_s(per_step)}};
