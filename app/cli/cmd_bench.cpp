@@ -214,7 +214,10 @@ void print_tables(const nlohmann::json& report) {
 
 int run_bench(const std::vector<std::string>& argv) {
     const auto app = make_app("bench", "Times the prefill of each form at each length and batched recurrent decoding "
-                                       "at each batch size and context length (medians after a warm-up).");
+                                       "at each batch size and context length (medians after a warm-up). A decoding "
+                                       "row also gives the bytes a step moves at the least (every weight once, each "
+                                       "state read and written) and the GB/s that makes, to set beside the memory's "
+                                       "bandwidth.");
     std::string model_dir, device = "cpu", lengths_text = "64,256,1024", batch_text = "1", contexts_text = "64";
     std::string dtype = "stored", mode = "all";
     InterventionText edits;
