@@ -105,8 +105,9 @@ nlohmann::json bench_decode(Backend& backend, int B, int context, int steps, int
         {"step_bytes", moved.total()}, {"step_weight_bytes", moved.weights}, {"step_state_bytes", moved.states},
         {"gb_per_s", gb_per_s(per_step)}};
     if (!times.device_ms.empty()) {
-        row["device_ms_per_step"] = median(times.device_ms);
-        row["device_gb_per_s"] = gb_per_s(row["device_ms_per_step"].get<double>());
+        const double device_per_step = median(times.device_ms);
+        row["device_ms_per_step"] = device_per_step;
+        row["device_gb_per_s"] = gb_per_s(device_per_step);
     }
     return row;
 }

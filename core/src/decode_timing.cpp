@@ -3,8 +3,8 @@
 
 #include <algorithm>
 
+#include "retnet/cost.h"
 #include "retnet/model.h"
-#include "retnet/model_stats.h"
 
 namespace retnet {
 
@@ -88,14 +88,11 @@ DecodeStepBytes decode_step_bytes(const Model& model, const std::string& precisi
     };
     DecodeStepBytes step;
     for (const Tensor* t : weight_tensors(model)) step.weights += bytes_read(*t);
+    // each state read whole; written whole (RetNet) or by the new token's row (a KV cache)
     const ModelConfig& c = model.config;
-    const auto sequences = static_cast<uint64_t>(batch);
-    if (c.is_transformer()) {
-        const auto per_token = static_cast<uint64_t>(kv_cache_bytes(c, 1) / 4 * kv_element_bytes);
-        step.states = sequences * (static_cast<uint64_t>(tokens) + 1) * per_token;
-    } else {
-        step.states = sequences * 2 * static_cast<uint64_t>(recurrent_state_bytes(c));
-    }
+    const int64_t read = sequence_state_bytes(c, tokens, kv_element_bytes);
+    const int64_t written = sequence_state_bytes(c, c.is_transformer() ? 1 : tokens, kv_element_bytes);
+    step.states = static_cast<uint64_t>(batch) * static_cast<uint64_t>(read + written);
     return step;
 }
 
